@@ -1,0 +1,292 @@
+//! The search index over the log: derived state, rebuilt from the log on every start.
+//!
+//! For each event it keeps a compact entry (time, location and interned filter fields) and
+//! posting lists from each filter term (user, operation, entity, record id…) to the events
+//! carrying it. A search drives from the shortest posting list among the filters given and
+//! checks the others on the entries, newest first, so it reads the log only for the events it
+//! returns (and for free text, which is matched on the decoded events).
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::event::{AuditEvent, Origin, ResultStatus};
+use crate::log::{Location, Seq};
+
+/// A search of the audit log; lists are ORed, fields ANDed.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Inclusive lower bound of `CreationTime`, microseconds since the epoch.
+    pub start_us: i64,
+    /// Exclusive upper bound of `CreationTime`, microseconds since the epoch.
+    pub end_us: i64,
+    /// Operations (case-insensitive).
+    pub operations: Vec<String>,
+    /// Users, by id or principal name (case-insensitive).
+    pub users: Vec<String>,
+    /// Instance names.
+    pub instances: Vec<String>,
+    /// Entity logical names.
+    pub entities: Vec<String>,
+    /// Records touched or seen.
+    pub record_ids: Vec<Uuid>,
+    /// Client IP addresses.
+    pub ips: Vec<String>,
+    /// Origins.
+    pub origins: Vec<Origin>,
+    /// Result statuses.
+    pub statuses: Vec<ResultStatus>,
+    /// Record types.
+    pub record_types: Vec<String>,
+    /// Workloads.
+    pub workloads: Vec<String>,
+    /// Free text, matched case-insensitively against the event's remaining text fields.
+    pub text: Option<String>,
+    /// Only events older (smaller seq) than this: the continuation of a previous page.
+    pub before_seq: Option<Seq>,
+    /// Page size.
+    pub top: usize,
+}
+
+/// One page of results, newest first.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// The events with their log positions.
+    pub events: Vec<(Seq, AuditEvent)>,
+    /// Where the next page continues, when there is one.
+    pub next_before_seq: Option<Seq>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Field {
+    Operation,
+    User,
+    Instance,
+    Entity,
+    Ip,
+    RecordType,
+    Workload,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    time_us: i64,
+    location: Location,
+    operation: u32,
+    user_id: u32,
+    user_upn: u32,
+    instance: u32,
+    entity: u32,
+    ip: u32,
+    record_type: u32,
+    workload: u32,
+    origin: Origin,
+    status: ResultStatus,
+}
+
+/// The in-memory index; seq `n` is `entries[n]`.
+#[derive(Default)]
+pub(crate) struct MemIndex {
+    entries: Vec<Entry>,
+    terms: HashMap<String, u32>,
+    postings: HashMap<(Field, u32), Vec<Seq>>,
+    by_record: HashMap<Uuid, Vec<Seq>>,
+    by_id: HashMap<Uuid, Seq>,
+}
+
+impl MemIndex {
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    pub(crate) fn seq_of(&self, id: Uuid) -> Option<(Seq, Location)> {
+        let seq = *self.by_id.get(&id)?;
+        Some((seq, self.entries[seq as usize].location))
+    }
+
+    fn term(&mut self, text: &str) -> u32 {
+        let key = text.to_lowercase();
+        let next = self.terms.len() as u32;
+        *self.terms.entry(key).or_insert(next)
+    }
+
+    fn lookup(&self, text: &str) -> Option<u32> {
+        self.terms.get(&text.to_lowercase()).copied()
+    }
+
+    pub(crate) fn insert(&mut self, seq: Seq, location: Location, event: &AuditEvent) {
+        assert_eq!(seq, self.len(), "index entries must arrive in log order");
+        let entry = Entry {
+            time_us: event.creation_time_us,
+            location,
+            operation: self.term(&event.operation),
+            user_id: self.term(&event.user_id),
+            user_upn: self.term(&event.user_upn),
+            instance: self.term(&event.instance),
+            entity: self.term(&event.entity_name),
+            ip: self.term(&event.client_ip),
+            record_type: self.term(&event.record_type),
+            workload: self.term(&event.workload),
+            origin: event.origin,
+            status: event.result_status,
+        };
+        for (field, term) in [
+            (Field::Operation, entry.operation),
+            (Field::User, entry.user_id),
+            (Field::Instance, entry.instance),
+            (Field::Entity, entry.entity),
+            (Field::Ip, entry.ip),
+            (Field::RecordType, entry.record_type),
+            (Field::Workload, entry.workload),
+        ] {
+            self.postings.entry((field, term)).or_default().push(seq);
+        }
+        if entry.user_upn != entry.user_id {
+            self.postings.entry((Field::User, entry.user_upn)).or_default().push(seq);
+        }
+        for record_id in &event.record_ids {
+            let list = self.by_record.entry(*record_id).or_default();
+            // A record listed twice in one event is posted once.
+            if list.last() != Some(&seq) {
+                list.push(seq);
+            }
+        }
+        self.by_id.insert(event.id, seq);
+        self.entries.push(entry);
+    }
+
+    /// Candidate seqs newest first, before the free-text check, as (seq, location); stops after
+    /// `limit` matches when the caller needs no more.
+    pub(crate) fn candidates(&self, query: &SearchQuery, limit: usize) -> Vec<(Seq, Location)> {
+        let mut term_filters: Vec<(Field, Vec<u32>)> = Vec::new();
+        for (field, values) in [
+            (Field::Operation, &query.operations),
+            (Field::User, &query.users),
+            (Field::Instance, &query.instances),
+            (Field::Entity, &query.entities),
+            (Field::Ip, &query.ips),
+            (Field::RecordType, &query.record_types),
+            (Field::Workload, &query.workloads),
+        ] {
+            if values.is_empty() {
+                continue;
+            }
+            let terms: Vec<u32> = values.iter().filter_map(|v| self.lookup(v)).collect();
+            if terms.is_empty() {
+                return Vec::new();
+            }
+            term_filters.push((field, terms));
+        }
+
+        // Drive from the shortest list among the filters that have posting lists.
+        let mut driver: Option<Vec<Seq>> = None;
+        let mut consider = |lists: Vec<&Vec<Seq>>| {
+            let n: usize = lists.iter().map(|l| l.len()).sum();
+            if driver.as_ref().is_none_or(|d| n < d.len()) {
+                let mut merged: Vec<Seq> = lists.into_iter().flatten().copied().collect();
+                merged.sort_unstable();
+                merged.dedup();
+                driver = Some(merged);
+            }
+        };
+        if !query.record_ids.is_empty() {
+            consider(query.record_ids.iter().filter_map(|id| self.by_record.get(id)).collect());
+        }
+        for (field, terms) in &term_filters {
+            consider(terms.iter().filter_map(|t| self.postings.get(&(*field, *t))).collect());
+        }
+
+        let upper = query.before_seq.unwrap_or(u64::MAX).min(self.len());
+        let mut out = Vec::new();
+        let mut check = |seq: Seq| -> bool {
+            let entry = &self.entries[seq as usize];
+            if self.matches(entry, seq, query, &term_filters) {
+                out.push((seq, entry.location));
+            }
+            out.len() >= limit
+        };
+        match driver {
+            Some(list) => {
+                let end = list.partition_point(|s| *s < upper);
+                for seq in list[..end].iter().rev() {
+                    if check(*seq) {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for seq in (0..upper).rev() {
+                    if check(seq) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn matches(&self, entry: &Entry, seq: Seq, query: &SearchQuery, term_filters: &[(Field, Vec<u32>)]) -> bool {
+        if entry.time_us < query.start_us || entry.time_us >= query.end_us {
+            return false;
+        }
+        if !query.origins.is_empty() && !query.origins.contains(&entry.origin) {
+            return false;
+        }
+        if !query.statuses.is_empty() && !query.statuses.contains(&entry.status) {
+            return false;
+        }
+        for (field, terms) in term_filters {
+            let ok = match field {
+                Field::Operation => terms.contains(&entry.operation),
+                Field::User => terms.contains(&entry.user_id) || terms.contains(&entry.user_upn),
+                Field::Instance => terms.contains(&entry.instance),
+                Field::Entity => terms.contains(&entry.entity),
+                Field::Ip => terms.contains(&entry.ip),
+                Field::RecordType => terms.contains(&entry.record_type),
+                Field::Workload => terms.contains(&entry.workload),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if !query.record_ids.is_empty() {
+            let touched = query.record_ids.iter().any(|id| {
+                self.by_record.get(id).is_some_and(|list| list.binary_search(&seq).is_ok())
+            });
+            if !touched {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether the free text occurs in the event's text fields (case-insensitive).
+pub(crate) fn text_matches(event: &AuditEvent, needle_lower: &str) -> bool {
+    let mut haystack = String::new();
+    for text in [
+        &event.operation,
+        &event.user_upn,
+        &event.user_id,
+        &event.user_agent,
+        &event.client_ip,
+        &event.entity_name,
+        &event.query,
+        &event.details,
+        &event.error_code,
+        &event.instance,
+        &event.correlation_id,
+    ] {
+        haystack.push_str(text);
+        haystack.push('\n');
+    }
+    for change in &event.changes {
+        haystack.push_str(&change.attribute);
+        haystack.push('\n');
+        for value in [&change.old, &change.new].into_iter().flatten() {
+            haystack.push_str(value);
+            haystack.push('\n');
+        }
+    }
+    haystack.to_lowercase().contains(needle_lower)
+}

@@ -1,0 +1,26 @@
+//! The audit trail of Custos: the audit record and its operation catalogue, the audit policy
+//! (settings → "is this audited?"), the durable append-only log with group commit, and the
+//! search index derived from it.
+//!
+//! This crate knows nothing of HTTP, of the records platform or of an async runtime: the log is
+//! a blocking API driven by one writer thread, so the server calls it from blocking tasks.
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+mod event;
+mod index;
+mod log;
+mod policy;
+mod writer;
+
+pub use codec::{CODEC_VERSION, decode_event, encode_event};
+pub use error::{Error, Result};
+pub use event::{
+    AuditEvent, Change, Category, EntityCategory, Operation, Origin, RecordType, ResultStatus,
+    UserType,
+};
+pub use index::{SearchQuery, SearchPage};
+pub use log::{LogConfig, Seq};
+pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
+pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats};

@@ -1,0 +1,225 @@
+//! The audit log handle: one writer thread with group commit, and search over the index.
+//!
+//! Callers encode their event, put it on a bounded queue (a full queue blocks the caller:
+//! back-pressure, never a drop) and wait for the writer's answer. The writer takes every event
+//! waiting, writes them with one write and one `fdatasync`, adds them to the index and only
+//! then answers each caller, so an acknowledged event is both durable and searchable.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::codec::{decode_event, encode_event};
+use crate::event::AuditEvent;
+use crate::index::{MemIndex, SearchPage, SearchQuery, text_matches};
+use crate::log::{LogConfig, LogFiles, LogReader, Seq};
+use crate::{Error, Result};
+
+/// Upper bounds (microseconds) of the fsync latency histogram buckets.
+pub const FSYNC_BUCKETS_US: [u64; 10] = [250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+
+/// Counters of the writer, for metrics.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Events made durable.
+    pub events_appended: AtomicU64,
+    /// Group commits done.
+    pub batches: AtomicU64,
+    /// Group commits that failed.
+    pub batches_failed: AtomicU64,
+    /// Sum of write + fdatasync time, microseconds.
+    pub fsync_us_total: AtomicU64,
+    /// Count of batches at or under each bound of [`FSYNC_BUCKETS_US`] (not cumulative).
+    pub fsync_us_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+}
+
+struct Job {
+    event: AuditEvent,
+    payload: Vec<u8>,
+    done: SyncSender<Result<Seq>>,
+}
+
+/// The durable audit log of one data directory.
+pub struct AuditLog {
+    queue: SyncSender<Job>,
+    index: Arc<RwLock<MemIndex>>,
+    reader: LogReader,
+    stats: Arc<LogStats>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log, recovers a torn tail, rebuilds the index and starts the writer.
+    pub fn open(config: LogConfig) -> Result<AuditLog> {
+        let mut index = MemIndex::default();
+        let files = LogFiles::open(config.clone(), |seq, location, payload| {
+            let event = decode_event(payload)?;
+            index.insert(seq, location, &event);
+            Ok(())
+        })?;
+        let reader = files.reader();
+        let index = Arc::new(RwLock::new(index));
+        let stats = Arc::new(LogStats::default());
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (queue, jobs) = mpsc::sync_channel(config.queue_events_max);
+        let writer = Writer {
+            files,
+            jobs,
+            index: index.clone(),
+            stats: stats.clone(),
+            stopped: stopped.clone(),
+            batch_events_max: config.batch_events_max,
+        };
+        thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io(&config.dir, e))?;
+        Ok(AuditLog { queue, index, reader, stats, stopped })
+    }
+
+    /// Appends `event` and blocks until it is durable and searchable.
+    pub fn append(&self, event: AuditEvent) -> Result<Seq> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Error::Unavailable("the audit writer has stopped".into()));
+        }
+        let mut payload = Vec::with_capacity(256 + event.record_ids.len() * 16);
+        encode_event(&event, &mut payload);
+        let (done, answer) = mpsc::sync_channel(1);
+        self.queue
+            .send(Job { event, payload, done })
+            .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
+    }
+
+    /// Events in the log.
+    pub fn len(&self) -> u64 {
+        self.index.read().expect("index lock").len()
+    }
+
+    /// Whether the log holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    /// One event by id.
+    pub fn get(&self, id: Uuid) -> Result<Option<(Seq, AuditEvent)>> {
+        let found = self.index.read().expect("index lock").seq_of(id);
+        let Some((seq, location)) = found else { return Ok(None) };
+        Ok(Some((seq, decode_event(&self.reader.read(location)?)?)))
+    }
+
+    /// One page of events matching `query`, newest first.
+    pub fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
+        if query.top == 0 {
+            return Err(Error::InvalidQuery("top must be at least 1".into()));
+        }
+        let needle = query.text.as_ref().map(|t| t.to_lowercase());
+        let mut events = Vec::new();
+        let mut before = query.before_seq;
+        // Without free text every candidate matches; with it, candidates are fetched in chunks
+        // and checked on the decoded events.
+        loop {
+            let chunk = if needle.is_some() { 512 } else { query.top + 1 };
+            let paged = SearchQuery { before_seq: before, ..query.clone() };
+            let candidates = self.index.read().expect("index lock").candidates(&paged, chunk);
+            let exhausted = candidates.len() < chunk;
+            for (seq, location) in &candidates {
+                before = Some(*seq);
+                let event = decode_event(&self.reader.read(*location)?)?;
+                if needle.as_ref().is_none_or(|n| text_matches(&event, n)) {
+                    events.push((*seq, event));
+                    if events.len() > query.top {
+                        break;
+                    }
+                }
+            }
+            if events.len() > query.top || exhausted {
+                break;
+            }
+        }
+        let next_before_seq = if events.len() > query.top {
+            events.truncate(query.top);
+            events.last().map(|(seq, _)| *seq)
+        } else {
+            None
+        };
+        Ok(SearchPage { events, next_before_seq })
+    }
+}
+
+struct Writer {
+    files: LogFiles,
+    jobs: Receiver<Job>,
+    index: Arc<RwLock<MemIndex>>,
+    stats: Arc<LogStats>,
+    stopped: Arc<AtomicBool>,
+    batch_events_max: usize,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Ok(first) = self.jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.batch_events_max {
+                match self.jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let payloads: Vec<Vec<u8>> = batch.iter().map(|job| job.payload.clone()).collect();
+        let started = Instant::now();
+        let result = self.files.append_batch(&payloads);
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(placed) => {
+                self.record_batch(batch.len(), elapsed_us);
+                {
+                    let mut index = self.index.write().expect("index lock");
+                    for (job, (seq, location)) in batch.iter().zip(&placed) {
+                        index.insert(*seq, *location, &job.event);
+                    }
+                }
+                for (job, (seq, _)) in batch.into_iter().zip(placed) {
+                    let _ = job.done.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                if matches!(error, Error::Unavailable(_)) {
+                    self.stopped.store(true, Ordering::Release);
+                }
+                let message = error.to_string();
+                for job in batch {
+                    let _ = job.done.send(Err(Error::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+
+    fn record_batch(&self, n_events: usize, elapsed_us: u64) {
+        self.stats.events_appended.fetch_add(n_events as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_us_total.fetch_add(elapsed_us, Ordering::Relaxed);
+        let bucket = FSYNC_BUCKETS_US.iter().position(|b| elapsed_us <= *b).unwrap_or(FSYNC_BUCKETS_US.len());
+        self.stats.fsync_us_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! The tenant directory: tenants, instances, principals (users and application users, with
+//! their credential hashes) and role assignments, in the control database `control.db`.
+//!
+//! Principals are tenant-wide identities, like Entra ID accounts; each instance projects them as
+//! `systemuser` records with the same id. Lookups on the request path come from an in-memory
+//! copy that writes go through.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+use rusqlite::{Connection, OptionalExtension};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// An identity that can sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Id; also the `systemuserid` in every instance.
+    pub id: Uuid,
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// User principal name (sign-in name), unique ignoring case.
+    pub upn: String,
+    /// Display name.
+    pub display_name: String,
+    /// Microsoft 365 user type code (0 regular, 2 admin, 3 support, 5 application…).
+    pub user_type: u8,
+    /// PHC string of the password hash, for users.
+    pub password_hash: Option<String>,
+    /// Client id, for application users.
+    pub client_id: Option<String>,
+    /// PHC string of the client secret hash, for application users.
+    pub secret_hash: Option<String>,
+    /// Tenant global administrator.
+    pub global_admin: bool,
+    /// Disabled principals cannot sign in.
+    pub disabled: bool,
+}
+
+/// A principal to add.
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    /// Id to give it.
+    pub id: Uuid,
+    /// User principal name.
+    pub upn: String,
+    /// Display name.
+    pub display_name: String,
+    /// Microsoft 365 user type code.
+    pub user_type: u8,
+    /// Password hash (users).
+    pub password_hash: Option<String>,
+    /// Client id (application users).
+    pub client_id: Option<String>,
+    /// Client secret hash (application users).
+    pub secret_hash: Option<String>,
+    /// Tenant global administrator.
+    pub global_admin: bool,
+}
+
+/// An instance of the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Unique name (`main`), also the first segment of its URLs.
+    pub name: String,
+    /// `trial` or `paid`.
+    pub state: String,
+    /// Id of its `organization` record.
+    pub organization_id: Uuid,
+}
+
+struct Cache {
+    principals: HashMap<Uuid, Principal>,
+    roles: HashMap<(Uuid, String), Vec<Uuid>>,
+}
+
+/// The control database of one tenant.
+pub struct Directory {
+    conn: Mutex<Connection>,
+    tenant_id: Uuid,
+    cache: RwLock<Cache>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenant (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instance (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, organization_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS principal (
+    id TEXT PRIMARY KEY, upn TEXT NOT NULL UNIQUE COLLATE NOCASE, display_name TEXT NOT NULL,
+    user_type INTEGER NOT NULL, password_hash TEXT, client_id TEXT UNIQUE, secret_hash TEXT,
+    global_admin INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS role_assignment (
+    principal_id TEXT NOT NULL, instance TEXT NOT NULL, role_id TEXT NOT NULL,
+    PRIMARY KEY (principal_id, instance, role_id));
+";
+
+fn parse_uuid(text: String) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl Directory {
+    /// Opens the control database, creating tenant `tenant_name` when it is new; returns it
+    /// and whether it was created now (the first run).
+    pub fn open(path: &Path, tenant_name: &str) -> Result<(Directory, bool)> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let existing: Option<String> = conn.query_row("SELECT id FROM tenant", [], |row| row.get(0)).optional()?;
+        let (tenant_id, created) = match existing {
+            Some(id) => (parse_uuid(id)?, false),
+            None => {
+                let id = Uuid::new_v4();
+                conn.execute("INSERT INTO tenant (id, name) VALUES (?1, ?2)", [id.to_string(), tenant_name.to_string()])?;
+                (id, true)
+            }
+        };
+        let cache = load_cache(&conn, tenant_id)?;
+        Ok((Directory { conn: Mutex::new(conn), tenant_id, cache: RwLock::new(cache) }, created))
+    }
+
+    /// The tenant's id.
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    /// Records a new instance.
+    pub fn add_instance(&self, instance: &InstanceInfo) -> Result<()> {
+        let conn = self.conn.lock().expect("directory lock");
+        conn.execute(
+            "INSERT INTO instance (name, state, organization_id) VALUES (?1, ?2, ?3)",
+            [&instance.name, &instance.state, &instance.organization_id.to_string()],
+        )
+        .map_err(|e| conflict(e, format!("instance '{}' already exists", instance.name)))?;
+        Ok(())
+    }
+
+    /// Every instance, by name.
+    pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
+        let conn = self.conn.lock().expect("directory lock");
+        let mut statement = conn.prepare("SELECT name, state, organization_id FROM instance ORDER BY name")?;
+        let rows = statement.query_map([], |row| {
+            Ok(InstanceInfo { name: row.get(0)?, state: row.get(1)?, organization_id: parse_uuid(row.get(2)?)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Adds a principal; a taken UPN or client id is a conflict.
+    pub fn add_principal(&self, new: NewPrincipal) -> Result<Principal> {
+        let principal = Principal {
+            id: new.id,
+            tenant_id: self.tenant_id,
+            upn: new.upn,
+            display_name: new.display_name,
+            user_type: new.user_type,
+            password_hash: new.password_hash,
+            client_id: new.client_id,
+            secret_hash: new.secret_hash,
+            global_admin: new.global_admin,
+            disabled: false,
+        };
+        let conn = self.conn.lock().expect("directory lock");
+        conn.execute(
+            "INSERT INTO principal (id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            rusqlite::params![
+                principal.id.to_string(),
+                principal.upn,
+                principal.display_name,
+                principal.user_type,
+                principal.password_hash,
+                principal.client_id,
+                principal.secret_hash,
+                principal.global_admin,
+            ],
+        )
+        .map_err(|e| conflict(e, format!("a user named '{}' (or with that id or client id) already exists", principal.upn)))?;
+        self.cache.write().expect("directory cache").principals.insert(principal.id, principal.clone());
+        Ok(principal)
+    }
+
+    /// A principal by id.
+    pub fn principal(&self, id: Uuid) -> Option<Principal> {
+        self.cache.read().expect("directory cache").principals.get(&id).cloned()
+    }
+
+    /// A principal by user principal name, ignoring case.
+    pub fn by_upn(&self, upn: &str) -> Option<Principal> {
+        let cache = self.cache.read().expect("directory cache");
+        cache.principals.values().find(|p| p.upn.eq_ignore_ascii_case(upn)).cloned()
+    }
+
+    /// An application user by client id.
+    pub fn by_client_id(&self, client_id: &str) -> Option<Principal> {
+        let cache = self.cache.read().expect("directory cache");
+        cache.principals.values().find(|p| p.client_id.as_deref() == Some(client_id)).cloned()
+    }
+
+    /// Gives `principal` the role `role_id` in `instance`; returns false when it already had it.
+    pub fn assign_role(&self, principal: Uuid, instance: &str, role_id: Uuid) -> Result<bool> {
+        let conn = self.conn.lock().expect("directory lock");
+        let added = conn.execute(
+            "INSERT OR IGNORE INTO role_assignment (principal_id, instance, role_id) VALUES (?1, ?2, ?3)",
+            [principal.to_string(), instance.to_string(), role_id.to_string()],
+        )?;
+        if added > 0 {
+            let mut cache = self.cache.write().expect("directory cache");
+            cache.roles.entry((principal, instance.to_string())).or_default().push(role_id);
+        }
+        Ok(added > 0)
+    }
+
+    /// The roles `principal` holds in `instance`.
+    pub fn roles(&self, principal: Uuid, instance: &str) -> Vec<Uuid> {
+        let cache = self.cache.read().expect("directory cache");
+        cache.roles.get(&(principal, instance.to_string())).cloned().unwrap_or_default()
+    }
+
+    /// Whether `principal` holds `role_id` in any instance.
+    pub fn has_role_anywhere(&self, principal: Uuid, role_id: Uuid) -> bool {
+        let cache = self.cache.read().expect("directory cache");
+        cache.roles.iter().any(|((p, _), roles)| *p == principal && roles.contains(&role_id))
+    }
+}
+
+fn conflict(error: rusqlite::Error, message: String) -> Error {
+    match error {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation => Error::Conflict(message),
+        other => other.into(),
+    }
+}
+
+fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
+    let mut principals = HashMap::new();
+    let mut statement = conn.prepare(
+        "SELECT id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, disabled FROM principal",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok(Principal {
+            id: parse_uuid(row.get(0)?)?,
+            tenant_id,
+            upn: row.get(1)?,
+            display_name: row.get(2)?,
+            user_type: row.get(3)?,
+            password_hash: row.get(4)?,
+            client_id: row.get(5)?,
+            secret_hash: row.get(6)?,
+            global_admin: row.get(7)?,
+            disabled: row.get(8)?,
+        })
+    })?;
+    for principal in rows {
+        let principal = principal?;
+        principals.insert(principal.id, principal);
+    }
+    let mut roles: HashMap<(Uuid, String), Vec<Uuid>> = HashMap::new();
+    let mut statement = conn.prepare("SELECT principal_id, instance, role_id FROM role_assignment")?;
+    let rows = statement.query_map([], |row| Ok((parse_uuid(row.get(0)?)?, row.get::<_, String>(1)?, parse_uuid(row.get(2)?)?)))?;
+    for row in rows {
+        let (principal, instance, role) = row?;
+        roles.entry((principal, instance)).or_default().push(role);
+    }
+    Ok(Cache { principals, roles })
+}

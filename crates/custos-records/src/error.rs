@@ -1,0 +1,31 @@
+//! The one error type of the records crate, split by who is at fault.
+
+/// Result of record operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What went wrong with a records operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's input is invalid: bad query, unknown attribute, wrong type.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The entity, attribute or record does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (duplicate id or name).
+    #[error("{0}")]
+    Conflict(String),
+    /// An `If-Match` / `If-None-Match` precondition does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The `before_commit` hook refused the commit (the audit event could not be made durable);
+    /// the transaction was rolled back.
+    #[error("commit refused: {0}")]
+    CommitRefused(String),
+    /// The storage engine failed.
+    #[error("record storage: {0}")]
+    Storage(#[from] rusqlite::Error),
+    /// Stored metadata does not decode.
+    #[error("record metadata corrupted: {0}")]
+    Corrupted(String),
+}

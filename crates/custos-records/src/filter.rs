@@ -1,0 +1,469 @@
+//! The OData `$filter` grammar of SPEC §3.1: a hand-written lexer and recursive-descent parser
+//! into a small tree, and a printer whose output parses back to the same tree.
+//!
+//! ```text
+//! expr    := and ("or" and)*
+//! and     := unary ("and" unary)*
+//! unary   := "not" unary | primary
+//! primary := "(" expr ")" | func "(" member "," string ")" | member op literal
+//! op      := eq | ne | gt | ge | lt | le
+//! literal := string | integer | decimal | true | false | null | guid | datetime | date
+//! ```
+//!
+//! Written by hand (not a parser generator) because the grammar is small, the error messages
+//! are part of the product, and input length and nesting depth must be bounded.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::value::normalize_datetime;
+use crate::{Error, Result};
+
+/// Longest `$filter` accepted, in bytes.
+pub(crate) const FILTER_BYTES_MAX: usize = 16 * 1024;
+/// Deepest nesting of parentheses and `not` accepted.
+pub(crate) const FILTER_DEPTH_MAX: usize = 64;
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// Both hold.
+    And(Box<Filter>, Box<Filter>),
+    /// Either holds.
+    Or(Box<Filter>, Box<Filter>),
+    /// Does not hold.
+    Not(Box<Filter>),
+    /// `attribute op literal`.
+    Compare {
+        /// Attribute name as written (logical name or `_x_value`).
+        attribute: String,
+        /// Comparison.
+        op: CompareOp,
+        /// Right-hand side.
+        value: Literal,
+    },
+    /// `contains(attribute, 'text')` and friends.
+    Function {
+        /// Which function.
+        function: StringFunction,
+        /// Attribute name as written.
+        attribute: String,
+        /// The text searched for.
+        value: String,
+    },
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    /// Equal.
+    Eq,
+    /// Not equal.
+    Ne,
+    /// Greater than.
+    Gt,
+    /// Greater or equal.
+    Ge,
+    /// Less than.
+    Lt,
+    /// Less or equal.
+    Le,
+}
+
+impl CompareOp {
+    const ALL: [(CompareOp, &'static str); 6] = [
+        (CompareOp::Eq, "eq"),
+        (CompareOp::Ne, "ne"),
+        (CompareOp::Gt, "gt"),
+        (CompareOp::Ge, "ge"),
+        (CompareOp::Lt, "lt"),
+        (CompareOp::Le, "le"),
+    ];
+
+    /// The OData keyword.
+    pub fn as_str(self) -> &'static str {
+        CompareOp::ALL.iter().find(|(op, _)| *op == self).expect("every op is listed").1
+    }
+}
+
+/// String functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringFunction {
+    /// Substring.
+    Contains,
+    /// Prefix.
+    StartsWith,
+    /// Suffix.
+    EndsWith,
+}
+
+impl StringFunction {
+    /// The OData name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StringFunction::Contains => "contains",
+            StringFunction::StartsWith => "startswith",
+            StringFunction::EndsWith => "endswith",
+        }
+    }
+}
+
+/// A literal value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Boolean(bool),
+    /// An integer that fits 64 bits.
+    Integer(i64),
+    /// A decimal number, kept as written (validated) so printing is exact.
+    Decimal(String),
+    /// A quoted string, unescaped.
+    String(String),
+    /// A bare GUID.
+    Guid(Uuid),
+    /// A date-time, normalised to `YYYY-MM-DDTHH:MM:SSZ`.
+    DateTime(String),
+    /// A date `YYYY-MM-DD`.
+    Date(String),
+}
+
+impl fmt::Display for Literal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Literal::Null => f.write_str("null"),
+            Literal::Boolean(b) => write!(f, "{b}"),
+            Literal::Integer(n) => write!(f, "{n}"),
+            Literal::Decimal(text) => f.write_str(text),
+            Literal::String(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            Literal::Guid(g) => write!(f, "{g}"),
+            Literal::DateTime(text) | Literal::Date(text) => f.write_str(text),
+        }
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Filter::And(l, r) => write!(f, "({l}) and ({r})"),
+            Filter::Or(l, r) => write!(f, "({l}) or ({r})"),
+            Filter::Not(inner) => write!(f, "not ({inner})"),
+            Filter::Compare { attribute, op, value } => write!(f, "{attribute} {} {value}", op.as_str()),
+            Filter::Function { function, attribute, value } => {
+                write!(f, "{}({attribute},{})", function.as_str(), Literal::String(value.clone()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Literal(Literal),
+    Open,
+    Close,
+    Comma,
+}
+
+/// Parses a `$filter` expression.
+pub fn parse_filter(input: &str) -> Result<Filter> {
+    if input.len() > FILTER_BYTES_MAX {
+        return Err(bad(format!("$filter is longer than {FILTER_BYTES_MAX} bytes")));
+    }
+    let tokens = lex(input)?;
+    let mut parser = Parser { tokens, pos: 0, depth: 0, end: input.len() };
+    let filter = parser.expr()?;
+    if let Some((token, at)) = parser.tokens.get(parser.pos) {
+        return Err(bad(format!("unexpected {} at position {at}", describe(token))));
+    }
+    Ok(filter)
+}
+
+fn bad(message: String) -> Error {
+    Error::BadRequest(format!("invalid $filter: {message}"))
+}
+
+fn describe(token: &Token) -> String {
+    match token {
+        Token::Ident(name) => format!("'{name}'"),
+        Token::Literal(literal) => format!("literal {literal}"),
+        Token::Open => "'('".into(),
+        Token::Close => "')'".into(),
+        Token::Comma => "','".into(),
+    }
+}
+
+fn lex(input: &str) -> Result<Vec<(Token, usize)>> {
+    let bytes = input.as_bytes();
+    let mut tokens = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let c = bytes[pos];
+        let start = pos;
+        if c.is_ascii_whitespace() {
+            pos += 1;
+            continue;
+        }
+        let token = match c {
+            b'(' => {
+                pos += 1;
+                Token::Open
+            }
+            b')' => {
+                pos += 1;
+                Token::Close
+            }
+            b',' => {
+                pos += 1;
+                Token::Comma
+            }
+            b'\'' => {
+                let mut text = String::new();
+                pos += 1;
+                loop {
+                    let Some(rest) = input.get(pos..) else {
+                        return Err(bad(format!("unterminated string starting at position {start}")));
+                    };
+                    let Some(quote) = rest.find('\'') else {
+                        return Err(bad(format!("unterminated string starting at position {start}")));
+                    };
+                    text.push_str(&rest[..quote]);
+                    pos += quote + 1;
+                    if bytes.get(pos) == Some(&b'\'') {
+                        text.push('\'');
+                        pos += 1;
+                    } else {
+                        break;
+                    }
+                }
+                Token::Literal(Literal::String(text))
+            }
+            _ if is_guid_at(bytes, pos) => {
+                pos += 36;
+                Token::Literal(Literal::Guid(Uuid::parse_str(&input[start..pos]).expect("checked shape")))
+            }
+            b'0'..=b'9' | b'-' => {
+                pos = scan_word(bytes, pos + 1, |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'+'));
+                let word = &input[start..pos];
+                Token::Literal(number_or_date(word).ok_or_else(|| bad(format!("invalid literal '{word}' at position {start}")))?)
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                pos = scan_word(bytes, pos, |b| b.is_ascii_alphanumeric() || b == b'_');
+                let word = &input[start..pos];
+                match word {
+                    "true" => Token::Literal(Literal::Boolean(true)),
+                    "false" => Token::Literal(Literal::Boolean(false)),
+                    "null" => Token::Literal(Literal::Null),
+                    _ => Token::Ident(word.to_string()),
+                }
+            }
+            _ => {
+                let ch = input[pos..].chars().next().expect("not at end");
+                return Err(bad(format!("unexpected character '{ch}' at position {pos}")));
+            }
+        };
+        tokens.push((token, start));
+    }
+    Ok(tokens)
+}
+
+fn scan_word(bytes: &[u8], mut pos: usize, accept: impl Fn(u8) -> bool) -> usize {
+    while pos < bytes.len() && accept(bytes[pos]) {
+        pos += 1;
+    }
+    pos
+}
+
+fn is_guid_at(bytes: &[u8], pos: usize) -> bool {
+    let Some(candidate) = bytes.get(pos..pos + 36) else { return false };
+    let shape_ok = candidate.iter().enumerate().all(|(i, b)| match i {
+        8 | 13 | 18 | 23 => *b == b'-',
+        _ => b.is_ascii_hexdigit(),
+    });
+    let ends = bytes.get(pos + 36).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'));
+    shape_ok && ends
+}
+
+fn number_or_date(word: &str) -> Option<Literal> {
+    let b = word.as_bytes();
+    if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' && b[..4].iter().all(u8::is_ascii_digit) {
+        if b.len() == 10 {
+            return normalize_datetime(word).map(|_| Literal::Date(word.to_string()));
+        }
+        return normalize_datetime(word).map(Literal::DateTime);
+    }
+    if let Ok(n) = word.parse::<i64>() {
+        if !word.starts_with('+') && !(word.len() > 1 && (word.starts_with('0') || word.starts_with("-0"))) {
+            return Some(Literal::Integer(n));
+        }
+        return None;
+    }
+    let digits = word.strip_prefix('-').unwrap_or(word);
+    let (mantissa, exponent) = match digits.find(['e', 'E']) {
+        Some(i) => (&digits[..i], Some(&digits[i + 1..])),
+        None => (digits, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mantissa_ok = !int.is_empty() && int.bytes().all(|c| c.is_ascii_digit()) && frac.bytes().all(|c| c.is_ascii_digit()) && (mantissa.contains('.') || exponent.is_some()) && (!mantissa.contains('.') || !frac.is_empty());
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.len() <= 4 && e.bytes().all(|c| c.is_ascii_digit())
+    });
+    let finite = word.parse::<f64>().is_ok_and(f64::is_finite);
+    (mantissa_ok && exponent_ok && finite).then(|| Literal::Decimal(word.to_string()))
+}
+
+struct Parser {
+    tokens: Vec<(Token, usize)>,
+    pos: usize,
+    depth: usize,
+    /// Input length: the position reported for "the end".
+    end: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(t, _)| t)
+    }
+
+    fn at(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.end, |(_, p)| *p)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let token = self.tokens.get(self.pos).map(|(t, _)| t.clone());
+        self.pos += 1;
+        token
+    }
+
+    fn keyword(&mut self, word: &str) -> bool {
+        if matches!(self.peek(), Some(Token::Ident(w)) if w == word) {
+            self.pos += 1;
+            return true;
+        }
+        false
+    }
+
+    fn descend(&mut self) -> Result<()> {
+        self.depth += 1;
+        if self.depth > FILTER_DEPTH_MAX {
+            return Err(bad(format!("nested deeper than {FILTER_DEPTH_MAX} levels")));
+        }
+        Ok(())
+    }
+
+    fn expr(&mut self) -> Result<Filter> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            let right = self.and()?;
+            left = Filter::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Filter> {
+        let mut left = self.unary()?;
+        while self.keyword("and") {
+            let right = self.unary()?;
+            left = Filter::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Filter> {
+        if self.keyword("not") {
+            self.descend()?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Filter::Not(Box::new(inner)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Filter> {
+        let at = self.at();
+        match self.next() {
+            Some(Token::Open) => {
+                self.descend()?;
+                let inner = self.expr()?;
+                self.depth -= 1;
+                self.expect(Token::Close)?;
+                Ok(inner)
+            }
+            Some(Token::Ident(name)) => {
+                let function = match name.as_str() {
+                    "contains" => Some(StringFunction::Contains),
+                    "startswith" => Some(StringFunction::StartsWith),
+                    "endswith" => Some(StringFunction::EndsWith),
+                    _ => None,
+                };
+                if let Some(function) = function.filter(|_| self.peek() == Some(&Token::Open)) {
+                    self.expect(Token::Open)?;
+                    let attribute = self.member()?;
+                    self.expect(Token::Comma)?;
+                    let at = self.at();
+                    let value = match self.next() {
+                        Some(Token::Literal(Literal::String(s))) => s,
+                        other => {
+                            return Err(bad(format!(
+                                "{}() takes a string as its second argument, got {} at position {at}",
+                                function.as_str(),
+                                other.as_ref().map_or("the end".into(), describe)
+                            )));
+                        }
+                    };
+                    self.expect(Token::Close)?;
+                    return Ok(Filter::Function { function, attribute, value });
+                }
+                let at = self.at();
+                let op = match self.next() {
+                    Some(Token::Ident(word)) => CompareOp::ALL.iter().find(|(_, w)| *w == word).map(|(op, _)| *op),
+                    _ => None,
+                }
+                .ok_or_else(|| bad(format!("expected a comparison operator (eq, ne, gt, ge, lt, le) after '{name}' at position {at}")))?;
+                let at = self.at();
+                let value = match self.next() {
+                    Some(Token::Literal(literal)) => literal,
+                    other => {
+                        return Err(bad(format!(
+                            "expected a value after '{}' at position {at}, got {}",
+                            op.as_str(),
+                            other.as_ref().map_or("the end".into(), describe)
+                        )));
+                    }
+                };
+                Ok(Filter::Compare { attribute: name, op, value })
+            }
+            Some(token) => Err(bad(format!("expected an attribute name, got {} at position {at}", describe(&token)))),
+            None => Err(bad(format!("unexpected end of expression at position {at}"))),
+        }
+    }
+
+    fn member(&mut self) -> Result<String> {
+        let at = self.at();
+        match self.next() {
+            Some(Token::Ident(name)) => Ok(name),
+            other => Err(bad(format!(
+                "expected an attribute name at position {at}, got {}",
+                other.as_ref().map_or("the end".into(), describe)
+            ))),
+        }
+    }
+
+    fn expect(&mut self, want: Token) -> Result<()> {
+        let at = self.at();
+        match self.next() {
+            Some(token) if token == want => Ok(()),
+            other => Err(bad(format!(
+                "expected {} at position {at}, got {}",
+                describe(&want),
+                other.as_ref().map_or("the end".into(), describe)
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

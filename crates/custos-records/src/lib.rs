@@ -1,0 +1,32 @@
+//! The records platform of Custos: tenants and instances, entity metadata with draft → publish,
+//! typed record values, OData query options (`$filter` and friends) compiled to parameterised
+//! SQL, the record store (SQLite embedded) behind the [`RecordStore`] trait, the tenant directory
+//! of principals and role assignments, and privilege checks.
+//!
+//! This crate knows nothing of HTTP or of the audit log. Write operations take a `before_commit`
+//! hook that runs inside the transaction, which is how the server makes a change's audit event
+//! durable before the change is committed.
+#![warn(missing_docs)]
+
+mod directory;
+mod error;
+mod filter;
+mod metadata;
+mod options;
+mod security;
+mod seed;
+mod sql;
+mod sqlite;
+mod store;
+mod value;
+
+pub use directory::{Directory, InstanceInfo, NewPrincipal, Principal};
+pub use error::{Error, Result};
+pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
+pub use metadata::{AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef};
+pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_options};
+pub use security::{BuiltInRole, Privilege, allows};
+pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, seed_entities};
+pub use sqlite::SqliteStore;
+pub use store::{BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
+pub use value::Value;

@@ -1,0 +1,291 @@
+//! Entity and attribute metadata, and the published catalog of an instance.
+//!
+//! Definitions are stored as JSON text in the instance database (hand-written conversion, so the
+//! stored form is explicit). Each entity has a published and a draft definition; only
+//! publishing moves the draft into effect.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value as Json, json};
+
+use crate::{Error, Result};
+
+/// Category of an entity; it drives the audit reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityCategory {
+    /// Seeded standard entities.
+    OutOfBox,
+    /// Created by customization.
+    Custom,
+    /// About the platform itself.
+    Admin,
+    /// Everything else.
+    Other,
+}
+
+impl EntityCategory {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityCategory::OutOfBox => "out_of_box",
+            EntityCategory::Custom => "custom",
+            EntityCategory::Admin => "admin",
+            EntityCategory::Other => "other",
+        }
+    }
+
+    fn parse(text: &str) -> Option<EntityCategory> {
+        [EntityCategory::OutOfBox, EntityCategory::Custom, EntityCategory::Admin, EntityCategory::Other]
+            .into_iter()
+            .find(|c| c.as_str() == text)
+    }
+}
+
+/// The type of an attribute (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeType {
+    /// Text up to `max_length` characters.
+    String {
+        /// Longest value accepted.
+        max_length: u32,
+    },
+    /// Long text.
+    Memo,
+    /// 64-bit integer.
+    Integer,
+    /// Decimal number.
+    Decimal,
+    /// Currency amount.
+    Money,
+    /// True or false.
+    Boolean,
+    /// UTC date and time, seconds precision.
+    DateTime,
+    /// Option set value.
+    Choice,
+    /// Reference to a record of `target`.
+    Lookup {
+        /// Logical name of the referenced entity.
+        target: String,
+    },
+    /// A GUID.
+    UniqueIdentifier,
+}
+
+impl AttributeType {
+    /// Name used in metadata (Dataverse `AttributeType`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AttributeType::String { .. } => "String",
+            AttributeType::Memo => "Memo",
+            AttributeType::Integer => "Integer",
+            AttributeType::Decimal => "Decimal",
+            AttributeType::Money => "Money",
+            AttributeType::Boolean => "Boolean",
+            AttributeType::DateTime => "DateTime",
+            AttributeType::Choice => "Picklist",
+            AttributeType::Lookup { .. } => "Lookup",
+            AttributeType::UniqueIdentifier => "Uniqueidentifier",
+        }
+    }
+
+    /// The CSDL type of the attribute's values.
+    pub fn edm_type(&self) -> &'static str {
+        match self {
+            AttributeType::String { .. } | AttributeType::Memo => "Edm.String",
+            AttributeType::Integer | AttributeType::Choice => "Edm.Int64",
+            AttributeType::Decimal | AttributeType::Money => "Edm.Decimal",
+            AttributeType::Boolean => "Edm.Boolean",
+            AttributeType::DateTime => "Edm.DateTimeOffset",
+            AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => "Edm.Guid",
+        }
+    }
+}
+
+/// One attribute (column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeDef {
+    /// Lowercase logical name; also the column name.
+    pub logical_name: String,
+    /// Value type.
+    pub attribute_type: AttributeType,
+    /// Set by the platform only (`createdon`, `versionnumber`…).
+    pub read_only: bool,
+    /// Whether changes to it are audited (Attribute `IsAuditEnabled`).
+    pub audit: bool,
+}
+
+impl AttributeDef {
+    /// A writable, audited attribute.
+    pub fn new(logical_name: &str, attribute_type: AttributeType) -> AttributeDef {
+        AttributeDef { logical_name: logical_name.into(), attribute_type, read_only: false, audit: true }
+    }
+
+    /// The name the Web API shows: `_x_value` for lookups, the logical name otherwise.
+    pub fn web_name(&self) -> String {
+        match self.attribute_type {
+            AttributeType::Lookup { .. } => format!("_{}_value", self.logical_name),
+            _ => self.logical_name.clone(),
+        }
+    }
+}
+
+/// One entity (table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityDef {
+    /// Lowercase logical name (`account`).
+    pub logical_name: String,
+    /// Entity set name (`accounts`).
+    pub set_name: String,
+    /// Report category.
+    pub category: EntityCategory,
+    /// Attribute holding the primary name, if any.
+    pub primary_name: Option<String>,
+    /// Attributes, primary id first.
+    pub attributes: Vec<AttributeDef>,
+    /// Entity `IsAuditEnabled`.
+    pub audit: bool,
+    /// Entity `IsRetrieveAuditEnabled`.
+    pub retrieve_audit: bool,
+    /// Entity `IsRetrieveMultipleAuditEnabled`.
+    pub retrieve_multiple_audit: bool,
+}
+
+impl EntityDef {
+    /// The primary key attribute: `<logicalname>id`.
+    pub fn primary_id(&self) -> String {
+        format!("{}id", self.logical_name)
+    }
+
+    /// The SQL table holding the records.
+    pub fn table(&self) -> String {
+        format!("rec_{}", self.logical_name)
+    }
+
+    /// An attribute by logical name.
+    pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
+        self.attributes.iter().find(|a| a.logical_name == name)
+    }
+
+    /// An attribute by the name the Web API uses (`_x_value` for lookups, or the logical name).
+    pub fn attribute_by_web_name(&self, name: &str) -> Option<&AttributeDef> {
+        if let Some(inner) = name.strip_prefix('_').and_then(|n| n.strip_suffix("_value")) {
+            if let Some(attr) = self.attribute(inner).filter(|a| matches!(a.attribute_type, AttributeType::Lookup { .. })) {
+                return Some(attr);
+            }
+        }
+        self.attribute(name)
+    }
+
+    /// The stored JSON form.
+    pub fn to_json(&self) -> Json {
+        let attributes: Vec<Json> = self
+            .attributes
+            .iter()
+            .map(|a| {
+                let mut obj = json!({
+                    "name": a.logical_name,
+                    "type": a.attribute_type.name(),
+                    "read_only": a.read_only,
+                    "audit": a.audit,
+                });
+                match &a.attribute_type {
+                    AttributeType::String { max_length } => obj["max_length"] = json!(max_length),
+                    AttributeType::Lookup { target } => obj["target"] = json!(target),
+                    _ => {}
+                }
+                obj
+            })
+            .collect();
+        json!({
+            "logical_name": self.logical_name,
+            "set_name": self.set_name,
+            "category": self.category.as_str(),
+            "primary_name": self.primary_name,
+            "audit": self.audit,
+            "retrieve_audit": self.retrieve_audit,
+            "retrieve_multiple_audit": self.retrieve_multiple_audit,
+            "attributes": attributes,
+        })
+    }
+
+    /// Reads the stored JSON form.
+    pub fn from_json(json: &Json) -> Result<EntityDef> {
+        let bad = |what: &str| Error::Corrupted(format!("entity definition: {what}"));
+        let text = |key: &str| json[key].as_str().map(str::to_string).ok_or_else(|| bad(key));
+        let flag = |key: &str| json[key].as_bool().ok_or_else(|| bad(key));
+        let mut attributes = Vec::new();
+        for a in json["attributes"].as_array().ok_or_else(|| bad("attributes"))? {
+            let name = a["name"].as_str().ok_or_else(|| bad("attribute name"))?;
+            let attribute_type = match a["type"].as_str().ok_or_else(|| bad("attribute type"))? {
+                "String" => AttributeType::String {
+                    max_length: a["max_length"].as_u64().ok_or_else(|| bad("max_length"))? as u32,
+                },
+                "Memo" => AttributeType::Memo,
+                "Integer" => AttributeType::Integer,
+                "Decimal" => AttributeType::Decimal,
+                "Money" => AttributeType::Money,
+                "Boolean" => AttributeType::Boolean,
+                "DateTime" => AttributeType::DateTime,
+                "Picklist" => AttributeType::Choice,
+                "Lookup" => AttributeType::Lookup {
+                    target: a["target"].as_str().ok_or_else(|| bad("target"))?.to_string(),
+                },
+                "Uniqueidentifier" => AttributeType::UniqueIdentifier,
+                other => return Err(bad(&format!("attribute type {other}"))),
+            };
+            attributes.push(AttributeDef {
+                logical_name: name.to_string(),
+                attribute_type,
+                read_only: a["read_only"].as_bool().ok_or_else(|| bad("read_only"))?,
+                audit: a["audit"].as_bool().ok_or_else(|| bad("audit"))?,
+            });
+        }
+        Ok(EntityDef {
+            logical_name: text("logical_name")?,
+            set_name: text("set_name")?,
+            category: EntityCategory::parse(&text("category")?).ok_or_else(|| bad("category"))?,
+            primary_name: json["primary_name"].as_str().map(str::to_string),
+            attributes,
+            audit: flag("audit")?,
+            retrieve_audit: flag("retrieve_audit")?,
+            retrieve_multiple_audit: flag("retrieve_multiple_audit")?,
+        })
+    }
+}
+
+/// The published entities of an instance: an immutable snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entities: BTreeMap<String, EntityDef>,
+}
+
+impl Catalog {
+    /// A catalog of these entities.
+    pub fn new(entities: impl IntoIterator<Item = EntityDef>) -> Catalog {
+        Catalog { entities: entities.into_iter().map(|e| (e.logical_name.clone(), e)).collect() }
+    }
+
+    /// An entity by logical name.
+    pub fn entity(&self, logical_name: &str) -> Option<&EntityDef> {
+        self.entities.get(logical_name)
+    }
+
+    /// An entity by entity set name.
+    pub fn by_set_name(&self, set_name: &str) -> Option<&EntityDef> {
+        self.entities.values().find(|e| e.set_name == set_name)
+    }
+
+    /// Every entity, by logical name.
+    pub fn entities(&self) -> impl Iterator<Item = &EntityDef> {
+        self.entities.values()
+    }
+}
+
+/// Whether `name` is a valid logical name: it becomes an SQL identifier.
+pub(crate) fn is_logical_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 64
+}

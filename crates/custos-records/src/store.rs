@@ -1,0 +1,103 @@
+//! The record store trait and the types it speaks in. SQLite implements it for the embedded
+//! default; a PostgreSQL implementation follows for several nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::metadata::{Catalog, EntityDef};
+use crate::options::QueryOptions;
+use crate::value::Value;
+use crate::Result;
+
+/// One record: its id and its attribute values by logical name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Primary key.
+    pub id: Uuid,
+    /// Values by attribute logical name (the primary id included).
+    pub values: BTreeMap<String, Value>,
+}
+
+/// A retrieve multiple.
+#[derive(Debug, Clone)]
+pub struct RecordQuery<'a> {
+    /// Entity logical name.
+    pub entity: &'a str,
+    /// Parsed system query options.
+    pub options: &'a QueryOptions,
+    /// Most records on this page.
+    pub page_size: u64,
+}
+
+/// One page of a retrieve multiple.
+#[derive(Debug, Clone)]
+pub struct RecordPage {
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Every matching record, when `$count` asked for it.
+    pub total: Option<u64>,
+    /// Records returned so far, when another page follows.
+    pub next_skip: Option<u64>,
+}
+
+/// The result of a write, given to the `before_commit` hook and returned.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// Entity logical name.
+    pub entity: String,
+    /// The record written.
+    pub id: Uuid,
+    /// The record before the write; `None` when it was created.
+    pub before: Option<Record>,
+    /// The record after the write; `None` when it was deleted.
+    pub after: Option<Record>,
+}
+
+/// How a write treats an existing or missing record (PATCH with `If-Match` / `If-None-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Update when it exists, create when it does not.
+    Upsert,
+    /// Update only (`If-Match: *`); a missing record is not found.
+    UpdateOnly,
+    /// Create only (`If-None-Match: *`); an existing record fails the precondition.
+    CreateOnly,
+}
+
+/// Who writes and when.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteContext {
+    /// The acting user (becomes `createdby`, `modifiedby`, default `ownerid`).
+    pub actor: Uuid,
+    /// The time of the write.
+    pub now: OffsetDateTime,
+}
+
+/// Runs inside the write transaction after the change is made and before it commits; an error
+/// rolls the change back. The server makes the audit event durable here.
+pub type BeforeCommit<'a> = &'a mut dyn FnMut(&WriteOutcome) -> std::result::Result<(), String>;
+
+/// Storage of one instance's metadata and records.
+pub trait RecordStore: Send + Sync {
+    /// The published metadata snapshot.
+    fn catalog(&self) -> Arc<Catalog>;
+    /// The draft definition of an entity (what publishing would make current).
+    fn draft(&self, entity: &str) -> Result<EntityDef>;
+    /// Saves a draft definition.
+    fn save_draft(&self, definition: &EntityDef) -> Result<()>;
+    /// Publishes every draft; returns the entities whose published definition changed.
+    fn publish_all(&self, before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>) -> Result<Vec<String>>;
+    /// One record.
+    fn retrieve(&self, entity: &str, id: Uuid) -> Result<Record>;
+    /// One page of records.
+    fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage>;
+    /// Creates a record (with `id` when given).
+    fn create(&self, entity: &str, id: Option<Uuid>, values: Vec<(String, Value)>, context: WriteContext, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome>;
+    /// Updates (or upserts) a record.
+    fn update(&self, entity: &str, id: Uuid, values: Vec<(String, Value)>, mode: WriteMode, context: WriteContext, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome>;
+    /// Deletes a record.
+    fn delete(&self, entity: &str, id: Uuid, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome>;
+}

@@ -1,0 +1,110 @@
+//! Typed attribute values: read from Web API JSON, written to and read from SQL, shown as JSON.
+
+use serde_json::{Value as Json, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::metadata::{AttributeDef, AttributeType};
+use crate::{Error, Result};
+
+/// One attribute value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// No value.
+    Null,
+    /// String or memo.
+    String(String),
+    /// Integer or choice.
+    Integer(i64),
+    /// Decimal or money.
+    Decimal(f64),
+    /// Boolean.
+    Boolean(bool),
+    /// UTC date and time, normalised to `YYYY-MM-DDTHH:MM:SSZ`.
+    DateTime(String),
+    /// GUID (lookups and unique identifiers).
+    Guid(Uuid),
+}
+
+impl Value {
+    /// Reads a JSON value for `attribute`, checking its type.
+    pub fn from_json(attribute: &AttributeDef, json: &Json) -> Result<Value> {
+        if json.is_null() {
+            return Ok(Value::Null);
+        }
+        let wrong = || {
+            Error::BadRequest(format!(
+                "attribute '{}' expects a {} value, got {}",
+                attribute.logical_name,
+                attribute.attribute_type.name(),
+                json
+            ))
+        };
+        Ok(match &attribute.attribute_type {
+            AttributeType::String { max_length } => {
+                let text = json.as_str().ok_or_else(wrong)?;
+                if text.chars().count() > *max_length as usize {
+                    return Err(Error::BadRequest(format!(
+                        "attribute '{}' is limited to {max_length} characters",
+                        attribute.logical_name
+                    )));
+                }
+                Value::String(text.to_string())
+            }
+            AttributeType::Memo => Value::String(json.as_str().ok_or_else(wrong)?.to_string()),
+            AttributeType::Integer | AttributeType::Choice => Value::Integer(json.as_i64().ok_or_else(wrong)?),
+            AttributeType::Decimal | AttributeType::Money => {
+                let number = json.as_f64().filter(|n| n.is_finite()).ok_or_else(wrong)?;
+                Value::Decimal(number)
+            }
+            AttributeType::Boolean => Value::Boolean(json.as_bool().ok_or_else(wrong)?),
+            AttributeType::DateTime => {
+                Value::DateTime(normalize_datetime(json.as_str().ok_or_else(wrong)?).ok_or_else(wrong)?)
+            }
+            AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => {
+                Value::Guid(json.as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(wrong)?)
+            }
+        })
+    }
+
+    /// The Web API JSON of this value.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Null => Json::Null,
+            Value::String(s) | Value::DateTime(s) => json!(s),
+            Value::Integer(n) => json!(n),
+            Value::Decimal(n) => json!(n),
+            Value::Boolean(b) => json!(b),
+            Value::Guid(g) => json!(g.to_string()),
+        }
+    }
+}
+
+/// Normalises an ISO 8601 date-time (or a bare date, read as midnight UTC) to
+/// `YYYY-MM-DDTHH:MM:SSZ`, the stored form whose text order is time order.
+pub(crate) fn normalize_datetime(text: &str) -> Option<String> {
+    let parsed = if text.len() == 10 {
+        OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339).ok()?
+    } else {
+        OffsetDateTime::parse(text, &Rfc3339).ok()?
+    };
+    let utc = parsed.to_offset(time::UtcOffset::UTC);
+    if !(0..=9999).contains(&utc.year()) {
+        return None;
+    }
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        utc.year(),
+        utc.month() as u8,
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second()
+    ))
+}
+
+/// Now, in the stored date-time form.
+pub(crate) fn datetime_now(now: OffsetDateTime) -> String {
+    normalize_datetime(&now.format(&Rfc3339).expect("format now")).expect("now is a valid date-time")
+}
