@@ -279,6 +279,8 @@ string_enum! {
         BackendCommand = (28, "BackendCommand"),
         /// A request that could not be mapped to any operation above.
         Request = (29, "Request"),
+        /// The audit log was searched or a record of it read.
+        SearchAuditLog = (30, "SearchAuditLog"),
     }
 }
 
@@ -294,7 +296,7 @@ impl Operation {
             PublishAllCustomizations | DeleteAttribute | CreateUser | AddTeamMember | AssignRole
             | ImportSolution | BackupInstance | RestoreInstance | CreateInstance | DeleteInstance
             | ConvertTrialToPaid | ActivateProcess | ActivatePlugin | UpdateAuditSettings
-            | SetRetention | AccessAdminCenter => RecordType::Admin,
+            | SetRetention | AccessAdminCenter | SearchAuditLog => RecordType::Admin,
         }
     }
 

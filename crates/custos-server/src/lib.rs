@@ -1,1 +1,85 @@
-//! placeholder
+//! The HTTP side of Custos: the axum router (Web API, token endpoint, audit API, health and
+//! metrics), authentication, and the request pipeline that checks privileges, runs the
+//! operation, asks the audit policy and makes the audit event durable before answering.
+#![warn(missing_docs)]
+
+mod audit;
+mod audit_api;
+mod auth;
+mod context;
+mod error;
+mod metrics;
+mod state;
+mod webapi;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+pub use error::{AppError, ErrorCode};
+pub use state::{AppState, Clock, Config, StartError, SystemClock};
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(state.log.stats(), state.log.len());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found() -> Response {
+    AppError::not_found("no such route").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    AppError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route").into_response()
+}
+
+/// The whole application; tests and the binary use the same router.
+pub fn router(state: AppState) -> Router {
+    let api_root = "/{instance}/api/data/v9.2";
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/oauth2/token", post(auth::token))
+        .route("/api/audit/records", get(audit_api::search))
+        .route("/api/audit/records/{id}", get(audit_api::get))
+        .route(api_root, any(webapi::handle))
+        .route(&format!("{api_root}/"), any(webapi::handle))
+        .route(&format!("{api_root}/{{*rest}}"), any(webapi::handle))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(webapi::BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), context::correlate))
+        .with_state(state)
+}
+
+/// Opens the data directory and serves until the process ends; prints the bound address first.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(ServeError::Bind)?;
+    let local = listener.local_addr().map_err(ServeError::Bind)?;
+    let config = Config { listen: local, ..config };
+    let state = tokio::task::spawn_blocking(move || AppState::open(config, Arc::new(SystemClock)))
+        .await
+        .map_err(|e| ServeError::Start(StartError::FirstRun(e.to_string())))??;
+    println!("custos: listening on http://{local}");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await.map_err(ServeError::Bind)
+}
+
+/// Why serving stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket failed.
+    #[error("listen: {0}")]
+    Bind(std::io::Error),
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}

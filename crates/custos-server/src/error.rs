@@ -1,0 +1,150 @@
+//! The one place where errors become HTTP: a closed set of codes, each with one status, and the
+//! OData error body `{"error": {"code", "message"}}` on every route.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// The categories clients can rely on; add new ones with care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Malformed or invalid input.
+    BadRequest,
+    /// No credentials, or invalid or expired ones.
+    Unauthenticated,
+    /// Authenticated but not allowed.
+    Forbidden,
+    /// The resource does not exist.
+    NotFound,
+    /// The method is not supported on this resource.
+    MethodNotAllowed,
+    /// Conflicts with the current state.
+    Conflict,
+    /// An `If-Match` / `If-None-Match` precondition failed.
+    PreconditionFailed,
+    /// The body is larger than allowed.
+    PayloadTooLarge,
+    /// The body is not JSON (or form data where that is expected).
+    UnsupportedMediaType,
+    /// The audit log cannot be written: refused rather than served unaudited.
+    Unavailable,
+    /// A bug or a storage failure.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code in the body, also the audit record's `ErrorCode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BadRequest",
+            ErrorCode::Unauthenticated => "Unauthenticated",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::NotFound => "NotFound",
+            ErrorCode::MethodNotAllowed => "MethodNotAllowed",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::PreconditionFailed => "PreconditionFailed",
+            ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorCode::Unavailable => "ServiceUnavailable",
+            ErrorCode::Internal => "InternalError",
+        }
+    }
+}
+
+/// An error on its way to the client.
+#[derive(Debug, Clone)]
+pub struct AppError {
+    /// Category.
+    pub code: ErrorCode,
+    /// What the client is told (5xx: a generic text; the detail is logged).
+    pub message: String,
+}
+
+impl AppError {
+    /// An error of `code` with `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
+        AppError { code, message: message.into() }
+    }
+
+    /// Malformed input.
+    pub fn bad_request(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::BadRequest, message)
+    }
+
+    /// A missing resource.
+    pub fn not_found(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::NotFound, message)
+    }
+
+    /// A refused privilege.
+    pub fn forbidden(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::Forbidden, message)
+    }
+
+    /// Whether the refusal is a denial (audited as `Denied`) rather than a failure.
+    pub fn is_denial(&self) -> bool {
+        matches!(self.code, ErrorCode::Unauthenticated | ErrorCode::Forbidden)
+    }
+}
+
+impl From<custos_records::Error> for AppError {
+    fn from(error: custos_records::Error) -> AppError {
+        use custos_records::Error as E;
+        let code = match &error {
+            E::BadRequest(_) => ErrorCode::BadRequest,
+            E::NotFound(_) => ErrorCode::NotFound,
+            E::Conflict(_) => ErrorCode::Conflict,
+            E::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            E::CommitRefused(_) => ErrorCode::Unavailable,
+            E::Storage(_) | E::Corrupted(_) => ErrorCode::Internal,
+        };
+        AppError::new(code, error.to_string())
+    }
+}
+
+impl From<custos_audit::Error> for AppError {
+    fn from(error: custos_audit::Error) -> AppError {
+        use custos_audit::Error as E;
+        let code = match &error {
+            E::Io { .. } | E::Unavailable(_) => ErrorCode::Unavailable,
+            E::InvalidQuery(_) => ErrorCode::BadRequest,
+            E::Corrupted(_) => ErrorCode::Internal,
+        };
+        AppError::new(code, error.to_string())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let message = match self.code {
+            ErrorCode::Unavailable => {
+                tracing::error!(error = %self.message, "refusing request: audit log unavailable");
+                "the audit log cannot be written; the request was refused and nothing was changed".to_string()
+            }
+            ErrorCode::Internal => {
+                tracing::error!(error = %self.message, "internal error");
+                "internal error".to_string()
+            }
+            _ => self.message,
+        };
+        let body = json!({"error": {"code": self.code.as_str(), "message": message}});
+        (self.code.status(), axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,366 @@
+//! The application state: configuration, the tenant directory, the instances with their record
+//! stores and audit policies, the audit log, the token key and the clock. Also the first run
+//! (SPEC §13), which seeds the tenant, the instance `main` and the global admin.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use custos_audit::{
+    AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, LogConfig, Operation, Origin, UserType,
+};
+use custos_records::{
+    Directory, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore, SqliteStore, Value,
+    WriteContext, seed_entities,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::EventDraft;
+use crate::context::RequestContext;
+use crate::error::{AppError, ErrorCode};
+use crate::metrics::Metrics;
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder of every file Custos keeps.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The first run's admin password; generated and printed once when `None`.
+    pub admin_password: Option<String>,
+    /// How long a bearer token is valid, seconds.
+    pub token_lifetime_secs: u64,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A records database could not be opened or seeded.
+    #[error(transparent)]
+    Records(#[from] custos_records::Error),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] custos_audit::Error),
+    /// A file in the data directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Seeding the first run failed.
+    #[error("first run: {0}")]
+    FirstRun(String),
+}
+
+/// Time source; injected so the core never reads the clock itself.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> OffsetDateTime;
+    /// Microseconds since the epoch.
+    fn now_us(&self) -> i64 {
+        (self.now().unix_timestamp_nanos() / 1000) as i64
+    }
+    /// Seconds since the epoch.
+    fn now_secs(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+}
+
+/// The operating system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// One instance: its record store and the audit policy in force.
+pub struct Instance {
+    /// Unique name.
+    pub name: String,
+    /// Id of its organization record.
+    pub organization_id: Uuid,
+    /// Its records.
+    pub store: Arc<dyn RecordStore>,
+    /// What it audits; swapped whole on settings change or publish.
+    pub policy: ArcSwap<AuditPolicy>,
+}
+
+impl Instance {
+    /// Rebuilds the policy from the organization record and the published catalog.
+    pub fn refresh_policy(&self) -> Result<(), custos_records::Error> {
+        let org = self.store.retrieve(ORGANIZATION_ENTITY, self.organization_id)?;
+        let flag = |name: &str| matches!(org.values.get(name), Some(Value::Boolean(true)));
+        let settings = InstanceAuditSettings {
+            audit: flag("isauditenabled"),
+            read: flag("isreadauditenabled"),
+            user_access: flag("isuseraccessauditenabled"),
+        };
+        let entities = self
+            .store
+            .catalog()
+            .entities()
+            .map(|e| {
+                let flags = EntityAuditFlags {
+                    audit: e.audit,
+                    retrieve: e.retrieve_audit,
+                    retrieve_multiple: e.retrieve_multiple_audit,
+                    unaudited_attributes: e.attributes.iter().filter(|a| !a.audit).map(|a| a.logical_name.clone()).collect(),
+                };
+                (e.logical_name.clone(), flags)
+            })
+            .collect();
+        self.policy.store(Arc::new(AuditPolicy { settings, entities }));
+        Ok(())
+    }
+}
+
+/// Shared state of the server; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// Configuration.
+    pub config: Config,
+    /// Principals, instances, role assignments.
+    pub directory: Directory,
+    /// Instances by name.
+    pub instances: RwLock<HashMap<String, Arc<Instance>>>,
+    /// The audit log.
+    pub log: Arc<AuditLog>,
+    /// Key that signs bearer tokens.
+    pub token_key: Vec<u8>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Request counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io { path: path.to_path_buf(), source }
+}
+
+/// Reads the token key, creating it (mode 0600) on first use.
+fn token_key(path: &Path) -> Result<Vec<u8>, StartError> {
+    match fs::read(path) {
+        Ok(key) if key.len() == 32 => return Ok(key),
+        Ok(_) => return Err(StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(path)(e)),
+    }
+    let key: [u8; 32] = rand::random();
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_error(path))?;
+    file.write_all(&key).and_then(|()| file.sync_all()).map_err(io_error(path))?;
+    Ok(key.to_vec())
+}
+
+fn generated_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+impl AppState {
+    /// Opens the data directory, running the first run when it is empty.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+        let data_dir = config.data_dir.clone();
+        for dir in [data_dir.clone(), data_dir.join("keys"), data_dir.join("instances")] {
+            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        let log = Arc::new(AuditLog::open(LogConfig::in_dir(data_dir.join("audit")))?);
+        let token_key = token_key(&data_dir.join("keys").join("token.key"))?;
+        let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
+        let state = AppState(Arc::new(Inner {
+            config,
+            directory,
+            instances: RwLock::new(HashMap::new()),
+            log,
+            token_key,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+        }));
+        state.first_run()?;
+        for info in state.directory.instances()? {
+            state.open_instance(&info)?;
+        }
+        Ok(state)
+    }
+
+    /// Idempotent first run: tenant admin, then instance `main`; each step is skipped when done.
+    fn first_run(&self) -> Result<(), StartError> {
+        if self.directory.by_upn("admin").is_none() {
+            let (password, generated) = match &self.config.admin_password {
+                Some(password) => (password.clone(), false),
+                None => (generated_password(), true),
+            };
+            self.directory.add_principal(NewPrincipal {
+                id: Uuid::new_v4(),
+                upn: "admin".into(),
+                display_name: "Global administrator".into(),
+                user_type: UserType::Admin.code(),
+                password_hash: Some(crate::auth::hash_secret(&password)),
+                client_id: None,
+                secret_hash: None,
+                global_admin: true,
+            })?;
+            if generated {
+                println!("custos: first run: global admin 'admin' created with password {password} (shown once)");
+            }
+        }
+        if self.directory.instances()?.is_empty() {
+            let info = InstanceInfo { name: "main".into(), state: "trial".into(), organization_id: Uuid::new_v4() };
+            self.directory.add_instance(&info)?;
+            let mut draft = self.system_draft(Operation::CreateInstance, &info.name);
+            draft.details = serde_json::json!({"instance": info.name, "state": info.state}).to_string();
+            self.append_blocking(draft).map_err(|e| StartError::FirstRun(e.message))?;
+        }
+        Ok(())
+    }
+
+    /// An event by the system itself (first run, backend work).
+    fn system_draft(&self, operation: Operation, instance: &str) -> EventDraft {
+        let context = RequestContext {
+            client_ip: String::new(),
+            user_agent: "custos".into(),
+            correlation_id: Uuid::new_v4().to_string(),
+            client_request_id: String::new(),
+        };
+        let mut draft = EventDraft::new(operation, &context);
+        draft.instance = instance.to_string();
+        draft.user_upn = "system".into();
+        draft.user_type = UserType::System;
+        draft.origin = Origin::Backend;
+        draft
+    }
+
+    /// Opens an instance's store, seeding it when new (entities, settings, roles, admin user).
+    fn open_instance(&self, info: &InstanceInfo) -> Result<(), StartError> {
+        let dir = self.config.data_dir.join("instances").join(&info.name);
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let store = SqliteStore::open(&dir.join("records.db"))?;
+        if store.is_empty() {
+            store.install(&seed_entities())?;
+        }
+        let admin = self.directory.by_upn("admin").ok_or_else(|| StartError::FirstRun("no admin".into()))?;
+        let context = WriteContext { actor: admin.id, now: self.clock.now() };
+        let seed = |entity: &str, id: Uuid, values: Vec<(&str, Value)>| -> Result<(), StartError> {
+            match store.retrieve(entity, id) {
+                Ok(_) => return Ok(()),
+                Err(custos_records::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let values = values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            store.create(entity, Some(id), values, context, &mut |_| Ok(()))?;
+            Ok(())
+        };
+        seed(ORGANIZATION_ENTITY, info.organization_id, vec![
+            ("name", Value::String(info.name.clone())),
+            ("isauditenabled", Value::Boolean(true)),
+            ("isreadauditenabled", Value::Boolean(false)),
+            ("isuseraccessauditenabled", Value::Boolean(false)),
+            ("auditretentionperiodv2", Value::Integer(90)),
+            ("useraccessauditinginterval", Value::Integer(4)),
+        ])?;
+        for (role, id) in ROLE_IDS {
+            seed("role", id, vec![("name", Value::String(role.name().into()))])?;
+        }
+        seed("systemuser", admin.id, vec![
+            ("fullname", Value::String(admin.display_name.clone())),
+            ("domainname", Value::String(admin.upn.clone())),
+        ])?;
+        let instance = Instance {
+            name: info.name.clone(),
+            organization_id: info.organization_id,
+            store: Arc::new(store),
+            policy: ArcSwap::from_pointee(AuditPolicy::default()),
+        };
+        instance.refresh_policy()?;
+        self.instances.write().expect("instances lock").insert(info.name.clone(), Arc::new(instance));
+        Ok(())
+    }
+
+    /// An instance by name.
+    pub fn instance(&self, name: &str) -> Option<Arc<Instance>> {
+        self.instances.read().expect("instances lock").get(name).cloned()
+    }
+
+    /// Whether any instance audits user access (sign-in is tenant-wide).
+    pub fn any_user_access_auditing(&self) -> bool {
+        self.instances.read().expect("instances lock").values().any(|i| i.policy.load().audits_user_access())
+    }
+
+    /// The service root URL of an instance.
+    pub fn instance_url(&self, instance: &str) -> String {
+        if instance.is_empty() {
+            return String::new();
+        }
+        format!("http://{}/{instance}", self.config.listen)
+    }
+
+    /// Stamps a draft into a full event.
+    pub fn finish(&self, draft: EventDraft) -> AuditEvent {
+        let category = draft.operation.category(draft.entity_category);
+        AuditEvent {
+            id: Uuid::now_v7(),
+            creation_time_us: self.clock.now_us(),
+            tenant_id: self.directory.tenant_id(),
+            instance_url: self.instance_url(&draft.instance),
+            instance: draft.instance,
+            workload: "Custos".into(),
+            record_type: draft.operation.record_type().as_str().into(),
+            operation: draft.operation.as_str().into(),
+            category: category.as_str().into(),
+            user_id: draft.user_id,
+            user_upn: draft.user_upn,
+            user_type: draft.user_type,
+            caller_id: String::new(),
+            client_ip: draft.client_ip,
+            user_agent: draft.user_agent,
+            origin: draft.origin,
+            correlation_id: draft.correlation_id,
+            session_id: draft.session_id,
+            client_request_id: draft.client_request_id,
+            result_status: draft.status,
+            error_code: draft.error_code,
+            entity_name: draft.entity_name,
+            entity_category: draft.entity_category,
+            record_ids: draft.record_ids,
+            query: draft.query,
+            result_count: draft.result_count,
+            changes: draft.changes,
+            details: draft.details,
+        }
+    }
+
+    /// Appends an event and waits until it is durable; call from blocking code only.
+    pub fn append_blocking(&self, draft: EventDraft) -> Result<(), AppError> {
+        let event = self.finish(draft);
+        self.log.append(event).map(|_| ()).map_err(AppError::from)
+    }
+
+    /// Appends an event from async code, waiting (off the runtime's threads) until durable.
+    pub async fn record(&self, draft: EventDraft) -> Result<(), AppError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || state.append_blocking(draft))
+            .await
+            .map_err(|e| AppError::new(ErrorCode::Internal, format!("audit append task: {e}")))?
+    }
+}

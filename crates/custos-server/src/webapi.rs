@@ -1,0 +1,247 @@
+//! The OData Web API of one instance (SPEC §3.1): `/{instance}/api/data/v9.2/…`.
+//!
+//! One handler parses the OData path itself (entity sets, keys, `EntityDefinitions`, actions)
+//! and dispatches. Every outcome other than a plain metadata read goes through the audit
+//! pipeline: successes as the policy says, refusals and failures always.
+
+mod metadata;
+mod records;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use custos_audit::{Operation, ResultStatus};
+use custos_records::{BuiltInRole, EntityDef, Privilege, allows};
+use uuid::Uuid;
+
+use crate::audit::EventDraft;
+use crate::auth::{Caller, authenticate};
+use crate::context::RequestContext;
+use crate::error::{AppError, ErrorCode};
+use crate::state::{AppState, Instance};
+
+/// Largest request body accepted, in bytes.
+pub(crate) const BODY_BYTES_MAX: usize = 8 << 20;
+
+/// What the path names.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    ServiceDocument,
+    Metadata,
+    WhoAmI,
+    PublishAllXml,
+    EntityDefinitions,
+    EntityDefinition(String),
+    Attributes(String),
+    Attribute(String, String),
+    EntitySet(String),
+    Record(String, Uuid),
+    RoleAssociation(Uuid),
+}
+
+fn parse_key<'a>(segment: &'a str, name: &str) -> Option<&'a str> {
+    segment.strip_prefix(name)?.strip_prefix('(')?.strip_suffix(')')
+}
+
+fn logical_name_key(key: &str) -> Result<String, AppError> {
+    key.strip_prefix("LogicalName='")
+        .and_then(|k| k.strip_suffix('\''))
+        .map(str::to_string)
+        .ok_or_else(|| AppError::bad_request(format!("expected (LogicalName='name'), got ({key})")))
+}
+
+fn parse_target(rest: &str) -> Result<Target, AppError> {
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let first = segments[0];
+    let unknown = || AppError::not_found(format!("no resource at '{rest}'"));
+    let record_key = |key: &str| {
+        Uuid::parse_str(key.trim_matches('\''))
+            .map_err(|_| AppError::bad_request(format!("'{key}' is not a record id (a GUID)")))
+    };
+    match segments.as_slice() {
+        [""] => Ok(Target::ServiceDocument),
+        ["$metadata"] => Ok(Target::Metadata),
+        ["WhoAmI" | "WhoAmI()"] => Ok(Target::WhoAmI),
+        ["PublishAllXml"] => Ok(Target::PublishAllXml),
+        ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
+        [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
+            Ok(Target::EntityDefinition(logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?))
+        }
+        [entity, "Attributes"] if parse_key(entity, "EntityDefinitions").is_some() => {
+            Ok(Target::Attributes(logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?))
+        }
+        [entity, attribute] if parse_key(entity, "EntityDefinitions").is_some() => {
+            let entity = logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?;
+            let key = parse_key(attribute, "Attributes").ok_or_else(unknown)?;
+            Ok(Target::Attribute(entity, logical_name_key(key)?))
+        }
+        [user, "systemuserroles_association", "$ref"] => {
+            let key = parse_key(user, "systemusers").ok_or_else(unknown)?;
+            Ok(Target::RoleAssociation(record_key(key)?))
+        }
+        [_] => match first.split_once('(') {
+            None => Ok(Target::EntitySet(first.to_string())),
+            Some((set, key)) => {
+                let key = key.strip_suffix(')').ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
+                Ok(Target::Record(set.to_string(), record_key(key)?))
+            }
+        },
+        _ => Err(unknown()),
+    }
+}
+
+/// Everything a Web API handler needs about the request.
+pub(crate) struct WebRequest {
+    pub(crate) state: AppState,
+    pub(crate) instance: Arc<Instance>,
+    pub(crate) caller: Caller,
+    pub(crate) method: Method,
+    pub(crate) headers: HeaderMap,
+    /// Decoded query pairs, in order.
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) body: Bytes,
+    /// `http://host/{instance}/api/data/v9.2`.
+    pub(crate) service_root: String,
+}
+
+impl WebRequest {
+    pub(crate) fn roles(&self) -> Vec<BuiltInRole> {
+        self.caller.roles(&self.state, &self.instance.name)
+    }
+
+    /// Refuses unless the caller's roles grant `privilege` on `entity`.
+    pub(crate) fn require(&self, privilege: Privilege, entity: &EntityDef) -> Result<(), AppError> {
+        if allows(&self.roles(), privilege, entity.category) {
+            return Ok(());
+        }
+        Err(AppError::forbidden(format!(
+            "user '{}' lacks the {privilege:?} privilege on entity '{}'",
+            self.caller.principal.upn, entity.logical_name
+        )))
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Parses the body as a JSON object.
+    pub(crate) fn json_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
+        if let Some(content_type) = self.header("content-type") {
+            if !content_type.to_ascii_lowercase().starts_with("application/json") {
+                return Err(AppError::new(ErrorCode::UnsupportedMediaType, format!("content type must be application/json, got '{content_type}'")));
+            }
+        }
+        match serde_json::from_slice(&self.body) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
+            Err(e) => Err(AppError::bad_request(format!("the body is not valid JSON: {e}"))),
+        }
+    }
+
+    /// `odata.metadata=none` asked for in `Accept`.
+    pub(crate) fn metadata_none(&self) -> bool {
+        self.header("accept").is_some_and(|a| a.contains("odata.metadata=none"))
+    }
+}
+
+/// `/{instance}/api/data/v9.2/{*rest}`.
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let instance_name = params.get("instance").cloned().unwrap_or_default();
+    let rest = params.get("rest").cloned().unwrap_or_default();
+    let mut draft = EventDraft::new(Operation::Request, &context);
+    draft.instance = instance_name.clone();
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string).unwrap_or_else(|| state.config.listen.to_string());
+    let result = dispatch(&state, &mut draft, &instance_name, &rest, method, headers, raw_query, body, &host).await;
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(&state, draft, error).await,
+    }
+}
+
+/// Records a refused or failed request (always, SPEC §4) and answers with the error.
+pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppError) -> Response {
+    if error.code == ErrorCode::Unavailable {
+        return error.into_response();
+    }
+    draft.status = if error.is_denial() { ResultStatus::Denied } else { ResultStatus::Failed };
+    draft.error_code = error.code.as_str().into();
+    draft.changes.clear();
+    match state.record(draft).await {
+        Ok(()) => error.into_response(),
+        Err(unavailable) => unavailable.into_response(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    state: &AppState,
+    draft: &mut EventDraft,
+    instance_name: &str,
+    rest: &str,
+    method: Method,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+    host: &str,
+) -> Result<Response, AppError> {
+    let caller = authenticate(state, &headers)?;
+    draft.set_caller(&caller);
+    let instance = state.instance(instance_name).ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {BODY_BYTES_MAX} bytes"))
+        } else {
+            AppError::bad_request(format!("the body could not be read: {e}"))
+        }
+    })?;
+    let query = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
+    let target = parse_target(rest)?;
+    let request = WebRequest {
+        state: state.clone(),
+        service_root: format!("http://{host}/{instance_name}/api/data/v9.2"),
+        instance,
+        caller,
+        method,
+        headers,
+        query,
+        body,
+    };
+    let not_allowed = || AppError::new(ErrorCode::MethodNotAllowed, format!("{} is not supported on '{rest}'", request.method));
+    match (&target, request.method.clone()) {
+        (Target::ServiceDocument, Method::GET) => Ok(metadata::service_document(&request)),
+        (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
+        (Target::WhoAmI, Method::GET) => Ok(metadata::who_am_i(&request)),
+        (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
+        (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
+        (Target::EntityDefinition(entity), Method::GET) => metadata::get_entity(&request, entity),
+        (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => metadata::update_entity(&request, draft, entity).await,
+        (Target::Attributes(entity), Method::GET) => metadata::list_attributes(&request, entity),
+        (Target::Attribute(entity, attribute), Method::GET) => metadata::get_attribute(&request, entity, attribute),
+        (Target::Attribute(entity, attribute), Method::PATCH | Method::PUT) => {
+            metadata::update_attribute(&request, draft, entity, attribute).await
+        }
+        (Target::EntitySet(set), Method::GET) => records::retrieve_multiple(request, draft, set).await,
+        (Target::EntitySet(set), Method::POST) => records::create(request, draft, set).await,
+        (Target::Record(set, id), Method::GET) => records::retrieve(request, draft, set, *id).await,
+        (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
+        (Target::Record(set, id), Method::DELETE) => records::delete(request, draft, set, *id).await,
+        (Target::RoleAssociation(user), Method::POST) => records::assign_role(request, draft, *user).await,
+        _ => Err(not_allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+//! Record operations of the Web API: create, retrieve, retrieve multiple, update (and upsert),
+//! delete, and role assignment; each audited as the instance's policy says.
+//!
+//! Reads append their event after the query and before answering. Writes append theirs inside
+//! the record store's transaction (the `before_commit` hook), so a change is never committed
+//! without a durable event; a refused append rolls the change back and answers 503.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custos_audit::Operation;
+use custos_records::{
+    EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordQuery, Value, WriteContext,
+    WriteMode, WriteOutcome, page_size, parse_query_options,
+};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use super::WebRequest;
+use crate::audit::{EventDraft, changes};
+use crate::auth::hash_secret;
+use crate::error::{AppError, ErrorCode};
+
+/// Organization attributes that are audit settings: changing one is `UpdateAuditSettings`.
+const AUDIT_SETTINGS: [&str; 5] =
+    ["isauditenabled", "isreadauditenabled", "isuseraccessauditenabled", "auditretentionperiodv2", "useraccessauditinginterval"];
+
+fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef, AppError> {
+    request
+        .instance
+        .store
+        .catalog()
+        .by_set_name(set)
+        .cloned()
+        .ok_or_else(|| AppError::not_found(format!("entity set '{set}' does not exist")))
+}
+
+/// The Web API JSON of a record, limited to `select` when given.
+fn record_json(request: &WebRequest, entity: &EntityDef, record: &Record, select: Option<&[String]>) -> Map<String, Json> {
+    let mut out = Map::new();
+    if !request.metadata_none() {
+        if let Some(Value::Integer(version)) = record.values.get("versionnumber") {
+            out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
+        }
+    }
+    for attribute in &entity.attributes {
+        let web_name = attribute.web_name();
+        let selected = select.is_none_or(|names| names.iter().any(|n| *n == web_name || *n == attribute.logical_name));
+        if selected || attribute.logical_name == entity.primary_id() {
+            let value = record.values.get(&attribute.logical_name).map_or(Json::Null, Value::to_json);
+            out.insert(web_name, value);
+        }
+    }
+    out
+}
+
+fn check_select(entity: &EntityDef, select: &Option<Vec<String>>) -> Result<(), AppError> {
+    for name in select.iter().flatten() {
+        if entity.attribute_by_web_name(name).is_none() {
+            return Err(AppError::bad_request(format!("attribute '{name}' in $select does not exist on entity '{}'", entity.logical_name)));
+        }
+    }
+    Ok(())
+}
+
+/// The decoded query string, as recorded in `Query`.
+fn query_text(set: &str, request: &WebRequest) -> String {
+    let pairs: Vec<String> = request.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if pairs.is_empty() { set.to_string() } else { format!("{set}?{}", pairs.join("&")) }
+}
+
+pub(crate) async fn retrieve_multiple(request: WebRequest, draft: &mut EventDraft, set: &str) -> Result<Response, AppError> {
+    draft.operation = Operation::RetrieveMultiple;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.query = query_text(set, &request);
+    request.require(Privilege::Read, &entity)?;
+    if let Some((name, _)) = request.query.iter().find(|(k, _)| k == "savedQuery" || k == "userQuery") {
+        return Err(AppError::bad_request(format!("{name}: views are not available in this version")));
+    }
+    let options = parse_query_options(request.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    check_select(&entity, &options.select)?;
+    let page_size = page_size(request.header("prefer"))?;
+    let audited = request.instance.policy.load().audits_retrieve_multiple(&entity.logical_name);
+
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let mut event = draft.clone();
+    let logical_name = entity.logical_name.clone();
+    let page = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let page = store.retrieve_multiple(&RecordQuery { entity: &logical_name, options: &options, page_size })?;
+        if audited {
+            event.record_ids = page.records.iter().map(|r| r.id).collect();
+            event.result_count = page.records.len() as u64;
+            state.append_blocking(event)?;
+        }
+        Ok((page, options))
+    })
+    .await
+    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))?;
+    let (page, options) = page?;
+
+    let mut body = Map::new();
+    if !request.metadata_none() {
+        let context = match &options.select {
+            Some(names) => format!("{}/$metadata#{set}({})", request.service_root, names.join(",")),
+            None => format!("{}/$metadata#{set}", request.service_root),
+        };
+        body.insert("@odata.context".into(), json!(context));
+    }
+    if let Some(total) = page.total {
+        body.insert("@odata.count".into(), json!(total));
+    }
+    let values: Vec<Json> = page.records.iter().map(|r| Json::Object(record_json(&request, &entity, r, options.select.as_deref()))).collect();
+    body.insert("value".into(), Json::Array(values));
+    if let Some(skip) = page.next_skip {
+        let mut pairs = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in request.query.iter().filter(|(k, _)| k != "$skiptoken") {
+            pairs.append_pair(k, v);
+        }
+        pairs.append_pair("$skiptoken", &skip.to_string());
+        body.insert("@odata.nextLink".into(), json!(format!("{}/{set}?{}", request.service_root, pairs.finish())));
+    }
+    let mut response = axum::Json(Json::Object(body)).into_response();
+    if page_size < PAGE_SIZE_MAX || request.header("prefer").is_some_and(|p| p.contains("odata.maxpagesize")) {
+        let applied = HeaderValue::from_str(&format!("odata.maxpagesize={page_size}")).expect("ascii");
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn retrieve(request: WebRequest, draft: &mut EventDraft, set: &str, id: Uuid) -> Result<Response, AppError> {
+    draft.operation = Operation::Retrieve;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    draft.query = query_text(&format!("{set}({id})"), &request);
+    request.require(Privilege::Read, &entity)?;
+    let mut select = None;
+    for (name, value) in &request.query {
+        match name.as_str() {
+            "$select" => select = Some(value.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>()),
+            "$format" => {}
+            other if other.starts_with('$') => return Err(AppError::bad_request(format!("query option {other} is not supported on a single record"))),
+            _ => {}
+        }
+    }
+    check_select(&entity, &select)?;
+    let audited = request.instance.policy.load().audits_retrieve(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let mut event = draft.clone();
+    let logical_name = entity.logical_name.clone();
+    let record = tokio::task::spawn_blocking(move || -> Result<Record, AppError> {
+        let record = store.retrieve(&logical_name, id)?;
+        if audited {
+            event.result_count = 1;
+            state.append_blocking(event)?;
+        }
+        Ok(record)
+    })
+    .await
+    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    let mut body = record_json(&request, &entity, &record, select.as_deref());
+    if !request.metadata_none() {
+        body.insert("@odata.context".into(), json!(format!("{}/$metadata#{set}/$entity", request.service_root)));
+    }
+    Ok(axum::Json(Json::Object(body)).into_response())
+}
+
+/// Reads a create or update body into typed values; returns the primary id when the body
+/// names one.
+fn body_values(request: &WebRequest, entity: &EntityDef, body: &Map<String, Json>) -> Result<(Vec<(String, Value)>, Option<Uuid>), AppError> {
+    let catalog = request.instance.store.catalog();
+    let mut values = Vec::new();
+    let mut id = None;
+    for (key, json) in body {
+        if key.starts_with('@') {
+            continue;
+        }
+        if let Some(name) = key.strip_suffix("@odata.bind") {
+            let attribute = entity
+                .attribute(name)
+                .filter(|a| matches!(a.attribute_type, custos_records::AttributeType::Lookup { .. }))
+                .ok_or_else(|| AppError::bad_request(format!("'{name}' is not a lookup attribute of entity '{}'", entity.logical_name)))?;
+            let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type else { unreachable!("filtered above") };
+            let target_set = catalog.entity(target).map(|e| e.set_name.clone()).unwrap_or_default();
+            let text = json.as_str().ok_or_else(|| AppError::bad_request(format!("{key} must be a string like '/{target_set}(<id>)'")))?;
+            let inner = text
+                .trim_start_matches('/')
+                .strip_prefix(target_set.as_str())
+                .and_then(|t| t.strip_prefix('('))
+                .and_then(|t| t.strip_suffix(')'))
+                .and_then(|t| Uuid::parse_str(t).ok())
+                .ok_or_else(|| AppError::bad_request(format!("{key} must reference '/{target_set}(<id>)', got '{text}'")))?;
+            values.push((name.to_string(), Value::Guid(inner)));
+            continue;
+        }
+        let attribute = entity
+            .attribute_by_web_name(key)
+            .ok_or_else(|| AppError::bad_request(format!("attribute '{key}' does not exist on entity '{}'", entity.logical_name)))?;
+        let value = Value::from_json(attribute, json)?;
+        if attribute.logical_name == entity.primary_id() {
+            match value {
+                Value::Guid(given) => id = Some(given),
+                _ => return Err(AppError::bad_request(format!("'{key}' must be a GUID"))),
+            }
+            continue;
+        }
+        values.push((attribute.logical_name.clone(), value));
+    }
+    Ok((values, id))
+}
+
+fn context(request: &WebRequest) -> WriteContext {
+    WriteContext { actor: request.caller.principal.id, now: request.state.clock.now() }
+}
+
+/// Fills the event of a write from its outcome.
+fn describe_write(event: &mut EventDraft, entity: &EntityDef, policy: &custos_audit::AuditPolicy, outcome: &WriteOutcome) {
+    event.record_ids = vec![outcome.id];
+    event.result_count = 1;
+    event.changes = changes(entity, outcome.before.as_ref(), outcome.after.as_ref(), |name| {
+        policy.audits_attribute(&entity.logical_name, name)
+    });
+}
+
+fn representation(request: &WebRequest) -> bool {
+    request.header("prefer").is_some_and(|p| p.contains("return=representation"))
+}
+
+fn write_response(request: &WebRequest, entity: &EntityDef, outcome: &WriteOutcome, created: bool) -> Response {
+    let entity_id = format!("{}/{}({})", request.service_root, entity.set_name, outcome.id);
+    let mut response = match (&outcome.after, representation(request)) {
+        (Some(after), true) => {
+            let mut body = record_json(request, entity, after, None);
+            body.insert("@odata.context".into(), json!(format!("{}/$metadata#{}/$entity", request.service_root, entity.set_name)));
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            (status, axum::Json(Json::Object(body))).into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&entity_id) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    response
+}
+
+pub(crate) async fn create(request: WebRequest, draft: &mut EventDraft, set: &str) -> Result<Response, AppError> {
+    draft.operation = Operation::Create;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    request.require(Privilege::Create, &entity)?;
+    let mut body = request.json_object()?;
+    let new_principal = if entity.logical_name == "systemuser" {
+        draft.operation = Operation::CreateUser;
+        request.require(Privilege::Write, &entity)?;
+        Some(principal_from_body(&request, &mut body)?)
+    } else {
+        None
+    };
+    let (values, given_id) = body_values(&request, &entity, &body)?;
+    let id = new_principal.as_ref().map(|p| p.id).or(given_id);
+    let policy = request.instance.policy.load_full();
+    let audited = new_principal.is_some() || policy.audits_change(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let context = context(&request);
+    let entity_for_task = entity.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<WriteOutcome, AppError> {
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            if audited {
+                let mut event = event.clone();
+                describe_write(&mut event, &entity_for_task, &policy, outcome);
+                state.append_blocking(event).map_err(|e| e.message)?;
+            }
+            if let Some(principal) = &new_principal {
+                state.directory.add_principal(principal.clone()).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        Ok(store.create(&entity_for_task.logical_name, id, values, context, &mut before_commit)?)
+    })
+    .await
+    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(write_response(&request, &entity, &outcome, true))
+}
+
+/// Takes the credentials out of a `systemusers` create body into a new principal.
+fn principal_from_body(request: &WebRequest, body: &mut Map<String, Json>) -> Result<NewPrincipal, AppError> {
+    let text = |body: &mut Map<String, Json>, key: &str| -> Result<Option<String>, AppError> {
+        match body.remove(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s)),
+            Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
+        }
+    };
+    let password = text(body, "password")?;
+    let secret = text(body, "clientsecret")?;
+    let upn = body.get("domainname").and_then(Json::as_str).map(str::to_string);
+    let application_id = body.get("applicationid").and_then(Json::as_str).map(str::to_string);
+    let display_name = body.get("fullname").and_then(Json::as_str).map(str::to_string);
+    let (upn, user_type, password_hash, client_id, secret_hash) = match (password, secret, application_id) {
+        (Some(password), None, None) => {
+            let upn = upn.ok_or_else(|| AppError::bad_request("a user needs 'domainname' (the sign-in name)"))?;
+            if password.len() < 8 {
+                return Err(AppError::bad_request("'password' must be at least 8 characters"));
+            }
+            (upn, custos_audit::UserType::Regular, Some(hash_secret(&password)), None, None)
+        }
+        (None, Some(secret), Some(application_id)) => {
+            Uuid::parse_str(&application_id).map_err(|_| AppError::bad_request("'applicationid' must be a GUID"))?;
+            if secret.len() < 16 {
+                return Err(AppError::bad_request("'clientsecret' must be at least 16 characters"));
+            }
+            let upn = upn.unwrap_or_else(|| format!("app-{application_id}"));
+            (upn, custos_audit::UserType::Application, None, Some(application_id), Some(hash_secret(&secret)))
+        }
+        _ => {
+            return Err(AppError::bad_request(
+                "a systemuser needs either 'password' (a user) or 'applicationid' with 'clientsecret' (an application user)",
+            ));
+        }
+    };
+    if request.state.directory.by_upn(&upn).is_some() || client_id.as_deref().is_some_and(|c| request.state.directory.by_client_id(c).is_some()) {
+        return Err(AppError::new(ErrorCode::Conflict, format!("a user named '{upn}' (or with that application id) already exists")));
+    }
+    if !body.contains_key("domainname") {
+        body.insert("domainname".into(), json!(upn));
+    }
+    Ok(NewPrincipal {
+        id: Uuid::new_v4(),
+        display_name: display_name.unwrap_or_else(|| upn.clone()),
+        upn,
+        user_type: user_type.code(),
+        password_hash,
+        client_id,
+        secret_hash,
+        global_admin: false,
+    })
+}
+
+fn write_mode(request: &WebRequest) -> Result<WriteMode, AppError> {
+    match (request.header("if-match"), request.header("if-none-match")) {
+        (None, None) => Ok(WriteMode::Upsert),
+        (Some("*"), None) => Ok(WriteMode::UpdateOnly),
+        (None, Some("*")) => Ok(WriteMode::CreateOnly),
+        (Some(etag), None) => Err(AppError::bad_request(format!("If-Match supports only '*' in this version, got '{etag}'"))),
+        (None, Some(other)) => Err(AppError::bad_request(format!("If-None-Match supports only '*', got '{other}'"))),
+        (Some(_), Some(_)) => Err(AppError::bad_request("If-Match and If-None-Match cannot be combined")),
+    }
+}
+
+pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &str, id: Uuid) -> Result<Response, AppError> {
+    draft.operation = Operation::Update;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    request.require(Privilege::Write, &entity)?;
+    let mode = write_mode(&request)?;
+    if mode != WriteMode::UpdateOnly {
+        request.require(Privilege::Create, &entity)?;
+    }
+    let body = request.json_object()?;
+    let (values, given_id) = body_values(&request, &entity, &body)?;
+    if given_id.is_some_and(|given| given != id) {
+        return Err(AppError::bad_request(format!("the body's '{}' differs from the id in the URL", entity.primary_id())));
+    }
+    let is_organization = entity.logical_name == ORGANIZATION_ENTITY;
+    if is_organization {
+        if mode != WriteMode::UpdateOnly && id != request.instance.organization_id {
+            return Err(AppError::not_found(format!("organization with id {id} does not exist")));
+        }
+        draft.operation = Operation::UpdateAuditSettings;
+    }
+    let policy = request.instance.policy.load_full();
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let context = context(&request);
+    let entity_for_task = entity.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<WriteOutcome, AppError> {
+        if is_organization {
+            let mut merged = store.retrieve(ORGANIZATION_ENTITY, id)?;
+            merged.values.extend(values.iter().cloned());
+            check_settings(&merged)?;
+        }
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            let mut event = event.clone();
+            describe_write(&mut event, &entity_for_task, &policy, outcome);
+            if outcome.before.is_none() {
+                event.operation = Operation::Upsert;
+            }
+            let settings_changed = is_organization && event.changes.iter().any(|c| AUDIT_SETTINGS.contains(&c.attribute.as_str()));
+            if is_organization && !settings_changed {
+                event.operation = Operation::Update;
+            }
+            if settings_changed || policy.audits_change(&entity_for_task.logical_name) {
+                state.append_blocking(event).map_err(|e| e.message)?;
+            }
+            Ok(())
+        };
+        Ok(store.update(&entity_for_task.logical_name, id, values, mode, context, &mut before_commit)?)
+    })
+    .await
+    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    if is_organization {
+        request.instance.refresh_policy()?;
+    }
+    Ok(write_response(&request, &entity, &outcome, outcome.before.is_none()))
+}
+
+/// Rules on the instance settings: Start Read Auditing only while Start Auditing is on, and a
+/// retention of -1 (forever) or 1 to 365,000 days, as Dataverse allows.
+fn check_settings(after: &Record) -> Result<(), AppError> {
+    let on = |name: &str| matches!(after.values.get(name), Some(Value::Boolean(true)));
+    if on("isreadauditenabled") && !on("isauditenabled") {
+        return Err(AppError::bad_request("isreadauditenabled can only be turned on while isauditenabled is on"));
+    }
+    if let Some(Value::Integer(days)) = after.values.get("auditretentionperiodv2") {
+        if *days != -1 && !(1..=365_000).contains(days) {
+            return Err(AppError::bad_request("auditretentionperiodv2 must be -1 (forever) or 1 to 365000 days"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete(request: WebRequest, draft: &mut EventDraft, set: &str, id: Uuid) -> Result<Response, AppError> {
+    draft.operation = Operation::Delete;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    request.require(Privilege::Delete, &entity)?;
+    if entity.logical_name == ORGANIZATION_ENTITY || entity.logical_name == "systemuser" || entity.logical_name == "role" {
+        return Err(AppError::bad_request(format!("{} records cannot be deleted through the Web API", entity.logical_name)));
+    }
+    let policy = request.instance.policy.load_full();
+    let audited = policy.audits_change(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let entity_for_task = entity.clone();
+    tokio::task::spawn_blocking(move || -> Result<WriteOutcome, AppError> {
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            if audited {
+                let mut event = event.clone();
+                describe_write(&mut event, &entity_for_task, &policy, outcome);
+                state.append_blocking(event).map_err(|e| e.message)?;
+            }
+            Ok(())
+        };
+        Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
+    })
+    .await
+    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST systemusers(<id>)/systemuserroles_association/$ref` with `{"@odata.id": ".../roles(<id>)"}`.
+pub(crate) async fn assign_role(request: WebRequest, draft: &mut EventDraft, user: Uuid) -> Result<Response, AppError> {
+    draft.operation = Operation::AssignRole;
+    let catalog = request.instance.store.catalog();
+    let entity = catalog.entity("systemuser").cloned().ok_or_else(|| AppError::not_found("entity 'systemuser' does not exist"))?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![user];
+    if !request.roles().contains(&custos_records::BuiltInRole::SystemAdministrator) {
+        return Err(AppError::forbidden(format!("user '{}' may not assign roles", request.caller.principal.upn)));
+    }
+    let body = request.json_object()?;
+    let reference = body.get("@odata.id").and_then(Json::as_str).ok_or_else(|| AppError::bad_request("the body needs '@odata.id' naming a role"))?;
+    let role_id = reference
+        .rsplit_once("roles(")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| AppError::bad_request(format!("'@odata.id' must reference roles(<id>), got '{reference}'")))?;
+    let (role, _) = ROLE_IDS.iter().find(|(_, id)| *id == role_id).ok_or_else(|| AppError::not_found(format!("role {role_id} does not exist")))?;
+    let principal = request.state.directory.principal(user).ok_or_else(|| AppError::not_found(format!("systemuser with id {user} does not exist")))?;
+    draft.details = json!({"RoleId": role_id, "RoleName": role.name(), "UserUpn": principal.upn}).to_string();
+    draft.result_count = 1;
+    // The event is durable before the assignment is made, so no assignment goes unrecorded.
+    request.state.record(draft.clone()).await?;
+    let state = request.state.clone();
+    let instance = request.instance.name.clone();
+    tokio::task::spawn_blocking(move || state.directory.assign_role(user, &instance, role_id))
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
