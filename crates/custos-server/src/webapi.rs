@@ -185,6 +185,37 @@ pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppEr
     }
 }
 
+/// Names the operation and entity a request attempts, before anything is checked, so that even
+/// a refused request's event says what was tried.
+fn classify(state: &AppState, instance_name: &str, target: &Target, method: &Method, draft: &mut EventDraft) {
+    let set = match target {
+        Target::EntitySet(set) | Target::Record(set, _) => Some(set.as_str()),
+        _ => None,
+    };
+    draft.operation = match (target, method) {
+        (Target::EntitySet(_), &Method::GET) => Operation::RetrieveMultiple,
+        (Target::EntitySet(_), &Method::POST) => Operation::Create,
+        (Target::Record(..), &Method::GET) => Operation::Retrieve,
+        (Target::Record(..), &Method::PATCH) => Operation::Update,
+        (Target::Record(..), &Method::DELETE) => Operation::Delete,
+        (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => Operation::UpdateAuditSettings,
+        (Target::PublishAllXml, _) => Operation::PublishAllCustomizations,
+        (Target::RoleAssociation(_), _) => Operation::AssignRole,
+        _ => Operation::Request,
+    };
+    if let Target::Record(_, id) = target {
+        draft.record_ids = vec![*id];
+    }
+    let entity = state.instance(instance_name).and_then(|instance| match (set, target) {
+        (Some(set), _) => instance.store.catalog().by_set_name(set).cloned(),
+        (None, Target::EntityDefinition(name) | Target::Attribute(name, _)) => instance.store.catalog().entity(name).cloned(),
+        _ => None,
+    });
+    if let Some(entity) = entity {
+        draft.set_entity(&entity);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     state: &AppState,
@@ -197,9 +228,14 @@ async fn dispatch(
     body: Result<Bytes, BytesRejection>,
     host: &str,
 ) -> Result<Response, AppError> {
+    let target = parse_target(rest);
+    if let Ok(target) = &target {
+        classify(state, instance_name, target, &method, draft);
+    }
     let caller = authenticate(state, &headers)?;
     draft.set_caller(&caller);
     let instance = state.instance(instance_name).ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
+    let target = target?;
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {BODY_BYTES_MAX} bytes"))
@@ -208,7 +244,6 @@ async fn dispatch(
         }
     })?;
     let query = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
-    let target = parse_target(rest)?;
     let request = WebRequest {
         state: state.clone(),
         service_root: format!("http://{host}/{instance_name}/api/data/v9.2"),

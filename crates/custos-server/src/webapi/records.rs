@@ -356,6 +356,10 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
+    let is_organization = entity.logical_name == ORGANIZATION_ENTITY;
+    if is_organization {
+        draft.operation = Operation::UpdateAuditSettings;
+    }
     request.require(Privilege::Write, &entity)?;
     let mode = write_mode(&request)?;
     if mode != WriteMode::UpdateOnly {
@@ -366,12 +370,8 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
     if given_id.is_some_and(|given| given != id) {
         return Err(AppError::bad_request(format!("the body's '{}' differs from the id in the URL", entity.primary_id())));
     }
-    let is_organization = entity.logical_name == ORGANIZATION_ENTITY;
-    if is_organization {
-        if mode != WriteMode::UpdateOnly && id != request.instance.organization_id {
-            return Err(AppError::not_found(format!("organization with id {id} does not exist")));
-        }
-        draft.operation = Operation::UpdateAuditSettings;
+    if is_organization && id != request.instance.organization_id {
+        return Err(AppError::not_found(format!("organization with id {id} does not exist")));
     }
     let policy = request.instance.policy.load_full();
     let store = request.instance.store.clone();

@@ -1,1 +1,8 @@
+//! Integration tests: the real `custos` binary on an ephemeral loopback port, driven over HTTP.
+#![allow(unreachable_pub)]
 
+mod common;
+mod crash;
+mod errors;
+mod publish;
+mod retrieve_multiple;

@@ -1,0 +1,171 @@
+//! A server process per test: started on a fresh data directory, stopped (SIGKILL) on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const USER_AGENT: &str = "custos-it/1.0 (integration test)";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a new data directory.
+    pub fn start(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut server = Server::start_in(&dir, args);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// A server on `dir` (which may hold an earlier server's data).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .env("CUSTOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the custos binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("custos: listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address");
+        Server { child, base, data_dir: dir.to_path_buf(), _tmp: None }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/main/api/data/v9.2/{path}", self.base)
+    }
+
+    pub fn token(&self, user: &str, password: &str) -> String {
+        let response = client()
+            .post(format!("{}/oauth2/token", self.base))
+            .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "sign-in of {user}");
+        response.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("admin", ADMIN_PASSWORD)
+    }
+
+    /// Creates a user with a role; returns its id.
+    pub fn add_user(&self, admin: &str, upn: &str, password: &str, role: &str) -> String {
+        let response = send(client().post(self.api("systemusers")), admin, Some(json!({"domainname": upn, "fullname": upn, "password": password})));
+        assert_eq!(response.status(), 204, "create user {upn}");
+        let id = entity_id(&response);
+        let roles = get_json(&self.api(&format!("roles?$filter=name eq '{role}'")), admin);
+        let role_id = roles["value"][0]["roleid"].as_str().unwrap().to_string();
+        let body = json!({"@odata.id": self.api(&format!("roles({role_id})"))});
+        let response = send(client().post(self.api(&format!("systemusers({id})/systemuserroles_association/$ref"))), admin, Some(body));
+        assert_eq!(response.status(), 204, "assign {role} to {upn}");
+        id
+    }
+
+    pub fn organization_id(&self, token: &str) -> String {
+        get_json(&self.api("WhoAmI"), token)["OrganizationId"].as_str().unwrap().to_string()
+    }
+
+    pub fn set_org(&self, token: &str, settings: Value) {
+        let org = self.organization_id(token);
+        let response = send(client().patch(self.api(&format!("organizations({org})"))), token, Some(settings));
+        assert_eq!(response.status(), 204, "organization settings");
+    }
+
+    pub fn set_entity_flags(&self, token: &str, entity: &str, flags: Value) {
+        let url = self.api(&format!("EntityDefinitions(LogicalName='{entity}')"));
+        let response = send(client().patch(url), token, Some(flags));
+        assert_eq!(response.status(), 204, "entity flags");
+    }
+
+    pub fn publish(&self, token: &str) {
+        let response = send(client().post(self.api("PublishAllXml")), token, None);
+        assert_eq!(response.status(), 204, "publish");
+    }
+
+    /// Every audit record matching `filters`, following every page.
+    pub fn audit(&self, token: &str, filters: &str) -> Vec<Value> {
+        let mut url = format!("{}/api/audit/records?top=1000&start=2000-01-01&{filters}", self.base);
+        let mut out = Vec::new();
+        loop {
+            let page = get_json(&url, token);
+            out.extend(page["value"].as_array().unwrap().iter().cloned());
+            match page["@odata.nextLink"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> Client {
+    Client::builder().user_agent(USER_AGENT).timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+pub fn send(builder: RequestBuilder, token: &str, body: Option<Value>) -> Response {
+    let builder = builder.bearer_auth(token);
+    let builder = match body {
+        Some(body) => builder.json(&body),
+        None => builder,
+    };
+    builder.send().unwrap()
+}
+
+pub fn get_json(url: &str, token: &str) -> Value {
+    let response = send(client().get(url), token, None);
+    let status = response.status();
+    let body: Value = response.json().unwrap();
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}
+
+/// The id in a create's `OData-EntityId` header.
+pub fn entity_id(response: &Response) -> String {
+    let header = response.headers()["odata-entityid"].to_str().unwrap();
+    header.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string()
+}
+
+/// The OData error of a refused request: (status, code, message).
+pub fn odata_error(response: Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().expect("an OData error body");
+    (status, body["error"]["code"].as_str().unwrap().to_string(), body["error"]["message"].as_str().unwrap().to_string())
+}
+
+pub fn count(server: &Server, token: &str, set: &str) -> u64 {
+    get_json(&server.api(&format!("{set}?$count=true&$top=1")), token)["@odata.count"].as_u64().unwrap()
+}
