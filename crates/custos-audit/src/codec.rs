@@ -18,9 +18,7 @@
 
 use uuid::Uuid;
 
-use crate::event::{
-    AuditEvent, Change, EntityCategory, Origin, ResultStatus, UserType,
-};
+use crate::event::{AuditEvent, Change, EntityCategory, Origin, ResultStatus, UserType};
 use crate::{Error, Result};
 
 /// The encoding version written by this build.
@@ -49,7 +47,11 @@ pub fn encode_event(event: &AuditEvent, out: &mut Vec<u8>) {
         put_str(out, text);
     }
     out.push(event.origin.code());
-    for text in [&event.correlation_id, &event.session_id, &event.client_request_id] {
+    for text in [
+        &event.correlation_id,
+        &event.session_id,
+        &event.client_request_id,
+    ] {
         put_str(out, text);
     }
     out.push(event.result_status.code());
@@ -76,7 +78,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent> {
     let mut r = Reader { bytes, pos: 0 };
     let version = r.u8()?;
     if version != CODEC_VERSION {
-        return Err(Error::Corrupted(format!("unknown record version {version}")));
+        return Err(Error::Corrupted(format!(
+            "unknown record version {version}"
+        )));
     }
     let id = r.uuid()?;
     let creation_time_us = i64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
@@ -114,11 +118,18 @@ pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent> {
         let attribute = r.str()?;
         let old = r.opt_str()?;
         let new = r.opt_str()?;
-        changes.push(Change { attribute, old, new });
+        changes.push(Change {
+            attribute,
+            old,
+            new,
+        });
     }
     let details = r.str()?;
     if r.pos != bytes.len() {
-        return Err(Error::Corrupted(format!("{} trailing bytes after record", bytes.len() - r.pos)));
+        return Err(Error::Corrupted(format!(
+            "{} trailing bytes after record",
+            bytes.len() - r.pos
+        )));
     }
     Ok(AuditEvent {
         id,
@@ -182,9 +193,15 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
-            return Err(Error::Corrupted(format!("record truncated at byte {}", self.pos)));
+            return Err(Error::Corrupted(format!(
+                "record truncated at byte {}",
+                self.pos
+            )));
         };
         let slice = &self.bytes[self.pos..end];
         self.pos = end;
@@ -204,7 +221,10 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        Err(Error::Corrupted(format!("varint too long at byte {}", self.pos)))
+        Err(Error::Corrupted(format!(
+            "varint too long at byte {}",
+            self.pos
+        )))
     }
 
     /// A count of items each at least `item_bytes_min` long, checked against what is left.
@@ -212,7 +232,10 @@ impl<'a> Reader<'a> {
         let n = self.varint()?;
         let left = (self.bytes.len() - self.pos) as u64;
         if n.saturating_mul(item_bytes_min as u64) > left {
-            return Err(Error::Corrupted(format!("count {n} exceeds the record at byte {}", self.pos)));
+            return Err(Error::Corrupted(format!(
+                "count {n} exceeds the record at byte {}",
+                self.pos
+            )));
         }
         Ok(n as usize)
     }
@@ -233,7 +256,9 @@ impl<'a> Reader<'a> {
     }
 
     fn uuid(&mut self) -> Result<Uuid> {
-        Ok(Uuid::from_bytes(self.take(16)?.try_into().expect("16 bytes")))
+        Ok(Uuid::from_bytes(
+            self.take(16)?.try_into().expect("16 bytes"),
+        ))
     }
 
     fn code<T>(&mut self, from_code: fn(u8) -> Option<T>, what: &str) -> Result<T> {

@@ -293,10 +293,23 @@ impl Operation {
             | BulkDelete | ImportRecords | Request => RecordType::Entity,
             SignIn | SignOut => RecordType::Access,
             AccessInternalTool | BackendCommand => RecordType::Support,
-            PublishAllCustomizations | DeleteAttribute | CreateUser | AddTeamMember | AssignRole
-            | ImportSolution | BackupInstance | RestoreInstance | CreateInstance | DeleteInstance
-            | ConvertTrialToPaid | ActivateProcess | ActivatePlugin | UpdateAuditSettings
-            | SetRetention | AccessAdminCenter | SearchAuditLog => RecordType::Admin,
+            PublishAllCustomizations
+            | DeleteAttribute
+            | CreateUser
+            | AddTeamMember
+            | AssignRole
+            | ImportSolution
+            | BackupInstance
+            | RestoreInstance
+            | CreateInstance
+            | DeleteInstance
+            | ConvertTrialToPaid
+            | ActivateProcess
+            | ActivatePlugin
+            | UpdateAuditSettings
+            | SetRetention
+            | AccessAdminCenter
+            | SearchAuditLog => RecordType::Admin,
         }
     }
 

@@ -142,7 +142,10 @@ impl MemIndex {
             self.postings.entry((field, term)).or_default().push(seq);
         }
         if entry.user_upn != entry.user_id {
-            self.postings.entry((Field::User, entry.user_upn)).or_default().push(seq);
+            self.postings
+                .entry((Field::User, entry.user_upn))
+                .or_default()
+                .push(seq);
         }
         for record_id in &event.record_ids {
             let list = self.by_record.entry(*record_id).or_default();
@@ -190,10 +193,21 @@ impl MemIndex {
             }
         };
         if !query.record_ids.is_empty() {
-            consider(query.record_ids.iter().filter_map(|id| self.by_record.get(id)).collect());
+            consider(
+                query
+                    .record_ids
+                    .iter()
+                    .filter_map(|id| self.by_record.get(id))
+                    .collect(),
+            );
         }
         for (field, terms) in &term_filters {
-            consider(terms.iter().filter_map(|t| self.postings.get(&(*field, *t))).collect());
+            consider(
+                terms
+                    .iter()
+                    .filter_map(|t| self.postings.get(&(*field, *t)))
+                    .collect(),
+            );
         }
 
         let upper = query.before_seq.unwrap_or(u64::MAX).min(self.len());
@@ -225,7 +239,13 @@ impl MemIndex {
         out
     }
 
-    fn matches(&self, entry: &Entry, seq: Seq, query: &SearchQuery, term_filters: &[(Field, Vec<u32>)]) -> bool {
+    fn matches(
+        &self,
+        entry: &Entry,
+        seq: Seq,
+        query: &SearchQuery,
+        term_filters: &[(Field, Vec<u32>)],
+    ) -> bool {
         if entry.time_us < query.start_us || entry.time_us >= query.end_us {
             return false;
         }
@@ -251,7 +271,9 @@ impl MemIndex {
         }
         if !query.record_ids.is_empty() {
             let touched = query.record_ids.iter().any(|id| {
-                self.by_record.get(id).is_some_and(|list| list.binary_search(&seq).is_ok())
+                self.by_record
+                    .get(id)
+                    .is_some_and(|list| list.binary_search(&seq).is_ok())
             });
             if !touched {
                 return false;

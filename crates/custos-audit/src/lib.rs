@@ -17,10 +17,10 @@ mod writer;
 pub use codec::{CODEC_VERSION, decode_event, encode_event};
 pub use error::{Error, Result};
 pub use event::{
-    AuditEvent, Change, Category, EntityCategory, Operation, Origin, RecordType, ResultStatus,
+    AuditEvent, Category, Change, EntityCategory, Operation, Origin, RecordType, ResultStatus,
     UserType,
 };
-pub use index::{SearchQuery, SearchPage};
+pub use index::{SearchPage, SearchQuery};
 pub use log::{LogConfig, Seq};
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats};

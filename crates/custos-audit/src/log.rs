@@ -104,7 +104,10 @@ impl LogFiles {
             let entry = entry.map_err(|e| Error::io(&config.dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(first) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")) else {
+            let Some(first) = name
+                .strip_prefix("seg-")
+                .and_then(|n| n.strip_suffix(".log"))
+            else {
                 continue;
             };
             let first: Seq = first
@@ -154,7 +157,9 @@ impl LogFiles {
             active_path,
             active_len,
             next_seq,
-            reader: LogReader { segments: Arc::new(RwLock::new(files)) },
+            reader: LogReader {
+                segments: Arc::new(RwLock::new(files)),
+            },
         })
     }
 
@@ -169,19 +174,30 @@ impl LogFiles {
             self.roll()?;
         }
         let segment = (self.first_seqs.len() - 1) as u32;
-        let total: usize = payloads.iter().map(|p| p.len() + FRAME_HEADER_BYTES as usize).sum();
+        let total: usize = payloads
+            .iter()
+            .map(|p| p.len() + FRAME_HEADER_BYTES as usize)
+            .sum();
         let mut buffer = Vec::with_capacity(total);
         let mut placed = Vec::with_capacity(payloads.len());
         let mut offset = self.active_len;
         for (i, payload) in payloads.iter().enumerate() {
-            assert!(payload.len() <= RECORD_BYTES_MAX as usize, "record of {} bytes exceeds the frame limit", payload.len());
+            assert!(
+                payload.len() <= RECORD_BYTES_MAX as usize,
+                "record of {} bytes exceeds the frame limit",
+                payload.len()
+            );
             buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
             buffer.extend_from_slice(payload);
             offset += FRAME_HEADER_BYTES;
             placed.push((
                 self.next_seq + i as u64,
-                Location { segment, offset, len: payload.len() as u32 },
+                Location {
+                    segment,
+                    offset,
+                    len: payload.len() as u32,
+                },
             ));
             offset += payload.len() as u64;
         }
@@ -192,7 +208,10 @@ impl LogFiles {
         if let Err(error) = written {
             // Take the partial batch back out so the next batch starts on a clean tail; if even
             // that fails the file's state is unknown and the writer must stop.
-            let undone = self.active.set_len(self.active_len).and_then(|()| self.active.sync_data());
+            let undone = self
+                .active
+                .set_len(self.active_len)
+                .and_then(|()| self.active.sync_data());
             if let Err(undo_error) = undone {
                 return Err(Error::Unavailable(format!(
                     "append failed ({error}) and could not be undone ({undo_error})"
@@ -208,9 +227,16 @@ impl LogFiles {
     fn roll(&mut self) -> Result<()> {
         let path = segment_path(&self.config.dir, self.next_seq);
         create_segment(&path, &self.config.dir)?;
-        let active = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let active = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         let read = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        self.reader.segments.write().expect("segment list lock").push(Arc::new(read));
+        self.reader
+            .segments
+            .write()
+            .expect("segment list lock")
+            .push(Arc::new(read));
         self.first_seqs.push(self.next_seq);
         self.active = active;
         self.active_path = path;
@@ -232,8 +258,12 @@ fn create_segment(path: &Path, dir: &Path) -> Result<()> {
     let mut header = [0u8; HEADER_BYTES as usize];
     header[..8].copy_from_slice(MAGIC);
     header[8] = FORMAT_VERSION;
-    file.write_all(&header).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    file.write_all(&header)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Reads every frame of a segment. A bad frame in the last segment is a torn tail from a crash:
@@ -250,19 +280,34 @@ fn scan_segment(
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| Error::io(path, e))?;
     if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
-        if is_last && bytes.len() < HEADER_BYTES as usize && MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
+        if is_last
+            && bytes.len() < HEADER_BYTES as usize
+            && MAGIC.starts_with(&bytes[..bytes.len().min(8)])
+        {
             // Crashed while creating the segment: write its header again.
-            let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
             let mut header = [0u8; HEADER_BYTES as usize];
             header[..8].copy_from_slice(MAGIC);
             header[8] = FORMAT_VERSION;
-            file.write_all_at(&header, 0).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, e))?;
+            file.write_all_at(&header, 0)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io(path, e))?;
             return Ok((0, HEADER_BYTES));
         }
-        return Err(Error::Corrupted(format!("{} has no segment header", path.display())));
+        return Err(Error::Corrupted(format!(
+            "{} has no segment header",
+            path.display()
+        )));
     }
     if bytes[8] != FORMAT_VERSION {
-        return Err(Error::Corrupted(format!("{} has unknown format version {}", path.display(), bytes[8])));
+        return Err(Error::Corrupted(format!(
+            "{} has unknown format version {}",
+            path.display(),
+            bytes[8]
+        )));
     }
     let mut pos = HEADER_BYTES as usize;
     let mut n_records = 0u64;
@@ -271,14 +316,23 @@ fn scan_segment(
             Some(payload_len) => {
                 let offset = pos + FRAME_HEADER_BYTES as usize;
                 let payload = &bytes[offset..offset + payload_len];
-                let location = Location { segment, offset: offset as u64, len: payload_len as u32 };
+                let location = Location {
+                    segment,
+                    offset: offset as u64,
+                    len: payload_len as u32,
+                };
                 on_record(first_seq + n_records, location, payload)?;
                 n_records += 1;
                 pos = offset + payload_len;
             }
             None if is_last => {
-                let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
-                file.set_len(pos as u64).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, e))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
+                file.set_len(pos as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| Error::io(path, e))?;
                 return Ok((n_records, pos as u64));
             }
             None => {

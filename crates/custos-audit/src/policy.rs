@@ -58,7 +58,9 @@ impl AuditPolicy {
     pub fn audits_retrieve_multiple(&self, entity: &str) -> bool {
         self.settings.audit
             && self.settings.read
-            && self.entity(entity).is_some_and(|e| e.audit && e.retrieve_multiple)
+            && self
+                .entity(entity)
+                .is_some_and(|e| e.audit && e.retrieve_multiple)
     }
 
     /// Export to Excel or csv.
@@ -78,7 +80,8 @@ impl AuditPolicy {
 
     /// Whether a changed attribute's values go into the event.
     pub fn audits_attribute(&self, entity: &str, attribute: &str) -> bool {
-        self.entity(entity).is_some_and(|e| !e.unaudited_attributes.contains(attribute))
+        self.entity(entity)
+            .is_some_and(|e| !e.unaudited_attributes.contains(attribute))
     }
 }
 

@@ -20,7 +20,9 @@ use crate::log::{LogConfig, LogFiles, LogReader, Seq};
 use crate::{Error, Result};
 
 /// Upper bounds (microseconds) of the fsync latency histogram buckets.
-pub const FSYNC_BUCKETS_US: [u64; 10] = [250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+pub const FSYNC_BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
 
 /// Counters of the writer, for metrics.
 #[derive(Debug, Default)]
@@ -78,7 +80,13 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io(&config.dir, e))?;
-        Ok(AuditLog { queue, index, reader, stats, stopped })
+        Ok(AuditLog {
+            queue,
+            index,
+            reader,
+            stats,
+            stopped,
+        })
     }
 
     /// Appends `event` and blocks until it is durable and searchable.
@@ -90,7 +98,11 @@ impl AuditLog {
         encode_event(&event, &mut payload);
         let (done, answer) = mpsc::sync_channel(1);
         self.queue
-            .send(Job { event, payload, done })
+            .send(Job {
+                event,
+                payload,
+                done,
+            })
             .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
         answer
             .recv()
@@ -115,7 +127,9 @@ impl AuditLog {
     /// One event by id.
     pub fn get(&self, id: Uuid) -> Result<Option<(Seq, AuditEvent)>> {
         let found = self.index.read().expect("index lock").seq_of(id);
-        let Some((seq, location)) = found else { return Ok(None) };
+        let Some((seq, location)) = found else {
+            return Ok(None);
+        };
         Ok(Some((seq, decode_event(&self.reader.read(location)?)?)))
     }
 
@@ -131,8 +145,15 @@ impl AuditLog {
         // and checked on the decoded events.
         loop {
             let chunk = if needle.is_some() { 512 } else { query.top + 1 };
-            let paged = SearchQuery { before_seq: before, ..query.clone() };
-            let candidates = self.index.read().expect("index lock").candidates(&paged, chunk);
+            let paged = SearchQuery {
+                before_seq: before,
+                ..query.clone()
+            };
+            let candidates = self
+                .index
+                .read()
+                .expect("index lock")
+                .candidates(&paged, chunk);
             let exhausted = candidates.len() < chunk;
             for (seq, location) in &candidates {
                 before = Some(*seq);
@@ -154,7 +175,10 @@ impl AuditLog {
         } else {
             None
         };
-        Ok(SearchPage { events, next_before_seq })
+        Ok(SearchPage {
+            events,
+            next_before_seq,
+        })
     }
 }
 
@@ -213,10 +237,17 @@ impl Writer {
     }
 
     fn record_batch(&self, n_events: usize, elapsed_us: u64) {
-        self.stats.events_appended.fetch_add(n_events as u64, Ordering::Relaxed);
+        self.stats
+            .events_appended
+            .fetch_add(n_events as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.fsync_us_total.fetch_add(elapsed_us, Ordering::Relaxed);
-        let bucket = FSYNC_BUCKETS_US.iter().position(|b| elapsed_us <= *b).unwrap_or(FSYNC_BUCKETS_US.len());
+        self.stats
+            .fsync_us_total
+            .fetch_add(elapsed_us, Ordering::Relaxed);
+        let bucket = FSYNC_BUCKETS_US
+            .iter()
+            .position(|b| elapsed_us <= *b)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
         self.stats.fsync_us_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -97,7 +97,9 @@ CREATE TABLE IF NOT EXISTS role_assignment (
 ";
 
 fn parse_uuid(text: String) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 impl Directory {
@@ -108,17 +110,29 @@ impl Directory {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        let existing: Option<String> = conn.query_row("SELECT id FROM tenant", [], |row| row.get(0)).optional()?;
+        let existing: Option<String> = conn
+            .query_row("SELECT id FROM tenant", [], |row| row.get(0))
+            .optional()?;
         let (tenant_id, created) = match existing {
             Some(id) => (parse_uuid(id)?, false),
             None => {
                 let id = Uuid::new_v4();
-                conn.execute("INSERT INTO tenant (id, name) VALUES (?1, ?2)", [id.to_string(), tenant_name.to_string()])?;
+                conn.execute(
+                    "INSERT INTO tenant (id, name) VALUES (?1, ?2)",
+                    [id.to_string(), tenant_name.to_string()],
+                )?;
                 (id, true)
             }
         };
         let cache = load_cache(&conn, tenant_id)?;
-        Ok((Directory { conn: Mutex::new(conn), tenant_id, cache: RwLock::new(cache) }, created))
+        Ok((
+            Directory {
+                conn: Mutex::new(conn),
+                tenant_id,
+                cache: RwLock::new(cache),
+            },
+            created,
+        ))
     }
 
     /// The tenant's id.
@@ -131,7 +145,11 @@ impl Directory {
         let conn = self.conn.lock().expect("directory lock");
         conn.execute(
             "INSERT INTO instance (name, state, organization_id) VALUES (?1, ?2, ?3)",
-            [&instance.name, &instance.state, &instance.organization_id.to_string()],
+            [
+                &instance.name,
+                &instance.state,
+                &instance.organization_id.to_string(),
+            ],
         )
         .map_err(|e| conflict(e, format!("instance '{}' already exists", instance.name)))?;
         Ok(())
@@ -140,9 +158,14 @@ impl Directory {
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
         let conn = self.conn.lock().expect("directory lock");
-        let mut statement = conn.prepare("SELECT name, state, organization_id FROM instance ORDER BY name")?;
+        let mut statement =
+            conn.prepare("SELECT name, state, organization_id FROM instance ORDER BY name")?;
         let rows = statement.query_map([], |row| {
-            Ok(InstanceInfo { name: row.get(0)?, state: row.get(1)?, organization_id: parse_uuid(row.get(2)?)? })
+            Ok(InstanceInfo {
+                name: row.get(0)?,
+                state: row.get(1)?,
+                organization_id: parse_uuid(row.get(2)?)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -177,25 +200,42 @@ impl Directory {
             ],
         )
         .map_err(|e| conflict(e, format!("a user named '{}' (or with that id or client id) already exists", principal.upn)))?;
-        self.cache.write().expect("directory cache").principals.insert(principal.id, principal.clone());
+        self.cache
+            .write()
+            .expect("directory cache")
+            .principals
+            .insert(principal.id, principal.clone());
         Ok(principal)
     }
 
     /// A principal by id.
     pub fn principal(&self, id: Uuid) -> Option<Principal> {
-        self.cache.read().expect("directory cache").principals.get(&id).cloned()
+        self.cache
+            .read()
+            .expect("directory cache")
+            .principals
+            .get(&id)
+            .cloned()
     }
 
     /// A principal by user principal name, ignoring case.
     pub fn by_upn(&self, upn: &str) -> Option<Principal> {
         let cache = self.cache.read().expect("directory cache");
-        cache.principals.values().find(|p| p.upn.eq_ignore_ascii_case(upn)).cloned()
+        cache
+            .principals
+            .values()
+            .find(|p| p.upn.eq_ignore_ascii_case(upn))
+            .cloned()
     }
 
     /// An application user by client id.
     pub fn by_client_id(&self, client_id: &str) -> Option<Principal> {
         let cache = self.cache.read().expect("directory cache");
-        cache.principals.values().find(|p| p.client_id.as_deref() == Some(client_id)).cloned()
+        cache
+            .principals
+            .values()
+            .find(|p| p.client_id.as_deref() == Some(client_id))
+            .cloned()
     }
 
     /// Gives `principal` the role `role_id` in `instance`; returns false when it already had it.
@@ -207,7 +247,11 @@ impl Directory {
         )?;
         if added > 0 {
             let mut cache = self.cache.write().expect("directory cache");
-            cache.roles.entry((principal, instance.to_string())).or_default().push(role_id);
+            cache
+                .roles
+                .entry((principal, instance.to_string()))
+                .or_default()
+                .push(role_id);
         }
         Ok(added > 0)
     }
@@ -215,19 +259,30 @@ impl Directory {
     /// The roles `principal` holds in `instance`.
     pub fn roles(&self, principal: Uuid, instance: &str) -> Vec<Uuid> {
         let cache = self.cache.read().expect("directory cache");
-        cache.roles.get(&(principal, instance.to_string())).cloned().unwrap_or_default()
+        cache
+            .roles
+            .get(&(principal, instance.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether `principal` holds `role_id` in any instance.
     pub fn has_role_anywhere(&self, principal: Uuid, role_id: Uuid) -> bool {
         let cache = self.cache.read().expect("directory cache");
-        cache.roles.iter().any(|((p, _), roles)| *p == principal && roles.contains(&role_id))
+        cache
+            .roles
+            .iter()
+            .any(|((p, _), roles)| *p == principal && roles.contains(&role_id))
     }
 }
 
 fn conflict(error: rusqlite::Error, message: String) -> Error {
     match error {
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation => Error::Conflict(message),
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Error::Conflict(message)
+        }
         other => other.into(),
     }
 }
@@ -256,8 +311,15 @@ fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
         principals.insert(principal.id, principal);
     }
     let mut roles: HashMap<(Uuid, String), Vec<Uuid>> = HashMap::new();
-    let mut statement = conn.prepare("SELECT principal_id, instance, role_id FROM role_assignment")?;
-    let rows = statement.query_map([], |row| Ok((parse_uuid(row.get(0)?)?, row.get::<_, String>(1)?, parse_uuid(row.get(2)?)?)))?;
+    let mut statement =
+        conn.prepare("SELECT principal_id, instance, role_id FROM role_assignment")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            parse_uuid(row.get(0)?)?,
+            row.get::<_, String>(1)?,
+            parse_uuid(row.get(2)?)?,
+        ))
+    })?;
     for row in rows {
         let (principal, instance, role) = row?;
         roles.entry((principal, instance)).or_default().push(role);

@@ -83,7 +83,11 @@ impl CompareOp {
 
     /// The OData keyword.
     pub fn as_str(self) -> &'static str {
-        CompareOp::ALL.iter().find(|(op, _)| *op == self).expect("every op is listed").1
+        CompareOp::ALL
+            .iter()
+            .find(|(op, _)| *op == self)
+            .expect("every op is listed")
+            .1
     }
 }
 
@@ -150,9 +154,22 @@ impl fmt::Display for Filter {
             Filter::And(l, r) => write!(f, "({l}) and ({r})"),
             Filter::Or(l, r) => write!(f, "({l}) or ({r})"),
             Filter::Not(inner) => write!(f, "not ({inner})"),
-            Filter::Compare { attribute, op, value } => write!(f, "{attribute} {} {value}", op.as_str()),
-            Filter::Function { function, attribute, value } => {
-                write!(f, "{}({attribute},{})", function.as_str(), Literal::String(value.clone()))
+            Filter::Compare {
+                attribute,
+                op,
+                value,
+            } => write!(f, "{attribute} {} {value}", op.as_str()),
+            Filter::Function {
+                function,
+                attribute,
+                value,
+            } => {
+                write!(
+                    f,
+                    "{}({attribute},{})",
+                    function.as_str(),
+                    Literal::String(value.clone())
+                )
             }
         }
     }
@@ -170,13 +187,23 @@ enum Token {
 /// Parses a `$filter` expression.
 pub fn parse_filter(input: &str) -> Result<Filter> {
     if input.len() > FILTER_BYTES_MAX {
-        return Err(bad(format!("$filter is longer than {FILTER_BYTES_MAX} bytes")));
+        return Err(bad(format!(
+            "$filter is longer than {FILTER_BYTES_MAX} bytes"
+        )));
     }
     let tokens = lex(input)?;
-    let mut parser = Parser { tokens, pos: 0, depth: 0, end: input.len() };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+        end: input.len(),
+    };
     let filter = parser.expr()?;
     if let Some((token, at)) = parser.tokens.get(parser.pos) {
-        return Err(bad(format!("unexpected {} at position {at}", describe(token))));
+        return Err(bad(format!(
+            "unexpected {} at position {at}",
+            describe(token)
+        )));
     }
     Ok(filter)
 }
@@ -206,64 +233,77 @@ fn lex(input: &str) -> Result<Vec<(Token, usize)>> {
             pos += 1;
             continue;
         }
-        let token = match c {
-            b'(' => {
-                pos += 1;
-                Token::Open
-            }
-            b')' => {
-                pos += 1;
-                Token::Close
-            }
-            b',' => {
-                pos += 1;
-                Token::Comma
-            }
-            b'\'' => {
-                let mut text = String::new();
-                pos += 1;
-                loop {
-                    let Some(rest) = input.get(pos..) else {
-                        return Err(bad(format!("unterminated string starting at position {start}")));
-                    };
-                    let Some(quote) = rest.find('\'') else {
-                        return Err(bad(format!("unterminated string starting at position {start}")));
-                    };
-                    text.push_str(&rest[..quote]);
-                    pos += quote + 1;
-                    if bytes.get(pos) == Some(&b'\'') {
-                        text.push('\'');
-                        pos += 1;
-                    } else {
-                        break;
+        let token =
+            match c {
+                b'(' => {
+                    pos += 1;
+                    Token::Open
+                }
+                b')' => {
+                    pos += 1;
+                    Token::Close
+                }
+                b',' => {
+                    pos += 1;
+                    Token::Comma
+                }
+                b'\'' => {
+                    let mut text = String::new();
+                    pos += 1;
+                    loop {
+                        let Some(rest) = input.get(pos..) else {
+                            return Err(bad(format!(
+                                "unterminated string starting at position {start}"
+                            )));
+                        };
+                        let Some(quote) = rest.find('\'') else {
+                            return Err(bad(format!(
+                                "unterminated string starting at position {start}"
+                            )));
+                        };
+                        text.push_str(&rest[..quote]);
+                        pos += quote + 1;
+                        if bytes.get(pos) == Some(&b'\'') {
+                            text.push('\'');
+                            pos += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    Token::Literal(Literal::String(text))
+                }
+                _ if is_guid_at(bytes, pos) => {
+                    pos += 36;
+                    Token::Literal(Literal::Guid(
+                        Uuid::parse_str(&input[start..pos]).expect("checked shape"),
+                    ))
+                }
+                b'0'..=b'9' | b'-' => {
+                    pos = scan_word(bytes, pos + 1, |b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'+')
+                    });
+                    let word = &input[start..pos];
+                    Token::Literal(number_or_date(word).ok_or_else(|| {
+                        bad(format!("invalid literal '{word}' at position {start}"))
+                    })?)
+                }
+                b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                    pos = scan_word(bytes, pos, |b| b.is_ascii_alphanumeric() || b == b'_');
+                    let word = &input[start..pos];
+                    match word {
+                        "true" => Token::Literal(Literal::Boolean(true)),
+                        "false" => Token::Literal(Literal::Boolean(false)),
+                        "null" => Token::Literal(Literal::Null),
+                        _ => Token::Ident(word.to_string()),
                     }
                 }
-                Token::Literal(Literal::String(text))
-            }
-            _ if is_guid_at(bytes, pos) => {
-                pos += 36;
-                Token::Literal(Literal::Guid(Uuid::parse_str(&input[start..pos]).expect("checked shape")))
-            }
-            b'0'..=b'9' | b'-' => {
-                pos = scan_word(bytes, pos + 1, |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'+'));
-                let word = &input[start..pos];
-                Token::Literal(number_or_date(word).ok_or_else(|| bad(format!("invalid literal '{word}' at position {start}")))?)
-            }
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
-                pos = scan_word(bytes, pos, |b| b.is_ascii_alphanumeric() || b == b'_');
-                let word = &input[start..pos];
-                match word {
-                    "true" => Token::Literal(Literal::Boolean(true)),
-                    "false" => Token::Literal(Literal::Boolean(false)),
-                    "null" => Token::Literal(Literal::Null),
-                    _ => Token::Ident(word.to_string()),
+                _ => {
+                    let ch = input[pos..].chars().next().expect("not at end");
+                    return Err(bad(format!(
+                        "unexpected character '{ch}' at position {pos}"
+                    )));
                 }
-            }
-            _ => {
-                let ch = input[pos..].chars().next().expect("not at end");
-                return Err(bad(format!("unexpected character '{ch}' at position {pos}")));
-            }
-        };
+            };
         tokens.push((token, start));
     }
     Ok(tokens)
@@ -277,12 +317,16 @@ fn scan_word(bytes: &[u8], mut pos: usize, accept: impl Fn(u8) -> bool) -> usize
 }
 
 fn is_guid_at(bytes: &[u8], pos: usize) -> bool {
-    let Some(candidate) = bytes.get(pos..pos + 36) else { return false };
+    let Some(candidate) = bytes.get(pos..pos + 36) else {
+        return false;
+    };
     let shape_ok = candidate.iter().enumerate().all(|(i, b)| match i {
         8 | 13 | 18 | 23 => *b == b'-',
         _ => b.is_ascii_hexdigit(),
     });
-    let ends = bytes.get(pos + 36).is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'));
+    let ends = bytes
+        .get(pos + 36)
+        .is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'));
     shape_ok && ends
 }
 
@@ -295,7 +339,9 @@ fn number_or_date(word: &str) -> Option<Literal> {
         return normalize_datetime(word).map(Literal::DateTime);
     }
     if let Ok(n) = word.parse::<i64>() {
-        if !word.starts_with('+') && !(word.len() > 1 && (word.starts_with('0') || word.starts_with("-0"))) {
+        if !word.starts_with('+')
+            && !(word.len() > 1 && (word.starts_with('0') || word.starts_with("-0")))
+        {
             return Some(Literal::Integer(n));
         }
         return None;
@@ -306,7 +352,11 @@ fn number_or_date(word: &str) -> Option<Literal> {
         None => (digits, None),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mantissa_ok = !int.is_empty() && int.bytes().all(|c| c.is_ascii_digit()) && frac.bytes().all(|c| c.is_ascii_digit()) && (mantissa.contains('.') || exponent.is_some()) && (!mantissa.contains('.') || !frac.is_empty());
+    let mantissa_ok = !int.is_empty()
+        && int.bytes().all(|c| c.is_ascii_digit())
+        && frac.bytes().all(|c| c.is_ascii_digit())
+        && (mantissa.contains('.') || exponent.is_some())
+        && (!mantissa.contains('.') || !frac.is_empty());
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && e.len() <= 4 && e.bytes().all(|c| c.is_ascii_digit())
@@ -415,7 +465,11 @@ impl Parser {
                         }
                     };
                     self.expect(Token::Close)?;
-                    return Ok(Filter::Function { function, attribute, value });
+                    return Ok(Filter::Function {
+                        function,
+                        attribute,
+                        value,
+                    });
                 }
                 let at = self.at();
                 let op = match self.next() {
@@ -434,10 +488,19 @@ impl Parser {
                         )));
                     }
                 };
-                Ok(Filter::Compare { attribute: name, op, value })
+                Ok(Filter::Compare {
+                    attribute: name,
+                    op,
+                    value,
+                })
             }
-            Some(token) => Err(bad(format!("expected an attribute name, got {} at position {at}", describe(&token)))),
-            None => Err(bad(format!("unexpected end of expression at position {at}"))),
+            Some(token) => Err(bad(format!(
+                "expected an attribute name, got {} at position {at}",
+                describe(&token)
+            ))),
+            None => Err(bad(format!(
+                "unexpected end of expression at position {at}"
+            ))),
         }
     }
 

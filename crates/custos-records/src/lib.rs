@@ -28,5 +28,8 @@ pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_o
 pub use security::{BuiltInRole, Privilege, allows};
 pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, seed_entities};
 pub use sqlite::SqliteStore;
-pub use store::{BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
+pub use store::{
+    BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
+    WriteOutcome,
+};
 pub use value::Value;

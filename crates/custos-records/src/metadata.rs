@@ -35,9 +35,14 @@ impl EntityCategory {
     }
 
     fn parse(text: &str) -> Option<EntityCategory> {
-        [EntityCategory::OutOfBox, EntityCategory::Custom, EntityCategory::Admin, EntityCategory::Other]
-            .into_iter()
-            .find(|c| c.as_str() == text)
+        [
+            EntityCategory::OutOfBox,
+            EntityCategory::Custom,
+            EntityCategory::Admin,
+            EntityCategory::Other,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text)
     }
 }
 
@@ -118,7 +123,12 @@ pub struct AttributeDef {
 impl AttributeDef {
     /// A writable, audited attribute.
     pub fn new(logical_name: &str, attribute_type: AttributeType) -> AttributeDef {
-        AttributeDef { logical_name: logical_name.into(), attribute_type, read_only: false, audit: true }
+        AttributeDef {
+            logical_name: logical_name.into(),
+            attribute_type,
+            read_only: false,
+            audit: true,
+        }
     }
 
     /// The name the Web API shows: `_x_value` for lookups, the logical name otherwise.
@@ -169,10 +179,14 @@ impl EntityDef {
 
     /// An attribute by the name the Web API uses (`_x_value` for lookups, or the logical name).
     pub fn attribute_by_web_name(&self, name: &str) -> Option<&AttributeDef> {
-        if let Some(inner) = name.strip_prefix('_').and_then(|n| n.strip_suffix("_value")) {
-            if let Some(attr) = self.attribute(inner).filter(|a| matches!(a.attribute_type, AttributeType::Lookup { .. })) {
-                return Some(attr);
-            }
+        if let Some(inner) = name
+            .strip_prefix('_')
+            .and_then(|n| n.strip_suffix("_value"))
+            && let Some(attr) = self
+                .attribute(inner)
+                .filter(|a| matches!(a.attribute_type, AttributeType::Lookup { .. }))
+        {
+            return Some(attr);
         }
         self.attribute(name)
     }
@@ -212,10 +226,18 @@ impl EntityDef {
     /// Reads the stored JSON form.
     pub fn from_json(json: &Json) -> Result<EntityDef> {
         let bad = |what: &str| Error::Corrupted(format!("entity definition: {what}"));
-        let text = |key: &str| json[key].as_str().map(str::to_string).ok_or_else(|| bad(key));
+        let text = |key: &str| {
+            json[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(key))
+        };
         let flag = |key: &str| json[key].as_bool().ok_or_else(|| bad(key));
         let mut attributes = Vec::new();
-        for a in json["attributes"].as_array().ok_or_else(|| bad("attributes"))? {
+        for a in json["attributes"]
+            .as_array()
+            .ok_or_else(|| bad("attributes"))?
+        {
             let name = a["name"].as_str().ok_or_else(|| bad("attribute name"))?;
             let attribute_type = match a["type"].as_str().ok_or_else(|| bad("attribute type"))? {
                 "String" => AttributeType::String {
@@ -229,7 +251,10 @@ impl EntityDef {
                 "DateTime" => AttributeType::DateTime,
                 "Picklist" => AttributeType::Choice,
                 "Lookup" => AttributeType::Lookup {
-                    target: a["target"].as_str().ok_or_else(|| bad("target"))?.to_string(),
+                    target: a["target"]
+                        .as_str()
+                        .ok_or_else(|| bad("target"))?
+                        .to_string(),
                 },
                 "Uniqueidentifier" => AttributeType::UniqueIdentifier,
                 other => return Err(bad(&format!("attribute type {other}"))),
@@ -263,7 +288,12 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog of these entities.
     pub fn new(entities: impl IntoIterator<Item = EntityDef>) -> Catalog {
-        Catalog { entities: entities.into_iter().map(|e| (e.logical_name.clone(), e)).collect() }
+        Catalog {
+            entities: entities
+                .into_iter()
+                .map(|e| (e.logical_name.clone(), e))
+                .collect(),
+        }
     }
 
     /// An entity by logical name.

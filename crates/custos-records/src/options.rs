@@ -37,7 +37,9 @@ pub struct QueryOptions {
 
 /// Parses the decoded query pairs of a request. Names may carry the `$` or not only where OData
 /// allows it; unknown `$` options are rejected, other parameters are left to the caller.
-pub fn parse_query_options<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<QueryOptions> {
+pub fn parse_query_options<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<QueryOptions> {
     let mut options = QueryOptions::default();
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in pairs {
@@ -45,14 +47,18 @@ pub fn parse_query_options<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str
             continue;
         }
         if seen.contains(&name) {
-            return Err(Error::BadRequest(format!("query option {name} is given more than once")));
+            return Err(Error::BadRequest(format!(
+                "query option {name} is given more than once"
+            )));
         }
         seen.push(name);
         match name {
             "$select" => {
                 let names: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
                 if names.iter().any(|n| n.is_empty()) {
-                    return Err(Error::BadRequest("$select has an empty attribute name".into()));
+                    return Err(Error::BadRequest(
+                        "$select has an empty attribute name".into(),
+                    ));
                 }
                 options.select = Some(names);
             }
@@ -63,38 +69,66 @@ pub fn parse_query_options<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str
             "$orderby" => {
                 for term in value.split(',') {
                     let mut words = term.split_whitespace();
-                    let attribute = words.next().ok_or_else(|| Error::BadRequest("$orderby has an empty term".into()))?;
+                    let attribute = words
+                        .next()
+                        .ok_or_else(|| Error::BadRequest("$orderby has an empty term".into()))?;
                     let descending = match words.next() {
                         None | Some("asc") => false,
                         Some("desc") => true,
-                        Some(other) => return Err(Error::BadRequest(format!("$orderby direction must be asc or desc, got '{other}'"))),
+                        Some(other) => {
+                            return Err(Error::BadRequest(format!(
+                                "$orderby direction must be asc or desc, got '{other}'"
+                            )));
+                        }
                     };
                     if words.next().is_some() {
-                        return Err(Error::BadRequest(format!("$orderby term '{}' has extra words", term.trim())));
+                        return Err(Error::BadRequest(format!(
+                            "$orderby term '{}' has extra words",
+                            term.trim()
+                        )));
                     }
-                    options.order_by.push(OrderBy { attribute: attribute.to_string(), descending });
+                    options.order_by.push(OrderBy {
+                        attribute: attribute.to_string(),
+                        descending,
+                    });
                 }
             }
             "$top" => {
-                let top: u64 = value.parse().map_err(|_| Error::BadRequest(format!("$top must be a non-negative integer, got '{value}'")))?;
+                let top: u64 = value.parse().map_err(|_| {
+                    Error::BadRequest(format!(
+                        "$top must be a non-negative integer, got '{value}'"
+                    ))
+                })?;
                 options.top = Some(top);
             }
             "$count" => {
                 options.count = match value {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(Error::BadRequest(format!("$count must be true or false, got '{value}'"))),
+                    _ => {
+                        return Err(Error::BadRequest(format!(
+                            "$count must be true or false, got '{value}'"
+                        )));
+                    }
                 };
             }
             "$skiptoken" => {
-                options.skip = value.parse().map_err(|_| Error::BadRequest(format!("invalid $skiptoken '{value}'")))?;
+                options.skip = value
+                    .parse()
+                    .map_err(|_| Error::BadRequest(format!("invalid $skiptoken '{value}'")))?;
             }
             "$format" => {
                 if !value.eq_ignore_ascii_case("json") && !value.starts_with("application/json") {
-                    return Err(Error::BadRequest(format!("$format '{value}' is not supported; use json")));
+                    return Err(Error::BadRequest(format!(
+                        "$format '{value}' is not supported; use json"
+                    )));
                 }
             }
-            _ => return Err(Error::BadRequest(format!("query option {name} is not supported"))),
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "query option {name} is not supported"
+                )));
+            }
         }
     }
     Ok(options)
@@ -102,12 +136,19 @@ pub fn parse_query_options<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str
 
 /// The page size asked for by `Prefer: odata.maxpagesize=N`, capped at [`PAGE_SIZE_MAX`].
 pub fn page_size(prefer: Option<&str>) -> Result<u64> {
-    let Some(prefer) = prefer else { return Ok(PAGE_SIZE_MAX) };
+    let Some(prefer) = prefer else {
+        return Ok(PAGE_SIZE_MAX);
+    };
     for preference in prefer.split(',') {
         if let Some(value) = preference.trim().strip_prefix("odata.maxpagesize=") {
-            let n: u64 = value.trim().parse().map_err(|_| Error::BadRequest(format!("invalid odata.maxpagesize '{value}'")))?;
+            let n: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("invalid odata.maxpagesize '{value}'")))?;
             if n == 0 {
-                return Err(Error::BadRequest("odata.maxpagesize must be at least 1".into()));
+                return Err(Error::BadRequest(
+                    "odata.maxpagesize must be at least 1".into(),
+                ));
             }
             return Ok(n.min(PAGE_SIZE_MAX));
         }

@@ -10,10 +10,22 @@ pub const ORGANIZATION_ENTITY: &str = "organization";
 
 /// Fixed ids of the built-in roles, the same in every instance.
 pub const ROLE_IDS: [(BuiltInRole, Uuid); 4] = [
-    (BuiltInRole::SystemAdministrator, Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0001)),
-    (BuiltInRole::BasicUser, Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0002)),
-    (BuiltInRole::AuditReader, Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0003)),
-    (BuiltInRole::AuditManager, Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0004)),
+    (
+        BuiltInRole::SystemAdministrator,
+        Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0001),
+    ),
+    (
+        BuiltInRole::BasicUser,
+        Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0002),
+    ),
+    (
+        BuiltInRole::AuditReader,
+        Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0003),
+    ),
+    (
+        BuiltInRole::AuditManager,
+        Uuid::from_u128(0x6f3b_0001_0000_4000_8000_0000_0000_0004),
+    ),
 ];
 
 fn string(name: &str) -> AttributeDef {
@@ -25,7 +37,12 @@ fn attr(name: &str, attribute_type: AttributeType) -> AttributeDef {
 }
 
 fn lookup(name: &str, target: &str) -> AttributeDef {
-    AttributeDef::new(name, AttributeType::Lookup { target: target.into() })
+    AttributeDef::new(
+        name,
+        AttributeType::Lookup {
+            target: target.into(),
+        },
+    )
 }
 
 fn read_only(mut attribute: AttributeDef) -> AttributeDef {
@@ -33,8 +50,17 @@ fn read_only(mut attribute: AttributeDef) -> AttributeDef {
     attribute
 }
 
-fn entity(logical_name: &str, set_name: &str, category: EntityCategory, primary_name: &str, own: Vec<AttributeDef>) -> EntityDef {
-    let mut attributes = vec![attr(&format!("{logical_name}id"), AttributeType::UniqueIdentifier)];
+fn entity(
+    logical_name: &str,
+    set_name: &str,
+    category: EntityCategory,
+    primary_name: &str,
+    own: Vec<AttributeDef>,
+) -> EntityDef {
+    let mut attributes = vec![attr(
+        &format!("{logical_name}id"),
+        AttributeType::UniqueIdentifier,
+    )];
     attributes.extend(own);
     attributes.extend([
         read_only(attr("createdon", AttributeType::DateTime)),
@@ -62,43 +88,143 @@ pub fn seed_entities() -> Vec<EntityDef> {
     use AttributeType::*;
     use EntityCategory::*;
     vec![
-        entity("account", "accounts", OutOfBox, "name", vec![
-            string("name"), string("accountnumber"), attr("revenue", Money), string("telephone1"),
-            string("emailaddress1"), string("websiteurl"), lookup("primarycontactid", "contact"),
-            attr("numberofemployees", Integer), attr("industrycode", Choice), attr("creditonhold", Boolean),
-            attr("description", Memo), string("address1_city"),
-        ]),
-        entity("contact", "contacts", OutOfBox, "fullname", vec![
-            string("firstname"), string("lastname"), string("fullname"), string("emailaddress1"),
-            string("telephone1"), string("jobtitle"), lookup("parentcustomerid", "account"),
-            attr("birthdate", DateTime), attr("description", Memo),
-        ]),
-        entity("lead", "leads", OutOfBox, "subject", vec![
-            string("subject"), string("firstname"), string("lastname"), string("companyname"),
-            string("emailaddress1"), attr("estimatedvalue", Money), attr("leadqualitycode", Choice),
-        ]),
-        entity("opportunity", "opportunities", OutOfBox, "name", vec![
-            string("name"), attr("estimatedvalue", Money), attr("estimatedclosedate", DateTime),
-            lookup("parentaccountid", "account"), attr("closeprobability", Integer), attr("description", Memo),
-        ]),
-        entity("incident", "incidents", OutOfBox, "title", vec![
-            string("title"), string("ticketnumber"), lookup("customerid", "account"),
-            attr("prioritycode", Choice), attr("description", Memo),
-        ]),
-        entity("task", "tasks", OutOfBox, "subject", vec![
-            string("subject"), attr("description", Memo), attr("scheduledend", DateTime),
-            attr("regardingobjectid", UniqueIdentifier), attr("prioritycode", Choice),
-        ]),
-        entity("systemuser", "systemusers", Admin, "fullname", vec![
-            string("fullname"), string("domainname"), string("internalemailaddress"),
-            attr("applicationid", UniqueIdentifier), attr("isdisabled", Boolean), string("title"),
-        ]),
-        entity("team", "teams", Admin, "name", vec![string("name"), attr("description", Memo), attr("teamtype", Choice)]),
-        entity("role", "roles", Admin, "name", vec![string("name"), attr("description", Memo)]),
-        entity(ORGANIZATION_ENTITY, "organizations", Admin, "name", vec![
-            string("name"), attr("isauditenabled", Boolean), attr("isreadauditenabled", Boolean),
-            attr("isuseraccessauditenabled", Boolean), attr("auditretentionperiodv2", Integer),
-            attr("useraccessauditinginterval", Integer),
-        ]),
+        entity(
+            "account",
+            "accounts",
+            OutOfBox,
+            "name",
+            vec![
+                string("name"),
+                string("accountnumber"),
+                attr("revenue", Money),
+                string("telephone1"),
+                string("emailaddress1"),
+                string("websiteurl"),
+                lookup("primarycontactid", "contact"),
+                attr("numberofemployees", Integer),
+                attr("industrycode", Choice),
+                attr("creditonhold", Boolean),
+                attr("description", Memo),
+                string("address1_city"),
+            ],
+        ),
+        entity(
+            "contact",
+            "contacts",
+            OutOfBox,
+            "fullname",
+            vec![
+                string("firstname"),
+                string("lastname"),
+                string("fullname"),
+                string("emailaddress1"),
+                string("telephone1"),
+                string("jobtitle"),
+                lookup("parentcustomerid", "account"),
+                attr("birthdate", DateTime),
+                attr("description", Memo),
+            ],
+        ),
+        entity(
+            "lead",
+            "leads",
+            OutOfBox,
+            "subject",
+            vec![
+                string("subject"),
+                string("firstname"),
+                string("lastname"),
+                string("companyname"),
+                string("emailaddress1"),
+                attr("estimatedvalue", Money),
+                attr("leadqualitycode", Choice),
+            ],
+        ),
+        entity(
+            "opportunity",
+            "opportunities",
+            OutOfBox,
+            "name",
+            vec![
+                string("name"),
+                attr("estimatedvalue", Money),
+                attr("estimatedclosedate", DateTime),
+                lookup("parentaccountid", "account"),
+                attr("closeprobability", Integer),
+                attr("description", Memo),
+            ],
+        ),
+        entity(
+            "incident",
+            "incidents",
+            OutOfBox,
+            "title",
+            vec![
+                string("title"),
+                string("ticketnumber"),
+                lookup("customerid", "account"),
+                attr("prioritycode", Choice),
+                attr("description", Memo),
+            ],
+        ),
+        entity(
+            "task",
+            "tasks",
+            OutOfBox,
+            "subject",
+            vec![
+                string("subject"),
+                attr("description", Memo),
+                attr("scheduledend", DateTime),
+                attr("regardingobjectid", UniqueIdentifier),
+                attr("prioritycode", Choice),
+            ],
+        ),
+        entity(
+            "systemuser",
+            "systemusers",
+            Admin,
+            "fullname",
+            vec![
+                string("fullname"),
+                string("domainname"),
+                string("internalemailaddress"),
+                attr("applicationid", UniqueIdentifier),
+                attr("isdisabled", Boolean),
+                string("title"),
+            ],
+        ),
+        entity(
+            "team",
+            "teams",
+            Admin,
+            "name",
+            vec![
+                string("name"),
+                attr("description", Memo),
+                attr("teamtype", Choice),
+            ],
+        ),
+        entity(
+            "role",
+            "roles",
+            Admin,
+            "name",
+            vec![string("name"), attr("description", Memo)],
+        ),
+        entity(
+            ORGANIZATION_ENTITY,
+            "organizations",
+            Admin,
+            "name",
+            vec![
+                string("name"),
+                attr("isauditenabled", Boolean),
+                attr("isreadauditenabled", Boolean),
+                attr("isuseraccessauditenabled", Boolean),
+                attr("auditretentionperiodv2", Integer),
+                attr("useraccessauditinginterval", Integer),
+            ],
+        ),
     ]
 }

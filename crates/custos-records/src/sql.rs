@@ -8,12 +8,21 @@ use crate::value::{Value, normalize_datetime};
 use crate::{Error, Result};
 
 /// Appends the condition for `filter` to `sql`, pushing its parameters.
-pub(crate) fn compile_filter(entity: &EntityDef, filter: &Filter, sql: &mut String, params: &mut Vec<Value>) -> Result<()> {
+pub(crate) fn compile_filter(
+    entity: &EntityDef,
+    filter: &Filter,
+    sql: &mut String,
+    params: &mut Vec<Value>,
+) -> Result<()> {
     match filter {
         Filter::And(l, r) | Filter::Or(l, r) => {
             sql.push('(');
             compile_filter(entity, l, sql, params)?;
-            sql.push_str(if matches!(filter, Filter::And(..)) { ") AND (" } else { ") OR (" });
+            sql.push_str(if matches!(filter, Filter::And(..)) {
+                ") AND ("
+            } else {
+                ") OR ("
+            });
             compile_filter(entity, r, sql, params)?;
             sql.push(')');
         }
@@ -22,16 +31,26 @@ pub(crate) fn compile_filter(entity: &EntityDef, filter: &Filter, sql: &mut Stri
             compile_filter(entity, inner, sql, params)?;
             sql.push(')');
         }
-        Filter::Function { function, attribute, value } => {
+        Filter::Function {
+            function,
+            attribute,
+            value,
+        } => {
             let attr = resolve(entity, attribute)?;
-            if !matches!(attr.attribute_type, AttributeType::String { .. } | AttributeType::Memo) {
+            if !matches!(
+                attr.attribute_type,
+                AttributeType::String { .. } | AttributeType::Memo
+            ) {
                 return Err(Error::BadRequest(format!(
                     "{}() needs a text attribute; '{attribute}' is {}",
                     function.as_str(),
                     attr.attribute_type.name()
                 )));
             }
-            let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             let pattern = match function {
                 StringFunction::Contains => format!("%{escaped}%"),
                 StringFunction::StartsWith => format!("{escaped}%"),
@@ -40,19 +59,32 @@ pub(crate) fn compile_filter(entity: &EntityDef, filter: &Filter, sql: &mut Stri
             sql.push_str(&format!("\"{}\" LIKE ? ESCAPE '\\'", attr.logical_name));
             params.push(Value::String(pattern));
         }
-        Filter::Compare { attribute, op, value } => {
+        Filter::Compare {
+            attribute,
+            op,
+            value,
+        } => {
             let attr = resolve(entity, attribute)?;
             let column = format!("\"{}\"", attr.logical_name);
             if *value == Literal::Null {
                 match op {
                     CompareOp::Eq => sql.push_str(&format!("{column} IS NULL")),
                     CompareOp::Ne => sql.push_str(&format!("{column} IS NOT NULL")),
-                    _ => return Err(Error::BadRequest(format!("null can only be compared with eq or ne ('{attribute}')"))),
+                    _ => {
+                        return Err(Error::BadRequest(format!(
+                            "null can only be compared with eq or ne ('{attribute}')"
+                        )));
+                    }
                 }
                 return Ok(());
             }
             let bound = bind(attr, attribute, value)?;
-            let ordered = !matches!(attr.attribute_type, AttributeType::Boolean | AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier);
+            let ordered = !matches!(
+                attr.attribute_type,
+                AttributeType::Boolean
+                    | AttributeType::Lookup { .. }
+                    | AttributeType::UniqueIdentifier
+            );
             if !ordered && !matches!(op, CompareOp::Eq | CompareOp::Ne) {
                 return Err(Error::BadRequest(format!(
                     "'{attribute}' is {} and can only be compared with eq or ne",
@@ -82,7 +114,10 @@ pub(crate) fn compile_filter(entity: &EntityDef, filter: &Filter, sql: &mut Stri
 /// The attribute a filter or `$orderby` names, by logical name or `_x_value`.
 pub(crate) fn resolve<'e>(entity: &'e EntityDef, name: &str) -> Result<&'e AttributeDef> {
     entity.attribute_by_web_name(name).ok_or_else(|| {
-        Error::BadRequest(format!("attribute '{name}' does not exist on entity '{}'", entity.logical_name))
+        Error::BadRequest(format!(
+            "attribute '{name}' does not exist on entity '{}'",
+            entity.logical_name
+        ))
     })
 }
 
@@ -94,16 +129,24 @@ fn bind(attr: &AttributeDef, written: &str, literal: &Literal) -> Result<Value> 
         ))
     };
     Ok(match (&attr.attribute_type, literal) {
-        (AttributeType::String { .. } | AttributeType::Memo, Literal::String(s)) => Value::String(s.clone()),
+        (AttributeType::String { .. } | AttributeType::Memo, Literal::String(s)) => {
+            Value::String(s.clone())
+        }
         (AttributeType::Integer | AttributeType::Choice, Literal::Integer(n)) => Value::Integer(*n),
-        (AttributeType::Decimal | AttributeType::Money, Literal::Integer(n)) => Value::Decimal(*n as f64),
+        (AttributeType::Decimal | AttributeType::Money, Literal::Integer(n)) => {
+            Value::Decimal(*n as f64)
+        }
         (AttributeType::Decimal | AttributeType::Money, Literal::Decimal(text)) => {
             Value::Decimal(text.parse().map_err(|_| wrong())?)
         }
         (AttributeType::Boolean, Literal::Boolean(b)) => Value::Boolean(*b),
         (AttributeType::DateTime, Literal::DateTime(text)) => Value::DateTime(text.clone()),
-        (AttributeType::DateTime, Literal::Date(text)) => Value::DateTime(normalize_datetime(text).ok_or_else(wrong)?),
-        (AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier, Literal::Guid(g)) => Value::Guid(*g),
+        (AttributeType::DateTime, Literal::Date(text)) => {
+            Value::DateTime(normalize_datetime(text).ok_or_else(wrong)?)
+        }
+        (AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier, Literal::Guid(g)) => {
+            Value::Guid(*g)
+        }
         _ => return Err(wrong()),
     })
 }

@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 use crate::metadata::{AttributeDef, AttributeType, Catalog, EntityDef, is_logical_name};
 use crate::sql::{compile_filter, resolve};
-use crate::store::{BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
+use crate::store::{
+    BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
+    WriteOutcome,
+};
 use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
 
@@ -49,7 +52,9 @@ fn column_type(attribute: &AttributeDef) -> &'static str {
         AttributeType::String { .. } | AttributeType::Memo => "TEXT COLLATE NOCASE",
         AttributeType::Integer | AttributeType::Choice | AttributeType::Boolean => "INTEGER",
         AttributeType::Decimal | AttributeType::Money => "REAL",
-        AttributeType::DateTime | AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => "TEXT",
+        AttributeType::DateTime
+        | AttributeType::Lookup { .. }
+        | AttributeType::UniqueIdentifier => "TEXT",
     }
 }
 
@@ -58,7 +63,10 @@ fn create_table(conn: &Connection, definition: &EntityDef) -> Result<()> {
     let mut columns = Vec::new();
     for attribute in &definition.attributes {
         if !is_logical_name(&attribute.logical_name) {
-            return Err(Error::BadRequest(format!("invalid attribute name '{}'", attribute.logical_name)));
+            return Err(Error::BadRequest(format!(
+                "invalid attribute name '{}'",
+                attribute.logical_name
+            )));
         }
         let mut column = format!("\"{}\" {}", attribute.logical_name, column_type(attribute));
         if attribute.logical_name == primary_id {
@@ -66,7 +74,11 @@ fn create_table(conn: &Connection, definition: &EntityDef) -> Result<()> {
         }
         columns.push(column);
     }
-    conn.execute_batch(&format!("CREATE TABLE IF NOT EXISTS \"{}\" ({})", definition.table(), columns.join(", ")))?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS \"{}\" ({})",
+        definition.table(),
+        columns.join(", ")
+    ))?;
     Ok(())
 }
 
@@ -82,37 +94,64 @@ fn to_sql(value: &Value) -> SqlValue {
 }
 
 fn from_sql(attribute: &AttributeDef, raw: ValueRef<'_>) -> Result<Value> {
-    let corrupt = || Error::Corrupted(format!("column '{}' holds a value of the wrong type", attribute.logical_name));
+    let corrupt = || {
+        Error::Corrupted(format!(
+            "column '{}' holds a value of the wrong type",
+            attribute.logical_name
+        ))
+    };
     if raw == ValueRef::Null {
         return Ok(Value::Null);
     }
     Ok(match attribute.attribute_type {
-        AttributeType::String { .. } | AttributeType::Memo => Value::String(raw.as_str().map_err(|_| corrupt())?.to_string()),
-        AttributeType::Integer | AttributeType::Choice => Value::Integer(raw.as_i64().map_err(|_| corrupt())?),
+        AttributeType::String { .. } | AttributeType::Memo => {
+            Value::String(raw.as_str().map_err(|_| corrupt())?.to_string())
+        }
+        AttributeType::Integer | AttributeType::Choice => {
+            Value::Integer(raw.as_i64().map_err(|_| corrupt())?)
+        }
         AttributeType::Boolean => Value::Boolean(raw.as_i64().map_err(|_| corrupt())? != 0),
         AttributeType::Decimal | AttributeType::Money => Value::Decimal(match raw {
             ValueRef::Integer(n) => n as f64,
             other => other.as_f64().map_err(|_| corrupt())?,
         }),
-        AttributeType::DateTime => Value::DateTime(raw.as_str().map_err(|_| corrupt())?.to_string()),
-        AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => {
-            Value::Guid(raw.as_str().ok().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(corrupt)?)
+        AttributeType::DateTime => {
+            Value::DateTime(raw.as_str().map_err(|_| corrupt())?.to_string())
         }
+        AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => Value::Guid(
+            raw.as_str()
+                .ok()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(corrupt)?,
+        ),
     })
 }
 
 fn column_list(definition: &EntityDef) -> String {
-    definition.attributes.iter().map(|a| format!("\"{}\"", a.logical_name)).collect::<Vec<_>>().join(", ")
+    definition
+        .attributes
+        .iter()
+        .map(|a| format!("\"{}\"", a.logical_name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn read_row(definition: &EntityDef, row: &rusqlite::Row<'_>) -> Result<Record> {
     let mut values = std::collections::BTreeMap::new();
     for (i, attribute) in definition.attributes.iter().enumerate() {
-        values.insert(attribute.logical_name.clone(), from_sql(attribute, row.get_ref(i)?)?);
+        values.insert(
+            attribute.logical_name.clone(),
+            from_sql(attribute, row.get_ref(i)?)?,
+        );
     }
     let id = match values.get(&definition.primary_id()) {
         Some(Value::Guid(id)) => *id,
-        _ => return Err(Error::Corrupted(format!("a {} record has no id", definition.logical_name))),
+        _ => {
+            return Err(Error::Corrupted(format!(
+                "a {} record has no id",
+                definition.logical_name
+            )));
+        }
     };
     Ok(Record { id, values })
 }
@@ -135,17 +174,25 @@ fn fetch(conn: &Connection, definition: &EntityDef, id: Uuid) -> Result<Option<R
 fn check_writable(definition: &EntityDef, values: &[(String, Value)]) -> Result<()> {
     for (name, _) in values {
         let attribute = definition.attribute(name).ok_or_else(|| {
-            Error::BadRequest(format!("attribute '{name}' does not exist on entity '{}'", definition.logical_name))
+            Error::BadRequest(format!(
+                "attribute '{name}' does not exist on entity '{}'",
+                definition.logical_name
+            ))
         })?;
         if attribute.read_only || *name == definition.primary_id() {
-            return Err(Error::BadRequest(format!("attribute '{name}' is read-only")));
+            return Err(Error::BadRequest(format!(
+                "attribute '{name}' is read-only"
+            )));
         }
     }
     Ok(())
 }
 
 fn not_found(definition: &EntityDef, id: Uuid) -> Error {
-    Error::NotFound(format!("{} with id {id} does not exist", definition.logical_name))
+    Error::NotFound(format!(
+        "{} with id {id} does not exist",
+        definition.logical_name
+    ))
 }
 
 impl SqliteStore {
@@ -205,7 +252,13 @@ impl SqliteStore {
             .ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))
     }
 
-    fn insert(conn: &Connection, definition: &EntityDef, id: Uuid, values: &[(String, Value)], context: WriteContext) -> Result<()> {
+    fn insert(
+        conn: &Connection,
+        definition: &EntityDef,
+        id: Uuid,
+        values: &[(String, Value)],
+        context: WriteContext,
+    ) -> Result<()> {
         let now = Value::DateTime(datetime_now(context.now));
         let actor = Value::Guid(context.actor);
         let mut columns = vec![definition.primary_id()];
@@ -230,13 +283,22 @@ impl SqliteStore {
         let sql = format!(
             "INSERT INTO \"{}\" ({}) VALUES ({})",
             definition.table(),
-            columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
+            columns
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             vec!["?"; columns.len()].join(", ")
         );
         match conn.execute(&sql, params_from_iter(bound.iter().map(to_sql))) {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                Err(Error::Conflict(format!("{} with id {id} already exists", definition.logical_name)))
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(Error::Conflict(format!(
+                    "{} with id {id} already exists",
+                    definition.logical_name
+                )))
             }
             Err(e) => Err(e.into()),
         }
@@ -255,11 +317,13 @@ impl SqliteStore {
 }
 
 fn load_catalog(conn: &Connection) -> Result<Catalog> {
-    let mut statement = conn.prepare("SELECT published FROM custos_entity WHERE published IS NOT NULL")?;
+    let mut statement =
+        conn.prepare("SELECT published FROM custos_entity WHERE published IS NOT NULL")?;
     let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
     let mut definitions = Vec::new();
     for row in rows {
-        let json: serde_json::Value = serde_json::from_str(&row?).map_err(|e| Error::Corrupted(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&row?).map_err(|e| Error::Corrupted(e.to_string()))?;
         definitions.push(EntityDef::from_json(&json)?);
     }
     Ok(Catalog::new(definitions))
@@ -273,10 +337,16 @@ impl RecordStore for SqliteStore {
     fn draft(&self, entity: &str) -> Result<EntityDef> {
         self.with_reader(|conn| {
             let draft: Option<String> = conn
-                .query_row("SELECT draft FROM custos_entity WHERE logical_name = ?", [entity], |row| row.get(0))
+                .query_row(
+                    "SELECT draft FROM custos_entity WHERE logical_name = ?",
+                    [entity],
+                    |row| row.get(0),
+                )
                 .optional()?;
-            let draft = draft.ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
-            let json: serde_json::Value = serde_json::from_str(&draft).map_err(|e| Error::Corrupted(e.to_string()))?;
+            let draft = draft
+                .ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&draft).map_err(|e| Error::Corrupted(e.to_string()))?;
             EntityDef::from_json(&json)
         })
     }
@@ -285,26 +355,38 @@ impl RecordStore for SqliteStore {
         let conn = self.writer.lock().expect("writer lock");
         let changed = conn.execute(
             "UPDATE custos_entity SET draft = ?1 WHERE logical_name = ?2",
-            [definition.to_json().to_string(), definition.logical_name.clone()],
+            [
+                definition.to_json().to_string(),
+                definition.logical_name.clone(),
+            ],
         )?;
         if changed == 0 {
-            return Err(Error::NotFound(format!("entity '{}' does not exist", definition.logical_name)));
+            return Err(Error::NotFound(format!(
+                "entity '{}' does not exist",
+                definition.logical_name
+            )));
         }
         Ok(())
     }
 
-    fn publish_all(&self, before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>) -> Result<Vec<String>> {
+    fn publish_all(
+        &self,
+        before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>,
+    ) -> Result<Vec<String>> {
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let pending: Vec<(String, Option<String>, String)> = {
             let mut statement = tx.prepare("SELECT logical_name, published, draft FROM custos_entity WHERE published IS NOT draft")?;
-            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            let rows =
+                statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut changed = Vec::new();
         for (name, published, draft) in pending {
             let parse = |text: &str| -> Result<EntityDef> {
-                EntityDef::from_json(&serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?)
+                EntityDef::from_json(
+                    &serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?,
+                )
             };
             let draft_def = parse(&draft)?;
             match published.as_deref().map(parse).transpose()? {
@@ -322,7 +404,10 @@ impl RecordStore for SqliteStore {
                     }
                 }
             }
-            tx.execute("UPDATE custos_entity SET published = draft WHERE logical_name = ?", [&name])?;
+            tx.execute(
+                "UPDATE custos_entity SET published = draft WHERE logical_name = ?",
+                [&name],
+            )?;
             changed.push(name);
         }
         before_commit(&changed).map_err(Error::CommitRefused)?;
@@ -333,7 +418,9 @@ impl RecordStore for SqliteStore {
 
     fn retrieve(&self, entity: &str, id: Uuid) -> Result<Record> {
         let definition = self.definition(entity)?;
-        self.with_reader(|conn| fetch(conn, &definition, id)?.ok_or_else(|| not_found(&definition, id)))
+        self.with_reader(|conn| {
+            fetch(conn, &definition, id)?.ok_or_else(|| not_found(&definition, id))
+        })
     }
 
     fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {
@@ -348,10 +435,16 @@ impl RecordStore for SqliteStore {
         let mut order = Vec::new();
         for term in &options.order_by {
             let attribute = resolve(&definition, &term.attribute)?;
-            order.push(format!("\"{}\" {}", attribute.logical_name, if term.descending { "DESC" } else { "ASC" }));
+            order.push(format!(
+                "\"{}\" {}",
+                attribute.logical_name,
+                if term.descending { "DESC" } else { "ASC" }
+            ));
         }
         order.push(format!("\"{}\"", definition.primary_id()));
-        let remaining = options.top.map_or(u64::MAX, |top| top.saturating_sub(options.skip));
+        let remaining = options
+            .top
+            .map_or(u64::MAX, |top| top.saturating_sub(options.skip));
         let n = query.page_size.min(remaining);
         let sql = format!(
             "SELECT {} FROM \"{}\"{condition} ORDER BY {} LIMIT {} OFFSET {}",
@@ -373,18 +466,34 @@ impl RecordStore for SqliteStore {
             let more = records.len() as u64 > n && n < remaining;
             records.truncate(n as usize);
             let total = if options.count {
-                let count_sql = format!("SELECT COUNT(*) FROM \"{}\"{condition}", definition.table());
-                let total: i64 = conn.query_row(&count_sql, params_from_iter(params.iter().map(to_sql)), |row| row.get(0))?;
+                let count_sql =
+                    format!("SELECT COUNT(*) FROM \"{}\"{condition}", definition.table());
+                let total: i64 = conn.query_row(
+                    &count_sql,
+                    params_from_iter(params.iter().map(to_sql)),
+                    |row| row.get(0),
+                )?;
                 Some(total as u64)
             } else {
                 None
             };
             let next_skip = more.then(|| options.skip + records.len() as u64);
-            Ok(RecordPage { records, total, next_skip })
+            Ok(RecordPage {
+                records,
+                total,
+                next_skip,
+            })
         })
     }
 
-    fn create(&self, entity: &str, id: Option<Uuid>, values: Vec<(String, Value)>, context: WriteContext, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome> {
+    fn create(
+        &self,
+        entity: &str,
+        id: Option<Uuid>,
+        values: Vec<(String, Value)>,
+        context: WriteContext,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
         check_writable(&definition, &values)?;
         let id = id.unwrap_or_else(Uuid::new_v4);
@@ -392,11 +501,24 @@ impl RecordStore for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::insert(&tx, &definition, id, &values, context)?;
         let after = fetch(&tx, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
-        let outcome = WriteOutcome { entity: entity.to_string(), id, before: None, after: Some(after) };
+        let outcome = WriteOutcome {
+            entity: entity.to_string(),
+            id,
+            before: None,
+            after: Some(after),
+        };
         Self::finish(tx, outcome, before_commit)
     }
 
-    fn update(&self, entity: &str, id: Uuid, values: Vec<(String, Value)>, mode: WriteMode, context: WriteContext, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome> {
+    fn update(
+        &self,
+        entity: &str,
+        id: Uuid,
+        values: Vec<(String, Value)>,
+        mode: WriteMode,
+        context: WriteContext,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
         check_writable(&definition, &values)?;
         let mut conn = self.writer.lock().expect("writer lock");
@@ -405,11 +527,17 @@ impl RecordStore for SqliteStore {
         match (&before, mode) {
             (None, WriteMode::UpdateOnly) => return Err(not_found(&definition, id)),
             (Some(_), WriteMode::CreateOnly) => {
-                return Err(Error::PreconditionFailed(format!("{} with id {id} already exists", definition.logical_name)));
+                return Err(Error::PreconditionFailed(format!(
+                    "{} with id {id} already exists",
+                    definition.logical_name
+                )));
             }
             (None, _) => Self::insert(&tx, &definition, id, &values, context)?,
             (Some(_), _) => {
-                let mut sets: Vec<String> = values.iter().map(|(name, _)| format!("\"{name}\" = ?")).collect();
+                let mut sets: Vec<String> = values
+                    .iter()
+                    .map(|(name, _)| format!("\"{name}\" = ?"))
+                    .collect();
                 sets.push("\"modifiedon\" = ?".into());
                 sets.push("\"modifiedby\" = ?".into());
                 sets.push("\"versionnumber\" = \"versionnumber\" + 1".into());
@@ -417,22 +545,49 @@ impl RecordStore for SqliteStore {
                 bound.push(Value::DateTime(datetime_now(context.now)));
                 bound.push(Value::Guid(context.actor));
                 bound.push(Value::Guid(id));
-                let sql = format!("UPDATE \"{}\" SET {} WHERE \"{}\" = ?", definition.table(), sets.join(", "), definition.primary_id());
+                let sql = format!(
+                    "UPDATE \"{}\" SET {} WHERE \"{}\" = ?",
+                    definition.table(),
+                    sets.join(", "),
+                    definition.primary_id()
+                );
                 tx.execute(&sql, params_from_iter(bound.iter().map(to_sql)))?;
             }
         }
         let after = fetch(&tx, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
-        let outcome = WriteOutcome { entity: entity.to_string(), id, before, after: Some(after) };
+        let outcome = WriteOutcome {
+            entity: entity.to_string(),
+            id,
+            before,
+            after: Some(after),
+        };
         Self::finish(tx, outcome, before_commit)
     }
 
-    fn delete(&self, entity: &str, id: Uuid, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome> {
+    fn delete(
+        &self,
+        entity: &str,
+        id: Uuid,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let before = fetch(&tx, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
-        tx.execute(&format!("DELETE FROM \"{}\" WHERE \"{}\" = ?", definition.table(), definition.primary_id()), [id.to_string()])?;
-        let outcome = WriteOutcome { entity: entity.to_string(), id, before: Some(before), after: None };
+        tx.execute(
+            &format!(
+                "DELETE FROM \"{}\" WHERE \"{}\" = ?",
+                definition.table(),
+                definition.primary_id()
+            ),
+            [id.to_string()],
+        )?;
+        let outcome = WriteOutcome {
+            entity: entity.to_string(),
+            id,
+            before: Some(before),
+            after: None,
+        };
         Self::finish(tx, outcome, before_commit)
     }
 }

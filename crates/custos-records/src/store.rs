@@ -7,10 +7,10 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::Result;
 use crate::metadata::{Catalog, EntityDef};
 use crate::options::QueryOptions;
 use crate::value::Value;
-use crate::Result;
 
 /// One record: its id and its attribute values by logical name.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,15 +89,38 @@ pub trait RecordStore: Send + Sync {
     /// Saves a draft definition.
     fn save_draft(&self, definition: &EntityDef) -> Result<()>;
     /// Publishes every draft; returns the entities whose published definition changed.
-    fn publish_all(&self, before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>) -> Result<Vec<String>>;
+    fn publish_all(
+        &self,
+        before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>,
+    ) -> Result<Vec<String>>;
     /// One record.
     fn retrieve(&self, entity: &str, id: Uuid) -> Result<Record>;
     /// One page of records.
     fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage>;
     /// Creates a record (with `id` when given).
-    fn create(&self, entity: &str, id: Option<Uuid>, values: Vec<(String, Value)>, context: WriteContext, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome>;
+    fn create(
+        &self,
+        entity: &str,
+        id: Option<Uuid>,
+        values: Vec<(String, Value)>,
+        context: WriteContext,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome>;
     /// Updates (or upserts) a record.
-    fn update(&self, entity: &str, id: Uuid, values: Vec<(String, Value)>, mode: WriteMode, context: WriteContext, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome>;
+    fn update(
+        &self,
+        entity: &str,
+        id: Uuid,
+        values: Vec<(String, Value)>,
+        mode: WriteMode,
+        context: WriteContext,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome>;
     /// Deletes a record.
-    fn delete(&self, entity: &str, id: Uuid, before_commit: BeforeCommit<'_>) -> Result<WriteOutcome>;
+    fn delete(
+        &self,
+        entity: &str,
+        id: Uuid,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome>;
 }

@@ -53,18 +53,22 @@ impl Value {
                 Value::String(text.to_string())
             }
             AttributeType::Memo => Value::String(json.as_str().ok_or_else(wrong)?.to_string()),
-            AttributeType::Integer | AttributeType::Choice => Value::Integer(json.as_i64().ok_or_else(wrong)?),
+            AttributeType::Integer | AttributeType::Choice => {
+                Value::Integer(json.as_i64().ok_or_else(wrong)?)
+            }
             AttributeType::Decimal | AttributeType::Money => {
                 let number = json.as_f64().filter(|n| n.is_finite()).ok_or_else(wrong)?;
                 Value::Decimal(number)
             }
             AttributeType::Boolean => Value::Boolean(json.as_bool().ok_or_else(wrong)?),
-            AttributeType::DateTime => {
-                Value::DateTime(normalize_datetime(json.as_str().ok_or_else(wrong)?).ok_or_else(wrong)?)
-            }
-            AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => {
-                Value::Guid(json.as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(wrong)?)
-            }
+            AttributeType::DateTime => Value::DateTime(
+                normalize_datetime(json.as_str().ok_or_else(wrong)?).ok_or_else(wrong)?,
+            ),
+            AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => Value::Guid(
+                json.as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(wrong)?,
+            ),
         })
     }
 
@@ -106,5 +110,6 @@ pub(crate) fn normalize_datetime(text: &str) -> Option<String> {
 
 /// Now, in the stored date-time form.
 pub(crate) fn datetime_now(now: OffsetDateTime) -> String {
-    normalize_datetime(&now.format(&Rfc3339).expect("format now")).expect("now is a valid date-time")
+    normalize_datetime(&now.format(&Rfc3339).expect("format now"))
+        .expect("now is a valid date-time")
 }

@@ -117,7 +117,12 @@ fn json_text(value: Option<&Value>) -> Option<String> {
 
 /// The changes between two versions of a record, limited to the attributes `audited` admits:
 /// every non-empty value of a created or deleted record, every changed value of an updated one.
-pub(crate) fn changes(entity: &EntityDef, before: Option<&Record>, after: Option<&Record>, audited: impl Fn(&str) -> bool) -> Vec<Change> {
+pub(crate) fn changes(
+    entity: &EntityDef,
+    before: Option<&Record>,
+    after: Option<&Record>,
+    audited: impl Fn(&str) -> bool,
+) -> Vec<Change> {
     let mut out = Vec::new();
     for attribute in &entity.attributes {
         let name = attribute.logical_name.as_str();
@@ -130,7 +135,11 @@ pub(crate) fn changes(entity: &EntityDef, before: Option<&Record>, after: Option
         if old == new || (is_update && SYSTEM_MAINTAINED.contains(&name)) {
             continue;
         }
-        out.push(Change { attribute: attribute.web_name(), old, new });
+        out.push(Change {
+            attribute: attribute.web_name(),
+            old,
+            new,
+        });
     }
     out
 }

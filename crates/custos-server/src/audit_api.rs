@@ -14,8 +14,9 @@ use uuid::Uuid;
 use crate::audit::EventDraft;
 use crate::auth::authenticate;
 use crate::context::RequestContext;
-use crate::error::{AppError, ErrorCode};
+use crate::error::AppError;
 use crate::state::AppState;
+use crate::state::blocking;
 use crate::webapi::refuse;
 
 /// Default and largest page of a synchronous search.
@@ -25,7 +26,8 @@ const TOP_MAX: usize = 1000;
 const DEFAULT_LOOKBACK_US: i64 = 90 * 24 * 3600 * 1_000_000;
 
 fn format_time(us: i64) -> String {
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
         time.year(),
@@ -52,7 +54,11 @@ pub(crate) fn event_json(event: &AuditEvent) -> Json {
         .iter()
         .map(|c| json!({"Attribute": c.attribute, "Old": json_or_text(&c.old), "New": json_or_text(&c.new)}))
         .collect();
-    let details = if event.details.is_empty() { Json::Null } else { json_or_text(&Some(event.details.clone())) };
+    let details = if event.details.is_empty() {
+        Json::Null
+    } else {
+        json_or_text(&Some(event.details.clone()))
+    };
     let mut out = Map::new();
     for (key, value) in [
         ("Id", json!(event.id)),
@@ -92,13 +98,22 @@ pub(crate) fn event_json(event: &AuditEvent) -> Json {
 fn parse_time(name: &str, text: &str) -> Result<i64, AppError> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
         .or_else(|_| OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339))
-        .map_err(|_| AppError::bad_request(format!("'{name}' must be an ISO 8601 date or date-time, got '{text}'")))?;
+        .map_err(|_| {
+            AppError::bad_request(format!(
+                "'{name}' must be an ISO 8601 date or date-time, got '{text}'"
+            ))
+        })?;
     Ok((parsed.unix_timestamp_nanos() / 1000) as i64)
 }
 
 /// Reads the search filters of the query string.
 fn parse_search(pairs: &[(String, String)], now_us: i64) -> Result<SearchQuery, AppError> {
-    let mut query = SearchQuery { start_us: now_us - DEFAULT_LOOKBACK_US, end_us: i64::MAX, top: TOP_DEFAULT, ..Default::default() };
+    let mut query = SearchQuery {
+        start_us: now_us - DEFAULT_LOOKBACK_US,
+        end_us: i64::MAX,
+        top: TOP_DEFAULT,
+        ..Default::default()
+    };
     for (name, value) in pairs {
         match name.as_str() {
             "start" => query.start_us = parse_time(name, value)?,
@@ -107,22 +122,45 @@ fn parse_search(pairs: &[(String, String)], now_us: i64) -> Result<SearchQuery, 
             "user" => query.users.push(value.clone()),
             "instance" => query.instances.push(value.clone()),
             "entity" => query.entities.push(value.clone()),
-            "recordId" => query.record_ids.push(Uuid::parse_str(value).map_err(|_| AppError::bad_request(format!("recordId '{value}' is not a GUID")))?),
+            "recordId" => {
+                query.record_ids.push(Uuid::parse_str(value).map_err(|_| {
+                    AppError::bad_request(format!("recordId '{value}' is not a GUID"))
+                })?)
+            }
             "ip" => query.ips.push(value.clone()),
-            "origin" => query.origins.push(Origin::parse(value).ok_or_else(|| AppError::bad_request(format!("unknown origin '{value}'")))?),
-            "status" => query.statuses.push(ResultStatus::parse(value).ok_or_else(|| AppError::bad_request(format!("unknown status '{value}'")))?),
+            "origin" => query.origins.push(
+                Origin::parse(value)
+                    .ok_or_else(|| AppError::bad_request(format!("unknown origin '{value}'")))?,
+            ),
+            "status" => query.statuses.push(
+                ResultStatus::parse(value)
+                    .ok_or_else(|| AppError::bad_request(format!("unknown status '{value}'")))?,
+            ),
             "recordType" => query.record_types.push(value.clone()),
             "workload" => query.workloads.push(value.clone()),
             "q" => query.text = Some(value.clone()).filter(|t| !t.is_empty()),
             "top" => {
-                let top: usize = value.parse().map_err(|_| AppError::bad_request(format!("top must be a number, got '{value}'")))?;
+                let top: usize = value.parse().map_err(|_| {
+                    AppError::bad_request(format!("top must be a number, got '{value}'"))
+                })?;
                 if !(1..=TOP_MAX).contains(&top) {
-                    return Err(AppError::bad_request(format!("top must be between 1 and {TOP_MAX}")));
+                    return Err(AppError::bad_request(format!(
+                        "top must be between 1 and {TOP_MAX}"
+                    )));
                 }
                 query.top = top;
             }
-            "skiptoken" => query.before_seq = Some(value.parse().map_err(|_| AppError::bad_request(format!("invalid skiptoken '{value}'")))?),
-            other => return Err(AppError::bad_request(format!("unknown search parameter '{other}'"))),
+            "skiptoken" => {
+                query.before_seq =
+                    Some(value.parse().map_err(|_| {
+                        AppError::bad_request(format!("invalid skiptoken '{value}'"))
+                    })?)
+            }
+            other => {
+                return Err(AppError::bad_request(format!(
+                    "unknown search parameter '{other}'"
+                )));
+            }
         }
     }
     if query.start_us >= query.end_us {
@@ -131,40 +169,67 @@ fn parse_search(pairs: &[(String, String)], now_us: i64) -> Result<SearchQuery, 
     Ok(query)
 }
 
-async fn audit_reader(state: &AppState, draft: &mut EventDraft, headers: &HeaderMap) -> Result<(), AppError> {
+async fn audit_reader(
+    state: &AppState,
+    draft: &mut EventDraft,
+    headers: &HeaderMap,
+) -> Result<(), AppError> {
     let caller = authenticate(state, headers)?;
     draft.set_caller(&caller);
     if !caller.can_read_audit(state) {
-        return Err(AppError::forbidden(format!("user '{}' needs the Audit Reader role to search the audit log", caller.principal.upn)));
+        return Err(AppError::forbidden(format!(
+            "user '{}' needs the Audit Reader role to search the audit log",
+            caller.principal.upn
+        )));
     }
     Ok(())
 }
 
 /// `GET /api/audit/records`.
-pub(crate) async fn search(State(state): State<AppState>, Extension(context): Extension<RequestContext>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let mut draft = EventDraft::new(Operation::SearchAuditLog, &context);
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
-    draft.query = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    draft.query = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
         let query = parse_search(&pairs, state.clock.now_us())?;
         let log = state.log.clone();
-        let page = tokio::task::spawn_blocking(move || log.search(&query))
-            .await
-            .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+        let page = blocking(move || log.search(&query)).await?;
         let mut recorded = draft.clone();
         recorded.result_count = page.events.len() as u64;
         state.record(recorded).await?;
         let mut body = Map::new();
-        body.insert("value".into(), Json::Array(page.events.iter().map(|(_, e)| event_json(e)).collect()));
+        body.insert(
+            "value".into(),
+            Json::Array(page.events.iter().map(|(_, e)| event_json(e)).collect()),
+        );
         if let Some(next) = page.next_before_seq {
             let mut link = form_urlencoded::Serializer::new(String::new());
             for (k, v) in pairs.iter().filter(|(k, _)| k != "skiptoken") {
                 link.append_pair(k, v);
             }
             link.append_pair("skiptoken", &next.to_string());
-            let host = headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string).unwrap_or_else(|| state.config.listen.to_string());
-            body.insert("@odata.nextLink".into(), json!(format!("http://{host}/api/audit/records?{}", link.finish())));
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_else(|| state.config.listen.to_string());
+            body.insert(
+                "@odata.nextLink".into(),
+                json!(format!("http://{host}/api/audit/records?{}", link.finish())),
+            );
         }
         Ok::<_, AppError>(axum::Json(Json::Object(body)).into_response())
     }
@@ -176,17 +241,22 @@ pub(crate) async fn search(State(state): State<AppState>, Extension(context): Ex
 }
 
 /// `GET /api/audit/records/{id}`.
-pub(crate) async fn get(State(state): State<AppState>, Extension(context): Extension<RequestContext>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let mut draft = EventDraft::new(Operation::SearchAuditLog, &context);
     draft.query = format!("id={id}");
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
-        let id = Uuid::parse_str(&id).map_err(|_| AppError::bad_request(format!("'{id}' is not an audit record id")))?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| AppError::bad_request(format!("'{id}' is not an audit record id")))?;
         let log = state.log.clone();
-        let found = tokio::task::spawn_blocking(move || log.get(id))
-            .await
-            .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
-        let (_, event) = found.ok_or_else(|| AppError::not_found(format!("audit record {id} does not exist")))?;
+        let found = blocking(move || log.get(id)).await?;
+        let (_, event) = found
+            .ok_or_else(|| AppError::not_found(format!("audit record {id} does not exist")))?;
         let mut recorded = draft.clone();
         recorded.result_count = 1;
         state.record(recorded).await?;

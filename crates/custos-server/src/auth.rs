@@ -2,8 +2,8 @@
 //! tokens, the OAuth 2.0 token endpoint (password and client credentials grants), and the
 //! caller a request acts as.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Form;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -43,7 +43,11 @@ impl Caller {
             return ROLE_IDS.iter().map(|(role, _)| *role).collect();
         }
         let held = state.directory.roles(self.principal.id, instance);
-        ROLE_IDS.iter().filter(|(_, id)| held.contains(id)).map(|(role, _)| *role).collect()
+        ROLE_IDS
+            .iter()
+            .filter(|(_, id)| held.contains(id))
+            .map(|(role, _)| *role)
+            .collect()
     }
 
     /// Whether the caller may use the audit API (Audit Reader, Audit Manager or global admin).
@@ -58,17 +62,32 @@ impl Caller {
 
 /// Hashes a password or client secret into a PHC string.
 pub(crate) fn hash_secret(secret: &str) -> String {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-    Argon2::default().hash_password(secret.as_bytes(), &salt).expect("argon2 hashing with default parameters").to_string()
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("argon2 hashing with default parameters")
+        .to_string()
 }
 
 fn verify_secret(secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// Issues a token for `principal`, valid for `lifetime_secs` from `now_secs`.
-pub(crate) fn issue_token(key: &[u8], principal: Uuid, session: Uuid, now_secs: i64, lifetime_secs: i64) -> String {
-    let claims = json!({"sub": principal, "sid": session, "iat": now_secs, "exp": now_secs + lifetime_secs});
+pub(crate) fn issue_token(
+    key: &[u8],
+    principal: Uuid,
+    session: Uuid,
+    now_secs: i64,
+    lifetime_secs: i64,
+) -> String {
+    let claims =
+        json!({"sub": principal, "sid": session, "iat": now_secs, "exp": now_secs + lifetime_secs});
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signature = URL_SAFE_NO_PAD.encode(sign(key, payload.as_bytes()));
     format!("{payload}.{signature}")
@@ -81,7 +100,11 @@ fn sign(key: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a token's signature and expiry; returns (principal, session).
-pub(crate) fn verify_token(key: &[u8], token: &str, now_secs: i64) -> Result<(Uuid, Uuid), AppError> {
+pub(crate) fn verify_token(
+    key: &[u8],
+    token: &str,
+    now_secs: i64,
+) -> Result<(Uuid, Uuid), AppError> {
     let invalid = || AppError::new(ErrorCode::Unauthenticated, "the bearer token is invalid");
     let (payload, signature) = token.split_once('.').ok_or_else(invalid)?;
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
@@ -89,32 +112,61 @@ pub(crate) fn verify_token(key: &[u8], token: &str, now_secs: i64) -> Result<(Uu
     mac.update(payload.as_bytes());
     mac.verify_slice(&signature).map_err(|_| invalid())?;
     let claims: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?).map_err(|_| invalid())?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?)
+            .map_err(|_| invalid())?;
     let exp = claims["exp"].as_i64().ok_or_else(invalid)?;
     if exp <= now_secs {
-        return Err(AppError::new(ErrorCode::Unauthenticated, "the bearer token has expired"));
+        return Err(AppError::new(
+            ErrorCode::Unauthenticated,
+            "the bearer token has expired",
+        ));
     }
-    let id = |key: &str| claims[key].as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(invalid);
+    let id = |key: &str| {
+        claims[key]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(invalid)
+    };
     Ok((id("sub")?, id("sid")?))
 }
 
 /// The caller named by the `Authorization: Bearer` header.
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
-    let header = headers
-        .get("authorization")
-        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "an Authorization: Bearer token is required"))?;
+    let header = headers.get("authorization").ok_or_else(|| {
+        AppError::new(
+            ErrorCode::Unauthenticated,
+            "an Authorization: Bearer token is required",
+        )
+    })?;
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "the Authorization header must be 'Bearer <token>'"))?;
-    let (principal_id, session_id) = verify_token(&state.token_key, token.trim(), state.clock.now_secs())?;
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::Unauthenticated,
+                "the Authorization header must be 'Bearer <token>'",
+            )
+        })?;
+    let (principal_id, session_id) =
+        verify_token(&state.token_key, token.trim(), state.clock.now_secs())?;
     let principal = state
         .directory
         .principal(principal_id)
         .filter(|p| !p.disabled)
-        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "the token's user no longer exists or is disabled"))?;
-    Ok(Caller { principal, session_id })
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::Unauthenticated,
+                "the token's user no longer exists or is disabled",
+            )
+        })?;
+    Ok(Caller {
+        principal,
+        session_id,
+    })
 }
 
 /// The token request form (RFC 6749 §4.3 and §4.4).
@@ -128,7 +180,11 @@ pub(crate) struct TokenRequest {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, axum::Json(json!({"error": error, "error_description": description}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
 }
 
 /// `POST /oauth2/token`.
@@ -138,27 +194,58 @@ pub(crate) async fn token(
     form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be application/x-www-form-urlencoded");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        );
     };
     let (claimed, found, secret) = match form.grant_type.as_deref() {
         Some("password") => {
             let (Some(username), Some(password)) = (form.username, form.password) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "username and password are required",
+                );
             };
-            let found = state.directory.by_upn(&username).filter(|p| p.client_id.is_none());
-            (username, found.map(|p| (p.password_hash.clone(), p)), password)
+            let found = state
+                .directory
+                .by_upn(&username)
+                .filter(|p| p.client_id.is_none());
+            (
+                username,
+                found.map(|p| (p.password_hash.clone(), p)),
+                password,
+            )
         }
         Some("client_credentials") => {
-            let (Some(client_id), Some(client_secret)) = (form.client_id, form.client_secret) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required");
+            let (Some(client_id), Some(client_secret)) = (form.client_id, form.client_secret)
+            else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "client_id and client_secret are required",
+                );
             };
             let found = state.directory.by_client_id(&client_id);
-            (client_id, found.map(|p| (p.secret_hash.clone(), p)), client_secret)
+            (
+                client_id,
+                found.map(|p| (p.secret_hash.clone(), p)),
+                client_secret,
+            )
         }
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be password or client_credentials"),
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant_type must be password or client_credentials",
+            );
+        }
     };
     let checked = tokio::task::spawn_blocking(move || {
-        let principal = found.and_then(|(hash, p)| hash.filter(|h| verify_secret(&secret, h)).map(|_| p));
+        let principal =
+            found.and_then(|(hash, p)| hash.filter(|h| verify_secret(&secret, h)).map(|_| p));
         principal.filter(|p| !p.disabled)
     })
     .await
@@ -175,9 +262,16 @@ pub(crate) async fn token(
         if let Err(error) = state.record(draft).await {
             return error.into_response();
         }
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "the user name, password or client secret is wrong");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the user name, password or client secret is wrong",
+        );
     };
-    let caller = Caller { principal, session_id: session };
+    let caller = Caller {
+        principal,
+        session_id: session,
+    };
     if state.any_user_access_auditing() {
         draft.set_caller(&caller);
         if let Err(error) = state.record(draft).await {
@@ -185,8 +279,15 @@ pub(crate) async fn token(
         }
     }
     let lifetime = state.config.token_lifetime_secs as i64;
-    let token = issue_token(&state.token_key, caller.principal.id, session, state.clock.now_secs(), lifetime);
-    axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})).into_response()
+    let token = issue_token(
+        &state.token_key,
+        caller.principal.id,
+        session,
+        state.clock.now_secs(),
+        lifetime,
+    );
+    axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime}))
+        .into_response()
 }
 
 #[cfg(test)]

@@ -31,7 +31,10 @@ pub struct RequestContext {
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> String {
-    let text = headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mut end = text.len().min(HEADER_RECORDED_BYTES_MAX);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -41,8 +44,16 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
 
 /// Middleware: assigns the correlation id, stores the context for handlers, sets the response
 /// header, counts the response.
-pub(crate) async fn correlate(State(metrics): State<Arc<Metrics>>, mut request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+pub(crate) async fn correlate(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
     let headers = request.headers();
     let context = RequestContext {
         client_ip: peer,
@@ -50,10 +61,13 @@ pub(crate) async fn correlate(State(metrics): State<Arc<Metrics>>, mut request: 
         correlation_id: Uuid::new_v4().to_string(),
         client_request_id: header_text(headers, "x-ms-client-request-id"),
     };
-    let correlation = HeaderValue::from_str(&context.correlation_id).expect("a uuid is a valid header value");
+    let correlation =
+        HeaderValue::from_str(&context.correlation_id).expect("a uuid is a valid header value");
     request.extensions_mut().insert(context);
     let mut response = next.run(request).await;
-    response.headers_mut().insert(CORRELATION_HEADER, correlation);
+    response
+        .headers_mut()
+        .insert(CORRELATION_HEADER, correlation);
     metrics.count_response(response.status().as_u16());
     response
 }

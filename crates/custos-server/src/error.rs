@@ -80,7 +80,10 @@ pub struct AppError {
 impl AppError {
     /// An error of `code` with `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
-        AppError { code, message: message.into() }
+        AppError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Malformed input.
@@ -136,7 +139,8 @@ impl IntoResponse for AppError {
         let message = match self.code {
             ErrorCode::Unavailable => {
                 tracing::error!(error = %self.message, "refusing request: audit log unavailable");
-                "the audit log cannot be written; the request was refused and nothing was changed".to_string()
+                "the audit log cannot be written; the request was refused and nothing was changed"
+                    .to_string()
             }
             ErrorCode::Internal => {
                 tracing::error!(error = %self.message, "internal error");

@@ -28,7 +28,12 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus metrics; like every route but `/healthz` and the token endpoint it needs a valid
+/// bearer token (Prometheus can fetch one with its `oauth2` client-credentials setting).
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(error) = auth::authenticate(&state, &headers) {
+        return error.into_response();
+    }
     let text = state.metrics.render(state.log.stats(), state.log.len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -38,7 +43,11 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    AppError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route").into_response()
+    AppError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+    .into_response()
 }
 
 /// The whole application; tests and the binary use the same router.
@@ -56,15 +65,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(webapi::BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), context::correlate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            context::correlate,
+        ))
         .with_state(state)
 }
 
 /// Opens the data directory and serves until the process ends; prints the bound address first.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(ServeError::Bind)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(ServeError::Bind)?;
     let local = listener.local_addr().map_err(ServeError::Bind)?;
-    let config = Config { listen: local, ..config };
+    let config = Config {
+        listen: local,
+        ..config
+    };
     let state = tokio::task::spawn_blocking(move || AppState::open(config, Arc::new(SystemClock)))
         .await
         .map_err(|e| ServeError::Start(StartError::FirstRun(e.to_string())))??;

@@ -25,25 +25,62 @@ impl Metrics {
         out.push_str("# TYPE custos_http_responses_total counter\n");
         for class in 1..=5 {
             let n = self.responses_by_class[class].load(Ordering::Relaxed);
-            let _ = writeln!(out, "custos_http_responses_total{{class=\"{class}xx\"}} {n}");
+            let _ = writeln!(
+                out,
+                "custos_http_responses_total{{class=\"{class}xx\"}} {n}"
+            );
         }
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
-        counter(&mut out, "custos_audit_events_appended_total", "Audit events made durable since start.", log.events_appended.load(Ordering::Relaxed));
-        counter(&mut out, "custos_audit_fsync_batches_total", "Group commits (one write and one fdatasync each).", log.batches.load(Ordering::Relaxed));
-        counter(&mut out, "custos_audit_fsync_batches_failed_total", "Group commits that failed (their requests were refused).", log.batches_failed.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP custos_audit_events Audit events in the log.\n# TYPE custos_audit_events gauge\ncustos_audit_events {events_in_log}");
-        out.push_str("# HELP custos_audit_fsync_seconds Time to write and fdatasync one group commit.\n");
+        counter(
+            &mut out,
+            "custos_audit_events_appended_total",
+            "Audit events made durable since start.",
+            log.events_appended.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "custos_audit_fsync_batches_total",
+            "Group commits (one write and one fdatasync each).",
+            log.batches.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "custos_audit_fsync_batches_failed_total",
+            "Group commits that failed (their requests were refused).",
+            log.batches_failed.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP custos_audit_events Audit events in the log.\n# TYPE custos_audit_events gauge\ncustos_audit_events {events_in_log}"
+        );
+        out.push_str(
+            "# HELP custos_audit_fsync_seconds Time to write and fdatasync one group commit.\n",
+        );
         out.push_str("# TYPE custos_audit_fsync_seconds histogram\n");
         let mut cumulative = 0;
         for (i, bound_us) in FSYNC_BUCKETS_US.iter().enumerate() {
             cumulative += log.fsync_us_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "custos_audit_fsync_seconds_bucket{{le=\"{}\"}} {cumulative}", *bound_us as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "custos_audit_fsync_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                *bound_us as f64 / 1e6
+            );
         }
         cumulative += log.fsync_us_buckets[FSYNC_BUCKETS_US.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "custos_audit_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "custos_audit_fsync_seconds_sum {}", log.fsync_us_total.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "custos_audit_fsync_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "custos_audit_fsync_seconds_sum {}",
+            log.fsync_us_total.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "custos_audit_fsync_seconds_count {cumulative}");
         out
     }

@@ -13,11 +13,12 @@ use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
 use custos_audit::{
-    AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, LogConfig, Operation, Origin, UserType,
+    AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, LogConfig,
+    Operation, Origin, UserType,
 };
 use custos_records::{
-    Directory, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore, SqliteStore, Value,
-    WriteContext, seed_entities,
+    Directory, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore, SqliteStore,
+    Value, WriteContext, seed_entities,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -100,7 +101,9 @@ pub struct Instance {
 impl Instance {
     /// Rebuilds the policy from the organization record and the published catalog.
     pub fn refresh_policy(&self) -> Result<(), custos_records::Error> {
-        let org = self.store.retrieve(ORGANIZATION_ENTITY, self.organization_id)?;
+        let org = self
+            .store
+            .retrieve(ORGANIZATION_ENTITY, self.organization_id)?;
         let flag = |name: &str| matches!(org.values.get(name), Some(Value::Boolean(true)));
         let settings = InstanceAuditSettings {
             audit: flag("isauditenabled"),
@@ -116,12 +119,18 @@ impl Instance {
                     audit: e.audit,
                     retrieve: e.retrieve_audit,
                     retrieve_multiple: e.retrieve_multiple_audit,
-                    unaudited_attributes: e.attributes.iter().filter(|a| !a.audit).map(|a| a.logical_name.clone()).collect(),
+                    unaudited_attributes: e
+                        .attributes
+                        .iter()
+                        .filter(|a| !a.audit)
+                        .map(|a| a.logical_name.clone())
+                        .collect(),
                 };
                 (e.logical_name.clone(), flags)
             })
             .collect();
-        self.policy.store(Arc::new(AuditPolicy { settings, entities }));
+        self.policy
+            .store(Arc::new(AuditPolicy { settings, entities }));
         Ok(())
     }
 }
@@ -156,33 +165,54 @@ impl Deref for AppState {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Io { path: path.to_path_buf(), source }
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads the token key, creating it (mode 0600) on first use.
 fn token_key(path: &Path) -> Result<Vec<u8>, StartError> {
     match fs::read(path) {
         Ok(key) if key.len() == 32 => return Ok(key),
-        Ok(_) => return Err(StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))),
+        Ok(_) => {
+            return Err(StartError::FirstRun(format!(
+                "{} is not a 32-byte key",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(path)(e)),
     }
     let key: [u8; 32] = rand::random();
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_error(path))?;
-    file.write_all(&key).and_then(|()| file.sync_all()).map_err(io_error(path))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.write_all(&key)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(path))?;
     Ok(key.to_vec())
 }
 
 fn generated_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..20).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..20)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 impl AppState {
     /// Opens the data directory, running the first run when it is empty.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
         let data_dir = config.data_dir.clone();
-        for dir in [data_dir.clone(), data_dir.join("keys"), data_dir.join("instances")] {
+        for dir in [
+            data_dir.clone(),
+            data_dir.join("keys"),
+            data_dir.join("instances"),
+        ] {
             fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         }
         let log = Arc::new(AuditLog::open(LogConfig::in_dir(data_dir.join("audit")))?);
@@ -222,15 +252,23 @@ impl AppState {
                 global_admin: true,
             })?;
             if generated {
-                println!("custos: first run: global admin 'admin' created with password {password} (shown once)");
+                println!(
+                    "custos: first run: global admin 'admin' created with password {password} (shown once)"
+                );
             }
         }
         if self.directory.instances()?.is_empty() {
-            let info = InstanceInfo { name: "main".into(), state: "trial".into(), organization_id: Uuid::new_v4() };
+            let info = InstanceInfo {
+                name: "main".into(),
+                state: "trial".into(),
+                organization_id: Uuid::new_v4(),
+            };
             self.directory.add_instance(&info)?;
             let mut draft = self.system_draft(Operation::CreateInstance, &info.name);
-            draft.details = serde_json::json!({"instance": info.name, "state": info.state}).to_string();
-            self.append_blocking(draft).map_err(|e| StartError::FirstRun(e.message))?;
+            draft.details =
+                serde_json::json!({"instance": info.name, "state": info.state}).to_string();
+            self.append_blocking(draft)
+                .map_err(|e| StartError::FirstRun(e.message))?;
         }
         Ok(())
     }
@@ -259,33 +297,54 @@ impl AppState {
         if store.is_empty() {
             store.install(&seed_entities())?;
         }
-        let admin = self.directory.by_upn("admin").ok_or_else(|| StartError::FirstRun("no admin".into()))?;
-        let context = WriteContext { actor: admin.id, now: self.clock.now() };
+        let admin = self
+            .directory
+            .by_upn("admin")
+            .ok_or_else(|| StartError::FirstRun("no admin".into()))?;
+        let context = WriteContext {
+            actor: admin.id,
+            now: self.clock.now(),
+        };
         let seed = |entity: &str, id: Uuid, values: Vec<(&str, Value)>| -> Result<(), StartError> {
             match store.retrieve(entity, id) {
                 Ok(_) => return Ok(()),
                 Err(custos_records::Error::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
-            let values = values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let values = values
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             store.create(entity, Some(id), values, context, &mut |_| Ok(()))?;
             Ok(())
         };
-        seed(ORGANIZATION_ENTITY, info.organization_id, vec![
-            ("name", Value::String(info.name.clone())),
-            ("isauditenabled", Value::Boolean(true)),
-            ("isreadauditenabled", Value::Boolean(false)),
-            ("isuseraccessauditenabled", Value::Boolean(false)),
-            ("auditretentionperiodv2", Value::Integer(90)),
-            ("useraccessauditinginterval", Value::Integer(4)),
-        ])?;
+        seed(
+            ORGANIZATION_ENTITY,
+            info.organization_id,
+            vec![
+                ("name", Value::String(info.name.clone())),
+                ("isauditenabled", Value::Boolean(true)),
+                ("isreadauditenabled", Value::Boolean(false)),
+                ("isuseraccessauditenabled", Value::Boolean(false)),
+                ("auditretentionperiodv2", Value::Integer(90)),
+                ("useraccessauditinginterval", Value::Integer(4)),
+            ],
+        )?;
         for (role, id) in ROLE_IDS {
-            seed("role", id, vec![("name", Value::String(role.name().into()))])?;
+            seed(
+                "role",
+                id,
+                vec![("name", Value::String(role.name().into()))],
+            )?;
         }
-        seed("systemuser", admin.id, vec![
-            ("fullname", Value::String(admin.display_name.clone())),
-            ("domainname", Value::String(admin.upn.clone())),
-        ])?;
+        seed(
+            "systemuser",
+            admin.id,
+            vec![
+                ("fullname", Value::String(admin.display_name.clone())),
+                ("domainname", Value::String(admin.upn.clone())),
+            ],
+        )?;
         let instance = Instance {
             name: info.name.clone(),
             organization_id: info.organization_id,
@@ -293,18 +352,29 @@ impl AppState {
             policy: ArcSwap::from_pointee(AuditPolicy::default()),
         };
         instance.refresh_policy()?;
-        self.instances.write().expect("instances lock").insert(info.name.clone(), Arc::new(instance));
+        self.instances
+            .write()
+            .expect("instances lock")
+            .insert(info.name.clone(), Arc::new(instance));
         Ok(())
     }
 
     /// An instance by name.
     pub fn instance(&self, name: &str) -> Option<Arc<Instance>> {
-        self.instances.read().expect("instances lock").get(name).cloned()
+        self.instances
+            .read()
+            .expect("instances lock")
+            .get(name)
+            .cloned()
     }
 
     /// Whether any instance audits user access (sign-in is tenant-wide).
     pub fn any_user_access_auditing(&self) -> bool {
-        self.instances.read().expect("instances lock").values().any(|i| i.policy.load().audits_user_access())
+        self.instances
+            .read()
+            .expect("instances lock")
+            .values()
+            .any(|i| i.policy.load().audits_user_access())
     }
 
     /// The service root URL of an instance.
@@ -359,8 +429,20 @@ impl AppState {
     /// Appends an event from async code, waiting (off the runtime's threads) until durable.
     pub async fn record(&self, draft: EventDraft) -> Result<(), AppError> {
         let state = self.clone();
-        tokio::task::spawn_blocking(move || state.append_blocking(draft))
-            .await
-            .map_err(|e| AppError::new(ErrorCode::Internal, format!("audit append task: {e}")))?
+        blocking(move || state.append_blocking(draft)).await
     }
+}
+
+/// Runs blocking work (storage, the audit append) off the async threads.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    E: Into<AppError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, format!("blocking task: {e}")))?
+        .map_err(Into::into)
 }

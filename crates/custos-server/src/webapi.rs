@@ -45,7 +45,10 @@ enum Target {
 }
 
 fn parse_key<'a>(segment: &'a str, name: &str) -> Option<&'a str> {
-    segment.strip_prefix(name)?.strip_prefix('(')?.strip_suffix(')')
+    segment
+        .strip_prefix(name)?
+        .strip_prefix('(')?
+        .strip_suffix(')')
 }
 
 fn logical_name_key(key: &str) -> Result<String, AppError> {
@@ -70,13 +73,18 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
         ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
         [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
-            Ok(Target::EntityDefinition(logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?))
+            Ok(Target::EntityDefinition(logical_name_key(
+                parse_key(entity, "EntityDefinitions").expect("checked"),
+            )?))
         }
         [entity, "Attributes"] if parse_key(entity, "EntityDefinitions").is_some() => {
-            Ok(Target::Attributes(logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?))
+            Ok(Target::Attributes(logical_name_key(
+                parse_key(entity, "EntityDefinitions").expect("checked"),
+            )?))
         }
         [entity, attribute] if parse_key(entity, "EntityDefinitions").is_some() => {
-            let entity = logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?;
+            let entity =
+                logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?;
             let key = parse_key(attribute, "Attributes").ok_or_else(unknown)?;
             Ok(Target::Attribute(entity, logical_name_key(key)?))
         }
@@ -87,7 +95,9 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         [_] => match first.split_once('(') {
             None => Ok(Target::EntitySet(first.to_string())),
             Some((set, key)) => {
-                let key = key.strip_suffix(')').ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
+                let key = key
+                    .strip_suffix(')')
+                    .ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
                 Ok(Target::Record(set.to_string(), record_key(key)?))
             }
         },
@@ -130,22 +140,32 @@ impl WebRequest {
     }
 
     /// Parses the body as a JSON object.
-    pub(crate) fn json_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
-        if let Some(content_type) = self.header("content-type") {
-            if !content_type.to_ascii_lowercase().starts_with("application/json") {
-                return Err(AppError::new(ErrorCode::UnsupportedMediaType, format!("content type must be application/json, got '{content_type}'")));
-            }
+    pub(crate) fn json_object(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
+        if let Some(content_type) = self.header("content-type")
+            && !content_type
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        {
+            return Err(AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("content type must be application/json, got '{content_type}'"),
+            ));
         }
         match serde_json::from_slice(&self.body) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
             Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
-            Err(e) => Err(AppError::bad_request(format!("the body is not valid JSON: {e}"))),
+            Err(e) => Err(AppError::bad_request(format!(
+                "the body is not valid JSON: {e}"
+            ))),
         }
     }
 
     /// `odata.metadata=none` asked for in `Accept`.
     pub(crate) fn metadata_none(&self) -> bool {
-        self.header("accept").is_some_and(|a| a.contains("odata.metadata=none"))
+        self.header("accept")
+            .is_some_and(|a| a.contains("odata.metadata=none"))
     }
 }
 
@@ -163,12 +183,41 @@ pub(crate) async fn handle(
     let rest = params.get("rest").cloned().unwrap_or_default();
     let mut draft = EventDraft::new(Operation::Request, &context);
     draft.instance = instance_name.clone();
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_string).unwrap_or_else(|| state.config.listen.to_string());
-    let result = dispatch(&state, &mut draft, &instance_name, &rest, method, headers, raw_query, body, &host).await;
-    match result {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    let version = headers
+        .get("odata-version")
+        .map(|v| v.to_str().unwrap_or("").trim().to_string());
+    let result = match version.as_deref() {
+        None | Some("4.0" | "4.01") => {
+            dispatch(
+                &state,
+                &mut draft,
+                &instance_name,
+                &rest,
+                method,
+                headers,
+                raw_query,
+                body,
+                &host,
+            )
+            .await
+        }
+        Some(other) => Err(AppError::bad_request(format!(
+            "OData-Version '{other}' is not supported; use 4.0 or 4.01"
+        ))),
+    };
+    let mut response = match result {
         Ok(response) => response,
         Err(error) => refuse(&state, draft, error).await,
-    }
+    };
+    response
+        .headers_mut()
+        .insert("odata-version", axum::http::HeaderValue::from_static("4.0"));
+    response
 }
 
 /// Records a refused or failed request (always, SPEC §4) and answers with the error.
@@ -176,7 +225,11 @@ pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppEr
     if error.code == ErrorCode::Unavailable {
         return error.into_response();
     }
-    draft.status = if error.is_denial() { ResultStatus::Denied } else { ResultStatus::Failed };
+    draft.status = if error.is_denial() {
+        ResultStatus::Denied
+    } else {
+        ResultStatus::Failed
+    };
     draft.error_code = error.code.as_str().into();
     draft.changes.clear();
     match state.record(draft).await {
@@ -187,7 +240,13 @@ pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppEr
 
 /// Names the operation and entity a request attempts, before anything is checked, so that even
 /// a refused request's event says what was tried.
-fn classify(state: &AppState, instance_name: &str, target: &Target, method: &Method, draft: &mut EventDraft) {
+fn classify(
+    state: &AppState,
+    instance_name: &str,
+    target: &Target,
+    method: &Method,
+    draft: &mut EventDraft,
+) {
     let set = match target {
         Target::EntitySet(set) | Target::Record(set, _) => Some(set.as_str()),
         _ => None,
@@ -198,7 +257,9 @@ fn classify(state: &AppState, instance_name: &str, target: &Target, method: &Met
         (Target::Record(..), &Method::GET) => Operation::Retrieve,
         (Target::Record(..), &Method::PATCH) => Operation::Update,
         (Target::Record(..), &Method::DELETE) => Operation::Delete,
-        (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => Operation::UpdateAuditSettings,
+        (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
+            Operation::UpdateAuditSettings
+        }
         (Target::PublishAllXml, _) => Operation::PublishAllCustomizations,
         (Target::RoleAssociation(_), _) => Operation::AssignRole,
         _ => Operation::Request,
@@ -206,11 +267,15 @@ fn classify(state: &AppState, instance_name: &str, target: &Target, method: &Met
     if let Target::Record(_, id) = target {
         draft.record_ids = vec![*id];
     }
-    let entity = state.instance(instance_name).and_then(|instance| match (set, target) {
-        (Some(set), _) => instance.store.catalog().by_set_name(set).cloned(),
-        (None, Target::EntityDefinition(name) | Target::Attribute(name, _)) => instance.store.catalog().entity(name).cloned(),
-        _ => None,
-    });
+    let entity = state
+        .instance(instance_name)
+        .and_then(|instance| match (set, target) {
+            (Some(set), _) => instance.store.catalog().by_set_name(set).cloned(),
+            (None, Target::EntityDefinition(name) | Target::Attribute(name, _)) => {
+                instance.store.catalog().entity(name).cloned()
+            }
+            _ => None,
+        });
     if let Some(entity) = entity {
         draft.set_entity(&entity);
     }
@@ -234,16 +299,23 @@ async fn dispatch(
     }
     let caller = authenticate(state, &headers)?;
     draft.set_caller(&caller);
-    let instance = state.instance(instance_name).ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
+    let instance = state
+        .instance(instance_name)
+        .ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
     let target = target?;
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(ErrorCode::PayloadTooLarge, format!("the body is larger than {BODY_BYTES_MAX} bytes"))
+            AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the body is larger than {BODY_BYTES_MAX} bytes"),
+            )
         } else {
             AppError::bad_request(format!("the body could not be read: {e}"))
         }
     })?;
-    let query = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
+    let query = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
     let request = WebRequest {
         state: state.clone(),
         service_root: format!("http://{host}/{instance_name}/api/data/v9.2"),
@@ -254,7 +326,12 @@ async fn dispatch(
         query,
         body,
     };
-    let not_allowed = || AppError::new(ErrorCode::MethodNotAllowed, format!("{} is not supported on '{rest}'", request.method));
+    let not_allowed = || {
+        AppError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not supported on '{rest}'", request.method),
+        )
+    };
     match (&target, request.method.clone()) {
         (Target::ServiceDocument, Method::GET) => Ok(metadata::service_document(&request)),
         (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
@@ -262,18 +339,28 @@ async fn dispatch(
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
         (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
         (Target::EntityDefinition(entity), Method::GET) => metadata::get_entity(&request, entity),
-        (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => metadata::update_entity(&request, draft, entity).await,
+        (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => {
+            metadata::update_entity(&request, draft, entity).await
+        }
         (Target::Attributes(entity), Method::GET) => metadata::list_attributes(&request, entity),
-        (Target::Attribute(entity, attribute), Method::GET) => metadata::get_attribute(&request, entity, attribute),
+        (Target::Attribute(entity, attribute), Method::GET) => {
+            metadata::get_attribute(&request, entity, attribute)
+        }
         (Target::Attribute(entity, attribute), Method::PATCH | Method::PUT) => {
             metadata::update_attribute(&request, draft, entity, attribute).await
         }
-        (Target::EntitySet(set), Method::GET) => records::retrieve_multiple(request, draft, set).await,
+        (Target::EntitySet(set), Method::GET) => {
+            records::retrieve_multiple(request, draft, set).await
+        }
         (Target::EntitySet(set), Method::POST) => records::create(request, draft, set).await,
         (Target::Record(set, id), Method::GET) => records::retrieve(request, draft, set, *id).await,
         (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
-        (Target::Record(set, id), Method::DELETE) => records::delete(request, draft, set, *id).await,
-        (Target::RoleAssociation(user), Method::POST) => records::assign_role(request, draft, *user).await,
+        (Target::Record(set, id), Method::DELETE) => {
+            records::delete(request, draft, set, *id).await
+        }
+        (Target::RoleAssociation(user), Method::POST) => {
+            records::assign_role(request, draft, *user).await
+        }
         _ => Err(not_allowed()),
     }
 }

@@ -37,7 +37,10 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -51,15 +54,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, listen, token_lifetime_secs } => {
+        Command::Serve {
+            data_dir,
+            listen,
+            token_lifetime_secs,
+        } => {
             let config = custos_server::Config {
                 data_dir,
                 listen,
-                admin_password: std::env::var("CUSTOS_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty()),
+                admin_password: std::env::var("CUSTOS_ADMIN_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
                 token_lifetime_secs,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-            runtime.block_on(custos_server::serve(config)).context("serving")
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime
+                .block_on(custos_server::serve(config))
+                .context("serving")
         }
     }
 }

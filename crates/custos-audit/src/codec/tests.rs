@@ -32,7 +32,11 @@ pub(crate) fn sample_event(n_ids: usize) -> AuditEvent {
         record_ids: (0..n_ids as u128).map(Uuid::from_u128).collect(),
         query: "$filter=name eq 'x'".into(),
         result_count: n_ids as u64,
-        changes: vec![Change { attribute: "name".into(), old: None, new: Some("\"x\"".into()) }],
+        changes: vec![Change {
+            attribute: "name".into(),
+            old: None,
+            new: Some("\"x\"".into()),
+        }],
         details: String::new(),
     }
 }

@@ -2,13 +2,22 @@ use super::*;
 
 fn policy(audit: bool, read: bool, entity: EntityAuditFlags) -> AuditPolicy {
     AuditPolicy {
-        settings: InstanceAuditSettings { audit, read, user_access: false },
+        settings: InstanceAuditSettings {
+            audit,
+            read,
+            user_access: false,
+        },
         entities: HashMap::from([("account".to_string(), entity)]),
     }
 }
 
 fn flags(audit: bool, retrieve: bool, retrieve_multiple: bool) -> EntityAuditFlags {
-    EntityAuditFlags { audit, retrieve, retrieve_multiple, unaudited_attributes: HashSet::new() }
+    EntityAuditFlags {
+        audit,
+        retrieve,
+        retrieve_multiple,
+        unaudited_attributes: HashSet::new(),
+    }
 }
 
 /// Each row: (instance audit, read audit, entity audit, retrieve, retrieve multiple) →
@@ -25,9 +34,21 @@ fn decisions_follow_the_spec_table() {
     ];
     for ((audit, read, entity, retrieve, multiple), expect) in rows {
         let p = policy(audit, read, flags(entity, retrieve, multiple));
-        let got = (p.audits_change("account"), p.audits_retrieve("account"), p.audits_retrieve_multiple("account"));
-        assert_eq!(got, expect, "row {:?}", (audit, read, entity, retrieve, multiple));
-        assert!(!p.audits_change("contact"), "an unknown entity is never audited");
+        let got = (
+            p.audits_change("account"),
+            p.audits_retrieve("account"),
+            p.audits_retrieve_multiple("account"),
+        );
+        assert_eq!(
+            got,
+            expect,
+            "row {:?}",
+            (audit, read, entity, retrieve, multiple)
+        );
+        assert!(
+            !p.audits_change("contact"),
+            "an unknown entity is never audited"
+        );
     }
 }
 

@@ -12,7 +12,12 @@ fn open(dir: &std::path::Path) -> AuditLog {
 }
 
 fn all(query: SearchQuery) -> SearchQuery {
-    SearchQuery { start_us: i64::MIN, end_us: i64::MAX, top: 1000, ..query }
+    SearchQuery {
+        start_us: i64::MIN,
+        end_us: i64::MAX,
+        top: 1000,
+        ..query
+    }
 }
 
 #[test]
@@ -30,7 +35,12 @@ fn appended_events_survive_reopen_and_are_searchable() {
     }
     let log = open(dir.path());
     assert_eq!(log.len(), 10);
-    let page = log.search(&all(SearchQuery { record_ids: vec![Uuid::from_u128(1003)], ..Default::default() })).unwrap();
+    let page = log
+        .search(&all(SearchQuery {
+            record_ids: vec![Uuid::from_u128(1003)],
+            ..Default::default()
+        }))
+        .unwrap();
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].1.id, ids[3]);
     assert_eq!(log.get(ids[7]).unwrap().unwrap().1.id, ids[7]);
@@ -66,7 +76,13 @@ fn paging_walks_every_event_newest_first() {
     let mut seen = Vec::new();
     let mut before = None;
     loop {
-        let page = log.search(&all(SearchQuery { top: 10, before_seq: before, ..Default::default() })).unwrap();
+        let page = log
+            .search(&all(SearchQuery {
+                top: 10,
+                before_seq: before,
+                ..Default::default()
+            }))
+            .unwrap();
         seen.extend(page.events.iter().map(|(seq, _)| *seq));
         match page.next_before_seq {
             Some(next) => before = Some(next),
@@ -93,13 +109,47 @@ fn filters_combine_with_and_and_lists_with_or() {
         log.append(event).unwrap();
     }
     let count = |q: SearchQuery| log.search(&all(q)).unwrap().events.len();
-    assert_eq!(count(SearchQuery { operations: vec!["create".into()], ..Default::default() }), 2);
-    assert_eq!(count(SearchQuery { operations: vec!["Create".into(), "Delete".into()], ..Default::default() }), 3);
-    assert_eq!(count(SearchQuery { users: vec!["b@x".into()], ..Default::default() }), 2);
     assert_eq!(
-        count(SearchQuery { users: vec!["b@x".into()], origins: vec![Origin::Api], ..Default::default() }),
+        count(SearchQuery {
+            operations: vec!["create".into()],
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        count(SearchQuery {
+            operations: vec!["Create".into(), "Delete".into()],
+            ..Default::default()
+        }),
+        3
+    );
+    assert_eq!(
+        count(SearchQuery {
+            users: vec!["b@x".into()],
+            ..Default::default()
+        }),
+        2
+    );
+    assert_eq!(
+        count(SearchQuery {
+            users: vec!["b@x".into()],
+            origins: vec![Origin::Api],
+            ..Default::default()
+        }),
         1
     );
-    assert_eq!(count(SearchQuery { operations: vec!["Nope".into()], ..Default::default() }), 0);
-    assert_eq!(count(SearchQuery { text: Some("B@X".into()), ..Default::default() }), 2);
+    assert_eq!(
+        count(SearchQuery {
+            operations: vec!["Nope".into()],
+            ..Default::default()
+        }),
+        0
+    );
+    assert_eq!(
+        count(SearchQuery {
+            text: Some("B@X".into()),
+            ..Default::default()
+        }),
+        2
+    );
 }

@@ -13,34 +13,88 @@ fn check(input: &str, expect: &str) {
 #[test]
 fn parses_the_grammar_of_the_spec() {
     check("name eq 'Contoso'", "name eq 'Contoso'");
-    check("revenue gt 1000 and revenue le 2000.5", "(revenue gt 1000) and (revenue le 2000.5)");
-    check("a eq 1 or b eq 2 and c eq 3", "(a eq 1) or ((b eq 2) and (c eq 3))");
-    check("(a eq 1 or b eq 2) and c ne null", "((a eq 1) or (b eq 2)) and (c ne null)");
-    check("not contains(name,'x') and startswith(name, 'A')", "(not (contains(name,'x'))) and (startswith(name,'A'))");
-    check("endswith(emailaddress1,'@example.com')", "endswith(emailaddress1,'@example.com')");
+    check(
+        "revenue gt 1000 and revenue le 2000.5",
+        "(revenue gt 1000) and (revenue le 2000.5)",
+    );
+    check(
+        "a eq 1 or b eq 2 and c eq 3",
+        "(a eq 1) or ((b eq 2) and (c eq 3))",
+    );
+    check(
+        "(a eq 1 or b eq 2) and c ne null",
+        "((a eq 1) or (b eq 2)) and (c ne null)",
+    );
+    check(
+        "not contains(name,'x') and startswith(name, 'A')",
+        "(not (contains(name,'x'))) and (startswith(name,'A'))",
+    );
+    check(
+        "endswith(emailaddress1,'@example.com')",
+        "endswith(emailaddress1,'@example.com')",
+    );
     check("name eq 'O''Brien'", "name eq 'O''Brien'");
     check(
         "_primarycontactid_value eq 5f1b1a3e-0000-4000-8000-00000000002a",
         "_primarycontactid_value eq 5f1b1a3e-0000-4000-8000-00000000002a",
     );
-    check("createdon ge 2024-01-31T10:00:00+02:00", "createdon ge 2024-01-31T08:00:00Z");
+    check(
+        "createdon ge 2024-01-31T10:00:00+02:00",
+        "createdon ge 2024-01-31T08:00:00Z",
+    );
     check("createdon lt 2024-02-01", "createdon lt 2024-02-01");
-    check("creditonhold eq true and revenue ge -1.5e3", "(creditonhold eq true) and (revenue ge -1.5e3)");
+    check(
+        "creditonhold eq true and revenue ge -1.5e3",
+        "(creditonhold eq true) and (revenue ge -1.5e3)",
+    );
 }
 
 #[test]
 fn malformed_filters_say_what_is_wrong() {
-    check("name eq", "error: invalid $filter: expected a value after 'eq' at position 7, got the end");
-    check("name equals 'x'", "error: invalid $filter: expected a comparison operator (eq, ne, gt, ge, lt, le) after 'name' at position 5");
-    check("name eq 'x", "error: invalid $filter: unterminated string starting at position 8");
-    check("(name eq 'x'", "error: invalid $filter: expected ')' at position 12, got the end");
-    check("name eq 'x')", "error: invalid $filter: unexpected ')' at position 11");
-    check("contains(name, 5)", "error: invalid $filter: contains() takes a string as its second argument, got literal 5 at position 15");
-    check("name eq 01", "error: invalid $filter: invalid literal '01' at position 8");
-    check("name eq 2024-13-01", "error: invalid $filter: invalid literal '2024-13-01' at position 8");
-    check("", "error: invalid $filter: unexpected end of expression at position 0");
-    check("name eq 'x' ; drop", "error: invalid $filter: unexpected character ';' at position 12");
-    check(&"(".repeat(100), "error: invalid $filter: nested deeper than 64 levels");
+    check(
+        "name eq",
+        "error: invalid $filter: expected a value after 'eq' at position 7, got the end",
+    );
+    check(
+        "name equals 'x'",
+        "error: invalid $filter: expected a comparison operator (eq, ne, gt, ge, lt, le) after 'name' at position 5",
+    );
+    check(
+        "name eq 'x",
+        "error: invalid $filter: unterminated string starting at position 8",
+    );
+    check(
+        "(name eq 'x'",
+        "error: invalid $filter: expected ')' at position 12, got the end",
+    );
+    check(
+        "name eq 'x')",
+        "error: invalid $filter: unexpected ')' at position 11",
+    );
+    check(
+        "contains(name, 5)",
+        "error: invalid $filter: contains() takes a string as its second argument, got literal 5 at position 15",
+    );
+    check(
+        "name eq 01",
+        "error: invalid $filter: invalid literal '01' at position 8",
+    );
+    check(
+        "name eq 2024-13-01",
+        "error: invalid $filter: invalid literal '2024-13-01' at position 8",
+    );
+    check(
+        "",
+        "error: invalid $filter: unexpected end of expression at position 0",
+    );
+    check(
+        "name eq 'x' ; drop",
+        "error: invalid $filter: unexpected character ';' at position 12",
+    );
+    check(
+        &"(".repeat(100),
+        "error: invalid $filter: nested deeper than 64 levels",
+    );
 }
 
 fn literal() -> impl Strategy<Value = Literal> {
@@ -51,26 +105,48 @@ fn literal() -> impl Strategy<Value = Literal> {
         (any::<i32>(), 0u32..1000).prop_map(|(i, f)| Literal::Decimal(format!("{i}.{f}"))),
         ".*".prop_map(Literal::String),
         any::<u128>().prop_map(|n| Literal::Guid(Uuid::from_u128(n))),
-        (1970i32..2100, 1u8..13, 1u8..29, 0u8..24).prop_map(|(y, m, d, h)| Literal::DateTime(format!("{y:04}-{m:02}-{d:02}T{h:02}:00:00Z"))),
-        (1970i32..2100, 1u8..13, 1u8..29).prop_map(|(y, m, d)| Literal::Date(format!("{y:04}-{m:02}-{d:02}"))),
+        (1970i32..2100, 1u8..13, 1u8..29, 0u8..24).prop_map(|(y, m, d, h)| Literal::DateTime(
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:00:00Z")
+        )),
+        (1970i32..2100, 1u8..13, 1u8..29)
+            .prop_map(|(y, m, d)| Literal::Date(format!("{y:04}-{m:02}-{d:02}"))),
     ]
 }
 
 fn attribute() -> impl Strategy<Value = String> {
     "[a-z_][a-z0-9_]{0,12}".prop_filter("not a keyword", |s| {
-        !["and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "true", "false", "null"].contains(&s.as_str())
+        ![
+            "and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "true", "false", "null",
+        ]
+        .contains(&s.as_str())
     })
 }
 
 fn filter() -> impl Strategy<Value = Filter> {
     let ops = prop_oneof![
-        Just(CompareOp::Eq), Just(CompareOp::Ne), Just(CompareOp::Gt),
-        Just(CompareOp::Ge), Just(CompareOp::Lt), Just(CompareOp::Le)
+        Just(CompareOp::Eq),
+        Just(CompareOp::Ne),
+        Just(CompareOp::Gt),
+        Just(CompareOp::Ge),
+        Just(CompareOp::Lt),
+        Just(CompareOp::Le)
     ];
-    let functions = prop_oneof![Just(StringFunction::Contains), Just(StringFunction::StartsWith), Just(StringFunction::EndsWith)];
+    let functions = prop_oneof![
+        Just(StringFunction::Contains),
+        Just(StringFunction::StartsWith),
+        Just(StringFunction::EndsWith)
+    ];
     let leaf = prop_oneof![
-        (attribute(), ops, literal()).prop_map(|(attribute, op, value)| Filter::Compare { attribute, op, value }),
-        (functions, attribute(), ".*").prop_map(|(function, attribute, value)| Filter::Function { function, attribute, value }),
+        (attribute(), ops, literal()).prop_map(|(attribute, op, value)| Filter::Compare {
+            attribute,
+            op,
+            value
+        }),
+        (functions, attribute(), ".*").prop_map(|(function, attribute, value)| Filter::Function {
+            function,
+            attribute,
+            value
+        }),
     ];
     leaf.prop_recursive(6, 48, 2, |inner| {
         prop_oneof![

@@ -12,7 +12,10 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
 }
 
 fn context() -> WriteContext {
-    WriteContext { actor: Uuid::from_u128(1), now: OffsetDateTime::UNIX_EPOCH }
+    WriteContext {
+        actor: Uuid::from_u128(1),
+        now: OffsetDateTime::UNIX_EPOCH,
+    }
 }
 
 fn ok(_: &WriteOutcome) -> std::result::Result<(), String> {
@@ -21,7 +24,13 @@ fn ok(_: &WriteOutcome) -> std::result::Result<(), String> {
 
 fn names(store: &SqliteStore, query: &[(&str, &str)]) -> Vec<String> {
     let options = parse_query_options(query.iter().copied()).unwrap();
-    let page = store.retrieve_multiple(&RecordQuery { entity: "account", options: &options, page_size: 5000 }).unwrap();
+    let page = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 5000,
+        })
+        .unwrap();
     page.records
         .iter()
         .map(|r| match &r.values["name"] {
@@ -34,26 +43,79 @@ fn names(store: &SqliteStore, query: &[(&str, &str)]) -> Vec<String> {
 #[test]
 fn filters_run_as_parameterised_sql() {
     let (_dir, store) = store();
-    for (name, revenue) in [("Alpha", 10.0), ("beta", 20.0), ("Gamma'; DROP TABLE rec_account; --", 30.0)] {
+    for (name, revenue) in [
+        ("Alpha", 10.0),
+        ("beta", 20.0),
+        ("Gamma'; DROP TABLE rec_account; --", 30.0),
+    ] {
         store
-            .create("account", None, vec![("name".into(), Value::String(name.into())), ("revenue".into(), Value::Decimal(revenue))], context(), &mut ok)
+            .create(
+                "account",
+                None,
+                vec![
+                    ("name".into(), Value::String(name.into())),
+                    ("revenue".into(), Value::Decimal(revenue)),
+                ],
+                context(),
+                &mut ok,
+            )
             .unwrap();
     }
-    assert_eq!(names(&store, &[("$filter", "revenue ge 20"), ("$orderby", "revenue desc")]).len(), 2);
-    assert_eq!(names(&store, &[("$filter", "name eq 'ALPHA'")]), vec!["Alpha"]);
-    assert_eq!(names(&store, &[("$filter", "contains(name,'DROP')")]).len(), 1);
-    assert_eq!(names(&store, &[("$filter", "startswith(name,'%')")]).len(), 0);
-    assert_eq!(names(&store, &[("$filter", "not (revenue lt 30) or name eq 'beta'"), ("$orderby", "name")]), vec!["beta", "Gamma'; DROP TABLE rec_account; --"]);
+    assert_eq!(
+        names(
+            &store,
+            &[("$filter", "revenue ge 20"), ("$orderby", "revenue desc")]
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        names(&store, &[("$filter", "name eq 'ALPHA'")]),
+        vec!["Alpha"]
+    );
+    assert_eq!(
+        names(&store, &[("$filter", "contains(name,'DROP')")]).len(),
+        1
+    );
+    assert_eq!(
+        names(&store, &[("$filter", "startswith(name,'%')")]).len(),
+        0
+    );
+    assert_eq!(
+        names(
+            &store,
+            &[
+                ("$filter", "not (revenue lt 30) or name eq 'beta'"),
+                ("$orderby", "name")
+            ]
+        ),
+        vec!["beta", "Gamma'; DROP TABLE rec_account; --"]
+    );
     assert_eq!(names(&store, &[("$filter", "telephone1 eq null")]).len(), 3);
-    assert_eq!(names(&store, &[("$filter", "telephone1 ne 'x'")]).len(), 3, "ne matches nulls, as in OData");
+    assert_eq!(
+        names(&store, &[("$filter", "telephone1 ne 'x'")]).len(),
+        3,
+        "ne matches nulls, as in OData"
+    );
 }
 
 #[test]
 fn type_errors_are_bad_requests() {
     let (_dir, store) = store();
-    for filter in ["revenue eq 'x'", "nosuch eq 1", "creditonhold gt true", "contains(revenue,'1')"] {
+    for filter in [
+        "revenue eq 'x'",
+        "nosuch eq 1",
+        "creditonhold gt true",
+        "contains(revenue,'1')",
+    ] {
         let options = parse_query_options([("$filter", filter)]).unwrap();
-        let error = store.retrieve_multiple(&RecordQuery { entity: "account", options: &options, page_size: 10 }).unwrap_err();
+        let error = store
+            .retrieve_multiple(&RecordQuery {
+                entity: "account",
+                options: &options,
+                page_size: 10,
+            })
+            .unwrap_err();
         assert!(matches!(error, Error::BadRequest(_)), "{filter}: {error}");
     }
 }
@@ -62,13 +124,36 @@ fn type_errors_are_bad_requests() {
 fn paging_and_top() {
     let (_dir, store) = store();
     for i in 0..7 {
-        store.create("account", None, vec![("name".into(), Value::String(format!("a{i}")))], context(), &mut ok).unwrap();
+        store
+            .create(
+                "account",
+                None,
+                vec![("name".into(), Value::String(format!("a{i}")))],
+                context(),
+                &mut ok,
+            )
+            .unwrap();
     }
     let options = parse_query_options([("$top", "5"), ("$count", "true")]).unwrap();
-    let first = store.retrieve_multiple(&RecordQuery { entity: "account", options: &options, page_size: 3 }).unwrap();
-    assert_eq!((first.records.len(), first.total, first.next_skip), (3, Some(7), Some(3)));
+    let first = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 3,
+        })
+        .unwrap();
+    assert_eq!(
+        (first.records.len(), first.total, first.next_skip),
+        (3, Some(7), Some(3))
+    );
     let options = QueryOptions { skip: 3, ..options };
-    let second = store.retrieve_multiple(&RecordQuery { entity: "account", options: &options, page_size: 3 }).unwrap();
+    let second = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 3,
+        })
+        .unwrap();
     assert_eq!((second.records.len(), second.next_skip), (2, None));
 }
 
@@ -76,7 +161,13 @@ fn paging_and_top() {
 fn a_refused_commit_rolls_the_change_back() {
     let (_dir, store) = store();
     let error = store
-        .create("account", None, vec![("name".into(), Value::String("x".into()))], context(), &mut |_| Err("audit log down".into()))
+        .create(
+            "account",
+            None,
+            vec![("name".into(), Value::String("x".into()))],
+            context(),
+            &mut |_| Err("audit log down".into()),
+        )
         .unwrap_err();
     assert!(matches!(error, Error::CommitRefused(_)));
     assert!(names(&store, &[]).is_empty());
@@ -85,15 +176,42 @@ fn a_refused_commit_rolls_the_change_back() {
 #[test]
 fn update_keeps_old_values_and_delete_keeps_the_record() {
     let (_dir, store) = store();
-    let created = store.create("account", None, vec![("name".into(), Value::String("old".into()))], context(), &mut ok).unwrap();
-    let updated = store
-        .update("account", created.id, vec![("name".into(), Value::String("new".into()))], WriteMode::UpdateOnly, context(), &mut ok)
+    let created = store
+        .create(
+            "account",
+            None,
+            vec![("name".into(), Value::String("old".into()))],
+            context(),
+            &mut ok,
+        )
         .unwrap();
-    assert_eq!(updated.before.unwrap().values["name"], Value::String("old".into()));
-    assert_eq!(updated.after.unwrap().values["versionnumber"], Value::Integer(2));
+    let updated = store
+        .update(
+            "account",
+            created.id,
+            vec![("name".into(), Value::String("new".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    assert_eq!(
+        updated.before.unwrap().values["name"],
+        Value::String("old".into())
+    );
+    assert_eq!(
+        updated.after.unwrap().values["versionnumber"],
+        Value::Integer(2)
+    );
     let deleted = store.delete("account", created.id, &mut ok).unwrap();
-    assert_eq!(deleted.before.unwrap().values["name"], Value::String("new".into()));
-    assert!(matches!(store.retrieve("account", created.id), Err(Error::NotFound(_))));
+    assert_eq!(
+        deleted.before.unwrap().values["name"],
+        Value::String("new".into())
+    );
+    assert!(matches!(
+        store.retrieve("account", created.id),
+        Err(Error::NotFound(_))
+    ));
 }
 
 #[test]
@@ -102,8 +220,20 @@ fn drafts_take_effect_on_publish() {
     let mut draft = store.draft("account").unwrap();
     draft.retrieve_multiple_audit = true;
     store.save_draft(&draft).unwrap();
-    assert!(!store.catalog().entity("account").unwrap().retrieve_multiple_audit);
+    assert!(
+        !store
+            .catalog()
+            .entity("account")
+            .unwrap()
+            .retrieve_multiple_audit
+    );
     let changed = store.publish_all(&mut |_| Ok(())).unwrap();
     assert_eq!(changed, vec!["account".to_string()]);
-    assert!(store.catalog().entity("account").unwrap().retrieve_multiple_audit);
+    assert!(
+        store
+            .catalog()
+            .entity("account")
+            .unwrap()
+            .retrieve_multiple_audit
+    );
 }

@@ -8,7 +8,10 @@ fn tokens_verify_until_they_expire() {
     assert_eq!(verify_token(&key, &token, 1059).unwrap(), (user, session));
     let expired = verify_token(&key, &token, 1060).unwrap_err();
     assert_eq!(expired.message, "the bearer token has expired");
-    assert!(verify_token(&[8u8; 32], &token, 1000).is_err(), "another key's token is rejected");
+    assert!(
+        verify_token(&[8u8; 32], &token, 1000).is_err(),
+        "another key's token is rejected"
+    );
     let mut tampered = token.clone();
     tampered.replace_range(0..1, if token.starts_with('e') { "f" } else { "e" });
     assert!(verify_token(&key, &tampered, 1000).is_err());

@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordQuery, Value, WriteContext,
-    WriteMode, WriteOutcome, page_size, parse_query_options,
+    EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record,
+    RecordQuery, Value, WriteContext, WriteMode, WriteOutcome, page_size, parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -19,10 +19,16 @@ use super::WebRequest;
 use crate::audit::{EventDraft, changes};
 use crate::auth::hash_secret;
 use crate::error::{AppError, ErrorCode};
+use crate::state::blocking;
 
 /// Organization attributes that are audit settings: changing one is `UpdateAuditSettings`.
-const AUDIT_SETTINGS: [&str; 5] =
-    ["isauditenabled", "isreadauditenabled", "isuseraccessauditenabled", "auditretentionperiodv2", "useraccessauditinginterval"];
+const AUDIT_SETTINGS: [&str; 5] = [
+    "isauditenabled",
+    "isreadauditenabled",
+    "isuseraccessauditenabled",
+    "auditretentionperiodv2",
+    "useraccessauditinginterval",
+];
 
 fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef, AppError> {
     request
@@ -35,18 +41,30 @@ fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef, AppError>
 }
 
 /// The Web API JSON of a record, limited to `select` when given.
-fn record_json(request: &WebRequest, entity: &EntityDef, record: &Record, select: Option<&[String]>) -> Map<String, Json> {
+fn record_json(
+    request: &WebRequest,
+    entity: &EntityDef,
+    record: &Record,
+    select: Option<&[String]>,
+) -> Map<String, Json> {
     let mut out = Map::new();
-    if !request.metadata_none() {
-        if let Some(Value::Integer(version)) = record.values.get("versionnumber") {
-            out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
-        }
+    if !request.metadata_none()
+        && let Some(Value::Integer(version)) = record.values.get("versionnumber")
+    {
+        out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
     }
     for attribute in &entity.attributes {
         let web_name = attribute.web_name();
-        let selected = select.is_none_or(|names| names.iter().any(|n| *n == web_name || *n == attribute.logical_name));
+        let selected = select.is_none_or(|names| {
+            names
+                .iter()
+                .any(|n| *n == web_name || *n == attribute.logical_name)
+        });
         if selected || attribute.logical_name == entity.primary_id() {
-            let value = record.values.get(&attribute.logical_name).map_or(Json::Null, Value::to_json);
+            let value = record
+                .values
+                .get(&attribute.logical_name)
+                .map_or(Json::Null, Value::to_json);
             out.insert(web_name, value);
         }
     }
@@ -56,7 +74,10 @@ fn record_json(request: &WebRequest, entity: &EntityDef, record: &Record, select
 fn check_select(entity: &EntityDef, select: &Option<Vec<String>>) -> Result<(), AppError> {
     for name in select.iter().flatten() {
         if entity.attribute_by_web_name(name).is_none() {
-            return Err(AppError::bad_request(format!("attribute '{name}' in $select does not exist on entity '{}'", entity.logical_name)));
+            return Err(AppError::bad_request(format!(
+                "attribute '{name}' in $select does not exist on entity '{}'",
+                entity.logical_name
+            )));
         }
     }
     Ok(())
@@ -64,30 +85,56 @@ fn check_select(entity: &EntityDef, select: &Option<Vec<String>>) -> Result<(), 
 
 /// The decoded query string, as recorded in `Query`.
 fn query_text(set: &str, request: &WebRequest) -> String {
-    let pairs: Vec<String> = request.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if pairs.is_empty() { set.to_string() } else { format!("{set}?{}", pairs.join("&")) }
+    let pairs: Vec<String> = request
+        .query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if pairs.is_empty() {
+        set.to_string()
+    } else {
+        format!("{set}?{}", pairs.join("&"))
+    }
 }
 
-pub(crate) async fn retrieve_multiple(request: WebRequest, draft: &mut EventDraft, set: &str) -> Result<Response, AppError> {
+pub(crate) async fn retrieve_multiple(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<Response, AppError> {
     draft.operation = Operation::RetrieveMultiple;
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
     draft.query = query_text(set, &request);
     request.require(Privilege::Read, &entity)?;
-    if let Some((name, _)) = request.query.iter().find(|(k, _)| k == "savedQuery" || k == "userQuery") {
-        return Err(AppError::bad_request(format!("{name}: views are not available in this version")));
+    if let Some((name, _)) = request
+        .query
+        .iter()
+        .find(|(k, _)| k == "savedQuery" || k == "userQuery")
+    {
+        return Err(AppError::bad_request(format!(
+            "{name}: views are not available in this version"
+        )));
     }
     let options = parse_query_options(request.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     check_select(&entity, &options.select)?;
     let page_size = page_size(request.header("prefer"))?;
-    let audited = request.instance.policy.load().audits_retrieve_multiple(&entity.logical_name);
+    let audited = request
+        .instance
+        .policy
+        .load()
+        .audits_retrieve_multiple(&entity.logical_name);
 
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let mut event = draft.clone();
     let logical_name = entity.logical_name.clone();
-    let page = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let page = store.retrieve_multiple(&RecordQuery { entity: &logical_name, options: &options, page_size })?;
+    let (page, options) = blocking(move || -> Result<_, AppError> {
+        let page = store.retrieve_multiple(&RecordQuery {
+            entity: &logical_name,
+            options: &options,
+            page_size,
+        })?;
         if audited {
             event.record_ids = page.records.iter().map(|r| r.id).collect();
             event.result_count = page.records.len() as u64;
@@ -95,14 +142,16 @@ pub(crate) async fn retrieve_multiple(request: WebRequest, draft: &mut EventDraf
         }
         Ok((page, options))
     })
-    .await
-    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))?;
-    let (page, options) = page?;
+    .await?;
 
     let mut body = Map::new();
     if !request.metadata_none() {
         let context = match &options.select {
-            Some(names) => format!("{}/$metadata#{set}({})", request.service_root, names.join(",")),
+            Some(names) => format!(
+                "{}/$metadata#{set}({})",
+                request.service_root,
+                names.join(",")
+            ),
             None => format!("{}/$metadata#{set}", request.service_root),
         };
         body.insert("@odata.context".into(), json!(context));
@@ -110,7 +159,11 @@ pub(crate) async fn retrieve_multiple(request: WebRequest, draft: &mut EventDraf
     if let Some(total) = page.total {
         body.insert("@odata.count".into(), json!(total));
     }
-    let values: Vec<Json> = page.records.iter().map(|r| Json::Object(record_json(&request, &entity, r, options.select.as_deref()))).collect();
+    let values: Vec<Json> = page
+        .records
+        .iter()
+        .map(|r| Json::Object(record_json(&request, &entity, r, options.select.as_deref())))
+        .collect();
     body.insert("value".into(), Json::Array(values));
     if let Some(skip) = page.next_skip {
         let mut pairs = form_urlencoded::Serializer::new(String::new());
@@ -118,17 +171,30 @@ pub(crate) async fn retrieve_multiple(request: WebRequest, draft: &mut EventDraf
             pairs.append_pair(k, v);
         }
         pairs.append_pair("$skiptoken", &skip.to_string());
-        body.insert("@odata.nextLink".into(), json!(format!("{}/{set}?{}", request.service_root, pairs.finish())));
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!("{}/{set}?{}", request.service_root, pairs.finish())),
+        );
     }
     let mut response = axum::Json(Json::Object(body)).into_response();
-    if page_size < PAGE_SIZE_MAX || request.header("prefer").is_some_and(|p| p.contains("odata.maxpagesize")) {
-        let applied = HeaderValue::from_str(&format!("odata.maxpagesize={page_size}")).expect("ascii");
+    if page_size < PAGE_SIZE_MAX
+        || request
+            .header("prefer")
+            .is_some_and(|p| p.contains("odata.maxpagesize"))
+    {
+        let applied =
+            HeaderValue::from_str(&format!("odata.maxpagesize={page_size}")).expect("ascii");
         response.headers_mut().insert("preference-applied", applied);
     }
     Ok(response)
 }
 
-pub(crate) async fn retrieve(request: WebRequest, draft: &mut EventDraft, set: &str, id: Uuid) -> Result<Response, AppError> {
+pub(crate) async fn retrieve(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
     draft.operation = Operation::Retrieve;
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
@@ -138,19 +204,34 @@ pub(crate) async fn retrieve(request: WebRequest, draft: &mut EventDraft, set: &
     let mut select = None;
     for (name, value) in &request.query {
         match name.as_str() {
-            "$select" => select = Some(value.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>()),
+            "$select" => {
+                select = Some(
+                    value
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect::<Vec<_>>(),
+                )
+            }
             "$format" => {}
-            other if other.starts_with('$') => return Err(AppError::bad_request(format!("query option {other} is not supported on a single record"))),
+            other if other.starts_with('$') => {
+                return Err(AppError::bad_request(format!(
+                    "query option {other} is not supported on a single record"
+                )));
+            }
             _ => {}
         }
     }
     check_select(&entity, &select)?;
-    let audited = request.instance.policy.load().audits_retrieve(&entity.logical_name);
+    let audited = request
+        .instance
+        .policy
+        .load()
+        .audits_retrieve(&entity.logical_name);
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let mut event = draft.clone();
     let logical_name = entity.logical_name.clone();
-    let record = tokio::task::spawn_blocking(move || -> Result<Record, AppError> {
+    let record = blocking(move || -> Result<Record, AppError> {
         let record = store.retrieve(&logical_name, id)?;
         if audited {
             event.result_count = 1;
@@ -158,18 +239,24 @@ pub(crate) async fn retrieve(request: WebRequest, draft: &mut EventDraft, set: &
         }
         Ok(record)
     })
-    .await
-    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    .await?;
     let mut body = record_json(&request, &entity, &record, select.as_deref());
     if !request.metadata_none() {
-        body.insert("@odata.context".into(), json!(format!("{}/$metadata#{set}/$entity", request.service_root)));
+        body.insert(
+            "@odata.context".into(),
+            json!(format!("{}/$metadata#{set}/$entity", request.service_root)),
+        );
     }
     Ok(axum::Json(Json::Object(body)).into_response())
 }
 
 /// Reads a create or update body into typed values; returns the primary id when the body
 /// names one.
-fn body_values(request: &WebRequest, entity: &EntityDef, body: &Map<String, Json>) -> Result<(Vec<(String, Value)>, Option<Uuid>), AppError> {
+fn body_values(
+    request: &WebRequest,
+    entity: &EntityDef,
+    body: &Map<String, Json>,
+) -> Result<(Vec<(String, Value)>, Option<Uuid>), AppError> {
     let catalog = request.instance.store.catalog();
     let mut values = Vec::new();
     let mut id = None;
@@ -180,24 +267,48 @@ fn body_values(request: &WebRequest, entity: &EntityDef, body: &Map<String, Json
         if let Some(name) = key.strip_suffix("@odata.bind") {
             let attribute = entity
                 .attribute(name)
-                .filter(|a| matches!(a.attribute_type, custos_records::AttributeType::Lookup { .. }))
-                .ok_or_else(|| AppError::bad_request(format!("'{name}' is not a lookup attribute of entity '{}'", entity.logical_name)))?;
-            let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type else { unreachable!("filtered above") };
-            let target_set = catalog.entity(target).map(|e| e.set_name.clone()).unwrap_or_default();
-            let text = json.as_str().ok_or_else(|| AppError::bad_request(format!("{key} must be a string like '/{target_set}(<id>)'")))?;
+                .filter(|a| {
+                    matches!(
+                        a.attribute_type,
+                        custos_records::AttributeType::Lookup { .. }
+                    )
+                })
+                .ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "'{name}' is not a lookup attribute of entity '{}'",
+                        entity.logical_name
+                    ))
+                })?;
+            let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type else {
+                unreachable!("filtered above")
+            };
+            let target_set = catalog
+                .entity(target)
+                .map(|e| e.set_name.clone())
+                .unwrap_or_default();
+            let text = json.as_str().ok_or_else(|| {
+                AppError::bad_request(format!("{key} must be a string like '/{target_set}(<id>)'"))
+            })?;
             let inner = text
                 .trim_start_matches('/')
                 .strip_prefix(target_set.as_str())
                 .and_then(|t| t.strip_prefix('('))
                 .and_then(|t| t.strip_suffix(')'))
                 .and_then(|t| Uuid::parse_str(t).ok())
-                .ok_or_else(|| AppError::bad_request(format!("{key} must reference '/{target_set}(<id>)', got '{text}'")))?;
+                .ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "{key} must reference '/{target_set}(<id>)', got '{text}'"
+                    ))
+                })?;
             values.push((name.to_string(), Value::Guid(inner)));
             continue;
         }
-        let attribute = entity
-            .attribute_by_web_name(key)
-            .ok_or_else(|| AppError::bad_request(format!("attribute '{key}' does not exist on entity '{}'", entity.logical_name)))?;
+        let attribute = entity.attribute_by_web_name(key).ok_or_else(|| {
+            AppError::bad_request(format!(
+                "attribute '{key}' does not exist on entity '{}'",
+                entity.logical_name
+            ))
+        })?;
         let value = Value::from_json(attribute, json)?;
         if attribute.logical_name == entity.primary_id() {
             match value {
@@ -212,29 +323,60 @@ fn body_values(request: &WebRequest, entity: &EntityDef, body: &Map<String, Json
 }
 
 fn context(request: &WebRequest) -> WriteContext {
-    WriteContext { actor: request.caller.principal.id, now: request.state.clock.now() }
+    WriteContext {
+        actor: request.caller.principal.id,
+        now: request.state.clock.now(),
+    }
 }
 
 /// Fills the event of a write from its outcome.
-fn describe_write(event: &mut EventDraft, entity: &EntityDef, policy: &custos_audit::AuditPolicy, outcome: &WriteOutcome) {
+fn describe_write(
+    event: &mut EventDraft,
+    entity: &EntityDef,
+    policy: &custos_audit::AuditPolicy,
+    outcome: &WriteOutcome,
+) {
     event.record_ids = vec![outcome.id];
     event.result_count = 1;
-    event.changes = changes(entity, outcome.before.as_ref(), outcome.after.as_ref(), |name| {
-        policy.audits_attribute(&entity.logical_name, name)
-    });
+    event.changes = changes(
+        entity,
+        outcome.before.as_ref(),
+        outcome.after.as_ref(),
+        |name| policy.audits_attribute(&entity.logical_name, name),
+    );
 }
 
 fn representation(request: &WebRequest) -> bool {
-    request.header("prefer").is_some_and(|p| p.contains("return=representation"))
+    request
+        .header("prefer")
+        .is_some_and(|p| p.contains("return=representation"))
 }
 
-fn write_response(request: &WebRequest, entity: &EntityDef, outcome: &WriteOutcome, created: bool) -> Response {
-    let entity_id = format!("{}/{}({})", request.service_root, entity.set_name, outcome.id);
+fn write_response(
+    request: &WebRequest,
+    entity: &EntityDef,
+    outcome: &WriteOutcome,
+    created: bool,
+) -> Response {
+    let entity_id = format!(
+        "{}/{}({})",
+        request.service_root, entity.set_name, outcome.id
+    );
     let mut response = match (&outcome.after, representation(request)) {
         (Some(after), true) => {
             let mut body = record_json(request, entity, after, None);
-            body.insert("@odata.context".into(), json!(format!("{}/$metadata#{}/$entity", request.service_root, entity.set_name)));
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            body.insert(
+                "@odata.context".into(),
+                json!(format!(
+                    "{}/$metadata#{}/$entity",
+                    request.service_root, entity.set_name
+                )),
+            );
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             (status, axum::Json(Json::Object(body))).into_response()
         }
         _ => StatusCode::NO_CONTENT.into_response(),
@@ -245,7 +387,11 @@ fn write_response(request: &WebRequest, entity: &EntityDef, outcome: &WriteOutco
     response
 }
 
-pub(crate) async fn create(request: WebRequest, draft: &mut EventDraft, set: &str) -> Result<Response, AppError> {
+pub(crate) async fn create(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<Response, AppError> {
     draft.operation = Operation::Create;
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
@@ -267,7 +413,7 @@ pub(crate) async fn create(request: WebRequest, draft: &mut EventDraft, set: &st
     let event = draft.clone();
     let context = context(&request);
     let entity_for_task = entity.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<WriteOutcome, AppError> {
+    let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
             if audited {
                 let mut event = event.clone();
@@ -275,19 +421,30 @@ pub(crate) async fn create(request: WebRequest, draft: &mut EventDraft, set: &st
                 state.append_blocking(event).map_err(|e| e.message)?;
             }
             if let Some(principal) = &new_principal {
-                state.directory.add_principal(principal.clone()).map_err(|e| e.to_string())?;
+                state
+                    .directory
+                    .add_principal(principal.clone())
+                    .map_err(|e| e.to_string())?;
             }
             Ok(())
         };
-        Ok(store.create(&entity_for_task.logical_name, id, values, context, &mut before_commit)?)
+        Ok(store.create(
+            &entity_for_task.logical_name,
+            id,
+            values,
+            context,
+            &mut before_commit,
+        )?)
     })
-    .await
-    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    .await?;
     Ok(write_response(&request, &entity, &outcome, true))
 }
 
 /// Takes the credentials out of a `systemusers` create body into a new principal.
-fn principal_from_body(request: &WebRequest, body: &mut Map<String, Json>) -> Result<NewPrincipal, AppError> {
+fn principal_from_body(
+    request: &WebRequest,
+    body: &mut Map<String, Json>,
+) -> Result<NewPrincipal, AppError> {
     let text = |body: &mut Map<String, Json>, key: &str| -> Result<Option<String>, AppError> {
         match body.remove(key) {
             None | Some(Json::Null) => Ok(None),
@@ -297,24 +454,56 @@ fn principal_from_body(request: &WebRequest, body: &mut Map<String, Json>) -> Re
     };
     let password = text(body, "password")?;
     let secret = text(body, "clientsecret")?;
-    let upn = body.get("domainname").and_then(Json::as_str).map(str::to_string);
-    let application_id = body.get("applicationid").and_then(Json::as_str).map(str::to_string);
-    let display_name = body.get("fullname").and_then(Json::as_str).map(str::to_string);
-    let (upn, user_type, password_hash, client_id, secret_hash) = match (password, secret, application_id) {
+    let upn = body
+        .get("domainname")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let application_id = body
+        .get("applicationid")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let display_name = body
+        .get("fullname")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let (upn, user_type, password_hash, client_id, secret_hash) = match (
+        password,
+        secret,
+        application_id,
+    ) {
         (Some(password), None, None) => {
-            let upn = upn.ok_or_else(|| AppError::bad_request("a user needs 'domainname' (the sign-in name)"))?;
+            let upn = upn.ok_or_else(|| {
+                AppError::bad_request("a user needs 'domainname' (the sign-in name)")
+            })?;
             if password.len() < 8 {
-                return Err(AppError::bad_request("'password' must be at least 8 characters"));
+                return Err(AppError::bad_request(
+                    "'password' must be at least 8 characters",
+                ));
             }
-            (upn, custos_audit::UserType::Regular, Some(hash_secret(&password)), None, None)
+            (
+                upn,
+                custos_audit::UserType::Regular,
+                Some(hash_secret(&password)),
+                None,
+                None,
+            )
         }
         (None, Some(secret), Some(application_id)) => {
-            Uuid::parse_str(&application_id).map_err(|_| AppError::bad_request("'applicationid' must be a GUID"))?;
+            Uuid::parse_str(&application_id)
+                .map_err(|_| AppError::bad_request("'applicationid' must be a GUID"))?;
             if secret.len() < 16 {
-                return Err(AppError::bad_request("'clientsecret' must be at least 16 characters"));
+                return Err(AppError::bad_request(
+                    "'clientsecret' must be at least 16 characters",
+                ));
             }
             let upn = upn.unwrap_or_else(|| format!("app-{application_id}"));
-            (upn, custos_audit::UserType::Application, None, Some(application_id), Some(hash_secret(&secret)))
+            (
+                upn,
+                custos_audit::UserType::Application,
+                None,
+                Some(application_id),
+                Some(hash_secret(&secret)),
+            )
         }
         _ => {
             return Err(AppError::bad_request(
@@ -322,8 +511,15 @@ fn principal_from_body(request: &WebRequest, body: &mut Map<String, Json>) -> Re
             ));
         }
     };
-    if request.state.directory.by_upn(&upn).is_some() || client_id.as_deref().is_some_and(|c| request.state.directory.by_client_id(c).is_some()) {
-        return Err(AppError::new(ErrorCode::Conflict, format!("a user named '{upn}' (or with that application id) already exists")));
+    if request.state.directory.by_upn(&upn).is_some()
+        || client_id
+            .as_deref()
+            .is_some_and(|c| request.state.directory.by_client_id(c).is_some())
+    {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            format!("a user named '{upn}' (or with that application id) already exists"),
+        ));
     }
     if !body.contains_key("domainname") {
         body.insert("domainname".into(), json!(upn));
@@ -345,13 +541,24 @@ fn write_mode(request: &WebRequest) -> Result<WriteMode, AppError> {
         (None, None) => Ok(WriteMode::Upsert),
         (Some("*"), None) => Ok(WriteMode::UpdateOnly),
         (None, Some("*")) => Ok(WriteMode::CreateOnly),
-        (Some(etag), None) => Err(AppError::bad_request(format!("If-Match supports only '*' in this version, got '{etag}'"))),
-        (None, Some(other)) => Err(AppError::bad_request(format!("If-None-Match supports only '*', got '{other}'"))),
-        (Some(_), Some(_)) => Err(AppError::bad_request("If-Match and If-None-Match cannot be combined")),
+        (Some(etag), None) => Err(AppError::bad_request(format!(
+            "If-Match supports only '*' in this version, got '{etag}'"
+        ))),
+        (None, Some(other)) => Err(AppError::bad_request(format!(
+            "If-None-Match supports only '*', got '{other}'"
+        ))),
+        (Some(_), Some(_)) => Err(AppError::bad_request(
+            "If-Match and If-None-Match cannot be combined",
+        )),
     }
 }
 
-pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &str, id: Uuid) -> Result<Response, AppError> {
+pub(crate) async fn update(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
     draft.operation = Operation::Update;
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
@@ -368,10 +575,15 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
     let body = request.json_object()?;
     let (values, given_id) = body_values(&request, &entity, &body)?;
     if given_id.is_some_and(|given| given != id) {
-        return Err(AppError::bad_request(format!("the body's '{}' differs from the id in the URL", entity.primary_id())));
+        return Err(AppError::bad_request(format!(
+            "the body's '{}' differs from the id in the URL",
+            entity.primary_id()
+        )));
     }
     if is_organization && id != request.instance.organization_id {
-        return Err(AppError::not_found(format!("organization with id {id} does not exist")));
+        return Err(AppError::not_found(format!(
+            "organization with id {id} does not exist"
+        )));
     }
     let policy = request.instance.policy.load_full();
     let store = request.instance.store.clone();
@@ -379,7 +591,7 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
     let event = draft.clone();
     let context = context(&request);
     let entity_for_task = entity.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<WriteOutcome, AppError> {
+    let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
         if is_organization {
             let mut merged = store.retrieve(ORGANIZATION_ENTITY, id)?;
             merged.values.extend(values.iter().cloned());
@@ -391,7 +603,11 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
             if outcome.before.is_none() {
                 event.operation = Operation::Upsert;
             }
-            let settings_changed = is_organization && event.changes.iter().any(|c| AUDIT_SETTINGS.contains(&c.attribute.as_str()));
+            let settings_changed = is_organization
+                && event
+                    .changes
+                    .iter()
+                    .any(|c| AUDIT_SETTINGS.contains(&c.attribute.as_str()));
             if is_organization && !settings_changed {
                 event.operation = Operation::Update;
             }
@@ -400,14 +616,25 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
             }
             Ok(())
         };
-        Ok(store.update(&entity_for_task.logical_name, id, values, mode, context, &mut before_commit)?)
+        Ok(store.update(
+            &entity_for_task.logical_name,
+            id,
+            values,
+            mode,
+            context,
+            &mut before_commit,
+        )?)
     })
-    .await
-    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    .await?;
     if is_organization {
         request.instance.refresh_policy()?;
     }
-    Ok(write_response(&request, &entity, &outcome, outcome.before.is_none()))
+    Ok(write_response(
+        &request,
+        &entity,
+        &outcome,
+        outcome.before.is_none(),
+    ))
 }
 
 /// Rules on the instance settings: Start Read Auditing only while Start Auditing is on, and a
@@ -415,24 +642,40 @@ pub(crate) async fn update(request: WebRequest, draft: &mut EventDraft, set: &st
 fn check_settings(after: &Record) -> Result<(), AppError> {
     let on = |name: &str| matches!(after.values.get(name), Some(Value::Boolean(true)));
     if on("isreadauditenabled") && !on("isauditenabled") {
-        return Err(AppError::bad_request("isreadauditenabled can only be turned on while isauditenabled is on"));
+        return Err(AppError::bad_request(
+            "isreadauditenabled can only be turned on while isauditenabled is on",
+        ));
     }
-    if let Some(Value::Integer(days)) = after.values.get("auditretentionperiodv2") {
-        if *days != -1 && !(1..=365_000).contains(days) {
-            return Err(AppError::bad_request("auditretentionperiodv2 must be -1 (forever) or 1 to 365000 days"));
-        }
+    if let Some(Value::Integer(days)) = after.values.get("auditretentionperiodv2")
+        && *days != -1
+        && !(1..=365_000).contains(days)
+    {
+        return Err(AppError::bad_request(
+            "auditretentionperiodv2 must be -1 (forever) or 1 to 365000 days",
+        ));
     }
     Ok(())
 }
 
-pub(crate) async fn delete(request: WebRequest, draft: &mut EventDraft, set: &str, id: Uuid) -> Result<Response, AppError> {
+pub(crate) async fn delete(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
     draft.operation = Operation::Delete;
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
     request.require(Privilege::Delete, &entity)?;
-    if entity.logical_name == ORGANIZATION_ENTITY || entity.logical_name == "systemuser" || entity.logical_name == "role" {
-        return Err(AppError::bad_request(format!("{} records cannot be deleted through the Web API", entity.logical_name)));
+    if entity.logical_name == ORGANIZATION_ENTITY
+        || entity.logical_name == "systemuser"
+        || entity.logical_name == "role"
+    {
+        return Err(AppError::bad_request(format!(
+            "{} records cannot be deleted through the Web API",
+            entity.logical_name
+        )));
     }
     let policy = request.instance.policy.load_full();
     let audited = policy.audits_change(&entity.logical_name);
@@ -440,7 +683,7 @@ pub(crate) async fn delete(request: WebRequest, draft: &mut EventDraft, set: &st
     let state = request.state.clone();
     let event = draft.clone();
     let entity_for_task = entity.clone();
-    tokio::task::spawn_blocking(move || -> Result<WriteOutcome, AppError> {
+    blocking(move || -> Result<WriteOutcome, AppError> {
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
             if audited {
                 let mut event = event.clone();
@@ -451,38 +694,62 @@ pub(crate) async fn delete(request: WebRequest, draft: &mut EventDraft, set: &st
         };
         Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
     })
-    .await
-    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST systemusers(<id>)/systemuserroles_association/$ref` with `{"@odata.id": ".../roles(<id>)"}`.
-pub(crate) async fn assign_role(request: WebRequest, draft: &mut EventDraft, user: Uuid) -> Result<Response, AppError> {
+pub(crate) async fn assign_role(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    user: Uuid,
+) -> Result<Response, AppError> {
     draft.operation = Operation::AssignRole;
     let catalog = request.instance.store.catalog();
-    let entity = catalog.entity("systemuser").cloned().ok_or_else(|| AppError::not_found("entity 'systemuser' does not exist"))?;
+    let entity = catalog
+        .entity("systemuser")
+        .cloned()
+        .ok_or_else(|| AppError::not_found("entity 'systemuser' does not exist"))?;
     draft.set_entity(&entity);
     draft.record_ids = vec![user];
-    if !request.roles().contains(&custos_records::BuiltInRole::SystemAdministrator) {
-        return Err(AppError::forbidden(format!("user '{}' may not assign roles", request.caller.principal.upn)));
+    if !request
+        .roles()
+        .contains(&custos_records::BuiltInRole::SystemAdministrator)
+    {
+        return Err(AppError::forbidden(format!(
+            "user '{}' may not assign roles",
+            request.caller.principal.upn
+        )));
     }
     let body = request.json_object()?;
-    let reference = body.get("@odata.id").and_then(Json::as_str).ok_or_else(|| AppError::bad_request("the body needs '@odata.id' naming a role"))?;
+    let reference = body
+        .get("@odata.id")
+        .and_then(Json::as_str)
+        .ok_or_else(|| AppError::bad_request("the body needs '@odata.id' naming a role"))?;
     let role_id = reference
         .rsplit_once("roles(")
         .and_then(|(_, rest)| rest.strip_suffix(')'))
         .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| AppError::bad_request(format!("'@odata.id' must reference roles(<id>), got '{reference}'")))?;
-    let (role, _) = ROLE_IDS.iter().find(|(_, id)| *id == role_id).ok_or_else(|| AppError::not_found(format!("role {role_id} does not exist")))?;
-    let principal = request.state.directory.principal(user).ok_or_else(|| AppError::not_found(format!("systemuser with id {user} does not exist")))?;
-    draft.details = json!({"RoleId": role_id, "RoleName": role.name(), "UserUpn": principal.upn}).to_string();
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "'@odata.id' must reference roles(<id>), got '{reference}'"
+            ))
+        })?;
+    let (role, _) = ROLE_IDS
+        .iter()
+        .find(|(_, id)| *id == role_id)
+        .ok_or_else(|| AppError::not_found(format!("role {role_id} does not exist")))?;
+    let principal =
+        request.state.directory.principal(user).ok_or_else(|| {
+            AppError::not_found(format!("systemuser with id {user} does not exist"))
+        })?;
+    draft.details =
+        json!({"RoleId": role_id, "RoleName": role.name(), "UserUpn": principal.upn}).to_string();
     draft.result_count = 1;
     // The event is durable before the assignment is made, so no assignment goes unrecorded.
     request.state.record(draft.clone()).await?;
     let state = request.state.clone();
     let instance = request.instance.name.clone();
-    tokio::task::spawn_blocking(move || state.directory.assign_role(user, &instance, role_id))
-        .await
-        .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))??;
+    blocking(move || state.directory.assign_role(user, &instance, role_id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -14,14 +14,26 @@ fn odata_paths() {
     check("$metadata", "Metadata");
     check("WhoAmI()", "WhoAmI");
     check("accounts", "EntitySet(\"accounts\")");
-    check("accounts(00000000-0000-0000-0000-00000000002a)", "Record(\"accounts\", 00000000-0000-0000-0000-00000000002a)");
-    check("accounts(nope)", "error: 'nope' is not a record id (a GUID)");
-    check("EntityDefinitions(LogicalName='account')", "EntityDefinition(\"account\")");
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)",
+        "Record(\"accounts\", 00000000-0000-0000-0000-00000000002a)",
+    );
+    check(
+        "accounts(nope)",
+        "error: 'nope' is not a record id (a GUID)",
+    );
+    check(
+        "EntityDefinitions(LogicalName='account')",
+        "EntityDefinition(\"account\")",
+    );
     check(
         "EntityDefinitions(LogicalName='account')/Attributes(LogicalName='name')",
         "Attribute(\"account\", \"name\")",
     );
-    check("EntityDefinitions(Name='x')", "error: expected (LogicalName='name'), got (Name='x')");
+    check(
+        "EntityDefinitions(Name='x')",
+        "error: expected (LogicalName='name'), got (Name='x')",
+    );
     check(
         "systemusers(00000000-0000-0000-0000-00000000002a)/systemuserroles_association/$ref",
         "RoleAssociation(00000000-0000-0000-0000-00000000002a)",

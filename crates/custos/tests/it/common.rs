@@ -31,7 +31,12 @@ impl Server {
 
     /// A server on `dir` (which may hold an earlier server's data).
     pub fn start_in(dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+        Server::start_with(&mut Command::new(env!("CARGO_BIN_EXE_custos")), dir, args)
+    }
+
+    /// A server started by `command` (the binary, or a wrapper that execs it with arguments).
+    pub fn start_with(command: &mut Command, dir: &Path, args: &[&str]) -> Server {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
@@ -50,8 +55,15 @@ impl Server {
                 }
             }
         });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server prints its address");
-        Server { child, base, data_dir: dir.to_path_buf(), _tmp: None }
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address");
+        Server {
+            child,
+            base,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+        }
     }
 
     pub fn kill(&mut self) {
@@ -66,11 +78,18 @@ impl Server {
     pub fn token(&self, user: &str, password: &str) -> String {
         let response = client()
             .post(format!("{}/oauth2/token", self.base))
-            .form(&[("grant_type", "password"), ("username", user), ("password", password)])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+            ])
             .send()
             .unwrap();
         assert_eq!(response.status(), 200, "sign-in of {user}");
-        response.json::<Value>().unwrap()["access_token"].as_str().unwrap().to_string()
+        response.json::<Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub fn admin(&self) -> String {
@@ -79,24 +98,41 @@ impl Server {
 
     /// Creates a user with a role; returns its id.
     pub fn add_user(&self, admin: &str, upn: &str, password: &str, role: &str) -> String {
-        let response = send(client().post(self.api("systemusers")), admin, Some(json!({"domainname": upn, "fullname": upn, "password": password})));
+        let response = send(
+            client().post(self.api("systemusers")),
+            admin,
+            Some(json!({"domainname": upn, "fullname": upn, "password": password})),
+        );
         assert_eq!(response.status(), 204, "create user {upn}");
         let id = entity_id(&response);
         let roles = get_json(&self.api(&format!("roles?$filter=name eq '{role}'")), admin);
         let role_id = roles["value"][0]["roleid"].as_str().unwrap().to_string();
         let body = json!({"@odata.id": self.api(&format!("roles({role_id})"))});
-        let response = send(client().post(self.api(&format!("systemusers({id})/systemuserroles_association/$ref"))), admin, Some(body));
+        let response = send(
+            client().post(self.api(&format!(
+                "systemusers({id})/systemuserroles_association/$ref"
+            ))),
+            admin,
+            Some(body),
+        );
         assert_eq!(response.status(), 204, "assign {role} to {upn}");
         id
     }
 
     pub fn organization_id(&self, token: &str) -> String {
-        get_json(&self.api("WhoAmI"), token)["OrganizationId"].as_str().unwrap().to_string()
+        get_json(&self.api("WhoAmI"), token)["OrganizationId"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub fn set_org(&self, token: &str, settings: Value) {
         let org = self.organization_id(token);
-        let response = send(client().patch(self.api(&format!("organizations({org})"))), token, Some(settings));
+        let response = send(
+            client().patch(self.api(&format!("organizations({org})"))),
+            token,
+            Some(settings),
+        );
         assert_eq!(response.status(), 204, "organization settings");
     }
 
@@ -113,7 +149,10 @@ impl Server {
 
     /// Every audit record matching `filters`, following every page.
     pub fn audit(&self, token: &str, filters: &str) -> Vec<Value> {
-        let mut url = format!("{}/api/audit/records?top=1000&start=2000-01-01&{filters}", self.base);
+        let mut url = format!(
+            "{}/api/audit/records?top=1000&start=2000-01-01&{filters}",
+            self.base
+        );
         let mut out = Vec::new();
         loop {
             let page = get_json(&url, token);
@@ -133,7 +172,11 @@ impl Drop for Server {
 }
 
 pub fn client() -> Client {
-    Client::builder().user_agent(USER_AGENT).timeout(Duration::from_secs(60)).build().unwrap()
+    Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 pub fn send(builder: RequestBuilder, token: &str, body: Option<Value>) -> Response {
@@ -156,16 +199,27 @@ pub fn get_json(url: &str, token: &str) -> Value {
 /// The id in a create's `OData-EntityId` header.
 pub fn entity_id(response: &Response) -> String {
     let header = response.headers()["odata-entityid"].to_str().unwrap();
-    header.rsplit_once('(').unwrap().1.trim_end_matches(')').to_string()
+    header
+        .rsplit_once('(')
+        .unwrap()
+        .1
+        .trim_end_matches(')')
+        .to_string()
 }
 
 /// The OData error of a refused request: (status, code, message).
 pub fn odata_error(response: Response) -> (u16, String, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().expect("an OData error body");
-    (status, body["error"]["code"].as_str().unwrap().to_string(), body["error"]["message"].as_str().unwrap().to_string())
+    (
+        status,
+        body["error"]["code"].as_str().unwrap().to_string(),
+        body["error"]["message"].as_str().unwrap().to_string(),
+    )
 }
 
 pub fn count(server: &Server, token: &str, set: &str) -> u64 {
-    get_json(&server.api(&format!("{set}?$count=true&$top=1")), token)["@odata.count"].as_u64().unwrap()
+    get_json(&server.api(&format!("{set}?$count=true&$top=1")), token)["@odata.count"]
+        .as_u64()
+        .unwrap()
 }

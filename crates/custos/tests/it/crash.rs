@@ -25,7 +25,11 @@ fn every_acknowledged_create_survives_sigkill() {
                     if started.elapsed() > Duration::from_secs(60) {
                         break;
                     }
-                    let sent = client.post(&url).bearer_auth(&token).json(&json!({"name": format!("t{t} n{i}")})).send();
+                    let sent = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({"name": format!("t{t} n{i}")}))
+                        .send();
                     match sent {
                         Ok(response) if response.status() == 204 => {
                             acked.lock().unwrap().insert(entity_id(&response));
@@ -45,7 +49,11 @@ fn every_acknowledged_create_survives_sigkill() {
         thread.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 100, "the clients got answers before the kill: {}", acked.len());
+    assert!(
+        acked.len() >= 100,
+        "the clients got answers before the kill: {}",
+        acked.len()
+    );
 
     let dir = server.data_dir.clone();
     let restarted = Server::start_in(&dir, &[]);
@@ -56,7 +64,14 @@ fn every_acknowledged_create_survives_sigkill() {
         .map(|e| e["RecordIds"][0].as_str().unwrap().to_string())
         .collect();
     let missing: Vec<_> = acked.difference(&logged).collect();
-    assert!(missing.is_empty(), "{} acknowledged creates have no event: {missing:?}", missing.len());
-    assert!(count(&restarted, &admin, "accounts") >= acked.len() as u64, "every acknowledged record was committed");
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged creates have no event: {missing:?}",
+        missing.len()
+    );
+    assert!(
+        count(&restarted, &admin, "accounts") >= acked.len() as u64,
+        "every acknowledged record was committed"
+    );
     drop(server);
 }

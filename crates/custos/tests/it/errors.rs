@@ -13,46 +13,218 @@ fn bad_requests_get_odata_errors_and_change_nothing() {
     let before = count(&server, &admin, "accounts");
 
     let cases: Vec<(&str, reqwest::blocking::Response, u16, &str, &str)> = vec![
-        ("malformed $filter", send(client().get(server.api("accounts?$filter=name eq 'x")), &admin, None), 400, "BadRequest", "invalid $filter: unterminated string"),
-        ("unknown attribute in $filter", send(client().get(server.api("accounts?$filter=nosuch eq 1")), &admin, None), 400, "BadRequest", "attribute 'nosuch' does not exist on entity 'account'"),
-        ("wrong type in $filter", send(client().get(server.api("accounts?$filter=revenue eq 'lots'")), &admin, None), 400, "BadRequest", "'revenue' is Money"),
-        ("unknown option", send(client().get(server.api("accounts?$expand=x")), &admin, None), 400, "BadRequest", "$expand is not supported"),
-        ("unknown attribute in body", send(client().post(server.api("accounts")), &admin, Some(json!({"name": "x", "nosuch": 1}))), 400, "BadRequest", "attribute 'nosuch' does not exist"),
-        ("wrong type in body", send(client().post(server.api("accounts")), &admin, Some(json!({"name": "x", "revenue": "lots"}))), 400, "BadRequest", "attribute 'revenue' expects a Money value"),
-        ("read-only attribute", send(client().post(server.api("accounts")), &admin, Some(json!({"name": "x", "createdon": "2020-01-01T00:00:00Z"}))), 400, "BadRequest", "read-only"),
-        ("bad JSON", client().post(server.api("accounts")).bearer_auth(&admin).header("content-type", "application/json").body("{\"name\": ").send().unwrap(), 400, "BadRequest", "not valid JSON"),
-        ("oversize body", client().post(server.api("accounts")).bearer_auth(&admin).header("content-type", "application/json").body(vec![b' '; 9 << 20]).send().unwrap(), 413, "PayloadTooLarge", "larger than"),
-        ("unknown entity set", send(client().get(server.api("nosuchthings")), &admin, None), 404, "NotFound", "entity set 'nosuchthings' does not exist"),
-        ("bad record key", send(client().get(server.api("accounts(123)")), &admin, None), 400, "BadRequest", "not a record id"),
-        ("unknown instance", send(client().get(format!("{}/nope/api/data/v9.2/accounts", server.base)), &admin, None), 404, "NotFound", "instance 'nope' does not exist"),
-        ("missing token", client().get(server.api("accounts")).send().unwrap(), 401, "Unauthenticated", "Bearer token is required"),
-        ("garbage token", client().get(server.api("accounts")).bearer_auth("abc.def").send().unwrap(), 401, "Unauthenticated", "token is invalid"),
-        ("bad audit search", send(client().get(format!("{}/api/audit/records?start=yesterday", server.base)), &admin, None), 400, "BadRequest", "'start' must be an ISO 8601"),
+        (
+            "malformed $filter",
+            send(
+                client().get(server.api("accounts?$filter=name eq 'x")),
+                &admin,
+                None,
+            ),
+            400,
+            "BadRequest",
+            "invalid $filter: unterminated string",
+        ),
+        (
+            "unknown attribute in $filter",
+            send(
+                client().get(server.api("accounts?$filter=nosuch eq 1")),
+                &admin,
+                None,
+            ),
+            400,
+            "BadRequest",
+            "attribute 'nosuch' does not exist on entity 'account'",
+        ),
+        (
+            "wrong type in $filter",
+            send(
+                client().get(server.api("accounts?$filter=revenue eq 'lots'")),
+                &admin,
+                None,
+            ),
+            400,
+            "BadRequest",
+            "'revenue' is Money",
+        ),
+        (
+            "unknown option",
+            send(client().get(server.api("accounts?$expand=x")), &admin, None),
+            400,
+            "BadRequest",
+            "$expand is not supported",
+        ),
+        (
+            "unknown attribute in body",
+            send(
+                client().post(server.api("accounts")),
+                &admin,
+                Some(json!({"name": "x", "nosuch": 1})),
+            ),
+            400,
+            "BadRequest",
+            "attribute 'nosuch' does not exist",
+        ),
+        (
+            "wrong type in body",
+            send(
+                client().post(server.api("accounts")),
+                &admin,
+                Some(json!({"name": "x", "revenue": "lots"})),
+            ),
+            400,
+            "BadRequest",
+            "attribute 'revenue' expects a Money value",
+        ),
+        (
+            "read-only attribute",
+            send(
+                client().post(server.api("accounts")),
+                &admin,
+                Some(json!({"name": "x", "createdon": "2020-01-01T00:00:00Z"})),
+            ),
+            400,
+            "BadRequest",
+            "read-only",
+        ),
+        (
+            "bad JSON",
+            client()
+                .post(server.api("accounts"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body("{\"name\": ")
+                .send()
+                .unwrap(),
+            400,
+            "BadRequest",
+            "not valid JSON",
+        ),
+        (
+            "oversize body",
+            client()
+                .post(server.api("accounts"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 9 << 20])
+                .send()
+                .unwrap(),
+            413,
+            "PayloadTooLarge",
+            "larger than",
+        ),
+        (
+            "unknown entity set",
+            send(client().get(server.api("nosuchthings")), &admin, None),
+            404,
+            "NotFound",
+            "entity set 'nosuchthings' does not exist",
+        ),
+        (
+            "bad record key",
+            send(client().get(server.api("accounts(123)")), &admin, None),
+            400,
+            "BadRequest",
+            "not a record id",
+        ),
+        (
+            "unknown instance",
+            send(
+                client().get(format!("{}/nope/api/data/v9.2/accounts", server.base)),
+                &admin,
+                None,
+            ),
+            404,
+            "NotFound",
+            "instance 'nope' does not exist",
+        ),
+        (
+            "missing token",
+            client().get(server.api("accounts")).send().unwrap(),
+            401,
+            "Unauthenticated",
+            "Bearer token is required",
+        ),
+        (
+            "garbage token",
+            client()
+                .get(server.api("accounts"))
+                .bearer_auth("abc.def")
+                .send()
+                .unwrap(),
+            401,
+            "Unauthenticated",
+            "token is invalid",
+        ),
+        (
+            "bad audit search",
+            send(
+                client().get(format!("{}/api/audit/records?start=yesterday", server.base)),
+                &admin,
+                None,
+            ),
+            400,
+            "BadRequest",
+            "'start' must be an ISO 8601",
+        ),
     ];
     for (what, response, status, code, message) in cases {
-        assert!(response.headers().contains_key("x-ms-service-request-id"), "{what}: correlation header");
+        assert!(
+            response.headers().contains_key("x-ms-service-request-id"),
+            "{what}: correlation header"
+        );
         let (got_status, got_code, got_message) = odata_error(response);
-        assert_eq!((got_status, got_code.as_str()), (status, code), "{what}: {got_message}");
-        assert!(got_message.contains(message), "{what}: '{got_message}' should contain '{message}'");
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{what}: {got_message}"
+        );
+        assert!(
+            got_message.contains(message),
+            "{what}: '{got_message}' should contain '{message}'"
+        );
     }
-    assert_eq!(count(&server, &admin, "accounts"), before, "nothing was created");
+    assert_eq!(
+        count(&server, &admin, "accounts"),
+        before,
+        "nothing was created"
+    );
 
     let denied = server.audit(&admin, "status=Denied");
-    assert_eq!(denied.len(), 2, "the two unauthenticated requests are recorded as denied");
-    assert!(denied.iter().all(|e| e["ErrorCode"] == "Unauthenticated" && e["ClientIP"] == "127.0.0.1"));
+    assert_eq!(
+        denied.len(),
+        2,
+        "the two unauthenticated requests are recorded as denied"
+    );
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["ErrorCode"] == "Unauthenticated" && e["ClientIP"] == "127.0.0.1")
+    );
     let failed = server.audit(&admin, "status=Failed&entity=account");
-    assert!(failed.len() >= 9, "validation failures are recorded: {}", failed.len());
+    assert!(
+        failed.len() >= 9,
+        "validation failures are recorded: {}",
+        failed.len()
+    );
     assert!(failed.iter().all(|e| e["UserUpn"] == "admin"));
 }
 
 #[test]
 fn an_expired_token_is_refused() {
-    let server = Server::start(&["--token-lifetime-secs", "1"]);
+    // Expiry has whole-second precision, so a token lives between 4 and 5 seconds.
+    let server = Server::start(&["--token-lifetime-secs", "5"]);
     let admin = server.admin();
-    assert_eq!(send(client().get(server.api("WhoAmI")), &admin, None).status(), 200);
-    std::thread::sleep(Duration::from_millis(2100));
-    let (status, code, message) = odata_error(send(client().get(server.api("accounts")), &admin, None));
-    assert_eq!((status, code.as_str(), message.as_str()), (401, "Unauthenticated", "the bearer token has expired"));
+    assert_eq!(
+        send(client().get(server.api("WhoAmI")), &admin, None).status(),
+        200
+    );
+    std::thread::sleep(Duration::from_millis(5100));
+    let (status, code, message) =
+        odata_error(send(client().get(server.api("accounts")), &admin, None));
+    assert_eq!(
+        (status, code.as_str(), message.as_str()),
+        (401, "Unauthenticated", "the bearer token has expired")
+    );
 }
 
 #[test]
@@ -60,30 +232,77 @@ fn wrong_password_is_refused_and_recorded() {
     let server = Server::start(&[]);
     let response = client()
         .post(format!("{}/oauth2/token", server.base))
-        .form(&[("grant_type", "password"), ("username", "admin"), ("password", "wrong")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", "wrong"),
+        ])
         .send()
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(response.json::<serde_json::Value>().unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        response.json::<serde_json::Value>().unwrap()["error"],
+        "invalid_grant"
+    );
     let admin = server.admin();
     let failed = server.audit(&admin, "operation=SignIn&status=Failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["UserUpn"], "admin");
-    assert!(server.audit(&admin, "operation=SignIn&status=Succeeded").is_empty(), "user access auditing is off by default");
+    assert!(
+        server
+            .audit(&admin, "operation=SignIn&status=Succeeded")
+            .is_empty(),
+        "user access auditing is off by default"
+    );
     server.set_org(&admin, json!({"isuseraccessauditenabled": true}));
     server.admin();
-    assert_eq!(server.audit(&admin, "operation=SignIn&status=Succeeded").len(), 1);
+    assert_eq!(
+        server
+            .audit(&admin, "operation=SignIn&status=Succeeded")
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn health_and_metrics_answer() {
     let server = Server::start(&[]);
-    let health: serde_json::Value = client().get(format!("{}/healthz", server.base)).send().unwrap().json().unwrap();
+    let health: serde_json::Value = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(health["status"], "ok");
-    server.admin();
-    let metrics = client().get(format!("{}/metrics", server.base)).send().unwrap().text().unwrap();
-    for name in ["custos_http_responses_total{class=\"2xx\"}", "custos_audit_events_appended_total", "custos_audit_fsync_batches_total", "custos_audit_fsync_seconds_bucket"] {
+    let admin = server.admin();
+    let (status, code, _) = odata_error(
+        client()
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, code.as_str()),
+        (401, "Unauthenticated"),
+        "metrics need a token"
+    );
+    let metrics = client()
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for name in [
+        "custos_http_responses_total{class=\"2xx\"}",
+        "custos_audit_events_appended_total",
+        "custos_audit_fsync_batches_total",
+        "custos_audit_fsync_seconds_bucket",
+    ] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
-    assert!(!metrics.contains("custos_audit_events 0\n"), "the first run recorded CreateInstance");
+    assert!(
+        !metrics.contains("custos_audit_events 0\n"),
+        "the first run recorded CreateInstance"
+    );
 }

@@ -4,5 +4,6 @@
 mod common;
 mod crash;
 mod errors;
+mod fail_closed;
 mod publish;
 mod retrieve_multiple;

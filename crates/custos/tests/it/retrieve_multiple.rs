@@ -8,7 +8,16 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 fn ids_of(events: &[Value]) -> BTreeSet<String> {
-    events.iter().flat_map(|e| e["RecordIds"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_string())).collect()
+    events
+        .iter()
+        .flat_map(|e| {
+            e["RecordIds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_string())
+        })
+        .collect()
 }
 
 fn assert_origin(event: &Value, upn: &str) {
@@ -30,18 +39,29 @@ fn every_record_seen_on_every_page_is_audited() {
     let server = Server::start(&[]);
     let admin = server.admin();
     let user_id = server.add_user(&admin, "ana@contoso.test", "ana-password-1", "Basic User");
-    server.set_org(&admin, json!({"isauditenabled": true, "isreadauditenabled": true}));
-    server.set_entity_flags(&admin, "account", json!({
-        "IsAuditEnabled": {"Value": true},
-        "IsRetrieveAuditEnabled": {"Value": true},
-        "IsRetrieveMultipleAuditEnabled": {"Value": true},
-    }));
+    server.set_org(
+        &admin,
+        json!({"isauditenabled": true, "isreadauditenabled": true}),
+    );
+    server.set_entity_flags(
+        &admin,
+        "account",
+        json!({
+            "IsAuditEnabled": {"Value": true},
+            "IsRetrieveAuditEnabled": {"Value": true},
+            "IsRetrieveMultipleAuditEnabled": {"Value": true},
+        }),
+    );
     server.publish(&admin);
 
     let ana = server.token("ana@contoso.test", "ana-password-1");
     let mut created = BTreeSet::new();
     for i in 0..120 {
-        let response = send(client().post(server.api("accounts")), &ana, Some(json!({"name": format!("Account {i:03}"), "revenue": i * 10})));
+        let response = send(
+            client().post(server.api("accounts")),
+            &ana,
+            Some(json!({"name": format!("Account {i:03}"), "revenue": i * 10})),
+        );
         assert_eq!(response.status(), 204);
         created.insert(entity_id(&response));
     }
@@ -51,12 +71,19 @@ fn every_record_seen_on_every_page_is_audited() {
     let mut seen = BTreeSet::new();
     let mut pages = 0;
     loop {
-        let response = send(client().get(&url).header("Prefer", "odata.maxpagesize=50"), &ana, None);
+        let response = send(
+            client().get(&url).header("Prefer", "odata.maxpagesize=50"),
+            &ana,
+            None,
+        );
         assert_eq!(response.status(), 200);
         let page: Value = response.json().unwrap();
         let rows = page["value"].as_array().unwrap();
         assert!(rows.len() <= 50);
-        seen.extend(rows.iter().map(|r| r["accountid"].as_str().unwrap().to_string()));
+        seen.extend(
+            rows.iter()
+                .map(|r| r["accountid"].as_str().unwrap().to_string()),
+        );
         pages += 1;
         match page["@odata.nextLink"].as_str() {
             Some(next) => url = next.to_string(),
@@ -73,45 +100,104 @@ fn every_record_seen_on_every_page_is_audited() {
     for event in &listed {
         assert_origin(event, "ana@contoso.test");
         assert_eq!(event["UserId"], user_id);
-        assert!(event["Query"].as_str().unwrap().starts_with("accounts?$select=name"));
-        assert_eq!(event["ResultCount"].as_u64().unwrap() as usize, event["RecordIds"].as_array().unwrap().len());
+        assert!(
+            event["Query"]
+                .as_str()
+                .unwrap()
+                .starts_with("accounts?$select=name")
+        );
+        assert_eq!(
+            event["ResultCount"].as_u64().unwrap() as usize,
+            event["RecordIds"].as_array().unwrap().len()
+        );
     }
-    let creates = server.audit(&auditor, "operation=Create&user=ana@contoso.test&entity=account");
+    let creates = server.audit(
+        &auditor,
+        "operation=Create&user=ana@contoso.test&entity=account",
+    );
     assert_eq!(ids_of(&creates), created);
 
     // Who saw this record: one id, found by recordId.
     let target = created.iter().next().unwrap().clone();
-    let response = send(client().get(server.api(&format!("accounts({target})"))), &ana, None);
+    let response = send(
+        client().get(server.api(&format!("accounts({target})"))),
+        &ana,
+        None,
+    );
     assert_eq!(response.status(), 200);
     let touching = server.audit(&auditor, &format!("recordId={target}"));
-    let operations: BTreeSet<&str> = touching.iter().map(|e| e["Operation"].as_str().unwrap()).collect();
-    assert_eq!(operations, BTreeSet::from(["Create", "Retrieve", "RetrieveMultiple"]));
-    let retrieve = touching.iter().find(|e| e["Operation"] == "Retrieve").unwrap();
+    let operations: BTreeSet<&str> = touching
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        operations,
+        BTreeSet::from(["Create", "Retrieve", "RetrieveMultiple"])
+    );
+    let retrieve = touching
+        .iter()
+        .find(|e| e["Operation"] == "Retrieve")
+        .unwrap();
     assert_origin(retrieve, "ana@contoso.test");
     assert_eq!(retrieve["RecordIds"], json!([target]));
 
     // Update: old and new values.
-    let old_name = get_json(&server.api(&format!("accounts({target})?$select=name")), &admin)["name"].as_str().unwrap().to_string();
-    let response = send(client().patch(server.api(&format!("accounts({target})"))).header("If-Match", "*"), &ana, Some(json!({"name": "Renamed Ltd", "telephone1": "555-0100"})));
+    let old_name = get_json(
+        &server.api(&format!("accounts({target})?$select=name")),
+        &admin,
+    )["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = send(
+        client()
+            .patch(server.api(&format!("accounts({target})")))
+            .header("If-Match", "*"),
+        &ana,
+        Some(json!({"name": "Renamed Ltd", "telephone1": "555-0100"})),
+    );
     assert_eq!(response.status(), 204);
     let updates = server.audit(&auditor, &format!("operation=Update&recordId={target}"));
     assert_eq!(updates.len(), 1);
     assert_origin(&updates[0], "ana@contoso.test");
     let changes = updates[0]["Changes"].as_array().unwrap();
-    assert!(changes.contains(&json!({"Attribute": "name", "Old": old_name, "New": "Renamed Ltd"})), "{changes:?}");
-    assert!(changes.contains(&json!({"Attribute": "telephone1", "Old": null, "New": "555-0100"})), "{changes:?}");
-    assert!(!changes.iter().any(|c| c["Attribute"] == "versionnumber"), "platform-maintained fields are not changes");
+    assert!(
+        changes.contains(&json!({"Attribute": "name", "Old": old_name, "New": "Renamed Ltd"})),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&json!({"Attribute": "telephone1", "Old": null, "New": "555-0100"})),
+        "{changes:?}"
+    );
+    assert!(
+        !changes.iter().any(|c| c["Attribute"] == "versionnumber"),
+        "platform-maintained fields are not changes"
+    );
 
     // Delete: the values destroyed.
-    let response = send(client().delete(server.api(&format!("accounts({target})"))), &ana, None);
+    let response = send(
+        client().delete(server.api(&format!("accounts({target})"))),
+        &ana,
+        None,
+    );
     assert_eq!(response.status(), 204);
     let deletes = server.audit(&auditor, &format!("operation=Delete&recordId={target}"));
     assert_eq!(deletes.len(), 1);
     assert_origin(&deletes[0], "ana@contoso.test");
     let changes = deletes[0]["Changes"].as_array().unwrap();
-    assert!(changes.contains(&json!({"Attribute": "name", "Old": "Renamed Ltd", "New": null})), "{changes:?}");
-    assert!(changes.contains(&json!({"Attribute": "telephone1", "Old": "555-0100", "New": null})), "{changes:?}");
-    let response = send(client().get(server.api(&format!("accounts({target})"))), &ana, None);
+    assert!(
+        changes.contains(&json!({"Attribute": "name", "Old": "Renamed Ltd", "New": null})),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&json!({"Attribute": "telephone1", "Old": "555-0100", "New": null})),
+        "{changes:?}"
+    );
+    let response = send(
+        client().get(server.api(&format!("accounts({target})"))),
+        &ana,
+        None,
+    );
     assert_eq!(response.status(), 404);
 }
 
@@ -122,7 +208,11 @@ fn search_needs_the_audit_reader_role_and_records_the_refusal() {
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
     server.add_user(&admin, "aud@contoso.test", "aud-password-1", "Audit Reader");
     let bo = server.token("bo@contoso.test", "bo-password-1");
-    let response = send(client().get(format!("{}/api/audit/records", server.base)), &bo, None);
+    let response = send(
+        client().get(format!("{}/api/audit/records", server.base)),
+        &bo,
+        None,
+    );
     let (status, code, _) = odata_error(response);
     assert_eq!((status, code.as_str()), (403, "Forbidden"));
     let auditor = server.token("aud@contoso.test", "aud-password-1");
@@ -131,9 +221,16 @@ fn search_needs_the_audit_reader_role_and_records_the_refusal() {
     assert_eq!(denied[0]["UserUpn"], "bo@contoso.test");
     // A Basic User cannot change audit settings either, and the attempt is recorded.
     let org = server.organization_id(&bo);
-    let response = send(client().patch(server.api(&format!("organizations({org})"))), &bo, Some(json!({"isauditenabled": false})));
+    let response = send(
+        client().patch(server.api(&format!("organizations({org})"))),
+        &bo,
+        Some(json!({"isauditenabled": false})),
+    );
     assert_eq!(odata_error(response).0, 403);
-    let refused = server.audit(&auditor, "user=bo@contoso.test&status=Denied&entity=organization");
+    let refused = server.audit(
+        &auditor,
+        "user=bo@contoso.test&status=Denied&entity=organization",
+    );
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0]["Operation"], "UpdateAuditSettings");
 }
