@@ -6,14 +6,20 @@
 //! a blocking API driven by one writer thread, so the server calls it from blocking tasks.
 #![warn(missing_docs)]
 
+mod canonical;
+mod checkpoint;
 mod codec;
 mod error;
 mod event;
 mod index;
+mod integrity;
 mod log;
+mod merkle;
 mod policy;
 mod writer;
 
+pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
+pub use checkpoint::{Checkpoint, CheckpointSigner, checkpoint_body, verify_note};
 pub use codec::{CODEC_VERSION, decode_event, encode_event};
 pub use error::{Error, Result};
 pub use event::{
@@ -21,6 +27,10 @@ pub use event::{
     UserType,
 };
 pub use index::{SearchPage, SearchQuery};
+pub use integrity::InclusionProof;
 pub use log::{LogConfig, Seq};
+pub use merkle::{
+    Hash, MerkleTree, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion,
+};
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats};

@@ -35,16 +35,25 @@ pub struct LogConfig {
     pub batch_events_max: usize,
     /// How many appends may wait for the writer before callers block (back-pressure).
     pub queue_events_max: usize,
+    /// Ed25519 seed of the checkpoint signing key.
+    pub signing_seed: [u8; 32],
+    /// The checkpoints' origin line (also the key name).
+    pub origin: String,
+    /// Most time between two checkpoints while events flow, milliseconds.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl LogConfig {
-    /// The defaults for a log in `dir`.
-    pub fn in_dir(dir: impl Into<PathBuf>) -> LogConfig {
+    /// The defaults for a log in `dir` signed by `signing_seed` under `origin`.
+    pub fn new(dir: impl Into<PathBuf>, signing_seed: [u8; 32], origin: &str) -> LogConfig {
         LogConfig {
             dir: dir.into(),
             segment_bytes_max: 256 << 20,
             batch_events_max: 4096,
             queue_events_max: 16_384,
+            signing_seed,
+            origin: origin.to_string(),
+            checkpoint_interval_ms: 1000,
         }
     }
 }
@@ -93,9 +102,11 @@ pub(crate) struct LogFiles {
 
 impl LogFiles {
     /// Opens the log, truncating a torn tail of the last segment, and reports every intact
-    /// record in order to `on_record`.
+    /// record in order to `on_record`. The first `protected` records are covered by a signed
+    /// checkpoint: a bad frame among them is damage or tampering, never a torn tail to cut.
     pub(crate) fn open(
         config: LogConfig,
+        protected: Seq,
         mut on_record: impl FnMut(Seq, Location, &[u8]) -> Result<()>,
     ) -> Result<LogFiles> {
         fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
@@ -135,8 +146,14 @@ impl LogFiles {
                 )));
             }
             let is_last = segment_idx + 1 == n_segments;
-            let (n_records, intact_len) =
-                scan_segment(path, segment_idx as u32, *first, is_last, &mut on_record)?;
+            let (n_records, intact_len) = scan_segment(
+                path,
+                segment_idx as u32,
+                *first,
+                is_last,
+                protected,
+                &mut on_record,
+            )?;
             next_seq += n_records;
             first_seqs.push(*first);
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -273,6 +290,7 @@ fn scan_segment(
     segment: u32,
     first_seq: Seq,
     is_last: bool,
+    protected: Seq,
     on_record: &mut impl FnMut(Seq, Location, &[u8]) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let mut bytes = Vec::new();
@@ -325,7 +343,7 @@ fn scan_segment(
                 n_records += 1;
                 pos = offset + payload_len;
             }
-            None if is_last => {
+            None if is_last && first_seq + n_records >= protected => {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -337,9 +355,14 @@ fn scan_segment(
             }
             None => {
                 return Err(Error::Corrupted(format!(
-                    "{} has a bad frame at byte {pos} (record seq {})",
+                    "{} has a bad frame at byte {pos} (record seq {}){}",
                     path.display(),
-                    first_seq + n_records
+                    first_seq + n_records,
+                    if first_seq + n_records < protected {
+                        ", inside a signed checkpoint"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }

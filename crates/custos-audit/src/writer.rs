@@ -13,10 +13,14 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
+use crate::canonical::canonical_json;
+use crate::checkpoint::CheckpointSigner;
 use crate::codec::{decode_event, encode_event};
 use crate::event::AuditEvent;
 use crate::index::{MemIndex, SearchPage, SearchQuery, text_matches};
+use crate::integrity::{InclusionProof, Integrity};
 use crate::log::{LogConfig, LogFiles, LogReader, Seq};
+use crate::merkle::{Hash, leaf_hash};
 use crate::{Error, Result};
 
 /// Upper bounds (microseconds) of the fsync latency histogram buckets.
@@ -33,6 +37,8 @@ pub struct LogStats {
     pub batches: AtomicU64,
     /// Group commits that failed.
     pub batches_failed: AtomicU64,
+    /// Checkpoints signed.
+    pub checkpoints_signed: AtomicU64,
     /// Sum of write + fdatasync time, microseconds.
     pub fsync_us_total: AtomicU64,
     /// Count of batches at or under each bound of [`FSYNC_BUCKETS_US`] (not cumulative).
@@ -42,6 +48,7 @@ pub struct LogStats {
 struct Job {
     event: AuditEvent,
     payload: Vec<u8>,
+    leaf: Hash,
     done: SyncSender<Result<Seq>>,
 }
 
@@ -52,17 +59,29 @@ pub struct AuditLog {
     reader: LogReader,
     stats: Arc<LogStats>,
     stopped: Arc<AtomicBool>,
+    integrity: Arc<Integrity>,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log, recovers a torn tail, rebuilds the index and starts the writer.
+    /// Opens (or creates) the log, recovers a torn tail, rebuilds the index and the Merkle tree,
+    /// checks the tree against every checkpoint signed before, and starts the writer and the
+    /// checkpointer.
     pub fn open(config: LogConfig) -> Result<AuditLog> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
+        let signer = CheckpointSigner::new(config.signing_seed, &config.origin);
+        let (integrity, signed) = Integrity::open(&config.dir, signer)?;
         let mut index = MemIndex::default();
-        let files = LogFiles::open(config.clone(), |seq, location, payload| {
-            let event = decode_event(payload)?;
-            index.insert(seq, location, &event);
-            Ok(())
-        })?;
+        let files = {
+            let mut tree = integrity.tree.write().expect("tree lock");
+            LogFiles::open(config.clone(), signed, |seq, location, payload| {
+                let event = decode_event(payload)?;
+                tree.push(leaf_hash(canonical_json(&event).as_bytes()));
+                index.insert(seq, location, &event);
+                Ok(())
+            })?
+        };
+        integrity.check_signed()?;
+        let integrity = Arc::new(integrity);
         let reader = files.reader();
         let index = Arc::new(RwLock::new(index));
         let stats = Arc::new(LogStats::default());
@@ -72,6 +91,7 @@ impl AuditLog {
             files,
             jobs,
             index: index.clone(),
+            integrity: integrity.clone(),
             stats: stats.clone(),
             stopped: stopped.clone(),
             batch_events_max: config.batch_events_max,
@@ -80,12 +100,19 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io(&config.dir, e))?;
+        let (weak, weak_stats) = (Arc::downgrade(&integrity), Arc::downgrade(&stats));
+        let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
+        thread::Builder::new()
+            .name("audit-checkpointer".into())
+            .spawn(move || checkpointer(weak, weak_stats, interval))
+            .map_err(|e| Error::io(&config.dir, e))?;
         Ok(AuditLog {
             queue,
             index,
             reader,
             stats,
             stopped,
+            integrity,
         })
     }
 
@@ -96,11 +123,13 @@ impl AuditLog {
         }
         let mut payload = Vec::with_capacity(256 + event.record_ids.len() * 16);
         encode_event(&event, &mut payload);
+        let leaf = leaf_hash(canonical_json(&event).as_bytes());
         let (done, answer) = mpsc::sync_channel(1);
         self.queue
             .send(Job {
                 event,
                 payload,
+                leaf,
                 done,
             })
             .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
@@ -122,6 +151,35 @@ impl AuditLog {
     /// The writer's counters.
     pub fn stats(&self) -> &LogStats {
         &self.stats
+    }
+
+    /// The latest signed checkpoint, signing one first when events arrived since the last.
+    pub fn checkpoint(&self) -> Result<Option<(u64, String)>> {
+        self.integrity.checkpoint()
+    }
+
+    /// The checkpoint signed earlier for exactly `size` events.
+    pub fn checkpoint_at(&self, size: u64) -> Option<String> {
+        self.integrity.checkpoint_at(size)
+    }
+
+    /// The signed-note verifier key of the checkpoints.
+    pub fn verifier_key(&self) -> String {
+        self.integrity.verifier_key()
+    }
+
+    /// The inclusion proof of an event against the latest checkpoint.
+    pub fn inclusion_proof(&self, id: Uuid) -> Result<Option<InclusionProof>> {
+        let found = self.index.read().expect("index lock").seq_of(id);
+        let Some((seq, _)) = found else {
+            return Ok(None);
+        };
+        self.integrity.inclusion(seq).map(Some)
+    }
+
+    /// The consistency proof between the trees of `from` and `to` events.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        self.integrity.consistency(from, to)
     }
 
     /// One event by id.
@@ -182,10 +240,35 @@ impl AuditLog {
     }
 }
 
+/// Signs a checkpoint every `interval` while events arrive; ends with the log.
+fn checkpointer(
+    integrity: std::sync::Weak<Integrity>,
+    stats: std::sync::Weak<LogStats>,
+    interval: std::time::Duration,
+) {
+    let mut signed = 0;
+    loop {
+        thread::sleep(interval);
+        let (Some(integrity), Some(stats)) = (integrity.upgrade(), stats.upgrade()) else {
+            return;
+        };
+        match integrity.checkpoint() {
+            Ok(Some((size, _))) if size > signed => {
+                signed = size;
+                stats.checkpoints_signed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            // The next tick tries again; proofs sign on demand and report their own errors.
+            Err(_) => {}
+        }
+    }
+}
+
 struct Writer {
     files: LogFiles,
     jobs: Receiver<Job>,
     index: Arc<RwLock<MemIndex>>,
+    integrity: Arc<Integrity>,
     stats: Arc<LogStats>,
     stopped: Arc<AtomicBool>,
     batch_events_max: usize,
@@ -215,8 +298,10 @@ impl Writer {
                 self.record_batch(batch.len(), elapsed_us);
                 {
                     let mut index = self.index.write().expect("index lock");
+                    let mut tree = self.integrity.tree.write().expect("tree lock");
                     for (job, (seq, location)) in batch.iter().zip(&placed) {
                         index.insert(*seq, *location, &job.event);
+                        tree.push(job.leaf);
                     }
                 }
                 for (job, (seq, _)) in batch.into_iter().zip(placed) {

@@ -5,6 +5,8 @@
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use custos_audit::{AuditEvent, Operation, Origin, ResultStatus, SearchQuery};
 use serde_json::{Map, Value as Json, json};
 use time::OffsetDateTime;
@@ -25,74 +27,10 @@ const TOP_MAX: usize = 1000;
 /// A search without `start` looks back this far (the default retention).
 const DEFAULT_LOOKBACK_US: i64 = 90 * 24 * 3600 * 1_000_000;
 
-fn format_time(us: i64) -> String {
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        time.year(),
-        time.month() as u8,
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second(),
-        time.microsecond()
-    )
-}
-
-fn json_or_text(text: &Option<String>) -> Json {
-    match text {
-        None => Json::Null,
-        Some(text) => serde_json::from_str(text).unwrap_or_else(|_| json!(text)),
-    }
-}
-
-/// The API JSON of one audit record (SPEC §5 names).
+/// The API JSON of one audit record: its canonical JSON, parsed (so a verifier can rebuild the
+/// Merkle leaf from what it is shown).
 pub(crate) fn event_json(event: &AuditEvent) -> Json {
-    let changes: Vec<Json> = event
-        .changes
-        .iter()
-        .map(|c| json!({"Attribute": c.attribute, "Old": json_or_text(&c.old), "New": json_or_text(&c.new)}))
-        .collect();
-    let details = if event.details.is_empty() {
-        Json::Null
-    } else {
-        json_or_text(&Some(event.details.clone()))
-    };
-    let mut out = Map::new();
-    for (key, value) in [
-        ("Id", json!(event.id)),
-        ("CreationTime", json!(format_time(event.creation_time_us))),
-        ("TenantId", json!(event.tenant_id)),
-        ("Instance", json!(event.instance)),
-        ("InstanceUrl", json!(event.instance_url)),
-        ("Workload", json!(event.workload)),
-        ("RecordType", json!(event.record_type)),
-        ("Operation", json!(event.operation)),
-        ("Category", json!(event.category)),
-        ("UserId", json!(event.user_id)),
-        ("UserUpn", json!(event.user_upn)),
-        ("UserType", json!(event.user_type.code())),
-        ("CallerId", json!(event.caller_id)),
-        ("ClientIP", json!(event.client_ip)),
-        ("UserAgent", json!(event.user_agent)),
-        ("Origin", json!(event.origin.as_str())),
-        ("CorrelationId", json!(event.correlation_id)),
-        ("SessionId", json!(event.session_id)),
-        ("ClientRequestId", json!(event.client_request_id)),
-        ("ResultStatus", json!(event.result_status.as_str())),
-        ("ErrorCode", json!(event.error_code)),
-        ("EntityName", json!(event.entity_name)),
-        ("EntityCategory", json!(event.entity_category.as_str())),
-        ("RecordIds", json!(event.record_ids)),
-        ("Query", json!(event.query)),
-        ("ResultCount", json!(event.result_count)),
-        ("Changes", Json::Array(changes)),
-        ("Details", details),
-    ] {
-        out.insert(key.into(), value);
-    }
-    Json::Object(out)
+    custos_audit::event_value(event)
 }
 
 fn parse_time(name: &str, text: &str) -> Result<i64, AppError> {
@@ -267,4 +205,139 @@ pub(crate) async fn get(
         Ok(response) => response,
         Err(error) => refuse(&state, draft, error).await,
     }
+}
+
+fn integrity_reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let caller = authenticate(state, headers)?;
+    if !caller.can_read_audit(state) {
+        return Err(AppError::forbidden(format!(
+            "user '{}' needs the Audit Reader role",
+            caller.principal.upn
+        )));
+    }
+    Ok(())
+}
+
+fn note_response(note: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        note,
+    )
+        .into_response()
+}
+
+fn b64(hashes: &[custos_audit::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| STANDARD.encode(h)).collect()
+}
+
+fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, AppError> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| {
+            v.parse().map_err(|_| {
+                AppError::bad_request(format!("'{name}' must be a whole number, got '{v}'"))
+            })
+        })
+        .transpose()
+}
+
+/// `GET /api/audit/checkpoint[?treeSize=N]`: the latest signed checkpoint (a C2SP signed note),
+/// or the one signed earlier for exactly N events.
+pub(crate) async fn checkpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let result = async {
+        integrity_reader(&state, &headers)?;
+        let pairs = query_pairs(raw);
+        if let Some(size) = number(&pairs, "treeSize")? {
+            let note = state.log.checkpoint_at(size).ok_or_else(|| {
+                AppError::not_found(format!("no checkpoint was signed for {size} events"))
+            })?;
+            return Ok(note_response(note));
+        }
+        let log = state.log.clone();
+        let latest = blocking(move || log.checkpoint()).await?;
+        let (_, note) = latest.ok_or_else(|| AppError::not_found("the log is empty"))?;
+        Ok::<_, AppError>(note_response(note))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/audit/key`: the checkpoints' verifier key.
+pub(crate) async fn key(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match integrity_reader(&state, &headers) {
+        Ok(()) => note_response(format!("{}\n", state.log.verifier_key())),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /api/audit/proofs/inclusion?id=…`: the event's inclusion proof against the latest
+/// checkpoint (signed on the spot when the event is newer than it).
+pub(crate) async fn inclusion(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let result = async {
+        integrity_reader(&state, &headers)?;
+        let pairs = query_pairs(raw);
+        let id = pairs
+            .iter()
+            .find(|(k, _)| k == "id")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| AppError::bad_request("'id' is required"))?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| AppError::bad_request(format!("'{id}' is not an audit record id")))?;
+        let log = state.log.clone();
+        let proof = blocking(move || log.inclusion_proof(id)).await?;
+        let proof = proof
+            .ok_or_else(|| AppError::not_found(format!("audit record {id} does not exist")))?;
+        Ok::<_, AppError>(
+            axum::Json(json!({
+                "id": id,
+                "leafIndex": proof.leaf_index,
+                "treeSize": proof.tree_size,
+                "leafHash": STANDARD.encode(proof.leaf_hash),
+                "hashes": b64(&proof.hashes),
+                "checkpoint": proof.checkpoint,
+            }))
+            .into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/audit/proofs/consistency?from=m&to=n`.
+pub(crate) async fn consistency(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let result = async {
+        integrity_reader(&state, &headers)?;
+        let pairs = query_pairs(raw);
+        let from =
+            number(&pairs, "from")?.ok_or_else(|| AppError::bad_request("'from' is required"))?;
+        let to = number(&pairs, "to")?.ok_or_else(|| AppError::bad_request("'to' is required"))?;
+        let hashes = state.log.consistency_proof(from, to)?;
+        Ok::<_, AppError>(
+            axum::Json(json!({"from": from, "to": to, "hashes": b64(&hashes)})).into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }

@@ -171,8 +171,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
     }
 }
 
-/// Reads the token key, creating it (mode 0600) on first use.
-fn token_key(path: &Path) -> Result<Vec<u8>, StartError> {
+/// Reads a 32-byte secret key, creating it (mode 0600) on first use.
+fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
     match fs::read(path) {
         Ok(key) if key.len() == 32 => return Ok(key),
         Ok(_) => {
@@ -215,9 +215,17 @@ impl AppState {
         ] {
             fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         }
-        let log = Arc::new(AuditLog::open(LogConfig::in_dir(data_dir.join("audit")))?);
-        let token_key = token_key(&data_dir.join("keys").join("token.key"))?;
+        let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
+        let seed: [u8; 32] = secret_key(&data_dir.join("keys").join("checkpoint.key"))?
+            .try_into()
+            .expect("32-byte key");
+        let origin = format!("localhost/custos/{}", directory.tenant_id());
+        let log = Arc::new(AuditLog::open(LogConfig::new(
+            data_dir.join("audit"),
+            seed,
+            &origin,
+        ))?);
         let state = AppState(Arc::new(Inner {
             config,
             directory,

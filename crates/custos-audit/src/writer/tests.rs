@@ -8,7 +8,7 @@ use crate::codec::tests::sample_event;
 use crate::event::Origin;
 
 fn open(dir: &std::path::Path) -> AuditLog {
-    AuditLog::open(LogConfig::in_dir(dir)).unwrap()
+    AuditLog::open(LogConfig::new(dir, [3; 32], "test.example/log")).unwrap()
 }
 
 fn all(query: SearchQuery) -> SearchQuery {
@@ -151,5 +151,82 @@ fn filters_combine_with_and_and_lists_with_or() {
             ..Default::default()
         }),
         2
+    );
+}
+
+#[test]
+fn proofs_verify_against_signed_checkpoints_and_restarts_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    let (first, key) = {
+        let log = open(dir.path());
+        for _ in 0..5 {
+            let event = sample_event(1);
+            ids.push(event.id);
+            log.append(event).unwrap();
+        }
+        (log.checkpoint().unwrap().unwrap(), log.verifier_key())
+    };
+    assert_eq!(first.0, 5);
+    let log = open(dir.path());
+    assert_eq!(
+        log.checkpoint_at(5).as_deref(),
+        Some(first.1.as_str()),
+        "signed checkpoints survive a restart"
+    );
+    for _ in 0..4 {
+        log.append(sample_event(3)).unwrap();
+    }
+    let proof = log.inclusion_proof(ids[2]).unwrap().unwrap();
+    let signed = crate::verify_note(&proof.checkpoint, &key).unwrap();
+    assert_eq!((proof.leaf_index, proof.tree_size, signed.size), (2, 9, 9));
+    let (_, event) = log.get(ids[2]).unwrap().unwrap();
+    let leaf = crate::leaf_hash(crate::canonical_json(&event).as_bytes());
+    assert_eq!(leaf, proof.leaf_hash);
+    assert!(crate::verify_inclusion(
+        2,
+        9,
+        &leaf,
+        &proof.hashes,
+        &signed.root
+    ));
+    let old = crate::verify_note(&first.1, &key).unwrap();
+    let consistency = log.consistency_proof(5, 9).unwrap();
+    assert!(crate::verify_consistency(
+        5,
+        9,
+        &old.root,
+        &signed.root,
+        &consistency
+    ));
+    assert!(log.consistency_proof(0, 9).is_err());
+    assert!(log.consistency_proof(5, 10).is_err());
+}
+
+#[test]
+fn a_log_cut_behind_a_signed_checkpoint_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        for _ in 0..3 {
+            log.append(sample_event(1)).unwrap();
+        }
+        log.checkpoint().unwrap();
+    }
+    let segment = dir.path().join(format!("seg-{:020}.log", 0));
+    let len = std::fs::metadata(&segment).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let error = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
+        .err()
+        .expect("refused");
+    assert!(matches!(error, Error::Corrupted(_)), "{error}");
+    assert!(
+        error.to_string().contains("inside a signed checkpoint"),
+        "{error}"
     );
 }

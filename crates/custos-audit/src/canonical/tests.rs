@@ -1,0 +1,55 @@
+use serde_json::json;
+
+use super::*;
+use crate::codec::tests::sample_event;
+
+fn check(value: serde_json::Value, expect: &str) {
+    let mut out = String::new();
+    write_canonical(&value, &mut out);
+    assert_eq!(out, expect);
+}
+
+#[test]
+fn jcs_rules() {
+    check(
+        json!({"b": 1, "a": [true, null, "x"]}),
+        r#"{"a":[true,null,"x"],"b":1}"#,
+    );
+    check(
+        json!("tab\t quote\" back\\ bell\u{7} é €"),
+        "\"tab\\t quote\\\" back\\\\ bell\\u0007 é €\"",
+    );
+    check(
+        json!([1000.0, 0.1, 1e21, 1e-7, -0.0, 123456789012.5]),
+        "[1000,0.1,1e+21,1e-7,0,123456789012.5]",
+    );
+    check(json!(9007199254740993i64), "9007199254740993");
+    // Members sort by UTF-16 code units: U+1D11E (a surrogate pair, D834) sorts before U+FB33.
+    check(
+        json!({"\u{fb33}": 1, "\u{1d11e}": 2}),
+        "{\"\u{1d11e}\":2,\"\u{fb33}\":1}",
+    );
+}
+
+#[test]
+fn a_record_is_canonical_and_parses_back_to_its_value() {
+    let mut event = sample_event(2);
+    event.details = r#"{"z": 1, "a": {"y": 2.50, "b": "c"}}"#.into();
+    let text = canonical_json(&event);
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut again = String::new();
+    write_canonical(&parsed, &mut again);
+    assert_eq!(
+        again, text,
+        "canonicalising the shown JSON gives the same bytes"
+    );
+    assert!(text.starts_with(r#"{"CallerId":"","Category":"accessed-out-of-box-entity","Changes":[{"Attribute":"name","New":"x","Old":null}]"#), "{text}");
+    assert!(
+        text.contains(r#""Details":{"a":{"b":"c","y":2.5},"z":1}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""CreationTime":"2023-11-14T22:13:20.123456Z""#),
+        "{text}"
+    );
+}

@@ -1,0 +1,163 @@
+//! Signed checkpoints in the C2SP `tlog-checkpoint` signed-note format, with Ed25519.
+//!
+//! A note body is `<origin>\n<tree size>\n<base64 root>\n`; the signed note appends a blank line
+//! and `— <key name> <base64(key id ‖ signature)>\n`, where the key id is the first four bytes of
+//! `SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public key)` and the signature covers the body's bytes.
+//! The verifier key is published as `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::merkle::Hash;
+use crate::{Error, Result};
+
+/// The signature algorithm byte of Ed25519 in signed notes.
+const ALGORITHM_ED25519: u8 = 0x01;
+/// The em dash that starts a signature line.
+const SIGNATURE_PREFIX: &str = "\u{2014} ";
+
+/// A checkpoint's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The log's origin line.
+    pub origin: String,
+    /// Leaves covered.
+    pub size: u64,
+    /// Root of the tree of that size.
+    pub root: Hash,
+}
+
+/// Signs checkpoints of one log.
+pub struct CheckpointSigner {
+    key: SigningKey,
+    origin: String,
+    key_id: [u8; 4],
+}
+
+fn key_id(name: &str, public: &VerifyingKey) -> [u8; 4] {
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update([b'\n', ALGORITHM_ED25519]);
+    hasher.update(public.as_bytes());
+    let digest = hasher.finalize();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+/// The body of a checkpoint note.
+pub fn checkpoint_body(origin: &str, size: u64, root: &Hash) -> String {
+    format!("{origin}\n{size}\n{}\n", STANDARD.encode(root))
+}
+
+impl CheckpointSigner {
+    /// A signer from a 32-byte Ed25519 seed; `origin` names the log and the key.
+    pub fn new(seed: [u8; 32], origin: &str) -> CheckpointSigner {
+        assert!(
+            !origin.is_empty() && !origin.contains([' ', '+', '\n']),
+            "a checkpoint origin has no spaces, '+' or newlines"
+        );
+        let key = SigningKey::from_bytes(&seed);
+        let key_id = key_id(origin, &key.verifying_key());
+        CheckpointSigner {
+            key,
+            origin: origin.to_string(),
+            key_id,
+        }
+    }
+
+    /// The verifier key: `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
+    pub fn verifier_key(&self) -> String {
+        let mut encoded = vec![ALGORITHM_ED25519];
+        encoded.extend_from_slice(self.key.verifying_key().as_bytes());
+        let id: String = self.key_id.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}+{id}+{}", self.origin, STANDARD.encode(encoded))
+    }
+
+    /// The signed note of a checkpoint.
+    pub fn sign(&self, size: u64, root: &Hash) -> String {
+        let body = checkpoint_body(&self.origin, size, root);
+        let signature = self.key.sign(body.as_bytes());
+        let mut blob = self.key_id.to_vec();
+        blob.extend_from_slice(&signature.to_bytes());
+        format!(
+            "{body}\n{SIGNATURE_PREFIX}{} {}\n",
+            self.origin,
+            STANDARD.encode(blob)
+        )
+    }
+}
+
+/// Parses a signed note and checks its signature by `verifier_key`; a note without a valid
+/// signature of that key is rejected.
+pub fn verify_note(note: &str, verifier_key: &str) -> Result<Checkpoint> {
+    let bad = |what: &str| Error::Corrupted(format!("checkpoint note: {what}"));
+    let mut parts = verifier_key.splitn(3, '+');
+    let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("malformed verifier key"));
+    };
+    let key_bytes = STANDARD
+        .decode(key_b64)
+        .map_err(|_| bad("verifier key is not base64"))?;
+    let (&[ALGORITHM_ED25519], public) = key_bytes.split_at(1) else {
+        return Err(bad("verifier key is not Ed25519"));
+    };
+    let public: [u8; 32] = public.try_into().map_err(|_| bad("verifier key length"))?;
+    let public =
+        VerifyingKey::from_bytes(&public).map_err(|_| bad("verifier key is not a valid point"))?;
+    let expected_id = key_id(name, &public);
+    let id_text: String = expected_id.iter().map(|b| format!("{b:02x}")).collect();
+    if id_text != id_hex {
+        return Err(bad("verifier key id does not match its key"));
+    }
+
+    let (body, signatures) = note
+        .split_once("\n\n")
+        .ok_or_else(|| bad("no blank line before the signatures"))?;
+    let body = format!("{body}\n");
+    let mut verified = false;
+    for line in signatures.lines() {
+        let rest = line
+            .strip_prefix(SIGNATURE_PREFIX)
+            .ok_or_else(|| bad("signature line without the em dash"))?;
+        let (line_name, blob) = rest
+            .split_once(' ')
+            .ok_or_else(|| bad("signature line without a signature"))?;
+        let blob = STANDARD
+            .decode(blob)
+            .map_err(|_| bad("signature is not base64"))?;
+        if line_name != name || blob.len() < 4 || blob[..4] != expected_id {
+            continue;
+        }
+        let signature = Signature::from_slice(&blob[4..]).map_err(|_| bad("signature length"))?;
+        public
+            .verify(body.as_bytes(), &signature)
+            .map_err(|_| bad("signature does not verify"))?;
+        verified = true;
+    }
+    if !verified {
+        return Err(bad("no signature by the expected key"));
+    }
+    let mut lines = body.lines();
+    let origin = lines.next().ok_or_else(|| bad("no origin"))?.to_string();
+    let size_line = lines.next().ok_or_else(|| bad("no tree size"))?;
+    if size_line.len() > 1 && size_line.starts_with('0') {
+        return Err(bad("tree size with a leading zero"));
+    }
+    let size: u64 = size_line
+        .parse()
+        .map_err(|_| bad("tree size is not a number"))?;
+    let root: Hash = STANDARD
+        .decode(lines.next().ok_or_else(|| bad("no root hash"))?)
+        .ok()
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(|| bad("root hash is not 32 bytes of base64"))?;
+    if origin != name {
+        return Err(bad("origin does not name the signing key"));
+    }
+    Ok(Checkpoint { origin, size, root })
+}
+
+#[cfg(test)]
+mod tests;

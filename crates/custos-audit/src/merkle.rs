@@ -1,0 +1,251 @@
+//! The Merkle tree of the audit log in the style of RFC 6962 / RFC 9162 §2.1: leaf hash
+//! `SHA-256(0x00 ‖ leaf)`, node hash `SHA-256(0x01 ‖ left ‖ right)`, split at the largest power
+//! of two below the size; inclusion and consistency proofs, and their verification (§2.1.3.2,
+//! §2.1.4.2).
+//!
+//! The tree keeps every complete subtree's hash by level, so the root of any prefix and any
+//! proof is computed from O(log n) stored hashes.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 hash.
+pub type Hash = [u8; 32];
+
+/// The root of the empty tree: `SHA-256("")`.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// `SHA-256(0x00 ‖ leaf)`.
+pub fn leaf_hash(leaf: &[u8]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0u8]);
+    hasher.update(leaf);
+    hasher.finalize().into()
+}
+
+/// `SHA-256(0x01 ‖ left ‖ right)`.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([1u8]);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// The largest power of two strictly less than `n` (n ≥ 2).
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2, "only trees of two or more leaves split");
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// A Merkle tree that grows by appending leaf hashes.
+#[derive(Debug, Clone, Default)]
+pub struct MerkleTree {
+    /// `levels[k][i]` is the hash of the complete subtree of leaves `i·2^k .. (i+1)·2^k`.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MerkleTree {
+    /// An empty tree.
+    pub fn new() -> MerkleTree {
+        MerkleTree::default()
+    }
+
+    /// Number of leaves.
+    pub fn len(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// Whether the tree has no leaf.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hash of leaf `index`.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        self.levels.first()?.get(index as usize).copied()
+    }
+
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut level = 0;
+        let mut hash = leaf;
+        loop {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            self.levels[level].push(hash);
+            let n = self.levels[level].len();
+            if n % 2 == 1 {
+                return;
+            }
+            hash = node_hash(&self.levels[level][n - 2], &self.levels[level][n - 1]);
+            level += 1;
+        }
+    }
+
+    /// The root of the first `size` leaves (`size` ≤ `len`).
+    pub fn root(&self, size: u64) -> Hash {
+        assert!(
+            size <= self.len(),
+            "root of {size} leaves asked of a tree of {}",
+            self.len()
+        );
+        if size == 0 {
+            return empty_root();
+        }
+        self.subtree(0, size)
+    }
+
+    /// MTH(D[start:end]); the RFC's recursion only ever asks for aligned complete subtrees and
+    /// ranges built from them.
+    fn subtree(&self, start: u64, end: u64) -> Hash {
+        let n = end - start;
+        if n.is_power_of_two() && start % n == 0 {
+            let level = n.trailing_zeros() as usize;
+            return self.levels[level][(start / n) as usize];
+        }
+        let k = split(n);
+        node_hash(
+            &self.subtree(start, start + k),
+            &self.subtree(start + k, end),
+        )
+    }
+
+    /// The audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 §2.1.1).
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Vec<Hash> {
+        assert!(
+            index < size && size <= self.len(),
+            "inclusion of {index} in {size} of {}",
+            self.len()
+        );
+        let mut proof = Vec::new();
+        self.path(index, 0, size, &mut proof);
+        proof
+    }
+
+    fn path(&self, index: u64, start: u64, end: u64, proof: &mut Vec<Hash>) {
+        let n = end - start;
+        if n == 1 {
+            return;
+        }
+        let k = split(n);
+        if index < k {
+            self.path(index, start, start + k, proof);
+            proof.push(self.subtree(start + k, end));
+        } else {
+            self.path(index - k, start + k, end, proof);
+            proof.push(self.subtree(start, start + k));
+        }
+    }
+
+    /// The consistency proof between the first `old` and the first `new` leaves
+    /// (RFC 6962 §2.1.2), `0 < old ≤ new ≤ len`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Vec<Hash> {
+        assert!(
+            0 < old && old <= new && new <= self.len(),
+            "consistency {old}..{new} of {}",
+            self.len()
+        );
+        let mut proof = Vec::new();
+        self.subproof(old, 0, new, true, &mut proof);
+        proof
+    }
+
+    fn subproof(&self, m: u64, start: u64, end: u64, complete: bool, proof: &mut Vec<Hash>) {
+        let n = end - start;
+        if m == n {
+            if !complete {
+                proof.push(self.subtree(start, end));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            self.subproof(m, start, start + k, complete, proof);
+            proof.push(self.subtree(start + k, end));
+        } else {
+            self.subproof(m - k, start + k, end, false, proof);
+            proof.push(self.subtree(start, start + k));
+        }
+    }
+}
+
+/// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let (mut f_n, mut s_n) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n & 1 == 1 || f_n == s_n {
+            r = node_hash(p, &r);
+            while f_n & 1 == 0 && f_n != 0 {
+                f_n >>= 1;
+                s_n >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    s_n == 0 && r == *root
+}
+
+/// Verifies a consistency proof between trees of `old` and `new` leaves (RFC 9162 §2.1.4.2).
+/// `old = 0` proves nothing and is refused; `old = new` needs an empty proof and equal roots.
+pub fn verify_consistency(
+    old: u64,
+    new: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    if old == 0 || old > new {
+        return false;
+    }
+    if old == new {
+        return proof.is_empty() && old_root == new_root;
+    }
+    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if old.is_power_of_two() {
+        path.push(*old_root);
+    }
+    path.extend_from_slice(proof);
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let (mut f_n, mut s_n) = (old - 1, new - 1);
+    while f_n & 1 == 1 {
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    let (mut f_r, mut s_r) = (*first, *first);
+    for c in rest {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n & 1 == 1 || f_n == s_n {
+            f_r = node_hash(c, &f_r);
+            s_r = node_hash(c, &s_r);
+            while f_n & 1 == 0 && f_n != 0 {
+                f_n >>= 1;
+                s_n >>= 1;
+            }
+        } else {
+            s_r = node_hash(&s_r, c);
+        }
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    f_r == *old_root && s_r == *new_root && s_n == 0
+}
+
+#[cfg(test)]
+mod tests;
