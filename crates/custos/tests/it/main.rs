@@ -5,5 +5,6 @@ mod common;
 mod crash;
 mod errors;
 mod fail_closed;
+mod integrity;
 mod publish;
 mod retrieve_multiple;
