@@ -16,6 +16,7 @@ mod integrity;
 mod log;
 mod merkle;
 mod policy;
+mod verify;
 mod writer;
 
 pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
@@ -33,4 +34,5 @@ pub use merkle::{
     Hash, MerkleTree, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion,
 };
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
+pub use verify::{VerifyReport, verify_log};
 pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats};

@@ -2,9 +2,11 @@
 //! and recovery of a torn tail after a crash.
 //!
 //! A segment is `seg-<first seq, 20 digits>.log`: a 16-byte header (`CUSTOSAL`, format version,
-//! reserved zeros) followed by frames `u32 payload length | u32 crc32 of payload | payload`,
-//! each payload one record of `codec`. Sequence numbers are dense from 0 in file order, so a
-//! frame's seq is its segment's first seq plus its position.
+//! reserved zeros) followed by frames `u32 payload length | u32 crc32 | payload`, each payload
+//! one record of `codec`. Sequence numbers are dense from 0 in file order, so a frame's seq is
+//! its segment's first seq plus its position. The checksum covers the seq (8 bytes, little
+//! endian, not stored) and the payload, so a frame is only valid in its own place: a removed,
+//! inserted or swapped event breaks the checksum of the first frame out of place.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -17,10 +19,10 @@ use crate::{Error, Result};
 /// Position of an event in the log: dense, strictly increasing, from 0.
 pub type Seq = u64;
 
-const MAGIC: &[u8; 8] = b"CUSTOSAL";
+pub(crate) const MAGIC: &[u8; 8] = b"CUSTOSAL";
 const FORMAT_VERSION: u8 = 1;
-const HEADER_BYTES: u64 = 16;
-const FRAME_HEADER_BYTES: u64 = 8;
+pub(crate) const HEADER_BYTES: u64 = 16;
+pub(crate) const FRAME_HEADER_BYTES: u64 = 8;
 /// A frame larger than this is corruption, not a record (a record is at most a few MiB).
 pub(crate) const RECORD_BYTES_MAX: u32 = 64 << 20;
 
@@ -205,7 +207,7 @@ impl LogFiles {
                 payload.len()
             );
             buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            buffer.extend_from_slice(&frame_crc(self.next_seq + i as u64, payload).to_le_bytes());
             buffer.extend_from_slice(payload);
             offset += FRAME_HEADER_BYTES;
             placed.push((
@@ -330,7 +332,7 @@ fn scan_segment(
     let mut pos = HEADER_BYTES as usize;
     let mut n_records = 0u64;
     while pos < bytes.len() {
-        match frame_at(&bytes, pos) {
+        match frame_at(&bytes, pos, first_seq + n_records) {
             Some(payload_len) => {
                 let offset = pos + FRAME_HEADER_BYTES as usize;
                 let payload = &bytes[offset..offset + payload_len];
@@ -370,8 +372,17 @@ fn scan_segment(
     Ok((n_records, pos as u64))
 }
 
-/// The payload length of an intact frame at `pos`, or `None` when the frame is torn or damaged.
-fn frame_at(bytes: &[u8], pos: usize) -> Option<usize> {
+/// The checksum of the frame of record `seq`.
+pub(crate) fn frame_crc(seq: Seq, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The payload length of an intact frame of record `seq` at `pos`, or `None` when the frame is
+/// torn, damaged or out of place.
+pub(crate) fn frame_at(bytes: &[u8], pos: usize, seq: Seq) -> Option<usize> {
     let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize)?;
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
@@ -380,5 +391,5 @@ fn frame_at(bytes: &[u8], pos: usize) -> Option<usize> {
     }
     let start = pos + FRAME_HEADER_BYTES as usize;
     let payload = bytes.get(start..start + len as usize)?;
-    (crc32fast::hash(payload) == crc).then_some(len as usize)
+    (frame_crc(seq, payload) == crc).then_some(len as usize)
 }

@@ -81,6 +81,13 @@ impl AuditLog {
             })?
         };
         integrity.check_signed()?;
+        // The public verifier key beside the log, for `custos audit verify` (a verifier that
+        // must not trust this folder pins the key given by `GET /api/audit/key` instead).
+        let key_path = config.dir.join("verifier.key");
+        let temporary = config.dir.join("verifier.key.tmp");
+        std::fs::write(&temporary, format!("{}\n", integrity.verifier_key()))
+            .and_then(|()| std::fs::rename(&temporary, &key_path))
+            .map_err(|e| Error::io(&key_path, e))?;
         let integrity = Arc::new(integrity);
         let reader = files.reader();
         let index = Arc::new(RwLock::new(index));

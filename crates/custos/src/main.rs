@@ -18,6 +18,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run the server: Web API, token endpoint, audit API, on embedded storage.
     Serve {
         /// Folder of every file Custos keeps; created on first run.
@@ -32,8 +37,27 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute every checksum, record hash and tree root, and check them against every
+    /// signed checkpoint. Exits 0 when the log verifies, 2 when it shows damage or tampering.
+    Verify {
+        /// Folder of every file Custos keeps.
+        #[arg(long, default_value = "./custos-data")]
+        data_dir: PathBuf,
+        /// The verifier key to trust (from `GET /api/audit/key`); default: the one beside the log.
+        #[arg(long)]
+        key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Exit code for a failure of the command itself (I/O, bad data directory).
 const EXIT_FAILURE: u8 = 1;
+/// Exit code of `audit verify` when the log shows damage or tampering.
+const EXIT_TAMPERED: u8 = 2;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -44,7 +68,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("custos: error: {error:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -52,8 +76,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    key,
+                    json,
+                },
+        } => verify(&data_dir, key, json),
         Command::Serve {
             data_dir,
             listen,
@@ -73,7 +105,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the runtime")?;
             runtime
                 .block_on(custos_server::serve(config))
-                .context("serving")
+                .context("serving")?;
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let log_dir = data_dir.join("audit");
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let path = log_dir.join("verifier.key");
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {} (or give --key)", path.display()))?
+                .trim()
+                .to_string()
+        }
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {eta}")
+            .expect("a valid template"),
+    );
+    let report = custos_audit::verify_log(&log_dir, &key, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("verifying {}", log_dir.display()))?;
+    bar.finish_and_clear();
+    if json {
+        let body = serde_json::json!({
+            "ok": report.is_ok(),
+            "segments": report.segments,
+            "events": report.events,
+            "checkpoints": report.checkpoints,
+            "latestCheckpoint": report.latest_checkpoint,
+            "problems": report.problems,
+            "tornTail": report.torn_tail,
+        });
+        println!("{body:#}");
+    } else {
+        println!(
+            "{} events in {} segments, {} signed checkpoints (latest covers {})",
+            report.events,
+            report.segments,
+            report.checkpoints,
+            report
+                .latest_checkpoint
+                .map_or("nothing".into(), |n| format!("{n} events"))
+        );
+        if let Some(torn) = &report.torn_tail {
+            println!("note: torn tail, not tampering: {torn}");
+        }
+        for problem in &report.problems {
+            println!("FAILED: {problem}");
+        }
+        if report.is_ok() {
+            println!("verified: every record, checksum and signed checkpoint is intact");
+        }
+    }
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_TAMPERED)
+    })
 }

@@ -250,13 +250,16 @@ pub(crate) async fn retrieve(
     Ok(axum::Json(Json::Object(body)).into_response())
 }
 
+/// The typed values of a body, and the primary id when the body names one.
+type BodyValues = (Vec<(String, Value)>, Option<Uuid>);
+
 /// Reads a create or update body into typed values; returns the primary id when the body
 /// names one.
 fn body_values(
     request: &WebRequest,
     entity: &EntityDef,
     body: &Map<String, Json>,
-) -> Result<(Vec<(String, Value)>, Option<Uuid>), AppError> {
+) -> Result<BodyValues, AppError> {
     let catalog = request.instance.store.catalog();
     let mut values = Vec::new();
     let mut id = None;

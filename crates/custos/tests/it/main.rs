@@ -8,3 +8,4 @@ mod fail_closed;
 mod integrity;
 mod publish;
 mod retrieve_multiple;
+mod tamper;
