@@ -40,6 +40,8 @@ pub struct SearchQuery {
     pub record_types: Vec<String>,
     /// Workloads.
     pub workloads: Vec<String>,
+    /// Report categories (SPEC §7 ids).
+    pub categories: Vec<String>,
     /// Free text, matched case-insensitively against the event's remaining text fields.
     pub text: Option<String>,
     /// Only events older (smaller seq) than this: the continuation of a previous page.
@@ -66,6 +68,7 @@ enum Field {
     Ip,
     RecordType,
     Workload,
+    Category,
 }
 
 #[derive(Clone, Copy)]
@@ -80,6 +83,7 @@ struct Entry {
     ip: u32,
     record_type: u32,
     workload: u32,
+    category: u32,
     origin: Origin,
     status: ResultStatus,
 }
@@ -127,6 +131,7 @@ impl MemIndex {
             ip: self.term(&event.client_ip),
             record_type: self.term(&event.record_type),
             workload: self.term(&event.workload),
+            category: self.term(&event.category),
             origin: event.origin,
             status: event.result_status,
         };
@@ -138,6 +143,7 @@ impl MemIndex {
             (Field::Ip, entry.ip),
             (Field::RecordType, entry.record_type),
             (Field::Workload, entry.workload),
+            (Field::Category, entry.category),
         ] {
             self.postings.entry((field, term)).or_default().push(seq);
         }
@@ -161,6 +167,32 @@ impl MemIndex {
     /// Candidate seqs newest first, before the free-text check, as (seq, location); stops after
     /// `limit` matches when the caller needs no more.
     pub(crate) fn candidates(&self, query: &SearchQuery, limit: usize) -> Vec<(Seq, Location)> {
+        let mut out = Vec::new();
+        self.scan(query, |seq, entry| {
+            out.push((seq, entry.location));
+            out.len() < limit
+        });
+        out
+    }
+
+    /// Matching events (text aside) counted by `bucket_us`-wide time buckets; one bucket when
+    /// `bucket_us` is `None`.
+    pub(crate) fn histogram(
+        &self,
+        query: &SearchQuery,
+        bucket_us: Option<i64>,
+    ) -> std::collections::BTreeMap<i64, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        self.scan(query, |_, entry| {
+            let bucket = bucket_us.map_or(0, |b| entry.time_us.div_euclid(b) * b);
+            *out.entry(bucket).or_insert(0) += 1;
+            true
+        });
+        out
+    }
+
+    /// Visits matching entries newest first until `visit` returns false.
+    fn scan(&self, query: &SearchQuery, mut visit: impl FnMut(Seq, &Entry) -> bool) {
         let mut term_filters: Vec<(Field, Vec<u32>)> = Vec::new();
         for (field, values) in [
             (Field::Operation, &query.operations),
@@ -170,13 +202,14 @@ impl MemIndex {
             (Field::Ip, &query.ips),
             (Field::RecordType, &query.record_types),
             (Field::Workload, &query.workloads),
+            (Field::Category, &query.categories),
         ] {
             if values.is_empty() {
                 continue;
             }
             let terms: Vec<u32> = values.iter().filter_map(|v| self.lookup(v)).collect();
             if terms.is_empty() {
-                return Vec::new();
+                return;
             }
             term_filters.push((field, terms));
         }
@@ -211,32 +244,27 @@ impl MemIndex {
         }
 
         let upper = query.before_seq.unwrap_or(u64::MAX).min(self.len());
-        let mut out = Vec::new();
         let mut check = |seq: Seq| -> bool {
             let entry = &self.entries[seq as usize];
-            if self.matches(entry, seq, query, &term_filters) {
-                out.push((seq, entry.location));
-            }
-            out.len() >= limit
+            !self.matches(entry, seq, query, &term_filters) || visit(seq, entry)
         };
         match driver {
             Some(list) => {
                 let end = list.partition_point(|s| *s < upper);
                 for seq in list[..end].iter().rev() {
-                    if check(*seq) {
+                    if !check(*seq) {
                         break;
                     }
                 }
             }
             None => {
                 for seq in (0..upper).rev() {
-                    if check(seq) {
+                    if !check(seq) {
                         break;
                     }
                 }
             }
         }
-        out
     }
 
     fn matches(
@@ -264,6 +292,7 @@ impl MemIndex {
                 Field::Ip => terms.contains(&entry.ip),
                 Field::RecordType => terms.contains(&entry.record_type),
                 Field::Workload => terms.contains(&entry.workload),
+                Field::Category => terms.contains(&entry.category),
             };
             if !ok {
                 return false;

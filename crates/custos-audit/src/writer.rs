@@ -198,6 +198,20 @@ impl AuditLog {
         Ok(Some((seq, decode_event(&self.reader.read(location)?)?)))
     }
 
+    /// How many events match `query` (its free text aside), by `bucket_us`-wide time buckets
+    /// (bucket start → count), or in one bucket keyed 0 when `bucket_us` is `None`. Answered
+    /// from the index alone.
+    pub fn histogram(
+        &self,
+        query: &SearchQuery,
+        bucket_us: Option<i64>,
+    ) -> std::collections::BTreeMap<i64, u64> {
+        self.index
+            .read()
+            .expect("index lock")
+            .histogram(query, bucket_us)
+    }
+
     /// One page of events matching `query`, newest first.
     pub fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
         if query.top == 0 {

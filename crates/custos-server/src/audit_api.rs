@@ -76,6 +76,7 @@ fn parse_search(pairs: &[(String, String)], now_us: i64) -> Result<SearchQuery, 
             ),
             "recordType" => query.record_types.push(value.clone()),
             "workload" => query.workloads.push(value.clone()),
+            "category" => query.categories.push(value.clone()),
             "q" => query.text = Some(value.clone()).filter(|t| !t.is_empty()),
             "top" => {
                 let top: usize = value.parse().map_err(|_| {

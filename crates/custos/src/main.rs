@@ -18,6 +18,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure Custos against its baselines (BENCHMARKS.md): ingest, freshness, query, verify.
+    Bench {
+        /// The scenario.
+        scenario: String,
+        /// Events to generate (default: 200,000; 20,000 with --quick).
+        #[arg(long)]
+        events: Option<u64>,
+        /// Workload seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The small size CI runs.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Keep the logs and databases in this folder instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -78,6 +98,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Bench {
+            scenario,
+            events,
+            seed,
+            quick,
+            json,
+            dir,
+        } => {
+            let mut options = custos_bench::Options::sized(quick);
+            options.seed = seed;
+            options.dir = dir;
+            if let Some(events) = events {
+                options.events = events;
+            }
+            let report = custos_bench::run(&scenario, &options)?;
+            print!("{}", report.table());
+            if let Some(path) = json {
+                std::fs::write(&path, format!("{:#}\n", report.json()))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command:
                 AuditCommand::Verify {

@@ -1,0 +1,160 @@
+//! `custos bench`: the benchmark harness of BENCHMARKS.md. Each scenario generates the
+//! deterministic workload, runs Custos and the baselines on the same events in the same run,
+//! and reports one table of figures (and the JSON shape BENCHMARKS.md defines).
+//!
+//! A harness, so it sits at the edge: it uses anyhow, the clock and threads freely.
+
+mod ingest;
+mod query;
+mod sqlite;
+mod workload;
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+
+/// How a run is sized.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Events to generate.
+    pub events: u64,
+    /// Workload seed.
+    pub seed: u64,
+    /// Concurrent producers appending to the log.
+    pub producers: u64,
+    /// Where the logs and databases go (a temporary folder when `None`).
+    pub dir: Option<PathBuf>,
+    /// Timed repetitions of each query.
+    pub query_runs: usize,
+}
+
+impl Options {
+    /// The default size of a scenario, or the `--quick` one for CI.
+    pub fn sized(quick: bool) -> Options {
+        Options {
+            events: if quick { 20_000 } else { 200_000 },
+            seed: 42,
+            producers: 64,
+            dir: None,
+            query_runs: if quick { 5 } else { 30 },
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// Name as in BENCHMARKS.md.
+    pub name: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// `higher` or `lower`.
+    pub better: &'static str,
+    /// Custos's value.
+    pub custos: f64,
+    /// The SQLite baseline's, when run.
+    pub sqlite: Option<f64>,
+}
+
+/// A scenario's figures.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Events generated.
+    pub events: u64,
+    /// Figures in order.
+    pub figures: Vec<Figure>,
+    /// Notes to print below the table (what the figures leave out).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// The table for people.
+    pub fn table(&self) -> String {
+        let mut out = format!("scenario {} — {} events\n", self.scenario, self.events);
+        let _ = writeln!(
+            out,
+            "{:<22} {:>14} {:>14} {:>10}  unit",
+            "figure", "custos", "sqlite", "ratio"
+        );
+        for f in &self.figures {
+            let sqlite = f.sqlite.map_or("-".to_string(), |v| format!("{v:.2}"));
+            let ratio = match f.sqlite {
+                Some(s) if s > 0.0 && f.custos > 0.0 => {
+                    let r = if f.better == "higher" {
+                        f.custos / s
+                    } else {
+                        s / f.custos
+                    };
+                    format!("{r:.1}×")
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<22} {:>14.2} {:>14} {:>10}  {}",
+                f.name, f.custos, sqlite, ratio, f.unit
+            );
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+
+    /// The JSON of BENCHMARKS.md.
+    pub fn json(&self) -> serde_json::Value {
+        let figures: Vec<serde_json::Value> = self
+            .figures
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name, "unit": f.unit, "better": f.better, "custos": f.custos, "sqlite": f.sqlite, "postgres": null}))
+            .collect();
+        serde_json::json!({"scenario": self.scenario, "events": self.events, "figures": figures, "notes": self.notes})
+    }
+}
+
+/// Runs `scenario` (`ingest`, `freshness`, `query` or `verify`).
+pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
+    let temporary = tempfile::tempdir()?;
+    let dir = options
+        .dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    match scenario {
+        "ingest" => ingest::ingest(&dir, options),
+        "freshness" => ingest::freshness(&dir, options),
+        "verify" => ingest::verify(&dir, options),
+        "query" => query::query(&dir, options),
+        other => bail!("unknown scenario '{other}': use ingest, freshness, query or verify"),
+    }
+}
+
+/// The p-th percentile (0–100) of `samples`, in milliseconds.
+pub(crate) fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort();
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank].as_secs_f64() * 1000.0
+}
+
+/// Total size of the files under `path`.
+pub(crate) fn disk_bytes(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| disk_bytes(&e.path()))
+            .sum()
+    })
+}
