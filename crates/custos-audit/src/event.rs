@@ -281,6 +281,8 @@ string_enum! {
         Request = (29, "Request"),
         /// The audit log was searched or a record of it read.
         SearchAuditLog = (30, "SearchAuditLog"),
+        /// Retention deleted a whole partition of expired events.
+        PurgeAuditLog = (31, "PurgeAuditLog"),
     }
 }
 
@@ -309,7 +311,8 @@ impl Operation {
             | UpdateAuditSettings
             | SetRetention
             | AccessAdminCenter
-            | SearchAuditLog => RecordType::Admin,
+            | SearchAuditLog
+            | PurgeAuditLog => RecordType::Admin,
         }
     }
 

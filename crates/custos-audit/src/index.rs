@@ -86,6 +86,8 @@ struct Entry {
     category: u32,
     origin: Origin,
     status: ResultStatus,
+    /// Deleted by retention: never matches again.
+    purged: bool,
 }
 
 /// The in-memory index; seq `n` is `entries[n]`.
@@ -93,6 +95,8 @@ struct Entry {
 pub(crate) struct MemIndex {
     entries: Vec<Entry>,
     terms: HashMap<String, u32>,
+    /// Term text by id (lowercase), for retention decisions.
+    term_names: Vec<String>,
     postings: HashMap<(Field, u32), Vec<Seq>>,
     by_record: HashMap<Uuid, Vec<Seq>>,
     by_id: HashMap<Uuid, Seq>,
@@ -105,13 +109,88 @@ impl MemIndex {
 
     pub(crate) fn seq_of(&self, id: Uuid) -> Option<(Seq, Location)> {
         let seq = *self.by_id.get(&id)?;
-        Some((seq, self.entries[seq as usize].location))
+        let entry = &self.entries[seq as usize];
+        (!entry.purged).then_some((seq, entry.location))
     }
 
     fn term(&mut self, text: &str) -> u32 {
         let key = text.to_lowercase();
-        let next = self.terms.len() as u32;
-        *self.terms.entry(key).or_insert(next)
+        if let Some(id) = self.terms.get(&key) {
+            return *id;
+        }
+        let id = self.term_names.len() as u32;
+        self.term_names.push(key.clone());
+        self.terms.insert(key, id);
+        id
+    }
+
+    /// Placeholders for events purged by retention before this start.
+    pub(crate) fn insert_gap(&mut self, seq: Seq, count: u64) {
+        assert_eq!(seq, self.len(), "index entries must arrive in log order");
+        let placeholder = Entry {
+            time_us: 0,
+            location: Location {
+                segment: u32::MAX,
+                offset: 0,
+                len: 0,
+            },
+            operation: 0,
+            user_id: 0,
+            user_upn: 0,
+            instance: 0,
+            entity: 0,
+            ip: 0,
+            record_type: 0,
+            workload: 0,
+            category: 0,
+            origin: Origin::Api,
+            status: ResultStatus::Succeeded,
+            purged: true,
+        };
+        self.entries
+            .extend(std::iter::repeat_n(placeholder, count as usize));
+    }
+
+    /// Marks `first .. end` purged.
+    pub(crate) fn purge_range(&mut self, first: Seq, end: Seq) {
+        for entry in &mut self.entries[first as usize..end as usize] {
+            entry.purged = true;
+        }
+    }
+
+    /// Whether every live event of `first .. end` has expired under `days_for(record type,
+    /// operation, user, instance)` at `now_us`; also (oldest, newest) creation times.
+    pub(crate) fn expired(
+        &self,
+        first: Seq,
+        end: Seq,
+        now_us: i64,
+        days_for: impl Fn(&str, &str, &str, &str) -> i64,
+    ) -> (bool, i64, i64) {
+        let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
+        for entry in self.entries[first as usize..end as usize]
+            .iter()
+            .filter(|e| !e.purged)
+        {
+            oldest = oldest.min(entry.time_us);
+            newest = newest.max(entry.time_us);
+            let name = |id: u32| self.term_names[id as usize].as_str();
+            let days = days_for(
+                name(entry.record_type),
+                name(entry.operation),
+                name(entry.user_upn),
+                name(entry.instance),
+            );
+            if days < 0
+                || entry
+                    .time_us
+                    .saturating_add(days.saturating_mul(86_400_000_000))
+                    > now_us
+            {
+                return (false, oldest, newest);
+            }
+        }
+        (true, oldest, newest)
     }
 
     fn lookup(&self, text: &str) -> Option<u32> {
@@ -134,6 +213,7 @@ impl MemIndex {
             category: self.term(&event.category),
             origin: event.origin,
             status: event.result_status,
+            purged: false,
         };
         for (field, term) in [
             (Field::Operation, entry.operation),
@@ -274,6 +354,9 @@ impl MemIndex {
         query: &SearchQuery,
         term_filters: &[(Field, Vec<u32>)],
     ) -> bool {
+        if entry.purged {
+            return false;
+        }
         if entry.time_us < query.start_us || entry.time_us >= query.end_us {
             return false;
         }

@@ -16,6 +16,7 @@ mod integrity;
 mod log;
 mod merkle;
 mod policy;
+mod retention;
 mod verify;
 mod writer;
 
@@ -34,5 +35,6 @@ pub use merkle::{
     Hash, MerkleTree, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion,
 };
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
+pub use retention::{KEEP_FOREVER, RetentionPolicy, RetentionRule};
 pub use verify::{VerifyReport, verify_log};
-pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats};
+pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats, PurgedPartition};

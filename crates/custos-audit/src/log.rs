@@ -8,6 +8,7 @@
 //! endian, not stored) and the payload, so a frame is only valid in its own place: a removed,
 //! inserted or swapped event breaks the checksum of the first frame out of place.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -68,10 +69,18 @@ pub(crate) struct Location {
     pub(crate) len: u32,
 }
 
+/// One segment of the log; its file is `None` once retention purged it.
+#[derive(Clone)]
+pub(crate) struct SegmentInfo {
+    pub(crate) first_seq: Seq,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Option<Arc<File>>,
+}
+
 /// Read access to every segment, shared by searches; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct LogReader {
-    segments: Arc<RwLock<Vec<Arc<File>>>>,
+    segments: Arc<RwLock<Vec<SegmentInfo>>>,
 }
 
 impl LogReader {
@@ -80,13 +89,40 @@ impl LogReader {
             let segments = self.segments.read().expect("segment list lock");
             segments
                 .get(location.segment as usize)
-                .cloned()
-                .ok_or_else(|| Error::Corrupted(format!("no segment {}", location.segment)))?
+                .and_then(|s| s.file.clone())
+                .ok_or_else(|| {
+                    Error::Unavailable(format!(
+                        "segment {} was purged by retention",
+                        location.segment
+                    ))
+                })?
         };
         let mut payload = vec![0u8; location.len as usize];
         file.read_exact_at(&mut payload, location.offset)
             .map_err(|e| Error::io(format!("segment {}", location.segment), e))?;
         Ok(payload)
+    }
+
+    /// Every segment, in order.
+    pub(crate) fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments.read().expect("segment list lock").clone()
+    }
+
+    /// Closes a purged segment's file and deletes it (the last segment is never purged).
+    pub(crate) fn delete(&self, segment: usize, dir: &Path) -> Result<()> {
+        let path = {
+            let mut segments = self.segments.write().expect("segment list lock");
+            assert!(
+                segment + 1 < segments.len(),
+                "the active segment is never purged"
+            );
+            segments[segment].file = None;
+            segments[segment].path.clone()
+        };
+        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))
     }
 }
 
@@ -98,6 +134,8 @@ pub(crate) struct LogFiles {
     active: File,
     active_path: PathBuf,
     active_len: u64,
+    /// UTC day (days since the epoch) of the active segment's events; `None` while it is empty.
+    active_day: Option<i64>,
     next_seq: Seq,
     reader: LogReader,
 }
@@ -106,10 +144,14 @@ impl LogFiles {
     /// Opens the log, truncating a torn tail of the last segment, and reports every intact
     /// record in order to `on_record`. The first `protected` records are covered by a signed
     /// checkpoint: a bad frame among them is damage or tampering, never a torn tail to cut.
+    /// Ranges purged by retention (`first seq → count`) fill the gaps between segments: each
+    /// is reported to `on_gap`; a gap no purge explains is corruption.
     pub(crate) fn open(
         config: LogConfig,
         protected: Seq,
+        purged: &BTreeMap<Seq, u64>,
         mut on_record: impl FnMut(Seq, Location, &[u8]) -> Result<()>,
+        mut on_gap: impl FnMut(Seq, u64) -> Result<()>,
     ) -> Result<LogFiles> {
         fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
         let mut names: Vec<(Seq, PathBuf)> = Vec::new();
@@ -129,28 +171,49 @@ impl LogFiles {
             names.push((first, entry.path()));
         }
         names.sort();
+        // A purge that crashed after recording its range but before deleting the file: finish it.
+        let mut kept = Vec::with_capacity(names.len());
+        for (first, path) in names {
+            if purged.contains_key(&first) {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            } else {
+                kept.push((first, path));
+            }
+        }
+        let mut names = kept;
         if names.is_empty() {
-            let path = segment_path(&config.dir, 0);
+            let first = purged
+                .iter()
+                .next_back()
+                .map_or(0, |(first, count)| first + count);
+            let path = segment_path(&config.dir, first);
             create_segment(&path, &config.dir)?;
-            names.push((0, path));
+            names.push((first, path));
         }
 
-        let mut files = Vec::new();
+        let mut segments = Vec::new();
         let mut first_seqs = Vec::new();
         let mut next_seq: Seq = 0;
         let mut active_len = 0;
         let n_segments = names.len();
         for (segment_idx, (first, path)) in names.iter().enumerate() {
+            while next_seq < *first {
+                let Some(count) = purged.get(&next_seq) else {
+                    break;
+                };
+                on_gap(next_seq, *count)?;
+                next_seq += count;
+            }
             if *first != next_seq {
                 return Err(Error::Corrupted(format!(
-                    "segment {} starts at seq {first}, expected {next_seq}",
+                    "segment {} starts at seq {first}, expected {next_seq}: events are missing that no retention purge explains",
                     path.display()
                 )));
             }
             let is_last = segment_idx + 1 == n_segments;
             let (n_records, intact_len) = scan_segment(
                 path,
-                segment_idx as u32,
+                segments.len() as u32,
                 *first,
                 is_last,
                 protected,
@@ -159,7 +222,11 @@ impl LogFiles {
             next_seq += n_records;
             first_seqs.push(*first);
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            files.push(Arc::new(file));
+            segments.push(SegmentInfo {
+                first_seq: *first,
+                path: path.clone(),
+                file: Some(Arc::new(file)),
+            });
             if is_last {
                 active_len = intact_len;
             }
@@ -175,11 +242,17 @@ impl LogFiles {
             active,
             active_path,
             active_len,
+            active_day: None,
             next_seq,
             reader: LogReader {
-                segments: Arc::new(RwLock::new(files)),
+                segments: Arc::new(RwLock::new(segments)),
             },
         })
+    }
+
+    /// Tells the log the UTC day of the active segment's events (found while opening).
+    pub(crate) fn set_active_day(&mut self, day: Option<i64>) {
+        self.active_day = day;
     }
 
     pub(crate) fn reader(&self) -> LogReader {
@@ -188,8 +261,15 @@ impl LogFiles {
 
     /// Writes every payload with one write and one `fdatasync`; on success every record is
     /// durable and gets its seq and location, on failure none of them is in the log.
-    pub(crate) fn append_batch(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<(Seq, Location)>> {
-        if self.active_len >= self.config.segment_bytes_max {
+    /// The batch goes into the partition of `day` (UTC days since the epoch): a new day starts a
+    /// new segment, so retention can drop whole days.
+    pub(crate) fn append_batch(
+        &mut self,
+        payloads: &[Vec<u8>],
+        day: i64,
+    ) -> Result<Vec<(Seq, Location)>> {
+        let new_day = self.active_day.is_some_and(|d| d != day);
+        if self.active_len >= self.config.segment_bytes_max || new_day {
             self.roll()?;
         }
         let segment = (self.first_seqs.len() - 1) as u32;
@@ -240,6 +320,7 @@ impl LogFiles {
         }
         self.active_len = offset;
         self.next_seq += payloads.len() as u64;
+        self.active_day.get_or_insert(day);
         Ok(placed)
     }
 
@@ -255,11 +336,16 @@ impl LogFiles {
             .segments
             .write()
             .expect("segment list lock")
-            .push(Arc::new(read));
+            .push(SegmentInfo {
+                first_seq: self.next_seq,
+                path: path.clone(),
+                file: Some(Arc::new(read)),
+            });
         self.first_seqs.push(self.next_seq);
         self.active = active;
         self.active_path = path;
         self.active_len = HEADER_BYTES;
+        self.active_day = None;
         Ok(())
     }
 }

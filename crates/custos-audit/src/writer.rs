@@ -5,9 +5,11 @@
 //! waiting, writes them with one write and one `fdatasync`, adds them to the index and only
 //! then answers each caller, so an acknowledged event is both durable and searchable.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Instant;
 
@@ -21,6 +23,10 @@ use crate::index::{MemIndex, SearchPage, SearchQuery, text_matches};
 use crate::integrity::{InclusionProof, Integrity};
 use crate::log::{LogConfig, LogFiles, LogReader, Seq};
 use crate::merkle::{Hash, leaf_hash};
+use crate::retention::{PrunedFile, RetentionPolicy};
+
+/// Microseconds in a day: partitions are UTC days.
+const DAY_US: i64 = 86_400_000_000;
 use crate::{Error, Result};
 
 /// Upper bounds (microseconds) of the fsync latency histogram buckets.
@@ -60,6 +66,24 @@ pub struct AuditLog {
     stats: Arc<LogStats>,
     stopped: Arc<AtomicBool>,
     integrity: Arc<Integrity>,
+    /// Purged ranges; its lock also keeps two purges from running at once.
+    pruned: Mutex<PrunedFile>,
+    dir: PathBuf,
+}
+
+/// A partition deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedPartition {
+    /// Its segment file.
+    pub segment: String,
+    /// Its first record's seq.
+    pub first_seq: Seq,
+    /// Records it held.
+    pub events: u64,
+    /// Oldest and newest `CreationTime` in it, microseconds.
+    pub oldest_us: i64,
+    /// See `oldest_us`.
+    pub newest_us: i64,
 }
 
 impl AuditLog {
@@ -70,16 +94,43 @@ impl AuditLog {
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
         let signer = CheckpointSigner::new(config.signing_seed, &config.origin);
         let (integrity, signed) = Integrity::open(&config.dir, signer)?;
-        let mut index = MemIndex::default();
-        let files = {
-            let mut tree = integrity.tree.write().expect("tree lock");
-            LogFiles::open(config.clone(), signed, |seq, location, payload| {
-                let event = decode_event(payload)?;
-                tree.push(leaf_hash(canonical_json(&event).as_bytes()));
-                index.insert(seq, location, &event);
-                Ok(())
-            })?
+        let pruned = PrunedFile::open(&config.dir)?;
+        let index = RefCell::new(MemIndex::default());
+        // UTC day of the first event of the segment being read: after the scan, the active one's.
+        let mut segment_day: Option<(u32, i64)> = None;
+        let mut files = {
+            let tree = RefCell::new(integrity.tree.write().expect("tree lock"));
+            LogFiles::open(
+                config.clone(),
+                signed,
+                &pruned.counts(),
+                |seq, location, payload| {
+                    let event = decode_event(payload)?;
+                    tree.borrow_mut()
+                        .push(leaf_hash(canonical_json(&event).as_bytes()));
+                    index.borrow_mut().insert(seq, location, &event);
+                    if segment_day.is_none_or(|(segment, _)| segment != location.segment) {
+                        segment_day =
+                            Some((location.segment, event.creation_time_us.div_euclid(DAY_US)));
+                    }
+                    Ok(())
+                },
+                |first, count| {
+                    for hash in &pruned.ranges[&first] {
+                        tree.borrow_mut().push(*hash);
+                    }
+                    index.borrow_mut().insert_gap(first, count);
+                    Ok(())
+                },
+            )?
         };
+        let index = index.into_inner();
+        let active_segment = files.reader().segments().len() as u32 - 1;
+        files.set_active_day(
+            segment_day
+                .filter(|(segment, _)| *segment == active_segment)
+                .map(|(_, day)| day),
+        );
         integrity.check_signed()?;
         // The public verifier key beside the log, for `custos audit verify` (a verifier that
         // must not trust this folder pins the key given by `GET /api/audit/key` instead).
@@ -120,6 +171,8 @@ impl AuditLog {
             stats,
             stopped,
             integrity,
+            pruned: Mutex::new(pruned),
+            dir: config.dir.clone(),
         })
     }
 
@@ -196,6 +249,64 @@ impl AuditLog {
             return Ok(None);
         };
         Ok(Some((seq, decode_event(&self.reader.read(location)?)?)))
+    }
+
+    /// Deletes every whole partition whose events have all expired under `policy` at `now_us`
+    /// (the active partition is never touched). Each deletion is first recorded as the event
+    /// `describe` makes of it (durable before anything is deleted); then the partition's leaf
+    /// hashes are kept in `pruned.log`, so checkpoints and proofs stay valid; then its file is
+    /// deleted.
+    pub fn purge_expired(
+        &self,
+        now_us: i64,
+        policy: &RetentionPolicy,
+        describe: &dyn Fn(&PurgedPartition) -> AuditEvent,
+    ) -> Result<Vec<PurgedPartition>> {
+        let mut pruned = self.pruned.lock().expect("pruned lock");
+        let segments = self.reader.segments();
+        let mut purged = Vec::new();
+        for (i, window) in segments.windows(2).enumerate() {
+            let (segment, next) = (&window[0], &window[1]);
+            if segment.file.is_none() {
+                continue;
+            }
+            let (first, end) = (segment.first_seq, next.first_seq);
+            let (expired, oldest_us, newest_us) = self.index.read().expect("index lock").expired(
+                first,
+                end,
+                now_us,
+                |rt, op, user, instance| policy.days_for(rt, op, user, instance),
+            );
+            if !expired {
+                continue;
+            }
+            let partition = PurgedPartition {
+                segment: segment
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                first_seq: first,
+                events: end - first,
+                oldest_us,
+                newest_us,
+            };
+            self.append(describe(&partition))?;
+            let hashes: Vec<Hash> = {
+                let tree = self.integrity.tree.read().expect("tree lock");
+                (first..end)
+                    .map(|seq| tree.leaf(seq).expect("purged records are in the tree"))
+                    .collect()
+            };
+            pruned.record(first, hashes)?;
+            self.index
+                .write()
+                .expect("index lock")
+                .purge_range(first, end);
+            self.reader.delete(i, &self.dir)?;
+            purged.push(partition);
+        }
+        Ok(purged)
     }
 
     /// How many events match `query` (its free text aside), by `bucket_us`-wide time buckets
@@ -311,8 +422,9 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Job>) {
         let payloads: Vec<Vec<u8>> = batch.iter().map(|job| job.payload.clone()).collect();
+        let day = batch[0].event.creation_time_us.div_euclid(DAY_US);
         let started = Instant::now();
-        let result = self.files.append_batch(&payloads);
+        let result = self.files.append_batch(&payloads, day);
         let elapsed_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(placed) => {

@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS principal (
     id TEXT PRIMARY KEY, upn TEXT NOT NULL UNIQUE COLLATE NOCASE, display_name TEXT NOT NULL,
     user_type INTEGER NOT NULL, password_hash TEXT, client_id TEXT UNIQUE, secret_hash TEXT,
     global_admin INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS setting (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS role_assignment (
     principal_id TEXT NOT NULL, instance TEXT NOT NULL, role_id TEXT NOT NULL,
     PRIMARY KEY (principal_id, instance, role_id));
@@ -264,6 +265,26 @@ impl Directory {
             .get(&(principal, instance.to_string()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A tenant setting's stored text.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        let conn = self.conn.lock().expect("directory lock");
+        Ok(conn
+            .query_row("SELECT value FROM setting WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Stores a tenant setting (durably: `synchronous=FULL`).
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let conn = self.conn.lock().expect("directory lock");
+        conn.execute(
+            "INSERT INTO setting (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
     }
 
     /// Whether `principal` holds `role_id` in any instance.

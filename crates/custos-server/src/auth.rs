@@ -50,6 +50,16 @@ impl Caller {
             .collect()
     }
 
+    /// Whether the caller may manage the audit log (Audit Manager or global admin): retention,
+    /// saved reports, search on and off.
+    pub(crate) fn can_manage_audit(&self, state: &AppState) -> bool {
+        self.principal.global_admin
+            || ROLE_IDS.iter().any(|(role, id)| {
+                *role == BuiltInRole::AuditManager
+                    && state.directory.has_role_anywhere(self.principal.id, *id)
+            })
+    }
+
     /// Whether the caller may use the audit API (Audit Reader, Audit Manager or global admin).
     pub fn can_read_audit(&self, state: &AppState) -> bool {
         self.principal.global_admin

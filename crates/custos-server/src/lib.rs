@@ -9,6 +9,7 @@ mod auth;
 mod context;
 mod error;
 mod metrics;
+mod retention;
 mod state;
 mod webapi;
 
@@ -59,6 +60,11 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth2/token", post(auth::token))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
+        .route(
+            "/api/audit/retention",
+            get(retention::get).put(retention::put),
+        )
+        .route("/api/audit/retention/run", post(retention::run))
         .route("/api/audit/checkpoint", get(audit_api::checkpoint))
         .route("/api/audit/key", get(audit_api::key))
         .route("/api/audit/proofs/inclusion", get(audit_api::inclusion))
@@ -89,6 +95,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let state = tokio::task::spawn_blocking(move || AppState::open(config, Arc::new(SystemClock)))
         .await
         .map_err(|e| ServeError::Start(StartError::FirstRun(e.to_string())))??;
+    tokio::spawn(retention::purge_periodically(state.clone()));
     println!("custos: listening on http://{local}");
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await.map_err(ServeError::Bind)

@@ -282,7 +282,7 @@ impl AppState {
     }
 
     /// An event by the system itself (first run, backend work).
-    fn system_draft(&self, operation: Operation, instance: &str) -> EventDraft {
+    pub(crate) fn system_draft(&self, operation: Operation, instance: &str) -> EventDraft {
         let context = RequestContext {
             client_ip: String::new(),
             user_agent: "custos".into(),

@@ -230,3 +230,162 @@ fn a_log_cut_behind_a_signed_checkpoint_refuses_to_open() {
         "{error}"
     );
 }
+
+const DAY: i64 = 86_400_000_000;
+
+fn event_at(time_us: i64, operation: &str, record: u128) -> AuditEvent {
+    let mut event = sample_event(0);
+    event.creation_time_us = time_us;
+    event.operation = operation.into();
+    event.record_ids = vec![Uuid::from_u128(record)];
+    event
+}
+
+#[test]
+fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_800_000_000_000_000i64;
+    let log = open(dir.path());
+    let days = [
+        (-100, "Retrieve", 5),
+        (-95, "ExportToExcel", 2),
+        (-50, "Retrieve", 3),
+        (0, "Retrieve", 2),
+    ];
+    let mut record = 0u128;
+    for (offset, operation, n) in days {
+        for i in 0..n {
+            record += 1;
+            log.append(event_at(now + offset * DAY + i, operation, record))
+                .unwrap();
+        }
+    }
+    let (before_size, before_note) = log.checkpoint().unwrap().unwrap();
+    let key = log.verifier_key();
+    let policy = crate::RetentionPolicy {
+        default_days: 90,
+        instance_days: Default::default(),
+        rules: vec![crate::RetentionRule {
+            name: "exports".into(),
+            record_types: vec![],
+            operations: vec!["ExportToExcel".into()],
+            users: vec![],
+            days: 365,
+        }],
+    };
+    let describe = |p: &PurgedPartition| {
+        let mut event = event_at(now, "PurgeAuditLog", 999);
+        event.details = format!("{{\"Segment\":\"{}\",\"Events\":{}}}", p.segment, p.events);
+        event
+    };
+    let purged = log.purge_expired(now, &policy, &describe).unwrap();
+    assert_eq!(
+        purged.len(),
+        1,
+        "only the 100-day-old partition expired: {purged:?}"
+    );
+    assert_eq!((purged[0].first_seq, purged[0].events), (0, 5));
+    assert!(
+        log.purge_expired(now, &policy, &describe)
+            .unwrap()
+            .is_empty(),
+        "a second run finds nothing more"
+    );
+
+    let count = |q: SearchQuery| log.search(&all(q)).unwrap().events.len();
+    assert_eq!(
+        count(SearchQuery {
+            record_ids: (1..=5).map(Uuid::from_u128).collect(),
+            ..Default::default()
+        }),
+        0,
+        "expired events are gone"
+    );
+    assert_eq!(
+        count(SearchQuery {
+            operations: vec!["ExportToExcel".into()],
+            ..Default::default()
+        }),
+        2,
+        "a longer policy keeps exports"
+    );
+    assert_eq!(
+        count(SearchQuery {
+            operations: vec!["Retrieve".into()],
+            ..Default::default()
+        }),
+        5,
+        "younger events stay"
+    );
+    let recorded = log
+        .search(&all(SearchQuery {
+            operations: vec!["PurgeAuditLog".into()],
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(recorded.events.len(), 1, "the deletion is itself recorded");
+    assert!(recorded.events[0].1.details.contains("\"Events\":5"));
+
+    // The tree is unchanged: the old checkpoint is consistent with a new one.
+    let (after_size, after_note) = log.checkpoint().unwrap().unwrap();
+    let old = crate::verify_note(&before_note, &key).unwrap();
+    let new = crate::verify_note(&after_note, &key).unwrap();
+    let proof = log.consistency_proof(before_size, after_size).unwrap();
+    assert!(crate::verify_consistency(
+        before_size,
+        after_size,
+        &old.root,
+        &new.root,
+        &proof
+    ));
+    drop(log);
+
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.purged_events, report.events), (5, 13));
+
+    // A restart rebuilds around the purged range and keeps appending in today's partition.
+    let log = open(dir.path());
+    assert_eq!(log.len(), 13);
+    let survivor = log
+        .search(&all(SearchQuery {
+            operations: vec!["ExportToExcel".into()],
+            ..Default::default()
+        }))
+        .unwrap()
+        .events[0]
+        .1
+        .id;
+    let inclusion = log.inclusion_proof(survivor).unwrap().unwrap();
+    let signed = crate::verify_note(&inclusion.checkpoint, &key).unwrap();
+    assert!(crate::verify_inclusion(
+        inclusion.leaf_index,
+        inclusion.tree_size,
+        &inclusion.leaf_hash,
+        &inclusion.hashes,
+        &signed.root
+    ));
+    log.append(event_at(now + 1000, "Retrieve", 77)).unwrap();
+    assert_eq!(log.len(), 14);
+}
+
+#[test]
+fn a_gap_no_purge_explains_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_800_000_000_000_000i64;
+    {
+        let log = open(dir.path());
+        for day in 0..3 {
+            log.append(event_at(now + day * DAY, "Retrieve", day as u128))
+                .unwrap();
+        }
+    }
+    std::fs::remove_file(dir.path().join(format!("seg-{:020}.log", 1))).unwrap();
+    let error = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("no retention purge explains"),
+        "{error}"
+    );
+}

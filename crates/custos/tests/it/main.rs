@@ -7,5 +7,6 @@ mod errors;
 mod fail_closed;
 mod integrity;
 mod publish;
+mod retention;
 mod retrieve_multiple;
 mod tamper;
