@@ -389,3 +389,6 @@ fn a_gap_no_purge_explains_is_refused() {
         "{error}"
     );
 }
+
+#[path = "search_props.rs"]
+mod search_props;

@@ -1,0 +1,208 @@
+//! Search against a brute-force scan of the same events: every filter alone and combined.
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::codec::tests::sample_event;
+use crate::event::{Origin, ResultStatus};
+
+const OPERATIONS: [&str; 4] = ["Create", "Retrieve", "RetrieveMultiple", "SignIn"];
+const USERS: [&str; 3] = ["ana@x", "Bo@X", "cy@x"];
+const INSTANCES: [&str; 2] = ["main", "sales"];
+const ENTITIES: [&str; 3] = ["account", "contact", ""];
+const IPS: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
+const RECORD_TYPES: [&str; 2] = ["CustosEntity", "CustosAccess"];
+const WORKLOADS: [&str; 2] = ["Custos", "Payroll"];
+const CATEGORIES: [&str; 2] = ["accessed-out-of-box-entity", "signed-in-or-out"];
+const AGENTS: [&str; 2] = ["Firefox/128", "curl/8.1"];
+const N_EVENTS: u64 = 120;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    log: AuditLog,
+    events: Vec<AuditEvent>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            AuditLog::open(LogConfig::new(dir.path(), [5; 32], "test.example/props")).unwrap();
+        let mut events = Vec::new();
+        for i in 0..N_EVENTS {
+            let pick =
+                |n: usize, salt: u64| ((i * 7 + salt * 13 + i * i * salt) % n as u64) as usize;
+            let mut event = sample_event(0);
+            event.creation_time_us = 1_000_000 * i as i64;
+            event.operation = OPERATIONS[pick(4, 1)].into();
+            event.user_upn = USERS[pick(3, 2)].into();
+            event.user_id = format!("id-{}", pick(3, 2));
+            event.instance = INSTANCES[pick(2, 3)].into();
+            event.entity_name = ENTITIES[pick(3, 4)].into();
+            event.client_ip = IPS[pick(2, 5)].into();
+            event.record_type = RECORD_TYPES[pick(2, 6)].into();
+            event.workload = WORKLOADS[pick(2, 7)].into();
+            event.category = CATEGORIES[pick(2, 8)].into();
+            event.user_agent = AGENTS[pick(2, 9)].into();
+            event.origin = [Origin::Api, Origin::WebUI, Origin::Export][pick(3, 10)];
+            event.result_status = [ResultStatus::Succeeded, ResultStatus::Denied][pick(2, 11)];
+            event.record_ids = (0..pick(4, 12))
+                .map(|k| Uuid::from_u128((i as u128 * 3 + k as u128) % 17))
+                .collect();
+            event.changes.clear();
+            log.append(event.clone()).unwrap();
+            events.push(event);
+        }
+        Fixture {
+            _dir: dir,
+            log,
+            events,
+        }
+    })
+}
+
+fn eq(list: &[String], value: &str) -> bool {
+    list.is_empty() || list.iter().any(|v| v.eq_ignore_ascii_case(value))
+}
+
+/// What a search should return, by looking at every event.
+fn brute_force(events: &[AuditEvent], q: &SearchQuery) -> Vec<Uuid> {
+    let mut out: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.creation_time_us >= q.start_us && e.creation_time_us < q.end_us)
+        .filter(|e| {
+            eq(&q.operations, &e.operation)
+                && eq(&q.instances, &e.instance)
+                && eq(&q.entities, &e.entity_name)
+        })
+        .filter(|e| {
+            eq(&q.ips, &e.client_ip)
+                && eq(&q.record_types, &e.record_type)
+                && eq(&q.workloads, &e.workload)
+        })
+        .filter(|e| eq(&q.categories, &e.category))
+        .filter(|e| {
+            q.users.is_empty()
+                || q.users.iter().any(|u| {
+                    u.eq_ignore_ascii_case(&e.user_upn) || u.eq_ignore_ascii_case(&e.user_id)
+                })
+        })
+        .filter(|e| {
+            q.record_ids.is_empty() || e.record_ids.iter().any(|r| q.record_ids.contains(r))
+        })
+        .filter(|e| q.origins.is_empty() || q.origins.contains(&e.origin))
+        .filter(|e| q.statuses.is_empty() || q.statuses.contains(&e.result_status))
+        .filter(|e| {
+            q.text.as_ref().is_none_or(|t| {
+                let t = t.to_lowercase();
+                [
+                    &e.operation,
+                    &e.user_upn,
+                    &e.user_agent,
+                    &e.client_ip,
+                    &e.entity_name,
+                    &e.query,
+                    &e.instance,
+                ]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&t))
+            })
+        })
+        .map(|e| e.id)
+        .collect();
+    out.reverse();
+    out
+}
+
+fn some_of(pool: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        3 => Just(Vec::new()),
+        2 => proptest::sample::subsequence(pool, 1..=pool.len().min(2)).prop_map(|v| v.iter().map(|s| s.to_string()).collect()),
+    ]
+}
+
+fn query() -> impl Strategy<Value = SearchQuery> {
+    let text = prop_oneof![4 => Just(None), 1 => proptest::sample::select(vec!["fire", "CURL", "ana@", "10.0.0.2", "retrieve"]).prop_map(|s| Some(s.to_string()))];
+    (
+        (
+            0i64..130,
+            0i64..130,
+            some_of(&OPERATIONS),
+            some_of(&USERS),
+            some_of(&INSTANCES),
+            some_of(&ENTITIES),
+        ),
+        (
+            some_of(&IPS),
+            some_of(&RECORD_TYPES),
+            some_of(&WORKLOADS),
+            some_of(&CATEGORIES),
+            text,
+        ),
+        (
+            proptest::collection::vec(0u128..20, 0..3),
+            proptest::sample::subsequence(vec![Origin::Api, Origin::WebUI, Origin::Export], 0..=2),
+        ),
+        (
+            proptest::sample::subsequence(
+                vec![ResultStatus::Succeeded, ResultStatus::Denied],
+                0..=1,
+            ),
+            1usize..50,
+        ),
+    )
+        .prop_map(
+            |(
+                (a, b, operations, users, instances, entities),
+                (ips, record_types, workloads, categories, text),
+                (records, origins),
+                (statuses, top),
+            )| SearchQuery {
+                start_us: a.min(b) * 1_000_000,
+                end_us: a.max(b) * 1_000_000 + 1,
+                operations,
+                users,
+                instances,
+                entities,
+                record_ids: records.into_iter().map(Uuid::from_u128).collect(),
+                ips,
+                origins,
+                statuses,
+                record_types,
+                workloads,
+                categories,
+                text,
+                before_seq: None,
+                top,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn search_pages_agree_with_a_brute_force_scan(q in query()) {
+        let fixture = fixture();
+        let expect = brute_force(&fixture.events, &q);
+        let mut got = Vec::new();
+        let mut page_query = q.clone();
+        loop {
+            let page = fixture.log.search(&page_query).unwrap();
+            prop_assert!(page.events.len() <= q.top);
+            got.extend(page.events.iter().map(|(_, e)| e.id));
+            match page.next_before_seq {
+                Some(next) => page_query.before_seq = Some(next),
+                None => break,
+            }
+        }
+        prop_assert_eq!(&got, &expect);
+        let counted: u64 = fixture.log.histogram(&SearchQuery { text: None, ..q.clone() }, None).values().sum();
+        let expect_counted = brute_force(&fixture.events, &SearchQuery { text: None, ..q }).len() as u64;
+        prop_assert_eq!(counted, expect_counted, "index-only counts agree too");
+    }
+}
