@@ -6,7 +6,7 @@
 //! checks the others on the entries, newest first, so it reads the log only for the events it
 //! returns (and for free text, which is matched on the decoded events).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use uuid::Uuid;
 
@@ -42,7 +42,8 @@ pub struct SearchQuery {
     pub workloads: Vec<String>,
     /// Report categories (SPEC §7 ids).
     pub categories: Vec<String>,
-    /// Free text, matched case-insensitively against the event's remaining text fields.
+    /// Free text: every word of it must begin a word of the event's remaining text fields
+    /// (user, agent, IP, entity, query, details, changes…), ignoring case.
     pub text: Option<String>,
     /// Only events older (smaller seq) than this: the continuation of a previous page.
     pub before_seq: Option<Seq>,
@@ -99,6 +100,8 @@ pub(crate) struct MemIndex {
     term_names: Vec<String>,
     postings: HashMap<(Field, u32), Vec<Seq>>,
     by_record: HashMap<Uuid, Vec<Seq>>,
+    /// Free-text words, sorted so a prefix is a range.
+    by_word: BTreeMap<String, Vec<Seq>>,
     by_id: HashMap<Uuid, Seq>,
 }
 
@@ -240,6 +243,9 @@ impl MemIndex {
                 list.push(seq);
             }
         }
+        for word in words(event) {
+            self.by_word.entry(word).or_default().push(seq);
+        }
         self.by_id.insert(event.id, seq);
         self.entries.push(entry);
     }
@@ -269,6 +275,32 @@ impl MemIndex {
             true
         });
         out
+    }
+
+    /// The events whose words begin with every word of the free text, sorted; `None` without
+    /// free text (or a text without words).
+    fn text_matches(&self, query: &SearchQuery) -> Option<Vec<Seq>> {
+        let words = query_words(query.text.as_deref()?);
+        // A text without words ("", "@") filters nothing.
+        let mut result: Option<Vec<Seq>> = None;
+        for word in words {
+            let mut seqs: Vec<Seq> = self
+                .by_word
+                .range(word.clone()..)
+                .take_while(|(key, _)| key.starts_with(&word))
+                .flat_map(|(_, list)| list.iter().copied())
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            result = Some(match result {
+                None => seqs,
+                Some(previous) => previous
+                    .into_iter()
+                    .filter(|s| seqs.binary_search(s).is_ok())
+                    .collect(),
+            });
+        }
+        result
     }
 
     /// Visits matching entries newest first until `visit` returns false.
@@ -314,6 +346,10 @@ impl MemIndex {
                     .collect(),
             );
         }
+        let text = self.text_matches(query);
+        if let Some(text) = &text {
+            consider(vec![text]);
+        }
         for (field, terms) in &term_filters {
             consider(
                 terms
@@ -326,7 +362,8 @@ impl MemIndex {
         let upper = query.before_seq.unwrap_or(u64::MAX).min(self.len());
         let mut check = |seq: Seq| -> bool {
             let entry = &self.entries[seq as usize];
-            !self.matches(entry, seq, query, &term_filters) || visit(seq, entry)
+            let text_ok = text.as_ref().is_none_or(|t| t.binary_search(&seq).is_ok());
+            !(text_ok && self.matches(entry, seq, query, &term_filters)) || visit(seq, entry)
         };
         match driver {
             Some(list) => {
@@ -395,9 +432,17 @@ impl MemIndex {
     }
 }
 
-/// Whether the free text occurs in the event's text fields (case-insensitive).
-pub(crate) fn text_matches(event: &AuditEvent, needle_lower: &str) -> bool {
-    let mut haystack = String::new();
+/// The words of the event's free-text fields: lowercase runs of letters and digits.
+fn words(event: &AuditEvent) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |text: &str| {
+        for word in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            out.insert(word.to_lowercase());
+        }
+    };
     for text in [
         &event.operation,
         &event.user_upn,
@@ -411,16 +456,21 @@ pub(crate) fn text_matches(event: &AuditEvent, needle_lower: &str) -> bool {
         &event.instance,
         &event.correlation_id,
     ] {
-        haystack.push_str(text);
-        haystack.push('\n');
+        add(text);
     }
     for change in &event.changes {
-        haystack.push_str(&change.attribute);
-        haystack.push('\n');
+        add(&change.attribute);
         for value in [&change.old, &change.new].into_iter().flatten() {
-            haystack.push_str(value);
-            haystack.push('\n');
+            add(value);
         }
     }
-    haystack.to_lowercase().contains(needle_lower)
+    out
+}
+
+/// The words of a free-text query; each must begin a word of a matching event.
+pub(crate) fn query_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }

@@ -19,7 +19,7 @@ use crate::canonical::canonical_json;
 use crate::checkpoint::CheckpointSigner;
 use crate::codec::{decode_event, encode_event};
 use crate::event::AuditEvent;
-use crate::index::{MemIndex, SearchPage, SearchQuery, text_matches};
+use crate::index::{MemIndex, SearchPage, SearchQuery};
 use crate::integrity::{InclusionProof, Integrity};
 use crate::log::{LogConfig, LogFiles, LogReader, Seq};
 use crate::merkle::{Hash, leaf_hash};
@@ -323,44 +323,23 @@ impl AuditLog {
             .histogram(query, bucket_us)
     }
 
-    /// One page of events matching `query`, newest first.
+    /// One page of events matching `query`, newest first. Every filter, free text included, is
+    /// answered from the index; the log is read only for the events returned.
     pub fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
         if query.top == 0 {
             return Err(Error::InvalidQuery("top must be at least 1".into()));
         }
-        let needle = query.text.as_ref().map(|t| t.to_lowercase());
-        let mut events = Vec::new();
-        let mut before = query.before_seq;
-        // Without free text every candidate matches; with it, candidates are fetched in chunks
-        // and checked on the decoded events.
-        loop {
-            let chunk = if needle.is_some() { 512 } else { query.top + 1 };
-            let paged = SearchQuery {
-                before_seq: before,
-                ..query.clone()
-            };
-            let candidates = self
-                .index
-                .read()
-                .expect("index lock")
-                .candidates(&paged, chunk);
-            let exhausted = candidates.len() < chunk;
-            for (seq, location) in &candidates {
-                before = Some(*seq);
-                let event = decode_event(&self.reader.read(*location)?)?;
-                if needle.as_ref().is_none_or(|n| text_matches(&event, n)) {
-                    events.push((*seq, event));
-                    if events.len() > query.top {
-                        break;
-                    }
-                }
-            }
-            if events.len() > query.top || exhausted {
-                break;
-            }
+        let candidates = self
+            .index
+            .read()
+            .expect("index lock")
+            .candidates(query, query.top + 1);
+        let more = candidates.len() > query.top;
+        let mut events = Vec::with_capacity(candidates.len().min(query.top));
+        for (seq, location) in candidates.into_iter().take(query.top) {
+            events.push((seq, decode_event(&self.reader.read(location)?)?));
         }
-        let next_before_seq = if events.len() > query.top {
-            events.truncate(query.top);
+        let next_before_seq = if more {
             events.last().map(|(seq, _)| *seq)
         } else {
             None

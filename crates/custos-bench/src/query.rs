@@ -209,7 +209,7 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         notes: vec![
             format!("{runs} runs per query; events spread over 90 days; targets drawn from the Zipf distributions"),
             format!("results found (Custos): q1 {} events, q2 {}, q3 {} (count + page), q4 {} days, q5 {}", found[0], found[1], found[2], found[3], found[4]),
-            "q5 in Custos decodes candidate events and matches text; in SQLite it is LIKE over the JSON column".into(),
+            "q5 in Custos looks up word prefixes in its text index (so 'user12@' also finds user120); in SQLite it is LIKE over the JSON column".into(),
         ],
     })
 }

@@ -97,19 +97,29 @@ fn brute_force(events: &[AuditEvent], q: &SearchQuery) -> Vec<Uuid> {
         .filter(|e| q.origins.is_empty() || q.origins.contains(&e.origin))
         .filter(|e| q.statuses.is_empty() || q.statuses.contains(&e.result_status))
         .filter(|e| {
+            // Every word of the text begins some word of the event's text fields.
             q.text.as_ref().is_none_or(|t| {
-                let t = t.to_lowercase();
-                [
+                let split = |s: &str| -> Vec<String> {
+                    s.split(|c: char| !c.is_alphanumeric())
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_lowercase)
+                        .collect()
+                };
+                let fields = [
                     &e.operation,
                     &e.user_upn,
+                    &e.user_id,
                     &e.user_agent,
                     &e.client_ip,
                     &e.entity_name,
                     &e.query,
                     &e.instance,
-                ]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&t))
+                    &e.correlation_id,
+                ];
+                let event_words: Vec<String> = fields.iter().flat_map(|f| split(f)).collect();
+                split(t)
+                    .iter()
+                    .all(|w| event_words.iter().any(|ew| ew.starts_with(w.as_str())))
             })
         })
         .map(|e| e.id)
@@ -126,7 +136,7 @@ fn some_of(pool: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> 
 }
 
 fn query() -> impl Strategy<Value = SearchQuery> {
-    let text = prop_oneof![4 => Just(None), 1 => proptest::sample::select(vec!["fire", "CURL", "ana@", "10.0.0.2", "retrieve"]).prop_map(|s| Some(s.to_string()))];
+    let text = prop_oneof![4 => Just(None), 1 => proptest::sample::select(vec!["fire", "CURL", "ana@", "10.0.0.2", "retrieve", "efox", "multiple", "bo x", "", "@"]).prop_map(|s| Some(s.to_string()))];
     (
         (
             0i64..130,
