@@ -4,6 +4,7 @@
 //!
 //! A harness, so it sits at the edge: it uses anyhow, the clock and threads freely.
 
+mod api;
 mod ingest;
 mod query;
 mod sqlite;
@@ -28,6 +29,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Timed repetitions of each query.
     pub query_runs: usize,
+    /// Length of each load phase of the `api` scenario.
+    pub api_phase: Duration,
 }
 
 impl Options {
@@ -39,6 +42,7 @@ impl Options {
             producers: 64,
             dir: None,
             query_runs: if quick { 5 } else { 30 },
+            api_phase: Duration::from_secs(if quick { 2 } else { 10 }),
         }
     }
 }
@@ -116,7 +120,7 @@ impl Report {
     }
 }
 
-/// Runs `scenario` (`ingest`, `freshness`, `query` or `verify`).
+/// Runs `scenario` (`ingest`, `freshness`, `query`, `verify` or `api`).
 pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
     let temporary = tempfile::tempdir()?;
     let dir = options
@@ -129,7 +133,8 @@ pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
         "freshness" => ingest::freshness(&dir, options),
         "verify" => ingest::verify(&dir, options),
         "query" => query::query(&dir, options),
-        other => bail!("unknown scenario '{other}': use ingest, freshness, query or verify"),
+        "api" => api::api(&dir, options),
+        other => bail!("unknown scenario '{other}': use ingest, freshness, query, verify or api"),
     }
 }
 

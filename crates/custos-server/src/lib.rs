@@ -95,10 +95,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let state = tokio::task::spawn_blocking(move || AppState::open(config, Arc::new(SystemClock)))
         .await
         .map_err(|e| ServeError::Start(StartError::FirstRun(e.to_string())))??;
-    tokio::spawn(retention::purge_periodically(state.clone()));
     println!("custos: listening on http://{local}");
+    serve_on(listener, state).await.map_err(ServeError::Bind)
+}
+
+/// Serves an opened state on a bound listener until the runtime ends; also runs the hourly
+/// retention purge.
+pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    tokio::spawn(retention::purge_periodically(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).await.map_err(ServeError::Bind)
+    axum::serve(listener, app).await
 }
 
 /// Why serving stopped.

@@ -1,0 +1,223 @@
+//! The `api` scenario (B4): retrieve multiple over HTTP on loopback, 32 concurrent clients,
+//! pages of 50 and of 5,000 records, with retrieve-multiple auditing off and then on (durable
+//! audit: each page's event, listing every record id, is fsynced before the page is sent).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use custos_server::{AppState, Config, SystemClock};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+use crate::{Figure, Options, Report, percentile_ms};
+
+const CLIENTS: usize = 32;
+const ACCOUNTS: usize = 5000;
+const PASSWORD: &str = "bench-password-1";
+
+/// A server on a runtime of its own, on a free loopback port.
+fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?;
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        listen: address,
+        admin_password: Some(PASSWORD.into()),
+        token_lifetime_secs: 3600,
+    };
+    let state = AppState::open(config, Arc::new(SystemClock))?;
+    runtime.spawn(custos_server::serve_on(listener, state));
+    Ok((runtime, address))
+}
+
+fn token(client: &Client, base: &str) -> anyhow::Result<String> {
+    let response: Value = client
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", PASSWORD),
+        ])
+        .send()?
+        .json()?;
+    Ok(response["access_token"]
+        .as_str()
+        .context("no token")?
+        .to_string())
+}
+
+fn send(
+    client: &Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> anyhow::Result<()> {
+    let mut request = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let status = request.send()?.status();
+    ensure!(status.is_success(), "{url}: {status}");
+    Ok(())
+}
+
+/// Requests per second and latencies of `CLIENTS` clients fetching the first page of `page`
+/// accounts for `duration`.
+fn load(
+    base: &str,
+    token: &str,
+    page: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (stop, token) = (stop.clone(), token.to_string());
+            let url = format!("{base}/main/api/data/v9.2/accounts?$select=name,revenue");
+            std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+                let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let response = client
+                        .get(&url)
+                        .bearer_auth(&token)
+                        .header("Prefer", format!("odata.maxpagesize={page}"))
+                        .send()?;
+                    ensure!(
+                        response.status().is_success(),
+                        "retrieve multiple: {}",
+                        response.status()
+                    );
+                    let _ = response.bytes()?;
+                    samples.push(started.elapsed());
+                }
+                Ok(samples)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut samples = Vec::new();
+    for thread in threads {
+        samples.extend(thread.join().expect("a client panicked")?);
+    }
+    Ok((
+        samples.len() as f64 / started.elapsed().as_secs_f64(),
+        samples,
+    ))
+}
+
+pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
+    let (runtime, address) = start(&dir.join("api-server"))?;
+    let base = format!("http://{address}");
+    let client = Client::new();
+    let token = token(&client, &base)?;
+    let api = format!("{base}/main/api/data/v9.2");
+    for i in 0..ACCOUNTS {
+        send(
+            &client,
+            reqwest::Method::POST,
+            &format!("{api}/accounts"),
+            &token,
+            Some(json!({"name": format!("Account {i:05}"), "revenue": i})),
+        )?;
+    }
+    let duration = options.api_phase;
+    let (off_50, mut off_50_lat) = load(&base, &token, 50, duration)?;
+    let (off_5000, mut off_5000_lat) = load(&base, &token, 5000, duration)?;
+
+    let who: Value = client
+        .get(format!("{api}/WhoAmI"))
+        .bearer_auth(&token)
+        .send()?
+        .json()?;
+    let org = who["OrganizationId"].as_str().context("no organization")?;
+    send(
+        &client,
+        reqwest::Method::PATCH,
+        &format!("{api}/organizations({org})"),
+        &token,
+        Some(json!({"isreadauditenabled": true})),
+    )?;
+    send(
+        &client,
+        reqwest::Method::PATCH,
+        &format!("{api}/EntityDefinitions(LogicalName='account')"),
+        &token,
+        Some(json!({"IsRetrieveMultipleAuditEnabled": {"Value": true}})),
+    )?;
+    send(
+        &client,
+        reqwest::Method::POST,
+        &format!("{api}/PublishAllXml"),
+        &token,
+        None,
+    )?;
+    let (on_50, mut on_50_lat) = load(&base, &token, 50, duration)?;
+    let (on_5000, mut on_5000_lat) = load(&base, &token, 5000, duration)?;
+    drop(runtime);
+
+    let overhead = |off: f64, on: f64| (off - on) / off * 100.0;
+    let figure = |name, unit, better, custos| Figure {
+        name,
+        unit,
+        better,
+        custos,
+        sqlite: None,
+    };
+    Ok(Report {
+        scenario: "api".into(),
+        events: ((on_50 + on_5000) * duration.as_secs_f64()) as u64,
+        figures: vec![
+            figure("rm50_per_s_off", "1/s", "higher", off_50),
+            figure("rm50_per_s_on", "1/s", "higher", on_50),
+            figure(
+                "rm50_p99_ms_off",
+                "ms",
+                "lower",
+                percentile_ms(&mut off_50_lat, 99.0),
+            ),
+            figure(
+                "rm50_p99_ms_on",
+                "ms",
+                "lower",
+                percentile_ms(&mut on_50_lat, 99.0),
+            ),
+            figure("overhead_50_pct", "%", "lower", overhead(off_50, on_50)),
+            figure("rm5000_per_s_off", "1/s", "higher", off_5000),
+            figure("rm5000_per_s_on", "1/s", "higher", on_5000),
+            figure(
+                "rm5000_p99_ms_off",
+                "ms",
+                "lower",
+                percentile_ms(&mut off_5000_lat, 99.0),
+            ),
+            figure(
+                "rm5000_p99_ms_on",
+                "ms",
+                "lower",
+                percentile_ms(&mut on_5000_lat, 99.0),
+            ),
+            figure(
+                "overhead_5000_pct",
+                "%",
+                "lower",
+                overhead(off_5000, on_5000),
+            ),
+        ],
+        notes: vec![format!(
+            "{CLIENTS} clients on loopback, {ACCOUNTS} accounts, {} s per phase; 'on' appends one durable event per page listing every record id",
+            duration.as_secs()
+        )],
+    })
+}
