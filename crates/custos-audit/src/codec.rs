@@ -1,20 +1,33 @@
-//! The on-disk encoding of one audit record: compact, explicit and versioned.
+//! The on-disk encoding of audit records: compact, explicit and versioned.
 //!
-//! Layout of version 1 (all integers little-endian, `varint` is LEB128, `str` is a varint byte
-//! length followed by UTF-8, `opt` is a 0/1 byte followed by the value when 1):
+//! Record ids and low-cardinality strings (users, agents, addresses, operations…) repeat
+//! across a partition, so each segment carries a dictionary built as it is written: the first
+//! occurrence of a value is written inline and takes the next number, later ones are a varint
+//! reference to that number. References only point backwards, so a segment decodes front to
+//! back from nothing, and one record decodes alone given the segment's dictionary.
+//!
+//! Layout of version 2 (integers little-endian, `varint` LEB128, `zigzag` signed varint):
 //!
 //! ```text
-//! u8 version=1 | [16] id | i64 creation_time_us | [16] tenant_id
-//! str instance | str instance_url | str workload | str record_type | str operation | str category
-//! str user_id | str user_upn | u8 user_type | str caller_id | str client_ip | str user_agent
-//! u8 origin | str correlation_id | str session_id | str client_request_id
-//! u8 result_status | str error_code | str entity_name | u8 entity_category
-//! varint n_record_ids | n × [16] record id | str query | varint result_count
-//! varint n_changes | n × (str attribute | opt str old | opt str new) | str details
+//! u8 version=2 | [16] id | zigzag creation_time_us
+//! ref tenant_id
+//! dstr instance | dstr instance_url | dstr workload | dstr record_type | dstr operation | dstr category
+//! dstr user_id | dstr user_upn | u8 user_type | dstr caller_id | dstr client_ip | dstr user_agent
+//! u8 origin | ustr correlation_id | dstr session_id | str client_request_id
+//! u8 result_status | dstr error_code | dstr entity_name | u8 entity_category
+//! varint n_record_ids | n × ref record id | str query | varint result_count
+//! varint n_changes | n × (dstr attribute | opt str old | opt str new) | str details
+//!
+//! ref  = varint 0 then [16] (a new id), or varint k+1 (the id numbered k)
+//! dstr = varint 0 then str (a new string), or varint k+1 (the string numbered k)
+//! ustr = u8 1 then [16] (a GUID in its lowercase hyphenated form), or u8 0 then str
+//! str  = varint byte length, UTF-8;  opt = u8 0, or u8 1 then the value
 //! ```
 //!
-//! Decoding treats the bytes as untrusted input: every length is bounds-checked and an unknown
-//! version, enum code or trailing byte is reported as corruption, never a panic.
+//! Decoding treats the bytes as untrusted input: every length and reference is checked and an
+//! unknown version, enum code or trailing byte is reported as corruption, never a panic.
+
+use std::collections::HashMap;
 
 use uuid::Uuid;
 
@@ -22,60 +35,176 @@ use crate::event::{AuditEvent, Change, EntityCategory, Origin, ResultStatus, Use
 use crate::{Error, Result};
 
 /// The encoding version written by this build.
-pub const CODEC_VERSION: u8 = 1;
+pub const CODEC_VERSION: u8 = 2;
 
-/// Appends the encoding of `event` to `out`.
-pub fn encode_event(event: &AuditEvent, out: &mut Vec<u8>) {
-    out.push(CODEC_VERSION);
-    out.extend_from_slice(event.id.as_bytes());
-    out.extend_from_slice(&event.creation_time_us.to_le_bytes());
-    out.extend_from_slice(event.tenant_id.as_bytes());
-    for text in [
-        &event.instance,
-        &event.instance_url,
-        &event.workload,
-        &event.record_type,
-        &event.operation,
-        &event.category,
-        &event.user_id,
-        &event.user_upn,
-    ] {
-        put_str(out, text);
-    }
-    out.push(event.user_type.code());
-    for text in [&event.caller_id, &event.client_ip, &event.user_agent] {
-        put_str(out, text);
-    }
-    out.push(event.origin.code());
-    for text in [
-        &event.correlation_id,
-        &event.session_id,
-        &event.client_request_id,
-    ] {
-        put_str(out, text);
-    }
-    out.push(event.result_status.code());
-    put_str(out, &event.error_code);
-    put_str(out, &event.entity_name);
-    out.push(event.entity_category.code());
-    put_varint(out, event.record_ids.len() as u64);
-    for record_id in &event.record_ids {
-        out.extend_from_slice(record_id.as_bytes());
-    }
-    put_str(out, &event.query);
-    put_varint(out, event.result_count);
-    put_varint(out, event.changes.len() as u64);
-    for change in &event.changes {
-        put_str(out, &change.attribute);
-        put_opt_str(out, change.old.as_deref());
-        put_opt_str(out, change.new.as_deref());
-    }
-    put_str(out, &event.details);
+/// The values a segment has numbered so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dictionary {
+    ids: Vec<Uuid>,
+    strings: Vec<String>,
 }
 
-/// Decodes one record produced by [`encode_event`].
-pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent> {
-    let mut r = Reader { bytes, pos: 0 };
+impl Dictionary {
+    /// Numbered ids and strings, for sizing and tests.
+    pub fn len(&self) -> (usize, usize) {
+        (self.ids.len(), self.strings.len())
+    }
+
+    /// Whether nothing is numbered yet.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.strings.is_empty()
+    }
+
+    /// Adds what `other` numbered after this dictionary's end.
+    pub(crate) fn extend_from(&mut self, other: &Dictionary) {
+        self.ids.extend_from_slice(&other.ids[self.ids.len()..]);
+        self.strings
+            .extend_from_slice(&other.strings[self.strings.len()..]);
+    }
+}
+
+/// Encodes the records of one segment, numbering new values as it goes.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    dictionary: Dictionary,
+    id_numbers: HashMap<Uuid, u32>,
+    string_numbers: HashMap<String, u32>,
+}
+
+impl Encoder {
+    /// An encoder continuing a segment whose records built `dictionary`.
+    pub fn resume(dictionary: Dictionary) -> Encoder {
+        let id_numbers = dictionary
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| (*id, n as u32))
+            .collect();
+        let string_numbers = dictionary
+            .strings
+            .iter()
+            .enumerate()
+            .map(|(n, s)| (s.clone(), n as u32))
+            .collect();
+        Encoder {
+            dictionary,
+            id_numbers,
+            string_numbers,
+        }
+    }
+
+    /// The dictionary so far.
+    pub fn dictionary(&self) -> &Dictionary {
+        &self.dictionary
+    }
+
+    /// Forgets everything numbered after the first `ids` ids and `strings` strings (a batch
+    /// that was not written).
+    pub fn rewind(&mut self, (ids, strings): (usize, usize)) {
+        for id in self.dictionary.ids.drain(ids..) {
+            self.id_numbers.remove(&id);
+        }
+        for string in self.dictionary.strings.drain(strings..) {
+            self.string_numbers.remove(&string);
+        }
+    }
+
+    fn id(&mut self, id: Uuid, out: &mut Vec<u8>) {
+        match self.id_numbers.get(&id) {
+            Some(n) => put_varint(out, u64::from(*n) + 1),
+            None => {
+                self.id_numbers.insert(id, self.dictionary.ids.len() as u32);
+                self.dictionary.ids.push(id);
+                put_varint(out, 0);
+                out.extend_from_slice(id.as_bytes());
+            }
+        }
+    }
+
+    fn string(&mut self, text: &str, out: &mut Vec<u8>) {
+        match self.string_numbers.get(text) {
+            Some(n) => put_varint(out, u64::from(*n) + 1),
+            None => {
+                self.string_numbers
+                    .insert(text.to_string(), self.dictionary.strings.len() as u32);
+                self.dictionary.strings.push(text.to_string());
+                put_varint(out, 0);
+                put_str(out, text);
+            }
+        }
+    }
+
+    /// Appends the encoding of `event` to `out`.
+    pub fn encode(&mut self, event: &AuditEvent, out: &mut Vec<u8>) {
+        out.push(CODEC_VERSION);
+        out.extend_from_slice(event.id.as_bytes());
+        put_varint(out, zigzag(event.creation_time_us));
+        self.id(event.tenant_id, out);
+        for text in [
+            &event.instance,
+            &event.instance_url,
+            &event.workload,
+            &event.record_type,
+            &event.operation,
+            &event.category,
+            &event.user_id,
+            &event.user_upn,
+        ] {
+            self.string(text, out);
+        }
+        out.push(event.user_type.code());
+        for text in [&event.caller_id, &event.client_ip, &event.user_agent] {
+            self.string(text, out);
+        }
+        out.push(event.origin.code());
+        put_uuid_str(out, &event.correlation_id);
+        self.string(&event.session_id, out);
+        put_str(out, &event.client_request_id);
+        out.push(event.result_status.code());
+        self.string(&event.error_code, out);
+        self.string(&event.entity_name, out);
+        out.push(event.entity_category.code());
+        put_varint(out, event.record_ids.len() as u64);
+        for record_id in &event.record_ids {
+            self.id(*record_id, out);
+        }
+        put_str(out, &event.query);
+        put_varint(out, event.result_count);
+        put_varint(out, event.changes.len() as u64);
+        for change in &event.changes {
+            self.string(&change.attribute, out);
+            put_opt_str(out, change.old.as_deref());
+            put_opt_str(out, change.new.as_deref());
+        }
+        put_str(out, &event.details);
+    }
+}
+
+/// Decodes the next record of a segment read front to back, adding the values it numbers to
+/// `dictionary`.
+pub fn decode_next(bytes: &[u8], dictionary: &mut Dictionary) -> Result<AuditEvent> {
+    let (event, ids, strings) = decode(bytes, dictionary, true)?;
+    dictionary.ids.extend(ids);
+    dictionary.strings.extend(strings);
+    Ok(event)
+}
+
+/// Decodes one record alone; `dictionary` holds its segment's values up to (at least) it.
+pub fn decode_event(bytes: &[u8], dictionary: &Dictionary) -> Result<AuditEvent> {
+    Ok(decode(bytes, dictionary, false)?.0)
+}
+
+type Decoded = (AuditEvent, Vec<Uuid>, Vec<String>);
+
+fn decode(bytes: &[u8], dictionary: &Dictionary, learn: bool) -> Result<Decoded> {
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        dictionary,
+        learn,
+        ids_seen: Vec::new(),
+        strings_seen: Vec::new(),
+    };
     let version = r.u8()?;
     if version != CODEC_VERSION {
         return Err(Error::Corrupted(format!(
@@ -83,39 +212,39 @@ pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent> {
         )));
     }
     let id = r.uuid()?;
-    let creation_time_us = i64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
-    let tenant_id = r.uuid()?;
-    let instance = r.str()?;
-    let instance_url = r.str()?;
-    let workload = r.str()?;
-    let record_type = r.str()?;
-    let operation = r.str()?;
-    let category = r.str()?;
-    let user_id = r.str()?;
-    let user_upn = r.str()?;
+    let creation_time_us = unzigzag(r.varint()?);
+    let tenant_id = r.id()?;
+    let instance = r.dstr()?;
+    let instance_url = r.dstr()?;
+    let workload = r.dstr()?;
+    let record_type = r.dstr()?;
+    let operation = r.dstr()?;
+    let category = r.dstr()?;
+    let user_id = r.dstr()?;
+    let user_upn = r.dstr()?;
     let user_type = r.code(UserType::from_code, "user type")?;
-    let caller_id = r.str()?;
-    let client_ip = r.str()?;
-    let user_agent = r.str()?;
+    let caller_id = r.dstr()?;
+    let client_ip = r.dstr()?;
+    let user_agent = r.dstr()?;
     let origin = r.code(Origin::from_code, "origin")?;
-    let correlation_id = r.str()?;
-    let session_id = r.str()?;
+    let correlation_id = r.uuid_str()?;
+    let session_id = r.dstr()?;
     let client_request_id = r.str()?;
     let result_status = r.code(ResultStatus::from_code, "result status")?;
-    let error_code = r.str()?;
-    let entity_name = r.str()?;
+    let error_code = r.dstr()?;
+    let entity_name = r.dstr()?;
     let entity_category = r.code(EntityCategory::from_code, "entity category")?;
-    let n_record_ids = r.len(16)?;
+    let n_record_ids = r.len(1)?;
     let mut record_ids = Vec::with_capacity(n_record_ids);
     for _ in 0..n_record_ids {
-        record_ids.push(r.uuid()?);
+        record_ids.push(r.id()?);
     }
     let query = r.str()?;
     let result_count = r.varint()?;
     let n_changes = r.len(3)?;
     let mut changes = Vec::with_capacity(n_changes);
     for _ in 0..n_changes {
-        let attribute = r.str()?;
+        let attribute = r.dstr()?;
         let old = r.opt_str()?;
         let new = r.opt_str()?;
         changes.push(Change {
@@ -131,7 +260,12 @@ pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent> {
             bytes.len() - r.pos
         )));
     }
-    Ok(AuditEvent {
+    let Reader {
+        ids_seen,
+        strings_seen,
+        ..
+    } = r;
+    let event = AuditEvent {
         id,
         creation_time_us,
         tenant_id,
@@ -160,7 +294,16 @@ pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent> {
         result_count,
         changes,
         details,
-    })
+    };
+    Ok((event, ids_seen, strings_seen))
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -186,9 +329,28 @@ fn put_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
+/// A GUID-shaped string in 16 bytes when it round-trips exactly, else as text.
+fn put_uuid_str(out: &mut Vec<u8>, text: &str) {
+    match Uuid::parse_str(text).ok().filter(|u| u.to_string() == text) {
+        Some(uuid) => {
+            out.push(1);
+            out.extend_from_slice(uuid.as_bytes());
+        }
+        None => {
+            out.push(0);
+            put_str(out, text);
+        }
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    dictionary: &'a Dictionary,
+    learn: bool,
+    /// Values this record numbers, in order (they follow the dictionary's).
+    ids_seen: Vec<Uuid>,
+    strings_seen: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -259,6 +421,60 @@ impl<'a> Reader<'a> {
         Ok(Uuid::from_bytes(
             self.take(16)?.try_into().expect("16 bytes"),
         ))
+    }
+
+    fn uuid_str(&mut self) -> Result<String> {
+        match self.u8()? {
+            0 => self.str(),
+            1 => Ok(self.uuid()?.to_string()),
+            flag => Err(Error::Corrupted(format!("invalid id flag {flag}"))),
+        }
+    }
+
+    /// Resolves reference `k`: numbers first cover the dictionary, then what this record
+    /// numbered itself (only while learning; reading alone, the dictionary holds both).
+    fn reference<T: Clone>(&self, k: u64, known: &[T], seen: &[T], what: &str) -> Result<T> {
+        let k = k as usize;
+        let found = if k < known.len() {
+            known.get(k)
+        } else if self.learn {
+            seen.get(k - known.len())
+        } else {
+            None
+        };
+        found.cloned().ok_or_else(|| {
+            Error::Corrupted(format!(
+                "{what} reference {k} before it was defined, at byte {}",
+                self.pos
+            ))
+        })
+    }
+
+    fn id(&mut self) -> Result<Uuid> {
+        match self.varint()? {
+            0 => {
+                let id = self.uuid()?;
+                self.ids_seen.push(id);
+                Ok(id)
+            }
+            k => self.reference(k - 1, &self.dictionary.ids, &self.ids_seen, "id"),
+        }
+    }
+
+    fn dstr(&mut self) -> Result<String> {
+        match self.varint()? {
+            0 => {
+                let text = self.str()?;
+                self.strings_seen.push(text.clone());
+                Ok(text)
+            }
+            k => self.reference(
+                k - 1,
+                &self.dictionary.strings,
+                &self.strings_seen,
+                "string",
+            ),
+        }
     }
 
     fn code<T>(&mut self, from_code: fn(u8) -> Option<T>, what: &str) -> Result<T> {

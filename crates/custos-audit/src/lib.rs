@@ -22,7 +22,7 @@ mod writer;
 
 pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
 pub use checkpoint::{Checkpoint, CheckpointSigner, checkpoint_body, verify_note};
-pub use codec::{CODEC_VERSION, decode_event, encode_event};
+pub use codec::{CODEC_VERSION, Dictionary, Encoder, decode_event, decode_next};
 pub use error::{Error, Result};
 pub use event::{
     AuditEvent, Category, Change, EntityCategory, Operation, Origin, RecordType, ResultStatus,

@@ -15,6 +15,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::codec::{Dictionary, Encoder, decode_event, decode_next};
+use crate::event::AuditEvent;
 use crate::{Error, Result};
 
 /// Position of an event in the log: dense, strictly increasing, from 0.
@@ -75,6 +77,8 @@ pub(crate) struct SegmentInfo {
     pub(crate) first_seq: Seq,
     pub(crate) path: PathBuf,
     pub(crate) file: Option<Arc<File>>,
+    /// The values its records numbered so far, to decode any one of them.
+    pub(crate) dictionary: Arc<RwLock<Dictionary>>,
 }
 
 /// Read access to every segment, shared by searches; cheap to clone.
@@ -84,23 +88,28 @@ pub(crate) struct LogReader {
 }
 
 impl LogReader {
-    pub(crate) fn read(&self, location: Location) -> Result<Vec<u8>> {
-        let file = {
+    /// Reads and decodes the record at `location`.
+    pub(crate) fn read_event(&self, location: Location) -> Result<AuditEvent> {
+        let (file, dictionary) = {
             let segments = self.segments.read().expect("segment list lock");
-            segments
+            let segment = segments
                 .get(location.segment as usize)
-                .and_then(|s| s.file.clone())
+                .filter(|s| s.file.is_some())
                 .ok_or_else(|| {
                     Error::Unavailable(format!(
                         "segment {} was purged by retention",
                         location.segment
                     ))
-                })?
+                })?;
+            (
+                segment.file.clone().expect("checked above"),
+                segment.dictionary.clone(),
+            )
         };
         let mut payload = vec![0u8; location.len as usize];
         file.read_exact_at(&mut payload, location.offset)
             .map_err(|e| Error::io(format!("segment {}", location.segment), e))?;
-        Ok(payload)
+        decode_event(&payload, &dictionary.read().expect("dictionary lock"))
     }
 
     /// Every segment, in order.
@@ -117,6 +126,10 @@ impl LogReader {
                 "the active segment is never purged"
             );
             segments[segment].file = None;
+            *segments[segment]
+                .dictionary
+                .write()
+                .expect("dictionary lock") = Dictionary::default();
             segments[segment].path.clone()
         };
         fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
@@ -136,6 +149,8 @@ pub(crate) struct LogFiles {
     active_len: u64,
     /// UTC day (days since the epoch) of the active segment's events; `None` while it is empty.
     active_day: Option<i64>,
+    /// Numbers the active segment's values.
+    encoder: Encoder,
     next_seq: Seq,
     reader: LogReader,
 }
@@ -150,7 +165,7 @@ impl LogFiles {
         config: LogConfig,
         protected: Seq,
         purged: &BTreeMap<Seq, u64>,
-        mut on_record: impl FnMut(Seq, Location, &[u8]) -> Result<()>,
+        mut on_record: impl FnMut(Seq, Location, &AuditEvent) -> Result<()>,
         mut on_gap: impl FnMut(Seq, u64) -> Result<()>,
     ) -> Result<LogFiles> {
         fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
@@ -211,12 +226,14 @@ impl LogFiles {
                 )));
             }
             let is_last = segment_idx + 1 == n_segments;
+            let mut dictionary = Dictionary::default();
             let (n_records, intact_len) = scan_segment(
                 path,
                 segments.len() as u32,
                 *first,
                 is_last,
                 protected,
+                &mut dictionary,
                 &mut on_record,
             )?;
             next_seq += n_records;
@@ -226,6 +243,7 @@ impl LogFiles {
                 first_seq: *first,
                 path: path.clone(),
                 file: Some(Arc::new(file)),
+                dictionary: Arc::new(RwLock::new(dictionary)),
             });
             if is_last {
                 active_len = intact_len;
@@ -236,6 +254,13 @@ impl LogFiles {
             .write(true)
             .open(&active_path)
             .map_err(|e| Error::io(&active_path, e))?;
+        let last = segments
+            .last()
+            .expect("at least one segment")
+            .dictionary
+            .read()
+            .expect("dictionary lock")
+            .clone();
         Ok(LogFiles {
             config,
             first_seqs,
@@ -243,6 +268,7 @@ impl LogFiles {
             active_path,
             active_len,
             active_day: None,
+            encoder: Encoder::resume(last),
             next_seq,
             reader: LogReader {
                 segments: Arc::new(RwLock::new(segments)),
@@ -265,13 +291,22 @@ impl LogFiles {
     /// new segment, so retention can drop whole days.
     pub(crate) fn append_batch(
         &mut self,
-        payloads: &[Vec<u8>],
+        events: &[&AuditEvent],
         day: i64,
     ) -> Result<Vec<(Seq, Location)>> {
         let new_day = self.active_day.is_some_and(|d| d != day);
         if self.active_len >= self.config.segment_bytes_max || new_day {
             self.roll()?;
         }
+        let mark = self.encoder.dictionary().len();
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(|event| {
+                let mut payload = Vec::with_capacity(128 + event.record_ids.len() * 4);
+                self.encoder.encode(event, &mut payload);
+                payload
+            })
+            .collect();
         let segment = (self.first_seqs.len() - 1) as u32;
         let total: usize = payloads
             .iter()
@@ -311,12 +346,22 @@ impl LogFiles {
                 .active
                 .set_len(self.active_len)
                 .and_then(|()| self.active.sync_data());
+            self.encoder.rewind(mark);
             if let Err(undo_error) = undone {
                 return Err(Error::Unavailable(format!(
                     "append failed ({error}) and could not be undone ({undo_error})"
                 )));
             }
             return Err(Error::io(&self.active_path, error));
+        }
+        {
+            let segments = self.reader.segments.read().expect("segment list lock");
+            let active = segments.last().expect("at least one segment");
+            active
+                .dictionary
+                .write()
+                .expect("dictionary lock")
+                .extend_from(self.encoder.dictionary());
         }
         self.active_len = offset;
         self.next_seq += payloads.len() as u64;
@@ -340,7 +385,9 @@ impl LogFiles {
                 first_seq: self.next_seq,
                 path: path.clone(),
                 file: Some(Arc::new(read)),
+                dictionary: Arc::new(RwLock::new(Dictionary::default())),
             });
+        self.encoder = Encoder::default();
         self.first_seqs.push(self.next_seq);
         self.active = active;
         self.active_path = path;
@@ -379,7 +426,8 @@ fn scan_segment(
     first_seq: Seq,
     is_last: bool,
     protected: Seq,
-    on_record: &mut impl FnMut(Seq, Location, &[u8]) -> Result<()>,
+    dictionary: &mut Dictionary,
+    on_record: &mut impl FnMut(Seq, Location, &AuditEvent) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -427,7 +475,14 @@ fn scan_segment(
                     offset: offset as u64,
                     len: payload_len as u32,
                 };
-                on_record(first_seq + n_records, location, payload)?;
+                let event = decode_next(payload, dictionary).map_err(|e| {
+                    Error::Corrupted(format!(
+                        "{} record seq {}: {e}",
+                        path.display(),
+                        first_seq + n_records
+                    ))
+                })?;
+                on_record(first_seq + n_records, location, &event)?;
                 n_records += 1;
                 pos = offset + payload_len;
             }

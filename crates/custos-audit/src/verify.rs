@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::canonical::canonical_json;
 use crate::checkpoint::verify_note;
-use crate::codec::decode_event;
+use crate::codec::{Dictionary, decode_next};
 use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, MAGIC, RECORD_BYTES_MAX, frame_crc};
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::retention::read_pruned;
@@ -158,6 +158,7 @@ pub fn verify_log(
                 .push(format!("{name}: has no segment header"));
             continue;
         }
+        let mut dictionary = Dictionary::default();
         let mut pos = HEADER_BYTES as usize;
         while pos < bytes.len() {
             let seq = tree.len();
@@ -187,7 +188,7 @@ pub fn verify_log(
                     .try_into()
                     .expect("4 bytes"),
             );
-            let decoded = decode_event(payload);
+            let decoded = decode_next(payload, &mut dictionary);
             if frame_crc(seq, payload) != crc {
                 if is_last && seq >= protected && bad_frames == 0 {
                     report.torn_tail = Some(format!(

@@ -17,7 +17,6 @@ use uuid::Uuid;
 
 use crate::canonical::canonical_json;
 use crate::checkpoint::CheckpointSigner;
-use crate::codec::{decode_event, encode_event};
 use crate::event::AuditEvent;
 use crate::index::{MemIndex, SearchPage, SearchQuery};
 use crate::integrity::{InclusionProof, Integrity};
@@ -53,7 +52,6 @@ pub struct LogStats {
 
 struct Job {
     event: AuditEvent,
-    payload: Vec<u8>,
     leaf: Hash,
     done: SyncSender<Result<Seq>>,
 }
@@ -104,11 +102,10 @@ impl AuditLog {
                 config.clone(),
                 signed,
                 &pruned.counts(),
-                |seq, location, payload| {
-                    let event = decode_event(payload)?;
+                |seq, location, event| {
                     tree.borrow_mut()
-                        .push(leaf_hash(canonical_json(&event).as_bytes()));
-                    index.borrow_mut().insert(seq, location, &event);
+                        .push(leaf_hash(canonical_json(event).as_bytes()));
+                    index.borrow_mut().insert(seq, location, event);
                     if segment_day.is_none_or(|(segment, _)| segment != location.segment) {
                         segment_day =
                             Some((location.segment, event.creation_time_us.div_euclid(DAY_US)));
@@ -181,17 +178,11 @@ impl AuditLog {
         if self.stopped.load(Ordering::Acquire) {
             return Err(Error::Unavailable("the audit writer has stopped".into()));
         }
-        let mut payload = Vec::with_capacity(256 + event.record_ids.len() * 16);
-        encode_event(&event, &mut payload);
+        // The leaf is computed here, on the caller's thread; the writer only encodes and writes.
         let leaf = leaf_hash(canonical_json(&event).as_bytes());
         let (done, answer) = mpsc::sync_channel(1);
         self.queue
-            .send(Job {
-                event,
-                payload,
-                leaf,
-                done,
-            })
+            .send(Job { event, leaf, done })
             .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
         answer
             .recv()
@@ -248,7 +239,7 @@ impl AuditLog {
         let Some((seq, location)) = found else {
             return Ok(None);
         };
-        Ok(Some((seq, decode_event(&self.reader.read(location)?)?)))
+        Ok(Some((seq, self.reader.read_event(location)?)))
     }
 
     /// Deletes every whole partition whose events have all expired under `policy` at `now_us`
@@ -337,7 +328,7 @@ impl AuditLog {
         let more = candidates.len() > query.top;
         let mut events = Vec::with_capacity(candidates.len().min(query.top));
         for (seq, location) in candidates.into_iter().take(query.top) {
-            events.push((seq, decode_event(&self.reader.read(location)?)?));
+            events.push((seq, self.reader.read_event(location)?));
         }
         let next_before_seq = if more {
             events.last().map(|(seq, _)| *seq)
@@ -400,10 +391,10 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Job>) {
-        let payloads: Vec<Vec<u8>> = batch.iter().map(|job| job.payload.clone()).collect();
+        let events: Vec<&AuditEvent> = batch.iter().map(|job| &job.event).collect();
         let day = batch[0].event.creation_time_us.div_euclid(DAY_US);
         let started = Instant::now();
-        let result = self.files.append_batch(&payloads, day);
+        let result = self.files.append_batch(&events, day);
         let elapsed_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(placed) => {
