@@ -248,6 +248,7 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
     let log = open(dir.path());
     let days = [
         (-100, "Retrieve", 5),
+        (-97, "UpdateAuditSettings", 1),
         (-95, "ExportToExcel", 2),
         (-50, "Retrieve", 3),
         (0, "Retrieve", 2),
@@ -256,8 +257,11 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
     for (offset, operation, n) in days {
         for i in 0..n {
             record += 1;
-            log.append(event_at(now + offset * DAY + i, operation, record))
-                .unwrap();
+            let mut event = event_at(now + offset * DAY + i, operation, record);
+            if operation == "UpdateAuditSettings" {
+                event.record_type = "CustosAdmin".into();
+            }
+            log.append(event).unwrap();
         }
     }
     let (before_size, before_note) = log.checkpoint().unwrap().unwrap();
@@ -265,13 +269,22 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
     let policy = crate::RetentionPolicy {
         default_days: 90,
         instance_days: Default::default(),
-        rules: vec![crate::RetentionRule {
-            name: "exports".into(),
-            record_types: vec![],
-            operations: vec!["ExportToExcel".into()],
-            users: vec![],
-            days: 365,
-        }],
+        rules: vec![
+            crate::RetentionRule {
+                name: "exports".into(),
+                record_types: vec![],
+                operations: vec!["ExportToExcel".into()],
+                users: vec![],
+                days: 365,
+            },
+            crate::RetentionRule {
+                name: "admin".into(),
+                record_types: vec!["CustosAdmin".into()],
+                operations: vec![],
+                users: vec![],
+                days: 3650,
+            },
+        ],
     };
     let describe = |p: &PurgedPartition| {
         let mut event = event_at(now, "PurgeAuditLog", 999);
@@ -310,6 +323,11 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
         "a longer policy keeps exports"
     );
     assert_eq!(
+        count(SearchQuery { record_types: vec!["CustosAdmin".into()], ..Default::default() }),
+        1,
+        "another record type's longer policy keeps its partition"
+    );
+    assert_eq!(
         count(SearchQuery {
             operations: vec!["Retrieve".into()],
             ..Default::default()
@@ -342,11 +360,11 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
 
     let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
-    assert_eq!((report.purged_events, report.events), (5, 13));
+    assert_eq!((report.purged_events, report.events), (5, 14));
 
     // A restart rebuilds around the purged range and keeps appending in today's partition.
     let log = open(dir.path());
-    assert_eq!(log.len(), 13);
+    assert_eq!(log.len(), 14);
     let survivor = log
         .search(&all(SearchQuery {
             operations: vec!["ExportToExcel".into()],
@@ -366,7 +384,7 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
         &signed.root
     ));
     log.append(event_at(now + 1000, "Retrieve", 77)).unwrap();
-    assert_eq!(log.len(), 14);
+    assert_eq!(log.len(), 15);
 }
 
 #[test]
