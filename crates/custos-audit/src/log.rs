@@ -287,14 +287,17 @@ impl LogFiles {
 
     /// Writes every payload with one write and one `fdatasync`; on success every record is
     /// durable and gets its seq and location, on failure none of them is in the log.
-    /// The batch goes into the partition of `day` (UTC days since the epoch): a new day starts a
-    /// new segment, so retention can drop whole days.
+    /// The batch goes into the partition of `day` (UTC days since the epoch): a later day starts
+    /// a new segment, so retention can drop whole days. A batch of an earlier day (events
+    /// stamped just before midnight that reach the writer just after it) joins the current
+    /// segment instead of starting one: segments only move forward in time, so the instants
+    /// around midnight cannot flap between days and cut a segment per batch.
     pub(crate) fn append_batch(
         &mut self,
         events: &[&AuditEvent],
         day: i64,
     ) -> Result<Vec<(Seq, Location)>> {
-        let new_day = self.active_day.is_some_and(|d| d != day);
+        let new_day = self.active_day.is_some_and(|d| d < day);
         if self.active_len >= self.config.segment_bytes_max || new_day {
             self.roll()?;
         }

@@ -410,3 +410,24 @@ fn a_gap_no_purge_explains_is_refused() {
 
 #[path = "search_props.rs"]
 mod search_props;
+
+#[test]
+fn batches_straddling_midnight_do_not_cut_a_segment_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let midnight = 20_000 * DAY_US;
+    // Late arrivals from before midnight interleave with events after it.
+    for i in 0..20 {
+        let time = if i % 2 == 0 { midnight - 1 - i } else { midnight + i };
+        log.append(event_at(time, "Retrieve", i as u128)).unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("seg-")
+        })
+        .count();
+    assert_eq!(segments, 2, "one segment per day, not one per batch");
+    assert_eq!(log.len(), 20);
+}
