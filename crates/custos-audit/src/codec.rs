@@ -1,15 +1,16 @@
 //! The on-disk encoding of audit records: compact, explicit and versioned.
 //!
-//! Record ids and low-cardinality strings (users, agents, addresses, operations…) repeat
-//! across a partition, so each segment carries a dictionary built as it is written: the first
-//! occurrence of a value is written inline and takes the next number, later ones are a varint
-//! reference to that number. References only point backwards, so a segment decodes front to
-//! back from nothing, and one record decodes alone given the segment's dictionary.
+//! Record ids are numbered once for the whole log (`ids`): the first time the log sees an id it
+//! is written inline and takes the next number, later records refer to the number. Low-
+//! cardinality strings (users, agents, addresses, operations…) repeat within a partition, so
+//! each segment numbers its own the same way. References only point backwards, so a segment
+//! decodes front to back given the record ids numbered before it (its header says how many),
+//! and one record decodes alone given the id table and its segment's strings.
 //!
-//! Layout of version 2 (integers little-endian, `varint` LEB128, `zigzag` signed varint):
+//! Layout of version 3 (integers little-endian, `varint` LEB128, `zigzag` signed varint):
 //!
 //! ```text
-//! u8 version=2 | [16] id | zigzag creation_time_us
+//! u8 version=3 | [16] id | zigzag creation_time_us
 //! ref tenant_id
 //! dstr instance | dstr instance_url | dstr workload | dstr record_type | dstr operation | dstr category
 //! dstr user_id | dstr user_upn | u8 user_type | dstr caller_id | dstr client_ip | dstr user_agent
@@ -18,8 +19,8 @@
 //! varint n_record_ids | n × ref record id | str query | varint result_count
 //! varint n_changes | n × (dstr attribute | opt str old | opt str new) | str details
 //!
-//! ref  = varint 0 then [16] (a new id), or varint k+1 (the id numbered k)
-//! dstr = varint 0 then str (a new string), or varint k+1 (the string numbered k)
+//! ref  = varint 0 then [16] (a new id), or varint k+1 (the id numbered k in the log)
+//! dstr = varint 0 then str (a new string), or varint k+1 (the string numbered k in the segment)
 //! ustr = u8 1 then [16] (a GUID in its lowercase hyphenated form), or u8 0 then str
 //! str  = varint byte length, UTF-8;  opt = u8 0, or u8 1 then the value
 //! ```
@@ -32,91 +33,94 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::event::{AuditEvent, Change, EntityCategory, Origin, ResultStatus, UserType};
+use crate::ids::{IdDict, IdTable};
 use crate::{Error, Result};
 
 /// The encoding version written by this build.
-pub const CODEC_VERSION: u8 = 2;
+pub(crate) const CODEC_VERSION: u8 = 3;
 
-/// The values a segment has numbered so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dictionary {
-    ids: Vec<Uuid>,
-    strings: Vec<String>,
-}
-
-impl Dictionary {
-    /// Numbered ids and strings, for sizing and tests.
-    pub fn len(&self) -> (usize, usize) {
-        (self.ids.len(), self.strings.len())
-    }
-
-    /// Whether nothing is numbered yet.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty() && self.strings.is_empty()
-    }
-
-    /// Adds what `other` numbered after this dictionary's end.
-    pub(crate) fn extend_from(&mut self, other: &Dictionary) {
-        self.ids.extend_from_slice(&other.ids[self.ids.len()..]);
-        self.strings
-            .extend_from_slice(&other.strings[self.strings.len()..]);
-    }
-}
-
-/// Encodes the records of one segment, numbering new values as it goes.
+/// Encodes the records of one segment, numbering new values as it goes: record ids in the
+/// log's [`IdDict`], strings for the segment. Owned by the writer thread, the only one that
+/// numbers.
 #[derive(Debug, Default)]
-pub struct Encoder {
-    dictionary: Dictionary,
-    id_numbers: HashMap<Uuid, u32>,
+pub(crate) struct Encoder {
     string_numbers: HashMap<String, u32>,
+    strings_len: u32,
+    /// Record ids numbered since the last [`Encoder::take_numbered`], from `first_new_id`.
+    new_ids: Vec<Uuid>,
+    first_new_id: u32,
+    /// Strings numbered since the last [`Encoder::take_numbered`].
+    new_strings: Vec<String>,
+}
+
+/// What one batch numbered: record ids from `first_id` on, and the segment's new strings.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Numbered {
+    pub(crate) first_id: u32,
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) strings: Vec<String>,
 }
 
 impl Encoder {
-    /// An encoder continuing a segment whose records built `dictionary`.
-    pub fn resume(dictionary: Dictionary) -> Encoder {
-        let id_numbers = dictionary
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(n, id)| (*id, n as u32))
-            .collect();
-        let string_numbers = dictionary
-            .strings
-            .iter()
-            .enumerate()
-            .map(|(n, s)| (s.clone(), n as u32))
-            .collect();
+    /// An encoder continuing a segment whose records numbered `strings`, in a log whose
+    /// records numbered `ids_len` record ids.
+    pub(crate) fn resume(ids_len: usize, strings: &[String]) -> Encoder {
         Encoder {
-            dictionary,
-            id_numbers,
-            string_numbers,
+            string_numbers: strings
+                .iter()
+                .enumerate()
+                .map(|(n, s)| (s.clone(), n as u32))
+                .collect(),
+            strings_len: strings.len() as u32,
+            new_ids: Vec::new(),
+            first_new_id: ids_len as u32,
+            new_strings: Vec::new(),
         }
     }
 
-    /// The dictionary so far.
-    pub fn dictionary(&self) -> &Dictionary {
-        &self.dictionary
+    /// Starts a new segment: its strings are numbered from 0.
+    pub(crate) fn new_segment(&mut self) {
+        assert!(
+            self.new_strings.is_empty(),
+            "a segment ends between batches"
+        );
+        self.string_numbers.clear();
+        self.strings_len = 0;
     }
 
-    /// Forgets everything numbered after the first `ids` ids and `strings` strings (a batch
-    /// that was not written).
-    pub fn rewind(&mut self, (ids, strings): (usize, usize)) {
-        for id in self.dictionary.ids.drain(ids..) {
-            self.id_numbers.remove(&id);
-        }
-        for string in self.dictionary.strings.drain(strings..) {
+    /// What was numbered since the last call, now that the batch that numbered it is durable.
+    pub(crate) fn take_numbered(&mut self) -> Numbered {
+        let numbered = Numbered {
+            first_id: self.first_new_id,
+            ids: std::mem::take(&mut self.new_ids),
+            strings: std::mem::take(&mut self.new_strings),
+        };
+        self.first_new_id += numbered.ids.len() as u32;
+        numbered
+    }
+
+    /// Forgets what was numbered since the last [`Encoder::take_numbered`]: the batch that
+    /// numbered it was not written.
+    pub(crate) fn rewind(&mut self, ids: &mut IdDict) {
+        ids.truncate(self.first_new_id as usize);
+        self.new_ids.clear();
+        for string in self.new_strings.drain(..) {
             self.string_numbers.remove(&string);
         }
+        self.strings_len = self.string_numbers.len() as u32;
     }
 
-    fn id(&mut self, id: Uuid, out: &mut Vec<u8>) {
-        match self.id_numbers.get(&id) {
-            Some(n) => put_varint(out, u64::from(*n) + 1),
+    fn id(&mut self, id: Uuid, ids: &mut IdDict, out: &mut Vec<u8>) -> u32 {
+        match ids.number(&id) {
+            Some(n) => {
+                put_varint(out, u64::from(n) + 1);
+                n
+            }
             None => {
-                self.id_numbers.insert(id, self.dictionary.ids.len() as u32);
-                self.dictionary.ids.push(id);
+                self.new_ids.push(id);
                 put_varint(out, 0);
                 out.extend_from_slice(id.as_bytes());
+                ids.push(id)
             }
         }
     }
@@ -126,20 +130,28 @@ impl Encoder {
             Some(n) => put_varint(out, u64::from(*n) + 1),
             None => {
                 self.string_numbers
-                    .insert(text.to_string(), self.dictionary.strings.len() as u32);
-                self.dictionary.strings.push(text.to_string());
+                    .insert(text.to_string(), self.strings_len);
+                self.strings_len += 1;
+                self.new_strings.push(text.to_string());
                 put_varint(out, 0);
                 put_str(out, text);
             }
         }
     }
 
-    /// Appends the encoding of `event` to `out`.
-    pub fn encode(&mut self, event: &AuditEvent, out: &mut Vec<u8>) {
+    /// Appends the encoding of `event` to `out`, numbering its new values; `record_numbers`
+    /// gets the number of each of its record ids, in order.
+    pub(crate) fn encode(
+        &mut self,
+        event: &AuditEvent,
+        ids: &mut IdDict,
+        out: &mut Vec<u8>,
+        record_numbers: &mut Vec<u32>,
+    ) {
         out.push(CODEC_VERSION);
         out.extend_from_slice(event.id.as_bytes());
         put_varint(out, zigzag(event.creation_time_us));
-        self.id(event.tenant_id, out);
+        self.id(event.tenant_id, ids, out);
         for text in [
             &event.instance,
             &event.instance_url,
@@ -165,8 +177,9 @@ impl Encoder {
         self.string(&event.entity_name, out);
         out.push(event.entity_category.code());
         put_varint(out, event.record_ids.len() as u64);
+        record_numbers.clear();
         for record_id in &event.record_ids {
-            self.id(*record_id, out);
+            record_numbers.push(self.id(*record_id, ids, out));
         }
         put_str(out, &event.query);
         put_varint(out, event.result_count);
@@ -180,27 +193,40 @@ impl Encoder {
     }
 }
 
-/// Decodes the next record of a segment read front to back, adding the values it numbers to
-/// `dictionary`.
-pub fn decode_next(bytes: &[u8], dictionary: &mut Dictionary) -> Result<AuditEvent> {
-    let (event, ids, strings) = decode(bytes, dictionary, true)?;
-    dictionary.ids.extend(ids);
-    dictionary.strings.extend(strings);
-    Ok(event)
+/// Decodes the next record of a segment read front to back, numbering the values it defines:
+/// record ids in `ids` (the log's), strings in `strings` (the segment's). Returns the event
+/// and the number of each of its record ids.
+pub(crate) fn decode_next(
+    bytes: &[u8],
+    ids: &mut IdDict,
+    strings: &mut Vec<String>,
+) -> Result<(AuditEvent, Vec<u32>)> {
+    let decoded = decode(bytes, &ids.table, strings, true)?;
+    for id in decoded.ids_seen {
+        ids.push(id);
+    }
+    strings.extend(decoded.strings_seen);
+    Ok((decoded.event, decoded.record_numbers))
 }
 
-/// Decodes one record alone; `dictionary` holds its segment's values up to (at least) it.
-pub fn decode_event(bytes: &[u8], dictionary: &Dictionary) -> Result<AuditEvent> {
-    Ok(decode(bytes, dictionary, false)?.0)
+/// Decodes one record alone, given the log's ids and its segment's strings up to (at least) it.
+pub(crate) fn decode_event(bytes: &[u8], ids: &IdTable, strings: &[String]) -> Result<AuditEvent> {
+    Ok(decode(bytes, ids, strings, false)?.event)
 }
 
-type Decoded = (AuditEvent, Vec<Uuid>, Vec<String>);
+struct Decoded {
+    event: AuditEvent,
+    record_numbers: Vec<u32>,
+    ids_seen: Vec<Uuid>,
+    strings_seen: Vec<String>,
+}
 
-fn decode(bytes: &[u8], dictionary: &Dictionary, learn: bool) -> Result<Decoded> {
+fn decode(bytes: &[u8], ids: &IdTable, strings: &[String], learn: bool) -> Result<Decoded> {
     let mut r = Reader {
         bytes,
         pos: 0,
-        dictionary,
+        ids,
+        strings,
         learn,
         ids_seen: Vec::new(),
         strings_seen: Vec::new(),
@@ -213,7 +239,7 @@ fn decode(bytes: &[u8], dictionary: &Dictionary, learn: bool) -> Result<Decoded>
     }
     let id = r.uuid()?;
     let creation_time_us = unzigzag(r.varint()?);
-    let tenant_id = r.id()?;
+    let (tenant_id, _) = r.id()?;
     let instance = r.dstr()?;
     let instance_url = r.dstr()?;
     let workload = r.dstr()?;
@@ -236,8 +262,11 @@ fn decode(bytes: &[u8], dictionary: &Dictionary, learn: bool) -> Result<Decoded>
     let entity_category = r.code(EntityCategory::from_code, "entity category")?;
     let n_record_ids = r.len(1)?;
     let mut record_ids = Vec::with_capacity(n_record_ids);
+    let mut record_numbers = Vec::with_capacity(n_record_ids);
     for _ in 0..n_record_ids {
-        record_ids.push(r.id()?);
+        let (id, number) = r.id()?;
+        record_ids.push(id);
+        record_numbers.push(number);
     }
     let query = r.str()?;
     let result_count = r.varint()?;
@@ -295,7 +324,12 @@ fn decode(bytes: &[u8], dictionary: &Dictionary, learn: bool) -> Result<Decoded>
         changes,
         details,
     };
-    Ok((event, ids_seen, strings_seen))
+    Ok(Decoded {
+        event,
+        record_numbers,
+        ids_seen,
+        strings_seen,
+    })
 }
 
 fn zigzag(value: i64) -> u64 {
@@ -346,9 +380,10 @@ fn put_uuid_str(out: &mut Vec<u8>, text: &str) {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
-    dictionary: &'a Dictionary,
+    ids: &'a IdTable,
+    strings: &'a [String],
     learn: bool,
-    /// Values this record numbers, in order (they follow the dictionary's).
+    /// Values this record numbers, in order (they follow the tables' numbers).
     ids_seen: Vec<Uuid>,
     strings_seen: Vec<String>,
 }
@@ -431,18 +466,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Resolves reference `k`: numbers first cover the dictionary, then what this record
-    /// numbered itself (only while learning; reading alone, the dictionary holds both).
-    fn reference<T: Clone>(&self, k: u64, known: &[T], seen: &[T], what: &str) -> Result<T> {
+    /// Resolves reference `k`: numbers first cover what was numbered before this record, then
+    /// what this record numbered itself (only while learning; reading alone, the tables hold
+    /// both).
+    fn reference<T: Clone>(
+        &self,
+        k: u64,
+        known: Option<T>,
+        n_known: usize,
+        seen: &[T],
+        what: &str,
+    ) -> Result<T> {
         let k = k as usize;
-        let found = if k < known.len() {
-            known.get(k)
+        let found = if k < n_known {
+            known
         } else if self.learn {
-            seen.get(k - known.len())
+            seen.get(k - n_known).cloned()
         } else {
             None
         };
-        found.cloned().ok_or_else(|| {
+        found.ok_or_else(|| {
             Error::Corrupted(format!(
                 "{what} reference {k} before it was defined, at byte {}",
                 self.pos
@@ -450,15 +493,23 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn id(&mut self) -> Result<Uuid> {
-        match self.varint()? {
+    /// A record id and its number.
+    fn id(&mut self) -> Result<(Uuid, u32)> {
+        let (id, number) = match self.varint()? {
             0 => {
                 let id = self.uuid()?;
                 self.ids_seen.push(id);
-                Ok(id)
+                (id, self.ids.len() + self.ids_seen.len() - 1)
             }
-            k => self.reference(k - 1, &self.dictionary.ids, &self.ids_seen, "id"),
-        }
+            k => {
+                let known = usize::try_from(k - 1).ok().and_then(|n| self.ids.get(n));
+                let id = self.reference(k - 1, known, self.ids.len(), &self.ids_seen, "id")?;
+                (id, (k - 1) as usize)
+            }
+        };
+        let number = u32::try_from(number)
+            .map_err(|_| Error::Corrupted(format!("id number {number} out of range")))?;
+        Ok((id, number))
     }
 
     fn dstr(&mut self) -> Result<String> {
@@ -468,12 +519,19 @@ impl<'a> Reader<'a> {
                 self.strings_seen.push(text.clone());
                 Ok(text)
             }
-            k => self.reference(
-                k - 1,
-                &self.dictionary.strings,
-                &self.strings_seen,
-                "string",
-            ),
+            k => {
+                let known = usize::try_from(k - 1)
+                    .ok()
+                    .and_then(|n| self.strings.get(n))
+                    .cloned();
+                self.reference(
+                    k - 1,
+                    known,
+                    self.strings.len(),
+                    &self.strings_seen,
+                    "string",
+                )
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The audit trail of Custos: the audit record and its operation catalogue, the audit policy
-//! (settings → "is this audited?"), the durable append-only log with group commit, and the
-//! search index derived from it.
+//! (settings → "is this audited?"), the durable append-only log with group commit in time
+//! partitions, the per-partition search index derived from it, integrity (Merkle tree, signed
+//! checkpoints, proofs, verification) and retention.
 //!
 //! This crate knows nothing of HTTP, of the records platform or of an async runtime: the log is
 //! a blocking API driven by one writer thread, so the server calls it from blocking tasks.
@@ -11,18 +12,25 @@ mod checkpoint;
 mod codec;
 mod error;
 mod event;
+mod files;
+mod ids;
 mod index;
 mod integrity;
+mod leaves;
 mod log;
 mod merkle;
+mod open;
+mod partition;
 mod policy;
+mod postings;
 mod retention;
+mod sealed;
+mod table;
 mod verify;
 mod writer;
 
 pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
 pub use checkpoint::{Checkpoint, CheckpointSigner, checkpoint_body, verify_note};
-pub use codec::{CODEC_VERSION, Dictionary, Encoder, decode_event, decode_next};
 pub use error::{Error, Result};
 pub use event::{
     AuditEvent, Category, Change, EntityCategory, Operation, Origin, RecordType, ResultStatus,
@@ -32,7 +40,8 @@ pub use index::{SearchPage, SearchQuery};
 pub use integrity::InclusionProof;
 pub use log::{LogConfig, Seq};
 pub use merkle::{
-    Hash, MerkleTree, empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion,
+    Hash, InMemory, LeafSource, MerkleTree, TILE_HEIGHT, TILE_LEAVES, empty_root, leaf_hash,
+    node_hash, verify_consistency, verify_inclusion,
 };
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use retention::{KEEP_FOREVER, RetentionPolicy, RetentionRule};

@@ -4,7 +4,8 @@
 //! §2.1.4.2).
 //!
 //! The tree keeps every complete subtree's hash by level, so the root of any prefix and any
-//! proof is computed from O(log n) stored hashes.
+//! proof is computed from O(log n) stored hashes; below the tile level, hashes of old leaves
+//! may be dropped from memory and recomputed from their tile's leaves on disk.
 
 use sha2::{Digest, Sha256};
 
@@ -39,11 +40,40 @@ fn split(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
+/// Levels of a tile: the hashes of levels below this are dropped from memory for the leaves
+/// a [`LeafSource`] can give back, and recomputed from one tile of leaves when asked.
+pub const TILE_HEIGHT: usize = 8;
+/// Leaves of a tile (`2^TILE_HEIGHT`), as in the C2SP tlog-tiles layout.
+pub const TILE_LEAVES: u64 = 1 << TILE_HEIGHT;
+
+/// Where a tree finds the leaf hashes it dropped from memory.
+pub trait LeafSource {
+    /// The leaf hashes `start .. end`.
+    fn read_leaves(&self, start: u64, end: u64) -> crate::Result<Vec<Hash>>;
+}
+
+/// The source of a tree that never dropped a leaf: asking it is a bug.
+pub struct InMemory;
+
+impl LeafSource for InMemory {
+    fn read_leaves(&self, start: u64, end: u64) -> crate::Result<Vec<Hash>> {
+        unreachable!("leaves {start}..{end} asked of a tree that keeps every leaf in memory")
+    }
+}
+
 /// A Merkle tree that grows by appending leaf hashes.
+///
+/// It keeps every complete subtree's hash of level [`TILE_HEIGHT`] and up; below that level it
+/// keeps only the hashes above `cold` (a multiple of [`TILE_LEAVES`]): whoever calls
+/// [`MerkleTree::forget_below`] promises that a [`LeafSource`] holds the leaves before it. Memory is
+/// then 64 bytes per leaf of the hot tail and a quarter of a byte per cold leaf.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
-    /// `levels[k][i]` is the hash of the complete subtree of leaves `i·2^k .. (i+1)·2^k`.
+    /// `levels[k][i - (cold >> k)]` (for `k < TILE_HEIGHT`; `levels[k][i]` above) is the hash of
+    /// the complete subtree of leaves `i·2^k .. (i+1)·2^k`.
     levels: Vec<Vec<Hash>>,
+    /// Leaves before this have no hashes below [`TILE_HEIGHT`] in memory.
+    cold: u64,
 }
 
 impl MerkleTree {
@@ -54,7 +84,7 @@ impl MerkleTree {
 
     /// Number of leaves.
     pub fn len(&self) -> u64 {
-        self.levels.first().map_or(0, |l| l.len() as u64)
+        self.cold + self.levels.first().map_or(0, |l| l.len() as u64)
     }
 
     /// Whether the tree has no leaf.
@@ -62,9 +92,13 @@ impl MerkleTree {
         self.len() == 0
     }
 
-    /// The hash of leaf `index`.
-    pub fn leaf(&self, index: u64) -> Option<Hash> {
-        self.levels.first()?.get(index as usize).copied()
+    /// Where level `level`'s stored hashes start.
+    fn first_stored(&self, level: usize) -> u64 {
+        if level < TILE_HEIGHT {
+            self.cold >> level
+        } else {
+            0
+        }
     }
 
     /// Appends a leaf hash.
@@ -76,99 +110,162 @@ impl MerkleTree {
                 self.levels.push(Vec::new());
             }
             self.levels[level].push(hash);
-            let n = self.levels[level].len();
+            let n = self.first_stored(level) + self.levels[level].len() as u64;
             if n % 2 == 1 {
                 return;
             }
-            hash = node_hash(&self.levels[level][n - 2], &self.levels[level][n - 1]);
+            let stored = &self.levels[level];
+            hash = node_hash(&stored[stored.len() - 2], &stored[stored.len() - 1]);
             level += 1;
         }
     }
 
+    /// Drops the hashes below [`TILE_HEIGHT`] of the whole tiles before `index`; the caller's
+    /// [`LeafSource`] must hold those leaves from now on.
+    pub fn forget_below(&mut self, index: u64) {
+        let cold = (index.min(self.len()) / TILE_LEAVES) * TILE_LEAVES;
+        if cold <= self.cold {
+            return;
+        }
+        for (level, stored) in self.levels.iter_mut().enumerate().take(TILE_HEIGHT) {
+            let drop = ((cold >> level) - (self.cold >> level)) as usize;
+            stored.drain(..drop.min(stored.len()));
+        }
+        self.cold = cold;
+    }
+
+    /// The hash of leaf `index`.
+    pub fn leaf(&self, index: u64, source: &dyn LeafSource) -> crate::Result<Hash> {
+        assert!(index < self.len(), "leaf {index} of {}", self.len());
+        if index >= self.cold {
+            return Ok(self.levels[0][(index - self.cold) as usize]);
+        }
+        Ok(source.read_leaves(index, index + 1)?[0])
+    }
+
     /// The root of the first `size` leaves (`size` ≤ `len`).
-    pub fn root(&self, size: u64) -> Hash {
+    pub fn root(&self, size: u64, source: &dyn LeafSource) -> crate::Result<Hash> {
         assert!(
             size <= self.len(),
             "root of {size} leaves asked of a tree of {}",
             self.len()
         );
         if size == 0 {
-            return empty_root();
+            return Ok(empty_root());
         }
-        self.subtree(0, size)
+        self.subtree(0, size, source)
     }
 
     /// MTH(D[start:end]); the RFC's recursion only ever asks for aligned complete subtrees and
     /// ranges built from them.
-    fn subtree(&self, start: u64, end: u64) -> Hash {
+    fn subtree(&self, start: u64, end: u64, source: &dyn LeafSource) -> crate::Result<Hash> {
         let n = end - start;
         if n.is_power_of_two() && start.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
-            return self.levels[level][(start / n) as usize];
+            let first = self.first_stored(level);
+            if start / n >= first {
+                return Ok(self.levels[level][(start / n - first) as usize]);
+            }
+            // A forgotten subtree lies within one tile: fold its leaves.
+            let mut hashes = source.read_leaves(start, end)?;
+            while hashes.len() > 1 {
+                hashes = hashes
+                    .chunks_exact(2)
+                    .map(|pair| node_hash(&pair[0], &pair[1]))
+                    .collect();
+            }
+            return Ok(hashes[0]);
         }
         let k = split(n);
-        node_hash(
-            &self.subtree(start, start + k),
-            &self.subtree(start + k, end),
-        )
+        Ok(node_hash(
+            &self.subtree(start, start + k, source)?,
+            &self.subtree(start + k, end, source)?,
+        ))
     }
 
     /// The audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 §2.1.1).
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Vec<Hash> {
+    pub fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+        source: &dyn LeafSource,
+    ) -> crate::Result<Vec<Hash>> {
         assert!(
             index < size && size <= self.len(),
             "inclusion of {index} in {size} of {}",
             self.len()
         );
         let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        proof
+        self.path(index, 0, size, source, &mut proof)?;
+        Ok(proof)
     }
 
-    fn path(&self, index: u64, start: u64, end: u64, proof: &mut Vec<Hash>) {
+    fn path(
+        &self,
+        index: u64,
+        start: u64,
+        end: u64,
+        source: &dyn LeafSource,
+        proof: &mut Vec<Hash>,
+    ) -> crate::Result<()> {
         let n = end - start;
         if n == 1 {
-            return;
+            return Ok(());
         }
         let k = split(n);
         if index < k {
-            self.path(index, start, start + k, proof);
-            proof.push(self.subtree(start + k, end));
+            self.path(index, start, start + k, source, proof)?;
+            proof.push(self.subtree(start + k, end, source)?);
         } else {
-            self.path(index - k, start + k, end, proof);
-            proof.push(self.subtree(start, start + k));
+            self.path(index - k, start + k, end, source, proof)?;
+            proof.push(self.subtree(start, start + k, source)?);
         }
+        Ok(())
     }
 
     /// The consistency proof between the first `old` and the first `new` leaves
     /// (RFC 6962 §2.1.2), `0 < old ≤ new ≤ len`.
-    pub fn consistency_proof(&self, old: u64, new: u64) -> Vec<Hash> {
+    pub fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+        source: &dyn LeafSource,
+    ) -> crate::Result<Vec<Hash>> {
         assert!(
             0 < old && old <= new && new <= self.len(),
             "consistency {old}..{new} of {}",
             self.len()
         );
         let mut proof = Vec::new();
-        self.subproof(old, 0, new, true, &mut proof);
-        proof
+        self.subproof(old, 0, new, true, source, &mut proof)?;
+        Ok(proof)
     }
 
-    fn subproof(&self, m: u64, start: u64, end: u64, complete: bool, proof: &mut Vec<Hash>) {
+    fn subproof(
+        &self,
+        m: u64,
+        start: u64,
+        end: u64,
+        complete: bool,
+        source: &dyn LeafSource,
+        proof: &mut Vec<Hash>,
+    ) -> crate::Result<()> {
         let n = end - start;
         if m == n {
             if !complete {
-                proof.push(self.subtree(start, end));
+                proof.push(self.subtree(start, end, source)?);
             }
-            return;
+            return Ok(());
         }
         let k = split(n);
         if m <= k {
-            self.subproof(m, start, start + k, complete, proof);
-            proof.push(self.subtree(start + k, end));
+            self.subproof(m, start, start + k, complete, source, proof)?;
+            proof.push(self.subtree(start + k, end, source)?);
         } else {
-            self.subproof(m - k, start + k, end, false, proof);
-            proof.push(self.subtree(start, start + k));
+            self.subproof(m - k, start + k, end, false, source, proof)?;
+            proof.push(self.subtree(start, start + k, source)?);
         }
+        Ok(())
     }
 }
 

@@ -1,19 +1,18 @@
 //! Retention (SPEC §8): how long each event is kept, and the record of what was purged.
 //!
-//! Expired events are deleted in whole partitions (a day's segment). The leaf hashes of a
-//! purged partition are kept in `pruned.log` (frames `u32 length | u32 crc32 | u64 first seq |
-//! u64 count | count × 32-byte leaf hash`), so the one Merkle tree over the whole log, every
-//! checkpoint signed before and every consistency proof stay valid, at 32 bytes per purged
+//! Expired events are deleted in whole partitions (a day's segment, or less). Each purged range
+//! is recorded in `pruned.log` (frames `u32 length | u32 crc32 | u64 first seq | u64 count`);
+//! the purged events' leaf hashes stay in `leaves.dat`, so the one Merkle tree over the whole
+//! log, every checkpoint signed before and every proof stay valid, at 32 bytes per purged
 //! event instead of the event itself.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::log::Seq;
-use crate::merkle::Hash;
 use crate::{Error, Result};
 
 /// Days meaning "keep forever".
@@ -80,60 +79,45 @@ impl RetentionPolicy {
     }
 }
 
-/// The purged ranges and their leaf hashes.
+/// The purged ranges.
 pub(crate) struct PrunedFile {
     file: File,
     path: PathBuf,
     len: u64,
-    /// Leaf hashes by the first seq of each purged range.
-    pub(crate) ranges: BTreeMap<Seq, Vec<Hash>>,
+    /// Event counts by the first seq of each purged range.
+    pub(crate) ranges: BTreeMap<Seq, u64>,
 }
 
+const RANGE_BYTES: usize = 16;
+
 /// Reads `pruned.log` frames from `bytes`; returns the ranges and the length of the intact part.
-pub(crate) fn read_pruned(bytes: &[u8]) -> Result<(BTreeMap<Seq, Vec<Hash>>, usize)> {
+pub(crate) fn read_pruned(bytes: &[u8]) -> (BTreeMap<Seq, u64>, usize) {
     let mut ranges = BTreeMap::new();
     let mut pos = 0usize;
-    while pos + 8 <= bytes.len() {
+    while pos + 8 + RANGE_BYTES <= bytes.len() {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let Some(body) = bytes
-            .get(pos + 8..pos + 8 + len)
-            .filter(|b| crc32fast::hash(b) == crc && b.len() >= 16)
-        else {
+        let body = &bytes[pos + 8..pos + 8 + RANGE_BYTES];
+        if len != RANGE_BYTES || crc32fast::hash(body) != crc {
             break;
-        };
-        let first = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-        let count = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes"));
-        if (body.len() - 16) as u64 != count * 32 {
-            return Err(Error::Corrupted(format!(
-                "pruned.log: the range at byte {pos} has the wrong number of hashes"
-            )));
         }
-        let hashes = body[16..]
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("32 bytes"))
-            .collect();
-        ranges.insert(first, hashes);
-        pos += 8 + len;
+        let first = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+        let count = u64::from_le_bytes(body[8..].try_into().expect("8 bytes"));
+        ranges.insert(first, count);
+        pos += 8 + RANGE_BYTES;
     }
-    Ok((ranges, pos))
+    (ranges, pos)
 }
 
 impl PrunedFile {
     pub(crate) fn open(dir: &Path) -> Result<PrunedFile> {
         let path = dir.join("pruned.log");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = crate::files::open_read_write(&path)?;
         let mut bytes = Vec::new();
         (&file)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, e))?;
-        let (ranges, intact) = read_pruned(&bytes)?;
+        let (ranges, intact) = read_pruned(&bytes);
         if intact < bytes.len() {
             // A torn record of a purge that crashed before its segment was deleted.
             file.set_len(intact as u64)
@@ -148,14 +132,11 @@ impl PrunedFile {
         })
     }
 
-    /// Durably records that `first .. first + hashes.len()` is purged.
-    pub(crate) fn record(&mut self, first: Seq, hashes: Vec<Hash>) -> Result<()> {
-        let mut body = Vec::with_capacity(16 + hashes.len() * 32);
+    /// Durably records that `first .. first + count` is purged.
+    pub(crate) fn record(&mut self, first: Seq, count: u64) -> Result<()> {
+        let mut body = Vec::with_capacity(RANGE_BYTES);
         body.extend_from_slice(&first.to_le_bytes());
-        body.extend_from_slice(&(hashes.len() as u64).to_le_bytes());
-        for hash in &hashes {
-            body.extend_from_slice(hash);
-        }
+        body.extend_from_slice(&count.to_le_bytes());
         let mut frame = (body.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         frame.extend_from_slice(&body);
@@ -164,16 +145,8 @@ impl PrunedFile {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, e))?;
         self.len += frame.len() as u64;
-        self.ranges.insert(first, hashes);
+        self.ranges.insert(first, count);
         Ok(())
-    }
-
-    /// Purged ranges as `first → count`.
-    pub(crate) fn counts(&self) -> BTreeMap<Seq, u64> {
-        self.ranges
-            .iter()
-            .map(|(first, hashes)| (*first, hashes.len() as u64))
-            .collect()
     }
 }
 

@@ -1,6 +1,8 @@
 //! Offline verification of a log folder (`custos audit verify`): recomputes every frame
 //! checksum, decodes every record, rebuilds the Merkle tree from the records' canonical JSON,
-//! and checks it against every signed checkpoint. It only reads; it never repairs.
+//! and checks it against every signed checkpoint; checks that `ids.dat` agrees with the record
+//! ids the log defines, and that every partition's index file is exactly what its segment
+//! implies (so no event can be hidden from searches). It only reads; it never repairs.
 //!
 //! What it can tell apart: a torn tail after the last checkpoint (a crash: reported, not an
 //! error); a frame whose position-bound checksum fails (a changed, removed, inserted or moved
@@ -14,10 +16,14 @@ use std::path::Path;
 
 use crate::canonical::canonical_json;
 use crate::checkpoint::verify_note;
-use crate::codec::{Dictionary, decode_next};
-use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, MAGIC, RECORD_BYTES_MAX, frame_crc};
-use crate::merkle::{Hash, MerkleTree, leaf_hash};
+use crate::codec::decode_next;
+use crate::ids::{IdDict, IdFile};
+use crate::leaves::LeafFile;
+use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX, frame_crc, read_header};
+use crate::merkle::{Hash, InMemory, LeafSource, MerkleTree, leaf_hash};
+use crate::partition::MemIndex;
 use crate::retention::read_pruned;
+use crate::sealed::{self, index_path};
 use crate::{Error, Result};
 
 /// What verification found.
@@ -37,6 +43,8 @@ pub struct VerifyReport {
     pub torn_tail: Option<String>,
     /// Records deleted by retention, covered by their kept leaf hashes.
     pub purged_events: u64,
+    /// Partition index files compared with their segments.
+    pub indexes_checked: usize,
 }
 
 impl VerifyReport {
@@ -88,6 +96,44 @@ fn read_checkpoints(
     Ok(signed)
 }
 
+/// The tree being rebuilt, checked against each signed checkpoint the moment it reaches its
+/// size (so only the tail of the tree is kept in memory).
+struct Rebuild {
+    tree: MerkleTree,
+    signed: BTreeMap<u64, Hash>,
+    /// The largest checkpoint matched so far.
+    last_good: u64,
+    altered: bool,
+}
+
+impl Rebuild {
+    fn push(&mut self, leaf: Hash, report: &mut VerifyReport) {
+        self.tree.push(leaf);
+        let size = self.tree.len();
+        let Some(root) = self.signed.get(&size) else {
+            return;
+        };
+        if self.altered {
+            return;
+        }
+        let rebuilt = self
+            .tree
+            .root(size, &InMemory)
+            .expect("the tail of the tree is in memory");
+        if rebuilt == *root {
+            self.last_good = size;
+            self.tree.forget_below(size);
+        } else {
+            self.altered = true;
+            report.problems.push(format!(
+                "the first {size} records do not match the checkpoint signed for them: records between seq {} and {} were altered",
+                self.last_good,
+                size - 1
+            ));
+        }
+    }
+}
+
 /// Verifies the log in `dir` against checkpoints signed by `verifier_key`; `progress` hears
 /// (bytes done, bytes in all) as segments are read.
 pub fn verify_log(
@@ -124,11 +170,23 @@ pub fn verify_log(
 
     let pruned_path = dir.join("pruned.log");
     let pruned = match fs::read(&pruned_path) {
-        Ok(bytes) => read_pruned(&bytes)?.0,
+        Ok(bytes) => read_pruned(&bytes).0,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(Error::io(&pruned_path, e)),
     };
-    let mut tree = MerkleTree::new();
+    let leaves = LeafFile::open_existing(dir)?;
+    let id_file = IdFile::open_existing(dir)?;
+    let ids_held = match &id_file {
+        Some(file) => file.len()?,
+        None => 0,
+    };
+    let mut ids: Option<IdDict> = None;
+    let mut rebuild = Rebuild {
+        tree: MerkleTree::new(),
+        signed,
+        last_good: 0,
+        altered: false,
+    };
     let mut bad_frames = 0u64;
     for (segment_idx, (first, path, name)) in segments.iter().enumerate() {
         let is_last = segment_idx + 1 == segments.len();
@@ -136,32 +194,67 @@ pub fn verify_log(
             // A purge that crashed before deleting its file; the server finishes it on start.
             continue;
         }
-        while tree.len() < *first {
-            let Some(hashes) = pruned.get(&tree.len()) else {
+        while rebuild.tree.len() < *first {
+            let start = rebuild.tree.len();
+            let Some(count) = pruned.get(&start) else {
                 break;
             };
-            for hash in hashes {
-                tree.push(*hash);
+            let kept = match &leaves {
+                Some(leaves) if leaves.len()? >= start + count => {
+                    leaves.read_leaves(start, start + count)?
+                }
+                _ => {
+                    report.problems.push(format!(
+                        "leaves.dat lacks the leaves of the purged records {start}..{}",
+                        start + count
+                    ));
+                    vec![[0u8; 32]; *count as usize]
+                }
+            };
+            for leaf in kept {
+                rebuild.push(leaf, &mut report);
             }
-            report.purged_events += hashes.len() as u64;
+            report.purged_events += count;
         }
-        if *first != tree.len() {
+        if *first != rebuild.tree.len() {
             report.problems.push(format!(
                 "{name}: starts at record seq {first}, but the segments before end at seq {}",
-                tree.len()
+                rebuild.tree.len()
             ));
         }
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
-            report
-                .problems
-                .push(format!("{name}: has no segment header"));
-            continue;
+        let ids_before = match read_header(path, &bytes) {
+            Ok(ids_before) => ids_before,
+            Err(error) => {
+                report.problems.push(format!("{name}: {error}"));
+                continue;
+            }
+        };
+        // The record ids before the first segment come from ids.dat (their segments were
+        // purged); after that the log defines them itself.
+        let ids = ids.get_or_insert_with(IdDict::default);
+        if ids.table.len() == 0 && ids_before > 0 {
+            match &id_file {
+                Some(file) if ids_held >= u64::from(ids_before) => {
+                    *ids = IdDict::from_table(file.read(u64::from(ids_before))?);
+                }
+                _ => report.problems.push(format!(
+                    "{name}: needs {ids_before} record ids from ids.dat, which holds {ids_held}"
+                )),
+            }
         }
-        let mut dictionary = Dictionary::default();
+        if ids.table.len() != ids_before as usize {
+            report.problems.push(format!(
+                "{name}: says {ids_before} record ids came before it, but the log numbered {}",
+                ids.table.len()
+            ));
+        }
+        let mut strings = Vec::new();
+        let mut index = MemIndex::default();
+        let mut decoded_all = true;
         let mut pos = HEADER_BYTES as usize;
         while pos < bytes.len() {
-            let seq = tree.len();
+            let seq = rebuild.tree.len();
             let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
             let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));
             let payload_at = pos + FRAME_HEADER_BYTES as usize;
@@ -188,7 +281,7 @@ pub fn verify_log(
                     .try_into()
                     .expect("4 bytes"),
             );
-            let decoded = decode_next(payload, &mut dictionary);
+            let decoded = decode_next(payload, ids, &mut strings);
             if frame_crc(seq, payload) != crc {
                 if is_last && seq >= protected && bad_frames == 0 {
                     report.torn_tail = Some(format!(
@@ -200,7 +293,7 @@ pub fn verify_log(
                 if bad_frames == 1 {
                     let id = decoded
                         .as_ref()
-                        .map(|e| format!(" (event {})", e.id))
+                        .map(|(e, _)| format!(" (event {})", e.id))
                         .unwrap_or_default();
                     report.problems.push(format!(
                         "{name}: record seq {seq}{id} at byte {pos} fails its checksum: an event was changed, removed, inserted or moved here"
@@ -208,15 +301,34 @@ pub fn verify_log(
                 }
             }
             match decoded {
-                Ok(event) => tree.push(leaf_hash(canonical_json(&event).as_bytes())),
+                Ok((event, numbers)) => {
+                    rebuild.push(leaf_hash(canonical_json(&event).as_bytes()), &mut report);
+                    let place = crate::partition::Place {
+                        offset: payload_at as u32,
+                        len: payload.len() as u32,
+                    };
+                    index.insert(place, &event, &numbers);
+                }
                 Err(error) => {
                     report.problems.push(format!(
                         "{name}: record seq {seq} at byte {pos} does not decode: {error}"
                     ));
-                    tree.push(leaf_hash(payload));
+                    rebuild.push(leaf_hash(payload), &mut report);
+                    decoded_all = false;
                 }
             }
             pos = payload_at + payload.len();
+        }
+        check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
+        if !is_last && decoded_all {
+            let expected = sealed::encode(
+                &index,
+                &strings,
+                bytes.len() as u64,
+                *first,
+                ids.table.len() as u32,
+            );
+            check_index(path, &expected, name, &mut report)?;
         }
         done += bytes.len() as u64;
         progress(done, total);
@@ -227,27 +339,72 @@ pub fn verify_log(
             bad_frames - 1
         ));
     }
-    report.events = tree.len();
-
-    let mut last_good = 0;
-    for (size, root) in &signed {
-        if *size > tree.len() {
-            report.problems.push(format!(
-                "the log holds {} records but a checkpoint was signed for {size}: records {}..{} were removed (truncation)",
-                tree.len(),
-                tree.len(),
-                size - 1
-            ));
-            break;
-        }
-        if tree.root(*size) != *root {
-            report.problems.push(format!(
-                "the first {size} records do not match the checkpoint signed for them: records between seq {last_good} and {} were altered",
-                size - 1
-            ));
-            break;
-        }
-        last_good = *size;
+    report.events = rebuild.tree.len();
+    if let Some(size) = rebuild.signed.keys().next_back()
+        && *size > rebuild.tree.len()
+        && !rebuild.altered
+    {
+        report.problems.push(format!(
+            "the log holds {} records but a checkpoint was signed for {size}: records {}..{} were removed (truncation)",
+            rebuild.tree.len(),
+            rebuild.tree.len(),
+            size - 1
+        ));
     }
     Ok(report)
+}
+
+/// The record ids a segment defined must be in `ids.dat` at the same numbers (the server
+/// decodes sealed partitions, and purged ones' successors, with them).
+fn check_ids(
+    id_file: &Option<IdFile>,
+    ids: &IdDict,
+    ids_before: u32,
+    ids_held: u64,
+    name: &str,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let Some(file) = id_file else {
+        return Ok(());
+    };
+    let end = (ids.table.len() as u64).min(ids_held);
+    if end <= u64::from(ids_before) {
+        return Ok(());
+    }
+    let held = file.read_range(u64::from(ids_before), end)?;
+    for (k, id) in held.iter().enumerate() {
+        let number = ids_before as usize + k;
+        if ids.table.get(number) != Some(*id) {
+            report.problems.push(format!(
+                "ids.dat: record id number {number} differs from the one {name} defines"
+            ));
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A sealed partition's index file must be exactly what its segment implies, or a search could
+/// be made to miss events.
+fn check_index(
+    segment: &Path,
+    expected: &[u8],
+    name: &str,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let path = index_path(segment);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            report.indexes_checked += 1;
+            if bytes != expected {
+                report.problems.push(format!(
+                    "{name}: its index file does not match its records (altered or damaged; `custos audit reindex` rebuilds it)"
+                ));
+            }
+            Ok(())
+        }
+        // Not sealed yet: the server indexes it again on start.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&path, e)),
+    }
 }

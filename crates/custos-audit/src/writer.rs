@@ -1,32 +1,40 @@
-//! The audit log handle: one writer thread with group commit, and search over the index.
+//! The audit log handle: one writer thread with group commit, a sealer thread that writes
+//! each complete partition's index file, and searches over the partitions.
 //!
-//! Callers encode their event, put it on a bounded queue (a full queue blocks the caller:
-//! back-pressure, never a drop) and wait for the writer's answer. The writer takes every event
-//! waiting, writes them with one write and one `fdatasync`, adds them to the index and only
-//! then answers each caller, so an acknowledged event is both durable and searchable.
+//! Callers put their event on a bounded queue (a full queue blocks the caller: back-pressure,
+//! never a drop) and wait for the writer's answer. The writer takes every event waiting,
+//! encodes them, writes them with one write and one `fdatasync`, adds them to the live
+//! partition's index and the Merkle tree, and only then answers each caller, so an
+//! acknowledged event is both durable and searchable.
 
-use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::Instant;
 
 use uuid::Uuid;
 
 use crate::canonical::canonical_json;
-use crate::checkpoint::CheckpointSigner;
+use crate::codec::{Encoder, decode_event};
 use crate::event::AuditEvent;
-use crate::index::{MemIndex, SearchPage, SearchQuery};
+use crate::ids::{IdDict, IdFile};
+use crate::index::{
+    Compiled, Location, PartState, Partition, SearchPage, SearchQuery, collect_newest, count_into,
+};
 use crate::integrity::{InclusionProof, Integrity};
-use crate::log::{LogConfig, LogFiles, LogReader, Seq};
+use crate::log::{ActiveSegment, LogConfig, Seq};
 use crate::merkle::{Hash, leaf_hash};
+use crate::partition::{MemIndex, PartitionIndex};
 use crate::retention::{PrunedFile, RetentionPolicy};
-
-/// Microseconds in a day: partitions are UTC days.
-const DAY_US: i64 = 86_400_000_000;
+use crate::sealed::{self, SealedIndex};
 use crate::{Error, Result};
+
+/// Microseconds in a day: partitions are at most a UTC day.
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// Upper bounds (microseconds) of the fsync latency histogram buckets.
 pub const FSYNC_BUCKETS_US: [u64; 10] = [
@@ -44,6 +52,10 @@ pub struct LogStats {
     pub batches_failed: AtomicU64,
     /// Checkpoints signed.
     pub checkpoints_signed: AtomicU64,
+    /// Partitions whose index file was written.
+    pub partitions_sealed: AtomicU64,
+    /// Index files that could not be written (the partition stays searchable from memory).
+    pub seal_failures: AtomicU64,
     /// Sum of write + fdatasync time, microseconds.
     pub fsync_us_total: AtomicU64,
     /// Count of batches at or under each bound of [`FSYNC_BUCKETS_US`] (not cumulative).
@@ -56,17 +68,34 @@ struct Job {
     done: SyncSender<Result<Seq>>,
 }
 
+/// State shared by the writer, the sealer and readers. Locks are never nested.
+pub(crate) struct Shared {
+    pub(crate) partitions: RwLock<Vec<Partition>>,
+    pub(crate) ids: RwLock<IdDict>,
+    pub(crate) id_file: IdFile,
+    pub(crate) integrity: Integrity,
+    pub(crate) stats: LogStats,
+    /// Partitions waiting for their index file, and the last sealing failure.
+    pub(crate) sealing: Mutex<Sealing>,
+    pub(crate) sealed: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct Sealing {
+    pub(crate) pending: usize,
+    pub(crate) failure: Option<String>,
+}
+
 /// The durable audit log of one data directory.
 pub struct AuditLog {
     queue: SyncSender<Job>,
-    index: Arc<RwLock<MemIndex>>,
-    reader: LogReader,
-    stats: Arc<LogStats>,
+    shared: Arc<Shared>,
     stopped: Arc<AtomicBool>,
-    integrity: Arc<Integrity>,
     /// Purged ranges; its lock also keeps two purges from running at once.
     pruned: Mutex<PrunedFile>,
     dir: PathBuf,
+    /// Held (locked) while the log is open, so no second process writes it.
+    _lock: File,
 }
 
 /// A partition deleted by retention.
@@ -84,92 +113,77 @@ pub struct PurgedPartition {
     pub newest_us: i64,
 }
 
+/// A partition's number, first seq and index, to search without the partitions lock.
+type SharedPartition = (usize, Seq, Arc<dyn PartitionIndex>);
+
+/// How a partition's strings are found for decoding one of its records.
+enum StringSource {
+    Mem(Arc<RwLock<Vec<String>>>),
+    Sealed(Arc<SealedIndex>),
+}
+
 impl AuditLog {
-    /// Opens (or creates) the log, recovers a torn tail, rebuilds the index and the Merkle tree,
-    /// checks the tree against every checkpoint signed before, and starts the writer and the
-    /// checkpointer.
+    /// Opens (or creates) the log: recovers a torn tail, rebuilds the Merkle tree and the
+    /// indexes of partitions that have no index file yet, checks the tree against the latest
+    /// signed checkpoint, and starts the writer, the sealer and the checkpointer.
     pub fn open(config: LogConfig) -> Result<AuditLog> {
-        std::fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
-        let signer = CheckpointSigner::new(config.signing_seed, &config.origin);
-        let (integrity, signed) = Integrity::open(&config.dir, signer)?;
-        let pruned = PrunedFile::open(&config.dir)?;
-        let index = RefCell::new(MemIndex::default());
-        // UTC day of the first event of the segment being read: after the scan, the active one's.
-        let mut segment_day: Option<(u32, i64)> = None;
-        let mut files = {
-            let tree = RefCell::new(integrity.tree.write().expect("tree lock"));
-            LogFiles::open(
-                config.clone(),
-                signed,
-                &pruned.counts(),
-                |seq, location, event| {
-                    tree.borrow_mut()
-                        .push(leaf_hash(canonical_json(event).as_bytes()));
-                    index.borrow_mut().insert(seq, location, event);
-                    if segment_day.is_none_or(|(segment, _)| segment != location.segment) {
-                        segment_day =
-                            Some((location.segment, event.creation_time_us.div_euclid(DAY_US)));
-                    }
-                    Ok(())
-                },
-                |first, count| {
-                    for hash in &pruned.ranges[&first] {
-                        tree.borrow_mut().push(*hash);
-                    }
-                    index.borrow_mut().insert_gap(first, count);
-                    Ok(())
-                },
-            )?
-        };
-        let index = index.into_inner();
-        let active_segment = files.reader().segments().len() as u32 - 1;
-        files.set_active_day(
-            segment_day
-                .filter(|(segment, _)| *segment == active_segment)
-                .map(|(_, day)| day),
-        );
-        integrity.check_signed()?;
-        // The public verifier key beside the log, for `custos audit verify` (a verifier that
-        // must not trust this folder pins the key given by `GET /api/audit/key` instead).
-        let key_path = config.dir.join("verifier.key");
-        let temporary = config.dir.join("verifier.key.tmp");
-        std::fs::write(&temporary, format!("{}\n", integrity.verifier_key()))
-            .and_then(|()| std::fs::rename(&temporary, &key_path))
-            .map_err(|e| Error::io(&key_path, e))?;
-        let integrity = Arc::new(integrity);
-        let reader = files.reader();
-        let index = Arc::new(RwLock::new(index));
-        let stats = Arc::new(LogStats::default());
+        let opened = crate::open::open(&config)?;
+        let shared = Arc::new(Shared {
+            partitions: RwLock::new(opened.partitions),
+            ids: RwLock::new(opened.ids),
+            id_file: opened.id_file,
+            integrity: opened.integrity,
+            stats: LogStats::default(),
+            sealing: Mutex::new(Sealing::default()),
+            sealed: Condvar::new(),
+        });
         let stopped = Arc::new(AtomicBool::new(false));
+        let (seal_queue, seal_jobs) = mpsc::channel();
+        let sealer = {
+            let shared = shared.clone();
+            move || sealer(shared, seal_jobs)
+        };
+        thread::Builder::new()
+            .name("audit-sealer".into())
+            .spawn(sealer)
+            .map_err(|e| Error::io(&config.dir, e))?;
+        for partition in opened.to_seal {
+            shared.sealing.lock().expect("sealing lock").pending += 1;
+            let _ = seal_queue.send(partition);
+        }
         let (queue, jobs) = mpsc::sync_channel(config.queue_events_max);
+        let strings = {
+            let partitions = shared.partitions.read().expect("partitions lock");
+            let live = partitions.last().expect("a live partition");
+            live.strings.read().expect("strings lock").clone()
+        };
         let writer = Writer {
-            files,
+            encoder: Encoder::resume(opened.ids_len, &strings),
+            active: opened.active,
+            active_day: opened.active_day,
             jobs,
-            index: index.clone(),
-            integrity: integrity.clone(),
-            stats: stats.clone(),
+            shared: shared.clone(),
             stopped: stopped.clone(),
-            batch_events_max: config.batch_events_max,
+            seal_queue,
+            config: config.clone(),
         };
         thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io(&config.dir, e))?;
-        let (weak, weak_stats) = (Arc::downgrade(&integrity), Arc::downgrade(&stats));
+        let weak = Arc::downgrade(&shared);
         let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
         thread::Builder::new()
             .name("audit-checkpointer".into())
-            .spawn(move || checkpointer(weak, weak_stats, interval))
+            .spawn(move || checkpointer(weak, interval))
             .map_err(|e| Error::io(&config.dir, e))?;
         Ok(AuditLog {
             queue,
-            index,
-            reader,
-            stats,
+            shared,
             stopped,
-            integrity,
-            pruned: Mutex::new(pruned),
+            pruned: Mutex::new(opened.pruned),
             dir: config.dir.clone(),
+            _lock: opened.lock,
         })
     }
 
@@ -189,9 +203,10 @@ impl AuditLog {
             .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
     }
 
-    /// Events in the log.
+    /// Events in the log (purged ones included: this is the next seq).
     pub fn len(&self) -> u64 {
-        self.index.read().expect("index lock").len()
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        partitions.last().map_or(0, |p| p.first_seq + p.n_events)
     }
 
     /// Whether the log holds no event.
@@ -201,134 +216,261 @@ impl AuditLog {
 
     /// The writer's counters.
     pub fn stats(&self) -> &LogStats {
-        &self.stats
+        &self.shared.stats
+    }
+
+    /// Blocks until every complete partition has its index file; fails when one could not be
+    /// written.
+    pub fn wait_sealed(&self) -> Result<()> {
+        let mut sealing = self.shared.sealing.lock().expect("sealing lock");
+        while sealing.pending > 0 {
+            sealing = self.shared.sealed.wait(sealing).expect("sealing lock");
+        }
+        match &sealing.failure {
+            Some(why) => Err(Error::Unavailable(format!(
+                "a partition's index could not be written: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The latest signed checkpoint, signing one first when events arrived since the last.
     pub fn checkpoint(&self) -> Result<Option<(u64, String)>> {
-        self.integrity.checkpoint()
+        self.shared.integrity.checkpoint()
     }
 
     /// The checkpoint signed earlier for exactly `size` events.
-    pub fn checkpoint_at(&self, size: u64) -> Option<String> {
-        self.integrity.checkpoint_at(size)
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>> {
+        self.shared.integrity.checkpoint_at(size)
     }
 
     /// The signed-note verifier key of the checkpoints.
     pub fn verifier_key(&self) -> String {
-        self.integrity.verifier_key()
+        self.shared.integrity.verifier_key()
     }
 
     /// The inclusion proof of an event against the latest checkpoint.
     pub fn inclusion_proof(&self, id: Uuid) -> Result<Option<InclusionProof>> {
-        let found = self.index.read().expect("index lock").seq_of(id);
-        let Some((seq, _)) = found else {
+        let Some((seq, _)) = self.find(id)? else {
             return Ok(None);
         };
-        self.integrity.inclusion(seq).map(Some)
+        self.shared.integrity.inclusion(seq).map(Some)
     }
 
     /// The consistency proof between the trees of `from` and `to` events.
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
-        self.integrity.consistency(from, to)
+        self.shared.integrity.consistency(from, to)
     }
 
     /// One event by id.
     pub fn get(&self, id: Uuid) -> Result<Option<(Seq, AuditEvent)>> {
-        let found = self.index.read().expect("index lock").seq_of(id);
-        let Some((seq, location)) = found else {
+        let Some((seq, location)) = self.find(id)? else {
             return Ok(None);
         };
-        Ok(Some((seq, self.reader.read_event(location)?)))
+        Ok(Some((seq, self.read_event(location)?)))
+    }
+
+    /// Where the event with id `id` is. Event ids are UUIDv7, stamped when the event was made,
+    /// so the partitions whose time range is near that stamp are asked first.
+    fn find(&self, id: Uuid) -> Result<Option<(Seq, Location)>> {
+        let mut others = Vec::new();
+        {
+            let partitions = self.shared.partitions.read().expect("partitions lock");
+            for (i, partition) in partitions.iter().enumerate().rev() {
+                match &partition.state {
+                    PartState::Live(index) => {
+                        if let Some(found) = locate(index.as_ref(), i, partition.first_seq, &id)? {
+                            return Ok(Some(found));
+                        }
+                    }
+                    _ => {
+                        if let Some(index) = partition.shared_index() {
+                            others.push((i, partition.first_seq, index));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((seconds, nanos)) = id.get_timestamp().map(|t| t.to_unix()) {
+            let stamp_us = seconds as i64 * 1_000_000 + i64::from(nanos / 1000);
+            let near = |index: &Arc<dyn PartitionIndex>| {
+                index.time_range().is_some_and(|(oldest, newest)| {
+                    oldest - DAY_US <= stamp_us && stamp_us <= newest + DAY_US
+                })
+            };
+            others.sort_by_key(|(_, _, index)| !near(index));
+        }
+        for (i, first_seq, index) in others {
+            if let Some(found) = locate(index.as_ref(), i, first_seq, &id)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads and decodes the record at `location`.
+    fn read_event(&self, location: Location) -> Result<AuditEvent> {
+        use std::os::unix::fs::FileExt;
+        let (file, strings) = {
+            let partitions = self.shared.partitions.read().expect("partitions lock");
+            let partition = &partitions[location.partition];
+            let file = partition.file.clone().ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "segment {} was purged by retention",
+                    location.partition
+                ))
+            })?;
+            let strings = match &partition.state {
+                PartState::Sealed(index) => StringSource::Sealed(index.clone()),
+                _ => StringSource::Mem(partition.strings.clone()),
+            };
+            (file, strings)
+        };
+        let mut payload = vec![0u8; location.place.len as usize];
+        file.read_exact_at(&mut payload, u64::from(location.place.offset))
+            .map_err(|e| Error::io(format!("segment {}", location.partition), e))?;
+        let ids = self.shared.ids.read().expect("ids lock");
+        match strings {
+            StringSource::Sealed(index) => decode_event(&payload, &ids.table, &index.strings()?),
+            StringSource::Mem(strings) => {
+                decode_event(&payload, &ids.table, &strings.read().expect("strings lock"))
+            }
+        }
+    }
+
+    /// Every partition's index to search, newest first: the live one is searched by `live`
+    /// under the lock, the others are handed back to be searched without it.
+    fn partitions_newest_first(
+        &self,
+        live: &mut dyn FnMut(&MemIndex, usize, Seq) -> Result<()>,
+    ) -> Result<Vec<SharedPartition>> {
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let mut others = Vec::new();
+        for (i, partition) in partitions.iter().enumerate().rev() {
+            match &partition.state {
+                PartState::Live(index) => live(index, i, partition.first_seq)?,
+                _ => {
+                    if let Some(index) = partition.shared_index() {
+                        others.push((i, partition.first_seq, index));
+                    }
+                }
+            }
+        }
+        Ok(others)
     }
 
     /// Deletes every whole partition whose events have all expired under `policy` at `now_us`
     /// (the active partition is never touched). Each deletion is first recorded as the event
-    /// `describe` makes of it (durable before anything is deleted); then the partition's leaf
-    /// hashes are kept in `pruned.log`, so checkpoints and proofs stay valid; then its file is
-    /// deleted.
+    /// `describe` makes of it (durable before anything is deleted); then its range is recorded
+    /// in `pruned.log` (its leaf hashes stay in `leaves.dat`, so checkpoints and proofs stay
+    /// valid); then its files are deleted.
     pub fn purge_expired(
         &self,
         now_us: i64,
         policy: &RetentionPolicy,
         describe: &dyn Fn(&PurgedPartition) -> AuditEvent,
     ) -> Result<Vec<PurgedPartition>> {
+        // Only sealed partitions are purged: their record ids and leaves are durable beside.
+        self.wait_sealed()?;
         let mut pruned = self.pruned.lock().expect("pruned lock");
-        let segments = self.reader.segments();
+        let candidates: Vec<(usize, Seq, u64, PathBuf, Arc<SealedIndex>)> = {
+            let partitions = self.shared.partitions.read().expect("partitions lock");
+            partitions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match &p.state {
+                    PartState::Sealed(index) => {
+                        Some((i, p.first_seq, p.n_events, p.path.clone(), index.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
         let mut purged = Vec::new();
-        for (i, window) in segments.windows(2).enumerate() {
-            let (segment, next) = (&window[0], &window[1]);
-            if segment.file.is_none() {
-                continue;
-            }
-            let (first, end) = (segment.first_seq, next.first_seq);
-            let (expired, oldest_us, newest_us) = self.index.read().expect("index lock").expired(
-                first,
-                end,
-                now_us,
-                |rt, op, user, instance| policy.days_for(rt, op, user, instance),
-            );
+        for (i, first_seq, n_events, path, index) in candidates {
+            let expired = index.retention_groups()?.iter().all(|(key, newest)| {
+                let days = policy.days_for(&key[0], &key[1], &key[2], &key[3]);
+                days >= 0 && newest.saturating_add(days.saturating_mul(DAY_US)) <= now_us
+            });
             if !expired {
                 continue;
             }
+            let meta = index.meta();
             let partition = PurgedPartition {
-                segment: segment
-                    .path
+                segment: path
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default(),
-                first_seq: first,
-                events: end - first,
-                oldest_us,
-                newest_us,
+                first_seq,
+                events: n_events,
+                oldest_us: meta.oldest_us,
+                newest_us: meta.newest_us,
             };
             self.append(describe(&partition))?;
-            let hashes: Vec<Hash> = {
-                let tree = self.integrity.tree.read().expect("tree lock");
-                (first..end)
-                    .map(|seq| tree.leaf(seq).expect("purged records are in the tree"))
-                    .collect()
-            };
-            pruned.record(first, hashes)?;
-            self.index
-                .write()
-                .expect("index lock")
-                .purge_range(first, end);
-            self.reader.delete(i, &self.dir)?;
+            pruned.record(first_seq, n_events)?;
+            {
+                let mut partitions = self.shared.partitions.write().expect("partitions lock");
+                partitions[i].state = PartState::Purged;
+                partitions[i].file = None;
+            }
+            drop(index);
+            crate::open::delete_partition_files(&path, &self.dir)?;
             purged.push(partition);
         }
         Ok(purged)
     }
 
-    /// How many events match `query` (its free text aside), by `bucket_us`-wide time buckets
-    /// (bucket start → count), or in one bucket keyed 0 when `bucket_us` is `None`. Answered
-    /// from the index alone.
+    /// How many events match `query` (its free text included), by `bucket_us`-wide time
+    /// buckets (bucket start → count), or in one bucket keyed 0 when `bucket_us` is `None`.
+    /// Answered from the indexes alone.
     pub fn histogram(
         &self,
         query: &SearchQuery,
         bucket_us: Option<i64>,
-    ) -> std::collections::BTreeMap<i64, u64> {
-        self.index
-            .read()
-            .expect("index lock")
-            .histogram(query, bucket_us)
+    ) -> Result<BTreeMap<i64, u64>> {
+        let mut counts = BTreeMap::new();
+        let Some(compiled) = Compiled::new(query, &self.shared.ids.read().expect("ids lock"))
+        else {
+            return Ok(counts);
+        };
+        let others = self.partitions_newest_first(&mut |index, _, first_seq| {
+            count_into(index, first_seq, &compiled, bucket_us, &mut counts)
+        })?;
+        for (_, first_seq, index) in others {
+            count_into(index.as_ref(), first_seq, &compiled, bucket_us, &mut counts)?;
+        }
+        Ok(counts)
     }
 
     /// One page of events matching `query`, newest first. Every filter, free text included, is
-    /// answered from the index; the log is read only for the events returned.
+    /// answered from the indexes; the log is read only for the events returned.
     pub fn search(&self, query: &SearchQuery) -> Result<SearchPage> {
         if query.top == 0 {
             return Err(Error::InvalidQuery("top must be at least 1".into()));
         }
-        let candidates = self
-            .index
-            .read()
-            .expect("index lock")
-            .candidates(query, query.top + 1);
-        let more = candidates.len() > query.top;
-        let mut events = Vec::with_capacity(candidates.len().min(query.top));
-        for (seq, location) in candidates.into_iter().take(query.top) {
-            events.push((seq, self.reader.read_event(location)?));
+        let empty = SearchPage {
+            events: Vec::new(),
+            next_before_seq: None,
+        };
+        let Some(compiled) = Compiled::new(query, &self.shared.ids.read().expect("ids lock"))
+        else {
+            return Ok(empty);
+        };
+        let limit = query.top + 1;
+        let mut found = Vec::with_capacity(limit);
+        let others = self.partitions_newest_first(&mut |index, i, first_seq| {
+            collect_newest(index, i, first_seq, &compiled, limit, &mut found)
+        })?;
+        for (i, first_seq, index) in others {
+            if found.len() >= limit {
+                break;
+            }
+            collect_newest(index.as_ref(), i, first_seq, &compiled, limit, &mut found)?;
+        }
+        let more = found.len() > query.top;
+        let mut events = Vec::with_capacity(found.len().min(query.top));
+        for (seq, location) in found.into_iter().take(query.top) {
+            events.push((seq, self.read_event(location)?));
         }
         let next_before_seq = if more {
             events.last().map(|(seq, _)| *seq)
@@ -342,22 +484,38 @@ impl AuditLog {
     }
 }
 
+/// The seq and location of event `id` in one partition.
+fn locate(
+    index: &dyn PartitionIndex,
+    partition: usize,
+    first_seq: Seq,
+    id: &Uuid,
+) -> Result<Option<(Seq, Location)>> {
+    let Some(ordinal) = index.ordinal_of(id)? else {
+        return Ok(None);
+    };
+    let place = index.place(ordinal)?;
+    Ok(Some((
+        first_seq + u64::from(ordinal),
+        Location { partition, place },
+    )))
+}
+
 /// Signs a checkpoint every `interval` while events arrive; ends with the log.
-fn checkpointer(
-    integrity: std::sync::Weak<Integrity>,
-    stats: std::sync::Weak<LogStats>,
-    interval: std::time::Duration,
-) {
+fn checkpointer(shared: std::sync::Weak<Shared>, interval: std::time::Duration) {
     let mut signed = 0;
     loop {
         thread::sleep(interval);
-        let (Some(integrity), Some(stats)) = (integrity.upgrade(), stats.upgrade()) else {
+        let Some(shared) = shared.upgrade() else {
             return;
         };
-        match integrity.checkpoint() {
+        match shared.integrity.checkpoint() {
             Ok(Some((size, _))) if size > signed => {
                 signed = size;
-                stats.checkpoints_signed.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .checkpoints_signed
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {}
             // The next tick tries again; proofs sign on demand and report their own errors.
@@ -366,21 +524,92 @@ fn checkpointer(
     }
 }
 
+/// Writes the index file of each partition it is sent (in log order), then swaps the
+/// partition's in-memory index for the file and lets the tree forget the partition's leaves.
+fn sealer(shared: Arc<Shared>, jobs: Receiver<usize>) {
+    while let Ok(partition) = jobs.recv() {
+        let outcome = seal(&shared, partition);
+        let mut sealing = shared.sealing.lock().expect("sealing lock");
+        sealing.pending -= 1;
+        match outcome {
+            Ok(()) => {
+                shared
+                    .stats
+                    .partitions_sealed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                shared.stats.seal_failures.fetch_add(1, Ordering::Relaxed);
+                sealing.failure = Some(error.to_string());
+            }
+        }
+        shared.sealed.notify_all();
+    }
+}
+
+fn seal(shared: &Shared, partition: usize) -> Result<()> {
+    let (path, first_seq, index, ids_end, strings) = {
+        let partitions = shared.partitions.read().expect("partitions lock");
+        let p = &partitions[partition];
+        let PartState::Frozen { index, ids_end } = &p.state else {
+            return Ok(());
+        };
+        let strings = p.strings.read().expect("strings lock").clone();
+        (
+            p.path.clone(),
+            p.first_seq,
+            index.clone(),
+            *ids_end,
+            strings,
+        )
+    };
+    let segment_bytes = std::fs::metadata(&path)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    // The partition's record ids and leaves become durable before its index says it is sealed.
+    shared.id_file.sync()?;
+    shared.integrity.leaves.sync()?;
+    let bytes = sealed::encode(&index, &strings, segment_bytes, first_seq, ids_end);
+    sealed::write(&path, &bytes)?;
+    let opened = SealedIndex::open(&path, first_seq, segment_bytes)?.ok_or_else(|| {
+        Error::Corrupted(format!(
+            "{}: the index just written does not read back",
+            path.display()
+        ))
+    })?;
+    let end = first_seq + u64::from(index.n_events());
+    {
+        let mut partitions = shared.partitions.write().expect("partitions lock");
+        let p = &mut partitions[partition];
+        p.state = PartState::Sealed(Arc::new(opened));
+        p.strings = Arc::new(RwLock::new(Vec::new()));
+    }
+    shared
+        .integrity
+        .tree
+        .write()
+        .expect("tree lock")
+        .forget_below(end);
+    Ok(())
+}
+
 struct Writer {
-    files: LogFiles,
+    active: ActiveSegment,
+    /// UTC day of the active segment's events; `None` while it is empty.
+    active_day: Option<i64>,
+    encoder: Encoder,
     jobs: Receiver<Job>,
-    index: Arc<RwLock<MemIndex>>,
-    integrity: Arc<Integrity>,
-    stats: Arc<LogStats>,
+    shared: Arc<Shared>,
     stopped: Arc<AtomicBool>,
-    batch_events_max: usize,
+    seal_queue: Sender<usize>,
+    config: LogConfig,
 }
 
 impl Writer {
     fn run(mut self) {
         while let Ok(first) = self.jobs.recv() {
             let mut batch = vec![first];
-            while batch.len() < self.batch_events_max {
+            while batch.len() < self.config.batch_events_max {
                 match self.jobs.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => break,
@@ -391,28 +620,22 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Job>) {
-        let events: Vec<&AuditEvent> = batch.iter().map(|job| &job.event).collect();
         let day = batch[0].event.creation_time_us.div_euclid(DAY_US);
         let started = Instant::now();
-        let result = self.files.append_batch(&events, day);
+        let result = self.write(&batch, day);
         let elapsed_us = started.elapsed().as_micros() as u64;
         match result {
-            Ok(placed) => {
+            Ok(first_seq) => {
                 self.record_batch(batch.len(), elapsed_us);
-                {
-                    let mut index = self.index.write().expect("index lock");
-                    let mut tree = self.integrity.tree.write().expect("tree lock");
-                    for (job, (seq, location)) in batch.iter().zip(&placed) {
-                        index.insert(*seq, *location, &job.event);
-                        tree.push(job.leaf);
-                    }
-                }
-                for (job, (seq, _)) in batch.into_iter().zip(placed) {
-                    let _ = job.done.send(Ok(seq));
+                for (i, job) in batch.into_iter().enumerate() {
+                    let _ = job.done.send(Ok(first_seq + i as u64));
                 }
             }
             Err(error) => {
-                self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .batches_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 if matches!(error, Error::Unavailable(_)) {
                     self.stopped.store(true, Ordering::Release);
                 }
@@ -424,19 +647,127 @@ impl Writer {
         }
     }
 
+    /// Writes a batch durably and makes it searchable; returns its first seq.
+    fn write(&mut self, batch: &[Job], day: i64) -> Result<Seq> {
+        // Segments only move forward in time: a batch of an earlier day (events stamped just
+        // before midnight that reach the writer just after it) joins the current segment.
+        let later_day = self.active_day.is_some_and(|d| d < day);
+        if self.active.n_records > 0
+            && (self.active.len() >= self.config.segment_bytes_max || later_day)
+        {
+            self.roll()?;
+        }
+        let mut payloads = Vec::with_capacity(batch.len());
+        let mut numbers = Vec::with_capacity(batch.len());
+        {
+            let mut ids = self.shared.ids.write().expect("ids lock");
+            for job in batch {
+                let mut payload = Vec::with_capacity(128 + job.event.record_ids.len() * 4);
+                let mut record_numbers = Vec::new();
+                self.encoder
+                    .encode(&job.event, &mut ids, &mut payload, &mut record_numbers);
+                payloads.push(payload);
+                numbers.push(record_numbers);
+            }
+        }
+        let first_seq = self.active.first_seq + self.active.n_records;
+        let places = match self.active.append(&payloads) {
+            Ok(places) => places,
+            Err(error) => {
+                self.encoder
+                    .rewind(&mut self.shared.ids.write().expect("ids lock"));
+                return Err(error);
+            }
+        };
+        self.active_day.get_or_insert(day);
+        // Durable from here on. What follows is derived state; if it cannot be written the
+        // writer stops (a restart rebuilds it from the log) but this batch stands.
+        let numbered = self.encoder.take_numbered();
+        let derived = self
+            .shared
+            .id_file
+            .write(u64::from(numbered.first_id), &numbered.ids);
+        let leaves: Vec<Hash> = batch.iter().map(|job| job.leaf).collect();
+        {
+            let mut partitions = self.shared.partitions.write().expect("partitions lock");
+            let live = partitions.last_mut().expect("a live partition");
+            live.strings
+                .write()
+                .expect("strings lock")
+                .extend(numbered.strings);
+            let PartState::Live(index) = &mut live.state else {
+                unreachable!("the last partition is the live one");
+            };
+            for ((job, place), record_numbers) in batch.iter().zip(&places).zip(&numbers) {
+                index.insert(*place, &job.event, record_numbers);
+            }
+            live.n_events += batch.len() as u64;
+        }
+        {
+            let mut tree = self.shared.integrity.tree.write().expect("tree lock");
+            for leaf in &leaves {
+                tree.push(*leaf);
+            }
+        }
+        let derived = derived.and_then(|()| self.shared.integrity.leaves.write(first_seq, &leaves));
+        if let Err(error) = derived {
+            self.stopped.store(true, Ordering::Release);
+            self.shared.sealing.lock().expect("sealing lock").failure = Some(format!(
+                "derived files of the log could not be written: {error}"
+            ));
+        }
+        Ok(first_seq)
+    }
+
+    /// Closes the active segment (its index is written by the sealer) and starts the next.
+    fn roll(&mut self) -> Result<()> {
+        let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;
+        let next_seq = self.active.first_seq + self.active.n_records;
+        let next = ActiveSegment::create(&self.config.dir, next_seq, ids_before)?;
+        let read = File::open(next.path()).map_err(|e| Error::io(next.path(), e))?;
+        let frozen = {
+            let mut partitions = self.shared.partitions.write().expect("partitions lock");
+            let live = partitions.last_mut().expect("a live partition");
+            let PartState::Live(index) = std::mem::replace(&mut live.state, PartState::Purged)
+            else {
+                unreachable!("the last partition is the live one");
+            };
+            live.state = PartState::Frozen {
+                index: Arc::from(index),
+                ids_end: ids_before,
+            };
+            partitions.push(Partition {
+                first_seq: next_seq,
+                n_events: 0,
+                path: next.path().to_path_buf(),
+                file: Some(Arc::new(read)),
+                strings: Arc::new(RwLock::new(Vec::new())),
+                state: PartState::Live(Box::default()),
+            });
+            partitions.len() - 2
+        };
+        self.encoder.new_segment();
+        self.active = next;
+        self.active_day = None;
+        self.shared.sealing.lock().expect("sealing lock").pending += 1;
+        let _ = self.seal_queue.send(frozen);
+        Ok(())
+    }
+
     fn record_batch(&self, n_events: usize, elapsed_us: u64) {
-        self.stats
+        let stats = &self.shared.stats;
+        stats
             .events_appended
             .fetch_add(n_events as u64, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
             .fsync_us_total
             .fetch_add(elapsed_us, Ordering::Relaxed);
         let bucket = FSYNC_BUCKETS_US
             .iter()
             .position(|b| elapsed_us <= *b)
             .unwrap_or(FSYNC_BUCKETS_US.len());
-        self.stats.fsync_us_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        stats.fsync_us_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 }
 

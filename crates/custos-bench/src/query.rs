@@ -142,7 +142,7 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         ..Default::default()
     };
     let q3_custos = time(runs, |_| {
-        let count: u64 = log.histogram(&exports(), None).values().sum();
+        let count: u64 = log.histogram(&exports(), None)?.values().sum();
         found[2] = count as usize + log.search(&exports())?.events.len();
         Ok(())
     })?;
@@ -168,7 +168,7 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         ..Default::default()
     };
     let q4_custos = time(runs, |_| {
-        found[3] = log.histogram(&report, Some(DAY_US)).len();
+        found[3] = log.histogram(&report, Some(DAY_US))?.len();
         Ok(())
     })?;
     let q4_sqlite = time(runs, |_| {

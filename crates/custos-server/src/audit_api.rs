@@ -263,9 +263,12 @@ pub(crate) async fn checkpoint(
         integrity_reader(&state, &headers)?;
         let pairs = query_pairs(raw);
         if let Some(size) = number(&pairs, "treeSize")? {
-            let note = state.log.checkpoint_at(size).ok_or_else(|| {
-                AppError::not_found(format!("no checkpoint was signed for {size} events"))
-            })?;
+            let log = state.log.clone();
+            let note = blocking(move || log.checkpoint_at(size))
+                .await?
+                .ok_or_else(|| {
+                    AppError::not_found(format!("no checkpoint was signed for {size} events"))
+                })?;
             return Ok(note_response(note));
         }
         let log = state.log.clone();

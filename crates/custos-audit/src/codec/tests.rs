@@ -3,6 +3,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::event::{Change, EntityCategory, Origin, ResultStatus, UserType};
+use crate::ids::{IdDict, IdTable};
 
 pub(crate) fn sample_event(n_ids: usize) -> AuditEvent {
     AuditEvent {
@@ -41,28 +42,50 @@ pub(crate) fn sample_event(n_ids: usize) -> AuditEvent {
     }
 }
 
-/// Encodes `events` as one segment; decodes it front to back, and each record alone.
+/// Encodes `event` with `encoder` into a fresh buffer.
+fn encode(encoder: &mut Encoder, ids: &mut IdDict, event: &AuditEvent) -> Vec<u8> {
+    let mut out = Vec::new();
+    encoder.encode(event, ids, &mut out, &mut Vec::new());
+    out
+}
+
+/// Encodes `events` as one segment of a fresh log; decodes it front to back, and each record
+/// alone.
 fn round_trip(events: &[AuditEvent]) -> Vec<Vec<u8>> {
     let mut encoder = Encoder::default();
+    let mut written = IdDict::default();
+    let mut numbers = Vec::new();
     let payloads: Vec<Vec<u8>> = events
         .iter()
         .map(|e| {
             let mut out = Vec::new();
-            encoder.encode(e, &mut out);
+            encoder.encode(e, &mut written, &mut out, &mut Vec::new());
+            numbers.push(
+                e.record_ids
+                    .iter()
+                    .map(|id| written.number(id).unwrap())
+                    .collect::<Vec<_>>(),
+            );
             out
         })
         .collect();
-    let mut dictionary = Dictionary::default();
-    for (payload, event) in payloads.iter().zip(events) {
-        assert_eq!(&decode_next(payload, &mut dictionary).unwrap(), event);
+    let numbered = encoder.take_numbered();
+    let (mut ids, mut strings) = (IdDict::default(), Vec::new());
+    for ((payload, event), numbers) in payloads.iter().zip(events).zip(&numbers) {
+        let (decoded, record_numbers) = decode_next(payload, &mut ids, &mut strings).unwrap();
+        assert_eq!(&decoded, event);
+        assert_eq!(
+            &record_numbers, numbers,
+            "reading gives the writer's numbers"
+        );
     }
     assert_eq!(
-        &dictionary,
-        encoder.dictionary(),
-        "reading rebuilds the writer's dictionary"
+        (ids.table.since(0), &strings),
+        (numbered.ids, &numbered.strings),
+        "reading numbers what the writer numbered"
     );
     for (payload, event) in payloads.iter().zip(events) {
-        assert_eq!(&decode_event(payload, &dictionary).unwrap(), event);
+        assert_eq!(&decode_event(payload, &ids.table, &strings).unwrap(), event);
     }
     payloads
 }
@@ -83,23 +106,56 @@ fn round_trip_with_repeats_inside_and_across_records() {
 }
 
 #[test]
+fn record_ids_keep_their_numbers_across_segments_and_strings_do_not() {
+    let mut encoder = Encoder::default();
+    let mut ids = IdDict::default();
+    encode(&mut encoder, &mut ids, &sample_event(4));
+    let numbered = encoder.take_numbered();
+    encoder.new_segment();
+    let second = encode(&mut encoder, &mut ids, &sample_event(4));
+    let again = encoder.take_numbered();
+    assert_eq!(
+        again.first_id, 5,
+        "tenant and four records were numbered before"
+    );
+    assert!(again.ids.is_empty(), "no record id is written twice");
+    assert_eq!(
+        again.strings.len(),
+        numbered.strings.len(),
+        "strings start over"
+    );
+    // The second segment decodes from the log's ids alone.
+    let mut known = IdDict::default();
+    for id in numbered.ids {
+        known.push(id);
+    }
+    let mut strings = Vec::new();
+    assert_eq!(
+        decode_next(&second, &mut known, &mut strings)
+            .unwrap()
+            .0
+            .record_ids,
+        sample_event(4).record_ids
+    );
+}
+
+#[test]
 fn rewind_forgets_a_batch_that_was_not_written() {
     let mut encoder = Encoder::default();
-    encoder.encode(&sample_event(2), &mut Vec::new());
-    let mark = encoder.dictionary().len();
-    encoder.encode(&sample_event(5), &mut Vec::new());
-    encoder.rewind(mark);
-    assert_eq!(encoder.dictionary().len(), mark);
-    let mut again = Vec::new();
-    encoder.encode(&sample_event(5), &mut again);
-    let mut dictionary = Dictionary::default();
-    let mut fresh = Encoder::default();
-    let mut first = Vec::new();
-    fresh.encode(&sample_event(2), &mut first);
-    decode_next(&first, &mut dictionary).unwrap();
+    let mut ids = IdDict::default();
+    let first = encode(&mut encoder, &mut ids, &sample_event(2));
+    encoder.take_numbered();
+    encode(&mut encoder, &mut ids, &sample_event(5));
+    encoder.rewind(&mut ids);
+    assert_eq!(ids.table.len(), 3);
+    assert_eq!(ids.number(&Uuid::from_u128(4)), None);
+    let again = encode(&mut encoder, &mut ids, &sample_event(5));
+    let (mut read, mut strings) = (IdDict::default(), Vec::new());
+    decode_next(&first, &mut read, &mut strings).unwrap();
     assert_eq!(
-        decode_next(&again, &mut dictionary)
+        decode_next(&again, &mut read, &mut strings)
             .unwrap()
+            .0
             .record_ids
             .len(),
         5
@@ -108,27 +164,30 @@ fn rewind_forgets_a_batch_that_was_not_written() {
 
 #[test]
 fn bad_bytes_are_corruption() {
-    let mut bytes = Vec::new();
-    Encoder::default().encode(&sample_event(1), &mut bytes);
+    let none = IdTable::default();
+    let bytes = encode(
+        &mut Encoder::default(),
+        &mut IdDict::default(),
+        &sample_event(1),
+    );
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(matches!(
-        decode_event(&longer, &Dictionary::default()),
+        decode_event(&longer, &none, &[]),
         Err(Error::Corrupted(_))
     ));
     let mut wrong_version = bytes.clone();
-    wrong_version[0] = 1;
+    wrong_version[0] = 2;
     assert!(matches!(
-        decode_event(&wrong_version, &Dictionary::default()),
+        decode_event(&wrong_version, &none, &[]),
         Err(Error::Corrupted(_))
     ));
-    // A reference into an empty dictionary: the second record alone, without the first.
-    let mut encoder = Encoder::default();
-    encoder.encode(&sample_event(1), &mut Vec::new());
-    let mut second = Vec::new();
-    encoder.encode(&sample_event(1), &mut second);
+    // A reference to nothing: the second record alone, without the first.
+    let (mut encoder, mut ids) = (Encoder::default(), IdDict::default());
+    encode(&mut encoder, &mut ids, &sample_event(1));
+    let second = encode(&mut encoder, &mut ids, &sample_event(1));
     assert!(matches!(
-        decode_event(&second, &Dictionary::default()),
+        decode_event(&second, &none, &[]),
         Err(Error::Corrupted(_))
     ));
 }
@@ -136,16 +195,15 @@ fn bad_bytes_are_corruption() {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = decode_event(&bytes, &Dictionary::default());
-        let _ = decode_next(&bytes, &mut Dictionary::default());
+        let _ = decode_event(&bytes, &IdTable::default(), &[]);
+        let _ = decode_next(&bytes, &mut IdDict::default(), &mut Vec::new());
     }
 
     #[test]
     fn every_truncation_is_an_error(cut in 0usize..400) {
-        let mut bytes = Vec::new();
-        Encoder::default().encode(&sample_event(3), &mut bytes);
+        let bytes = encode(&mut Encoder::default(), &mut IdDict::default(), &sample_event(3));
         let cut = cut.min(bytes.len() - 1);
-        prop_assert!(decode_next(&bytes[..cut], &mut Dictionary::default()).is_err());
+        prop_assert!(decode_next(&bytes[..cut], &mut IdDict::default(), &mut Vec::new()).is_err());
     }
 
     #[test]

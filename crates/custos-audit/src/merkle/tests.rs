@@ -37,6 +37,15 @@ fn reference() -> MerkleTree {
     tree
 }
 
+/// Leaf hashes kept aside, as `leaves.dat` keeps them.
+struct Leaves(Vec<Hash>);
+
+impl LeafSource for Leaves {
+    fn read_leaves(&self, start: u64, end: u64) -> crate::Result<Vec<Hash>> {
+        Ok(self.0[start as usize..end as usize].to_vec())
+    }
+}
+
 fn tree_of(n: u64) -> MerkleTree {
     let mut tree = MerkleTree::new();
     for i in 0..n {
@@ -49,7 +58,11 @@ fn tree_of(n: u64) -> MerkleTree {
 fn roots_match_the_rfc_6962_reference() {
     let tree = reference();
     for (size, expect) in ROOTS.iter().enumerate() {
-        assert_eq!(hex(&tree.root(size as u64)), *expect, "size {size}");
+        assert_eq!(
+            hex(&tree.root(size as u64, &InMemory).unwrap()),
+            *expect,
+            "size {size}"
+        );
     }
 }
 
@@ -57,7 +70,7 @@ fn roots_match_the_rfc_6962_reference() {
 fn inclusion_proofs_match_the_reference() {
     let tree = reference();
     let check = |index: u64, expect: [&str; 3]| {
-        let proof = tree.inclusion_proof(index, 8);
+        let proof = tree.inclusion_proof(index, 8, &InMemory).unwrap();
         assert_eq!(
             proof.iter().map(hex).collect::<Vec<_>>(),
             expect,
@@ -66,9 +79,9 @@ fn inclusion_proofs_match_the_reference() {
         assert!(verify_inclusion(
             index,
             8,
-            &tree.leaf(index).unwrap(),
+            &tree.leaf(index, &InMemory).unwrap(),
             &proof,
-            &tree.root(8)
+            &tree.root(8, &InMemory).unwrap()
         ));
     };
     check(
@@ -92,9 +105,9 @@ fn inclusion_proofs_match_the_reference() {
 #[test]
 fn edge_cases_of_verification() {
     let tree = tree_of(6);
-    let root = tree.root(6);
-    let leaf = tree.leaf(2).unwrap();
-    let proof = tree.inclusion_proof(2, 6);
+    let root = tree.root(6, &InMemory).unwrap();
+    let leaf = tree.leaf(2, &InMemory).unwrap();
+    let proof = tree.inclusion_proof(2, 6, &InMemory).unwrap();
     assert!(verify_inclusion(2, 6, &leaf, &proof, &root));
     assert!(
         !verify_inclusion(6, 6, &leaf, &proof, &root),
@@ -121,7 +134,13 @@ fn edge_cases_of_verification() {
 
     let single = tree_of(1);
     assert!(
-        verify_inclusion(0, 1, &single.leaf(0).unwrap(), &[], &single.root(1)),
+        verify_inclusion(
+            0,
+            1,
+            &single.leaf(0, &InMemory).unwrap(),
+            &[],
+            &single.root(1, &InMemory).unwrap()
+        ),
         "size 1: empty proof"
     );
 
@@ -140,13 +159,25 @@ fn edge_cases_of_verification() {
     assert!(!verify_consistency(6, 5, &root, &root, &[]), "shrinking");
     let big = tree_of(13);
     for old in [1, 2, 3, 4, 5, 7, 8, 12] {
-        let proof = big.consistency_proof(old, 13);
+        let proof = big.consistency_proof(old, 13, &InMemory).unwrap();
         assert!(
-            verify_consistency(old, 13, &big.root(old), &big.root(13), &proof),
+            verify_consistency(
+                old,
+                13,
+                &big.root(old, &InMemory).unwrap(),
+                &big.root(13, &InMemory).unwrap(),
+                &proof
+            ),
             "{old} → 13"
         );
         assert!(
-            !verify_consistency(old, 13, &big.root(old), &big.root(12), &proof),
+            !verify_consistency(
+                old,
+                13,
+                &big.root(old, &InMemory).unwrap(),
+                &big.root(12, &InMemory).unwrap(),
+                &proof
+            ),
             "{old} → wrong new root"
         );
     }
@@ -157,9 +188,9 @@ proptest! {
     fn every_inclusion_proof_verifies_and_a_tampered_one_does_not(size in 1u64..70, pick in any::<u64>(), flip in any::<u8>()) {
         let tree = tree_of(size);
         let index = pick % size;
-        let leaf = tree.leaf(index).unwrap();
-        let root = tree.root(size);
-        let proof = tree.inclusion_proof(index, size);
+        let leaf = tree.leaf(index, &InMemory).unwrap();
+        let root = tree.root(size, &InMemory).unwrap();
+        let proof = tree.inclusion_proof(index, size, &InMemory).unwrap();
         prop_assert!(verify_inclusion(index, size, &leaf, &proof, &root));
         if !proof.is_empty() {
             let mut bad = proof.clone();
@@ -176,21 +207,50 @@ proptest! {
     fn every_consistency_proof_verifies_and_a_tampered_one_does_not(new in 1u64..70, pick in any::<u64>(), flip in any::<u8>()) {
         let tree = tree_of(new);
         let old = 1 + pick % new;
-        let proof = tree.consistency_proof(old, new);
-        prop_assert!(verify_consistency(old, new, &tree.root(old), &tree.root(new), &proof));
+        let proof = tree.consistency_proof(old, new, &InMemory).unwrap();
+        prop_assert!(verify_consistency(old, new, &tree.root(old, &InMemory).unwrap(), &tree.root(new, &InMemory).unwrap(), &proof));
         if !proof.is_empty() {
             let mut bad = proof.clone();
             let at = flip as usize % bad.len();
             bad[at][5] ^= 4;
-            prop_assert!(!verify_consistency(old, new, &tree.root(old), &tree.root(new), &bad));
+            prop_assert!(!verify_consistency(old, new, &tree.root(old, &InMemory).unwrap(), &tree.root(new, &InMemory).unwrap(), &bad));
         }
         if old < new {
             let mut forked = tree_of(old);
             for i in old..new {
                 forked.push(leaf_hash(&(i + 1000).to_le_bytes()));
             }
-            prop_assert!(!verify_consistency(old, new, &tree.root(old), &forked.root(new), &proof), "a fork is caught");
+            prop_assert!(!verify_consistency(old, new, &tree.root(old, &InMemory).unwrap(), &forked.root(new, &InMemory).unwrap(), &proof), "a fork is caught");
         }
+    }
+
+    #[test]
+    fn a_tree_that_forgot_its_cold_tiles_answers_like_the_whole_tree(size in 1u64..1400, cut in any::<u64>(), pick in any::<u64>()) {
+        let whole = tree_of(size);
+        let leaves: Vec<Hash> = (0..size).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let source = Leaves(leaves);
+        let mut forgetful = whole.clone();
+        forgetful.forget_below(cut % (size + 1));
+        prop_assert_eq!(forgetful.len(), size);
+        let index = pick % size;
+        let old = 1 + pick % size;
+        prop_assert_eq!(forgetful.root(old, &source).unwrap(), whole.root(old, &InMemory).unwrap());
+        prop_assert_eq!(forgetful.leaf(index, &source).unwrap(), whole.leaf(index, &InMemory).unwrap());
+        prop_assert_eq!(
+            forgetful.inclusion_proof(index, size, &source).unwrap(),
+            whole.inclusion_proof(index, size, &InMemory).unwrap()
+        );
+        prop_assert_eq!(
+            forgetful.consistency_proof(old, size, &source).unwrap(),
+            whole.consistency_proof(old, size, &InMemory).unwrap()
+        );
+        // It keeps growing like the whole tree.
+        let mut grown = whole.clone();
+        for i in size..size + 300 {
+            forgetful.push(leaf_hash(&i.to_le_bytes()));
+            grown.push(leaf_hash(&i.to_le_bytes()));
+        }
+        prop_assert_eq!(forgetful.root(size + 300, &source).unwrap(), grown.root(size + 300, &InMemory).unwrap());
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn proofs_verify_against_signed_checkpoints_and_restarts_keep_them() {
     assert_eq!(first.0, 5);
     let log = open(dir.path());
     assert_eq!(
-        log.checkpoint_at(5).as_deref(),
+        log.checkpoint_at(5).unwrap().as_deref(),
         Some(first.1.as_str()),
         "signed checkpoints survive a restart"
     );
@@ -323,7 +323,10 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
         "a longer policy keeps exports"
     );
     assert_eq!(
-        count(SearchQuery { record_types: vec!["CustosAdmin".into()], ..Default::default() }),
+        count(SearchQuery {
+            record_types: vec!["CustosAdmin".into()],
+            ..Default::default()
+        }),
         1,
         "another record type's longer policy keeps its partition"
     );
@@ -418,14 +421,19 @@ fn batches_straddling_midnight_do_not_cut_a_segment_each() {
     let midnight = 20_000 * DAY_US;
     // Late arrivals from before midnight interleave with events after it.
     for i in 0..20 {
-        let time = if i % 2 == 0 { midnight - 1 - i } else { midnight + i };
+        let time = if i % 2 == 0 {
+            midnight - 1 - i
+        } else {
+            midnight + i
+        };
         log.append(event_at(time, "Retrieve", i as u128)).unwrap();
     }
     let segments = std::fs::read_dir(dir.path())
         .unwrap()
         .filter(|e| {
             let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy().starts_with("seg-")
+            let name = name.to_string_lossy();
+            name.starts_with("seg-") && name.ends_with(".log")
         })
         .count();
     assert_eq!(segments, 2, "one segment per day, not one per batch");

@@ -1,0 +1,240 @@
+//! The index of one partition (one segment of the log): what a search asks of it, and the
+//! in-memory form the active partition has while it is written.
+//!
+//! Events of a partition are numbered by ordinal (0, 1, … in log order; seq = the segment's
+//! first seq + ordinal). Every filter of a search is a posting list of ordinals: the terms of
+//! each field (operation, user, instance…), each record id (by its number in the log's id
+//! dictionary) and each word of the free text. A sealed partition keeps the same lists in its
+//! index file (`sealed`), so one search runs the same way over both.
+
+use std::collections::{BTreeMap, HashMap};
+
+use uuid::Uuid;
+
+use crate::Result;
+use crate::event::AuditEvent;
+
+/// A field a search filters on by exact (case-insensitive) value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Field {
+    Operation = 0,
+    /// The user's id and principal name both.
+    User = 1,
+    Instance = 2,
+    Entity = 3,
+    Ip = 4,
+    RecordType = 5,
+    Workload = 6,
+    Category = 7,
+    Origin = 8,
+    Status = 9,
+}
+
+impl Field {
+    pub(crate) const ALL: [Field; 10] = [
+        Field::Operation,
+        Field::User,
+        Field::Instance,
+        Field::Entity,
+        Field::Ip,
+        Field::RecordType,
+        Field::Workload,
+        Field::Category,
+        Field::Origin,
+        Field::Status,
+    ];
+
+    /// The values of this field in `event`, as they are indexed.
+    fn values(self, event: &AuditEvent) -> Vec<&str> {
+        match self {
+            Field::Operation => vec![&event.operation],
+            Field::User => vec![&event.user_id, &event.user_upn],
+            Field::Instance => vec![&event.instance],
+            Field::Entity => vec![&event.entity_name],
+            Field::Ip => vec![&event.client_ip],
+            Field::RecordType => vec![&event.record_type],
+            Field::Workload => vec![&event.workload],
+            Field::Category => vec![&event.category],
+            Field::Origin => vec![event.origin.as_str()],
+            Field::Status => vec![event.result_status.as_str()],
+        }
+    }
+}
+
+/// What retention needs to know of a partition's events: for each distinct (record type,
+/// operation, user principal name, instance), lowercase, the newest `CreationTime`.
+pub(crate) type RetentionGroups = BTreeMap<[String; 4], i64>;
+
+/// Where an event's record is in its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+}
+
+/// What a search asks of one partition's index. Values are lowercase; lists sorted.
+pub(crate) trait PartitionIndex: Send + Sync {
+    /// Events in the partition.
+    fn n_events(&self) -> u32;
+    /// Oldest and newest `CreationTime`, when it has events.
+    fn time_range(&self) -> Option<(i64, i64)>;
+    /// Ordinals of the events whose `field` is `value`.
+    fn term(&self, field: Field, value: &str) -> Result<Vec<u32>>;
+    /// Ordinals of the events that list the record id numbered `number`.
+    fn record(&self, number: u32) -> Result<Vec<u32>>;
+    /// Ordinals of the events with a word starting with `prefix`.
+    fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>>;
+    /// `CreationTime` of every event, by ordinal.
+    fn times(&self) -> Result<Vec<i64>>;
+    /// Where event `ordinal` is in the segment.
+    fn place(&self, ordinal: u32) -> Result<Place>;
+    /// The ordinal of the event with id `id`.
+    fn ordinal_of(&self, id: &Uuid) -> Result<Option<u32>>;
+    /// What retention needs to decide.
+    fn retention_groups(&self) -> Result<RetentionGroups>;
+}
+
+/// The index of the partition being written, in memory.
+#[derive(Debug, Default)]
+pub(crate) struct MemIndex {
+    pub(crate) times: Vec<i64>,
+    pub(crate) places: Vec<Place>,
+    /// (field, lowercase value) → ordinals.
+    pub(crate) terms: HashMap<(Field, String), Vec<u32>>,
+    /// Record id number → ordinals.
+    pub(crate) records: HashMap<u32, Vec<u32>>,
+    /// Free-text words, sorted so a prefix is a range.
+    pub(crate) words: BTreeMap<String, Vec<u32>>,
+    pub(crate) event_ids: HashMap<Uuid, u32>,
+    pub(crate) retention: RetentionGroups,
+    pub(crate) time_range: Option<(i64, i64)>,
+}
+
+/// Adds `ordinal` to a list once (an event may carry a value twice).
+fn post(list: &mut Vec<u32>, ordinal: u32) {
+    if list.last() != Some(&ordinal) {
+        list.push(ordinal);
+    }
+}
+
+impl MemIndex {
+    /// Indexes the next event; `record_numbers` are its record ids' numbers.
+    pub(crate) fn insert(&mut self, place: Place, event: &AuditEvent, record_numbers: &[u32]) {
+        let ordinal = self.times.len() as u32;
+        let time = event.creation_time_us;
+        self.times.push(time);
+        self.places.push(place);
+        self.time_range = Some(match self.time_range {
+            None => (time, time),
+            Some((oldest, newest)) => (oldest.min(time), newest.max(time)),
+        });
+        for field in Field::ALL {
+            for value in field.values(event) {
+                post(
+                    self.terms.entry((field, value.to_lowercase())).or_default(),
+                    ordinal,
+                );
+            }
+        }
+        for number in record_numbers {
+            post(self.records.entry(*number).or_default(), ordinal);
+        }
+        for word in words(event) {
+            post(self.words.entry(word).or_default(), ordinal);
+        }
+        self.event_ids.insert(event.id, ordinal);
+        let key = [
+            &event.record_type,
+            &event.operation,
+            &event.user_upn,
+            &event.instance,
+        ]
+        .map(|s| s.to_lowercase());
+        let newest = self.retention.entry(key).or_insert(time);
+        *newest = (*newest).max(time);
+    }
+}
+
+impl PartitionIndex for MemIndex {
+    fn n_events(&self) -> u32 {
+        self.times.len() as u32
+    }
+
+    fn time_range(&self) -> Option<(i64, i64)> {
+        self.time_range
+    }
+
+    fn term(&self, field: Field, value: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .terms
+            .get(&(field, value.to_string()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn record(&self, number: u32) -> Result<Vec<u32>> {
+        Ok(self.records.get(&number).cloned().unwrap_or_default())
+    }
+
+    fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {
+        Ok(crate::postings::union(
+            self.words
+                .range(prefix.to_string()..)
+                .take_while(|(word, _)| word.starts_with(prefix))
+                .map(|(_, list)| list.clone())
+                .collect(),
+        ))
+    }
+
+    fn times(&self) -> Result<Vec<i64>> {
+        Ok(self.times.clone())
+    }
+
+    fn place(&self, ordinal: u32) -> Result<Place> {
+        Ok(self.places[ordinal as usize])
+    }
+
+    fn ordinal_of(&self, id: &Uuid) -> Result<Option<u32>> {
+        Ok(self.event_ids.get(id).copied())
+    }
+
+    fn retention_groups(&self) -> Result<RetentionGroups> {
+        Ok(self.retention.clone())
+    }
+}
+
+/// The words of the event's free-text fields: lowercase runs of letters and digits.
+pub(crate) fn words(event: &AuditEvent) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut add = |text: &str| out.extend(query_words(text));
+    for text in [
+        &event.operation,
+        &event.user_upn,
+        &event.user_id,
+        &event.user_agent,
+        &event.client_ip,
+        &event.entity_name,
+        &event.query,
+        &event.details,
+        &event.error_code,
+        &event.instance,
+        &event.correlation_id,
+    ] {
+        add(text);
+    }
+    for change in &event.changes {
+        add(&change.attribute);
+        for value in [&change.old, &change.new].into_iter().flatten() {
+            add(value);
+        }
+    }
+    out
+}
+
+/// The words of a text: lowercase runs of letters and digits.
+pub(crate) fn query_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}

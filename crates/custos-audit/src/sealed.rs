@@ -1,0 +1,485 @@
+//! A sealed partition's index file, `seg-<first seq>.idx`: written once when its segment is
+//! complete, never changed, deleted with the segment by retention, and rebuilt from the
+//! segment by `custos audit reindex`. It is derived state: the segment is the truth.
+//!
+//! Layout (integers little-endian):
+//!
+//! ```text
+//! "CUSTOSIX" | u8 version=1 | 7 zero bytes
+//! sections, in this order:
+//!   META       u64 first seq | u32 events | i64 oldest | i64 newest | u64 segment bytes | u32 ids end
+//!   TIMES      i64 CreationTime per event
+//!   PLACES     (u32 offset, u32 length) of each event's record in the segment
+//!   STRINGS    u32 count | (count + 1) × u32 offsets | UTF-8 bytes: the segment's numbered strings
+//!   TERMS      table: u8 field ‖ lowercase value → postings
+//!   RECORDS    table: u32 big-endian record id number → postings
+//!   WORDS      table: free-text word → postings
+//!   EVENTS     table: 16-byte event id → (ordinal, 0)
+//!   RETENTION  u32 count | count × (4 × (varint length | bytes) | i64 newest)
+//!   POSTINGS   posting lists (`postings::encode`), back to back
+//! footer: per section (u64 offset | u64 length | u32 crc32) | u32 crc32 of those | "CUSTOSIX"
+//! ```
+//!
+//! A table's two values for a posting list are (offset in POSTINGS, byte length), or
+//! (ordinal, 0) for a list of one event, the common case for record ids.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use uuid::Uuid;
+
+use crate::partition::{Field, MemIndex, PartitionIndex, Place, RetentionGroups};
+use crate::postings::{self, get_varint, put_varint};
+use crate::table::{Table, TableWriter};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"CUSTOSIX";
+const VERSION: u8 = 1;
+const HEADER_BYTES: u64 = 16;
+const N_SECTIONS: usize = 10;
+const SECTION_ENTRY_BYTES: usize = 20;
+const FOOTER_BYTES: usize = N_SECTIONS * SECTION_ENTRY_BYTES + 4 + 8;
+const META_BYTES: usize = 40;
+
+#[derive(Clone, Copy)]
+enum Section {
+    Meta = 0,
+    Times = 1,
+    Places = 2,
+    Strings = 3,
+    Terms = 4,
+    Records = 5,
+    Words = 6,
+    Events = 7,
+    Retention = 8,
+    Postings = 9,
+}
+
+/// What the file says about its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SealedMeta {
+    pub(crate) first_seq: u64,
+    pub(crate) n_events: u32,
+    pub(crate) oldest_us: i64,
+    pub(crate) newest_us: i64,
+    /// Bytes of the segment file it indexes.
+    pub(crate) segment_bytes: u64,
+    /// Record ids the log had numbered at the end of the segment.
+    pub(crate) ids_end: u32,
+}
+
+/// The index file of the segment at `segment_path`.
+pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
+    segment_path.with_extension("idx")
+}
+
+/// Builds a table of posting lists, putting the lists of more than one event in `postings`.
+fn posting_table<'a>(
+    entries: impl Iterator<Item = (Vec<u8>, &'a Vec<u32>)>,
+    postings: &mut Vec<u8>,
+) -> Vec<u8> {
+    let mut table = TableWriter::default();
+    for (key, list) in entries {
+        if let [only] = list.as_slice() {
+            table.add(&key, u64::from(*only), 0);
+        } else {
+            let at = postings.len();
+            postings::encode(list, postings);
+            table.add(&key, at as u64, (postings.len() - at) as u64);
+        }
+    }
+    table.finish()
+}
+
+/// Writes the index file of a complete segment, durably: a temporary file, fsynced, renamed
+/// into place, and the folder fsynced.
+pub(crate) fn write(segment_path: &Path, file_bytes: &[u8]) -> Result<()> {
+    let path = index_path(segment_path);
+    let temporary = path.with_extension("idx.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)
+        .map_err(|e| Error::io(&temporary, e))?;
+    file.write_all(file_bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&temporary, e))?;
+    fs::rename(&temporary, &path).map_err(|e| Error::io(&path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// The bytes of the index file of a complete segment, from its in-memory index. The same
+/// segment always gives the same bytes, so `verify` can compare a file with what its segment
+/// implies.
+pub(crate) fn encode(
+    index: &MemIndex,
+    strings: &[String],
+    segment_bytes: u64,
+    first_seq: u64,
+    ids_end: u32,
+) -> Vec<u8> {
+    let n_events = index.times.len() as u32;
+    let (oldest, newest) = index.time_range.unwrap_or((0, 0));
+    let mut sections: Vec<Vec<u8>> = vec![Vec::new(); N_SECTIONS];
+
+    let meta = &mut sections[Section::Meta as usize];
+    meta.extend_from_slice(&first_seq.to_le_bytes());
+    meta.extend_from_slice(&n_events.to_le_bytes());
+    meta.extend_from_slice(&oldest.to_le_bytes());
+    meta.extend_from_slice(&newest.to_le_bytes());
+    meta.extend_from_slice(&segment_bytes.to_le_bytes());
+    meta.extend_from_slice(&ids_end.to_le_bytes());
+
+    sections[Section::Times as usize] = index.times.iter().flat_map(|t| t.to_le_bytes()).collect();
+    sections[Section::Places as usize] = index
+        .places
+        .iter()
+        .flat_map(|p| [p.offset.to_le_bytes(), p.len.to_le_bytes()])
+        .flatten()
+        .collect();
+
+    let text = &mut sections[Section::Strings as usize];
+    text.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+    let mut end = 0u32;
+    text.extend_from_slice(&end.to_le_bytes());
+    for string in strings {
+        end += string.len() as u32;
+        text.extend_from_slice(&end.to_le_bytes());
+    }
+    for string in strings {
+        text.extend_from_slice(string.as_bytes());
+    }
+
+    let mut postings = Vec::new();
+    let mut terms: Vec<(Vec<u8>, &Vec<u32>)> = index
+        .terms
+        .iter()
+        .map(|((field, value), list)| {
+            let mut key = vec![*field as u8];
+            key.extend_from_slice(value.as_bytes());
+            (key, list)
+        })
+        .collect();
+    terms.sort();
+    sections[Section::Terms as usize] = posting_table(terms.into_iter(), &mut postings);
+    let mut records: Vec<(&u32, &Vec<u32>)> = index.records.iter().collect();
+    records.sort_unstable_by_key(|(number, _)| **number);
+    sections[Section::Records as usize] = posting_table(
+        records
+            .into_iter()
+            .map(|(number, list)| (number.to_be_bytes().to_vec(), list)),
+        &mut postings,
+    );
+    sections[Section::Words as usize] = posting_table(
+        index
+            .words
+            .iter()
+            .map(|(word, list)| (word.as_bytes().to_vec(), list)),
+        &mut postings,
+    );
+    let mut events: Vec<(&Uuid, &u32)> = index.event_ids.iter().collect();
+    events.sort_unstable();
+    let mut table = TableWriter::default();
+    for (id, ordinal) in events {
+        table.add(id.as_bytes(), u64::from(*ordinal), 0);
+    }
+    sections[Section::Events as usize] = table.finish();
+
+    let groups = &mut sections[Section::Retention as usize];
+    groups.extend_from_slice(&(index.retention.len() as u32).to_le_bytes());
+    for (key, newest) in &index.retention {
+        for part in key {
+            put_varint(groups, part.len() as u64);
+            groups.extend_from_slice(part.as_bytes());
+        }
+        groups.extend_from_slice(&newest.to_le_bytes());
+    }
+    sections[Section::Postings as usize] = postings;
+
+    let mut file_bytes = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 256);
+    file_bytes.extend_from_slice(MAGIC);
+    file_bytes.push(VERSION);
+    file_bytes.extend_from_slice(&[0; 7]);
+    let mut footer = Vec::with_capacity(FOOTER_BYTES);
+    for section in &sections {
+        footer.extend_from_slice(&(file_bytes.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&(section.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&crc32fast::hash(section).to_le_bytes());
+        file_bytes.extend_from_slice(section);
+    }
+    let footer_crc = crc32fast::hash(&footer);
+    file_bytes.extend_from_slice(&footer);
+    file_bytes.extend_from_slice(&footer_crc.to_le_bytes());
+    file_bytes.extend_from_slice(MAGIC);
+    file_bytes
+}
+
+/// An open index file; its tables' block indexes are in memory, everything else is read when
+/// asked.
+pub(crate) struct SealedIndex {
+    file: Arc<File>,
+    path: PathBuf,
+    meta: SealedMeta,
+    /// (offset, length, crc32) of each section.
+    sections: [(u64, u64, u32); N_SECTIONS],
+    terms: Table,
+    records: Table,
+    words: Table,
+    events: Table,
+    strings: OnceLock<Arc<Vec<String>>>,
+}
+
+impl SealedIndex {
+    /// Opens the index file of the segment at `segment_path`; `Ok(None)` when there is none or
+    /// it does not index exactly that segment (a different length or first seq), so the
+    /// segment must be indexed again.
+    pub(crate) fn open(
+        segment_path: &Path,
+        first_seq: u64,
+        segment_bytes: u64,
+    ) -> Result<Option<SealedIndex>> {
+        let path = index_path(segment_path);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let Some(index) = SealedIndex::read(file, path)? else {
+            return Ok(None);
+        };
+        if index.meta.first_seq != first_seq || index.meta.segment_bytes != segment_bytes {
+            return Ok(None);
+        }
+        Ok(Some(index))
+    }
+
+    /// Reads the footer, the meta section and the tables' block indexes; `Ok(None)` when the
+    /// footer or meta is damaged.
+    fn read(file: File, path: PathBuf) -> Result<Option<SealedIndex>> {
+        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if file_len < HEADER_BYTES + FOOTER_BYTES as u64 {
+            return Ok(None);
+        }
+        let mut footer = vec![0u8; FOOTER_BYTES];
+        file.read_exact_at(&mut footer, file_len - FOOTER_BYTES as u64)
+            .map_err(|e| Error::io(&path, e))?;
+        let entries = &footer[..N_SECTIONS * SECTION_ENTRY_BYTES];
+        let crc = u32::from_le_bytes(
+            footer[entries.len()..entries.len() + 4]
+                .try_into()
+                .expect("4"),
+        );
+        if &footer[FOOTER_BYTES - 8..] != MAGIC || crc32fast::hash(entries) != crc {
+            return Ok(None);
+        }
+        let mut sections = [(0u64, 0u64, 0u32); N_SECTIONS];
+        for (i, entry) in entries.chunks_exact(SECTION_ENTRY_BYTES).enumerate() {
+            let offset = u64::from_le_bytes(entry[..8].try_into().expect("8"));
+            let len = u64::from_le_bytes(entry[8..16].try_into().expect("8"));
+            let crc = u32::from_le_bytes(entry[16..].try_into().expect("4"));
+            if offset.checked_add(len).is_none_or(|end| end > file_len) {
+                return Ok(None);
+            }
+            sections[i] = (offset, len, crc);
+        }
+        let file = Arc::new(file);
+        let (meta_at, meta_len, meta_crc) = sections[Section::Meta as usize];
+        let mut bytes = vec![0u8; meta_len as usize];
+        file.read_exact_at(&mut bytes, meta_at)
+            .map_err(|e| Error::io(&path, e))?;
+        if bytes.len() != META_BYTES || crc32fast::hash(&bytes) != meta_crc {
+            return Ok(None);
+        }
+        let meta = SealedMeta {
+            first_seq: u64::from_le_bytes(bytes[0..8].try_into().expect("8")),
+            n_events: u32::from_le_bytes(bytes[8..12].try_into().expect("4")),
+            oldest_us: i64::from_le_bytes(bytes[12..20].try_into().expect("8")),
+            newest_us: i64::from_le_bytes(bytes[20..28].try_into().expect("8")),
+            segment_bytes: u64::from_le_bytes(bytes[28..36].try_into().expect("8")),
+            ids_end: u32::from_le_bytes(bytes[36..40].try_into().expect("4")),
+        };
+        let table = |section: Section| {
+            let (at, len, _) = sections[section as usize];
+            Table::open(file.clone(), path.clone(), at, len)
+        };
+        Ok(Some(SealedIndex {
+            terms: table(Section::Terms)?,
+            records: table(Section::Records)?,
+            words: table(Section::Words)?,
+            events: table(Section::Events)?,
+            file,
+            path,
+            meta,
+            sections,
+            strings: OnceLock::new(),
+        }))
+    }
+
+    pub(crate) fn meta(&self) -> SealedMeta {
+        self.meta
+    }
+
+    fn read_section(&self, section: Section) -> Result<Vec<u8>> {
+        let (at, len, _) = self.sections[section as usize];
+        let mut bytes = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut bytes, at)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(bytes)
+    }
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::Corrupted(format!("{}: {what}", self.path.display()))
+    }
+
+    /// The segment's numbered strings (read once, then kept).
+    pub(crate) fn strings(&self) -> Result<Arc<Vec<String>>> {
+        if let Some(strings) = self.strings.get() {
+            return Ok(strings.clone());
+        }
+        let bytes = self.read_section(Section::Strings)?;
+        let word = |at: usize| -> Result<usize> {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+                .ok_or_else(|| self.corrupt("strings cut short"))
+        };
+        let count = word(0)?;
+        let text_at = 4 + (count + 1) * 4;
+        let mut strings = Vec::with_capacity(count);
+        for i in 0..count {
+            let (start, end) = (word(4 + i * 4)?, word(8 + i * 4)?);
+            let text = bytes
+                .get(text_at + start..text_at + end)
+                .filter(|_| start <= end)
+                .ok_or_else(|| self.corrupt("string out of bounds"))?;
+            strings.push(
+                String::from_utf8(text.to_vec()).map_err(|_| self.corrupt("string not UTF-8"))?,
+            );
+        }
+        Ok(self.strings.get_or_init(|| Arc::new(strings)).clone())
+    }
+
+    fn postings(&self, a: u64, b: u64) -> Result<Vec<u32>> {
+        if b == 0 {
+            return Ok(vec![
+                u32::try_from(a).map_err(|_| self.corrupt("ordinal out of range"))?,
+            ]);
+        }
+        let (at, len, _) = self.sections[Section::Postings as usize];
+        if a.checked_add(b).is_none_or(|end| end > len) {
+            return Err(self.corrupt("posting list out of bounds"));
+        }
+        let mut bytes = vec![0u8; b as usize];
+        self.file
+            .read_exact_at(&mut bytes, at + a)
+            .map_err(|e| Error::io(&self.path, e))?;
+        postings::decode(&bytes)
+    }
+}
+
+impl PartitionIndex for SealedIndex {
+    fn n_events(&self) -> u32 {
+        self.meta.n_events
+    }
+
+    fn time_range(&self) -> Option<(i64, i64)> {
+        (self.meta.n_events > 0).then_some((self.meta.oldest_us, self.meta.newest_us))
+    }
+
+    fn term(&self, field: Field, value: &str) -> Result<Vec<u32>> {
+        let mut key = vec![field as u8];
+        key.extend_from_slice(value.as_bytes());
+        match self.terms.get(&key)? {
+            Some((a, b)) => self.postings(a, b),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn record(&self, number: u32) -> Result<Vec<u32>> {
+        match self.records.get(&number.to_be_bytes())? {
+            Some((a, b)) => self.postings(a, b),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {
+        let mut found = Vec::new();
+        self.words
+            .prefix(prefix.as_bytes(), &mut |_, a, b| found.push((a, b)))?;
+        let lists = found
+            .into_iter()
+            .map(|(a, b)| self.postings(a, b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(postings::union(lists))
+    }
+
+    fn times(&self) -> Result<Vec<i64>> {
+        let bytes = self.read_section(Section::Times)?;
+        if bytes.len() != self.meta.n_events as usize * 8 {
+            return Err(self.corrupt("times section of the wrong size"));
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+            .collect())
+    }
+
+    fn place(&self, ordinal: u32) -> Result<Place> {
+        if ordinal >= self.meta.n_events {
+            return Err(self.corrupt("ordinal out of range"));
+        }
+        let (at, _, _) = self.sections[Section::Places as usize];
+        let mut bytes = [0u8; 8];
+        self.file
+            .read_exact_at(&mut bytes, at + u64::from(ordinal) * 8)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(Place {
+            offset: u32::from_le_bytes(bytes[..4].try_into().expect("4")),
+            len: u32::from_le_bytes(bytes[4..].try_into().expect("4")),
+        })
+    }
+
+    fn ordinal_of(&self, id: &Uuid) -> Result<Option<u32>> {
+        Ok(self.events.get(id.as_bytes())?.map(|(a, _)| a as u32))
+    }
+
+    fn retention_groups(&self) -> Result<RetentionGroups> {
+        let bytes = self.read_section(Section::Retention)?;
+        let mut groups = RetentionGroups::new();
+        let count = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+            .ok_or_else(|| self.corrupt("retention cut short"))?;
+        let mut pos = 4;
+        for _ in 0..count {
+            let mut key: [String; 4] = Default::default();
+            for part in &mut key {
+                let len = get_varint(&bytes, &mut pos)? as usize;
+                let text = bytes
+                    .get(pos..pos + len)
+                    .ok_or_else(|| self.corrupt("retention cut short"))?;
+                *part = String::from_utf8(text.to_vec())
+                    .map_err(|_| self.corrupt("retention not UTF-8"))?;
+                pos += len;
+            }
+            let newest = bytes
+                .get(pos..pos + 8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8")))
+                .ok_or_else(|| self.corrupt("retention cut short"))?;
+            pos += 8;
+            groups.insert(key, newest);
+        }
+        Ok(groups)
+    }
+}
+
+#[cfg(test)]
+mod tests;
