@@ -79,10 +79,29 @@ fn segment_bytes(path: &Path) -> Result<u64> {
     Ok(fs::metadata(path).map_err(|e| Error::io(path, e))?.len())
 }
 
-pub(crate) fn open(config: &LogConfig) -> Result<Opened> {
+/// Deletes every partition index file in `dir` (and any half-written one), so the next open
+/// rebuilds them all from the segments.
+pub(crate) fn remove_indexes(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        if name.is_some_and(|n| {
+            n.starts_with("seg-") && (n.ends_with(".idx") || n.ends_with(".idx.tmp"))
+        }) {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(removed)
+}
+
+/// Opens the log in `config.dir`, whose lock the caller holds.
+pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
     let dir = &config.dir;
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let lock = lock(dir)?;
     let signer = CheckpointSigner::new(config.signing_seed, &config.origin);
     let (integrity, protected) = Integrity::open(dir, signer)?;
     let pruned = PrunedFile::open(dir)?;

@@ -127,7 +127,25 @@ impl AuditLog {
     /// indexes of partitions that have no index file yet, checks the tree against the latest
     /// signed checkpoint, and starts the writer, the sealer and the checkpointer.
     pub fn open(config: LogConfig) -> Result<AuditLog> {
-        let opened = crate::open::open(&config)?;
+        std::fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
+        let lock = crate::open::lock(&config.dir)?;
+        AuditLog::open_locked(config, lock)
+    }
+
+    /// Rebuilds every derived file of the log from its segments (`custos audit reindex`):
+    /// deletes the partitions' index files, then opens the log, which scans every segment,
+    /// recomputes the leaves and record-id numbers they define, and writes each partition's
+    /// index again; returns once all are written.
+    pub fn reindex(config: LogConfig) -> Result<AuditLog> {
+        let lock = crate::open::lock(&config.dir)?;
+        crate::open::remove_indexes(&config.dir)?;
+        let log = AuditLog::open_locked(config, lock)?;
+        log.wait_sealed()?;
+        Ok(log)
+    }
+
+    fn open_locked(config: LogConfig, lock: File) -> Result<AuditLog> {
+        let opened = crate::open::open(&config, lock)?;
         let shared = Arc::new(Shared {
             partitions: RwLock::new(opened.partitions),
             ids: RwLock::new(opened.ids),

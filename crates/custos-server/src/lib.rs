@@ -8,6 +8,7 @@ mod audit_api;
 mod auth;
 mod context;
 mod error;
+mod maintenance;
 mod metrics;
 mod retention;
 mod state;
@@ -23,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 pub use error::{AppError, ErrorCode};
+pub use maintenance::{ReindexSummary, reindex_audit_log};
 pub use state::{AppState, Clock, Config, StartError, SystemClock};
 
 async fn healthz() -> Response {

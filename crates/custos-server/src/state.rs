@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use arc_swap::ArcSwap;
 use custos_audit::{
     AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, LogConfig,
-    Operation, Origin, UserType,
+    Operation, UserType,
 };
 use custos_records::{
     Directory, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore, SqliteStore,
@@ -24,7 +24,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::EventDraft;
-use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::metrics::Metrics;
 
@@ -197,6 +196,18 @@ fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
     Ok(key.to_vec())
 }
 
+/// Where the audit log of `data_dir` lives and how its checkpoints are signed.
+pub(crate) fn audit_log_config(
+    data_dir: &Path,
+    directory: &Directory,
+) -> Result<LogConfig, StartError> {
+    let seed: [u8; 32] = secret_key(&data_dir.join("keys").join("checkpoint.key"))?
+        .try_into()
+        .expect("32-byte key");
+    let origin = format!("localhost/custos/{}", directory.tenant_id());
+    Ok(LogConfig::new(data_dir.join("audit"), seed, &origin))
+}
+
 fn generated_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     (0..20)
@@ -217,15 +228,7 @@ impl AppState {
         }
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
-        let seed: [u8; 32] = secret_key(&data_dir.join("keys").join("checkpoint.key"))?
-            .try_into()
-            .expect("32-byte key");
-        let origin = format!("localhost/custos/{}", directory.tenant_id());
-        let log = Arc::new(AuditLog::open(LogConfig::new(
-            data_dir.join("audit"),
-            seed,
-            &origin,
-        ))?);
+        let log = Arc::new(AuditLog::open(audit_log_config(&data_dir, &directory)?)?);
         let state = AppState(Arc::new(Inner {
             config,
             directory,
@@ -283,17 +286,8 @@ impl AppState {
 
     /// An event by the system itself (first run, backend work).
     pub(crate) fn system_draft(&self, operation: Operation, instance: &str) -> EventDraft {
-        let context = RequestContext {
-            client_ip: String::new(),
-            user_agent: "custos".into(),
-            correlation_id: Uuid::new_v4().to_string(),
-            client_request_id: String::new(),
-        };
-        let mut draft = EventDraft::new(operation, &context);
+        let mut draft = crate::maintenance::backend_draft(operation);
         draft.instance = instance.to_string();
-        draft.user_upn = "system".into();
-        draft.user_type = UserType::System;
-        draft.origin = Origin::Backend;
         draft
     }
 
@@ -395,39 +389,14 @@ impl AppState {
 
     /// Stamps a draft into a full event.
     pub fn finish(&self, draft: EventDraft) -> AuditEvent {
-        let category = draft.operation.category(draft.entity_category);
-        AuditEvent {
-            id: Uuid::now_v7(),
-            creation_time_us: self.clock.now_us(),
-            tenant_id: self.directory.tenant_id(),
-            instance_url: self.instance_url(&draft.instance),
-            instance: draft.instance,
-            workload: "Custos".into(),
-            record_type: draft.operation.record_type().as_str().into(),
-            operation: draft.operation.as_str().into(),
-            category: category.as_str().into(),
-            user_id: draft.user_id,
-            user_upn: draft.user_upn,
-            user_type: draft.user_type,
-            caller_id: String::new(),
-            client_ip: draft.client_ip,
-            user_agent: draft.user_agent,
-            origin: draft.origin,
-            correlation_id: draft.correlation_id,
-            session_id: draft.session_id,
-            client_request_id: draft.client_request_id,
-            result_status: draft.status,
-            error_code: draft.error_code,
-            entity_name: draft.entity_name,
-            entity_category: draft.entity_category,
-            record_ids: draft.record_ids,
-            query: draft.query,
-            result_count: draft.result_count,
-            changes: draft.changes,
-            details: draft.details,
-        }
+        let instance_url = self.instance_url(&draft.instance);
+        stamp(
+            draft,
+            self.directory.tenant_id(),
+            self.clock.now_us(),
+            instance_url,
+        )
     }
-
     /// Appends an event and waits until it is durable; call from blocking code only.
     pub fn append_blocking(&self, draft: EventDraft) -> Result<(), AppError> {
         let event = self.finish(draft);
@@ -438,6 +407,46 @@ impl AppState {
     pub async fn record(&self, draft: EventDraft) -> Result<(), AppError> {
         let state = self.clone();
         blocking(move || state.append_blocking(draft)).await
+    }
+}
+
+/// Stamps a draft into a full event of tenant `tenant_id` at `now_us`.
+pub(crate) fn stamp(
+    draft: EventDraft,
+    tenant_id: Uuid,
+    now_us: i64,
+    instance_url: String,
+) -> AuditEvent {
+    let category = draft.operation.category(draft.entity_category);
+    AuditEvent {
+        id: Uuid::now_v7(),
+        creation_time_us: now_us,
+        tenant_id,
+        instance_url,
+        instance: draft.instance,
+        workload: "Custos".into(),
+        record_type: draft.operation.record_type().as_str().into(),
+        operation: draft.operation.as_str().into(),
+        category: category.as_str().into(),
+        user_id: draft.user_id,
+        user_upn: draft.user_upn,
+        user_type: draft.user_type,
+        caller_id: String::new(),
+        client_ip: draft.client_ip,
+        user_agent: draft.user_agent,
+        origin: draft.origin,
+        correlation_id: draft.correlation_id,
+        session_id: draft.session_id,
+        client_request_id: draft.client_request_id,
+        result_status: draft.status,
+        error_code: draft.error_code,
+        entity_name: draft.entity_name,
+        entity_category: draft.entity_category,
+        record_ids: draft.record_ids,
+        query: draft.query,
+        result_count: draft.result_count,
+        changes: draft.changes,
+        details: draft.details,
     }
 }
 

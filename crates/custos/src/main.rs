@@ -59,6 +59,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
+    /// Rebuild the audit log's derived files (partition indexes, leaf hashes, record-id
+    /// numbers) from its segments. The server must be stopped; the command is itself audited.
+    Reindex {
+        /// Folder of every file Custos keeps.
+        #[arg(long, default_value = "./custos-data")]
+        data_dir: PathBuf,
+    },
     /// Recompute every checksum, record hash and tree root, and check them against every
     /// signed checkpoint. Exits 0 when the log verifies, 2 when it shows damage or tampering.
     Verify {
@@ -128,6 +135,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => verify(&data_dir, key, json),
+        Command::Audit {
+            command: AuditCommand::Reindex { data_dir },
+        } => {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!("reindexing {}", data_dir.join("audit").display()));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let summary = custos_server::reindex_audit_log(&data_dir)
+                .with_context(|| format!("reindexing {}", data_dir.display()))?;
+            spinner.finish_and_clear();
+            println!(
+                "reindexed {} events: {} partition indexes written in {:.1} s",
+                summary.events,
+                summary.partitions,
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             data_dir,
             listen,

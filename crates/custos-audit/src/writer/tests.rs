@@ -439,3 +439,119 @@ fn batches_straddling_midnight_do_not_cut_a_segment_each() {
     assert_eq!(segments, 2, "one segment per day, not one per batch");
     assert_eq!(log.len(), 20);
 }
+
+/// Ids of the events every query of a small battery finds, in order.
+fn answers(log: &AuditLog) -> Vec<Vec<Uuid>> {
+    let queries = [
+        SearchQuery::default(),
+        SearchQuery {
+            operations: vec!["ExportToExcel".into()],
+            ..Default::default()
+        },
+        SearchQuery {
+            record_ids: vec![Uuid::from_u128(3), Uuid::from_u128(11)],
+            ..Default::default()
+        },
+        SearchQuery {
+            text: Some("retr".into()),
+            ..Default::default()
+        },
+    ];
+    queries
+        .into_iter()
+        .map(|q| {
+            log.search(&all(q))
+                .unwrap()
+                .events
+                .into_iter()
+                .map(|(_, e)| e.id)
+                .collect()
+        })
+        .collect()
+}
+
+fn index_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".idx"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn sealed_partitions_reopen_from_their_index_files_and_reindex_rebuilds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_800_000_000_000_000i64;
+    let (expect, key) = {
+        let log = open(dir.path());
+        for day in 0..4 {
+            for i in 0..5 {
+                let operation = if i == 0 { "ExportToExcel" } else { "Retrieve" };
+                log.append(event_at(
+                    now + day * DAY + i,
+                    operation,
+                    (day * 5 + i) as u128,
+                ))
+                .unwrap();
+            }
+        }
+        log.wait_sealed().unwrap();
+        (answers(&log), log.verifier_key())
+    };
+    assert_eq!(expect[0].len(), 20);
+    assert_eq!(expect[1].len(), 4);
+    assert_eq!(expect[2].len(), 2);
+    let sealed = index_files(dir.path());
+    assert_eq!(
+        sealed.len(),
+        3,
+        "every day but the live one is sealed: {sealed:?}"
+    );
+
+    // A restart opens the index files; one that is missing is written again.
+    std::fs::remove_file(dir.path().join(&sealed[1])).unwrap();
+    let log = open(dir.path());
+    assert_eq!(answers(&log), expect);
+    log.wait_sealed().unwrap();
+    assert_eq!(index_files(dir.path()), sealed);
+    drop(log);
+
+    // A damaged index file is evidence for verify, and reindex rebuilds it.
+    let damaged = dir.path().join(&sealed[0]);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("index file does not match")),
+        "{:?}",
+        report.problems
+    );
+    let log = AuditLog::reindex(LogConfig::new(dir.path(), [3; 32], "test.example/log")).unwrap();
+    assert_eq!(answers(&log), expect);
+    assert_eq!(index_files(dir.path()), sealed);
+    drop(log);
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.indexes_checked, 3);
+}
+
+#[test]
+fn a_second_open_of_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = open(dir.path());
+    let error = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
+        .err()
+        .expect("refused");
+    assert!(matches!(error, Error::Unavailable(_)), "{error}");
+    let error = AuditLog::reindex(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("another process"), "{error}");
+}

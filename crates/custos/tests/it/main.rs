@@ -7,6 +7,7 @@ mod errors;
 mod fail_closed;
 mod integrity;
 mod publish;
+mod reindex;
 mod retention;
 mod retrieve_multiple;
 mod tamper;
