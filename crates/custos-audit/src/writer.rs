@@ -62,10 +62,16 @@ pub struct LogStats {
     pub fsync_us_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
 }
 
-struct Job {
-    event: AuditEvent,
-    leaf: Hash,
-    done: SyncSender<Result<Seq>>,
+/// What the writer is asked to do.
+enum Job {
+    /// Append an event (its leaf hash computed by the caller) and answer with its seq.
+    Append {
+        event: Box<AuditEvent>,
+        leaf: Hash,
+        done: SyncSender<Result<Seq>>,
+    },
+    /// Close the active segment now, so it is sealed (answered once it is closed).
+    Roll { done: SyncSender<Result<()>> },
 }
 
 /// State shared by the writer, the sealer and readers. Locks are never nested.
@@ -214,11 +220,29 @@ impl AuditLog {
         let leaf = leaf_hash(canonical_json(&event).as_bytes());
         let (done, answer) = mpsc::sync_channel(1);
         self.queue
-            .send(Job { event, leaf, done })
+            .send(Job::Append {
+                event: Box::new(event),
+                leaf,
+                done,
+            })
             .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
         answer
             .recv()
             .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
+    }
+
+    /// Closes the active partition now (when it holds events) and waits until every complete
+    /// partition has its index file: what a clean shutdown or a measurement of the files on
+    /// disk wants.
+    pub fn seal_active(&self) -> Result<()> {
+        let (done, answer) = mpsc::sync_channel(1);
+        self.queue
+            .send(Job::Roll { done })
+            .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
+        answer.recv().map_err(|_| {
+            Error::Unavailable("the audit writer stopped before answering".into())
+        })??;
+        self.wait_sealed()
     }
 
     /// Events in the log (purged ones included: this is the next seq).
@@ -611,6 +635,13 @@ fn seal(shared: &Shared, partition: usize) -> Result<()> {
     Ok(())
 }
 
+/// An append waiting in a batch.
+struct Append {
+    event: Box<AuditEvent>,
+    leaf: Hash,
+    done: SyncSender<Result<Seq>>,
+}
+
 struct Writer {
     active: ActiveSegment,
     /// UTC day of the active segment's events; `None` while it is empty.
@@ -625,19 +656,43 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        while let Ok(first) = self.jobs.recv() {
-            let mut batch = vec![first];
-            while batch.len() < self.config.batch_events_max {
-                match self.jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+        let mut held = None;
+        loop {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match self.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append { event, leaf, done } => batch.push(Append { event, leaf, done }),
+                    roll @ Job::Roll { .. } => {
+                        held = Some(roll);
+                        break;
+                    }
+                }
+                if batch.len() < self.config.batch_events_max {
+                    next = self.jobs.try_recv().ok();
                 }
             }
-            self.commit(batch);
+            if !batch.is_empty() {
+                self.commit(batch);
+            } else if let Some(Job::Roll { done }) = held.take() {
+                let rolled = if self.active.n_records > 0 {
+                    self.roll()
+                } else {
+                    Ok(())
+                };
+                let _ = done.send(rolled);
+            }
         }
     }
 
-    fn commit(&mut self, batch: Vec<Job>) {
+    fn commit(&mut self, batch: Vec<Append>) {
         let day = batch[0].event.creation_time_us.div_euclid(DAY_US);
         let started = Instant::now();
         let result = self.write(&batch, day);
@@ -666,7 +721,7 @@ impl Writer {
     }
 
     /// Writes a batch durably and makes it searchable; returns its first seq.
-    fn write(&mut self, batch: &[Job], day: i64) -> Result<Seq> {
+    fn write(&mut self, batch: &[Append], day: i64) -> Result<Seq> {
         // Segments only move forward in time: a batch of an earlier day (events stamped just
         // before midnight that reach the writer just after it) joins the current segment.
         let later_day = self.active_day.is_some_and(|d| d < day);

@@ -168,13 +168,7 @@ pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     drop(runtime);
 
     let overhead = |off: f64, on: f64| (off - on) / off * 100.0;
-    let figure = |name, unit, better, custos| Figure {
-        name,
-        unit,
-        better,
-        custos,
-        sqlite: None,
-    };
+    let figure = Figure::custos;
     Ok(Report {
         scenario: "api".into(),
         events: ((on_50 + on_5000) * duration.as_secs_f64()) as u64,

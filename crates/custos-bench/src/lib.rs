@@ -5,7 +5,9 @@
 //! A harness, so it sits at the edge: it uses anyhow, the clock and threads freely.
 
 mod api;
+mod baseline;
 mod ingest;
+mod postgres;
 mod query;
 mod sqlite;
 mod workload;
@@ -31,6 +33,8 @@ pub struct Options {
     pub query_runs: usize,
     /// Length of each load phase of the `api` scenario.
     pub api_phase: Duration,
+    /// A PostgreSQL server for the PostgreSQL baseline (`postgres://…`); skipped when `None`.
+    pub postgres: Option<String>,
 }
 
 impl Options {
@@ -43,6 +47,7 @@ impl Options {
             dir: None,
             query_runs: if quick { 5 } else { 30 },
             api_phase: Duration::from_secs(if quick { 2 } else { 10 }),
+            postgres: None,
         }
     }
 }
@@ -60,6 +65,42 @@ pub struct Figure {
     pub custos: f64,
     /// The SQLite baseline's, when run.
     pub sqlite: Option<f64>,
+    /// The PostgreSQL baseline's, when run.
+    pub postgres: Option<f64>,
+}
+
+impl Figure {
+    /// A figure only Custos has.
+    pub(crate) fn custos(
+        name: &'static str,
+        unit: &'static str,
+        better: &'static str,
+        custos: f64,
+    ) -> Figure {
+        Figure {
+            name,
+            unit,
+            better,
+            custos,
+            sqlite: None,
+            postgres: None,
+        }
+    }
+
+    /// How many times better Custos is than `baseline`.
+    fn ratio(&self, baseline: Option<f64>) -> String {
+        match baseline {
+            Some(b) if b > 0.0 && self.custos > 0.0 => {
+                let r = if self.better == "higher" {
+                    self.custos / b
+                } else {
+                    b / self.custos
+                };
+                format!("{r:.1}×")
+            }
+            _ => "-".into(),
+        }
+    }
 }
 
 /// A scenario's figures.
@@ -81,26 +122,21 @@ impl Report {
         let mut out = format!("scenario {} — {} events\n", self.scenario, self.events);
         let _ = writeln!(
             out,
-            "{:<22} {:>14} {:>14} {:>10}  unit",
-            "figure", "custos", "sqlite", "ratio"
+            "{:<22} {:>14} {:>14} {:>14} {:>9} {:>9}  unit",
+            "figure", "custos", "sqlite", "postgres", "vs sqlite", "vs pg"
         );
+        let value = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         for f in &self.figures {
-            let sqlite = f.sqlite.map_or("-".to_string(), |v| format!("{v:.2}"));
-            let ratio = match f.sqlite {
-                Some(s) if s > 0.0 && f.custos > 0.0 => {
-                    let r = if f.better == "higher" {
-                        f.custos / s
-                    } else {
-                        s / f.custos
-                    };
-                    format!("{r:.1}×")
-                }
-                _ => "-".into(),
-            };
             let _ = writeln!(
                 out,
-                "{:<22} {:>14.2} {:>14} {:>10}  {}",
-                f.name, f.custos, sqlite, ratio, f.unit
+                "{:<22} {:>14.2} {:>14} {:>14} {:>9} {:>9}  {}",
+                f.name,
+                f.custos,
+                value(f.sqlite),
+                value(f.postgres),
+                f.ratio(f.sqlite),
+                f.ratio(f.postgres),
+                f.unit
             );
         }
         for note in &self.notes {
@@ -114,7 +150,7 @@ impl Report {
         let figures: Vec<serde_json::Value> = self
             .figures
             .iter()
-            .map(|f| serde_json::json!({"name": f.name, "unit": f.unit, "better": f.better, "custos": f.custos, "sqlite": f.sqlite, "postgres": null}))
+            .map(|f| serde_json::json!({"name": f.name, "unit": f.unit, "better": f.better, "custos": f.custos, "sqlite": f.sqlite, "postgres": f.postgres}))
             .collect();
         serde_json::json!({"scenario": self.scenario, "events": self.events, "figures": figures, "notes": self.notes})
     }

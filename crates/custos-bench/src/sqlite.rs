@@ -2,17 +2,21 @@
 //! honestly — WAL, `synchronous=FULL`, one transaction per batch of the same size as Custos's
 //! group commits, prepared statements.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use custos_audit::{AuditEvent, canonical_json};
 use rusqlite::{Connection, params};
+use uuid::Uuid;
 
-pub(crate) struct Baseline {
-    pub(crate) conn: Connection,
+use crate::baseline::{Baseline, DAY_US};
+
+pub(crate) struct Sqlite {
+    conn: Connection,
+    path: PathBuf,
 }
 
-impl Baseline {
-    pub(crate) fn create(path: &Path) -> anyhow::Result<Baseline> {
+impl Sqlite {
+    pub(crate) fn create(path: &Path) -> anyhow::Result<Sqlite> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -26,11 +30,26 @@ impl Baseline {
              CREATE INDEX event_by_user ON audit_event (user, time);
              CREATE INDEX event_by_operation ON audit_event (operation, time);",
         )?;
-        Ok(Baseline { conn })
+        Ok(Sqlite {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
-    /// Inserts one batch in one transaction (durable when it returns).
-    pub(crate) fn insert_batch(&mut self, events: &[AuditEvent]) -> anyhow::Result<()> {
+    /// Runs a query and reads every row; returns how many.
+    fn rows(&self, sql: &str, params: impl rusqlite::Params) -> anyhow::Result<usize> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let mut rows = statement.query(params)?;
+        let mut n = 0;
+        while rows.next()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl Baseline for Sqlite {
+    fn insert_batch(&mut self, events: &[AuditEvent]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut event = tx.prepare_cached("INSERT INTO audit_event VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")?;
@@ -61,10 +80,63 @@ impl Baseline {
         Ok(())
     }
 
-    /// Folds the WAL into the database, so its size is the data's.
-    pub(crate) fn checkpoint(&self) -> anyhow::Result<()> {
+    fn bytes(&mut self) -> anyhow::Result<u64> {
+        // Fold the WAL into the database, so its size is the data's.
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        Ok(crate::disk_bytes(&self.path))
+    }
+
+    fn q1(&mut self, record: Uuid, since: i64, first_page: bool) -> anyhow::Result<usize> {
+        let bytes = record.as_bytes().to_vec();
+        if !first_page {
+            return self.rows(
+                "SELECT e.data FROM audit_record_access a JOIN audit_event e ON e.id = a.event_id WHERE a.record_id = ?1 AND a.time >= ?2 ORDER BY a.time DESC",
+                params![bytes, since],
+            );
+        }
+        let _: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM audit_record_access WHERE record_id = ?1 AND time >= ?2",
+            params![bytes, since],
+            |r| r.get(0),
+        )?;
+        self.rows(
+            "SELECT e.data FROM audit_record_access a JOIN audit_event e ON e.id = a.event_id WHERE a.record_id = ?1 AND a.time >= ?2 ORDER BY a.time DESC LIMIT 100",
+            params![bytes, since],
+        )
+    }
+
+    fn q2(&mut self, user: &str, since: i64) -> anyhow::Result<usize> {
+        self.rows(
+            "SELECT data FROM audit_event WHERE user = ?1 AND time >= ?2 ORDER BY time DESC LIMIT 100",
+            params![user, since],
+        )
+    }
+
+    fn q3(&mut self, since: i64) -> anyhow::Result<usize> {
+        let count: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM audit_event WHERE operation = 'ExportToExcel' AND time >= ?1",
+            [since],
+            |r| r.get(0),
+        )?;
+        let page = self.rows(
+            "SELECT data FROM audit_event WHERE operation = 'ExportToExcel' AND time >= ?1 ORDER BY time DESC LIMIT 100",
+            params![since],
+        )?;
+        Ok(count as usize + page)
+    }
+
+    fn q4(&mut self, since: i64) -> anyhow::Result<usize> {
+        self.rows(
+            &format!("SELECT time / {DAY_US}, COUNT(*) FROM audit_event WHERE category = 'accessed-out-of-box-entity' AND time >= ?1 GROUP BY 1"),
+            params![since],
+        )
+    }
+
+    fn q5(&mut self, text: &str, since: i64) -> anyhow::Result<usize> {
+        self.rows(
+            "SELECT data FROM audit_event WHERE data LIKE ?1 AND time >= ?2 ORDER BY time DESC LIMIT 100",
+            params![format!("%{text}%"), since],
+        )
     }
 }

@@ -18,7 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Measure Custos against its baselines (BENCHMARKS.md): ingest, freshness, query, verify.
+    /// Measure Custos against its baselines (BENCHMARKS.md): ingest, freshness, query, verify,
+    /// api.
     Bench {
         /// The scenario.
         scenario: String,
@@ -37,6 +38,10 @@ enum Command {
         /// Keep the logs and databases in this folder instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also run the PostgreSQL baseline on this server (it creates and drops the schema
+        /// `custos_bench`).
+        #[arg(long, env = "CUSTOS_BENCH_POSTGRES")]
+        postgres: Option<String>,
     },
     /// Work with the audit log.
     Audit {
@@ -112,10 +117,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quick,
             json,
             dir,
+            postgres,
         } => {
             let mut options = custos_bench::Options::sized(quick);
             options.seed = seed;
             options.dir = dir;
+            options.postgres = postgres;
             if let Some(events) = events {
                 options.events = events;
             }

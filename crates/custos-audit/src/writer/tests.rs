@@ -555,3 +555,30 @@ fn a_second_open_of_the_same_folder_is_refused() {
         .expect("refused");
     assert!(error.to_string().contains("another process"), "{error}");
 }
+
+#[test]
+fn sealing_the_active_partition_indexes_it_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.seal_active().unwrap();
+    assert!(
+        index_files(dir.path()).is_empty(),
+        "an empty partition is not sealed"
+    );
+    for i in 0..3 {
+        log.append(event_at(1_800_000_000_000_000 + i, "Retrieve", i as u128))
+            .unwrap();
+    }
+    log.seal_active().unwrap();
+    assert_eq!(index_files(dir.path()).len(), 1);
+    log.append(event_at(1_800_000_000_000_100, "Create", 9))
+        .unwrap();
+    let found = log.search(&all(SearchQuery::default())).unwrap().events;
+    assert_eq!(
+        found.len(),
+        4,
+        "searches span the sealed and the live partition"
+    );
+    drop(log);
+    assert_eq!(open(dir.path()).len(), 4);
+}
