@@ -28,8 +28,6 @@
 //! Decoding treats the bytes as untrusted input: every length and reference is checked and an
 //! unknown version, enum code or trailing byte is reported as corruption, never a panic.
 
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use crate::event::{AuditEvent, Change, EntityCategory, Origin, ResultStatus, UserType};
@@ -44,7 +42,7 @@ pub(crate) const CODEC_VERSION: u8 = 3;
 /// numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
-    string_numbers: HashMap<String, u32>,
+    string_numbers: crate::partition::FastMap<String, u32>,
     strings_len: u32,
     /// Record ids numbered since the last [`Encoder::take_numbered`], from `first_new_id`.
     new_ids: Vec<Uuid>,
@@ -198,15 +196,43 @@ impl Encoder {
 /// and the number of each of its record ids.
 pub(crate) fn decode_next(
     bytes: &[u8],
-    ids: &mut IdDict,
+    ids: &mut impl Numbering,
     strings: &mut Vec<String>,
 ) -> Result<(AuditEvent, Vec<u32>)> {
-    let decoded = decode(bytes, &ids.table, strings, true)?;
+    let decoded = decode(bytes, ids.table(), strings, true)?;
     for id in decoded.ids_seen {
-        ids.push(id);
+        ids.learn(id);
     }
     strings.extend(decoded.strings_seen);
     Ok((decoded.event, decoded.record_numbers))
+}
+
+/// Where a front-to-back read numbers the record ids it meets: the table alone (to verify) or
+/// the table with its way back from id to number (to index and write on).
+pub(crate) trait Numbering {
+    fn table(&self) -> &IdTable;
+    /// Numbers `id` (the next number).
+    fn learn(&mut self, id: Uuid);
+}
+
+impl Numbering for IdTable {
+    fn table(&self) -> &IdTable {
+        self
+    }
+
+    fn learn(&mut self, id: Uuid) {
+        self.push(id);
+    }
+}
+
+impl Numbering for IdDict {
+    fn table(&self) -> &IdTable {
+        &self.table
+    }
+
+    fn learn(&mut self, id: Uuid) {
+        self.push(id);
+    }
 }
 
 /// Decodes one record alone, given the log's ids and its segment's strings up to (at least) it.

@@ -11,7 +11,6 @@
 //! partition that held an id's first appearance, `ids.dat` keeps the only copy; a change to it
 //! changes the decoded records and so their leaf hashes, which the signed checkpoints catch.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use uuid::Uuid;
@@ -77,7 +76,7 @@ impl IdTable {
 #[derive(Debug, Default)]
 pub(crate) struct IdDict {
     pub(crate) table: IdTable,
-    numbers: HashMap<Uuid, u32>,
+    numbers: crate::partition::FastMap<Uuid, u32>,
 }
 
 impl IdDict {

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+
 use uuid::Uuid;
 
 use crate::Result;
@@ -94,19 +95,26 @@ pub(crate) trait PartitionIndex: Send + Sync {
     fn retention_groups(&self) -> Result<RetentionGroups>;
 }
 
-/// The index of the partition being written, in memory.
+/// A hash map with a fast, per-process randomly seeded hash: the index's maps are keyed by
+/// values callers choose (record ids, words), so the hash must resist crafted collisions, but
+/// SipHash costs more than the rest of an insert.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The index of the partition being written, in memory. Built on the writer thread for every
+/// event, so it avoids allocating for values it has seen.
 #[derive(Debug, Default)]
 pub(crate) struct MemIndex {
     pub(crate) times: Vec<i64>,
     pub(crate) places: Vec<Place>,
-    /// (field, lowercase value) → ordinals.
-    pub(crate) terms: HashMap<(Field, String), Vec<u32>>,
+    /// By field (`Field as usize`): lowercase value → ordinals.
+    pub(crate) terms: [FastMap<String, Vec<u32>>; Field::ALL.len()],
     /// Record id number → ordinals.
-    pub(crate) records: HashMap<u32, Vec<u32>>,
-    /// Free-text words, sorted so a prefix is a range.
-    pub(crate) words: BTreeMap<String, Vec<u32>>,
-    pub(crate) event_ids: HashMap<Uuid, u32>,
-    pub(crate) retention: RetentionGroups,
+    pub(crate) records: FastMap<u32, Vec<u32>>,
+    /// Free-text words → ordinals (a prefix search scans the keys; the index file sorts them).
+    pub(crate) words: FastMap<String, Vec<u32>>,
+    pub(crate) event_ids: FastMap<Uuid, u32>,
+    /// Retention groups by the hash of their key.
+    retention: FastMap<u64, Vec<([String; 4], i64)>>,
     pub(crate) time_range: Option<(i64, i64)>,
 }
 
@@ -114,6 +122,23 @@ pub(crate) struct MemIndex {
 fn post(list: &mut Vec<u32>, ordinal: u32) {
     if list.last() != Some(&ordinal) {
         list.push(ordinal);
+    }
+}
+
+/// Posts `ordinal` under `key` (lowercased into `scratch`), allocating only for a new key.
+fn post_lowercase(map: &mut FastMap<String, Vec<u32>>, key: &str, scratch: &mut String, ordinal: u32) {
+    let key = if key.chars().any(char::is_uppercase) {
+        scratch.clear();
+        scratch.extend(key.chars().flat_map(char::to_lowercase));
+        scratch.as_str()
+    } else {
+        key
+    };
+    match map.get_mut(key) {
+        Some(list) => post(list, ordinal),
+        None => {
+            map.insert(key.to_string(), vec![ordinal]);
+        }
     }
 }
 
@@ -128,30 +153,72 @@ impl MemIndex {
             None => (time, time),
             Some((oldest, newest)) => (oldest.min(time), newest.max(time)),
         });
+        let mut scratch = String::new();
         for field in Field::ALL {
             for value in field.values(event) {
-                post(
-                    self.terms.entry((field, value.to_lowercase())).or_default(),
-                    ordinal,
-                );
+                post_lowercase(&mut self.terms[field as usize], value, &mut scratch, ordinal);
             }
         }
         for number in record_numbers {
             post(self.records.entry(*number).or_default(), ordinal);
         }
-        for word in words(event) {
-            post(self.words.entry(word).or_default(), ordinal);
-        }
+        for_each_word(event, &mut |word| {
+            post_lowercase(&mut self.words, word, &mut scratch, ordinal)
+        });
         self.event_ids.insert(event.id, ordinal);
-        let key = [
+        self.note_retention(event);
+    }
+
+    /// Keeps the newest time of the event's retention group.
+    fn note_retention(&mut self, event: &AuditEvent) {
+        use std::hash::{BuildHasher, Hasher};
+        let parts = [
             &event.record_type,
             &event.operation,
             &event.user_upn,
             &event.instance,
-        ]
-        .map(|s| s.to_lowercase());
-        let newest = self.retention.entry(key).or_insert(time);
-        *newest = (*newest).max(time);
+        ];
+        let mut hasher = self.retention.hasher().build_hasher();
+        for part in parts {
+            for c in part.chars().flat_map(char::to_lowercase) {
+                hasher.write_u32(c as u32);
+            }
+            hasher.write_u8(0xff);
+        }
+        let time = event.creation_time_us;
+        let same = |stored: &[String; 4]| {
+            stored
+                .iter()
+                .zip(parts)
+                .all(|(s, p)| p.chars().flat_map(char::to_lowercase).eq(s.chars()))
+        };
+        let groups = self.retention.entry(hasher.finish()).or_default();
+        match groups.iter_mut().find(|(key, _)| same(key)) {
+            Some((_, newest)) => *newest = (*newest).max(time),
+            None => groups.push((parts.map(|s| s.to_lowercase()), time)),
+        }
+    }
+
+    /// Every field term with its postings, sorted by (field, value).
+    pub(crate) fn sorted_terms(&self) -> Vec<(Field, &str, &Vec<u32>)> {
+        let mut terms: Vec<(Field, &str, &Vec<u32>)> = Field::ALL
+            .iter()
+            .flat_map(|field| {
+                self.terms[*field as usize]
+                    .iter()
+                    .map(move |(value, list)| (*field, value.as_str(), list))
+            })
+            .collect();
+        terms.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        terms
+    }
+
+    /// Every word with its postings, sorted.
+    pub(crate) fn sorted_words(&self) -> Vec<(&str, &Vec<u32>)> {
+        let mut words: Vec<(&str, &Vec<u32>)> =
+            self.words.iter().map(|(w, l)| (w.as_str(), l)).collect();
+        words.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        words
     }
 }
 
@@ -165,9 +232,8 @@ impl PartitionIndex for MemIndex {
     }
 
     fn term(&self, field: Field, value: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .terms
-            .get(&(field, value.to_string()))
+        Ok(self.terms[field as usize]
+            .get(value)
             .cloned()
             .unwrap_or_default())
     }
@@ -179,8 +245,8 @@ impl PartitionIndex for MemIndex {
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {
         Ok(crate::postings::union(
             self.words
-                .range(prefix.to_string()..)
-                .take_while(|(word, _)| word.starts_with(prefix))
+                .iter()
+                .filter(|(word, _)| word.starts_with(prefix))
                 .map(|(_, list)| list.clone())
                 .collect(),
         ))
@@ -199,14 +265,18 @@ impl PartitionIndex for MemIndex {
     }
 
     fn retention_groups(&self) -> Result<RetentionGroups> {
-        Ok(self.retention.clone())
+        Ok(self.retention.values().flatten().cloned().collect())
     }
 }
 
-/// The words of the event's free-text fields: lowercase runs of letters and digits.
-pub(crate) fn words(event: &AuditEvent) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut add = |text: &str| out.extend(query_words(text));
+/// Visits each word of the event's free-text fields (runs of letters and digits, as they
+/// are: the caller lowercases them); a word may come more than once.
+pub(crate) fn for_each_word(event: &AuditEvent, visit: &mut dyn FnMut(&str)) {
+    let mut add = |text: &str| {
+        for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            visit(word);
+        }
+    };
     for text in [
         &event.operation,
         &event.user_upn,
@@ -228,7 +298,6 @@ pub(crate) fn words(event: &AuditEvent) -> std::collections::BTreeSet<String> {
             add(value);
         }
     }
-    out
 }
 
 /// The words of a text: lowercase runs of letters and digits.

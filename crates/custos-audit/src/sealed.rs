@@ -158,17 +158,12 @@ pub(crate) fn encode(
     }
 
     let mut postings = Vec::new();
-    let mut terms: Vec<(Vec<u8>, &Vec<u32>)> = index
-        .terms
-        .iter()
-        .map(|((field, value), list)| {
-            let mut key = vec![*field as u8];
-            key.extend_from_slice(value.as_bytes());
-            (key, list)
-        })
-        .collect();
-    terms.sort();
-    sections[Section::Terms as usize] = posting_table(terms.into_iter(), &mut postings);
+    let terms = index.sorted_terms().into_iter().map(|(field, value, list)| {
+        let mut key = vec![field as u8];
+        key.extend_from_slice(value.as_bytes());
+        (key, list)
+    });
+    sections[Section::Terms as usize] = posting_table(terms, &mut postings);
     let mut records: Vec<(&u32, &Vec<u32>)> = index.records.iter().collect();
     records.sort_unstable_by_key(|(number, _)| **number);
     sections[Section::Records as usize] = posting_table(
@@ -179,8 +174,8 @@ pub(crate) fn encode(
     );
     sections[Section::Words as usize] = posting_table(
         index
-            .words
-            .iter()
+            .sorted_words()
+            .into_iter()
             .map(|(word, list)| (word.as_bytes().to_vec(), list)),
         &mut postings,
     );
@@ -192,9 +187,10 @@ pub(crate) fn encode(
     }
     sections[Section::Events as usize] = table.finish();
 
+    let retention = index.retention_groups().expect("in memory");
     let groups = &mut sections[Section::Retention as usize];
-    groups.extend_from_slice(&(index.retention.len() as u32).to_le_bytes());
-    for (key, newest) in &index.retention {
+    groups.extend_from_slice(&(retention.len() as u32).to_le_bytes());
+    for (key, newest) in &retention {
         for part in key {
             put_varint(groups, part.len() as u64);
             groups.extend_from_slice(part.as_bytes());

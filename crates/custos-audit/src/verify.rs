@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::canonical::canonical_json;
 use crate::checkpoint::verify_note;
 use crate::codec::decode_next;
-use crate::ids::{IdDict, IdFile};
+use crate::ids::{IdFile, IdTable};
 use crate::leaves::LeafFile;
 use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX, frame_crc, read_header};
 use crate::merkle::{Hash, InMemory, LeafSource, MerkleTree, leaf_hash};
@@ -180,7 +180,7 @@ pub fn verify_log(
         Some(file) => file.len()?,
         None => 0,
     };
-    let mut ids: Option<IdDict> = None;
+    let mut ids: Option<IdTable> = None;
     let mut rebuild = Rebuild {
         tree: MerkleTree::new(),
         signed,
@@ -232,24 +232,30 @@ pub fn verify_log(
         };
         // The record ids before the first segment come from ids.dat (their segments were
         // purged); after that the log defines them itself.
-        let ids = ids.get_or_insert_with(IdDict::default);
-        if ids.table.len() == 0 && ids_before > 0 {
+        let ids = ids.get_or_insert_with(IdTable::default);
+        if ids.len() == 0 && ids_before > 0 {
             match &id_file {
                 Some(file) if ids_held >= u64::from(ids_before) => {
-                    *ids = IdDict::from_table(file.read(u64::from(ids_before))?);
+                    *ids = file.read(u64::from(ids_before))?;
                 }
                 _ => report.problems.push(format!(
                     "{name}: needs {ids_before} record ids from ids.dat, which holds {ids_held}"
                 )),
             }
         }
-        if ids.table.len() != ids_before as usize {
+        if ids.len() != ids_before as usize {
             report.problems.push(format!(
                 "{name}: says {ids_before} record ids came before it, but the log numbered {}",
-                ids.table.len()
+                ids.len()
             ));
         }
         let mut strings = Vec::new();
+        // The index is rebuilt only to compare it with the segment's index file.
+        let index_file = index_path(path);
+        let has_index = !is_last
+            && index_file
+                .try_exists()
+                .map_err(|e| Error::io(&index_file, e))?;
         let mut index = MemIndex::default();
         let mut decoded_all = true;
         let mut pos = HEADER_BYTES as usize;
@@ -303,11 +309,13 @@ pub fn verify_log(
             match decoded {
                 Ok((event, numbers)) => {
                     rebuild.push(leaf_hash(canonical_json(&event).as_bytes()), &mut report);
-                    let place = crate::partition::Place {
-                        offset: payload_at as u32,
-                        len: payload.len() as u32,
-                    };
-                    index.insert(place, &event, &numbers);
+                    if has_index {
+                        let place = crate::partition::Place {
+                            offset: payload_at as u32,
+                            len: payload.len() as u32,
+                        };
+                        index.insert(place, &event, &numbers);
+                    }
                 }
                 Err(error) => {
                     report.problems.push(format!(
@@ -320,13 +328,13 @@ pub fn verify_log(
             pos = payload_at + payload.len();
         }
         check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
-        if !is_last && decoded_all {
+        if has_index && decoded_all {
             let expected = sealed::encode(
                 &index,
                 &strings,
                 bytes.len() as u64,
                 *first,
-                ids.table.len() as u32,
+                ids.len() as u32,
             );
             check_index(path, &expected, name, &mut report)?;
         }
@@ -358,7 +366,7 @@ pub fn verify_log(
 /// decodes sealed partitions, and purged ones' successors, with them).
 fn check_ids(
     id_file: &Option<IdFile>,
-    ids: &IdDict,
+    ids: &IdTable,
     ids_before: u32,
     ids_held: u64,
     name: &str,
@@ -367,14 +375,14 @@ fn check_ids(
     let Some(file) = id_file else {
         return Ok(());
     };
-    let end = (ids.table.len() as u64).min(ids_held);
+    let end = (ids.len() as u64).min(ids_held);
     if end <= u64::from(ids_before) {
         return Ok(());
     }
     let held = file.read_range(u64::from(ids_before), end)?;
     for (k, id) in held.iter().enumerate() {
         let number = ids_before as usize + k;
-        if ids.table.get(number) != Some(*id) {
+        if ids.get(number) != Some(*id) {
             report.problems.push(format!(
                 "ids.dat: record id number {number} differs from the one {name} defines"
             ));

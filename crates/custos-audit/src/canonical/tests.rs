@@ -53,3 +53,52 @@ fn a_record_is_canonical_and_parses_back_to_its_value() {
         "{text}"
     );
 }
+
+fn generic(event: &AuditEvent) -> String {
+    let mut out = String::new();
+    write_canonical(&event_value(event), &mut out);
+    out
+}
+
+fn text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::strategy::Strategy;
+    proptest::prop_oneof![
+        proptest::string::string_regex(".{0,12}").unwrap(),
+        proptest::string::string_regex("[\\x00-\\x1f\"\\\\a€𝄞]{0,8}").unwrap(),
+        proptest::sample::select(vec!["", "1.50", "{\"b\":1,\"a\":[2.0,\"x\"]}", "null", "\"q\"", "[1e21]", "{bad"]).prop_map(String::from),
+    ]
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_direct_writer_gives_the_bytes_of_the_generic_one(
+        strings in proptest::collection::vec(text(), 12),
+        changes in proptest::collection::vec((text(), proptest::option::of(text()), proptest::option::of(text())), 0..3),
+        n_ids in 0usize..4,
+        time in proptest::num::i64::ANY,
+        count in proptest::num::u64::ANY,
+    ) {
+        let mut event = sample_event(n_ids);
+        let mut s = strings.into_iter();
+        let mut next = || s.next().unwrap();
+        event.instance = next();
+        event.instance_url = next();
+        event.workload = next();
+        event.operation = next();
+        event.user_id = next();
+        event.user_upn = next();
+        event.client_ip = next();
+        event.user_agent = next();
+        event.correlation_id = next();
+        event.query = next();
+        event.details = next();
+        event.error_code = next();
+        event.creation_time_us = time / 1000;
+        event.result_count = count;
+        event.changes = changes
+            .into_iter()
+            .map(|(attribute, old, new)| crate::event::Change { attribute, old, new })
+            .collect();
+        proptest::prop_assert_eq!(canonical_json(&event), generic(&event));
+    }
+}
