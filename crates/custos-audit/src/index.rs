@@ -13,7 +13,7 @@ use crate::Result;
 use crate::event::{AuditEvent, Origin, ResultStatus};
 use crate::ids::IdDict;
 use crate::log::Seq;
-use crate::partition::{Field, MemIndex, PartitionIndex, Place, query_words};
+use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, query_words};
 use crate::postings;
 use crate::sealed::SealedIndex;
 
@@ -297,6 +297,49 @@ pub(crate) fn count_into(
     let times = part.times()?;
     for ordinal in selection.iter() {
         *counts.entry(bucket(times[ordinal as usize])).or_insert(0) += 1;
+    }
+    Ok(())
+}
+
+/// What a report counts, summed over partitions.
+#[derive(Default)]
+pub(crate) struct ReportTotals {
+    pub(crate) total: u64,
+    pub(crate) series: BTreeMap<i64, u64>,
+    /// By group field: lowercase value → (value as first seen, count).
+    pub(crate) groups: [std::collections::HashMap<String, (String, u64)>; GroupField::ALL.len()],
+}
+
+/// Adds the matches of `part` to `totals`: their count, by `bucket_us`-wide buckets, and by
+/// each group field's value.
+pub(crate) fn report_into(
+    part: &dyn PartitionIndex,
+    first_seq: Seq,
+    query: &Compiled,
+    bucket_us: i64,
+    totals: &mut ReportTotals,
+) -> Result<()> {
+    let selection = query.select(part, first_seq)?;
+    if selection.len() == 0 {
+        return Ok(());
+    }
+    totals.total += selection.len() as u64;
+    count_into(part, first_seq, query, Some(bucket_us), &mut totals.series)?;
+    for field in GroupField::ALL {
+        let (values, column) = part.group(field)?;
+        let mut counts = vec![0u64; values.len()];
+        for ordinal in selection.iter() {
+            counts[column[ordinal as usize] as usize] += 1;
+        }
+        let merged = &mut totals.groups[field as usize];
+        for (value, count) in values.into_iter().zip(counts) {
+            if count > 0 {
+                merged
+                    .entry(value.to_lowercase())
+                    .or_insert_with(|| (value, 0))
+                    .1 += count;
+            }
+        }
     }
     Ok(())
 }

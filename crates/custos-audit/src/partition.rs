@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-
 use uuid::Uuid;
 
 use crate::Result;
@@ -45,20 +44,69 @@ impl Field {
         Field::Status,
     ];
 
-    /// The values of this field in `event`, as they are indexed.
-    fn values(self, event: &AuditEvent) -> Vec<&str> {
+    /// The values of this field in `event`, as they are indexed (a second one only for the
+    /// user, who is found by id and by principal name).
+    fn values(self, event: &AuditEvent) -> (&str, Option<&str>) {
         match self {
-            Field::Operation => vec![&event.operation],
-            Field::User => vec![&event.user_id, &event.user_upn],
-            Field::Instance => vec![&event.instance],
-            Field::Entity => vec![&event.entity_name],
-            Field::Ip => vec![&event.client_ip],
-            Field::RecordType => vec![&event.record_type],
-            Field::Workload => vec![&event.workload],
-            Field::Category => vec![&event.category],
-            Field::Origin => vec![event.origin.as_str()],
-            Field::Status => vec![event.result_status.as_str()],
+            Field::Operation => (&event.operation, None),
+            Field::User => (&event.user_id, Some(&event.user_upn)),
+            Field::Instance => (&event.instance, None),
+            Field::Entity => (&event.entity_name, None),
+            Field::Ip => (&event.client_ip, None),
+            Field::RecordType => (&event.record_type, None),
+            Field::Workload => (&event.workload, None),
+            Field::Category => (&event.category, None),
+            Field::Origin => (event.origin.as_str(), None),
+            Field::Status => (event.result_status.as_str(), None),
         }
+    }
+}
+
+/// A field reports group events by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupField {
+    /// The principal name (the user id when there is none).
+    User = 0,
+    Operation = 1,
+    Entity = 2,
+}
+
+impl GroupField {
+    pub(crate) const ALL: [GroupField; 3] =
+        [GroupField::User, GroupField::Operation, GroupField::Entity];
+
+    fn value(self, event: &AuditEvent) -> &str {
+        match self {
+            GroupField::User if event.user_upn.is_empty() => &event.user_id,
+            GroupField::User => &event.user_upn,
+            GroupField::Operation => &event.operation,
+            GroupField::Entity => &event.entity_name,
+        }
+    }
+}
+
+/// One group field of a partition: its distinct values (as first seen; compared without case)
+/// and each event's value by number.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct GroupColumn {
+    pub(crate) values: Vec<String>,
+    numbers: FastMap<String, u32>,
+    pub(crate) column: Vec<u32>,
+}
+
+impl GroupColumn {
+    fn push(&mut self, value: &str) {
+        let key = value.to_lowercase();
+        let number = match self.numbers.get(&key) {
+            Some(number) => *number,
+            None => {
+                let number = self.values.len() as u32;
+                self.values.push(value.to_string());
+                self.numbers.insert(key, number);
+                number
+            }
+        };
+        self.column.push(number);
     }
 }
 
@@ -93,6 +141,8 @@ pub(crate) trait PartitionIndex: Send + Sync {
     fn ordinal_of(&self, id: &Uuid) -> Result<Option<u32>>;
     /// What retention needs to decide.
     fn retention_groups(&self) -> Result<RetentionGroups>;
+    /// The distinct values of `field` and each event's value by number.
+    fn group(&self, field: GroupField) -> Result<(Vec<String>, Vec<u32>)>;
 }
 
 /// A hash map with a fast, per-process randomly seeded hash: the index's maps are keyed by
@@ -115,6 +165,8 @@ pub(crate) struct MemIndex {
     pub(crate) event_ids: FastMap<Uuid, u32>,
     /// Retention groups by the hash of their key.
     retention: FastMap<u64, Vec<([String; 4], i64)>>,
+    /// By group field (`GroupField as usize`).
+    pub(crate) groups: [GroupColumn; GroupField::ALL.len()],
     pub(crate) time_range: Option<(i64, i64)>,
 }
 
@@ -126,7 +178,12 @@ fn post(list: &mut Vec<u32>, ordinal: u32) {
 }
 
 /// Posts `ordinal` under `key` (lowercased into `scratch`), allocating only for a new key.
-fn post_lowercase(map: &mut FastMap<String, Vec<u32>>, key: &str, scratch: &mut String, ordinal: u32) {
+fn post_lowercase(
+    map: &mut FastMap<String, Vec<u32>>,
+    key: &str,
+    scratch: &mut String,
+    ordinal: u32,
+) {
     let key = if key.chars().any(char::is_uppercase) {
         scratch.clear();
         scratch.extend(key.chars().flat_map(char::to_lowercase));
@@ -155,9 +212,15 @@ impl MemIndex {
         });
         let mut scratch = String::new();
         for field in Field::ALL {
-            for value in field.values(event) {
-                post_lowercase(&mut self.terms[field as usize], value, &mut scratch, ordinal);
+            let (value, second) = field.values(event);
+            let terms = &mut self.terms[field as usize];
+            post_lowercase(terms, value, &mut scratch, ordinal);
+            if let Some(second) = second {
+                post_lowercase(terms, second, &mut scratch, ordinal);
             }
+        }
+        for field in GroupField::ALL {
+            self.groups[field as usize].push(field.value(event));
         }
         for number in record_numbers {
             post(self.records.entry(*number).or_default(), ordinal);
@@ -267,13 +330,21 @@ impl PartitionIndex for MemIndex {
     fn retention_groups(&self) -> Result<RetentionGroups> {
         Ok(self.retention.values().flatten().cloned().collect())
     }
+
+    fn group(&self, field: GroupField) -> Result<(Vec<String>, Vec<u32>)> {
+        let group = &self.groups[field as usize];
+        Ok((group.values.clone(), group.column.clone()))
+    }
 }
 
 /// Visits each word of the event's free-text fields (runs of letters and digits, as they
 /// are: the caller lowercases them); a word may come more than once.
 pub(crate) fn for_each_word(event: &AuditEvent, visit: &mut dyn FnMut(&str)) {
     let mut add = |text: &str| {
-        for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        for word in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
             visit(word);
         }
     };

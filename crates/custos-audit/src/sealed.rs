@@ -5,7 +5,7 @@
 //! Layout (integers little-endian):
 //!
 //! ```text
-//! "CUSTOSIX" | u8 version=1 | 7 zero bytes
+//! "CUSTOSIX" | u8 version=2 | 7 zero bytes
 //! sections, in this order:
 //!   META       u64 first seq | u32 events | i64 oldest | i64 newest | u64 segment bytes | u32 ids end
 //!   TIMES      i64 CreationTime per event
@@ -17,11 +17,16 @@
 //!   EVENTS     table: 16-byte event id → (ordinal, 0)
 //!   RETENTION  u32 count | count × (4 × (varint length | bytes) | i64 newest)
 //!   POSTINGS   posting lists (`postings::encode`), back to back
+//!   GROUPS     for user, operation, entity: varint n | n × (varint length | bytes) | per event
+//!              varint value number (reports count by them)
 //! footer: per section (u64 offset | u64 length | u32 crc32) | u32 crc32 of those | "CUSTOSIX"
 //! ```
 //!
 //! A table's two values for a posting list are (offset in POSTINGS, byte length), or
 //! (ordinal, 0) for a list of one event, the common case for record ids.
+//!
+//! A file of another version is not read: the partition is indexed again from its segment
+//! (an index is derived, so its format changes without a migration).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -31,15 +36,15 @@ use std::sync::{Arc, OnceLock};
 
 use uuid::Uuid;
 
-use crate::partition::{Field, MemIndex, PartitionIndex, Place, RetentionGroups};
+use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, RetentionGroups};
 use crate::postings::{self, get_varint, put_varint};
 use crate::table::{Table, TableWriter};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CUSTOSIX";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER_BYTES: u64 = 16;
-const N_SECTIONS: usize = 10;
+const N_SECTIONS: usize = 11;
 const SECTION_ENTRY_BYTES: usize = 20;
 const FOOTER_BYTES: usize = N_SECTIONS * SECTION_ENTRY_BYTES + 4 + 8;
 const META_BYTES: usize = 40;
@@ -56,6 +61,7 @@ enum Section {
     Events = 7,
     Retention = 8,
     Postings = 9,
+    Groups = 10,
 }
 
 /// What the file says about its segment.
@@ -158,11 +164,14 @@ pub(crate) fn encode(
     }
 
     let mut postings = Vec::new();
-    let terms = index.sorted_terms().into_iter().map(|(field, value, list)| {
-        let mut key = vec![field as u8];
-        key.extend_from_slice(value.as_bytes());
-        (key, list)
-    });
+    let terms = index
+        .sorted_terms()
+        .into_iter()
+        .map(|(field, value, list)| {
+            let mut key = vec![field as u8];
+            key.extend_from_slice(value.as_bytes());
+            (key, list)
+        });
     sections[Section::Terms as usize] = posting_table(terms, &mut postings);
     let mut records: Vec<(&u32, &Vec<u32>)> = index.records.iter().collect();
     records.sort_unstable_by_key(|(number, _)| **number);
@@ -198,6 +207,18 @@ pub(crate) fn encode(
         groups.extend_from_slice(&newest.to_le_bytes());
     }
     sections[Section::Postings as usize] = postings;
+
+    let groups = &mut sections[Section::Groups as usize];
+    for group in &index.groups {
+        put_varint(groups, group.values.len() as u64);
+        for value in &group.values {
+            put_varint(groups, value.len() as u64);
+            groups.extend_from_slice(value.as_bytes());
+        }
+        for number in &group.column {
+            put_varint(groups, u64::from(*number));
+        }
+    }
 
     let mut file_bytes = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 256);
     file_bytes.extend_from_slice(MAGIC);
@@ -261,6 +282,12 @@ impl SealedIndex {
     fn read(file: File, path: PathBuf) -> Result<Option<SealedIndex>> {
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         if file_len < HEADER_BYTES + FOOTER_BYTES as u64 {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER_BYTES as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io(&path, e))?;
+        if &header[..8] != MAGIC || header[8] != VERSION {
             return Ok(None);
         }
         let mut footer = vec![0u8; FOOTER_BYTES];
@@ -474,6 +501,38 @@ impl PartitionIndex for SealedIndex {
             groups.insert(key, newest);
         }
         Ok(groups)
+    }
+
+    fn group(&self, field: GroupField) -> Result<(Vec<String>, Vec<u32>)> {
+        let bytes = self.read_section(Section::Groups)?;
+        let mut pos = 0;
+        for current in GroupField::ALL {
+            let n_values = get_varint(&bytes, &mut pos)? as usize;
+            let mut values = Vec::with_capacity(n_values.min(bytes.len()));
+            for _ in 0..n_values {
+                let len = get_varint(&bytes, &mut pos)? as usize;
+                let text = bytes
+                    .get(pos..pos + len)
+                    .ok_or_else(|| self.corrupt("groups cut short"))?;
+                values.push(
+                    String::from_utf8(text.to_vec())
+                        .map_err(|_| self.corrupt("group not UTF-8"))?,
+                );
+                pos += len;
+            }
+            let mut column = Vec::with_capacity(self.meta.n_events as usize);
+            for _ in 0..self.meta.n_events {
+                let number = get_varint(&bytes, &mut pos)?;
+                if number >= n_values as u64 {
+                    return Err(self.corrupt("group value out of range"));
+                }
+                column.push(number as u32);
+            }
+            if current == field {
+                return Ok((values, column));
+            }
+        }
+        unreachable!("every group field is in the section")
     }
 }
 

@@ -23,7 +23,8 @@ use crate::codec::{Encoder, decode_event};
 use crate::event::AuditEvent;
 use crate::ids::{IdDict, IdFile};
 use crate::index::{
-    Compiled, Location, PartState, Partition, SearchPage, SearchQuery, collect_newest, count_into,
+    Compiled, Location, PartState, Partition, ReportTotals, SearchPage, SearchQuery,
+    collect_newest, count_into, report_into,
 };
 use crate::integrity::{InclusionProof, Integrity};
 use crate::log::{ActiveSegment, LogConfig, Seq};
@@ -102,6 +103,22 @@ pub struct AuditLog {
     dir: PathBuf,
     /// Held (locked) while the log is open, so no second process writes it.
     _lock: File,
+}
+
+/// What [`AuditLog::report`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSummary {
+    /// Matching events.
+    pub total: u64,
+    /// Matching events by bucket start (microseconds); buckets without events are absent.
+    pub series: BTreeMap<i64, u64>,
+    /// Users (principal names) with the most matching events, most first.
+    pub top_users: Vec<(String, u64)>,
+    /// Operations with the most matching events, most first.
+    pub top_operations: Vec<(String, u64)>,
+    /// Entities with the most matching events, most first (an event without one counts under
+    /// the empty name).
+    pub top_entities: Vec<(String, u64)>,
 }
 
 /// A partition deleted by retention.
@@ -482,6 +499,39 @@ impl AuditLog {
             count_into(index.as_ref(), first_seq, &compiled, bucket_us, &mut counts)?;
         }
         Ok(counts)
+    }
+
+    /// A report over the events matching `query`: how many, how many per `bucket_us`-wide time
+    /// bucket, and the `top` users, operations and entities with their counts. Answered from
+    /// the indexes alone, however many events match.
+    pub fn report(&self, query: &SearchQuery, bucket_us: i64, top: usize) -> Result<ReportSummary> {
+        if bucket_us <= 0 {
+            return Err(Error::InvalidQuery(
+                "a report bucket must be positive".into(),
+            ));
+        }
+        let mut totals = ReportTotals::default();
+        if let Some(compiled) = Compiled::new(query, &self.shared.ids.read().expect("ids lock")) {
+            let others = self.partitions_newest_first(&mut |index, _, first_seq| {
+                report_into(index, first_seq, &compiled, bucket_us, &mut totals)
+            })?;
+            for (_, first_seq, index) in others {
+                report_into(index.as_ref(), first_seq, &compiled, bucket_us, &mut totals)?;
+            }
+        }
+        let [users, operations, entities] = totals.groups.map(|group| {
+            let mut ranked: Vec<(String, u64)> = group.into_values().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            ranked.truncate(top);
+            ranked
+        });
+        Ok(ReportSummary {
+            total: totals.total,
+            series: totals.series,
+            top_users: users,
+            top_operations: operations,
+            top_entities: entities,
+        })
     }
 
     /// One page of events matching `query`, newest first. Every filter, free text included, is

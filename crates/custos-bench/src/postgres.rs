@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use custos_audit::{AuditEvent, canonical_json};
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -61,13 +62,19 @@ impl Postgres {
         Ok(Postgres { client })
     }
 
-    /// Runs a query and reads every row; returns how many.
+    /// Runs a query and reads every row as it streams in (a hot record's events do not fit
+    /// in memory at once); returns how many.
     fn rows(
         &mut self,
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> anyhow::Result<usize> {
-        Ok(self.client.query(sql, params)?.len())
+        let mut rows = self.client.query_raw(sql, params.iter().copied())?;
+        let mut n = 0;
+        while rows.next()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

@@ -33,7 +33,7 @@ pub(crate) fn event_json(event: &AuditEvent) -> Json {
     custos_audit::event_value(event)
 }
 
-fn parse_time(name: &str, text: &str) -> Result<i64, AppError> {
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, AppError> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
         .or_else(|_| OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339))
         .map_err(|_| {
@@ -108,7 +108,7 @@ fn parse_search(pairs: &[(String, String)], now_us: i64) -> Result<SearchQuery, 
     Ok(query)
 }
 
-async fn audit_reader(
+pub(crate) async fn audit_reader(
     state: &AppState,
     draft: &mut EventDraft,
     headers: &HeaderMap,
@@ -234,7 +234,7 @@ fn b64(hashes: &[custos_audit::Hash]) -> Vec<String> {
     hashes.iter().map(|h| STANDARD.encode(h)).collect()
 }
 
-fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
     form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
         .into_owned()
         .collect()

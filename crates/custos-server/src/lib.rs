@@ -10,6 +10,7 @@ mod context;
 mod error;
 mod maintenance;
 mod metrics;
+mod reports;
 mod retention;
 mod state;
 mod webapi;
@@ -62,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth2/token", post(auth::token))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
+        .route("/api/audit/reports", get(reports::list))
+        .route("/api/audit/reports/{id}", get(reports::get))
         .route(
             "/api/audit/retention",
             get(retention::get).put(retention::put),

@@ -65,7 +65,16 @@ fn text() -> impl proptest::strategy::Strategy<Value = String> {
     proptest::prop_oneof![
         proptest::string::string_regex(".{0,12}").unwrap(),
         proptest::string::string_regex("[\\x00-\\x1f\"\\\\a€𝄞]{0,8}").unwrap(),
-        proptest::sample::select(vec!["", "1.50", "{\"b\":1,\"a\":[2.0,\"x\"]}", "null", "\"q\"", "[1e21]", "{bad"]).prop_map(String::from),
+        proptest::sample::select(vec![
+            "",
+            "1.50",
+            "{\"b\":1,\"a\":[2.0,\"x\"]}",
+            "null",
+            "\"q\"",
+            "[1e21]",
+            "{bad"
+        ])
+        .prop_map(String::from),
     ]
 }
 

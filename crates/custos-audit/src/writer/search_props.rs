@@ -230,3 +230,47 @@ proptest! {
         }
     }
 }
+
+/// Counts of `values` (compared without case), most first, ties by name.
+fn ranked(values: impl Iterator<Item = String>) -> Vec<(String, u64)> {
+    let mut counts: std::collections::HashMap<String, (String, u64)> = Default::default();
+    for value in values {
+        counts
+            .entry(value.to_lowercase())
+            .or_insert_with(|| (value, 0))
+            .1 += 1;
+    }
+    let mut out: Vec<(String, u64)> = counts.into_values().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn report_totals_agree_with_a_brute_force_count(q in query(), bucket_seconds in 1i64..40) {
+        let fixture = fixture();
+        let expect = brute_force(&fixture.events, &q);
+        let matching: Vec<&AuditEvent> = fixture.events.iter().filter(|e| expect.contains(&e.id)).collect();
+        let bucket = bucket_seconds * 1_000_000;
+        let report = fixture.log.report(&q, bucket, 1000).unwrap();
+        prop_assert_eq!(report.total, matching.len() as u64);
+        let mut series = std::collections::BTreeMap::new();
+        for event in &matching {
+            *series.entry(event.creation_time_us.div_euclid(bucket) * bucket).or_insert(0u64) += 1;
+        }
+        prop_assert_eq!(&report.series, &series);
+        // Same counts per value; the shown spelling of a value is whichever the index met first.
+        let lower = |list: &[(String, u64)]| list.iter().map(|(v, n)| (v.to_lowercase(), *n)).collect::<std::collections::BTreeSet<_>>();
+        let users = ranked(matching.iter().map(|e| e.user_upn.clone()));
+        prop_assert_eq!(lower(&report.top_users), lower(&users));
+        let operations = ranked(matching.iter().map(|e| e.operation.clone()));
+        prop_assert_eq!(lower(&report.top_operations), lower(&operations));
+        let entities = ranked(matching.iter().map(|e| e.entity_name.clone()));
+        prop_assert_eq!(lower(&report.top_entities), lower(&entities));
+        let truncated = fixture.log.report(&q, bucket, 2).unwrap();
+        prop_assert!(truncated.top_users.len() <= 2);
+        prop_assert_eq!(truncated.top_users.iter().map(|(_, n)| *n).collect::<Vec<_>>(), users.iter().take(2).map(|(_, n)| *n).collect::<Vec<_>>());
+    }
+}

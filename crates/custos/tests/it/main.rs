@@ -8,6 +8,7 @@ mod fail_closed;
 mod integrity;
 mod publish;
 mod reindex;
+mod reports;
 mod retention;
 mod retrieve_multiple;
 mod tamper;
