@@ -283,6 +283,8 @@ string_enum! {
         SearchAuditLog = (30, "SearchAuditLog"),
         /// Retention deleted a whole partition of expired events.
         PurgeAuditLog = (31, "PurgeAuditLog"),
+        /// Audit events were exported (CSV, xlsx, JSON lines).
+        ExportAuditLog = (32, "ExportAuditLog"),
     }
 }
 
@@ -312,6 +314,7 @@ impl Operation {
             | SetRetention
             | AccessAdminCenter
             | SearchAuditLog
+            | ExportAuditLog
             | PurgeAuditLog => RecordType::Admin,
         }
     }

@@ -67,7 +67,7 @@ impl EventDraft {
             user_type: UserType::Regular,
             client_ip: context.client_ip.clone(),
             user_agent: context.user_agent.clone(),
-            origin: Origin::Api,
+            origin: context.origin,
             correlation_id: context.correlation_id.clone(),
             session_id: String::new(),
             client_request_id: context.client_request_id.clone(),

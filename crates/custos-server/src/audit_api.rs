@@ -45,7 +45,10 @@ pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, AppError> {
 }
 
 /// Reads the search filters of the query string.
-fn parse_search(pairs: &[(String, String)], now_us: i64) -> Result<SearchQuery, AppError> {
+pub(crate) fn parse_search(
+    pairs: &[(String, String)],
+    now_us: i64,
+) -> Result<SearchQuery, AppError> {
     let mut query = SearchQuery {
         start_us: now_us - DEFAULT_LOOKBACK_US,
         end_us: i64::MAX,
@@ -124,6 +127,15 @@ pub(crate) async fn audit_reader(
     Ok(())
 }
 
+/// The query pairs as recorded in an event's `Query`.
+pub(crate) fn recorded_query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// `GET /api/audit/records`.
 pub(crate) async fn search(
     State(state): State<AppState>,
@@ -132,15 +144,8 @@ pub(crate) async fn search(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let mut draft = EventDraft::new(Operation::SearchAuditLog, &context);
-    let pairs: Vec<(String, String)> =
-        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    draft.query = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
+    let pairs = query_pairs(raw);
+    draft.query = recorded_query(&pairs);
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
         let query = parse_search(&pairs, state.clock.now_us())?;

@@ -1,6 +1,7 @@
-//! Authentication: argon2 password and secret hashes, HMAC-SHA256-signed expiring bearer
-//! tokens, the OAuth 2.0 token endpoint (password and client credentials grants), and the
-//! caller a request acts as.
+//! Authentication: argon2 password and secret hashes, HMAC-SHA256-signed expiring tokens —
+//! as a bearer token for the API, or in the console's session cookie — the OAuth 2.0 token
+//! endpoint (password and client credentials grants), sign-out (which revokes the session),
+//! and the caller a request acts as.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use crate::audit::EventDraft;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
-use crate::state::AppState;
+use crate::state::{AppState, blocking};
 
 /// Who a request acts as.
 #[derive(Debug, Clone)]
@@ -140,29 +141,57 @@ pub(crate) fn verify_token(
     Ok((id("sub")?, id("sid")?))
 }
 
-/// The caller named by the `Authorization: Bearer` header.
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
-    let header = headers.get("authorization").ok_or_else(|| {
+/// The name of the console's session cookie; it holds a token like a bearer token.
+pub(crate) const SESSION_COOKIE: &str = "custos_session";
+
+/// The value of cookie `name` in the request, if sent.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The token a request carries: the `Authorization: Bearer` header, else the session cookie.
+fn presented_token(headers: &HeaderMap) -> Result<&str, AppError> {
+    if let Some(header) = headers.get("authorization") {
+        return header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorCode::Unauthenticated,
+                    "the Authorization header must be 'Bearer <token>'",
+                )
+            });
+    }
+    cookie(headers, SESSION_COOKIE).ok_or_else(|| {
         AppError::new(
             ErrorCode::Unauthenticated,
-            "an Authorization: Bearer token is required",
+            "an Authorization: Bearer token is required (or a console session cookie)",
         )
-    })?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| {
-            AppError::new(
-                ErrorCode::Unauthenticated,
-                "the Authorization header must be 'Bearer <token>'",
-            )
-        })?;
-    let (principal_id, session_id) =
-        verify_token(&state.token_key, token.trim(), state.clock.now_secs())?;
+    })
+}
+
+/// The caller named by the request's token (bearer header or session cookie).
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
+    let token = presented_token(headers)?;
+    let (principal_id, session_id) = verify_token(&state.token_key, token, state.clock.now_secs())?;
+    if state.is_revoked(session_id) {
+        return Err(AppError::new(
+            ErrorCode::Unauthenticated,
+            "the session has been signed out",
+        ));
+    }
     let principal = state
         .directory
         .principal(principal_id)
@@ -219,15 +248,8 @@ pub(crate) async fn token(
                     "username and password are required",
                 );
             };
-            let found = state
-                .directory
-                .by_upn(&username)
-                .filter(|p| p.client_id.is_none());
-            (
-                username,
-                found.map(|p| (p.password_hash.clone(), p)),
-                password,
-            )
+            let found = password_principal(&state, &username);
+            (username, found, password)
         }
         Some("client_credentials") => {
             let (Some(client_id), Some(client_secret)) = (form.client_id, form.client_secret)
@@ -253,6 +275,50 @@ pub(crate) async fn token(
             );
         }
     };
+    match sign_in(&state, &context, claimed, found, secret).await {
+        Ok((_, token, lifetime)) => axum::Json(
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime}),
+        )
+        .into_response(),
+        Err(SignInError::Refused) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the user name, password or client secret is wrong",
+        ),
+        Err(SignInError::Unavailable(error)) => error.into_response(),
+    }
+}
+
+/// Why a sign-in gave no session.
+pub(crate) enum SignInError {
+    /// Wrong name or secret, or a disabled principal (recorded as a failed sign-in).
+    Refused,
+    /// The audit log could not record the attempt.
+    Unavailable(AppError),
+}
+
+/// The principal with name `upn` and a password, for a password sign-in.
+pub(crate) fn password_principal(
+    state: &AppState,
+    upn: &str,
+) -> Option<(Option<String>, Principal)> {
+    state
+        .directory
+        .by_upn(upn)
+        .filter(|p| p.client_id.is_none())
+        .map(|p| (p.password_hash.clone(), p))
+}
+
+/// Checks `secret` against the principal `found` for name `claimed`; records the sign-in
+/// (a failure always, a success when user access auditing is on somewhere) and opens a
+/// session: (caller, signed token, lifetime in seconds).
+pub(crate) async fn sign_in(
+    state: &AppState,
+    context: &RequestContext,
+    claimed: String,
+    found: Option<(Option<String>, Principal)>,
+    secret: String,
+) -> Result<(Caller, String, i64), SignInError> {
     let checked = tokio::task::spawn_blocking(move || {
         let principal =
             found.and_then(|(hash, p)| hash.filter(|h| verify_secret(&secret, h)).map(|_| p));
@@ -262,21 +328,18 @@ pub(crate) async fn token(
     .expect("secret verification does not panic");
 
     let session = Uuid::new_v4();
-    let mut draft = EventDraft::new(Operation::SignIn, &context);
+    let mut draft = EventDraft::new(Operation::SignIn, context);
     draft.session_id = session.to_string();
     let Some(principal) = checked else {
         // A failed sign-in is always recorded, with the name that was tried.
         draft.user_upn = claimed;
         draft.status = ResultStatus::Failed;
         draft.error_code = "invalid_grant".into();
-        if let Err(error) = state.record(draft).await {
-            return error.into_response();
-        }
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "the user name, password or client secret is wrong",
-        );
+        state
+            .record(draft)
+            .await
+            .map_err(SignInError::Unavailable)?;
+        return Err(SignInError::Refused);
     };
     let caller = Caller {
         principal,
@@ -284,9 +347,10 @@ pub(crate) async fn token(
     };
     if state.any_user_access_auditing() {
         draft.set_caller(&caller);
-        if let Err(error) = state.record(draft).await {
-            return error.into_response();
-        }
+        state
+            .record(draft)
+            .await
+            .map_err(SignInError::Unavailable)?;
     }
     let lifetime = state.config.token_lifetime_secs as i64;
     let token = issue_token(
@@ -296,8 +360,42 @@ pub(crate) async fn token(
         state.clock.now_secs(),
         lifetime,
     );
-    axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime}))
-        .into_response()
+    Ok((caller, token, lifetime))
+}
+
+/// Ends the caller's session: revokes it (its tokens are refused from now on) and records the
+/// sign-out when user access auditing is on somewhere.
+pub(crate) async fn sign_out(
+    state: &AppState,
+    context: &RequestContext,
+    caller: &Caller,
+) -> Result<(), AppError> {
+    if state.any_user_access_auditing() {
+        let mut draft = EventDraft::new(Operation::SignOut, context);
+        draft.set_caller(caller);
+        state.record(draft).await?;
+    }
+    let expires = state.clock.now_secs() + state.config.token_lifetime_secs as i64;
+    let state = state.clone();
+    let session = caller.session_id;
+    blocking(move || state.revoke(session, expires)).await
+}
+
+/// `POST /oauth2/logout`: ends the session of the bearer token.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let caller = authenticate(&state, &headers)?;
+        sign_out(&state, &context, &caller).await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use custos_audit::Origin;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -28,6 +29,9 @@ pub struct RequestContext {
     pub correlation_id: String,
     /// The client's `x-ms-client-request-id`.
     pub client_request_id: String,
+    /// Which door it came through: the console (its pages, or a console session calling the
+    /// API) or the API.
+    pub origin: Origin,
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> String {
@@ -55,11 +59,15 @@ pub(crate) async fn correlate(
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     let headers = request.headers();
+    let console = request.uri().path().starts_with("/ui")
+        || (headers.get("authorization").is_none()
+            && crate::auth::cookie(headers, crate::auth::SESSION_COOKIE).is_some());
     let context = RequestContext {
         client_ip: peer,
         user_agent: header_text(headers, "user-agent"),
         correlation_id: Uuid::new_v4().to_string(),
         client_request_id: header_text(headers, "x-ms-client-request-id"),
+        origin: if console { Origin::WebUI } else { Origin::Api },
     };
     let correlation =
         HeaderValue::from_str(&context.correlation_id).expect("a uuid is a valid header value");

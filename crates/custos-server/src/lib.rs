@@ -6,8 +6,10 @@
 mod audit;
 mod audit_api;
 mod auth;
+mod console;
 mod context;
 mod error;
+mod export;
 mod maintenance;
 mod metrics;
 mod reports;
@@ -54,15 +56,16 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// The whole application; tests and the binary use the same router.
-pub fn router(state: AppState) -> Router {
+/// The routes of the JSON API (Web API, token endpoint, audit API), without middleware: the
+/// console calls them in-process with its own request context.
+pub(crate) fn api_routes() -> Router<AppState> {
     let api_root = "/{instance}/api/data/v9.2";
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/oauth2/token", post(auth::token))
+        .route("/oauth2/logout", post(auth::logout))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
+        .route("/api/audit/export", get(export::export))
         .route("/api/audit/reports", get(reports::list))
         .route("/api/audit/reports/{id}", get(reports::get))
         .route(
@@ -80,6 +83,15 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(webapi::BODY_BYTES_MAX))
+}
+
+/// The whole application; tests and the binary use the same router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(console::routes())
+        .merge(api_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             context::correlate,

@@ -60,6 +60,7 @@ pub(crate) fn backend_draft(operation: Operation) -> EventDraft {
         user_agent: "custos".into(),
         correlation_id: Uuid::new_v4().to_string(),
         client_request_id: String::new(),
+        origin: Origin::Backend,
     };
     let mut draft = EventDraft::new(operation, &context);
     draft.user_upn = "system".into();

@@ -12,7 +12,7 @@ use custos_audit::{Category, Operation, ReportSummary, SearchQuery, format_creat
 use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
-use crate::audit_api::{audit_reader, parse_time, query_pairs};
+use crate::audit_api::{audit_reader, parse_time, query_pairs, recorded_query};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
@@ -259,10 +259,10 @@ pub(crate) async fn get(
 ) -> Response {
     let pairs = query_pairs(raw);
     let mut draft = EventDraft::new(Operation::SearchAuditLog, &context);
-    draft.query = std::iter::once(format!("report={id}"))
-        .chain(pairs.iter().map(|(k, v)| format!("{k}={v}")))
-        .collect::<Vec<_>>()
-        .join("&");
+    draft.query = match recorded_query(&pairs) {
+        rest if rest.is_empty() => format!("report={id}"),
+        rest => format!("report={id}&{rest}"),
+    };
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
         let range = parse_range(&pairs, state.clock.now_us())?;

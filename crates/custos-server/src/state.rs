@@ -154,7 +154,13 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// Signed-out sessions, by id, with the time (seconds) after which their tokens have
+    /// expired anyway; kept in the directory's settings so a restart still refuses them.
+    revoked: RwLock<HashMap<Uuid, i64>>,
 }
+
+/// The directory setting that keeps the revoked sessions.
+const REVOKED_SETTING: &str = "sessions.revoked";
 
 impl Deref for AppState {
     type Target = Inner;
@@ -229,6 +235,10 @@ impl AppState {
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
         let log = Arc::new(AuditLog::open(audit_log_config(&data_dir, &directory)?)?);
+        let revoked = directory
+            .setting(REVOKED_SETTING)?
+            .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
+            .unwrap_or_default();
         let state = AppState(Arc::new(Inner {
             config,
             directory,
@@ -237,6 +247,7 @@ impl AppState {
             token_key,
             clock,
             metrics: Arc::new(Metrics::default()),
+            revoked: RwLock::new(revoked),
         }));
         state.first_run()?;
         for info in state.directory.instances()? {
@@ -385,6 +396,23 @@ impl AppState {
             return String::new();
         }
         format!("http://{}/{instance}", self.config.listen)
+    }
+
+    /// Whether session `id` was signed out.
+    pub(crate) fn is_revoked(&self, id: Uuid) -> bool {
+        self.revoked.read().expect("revoked lock").contains_key(&id)
+    }
+
+    /// Signs session `id` out for good (its tokens expire at `expires_secs`); forgets sessions
+    /// whose tokens have expired anyway. Call from blocking code.
+    pub(crate) fn revoke(&self, id: Uuid, expires_secs: i64) -> Result<(), AppError> {
+        let now = self.clock.now_secs();
+        let mut revoked = self.revoked.write().expect("revoked lock");
+        revoked.retain(|_, expires| *expires > now);
+        revoked.insert(id, expires_secs);
+        let text = serde_json::to_string(&*revoked).expect("a map serialises");
+        self.directory.set_setting(REVOKED_SETTING, &text)?;
+        Ok(())
     }
 
     /// Stamps a draft into a full event.

@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)]
 
 mod common;
+mod console;
 mod crash;
 mod errors;
 mod fail_closed;

@@ -1,0 +1,540 @@
+//! The compliance pages: audit log search with a detail panel and exports, the reports with
+//! their charts, retention, and the integrity of the log. Each reads the audit API as the
+//! signed-in auditor, so each is itself recorded.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use custos_audit::{Origin, ResultStatus};
+use maud::{Markup, html};
+use serde_json::{Value as Json, json};
+
+use super::chart;
+use super::page::notice;
+use super::{Console, Page, encode, error_page, query_string, see_other};
+use crate::context::RequestContext;
+use crate::reports::PRECONFIGURED;
+use crate::state::AppState;
+
+/// Events a search page shows.
+const SEARCH_PAGE: &str = "50";
+
+/// The search filters of the form, by query parameter, with their labels.
+const TEXT_FILTERS: [(&str, &str); 9] = [
+    ("operation", "Activity (operation)"),
+    ("user", "User (principal name or id)"),
+    ("entity", "Entity"),
+    ("recordId", "Record id"),
+    ("ip", "Client IP"),
+    ("instance", "Instance"),
+    ("recordType", "Record type"),
+    ("workload", "Workload"),
+    ("category", "Report category"),
+];
+
+/// The filters of `params` the API takes, without empty ones.
+fn filters(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = ["start", "end", "q", "origin", "status"]
+        .into_iter()
+        .chain(TEXT_FILTERS.iter().map(|(name, _)| *name))
+        .filter_map(|name| {
+            params
+                .get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (name, v))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn search_form(params: &HashMap<String, String>) -> Markup {
+    let value = |name: &str| params.get(name).cloned().unwrap_or_default();
+    html! {
+        form.filters method="get" action="/ui/audit/search" role="search" {
+            div { label for="start" { "From (UTC date)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
+            div { label for="end" { "To (UTC date)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
+            div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
+            @for (name, label) in TEXT_FILTERS {
+                div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
+            }
+            div {
+                label for="origin" { "Origin" }
+                select id="origin" name="origin" {
+                    option value="" { "Any" }
+                    @for origin in Origin::ALL {
+                        option value=(origin.as_str()) selected[value("origin") == origin.as_str()] { (origin.as_str()) }
+                    }
+                }
+            }
+            div {
+                label for="status" { "Result" }
+                select id="status" name="status" {
+                    option value="" { "Any" }
+                    @for status in ResultStatus::ALL {
+                        option value=(status.as_str()) selected[value("status") == status.as_str()] { (status.as_str()) }
+                    }
+                }
+            }
+            div { button type="submit" { "Search" } " " a.button.secondary href="/ui/audit/search" { "Clear" } }
+        }
+    }
+}
+
+fn text(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The detail panel of one audit record: every field, record ids and changes in full.
+fn detail(record: &Json) -> Markup {
+    let object = record.as_object().cloned().unwrap_or_default();
+    html! {
+        section.detail aria-labelledby="detail-title" {
+            h2 id="detail-title" { (text(&record["Operation"])) " by " (text(&record["UserUpn"])) }
+            dl {
+                @for (key, value) in &object {
+                    @if key != "RecordIds" && key != "Changes" && key != "Details" {
+                        dt { (key) } dd { (text(value)) }
+                    }
+                }
+            }
+            h3 { "Record ids (" (object.get("RecordIds").and_then(Json::as_array).map_or(0, Vec::len)) ")" }
+            ul.mono {
+                @for id in object.get("RecordIds").and_then(Json::as_array).into_iter().flatten() {
+                    li { (text(id)) }
+                }
+            }
+            @if let Some(changes) = object.get("Changes").and_then(Json::as_array).filter(|c| !c.is_empty()) {
+                h3 { "Changes" }
+                table {
+                    thead { tr { th scope="col" { "Attribute" } th scope="col" { "Old" } th scope="col" { "New" } } }
+                    tbody {
+                        @for change in changes {
+                            tr { td { (text(&change["Attribute"])) } td { (text(&change["Old"])) } td { (text(&change["New"])) } }
+                        }
+                    }
+                }
+            }
+            @if let Some(details) = object.get("Details").filter(|d| !d.is_null()) {
+                h3 { "Details" }
+                pre.mono { (serde_json::to_string_pretty(details).unwrap_or_default()) }
+            }
+        }
+    }
+}
+
+/// `GET /ui/audit/search?filters&skiptoken&selected`.
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/search");
+    let filters = filters(&params);
+    let searched = !filters.is_empty() || params.contains_key("run");
+    let mut rows = Vec::new();
+    let mut next = None;
+    let mut problem = None;
+    if searched {
+        let mut api_query = filters.clone();
+        api_query.push(("top", SEARCH_PAGE));
+        if let Some(skip) = params.get("skiptoken") {
+            api_query.push(("skiptoken", skip));
+        }
+        let path = format!("/api/audit/records?{}", query_string(api_query));
+        match console.call(Method::GET, &path, None, &[]).await {
+            Ok(answer) => match answer.error() {
+                Some(message) => problem = Some(message),
+                None => {
+                    rows = answer.json["value"].as_array().cloned().unwrap_or_default();
+                    next = answer.json["@odata.nextLink"].as_str().and_then(|link| {
+                        form_urlencoded::parse(link.split_once('?')?.1.as_bytes())
+                            .find(|(k, _)| k == "skiptoken")
+                            .map(|(_, v)| v.into_owned())
+                    });
+                }
+            },
+            Err(error) => problem = Some(error.message),
+        }
+    }
+    let selected = params.get("selected");
+    let chosen =
+        selected.and_then(|id| rows.iter().find(|r| r["Id"].as_str() == Some(id.as_str())));
+    let here_query = |extra: &[(&str, &str)]| {
+        let mut pairs = filters.clone();
+        pairs.push(("run", "1"));
+        if let Some(skip) = params.get("skiptoken") {
+            pairs.push(("skiptoken", skip));
+        }
+        pairs.extend_from_slice(extra);
+        query_string(pairs)
+    };
+    let export = |format: &str| {
+        let mut pairs = filters.clone();
+        pairs.push(("format", format));
+        format!("/api/audit/export?{}", query_string(pairs))
+    };
+    let body = html! {
+        (search_form(&params))
+        @if let Some(problem) = &problem {
+            p.error role="alert" { (problem) }
+        }
+        @if searched && problem.is_none() {
+            div.actions {
+                span.muted { (rows.len()) " events on this page, newest first." }
+                a.button.secondary href=(export("xlsx")) download { "Export to Excel (xlsx)" }
+                a.button.secondary href=(export("csv")) download { "Export CSV" }
+                a.button.secondary href=(export("jsonl")) download { "Export JSON lines" }
+            }
+            div.split {
+                div {
+                    table {
+                        thead { tr {
+                            th scope="col" { "Time (UTC)" } th scope="col" { "User" } th scope="col" { "Activity" }
+                            th scope="col" { "Entity" } th scope="col" class="num" { "Records" } th scope="col" { "Origin" }
+                            th scope="col" { "IP" } th scope="col" { "Result" }
+                        } }
+                        tbody {
+                            @for row in &rows {
+                                @let id = text(&row["Id"]);
+                                tr aria-selected=(if selected == Some(&id) { "true" } else { "false" }) {
+                                    @let time = text(&row["CreationTime"]);
+                                    td.time { a href={ "/ui/audit/search?" (here_query(&[("selected", id.as_str())])) } title=(time) { (time.get(..19).unwrap_or(&time).replace('T', " ")) } }
+                                    td { (text(&row["UserUpn"])) }
+                                    td { (text(&row["Operation"])) }
+                                    td { (text(&row["EntityName"])) }
+                                    td.num { (row["RecordIds"].as_array().map_or(0, Vec::len)) }
+                                    td { (text(&row["Origin"])) }
+                                    td { (text(&row["ClientIP"])) }
+                                    td { (text(&row["ResultStatus"])) }
+                                }
+                            }
+                        }
+                    }
+                    nav.pager aria-label="Pages" {
+                        @if let Some(next) = &next {
+                            @let mut pairs = filters.clone();
+                            a.button rel="next" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs.push(("skiptoken", next.as_str())); pairs })) } { "Older events" }
+                        }
+                        @if params.contains_key("skiptoken") {
+                            @let mut pairs = filters.clone();
+                            a.button.secondary href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs })) } { "Newest events" }
+                        }
+                    }
+                }
+                div {
+                    @match chosen {
+                        Some(record) => (detail(record)),
+                        None => p.muted { "Choose an event's time to see it in full." },
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Audit log search",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/reports`.
+pub(crate) async fn reports(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/reports");
+    let body = html! {
+        p { "The Dynamics 365 activity reports. Each counts the events of its kind over a time range, by hour or day, with the users, activities and entities behind them." }
+        div.cards {
+            @for report in &PRECONFIGURED {
+                section.card {
+                    h2 { a href={ "/ui/audit/reports/" (report.id) } { (report.name) } }
+                    p { (report.description) }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Reports",
+        section: "reports",
+        body,
+    }
+    .render(&console)
+}
+
+fn top_table(caption: &str, key: &str, heading: &str, list: &Json) -> Markup {
+    html! {
+        table {
+            caption { (caption) }
+            thead { tr { th scope="col" { (heading) } th scope="col" class="num" { "Events" } } }
+            tbody {
+                @for entry in list.as_array().into_iter().flatten() {
+                    tr { td { (text(&entry[key])) } td.num { (text(&entry["count"])) } }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ui/audit/reports/{id}?start&end&bucket`.
+pub(crate) async fn report(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/audit/reports/{id}");
+    let console = console!(state, headers, context, here);
+    let range: Vec<(&str, &str)> = ["start", "end", "bucket"]
+        .into_iter()
+        .filter_map(|k| {
+            params
+                .get(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (k, v.as_str()))
+        })
+        .collect();
+    let report = call!(
+        console,
+        "Report",
+        Method::GET,
+        format!("/api/audit/reports/{}?{}", encode(&id), query_string(range)),
+        None
+    );
+    let report = report.json;
+    let name = text(&report["name"]);
+    let bars: Vec<(String, u64)> = report["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| (text(&b["start"]), b["count"].as_u64().unwrap_or(0)))
+        .collect();
+    let bucket = text(&report["bucket"]);
+    let search = query_string([
+        ("category", id.as_str()),
+        ("start", text(&report["start"]).as_str()),
+        ("end", text(&report["end"]).as_str()),
+        ("run", "1"),
+    ]);
+    let value = |k: &str| params.get(k).cloned().unwrap_or_default();
+    let body = html! {
+        p { (text(&report["description"])) }
+        form.filters method="get" action=(format!("/ui/audit/reports/{id}")) {
+            div { label for="start" { "From (UTC)" } input id="start" name="start" type="text" placeholder=(text(&report["start"])) value=(value("start")); }
+            div { label for="end" { "To (UTC)" } input id="end" name="end" type="text" placeholder=(text(&report["end"])) value=(value("end")); }
+            div {
+                label for="bucket" { "Per" }
+                select id="bucket" name="bucket" {
+                    option value="" { "Automatic" }
+                    option value="hour" selected[value("bucket") == "hour"] { "Hour" }
+                    option value="day" selected[value("bucket") == "day"] { "Day" }
+                }
+            }
+            div { button type="submit" { "Run report" } }
+        }
+        p.total { (text(&report["total"])) " events" }
+        p.muted { "From " (text(&report["start"])) " to " (text(&report["end"])) ", per " (bucket) "." }
+        figure {
+            (chart::bars(&format!("{name}: events per {bucket}"), &bars))
+            figcaption { "Events per " (bucket) ". " a href={ "/ui/audit/search?" (search) } { "See the events" } }
+        }
+        div.tops {
+            (top_table("Top users", "user", "User", &report["topUsers"]))
+            (top_table("Top activities", "operation", "Activity", &report["topOperations"]))
+            (top_table("Top entities", "entity", "Entity", &report["topEntities"]))
+        }
+    };
+    Page {
+        title: &name,
+        section: "reports",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/retention`.
+pub(crate) async fn retention(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/retention");
+    let settings = call!(
+        console,
+        "Retention",
+        Method::GET,
+        "/api/audit/retention",
+        None
+    );
+    let settings = settings.json;
+    let list = |value: &Json| {
+        value
+            .as_array()
+            .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let body = html! {
+        (notice(params.get("saved").map(|_| "Saved. Expired partitions are deleted within the hour; each deletion is recorded.")))
+        p { "Events are kept " strong { (text(&settings["defaultDays"])) " days" } " unless a policy below keeps them longer (the longest matching policy wins). Each instance's own retention (in its auditing settings) is its default. Expired events are deleted in whole partitions, and every deletion is itself recorded and verifiable." }
+        table {
+            caption { "Policies" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Record types" } th scope="col" { "Operations" } th scope="col" { "Users" } th scope="col" class="num" { "Days" } th scope="col" { "" } } }
+            tbody {
+                @for (i, policy) in settings["policies"].as_array().into_iter().flatten().enumerate() {
+                    tr {
+                        td { (text(&policy["name"])) }
+                        td { (list(&policy["recordTypes"])) }
+                        td { (list(&policy["operations"])) }
+                        td { (list(&policy["users"])) }
+                        td.num { (text(&policy["days"])) }
+                        td {
+                            form method="post" action="/ui/audit/retention" {
+                                input type="hidden" name="remove" value=(i);
+                                button.secondary type="submit" aria-label={ "Remove policy " (text(&policy["name"])) } { "Remove" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form method="post" action="/ui/audit/retention" {
+            fieldset {
+                legend { "Default" }
+                p { label for="defaultDays" { "Days to keep events no policy names (-1 for ever)" } input id="defaultDays" name="defaultDays" type="number" min="-1" value=(text(&settings["defaultDays"])); }
+            }
+            fieldset {
+                legend { "Add a policy" }
+                p { label for="name" { "Name" } input id="name" name="name" type="text" maxlength="64"; }
+                p { label for="recordTypes" { "Record types (comma-separated)" } input id="recordTypes" name="recordTypes" type="text" placeholder="CustosAdmin"; }
+                p { label for="operations" { "Operations (comma-separated)" } input id="operations" name="operations" type="text" placeholder="ExportToExcel"; }
+                p { label for="users" { "Users (comma-separated)" } input id="users" name="users" type="text"; }
+                p { label for="days" { "Days" } input id="days" name="days" type="number" min="-1"; }
+            }
+            div.actions { button type="submit" { "Save" } }
+        }
+    };
+    Page {
+        title: "Retention",
+        section: "retention",
+        body,
+    }
+    .render(&console)
+}
+
+fn split_list(text: Option<&String>) -> Vec<String> {
+    text.map(|t| {
+        t.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `POST /ui/audit/retention`: changes the default, adds or removes a policy.
+pub(crate) async fn save_retention(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/retention");
+    let current = call!(
+        console,
+        "Retention",
+        Method::GET,
+        "/api/audit/retention",
+        None
+    );
+    let mut settings = current.json;
+    let mut policies = settings["policies"].as_array().cloned().unwrap_or_default();
+    if let Some(index) = form.get("remove").and_then(|i| i.parse::<usize>().ok()) {
+        if index < policies.len() {
+            policies.remove(index);
+        }
+    } else {
+        if let Some(days) = form
+            .get("defaultDays")
+            .and_then(|d| d.trim().parse::<i64>().ok())
+        {
+            settings["defaultDays"] = json!(days);
+        }
+        let name = form.get("name").map(|n| n.trim()).unwrap_or_default();
+        if !name.is_empty() {
+            let Some(days) = form.get("days").and_then(|d| d.trim().parse::<i64>().ok()) else {
+                return error_page(
+                    &console,
+                    "Retention",
+                    "a policy needs a whole number of days",
+                );
+            };
+            policies.push(json!({
+                "name": name,
+                "recordTypes": split_list(form.get("recordTypes")),
+                "operations": split_list(form.get("operations")),
+                "users": split_list(form.get("users")),
+                "days": days,
+            }));
+        }
+    }
+    settings["policies"] = Json::Array(policies);
+    call!(
+        console,
+        "Retention",
+        Method::PUT,
+        "/api/audit/retention",
+        Some(settings)
+    );
+    see_other("/ui/audit/retention?saved=1")
+}
+
+/// `GET /ui/audit/integrity`: the latest signed checkpoint and the key to check it with.
+pub(crate) async fn integrity(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/integrity");
+    let checkpoint = call!(
+        console,
+        "Integrity",
+        Method::GET,
+        "/api/audit/checkpoint",
+        None
+    );
+    let key = call!(console, "Integrity", Method::GET, "/api/audit/key", None);
+    let note = text(&checkpoint.json);
+    let lines: Vec<&str> = note.lines().collect();
+    let body = html! {
+        p { "Every audit record is a leaf of a Merkle tree (RFC 9162); the log signs its root in a checkpoint (C2SP signed note, Ed25519) at least every second while events arrive. Anyone holding the public key can check a checkpoint, that an event is in the log, and that a later checkpoint extends an earlier one — see docs/verify.md. " code { "custos audit verify" } " recomputes everything offline." }
+        dl.detail {
+            dt { "Log" } dd { code { (lines.first().copied().unwrap_or_default()) } }
+            dt { "Events covered" } dd { (lines.get(1).copied().unwrap_or_default()) }
+            dt { "Root hash (base64)" } dd { code { (lines.get(2).copied().unwrap_or_default()) } }
+        }
+        h2 { "Latest signed checkpoint" }
+        pre.mono { (note) }
+        h2 { "Verifier key" }
+        pre.mono { (text(&key.json)) }
+    };
+    Page {
+        title: "Integrity",
+        section: "integrity",
+        body,
+    }
+    .render(&console)
+}

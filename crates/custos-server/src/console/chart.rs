@@ -1,0 +1,65 @@
+//! A bar chart of a report's series, drawn on the server as SVG: no script, readable by
+//! screen readers (a title and description, and each bar's count in its tooltip).
+
+use maud::{Markup, html};
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 260.0;
+const LEFT: f64 = 48.0;
+const BOTTOM: f64 = 36.0;
+const TOP: f64 = 12.0;
+
+/// A bar per `(label, count)`, with a labelled vertical axis; `title` names the chart.
+pub(crate) fn bars(title: &str, bars: &[(String, u64)]) -> Markup {
+    let max = bars.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let plot_width = WIDTH - LEFT - 8.0;
+    let plot_height = HEIGHT - TOP - BOTTOM;
+    let step = plot_width / bars.len().max(1) as f64;
+    let bar_width = (step * 0.8).max(1.0);
+    // Label at most about twelve bars, evenly.
+    let label_every = bars.len().div_ceil(12).max(1);
+    let total: u64 = bars.iter().map(|(_, n)| n).sum();
+    let description = format!(
+        "{} bars from {} to {}; {} events in all; the highest bar is {}.",
+        bars.len(),
+        bars.first().map_or("", |b| b.0.as_str()),
+        bars.last().map_or("", |b| b.0.as_str()),
+        total,
+        max
+    );
+    let ticks = [0.0, 0.5, 1.0];
+    html! {
+        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg" {
+            title id="chart-title" { (title) }
+            desc id="chart-desc" { (description) }
+            line.axis x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(TOP + plot_height) {}
+            line.axis x1=(LEFT) y1=(TOP + plot_height) x2=(WIDTH - 8.0) y2=(TOP + plot_height) {}
+            @for tick in ticks {
+                @let y = TOP + plot_height * (1.0 - tick);
+                @let value = (max as f64 * tick).round() as u64;
+                text x=(LEFT - 6.0) y=(y + 4.0) text-anchor="end" { (value) }
+            }
+            @for (i, (label, count)) in bars.iter().enumerate() {
+                @let height = plot_height * (*count as f64) / (max as f64);
+                @let x = LEFT + step * i as f64 + (step - bar_width) / 2.0;
+                rect.bar x=(format!("{x:.1}")) y=(format!("{:.1}", TOP + plot_height - height)) width=(format!("{bar_width:.1}")) height=(format!("{height:.1}")) {
+                    title { (label) ": " (count) }
+                }
+                @if i % label_every == 0 {
+                    text x=(format!("{:.1}", x + bar_width / 2.0)) y=(HEIGHT - BOTTOM + 16.0) text-anchor="middle" { (short(label)) }
+                }
+            }
+        }
+    }
+}
+
+/// A bucket's start as a short label: `MM-DD` for days, `MM-DD HH:00` for hours.
+fn short(label: &str) -> String {
+    let date = label.get(5..10).unwrap_or(label);
+    match label.get(11..13) {
+        Some(hour) if label.get(13..19) == Some(":00:00") && hour != "00" => {
+            format!("{date} {hour}h")
+        }
+        _ => date.to_string(),
+    }
+}

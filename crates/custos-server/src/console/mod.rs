@@ -1,0 +1,240 @@
+//! The console (SPEC §10): server-rendered pages under `/ui`, plain HTML and CSS, no
+//! front-end build step. Sign-in opens a session (an HttpOnly, SameSite=Strict cookie holding a
+//! token like a bearer token); every page reads and writes through the same JSON API as any
+//! client — an internal call carrying the browser's session and origin facts — so the console
+//! is audited exactly like the API, with origin `WebUI`.
+
+/// Opens the console for a page, or answers with the sign-in redirect.
+macro_rules! console {
+    ($state:expr, $headers:expr, $context:expr, $here:expr) => {
+        match Console::open(&$state, &$headers, $context, &$here) {
+            Ok(console) => console,
+            Err(redirect) => return axum::response::IntoResponse::into_response(redirect),
+        }
+    };
+}
+
+/// Calls the API; on refusal answers with an error page titled `$title`.
+macro_rules! call {
+    ($console:expr, $title:expr, $method:expr, $path:expr, $body:expr) => {
+        match $console.call($method, &$path, $body, &[]).await {
+            Ok(answer) => match answer.error() {
+                None => answer,
+                Some(message) => return error_page(&$console, $title, &message),
+            },
+            Err(error) => return error_page(&$console, $title, &error.message),
+        }
+    };
+}
+
+mod audit;
+mod chart;
+mod page;
+mod records;
+mod session;
+mod settings;
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde_json::Value as Json;
+use tower::ServiceExt;
+
+use crate::auth::{Caller, SESSION_COOKIE, authenticate, cookie};
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub(crate) use page::{Page, error_page};
+
+/// Most bytes of an API answer the console reads (a page of records or of audit events).
+const ANSWER_BYTES_MAX: usize = 64 << 20;
+
+/// The console's routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/home") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/home") }))
+        .route("/ui/style.css", get(page::stylesheet))
+        .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/logout", post(session::logout))
+        .route("/ui/home", get(page::home))
+        .route("/ui/{instance}/records", get(records::entities))
+        .route("/ui/{instance}/records/{set}", get(records::grid))
+        .route(
+            "/ui/{instance}/records/{set}/{id}",
+            get(records::form).post(records::save),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/{id}/delete",
+            post(records::delete),
+        )
+        .route(
+            "/ui/{instance}/settings/auditing",
+            get(settings::auditing).post(settings::save_auditing),
+        )
+        .route(
+            "/ui/{instance}/customizations",
+            get(settings::customizations),
+        )
+        .route(
+            "/ui/{instance}/customizations/publish",
+            post(settings::publish),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}",
+            get(settings::entity).post(settings::save_entity),
+        )
+        .route("/ui/admin", get(settings::admin_center))
+        .route("/ui/audit/search", get(audit::search))
+        .route("/ui/audit/reports", get(audit::reports))
+        .route("/ui/audit/reports/{id}", get(audit::report))
+        .route(
+            "/ui/audit/retention",
+            get(audit::retention).post(audit::save_retention),
+        )
+        .route("/ui/audit/integrity", get(audit::integrity))
+}
+
+/// A console request: who is signed in, and the facts of the browser's request (recorded in
+/// every event the pages cause).
+pub(crate) struct Console {
+    pub(crate) state: AppState,
+    pub(crate) caller: Caller,
+    pub(crate) context: RequestContext,
+    token: String,
+}
+
+/// What the API answered.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) json: Json,
+}
+
+impl Answer {
+    /// The API's error message, when it refused.
+    pub(crate) fn error(&self) -> Option<String> {
+        (!self.status.is_success()).then(|| {
+            self.json["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the request failed ({})", self.status))
+        })
+    }
+}
+
+/// The routes of the JSON API, without the middleware (the console gives its own context).
+fn api() -> Router<AppState> {
+    static API: OnceLock<Router<AppState>> = OnceLock::new();
+    API.get_or_init(crate::api_routes).clone()
+}
+
+impl Console {
+    /// The signed-in console user, or a redirect to the sign-in page.
+    pub(crate) fn open(
+        state: &AppState,
+        headers: &HeaderMap,
+        context: RequestContext,
+        here: &str,
+    ) -> Result<Console, Redirect> {
+        let to_login = || {
+            let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+            Redirect::to(&format!("/ui/login?next={next}"))
+        };
+        let Some(token) = cookie(headers, SESSION_COOKIE) else {
+            return Err(to_login());
+        };
+        let mut only_cookie = HeaderMap::new();
+        only_cookie.insert(
+            header::COOKIE,
+            format!("{SESSION_COOKIE}={token}")
+                .parse()
+                .map_err(|_| to_login())?,
+        );
+        let caller = authenticate(state, &only_cookie).map_err(|_| to_login())?;
+        Ok(Console {
+            state: state.clone(),
+            caller,
+            context,
+            token: token.to_string(),
+        })
+    }
+
+    /// Calls the JSON API as this session: `path` with its query, an optional JSON body.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+        extra: &[(&str, &str)],
+    ) -> Result<Answer, AppError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", self.token))
+            .header(header::HOST, self.state.config.listen.to_string());
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut request = request
+            .body(body)
+            .map_err(|e| AppError::bad_request(format!("console request: {e}")))?;
+        request.extensions_mut().insert(self.context.clone());
+        let response = api()
+            .with_state(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("routing is infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
+            .await
+            .map_err(|e| AppError::bad_request(format!("console answer: {e}")))?;
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Answer { status, json })
+    }
+
+    /// The instance the console works in when a page names none.
+    pub(crate) fn default_instance(&self) -> String {
+        self.state
+            .directory
+            .instances()
+            .ok()
+            .and_then(|list| list.into_iter().next())
+            .map_or_else(|| "main".to_string(), |i| i.name)
+    }
+}
+
+/// Encodes a value for a URL query.
+pub(crate) fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The query string of `pairs`.
+pub(crate) fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+/// A redirect after a form post (303, so the browser follows with GET).
+pub(crate) fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}

@@ -1,0 +1,422 @@
+//! The records app: the entities of an instance, a grid view of one with paging (each page a
+//! retrieve multiple, audited as the instance's settings say), and a record form to read,
+//! change or delete a record.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use custos_records::{AttributeDef, AttributeType, EntityDef};
+use maud::{Markup, html};
+use serde_json::{Map, Value as Json};
+use uuid::Uuid;
+
+use super::page::notice;
+use super::{Console, Page, encode, error_page, query_string, see_other};
+use crate::context::RequestContext;
+use crate::state::AppState;
+
+/// Page sizes the grid offers.
+const PAGE_SIZES: [u32; 4] = [10, 25, 50, 100];
+const PAGE_SIZE_DEFAULT: u32 = 50;
+/// Columns a grid shows besides the primary name.
+const GRID_COLUMNS_MAX: usize = 5;
+
+fn entity(console: &Console, instance: &str, set: &str) -> Option<EntityDef> {
+    let instance = console.state.instance(instance)?;
+    instance.store.catalog().by_set_name(set).cloned()
+}
+
+/// The attributes a person edits (not kept by the platform, not the key).
+fn editable(entity: &EntityDef) -> impl Iterator<Item = &AttributeDef> {
+    let key = entity.primary_id();
+    entity
+        .attributes
+        .iter()
+        .filter(move |a| !a.read_only && a.logical_name != key)
+}
+
+/// The grid's columns: the primary name, then the first other editable attributes.
+fn grid_columns(entity: &EntityDef) -> Vec<&AttributeDef> {
+    let mut columns: Vec<&AttributeDef> = Vec::new();
+    if let Some(name) = entity
+        .primary_name
+        .as_deref()
+        .and_then(|n| entity.attribute(n))
+    {
+        columns.push(name);
+    }
+    for attribute in editable(entity) {
+        if columns.len() > GRID_COLUMNS_MAX {
+            break;
+        }
+        let shown = !matches!(attribute.attribute_type, AttributeType::Memo)
+            && !columns
+                .iter()
+                .any(|c| c.logical_name == attribute.logical_name);
+        if shown {
+            columns.push(attribute);
+        }
+    }
+    columns
+}
+
+/// A value as a person reads it.
+fn shown(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `GET /ui/{instance}/records`.
+pub(crate) async fn entities(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let here = format!("/ui/{instance}/records");
+    let console = console!(state, headers, context, here);
+    let Some(found) = state.instance(&instance) else {
+        return error_page(
+            &console,
+            "Records",
+            &format!("instance '{instance}' does not exist"),
+        );
+    };
+    let catalog = found.store.catalog();
+    let mut entities: Vec<&EntityDef> = catalog.entities().collect();
+    entities.sort_by(|a, b| {
+        (a.category.as_str(), &a.logical_name).cmp(&(b.category.as_str(), &b.logical_name))
+    });
+    let body = html! {
+        table {
+            caption.muted { "Entities of instance " code { (instance) } }
+            thead { tr { th scope="col" { "Entity" } th scope="col" { "Category" } th scope="col" { "Entity set" } } }
+            tbody {
+                @for entity in &entities {
+                    tr {
+                        td { a href={ "/ui/" (instance) "/records/" (entity.set_name) } { (entity.logical_name) } }
+                        td { (entity.category.as_str()) }
+                        td { code { (entity.set_name) } }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Records",
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/{instance}/records/{set}?size=&skiptoken=`.
+pub(crate) async fn grid(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, here);
+    let Some(entity) = entity(&console, &instance, &set) else {
+        return error_page(
+            &console,
+            "Records",
+            &format!("entity set '{set}' does not exist in '{instance}'"),
+        );
+    };
+    let size = params
+        .get("size")
+        .and_then(|s| s.parse().ok())
+        .filter(|s| PAGE_SIZES.contains(s))
+        .unwrap_or(PAGE_SIZE_DEFAULT);
+    let page: u64 = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let columns = grid_columns(&entity);
+    let key = entity.primary_id();
+    let select: Vec<String> = std::iter::once(key.clone())
+        .chain(columns.iter().map(|c| c.web_name()))
+        .collect();
+    let select = select.join(",");
+    let mut pairs = vec![("$select", select.as_str()), ("$count", "true")];
+    if let Some(order) = entity.primary_name.as_deref() {
+        pairs.push(("$orderby", order));
+    }
+    let skip = params.get("skiptoken").cloned();
+    if let Some(skip) = &skip {
+        pairs.push(("$skiptoken", skip));
+    }
+    let path = format!("/{instance}/api/data/v9.2/{set}?{}", query_string(pairs));
+    let prefer = format!("odata.maxpagesize={size}");
+    let answer = match console
+        .call(Method::GET, &path, None, &[("prefer", &prefer)])
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => return error_page(&console, &entity.logical_name, &error.message),
+    };
+    if let Some(message) = answer.error() {
+        return error_page(&console, &entity.logical_name, &message);
+    }
+    let rows = answer.json["value"].as_array().cloned().unwrap_or_default();
+    let total = answer.json["@odata.count"].as_u64();
+    let next = answer.json["@odata.nextLink"].as_str().and_then(|link| {
+        link.split_once('?').and_then(|(_, q)| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "$skiptoken")
+                .map(|(_, v)| v.into_owned())
+        })
+    });
+    let first_row = (page - 1) * u64::from(size) + 1;
+    let body = html! {
+        div.actions {
+            a.button.secondary href={ "/ui/" (instance) "/records" } { "All entities" }
+            form method="get" action=(here) {
+                label.check for="size" { "Rows per page" }
+                " "
+                select id="size" name="size" {
+                    @for option in PAGE_SIZES {
+                        option value=(option) selected[option == size] { (option) }
+                    }
+                }
+                " "
+                button.secondary type="submit" { "Show" }
+            }
+        }
+        table {
+            caption.muted {
+                @if rows.is_empty() { "No records." }
+                @else {
+                    "Rows " (first_row) "–" (first_row + rows.len() as u64 - 1)
+                    @if let Some(total) = total { " of " (total) }
+                }
+            }
+            thead {
+                tr {
+                    @for column in &columns { th scope="col" { (column.logical_name) } }
+                }
+            }
+            tbody {
+                @for row in &rows {
+                    @let id = row[key.as_str()].as_str().unwrap_or_default();
+                    tr data-id=(id) {
+                        @for (i, column) in columns.iter().enumerate() {
+                            @let value = shown(&row[column.web_name().as_str()]);
+                            td {
+                                @if i == 0 {
+                                    a href={ "/ui/" (instance) "/records/" (set) "/" (id) } {
+                                        @if value.is_empty() { "(no name)" } @else { (value) }
+                                    }
+                                } @else { (value) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            span { "Page " (page) }
+            @if let Some(next) = &next {
+                a.button rel="next" href={ (here) "?" (query_string([("size", size.to_string().as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
+            }
+            @if page > 1 {
+                a.button.secondary href={ (here) "?size=" (size) } { "First page" }
+            }
+        }
+    };
+    Page {
+        title: &entity.logical_name,
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// An input for one attribute, filled with its value.
+fn field(attribute: &AttributeDef, value: &Json) -> Markup {
+    let id = format!("f-{}", attribute.logical_name);
+    let name = attribute.logical_name.as_str();
+    html! {
+        p {
+            label for=(id) { (name) " " span.muted { "(" (attribute.attribute_type.name()) ")" } }
+            @match attribute.attribute_type {
+                AttributeType::Memo => textarea id=(id) name=(name) rows="4" { (shown(value)) },
+                AttributeType::Boolean => select id=(id) name=(name) {
+                    option value="" selected[value.is_null()] { "" }
+                    option value="true" selected[value == &Json::Bool(true)] { "Yes" }
+                    option value="false" selected[value == &Json::Bool(false)] { "No" }
+                },
+                AttributeType::Lookup { .. } => input id=(id) name=(name) type="text" value=(shown(value)) readonly aria-readonly="true";,
+                _ => input id=(id) name=(name) type="text" value=(shown(value));,
+            }
+        }
+    }
+}
+
+/// `GET /ui/{instance}/records/{set}/{id}`.
+pub(crate) async fn form(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/{id}");
+    let console = console!(state, headers, context, here);
+    let Some(entity) = entity(&console, &instance, &set) else {
+        return error_page(
+            &console,
+            "Record",
+            &format!("entity set '{set}' does not exist"),
+        );
+    };
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(&console, "Record", &format!("'{id}' is not a record id"));
+    };
+    let path = format!("/{instance}/api/data/v9.2/{set}({id})");
+    let answer = match console.call(Method::GET, &path, None, &[]).await {
+        Ok(answer) => answer,
+        Err(error) => return error_page(&console, &entity.logical_name, &error.message),
+    };
+    if let Some(message) = answer.error() {
+        return error_page(&console, &entity.logical_name, &message);
+    }
+    let record = &answer.json;
+    let title = entity
+        .primary_name
+        .as_deref()
+        .map(|n| shown(&record[n]))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| id.to_string());
+    let read_only: Vec<&AttributeDef> = entity.attributes.iter().filter(|a| a.read_only).collect();
+    let body = html! {
+        (notice(params.get("saved").map(|_| "Saved.")))
+        p.muted { (entity.logical_name) " " code { (id) } }
+        form method="post" action=(here) {
+            @for attribute in editable(&entity) {
+                (field(attribute, &record[attribute.web_name().as_str()]))
+            }
+            div.actions {
+                button type="submit" { "Save" }
+                a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
+            }
+        }
+        form method="post" action={ (here) "/delete" } {
+            button.danger type="submit" { "Delete this record" }
+        }
+        h2 { "Kept by the platform" }
+        table {
+            tbody {
+                @for attribute in &read_only {
+                    tr { th scope="row" { (attribute.logical_name) } td { (shown(&record[attribute.web_name().as_str()])) } }
+                }
+            }
+        }
+    };
+    Page {
+        title: &title,
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// The JSON body of an update from the form: every editable attribute, typed; an empty field
+/// clears the value.
+fn update_body(
+    entity: &EntityDef,
+    form: &HashMap<String, String>,
+) -> Result<Map<String, Json>, String> {
+    let mut body = Map::new();
+    for attribute in editable(entity) {
+        let Some(text) = form.get(&attribute.logical_name) else {
+            continue;
+        };
+        let text = text.trim();
+        let value = if text.is_empty() {
+            Json::Null
+        } else {
+            match attribute.attribute_type {
+                AttributeType::Lookup { .. } => continue,
+                AttributeType::Integer | AttributeType::Choice => text
+                    .parse::<i64>()
+                    .map(Json::from)
+                    .map_err(|_| format!("{} must be a whole number", attribute.logical_name))?,
+                AttributeType::Decimal | AttributeType::Money => text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Json::Number)
+                    .ok_or_else(|| format!("{} must be a number", attribute.logical_name))?,
+                AttributeType::Boolean => Json::Bool(text == "true"),
+                _ => Json::String(text.to_string()),
+            }
+        };
+        body.insert(attribute.logical_name.clone(), value);
+    }
+    Ok(body)
+}
+
+/// `POST /ui/{instance}/records/{set}/{id}`: saves the form (an update).
+pub(crate) async fn save(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/{id}");
+    let console = console!(state, headers, context, here);
+    let Some(entity) = entity(&console, &instance, &set) else {
+        return error_page(
+            &console,
+            "Record",
+            &format!("entity set '{set}' does not exist"),
+        );
+    };
+    let body = match update_body(&entity, &form) {
+        Ok(body) => body,
+        Err(message) => return error_page(&console, &entity.logical_name, &message),
+    };
+    let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
+    match console
+        .call(Method::PATCH, &path, Some(Json::Object(body)), &[])
+        .await
+    {
+        Ok(answer) => match answer.error() {
+            None => see_other(&format!("{here}?saved=1")),
+            Some(message) => error_page(&console, &entity.logical_name, &message),
+        },
+        Err(error) => error_page(&console, &entity.logical_name, &error.message),
+    }
+}
+
+/// `POST /ui/{instance}/records/{set}/{id}/delete`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
+    match console.call(Method::DELETE, &path, None, &[]).await {
+        Ok(answer) => match answer.error() {
+            None => see_other(&list),
+            Some(message) => error_page(&console, "Delete", &message),
+        },
+        Err(error) => error_page(&console, "Delete", &error.message),
+    }
+}

@@ -1,0 +1,139 @@
+//! Signing in to and out of the console. A session is the same signed token as a bearer
+//! token, kept in an HttpOnly, SameSite=Strict cookie (so other sites cannot make the
+//! browser use it); signing out revokes it.
+
+use axum::Form;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::page::html_response;
+use crate::auth::{
+    SESSION_COOKIE, SignInError, authenticate, cookie, password_principal, sign_in, sign_out,
+};
+use crate::context::RequestContext;
+use crate::state::AppState;
+
+/// Where to go after signing in: only a console path of this server.
+fn safe_next(next: Option<&str>) -> &str {
+    next.filter(|n| n.starts_with("/ui/") && !n.starts_with("//") && !n.contains("://"))
+        .unwrap_or("/ui/home")
+}
+
+fn login_page(next: &str, problem: Option<&str>, user: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · Custos" }
+                link rel="stylesheet" href="/ui/style.css";
+            }
+            body {
+                main.login id="main" {
+                    h1 { "Sign in to Custos" }
+                    @if let Some(problem) = problem {
+                        p.error role="alert" { (problem) }
+                    }
+                    form method="post" action="/ui/login" {
+                        input type="hidden" name="next" value=(next);
+                        p {
+                            label for="username" { "User name" }
+                            input id="username" name="username" type="text" autocomplete="username" required value=(user);
+                        }
+                        p {
+                            label for="password" { "Password" }
+                            input id="password" name="password" type="password" autocomplete="current-password" required;
+                        }
+                        p { button type="submit" { "Sign in" } }
+                    }
+                    p.muted { "Signing in and out is recorded in the audit log." }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NextQuery {
+    next: Option<String>,
+}
+
+/// `GET /ui/login`.
+pub(crate) async fn login_form(Query(query): Query<NextQuery>) -> Response {
+    html_response(
+        StatusCode::OK,
+        login_page(safe_next(query.next.as_deref()), None, ""),
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+fn session_cookie(token: &str, max_age_secs: i64) -> HeaderValue {
+    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}")
+        .parse()
+        .expect("a token is a valid cookie value")
+}
+
+/// `POST /ui/login`.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(form.next.as_deref()).to_string();
+    let found = password_principal(&state, &form.username);
+    match sign_in(
+        &state,
+        &context,
+        form.username.clone(),
+        found,
+        form.password,
+    )
+    .await
+    {
+        Ok((_, token, lifetime)) => {
+            let mut response = Redirect::to(&next).into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&token, lifetime));
+            response
+        }
+        Err(SignInError::Refused) => html_response(
+            StatusCode::UNAUTHORIZED,
+            login_page(
+                &next,
+                Some("The user name or password is wrong."),
+                &form.username,
+            ),
+        ),
+        Err(SignInError::Unavailable(error)) => error.into_response(),
+    }
+}
+
+/// `POST /ui/logout`.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    if cookie(&headers, SESSION_COOKIE).is_some()
+        && let Ok(caller) = authenticate(&state, &headers)
+        && let Err(error) = sign_out(&state, &context, &caller).await
+    {
+        return error.into_response();
+    }
+    let mut response = Redirect::to("/ui/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie("", 0));
+    response
+}

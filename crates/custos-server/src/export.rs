@@ -1,0 +1,406 @@
+//! Exports of an audit search (SPEC §6): `GET /api/audit/export?format=csv|xlsx|jsonl&…filters`,
+//! every matching event, newest first, with no row ceiling.
+//!
+//! CSV and JSON lines stream as they are read; the workbook is written on a blocking thread
+//! (rows go to temporary files as they come, `rust_xlsxwriter`'s constant-memory mode) and
+//! then sent. JSON lines are each event's canonical JSON — the bytes of its Merkle leaf — so
+//! an exported line can be checked with an inclusion proof.
+//!
+//! The export is recorded before the first byte is sent (`ExportAuditLog`, origin `Export`),
+//! with the filters and the number of events it holds, counted from the index.
+
+use axum::body::Body;
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use custos_audit::{
+    AuditEvent, AuditLog, Operation, Origin, SearchQuery, canonical_json, format_creation_time,
+};
+use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
+use tokio::sync::mpsc;
+
+use crate::audit::EventDraft;
+use crate::audit_api::{audit_reader, parse_search, query_pairs, recorded_query};
+use crate::context::RequestContext;
+use crate::error::{AppError, ErrorCode};
+use crate::state::{AppState, blocking};
+use crate::webapi::refuse;
+
+/// Events read from the log at a time.
+const BATCH: usize = 1000;
+/// Rows of a worksheet (Excel's limit); more go to a continuation sheet.
+const SHEET_ROWS_MAX: u32 = 1_048_576;
+/// Longest text Excel keeps in a cell.
+const CELL_CHARS_MAX: usize = 32_767;
+
+/// The columns of the CSV and of the workbook's Events sheet.
+const COLUMNS: [&str; 20] = [
+    "Id",
+    "CreationTime",
+    "UserUpn",
+    "UserId",
+    "UserType",
+    "Operation",
+    "RecordType",
+    "Category",
+    "Workload",
+    "Instance",
+    "EntityName",
+    "RecordCount",
+    "ResultCount",
+    "Origin",
+    "ClientIP",
+    "UserAgent",
+    "ResultStatus",
+    "CorrelationId",
+    "Query",
+    "Details",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExportFormat {
+    Csv,
+    Xlsx,
+    Jsonl,
+}
+
+impl ExportFormat {
+    fn parse(text: &str) -> Result<ExportFormat, AppError> {
+        match text {
+            "csv" => Ok(ExportFormat::Csv),
+            "xlsx" => Ok(ExportFormat::Xlsx),
+            "jsonl" => Ok(ExportFormat::Jsonl),
+            other => Err(AppError::bad_request(format!(
+                "format must be csv, xlsx or jsonl, got '{other}'"
+            ))),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Xlsx => {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
+            ExportFormat::Jsonl => "application/x-ndjson",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Xlsx => "xlsx",
+            ExportFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// The values of an event's row.
+fn row(event: &AuditEvent) -> [String; COLUMNS.len()] {
+    [
+        event.id.to_string(),
+        format_creation_time(event.creation_time_us),
+        event.user_upn.clone(),
+        event.user_id.clone(),
+        event.user_type.code().to_string(),
+        event.operation.clone(),
+        event.record_type.clone(),
+        event.category.clone(),
+        event.workload.clone(),
+        event.instance.clone(),
+        event.entity_name.clone(),
+        event.record_ids.len().to_string(),
+        event.result_count.to_string(),
+        event.origin.as_str().to_string(),
+        event.client_ip.clone(),
+        event.user_agent.clone(),
+        event.result_status.as_str().to_string(),
+        event.correlation_id.clone(),
+        event.query.clone(),
+        event.details.clone(),
+    ]
+}
+
+/// Reads every event of `query`, newest first, in batches, until `each` says stop.
+fn for_each_event(
+    log: &AuditLog,
+    mut query: SearchQuery,
+    each: &mut dyn FnMut(&AuditEvent) -> bool,
+) -> Result<(), AppError> {
+    query.top = BATCH;
+    loop {
+        let page = log.search(&query)?;
+        for (_, event) in &page.events {
+            if !each(event) {
+                return Ok(());
+            }
+        }
+        match page.next_before_seq {
+            Some(next) => query.before_seq = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// CSV of the events (with the record ids space-separated and the record's JSON last).
+fn csv_chunk(events: &[AuditEvent], header: bool) -> Result<Vec<u8>, AppError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let internal = |e: csv::Error| AppError::new(ErrorCode::Internal, format!("csv: {e}"));
+    if header {
+        let mut names: Vec<&str> = COLUMNS.to_vec();
+        names.extend(["RecordIds", "AuditData"]);
+        writer.write_record(&names).map_err(internal)?;
+    }
+    for event in events {
+        let mut values = row(event).to_vec();
+        values.push(
+            event
+                .record_ids
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        values.push(canonical_json(event));
+        writer.write_record(&values).map_err(internal)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| AppError::new(ErrorCode::Internal, format!("csv: {e}")))
+}
+
+/// A sheet that continues on a new one when Excel's row limit is reached.
+struct Sheets {
+    name: &'static str,
+    header: &'static [&'static str],
+    /// Sheets of this kind so far.
+    index: usize,
+    /// The workbook's number of the current one.
+    current: usize,
+    row: u32,
+}
+
+impl Sheets {
+    fn new(name: &'static str, header: &'static [&'static str]) -> Sheets {
+        Sheets {
+            name,
+            header,
+            index: 0,
+            current: 0,
+            row: SHEET_ROWS_MAX,
+        }
+    }
+
+    /// The sheet and row to write the next row at, opening a sheet when needed.
+    fn next<'a>(
+        &mut self,
+        workbook: &'a mut Workbook,
+        bold: &Format,
+    ) -> Result<(&'a mut Worksheet, u32), XlsxError> {
+        if self.row >= SHEET_ROWS_MAX {
+            self.index += 1;
+            let name = if self.index == 1 {
+                self.name.to_string()
+            } else {
+                format!("{} ({})", self.name, self.index)
+            };
+            self.current = workbook.worksheets().len();
+            let sheet = workbook.add_worksheet_with_constant_memory();
+            sheet.set_name(&name)?;
+            for (column, title) in self.header.iter().enumerate() {
+                sheet.write_string_with_format(0, column as u16, *title, bold)?;
+            }
+            self.row = 1;
+        }
+        let row = self.row;
+        self.row += 1;
+        Ok((workbook.worksheet_from_index(self.current)?, row))
+    }
+}
+
+fn cell(text: &str) -> &str {
+    match text.char_indices().nth(CELL_CHARS_MAX) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// The workbook of every event of `query`: sheet Events (one row per event), Records (one row
+/// per record id an event lists) and Changes (one row per changed attribute).
+fn workbook(log: &AuditLog, query: SearchQuery) -> Result<Vec<u8>, AppError> {
+    let excel = |e: XlsxError| AppError::new(ErrorCode::Internal, format!("xlsx: {e}"));
+    let mut workbook = Workbook::new();
+    let bold = Format::new().set_bold();
+    let mut events = Sheets::new("Events", &COLUMNS);
+    let mut records = Sheets::new(
+        "Records",
+        &["EventId", "Operation", "EntityName", "RecordId"],
+    );
+    let mut changes = Sheets::new("Changes", &["EventId", "Attribute", "Old", "New"]);
+    let mut failure = None;
+    for_each_event(log, query, &mut |event| {
+        let written = (|| -> Result<(), XlsxError> {
+            let (sheet, row) = events.next(&mut workbook, &bold)?;
+            for (column, value) in self::row(event).iter().enumerate() {
+                sheet.write_string(row, column as u16, cell(value))?;
+            }
+            let id = event.id.to_string();
+            for record in &event.record_ids {
+                let (sheet, row) = records.next(&mut workbook, &bold)?;
+                sheet.write_string(row, 0, &id)?;
+                sheet.write_string(row, 1, &event.operation)?;
+                sheet.write_string(row, 2, &event.entity_name)?;
+                sheet.write_string(row, 3, record.to_string())?;
+            }
+            for change in &event.changes {
+                let (sheet, row) = changes.next(&mut workbook, &bold)?;
+                sheet.write_string(row, 0, &id)?;
+                sheet.write_string(row, 1, &change.attribute)?;
+                sheet.write_string(row, 2, cell(change.old.as_deref().unwrap_or("")))?;
+                sheet.write_string(row, 3, cell(change.new.as_deref().unwrap_or("")))?;
+            }
+            Ok(())
+        })();
+        match written {
+            Ok(()) => true,
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(excel(error));
+    }
+    // An empty search still gives every sheet with its header.
+    for sheets in [&mut events, &mut records, &mut changes] {
+        if sheets.index == 0 {
+            sheets.next(&mut workbook, &bold).map_err(excel)?;
+        }
+    }
+    workbook.save_to_buffer().map_err(excel)
+}
+
+/// `GET /api/audit/export?format=…&filters`.
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::ExportAuditLog, &context);
+    draft.origin = Origin::Export;
+    let pairs = query_pairs(raw);
+    draft.query = recorded_query(&pairs);
+    let result = async {
+        audit_reader(&state, &mut draft, &headers).await?;
+        let format = ExportFormat::parse(
+            pairs
+                .iter()
+                .find(|(k, _)| k == "format")
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| AppError::bad_request("'format' is required: csv, xlsx or jsonl"))?,
+        )?;
+        let filters: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "format")
+            .cloned()
+            .collect();
+        if let Some((name, _)) = filters.iter().find(|(k, _)| k == "top" || k == "skiptoken") {
+            return Err(AppError::bad_request(format!(
+                "'{name}' does not apply to an export: it holds every matching event"
+            )));
+        }
+        let query = parse_search(&filters, state.clock.now_us())?;
+        let log = state.log.clone();
+        let counted = query.clone();
+        let count: u64 = blocking(move || log.histogram(&counted, None))
+            .await?
+            .values()
+            .sum();
+        let mut recorded = draft.clone();
+        recorded.result_count = count;
+        state.record(recorded).await?;
+        Ok::<_, AppError>((format, query, count))
+    }
+    .await;
+    let (format, query, count) = match result {
+        Ok(found) => found,
+        Err(error) => return refuse(&state, draft, error).await,
+    };
+    let body = match format {
+        ExportFormat::Xlsx => {
+            let log = state.log.clone();
+            match blocking(move || workbook(&log, query)).await {
+                Ok(bytes) => Body::from(bytes),
+                Err(error) => return error.into_response(),
+            }
+        }
+        ExportFormat::Csv | ExportFormat::Jsonl => stream(state.log.clone(), query, format),
+    };
+    let name = format!(
+        "attachment; filename=\"custos-audit-{}.{}\"",
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        format.extension()
+    );
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&name).expect("an ascii file name"),
+    );
+    headers.insert(
+        "x-custos-export-events",
+        HeaderValue::from_str(&count.to_string()).expect("digits"),
+    );
+    response
+}
+
+/// CSV or JSON lines sent as they are read, from a blocking thread.
+fn stream(log: std::sync::Arc<AuditLog>, query: SearchQuery, format: ExportFormat) -> Body {
+    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut first = true;
+        let send = |batch: &mut Vec<AuditEvent>, first: &mut bool| -> bool {
+            let chunk = match format {
+                ExportFormat::Csv => {
+                    csv_chunk(batch, *first).map_err(|e| std::io::Error::other(e.message))
+                }
+                _ => Ok(batch
+                    .iter()
+                    .flat_map(|e| {
+                        let mut line = canonical_json(e).into_bytes();
+                        line.push(b'\n');
+                        line
+                    })
+                    .collect()),
+            };
+            *first = false;
+            batch.clear();
+            sender.blocking_send(chunk).is_ok()
+        };
+        let outcome = for_each_event(&log, query, &mut |event| {
+            batch.push(event.clone());
+            batch.len() < BATCH || send(&mut batch, &mut first)
+        });
+        match outcome {
+            Ok(()) => {
+                if !batch.is_empty() || (first && format == ExportFormat::Csv) {
+                    send(&mut batch, &mut first);
+                }
+            }
+            Err(error) => {
+                let _ = sender.blocking_send(Err(std::io::Error::other(error.message)));
+            }
+        }
+    });
+    Body::from_stream(tokio_stream(receiver))
+}
+
+/// The receiver as a stream of body chunks.
+fn tokio_stream(
+    mut receiver: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}

@@ -1,0 +1,169 @@
+// The console end to end in headless Chromium (issue 5's scenario), driven by playwright-core.
+// Usage: node console.mjs <base url> <output folder>
+// Environment: ADMIN_PASSWORD, USER_UPN, USER_PASSWORD, AUDITOR_UPN, AUDITOR_PASSWORD.
+// Prints one JSON line: the account ids the user saw, the ids the auditor found, the path of
+// the exported workbook, and the screenshots taken. Throws (exit 1) when a step fails.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [base, out] = process.argv.slice(2);
+const env = process.env;
+mkdirSync(out, { recursive: true });
+const shots = [];
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+  ],
+});
+const timeout = setTimeout(() => {
+  console.error("the browser run took over 3 minutes");
+  process.exit(2);
+}, 180_000);
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/// A link of the main navigation.
+function nav(page, name) {
+  return page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true });
+}
+
+async function shot(page, name) {
+  const path = join(out, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  shots.push(path);
+}
+
+async function signIn(upn, password) {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1366, height: 850 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/ui/home`);
+  check(page.url().includes("/ui/login"), `not sent to sign in: ${page.url()}`);
+  await page.getByLabel("User name").fill(upn);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/ui\/home/);
+  return { context, page };
+}
+
+async function signOut(session) {
+  await session.page.getByRole("button", { name: "Sign out" }).click();
+  await session.page.waitForURL(/\/ui\/login/);
+  await session.context.close();
+}
+
+try {
+  // The admin turns on auditing, then read auditing (offered only once auditing is on).
+  const admin = await signIn("admin", env.ADMIN_PASSWORD);
+  let page = admin.page;
+  await shot(page, "home");
+  await nav(page, "Auditing settings").click();
+  const start = page.getByLabel("Start Auditing");
+  const read = page.getByLabel("Start Read Auditing");
+  if (!(await start.isChecked())) {
+    check(await read.isDisabled(), "read auditing is offered while auditing is off");
+    await start.check();
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.waitForURL(/saved=1/);
+  }
+  check(!(await read.isDisabled()), "read auditing is not offered while auditing is on");
+  await read.check();
+  await page.getByLabel("Audit user access (sign-in and sign-out)").check();
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.waitForURL(/saved=1/);
+  check(await page.getByLabel("Start Read Auditing").isChecked(), "read auditing did not stay on");
+  await shot(page, "auditing-settings");
+
+  // Retrieve multiple auditing for account, saved as a draft, then published.
+  await nav(page, "Customizations").click();
+  await page.getByRole("link", { name: "account", exact: true }).click();
+  await page.getByLabel("Retrieve multiple auditing").check();
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.waitForURL(/saved=1/);
+  check((await page.getByRole("status").allTextContents()).join(" ").includes("unpublished"), "the draft is not marked unpublished");
+  await shot(page, "customize-entity");
+  await page.getByRole("button", { name: "Publish all customizations" }).click();
+  await page.waitForURL(/published=1/);
+  const row = page.getByRole("row", { name: /^account / });
+  check((await row.textContent()).includes("On"), "retrieve multiple auditing is not published");
+  await shot(page, "customizations");
+  await signOut(admin);
+
+  // A second user opens the accounts view over two pages.
+  const user = await signIn(env.USER_UPN, env.USER_PASSWORD);
+  page = user.page;
+  await nav(page, "Records").click();
+  await page.getByRole("link", { name: "account", exact: true }).click();
+  await page.getByLabel("Rows per page").selectOption("10");
+  await page.getByRole("button", { name: "Show" }).click();
+  const seen = [];
+  const collect = async () => {
+    const ids = await page.locator("tbody tr[data-id]").evaluateAll((rows) => rows.map((r) => r.dataset.id));
+    seen.push(...ids);
+    return ids.length;
+  };
+  check((await collect()) === 10, "the first page does not hold 10 accounts");
+  await shot(page, "records-grid");
+  await page.getByRole("link", { name: "Next page" }).click();
+  await page.waitForURL(/page=2/);
+  const second = await collect();
+  check(second > 0, "the second page is empty");
+  await signOut(user);
+
+  // An auditor finds every account the user saw, sees the report's chart, exports to xlsx.
+  const auditor = await signIn(env.AUDITOR_UPN, env.AUDITOR_PASSWORD);
+  page = auditor.page;
+  await nav(page, "Audit search").click();
+  await page.getByLabel("User (principal name or id)").fill(env.USER_UPN);
+  await page.getByLabel("Activity (operation)").fill("RetrieveMultiple");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/user=/);
+  const found = new Set();
+  const times = page.locator("tbody tr td:first-child a");
+  const events = await times.count();
+  check(events >= 2, `expected a RetrieveMultiple event per page, found ${events}`);
+  for (let i = 0; i < events; i++) {
+    await page.locator("tbody tr td:first-child a").nth(i).click();
+    await page.waitForSelector(".detail");
+    const ids = await page.locator(".detail ul.mono li").allTextContents();
+    ids.forEach((id) => found.add(id.trim()));
+    if (i === 0) await shot(page, "audit-search");
+  }
+  const missing = seen.filter((id) => !found.has(id));
+  check(missing.length === 0, `accounts seen but not in the audit log: ${missing.join(", ")}`);
+
+  const downloadStarted = page.waitForEvent("download");
+  await page.getByRole("link", { name: "Export to Excel (xlsx)" }).click();
+  const download = await downloadStarted;
+  const workbook = join(out, "audit-search.xlsx");
+  await download.saveAs(workbook);
+
+  await nav(page, "Reports").click();
+  await page.getByRole("link", { name: "Accessed out-of-box entity" }).click();
+  await page.waitForSelector("svg.chart");
+  const bars = await page.locator("svg.chart rect.bar").count();
+  check(bars > 0, "the report has no bars");
+  const total = Number((await page.locator("p.total").textContent()).split(" ")[0]);
+  check(total > 0, "the report counts no events");
+  const chartTitle = await page.locator("svg.chart title").first().textContent();
+  check(chartTitle.includes("Accessed out-of-box entity"), `chart title: ${chartTitle}`);
+  await shot(page, "report");
+  await nav(page, "Integrity").click();
+  await page.waitForSelector("pre");
+  await shot(page, "integrity");
+  await signOut(auditor);
+
+  console.log(JSON.stringify({ seen, found: [...found], workbook, bars, total, shots }));
+} finally {
+  clearTimeout(timeout);
+  await browser.close();
+}

@@ -1,0 +1,166 @@
+//! The console end to end in a real browser (Debian's Chromium driven by playwright-core,
+//! `tests/e2e/console.mjs`): an admin turns on auditing, read auditing and retrieve multiple
+//! auditing for account and publishes; a second user pages through the accounts view; an
+//! auditor finds every account that user saw, sees the report's chart and exports the search
+//! to xlsx, which Python's openpyxl reads back here. `scripts/test` installs the browser and
+//! the packages.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const E2E: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+
+/// Record ids listed in the workbook's Records sheet, and the operations of its Events sheet.
+fn read_workbook(path: &Path) -> (BTreeSet<String>, Vec<String>) {
+    let script = r#"
+import json, sys
+from openpyxl import load_workbook
+book = load_workbook(sys.argv[1], read_only=True)
+events = [list(r) for r in book["Events"].iter_rows(values_only=True)]
+records = [list(r) for r in book["Records"].iter_rows(values_only=True)]
+header = events[0]
+op = header.index("Operation")
+print(json.dumps({"records": [r[3] for r in records[1:]], "operations": [e[op] for e in events[1:]], "header": records[0]}))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "openpyxl could not read the export (scripts/test installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        read["header"],
+        json!(["EventId", "Operation", "EntityName", "RecordId"])
+    );
+    let records = read["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    let operations = read["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    (records, operations)
+}
+
+#[test]
+fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
+    assert!(
+        Path::new(E2E).join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in {E2E}: run scripts/test, which installs it and Chromium"
+    );
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let mut created = BTreeSet::new();
+    for i in 0..15 {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": format!("Account {i:02}"), "revenue": 1000 + i})),
+        );
+        assert_eq!(response.status(), 204);
+        created.insert(entity_id(&response));
+    }
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    server.add_user(&admin, "aud@contoso.test", "aud-password-1", "Audit Reader");
+
+    let out = server.data_dir.with_file_name("e2e");
+    let output = Command::new("node")
+        .arg(Path::new(E2E).join("console.mjs"))
+        .arg(&server.base)
+        .arg(&out)
+        .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("USER_UPN", "bo@contoso.test")
+        .env("USER_PASSWORD", "bo-password-1")
+        .env("AUDITOR_UPN", "aud@contoso.test")
+        .env("AUDITOR_PASSWORD", "aud-password-1")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let seen: BTreeSet<String> = result["seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let found: BTreeSet<String> = result["found"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen, created, "two pages showed every account, once");
+    assert!(
+        seen.is_subset(&found),
+        "the auditor found every account the user saw"
+    );
+
+    // The workbook holds every record id of every page, read back by another program.
+    let (in_workbook, operations) = read_workbook(Path::new(result["workbook"].as_str().unwrap()));
+    assert!(seen.is_subset(&in_workbook));
+    assert!(operations.iter().all(|o| o == "RetrieveMultiple"));
+    assert!(operations.len() >= 2, "{operations:?}");
+
+    // What the console did is in the log as the console's: origin WebUI, the user, the pages.
+    let pages = server.audit(&admin, "operation=RetrieveMultiple&user=bo@contoso.test");
+    assert!(pages.len() >= 2);
+    for page in &pages {
+        assert_eq!(page["Origin"], "WebUI", "{page}");
+        assert_eq!(page["EntityName"], "account");
+        assert!(
+            page["UserAgent"].as_str().unwrap().contains("Chrome"),
+            "{page}"
+        );
+    }
+    let published = server.audit(&admin, "operation=PublishAllCustomizations");
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["Origin"], "WebUI");
+    let exports = server.audit(&admin, "operation=ExportAuditLog");
+    assert_eq!(exports.len(), 1);
+    assert_eq!(exports[0]["Origin"], "Export");
+    assert_eq!(exports[0]["UserUpn"], "aud@contoso.test");
+    // User access auditing went on before the admin signed out: every later sign-in and
+    // sign-out is recorded, as the console's.
+    let sign_outs = server.audit(&admin, "operation=SignOut");
+    assert_eq!(sign_outs.len(), 3, "three console sessions ended");
+    let sign_ins = server.audit(&admin, "operation=SignIn&origin=WebUI");
+    let upns: BTreeSet<&str> = sign_ins
+        .iter()
+        .map(|e| e["UserUpn"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        upns,
+        BTreeSet::from(["aud@contoso.test", "bo@contoso.test"])
+    );
+
+    for shot in result["shots"].as_array().unwrap() {
+        let size = std::fs::metadata(shot.as_str().unwrap()).unwrap().len();
+        assert!(size > 10_000, "{shot} is a real screenshot");
+    }
+    if let Ok(folder) = std::env::var("CUSTOS_SCREENSHOTS") {
+        for shot in result["shots"].as_array().unwrap() {
+            let from = Path::new(shot.as_str().unwrap());
+            std::fs::copy(from, Path::new(&folder).join(from.file_name().unwrap())).unwrap();
+        }
+    }
+}
