@@ -46,4 +46,4 @@ pub use merkle::{
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use retention::{KEEP_FOREVER, RetentionPolicy, RetentionRule};
 pub use verify::{VerifyReport, verify_log};
-pub use writer::{AuditLog, FSYNC_BUCKETS_US, LogStats, PurgedPartition, ReportSummary};
+pub use writer::{AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedPartition, ReportSummary};

@@ -63,13 +63,17 @@ pub struct LogStats {
     pub fsync_us_buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
 }
 
+/// Hears, on the writer thread, whether an append is durable and searchable (its seq) or why
+/// not. It must not block: it hands the outcome on (to a waiting thread or task).
+pub type Done = Box<dyn FnOnce(Result<Seq>) + Send>;
+
 /// What the writer is asked to do.
 enum Job {
     /// Append an event (its leaf hash computed by the caller) and answer with its seq.
     Append {
         event: Box<AuditEvent>,
         leaf: Hash,
-        done: SyncSender<Result<Seq>>,
+        done: Done,
     },
     /// Close the active segment now, so it is sealed (answered once it is closed).
     Roll { done: SyncSender<Result<()>> },
@@ -230,22 +234,60 @@ impl AuditLog {
 
     /// Appends `event` and blocks until it is durable and searchable.
     pub fn append(&self, event: AuditEvent) -> Result<Seq> {
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(Error::Unavailable("the audit writer has stopped".into()));
-        }
-        // The leaf is computed here, on the caller's thread; the writer only encodes and writes.
-        let leaf = leaf_hash(canonical_json(&event).as_bytes());
-        let (done, answer) = mpsc::sync_channel(1);
+        let (answered, answer) = mpsc::sync_channel(1);
+        let done: Done = Box::new(move |outcome| {
+            let _ = answered.send(outcome);
+        });
+        let job = self.job(event, done)?;
         self.queue
-            .send(Job::Append {
-                event: Box::new(event),
-                leaf,
-                done,
-            })
+            .send(job)
             .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
         answer
             .recv()
             .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
+    }
+
+    /// Queues `event` without blocking; `done` hears when it is durable and searchable, or
+    /// why not (also when the writer has stopped). When the queue is full the event comes back,
+    /// for the caller to wait with [`AuditLog::append`] where it may block: back-pressure,
+    /// never a drop.
+    pub fn try_append(
+        &self,
+        event: AuditEvent,
+        done: Done,
+    ) -> std::result::Result<(), (Box<AuditEvent>, Done)> {
+        let job = match self.job(event, done) {
+            Ok(job) => job,
+            // The writer has stopped: `done` already heard why.
+            Err(_) => return Ok(()),
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(Job::Append { event, done, .. })) => Err((event, done)),
+            Err(mpsc::TrySendError::Disconnected(Job::Append { done, .. })) => {
+                done(Err(Error::Unavailable(
+                    "the audit writer has stopped".into(),
+                )));
+                Ok(())
+            }
+            Err(_) => unreachable!("an append job comes back as it went"),
+        }
+    }
+
+    /// The job of appending `event`; when the writer has stopped, `done` hears so at once.
+    fn job(&self, event: AuditEvent, done: Done) -> Result<Job> {
+        if self.stopped.load(Ordering::Acquire) {
+            let error = || Error::Unavailable("the audit writer has stopped".into());
+            done(Err(error()));
+            return Err(error());
+        }
+        // The leaf is computed here, on the caller's thread; the writer only encodes and writes.
+        let leaf = leaf_hash(canonical_json(&event).as_bytes());
+        Ok(Job::Append {
+            event: Box::new(event),
+            leaf,
+            done,
+        })
     }
 
     /// Closes the active partition now (when it holds events) and waits until every complete
@@ -689,7 +731,7 @@ fn seal(shared: &Shared, partition: usize) -> Result<()> {
 struct Append {
     event: Box<AuditEvent>,
     leaf: Hash,
-    done: SyncSender<Result<Seq>>,
+    done: Done,
 }
 
 struct Writer {
@@ -751,7 +793,7 @@ impl Writer {
             Ok(first_seq) => {
                 self.record_batch(batch.len(), elapsed_us);
                 for (i, job) in batch.into_iter().enumerate() {
-                    let _ = job.done.send(Ok(first_seq + i as u64));
+                    (job.done)(Ok(first_seq + i as u64));
                 }
             }
             Err(error) => {
@@ -764,7 +806,7 @@ impl Writer {
                 }
                 let message = error.to_string();
                 for job in batch {
-                    let _ = job.done.send(Err(Error::Unavailable(message.clone())));
+                    (job.done)(Err(Error::Unavailable(message.clone())));
                 }
             }
         }

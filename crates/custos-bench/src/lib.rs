@@ -31,8 +31,10 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Timed repetitions of each query.
     pub query_runs: usize,
-    /// Length of each load phase of the `api` scenario.
+    /// Length of each side (auditing off, on) of the `api` scenario, per page size.
     pub api_phase: Duration,
+    /// Rounds the `api` scenario splits each side into, alternating off and on.
+    pub api_rounds: usize,
     /// A PostgreSQL server for the PostgreSQL baseline (`postgres://…`); skipped when `None`.
     pub postgres: Option<String>,
 }
@@ -46,7 +48,8 @@ impl Options {
             producers: 64,
             dir: None,
             query_runs: if quick { 5 } else { 30 },
-            api_phase: Duration::from_secs(if quick { 2 } else { 10 }),
+            api_phase: Duration::from_secs(if quick { 2 } else { 20 }),
+            api_rounds: if quick { 2 } else { 10 },
             postgres: None,
         }
     }

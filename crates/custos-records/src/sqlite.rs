@@ -22,7 +22,7 @@ use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
 
 /// Reader connections kept open for reuse.
-const READERS_KEPT_MAX: usize = 8;
+const READERS_KEPT_MAX: usize = 32;
 
 /// SQLite implementation of [`RecordStore`].
 pub struct SqliteStore {

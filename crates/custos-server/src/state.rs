@@ -431,10 +431,30 @@ impl AppState {
         self.log.append(event).map(|_| ()).map_err(AppError::from)
     }
 
-    /// Appends an event from async code, waiting (off the runtime's threads) until durable.
+    /// Appends an event from async code and waits until it is durable, without holding a
+    /// thread: the writer wakes this task. Only when the writer's queue is full does it wait on
+    /// a blocking thread (back-pressure).
     pub async fn record(&self, draft: EventDraft) -> Result<(), AppError> {
-        let state = self.clone();
-        blocking(move || state.append_blocking(draft)).await
+        let event = self.finish(draft);
+        let (answered, answer) = tokio::sync::oneshot::channel();
+        let done: custos_audit::Done = Box::new(move |outcome| {
+            let _ = answered.send(outcome);
+        });
+        match self.log.try_append(event, done) {
+            Ok(()) => answer
+                .await
+                .map_err(|_| {
+                    AppError::from(custos_audit::Error::Unavailable(
+                        "the audit writer stopped before answering".into(),
+                    ))
+                })?
+                .map(|_| ())
+                .map_err(AppError::from),
+            Err((event, _)) => {
+                let log = self.log.clone();
+                blocking(move || log.append(*event)).await.map(|_| ())
+            }
+        }
     }
 }
 

@@ -582,3 +582,30 @@ fn sealing_the_active_partition_indexes_it_and_appends_go_on() {
     drop(log);
     assert_eq!(open(dir.path()).len(), 4);
 }
+
+#[test]
+fn a_queued_append_hears_its_seq_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let (answered, answer) = std::sync::mpsc::channel();
+    for i in 0..5u128 {
+        let answered = answered.clone();
+        let queued = log.try_append(
+            event_at(1_800_000_000_000_000, "Retrieve", i),
+            Box::new(move |outcome| answered.send(outcome.unwrap()).unwrap()),
+        );
+        assert!(queued.is_ok(), "the queue has room");
+    }
+    log.append(event_at(1_800_000_000_000_001, "Create", 9))
+        .unwrap();
+    let mut seqs: Vec<Seq> = (0..5).map(|_| answer.recv().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        vec![0, 1, 2, 3, 4],
+        "each queued event heard its own seq"
+    );
+    assert_eq!(log.len(), 6);
+    drop(log);
+    assert_eq!(open(dir.path()).len(), 6, "and they are durable");
+}

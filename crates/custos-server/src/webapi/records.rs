@@ -126,8 +126,6 @@ pub(crate) async fn retrieve_multiple(
         .audits_retrieve_multiple(&entity.logical_name);
 
     let store = request.instance.store.clone();
-    let state = request.state.clone();
-    let mut event = draft.clone();
     let logical_name = entity.logical_name.clone();
     let (page, options) = blocking(move || -> Result<_, AppError> {
         let page = store.retrieve_multiple(&RecordQuery {
@@ -135,14 +133,15 @@ pub(crate) async fn retrieve_multiple(
             options: &options,
             page_size,
         })?;
-        if audited {
-            event.record_ids = page.records.iter().map(|r| r.id).collect();
-            event.result_count = page.records.len() as u64;
-            state.append_blocking(event)?;
-        }
         Ok((page, options))
     })
     .await?;
+    if audited {
+        let mut event = draft.clone();
+        event.record_ids = page.records.iter().map(|r| r.id).collect();
+        event.result_count = page.records.len() as u64;
+        request.state.record(event).await?;
+    }
 
     let mut body = Map::new();
     if !request.metadata_none() {
@@ -228,18 +227,15 @@ pub(crate) async fn retrieve(
         .load()
         .audits_retrieve(&entity.logical_name);
     let store = request.instance.store.clone();
-    let state = request.state.clone();
-    let mut event = draft.clone();
     let logical_name = entity.logical_name.clone();
-    let record = blocking(move || -> Result<Record, AppError> {
-        let record = store.retrieve(&logical_name, id)?;
-        if audited {
-            event.result_count = 1;
-            state.append_blocking(event)?;
-        }
-        Ok(record)
-    })
-    .await?;
+    let record =
+        blocking(move || -> Result<Record, AppError> { Ok(store.retrieve(&logical_name, id)?) })
+            .await?;
+    if audited {
+        let mut event = draft.clone();
+        event.result_count = 1;
+        request.state.record(event).await?;
+    }
     let mut body = record_json(&request, &entity, &record, select.as_deref());
     if !request.metadata_none() {
         body.insert(
