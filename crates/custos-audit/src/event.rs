@@ -285,6 +285,18 @@ string_enum! {
         PurgeAuditLog = (31, "PurgeAuditLog"),
         /// Audit events were exported (CSV, xlsx, JSON lines).
         ExportAuditLog = (32, "ExportAuditLog"),
+        /// Audit log search was turned on or off.
+        SetAuditLogSearch = (33, "SetAuditLogSearch"),
+        /// A custom audit report was saved (created or changed).
+        SaveAuditReport = (34, "SaveAuditReport"),
+        /// A custom audit report was deleted.
+        DeleteAuditReport = (35, "DeleteAuditReport"),
+        /// An alert rule was saved (created or changed).
+        SaveAlertRule = (36, "SaveAlertRule"),
+        /// An alert rule was deleted.
+        DeleteAlertRule = (37, "DeleteAlertRule"),
+        /// An alert rule matched: the alert itself.
+        AlertTriggered = (38, "AlertTriggered"),
     }
 }
 
@@ -315,6 +327,12 @@ impl Operation {
             | AccessAdminCenter
             | SearchAuditLog
             | ExportAuditLog
+            | SetAuditLogSearch
+            | SaveAuditReport
+            | DeleteAuditReport
+            | SaveAlertRule
+            | DeleteAlertRule
+            | AlertTriggered
             | PurgeAuditLog => RecordType::Admin,
         }
     }

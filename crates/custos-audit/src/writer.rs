@@ -371,6 +371,41 @@ impl AuditLog {
         Ok(Some((seq, self.read_event(location)?)))
     }
 
+    /// The events of seqs `from ..`, at most `max` of them, in log order; purged ones are
+    /// skipped. For followers of the log (alerts, asynchronous queries) that keep a cursor.
+    pub fn read_from(&self, from: Seq, max: usize) -> Result<Vec<(Seq, AuditEvent)>> {
+        let mut places = Vec::new();
+        {
+            let partitions = self.shared.partitions.read().expect("partitions lock");
+            let start = partitions.partition_point(|p| p.first_seq + p.n_events <= from);
+            'partitions: for (i, partition) in partitions.iter().enumerate().skip(start) {
+                let first_ordinal = from.saturating_sub(partition.first_seq);
+                for ordinal in first_ordinal..partition.n_events {
+                    if places.len() >= max {
+                        break 'partitions;
+                    }
+                    let place = match &partition.state {
+                        PartState::Live(index) => index.place(ordinal as u32)?,
+                        PartState::Frozen { index, .. } => index.place(ordinal as u32)?,
+                        PartState::Sealed(index) => index.place(ordinal as u32)?,
+                        PartState::Purged => continue 'partitions,
+                    };
+                    places.push((
+                        partition.first_seq + ordinal,
+                        Location {
+                            partition: i,
+                            place,
+                        },
+                    ));
+                }
+            }
+        }
+        places
+            .into_iter()
+            .map(|(seq, location)| Ok((seq, self.read_event(location)?)))
+            .collect()
+    }
+
     /// Where the event with id `id` is. Event ids are UUIDv7, stamped when the event was made,
     /// so the partitions whose time range is near that stamp are asked first.
     fn find(&self, id: Uuid) -> Result<Option<(Seq, Location)>> {

@@ -124,6 +124,12 @@ pub(crate) async fn audit_reader(
             caller.principal.upn
         )));
     }
+    if !state.search_enabled() {
+        return Err(AppError::new(
+            crate::error::ErrorCode::Conflict,
+            "audit log search is turned off; an Audit Manager can turn it on (PUT /api/audit/settings)",
+        ));
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 mod audit;
 mod audit_api;
+mod audit_settings;
 mod auth;
 mod console;
 mod context;
@@ -73,6 +74,10 @@ pub(crate) fn api_routes() -> Router<AppState> {
             get(retention::get).put(retention::put),
         )
         .route("/api/audit/retention/run", post(retention::run))
+        .route(
+            "/api/audit/settings",
+            get(audit_settings::get).put(audit_settings::put),
+        )
         .route("/api/audit/checkpoint", get(audit_api::checkpoint))
         .route("/api/audit/key", get(audit_api::key))
         .route("/api/audit/proofs/inclusion", get(audit_api::inclusion))

@@ -18,6 +18,7 @@ use custos_records::{ORGANIZATION_ENTITY, Value};
 use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
+use crate::audit_settings::audit_manager;
 use crate::auth::authenticate;
 use crate::context::RequestContext;
 use crate::error::AppError;
@@ -229,14 +230,7 @@ pub(crate) async fn put(
 ) -> Response {
     let mut draft = EventDraft::new(Operation::SetRetention, &context);
     let result = async {
-        let caller = authenticate(&state, &headers)?;
-        draft.set_caller(&caller);
-        if !caller.can_manage_audit(&state) {
-            return Err(AppError::forbidden(format!(
-                "user '{}' needs the Audit Manager role to change retention",
-                caller.principal.upn
-            )));
-        }
+        audit_manager(&state, &mut draft, &headers, "change retention")?;
         let body: Json = serde_json::from_slice(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let (default_days, rules) = parse(&body)?;
@@ -264,14 +258,7 @@ pub(crate) async fn run(
 ) -> Response {
     let mut draft = EventDraft::new(Operation::PurgeAuditLog, &context);
     let result = async {
-        let caller = authenticate(&state, &headers)?;
-        draft.set_caller(&caller);
-        if !caller.can_manage_audit(&state) {
-            return Err(AppError::forbidden(format!(
-                "user '{}' needs the Audit Manager role to run retention",
-                caller.principal.upn
-            )));
-        }
+        audit_manager(&state, &mut draft, &headers, "run retention")?;
         let worker = state.clone();
         let purged = blocking(move || purge(&worker)).await?;
         Ok(axum::Json(json!({"purged": partitions_json(&purged)})).into_response())

@@ -157,6 +157,8 @@ pub struct Inner {
     /// Signed-out sessions, by id, with the time (seconds) after which their tokens have
     /// expired anyway; kept in the directory's settings so a restart still refuses them.
     revoked: RwLock<HashMap<Uuid, i64>>,
+    /// Whether audit log search is on (SPEC §8); kept in the directory's settings.
+    search_enabled: std::sync::atomic::AtomicBool,
 }
 
 /// The directory setting that keeps the revoked sessions.
@@ -235,6 +237,10 @@ impl AppState {
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
         let log = Arc::new(AuditLog::open(audit_log_config(&data_dir, &directory)?)?);
+        let search_enabled = directory
+            .setting(crate::audit_settings::SEARCH_SETTING)?
+            .as_deref()
+            != Some("off");
         let revoked = directory
             .setting(REVOKED_SETTING)?
             .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
@@ -248,6 +254,7 @@ impl AppState {
             clock,
             metrics: Arc::new(Metrics::default()),
             revoked: RwLock::new(revoked),
+            search_enabled: std::sync::atomic::AtomicBool::new(search_enabled),
         }));
         state.first_run()?;
         for info in state.directory.instances()? {
@@ -396,6 +403,22 @@ impl AppState {
             return String::new();
         }
         format!("http://{}/{instance}", self.config.listen)
+    }
+
+    /// Whether audit log search is on.
+    pub fn search_enabled(&self) -> bool {
+        self.search_enabled
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Turns audit log search on or off, durably. Call from blocking code.
+    pub(crate) fn set_search_enabled(&self, enabled: bool) -> Result<(), AppError> {
+        let value = if enabled { "on" } else { "off" };
+        self.directory
+            .set_setting(crate::audit_settings::SEARCH_SETTING, value)?;
+        self.search_enabled
+            .store(enabled, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Whether session `id` was signed out.

@@ -609,3 +609,35 @@ fn a_queued_append_hears_its_seq_once_durable() {
     drop(log);
     assert_eq!(open(dir.path()).len(), 6, "and they are durable");
 }
+
+#[test]
+fn followers_read_the_log_in_order_from_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let now = 1_800_000_000_000_000i64;
+    let mut ids = Vec::new();
+    for day in 0..3 {
+        for i in 0..4 {
+            let event = event_at(now + day * DAY + i, "Retrieve", (day * 4 + i) as u128);
+            ids.push(event.id);
+            log.append(event).unwrap();
+        }
+    }
+    log.wait_sealed().unwrap();
+    let all = log.read_from(0, 100).unwrap();
+    assert_eq!(all.iter().map(|(_, e)| e.id).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>()
+    );
+    let some = log.read_from(3, 3).unwrap();
+    assert_eq!(
+        some.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![3, 4, 5],
+        "across a partition's end"
+    );
+    assert!(
+        log.read_from(12, 10).unwrap().is_empty(),
+        "nothing past the end"
+    );
+}

@@ -12,4 +12,5 @@ mod reindex;
 mod reports;
 mod retention;
 mod retrieve_multiple;
+mod search_switch;
 mod tamper;
