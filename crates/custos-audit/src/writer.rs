@@ -406,6 +406,15 @@ impl AuditLog {
             .collect()
     }
 
+    /// The event of `seq`, unless retention purged it (or the log does not reach it).
+    pub fn get_seq(&self, seq: Seq) -> Result<Option<AuditEvent>> {
+        Ok(self
+            .read_from(seq, 1)?
+            .into_iter()
+            .find(|(found, _)| *found == seq)
+            .map(|(_, event)| event))
+    }
+
     /// Where the event with id `id` is. Event ids are UUIDv7, stamped when the event was made,
     /// so the partitions whose time range is near that stamp are asked first.
     fn find(&self, id: Uuid) -> Result<Option<(Seq, Location)>> {

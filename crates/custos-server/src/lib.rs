@@ -13,6 +13,7 @@ mod error;
 mod export;
 mod maintenance;
 mod metrics;
+mod queries;
 mod reports;
 mod retention;
 mod state;
@@ -67,6 +68,12 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
         .route("/api/audit/export", get(export::export))
+        .route(
+            "/api/audit/queries",
+            get(queries::list).post(queries::create),
+        )
+        .route("/api/audit/queries/{id}", get(queries::get))
+        .route("/api/audit/queries/{id}/records", get(queries::records))
         .route("/api/audit/reports", get(reports::list))
         .route("/api/audit/reports/{id}", get(reports::get))
         .route(
@@ -125,6 +132,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 /// retention purge.
 pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     tokio::spawn(retention::purge_periodically(state.clone()));
+    queries::resume(&state);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
 }

@@ -8,6 +8,7 @@ mod errors;
 mod fail_closed;
 mod integrity;
 mod publish;
+mod queries;
 mod reindex;
 mod reports;
 mod retention;
