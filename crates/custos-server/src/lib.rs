@@ -74,8 +74,18 @@ pub(crate) fn api_routes() -> Router<AppState> {
         )
         .route("/api/audit/queries/{id}", get(queries::get))
         .route("/api/audit/queries/{id}/records", get(queries::records))
-        .route("/api/audit/reports", get(reports::list))
-        .route("/api/audit/reports/{id}", get(reports::get))
+        .route(
+            "/api/audit/reports",
+            get(reports::list).post(reports::create),
+        )
+        .route(
+            "/api/audit/reports/{id}",
+            get(reports::get)
+                .put(reports::update)
+                .delete(reports::delete),
+        )
+        .route("/api/audit/reports/{id}/runs", get(reports::runs))
+        .route("/api/audit/subjects/{record}", get(reports::subject))
         .route(
             "/api/audit/retention",
             get(retention::get).put(retention::put),
@@ -133,6 +143,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     tokio::spawn(retention::purge_periodically(state.clone()));
     queries::resume(&state);
+    tokio::spawn(reports::schedule(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
 }

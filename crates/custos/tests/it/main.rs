@@ -13,5 +13,6 @@ mod reindex;
 mod reports;
 mod retention;
 mod retrieve_multiple;
+mod saved_reports;
 mod search_switch;
 mod tamper;
