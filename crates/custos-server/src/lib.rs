@@ -3,6 +3,7 @@
 //! operation, asks the audit policy and makes the audit event durable before answering.
 #![warn(missing_docs)]
 
+mod alerts;
 mod audit;
 mod audit_api;
 mod audit_settings;
@@ -68,6 +69,11 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
         .route("/api/audit/export", get(export::export))
+        .route("/api/audit/alerts", get(alerts::list).post(alerts::create))
+        .route(
+            "/api/audit/alerts/{id}",
+            axum::routing::delete(alerts::delete),
+        )
         .route(
             "/api/audit/queries",
             get(queries::list).post(queries::create),
@@ -144,6 +150,16 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
     tokio::spawn(retention::purge_periodically(state.clone()));
     queries::resume(&state);
     tokio::spawn(reports::schedule(state.clone()));
+    let followers = state.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || alerts::init_cursors(&followers))
+        .await
+        .expect("setting cursors does not panic")
+    {
+        tracing::error!(error = %error.message, "alerts are off: their cursors could not be set");
+    } else {
+        tokio::spawn(alerts::detect(state.clone()));
+        tokio::spawn(alerts::notify(state.clone()));
+    }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
 }
