@@ -271,11 +271,13 @@ fn volume(event: &AuditEvent) -> u64 {
     (event.record_ids.len() as u64).max(event.result_count)
 }
 
-/// The sliding windows of volume rules: per (rule, user), the recent events' times, counts and
-/// ids.
+/// An event in a volume window: its time, the records it counts, its id.
+type Counted = (i64, u64, Uuid);
+
+/// The sliding windows of volume rules: per (rule id, user), the recent events.
 #[derive(Default)]
 struct Windows {
-    open: HashMap<(String, String), VecDeque<(i64, u64, Uuid)>>,
+    open: HashMap<(String, String), VecDeque<Counted>>,
 }
 
 impl Windows {
