@@ -8,6 +8,10 @@
 //!
 //! The export is recorded before the first byte is sent (`ExportAuditLog`, origin `Export`),
 //! with the filters and the number of events it holds, counted from the index.
+//!
+//! A long export runs as a job instead (`POST /api/audit/exports`): the file is written in the
+//! data directory (`audit-exports/`, kept 7 days) while `GET /api/audit/exports/{id}` reports
+//! how many events are done of how many, and `…/file` sends it once it is complete.
 
 use axum::body::Body;
 use axum::extract::{Extension, RawQuery, State};
@@ -17,7 +21,9 @@ use custos_audit::{
     AuditEvent, AuditLog, Operation, Origin, SearchQuery, canonical_json, format_creation_time,
 };
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
+use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::audit::EventDraft;
 use crate::audit_api::{audit_reader, parse_search, query_pairs, recorded_query};
@@ -227,7 +233,11 @@ fn cell(text: &str) -> &str {
 
 /// The workbook of every event of `query`: sheet Events (one row per event), Records (one row
 /// per record id an event lists) and Changes (one row per changed attribute).
-fn workbook(log: &AuditLog, query: SearchQuery) -> Result<Vec<u8>, AppError> {
+fn workbook(
+    log: &AuditLog,
+    query: SearchQuery,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<u8>, AppError> {
     let excel = |e: XlsxError| AppError::new(ErrorCode::Internal, format!("xlsx: {e}"));
     let mut workbook = Workbook::new();
     let bold = Format::new().set_bold();
@@ -238,7 +248,10 @@ fn workbook(log: &AuditLog, query: SearchQuery) -> Result<Vec<u8>, AppError> {
     );
     let mut changes = Sheets::new("Changes", &["EventId", "Attribute", "Old", "New"]);
     let mut failure = None;
+    let mut done = 0u64;
     for_each_event(log, query, &mut |event| {
+        done += 1;
+        progress(done);
         let written = (|| -> Result<(), XlsxError> {
             let (sheet, row) = events.next(&mut workbook, &bold)?;
             for (column, value) in self::row(event).iter().enumerate() {
@@ -331,7 +344,7 @@ pub(crate) async fn export(
     let body = match format {
         ExportFormat::Xlsx => {
             let log = state.log.clone();
-            match blocking(move || workbook(&log, query)).await {
+            match blocking(move || workbook(&log, query, &mut |_| {})).await {
                 Ok(bytes) => Body::from(bytes),
                 Err(error) => return error.into_response(),
             }
@@ -356,43 +369,75 @@ pub(crate) async fn export(
     response
 }
 
+/// Writes every event of `query` in `format`, handing each chunk to `sink` as it is ready
+/// (CSV and JSON lines every batch; the workbook once it is whole) until `sink` says stop,
+/// and telling `progress` how many events are written.
+fn write_export(
+    log: &AuditLog,
+    query: SearchQuery,
+    format: ExportFormat,
+    sink: &mut dyn FnMut(Vec<u8>) -> bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), AppError> {
+    if format == ExportFormat::Xlsx {
+        let bytes = workbook(log, query, progress)?;
+        sink(bytes);
+        return Ok(());
+    }
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut first = true;
+    let mut done = 0u64;
+    let mut flush = |batch: &mut Vec<AuditEvent>, first: &mut bool| -> Result<bool, AppError> {
+        let chunk = match format {
+            ExportFormat::Csv => csv_chunk(batch, *first)?,
+            _ => batch
+                .iter()
+                .flat_map(|e| {
+                    let mut line = canonical_json(e).into_bytes();
+                    line.push(b'\n');
+                    line
+                })
+                .collect(),
+        };
+        *first = false;
+        done += batch.len() as u64;
+        progress(done);
+        batch.clear();
+        Ok(sink(chunk))
+    };
+    let mut failure = None;
+    for_each_event(log, query, &mut |event| {
+        batch.push(event.clone());
+        if batch.len() < BATCH {
+            return true;
+        }
+        flush(&mut batch, &mut first).unwrap_or_else(|error| {
+            failure = Some(error);
+            false
+        })
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if !batch.is_empty() || first {
+        flush(&mut batch, &mut first)?;
+    }
+    Ok(())
+}
+
 /// CSV or JSON lines sent as they are read, from a blocking thread.
 fn stream(log: std::sync::Arc<AuditLog>, query: SearchQuery, format: ExportFormat) -> Body {
     let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut first = true;
-        let send = |batch: &mut Vec<AuditEvent>, first: &mut bool| -> bool {
-            let chunk = match format {
-                ExportFormat::Csv => {
-                    csv_chunk(batch, *first).map_err(|e| std::io::Error::other(e.message))
-                }
-                _ => Ok(batch
-                    .iter()
-                    .flat_map(|e| {
-                        let mut line = canonical_json(e).into_bytes();
-                        line.push(b'\n');
-                        line
-                    })
-                    .collect()),
-            };
-            *first = false;
-            batch.clear();
-            sender.blocking_send(chunk).is_ok()
-        };
-        let outcome = for_each_event(&log, query, &mut |event| {
-            batch.push(event.clone());
-            batch.len() < BATCH || send(&mut batch, &mut first)
-        });
-        match outcome {
-            Ok(()) => {
-                if !batch.is_empty() || (first && format == ExportFormat::Csv) {
-                    send(&mut batch, &mut first);
-                }
-            }
-            Err(error) => {
-                let _ = sender.blocking_send(Err(std::io::Error::other(error.message)));
-            }
+        let outcome = write_export(
+            &log,
+            query,
+            format,
+            &mut |chunk| sender.blocking_send(Ok(chunk)).is_ok(),
+            &mut |_| {},
+        );
+        if let Err(error) = outcome {
+            let _ = sender.blocking_send(Err(std::io::Error::other(error.message)));
         }
     });
     Body::from_stream(tokio_stream(receiver))
@@ -403,4 +448,281 @@ fn tokio_stream(
     mut receiver: mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// Days an export job's file is kept.
+const JOB_KEPT_DAYS: i64 = 7;
+
+/// The folder of export jobs' files.
+fn jobs_folder(state: &AppState) -> std::path::PathBuf {
+    state.config.data_dir.join("audit-exports")
+}
+
+fn job_file(folder: &std::path::Path, id: Uuid, format: ExportFormat) -> std::path::PathBuf {
+    folder.join(format!("{id}.{}", format.extension()))
+}
+
+fn internal(error: impl std::fmt::Display) -> AppError {
+    AppError::new(ErrorCode::Internal, error.to_string())
+}
+
+/// A job's status, kept in memory while it runs and in `<id>.json` once it ends.
+fn set_job(state: &AppState, id: Uuid, status: Json) {
+    state
+        .export_jobs
+        .lock()
+        .expect("export jobs lock")
+        .insert(id, status);
+}
+
+fn job_status(state: &AppState, id: Uuid) -> Result<Option<Json>, AppError> {
+    if let Some(status) = state.export_jobs.lock().expect("export jobs lock").get(&id) {
+        return Ok(Some(status.clone()));
+    }
+    let path = jobs_folder(state).join(format!("{id}.json"));
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Runs an export job: the file written beside its status, progress counted as it goes.
+fn run_job(state: &AppState, id: Uuid, format: ExportFormat, query: SearchQuery, mut status: Json) {
+    use std::io::Write;
+    let folder = jobs_folder(state);
+    let outcome = (|| -> Result<(), AppError> {
+        std::fs::create_dir_all(&folder).map_err(internal)?;
+        let path = job_file(&folder, id, format);
+        let temporary = path.with_extension("part");
+        let mut file = std::fs::File::create(&temporary).map_err(internal)?;
+        let mut failure = None;
+        write_export(
+            &state.log,
+            query,
+            format,
+            &mut |chunk| match file.write_all(&chunk) {
+                Ok(()) => true,
+                Err(error) => {
+                    failure = Some(internal(error));
+                    false
+                }
+            },
+            &mut |done| {
+                let mut running = status.clone();
+                running["done"] = json!(done);
+                set_job(state, id, running);
+            },
+        )?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        file.sync_all().map_err(internal)?;
+        std::fs::rename(&temporary, &path).map_err(internal)
+    })();
+    match outcome {
+        Ok(()) => {
+            status["status"] = json!("succeeded");
+            status["done"] = status["total"].clone();
+        }
+        Err(error) => {
+            status["status"] = json!("failed");
+            status["error"] = json!(error.message);
+        }
+    }
+    let saved = std::fs::write(folder.join(format!("{id}.json")), status.to_string());
+    if let Err(error) = saved {
+        tracing::error!(export = %id, %error, "export status not saved");
+    }
+    set_job(state, id, status);
+}
+
+/// On start: deletes export files past their days, and the half-written files of jobs a stop
+/// interrupted (such a job is gone: its status was only in memory).
+pub(crate) fn tidy_jobs(state: &AppState) {
+    let folder = jobs_folder(state);
+    let Ok(entries) = std::fs::read_dir(&folder) else {
+        return;
+    };
+    let oldest = std::time::SystemTime::now()
+        - std::time::Duration::from_secs(JOB_KEPT_DAYS as u64 * 86_400);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified < oldest);
+        if old || path.extension().is_some_and(|e| e == "part") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// `POST /api/audit/exports` (`{"format", "search"}`): starts an export in the background; its
+/// progress is at `GET /api/audit/exports/{id}` and its file, once done, at `…/file`.
+pub(crate) async fn start_job(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::ExportAuditLog, &context);
+    draft.origin = Origin::Export;
+    let result = async {
+        audit_reader(&state, &mut draft, &headers).await?;
+        let body: Json = serde_json::from_slice(&body)
+            .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let search = body["search"].as_str().unwrap_or("");
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(search.as_bytes())
+            .into_owned()
+            .collect();
+        let named = body["format"].as_str().unwrap_or("");
+        draft.query = format!("format={named}&{}", recorded_query(&pairs));
+        let format = ExportFormat::parse(named)?;
+        if let Some((name, _)) = pairs.iter().find(|(k, _)| k == "top" || k == "skiptoken") {
+            return Err(AppError::bad_request(format!(
+                "'{name}' does not apply to an export: it holds every matching event"
+            )));
+        }
+        let query = parse_search(&pairs, state.clock.now_us())?;
+        let log = state.log.clone();
+        let counted = query.clone();
+        let total: u64 = blocking(move || log.histogram(&counted, None))
+            .await?
+            .values()
+            .sum();
+        let mut recorded = draft.clone();
+        recorded.result_count = total;
+        state.record(recorded).await?;
+        let id = Uuid::new_v4();
+        let status = json!({
+            "id": id,
+            "format": format.extension(),
+            "search": search,
+            "status": "running",
+            "done": 0,
+            "total": total,
+            "createdBy": draft.user_upn,
+            "createdDateTime": format_creation_time(state.clock.now_us()),
+            "file": format!("/api/audit/exports/{id}/file"),
+        });
+        set_job(&state, id, status.clone());
+        let worker = state.clone();
+        let running = status.clone();
+        tokio::task::spawn_blocking(move || run_job(&worker, id, format, query, running));
+        Ok::<_, AppError>((axum::http::StatusCode::ACCEPTED, axum::Json(status)).into_response())
+    }
+    .await;
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(&state, draft, error).await,
+    }
+}
+
+/// The caller may read export jobs (an Audit Reader while search is on).
+async fn job_reader(
+    state: &AppState,
+    context: &RequestContext,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let mut draft = EventDraft::new(Operation::SearchAuditLog, context);
+    match audit_reader(state, &mut draft, headers).await {
+        Ok(()) => Ok(()),
+        Err(error) => Err(refuse(state, draft, error).await),
+    }
+}
+
+fn job_id(text: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(text)
+        .map_err(|_| AppError::bad_request(format!("'{text}' is not an export id")))
+}
+
+/// `GET /api/audit/exports/{id}`.
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(refused) = job_reader(&state, &context, &headers).await {
+        return refused;
+    }
+    let found = job_id(&id).and_then(|id| job_status(&state, id));
+    match found {
+        Ok(Some(status)) => axum::Json(status).into_response(),
+        Ok(None) => AppError::not_found(format!("no export {id}")).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /api/audit/exports/{id}/file`.
+pub(crate) async fn job_file_download(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(refused) = job_reader(&state, &context, &headers).await {
+        return refused;
+    }
+    let result = async {
+        let id = job_id(&id)?;
+        let status = job_status(&state, id)?
+            .ok_or_else(|| AppError::not_found(format!("no export {id}")))?;
+        if status["status"] != "succeeded" {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "export {id} is {}: its file is ready once it succeeded",
+                    status["status"].as_str().unwrap_or("unknown")
+                ),
+            ));
+        }
+        let format = ExportFormat::parse(status["format"].as_str().unwrap_or(""))?;
+        let body = file_stream(job_file(&jobs_folder(&state), id, format));
+        let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!(
+                "attachment; filename=\"custos-audit-{id}.{}\"",
+                format.extension()
+            ))
+            .expect("an ascii file name"),
+        );
+        Ok::<_, AppError>(response)
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A file's bytes as a stream of body chunks, read on a blocking thread.
+fn file_stream(path: std::path::PathBuf) -> Body {
+    use std::io::Read;
+    let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        loop {
+            let mut buffer = vec![0u8; 64 << 10];
+            match file.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    if sender.blocking_send(Ok(buffer)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(error));
+                    return;
+                }
+            }
+        }
+    });
+    Body::from_stream(tokio_stream(receiver))
 }

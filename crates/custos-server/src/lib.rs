@@ -68,6 +68,12 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route("/oauth2/logout", post(auth::logout))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
+        .route("/api/audit/exports", post(export::start_job))
+        .route("/api/audit/exports/{id}", get(export::job))
+        .route(
+            "/api/audit/exports/{id}/file",
+            get(export::job_file_download),
+        )
         .route("/api/audit/export", get(export::export))
         .route("/api/audit/alerts", get(alerts::list).post(alerts::create))
         .route(
@@ -149,6 +155,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     tokio::spawn(retention::purge_periodically(state.clone()));
     queries::resume(&state);
+    export::tidy_jobs(&state);
     tokio::spawn(reports::schedule(state.clone()));
     let followers = state.clone();
     if let Err(error) = tokio::task::spawn_blocking(move || alerts::init_cursors(&followers))

@@ -159,6 +159,8 @@ pub struct Inner {
     revoked: RwLock<HashMap<Uuid, i64>>,
     /// Whether audit log search is on (SPEC §8); kept in the directory's settings.
     search_enabled: std::sync::atomic::AtomicBool,
+    /// Export jobs by id: their status while they run (then also in their folder).
+    pub(crate) export_jobs: std::sync::Mutex<HashMap<Uuid, serde_json::Value>>,
 }
 
 /// The directory setting that keeps the revoked sessions.
@@ -255,6 +257,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             revoked: RwLock::new(revoked),
             search_enabled: std::sync::atomic::AtomicBool::new(search_enabled),
+            export_jobs: std::sync::Mutex::new(HashMap::new()),
         }));
         state.first_run()?;
         for info in state.directory.instances()? {

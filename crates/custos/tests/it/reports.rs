@@ -113,3 +113,80 @@ fn reports_need_the_audit_reader_role_and_check_their_input() {
     ));
     assert_eq!(status, 404);
 }
+
+#[test]
+fn an_export_job_reports_progress_and_hands_over_its_file() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    for i in 0..30 {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": format!("Export {i}")})),
+        );
+        assert_eq!(response.status(), 204);
+    }
+    let exports = format!("{}/api/audit/exports", server.base);
+    let (status, _, message) = odata_error(send(
+        client().post(&exports),
+        &admin,
+        Some(json!({"format": "pdf", "search": "operation=Create"})),
+    ));
+    assert_eq!(status, 400);
+    assert!(message.contains("csv, xlsx or jsonl"), "{message}");
+    let started = send(
+        client().post(&exports),
+        &admin,
+        Some(json!({"format": "jsonl", "search": "operation=Create&entity=account"})),
+    );
+    assert_eq!(started.status(), 202);
+    let job: serde_json::Value = started.json().unwrap();
+    assert_eq!(job["total"], 30);
+    let id = job["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let done = loop {
+        let status = get_json(&format!("{exports}/{id}"), &admin);
+        if status["status"] == "succeeded" {
+            break status;
+        }
+        assert_ne!(status["status"], "failed", "{status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the export ran too long"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(done["done"], 30);
+    let file = send(client().get(format!("{exports}/{id}/file")), &admin, None);
+    assert_eq!(file.status(), 200);
+    assert!(
+        file.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .ends_with(".jsonl\"")
+    );
+    let text = file.text().unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 30);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["Operation"] == "Create" && l["EntityName"] == "account")
+    );
+    let recorded = server.audit(&admin, "operation=ExportAuditLog&status=Succeeded");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["ResultCount"], 30);
+    assert_eq!(recorded[0]["Origin"], "Export");
+    let refused = server.audit(&admin, "operation=ExportAuditLog&status=Failed");
+    assert_eq!(refused.len(), 1, "the refused format is recorded too");
+    assert_eq!(refused[0]["Query"], "format=pdf&operation=Create");
+    let missing = send(
+        client().get(format!("{exports}/00000000-0000-0000-0000-000000000000")),
+        &admin,
+        None,
+    );
+    assert_eq!(missing.status(), 404);
+}
