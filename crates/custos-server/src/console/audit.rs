@@ -109,7 +109,7 @@ fn detail(record: &Json) -> Markup {
             h3 { "Record ids (" (object.get("RecordIds").and_then(Json::as_array).map_or(0, Vec::len)) ")" }
             ul.mono {
                 @for id in object.get("RecordIds").and_then(Json::as_array).into_iter().flatten() {
-                    li { (text(id)) }
+                    li { a href={ "/ui/audit/subjects/" (text(id)) } title="Every event that touched this record" { (text(id)) } }
                 }
             }
             @if let Some(changes) = object.get("Changes").and_then(Json::as_array).filter(|c| !c.is_empty()) {
@@ -178,11 +178,7 @@ pub(crate) async fn search(
         pairs.extend_from_slice(extra);
         query_string(pairs)
     };
-    let export = |format: &str| {
-        let mut pairs = filters.clone();
-        pairs.push(("format", format));
-        format!("/api/audit/export?{}", query_string(pairs))
-    };
+    let search_text = query_string(filters.clone());
     let body = html! {
         (search_form(&params))
         @if let Some(problem) = &problem {
@@ -191,9 +187,17 @@ pub(crate) async fn search(
         @if searched && problem.is_none() {
             div.actions {
                 span.muted { (rows.len()) " events on this page, newest first." }
-                a.button.secondary href=(export("xlsx")) download { "Export to Excel (xlsx)" }
-                a.button.secondary href=(export("csv")) download { "Export CSV" }
-                a.button.secondary href=(export("jsonl")) download { "Export JSON lines" }
+                @for (format, label) in [("xlsx", "Export to Excel (xlsx)"), ("csv", "Export CSV"), ("jsonl", "Export JSON lines")] {
+                    form method="post" action="/ui/audit/exports" {
+                        input type="hidden" name="format" value=(format);
+                        input type="hidden" name="search" value=(search_text);
+                        button.secondary type="submit" { (label) }
+                    }
+                }
+                form method="post" action="/ui/audit/queries" {
+                    input type="hidden" name="search" value=(search_text);
+                    button.secondary type="submit" { "Run as a background query" }
+                }
             }
             div.split {
                 div {
@@ -255,6 +259,15 @@ pub(crate) async fn reports(
     headers: HeaderMap,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/reports");
+    let list = call!(console, "Reports", Method::GET, "/api/audit/reports", None);
+    let saved: Vec<Json> = list.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["kind"] == "saved")
+        .cloned()
+        .collect();
+    let manager = console.caller.can_manage_audit(&state);
     let body = html! {
         p { "The Dynamics 365 activity reports. Each counts the events of its kind over a time range, by hour or day, with the users, activities and entities behind them." }
         div.cards {
@@ -262,6 +275,40 @@ pub(crate) async fn reports(
                 section.card {
                     h2 { a href={ "/ui/audit/reports/" (report.id) } { (report.name) } }
                     p { (report.description) }
+                }
+            }
+        }
+        h2 { "Custom reports" }
+        table {
+            thead { tr { th scope="col" { "Report" } th scope="col" { "Search" } th scope="col" { "Grouped by" } th scope="col" { "Schedule" } th scope="col" { "By" } } }
+            tbody {
+                @for report in &saved {
+                    tr {
+                        td { a href={ "/ui/audit/reports/" (text(&report["id"])) } { (text(&report["name"])) } }
+                        td { code { (text(&report["search"])) } }
+                        td { (text(&report["groupBy"])) }
+                        td { (text(&report["schedule"])) }
+                        td { (text(&report["createdBy"])) }
+                    }
+                }
+            }
+        }
+        @if manager {
+            form method="post" action="/ui/audit/reports" {
+                fieldset {
+                    legend { "New custom report" }
+                    p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }
+                    p { label for="search" { "Search (filters of the audit search, e.g. operation=ExportToExcel&entity=contact)" } input id="search" name="search" type="text"; }
+                    p {
+                        label for="groupBy" { "Group by" }
+                        select id="groupBy" name="groupBy" { option value="user" { "User" } option value="operation" { "Activity" } option value="entity" { "Entity" } }
+                    }
+                    p {
+                        label for="schedule" { "Run on a schedule" }
+                        select id="schedule" name="schedule" { option value="none" { "No" } option value="hourly" { "Hourly" } option value="daily" { "Daily" } option value="weekly" { "Weekly" } }
+                    }
+                    p { label for="rangeDays" { "Days a scheduled run covers" } input id="rangeDays" name="rangeDays" type="number" min="1" max="366" value="7"; }
+                    div.actions { button type="submit" { "Save report" } }
                 }
             }
         }
@@ -351,10 +398,19 @@ pub(crate) async fn report(
             (chart::bars(&format!("{name}: events per {bucket}"), &bars))
             figcaption { "Events per " (bucket) ". " a href={ "/ui/audit/search?" (search) } { "See the events" } }
         }
+        @if let Some(group_by) = report["groupBy"].as_str() {
+            @let heading = match group_by { "user" => "User", "operation" => "Activity", _ => "Entity" };
+            (top_table(&format!("Events by {heading}"), group_by, heading, &report["groups"]))
+        }
         div.tops {
             (top_table("Top users", "user", "User", &report["topUsers"]))
             (top_table("Top activities", "operation", "Activity", &report["topOperations"]))
             (top_table("Top entities", "entity", "Entity", &report["topEntities"]))
+        }
+        @if report["kind"] == "saved" && console.caller.can_manage_audit(&console.state) {
+            form method="post" action={ "/ui/audit/reports/" (id) "/delete" } {
+                button.danger type="submit" { "Delete this report" }
+            }
         }
     };
     Page {
@@ -381,6 +437,14 @@ pub(crate) async fn retention(
         None
     );
     let settings = settings.json;
+    let switch = call!(
+        console,
+        "Retention",
+        Method::GET,
+        "/api/audit/settings",
+        None
+    );
+    let search_on = switch.json["searchEnabled"].as_bool().unwrap_or(true);
     let list = |value: &Json| {
         value
             .as_array()
@@ -409,6 +473,17 @@ pub(crate) async fn retention(
                         }
                     }
                 }
+            }
+        }
+        form method="post" action="/ui/audit/settings" {
+            fieldset {
+                legend { "Audit log search" }
+                div.check {
+                    input id="searchEnabled" name="searchEnabled" type="checkbox" value="true" checked[search_on];
+                    label for="searchEnabled" { "Audit log search is on" }
+                }
+                p.muted { "Turned off, no one can search, report on or export the audit log; recording goes on. Turning it off or on is itself recorded." }
+                div.actions { button type="submit" { "Save" } }
             }
         }
         form method="post" action="/ui/audit/retention" {
@@ -537,4 +612,501 @@ pub(crate) async fn integrity(
         body,
     }
     .render(&console)
+}
+
+/// `POST /ui/audit/exports`: starts an export job of a search, then shows its progress.
+pub(crate) async fn start_export(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/search");
+    let body = json!({
+        "format": form.get("format").cloned().unwrap_or_default(),
+        "search": form.get("search").cloned().unwrap_or_default(),
+    });
+    let job = call!(
+        console,
+        "Export",
+        Method::POST,
+        "/api/audit/exports",
+        Some(body)
+    );
+    see_other(&format!("/ui/audit/exports/{}", text(&job.json["id"])))
+}
+
+/// `GET /ui/audit/exports/{id}`: an export's progress (the page refreshes itself until it is
+/// done), then its download.
+pub(crate) async fn export_progress(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let here = format!("/ui/audit/exports/{id}");
+    let console = console!(state, headers, context, here);
+    let job = call!(
+        console,
+        "Export",
+        Method::GET,
+        format!("/api/audit/exports/{}", encode(&id)),
+        None
+    );
+    let job = job.json;
+    let status = text(&job["status"]);
+    let done = job["done"].as_u64().unwrap_or(0);
+    let total = job["total"].as_u64().unwrap_or(0);
+    let percent = if total == 0 { 100 } else { done * 100 / total };
+    let body = html! {
+        @if status == "running" {
+            meta http-equiv="refresh" content="1";
+        }
+        p { "Export of " (total) " events as " code { (text(&job["format"])) } "." }
+        p {
+            label for="progress" { "Progress" }
+            progress id="progress" max="100" value=(percent) { (percent) "%" }
+            " " span role="status" { (done) " of " (total) " events — " (status) }
+        }
+        @match status.as_str() {
+            "succeeded" => p { a.button href=(text(&job["file"])) download { "Download the " (text(&job["format"])) " file" } },
+            "failed" => p.error role="alert" { "The export failed: " (text(&job["error"])) },
+            _ => p.muted { "This page refreshes until the file is ready; you may leave and come back." },
+        }
+        p { a href="/ui/audit/search" { "Back to the search" } }
+    };
+    Page {
+        title: "Export",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/queries`: runs a search as a background query.
+pub(crate) async fn start_query(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/search");
+    let search = form.get("search").cloned().unwrap_or_default();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(search.as_bytes())
+        .into_owned()
+        .collect();
+    let values = |key: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let first = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let mut body = json!({
+        "displayName": format!("Search {}", search),
+        "operationFilters": values("operation"),
+        "userPrincipalNameFilters": values("user"),
+        "ipAddressFilters": values("ip"),
+        "objectIdFilters": values("recordId"),
+        "recordTypeFilters": values("recordType"),
+        "serviceFilters": values("workload"),
+    });
+    if let Some(q) = first("q") {
+        body["keywordFilter"] = json!(q);
+    }
+    if let Some(start) = first("start") {
+        body["filterStartDateTime"] = json!(start);
+    }
+    if let Some(end) = first("end") {
+        body["filterEndDateTime"] = json!(end);
+    }
+    call!(
+        console,
+        "Background query",
+        Method::POST,
+        "/api/audit/queries",
+        Some(body)
+    );
+    see_other("/ui/audit/queries")
+}
+
+/// `GET /ui/audit/queries`: the background queries and their status.
+pub(crate) async fn queries(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/queries");
+    let list = call!(
+        console,
+        "Background queries",
+        Method::GET,
+        "/api/audit/queries",
+        None
+    );
+    let running = list.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|q| matches!(q["status"].as_str(), Some("notStarted" | "running")));
+    let body = html! {
+        @if running {
+            meta http-equiv="refresh" content="2";
+        }
+        p { "Searches run in the background, with no limit on how many events they find; each is kept 30 days. Start one from the audit search." }
+        table {
+            thead { tr { th scope="col" { "Query" } th scope="col" { "Started" } th scope="col" { "By" } th scope="col" { "Status" } th scope="col" class="num" { "Events" } } }
+            tbody {
+                @for query in list.json["value"].as_array().into_iter().flatten() {
+                    tr {
+                        td {
+                            @if query["status"] == "succeeded" {
+                                a href={ "/ui/audit/queries/" (text(&query["id"])) } { (text(&query["displayName"])) }
+                            } @else { (text(&query["displayName"])) }
+                        }
+                        td.time { (text(&query["createdDateTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                        td { (text(&query["createdBy"])) }
+                        td { (text(&query["status"])) }
+                        td.num { (text(&query["approximateReturnedRecordCount"])) }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Background queries",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/queries/{id}?skiptoken=`: a page of a query's events.
+pub(crate) async fn query_records(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/audit/queries/{id}");
+    let console = console!(state, headers, context, here);
+    let skip = params
+        .get("skiptoken")
+        .cloned()
+        .unwrap_or_else(|| "0".into());
+    let page = call!(
+        console,
+        "Background query",
+        Method::GET,
+        format!(
+            "/api/audit/queries/{}/records?$top={SEARCH_PAGE}&$skiptoken={}",
+            encode(&id),
+            encode(&skip)
+        ),
+        None
+    );
+    let next = page.json["@odata.nextLink"].as_str().and_then(|link| {
+        form_urlencoded::parse(link.split_once('?')?.1.as_bytes())
+            .find(|(k, _)| k == "$skiptoken")
+            .map(|(_, v)| v.into_owned())
+    });
+    let body = html! {
+        table {
+            thead { tr { th scope="col" { "Time (UTC)" } th scope="col" { "User" } th scope="col" { "Activity" } th scope="col" { "Entity" } th scope="col" class="num" { "Records" } th scope="col" { "Origin" } } }
+            tbody {
+                @for record in page.json["value"].as_array().into_iter().flatten() {
+                    @let data = &record["auditData"];
+                    tr {
+                        td.time { (text(&data["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                        td { (text(&data["UserUpn"])) }
+                        td { (text(&data["Operation"])) }
+                        td { (text(&data["EntityName"])) }
+                        td.num { (data["RecordIds"].as_array().map_or(0, Vec::len)) }
+                        td { (text(&data["Origin"])) }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            @if let Some(next) = next {
+                a.button rel="next" href={ (here) "?skiptoken=" (next) } { "Next page" }
+            }
+            a.button.secondary href="/ui/audit/queries" { "All queries" }
+        }
+    };
+    Page {
+        title: "Background query",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/subjects/{recordId}`: every event that touched a record.
+pub(crate) async fn subject(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(record): Path<String>,
+) -> Response {
+    let here = format!("/ui/audit/subjects/{record}");
+    let console = console!(state, headers, context, here);
+    let report = call!(
+        console,
+        "Data subject",
+        Method::GET,
+        format!("/api/audit/subjects/{}", encode(&record)),
+        None
+    );
+    let report = report.json;
+    let bars: Vec<(String, u64)> = report["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| (text(&b["start"]), b["count"].as_u64().unwrap_or(0)))
+        .collect();
+    let search = query_string([
+        ("recordId", record.as_str()),
+        ("start", text(&report["start"]).as_str()),
+        ("run", "1"),
+    ]);
+    let body = html! {
+        p { "Every event that created, read, listed, exported, changed or deleted record " code { (record) } " from " (text(&report["start"])) " to " (text(&report["end"])) ": the access report a data subject may ask for." }
+        p.total { (text(&report["total"])) " events" }
+        figure {
+            (chart::bars(&format!("Events that touched record {record}, per day"), &bars))
+            figcaption { a href={ "/ui/audit/search?" (search) } { "See every event" } }
+        }
+        div.tops {
+            (top_table("By activity", "operation", "Activity", &report["groups"]))
+            (top_table("By user", "user", "User", &report["users"]))
+        }
+    };
+    Page {
+        title: "Who touched this record",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/reports`: saves a custom report.
+pub(crate) async fn save_report(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/reports");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let Ok(range_days) = field("rangeDays").trim().parse::<i64>() else {
+        return error_page(
+            &console,
+            "Reports",
+            "the days a run covers must be a whole number",
+        );
+    };
+    let body = json!({
+        "name": field("name"),
+        "search": field("search"),
+        "groupBy": field("groupBy"),
+        "schedule": field("schedule"),
+        "rangeDays": range_days,
+    });
+    let saved = call!(
+        console,
+        "Reports",
+        Method::POST,
+        "/api/audit/reports",
+        Some(body)
+    );
+    see_other(&format!("/ui/audit/reports/{}", text(&saved.json["id"])))
+}
+
+/// `POST /ui/audit/reports/{id}/delete`.
+pub(crate) async fn delete_report(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/reports");
+    call!(
+        console,
+        "Reports",
+        Method::DELETE,
+        format!("/api/audit/reports/{}", encode(&id)),
+        None
+    );
+    see_other("/ui/audit/reports")
+}
+
+/// `GET /ui/audit/alerts`: the alert rules, a form for a new one, and the latest alerts.
+pub(crate) async fn alerts(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/alerts");
+    let rules = call!(console, "Alerts", Method::GET, "/api/audit/alerts", None);
+    let raised = call!(
+        console,
+        "Alerts",
+        Method::GET,
+        "/api/audit/records?operation=AlertTriggered&top=20",
+        None
+    );
+    let manager = console.caller.can_manage_audit(&state);
+    let list = |value: &Json| {
+        value
+            .as_array()
+            .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let body = html! {
+        p { "An alert is a record in the audit log (activity AlertTriggered) and a notification to the rule's webhook." }
+        table {
+            caption { "Rules" }
+            thead { tr { th scope="col" { "Rule" } th scope="col" { "When" } th scope="col" { "Webhook" } th scope="col" { "" } } }
+            tbody {
+                @for rule in rules.json["value"].as_array().into_iter().flatten() {
+                    tr {
+                        td { (text(&rule["name"])) }
+                        td {
+                            @if rule["kind"] == "volume" {
+                                "More than " (text(&rule["threshold"])) " records of " (list(&rule["operations"]))
+                                @if !text(&rule["entity"]).is_empty() { " on " (text(&rule["entity"])) }
+                                " by one user in " (text(&rule["windowMinutes"])) " minutes"
+                            } @else {
+                                "Any " (list(&rule["operations"]))
+                                @if !list(&rule["userTypes"]).is_empty() { " by " (list(&rule["userTypes"])) }
+                            }
+                        }
+                        td { code { (text(&rule["webhook"])) } }
+                        td {
+                            @if manager {
+                                form method="post" action={ "/ui/audit/alerts/" (text(&rule["id"])) "/delete" } {
+                                    button.secondary type="submit" aria-label={ "Delete rule " (text(&rule["name"])) } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if manager {
+            form method="post" action="/ui/audit/alerts" {
+                fieldset {
+                    legend { "New rule" }
+                    p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }
+                    p {
+                        label for="kind" { "Kind" }
+                        select id="kind" name="kind" {
+                            option value="volume" { "A user reads or exports more than N records in M minutes" }
+                            option value="operation" { "Any event of these activities" }
+                        }
+                    }
+                    p { label for="operations" { "Activities (comma-separated; volume rules default to reads and exports)" } input id="operations" name="operations" type="text" placeholder="BulkDelete"; }
+                    p { label for="entity" { "Entity (volume rules; empty for any)" } input id="entity" name="entity" type="text"; }
+                    p { label for="threshold" { "Records (volume rules)" } input id="threshold" name="threshold" type="number" min="1" value="1000"; }
+                    p { label for="windowMinutes" { "Minutes (volume rules)" } input id="windowMinutes" name="windowMinutes" type="number" min="1" max="1440" value="10"; }
+                    p { label for="userTypes" { "User types (operation rules; comma-separated, e.g. Admin)" } input id="userTypes" name="userTypes" type="text"; }
+                    p { label for="webhook" { "Webhook URL" } input id="webhook" name="webhook" type="text" placeholder="https://example.com/hook"; }
+                    div.actions { button type="submit" { "Save rule" } }
+                }
+            }
+        }
+        table {
+            caption { "Latest alerts" }
+            thead { tr { th scope="col" { "Time (UTC)" } th scope="col" { "Rule" } th scope="col" { "User" } th scope="col" class="num" { "Records" } } }
+            tbody {
+                @for alert in raised.json["value"].as_array().into_iter().flatten() {
+                    tr {
+                        td.time { a href={ "/ui/audit/search?" (query_string([("operation", "AlertTriggered"), ("run", "1"), ("selected", text(&alert["Id"]).as_str())])) } { (text(&alert["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) } }
+                        td { (text(&alert["Details"]["Rule"])) }
+                        td { (text(&alert["Details"]["User"])) }
+                        td.num { (text(&alert["ResultCount"])) }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Alerts",
+        section: "alerts",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/alerts`: saves a rule.
+pub(crate) async fn save_alert(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/alerts");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let number = |k: &str| field(k).trim().parse::<u64>().ok();
+    let mut body = json!({
+        "name": field("name"),
+        "kind": field("kind"),
+        "operations": split_list(form.get("operations")),
+        "webhook": field("webhook"),
+    });
+    if field("kind") == "volume" {
+        body["entity"] = json!(field("entity").trim());
+        body["threshold"] = json!(number("threshold"));
+        body["windowMinutes"] = json!(number("windowMinutes"));
+    } else {
+        body["userTypes"] = json!(split_list(form.get("userTypes")));
+    }
+    call!(
+        console,
+        "Alerts",
+        Method::POST,
+        "/api/audit/alerts",
+        Some(body)
+    );
+    see_other("/ui/audit/alerts")
+}
+
+/// `POST /ui/audit/alerts/{id}/delete`.
+pub(crate) async fn delete_alert(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/alerts");
+    call!(
+        console,
+        "Alerts",
+        Method::DELETE,
+        format!("/api/audit/alerts/{}", encode(&id)),
+        None
+    );
+    see_other("/ui/audit/alerts")
+}
+
+/// `POST /ui/audit/settings`: turns audit log search on or off.
+pub(crate) async fn save_search_switch(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/retention");
+    let enabled = form.get("searchEnabled").is_some_and(|v| v == "true");
+    call!(
+        console,
+        "Audit settings",
+        Method::PUT,
+        "/api/audit/settings",
+        Some(json!({"searchEnabled": enabled}))
+    );
+    see_other("/ui/audit/retention?saved=1")
 }

@@ -91,8 +91,26 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/ui/admin", get(settings::admin_center))
         .route("/ui/audit/search", get(audit::search))
-        .route("/ui/audit/reports", get(audit::reports))
+        .route("/ui/audit/exports", post(audit::start_export))
+        .route("/ui/audit/exports/{id}", get(audit::export_progress))
+        .route(
+            "/ui/audit/queries",
+            get(audit::queries).post(audit::start_query),
+        )
+        .route("/ui/audit/queries/{id}", get(audit::query_records))
+        .route("/ui/audit/subjects/{record}", get(audit::subject))
+        .route(
+            "/ui/audit/reports",
+            get(audit::reports).post(audit::save_report),
+        )
         .route("/ui/audit/reports/{id}", get(audit::report))
+        .route("/ui/audit/reports/{id}/delete", post(audit::delete_report))
+        .route(
+            "/ui/audit/alerts",
+            get(audit::alerts).post(audit::save_alert),
+        )
+        .route("/ui/audit/alerts/{id}/delete", post(audit::delete_alert))
+        .route("/ui/audit/settings", post(audit::save_search_switch))
         .route(
             "/ui/audit/retention",
             get(audit::retention).post(audit::save_retention),

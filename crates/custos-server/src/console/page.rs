@@ -55,7 +55,12 @@ impl Page<'_> {
             [
                 ("search", "/ui/audit/search".to_string(), "Audit search"),
                 ("reports", "/ui/audit/reports".to_string(), "Reports"),
-                ("retention", "/ui/audit/retention".to_string(), "Retention"),
+                ("alerts", "/ui/audit/alerts".to_string(), "Alerts"),
+                (
+                    "retention",
+                    "/ui/audit/retention".to_string(),
+                    "Retention and search",
+                ),
                 ("integrity", "/ui/audit/integrity".to_string(), "Integrity"),
             ]
             .into_iter()

@@ -315,6 +315,9 @@ pub(crate) async fn form(
         form method="post" action={ (here) "/delete" } {
             button.danger type="submit" { "Delete this record" }
         }
+        @if console.caller.can_read_audit(&console.state) {
+            p { a href={ "/ui/audit/subjects/" (id) } { "Who touched this record?" } " Every event that created, read, listed, exported, changed or deleted it." }
+        }
         h2 { "Kept by the platform" }
         table {
             tbody {

@@ -141,8 +141,14 @@ try {
   const missing = seen.filter((id) => !found.has(id));
   check(missing.length === 0, `accounts seen but not in the audit log: ${missing.join(", ")}`);
 
+  // The export runs as a job: its page shows progress, then the file to download.
+  await page.getByRole("button", { name: "Export to Excel (xlsx)" }).click();
+  await page.waitForURL(/\/ui\/audit\/exports\//);
+  const fileLink = page.getByRole("link", { name: "Download the xlsx file" });
+  await fileLink.waitFor({ timeout: 30_000 });
+  await shot(page, "export");
   const downloadStarted = page.waitForEvent("download");
-  await page.getByRole("link", { name: "Export to Excel (xlsx)" }).click();
+  await fileLink.click();
   const download = await downloadStarted;
   const workbook = join(out, "audit-search.xlsx");
   await download.saveAs(workbook);

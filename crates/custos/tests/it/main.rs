@@ -4,6 +4,7 @@
 mod alerts;
 mod common;
 mod console;
+mod console_pages;
 mod crash;
 mod errors;
 mod fail_closed;

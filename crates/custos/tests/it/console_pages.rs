@@ -1,0 +1,256 @@
+//! Every console page over plain HTTP with a session cookie: it renders, every control has a
+//! label, forms do what they say (through the API, so they are audited), refusals show the
+//! API's message, and a page without a session sends you to sign in.
+
+use reqwest::blocking::Response;
+use reqwest::redirect::Policy;
+use serde_json::json;
+
+use crate::common::*;
+
+fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(Policy::none())
+        .user_agent("custos-it console")
+        .build()
+        .unwrap()
+}
+
+/// Signs in through the console's form; returns the session cookie.
+fn sign_in(server: &Server, user: &str, password: &str) -> String {
+    let response = browser()
+        .post(format!("{}/ui/login", server.base))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("next", "/ui/home"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_string()
+}
+
+fn page(server: &Server, cookie: &str, path: &str) -> (u16, String) {
+    let response = browser()
+        .get(format!("{}{path}", server.base))
+        .header("cookie", cookie)
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().unwrap())
+}
+
+fn post(server: &Server, cookie: &str, path: &str, form: &[(&str, &str)]) -> Response {
+    browser()
+        .post(format!("{}{path}", server.base))
+        .header("cookie", cookie)
+        .form(form)
+        .send()
+        .unwrap()
+}
+
+/// Every visible form control names a label that exists.
+fn assert_labelled(path: &str, html: &str) {
+    for control in ["<input", "<select", "<textarea"] {
+        for (at, _) in html.match_indices(control) {
+            let tag = &html[at..at + html[at..].find('>').unwrap()];
+            if tag.contains("type=\"hidden\"") {
+                continue;
+            }
+            let id = tag
+                .split("id=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("{path}: a control without an id: {tag}"));
+            assert!(
+                html.contains(&format!("for=\"{id}\"")),
+                "{path}: control '{id}' has no label"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_console_page_renders_and_its_forms_work() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let created = send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "Fabrikam"})),
+    );
+    let account = entity_id(&created);
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+
+    for (path, expect) in [
+        ("/ui/home".to_string(), "Signed in as"),
+        ("/ui/main/records".into(), "Entities of instance"),
+        ("/ui/main/records/accounts".into(), "Fabrikam"),
+        (
+            format!("/ui/main/records/accounts/{account}"),
+            "Who touched this record?",
+        ),
+        ("/ui/main/settings/auditing".into(), "Start Read Auditing"),
+        (
+            "/ui/main/customizations".into(),
+            "Publish all customizations",
+        ),
+        (
+            "/ui/main/customizations/account".into(),
+            "Retrieve multiple auditing",
+        ),
+        ("/ui/admin".into(), "main"),
+        ("/ui/audit/search?run=1".into(), "Export to Excel"),
+        ("/ui/audit/reports".into(), "New custom report"),
+        ("/ui/audit/reports/signed-in-or-out".into(), "<svg"),
+        ("/ui/audit/alerts".into(), "New rule"),
+        ("/ui/audit/retention".into(), "Audit log search is on"),
+        ("/ui/audit/integrity".into(), "Verifier key"),
+        ("/ui/audit/queries".into(), "Background queries"),
+        (format!("/ui/audit/subjects/{account}"), "1 events"),
+    ] {
+        let (status, html) = page(&server, &cookie, &path);
+        assert_eq!(status, 200, "{path}: {html}");
+        assert!(html.contains(expect), "{path} lacks '{expect}'");
+        assert_labelled(&path, &html);
+    }
+
+    // A record form changes the record through the API.
+    let saved = post(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/accounts/{account}"),
+        &[("name", "Fabrikam Ltd"), ("revenue", "12.5")],
+    );
+    assert_eq!(saved.status(), 303);
+    let record = get_json(&server.api(&format!("accounts({account})")), &admin);
+    assert_eq!(
+        (record["name"].as_str(), record["revenue"].as_f64()),
+        (Some("Fabrikam Ltd"), Some(12.5))
+    );
+    let bad = post(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/accounts/{account}"),
+        &[("revenue", "lots")],
+    );
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("must be a number"));
+
+    // A custom report, an alert rule, search off and on, a background query, from their forms.
+    let report = post(
+        &server,
+        &cookie,
+        "/ui/audit/reports",
+        &[
+            ("name", "Account changes"),
+            ("search", "entity=account"),
+            ("groupBy", "operation"),
+            ("schedule", "none"),
+            ("rangeDays", "7"),
+        ],
+    );
+    assert_eq!(report.status(), 303);
+    let report_page = report.headers()["location"].to_str().unwrap().to_string();
+    let (status, html) = page(&server, &cookie, &report_page);
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Events by Activity") && html.contains("Update"),
+        "{html}"
+    );
+    let rule = post(
+        &server,
+        &cookie,
+        "/ui/audit/alerts",
+        &[
+            ("name", "Exports"),
+            ("kind", "operation"),
+            ("operations", "ExportToExcel, BulkDelete"),
+            ("userTypes", ""),
+            ("webhook", ""),
+        ],
+    );
+    assert_eq!(rule.status(), 303);
+    assert!(
+        page(&server, &cookie, "/ui/audit/alerts")
+            .1
+            .contains("Any ExportToExcel, BulkDelete")
+    );
+    assert_eq!(
+        post(&server, &cookie, "/ui/audit/settings", &[]).status(),
+        303,
+        "search off"
+    );
+    let (status, html) = page(&server, &cookie, "/ui/audit/search?run=1");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("turned off"),
+        "{html}"
+    );
+    assert_eq!(
+        post(
+            &server,
+            &cookie,
+            "/ui/audit/settings",
+            &[("searchEnabled", "true")]
+        )
+        .status(),
+        303
+    );
+    let query = post(
+        &server,
+        &cookie,
+        "/ui/audit/queries",
+        &[("search", "entity=account")],
+    );
+    assert_eq!(query.status(), 303);
+
+    // What the console did is audited as the console's.
+    let changes = server.audit(&admin, &format!("operation=Update&recordId={account}"));
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["Origin"], "WebUI");
+    assert_eq!(changes[0]["UserAgent"], "custos-it console");
+    for operation in ["SaveAuditReport", "SaveAlertRule"] {
+        let found = server.audit(&admin, &format!("operation={operation}&origin=WebUI"));
+        assert_eq!(found.len(), 1, "{operation}");
+    }
+    assert_eq!(
+        server
+            .audit(&admin, "operation=SetAuditLogSearch&origin=WebUI")
+            .len(),
+        2
+    );
+
+    // Without a session, a page sends you to sign in and back.
+    let (status, _) = page(&server, "custos_session=forged", "/ui/audit/search");
+    assert_eq!(status, 303);
+    let response = browser()
+        .get(format!("{}/ui/audit/search", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.headers()["location"].to_str().unwrap(),
+        "/ui/login?next=%2Fui%2Faudit%2Fsearch"
+    );
+
+    // A business user sees the refusal the API gives.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    let (status, html) = page(&server, &bo, "/ui/audit/search?run=1");
+    assert_eq!(status, 200);
+    assert!(html.contains("needs the Audit Reader role"), "{html}");
+    assert!(
+        !html.contains("href=\"/ui/audit/reports\""),
+        "no audit links for a business user"
+    );
+
+    // Signing out ends the session for good.
+    assert_eq!(post(&server, &bo, "/ui/logout", &[]).status(), 303);
+    assert_eq!(page(&server, &bo, "/ui/home").0, 303);
+}
