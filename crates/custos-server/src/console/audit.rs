@@ -657,7 +657,7 @@ pub(crate) async fn export_progress(
     let status = text(&job["status"]);
     let done = job["done"].as_u64().unwrap_or(0);
     let total = job["total"].as_u64().unwrap_or(0);
-    let percent = if total == 0 { 100 } else { done * 100 / total };
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
     let body = html! {
         @if status == "running" {
             meta http-equiv="refresh" content="1";
