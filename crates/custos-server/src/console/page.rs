@@ -56,11 +56,7 @@ impl Page<'_> {
                 ("search", "/ui/audit/search".to_string(), "Audit search"),
                 ("reports", "/ui/audit/reports".to_string(), "Reports"),
                 ("alerts", "/ui/audit/alerts".to_string(), "Alerts"),
-                (
-                    "retention",
-                    "/ui/audit/retention".to_string(),
-                    "Retention and search",
-                ),
+                ("retention", "/ui/audit/retention".to_string(), "Retention"),
                 ("integrity", "/ui/audit/integrity".to_string(), "Integrity"),
             ]
             .into_iter()
