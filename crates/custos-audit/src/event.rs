@@ -297,6 +297,8 @@ string_enum! {
         DeleteAlertRule = (37, "DeleteAlertRule"),
         /// An alert rule matched: the alert itself.
         AlertTriggered = (38, "AlertTriggered"),
+        /// A verification of the whole log was started.
+        VerifyAuditLog = (39, "VerifyAuditLog"),
     }
 }
 
@@ -333,6 +335,7 @@ impl Operation {
             | SaveAlertRule
             | DeleteAlertRule
             | AlertTriggered
+            | VerifyAuditLog
             | PurgeAuditLog => RecordType::Admin,
         }
     }

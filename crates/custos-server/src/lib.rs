@@ -18,6 +18,7 @@ mod queries;
 mod reports;
 mod retention;
 mod state;
+mod verification;
 mod webapi;
 
 use std::net::SocketAddr;
@@ -106,6 +107,10 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route(
             "/api/audit/settings",
             get(audit_settings::get).put(audit_settings::put),
+        )
+        .route(
+            "/api/audit/verify",
+            get(verification::get).post(verification::start),
         )
         .route("/api/audit/checkpoint", get(audit_api::checkpoint))
         .route("/api/audit/key", get(audit_api::key))

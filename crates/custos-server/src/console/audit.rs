@@ -594,7 +594,39 @@ pub(crate) async fn integrity(
     let key = call!(console, "Integrity", Method::GET, "/api/audit/key", None);
     let note = text(&checkpoint.json);
     let lines: Vec<&str> = note.lines().collect();
+    let verification = call!(console, "Integrity", Method::GET, "/api/audit/verify", None);
+    let verification = verification.json;
+    let running = verification["status"] == "running";
+    let manager = console.caller.can_manage_audit(&console.state);
     let body = html! {
+        @if running {
+            meta http-equiv="refresh" content="2";
+        }
+        h2 { "Last verification" }
+        @match verification["status"].as_str() {
+            Some("never") => p { "The whole log has not been verified from here yet." },
+            Some("running") => p role="status" { "A verification started at " (text(&verification["startedDateTime"])) " is running…" },
+            _ => {
+                @if verification["ok"] == true {
+                    p.notice role="status" {
+                        "Verified " (text(&verification["finishedDateTime"])) ": " (text(&verification["events"])) " events in "
+                        (text(&verification["segments"])) " segments, every checksum, record hash, index file and "
+                        (text(&verification["checkpoints"])) " signed checkpoints intact."
+                    }
+                } @else {
+                    p.error role="alert" { "The verification of " (text(&verification["finishedDateTime"])) " found problems:" }
+                    ul {
+                        @for problem in verification["problems"].as_array().into_iter().flatten() { li { (text(problem)) } }
+                        @if verification["error"].is_string() { li { (text(&verification["error"])) } }
+                    }
+                }
+            }
+        }
+        @if manager && !running {
+            form method="post" action="/ui/audit/integrity/verify" {
+                button type="submit" { "Verify now" }
+            }
+        }
         p { "Every audit record is a leaf of a Merkle tree (RFC 9162); the log signs its root in a checkpoint (C2SP signed note, Ed25519) at least every second while events arrive. Anyone holding the public key can check a checkpoint, that an event is in the log, and that a later checkpoint extends an earlier one — see docs/verify.md. " code { "custos audit verify" } " recomputes everything offline." }
         dl.detail {
             dt { "Log" } dd { code { (lines.first().copied().unwrap_or_default()) } }
@@ -1109,4 +1141,21 @@ pub(crate) async fn save_search_switch(
         Some(json!({"searchEnabled": enabled}))
     );
     see_other("/ui/audit/retention?saved=1")
+}
+
+/// `POST /ui/audit/integrity/verify`.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/integrity");
+    call!(
+        console,
+        "Integrity",
+        Method::POST,
+        "/api/audit/verify",
+        None
+    );
+    see_other("/ui/audit/integrity")
 }

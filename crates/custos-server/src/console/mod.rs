@@ -116,6 +116,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(audit::retention).post(audit::save_retention),
         )
         .route("/ui/audit/integrity", get(audit::integrity))
+        .route("/ui/audit/integrity/verify", post(audit::verify))
 }
 
 /// A console request: who is signed in, and the facts of the browser's request (recorded in

@@ -111,7 +111,7 @@ fn every_console_page_renders_and_its_forms_work() {
         ("/ui/audit/reports/signed-in-or-out".into(), "<svg"),
         ("/ui/audit/alerts".into(), "New rule"),
         ("/ui/audit/retention".into(), "Audit log search is on"),
-        ("/ui/audit/integrity".into(), "Verifier key"),
+        ("/ui/audit/integrity".into(), "Verify now"),
         ("/ui/audit/queries".into(), "Background queries"),
         (format!("/ui/audit/subjects/{account}"), "1 events"),
     ] {

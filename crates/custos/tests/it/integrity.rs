@@ -102,3 +102,46 @@ fn integrity_routes_need_the_audit_reader_role_and_check_their_input() {
         );
     }
 }
+
+#[test]
+fn the_server_verifies_its_own_log_on_request() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.add_user(&admin, "aud@contoso.test", "aud-password-1", "Audit Reader");
+    let auditor = server.token("aud@contoso.test", "aud-password-1");
+    let url = format!("{}/api/audit/verify", server.base);
+    assert_eq!(get_json(&url, &auditor)["status"], "never");
+    assert_eq!(
+        odata_error(send(client().post(&url), &auditor, None)).0,
+        403,
+        "an Audit Reader only reads it"
+    );
+    for name in ["one", "two"] {
+        send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": name})),
+        );
+    }
+    let started = send(client().post(&url), &admin, None);
+    assert_eq!(started.status(), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done = loop {
+        let last = get_json(&url, &auditor);
+        if last["status"] != "running" {
+            break last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verification ran too long"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["ok"], true, "{done}");
+    assert!(done["events"].as_u64().unwrap() >= 3, "{done}");
+    assert_eq!(done["problems"], json!([]));
+    let asked = server.audit(&admin, "operation=VerifyAuditLog&status=Succeeded");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0]["UserUpn"], "admin");
+}

@@ -1,0 +1,111 @@
+//! Verification of the whole log from the server (the integrity page's "Verify now"):
+//! `POST /api/audit/verify` (Audit Manager) starts `custos audit verify`'s check on the live
+//! log in the background, recorded as `VerifyAuditLog`; `GET /api/audit/verify` tells the
+//! last verification's outcome, kept in the directory's settings. One runs at a time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custos_audit::{Operation, format_creation_time, verify_log};
+use serde_json::{Value as Json, json};
+
+use crate::audit::EventDraft;
+use crate::audit_settings::audit_manager;
+use crate::auth::authenticate;
+use crate::context::RequestContext;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use crate::webapi::refuse;
+
+const SETTING: &str = "audit.verification";
+
+/// Whether a verification is running now (in this process).
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+fn last(state: &AppState) -> Result<Json, AppError> {
+    Ok(state
+        .directory
+        .setting(SETTING)?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({"status": "never"})))
+}
+
+/// `GET /api/audit/verify`.
+pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result = (|| {
+        let caller = authenticate(&state, &headers)?;
+        if !caller.can_read_audit(&state) {
+            return Err(AppError::forbidden(format!(
+                "user '{}' needs the Audit Reader role",
+                caller.principal.upn
+            )));
+        }
+        Ok(axum::Json(last(&state)?).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Verifies the log and keeps the outcome.
+fn run(state: &AppState, started: String) {
+    let dir = state.config.data_dir.join("audit");
+    let key = state.log.verifier_key();
+    let outcome = match verify_log(&dir, &key, &mut |_, _| {}) {
+        Ok(report) => json!({
+            "status": "succeeded",
+            "ok": report.is_ok(),
+            "events": report.events,
+            "segments": report.segments,
+            "checkpoints": report.checkpoints,
+            "latestCheckpoint": report.latest_checkpoint,
+            "indexesChecked": report.indexes_checked,
+            "purgedEvents": report.purged_events,
+            "problems": report.problems,
+            "tornTail": report.torn_tail,
+        }),
+        Err(error) => json!({"status": "failed", "ok": false, "error": error.to_string()}),
+    };
+    let mut outcome = outcome;
+    outcome["startedDateTime"] = json!(started);
+    outcome["finishedDateTime"] = json!(format_creation_time(state.clock.now_us()));
+    if let Err(error) = state.directory.set_setting(SETTING, &outcome.to_string()) {
+        tracing::error!(%error, "the verification's outcome was not kept");
+    }
+    if outcome["ok"] != true {
+        tracing::error!(outcome = %outcome, "the audit log did not verify");
+    }
+    RUNNING.store(false, Ordering::Release);
+}
+
+/// `POST /api/audit/verify`.
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::VerifyAuditLog, &context);
+    let result = async {
+        audit_manager(&state, &mut draft, &headers, "verify the audit log")?;
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                "a verification is running already",
+            ));
+        }
+        if let Err(error) = state.record(draft.clone()).await {
+            RUNNING.store(false, Ordering::Release);
+            return Err(error);
+        }
+        let started = format_creation_time(state.clock.now_us());
+        let running = json!({"status": "running", "startedDateTime": started});
+        let worker = state.clone();
+        tokio::task::spawn_blocking(move || run(&worker, started));
+        Ok::<_, AppError>((StatusCode::ACCEPTED, axum::Json(running)).into_response())
+    }
+    .await;
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(&state, draft, error).await,
+    }
+}
