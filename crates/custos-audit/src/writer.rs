@@ -247,6 +247,33 @@ impl AuditLog {
             .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
     }
 
+    /// Appends every event and blocks until all are durable and searchable; they share the
+    /// writer's group commits. On failure some of them may be durable: the caller undoes the
+    /// change they record, which leaves a record of an attempt, never a change unrecorded.
+    pub fn append_all(&self, events: Vec<AuditEvent>) -> Result<Vec<Seq>> {
+        let (answered, answers) = mpsc::channel();
+        let count = events.len();
+        for (i, event) in events.into_iter().enumerate() {
+            let answered = answered.clone();
+            let done: Done = Box::new(move |outcome| {
+                let _ = answered.send((i, outcome));
+            });
+            let job = self.job(event, done)?;
+            self.queue
+                .send(job)
+                .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
+        }
+        drop(answered);
+        let mut seqs = vec![0; count];
+        for _ in 0..count {
+            let (i, outcome) = answers.recv().map_err(|_| {
+                Error::Unavailable("the audit writer stopped before answering".into())
+            })?;
+            seqs[i] = outcome?;
+        }
+        Ok(seqs)
+    }
+
     /// Queues `event` without blocking; `done` hears when it is durable and searchable, or
     /// why not (also when the writer has stopped). When the queue is full the event comes back,
     /// for the caller to wait with [`AuditLog::append`] where it may block: back-pressure,

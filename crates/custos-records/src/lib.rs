@@ -29,7 +29,7 @@ pub use security::{BuiltInRole, Privilege, allows};
 pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, seed_entities};
 pub use sqlite::SqliteStore;
 pub use store::{
-    BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
-    WriteOutcome,
+    BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage, RecordQuery, RecordStore,
+    WriteContext, WriteMode, WriteOutcome,
 };
 pub use value::Value;

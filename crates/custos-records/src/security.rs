@@ -38,6 +38,12 @@ pub enum Privilege {
     Write,
     /// Delete records.
     Delete,
+    /// Export records to Excel or CSV.
+    Export,
+    /// Delete records by query.
+    BulkDelete,
+    /// Import records from a file.
+    Import,
     /// Change metadata, audit flags and instance settings, and publish.
     Customize,
     /// Create users and assign roles.
@@ -51,7 +57,12 @@ pub fn allows(roles: &[BuiltInRole], privilege: Privilege, category: EntityCateg
         BuiltInRole::BasicUser => match category {
             EntityCategory::OutOfBox | EntityCategory::Custom => matches!(
                 privilege,
-                Privilege::Create | Privilege::Read | Privilege::Write | Privilege::Delete
+                Privilege::Create
+                    | Privilege::Read
+                    | Privilege::Write
+                    | Privilege::Delete
+                    | Privilege::Export
+                    | Privilege::Import
             ),
             EntityCategory::Admin | EntityCategory::Other => privilege == Privilege::Read,
         },

@@ -28,6 +28,11 @@ pub const ROLE_IDS: [(BuiltInRole, Uuid); 4] = [
     ),
 ];
 
+/// Attributes the platform composes from others on every write, as Dataverse composes a
+/// contact's full name: (entity, attribute, the parts joined by a space).
+pub(crate) const COMPOSED: [(&str, &str, &[&str]); 1] =
+    [("contact", "fullname", &["firstname", "lastname"])];
+
 fn string(name: &str) -> AttributeDef {
     AttributeDef::new(name, AttributeType::String { max_length: 200 })
 }
@@ -116,7 +121,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
             vec![
                 string("firstname"),
                 string("lastname"),
-                string("fullname"),
+                read_only(string("fullname")),
                 string("emailaddress1"),
                 string("telephone1"),
                 string("jobtitle"),

@@ -13,10 +13,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_i
 use uuid::Uuid;
 
 use crate::metadata::{AttributeDef, AttributeType, Catalog, EntityDef, is_logical_name};
+use crate::options::QueryOptions;
+use crate::seed::COMPOSED;
 use crate::sql::{compile_filter, resolve};
 use crate::store::{
-    BeforeCommit, Record, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
-    WriteOutcome,
+    BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage, RecordQuery, RecordStore,
+    WriteContext, WriteMode, WriteOutcome,
 };
 use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
@@ -304,6 +306,30 @@ impl SqliteStore {
         }
     }
 
+    /// Recomputes the composed attributes of a record just written (see [`COMPOSED`]).
+    fn compose(conn: &Connection, definition: &EntityDef, id: Uuid) -> Result<()> {
+        for (entity, attribute, parts) in COMPOSED {
+            if entity != definition.logical_name || definition.attribute(attribute).is_none() {
+                continue;
+            }
+            let joined = parts
+                .iter()
+                .filter(|p| definition.attribute(p).is_some())
+                .map(|p| format!("coalesce(\"{p}\", '')"))
+                .collect::<Vec<_>>()
+                .join(" || ' ' || ");
+            conn.execute(
+                &format!(
+                    "UPDATE \"{}\" SET \"{attribute}\" = nullif(trim({joined}), '') WHERE \"{}\" = ?",
+                    definition.table(),
+                    definition.primary_id()
+                ),
+                [id.to_string()],
+            )?;
+        }
+        Ok(())
+    }
+
     fn finish(
         tx: rusqlite::Transaction<'_>,
         outcome: WriteOutcome,
@@ -314,6 +340,41 @@ impl SqliteStore {
         tx.commit()?;
         Ok(outcome)
     }
+}
+
+/// The `SELECT` of the records `options` match, in their order, `limit` of them after `offset`;
+/// also the `WHERE` clause alone and its parameters (for a count).
+fn select_sql(
+    definition: &EntityDef,
+    options: &QueryOptions,
+    limit: u64,
+    offset: u64,
+) -> Result<(String, String, Vec<Value>)> {
+    let mut condition = String::new();
+    let mut params = Vec::new();
+    if let Some(filter) = &options.filter {
+        condition.push_str(" WHERE ");
+        compile_filter(definition, filter, &mut condition, &mut params)?;
+    }
+    let mut order = Vec::new();
+    for term in &options.order_by {
+        let attribute = resolve(definition, &term.attribute)?;
+        order.push(format!(
+            "\"{}\" {}",
+            attribute.logical_name,
+            if term.descending { "DESC" } else { "ASC" }
+        ));
+    }
+    order.push(format!("\"{}\"", definition.primary_id()));
+    let sql = format!(
+        "SELECT {} FROM \"{}\"{condition} ORDER BY {} LIMIT {} OFFSET {}",
+        column_list(definition),
+        definition.table(),
+        order.join(", "),
+        limit.min(i64::MAX as u64),
+        offset.min(i64::MAX as u64),
+    );
+    Ok((sql, condition, params))
 }
 
 fn load_catalog(conn: &Connection) -> Result<Catalog> {
@@ -426,34 +487,12 @@ impl RecordStore for SqliteStore {
     fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {
         let definition = self.definition(query.entity)?;
         let options = query.options;
-        let mut condition = String::new();
-        let mut params = Vec::new();
-        if let Some(filter) = &options.filter {
-            condition.push_str(" WHERE ");
-            compile_filter(&definition, filter, &mut condition, &mut params)?;
-        }
-        let mut order = Vec::new();
-        for term in &options.order_by {
-            let attribute = resolve(&definition, &term.attribute)?;
-            order.push(format!(
-                "\"{}\" {}",
-                attribute.logical_name,
-                if term.descending { "DESC" } else { "ASC" }
-            ));
-        }
-        order.push(format!("\"{}\"", definition.primary_id()));
         let remaining = options
             .top
             .map_or(u64::MAX, |top| top.saturating_sub(options.skip));
         let n = query.page_size.min(remaining);
-        let sql = format!(
-            "SELECT {} FROM \"{}\"{condition} ORDER BY {} LIMIT {} OFFSET {}",
-            column_list(&definition),
-            definition.table(),
-            order.join(", "),
-            n.saturating_add(1).min(i64::MAX as u64),
-            options.skip.min(i64::MAX as u64),
-        );
+        let (sql, condition, params) =
+            select_sql(&definition, options, n.saturating_add(1), options.skip)?;
         self.with_reader(|conn| {
             let mut records = Vec::new();
             if n > 0 {
@@ -500,6 +539,7 @@ impl RecordStore for SqliteStore {
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::insert(&tx, &definition, id, &values, context)?;
+        Self::compose(&tx, &definition, id)?;
         let after = fetch(&tx, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
         let outcome = WriteOutcome {
             entity: entity.to_string(),
@@ -554,6 +594,7 @@ impl RecordStore for SqliteStore {
                 tx.execute(&sql, params_from_iter(bound.iter().map(to_sql)))?;
             }
         }
+        Self::compose(&tx, &definition, id)?;
         let after = fetch(&tx, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
         let outcome = WriteOutcome {
             entity: entity.to_string(),
@@ -589,6 +630,82 @@ impl RecordStore for SqliteStore {
             after: None,
         };
         Self::finish(tx, outcome, before_commit)
+    }
+
+    fn import(
+        &self,
+        entity: &str,
+        rows: Vec<ImportRow>,
+        context: WriteContext,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> Result<Vec<WriteOutcome>> {
+        let definition = self.definition(entity)?;
+        for (_, values) in &rows {
+            check_writable(&definition, values)?;
+        }
+        let mut conn = self.writer.lock().expect("writer lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for (id, values) in rows {
+            let id = id.unwrap_or_else(Uuid::new_v4);
+            Self::insert(&tx, &definition, id, &values, context)?;
+            Self::compose(&tx, &definition, id)?;
+            let after = fetch(&tx, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
+            outcomes.push(WriteOutcome {
+                entity: entity.to_string(),
+                id,
+                before: None,
+                after: Some(after),
+            });
+        }
+        before_commit(&outcomes).map_err(Error::CommitRefused)?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    fn bulk_delete(
+        &self,
+        entity: &str,
+        options: &QueryOptions,
+        limit: u64,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> Result<Vec<WriteOutcome>> {
+        let definition = self.definition(entity)?;
+        let (sql, _, params) = select_sql(&definition, options, limit.saturating_add(1), 0)?;
+        let mut conn = self.writer.lock().expect("writer lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut matched = Vec::new();
+        {
+            let mut statement = tx.prepare(&sql)?;
+            let mut rows = statement.query(params_from_iter(params.iter().map(to_sql)))?;
+            while let Some(row) = rows.next()? {
+                matched.push(read_row(&definition, row)?);
+            }
+        }
+        if matched.len() as u64 > limit {
+            return Err(Error::BadRequest(format!(
+                "the query matches more than {limit} {} records; narrow it and run it again",
+                definition.logical_name
+            )));
+        }
+        let delete = format!(
+            "DELETE FROM \"{}\" WHERE \"{}\" = ?",
+            definition.table(),
+            definition.primary_id()
+        );
+        let mut outcomes = Vec::with_capacity(matched.len());
+        for record in matched {
+            tx.execute(&delete, [record.id.to_string()])?;
+            outcomes.push(WriteOutcome {
+                entity: entity.to_string(),
+                id: record.id,
+                before: Some(record),
+                after: None,
+            });
+        }
+        before_commit(&outcomes).map_err(Error::CommitRefused)?;
+        tx.commit()?;
+        Ok(outcomes)
     }
 }
 

@@ -80,6 +80,14 @@ pub struct WriteContext {
 /// rolls the change back. The server makes the audit event durable here.
 pub type BeforeCommit<'a> = &'a mut dyn FnMut(&WriteOutcome) -> std::result::Result<(), String>;
 
+/// Runs inside the transaction of a batch (import, bulk delete) after every change is made and
+/// before any commits; an error rolls them all back.
+pub type BeforeCommitAll<'a> =
+    &'a mut dyn FnMut(&[WriteOutcome]) -> std::result::Result<(), String>;
+
+/// One record of an import: its id when the file names one, and its values.
+pub type ImportRow = (Option<Uuid>, Vec<(String, Value)>);
+
 /// Storage of one instance's metadata and records.
 pub trait RecordStore: Send + Sync {
     /// The published metadata snapshot.
@@ -123,4 +131,21 @@ pub trait RecordStore: Send + Sync {
         id: Uuid,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome>;
+    /// Creates every row in one transaction: all of them or none.
+    fn import(
+        &self,
+        entity: &str,
+        rows: Vec<ImportRow>,
+        context: WriteContext,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> Result<Vec<WriteOutcome>>;
+    /// Deletes every record the query's filter matches (at most `limit`; more is refused) in
+    /// one transaction, so what is deleted is exactly what matched.
+    fn bulk_delete(
+        &self,
+        entity: &str,
+        options: &QueryOptions,
+        limit: u64,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> Result<Vec<WriteOutcome>>;
 }

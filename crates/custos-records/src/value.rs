@@ -72,6 +72,34 @@ impl Value {
         })
     }
 
+    /// Reads the text of a CSV cell for `attribute` (an empty cell is no value): numbers in
+    /// their plain form, booleans as `true`/`false`, `yes`/`no` or `1`/`0`, dates in ISO 8601,
+    /// GUIDs for lookups.
+    pub fn from_text(attribute: &AttributeDef, text: &str) -> Result<Value> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        let json = match &attribute.attribute_type {
+            AttributeType::Integer | AttributeType::Choice => text
+                .parse::<i64>()
+                .map(Json::from)
+                .unwrap_or_else(|_| json!(text)),
+            AttributeType::Decimal | AttributeType::Money => text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or_else(|| json!(text), Json::Number),
+            AttributeType::Boolean => match text.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Json::Bool(true),
+                "false" | "no" | "0" => Json::Bool(false),
+                _ => json!(text),
+            },
+            _ => json!(text),
+        };
+        Value::from_json(attribute, &json)
+    }
+
     /// The Web API JSON of this value.
     pub fn to_json(&self) -> Json {
         match self {

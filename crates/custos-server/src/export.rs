@@ -224,7 +224,8 @@ impl Sheets {
     }
 }
 
-fn cell(text: &str) -> &str {
+/// `text` cut to the longest Excel keeps in a cell.
+pub(crate) fn cell(text: &str) -> &str {
     match text.char_indices().nth(CELL_CHARS_MAX) {
         Some((end, _)) => &text[..end],
         None => text,

@@ -457,6 +457,16 @@ impl AppState {
         self.log.append(event).map(|_| ()).map_err(AppError::from)
     }
 
+    /// Appends events together (one group commit when they fit) and waits until all are
+    /// durable; call from blocking code only.
+    pub fn append_all_blocking(&self, drafts: Vec<EventDraft>) -> Result<(), AppError> {
+        let events = drafts.into_iter().map(|d| self.finish(d)).collect();
+        self.log
+            .append_all(events)
+            .map(|_| ())
+            .map_err(AppError::from)
+    }
+
     /// Appends an event from async code and waits until it is durable, without holding a
     /// thread: the writer wakes this task. Only when the writer's queue is full does it wait on
     /// a blocking thread (back-pressure).

@@ -4,6 +4,7 @@
 //! and dispatches. Every outcome other than a plain metadata read goes through the audit
 //! pipeline: successes as the policy says, refusals and failures always.
 
+mod bulk;
 mod metadata;
 mod records;
 
@@ -35,6 +36,9 @@ enum Target {
     Metadata,
     WhoAmI,
     PublishAllXml,
+    ExportToExcel,
+    BulkDelete,
+    ImportRecords,
     EntityDefinitions,
     EntityDefinition(String),
     Attributes(String),
@@ -71,6 +75,9 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["$metadata"] => Ok(Target::Metadata),
         ["WhoAmI" | "WhoAmI()"] => Ok(Target::WhoAmI),
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
+        ["ExportToExcel"] => Ok(Target::ExportToExcel),
+        ["BulkDelete"] => Ok(Target::BulkDelete),
+        ["ImportRecords"] => Ok(Target::ImportRecords),
         ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
         [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
             Ok(Target::EntityDefinition(logical_name_key(
@@ -261,11 +268,17 @@ fn classify(
             Operation::UpdateAuditSettings
         }
         (Target::PublishAllXml, _) => Operation::PublishAllCustomizations,
+        (Target::ExportToExcel, _) => Operation::ExportToExcel,
+        (Target::BulkDelete, _) => Operation::BulkDelete,
+        (Target::ImportRecords, _) => Operation::ImportRecords,
         (Target::RoleAssociation(_), _) => Operation::AssignRole,
         _ => Operation::Request,
     };
     if let Target::Record(_, id) = target {
         draft.record_ids = vec![*id];
+    }
+    if *target == Target::ExportToExcel {
+        draft.origin = custos_audit::Origin::Export;
     }
     let entity = state
         .instance(instance_name)
@@ -337,6 +350,9 @@ async fn dispatch(
         (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
         (Target::WhoAmI, Method::GET) => Ok(metadata::who_am_i(&request)),
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
+        (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,
+        (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,
+        (Target::ImportRecords, Method::POST) => bulk::import_records(request, draft).await,
         (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
         (Target::EntityDefinition(entity), Method::GET) => metadata::get_entity(&request, entity),
         (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => {

@@ -47,6 +47,21 @@ fn appended_events_survive_reopen_and_are_searchable() {
 }
 
 #[test]
+fn append_all_answers_each_event_with_its_place_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(sample_event(1)).unwrap();
+    let events: Vec<AuditEvent> = (0..500).map(|_| sample_event(3)).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let seqs = log.append_all(events).unwrap();
+    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>());
+    for (id, seq) in ids.iter().zip(&seqs) {
+        assert_eq!(log.get(*id).unwrap().unwrap().0, *seq);
+    }
+    assert!(log.append_all(Vec::new()).unwrap().is_empty());
+}
+
+#[test]
 fn torn_tail_is_cut_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     {

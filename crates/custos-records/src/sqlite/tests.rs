@@ -3,6 +3,7 @@ use time::OffsetDateTime;
 use super::*;
 use crate::options::{QueryOptions, parse_query_options};
 use crate::seed::seed_entities;
+use crate::store::ImportRow;
 
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -235,5 +236,130 @@ fn drafts_take_effect_on_publish() {
             .entity("account")
             .unwrap()
             .retrieve_multiple_audit
+    );
+}
+
+fn account_row(name: &str) -> ImportRow {
+    (None, vec![("name".into(), Value::String(name.into()))])
+}
+
+#[test]
+fn an_import_creates_every_row_or_none() {
+    let (_dir, store) = store();
+    let given = Uuid::from_u128(42);
+    let mut seen = 0;
+    let outcomes = store
+        .import(
+            "account",
+            vec![
+                (
+                    Some(given),
+                    vec![("name".into(), Value::String("A".into()))],
+                ),
+                account_row("B"),
+            ],
+            context(),
+            &mut |outcomes| {
+                seen = outcomes.len();
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!((outcomes.len(), seen), (2, 2));
+    assert_eq!(outcomes[0].id, given);
+    assert_eq!(names(&store, &[("$orderby", "name")]), ["A", "B"]);
+
+    // A duplicate id in the middle of a file undoes its earlier rows too.
+    let error = store
+        .import(
+            "account",
+            vec![account_row("C"), (Some(given), vec![])],
+            context(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+    assert!(matches!(error, Error::Conflict(_)));
+    // So does a refused commit.
+    let error = store
+        .import("account", vec![account_row("D")], context(), &mut |_| {
+            Err("audit log down".into())
+        })
+        .unwrap_err();
+    assert!(matches!(error, Error::CommitRefused(_)));
+    assert_eq!(names(&store, &[("$orderby", "name")]), ["A", "B"]);
+}
+
+#[test]
+fn a_bulk_delete_removes_exactly_what_matched_up_to_its_limit() {
+    let (_dir, store) = store();
+    let rows = ["Keep", "Drop 1", "Drop 2", "Drop 3"]
+        .into_iter()
+        .map(account_row)
+        .collect();
+    store
+        .import("account", rows, context(), &mut |_| Ok(()))
+        .unwrap();
+    let options = parse_query_options([("$filter", "startswith(name,'Drop')")]).unwrap();
+    let error = store
+        .bulk_delete("account", &options, 2, &mut |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(error, Error::BadRequest(_)), "over the limit");
+    let error = store
+        .bulk_delete("account", &options, 3, &mut |_| Err("down".into()))
+        .unwrap_err();
+    assert!(matches!(error, Error::CommitRefused(_)));
+    assert_eq!(names(&store, &[]).len(), 4, "nothing deleted yet");
+    let deleted = store
+        .bulk_delete("account", &options, 3, &mut |_| Ok(()))
+        .unwrap();
+    assert_eq!(deleted.len(), 3);
+    assert!(deleted.iter().all(|d| d.after.is_none()
+        && matches!(&d.before.as_ref().unwrap().values["name"], Value::String(n) if n.starts_with("Drop"))));
+    assert_eq!(names(&store, &[]), ["Keep"]);
+}
+
+#[test]
+fn a_contacts_full_name_is_composed_on_every_write() {
+    let (_dir, store) = store();
+    let created = store
+        .create(
+            "contact",
+            None,
+            vec![("firstname".into(), Value::String("Ada".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    assert_eq!(
+        created.after.unwrap().values["fullname"],
+        Value::String("Ada".into())
+    );
+    let updated = store
+        .update(
+            "contact",
+            created.id,
+            vec![("lastname".into(), Value::String("Lovelace".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    assert_eq!(
+        updated.after.unwrap().values["fullname"],
+        Value::String("Ada Lovelace".into())
+    );
+    let error = store
+        .update(
+            "contact",
+            created.id,
+            vec![("fullname".into(), Value::String("X".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::BadRequest(_)),
+        "fullname is read-only"
     );
 }

@@ -38,6 +38,7 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -65,6 +66,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/home", get(page::home))
         .route("/ui/{instance}/records", get(records::entities))
         .route("/ui/{instance}/records/{set}", get(records::grid))
+        .route("/ui/{instance}/records/{set}/export", post(records::export))
+        .route(
+            "/ui/{instance}/records/{set}/import",
+            get(records::import_form).post(records::import),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/bulk-delete",
+            get(records::bulk_delete_form).post(records::bulk_delete),
+        )
         .route(
             "/ui/{instance}/records/{set}/{id}",
             get(records::form).post(records::save),
@@ -117,6 +127,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/ui/audit/integrity", get(audit::integrity))
         .route("/ui/audit/integrity/verify", post(audit::verify))
+        .layer(DefaultBodyLimit::max(crate::webapi::BODY_BYTES_MAX))
 }
 
 /// A console request: who is signed in, and the facts of the browser's request (recorded in
@@ -135,6 +146,21 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// Reads an API response's JSON.
+    pub(crate) async fn read(response: Response) -> Result<Answer, AppError> {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
+            .await
+            .map_err(|e| AppError::bad_request(format!("console answer: {e}")))?;
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Answer { status, json })
+    }
+
     /// The API's error message, when it refused.
     pub(crate) fn error(&self) -> Option<String> {
         (!self.status.is_success()).then(|| {
@@ -183,14 +209,15 @@ impl Console {
         })
     }
 
-    /// Calls the JSON API as this session: `path` with its query, an optional JSON body.
-    pub(crate) async fn call(
+    /// Calls the API as this session: `path` with its query, an optional JSON body; the
+    /// answer as it came (a file download passes through).
+    pub(crate) async fn call_raw(
         &self,
         method: Method,
         path: &str,
         body: Option<Json>,
         extra: &[(&str, &str)],
-    ) -> Result<Answer, AppError> {
+    ) -> Result<Response, AppError> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -210,22 +237,22 @@ impl Console {
             .body(body)
             .map_err(|e| AppError::bad_request(format!("console request: {e}")))?;
         request.extensions_mut().insert(self.context.clone());
-        let response = api()
+        Ok(api()
             .with_state(self.state.clone())
             .oneshot(request)
             .await
-            .expect("routing is infallible");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
-            .await
-            .map_err(|e| AppError::bad_request(format!("console answer: {e}")))?;
-        let json = if bytes.is_empty() {
-            Json::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Ok(Answer { status, json })
+            .expect("routing is infallible"))
+    }
+
+    /// Calls the JSON API as this session and reads its JSON answer.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+        extra: &[(&str, &str)],
+    ) -> Result<Answer, AppError> {
+        Answer::read(self.call_raw(method, path, body, extra).await?).await
     }
 
     /// The instance the console works in when a page names none.

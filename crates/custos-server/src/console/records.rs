@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use custos_records::{AttributeDef, AttributeType, EntityDef};
@@ -14,7 +14,7 @@ use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
 use super::page::notice;
-use super::{Console, Page, encode, error_page, query_string, see_other};
+use super::{Answer, Console, Page, encode, error_page, query_string, see_other};
 use crate::context::RequestContext;
 use crate::state::AppState;
 
@@ -27,6 +27,30 @@ const GRID_COLUMNS_MAX: usize = 5;
 fn entity(console: &Console, instance: &str, set: &str) -> Option<EntityDef> {
     let instance = console.state.instance(instance)?;
     instance.store.catalog().by_set_name(set).cloned()
+}
+
+/// The entity of a page's entity set, or the error page titled `title` saying it is missing.
+fn entity_or_page(
+    console: &Console,
+    instance: &str,
+    set: &str,
+    title: &str,
+) -> Result<EntityDef, Response> {
+    entity(console, instance, set).ok_or_else(|| {
+        error_page(
+            console,
+            title,
+            &format!("entity set '{set}' does not exist in '{instance}'"),
+        )
+    })
+}
+
+/// The `filter` parameter of a page, trimmed; empty when absent.
+fn filter_param(params: &HashMap<String, String>) -> String {
+    params
+        .get("filter")
+        .map(|f| f.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The attributes a person edits (not kept by the platform, not the key).
@@ -126,12 +150,9 @@ pub(crate) async fn grid(
 ) -> Response {
     let here = format!("/ui/{instance}/records/{set}");
     let console = console!(state, headers, context, here);
-    let Some(entity) = entity(&console, &instance, &set) else {
-        return error_page(
-            &console,
-            "Records",
-            &format!("entity set '{set}' does not exist in '{instance}'"),
-        );
+    let entity = match entity_or_page(&console, &instance, &set, "Records") {
+        Ok(entity) => entity,
+        Err(page) => return page,
     };
     let size = params
         .get("size")
@@ -152,6 +173,10 @@ pub(crate) async fn grid(
     let mut pairs = vec![("$select", select.as_str()), ("$count", "true")];
     if let Some(order) = entity.primary_name.as_deref() {
         pairs.push(("$orderby", order));
+    }
+    let filter = filter_param(&params);
+    if !filter.is_empty() {
+        pairs.push(("$filter", &filter));
     }
     let skip = params.get("skiptoken").cloned();
     if let Some(skip) = &skip {
@@ -179,20 +204,42 @@ pub(crate) async fn grid(
         })
     });
     let first_row = (page - 1) * u64::from(size) + 1;
+    let size_text = size.to_string();
+    let outcome = match (params.get("imported"), params.get("deleted")) {
+        (Some(n), _) => Some(format!("Imported {n} records.")),
+        (None, Some(n)) => Some(format!("Deleted {n} records.")),
+        _ => None,
+    };
     let body = html! {
-        div.actions {
-            a.button.secondary href={ "/ui/" (instance) "/records" } { "All entities" }
-            form method="get" action=(here) {
+        (notice(outcome.as_deref()))
+        form.search method="get" action=(here) {
+            p {
+                label for="filter" { "Filter " span.muted { "(an OData $filter, e.g. " code { "startswith(" (entity.primary_name.as_deref().unwrap_or("name")) ",'A')" } ")" } }
+                input id="filter" name="filter" type="text" value=(filter);
+            }
+            div.actions {
                 label.check for="size" { "Rows per page" }
-                " "
                 select id="size" name="size" {
                     @for option in PAGE_SIZES {
                         option value=(option) selected[option == size] { (option) }
                     }
                 }
-                " "
-                button.secondary type="submit" { "Show" }
+                button type="submit" { "Show" }
+                a.button.secondary href={ "/ui/" (instance) "/records" } { "All entities" }
             }
+        }
+        div.actions {
+            form method="post" action={ (here) "/export" } {
+                input type="hidden" name="filter" value=(filter);
+                label.check for="format" { "Export" }
+                select id="format" name="format" {
+                    option value="xlsx" { "Excel workbook (.xlsx)" }
+                    option value="csv" { "CSV" }
+                }
+                button.secondary type="submit" { "Export to Excel" }
+            }
+            a.button.secondary href={ (here) "/import" } { "Import from CSV" }
+            a.button.secondary href={ (here) "/bulk-delete?" (query_string([("filter", filter.as_str())])) } { "Bulk delete" }
         }
         table {
             caption.muted {
@@ -228,10 +275,10 @@ pub(crate) async fn grid(
         nav.pager aria-label="Pages" {
             span { "Page " (page) }
             @if let Some(next) = &next {
-                a.button rel="next" href={ (here) "?" (query_string([("size", size.to_string().as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
+                a.button rel="next" href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
             }
             @if page > 1 {
-                a.button.secondary href={ (here) "?size=" (size) } { "First page" }
+                a.button.secondary href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str())])) } { "First page" }
             }
         }
     };
@@ -422,4 +469,218 @@ pub(crate) async fn delete(
         },
         Err(error) => error_page(&console, "Delete", &error.message),
     }
+}
+
+/// `POST /ui/{instance}/records/{set}/export` with `format` and `filter`: the file, as the
+/// API's `ExportToExcel` made it.
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, here);
+    let mut body = Map::new();
+    body.insert("EntitySetName".into(), Json::from(set.as_str()));
+    body.insert(
+        "Format".into(),
+        Json::from(form.get("format").map_or("xlsx", String::as_str)),
+    );
+    if let Some(filter) = form
+        .get("filter")
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty())
+    {
+        body.insert("Filter".into(), Json::from(filter));
+    }
+    let path = format!("/{instance}/api/data/v9.2/ExportToExcel");
+    let response = match console
+        .call_raw(Method::POST, &path, Some(Json::Object(body)), &[])
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => return error_page(&console, "Export", &error.message),
+    };
+    if response.status().is_success() {
+        return response;
+    }
+    let message = match Answer::read(response).await {
+        Ok(answer) => answer.error().unwrap_or_default(),
+        Err(error) => error.message,
+    };
+    error_page(&console, "Export", &message)
+}
+
+/// `GET /ui/{instance}/records/{set}/import`: a CSV file to import.
+pub(crate) async fn import_form(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/import");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "Import") {
+        Ok(entity) => entity,
+        Err(page) => return page,
+    };
+    let example: Vec<String> = grid_columns(&entity)
+        .iter()
+        .map(|a| a.logical_name.clone())
+        .collect();
+    let body = html! {
+        p { "A CSV file: a header row naming attributes of " code { (entity.logical_name) } ", then one record per row. Every row is created, or none is: a bad value names its row and column. A column " code { (entity.primary_id()) } " keeps the ids the file gives." }
+        p.muted { "For example: " code { (example.join(",")) } }
+        form method="post" action=(here) enctype="multipart/form-data" {
+            p {
+                label for="file" { "CSV file" }
+                input id="file" name="file" type="file" accept=".csv,text/csv" required;
+            }
+            div.actions {
+                button type="submit" { "Import" }
+                a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
+            }
+        }
+    };
+    Page {
+        title: &format!("Import {}", entity.set_name),
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/{instance}/records/{set}/import` (multipart, field `file`).
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    mut multipart: Multipart,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let mut file = None;
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => {
+                let name = field.file_name().unwrap_or("import.csv").to_string();
+                match field.bytes().await {
+                    Ok(bytes) => file = Some((name, bytes)),
+                    Err(e) => return error_page(&console, "Import", &e.body_text()),
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return error_page(&console, "Import", &e.body_text()),
+        }
+    }
+    let Some((name, bytes)) = file else {
+        return error_page(&console, "Import", "choose a CSV file to import");
+    };
+    let Ok(content) = String::from_utf8(bytes.to_vec()) else {
+        return error_page(&console, "Import", "the file is not UTF-8 text");
+    };
+    let body = serde_json::json!({"EntitySetName": set, "Content": content, "FileName": name});
+    let path = format!("/{instance}/api/data/v9.2/ImportRecords");
+    let answer = call!(console, "Import", Method::POST, path, Some(body));
+    let created = answer.json["CreatedCount"].as_u64().unwrap_or(0);
+    see_other(&format!("{list}?imported={created}"))
+}
+
+/// `GET /ui/{instance}/records/{set}/bulk-delete?filter=`: the filter, and how many records
+/// it matches now.
+pub(crate) async fn bulk_delete_form(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/bulk-delete");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "Bulk delete") {
+        Ok(entity) => entity,
+        Err(page) => return page,
+    };
+    let filter = filter_param(&params);
+    let matching = if filter.is_empty() {
+        None
+    } else {
+        let path = format!(
+            "/{instance}/api/data/v9.2/{set}?{}",
+            query_string([
+                ("$filter", filter.as_str()),
+                ("$count", "true"),
+                ("$top", "0")
+            ])
+        );
+        let answer = call!(console, "Bulk delete", Method::GET, path, None);
+        answer.json["@odata.count"].as_u64()
+    };
+    let body = html! {
+        p { "Deletes every " code { (entity.logical_name) } " record an OData " code { "$filter" } " matches, in one step. Each deleted record's values are kept in the audit log." }
+        form method="get" action=(here) {
+            p {
+                label for="filter" { "Filter" }
+                input id="filter" name="filter" type="text" value=(filter) required;
+            }
+            div.actions { button.secondary type="submit" { "Count matching records" } }
+        }
+        @if let Some(matching) = matching {
+            p role="status" { strong { (matching) } " records match " code { (filter) } " now." }
+            @if matching > 0 {
+                form method="post" action=(here) {
+                    input type="hidden" name="filter" value=(filter);
+                    p {
+                        label for="job" { "Job name" }
+                        input id="job" name="job" type="text" value={ "Bulk delete of " (set) };
+                    }
+                    div.actions {
+                        button.danger type="submit" { "Delete matching records" }
+                        a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: &format!("Bulk delete {}", entity.set_name),
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/{instance}/records/{set}/bulk-delete` with `filter` and `job`.
+pub(crate) async fn bulk_delete(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let mut body = Map::new();
+    body.insert("EntitySetName".into(), Json::from(set.as_str()));
+    body.insert(
+        "Filter".into(),
+        Json::from(form.get("filter").map_or("", String::as_str)),
+    );
+    if let Some(job) = form.get("job").map(|j| j.trim()).filter(|j| !j.is_empty()) {
+        body.insert("JobName".into(), Json::from(job));
+    }
+    let path = format!("/{instance}/api/data/v9.2/BulkDelete");
+    let answer = call!(
+        console,
+        "Bulk delete",
+        Method::POST,
+        path,
+        Some(Json::Object(body))
+    );
+    let deleted = answer.json["DeletedCount"].as_u64().unwrap_or(0);
+    see_other(&format!("{list}?deleted={deleted}"))
 }

@@ -30,7 +30,7 @@ const AUDIT_SETTINGS: [&str; 5] = [
     "useraccessauditinginterval",
 ];
 
-fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef, AppError> {
+pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef, AppError> {
     request
         .instance
         .store
@@ -321,7 +321,7 @@ fn body_values(
     Ok((values, id))
 }
 
-fn context(request: &WebRequest) -> WriteContext {
+pub(super) fn context(request: &WebRequest) -> WriteContext {
     WriteContext {
         actor: request.caller.principal.id,
         now: request.state.clock.now(),
@@ -329,7 +329,7 @@ fn context(request: &WebRequest) -> WriteContext {
 }
 
 /// Fills the event of a write from its outcome.
-fn describe_write(
+pub(super) fn describe_write(
     event: &mut EventDraft,
     entity: &EntityDef,
     policy: &custos_audit::AuditPolicy,
@@ -667,15 +667,7 @@ pub(crate) async fn delete(
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
     request.require(Privilege::Delete, &entity)?;
-    if entity.logical_name == ORGANIZATION_ENTITY
-        || entity.logical_name == "systemuser"
-        || entity.logical_name == "role"
-    {
-        return Err(AppError::bad_request(format!(
-            "{} records cannot be deleted through the Web API",
-            entity.logical_name
-        )));
-    }
+    undeletable(&entity)?;
     let policy = request.instance.policy.load_full();
     let audited = policy.audits_change(&entity.logical_name);
     let store = request.instance.store.clone();
@@ -695,6 +687,20 @@ pub(crate) async fn delete(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Refuses to delete records the platform itself needs (settings, users, roles).
+pub(super) fn undeletable(entity: &EntityDef) -> Result<(), AppError> {
+    if entity.logical_name == ORGANIZATION_ENTITY
+        || entity.logical_name == "systemuser"
+        || entity.logical_name == "role"
+    {
+        return Err(AppError::bad_request(format!(
+            "{} records cannot be deleted through the Web API",
+            entity.logical_name
+        )));
+    }
+    Ok(())
 }
 
 /// `POST systemusers(<id>)/systemuserroles_association/$ref` with `{"@odata.id": ".../roles(<id>)"}`.

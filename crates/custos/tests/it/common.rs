@@ -218,6 +218,31 @@ pub fn odata_error(response: Response) -> (u16, String, String) {
     )
 }
 
+/// Every row of sheet `sheet` of the workbook at `path`, as read by Python's openpyxl (an
+/// independent reader of the format; `scripts/test` installs it), header row first.
+pub fn xlsx_rows(path: &Path, sheet: &str) -> Vec<Vec<Value>> {
+    let script = r#"
+import json, sys, datetime
+from openpyxl import load_workbook
+book = load_workbook(sys.argv[1], read_only=True)
+rows = [list(r) for r in book[sys.argv[2]].iter_rows(values_only=True)]
+print(json.dumps(rows, default=str))
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(sheet)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "openpyxl could not read {} (scripts/test installs it): {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 pub fn count(server: &Server, token: &str, set: &str) -> u64 {
     get_json(&server.api(&format!("{set}?$count=true&$top=1")), token)["@odata.count"]
         .as_u64()

@@ -17,42 +17,23 @@ const E2E: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
 
 /// Record ids listed in the workbook's Records sheet, and the operations of its Events sheet.
 fn read_workbook(path: &Path) -> (BTreeSet<String>, Vec<String>) {
-    let script = r#"
-import json, sys
-from openpyxl import load_workbook
-book = load_workbook(sys.argv[1], read_only=True)
-events = [list(r) for r in book["Events"].iter_rows(values_only=True)]
-records = [list(r) for r in book["Records"].iter_rows(values_only=True)]
-header = events[0]
-op = header.index("Operation")
-print(json.dumps({"records": [r[3] for r in records[1:]], "operations": [e[op] for e in events[1:]], "header": records[0]}))
-"#;
-    let output = Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "openpyxl could not read the export (scripts/test installs it): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let read: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let records = xlsx_rows(path, "Records");
     assert_eq!(
-        read["header"],
-        json!(["EventId", "Operation", "EntityName", "RecordId"])
+        records[0],
+        ["EventId", "Operation", "EntityName", "RecordId"].map(Value::from)
     );
-    let records = read["records"]
-        .as_array()
-        .unwrap()
+    let events = xlsx_rows(path, "Events");
+    let op = events[0]
         .iter()
-        .map(|r| r.as_str().unwrap().to_string())
+        .position(|h| h == "Operation")
+        .expect("an Operation column");
+    let records = records[1..]
+        .iter()
+        .map(|r| r[3].as_str().unwrap().to_string())
         .collect();
-    let operations = read["operations"]
-        .as_array()
-        .unwrap()
+    let operations = events[1..]
         .iter()
-        .map(|o| o.as_str().unwrap().to_string())
+        .map(|e| e[op].as_str().unwrap().to_string())
         .collect();
     (records, operations)
 }

@@ -254,3 +254,115 @@ fn every_console_page_renders_and_its_forms_work() {
     assert_eq!(post(&server, &bo, "/ui/logout", &[]).status(), 303);
     assert_eq!(page(&server, &bo, "/ui/home").0, 303);
 }
+
+#[test]
+fn the_records_app_imports_exports_and_bulk_deletes() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    for path in [
+        "/ui/main/records/contacts",
+        "/ui/main/records/contacts/import",
+        "/ui/main/records/contacts/bulk-delete?filter=lastname%20eq%20'x'",
+    ] {
+        let (status, html) = page(&server, &cookie, path);
+        assert_eq!(status, 200, "{path}: {html}");
+        assert_labelled(path, &html);
+    }
+
+    let file = reqwest::blocking::multipart::Part::text(
+        "firstname,lastname\nAda,Lovelace\nAlan,Turing\nGrace,Hopper\n",
+    )
+    .file_name("people.csv")
+    .mime_str("text/csv")
+    .unwrap();
+    let imported = browser()
+        .post(format!("{}/ui/main/records/contacts/import", server.base))
+        .header("cookie", &cookie)
+        .multipart(reqwest::blocking::multipart::Form::new().part("file", file))
+        .send()
+        .unwrap();
+    assert_eq!(imported.status(), 303);
+    let list = imported.headers()["location"].to_str().unwrap().to_string();
+    assert!(list.ends_with("?imported=3"), "{list}");
+    let (_, html) = page(&server, &cookie, &list);
+    assert!(html.contains("Imported 3 records.") && html.contains("Hopper"));
+    let (_, html) = page(
+        &server,
+        &cookie,
+        "/ui/main/records/contacts?filter=startswith(lastname,'T')",
+    );
+    assert!(
+        html.contains("Turing") && !html.contains("Hopper"),
+        "{html}"
+    );
+    let import = server.audit(&admin, "operation=ImportRecords");
+    assert_eq!(import.len(), 1);
+    assert_eq!(import[0]["Origin"], "WebUI");
+    assert_eq!(import[0]["Query"], "people.csv");
+
+    let bad = browser()
+        .post(format!("{}/ui/main/records/contacts/import", server.base))
+        .header("cookie", &cookie)
+        .multipart(reqwest::blocking::multipart::Form::new().part(
+            "file",
+            reqwest::blocking::multipart::Part::text("shoesize\n9\n").file_name("bad.csv"),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("shoesize"));
+
+    let exported = post(
+        &server,
+        &cookie,
+        "/ui/main/records/contacts/export",
+        &[("format", "csv"), ("filter", "lastname ne 'Turing'")],
+    );
+    assert_eq!(exported.status(), 200);
+    assert!(
+        exported.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"contacts-")
+    );
+    let text = exported.text().unwrap();
+    assert!(text.contains("Lovelace") && text.contains("Hopper") && !text.contains("Turing"));
+    let export = server.audit(&admin, "operation=ExportToExcel");
+    assert_eq!(export.len(), 1);
+    assert_eq!(export[0]["Origin"], "Export");
+    assert_eq!(export[0]["RecordIds"].as_array().unwrap().len(), 2);
+    let refused = post(
+        &server,
+        &cookie,
+        "/ui/main/records/contacts/export",
+        &[("format", "csv"), ("filter", "nosuch eq 1")],
+    );
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().unwrap().contains("nosuch"));
+
+    let (_, html) = page(
+        &server,
+        &cookie,
+        "/ui/main/records/contacts/bulk-delete?filter=lastname%20ne%20'Hopper'",
+    );
+    assert!(html.contains("<strong>2</strong> records match"), "{html}");
+    let deleted = post(
+        &server,
+        &cookie,
+        "/ui/main/records/contacts/bulk-delete",
+        &[("filter", "lastname ne 'Hopper'"), ("job", "Spring clean")],
+    );
+    assert_eq!(deleted.status(), 303);
+    assert!(
+        deleted.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("?deleted=2")
+    );
+    assert_eq!(count(&server, &admin, "contacts"), 1);
+    let bulk = server.audit(&admin, "operation=BulkDelete");
+    assert_eq!(bulk.len(), 1);
+    assert_eq!(bulk[0]["Details"]["JobName"], "Spring clean");
+    assert_eq!(bulk[0]["Origin"], "WebUI");
+}

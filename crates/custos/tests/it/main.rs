@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)]
 
 mod alerts;
+mod bulk;
 mod common;
 mod console;
 mod console_pages;
