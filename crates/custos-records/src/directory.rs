@@ -156,6 +156,28 @@ impl Directory {
         Ok(())
     }
 
+    /// Changes an instance's state (`trial` → `paid`); false when there is no such instance.
+    pub fn set_instance_state(&self, name: &str, state: &str) -> Result<bool> {
+        let conn = self.conn.lock().expect("directory lock");
+        let changed = conn.execute(
+            "UPDATE instance SET state = ?1 WHERE name = ?2",
+            [state, name],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Forgets an instance and every role held in it; false when there is no such instance.
+    pub fn remove_instance(&self, name: &str) -> Result<bool> {
+        let mut conn = self.conn.lock().expect("directory lock");
+        let tx = conn.transaction()?;
+        let removed = tx.execute("DELETE FROM instance WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM role_assignment WHERE instance = ?1", [name])?;
+        tx.commit()?;
+        let mut cache = self.cache.write().expect("directory cache lock");
+        cache.roles.retain(|(_, instance), _| instance != name);
+        Ok(removed == 1)
+    }
+
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
         let conn = self.conn.lock().expect("directory lock");

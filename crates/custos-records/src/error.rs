@@ -25,6 +25,9 @@ pub enum Error {
     /// The storage engine failed.
     #[error("record storage: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A file outside the database could not be written or synced.
+    #[error("record storage file: {0}")]
+    Io(String),
     /// Stored metadata does not decode.
     #[error("record metadata corrupted: {0}")]
     Corrupted(String),

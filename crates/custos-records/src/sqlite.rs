@@ -23,6 +23,8 @@ use crate::store::{
 use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
 
+/// Times a restore waits 10 ms for a busy database before giving up.
+const RESTORE_TRIES_MAX: u32 = 1000;
 /// Reader connections kept open for reuse.
 const READERS_KEPT_MAX: usize = 32;
 
@@ -706,6 +708,52 @@ impl RecordStore for SqliteStore {
         before_commit(&outcomes).map_err(Error::CommitRefused)?;
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn backup(&self, to: &Path) -> Result<()> {
+        self.with_reader(|conn| {
+            // One statement in one read transaction: a consistent snapshot beside the writer.
+            conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+            Ok(())
+        })?;
+        let sync = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
+        sync(to)
+            .and_then(|()| to.parent().map_or(Ok(()), sync))
+            .map_err(|e| Error::Io(format!("{}: {e}", to.display())))
+    }
+
+    fn restore(&self, from: &Path) -> Result<()> {
+        let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let snapshot = load_catalog(&source).map_err(|e| {
+            Error::BadRequest(format!(
+                "{} is not a backup of an instance: {e}",
+                from.display()
+            ))
+        })?;
+        if snapshot.entities().next().is_none() {
+            return Err(Error::BadRequest(format!(
+                "{} is not a backup of an instance: it holds no entity",
+                from.display()
+            )));
+        }
+        let mut conn = self.writer.lock().expect("writer lock");
+        {
+            // One step copies every page under the writer's lock: readers see the old database
+            // or the restored one, never a mixture.
+            let backup = rusqlite::backup::Backup::new(&source, &mut conn)?;
+            let mut tries = 0;
+            while backup.step(-1)? != rusqlite::backup::StepResult::Done {
+                tries += 1;
+                if tries > RESTORE_TRIES_MAX {
+                    return Err(Error::Conflict(
+                        "the instance stayed busy; the restore was not made".into(),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        self.catalog.store(Arc::new(load_catalog(&conn)?));
+        Ok(())
     }
 }
 

@@ -148,4 +148,9 @@ pub trait RecordStore: Send + Sync {
         limit: u64,
         before_commit: BeforeCommitAll<'_>,
     ) -> Result<Vec<WriteOutcome>>;
+    /// Writes a consistent snapshot of every definition and record to a new file at `to`
+    /// (durable when this returns).
+    fn backup(&self, to: &std::path::Path) -> Result<()>;
+    /// Replaces every definition and record with the snapshot at `from`, atomically.
+    fn restore(&self, from: &std::path::Path) -> Result<()>;
 }

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::EventDraft;
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authorize};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -116,14 +116,13 @@ pub(crate) async fn audit_reader(
     draft: &mut EventDraft,
     headers: &HeaderMap,
 ) -> Result<(), AppError> {
-    let caller = authenticate(state, headers)?;
-    draft.set_caller(&caller);
-    if !caller.can_read_audit(state) {
-        return Err(AppError::forbidden(format!(
-            "user '{}' needs the Audit Reader role to search the audit log",
-            caller.principal.upn
-        )));
-    }
+    authorize(
+        state,
+        draft,
+        headers,
+        |caller| caller.can_read_audit(state),
+        "needs the Audit Reader role to search the audit log",
+    )?;
     if !state.search_enabled() {
         return Err(AppError::new(
             crate::error::ErrorCode::Conflict,

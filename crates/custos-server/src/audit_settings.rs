@@ -11,7 +11,7 @@ use custos_audit::Operation;
 use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authorize};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
@@ -27,15 +27,13 @@ pub(crate) fn audit_manager(
     headers: &HeaderMap,
     what: &str,
 ) -> Result<crate::auth::Caller, AppError> {
-    let caller = authenticate(state, headers)?;
-    draft.set_caller(&caller);
-    if !caller.can_manage_audit(state) {
-        return Err(AppError::forbidden(format!(
-            "user '{}' needs the Audit Manager role to {what}",
-            caller.principal.upn
-        )));
-    }
-    Ok(caller)
+    authorize(
+        state,
+        draft,
+        headers,
+        |caller| caller.can_manage_audit(state),
+        &format!("needs the Audit Manager role to {what}"),
+    )
 }
 
 fn settings_json(state: &AppState) -> Json {

@@ -182,6 +182,26 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, AppError> {
     })
 }
 
+/// Authenticates the caller, names them in `draft` (so a refusal's event says who tried), and
+/// refuses unless `allowed` holds: "user 'x' `needs`".
+pub(crate) fn authorize(
+    state: &AppState,
+    draft: &mut EventDraft,
+    headers: &HeaderMap,
+    allowed: impl FnOnce(&Caller) -> bool,
+    needs: &str,
+) -> Result<Caller, AppError> {
+    let caller = authenticate(state, headers)?;
+    draft.set_caller(&caller);
+    if !allowed(&caller) {
+        return Err(AppError::forbidden(format!(
+            "user '{}' {needs}",
+            caller.principal.upn
+        )));
+    }
+    Ok(caller)
+}
+
 /// The caller named by the request's token (bearer header or session cookie).
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
     let token = presented_token(headers)?;

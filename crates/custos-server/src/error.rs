@@ -116,7 +116,7 @@ impl From<custos_records::Error> for AppError {
             E::Conflict(_) => ErrorCode::Conflict,
             E::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             E::CommitRefused(_) => ErrorCode::Unavailable,
-            E::Storage(_) | E::Corrupted(_) => ErrorCode::Internal,
+            E::Storage(_) | E::Corrupted(_) | E::Io(_) => ErrorCode::Internal,
         };
         AppError::new(code, error.to_string())
     }

@@ -3,6 +3,7 @@
 //! operation, asks the audit policy and makes the audit event durable before answering.
 #![warn(missing_docs)]
 
+mod admin;
 mod alerts;
 mod audit;
 mod audit_api;
@@ -67,6 +68,17 @@ pub(crate) fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/oauth2/token", post(auth::token))
         .route("/oauth2/logout", post(auth::logout))
+        .route("/api/admin/instances", get(admin::list).post(admin::create))
+        .route(
+            "/api/admin/instances/{name}",
+            get(admin::get).delete(admin::delete),
+        )
+        .route("/api/admin/instances/{name}/convert", post(admin::convert))
+        .route(
+            "/api/admin/instances/{name}/backups",
+            get(admin::backups).post(admin::backup),
+        )
+        .route("/api/admin/instances/{name}/restore", post(admin::restore))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
         .route("/api/audit/exports", post(export::start_job))

@@ -312,9 +312,48 @@ impl AppState {
         draft
     }
 
+    /// The folder of an instance's records.
+    pub(crate) fn instance_dir(&self, name: &str) -> PathBuf {
+        self.config.data_dir.join("instances").join(name)
+    }
+
+    /// Creates a new instance: recorded in the directory, its store seeded and opened.
+    pub(crate) fn create_instance(&self, info: &InstanceInfo) -> Result<(), AppError> {
+        self.directory.add_instance(info)?;
+        self.open_instance(info).map_err(|e| {
+            AppError::new(
+                ErrorCode::Internal,
+                format!("instance '{}': {e}", info.name),
+            )
+        })
+    }
+
+    /// Deletes an instance: forgotten by the directory, closed, its records and backups
+    /// removed from disk. Its audit events stay in the log.
+    pub(crate) fn delete_instance(&self, name: &str) -> Result<(), AppError> {
+        self.directory.remove_instance(name)?;
+        self.instances.write().expect("instances lock").remove(name);
+        for dir in [
+            self.instance_dir(name),
+            crate::admin::backups_dir(self, name),
+        ] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(AppError::new(
+                        ErrorCode::Internal,
+                        format!("{}: {e}", dir.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Opens an instance's store, seeding it when new (entities, settings, roles, admin user).
     fn open_instance(&self, info: &InstanceInfo) -> Result<(), StartError> {
-        let dir = self.config.data_dir.join("instances").join(&info.name);
+        let dir = self.instance_dir(&info.name);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let store = SqliteStore::open(&dir.join("records.db"))?;
         if store.is_empty() {

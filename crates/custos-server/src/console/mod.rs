@@ -27,6 +27,7 @@ macro_rules! call {
     };
 }
 
+mod admin;
 mod audit;
 mod chart;
 mod page;
@@ -99,7 +100,10 @@ pub(crate) fn routes() -> Router<AppState> {
             "/ui/{instance}/customizations/{entity}",
             get(settings::entity).post(settings::save_entity),
         )
-        .route("/ui/admin", get(settings::admin_center))
+        .route("/ui/admin", get(admin::instances))
+        .route("/ui/admin/instances", post(admin::create))
+        .route("/ui/admin/instances/{name}", get(admin::instance))
+        .route("/ui/admin/instances/{name}/{action}", post(admin::act))
         .route("/ui/audit/search", get(audit::search))
         .route("/ui/audit/exports", post(audit::start_export))
         .route("/ui/audit/exports/{id}", get(audit::export_progress))

@@ -48,9 +48,13 @@ impl Page<'_> {
                 format!("/ui/{instance}/customizations"),
                 "Customizations",
             ),
-            ("admin", "/ui/admin".to_string(), "Admin center"),
         ]
         .into_iter()
+        .chain(
+            [("admin", "/ui/admin".to_string(), "Admin center")]
+                .into_iter()
+                .filter(|_| console.is_global_admin()),
+        )
         .chain(
             [
                 ("search", "/ui/audit/search".to_string(), "Audit search"),

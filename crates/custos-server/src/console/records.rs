@@ -35,13 +35,13 @@ fn entity_or_page(
     instance: &str,
     set: &str,
     title: &str,
-) -> Result<EntityDef, Response> {
+) -> Result<EntityDef, Box<Response>> {
     entity(console, instance, set).ok_or_else(|| {
-        error_page(
+        Box::new(error_page(
             console,
             title,
             &format!("entity set '{set}' does not exist in '{instance}'"),
-        )
+        ))
     })
 }
 
@@ -152,7 +152,7 @@ pub(crate) async fn grid(
     let console = console!(state, headers, context, here);
     let entity = match entity_or_page(&console, &instance, &set, "Records") {
         Ok(entity) => entity,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let size = params
         .get("size")
@@ -524,7 +524,7 @@ pub(crate) async fn import_form(
     let console = console!(state, headers, context, here);
     let entity = match entity_or_page(&console, &instance, &set, "Import") {
         Ok(entity) => entity,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let example: Vec<String> = grid_columns(&entity)
         .iter()
@@ -603,7 +603,7 @@ pub(crate) async fn bulk_delete_form(
     let console = console!(state, headers, context, here);
     let entity = match entity_or_page(&console, &instance, &set, "Bulk delete") {
         Ok(entity) => entity,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let filter = filter_param(&params);
     let matching = if filter.is_empty() {

@@ -374,35 +374,3 @@ pub(crate) async fn publish(
     );
     see_other(&format!("{here}?published=1"))
 }
-
-/// `GET /ui/admin`: the tenant's instances.
-pub(crate) async fn admin_center(
-    State(state): State<AppState>,
-    Extension(context): Extension<RequestContext>,
-    headers: HeaderMap,
-) -> Response {
-    let console = console!(state, headers, context, "/ui/admin");
-    let instances = state.directory.instances().unwrap_or_default();
-    let body = html! {
-        p { "Tenant " code { (state.directory.tenant_id()) } }
-        table {
-            thead { tr { th scope="col" { "Instance" } th scope="col" { "State" } th scope="col" { "Organization id" } th scope="col" { "Service root" } } }
-            tbody {
-                @for instance in &instances {
-                    tr {
-                        td { a href={ "/ui/" (instance.name) "/records" } { (instance.name) } }
-                        td { (instance.state) }
-                        td { code { (instance.organization_id) } }
-                        td { code { "/" (instance.name) "/api/data/v9.2/" } }
-                    }
-                }
-            }
-        }
-    };
-    Page {
-        title: "Admin center",
-        section: "admin",
-        body,
-    }
-    .render(&console)
-}

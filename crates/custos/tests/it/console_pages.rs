@@ -366,3 +366,118 @@ fn the_records_app_imports_exports_and_bulk_deletes() {
     assert_eq!(bulk[0]["Details"]["JobName"], "Spring clean");
     assert_eq!(bulk[0]["Origin"], "WebUI");
 }
+
+#[test]
+fn the_admin_center_creates_backs_up_restores_and_deletes_instances() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let created = post(
+        &server,
+        &cookie,
+        "/ui/admin/instances",
+        &[("name", "sales"), ("state", "trial")],
+    );
+    assert_eq!(created.status(), 303);
+    let (status, html) = page(&server, &cookie, "/ui/admin?created=sales");
+    assert_eq!(status, 200);
+    assert!(html.contains("Instance sales created.") && html.contains("/ui/admin/instances/sales"));
+    assert_labelled("/ui/admin", &html);
+    let (status, html) = page(&server, &cookie, "/ui/admin/instances/sales");
+    assert_eq!(status, 200);
+    assert!(html.contains("Convert to paid") && html.contains("No backups yet."));
+    assert_labelled("/ui/admin/instances/sales", &html);
+
+    let here = "/ui/admin/instances/sales";
+    assert_eq!(
+        post(&server, &cookie, &format!("{here}/convert"), &[]).status(),
+        303
+    );
+    let backed_up = post(
+        &server,
+        &cookie,
+        &format!("{here}/backups"),
+        &[("label", "empty")],
+    );
+    assert_eq!(backed_up.status(), 303);
+    let (_, html) = page(&server, &cookie, here);
+    assert!(
+        !html.contains("Convert to paid") && html.contains("1 backups"),
+        "{html}"
+    );
+    let backup_id = html
+        .split("name=\"backupId\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let response = send(
+        client().post(format!("{}/sales/api/data/v9.2/accounts", server.base)),
+        &admin,
+        Some(json!({"name": "Later"})),
+    );
+    assert_eq!(response.status(), 204);
+    let restored = post(
+        &server,
+        &cookie,
+        &format!("{here}/restore"),
+        &[("backupId", &backup_id)],
+    );
+    assert_eq!(restored.status(), 303);
+    let accounts = get_json(
+        &format!("{}/sales/api/data/v9.2/accounts", server.base),
+        &admin,
+    );
+    assert!(
+        accounts["value"].as_array().unwrap().is_empty(),
+        "restored to the empty backup"
+    );
+
+    let wrong = post(
+        &server,
+        &cookie,
+        &format!("{here}/delete"),
+        &[("confirm", "main")],
+    );
+    assert_eq!(wrong.status(), 400);
+    assert!(wrong.text().unwrap().contains("type 'sales' to confirm"));
+    let deleted = post(
+        &server,
+        &cookie,
+        &format!("{here}/delete"),
+        &[("confirm", "sales")],
+    );
+    assert_eq!(deleted.status(), 303);
+    let (_, html) = page(&server, &cookie, "/ui/admin?deleted=sales");
+    assert!(!html.contains("/ui/admin/instances/sales"));
+
+    let operations: Vec<String> = server
+        .audit(&admin, "origin=AdminCenter")
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap().to_string())
+        .collect();
+    for operation in [
+        "AccessAdminCenter",
+        "CreateInstance",
+        "ConvertTrialToPaid",
+        "BackupInstance",
+        "RestoreInstance",
+        "DeleteInstance",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == operation),
+            "{operation} in {operations:?}"
+        );
+    }
+
+    // Someone who is not a global admin has no admin center link, and the page refuses.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    let (_, home) = page(&server, &bo, "/ui/home");
+    assert!(!home.contains("href=\"/ui/admin\""));
+    let (status, html) = page(&server, &bo, "/ui/admin");
+    assert_eq!(status, 400);
+    assert!(html.contains("not a tenant global admin"));
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real `custos` binary on an ephemeral loopback port, driven over HTTP.
 #![allow(unreachable_pub)]
 
+mod admin;
 mod alerts;
 mod bulk;
 mod common;
