@@ -299,6 +299,10 @@ string_enum! {
         AlertTriggered = (38, "AlertTriggered"),
         /// A verification of the whole log was started.
         VerifyAuditLog = (39, "VerifyAuditLog"),
+        /// A custom entity was created (a draft until published).
+        CreateEntity = (40, "CreateEntity"),
+        /// A custom attribute was created (a draft until published).
+        CreateAttribute = (41, "CreateAttribute"),
     }
 }
 
@@ -336,6 +340,8 @@ impl Operation {
             | DeleteAlertRule
             | AlertTriggered
             | VerifyAuditLog
+            | CreateEntity
+            | CreateAttribute
             | PurgeAuditLog => RecordType::Admin,
         }
     }

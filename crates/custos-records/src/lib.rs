@@ -23,13 +23,15 @@ mod value;
 pub use directory::{Directory, InstanceInfo, NewPrincipal, Principal};
 pub use error::{Error, Result};
 pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
-pub use metadata::{AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef};
+pub use metadata::{
+    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_custom_name,
+};
 pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_options};
 pub use security::{BuiltInRole, Privilege, allows};
-pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, seed_entities};
+pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, custom_entity, seed_entities};
 pub use sqlite::SqliteStore;
 pub use store::{
-    BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage, RecordQuery, RecordStore,
-    WriteContext, WriteMode, WriteOutcome,
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage,
+    RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
 };
 pub use value::Value;

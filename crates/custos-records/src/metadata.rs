@@ -118,6 +118,8 @@ pub struct AttributeDef {
     pub read_only: bool,
     /// Whether changes to it are audited (Attribute `IsAuditEnabled`).
     pub audit: bool,
+    /// Added by customization (`IsCustomAttribute`): only these can be deleted.
+    pub custom: bool,
 }
 
 impl AttributeDef {
@@ -128,6 +130,7 @@ impl AttributeDef {
             attribute_type,
             read_only: false,
             audit: true,
+            custom: false,
         }
     }
 
@@ -203,6 +206,9 @@ impl EntityDef {
                     "read_only": a.read_only,
                     "audit": a.audit,
                 });
+                if a.custom {
+                    obj["custom"] = json!(true);
+                }
                 match &a.attribute_type {
                     AttributeType::String { max_length } => obj["max_length"] = json!(max_length),
                     AttributeType::Lookup { target } => obj["target"] = json!(target),
@@ -264,6 +270,7 @@ impl EntityDef {
                 attribute_type,
                 read_only: a["read_only"].as_bool().ok_or_else(|| bad("read_only"))?,
                 audit: a["audit"].as_bool().ok_or_else(|| bad("audit"))?,
+                custom: a["custom"].as_bool().unwrap_or(false),
             });
         }
         Ok(EntityDef {
@@ -310,6 +317,21 @@ impl Catalog {
     pub fn entities(&self) -> impl Iterator<Item = &EntityDef> {
         self.entities.values()
     }
+}
+
+/// Whether `name` is the logical name of a customization: a publisher prefix of 2 to 8
+/// letters, `_`, then letters, digits and `_` (`new_project`, `contoso_budget`).
+pub fn is_custom_name(name: &str) -> bool {
+    let Some((prefix, rest)) = name.split_once('_') else {
+        return false;
+    };
+    (2..=8).contains(&prefix.len())
+        && prefix.chars().all(|c| c.is_ascii_lowercase())
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 50
 }
 
 /// Whether `name` is a valid logical name: it becomes an SQL identifier.

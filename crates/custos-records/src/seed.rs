@@ -87,6 +87,27 @@ fn entity(
     }
 }
 
+/// A new custom entity (created by customization): its key `<name>id`, a primary name
+/// attribute `<prefix>_name` of `name_length` characters, and the platform's attributes.
+pub fn custom_entity(logical_name: &str, set_name: &str, name_length: u32) -> EntityDef {
+    let prefix = logical_name.split('_').next().unwrap_or("new");
+    let mut primary = AttributeDef::new(
+        &format!("{prefix}_name"),
+        AttributeType::String {
+            max_length: name_length,
+        },
+    );
+    primary.custom = true;
+    let primary_name = primary.logical_name.clone();
+    entity(
+        logical_name,
+        set_name,
+        EntityCategory::Custom,
+        &primary_name,
+        vec![primary],
+    )
+}
+
 /// The out-of-box and admin entities of a new instance, with their default audit flags:
 /// change auditing on, read auditing off (as Dataverse ships them).
 pub fn seed_entities() -> Vec<EntityDef> {

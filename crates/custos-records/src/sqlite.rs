@@ -17,8 +17,8 @@ use crate::options::QueryOptions;
 use crate::seed::COMPOSED;
 use crate::sql::{compile_filter, resolve};
 use crate::store::{
-    BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage, RecordQuery, RecordStore,
-    WriteContext, WriteMode, WriteOutcome,
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage,
+    RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
 };
 use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
@@ -379,15 +379,18 @@ fn select_sql(
     Ok((sql, condition, params))
 }
 
+/// A stored definition's JSON text.
+fn parse_definition(text: &str) -> Result<EntityDef> {
+    EntityDef::from_json(&serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?)
+}
+
 fn load_catalog(conn: &Connection) -> Result<Catalog> {
     let mut statement =
         conn.prepare("SELECT published FROM custos_entity WHERE published IS NOT NULL")?;
     let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
     let mut definitions = Vec::new();
     for row in rows {
-        let json: serde_json::Value =
-            serde_json::from_str(&row?).map_err(|e| Error::Corrupted(e.to_string()))?;
-        definitions.push(EntityDef::from_json(&json)?);
+        definitions.push(parse_definition(&row?)?);
     }
     Ok(Catalog::new(definitions))
 }
@@ -408,9 +411,20 @@ impl RecordStore for SqliteStore {
                 .optional()?;
             let draft = draft
                 .ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&draft).map_err(|e| Error::Corrupted(e.to_string()))?;
-            EntityDef::from_json(&json)
+            parse_definition(&draft)
+        })
+    }
+
+    fn drafts(&self) -> Result<Vec<EntityDef>> {
+        self.with_reader(|conn| {
+            let mut statement =
+                conn.prepare("SELECT draft FROM custos_entity ORDER BY logical_name")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(parse_definition(&row?)?);
+            }
+            Ok(out)
         })
     }
 
@@ -432,6 +446,121 @@ impl RecordStore for SqliteStore {
         Ok(())
     }
 
+    fn create_draft(&self, definition: &EntityDef) -> Result<()> {
+        if !is_logical_name(&definition.logical_name) {
+            return Err(Error::BadRequest(format!(
+                "invalid entity name '{}'",
+                definition.logical_name
+            )));
+        }
+        let mut conn = self.writer.lock().expect("writer lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let drafts: Vec<String> = {
+            let mut statement = tx.prepare("SELECT draft FROM custos_entity")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for text in drafts {
+            let existing = parse_definition(&text)?;
+            if existing.logical_name == definition.logical_name
+                || existing.set_name == definition.set_name
+            {
+                return Err(Error::Conflict(format!(
+                    "an entity named '{}' or with entity set '{}' already exists",
+                    definition.logical_name, definition.set_name
+                )));
+            }
+        }
+        tx.execute(
+            "INSERT INTO custos_entity (logical_name, published, draft) VALUES (?1, NULL, ?2)",
+            [
+                definition.logical_name.clone(),
+                definition.to_json().to_string(),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_attribute(
+        &self,
+        entity: &str,
+        attribute: &str,
+        before_commit: BeforeAttributeDelete<'_>,
+    ) -> Result<()> {
+        let mut conn = self.writer.lock().expect("writer lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(Option<String>, String)> = tx
+            .query_row(
+                "SELECT published, draft FROM custos_entity WHERE logical_name = ?",
+                [entity],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let (published, draft) =
+            row.ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
+        let mut draft = parse_definition(&draft)?;
+        let mut published = published.as_deref().map(parse_definition).transpose()?;
+        let found = published
+            .as_ref()
+            .and_then(|p| p.attribute(attribute))
+            .or_else(|| draft.attribute(attribute))
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "attribute '{attribute}' does not exist on entity '{entity}'"
+                ))
+            })?;
+        if !found.custom || draft.primary_name.as_deref() == Some(attribute) {
+            return Err(Error::BadRequest(format!(
+                "attribute '{attribute}' is not a custom attribute other than the primary name; it cannot be deleted"
+            )));
+        }
+        let mut destroyed = Vec::new();
+        if let Some(definition) = published
+            .as_mut()
+            .filter(|p| p.attribute(attribute).is_some())
+        {
+            {
+                let mut statement = tx.prepare(&format!(
+                    "SELECT \"{}\", \"{attribute}\" FROM \"{}\" WHERE \"{attribute}\" IS NOT NULL ORDER BY 1",
+                    definition.primary_id(),
+                    definition.table()
+                ))?;
+                let mut rows = statement.query([])?;
+                while let Some(row) = rows.next()? {
+                    let id = row
+                        .get_ref(0)?
+                        .as_str()
+                        .ok()
+                        .and_then(|s| Uuid::parse_str(s).ok())
+                        .ok_or_else(|| Error::Corrupted(format!("a {entity} record has no id")))?;
+                    destroyed.push((id, from_sql(&found, row.get_ref(1)?)?));
+                }
+            }
+            tx.execute_batch(&format!(
+                "ALTER TABLE \"{}\" DROP COLUMN \"{attribute}\"",
+                definition.table()
+            ))?;
+            definition
+                .attributes
+                .retain(|a| a.logical_name != attribute);
+        }
+        draft.attributes.retain(|a| a.logical_name != attribute);
+        tx.execute(
+            "UPDATE custos_entity SET published = ?1, draft = ?2 WHERE logical_name = ?3",
+            rusqlite::params![
+                published.map(|p| p.to_json().to_string()),
+                draft.to_json().to_string(),
+                entity
+            ],
+        )?;
+        before_commit(&found, &destroyed).map_err(Error::CommitRefused)?;
+        tx.commit()?;
+        self.catalog.store(Arc::new(load_catalog(&conn)?));
+        Ok(())
+    }
+
     fn publish_all(
         &self,
         before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>,
@@ -446,13 +575,8 @@ impl RecordStore for SqliteStore {
         };
         let mut changed = Vec::new();
         for (name, published, draft) in pending {
-            let parse = |text: &str| -> Result<EntityDef> {
-                EntityDef::from_json(
-                    &serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?,
-                )
-            };
-            let draft_def = parse(&draft)?;
-            match published.as_deref().map(parse).transpose()? {
+            let draft_def = parse_definition(&draft)?;
+            match published.as_deref().map(parse_definition).transpose()? {
                 None => create_table(&tx, &draft_def)?,
                 Some(old) => {
                     for attribute in &draft_def.attributes {

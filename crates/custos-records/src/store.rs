@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
-use crate::metadata::{Catalog, EntityDef};
+use crate::metadata::{AttributeDef, Catalog, EntityDef};
 use crate::options::QueryOptions;
 use crate::value::Value;
 
@@ -85,6 +85,11 @@ pub type BeforeCommit<'a> = &'a mut dyn FnMut(&WriteOutcome) -> std::result::Res
 pub type BeforeCommitAll<'a> =
     &'a mut dyn FnMut(&[WriteOutcome]) -> std::result::Result<(), String>;
 
+/// Runs inside the transaction that deletes an attribute, with its definition and every value
+/// it destroys (record id and value); an error rolls the deletion back.
+pub type BeforeAttributeDelete<'a> =
+    &'a mut dyn FnMut(&AttributeDef, &[(Uuid, Value)]) -> std::result::Result<(), String>;
+
 /// One record of an import: its id when the file names one, and its values.
 pub type ImportRow = (Option<Uuid>, Vec<(String, Value)>);
 
@@ -94,8 +99,22 @@ pub trait RecordStore: Send + Sync {
     fn catalog(&self) -> Arc<Catalog>;
     /// The draft definition of an entity (what publishing would make current).
     fn draft(&self, entity: &str) -> Result<EntityDef>;
+    /// Every entity's draft definition (what publishing would make current), by logical name.
+    fn drafts(&self) -> Result<Vec<EntityDef>>;
     /// Saves a draft definition.
     fn save_draft(&self, definition: &EntityDef) -> Result<()>;
+    /// Adds a new entity as a draft only (no table until it is published); a taken logical
+    /// or entity set name is a conflict.
+    fn create_draft(&self, definition: &EntityDef) -> Result<()>;
+    /// Deletes an attribute now — from the published and the draft definition, and its data
+    /// from every record. `before_commit` sees every record's value that is destroyed (id and
+    /// value, non-empty ones only) while the change can still be rolled back.
+    fn delete_attribute(
+        &self,
+        entity: &str,
+        attribute: &str,
+        before_commit: BeforeAttributeDelete<'_>,
+    ) -> Result<()>;
     /// Publishes every draft; returns the entities whose published definition changed.
     fn publish_all(
         &self,

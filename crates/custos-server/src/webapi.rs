@@ -267,6 +267,9 @@ fn classify(
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
             Operation::UpdateAuditSettings
         }
+        (Target::EntityDefinitions, &Method::POST) => Operation::CreateEntity,
+        (Target::Attributes(_), &Method::POST) => Operation::CreateAttribute,
+        (Target::Attribute(..), &Method::DELETE) => Operation::DeleteAttribute,
         (Target::PublishAllXml, _) => Operation::PublishAllCustomizations,
         (Target::ExportToExcel, _) => Operation::ExportToExcel,
         (Target::BulkDelete, _) => Operation::BulkDelete,
@@ -284,9 +287,12 @@ fn classify(
         .instance(instance_name)
         .and_then(|instance| match (set, target) {
             (Some(set), _) => instance.store.catalog().by_set_name(set).cloned(),
-            (None, Target::EntityDefinition(name) | Target::Attribute(name, _)) => {
-                instance.store.catalog().entity(name).cloned()
-            }
+            (
+                None,
+                Target::EntityDefinition(name)
+                | Target::Attribute(name, _)
+                | Target::Attributes(name),
+            ) => instance.store.catalog().entity(name).cloned(),
             _ => None,
         });
     if let Some(entity) = entity {
@@ -354,6 +360,13 @@ async fn dispatch(
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,
         (Target::ImportRecords, Method::POST) => bulk::import_records(request, draft).await,
         (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
+        (Target::EntityDefinitions, Method::POST) => metadata::create_entity(&request, draft).await,
+        (Target::Attributes(entity), Method::POST) => {
+            metadata::create_attribute(&request, draft, entity).await
+        }
+        (Target::Attribute(entity, attribute), Method::DELETE) => {
+            metadata::delete_attribute(&request, draft, entity, attribute).await
+        }
         (Target::EntityDefinition(entity), Method::GET) => metadata::get_entity(&request, entity),
         (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => {
             metadata::update_entity(&request, draft, entity).await

@@ -363,3 +363,96 @@ fn a_contacts_full_name_is_composed_on_every_write() {
         "fullname is read-only"
     );
 }
+
+#[test]
+fn a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted() {
+    let (_dir, store) = store();
+    let mut project = crate::seed::custom_entity("new_project", "new_projects", 100);
+    store.create_draft(&project).unwrap();
+    assert!(store.catalog().entity("new_project").is_none(), "a draft");
+    assert!(matches!(
+        store.create_draft(&project),
+        Err(Error::Conflict(_))
+    ));
+    let mut budget = AttributeDef::new("new_budget", AttributeType::Money);
+    budget.custom = true;
+    project.attributes.push(budget);
+    store.save_draft(&project).unwrap();
+    assert_eq!(store.publish_all(&mut |_| Ok(())).unwrap(), ["new_project"]);
+    let id = store
+        .create(
+            "new_project",
+            None,
+            vec![
+                ("new_name".into(), Value::String("Apollo".into())),
+                ("new_budget".into(), Value::Decimal(25.5)),
+            ],
+            context(),
+            &mut ok,
+        )
+        .unwrap()
+        .id;
+    store
+        .create(
+            "new_project",
+            None,
+            vec![("new_name".into(), Value::String("Gemini".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+
+    assert!(
+        matches!(
+            store.delete_attribute("new_project", "new_name", &mut |_, _| Ok(())),
+            Err(Error::BadRequest(_))
+        ),
+        "the primary name stays"
+    );
+    assert!(
+        matches!(
+            store.delete_attribute("account", "name", &mut |_, _| Ok(())),
+            Err(Error::BadRequest(_))
+        ),
+        "out-of-box attributes stay"
+    );
+    let refused =
+        store.delete_attribute("new_project", "new_budget", &mut |_, _| Err("down".into()));
+    assert!(matches!(refused, Err(Error::CommitRefused(_))));
+    assert!(
+        store
+            .catalog()
+            .entity("new_project")
+            .unwrap()
+            .attribute("new_budget")
+            .is_some()
+    );
+
+    let mut seen = Vec::new();
+    store
+        .delete_attribute("new_project", "new_budget", &mut |attribute, values| {
+            assert_eq!(attribute.attribute_type, AttributeType::Money);
+            seen = values.to_vec();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [(id, Value::Decimal(25.5))], "only non-empty values");
+    assert!(
+        store
+            .catalog()
+            .entity("new_project")
+            .unwrap()
+            .attribute("new_budget")
+            .is_none()
+    );
+    assert!(
+        store
+            .draft("new_project")
+            .unwrap()
+            .attribute("new_budget")
+            .is_none()
+    );
+    let record = store.retrieve("new_project", id).unwrap();
+    assert!(!record.values.contains_key("new_budget"));
+    assert_eq!(record.values["new_name"], Value::String("Apollo".into()));
+}

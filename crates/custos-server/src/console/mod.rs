@@ -90,7 +90,15 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/ui/{instance}/customizations",
-            get(settings::customizations),
+            get(settings::customizations).post(settings::create_entity),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}/attributes",
+            post(settings::create_attribute),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}/attributes/{attribute}/delete",
+            post(settings::delete_attribute),
         )
         .route(
             "/ui/{instance}/customizations/publish",

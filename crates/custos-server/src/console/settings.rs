@@ -188,22 +188,26 @@ pub(crate) async fn customizations(
 ) -> Response {
     let here = format!("/ui/{instance}/customizations");
     let console = console!(state, headers, context, here);
-    let published = call!(
+    let root = format!("/{instance}/api/data/v9.2/EntityDefinitions");
+    let published = call!(console, "Customizations", Method::GET, root.clone(), None);
+    let published: Vec<&str> = published.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["LogicalName"].as_str())
+        .collect();
+    let drafts = call!(
         console,
         "Customizations",
         Method::GET,
-        format!("/{instance}/api/data/v9.2/EntityDefinitions"),
+        format!("{root}?RetrieveAsIfPublished=true"),
         None
     );
-    let mut entities = published.json["value"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    entities.sort_by(|a, b| a["LogicalName"].as_str().cmp(&b["LogicalName"].as_str()));
+    let entities = drafts.json["value"].as_array().cloned().unwrap_or_default();
     let mark = |on: bool| if on { "On" } else { "Off" };
     let body = html! {
-        (notice(params.get("published").map(|_| "Published: the audit flags of every entity now apply.")))
-        p { "Audit flags of each entity as published. Change an entity's flags, save them as a draft, then publish." }
+        (notice(params.get("published").map(|_| "Published: every draft now applies.")))
+        p { "Audit flags of each entity as they will be once published. Change an entity's flags or attributes, save them as a draft, then publish." }
         table {
             thead { tr {
                 th scope="col" { "Entity" } th scope="col" { "Category" }
@@ -213,7 +217,10 @@ pub(crate) async fn customizations(
                 @for entity in &entities {
                     @let name = entity["LogicalName"].as_str().unwrap_or_default();
                     tr {
-                        td { a href={ (here) "/" (name) } { (name) } }
+                        td {
+                            a href={ (here) "/" (name) } { (name) }
+                            @if !published.contains(&name) { " " span.muted { "(not yet published)" } }
+                        }
                         td { (entity["EntityCategory"].as_str().unwrap_or_default()) }
                         td { (mark(flag(&entity["IsAuditEnabled"]))) }
                         td { (mark(flag(&entity["IsRetrieveAuditEnabled"]))) }
@@ -224,6 +231,14 @@ pub(crate) async fn customizations(
         }
         form method="post" action={ (here) "/publish" } {
             button type="submit" { "Publish all customizations" }
+        }
+        h2 { "New entity" }
+        form method="post" action=(here) {
+            p {
+                label for="schema" { "Name " span.muted { "(with your publisher prefix, e.g. new_project)" } }
+                input id="schema" name="name" type="text" required pattern="[a-z]{2,8}_[a-z0-9_]+";
+            }
+            div.actions { button.secondary type="submit" { "Create entity" } }
         }
     };
     Page {
@@ -253,7 +268,10 @@ pub(crate) async fn entity(
         format!("{root}?RetrieveAsIfPublished=true"),
         None
     );
-    let published = call!(console, "Customizations", Method::GET, root.clone(), None);
+    let published = match console.call(Method::GET, &root, None, &[]).await {
+        Ok(answer) if answer.status.is_success() => Some(answer.json),
+        _ => None,
+    };
     let attributes = call!(
         console,
         "Customizations",
@@ -273,11 +291,45 @@ pub(crate) async fn entity(
             "Retrieve multiple auditing",
         ),
     ];
-    let pending = flags
+    let pending = published.as_ref().is_none_or(|published| {
+        flags
+            .iter()
+            .any(|(key, _)| flag(&draft.json[*key]) != flag(&published[*key]))
+    });
+    let custom: Vec<&str> = attributes
         .iter()
-        .any(|(key, _)| flag(&draft.json[*key]) != flag(&published.json[*key]));
+        .filter(|a| a["IsCustomAttribute"] == true)
+        .filter_map(|a| a["LogicalName"].as_str())
+        .filter(|name| draft.json["PrimaryNameAttribute"].as_str() != Some(name))
+        .collect();
+    let entities = call!(
+        console,
+        "Customizations",
+        Method::GET,
+        format!("/{instance}/api/data/v9.2/EntityDefinitions"),
+        None
+    );
+    let targets: Vec<String> = entities.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["LogicalName"].as_str().map(str::to_string))
+        .collect();
+    let outcome = if params.contains_key("saved") {
+        Some("Saved as a draft. Publish to apply it.".to_string())
+    } else if params.contains_key("created") {
+        Some("Entity created as a draft. Add attributes, then publish.".to_string())
+    } else if let Some(name) = params.get("added") {
+        Some(format!(
+            "Attribute {name} added as a draft. Publish to apply it."
+        ))
+    } else {
+        params.get("deleted").map(|name| {
+            format!("Attribute {name} and its data were deleted; the audit log keeps every value.")
+        })
+    };
     let body = html! {
-        (notice(params.get("saved").map(|_| "Saved as a draft. Publish to apply it.")))
+        (notice(outcome.as_deref()))
         @if pending {
             p.notice role="status" { "This entity has unpublished changes." }
         }
@@ -305,6 +357,45 @@ pub(crate) async fn entity(
         }
         form method="post" action={ "/ui/" (instance) "/customizations/publish" } {
             button.secondary type="submit" { "Publish all customizations" }
+        }
+        h2 { "New attribute" }
+        form method="post" action={ (here) "/attributes" } {
+            p {
+                label for="attribute-name" { "Name " span.muted { "(with your publisher prefix, e.g. new_budget)" } }
+                input id="attribute-name" name="name" type="text" required pattern="[a-z]{2,8}_[a-z0-9_]+";
+            }
+            p {
+                label for="attribute-type" { "Type" }
+                select id="attribute-type" name="type" {
+                    @for (value, label) in ATTRIBUTE_TYPES {
+                        option value=(value) { (label) }
+                    }
+                }
+            }
+            p {
+                label for="max-length" { "Most characters (String)" }
+                input id="max-length" name="maxLength" type="number" min="1" max="4000" value="100";
+            }
+            p {
+                label for="target" { "Refers to (Lookup)" }
+                select id="target" name="target" {
+                    @for target in &targets { option value=(target) { (target) } }
+                }
+            }
+            div.actions { button.secondary type="submit" { "Add attribute" } }
+        }
+        @if !custom.is_empty() {
+            h2 { "Delete a custom attribute" }
+            p.muted { "Deleting an attribute deletes its value in every record, at once. The audit log keeps every deleted value, so it can be put back." }
+            @for name in &custom {
+                form.inline method="post" action={ (here) "/attributes/" (name) "/delete" } {
+                    div.check {
+                        input id={ "confirm-" (name) } name="confirm" type="checkbox" value="yes" required;
+                        label for={ "confirm-" (name) } { "Delete " code { (name) } " and its data" }
+                    }
+                    button.danger type="submit" { "Delete " (name) }
+                }
+            }
         }
     };
     Page {
@@ -354,6 +445,114 @@ pub(crate) async fn save_entity(
         }
     }
     see_other(&format!("{here}?saved=1"))
+}
+
+/// The attribute types a new attribute can have: (`AttributeType`, label).
+const ATTRIBUTE_TYPES: [(&str, &str); 10] = [
+    ("String", "Text"),
+    ("Memo", "Long text"),
+    ("Integer", "Whole number"),
+    ("Decimal", "Decimal number"),
+    ("Money", "Currency"),
+    ("Boolean", "Yes/No"),
+    ("DateTime", "Date and time"),
+    ("Picklist", "Choice"),
+    ("Lookup", "Lookup"),
+    ("Uniqueidentifier", "Unique identifier"),
+];
+
+/// `POST /ui/{instance}/customizations` with `name`: a new custom entity (a draft).
+pub(crate) async fn create_entity(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/customizations");
+    let console = console!(state, headers, context, here);
+    let name = form
+        .get("name")
+        .map(|n| n.trim())
+        .unwrap_or_default()
+        .to_string();
+    call!(
+        console,
+        "New entity",
+        Method::POST,
+        format!("/{instance}/api/data/v9.2/EntityDefinitions"),
+        Some(json!({"SchemaName": name}))
+    );
+    see_other(&format!("{here}/{}?created=1", encode(&name)))
+}
+
+/// `POST /ui/{instance}/customizations/{entity}/attributes` with `name`, `type`, `maxLength`
+/// and `target`: a new custom attribute (a draft).
+pub(crate) async fn create_attribute(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, entity)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/customizations/{entity}");
+    let console = console!(state, headers, context, here);
+    let field = |key: &str| form.get(key).map(|v| v.trim()).unwrap_or_default();
+    let name = field("name").to_string();
+    let mut body = json!({"SchemaName": name, "AttributeType": field("type")});
+    match field("type") {
+        "String" => {
+            let Ok(length) = field("maxLength").parse::<u64>() else {
+                return error_page(
+                    &console,
+                    "New attribute",
+                    "most characters must be a number",
+                );
+            };
+            body["MaxLength"] = json!(length);
+        }
+        "Lookup" => body["Targets"] = json!([field("target")]),
+        _ => {}
+    }
+    call!(
+        console,
+        "New attribute",
+        Method::POST,
+        format!("{}/Attributes", definition_root(&instance, &entity)),
+        Some(body)
+    );
+    see_other(&format!("{here}?added={}", encode(&name)))
+}
+
+/// `POST /ui/{instance}/customizations/{entity}/attributes/{attribute}/delete` with `confirm`.
+pub(crate) async fn delete_attribute(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, entity, attribute)): Path<(String, String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/customizations/{entity}");
+    let console = console!(state, headers, context, here);
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return error_page(
+            &console,
+            "Delete attribute",
+            "tick the box to confirm that the attribute's data is to be deleted",
+        );
+    }
+    call!(
+        console,
+        "Delete attribute",
+        Method::DELETE,
+        format!(
+            "{}/Attributes(LogicalName='{}')",
+            definition_root(&instance, &entity),
+            encode(&attribute)
+        ),
+        None
+    );
+    see_other(&format!("{here}?deleted={}", encode(&attribute)))
 }
 
 /// `POST /ui/{instance}/customizations/publish`.

@@ -5,7 +5,7 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use custos_audit::{Change, Operation};
-use custos_records::{AttributeDef, EntityDef, Privilege};
+use custos_records::{AttributeDef, AttributeType, EntityDef, Privilege};
 use serde_json::{Map, Value as Json, json};
 
 use super::WebRequest;
@@ -120,16 +120,27 @@ fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Map<String, J
         json!(!attribute.read_only && attribute.logical_name != entity.primary_id()),
     );
     out.insert("IsAuditEnabled".into(), managed(attribute.audit));
+    out.insert("IsCustomAttribute".into(), json!(attribute.custom));
+    if let custos_records::AttributeType::String { max_length } = attribute.attribute_type {
+        out.insert("MaxLength".into(), json!(max_length));
+    }
+    if let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type {
+        out.insert("Targets".into(), json!([target]));
+    }
     out
+}
+
+/// Whether the request asks for drafts (`?RetrieveAsIfPublished=true`).
+fn as_if_published(request: &WebRequest) -> bool {
+    request
+        .query
+        .iter()
+        .any(|(k, v)| k == "RetrieveAsIfPublished" && v == "true")
 }
 
 /// The definition to show: published, or the draft with `?RetrieveAsIfPublished=true`.
 fn shown_definition(request: &WebRequest, entity: &str) -> Result<EntityDef, AppError> {
-    let as_if_published = request
-        .query
-        .iter()
-        .any(|(k, v)| k == "RetrieveAsIfPublished" && v == "true");
-    if as_if_published {
+    if as_if_published(request) {
         return Ok(request.instance.store.draft(entity)?);
     }
     request
@@ -141,14 +152,26 @@ fn shown_definition(request: &WebRequest, entity: &str) -> Result<EntityDef, App
         .ok_or_else(|| AppError::not_found(format!("entity '{entity}' does not exist")))
 }
 
+/// `GET EntityDefinitions`: the published entities, or every draft (new entities included)
+/// with `?RetrieveAsIfPublished=true`.
 pub(crate) fn list_entities(request: &WebRequest) -> Result<Response, AppError> {
-    let value: Vec<Json> = request
-        .instance
-        .store
-        .catalog()
-        .entities()
-        .map(|e| Json::Object(entity_json(e)))
-        .collect();
+    let value: Vec<Json> = if as_if_published(request) {
+        request
+            .instance
+            .store
+            .drafts()?
+            .iter()
+            .map(|e| Json::Object(entity_json(e)))
+            .collect()
+    } else {
+        request
+            .instance
+            .store
+            .catalog()
+            .entities()
+            .map(|e| Json::Object(entity_json(e)))
+            .collect()
+    };
     Ok(axum::Json(json!({"@odata.context": format!("{}/$metadata#EntityDefinitions", request.service_root), "value": value})).into_response())
 }
 
@@ -257,6 +280,19 @@ fn require_customizer(request: &WebRequest, entity: &EntityDef) -> Result<(), Ap
     })
 }
 
+/// The draft definition of an entity to customize (a new entity exists only as a draft), named
+/// in the event; refused unless the caller may customize.
+fn customizable(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<EntityDef, AppError> {
+    let definition = request.instance.store.draft(entity)?;
+    draft.set_entity(&definition);
+    require_customizer(request, &definition)?;
+    Ok(definition)
+}
+
 /// Saves a changed draft after its `UpdateAuditSettings` event is durable (always recorded).
 async fn save_draft(
     request: &WebRequest,
@@ -279,17 +315,8 @@ pub(crate) async fn update_entity(
     entity: &str,
 ) -> Result<Response, AppError> {
     draft.operation = Operation::UpdateAuditSettings;
-    let published = request
-        .instance
-        .store
-        .catalog()
-        .entity(entity)
-        .cloned()
-        .ok_or_else(|| AppError::not_found(format!("entity '{entity}' does not exist")))?;
-    draft.set_entity(&published);
-    require_customizer(request, &published)?;
+    let mut definition = customizable(request, draft, entity)?;
     let body = request.json_object()?;
-    let mut definition = request.instance.store.draft(entity)?;
     let shown = entity_json(&definition);
     let mut changes = Vec::new();
     let (mut audit, mut retrieve, mut multiple) = (
@@ -323,17 +350,8 @@ pub(crate) async fn update_attribute(
     attribute: &str,
 ) -> Result<Response, AppError> {
     draft.operation = Operation::UpdateAuditSettings;
-    let published = request
-        .instance
-        .store
-        .catalog()
-        .entity(entity)
-        .cloned()
-        .ok_or_else(|| AppError::not_found(format!("entity '{entity}' does not exist")))?;
-    draft.set_entity(&published);
-    require_customizer(request, &published)?;
+    let mut definition = customizable(request, draft, entity)?;
     let body = request.json_object()?;
-    let mut definition = request.instance.store.draft(entity)?;
     let index = definition
         .attributes
         .iter()
@@ -381,6 +399,395 @@ pub(crate) async fn publish_all(
             event.details = json!({"PublishedEntities": changed}).to_string();
             event.result_count = changed.len() as u64;
             state.append_blocking(event).map_err(|e| e.message)
+        })
+    })
+    .await?;
+    request.instance.refresh_policy()?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// Properties of Dataverse's metadata bodies that Custos accepts and does not keep.
+const IGNORED_PROPERTIES: [&str; 8] = [
+    "DisplayName",
+    "DisplayCollectionName",
+    "Description",
+    "OwnershipType",
+    "HasActivities",
+    "HasNotes",
+    "IsActivity",
+    "RequiredLevel",
+];
+/// Values of one `DeleteAttribute` event; more go to further events of the same delete.
+const DELETED_VALUES_PER_EVENT: usize = 10_000;
+
+/// Refuses properties that are neither `known` nor Dataverse's display-only ones.
+fn check_properties(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppError> {
+    for key in body.keys() {
+        if !key.starts_with('@')
+            && !known.contains(&key.as_str())
+            && !IGNORED_PROPERTIES.contains(&key.as_str())
+        {
+            return Err(AppError::bad_request(format!("unknown property '{key}'")));
+        }
+    }
+    Ok(())
+}
+
+/// The logical name of a new entity or attribute: `LogicalName`, or `SchemaName` lowercased;
+/// it must carry a publisher prefix (`new_`).
+fn custom_name(body: &Map<String, Json>, what: &str) -> Result<String, AppError> {
+    let name = body
+        .get("LogicalName")
+        .or_else(|| body.get("SchemaName"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| AppError::bad_request(format!("a new {what} needs 'SchemaName'")))?
+        .to_ascii_lowercase();
+    if !custos_records::is_custom_name(&name) {
+        return Err(AppError::bad_request(format!(
+            "'{name}' needs a publisher prefix: 2 to 8 letters and '_' (e.g. new_{}), then letters, digits and '_', at most 50 characters",
+            name.trim_start_matches('_')
+        )));
+    }
+    Ok(name)
+}
+
+/// The type of a new attribute from `AttributeType` or Dataverse's `@odata.type`.
+fn attribute_type(
+    request: &WebRequest,
+    body: &Map<String, Json>,
+) -> Result<AttributeType, AppError> {
+    let name = match (
+        body.get("AttributeType").and_then(Json::as_str),
+        body.get("@odata.type").and_then(Json::as_str),
+    ) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(odata)) => odata
+            .trim_start_matches('#')
+            .trim_start_matches("Microsoft.Dynamics.CRM.")
+            .trim_end_matches("AttributeMetadata")
+            .to_string(),
+        (None, None) => {
+            return Err(AppError::bad_request(
+                "a new attribute needs 'AttributeType' (or '@odata.type')",
+            ));
+        }
+    };
+    let max_length = |default: u64| -> Result<u32, AppError> {
+        match body.get("MaxLength") {
+            None | Some(Json::Null) => Ok(default as u32),
+            Some(value) => value
+                .as_u64()
+                .filter(|n| (1..=4000).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| AppError::bad_request("'MaxLength' must be 1 to 4000")),
+        }
+    };
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "string" => AttributeType::String {
+            max_length: max_length(100)?,
+        },
+        "memo" => AttributeType::Memo,
+        "integer" => AttributeType::Integer,
+        "decimal" => AttributeType::Decimal,
+        "money" => AttributeType::Money,
+        "boolean" => AttributeType::Boolean,
+        "datetime" => AttributeType::DateTime,
+        "picklist" | "choice" => AttributeType::Choice,
+        "uniqueidentifier" => AttributeType::UniqueIdentifier,
+        "lookup" => {
+            let target = body
+                .get("Targets")
+                .and_then(Json::as_array)
+                .and_then(|t| match t.as_slice() {
+                    [one] => one.as_str(),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    AppError::bad_request(
+                        "a lookup needs 'Targets': one entity's logical name, e.g. [\"account\"]",
+                    )
+                })?;
+            if request.instance.store.catalog().entity(target).is_none() {
+                return Err(AppError::bad_request(format!(
+                    "lookup target '{target}' is not a published entity"
+                )));
+            }
+            AttributeType::Lookup {
+                target: target.to_string(),
+            }
+        }
+        other => {
+            return Err(AppError::bad_request(format!(
+                "attribute type '{other}' is not one of String, Memo, Integer, Decimal, Money, Boolean, DateTime, Picklist, Lookup, Uniqueidentifier"
+            )));
+        }
+    })
+}
+
+/// An attribute of a creation body, with its audit flag.
+fn new_attribute(request: &WebRequest, body: &Map<String, Json>) -> Result<AttributeDef, AppError> {
+    check_properties(
+        body,
+        &[
+            "SchemaName",
+            "LogicalName",
+            "AttributeType",
+            "MaxLength",
+            "Targets",
+            "IsAuditEnabled",
+            "IsPrimaryName",
+        ],
+    )?;
+    let name = custom_name(body, "attribute")?;
+    let mut attribute = AttributeDef::new(&name, attribute_type(request, body)?);
+    attribute.custom = true;
+    if let Some(value) = body.get("IsAuditEnabled") {
+        attribute.audit = flag("IsAuditEnabled", value)?;
+    }
+    Ok(attribute)
+}
+
+fn definition_json(attribute: &AttributeDef) -> Json {
+    let mut out = json!({
+        "AttributeType": attribute.attribute_type.name(),
+        "IsAuditEnabled": attribute.audit,
+    });
+    match &attribute.attribute_type {
+        AttributeType::String { max_length } => out["MaxLength"] = json!(max_length),
+        AttributeType::Lookup { target } => out["Targets"] = json!([target]),
+        _ => {}
+    }
+    out
+}
+
+/// `POST EntityDefinitions`: a new custom entity, a draft until published.
+pub(crate) async fn create_entity(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::CreateEntity;
+    let organization = request
+        .instance
+        .store
+        .catalog()
+        .entity(custos_records::ORGANIZATION_ENTITY)
+        .cloned()
+        .ok_or_else(|| AppError::not_found("the instance has no organization entity"))?;
+    require_customizer(request, &organization)?;
+    let body = request.json_object()?;
+    check_properties(
+        &body,
+        &[
+            "SchemaName",
+            "LogicalName",
+            "EntitySetName",
+            "Attributes",
+            "IsAuditEnabled",
+            "IsRetrieveAuditEnabled",
+            "IsRetrieveMultipleAuditEnabled",
+        ],
+    )?;
+    let name = custom_name(&body, "entity")?;
+    let set_name = match body.get("EntitySetName") {
+        None | Some(Json::Null) => format!("{name}s"),
+        Some(Json::String(set)) if custos_records::is_custom_name(set) => set.clone(),
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "'EntitySetName' must carry the publisher prefix too, e.g. new_projects",
+            ));
+        }
+    };
+    let attributes: Vec<Map<String, Json>> = match body.get("Attributes") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(list)) => list
+            .iter()
+            .map(|a| {
+                a.as_object()
+                    .cloned()
+                    .ok_or_else(|| AppError::bad_request("each of 'Attributes' is an object"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(AppError::bad_request("'Attributes' must be an array")),
+    };
+    let primary = attributes
+        .iter()
+        .find(|a| a.get("IsPrimaryName").and_then(Json::as_bool) == Some(true));
+    let name_length = match primary.map(|p| attribute_type(request, p)).transpose()? {
+        None => 100,
+        Some(AttributeType::String { max_length }) => max_length,
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "the primary name attribute must be a String",
+            ));
+        }
+    };
+    let mut definition = custos_records::custom_entity(&name, &set_name, name_length);
+    if let Some(primary) = primary {
+        let primary_name = custom_name(primary, "attribute")?;
+        let current = definition.primary_name.clone().unwrap_or_default();
+        for attribute in definition
+            .attributes
+            .iter_mut()
+            .filter(|a| a.logical_name == current)
+        {
+            attribute.logical_name = primary_name.clone();
+        }
+        definition.primary_name = Some(primary_name);
+    }
+    // Custom attributes follow the key and the primary name.
+    for (position, body) in attributes
+        .iter()
+        .filter(|a| a.get("IsPrimaryName").and_then(Json::as_bool) != Some(true))
+        .enumerate()
+    {
+        let attribute = new_attribute(request, body)?;
+        if definition.attribute(&attribute.logical_name).is_some() {
+            return Err(AppError::bad_request(format!(
+                "attribute '{}' is given twice",
+                attribute.logical_name
+            )));
+        }
+        definition.attributes.insert(2 + position, attribute);
+    }
+    for (key, slot) in [
+        ("IsAuditEnabled", &mut definition.audit),
+        ("IsRetrieveAuditEnabled", &mut definition.retrieve_audit),
+        (
+            "IsRetrieveMultipleAuditEnabled",
+            &mut definition.retrieve_multiple_audit,
+        ),
+    ] {
+        if let Some(value) = body.get(key) {
+            *slot = flag(key, value)?;
+        }
+    }
+    draft.set_entity(&definition);
+    let attribute_list: Map<String, Json> = definition
+        .attributes
+        .iter()
+        .filter(|a| a.custom)
+        .map(|a| (a.logical_name.clone(), definition_json(a)))
+        .collect();
+    draft.details = json!({
+        "Entity": name,
+        "EntitySetName": set_name,
+        "Attributes": attribute_list,
+        "Draft": true,
+    })
+    .to_string();
+    let store = request.instance.store.clone();
+    let checked = definition.clone();
+    // Refuse a taken name before recording anything.
+    if store.draft(&name).is_ok() {
+        return Err(AppError::new(
+            crate::error::ErrorCode::Conflict,
+            format!("entity '{name}' already exists"),
+        ));
+    }
+    request.state.record(draft.clone()).await?;
+    blocking(move || store.create_draft(&checked)).await?;
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
+        "{}/EntityDefinitions(LogicalName='{name}')",
+        request.service_root
+    )) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    Ok(response)
+}
+
+/// `POST EntityDefinitions(LogicalName='x')/Attributes`: a new custom attribute, a draft
+/// until published.
+pub(crate) async fn create_attribute(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::CreateAttribute;
+    let mut definition = customizable(request, draft, entity)?;
+    let body = request.json_object()?;
+    let attribute = new_attribute(request, &body)?;
+    if definition.attribute(&attribute.logical_name).is_some() {
+        return Err(AppError::new(
+            crate::error::ErrorCode::Conflict,
+            format!(
+                "attribute '{}' already exists on entity '{entity}'",
+                attribute.logical_name
+            ),
+        ));
+    }
+    let name = attribute.logical_name.clone();
+    draft.details = json!({
+        "Entity": entity,
+        "Attribute": name,
+        "Definition": definition_json(&attribute),
+        "Draft": true,
+    })
+    .to_string();
+    definition.attributes.push(attribute);
+    request.state.record(draft.clone()).await?;
+    let store = request.instance.store.clone();
+    blocking(move || store.save_draft(&definition)).await?;
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
+        "{}/EntityDefinitions(LogicalName='{entity}')/Attributes(LogicalName='{name}')",
+        request.service_root
+    )) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    Ok(response)
+}
+
+/// `DELETE EntityDefinitions(LogicalName='x')/Attributes(LogicalName='y')`: deletes a custom
+/// attribute and its data now. The `DeleteAttribute` events keep the definition and every
+/// destroyed value (in parts of 10,000), enough to put them back; they are durable before the
+/// deletion commits.
+pub(crate) async fn delete_attribute(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+    attribute: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::DeleteAttribute;
+    customizable(request, draft, entity)?;
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let (entity_name, attribute_name) = (entity.to_string(), attribute.to_string());
+    blocking(move || {
+        store.delete_attribute(&entity_name, &attribute_name, &mut |definition, values| {
+            // An attribute without values still has its one event.
+            let mut chunks: Vec<&[(uuid::Uuid, custos_records::Value)]> =
+                values.chunks(DELETED_VALUES_PER_EVENT).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            let parts = chunks.len();
+            let events = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let mut event = event.clone();
+                    let kept: Map<String, Json> = chunk
+                        .iter()
+                        .map(|(id, value)| (id.to_string(), value.to_json()))
+                        .collect();
+                    event.record_ids = chunk.iter().map(|(id, _)| *id).collect();
+                    event.result_count = chunk.len() as u64;
+                    event.details = json!({
+                        "Entity": entity_name,
+                        "Attribute": attribute_name,
+                        "Definition": definition_json(definition),
+                        "Values": kept,
+                        "Part": i + 1,
+                        "Parts": parts,
+                        "ValuesDeleted": values.len(),
+                    })
+                    .to_string();
+                    event
+                })
+                .collect();
+            state.append_all_blocking(events).map_err(|e| e.message)
         })
     })
     .await?;

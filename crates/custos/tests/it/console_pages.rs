@@ -481,3 +481,94 @@ fn the_admin_center_creates_backs_up_restores_and_deletes_instances() {
     assert_eq!(status, 400);
     assert!(html.contains("not a tenant global admin"));
 }
+
+#[test]
+fn customizations_create_entities_and_attributes_and_delete_attributes() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let created = post(
+        &server,
+        &cookie,
+        "/ui/main/customizations",
+        &[("name", "new_project")],
+    );
+    assert_eq!(created.status(), 303);
+    let entity_page = created.headers()["location"].to_str().unwrap().to_string();
+    let (status, html) = page(&server, &cookie, &entity_page);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Entity created as a draft") && html.contains("unpublished changes"));
+    assert_labelled(&entity_page, &html);
+    let (_, html) = page(&server, &cookie, "/ui/main/customizations");
+    assert!(html.contains("new_project") && html.contains("(not yet published)"));
+
+    let here = "/ui/main/customizations/new_project";
+    for form in [
+        [
+            ("name", "new_budget"),
+            ("type", "Money"),
+            ("maxLength", "100"),
+            ("target", "account"),
+        ],
+        [
+            ("name", "new_code"),
+            ("type", "String"),
+            ("maxLength", "12"),
+            ("target", "account"),
+        ],
+        [
+            ("name", "new_accountid"),
+            ("type", "Lookup"),
+            ("maxLength", "100"),
+            ("target", "account"),
+        ],
+    ] {
+        let added = post(&server, &cookie, &format!("{here}/attributes"), &form);
+        assert_eq!(added.status(), 303, "{form:?}");
+    }
+    let bad = post(
+        &server,
+        &cookie,
+        &format!("{here}/attributes"),
+        &[("name", "budget"), ("type", "Money")],
+    );
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("publisher prefix"));
+    assert_eq!(
+        post(&server, &cookie, "/ui/main/customizations/publish", &[]).status(),
+        303
+    );
+    let response = send(
+        client().post(server.api("new_projects")),
+        &admin,
+        Some(json!({"new_name": "Apollo", "new_budget": 10, "new_code": "AP-1"})),
+    );
+    assert_eq!(response.status(), 204);
+    let attributes = get_json(
+        &server
+            .api("EntityDefinitions(LogicalName='new_project')/Attributes(LogicalName='new_code')"),
+        &admin,
+    );
+    assert_eq!(attributes["MaxLength"], 12);
+
+    let unconfirmed = post(
+        &server,
+        &cookie,
+        &format!("{here}/attributes/new_budget/delete"),
+        &[],
+    );
+    assert_eq!(unconfirmed.status(), 400);
+    let deleted = post(
+        &server,
+        &cookie,
+        &format!("{here}/attributes/new_budget/delete"),
+        &[("confirm", "yes")],
+    );
+    assert_eq!(deleted.status(), 303);
+    let (_, html) = page(&server, &cookie, &format!("{here}?deleted=new_budget"));
+    assert!(html.contains("the audit log keeps every value"));
+    let events = server.audit(&admin, "operation=DeleteAttribute");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["Origin"], "WebUI");
+    assert_eq!(events[0]["ResultCount"], 1);
+}

@@ -8,6 +8,7 @@ mod common;
 mod console;
 mod console_pages;
 mod crash;
+mod customization;
 mod errors;
 mod fail_closed;
 mod integrity;

@@ -1,0 +1,299 @@
+//! Customization (SPEC §3): custom entities with a publisher prefix and attributes of every
+//! type are drafts until published; deleting an attribute deletes its data, and its
+//! `DeleteAttribute` event keeps what was destroyed.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn post(server: &Server, token: &str, path: &str, body: Value) -> reqwest::blocking::Response {
+    send(client().post(server.api(path)), token, Some(body))
+}
+
+#[test]
+fn custom_entities_and_attributes_of_every_type_take_effect_on_publish() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let response = post(
+        &server,
+        &admin,
+        "EntityDefinitions",
+        json!({
+            "@odata.type": "Microsoft.Dynamics.CRM.EntityMetadata",
+            "SchemaName": "new_Project",
+            "DisplayName": {"LocalizedLabels": [{"Label": "Project", "LanguageCode": 1033}]},
+            "OwnershipType": "UserOwned",
+            "IsRetrieveAuditEnabled": {"Value": true},
+            "Attributes": [
+                {"AttributeType": "String", "SchemaName": "new_Name", "IsPrimaryName": true, "MaxLength": 80},
+                {"@odata.type": "Microsoft.Dynamics.CRM.MoneyAttributeMetadata", "SchemaName": "new_Budget"},
+                {"AttributeType": "Memo", "SchemaName": "new_notes"},
+                {"AttributeType": "Integer", "SchemaName": "new_headcount"},
+                {"AttributeType": "Decimal", "SchemaName": "new_ratio"},
+                {"AttributeType": "Boolean", "SchemaName": "new_active"},
+                {"AttributeType": "DateTime", "SchemaName": "new_start"},
+                {"AttributeType": "Picklist", "SchemaName": "new_phase"},
+                {"AttributeType": "Lookup", "SchemaName": "new_accountid", "Targets": ["account"]},
+                {"AttributeType": "Uniqueidentifier", "SchemaName": "new_externalid", "IsAuditEnabled": {"Value": false}}
+            ]
+        }),
+    );
+    assert_eq!(response.status(), 204, "{:?}", response.text());
+    let created = server.audit(&admin, "operation=CreateEntity");
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["EntityName"], "new_project");
+    assert_eq!(created[0]["EntityCategory"], "custom");
+    assert_eq!(
+        created[0]["Details"]["Attributes"]["new_budget"]["AttributeType"],
+        "Money"
+    );
+
+    // A draft: not in the Web API, visible only as if published.
+    assert_eq!(
+        send(client().get(server.api("new_projects")), &admin, None).status(),
+        404
+    );
+    assert_eq!(
+        send(
+            client().get(server.api("EntityDefinitions(LogicalName='new_project')")),
+            &admin,
+            None
+        )
+        .status(),
+        404
+    );
+    let draft = get_json(
+        &server.api("EntityDefinitions(LogicalName='new_project')?RetrieveAsIfPublished=true"),
+        &admin,
+    );
+    assert_eq!(draft["EntitySetName"], "new_projects");
+    assert_eq!(draft["IsCustomEntity"], true);
+
+    server.publish(&admin);
+    let account = entity_id(&post(
+        &server,
+        &admin,
+        "accounts",
+        json!({"name": "Contoso"}),
+    ));
+    let response = post(
+        &server,
+        &admin,
+        "new_projects",
+        json!({
+            "new_name": "Apollo", "new_budget": 1250.5, "new_notes": "long text",
+            "new_headcount": 12, "new_ratio": 0.25, "new_active": true,
+            "new_start": "2026-03-01", "new_phase": 2,
+            "new_accountid@odata.bind": format!("/accounts({account})"),
+            "new_externalid": "6a1b2c3d-0000-4000-8000-00000000abcd"
+        }),
+    );
+    assert_eq!(response.status(), 204);
+    let project = entity_id(&response);
+    let record = get_json(&server.api(&format!("new_projects({project})")), &admin);
+    assert_eq!(record["new_budget"], 1250.5);
+    assert_eq!(record["new_start"], "2026-03-01T00:00:00Z");
+    assert_eq!(record["_new_accountid_value"], account);
+    assert_eq!(record["new_phase"], 2);
+    let create = server.audit(&admin, &format!("recordId={project}&operation=Create"));
+    assert_eq!(create[0]["EntityCategory"], "custom");
+    assert_eq!(create[0]["Category"], "accessed-custom-entity");
+    let changed: Vec<&str> = create[0]["Changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Attribute"].as_str().unwrap())
+        .collect();
+    assert!(changed.contains(&"new_budget") && !changed.contains(&"new_externalid"));
+    let retrieve = server.audit(&admin, &format!("recordId={project}&operation=Retrieve"));
+    assert!(
+        retrieve.is_empty(),
+        "retrieve auditing needs the instance's read auditing too"
+    );
+    let metadata = send(client().get(server.api("$metadata")), &admin, None)
+        .text()
+        .unwrap();
+    assert!(metadata.contains("Name=\"new_project\""), "{metadata}");
+
+    // A new attribute on an out-of-box entity, and on the custom one: drafts until published.
+    for (entity, body) in [
+        (
+            "account",
+            json!({"AttributeType": "Integer", "SchemaName": "new_Tier"}),
+        ),
+        (
+            "new_project",
+            json!({"AttributeType": "String", "SchemaName": "new_code", "MaxLength": 10}),
+        ),
+    ] {
+        let response = post(
+            &server,
+            &admin,
+            &format!("EntityDefinitions(LogicalName='{entity}')/Attributes"),
+            body,
+        );
+        assert_eq!(response.status(), 204);
+    }
+    let early = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"new_tier": 3})),
+    );
+    assert_eq!(
+        odata_error(early).0,
+        400,
+        "unpublished attributes are not there yet"
+    );
+    server.publish(&admin);
+    let later = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"new_tier": 3})),
+    );
+    assert_eq!(later.status(), 204);
+    let too_long = send(
+        client().patch(server.api(&format!("new_projects({project})"))),
+        &admin,
+        Some(json!({"new_code": "ABCDEFGHIJK"})),
+    );
+    assert_eq!(odata_error(too_long).0, 400, "MaxLength holds");
+    assert_eq!(server.audit(&admin, "operation=CreateAttribute").len(), 2);
+
+    // Deleting an attribute deletes its data; the event keeps it.
+    let response = send(
+        client().delete(server.api(
+            "EntityDefinitions(LogicalName='new_project')/Attributes(LogicalName='new_budget')",
+        )),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+    let record = get_json(&server.api(&format!("new_projects({project})")), &admin);
+    assert!(record.get("new_budget").is_none());
+    assert_eq!(record["new_name"], "Apollo");
+    let deleted = server.audit(&admin, "operation=DeleteAttribute");
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["RecordIds"], json!([project]));
+    assert_eq!(deleted[0]["Details"]["Values"][&project], 1250.5);
+    assert_eq!(
+        deleted[0]["Details"]["Definition"]["AttributeType"],
+        "Money"
+    );
+    assert_eq!(deleted[0]["RecordType"], "CustosAdmin");
+    assert_eq!(
+        server
+            .audit(
+                &admin,
+                &format!("recordId={project}&operation=DeleteAttribute")
+            )
+            .len(),
+        1,
+        "who touched this record finds the deletion of its value"
+    );
+    let gone = send(
+        client().get(server.api(&format!("new_projects({project})?$select=new_budget"))),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(gone).0, 400);
+}
+
+#[test]
+fn customization_refuses_bad_names_and_non_customizers() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    for (path, body, status) in [
+        ("EntityDefinitions", json!({"SchemaName": "project"}), 400),
+        ("EntityDefinitions", json!({"SchemaName": "x_y"}), 400),
+        (
+            "EntityDefinitions",
+            json!({"SchemaName": "new_a", "Colour": "red"}),
+            400,
+        ),
+        (
+            "EntityDefinitions",
+            json!({"SchemaName": "new_a", "EntitySetName": "things"}),
+            400,
+        ),
+        (
+            "EntityDefinitions",
+            json!({"SchemaName": "new_a", "Attributes": [{"AttributeType": "Integer", "SchemaName": "new_n", "IsPrimaryName": true}]}),
+            400,
+        ),
+        (
+            "EntityDefinitions(LogicalName='account')/Attributes",
+            json!({"AttributeType": "Lookup", "SchemaName": "new_x"}),
+            400,
+        ),
+        (
+            "EntityDefinitions(LogicalName='account')/Attributes",
+            json!({"AttributeType": "Lookup", "SchemaName": "new_x", "Targets": ["nosuch"]}),
+            400,
+        ),
+        (
+            "EntityDefinitions(LogicalName='account')/Attributes",
+            json!({"AttributeType": "Colour", "SchemaName": "new_x"}),
+            400,
+        ),
+        (
+            "EntityDefinitions(LogicalName='account')/Attributes",
+            json!({"AttributeType": "String", "SchemaName": "new_x", "MaxLength": 0}),
+            400,
+        ),
+        (
+            "EntityDefinitions(LogicalName='nosuch')/Attributes",
+            json!({"AttributeType": "String", "SchemaName": "new_x"}),
+            404,
+        ),
+    ] {
+        let response = post(&server, &admin, path, body.clone());
+        assert_eq!(odata_error(response).0, status, "{path} {body}");
+    }
+    assert_eq!(
+        post(
+            &server,
+            &admin,
+            "EntityDefinitions",
+            json!({"SchemaName": "new_a"})
+        )
+        .status(),
+        204
+    );
+    let again = post(
+        &server,
+        &admin,
+        "EntityDefinitions",
+        json!({"SchemaName": "new_A"}),
+    );
+    assert_eq!(odata_error(again).0, 409);
+    let response = send(
+        client().delete(
+            server.api("EntityDefinitions(LogicalName='account')/Attributes(LogicalName='name')"),
+        ),
+        &admin,
+        None,
+    );
+    let (status, _, message) = odata_error(response);
+    assert_eq!(status, 400);
+    assert!(message.contains("not a custom attribute"), "{message}");
+
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let refused = post(
+        &server,
+        &bo,
+        "EntityDefinitions",
+        json!({"SchemaName": "new_b"}),
+    );
+    assert_eq!(odata_error(refused).0, 403);
+    let denied = server.audit(&admin, "operation=CreateEntity&status=Denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["UserUpn"], "bo@contoso.test");
+    assert_eq!(
+        server
+            .audit(&admin, "operation=CreateEntity&status=Succeeded")
+            .len(),
+        1,
+        "only new_a was created"
+    );
+}
