@@ -303,6 +303,16 @@ string_enum! {
         CreateEntity = (40, "CreateEntity"),
         /// A custom attribute was created (a draft until published).
         CreateAttribute = (41, "CreateAttribute"),
+        /// A security role was taken from a user or team.
+        RemoveRole = (42, "RemoveRole"),
+        /// A member left a team.
+        RemoveTeamMember = (43, "RemoveTeamMember"),
+        /// Privileges were added to a custom security role.
+        AddPrivilegesRole = (44, "AddPrivilegesRole"),
+        /// A custom security role's privileges were replaced.
+        ReplacePrivilegesRole = (45, "ReplacePrivilegesRole"),
+        /// A privilege was taken from a custom security role.
+        RemovePrivilegeRole = (46, "RemovePrivilegeRole"),
     }
 }
 
@@ -342,6 +352,11 @@ impl Operation {
             | VerifyAuditLog
             | CreateEntity
             | CreateAttribute
+            | RemoveRole
+            | RemoveTeamMember
+            | AddPrivilegesRole
+            | ReplacePrivilegesRole
+            | RemovePrivilegeRole
             | PurgeAuditLog => RecordType::Admin,
         }
     }

@@ -73,7 +73,10 @@ pub struct InstanceInfo {
 
 struct Cache {
     principals: HashMap<Uuid, Principal>,
+    /// Roles held, by (principal or team, instance).
     roles: HashMap<(Uuid, String), Vec<Uuid>>,
+    /// Teams a principal belongs to, by (principal, instance).
+    teams: HashMap<(Uuid, String), Vec<Uuid>>,
 }
 
 /// The control database of one tenant.
@@ -95,6 +98,9 @@ CREATE TABLE IF NOT EXISTS setting (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS role_assignment (
     principal_id TEXT NOT NULL, instance TEXT NOT NULL, role_id TEXT NOT NULL,
     PRIMARY KEY (principal_id, instance, role_id));
+CREATE TABLE IF NOT EXISTS team_member (
+    instance TEXT NOT NULL, team_id TEXT NOT NULL, principal_id TEXT NOT NULL,
+    PRIMARY KEY (instance, team_id, principal_id));
 ";
 
 fn parse_uuid(text: String) -> rusqlite::Result<Uuid> {
@@ -172,9 +178,11 @@ impl Directory {
         let tx = conn.transaction()?;
         let removed = tx.execute("DELETE FROM instance WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM role_assignment WHERE instance = ?1", [name])?;
+        tx.execute("DELETE FROM team_member WHERE instance = ?1", [name])?;
         tx.commit()?;
         let mut cache = self.cache.write().expect("directory cache lock");
         cache.roles.retain(|(_, instance), _| instance != name);
+        cache.teams.retain(|(_, instance), _| instance != name);
         Ok(removed == 1)
     }
 
@@ -279,7 +287,24 @@ impl Directory {
         Ok(added > 0)
     }
 
-    /// The roles `principal` holds in `instance`.
+    /// Takes role `role_id` in `instance` from `principal` (a user or a team); returns false
+    /// when it did not hold it.
+    pub fn unassign_role(&self, principal: Uuid, instance: &str, role_id: Uuid) -> Result<bool> {
+        let conn = self.conn.lock().expect("directory lock");
+        let removed = conn.execute(
+            "DELETE FROM role_assignment WHERE principal_id = ?1 AND instance = ?2 AND role_id = ?3",
+            [principal.to_string(), instance.to_string(), role_id.to_string()],
+        )?;
+        if removed > 0 {
+            let mut cache = self.cache.write().expect("directory cache");
+            if let Some(held) = cache.roles.get_mut(&(principal, instance.to_string())) {
+                held.retain(|r| *r != role_id);
+            }
+        }
+        Ok(removed > 0)
+    }
+
+    /// The roles `principal` (a user or a team) holds in `instance` directly.
     pub fn roles(&self, principal: Uuid, instance: &str) -> Vec<Uuid> {
         let cache = self.cache.read().expect("directory cache");
         cache
@@ -287,6 +312,77 @@ impl Directory {
             .get(&(principal, instance.to_string()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The roles a user holds in `instance`: their own and those of every team they are in.
+    pub fn effective_roles(&self, principal: Uuid, instance: &str) -> Vec<Uuid> {
+        let cache = self.cache.read().expect("directory cache");
+        let key = (principal, instance.to_string());
+        let mut out: Vec<Uuid> = cache.roles.get(&key).cloned().unwrap_or_default();
+        for team in cache.teams.get(&key).into_iter().flatten() {
+            for role in cache
+                .roles
+                .get(&(*team, instance.to_string()))
+                .into_iter()
+                .flatten()
+            {
+                if !out.contains(role) {
+                    out.push(*role);
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds `principal` to team `team` of `instance`; returns false when already a member.
+    pub fn add_team_member(&self, instance: &str, team: Uuid, principal: Uuid) -> Result<bool> {
+        let conn = self.conn.lock().expect("directory lock");
+        let added = conn.execute(
+            "INSERT OR IGNORE INTO team_member (instance, team_id, principal_id) VALUES (?1, ?2, ?3)",
+            [instance.to_string(), team.to_string(), principal.to_string()],
+        )?;
+        if added > 0 {
+            let mut cache = self.cache.write().expect("directory cache");
+            cache
+                .teams
+                .entry((principal, instance.to_string()))
+                .or_default()
+                .push(team);
+        }
+        Ok(added > 0)
+    }
+
+    /// Removes `principal` from team `team`; returns false when not a member.
+    pub fn remove_team_member(&self, instance: &str, team: Uuid, principal: Uuid) -> Result<bool> {
+        let conn = self.conn.lock().expect("directory lock");
+        let removed = conn.execute(
+            "DELETE FROM team_member WHERE instance = ?1 AND team_id = ?2 AND principal_id = ?3",
+            [
+                instance.to_string(),
+                team.to_string(),
+                principal.to_string(),
+            ],
+        )?;
+        if removed > 0 {
+            let mut cache = self.cache.write().expect("directory cache");
+            if let Some(teams) = cache.teams.get_mut(&(principal, instance.to_string())) {
+                teams.retain(|t| *t != team);
+            }
+        }
+        Ok(removed > 0)
+    }
+
+    /// The members of team `team` of `instance`.
+    pub fn team_members(&self, instance: &str, team: Uuid) -> Vec<Uuid> {
+        let cache = self.cache.read().expect("directory cache");
+        let mut out: Vec<Uuid> = cache
+            .teams
+            .iter()
+            .filter(|((_, i), teams)| i == instance && teams.contains(&team))
+            .map(|((principal, _), _)| *principal)
+            .collect();
+        out.sort();
+        out
     }
 
     /// A tenant setting's stored text.
@@ -367,5 +463,22 @@ fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
         let (principal, instance, role) = row?;
         roles.entry((principal, instance)).or_default().push(role);
     }
-    Ok(Cache { principals, roles })
+    let mut teams: HashMap<(Uuid, String), Vec<Uuid>> = HashMap::new();
+    let mut statement = conn.prepare("SELECT instance, team_id, principal_id FROM team_member")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            parse_uuid(row.get(1)?)?,
+            parse_uuid(row.get(2)?)?,
+        ))
+    })?;
+    for row in rows {
+        let (instance, team, principal) = row?;
+        teams.entry((principal, instance)).or_default().push(team);
+    }
+    Ok(Cache {
+        principals,
+        roles,
+        teams,
+    })
 }

@@ -236,7 +236,11 @@ pub fn seed_entities() -> Vec<EntityDef> {
             "roles",
             Admin,
             "name",
-            vec![string("name"), attr("description", Memo)],
+            vec![
+                string("name"),
+                attr("description", Memo),
+                read_only(attr("privileges", Memo)),
+            ],
         ),
         entity(
             ORGANIZATION_ENTITY,

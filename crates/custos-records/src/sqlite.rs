@@ -175,7 +175,11 @@ fn fetch(conn: &Connection, definition: &EntityDef, id: Uuid) -> Result<Option<R
     }
 }
 
-fn check_writable(definition: &EntityDef, values: &[(String, Value)]) -> Result<()> {
+fn check_writable(
+    definition: &EntityDef,
+    values: &[(String, Value)],
+    context: WriteContext,
+) -> Result<()> {
     for (name, _) in values {
         let attribute = definition.attribute(name).ok_or_else(|| {
             Error::BadRequest(format!(
@@ -183,7 +187,7 @@ fn check_writable(definition: &EntityDef, values: &[(String, Value)]) -> Result<
                 definition.logical_name
             ))
         })?;
-        if attribute.read_only || *name == definition.primary_id() {
+        if (attribute.read_only && !context.platform) || *name == definition.primary_id() {
             return Err(Error::BadRequest(format!(
                 "attribute '{name}' is read-only"
             )));
@@ -660,7 +664,7 @@ impl RecordStore for SqliteStore {
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
-        check_writable(&definition, &values)?;
+        check_writable(&definition, &values, context)?;
         let id = id.unwrap_or_else(Uuid::new_v4);
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -686,7 +690,7 @@ impl RecordStore for SqliteStore {
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
-        check_writable(&definition, &values)?;
+        check_writable(&definition, &values, context)?;
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let before = fetch(&tx, &definition, id)?;
@@ -767,7 +771,7 @@ impl RecordStore for SqliteStore {
     ) -> Result<Vec<WriteOutcome>> {
         let definition = self.definition(entity)?;
         for (_, values) in &rows {
-            check_writable(&definition, values)?;
+            check_writable(&definition, values, context)?;
         }
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

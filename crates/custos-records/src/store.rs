@@ -74,6 +74,8 @@ pub struct WriteContext {
     pub actor: Uuid,
     /// The time of the write.
     pub now: OffsetDateTime,
+    /// The platform itself writes (a role's privileges): read-only attributes are writable.
+    pub platform: bool,
 }
 
 /// Runs inside the write transaction after the change is made and before it commits; an error

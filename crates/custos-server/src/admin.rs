@@ -470,6 +470,7 @@ pub(crate) async fn restore(
         blocking(move || -> Result<(), AppError> {
             worker.store.restore(&file)?;
             worker.refresh_policy()?;
+            worker.refresh_roles()?;
             Ok(())
         })
         .await?;

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use custos_audit::{Operation, ResultStatus, UserType};
-use custos_records::{BuiltInRole, Principal, ROLE_IDS};
+use custos_records::{BuiltInRole, Principal, ROLE_IDS, SecurityRole};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::audit::EventDraft;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
-use crate::state::{AppState, blocking};
+use crate::state::{AppState, Instance, blocking};
 
 /// Who a request acts as.
 #[derive(Debug, Clone)]
@@ -38,16 +38,28 @@ impl Caller {
         UserType::from_code(self.principal.user_type).unwrap_or(UserType::Regular)
     }
 
-    /// The built-in roles the caller holds in `instance` (a global admin holds them all).
-    pub fn roles(&self, state: &AppState, instance: &str) -> Vec<BuiltInRole> {
+    /// The roles the caller holds in `instance`, their own and their teams' (a global admin
+    /// is a System Administrator everywhere).
+    pub(crate) fn security_roles(
+        &self,
+        state: &AppState,
+        instance: &Instance,
+    ) -> Vec<SecurityRole> {
         if self.principal.global_admin {
-            return ROLE_IDS.iter().map(|(role, _)| *role).collect();
+            return vec![SecurityRole::BuiltIn(BuiltInRole::SystemAdministrator)];
         }
-        let held = state.directory.roles(self.principal.id, instance);
-        ROLE_IDS
+        let custom = instance.custom_roles.load();
+        state
+            .directory
+            .effective_roles(self.principal.id, &instance.name)
             .iter()
-            .filter(|(_, id)| held.contains(id))
-            .map(|(role, _)| *role)
+            .filter_map(|id| {
+                ROLE_IDS
+                    .iter()
+                    .find(|(_, built_in)| built_in == id)
+                    .map(|(role, _)| SecurityRole::BuiltIn(*role))
+                    .or_else(|| custom.get(id).cloned().map(SecurityRole::Custom))
+            })
             .collect()
     }
 

@@ -17,8 +17,8 @@ use custos_audit::{
     Operation, UserType,
 };
 use custos_records::{
-    Directory, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore, SqliteStore,
-    Value, WriteContext, seed_entities,
+    Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore,
+    SqliteStore, Value, WriteContext, seed_entities,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -95,9 +95,31 @@ pub struct Instance {
     pub store: Arc<dyn RecordStore>,
     /// What it audits; swapped whole on settings change or publish.
     pub policy: ArcSwap<AuditPolicy>,
+    /// Its custom security roles' grants by role id; swapped whole when a role changes.
+    pub custom_roles: ArcSwap<HashMap<Uuid, Grants>>,
 }
 
 impl Instance {
+    /// Reloads the grants of the custom roles from the `role` records.
+    pub fn refresh_roles(&self) -> Result<(), custos_records::Error> {
+        let options = custos_records::QueryOptions::default();
+        let page = self.store.retrieve_multiple(&custos_records::RecordQuery {
+            entity: "role",
+            options: &options,
+            page_size: u64::MAX,
+        })?;
+        let mut roles = HashMap::new();
+        for record in page.records {
+            if let Some(Value::String(text)) = record.values.get("privileges") {
+                let json = serde_json::from_str(text)
+                    .map_err(|e| custos_records::Error::Corrupted(e.to_string()))?;
+                roles.insert(record.id, Grants::from_json(&json)?);
+            }
+        }
+        self.custom_roles.store(Arc::new(roles));
+        Ok(())
+    }
+
     /// Rebuilds the policy from the organization record and the published catalog.
     pub fn refresh_policy(&self) -> Result<(), custos_records::Error> {
         let org = self
@@ -366,6 +388,7 @@ impl AppState {
         let context = WriteContext {
             actor: admin.id,
             now: self.clock.now(),
+            platform: false,
         };
         let seed = |entity: &str, id: Uuid, values: Vec<(&str, Value)>| -> Result<(), StartError> {
             match store.retrieve(entity, id) {
@@ -412,8 +435,10 @@ impl AppState {
             organization_id: info.organization_id,
             store: Arc::new(store),
             policy: ArcSwap::from_pointee(AuditPolicy::default()),
+            custom_roles: ArcSwap::from_pointee(HashMap::new()),
         };
         instance.refresh_policy()?;
+        instance.refresh_roles()?;
         self.instances
             .write()
             .expect("instances lock")

@@ -7,6 +7,7 @@
 mod bulk;
 mod metadata;
 mod records;
+mod security;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use custos_audit::{Operation, ResultStatus};
-use custos_records::{BuiltInRole, EntityDef, Privilege, allows};
+use custos_records::{EntityDef, Privilege, allows};
 use uuid::Uuid;
 
 use crate::audit::EventDraft;
@@ -45,7 +46,20 @@ enum Target {
     Attribute(String, String),
     EntitySet(String),
     Record(String, Uuid),
-    RoleAssociation(Uuid),
+    /// `set(id)/relation[(other)][/$ref]`: a many-to-many association of a record.
+    Association {
+        set: String,
+        id: Uuid,
+        relation: String,
+        other: Option<Uuid>,
+        reference: bool,
+    },
+    /// `set(id)/[Microsoft.Dynamics.CRM.]Action`: an action bound to a record.
+    BoundAction {
+        set: String,
+        id: Uuid,
+        action: String,
+    },
 }
 
 fn parse_key<'a>(segment: &'a str, name: &str) -> Option<&'a str> {
@@ -95,9 +109,41 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
             let key = parse_key(attribute, "Attributes").ok_or_else(unknown)?;
             Ok(Target::Attribute(entity, logical_name_key(key)?))
         }
-        [user, "systemuserroles_association", "$ref"] => {
-            let key = parse_key(user, "systemusers").ok_or_else(unknown)?;
-            Ok(Target::RoleAssociation(record_key(key)?))
+        [record, second] | [record, second, "$ref"] if record.contains('(') => {
+            let (set, key) = record.split_once('(').expect("checked");
+            let id = record_key(key.strip_suffix(')').ok_or_else(unknown)?)?;
+            let reference = segments.len() == 3;
+            let name = second
+                .strip_prefix("Microsoft.Dynamics.CRM.")
+                .unwrap_or(second)
+                .trim_end_matches("()");
+            if !reference && security::BOUND_ACTIONS.contains(&name) {
+                return Ok(Target::BoundAction {
+                    set: set.to_string(),
+                    id,
+                    action: name.to_string(),
+                });
+            }
+            let (relation, other) = match second.split_once('(') {
+                None => (second.to_string(), None),
+                Some((relation, key)) => (
+                    relation.to_string(),
+                    Some(record_key(key.strip_suffix(')').ok_or_else(unknown)?)?),
+                ),
+            };
+            if !security::RELATIONS
+                .iter()
+                .any(|(s, r, _)| *s == set && *r == relation)
+            {
+                return Err(unknown());
+            }
+            Ok(Target::Association {
+                set: set.to_string(),
+                id,
+                relation,
+                other,
+                reference,
+            })
         }
         [_] => match first.split_once('(') {
             None => Ok(Target::EntitySet(first.to_string())),
@@ -127,13 +173,10 @@ pub(crate) struct WebRequest {
 }
 
 impl WebRequest {
-    pub(crate) fn roles(&self) -> Vec<BuiltInRole> {
-        self.caller.roles(&self.state, &self.instance.name)
-    }
-
     /// Refuses unless the caller's roles grant `privilege` on `entity`.
     pub(crate) fn require(&self, privilege: Privilege, entity: &EntityDef) -> Result<(), AppError> {
-        if allows(&self.roles(), privilege, entity.category) {
+        let roles = self.caller.security_roles(&self.state, &self.instance);
+        if allows(&roles, privilege, entity) {
             return Ok(());
         }
         Err(AppError::forbidden(format!(
@@ -255,7 +298,10 @@ fn classify(
     draft: &mut EventDraft,
 ) {
     let set = match target {
-        Target::EntitySet(set) | Target::Record(set, _) => Some(set.as_str()),
+        Target::EntitySet(set)
+        | Target::Record(set, _)
+        | Target::Association { set, .. }
+        | Target::BoundAction { set, .. } => Some(set.as_str()),
         _ => None,
     };
     draft.operation = match (target, method) {
@@ -274,10 +320,20 @@ fn classify(
         (Target::ExportToExcel, _) => Operation::ExportToExcel,
         (Target::BulkDelete, _) => Operation::BulkDelete,
         (Target::ImportRecords, _) => Operation::ImportRecords,
-        (Target::RoleAssociation(_), _) => Operation::AssignRole,
+        (Target::Association { relation, .. }, &Method::POST) => {
+            security::association_operation(relation, true)
+        }
+        (Target::Association { relation, .. }, &Method::DELETE) => {
+            security::association_operation(relation, false)
+        }
+        (Target::BoundAction { action, .. }, _) => {
+            Operation::parse(action).unwrap_or(Operation::Request)
+        }
         _ => Operation::Request,
     };
-    if let Target::Record(_, id) = target {
+    if let Target::Record(_, id) | Target::Association { id, .. } | Target::BoundAction { id, .. } =
+        target
+    {
         draft.record_ids = vec![*id];
     }
     if *target == Target::ExportToExcel {
@@ -387,8 +443,11 @@ async fn dispatch(
         (Target::Record(set, id), Method::DELETE) => {
             records::delete(request, draft, set, *id).await
         }
-        (Target::RoleAssociation(user), Method::POST) => {
-            records::assign_role(request, draft, *user).await
+        (Target::Association { .. }, Method::GET | Method::POST | Method::DELETE) => {
+            security::association(request, draft, &target).await
+        }
+        (Target::BoundAction { .. }, Method::GET | Method::POST) => {
+            security::bound_action(request, draft, &target).await
         }
         _ => Err(not_allowed()),
     }

@@ -16,6 +16,7 @@ fn context() -> WriteContext {
     WriteContext {
         actor: Uuid::from_u128(1),
         now: OffsetDateTime::UNIX_EPOCH,
+        platform: false,
     }
 }
 

@@ -332,7 +332,7 @@ pub(crate) async fn bulk_delete(
     request.require(Privilege::Delete, &entity)?;
     request.require(Privilege::BulkDelete, &entity)?;
     known_fields(&body, &["EntitySetName", "Filter", "JobName"])?;
-    undeletable(&entity)?;
+    undeletable(&entity, None)?;
     if text_field(&body, "Filter")?.is_none_or(|f| f.trim().is_empty()) {
         return Err(AppError::bad_request(
             "'Filter' is required: a $filter expression naming the records to delete (to delete every record, say so, e.g. \"createdon ne null\")",

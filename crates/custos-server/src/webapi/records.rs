@@ -21,6 +21,24 @@ use crate::auth::hash_secret;
 use crate::error::{AppError, ErrorCode};
 use crate::state::blocking;
 
+/// Entities whose every change is an admin event, recorded whatever the audit settings say
+/// (SPEC §4: user, team and role changes).
+const ALWAYS_AUDITED: [&str; 3] = ["systemuser", "team", "role"];
+
+/// Whether a change to a record of `entity` is recorded.
+fn audits_change(policy: &custos_audit::AuditPolicy, entity: &EntityDef) -> bool {
+    ALWAYS_AUDITED.contains(&entity.logical_name.as_str())
+        || policy.audits_change(&entity.logical_name)
+}
+
+/// After a write to a role, the instance's role grants are reloaded.
+fn after_write(request: &WebRequest, entity: &EntityDef) -> Result<(), AppError> {
+    if entity.logical_name == "role" {
+        request.instance.refresh_roles()?;
+    }
+    Ok(())
+}
+
 /// Organization attributes that are audit settings: changing one is `UpdateAuditSettings`.
 const AUDIT_SETTINGS: [&str; 5] = [
     "isauditenabled",
@@ -325,6 +343,7 @@ pub(super) fn context(request: &WebRequest) -> WriteContext {
     WriteContext {
         actor: request.caller.principal.id,
         now: request.state.clock.now(),
+        platform: false,
     }
 }
 
@@ -398,7 +417,7 @@ pub(crate) async fn create(
     let mut body = request.json_object()?;
     let new_principal = if entity.logical_name == "systemuser" {
         draft.operation = Operation::CreateUser;
-        request.require(Privilege::Write, &entity)?;
+        request.require(Privilege::ManageUsers, &entity)?;
         Some(principal_from_body(&request, &mut body)?)
     } else {
         None
@@ -406,7 +425,7 @@ pub(crate) async fn create(
     let (values, given_id) = body_values(&request, &entity, &body)?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
     let policy = request.instance.policy.load_full();
-    let audited = new_principal.is_some() || policy.audits_change(&entity.logical_name);
+    let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();
@@ -436,6 +455,7 @@ pub(crate) async fn create(
         )?)
     })
     .await?;
+    after_write(&request, &entity)?;
     Ok(write_response(&request, &entity, &outcome, true))
 }
 
@@ -610,7 +630,7 @@ pub(crate) async fn update(
             if is_organization && !settings_changed {
                 event.operation = Operation::Update;
             }
-            if settings_changed || policy.audits_change(&entity_for_task.logical_name) {
+            if settings_changed || audits_change(&policy, &entity_for_task) {
                 state.append_blocking(event).map_err(|e| e.message)?;
             }
             Ok(())
@@ -628,6 +648,7 @@ pub(crate) async fn update(
     if is_organization {
         request.instance.refresh_policy()?;
     }
+    after_write(&request, &entity)?;
     Ok(write_response(
         &request,
         &entity,
@@ -667,9 +688,9 @@ pub(crate) async fn delete(
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
     request.require(Privilege::Delete, &entity)?;
-    undeletable(&entity)?;
+    undeletable(&entity, Some(id))?;
     let policy = request.instance.policy.load_full();
-    let audited = policy.audits_change(&entity.logical_name);
+    let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();
@@ -686,75 +707,27 @@ pub(crate) async fn delete(
         Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
     })
     .await?;
+    after_write(&request, &entity)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Refuses to delete records the platform itself needs (settings, users, roles).
-pub(super) fn undeletable(entity: &EntityDef) -> Result<(), AppError> {
+/// Refuses to delete records the platform itself needs: the settings, users (they are
+/// disabled instead) and the built-in roles (record `id` when one is named).
+pub(super) fn undeletable(entity: &EntityDef, id: Option<Uuid>) -> Result<(), AppError> {
+    let built_in_role = entity.logical_name == "role"
+        && id.is_none_or(|id| ROLE_IDS.iter().any(|(_, role)| *role == id));
     if entity.logical_name == ORGANIZATION_ENTITY
         || entity.logical_name == "systemuser"
-        || entity.logical_name == "role"
+        || built_in_role
     {
         return Err(AppError::bad_request(format!(
             "{} records cannot be deleted through the Web API",
-            entity.logical_name
+            if built_in_role {
+                "built-in role"
+            } else {
+                &entity.logical_name
+            }
         )));
     }
     Ok(())
-}
-
-/// `POST systemusers(<id>)/systemuserroles_association/$ref` with `{"@odata.id": ".../roles(<id>)"}`.
-pub(crate) async fn assign_role(
-    request: WebRequest,
-    draft: &mut EventDraft,
-    user: Uuid,
-) -> Result<Response, AppError> {
-    draft.operation = Operation::AssignRole;
-    let catalog = request.instance.store.catalog();
-    let entity = catalog
-        .entity("systemuser")
-        .cloned()
-        .ok_or_else(|| AppError::not_found("entity 'systemuser' does not exist"))?;
-    draft.set_entity(&entity);
-    draft.record_ids = vec![user];
-    if !request
-        .roles()
-        .contains(&custos_records::BuiltInRole::SystemAdministrator)
-    {
-        return Err(AppError::forbidden(format!(
-            "user '{}' may not assign roles",
-            request.caller.principal.upn
-        )));
-    }
-    let body = request.json_object()?;
-    let reference = body
-        .get("@odata.id")
-        .and_then(Json::as_str)
-        .ok_or_else(|| AppError::bad_request("the body needs '@odata.id' naming a role"))?;
-    let role_id = reference
-        .rsplit_once("roles(")
-        .and_then(|(_, rest)| rest.strip_suffix(')'))
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| {
-            AppError::bad_request(format!(
-                "'@odata.id' must reference roles(<id>), got '{reference}'"
-            ))
-        })?;
-    let (role, _) = ROLE_IDS
-        .iter()
-        .find(|(_, id)| *id == role_id)
-        .ok_or_else(|| AppError::not_found(format!("role {role_id} does not exist")))?;
-    let principal =
-        request.state.directory.principal(user).ok_or_else(|| {
-            AppError::not_found(format!("systemuser with id {user} does not exist"))
-        })?;
-    draft.details =
-        json!({"RoleId": role_id, "RoleName": role.name(), "UserUpn": principal.upn}).to_string();
-    draft.result_count = 1;
-    // The event is durable before the assignment is made, so no assignment goes unrecorded.
-    request.state.record(draft.clone()).await?;
-    let state = request.state.clone();
-    let instance = request.instance.name.clone();
-    blocking(move || state.directory.assign_role(user, &instance, role_id)).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }

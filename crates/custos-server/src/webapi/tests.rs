@@ -36,7 +36,23 @@ fn odata_paths() {
     );
     check(
         "systemusers(00000000-0000-0000-0000-00000000002a)/systemuserroles_association/$ref",
-        "RoleAssociation(00000000-0000-0000-0000-00000000002a)",
+        "Association { set: \"systemusers\", id: 00000000-0000-0000-0000-00000000002a, relation: \"systemuserroles_association\", other: None, reference: true }",
+    );
+    check(
+        "teams(00000000-0000-0000-0000-00000000002a)/teammembership_association(00000000-0000-0000-0000-000000000001)/$ref",
+        "Association { set: \"teams\", id: 00000000-0000-0000-0000-00000000002a, relation: \"teammembership_association\", other: Some(00000000-0000-0000-0000-000000000001), reference: true }",
+    );
+    check(
+        "roles(00000000-0000-0000-0000-00000000002a)/Microsoft.Dynamics.CRM.AddPrivilegesRole",
+        "BoundAction { set: \"roles\", id: 00000000-0000-0000-0000-00000000002a, action: \"AddPrivilegesRole\" }",
+    );
+    check(
+        "roles(00000000-0000-0000-0000-00000000002a)/RetrieveRolePrivilegesRole()",
+        "BoundAction { set: \"roles\", id: 00000000-0000-0000-0000-00000000002a, action: \"RetrieveRolePrivilegesRole\" }",
+    );
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)/contact_customer_accounts",
+        "error: no resource at 'accounts(00000000-0000-0000-0000-00000000002a)/contact_customer_accounts'",
     );
     check("a/b/c/d", "error: no resource at 'a/b/c/d'");
 }

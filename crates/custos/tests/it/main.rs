@@ -20,4 +20,5 @@ mod retention;
 mod retrieve_multiple;
 mod saved_reports;
 mod search_switch;
+mod security;
 mod tamper;

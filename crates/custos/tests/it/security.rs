@@ -1,0 +1,300 @@
+//! Security (SPEC §3): custom roles with per-entity privileges, teams whose roles their members
+//! hold, role assignment and removal; every change an admin event whatever the settings, and
+//! every refusal a `Denied` event.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn post(server: &Server, token: &str, path: &str, body: Value) -> reqwest::blocking::Response {
+    send(client().post(server.api(path)), token, Some(body))
+}
+
+fn status(response: reqwest::blocking::Response) -> u16 {
+    response.status().as_u16()
+}
+
+#[test]
+fn roles_reach_users_directly_and_through_teams() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    // Change auditing of roles and teams is off: their changes are recorded all the same.
+    for entity in ["role", "team"] {
+        server.set_entity_flags(&admin, entity, json!({"IsAuditEnabled": {"Value": false}}));
+    }
+    server.publish(&admin);
+
+    let role = entity_id(&post(
+        &server,
+        &admin,
+        "roles",
+        json!({"name": "Account Reader"}),
+    ));
+    let response = post(
+        &server,
+        &admin,
+        &format!("roles({role})/Microsoft.Dynamics.CRM.AddPrivilegesRole"),
+        json!({"Privileges": [{"PrivilegeName": "prvReadaccount", "Depth": "Global"}]}),
+    );
+    assert_eq!(status(response), 200);
+    let added = server.audit(&admin, "operation=AddPrivilegesRole");
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["EntityCategory"], "admin");
+    assert_eq!(added[0]["Category"], "accessed-admin-entity");
+    assert_eq!(added[0]["UserType"], 2);
+    assert_eq!(added[0]["Changes"][0]["New"], json!(["prvReadaccount"]));
+    assert_eq!(
+        server.audit(&admin, "operation=Create&entity=role").len(),
+        1,
+        "role changes are recorded even with the role entity's auditing off"
+    );
+
+    let cy_id = {
+        let response = post(
+            &server,
+            &admin,
+            "systemusers",
+            json!({"domainname": "cy@contoso.test", "password": "cy-password-1"}),
+        );
+        assert_eq!(response.status(), 204);
+        entity_id(&response)
+    };
+    let cy = server.token("cy@contoso.test", "cy-password-1");
+    let account = entity_id(&post(
+        &server,
+        &admin,
+        "accounts",
+        json!({"name": "Contoso"}),
+    ));
+    let read_accounts = || status(send(client().get(server.api("accounts")), &cy, None));
+    assert_eq!(read_accounts(), 403, "no role, no access");
+
+    let team = entity_id(&post(
+        &server,
+        &admin,
+        "teams",
+        json!({"name": "Sales team"}),
+    ));
+    let response = post(
+        &server,
+        &admin,
+        &format!("teams({team})/teamroles_association/$ref"),
+        json!({"@odata.id": server.api(&format!("roles({role})"))}),
+    );
+    assert_eq!(status(response), 204);
+    let response = post(
+        &server,
+        &admin,
+        &format!("teams({team})/teammembership_association/$ref"),
+        json!({"@odata.id": server.api(&format!("systemusers({cy_id})"))}),
+    );
+    assert_eq!(status(response), 204);
+    let members = get_json(
+        &server.api(&format!("teams({team})/teammembership_association")),
+        &admin,
+    );
+    assert_eq!(members["value"][0]["domainname"], "cy@contoso.test");
+    let joined = server.audit(&admin, "operation=AddTeamMember");
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0]["Details"]["UserUpn"], "cy@contoso.test");
+    assert_eq!(joined[0]["Details"]["TeamName"], "Sales team");
+    assert_eq!(
+        server.audit(&admin, "operation=AssignRole").len(),
+        1,
+        "the team's role"
+    );
+
+    assert_eq!(read_accounts(), 200, "the team's role reaches its member");
+    assert_eq!(
+        status(send(
+            client().get(server.api(&format!("accounts({account})"))),
+            &cy,
+            None
+        )),
+        200
+    );
+    assert_eq!(
+        status(send(client().get(server.api("contacts")), &cy, None)),
+        403
+    );
+    assert_eq!(
+        status(post(&server, &cy, "accounts", json!({"name": "Mine"}))),
+        403,
+        "read is not write"
+    );
+    let denied = server.audit(&admin, "status=Denied&user=cy@contoso.test");
+    let operations: Vec<&str> = denied
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap())
+        .collect();
+    assert!(operations.contains(&"Create") && operations.contains(&"RetrieveMultiple"));
+
+    let response = send(
+        client().delete(server.api(&format!(
+            "teams({team})/teammembership_association({cy_id})/$ref"
+        ))),
+        &admin,
+        None,
+    );
+    assert_eq!(status(response), 204);
+    assert_eq!(read_accounts(), 403, "out of the team, out of its role");
+    assert_eq!(server.audit(&admin, "operation=RemoveTeamMember").len(), 1);
+
+    // Directly, then replaced privileges, then taken back.
+    let response = post(
+        &server,
+        &admin,
+        &format!("systemusers({cy_id})/systemuserroles_association/$ref"),
+        json!({"@odata.id": server.api(&format!("roles({role})"))}),
+    );
+    assert_eq!(status(response), 204);
+    assert_eq!(read_accounts(), 200);
+    let response = post(
+        &server,
+        &admin,
+        &format!("roles({role})/ReplacePrivilegesRole"),
+        json!({"Privileges": [{"PrivilegeName": "prvReadcontact"}, {"PrivilegeName": "prvCreatecontact"}]}),
+    );
+    assert_eq!(status(response), 200);
+    assert_eq!(read_accounts(), 403, "the new privileges apply at once");
+    assert_eq!(
+        status(post(&server, &cy, "contacts", json!({"lastname": "Cy's"}))),
+        204
+    );
+    let privileges = get_json(
+        &server.api(&format!("roles({role})/RetrieveRolePrivilegesRole()")),
+        &admin,
+    );
+    assert_eq!(
+        privileges["RolePrivileges"],
+        json!([{"PrivilegeName": "prvCreatecontact"}, {"PrivilegeName": "prvReadcontact"}])
+    );
+    let response = post(
+        &server,
+        &admin,
+        &format!("roles({role})/RemovePrivilegeRole"),
+        json!({"PrivilegeName": "prvCreatecontact"}),
+    );
+    assert_eq!(status(response), 200);
+    assert_eq!(
+        status(post(&server, &cy, "contacts", json!({"lastname": "Again"}))),
+        403
+    );
+    let response = send(
+        client().delete(server.api(&format!(
+            "systemusers({cy_id})/systemuserroles_association({role})/$ref"
+        ))),
+        &admin,
+        None,
+    );
+    assert_eq!(status(response), 204);
+    assert_eq!(server.audit(&admin, "operation=RemoveRole").len(), 1);
+    assert_eq!(
+        status(send(client().get(server.api("contacts")), &cy, None)),
+        403
+    );
+
+    // A custom role can be deleted, its grants go with it; built-in roles stay.
+    assert_eq!(
+        status(send(
+            client().delete(server.api(&format!("roles({role})"))),
+            &admin,
+            None
+        )),
+        204
+    );
+    let roles = get_json(&server.api("roles?$filter=name eq 'Basic User'"), &admin);
+    let basic = roles["value"][0]["roleid"].as_str().unwrap().to_string();
+    assert_eq!(
+        odata_error(send(
+            client().delete(server.api(&format!("roles({basic})"))),
+            &admin,
+            None
+        ))
+        .0,
+        400
+    );
+    assert_eq!(
+        odata_error(post(
+            &server,
+            &admin,
+            &format!("roles({basic})/AddPrivilegesRole"),
+            json!({"Privileges": [{"PrivilegeName": "prvBulkDeleteaccount"}]}),
+        ))
+        .0,
+        400
+    );
+}
+
+#[test]
+fn security_changes_refuse_bad_input_and_non_admins() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let role = entity_id(&post(&server, &admin, "roles", json!({"name": "Custom"})));
+    let bo_id = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    for (path, body, expected) in [
+        (
+            format!("roles({role})/AddPrivilegesRole"),
+            json!({"Privileges": [{"PrivilegeName": "prvFlyaccount"}]}),
+            400,
+        ),
+        (
+            format!("roles({role})/AddPrivilegesRole"),
+            json!({"Privileges": [{"PrivilegeName": "prvReadnosuch"}]}),
+            400,
+        ),
+        (format!("roles({role})/AddPrivilegesRole"), json!({}), 400),
+        (
+            format!("systemusers({bo_id})/systemuserroles_association/$ref"),
+            json!({"@odata.id": "roles(nope)"}),
+            400,
+        ),
+        (
+            format!("systemusers({bo_id})/systemuserroles_association/$ref"),
+            json!({"@odata.id": server.api("roles(0190a5f0-0000-7000-8000-000000000000)")}),
+            404,
+        ),
+        (
+            format!("systemusers({bo_id})/systemuserroles_association/$ref"),
+            json!({"@odata.id": server.api("roles(6f3b0001-0000-4000-8000-000000000002)")}),
+            409,
+        ),
+        (
+            "teams(0190a5f0-0000-7000-8000-000000000000)/teammembership_association/$ref".into(),
+            json!({"@odata.id": server.api(&format!("systemusers({bo_id})"))}),
+            404,
+        ),
+    ] {
+        let response = post(&server, &admin, &path, body.clone());
+        assert_eq!(odata_error(response).0, expected, "{path} {body}");
+    }
+    for (path, body) in [
+        (
+            format!("roles({role})/AddPrivilegesRole"),
+            json!({"Privileges": [{"PrivilegeName": "prvReadaccount"}]}),
+        ),
+        (
+            format!("systemusers({bo_id})/systemuserroles_association/$ref"),
+            json!({"@odata.id": server.api(&format!("roles({role})"))}),
+        ),
+    ] {
+        assert_eq!(
+            odata_error(post(&server, &bo, &path, body)).0,
+            403,
+            "{path}"
+        );
+    }
+    let denied = server.audit(&admin, "status=Denied&user=bo@contoso.test");
+    let operations: Vec<&str> = denied
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations.len(), 2);
+    assert!(operations.contains(&"AddPrivilegesRole") && operations.contains(&"AssignRole"));
+    let privileges = get_json(
+        &server.api(&format!("roles({role})/RetrieveRolePrivilegesRole()")),
+        &admin,
+    );
+    assert_eq!(privileges["RolePrivileges"], json!([]), "nothing changed");
+}
