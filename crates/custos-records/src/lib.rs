@@ -28,7 +28,7 @@ pub use metadata::{
 };
 pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_options};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows};
-pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, custom_entity, seed_entities};
+pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, custom_entity, seed_entities, seed_views};
 pub use sqlite::SqliteStore;
 pub use store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage,

@@ -87,6 +87,63 @@ fn entity(
     }
 }
 
+/// A view entity: system views (`savedquery`) or personal views (`userquery`), each an OData
+/// query of one entity — `returnedtypecode` (its logical name), `filter`, `columns`
+/// (`$select`), `orderby`.
+fn view_entity(logical_name: &str, set_name: &str, extra: Vec<AttributeDef>) -> EntityDef {
+    use AttributeType::*;
+    let mut own = vec![
+        string("name"),
+        AttributeDef::new("returnedtypecode", String { max_length: 64 }),
+        attr("filter", Memo),
+        AttributeDef::new("columns", String { max_length: 2000 }),
+        AttributeDef::new("orderby", String { max_length: 400 }),
+        attr("description", Memo),
+    ];
+    own.extend(extra);
+    entity(logical_name, set_name, EntityCategory::Admin, "name", own)
+}
+
+/// The system views every new instance has: one "All …" view, the default, per out-of-box
+/// entity, with fixed ids: (id, entity, name, columns).
+pub fn seed_views() -> Vec<(Uuid, &'static str, &'static str, &'static str)> {
+    [
+        (
+            "account",
+            "All accounts",
+            "name,accountnumber,telephone1,emailaddress1,revenue",
+        ),
+        (
+            "contact",
+            "All contacts",
+            "fullname,emailaddress1,telephone1,jobtitle",
+        ),
+        (
+            "lead",
+            "All leads",
+            "subject,firstname,lastname,companyname,estimatedvalue",
+        ),
+        (
+            "opportunity",
+            "All opportunities",
+            "name,estimatedvalue,estimatedclosedate,closeprobability",
+        ),
+        ("incident", "All cases", "title,ticketnumber,prioritycode"),
+        ("task", "All tasks", "subject,scheduledend,prioritycode"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (entity, name, columns))| {
+        (
+            Uuid::from_u128(0x6f3b_0002_0000_4000_8000_0000_0000_0001 + i as u128),
+            entity,
+            name,
+            columns,
+        )
+    })
+    .collect()
+}
+
 /// A new custom entity (created by customization): its key `<name>id`, a primary name
 /// attribute `<prefix>_name` of `name_length` characters, and the platform's attributes.
 pub fn custom_entity(logical_name: &str, set_name: &str, name_length: u32) -> EntityDef {
@@ -242,6 +299,12 @@ pub fn seed_entities() -> Vec<EntityDef> {
                 read_only(attr("privileges", Memo)),
             ],
         ),
+        view_entity(
+            "savedquery",
+            "savedqueries",
+            vec![attr("isdefault", Boolean)],
+        ),
+        view_entity("userquery", "userqueries", Vec::new()),
         entity(
             ORGANIZATION_ENTITY,
             "organizations",

@@ -18,7 +18,7 @@ use custos_audit::{
 };
 use custos_records::{
     Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore,
-    SqliteStore, Value, WriteContext, seed_entities,
+    SqliteStore, Value, WriteContext, seed_entities, seed_views,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -378,8 +378,14 @@ impl AppState {
         let dir = self.instance_dir(&info.name);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let store = SqliteStore::open(&dir.join("records.db"))?;
-        if store.is_empty() {
-            store.install(&seed_entities())?;
+        // A new instance gets every seeded entity; an older one those added since it was made.
+        let known = store.drafts()?;
+        let missing: Vec<_> = seed_entities()
+            .into_iter()
+            .filter(|e| !known.iter().any(|k| k.logical_name == e.logical_name))
+            .collect();
+        if !missing.is_empty() {
+            store.install(&missing)?;
         }
         let admin = self
             .directory
@@ -420,6 +426,22 @@ impl AppState {
                 "role",
                 id,
                 vec![("name", Value::String(role.name().into()))],
+            )?;
+        }
+        for (id, entity, name, columns) in seed_views() {
+            seed(
+                "savedquery",
+                id,
+                vec![
+                    ("name", Value::String(name.into())),
+                    ("returnedtypecode", Value::String(entity.into())),
+                    ("columns", Value::String(columns.into())),
+                    (
+                        "orderby",
+                        Value::String(columns.split(',').next().unwrap_or_default().into()),
+                    ),
+                    ("isdefault", Value::Boolean(true)),
+                ],
             )?;
         }
         seed(

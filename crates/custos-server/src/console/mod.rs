@@ -69,6 +69,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/{instance}/records/{set}", get(records::grid))
         .route("/ui/{instance}/records/{set}/export", post(records::export))
         .route(
+            "/ui/{instance}/records/{set}/views",
+            post(records::save_view),
+        )
+        .route(
             "/ui/{instance}/records/{set}/import",
             get(records::import_form).post(records::import),
         )

@@ -140,7 +140,122 @@ pub(crate) async fn entities(
     .render(&console)
 }
 
-/// `GET /ui/{instance}/records/{set}?size=&skiptoken=`.
+/// A view the grid offers.
+struct ViewChoice {
+    /// `saved:<id>` or `user:<id>`, the grid's `view` parameter.
+    param: String,
+    /// `savedQuery` or `userQuery`, the API's parameter.
+    kind: &'static str,
+    id: String,
+    label: String,
+    columns: Option<String>,
+}
+
+/// The system views of an entity and the signed-in user's personal views of it.
+async fn views(
+    console: &Console,
+    instance: &str,
+    entity: &EntityDef,
+) -> Result<Vec<ViewChoice>, String> {
+    let mut out = Vec::new();
+    let me = console.caller.principal.id.to_string();
+    let entity_filter = format!("returnedtypecode eq '{}'", entity.logical_name);
+    let mine = format!("{entity_filter} and ownerid eq {me}");
+    for (set, kind, prefix, filter) in [
+        (
+            "savedqueries",
+            "savedQuery",
+            "saved",
+            entity_filter.as_str(),
+        ),
+        ("userqueries", "userQuery", "user", mine.as_str()),
+    ] {
+        let key = if kind == "savedQuery" {
+            "savedqueryid"
+        } else {
+            "userqueryid"
+        };
+        let path = format!(
+            "/{instance}/api/data/v9.2/{set}?{}",
+            query_string([
+                ("$select", format!("{key},name,columns").as_str()),
+                ("$filter", filter),
+                ("$orderby", "name"),
+            ])
+        );
+        let answer = console
+            .call(Method::GET, &path, None, &[])
+            .await
+            .map_err(|e| e.message)?;
+        if answer.status == axum::http::StatusCode::FORBIDDEN {
+            continue;
+        }
+        if let Some(message) = answer.error() {
+            return Err(message);
+        }
+        for view in answer.json["value"].as_array().into_iter().flatten() {
+            let id = view[key].as_str().unwrap_or_default().to_string();
+            let name = view["name"].as_str().unwrap_or_default();
+            out.push(ViewChoice {
+                param: format!("{prefix}:{id}"),
+                kind,
+                label: if prefix == "user" {
+                    format!("{name} (mine)")
+                } else {
+                    name.to_string()
+                },
+                columns: view["columns"].as_str().map(str::to_string),
+                id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /ui/{instance}/records/{set}/views` with `name` and `filter`: saves the grid's filter
+/// as a personal view and opens it.
+pub(crate) async fn save_view(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let entity = match entity_or_page(&console, &instance, &set, "Save view") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let body = serde_json::json!({
+        "name": form.get("name").map(|n| n.trim()).unwrap_or_default(),
+        "returnedtypecode": entity.logical_name,
+        "filter": form.get("filter").map(|f| f.trim()).unwrap_or_default(),
+    });
+    let path = format!("/{instance}/api/data/v9.2/userqueries");
+    let response = match console.call_raw(Method::POST, &path, Some(body), &[]).await {
+        Ok(response) => response,
+        Err(error) => return error_page(&console, "Save view", &error.message),
+    };
+    let id = response
+        .headers()
+        .get("odata-entityid")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit_once('('))
+        .map(|(_, id)| id.trim_end_matches(')').to_string());
+    match id {
+        Some(id) => see_other(&format!("{list}?view=user:{id}")),
+        None => {
+            let message = match Answer::read(response).await {
+                Ok(answer) => answer.error().unwrap_or_default(),
+                Err(error) => error.message,
+            };
+            error_page(&console, "Save view", &message)
+        }
+    }
+}
+
+/// `GET /ui/{instance}/records/{set}?view=&filter=&size=&skiptoken=`.
 pub(crate) async fn grid(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
@@ -164,19 +279,38 @@ pub(crate) async fn grid(
         .and_then(|p| p.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let columns = grid_columns(&entity);
+    let views = match views(&console, &instance, &entity).await {
+        Ok(views) => views,
+        Err(message) => return error_page(&console, &entity.logical_name, &message),
+    };
+    let view_param = params.get("view").cloned().unwrap_or_default();
+    let view = views.iter().find(|v| v.param == view_param);
     let key = entity.primary_id();
+    let columns: Vec<&AttributeDef> = match view.and_then(|v| v.columns.as_deref()) {
+        Some(names) => names
+            .split(',')
+            .filter_map(|n| entity.attribute_by_web_name(n.trim()))
+            .filter(|a| a.logical_name != key)
+            .collect(),
+        None => grid_columns(&entity),
+    };
     let select: Vec<String> = std::iter::once(key.clone())
         .chain(columns.iter().map(|c| c.web_name()))
         .collect();
     let select = select.join(",");
-    let mut pairs = vec![("$select", select.as_str()), ("$count", "true")];
-    if let Some(order) = entity.primary_name.as_deref() {
-        pairs.push(("$orderby", order));
-    }
     let filter = filter_param(&params);
-    if !filter.is_empty() {
-        pairs.push(("$filter", &filter));
+    let mut pairs = vec![("$count", "true")];
+    match view {
+        Some(view) => pairs.push((view.kind, view.id.as_str())),
+        None => {
+            pairs.push(("$select", select.as_str()));
+            if let Some(order) = entity.primary_name.as_deref() {
+                pairs.push(("$orderby", order));
+            }
+            if !filter.is_empty() {
+                pairs.push(("$filter", &filter));
+            }
+        }
     }
     let skip = params.get("skiptoken").cloned();
     if let Some(skip) = &skip {
@@ -214,6 +348,15 @@ pub(crate) async fn grid(
         (notice(outcome.as_deref()))
         form.search method="get" action=(here) {
             p {
+                label for="view" { "View" }
+                select id="view" name="view" {
+                    option value="" selected[view.is_none()] { "(no view: the filter below)" }
+                    @for option in &views {
+                        option value=(option.param) selected[option.param == view_param] { (option.label) }
+                    }
+                }
+            }
+            p {
                 label for="filter" { "Filter " span.muted { "(an OData $filter, e.g. " code { "startswith(" (entity.primary_name.as_deref().unwrap_or("name")) ",'A')" } ")" } }
                 input id="filter" name="filter" type="text" value=(filter);
             }
@@ -231,6 +374,7 @@ pub(crate) async fn grid(
         div.actions {
             form method="post" action={ (here) "/export" } {
                 input type="hidden" name="filter" value=(filter);
+                input type="hidden" name="view" value=(view_param);
                 label.check for="format" { "Export" }
                 select id="format" name="format" {
                     option value="xlsx" { "Excel workbook (.xlsx)" }
@@ -239,6 +383,14 @@ pub(crate) async fn grid(
                 button.secondary type="submit" { "Export to Excel" }
             }
             a.button.secondary href={ (here) "/import" } { "Import from CSV" }
+            @if view.is_none() && !filter.is_empty() {
+                form method="post" action={ (here) "/views" } {
+                    input type="hidden" name="filter" value=(filter);
+                    label.check for="view-name" { "Save as personal view" }
+                    input id="view-name" name="name" type="text" required;
+                    button.secondary type="submit" { "Save view" }
+                }
+            }
             a.button.secondary href={ (here) "/bulk-delete?" (query_string([("filter", filter.as_str())])) } { "Bulk delete" }
         }
         table {
@@ -275,10 +427,10 @@ pub(crate) async fn grid(
         nav.pager aria-label="Pages" {
             span { "Page " (page) }
             @if let Some(next) = &next {
-                a.button rel="next" href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
+                a.button rel="next" href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("view", view_param.as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
             }
             @if page > 1 {
-                a.button.secondary href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str())])) } { "First page" }
+                a.button.secondary href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("view", view_param.as_str())])) } { "First page" }
             }
         }
     };
@@ -471,8 +623,8 @@ pub(crate) async fn delete(
     }
 }
 
-/// `POST /ui/{instance}/records/{set}/export` with `format` and `filter`: the file, as the
-/// API's `ExportToExcel` made it.
+/// `POST /ui/{instance}/records/{set}/export` with `format` and the grid's `view` or `filter`:
+/// the file, as the API's `ExportToExcel` made it.
 pub(crate) async fn export(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
@@ -488,12 +640,21 @@ pub(crate) async fn export(
         "Format".into(),
         Json::from(form.get("format").map_or("xlsx", String::as_str)),
     );
-    if let Some(filter) = form
+    let filter = form
         .get("filter")
         .map(|f| f.trim())
-        .filter(|f| !f.is_empty())
-    {
-        body.insert("Filter".into(), Json::from(filter));
+        .filter(|f| !f.is_empty());
+    match (form.get("view").and_then(|v| v.split_once(':')), filter) {
+        (Some(("saved", id)), _) => {
+            body.insert("SavedQuery".into(), Json::from(id));
+        }
+        (Some((_, id)), _) => {
+            body.insert("UserQuery".into(), Json::from(id));
+        }
+        (None, Some(filter)) => {
+            body.insert("Filter".into(), Json::from(filter));
+        }
+        (None, None) => {}
     }
     let path = format!("/{instance}/api/data/v9.2/ExportToExcel");
     let response = match console

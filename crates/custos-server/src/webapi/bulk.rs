@@ -27,7 +27,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
-use super::records::{context, describe_write, entity_by_set, undeletable};
+use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
 use crate::audit::EventDraft;
 use crate::error::{AppError, ErrorCode};
 use crate::export::cell;
@@ -71,23 +71,38 @@ fn target_entity(
     Ok(entity)
 }
 
-/// The query options of `Filter`, `Select` and `OrderBy`, checked against the entity, and
-/// their text as recorded in `Query`.
+/// The query options of `Filter`, `Select` and `OrderBy` — or of the view named by
+/// `SavedQuery` / `UserQuery` — checked against the entity, and their text as recorded in
+/// `Query`.
 fn query_options(
+    request: &WebRequest,
     entity: &EntityDef,
     body: &Map<String, Json>,
-) -> Result<(QueryOptions, String), AppError> {
-    let mut pairs = Vec::new();
+) -> Result<(QueryOptions, String, Option<Json>), AppError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
     for (field, option) in [
         ("Filter", "$filter"),
         ("Select", "$select"),
         ("OrderBy", "$orderby"),
     ] {
         if let Some(value) = text_field(body, field)? {
-            pairs.push((option, value));
+            pairs.push((option.to_string(), value.to_string()));
         }
     }
-    let options = parse_query_options(pairs.iter().copied())?;
+    let mut view_details = None;
+    for (field, kind) in [("SavedQuery", "savedQuery"), ("UserQuery", "userQuery")] {
+        if let Some(id) = text_field(body, field)? {
+            if !pairs.is_empty() {
+                return Err(AppError::bad_request(format!(
+                    "{field} cannot be combined with Filter, Select, OrderBy or another view: the view brings its own"
+                )));
+            }
+            let view = load_view(request, entity, kind, id)?;
+            view_details = Some(view.details);
+            pairs = view.options;
+        }
+    }
+    let options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     for name in options.select.iter().flatten() {
         if entity.attribute_by_web_name(name).is_none() {
             return Err(AppError::bad_request(format!(
@@ -102,7 +117,7 @@ fn query_options(
     } else {
         format!("{}?{}", entity.set_name, text.join("&"))
     };
-    Ok((options, query))
+    Ok((options, query, view_details))
 }
 
 #[derive(Clone, Copy)]
@@ -216,7 +231,15 @@ pub(crate) async fn export_to_excel(
     request.require(Privilege::Export, &entity)?;
     known_fields(
         &body,
-        &["EntitySetName", "Format", "Filter", "Select", "OrderBy"],
+        &[
+            "EntitySetName",
+            "Format",
+            "Filter",
+            "Select",
+            "OrderBy",
+            "SavedQuery",
+            "UserQuery",
+        ],
     )?;
     let format = match text_field(&body, "Format")?.unwrap_or("xlsx") {
         "xlsx" => FileFormat::Xlsx,
@@ -227,13 +250,16 @@ pub(crate) async fn export_to_excel(
             )));
         }
     };
-    let (options, query) = query_options(&entity, &body)?;
+    let (options, query, view) = query_options(&request, &entity, &body)?;
     draft.query = query;
-    draft.details = json!({"Format": match format {
+    let mut details = json!({"Format": match format {
         FileFormat::Xlsx => "xlsx",
         FileFormat::Csv => "csv",
-    }})
-    .to_string();
+    }});
+    if let Some(view) = view {
+        details["View"] = view;
+    }
+    draft.details = details.to_string();
     let audited = request
         .instance
         .policy
@@ -338,7 +364,7 @@ pub(crate) async fn bulk_delete(
             "'Filter' is required: a $filter expression naming the records to delete (to delete every record, say so, e.g. \"createdon ne null\")",
         ));
     }
-    let (options, query) = query_options(&entity, &body)?;
+    let (options, query, _) = query_options(&request, &entity, &body)?;
     let job_id = Uuid::new_v4();
     let job_name = text_field(&body, "JobName")?
         .map(str::to_string)

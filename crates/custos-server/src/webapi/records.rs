@@ -115,6 +115,173 @@ fn query_text(set: &str, request: &WebRequest) -> String {
     }
 }
 
+/// A view a retrieve multiple runs (`?savedQuery=<id>` or `?userQuery=<id>`): its query
+/// options, and what the event records of it.
+pub(super) struct View {
+    /// `$filter`, `$select` and `$orderby` of the view.
+    pub(super) options: Vec<(String, String)>,
+    /// What the event records of the view.
+    pub(super) details: Json,
+}
+
+/// The view a request names (see [`load_view`]); the request may add no query option the view
+/// brings itself.
+fn view_query(request: &WebRequest, entity: &EntityDef) -> Result<Option<View>, AppError> {
+    let named: Vec<&(String, String)> = request
+        .query
+        .iter()
+        .filter(|(k, _)| k == "savedQuery" || k == "userQuery")
+        .collect();
+    let (kind, id) = match named.as_slice() {
+        [] => return Ok(None),
+        [(kind, id)] => (kind.as_str(), id.as_str()),
+        _ => {
+            return Err(AppError::bad_request(
+                "name one view: savedQuery or userQuery, once",
+            ));
+        }
+    };
+    if let Some((option, _)) = request
+        .query
+        .iter()
+        .find(|(k, _)| matches!(k.as_str(), "$filter" | "$select" | "$orderby"))
+    {
+        return Err(AppError::bad_request(format!(
+            "{option} cannot be combined with {kind}: the view brings its own"
+        )));
+    }
+    load_view(request, entity, kind, id).map(Some)
+}
+
+/// The view `kind` (`savedQuery` or `userQuery`) `id` of `entity`, checked: it exists, it is a
+/// view of `entity`, and a personal view is the caller's own (or the caller is a System
+/// Administrator).
+pub(super) fn load_view(
+    request: &WebRequest,
+    entity: &EntityDef,
+    kind: &str,
+    id: &str,
+) -> Result<View, AppError> {
+    let id = Uuid::parse_str(id).map_err(|_| {
+        AppError::bad_request(format!("{kind} must be a view id (a GUID), got '{id}'"))
+    })?;
+    let view_entity = if kind == "savedQuery" {
+        "savedquery"
+    } else {
+        "userquery"
+    };
+    let record = match request.instance.store.retrieve(view_entity, id) {
+        Ok(record) => record,
+        Err(custos_records::Error::NotFound(_)) => {
+            return Err(AppError::not_found(format!("{kind} {id} does not exist")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let text = |name: &str| match record.values.get(name) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.clone()),
+        _ => None,
+    };
+    if text("returnedtypecode").as_deref() != Some(entity.logical_name.as_str()) {
+        return Err(AppError::bad_request(format!(
+            "{kind} {id} is a view of '{}', not of '{}'",
+            text("returnedtypecode").unwrap_or_default(),
+            entity.logical_name
+        )));
+    }
+    if view_entity == "userquery" {
+        let owner = record.values.get("ownerid");
+        let own = owner == Some(&Value::Guid(request.caller.principal.id));
+        let admin = request
+            .caller
+            .security_roles(&request.state, &request.instance)
+            .contains(&custos_records::SecurityRole::BuiltIn(
+                custos_records::BuiltInRole::SystemAdministrator,
+            ));
+        if !own && !admin {
+            return Err(AppError::forbidden(format!(
+                "user '{}' may not run another user's personal view",
+                request.caller.principal.upn
+            )));
+        }
+    }
+    let mut options = Vec::new();
+    for (field, option) in [
+        ("filter", "$filter"),
+        ("columns", "$select"),
+        ("orderby", "$orderby"),
+    ] {
+        if let Some(value) = text(field) {
+            options.push((option.to_string(), value));
+        }
+    }
+    Ok(View {
+        options,
+        details: json!({
+            "ViewType": view_entity,
+            "ViewId": id,
+            "ViewName": text("name").unwrap_or_default(),
+            "Filter": text("filter"),
+            "Columns": text("columns"),
+            "OrderBy": text("orderby"),
+        }),
+    })
+}
+
+/// Checks a view record about to be written (its values after the write): it names an entity
+/// and its filter, columns and order are valid for that entity — a dry run of its query.
+fn check_view(
+    request: &WebRequest,
+    entity: &EntityDef,
+    id: Option<Uuid>,
+    values: &[(String, Value)],
+) -> Result<(), AppError> {
+    if !matches!(entity.logical_name.as_str(), "savedquery" | "userquery") {
+        return Ok(());
+    }
+    let mut merged = match id.map(|id| request.instance.store.retrieve(&entity.logical_name, id)) {
+        Some(Ok(record)) => record.values,
+        Some(Err(custos_records::Error::NotFound(_))) | None => Default::default(),
+        Some(Err(e)) => return Err(e.into()),
+    };
+    merged.extend(values.iter().cloned());
+    let text = |name: &str| match merged.get(name) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.as_str()),
+        _ => None,
+    };
+    let target = text("returnedtypecode").ok_or_else(|| {
+        AppError::bad_request(
+            "a view needs 'returnedtypecode', the logical name of the entity it lists",
+        )
+    })?;
+    let viewed = request
+        .instance
+        .store
+        .catalog()
+        .entity(target)
+        .cloned()
+        .ok_or_else(|| {
+            AppError::bad_request(format!("returnedtypecode '{target}' is not an entity"))
+        })?;
+    let mut pairs = Vec::new();
+    for (field, option) in [
+        ("filter", "$filter"),
+        ("columns", "$select"),
+        ("orderby", "$orderby"),
+    ] {
+        if let Some(value) = text(field) {
+            pairs.push((option, value));
+        }
+    }
+    let options = parse_query_options(pairs)?;
+    check_select(&viewed, &options.select)?;
+    request.instance.store.retrieve_multiple(&RecordQuery {
+        entity: &viewed.logical_name,
+        options: &options,
+        page_size: 0,
+    })?;
+    Ok(())
+}
+
 pub(crate) async fn retrieve_multiple(
     request: WebRequest,
     draft: &mut EventDraft,
@@ -125,16 +292,21 @@ pub(crate) async fn retrieve_multiple(
     draft.set_entity(&entity);
     draft.query = query_text(set, &request);
     request.require(Privilege::Read, &entity)?;
-    if let Some((name, _)) = request
-        .query
-        .iter()
-        .find(|(k, _)| k == "savedQuery" || k == "userQuery")
-    {
-        return Err(AppError::bad_request(format!(
-            "{name}: views are not available in this version"
-        )));
-    }
-    let options = parse_query_options(request.query.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let view = view_query(&request, &entity)?;
+    let pairs: Vec<(String, String)> = match &view {
+        Some(view) => {
+            draft.details = view.details.to_string();
+            request
+                .query
+                .iter()
+                .filter(|(k, _)| k.starts_with('$'))
+                .cloned()
+                .chain(view.options.iter().cloned())
+                .collect()
+        }
+        None => request.query.clone(),
+    };
+    let options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     check_select(&entity, &options.select)?;
     let page_size = page_size(request.header("prefer"))?;
     let audited = request
@@ -423,6 +595,7 @@ pub(crate) async fn create(
         None
     };
     let (values, given_id) = body_values(&request, &entity, &body)?;
+    check_view(&request, &entity, None, &values)?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
     let policy = request.instance.policy.load_full();
     let audited = audits_change(&policy, &entity);
@@ -599,6 +772,7 @@ pub(crate) async fn update(
             entity.primary_id()
         )));
     }
+    check_view(&request, &entity, Some(id), &values)?;
     if is_organization && id != request.instance.organization_id {
         return Err(AppError::not_found(format!(
             "organization with id {id} does not exist"

@@ -105,13 +105,7 @@ fn rules_raise_alerts_in_the_log_and_at_their_webhook() {
         2
     );
 
-    server.set_org(&admin, json!({"isreadauditenabled": true}));
-    server.set_entity_flags(
-        &admin,
-        "account",
-        json!({"IsRetrieveMultipleAuditEnabled": {"Value": true}}),
-    );
-    server.publish(&admin);
+    server.audit_lists_of(&admin, "account");
     let mut last = String::new();
     for i in 0..8 {
         let response = send(

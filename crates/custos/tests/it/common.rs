@@ -142,6 +142,18 @@ impl Server {
         assert_eq!(response.status(), 204, "entity flags");
     }
 
+    /// Turns on read auditing for the instance and retrieve multiple auditing for `entity`,
+    /// and publishes: every list of `entity` is recorded from now on.
+    pub fn audit_lists_of(&self, token: &str, entity: &str) {
+        self.set_org(token, json!({"isreadauditenabled": true}));
+        self.set_entity_flags(
+            token,
+            entity,
+            json!({"IsRetrieveMultipleAuditEnabled": {"Value": true}}),
+        );
+        self.publish(token);
+    }
+
     pub fn publish(&self, token: &str) {
         let response = send(client().post(self.api("PublishAllXml")), token, None);
         assert_eq!(response.status(), 204, "publish");

@@ -572,3 +572,58 @@ fn customizations_create_entities_and_attributes_and_delete_attributes() {
     assert_eq!(events[0]["Origin"], "WebUI");
     assert_eq!(events[0]["ResultCount"], 1);
 }
+
+#[test]
+fn the_grid_runs_views_and_saves_personal_ones() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    for (name, revenue) in [("Alpha", 10), ("Beta", 2000), ("Gamma", 3000)] {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": name, "revenue": revenue})),
+        );
+        assert_eq!(response.status(), 204);
+    }
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let cookie = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    let (status, html) = page(&server, &cookie, "/ui/main/records/accounts");
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("All accounts"), "the system view is offered");
+
+    let saved = post(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts/views",
+        &[("name", "Big ones"), ("filter", "revenue gt 1000")],
+    );
+    assert_eq!(saved.status(), 303);
+    let opened = saved.headers()["location"].to_str().unwrap().to_string();
+    assert!(opened.contains("view=user:"), "{opened}");
+    let (status, html) = page(&server, &cookie, &opened);
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Big ones (mine)") && html.contains("Gamma") && !html.contains("Alpha"));
+    assert_labelled(&opened, &html);
+
+    let view = opened.split("view=").nth(1).unwrap().replace("%3A", ":");
+    let exported = post(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts/export",
+        &[("format", "csv"), ("view", &view), ("filter", "")],
+    );
+    assert_eq!(exported.status(), 200);
+    let text = exported.text().unwrap();
+    assert!(
+        text.contains("Beta") && text.contains("Gamma") && !text.contains("Alpha"),
+        "{text}"
+    );
+    let export = server.audit(&admin, "operation=ExportToExcel");
+    assert_eq!(export[0]["Details"]["View"]["ViewName"], "Big ones");
+
+    // Another user neither sees nor runs it.
+    server.add_user(&admin, "al@contoso.test", "al-password-1", "Basic User");
+    let al = sign_in(&server, "al@contoso.test", "al-password-1");
+    let (_, html) = page(&server, &al, "/ui/main/records/accounts");
+    assert!(!html.contains("Big ones"));
+}

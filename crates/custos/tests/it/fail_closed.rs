@@ -21,13 +21,7 @@ fn a_full_log_refuses_requests_instead_of_serving_them_unaudited() {
         &[],
     );
     let admin = server.admin();
-    server.set_org(&admin, json!({"isreadauditenabled": true}));
-    server.set_entity_flags(
-        &admin,
-        "account",
-        json!({"IsRetrieveMultipleAuditEnabled": {"Value": true}}),
-    );
-    server.publish(&admin);
+    server.audit_lists_of(&admin, "account");
     let response = send(
         client().post(server.api("accounts")),
         &admin,

@@ -22,3 +22,4 @@ mod saved_reports;
 mod search_switch;
 mod security;
 mod tamper;
+mod views;

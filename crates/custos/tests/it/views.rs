@@ -1,0 +1,195 @@
+//! Views (SPEC §3): system views (`savedqueries`) and personal views (`userqueries`) run with
+//! `?savedQuery=` / `?userQuery=`; opening one is a retrieve multiple whose event names the view
+//! and lists every record id of every page.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn post(server: &Server, token: &str, path: &str, body: Value) -> reqwest::blocking::Response {
+    send(client().post(server.api(path)), token, Some(body))
+}
+
+fn ids(page: &Value, key: &str) -> BTreeSet<String> {
+    page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[key].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn views_run_their_query_and_every_page_is_recorded_with_the_view() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    for (name, revenue) in [("Small", 100), ("Big", 900), ("Huge", 5000)] {
+        post(
+            &server,
+            &admin,
+            "accounts",
+            json!({"name": name, "revenue": revenue}),
+        );
+    }
+
+    let views = get_json(
+        &server.api("savedqueries?$filter=returnedtypecode eq 'account'"),
+        &admin,
+    );
+    assert_eq!(views["value"][0]["name"], "All accounts");
+    let all = views["value"][0]["savedqueryid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = get_json(&server.api(&format!("accounts?savedQuery={all}")), &admin);
+    assert_eq!(page["value"].as_array().unwrap().len(), 3);
+    assert!(page["value"][0].get("revenue").is_some());
+    assert!(
+        page["value"][0].get("description").is_none(),
+        "the view's columns only"
+    );
+
+    let response = post(
+        &server,
+        &admin,
+        "savedqueries",
+        json!({"name": "Large accounts", "returnedtypecode": "account", "filter": "revenue gt 500", "columns": "name,revenue", "orderby": "revenue desc"}),
+    );
+    assert_eq!(response.status(), 204);
+    let large = entity_id(&response);
+    let mut url = server.api(&format!("accounts?savedQuery={large}"));
+    let mut seen = Vec::new();
+    loop {
+        let response = send(
+            client().get(&url).header("prefer", "odata.maxpagesize=1"),
+            &admin,
+            None,
+        );
+        let page: Value = response.json().unwrap();
+        seen.extend(
+            page["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string()),
+        );
+        match page["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["Huge", "Big"],
+        "the view's filter and order, page by page"
+    );
+    let events = server.audit(&admin, &format!("operation=RetrieveMultiple&q={large}"));
+    assert_eq!(events.len(), 2, "one event per page");
+    for event in &events {
+        assert_eq!(event["Details"]["ViewName"], "Large accounts");
+        assert_eq!(event["Details"]["ViewType"], "savedquery");
+        assert_eq!(event["RecordIds"].as_array().unwrap().len(), 1);
+        assert!(
+            event["Query"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("savedQuery={large}"))
+        );
+    }
+
+    // Personal views: the owner's (and an administrator's) to run.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    server.add_user(&admin, "al@contoso.test", "al-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let al = server.token("al@contoso.test", "al-password-1");
+    let response = post(
+        &server,
+        &bo,
+        "userqueries",
+        json!({"name": "My small ones", "returnedtypecode": "account", "filter": "revenue lt 500"}),
+    );
+    assert_eq!(response.status(), 204);
+    let mine = entity_id(&response);
+    let run = |token: &str| {
+        send(
+            client().get(server.api(&format!("accounts?userQuery={mine}"))),
+            token,
+            None,
+        )
+    };
+    let page: Value = run(&bo).json().unwrap();
+    assert_eq!(page["value"].as_array().unwrap().len(), 1);
+    assert_eq!(odata_error(run(&al)).0, 403);
+    assert_eq!(run(&admin).status(), 200);
+    let denied = server.audit(&admin, "operation=RetrieveMultiple&status=Denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["UserUpn"], "al@contoso.test");
+
+    let contacts = get_json(
+        &server.api("savedqueries?$filter=returnedtypecode eq 'contact'"),
+        &admin,
+    );
+    let contact_view = contacts["value"][0]["savedqueryid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (path, expected) in [
+        (format!("accounts?savedQuery={contact_view}"), 400),
+        (
+            format!("accounts?savedQuery={large}&$filter=name eq 'x'"),
+            400,
+        ),
+        ("accounts?savedQuery=nope".to_string(), 400),
+        (
+            "accounts?savedQuery=0190a5f0-0000-7000-8000-000000000000".to_string(),
+            404,
+        ),
+        (format!("accounts?savedQuery={large}&userQuery={mine}"), 400),
+    ] {
+        let response = send(client().get(server.api(&path)), &admin, None);
+        assert_eq!(odata_error(response).0, expected, "{path}");
+    }
+    let before = ids(
+        &get_json(&server.api("savedqueries"), &admin),
+        "savedqueryid",
+    );
+    for body in [
+        json!({"name": "x", "returnedtypecode": "account", "filter": "nosuch eq 1"}),
+        json!({"name": "x", "returnedtypecode": "account", "columns": "name,nosuch"}),
+        json!({"name": "x", "returnedtypecode": "nosuch"}),
+        json!({"name": "x"}),
+    ] {
+        assert_eq!(
+            odata_error(post(&server, &admin, "savedqueries", body.clone())).0,
+            400,
+            "{body}"
+        );
+    }
+    let response = send(
+        client().patch(server.api(&format!("savedqueries({large})"))),
+        &admin,
+        Some(json!({"filter": "revenue gt"})),
+    );
+    assert_eq!(odata_error(response).0, 400, "an update is checked too");
+    assert_eq!(
+        ids(
+            &get_json(&server.api("savedqueries"), &admin),
+            "savedqueryid"
+        ),
+        before
+    );
+    assert_eq!(
+        odata_error(post(
+            &server,
+            &bo,
+            "savedqueries",
+            json!({"name": "x", "returnedtypecode": "account"})
+        ))
+        .0,
+        403,
+        "system views are an administrator's"
+    );
+}
