@@ -313,6 +313,9 @@ string_enum! {
         ReplacePrivilegesRole = (45, "ReplacePrivilegesRole"),
         /// A privilege was taken from a custom security role.
         RemovePrivilegeRole = (46, "RemovePrivilegeRole"),
+        /// Another application posted audit events (recorded for refused posts; accepted
+        /// events are the record).
+        IngestAuditEvents = (47, "IngestAuditEvents"),
     }
 }
 
@@ -357,6 +360,7 @@ impl Operation {
             | AddPrivilegesRole
             | ReplacePrivilegesRole
             | RemovePrivilegeRole
+            | IngestAuditEvents
             | PurgeAuditLog => RecordType::Admin,
         }
     }

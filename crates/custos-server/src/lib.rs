@@ -13,6 +13,7 @@ mod console;
 mod context;
 mod error;
 mod export;
+mod ingest;
 mod maintenance;
 mod metrics;
 mod queries;
@@ -79,6 +80,7 @@ pub(crate) fn api_routes() -> Router<AppState> {
             get(admin::backups).post(admin::backup),
         )
         .route("/api/admin/instances/{name}/restore", post(admin::restore))
+        .route("/api/audit/ingest", post(ingest::ingest))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
         .route("/api/audit/exports", post(export::start_job))

@@ -11,6 +11,7 @@ mod crash;
 mod customization;
 mod errors;
 mod fail_closed;
+mod ingest;
 mod integrity;
 mod publish;
 mod queries;

@@ -1,0 +1,266 @@
+//! The ingest API (SPEC §9): other applications post their own audit events —
+//! `POST /api/audit/ingest` with a JSON array — authenticated as applications (client
+//! credentials). Each event keeps its own `Workload`, `RecordType` and `Operation`, is stored
+//! with origin `Ingest` and the sending application as `CallerId`, and is searched beside
+//! Custos's own. A batch is checked whole, then made durable whole, before the answer.
+//!
+//! Fields of an event (Microsoft 365 common schema names): `Operation` (required), `Workload`
+//! (default: the application's name; never `Custos`), `RecordType` (default: the workload),
+//! `CreationTime` (ISO 8601, at most 7 days old and 5 minutes ahead; default: now), `UserId`,
+//! `UserType` (0–6), `ClientIP`, `UserAgent`, `ResultStatus`, `ObjectIds` (record ids),
+//! `EntityName`, `Query`, `ResultCount`, `Details` (any JSON).
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custos_audit::{
+    AuditEvent, EntityCategory, Operation, Origin, ResultStatus, UserType, format_creation_time,
+};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use crate::audit::EventDraft;
+use crate::audit_api::parse_time;
+use crate::auth::authorize;
+use crate::context::RequestContext;
+use crate::error::AppError;
+use crate::state::{AppState, blocking};
+use crate::webapi::refuse;
+
+/// Most events in one post.
+const BATCH_MAX: usize = 1000;
+/// Longest text field of an ingested event, in characters.
+const TEXT_MAX: usize = 1024;
+/// How far back an ingested event may be dated, microseconds (7 days).
+const PAST_US: i64 = 7 * 86_400_000_000;
+/// How far ahead an ingested event may be dated (clock skew), microseconds (5 minutes).
+const FUTURE_US: i64 = 300_000_000;
+/// Most record ids one ingested event lists.
+const OBJECT_IDS_MAX: usize = 10_000;
+
+fn text<'a>(
+    event: &'a Map<String, Json>,
+    key: &str,
+    at: usize,
+) -> Result<Option<&'a str>, AppError> {
+    match event.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) if s.chars().count() <= TEXT_MAX => Ok(Some(s)),
+        Some(Json::String(_)) => Err(AppError::bad_request(format!(
+            "event {at}: '{key}' is longer than {TEXT_MAX} characters"
+        ))),
+        Some(_) => Err(AppError::bad_request(format!(
+            "event {at}: '{key}' must be a string"
+        ))),
+    }
+}
+
+/// One posted event, checked, as an audit record of `app`.
+fn event(
+    state: &AppState,
+    json: &Json,
+    at: usize,
+    app: &crate::auth::Caller,
+    context: &RequestContext,
+    now_us: i64,
+) -> Result<AuditEvent, AppError> {
+    const KNOWN: [&str; 13] = [
+        "Operation",
+        "Workload",
+        "RecordType",
+        "CreationTime",
+        "UserId",
+        "UserType",
+        "ClientIP",
+        "UserAgent",
+        "ResultStatus",
+        "ObjectIds",
+        "EntityName",
+        "Query",
+        "ResultCount",
+    ];
+    let object = json
+        .as_object()
+        .ok_or_else(|| AppError::bad_request(format!("event {at} is not a JSON object")))?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !KNOWN.contains(&k.as_str()) && k.as_str() != "Details")
+    {
+        return Err(AppError::bad_request(format!(
+            "event {at}: unknown field '{unknown}'"
+        )));
+    }
+    let operation = text(object, "Operation", at)?
+        .filter(|o| !o.trim().is_empty())
+        .ok_or_else(|| AppError::bad_request(format!("event {at}: 'Operation' is required")))?;
+    let workload = text(object, "Workload", at)?
+        .unwrap_or(&app.principal.display_name)
+        .to_string();
+    if workload.eq_ignore_ascii_case("Custos") || workload.trim().is_empty() {
+        return Err(AppError::bad_request(format!(
+            "event {at}: 'Workload' names the sending application; 'Custos' is reserved"
+        )));
+    }
+    let creation_time_us = match text(object, "CreationTime", at)? {
+        None => now_us,
+        Some(time) => {
+            let us = parse_time("CreationTime", time)?;
+            if us < now_us - PAST_US || us > now_us + FUTURE_US {
+                return Err(AppError::bad_request(format!(
+                    "event {at}: 'CreationTime' must be within the last 7 days (and at most 5 minutes ahead), got {time}"
+                )));
+            }
+            us
+        }
+    };
+    let user_type = match object.get("UserType") {
+        None | Some(Json::Null) => UserType::Regular,
+        Some(value) => value
+            .as_u64()
+            .and_then(|c| u8::try_from(c).ok())
+            .and_then(UserType::from_code)
+            .ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "event {at}: 'UserType' must be a Microsoft 365 user type code (0, 2–6)"
+                ))
+            })?,
+    };
+    let result_status = match text(object, "ResultStatus", at)? {
+        None => ResultStatus::Succeeded,
+        Some(status) => ResultStatus::parse(status).ok_or_else(|| {
+            AppError::bad_request(format!(
+                "event {at}: 'ResultStatus' must be Succeeded, Failed or Denied"
+            ))
+        })?,
+    };
+    let record_ids = match object.get("ObjectIds") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(ids)) if ids.len() <= OBJECT_IDS_MAX => ids
+            .iter()
+            .map(|id| {
+                id.as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| {
+                        AppError::bad_request(format!(
+                            "event {at}: 'ObjectIds' must be GUIDs, got {id}"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(AppError::bad_request(format!(
+                "event {at}: 'ObjectIds' must be an array of at most {OBJECT_IDS_MAX} GUIDs"
+            )));
+        }
+    };
+    let result_count = match object.get("ResultCount") {
+        None | Some(Json::Null) => record_ids.len() as u64,
+        Some(value) => value.as_u64().ok_or_else(|| {
+            AppError::bad_request(format!("event {at}: 'ResultCount' must be a whole number"))
+        })?,
+    };
+    let details = match object.get("Details") {
+        None | Some(Json::Null) => String::new(),
+        Some(value) => value.to_string(),
+    };
+    let owned = |key: &str| -> Result<String, AppError> {
+        Ok(text(object, key, at)?.unwrap_or_default().to_string())
+    };
+    Ok(AuditEvent {
+        id: Uuid::now_v7(),
+        creation_time_us,
+        tenant_id: state.directory.tenant_id(),
+        instance: String::new(),
+        instance_url: String::new(),
+        record_type: text(object, "RecordType", at)?
+            .unwrap_or(&workload)
+            .to_string(),
+        workload,
+        operation: operation.to_string(),
+        category: String::new(),
+        user_id: owned("UserId")?,
+        user_upn: owned("UserId")?,
+        user_type,
+        caller_id: app.principal.id.to_string(),
+        client_ip: owned("ClientIP")?,
+        user_agent: owned("UserAgent")?,
+        origin: Origin::Ingest,
+        correlation_id: context.correlation_id.clone(),
+        session_id: app.session_id.to_string(),
+        client_request_id: context.client_request_id.clone(),
+        result_status,
+        error_code: String::new(),
+        entity_name: owned("EntityName")?,
+        entity_category: EntityCategory::None,
+        record_ids,
+        query: owned("Query")?,
+        result_count,
+        changes: Vec::new(),
+        details,
+    })
+}
+
+/// `POST /api/audit/ingest` with a JSON array of events.
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    // Refusals are Custos's own events about the attempt.
+    let mut draft = EventDraft::new(Operation::IngestAuditEvents, &context);
+    draft.origin = Origin::Ingest;
+    let work = async {
+        let app = authorize(
+            &state,
+            &mut draft,
+            &headers,
+            |caller| {
+                matches!(
+                    caller.user_type(),
+                    UserType::Application | UserType::ServicePrincipal
+                )
+            },
+            "is not an application; events are ingested with an application's client credentials",
+        )?;
+        let posted: Json = serde_json::from_slice(&body)
+            .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let list = posted
+            .as_array()
+            .ok_or_else(|| AppError::bad_request("the body must be a JSON array of events"))?;
+        if list.is_empty() || list.len() > BATCH_MAX {
+            return Err(AppError::bad_request(format!(
+                "post 1 to {BATCH_MAX} events at a time, got {}",
+                list.len()
+            )));
+        }
+        let now_us = state.clock.now_us();
+        let events: Vec<AuditEvent> = list
+            .iter()
+            .enumerate()
+            .map(|(at, json)| event(&state, json, at, &app, &context, now_us))
+            .collect::<Result<_, _>>()?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let times: Vec<String> = events
+            .iter()
+            .map(|e| format_creation_time(e.creation_time_us))
+            .collect();
+        let log = state.log.clone();
+        blocking(move || log.append_all(events)).await?;
+        let accepted: Vec<Json> = ids
+            .iter()
+            .zip(&times)
+            .map(|(id, time)| json!({"Id": id, "CreationTime": time}))
+            .collect();
+        Ok((
+            StatusCode::OK,
+            axum::Json(json!({"accepted": accepted.len(), "value": accepted})),
+        )
+            .into_response())
+    }
+    .await;
+    match work {
+        Ok(response) => response,
+        Err(error) => refuse(&state, draft, error).await,
+    }
+}

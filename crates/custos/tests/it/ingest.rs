@@ -1,0 +1,183 @@
+//! The ingest API (SPEC §9): applications post their own events, which keep their workload,
+//! record type and operation, come in whole or not at all, and are searched beside Custos's.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const APP_ID: &str = "3e1f6c1a-0000-4000-8000-0000000000aa";
+const APP_SECRET: &str = "payroll-secret-0123456789";
+
+fn app_token(server: &Server) -> String {
+    let response = client()
+        .post(format!("{}/oauth2/token", server.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP_ID),
+            ("client_secret", APP_SECRET),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn ingest(server: &Server, token: &str, body: Value) -> reqwest::blocking::Response {
+    send(
+        client().post(format!("{}/api/audit/ingest", server.base)),
+        token,
+        Some(body),
+    )
+}
+
+#[test]
+fn applications_events_are_kept_whole_and_searched_beside_ours() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let response = send(
+        client().post(server.api("systemusers")),
+        &admin,
+        Some(json!({"applicationid": APP_ID, "clientsecret": APP_SECRET, "fullname": "Payroll"})),
+    );
+    assert_eq!(response.status(), 204);
+    let app_user = entity_id(&response);
+    let app = app_token(&server);
+
+    let account = entity_id(&send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "Contoso"})),
+    ));
+    let hour_ago = {
+        let now = get_json(&format!("{}/api/audit/records?top=1", server.base), &admin)["value"][0]
+            ["CreationTime"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The newest event's hour, minus one: a time in the past in the same format.
+        let hour: u32 = now[11..13].parse().unwrap();
+        if hour == 0 {
+            now.clone()
+        } else {
+            format!("{}{:02}{}", &now[..11], hour - 1, &now[13..])
+        }
+    };
+    let response = ingest(
+        &server,
+        &app,
+        json!([
+            {
+                "Operation": "ViewPayslip",
+                "Workload": "Payroll",
+                "RecordType": "PayrollAudit",
+                "CreationTime": hour_ago,
+                "UserId": "ann@contoso.test",
+                "UserType": 0,
+                "ClientIP": "203.0.113.9",
+                "ObjectIds": [account],
+                "Details": {"Payslip": "2026-10", "Amount": 4200}
+            },
+            {"Operation": "ExportPayroll"}
+        ]),
+    );
+    assert_eq!(response.status(), 200);
+    let accepted: Value = response.json().unwrap();
+    assert_eq!(accepted["accepted"], 2);
+
+    let payroll = server.audit(&admin, "workload=Payroll");
+    assert_eq!(
+        payroll.len(),
+        2,
+        "the default workload is the application's name"
+    );
+    let viewed = payroll
+        .iter()
+        .find(|e| e["Operation"] == "ViewPayslip")
+        .unwrap();
+    assert_eq!(viewed["RecordType"], "PayrollAudit");
+    assert_eq!(viewed["Origin"], "Ingest");
+    assert_eq!(viewed["CallerId"], app_user);
+    assert_eq!(viewed["UserId"], "ann@contoso.test");
+    assert_eq!(viewed["ClientIP"], "203.0.113.9");
+    assert_eq!(viewed["CreationTime"], hour_ago);
+    assert_eq!(viewed["Details"]["Amount"], 4200);
+    let exported = payroll
+        .iter()
+        .find(|e| e["Operation"] == "ExportPayroll")
+        .unwrap();
+    assert_eq!(exported["RecordType"], "Payroll");
+
+    // Who touched the account: Custos's create and the payroll app's view, side by side.
+    let touched = server.audit(&admin, &format!("recordId={account}"));
+    let workloads: Vec<&str> = touched
+        .iter()
+        .map(|e| e["Workload"].as_str().unwrap())
+        .collect();
+    assert!(workloads.contains(&"Custos") && workloads.contains(&"Payroll"));
+    let proof = get_json(
+        &format!(
+            "{}/api/audit/proofs/inclusion?id={}",
+            server.base,
+            viewed["Id"].as_str().unwrap()
+        ),
+        &admin,
+    );
+    assert!(
+        proof["hashes"].is_array() || proof["leafIndex"].is_number(),
+        "{proof}"
+    );
+
+    // Whole or nothing, and only applications.
+    let before = server.audit(&admin, "origin=Ingest&status=Succeeded").len();
+    for (body, needle) in [
+        (
+            json!([{"Operation": "A"}, {"Workload": "Payroll"}]),
+            "event 1: 'Operation' is required",
+        ),
+        (
+            json!([{"Operation": "A", "Workload": "Custos"}]),
+            "reserved",
+        ),
+        (
+            json!([{"Operation": "A", "CreationTime": "2020-01-01T00:00:00Z"}]),
+            "7 days",
+        ),
+        (json!([{"Operation": "A", "ObjectIds": ["nope"]}]), "GUIDs"),
+        (json!([{"Operation": "A", "UserType": 1}]), "user type"),
+        (
+            json!([{"Operation": "A", "Colour": "red"}]),
+            "unknown field 'Colour'",
+        ),
+        (json!({"Operation": "A"}), "JSON array"),
+        (json!([]), "1 to 1000"),
+    ] {
+        let (status, _, message) = odata_error(ingest(&server, &app, body.clone()));
+        assert_eq!(status, 400, "{body}");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"Operation": "A"})).collect();
+    assert_eq!(
+        odata_error(ingest(&server, &app, Value::Array(too_many))).0,
+        400
+    );
+    assert_eq!(
+        server.audit(&admin, "origin=Ingest&status=Succeeded").len(),
+        before,
+        "nothing of a refused batch was kept"
+    );
+    let refused = ingest(&server, &admin, json!([{"Operation": "A"}]));
+    assert_eq!(odata_error(refused).0, 403);
+    let denied = server.audit(&admin, "operation=IngestAuditEvents&status=Denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["UserUpn"], "admin");
+    assert_eq!(
+        server
+            .audit(&admin, "operation=IngestAuditEvents&status=Failed")
+            .len(),
+        9,
+        "every refused batch is recorded"
+    );
+}
