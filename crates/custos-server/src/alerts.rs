@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use custos_audit::{AuditEvent, Operation, SearchQuery, UserType, format_creation_time};
+use custos_audit::{AuditEvent, Operation, UserType, format_creation_time};
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
@@ -27,6 +27,7 @@ use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
 use crate::webapi::refuse;
+use crate::webhook::{Outbox, check_url, cursor, init_cursor};
 
 const RULES_SETTING: &str = "audit.alerts";
 const DETECTOR_CURSOR: &str = "audit.alerts.cursor";
@@ -35,13 +36,8 @@ const NOTIFIER_CURSOR: &str = "audit.alerts.notified";
 const RULES_MAX: usize = 100;
 /// Events the detector reads at a time.
 const BATCH: usize = 1000;
-/// How often the followers look for new events when idle.
+/// How often the detector looks for new events when idle.
 const POLL: Duration = Duration::from_millis(500);
-/// Attempts to deliver one notification, and the first wait between them (doubled each time).
-const ATTEMPTS: u32 = 4;
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-/// Longest wait for a webhook to answer.
-const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Triggering event ids an alert lists at most.
 const TRIGGERS_LISTED: usize = 50;
 
@@ -101,11 +97,7 @@ fn parse_rule(body: &Json) -> Result<Map<String, Json>, AppError> {
     }
     let webhook = object.get("webhook").and_then(Json::as_str).unwrap_or("");
     if !webhook.is_empty() {
-        let url = reqwest::Url::parse(webhook)
-            .map_err(|_| AppError::bad_request(format!("webhook '{webhook}' is not a URL")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(AppError::bad_request("a webhook is an http or https URL"));
-        }
+        check_url(webhook)?;
     }
     let mut rule = Map::new();
     rule.insert("name".into(), json!(name));
@@ -363,24 +355,12 @@ fn evaluate(rules: &[Json], windows: &mut Windows, event: &AuditEvent) -> Vec<(J
     alerts
 }
 
-/// The first seq a follower has not handled yet.
-fn cursor(state: &AppState, key: &str) -> Result<u64, AppError> {
-    state
-        .directory
-        .setting(key)?
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| AppError::new(ErrorCode::Internal, format!("no cursor '{key}'")))
-}
-
 /// Sets the followers' cursors the first time the server runs with alerts: both at the end
 /// of the log (alerts are about what comes, not about the history). Call before the followers
 /// start, from blocking code.
 pub(crate) fn init_cursors(state: &AppState) -> Result<(), AppError> {
-    let end = state.log.len().to_string();
     for key in [DETECTOR_CURSOR, NOTIFIER_CURSOR] {
-        if state.directory.setting(key)?.is_none() {
-            state.directory.set_setting(key, &end)?;
-        }
+        init_cursor(state, key)?;
     }
     Ok(())
 }
@@ -440,97 +420,25 @@ async fn detect_once(state: &AppState, windows: &mut Windows) -> Result<usize, A
     Ok(events.len())
 }
 
-/// Posts every alert to its rule's webhook, for as long as the server runs.
-pub(crate) async fn notify(state: AppState) {
-    let client = reqwest::Client::builder()
-        .timeout(WEBHOOK_TIMEOUT)
-        .user_agent("custos-alerts")
-        .build()
-        .expect("an HTTP client with default TLS roots");
-    loop {
-        match notify_once(&state, &client).await {
-            Ok(0) => tokio::time::sleep(POLL).await,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(error = %error.message, "alert notification failed; trying again");
-                tokio::time::sleep(POLL * 4).await;
-            }
-        }
-    }
-}
+/// The notifier: every `AlertTriggered` event to its rule's webhook.
+pub(crate) const NOTIFIER: Outbox = Outbox {
+    cursor: NOTIFIER_CURSOR,
+    operations: &[Operation::AlertTriggered],
+    user_agent: "custos-alerts",
+    call: alert_call,
+};
 
-/// The `AlertTriggered` events of seq `from` and after, oldest first.
-fn alerts_from(state: &AppState, from: u64) -> Result<Vec<(u64, AuditEvent)>, AppError> {
-    let mut query = SearchQuery {
-        start_us: i64::MIN,
-        end_us: i64::MAX,
-        operations: vec![Operation::AlertTriggered.as_str().into()],
-        top: 100,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    loop {
-        let page = state.log.search(&query)?;
-        let before = out.len();
-        out.extend(page.events.into_iter().filter(|(seq, _)| *seq >= from));
-        let more = out.len() - before == query.top;
-        match page.next_before_seq {
-            Some(next) if more => query.before_seq = Some(next),
-            _ => break,
-        }
-    }
-    out.reverse();
-    Ok(out)
-}
-
-/// One pass of the notifier; returns the alerts it delivered (or gave up on).
-async fn notify_once(state: &AppState, client: &reqwest::Client) -> Result<usize, AppError> {
-    let worker = state.clone();
-    let pending = blocking(move || {
-        let from = cursor(&worker, NOTIFIER_CURSOR)?;
-        alerts_from(&worker, from)
-    })
-    .await?;
-    for (seq, alert) in &pending {
-        let details: Json = serde_json::from_str(&alert.details).unwrap_or(Json::Null);
-        let webhook = details["Webhook"].as_str().unwrap_or("").to_string();
-        if !webhook.is_empty() {
-            let body = json!({
-                "alert": details,
-                "record": custos_audit::event_value(alert),
-                "createdDateTime": format_creation_time(alert.creation_time_us),
-            });
-            deliver(client, &webhook, &body).await;
-        }
-        let worker = state.clone();
-        let mark = (seq + 1).to_string();
-        blocking(move || {
-            worker
-                .directory
-                .set_setting(NOTIFIER_CURSOR, &mark)
-                .map_err(AppError::from)
-        })
-        .await?;
-    }
-    Ok(pending.len())
-}
-
-/// Posts `body` to `webhook`, retrying with back-off; a receiver that stays down after every
-/// attempt is logged (the alert itself is in the audit log either way).
-async fn deliver(client: &reqwest::Client, webhook: &str, body: &Json) {
-    let mut wait = FIRST_RETRY;
-    for attempt in 1..=ATTEMPTS {
-        match client.post(webhook).json(body).send().await {
-            Ok(response) if response.status().is_success() => return,
-            Ok(response) => {
-                tracing::warn!(%webhook, status = %response.status(), attempt, "alert webhook refused");
-            }
-            Err(error) => tracing::warn!(%webhook, %error, attempt, "alert webhook unreachable"),
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-        }
-    }
-    tracing::error!(%webhook, "alert webhook gave up after {ATTEMPTS} attempts");
+/// An alert's webhook and the body posted to it.
+fn alert_call(alert: &AuditEvent) -> Option<(String, Json)> {
+    let details: Json = serde_json::from_str(&alert.details).unwrap_or(Json::Null);
+    let webhook = details["Webhook"]
+        .as_str()
+        .filter(|w| !w.is_empty())?
+        .to_string();
+    let body = json!({
+        "alert": details,
+        "record": custos_audit::event_value(alert),
+        "createdDateTime": format_creation_time(alert.creation_time_us),
+    });
+    Some((webhook, body))
 }

@@ -22,6 +22,7 @@ mod retention;
 mod state;
 mod verification;
 mod webapi;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -184,7 +185,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
         tracing::error!(error = %error.message, "alerts are off: their cursors could not be set");
     } else {
         tokio::spawn(alerts::detect(state.clone()));
-        tokio::spawn(alerts::notify(state.clone()));
+        tokio::spawn(webhook::follow(state.clone(), alerts::NOTIFIER));
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await

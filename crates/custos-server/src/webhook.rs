@@ -1,0 +1,157 @@
+//! Webhooks fed by the audit log: a webhook call is first an event in the log (an alert, a
+//! process or plug-in step that runs), durable before anything leaves; an outbox follower then
+//! reads those events from a cursor kept in the directory's settings and posts each, retrying
+//! with back-off. A restart resumes from the cursor, so every call is made at least once, and
+//! a receiver that is down delays only its own follower, never a request.
+
+use std::time::Duration;
+
+use custos_audit::{AuditEvent, Operation, SearchQuery};
+use serde_json::Value as Json;
+
+use crate::error::{AppError, ErrorCode};
+use crate::state::{AppState, blocking};
+
+/// How often a follower looks for new events when idle.
+const POLL: Duration = Duration::from_millis(500);
+/// Attempts to deliver one call, and the first wait between them (doubled each time).
+const ATTEMPTS: u32 = 4;
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Longest wait for a webhook to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks that `url` is an http or https URL.
+pub(crate) fn check_url(url: &str) -> Result<(), AppError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| AppError::bad_request(format!("webhook '{url}' is not a URL")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(AppError::bad_request("a webhook is an http or https URL"));
+    }
+    Ok(())
+}
+
+/// An outbox: which events it delivers, where its cursor is kept, and how an event becomes a
+/// call (its webhook and body; `None` when the event has nowhere to go).
+pub(crate) struct Outbox {
+    pub(crate) cursor: &'static str,
+    pub(crate) operations: &'static [Operation],
+    pub(crate) user_agent: &'static str,
+    pub(crate) call: fn(&AuditEvent) -> Option<(String, Json)>,
+}
+
+/// The first seq a follower has not handled yet.
+pub(crate) fn cursor(state: &AppState, key: &str) -> Result<u64, AppError> {
+    state
+        .directory
+        .setting(key)?
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| AppError::new(ErrorCode::Internal, format!("no cursor '{key}'")))
+}
+
+/// Puts a follower's cursor at the end of the log the first time (a follower is about what
+/// comes, not the history). Call before the follower starts, from blocking code.
+pub(crate) fn init_cursor(state: &AppState, key: &str) -> Result<(), AppError> {
+    if state.directory.setting(key)?.is_none() {
+        state
+            .directory
+            .set_setting(key, &state.log.len().to_string())?;
+    }
+    Ok(())
+}
+
+/// The events of `operations` at seq `from` and after, oldest first.
+fn events_from(
+    state: &AppState,
+    operations: &[Operation],
+    from: u64,
+) -> Result<Vec<(u64, AuditEvent)>, AppError> {
+    let mut query = SearchQuery {
+        start_us: i64::MIN,
+        end_us: i64::MAX,
+        operations: operations.iter().map(|o| o.as_str().to_string()).collect(),
+        top: 100,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = state.log.search(&query)?;
+        let before = out.len();
+        out.extend(page.events.into_iter().filter(|(seq, _)| *seq >= from));
+        let more = out.len() - before == query.top;
+        match page.next_before_seq {
+            Some(next) if more => query.before_seq = Some(next),
+            _ => break,
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Delivers the outbox's events for as long as the server runs.
+pub(crate) async fn follow(state: AppState, outbox: Outbox) {
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .user_agent(outbox.user_agent)
+        .build()
+        .expect("an HTTP client with default TLS roots");
+    loop {
+        match follow_once(&state, &outbox, &client).await {
+            Ok(0) => tokio::time::sleep(POLL).await,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(error = %error.message, outbox = outbox.cursor, "webhook delivery failed; trying again");
+                tokio::time::sleep(POLL * 4).await;
+            }
+        }
+    }
+}
+
+/// One pass of a follower; returns the events it handled.
+async fn follow_once(
+    state: &AppState,
+    outbox: &Outbox,
+    client: &reqwest::Client,
+) -> Result<usize, AppError> {
+    let worker = state.clone();
+    let (key, operations) = (outbox.cursor, outbox.operations);
+    let pending = blocking(move || {
+        let from = cursor(&worker, key)?;
+        events_from(&worker, operations, from)
+    })
+    .await?;
+    for (seq, event) in &pending {
+        if let Some((url, body)) = (outbox.call)(event) {
+            deliver(client, &url, &body).await;
+        }
+        let worker = state.clone();
+        let mark = (seq + 1).to_string();
+        blocking(move || {
+            worker
+                .directory
+                .set_setting(key, &mark)
+                .map_err(AppError::from)
+        })
+        .await?;
+    }
+    Ok(pending.len())
+}
+
+/// Posts `body` to `url`, retrying with back-off; a receiver that stays down after every
+/// attempt is logged (the call itself is in the audit log either way).
+async fn deliver(client: &reqwest::Client, url: &str, body: &Json) {
+    let mut wait = FIRST_RETRY;
+    for attempt in 1..=ATTEMPTS {
+        match client.post(url).json(body).send().await {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => {
+                tracing::warn!(webhook = %url, status = %response.status(), attempt, "webhook refused");
+            }
+            Err(error) => tracing::warn!(webhook = %url, %error, attempt, "webhook unreachable"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+    tracing::error!(webhook = %url, "webhook gave up after {ATTEMPTS} attempts");
+}
