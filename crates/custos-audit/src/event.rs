@@ -316,6 +316,14 @@ string_enum! {
         /// Another application posted audit events (recorded for refused posts; accepted
         /// events are the record).
         IngestAuditEvents = (47, "IngestAuditEvents"),
+        /// An active process ran on a record event (set a field, or called its webhook).
+        RunProcess = (48, "RunProcess"),
+        /// A plug-in step ran on a message: its webhook was called with the record.
+        RunPlugin = (49, "RunPlugin"),
+        /// A process was deactivated.
+        DeactivateProcess = (50, "DeactivateProcess"),
+        /// A plug-in step was deactivated.
+        DeactivatePlugin = (51, "DeactivatePlugin"),
     }
 }
 
@@ -325,7 +333,7 @@ impl Operation {
         use Operation::*;
         match self {
             Create | Retrieve | RetrieveMultiple | Update | Delete | Upsert | ExportToExcel
-            | BulkDelete | ImportRecords | Request => RecordType::Entity,
+            | BulkDelete | ImportRecords | Request | RunProcess | RunPlugin => RecordType::Entity,
             SignIn | SignOut => RecordType::Access,
             AccessInternalTool | BackendCommand => RecordType::Support,
             PublishAllCustomizations
@@ -341,6 +349,8 @@ impl Operation {
             | ConvertTrialToPaid
             | ActivateProcess
             | ActivatePlugin
+            | DeactivateProcess
+            | DeactivatePlugin
             | UpdateAuditSettings
             | SetRetention
             | AccessAdminCenter
@@ -371,7 +381,9 @@ impl Operation {
         match self {
             BulkDelete | ImportRecords => Category::BulkActions,
             SignIn | SignOut => Category::SignInOut,
-            ActivateProcess | ActivatePlugin => Category::ProcessOrPlugin,
+            ActivateProcess | ActivatePlugin | DeactivateProcess | DeactivatePlugin => {
+                Category::ProcessOrPlugin
+            }
             AccessAdminCenter | CreateInstance | DeleteInstance | ConvertTrialToPaid
             | BackupInstance | RestoreInstance => Category::AdminCenter,
             AccessInternalTool | BackendCommand => Category::InternalTool,

@@ -471,6 +471,7 @@ pub(crate) async fn restore(
             worker.store.restore(&file)?;
             worker.refresh_policy()?;
             worker.refresh_roles()?;
+            worker.refresh_automations()?;
             Ok(())
         })
         .await?;

@@ -24,6 +24,9 @@ pub struct EventDraft {
     pub user_upn: String,
     /// Acting user type.
     pub user_type: UserType,
+    /// The real caller when acting on behalf of another (a support engineer, the user whose
+    /// change made a process run); empty otherwise.
+    pub caller_id: String,
     /// Client IP.
     pub client_ip: String,
     /// User agent.
@@ -65,6 +68,7 @@ impl EventDraft {
             user_id: String::new(),
             user_upn: String::new(),
             user_type: UserType::Regular,
+            caller_id: String::new(),
             client_ip: context.client_ip.clone(),
             user_agent: context.user_agent.clone(),
             origin: context.origin,

@@ -9,6 +9,7 @@ mod audit;
 mod audit_api;
 mod audit_settings;
 mod auth;
+mod automation;
 mod console;
 mod context;
 mod error;
@@ -186,6 +187,17 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
     } else {
         tokio::spawn(alerts::detect(state.clone()));
         tokio::spawn(webhook::follow(state.clone(), alerts::NOTIFIER));
+    }
+    let outbox = state.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || {
+        webhook::init_cursor(&outbox, automation::OUTBOX_CURSOR)
+    })
+    .await
+    .expect("setting a cursor does not panic")
+    {
+        tracing::error!(error = %error.message, "process and plug-in webhooks are off: their cursor could not be set");
+    } else {
+        tokio::spawn(webhook::follow(state.clone(), automation::OUTBOX));
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await

@@ -97,9 +97,18 @@ pub struct Instance {
     pub policy: ArcSwap<AuditPolicy>,
     /// Its custom security roles' grants by role id; swapped whole when a role changes.
     pub custom_roles: ArcSwap<HashMap<Uuid, Grants>>,
+    /// Its active processes and plug-in steps; swapped whole when one changes.
+    pub(crate) automations: ArcSwap<Vec<crate::automation::Automation>>,
 }
 
 impl Instance {
+    /// Reloads the active processes and plug-in steps.
+    pub fn refresh_automations(&self) -> Result<(), custos_records::Error> {
+        let active = crate::automation::load(&*self.store)?;
+        self.automations.store(Arc::new(active));
+        Ok(())
+    }
+
     /// Reloads the grants of the custom roles from the `role` records.
     pub fn refresh_roles(&self) -> Result<(), custos_records::Error> {
         let options = custos_records::QueryOptions::default();
@@ -458,9 +467,11 @@ impl AppState {
             store: Arc::new(store),
             policy: ArcSwap::from_pointee(AuditPolicy::default()),
             custom_roles: ArcSwap::from_pointee(HashMap::new()),
+            automations: ArcSwap::from_pointee(Vec::new()),
         };
         instance.refresh_policy()?;
         instance.refresh_roles()?;
+        instance.refresh_automations()?;
         self.instances
             .write()
             .expect("instances lock")
@@ -601,7 +612,7 @@ pub(crate) fn stamp(
         user_id: draft.user_id,
         user_upn: draft.user_upn,
         user_type: draft.user_type,
-        caller_id: String::new(),
+        caller_id: draft.caller_id,
         client_ip: draft.client_ip,
         user_agent: draft.user_agent,
         origin: draft.origin,

@@ -18,12 +18,19 @@ use uuid::Uuid;
 use super::WebRequest;
 use crate::audit::{EventDraft, changes};
 use crate::auth::hash_secret;
+use crate::automation::{self, Message, activation_operation, is_automation};
 use crate::error::{AppError, ErrorCode};
 use crate::state::blocking;
 
 /// Entities whose every change is an admin event, recorded whatever the audit settings say
 /// (SPEC §4: user, team and role changes).
-const ALWAYS_AUDITED: [&str; 3] = ["systemuser", "team", "role"];
+const ALWAYS_AUDITED: [&str; 5] = [
+    "systemuser",
+    "team",
+    "role",
+    "workflow",
+    "sdkmessageprocessingstep",
+];
 
 /// Whether a change to a record of `entity` is recorded.
 fn audits_change(policy: &custos_audit::AuditPolicy, entity: &EntityDef) -> bool {
@@ -31,12 +38,30 @@ fn audits_change(policy: &custos_audit::AuditPolicy, entity: &EntityDef) -> bool
         || policy.audits_change(&entity.logical_name)
 }
 
-/// After a write to a role, the instance's role grants are reloaded.
-fn after_write(request: &WebRequest, entity: &EntityDef) -> Result<(), AppError> {
+/// After a write: the instance's role grants or automations are reloaded when one of them
+/// changed, and the active processes and plug-in steps that react to the write run.
+async fn after_write(
+    request: &WebRequest,
+    entity: &EntityDef,
+    message: Message,
+    outcome: &WriteOutcome,
+    trigger: &EventDraft,
+) -> Result<(), AppError> {
     if entity.logical_name == "role" {
         request.instance.refresh_roles()?;
     }
-    Ok(())
+    if is_automation(&entity.logical_name) {
+        request.instance.refresh_automations()?;
+    }
+    automation::run(
+        &request.state,
+        &request.instance,
+        entity,
+        message,
+        outcome,
+        trigger,
+    )
+    .await
 }
 
 /// Organization attributes that are audit settings: changing one is `UpdateAuditSettings`.
@@ -596,6 +621,7 @@ pub(crate) async fn create(
     };
     let (values, given_id) = body_values(&request, &entity, &body)?;
     check_view(&request, &entity, None, &values)?;
+    automation::check(&*request.instance.store, &entity, None, &values)?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
     let policy = request.instance.policy.load_full();
     let audited = audits_change(&policy, &entity);
@@ -628,7 +654,7 @@ pub(crate) async fn create(
         )?)
     })
     .await?;
-    after_write(&request, &entity)?;
+    after_write(&request, &entity, Message::Create, &outcome, draft).await?;
     Ok(write_response(&request, &entity, &outcome, true))
 }
 
@@ -773,6 +799,10 @@ pub(crate) async fn update(
         )));
     }
     check_view(&request, &entity, Some(id), &values)?;
+    let activation = automation::check(&*request.instance.store, &entity, Some(id), &values)?;
+    if let Some(operation) = activation_operation(&entity.logical_name, activation) {
+        draft.operation = operation;
+    }
     if is_organization && id != request.instance.organization_id {
         return Err(AppError::not_found(format!(
             "organization with id {id} does not exist"
@@ -793,7 +823,7 @@ pub(crate) async fn update(
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
             let mut event = event.clone();
             describe_write(&mut event, &entity_for_task, &policy, outcome);
-            if outcome.before.is_none() {
+            if outcome.before.is_none() && event.operation == Operation::Update {
                 event.operation = Operation::Upsert;
             }
             let settings_changed = is_organization
@@ -822,7 +852,12 @@ pub(crate) async fn update(
     if is_organization {
         request.instance.refresh_policy()?;
     }
-    after_write(&request, &entity)?;
+    let message = if outcome.before.is_none() {
+        Message::Create
+    } else {
+        Message::Update
+    };
+    after_write(&request, &entity, message, &outcome, draft).await?;
     Ok(write_response(
         &request,
         &entity,
@@ -869,7 +904,7 @@ pub(crate) async fn delete(
     let state = request.state.clone();
     let event = draft.clone();
     let entity_for_task = entity.clone();
-    blocking(move || -> Result<WriteOutcome, AppError> {
+    let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
             if audited {
                 let mut event = event.clone();
@@ -881,7 +916,7 @@ pub(crate) async fn delete(
         Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
     })
     .await?;
-    after_write(&request, &entity)?;
+    after_write(&request, &entity, Message::Delete, &outcome, draft).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod alerts;
+mod automation;
 mod bulk;
 mod common;
 mod console;
