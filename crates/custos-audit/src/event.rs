@@ -324,6 +324,10 @@ string_enum! {
         DeactivateProcess = (50, "DeactivateProcess"),
         /// A plug-in step was deactivated.
         DeactivatePlugin = (51, "DeactivatePlugin"),
+        /// A solution was removed with its components.
+        RemoveSolution = (52, "RemoveSolution"),
+        /// A custom entity was deleted with its records.
+        DeleteEntity = (53, "DeleteEntity"),
     }
 }
 
@@ -351,6 +355,8 @@ impl Operation {
             | ActivatePlugin
             | DeactivateProcess
             | DeactivatePlugin
+            | RemoveSolution
+            | DeleteEntity
             | UpdateAuditSettings
             | SetRetention
             | AccessAdminCenter

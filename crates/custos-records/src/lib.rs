@@ -29,9 +29,10 @@ pub use metadata::{
 pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_options};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows};
 pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, custom_entity, seed_entities, seed_views};
+pub use sql::check_query;
 pub use sqlite::SqliteStore;
 pub use store::{
-    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage,
-    RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
+    RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
 };
 pub use value::Value;

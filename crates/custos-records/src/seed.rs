@@ -306,6 +306,20 @@ pub fn seed_entities() -> Vec<EntityDef> {
         ),
         view_entity("userquery", "userqueries", Vec::new()),
         entity(
+            "solution",
+            "solutions",
+            Admin,
+            "friendlyname",
+            vec![
+                AttributeDef::new("uniquename", String { max_length: 100 }),
+                string("friendlyname"),
+                AttributeDef::new("version", String { max_length: 32 }),
+                AttributeDef::new("publisherprefix", String { max_length: 8 }),
+                read_only(attr("components", Memo)),
+                attr("description", Memo),
+            ],
+        ),
+        entity(
             "workflow",
             "workflows",
             Admin,

@@ -7,6 +7,22 @@ use crate::metadata::{AttributeDef, AttributeType, EntityDef};
 use crate::value::{Value, normalize_datetime};
 use crate::{Error, Result};
 
+/// Checks query options against an entity's definition without running them: every attribute
+/// the filter, the selection and the order name exists, and every filter value fits its
+/// attribute's type.
+pub fn check_query(entity: &EntityDef, options: &crate::options::QueryOptions) -> Result<()> {
+    if let Some(filter) = &options.filter {
+        compile_filter(entity, filter, &mut String::new(), &mut Vec::new())?;
+    }
+    for name in options.select.iter().flatten() {
+        resolve(entity, name)?;
+    }
+    for term in &options.order_by {
+        resolve(entity, &term.attribute)?;
+    }
+    Ok(())
+}
+
 /// Appends the condition for `filter` to `sql`, pushing its parameters.
 pub(crate) fn compile_filter(
     entity: &EntityDef,

@@ -17,8 +17,8 @@ use crate::options::QueryOptions;
 use crate::seed::COMPOSED;
 use crate::sql::{compile_filter, resolve};
 use crate::store::{
-    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, ImportRow, Record, RecordPage,
-    RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
+    RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
 };
 use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
@@ -383,6 +383,23 @@ fn select_sql(
     Ok((sql, condition, params))
 }
 
+/// An entity's published definition (none before its first publish) and its draft.
+fn definitions(conn: &Connection, entity: &str) -> Result<(Option<EntityDef>, EntityDef)> {
+    let row: Option<(Option<String>, String)> = conn
+        .query_row(
+            "SELECT published, draft FROM custos_entity WHERE logical_name = ?",
+            [entity],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let (published, draft) =
+        row.ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
+    Ok((
+        published.as_deref().map(parse_definition).transpose()?,
+        parse_definition(&draft)?,
+    ))
+}
+
 /// A stored definition's JSON text.
 fn parse_definition(text: &str) -> Result<EntityDef> {
     EntityDef::from_json(&serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?)
@@ -494,17 +511,7 @@ impl RecordStore for SqliteStore {
     ) -> Result<()> {
         let mut conn = self.writer.lock().expect("writer lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(Option<String>, String)> = tx
-            .query_row(
-                "SELECT published, draft FROM custos_entity WHERE logical_name = ?",
-                [entity],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let (published, draft) =
-            row.ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
-        let mut draft = parse_definition(&draft)?;
-        let mut published = published.as_deref().map(parse_definition).transpose()?;
+        let (mut published, mut draft) = definitions(&tx, entity)?;
         let found = published
             .as_ref()
             .and_then(|p| p.attribute(attribute))
@@ -560,6 +567,38 @@ impl RecordStore for SqliteStore {
             ],
         )?;
         before_commit(&found, &destroyed).map_err(Error::CommitRefused)?;
+        tx.commit()?;
+        self.catalog.store(Arc::new(load_catalog(&conn)?));
+        Ok(())
+    }
+
+    fn delete_entity(&self, entity: &str, before_commit: BeforeEntityDelete<'_>) -> Result<()> {
+        let mut conn = self.writer.lock().expect("writer lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (published, draft) = definitions(&tx, entity)?;
+        if draft.category != crate::metadata::EntityCategory::Custom {
+            return Err(Error::BadRequest(format!(
+                "entity '{entity}' is not a custom entity; it cannot be deleted"
+            )));
+        }
+        let mut records = Vec::new();
+        if let Some(published) = published {
+            {
+                let mut statement = tx.prepare(&format!(
+                    "SELECT {} FROM \"{}\" ORDER BY \"{}\"",
+                    column_list(&published),
+                    published.table(),
+                    published.primary_id()
+                ))?;
+                let mut rows = statement.query([])?;
+                while let Some(row) = rows.next()? {
+                    records.push(read_row(&published, row)?);
+                }
+            }
+            tx.execute_batch(&format!("DROP TABLE \"{}\"", published.table()))?;
+        }
+        tx.execute("DELETE FROM custos_entity WHERE logical_name = ?", [entity])?;
+        before_commit(&draft, &records).map_err(Error::CommitRefused)?;
         tx.commit()?;
         self.catalog.store(Arc::new(load_catalog(&conn)?));
         Ok(())

@@ -92,6 +92,11 @@ pub type BeforeCommitAll<'a> =
 pub type BeforeAttributeDelete<'a> =
     &'a mut dyn FnMut(&AttributeDef, &[(Uuid, Value)]) -> std::result::Result<(), String>;
 
+/// Runs inside the transaction that deletes a custom entity, with its definition and every
+/// record it destroys; an error rolls the deletion back.
+pub type BeforeEntityDelete<'a> =
+    &'a mut dyn FnMut(&EntityDef, &[Record]) -> std::result::Result<(), String>;
+
 /// One record of an import: its id when the file names one, and its values.
 pub type ImportRow = (Option<Uuid>, Vec<(String, Value)>);
 
@@ -169,6 +174,8 @@ pub trait RecordStore: Send + Sync {
         limit: u64,
         before_commit: BeforeCommitAll<'_>,
     ) -> Result<Vec<WriteOutcome>>;
+    /// Deletes a custom entity now — its definition and its table with every record.
+    fn delete_entity(&self, entity: &str, before_commit: BeforeEntityDelete<'_>) -> Result<()>;
     /// Writes a consistent snapshot of every definition and record to a new file at `to`
     /// (durable when this returns).
     fn backup(&self, to: &std::path::Path) -> Result<()>;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use custos_audit::{AuditEvent, Operation, Origin, UserType};
 use custos_records::{
-    EntityDef, Record, RecordStore, Value, WriteContext, WriteMode, WriteOutcome,
+    Catalog, EntityDef, Record, RecordStore, Value, WriteContext, WriteMode, WriteOutcome,
     parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
@@ -96,8 +96,8 @@ fn text(values: &std::collections::BTreeMap<String, Value>, name: &str) -> Optio
 
 /// An automation record's definition, checked against the instance's entities: `Err` says
 /// what is wrong with it.
-fn definition(
-    store: &dyn RecordStore,
+pub(crate) fn definition(
+    catalog: &Catalog,
     kind: &'static str,
     id: Uuid,
     values: &std::collections::BTreeMap<String, Value>,
@@ -105,7 +105,6 @@ fn definition(
     let name = text(values, "name").ok_or("a process or step needs a 'name'")?;
     let entity = text(values, "primaryentity")
         .ok_or("'primaryentity' is required: the logical name of the entity it reacts to")?;
-    let catalog = store.catalog();
     let definition = catalog
         .entity(&entity)
         .filter(|e| !is_automation(&e.logical_name))
@@ -177,7 +176,7 @@ pub(crate) fn load(store: &dyn RecordStore) -> Result<Vec<Automation>, custos_re
             page_size: u64::MAX,
         })?;
         for record in page.records {
-            match definition(store, kind, record.id, &record.values) {
+            match definition(&store.catalog(), kind, record.id, &record.values) {
                 Ok(automation) => out.push(automation),
                 Err(why) => {
                     tracing::warn!(%kind, id = %record.id, %why, "an active automation no longer fits its entity; it does not run")
@@ -232,7 +231,7 @@ pub(crate) fn check(
             "a process or step is created inactive (statecode 0); activate it with statecode 1 afterwards",
         ));
     }
-    let checked = definition(store, kind, id.unwrap_or_default(), &after);
+    let checked = definition(&store.catalog(), kind, id.unwrap_or_default(), &after);
     if new == 1 || before.is_none() {
         checked.map_err(AppError::bad_request)?;
     }

@@ -8,6 +8,7 @@ mod bulk;
 mod metadata;
 mod records;
 mod security;
+mod solutions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ enum Target {
     ExportToExcel,
     BulkDelete,
     ImportRecords,
+    ImportSolution,
     EntityDefinitions,
     EntityDefinition(String),
     Attributes(String),
@@ -92,6 +94,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["ExportToExcel"] => Ok(Target::ExportToExcel),
         ["BulkDelete"] => Ok(Target::BulkDelete),
         ["ImportRecords"] => Ok(Target::ImportRecords),
+        ["ImportSolution"] => Ok(Target::ImportSolution),
         ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
         [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
             Ok(Target::EntityDefinition(logical_name_key(
@@ -316,10 +319,12 @@ fn classify(
         (Target::EntityDefinitions, &Method::POST) => Operation::CreateEntity,
         (Target::Attributes(_), &Method::POST) => Operation::CreateAttribute,
         (Target::Attribute(..), &Method::DELETE) => Operation::DeleteAttribute,
+        (Target::EntityDefinition(_), &Method::DELETE) => Operation::DeleteEntity,
         (Target::PublishAllXml, _) => Operation::PublishAllCustomizations,
         (Target::ExportToExcel, _) => Operation::ExportToExcel,
         (Target::BulkDelete, _) => Operation::BulkDelete,
         (Target::ImportRecords, _) => Operation::ImportRecords,
+        (Target::ImportSolution, _) => Operation::ImportSolution,
         (Target::Association { relation, .. }, &Method::POST) => {
             security::association_operation(relation, true)
         }
@@ -415,10 +420,14 @@ async fn dispatch(
         (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,
         (Target::ImportRecords, Method::POST) => bulk::import_records(request, draft).await,
+        (Target::ImportSolution, Method::POST) => solutions::import(request, draft).await,
         (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
         (Target::EntityDefinitions, Method::POST) => metadata::create_entity(&request, draft).await,
         (Target::Attributes(entity), Method::POST) => {
             metadata::create_attribute(&request, draft, entity).await
+        }
+        (Target::EntityDefinition(entity), Method::DELETE) => {
+            metadata::delete_entity(&request, draft, entity).await
         }
         (Target::Attribute(entity, attribute), Method::DELETE) => {
             metadata::delete_attribute(&request, draft, entity, attribute).await

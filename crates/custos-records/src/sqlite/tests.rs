@@ -457,3 +457,65 @@ fn a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted(
     assert!(!record.values.contains_key("new_budget"));
     assert_eq!(record.values["new_name"], Value::String("Apollo".into()));
 }
+
+#[test]
+fn a_custom_entity_is_deleted_with_its_records_and_nothing_else_is() {
+    let (_dir, store) = store();
+    let project = crate::seed::custom_entity("new_project", "new_projects", 100);
+    store.create_draft(&project).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    let id = store
+        .create(
+            "new_project",
+            None,
+            vec![("new_name".into(), Value::String("Apollo".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap()
+        .id;
+    assert!(matches!(
+        store.delete_entity("account", &mut |_, _| Ok(())),
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        store.delete_entity("new_project", &mut |_, _| Err("down".into())),
+        Err(Error::CommitRefused(_))
+    ));
+    assert!(store.retrieve("new_project", id).is_ok(), "rolled back");
+    let mut kept = Vec::new();
+    store
+        .delete_entity("new_project", &mut |definition, records| {
+            assert_eq!(definition.logical_name, "new_project");
+            kept = records.iter().map(|r| r.id).collect();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(kept, [id]);
+    assert!(store.catalog().entity("new_project").is_none());
+    assert!(matches!(
+        store.draft("new_project"),
+        Err(Error::NotFound(_))
+    ));
+    store.create_draft(&project).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    assert!(
+        ids_of(&store, "new_project").is_empty(),
+        "a new table, empty"
+    );
+}
+
+fn ids_of(store: &SqliteStore, entity: &str) -> Vec<Uuid> {
+    let options = parse_query_options([]).unwrap();
+    store
+        .retrieve_multiple(&RecordQuery {
+            entity,
+            options: &options,
+            page_size: 100,
+        })
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use maud::html;
@@ -127,8 +127,29 @@ pub(crate) async fn instance(
     );
     let instance = answer.json;
     let backups = instance["backups"].as_array().cloned().unwrap_or_default();
+    let solutions = call!(
+        console,
+        "Admin center",
+        Method::GET,
+        format!(
+            "/{}/api/data/v9.2/solutions?$select=uniquename,friendlyname,version&$orderby=uniquename",
+            encode(&name)
+        ),
+        None
+    );
+    let solutions = solutions.json["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let outcome = if params.contains_key("converted") {
         Some("Converted to paid.".to_string())
+    } else if let Some(solution) = params.get("imported") {
+        Some(format!("Solution {solution} imported."))
+    } else if params.contains_key("removed") {
+        Some(
+            "Solution removed with everything it brought; the audit log keeps what was deleted."
+                .to_string(),
+        )
     } else if let Some(id) = params.get("backup") {
         Some(format!("Backup {id} made."))
     } else {
@@ -180,6 +201,33 @@ pub(crate) async fn instance(
                     }
                 }
             }
+        }
+        h2 { "Solutions" }
+        table {
+            caption.muted { @if solutions.is_empty() { "No solutions installed." } @else { (solutions.len()) " solutions installed" } }
+            thead { tr { th scope="col" { "Solution" } th scope="col" { "Unique name" } th scope="col" { "Version" } th scope="col" { "Remove" } } }
+            tbody {
+                @for solution in &solutions {
+                    @let id = text(&solution["solutionid"]);
+                    tr {
+                        td { (text(&solution["friendlyname"])) }
+                        td { code { (text(&solution["uniquename"])) } }
+                        td { (text(&solution["version"])) }
+                        td {
+                            form method="post" action={ (here) "/solutions/" (id) "/remove" } {
+                                button.danger type="submit" aria-label={ "Remove " (text(&solution["uniquename"])) } { "Remove" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form method="post" action={ (here) "/solutions" } enctype="multipart/form-data" {
+            p {
+                label for="solution-file" { "Solution file " span.muted { "(JSON: entities, attributes, views, processes, plug-in steps)" } }
+                input id="solution-file" name="file" type="file" accept=".json,application/json" required;
+            }
+            div.actions { button.secondary type="submit" { "Import solution" } }
         }
         h2 { "Delete this instance" }
         form method="post" action={ (here) "/delete" } {
@@ -265,4 +313,63 @@ impl Console {
     pub(crate) fn is_global_admin(&self) -> bool {
         self.caller.principal.global_admin
     }
+}
+
+/// `POST /ui/admin/instances/{name}/solutions` (multipart, field `file`): imports a solution.
+pub(crate) async fn import_solution(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    mut multipart: Multipart,
+) -> Response {
+    let here = format!("/ui/admin/instances/{name}");
+    let console = console!(state, headers, context, here);
+    let mut file = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("file") {
+            file = field.text().await.ok();
+        }
+    }
+    let Some(file) = file else {
+        return error_page(
+            &console,
+            "Import solution",
+            "choose a solution file (JSON) to import",
+        );
+    };
+    let answer = call!(
+        console,
+        "Import solution",
+        Method::POST,
+        format!("/{}/api/data/v9.2/ImportSolution", encode(&name)),
+        Some(json!({"CustomizationFile": file}))
+    );
+    see_other(&format!(
+        "{here}?imported={}",
+        encode(&text(&answer.json["UniqueName"]))
+    ))
+}
+
+/// `POST /ui/admin/instances/{name}/solutions/{id}/remove`.
+pub(crate) async fn remove_solution(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/ui/admin/instances/{name}");
+    let console = console!(state, headers, context, here);
+    call!(
+        console,
+        "Remove solution",
+        Method::DELETE,
+        format!(
+            "/{}/api/data/v9.2/solutions({})",
+            encode(&name),
+            encode(&id)
+        ),
+        None
+    );
+    see_other(&format!("{here}?removed=1"))
 }

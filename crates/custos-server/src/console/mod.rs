@@ -115,6 +115,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/admin", get(admin::instances))
         .route("/ui/admin/instances", post(admin::create))
         .route("/ui/admin/instances/{name}", get(admin::instance))
+        .route(
+            "/ui/admin/instances/{name}/solutions",
+            post(admin::import_solution),
+        )
+        .route(
+            "/ui/admin/instances/{name}/solutions/{id}/remove",
+            post(admin::remove_solution),
+        )
         .route("/ui/admin/instances/{name}/{action}", post(admin::act))
         .route("/ui/audit/search", get(audit::search))
         .route("/ui/audit/exports", post(audit::start_export))

@@ -5,8 +5,9 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use custos_audit::{Change, Operation};
-use custos_records::{AttributeDef, AttributeType, EntityDef, Privilege};
+use custos_records::{AttributeDef, AttributeType, Catalog, EntityDef, Privilege};
 use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
 
 use super::WebRequest;
 use crate::audit::EventDraft;
@@ -417,8 +418,9 @@ const IGNORED_PROPERTIES: [&str; 8] = [
     "IsActivity",
     "RequiredLevel",
 ];
-/// Values of one `DeleteAttribute` event; more go to further events of the same delete.
-const DELETED_VALUES_PER_EVENT: usize = 10_000;
+/// Destroyed values (or records) one event keeps; more go to further events of the same
+/// deletion.
+const DESTROYED_PER_EVENT: usize = 10_000;
 
 /// Refuses properties that are neither `known` nor Dataverse's display-only ones.
 fn check_properties(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppError> {
@@ -452,10 +454,7 @@ fn custom_name(body: &Map<String, Json>, what: &str) -> Result<String, AppError>
 }
 
 /// The type of a new attribute from `AttributeType` or Dataverse's `@odata.type`.
-fn attribute_type(
-    request: &WebRequest,
-    body: &Map<String, Json>,
-) -> Result<AttributeType, AppError> {
+fn attribute_type(catalog: &Catalog, body: &Map<String, Json>) -> Result<AttributeType, AppError> {
     let name = match (
         body.get("AttributeType").and_then(Json::as_str),
         body.get("@odata.type").and_then(Json::as_str),
@@ -507,7 +506,7 @@ fn attribute_type(
                         "a lookup needs 'Targets': one entity's logical name, e.g. [\"account\"]",
                     )
                 })?;
-            if request.instance.store.catalog().entity(target).is_none() {
+            if catalog.entity(target).is_none() {
                 return Err(AppError::bad_request(format!(
                     "lookup target '{target}' is not a published entity"
                 )));
@@ -524,8 +523,12 @@ fn attribute_type(
     })
 }
 
-/// An attribute of a creation body, with its audit flag.
-fn new_attribute(request: &WebRequest, body: &Map<String, Json>) -> Result<AttributeDef, AppError> {
+/// An attribute of a creation body, with its audit flag; lookups may target the entities of
+/// `catalog`.
+pub(crate) fn new_attribute(
+    catalog: &Catalog,
+    body: &Map<String, Json>,
+) -> Result<AttributeDef, AppError> {
     check_properties(
         body,
         &[
@@ -539,7 +542,7 @@ fn new_attribute(request: &WebRequest, body: &Map<String, Json>) -> Result<Attri
         ],
     )?;
     let name = custom_name(body, "attribute")?;
-    let mut attribute = AttributeDef::new(&name, attribute_type(request, body)?);
+    let mut attribute = AttributeDef::new(&name, attribute_type(catalog, body)?);
     attribute.custom = true;
     if let Some(value) = body.get("IsAuditEnabled") {
         attribute.audit = flag("IsAuditEnabled", value)?;
@@ -560,23 +563,14 @@ fn definition_json(attribute: &AttributeDef) -> Json {
     out
 }
 
-/// `POST EntityDefinitions`: a new custom entity, a draft until published.
-pub(crate) async fn create_entity(
-    request: &WebRequest,
-    draft: &mut EventDraft,
-) -> Result<Response, AppError> {
-    draft.operation = Operation::CreateEntity;
-    let organization = request
-        .instance
-        .store
-        .catalog()
-        .entity(custos_records::ORGANIZATION_ENTITY)
-        .cloned()
-        .ok_or_else(|| AppError::not_found("the instance has no organization entity"))?;
-    require_customizer(request, &organization)?;
-    let body = request.json_object()?;
+/// A new custom entity from a creation body (`EntityDefinitions` POST or a solution's
+/// `Entities`); lookups may target the entities of `catalog`.
+pub(crate) fn entity_from_body(
+    catalog: &Catalog,
+    body: &Map<String, Json>,
+) -> Result<EntityDef, AppError> {
     check_properties(
-        &body,
+        body,
         &[
             "SchemaName",
             "LogicalName",
@@ -587,7 +581,7 @@ pub(crate) async fn create_entity(
             "IsRetrieveMultipleAuditEnabled",
         ],
     )?;
-    let name = custom_name(&body, "entity")?;
+    let name = custom_name(body, "entity")?;
     let set_name = match body.get("EntitySetName") {
         None | Some(Json::Null) => format!("{name}s"),
         Some(Json::String(set)) if custos_records::is_custom_name(set) => set.clone(),
@@ -612,7 +606,7 @@ pub(crate) async fn create_entity(
     let primary = attributes
         .iter()
         .find(|a| a.get("IsPrimaryName").and_then(Json::as_bool) == Some(true));
-    let name_length = match primary.map(|p| attribute_type(request, p)).transpose()? {
+    let name_length = match primary.map(|p| attribute_type(catalog, p)).transpose()? {
         None => 100,
         Some(AttributeType::String { max_length }) => max_length,
         Some(_) => {
@@ -640,7 +634,7 @@ pub(crate) async fn create_entity(
         .filter(|a| a.get("IsPrimaryName").and_then(Json::as_bool) != Some(true))
         .enumerate()
     {
-        let attribute = new_attribute(request, body)?;
+        let attribute = new_attribute(catalog, body)?;
         if definition.attribute(&attribute.logical_name).is_some() {
             return Err(AppError::bad_request(format!(
                 "attribute '{}' is given twice",
@@ -661,6 +655,27 @@ pub(crate) async fn create_entity(
             *slot = flag(key, value)?;
         }
     }
+    Ok(definition)
+}
+
+/// `POST EntityDefinitions`: a new custom entity, a draft until published.
+pub(crate) async fn create_entity(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::CreateEntity;
+    let organization = request
+        .instance
+        .store
+        .catalog()
+        .entity(custos_records::ORGANIZATION_ENTITY)
+        .cloned()
+        .ok_or_else(|| AppError::not_found("the instance has no organization entity"))?;
+    require_customizer(request, &organization)?;
+    let body = request.json_object()?;
+    let definition = entity_from_body(&request.instance.store.catalog(), &body)?;
+    let name = definition.logical_name.clone();
+    let set_name = definition.set_name.clone();
     draft.set_entity(&definition);
     let attribute_list: Map<String, Json> = definition
         .attributes
@@ -706,7 +721,7 @@ pub(crate) async fn create_attribute(
     draft.operation = Operation::CreateAttribute;
     let mut definition = customizable(request, draft, entity)?;
     let body = request.json_object()?;
-    let attribute = new_attribute(request, &body)?;
+    let attribute = new_attribute(&request.instance.store.catalog(), &body)?;
     if definition.attribute(&attribute.logical_name).is_some() {
         return Err(AppError::new(
             crate::error::ErrorCode::Conflict,
@@ -738,6 +753,121 @@ pub(crate) async fn create_attribute(
     Ok(response)
 }
 
+/// The events that keep what a deletion destroyed: `items` (record id and what it lost) in
+/// parts of 10,000, each listing its record ids, with `fields` plus the part's items under
+/// `key` in its details. Nothing destroyed still makes one event.
+pub(crate) fn destroyed_events(
+    template: &EventDraft,
+    items: &[(Uuid, Json)],
+    key: &str,
+    fields: &Json,
+) -> Vec<EventDraft> {
+    let mut chunks: Vec<&[(Uuid, Json)]> = items.chunks(DESTROYED_PER_EVENT).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let parts = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut event = template.clone();
+            let kept: Map<String, Json> = chunk
+                .iter()
+                .map(|(id, value)| (id.to_string(), value.clone()))
+                .collect();
+            event.record_ids = chunk.iter().map(|(id, _)| *id).collect();
+            event.result_count = chunk.len() as u64;
+            let mut details = fields.clone();
+            details[key] = Json::Object(kept);
+            details["Part"] = json!(i + 1);
+            details["Parts"] = json!(parts);
+            event.details = details.to_string();
+            event
+        })
+        .collect()
+}
+
+/// Deletes a custom attribute and its data, its `DeleteAttribute` events (from `template`)
+/// durable before the deletion commits. Call from blocking code.
+pub(crate) fn remove_attribute(
+    state: &crate::state::AppState,
+    store: &dyn custos_records::RecordStore,
+    template: &EventDraft,
+    entity: &str,
+    attribute: &str,
+) -> Result<(), AppError> {
+    let mut template = template.clone();
+    template.operation = Operation::DeleteAttribute;
+    Ok(
+        store.delete_attribute(entity, attribute, &mut |definition, values| {
+            let items: Vec<(Uuid, Json)> =
+                values.iter().map(|(id, v)| (*id, v.to_json())).collect();
+            let fields = json!({
+                "Entity": entity,
+                "Attribute": attribute,
+                "Definition": definition_json(definition),
+                "ValuesDeleted": values.len(),
+            });
+            let events = destroyed_events(&template, &items, "Values", &fields);
+            state.append_all_blocking(events).map_err(|e| e.message)
+        })?,
+    )
+}
+
+/// Deletes a custom entity with its records, its `DeleteEntity` events (from `template`) —
+/// the definition and every record's values — durable before the deletion commits. Call from
+/// blocking code.
+pub(crate) fn remove_entity(
+    state: &crate::state::AppState,
+    store: &dyn custos_records::RecordStore,
+    template: &EventDraft,
+    entity: &str,
+) -> Result<(), AppError> {
+    let mut template = template.clone();
+    template.operation = Operation::DeleteEntity;
+    Ok(store.delete_entity(entity, &mut |definition, records| {
+        template.set_entity(definition);
+        let items: Vec<(Uuid, Json)> = records
+            .iter()
+            .map(|r| {
+                let values: Map<String, Json> = r
+                    .values
+                    .iter()
+                    .filter(|(_, v)| **v != custos_records::Value::Null)
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect();
+                (r.id, Json::Object(values))
+            })
+            .collect();
+        let fields = json!({
+            "Entity": entity,
+            "Definition": definition.to_json(),
+            "RecordsDeleted": records.len(),
+        });
+        let events = destroyed_events(&template, &items, "Records", &fields);
+        state.append_all_blocking(events).map_err(|e| e.message)
+    })?)
+}
+
+/// `DELETE EntityDefinitions(LogicalName='x')`: deletes a custom entity with its records now;
+/// its `DeleteEntity` events keep the definition and every record's values.
+pub(crate) async fn delete_entity(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::DeleteEntity;
+    customizable(request, draft, entity)?;
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let name = entity.to_string();
+    blocking(move || remove_entity(&state, &*store, &event, &name)).await?;
+    request.instance.refresh_policy()?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
 /// `DELETE EntityDefinitions(LogicalName='x')/Attributes(LogicalName='y')`: deletes a custom
 /// attribute and its data now. The `DeleteAttribute` events keep the definition and every
 /// destroyed value (in parts of 10,000), enough to put them back; they are durable before the
@@ -754,43 +884,8 @@ pub(crate) async fn delete_attribute(
     let state = request.state.clone();
     let event = draft.clone();
     let (entity_name, attribute_name) = (entity.to_string(), attribute.to_string());
-    blocking(move || {
-        store.delete_attribute(&entity_name, &attribute_name, &mut |definition, values| {
-            // An attribute without values still has its one event.
-            let mut chunks: Vec<&[(uuid::Uuid, custos_records::Value)]> =
-                values.chunks(DELETED_VALUES_PER_EVENT).collect();
-            if chunks.is_empty() {
-                chunks.push(&[]);
-            }
-            let parts = chunks.len();
-            let events = chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let mut event = event.clone();
-                    let kept: Map<String, Json> = chunk
-                        .iter()
-                        .map(|(id, value)| (id.to_string(), value.to_json()))
-                        .collect();
-                    event.record_ids = chunk.iter().map(|(id, _)| *id).collect();
-                    event.result_count = chunk.len() as u64;
-                    event.details = json!({
-                        "Entity": entity_name,
-                        "Attribute": attribute_name,
-                        "Definition": definition_json(definition),
-                        "Values": kept,
-                        "Part": i + 1,
-                        "Parts": parts,
-                        "ValuesDeleted": values.len(),
-                    })
-                    .to_string();
-                    event
-                })
-                .collect();
-            state.append_all_blocking(events).map_err(|e| e.message)
-        })
-    })
-    .await?;
+    blocking(move || remove_attribute(&state, &*store, &event, &entity_name, &attribute_name))
+        .await?;
     request.instance.refresh_policy()?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

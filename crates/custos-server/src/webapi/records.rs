@@ -9,8 +9,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record,
-    RecordQuery, Value, WriteContext, WriteMode, WriteOutcome, page_size, parse_query_options,
+    Catalog, EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS,
+    Record, RecordQuery, Value, WriteContext, WriteMode, WriteOutcome, page_size,
+    parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -269,7 +270,16 @@ fn check_view(
         Some(Err(e)) => return Err(e.into()),
     };
     merged.extend(values.iter().cloned());
-    let text = |name: &str| match merged.get(name) {
+    check_view_values(&request.instance.store.catalog(), &merged)
+}
+
+/// Checks a view's values against the entities of `catalog`: it names one of them, and its
+/// filter, columns and order are valid for it.
+pub(crate) fn check_view_values(
+    catalog: &Catalog,
+    values: &std::collections::BTreeMap<String, Value>,
+) -> Result<(), AppError> {
+    let text = |name: &str| match values.get(name) {
         Some(Value::String(text)) if !text.trim().is_empty() => Some(text.as_str()),
         _ => None,
     };
@@ -278,15 +288,9 @@ fn check_view(
             "a view needs 'returnedtypecode', the logical name of the entity it lists",
         )
     })?;
-    let viewed = request
-        .instance
-        .store
-        .catalog()
-        .entity(target)
-        .cloned()
-        .ok_or_else(|| {
-            AppError::bad_request(format!("returnedtypecode '{target}' is not an entity"))
-        })?;
+    let viewed = catalog.entity(target).ok_or_else(|| {
+        AppError::bad_request(format!("returnedtypecode '{target}' is not an entity"))
+    })?;
     let mut pairs = Vec::new();
     for (field, option) in [
         ("filter", "$filter"),
@@ -298,13 +302,8 @@ fn check_view(
         }
     }
     let options = parse_query_options(pairs)?;
-    check_select(&viewed, &options.select)?;
-    request.instance.store.retrieve_multiple(&RecordQuery {
-        entity: &viewed.logical_name,
-        options: &options,
-        page_size: 0,
-    })?;
-    Ok(())
+    check_select(viewed, &options.select)?;
+    Ok(custos_records::check_query(viewed, &options)?)
 }
 
 pub(crate) async fn retrieve_multiple(
@@ -611,6 +610,11 @@ pub(crate) async fn create(
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
     request.require(Privilege::Create, &entity)?;
+    if entity.logical_name == "solution" {
+        return Err(AppError::bad_request(
+            "solutions are installed with ImportSolution, not created",
+        ));
+    }
     let mut body = request.json_object()?;
     let new_principal = if entity.logical_name == "systemuser" {
         draft.operation = Operation::CreateUser;
@@ -896,6 +900,9 @@ pub(crate) async fn delete(
     let entity = entity_by_set(&request, set)?;
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
+    if entity.logical_name == "solution" {
+        return super::solutions::remove(request, draft, id).await;
+    }
     request.require(Privilege::Delete, &entity)?;
     undeletable(&entity, Some(id))?;
     let policy = request.instance.policy.load_full();

@@ -627,3 +627,71 @@ fn the_grid_runs_views_and_saves_personal_ones() {
     let (_, html) = page(&server, &al, "/ui/main/records/accounts");
     assert!(!html.contains("Big ones"));
 }
+
+#[test]
+fn the_admin_center_imports_and_removes_solutions() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let solution = json!({
+        "UniqueName": "fabrikam_tickets",
+        "FriendlyName": "Tickets",
+        "Publisher": {"Prefix": "fabrikam"},
+        "Entities": [{"SchemaName": "fabrikam_ticket"}],
+        "Views": [{"name": "All tickets", "returnedtypecode": "fabrikam_ticket"}]
+    });
+    let file = reqwest::blocking::multipart::Part::text(solution.to_string())
+        .file_name("tickets.json")
+        .mime_str("application/json")
+        .unwrap();
+    let imported = browser()
+        .post(format!("{}/ui/admin/instances/main/solutions", server.base))
+        .header("cookie", &cookie)
+        .multipart(reqwest::blocking::multipart::Form::new().part("file", file))
+        .send()
+        .unwrap();
+    assert_eq!(imported.status(), 303);
+    let location = imported.headers()["location"].to_str().unwrap().to_string();
+    let (status, html) = page(&server, &cookie, &location);
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("Solution fabrikam_tickets imported.")
+            && html.contains("1 solutions installed")
+    );
+    assert_labelled(&location, &html);
+    assert_eq!(
+        count(&server, &admin, "fabrikam_tickets"),
+        0,
+        "the entity exists"
+    );
+    let id = html
+        .split("/solutions/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let removed = post(
+        &server,
+        &cookie,
+        &format!("/ui/admin/instances/main/solutions/{id}/remove"),
+        &[],
+    );
+    assert_eq!(removed.status(), 303);
+    let (_, html) = page(&server, &cookie, "/ui/admin/instances/main?removed=1");
+    assert!(html.contains("No solutions installed."));
+    let gone = send(client().get(server.api("fabrikam_tickets")), &admin, None);
+    assert_eq!(gone.status(), 404);
+    let operations: Vec<String> = server
+        .audit(&admin, "origin=WebUI")
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap().to_string())
+        .collect();
+    for operation in ["ImportSolution", "RemoveSolution", "DeleteEntity"] {
+        assert!(
+            operations.iter().any(|o| o == operation),
+            "{operation} in {operations:?}"
+        );
+    }
+}

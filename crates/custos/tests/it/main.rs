@@ -23,5 +23,6 @@ mod retrieve_multiple;
 mod saved_reports;
 mod search_switch;
 mod security;
+mod solutions;
 mod tamper;
 mod views;
