@@ -102,6 +102,26 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
     assert!(operations.iter().all(|o| o == "RetrieveMultiple"));
     assert!(operations.len() >= 2, "{operations:?}");
 
+    // The records app's import and export to Excel, from the browser: a workbook another
+    // program reads, and the events that say so.
+    let contacts = xlsx_rows(Path::new(result["contacts"].as_str().unwrap()), "contacts");
+    let lastnames: BTreeSet<&str> = contacts[1..]
+        .iter()
+        .filter_map(|row| {
+            let column = contacts[0].iter().position(|h| h == "lastname")?;
+            row[column].as_str()
+        })
+        .collect();
+    assert_eq!(lastnames, BTreeSet::from(["Lovelace", "Turing"]));
+    let import = server.audit(&admin, "operation=ImportRecords");
+    assert_eq!(import.len(), 1);
+    assert_eq!(import[0]["Origin"], "WebUI");
+    assert_eq!(import[0]["Query"], "people.csv");
+    let export = server.audit(&admin, "operation=ExportToExcel");
+    assert_eq!(export.len(), 1);
+    assert_eq!(export[0]["RecordIds"].as_array().unwrap().len(), 2);
+    assert_eq!(server.audit(&admin, "operation=BackupInstance&origin=AdminCenter").len(), 1);
+
     // What the console did is in the log as the console's: origin WebUI, the user, the pages.
     let pages = server.audit(&admin, "operation=RetrieveMultiple&user=bo@contoso.test");
     assert!(pages.len() >= 2);
