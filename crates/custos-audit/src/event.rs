@@ -328,6 +328,10 @@ string_enum! {
         RemoveSolution = (52, "RemoveSolution"),
         /// A custom entity was deleted with its records.
         DeleteEntity = (53, "DeleteEntity"),
+        /// A tenant global admin let a support engineer in (Customer Lockbox style).
+        GrantSupportAccess = (54, "GrantSupportAccess"),
+        /// A support engineer's access was taken back.
+        RevokeSupportAccess = (55, "RevokeSupportAccess"),
     }
 }
 
@@ -357,6 +361,8 @@ impl Operation {
             | DeactivatePlugin
             | RemoveSolution
             | DeleteEntity
+            | GrantSupportAccess
+            | RevokeSupportAccess
             | UpdateAuditSettings
             | SetRetention
             | AccessAdminCenter
@@ -391,7 +397,9 @@ impl Operation {
                 Category::ProcessOrPlugin
             }
             AccessAdminCenter | CreateInstance | DeleteInstance | ConvertTrialToPaid
-            | BackupInstance | RestoreInstance => Category::AdminCenter,
+            | BackupInstance | RestoreInstance | GrantSupportAccess | RevokeSupportAccess => {
+                Category::AdminCenter
+            }
             AccessInternalTool | BackendCommand => Category::InternalTool,
             _ => match entity {
                 EntityCategory::None => Category::None,

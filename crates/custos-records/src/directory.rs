@@ -249,6 +249,30 @@ impl Directory {
             .cloned()
     }
 
+    /// Disables or enables a principal's sign-in; false when there is no such principal.
+    pub fn set_disabled(&self, id: Uuid, disabled: bool) -> Result<bool> {
+        let conn = self.conn.lock().expect("directory lock");
+        let changed = conn.execute(
+            "UPDATE principal SET disabled = ?1 WHERE id = ?2",
+            rusqlite::params![disabled, id.to_string()],
+        )?;
+        if changed == 1 {
+            let mut cache = self.cache.write().expect("directory cache");
+            if let Some(principal) = cache.principals.get_mut(&id) {
+                principal.disabled = disabled;
+            }
+        }
+        Ok(changed == 1)
+    }
+
+    /// Every principal, by sign-in name.
+    pub fn principals(&self) -> Vec<Principal> {
+        let cache = self.cache.read().expect("directory cache");
+        let mut out: Vec<Principal> = cache.principals.values().cloned().collect();
+        out.sort_by(|a, b| a.upn.cmp(&b.upn));
+        out
+    }
+
     /// A principal by user principal name, ignoring case.
     pub fn by_upn(&self, upn: &str) -> Option<Principal> {
         let cache = self.cache.read().expect("directory cache");

@@ -481,6 +481,116 @@ pub(crate) async fn restore(
     answer(&state, draft, work).await
 }
 
+fn engineer_json(principal: &custos_records::Principal) -> Json {
+    json!({
+        "id": principal.id,
+        "upn": principal.upn,
+        "displayName": principal.display_name,
+        "disabled": principal.disabled,
+    })
+}
+
+/// `GET /api/admin/support/engineers`: the support engineers let into the tenant.
+pub(crate) async fn engineers(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let mut draft = admin_draft(Operation::AccessAdminCenter, &context, "");
+    let work = async {
+        global_admin(&state, &mut draft, &headers)?;
+        let engineers: Vec<Json> = state
+            .directory
+            .principals()
+            .iter()
+            .filter(|p| p.user_type == custos_audit::UserType::DcAdmin.code())
+            .map(engineer_json)
+            .collect();
+        draft.details = json!({"Viewed": "support engineers"}).to_string();
+        draft.result_count = engineers.len() as u64;
+        state.record(draft.clone()).await?;
+        Ok(axum::Json(json!({"value": engineers})).into_response())
+    }
+    .await;
+    answer(&state, draft, work).await
+}
+
+/// `POST /api/admin/support/engineers` with `{"upn", "password", "displayName"?}`: lets a
+/// support engineer of the operator into the tenant (a `DcAdmin` principal).
+pub(crate) async fn grant_support(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut draft = admin_draft(Operation::GrantSupportAccess, &context, "");
+    let work = async {
+        global_admin(&state, &mut draft, &headers)?;
+        let body = body_object(&body)?;
+        let field = |key: &str| body.get(key).and_then(Json::as_str).map(str::trim);
+        let upn = field("upn")
+            .filter(|u| u.contains('@') && u.len() <= 200)
+            .ok_or_else(|| AppError::bad_request("'upn' is required: the engineer's sign-in name (name@domain)"))?
+            .to_string();
+        let password = field("password")
+            .filter(|p| p.len() >= 12)
+            .ok_or_else(|| AppError::bad_request("'password' is required, at least 12 characters"))?
+            .to_string();
+        if state.directory.by_upn(&upn).is_some() {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                format!("a user named '{upn}' already exists"),
+            ));
+        }
+        let principal = custos_records::NewPrincipal {
+            id: Uuid::new_v4(),
+            display_name: field("displayName").unwrap_or(&upn).to_string(),
+            upn: upn.clone(),
+            user_type: custos_audit::UserType::DcAdmin.code(),
+            password_hash: Some(crate::auth::hash_secret(&password)),
+            client_id: None,
+            secret_hash: None,
+            global_admin: false,
+        };
+        draft.record_ids = vec![principal.id];
+        draft.details = json!({"EngineerId": principal.id, "EngineerUpn": upn}).to_string();
+        state.record(draft.clone()).await?;
+        let worker = state.clone();
+        let added = blocking(move || worker.directory.add_principal(principal)).await?;
+        Ok((StatusCode::CREATED, axum::Json(engineer_json(&added))).into_response())
+    }
+    .await;
+    answer(&state, draft, work).await
+}
+
+/// `DELETE /api/admin/support/engineers/{id}`: takes a support engineer's access back.
+pub(crate) async fn revoke_support(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut draft = admin_draft(Operation::RevokeSupportAccess, &context, "");
+    let work = async {
+        global_admin(&state, &mut draft, &headers)?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| AppError::bad_request(format!("'{id}' is not an engineer id (a GUID)")))?;
+        let engineer = state
+            .directory
+            .principal(id)
+            .filter(|p| p.user_type == custos_audit::UserType::DcAdmin.code())
+            .ok_or_else(|| AppError::not_found(format!("no support engineer {id}")))?;
+        draft.record_ids = vec![id];
+        draft.details = json!({"EngineerId": id, "EngineerUpn": engineer.upn}).to_string();
+        state.record(draft.clone()).await?;
+        let worker = state.clone();
+        blocking(move || worker.directory.set_disabled(id, true)).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    answer(&state, draft, work).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_name;

@@ -87,12 +87,17 @@ impl EventDraft {
         }
     }
 
-    /// Records who acts.
+    /// Records who acts. A support engineer reaches customer data only through the internal
+    /// management tool: their requests are the tool's (origin `SupportTool`) unless they are
+    /// backend commands.
     pub fn set_caller(&mut self, caller: &Caller) {
         self.user_id = caller.principal.id.to_string();
         self.user_upn = caller.principal.upn.clone();
         self.user_type = caller.user_type();
         self.session_id = caller.session_id.to_string();
+        if self.user_type == UserType::DcAdmin && self.origin != Origin::Backend {
+            self.origin = Origin::SupportTool;
+        }
     }
 
     /// Records the entity acted on.

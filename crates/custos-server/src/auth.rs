@@ -45,7 +45,9 @@ impl Caller {
         state: &AppState,
         instance: &Instance,
     ) -> Vec<SecurityRole> {
-        if self.principal.global_admin {
+        // A global admin, and a support engineer the tenant let in, act as System
+        // Administrator in every instance.
+        if self.principal.global_admin || self.user_type() == UserType::DcAdmin {
             return vec![SecurityRole::BuiltIn(BuiltInRole::SystemAdministrator)];
         }
         let custom = instance.custom_roles.load();

@@ -21,6 +21,7 @@ mod queries;
 mod reports;
 mod retention;
 mod state;
+mod support;
 mod verification;
 mod webapi;
 mod webhook;
@@ -82,6 +83,16 @@ pub(crate) fn api_routes() -> Router<AppState> {
             get(admin::backups).post(admin::backup),
         )
         .route("/api/admin/instances/{name}/restore", post(admin::restore))
+        .route(
+            "/api/admin/support/engineers",
+            get(admin::engineers).post(admin::grant_support),
+        )
+        .route(
+            "/api/admin/support/engineers/{id}",
+            axum::routing::delete(admin::revoke_support),
+        )
+        .route("/api/support/access", post(support::access))
+        .route("/api/support/backend", post(support::backend))
         .route("/api/audit/ingest", post(ingest::ingest))
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))

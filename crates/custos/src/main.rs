@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod client;
+mod support;
+
 /// Custos: an audited business-records platform.
 #[derive(Debug, Parser)]
 #[command(name = "custos", version)]
@@ -47,6 +50,30 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The internal management tool: a support engineer of the operator reads and changes a
+    /// customer's records and runs backend commands, every use recorded with its ticket.
+    Support {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The engineer's sign-in name (let in by the tenant's admin center).
+        #[arg(long)]
+        user: String,
+        /// The engineer's password.
+        #[arg(long, env = "CUSTOS_SUPPORT_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// The support case this work is for (recorded with every use).
+        #[arg(long)]
+        ticket: String,
+        /// Why the engineer needs access.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: support::Action,
     },
     /// Run the server: Web API, token endpoint, audit API, on embedded storage.
     Serve {
@@ -90,6 +117,8 @@ enum AuditCommand {
 const EXIT_FAILURE: u8 = 1;
 /// Exit code of `audit verify` when the log shows damage or tampering.
 const EXIT_TAMPERED: u8 = 2;
+/// Exit code when the server refused a request (wrong password, no access, bad input).
+const EXIT_REFUSED: u8 = 3;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -103,7 +132,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("custos: error: {error:#}");
-            ExitCode::from(EXIT_FAILURE)
+            if error.downcast_ref::<client::Refused>().is_some() {
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
         }
     }
 }
@@ -157,6 +190,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.partitions,
                 summary.elapsed.as_secs_f64()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Support {
+            url,
+            user,
+            password,
+            ticket,
+            reason,
+            json,
+            action,
+        } => {
+            let session = support::Session {
+                url: &url,
+                user: &user,
+                password: &password,
+                ticket: &ticket,
+                reason: reason.as_deref(),
+                json,
+            };
+            support::run(&session, &action)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {

@@ -24,5 +24,6 @@ mod saved_reports;
 mod search_switch;
 mod security;
 mod solutions;
+mod support;
 mod tamper;
 mod views;
