@@ -332,6 +332,17 @@ string_enum! {
         GrantSupportAccess = (54, "GrantSupportAccess"),
         /// A support engineer's access was taken back.
         RevokeSupportAccess = (55, "RevokeSupportAccess"),
+        /// A user reached an instance from the web (console), recorded once per interval.
+        UserAccessViaWeb = (56, "UserAccessViaWeb"),
+        /// A user or application reached an instance through the Web API (SDK), recorded once
+        /// per interval.
+        UserAccessViaSdk = (57, "UserAccessViaSdk"),
+        /// A record's owner was changed.
+        Assign = (58, "Assign"),
+        /// A record was shared with a user.
+        Share = (59, "Share"),
+        /// A record's share was taken back.
+        Unshare = (60, "Unshare"),
     }
 }
 
@@ -341,8 +352,9 @@ impl Operation {
         use Operation::*;
         match self {
             Create | Retrieve | RetrieveMultiple | Update | Delete | Upsert | ExportToExcel
-            | BulkDelete | ImportRecords | Request | RunProcess | RunPlugin => RecordType::Entity,
-            SignIn | SignOut => RecordType::Access,
+            | BulkDelete | ImportRecords | Request | RunProcess | RunPlugin | Assign | Share
+            | Unshare => RecordType::Entity,
+            SignIn | SignOut | UserAccessViaWeb | UserAccessViaSdk => RecordType::Access,
             AccessInternalTool | BackendCommand => RecordType::Support,
             PublishAllCustomizations
             | DeleteAttribute
@@ -392,7 +404,7 @@ impl Operation {
         use Operation::*;
         match self {
             BulkDelete | ImportRecords => Category::BulkActions,
-            SignIn | SignOut => Category::SignInOut,
+            SignIn | SignOut | UserAccessViaWeb | UserAccessViaSdk => Category::SignInOut,
             ActivateProcess | ActivatePlugin | DeactivateProcess | DeactivatePlugin => {
                 Category::ProcessOrPlugin
             }

@@ -306,6 +306,18 @@ pub fn seed_entities() -> Vec<EntityDef> {
         ),
         view_entity("userquery", "userqueries", Vec::new()),
         entity(
+            "principalobjectaccess",
+            "principalobjectaccessset",
+            Other,
+            "objecttypecode",
+            vec![
+                attr("objectid", UniqueIdentifier),
+                AttributeDef::new("objecttypecode", String { max_length: 64 }),
+                attr("principalid", UniqueIdentifier),
+                attr("accessrightsmask", Integer),
+            ],
+        ),
+        entity(
             "solution",
             "solutions",
             Admin,

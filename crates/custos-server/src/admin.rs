@@ -530,7 +530,11 @@ pub(crate) async fn grant_support(
         let field = |key: &str| body.get(key).and_then(Json::as_str).map(str::trim);
         let upn = field("upn")
             .filter(|u| u.contains('@') && u.len() <= 200)
-            .ok_or_else(|| AppError::bad_request("'upn' is required: the engineer's sign-in name (name@domain)"))?
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "'upn' is required: the engineer's sign-in name (name@domain)",
+                )
+            })?
             .to_string();
         let password = field("password")
             .filter(|p| p.len() >= 12)

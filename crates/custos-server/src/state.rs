@@ -99,9 +99,41 @@ pub struct Instance {
     pub custom_roles: ArcSwap<HashMap<Uuid, Grants>>,
     /// Its active processes and plug-in steps; swapped whole when one changes.
     pub(crate) automations: ArcSwap<Vec<crate::automation::Automation>>,
+    /// How often a user's access is recorded (`useraccessauditinginterval`), seconds.
+    access_interval_secs: std::sync::atomic::AtomicI64,
+    /// When each user's access was last recorded: (user, through the web) → seconds.
+    last_access: std::sync::Mutex<HashMap<(Uuid, bool), i64>>,
 }
 
+/// Hours between two recorded accesses of one user, as Dataverse's default.
+const ACCESS_INTERVAL_HOURS_DEFAULT: i64 = 4;
+
 impl Instance {
+    /// Whether `user`'s access now (through the web or the API) is to be recorded: the first in
+    /// the interval is; the moment is then taken. A restart forgets the moments, so the first
+    /// access after it is recorded again.
+    pub(crate) fn access_due(&self, user: Uuid, web: bool, now_secs: i64) -> bool {
+        let interval = self
+            .access_interval_secs
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut last = self.last_access.lock().expect("last access lock");
+        match last.get(&(user, web)) {
+            Some(at) if now_secs - at < interval => false,
+            _ => {
+                last.insert((user, web), now_secs);
+                true
+            }
+        }
+    }
+
+    /// Forgets that `user`'s access was recorded (its event could not be made durable).
+    pub(crate) fn forget_access(&self, user: Uuid, web: bool) {
+        self.last_access
+            .lock()
+            .expect("last access lock")
+            .remove(&(user, web));
+    }
+
     /// Reloads the active processes and plug-in steps.
     pub fn refresh_automations(&self) -> Result<(), custos_records::Error> {
         let active = crate::automation::load(&*self.store)?;
@@ -135,6 +167,14 @@ impl Instance {
             .store
             .retrieve(ORGANIZATION_ENTITY, self.organization_id)?;
         let flag = |name: &str| matches!(org.values.get(name), Some(Value::Boolean(true)));
+        let hours = match org.values.get("useraccessauditinginterval") {
+            Some(Value::Integer(hours)) if *hours >= 0 => *hours,
+            _ => ACCESS_INTERVAL_HOURS_DEFAULT,
+        };
+        self.access_interval_secs.store(
+            hours.saturating_mul(3600),
+            std::sync::atomic::Ordering::Release,
+        );
         let settings = InstanceAuditSettings {
             audit: flag("isauditenabled"),
             read: flag("isreadauditenabled"),
@@ -468,6 +508,10 @@ impl AppState {
             policy: ArcSwap::from_pointee(AuditPolicy::default()),
             custom_roles: ArcSwap::from_pointee(HashMap::new()),
             automations: ArcSwap::from_pointee(Vec::new()),
+            access_interval_secs: std::sync::atomic::AtomicI64::new(
+                ACCESS_INTERVAL_HOURS_DEFAULT * 3600,
+            ),
+            last_access: std::sync::Mutex::new(HashMap::new()),
         };
         instance.refresh_policy()?;
         instance.refresh_roles()?;

@@ -88,9 +88,11 @@ pub(crate) async fn access(
     let work = async {
         engineer(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
-        let ticket = text(&body, "ticket")?.filter(|t| !t.is_empty()).ok_or_else(|| {
-            AppError::bad_request("'ticket' is required: the support case this work is for")
-        })?;
+        let ticket = text(&body, "ticket")?
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AppError::bad_request("'ticket' is required: the support case this work is for")
+            })?;
         draft.instance = instance(&state, &body)?.unwrap_or_default();
         draft.details = json!({
             "Ticket": ticket,

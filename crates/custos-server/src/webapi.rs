@@ -8,6 +8,7 @@ mod bulk;
 mod metadata;
 mod records;
 mod security;
+mod sharing;
 mod solutions;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ enum Target {
     BulkDelete,
     ImportRecords,
     ImportSolution,
+    GrantAccess,
+    RevokeAccess,
     EntityDefinitions,
     EntityDefinition(String),
     Attributes(String),
@@ -95,6 +98,8 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["BulkDelete"] => Ok(Target::BulkDelete),
         ["ImportRecords"] => Ok(Target::ImportRecords),
         ["ImportSolution"] => Ok(Target::ImportSolution),
+        ["GrantAccess"] => Ok(Target::GrantAccess),
+        ["RevokeAccess"] => Ok(Target::RevokeAccess),
         ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
         [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
             Ok(Target::EntityDefinition(logical_name_key(
@@ -273,6 +278,44 @@ pub(crate) async fn handle(
     response
 }
 
+/// Records a user's access to an instance — through the console (`UserAccessViaWeb`) or the
+/// Web API (`UserAccessViaSdk`) — once per `useraccessauditinginterval`, when the instance
+/// audits user access (SPEC §4). Support engineers' access is the tool's, recorded otherwise.
+async fn record_access(
+    state: &AppState,
+    instance: &Instance,
+    caller: &Caller,
+    draft: &EventDraft,
+) -> Result<(), AppError> {
+    let web = draft.origin == custos_audit::Origin::WebUI;
+    let counted = matches!(
+        draft.origin,
+        custos_audit::Origin::WebUI | custos_audit::Origin::Api
+    );
+    if !counted
+        || !instance.policy.load().audits_user_access()
+        || !instance.access_due(caller.principal.id, web, state.clock.now_secs())
+    {
+        return Ok(());
+    }
+    let mut access = draft.clone();
+    access.operation = if web {
+        Operation::UserAccessViaWeb
+    } else {
+        Operation::UserAccessViaSdk
+    };
+    access.entity_name = String::new();
+    access.entity_category = custos_audit::EntityCategory::None;
+    access.record_ids = Vec::new();
+    access.query = String::new();
+    access.details = String::new();
+    let recorded = state.record(access).await;
+    if recorded.is_err() {
+        instance.forget_access(caller.principal.id, web);
+    }
+    recorded
+}
+
 /// Records a refused or failed request (always, SPEC §4) and answers with the error.
 pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppError) -> Response {
     if error.code == ErrorCode::Unavailable {
@@ -325,6 +368,8 @@ fn classify(
         (Target::BulkDelete, _) => Operation::BulkDelete,
         (Target::ImportRecords, _) => Operation::ImportRecords,
         (Target::ImportSolution, _) => Operation::ImportSolution,
+        (Target::GrantAccess, _) => Operation::Share,
+        (Target::RevokeAccess, _) => Operation::Unshare,
         (Target::Association { relation, .. }, &Method::POST) => {
             security::association_operation(relation, true)
         }
@@ -383,6 +428,7 @@ async fn dispatch(
         .instance(instance_name)
         .ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
     let target = target?;
+    record_access(state, &instance, &caller, draft).await?;
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             AppError::new(
@@ -421,6 +467,8 @@ async fn dispatch(
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,
         (Target::ImportRecords, Method::POST) => bulk::import_records(request, draft).await,
         (Target::ImportSolution, Method::POST) => solutions::import(request, draft).await,
+        (Target::GrantAccess, Method::POST) => sharing::share(request, draft, true).await,
+        (Target::RevokeAccess, Method::POST) => sharing::share(request, draft, false).await,
         (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
         (Target::EntityDefinitions, Method::POST) => metadata::create_entity(&request, draft).await,
         (Target::Attributes(entity), Method::POST) => {

@@ -57,16 +57,38 @@ fn http(user_agent: &str) -> anyhow::Result<Http> {
 
 impl Client {
     /// Signs in with a user's name and password (`grant_type=password`).
-    pub(crate) fn sign_in(base: &str, user: &str, password: &str, user_agent: &str) -> anyhow::Result<Client> {
-        Client::token(base, user_agent, &[("grant_type", "password"), ("username", user), ("password", password)])
-    }
-
-    /// Signs in as an application (`grant_type=client_credentials`).
-    pub(crate) fn sign_in_app(base: &str, client_id: &str, secret: &str, user_agent: &str) -> anyhow::Result<Client> {
+    pub(crate) fn sign_in(
+        base: &str,
+        user: &str,
+        password: &str,
+        user_agent: &str,
+    ) -> anyhow::Result<Client> {
         Client::token(
             base,
             user_agent,
-            &[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)],
+            &[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+            ],
+        )
+    }
+
+    /// Signs in as an application (`grant_type=client_credentials`).
+    pub(crate) fn sign_in_app(
+        base: &str,
+        client_id: &str,
+        secret: &str,
+        user_agent: &str,
+    ) -> anyhow::Result<Client> {
+        Client::token(
+            base,
+            user_agent,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+            ],
         )
     }
 
@@ -84,7 +106,10 @@ impl Client {
             method: Method::POST,
             path: "/oauth2/token".into(),
             status: status.as_u16(),
-            message: body["error_description"].as_str().unwrap_or("sign-in refused").to_string(),
+            message: body["error_description"]
+                .as_str()
+                .unwrap_or("sign-in refused")
+                .to_string(),
         })?;
         Ok(Client {
             base,
@@ -94,7 +119,12 @@ impl Client {
     }
 
     /// Sends a request and reads its answer; a refusal is an error.
-    pub(crate) fn call(&self, method: Method, path: &str, body: Option<&Json>) -> anyhow::Result<Answer> {
+    pub(crate) fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> anyhow::Result<Answer> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
@@ -102,12 +132,12 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response: Response = request
-            .send()
-            .with_context(|| format!("{method} {path}"))?;
+        let response: Response = request.send().with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response.bytes().with_context(|| format!("{method} {path}"))?;
+        let bytes = response
+            .bytes()
+            .with_context(|| format!("{method} {path}"))?;
         let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         if !status.is_success() {
             let message = json["error"]["message"]

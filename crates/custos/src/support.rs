@@ -75,9 +75,9 @@ pub(crate) fn run(session: &Session<'_>, action: &Action) -> anyhow::Result<Json
     let user_agent = concat!("custos-support/", env!("CARGO_PKG_VERSION"));
     let client = Client::sign_in(session.url, session.user, session.password, user_agent)?;
     let instance = match action {
-        Action::List { instance, .. } | Action::Get { instance, .. } | Action::Update { instance, .. } => {
-            Some(instance.clone())
-        }
+        Action::List { instance, .. }
+        | Action::Get { instance, .. }
+        | Action::Update { instance, .. } => Some(instance.clone()),
         Action::Backend { instance, .. } => instance.clone(),
         Action::Access => None,
     };
@@ -85,43 +85,46 @@ pub(crate) fn run(session: &Session<'_>, action: &Action) -> anyhow::Result<Json
         "/api/support/access",
         &json!({"ticket": session.ticket, "reason": session.reason, "instance": instance}),
     )?;
-    let output = match action {
-        Action::Access => json!({"recorded": true, "ticket": session.ticket}),
-        Action::List {
-            instance,
-            set,
-            filter,
-            top,
-        } => {
-            let mut path = format!("/{instance}/api/data/v9.2/{set}?$top={top}");
-            if let Some(filter) = filter {
-                path.push_str(&format!("&$filter={}", encode(filter)));
+    let output =
+        match action {
+            Action::Access => json!({"recorded": true, "ticket": session.ticket}),
+            Action::List {
+                instance,
+                set,
+                filter,
+                top,
+            } => {
+                let mut path = format!("/{instance}/api/data/v9.2/{set}?$top={top}");
+                if let Some(filter) = filter {
+                    path.push_str(&format!("&$filter={}", encode(filter)));
+                }
+                client.get(&path)?
             }
-            client.get(&path)?
-        }
-        Action::Get { instance, set, id } => client.get(&format!("/{instance}/api/data/v9.2/{set}({id})"))?,
-        Action::Update {
-            instance,
-            set,
-            id,
-            data,
-        } => {
-            let body: Json = serde_json::from_str(data)
-                .map_err(|e| anyhow::anyhow!("--data is not JSON: {e}"))?;
-            client.call(
-                reqwest::Method::PATCH,
-                &format!("/{instance}/api/data/v9.2/{set}({id})"),
-                Some(&body),
-            )?;
-            client.get(&format!("/{instance}/api/data/v9.2/{set}({id})"))?
-        }
-        Action::Backend { command, instance } => client
-            .post(
-                "/api/support/backend",
-                &json!({"command": command, "instance": instance, "ticket": session.ticket}),
-            )?
-            .json,
-    };
+            Action::Get { instance, set, id } => {
+                client.get(&format!("/{instance}/api/data/v9.2/{set}({id})"))?
+            }
+            Action::Update {
+                instance,
+                set,
+                id,
+                data,
+            } => {
+                let body: Json = serde_json::from_str(data)
+                    .map_err(|e| anyhow::anyhow!("--data is not JSON: {e}"))?;
+                client.call(
+                    reqwest::Method::PATCH,
+                    &format!("/{instance}/api/data/v9.2/{set}({id})"),
+                    Some(&body),
+                )?;
+                client.get(&format!("/{instance}/api/data/v9.2/{set}({id})"))?
+            }
+            Action::Backend { command, instance } => client
+                .post(
+                    "/api/support/backend",
+                    &json!({"command": command, "instance": instance, "ticket": session.ticket}),
+                )?
+                .json,
+        };
     if session.json {
         println!("{output:#}");
     } else {

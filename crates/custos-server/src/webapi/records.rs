@@ -17,6 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::sharing::require_on_record;
 use crate::audit::{EventDraft, changes};
 use crate::auth::hash_secret;
 use crate::automation::{self, Message, activation_operation, is_automation};
@@ -413,7 +414,7 @@ pub(crate) async fn retrieve(
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
     draft.query = query_text(&format!("{set}({id})"), &request);
-    request.require(Privilege::Read, &entity)?;
+    require_on_record(&request, Privilege::Read, &entity, id)?;
     let mut select = None;
     for (name, value) in &request.query {
         match name.as_str() {
@@ -789,10 +790,18 @@ pub(crate) async fn update(
     if is_organization {
         draft.operation = Operation::UpdateAuditSettings;
     }
-    request.require(Privilege::Write, &entity)?;
+    require_on_record(&request, Privilege::Write, &entity, id)?;
     let mode = write_mode(&request)?;
+    // An upsert that would create needs the create privilege too.
     if mode != WriteMode::UpdateOnly {
-        request.require(Privilege::Create, &entity)?;
+        let exists = match request.instance.store.retrieve(&entity.logical_name, id) {
+            Ok(_) => true,
+            Err(custos_records::Error::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !exists || mode == WriteMode::CreateOnly {
+            request.require(Privilege::Create, &entity)?;
+        }
     }
     let body = request.json_object()?;
     let (values, given_id) = body_values(&request, &entity, &body)?;
@@ -803,6 +812,9 @@ pub(crate) async fn update(
         )));
     }
     check_view(&request, &entity, Some(id), &values)?;
+    if values.len() == 1 && values[0].0 == "ownerid" && draft.operation == Operation::Update {
+        draft.operation = Operation::Assign;
+    }
     let activation = automation::check(&*request.instance.store, &entity, Some(id), &values)?;
     if let Some(operation) = activation_operation(&entity.logical_name, activation) {
         draft.operation = operation;

@@ -120,7 +120,12 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
     let export = server.audit(&admin, "operation=ExportToExcel");
     assert_eq!(export.len(), 1);
     assert_eq!(export[0]["RecordIds"].as_array().unwrap().len(), 2);
-    assert_eq!(server.audit(&admin, "operation=BackupInstance&origin=AdminCenter").len(), 1);
+    assert_eq!(
+        server
+            .audit(&admin, "operation=BackupInstance&origin=AdminCenter")
+            .len(),
+        1
+    );
 
     // What the console did is in the log as the console's: origin WebUI, the user, the pages.
     let pages = server.audit(&admin, "operation=RetrieveMultiple&user=bo@contoso.test");

@@ -23,6 +23,7 @@ mod retrieve_multiple;
 mod saved_reports;
 mod search_switch;
 mod security;
+mod settings_matrix;
 mod solutions;
 mod support;
 mod tamper;

@@ -298,3 +298,73 @@ fn security_changes_refuse_bad_input_and_non_admins() {
     );
     assert_eq!(privileges["RolePrivileges"], json!([]), "nothing changed");
 }
+
+#[test]
+fn a_shared_record_opens_to_its_user_and_only_that_record() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let dee_id = {
+        let response = post(
+            &server,
+            &admin,
+            "systemusers",
+            json!({"domainname": "dee@contoso.test", "password": "dee-password-1"}),
+        );
+        entity_id(&response)
+    };
+    let dee = server.token("dee@contoso.test", "dee-password-1");
+    let shared = entity_id(&post(
+        &server,
+        &admin,
+        "accounts",
+        json!({"name": "Shared"}),
+    ));
+    let other = entity_id(&post(&server, &admin, "accounts", json!({"name": "Other"})));
+    let read = |id: &str| {
+        status(send(
+            client().get(server.api(&format!("accounts({id})"))),
+            &dee,
+            None,
+        ))
+    };
+    let write = |id: &str| {
+        status(send(
+            client().patch(server.api(&format!("accounts({id})"))),
+            &dee,
+            Some(json!({"telephone1": "1"})),
+        ))
+    };
+    assert_eq!(read(&shared), 403);
+    let grant = |mask: &str| {
+        post(
+            &server,
+            &admin,
+            "GrantAccess",
+            json!({"Target": {"@odata.id": format!("accounts({shared})")}, "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({dee_id})")}, "AccessMask": mask}}),
+        )
+    };
+    assert_eq!(status(grant("ReadAccess")), 204);
+    assert_eq!(read(&shared), 200, "shared for reading");
+    assert_eq!(read(&other), 403, "only that record");
+    assert_eq!(write(&shared), 403, "reading is not writing");
+    assert_eq!(status(grant("ReadAccess, WriteAccess")), 204);
+    assert_eq!(write(&shared), 204);
+    let shares = server.audit(&admin, "operation=Share");
+    assert_eq!(shares.len(), 2);
+    assert_eq!(shares[0]["RecordIds"], json!([shared]));
+    assert_eq!(shares[0]["Details"]["PrincipalUpn"], "dee@contoso.test");
+    let response = post(
+        &server,
+        &admin,
+        "RevokeAccess",
+        json!({"Target": {"@odata.id": format!("accounts({shared})")}, "Revokee": {"@odata.id": format!("systemusers({dee_id})")}}),
+    );
+    assert_eq!(status(response), 204);
+    assert_eq!(read(&shared), 403, "revoked");
+    assert_eq!(server.audit(&admin, "operation=Unshare").len(), 1);
+    assert_eq!(
+        odata_error(grant("DeleteAccess")).0,
+        400,
+        "only read and write are shared"
+    );
+}

@@ -14,8 +14,20 @@ const ENGINEER_PASSWORD: &str = "engineer-password-1";
 
 fn support(server: &Server, password: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(["support", "--url", &server.base, "--user", ENGINEER, "--ticket", "CASE-1042"])
-        .args(["--reason", "customer reports a wrong phone number", "--json"])
+        .args([
+            "support",
+            "--url",
+            &server.base,
+            "--user",
+            ENGINEER,
+            "--ticket",
+            "CASE-1042",
+        ])
+        .args([
+            "--reason",
+            "customer reports a wrong phone number",
+            "--json",
+        ])
         .args(args)
         .env("CUSTOS_SUPPORT_PASSWORD", password)
         .output()
@@ -43,11 +55,18 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
     ));
 
     // Before the tenant lets anyone in, nobody from support gets in.
-    assert_eq!(support(&server, ENGINEER_PASSWORD, &["access"]).status.code(), Some(3));
+    assert_eq!(
+        support(&server, ENGINEER_PASSWORD, &["access"])
+            .status
+            .code(),
+        Some(3)
+    );
     let granted = send(
         client().post(format!("{}/api/admin/support/engineers", server.base)),
         &admin,
-        Some(json!({"upn": ENGINEER, "password": ENGINEER_PASSWORD, "displayName": "Support engineer"})),
+        Some(
+            json!({"upn": ENGINEER, "password": ENGINEER_PASSWORD, "displayName": "Support engineer"}),
+        ),
     );
     assert_eq!(granted.status(), 201);
     let engineer: Value = granted.json().unwrap();
@@ -56,17 +75,36 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
     assert_eq!(grant[0]["Origin"], "AdminCenter");
     assert_eq!(grant[0]["Category"], "accessed-admin-center");
 
-    let listed = json_of(&support(&server, ENGINEER_PASSWORD, &["list", "main", "accounts", "--filter", "name eq 'Contoso'"]));
+    let listed = json_of(&support(
+        &server,
+        ENGINEER_PASSWORD,
+        &["list", "main", "accounts", "--filter", "name eq 'Contoso'"],
+    ));
     assert_eq!(listed["value"][0]["accountid"], account);
     let updated = json_of(&support(
         &server,
         ENGINEER_PASSWORD,
-        &["update", "main", "accounts", &account, "--data", r#"{"telephone1": "555-0100"}"#],
+        &[
+            "update",
+            "main",
+            "accounts",
+            &account,
+            "--data",
+            r#"{"telephone1": "555-0100"}"#,
+        ],
     ));
     assert_eq!(updated["telephone1"], "555-0100");
-    let status = json_of(&support(&server, ENGINEER_PASSWORD, &["backend", "log-status"]));
+    let status = json_of(&support(
+        &server,
+        ENGINEER_PASSWORD,
+        &["backend", "log-status"],
+    ));
     assert!(status["result"]["events"].as_u64().unwrap() > 0);
-    json_of(&support(&server, ENGINEER_PASSWORD, &["backend", "refresh-instance", "--instance", "main"]));
+    json_of(&support(
+        &server,
+        ENGINEER_PASSWORD,
+        &["backend", "refresh-instance", "--instance", "main"],
+    ));
 
     let uses = server.audit(&admin, "operation=AccessInternalTool");
     assert_eq!(uses.len(), 4, "every use of the tool, recorded first");
@@ -76,9 +114,17 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
         assert_eq!(event["UserUpn"], ENGINEER);
         assert_eq!(event["Category"], "accessed-internal-management-tool");
         assert_eq!(event["Details"]["Ticket"], "CASE-1042");
-        assert!(event["UserAgent"].as_str().unwrap().starts_with("custos-support/"));
+        assert!(
+            event["UserAgent"]
+                .as_str()
+                .unwrap()
+                .starts_with("custos-support/")
+        );
     }
-    let read = server.audit(&admin, &format!("operation=RetrieveMultiple&user={ENGINEER}"));
+    let read = server.audit(
+        &admin,
+        &format!("operation=RetrieveMultiple&user={ENGINEER}"),
+    );
     assert_eq!(read.len(), 1);
     assert_eq!(read[0]["Origin"], "SupportTool");
     assert_eq!(read[0]["RecordIds"], json!([account]));
@@ -102,11 +148,29 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
     // password is a refusal (exit 3); a basic user is no engineer.
     let bad = support(&server, ENGINEER_PASSWORD, &["backend", "format-disk"]);
     assert_eq!(bad.status.code(), Some(3));
-    assert_eq!(server.audit(&admin, "operation=BackendCommand&status=Failed").len(), 1);
+    assert_eq!(
+        server
+            .audit(&admin, "operation=BackendCommand&status=Failed")
+            .len(),
+        1
+    );
     let token = server.token(ENGINEER, ENGINEER_PASSWORD);
-    let search = send(client().get(format!("{}/api/audit/records", server.base)), &token, None);
-    assert_eq!(search.status(), 403, "support engineers do not read the audit log");
-    assert_eq!(support(&server, "wrong-password-1", &["access"]).status.code(), Some(3));
+    let search = send(
+        client().get(format!("{}/api/audit/records", server.base)),
+        &token,
+        None,
+    );
+    assert_eq!(
+        search.status(),
+        403,
+        "support engineers do not read the audit log"
+    );
+    assert_eq!(
+        support(&server, "wrong-password-1", &["access"])
+            .status
+            .code(),
+        Some(3)
+    );
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
     let bo = server.token("bo@contoso.test", "bo-password-1");
     let refused = send(
@@ -115,7 +179,12 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
         Some(json!({"ticket": "x"})),
     );
     assert_eq!(refused.status(), 403);
-    assert_eq!(server.audit(&admin, "operation=AccessInternalTool&status=Denied").len(), 1);
+    assert_eq!(
+        server
+            .audit(&admin, "operation=AccessInternalTool&status=Denied")
+            .len(),
+        1
+    );
 
     // Revoked, the engineer is out at once.
     let revoked = send(
@@ -128,8 +197,16 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
         None,
     );
     assert_eq!(revoked.status(), 204);
-    assert_eq!(server.audit(&admin, "operation=RevokeSupportAccess").len(), 1);
+    assert_eq!(
+        server.audit(&admin, "operation=RevokeSupportAccess").len(),
+        1
+    );
     let after = send(client().get(server.api("accounts")), &token, None);
     assert_eq!(after.status(), 401, "the engineer's token is dead");
-    assert_eq!(support(&server, ENGINEER_PASSWORD, &["access"]).status.code(), Some(3));
+    assert_eq!(
+        support(&server, ENGINEER_PASSWORD, &["access"])
+            .status
+            .code(),
+        Some(3)
+    );
 }
