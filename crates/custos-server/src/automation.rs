@@ -165,6 +165,19 @@ pub(crate) fn definition(
     })
 }
 
+/// The name of an active process that sets `attribute` of `entity`, if one does.
+pub(crate) fn setter_of(instance: &Instance, entity: &str, attribute: &str) -> Option<String> {
+    instance
+        .automations
+        .load()
+        .iter()
+        .find(|a| {
+            a.entity == entity
+                && matches!(&a.action, Action::SetField { attribute: set, .. } if set == attribute)
+        })
+        .map(|a| a.name.clone())
+}
+
 /// The active automations of a store, read from its records.
 pub(crate) fn load(store: &dyn RecordStore) -> Result<Vec<Automation>, custos_records::Error> {
     let options = parse_query_options([("$filter", "statecode eq 1")])?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod demo;
 mod support;
 
 /// Custos: an audited business-records platform.
@@ -74,6 +75,19 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         action: support::Action,
+    },
+    /// Drive a realistic day of work against a running server — every audited operation, by
+    /// several users, from several origins — then print what the log holds.
+    Demo {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The global admin's password.
+        #[arg(long, env = "CUSTOS_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the server: Web API, token endpoint, audit API, on embedded storage.
     Serve {
@@ -207,9 +221,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 password: &password,
                 ticket: &ticket,
                 reason: reason.as_deref(),
-                json,
             };
-            support::run(&session, &action)?;
+            support::print(&support::run(&session, &action)?, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            url,
+            password,
+            json,
+        } => {
+            demo::run(&url, &password, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {

@@ -54,7 +54,6 @@ pub(crate) struct Session<'a> {
     pub(crate) password: &'a str,
     pub(crate) ticket: &'a str,
     pub(crate) reason: Option<&'a str>,
-    pub(crate) json: bool,
 }
 
 fn encode(value: &str) -> String {
@@ -69,8 +68,7 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-/// Runs one use of the tool; returns what it printed as JSON (for `custos demo`, which drives
-/// the tool too).
+/// Runs one use of the tool; returns what the server answered.
 pub(crate) fn run(session: &Session<'_>, action: &Action) -> anyhow::Result<Json> {
     let user_agent = concat!("custos-support/", env!("CARGO_PKG_VERSION"));
     let client = Client::sign_in(session.url, session.user, session.password, user_agent)?;
@@ -125,13 +123,17 @@ pub(crate) fn run(session: &Session<'_>, action: &Action) -> anyhow::Result<Json
                 )?
                 .json,
         };
-    if session.json {
+    Ok(output)
+}
+
+/// Prints what a use of the tool answered: JSON, or a table for people.
+pub(crate) fn print(output: &Json, json: bool) {
+    if json {
         println!("{output:#}");
     } else {
         match output["value"].as_array() {
             Some(rows) => print_table(rows, None),
-            None => print_table(std::slice::from_ref(&output), None),
+            None => print_table(std::slice::from_ref(output), None),
         }
     }
-    Ok(output)
 }

@@ -880,6 +880,12 @@ pub(crate) async fn delete_attribute(
 ) -> Result<Response, AppError> {
     draft.operation = Operation::DeleteAttribute;
     customizable(request, draft, entity)?;
+    if let Some(process) = crate::automation::setter_of(&request.instance, entity, attribute) {
+        return Err(crate::error::AppError::new(
+            crate::error::ErrorCode::Conflict,
+            format!("the active process '{process}' sets '{attribute}'; deactivate it first"),
+        ));
+    }
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();

@@ -10,6 +10,7 @@ mod console;
 mod console_pages;
 mod crash;
 mod customization;
+mod demo;
 mod errors;
 mod fail_closed;
 mod ingest;
