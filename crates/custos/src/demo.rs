@@ -419,7 +419,13 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
 
     // What the day left in the log, by operation (read by a fresh admin session).
     let reader = Client::sign_in(url, "admin", admin_password, SDK)?;
-    let summary = summary(&reader)?;
+    let mut summary = summary(&reader)?;
+    summary["users"] = json!({
+        "ann": cast.ann,
+        "ben": cast.ben,
+        "audra": cast.audra,
+        "engineer": cast.engineer,
+    });
     if json_out {
         println!("{summary:#}");
     } else {

@@ -389,6 +389,8 @@ pub(crate) async fn publish_all(
         .entity(custos_records::ORGANIZATION_ENTITY)
         .cloned();
     if let Some(organization) = &organization {
+        // Publishing configures the instance: an event about its organization.
+        draft.set_entity(organization);
         require_customizer(request, organization)?;
     }
     let store = request.instance.store.clone();

@@ -124,3 +124,262 @@ fn the_demo_day_leaves_every_operation_searchable() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// SPEC §5's operations, each with who does it in the demo and the `Category`, `UserType` and
+/// `Origin` its events must carry: (operation, extra filter, category, user type, origin).
+fn spec_5(users: &Value) -> Vec<(&'static str, String, &'static str, u64, &'static str)> {
+    let ann = format!("user={}", users["ann"].as_str().unwrap());
+    let ben = format!("user={}", users["ben"].as_str().unwrap());
+    let engineer = format!("user={}", users["engineer"].as_str().unwrap());
+    let admin = "user=admin".to_string();
+    let ok = "status=Succeeded";
+    vec![
+        (
+            "Create",
+            format!("{ann}&entity=account"),
+            "accessed-out-of-box-entity",
+            0,
+            "Api",
+        ),
+        (
+            "Retrieve",
+            ann.clone(),
+            "accessed-out-of-box-entity",
+            0,
+            "Api",
+        ),
+        (
+            "RetrieveMultiple",
+            format!("{ben}&origin=WebUI"),
+            "accessed-out-of-box-entity",
+            0,
+            "WebUI",
+        ),
+        (
+            "RetrieveMultiple",
+            engineer.clone(),
+            "accessed-out-of-box-entity",
+            3,
+            "SupportTool",
+        ),
+        (
+            "Update",
+            format!("{ann}&entity=contact"),
+            "accessed-out-of-box-entity",
+            0,
+            "Api",
+        ),
+        (
+            "Update",
+            format!("{engineer}&entity=account"),
+            "accessed-out-of-box-entity",
+            3,
+            "SupportTool",
+        ),
+        (
+            "Delete",
+            format!("{ann}&entity=account"),
+            "accessed-out-of-box-entity",
+            0,
+            "Api",
+        ),
+        (
+            "Upsert",
+            ann.clone(),
+            "accessed-out-of-box-entity",
+            0,
+            "Api",
+        ),
+        (
+            "ExportToExcel",
+            ann.clone(),
+            "accessed-out-of-box-entity",
+            0,
+            "Export",
+        ),
+        (
+            "BulkDelete",
+            format!("{admin}&{ok}"),
+            "performed-bulk-actions",
+            2,
+            "Api",
+        ),
+        (
+            "ImportRecords",
+            ann.clone(),
+            "performed-bulk-actions",
+            0,
+            "Api",
+        ),
+        (
+            "PublishAllCustomizations",
+            admin.clone(),
+            "accessed-admin-entity",
+            2,
+            "Api",
+        ),
+        (
+            "DeleteAttribute",
+            format!("{admin}&{ok}"),
+            "accessed-out-of-box-entity",
+            2,
+            "Api",
+        ),
+        (
+            "CreateUser",
+            admin.clone(),
+            "accessed-admin-entity",
+            2,
+            "Api",
+        ),
+        (
+            "AddTeamMember",
+            admin.clone(),
+            "accessed-admin-entity",
+            2,
+            "Api",
+        ),
+        (
+            "AssignRole",
+            admin.clone(),
+            "accessed-admin-entity",
+            2,
+            "Api",
+        ),
+        (
+            "ImportSolution",
+            admin.clone(),
+            "accessed-admin-entity",
+            2,
+            "Api",
+        ),
+        (
+            "BackupInstance",
+            admin.clone(),
+            "accessed-admin-center",
+            2,
+            "AdminCenter",
+        ),
+        (
+            "RestoreInstance",
+            admin.clone(),
+            "accessed-admin-center",
+            2,
+            "AdminCenter",
+        ),
+        (
+            "CreateInstance",
+            admin.clone(),
+            "accessed-admin-center",
+            2,
+            "AdminCenter",
+        ),
+        (
+            "DeleteInstance",
+            admin.clone(),
+            "accessed-admin-center",
+            2,
+            "AdminCenter",
+        ),
+        (
+            "ConvertTrialToPaid",
+            admin.clone(),
+            "accessed-admin-center",
+            2,
+            "AdminCenter",
+        ),
+        (
+            "ActivateProcess",
+            admin.clone(),
+            "activated-process-or-plugin",
+            2,
+            "Api",
+        ),
+        (
+            "ActivatePlugin",
+            admin.clone(),
+            "activated-process-or-plugin",
+            2,
+            "Api",
+        ),
+        (
+            "SignIn",
+            format!("{ann}&{ok}"),
+            "signed-in-or-out",
+            0,
+            "Api",
+        ),
+        (
+            "SignIn",
+            format!("{ben}&origin=WebUI"),
+            "signed-in-or-out",
+            0,
+            "WebUI",
+        ),
+        ("SignOut", ann.clone(), "signed-in-or-out", 0, "Api"),
+        (
+            "UpdateAuditSettings",
+            format!("{admin}&entity=organization"),
+            "accessed-admin-entity",
+            2,
+            "Api",
+        ),
+        ("SetRetention", admin.clone(), "", 2, "Api"),
+        (
+            "AccessAdminCenter",
+            admin,
+            "accessed-admin-center",
+            2,
+            "AdminCenter",
+        ),
+        (
+            "AccessInternalTool",
+            engineer.clone(),
+            "accessed-internal-management-tool",
+            3,
+            "SupportTool",
+        ),
+        (
+            "BackendCommand",
+            engineer,
+            "accessed-internal-management-tool",
+            3,
+            "Backend",
+        ),
+        (
+            "RunProcess",
+            "user=system".into(),
+            "accessed-out-of-box-entity",
+            4,
+            "Backend",
+        ),
+    ]
+}
+
+#[test]
+fn every_spec_5_operation_carries_its_category_user_type_and_origin() {
+    let server = Server::start(&[]);
+    let output = demo(&server);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let admin = server.admin();
+    for (operation, filter, category, user_type, origin) in spec_5(&summary["users"]) {
+        let events = server.audit(&admin, &format!("operation={operation}&{filter}"));
+        assert!(!events.is_empty(), "no {operation} event for {filter}");
+        for event in &events {
+            assert_eq!(
+                event["Category"], category,
+                "{operation} ({filter}): {event}"
+            );
+            assert_eq!(
+                event["UserType"], user_type,
+                "{operation} ({filter}): {event}"
+            );
+            assert_eq!(event["Origin"], origin, "{operation} ({filter}): {event}");
+        }
+    }
+}
