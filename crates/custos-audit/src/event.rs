@@ -343,6 +343,12 @@ string_enum! {
         Share = (59, "Share"),
         /// A record's share was taken back.
         Unshare = (60, "Unshare"),
+        /// A subscription to the activity feed was started (or its webhook changed).
+        StartFeedSubscription = (61, "StartFeedSubscription"),
+        /// The activity feed's subscription was stopped.
+        StopFeedSubscription = (62, "StopFeedSubscription"),
+        /// The activity feed was read: subscriptions, a content listing or a content blob.
+        ReadActivityFeed = (63, "ReadActivityFeed"),
     }
 }
 
@@ -395,6 +401,9 @@ impl Operation {
             | ReplacePrivilegesRole
             | RemovePrivilegeRole
             | IngestAuditEvents
+            | StartFeedSubscription
+            | StopFeedSubscription
+            | ReadActivityFeed
             | PurgeAuditLog => RecordType::Admin,
         }
     }

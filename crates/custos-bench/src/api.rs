@@ -31,6 +31,7 @@ fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr)> {
         listen: address,
         admin_password: Some(PASSWORD.into()),
         token_lifetime_secs: 3600,
+        feed_interval: std::time::Duration::from_secs(10),
     };
     let state = AppState::open(config, Arc::new(SystemClock))?;
     runtime.spawn(custos_server::serve_on(listener, state));

@@ -14,7 +14,9 @@ mod console;
 mod context;
 mod error;
 mod export;
+mod feed;
 mod ingest;
+mod m365;
 mod maintenance;
 mod metrics;
 mod queries;
@@ -94,6 +96,30 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route("/api/support/access", post(support::access))
         .route("/api/support/backend", post(support::backend))
         .route("/api/audit/ingest", post(ingest::ingest))
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/subscriptions/start",
+            post(feed::start),
+        )
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/subscriptions/stop",
+            post(feed::stop),
+        )
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/subscriptions/list",
+            get(feed::list),
+        )
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/subscriptions/content",
+            get(feed::content),
+        )
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/subscriptions/notifications",
+            get(feed::notifications),
+        )
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/audit/{id}",
+            get(feed::blob),
+        )
         .route("/api/audit/records", get(audit_api::search))
         .route("/api/audit/records/{id}", get(audit_api::get))
         .route("/api/audit/exports", post(export::start_job))
@@ -210,6 +236,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
     } else {
         tokio::spawn(webhook::follow(state.clone(), automation::OUTBOX));
     }
+    tokio::spawn(feed::publish_periodically(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How long a bearer token is valid, seconds.
     pub token_lifetime_secs: u64,
+    /// How often the activity feed cuts new content blobs.
+    pub feed_interval: std::time::Duration,
 }
 
 /// Why the server could not start.
@@ -232,6 +234,8 @@ pub struct Inner {
     search_enabled: std::sync::atomic::AtomicBool,
     /// Export jobs by id: their status while they run (then also in their folder).
     pub(crate) export_jobs: std::sync::Mutex<HashMap<Uuid, serde_json::Value>>,
+    /// The activity feed's content blobs.
+    pub(crate) feed: crate::feed::Feed,
 }
 
 /// The directory setting that keeps the revoked sessions.
@@ -318,6 +322,9 @@ impl AppState {
             .setting(REVOKED_SETTING)?
             .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
             .unwrap_or_default();
+        let feed_dir = data_dir.join("feed");
+        let feed = crate::feed::Feed::open(&feed_dir, config.feed_interval, clock.now_us())
+            .map_err(io_error(&feed_dir))?;
         let state = AppState(Arc::new(Inner {
             config,
             directory,
@@ -329,6 +336,7 @@ impl AppState {
             revoked: RwLock::new(revoked),
             search_enabled: std::sync::atomic::AtomicBool::new(search_enabled),
             export_jobs: std::sync::Mutex::new(HashMap::new()),
+            feed,
         }));
         state.first_run()?;
         for info in state.directory.instances()? {

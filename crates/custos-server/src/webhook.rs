@@ -87,13 +87,18 @@ fn events_from(
     Ok(out)
 }
 
+/// The HTTP client of webhook calls.
+pub(crate) fn client(user_agent: &'static str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .user_agent(user_agent)
+        .build()
+        .expect("an HTTP client with default TLS roots")
+}
+
 /// Delivers the outbox's events for as long as the server runs.
 pub(crate) async fn follow(state: AppState, outbox: Outbox) {
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .user_agent(outbox.user_agent)
-        .build()
-        .expect("an HTTP client with default TLS roots");
+    let client = client(outbox.user_agent);
     loop {
         match follow_once(&state, &outbox, &client).await {
             Ok(0) => tokio::time::sleep(POLL).await,
@@ -121,7 +126,7 @@ async fn follow_once(
     .await?;
     for (seq, event) in &pending {
         if let Some((url, body)) = (outbox.call)(event) {
-            deliver(client, &url, &body).await;
+            deliver(client, &url, &body, &[]).await;
         }
         let worker = state.clone();
         let mark = (seq + 1).to_string();
@@ -136,13 +141,23 @@ async fn follow_once(
     Ok(pending.len())
 }
 
-/// Posts `body` to `url`, retrying with back-off; a receiver that stays down after every
-/// attempt is logged (the call itself is in the audit log either way).
-async fn deliver(client: &reqwest::Client, url: &str, body: &Json) {
+/// Posts `body` (with `headers`) to `url`, retrying with back-off; a receiver that stays down
+/// after every attempt is logged (the call itself is in the audit log either way). Returns
+/// whether the receiver took it.
+pub(crate) async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Json,
+    headers: &[(&str, &str)],
+) -> bool {
     let mut wait = FIRST_RETRY;
     for attempt in 1..=ATTEMPTS {
-        match client.post(url).json(body).send().await {
-            Ok(response) if response.status().is_success() => return,
+        let mut request = client.post(url).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => return true,
             Ok(response) => {
                 tracing::warn!(webhook = %url, status = %response.status(), attempt, "webhook refused");
             }
@@ -154,4 +169,5 @@ async fn deliver(client: &reqwest::Client, url: &str, body: &Json) {
         }
     }
     tracing::error!(webhook = %url, "webhook gave up after {ATTEMPTS} attempts");
+    false
 }

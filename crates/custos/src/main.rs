@@ -100,6 +100,10 @@ enum Command {
         /// Lifetime of issued bearer tokens, in seconds.
         #[arg(long, default_value_t = 3600)]
         token_lifetime_secs: u64,
+        /// How often the activity feed (SPEC §9) cuts the new events into a content blob, in
+        /// milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        feed_interval_ms: u64,
     },
 }
 
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             listen,
             token_lifetime_secs,
+            feed_interval_ms,
         } => {
             let config = custos_server::Config {
                 data_dir,
@@ -245,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .ok()
                     .filter(|p| !p.is_empty()),
                 token_lifetime_secs,
+                feed_interval: std::time::Duration::from_millis(feed_interval_ms.max(1)),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

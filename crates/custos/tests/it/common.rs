@@ -260,43 +260,84 @@ print(json.dumps(rows, default=str))
 /// A webhook receiver on loopback: answers 500 to the first post, 200 to the others, and
 /// keeps the bodies of the accepted ones.
 pub fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let kept = bodies.clone();
+    let url = serve_posts(
+        |n| if n == 0 { 500 } else { 200 },
+        move |post| {
+            if post.status == 200 {
+                kept.lock().unwrap().push(post.body);
+            }
+        },
+    );
+    (url, bodies)
+}
+
+/// A post a webhook receiver got, and the status it answered.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Post {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A webhook receiver on loopback that answers the n-th post (from 0) with `answer(n)` and
+/// hands every post to `keep`; returns its URL.
+pub fn serve_posts(
+    answer: impl Fn(usize) -> u16 + Send + 'static,
+    mut keep: impl FnMut(Post) + Send + 'static,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
             let Ok(mut stream) = stream else { return };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
+            let mut headers = Vec::new();
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                continue;
+            }
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
+                if let Some((name, value)) = line.split_once(':') {
+                    headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
                 }
             }
+            let length = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
-            let status = if n == 0 {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            if n > 0 {
-                kept.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-            }
+            let status = answer(n);
+            keep(Post {
+                status,
+                headers,
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            });
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
             );
         }
     });
-    (url, bodies)
+    url
 }
 
 pub fn count(server: &Server, token: &str, set: &str) -> u64 {

@@ -13,6 +13,7 @@ mod customization;
 mod demo;
 mod errors;
 mod fail_closed;
+mod feed;
 mod ingest;
 mod integrity;
 mod publish;
