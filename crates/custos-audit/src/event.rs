@@ -349,6 +349,10 @@ string_enum! {
         StopFeedSubscription = (62, "StopFeedSubscription"),
         /// The activity feed was read: subscriptions, a content listing or a content blob.
         ReadActivityFeed = (63, "ReadActivityFeed"),
+        /// A stream of the log to a SIEM was set.
+        SaveAuditStream = (64, "SaveAuditStream"),
+        /// A stream of the log to a SIEM was deleted.
+        DeleteAuditStream = (65, "DeleteAuditStream"),
     }
 }
 
@@ -404,6 +408,8 @@ impl Operation {
             | StartFeedSubscription
             | StopFeedSubscription
             | ReadActivityFeed
+            | SaveAuditStream
+            | DeleteAuditStream
             | PurgeAuditLog => RecordType::Admin,
         }
     }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::audit::EventDraft;
 use crate::audit_settings::audit_manager;
-use crate::auth::authenticate;
+use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
@@ -166,14 +166,8 @@ fn parse_rule(body: &Json) -> Result<Map<String, Json>, AppError> {
 
 /// `GET /api/audit/alerts`: the rules.
 pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = (|| {
-        let caller = authenticate(&state, &headers)?;
-        if !caller.can_read_audit(&state) {
-            return Err(AppError::forbidden(format!(
-                "user '{}' needs the Audit Reader role",
-                caller.principal.upn
-            )));
-        }
+    let result = (|| -> Result<Response, AppError> {
+        audit_reader_caller(&state, &headers)?;
         Ok(axum::Json(json!({"value": rules(&state)?})).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)
@@ -205,15 +199,9 @@ pub(crate) async fn create(
         all.push(rule.clone());
         draft.details = rule.to_string();
         state.record(draft.clone()).await?;
-        let worker = state.clone();
-        let text = Json::Array(all).to_string();
-        blocking(move || {
-            worker
-                .directory
-                .set_setting(RULES_SETTING, &text)
-                .map_err(AppError::from)
-        })
-        .await?;
+        state
+            .save_setting(RULES_SETTING.into(), Json::Array(all).to_string())
+            .await?;
         Ok::<_, AppError>((StatusCode::CREATED, axum::Json(rule)).into_response())
     }
     .await;
@@ -240,15 +228,9 @@ pub(crate) async fn delete(
             .ok_or_else(|| AppError::not_found(format!("no alert rule '{id}'")))?;
         draft.details = all.remove(index).to_string();
         state.record(draft.clone()).await?;
-        let worker = state.clone();
-        let text = Json::Array(all).to_string();
-        blocking(move || {
-            worker
-                .directory
-                .set_setting(RULES_SETTING, &text)
-                .map_err(AppError::from)
-        })
-        .await?;
+        state
+            .save_setting(RULES_SETTING.into(), Json::Array(all).to_string())
+            .await?;
         Ok::<_, AppError>(StatusCode::NO_CONTENT.into_response())
     }
     .await;

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::audit::EventDraft;
-use crate::auth::{authenticate, authorize};
+use crate::auth::{audit_reader_caller, authorize};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::AppState;
@@ -218,17 +218,6 @@ pub(crate) async fn get(
     }
 }
 
-fn integrity_reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let caller = authenticate(state, headers)?;
-    if !caller.can_read_audit(state) {
-        return Err(AppError::forbidden(format!(
-            "user '{}' needs the Audit Reader role",
-            caller.principal.upn
-        )));
-    }
-    Ok(())
-}
-
 fn note_response(note: String) -> Response {
     (
         [(
@@ -270,7 +259,7 @@ pub(crate) async fn checkpoint(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
-        integrity_reader(&state, &headers)?;
+        audit_reader_caller(&state, &headers)?;
         let pairs = query_pairs(raw);
         if let Some(size) = number(&pairs, "treeSize")? {
             let log = state.log.clone();
@@ -292,7 +281,7 @@ pub(crate) async fn checkpoint(
 
 /// `GET /api/audit/key`: the checkpoints' verifier key.
 pub(crate) async fn key(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match integrity_reader(&state, &headers) {
+    match audit_reader_caller(&state, &headers).map(drop) {
         Ok(()) => note_response(format!("{}\n", state.log.verifier_key())),
         Err(error) => error.into_response(),
     }
@@ -306,7 +295,7 @@ pub(crate) async fn inclusion(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
-        integrity_reader(&state, &headers)?;
+        audit_reader_caller(&state, &headers)?;
         let pairs = query_pairs(raw);
         let id = pairs
             .iter()
@@ -342,7 +331,7 @@ pub(crate) async fn consistency(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let result = async {
-        integrity_reader(&state, &headers)?;
+        audit_reader_caller(&state, &headers)?;
         let pairs = query_pairs(raw);
         let from =
             number(&pairs, "from")?.ok_or_else(|| AppError::bad_request("'from' is required"))?;

@@ -11,7 +11,7 @@ use custos_audit::Operation;
 use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
-use crate::auth::{authenticate, authorize};
+use crate::auth::{audit_reader_caller, authorize};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
@@ -42,14 +42,8 @@ fn settings_json(state: &AppState) -> Json {
 
 /// `GET /api/audit/settings` (Audit Reader and up).
 pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = (|| {
-        let caller = authenticate(&state, &headers)?;
-        if !caller.can_read_audit(&state) {
-            return Err(AppError::forbidden(format!(
-                "user '{}' needs the Audit Reader role",
-                caller.principal.upn
-            )));
-        }
+    let result = (|| -> Result<Response, AppError> {
+        audit_reader_caller(&state, &headers)?;
         Ok(axum::Json(settings_json(&state)).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)

@@ -216,6 +216,22 @@ pub(crate) fn authorize(
     Ok(caller)
 }
 
+/// The caller, if they may read the audit log and its configuration (Audit Reader, Audit
+/// Manager or global admin); for calls that are not themselves recorded.
+pub(crate) fn audit_reader_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Caller, AppError> {
+    let caller = authenticate(state, headers)?;
+    if !caller.can_read_audit(state) {
+        return Err(AppError::forbidden(format!(
+            "user '{}' needs the Audit Reader role",
+            caller.principal.upn
+        )));
+    }
+    Ok(caller)
+}
+
 /// The caller named by the request's token (bearer header or session cookie).
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
     let token = presented_token(headers)?;

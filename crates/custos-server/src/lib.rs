@@ -22,7 +22,9 @@ mod metrics;
 mod queries;
 mod reports;
 mod retention;
+mod siem;
 mod state;
+mod streams;
 mod support;
 mod verification;
 mod webapi;
@@ -96,6 +98,14 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route("/api/support/access", post(support::access))
         .route("/api/support/backend", post(support::backend))
         .route("/api/audit/ingest", post(ingest::ingest))
+        .route(
+            "/api/audit/streams",
+            get(streams::list).post(streams::create),
+        )
+        .route(
+            "/api/audit/streams/{id}",
+            get(streams::get).delete(streams::delete),
+        )
         .route(
             "/api/v1.0/{tenant}/activity/feed/subscriptions/start",
             post(feed::start),
@@ -237,6 +247,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
         tokio::spawn(webhook::follow(state.clone(), automation::OUTBOX));
     }
     tokio::spawn(feed::publish_periodically(state.clone()));
+    streams::resume(&state);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
 }

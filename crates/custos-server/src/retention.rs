@@ -19,7 +19,7 @@ use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
 use crate::audit_settings::audit_manager;
-use crate::auth::authenticate;
+use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
@@ -207,14 +207,8 @@ fn partitions_json(purged: &[PurgedPartition]) -> Json {
 
 /// `GET /api/audit/retention`.
 pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = (|| {
-        let caller = authenticate(&state, &headers)?;
-        if !caller.can_read_audit(&state) {
-            return Err(AppError::forbidden(format!(
-                "user '{}' needs the Audit Reader role",
-                caller.principal.upn
-            )));
-        }
+    let result = (|| -> Result<Response, AppError> {
+        audit_reader_caller(&state, &headers)?;
         let (default_days, rules) = stored(&state)?;
         Ok(axum::Json(to_json(default_days, &rules)).into_response())
     })();

@@ -236,6 +236,8 @@ pub struct Inner {
     pub(crate) export_jobs: std::sync::Mutex<HashMap<Uuid, serde_json::Value>>,
     /// The activity feed's content blobs.
     pub(crate) feed: crate::feed::Feed,
+    /// The streams of the log to SIEMs that run.
+    pub(crate) streams: crate::streams::Streams,
 }
 
 /// The directory setting that keeps the revoked sessions.
@@ -337,6 +339,7 @@ impl AppState {
             search_enabled: std::sync::atomic::AtomicBool::new(search_enabled),
             export_jobs: std::sync::Mutex::new(HashMap::new()),
             feed,
+            streams: crate::streams::Streams::default(),
         }));
         state.first_run()?;
         for info in state.directory.instances()? {
@@ -614,6 +617,18 @@ impl AppState {
             .append_all(events)
             .map(|_| ())
             .map_err(AppError::from)
+    }
+
+    /// Saves a directory setting from async code (on a blocking thread).
+    pub(crate) async fn save_setting(&self, key: String, value: String) -> Result<(), AppError> {
+        let worker = self.clone();
+        blocking(move || {
+            worker
+                .directory
+                .set_setting(&key, &value)
+                .map_err(AppError::from)
+        })
+        .await
     }
 
     /// Appends an event from async code and waits until it is durable, without holding a

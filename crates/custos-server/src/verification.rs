@@ -13,7 +13,7 @@ use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
 use crate::audit_settings::audit_manager;
-use crate::auth::authenticate;
+use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
@@ -34,14 +34,8 @@ fn last(state: &AppState) -> Result<Json, AppError> {
 
 /// `GET /api/audit/verify`.
 pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let result = (|| {
-        let caller = authenticate(&state, &headers)?;
-        if !caller.can_read_audit(&state) {
-            return Err(AppError::forbidden(format!(
-                "user '{}' needs the Audit Reader role",
-                caller.principal.upn
-            )));
-        }
+    let result = (|| -> Result<Response, AppError> {
+        audit_reader_caller(&state, &headers)?;
         Ok(axum::Json(last(&state)?).into_response())
     })();
     result.unwrap_or_else(IntoResponse::into_response)

@@ -128,15 +128,9 @@ async fn follow_once(
         if let Some((url, body)) = (outbox.call)(event) {
             deliver(client, &url, &body, &[]).await;
         }
-        let worker = state.clone();
-        let mark = (seq + 1).to_string();
-        blocking(move || {
-            worker
-                .directory
-                .set_setting(key, &mark)
-                .map_err(AppError::from)
-        })
-        .await?;
+        state
+            .save_setting(key.into(), (seq + 1).to_string())
+            .await?;
     }
     Ok(pending.len())
 }

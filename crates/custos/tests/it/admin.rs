@@ -32,7 +32,7 @@ fn names(server: &Server, token: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn create_account(server: &Server, token: &str, name: &str) -> String {
+fn create_sales_account(server: &Server, token: &str, name: &str) -> String {
     let response = send(
         client().post(instance_api(server, "sales", "accounts")),
         token,
@@ -70,8 +70,8 @@ fn a_global_admin_runs_instances_and_restores_never_roll_back_the_log() {
     assert_eq!(create[0]["RecordType"], "CustosAdmin");
 
     // The new instance is a whole instance: its own Web API, records and settings.
-    create_account(&server, &admin, "Before 1");
-    let doomed = create_account(&server, &admin, "Before 2");
+    create_sales_account(&server, &admin, "Before 1");
+    let doomed = create_sales_account(&server, &admin, "Before 2");
     assert!(count(&server, &admin, "accounts") == 0, "main is untouched");
 
     assert_eq!(
@@ -118,7 +118,7 @@ fn a_global_admin_runs_instances_and_restores_never_roll_back_the_log() {
     assert_eq!(backup.status(), 201);
     let backup: Value = backup.json().unwrap();
     assert!(backup["bytes"].as_u64().unwrap() > 0);
-    let after = create_account(&server, &admin, "After");
+    let after = create_sales_account(&server, &admin, "After");
     let response = send(
         client().delete(instance_api(
             &server,
@@ -209,7 +209,7 @@ fn a_global_admin_runs_instances_and_restores_never_roll_back_the_log() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&file, bytes).unwrap();
-    create_account(&server, &admin, "Kept");
+    create_sales_account(&server, &admin, "Kept");
     let refused = post(
         &server,
         &admin,

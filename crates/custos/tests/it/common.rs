@@ -340,6 +340,17 @@ pub fn serve_posts(
     url
 }
 
+/// Creates an account named `name`; returns its id.
+pub fn create_account(server: &Server, token: &str, name: &str) -> String {
+    let response = send(
+        client().post(server.api("accounts")),
+        token,
+        Some(json!({"name": name})),
+    );
+    assert_eq!(response.status(), 204);
+    entity_id(&response)
+}
+
 pub fn count(server: &Server, token: &str, set: &str) -> u64 {
     get_json(&server.api(&format!("{set}?$count=true&$top=1")), token)["@odata.count"]
         .as_u64()

@@ -103,16 +103,6 @@ fn notifications(server: &Server, token: &str) -> Value {
     )
 }
 
-fn create_account(server: &Server, token: &str, name: &str) -> String {
-    let response = send(
-        client().post(server.api("accounts")),
-        token,
-        Some(json!({"name": name})),
-    );
-    assert_eq!(response.status(), 204);
-    entity_id(&response)
-}
-
 /// The audit event of the create of `record`.
 fn create_event(server: &Server, token: &str, record: &str) -> Value {
     let found = server.audit(token, &format!("operation=Create&recordId={record}"));

@@ -27,6 +27,7 @@ mod search_switch;
 mod security;
 mod settings_matrix;
 mod solutions;
+mod streams;
 mod support;
 mod tamper;
 mod views;

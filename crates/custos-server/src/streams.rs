@@ -1,0 +1,676 @@
+//! Streaming outputs to SIEMs (SPEC §9): an Audit Manager sets a stream — a format (`syslog`:
+//! RFC 5424, `cef`: ArcSight CEF carried in RFC 5424, `ocsf`, `json`: our canonical record) and
+//! a target (`tcp://host:port`, `tls://host:port`, `file:///path`) — and a follower task sends
+//! every event of the log to it, oldest first, from a cursor kept in the directory's settings.
+//!
+//! Delivery is at least once: a batch is written (and, for a file, fsynced) before the cursor
+//! moves past it; a receiver that is down or refuses is retried with back-off from the cursor,
+//! so an outage of any length loses nothing and a restart of Custos resumes where it stopped.
+//! The follower never touches the request path: a stuck receiver delays only its own stream.
+//!
+//! Over TCP and TLS, syslog and CEF messages are framed by octet counting (RFC 6587 §3.4.1,
+//! as RFC 5425 requires for TLS), OCSF and JSON records are newline-delimited; in a file every
+//! format is one record per line.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custos_audit::{AuditEvent, Operation};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{Map, Value as Json, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::audit::EventDraft;
+use crate::audit_settings::audit_manager;
+use crate::auth::audit_reader_caller;
+use crate::context::RequestContext;
+use crate::error::{AppError, ErrorCode};
+use crate::state::{AppState, blocking};
+use crate::webapi::refuse;
+use crate::webhook::{cursor, init_cursor};
+
+const STREAMS_SETTING: &str = "audit.streams";
+/// Most streams a tenant keeps.
+const STREAMS_MAX: usize = 16;
+/// Events sent in one write.
+const BATCH: usize = 500;
+/// How often an idle stream looks for new events.
+const IDLE: Duration = Duration::from_millis(200);
+/// The first wait after a failure, doubled up to the last.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait to connect or to write one batch.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn cursor_key(id: Uuid) -> String {
+    format!("audit.stream.{id}.cursor")
+}
+
+/// What a stream sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Syslog,
+    Cef,
+    Ocsf,
+    Json,
+}
+
+impl Format {
+    fn parse(text: &str) -> Option<Format> {
+        Some(match text {
+            "syslog" => Format::Syslog,
+            "cef" => Format::Cef,
+            "ocsf" => Format::Ocsf,
+            "json" => Format::Json,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a stream sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Tcp { host: String, port: u16 },
+    Tls { host: String, port: u16 },
+    File(PathBuf),
+}
+
+impl Target {
+    fn parse(text: &str) -> Result<Target, AppError> {
+        let bad = |why: &str| {
+            AppError::bad_request(format!(
+                "target '{text}' {why}: give tcp://host:port, tls://host:port or file:///absolute/path"
+            ))
+        };
+        let url = reqwest::Url::parse(text).map_err(|_| bad("is not a URL"))?;
+        let endpoint = || -> Result<(String, u16), AppError> {
+            let host = url
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| bad("has no host"))?;
+            let port = url.port().ok_or_else(|| bad("has no port"))?;
+            if url.path() != "" && url.path() != "/" {
+                return Err(bad("has a path"));
+            }
+            Ok((host.trim_matches(['[', ']']).to_string(), port))
+        };
+        match url.scheme() {
+            "tcp" => endpoint().map(|(host, port)| Target::Tcp { host, port }),
+            "tls" => endpoint().map(|(host, port)| Target::Tls { host, port }),
+            "file" => {
+                let path = url.to_file_path().map_err(|()| bad("is not a file path"))?;
+                if path.file_name().is_none() {
+                    return Err(bad("names a folder"));
+                }
+                Ok(Target::File(path))
+            }
+            _ => Err(bad("has an unknown scheme")),
+        }
+    }
+
+    fn is_socket(&self) -> bool {
+        !matches!(self, Target::File(_))
+    }
+}
+
+/// One stream as set, and how it is doing.
+struct Running {
+    definition: Json,
+    format: Format,
+    target: Target,
+    /// Certificates a TLS receiver's chain must end in; none: the web's public roots.
+    roots: Vec<CertificateDer<'static>>,
+    stop: AtomicBool,
+    status: Mutex<Status>,
+}
+
+#[derive(Default)]
+struct Status {
+    delivered: u64,
+    last_delivered_us: Option<i64>,
+    last_error: Option<String>,
+    connected: bool,
+}
+
+/// The streams that run, by id.
+#[derive(Default)]
+pub(crate) struct Streams {
+    running: Mutex<HashMap<Uuid, Arc<Running>>>,
+}
+
+fn definitions(state: &AppState) -> Result<Vec<Json>, AppError> {
+    Ok(state
+        .directory
+        .setting(STREAMS_SETTING)?
+        .and_then(|t| serde_json::from_str::<Vec<Json>>(&t).ok())
+        .unwrap_or_default())
+}
+
+/// The certificates of a PEM text (the `caCertificate` of a TLS stream).
+fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, AppError> {
+    let bad = || AppError::bad_request("'caCertificate' must hold PEM certificates");
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad())?;
+    if certificates.is_empty() {
+        return Err(bad());
+    }
+    Ok(certificates)
+}
+
+/// A stream of a saved definition (checked when it was saved).
+fn running(definition: Json) -> Result<Running, AppError> {
+    let format = definition["format"]
+        .as_str()
+        .and_then(Format::parse)
+        .ok_or_else(|| AppError::bad_request("unknown format"))?;
+    let target = Target::parse(definition["target"].as_str().unwrap_or(""))?;
+    let roots = match definition["caCertificate"].as_str() {
+        Some(pem) => certificates(pem)?,
+        None => Vec::new(),
+    };
+    Ok(Running {
+        definition,
+        format,
+        target,
+        roots,
+        stop: AtomicBool::new(false),
+        status: Mutex::new(Status::default()),
+    })
+}
+
+/// Starts a follower for every saved stream; called once when the server starts.
+pub(crate) fn resume(state: &AppState) {
+    let saved = match definitions(state) {
+        Ok(saved) => saved,
+        Err(error) => {
+            tracing::error!(error = %error.message, "audit streams could not be read");
+            return;
+        }
+    };
+    for definition in saved {
+        match running(definition) {
+            Ok(stream) => spawn(state, stream),
+            Err(error) => tracing::error!(error = %error.message, "an audit stream is invalid"),
+        }
+    }
+}
+
+fn spawn(state: &AppState, stream: Running) {
+    let id = stream.definition["id"]
+        .as_str()
+        .and_then(|t| Uuid::parse_str(t).ok())
+        .expect("a saved stream has an id");
+    let stream = Arc::new(stream);
+    state
+        .streams
+        .running
+        .lock()
+        .expect("streams lock")
+        .insert(id, stream.clone());
+    tokio::spawn(follow(state.clone(), id, stream));
+}
+
+/// A connection to the receiver (or the file).
+enum Sink {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    File(Arc<std::fs::File>),
+}
+
+async fn connect(stream: &Running) -> std::io::Result<Sink> {
+    let timed =
+        |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
+    match &stream.target {
+        Target::Tcp { host, port } => {
+            let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((host.as_str(), *port)))
+                .await
+                .map_err(timed)??;
+            Ok(Sink::Tcp(tcp))
+        }
+        Target::Tls { host, port } => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            if stream.roots.is_empty() {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            } else {
+                for certificate in &stream.roots {
+                    roots
+                        .add(certificate.clone())
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                }
+            }
+            let config = tokio_rustls::rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tls = tokio::time::timeout(IO_TIMEOUT, async {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                connector.connect(name, tcp).await
+            })
+            .await
+            .map_err(timed)??;
+            Ok(Sink::Tls(Box::new(tls)))
+        }
+        Target::File(path) => {
+            let path = path.clone();
+            let file = tokio::task::spawn_blocking(move || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Sink::File(Arc::new(file)))
+        }
+    }
+}
+
+impl Sink {
+    /// Whether the receiver has closed its side, without waiting: an end of stream or an error
+    /// (a syslog receiver never sends data; TLS session tickets are taken in by rustls).
+    fn closed(&mut self) -> bool {
+        use futures_util::FutureExt;
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0; 512];
+        let read = match self {
+            Sink::Tcp(tcp) => tcp.read(&mut buffer).now_or_never(),
+            Sink::Tls(tls) => tls.read(&mut buffer).now_or_never(),
+            Sink::File(_) => return false,
+        };
+        matches!(read, Some(Ok(0) | Err(_)))
+    }
+
+    /// Writes `bytes` whole; a file is fsynced.
+    async fn write(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let timed =
+            |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
+        match self {
+            Sink::Tcp(tcp) => tokio::time::timeout(IO_TIMEOUT, async {
+                tcp.write_all(&bytes).await?;
+                tcp.flush().await
+            })
+            .await
+            .map_err(timed)?,
+            Sink::Tls(tls) => tokio::time::timeout(IO_TIMEOUT, async {
+                tls.write_all(&bytes).await?;
+                tls.flush().await
+            })
+            .await
+            .map_err(timed)?,
+            Sink::File(file) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    (&*file).write_all(&bytes)?;
+                    file.sync_data()
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            }
+        }
+    }
+}
+
+/// The bytes of `events` for `stream`: each record rendered and framed.
+fn render(stream: &Running, events: &[(u64, AuditEvent)], hostname: &str) -> Vec<u8> {
+    let procid = std::process::id();
+    let mut out = Vec::new();
+    for (_, event) in events {
+        let (message, counted) = match stream.format {
+            Format::Syslog => (crate::siem::rfc5424(event, hostname, procid), true),
+            Format::Cef => (crate::siem::cef_over_syslog(event, hostname, procid), true),
+            Format::Ocsf => (crate::siem::ocsf(event).to_string(), false),
+            Format::Json => (custos_audit::event_value(event).to_string(), false),
+        };
+        if counted && stream.target.is_socket() {
+            out.extend_from_slice(format!("{} ", message.len()).as_bytes());
+            out.extend_from_slice(message.as_bytes());
+        } else {
+            out.extend_from_slice(message.as_bytes());
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// This machine's name, for the syslog header.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Sends the log to one stream until the stream is deleted.
+async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
+    let key = cursor_key(id);
+    let host = hostname();
+    let mut sink: Option<Sink> = None;
+    let mut backoff = FIRST_BACKOFF;
+    while !stream.stop.load(Ordering::Acquire) {
+        let worker = state.clone();
+        let read_key = key.clone();
+        let batch = blocking(move || {
+            let from = cursor(&worker, &read_key)?;
+            Ok::<_, AppError>(worker.log.read_from(from, BATCH)?)
+        })
+        .await;
+        let events = match batch {
+            Ok(events) if events.is_empty() => {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+            Ok(events) => events,
+            Err(error) => {
+                stream.failed(error.message);
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let next = events.last().expect("a batch is not empty").0 + 1;
+        let bytes = render(&stream, &events, &host);
+        let sent = async {
+            if sink.as_mut().is_none_or(Sink::closed) {
+                sink = Some(connect(&stream).await?);
+            }
+            if stream.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            sink.as_mut().expect("connected").write(bytes).await
+        }
+        .await;
+        if let Err(error) = sent {
+            sink = None;
+            stream.failed(error.to_string());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        match state.save_setting(key.clone(), next.to_string()).await {
+            Ok(()) => {
+                backoff = FIRST_BACKOFF;
+                let mut status = stream.status.lock().expect("stream status lock");
+                status.delivered += events.len() as u64;
+                status.last_delivered_us = Some(state.clock.now_us());
+                status.last_error = None;
+                status.connected = true;
+            }
+            Err(error) => {
+                stream.failed(error.message);
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+impl Running {
+    fn failed(&self, error: String) {
+        tracing::warn!(stream = %self.definition["name"], %error, "audit stream cannot deliver; retrying");
+        let mut status = self.status.lock().expect("stream status lock");
+        status.last_error = Some(error);
+        status.connected = false;
+    }
+}
+
+/// A stream's API JSON: its definition (without the certificate text) and its status.
+fn stream_json(state: &AppState, id: Uuid, stream: &Running) -> Json {
+    let mut out = stream.definition.clone();
+    if let Some(object) = out.as_object_mut()
+        && object.remove("caCertificate").is_some()
+    {
+        object.insert("caCertificate".into(), json!("(set)"));
+    }
+    let position = cursor(state, &cursor_key(id)).ok();
+    let status = stream.status.lock().expect("stream status lock");
+    out["status"] = json!({
+        "cursor": position,
+        "behind": position.map(|p| state.log.len().saturating_sub(p)),
+        "delivered": status.delivered,
+        "lastDelivered": status.last_delivered_us.map(custos_audit::format_creation_time),
+        "lastError": status.last_error,
+        "connected": status.connected,
+    });
+    out
+}
+
+/// Checks a new stream's body; returns its definition.
+fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
+    let body: Json = serde_json::from_slice(body)
+        .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let object = body
+        .as_object()
+        .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
+    if let Some(key) = object.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "name" | "format" | "target" | "caCertificate" | "from"
+        )
+    }) {
+        return Err(AppError::bad_request(format!("unknown property '{key}'")));
+    }
+    let text = |key: &str| object.get(key).and_then(Json::as_str);
+    let name = text("name")
+        .filter(|n| !n.trim().is_empty() && n.len() <= 100)
+        .ok_or_else(|| AppError::bad_request("'name' is required (at most 100 characters)"))?;
+    let format = text("format").unwrap_or("");
+    if Format::parse(format).is_none() {
+        return Err(AppError::bad_request(format!(
+            "'format' must be syslog, cef, ocsf or json, not '{format}'"
+        )));
+    }
+    let target_text =
+        text("target").ok_or_else(|| AppError::bad_request("'target' is required"))?;
+    let target = Target::parse(target_text)?;
+    let mut definition = Map::new();
+    definition.insert("name".into(), json!(name));
+    definition.insert("format".into(), json!(format));
+    definition.insert("target".into(), json!(target_text));
+    match object.get("caCertificate") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(pem)) if matches!(target, Target::Tls { .. }) => {
+            certificates(pem)?;
+            definition.insert("caCertificate".into(), json!(pem));
+        }
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "'caCertificate' is PEM text, and only for a tls:// target",
+            ));
+        }
+    }
+    let from_start = match text("from") {
+        None | Some("now") => false,
+        Some("start") => true,
+        Some(other) => {
+            return Err(AppError::bad_request(format!(
+                "'from' must be 'now' or 'start', not '{other}'"
+            )));
+        }
+    };
+    Ok((definition, from_start))
+}
+
+/// `POST /api/audit/streams`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::SaveAuditStream, &context);
+    let result = async {
+        audit_manager(&state, &mut draft, &headers, "set audit streams")?;
+        let (mut definition, from_start) = parse_stream(&body)?;
+        let mut all = definitions(&state)?;
+        if all.len() >= STREAMS_MAX {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                format!("at most {STREAMS_MAX} audit streams"),
+            ));
+        }
+        let id = Uuid::new_v4();
+        definition.insert("id".into(), json!(id));
+        definition.insert(
+            "from".into(),
+            json!(if from_start { "start" } else { "now" }),
+        );
+        definition.insert("createdBy".into(), json!(draft.user_upn));
+        let mut recorded = definition.clone();
+        recorded.remove("caCertificate");
+        draft.details = Json::Object(recorded).to_string();
+        let definition = Json::Object(definition);
+        let stream = running(definition.clone())?;
+        state.record(draft.clone()).await?;
+        all.push(definition);
+        let worker = state.clone();
+        let text = Json::Array(all).to_string();
+        blocking(move || {
+            let key = cursor_key(id);
+            if from_start {
+                worker.directory.set_setting(&key, "0")?;
+            } else {
+                init_cursor(&worker, &key)?;
+            }
+            worker
+                .directory
+                .set_setting(STREAMS_SETTING, &text)
+                .map_err(AppError::from)
+        })
+        .await?;
+        let answer = stream_json(&state, id, &stream);
+        spawn(&state, stream);
+        Ok::<_, AppError>((StatusCode::CREATED, axum::Json(answer)).into_response())
+    }
+    .await;
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(&state, draft, error).await,
+    }
+}
+
+/// `GET /api/audit/streams`.
+pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result = audit_reader_caller(&state, &headers).map(|_| {
+        let running = state.streams.running.lock().expect("streams lock");
+        let mut listed: Vec<(String, Json)> = running
+            .iter()
+            .map(|(id, stream)| {
+                let json = stream_json(&state, *id, stream);
+                (json["name"].as_str().unwrap_or("").to_string(), json)
+            })
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        axum::Json(json!({"value": listed.into_iter().map(|(_, j)| j).collect::<Vec<_>>()}))
+            .into_response()
+    });
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn running_stream(state: &AppState, id: &str) -> Result<(Uuid, Arc<Running>), AppError> {
+    let missing = || AppError::not_found(format!("no audit stream '{id}'"));
+    let id = Uuid::parse_str(id).map_err(|_| missing())?;
+    let running = state.streams.running.lock().expect("streams lock");
+    running
+        .get(&id)
+        .cloned()
+        .map(|stream| (id, stream))
+        .ok_or_else(missing)
+}
+
+/// `GET /api/audit/streams/{id}`.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let result = audit_reader_caller(&state, &headers).and_then(|_| {
+        let (id, stream) = running_stream(&state, &id)?;
+        Ok(axum::Json(stream_json(&state, id, &stream)).into_response())
+    });
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /api/audit/streams/{id}`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::DeleteAuditStream, &context);
+    let result = async {
+        audit_manager(&state, &mut draft, &headers, "delete audit streams")?;
+        let (id, stream) = running_stream(&state, &id)?;
+        let mut recorded = stream.definition.clone();
+        if let Some(object) = recorded.as_object_mut() {
+            object.remove("caCertificate");
+        }
+        draft.details = recorded.to_string();
+        state.record(draft.clone()).await?;
+        stream.stop.store(true, Ordering::Release);
+        state
+            .streams
+            .running
+            .lock()
+            .expect("streams lock")
+            .remove(&id);
+        let mut all = definitions(&state)?;
+        all.retain(|d| d["id"].as_str() != Some(id.to_string().as_str()));
+        state
+            .save_setting(STREAMS_SETTING.into(), Json::Array(all).to_string())
+            .await?;
+        Ok::<_, AppError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(&state, draft, error).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_checked() {
+        assert_eq!(
+            Target::parse("tcp://127.0.0.1:6514").unwrap(),
+            Target::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6514
+            }
+        );
+        assert_eq!(
+            Target::parse("tls://siem.example:6514").unwrap(),
+            Target::Tls {
+                host: "siem.example".into(),
+                port: 6514
+            }
+        );
+        assert_eq!(
+            Target::parse("file:///var/log/custos/audit.jsonl").unwrap(),
+            Target::File("/var/log/custos/audit.jsonl".into())
+        );
+        for bad in [
+            "tcp://127.0.0.1",
+            "udp://127.0.0.1:514",
+            "tcp://:514",
+            "tcp://h:514/path",
+            "file:///",
+            "audit.log",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Streams of the log to SIEMs (SPEC §9), received by `siem_receiver.py` — a receiver written
+//! from RFC 5424, RFC 6587 and the CEF layout, apart from Custos — over TCP and TLS, and read
+//! back from files: every event arrives, through a receiver outage and a Custos restart.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/siem_receiver.py");
+
+/// A running receiver; killed on drop.
+struct Receiver {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Receiver {
+    fn start(port: u16, out: &Path, extra: &[&str]) -> Receiver {
+        let mut child = Command::new("python3")
+            .arg(RECEIVER)
+            .args(["--port", &port.to_string(), "--out"])
+            .arg(out)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "listening");
+        Receiver {
+            child,
+            out: out.to_path_buf(),
+        }
+    }
+
+    /// What arrived, without the connection markers.
+    fn messages(&self) -> Vec<Value> {
+        read_lines(&self.out)
+            .into_iter()
+            .filter(|m| m.get("connected").is_none())
+            .collect()
+    }
+
+    /// Connections made (after the TLS handshake, for TLS).
+    fn connections(&self) -> usize {
+        read_lines(&self.out)
+            .iter()
+            .filter(|m| m.get("connected").is_some())
+            .count()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn create_stream(server: &Server, token: &str, body: Value) -> reqwest::blocking::Response {
+    send(
+        client().post(format!("{}/api/audit/streams", server.base)),
+        token,
+        Some(body),
+    )
+}
+
+fn stream_status(server: &Server, token: &str, id: &str) -> Value {
+    get_json(&format!("{}/api/audit/streams/{id}", server.base), token)["status"].clone()
+}
+
+/// The ids of the log's events after the newest event of `operation`, oldest first.
+fn events_after(server: &Server, token: &str, operation: &str) -> Vec<String> {
+    let trail = server.audit(token, "");
+    let at = trail
+        .iter()
+        .position(|e| e["Operation"] == operation)
+        .expect("the marker event");
+    trail[..at]
+        .iter()
+        .rev()
+        .map(|e| e["Id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until `received` (re-read each time) holds every id of `ids`; asserts no message was
+/// malformed.
+fn wait_for_all(
+    ids: &[String],
+    mut received: impl FnMut() -> Vec<Value>,
+    id_of: fn(&Value) -> Option<String>,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let messages = received();
+        for message in &messages {
+            assert!(message.get("error").is_none(), "malformed: {message}");
+        }
+        let got: HashSet<String> = messages.iter().filter_map(id_of).collect();
+        if ids.iter().all(|id| got.contains(id)) {
+            return messages;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{} of {} events arrived",
+            ids.iter().filter(|id| got.contains(*id)).count(),
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn syslog_id(message: &Value) -> Option<String> {
+    message["sd"]["custos@32473"]["id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn cef_id(message: &Value) -> Option<String> {
+    message["cef"]["ext"]["externalId"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn syslog_over_tcp_loses_nothing_through_a_receiver_outage_and_a_restart() {
+    let mut server = Server::start(&[]);
+    let admin = server.admin();
+    let port = free_port();
+    let response = create_stream(
+        &server,
+        &admin,
+        json!({"name": "siem", "format": "syslog", "target": format!("tcp://127.0.0.1:{port}")}),
+    );
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        create_account(&server, &admin, &format!("Outage {i}"));
+    }
+    // The receiver is down: the stream says so, and waits.
+    let started = Instant::now();
+    loop {
+        let status = stream_status(&server, &admin, &id);
+        if status["lastError"].is_string() && status["behind"].as_u64().unwrap() > 0 {
+            assert_eq!(status["connected"], false);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expected = events_after(&server, &admin, "SaveAuditStream");
+    assert!(expected.len() >= 5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(port, &dir.path().join("syslog.jsonl"), &[]);
+    let messages = wait_for_all(&expected, || receiver.messages(), syslog_id);
+    for message in messages
+        .iter()
+        .filter(|m| syslog_id(m).is_some_and(|i| expected.contains(&i)))
+    {
+        let event_id = syslog_id(message).unwrap();
+        let record = get_json(
+            &format!("{}/api/audit/records/{event_id}", server.base),
+            &admin,
+        );
+        assert_eq!(message["json"], record, "MSG is the canonical record");
+        assert!(
+            message["bom"].as_bool().unwrap(),
+            "a UTF-8 MSG starts with a BOM"
+        );
+        assert_eq!(message["pri"], 13 * 8 + 6, "log audit, informational");
+        assert_eq!(message["app"], "custos");
+        assert_eq!(message["msgid"], record["Operation"]);
+        assert_eq!(message["timestamp"], record["CreationTime"]);
+        let sd = &message["sd"]["custos@32473"];
+        assert_eq!(sd["operation"], record["Operation"]);
+        assert_eq!(sd["user"], record["UserUpn"]);
+        assert_eq!(sd["status"], "Succeeded");
+    }
+    // Later events go over the same connection.
+    for i in 0..3 {
+        let more = create_account(&server, &admin, &format!("Connected {i}"));
+        let event = server.audit(&admin, &format!("operation=Create&recordId={more}"));
+        wait_for_all(
+            &[event[0]["Id"].as_str().unwrap().to_string()],
+            || receiver.messages(),
+            syslog_id,
+        );
+    }
+    assert_eq!(receiver.connections(), 1);
+    let status = stream_status(&server, &admin, &id);
+    assert!(status["lastError"].is_null(), "{status}");
+    assert!(status["delivered"].as_u64().unwrap() >= expected.len() as u64);
+
+    // A restart resumes from the kept cursor.
+    let data = server.data_dir.clone();
+    server.kill();
+    let server = Server::start_in(&data, &[]);
+    let admin = server.admin();
+    let last = create_account(&server, &admin, "After the restart");
+    let everything = events_after(&server, &admin, "SaveAuditStream");
+    assert!(everything.len() > expected.len());
+    wait_for_all(&everything, || receiver.messages(), syslog_id);
+    assert_eq!(receiver.connections(), 2, "one more after the restart");
+    let creates = server.audit(&admin, &format!("operation=Create&recordId={last}"));
+    assert_eq!(creates.len(), 1);
+}
+
+#[test]
+fn cef_over_tls_reaches_a_receiver_trusted_by_its_certificate_only() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("python3")
+        .arg(RECEIVER)
+        .arg("--make-cert")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "python3 with cryptography makes a certificate"
+    );
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let port = free_port();
+    let receiver = Receiver::start(
+        port,
+        &dir.path().join("cef.jsonl"),
+        &[
+            "--parse",
+            "cef",
+            "--tls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ],
+    );
+    let pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let target = format!("tls://127.0.0.1:{port}");
+
+    // Without the certificate, the web's roots do not vouch for the receiver.
+    let response = create_stream(
+        &server,
+        &admin,
+        json!({"name": "untrusted", "format": "cef", "target": target}),
+    );
+    assert_eq!(response.status(), 201);
+    let untrusted = response.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let response = create_stream(
+        &server,
+        &admin,
+        json!({"name": "arcsight", "format": "cef", "target": target,
+               "caCertificate": pem, "from": "start"}),
+    );
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().unwrap();
+    assert_eq!(
+        created["caCertificate"], "(set)",
+        "the certificate is not echoed"
+    );
+    let account = create_account(&server, &admin, "Fabrikam");
+    let response = send(
+        client().delete(server.api(&format!("accounts({account})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+
+    let trail = server.audit(&admin, "");
+    let ids: Vec<String> = trail
+        .iter()
+        .filter(|e| e["Operation"] != "SearchAuditLog")
+        .map(|e| e["Id"].as_str().unwrap().to_string())
+        .collect();
+    let messages = wait_for_all(&ids, || receiver.messages(), cef_id);
+    let delete = trail.iter().find(|e| e["Operation"] == "Delete").unwrap();
+    let line = messages
+        .iter()
+        .find(|m| cef_id(m).as_deref() == delete["Id"].as_str())
+        .unwrap();
+    let cef = &line["cef"];
+    assert_eq!(cef["version"], 0);
+    assert_eq!(
+        (cef["vendor"].as_str(), cef["product"].as_str()),
+        (Some("Custos"), Some("Custos"))
+    );
+    assert_eq!(cef["signature"], "Delete");
+    assert_eq!(cef["name"], "Delete account");
+    assert_eq!(cef["severity"], 3);
+    let ext = &cef["ext"];
+    assert_eq!(ext["act"], "Delete");
+    assert_eq!(ext["suser"], "admin");
+    assert_eq!(ext["outcome"], "Succeeded");
+    assert_eq!(ext["cs2Label"], "Entity");
+    assert_eq!(ext["cs2"], "account");
+    assert_eq!(ext["cs5"], account.as_str());
+    assert_eq!(ext["cn1"], "1");
+    assert_eq!(ext["src"], "127.0.0.1");
+    assert_eq!(ext["requestClientApplication"], USER_AGENT);
+    assert_eq!(line["pri"], 13 * 8 + 6);
+
+    let another = create_account(&server, &admin, "Tailspin");
+    let event = server.audit(&admin, &format!("operation=Create&recordId={another}"));
+    wait_for_all(
+        &[event[0]["Id"].as_str().unwrap().to_string()],
+        || receiver.messages(),
+        cef_id,
+    );
+    assert_eq!(
+        receiver.connections(),
+        1,
+        "one TLS session carries every batch"
+    );
+    let status = stream_status(&server, &admin, &untrusted);
+    assert_eq!(status["delivered"], 0);
+    let error = status["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(error.contains("certificate"), "{status}");
+}
+
+#[test]
+fn ocsf_and_json_lines_to_files() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isuseraccessauditenabled": true}));
+    server.audit_lists_of(&admin, "account");
+    let dir = tempfile::tempdir().unwrap();
+    let ocsf_file = dir.path().join("ocsf.jsonl");
+    let json_file = dir.path().join("audit.jsonl");
+    for (name, format, path) in [("ocsf", "ocsf", &ocsf_file), ("lake", "json", &json_file)] {
+        let response = create_stream(
+            &server,
+            &admin,
+            json!({"name": name, "format": format,
+                   "target": format!("file://{}", path.display())}),
+        );
+        assert_eq!(response.status(), 201);
+    }
+    let ann = server.token("admin", ADMIN_PASSWORD);
+    let account = create_account(&server, &ann, "Northwind");
+    get_json(&server.api("accounts"), &ann);
+    let expected = events_after(&server, &admin, "SaveAuditStream");
+    let lines = wait_for_all(
+        &expected,
+        || read_lines(&json_file),
+        |l| l["Id"].as_str().map(str::to_string),
+    );
+    for line in &lines {
+        let id = line["Id"].as_str().unwrap();
+        let record = get_json(&format!("{}/api/audit/records/{id}", server.base), &admin);
+        assert_eq!(line, &record);
+    }
+    let ocsf = wait_for_all(
+        &expected,
+        || read_lines(&ocsf_file),
+        |l| l["metadata"]["uid"].as_str().map(str::to_string),
+    );
+    let by_operation = |operation: &str| {
+        let id = lines
+            .iter()
+            .find(|l| l["Operation"] == operation)
+            .unwrap_or_else(|| panic!("no {operation}"))["Id"]
+            .clone();
+        ocsf.iter()
+            .find(|o| o["metadata"]["uid"] == id)
+            .unwrap()
+            .clone()
+    };
+    let sign_in = by_operation("SignIn");
+    assert_eq!(sign_in["class_uid"], 3002);
+    assert_eq!(sign_in["activity_id"], 1);
+    assert_eq!(sign_in["type_uid"], 300201);
+    assert_eq!(sign_in["user"]["name"], "admin");
+    let create = by_operation("Create");
+    assert_eq!(create["class_uid"], 6003);
+    assert_eq!(create["type_uid"], 600301);
+    assert_eq!(create["api"]["operation"], "Create");
+    assert_eq!(create["resources"][0]["uid"], account.as_str());
+    assert_eq!(create["resources"][0]["type"], "account");
+    assert_eq!(create["status_id"], 1);
+    assert_eq!(create["metadata"]["product"]["name"], "Custos");
+    assert_eq!(create["src_endpoint"]["ip"], "127.0.0.1");
+    let record = lines.iter().find(|l| l["Operation"] == "Create").unwrap();
+    let ms = time::OffsetDateTime::parse(
+        record["CreationTime"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp_nanos()
+        / 1_000_000;
+    assert_eq!(create["time"].as_i64().unwrap() as i128, ms);
+    let list = by_operation("RetrieveMultiple");
+    assert_eq!(list["activity_id"], 2, "Read");
+}
+
+#[test]
+fn streams_are_an_audit_managers_and_refusals_are_clear() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.jsonl");
+    let good =
+        json!({"name": "s", "format": "json", "target": format!("file://{}", file.display())});
+    assert_eq!(
+        odata_error(create_stream(&server, &bo, good.clone())).0,
+        403
+    );
+    let listing = send(
+        client().get(format!("{}/api/audit/streams", server.base)),
+        &bo,
+        None,
+    );
+    assert_eq!(listing.status(), 403);
+    for bad in [
+        json!({"name": "s", "format": "leef", "target": "tcp://127.0.0.1:514"}),
+        json!({"name": "s", "format": "json", "target": "udp://127.0.0.1:514"}),
+        json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1"}),
+        json!({"name": "s", "format": "json", "target": "relative/path"}),
+        json!({"name": "", "format": "json", "target": "tcp://127.0.0.1:514"}),
+        json!({"name": "s", "format": "cef", "target": "tcp://127.0.0.1:514", "caCertificate": "x"}),
+        json!({"name": "s", "format": "cef", "target": "tls://127.0.0.1:514", "caCertificate": "not pem"}),
+        json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1:514", "from": "yesterday"}),
+        json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1:514", "extra": 1}),
+    ] {
+        let (status, code, message) = odata_error(create_stream(&server, &admin, bad.clone()));
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "BadRequest"),
+            "{bad}: {message}"
+        );
+    }
+    let missing = send(
+        client().get(format!("{}/api/audit/streams/{}", server.base, uuid_like())),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(missing).0, 404);
+
+    let response = create_stream(&server, &admin, good);
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let marker = create_account(&server, &admin, "Before the delete");
+    wait_for_all(
+        &[
+            server.audit(&admin, &format!("operation=Create&recordId={marker}"))[0]["Id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ],
+        || read_lines(&file),
+        |l| l["Id"].as_str().map(str::to_string),
+    );
+    let response = send(
+        client().delete(format!("{}/api/audit/streams/{id}", server.base)),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+    let after = create_account(&server, &admin, "After the delete");
+    std::thread::sleep(Duration::from_millis(800));
+    let written: Vec<Value> = read_lines(&file);
+    assert!(
+        !written.iter().any(|l| l["RecordIds"][0] == after.as_str()),
+        "a deleted stream sends nothing more"
+    );
+    let listing = get_json(&format!("{}/api/audit/streams", server.base), &admin);
+    assert_eq!(listing["value"], json!([]));
+
+    let saved = server.audit(&admin, "operation=SaveAuditStream");
+    let statuses: Vec<&str> = saved
+        .iter()
+        .map(|e| e["ResultStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "Succeeded").count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == "Failed").count(), 9);
+    assert_eq!(statuses.iter().filter(|s| **s == "Denied").count(), 1);
+    let deleted = server.audit(&admin, "operation=DeleteAuditStream");
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["Details"]["id"], id.as_str());
+}
+
+fn uuid_like() -> &'static str {
+    "0b7e3c1e-0000-4000-8000-00000000beef"
+}
