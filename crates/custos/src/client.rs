@@ -1,5 +1,5 @@
 //! A small client of Custos's HTTP API for the commands that work against a running server
-//! (`custos support`, `custos demo`): signs in, then sends JSON and reads the answers; a
+//! (`custos support`, `custos demo`, `custos audit search|export|proof|tail`): signs in, then sends JSON and reads the answers; a
 //! refusal becomes a [`Refused`] error carrying the API's status and message.
 
 use std::time::Duration;
@@ -118,13 +118,13 @@ impl Client {
         })
     }
 
-    /// Sends a request and reads its answer; a refusal is an error.
-    pub(crate) fn call(
+    /// Sends a request; returns the answer's headers and bytes, or a refusal as an error.
+    fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Json>,
-    ) -> anyhow::Result<Answer> {
+    ) -> anyhow::Result<(reqwest::header::HeaderMap, bytes::Bytes)> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base))
@@ -138,8 +138,8 @@ impl Client {
         let bytes = response
             .bytes()
             .with_context(|| format!("{method} {path}"))?;
-        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         if !status.is_success() {
+            let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
             let message = json["error"]["message"]
                 .as_str()
                 .map(str::to_string)
@@ -152,7 +152,30 @@ impl Client {
             }
             .into());
         }
+        Ok((headers, bytes))
+    }
+
+    /// Sends a request and reads its JSON answer; a refusal is an error.
+    pub(crate) fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Json>,
+    ) -> anyhow::Result<Answer> {
+        let (headers, bytes) = self.send(method, path, body)?;
+        let json: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
         Ok(Answer { headers, json })
+    }
+
+    /// `GET path`, its bytes (a file).
+    pub(crate) fn download(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        Ok(self.send(Method::GET, path, None)?.1)
+    }
+
+    /// `GET path`, its text.
+    pub(crate) fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let bytes = self.download(path)?;
+        String::from_utf8(bytes.to_vec()).with_context(|| format!("GET {path}: not UTF-8 text"))
     }
 
     /// `GET path`, its JSON.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod audit_remote;
 mod client;
 mod demo;
 mod support;
@@ -109,6 +110,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
+    #[command(flatten)]
+    Remote(Box<audit_remote::RemoteCommand>),
     /// Rebuild the audit log's derived files (partition indexes, leaf hashes, record-id
     /// numbers) from its segments. The server must be stopped; the command is itself audited.
     Reindex {
@@ -146,7 +149,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            // Bad arguments are a command that could not run (1), not clap's 2, which is
+            // `audit verify`'s and `audit proof`'s "the log failed a check".
+            let _ = error.print();
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("custos: error: {error:#}");
@@ -193,6 +206,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => verify(&data_dir, key, json),
+        Command::Audit {
+            command: AuditCommand::Remote(command),
+        } => Ok(match audit_remote::run(&command)? {
+            audit_remote::Outcome::Done => ExitCode::SUCCESS,
+            audit_remote::Outcome::CheckFailed => ExitCode::from(EXIT_TAMPERED),
+        }),
         Command::Audit {
             command: AuditCommand::Reindex { data_dir },
         } => {
