@@ -189,6 +189,19 @@ impl Client {
     }
 }
 
+/// Percent-encodes a path segment or query value.
+pub(crate) fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Prints records as a table: the given columns, or the first few fields of the first record.
 pub(crate) fn print_table(rows: &[Json], columns: Option<&[String]>) {
     let columns: Vec<String> = match columns {

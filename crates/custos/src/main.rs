@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod audit_remote;
 mod client;
 mod demo;
@@ -90,6 +91,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create a data directory (tenant `default`, instance `main`, global admin `admin`)
+    /// without serving; the admin password is taken from CUSTOS_ADMIN_PASSWORD or generated
+    /// and printed once.
+    Init {
+        /// Folder of every file Custos keeps.
+        #[arg(long, default_value = "./custos-data")]
+        data_dir: PathBuf,
+    },
+    #[command(flatten)]
+    Admin(Box<admin::Admin>),
     /// Run the server: Web API, token endpoint, audit API, on embedded storage.
     Serve {
         /// Folder of every file Custos keeps; created on first run.
@@ -256,6 +267,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo::run(&url, &password, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin(command) => {
+            let (output, json) = admin::run(&command)?;
+            admin::print(&output, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init { data_dir } => {
+            let existed = data_dir.join("control.db").exists();
+            let config = custos_server::Config {
+                data_dir: data_dir.clone(),
+                listen: ([127, 0, 0, 1], 0).into(),
+                admin_password: admin_password(),
+                token_lifetime_secs: 3600,
+                feed_interval: std::time::Duration::from_secs(10),
+            };
+            custos_server::AppState::open(config, std::sync::Arc::new(custos_server::SystemClock))
+                .with_context(|| format!("initialising {}", data_dir.display()))?;
+            println!(
+                "{} {}: tenant 'default', instance 'main', global admin 'admin'",
+                if existed {
+                    "already initialised:"
+                } else {
+                    "initialised"
+                },
+                data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             data_dir,
             listen,
@@ -265,9 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = custos_server::Config {
                 data_dir,
                 listen,
-                admin_password: std::env::var("CUSTOS_ADMIN_PASSWORD")
-                    .ok()
-                    .filter(|p| !p.is_empty()),
+                admin_password: admin_password(),
                 token_lifetime_secs,
                 feed_interval: std::time::Duration::from_millis(feed_interval_ms.max(1)),
             };
@@ -281,6 +317,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The first run's admin password, from the environment.
+fn admin_password() -> Option<String> {
+    std::env::var("CUSTOS_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow::Result<ExitCode> {

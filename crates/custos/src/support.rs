@@ -6,7 +6,7 @@
 use clap::Subcommand;
 use serde_json::{Value as Json, json};
 
-use crate::client::{Client, print_table};
+use crate::client::{Client, encode, print_table};
 
 /// What the engineer does.
 #[derive(Debug, Subcommand)]
@@ -54,18 +54,6 @@ pub(crate) struct Session<'a> {
     pub(crate) password: &'a str,
     pub(crate) ticket: &'a str,
     pub(crate) reason: Option<&'a str>,
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Runs one use of the tool; returns what the server answered.

@@ -5,6 +5,7 @@ mod admin;
 mod alerts;
 mod automation;
 mod bulk;
+mod cli_admin;
 mod cli_audit;
 mod common;
 mod console;
