@@ -9,20 +9,12 @@ use axum::extract::{Extension, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use maud::html;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use super::page::notice;
-use super::{Console, Page, encode, error_page, see_other};
+use super::{Console, Page, encode, error_page, see_other, text};
 use crate::context::RequestContext;
 use crate::state::AppState;
-
-fn text(value: &Json) -> String {
-    match value {
-        Json::String(s) => s.clone(),
-        Json::Null => String::new(),
-        other => other.to_string(),
-    }
-}
 
 /// `GET /ui/admin`: the tenant's instances.
 pub(crate) async fn instances(

@@ -14,7 +14,7 @@ use serde_json::{Value as Json, json};
 
 use super::chart;
 use super::page::notice;
-use super::{Console, Page, encode, error_page, query_string, see_other};
+use super::{Console, Page, encode, error_page, query_string, see_other, text};
 use crate::context::RequestContext;
 use crate::reports::PRECONFIGURED;
 use crate::state::AppState;
@@ -82,14 +82,6 @@ fn search_form(params: &HashMap<String, String>) -> Markup {
             }
             div { button type="submit" { "Search" } " " a.button.secondary href="/ui/audit/search" { "Clear" } }
         }
-    }
-}
-
-fn text(value: &Json) -> String {
-    match value {
-        Json::Null => String::new(),
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

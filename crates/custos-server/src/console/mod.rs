@@ -34,6 +34,7 @@ mod page;
 mod records;
 mod session;
 mod settings;
+mod siem;
 
 use std::sync::OnceLock;
 
@@ -148,6 +149,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/ui/audit/retention",
             get(audit::retention).post(audit::save_retention),
+        )
+        .route("/ui/audit/feeds", get(siem::feeds))
+        .route("/ui/audit/feeds/subscription", post(siem::subscription))
+        .route("/ui/audit/feeds/streams", post(siem::create_stream))
+        .route(
+            "/ui/audit/feeds/streams/{id}/delete",
+            post(siem::delete_stream),
         )
         .route("/ui/audit/integrity", get(audit::integrity))
         .route("/ui/audit/integrity/verify", post(audit::verify))
@@ -287,6 +295,15 @@ impl Console {
             .ok()
             .and_then(|list| list.into_iter().next())
             .map_or_else(|| "main".to_string(), |i| i.name)
+    }
+}
+
+/// A JSON value as text for a page: strings as they are, null as nothing.
+pub(crate) fn text(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

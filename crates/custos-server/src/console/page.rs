@@ -61,6 +61,7 @@ impl Page<'_> {
                 ("reports", "/ui/audit/reports".to_string(), "Reports"),
                 ("alerts", "/ui/audit/alerts".to_string(), "Alerts"),
                 ("retention", "/ui/audit/retention".to_string(), "Retention"),
+                ("feeds", "/ui/audit/feeds".to_string(), "SIEM feeds"),
                 ("integrity", "/ui/audit/integrity".to_string(), "Integrity"),
             ]
             .into_iter()

@@ -125,6 +125,22 @@ try {
   await page.waitForURL(/backup=/);
   check((await page.getByRole("row", { name: /before the day's work/ }).count()) === 1, "the backup is not listed");
   await shot(page, "admin-center");
+
+  // SIEM feeds: the activity feed's subscription starts, and a stream sends the log to a file.
+  await nav(page, "SIEM feeds").click();
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.waitForURL(/\/ui\/audit\/feeds$/);
+  check((await page.getByText("Subscription to Audit.General: enabled").count()) === 1, "the subscription did not start");
+  await page.getByLabel("Name").fill("data lake");
+  await page.getByLabel("Format").selectOption("json");
+  await page.getByLabel(/^Target/).fill(`file://${env.STREAM_FILE}`);
+  await page.getByLabel("Start from").selectOption("start");
+  await page.getByRole("button", { name: "Add stream" }).click();
+  await page.waitForURL(/\/ui\/audit\/feeds$/);
+  check((await page.getByRole("row", { name: /data lake/ }).count()) === 1, "the stream is not listed");
+  await page.waitForTimeout(600);
+  await page.reload();
+  await shot(page, "siem-feeds");
   await signOut(admin);
 
   // A second user opens the accounts view over two pages.

@@ -69,6 +69,7 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
         .env("USER_PASSWORD", "bo-password-1")
         .env("AUDITOR_UPN", "aud@contoso.test")
         .env("AUDITOR_PASSWORD", "aud-password-1")
+        .env("STREAM_FILE", out.with_file_name("stream.jsonl"))
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -158,6 +159,16 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
         upns,
         BTreeSet::from(["aud@contoso.test", "bo@contoso.test"])
     );
+
+    // The feed and the stream were set from the console, and the stream wrote the whole log.
+    for operation in ["StartFeedSubscription", "SaveAuditStream"] {
+        let set = server.audit(&admin, &format!("operation={operation}&origin=WebUI"));
+        assert_eq!(set.len(), 1, "{operation} from the console");
+    }
+    let streamed = std::fs::read_to_string(out.with_file_name("stream.jsonl")).unwrap();
+    let first: Value = serde_json::from_str(streamed.lines().next().unwrap()).unwrap();
+    let oldest = server.audit(&admin, "");
+    assert_eq!(&first, oldest.last().unwrap(), "from the start of the log");
 
     for shot in result["shots"].as_array().unwrap() {
         let size = std::fs::metadata(shot.as_str().unwrap()).unwrap().len();
