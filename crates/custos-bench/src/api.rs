@@ -19,8 +19,9 @@ const CLIENTS: usize = 32;
 const ACCOUNTS: usize = 5000;
 const PASSWORD: &str = "bench-password-1";
 
-/// A server on a runtime of its own, on a free loopback port.
-fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr)> {
+/// A server on a runtime of its own, on a free loopback port; its state too, for scenarios
+/// that fill its log directly.
+pub(crate) fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, AppState)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -34,11 +35,11 @@ fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr)> {
         feed_interval: std::time::Duration::from_secs(10),
     };
     let state = AppState::open(config, Arc::new(SystemClock))?;
-    runtime.spawn(custos_server::serve_on(listener, state));
-    Ok((runtime, address))
+    runtime.spawn(custos_server::serve_on(listener, state.clone()));
+    Ok((runtime, address, state))
 }
 
-fn token(client: &Client, base: &str) -> anyhow::Result<String> {
+pub(crate) fn token(client: &Client, base: &str) -> anyhow::Result<String> {
     let response: Value = client
         .post(format!("{base}/oauth2/token"))
         .form(&[
@@ -54,7 +55,7 @@ fn token(client: &Client, base: &str) -> anyhow::Result<String> {
         .to_string())
 }
 
-fn send(
+pub(crate) fn send(
     client: &Client,
     method: reqwest::Method,
     url: &str,
@@ -136,7 +137,7 @@ fn load(
 }
 
 pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
-    let (runtime, address) = start(&dir.join("api-server"))?;
+    let (runtime, address, _) = start(&dir.join("api-server"))?;
     let base = format!("http://{address}");
     let client = Client::new();
     let token = token(&client, &base)?;

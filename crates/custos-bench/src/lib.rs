@@ -9,6 +9,7 @@ mod baseline;
 mod ingest;
 mod postgres;
 mod query;
+mod siem;
 mod sqlite;
 mod workload;
 
@@ -173,7 +174,10 @@ pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
         "verify" => ingest::verify(&dir, options),
         "query" => query::query(&dir, options),
         "api" => api::api(&dir, options),
-        other => bail!("unknown scenario '{other}': use ingest, freshness, query, verify or api"),
+        "siem" => siem::siem(&dir, options),
+        other => {
+            bail!("unknown scenario '{other}': use ingest, freshness, query, verify, api or siem")
+        }
     }
 }
 

@@ -187,32 +187,65 @@ fn cef_value(value: &str) -> String {
         .replace('\r', "\\r")
 }
 
-/// The OCSF record of `event`.
-pub(crate) fn ocsf(event: &AuditEvent) -> Json {
+/// The OCSF record of `event`, as one line of JSON text. The `resources` of a list (one object
+/// per record id, thousands of them) are written straight into the text rather than built as
+/// JSON values: measured with `custos bench siem`, that took OCSF streams from about 13,000 to
+/// the rate of the other formats.
+pub(crate) fn ocsf(event: &AuditEvent) -> String {
+    let mut text = ocsf_without_resources(event).to_string();
+    if ocsf_class(event).0 == 3002 {
+        return text;
+    }
+    let kind = Json::from(event.entity_name.as_str()).to_string();
+    text.pop();
+    text.push_str(",\"resources\":[");
+    let mut buffer = uuid::Uuid::encode_buffer();
+    for (i, id) in event.record_ids.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str("{\"uid\":\"");
+        text.push_str(id.hyphenated().encode_lower(&mut buffer));
+        text.push_str("\",\"type\":");
+        text.push_str(&kind);
+        text.push('}');
+    }
+    text.push_str("]}");
+    text
+}
+
+/// The OCSF class, category and activity of `event`'s operation.
+fn ocsf_class(event: &AuditEvent) -> (u32, &'static str, u32, &'static str, u32, &'static str) {
     let operation = Operation::parse(&event.operation);
+    match operation {
+        Some(Operation::SignIn) => (
+            3002,
+            "Authentication",
+            3,
+            "Identity & Access Management",
+            1,
+            "Logon",
+        ),
+        Some(Operation::SignOut) => (
+            3002,
+            "Authentication",
+            3,
+            "Identity & Access Management",
+            2,
+            "Logoff",
+        ),
+        _ => {
+            let (id, name) = api_activity(operation);
+            (6003, "API Activity", 6, "Application Activity", id, name)
+        }
+    }
+}
+
+/// The OCSF record of `event` but its `resources`, and the `unmapped` fields without record
+/// ids (they are the resources).
+fn ocsf_without_resources(event: &AuditEvent) -> Json {
     let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) =
-        match operation {
-            Some(Operation::SignIn) => (
-                3002,
-                "Authentication",
-                3,
-                "Identity & Access Management",
-                1,
-                "Logon",
-            ),
-            Some(Operation::SignOut) => (
-                3002,
-                "Authentication",
-                3,
-                "Identity & Access Management",
-                2,
-                "Logoff",
-            ),
-            _ => {
-                let (id, name) = api_activity(operation);
-                (6003, "API Activity", 6, "Application Activity", id, name)
-            }
-        };
+        ocsf_class(event);
     let succeeded = event.result_status == ResultStatus::Succeeded;
     let time_ms = event.creation_time_us / 1000;
     let user = json!({
@@ -284,18 +317,11 @@ pub(crate) fn ocsf(event: &AuditEvent) -> Json {
                 "request": {"uid": event.correlation_id},
             }),
         );
-        put(
-            "resources",
-            Json::Array(
-                event
-                    .record_ids
-                    .iter()
-                    .map(|id| json!({"uid": id.to_string(), "type": event.entity_name}))
-                    .collect(),
-            ),
-        );
     }
-    let value = custos_audit::event_value(event);
+    let value = custos_audit::event_value(&AuditEvent {
+        record_ids: Vec::new(),
+        ..event.clone()
+    });
     put(
         "unmapped",
         json!({
@@ -417,16 +443,20 @@ mod tests {
 
     #[test]
     fn ocsf_classes_follow_the_operation() {
-        let list = ocsf(&event());
+        let list: Json = serde_json::from_str(&ocsf(&event())).unwrap();
         assert_eq!(list["class_uid"], 6003);
         assert_eq!(list["type_uid"], 600302);
         assert_eq!(list["time"], 1_732_000_000_123i64);
         assert_eq!(list["resources"].as_array().unwrap().len(), 150);
+        assert_eq!(
+            list["resources"][149],
+            json!({"uid": Uuid::from_u128(150).to_string(), "type": "account"})
+        );
         assert_eq!(list["actor"]["user"]["name"], "ann@contoso.test");
         let mut sign_in = event();
         sign_in.operation = "SignIn".into();
         sign_in.record_ids.clear();
-        let auth = ocsf(&sign_in);
+        let auth: Json = serde_json::from_str(&ocsf(&sign_in)).unwrap();
         assert_eq!(
             (auth["class_uid"].clone(), auth["activity_id"].clone()),
             (json!(3002), json!(1))
@@ -437,7 +467,7 @@ mod tests {
         failed.operation = "PublishAllCustomizations".into();
         failed.result_status = ResultStatus::Failed;
         failed.error_code = "BadRequest".into();
-        let other = ocsf(&failed);
+        let other: Json = serde_json::from_str(&ocsf(&failed)).unwrap();
         assert_eq!(other["activity_id"], 99);
         assert_eq!(other["status_id"], 2);
         assert_eq!(other["status_code"], "BadRequest");

@@ -331,7 +331,7 @@ fn render(stream: &Running, events: &[(u64, AuditEvent)], hostname: &str) -> Vec
         let (message, counted) = match stream.format {
             Format::Syslog => (crate::siem::rfc5424(event, hostname, procid), true),
             Format::Cef => (crate::siem::cef_over_syslog(event, hostname, procid), true),
-            Format::Ocsf => (crate::siem::ocsf(event).to_string(), false),
+            Format::Ocsf => (crate::siem::ocsf(event), false),
             Format::Json => (custos_audit::event_value(event).to_string(), false),
         };
         if counted && stream.target.is_socket() {
