@@ -4,6 +4,12 @@
 //! and `— <key name> <base64(key id ‖ signature)>\n`, where the key id is the first four bytes of
 //! `SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public key)` and the signature covers the body's bytes.
 //! The verifier key is published as `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
+//!
+//! Key rotation: a handover checkpoint's body has one extension line,
+//! `custos-next-key <verifier key>`, and is signed by both the outgoing and the incoming key;
+//! every later checkpoint is signed by the incoming key only. A verifier that trusts the first
+//! key follows the chain of handovers ([`verify_note_chained`]), so trust passes from key to key
+//! by signatures, never by the server's word.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -17,6 +23,8 @@ use crate::{Error, Result};
 const ALGORITHM_ED25519: u8 = 0x01;
 /// The em dash that starts a signature line.
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
+/// The extension line of a handover checkpoint that names the incoming key.
+const NEXT_KEY_PREFIX: &str = "custos-next-key ";
 
 /// A checkpoint's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +35,8 @@ pub struct Checkpoint {
     pub size: u64,
     /// Root of the tree of that size.
     pub root: Hash,
+    /// The incoming verifier key, when this is a handover checkpoint.
+    pub next_key: Option<String>,
 }
 
 /// Signs checkpoints of one log.
@@ -66,6 +76,11 @@ impl CheckpointSigner {
         }
     }
 
+    /// The log's origin, which is also the key's name.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The verifier key: `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
     pub fn verifier_key(&self) -> String {
         let mut encoded = vec![ALGORITHM_ED25519];
@@ -77,15 +92,54 @@ impl CheckpointSigner {
     /// The signed note of a checkpoint.
     pub fn sign(&self, size: u64, root: &Hash) -> String {
         let body = checkpoint_body(&self.origin, size, root);
+        format!("{body}\n{}", self.signature_line(&body))
+    }
+
+    /// The handover checkpoint to `next`: the body names `next`'s verifier key, and both keys
+    /// sign it.
+    pub fn sign_handover(&self, next: &CheckpointSigner, size: u64, root: &Hash) -> String {
+        let body = format!(
+            "{}{NEXT_KEY_PREFIX}{}\n",
+            checkpoint_body(&self.origin, size, root),
+            next.verifier_key()
+        );
+        format!(
+            "{body}\n{}{}",
+            self.signature_line(&body),
+            next.signature_line(&body)
+        )
+    }
+
+    fn signature_line(&self, body: &str) -> String {
         let signature = self.key.sign(body.as_bytes());
         let mut blob = self.key_id.to_vec();
         blob.extend_from_slice(&signature.to_bytes());
         format!(
-            "{body}\n{SIGNATURE_PREFIX}{} {}\n",
+            "{SIGNATURE_PREFIX}{} {}\n",
             self.origin,
             STANDARD.encode(blob)
         )
     }
+}
+
+/// The incoming key a note names, if it is a handover (its signatures not checked).
+pub fn handover_key(note: &str) -> Option<String> {
+    let (body, _) = note.split_once("\n\n")?;
+    body.lines()
+        .skip(3)
+        .find_map(|line| line.strip_prefix(NEXT_KEY_PREFIX))
+        .map(str::to_string)
+}
+
+/// Verifies a note with the key in force, `*key`; a handover must also verify with the key it
+/// names, which is then in force for the notes after it.
+pub fn verify_note_chained(note: &str, key: &mut String) -> Result<Checkpoint> {
+    let checkpoint = verify_note(note, key)?;
+    if let Some(next) = &checkpoint.next_key {
+        verify_note(note, next)?;
+        *key = next.clone();
+    }
+    Ok(checkpoint)
 }
 
 /// Parses a signed note and checks its signature by `verifier_key`; a note without a valid
@@ -156,7 +210,15 @@ pub fn verify_note(note: &str, verifier_key: &str) -> Result<Checkpoint> {
     if origin != name {
         return Err(bad("origin does not name the signing key"));
     }
-    Ok(Checkpoint { origin, size, root })
+    let next_key = lines
+        .find_map(|line| line.strip_prefix(NEXT_KEY_PREFIX))
+        .map(str::to_string);
+    Ok(Checkpoint {
+        origin,
+        size,
+        root,
+        next_key,
+    })
 }
 
 #[cfg(test)]

@@ -353,6 +353,8 @@ string_enum! {
         SaveAuditStream = (64, "SaveAuditStream"),
         /// A stream of the log to a SIEM was deleted.
         DeleteAuditStream = (65, "DeleteAuditStream"),
+        /// The key that signs the log's checkpoints was rotated (a handover checkpoint).
+        RotateCheckpointKey = (66, "RotateCheckpointKey"),
     }
 }
 
@@ -410,6 +412,7 @@ impl Operation {
             | ReadActivityFeed
             | SaveAuditStream
             | DeleteAuditStream
+            | RotateCheckpointKey
             | PurgeAuditLog => RecordType::Admin,
         }
     }

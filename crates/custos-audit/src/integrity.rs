@@ -3,14 +3,19 @@
 //! `checkpoints.log` (frames `u32 length | u32 crc32 | note`) so that a restart can prove the
 //! rebuilt tree extends everything signed before — a log must never sign two inconsistent
 //! checkpoints.
+//!
+//! Keys: `verifier.key` lists the chain of verifier keys, the first (root) key first; a key
+//! rotation appends the incoming key there, then writes the handover checkpoint (signed by both
+//! keys, naming the incoming one), then signs with the incoming key only. On open the key in
+//! force is the one the last handover names (or the root when there was none).
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use crate::checkpoint::{CheckpointSigner, verify_note};
+use crate::checkpoint::{CheckpointSigner, handover_key, verify_note};
 use crate::leaves::LeafFile;
 use crate::merkle::{Hash, MerkleTree};
 use crate::{Error, Result};
@@ -72,15 +77,54 @@ fn note_size(note: &str) -> Option<u64> {
 pub(crate) struct Integrity {
     pub(crate) tree: RwLock<MerkleTree>,
     pub(crate) leaves: LeafFile,
-    signer: CheckpointSigner,
+    signer: RwLock<CheckpointSigner>,
+    /// The verifier keys, root first, each with the tree size from which it signs.
+    chain: RwLock<Vec<(u64, String)>>,
+    chain_path: PathBuf,
     checkpoints: Mutex<CheckpointFile>,
+}
+
+impl CheckpointFile {
+    /// Appends a signed note of `size` leaves, durably.
+    fn append(&mut self, size: u64, note: &str) -> Result<()> {
+        let mut frame = Vec::with_capacity(note.len() + 8);
+        frame.extend_from_slice(&(note.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(note.as_bytes()).to_le_bytes());
+        frame.extend_from_slice(note.as_bytes());
+        let at = self.len;
+        self.file
+            .write_all_at(&frame, at)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.len += frame.len() as u64;
+        self.notes.push(NoteAt {
+            size,
+            offset: at + 8,
+            len: note.len() as u32,
+        });
+        Ok(())
+    }
+}
+
+/// Writes the chain of verifier keys, root first, one per line (temporary file, fsync,
+/// rename).
+fn write_chain(path: &Path, chain: &[(u64, String)]) -> Result<()> {
+    let text: String = chain.iter().map(|(_, key)| format!("{key}\n")).collect();
+    let temporary = path.with_extension("tmp");
+    let written = File::create(&temporary).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()
+    });
+    written
+        .and_then(|()| fs::rename(&temporary, path))
+        .map_err(|e| Error::io(path, e))
 }
 
 impl Integrity {
     /// Reads where the signed checkpoints are (their signatures are checked by
-    /// [`Integrity::check_signed`] and `custos audit verify`); returns the state and the
-    /// largest signed size.
-    pub(crate) fn open(dir: &Path, signer: CheckpointSigner) -> Result<(Integrity, u64)> {
+    /// [`Integrity::check_signed`] and `custos audit verify`) and which key is in force, which
+    /// must be the key of one of `seeds`; returns the state and the largest signed size.
+    pub(crate) fn open(dir: &Path, origin: &str, seeds: &[[u8; 32]]) -> Result<(Integrity, u64)> {
         let path = dir.join("checkpoints.log");
         let file = crate::files::open_read_write(&path)?;
         let mut bytes = Vec::new();
@@ -104,7 +148,16 @@ impl Integrity {
                 .ok_or_else(|| {
                     Error::Corrupted(format!("checkpoint at byte {pos} states no tree size"))
                 })?;
-            if notes.last().is_some_and(|n: &NoteAt| n.size >= size) {
+            // Each note grows the tree, except a key handover, which may sign the size of the
+            // note before it.
+            let handover = std::str::from_utf8(note)
+                .ok()
+                .and_then(handover_key)
+                .is_some();
+            if notes
+                .last()
+                .is_some_and(|n: &NoteAt| n.size > size || (n.size == size && !handover))
+            {
                 return Err(Error::Corrupted(format!(
                     "checkpoint at byte {pos} does not grow the tree"
                 )));
@@ -124,18 +177,98 @@ impl Integrity {
                 .map_err(|e| Error::io(&path, e))?;
         }
         let signed = notes.last().map_or(0, |n| n.size);
+        let checkpoints = CheckpointFile {
+            file,
+            path,
+            len: pos as u64,
+            notes,
+        };
+        let signers: Vec<CheckpointSigner> = seeds
+            .iter()
+            .map(|seed| CheckpointSigner::new(*seed, origin))
+            .collect();
+        let chain_path = dir.join("verifier.key");
+        let handovers = checkpoints
+            .notes
+            .iter()
+            .filter_map(|at| {
+                checkpoints
+                    .read_note(*at)
+                    .map(|note| handover_key(&note).map(|key| (at.size, key)))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let root = if handovers.is_empty() {
+            signers[0].verifier_key()
+        } else {
+            fs::read_to_string(&chain_path)
+                .ok()
+                .and_then(|text| text.lines().next().map(str::to_string))
+                .ok_or_else(|| {
+                    Error::Corrupted(format!(
+                        "the signing key was rotated but {} no longer names the first key",
+                        chain_path.display()
+                    ))
+                })?
+        };
+        let mut chain = vec![(0, root)];
+        chain.extend(handovers);
+        let (since, in_force) = chain.last().cloned().expect("a chain has a root");
+        let signer = signers
+            .into_iter()
+            .find(|s| s.verifier_key() == in_force)
+            .ok_or_else(|| {
+                Error::Corrupted(format!(
+                    "checkpoints are signed by {in_force} from tree size {since} on, and its seed is not among the signing keys"
+                ))
+            })?;
+        write_chain(&chain_path, &chain)?;
         let integrity = Integrity {
             tree: RwLock::new(MerkleTree::new()),
             leaves: LeafFile::open(dir)?,
-            signer,
-            checkpoints: Mutex::new(CheckpointFile {
-                file,
-                path,
-                len: pos as u64,
-                notes,
-            }),
+            signer: RwLock::new(signer),
+            chain: RwLock::new(chain),
+            chain_path,
+            checkpoints: Mutex::new(checkpoints),
         };
         Ok((integrity, signed))
+    }
+
+    /// The verifier keys, root first, each with the tree size of its handover (0 for the root).
+    pub(crate) fn verifier_keys(&self) -> Vec<(u64, String)> {
+        self.chain.read().expect("chain lock").clone()
+    }
+
+    /// Hands signing over to the key of `next_seed`: the incoming key is added to
+    /// `verifier.key`, then the handover checkpoint over the whole tree, signed by both keys,
+    /// is made durable, then only the incoming key signs. Returns the handover's size.
+    pub(crate) fn rotate(&self, next_seed: [u8; 32]) -> Result<u64> {
+        let mut checkpoints = self.checkpoints.lock().expect("checkpoint lock");
+        let (size, root) = {
+            let tree = self.tree.read().expect("tree lock");
+            (tree.len(), tree.root(tree.len(), &self.leaves)?)
+        };
+        if size == 0 {
+            return Err(Error::InvalidQuery(
+                "an empty log has nothing to hand over: its first key simply stays".into(),
+            ));
+        }
+        let mut signer = self.signer.write().expect("signer lock");
+        let next = CheckpointSigner::new(next_seed, signer.origin());
+        if next.verifier_key() == signer.verifier_key() {
+            return Err(Error::InvalidQuery(
+                "the incoming key is the key in force".into(),
+            ));
+        }
+        let mut chain = self.chain.write().expect("chain lock");
+        let mut extended = chain.clone();
+        extended.push((size, next.verifier_key()));
+        write_chain(&self.chain_path, &extended)?;
+        let note = signer.sign_handover(&next, size, &root);
+        checkpoints.append(size, &note)?;
+        *chain = extended;
+        *signer = next;
+        Ok(size)
     }
 
     /// Checks that the rebuilt tree extends the latest checkpoint signed before (which
@@ -152,7 +285,7 @@ impl Integrity {
                 tree.len()
             )));
         }
-        let checkpoint = verify_note(&note, &self.signer.verifier_key())?;
+        let checkpoint = verify_note(&note, &self.verifier_key())?;
         if tree.root(size, &self.leaves)? != checkpoint.root {
             return Err(Error::Corrupted(format!(
                 "the log's first {size} events do not match the checkpoint signed for them"
@@ -161,8 +294,9 @@ impl Integrity {
         Ok(())
     }
 
+    /// The verifier key in force.
     pub(crate) fn verifier_key(&self) -> String {
-        self.signer.verifier_key()
+        self.signer.read().expect("signer lock").verifier_key()
     }
 
     /// The latest checkpoint, signing a new one first when the tree has grown past it.
@@ -174,23 +308,8 @@ impl Integrity {
         };
         let latest = checkpoints.notes.last().map(|n| n.size);
         if size > 0 && latest.is_none_or(|l| size > l) {
-            let note = self.signer.sign(size, &root);
-            let mut frame = Vec::with_capacity(note.len() + 8);
-            frame.extend_from_slice(&(note.len() as u32).to_le_bytes());
-            frame.extend_from_slice(&crc32fast::hash(note.as_bytes()).to_le_bytes());
-            frame.extend_from_slice(note.as_bytes());
-            let at = checkpoints.len;
-            checkpoints
-                .file
-                .write_all_at(&frame, at)
-                .and_then(|()| checkpoints.file.sync_data())
-                .map_err(|e| Error::io(&checkpoints.path, e))?;
-            checkpoints.len += frame.len() as u64;
-            checkpoints.notes.push(NoteAt {
-                size,
-                offset: at + 8,
-                len: note.len() as u32,
-            });
+            let note = self.signer.read().expect("signer lock").sign(size, &root);
+            checkpoints.append(size, &note)?;
             return Ok(Some((size, note)));
         }
         checkpoints.latest()
@@ -199,9 +318,12 @@ impl Integrity {
     /// A checkpoint signed earlier for exactly `size` leaves.
     pub(crate) fn checkpoint_at(&self, size: u64) -> Result<Option<String>> {
         let checkpoints = self.checkpoints.lock().expect("checkpoint lock");
-        match checkpoints.notes.binary_search_by_key(&size, |n| n.size) {
-            Ok(i) => checkpoints.read_note(checkpoints.notes[i]).map(Some),
-            Err(_) => Ok(None),
+        // The last of that size: a key handover of the same size comes after the note it
+        // re-signs, and names the key that signs from then on.
+        let after = checkpoints.notes.partition_point(|n| n.size <= size);
+        match after.checked_sub(1).map(|i| checkpoints.notes[i]) {
+            Some(at) if at.size == size => checkpoints.read_note(at).map(Some),
+            _ => Ok(None),
         }
     }
 

@@ -30,7 +30,9 @@ mod verify;
 mod writer;
 
 pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
-pub use checkpoint::{Checkpoint, CheckpointSigner, checkpoint_body, verify_note};
+pub use checkpoint::{
+    Checkpoint, CheckpointSigner, checkpoint_body, handover_key, verify_note, verify_note_chained,
+};
 pub use error::{Error, Result};
 pub use event::{
     AuditEvent, Category, Change, EntityCategory, Operation, Origin, RecordType, ResultStatus,

@@ -40,6 +40,9 @@ pub struct LogConfig {
     pub queue_events_max: usize,
     /// Ed25519 seed of the checkpoint signing key.
     pub signing_seed: [u8; 32],
+    /// The seed of a key rotation that may have been interrupted: used when the checkpoints
+    /// show its key in force (the handover was written), ignored otherwise.
+    pub next_signing_seed: Option<[u8; 32]>,
     /// The checkpoints' origin line (also the key name).
     pub origin: String,
     /// Most time between two checkpoints while events flow, milliseconds.
@@ -55,6 +58,7 @@ impl LogConfig {
             batch_events_max: 4096,
             queue_events_max: 16_384,
             signing_seed,
+            next_signing_seed: None,
             origin: origin.to_string(),
             checkpoint_interval_ms: 1000,
         }

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::canonical::canonical_json;
-use crate::checkpoint::CheckpointSigner;
 use crate::codec::decode_next;
 use crate::ids::{IdDict, IdFile};
 use crate::index::{PartState, Partition};
@@ -102,8 +101,10 @@ pub(crate) fn remove_indexes(dir: &Path) -> Result<usize> {
 /// Opens the log in `config.dir`, whose lock the caller holds.
 pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
     let dir = &config.dir;
-    let signer = CheckpointSigner::new(config.signing_seed, &config.origin);
-    let (integrity, protected) = Integrity::open(dir, signer)?;
+    let seeds: Vec<[u8; 32]> = std::iter::once(config.signing_seed)
+        .chain(config.next_signing_seed)
+        .collect();
+    let (integrity, protected) = Integrity::open(dir, &config.origin, &seeds)?;
     let pruned = PrunedFile::open(dir)?;
     let id_file = IdFile::open(dir)?;
 
@@ -268,13 +269,8 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
     *integrity.tree.write().expect("tree lock") = tree;
     integrity.check_signed()?;
 
-    // The public verifier key beside the log, for `custos audit verify` (a verifier that must
-    // not trust this folder pins the key given by `GET /api/audit/key` instead).
-    let key_path = dir.join("verifier.key");
-    let temporary = dir.join("verifier.key.tmp");
-    fs::write(&temporary, format!("{}\n", integrity.verifier_key()))
-        .and_then(|()| fs::rename(&temporary, &key_path))
-        .map_err(|e| Error::io(&key_path, e))?;
+    // `verifier.key` beside the log (written by `Integrity::open`) names the chain of keys for
+    // `custos audit verify`; a verifier that must not trust this folder pins the root key.
 
     let ids_len = ids.table.len();
     Ok(Opened {

@@ -15,7 +15,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::canonical::canonical_json;
-use crate::checkpoint::verify_note;
+use crate::checkpoint::verify_note_chained;
 use crate::codec::decode_next;
 use crate::ids::{IdFile, IdTable};
 use crate::leaves::LeafFile;
@@ -66,6 +66,7 @@ fn read_checkpoints(
         Err(e) => return Err(Error::io(&path, e)),
     };
     let mut signed = BTreeMap::new();
+    let mut key = verifier_key.to_string();
     let mut pos = 0usize;
     let mut index = 0;
     while pos + 8 <= bytes.len() {
@@ -80,7 +81,7 @@ fn read_checkpoints(
             ));
             break;
         };
-        match verify_note(&String::from_utf8_lossy(note), verifier_key) {
+        match verify_note_chained(&String::from_utf8_lossy(note), &mut key) {
             Ok(checkpoint) => {
                 signed.insert(checkpoint.size, checkpoint.root);
             }
@@ -134,7 +135,8 @@ impl Rebuild {
     }
 }
 
-/// Verifies the log in `dir` against checkpoints signed by `verifier_key`; `progress` hears
+/// Verifies the log in `dir` against checkpoints signed by `verifier_key` (the root key) and by
+/// the keys it handed over to, each checked by the handover's two signatures; `progress` hears
 /// (bytes done, bytes in all) as segments are read.
 pub fn verify_log(
     dir: &Path,

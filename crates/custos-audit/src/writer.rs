@@ -372,9 +372,22 @@ impl AuditLog {
         self.shared.integrity.checkpoint_at(size)
     }
 
-    /// The signed-note verifier key of the checkpoints.
+    /// The signed-note verifier key in force (the one signing new checkpoints).
     pub fn verifier_key(&self) -> String {
         self.shared.integrity.verifier_key()
+    }
+
+    /// Every verifier key the log has had, the root first, each with the tree size of its
+    /// handover checkpoint (0 for the root).
+    pub fn verifier_keys(&self) -> Vec<(u64, String)> {
+        self.shared.integrity.verifier_keys()
+    }
+
+    /// Hands checkpoint signing over to the key of `next_seed` (see `verifier.key` in
+    /// ARCHITECTURE.md): a handover checkpoint of the whole tree signed by both keys, then the
+    /// new key alone. Returns the handover's tree size.
+    pub fn rotate_key(&self, next_seed: [u8; 32]) -> Result<u64> {
+        self.shared.integrity.rotate(next_seed)
     }
 
     /// The inclusion proof of an event against the latest checkpoint.

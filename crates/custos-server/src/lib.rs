@@ -23,6 +23,7 @@ mod queries;
 mod reports;
 mod retention;
 mod siem;
+mod signing_key;
 mod state;
 mod streams;
 mod support;
@@ -177,6 +178,8 @@ pub(crate) fn api_routes() -> Router<AppState> {
         )
         .route("/api/audit/checkpoint", get(audit_api::checkpoint))
         .route("/api/audit/key", get(audit_api::key))
+        .route("/api/audit/keys", get(signing_key::keys))
+        .route("/api/audit/key/rotate", post(signing_key::rotate))
         .route("/api/audit/proofs/inclusion", get(audit_api::inclusion))
         .route("/api/audit/proofs/consistency", get(audit_api::consistency))
         .route(api_root, any(webapi::handle))

@@ -31,6 +31,7 @@ pub fn reindex_audit_log(data_dir: &Path) -> Result<ReindexSummary, StartError> 
     let config = audit_log_config(data_dir, &directory)?;
     let started = Instant::now();
     let log = AuditLog::reindex(config)?;
+    crate::signing_key::finish_rotation(data_dir, &log)?;
     let summary = ReindexSummary {
         events: log.len(),
         partitions: log.stats().partitions_sealed.load(Ordering::Relaxed),

@@ -271,16 +271,23 @@ fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
         Err(e) => return Err(io_error(path)(e)),
     }
     let key: [u8; 32] = rand::random();
+    write_secret(path, &key).map_err(io_error(path))?;
+    Ok(key.to_vec())
+}
+
+/// Writes a new secret key file (mode 0600), durably; fails if the file exists.
+pub(crate) fn write_secret(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(io_error(path))?;
-    file.write_all(&key)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(path))?;
-    Ok(key.to_vec())
+        .open(path)?;
+    file.write_all(key)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Where the audit log of `data_dir` lives and how its checkpoints are signed.
@@ -292,7 +299,11 @@ pub(crate) fn audit_log_config(
         .try_into()
         .expect("32-byte key");
     let origin = format!("localhost/custos/{}", directory.tenant_id());
-    Ok(LogConfig::new(data_dir.join("audit"), seed, &origin))
+    let next = crate::signing_key::next_seed(data_dir)?;
+    Ok(LogConfig {
+        next_signing_seed: next,
+        ..LogConfig::new(data_dir.join("audit"), seed, &origin)
+    })
 }
 
 fn generated_password() -> String {
@@ -316,6 +327,7 @@ impl AppState {
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
         let log = Arc::new(AuditLog::open(audit_log_config(&data_dir, &directory)?)?);
+        crate::signing_key::finish_rotation(&data_dir, &log)?;
         let search_enabled = directory
             .setting(crate::audit_settings::SEARCH_SETTING)?
             .as_deref()

@@ -356,6 +356,47 @@ fn proof(
         println!("FAILED: {what}");
         Ok(Outcome::CheckFailed)
     };
+    // Follow the key rotations since the pinned key: each handover checkpoint must be signed by
+    // the key trusted so far and by the key it brings in.
+    let chain = client.get("/api/audit/keys")?;
+    let chain: Vec<(u64, String)> = chain["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|k| {
+            (
+                k["sinceTreeSize"].as_u64().unwrap_or(0),
+                k["key"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut trusted = vec![key.clone()];
+    let mut in_force = key.clone();
+    if let Some(at) = chain.iter().position(|(_, k)| *k == key) {
+        for (since, next) in &chain[at + 1..] {
+            let note = client.get_text(&format!("/api/audit/checkpoint?treeSize={since}"))?;
+            match custos_audit::verify_note_chained(&note, &mut in_force) {
+                Ok(_) if in_force == *next => trusted.push(next.clone()),
+                Ok(_) => {
+                    return fail(format!(
+                        "the checkpoint of {since} events hands over to no key"
+                    ));
+                }
+                Err(error) => {
+                    return fail(format!(
+                        "the handover to key {next} at {since} events does not verify: {error}"
+                    ));
+                }
+            }
+        }
+        if trusted.len() > 1 {
+            println!(
+                "the pinned key handed over to {} (key rotations verified by both signatures)",
+                in_force
+            );
+        }
+    }
+    let key = in_force;
     let record = client.get(&format!("/api/audit/records/{id}"))?;
     let mut canonical = String::new();
     custos_audit::write_canonical(&record, &mut canonical);
@@ -396,11 +437,15 @@ fn proof(
         return Ok(Outcome::Done);
     };
     if let Ok(kept) = std::fs::read_to_string(keep) {
-        let old = match custos_audit::verify_note(&kept, &key) {
-            Ok(old) => old,
-            Err(error) => {
+        let verified = trusted
+            .iter()
+            .map(|k| custos_audit::verify_note(&kept, k))
+            .find(Result::is_ok);
+        let old = match verified {
+            Some(Ok(old)) => old,
+            _ => {
                 return fail(format!(
-                    "the kept checkpoint in {} does not verify: {error}",
+                    "the kept checkpoint in {} is not signed by a trusted key",
                     keep.display()
                 ));
             }

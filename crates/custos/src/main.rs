@@ -136,7 +136,8 @@ enum AuditCommand {
         /// Folder of every file Custos keeps.
         #[arg(long, default_value = "./custos-data")]
         data_dir: PathBuf,
-        /// The verifier key to trust (from `GET /api/audit/key`); default: the one beside the log.
+        /// The root verifier key to trust (the first of `GET /api/audit/keys`); default: the
+        /// first in `verifier.key` beside the log.
         #[arg(long)]
         key: Option<String>,
         /// Print the report as JSON.
@@ -332,9 +333,13 @@ fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow
         Some(key) => key,
         None => {
             let path = log_dir.join("verifier.key");
+            // The chain of keys, root first: verification starts from the root and follows
+            // the handovers.
             std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {} (or give --key)", path.display()))?
-                .trim()
+                .lines()
+                .next()
+                .unwrap_or_default()
                 .to_string()
         }
     };

@@ -12,7 +12,8 @@ fn a_signed_note_verifies_and_any_change_breaks_it() {
         Checkpoint {
             origin: "example.com/custos/log".into(),
             size: 42,
-            root
+            root,
+            next_key: None
         }
     );
 
@@ -25,4 +26,43 @@ fn a_signed_note_verifies_and_any_change_breaks_it() {
     );
     assert!(verify_note("garbage", &key).is_err());
     assert!(verify_note(&note, "not+a+key").is_err());
+}
+
+#[test]
+fn a_handover_passes_trust_to_the_next_key_by_both_signatures() {
+    let origin = "example.com/custos/log";
+    let old = CheckpointSigner::new([1; 32], origin);
+    let new = CheckpointSigner::new([2; 32], origin);
+    let handover = old.sign_handover(&new, 10, &[3; 32]);
+    assert_eq!(handover_key(&handover), Some(new.verifier_key()));
+    assert_eq!(handover_key(&old.sign(10, &[3; 32])), None);
+
+    let mut key = old.verifier_key();
+    let checkpoint = verify_note_chained(&handover, &mut key).unwrap();
+    assert_eq!(checkpoint.next_key, Some(new.verifier_key()));
+    assert_eq!(
+        key,
+        new.verifier_key(),
+        "the new key is in force after the handover"
+    );
+    let later = new.sign(11, &[4; 32]);
+    assert_eq!(verify_note_chained(&later, &mut key).unwrap().size, 11);
+    let mut old_key = old.verifier_key();
+    assert!(
+        verify_note_chained(&later, &mut old_key).is_err(),
+        "the old key does not sign after the handover"
+    );
+
+    // A handover the incoming key did not sign does not pass trust on.
+    let body_end = handover.find("\n\n").unwrap() + 2;
+    let first_signature_end = handover[body_end..].find('\n').unwrap() + body_end + 1;
+    let half_signed = handover[..first_signature_end].to_string();
+    let mut key = old.verifier_key();
+    assert!(verify_note_chained(&half_signed, &mut key).is_err());
+    assert_eq!(key, old.verifier_key());
+    // Nor does one that names another key than the one that signed.
+    let intruder = CheckpointSigner::new([5; 32], origin);
+    let forged = handover.replace(&new.verifier_key(), &intruder.verifier_key());
+    let mut key = old.verifier_key();
+    assert!(verify_note_chained(&forged, &mut key).is_err());
 }

@@ -219,6 +219,79 @@ fn proofs_verify_against_signed_checkpoints_and_restarts_keep_them() {
 }
 
 #[test]
+fn a_key_rotation_hands_trust_over_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |seed: [u8; 32], next: Option<[u8; 32]>| LogConfig {
+        next_signing_seed: next,
+        ..LogConfig::new(dir.path(), seed, "test.example/log")
+    };
+    let (root, old_note) = {
+        let log = open(dir.path());
+        for _ in 0..4 {
+            log.append(sample_event(1)).unwrap();
+        }
+        let old_note = log.checkpoint().unwrap().unwrap().1;
+        let root = log.verifier_key();
+        assert!(log.rotate_key([3; 32]).is_err(), "the key in force");
+        assert_eq!(
+            log.rotate_key([9; 32]).unwrap(),
+            4,
+            "a handover at a signed size"
+        );
+        assert_eq!(log.verifier_keys().len(), 2);
+        log.append(sample_event(0)).unwrap();
+        assert_eq!(log.rotate_key([4; 32]).unwrap(), 5);
+        assert_ne!(log.verifier_key(), root);
+        log.append(sample_event(2)).unwrap();
+        let (size, note) = log.checkpoint().unwrap().unwrap();
+        assert_eq!(size, 6);
+        assert!(
+            crate::verify_note(&note, &root).is_err(),
+            "the old key signs no more"
+        );
+        let mut key = root.clone();
+        crate::verify_note_chained(&log.checkpoint_at(4).unwrap().unwrap(), &mut key).unwrap();
+        crate::verify_note_chained(&log.checkpoint_at(5).unwrap().unwrap(), &mut key).unwrap();
+        assert_eq!(crate::verify_note(&note, &key).unwrap().size, 6);
+        assert_eq!(
+            log.verifier_keys()
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            [0, 4, 5]
+        );
+        (root, old_note)
+    };
+    // Only the old seed: the key in force is missing, and the log says so.
+    let error = AuditLog::open(config([3; 32], None))
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("not among the signing keys"),
+        "{error}"
+    );
+    // The interrupted-rotation case: the old seed as current, the new one as next.
+    {
+        let log = AuditLog::open(config([3; 32], Some([4; 32]))).unwrap();
+        assert_eq!(log.verifier_keys()[0].1, root);
+        log.append(sample_event(1)).unwrap();
+        log.checkpoint().unwrap();
+    }
+    let log = AuditLog::open(config([4; 32], None)).unwrap();
+    assert_eq!(log.len(), 7);
+    drop(log);
+    let chain = std::fs::read_to_string(dir.path().join("verifier.key")).unwrap();
+    assert_eq!(chain.lines().next(), Some(root.as_str()));
+    let report = crate::verify_log(dir.path(), &root, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(report.checkpoints >= 3);
+    let new_key = chain.lines().nth(2).unwrap();
+    let report = crate::verify_log(dir.path(), new_key, &mut |_, _| {}).unwrap();
+    assert!(!report.is_ok(), "the root of trust is the first key");
+    assert!(crate::verify_note(&old_note, &root).is_ok());
+}
+
+#[test]
 fn a_log_cut_behind_a_signed_checkpoint_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -18,6 +18,7 @@ mod fail_closed;
 mod feed;
 mod ingest;
 mod integrity;
+mod key_rotation;
 mod publish;
 mod queries;
 mod reindex;
