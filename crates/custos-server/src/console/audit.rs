@@ -584,6 +584,13 @@ pub(crate) async fn integrity(
         None
     );
     let key = call!(console, "Integrity", Method::GET, "/api/audit/key", None);
+    let chain = call!(console, "Integrity", Method::GET, "/api/audit/keys", None);
+    let rotations: Vec<&Json> = chain.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(1)
+        .collect();
     let note = text(&checkpoint.json);
     let lines: Vec<&str> = note.lines().collect();
     let verification = call!(console, "Integrity", Method::GET, "/api/audit/verify", None);
@@ -629,6 +636,24 @@ pub(crate) async fn integrity(
         pre.mono { (note) }
         h2 { "Verifier key" }
         pre.mono { (text(&key.json)) }
+        @if !rotations.is_empty() {
+            table {
+                caption { "Key rotations (each handed over by a checkpoint both keys signed)" }
+                thead { tr { th scope="col" { "From tree size" } th scope="col" { "Key" } } }
+                tbody {
+                    tr { td.num { "0" } td { code { (text(&chain.json["value"][0]["key"])) } " (first key)" } }
+                    @for rotation in &rotations {
+                        tr { td.num { (text(&rotation["sinceTreeSize"])) } td { code { (text(&rotation["key"])) } } }
+                    }
+                }
+            }
+        }
+        @if console.is_global_admin() {
+            form method="post" action="/ui/audit/integrity/rotate" {
+                p { "Rotating the key signs a handover checkpoint with the old and the new key; verifiers that pinned the first key follow it (docs/verify.md §4)." }
+                button.secondary type="submit" { "Rotate the signing key" }
+            }
+        }
     };
     Page {
         title: "Integrity",
@@ -636,6 +661,23 @@ pub(crate) async fn integrity(
         body,
     }
     .render(&console)
+}
+
+/// `POST /ui/audit/integrity/rotate` (global admin).
+pub(crate) async fn rotate_key(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/integrity");
+    call!(
+        console,
+        "Integrity",
+        Method::POST,
+        "/api/audit/key/rotate",
+        None
+    );
+    see_other("/ui/audit/integrity")
 }
 
 /// `POST /ui/audit/exports`: starts an export job of a search, then shows its progress.

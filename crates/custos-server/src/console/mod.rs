@@ -159,6 +159,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/ui/audit/integrity", get(audit::integrity))
         .route("/ui/audit/integrity/verify", post(audit::verify))
+        .route("/ui/audit/integrity/rotate", post(audit::rotate_key))
         .layer(DefaultBodyLimit::max(crate::webapi::BODY_BYTES_MAX))
 }
 

@@ -112,6 +112,7 @@ fn every_console_page_renders_and_its_forms_work() {
         ("/ui/audit/alerts".into(), "New rule"),
         ("/ui/audit/retention".into(), "Audit log search is on"),
         ("/ui/audit/integrity".into(), "Verify now"),
+        ("/ui/audit/feeds".into(), "No streams."),
         ("/ui/audit/queries".into(), "Background queries"),
         (format!("/ui/audit/subjects/{account}"), "1 events"),
     ] {
@@ -210,6 +211,23 @@ fn every_console_page_renders_and_its_forms_work() {
         &[("search", "entity=account")],
     );
     assert_eq!(query.status(), 303);
+
+    // The signing key is rotated from the Integrity page, which then lists the handover.
+    assert_eq!(
+        post(&server, &cookie, "/ui/audit/integrity/rotate", &[]).status(),
+        303
+    );
+    let (_, html) = page(&server, &cookie, "/ui/audit/integrity");
+    assert!(
+        html.contains("Key rotations") && html.contains("(first key)"),
+        "{html}"
+    );
+    assert_eq!(
+        server
+            .audit(&admin, "operation=RotateCheckpointKey&origin=WebUI")
+            .len(),
+        1
+    );
 
     // What the console did is audited as the console's.
     let changes = server.audit(&admin, &format!("operation=Update&recordId={account}"));
