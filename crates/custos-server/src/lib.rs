@@ -44,6 +44,16 @@ pub use error::{AppError, ErrorCode};
 pub use maintenance::{ReindexSummary, reindex_audit_log};
 pub use state::{AppState, Clock, Config, StartError, SystemClock};
 
+/// `GET /openapi.json`: an OpenAPI 3 description of the fixed routes (for API fuzzers and client
+/// generators; the Web API's full description is its CSDL `$metadata`).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
@@ -194,6 +204,7 @@ pub(crate) fn api_routes() -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .merge(console::routes())
         .merge(api_routes())

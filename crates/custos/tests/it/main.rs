@@ -3,6 +3,7 @@
 
 mod admin;
 mod alerts;
+mod api_fuzz;
 mod automation;
 mod bulk;
 mod cli_admin;

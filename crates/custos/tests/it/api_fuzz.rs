@@ -1,0 +1,65 @@
+//! The API under a fuzzer (SPEC §12): schemathesis generates thousands of requests — valid,
+//! boundary and malformed — from the server's own OpenAPI document (`GET /openapi.json`), and
+//! not one may be answered with a server error; afterwards the audit log, which recorded every
+//! refusal, still verifies.
+
+use std::process::Command;
+
+use crate::common::*;
+
+#[test]
+fn no_generated_request_gets_a_server_error_and_the_log_still_verifies() {
+    let mut server = Server::start(&[]);
+    let admin = server.admin();
+    let output = Command::new("python3")
+        .args(["-m", "schemathesis.cli", "run"])
+        .arg(format!("{}/openapi.json", server.base))
+        .args(["-H", &format!("Authorization: Bearer {admin}")])
+        .args(["--checks", "not_a_server_error"])
+        .args([
+            "--max-examples",
+            "25",
+            "--seed",
+            "42",
+            "--request-timeout",
+            "30",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("python3 runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !said.contains("No module named"),
+        "schemathesis is not installed (scripts/test installs it)"
+    );
+    assert!(
+        output.status.success(),
+        "the fuzzer found failures:\n{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let generated: u64 = said
+        .lines()
+        .find(|l| l.contains(" generated, "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(generated > 1000, "too few requests were generated:\n{said}");
+    // The fuzzer may have left audit log search off; an Audit Manager turns it back on.
+    let response = send(
+        client().put(format!("{}/api/audit/settings", server.base)),
+        &admin,
+        Some(serde_json::json!({"searchEnabled": true})),
+    );
+    assert_eq!(response.status(), 200);
+    let refused = server.audit(&admin, "status=Failed&operation=RetrieveMultiple");
+    assert!(!refused.is_empty(), "the refusals are recorded");
+
+    let data = server.data_dir.clone();
+    server.kill();
+    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+}
