@@ -132,6 +132,7 @@ impl Integrity {
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, e))?;
         let mut notes = Vec::new();
+        let mut handovers = Vec::new();
         let mut pos = 0usize;
         while pos + 8 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
@@ -150,13 +151,10 @@ impl Integrity {
                 })?;
             // Each note grows the tree, except a key handover, which may sign the size of the
             // note before it.
-            let handover = std::str::from_utf8(note)
-                .ok()
-                .and_then(handover_key)
-                .is_some();
+            let handover = std::str::from_utf8(note).ok().and_then(handover_key);
             if notes
                 .last()
-                .is_some_and(|n: &NoteAt| n.size > size || (n.size == size && !handover))
+                .is_some_and(|n: &NoteAt| n.size > size || (n.size == size && handover.is_none()))
             {
                 return Err(Error::Corrupted(format!(
                     "checkpoint at byte {pos} does not grow the tree"
@@ -167,6 +165,7 @@ impl Integrity {
                 offset: (pos + 8) as u64,
                 len: len as u32,
             });
+            handovers.extend(handover.map(|key| (size, key)));
             pos += 8 + len;
         }
         if pos < bytes.len() {
@@ -188,16 +187,6 @@ impl Integrity {
             .map(|seed| CheckpointSigner::new(*seed, origin))
             .collect();
         let chain_path = dir.join("verifier.key");
-        let handovers = checkpoints
-            .notes
-            .iter()
-            .filter_map(|at| {
-                checkpoints
-                    .read_note(*at)
-                    .map(|note| handover_key(&note).map(|key| (at.size, key)))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
         let root = if handovers.is_empty() {
             signers[0].verifier_key()
         } else {
