@@ -429,6 +429,13 @@ impl Directory {
         Ok(())
     }
 
+    /// Removes a tenant setting (nothing when there is none).
+    pub fn remove_setting(&self, key: &str) -> Result<()> {
+        let conn = self.conn.lock().expect("directory lock");
+        conn.execute("DELETE FROM setting WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
     /// Whether `principal` holds `role_id` in any instance.
     pub fn has_role_anywhere(&self, principal: Uuid, role_id: Uuid) -> bool {
         let cache = self.cache.read().expect("directory cache");
@@ -505,4 +512,26 @@ fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
         roles,
         teams,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_kept_replaced_and_removed_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.db");
+        {
+            let (directory, _) = Directory::open(&path, "default").unwrap();
+            directory.set_setting("a", "1").unwrap();
+            directory.set_setting("a", "2").unwrap();
+            directory.set_setting("b", "3").unwrap();
+            directory.remove_setting("b").unwrap();
+            directory.remove_setting("never-set").unwrap();
+        }
+        let (directory, _) = Directory::open(&path, "default").unwrap();
+        assert_eq!(directory.setting("a").unwrap().as_deref(), Some("2"));
+        assert_eq!(directory.setting("b").unwrap(), None);
+    }
 }

@@ -626,6 +626,7 @@ pub(crate) async fn delete(
             .remove(&id);
         let mut all = definitions(&state)?;
         all.retain(|d| d["id"].as_str() != Some(id.to_string().as_str()));
+        state.directory.remove_setting(&cursor_key(id))?;
         state
             .save_setting(STREAMS_SETTING.into(), Json::Array(all).to_string())
             .await?;
