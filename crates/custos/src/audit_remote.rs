@@ -522,6 +522,7 @@ fn tail(
             .to_string();
         seen.insert(record["Id"].as_str().unwrap_or_default().to_string());
     }
+    eprintln!("following the audit log from {since} (interrupt to stop)");
     let mut printed = 0;
     loop {
         let mut query = form_urlencoded::Serializer::new(String::new());

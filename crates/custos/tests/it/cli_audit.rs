@@ -164,14 +164,22 @@ fn tail_prints_new_events_and_not_its_own_searches() {
     let server = Server::start(&[]);
     let admin = server.admin();
     create_account(&server, &admin, "Before the tail");
-    let child = Command::new(env!("CARGO_BIN_EXE_custos"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(["audit", "tail", "--url", &server.base, "--json"])
         .args(["--count", "3", "--interval-ms", "100", "--seconds", "30"])
         .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // The tail starts from the newest event it finds; it says so on stderr once it has looked.
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert!(said.starts_with("following the audit log from "), "{said}");
     let ids: Vec<String> = (0..3)
         .map(|i| {
             let id = create_account(&server, &admin, &format!("Tailed {i}"));
