@@ -1,6 +1,7 @@
 //! Streaming outputs to SIEMs (SPEC §9): an Audit Manager sets a stream — a format (`syslog`:
 //! RFC 5424, `cef`: ArcSight CEF carried in RFC 5424, `ocsf`, `json`: our canonical record) and
-//! a target (`tcp://host:port`, `tls://host:port`, `file:///path`) — and a follower task sends
+//! a target (`tcp://host:port`, `tls://host:port`, `file:///path`, or `http(s)://…`, a collector
+//! that takes posted batches such as Splunk's HTTP event collector) — and a follower task sends
 //! every event of the log to it, oldest first, from a cursor kept in the directory's settings.
 //!
 //! Delivery is at least once: a batch is written (and, for a file, fsynced) before the cursor
@@ -10,7 +11,8 @@
 //!
 //! Over TCP and TLS, syslog and CEF messages are framed by octet counting (RFC 6587 §3.4.1,
 //! as RFC 5425 requires for TLS), OCSF and JSON records are newline-delimited; in a file every
-//! format is one record per line.
+//! format is one record per line; an HTTP target gets each batch as one POST of lines
+//! (`application/x-ndjson` for OCSF and JSON), delivered when it answers 2xx.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -83,13 +85,17 @@ enum Target {
     Tcp { host: String, port: u16 },
     Tls { host: String, port: u16 },
     File(PathBuf),
+    Http(reqwest::Url),
 }
+
+/// Definition properties that are secrets: kept, used, never shown or recorded.
+const SECRETS: [&str; 2] = ["caCertificate", "authorization"];
 
 impl Target {
     fn parse(text: &str) -> Result<Target, AppError> {
         let bad = |why: &str| {
             AppError::bad_request(format!(
-                "target '{text}' {why}: give tcp://host:port, tls://host:port or file:///absolute/path"
+                "target '{text}' {why}: give tcp://host:port, tls://host:port, file:///absolute/path or an http(s) URL"
             ))
         };
         let url = reqwest::Url::parse(text).map_err(|_| bad("is not a URL"))?;
@@ -114,12 +120,17 @@ impl Target {
                 }
                 Ok(Target::File(path))
             }
+            "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => {
+                Ok(Target::Http(url))
+            }
+            "http" | "https" => Err(bad("has no host")),
             _ => Err(bad("has an unknown scheme")),
         }
     }
 
+    /// Whether messages go over a byte stream (TCP or TLS), where syslog needs octet counting.
     fn is_socket(&self) -> bool {
-        !matches!(self, Target::File(_))
+        matches!(self, Target::Tcp { .. } | Target::Tls { .. })
     }
 }
 
@@ -226,6 +237,12 @@ enum Sink {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     File(Arc<std::fs::File>),
+    Http {
+        client: reqwest::Client,
+        url: reqwest::Url,
+        authorization: Option<String>,
+        content_type: &'static str,
+    },
 }
 
 async fn connect(stream: &Running) -> std::io::Result<Sink> {
@@ -275,6 +292,30 @@ async fn connect(stream: &Running) -> std::io::Result<Sink> {
             .map_err(std::io::Error::other)??;
             Ok(Sink::File(Arc::new(file)))
         }
+        Target::Http(url) => {
+            let mut builder = reqwest::Client::builder()
+                .timeout(IO_TIMEOUT)
+                .user_agent(concat!("custos-stream/", env!("CARGO_PKG_VERSION")));
+            if let Some(pem) = stream.definition["caCertificate"].as_str() {
+                let roots = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(std::io::Error::other)?;
+                builder = builder.tls_built_in_root_certs(false);
+                for root in roots {
+                    builder = builder.add_root_certificate(root);
+                }
+            }
+            Ok(Sink::Http {
+                client: builder.build().map_err(std::io::Error::other)?,
+                url: url.clone(),
+                authorization: stream.definition["authorization"]
+                    .as_str()
+                    .map(str::to_string),
+                content_type: match stream.format {
+                    Format::Ocsf | Format::Json => "application/x-ndjson",
+                    Format::Syslog | Format::Cef => "text/plain; charset=utf-8",
+                },
+            })
+        }
     }
 }
 
@@ -288,7 +329,7 @@ impl Sink {
         let read = match self {
             Sink::Tcp(tcp) => tcp.read(&mut buffer).now_or_never(),
             Sink::Tls(tls) => tls.read(&mut buffer).now_or_never(),
-            Sink::File(_) => return false,
+            Sink::File(_) | Sink::Http { .. } => return false,
         };
         matches!(read, Some(Ok(0) | Err(_)))
     }
@@ -310,6 +351,29 @@ impl Sink {
             })
             .await
             .map_err(timed)?,
+            Sink::Http {
+                client,
+                url,
+                authorization,
+                content_type,
+            } => {
+                let mut request = client
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(bytes);
+                if let Some(value) = authorization {
+                    request = request.header(reqwest::header::AUTHORIZATION, value.as_str());
+                }
+                let response = request.send().await.map_err(std::io::Error::other)?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "the receiver answered {}",
+                        response.status()
+                    )))
+                }
+            }
             Sink::File(file) => {
                 let file = file.clone();
                 tokio::task::spawn_blocking(move || {
@@ -426,10 +490,12 @@ impl Running {
 /// A stream's API JSON: its definition (without the certificate text) and its status.
 fn stream_json(state: &AppState, id: Uuid, stream: &Running) -> Json {
     let mut out = stream.definition.clone();
-    if let Some(object) = out.as_object_mut()
-        && object.remove("caCertificate").is_some()
-    {
-        object.insert("caCertificate".into(), json!("(set)"));
+    if let Some(object) = out.as_object_mut() {
+        for secret in SECRETS {
+            if object.contains_key(secret) {
+                object.insert(secret.into(), json!("(set)"));
+            }
+        }
     }
     let position = cursor(state, &cursor_key(id)).ok();
     let status = stream.status.lock().expect("stream status lock");
@@ -454,7 +520,7 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     if let Some(key) = object.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "name" | "format" | "target" | "caCertificate" | "from"
+            "name" | "format" | "target" | "caCertificate" | "authorization" | "from"
         )
     }) {
         return Err(AppError::bad_request(format!("unknown property '{key}'")));
@@ -478,13 +544,28 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     definition.insert("target".into(), json!(target_text));
     match object.get("caCertificate") {
         None | Some(Json::Null) => {}
-        Some(Json::String(pem)) if matches!(target, Target::Tls { .. }) => {
+        Some(Json::String(pem)) if matches!(target, Target::Tls { .. } | Target::Http(_)) => {
             certificates(pem)?;
             definition.insert("caCertificate".into(), json!(pem));
         }
         Some(_) => {
             return Err(AppError::bad_request(
-                "'caCertificate' is PEM text, and only for a tls:// target",
+                "'caCertificate' is PEM text, and only for a tls:// or https:// target",
+            ));
+        }
+    }
+    match object.get("authorization") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(value))
+            if matches!(target, Target::Http(_))
+                && !value.is_empty()
+                && reqwest::header::HeaderValue::from_str(value).is_ok() =>
+        {
+            definition.insert("authorization".into(), json!(value));
+        }
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "'authorization' is an Authorization header value, and only for an http(s) target",
             ));
         }
     }
@@ -526,7 +607,9 @@ pub(crate) async fn create(
         );
         definition.insert("createdBy".into(), json!(draft.user_upn));
         let mut recorded = definition.clone();
-        recorded.remove("caCertificate");
+        for secret in SECRETS {
+            recorded.remove(secret);
+        }
         draft.details = Json::Object(recorded).to_string();
         let definition = Json::Object(definition);
         let stream = running(definition.clone())?;
@@ -613,7 +696,9 @@ pub(crate) async fn delete(
         let (id, stream) = running_stream(&state, &id)?;
         let mut recorded = stream.definition.clone();
         if let Some(object) = recorded.as_object_mut() {
-            object.remove("caCertificate");
+            for secret in SECRETS {
+                object.remove(secret);
+            }
         }
         draft.details = recorded.to_string();
         state.record(draft.clone()).await?;
@@ -663,8 +748,13 @@ mod tests {
             Target::parse("file:///var/log/custos/audit.jsonl").unwrap(),
             Target::File("/var/log/custos/audit.jsonl".into())
         );
+        assert!(matches!(
+            Target::parse("https://siem.example/services/collector/raw"),
+            Ok(Target::Http(_))
+        ));
         for bad in [
             "tcp://127.0.0.1",
+            "https://user@",
             "udp://127.0.0.1:514",
             "tcp://:514",
             "tcp://h:514/path",

@@ -111,7 +111,7 @@ pub(crate) async fn feeds(
         }
         section aria-labelledby="streams" {
             h2 id="streams" { "Streams" }
-            p { "Every event of the log, at least once and in order, to a syslog (RFC 5424), CEF or OCSF receiver over TCP or TLS, or as JSON lines to a file; a receiver that is down loses nothing." }
+            p { "Every event of the log, at least once and in order, to a syslog (RFC 5424), CEF or OCSF receiver over TCP or TLS, to an HTTP collector, or as JSON lines to a file; a receiver that is down loses nothing." }
             table {
                 caption { "Streams and how they are doing" }
                 thead { tr {
@@ -158,8 +158,9 @@ pub(crate) async fn feeds(
                                 option value="json" { "JSON lines" }
                             }
                         }
-                        p { label for="target" { "Target: tcp://host:port, tls://host:port or file:///path" } input id="target" name="target" type="text" required; }
-                        p { label for="caCertificate" { "CA certificate of a TLS receiver (PEM; empty for the public roots)" } textarea id="caCertificate" name="caCertificate" rows="3" {} }
+                        p { label for="target" { "Target: tcp://host:port, tls://host:port, file:///path or an http(s) collector URL" } input id="target" name="target" type="text" required; }
+                        p { label for="caCertificate" { "CA certificate of a TLS or HTTPS receiver (PEM; empty for the public roots)" } textarea id="caCertificate" name="caCertificate" rows="3" {} }
+                        p { label for="authorization" { "Authorization header of an HTTP collector (e.g. Splunk <token>; kept secret)" } input id="authorization" name="authorization" type="password" autocomplete="off"; }
                         p {
                             label for="from" { "Start from" }
                             select id="from" name="from" {
@@ -223,8 +224,10 @@ pub(crate) async fn create_stream(
         "target": field("target"),
         "from": field("from"),
     });
-    if !field("caCertificate").is_empty() {
-        body["caCertificate"] = json!(field("caCertificate"));
+    for secret in ["caCertificate", "authorization"] {
+        if !field(secret).is_empty() {
+            body[secret] = json!(field(secret));
+        }
     }
     call!(
         console,

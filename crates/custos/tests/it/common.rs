@@ -279,7 +279,9 @@ pub struct Post {
     pub status: u16,
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The body as JSON (null when it is not JSON), and as text.
     pub body: Value,
+    pub text: String,
 }
 
 impl Post {
@@ -330,6 +332,7 @@ pub fn serve_posts(
                 status,
                 headers,
                 body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                text: String::from_utf8_lossy(&body).into_owned(),
             });
             let _ = write!(
                 stream,

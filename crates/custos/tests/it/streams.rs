@@ -458,6 +458,7 @@ fn streams_are_an_audit_managers_and_refusals_are_clear() {
         json!({"name": "s", "format": "cef", "target": "tls://127.0.0.1:514", "caCertificate": "not pem"}),
         json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1:514", "from": "yesterday"}),
         json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1:514", "extra": 1}),
+        json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1:514", "authorization": "Bearer x"}),
     ] {
         let (status, code, message) = odata_error(create_stream(&server, &admin, bad.clone()));
         assert_eq!(
@@ -512,7 +513,7 @@ fn streams_are_an_audit_managers_and_refusals_are_clear() {
         .map(|e| e["ResultStatus"].as_str().unwrap())
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == "Succeeded").count(), 1);
-    assert_eq!(statuses.iter().filter(|s| **s == "Failed").count(), 9);
+    assert_eq!(statuses.iter().filter(|s| **s == "Failed").count(), 10);
     assert_eq!(statuses.iter().filter(|s| **s == "Denied").count(), 1);
     let deleted = server.audit(&admin, "operation=DeleteAuditStream");
     assert_eq!(deleted.len(), 1);
@@ -521,4 +522,62 @@ fn streams_are_an_audit_managers_and_refusals_are_clear() {
 
 fn uuid_like() -> &'static str {
     "0b7e3c1e-0000-4000-8000-00000000beef"
+}
+
+#[test]
+fn an_http_collector_gets_batches_with_its_token_and_a_refusal_is_retried() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let posts: std::sync::Arc<std::sync::Mutex<Vec<Post>>> = Default::default();
+    let kept = posts.clone();
+    let url = serve_posts(
+        |n| if n == 0 { 503 } else { 200 },
+        move |post| kept.lock().unwrap().push(post),
+    );
+    let response = create_stream(
+        &server,
+        &admin,
+        json!({"name": "collector", "format": "ocsf", "target": url,
+               "authorization": "Splunk 0f4c-secret", "from": "start"}),
+    );
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().unwrap();
+    assert_eq!(created["authorization"], "(set)", "the token is not echoed");
+    let account = create_account(&server, &admin, "Contoso");
+    let create = server.audit(&admin, &format!("operation=Create&recordId={account}"));
+    let id = create[0]["Id"].as_str().unwrap().to_string();
+    let received = || -> Vec<Value> {
+        posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.status == 200)
+            .flat_map(|p| {
+                assert_eq!(p.header("authorization"), Some("Splunk 0f4c-secret"));
+                assert_eq!(p.header("content-type"), Some("application/x-ndjson"));
+                p.text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    };
+    let lines = wait_for_all(std::slice::from_ref(&id), received, |l| {
+        l["metadata"]["uid"].as_str().map(str::to_string)
+    });
+    let line = lines
+        .iter()
+        .find(|l| l["metadata"]["uid"] == id.as_str())
+        .unwrap();
+    assert_eq!(line["class_uid"], 6003);
+    assert_eq!(
+        posts.lock().unwrap()[0].status,
+        503,
+        "the first post was refused, then retried"
+    );
+    let saved = server.audit(&admin, "operation=SaveAuditStream");
+    assert!(
+        !saved[0]["Details"].to_string().contains("secret"),
+        "the token is not recorded"
+    );
 }
