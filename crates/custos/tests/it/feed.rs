@@ -452,3 +452,33 @@ fn refusals_are_clear_and_recorded() {
     let refused = server.audit(&admin, "operation=StartFeedSubscription&status=Failed");
     assert_eq!(refused.len(), 5, "the refused starts are recorded");
 }
+
+#[test]
+fn an_expired_webhook_is_not_notified_and_polling_goes_on() {
+    let server = Server::start(ARGS);
+    let admin = server.admin();
+    let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
+    let kept = posts.clone();
+    let hook = serve_posts(|_| 200, move |post| kept.lock().unwrap().push(post));
+    let response = start(
+        &server,
+        &admin,
+        Some(
+            json!({"webhook": {"address": hook, "authId": "a", "expiration": "2020-01-01T00:00:00Z"}}),
+        ),
+    );
+    assert_eq!(response.status(), 200);
+    let answered: Value = response.json().unwrap();
+    assert_eq!(answered["webhook"]["status"], "expired");
+    let account = create_account(&server, &admin, "Unnotified");
+    let event = create_event(&server, &admin, &account);
+    download_until(&server, &admin, event["Id"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        posts.lock().unwrap().len(),
+        1,
+        "only the validation was posted"
+    );
+    let listing = get_json(&feed(&server, "subscriptions/list"), &admin);
+    assert_eq!(listing[0]["webhook"]["status"], "expired");
+}
