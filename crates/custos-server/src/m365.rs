@@ -93,3 +93,95 @@ fn sorted(fields: Map<String, Json>) -> Map<String, Json> {
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     pairs.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use custos_audit::{Change, EntityCategory, Origin, ResultStatus, UserType};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn event(record_type: &str, ids: usize) -> AuditEvent {
+        AuditEvent {
+            id: Uuid::from_u128(1),
+            creation_time_us: 1_732_000_000_123_456,
+            tenant_id: Uuid::from_u128(2),
+            instance: "main".into(),
+            instance_url: "http://127.0.0.1/main".into(),
+            workload: "Custos".into(),
+            record_type: record_type.into(),
+            operation: "Update".into(),
+            category: String::new(),
+            user_id: "u-1".into(),
+            user_upn: "ann@contoso.test".into(),
+            user_type: UserType::Regular,
+            caller_id: String::new(),
+            client_ip: "10.0.0.7".into(),
+            user_agent: "agent".into(),
+            origin: Origin::Api,
+            correlation_id: "c-1".into(),
+            session_id: String::new(),
+            client_request_id: String::new(),
+            result_status: ResultStatus::Succeeded,
+            error_code: String::new(),
+            entity_name: "account".into(),
+            entity_category: EntityCategory::OutOfBox,
+            record_ids: (0..ids).map(|i| Uuid::from_u128(10 + i as u128)).collect(),
+            query: String::new(),
+            result_count: ids as u64,
+            changes: vec![
+                Change {
+                    attribute: "name".into(),
+                    old: Some("\"Old\"".into()),
+                    new: Some("\"New\"".into()),
+                },
+                Change {
+                    attribute: "telephone1".into(),
+                    old: Some("\"555\"".into()),
+                    new: None,
+                },
+            ],
+            details: String::new(),
+        }
+    }
+
+    #[test]
+    fn our_events_are_crm_records_in_the_microsoft_schema() {
+        let record = record(&event("CustosEntity", 1));
+        assert_eq!(record["RecordType"], 21);
+        assert_eq!(record["CustosRecordType"], "CustosEntity");
+        assert_eq!(record["CreationTime"], "2024-11-19T07:06:40.123456");
+        assert_eq!(record["UserId"], "ann@contoso.test");
+        assert_eq!(
+            (record["UserKey"].clone(), record["SystemUserId"].clone()),
+            (json!("u-1"), json!("u-1"))
+        );
+        assert_eq!(record["OrganizationId"], Uuid::from_u128(2).to_string());
+        assert_eq!(record["EntityId"], Uuid::from_u128(10).to_string());
+        assert_eq!(record["ObjectId"], record["EntityId"]);
+        assert_eq!(
+            record["Fields"],
+            json!([{"Name": "name", "Value": "New"}]),
+            "only attributes with a new value"
+        );
+        assert_eq!(record["Changes"][1]["Old"], "555", "our changes stay whole");
+        let keys: Vec<&String> = record.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "fields in name order");
+    }
+
+    #[test]
+    fn lists_have_no_single_entity_and_ingested_types_keep_their_own() {
+        let list = record(&event("CustosEntity", 3));
+        assert!(list.get("EntityId").is_none());
+        assert_eq!(list["ObjectId"], "account");
+        assert_eq!(list["QueryResults"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            record(&event("25", 0))["RecordType"],
+            25,
+            "a number stays a number"
+        );
+        assert_eq!(record(&event("PayrollRun", 0))["RecordType"], "PayrollRun");
+    }
+}
