@@ -117,6 +117,15 @@ fn the_demo_day_leaves_every_operation_searchable() {
         "ingested events sit beside Custos's"
     );
 
+    let feed = get_json(
+        &format!(
+            "{}/api/v1.0/default/activity/feed/subscriptions/list",
+            server.base
+        ),
+        &admin,
+    );
+    assert_eq!(feed[0]["status"], "enabled", "a SIEM follows the feed");
+
     let again = demo(&server);
     assert!(
         again.status.success(),
