@@ -581,6 +581,35 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     Ok((definition, from_start))
 }
 
+/// A file target must be in an existing folder outside the data directory: appending audit
+/// lines to Custos's own files (its databases, its log) would damage them.
+fn check_file_target(path: &std::path::Path, data_dir: &std::path::Path) -> Result<(), AppError> {
+    let folder = path
+        .parent()
+        .and_then(|p| p.canonicalize().ok())
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "the folder of '{}' does not exist on the server",
+                path.display()
+            ))
+        })?;
+    let data_dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    if folder.starts_with(&data_dir) {
+        return Err(AppError::bad_request(
+            "a stream cannot write into Custos's data directory",
+        ));
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(AppError::bad_request(format!(
+            "'{}' exists and is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /api/audit/streams`.
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -592,6 +621,9 @@ pub(crate) async fn create(
     let result = async {
         audit_manager(&state, &mut draft, &headers, "set audit streams")?;
         let (mut definition, from_start) = parse_stream(&body)?;
+        if let Target::File(path) = Target::parse(definition["target"].as_str().unwrap_or(""))? {
+            check_file_target(&path, &state.config.data_dir)?;
+        }
         let mut all = definitions(&state)?;
         if all.len() >= STREAMS_MAX {
             return Err(AppError::new(

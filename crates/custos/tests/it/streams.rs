@@ -448,7 +448,16 @@ fn streams_are_an_audit_managers_and_refusals_are_clear() {
         None,
     );
     assert_eq!(listing.status(), 403);
+    let inside = format!("file://{}", server.data_dir.join("control.db").display());
+    let nowhere = format!(
+        "file://{}",
+        dir.path().join("no/such/folder/out.jsonl").display()
+    );
+    let folder = format!("file://{}", dir.path().display());
     for bad in [
+        json!({"name": "s", "format": "json", "target": inside}),
+        json!({"name": "s", "format": "json", "target": nowhere}),
+        json!({"name": "s", "format": "json", "target": folder}),
         json!({"name": "s", "format": "leef", "target": "tcp://127.0.0.1:514"}),
         json!({"name": "s", "format": "json", "target": "udp://127.0.0.1:514"}),
         json!({"name": "s", "format": "json", "target": "tcp://127.0.0.1"}),
@@ -513,7 +522,7 @@ fn streams_are_an_audit_managers_and_refusals_are_clear() {
         .map(|e| e["ResultStatus"].as_str().unwrap())
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == "Succeeded").count(), 1);
-    assert_eq!(statuses.iter().filter(|s| **s == "Failed").count(), 10);
+    assert_eq!(statuses.iter().filter(|s| **s == "Failed").count(), 13);
     assert_eq!(statuses.iter().filter(|s| **s == "Denied").count(), 1);
     let deleted = server.audit(&admin, "operation=DeleteAuditStream");
     assert_eq!(deleted.len(), 1);
