@@ -134,11 +134,89 @@ impl Target {
     }
 }
 
+/// Which events a stream sends: for each filtered field, the values it accepts (any of them,
+/// ignoring ASCII case); every field must accept. No filter: every event.
+#[derive(Debug, Default)]
+struct Filter {
+    fields: Vec<(&'static str, Vec<String>)>,
+}
+
+/// The filter's fields: the name in a stream's `filter`, and an event's values for it.
+const FILTER_FIELDS: [&str; 8] = [
+    "operations",
+    "recordTypes",
+    "workloads",
+    "instances",
+    "entities",
+    "users",
+    "origins",
+    "statuses",
+];
+
+fn filter_values<'a>(field: &str, event: &'a AuditEvent) -> Vec<&'a str> {
+    match field {
+        "operations" => vec![event.operation.as_str()],
+        "recordTypes" => vec![event.record_type.as_str()],
+        "workloads" => vec![event.workload.as_str()],
+        "instances" => vec![event.instance.as_str()],
+        "entities" => vec![event.entity_name.as_str()],
+        "users" => vec![event.user_upn.as_str(), event.user_id.as_str()],
+        "origins" => vec![event.origin.as_str()],
+        "statuses" => vec![event.result_status.as_str()],
+        _ => Vec::new(),
+    }
+}
+
+impl Filter {
+    /// Reads a stream's `filter` (`{"operations": ["Delete"], …}`).
+    fn parse(value: &Json) -> Result<Filter, AppError> {
+        let mut filter = Filter::default();
+        let Some(object) = value.as_object() else {
+            return match value {
+                Json::Null => Ok(filter),
+                _ => Err(AppError::bad_request("'filter' must be an object")),
+            };
+        };
+        for (key, values) in object {
+            let field = FILTER_FIELDS.iter().find(|f| *f == key).ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "unknown filter '{key}': use {}",
+                    FILTER_FIELDS.join(", ")
+                ))
+            })?;
+            let values: Vec<String> = values
+                .as_array()
+                .filter(|v| !v.is_empty())
+                .and_then(|v| {
+                    v.iter()
+                        .map(|x| x.as_str().map(str::to_lowercase))
+                        .collect()
+                })
+                .ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "filter '{key}' must be a non-empty list of strings"
+                    ))
+                })?;
+            filter.fields.push((field, values));
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, event: &AuditEvent) -> bool {
+        self.fields.iter().all(|(field, accepted)| {
+            filter_values(field, event)
+                .iter()
+                .any(|v| accepted.iter().any(|a| a.eq_ignore_ascii_case(v)))
+        })
+    }
+}
+
 /// One stream as set, and how it is doing.
 struct Running {
     definition: Json,
     format: Format,
     target: Target,
+    filter: Filter,
     /// Certificates a TLS receiver's chain must end in; none: the web's public roots.
     roots: Vec<CertificateDer<'static>>,
     stop: AtomicBool,
@@ -190,10 +268,12 @@ fn running(definition: Json) -> Result<Running, AppError> {
         Some(pem) => certificates(pem)?,
         None => Vec::new(),
     };
+    let filter = Filter::parse(&definition["filter"])?;
     Ok(Running {
         definition,
         format,
         target,
+        filter,
         roots,
         stop: AtomicBool::new(false),
         status: Mutex::new(Status::default()),
@@ -443,8 +523,15 @@ async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
             }
         };
         let next = events.last().expect("a batch is not empty").0 + 1;
+        let events: Vec<(u64, AuditEvent)> = events
+            .into_iter()
+            .filter(|(_, e)| stream.filter.matches(e))
+            .collect();
         let bytes = render(&stream, &events, &host);
         let sent = async {
+            if events.is_empty() {
+                return Ok(());
+            }
             if sink.as_mut().is_none_or(Sink::closed) {
                 sink = Some(connect(&stream).await?);
             }
@@ -468,7 +555,7 @@ async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
                 status.delivered += events.len() as u64;
                 status.last_delivered_us = Some(state.clock.now_us());
                 status.last_error = None;
-                status.connected = true;
+                status.connected = sink.is_some();
             }
             Err(error) => {
                 stream.failed(error.message);
@@ -520,7 +607,7 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     if let Some(key) = object.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "name" | "format" | "target" | "caCertificate" | "authorization" | "from"
+            "name" | "format" | "target" | "caCertificate" | "authorization" | "from" | "filter"
         )
     }) {
         return Err(AppError::bad_request(format!("unknown property '{key}'")));
@@ -568,6 +655,10 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
                 "'authorization' is an Authorization header value, and only for an http(s) target",
             ));
         }
+    }
+    if let Some(filter) = object.get("filter").filter(|f| !f.is_null()) {
+        Filter::parse(filter)?;
+        definition.insert("filter".into(), filter.clone());
     }
     let from_start = match text("from") {
         None | Some("now") => false,
@@ -759,6 +850,64 @@ pub(crate) async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_accept_any_listed_value_of_every_filtered_field() {
+        let mut event = custos_audit::AuditEvent {
+            operation: "Delete".into(),
+            user_upn: "ann@contoso.test".into(),
+            ..sample()
+        };
+        let filter = Filter::parse(
+            &json!({"operations": ["delete", "BulkDelete"], "users": ["ANN@contoso.test"]}),
+        )
+        .unwrap();
+        assert!(filter.matches(&event));
+        event.operation = "Retrieve".into();
+        assert!(!filter.matches(&event));
+        assert!(Filter::parse(&Json::Null).unwrap().matches(&event));
+        for bad in [
+            json!({"colour": ["red"]}),
+            json!({"operations": []}),
+            json!({"operations": "Delete"}),
+            json!([1]),
+        ] {
+            assert!(Filter::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    fn sample() -> custos_audit::AuditEvent {
+        custos_audit::AuditEvent {
+            id: Uuid::nil(),
+            creation_time_us: 0,
+            tenant_id: Uuid::nil(),
+            instance: String::new(),
+            instance_url: String::new(),
+            workload: "Custos".into(),
+            record_type: "CustosEntity".into(),
+            operation: String::new(),
+            category: String::new(),
+            user_id: String::new(),
+            user_upn: String::new(),
+            user_type: custos_audit::UserType::Regular,
+            caller_id: String::new(),
+            client_ip: String::new(),
+            user_agent: String::new(),
+            origin: custos_audit::Origin::Api,
+            correlation_id: String::new(),
+            session_id: String::new(),
+            client_request_id: String::new(),
+            result_status: custos_audit::ResultStatus::Succeeded,
+            error_code: String::new(),
+            entity_name: String::new(),
+            entity_category: custos_audit::EntityCategory::None,
+            record_ids: Vec::new(),
+            query: String::new(),
+            result_count: 0,
+            changes: Vec::new(),
+            details: String::new(),
+        }
+    }
 
     #[test]
     fn targets_are_checked() {

@@ -161,6 +161,7 @@ pub(crate) async fn feeds(
                         p { label for="target" { "Target: tcp://host:port, tls://host:port, file:///path or an http(s) collector URL" } input id="target" name="target" type="text" required; }
                         p { label for="caCertificate" { "CA certificate of a TLS or HTTPS receiver (PEM; empty for the public roots)" } textarea id="caCertificate" name="caCertificate" rows="3" {} }
                         p { label for="authorization" { "Authorization header of an HTTP collector (e.g. Splunk <token>; kept secret)" } input id="authorization" name="authorization" type="password" autocomplete="off"; }
+                        p { label for="operations" { "Only these activities (comma-separated; empty for every event)" } input id="operations" name="operations" type="text" placeholder="Delete, BulkDelete, ExportToExcel"; }
                         p {
                             label for="from" { "Start from" }
                             select id="from" name="from" {
@@ -224,6 +225,14 @@ pub(crate) async fn create_stream(
         "target": field("target"),
         "from": field("from"),
     });
+    let operations: Vec<&str> = field("operations")
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if !operations.is_empty() {
+        body["filter"] = json!({"operations": operations});
+    }
     for secret in ["caCertificate", "authorization"] {
         if !field(secret).is_empty() {
             body[secret] = json!(field(secret));

@@ -590,3 +590,50 @@ fn an_http_collector_gets_batches_with_its_token_and_a_refusal_is_retried() {
         "the token is not recorded"
     );
 }
+
+#[test]
+fn a_filtered_stream_sends_only_the_events_it_asks_for() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deletes.jsonl");
+    let response = create_stream(
+        &server,
+        &admin,
+        json!({"name": "deletes", "format": "json", "target": format!("file://{}", file.display()),
+               "filter": {"operations": ["Delete", "BulkDelete"], "entities": ["account"]}}),
+    );
+    assert_eq!(response.status(), 201);
+    let kept = create_account(&server, &admin, "Kept");
+    let gone = create_account(&server, &admin, "Gone");
+    let response = send(
+        client().delete(server.api(&format!("accounts({gone})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+    let delete = &server.audit(&admin, "operation=Delete")[0];
+    let id = delete["Id"].as_str().unwrap().to_string();
+    let lines = wait_for_all(
+        std::slice::from_ref(&id),
+        || read_lines(&file),
+        |l| l["Id"].as_str().map(str::to_string),
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let lines = read_lines(&file)
+        .into_iter()
+        .chain(lines)
+        .collect::<Vec<_>>();
+    assert!(
+        lines.iter().all(|l| l["Operation"] == "Delete"),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l["RecordIds"][0] == kept.as_str()));
+    let bad = create_stream(
+        &server,
+        &admin,
+        json!({"name": "x", "format": "json", "target": format!("file://{}", file.display()),
+               "filter": {"colour": ["red"]}}),
+    );
+    assert_eq!(odata_error(bad).0, 400);
+}
