@@ -30,7 +30,7 @@ use crate::auth::authorize;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 /// Names an instance may not take: they are the first segment of other routes.
 const RESERVED_NAMES: [&str; 6] = ["api", "ui", "oauth2", "healthz", "metrics", "admin"];
@@ -64,14 +64,6 @@ fn global_admin(
         "is not a tenant global admin; the admin center is theirs",
     )
     .map(|_| ())
-}
-
-/// Answers `work`'s response, or records the refusal and answers the error.
-async fn answer(state: &AppState, draft: EventDraft, work: Result<Response, AppError>) -> Response {
-    match work {
-        Ok(response) => response,
-        Err(error) => refuse(state, draft, error).await,
-    }
 }
 
 fn instance_info(state: &AppState, name: &str) -> Result<InstanceInfo, AppError> {

@@ -26,7 +26,7 @@ use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 use crate::webhook::{Outbox, check_url, cursor, init_cursor};
 
 const RULES_SETTING: &str = "audit.alerts";
@@ -205,10 +205,7 @@ pub(crate) async fn create(
         Ok::<_, AppError>((StatusCode::CREATED, axum::Json(rule)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `DELETE /api/audit/alerts/{id}`.
@@ -234,10 +231,7 @@ pub(crate) async fn delete(
         Ok::<_, AppError>(StatusCode::NO_CONTENT.into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// The records an event counts toward a volume rule (its record ids, or its result count).

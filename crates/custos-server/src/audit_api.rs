@@ -19,7 +19,7 @@ use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::state::blocking;
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 /// Default and largest page of a synchronous search.
 const TOP_DEFAULT: usize = 100;
@@ -183,10 +183,7 @@ pub(crate) async fn search(
         Ok::<_, AppError>(axum::Json(Json::Object(body)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `GET /api/audit/records/{id}`.
@@ -212,10 +209,7 @@ pub(crate) async fn get(
         Ok::<_, AppError>(axum::Json(event_json(&event)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 fn note_response(note: String) -> Response {

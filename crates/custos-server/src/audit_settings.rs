@@ -15,7 +15,7 @@ use crate::auth::{audit_reader_caller, authorize};
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 /// The directory setting that keeps whether search is on.
 pub(crate) const SEARCH_SETTING: &str = "audit.search";
@@ -83,8 +83,5 @@ pub(crate) async fn put(
         Ok::<_, AppError>(axum::Json(settings_json(&state)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }

@@ -30,7 +30,7 @@ use crate::audit_api::{audit_reader, parse_search, query_pairs, recorded_query};
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::{answer, refuse};
 
 /// Events read from the log at a time.
 const BATCH: usize = 1000;
@@ -614,10 +614,7 @@ pub(crate) async fn start_job(
         Ok::<_, AppError>((axum::http::StatusCode::ACCEPTED, axum::Json(status)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// The caller may read export jobs (an Audit Reader while search is on).

@@ -38,7 +38,7 @@ use crate::auth::{Caller, authorize};
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 use crate::webhook;
 
 /// The one content type: every event of the tenant (Dynamics 365 events are `Audit.General`
@@ -528,19 +528,6 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| state.config.listen.to_string());
     format!("http://{host}")
-}
-
-/// The answer of a feed call: a refusal is recorded by `refuse` (a success was recorded by the
-/// handler, which knows its count).
-async fn answer(
-    state: &AppState,
-    draft: EventDraft,
-    result: Result<Response, AppError>,
-) -> Response {
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(state, draft, error).await,
-    }
 }
 
 /// The body of a start: an optional `{"webhook": {"address", "authId", "expiration"}}`.

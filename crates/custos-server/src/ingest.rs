@@ -25,7 +25,7 @@ use crate::auth::authorize;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 /// Most events in one post.
 const BATCH_MAX: usize = 1000;
@@ -259,8 +259,5 @@ pub(crate) async fn ingest(
             .into_response())
     }
     .await;
-    match work {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, work).await
 }

@@ -26,7 +26,7 @@ use crate::audit_api::{audit_reader, event_json, parse_time, query_pairs};
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 /// Events a query reads from the log at a time.
 const BATCH: usize = 1000;
@@ -348,10 +348,7 @@ pub(crate) async fn create(
         )
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `GET /api/audit/queries`: every query kept, newest first.
@@ -388,10 +385,7 @@ pub(crate) async fn list(
         Ok::<_, AppError>(axum::Json(json!({"value": queries})).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 fn query_id(text: &str) -> Result<Uuid, AppError> {
@@ -417,10 +411,7 @@ pub(crate) async fn get(
         Ok::<_, AppError>(axum::Json(Json::Object(description)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `GET /api/audit/queries/{id}/records?$top&$skiptoken`.
@@ -514,8 +505,5 @@ pub(crate) async fn records(
         Ok::<_, AppError>(axum::Json(Json::Object(body)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }

@@ -25,7 +25,7 @@ use crate::audit_settings::audit_manager;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::{answer, refuse};
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
@@ -347,10 +347,7 @@ pub(crate) async fn list(
         Ok::<_, AppError>(axum::Json(json!({"value": value})).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `GET /api/audit/reports/{id}?start&end&bucket`.
@@ -379,10 +376,7 @@ pub(crate) async fn get(
         Ok::<_, AppError>(axum::Json(report_json(&spec, &range, &summary)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// Checks a saved report's body; returns its stored JSON (without id and bookkeeping).
@@ -589,10 +583,7 @@ pub(crate) async fn delete(
         Ok::<_, AppError>(StatusCode::NO_CONTENT.into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 fn runs_path(state: &AppState, id: &str) -> std::path::PathBuf {
@@ -627,10 +618,7 @@ pub(crate) async fn runs(
         Ok::<_, AppError>(axum::Json(json!({"value": runs})).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// How long between two runs of a schedule, in microseconds.
@@ -763,8 +751,5 @@ pub(crate) async fn subject(
         Ok::<_, AppError>(axum::Json(body).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }

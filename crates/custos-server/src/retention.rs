@@ -23,7 +23,7 @@ use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 const SETTING_KEY: &str = "audit.retention";
 /// Days a tenant keeps events by default.
@@ -238,10 +238,7 @@ pub(crate) async fn put(
         Ok(axum::Json(new).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `POST /api/audit/retention/run`: purge expired partitions now.
@@ -258,8 +255,5 @@ pub(crate) async fn run(
         Ok(axum::Json(json!({"purged": partitions_json(&purged)})).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }

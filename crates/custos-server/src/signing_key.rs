@@ -21,7 +21,7 @@ use crate::auth::{audit_reader_caller, authorize};
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, StartError, blocking, write_secret};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 fn key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("checkpoint.key")
@@ -138,8 +138,5 @@ pub(crate) async fn rotate(
         Ok::<_, AppError>(axum::Json(answer).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }

@@ -38,7 +38,7 @@ use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 use crate::webhook::{cursor, init_cursor};
 
 const STREAMS_SETTING: &str = "audit.streams";
@@ -758,10 +758,7 @@ pub(crate) async fn create(
         Ok::<_, AppError>((StatusCode::CREATED, axum::Json(answer)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 /// `GET /api/audit/streams`.
@@ -841,10 +838,7 @@ pub(crate) async fn delete(
         Ok::<_, AppError>(StatusCode::NO_CONTENT.into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::auth::authorize;
 use crate::context::RequestContext;
 use crate::error::AppError;
 use crate::state::{AppState, blocking};
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 /// The backend commands a support engineer may run.
 const COMMANDS: [&str; 4] = [
@@ -104,10 +104,7 @@ pub(crate) async fn access(
         Ok(axum::Json(json!({"ticket": ticket, "recorded": true})).into_response())
     }
     .await;
-    match work {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, work).await
 }
 
 /// `POST /api/support/backend`.
@@ -173,8 +170,5 @@ pub(crate) async fn backend(
         Ok(axum::Json(json!({"command": name, "result": result})).into_response())
     }
     .await;
-    match work {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, work).await
 }

@@ -17,7 +17,7 @@ use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
-use crate::webapi::refuse;
+use crate::webapi::answer;
 
 const SETTING: &str = "audit.verification";
 
@@ -103,8 +103,5 @@ pub(crate) async fn start(
         Ok::<_, AppError>((StatusCode::ACCEPTED, axum::Json(running)).into_response())
     }
     .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => refuse(&state, draft, error).await,
-    }
+    answer(&state, draft, result).await
 }

@@ -317,6 +317,19 @@ async fn record_access(
 }
 
 /// Records a refused or failed request (always, SPEC §4) and answers with the error.
+/// The answer of an audited handler: its response, or its error refused (and recorded) by
+/// [`refuse`] with the handler's draft.
+pub(crate) async fn answer(
+    state: &AppState,
+    draft: EventDraft,
+    result: Result<Response, AppError>,
+) -> Response {
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(state, draft, error).await,
+    }
+}
+
 pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppError) -> Response {
     if error.code == ErrorCode::Unavailable {
         return error.into_response();
