@@ -170,11 +170,7 @@ pub(crate) async fn search(
                 link.append_pair(k, v);
             }
             link.append_pair("skiptoken", &next.to_string());
-            let host = headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-                .unwrap_or_else(|| state.config.listen.to_string());
+            let host = state.request_host(&headers);
             body.insert(
                 "@odata.nextLink".into(),
                 json!(format!("http://{host}/api/audit/records?{}", link.finish())),

@@ -522,12 +522,7 @@ fn content_type(pairs: &[(String, String)]) -> Result<(), AppError> {
 
 /// The scheme and host the caller used, for absolute URLs.
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| state.config.listen.to_string());
-    format!("http://{host}")
+    format!("http://{}", state.request_host(headers))
 }
 
 /// The body of a start: an optional `{"webhook": {"address", "authId", "expiration"}}`.

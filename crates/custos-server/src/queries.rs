@@ -489,11 +489,7 @@ pub(crate) async fn records(
             Json::Array(events.iter().map(record_json).collect()),
         );
         if skip + top < total {
-            let host = headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-                .unwrap_or_else(|| state.config.listen.to_string());
+            let host = state.request_host(&headers);
             body.insert(
                 "@odata.nextLink".into(),
                 json!(format!(

@@ -564,6 +564,16 @@ impl AppState {
             .any(|i| i.policy.load().audits_user_access())
     }
 
+    /// The host (and port) a request was sent to, for the absolute URLs of its answer
+    /// (`@odata.nextLink`, content URIs); the listening address when it named none.
+    pub(crate) fn request_host(&self, headers: &axum::http::HeaderMap) -> String {
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.config.listen.to_string())
+    }
+
     /// The service root URL of an instance.
     pub fn instance_url(&self, instance: &str) -> String {
         if instance.is_empty() {

@@ -241,11 +241,7 @@ pub(crate) async fn handle(
     let rest = params.get("rest").cloned().unwrap_or_default();
     let mut draft = EventDraft::new(Operation::Request, &context);
     draft.instance = instance_name.clone();
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| state.config.listen.to_string());
+    let host = state.request_host(&headers);
     let version = headers
         .get("odata-version")
         .map(|v| v.to_str().unwrap_or("").trim().to_string());
