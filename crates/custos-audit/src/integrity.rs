@@ -283,6 +283,12 @@ impl Integrity {
         Ok(())
     }
 
+    /// The verifier key the signing seed `seed` has in this log.
+    pub(crate) fn verifier_key_for(&self, seed: [u8; 32]) -> String {
+        let signer = self.signer.read().expect("signer lock");
+        CheckpointSigner::new(seed, signer.origin()).verifier_key()
+    }
+
     /// The verifier key in force.
     pub(crate) fn verifier_key(&self) -> String {
         self.signer.read().expect("signer lock").verifier_key()

@@ -377,6 +377,11 @@ impl AuditLog {
         self.shared.integrity.verifier_key()
     }
 
+    /// The verifier key the signing seed `seed` has in this log (its origin names the key).
+    pub fn verifier_key_for(&self, seed: [u8; 32]) -> String {
+        self.shared.integrity.verifier_key_for(seed)
+    }
+
     /// Every verifier key the log has had, the root first, each with the tree size of its
     /// handover checkpoint (0 for the root).
     pub fn verifier_keys(&self) -> Vec<(u64, String)> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use custos_audit::{AuditLog, CheckpointSigner, Operation};
+use custos_audit::{AuditLog, Operation};
 use serde_json::{Value as Json, json};
 
 use crate::audit::EventDraft;
@@ -57,7 +57,7 @@ pub(crate) fn finish_rotation(data_dir: &Path, log: &AuditLog) -> Result<(), Sta
         return Ok(());
     };
     let next = next_path(data_dir);
-    if CheckpointSigner::new(seed, &origin(log)).verifier_key() == log.verifier_key() {
+    if log.verifier_key_for(seed) == log.verifier_key() {
         let current = key_path(data_dir);
         std::fs::rename(&next, &current).map_err(start_error(&current))?;
     } else {
@@ -67,12 +67,6 @@ pub(crate) fn finish_rotation(data_dir: &Path, log: &AuditLog) -> Result<(), Sta
     std::fs::File::open(&keys)
         .and_then(|d| d.sync_all())
         .map_err(start_error(&keys))
-}
-
-/// The log's origin: the name of its keys.
-fn origin(log: &AuditLog) -> String {
-    let root = &log.verifier_keys()[0].1;
-    root.split('+').next().unwrap_or_default().to_string()
 }
 
 fn chain_json(log: &AuditLog) -> Json {
@@ -110,7 +104,7 @@ pub(crate) async fn rotate(
             "must be a tenant global admin to rotate the log's signing key",
         )?;
         let seed: [u8; 32] = rand::random();
-        let new_key = CheckpointSigner::new(seed, &origin(&state.log)).verifier_key();
+        let new_key = state.log.verifier_key_for(seed);
         draft.details = json!({"OldKey": state.log.verifier_key(), "NewKey": new_key}).to_string();
         state.record(draft.clone()).await?;
         let worker = state.clone();
