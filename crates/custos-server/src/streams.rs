@@ -764,7 +764,16 @@ pub(crate) async fn create(
 /// `GET /api/audit/streams`.
 pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result = audit_reader_caller(&state, &headers).map(|_| {
-        let running = state.streams.running.lock().expect("streams lock");
+        // The streams first, then their status (which reads each cursor from the directory)
+        // without holding the lock that creating and deleting streams need.
+        let running: Vec<(Uuid, Arc<Running>)> = state
+            .streams
+            .running
+            .lock()
+            .expect("streams lock")
+            .iter()
+            .map(|(id, stream)| (*id, stream.clone()))
+            .collect();
         let mut listed: Vec<(String, Json)> = running
             .iter()
             .map(|(id, stream)| {
