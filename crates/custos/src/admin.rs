@@ -208,28 +208,33 @@ impl Api<'_> {
             .map(drop)
     }
 
-    /// The id of the one record of `set` whose `attribute` is `value`.
-    fn find(&self, set: &str, attribute: &str, value: &str) -> anyhow::Result<String> {
+    /// The id of the one record of `entity` (entity set `set`) whose `attribute` is `value`.
+    fn find(
+        &self,
+        entity: &str,
+        set: &str,
+        attribute: &str,
+        value: &str,
+    ) -> anyhow::Result<String> {
         let filter = format!("{attribute} eq '{}'", value.replace('\'', "''"));
         let found = self.get(&format!("{set}?$filter={}", encode(&filter)))?;
-        let key = format!("{}id", set.trim_end_matches('s'));
         found["value"]
             .get(0)
-            .and_then(|r| r[&key].as_str())
+            .and_then(|r| r[format!("{entity}id")].as_str())
             .map(str::to_string)
-            .with_context(|| format!("no {} with {attribute} '{value}'", &set[..set.len() - 1]))
+            .with_context(|| format!("no {entity} with {attribute} '{value}'"))
     }
 
     fn user(&self, upn: &str) -> anyhow::Result<String> {
-        self.find("systemusers", "domainname", upn)
+        self.find("systemuser", "systemusers", "domainname", upn)
     }
 
     fn team(&self, name: &str) -> anyhow::Result<String> {
-        self.find("teams", "name", name)
+        self.find("team", "teams", "name", name)
     }
 
     fn role(&self, name: &str) -> anyhow::Result<String> {
-        self.find("roles", "name", name)
+        self.find("role", "roles", "name", name)
     }
 
     /// Assigns the role named `role` to the user `user_id`.
@@ -428,7 +433,7 @@ fn solution(api: &Api<'_>, command: &SolutionCommand) -> anyhow::Result<Json> {
             .json
         }
         SolutionCommand::Remove { unique_name } => {
-            let id = api.find("solutions", "uniquename", unique_name)?;
+            let id = api.find("solution", "solutions", "uniquename", unique_name)?;
             api.delete(&format!("solutions({id})"))?;
             done(format!("{unique_name} removed"))
         }
