@@ -28,11 +28,8 @@ pub(crate) fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, Sock
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let address = listener.local_addr()?;
     let config = Config {
-        data_dir: dir.to_path_buf(),
-        listen: address,
         admin_password: Some(PASSWORD.into()),
-        token_lifetime_secs: 3600,
-        feed_interval: std::time::Duration::from_secs(10),
+        ..Config::new(dir.to_path_buf(), address)
     };
     let state = AppState::open(config, Arc::new(SystemClock))?;
     runtime.spawn(custos_server::serve_on(listener, state.clone()));

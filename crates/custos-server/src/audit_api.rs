@@ -170,10 +170,13 @@ pub(crate) async fn search(
                 link.append_pair(k, v);
             }
             link.append_pair("skiptoken", &next.to_string());
-            let host = state.request_host(&headers);
             body.insert(
                 "@odata.nextLink".into(),
-                json!(format!("http://{host}/api/audit/records?{}", link.finish())),
+                json!(format!(
+                    "{}/api/audit/records?{}",
+                    state.public_url(),
+                    link.finish()
+                )),
             );
         }
         Ok::<_, AppError>(axum::Json(Json::Object(body)).into_response())

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     PreconditionFailed,
     /// The body is larger than allowed.
     PayloadTooLarge,
+    /// The client stalled while sending its request.
+    Timeout,
     /// The body is not JSON (or form data where that is expected).
     UnsupportedMediaType,
     /// The audit log cannot be written: refused rather than served unaudited.
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "Conflict",
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
+            ErrorCode::Timeout => "RequestTimeout",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
             ErrorCode::Unavailable => "ServiceUnavailable",
             ErrorCode::Internal => "InternalError",

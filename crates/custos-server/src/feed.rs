@@ -424,7 +424,7 @@ async fn notify_pass(state: &AppState, client: &reqwest::Client) -> Result<(), A
         match hook.current_status(now_us) {
             "enabled" => {
                 let tenant = state.directory.tenant_id();
-                let base = format!("http://{}", state.config.listen);
+                let base = state.public_url().to_string();
                 let body: Vec<Json> = pending
                     .iter()
                     .map(|blob| {
@@ -518,11 +518,6 @@ fn content_type(pairs: &[(String, String)]) -> Result<(), AppError> {
             "'contentType' is required (Custos publishes '{CONTENT_TYPE}')"
         ))),
     }
-}
-
-/// The scheme and host the caller used, for absolute URLs.
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    format!("http://{}", state.request_host(headers))
 }
 
 /// The body of a start: an optional `{"webhook": {"address", "authId", "expiration"}}`.
@@ -797,7 +792,7 @@ pub(crate) async fn content(
         }
         let blobs = state.feed.created_in(start_us, end_us, from);
         let (shown, next) = page(&blobs);
-        let base = base_url(&state, &headers);
+        let base = state.public_url().to_string();
         let tenant_id = state.directory.tenant_id();
         let listed: Vec<Json> = shown
             .iter()
@@ -847,7 +842,7 @@ pub(crate) async fn notifications(
         feed_reader(&state, &mut draft, &headers, &tenant)?;
         content_type(&pairs)?;
         let (start_us, end_us) = window(&pairs, state.clock.now_us())?;
-        let base = base_url(&state, &headers);
+        let base = state.public_url().to_string();
         let tenant_id = state.directory.tenant_id();
         let listed: Vec<Json> = state
             .feed

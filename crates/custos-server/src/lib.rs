@@ -16,6 +16,7 @@ mod error;
 mod export;
 mod feed;
 mod ingest;
+mod listener;
 mod m365;
 mod maintenance;
 mod metrics;
@@ -31,7 +32,6 @@ mod verification;
 mod webapi;
 mod webhook;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -41,8 +41,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 pub use error::{AppError, ErrorCode};
+pub use listener::Limits;
 pub use maintenance::{ReindexSummary, reindex_audit_log};
-pub use state::{AppState, Clock, Config, StartError, SystemClock};
+pub use state::{AppState, Clock, Config, StartError, SystemClock, private_files};
 
 /// `GET /openapi.json`: an OpenAPI 3 description of the fixed routes (for API fuzzers and client
 /// generators; the Web API's full description is its CSDL `$metadata`).
@@ -197,7 +198,7 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route(&format!("{api_root}/{{*rest}}"), any(webapi::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(webapi::BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(listener::BODY_BYTES_MAX))
 }
 
 /// The whole application; tests and the binary use the same router.
@@ -208,6 +209,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(console::routes())
         .merge(api_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            listener::read_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             context::correlate,
@@ -232,8 +237,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     serve_on(listener, state).await.map_err(ServeError::Bind)
 }
 
-/// Serves an opened state on a bound listener until the runtime ends; also runs the hourly
-/// retention purge.
+/// Serves an opened state on a bound listener until the runtime ends, within the configured
+/// limits; also runs the hourly retention purge and the log's followers.
 pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     tokio::spawn(retention::purge_periodically(state.clone()));
     queries::resume(&state);
@@ -262,8 +267,8 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
     }
     tokio::spawn(feed::publish_periodically(state.clone()));
     streams::resume(&state);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).await
+    let limits = state.config.limits;
+    listener::serve(listener, router(state), limits).await
 }
 
 /// Why serving stopped.

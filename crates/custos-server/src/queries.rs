@@ -489,11 +489,11 @@ pub(crate) async fn records(
             Json::Array(events.iter().map(record_json).collect()),
         );
         if skip + top < total {
-            let host = state.request_host(&headers);
             body.insert(
                 "@odata.nextLink".into(),
                 json!(format!(
-                    "http://{host}/api/audit/queries/{id}/records?$top={top}&$skiptoken={}",
+                    "{}/api/audit/queries/{id}/records?$top={top}&$skiptoken={}",
+                    state.public_url(),
                     skip + top
                 )),
             );

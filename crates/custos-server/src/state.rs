@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -40,6 +40,50 @@ pub struct Config {
     pub token_lifetime_secs: u64,
     /// How often the activity feed cuts new content blobs.
     pub feed_interval: std::time::Duration,
+    /// The base of every absolute URL Custos writes (`--public-url`); `None`: `http://` and the
+    /// listening address.
+    pub public_url: Option<String>,
+    /// Whether streams and webhooks may reach loopback, link-local and private addresses
+    /// (`--allow-private-targets`).
+    pub allow_private_targets: bool,
+    /// The only folder file streams may write in (`--stream-dir`); `None`: no file streams.
+    pub stream_dir: Option<PathBuf>,
+    /// Connections and timeouts.
+    pub limits: crate::listener::Limits,
+}
+
+impl Config {
+    /// The defaults of `custos serve` for a data directory and a listening address.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
+        Config {
+            data_dir,
+            listen,
+            admin_password: None,
+            token_lifetime_secs: 3600,
+            feed_interval: std::time::Duration::from_secs(10),
+            public_url: None,
+            allow_private_targets: false,
+            stream_dir: None,
+            limits: crate::listener::Limits::default(),
+        }
+    }
+}
+
+/// Checks a `--public-url`: an absolute http or https URL without query or fragment; returns it
+/// without a trailing slash.
+fn public_base(url: &str) -> Result<String, StartError> {
+    let bad = |why: &str| StartError::Config(format!("--public-url '{url}' {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(bad("must not have a query, fragment or user"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
 }
 
 /// Why the server could not start.
@@ -62,6 +106,9 @@ pub enum StartError {
     /// Seeding the first run failed.
     #[error("first run: {0}")]
     FirstRun(String),
+    /// A start-up flag is invalid.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Time source; injected so the core never reads the clock itself.
@@ -227,6 +274,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// The base of every absolute URL (no trailing slash).
+    public_url: String,
     /// Signed-out sessions, by id, with the time (seconds) after which their tokens have
     /// expired anyway; kept in the directory's settings so a restart still refuses them.
     revoked: RwLock<HashMap<Uuid, i64>>,
@@ -255,6 +304,39 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Makes every file and folder this process creates from now on private to its user (mode
+/// 0600 for files, 0700 for folders): the data directory holds password hashes, stream
+/// credentials, every record and the whole audit trail. The binary calls it before anything
+/// else; it is process-wide.
+pub fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Takes every permission of the group and of others from the data directory and everything in
+/// it (a folder made by an older version, or by hand); symbolic links are left alone.
+fn make_private(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
+            .map_err(io_error(dir))?;
+    }
+    if !metadata.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let kind = fs::symlink_metadata(&path)
+            .map_err(io_error(&path))?
+            .file_type();
+        if kind.is_dir() || kind.is_file() {
+            make_private(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a 32-byte secret key, creating it (mode 0600) on first use.
@@ -317,13 +399,22 @@ impl AppState {
     /// Opens the data directory, running the first run when it is empty.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
         let data_dir = config.data_dir.clone();
+        let public_url = match &config.public_url {
+            Some(url) => public_base(url)?,
+            None => format!("http://{}", config.listen),
+        };
         for dir in [
             data_dir.clone(),
             data_dir.join("keys"),
             data_dir.join("instances"),
         ] {
-            fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_error(&dir))?;
         }
+        make_private(&data_dir)?;
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
         let log = Arc::new(AuditLog::open(audit_log_config(&data_dir, &directory)?)?);
@@ -347,6 +438,7 @@ impl AppState {
             token_key,
             clock,
             metrics: Arc::new(Metrics::default()),
+            public_url,
             revoked: RwLock::new(revoked),
             search_enabled: std::sync::atomic::AtomicBool::new(search_enabled),
             export_jobs: std::sync::Mutex::new(HashMap::new()),
@@ -564,14 +656,11 @@ impl AppState {
             .any(|i| i.policy.load().audits_user_access())
     }
 
-    /// The host (and port) a request was sent to, for the absolute URLs of its answer
-    /// (`@odata.nextLink`, content URIs); the listening address when it named none.
-    pub(crate) fn request_host(&self, headers: &axum::http::HeaderMap) -> String {
-        headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| self.config.listen.to_string())
+    /// The base of every absolute URL Custos writes (`@odata.nextLink`, content URIs,
+    /// instance URLs): `--public-url`, or `http://` and the listening address. Never the
+    /// request's `Host` header, which the client chooses.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The service root URL of an instance.
@@ -579,7 +668,7 @@ impl AppState {
         if instance.is_empty() {
             return String::new();
         }
-        format!("http://{}/{instance}", self.config.listen)
+        format!("{}/{instance}", self.public_url)
     }
 
     /// Whether audit log search is on.

@@ -29,9 +29,6 @@ use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, Instance};
 
-/// Largest request body accepted, in bytes.
-pub(crate) const BODY_BYTES_MAX: usize = 8 << 20;
-
 /// What the path names.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
@@ -176,7 +173,7 @@ pub(crate) struct WebRequest {
     /// Decoded query pairs, in order.
     pub(crate) query: Vec<(String, String)>,
     pub(crate) body: Bytes,
-    /// `http://host/{instance}/api/data/v9.2`.
+    /// `{public URL}/{instance}/api/data/v9.2`.
     pub(crate) service_root: String,
 }
 
@@ -241,7 +238,6 @@ pub(crate) async fn handle(
     let rest = params.get("rest").cloned().unwrap_or_default();
     let mut draft = EventDraft::new(Operation::Request, &context);
     draft.instance = instance_name.clone();
-    let host = state.request_host(&headers);
     let version = headers
         .get("odata-version")
         .map(|v| v.to_str().unwrap_or("").trim().to_string());
@@ -256,7 +252,6 @@ pub(crate) async fn handle(
                 headers,
                 raw_query,
                 body,
-                &host,
             )
             .await
         }
@@ -425,7 +420,6 @@ async fn dispatch(
     headers: HeaderMap,
     raw_query: Option<String>,
     body: Result<Bytes, BytesRejection>,
-    host: &str,
 ) -> Result<Response, AppError> {
     let target = parse_target(rest);
     if let Ok(target) = &target {
@@ -442,7 +436,10 @@ async fn dispatch(
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             AppError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("the body is larger than {BODY_BYTES_MAX} bytes"),
+                format!(
+                    "the body is larger than {} bytes",
+                    crate::listener::BODY_BYTES_MAX
+                ),
             )
         } else {
             AppError::bad_request(format!("the body could not be read: {e}"))
@@ -453,7 +450,7 @@ async fn dispatch(
         .collect();
     let request = WebRequest {
         state: state.clone(),
-        service_root: format!("http://{host}/{instance_name}/api/data/v9.2"),
+        service_root: format!("{}/{instance_name}/api/data/v9.2", state.public_url()),
         instance,
         caller,
         method,

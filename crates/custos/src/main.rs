@@ -116,6 +116,26 @@ enum Command {
         /// milliseconds.
         #[arg(long, default_value_t = 10_000)]
         feed_interval_ms: u64,
+        /// The base of every absolute URL Custos writes (next links, content URIs, instance
+        /// URLs), e.g. https://custos.example.com when a TLS proxy fronts it; default: http://
+        /// and the listening address. Never taken from a request's Host header.
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Let streams, webhooks and plug-in steps reach loopback, link-local and private
+        /// addresses (a SIEM on this machine or the local network); off by default.
+        #[arg(long)]
+        allow_private_targets: bool,
+        /// The only folder file streams may write in; without it file streams are refused.
+        #[arg(long)]
+        stream_dir: Option<PathBuf>,
+        /// Most connections served at once; further clients wait until one closes.
+        #[arg(long, default_value_t = custos_server::Limits::default().connections_max)]
+        max_connections: usize,
+        /// Longest wait, in seconds, for a request's headers (also between the requests of a
+        /// kept-alive connection), for the next piece of a request body, and for a client to
+        /// take the next bytes of a response.
+        #[arg(long, default_value_t = custos_server::Limits::default().idle_timeout.as_secs())]
+        idle_timeout_secs: u64,
     },
 }
 
@@ -154,6 +174,7 @@ const EXIT_TAMPERED: u8 = 2;
 const EXIT_REFUSED: u8 = 3;
 
 fn main() -> ExitCode {
+    custos_server::private_files();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
@@ -276,11 +297,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init { data_dir } => {
             let existed = data_dir.join("control.db").exists();
             let config = custos_server::Config {
-                data_dir: data_dir.clone(),
-                listen: ([127, 0, 0, 1], 0).into(),
                 admin_password: admin_password(),
-                token_lifetime_secs: 3600,
-                feed_interval: std::time::Duration::from_secs(10),
+                ..custos_server::Config::new(data_dir.clone(), ([127, 0, 0, 1], 0).into())
             };
             custos_server::AppState::open(config, std::sync::Arc::new(custos_server::SystemClock))
                 .with_context(|| format!("initialising {}", data_dir.display()))?;
@@ -300,13 +318,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             token_lifetime_secs,
             feed_interval_ms,
+            public_url,
+            allow_private_targets,
+            stream_dir,
+            max_connections,
+            idle_timeout_secs,
         } => {
             let config = custos_server::Config {
-                data_dir,
-                listen,
                 admin_password: admin_password(),
                 token_lifetime_secs,
                 feed_interval: std::time::Duration::from_millis(feed_interval_ms.max(1)),
+                public_url,
+                allow_private_targets,
+                stream_dir,
+                limits: custos_server::Limits {
+                    connections_max: max_connections,
+                    idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
+                },
+                ..custos_server::Config::new(data_dir, listen)
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

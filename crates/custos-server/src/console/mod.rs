@@ -160,7 +160,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/audit/integrity", get(audit::integrity))
         .route("/ui/audit/integrity/verify", post(audit::verify))
         .route("/ui/audit/integrity/rotate", post(audit::rotate_key))
-        .layer(DefaultBodyLimit::max(crate::webapi::BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(crate::listener::BODY_BYTES_MAX))
 }
 
 /// A console request: who is signed in, and the facts of the browser's request (recorded in
@@ -254,8 +254,7 @@ impl Console {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", self.token))
-            .header(header::HOST, self.state.config.listen.to_string());
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", self.token));
         for (name, value) in extra {
             request = request.header(*name, *value);
         }

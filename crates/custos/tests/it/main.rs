@@ -4,6 +4,7 @@
 mod admin;
 mod alerts;
 mod api_fuzz;
+mod at_rest;
 mod automation;
 mod bulk;
 mod cli_admin;
@@ -20,6 +21,7 @@ mod feed;
 mod ingest;
 mod integrity;
 mod key_rotation;
+mod limits;
 mod publish;
 mod queries;
 mod reindex;

@@ -1,0 +1,201 @@
+//! Server limits (issue 10 §9): idle and slow connections are closed, a connection ceiling holds,
+//! every route refuses an oversize body with 413 in the API's error format, and absolute URLs
+//! come from `--public-url`, never from the request's `Host` header.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn address(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// Reads until the server closes the connection; returns how long that took and what came.
+fn until_closed(stream: &mut TcpStream, most: Duration) -> (Duration, String) {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(most)).unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(error) => panic!("the server kept the connection open for {most:?}: {error}"),
+        }
+    }
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&seen).into_owned(),
+    )
+}
+
+#[test]
+fn idle_and_slow_connections_are_closed() {
+    let server = Server::start(&["--idle-timeout-secs", "2"]);
+    // A connection that sends nothing.
+    let mut idle = TcpStream::connect(address(&server)).unwrap();
+    // One that sends half a request line and stops (slowloris).
+    let mut slow = TcpStream::connect(address(&server)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // One that announces a body and stalls in it.
+    let mut stalled = TcpStream::connect(address(&server)).unwrap();
+    write!(
+        stalled,
+        "POST /oauth2/token HTTP/1.1\r\nHost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type="
+    )
+    .unwrap();
+    for (what, stream) in [("idle", &mut idle), ("slow headers", &mut slow)] {
+        let (took, _) = until_closed(stream, Duration::from_secs(20));
+        assert!(
+            took < Duration::from_secs(10),
+            "{what}: closed after {took:?}"
+        );
+    }
+    let (took, answer) = until_closed(&mut stalled, Duration::from_secs(20));
+    assert!(took < Duration::from_secs(10), "stalled body: {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "stalled body: {answer}");
+    assert!(answer.contains("RequestTimeout"), "{answer}");
+    // The server still serves.
+    assert_eq!(
+        client()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn connections_beyond_the_ceiling_wait_for_one_to_close() {
+    let server = Server::start(&["--max-connections", "2", "--idle-timeout-secs", "3"]);
+    let first = TcpStream::connect(address(&server)).unwrap();
+    let second = TcpStream::connect(address(&server)).unwrap();
+    // Both slots are held by idle connections: a third client waits until the idle timeout
+    // closes them, and is then served.
+    let started = Instant::now();
+    let response = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "the third connection was served at once ({waited:?}): no ceiling"
+    );
+    drop((first, second));
+}
+
+#[test]
+fn oversize_bodies_are_refused_on_every_route_in_the_error_format() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let big = vec![b'a'; 9 << 20];
+    let cases = [
+        (
+            format!("{}/oauth2/token", server.base),
+            vec![b'a'; 20 << 10],
+        ),
+        (format!("{}/ui/login", server.base), vec![b'a'; 20 << 10]),
+        (format!("{}/api/audit/ingest", server.base), big.clone()),
+        (format!("{}/api/audit/streams", server.base), big.clone()),
+        (format!("{}/api/admin/instances", server.base), big.clone()),
+        (format!("{}/ui/audit/alerts", server.base), big.clone()),
+        (server.api("accounts"), big.clone()),
+    ];
+    for (url, body) in cases {
+        let response = client()
+            .post(&url)
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let (status, code, _) = odata_error(response);
+        assert_eq!((status, code.as_str()), (413, "PayloadTooLarge"), "{url}");
+    }
+    // Each refusal is recorded, by whom it was tried.
+    let failed = server.audit(&admin, "status=Failed");
+    let too_large = failed
+        .iter()
+        .filter(|e| e["ErrorCode"] == "PayloadTooLarge")
+        .count();
+    assert_eq!(too_large, 7, "{failed:#?}");
+}
+
+#[test]
+fn absolute_urls_come_from_the_public_url_not_the_host_header() {
+    let server = Server::start(&["--public-url", "https://custos.example.com/"]);
+    let admin = server.admin();
+    for n in 0..3 {
+        create_account(&server, &admin, &format!("account {n}"));
+    }
+    let page: Value = client()
+        .get(server.api("accounts?$select=name"))
+        .bearer_auth(&admin)
+        .header("host", "evil.example")
+        .header("prefer", "odata.maxpagesize=1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let next = page["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with("https://custos.example.com/main/api/data/v9.2/accounts?"),
+        "{next}"
+    );
+    let events = server.audit(&admin, "operation=Create");
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["InstanceUrl"] == "https://custos.example.com/main"),
+        "{events:#?}"
+    );
+    let search: Value = client()
+        .get(format!(
+            "{}/api/audit/records?top=1&start=2000-01-01",
+            server.base
+        ))
+        .bearer_auth(&admin)
+        .header("host", "evil.example")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        search["@odata.nextLink"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://custos.example.com/api/audit/records?"),
+        "{search}"
+    );
+    // A bad public URL stops the start with a message.
+    let tmp = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "ftp://x",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .env("CUSTOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--public-url 'ftp://x' must be http or https"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
