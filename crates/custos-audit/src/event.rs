@@ -355,6 +355,23 @@ string_enum! {
         DeleteAuditStream = (65, "DeleteAuditStream"),
         /// The key that signs the log's checkpoints was rotated (a handover checkpoint).
         RotateCheckpointKey = (66, "RotateCheckpointKey"),
+        /// A user was disabled: their sign-in and every session of theirs refused.
+        DisableUser = (67, "DisableUser"),
+        /// A disabled user was enabled again.
+        EnableUser = (68, "EnableUser"),
+        /// A user was deleted with every role and team membership they held.
+        DeleteUser = (69, "DeleteUser"),
+        /// An admin set a user's password; every session of the user ended.
+        ResetPassword = (70, "ResetPassword"),
+        /// A user changed their own password; every session of theirs ended.
+        ChangePassword = (71, "ChangePassword"),
+        /// A tenant global admin opened a support engineer's access to an instance for a
+        /// ticket (Customer Lockbox style).
+        ApproveSupportAccess = (72, "ApproveSupportAccess"),
+        /// A support engineer's access for a ticket was closed before it expired.
+        EndSupportAccess = (73, "EndSupportAccess"),
+        /// The file of an audit export job was downloaded.
+        DownloadAuditExport = (74, "DownloadAuditExport"),
     }
 }
 
@@ -413,6 +430,14 @@ impl Operation {
             | SaveAuditStream
             | DeleteAuditStream
             | RotateCheckpointKey
+            | DisableUser
+            | EnableUser
+            | DeleteUser
+            | ResetPassword
+            | ChangePassword
+            | ApproveSupportAccess
+            | EndSupportAccess
+            | DownloadAuditExport
             | PurgeAuditLog => RecordType::Admin,
         }
     }
@@ -427,9 +452,8 @@ impl Operation {
                 Category::ProcessOrPlugin
             }
             AccessAdminCenter | CreateInstance | DeleteInstance | ConvertTrialToPaid
-            | BackupInstance | RestoreInstance | GrantSupportAccess | RevokeSupportAccess => {
-                Category::AdminCenter
-            }
+            | BackupInstance | RestoreInstance | GrantSupportAccess | RevokeSupportAccess
+            | ApproveSupportAccess | EndSupportAccess => Category::AdminCenter,
             AccessInternalTool | BackendCommand => Category::InternalTool,
             _ => match entity {
                 EntityCategory::None => Category::None,

@@ -35,8 +35,13 @@ pub struct Principal {
     pub secret_hash: Option<String>,
     /// Tenant global administrator.
     pub global_admin: bool,
-    /// Disabled principals cannot sign in.
+    /// Disabled principals cannot sign in, and their tokens are refused.
     pub disabled: bool,
+    /// Who created it, when a support engineer did (what they made goes with them).
+    pub created_by: Option<Uuid>,
+    /// Bumped when the principal's sessions must end (password change or reset, disabling):
+    /// a token carries the generation it was issued in and is refused once it changes.
+    pub token_generation: u32,
 }
 
 /// A principal to add.
@@ -58,6 +63,8 @@ pub struct NewPrincipal {
     pub secret_hash: Option<String>,
     /// Tenant global administrator.
     pub global_admin: bool,
+    /// The support engineer who creates it, if one does.
+    pub created_by: Option<Uuid>,
 }
 
 /// An instance of the tenant.
@@ -103,6 +110,26 @@ CREATE TABLE IF NOT EXISTS team_member (
     PRIMARY KEY (instance, team_id, principal_id));
 ";
 
+/// Columns added to `principal` after its first version, added to an older control database
+/// when it opens.
+const PRINCIPAL_COLUMNS: [(&str, &str); 2] = [
+    ("created_by", "TEXT"),
+    ("token_generation", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn add_missing_columns(conn: &Connection) -> Result<()> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('principal')")?;
+    let present: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, kind) in PRINCIPAL_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            conn.execute_batch(&format!("ALTER TABLE principal ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_uuid(text: String) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(&text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -117,6 +144,7 @@ impl Directory {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         let existing: Option<String> = conn
             .query_row("SELECT id FROM tenant", [], |row| row.get(0))
             .optional()?;
@@ -214,11 +242,13 @@ impl Directory {
             secret_hash: new.secret_hash,
             global_admin: new.global_admin,
             disabled: false,
+            created_by: new.created_by,
+            token_generation: 0,
         };
         let conn = self.conn.lock().expect("directory lock");
         conn.execute(
-            "INSERT INTO principal (id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO principal (id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             rusqlite::params![
                 principal.id.to_string(),
                 principal.upn,
@@ -228,6 +258,7 @@ impl Directory {
                 principal.client_id,
                 principal.secret_hash,
                 principal.global_admin,
+                principal.created_by.map(|id| id.to_string()),
             ],
         )
         .map_err(|e| conflict(e, format!("a user named '{}' (or with that id or client id) already exists", principal.upn)))?;
@@ -249,20 +280,111 @@ impl Directory {
             .cloned()
     }
 
-    /// Disables or enables a principal's sign-in; false when there is no such principal.
+    /// Disables or enables a principal's sign-in; disabling also ends every session. False
+    /// when there is no such principal.
     pub fn set_disabled(&self, id: Uuid, disabled: bool) -> Result<bool> {
+        self.change_principal(
+            id,
+            "disabled = ?1, token_generation = token_generation + ?2",
+            rusqlite::params![disabled, u32::from(disabled), id.to_string()],
+            |principal| {
+                principal.disabled = disabled;
+                if disabled {
+                    principal.token_generation += 1;
+                }
+            },
+        )
+    }
+
+    /// Sets a user's password hash and ends every session of theirs; false when there is no
+    /// such principal.
+    pub fn set_password(&self, id: Uuid, password_hash: &str) -> Result<bool> {
+        self.change_principal(
+            id,
+            "password_hash = ?1, token_generation = token_generation + ?2",
+            rusqlite::params![password_hash, 1, id.to_string()],
+            |principal| {
+                principal.password_hash = Some(password_hash.to_string());
+                principal.token_generation += 1;
+            },
+        )
+    }
+
+    /// Updates one principal row (`assignments` use `?1`, `?2`; the id is `?3`) and then its
+    /// cached copy the same way.
+    fn change_principal(
+        &self,
+        id: Uuid,
+        assignments: &str,
+        params: impl rusqlite::Params,
+        apply: impl FnOnce(&mut Principal),
+    ) -> Result<bool> {
         let conn = self.conn.lock().expect("directory lock");
         let changed = conn.execute(
-            "UPDATE principal SET disabled = ?1 WHERE id = ?2",
-            rusqlite::params![disabled, id.to_string()],
+            &format!("UPDATE principal SET {assignments} WHERE id = ?3"),
+            params,
         )?;
         if changed == 1 {
             let mut cache = self.cache.write().expect("directory cache");
             if let Some(principal) = cache.principals.get_mut(&id) {
-                principal.disabled = disabled;
+                apply(principal);
             }
         }
         Ok(changed == 1)
+    }
+
+    /// Deletes a principal with every role and team membership it holds; its tokens are
+    /// refused from now on. False when there is no such principal.
+    pub fn remove_principal(&self, id: Uuid) -> Result<bool> {
+        let mut conn = self.conn.lock().expect("directory lock");
+        let tx = conn.transaction()?;
+        let key = id.to_string();
+        let removed = tx.execute("DELETE FROM principal WHERE id = ?1", [&key])?;
+        tx.execute(
+            "DELETE FROM role_assignment WHERE principal_id = ?1",
+            [&key],
+        )?;
+        tx.execute("DELETE FROM team_member WHERE principal_id = ?1", [&key])?;
+        tx.commit()?;
+        let mut cache = self.cache.write().expect("directory cache");
+        cache.principals.remove(&id);
+        cache.roles.retain(|(holder, _), _| *holder != id);
+        cache.teams.retain(|(member, _), _| *member != id);
+        Ok(removed == 1)
+    }
+
+    /// The principals a support engineer created.
+    pub fn created_by(&self, engineer: Uuid) -> Vec<Principal> {
+        let cache = self.cache.read().expect("directory cache");
+        let mut out: Vec<Principal> = cache
+            .principals
+            .values()
+            .filter(|p| p.created_by == Some(engineer))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.upn.cmp(&b.upn));
+        out
+    }
+
+    /// Every instance in which `principal` holds a role directly or through a team.
+    pub fn instances_with_roles(&self, principal: Uuid) -> Vec<String> {
+        let cache = self.cache.read().expect("directory cache");
+        let mut out: Vec<String> = cache
+            .roles
+            .iter()
+            .filter(|((holder, _), roles)| *holder == principal && !roles.is_empty())
+            .map(|((_, instance), _)| instance.clone())
+            .chain(
+                cache
+                    .teams
+                    .iter()
+                    .filter(|((member, _), teams)| *member == principal && !teams.is_empty())
+                    .map(|((_, instance), _)| instance.clone()),
+            )
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Every principal, by sign-in name.
@@ -460,7 +582,7 @@ fn conflict(error: rusqlite::Error, message: String) -> Error {
 fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
     let mut principals = HashMap::new();
     let mut statement = conn.prepare(
-        "SELECT id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, disabled FROM principal",
+        "SELECT id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, disabled, created_by, token_generation FROM principal",
     )?;
     let rows = statement.query_map([], |row| {
         Ok(Principal {
@@ -474,6 +596,11 @@ fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
             secret_hash: row.get(6)?,
             global_admin: row.get(7)?,
             disabled: row.get(8)?,
+            created_by: row
+                .get::<_, Option<String>>(9)?
+                .map(parse_uuid)
+                .transpose()?,
+            token_generation: row.get(10)?,
         })
     })?;
     for principal in rows {

@@ -253,6 +253,27 @@ pub fn allows(roles: &[SecurityRole], privilege: Privilege, entity: &EntityDef) 
     })
 }
 
+/// The first privilege `granted` gives on one of `entities` that none of `holder` gives — what
+/// a holder of `holder` would gain by granting it — or `None` when `holder` covers it all.
+pub fn uncovered<'a>(
+    holder: &[SecurityRole],
+    granted: &SecurityRole,
+    entities: impl IntoIterator<Item = &'a EntityDef>,
+) -> Option<(Privilege, String)> {
+    let all = Privilege::PER_ENTITY
+        .into_iter()
+        .chain([Privilege::Customize, Privilege::ManageUsers]);
+    let granted = std::slice::from_ref(granted);
+    for entity in entities {
+        for privilege in all.clone() {
+            if allows(granted, privilege, entity) && !allows(holder, privilege, entity) {
+                return Some((privilege, entity.logical_name.clone()));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +327,40 @@ mod tests {
             Privilege::Customize,
             &entity("organization")
         ));
+    }
+
+    #[test]
+    fn a_role_is_covered_only_by_roles_that_give_all_it_gives() {
+        let entities = seed_entities();
+        let admin = SecurityRole::BuiltIn(BuiltInRole::SystemAdministrator);
+        let basic = SecurityRole::BuiltIn(BuiltInRole::BasicUser);
+        let mut manage = Grants::default();
+        manage.add_named("prvManageUsers").unwrap();
+        let manage = SecurityRole::Custom(manage);
+        assert_eq!(
+            uncovered(std::slice::from_ref(&admin), &basic, &entities),
+            None
+        );
+        assert_eq!(
+            uncovered(std::slice::from_ref(&admin), &admin, &entities),
+            None
+        );
+        let (privilege, _) =
+            uncovered(std::slice::from_ref(&manage), &admin, &entities).expect("escalation");
+        assert_ne!(privilege, Privilege::ManageUsers);
+        assert!(uncovered(std::slice::from_ref(&manage), &basic, &entities).is_some());
+        assert!(uncovered(std::slice::from_ref(&basic), &manage, &entities).is_some());
+        let mut read = Grants::default();
+        read.add_named("prvReadaccount").unwrap();
+        let read = SecurityRole::Custom(read);
+        assert_eq!(
+            uncovered(std::slice::from_ref(&basic), &read, &entities),
+            None
+        );
+        assert_eq!(
+            uncovered(&[], &read, &entities),
+            Some((Privilege::Read, "account".into()))
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::audit::EventDraft;
 use crate::auth::authorize;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
+use crate::names;
 use crate::state::{AppState, blocking};
 use crate::webapi::answer;
 
@@ -473,12 +474,19 @@ pub(crate) async fn restore(
     answer(&state, draft, work).await
 }
 
-fn engineer_json(principal: &custos_records::Principal) -> Json {
+fn engineer_json(state: &AppState, principal: &custos_records::Principal) -> Json {
+    let created: Vec<Json> = state
+        .directory
+        .created_by(principal.id)
+        .iter()
+        .map(|p| json!({"id": p.id, "upn": p.upn, "disabled": p.disabled}))
+        .collect();
     json!({
         "id": principal.id,
         "upn": principal.upn,
         "displayName": principal.display_name,
         "disabled": principal.disabled,
+        "created": created,
     })
 }
 
@@ -496,7 +504,7 @@ pub(crate) async fn engineers(
             .principals()
             .iter()
             .filter(|p| p.user_type == custos_audit::UserType::DcAdmin.code())
-            .map(engineer_json)
+            .map(|p| engineer_json(&state, p))
             .collect();
         draft.details = json!({"Viewed": "support engineers"}).to_string();
         draft.result_count = engineers.len() as u64;
@@ -520,24 +528,19 @@ pub(crate) async fn grant_support(
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
         let field = |key: &str| body.get(key).and_then(Json::as_str).map(str::trim);
-        let upn = field("upn")
-            .filter(|u| u.contains('@') && u.len() <= 200)
-            .ok_or_else(|| {
-                AppError::bad_request(
-                    "'upn' is required: the engineer's sign-in name (name@domain)",
-                )
-            })?
-            .to_string();
+        let upn = field("upn").filter(|u| u.contains('@')).ok_or_else(|| {
+            AppError::bad_request("'upn' is required: the engineer's sign-in name (name@domain)")
+        })?;
+        let upn = names::new_sign_in_name(upn)?;
         let password = field("password")
-            .filter(|p| p.len() >= 12)
+            .filter(|p| p.chars().count() >= 12)
             .ok_or_else(|| AppError::bad_request("'password' is required, at least 12 characters"))?
             .to_string();
-        if state.directory.by_upn(&upn).is_some() {
-            return Err(AppError::new(
-                ErrorCode::Conflict,
-                format!("a user named '{upn}' already exists"),
-            ));
-        }
+        names::check_password(&password, "password")?;
+        names::check_distinct(
+            &upn,
+            state.directory.principals().iter().map(|p| p.upn.as_str()),
+        )?;
         let principal = custos_records::NewPrincipal {
             id: Uuid::new_v4(),
             display_name: field("displayName").unwrap_or(&upn).to_string(),
@@ -547,19 +550,26 @@ pub(crate) async fn grant_support(
             client_id: None,
             secret_hash: None,
             global_admin: false,
+            created_by: None,
         };
         draft.record_ids = vec![principal.id];
         draft.details = json!({"EngineerId": principal.id, "EngineerUpn": upn}).to_string();
         state.record(draft.clone()).await?;
         let worker = state.clone();
         let added = blocking(move || worker.directory.add_principal(principal)).await?;
-        Ok((StatusCode::CREATED, axum::Json(engineer_json(&added))).into_response())
+        Ok((
+            StatusCode::CREATED,
+            axum::Json(engineer_json(&state, &added)),
+        )
+            .into_response())
     }
     .await;
     answer(&state, draft, work).await
 }
 
-/// `DELETE /api/admin/support/engineers/{id}`: takes a support engineer's access back.
+/// `DELETE /api/admin/support/engineers/{id}`: takes a support engineer's access back: the
+/// engineer is disabled (every session ends), every open grant of theirs ends, and every user
+/// they created is disabled with them.
 pub(crate) async fn revoke_support(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
@@ -576,11 +586,141 @@ pub(crate) async fn revoke_support(
             .principal(id)
             .filter(|p| p.user_type == custos_audit::UserType::DcAdmin.code())
             .ok_or_else(|| AppError::not_found(format!("no support engineer {id}")))?;
-        draft.record_ids = vec![id];
-        draft.details = json!({"EngineerId": id, "EngineerUpn": engineer.upn}).to_string();
+        let created = state.directory.created_by(id);
+        draft.record_ids = std::iter::once(id)
+            .chain(created.iter().map(|p| p.id))
+            .collect();
+        draft.details = json!({
+            "EngineerId": id,
+            "EngineerUpn": engineer.upn,
+            "DisabledWithThem": created.iter().map(|p| &p.upn).collect::<Vec<_>>(),
+        })
+        .to_string();
         state.record(draft.clone()).await?;
         let worker = state.clone();
-        blocking(move || worker.directory.set_disabled(id, true)).await?;
+        blocking(move || -> Result<(), AppError> {
+            worker.directory.set_disabled(id, true)?;
+            for principal in created {
+                worker.directory.set_disabled(principal.id, true)?;
+            }
+            crate::support::end_grants(&worker, Some(id), None)
+        })
+        .await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    answer(&state, draft, work).await
+}
+
+/// `GET /api/admin/support/grants`: every support access grant, newest first.
+pub(crate) async fn grants(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let mut draft = admin_draft(Operation::AccessAdminCenter, &context, "");
+    let work = async {
+        global_admin(&state, &mut draft, &headers)?;
+        let now = state.clock.now_us();
+        let grants: Vec<Json> = state
+            .support_grants
+            .list()
+            .iter()
+            .map(|g| g.to_json(now))
+            .collect();
+        draft.details = json!({"Viewed": "support access grants"}).to_string();
+        draft.result_count = grants.len() as u64;
+        state.record(draft.clone()).await?;
+        Ok(axum::Json(json!({"value": grants})).into_response())
+    }
+    .await;
+    answer(&state, draft, work).await
+}
+
+/// `POST /api/admin/support/grants` with `{"engineerId", "ticket", "instance", "hours"?}`: opens a
+/// support engineer's access to one instance for one ticket, for `hours` (default 8, at most
+/// 24), as Customer Lockbox approves a request.
+pub(crate) async fn open_grant(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut draft = admin_draft(Operation::ApproveSupportAccess, &context, "");
+    let work = async {
+        global_admin(&state, &mut draft, &headers)?;
+        let body = body_object(&body)?;
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(Json::as_str)
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.chars().count() <= 200)
+        };
+        let engineer = text("engineerId")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| state.directory.principal(id))
+            .filter(|p| p.user_type == custos_audit::UserType::DcAdmin.code() && !p.disabled)
+            .ok_or_else(|| {
+                AppError::bad_request("'engineerId' must name a support engineer who is let in")
+            })?;
+        let ticket = text("ticket").ok_or_else(|| {
+            AppError::bad_request("'ticket' is required (at most 200 characters)")
+        })?;
+        let instance =
+            text("instance").ok_or_else(|| AppError::bad_request("'instance' is required"))?;
+        draft.instance = instance.to_string();
+        instance_info(&state, instance)?;
+        let opened_us = state.clock.now_us();
+        let grant = crate::support::Grant {
+            id: Uuid::new_v4(),
+            engineer: engineer.id,
+            engineer_upn: engineer.upn.clone(),
+            ticket: ticket.to_string(),
+            instance: instance.to_string(),
+            approved_by: draft.user_upn.clone(),
+            opened_us,
+            expires_us: opened_us + crate::support::grant_duration_us(body.get("hours"))?,
+            ended_us: None,
+        };
+        let shown = grant.to_json(opened_us);
+        draft.record_ids = vec![engineer.id];
+        draft.details = shown.to_string();
+        state.record(draft.clone()).await?;
+        let worker = state.clone();
+        blocking(move || crate::support::open_grant(&worker, grant)).await?;
+        Ok((StatusCode::CREATED, axum::Json(shown)).into_response())
+    }
+    .await;
+    answer(&state, draft, work).await
+}
+
+/// `DELETE /api/admin/support/grants/{id}`: ends a grant before it expires.
+pub(crate) async fn end_grant(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut draft = admin_draft(Operation::EndSupportAccess, &context, "");
+    let work = async {
+        global_admin(&state, &mut draft, &headers)?;
+        let now = state.clock.now_us();
+        let grant = Uuid::parse_str(&id)
+            .ok()
+            .and_then(|id| state.support_grants.list().into_iter().find(|g| g.id == id))
+            .ok_or_else(|| AppError::not_found(format!("no support access grant '{id}'")))?;
+        if grant.to_json(now)["status"] != "open" {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                format!("support access grant {} is not open", grant.id),
+            ));
+        }
+        draft.instance = grant.instance.clone();
+        draft.record_ids = vec![grant.engineer];
+        draft.details = grant.to_json(now).to_string();
+        state.record(draft.clone()).await?;
+        let worker = state.clone();
+        blocking(move || crate::support::end_grants(&worker, None, Some(grant.id))).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;

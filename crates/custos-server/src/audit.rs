@@ -124,7 +124,8 @@ fn json_text(value: Option<&Value>) -> Option<String> {
     }
 }
 
-/// The changes between two versions of a record, limited to the attributes `audited` admits:
+/// The changes between two versions of a record, limited to the attributes `audited` admits
+/// (the policy's published attribute flags):
 /// every non-empty value of a created or deleted record, every changed value of an updated one.
 pub(crate) fn changes(
     entity: &EntityDef,
@@ -135,7 +136,7 @@ pub(crate) fn changes(
     let mut out = Vec::new();
     for attribute in &entity.attributes {
         let name = attribute.logical_name.as_str();
-        if !attribute.audit || !audited(name) {
+        if !audited(name) {
             continue;
         }
         let old = json_text(before.and_then(|r| r.values.get(name)));

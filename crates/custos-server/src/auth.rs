@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::audit::EventDraft;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
+use crate::names;
 use crate::state::{AppState, Instance, blocking};
 
 /// Who a request acts as.
@@ -68,20 +69,24 @@ impl Caller {
     /// Whether the caller may manage the audit log (Audit Manager or global admin): retention,
     /// saved reports, search on and off.
     pub(crate) fn can_manage_audit(&self, state: &AppState) -> bool {
-        self.principal.global_admin
-            || ROLE_IDS.iter().any(|(role, id)| {
-                *role == BuiltInRole::AuditManager
-                    && state.directory.has_role_anywhere(self.principal.id, *id)
-            })
+        self.user_type() != UserType::DcAdmin
+            && self.can_read_audit(state)
+            && (self.principal.global_admin
+                || ROLE_IDS.iter().any(|(role, id)| {
+                    *role == BuiltInRole::AuditManager
+                        && state.directory.has_role_anywhere(self.principal.id, *id)
+                }))
     }
 
-    /// Whether the caller may use the audit API (Audit Reader, Audit Manager or global admin).
+    /// Whether the caller may use the audit API (Audit Reader, Audit Manager or global admin);
+    /// never a support engineer, whatever roles they were given.
     pub fn can_read_audit(&self, state: &AppState) -> bool {
-        self.principal.global_admin
-            || ROLE_IDS.iter().any(|(role, id)| {
-                matches!(role, BuiltInRole::AuditReader | BuiltInRole::AuditManager)
-                    && state.directory.has_role_anywhere(self.principal.id, *id)
-            })
+        self.user_type() != UserType::DcAdmin
+            && (self.principal.global_admin
+                || ROLE_IDS.iter().any(|(role, id)| {
+                    matches!(role, BuiltInRole::AuditReader | BuiltInRole::AuditManager)
+                        && state.directory.has_role_anywhere(self.principal.id, *id)
+                }))
     }
 }
 
@@ -103,16 +108,24 @@ fn verify_secret(secret: &str, phc: &str) -> bool {
     })
 }
 
-/// Issues a token for `principal`, valid for `lifetime_secs` from `now_secs`.
-pub(crate) fn issue_token(
-    key: &[u8],
-    principal: Uuid,
-    session: Uuid,
-    now_secs: i64,
-    lifetime_secs: i64,
-) -> String {
-    let claims =
-        json!({"sub": principal, "sid": session, "iat": now_secs, "exp": now_secs + lifetime_secs});
+/// What a token says: who, which sign-in session, and the principal's token generation it was
+/// issued in (a password change or reset, or disabling, moves the generation on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claims {
+    pub(crate) principal: Uuid,
+    pub(crate) session: Uuid,
+    pub(crate) generation: u32,
+}
+
+/// Issues a token for `claims`, valid for `lifetime_secs` from `now_secs`.
+pub(crate) fn issue_token(key: &[u8], claims: Claims, now_secs: i64, lifetime_secs: i64) -> String {
+    let claims = json!({
+        "sub": claims.principal,
+        "sid": claims.session,
+        "gen": claims.generation,
+        "iat": now_secs,
+        "exp": now_secs + lifetime_secs,
+    });
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signature = URL_SAFE_NO_PAD.encode(sign(key, payload.as_bytes()));
     format!("{payload}.{signature}")
@@ -124,12 +137,8 @@ fn sign(key: &[u8], payload: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Checks a token's signature and expiry; returns (principal, session).
-pub(crate) fn verify_token(
-    key: &[u8],
-    token: &str,
-    now_secs: i64,
-) -> Result<(Uuid, Uuid), AppError> {
+/// Checks a token's signature and expiry; returns what it says.
+pub(crate) fn verify_token(key: &[u8], token: &str, now_secs: i64) -> Result<Claims, AppError> {
     let invalid = || AppError::new(ErrorCode::Unauthenticated, "the bearer token is invalid");
     let (payload, signature) = token.split_once('.').ok_or_else(invalid)?;
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid())?;
@@ -152,7 +161,18 @@ pub(crate) fn verify_token(
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or_else(invalid)
     };
-    Ok((id("sub")?, id("sid")?))
+    let generation = match &claims["gen"] {
+        serde_json::Value::Null => 0,
+        value => value
+            .as_u64()
+            .and_then(|g| u32::try_from(g).ok())
+            .ok_or_else(invalid)?,
+    };
+    Ok(Claims {
+        principal: id("sub")?,
+        session: id("sid")?,
+        generation,
+    })
 }
 
 /// The name of the console's session cookie; it holds a token like a bearer token.
@@ -235,8 +255,8 @@ pub(crate) fn audit_reader_caller(
 /// The caller named by the request's token (bearer header or session cookie).
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
     let token = presented_token(headers)?;
-    let (principal_id, session_id) = verify_token(&state.token_key, token, state.clock.now_secs())?;
-    if state.is_revoked(session_id) {
+    let claims = verify_token(&state.token_key, token, state.clock.now_secs())?;
+    if state.is_revoked(claims.session) {
         return Err(AppError::new(
             ErrorCode::Unauthenticated,
             "the session has been signed out",
@@ -244,7 +264,7 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Call
     }
     let principal = state
         .directory
-        .principal(principal_id)
+        .principal(claims.principal)
         .filter(|p| !p.disabled)
         .ok_or_else(|| {
             AppError::new(
@@ -252,9 +272,15 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Call
                 "the token's user no longer exists or is disabled",
             )
         })?;
+    if principal.token_generation != claims.generation {
+        return Err(AppError::new(
+            ErrorCode::Unauthenticated,
+            "the session has ended: the password was changed or reset",
+        ));
+    }
     Ok(Caller {
         principal,
-        session_id,
+        session_id: claims.session,
     })
 }
 
@@ -335,6 +361,18 @@ pub(crate) async fn token(
             "invalid_grant",
             "the user name, password or client secret is wrong",
         ),
+        Err(SignInError::Throttled(secs)) => {
+            let mut response = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                &format!("too many failed sign-ins; try again in {secs} seconds"),
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+            response
+        }
         Err(SignInError::Unavailable(error)) => error.into_response(),
     }
 }
@@ -343,25 +381,37 @@ pub(crate) async fn token(
 pub(crate) enum SignInError {
     /// Wrong name or secret, or a disabled principal (recorded as a failed sign-in).
     Refused,
+    /// Too many failed sign-ins of the name or from the address: try again after these
+    /// seconds (recorded; no secret was checked).
+    Throttled(i64),
     /// The audit log could not record the attempt.
     Unavailable(AppError),
 }
 
-/// The principal with name `upn` and a password, for a password sign-in.
+/// The principal with name `upn` (as typed: it is normalised first) and a password, for a
+/// password sign-in.
 pub(crate) fn password_principal(
     state: &AppState,
     upn: &str,
 ) -> Option<(Option<String>, Principal)> {
     state
         .directory
-        .by_upn(upn)
+        .by_upn(&names::typed(upn))
         .filter(|p| p.client_id.is_none())
         .map(|p| (p.password_hash.clone(), p))
 }
 
-/// Checks `secret` against the principal `found` for name `claimed`; records the sign-in
-/// (a failure always, a success when user access auditing is on somewhere) and opens a
-/// session: (caller, signed token, lifetime in seconds).
+/// A hash that no secret matches, checked when the name is unknown so that an unknown name
+/// costs the same work as a known one (its timing tells nothing).
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_secret(&Uuid::new_v4().to_string()))
+}
+
+/// Checks `secret` against the principal `found` for name `claimed`, unless the name or the
+/// client's address is locked out; records the sign-in (a failure always, within the address's
+/// recording budget; a success when user access auditing is on somewhere) and opens a session:
+/// (caller, signed token, lifetime in seconds).
 pub(crate) async fn sign_in(
     state: &AppState,
     context: &RequestContext,
@@ -369,28 +419,46 @@ pub(crate) async fn sign_in(
     found: Option<(Option<String>, Principal)>,
     secret: String,
 ) -> Result<(Caller, String, i64), SignInError> {
+    let tried = names::as_tried(&names::typed(&claimed));
+    let session = Uuid::new_v4();
+    let mut draft = EventDraft::new(Operation::SignIn, context);
+    draft.session_id = session.to_string();
+    let now = state.clock.now_secs();
+    if let Some(wait) = state.sign_ins.locked(&tried, &context.client_ip, now) {
+        draft.user_upn = tried;
+        draft.status = ResultStatus::Denied;
+        draft.error_code = "Throttled".into();
+        draft.details = json!({"RetryAfterSeconds": wait}).to_string();
+        crate::throttle::record_refusal(state, draft)
+            .await
+            .map_err(SignInError::Unavailable)?;
+        return Err(SignInError::Throttled(wait));
+    }
     let checked = tokio::task::spawn_blocking(move || {
-        let principal =
-            found.and_then(|(hash, p)| hash.filter(|h| verify_secret(&secret, h)).map(|_| p));
-        principal.filter(|p| !p.disabled)
+        let (hash, principal) = match found {
+            Some((Some(hash), principal)) => (hash, Some(principal)),
+            _ => (decoy_hash().to_string(), None),
+        };
+        let matches = verify_secret(&secret, &hash);
+        principal.filter(|p| matches && !p.disabled)
     })
     .await
     .expect("secret verification does not panic");
 
-    let session = Uuid::new_v4();
-    let mut draft = EventDraft::new(Operation::SignIn, context);
-    draft.session_id = session.to_string();
     let Some(principal) = checked else {
-        // A failed sign-in is always recorded, with the name that was tried.
-        draft.user_upn = claimed;
+        // A failed sign-in is always recorded, with (at most 256 bytes of) the name tried.
+        state
+            .sign_ins
+            .failed(&tried, &context.client_ip, state.clock.now_secs());
+        draft.user_upn = tried;
         draft.status = ResultStatus::Failed;
         draft.error_code = "invalid_grant".into();
-        state
-            .record(draft)
+        crate::throttle::record_refusal(state, draft)
             .await
             .map_err(SignInError::Unavailable)?;
         return Err(SignInError::Refused);
     };
+    state.sign_ins.succeeded(&tried);
     let caller = Caller {
         principal,
         session_id: session,
@@ -403,13 +471,12 @@ pub(crate) async fn sign_in(
             .map_err(SignInError::Unavailable)?;
     }
     let lifetime = state.config.token_lifetime_secs as i64;
-    let token = issue_token(
-        &state.token_key,
-        caller.principal.id,
+    let claims = Claims {
+        principal: caller.principal.id,
         session,
-        state.clock.now_secs(),
-        lifetime,
-    );
+        generation: caller.principal.token_generation,
+    };
+    let token = issue_token(&state.token_key, claims, state.clock.now_secs(), lifetime);
     Ok((caller, token, lifetime))
 }
 
@@ -446,6 +513,66 @@ pub(crate) async fn logout(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// `POST /api/me/changePassword` with `{"currentPassword", "newPassword"}` (the Microsoft Graph
+/// names): the signed-in user changes their own password; every session of theirs ends, this
+/// one too (`ChangePassword`). A wrong current password counts as a failed sign-in.
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::ChangePassword, &context);
+    let work = async {
+        let caller = authenticate(&state, &headers)?;
+        draft.set_caller(&caller);
+        draft.record_ids = vec![caller.principal.id];
+        let body: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let field = |key: &str| {
+            body[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| AppError::bad_request(format!("'{key}' is required")))
+        };
+        let (current, new) = (field("currentPassword")?, field("newPassword")?);
+        crate::names::check_password(&new, "newPassword")?;
+        let Some(hash) = caller.principal.password_hash.clone() else {
+            return Err(AppError::bad_request(
+                "an application user has a client secret, not a password",
+            ));
+        };
+        let upn = caller.principal.upn.clone();
+        if let Some(wait) = state
+            .sign_ins
+            .locked(&upn, &context.client_ip, state.clock.now_secs())
+        {
+            return Err(AppError::new(
+                ErrorCode::TooManyRequests,
+                format!("too many failed sign-ins; try again in {wait} seconds"),
+            ));
+        }
+        let (matches, new_hash) = blocking(move || {
+            Ok::<_, AppError>((verify_secret(&current, &hash), hash_secret(&new)))
+        })
+        .await?;
+        if !matches {
+            state
+                .sign_ins
+                .failed(&upn, &context.client_ip, state.clock.now_secs());
+            return Err(AppError::forbidden("the current password is wrong"));
+        }
+        draft.details = json!({"SessionsEnded": true}).to_string();
+        state.record(draft.clone()).await?;
+        let worker = state.clone();
+        let id = caller.principal.id;
+        blocking(move || worker.directory.set_password(id, &new_hash)).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    crate::webapi::answer(&state, draft, work).await
 }
 
 #[cfg(test)]

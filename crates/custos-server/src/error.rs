@@ -26,6 +26,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The client stalled while sending its request.
     Timeout,
+    /// Too many attempts: try again after the `Retry-After` seconds.
+    TooManyRequests,
     /// The body is not JSON (or form data where that is expected).
     UnsupportedMediaType,
     /// The audit log cannot be written: refused rather than served unaudited.
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
             ErrorCode::Timeout => "RequestTimeout",
+            ErrorCode::TooManyRequests => "TooManyRequests",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
             ErrorCode::Unavailable => "ServiceUnavailable",
             ErrorCode::Internal => "InternalError",

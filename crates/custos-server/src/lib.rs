@@ -20,6 +20,7 @@ mod listener;
 mod m365;
 mod maintenance;
 mod metrics;
+mod names;
 mod queries;
 mod reports;
 mod retention;
@@ -28,6 +29,7 @@ mod signing_key;
 mod state;
 mod streams;
 mod support;
+mod throttle;
 mod verification;
 mod webapi;
 mod webhook;
@@ -88,6 +90,7 @@ pub(crate) fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/oauth2/token", post(auth::token))
         .route("/oauth2/logout", post(auth::logout))
+        .route("/api/me/changePassword", post(auth::change_password))
         .route("/api/admin/instances", get(admin::list).post(admin::create))
         .route(
             "/api/admin/instances/{name}",
@@ -106,6 +109,14 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route(
             "/api/admin/support/engineers/{id}",
             axum::routing::delete(admin::revoke_support),
+        )
+        .route(
+            "/api/admin/support/grants",
+            get(admin::grants).post(admin::open_grant),
+        )
+        .route(
+            "/api/admin/support/grants/{id}",
+            axum::routing::delete(admin::end_grant),
         )
         .route("/api/support/access", post(support::access))
         .route("/api/support/backend", post(support::backend))
@@ -266,6 +277,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
         tokio::spawn(webhook::follow(state.clone(), automation::OUTBOX));
     }
     tokio::spawn(feed::publish_periodically(state.clone()));
+    tokio::spawn(throttle::flush_periodically(state.clone()));
     streams::resume(&state);
     let limits = state.config.limits;
     listener::serve(listener, router(state), limits).await

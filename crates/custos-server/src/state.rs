@@ -287,6 +287,12 @@ pub struct Inner {
     pub(crate) feed: crate::feed::Feed,
     /// The streams of the log to SIEMs that run.
     pub(crate) streams: crate::streams::Streams,
+    /// The tenant's support access grants (Customer Lockbox style).
+    pub(crate) support_grants: crate::support::Grants,
+    /// Lock-outs of sign-in names and client addresses.
+    pub(crate) sign_ins: crate::throttle::SignInThrottle,
+    /// How many refusals of each client address are recorded one by one.
+    pub(crate) refusals: crate::throttle::RecordingBudget,
 }
 
 /// The directory setting that keeps the revoked sessions.
@@ -427,6 +433,7 @@ impl AppState {
             .setting(REVOKED_SETTING)?
             .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
             .unwrap_or_default();
+        let support_grants = crate::support::Grants::load(&directory)?;
         let feed_dir = data_dir.join("feed");
         let feed = crate::feed::Feed::open(&feed_dir, config.feed_interval, clock.now_us())
             .map_err(io_error(&feed_dir))?;
@@ -444,6 +451,9 @@ impl AppState {
             export_jobs: std::sync::Mutex::new(HashMap::new()),
             feed,
             streams: crate::streams::Streams::default(),
+            support_grants,
+            sign_ins: crate::throttle::SignInThrottle::default(),
+            refusals: crate::throttle::RecordingBudget::default(),
         }));
         state.first_run()?;
         for info in state.directory.instances()? {
@@ -468,6 +478,7 @@ impl AppState {
                 client_id: None,
                 secret_hash: None,
                 global_admin: true,
+                created_by: None,
             })?;
             if generated {
                 println!(

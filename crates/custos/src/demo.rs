@@ -353,16 +353,24 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         Some(&json!({"searchEnabled": true})),
     )?;
 
-    step("a support engineer is let in, works a ticket with the support tool, and is let out");
+    step(
+        "a support engineer is let in, the tenant opens their access for a ticket, they work it with the support tool, and are let out",
+    );
     let engineer = admin.post(
         "/api/admin/support/engineers",
         &json!({"upn": cast.engineer, "password": PASSWORD, "displayName": "Support engineer"}),
+    )?;
+    let ticket = format!("CASE-{}", cast.suffix);
+    let engineer_id = engineer.json["id"].as_str().unwrap_or_default().to_string();
+    admin.post(
+        "/api/admin/support/grants",
+        &json!({"engineerId": engineer_id, "ticket": ticket, "instance": "main", "hours": 1}),
     )?;
     let session = support::Session {
         url,
         user: &cast.engineer,
         password: PASSWORD,
-        ticket: &format!("CASE-{}", cast.suffix),
+        ticket: &ticket,
         reason: Some("customer asks why an account shows the wrong phone number"),
     };
     {
@@ -392,7 +400,6 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
             },
         )?;
     }
-    let engineer_id = engineer.json["id"].as_str().unwrap_or_default().to_string();
     admin.call(
         Method::DELETE,
         &format!("/api/admin/support/engineers/{engineer_id}"),

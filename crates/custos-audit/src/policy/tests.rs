@@ -60,3 +60,16 @@ fn unaudited_attributes_are_left_out() {
     assert!(p.audits_attribute("account", "name"));
     assert!(!p.audits_attribute("account", "telephone1"));
 }
+
+#[test]
+fn everything_records_every_action_on_every_known_entity() {
+    let mut off = flags(false, false, false);
+    off.unaudited_attributes.insert("name".into());
+    let policy = policy(false, false, off).everything();
+    assert!(policy.audits_change("account"));
+    assert!(policy.audits_retrieve("account"));
+    assert!(policy.audits_retrieve_multiple("account"));
+    assert!(policy.audits_bulk());
+    assert!(policy.audits_user_access());
+    assert!(policy.audits_attribute("account", "name"));
+}

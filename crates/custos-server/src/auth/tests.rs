@@ -3,9 +3,13 @@ use super::*;
 #[test]
 fn tokens_verify_until_they_expire() {
     let key = [7u8; 32];
-    let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = issue_token(&key, user, session, 1000, 60);
-    assert_eq!(verify_token(&key, &token, 1059).unwrap(), (user, session));
+    let claims = Claims {
+        principal: Uuid::new_v4(),
+        session: Uuid::new_v4(),
+        generation: 3,
+    };
+    let token = issue_token(&key, claims, 1000, 60);
+    assert_eq!(verify_token(&key, &token, 1059).unwrap(), claims);
     let expired = verify_token(&key, &token, 1060).unwrap_err();
     assert_eq!(expired.message, "the bearer token has expired");
     assert!(

@@ -115,6 +115,22 @@ pub(crate) async fn login(
                 &form.username,
             ),
         ),
+        Err(SignInError::Throttled(secs)) => {
+            let mut response = html_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                login_page(
+                    &next,
+                    Some(&format!(
+                        "Too many failed sign-ins. Try again in {secs} seconds."
+                    )),
+                    &form.username,
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+        }
         Err(SignInError::Unavailable(error)) => error.into_response(),
     }
 }

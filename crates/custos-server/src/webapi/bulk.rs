@@ -260,11 +260,7 @@ pub(crate) async fn export_to_excel(
         details["View"] = view;
     }
     draft.details = details.to_string();
-    let audited = request
-        .instance
-        .policy
-        .load()
-        .audits_export(&entity.logical_name);
+    let audited = request.policy().audits_export(&entity.logical_name);
     let store = request.instance.store.clone();
     let entity_for_task = entity.clone();
     let (records, file) = blocking(move || -> Result<_, AppError> {
@@ -371,7 +367,7 @@ pub(crate) async fn bulk_delete(
         .unwrap_or_else(|| format!("Bulk delete of {}", entity.set_name));
     draft.query = query;
     draft.details = json!({"JobId": job_id, "JobName": job_name}).to_string();
-    let policy = request.instance.policy.load_full();
+    let policy = request.policy();
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let summary = draft.clone();
@@ -497,7 +493,7 @@ pub(crate) async fn import_records(
     let import_id = Uuid::new_v4();
     draft.query = file_name.clone();
     draft.details = json!({"ImportJobId": import_id, "FileName": file_name}).to_string();
-    let policy = request.instance.policy.load_full();
+    let policy = request.policy();
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let summary = draft.clone();

@@ -317,6 +317,7 @@ pub(crate) async fn update_entity(
 ) -> Result<Response, AppError> {
     draft.operation = Operation::UpdateAuditSettings;
     let mut definition = customizable(request, draft, entity)?;
+    super::security::refuse_support_engineer(request)?;
     let body = request.json_object()?;
     let shown = entity_json(&definition);
     let mut changes = Vec::new();
@@ -352,6 +353,7 @@ pub(crate) async fn update_attribute(
 ) -> Result<Response, AppError> {
     draft.operation = Operation::UpdateAuditSettings;
     let mut definition = customizable(request, draft, entity)?;
+    super::security::refuse_support_engineer(request)?;
     let body = request.json_object()?;
     let index = definition
         .attributes
@@ -393,6 +395,12 @@ pub(crate) async fn publish_all(
         draft.set_entity(organization);
         require_customizer(request, organization)?;
     }
+    if request.caller.user_type() == custos_audit::UserType::DcAdmin
+        && audit_flags_drafted(request)?
+    {
+        // Publishing would put audit flag changes into force: an audit setting change.
+        super::security::refuse_support_engineer(request)?;
+    }
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();
@@ -407,6 +415,29 @@ pub(crate) async fn publish_all(
     .await?;
     request.instance.refresh_policy()?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// Whether a draft changes an audit flag (of an entity or an attribute) from what is published.
+fn audit_flags_drafted(request: &WebRequest) -> Result<bool, AppError> {
+    let published = request.instance.store.catalog();
+    let flags = |e: &EntityDef| {
+        let attributes: Vec<(String, bool)> = e
+            .attributes
+            .iter()
+            .map(|a| (a.logical_name.clone(), a.audit))
+            .collect();
+        (
+            e.audit,
+            e.retrieve_audit,
+            e.retrieve_multiple_audit,
+            attributes,
+        )
+    };
+    Ok(request.instance.store.drafts()?.iter().any(|draft| {
+        published
+            .entity(&draft.logical_name)
+            .is_some_and(|p| flags(p) != flags(draft))
+    }))
 }
 
 /// Properties of Dataverse's metadata bodies that Custos accepts and does not keep.

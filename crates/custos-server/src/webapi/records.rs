@@ -22,6 +22,7 @@ use crate::audit::{EventDraft, changes};
 use crate::auth::hash_secret;
 use crate::automation::{self, Message, activation_operation, is_automation};
 use crate::error::{AppError, ErrorCode};
+use crate::names;
 use crate::state::blocking;
 
 /// Entities whose every change is an admin event, recorded whatever the audit settings say
@@ -335,9 +336,7 @@ pub(crate) async fn retrieve_multiple(
     check_select(&entity, &options.select)?;
     let page_size = page_size(request.header("prefer"))?;
     let audited = request
-        .instance
-        .policy
-        .load()
+        .policy()
         .audits_retrieve_multiple(&entity.logical_name);
 
     let store = request.instance.store.clone();
@@ -436,11 +435,7 @@ pub(crate) async fn retrieve(
         }
     }
     check_select(&entity, &select)?;
-    let audited = request
-        .instance
-        .policy
-        .load()
-        .audits_retrieve(&entity.logical_name);
+    let audited = request.policy().audits_retrieve(&entity.logical_name);
     let store = request.instance.store.clone();
     let logical_name = entity.logical_name.clone();
     let record =
@@ -628,7 +623,7 @@ pub(crate) async fn create(
     check_view(&request, &entity, None, &values)?;
     automation::check(&*request.instance.store, &entity, None, &values)?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
-    let policy = request.instance.policy.load_full();
+    let policy = request.policy();
     let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
     let state = request.state.clone();
@@ -698,11 +693,7 @@ fn principal_from_body(
             let upn = upn.ok_or_else(|| {
                 AppError::bad_request("a user needs 'domainname' (the sign-in name)")
             })?;
-            if password.len() < 8 {
-                return Err(AppError::bad_request(
-                    "'password' must be at least 8 characters",
-                ));
-            }
+            names::check_password(&password, "password")?;
             (
                 upn,
                 custos_audit::UserType::Regular,
@@ -714,10 +705,11 @@ fn principal_from_body(
         (None, Some(secret), Some(application_id)) => {
             Uuid::parse_str(&application_id)
                 .map_err(|_| AppError::bad_request("'applicationid' must be a GUID"))?;
-            if secret.len() < 16 {
-                return Err(AppError::bad_request(
-                    "'clientsecret' must be at least 16 characters",
-                ));
+            if secret.len() < 16 || secret.len() > names::PASSWORD_BYTES_MAX {
+                return Err(AppError::bad_request(format!(
+                    "'clientsecret' must be 16 to {} bytes",
+                    names::PASSWORD_BYTES_MAX
+                )));
             }
             let upn = upn.unwrap_or_else(|| format!("app-{application_id}"));
             (
@@ -734,19 +726,19 @@ fn principal_from_body(
             ));
         }
     };
-    if request.state.directory.by_upn(&upn).is_some()
-        || client_id
-            .as_deref()
-            .is_some_and(|c| request.state.directory.by_client_id(c).is_some())
+    let upn = names::new_sign_in_name(&upn)?;
+    let directory = &request.state.directory;
+    names::check_distinct(&upn, directory.principals().iter().map(|p| p.upn.as_str()))?;
+    if client_id
+        .as_deref()
+        .is_some_and(|c| directory.by_client_id(c).is_some())
     {
         return Err(AppError::new(
             ErrorCode::Conflict,
-            format!("a user named '{upn}' (or with that application id) already exists"),
+            "an application user with that application id already exists",
         ));
     }
-    if !body.contains_key("domainname") {
-        body.insert("domainname".into(), json!(upn));
-    }
+    body.insert("domainname".into(), json!(upn));
     Ok(NewPrincipal {
         id: Uuid::new_v4(),
         display_name: display_name.unwrap_or_else(|| upn.clone()),
@@ -756,6 +748,8 @@ fn principal_from_body(
         client_id,
         secret_hash,
         global_admin: false,
+        created_by: (request.caller.user_type() == custos_audit::UserType::DcAdmin)
+            .then_some(request.caller.principal.id),
     })
 }
 
@@ -819,12 +813,20 @@ pub(crate) async fn update(
     if let Some(operation) = activation_operation(&entity.logical_name, activation) {
         draft.operation = operation;
     }
+    if is_organization
+        && values
+            .iter()
+            .any(|(name, _)| AUDIT_SETTINGS.contains(&name.as_str()))
+    {
+        super::security::refuse_support_engineer(&request)?;
+    }
+    let disabling = user_disabling(&request, &entity, id, &values, draft)?;
     if is_organization && id != request.instance.organization_id {
         return Err(AppError::not_found(format!(
             "organization with id {id} does not exist"
         )));
     }
-    let policy = request.instance.policy.load_full();
+    let policy = request.policy();
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();
@@ -853,6 +855,12 @@ pub(crate) async fn update(
             if settings_changed || audits_change(&policy, &entity_for_task) {
                 state.append_blocking(event).map_err(|e| e.message)?;
             }
+            if let Some(disabled) = disabling {
+                state
+                    .directory
+                    .set_disabled(id, disabled)
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(())
         };
         Ok(store.update(
@@ -880,6 +888,37 @@ pub(crate) async fn update(
         &outcome,
         outcome.before.is_none(),
     ))
+}
+
+/// A `systemusers` update: the sign-in name never changes, and a change of `isdisabled` (by
+/// someone who may manage the user) disables or enables the principal too; returns the new
+/// state to give the principal when it changes.
+fn user_disabling(
+    request: &WebRequest,
+    entity: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    draft: &mut EventDraft,
+) -> Result<Option<bool>, AppError> {
+    if entity.logical_name != "systemuser" {
+        return Ok(None);
+    }
+    if values.iter().any(|(name, _)| name == "domainname") {
+        return Err(AppError::bad_request(
+            "a user's sign-in name (domainname) cannot change; create a new user",
+        ));
+    }
+    let Some((_, value)) = values.iter().find(|(name, _)| name == "isdisabled") else {
+        return Ok(None);
+    };
+    let disabled = matches!(value, Value::Boolean(true));
+    request.require(Privilege::ManageUsers, entity)?;
+    let principal = super::users::manageable(request, id)?;
+    if principal.disabled == disabled {
+        return Ok(None);
+    }
+    draft.operation = super::users::disabling_operation(disabled);
+    Ok(Some(disabled))
 }
 
 /// Rules on the instance settings: Start Read Auditing only while Start Auditing is on, and a
@@ -917,7 +956,13 @@ pub(crate) async fn delete(
     }
     request.require(Privilege::Delete, &entity)?;
     undeletable(&entity, Some(id))?;
-    let policy = request.instance.policy.load_full();
+    let user = entity.logical_name == "systemuser";
+    if user {
+        request.require(Privilege::ManageUsers, &entity)?;
+        super::users::manageable(&request, id)?;
+        draft.operation = Operation::DeleteUser;
+    }
+    let policy = request.policy();
     let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
     let state = request.state.clone();
@@ -930,6 +975,12 @@ pub(crate) async fn delete(
                 describe_write(&mut event, &entity_for_task, &policy, outcome);
                 state.append_blocking(event).map_err(|e| e.message)?;
             }
+            if user {
+                state
+                    .directory
+                    .remove_principal(id)
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(())
         };
         Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
@@ -939,13 +990,13 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Refuses to delete records the platform itself needs: the settings, users (they are
-/// disabled instead) and the built-in roles (record `id` when one is named).
+/// Refuses to delete records the platform itself needs: the settings and the built-in roles
+/// (record `id` when one is named); users only one by one (`id` named).
 pub(super) fn undeletable(entity: &EntityDef, id: Option<Uuid>) -> Result<(), AppError> {
     let built_in_role = entity.logical_name == "role"
         && id.is_none_or(|id| ROLE_IDS.iter().any(|(_, role)| *role == id));
     if entity.logical_name == ORGANIZATION_ENTITY
-        || entity.logical_name == "systemuser"
+        || (entity.logical_name == "systemuser" && id.is_none())
         || built_in_role
     {
         return Err(AppError::bad_request(format!(

@@ -15,8 +15,11 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use custos_audit::{Change, Operation};
-use custos_records::{EntityDef, Grants, Privilege, ROLE_IDS, Value, WriteMode, WriteOutcome};
+use custos_audit::{Change, Operation, UserType};
+use custos_records::{
+    BuiltInRole, EntityDef, Grants, Privilege, ROLE_IDS, SecurityRole, Value, WriteMode,
+    WriteOutcome,
+};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
@@ -144,6 +147,7 @@ pub(super) async fn association(
         return list(request, draft, &owner, *id, relation, other_set).await;
     }
     request.require(Privilege::ManageUsers, &owner)?;
+    refuse_support_engineer(&request)?;
     if !reference {
         return Err(AppError::bad_request(format!(
             "associate and disassociate with '{set}({id})/{relation}/$ref'"
@@ -181,6 +185,22 @@ pub(super) async fn association(
             json!({"UserId": id, "UserUpn": user_name(&request, *id)?, "RoleId": other, "RoleName": role_name(&request, other)?}),
         ),
     };
+    let granted = match relation.as_str() {
+        "teammembership_association" => directory.roles(*id, &instance),
+        _ => vec![other],
+    };
+    for role in granted {
+        check_grantable(&request, role)?;
+    }
+    if relation == "systemuserroles_association"
+        && directory
+            .principal(*id)
+            .is_some_and(|p| p.user_type == UserType::DcAdmin.code())
+    {
+        return Err(AppError::forbidden(
+            "support engineers hold no roles: the tenant opens their access per ticket",
+        ));
+    }
     let holds = match relation.as_str() {
         "teammembership_association" => directory.team_members(&instance, *id).contains(&other),
         _ => directory.roles(holder, &instance).contains(&other),
@@ -256,9 +276,7 @@ async fn list(
         value.push(json!({key.as_str(): other_id, label: name}));
     }
     if request
-        .instance
-        .policy
-        .load()
+        .policy()
         .audits_retrieve_multiple(&other.logical_name)
     {
         let mut event = draft.clone();
@@ -271,6 +289,66 @@ async fn list(
         "value": value,
     }))
     .into_response())
+}
+
+/// Refuses a support engineer: they never change roles (issue 10 §2).
+pub(super) fn refuse_support_engineer(request: &WebRequest) -> Result<(), AppError> {
+    if request.caller.user_type() == UserType::DcAdmin {
+        return Err(AppError::forbidden(format!(
+            "support engineer '{}' cannot change roles, audit settings or retention",
+            request.caller.principal.upn
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses unless the caller's roles in this instance give everything `granted` gives: nobody
+/// grants a privilege they do not hold.
+fn check_covered(request: &WebRequest, granted: &SecurityRole, name: &str) -> Result<(), AppError> {
+    if request.caller.principal.global_admin {
+        return Ok(());
+    }
+    let holder = request
+        .caller
+        .security_roles(&request.state, &request.instance);
+    let catalog = request.instance.store.catalog();
+    match custos_records::uncovered(&holder, granted, catalog.entities()) {
+        None => Ok(()),
+        Some((privilege, entity)) => Err(AppError::forbidden(format!(
+            "user '{}' cannot grant '{name}': it gives the {privilege:?} privilege on entity '{entity}', which they do not hold",
+            request.caller.principal.upn
+        ))),
+    }
+}
+
+/// Refuses unless the caller may grant or take back `role` in this instance: never a support
+/// engineer, the tenant-wide Audit Reader and Audit Manager only a tenant global admin, and any
+/// other role only someone whose own roles give all it gives.
+pub(super) fn check_grantable(request: &WebRequest, role: Uuid) -> Result<(), AppError> {
+    refuse_support_engineer(request)?;
+    let built_in = ROLE_IDS.iter().find(|(_, id)| *id == role).map(|(r, _)| *r);
+    if let Some(tenant_wide @ (BuiltInRole::AuditReader | BuiltInRole::AuditManager)) = built_in {
+        if request.caller.principal.global_admin {
+            return Ok(());
+        }
+        return Err(AppError::forbidden(format!(
+            "only a tenant global admin grants the tenant-wide role '{}'",
+            tenant_wide.name()
+        )));
+    }
+    let granted = match built_in {
+        Some(role) => SecurityRole::BuiltIn(role),
+        None => SecurityRole::Custom(
+            request
+                .instance
+                .custom_roles
+                .load()
+                .get(&role)
+                .cloned()
+                .unwrap_or_default(),
+        ),
+    };
+    check_covered(request, &granted, &role_name(request, role)?)
 }
 
 /// The privilege names of a body's `Privileges` list.
@@ -385,6 +463,8 @@ pub(super) async fn bound_action(
     };
     draft.operation = operation;
     check_entities(&request, &grants)?;
+    refuse_support_engineer(&request)?;
+    check_covered(&request, &SecurityRole::Custom(grants.clone()), &name)?;
     draft.details = json!({"RoleName": name, "Privileges": grants.names()}).to_string();
     draft.changes = vec![Change {
         attribute: "privileges".into(),

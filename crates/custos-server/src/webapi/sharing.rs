@@ -169,11 +169,7 @@ pub(super) async fn share(
         .collect();
     draft.details = json!({"PrincipalId": principal, "PrincipalUpn": user.upn, "AccessMask": rights.join(", ")}).to_string();
     draft.result_count = 1;
-    let audited = request
-        .instance
-        .policy
-        .load()
-        .audits_change(&entity.logical_name);
+    let audited = request.policy().audits_change(&entity.logical_name);
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();

@@ -316,7 +316,7 @@ fn create_row(
     let entity = catalog
         .entity(row.entity)
         .ok_or_else(|| AppError::not_found(format!("entity '{}' does not exist", row.entity)))?;
-    let policy = request.instance.policy.load_full();
+    let policy = request.policy();
     let write = |operation: Operation, outcome: &WriteOutcome| {
         let mut event = template.clone();
         event.operation = operation;
@@ -495,7 +495,7 @@ pub(super) async fn remove(
     let template = draft.clone();
     blocking(move || -> Result<(), AppError> {
         let store = &*request.instance.store;
-        let policy = request.instance.policy.load_full();
+        let policy = request.policy();
         for (key, entity) in [
             ("PluginSteps", "sdkmessageprocessingstep"),
             ("Processes", "workflow"),

@@ -51,8 +51,24 @@ fn no_generated_request_gets_a_server_error_and_the_log_still_verifies() {
         Some(serde_json::json!({"searchEnabled": true})),
     );
     assert_eq!(response.status(), 200);
-    let refused = server.audit(&admin, "status=Failed&operation=RetrieveMultiple");
-    assert!(!refused.is_empty(), "the refusals are recorded");
+    // The refusals are recorded: the first of each minute one by one, the rest of the flood
+    // in summary events that count them (issue 10 §4).
+    let refused = server.audit(&admin, "status=Failed");
+    assert!(
+        refused.iter().any(|e| e["ErrorCode"] == "BadRequest"),
+        "the refusals are recorded"
+    );
+    let summaries: Vec<_> = server
+        .audit(&admin, "operation=Request")
+        .into_iter()
+        .filter(|e| e["ErrorCode"] == "Throttled")
+        .collect();
+    assert!(!summaries.is_empty(), "a flood of refusals is summarized");
+    let counted: u64 = summaries
+        .iter()
+        .map(|e| e["ResultCount"].as_u64().unwrap())
+        .sum();
+    assert!(counted > 0);
 
     let data = server.data_dir.clone();
     server.kill();

@@ -492,6 +492,20 @@ fn admin_support_and_refused_actions_are_recorded_whatever_the_settings() {
         1
     );
     let engineer = m.server.token("eng@support.test", "engineer-password-1");
+    let engineer_id = get_json(
+        &format!("{}/api/admin/support/engineers", m.server.base),
+        &m.admin,
+    )["value"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        m.delta("ApproveSupportAccess", || m.ok(admin_post(
+            "support/grants",
+            json!({"engineerId": engineer_id, "ticket": "T-1", "instance": "main", "hours": 2})
+        ))),
+        1
+    );
     assert_eq!(
         m.delta("AccessInternalTool", || m.ok(send(
             client().post(format!("{}/api/support/access", m.server.base)),
@@ -508,8 +522,41 @@ fn admin_support_and_refused_actions_are_recorded_whatever_the_settings() {
         ))),
         1
     );
-    // Support engineers' record work, with auditing off, is not the admin's: it follows the
-    // settings like anyone's; a refusal is always recorded.
+    // A support engineer's record work is recorded whatever the settings say (they are all
+    // off here): every read, list and change.
+    let account = m.create_account();
+    assert_eq!(
+        m.delta("RetrieveMultiple", || m.ok(send(
+            client().get(m.api("accounts?$select=name")),
+            &engineer,
+            None
+        ))),
+        1
+    );
+    assert_eq!(
+        m.delta("Retrieve", || m.ok(send(
+            client().get(m.api(&format!("accounts({account})"))),
+            &engineer,
+            None
+        ))),
+        1
+    );
+    let changed = m
+        .server
+        .audit(&m.admin, &format!("recordId={account}&operation=Update"));
+    assert!(changed.is_empty());
+    m.ok(send(
+        client().patch(m.api(&format!("accounts({account})"))),
+        &engineer,
+        Some(json!({"name": "Changed by support"})),
+    ));
+    let changed = m
+        .server
+        .audit(&m.admin, &format!("recordId={account}&operation=Update"));
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["Origin"], "SupportTool");
+    assert_eq!(changed[0]["Changes"][0]["New"], "Changed by support");
+    // Refusals are always recorded.
     m.server
         .add_user(&m.admin, "bo@contoso.test", "bo-password-1", "Basic User");
     let bo = m.server.token("bo@contoso.test", "bo-password-1");

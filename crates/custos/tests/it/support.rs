@@ -1,7 +1,9 @@
-//! The internal management tool (SPEC §2, §4, §11): a tenant admin lets a support engineer in;
-//! `custos support …` records every use (`AccessInternalTool`) and the engineer's reads and
-//! changes as the tool's (origin `SupportTool`, user type `DcAdmin`), backend commands as
-//! `Backend`; revoking the access ends it.
+//! The internal management tool (SPEC §2, §4, §11): a tenant admin lets a support engineer in
+//! and opens their access to an instance per ticket (Customer Lockbox style); `custos support …`
+//! records every use (`AccessInternalTool`) and the engineer's reads and changes as the tool's
+//! (origin `SupportTool`, user type `DcAdmin`), backend commands as `Backend`; an engineer never
+//! changes roles or audit settings nor reads the log; ending the grant or revoking the engineer
+//! ends the access, and the users they created go with them.
 
 use std::process::{Command, Output};
 
@@ -70,10 +72,42 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
     );
     assert_eq!(granted.status(), 201);
     let engineer: Value = granted.json().unwrap();
+    let engineer_id = engineer["id"].as_str().unwrap().to_string();
     let grant = server.audit(&admin, "operation=GrantSupportAccess");
     assert_eq!(grant.len(), 1);
     assert_eq!(grant[0]["Origin"], "AdminCenter");
     assert_eq!(grant[0]["Category"], "accessed-admin-center");
+
+    // Let in, the engineer still reaches no instance until the tenant opens access for a
+    // ticket; each refusal is recorded.
+    assert_eq!(
+        support(&server, ENGINEER_PASSWORD, &["list", "main", "accounts"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let token = server.token(ENGINEER, ENGINEER_PASSWORD);
+    let refused = send(client().get(server.api("accounts")), &token, None);
+    let (status, _, message) = odata_error(refused);
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("no open access to instance 'main'"),
+        "{message}"
+    );
+    let opened = send(
+        client().post(format!("{}/api/admin/support/grants", server.base)),
+        &admin,
+        Some(
+            json!({"engineerId": engineer_id, "ticket": "CASE-1042", "instance": "main", "hours": 4}),
+        ),
+    );
+    assert_eq!(opened.status(), 201);
+    let opened: Value = opened.json().unwrap();
+    assert_eq!(opened["status"], "open");
+    let approval = server.audit(&admin, "operation=ApproveSupportAccess");
+    assert_eq!(approval.len(), 1);
+    assert_eq!(approval[0]["Details"]["ticket"], "CASE-1042");
+    assert_eq!(approval[0]["Category"], "accessed-admin-center");
 
     let listed = json_of(&support(
         &server,
@@ -106,7 +140,7 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
         &["backend", "refresh-instance", "--instance", "main"],
     ));
 
-    let uses = server.audit(&admin, "operation=AccessInternalTool");
+    let uses = server.audit(&admin, "operation=AccessInternalTool&status=Succeeded");
     assert_eq!(uses.len(), 4, "every use of the tool, recorded first");
     for event in &uses {
         assert_eq!(event["Origin"], "SupportTool");
@@ -123,7 +157,7 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
     }
     let read = server.audit(
         &admin,
-        &format!("operation=RetrieveMultiple&user={ENGINEER}"),
+        &format!("operation=RetrieveMultiple&user={ENGINEER}&status=Succeeded"),
     );
     assert_eq!(read.len(), 1);
     assert_eq!(read[0]["Origin"], "SupportTool");
@@ -154,7 +188,6 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
             .len(),
         1
     );
-    let token = server.token(ENGINEER, ENGINEER_PASSWORD);
     let search = send(
         client().get(format!("{}/api/audit/records", server.base)),
         &token,
@@ -183,8 +216,84 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
         server
             .audit(&admin, "operation=AccessInternalTool&status=Denied")
             .len(),
-        1
+        2,
+        "the engineer before the grant, the basic user"
     );
+
+    // Another ticket or another instance is not open.
+    let other_ticket = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args([
+            "support",
+            "--url",
+            &server.base,
+            "--user",
+            ENGINEER,
+            "--ticket",
+            "CASE-9",
+        ])
+        .args(["access"])
+        .env("CUSTOS_SUPPORT_PASSWORD", ENGINEER_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(other_ticket.status.code(), Some(3));
+
+    // The engineer never changes roles or audit settings, nor is given an audit role.
+    let reader = server.audit(&admin, "operation=AccessInternalTool").len();
+    let roles = get_json(&server.api("roles?$filter=name eq 'Audit Reader'"), &admin);
+    let audit_reader = roles["value"][0]["roleid"].as_str().unwrap().to_string();
+    let escalate = send(
+        client().post(server.api(&format!(
+            "systemusers({engineer_id})/systemuserroles_association/$ref"
+        ))),
+        &token,
+        Some(json!({"@odata.id": server.api(&format!("roles({audit_reader})"))})),
+    );
+    assert_eq!(escalate.status(), 403);
+    let given = send(
+        client().post(server.api(&format!(
+            "systemusers({engineer_id})/systemuserroles_association/$ref"
+        ))),
+        &admin,
+        Some(json!({"@odata.id": server.api(&format!("roles({audit_reader})"))})),
+    );
+    assert_eq!(given.status(), 403, "support engineers hold no roles");
+    let org = server.organization_id(&admin);
+    let off = send(
+        client().patch(server.api(&format!("organizations({org})"))),
+        &token,
+        Some(json!({"isauditenabled": false})),
+    );
+    assert_eq!(off.status(), 403);
+    let flags = send(
+        client().patch(server.api("EntityDefinitions(LogicalName='account')")),
+        &token,
+        Some(json!({"IsAuditEnabled": {"Value": false}})),
+    );
+    assert_eq!(flags.status(), 403);
+    let denied = server.audit(&admin, &format!("user={ENGINEER}&status=Denied"));
+    assert!(denied.len() >= 4, "{denied:#?}");
+    assert_eq!(
+        server.audit(&admin, "operation=AccessInternalTool").len(),
+        reader,
+        "nothing of that went through the tool's door"
+    );
+
+    // A user the engineer creates is listed with them, and goes with them.
+    let created = send(
+        client().post(server.api("systemusers")),
+        &token,
+        Some(json!({"domainname": "temp@support.custos.test", "password": "temp-password-1"})),
+    );
+    assert_eq!(created.status(), 204);
+    let listed = get_json(
+        &format!("{}/api/admin/support/engineers", server.base),
+        &admin,
+    );
+    assert_eq!(
+        listed["value"][0]["created"][0]["upn"],
+        "temp@support.custos.test"
+    );
+    let temp = server.token("temp@support.custos.test", "temp-password-1");
 
     // Revoked, the engineer is out at once.
     let revoked = send(
@@ -203,6 +312,14 @@ fn a_support_engineer_works_only_through_the_tool_and_every_use_is_recorded() {
     );
     let after = send(client().get(server.api("accounts")), &token, None);
     assert_eq!(after.status(), 401, "the engineer's token is dead");
+    let after = send(client().get(server.api("WhoAmI")), &temp, None);
+    assert_eq!(
+        after.status(),
+        401,
+        "the user they created is disabled with them"
+    );
+    let grants = get_json(&format!("{}/api/admin/support/grants", server.base), &admin);
+    assert_eq!(grants["value"][0]["status"], "ended");
     assert_eq!(
         support(&server, ENGINEER_PASSWORD, &["access"])
             .status
