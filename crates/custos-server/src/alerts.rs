@@ -27,7 +27,7 @@ use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
 use crate::webapi::answer;
-use crate::webhook::{Outbox, check_url, cursor, init_cursor};
+use crate::webhook::{Outbox, cursor, init_cursor};
 
 const RULES_SETTING: &str = "audit.alerts";
 const DETECTOR_CURSOR: &str = "audit.alerts.cursor";
@@ -67,7 +67,7 @@ fn strings(object: &Map<String, Json>, key: &str) -> Result<Vec<String>, AppErro
 }
 
 /// Checks a rule's body; returns the rule as stored (without its id).
-fn parse_rule(body: &Json) -> Result<Map<String, Json>, AppError> {
+fn parse_rule(state: &AppState, body: &Json) -> Result<Map<String, Json>, AppError> {
     let object = body
         .as_object()
         .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
@@ -97,7 +97,7 @@ fn parse_rule(body: &Json) -> Result<Map<String, Json>, AppError> {
     }
     let webhook = object.get("webhook").and_then(Json::as_str).unwrap_or("");
     if !webhook.is_empty() {
-        check_url(webhook)?;
+        state.outbound().check_url(webhook, "webhook")?;
     }
     let mut rule = Map::new();
     rule.insert("name".into(), json!(name));
@@ -185,7 +185,7 @@ pub(crate) async fn create(
         audit_manager(&state, &mut draft, &headers, "set alert rules")?;
         let body: Json = serde_json::from_slice(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        let mut rule = parse_rule(&body)?;
+        let mut rule = parse_rule(&state, &body)?;
         let mut all = rules(&state)?;
         if all.len() >= RULES_MAX {
             return Err(AppError::new(

@@ -111,7 +111,13 @@ pub(crate) fn definition(
         .ok_or_else(|| format!("primaryentity '{entity}' is not an entity it can react to"))?;
     let webhook = |values: &std::collections::BTreeMap<String, Value>| -> Result<Action, String> {
         let url = text(values, "webhookurl").ok_or("'webhookurl' is required")?;
-        crate::webhook::check_url(&url).map_err(|e| e.message)?;
+        // The URL's form here; whether the server may reach its host is the outbound rule's
+        // (`check_target` when it is written, and again at each call).
+        crate::outbound::Rule {
+            allow_private: true,
+        }
+        .check_url(&url, "webhookurl")
+        .map_err(|e| e.message)?;
         Ok(Action::Webhook { url })
     };
     let (message, action) = if kind == "workflow" {
@@ -208,10 +214,22 @@ pub(crate) enum Activation {
     Deactivated,
 }
 
+/// Refuses an automation whose webhook the server may not reach (issue 10 §6).
+pub(crate) fn check_target(
+    state: &crate::state::AppState,
+    values: &std::collections::BTreeMap<String, Value>,
+) -> Result<(), AppError> {
+    if let Some(url) = text(values, "webhookurl") {
+        state.outbound().check_url(&url, "webhookurl")?;
+    }
+    Ok(())
+}
+
 /// Checks an automation record about to be written (`id` when it exists) with its new
 /// `values`: a new one is inactive; an active one (or one being activated) must be a valid
 /// definition. Returns what the write does to its activation.
 pub(crate) fn check(
+    app: &crate::state::AppState,
     store: &dyn RecordStore,
     entity: &EntityDef,
     id: Option<Uuid>,
@@ -248,6 +266,7 @@ pub(crate) fn check(
     if new == 1 || before.is_none() {
         checked.map_err(AppError::bad_request)?;
     }
+    check_target(app, &after)?;
     Ok(match (old, new) {
         (0, 1) => Activation::Activated,
         (1, 0) => Activation::Deactivated,

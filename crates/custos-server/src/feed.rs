@@ -44,6 +44,8 @@ use crate::webhook;
 /// The one content type: every event of the tenant (Dynamics 365 events are `Audit.General`
 /// in Microsoft 365 too).
 pub(crate) const CONTENT_TYPE: &str = "Audit.General";
+/// The user agent of the feed's webhook calls.
+const FEED_AGENT: &str = "custos-feed/1";
 /// How long a blob can be listed and read after it is created.
 const AVAILABLE_US: i64 = 7 * 24 * 3600 * 1_000_000;
 /// The widest window of one content listing.
@@ -402,7 +404,7 @@ fn publish_pass(state: &AppState) -> Result<usize, AppError> {
 }
 
 /// Notifies the subscription's webhook of the blobs published since the last notification.
-async fn notify_pass(state: &AppState, client: &reqwest::Client) -> Result<(), AppError> {
+async fn notify_pass(state: &AppState, client: &webhook::Sender) -> Result<(), AppError> {
     let worker = state.clone();
     let (subscription, pending) = blocking(move || {
         let notified = worker
@@ -434,13 +436,13 @@ async fn notify_pass(state: &AppState, client: &reqwest::Client) -> Result<(), A
                         content
                     })
                     .collect();
-                let delivered = webhook::deliver(
-                    client,
-                    &hook.address,
-                    &Json::Array(body),
-                    &[("Webhook-AuthID", hook.auth_id.as_str())],
-                )
-                .await;
+                let delivered = client
+                    .deliver(
+                        &hook.address,
+                        &Json::Array(body),
+                        &[("Webhook-AuthID", hook.auth_id.as_str())],
+                    )
+                    .await;
                 state.feed.noted(&pending, now_us, delivered);
                 if !delivered {
                     hook.status = "disabled".into();
@@ -470,7 +472,7 @@ async fn notify_pass(state: &AppState, client: &reqwest::Client) -> Result<(), A
 
 /// Publishes blobs and notifies the webhook for as long as the server runs.
 pub(crate) async fn publish_periodically(state: AppState) {
-    let client = webhook::client("custos-feed/1");
+    let client = webhook::Sender::new(&state, FEED_AGENT);
     loop {
         tokio::time::sleep(state.feed.interval).await;
         let worker = state.clone();
@@ -491,13 +493,36 @@ fn feed_reader(
     headers: &HeaderMap,
     tenant: &str,
 ) -> Result<Caller, AppError> {
-    let caller = authorize(
-        state,
-        draft,
-        headers,
-        |caller| caller.can_read_audit(state),
-        "needs the Audit Reader role to read the activity feed",
-    )?;
+    feed_caller(state, draft, headers, tenant, false)
+}
+
+/// Checks the caller — an Audit Manager when `manage` (starting and stopping the subscription
+/// decides where the log goes), else an Audit Reader — and the tenant of the URL (its id, or
+/// its name).
+fn feed_caller(
+    state: &AppState,
+    draft: &mut EventDraft,
+    headers: &HeaderMap,
+    tenant: &str,
+    manage: bool,
+) -> Result<Caller, AppError> {
+    let caller = if manage {
+        authorize(
+            state,
+            draft,
+            headers,
+            |caller| caller.can_manage_audit(state),
+            "needs the Audit Manager role to start or stop the activity feed",
+        )?
+    } else {
+        authorize(
+            state,
+            draft,
+            headers,
+            |caller| caller.can_read_audit(state),
+            "needs the Audit Reader role to read the activity feed",
+        )?
+    };
     let id = state.directory.tenant_id();
     if tenant != id.to_string() && tenant != "default" {
         return Err(AppError::not_found(format!(
@@ -521,7 +546,10 @@ fn content_type(pairs: &[(String, String)]) -> Result<(), AppError> {
 }
 
 /// The body of a start: an optional `{"webhook": {"address", "authId", "expiration"}}`.
-fn parse_webhook(body: &[u8]) -> Result<Option<(String, String, Option<i64>)>, AppError> {
+fn parse_webhook(
+    state: &AppState,
+    body: &[u8],
+) -> Result<Option<(String, String, Option<i64>)>, AppError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -551,7 +579,7 @@ fn parse_webhook(body: &[u8]) -> Result<Option<(String, String, Option<i64>)>, A
         .get("address")
         .and_then(Json::as_str)
         .ok_or_else(|| AppError::bad_request("'webhook.address' is required"))?;
-    webhook::check_url(address)?;
+    state.outbound().check_url(address, "webhook.address")?;
     let text = |name: &str| -> Result<Option<&str>, AppError> {
         match hook.get(name) {
             None | Some(Json::Null) => Ok(None),
@@ -571,23 +599,23 @@ fn parse_webhook(body: &[u8]) -> Result<Option<(String, String, Option<i64>)>, A
 
 /// Asks the webhook to confirm it takes notifications: a post with `Webhook-ValidationCode`,
 /// answered with 200.
-async fn validate(address: &str) -> Result<(), AppError> {
+async fn validate(state: &AppState, address: &str) -> Result<(), AppError> {
     let code = Uuid::new_v4().to_string();
-    let client = webhook::client("custos-feed/1");
-    let answer = client
-        .post(address)
-        .header("Webhook-ValidationCode", &code)
-        .json(&json!({"validationCode": code}))
-        .send()
+    let sender = webhook::Sender::new(state, FEED_AGENT);
+    let answer = sender
+        .post(
+            address,
+            &json!({"validationCode": code}),
+            &[("Webhook-ValidationCode", code.as_str())],
+        )
         .await;
     match answer {
-        Ok(response) if response.status() == reqwest::StatusCode::OK => Ok(()),
-        Ok(response) => Err(AppError::bad_request(format!(
-            "the webhook answered its validation with {}, not 200",
-            response.status()
+        Ok(reqwest::StatusCode::OK) => Ok(()),
+        Ok(status) => Err(AppError::bad_request(format!(
+            "the webhook answered its validation with {status}, not 200"
         ))),
-        Err(error) => Err(AppError::bad_request(format!(
-            "the webhook could not be reached for validation: {error}"
+        Err(why) => Err(AppError::bad_request(format!(
+            "the webhook failed its validation: {why}"
         ))),
     }
 }
@@ -619,11 +647,11 @@ pub(crate) async fn start(
     let mut draft = EventDraft::new(Operation::StartFeedSubscription, &context);
     draft.query = recorded_query(&pairs);
     let result = async {
-        let caller = feed_reader(&state, &mut draft, &headers, &tenant)?;
+        let caller = feed_caller(&state, &mut draft, &headers, &tenant, true)?;
         content_type(&pairs)?;
-        let hook = parse_webhook(&body)?;
+        let hook = parse_webhook(&state, &body)?;
         if let Some((address, _, _)) = &hook {
-            validate(address).await?;
+            validate(&state, address).await?;
         }
         let worker = state.clone();
         let current = blocking(move || subscription(&worker)).await?;
@@ -666,7 +694,7 @@ pub(crate) async fn stop(
     let mut draft = EventDraft::new(Operation::StopFeedSubscription, &context);
     draft.query = recorded_query(&pairs);
     let result = async {
-        feed_reader(&state, &mut draft, &headers, &tenant)?;
+        feed_caller(&state, &mut draft, &headers, &tenant, true)?;
         content_type(&pairs)?;
         let worker = state.clone();
         let current = blocking(move || subscription(&worker))

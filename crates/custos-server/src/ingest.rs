@@ -5,10 +5,16 @@
 //! Custos's own. A batch is checked whole, then made durable whole, before the answer.
 //!
 //! Fields of an event (Microsoft 365 common schema names): `Operation` (required), `Workload`
-//! (default: the application's name; never `Custos`), `RecordType` (default: the workload),
-//! `CreationTime` (ISO 8601, at most 7 days old and 5 minutes ahead; default: now), `UserId`,
-//! `UserType` (0–6), `ClientIP`, `UserAgent`, `ResultStatus`, `ObjectIds` (record ids),
-//! `EntityName`, `Query`, `ResultCount`, `Details` (any JSON).
+//! (default: the application's name), `RecordType` (default: the workload), `CreationTime`
+//! (ISO 8601, at most 7 days old and 5 minutes ahead; default: now), `UserId`, `UserType`
+//! (0–6), `ClientIP`, `UserAgent`, `ResultStatus`, `ObjectIds` (at most 5,000 record ids),
+//! `EntityName`, `Query`, `ResultCount`, `Details` (any JSON of at most 32 KiB). An event is at
+//! most 64 KiB of JSON without its `ObjectIds`, a post at most 1,000 events and 8 MiB.
+//!
+//! An application cannot pass for Custos: a `Workload` that is or looks like `Custos` (any
+//! case, compatibility form or confusable letters, with or without spaces), and an `Operation`
+//! or `RecordType` of Custos's own catalogue in any such form, are refused. What the server's
+//! own followers act on (process and plug-in webhooks, alerts) is only what it wrote itself.
 
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -35,8 +41,42 @@ const TEXT_MAX: usize = 1024;
 const PAST_US: i64 = 7 * 86_400_000_000;
 /// How far ahead an ingested event may be dated (clock skew), microseconds (5 minutes).
 const FUTURE_US: i64 = 300_000_000;
-/// Most record ids one ingested event lists.
-const OBJECT_IDS_MAX: usize = 10_000;
+/// Most record ids one ingested event lists (a Web API page's most).
+const OBJECT_IDS_MAX: usize = 5_000;
+/// Largest `Details` of an ingested event, bytes of JSON.
+const DETAILS_BYTES_MAX: usize = 32 << 10;
+/// Largest ingested event, bytes of JSON without its `ObjectIds`.
+const EVENT_BYTES_MAX: usize = 64 << 10;
+
+/// What a name looks like, for telling whether it passes for one of Custos's: compatibility
+/// form, lower case, white space and punctuation gone, confusable letters folded (TS #39).
+fn look(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let plain: String = name
+        .nfkc()
+        .flat_map(char::to_lowercase)
+        .filter(|c| c.is_alphanumeric())
+        .collect();
+    unicode_security::skeleton(&plain).collect()
+}
+
+/// Refuses a workload, operation or record type that is, or looks like, one of Custos's own.
+fn not_custos(at: usize, field: &str, value: &str) -> Result<(), AppError> {
+    let seen = look(value);
+    let ours = match field {
+        "Workload" => look("Custos") == seen,
+        "Operation" => Operation::ALL.iter().any(|o| look(o.as_str()) == seen),
+        _ => custos_audit::RecordType::ALL
+            .iter()
+            .any(|r| look(r.as_str()) == seen),
+    };
+    if ours || seen.is_empty() {
+        return Err(AppError::bad_request(format!(
+            "event {at}: '{field}' '{value}' is Custos's own (or empty); ingested events carry the sending application's names"
+        )));
+    }
+    Ok(())
+}
 
 fn text<'a>(
     event: &'a Map<String, Json>,
@@ -82,6 +122,14 @@ fn event(
     let object = json
         .as_object()
         .ok_or_else(|| AppError::bad_request(format!("event {at} is not a JSON object")))?;
+    let without_ids: std::collections::BTreeMap<&String, &Json> =
+        object.iter().filter(|(k, _)| *k != "ObjectIds").collect();
+    let size = serde_json::to_vec(&without_ids).map_or(usize::MAX, |bytes| bytes.len());
+    if size > EVENT_BYTES_MAX {
+        return Err(AppError::bad_request(format!(
+            "event {at} is {size} bytes of JSON without its ObjectIds; at most {EVENT_BYTES_MAX}"
+        )));
+    }
     if let Some(unknown) = object
         .keys()
         .find(|k| !KNOWN.contains(&k.as_str()) && k.as_str() != "Details")
@@ -93,14 +141,15 @@ fn event(
     let operation = text(object, "Operation", at)?
         .filter(|o| !o.trim().is_empty())
         .ok_or_else(|| AppError::bad_request(format!("event {at}: 'Operation' is required")))?;
+    not_custos(at, "Operation", operation)?;
     let workload = text(object, "Workload", at)?
         .unwrap_or(&app.principal.display_name)
         .to_string();
-    if workload.eq_ignore_ascii_case("Custos") || workload.trim().is_empty() {
-        return Err(AppError::bad_request(format!(
-            "event {at}: 'Workload' names the sending application; 'Custos' is reserved"
-        )));
-    }
+    not_custos(at, "Workload", &workload)?;
+    let record_type = text(object, "RecordType", at)?
+        .unwrap_or(&workload)
+        .to_string();
+    not_custos(at, "RecordType", &record_type)?;
     let creation_time_us = match text(object, "CreationTime", at)? {
         None => now_us,
         Some(time) => {
@@ -163,6 +212,12 @@ fn event(
         None | Some(Json::Null) => String::new(),
         Some(value) => value.to_string(),
     };
+    if details.len() > DETAILS_BYTES_MAX {
+        return Err(AppError::bad_request(format!(
+            "event {at}: 'Details' is {} bytes of JSON; at most {DETAILS_BYTES_MAX}",
+            details.len()
+        )));
+    }
     let owned = |key: &str| -> Result<String, AppError> {
         Ok(text(object, key, at)?.unwrap_or_default().to_string())
     };
@@ -172,9 +227,7 @@ fn event(
         tenant_id: state.directory.tenant_id(),
         instance: String::new(),
         instance_url: String::new(),
-        record_type: text(object, "RecordType", at)?
-            .unwrap_or(&workload)
-            .to_string(),
+        record_type,
         workload,
         operation: operation.to_string(),
         category: String::new(),

@@ -21,6 +21,7 @@ mod m365;
 mod maintenance;
 mod metrics;
 mod names;
+mod outbound;
 mod queries;
 mod reports;
 mod retention;

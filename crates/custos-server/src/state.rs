@@ -674,6 +674,13 @@ impl AppState {
         &self.public_url
     }
 
+    /// Where the server may send things (`--allow-private-targets`).
+    pub(crate) fn outbound(&self) -> crate::outbound::Rule {
+        crate::outbound::Rule {
+            allow_private: self.config.allow_private_targets,
+        }
+    }
+
     /// The service root URL of an instance.
     pub fn instance_url(&self, instance: &str) -> String {
         if instance.is_empty() {

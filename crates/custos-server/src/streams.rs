@@ -37,6 +37,7 @@ use crate::audit_settings::audit_manager;
 use crate::auth::audit_reader_caller;
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
+use crate::outbound::UNREACHABLE;
 use crate::state::{AppState, blocking};
 use crate::webapi::answer;
 use crate::webhook::{cursor, init_cursor};
@@ -325,12 +326,13 @@ enum Sink {
     },
 }
 
-async fn connect(stream: &Running) -> std::io::Result<Sink> {
+async fn connect(state: &AppState, stream: &Running) -> std::io::Result<Sink> {
     let timed =
         |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
+    let rule = state.outbound();
     match &stream.target {
         Target::Tcp { host, port } => {
-            let tcp = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((host.as_str(), *port)))
+            let tcp = tokio::time::timeout(IO_TIMEOUT, rule.connect(host, *port))
                 .await
                 .map_err(timed)??;
             Ok(Sink::Tcp(tcp))
@@ -353,7 +355,7 @@ async fn connect(stream: &Running) -> std::io::Result<Sink> {
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             let tls = tokio::time::timeout(IO_TIMEOUT, async {
-                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                let tcp = rule.connect(host, *port).await?;
                 connector.connect(name, tcp).await
             })
             .await
@@ -362,20 +364,21 @@ async fn connect(stream: &Running) -> std::io::Result<Sink> {
         }
         Target::File(path) => {
             let path = path.clone();
-            let file = tokio::task::spawn_blocking(move || {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-            })
-            .await
-            .map_err(std::io::Error::other)??;
+            let file = tokio::task::spawn_blocking(move || open_stream_file(&path))
+                .await
+                .map_err(std::io::Error::other)??;
             Ok(Sink::File(Arc::new(file)))
         }
         Target::Http(url) => {
-            let mut builder = reqwest::Client::builder()
-                .timeout(IO_TIMEOUT)
-                .user_agent(concat!("custos-stream/", env!("CARGO_PKG_VERSION")));
+            if let Some(host) = url.host_str() {
+                rule.check_host(host).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.message)
+                })?;
+            }
+            let mut builder = rule.http_client(
+                concat!("custos-stream/", env!("CARGO_PKG_VERSION")),
+                IO_TIMEOUT,
+            );
             if let Some(pem) = stream.definition["caCertificate"].as_str() {
                 let roots = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
                     .map_err(std::io::Error::other)?;
@@ -467,6 +470,25 @@ impl Sink {
     }
 }
 
+/// Opens a stream's file for appending: never through a symbolic link, created private (0600),
+/// and only a regular file (a FIFO or device is refused without blocking).
+fn open_stream_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// The bytes of `events` for `stream`: each record rendered and framed.
 fn render(stream: &Running, events: &[(u64, AuditEvent)], hostname: &str) -> Vec<u8> {
     let procid = std::process::id();
@@ -533,17 +555,28 @@ async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
                 return Ok(());
             }
             if sink.as_mut().is_none_or(Sink::closed) {
-                sink = Some(connect(&stream).await?);
+                sink = Some(connect(&state, &stream).await.map_err(|error| {
+                    tracing::warn!(stream = %stream.definition["name"], %error, "audit stream cannot connect");
+                    UNREACHABLE.to_string()
+                })?);
             }
             if stream.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
-            sink.as_mut().expect("connected").write(bytes).await
+            sink.as_mut().expect("connected").write(bytes).await.map_err(|error| {
+                tracing::warn!(stream = %stream.definition["name"], %error, "audit stream cannot write");
+                match error.kind() {
+                    std::io::ErrorKind::Other if error.to_string().starts_with("the receiver answered") => {
+                        error.to_string()
+                    }
+                    _ => "the receiver did not take the batch".to_string(),
+                }
+            })
         }
         .await;
         if let Err(error) = sent {
             sink = None;
-            stream.failed(error.to_string());
+            stream.failed(error);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -566,6 +599,8 @@ async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
 }
 
 impl Running {
+    /// Notes a failure; `error` is shown to Audit Readers, so it says only what an operator's
+    /// receiver answered, never what a connection attempt found.
     fn failed(&self, error: String) {
         tracing::warn!(stream = %self.definition["name"], %error, "audit stream cannot deliver; retrying");
         let mut status = self.status.lock().expect("stream status lock");
@@ -576,10 +611,10 @@ impl Running {
 
 /// A stream's API JSON: its definition (without the certificate text) and its status.
 fn stream_json(state: &AppState, id: Uuid, stream: &Running) -> Json {
-    let mut out = stream.definition.clone();
+    let mut out = shown(&stream.definition);
     if let Some(object) = out.as_object_mut() {
         for secret in SECRETS {
-            if object.contains_key(secret) {
+            if stream.definition.get(secret).is_some() {
                 object.insert(secret.into(), json!("(set)"));
             }
         }
@@ -594,6 +629,22 @@ fn stream_json(state: &AppState, id: Uuid, stream: &Running) -> Json {
         "lastError": status.last_error,
         "connected": status.connected,
     });
+    out
+}
+
+/// A definition as it may be shown or recorded: without its secrets, and its target without
+/// the values of its query (where collectors take tokens).
+fn shown(definition: &Json) -> Json {
+    let mut out = definition.clone();
+    if let Some(object) = out.as_object_mut() {
+        for secret in SECRETS {
+            object.remove(secret);
+        }
+        if let Some(target) = object.get("target").and_then(Json::as_str) {
+            let target = crate::outbound::shown_url(target);
+            object.insert("target".into(), json!(target));
+        }
+    }
     out
 }
 
@@ -672,25 +723,30 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     Ok((definition, from_start))
 }
 
-/// A file target must be in an existing folder outside the data directory: appending audit
-/// lines to Custos's own files (its databases, its log) would damage them.
-fn check_file_target(path: &std::path::Path, data_dir: &std::path::Path) -> Result<(), AppError> {
-    let folder = path
-        .parent()
-        .and_then(|p| p.canonicalize().ok())
-        .ok_or_else(|| {
-            AppError::bad_request(format!(
-                "the folder of '{}' does not exist on the server",
-                path.display()
-            ))
-        })?;
-    let data_dir = data_dir
-        .canonicalize()
-        .unwrap_or_else(|_| data_dir.to_path_buf());
-    if folder.starts_with(&data_dir) {
+/// A file target must be a file directly in the folder the operator named with
+/// `--stream-dir` (none by default: no file streams), not a symbolic link, and a regular file if
+/// it exists: an Audit Manager cannot append audit lines to any other file of the host.
+fn check_file_target(
+    path: &std::path::Path,
+    stream_dir: Option<&std::path::Path>,
+) -> Result<(), AppError> {
+    let Some(stream_dir) = stream_dir else {
         return Err(AppError::bad_request(
-            "a stream cannot write into Custos's data directory",
+            "file streams are off: the server writes them only into the folder it was started with (--stream-dir)",
         ));
+    };
+    let allowed = stream_dir
+        .canonicalize()
+        .map_err(|_| AppError::bad_request("the --stream-dir folder does not exist"))?;
+    let folder = path.parent().and_then(|p| p.canonicalize().ok());
+    let plain_name = path
+        .file_name()
+        .is_some_and(|n| n != "." && n != ".." && !n.is_empty());
+    if folder.as_deref() != Some(allowed.as_path()) || !plain_name {
+        return Err(AppError::bad_request(format!(
+            "a file stream writes only directly in {} (--stream-dir)",
+            allowed.display()
+        )));
     }
     if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
         return Err(AppError::bad_request(format!(
@@ -712,8 +768,14 @@ pub(crate) async fn create(
     let result = async {
         audit_manager(&state, &mut draft, &headers, "set audit streams")?;
         let (mut definition, from_start) = parse_stream(&body)?;
-        if let Target::File(path) = Target::parse(definition["target"].as_str().unwrap_or(""))? {
-            check_file_target(&path, &state.config.data_dir)?;
+        match Target::parse(definition["target"].as_str().unwrap_or(""))? {
+            Target::File(path) => check_file_target(&path, state.config.stream_dir.as_deref())?,
+            Target::Tcp { host, .. } | Target::Tls { host, .. } => {
+                state.outbound().check_host(&host)?;
+            }
+            Target::Http(url) => {
+                state.outbound().check_url(url.as_str(), "target")?;
+            }
         }
         let mut all = definitions(&state)?;
         if all.len() >= STREAMS_MAX {
@@ -729,12 +791,8 @@ pub(crate) async fn create(
             json!(if from_start { "start" } else { "now" }),
         );
         definition.insert("createdBy".into(), json!(draft.user_upn));
-        let mut recorded = definition.clone();
-        for secret in SECRETS {
-            recorded.remove(secret);
-        }
-        draft.details = Json::Object(recorded).to_string();
         let definition = Json::Object(definition);
+        draft.details = shown(&definition).to_string();
         let stream = running(definition.clone())?;
         state.record(draft.clone()).await?;
         all.push(definition);
@@ -823,13 +881,7 @@ pub(crate) async fn delete(
     let result = async {
         audit_manager(&state, &mut draft, &headers, "delete audit streams")?;
         let (id, stream) = running_stream(&state, &id)?;
-        let mut recorded = stream.definition.clone();
-        if let Some(object) = recorded.as_object_mut() {
-            for secret in SECRETS {
-                object.remove(secret);
-            }
-        }
-        draft.details = recorded.to_string();
+        draft.details = shown(&stream.definition).to_string();
         state.record(draft.clone()).await?;
         stream.stop.store(true, Ordering::Release);
         state

@@ -6,12 +6,15 @@
 
 use std::time::Duration;
 
-use custos_audit::{AuditEvent, Operation, SearchQuery};
+use custos_audit::{AuditEvent, Operation, Origin, SearchQuery};
 use serde_json::Value as Json;
 
 use crate::error::{AppError, ErrorCode};
+use crate::outbound::{Rule, UNREACHABLE};
 use crate::state::{AppState, blocking};
 
+/// The workload of Custos's own events.
+const CUSTOS: &str = "Custos";
 /// How often a follower looks for new events when idle.
 const POLL: Duration = Duration::from_millis(500);
 /// Attempts to deliver one call, and the first wait between them (doubled each time).
@@ -19,16 +22,6 @@ const ATTEMPTS: u32 = 4;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Longest wait for a webhook to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Checks that `url` is an http or https URL.
-pub(crate) fn check_url(url: &str) -> Result<(), AppError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|_| AppError::bad_request(format!("webhook '{url}' is not a URL")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(AppError::bad_request("a webhook is an http or https URL"));
-    }
-    Ok(())
-}
 
 /// An outbox: which events it delivers, where its cursor is kept, and how an event becomes a
 /// call (its webhook and body; `None` when the event has nowhere to go).
@@ -59,7 +52,8 @@ pub(crate) fn init_cursor(state: &AppState, key: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The events of `operations` at seq `from` and after, oldest first.
+/// The events of `operations` at seq `from` and after that Custos itself wrote (never an
+/// ingested one, whatever it claims), oldest first.
 fn events_from(
     state: &AppState,
     operations: &[Operation],
@@ -69,6 +63,7 @@ fn events_from(
         start_us: i64::MIN,
         end_us: i64::MAX,
         operations: operations.iter().map(|o| o.as_str().to_string()).collect(),
+        workloads: vec![CUSTOS.into()],
         top: 100,
         ..Default::default()
     };
@@ -76,8 +71,11 @@ fn events_from(
     loop {
         let page = state.log.search(&query)?;
         let before = out.len();
-        out.extend(page.events.into_iter().filter(|(seq, _)| *seq >= from));
-        let more = out.len() - before == query.top;
+        let fresh = page.events.len();
+        out.extend(page.events.into_iter().filter(|(seq, event)| {
+            *seq >= from && event.workload == CUSTOS && event.origin != Origin::Ingest
+        }));
+        let more = fresh == query.top && out.len() > before;
         match page.next_before_seq {
             Some(next) if more => query.before_seq = Some(next),
             _ => break,
@@ -87,18 +85,76 @@ fn events_from(
     Ok(out)
 }
 
-/// The HTTP client of webhook calls.
-pub(crate) fn client(user_agent: &'static str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .user_agent(user_agent)
-        .build()
-        .expect("an HTTP client with default TLS roots")
+/// Posts webhook calls to the targets a rule admits.
+pub(crate) struct Sender {
+    client: reqwest::Client,
+    rule: Rule,
+}
+
+impl Sender {
+    /// A sender of `state`'s outbound rule.
+    pub(crate) fn new(state: &AppState, user_agent: &'static str) -> Sender {
+        let rule = state.outbound();
+        Sender {
+            client: rule
+                .http_client(user_agent, TIMEOUT)
+                .build()
+                .expect("an HTTP client with default TLS roots"),
+            rule,
+        }
+    }
+
+    /// Posts `body` (with `headers`) to `url` once; a target the rule refuses, or any failure,
+    /// is the coarse [`UNREACHABLE`] (the detail is logged).
+    pub(crate) async fn post(
+        &self,
+        url: &str,
+        body: &Json,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::StatusCode, &'static str> {
+        if let Err(error) = self.rule.check_url(url, "webhook") {
+            tracing::warn!(webhook = %url, error = %error.message, "webhook target refused");
+            return Err(UNREACHABLE);
+        }
+        let mut request = self.client.post(url).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match request.send().await {
+            Ok(response) => Ok(response.status()),
+            Err(error) => {
+                tracing::warn!(webhook = %url, %error, "webhook unreachable");
+                Err(UNREACHABLE)
+            }
+        }
+    }
+
+    /// Posts `body` (with `headers`) to `url`, retrying with back-off; a receiver that stays
+    /// down after every attempt is logged (the call itself is in the audit log either way).
+    /// Returns whether the receiver took it.
+    pub(crate) async fn deliver(&self, url: &str, body: &Json, headers: &[(&str, &str)]) -> bool {
+        let mut wait = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            match self.post(url, body, headers).await {
+                Ok(status) if status.is_success() => return true,
+                Ok(status) => {
+                    tracing::warn!(webhook = %url, %status, attempt, "webhook refused");
+                }
+                Err(_) => {}
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+        tracing::error!(webhook = %url, "webhook gave up after {ATTEMPTS} attempts");
+        false
+    }
 }
 
 /// Delivers the outbox's events for as long as the server runs.
 pub(crate) async fn follow(state: AppState, outbox: Outbox) {
-    let client = client(outbox.user_agent);
+    let client = Sender::new(&state, outbox.user_agent);
     loop {
         match follow_once(&state, &outbox, &client).await {
             Ok(0) => tokio::time::sleep(POLL).await,
@@ -115,7 +171,7 @@ pub(crate) async fn follow(state: AppState, outbox: Outbox) {
 async fn follow_once(
     state: &AppState,
     outbox: &Outbox,
-    client: &reqwest::Client,
+    client: &Sender,
 ) -> Result<usize, AppError> {
     let worker = state.clone();
     let (key, operations) = (outbox.cursor, outbox.operations);
@@ -126,42 +182,11 @@ async fn follow_once(
     .await?;
     for (seq, event) in &pending {
         if let Some((url, body)) = (outbox.call)(event) {
-            deliver(client, &url, &body, &[]).await;
+            client.deliver(&url, &body, &[]).await;
         }
         state
             .save_setting(key.into(), (seq + 1).to_string())
             .await?;
     }
     Ok(pending.len())
-}
-
-/// Posts `body` (with `headers`) to `url`, retrying with back-off; a receiver that stays down
-/// after every attempt is logged (the call itself is in the audit log either way). Returns
-/// whether the receiver took it.
-pub(crate) async fn deliver(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Json,
-    headers: &[(&str, &str)],
-) -> bool {
-    let mut wait = FIRST_RETRY;
-    for attempt in 1..=ATTEMPTS {
-        let mut request = client.post(url).json(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => return true,
-            Ok(response) => {
-                tracing::warn!(webhook = %url, status = %response.status(), attempt, "webhook refused");
-            }
-            Err(error) => tracing::warn!(webhook = %url, %error, attempt, "webhook unreachable"),
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-        }
-    }
-    tracing::error!(webhook = %url, "webhook gave up after {ATTEMPTS} attempts");
-    false
 }

@@ -417,13 +417,13 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
     )?;
 
     step(
-        "the auditor searches the log, opens a report and lets a SIEM follow the activity feed; everyone signs out",
+        "the auditor searches the log and opens a report; the admin lets a SIEM follow the activity feed, which the auditor reads; everyone signs out",
     );
     let audra = Client::sign_in(url, &cast.audra, PASSWORD, "Mozilla/5.0 (auditor)")?;
     audra.get(&format!("/api/audit/records?top=50&user={}", cast.ann))?;
     audra.get("/api/audit/reports/accessed-out-of-box-entity?bucket=hour")?;
     let feed = "/api/v1.0/default/activity/feed/subscriptions";
-    audra.post(
+    admin.post(
         &format!("{feed}/start?contentType=Audit.General"),
         &json!({}),
     )?;

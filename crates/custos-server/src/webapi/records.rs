@@ -621,7 +621,13 @@ pub(crate) async fn create(
     };
     let (values, given_id) = body_values(&request, &entity, &body)?;
     check_view(&request, &entity, None, &values)?;
-    automation::check(&*request.instance.store, &entity, None, &values)?;
+    automation::check(
+        &request.state,
+        &*request.instance.store,
+        &entity,
+        None,
+        &values,
+    )?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
     let policy = request.policy();
     let audited = audits_change(&policy, &entity);
@@ -809,7 +815,13 @@ pub(crate) async fn update(
     if values.len() == 1 && values[0].0 == "ownerid" && draft.operation == Operation::Update {
         draft.operation = Operation::Assign;
     }
-    let activation = automation::check(&*request.instance.store, &entity, Some(id), &values)?;
+    let activation = automation::check(
+        &request.state,
+        &*request.instance.store,
+        &entity,
+        Some(id),
+        &values,
+    )?;
     if let Some(operation) = activation_operation(&entity.logical_name, activation) {
         draft.operation = operation;
     }

@@ -260,6 +260,7 @@ fn parse(request: &WebRequest, file: &Map<String, Json>) -> Result<Solution, App
             } else {
                 automation::definition(&catalog, entity, id, &values)
                     .map_err(|why| AppError::bad_request(format!("{key}: {why}")))?;
+                automation::check_target(&request.state, &values)?;
             }
             rows.push(Row {
                 entity,

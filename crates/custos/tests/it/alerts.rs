@@ -10,7 +10,7 @@ use crate::common::*;
 
 #[test]
 fn rules_raise_alerts_in_the_log_and_at_their_webhook() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     let (hook, received) = receiver();
     let alerts = format!("{}/api/audit/alerts", server.base);

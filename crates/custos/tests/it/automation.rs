@@ -31,7 +31,7 @@ fn wait_for(received: &std::sync::Arc<std::sync::Mutex<Vec<Value>>>, n: usize) -
 
 #[test]
 fn processes_and_plugin_steps_run_and_every_run_is_recorded() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     let admin_id = get_json(&server.api("WhoAmI"), &admin)["UserId"]
         .as_str()
@@ -210,7 +210,7 @@ fn processes_and_plugin_steps_run_and_every_run_is_recorded() {
 
 #[test]
 fn bad_definitions_and_non_admins_are_refused() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     for body in [
         json!({"name": "x", "primaryentity": "account", "triggeron": "create", "actiontype": "setfield", "fieldname": "creditonhold", "fieldvalue": "true", "statecode": 1}),

@@ -44,7 +44,9 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
         Path::new(E2E).join("node_modules/playwright-core").exists(),
         "playwright-core is not installed in {E2E}: run scripts/test, which installs it and Chromium"
     );
-    let server = Server::start(&[]);
+    let streams = tempfile::tempdir().unwrap();
+    let stream_file = streams.path().join("stream.jsonl");
+    let server = Server::start(&["--stream-dir", streams.path().to_str().unwrap()]);
     let admin = server.admin();
     let mut created = BTreeSet::new();
     for i in 0..15 {
@@ -69,7 +71,7 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
         .env("USER_PASSWORD", "bo-password-1")
         .env("AUDITOR_UPN", "aud@contoso.test")
         .env("AUDITOR_PASSWORD", "aud-password-1")
-        .env("STREAM_FILE", out.with_file_name("stream.jsonl"))
+        .env("STREAM_FILE", &stream_file)
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -165,7 +167,7 @@ fn an_auditor_finds_every_account_a_user_saw_in_the_console() {
         let set = server.audit(&admin, &format!("operation={operation}&origin=WebUI"));
         assert_eq!(set.len(), 1, "{operation} from the console");
     }
-    let streamed = std::fs::read_to_string(out.with_file_name("stream.jsonl")).unwrap();
+    let streamed = std::fs::read_to_string(&stream_file).unwrap();
     let first: Value = serde_json::from_str(streamed.lines().next().unwrap()).unwrap();
     let oldest = server.audit(&admin, "");
     assert_eq!(&first, oldest.last().unwrap(), "from the start of the log");

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-const ARGS: &[&str] = &["--feed-interval-ms", "200"];
+const ARGS: &[&str] = &["--feed-interval-ms", "200", "--allow-private-targets"];
 
 fn feed(server: &Server, path: &str) -> String {
     format!("{}/api/v1.0/default/activity/feed/{path}", server.base)

@@ -139,7 +139,7 @@ fn applications_events_are_kept_whole_and_searched_beside_ours() {
         ),
         (
             json!([{"Operation": "A", "Workload": "Custos"}]),
-            "reserved",
+            "Custos's own",
         ),
         (
             json!([{"Operation": "A", "CreationTime": "2020-01-01T00:00:00Z"}]),
@@ -180,4 +180,61 @@ fn applications_events_are_kept_whole_and_searched_beside_ours() {
         9,
         "every refused batch is recorded"
     );
+}
+
+#[test]
+fn an_application_cannot_pass_for_custos_or_steer_its_followers() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let response = send(
+        client().post(server.api("systemusers")),
+        &admin,
+        Some(json!({"applicationid": APP_ID, "clientsecret": APP_SECRET, "fullname": "Payroll"})),
+    );
+    assert_eq!(response.status(), 204);
+    let app = app_token(&server);
+    let before = server.audit(&admin, "origin=Ingest").len();
+    for event in [
+        json!({"Operation": "A", "Workload": "Custos "}),
+        json!({"Operation": "A", "Workload": "\u{0421}ustos"}),
+        json!({"Operation": "A", "Workload": "CUSTOS"}),
+        json!({"Operation": "A", "Workload": "Cus tos"}),
+        json!({"Operation": "A", "Workload": "\u{ff23}ustos"}),
+        json!({"Operation": "A", "Workload": " "}),
+        json!({"Operation": "RunPlugin", "Details": {"Webhook": "http://169.254.169.254/"}}),
+        json!({"Operation": "runprocess"}),
+        json!({"Operation": "AlertTriggered"}),
+        json!({"Operation": "RunPlug\u{0456}n"}),
+        json!({"Operation": "A", "RecordType": "CustosAdmin"}),
+        json!({"Operation": "A", "RecordType": "custos entity"}),
+        json!({"Operation": "A", "Details": {"blob": "x".repeat(40_000)}}),
+        json!({"Operation": "A", "Query": "q".repeat(2_000)}),
+    ] {
+        let (status, _, message) = odata_error(ingest(&server, &app, json!([event.clone()])));
+        assert_eq!(status, 400, "{event}: {message}");
+    }
+    let big_ids: Vec<String> = (0..5001)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let (status, _, _) = odata_error(ingest(
+        &server,
+        &app,
+        json!([{"Operation": "A", "ObjectIds": big_ids}]),
+    ));
+    assert_eq!(status, 400);
+    assert_eq!(server.audit(&admin, "origin=Ingest").len(), before + 15);
+    assert!(
+        server
+            .audit(&admin, "origin=Ingest")
+            .iter()
+            .all(|e| e["Operation"] == "IngestAuditEvents" && e["ResultStatus"] == "Failed"),
+        "only the refusals were recorded"
+    );
+    // Plain application names and operations pass.
+    let accepted = ingest(
+        &server,
+        &app,
+        json!([{"Operation": "ViewPayslip", "Workload": "Payroll", "RecordType": "PayrollAudit"}]),
+    );
+    assert_eq!(accepted.status(), 200);
 }

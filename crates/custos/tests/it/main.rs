@@ -22,6 +22,7 @@ mod ingest;
 mod integrity;
 mod key_rotation;
 mod limits;
+mod outbound;
 mod publish;
 mod queries;
 mod reindex;

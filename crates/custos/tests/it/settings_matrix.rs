@@ -13,7 +13,7 @@ struct Matrix {
 
 impl Matrix {
     fn new() -> Matrix {
-        let server = Server::start(&[]);
+        let server = Server::start(&["--allow-private-targets"]);
         let admin = server.admin();
         let org = server.organization_id(&admin);
         Matrix { server, admin, org }

@@ -42,7 +42,7 @@ fn solution() -> Value {
 
 #[test]
 fn a_solution_configures_the_instance_and_its_removal_undoes_it() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     let response = post(
         &server,
@@ -204,7 +204,7 @@ fn a_solution_configures_the_instance_and_its_removal_undoes_it() {
 
 #[test]
 fn only_customizers_import_and_bad_solutions_say_why() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
     let bo = server.token("bo@contoso.test", "bo-password-1");
