@@ -8,6 +8,17 @@ use crate::common::*;
 const APP_ID: &str = "3e1f6c1a-0000-4000-8000-0000000000aa";
 const APP_SECRET: &str = "payroll-secret-0123456789";
 
+/// Creates the payroll application user; returns its id.
+fn register_app(server: &Server, admin: &str) -> String {
+    let response = send(
+        client().post(server.api("systemusers")),
+        admin,
+        Some(json!({"applicationid": APP_ID, "clientsecret": APP_SECRET, "fullname": "Payroll"})),
+    );
+    assert_eq!(response.status(), 204);
+    entity_id(&response)
+}
+
 fn app_token(server: &Server) -> String {
     let response = client()
         .post(format!("{}/oauth2/token", server.base))
@@ -37,13 +48,7 @@ fn ingest(server: &Server, token: &str, body: Value) -> reqwest::blocking::Respo
 fn applications_events_are_kept_whole_and_searched_beside_ours() {
     let server = Server::start(&[]);
     let admin = server.admin();
-    let response = send(
-        client().post(server.api("systemusers")),
-        &admin,
-        Some(json!({"applicationid": APP_ID, "clientsecret": APP_SECRET, "fullname": "Payroll"})),
-    );
-    assert_eq!(response.status(), 204);
-    let app_user = entity_id(&response);
+    let app_user = register_app(&server, &admin);
     let app = app_token(&server);
 
     let account = entity_id(&send(
@@ -186,12 +191,7 @@ fn applications_events_are_kept_whole_and_searched_beside_ours() {
 fn an_application_cannot_pass_for_custos_or_steer_its_followers() {
     let server = Server::start(&[]);
     let admin = server.admin();
-    let response = send(
-        client().post(server.api("systemusers")),
-        &admin,
-        Some(json!({"applicationid": APP_ID, "clientsecret": APP_SECRET, "fullname": "Payroll"})),
-    );
-    assert_eq!(response.status(), 204);
+    register_app(&server, &admin);
     let app = app_token(&server);
     let before = server.audit(&admin, "origin=Ingest").len();
     for event in [
