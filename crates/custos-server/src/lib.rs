@@ -219,7 +219,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .merge(console::routes())
+        .merge(console::routes(&state))
         .merge(api_routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -229,6 +229,7 @@ pub fn router(state: AppState) -> Router {
             state.metrics.clone(),
             context::correlate,
         ))
+        .layer(axum::middleware::from_fn(console::security_headers))
         .with_state(state)
 }
 

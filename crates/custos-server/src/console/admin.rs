@@ -57,6 +57,7 @@ pub(crate) async fn instances(
         }
         h2 { "New instance" }
         form method="post" action="/ui/admin/instances" {
+            (console.form_field())
             p {
                 label for="name" { "Name " span.muted { "(a-z, 0-9 and -; it becomes the first part of the instance's URLs)" } }
                 input id="name" name="name" type="text" required pattern="[a-z][a-z0-9-]{1,31}";
@@ -162,12 +163,14 @@ pub(crate) async fn instance(
         }
         @if instance["state"] == "trial" {
             form method="post" action={ (here) "/convert" } {
+                (console.form_field())
                 div.actions { button type="submit" { "Convert to paid" } }
             }
         }
         h2 { "Backups" }
         p.muted { "A backup is a consistent snapshot of the instance's records, customizations and settings. Restoring one replaces them; the audit log is never rolled back." }
         form method="post" action={ (here) "/backups" } {
+            (console.form_field())
             p {
                 label for="label" { "Label" }
                 input id="label" name="label" type="text" maxlength="200";
@@ -186,6 +189,7 @@ pub(crate) async fn instance(
                         td { (backup["bytes"].as_u64().unwrap_or(0) / 1024) " KiB" }
                         td {
                             form method="post" action={ (here) "/restore" } {
+                                (console.form_field())
                                 input type="hidden" name="backupId" value=(id);
                                 button.danger type="submit" aria-label={ "Restore backup of " (text(&backup["createdOn"])) } { "Restore" }
                             }
@@ -207,6 +211,7 @@ pub(crate) async fn instance(
                         td { (text(&solution["version"])) }
                         td {
                             form method="post" action={ (here) "/solutions/" (id) "/remove" } {
+                                (console.form_field())
                                 button.danger type="submit" aria-label={ "Remove " (text(&solution["uniquename"])) } { "Remove" }
                             }
                         }
@@ -215,6 +220,7 @@ pub(crate) async fn instance(
             }
         }
         form method="post" action={ (here) "/solutions" } enctype="multipart/form-data" {
+            (console.form_field())
             p {
                 label for="solution-file" { "Solution file " span.muted { "(JSON: entities, attributes, views, processes, plug-in steps)" } }
                 input id="solution-file" name="file" type="file" accept=".json,application/json" required;
@@ -223,6 +229,7 @@ pub(crate) async fn instance(
         }
         h2 { "Delete this instance" }
         form method="post" action={ (here) "/delete" } {
+            (console.form_field())
             p {
                 label for="confirm" { "Type the instance's name to delete it with every record and backup (its audit events stay)" }
                 input id="confirm" name="confirm" type="text" autocomplete="off";

@@ -181,12 +181,14 @@ pub(crate) async fn search(
                 span.muted { (rows.len()) " events on this page, newest first." }
                 @for (format, label) in [("xlsx", "Export to Excel (xlsx)"), ("csv", "Export CSV"), ("jsonl", "Export JSON lines")] {
                     form method="post" action="/ui/audit/exports" {
+                        (console.form_field())
                         input type="hidden" name="format" value=(format);
                         input type="hidden" name="search" value=(search_text);
                         button.secondary type="submit" { (label) }
                     }
                 }
                 form method="post" action="/ui/audit/queries" {
+                    (console.form_field())
                     input type="hidden" name="search" value=(search_text);
                     button.secondary type="submit" { "Run as a background query" }
                 }
@@ -287,6 +289,7 @@ pub(crate) async fn reports(
         }
         @if manager {
             form method="post" action="/ui/audit/reports" {
+                (console.form_field())
                 fieldset {
                     legend { "New custom report" }
                     p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }
@@ -401,6 +404,7 @@ pub(crate) async fn report(
         }
         @if report["kind"] == "saved" && console.caller.can_manage_audit(&console.state) {
             form method="post" action={ "/ui/audit/reports/" (id) "/delete" } {
+                (console.form_field())
                 button.danger type="submit" { "Delete this report" }
             }
         }
@@ -459,6 +463,7 @@ pub(crate) async fn retention(
                         td.num { (text(&policy["days"])) }
                         td {
                             form method="post" action="/ui/audit/retention" {
+                                (console.form_field())
                                 input type="hidden" name="remove" value=(i);
                                 button.secondary type="submit" aria-label={ "Remove policy " (text(&policy["name"])) } { "Remove" }
                             }
@@ -468,6 +473,7 @@ pub(crate) async fn retention(
             }
         }
         form method="post" action="/ui/audit/settings" {
+            (console.form_field())
             fieldset {
                 legend { "Audit log search" }
                 div.check {
@@ -479,6 +485,7 @@ pub(crate) async fn retention(
             }
         }
         form method="post" action="/ui/audit/retention" {
+            (console.form_field())
             fieldset {
                 legend { "Default" }
                 p { label for="defaultDays" { "Days to keep events no policy names (-1 for ever)" } input id="defaultDays" name="defaultDays" type="number" min="-1" value=(text(&settings["defaultDays"])); }
@@ -623,6 +630,7 @@ pub(crate) async fn integrity(
         }
         @if manager && !running {
             form method="post" action="/ui/audit/integrity/verify" {
+                (console.form_field())
                 button type="submit" { "Verify now" }
             }
         }
@@ -650,6 +658,7 @@ pub(crate) async fn integrity(
         }
         @if console.is_global_admin() {
             form method="post" action="/ui/audit/integrity/rotate" {
+                (console.form_field())
                 p { "Rotating the key signs a handover checkpoint with the old and the new key; verifiers that pinned the first key follow it (docs/verify.md §4)." }
                 button.secondary type="submit" { "Rotate the signing key" }
             }
@@ -1054,6 +1063,7 @@ pub(crate) async fn alerts(
                         td {
                             @if manager {
                                 form method="post" action={ "/ui/audit/alerts/" (text(&rule["id"])) "/delete" } {
+                                    (console.form_field())
                                     button.secondary type="submit" aria-label={ "Delete rule " (text(&rule["name"])) } { "Delete" }
                                 }
                             }
@@ -1064,6 +1074,7 @@ pub(crate) async fn alerts(
         }
         @if manager {
             form method="post" action="/ui/audit/alerts" {
+                (console.form_field())
                 fieldset {
                     legend { "New rule" }
                     p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }

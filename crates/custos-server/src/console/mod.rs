@@ -30,6 +30,7 @@ macro_rules! call {
 mod admin;
 mod audit;
 mod chart;
+mod guard;
 mod page;
 mod records;
 mod session;
@@ -57,8 +58,8 @@ pub(crate) use page::{Page, error_page};
 /// Most bytes of an API answer the console reads (a page of records or of audit events).
 const ANSWER_BYTES_MAX: usize = 64 << 20;
 
-/// The console's routes.
-pub(crate) fn routes() -> Router<AppState> {
+/// The console's routes; every form post passes the guard of `guard::forms`.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/home") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/home") }))
@@ -160,8 +161,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/audit/integrity", get(audit::integrity))
         .route("/ui/audit/integrity/verify", post(audit::verify))
         .route("/ui/audit/integrity/rotate", post(audit::rotate_key))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::forms,
+        ))
         .layer(DefaultBodyLimit::max(crate::listener::BODY_BYTES_MAX))
 }
+
+pub(crate) use guard::headers as security_headers;
 
 /// A console request: who is signed in, and the facts of the browser's request (recorded in
 /// every event the pages cause).
@@ -285,6 +292,12 @@ impl Console {
         extra: &[(&str, &str)],
     ) -> Result<Answer, AppError> {
         Answer::read(self.call_raw(method, path, body, extra).await?).await
+    }
+
+    /// The hidden field with this session's form token, which every state-changing form
+    /// carries.
+    pub(crate) fn form_field(&self) -> maud::Markup {
+        guard::field(&guard::token(&self.state.token_key, self.caller.session_id))
     }
 
     /// The instance the console works in when a page names none.

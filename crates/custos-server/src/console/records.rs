@@ -373,6 +373,7 @@ pub(crate) async fn grid(
         }
         div.actions {
             form method="post" action={ (here) "/export" } {
+                (console.form_field())
                 input type="hidden" name="filter" value=(filter);
                 input type="hidden" name="view" value=(view_param);
                 label.check for="format" { "Export" }
@@ -385,6 +386,7 @@ pub(crate) async fn grid(
             a.button.secondary href={ (here) "/import" } { "Import from CSV" }
             @if view.is_none() && !filter.is_empty() {
                 form method="post" action={ (here) "/views" } {
+                    (console.form_field())
                     input type="hidden" name="filter" value=(filter);
                     label.check for="view-name" { "Save as personal view" }
                     input id="view-name" name="name" type="text" required;
@@ -503,6 +505,7 @@ pub(crate) async fn form(
         (notice(params.get("saved").map(|_| "Saved.")))
         p.muted { (entity.logical_name) " " code { (id) } }
         form method="post" action=(here) {
+            (console.form_field())
             @for attribute in editable(&entity) {
                 (field(attribute, &record[attribute.web_name().as_str()]))
             }
@@ -512,6 +515,7 @@ pub(crate) async fn form(
             }
         }
         form method="post" action={ (here) "/delete" } {
+            (console.form_field())
             button.danger type="submit" { "Delete this record" }
         }
         @if console.caller.can_read_audit(&console.state) {
@@ -695,6 +699,7 @@ pub(crate) async fn import_form(
         p { "A CSV file: a header row naming attributes of " code { (entity.logical_name) } ", then one record per row. Every row is created, or none is: a bad value names its row and column. A column " code { (entity.primary_id()) } " keeps the ids the file gives." }
         p.muted { "For example: " code { (example.join(",")) } }
         form method="post" action=(here) enctype="multipart/form-data" {
+            (console.form_field())
             p {
                 label for="file" { "CSV file" }
                 input id="file" name="file" type="file" accept=".csv,text/csv" required;
@@ -794,6 +799,7 @@ pub(crate) async fn bulk_delete_form(
             p role="status" { strong { (matching) } " records match " code { (filter) } " now." }
             @if matching > 0 {
                 form method="post" action=(here) {
+                    (console.form_field())
                     input type="hidden" name="filter" value=(filter);
                     p {
                         label for="job" { "Job name" }

@@ -1,6 +1,6 @@
 //! Signing in to and out of the console. A session is the same signed token as a bearer
-//! token, kept in an HttpOnly, SameSite=Strict cookie (so other sites cannot make the
-//! browser use it); signing out revokes it.
+//! token, kept in an HttpOnly, SameSite=Strict cookie (Secure behind an https public URL);
+//! every form also carries the session's token (`guard`); signing out revokes the session.
 
 use axum::Form;
 use axum::extract::{Extension, Query, State};
@@ -77,10 +77,19 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-fn session_cookie(token: &str, max_age_secs: i64) -> HeaderValue {
-    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}")
-        .parse()
-        .expect("a token is a valid cookie value")
+/// The session cookie: HttpOnly, SameSite=Strict, and Secure when the console is served over
+/// TLS (its public URL is https).
+fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    )
+    .parse()
+    .expect("a token is a valid cookie value")
 }
 
 /// `POST /ui/login`.
@@ -104,7 +113,7 @@ pub(crate) async fn login(
             let mut response = Redirect::to(&next).into_response();
             response
                 .headers_mut()
-                .insert(header::SET_COOKIE, session_cookie(&token, lifetime));
+                .insert(header::SET_COOKIE, session_cookie(&state, &token, lifetime));
             response
         }
         Err(SignInError::Refused) => html_response(
@@ -150,6 +159,6 @@ pub(crate) async fn logout(
     let mut response = Redirect::to("/ui/login").into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0));
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
     response
 }

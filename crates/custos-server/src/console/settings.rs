@@ -68,6 +68,7 @@ pub(crate) async fn auditing(
         (notice(params.get("saved").map(|_| "Saved: the settings apply to the next request.")))
         p { "Auditing of instance " code { (instance) } ". Entity and attribute auditing are set under " a href={ "/ui/" (instance) "/customizations" } { "Customizations" } "." }
         form method="post" action=(here) {
+            (console.form_field())
             fieldset {
                 legend { "Auditing" }
                 div.check {
@@ -230,10 +231,12 @@ pub(crate) async fn customizations(
             }
         }
         form method="post" action={ (here) "/publish" } {
+            (console.form_field())
             button type="submit" { "Publish all customizations" }
         }
         h2 { "New entity" }
         form method="post" action=(here) {
+            (console.form_field())
             p {
                 label for="schema" { "Name " span.muted { "(with your publisher prefix, e.g. new_project)" } }
                 input id="schema" name="name" type="text" required pattern="[a-z]{2,8}_[a-z0-9_]+";
@@ -334,6 +337,7 @@ pub(crate) async fn entity(
             p.notice role="status" { "This entity has unpublished changes." }
         }
         form method="post" action=(here) {
+            (console.form_field())
             fieldset {
                 legend { "Data Services: auditing of " (entity) }
                 @for (key, label) in flags {
@@ -356,10 +360,12 @@ pub(crate) async fn entity(
             div.actions { button type="submit" { "Save" } }
         }
         form method="post" action={ "/ui/" (instance) "/customizations/publish" } {
+            (console.form_field())
             button.secondary type="submit" { "Publish all customizations" }
         }
         h2 { "New attribute" }
         form method="post" action={ (here) "/attributes" } {
+            (console.form_field())
             p {
                 label for="attribute-name" { "Name " span.muted { "(with your publisher prefix, e.g. new_budget)" } }
                 input id="attribute-name" name="name" type="text" required pattern="[a-z]{2,8}_[a-z0-9_]+";
@@ -389,6 +395,7 @@ pub(crate) async fn entity(
             p.muted { "Deleting an attribute deletes its value in every record, at once. The audit log keeps every deleted value, so it can be put back." }
             @for name in &custom {
                 form.inline method="post" action={ (here) "/attributes/" (name) "/delete" } {
+                    (console.form_field())
                     div.check {
                         input id={ "confirm-" (name) } name="confirm" type="checkbox" value="yes" required;
                         label for={ "confirm-" (name) } { "Delete " code { (name) } " and its data" }

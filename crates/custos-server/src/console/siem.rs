@@ -77,6 +77,7 @@ pub(crate) async fn feeds(
                 }
             }
             form method="post" action="/ui/audit/feeds/subscription" {
+                (console.form_field())
                 @if enabled {
                     input type="hidden" name="action" value="stop";
                     button.secondary type="submit" { "Stop the subscription" }
@@ -136,6 +137,7 @@ pub(crate) async fn feeds(
                             td {
                                 @if manager {
                                     form method="post" action={ "/ui/audit/feeds/streams/" (encode(&text(&stream["id"]))) "/delete" } {
+                                        (console.form_field())
                                         button.secondary type="submit" aria-label={ "Delete stream " (text(&stream["name"])) } { "Delete" }
                                     }
                                 }
@@ -146,6 +148,7 @@ pub(crate) async fn feeds(
             }
             @if manager {
                 form method="post" action="/ui/audit/feeds/streams" {
+                    (console.form_field())
                     fieldset {
                         legend { "New stream" }
                         p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }

@@ -5,6 +5,7 @@
 // the exported workbook, and the screenshots taken. Throws (exit 1) when a step fails.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 
 const [base, out] = process.argv.slice(2);
@@ -141,6 +142,33 @@ try {
   await page.waitForTimeout(600);
   await page.reload();
   await shot(page, "siem-feeds");
+
+  // Every console response carries the content security policy and its companions.
+  const home = await page.goto(`${base}/ui/home`);
+  const headers = home.headers();
+  check((headers["content-security-policy"] || "").includes("frame-ancestors 'none'"), `CSP: ${headers["content-security-policy"]}`);
+  check((headers["content-security-policy"] || "").includes("default-src 'self'"), "CSP default-src");
+  check(headers["x-content-type-options"] === "nosniff", "nosniff");
+  check(headers["referrer-policy"] === "same-origin", `referrer policy: ${headers["referrer-policy"]}`);
+
+  // A page on another port of the same host (same site: the SameSite=Strict cookie goes
+  // along) posts the admin center's form: the console refuses it and creates nothing.
+  const attacker = createServer((_, response) => {
+    response.writeHead(200, { "content-type": "text/html" });
+    response.end(`<!doctype html><form id="f" method="post" action="${base}/ui/admin/instances">
+      <input name="csrf" value="guessed"><input name="name" value="evil"><input name="state" value="trial">
+      <button type="submit">Win a prize</button></form>`);
+  });
+  await new Promise((resolve) => attacker.listen(0, "127.0.0.1", resolve));
+  await page.goto(`http://127.0.0.1:${attacker.address().port}/`);
+  const [posted] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/ui/admin/instances")),
+    page.getByRole("button", { name: "Win a prize" }).click(),
+  ]);
+  check(posted.status() === 403, `the cross-site form was answered ${posted.status()}`);
+  attacker.close();
+  await page.goto(`${base}/ui/admin`);
+  check((await page.getByRole("link", { name: "evil", exact: true }).count()) === 0, "the cross-site form created an instance");
   await signOut(admin);
 
   // A second user opens the accounts view over two pages.

@@ -46,11 +46,34 @@ fn page(server: &Server, cookie: &str, path: &str) -> (u16, String) {
     (status, response.text().unwrap())
 }
 
+/// The form token of the session of `cookie`, as the console's pages carry it (every page has
+/// at least the sign-out form).
+fn csrf(server: &Server, cookie: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, token)) = SEEN.lock().unwrap().iter().find(|(c, _)| c == cookie) {
+        return token.clone();
+    }
+    let (_, html) = page(server, cookie, "/ui/home");
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("every console page carries the form token")
+        .to_string();
+    SEEN.lock()
+        .unwrap()
+        .push((cookie.to_string(), token.clone()));
+    token
+}
+
 fn post(server: &Server, cookie: &str, path: &str, form: &[(&str, &str)]) -> Response {
+    let token = csrf(server, cookie);
+    let mut form = form.to_vec();
+    form.push(("csrf", &token));
     browser()
         .post(format!("{}{path}", server.base))
         .header("cookie", cookie)
-        .form(form)
+        .form(&form)
         .send()
         .unwrap()
 }
@@ -297,7 +320,11 @@ fn the_records_app_imports_exports_and_bulk_deletes() {
     let imported = browser()
         .post(format!("{}/ui/main/records/contacts/import", server.base))
         .header("cookie", &cookie)
-        .multipart(reqwest::blocking::multipart::Form::new().part("file", file))
+        .multipart(
+            reqwest::blocking::multipart::Form::new()
+                .text("csrf", csrf(&server, &cookie))
+                .part("file", file),
+        )
         .send()
         .unwrap();
     assert_eq!(imported.status(), 303);
@@ -322,10 +349,14 @@ fn the_records_app_imports_exports_and_bulk_deletes() {
     let bad = browser()
         .post(format!("{}/ui/main/records/contacts/import", server.base))
         .header("cookie", &cookie)
-        .multipart(reqwest::blocking::multipart::Form::new().part(
-            "file",
-            reqwest::blocking::multipart::Part::text("shoesize\n9\n").file_name("bad.csv"),
-        ))
+        .multipart(
+            reqwest::blocking::multipart::Form::new()
+                .text("csrf", csrf(&server, &cookie))
+                .part(
+                    "file",
+                    reqwest::blocking::multipart::Part::text("shoesize\n9\n").file_name("bad.csv"),
+                ),
+        )
         .send()
         .unwrap();
     assert_eq!(bad.status(), 400);
@@ -665,7 +696,11 @@ fn the_admin_center_imports_and_removes_solutions() {
     let imported = browser()
         .post(format!("{}/ui/admin/instances/main/solutions", server.base))
         .header("cookie", &cookie)
-        .multipart(reqwest::blocking::multipart::Form::new().part("file", file))
+        .multipart(
+            reqwest::blocking::multipart::Form::new()
+                .text("csrf", csrf(&server, &cookie))
+                .part("file", file),
+        )
         .send()
         .unwrap();
     assert_eq!(imported.status(), 303);
@@ -712,4 +747,60 @@ fn the_admin_center_imports_and_removes_solutions() {
             "{operation} in {operations:?}"
         );
     }
+}
+
+#[test]
+fn a_form_without_its_session_token_or_from_another_site_changes_nothing() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let token = csrf(&server, &cookie);
+    let create = |form: &[(&str, &str)], origin: Option<&str>| {
+        let mut request = browser()
+            .post(format!("{}/ui/admin/instances", server.base))
+            .header("cookie", &cookie)
+            .form(form);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send().unwrap()
+    };
+    let missing = create(&[("name", "evil"), ("state", "trial")], None);
+    assert_eq!(missing.status(), 403);
+    let wrong = create(
+        &[("name", "evil"), ("state", "trial"), ("csrf", "guess")],
+        None,
+    );
+    assert_eq!(wrong.status(), 403);
+    let other_site = create(
+        &[("name", "evil"), ("state", "trial"), ("csrf", &token)],
+        Some("http://127.0.0.1:1"),
+    );
+    assert_eq!(other_site.status(), 403);
+    assert!(other_site.text().unwrap().contains("another site"));
+    let instances = get_json(&format!("{}/api/admin/instances", server.base), &admin);
+    assert_eq!(
+        instances["value"].as_array().unwrap().len(),
+        1,
+        "{instances}"
+    );
+    let denied = server.audit(&admin, "operation=Request&status=Denied");
+    assert_eq!(denied.len(), 3);
+    assert!(denied.iter().all(|e| e["Query"] == "/ui/admin/instances"));
+    // With its token and from this server, the same form works.
+    let origin = server.base.clone();
+    let made = create(
+        &[("name", "good"), ("state", "trial"), ("csrf", &token)],
+        Some(&origin),
+    );
+    assert_eq!(made.status(), 303);
+    // A token belongs to its session: another session's is refused.
+    let other = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let stolen = browser()
+        .post(format!("{}/ui/admin/instances", server.base))
+        .header("cookie", &other)
+        .form(&[("name", "evil2"), ("state", "trial"), ("csrf", &token)])
+        .send()
+        .unwrap();
+    assert_eq!(stolen.status(), 403);
 }
