@@ -115,8 +115,8 @@ pub(crate) async fn audit_reader(
     state: &AppState,
     draft: &mut EventDraft,
     headers: &HeaderMap,
-) -> Result<(), AppError> {
-    authorize(
+) -> Result<crate::auth::Caller, AppError> {
+    let caller = authorize(
         state,
         draft,
         headers,
@@ -129,7 +129,7 @@ pub(crate) async fn audit_reader(
             "audit log search is turned off; an Audit Manager can turn it on (PUT /api/audit/settings)",
         ));
     }
-    Ok(())
+    Ok(caller)
 }
 
 /// The query pairs as recorded in an event's `Query`.

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::audit::EventDraft;
 use crate::audit_api::{audit_reader, parse_search, query_pairs, recorded_query};
+use crate::cells::{csv_cell, xlsx_cell};
 use crate::context::RequestContext;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, blocking};
@@ -36,9 +37,6 @@ use crate::webapi::{answer, refuse};
 const BATCH: usize = 1000;
 /// Rows of a worksheet (Excel's limit); more go to a continuation sheet.
 const SHEET_ROWS_MAX: u32 = 1_048_576;
-/// Longest text Excel keeps in a cell.
-const CELL_CHARS_MAX: usize = 32_767;
-
 /// The columns of the CSV and of the workbook's Events sheet.
 const COLUMNS: [&str; 20] = [
     "Id",
@@ -168,7 +166,9 @@ fn csv_chunk(events: &[AuditEvent], header: bool) -> Result<Vec<u8>, AppError> {
                 .join(" "),
         );
         values.push(canonical_json(event));
-        writer.write_record(&values).map_err(internal)?;
+        writer
+            .write_record(values.iter().map(|v| csv_cell(v).into_owned()))
+            .map_err(internal)?;
     }
     writer
         .into_inner()
@@ -224,14 +224,6 @@ impl Sheets {
     }
 }
 
-/// `text` cut to the longest Excel keeps in a cell.
-pub(crate) fn cell(text: &str) -> &str {
-    match text.char_indices().nth(CELL_CHARS_MAX) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
-}
-
 /// The workbook of every event of `query`: sheet Events (one row per event), Records (one row
 /// per record id an event lists) and Changes (one row per changed attribute).
 fn workbook(
@@ -256,7 +248,7 @@ fn workbook(
         let written = (|| -> Result<(), XlsxError> {
             let (sheet, row) = events.next(&mut workbook, &bold)?;
             for (column, value) in self::row(event).iter().enumerate() {
-                sheet.write_string(row, column as u16, cell(value))?;
+                sheet.write_string(row, column as u16, xlsx_cell(value))?;
             }
             let id = event.id.to_string();
             for record in &event.record_ids {
@@ -270,8 +262,8 @@ fn workbook(
                 let (sheet, row) = changes.next(&mut workbook, &bold)?;
                 sheet.write_string(row, 0, &id)?;
                 sheet.write_string(row, 1, &change.attribute)?;
-                sheet.write_string(row, 2, cell(change.old.as_deref().unwrap_or("")))?;
-                sheet.write_string(row, 3, cell(change.new.as_deref().unwrap_or("")))?;
+                sheet.write_string(row, 2, xlsx_cell(change.old.as_deref().unwrap_or("")))?;
+                sheet.write_string(row, 3, xlsx_cell(change.new.as_deref().unwrap_or("")))?;
             }
             Ok(())
         })();
@@ -604,6 +596,7 @@ pub(crate) async fn start_job(
             "done": 0,
             "total": total,
             "createdBy": draft.user_upn,
+            "createdById": draft.user_id,
             "createdDateTime": format_creation_time(state.clock.now_us()),
             "file": format!("/api/audit/exports/{id}/file"),
         });
@@ -625,7 +618,7 @@ async fn job_reader(
 ) -> Result<(), Response> {
     let mut draft = EventDraft::new(Operation::SearchAuditLog, context);
     match audit_reader(state, &mut draft, headers).await {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(error) => Err(refuse(state, draft, error).await),
     }
 }
@@ -653,20 +646,36 @@ pub(crate) async fn job(
     }
 }
 
-/// `GET /api/audit/exports/{id}/file`.
+/// `GET /api/audit/exports/{id}/file`: the file of a finished export, to the Audit Reader who
+/// started it or an Audit Manager; each download is recorded (`DownloadAuditExport`, origin
+/// `Export`) before its first byte.
 pub(crate) async fn job_file_download(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    if let Err(refused) = job_reader(&state, &context, &headers).await {
-        return refused;
-    }
+    let mut draft = EventDraft::new(Operation::DownloadAuditExport, &context);
+    draft.origin = Origin::Export;
     let result = async {
+        let caller = audit_reader(&state, &mut draft, &headers).await?;
         let id = job_id(&id)?;
         let status = job_status(&state, id)?
             .ok_or_else(|| AppError::not_found(format!("no export {id}")))?;
+        draft.query = status["search"].as_str().unwrap_or_default().to_string();
+        draft.details = json!({
+            "ExportId": id,
+            "Format": status["format"],
+            "CreatedBy": status["createdBy"],
+        })
+        .to_string();
+        let own = status["createdById"].as_str() == Some(caller.principal.id.to_string().as_str());
+        if !own && !caller.can_manage_audit(&state) {
+            return Err(AppError::forbidden(format!(
+                "user '{}' did not start export {id}; its file is its creator's or an Audit Manager's",
+                caller.principal.upn
+            )));
+        }
         if status["status"] != "succeeded" {
             return Err(AppError::new(
                 ErrorCode::Conflict,
@@ -677,6 +686,8 @@ pub(crate) async fn job_file_download(
             ));
         }
         let format = ExportFormat::parse(status["format"].as_str().unwrap_or(""))?;
+        draft.result_count = status["total"].as_u64().unwrap_or(0);
+        state.record(draft.clone()).await?;
         let body = file_stream(job_file(&jobs_folder(&state), id, format));
         let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
         response.headers_mut().insert(
@@ -690,7 +701,7 @@ pub(crate) async fn job_file_download(
         Ok::<_, AppError>(response)
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    answer(&state, draft, result).await
 }
 
 /// A file's bytes as a stream of body chunks, read on a blocking thread.

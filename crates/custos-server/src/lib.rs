@@ -10,6 +10,7 @@ mod audit_api;
 mod audit_settings;
 mod auth;
 mod automation;
+mod cells;
 mod console;
 mod context;
 mod error;

@@ -30,7 +30,7 @@ use super::WebRequest;
 use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
 use crate::audit::EventDraft;
 use crate::error::{AppError, ErrorCode};
-use crate::export::cell;
+use crate::cells::{csv_cell, xlsx_cell};
 use crate::state::blocking;
 
 /// Most rows one export holds (Dataverse's limit for export to Excel).
@@ -159,7 +159,7 @@ fn csv_file(columns: &[&AttributeDef], records: &[Record]) -> Result<Vec<u8>, Ap
                     .iter()
                     .map(|c| match record.values.get(&c.logical_name) {
                         None | Some(Value::Null) => String::new(),
-                        Some(Value::String(s) | Value::DateTime(s)) => s.clone(),
+                        Some(Value::String(s) | Value::DateTime(s)) => csv_cell(s).into_owned(),
                         Some(Value::Integer(n)) => n.to_string(),
                         Some(Value::Decimal(n)) => n.to_string(),
                         Some(Value::Boolean(b)) => b.to_string(),
@@ -195,7 +195,7 @@ fn xlsx_file(
                 match record.values.get(&attribute.logical_name) {
                     None | Some(Value::Null) => {}
                     Some(Value::String(s) | Value::DateTime(s)) => {
-                        sheet.write_string(row, column, cell(s))?;
+                        sheet.write_string(row, column, xlsx_cell(s))?;
                     }
                     Some(Value::Integer(n)) => {
                         sheet.write_number(row, column, *n as f64)?;

@@ -16,6 +16,7 @@ mod crash;
 mod customization;
 mod demo;
 mod errors;
+mod exports;
 mod fail_closed;
 mod feed;
 mod ingest;
