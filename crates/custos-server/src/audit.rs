@@ -11,6 +11,11 @@ use crate::context::RequestContext;
 /// Attributes the platform maintains on every write; their churn is not a field change.
 const SYSTEM_MAINTAINED: [&str; 3] = ["modifiedon", "modifiedby", "versionnumber"];
 
+/// Marks a response whose refusal is already in the log, so that the catch-all of
+/// `webapi::record_refusals` does not record it twice.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Recorded;
+
 /// An audit event being put together by a handler; the state stamps id, time and tenant.
 #[derive(Debug, Clone)]
 pub struct EventDraft {

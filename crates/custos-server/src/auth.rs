@@ -66,6 +66,26 @@ impl Caller {
             .collect()
     }
 
+    /// Whether the caller may use `instance` at all (its metadata, `WhoAmI`, records shared
+    /// with them): a global admin, or someone holding a security role in it other than the
+    /// tenant-wide audit roles. Support engineers are let in by their grants instead.
+    pub(crate) fn uses_instance(&self, state: &AppState, instance: &Instance) -> bool {
+        self.principal.global_admin
+            || state
+                .directory
+                .effective_roles(self.principal.id, &instance.name)
+                .iter()
+                .any(|role| {
+                    !ROLE_IDS.iter().any(|(built_in, id)| {
+                        id == role
+                            && matches!(
+                                built_in,
+                                BuiltInRole::AuditReader | BuiltInRole::AuditManager
+                            )
+                    })
+                })
+    }
+
     /// Whether the caller may manage the audit log (Audit Manager or global admin): retention,
     /// saved reports, search on and off.
     pub(crate) fn can_manage_audit(&self, state: &AppState) -> bool {
@@ -356,11 +376,11 @@ pub(crate) async fn token(
             json!({"access_token": token, "token_type": "Bearer", "expires_in": lifetime}),
         )
         .into_response(),
-        Err(SignInError::Refused) => oauth_error(
+        Err(SignInError::Refused) => crate::webapi::recorded(oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
             "the user name, password or client secret is wrong",
-        ),
+        )),
         Err(SignInError::Throttled(secs)) => {
             let mut response = oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -371,7 +391,7 @@ pub(crate) async fn token(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(secs),
             );
-            response
+            crate::webapi::recorded(response)
         }
         Err(SignInError::Unavailable(error)) => error.into_response(),
     }

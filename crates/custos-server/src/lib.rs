@@ -85,9 +85,10 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// The routes of the JSON API (Web API, token endpoint, audit API), without middleware: the
-/// console calls them in-process with its own request context.
-pub(crate) fn api_routes() -> Router<AppState> {
+/// The routes of the JSON API (Web API, token endpoint, audit API) with the catch-all that
+/// records their refusals, without the connection middleware: the console calls them
+/// in-process with its own request context.
+pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
     let api_root = "/{instance}/api/data/v9.2";
     Router::new()
         .route("/oauth2/token", post(auth::token))
@@ -209,6 +210,11 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .route(api_root, any(webapi::handle))
         .route(&format!("{api_root}/"), any(webapi::handle))
         .route(&format!("{api_root}/{{*rest}}"), any(webapi::handle))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            webapi::record_refusals,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(listener::BODY_BYTES_MAX))
@@ -219,9 +225,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
         .merge(console::routes(&state))
-        .merge(api_routes())
+        .merge(api_routes(&state))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             listener::read_body,

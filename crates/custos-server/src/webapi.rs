@@ -349,7 +349,75 @@ pub(crate) async fn refuse(state: &AppState, mut draft: EventDraft, error: AppEr
     draft.error_code = error.code.as_str().into();
     draft.changes.clear();
     match crate::throttle::record_refusal(state, draft).await {
-        Ok(()) => error.into_response(),
+        Ok(()) => recorded(error.into_response()),
+        Err(unavailable) => unavailable.into_response(),
+    }
+}
+
+/// Marks `response` as a refusal already in the log.
+pub(crate) fn recorded(mut response: Response) -> Response {
+    response.extensions_mut().insert(crate::audit::Recorded);
+    response
+}
+
+/// The error code of a refusal that only its status names.
+fn status_code(status: axum::http::StatusCode) -> ErrorCode {
+    use axum::http::StatusCode as S;
+    match status {
+        S::UNAUTHORIZED => ErrorCode::Unauthenticated,
+        S::FORBIDDEN => ErrorCode::Forbidden,
+        S::NOT_FOUND => ErrorCode::NotFound,
+        S::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        S::CONFLICT => ErrorCode::Conflict,
+        S::PRECONDITION_FAILED => ErrorCode::PreconditionFailed,
+        S::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        S::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        S::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        S::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        _ => ErrorCode::BadRequest,
+    }
+}
+
+/// Middleware on every API route (issue 10 §11): a refusal (4xx) that its handler did not
+/// record itself — reads of the audit log's configuration, `/metrics`, the token endpoint's
+/// malformed requests, an extractor's rejection — is recorded here (`Request`, the method and
+/// route in `Query`, the caller when the request names one), within the address's recording
+/// budget. When even that cannot be recorded the answer is 503.
+pub(crate) async fn record_refusals(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let context = request.extensions().get::<RequestContext>().cloned();
+    let headers = request.headers().clone();
+    let route = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error()
+        || response
+            .extensions()
+            .get::<crate::audit::Recorded>()
+            .is_some()
+    {
+        return response;
+    }
+    let Some(context) = context else {
+        return response;
+    };
+    let mut draft = EventDraft::new(Operation::Request, &context);
+    draft.query = route;
+    if let Ok(caller) = authenticate(&state, &headers) {
+        draft.set_caller(&caller);
+    }
+    let code = status_code(status);
+    draft.status = if matches!(code, ErrorCode::Unauthenticated | ErrorCode::Forbidden) {
+        ResultStatus::Denied
+    } else {
+        ResultStatus::Failed
+    };
+    draft.error_code = code.as_str().into();
+    match crate::throttle::record_refusal(&state, draft).await {
+        Ok(()) => response,
         Err(unavailable) => unavailable.into_response(),
     }
 }
@@ -449,6 +517,11 @@ async fn dispatch(
     let target = target?;
     if caller.user_type() == UserType::DcAdmin {
         crate::support::require_grant(state, &caller, Some(instance_name), None)?;
+    } else if !caller.uses_instance(state, &instance) {
+        return Err(AppError::forbidden(format!(
+            "user '{}' holds no security role in instance '{instance_name}'",
+            caller.principal.upn
+        )));
     }
     record_access(state, &instance, &caller, draft).await?;
     let body = body.map_err(|e| {

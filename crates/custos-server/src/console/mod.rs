@@ -37,8 +37,6 @@ mod session;
 mod settings;
 mod siem;
 
-use std::sync::OnceLock;
-
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
@@ -212,10 +210,10 @@ impl Answer {
     }
 }
 
-/// The routes of the JSON API, without the middleware (the console gives its own context).
-fn api() -> Router<AppState> {
-    static API: OnceLock<Router<AppState>> = OnceLock::new();
-    API.get_or_init(crate::api_routes).clone()
+/// The routes of the JSON API, without the connection middleware (the console gives its own
+/// context). Built for each call: the routes hold the state their refusals are recorded in.
+fn api(state: &AppState) -> Router<AppState> {
+    crate::api_routes(state)
 }
 
 impl Console {
@@ -276,7 +274,7 @@ impl Console {
             .body(body)
             .map_err(|e| AppError::bad_request(format!("console request: {e}")))?;
         request.extensions_mut().insert(self.context.clone());
-        Ok(api()
+        Ok(api(&self.state)
             .with_state(self.state.clone())
             .oneshot(request)
             .await

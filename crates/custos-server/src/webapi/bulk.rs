@@ -29,8 +29,8 @@ use uuid::Uuid;
 use super::WebRequest;
 use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
 use crate::audit::EventDraft;
-use crate::error::{AppError, ErrorCode};
 use crate::cells::{csv_cell, xlsx_cell};
+use crate::error::{AppError, ErrorCode};
 use crate::state::blocking;
 
 /// Most rows one export holds (Dataverse's limit for export to Excel).

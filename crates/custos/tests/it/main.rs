@@ -5,6 +5,7 @@ mod admin;
 mod alerts;
 mod api_fuzz;
 mod at_rest;
+mod authorization;
 mod automation;
 mod bulk;
 mod cli_admin;

@@ -61,7 +61,7 @@ fn by_default_nothing_leaves_for_inner_addresses() {
             &server,
             &admin,
             "/api/audit/alerts",
-            json!({"name": "a", "kind": "bulkDeleteByAdmin", "webhook": "http://127.0.0.1:1/hook"}),
+            json!({"name": "a", "kind": "operation", "operations": ["BulkDelete"], "webhook": "http://127.0.0.1:1/hook"}),
         ),
         "--allow-private-targets",
     );

@@ -344,6 +344,35 @@ fn a_shared_record_opens_to_its_user_and_only_that_record() {
         )
     };
     assert_eq!(status(grant("ReadAccess")), 204);
+    assert_eq!(
+        read(&shared),
+        403,
+        "a share opens a record only to someone who uses the instance"
+    );
+    let guest = entity_id(&post(
+        &server,
+        &admin,
+        "roles",
+        json!({"name": "Contact reader"}),
+    ));
+    assert_eq!(
+        status(post(
+            &server,
+            &admin,
+            &format!("roles({guest})/Microsoft.Dynamics.CRM.AddPrivilegesRole"),
+            json!({"Privileges": [{"PrivilegeName": "prvReadcontact"}]}),
+        )),
+        200
+    );
+    assert_eq!(
+        status(post(
+            &server,
+            &admin,
+            &format!("systemusers({dee_id})/systemuserroles_association/$ref"),
+            json!({"@odata.id": server.api(&format!("roles({guest})"))}),
+        )),
+        204
+    );
     assert_eq!(read(&shared), 200, "shared for reading");
     assert_eq!(read(&other), 403, "only that record");
     assert_eq!(write(&shared), 403, "reading is not writing");
