@@ -15,8 +15,9 @@
 //!
 //! Every call is audited: `StartFeedSubscription` and `StopFeedSubscription` always,
 //! `ReadActivityFeed` for listings and content (the reading of audit data is itself a data
-//! access, as with `SearchAuditLog`). The caller needs the Audit Reader role (or Audit
-//! Manager, or global admin); turning audit log search off does not stop the feed.
+//! access, as with `SearchAuditLog`). Reading needs the Audit Reader role (or Audit Manager, or
+//! global admin); starting and stopping need Audit Manager (or global admin), since they decide
+//! where the log goes. Turning audit log search off does not stop the feed.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};

@@ -35,6 +35,24 @@ pub(crate) enum UserCommand {
     AddRole { upn: String, role: String },
     /// Take a security role away.
     RemoveRole { upn: String, role: String },
+    /// Disable a user: their sign-in and every session of theirs are refused at once.
+    Disable { upn: String },
+    /// Enable a disabled user again.
+    Enable { upn: String },
+    /// Set a user's password (every session of theirs ends).
+    ResetPassword {
+        upn: String,
+        /// The new password.
+        #[arg(long, env = "CUSTOS_NEW_USER_PASSWORD", hide_env_values = true)]
+        new_password: String,
+    },
+    /// Delete a user with every role and team membership they hold.
+    Delete {
+        upn: String,
+        /// The user's sign-in name again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 /// `custos team …`.
@@ -349,6 +367,36 @@ fn user(api: &Api<'_>, command: &UserCommand) -> anyhow::Result<Json> {
                 "systemusers({id})/systemuserroles_association({role_id})/$ref"
             ))?;
             done(format!("{upn} no longer holds {role}"))
+        }
+        UserCommand::Disable { upn } | UserCommand::Enable { upn } => {
+            let disable = matches!(command, UserCommand::Disable { .. });
+            let id = api.user(upn)?;
+            api.client.call(
+                Method::PATCH,
+                &format!("{}systemusers({id})", api.root),
+                Some(&json!({"isdisabled": disable})),
+            )?;
+            done(format!(
+                "{upn} is {}",
+                if disable { "disabled" } else { "enabled" }
+            ))
+        }
+        UserCommand::ResetPassword { upn, new_password } => {
+            let id = api.user(upn)?;
+            api.post(
+                &format!("systemusers({id})/Microsoft.Dynamics.CRM.ResetPassword"),
+                &json!({"NewPassword": new_password}),
+            )?;
+            done(format!("{upn} has a new password; their sessions ended"))
+        }
+        UserCommand::Delete { upn, confirm } => {
+            anyhow::ensure!(
+                confirm == upn,
+                "--confirm must repeat the sign-in name '{upn}'"
+            );
+            let id = api.user(upn)?;
+            api.delete(&format!("systemusers({id})"))?;
+            done(format!("{upn} is deleted"))
         }
     })
 }

@@ -64,6 +64,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/style.css", get(page::stylesheet))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))
+        .route(
+            "/ui/account/password",
+            get(session::password_form).post(session::change_password),
+        )
         .route("/ui/home", get(page::home))
         .route("/ui/{instance}/records", get(records::entities))
         .route("/ui/{instance}/records/{set}", get(records::grid))

@@ -96,7 +96,7 @@ impl Page<'_> {
                         }
                         form.signout method="post" action="/ui/logout" {
                             (console.form_field())
-                            span.user { (console.caller.principal.upn) }
+                            a.user href="/ui/account/password" title="Change password" { (console.caller.principal.upn) }
                             button type="submit" { "Sign out" }
                         }
                     }

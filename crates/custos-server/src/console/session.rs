@@ -9,7 +9,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
+use axum::http::Method;
+use serde_json::json;
+
 use super::page::html_response;
+use super::{Console, Page};
 use crate::auth::{
     SESSION_COOKIE, SignInError, authenticate, cookie, password_principal, sign_in, sign_out,
 };
@@ -60,13 +64,17 @@ fn login_page(next: &str, problem: Option<&str>, user: &str) -> Markup {
 #[derive(Deserialize)]
 pub(crate) struct NextQuery {
     next: Option<String>,
+    changed: Option<String>,
 }
 
 /// `GET /ui/login`.
 pub(crate) async fn login_form(Query(query): Query<NextQuery>) -> Response {
+    let changed = query.changed.is_some().then_some(
+        "Your password was changed and every session of yours ended: sign in with the new one.",
+    );
     html_response(
         StatusCode::OK,
-        login_page(safe_next(query.next.as_deref()), None, ""),
+        login_page(safe_next(query.next.as_deref()), changed, ""),
     )
 }
 
@@ -161,4 +169,86 @@ pub(crate) async fn logout(
         .headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
     response
+}
+
+/// `GET /ui/account/password`: the signed-in user changes their own password.
+pub(crate) async fn password_form(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/account/password");
+    password_page(&console, None)
+}
+
+fn password_page(console: &Console, problem: Option<&str>) -> Response {
+    let body = html! {
+        @if let Some(problem) = problem {
+            p.error role="alert" { (problem) }
+        }
+        p { "After the change every session of yours ends, this one too: sign in again with the new password." }
+        form method="post" action="/ui/account/password" {
+            (console.form_field())
+            p {
+                label for="current" { "Current password" }
+                input id="current" name="current" type="password" autocomplete="current-password" required;
+            }
+            p {
+                label for="new" { "New password (at least 8 characters)" }
+                input id="new" name="new" type="password" autocomplete="new-password" minlength="8" required;
+            }
+            p {
+                label for="again" { "New password again" }
+                input id="again" name="again" type="password" autocomplete="new-password" minlength="8" required;
+            }
+            div.actions { button type="submit" { "Change password" } }
+        }
+    };
+    Page {
+        title: "Change password",
+        section: "",
+        body,
+    }
+    .render(console)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PasswordForm {
+    current: String,
+    new: String,
+    again: String,
+}
+
+/// `POST /ui/account/password`.
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<PasswordForm>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/account/password");
+    if form.new != form.again {
+        return password_page(&console, Some("The two new passwords differ."));
+    }
+    let answer = console
+        .call(
+            Method::POST,
+            "/api/me/changePassword",
+            Some(json!({"currentPassword": form.current, "newPassword": form.new})),
+            &[],
+        )
+        .await;
+    match answer {
+        Ok(answer) => match answer.error() {
+            None => {
+                let mut response = Redirect::to("/ui/login?changed=1").into_response();
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+                response
+            }
+            Some(message) => password_page(&console, Some(&message)),
+        },
+        Err(error) => password_page(&console, Some(&error.message)),
+    }
 }

@@ -128,6 +128,44 @@ fn users_teams_and_roles_from_the_command_line() {
             "{operation} from the command line"
         );
     }
+
+    // A user's lifecycle: disabled and enabled, a new password, then deleted.
+    ok(&server, &["user", "disable", "ann@contoso.test"]);
+    assert_eq!(
+        send(client().get(server.api("WhoAmI")), &ann, None).status(),
+        401
+    );
+    ok(&server, &["user", "enable", "ann@contoso.test"]);
+    ok(&server, &["user", "reset-password", "ann@contoso.test"]);
+    let ann = server.token("ann@contoso.test", "ann-password-1");
+    let unconfirmed = custos(
+        &server,
+        &["user", "delete", "ann@contoso.test", "--confirm", "ann"],
+    );
+    assert_eq!(unconfirmed.status.code(), Some(1));
+    ok(
+        &server,
+        &[
+            "user",
+            "delete",
+            "ann@contoso.test",
+            "--confirm",
+            "ann@contoso.test",
+        ],
+    );
+    assert_eq!(
+        send(client().get(server.api("WhoAmI")), &ann, None).status(),
+        401
+    );
+    for operation in ["DisableUser", "EnableUser", "ResetPassword", "DeleteUser"] {
+        assert_eq!(
+            server
+                .audit(&admin, &format!("operation={operation}"))
+                .len(),
+            1,
+            "{operation}"
+        );
+    }
 }
 
 #[test]

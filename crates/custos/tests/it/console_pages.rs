@@ -804,3 +804,48 @@ fn a_form_without_its_session_token_or_from_another_site_changes_nothing() {
         .unwrap();
     assert_eq!(stolen.status(), 403);
 }
+
+#[test]
+fn a_user_changes_their_password_in_the_console_and_their_sessions_end() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let cookie = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    let (status, html) = page(&server, &cookie, "/ui/account/password");
+    assert_eq!(status, 200);
+    assert_labelled("/ui/account/password", &html);
+    let wrong = post(
+        &server,
+        &cookie,
+        "/ui/account/password",
+        &[
+            ("current", "nope"),
+            ("new", "bo-password-2"),
+            ("again", "bo-password-2"),
+        ],
+    );
+    assert!(
+        wrong
+            .text()
+            .unwrap()
+            .contains("the current password is wrong")
+    );
+    let changed = post(
+        &server,
+        &cookie,
+        "/ui/account/password",
+        &[
+            ("current", "bo-password-1"),
+            ("new", "bo-password-2"),
+            ("again", "bo-password-2"),
+        ],
+    );
+    assert_eq!(changed.status(), 303);
+    assert_eq!(changed.headers()["location"], "/ui/login?changed=1");
+    let (status, _) = page(&server, &cookie, "/ui/home");
+    assert_eq!(status, 303, "the old session is over");
+    sign_in(&server, "bo@contoso.test", "bo-password-2");
+    let events = server.audit(&admin, "operation=ChangePassword");
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["Origin"] == "WebUI"));
+}
