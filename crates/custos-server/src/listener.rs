@@ -216,49 +216,36 @@ pub(crate) async fn read_body(
     request: Request,
     next: Next,
 ) -> Response {
-    let context = request.extensions().get::<RequestContext>().cloned();
-    let headers = request.headers().clone();
-    let refuse = async |error: AppError| {
-        let Some(context) = context else {
-            return error.into_response();
-        };
-        let mut draft = EventDraft::new(Operation::Request, &context);
-        if let Ok(caller) = crate::auth::authenticate(&state, &headers) {
-            draft.set_caller(&caller);
-        }
-        crate::webapi::refuse(&state, draft, error).await
-    };
     let limits = state.config.limits;
     let limit = body_limit(request.uri().path());
-    let declared = request
-        .headers()
+    let web_api = request.uri().path().contains(WEB_API_ROOT);
+    let (parts, mut body) = request.into_parts();
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let web_api = request.uri().path().contains(WEB_API_ROOT);
     if declared.is_some_and(|length| length > limit as u64) && !web_api {
-        return refuse(too_large(limit)).await;
+        return refuse(&state, &parts, too_large(limit)).await;
     }
-    let (parts, mut body) = request.into_parts();
     let mut bytes = Vec::new();
     loop {
         let frame = match tokio::time::timeout(limits.idle_timeout, body.frame()).await {
             Err(_) => {
-                return refuse(AppError::new(
+                let stalled = AppError::new(
                     ErrorCode::Timeout,
                     format!(
                         "the request body stalled for {} seconds",
                         limits.idle_timeout.as_secs()
                     ),
-                ))
-                .await;
+                );
+                return refuse(&state, &parts, stalled).await;
             }
             Ok(None) => break,
             Ok(Some(Err(error))) => {
-                return refuse(AppError::bad_request(format!(
-                    "the body could not be read: {error}"
-                )))
-                .await;
+                let unreadable =
+                    AppError::bad_request(format!("the body could not be read: {error}"));
+                return refuse(&state, &parts, unreadable).await;
             }
             Ok(Some(Ok(frame))) => frame,
         };
@@ -266,7 +253,7 @@ pub(crate) async fn read_body(
             bytes.extend_from_slice(&data);
             if bytes.len() > limit {
                 if !web_api {
-                    return refuse(too_large(limit)).await;
+                    return refuse(&state, &parts, too_large(limit)).await;
                 }
                 let read =
                     futures_util::stream::once(
@@ -279,4 +266,18 @@ pub(crate) async fn read_body(
     }
     next.run(Request::from_parts(parts, Body::from(Bytes::from(bytes))))
         .await
+}
+
+/// Records the refusal of a request whose body was not taken (`Request`, naming the caller when
+/// the request carries a valid token) and answers it.
+async fn refuse(state: &AppState, parts: &axum::http::request::Parts, error: AppError) -> Response {
+    let Some(context) = parts.extensions.get::<RequestContext>() else {
+        return error.into_response();
+    };
+    let mut draft = EventDraft::new(Operation::Request, context);
+    draft.query = format!("{} {}", parts.method, parts.uri.path());
+    if let Ok(caller) = crate::auth::authenticate(state, &parts.headers) {
+        draft.set_caller(&caller);
+    }
+    crate::webapi::refuse(state, draft, error).await
 }

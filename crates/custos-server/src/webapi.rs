@@ -389,7 +389,16 @@ pub(crate) async fn record_refusals(
     next: axum::middleware::Next,
 ) -> Response {
     let context = request.extensions().get::<RequestContext>().cloned();
-    let headers = request.headers().clone();
+    // Only what names the caller is kept (cheap: header values are shared buffers).
+    let mut credentials = HeaderMap::new();
+    for name in [
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::COOKIE,
+    ] {
+        if let Some(value) = request.headers().get(&name) {
+            credentials.insert(name, value.clone());
+        }
+    }
     let route = format!("{} {}", request.method(), request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
@@ -406,7 +415,7 @@ pub(crate) async fn record_refusals(
     };
     let mut draft = EventDraft::new(Operation::Request, &context);
     draft.query = route;
-    if let Ok(caller) = authenticate(&state, &headers) {
+    if let Ok(caller) = authenticate(&state, &credentials) {
         draft.set_caller(&caller);
     }
     let code = status_code(status);
