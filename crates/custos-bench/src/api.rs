@@ -20,7 +20,7 @@ const ACCOUNTS: usize = 5000;
 const PASSWORD: &str = "bench-password-1";
 
 /// A server on a runtime of its own, on a free loopback port; its state too, for scenarios
-/// that fill its log directly.
+/// that fill its log directly. It may send to loopback (the `siem` scenario's receiver).
 pub(crate) fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, AppState)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,6 +29,7 @@ pub(crate) fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, Sock
     let address = listener.local_addr()?;
     let config = Config {
         admin_password: Some(PASSWORD.into()),
+        allow_private_targets: true,
         ..Config::new(dir.to_path_buf(), address)
     };
     let state = AppState::open(config, Arc::new(SystemClock))?;
