@@ -9,13 +9,13 @@ use std::sync::{Arc, RwLock};
 
 use uuid::Uuid;
 
-use crate::Result;
 use crate::event::{AuditEvent, Origin, ResultStatus};
 use crate::ids::IdDict;
 use crate::log::Seq;
 use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, query_words};
 use crate::postings;
 use crate::sealed::SealedIndex;
+use crate::{Error, Result};
 
 /// A search of the audit log; lists are ORed, fields ANDed.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +91,39 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
+    /// Reads and decodes the record at `ordinal` of this partition with the record ids of
+    /// `ids`; `None` when it was purged.
+    pub(crate) fn read_ordinal(
+        &self,
+        ordinal: u64,
+        ids: &crate::ids::IdTable,
+    ) -> Result<Option<AuditEvent>> {
+        use std::os::unix::fs::FileExt;
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let ordinal = u32::try_from(ordinal)
+            .map_err(|_| Error::Corrupted(format!("ordinal {ordinal} out of range")))?;
+        let (place, strings) = match &self.state {
+            PartState::Live(index) => (index.place(ordinal)?, None),
+            PartState::Frozen { index, .. } => (index.place(ordinal)?, None),
+            PartState::Sealed(index) => (index.place(ordinal)?, Some(index.strings()?)),
+            PartState::Purged => return Ok(None),
+        };
+        let mut payload = vec![0u8; place.len as usize];
+        file.read_exact_at(&mut payload, u64::from(place.offset))
+            .map_err(|e| Error::io(&self.path, e))?;
+        let event = match strings {
+            Some(strings) => crate::codec::decode_event(&payload, ids, &strings)?,
+            None => crate::codec::decode_event(
+                &payload,
+                ids,
+                &self.strings.read().expect("strings lock"),
+            )?,
+        };
+        Ok(Some(event))
+    }
+
     /// The index to search, unless purged or live (the live one is searched under the lock).
     pub(crate) fn shared_index(&self) -> Option<Arc<dyn PartitionIndex>> {
         match &self.state {

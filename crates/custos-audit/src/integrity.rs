@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use crate::checkpoint::{CheckpointSigner, handover_key, verify_note};
+use crate::checkpoint::{CheckpointSigner, handover_key, verify_note, verify_note_chained};
 use crate::leaves::LeafFile;
 use crate::merkle::{Hash, MerkleTree};
 use crate::{Error, Result};
@@ -106,10 +106,15 @@ impl CheckpointFile {
     }
 }
 
+/// The text of `verifier.key`: the chain of verifier keys, root first, one per line.
+fn chain_text(chain: &[(u64, String)]) -> String {
+    chain.iter().map(|(_, key)| format!("{key}\n")).collect()
+}
+
 /// Writes the chain of verifier keys, root first, one per line (temporary file, fsync,
 /// rename).
 fn write_chain(path: &Path, chain: &[(u64, String)]) -> Result<()> {
-    let text: String = chain.iter().map(|(_, key)| format!("{key}\n")).collect();
+    let text = chain_text(chain);
     let temporary = path.with_extension("tmp");
     let written = File::create(&temporary).and_then(|mut file| {
         std::io::Write::write_all(&mut file, text.as_bytes())?;
@@ -120,11 +125,32 @@ fn write_chain(path: &Path, chain: &[(u64, String)]) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Longest checkpoint note, bytes: a frame claiming more is damage, not a torn write.
+const NOTE_BYTES_MAX: usize = 4096;
+
+/// What opening the integrity state found that must be written once the whole log is known to
+/// be sound (never before: a refused start writes nothing).
+#[derive(Debug, Default)]
+pub(crate) struct IntegrityRepairs {
+    /// The length to cut `checkpoints.log` to: its last frame is an incomplete write.
+    pub(crate) torn_at: Option<u64>,
+    /// `verifier.key` is missing and is to be written.
+    pub(crate) write_chain: bool,
+}
+
 impl Integrity {
-    /// Reads where the signed checkpoints are (their signatures are checked by
-    /// [`Integrity::check_signed`] and `custos audit verify`) and which key is in force, which
-    /// must be the key of one of `seeds`; returns the state and the largest signed size.
-    pub(crate) fn open(dir: &Path, origin: &str, seeds: &[[u8; 32]]) -> Result<(Integrity, u64)> {
+    /// Reads where the signed checkpoints are (the latest's root is checked against the tree by
+    /// [`Integrity::check_signed`]; every one by `custos audit verify`), follows the key
+    /// handovers from the root key, and finds the key in force, which must be the key of one
+    /// of `seeds`. Writes nothing; returns the state, the largest signed size, and the repairs
+    /// to make once the whole log is found sound. A checkpoint frame that is whole and fails
+    /// its check, a `verifier.key` that is not the chain the checkpoints prove, or a handover
+    /// that does not verify, is damage.
+    pub(crate) fn open(
+        dir: &Path,
+        origin: &str,
+        seeds: &[[u8; 32]],
+    ) -> Result<(Integrity, u64, IntegrityRepairs)> {
         let path = dir.join("checkpoints.log");
         let file = crate::files::open_read_write(&path)?;
         let mut bytes = Vec::new();
@@ -133,31 +159,62 @@ impl Integrity {
             .map_err(|e| Error::io(&path, e))?;
         let mut notes = Vec::new();
         let mut handovers = Vec::new();
+        let mut handover_notes = Vec::new();
         let mut pos = 0usize;
-        while pos + 8 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-            let Some(note) = bytes
-                .get(pos + 8..pos + 8 + len)
-                .filter(|n| crc32fast::hash(n) == crc)
-            else {
+        let mut repairs = IntegrityRepairs::default();
+        while pos < bytes.len() {
+            let rest = bytes.len() - pos;
+            let len = bytes
+                .get(pos..pos + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+            let whole = len.filter(|len| *len <= NOTE_BYTES_MAX && rest >= 8 + len);
+            let zeros = bytes[pos..].iter().all(|b| *b == 0);
+            let Some(len) = whole.filter(|_| !zeros) else {
+                // Not a whole frame. It is a crash's incomplete last append when it is short
+                // enough to be one frame (or zeros the file system left): the events it would
+                // have signed were durable before it, so nothing signed is lost by cutting it.
+                // Anything else is damage.
+                let torn = zeros
+                    || (rest <= 8 + NOTE_BYTES_MAX && len.is_none_or(|l| l <= NOTE_BYTES_MAX));
+                if !torn {
+                    return Err(Error::Corrupted(format!(
+                        "checkpoints.log: checkpoint #{} at byte {pos} is damaged ({rest} bytes cannot be a torn last write)",
+                        notes.len()
+                    )));
+                }
+                repairs.torn_at = Some(pos as u64);
                 break;
             };
-            let size = std::str::from_utf8(note)
-                .ok()
-                .and_then(note_size)
-                .ok_or_else(|| {
-                    Error::Corrupted(format!("checkpoint at byte {pos} states no tree size"))
-                })?;
+            let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+            let note = &bytes[pos + 8..pos + 8 + len];
+            if crc32fast::hash(note) != crc {
+                return Err(Error::Corrupted(format!(
+                    "checkpoints.log: checkpoint #{} at byte {pos} fails its checksum",
+                    notes.len()
+                )));
+            }
+            let text = std::str::from_utf8(note).map_err(|_| {
+                Error::Corrupted(format!(
+                    "checkpoints.log: checkpoint #{} at byte {pos} is not text",
+                    notes.len()
+                ))
+            })?;
+            let size = note_size(text).ok_or_else(|| {
+                Error::Corrupted(format!(
+                    "checkpoints.log: checkpoint #{} at byte {pos} states no tree size",
+                    notes.len()
+                ))
+            })?;
             // Each note grows the tree, except a key handover, which may sign the size of the
             // note before it.
-            let handover = std::str::from_utf8(note).ok().and_then(handover_key);
+            let handover = handover_key(text);
             if notes
                 .last()
                 .is_some_and(|n: &NoteAt| n.size > size || (n.size == size && handover.is_none()))
             {
                 return Err(Error::Corrupted(format!(
-                    "checkpoint at byte {pos} does not grow the tree"
+                    "checkpoints.log: checkpoint #{} at byte {pos} does not grow the tree",
+                    notes.len()
                 )));
             }
             notes.push(NoteAt {
@@ -165,15 +222,11 @@ impl Integrity {
                 offset: (pos + 8) as u64,
                 len: len as u32,
             });
-            handovers.extend(handover.map(|key| (size, key)));
+            if let Some(key) = handover {
+                handovers.push((size, key));
+                handover_notes.push((pos, text.to_string()));
+            }
             pos += 8 + len;
-        }
-        if pos < bytes.len() {
-            // A torn last note from a crash: its events were durable before it, so nothing
-            // signed is lost by cutting it.
-            file.set_len(pos as u64)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| Error::io(&path, e))?;
         }
         let signed = notes.last().map_or(0, |n| n.size);
         let checkpoints = CheckpointFile {
@@ -187,11 +240,15 @@ impl Integrity {
             .map(|seed| CheckpointSigner::new(*seed, origin))
             .collect();
         let chain_path = dir.join("verifier.key");
+        let kept = match fs::read_to_string(&chain_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&chain_path, e)),
+        };
         let root = if handovers.is_empty() {
             signers[0].verifier_key()
         } else {
-            fs::read_to_string(&chain_path)
-                .ok()
+            kept.as_deref()
                 .and_then(|text| text.lines().next().map(str::to_string))
                 .ok_or_else(|| {
                     Error::Corrupted(format!(
@@ -200,6 +257,15 @@ impl Integrity {
                     ))
                 })?
         };
+        // Trust passes from the root only through handovers both keys signed.
+        let mut key = root.clone();
+        for (at, note) in &handover_notes {
+            verify_note_chained(note, &mut key).map_err(|e| {
+                Error::Corrupted(format!(
+                    "checkpoints.log: the key handover at byte {at} does not verify from the root key of verifier.key: {e}"
+                ))
+            })?;
+        }
         let mut chain = vec![(0, root)];
         chain.extend(handovers);
         let (since, in_force) = chain.last().cloned().expect("a chain has a root");
@@ -211,7 +277,16 @@ impl Integrity {
                     "checkpoints are signed by {in_force} from tree size {since} on, and its seed is not among the signing keys"
                 ))
             })?;
-        write_chain(&chain_path, &chain)?;
+        match kept {
+            None => repairs.write_chain = true,
+            Some(text) if text != chain_text(&chain) => {
+                return Err(Error::Corrupted(format!(
+                    "{} does not hold the chain of keys the checkpoints prove (root first): it was altered",
+                    chain_path.display()
+                )));
+            }
+            Some(_) => {}
+        }
         let integrity = Integrity {
             tree: RwLock::new(MerkleTree::new()),
             leaves: LeafFile::open(dir)?,
@@ -220,7 +295,24 @@ impl Integrity {
             chain_path,
             checkpoints: Mutex::new(checkpoints),
         };
-        Ok((integrity, signed))
+        Ok((integrity, signed, repairs))
+    }
+
+    /// Makes the repairs [`Integrity::open`] found, once the whole log is known to be sound.
+    pub(crate) fn repair(&self, repairs: &IntegrityRepairs) -> Result<()> {
+        if let Some(len) = repairs.torn_at {
+            let mut checkpoints = self.checkpoints.lock().expect("checkpoint lock");
+            checkpoints
+                .file
+                .set_len(len)
+                .and_then(|()| checkpoints.file.sync_data())
+                .map_err(|e| Error::io(&checkpoints.path, e))?;
+            checkpoints.len = len;
+        }
+        if repairs.write_chain {
+            write_chain(&self.chain_path, &self.chain.read().expect("chain lock"))?;
+        }
+        Ok(())
     }
 
     /// The verifier keys, root first, each with the tree size of its handover (0 for the root).

@@ -249,17 +249,41 @@ impl ActiveSegment {
 pub(crate) struct Scanned {
     pub(crate) ids_before: u32,
     pub(crate) n_records: u64,
-    /// Bytes of intact records (with the header); a torn tail after them was cut off.
+    /// Bytes of intact records (with the header).
     pub(crate) intact_len: u64,
+    /// Whether bytes after them are a crash's torn write, to be cut to `intact_len`.
+    pub(crate) torn: bool,
 }
 
 /// What a scan does with each intact record: (seq, place, payload).
 pub(crate) type OnRecord<'a> = dyn FnMut(Seq, Place, &[u8]) -> Result<()> + 'a;
 
-/// Reads every frame of a segment, giving each record's payload to `on_record`. A bad frame in
-/// the last segment, after the first `protected` records of the log (those covered by a signed
-/// checkpoint), is a torn tail from a crash: it is cut off. A bad frame anywhere else is
-/// corruption.
+/// How far past a bad frame a scan looks for intact records, bytes.
+const DAMAGE_SCAN_BYTES_MAX: usize = 64 << 20;
+
+/// Whether an intact frame of record `seq` or `seq + 1` lies after the bad frame at `pos`:
+/// where the bad frame's length says the next begins, or anywhere in the next
+/// [`DAMAGE_SCAN_BYTES_MAX`] bytes. A crash's torn write is only ever the end of the file, so
+/// intact records after a bad frame mean the bad frame is damage.
+pub(crate) fn intact_after(bytes: &[u8], pos: usize, seq: Seq) -> bool {
+    let intact_at =
+        |at: usize| frame_at(bytes, at, seq).is_some() || frame_at(bytes, at, seq + 1).is_some();
+    let stated = bytes
+        .get(pos..pos + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .filter(|len| *len <= RECORD_BYTES_MAX as usize);
+    if stated.is_some_and(|len| intact_at(pos + FRAME_HEADER_BYTES as usize + len)) {
+        return true;
+    }
+    let end = bytes.len().min(pos.saturating_add(DAMAGE_SCAN_BYTES_MAX));
+    (pos + 1..end).any(intact_at)
+}
+
+/// Reads every frame of a segment, giving each record's payload to `on_record`; writes
+/// nothing. A bad frame in the last segment, after the first `protected` records of the log
+/// (those covered by a signed checkpoint) and with no intact record after it, is a crash's
+/// torn tail: the scan stops there and says so, for the caller to cut once the whole log is
+/// found sound. A bad frame anywhere else is damage.
 pub(crate) fn scan_segment(
     path: &Path,
     first_seq: Seq,
@@ -271,6 +295,7 @@ pub(crate) fn scan_segment(
     let ids_before = read_header(path, &bytes)?;
     let mut pos = HEADER_BYTES as usize;
     let mut n_records = 0u64;
+    let mut torn = false;
     while pos < bytes.len() {
         let seq = first_seq + n_records;
         match frame_at(&bytes, pos, seq) {
@@ -291,25 +316,20 @@ pub(crate) fn scan_segment(
                 n_records += 1;
                 pos = offset + payload_len;
             }
-            None if is_last && seq >= protected => {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| Error::io(path, e))?;
-                file.set_len(pos as u64)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| Error::io(path, e))?;
-                break;
-            }
             None => {
+                let why = if seq < protected {
+                    ", inside a signed checkpoint"
+                } else if !is_last {
+                    ", in a segment before the last"
+                } else if intact_after(&bytes, pos, seq) {
+                    ", and intact records follow it: damage, not a crash"
+                } else {
+                    torn = true;
+                    break;
+                };
                 return Err(Error::Corrupted(format!(
-                    "{} has a bad frame at byte {pos} (record seq {seq}){}",
-                    path.display(),
-                    if seq < protected {
-                        ", inside a signed checkpoint"
-                    } else {
-                        ""
-                    }
+                    "{} has a bad frame at byte {pos} (record seq {seq}){why}",
+                    path.display()
                 )));
             }
         }
@@ -318,7 +338,19 @@ pub(crate) fn scan_segment(
         ids_before,
         n_records,
         intact_len: pos as u64,
+        torn,
     })
+}
+
+/// Cuts a segment's torn tail off at `len`, durably.
+pub(crate) fn cut_segment(path: &Path, len: u64) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// The checksum of the frame of record `seq`.

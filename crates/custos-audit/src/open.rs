@@ -1,4 +1,6 @@
 //! Opening the log: from the files in its folder to the state the writer and readers share.
+//! Everything is checked before anything is written, so a start refused for damage leaves the
+//! folder as it found it.
 //!
 //! The sealed partitions (those with an intact index file) are opened, not read: their record
 //! ids come from `ids.dat` and their leaves from `leaves.dat`, both durable up to them. Every
@@ -18,12 +20,12 @@ use crate::index::{PartState, Partition};
 use crate::integrity::Integrity;
 use crate::leaves::LeafFile;
 use crate::log::{
-    ActiveSegment, LogConfig, Seq, is_unfinished_segment, list_segments, read_header_of,
-    scan_segment,
+    ActiveSegment, LogConfig, Seq, cut_segment, is_unfinished_segment, list_segments,
+    read_header_of, scan_segment,
 };
 use crate::merkle::{LeafSource, MerkleTree, leaf_hash};
 use crate::partition::MemIndex;
-use crate::retention::PrunedFile;
+use crate::retention::{PrunedFile, PurgeClaim};
 use crate::sealed::{SealedIndex, index_path};
 use crate::writer::DAY_US;
 use crate::{Error, Result};
@@ -98,21 +100,60 @@ pub(crate) fn remove_indexes(dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// What opening found to write, once the whole log is known to be sound.
+struct Repairs {
+    integrity: crate::integrity::IntegrityRepairs,
+    /// `pruned.log`'s torn last frame: the length to cut it to.
+    pruned_torn_at: Option<u64>,
+    /// Segments of accounted purges that a crash left behind, and a stub of a segment that a
+    /// crash interrupted while creating it.
+    delete: Vec<PathBuf>,
+    /// `ids.dat` and `leaves.dat` cut back to what the sealed prefix covers, then the record
+    /// ids and leaves the scanned segments define written after it.
+    ids_from: u64,
+    ids: Vec<uuid::Uuid>,
+    leaves_from: Seq,
+    leaves: Vec<(Seq, Vec<crate::merkle::Hash>)>,
+    /// The last segment's torn tail: cut it to this length.
+    cut_tail: Option<(PathBuf, u64)>,
+    /// No segment is left: start one at this seq.
+    create_active: Option<Seq>,
+}
+
 /// Opens the log in `config.dir`, whose lock the caller holds.
+///
+/// Everything is read and checked first — the checkpoints and their key chain, the purged
+/// ranges and the events that account for them, the sealed prefix's record ids and leaves, the
+/// unsealed segments frame by frame, the tree against the latest signed checkpoint — and only
+/// when all of it holds are the derived files brought up to date, a crash's torn writes cut
+/// and the segments of finished purges deleted. A start refused for damage writes nothing in
+/// the folder.
 pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
     let dir = &config.dir;
     let seeds: Vec<[u8; 32]> = std::iter::once(config.signing_seed)
         .chain(config.next_signing_seed)
         .collect();
-    let (integrity, protected) = Integrity::open(dir, &config.origin, &seeds)?;
-    let pruned = PrunedFile::open(dir)?;
+    let (integrity, protected, integrity_repairs) = Integrity::open(dir, &config.origin, &seeds)?;
+    let (pruned, pruned_torn_at) = PrunedFile::open(dir)?;
     let id_file = IdFile::open(dir)?;
+    let mut repairs = Repairs {
+        integrity: integrity_repairs,
+        pruned_torn_at,
+        delete: Vec::new(),
+        ids_from: 0,
+        ids: Vec::new(),
+        leaves_from: 0,
+        leaves: Vec::new(),
+        cut_tail: None,
+        create_active: None,
+    };
 
     let mut segments = Vec::new();
     for (first, path) in list_segments(dir)? {
-        if pruned.ranges.contains_key(&first) {
-            // A purge that crashed after recording its range but before deleting the files.
-            delete_partition_files(&path, dir)?;
+        if pruned.count_at(first).is_some() {
+            // A purge that crashed after recording its range but before deleting the files;
+            // deleted below once its range is found accounted for.
+            repairs.delete.push(path);
         } else {
             segments.push((first, path));
         }
@@ -121,62 +162,59 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
         && is_unfinished_segment(last)?
     {
         // Crashed while creating it: it holds nothing; the segment before goes on.
-        delete_partition_files(last, dir)?;
+        repairs.delete.push(last.clone());
         segments.pop();
     }
     let purged_end = pruned
         .ranges
         .iter()
-        .next_back()
-        .map_or(0, |(first, count)| first + count);
-    if segments.is_empty() {
-        let ids = id_file.len()? as u32;
-        let active = ActiveSegment::create(dir, purged_end, ids)?;
-        segments.push((purged_end, active.path().to_path_buf()));
-    }
+        .map(|r| r.first + r.count)
+        .max()
+        .unwrap_or(0);
 
     // The sealed prefix: segments (but the last) with an index file that matches them.
     let mut sealed = Vec::new();
-    for (first, path) in &segments[..segments.len() - 1] {
+    for (first, path) in segments.iter().take(segments.len().saturating_sub(1)) {
         match SealedIndex::open(path, *first, segment_bytes(path)?)? {
             Some(index) => sealed.push(index),
             None => break,
         }
     }
     let first_unsealed = sealed.len();
-    let (unsealed_first, unsealed_path) = &segments[first_unsealed];
-    let ids_before = read_header_of(unsealed_path)?;
+    let (unsealed_first, ids_before) = match segments.get(first_unsealed) {
+        Some((first, path)) => (*first, u64::from(read_header_of(path)?)),
+        None => (purged_end, id_file.len()?),
+    };
     let ids_held = id_file.len()?;
-    if ids_held < u64::from(ids_before) {
+    if ids_held < ids_before {
         return Err(Error::Corrupted(format!(
-            "ids.dat holds {ids_held} record ids, but {} needs {ids_before}",
-            unsealed_path.display()
+            "ids.dat holds {ids_held} record ids, but the sealed partitions need {ids_before}"
         )));
     }
-    let mut ids = IdDict::from_table(id_file.read(u64::from(ids_before))?);
-    id_file.truncate(u64::from(ids_before))?;
+    let mut ids = IdDict::from_table(id_file.read(ids_before)?);
+    repairs.ids_from = ids_before;
 
     let leaves_held = integrity.leaves.len()?;
-    if leaves_held < *unsealed_first {
+    if leaves_held < unsealed_first {
         return Err(Error::Corrupted(format!(
             "leaves.dat holds {leaves_held} leaves, but the sealed partitions need {unsealed_first}"
         )));
     }
-    integrity.leaves.truncate(*unsealed_first)?;
-    let mut tree = rebuild_tree(&integrity.leaves, *unsealed_first)?;
+    repairs.leaves_from = unsealed_first;
+    let mut tree = rebuild_tree(&integrity.leaves, unsealed_first)?;
 
     let mut partitions = Vec::new();
     let mut next_seq: Seq = 0;
     let fill_gap = |partitions: &mut Vec<Partition>, next_seq: &mut Seq, first: Seq| {
         while *next_seq < first {
-            let Some(count) = pruned.ranges.get(next_seq) else {
+            let Some(count) = pruned.count_at(*next_seq) else {
                 return Err(Error::Corrupted(format!(
                     "records {next_seq}..{first} are missing and no retention purge explains it"
                 )));
             };
             partitions.push(Partition {
                 first_seq: *next_seq,
-                n_events: *count,
+                n_events: count,
                 path: PathBuf::new(),
                 file: None,
                 strings: Arc::new(RwLock::new(Vec::new())),
@@ -237,17 +275,14 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
                 scanned.ids_before
             )));
         }
-        integrity.leaves.write(*first, &leaves)?;
-        id_file.write(ids_at_start as u64, &ids.table.since(ids_at_start))?;
+        if scanned.torn {
+            repairs.cut_tail = Some((path.clone(), scanned.intact_len));
+        }
+        repairs.leaves.push((*first, leaves));
         let file = Some(Arc::new(File::open(path).map_err(|e| Error::io(path, e))?));
         let state = if is_last {
             active_day = index.times.first().map(|t| t.div_euclid(DAY_US));
-            active = Some(ActiveSegment::resume(
-                path.clone(),
-                *first,
-                scanned.intact_len,
-                scanned.n_records,
-            )?);
+            active = Some((path.clone(), *first, scanned.intact_len, scanned.n_records));
             PartState::Live(Box::new(index))
         } else {
             to_seal.push(partitions.len());
@@ -266,11 +301,55 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
         });
         next_seq += scanned.n_records;
     }
+    if segments.is_empty() {
+        fill_gap(&mut partitions, &mut next_seq, purged_end)?;
+        repairs.create_active = Some(purged_end);
+    }
+    repairs.ids = ids.table.since(ids_before as usize);
     *integrity.tree.write().expect("tree lock") = tree;
     integrity.check_signed()?;
+    check_purges(&pruned, &partitions, &ids, &integrity, protected)?;
 
-    // `verifier.key` beside the log (written by `Integrity::open`) names the chain of keys for
-    // `custos audit verify`; a verifier that must not trust this folder pins the root key.
+    // Sound: bring the derived files up to date, cut what crashes left, finish purges.
+    integrity.repair(&repairs.integrity)?;
+    if let Some(len) = repairs.pruned_torn_at {
+        pruned.cut_torn(len)?;
+    }
+    for path in &repairs.delete {
+        delete_partition_files(path, dir)?;
+    }
+    id_file.truncate(repairs.ids_from)?;
+    id_file.write(repairs.ids_from, &repairs.ids)?;
+    integrity.leaves.truncate(repairs.leaves_from)?;
+    for (first, leaves) in &repairs.leaves {
+        integrity.leaves.write(*first, leaves)?;
+    }
+    if let Some((path, len)) = &repairs.cut_tail {
+        cut_segment(path, *len)?;
+    }
+    let active = match (active, repairs.create_active) {
+        (Some((path, first, len, n_records)), _) => {
+            ActiveSegment::resume(path, first, len, n_records)?
+        }
+        (None, Some(first)) => {
+            let active = ActiveSegment::create(dir, first, ids.table.len() as u32)?;
+            partitions.push(Partition {
+                first_seq: first,
+                n_events: 0,
+                path: active.path().to_path_buf(),
+                file: Some(Arc::new(
+                    File::open(active.path()).map_err(|e| Error::io(active.path(), e))?,
+                )),
+                strings: Arc::new(RwLock::new(Vec::new())),
+                state: PartState::Live(Box::default()),
+            });
+            active
+        }
+        (None, None) => unreachable!("either the last segment goes on or a new one starts"),
+    };
+
+    // `verifier.key` beside the log names the chain of keys for `custos audit verify`; a
+    // verifier that must not trust this folder pins the root key.
 
     let ids_len = ids.table.len();
     Ok(Opened {
@@ -281,10 +360,74 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
         id_file,
         integrity,
         pruned,
-        active: active.expect("the last segment is scanned"),
+        active,
         active_day,
         to_seal,
     })
+}
+
+/// Checks that every purged range is accounted for: by its own `PurgeAuditLog` event — an
+/// event of Custos, covered by a signed checkpoint, matching its leaf, naming exactly that
+/// range and the ranges before it — or, once that event was itself purged, by a later purge
+/// event, whose digest of the ranges before it covers this one. Nothing is deleted or accepted
+/// on the strength of `pruned.log` alone.
+fn check_purges(
+    pruned: &PrunedFile,
+    partitions: &[Partition],
+    ids: &IdDict,
+    integrity: &Integrity,
+    protected: Seq,
+) -> Result<()> {
+    let ranges = &pruned.ranges;
+    let mut covered_below = 0usize;
+    let mut own = vec![false; ranges.len()];
+    for (at, range) in ranges.iter().enumerate() {
+        let Some(seq) = range.event else {
+            continue;
+        };
+        let unaccounted = |why: String| {
+            Error::Corrupted(format!(
+                "pruned.log: range #{at} (records {}..{}) is not accounted for: {why}",
+                range.first,
+                range.first + range.count
+            ))
+        };
+        let holder = partitions
+            .iter()
+            .find(|p| p.first_seq <= seq && seq < p.first_seq + p.n_events);
+        let Some(holder) = holder else {
+            return Err(unaccounted(format!(
+                "its purge event, seq {seq}, is not in the log"
+            )));
+        };
+        let Some(event) = holder.read_ordinal(seq - holder.first_seq, &ids.table)? else {
+            // Its event was purged since; a later purge event vouches for it.
+            continue;
+        };
+        if seq >= protected {
+            return Err(unaccounted(format!(
+                "its purge event, seq {seq}, is not covered by a signed checkpoint"
+            )));
+        }
+        let tree = integrity.tree.read().expect("tree lock");
+        if leaf_hash(canonical_json(&event).as_bytes()) != tree.leaf(seq, &integrity.leaves)? {
+            return Err(unaccounted(format!(
+                "its purge event, seq {seq}, does not match its leaf"
+            )));
+        }
+        PurgeClaim::accounts(&event, seq, ranges, at).map_err(unaccounted)?;
+        own[at] = true;
+        covered_below = covered_below.max(at);
+    }
+    if let Some(at) = (0..ranges.len()).find(|at| !own[*at] && *at >= covered_below) {
+        let range = ranges[at];
+        return Err(Error::Corrupted(format!(
+            "pruned.log: range #{at} (records {}..{}) is not accounted for by any signed purge event",
+            range.first,
+            range.first + range.count
+        )));
+    }
+    Ok(())
 }
 
 /// The tree of the first `n` leaves of `leaves.dat`, keeping only what the tail needs in

@@ -171,8 +171,12 @@ pub fn verify_log(
     let mut done = 0u64;
 
     let pruned_path = dir.join("pruned.log");
-    let pruned = match fs::read(&pruned_path) {
-        Ok(bytes) => read_pruned(&bytes).0,
+    let pruned: BTreeMap<u64, u64> = match fs::read(&pruned_path) {
+        Ok(bytes) => read_pruned(&bytes)
+            .ranges
+            .iter()
+            .map(|r| (r.first, r.count))
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(Error::io(&pruned_path, e)),
     };

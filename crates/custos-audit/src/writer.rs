@@ -30,7 +30,7 @@ use crate::integrity::{InclusionProof, Integrity};
 use crate::log::{ActiveSegment, LogConfig, Seq};
 use crate::merkle::{Hash, leaf_hash};
 use crate::partition::{MemIndex, PartitionIndex};
-use crate::retention::{PrunedFile, RetentionPolicy};
+use crate::retention::{PrunedFile, PurgeClaim, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
 use crate::{Error, Result};
 
@@ -138,6 +138,10 @@ pub struct PurgedPartition {
     pub oldest_us: i64,
     /// See `oldest_us`.
     pub newest_us: i64,
+    /// When the last of its events could go under the policy that purged it, microseconds.
+    pub kept_until_us: i64,
+    /// The seq of the `PurgeAuditLog` event that records the deletion.
+    pub event_seq: Seq,
 }
 
 /// A partition's number, first seq and index, to search without the partitions lock.
@@ -550,10 +554,12 @@ impl AuditLog {
     }
 
     /// Deletes every whole partition whose events have all expired under `policy` at `now_us`
-    /// (the active partition is never touched). Each deletion is first recorded as the event
-    /// `describe` makes of it (durable before anything is deleted); then its range is recorded
-    /// in `pruned.log` (its leaf hashes stay in `leaves.dat`, so checkpoints and proofs stay
-    /// valid); then its files are deleted.
+    /// (the active partition is never touched). Each deletion is provable: first its
+    /// `PurgeAuditLog` event — `describe` gives who and when; the log fills in the operation and
+    /// the claim (the range, the policy, when its last event could go, the digest of the
+    /// ranges purged before) — is made durable and covered by a signed checkpoint; then its
+    /// range is recorded in `pruned.log` with that event's seq (its leaf hashes stay in
+    /// `leaves.dat`, so checkpoints and proofs stay valid); then its files are deleted.
     pub fn purge_expired(
         &self,
         now_us: i64,
@@ -578,15 +584,19 @@ impl AuditLog {
         };
         let mut purged = Vec::new();
         for (i, first_seq, n_events, path, index) in candidates {
-            let expired = index.retention_groups()?.iter().all(|(key, newest)| {
+            let mut kept_until_us = i64::MIN;
+            let mut expired = true;
+            for (key, newest) in index.retention_groups()? {
                 let days = policy.days_for(&key[0], &key[1], &key[2], &key[3]);
-                days >= 0 && newest.saturating_add(days.saturating_mul(DAY_US)) <= now_us
-            });
+                let until = newest.saturating_add(days.saturating_mul(DAY_US));
+                kept_until_us = kept_until_us.max(until);
+                expired &= days >= 0 && until <= now_us;
+            }
             if !expired {
                 continue;
             }
             let meta = index.meta();
-            let partition = PurgedPartition {
+            let mut partition = PurgedPartition {
                 segment: path
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
@@ -595,9 +605,35 @@ impl AuditLog {
                 events: n_events,
                 oldest_us: meta.oldest_us,
                 newest_us: meta.newest_us,
+                kept_until_us,
+                event_seq: 0,
             };
-            self.append(describe(&partition))?;
-            pruned.record(first_seq, n_events)?;
+            let claim = PurgeClaim {
+                first: first_seq,
+                count: n_events,
+                kept_until_us,
+                ranges_before: pruned.ranges.len(),
+                digest_before: pruned_digest(&pruned.ranges),
+            };
+            let mut event = describe(&partition);
+            event.workload = "Custos".into();
+            event.operation = crate::Operation::PurgeAuditLog.as_str().into();
+            event.result_status = crate::ResultStatus::Succeeded;
+            event.details = claim.details(&partition, policy);
+            let event_seq = self.append(event)?;
+            partition.event_seq = event_seq;
+            // The deletion's record is signed before anything goes.
+            let signed = self
+                .shared
+                .integrity
+                .checkpoint()?
+                .map_or(0, |(size, _)| size);
+            if signed <= event_seq {
+                return Err(Error::Unavailable(format!(
+                    "the purge event at seq {event_seq} is not covered by a signed checkpoint"
+                )));
+            }
+            pruned.record(first_seq, n_events, event_seq)?;
             {
                 let mut partitions = self.shared.partitions.write().expect("partitions lock");
                 partitions[i].state = PartState::Purged;

@@ -164,19 +164,12 @@ pub(crate) fn policy(state: &AppState) -> Result<RetentionPolicy, AppError> {
     })
 }
 
-/// Deletes expired partitions now; each deletion is recorded first.
+/// Deletes expired partitions now; each deletion is recorded and signed first (the log states
+/// the range, the policy and the ranges purged before in the event's `Details`).
 pub(crate) fn purge(state: &AppState) -> Result<Vec<PurgedPartition>, AppError> {
     let policy = policy(state)?;
     let describe = |partition: &PurgedPartition| {
         let mut draft = state.system_draft(Operation::PurgeAuditLog, "");
-        draft.details = json!({
-            "Partition": partition.segment,
-            "FirstSeq": partition.first_seq,
-            "Events": partition.events,
-            "OldestEvent": format_creation_time(partition.oldest_us),
-            "NewestEvent": format_creation_time(partition.newest_us),
-        })
-        .to_string();
         draft.result_count = partition.events;
         state.finish(draft)
     };
