@@ -5,7 +5,13 @@
 //! `SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public key)` and the signature covers the body's bytes.
 //! The verifier key is published as `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
 //!
-//! Key rotation: a handover checkpoint's body has one extension line,
+//! Record ids: every checkpoint's body has the extension line `custos-ids <count> <base64
+//! SHA-256>`, the digest of the first `count` 16-byte record ids of `ids.dat` (in number order):
+//! retention may delete the records that defined them, after which `ids.dat` is their only copy,
+//! and a changed byte there would hide a record's events from record-id searches. A verifier
+//! that does not know the line ignores it, as the format allows.
+//!
+//! Key rotation: a handover checkpoint's body has one more extension line,
 //! `custos-next-key <verifier key>`, and is signed by both the outgoing and the incoming key;
 //! every later checkpoint is signed by the incoming key only. A verifier that trusts the first
 //! key follows the chain of handovers ([`verify_note_chained`]), so trust passes from key to key
@@ -25,6 +31,17 @@ const ALGORITHM_ED25519: u8 = 0x01;
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
 /// The extension line of a handover checkpoint that names the incoming key.
 const NEXT_KEY_PREFIX: &str = "custos-next-key ";
+/// The extension line with the digest of the record ids numbered so far.
+const IDS_PREFIX: &str = "custos-ids ";
+
+/// The digest of the first `count` record ids of the log, as a checkpoint states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdsDigest {
+    /// Record ids covered.
+    pub count: u64,
+    /// SHA-256 over their 16-byte forms, in number order.
+    pub sha256: Hash,
+}
 
 /// A checkpoint's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +54,8 @@ pub struct Checkpoint {
     pub root: Hash,
     /// The incoming verifier key, when this is a handover checkpoint.
     pub next_key: Option<String>,
+    /// The digest of the record ids numbered by then (absent from older checkpoints).
+    pub ids: Option<IdsDigest>,
 }
 
 /// Signs checkpoints of one log.
@@ -90,17 +109,28 @@ impl CheckpointSigner {
     }
 
     /// The signed note of a checkpoint.
-    pub fn sign(&self, size: u64, root: &Hash) -> String {
-        let body = checkpoint_body(&self.origin, size, root);
+    pub fn sign(&self, size: u64, root: &Hash, ids: Option<IdsDigest>) -> String {
+        let body = format!(
+            "{}{}",
+            checkpoint_body(&self.origin, size, root),
+            ids_line(ids)
+        );
         format!("{body}\n{}", self.signature_line(&body))
     }
 
     /// The handover checkpoint to `next`: the body names `next`'s verifier key, and both keys
     /// sign it.
-    pub fn sign_handover(&self, next: &CheckpointSigner, size: u64, root: &Hash) -> String {
+    pub fn sign_handover(
+        &self,
+        next: &CheckpointSigner,
+        size: u64,
+        root: &Hash,
+        ids: Option<IdsDigest>,
+    ) -> String {
         let body = format!(
-            "{}{NEXT_KEY_PREFIX}{}\n",
+            "{}{}{NEXT_KEY_PREFIX}{}\n",
             checkpoint_body(&self.origin, size, root),
+            ids_line(ids),
             next.verifier_key()
         );
         format!(
@@ -120,6 +150,18 @@ impl CheckpointSigner {
             STANDARD.encode(blob)
         )
     }
+}
+
+/// The extension line of a record-id digest (none without one).
+fn ids_line(ids: Option<IdsDigest>) -> String {
+    ids.map(|ids| {
+        format!(
+            "{IDS_PREFIX}{} {}\n",
+            ids.count,
+            STANDARD.encode(ids.sha256)
+        )
+    })
+    .unwrap_or_default()
 }
 
 /// The incoming key a note names, if it is a handover (its signatures not checked).
@@ -210,14 +252,33 @@ pub fn verify_note(note: &str, verifier_key: &str) -> Result<Checkpoint> {
     if origin != name {
         return Err(bad("origin does not name the signing key"));
     }
-    let next_key = lines
-        .find_map(|line| line.strip_prefix(NEXT_KEY_PREFIX))
-        .map(str::to_string);
+    let mut next_key = None;
+    let mut ids = None;
+    for line in lines {
+        if let Some(key) = line.strip_prefix(NEXT_KEY_PREFIX) {
+            next_key = Some(key.to_string());
+        } else if let Some(digest) = line.strip_prefix(IDS_PREFIX) {
+            let (count, sha256) = digest
+                .split_once(' ')
+                .ok_or_else(|| bad("record-id digest line without its digest"))?;
+            ids = Some(IdsDigest {
+                count: count
+                    .parse()
+                    .map_err(|_| bad("record-id count is not a number"))?,
+                sha256: STANDARD
+                    .decode(sha256)
+                    .ok()
+                    .and_then(|d| d.try_into().ok())
+                    .ok_or_else(|| bad("record-id digest is not 32 bytes of base64"))?,
+            });
+        }
+    }
     Ok(Checkpoint {
         origin,
         size,
         root,
         next_key,
+        ids,
     })
 }
 

@@ -15,7 +15,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use crate::checkpoint::{CheckpointSigner, handover_key, verify_note, verify_note_chained};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{
+    CheckpointSigner, IdsDigest, handover_key, verify_note, verify_note_chained,
+};
+use crate::ids::IdTable;
 use crate::leaves::LeafFile;
 use crate::merkle::{Hash, MerkleTree};
 use crate::{Error, Result};
@@ -69,13 +74,46 @@ impl CheckpointFile {
     }
 }
 
+/// Refuses when `running` has reached the count `signed` states and its digest differs (a
+/// table shorter than the count is refused once it is all read).
+fn check_ids_digest(running: &RunningIds, signed: Option<IdsDigest>) -> Result<()> {
+    let Some(signed) = signed else {
+        return Ok(());
+    };
+    if running.count < signed.count {
+        return Err(Error::Corrupted(format!(
+            "ids.dat holds {} record ids, but the latest checkpoint signed {}",
+            running.count, signed.count
+        )));
+    }
+    if running.count == signed.count {
+        let digest: Hash = running.hasher.clone().finalize().into();
+        if digest != signed.sha256 {
+            return Err(Error::Corrupted(format!(
+                "ids.dat: its first {} record ids are not those the latest checkpoint signed: it was altered",
+                signed.count
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The tree size a note states (its second line), without checking its signature.
 fn note_size(note: &str) -> Option<u64> {
     note.lines().nth(1)?.parse().ok()
 }
 
+/// The running digest of the record ids numbered so far, for the checkpoints' `custos-ids`
+/// line.
+#[derive(Default)]
+struct RunningIds {
+    count: u64,
+    hasher: Sha256,
+}
+
 pub(crate) struct Integrity {
     pub(crate) tree: RwLock<MerkleTree>,
+    ids: Mutex<RunningIds>,
     pub(crate) leaves: LeafFile,
     signer: RwLock<CheckpointSigner>,
     /// The verifier keys, root first, each with the tree size from which it signs.
@@ -289,6 +327,7 @@ impl Integrity {
         }
         let integrity = Integrity {
             tree: RwLock::new(MerkleTree::new()),
+            ids: Mutex::new(RunningIds::default()),
             leaves: LeafFile::open(dir)?,
             signer: RwLock::new(signer),
             chain: RwLock::new(chain),
@@ -345,7 +384,7 @@ impl Integrity {
         let mut extended = chain.clone();
         extended.push((size, next.verifier_key()));
         write_chain(&self.chain_path, &extended)?;
-        let note = signer.sign_handover(&next, size, &root);
+        let note = signer.sign_handover(&next, size, &root, Some(self.ids_digest()));
         checkpoints.append(size, &note)?;
         *chain = extended;
         *signer = next;
@@ -353,26 +392,63 @@ impl Integrity {
     }
 
     /// Checks that the rebuilt tree extends the latest checkpoint signed before (which
-    /// extends every earlier one: they were all signed over this append-only tree).
-    pub(crate) fn check_signed(&self) -> Result<()> {
+    /// extends every earlier one: they were all signed over this append-only tree), and that
+    /// the record ids `table` holds begin with those it signed; then starts the running digest
+    /// of the record ids from `table`.
+    pub(crate) fn check_signed(&self, table: &IdTable) -> Result<()> {
         let tree = self.tree.read().expect("tree lock");
         let checkpoints = self.checkpoints.lock().expect("checkpoint lock");
-        let Some((size, note)) = checkpoints.latest()? else {
-            return Ok(());
+        let mut running = RunningIds::default();
+        let signed_ids = match checkpoints.latest()? {
+            None => None,
+            Some((size, note)) => {
+                if size > tree.len() {
+                    return Err(Error::Corrupted(format!(
+                        "the log holds {} events but a checkpoint of {size} was signed: records {}..{size} are missing",
+                        tree.len(),
+                        tree.len()
+                    )));
+                }
+                let checkpoint = verify_note(&note, &self.verifier_key()).map_err(|e| {
+                    Error::Corrupted(format!("checkpoints.log: the latest checkpoint: {e}"))
+                })?;
+                if tree.root(size, &self.leaves)? != checkpoint.root {
+                    return Err(Error::Corrupted(format!(
+                        "the log's first {size} events, or leaves.dat which holds their hashes, do not match the checkpoint signed for them (`custos audit verify` names where)"
+                    )));
+                }
+                checkpoint.ids
+            }
         };
-        if size > tree.len() {
-            return Err(Error::Corrupted(format!(
-                "the log holds {} events but a checkpoint of {size} was signed",
-                tree.len()
-            )));
+        for number in 0..table.len() {
+            if signed_ids.is_some_and(|ids| ids.count == running.count) {
+                check_ids_digest(&running, signed_ids)?;
+            }
+            let id = table.get(number).expect("a number below the length");
+            running.hasher.update(id.as_bytes());
+            running.count += 1;
         }
-        let checkpoint = verify_note(&note, &self.verifier_key())?;
-        if tree.root(size, &self.leaves)? != checkpoint.root {
-            return Err(Error::Corrupted(format!(
-                "the log's first {size} events do not match the checkpoint signed for them"
-            )));
-        }
+        check_ids_digest(&running, signed_ids)?;
+        *self.ids.lock().expect("ids digest lock") = running;
         Ok(())
+    }
+
+    /// Adds record ids numbered by a durable batch to the running digest.
+    pub(crate) fn add_ids(&self, ids: &[uuid::Uuid]) {
+        let mut running = self.ids.lock().expect("ids digest lock");
+        for id in ids {
+            running.hasher.update(id.as_bytes());
+        }
+        running.count += ids.len() as u64;
+    }
+
+    /// The digest of the record ids numbered so far.
+    fn ids_digest(&self) -> IdsDigest {
+        let running = self.ids.lock().expect("ids digest lock");
+        IdsDigest {
+            count: running.count,
+            sha256: running.hasher.clone().finalize().into(),
+        }
     }
 
     /// The verifier key the signing seed `seed` has in this log.
@@ -395,7 +471,12 @@ impl Integrity {
         };
         let latest = checkpoints.notes.last().map(|n| n.size);
         if size > 0 && latest.is_none_or(|l| size > l) {
-            let note = self.signer.read().expect("signer lock").sign(size, &root);
+            let ids = self.ids_digest();
+            let note = self
+                .signer
+                .read()
+                .expect("signer lock")
+                .sign(size, &root, Some(ids));
             checkpoints.append(size, &note)?;
             return Ok(Some((size, note)));
         }

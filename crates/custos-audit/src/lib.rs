@@ -31,7 +31,8 @@ mod writer;
 
 pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
 pub use checkpoint::{
-    Checkpoint, CheckpointSigner, checkpoint_body, handover_key, verify_note, verify_note_chained,
+    Checkpoint, CheckpointSigner, IdsDigest, checkpoint_body, handover_key, verify_note,
+    verify_note_chained,
 };
 pub use error::{Error, Result};
 pub use event::{

@@ -307,7 +307,7 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     repairs.ids = ids.table.since(ids_before as usize);
     *integrity.tree.write().expect("tree lock") = tree;
-    integrity.check_signed()?;
+    integrity.check_signed(&ids.table)?;
     check_purges(&pruned, &partitions, &ids, &integrity, protected)?;
 
     // Sound: bring the derived files up to date, cut what crashes left, finish purges.

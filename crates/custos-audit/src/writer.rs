@@ -89,6 +89,10 @@ pub(crate) struct Shared {
     /// Partitions waiting for their index file, and the last sealing failure.
     pub(crate) sealing: Mutex<Sealing>,
     pub(crate) sealed: Condvar,
+    /// The first damage found while serving: a record that does not match its leaf.
+    pub(crate) damage: Mutex<Option<String>>,
+    /// Why the last batch was refused (the disk is full, a write failed), until one succeeds.
+    pub(crate) refusing: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -185,6 +189,8 @@ impl AuditLog {
             stats: LogStats::default(),
             sealing: Mutex::new(Sealing::default()),
             sealed: Condvar::new(),
+            damage: Mutex::new(None),
+            refusing: Mutex::new(None),
         });
         let stopped = Arc::new(AtomicBool::new(false));
         let (seal_queue, seal_jobs) = mpsc::channel();
@@ -207,6 +213,7 @@ impl AuditLog {
             live.strings.read().expect("strings lock").clone()
         };
         let writer = Writer {
+            behind: None,
             encoder: Encoder::resume(opened.ids_len, &strings),
             active: opened.active,
             active_day: opened.active_day,
@@ -346,6 +353,32 @@ impl AuditLog {
         self.len() == 0
     }
 
+    /// Whether the log takes and serves events: `Err` with the reason when the writer has
+    /// stopped, an index could not be written, the last batch was refused (a full disk, a
+    /// failed write: until a batch succeeds again), or a record was found altered on disk.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        if let Some(damage) = self.shared.damage.lock().expect("damage lock").clone() {
+            return Err(damage);
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            let why = self
+                .shared
+                .sealing
+                .lock()
+                .expect("sealing lock")
+                .failure
+                .clone();
+            return Err(why.unwrap_or_else(|| "the audit writer has stopped".into()));
+        }
+        if let Some(failure) = &self.shared.sealing.lock().expect("sealing lock").failure {
+            return Err(failure.clone());
+        }
+        if let Some(why) = self.shared.refusing.lock().expect("refusing lock").clone() {
+            return Err(why);
+        }
+        Ok(())
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> &LogStats {
         &self.shared.stats
@@ -417,7 +450,7 @@ impl AuditLog {
         let Some((seq, location)) = self.find(id)? else {
             return Ok(None);
         };
-        Ok(Some((seq, self.read_event(location)?)))
+        Ok(Some((seq, self.read_event(seq, location)?)))
     }
 
     /// The events of seqs `from ..`, at most `max` of them, in log order; purged ones are
@@ -451,7 +484,7 @@ impl AuditLog {
         }
         places
             .into_iter()
-            .map(|(seq, location)| Ok((seq, self.read_event(location)?)))
+            .map(|(seq, location)| Ok((seq, self.read_event(seq, location)?)))
             .collect()
     }
 
@@ -502,8 +535,33 @@ impl AuditLog {
         Ok(None)
     }
 
+    /// Reads and decodes record `seq` at `location`, and checks it against its leaf in the
+    /// Merkle tree: a record altered on disk is never handed out; the first one found is kept
+    /// as the log's damage ([`AuditLog::health`]).
+    fn read_event(&self, seq: Seq, location: Location) -> Result<AuditEvent> {
+        let event = self.decode_at(location)?;
+        let leaf = leaf_hash(canonical_json(&event).as_bytes());
+        let signed = {
+            let tree = self.shared.integrity.tree.read().expect("tree lock");
+            tree.leaf(seq, &self.shared.integrity.leaves)?
+        };
+        if leaf != signed {
+            let damage = format!(
+                "record seq {seq} (event {}) does not match its leaf in the log's Merkle tree: it was altered or damaged on disk",
+                event.id
+            );
+            self.shared
+                .damage
+                .lock()
+                .expect("damage lock")
+                .get_or_insert_with(|| damage.clone());
+            return Err(Error::Corrupted(damage));
+        }
+        Ok(event)
+    }
+
     /// Reads and decodes the record at `location`.
-    fn read_event(&self, location: Location) -> Result<AuditEvent> {
+    fn decode_at(&self, location: Location) -> Result<AuditEvent> {
         use std::os::unix::fs::FileExt;
         let (file, strings) = {
             let partitions = self.shared.partitions.read().expect("partitions lock");
@@ -729,7 +787,7 @@ impl AuditLog {
         let more = found.len() > query.top;
         let mut events = Vec::with_capacity(found.len().min(query.top));
         for (seq, location) in found.into_iter().take(query.top) {
-            events.push((seq, self.read_event(location)?));
+            events.push((seq, self.read_event(seq, location)?));
         }
         let next_before_seq = if more {
             events.last().map(|(seq, _)| *seq)
@@ -861,6 +919,10 @@ struct Append {
 
 struct Writer {
     active: ActiveSegment,
+    /// Where `ids.dat` and `leaves.dat` fell behind the log (a failed write of derived data,
+    /// such as on a full disk): the first record id and leaf to write again before the next
+    /// batch is taken.
+    behind: Option<(u64, Seq)>,
     /// UTC day of the active segment's events; `None` while it is empty.
     active_day: Option<i64>,
     encoder: Encoder,
@@ -917,6 +979,7 @@ impl Writer {
         match result {
             Ok(first_seq) => {
                 self.record_batch(batch.len(), elapsed_us);
+                *self.shared.refusing.lock().expect("refusing lock") = None;
                 for (i, job) in batch.into_iter().enumerate() {
                     (job.done)(Ok(first_seq + i as u64));
                 }
@@ -930,6 +993,8 @@ impl Writer {
                     self.stopped.store(true, Ordering::Release);
                 }
                 let message = error.to_string();
+                *self.shared.refusing.lock().expect("refusing lock") =
+                    Some(format!("the audit log refuses new events: {message}"));
                 for job in batch {
                     (job.done)(Err(Error::Unavailable(message.clone())));
                 }
@@ -937,8 +1002,35 @@ impl Writer {
         }
     }
 
+    /// Writes again the record ids and leaves that fell behind; until that succeeds no batch
+    /// is taken (it would be refused: 503), so the derived files are whole before any
+    /// partition is sealed.
+    fn catch_up(&mut self) -> Result<()> {
+        let Some((first_id, first_leaf)) = self.behind else {
+            return Ok(());
+        };
+        let ids = self
+            .shared
+            .ids
+            .read()
+            .expect("ids lock")
+            .table
+            .since(first_id as usize);
+        self.shared.id_file.write(first_id, &ids)?;
+        let leaves = {
+            let tree = self.shared.integrity.tree.read().expect("tree lock");
+            (first_leaf..tree.len())
+                .map(|seq| tree.leaf(seq, &self.shared.integrity.leaves))
+                .collect::<Result<Vec<Hash>>>()?
+        };
+        self.shared.integrity.leaves.write(first_leaf, &leaves)?;
+        self.behind = None;
+        Ok(())
+    }
+
     /// Writes a batch durably and makes it searchable; returns its first seq.
     fn write(&mut self, batch: &[Append], day: i64) -> Result<Seq> {
+        self.catch_up()?;
         // Segments only move forward in time: a batch of an earlier day (events stamped just
         // before midnight that reach the writer just after it) joins the current segment.
         let later_day = self.active_day.is_some_and(|d| d < day);
@@ -973,11 +1065,20 @@ impl Writer {
         // Durable from here on. What follows is derived state; if it cannot be written the
         // writer stops (a restart rebuilds it from the log) but this batch stands.
         let numbered = self.encoder.take_numbered();
+        self.shared.integrity.add_ids(&numbered.ids);
         let derived = self
             .shared
             .id_file
             .write(u64::from(numbered.first_id), &numbered.ids);
         let leaves: Vec<Hash> = batch.iter().map(|job| job.leaf).collect();
+        // The leaves go into the tree before the events become visible in the index: a
+        // reader that finds an event can always check it against its leaf.
+        {
+            let mut tree = self.shared.integrity.tree.write().expect("tree lock");
+            for leaf in &leaves {
+                tree.push(*leaf);
+            }
+        }
         {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");
             let live = partitions.last_mut().expect("a live partition");
@@ -993,18 +1094,13 @@ impl Writer {
             }
             live.n_events += batch.len() as u64;
         }
-        {
-            let mut tree = self.shared.integrity.tree.write().expect("tree lock");
-            for leaf in &leaves {
-                tree.push(*leaf);
-            }
-        }
         let derived = derived.and_then(|()| self.shared.integrity.leaves.write(first_seq, &leaves));
-        if let Err(error) = derived {
-            self.stopped.store(true, Ordering::Release);
-            self.shared.sealing.lock().expect("sealing lock").failure = Some(format!(
-                "derived files of the log could not be written: {error}"
-            ));
+        if derived.is_err() {
+            // The batch stands; its record ids and leaves are written again before the next.
+            self.behind = Some(match self.behind {
+                Some(earlier) => earlier,
+                None => (u64::from(numbered.first_id), first_seq),
+            });
         }
         Ok(first_seq)
     }

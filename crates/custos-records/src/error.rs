@@ -3,6 +3,24 @@
 /// Result of record operations.
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// Whether the storage could not be written at all (a full disk, an I/O error): the
+    /// request is to be refused as unavailable, not as a fault of the request or the code.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Io(_) => true,
+            Error::Storage(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// What went wrong with a records operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -30,8 +30,11 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The body is not JSON (or form data where that is expected).
     UnsupportedMediaType,
-    /// The audit log cannot be written: refused rather than served unaudited.
+    /// The audit log (or the record store) cannot be written: refused rather than served
+    /// unaudited.
     Unavailable,
+    /// An audit record failed its integrity check: the log on disk was altered or damaged.
+    Corrupted,
     /// A bug or a storage failure.
     Internal,
 }
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Corrupted => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TooManyRequests",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
             ErrorCode::Unavailable => "ServiceUnavailable",
+            ErrorCode::Corrupted => "IntegrityError",
             ErrorCode::Internal => "InternalError",
         }
     }
@@ -124,6 +129,7 @@ impl From<custos_records::Error> for AppError {
             E::Conflict(_) => ErrorCode::Conflict,
             E::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             E::CommitRefused(_) => ErrorCode::Unavailable,
+            _ if error.is_unavailable() => ErrorCode::Unavailable,
             E::Storage(_) | E::Corrupted(_) | E::Io(_) => ErrorCode::Internal,
         };
         AppError::new(code, error.to_string())
@@ -136,7 +142,7 @@ impl From<custos_audit::Error> for AppError {
         let code = match &error {
             E::Io { .. } | E::Unavailable(_) => ErrorCode::Unavailable,
             E::InvalidQuery(_) => ErrorCode::BadRequest,
-            E::Corrupted(_) => ErrorCode::Internal,
+            E::Corrupted(_) => ErrorCode::Corrupted,
         };
         AppError::new(code, error.to_string())
     }
@@ -153,6 +159,13 @@ impl IntoResponse for AppError {
             ErrorCode::Internal => {
                 tracing::error!(error = %self.message, "internal error");
                 "internal error".to_string()
+            }
+            ErrorCode::Corrupted => {
+                tracing::error!(error = %self.message, "audit log integrity error");
+                format!(
+                    "an audit record failed its integrity check and is not served: {}",
+                    self.message
+                )
             }
             _ => self.message,
         };

@@ -59,8 +59,37 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+/// Free bytes below which the data directory's file system counts as full: audited work
+/// (records and their events) is being refused, or soon will be.
+const DISK_FREE_BYTES_MIN: u64 = 1 << 20;
+
+/// Whether Custos takes and serves audited work: `Err` with the reason while the audit log
+/// refuses events (the writer stopped, a failed write) or found a record altered on disk, or
+/// the data directory's file system is full.
+pub(crate) fn health(state: &AppState) -> Result<(), String> {
+    state.log.health()?;
+    if let Ok(stat) = rustix::fs::statvfs(&state.config.data_dir) {
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < DISK_FREE_BYTES_MIN {
+            return Err(format!(
+                "the data directory's file system is full ({free} bytes free): audited requests are refused"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `GET /healthz`: 200 while Custos takes and serves audited work; 503 with the reason while
+/// it refuses it (see [`health`]).
+async fn healthz(State(state): State<AppState>) -> Response {
+    match health(&state) {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// Prometheus metrics; like every route but `/healthz` and the token endpoint it needs a valid
@@ -69,7 +98,9 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     if let Err(error) = auth::authenticate(&state, &headers) {
         return error.into_response();
     }
-    let text = state.metrics.render(state.log.stats(), state.log.len());
+    let text = state
+        .metrics
+        .render(state.log.stats(), state.log.len(), health(&state).is_ok());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -19,7 +19,7 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format.
-    pub fn render(&self, log: &LogStats, events_in_log: u64) -> String {
+    pub fn render(&self, log: &LogStats, events_in_log: u64, healthy: bool) -> String {
         let mut out = String::new();
         out.push_str("# HELP custos_http_responses_total HTTP responses sent, by status class.\n");
         out.push_str("# TYPE custos_http_responses_total counter\n");
@@ -57,6 +57,11 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP custos_audit_events Audit events in the log.\n# TYPE custos_audit_events gauge\ncustos_audit_events {events_in_log}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP custos_audit_healthy 1 while the audit log takes and serves events, 0 while audited work is refused or a record failed its integrity check (see /healthz).\n# TYPE custos_audit_healthy gauge\ncustos_audit_healthy {}",
+            u8::from(healthy)
         );
         out.push_str(
             "# HELP custos_audit_fsync_seconds Time to write and fdatasync one group commit.\n",

@@ -4,7 +4,7 @@ use super::*;
 fn a_signed_note_verifies_and_any_change_breaks_it() {
     let signer = CheckpointSigner::new([9; 32], "example.com/custos/log");
     let root = [7u8; 32];
-    let note = signer.sign(42, &root);
+    let note = signer.sign(42, &root, None);
     assert!(note.starts_with("example.com/custos/log\n42\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\n\u{2014} example.com/custos/log "), "{note}");
     let key = signer.verifier_key();
     assert_eq!(
@@ -13,7 +13,8 @@ fn a_signed_note_verifies_and_any_change_breaks_it() {
             origin: "example.com/custos/log".into(),
             size: 42,
             root,
-            next_key: None
+            next_key: None,
+            ids: None,
         }
     );
 
@@ -33,9 +34,9 @@ fn a_handover_passes_trust_to_the_next_key_by_both_signatures() {
     let origin = "example.com/custos/log";
     let old = CheckpointSigner::new([1; 32], origin);
     let new = CheckpointSigner::new([2; 32], origin);
-    let handover = old.sign_handover(&new, 10, &[3; 32]);
+    let handover = old.sign_handover(&new, 10, &[3; 32], None);
     assert_eq!(handover_key(&handover), Some(new.verifier_key()));
-    assert_eq!(handover_key(&old.sign(10, &[3; 32])), None);
+    assert_eq!(handover_key(&old.sign(10, &[3; 32], None)), None);
 
     let mut key = old.verifier_key();
     let checkpoint = verify_note_chained(&handover, &mut key).unwrap();
@@ -45,7 +46,7 @@ fn a_handover_passes_trust_to_the_next_key_by_both_signatures() {
         new.verifier_key(),
         "the new key is in force after the handover"
     );
-    let later = new.sign(11, &[4; 32]);
+    let later = new.sign(11, &[4; 32], None);
     assert_eq!(verify_note_chained(&later, &mut key).unwrap().size, 11);
     let mut old_key = old.verifier_key();
     assert!(
@@ -65,4 +66,22 @@ fn a_handover_passes_trust_to_the_next_key_by_both_signatures() {
     let forged = handover.replace(&new.verifier_key(), &intruder.verifier_key());
     let mut key = old.verifier_key();
     assert!(verify_note_chained(&forged, &mut key).is_err());
+}
+
+#[test]
+fn a_record_id_digest_line_is_signed_and_read_back() {
+    let signer = CheckpointSigner::new([9; 32], "example.com/custos/log");
+    let ids = IdsDigest {
+        count: 3,
+        sha256: [5; 32],
+    };
+    let note = signer.sign(42, &[7; 32], Some(ids));
+    assert!(
+        note.contains("\ncustos-ids 3 BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=\n\n"),
+        "{note}"
+    );
+    let checkpoint = verify_note(&note, &signer.verifier_key()).unwrap();
+    assert_eq!(checkpoint.ids, Some(ids));
+    let altered = note.replacen("custos-ids 3 ", "custos-ids 2 ", 1);
+    assert!(verify_note(&altered, &signer.verifier_key()).is_err());
 }

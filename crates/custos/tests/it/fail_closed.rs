@@ -58,6 +58,28 @@ fn a_full_log_refuses_requests_instead_of_serving_them_unaudited() {
         status, 503,
         "reads stay refused while the log cannot take their event"
     );
+    // The server says so: /healthz and /metrics.
+    let health = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().unwrap();
+    assert!(
+        health["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refuses new events"),
+        "{health}"
+    );
+    let metrics = send(
+        client().get(format!("{}/metrics", server.base)),
+        &admin,
+        None,
+    )
+    .text()
+    .unwrap();
+    assert!(metrics.contains("custos_audit_healthy 0"), "{metrics}");
 
     // After a restart without the limit, the log is intact and the refused create never happened.
     drop(server);
@@ -76,4 +98,122 @@ fn a_full_log_refuses_requests_instead_of_serving_them_unaudited() {
         1,
         "only the committed create is recorded as created"
     );
+}
+
+/// A small file system of its own (tmpfs), mounted while the test runs; `None` when this user
+/// cannot mount one.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .ok()?;
+        mounted
+            .status
+            .success()
+            .then_some(SmallDisk { path, _tmp: tmp })
+    }
+
+    /// Fills the disk but for about `spare` bytes.
+    fn fill(&self, spare: u64) -> std::path::PathBuf {
+        let filler = self.path.join("filler");
+        let free = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let free: u64 = String::from_utf8_lossy(&free.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let bytes = vec![7u8; free.saturating_sub(spare) as usize];
+        std::fs::write(&filler, bytes).unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_every_audited_request_with_503_and_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(48) else {
+        eprintln!(
+            "skipped: this user cannot mount a small tmpfs (the full-disk test runs as root)"
+        );
+        return;
+    };
+    let dir = disk.path.join("data");
+    let mut server = Server::start_in(&dir, &[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    create_account(&server, &admin, "before");
+    let filler = disk.fill(0);
+    // Every audited request is refused, records included, and nothing is served unaudited.
+    let mut statuses = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": format!("during {n}"), "description": "x".repeat(4096)})),
+        );
+        statuses.insert(response.status().as_u16());
+        let page = send(
+            client().get(server.api("accounts?$select=name")),
+            &admin,
+            None,
+        );
+        statuses.insert(page.status().as_u16());
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 503 || (200..300).contains(s)),
+        "only 503 refusals, never a 500: {statuses:?}"
+    );
+    let health = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    // Space returns: the server takes work again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let response = send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "after"})),
+    );
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        client()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let names = server.audit(&admin, "operation=Create&entity=account");
+    assert!(names.len() >= 2);
+    let data = server.data_dir.clone();
+    server.kill();
+    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
 }
