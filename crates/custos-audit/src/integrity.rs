@@ -13,7 +13,8 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -120,6 +121,8 @@ pub(crate) struct Integrity {
     chain: RwLock<Vec<(u64, String)>>,
     chain_path: PathBuf,
     checkpoints: Mutex<CheckpointFile>,
+    /// Woken whenever a checkpoint is signed (proofs wait on it for one that covers them).
+    signed: Condvar,
 }
 
 impl CheckpointFile {
@@ -333,6 +336,7 @@ impl Integrity {
             chain: RwLock::new(chain),
             chain_path,
             checkpoints: Mutex::new(checkpoints),
+            signed: Condvar::new(),
         };
         Ok((integrity, signed, repairs))
     }
@@ -386,20 +390,21 @@ impl Integrity {
         write_chain(&self.chain_path, &extended)?;
         let note = signer.sign_handover(&next, size, &root, Some(self.ids_digest()));
         checkpoints.append(size, &note)?;
+        self.signed.notify_all();
         *chain = extended;
         *signer = next;
         Ok(size)
     }
 
-    /// Checks that the rebuilt tree extends the latest checkpoint signed before (which
-    /// extends every earlier one: they were all signed over this append-only tree), and that
-    /// the record ids `table` holds begin with those it signed; then starts the running digest
-    /// of the record ids from `table`.
-    pub(crate) fn check_signed(&self, table: &IdTable) -> Result<()> {
+    /// Checks that the record ids `table` holds begin with those the latest checkpoint signed,
+    /// and whether the rebuilt tree extends that checkpoint (which extends every earlier one:
+    /// they were all signed over this append-only tree): `Some(size)` when its first `size`
+    /// leaves do not; then starts the running digest of the record ids from `table`.
+    pub(crate) fn check_signed(&self, table: &IdTable) -> Result<Option<u64>> {
         let tree = self.tree.read().expect("tree lock");
         let checkpoints = self.checkpoints.lock().expect("checkpoint lock");
         let mut running = RunningIds::default();
-        let signed_ids = match checkpoints.latest()? {
+        let latest = match checkpoints.latest()? {
             None => None,
             Some((size, note)) => {
                 if size > tree.len() {
@@ -412,14 +417,12 @@ impl Integrity {
                 let checkpoint = verify_note(&note, &self.verifier_key()).map_err(|e| {
                     Error::Corrupted(format!("checkpoints.log: the latest checkpoint: {e}"))
                 })?;
-                if tree.root(size, &self.leaves)? != checkpoint.root {
-                    return Err(Error::Corrupted(format!(
-                        "the log's first {size} events, or leaves.dat which holds their hashes, do not match the checkpoint signed for them (`custos audit verify` names where)"
-                    )));
-                }
-                checkpoint.ids
+                Some((size, checkpoint))
             }
         };
+        // The record ids first: a changed one also changes the records that use it, and so
+        // the root; this names the file.
+        let signed_ids = latest.as_ref().and_then(|(_, c)| c.ids);
         for number in 0..table.len() {
             if signed_ids.is_some_and(|ids| ids.count == running.count) {
                 check_ids_digest(&running, signed_ids)?;
@@ -430,7 +433,12 @@ impl Integrity {
         }
         check_ids_digest(&running, signed_ids)?;
         *self.ids.lock().expect("ids digest lock") = running;
-        Ok(())
+        if let Some((size, checkpoint)) = latest
+            && tree.root(size, &self.leaves)? != checkpoint.root
+        {
+            return Ok(Some(size));
+        }
+        Ok(None)
     }
 
     /// Adds record ids numbered by a durable batch to the running digest.
@@ -462,7 +470,14 @@ impl Integrity {
         self.signer.read().expect("signer lock").verifier_key()
     }
 
-    /// The latest checkpoint, signing a new one first when the tree has grown past it.
+    /// The latest signed checkpoint (none is signed here).
+    pub(crate) fn latest(&self) -> Result<Option<(u64, String)>> {
+        self.checkpoints.lock().expect("checkpoint lock").latest()
+    }
+
+    /// The latest checkpoint, signing a new one first when the tree has grown past it: the
+    /// checkpointer on its interval, and the few places that need a signature now (a purge
+    /// before it deletes anything).
     pub(crate) fn checkpoint(&self) -> Result<Option<(u64, String)>> {
         let mut checkpoints = self.checkpoints.lock().expect("checkpoint lock");
         let (size, root) = {
@@ -478,6 +493,7 @@ impl Integrity {
                 .expect("signer lock")
                 .sign(size, &root, Some(ids));
             checkpoints.append(size, &note)?;
+            self.signed.notify_all();
             return Ok(Some((size, note)));
         }
         checkpoints.latest()
@@ -495,16 +511,24 @@ impl Integrity {
         }
     }
 
-    /// Proves leaf `index` against the latest checkpoint (signed now if it does not cover it).
-    pub(crate) fn inclusion(&self, index: u64) -> Result<InclusionProof> {
-        let (tree_size, checkpoint) = self
-            .checkpoint()?
-            .ok_or_else(|| Error::InvalidQuery("the log is empty".into()))?;
-        if index >= tree_size {
-            return Err(Error::InvalidQuery(format!(
-                "event {index} is not in the log yet"
-            )));
-        }
+    /// Proves leaf `index` against the latest signed checkpoint; when none covers it yet, waits
+    /// up to `wait` for the checkpointer to sign one (a reader never makes the log sign).
+    pub(crate) fn inclusion(&self, index: u64, wait: Duration) -> Result<InclusionProof> {
+        let checkpoints = self.checkpoints.lock().expect("checkpoint lock");
+        let covered = |c: &mut CheckpointFile| c.notes.last().is_some_and(|n| n.size > index);
+        let (checkpoints, _) = self
+            .signed
+            .wait_timeout_while(checkpoints, wait, |c| !covered(c))
+            .expect("checkpoint lock");
+        let (tree_size, checkpoint) = checkpoints
+            .latest()?
+            .filter(|(size, _)| *size > index)
+            .ok_or_else(|| {
+                Error::InvalidQuery(format!(
+                    "record seq {index} is not covered by a signed checkpoint yet: try again in a moment"
+                ))
+            })?;
+        drop(checkpoints);
         let tree = self.tree.read().expect("tree lock");
         Ok(InclusionProof {
             leaf_index: index,

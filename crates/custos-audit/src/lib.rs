@@ -48,5 +48,5 @@ pub use merkle::{
 };
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use retention::{KEEP_FOREVER, RetentionPolicy, RetentionRule};
-pub use verify::{VerifyReport, verify_log};
+pub use verify::{UNSIGNED_MARGIN_US, VerifyReport, verify_log, verify_log_against};
 pub use writer::{AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedPartition, ReportSummary};

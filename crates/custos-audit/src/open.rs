@@ -129,6 +129,28 @@ struct Repairs {
 /// and the segments of finished purges deleted. A start refused for damage writes nothing in
 /// the folder.
 pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
+    // Opening creates the log's files when they are missing; a refused start takes back the
+    // empty ones it made, so the folder is as it was.
+    let missing: Vec<PathBuf> = LOG_FILES
+        .iter()
+        .map(|name| config.dir.join(name))
+        .filter(|path| matches!(path.try_exists(), Ok(false)))
+        .collect();
+    let opened = open_checked(config, lock);
+    if opened.is_err() {
+        for path in missing {
+            if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    opened
+}
+
+/// The files beside the segments that opening creates when missing.
+const LOG_FILES: [&str; 4] = ["checkpoints.log", "pruned.log", "ids.dat", "leaves.dat"];
+
+fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     let dir = &config.dir;
     let seeds: Vec<[u8; 32]> = std::iter::once(config.signing_seed)
         .chain(config.next_signing_seed)
@@ -307,8 +329,17 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     repairs.ids = ids.table.since(ids_before as usize);
     *integrity.tree.write().expect("tree lock") = tree;
-    integrity.check_signed(&ids.table)?;
+    if let Some(size) = integrity.check_signed(&ids.table)? {
+        return Err(Error::Corrupted(locate_mismatch(
+            &partitions,
+            &ids,
+            &integrity,
+            size,
+            unsealed_first,
+        )?));
+    }
     check_purges(&pruned, &partitions, &ids, &integrity, protected)?;
+    check_unsigned(&partitions, &ids, protected)?;
 
     // Sound: bring the derived files up to date, cut what crashes left, finish purges.
     integrity.repair(&repairs.integrity)?;
@@ -364,6 +395,89 @@ pub(crate) fn open(config: &LogConfig, lock: File) -> Result<Opened> {
         active_day,
         to_seal,
     })
+}
+
+/// Says where the first `size` records and their leaves stop matching the signed checkpoint:
+/// each record's hash is compared with its leaf in `leaves.dat`. Below `unsealed_first` the
+/// tree was built from `leaves.dat`, so a difference there is `leaves.dat`'s (or a sealed
+/// record's); above it the tree was built from the records, so a difference is the record's.
+fn locate_mismatch(
+    partitions: &[Partition],
+    ids: &IdDict,
+    integrity: &Integrity,
+    size: Seq,
+    unsealed_first: Seq,
+) -> Result<String> {
+    let held = integrity.leaves.len()?;
+    for partition in partitions {
+        for ordinal in 0..partition.n_events {
+            let seq = partition.first_seq + ordinal;
+            if seq >= size.min(held) {
+                break;
+            }
+            let Some(event) = partition.read_ordinal(ordinal, &ids.table)? else {
+                break;
+            };
+            let computed = leaf_hash(canonical_json(&event).as_bytes());
+            let stored = integrity.leaves.read_leaves(seq, seq + 1)?[0];
+            if computed == stored {
+                continue;
+            }
+            return Ok(if seq < unsealed_first {
+                format!(
+                    "leaves.dat: the leaf of record seq {seq} is not that record's hash, and the signed checkpoint of {size} records does not match (leaves.dat, or {}, was altered)",
+                    partition.path.display()
+                )
+            } else {
+                format!(
+                    "{} record seq {seq} was altered: it does not match the checkpoint signed for the first {size} records",
+                    partition.path.display()
+                )
+            });
+        }
+    }
+    Ok(format!(
+        "the log's first {size} records do not match the checkpoint signed for them (`custos audit verify` names where)"
+    ))
+}
+
+/// The microseconds at which the record at `seq` was made (its UUIDv7 id), unless purged.
+fn made_at(partitions: &[Partition], ids: &IdDict, seq: Seq) -> Result<Option<i64>> {
+    let Some(holder) = partitions
+        .iter()
+        .find(|p| p.first_seq <= seq && seq < p.first_seq + p.n_events)
+    else {
+        return Ok(None);
+    };
+    Ok(holder
+        .read_ordinal(seq - holder.first_seq, &ids.table)?
+        .and_then(|event| event.id.get_timestamp())
+        .map(|t| t.to_unix())
+        .map(|(seconds, nanos)| seconds as i64 * 1_000_000 + i64::from(nanos / 1000)))
+}
+
+/// Refuses a log whose records after the latest checkpoint were made over a longer time than
+/// the signing interval allows (checkpoints were removed): the server signs at least every
+/// second while events come, and on every start, so only the last moments before a crash are
+/// ever unsigned.
+fn check_unsigned(partitions: &[Partition], ids: &IdDict, protected: Seq) -> Result<()> {
+    let end = partitions.last().map_or(0, |p| p.first_seq + p.n_events);
+    if protected >= end {
+        return Ok(());
+    }
+    let (Some(first), Some(last)) = (
+        made_at(partitions, ids, protected)?,
+        made_at(partitions, ids, end - 1)?,
+    ) else {
+        return Ok(());
+    };
+    if last - first > crate::UNSIGNED_MARGIN_US {
+        return Err(Error::Corrupted(format!(
+            "checkpoints.log: no checkpoint covers records {protected}..{end}, though they were made over {} s: checkpoints were removed",
+            (last - first) / 1_000_000
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that every purged range is accounted for: by its own `PurgeAuditLog` event — an

@@ -1,30 +1,45 @@
 //! Offline verification of a log folder (`custos audit verify`): recomputes every frame
 //! checksum, decodes every record, rebuilds the Merkle tree from the records' canonical JSON,
-//! and checks it against every signed checkpoint; checks that `ids.dat` agrees with the record
-//! ids the log defines, and that every partition's index file is exactly what its segment
-//! implies (so no event can be hidden from searches). It only reads; it never repairs.
+//! and checks it against every signed checkpoint (and one kept outside, when given); checks
+//! that `ids.dat` and `leaves.dat` agree with the records, that every purged range is accounted
+//! for by a signed purge event, that the log is covered by checkpoints as the signing interval
+//! promises, and that every partition's index file is exactly what its segment implies (so no
+//! event can be hidden from searches). It only reads; it never repairs.
 //!
-//! What it can tell apart: a torn tail after the last checkpoint (a crash: reported, not an
-//! error); a frame whose position-bound checksum fails (a changed, removed, inserted or moved
-//! event, named exactly); a log shorter than a checkpoint signed for it (truncation); and a
-//! log whose events were rewritten with valid checksums (the checkpoint roots no longer match,
-//! located between the last matching checkpoint and the first failing one).
+//! Each kind of damage is one line: the first place it is seen and what is wrong; what follows
+//! from it (the next checkpoint not matching, the frames after a bad one) is not repeated.
+//! What it tells apart: a torn tail after the last checkpoint with nothing intact after it (a
+//! crash: reported, not an error); a frame whose position-bound checksum fails (a changed,
+//! removed, inserted or moved event, named exactly); a log shorter than a checkpoint signed for
+//! it (truncation); and a log whose events were rewritten with valid checksums (the checkpoint
+//! roots no longer match, located between the last matching checkpoint and the first failing
+//! one).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 use crate::canonical::canonical_json;
-use crate::checkpoint::verify_note_chained;
+use crate::checkpoint::{IdsDigest, verify_note, verify_note_chained};
 use crate::codec::decode_next;
+use crate::event::AuditEvent;
 use crate::ids::{IdFile, IdTable};
 use crate::leaves::LeafFile;
-use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX, frame_crc, read_header};
+use crate::log::{
+    FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX, frame_crc, intact_after, read_header,
+};
 use crate::merkle::{Hash, InMemory, LeafSource, MerkleTree, leaf_hash};
 use crate::partition::MemIndex;
-use crate::retention::read_pruned;
+use crate::retention::{PrunedRange, PurgeClaim, read_pruned};
 use crate::sealed::{self, index_path};
 use crate::{Error, Result};
+
+/// How long events may go unsigned before the last checkpoint is missing rather than not yet
+/// made: the server signs at least every second while events come, so only the last second or
+/// so before a crash or a stop is ever unsigned; ten seconds is the margin, microseconds.
+pub const UNSIGNED_MARGIN_US: i64 = 10_000_000;
 
 /// What verification found.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +60,8 @@ pub struct VerifyReport {
     pub purged_events: u64,
     /// Partition index files compared with their segments.
     pub indexes_checked: usize,
+    /// The size of the checkpoint kept outside that the log was checked against.
+    pub witness: Option<u64>,
 }
 
 impl VerifyReport {
@@ -54,64 +71,117 @@ impl VerifyReport {
     }
 }
 
-fn read_checkpoints(
-    dir: &Path,
-    verifier_key: &str,
-    report: &mut VerifyReport,
-) -> Result<BTreeMap<u64, Hash>> {
+/// What the signed checkpoints say, by tree size.
+#[derive(Default)]
+struct Signed {
+    roots: BTreeMap<u64, Hash>,
+    ids: BTreeMap<u64, IdsDigest>,
+    /// The verifier keys trusted, root first (each passed on by a handover both signed).
+    keys: Vec<String>,
+}
+
+fn read_checkpoints(dir: &Path, verifier_key: &str, report: &mut VerifyReport) -> Result<Signed> {
     let path = dir.join("checkpoints.log");
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    let mut signed = BTreeMap::new();
+    let mut signed = Signed {
+        keys: vec![verifier_key.to_string()],
+        ..Signed::default()
+    };
     let mut key = verifier_key.to_string();
     let mut pos = 0usize;
     let mut index = 0;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let Some(note) = bytes
-            .get(pos + 8..pos + 8 + len)
-            .filter(|n| crc32fast::hash(n) == crc)
-        else {
-            report.problems.push(format!(
-                "checkpoints.log: checkpoint #{index} at byte {pos} is damaged"
-            ));
+    while pos < bytes.len() {
+        let rest = bytes.len() - pos;
+        let len = bytes
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+        let Some(len) = len.filter(|len| rest >= 8 + len) else {
+            report.torn_tail.get_or_insert_with(|| {
+                format!("checkpoints.log: {rest} bytes after checkpoint #{index} are an incomplete write (a crash)")
+            });
             break;
         };
-        match verify_note_chained(&String::from_utf8_lossy(note), &mut key) {
-            Ok(checkpoint) => {
-                signed.insert(checkpoint.size, checkpoint.root);
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let note = &bytes[pos + 8..pos + 8 + len];
+        if crc32fast::hash(note) != crc {
+            report.problems.push(format!(
+                "checkpoints.log: checkpoint #{index} at byte {pos} fails its checksum"
+            ));
+        } else {
+            match verify_note_chained(&String::from_utf8_lossy(note), &mut key) {
+                Ok(checkpoint) => {
+                    if signed.keys.last() != Some(&key) {
+                        signed.keys.push(key.clone());
+                    }
+                    signed.roots.insert(checkpoint.size, checkpoint.root);
+                    if let Some(ids) = checkpoint.ids {
+                        signed.ids.insert(checkpoint.size, ids);
+                    }
+                }
+                Err(error) => report.problems.push(format!(
+                    "checkpoints.log: checkpoint #{index} at byte {pos}: {error}"
+                )),
             }
-            Err(error) => report
-                .problems
-                .push(format!("checkpoints.log: checkpoint #{index}: {error}")),
         }
         index += 1;
         pos += 8 + len;
     }
-    report.checkpoints = signed.len();
-    report.latest_checkpoint = signed.keys().next_back().copied();
+    report.checkpoints = signed.roots.len();
+    report.latest_checkpoint = signed.roots.keys().next_back().copied();
     Ok(signed)
+}
+
+/// Adds a checkpoint kept outside the folder: it must be signed by a trusted key, and the log
+/// must not sign another root for its size (a split view).
+fn add_witness(note: &str, signed: &mut Signed, report: &mut VerifyReport) {
+    let checkpoint = signed
+        .keys
+        .iter()
+        .find_map(|key| verify_note(note, key).ok());
+    let Some(checkpoint) = checkpoint else {
+        report.problems.push(
+            "the checkpoint kept outside is not signed by the pinned key or a key it handed over to"
+                .into(),
+        );
+        return;
+    };
+    report.witness = Some(checkpoint.size);
+    match signed.roots.get(&checkpoint.size) {
+        Some(root) if *root != checkpoint.root => report.problems.push(format!(
+            "the checkpoint kept outside and checkpoints.log sign different roots for {} records: a split view",
+            checkpoint.size
+        )),
+        _ => {
+            signed.roots.insert(checkpoint.size, checkpoint.root);
+            if let Some(ids) = checkpoint.ids {
+                signed.ids.entry(checkpoint.size).or_insert(ids);
+            }
+        }
+    }
 }
 
 /// The tree being rebuilt, checked against each signed checkpoint the moment it reaches its
 /// size (so only the tail of the tree is kept in memory).
 struct Rebuild {
     tree: MerkleTree,
-    signed: BTreeMap<u64, Hash>,
+    roots: BTreeMap<u64, Hash>,
     /// The largest checkpoint matched so far.
     last_good: u64,
+    /// Whether a mismatch was reported (later checkpoints follow from it).
     altered: bool,
+    /// Whether a bad frame was reported before the next checkpoint (which then fails too).
+    explained: bool,
 }
 
 impl Rebuild {
     fn push(&mut self, leaf: Hash, report: &mut VerifyReport) {
         self.tree.push(leaf);
         let size = self.tree.len();
-        let Some(root) = self.signed.get(&size) else {
+        let Some(root) = self.roots.get(&size) else {
             return;
         };
         if self.altered {
@@ -126,13 +196,56 @@ impl Rebuild {
             self.tree.forget_below(size);
         } else {
             self.altered = true;
-            report.problems.push(format!(
-                "the first {size} records do not match the checkpoint signed for them: records between seq {} and {} were altered",
-                self.last_good,
-                size - 1
-            ));
+            if !self.explained {
+                report.problems.push(format!(
+                    "the first {size} records do not match the checkpoint signed for them: records between seq {} and {} were altered",
+                    self.last_good,
+                    size - 1
+                ));
+            }
         }
     }
+}
+
+/// Leaves of `leaves.dat` read in chunks as the scan moves forward.
+#[derive(Default)]
+struct LeafCursor {
+    start: u64,
+    chunk: Vec<Hash>,
+}
+
+impl LeafCursor {
+    const CHUNK: u64 = 1 << 16;
+
+    fn get(&mut self, file: &LeafFile, seq: u64, held: u64) -> Result<Hash> {
+        let end = self.start + self.chunk.len() as u64;
+        if seq < self.start || seq >= end {
+            self.start = seq;
+            self.chunk = file.read_leaves(seq, (seq + Self::CHUNK).min(held))?;
+        }
+        Ok(self.chunk[(seq - self.start) as usize])
+    }
+}
+
+/// The first `count` ids of `table` hashed as a checkpoint's `custos-ids` line states them.
+fn ids_digest(table: &IdTable, count: u64) -> Option<Hash> {
+    if count > table.len() as u64 {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    for number in 0..count as usize {
+        hasher.update(table.get(number).expect("below the length").as_bytes());
+    }
+    Some(hasher.finalize().into())
+}
+
+/// The microseconds of a UUIDv7 event id (when the event was made), if it is one.
+fn made_us(event: &AuditEvent) -> Option<i64> {
+    event
+        .id
+        .get_timestamp()
+        .map(|t| t.to_unix())
+        .map(|(seconds, nanos)| seconds as i64 * 1_000_000 + i64::from(nanos / 1000))
 }
 
 /// Verifies the log in `dir` against checkpoints signed by `verifier_key` (the root key) and by
@@ -143,8 +256,23 @@ pub fn verify_log(
     verifier_key: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
+    verify_log_against(dir, verifier_key, None, progress)
+}
+
+/// [`verify_log`], also checking the log against `witness`, a checkpoint note kept outside
+/// the folder (a SIEM's copy, one a verifier saved): it must be signed by a trusted key, the log
+/// must reach its size and its first records must have its root.
+pub fn verify_log_against(
+    dir: &Path,
+    verifier_key: &str,
+    witness: Option<&str>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let signed = read_checkpoints(dir, verifier_key, &mut report)?;
+    let mut signed = read_checkpoints(dir, verifier_key, &mut report)?;
+    if let Some(note) = witness {
+        add_witness(note, &mut signed, &mut report);
+    }
     let protected = report.latest_checkpoint.unwrap_or(0);
 
     let mut segments: Vec<(u64, std::path::PathBuf, String)> = Vec::new();
@@ -171,16 +299,25 @@ pub fn verify_log(
     let mut done = 0u64;
 
     let pruned_path = dir.join("pruned.log");
-    let pruned: BTreeMap<u64, u64> = match fs::read(&pruned_path) {
-        Ok(bytes) => read_pruned(&bytes)
-            .ranges
-            .iter()
-            .map(|r| (r.first, r.count))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+    let ranges: Vec<PrunedRange> = match fs::read(&pruned_path) {
+        Ok(bytes) => {
+            let read = read_pruned(&bytes);
+            if let Some(damage) = read.damage {
+                report.problems.push(damage);
+            }
+            read.ranges
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(&pruned_path, e)),
     };
+    let pruned: BTreeMap<u64, u64> = ranges.iter().map(|r| (r.first, r.count)).collect();
     let leaves = LeafFile::open_existing(dir)?;
+    let leaves_held = match &leaves {
+        Some(leaves) => leaves.len()?,
+        None => 0,
+    };
+    let mut leaves_differ: Option<u64> = None;
+    let mut leaf_cursor = LeafCursor::default();
     let id_file = IdFile::open_existing(dir)?;
     let ids_held = match &id_file {
         Some(file) => file.len()?,
@@ -189,15 +326,21 @@ pub fn verify_log(
     let mut ids: Option<IdTable> = None;
     let mut rebuild = Rebuild {
         tree: MerkleTree::new(),
-        signed,
+        roots: signed.roots.clone(),
         last_good: 0,
         altered: false,
+        explained: false,
     };
     let mut bad_frames = 0u64;
+    // Purge events, by seq, and the times events were made, for the unsigned tail.
+    let mut purges: BTreeMap<u64, AuditEvent> = BTreeMap::new();
+    let mut first_unsigned_made: Option<(u64, i64)> = None;
+    let mut last_made: Option<i64> = None;
     for (segment_idx, (first, path, name)) in segments.iter().enumerate() {
         let is_last = segment_idx + 1 == segments.len();
         if pruned.contains_key(first) {
-            // A purge that crashed before deleting its file; the server finishes it on start.
+            // A purge that crashed before deleting its file; the server finishes it on start
+            // once the range is found accounted for (checked below like every range).
             continue;
         }
         while rebuild.tree.len() < *first {
@@ -206,7 +349,7 @@ pub fn verify_log(
                 break;
             };
             let kept = match &leaves {
-                Some(leaves) if leaves.len()? >= start + count => {
+                Some(leaves) if leaves_held >= start + count => {
                     leaves.read_leaves(start, start + count)?
                 }
                 _ => {
@@ -224,8 +367,13 @@ pub fn verify_log(
         }
         if *first != rebuild.tree.len() {
             report.problems.push(format!(
-                "{name}: starts at record seq {first}, but the segments before end at seq {}",
-                rebuild.tree.len()
+                "{name}: starts at record seq {first}, but the records before it end at seq {}{}",
+                rebuild.tree.len(),
+                if *first > rebuild.tree.len() {
+                    " and no purge accounts for the gap"
+                } else {
+                    ""
+                }
             ));
         }
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -264,6 +412,7 @@ pub fn verify_log(
                 .map_err(|e| Error::io(&index_file, e))?;
         let mut index = MemIndex::default();
         let mut decoded_all = true;
+        let mut bad_in_segment = false;
         let mut pos = HEADER_BYTES as usize;
         while pos < bytes.len() {
             let seq = rebuild.tree.len();
@@ -273,36 +422,45 @@ pub fn verify_log(
             let payload = len
                 .filter(|l| *l <= RECORD_BYTES_MAX)
                 .and_then(|l| bytes.get(payload_at..payload_at + l as usize));
+            let crc_ok = payload.is_some_and(|payload| {
+                let crc = u32::from_le_bytes(
+                    header.expect("read above")[4..]
+                        .try_into()
+                        .expect("4 bytes"),
+                );
+                frame_crc(seq, payload) == crc
+            });
+            if !crc_ok
+                && bad_frames == 0
+                && is_last
+                && seq >= protected
+                && !intact_after(&bytes, pos, seq)
+            {
+                report.torn_tail = Some(format!(
+                    "{name}: {} bytes from byte {pos} (record seq {seq} on) are a write a crash tore, after the last checkpoint",
+                    bytes.len() - pos
+                ));
+                break;
+            }
             let Some(payload) = payload else {
-                if is_last && seq >= protected {
-                    report.torn_tail = Some(format!(
-                        "{name}: {} bytes after record seq {} are an incomplete write (a crash), after the last checkpoint",
-                        bytes.len() - pos,
-                        seq.saturating_sub(1)
-                    ));
-                } else {
-                    report.problems.push(format!(
-                        "{name}: record seq {seq} at byte {pos} is cut short ({} bytes left)",
-                        bytes.len() - pos
-                    ));
-                }
+                report.problems.push(format!(
+                    "{name}: record seq {seq} at byte {pos} is cut short ({} bytes left){}",
+                    bytes.len() - pos,
+                    if seq < protected {
+                        ", inside a signed checkpoint"
+                    } else {
+                        ""
+                    }
+                ));
+                rebuild.explained = true;
                 break;
             };
-            let crc = u32::from_le_bytes(
-                header.expect("read above")[4..]
-                    .try_into()
-                    .expect("4 bytes"),
-            );
             let decoded = decode_next(payload, ids, &mut strings);
-            if frame_crc(seq, payload) != crc {
-                if is_last && seq >= protected && bad_frames == 0 {
-                    report.torn_tail = Some(format!(
-                        "{name}: the write of record seq {seq} and after (byte {pos} on) was torn by a crash, after the last checkpoint"
-                    ));
-                    break;
-                }
+            if !crc_ok {
                 bad_frames += 1;
-                if bad_frames == 1 {
+                rebuild.explained = true;
+                if !bad_in_segment {
+                    bad_in_segment = true;
                     let id = decoded
                         .as_ref()
                         .map(|(e, _)| format!(" (event {})", e.id))
@@ -314,7 +472,24 @@ pub fn verify_log(
             }
             match decoded {
                 Ok((event, numbers)) => {
-                    rebuild.push(leaf_hash(canonical_json(&event).as_bytes()), &mut report);
+                    let leaf = leaf_hash(canonical_json(&event).as_bytes());
+                    if leaves_differ.is_none()
+                        && seq < leaves_held
+                        && let Some(kept) = &leaves
+                        && leaf_cursor.get(kept, seq, leaves_held)? != leaf
+                    {
+                        leaves_differ = Some(seq);
+                    }
+                    if let Some(made) = made_us(&event) {
+                        last_made = Some(last_made.map_or(made, |l| l.max(made)));
+                        if seq >= protected && first_unsigned_made.is_none() {
+                            first_unsigned_made = Some((seq, made));
+                        }
+                    }
+                    if event.operation == "PurgeAuditLog" && event.workload == "Custos" {
+                        purges.insert(seq, event.clone());
+                    }
+                    rebuild.push(leaf, &mut report);
                     if has_index {
                         let place = crate::partition::Place {
                             offset: payload_at as u32,
@@ -324,9 +499,13 @@ pub fn verify_log(
                     }
                 }
                 Err(error) => {
-                    report.problems.push(format!(
-                        "{name}: record seq {seq} at byte {pos} does not decode: {error}"
-                    ));
+                    if !bad_in_segment {
+                        report.problems.push(format!(
+                            "{name}: record seq {seq} at byte {pos} does not decode: {error}"
+                        ));
+                    }
+                    bad_in_segment = true;
+                    rebuild.explained = true;
                     rebuild.push(leaf_hash(payload), &mut report);
                     decoded_all = false;
                 }
@@ -354,7 +533,33 @@ pub fn verify_log(
         ));
     }
     report.events = rebuild.tree.len();
-    if let Some(size) = rebuild.signed.keys().next_back()
+    if let Some(seq) = leaves_differ {
+        report.problems.push(format!(
+            "leaves.dat: the leaf of record seq {seq} is not the hash of that record (leaves.dat was altered or damaged)"
+        ));
+    }
+    let ids = ids.unwrap_or_default();
+    for (size, digest) in &signed.ids {
+        match ids_digest(&ids, digest.count) {
+            Some(found) if found == digest.sha256 => {}
+            Some(_) => {
+                report.problems.push(format!(
+                    "ids.dat: its first {} record ids are not those the checkpoint of {size} records signed (ids.dat was altered)",
+                    digest.count
+                ));
+                break;
+            }
+            None => {
+                report.problems.push(format!(
+                    "the log numbers {} record ids, but the checkpoint of {size} records signed {}",
+                    ids.len(),
+                    digest.count
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(size) = rebuild.roots.keys().next_back()
         && *size > rebuild.tree.len()
         && !rebuild.altered
     {
@@ -365,7 +570,75 @@ pub fn verify_log(
             size - 1
         ));
     }
+    if report.events > 0 && signed.roots.is_empty() {
+        report.problems.push(format!(
+            "the log holds {} records and no signed checkpoint: checkpoints.log was removed or emptied",
+            report.events
+        ));
+    } else if let (Some((seq, made)), Some(last)) = (first_unsigned_made, last_made)
+        && last - made > UNSIGNED_MARGIN_US
+    {
+        report.problems.push(format!(
+            "records from seq {seq} on are covered by no checkpoint, though events went on being made for {} s after them: checkpoints are missing",
+            (last - made) / 1_000_000
+        ));
+    }
+    check_ranges(&ranges, &purges, protected, &mut report);
     Ok(report)
+}
+
+/// Every purged range must be accounted for: by its own purge event (present, signed, naming
+/// it and the ranges before it), or — once that event was itself purged — by a later one whose
+/// digest of the ranges before it covers it.
+fn check_ranges(
+    ranges: &[PrunedRange],
+    purges: &BTreeMap<u64, AuditEvent>,
+    protected: u64,
+    report: &mut VerifyReport,
+) {
+    let mut covered_below = 0usize;
+    let mut own = vec![false; ranges.len()];
+    for (at, range) in ranges.iter().enumerate() {
+        let Some(seq) = range.event else {
+            continue;
+        };
+        let Some(event) = purges.get(&seq) else {
+            continue;
+        };
+        let claim = if seq >= protected {
+            Err(format!(
+                "its purge event, seq {seq}, is not covered by a signed checkpoint"
+            ))
+        } else {
+            PurgeClaim::accounts(event, seq, ranges, at)
+        };
+        match claim {
+            Ok(_) => {
+                own[at] = true;
+                covered_below = covered_below.max(at);
+            }
+            Err(why) => report.problems.push(format!(
+                "pruned.log: range #{at} (records {}..{}): {why}",
+                range.first,
+                range.first + range.count
+            )),
+        }
+    }
+    for (at, range) in ranges.iter().enumerate() {
+        if !own[at]
+            && at >= covered_below
+            && !report
+                .problems
+                .iter()
+                .any(|p| p.contains(&format!("range #{at} ")))
+        {
+            report.problems.push(format!(
+                "pruned.log: range #{at} (records {}..{}) is not accounted for by any signed purge event: its deletion cannot be proven",
+                range.first,
+                range.first + range.count
+            ));
+        }
+    }
 }
 
 /// The record ids a segment defined must be in `ids.dat` at the same numbers (the server

@@ -108,6 +108,8 @@ pub struct AuditLog {
     stopped: Arc<AtomicBool>,
     /// Purged ranges; its lock also keeps two purges from running at once.
     pruned: Mutex<PrunedFile>,
+    /// Most time between two checkpoints while events flow, milliseconds.
+    checkpoint_interval_ms: u64,
     dir: PathBuf,
     /// Held (locked) while the log is open, so no second process writes it.
     _lock: File,
@@ -181,6 +183,9 @@ impl AuditLog {
 
     fn open_locked(config: LogConfig, lock: File) -> Result<AuditLog> {
         let opened = crate::open::open(&config, lock)?;
+        // What the log holds when it opens is signed at once: only what a crash interrupts is
+        // ever left unsigned.
+        opened.integrity.checkpoint()?;
         let shared = Arc::new(Shared {
             partitions: RwLock::new(opened.partitions),
             ids: RwLock::new(opened.ids),
@@ -238,6 +243,7 @@ impl AuditLog {
             shared,
             stopped,
             pruned: Mutex::new(opened.pruned),
+            checkpoint_interval_ms: config.checkpoint_interval_ms,
             dir: config.dir.clone(),
             _lock: opened.lock,
         })
@@ -399,8 +405,16 @@ impl AuditLog {
         }
     }
 
-    /// The latest signed checkpoint, signing one first when events arrived since the last.
-    pub fn checkpoint(&self) -> Result<Option<(u64, String)>> {
+    /// The latest signed checkpoint. The log signs one on its interval while events arrive;
+    /// reading never makes it sign.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
+        self.shared.integrity.latest()
+    }
+
+    /// Signs a checkpoint now when events arrived since the last, and returns the latest: for
+    /// what needs a signature at once (before a shutdown or a verification, in tests), never
+    /// for a reader.
+    pub fn sign_checkpoint(&self) -> Result<Option<(u64, String)>> {
         self.shared.integrity.checkpoint()
     }
 
@@ -437,7 +451,8 @@ impl AuditLog {
         let Some((seq, _)) = self.find(id)? else {
             return Ok(None);
         };
-        self.shared.integrity.inclusion(seq).map(Some)
+        let wait = std::time::Duration::from_millis(self.checkpoint_interval_ms.saturating_mul(3));
+        self.shared.integrity.inclusion(seq, wait).map(Some)
     }
 
     /// The consistency proof between the trees of `from` and `to` events.
@@ -818,24 +833,32 @@ fn locate(
     )))
 }
 
-/// Signs a checkpoint every `interval` while events arrive; ends with the log.
+/// Signs a checkpoint when events arrived since the last one, at most once per `interval`,
+/// looking every tenth of it (so a log that just opened, or just started taking events, is
+/// covered promptly); ends with the log.
 fn checkpointer(shared: std::sync::Weak<Shared>, interval: std::time::Duration) {
+    let tick = (interval / 10).max(std::time::Duration::from_millis(10));
     let mut signed = 0;
+    let mut last_signed: Option<Instant> = None;
     loop {
-        thread::sleep(interval);
+        thread::sleep(tick);
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if last_signed.is_some_and(|at| at.elapsed() < interval) {
+            continue;
+        }
         match shared.integrity.checkpoint() {
             Ok(Some((size, _))) if size > signed => {
                 signed = size;
+                last_signed = Some(Instant::now());
                 shared
                     .stats
                     .checkpoints_signed
                     .fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {}
-            // The next tick tries again; proofs sign on demand and report their own errors.
+            // The next tick tries again.
             Err(_) => {}
         }
     }

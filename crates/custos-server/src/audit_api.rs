@@ -264,7 +264,7 @@ pub(crate) async fn checkpoint(
             return Ok(note_response(note));
         }
         let log = state.log.clone();
-        let latest = blocking(move || log.checkpoint()).await?;
+        let latest = blocking(move || log.latest_checkpoint()).await?;
         let (_, note) = latest.ok_or_else(|| AppError::not_found("the log is empty"))?;
         Ok::<_, AppError>(note_response(note))
     }

@@ -28,7 +28,7 @@ pub struct ReindexSummary {
 /// its segments, then records the command. Refused while a server has the log open.
 pub fn reindex_audit_log(data_dir: &Path) -> Result<ReindexSummary, StartError> {
     let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
-    let config = audit_log_config(data_dir, &directory)?;
+    let config = audit_log_config(data_dir, &directory, 1000)?;
     let started = Instant::now();
     let log = AuditLog::reindex(config)?;
     crate::signing_key::finish_rotation(data_dir, &log)?;

@@ -50,6 +50,8 @@ pub struct Config {
     pub stream_dir: Option<PathBuf>,
     /// Connections and timeouts.
     pub limits: crate::listener::Limits,
+    /// Most time between two signed checkpoints while events arrive, milliseconds.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             allow_private_targets: false,
             stream_dir: None,
             limits: crate::listener::Limits::default(),
+            checkpoint_interval_ms: 1000,
         }
     }
 }
@@ -378,10 +381,12 @@ pub(crate) fn write_secret(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where the audit log of `data_dir` lives and how its checkpoints are signed.
+/// Where the audit log of `data_dir` lives and how its checkpoints are signed (every
+/// `checkpoint_interval_ms` while events arrive).
 pub(crate) fn audit_log_config(
     data_dir: &Path,
     directory: &Directory,
+    checkpoint_interval_ms: u64,
 ) -> Result<LogConfig, StartError> {
     let seed: [u8; 32] = secret_key(&data_dir.join("keys").join("checkpoint.key"))?
         .try_into()
@@ -390,6 +395,7 @@ pub(crate) fn audit_log_config(
     let next = crate::signing_key::next_seed(data_dir)?;
     Ok(LogConfig {
         next_signing_seed: next,
+        checkpoint_interval_ms,
         ..LogConfig::new(data_dir.join("audit"), seed, &origin)
     })
 }
@@ -423,7 +429,11 @@ impl AppState {
         make_private(&data_dir)?;
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
-        let log = Arc::new(AuditLog::open(audit_log_config(&data_dir, &directory)?)?);
+        let log = Arc::new(AuditLog::open(audit_log_config(
+            &data_dir,
+            &directory,
+            config.checkpoint_interval_ms,
+        )?)?);
         crate::signing_key::finish_rotation(&data_dir, &log)?;
         let search_enabled = directory
             .setting(crate::audit_settings::SEARCH_SETTING)?
@@ -459,6 +469,8 @@ impl AppState {
         for info in state.directory.instances()? {
             state.open_instance(&info)?;
         }
+        // Whatever the log holds when it starts serving is signed at once.
+        state.log.sign_checkpoint()?;
         Ok(state)
     }
 

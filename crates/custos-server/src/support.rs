@@ -396,7 +396,7 @@ pub(crate) async fn backend(
                     json!({"refreshed": name})
                 }
                 _ => {
-                    let checkpoint = worker.log.checkpoint()?.map(|(size, _)| size);
+                    let checkpoint = worker.log.latest_checkpoint()?.map(|(size, _)| size);
                     json!({"events": worker.log.len(), "signedTreeSize": checkpoint})
                 }
             })

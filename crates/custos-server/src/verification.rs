@@ -50,7 +50,12 @@ pub(crate) async fn get(State(state): State<AppState>, headers: HeaderMap) -> Re
 fn run(state: &AppState, started: String) {
     let dir = state.config.data_dir.join("audit");
     let key = state.log.verifier_keys()[0].1.clone();
-    let outcome = match verify_log(&dir, &key, &mut |_, _| {}) {
+    // What the log holds now is signed first, so the verification covers it.
+    let outcome = match state
+        .log
+        .sign_checkpoint()
+        .and_then(|_| verify_log(&dir, &key, &mut |_, _| {}))
+    {
         Ok(report) => json!({
             "status": "succeeded",
             "ok": report.is_ok(),

@@ -128,6 +128,10 @@ enum Command {
         /// The only folder file streams may write in; without it file streams are refused.
         #[arg(long)]
         stream_dir: Option<PathBuf>,
+        /// Most time between two signed checkpoints while events arrive, in milliseconds (a
+        /// proof for an event waits for the next one).
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_interval_ms: u64,
         /// Most connections served at once; further clients wait until one closes.
         #[arg(long, default_value_t = custos_server::Limits::default().connections_max)]
         max_connections: usize,
@@ -157,9 +161,13 @@ enum AuditCommand {
         #[arg(long, default_value = "./custos-data")]
         data_dir: PathBuf,
         /// The root verifier key to trust (the first of `GET /api/audit/keys`); default: the
-        /// first in `verifier.key` beside the log.
+        /// first in `verifier.key` beside the log. Pin it when the folder is not trusted.
         #[arg(long)]
         key: Option<String>,
+        /// A checkpoint kept outside the folder (a signed note: a SIEM's copy, one saved
+        /// earlier): it must be signed by the key, and the log must extend it.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -236,9 +244,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 AuditCommand::Verify {
                     data_dir,
                     key,
+                    checkpoint,
                     json,
                 },
-        } => verify(&data_dir, key, json),
+        } => verify(&data_dir, key, checkpoint.as_deref(), json),
         Command::Audit {
             command: AuditCommand::Remote(command),
         } => Ok(match audit_remote::run(&command)? {
@@ -321,6 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_url,
             allow_private_targets,
             stream_dir,
+            checkpoint_interval_ms,
             max_connections,
             idle_timeout_secs,
         } => {
@@ -331,6 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 public_url,
                 allow_private_targets,
                 stream_dir,
+                checkpoint_interval_ms: checkpoint_interval_ms.max(10),
                 limits: custos_server::Limits {
                     connections_max: max_connections,
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
@@ -356,7 +367,12 @@ fn admin_password() -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+fn verify(
+    data_dir: &std::path::Path,
+    key: Option<String>,
+    witness: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let log_dir = data_dir.join("audit");
     let key = match key {
         Some(key) => key,
@@ -377,11 +393,18 @@ fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow
         indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {eta}")
             .expect("a valid template"),
     );
-    let report = custos_audit::verify_log(&log_dir, &key, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })
-    .with_context(|| format!("verifying {}", log_dir.display()))?;
+    let witness = witness
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the kept checkpoint {}", path.display()))
+        })
+        .transpose()?;
+    let report =
+        custos_audit::verify_log_against(&log_dir, &key, witness.as_deref(), &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .with_context(|| format!("verifying {}", log_dir.display()))?;
     bar.finish_and_clear();
     if json {
         let body = serde_json::json!({
@@ -392,6 +415,8 @@ fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow
             "latestCheckpoint": report.latest_checkpoint,
             "problems": report.problems,
             "tornTail": report.torn_tail,
+            "purgedEvents": report.purged_events,
+            "keptCheckpoint": report.witness,
         });
         println!("{body:#}");
     } else {
@@ -406,6 +431,11 @@ fn verify(data_dir: &std::path::Path, key: Option<String>, json: bool) -> anyhow
         );
         if let Some(torn) = &report.torn_tail {
             println!("note: torn tail, not tampering: {torn}");
+        }
+        if let Some(size) = report.witness
+            && report.is_ok()
+        {
+            println!("the log extends the checkpoint kept outside ({size} events)");
         }
         for problem in &report.problems {
             println!("FAILED: {problem}");

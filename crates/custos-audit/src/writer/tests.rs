@@ -180,10 +180,15 @@ fn proofs_verify_against_signed_checkpoints_and_restarts_keep_them() {
             ids.push(event.id);
             log.append(event).unwrap();
         }
-        (log.checkpoint().unwrap().unwrap(), log.verifier_key())
+        (log.sign_checkpoint().unwrap().unwrap(), log.verifier_key())
     };
     assert_eq!(first.0, 5);
-    let log = open(dir.path());
+    // Reopened with an hour between checkpoints, so nothing signs behind the test's back.
+    let log = AuditLog::open(LogConfig {
+        checkpoint_interval_ms: 3_600_000,
+        ..LogConfig::new(dir.path(), [3; 32], "test.example/log")
+    })
+    .unwrap();
     assert_eq!(
         log.checkpoint_at(5).unwrap().as_deref(),
         Some(first.1.as_str()),
@@ -192,6 +197,11 @@ fn proofs_verify_against_signed_checkpoints_and_restarts_keep_them() {
     for _ in 0..4 {
         log.append(sample_event(3)).unwrap();
     }
+    // A proof is made against the latest signed checkpoint: reading never makes the log sign.
+    let proof = log.inclusion_proof(ids[2]).unwrap().unwrap();
+    assert_eq!((proof.leaf_index, proof.tree_size), (2, 5));
+    assert_eq!(log.latest_checkpoint().unwrap().unwrap().0, 5);
+    log.sign_checkpoint().unwrap();
     let proof = log.inclusion_proof(ids[2]).unwrap().unwrap();
     let signed = crate::verify_note(&proof.checkpoint, &key).unwrap();
     assert_eq!((proof.leaf_index, proof.tree_size, signed.size), (2, 9, 9));
@@ -230,7 +240,7 @@ fn a_key_rotation_hands_trust_over_and_survives_restarts() {
         for _ in 0..4 {
             log.append(sample_event(1)).unwrap();
         }
-        let old_note = log.checkpoint().unwrap().unwrap().1;
+        let old_note = log.sign_checkpoint().unwrap().unwrap().1;
         let root = log.verifier_key();
         assert!(log.rotate_key([3; 32]).is_err(), "the key in force");
         assert_eq!(
@@ -243,7 +253,7 @@ fn a_key_rotation_hands_trust_over_and_survives_restarts() {
         assert_eq!(log.rotate_key([4; 32]).unwrap(), 5);
         assert_ne!(log.verifier_key(), root);
         log.append(sample_event(2)).unwrap();
-        let (size, note) = log.checkpoint().unwrap().unwrap();
+        let (size, note) = log.sign_checkpoint().unwrap().unwrap();
         assert_eq!(size, 6);
         assert!(
             crate::verify_note(&note, &root).is_err(),
@@ -275,7 +285,7 @@ fn a_key_rotation_hands_trust_over_and_survives_restarts() {
         let log = AuditLog::open(config([3; 32], Some([4; 32]))).unwrap();
         assert_eq!(log.verifier_keys()[0].1, root);
         log.append(sample_event(1)).unwrap();
-        log.checkpoint().unwrap();
+        log.sign_checkpoint().unwrap();
     }
     let log = AuditLog::open(config([4; 32], None)).unwrap();
     assert_eq!(log.len(), 7);
@@ -299,7 +309,7 @@ fn a_log_cut_behind_a_signed_checkpoint_refuses_to_open() {
         for _ in 0..3 {
             log.append(sample_event(1)).unwrap();
         }
-        log.checkpoint().unwrap();
+        log.sign_checkpoint().unwrap();
     }
     let segment = dir.path().join(format!("seg-{:020}.log", 0));
     let len = std::fs::metadata(&segment).unwrap().len();
@@ -352,7 +362,7 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
             log.append(event).unwrap();
         }
     }
-    let (before_size, before_note) = log.checkpoint().unwrap().unwrap();
+    let (before_size, before_note) = log.sign_checkpoint().unwrap().unwrap();
     let key = log.verifier_key();
     let policy = crate::RetentionPolicy {
         default_days: 90,
@@ -436,7 +446,7 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
     assert!(recorded.events[0].1.details.contains("\"Events\":5"));
 
     // The tree is unchanged: the old checkpoint is consistent with a new one.
-    let (after_size, after_note) = log.checkpoint().unwrap().unwrap();
+    let (after_size, after_note) = log.sign_checkpoint().unwrap().unwrap();
     let old = crate::verify_note(&before_note, &key).unwrap();
     let new = crate::verify_note(&after_note, &key).unwrap();
     let proof = log.consistency_proof(before_size, after_size).unwrap();
@@ -586,6 +596,7 @@ fn sealed_partitions_reopen_from_their_index_files_and_reindex_rebuilds_them() {
             }
         }
         log.wait_sealed().unwrap();
+        log.sign_checkpoint().unwrap();
         (answers(&log), log.verifier_key())
     };
     assert_eq!(expect[0].len(), 20);

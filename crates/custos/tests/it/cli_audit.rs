@@ -120,7 +120,9 @@ fn proof_trusts_only_the_key_and_keeps_the_log_honest() {
     );
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let first = std::fs::read_to_string(&kept).unwrap();
+    let signed: u64 = first.lines().nth(1).unwrap().parse().unwrap();
     create_account(&server, &admin, "Later");
+    wait_signed(&server, &admin, signed + 1);
     let output = audit(
         &server,
         &["proof", "--id", id, "--key", &key, "--keep", kept_path],

@@ -359,3 +359,31 @@ pub fn count(server: &Server, token: &str, set: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// Waits until the log's latest signed checkpoint covers at least `events` events (the server
+/// signs on its interval, about once a second while events come); returns the checkpoint note.
+pub fn wait_signed(server: &Server, token: &str, events: u64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let note = send(
+            client().get(format!("{}/api/audit/checkpoint", server.base)),
+            token,
+            None,
+        )
+        .text()
+        .unwrap();
+        let size: u64 = note
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if size >= events {
+            return note;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covered {events} events within 10 s: {note}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
