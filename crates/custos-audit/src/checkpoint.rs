@@ -166,7 +166,7 @@ fn ids_line(ids: Option<IdsDigest>) -> String {
 
 /// The incoming key a note names, if it is a handover (its signatures not checked).
 pub fn handover_key(note: &str) -> Option<String> {
-    let (body, _) = note.split_once("\n\n")?;
+    let (body, _) = note.rsplit_once("\n\n")?;
     body.lines()
         .skip(3)
         .find_map(|line| line.strip_prefix(NEXT_KEY_PREFIX))
@@ -208,8 +208,12 @@ pub fn verify_note(note: &str, verifier_key: &str) -> Result<Checkpoint> {
         return Err(bad("verifier key id does not match its key"));
     }
 
+    if note.chars().any(|c| c < ' ' && c != '\n') {
+        return Err(bad("a control character other than newline"));
+    }
+    // The text ends at the note's last blank line (C2SP signed-note); the signatures follow.
     let (body, signatures) = note
-        .split_once("\n\n")
+        .rsplit_once("\n\n")
         .ok_or_else(|| bad("no blank line before the signatures"))?;
     let body = format!("{body}\n");
     let mut verified = false;

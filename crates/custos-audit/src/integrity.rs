@@ -511,6 +511,18 @@ impl Integrity {
         }
     }
 
+    /// The first checkpoint signed over at least `size` leaves, with its size: the one that
+    /// first covered them, so the answer never changes once there is one.
+    pub(crate) fn checkpoint_covering(&self, size: u64) -> Result<Option<(u64, String)>> {
+        let checkpoints = self.checkpoints.lock().expect("checkpoint lock");
+        let first = checkpoints.notes.partition_point(|n| n.size < size);
+        checkpoints
+            .notes
+            .get(first)
+            .map(|at| Ok((at.size, checkpoints.read_note(*at)?)))
+            .transpose()
+    }
+
     /// Proves leaf `index` against the latest signed checkpoint; when none covers it yet, waits
     /// up to `wait` for the checkpointer to sign one (a reader never makes the log sign).
     pub(crate) fn inclusion(&self, index: u64, wait: Duration) -> Result<InclusionProof> {

@@ -200,6 +200,8 @@ pub(crate) fn pruned_digest(ranges: &[PrunedRange]) -> String {
 pub(crate) struct PurgeClaim {
     pub(crate) first: Seq,
     pub(crate) count: u64,
+    /// The `CreationTime` of the newest event purged, microseconds.
+    pub(crate) newest_us: i64,
     pub(crate) kept_until_us: i64,
     pub(crate) ranges_before: usize,
     pub(crate) digest_before: String,
@@ -218,6 +220,7 @@ impl PurgeClaim {
             "Events": self.count,
             "OldestEvent": crate::format_creation_time(partition.oldest_us),
             "NewestEvent": crate::format_creation_time(partition.newest_us),
+            "NewestEventUs": partition.newest_us,
             "KeptUntil": crate::format_creation_time(self.kept_until_us),
             "KeptUntilUs": self.kept_until_us,
             "Policy": policy.to_json(),
@@ -232,6 +235,7 @@ impl PurgeClaim {
         Some(PurgeClaim {
             first: json["FirstSeq"].as_u64()?,
             count: json["Events"].as_u64()?,
+            newest_us: json["NewestEventUs"].as_i64()?,
             kept_until_us: json["KeptUntilUs"].as_i64()?,
             ranges_before: usize::try_from(json["PrunedBefore"]["Ranges"].as_u64()?).ok()?,
             digest_before: json["PrunedBefore"]["Sha256"].as_str()?.to_string(),
@@ -239,8 +243,10 @@ impl PurgeClaim {
     }
 
     /// Whether `event`, the record at `seq`, accounts for range `at` of `ranges` by itself: a
-    /// successful `PurgeAuditLog` of Custos (never an ingested one) made after the range's last
-    /// event could go, naming that range, after it, and stating the ranges before it.
+    /// successful `PurgeAuditLog` of Custos (never an ingested one) after the range, naming it,
+    /// made after the range's last event could go under the policy it states (never sooner
+    /// than the policy's shortest retention after the newest purged event), and stating the
+    /// ranges purged before it.
     pub(crate) fn accounts(
         event: &crate::AuditEvent,
         seq: Seq,
@@ -277,6 +283,22 @@ impl PurgeClaim {
                 crate::format_creation_time(claim.kept_until_us)
             ));
         }
+        // The policy it states must have let the newest event go by then: no event is kept
+        // less than the policy's shortest retention.
+        let shortest = shortest_days(&event.details)
+            .ok_or_else(|| format!("record seq {seq} does not state its policy"))?
+            .ok_or_else(|| {
+                format!("record seq {seq} states a policy that keeps every event forever")
+            })?;
+        let earliest = claim
+            .newest_us
+            .saturating_add(shortest.max(0).saturating_mul(crate::writer::DAY_US));
+        if claim.kept_until_us < earliest {
+            return Err(format!(
+                "record seq {seq} purged an event of {} that its policy kept at least {shortest} days",
+                crate::format_creation_time(claim.newest_us)
+            ));
+        }
         if claim.ranges_before != at || claim.digest_before != pruned_digest(&ranges[..at]) {
             return Err(format!(
                 "record seq {seq} states other ranges purged before it than pruned.log holds"
@@ -284,6 +306,28 @@ impl PurgeClaim {
         }
         Ok(claim)
     }
+}
+
+/// The shortest retention, in days, the policy a purge event's `Details` state gives any
+/// event (`Some(None)` when it keeps every event forever); `None` when they state none.
+fn shortest_days(details: &str) -> Option<Option<i64>> {
+    let json: serde_json::Value = serde_json::from_str(details).ok()?;
+    let policy = &json["Policy"];
+    let mut days = vec![policy["DefaultDays"].as_i64()];
+    days.extend(
+        policy["InstanceDays"]
+            .as_object()?
+            .values()
+            .map(|d| d.as_i64()),
+    );
+    days.extend(
+        policy["Rules"]
+            .as_array()?
+            .iter()
+            .map(|r| r["Days"].as_i64()),
+    );
+    let days = days.into_iter().collect::<Option<Vec<i64>>>()?;
+    Some(days.into_iter().filter(|d| *d != KEEP_FOREVER).min())
 }
 
 impl PrunedFile {

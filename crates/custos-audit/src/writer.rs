@@ -423,6 +423,12 @@ impl AuditLog {
         self.shared.integrity.checkpoint_at(size)
     }
 
+    /// The first checkpoint signed over at least `size` events, with its size (it never
+    /// changes once there is one).
+    pub fn checkpoint_covering(&self, size: u64) -> Result<Option<(u64, String)>> {
+        self.shared.integrity.checkpoint_covering(size)
+    }
+
     /// The signed-note verifier key in force (the one signing new checkpoints).
     pub fn verifier_key(&self) -> String {
         self.shared.integrity.verifier_key()
@@ -684,6 +690,7 @@ impl AuditLog {
             let claim = PurgeClaim {
                 first: first_seq,
                 count: n_events,
+                newest_us: meta.newest_us,
                 kept_until_us,
                 ranges_before: pruned.ranges.len(),
                 digest_before: pruned_digest(&pruned.ranges),
@@ -838,7 +845,11 @@ fn locate(
 /// covered promptly); ends with the log.
 fn checkpointer(shared: std::sync::Weak<Shared>, interval: std::time::Duration) {
     let tick = (interval / 10).max(std::time::Duration::from_millis(10));
-    let mut signed = 0;
+    // The size the log opened with is signed already (the open signs): only growth counts.
+    let mut signed = shared
+        .upgrade()
+        .and_then(|shared| shared.integrity.latest().ok().flatten())
+        .map_or(0, |(size, _)| size);
     let mut last_signed: Option<Instant> = None;
     loop {
         thread::sleep(tick);

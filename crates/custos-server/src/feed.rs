@@ -916,18 +916,25 @@ pub(crate) async fn blob(
                 format_time(blob.expires_us())
             )));
         }
-        let log = state.log.clone();
-        let events = blocking(move || {
-            log.read_from(blob.first, (blob.end - blob.first) as usize)
-                .map_err(AppError::from)
+        let worker = state.clone();
+        let (events, copy) = blocking(move || {
+            let events = worker
+                .log
+                .read_from(blob.first, (blob.end - blob.first) as usize)?;
+            Ok::<_, AppError>((events, crate::witness::covering(&worker, blob.end)))
         })
         .await?;
-        let records: Vec<Json> = events
+        let mut records: Vec<Json> = events
             .iter()
             .filter(|(seq, _)| *seq < blob.end)
             .map(|(_, event)| crate::m365::record(event))
             .collect();
         draft.result_count = records.len() as u64;
+        // The first checkpoint that covered the content travels with it, as the SIEM's witness
+        // copy.
+        if let Some(record) = copy {
+            records.push(crate::m365::record(&record));
+        }
         draft.details = json!({"ContentId": id}).to_string();
         state.record(draft.clone()).await?;
         Ok(axum::Json(Json::Array(records)).into_response())

@@ -95,6 +95,49 @@ fn text<'a>(
     }
 }
 
+/// The first whole number of the JSON text `json` (a valid one) that fits neither a signed nor
+/// an unsigned 64-bit integer. The log keeps such a number exactly as a record's canonical
+/// JSON would only round it through a double (docs/verify.md, "Numbers"), so ingest refuses
+/// it rather than store another number than the one sent. A scan of the text: the parsed
+/// value no longer tells `1e30` from thirty-one digits.
+fn wide_integer(json: &[u8]) -> Option<&str> {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut at = 0;
+    while at < json.len() {
+        let byte = json[at];
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            at += 1;
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'-' | b'0'..=b'9' => {
+                let end = json[at..]
+                    .iter()
+                    .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .map_or(json.len(), |n| at + n);
+                let token = std::str::from_utf8(&json[at..end]).ok()?;
+                let whole = !token.contains(['.', 'e', 'E']);
+                if whole && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
+                    return Some(token);
+                }
+                at = end;
+                continue;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
 /// One posted event, checked, as an audit record of `app`.
 fn event(
     state: &AppState,
@@ -278,6 +321,11 @@ pub(crate) async fn ingest(
         )?;
         let posted: Json = serde_json::from_slice(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        if let Some(number) = wide_integer(&body) {
+            return Err(AppError::bad_request(format!(
+                "the body holds the whole number {number}, outside the 64 bits the audit log keeps exactly: send it as a string"
+            )));
+        }
         let list = posted
             .as_array()
             .ok_or_else(|| AppError::bad_request("the body must be a JSON array of events"))?;
@@ -313,4 +361,24 @@ pub(crate) async fn ingest(
     }
     .await;
     answer(&state, draft, work).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wide_integer;
+
+    #[test]
+    fn only_whole_numbers_outside_64_bits_are_found() {
+        for fits in [
+            r#"[{"Details": {"a": 9223372036854775807, "b": -9223372036854775808}}]"#,
+            r#"[{"Details": {"u": 18446744073709551615, "d": 1e300, "f": -0.5}}]"#,
+            r#"[{"Details": {"s": "18446744073709551616 \" 99999999999999999999"}}]"#,
+        ] {
+            assert_eq!(wide_integer(fits.as_bytes()), None, "{fits}");
+        }
+        let wide = r#"[{"Details": {"s": "\\", "n": [1, -9223372036854775809]}}]"#;
+        assert_eq!(wide_integer(wide.as_bytes()), Some("-9223372036854775809"));
+        let wide = r#"[{"Details": 18446744073709551616}]"#;
+        assert_eq!(wide_integer(wide.as_bytes()), Some("18446744073709551616"));
+    }
 }

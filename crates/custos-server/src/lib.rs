@@ -35,6 +35,7 @@ mod throttle;
 mod verification;
 mod webapi;
 mod webhook;
+mod witness;
 
 use std::sync::Arc;
 

@@ -4,7 +4,8 @@
 //! that sends nothing), a request body that never stalls longer than it, at most
 //! [`BODY_BYTES_MAX`] bytes of body ([`SIGN_IN_BODY_BYTES_MAX`] on the sign-in routes), and a
 //! response that the client keeps reading (a write that makes no progress for the idle timeout
-//! closes the connection).
+//! closes the connection). A connection closes lingering, so that a client still sending a
+//! refused body reads the refusal rather than a reset.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,13 +96,32 @@ pub(crate) async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.idle_timeout)
                 .serve_connection(io, service)
+                .without_shutdown()
                 .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, %peer, "connection closed");
+            match served {
+                Ok(parts) => linger(parts.io.into_inner().inner).await,
+                Err(error) => tracing::debug!(%error, %peer, "connection closed"),
             }
             drop(permit);
         });
     }
+}
+
+/// Longest a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection the way a client can read the last response: the write side first,
+/// then the rest of what the client sends is read and dropped (for at most [`LINGER`]) before
+/// the socket closes. Closing with unread bytes would reset the connection, and a client still
+/// sending a refused body (a 413) would lose the answer to the reset.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = vec![0u8; 64 << 10];
+    let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drained).await;
 }
 
 /// A connection whose writes fail once one has made no progress for `stall`: a client that

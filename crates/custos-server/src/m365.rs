@@ -18,11 +18,12 @@ use serde_json::{Map, Value as Json, json};
 const RECORD_TYPE_CRM: i64 = 21;
 
 /// The Custos record types (SPEC §5); an event of another is an ingested application's.
-const CUSTOS_RECORD_TYPES: [&str; 4] = [
+const CUSTOS_RECORD_TYPES: [&str; 5] = [
     "CustosEntity",
     "CustosAdmin",
     "CustosAccess",
     "CustosSupport",
+    crate::witness::RECORD_TYPE,
 ];
 
 /// `event` as a Microsoft 365 / Dynamics 365 audit record.

@@ -4,6 +4,9 @@
 //! that takes posted batches such as Splunk's HTTP event collector) — and a follower task sends
 //! every event of the log to it, oldest first, from a cursor kept in the directory's settings.
 //!
+//! Every stream also carries copies of the log's latest signed checkpoint (`witness.rs`), so
+//! every SIEM holds witnesses of the log's history.
+//!
 //! Delivery is at least once: a batch is written (and, for a file, fsynced) before the cursor
 //! moves past it; a receiver that is down or refuses is retried with back-off from the cursor,
 //! so an outage of any length loses nothing and a restart of Custos resumes where it stopped.
@@ -230,6 +233,8 @@ struct Status {
     last_delivered_us: Option<i64>,
     last_error: Option<String>,
     connected: bool,
+    /// The tree size of the last checkpoint copy the receiver took.
+    witnessed: Option<u64>,
 }
 
 /// The streams that run, by id.
@@ -447,7 +452,10 @@ impl Sink {
                 if let Some(value) = authorization {
                     request = request.header(reqwest::header::AUTHORIZATION, value.as_str());
                 }
-                let response = request.send().await.map_err(std::io::Error::other)?;
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|error| std::io::Error::other(error.without_url()))?;
                 if response.status().is_success() {
                     Ok(())
                 } else {
@@ -518,37 +526,47 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Sends the log to one stream until the stream is deleted.
+/// Sends the log to one stream until the stream is deleted: each batch of events from the
+/// cursor, followed by a copy of the latest signed checkpoint whenever a newer one was signed
+/// (`witness.rs`), also when no event is waiting.
 async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
     let key = cursor_key(id);
     let host = hostname();
     let mut sink: Option<Sink> = None;
     let mut backoff = FIRST_BACKOFF;
+    let mut witnessed = 0u64;
     while !stream.stop.load(Ordering::Acquire) {
         let worker = state.clone();
         let read_key = key.clone();
         let batch = blocking(move || {
             let from = cursor(&worker, &read_key)?;
-            Ok::<_, AppError>(worker.log.read_from(from, BATCH)?)
+            let events = worker.log.read_from(from, BATCH)?;
+            let copy = crate::witness::newer_than(&worker, witnessed);
+            Ok::<_, AppError>((events, copy))
         })
         .await;
-        let events = match batch {
-            Ok(events) if events.is_empty() => {
+        let (events, copy) = match batch {
+            Ok((events, None)) if events.is_empty() => {
                 tokio::time::sleep(IDLE).await;
                 continue;
             }
-            Ok(events) => events,
+            Ok(read) => read,
             Err(error) => {
                 stream.failed(error.message);
                 tokio::time::sleep(backoff).await;
                 continue;
             }
         };
-        let next = events.last().expect("a batch is not empty").0 + 1;
-        let events: Vec<(u64, AuditEvent)> = events
+        let next = events.last().map(|(seq, _)| seq + 1);
+        let mut events: Vec<(u64, AuditEvent)> = events
             .into_iter()
             .filter(|(_, e)| stream.filter.matches(e))
             .collect();
+        let sent_events = events.len();
+        let copy_size = copy.as_ref().map(|(size, _)| *size);
+        if let Some((size, record)) = copy {
+            events.push((size, record));
+        }
         let bytes = render(&stream, &events, &host);
         let sent = async {
             if events.is_empty() {
@@ -581,14 +599,24 @@ async fn follow(state: AppState, id: Uuid, stream: Arc<Running>) {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
-        match state.save_setting(key.clone(), next.to_string()).await {
+        if let Some(size) = copy_size {
+            witnessed = size;
+        }
+        let moved = match next {
+            Some(next) => state.save_setting(key.clone(), next.to_string()).await,
+            None => Ok(()),
+        };
+        match moved {
             Ok(()) => {
                 backoff = FIRST_BACKOFF;
                 let mut status = stream.status.lock().expect("stream status lock");
-                status.delivered += events.len() as u64;
+                status.delivered += sent_events as u64;
                 status.last_delivered_us = Some(state.clock.now_us());
                 status.last_error = None;
                 status.connected = sink.is_some();
+                if let Some(size) = copy_size {
+                    status.witnessed = Some(size);
+                }
             }
             Err(error) => {
                 stream.failed(error.message);
@@ -628,6 +656,7 @@ fn stream_json(state: &AppState, id: Uuid, stream: &Running) -> Json {
         "lastDelivered": status.last_delivered_us.map(custos_audit::format_creation_time),
         "lastError": status.last_error,
         "connected": status.connected,
+        "checkpointSent": status.witnessed,
     });
     out
 }

@@ -10,7 +10,7 @@ use custos_audit::{AuditEvent, Operation, Origin, SearchQuery};
 use serde_json::Value as Json;
 
 use crate::error::{AppError, ErrorCode};
-use crate::outbound::{Rule, UNREACHABLE};
+use crate::outbound::{Rule, UNREACHABLE, shown_url};
 use crate::state::{AppState, blocking};
 
 /// The workload of Custos's own events.
@@ -113,7 +113,7 @@ impl Sender {
         headers: &[(&str, &str)],
     ) -> Result<reqwest::StatusCode, &'static str> {
         if let Err(error) = self.rule.check_url(url, "webhook") {
-            tracing::warn!(webhook = %url, error = %error.message, "webhook target refused");
+            tracing::warn!(webhook = %shown_url(url), error = %error.message, "webhook target refused");
             return Err(UNREACHABLE);
         }
         let mut request = self.client.post(url).json(body);
@@ -123,7 +123,7 @@ impl Sender {
         match request.send().await {
             Ok(response) => Ok(response.status()),
             Err(error) => {
-                tracing::warn!(webhook = %url, %error, "webhook unreachable");
+                tracing::warn!(webhook = %shown_url(url), error = %error.without_url(), "webhook unreachable");
                 Err(UNREACHABLE)
             }
         }
@@ -138,7 +138,7 @@ impl Sender {
             match self.post(url, body, headers).await {
                 Ok(status) if status.is_success() => return true,
                 Ok(status) => {
-                    tracing::warn!(webhook = %url, %status, attempt, "webhook refused");
+                    tracing::warn!(webhook = %shown_url(url), %status, attempt, "webhook refused");
                 }
                 Err(_) => {}
             }
@@ -147,7 +147,7 @@ impl Sender {
                 wait *= 2;
             }
         }
-        tracing::error!(webhook = %url, "webhook gave up after {ATTEMPTS} attempts");
+        tracing::error!(webhook = %shown_url(url), "webhook gave up after {ATTEMPTS} attempts");
         false
     }
 }

@@ -27,6 +27,18 @@ fn a_signed_note_verifies_and_any_change_breaks_it() {
     );
     assert!(verify_note("garbage", &key).is_err());
     assert!(verify_note(&note, "not+a+key").is_err());
+    let control = note.replacen("\n42\n", "\n42\r\n", 1);
+    assert!(
+        verify_note(&control, &key)
+            .unwrap_err()
+            .to_string()
+            .contains("control character")
+    );
+    // The text ends at the last blank line: a blank line before it makes the signed text
+    // another, and the signature fails.
+    let (body, signatures) = note.split_once("\n\n").unwrap();
+    let moved = format!("{body}\n\n\u{2014} example.com/custos/log AAAA\n\n{signatures}");
+    assert!(verify_note(&moved, &key).is_err());
 }
 
 #[test]

@@ -238,3 +238,46 @@ fn an_application_cannot_pass_for_custos_or_steer_its_followers() {
     );
     assert_eq!(accepted.status(), 200);
 }
+
+#[test]
+fn numbers_are_kept_exactly_or_refused() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    register_app(&server, &admin);
+    let app = app_token(&server);
+    let post = |body: &str| {
+        client()
+            .post(format!("{}/api/audit/ingest", server.base))
+            .bearer_auth(&app)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    // Whole numbers within 64 bits stay exact (beyond 2^53 too); others are doubles.
+    let kept = post(
+        r#"[{"Operation": "Numbers", "Details": {"max": 18446744073709551615, "min": -9223372036854775808, "big": 9007199254740993, "double": 1.5e3, "text": "123456789012345678901234567890"}}]"#,
+    );
+    assert_eq!(kept.status(), 200);
+    let record = &server.audit(&admin, "operation=Numbers")[0];
+    assert_eq!(record["Details"]["max"].as_u64(), Some(u64::MAX));
+    assert_eq!(record["Details"]["min"].as_i64(), Some(i64::MIN));
+    assert_eq!(
+        record["Details"]["big"].as_u64(),
+        Some(9_007_199_254_740_993)
+    );
+    assert_eq!(record["Details"]["double"].as_f64(), Some(1500.0));
+    // A whole number outside 64 bits would only be kept rounded: it is refused, and recorded.
+    let (status, _, message) = odata_error(post(
+        r#"[{"Operation": "Numbers", "Details": {"n": 123456789012345678901234567890}}]"#,
+    ));
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("123456789012345678901234567890")
+            && message.contains("send it as a string"),
+        "{message}"
+    );
+    assert_eq!(server.audit(&admin, "operation=Numbers").len(), 1);
+    let refused = server.audit(&admin, "operation=IngestAuditEvents&status=Failed");
+    assert_eq!(refused.len(), 1);
+}

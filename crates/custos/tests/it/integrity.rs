@@ -145,3 +145,115 @@ fn the_server_verifies_its_own_log_on_request() {
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0]["UserUpn"], "admin");
 }
+
+/// `custos audit verify --data-dir DIR [--checkpoint FILE]`: exit code and output.
+fn verify_with(dir: &std::path::Path, checkpoint: Option<&std::path::Path>) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_custos"));
+    command.args(["audit", "verify", "--data-dir"]).arg(dir);
+    if let Some(file) = checkpoint {
+        command.arg("--checkpoint").arg(file);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+    )
+}
+
+/// The checkpoint copies a JSON lines stream file holds: (tree size, note).
+fn copies_in(file: &std::path::Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["RecordType"] == "CustosCheckpoint")
+        .map(|line| {
+            (
+                line["Details"]["TreeSize"].as_u64().unwrap(),
+                line["Details"]["Note"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_siems_checkpoint_copy_catches_a_log_rolled_back_to_a_backup() {
+    let streams = tempfile::tempdir().unwrap();
+    let args = ["--stream-dir", streams.path().to_str().unwrap()];
+    let mut server = Server::start(&args);
+    let admin = server.admin();
+    for i in 0..3 {
+        create_account(&server, &admin, &format!("before the backup {i}"));
+    }
+    let dir = server.data_dir.clone();
+    server.kill();
+    let backup = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(backup.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let backup = backup.path().join(dir.file_name().unwrap());
+    let (code, said) = verify_with(&backup, None);
+    assert_eq!(code, 0, "{said}");
+
+    // Events after the backup reach the SIEM, and with them the checkpoints that cover them.
+    let server = Server::start_in(&dir, &args);
+    let admin = server.admin();
+    let file = streams.path().join("siem.jsonl");
+    let created = send(
+        client().post(format!("{}/api/audit/streams", server.base)),
+        &admin,
+        Some(
+            json!({"name": "siem", "format": "json", "target": format!("file://{}", file.display())}),
+        ),
+    );
+    assert_eq!(created.status(), 201);
+    for i in 0..3 {
+        create_account(&server, &admin, &format!("after the backup {i}"));
+    }
+    let size = server.audit(&admin, "").len() as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (witnessed, note) = loop {
+        if let Some(copy) = copies_in(&file).into_iter().max_by_key(|(size, _)| *size)
+            && copy.0 >= size
+        {
+            break copy;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint copy of {size} events reached the stream: {:?}",
+            copies_in(&file)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let kept = streams.path().join("kept-checkpoint.txt");
+    std::fs::write(&kept, &note).unwrap();
+    drop(server);
+
+    // The live log extends the SIEM's copy.
+    let (code, said) = verify_with(&dir, Some(&kept));
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains(&format!(
+            "the log extends the checkpoint kept outside ({witnessed} events)"
+        )),
+        "{said}"
+    );
+    // The backup is consistent in itself, but the SIEM's copy shows it lost history.
+    let (code, said) = verify_with(&backup, Some(&kept));
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("FAILED: the log holds"), "{said}");
+    assert!(said.contains("(truncation)"), "{said}");
+
+    // A copy whose signature does not hold is refused as such.
+    let forged = streams.path().join("forged-checkpoint.txt");
+    let mut lines: Vec<String> = note.lines().map(str::to_string).collect();
+    lines[1] = (witnessed + 1).to_string();
+    std::fs::write(&forged, lines.join("\n") + "\n").unwrap();
+    let (code, said) = verify_with(&dir, Some(&forged));
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("is not signed by the pinned key"), "{said}");
+}

@@ -199,3 +199,24 @@ fn absolute_urls_come_from_the_public_url_not_the_host_header() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_client_still_sending_a_refused_body_reads_the_refusal() {
+    let server = Server::start(&[]);
+    // The whole body is sent before the answer is read: the server refuses after 16 KiB and
+    // must neither reset the connection over the megabytes it left unread nor stop taking them
+    // before the client is done.
+    let body = vec![b'a'; 12 << 20];
+    let mut stream = TcpStream::connect(address(&server)).unwrap();
+    write!(
+        stream,
+        "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, seen) = until_closed(&mut stream, Duration::from_secs(10));
+    assert!(seen.starts_with("HTTP/1.1 413"), "{seen}");
+    assert!(seen.contains("PayloadTooLarge"), "{seen}");
+}

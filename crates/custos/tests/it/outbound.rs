@@ -117,12 +117,13 @@ fn by_default_nothing_leaves_for_inner_addresses() {
 fn file_streams_stay_in_their_folder_and_never_follow_a_link() {
     let streams = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let server = Server::start(&["--stream-dir", streams.path().to_str().unwrap()]);
+    let args = ["--stream-dir", streams.path().to_str().unwrap()];
+    let mut server = Server::start(&args);
     let admin = server.admin();
-    let stream = |target: String| {
+    let stream = |server: &Server, token: &str, target: String| {
         post(
-            &server,
-            &admin,
+            server,
+            token,
             "/api/audit/streams",
             json!({"name": "s", "format": "json", "target": target}),
         )
@@ -136,32 +137,50 @@ fn file_streams_stay_in_their_folder_and_never_follow_a_link() {
         format!("file://{}/sub/out.jsonl", streams.path().display()),
         format!("file://{}", server.data_dir.join("control.db").display()),
     ] {
-        refused(stream(target), "--stream-dir");
+        refused(stream(&server, &admin, target), "--stream-dir");
     }
 
-    // Accepted, then swapped for a link before its first write: the link is not followed.
+    // Accepted and written (a stream carries checkpoint copies from the start), then swapped
+    // for a link while the server is down: the link is not followed after the restart.
     let victim = elsewhere.path().join("victim");
     std::fs::write(&victim, "untouched\n").unwrap();
     let linked = streams.path().join("linked.jsonl");
-    let created = stream(format!("file://{}", linked.display()));
+    let created = stream(&server, &admin, format!("file://{}", linked.display()));
     assert_eq!(created.status(), 201);
     let linked_id = created.json::<Value>().unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
+    let first_write = |path: &std::path::Path| {
+        for _ in 0..100 {
+            let written = std::fs::read_to_string(path).unwrap_or_default();
+            if !written.is_empty() {
+                return written;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nothing was written to {}", path.display());
+    };
+    assert!(first_write(&linked).contains("CustosCheckpoint"));
+    let dir = server.data_dir.clone();
+    server.kill();
+    std::fs::remove_file(&linked).unwrap();
     std::os::unix::fs::symlink(&victim, &linked).unwrap();
+    let server = Server::start_in(&dir, &args);
+    let admin = server.admin();
     refused(
-        stream(format!("file://{}", linked.display())),
+        stream(&server, &admin, format!("file://{}", linked.display())),
         "not a regular file",
     );
 
     let plain = streams.path().join("audit.jsonl");
-    assert_eq!(stream(format!("file://{}", plain.display())).status(), 201);
+    let created = stream(&server, &admin, format!("file://{}", plain.display()));
+    assert_eq!(created.status(), 201);
     create_account(&server, &admin, "Contoso");
     let mut written = String::new();
     for _ in 0..100 {
         written = std::fs::read_to_string(&plain).unwrap_or_default();
-        if !written.is_empty() {
+        if written.contains("\"Create\"") {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -389,6 +389,9 @@ fn ocsf_and_json_lines_to_files() {
         || read_lines(&json_file),
         |l| l["Id"].as_str().map(str::to_string),
     );
+    let (copies, lines): (Vec<Value>, Vec<Value>) = lines
+        .into_iter()
+        .partition(|l| l["RecordType"] == "CustosCheckpoint");
     for line in &lines {
         let id = line["Id"].as_str().unwrap();
         let record = get_json(&format!("{}/api/audit/records/{id}", server.base), &admin);
@@ -398,6 +401,18 @@ fn ocsf_and_json_lines_to_files() {
         &expected,
         || read_lines(&ocsf_file),
         |l| l["metadata"]["uid"].as_str().map(str::to_string),
+    );
+    // A checkpoint copy is no record of the log (it has none to read back); in OCSF it is an
+    // API activity whose unmapped details hold the note.
+    let copy = ocsf
+        .iter()
+        .find(|o| o["unmapped"]["RecordType"] == "CustosCheckpoint")
+        .expect("the OCSF stream carries a checkpoint copy");
+    let note = copy["unmapped"]["Details"]["Note"].as_str().unwrap();
+    assert!(note.contains("\n\n— "), "{note}");
+    assert!(
+        !copies.is_empty(),
+        "the JSON stream carries a checkpoint copy"
     );
     let by_operation = |operation: &str| {
         let id = lines
@@ -633,11 +648,32 @@ fn a_filtered_stream_sends_only_the_events_it_asks_for() {
         .into_iter()
         .chain(lines)
         .collect::<Vec<_>>();
+    let (copies, events): (Vec<&Value>, Vec<&Value>) = lines
+        .iter()
+        .partition(|l| l["RecordType"] == "CustosCheckpoint");
     assert!(
-        lines.iter().all(|l| l["Operation"] == "Delete"),
-        "{lines:?}"
+        events.iter().all(|l| l["Operation"] == "Delete"),
+        "{events:?}"
     );
-    assert!(!lines.iter().any(|l| l["RecordIds"][0] == kept.as_str()));
+    assert!(!events.iter().any(|l| l["RecordIds"][0] == kept.as_str()));
+    // Whatever its filter, a stream carries the log's signed checkpoints: the SIEM's witness
+    // copies, each the very note the log serves for its tree size.
+    assert!(!copies.is_empty(), "{lines:?}");
+    for copy in copies {
+        assert_eq!(copy["Operation"], "SignedCheckpoint");
+        let size = copy["Details"]["TreeSize"].as_u64().unwrap();
+        let signed = send(
+            client().get(format!(
+                "{}/api/audit/checkpoint?treeSize={size}",
+                server.base
+            )),
+            &admin,
+            None,
+        )
+        .text()
+        .unwrap();
+        assert_eq!(copy["Details"]["Note"], signed.as_str());
+    }
     let bad = create_stream(
         &server,
         &admin,

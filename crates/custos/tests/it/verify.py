@@ -45,7 +45,8 @@ def parse_key(line):
 
 def verify_checkpoint(note, key):
     name, key_id, public = key
-    body, signatures = note.split("\n\n", 1)
+    assert all(ch == "\n" or ord(ch) >= 0x20 for ch in note), "a control character"
+    body, signatures = note.rsplit("\n\n", 1)  # the text ends at the last blank line
     body += "\n"
     verified = False
     for line in signatures.splitlines():
