@@ -310,6 +310,10 @@ pub fn verify_consistency(
     if old == new {
         return proof.is_empty() && old_root == new_root;
     }
+    // RFC 9162: an empty proof fails (a smaller tree needs at least one hash to be proven).
+    if proof.is_empty() {
+        return false;
+    }
     let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
     if old.is_power_of_two() {
         path.push(*old_root);

@@ -474,6 +474,17 @@ impl AuditLog {
         Ok(Some((seq, self.read_event(seq, location)?)))
     }
 
+    /// How many events retention has purged (their leaf hashes stay; the records and their
+    /// ids are gone, so a purged record cannot be told from one that never existed).
+    pub fn purged_events(&self) -> u64 {
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        partitions
+            .iter()
+            .filter(|p| matches!(p.state, PartState::Purged))
+            .map(|p| p.n_events)
+            .sum()
+    }
+
     /// The events of seqs `from ..`, at most `max` of them, in log order; purged ones are
     /// skipped. For followers of the log (alerts, asynchronous queries) that keep a cursor.
     pub fn read_from(&self, from: Seq, max: usize) -> Result<Vec<(Seq, AuditEvent)>> {

@@ -200,8 +200,7 @@ pub(crate) async fn get(
             .map_err(|_| AppError::bad_request(format!("'{id}' is not an audit record id")))?;
         let log = state.log.clone();
         let found = blocking(move || log.get(id)).await?;
-        let (_, event) = found
-            .ok_or_else(|| AppError::not_found(format!("audit record {id} does not exist")))?;
+        let (_, event) = found.ok_or_else(|| missing(&state, id))?;
         let mut recorded = draft.clone();
         recorded.result_count = 1;
         state.record(recorded).await?;
@@ -242,6 +241,17 @@ fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, AppErro
             })
         })
         .transpose()
+}
+
+/// The 404 of an audit record id the log does not hold. Retention deletes records with their
+/// ids, so once it has purged any the answer says that the record may be one of them.
+fn missing(state: &AppState, id: Uuid) -> AppError {
+    match state.log.purged_events() {
+        0 => AppError::not_found(format!("audit record {id} does not exist")),
+        purged => AppError::not_found(format!(
+            "audit record {id} does not exist, or retention purged it ({purged} records purged so far, each range by a PurgeAuditLog event)"
+        )),
+    }
 }
 
 /// `GET /api/audit/checkpoint[?treeSize=N]`: the latest signed checkpoint (a C2SP signed note),
@@ -299,8 +309,7 @@ pub(crate) async fn inclusion(
             .map_err(|_| AppError::bad_request(format!("'{id}' is not an audit record id")))?;
         let log = state.log.clone();
         let proof = blocking(move || log.inclusion_proof(id)).await?;
-        let proof = proof
-            .ok_or_else(|| AppError::not_found(format!("audit record {id} does not exist")))?;
+        let proof = proof.ok_or_else(|| missing(&state, id))?;
         Ok::<_, AppError>(
             axum::Json(json!({
                 "id": id,

@@ -285,7 +285,42 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Start(StartError::FirstRun(e.to_string())))??;
     println!("custos: listening on http://{local}");
-    serve_on(listener, state).await.map_err(ServeError::Bind)
+    let log = state.log.clone();
+    tokio::select! {
+        served = serve_on(listener, state) => served.map_err(ServeError::Bind),
+        () = stop_signal() => {
+            // Every answered request's event is durable already; sign over them, so a stopped
+            // log has no unsigned tail.
+            let signed = tokio::task::spawn_blocking(move || log.sign_checkpoint())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|signed| signed.map_err(|e| e.to_string()));
+            match signed {
+                Ok(Some((size, _))) => println!("custos: stopped; a checkpoint covers all {size} events"),
+                Ok(None) => println!("custos: stopped"),
+                Err(error) => tracing::error!(%error, "the last checkpoint could not be signed"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        // Without signal handlers the process ends the default way, unsigned tail and all.
+        _ => std::future::pending().await,
+    }
 }
 
 /// Serves an opened state on a bound listener until the runtime ends, within the configured

@@ -396,6 +396,7 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
         "only the 100-day-old partition expired: {purged:?}"
     );
     assert_eq!((purged[0].first_seq, purged[0].events), (0, 5));
+    assert_eq!(log.purged_events(), 5);
     assert!(
         log.purge_expired(now, &policy, &describe)
             .unwrap()

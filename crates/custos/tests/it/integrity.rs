@@ -257,3 +257,23 @@ fn a_siems_checkpoint_copy_catches_a_log_rolled_back_to_a_backup() {
     assert_eq!(code, 2, "{said}");
     assert!(said.contains("is not signed by the pinned key"), "{said}");
 }
+
+#[test]
+fn a_stopped_server_leaves_no_unsigned_tail() {
+    // Signing only at start and on a 10-minute interval: what the stop signs is all there is.
+    let mut server = Server::start(&["--checkpoint-interval-ms", "600000"]);
+    let admin = server.admin();
+    for i in 0..3 {
+        create_account(&server, &admin, &format!("before the stop {i}"));
+    }
+    let status = server.stop();
+    assert!(status.success(), "{status}");
+    let output = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "verify", "--json", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["latestCheckpoint"], report["events"], "{report}");
+}

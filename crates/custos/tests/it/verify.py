@@ -151,9 +151,9 @@ def verify_consistency(m, n, root_m, root_n, hashes):
         return not hashes and root_m == root_n
     if m == 0 or m > n:
         return False
+    if not hashes:
+        return False  # the empty-path guard
     path = ([root_m] if m & (m - 1) == 0 else []) + hashes
-    if not path:
-        return False
     fn, sn = m - 1, n - 1
     while fn & 1:
         fn >>= 1
