@@ -1,41 +1,8 @@
-//! The HTTP side of Custos: the axum router (Web API, token endpoint, audit API, health and
-//! metrics), authentication, and the request pipeline that checks privileges, runs the
-//! operation, asks the audit policy and makes the audit event durable before answering.
+//! The assembly of Custos: opens the areas (the records platform, compliance, feeds and SIEM,
+//! the console) over the shared application state, joins their routes into one router with
+//! the connection middleware, `/healthz`, `/metrics` and `/openapi.json`, starts their
+//! background work and serves until SIGTERM or Ctrl-C (ARCHITECTURE.md, "Layers").
 #![warn(missing_docs)]
-
-mod admin;
-mod alerts;
-mod audit;
-mod audit_api;
-mod audit_settings;
-mod auth;
-mod automation;
-mod cells;
-mod console;
-mod context;
-mod error;
-mod export;
-mod feed;
-mod ingest;
-mod listener;
-mod m365;
-mod maintenance;
-mod metrics;
-mod names;
-mod outbound;
-mod queries;
-mod reports;
-mod retention;
-mod siem;
-mod signing_key;
-mod state;
-mod streams;
-mod support;
-mod throttle;
-mod verification;
-mod webapi;
-mod webhook;
-mod witness;
 
 use std::sync::Arc;
 
@@ -43,12 +10,16 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::get;
+use custos_compliance::ComplianceState;
+use custos_console::ConsoleState;
+use custos_http::{AppError, ErrorCode, listener};
+use custos_platform::PlatformState;
+use custos_siem::SiemState;
 
-pub use error::{AppError, ErrorCode};
-pub use listener::Limits;
-pub use maintenance::{ReindexSummary, reindex_audit_log};
-pub use state::{AppState, Clock, Config, StartError, SystemClock, private_files};
+pub use custos_http::listener::Limits;
+pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
+pub use custos_http::state::{AppState, Clock, Config, StartError, SystemClock, private_files};
 
 /// `GET /openapi.json`: an OpenAPI 3 description of the fixed routes (for API fuzzers and client
 /// generators; the Web API's full description is its CSDL `$metadata`).
@@ -60,30 +31,10 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-/// Free bytes below which the data directory's file system counts as full: audited work
-/// (records and their events) is being refused, or soon will be.
-const DISK_FREE_BYTES_MIN: u64 = 1 << 20;
-
-/// Whether Custos takes and serves audited work: `Err` with the reason while the audit log
-/// refuses events (the writer stopped, a failed write) or found a record altered on disk, or
-/// the data directory's file system is full.
-pub(crate) fn health(state: &AppState) -> Result<(), String> {
-    state.log.health()?;
-    if let Ok(stat) = rustix::fs::statvfs(&state.config.data_dir) {
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-        if free < DISK_FREE_BYTES_MIN {
-            return Err(format!(
-                "the data directory's file system is full ({free} bytes free): audited requests are refused"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// `GET /healthz`: 200 while Custos takes and serves audited work; 503 with the reason while
 /// it refuses it (see [`health`]).
 async fn healthz(State(state): State<AppState>) -> Response {
-    match health(&state) {
+    match state.health() {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(reason) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -96,12 +47,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics; like every route but `/healthz` and the token endpoint it needs a valid
 /// bearer token (Prometheus can fetch one with its `oauth2` client-credentials setting).
 async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(error) = auth::authenticate(&state, &headers) {
+    if let Err(error) = custos_http::auth::authenticate(&state, &headers) {
         return error.into_response();
     }
     let text = state
         .metrics
-        .render(state.log.stats(), state.log.len(), health(&state).is_ok());
+        .render(state.log.stats(), state.log.len(), state.health().is_ok());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -117,135 +68,49 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// The routes of the JSON API (Web API, token endpoint, audit API) with the catch-all that
-/// records their refusals, without the connection middleware: the console calls them
-/// in-process with its own request context.
-pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
-    let api_root = "/{instance}/api/data/v9.2";
+/// The areas of the application, each with its own state over the shared one.
+#[derive(Clone)]
+pub struct Areas {
+    /// The records platform.
+    pub platform: PlatformState,
+    /// Compliance.
+    pub compliance: ComplianceState,
+    /// Feeds and SIEM.
+    pub siem: SiemState,
+}
+
+impl Areas {
+    /// Opens every area over `app`; the platform's support tool runs compliance's purge.
+    pub fn open(app: &AppState) -> Result<Areas, StartError> {
+        Ok(Areas {
+            platform: PlatformState::open(app, custos_compliance::purge)?,
+            compliance: ComplianceState::open(app)?,
+            siem: SiemState::open(app)?,
+        })
+    }
+
+    /// Starts every area's background work.
+    pub async fn start(&self) {
+        self.compliance.start().await;
+        self.platform.start().await;
+        self.siem.start();
+    }
+}
+
+/// The routes of the JSON API (the token endpoint, the Web API, the admin center and support
+/// tool, the audit API, the feed, `/metrics`) with the catch-all that records their refusals,
+/// without the connection middleware: the console calls them in-process with its own request
+/// context.
+fn api_routes(state: &AppState, areas: &Areas) -> Router {
     Router::new()
-        .route("/oauth2/token", post(auth::token))
-        .route("/oauth2/logout", post(auth::logout))
-        .route("/api/me/changePassword", post(auth::change_password))
-        .route("/api/admin/instances", get(admin::list).post(admin::create))
-        .route(
-            "/api/admin/instances/{name}",
-            get(admin::get).delete(admin::delete),
-        )
-        .route("/api/admin/instances/{name}/convert", post(admin::convert))
-        .route(
-            "/api/admin/instances/{name}/backups",
-            get(admin::backups).post(admin::backup),
-        )
-        .route("/api/admin/instances/{name}/restore", post(admin::restore))
-        .route(
-            "/api/admin/support/engineers",
-            get(admin::engineers).post(admin::grant_support),
-        )
-        .route(
-            "/api/admin/support/engineers/{id}",
-            axum::routing::delete(admin::revoke_support),
-        )
-        .route(
-            "/api/admin/support/grants",
-            get(admin::grants).post(admin::open_grant),
-        )
-        .route(
-            "/api/admin/support/grants/{id}",
-            axum::routing::delete(admin::end_grant),
-        )
-        .route("/api/support/access", post(support::access))
-        .route("/api/support/backend", post(support::backend))
-        .route("/api/audit/ingest", post(ingest::ingest))
-        .route(
-            "/api/audit/streams",
-            get(streams::list).post(streams::create),
-        )
-        .route(
-            "/api/audit/streams/{id}",
-            get(streams::get).delete(streams::delete),
-        )
-        .route(
-            "/api/v1.0/{tenant}/activity/feed/subscriptions/start",
-            post(feed::start),
-        )
-        .route(
-            "/api/v1.0/{tenant}/activity/feed/subscriptions/stop",
-            post(feed::stop),
-        )
-        .route(
-            "/api/v1.0/{tenant}/activity/feed/subscriptions/list",
-            get(feed::list),
-        )
-        .route(
-            "/api/v1.0/{tenant}/activity/feed/subscriptions/content",
-            get(feed::content),
-        )
-        .route(
-            "/api/v1.0/{tenant}/activity/feed/subscriptions/notifications",
-            get(feed::notifications),
-        )
-        .route(
-            "/api/v1.0/{tenant}/activity/feed/audit/{id}",
-            get(feed::blob),
-        )
-        .route("/api/audit/records", get(audit_api::search))
-        .route("/api/audit/records/{id}", get(audit_api::get))
-        .route("/api/audit/exports", post(export::start_job))
-        .route("/api/audit/exports/{id}", get(export::job))
-        .route(
-            "/api/audit/exports/{id}/file",
-            get(export::job_file_download),
-        )
-        .route("/api/audit/export", get(export::export))
-        .route("/api/audit/alerts", get(alerts::list).post(alerts::create))
-        .route(
-            "/api/audit/alerts/{id}",
-            axum::routing::delete(alerts::delete),
-        )
-        .route(
-            "/api/audit/queries",
-            get(queries::list).post(queries::create),
-        )
-        .route("/api/audit/queries/{id}", get(queries::get))
-        .route("/api/audit/queries/{id}/records", get(queries::records))
-        .route(
-            "/api/audit/reports",
-            get(reports::list).post(reports::create),
-        )
-        .route(
-            "/api/audit/reports/{id}",
-            get(reports::get)
-                .put(reports::update)
-                .delete(reports::delete),
-        )
-        .route("/api/audit/reports/{id}/runs", get(reports::runs))
-        .route("/api/audit/subjects/{record}", get(reports::subject))
-        .route(
-            "/api/audit/retention",
-            get(retention::get).put(retention::put),
-        )
-        .route("/api/audit/retention/run", post(retention::run))
-        .route(
-            "/api/audit/settings",
-            get(audit_settings::get).put(audit_settings::put),
-        )
-        .route(
-            "/api/audit/verify",
-            get(verification::get).post(verification::start),
-        )
-        .route("/api/audit/checkpoint", get(audit_api::checkpoint))
-        .route("/api/audit/key", get(audit_api::key))
-        .route("/api/audit/keys", get(signing_key::keys))
-        .route("/api/audit/key/rotate", post(signing_key::rotate))
-        .route("/api/audit/proofs/inclusion", get(audit_api::inclusion))
-        .route("/api/audit/proofs/consistency", get(audit_api::consistency))
-        .route(api_root, any(webapi::handle))
-        .route(&format!("{api_root}/"), any(webapi::handle))
-        .route(&format!("{api_root}/{{*rest}}"), any(webapi::handle))
-        .route("/metrics", get(metrics))
+        .merge(custos_http::auth::routes(state))
+        .merge(areas.platform.routes())
+        .merge(areas.compliance.routes())
+        .merge(areas.siem.routes())
+        .route("/metrics", get(metrics).with_state(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            webapi::record_refusals,
+            custos_http::answer::record_refusals,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -253,22 +118,23 @@ pub(crate) fn api_routes(state: &AppState) -> Router<AppState> {
 }
 
 /// The whole application; tests and the binary use the same router.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, areas: &Areas) -> Router {
+    let api = api_routes(&state, areas);
+    let console = ConsoleState::new(&state, api.clone());
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(healthz).with_state(state.clone()))
         .route("/openapi.json", get(openapi))
-        .merge(console::routes(&state))
-        .merge(api_routes(&state))
+        .merge(custos_console::routes(&console))
+        .merge(api)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             listener::read_body,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
-            context::correlate,
+            custos_http::context::correlate,
         ))
-        .layer(axum::middleware::from_fn(console::security_headers))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(custos_console::security_headers))
 }
 
 /// Opens the data directory and serves until the process ends; prints the bound address first.
@@ -324,38 +190,17 @@ async fn stop_signal() {
 }
 
 /// Serves an opened state on a bound listener until the runtime ends, within the configured
-/// limits; also runs the hourly retention purge and the log's followers.
+/// limits; opens every area and starts its background work first.
 pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    tokio::spawn(retention::purge_periodically(state.clone()));
-    queries::resume(&state);
-    export::tidy_jobs(&state);
-    tokio::spawn(reports::schedule(state.clone()));
-    let followers = state.clone();
-    if let Err(error) = tokio::task::spawn_blocking(move || alerts::init_cursors(&followers))
+    let opened = state.clone();
+    let areas = tokio::task::spawn_blocking(move || Areas::open(&opened))
         .await
-        .expect("setting cursors does not panic")
-    {
-        tracing::error!(error = %error.message, "alerts are off: their cursors could not be set");
-    } else {
-        tokio::spawn(alerts::detect(state.clone()));
-        tokio::spawn(webhook::follow(state.clone(), alerts::NOTIFIER));
-    }
-    let outbox = state.clone();
-    if let Err(error) = tokio::task::spawn_blocking(move || {
-        webhook::init_cursor(&outbox, automation::OUTBOX_CURSOR)
-    })
-    .await
-    .expect("setting a cursor does not panic")
-    {
-        tracing::error!(error = %error.message, "process and plug-in webhooks are off: their cursor could not be set");
-    } else {
-        tokio::spawn(webhook::follow(state.clone(), automation::OUTBOX));
-    }
-    tokio::spawn(feed::publish_periodically(state.clone()));
-    tokio::spawn(throttle::flush_periodically(state.clone()));
-    streams::resume(&state);
+        .expect("opening the areas does not panic")
+        .map_err(std::io::Error::other)?;
+    areas.start().await;
+    tokio::spawn(custos_http::throttle::flush_periodically(state.clone()));
     let limits = state.config.limits;
-    listener::serve(listener, router(state), limits).await
+    listener::serve(listener, router(state, &areas), limits).await
 }
 
 /// Why serving stopped.

@@ -1,0 +1,112 @@
+//! Verification of the whole log from the server (the integrity page's "Verify now"):
+//! `POST /api/audit/verify` (Audit Manager) starts `custos audit verify`'s check on the live
+//! log in the background, recorded as `VerifyAuditLog`; `GET /api/audit/verify` tells the
+//! last verification's outcome, kept in the directory's settings. One runs at a time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custos_audit::{Operation, format_creation_time, verify_log};
+use serde_json::{Value as Json, json};
+
+use crate::ComplianceState;
+use custos_http::answer::answer;
+use custos_http::auth::audit_manager;
+use custos_http::auth::audit_reader_caller;
+use custos_http::context::RequestContext;
+use custos_http::draft::EventDraft;
+use custos_http::error::{AppError, ErrorCode};
+
+const SETTING: &str = "audit.verification";
+
+/// Whether a verification is running now (in this process).
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+fn last(state: &ComplianceState) -> Result<Json, AppError> {
+    // Running from the moment the start is answered, so a client polling right after its
+    // POST never reads the previous outcome as this one's.
+    if RUNNING.load(Ordering::Acquire) {
+        return Ok(json!({"status": "running"}));
+    }
+    Ok(state
+        .directory
+        .setting(SETTING)?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({"status": "never"})))
+}
+
+/// `GET /api/audit/verify`.
+pub(crate) async fn get(State(state): State<ComplianceState>, headers: HeaderMap) -> Response {
+    let result = (|| -> Result<Response, AppError> {
+        audit_reader_caller(&state, &headers)?;
+        Ok(axum::Json(last(&state)?).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Verifies the log and keeps the outcome.
+fn run(state: &ComplianceState, started: String) {
+    let dir = state.config.data_dir.join("audit");
+    let key = state.log.verifier_keys()[0].1.clone();
+    // What the log holds now is signed first, so the verification covers it.
+    let outcome = match state
+        .log
+        .sign_checkpoint()
+        .and_then(|_| verify_log(&dir, &key, &mut |_, _| {}))
+    {
+        Ok(report) => json!({
+            "status": "succeeded",
+            "ok": report.is_ok(),
+            "events": report.events,
+            "segments": report.segments,
+            "checkpoints": report.checkpoints,
+            "latestCheckpoint": report.latest_checkpoint,
+            "indexesChecked": report.indexes_checked,
+            "purgedEvents": report.purged_events,
+            "problems": report.problems,
+            "tornTail": report.torn_tail,
+        }),
+        Err(error) => json!({"status": "failed", "ok": false, "error": error.to_string()}),
+    };
+    let mut outcome = outcome;
+    outcome["startedDateTime"] = json!(started);
+    outcome["finishedDateTime"] = json!(format_creation_time(state.clock.now_us()));
+    if let Err(error) = state.directory.set_setting(SETTING, &outcome.to_string()) {
+        tracing::error!(%error, "the verification's outcome was not kept");
+    }
+    if outcome["ok"] != true {
+        tracing::error!(outcome = %outcome, "the audit log did not verify");
+    }
+    RUNNING.store(false, Ordering::Release);
+}
+
+/// `POST /api/audit/verify`.
+pub(crate) async fn start(
+    State(state): State<ComplianceState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::VerifyAuditLog, &context);
+    let result = async {
+        audit_manager(&state, &mut draft, &headers, "verify the audit log")?;
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            return Err(AppError::new(
+                ErrorCode::Conflict,
+                "a verification is running already",
+            ));
+        }
+        if let Err(error) = state.record(draft.clone()).await {
+            RUNNING.store(false, Ordering::Release);
+            return Err(error);
+        }
+        let started = format_creation_time(state.clock.now_us());
+        let running = json!({"status": "running", "startedDateTime": started});
+        let worker = state.clone();
+        tokio::task::spawn_blocking(move || run(&worker, started));
+        Ok::<_, AppError>((StatusCode::ACCEPTED, axum::Json(running)).into_response())
+    }
+    .await;
+    answer(&state, draft, result).await
+}

@@ -1,0 +1,1206 @@
+//! The compliance pages: audit log search with a detail panel and exports, the reports with
+//! their charts, retention, and the integrity of the log. Each reads the audit API as the
+//! signed-in auditor, so each is itself recorded.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use custos_audit::{Origin, ResultStatus};
+use maud::{Markup, html};
+use serde_json::{Value as Json, json};
+
+use super::chart;
+use super::page::notice;
+use super::{Console, Page, encode, error_page, query_string, see_other, text};
+use crate::ConsoleState;
+use custos_compliance::PRECONFIGURED;
+use custos_http::context::RequestContext;
+
+/// Events a search page shows.
+const SEARCH_PAGE: &str = "50";
+
+/// The search filters of the form, by query parameter, with their labels.
+const TEXT_FILTERS: [(&str, &str); 9] = [
+    ("operation", "Activity (operation)"),
+    ("user", "User (principal name or id)"),
+    ("entity", "Entity"),
+    ("recordId", "Record id"),
+    ("ip", "Client IP"),
+    ("instance", "Instance"),
+    ("recordType", "Record type"),
+    ("workload", "Workload"),
+    ("category", "Report category"),
+];
+
+/// The filters of `params` the API takes, without empty ones.
+fn filters(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = ["start", "end", "q", "origin", "status"]
+        .into_iter()
+        .chain(TEXT_FILTERS.iter().map(|(name, _)| *name))
+        .filter_map(|name| {
+            params
+                .get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (name, v))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn search_form(params: &HashMap<String, String>) -> Markup {
+    let value = |name: &str| params.get(name).cloned().unwrap_or_default();
+    html! {
+        form.filters method="get" action="/ui/audit/search" role="search" {
+            div { label for="start" { "From (UTC date)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
+            div { label for="end" { "To (UTC date)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
+            div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
+            @for (name, label) in TEXT_FILTERS {
+                div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
+            }
+            div {
+                label for="origin" { "Origin" }
+                select id="origin" name="origin" {
+                    option value="" { "Any" }
+                    @for origin in Origin::ALL {
+                        option value=(origin.as_str()) selected[value("origin") == origin.as_str()] { (origin.as_str()) }
+                    }
+                }
+            }
+            div {
+                label for="status" { "Result" }
+                select id="status" name="status" {
+                    option value="" { "Any" }
+                    @for status in ResultStatus::ALL {
+                        option value=(status.as_str()) selected[value("status") == status.as_str()] { (status.as_str()) }
+                    }
+                }
+            }
+            div { button type="submit" { "Search" } " " a.button.secondary href="/ui/audit/search" { "Clear" } }
+        }
+    }
+}
+
+/// The detail panel of one audit record: every field, record ids and changes in full.
+fn detail(record: &Json) -> Markup {
+    let object = record.as_object().cloned().unwrap_or_default();
+    html! {
+        section.detail aria-labelledby="detail-title" {
+            h2 id="detail-title" { (text(&record["Operation"])) " by " (text(&record["UserUpn"])) }
+            dl {
+                @for (key, value) in &object {
+                    @if key != "RecordIds" && key != "Changes" && key != "Details" {
+                        dt { (key) } dd { (text(value)) }
+                    }
+                }
+            }
+            h3 { "Record ids (" (object.get("RecordIds").and_then(Json::as_array).map_or(0, Vec::len)) ")" }
+            ul.mono {
+                @for id in object.get("RecordIds").and_then(Json::as_array).into_iter().flatten() {
+                    li { a href={ "/ui/audit/subjects/" (text(id)) } title="Every event that touched this record" { (text(id)) } }
+                }
+            }
+            @if let Some(changes) = object.get("Changes").and_then(Json::as_array).filter(|c| !c.is_empty()) {
+                h3 { "Changes" }
+                table {
+                    thead { tr { th scope="col" { "Attribute" } th scope="col" { "Old" } th scope="col" { "New" } } }
+                    tbody {
+                        @for change in changes {
+                            tr { td { (text(&change["Attribute"])) } td { (text(&change["Old"])) } td { (text(&change["New"])) } }
+                        }
+                    }
+                }
+            }
+            @if let Some(details) = object.get("Details").filter(|d| !d.is_null()) {
+                h3 { "Details" }
+                pre.mono { (serde_json::to_string_pretty(details).unwrap_or_default()) }
+            }
+        }
+    }
+}
+
+/// `GET /ui/audit/search?filters&skiptoken&selected`.
+pub(crate) async fn search(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/search");
+    let filters = filters(&params);
+    let searched = !filters.is_empty() || params.contains_key("run");
+    let mut rows = Vec::new();
+    let mut next = None;
+    let mut problem = None;
+    if searched {
+        let mut api_query = filters.clone();
+        api_query.push(("top", SEARCH_PAGE));
+        if let Some(skip) = params.get("skiptoken") {
+            api_query.push(("skiptoken", skip));
+        }
+        let path = format!("/api/audit/records?{}", query_string(api_query));
+        match console.call(Method::GET, &path, None, &[]).await {
+            Ok(answer) => match answer.error() {
+                Some(message) => problem = Some(message),
+                None => {
+                    rows = answer.json["value"].as_array().cloned().unwrap_or_default();
+                    next = answer.json["@odata.nextLink"].as_str().and_then(|link| {
+                        form_urlencoded::parse(link.split_once('?')?.1.as_bytes())
+                            .find(|(k, _)| k == "skiptoken")
+                            .map(|(_, v)| v.into_owned())
+                    });
+                }
+            },
+            Err(error) => problem = Some(error.message),
+        }
+    }
+    let selected = params.get("selected");
+    let chosen =
+        selected.and_then(|id| rows.iter().find(|r| r["Id"].as_str() == Some(id.as_str())));
+    let here_query = |extra: &[(&str, &str)]| {
+        let mut pairs = filters.clone();
+        pairs.push(("run", "1"));
+        if let Some(skip) = params.get("skiptoken") {
+            pairs.push(("skiptoken", skip));
+        }
+        pairs.extend_from_slice(extra);
+        query_string(pairs)
+    };
+    let search_text = query_string(filters.clone());
+    let body = html! {
+        (search_form(&params))
+        @if let Some(problem) = &problem {
+            p.error role="alert" { (problem) }
+        }
+        @if searched && problem.is_none() {
+            div.actions {
+                span.muted { (rows.len()) " events on this page, newest first." }
+                @for (format, label) in [("xlsx", "Export to Excel (xlsx)"), ("csv", "Export CSV"), ("jsonl", "Export JSON lines")] {
+                    form method="post" action="/ui/audit/exports" {
+                        (console.form_field())
+                        input type="hidden" name="format" value=(format);
+                        input type="hidden" name="search" value=(search_text);
+                        button.secondary type="submit" { (label) }
+                    }
+                }
+                form method="post" action="/ui/audit/queries" {
+                    (console.form_field())
+                    input type="hidden" name="search" value=(search_text);
+                    button.secondary type="submit" { "Run as a background query" }
+                }
+            }
+            div.split {
+                div {
+                    table {
+                        thead { tr {
+                            th scope="col" { "Time (UTC)" } th scope="col" { "User" } th scope="col" { "Activity" }
+                            th scope="col" { "Entity" } th scope="col" class="num" { "Records" } th scope="col" { "Origin" }
+                            th scope="col" { "IP" } th scope="col" { "Result" }
+                        } }
+                        tbody {
+                            @for row in &rows {
+                                @let id = text(&row["Id"]);
+                                tr aria-selected=(if selected == Some(&id) { "true" } else { "false" }) {
+                                    @let time = text(&row["CreationTime"]);
+                                    td.time { a href={ "/ui/audit/search?" (here_query(&[("selected", id.as_str())])) } title=(time) { (time.get(..19).unwrap_or(&time).replace('T', " ")) } }
+                                    td { (text(&row["UserUpn"])) }
+                                    td { (text(&row["Operation"])) }
+                                    td { (text(&row["EntityName"])) }
+                                    td.num { (row["RecordIds"].as_array().map_or(0, Vec::len)) }
+                                    td { (text(&row["Origin"])) }
+                                    td { (text(&row["ClientIP"])) }
+                                    td { (text(&row["ResultStatus"])) }
+                                }
+                            }
+                        }
+                    }
+                    nav.pager aria-label="Pages" {
+                        @if let Some(next) = &next {
+                            @let mut pairs = filters.clone();
+                            a.button rel="next" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs.push(("skiptoken", next.as_str())); pairs })) } { "Older events" }
+                        }
+                        @if params.contains_key("skiptoken") {
+                            @let mut pairs = filters.clone();
+                            a.button.secondary href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs })) } { "Newest events" }
+                        }
+                    }
+                }
+                div {
+                    @match chosen {
+                        Some(record) => (detail(record)),
+                        None => p.muted { "Choose an event's time to see it in full." },
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Audit log search",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/reports`.
+pub(crate) async fn reports(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/reports");
+    let list = call!(console, "Reports", Method::GET, "/api/audit/reports", None);
+    let saved: Vec<Json> = list.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["kind"] == "saved")
+        .cloned()
+        .collect();
+    let manager = console.caller.can_manage_audit(&state);
+    let body = html! {
+        p { "The Dynamics 365 activity reports. Each counts the events of its kind over a time range, by hour or day, with the users, activities and entities behind them." }
+        div.cards {
+            @for report in &PRECONFIGURED {
+                section.card {
+                    h2 { a href={ "/ui/audit/reports/" (report.id) } { (report.name) } }
+                    p { (report.description) }
+                }
+            }
+        }
+        h2 { "Custom reports" }
+        table {
+            thead { tr { th scope="col" { "Report" } th scope="col" { "Search" } th scope="col" { "Grouped by" } th scope="col" { "Schedule" } th scope="col" { "By" } } }
+            tbody {
+                @for report in &saved {
+                    tr {
+                        td { a href={ "/ui/audit/reports/" (text(&report["id"])) } { (text(&report["name"])) } }
+                        td { code { (text(&report["search"])) } }
+                        td { (text(&report["groupBy"])) }
+                        td { (text(&report["schedule"])) }
+                        td { (text(&report["createdBy"])) }
+                    }
+                }
+            }
+        }
+        @if manager {
+            form method="post" action="/ui/audit/reports" {
+                (console.form_field())
+                fieldset {
+                    legend { "New custom report" }
+                    p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }
+                    p { label for="search" { "Search (filters of the audit search, e.g. operation=ExportToExcel&entity=contact)" } input id="search" name="search" type="text"; }
+                    p {
+                        label for="groupBy" { "Group by" }
+                        select id="groupBy" name="groupBy" { option value="user" { "User" } option value="operation" { "Activity" } option value="entity" { "Entity" } }
+                    }
+                    p {
+                        label for="schedule" { "Run on a schedule" }
+                        select id="schedule" name="schedule" { option value="none" { "No" } option value="hourly" { "Hourly" } option value="daily" { "Daily" } option value="weekly" { "Weekly" } }
+                    }
+                    p { label for="rangeDays" { "Days a scheduled run covers" } input id="rangeDays" name="rangeDays" type="number" min="1" max="366" value="7"; }
+                    div.actions { button type="submit" { "Save report" } }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Reports",
+        section: "reports",
+        body,
+    }
+    .render(&console)
+}
+
+fn top_table(caption: &str, key: &str, heading: &str, list: &Json) -> Markup {
+    html! {
+        table {
+            caption { (caption) }
+            thead { tr { th scope="col" { (heading) } th scope="col" class="num" { "Events" } } }
+            tbody {
+                @for entry in list.as_array().into_iter().flatten() {
+                    tr { td { (text(&entry[key])) } td.num { (text(&entry["count"])) } }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ui/audit/reports/{id}?start&end&bucket`.
+pub(crate) async fn report(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/audit/reports/{id}");
+    let console = console!(state, headers, context, here);
+    let range: Vec<(&str, &str)> = ["start", "end", "bucket"]
+        .into_iter()
+        .filter_map(|k| {
+            params
+                .get(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (k, v.as_str()))
+        })
+        .collect();
+    let report = call!(
+        console,
+        "Report",
+        Method::GET,
+        format!("/api/audit/reports/{}?{}", encode(&id), query_string(range)),
+        None
+    );
+    let report = report.json;
+    let name = text(&report["name"]);
+    let bars: Vec<(String, u64)> = report["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| (text(&b["start"]), b["count"].as_u64().unwrap_or(0)))
+        .collect();
+    let bucket = text(&report["bucket"]);
+    let search = query_string([
+        ("category", id.as_str()),
+        ("start", text(&report["start"]).as_str()),
+        ("end", text(&report["end"]).as_str()),
+        ("run", "1"),
+    ]);
+    let value = |k: &str| params.get(k).cloned().unwrap_or_default();
+    let body = html! {
+        p { (text(&report["description"])) }
+        form.filters method="get" action=(format!("/ui/audit/reports/{id}")) {
+            div { label for="start" { "From (UTC)" } input id="start" name="start" type="text" placeholder=(text(&report["start"])) value=(value("start")); }
+            div { label for="end" { "To (UTC)" } input id="end" name="end" type="text" placeholder=(text(&report["end"])) value=(value("end")); }
+            div {
+                label for="bucket" { "Per" }
+                select id="bucket" name="bucket" {
+                    option value="" { "Automatic" }
+                    option value="hour" selected[value("bucket") == "hour"] { "Hour" }
+                    option value="day" selected[value("bucket") == "day"] { "Day" }
+                }
+            }
+            div { button type="submit" { "Run report" } }
+        }
+        p.total { (text(&report["total"])) " events" }
+        p.muted { "From " (text(&report["start"])) " to " (text(&report["end"])) ", per " (bucket) "." }
+        figure {
+            (chart::bars(&format!("{name}: events per {bucket}"), &bars))
+            figcaption { "Events per " (bucket) ". " a href={ "/ui/audit/search?" (search) } { "See the events" } }
+        }
+        @if let Some(group_by) = report["groupBy"].as_str() {
+            @let heading = match group_by { "user" => "User", "operation" => "Activity", _ => "Entity" };
+            (top_table(&format!("Events by {heading}"), group_by, heading, &report["groups"]))
+        }
+        div.tops {
+            (top_table("Top users", "user", "User", &report["topUsers"]))
+            (top_table("Top activities", "operation", "Activity", &report["topOperations"]))
+            (top_table("Top entities", "entity", "Entity", &report["topEntities"]))
+        }
+        @if report["kind"] == "saved" && console.caller.can_manage_audit(&console.state) {
+            form method="post" action={ "/ui/audit/reports/" (id) "/delete" } {
+                (console.form_field())
+                button.danger type="submit" { "Delete this report" }
+            }
+        }
+    };
+    Page {
+        title: &name,
+        section: "reports",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/retention`.
+pub(crate) async fn retention(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/retention");
+    let settings = call!(
+        console,
+        "Retention",
+        Method::GET,
+        "/api/audit/retention",
+        None
+    );
+    let settings = settings.json;
+    let switch = call!(
+        console,
+        "Retention",
+        Method::GET,
+        "/api/audit/settings",
+        None
+    );
+    let search_on = switch.json["searchEnabled"].as_bool().unwrap_or(true);
+    let list = |value: &Json| {
+        value
+            .as_array()
+            .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let body = html! {
+        (notice(params.get("saved").map(|_| "Saved. Expired partitions are deleted within the hour; each deletion is recorded.")))
+        p { "Events are kept " strong { (text(&settings["defaultDays"])) " days" } " unless a policy below keeps them longer (the longest matching policy wins). Each instance's own retention (in its auditing settings) is its default. Expired events are deleted in whole partitions, and every deletion is itself recorded and verifiable." }
+        table {
+            caption { "Policies" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Record types" } th scope="col" { "Operations" } th scope="col" { "Users" } th scope="col" class="num" { "Days" } th scope="col" { "" } } }
+            tbody {
+                @for (i, policy) in settings["policies"].as_array().into_iter().flatten().enumerate() {
+                    tr {
+                        td { (text(&policy["name"])) }
+                        td { (list(&policy["recordTypes"])) }
+                        td { (list(&policy["operations"])) }
+                        td { (list(&policy["users"])) }
+                        td.num { (text(&policy["days"])) }
+                        td {
+                            form method="post" action="/ui/audit/retention" {
+                                (console.form_field())
+                                input type="hidden" name="remove" value=(i);
+                                button.secondary type="submit" aria-label={ "Remove policy " (text(&policy["name"])) } { "Remove" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form method="post" action="/ui/audit/settings" {
+            (console.form_field())
+            fieldset {
+                legend { "Audit log search" }
+                div.check {
+                    input id="searchEnabled" name="searchEnabled" type="checkbox" value="true" checked[search_on];
+                    label for="searchEnabled" { "Audit log search is on" }
+                }
+                p.muted { "Turned off, no one can search, report on or export the audit log; recording goes on. Turning it off or on is itself recorded." }
+                div.actions { button type="submit" { "Save" } }
+            }
+        }
+        form method="post" action="/ui/audit/retention" {
+            (console.form_field())
+            fieldset {
+                legend { "Default" }
+                p { label for="defaultDays" { "Days to keep events no policy names (-1 for ever)" } input id="defaultDays" name="defaultDays" type="number" min="-1" value=(text(&settings["defaultDays"])); }
+            }
+            fieldset {
+                legend { "Add a policy" }
+                p { label for="name" { "Name" } input id="name" name="name" type="text" maxlength="64"; }
+                p { label for="recordTypes" { "Record types (comma-separated)" } input id="recordTypes" name="recordTypes" type="text" placeholder="CustosAdmin"; }
+                p { label for="operations" { "Operations (comma-separated)" } input id="operations" name="operations" type="text" placeholder="ExportToExcel"; }
+                p { label for="users" { "Users (comma-separated)" } input id="users" name="users" type="text"; }
+                p { label for="days" { "Days" } input id="days" name="days" type="number" min="-1"; }
+            }
+            div.actions { button type="submit" { "Save" } }
+        }
+    };
+    Page {
+        title: "Retention",
+        section: "retention",
+        body,
+    }
+    .render(&console)
+}
+
+fn split_list(text: Option<&String>) -> Vec<String> {
+    text.map(|t| {
+        t.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// `POST /ui/audit/retention`: changes the default, adds or removes a policy.
+pub(crate) async fn save_retention(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/retention");
+    let current = call!(
+        console,
+        "Retention",
+        Method::GET,
+        "/api/audit/retention",
+        None
+    );
+    let mut settings = current.json;
+    let mut policies = settings["policies"].as_array().cloned().unwrap_or_default();
+    if let Some(index) = form.get("remove").and_then(|i| i.parse::<usize>().ok()) {
+        if index < policies.len() {
+            policies.remove(index);
+        }
+    } else {
+        if let Some(days) = form
+            .get("defaultDays")
+            .and_then(|d| d.trim().parse::<i64>().ok())
+        {
+            settings["defaultDays"] = json!(days);
+        }
+        let name = form.get("name").map(|n| n.trim()).unwrap_or_default();
+        if !name.is_empty() {
+            let Some(days) = form.get("days").and_then(|d| d.trim().parse::<i64>().ok()) else {
+                return error_page(
+                    &console,
+                    "Retention",
+                    "a policy needs a whole number of days",
+                );
+            };
+            policies.push(json!({
+                "name": name,
+                "recordTypes": split_list(form.get("recordTypes")),
+                "operations": split_list(form.get("operations")),
+                "users": split_list(form.get("users")),
+                "days": days,
+            }));
+        }
+    }
+    settings["policies"] = Json::Array(policies);
+    call!(
+        console,
+        "Retention",
+        Method::PUT,
+        "/api/audit/retention",
+        Some(settings)
+    );
+    see_other("/ui/audit/retention?saved=1")
+}
+
+/// `GET /ui/audit/integrity`: the latest signed checkpoint and the key to check it with.
+pub(crate) async fn integrity(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/integrity");
+    let checkpoint = call!(
+        console,
+        "Integrity",
+        Method::GET,
+        "/api/audit/checkpoint",
+        None
+    );
+    let key = call!(console, "Integrity", Method::GET, "/api/audit/key", None);
+    let chain = call!(console, "Integrity", Method::GET, "/api/audit/keys", None);
+    let rotations: Vec<&Json> = chain.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(1)
+        .collect();
+    let note = text(&checkpoint.json);
+    let lines: Vec<&str> = note.lines().collect();
+    let verification = call!(console, "Integrity", Method::GET, "/api/audit/verify", None);
+    let verification = verification.json;
+    let running = verification["status"] == "running";
+    let manager = console.caller.can_manage_audit(&console.state);
+    let body = html! {
+        @if running {
+            meta http-equiv="refresh" content="2";
+        }
+        h2 { "Last verification" }
+        @match verification["status"].as_str() {
+            Some("never") => p { "The whole log has not been verified from here yet." },
+            Some("running") => p role="status" { "A verification started at " (text(&verification["startedDateTime"])) " is running…" },
+            _ => {
+                @if verification["ok"] == true {
+                    p.notice role="status" {
+                        "Verified " (text(&verification["finishedDateTime"])) ": " (text(&verification["events"])) " events in "
+                        (text(&verification["segments"])) " segments, every checksum, record hash, index file and "
+                        (text(&verification["checkpoints"])) " signed checkpoints intact."
+                    }
+                } @else {
+                    p.error role="alert" { "The verification of " (text(&verification["finishedDateTime"])) " found problems:" }
+                    ul {
+                        @for problem in verification["problems"].as_array().into_iter().flatten() { li { (text(problem)) } }
+                        @if verification["error"].is_string() { li { (text(&verification["error"])) } }
+                    }
+                }
+            }
+        }
+        @if manager && !running {
+            form method="post" action="/ui/audit/integrity/verify" {
+                (console.form_field())
+                button type="submit" { "Verify now" }
+            }
+        }
+        p { "Every audit record is a leaf of a Merkle tree (RFC 9162); the log signs its root in a checkpoint (C2SP signed note, Ed25519) at least every second while events arrive. Anyone holding the public key can check a checkpoint, that an event is in the log, and that a later checkpoint extends an earlier one — see docs/verify.md. " code { "custos audit verify" } " recomputes everything offline." }
+        dl.detail {
+            dt { "Log" } dd { code { (lines.first().copied().unwrap_or_default()) } }
+            dt { "Events covered" } dd { (lines.get(1).copied().unwrap_or_default()) }
+            dt { "Root hash (base64)" } dd { code { (lines.get(2).copied().unwrap_or_default()) } }
+        }
+        h2 { "Latest signed checkpoint" }
+        pre.mono { (note) }
+        h2 { "Verifier key" }
+        pre.mono { (text(&key.json)) }
+        @if !rotations.is_empty() {
+            table {
+                caption { "Key rotations (each handed over by a checkpoint both keys signed)" }
+                thead { tr { th scope="col" { "From tree size" } th scope="col" { "Key" } } }
+                tbody {
+                    tr { td.num { "0" } td { code { (text(&chain.json["value"][0]["key"])) } " (first key)" } }
+                    @for rotation in &rotations {
+                        tr { td.num { (text(&rotation["sinceTreeSize"])) } td { code { (text(&rotation["key"])) } } }
+                    }
+                }
+            }
+        }
+        @if console.is_global_admin() {
+            form method="post" action="/ui/audit/integrity/rotate" {
+                (console.form_field())
+                p { "Rotating the key signs a handover checkpoint with the old and the new key; verifiers that pinned the first key follow it (docs/verify.md §4)." }
+                button.secondary type="submit" { "Rotate the signing key" }
+            }
+        }
+    };
+    Page {
+        title: "Integrity",
+        section: "integrity",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/integrity/rotate` (global admin).
+pub(crate) async fn rotate_key(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/integrity");
+    call!(
+        console,
+        "Integrity",
+        Method::POST,
+        "/api/audit/key/rotate",
+        None
+    );
+    see_other("/ui/audit/integrity")
+}
+
+/// `POST /ui/audit/exports`: starts an export job of a search, then shows its progress.
+pub(crate) async fn start_export(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/search");
+    let body = json!({
+        "format": form.get("format").cloned().unwrap_or_default(),
+        "search": form.get("search").cloned().unwrap_or_default(),
+    });
+    let job = call!(
+        console,
+        "Export",
+        Method::POST,
+        "/api/audit/exports",
+        Some(body)
+    );
+    see_other(&format!("/ui/audit/exports/{}", text(&job.json["id"])))
+}
+
+/// `GET /ui/audit/exports/{id}`: an export's progress (the page refreshes itself until it is
+/// done), then its download.
+pub(crate) async fn export_progress(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let here = format!("/ui/audit/exports/{id}");
+    let console = console!(state, headers, context, here);
+    let job = call!(
+        console,
+        "Export",
+        Method::GET,
+        format!("/api/audit/exports/{}", encode(&id)),
+        None
+    );
+    let job = job.json;
+    let status = text(&job["status"]);
+    let done = job["done"].as_u64().unwrap_or(0);
+    let total = job["total"].as_u64().unwrap_or(0);
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
+    let body = html! {
+        @if status == "running" {
+            meta http-equiv="refresh" content="1";
+        }
+        p { "Export of " (total) " events as " code { (text(&job["format"])) } "." }
+        p {
+            label for="progress" { "Progress" }
+            progress id="progress" max="100" value=(percent) { (percent) "%" }
+            " " span role="status" { (done) " of " (total) " events — " (status) }
+        }
+        @match status.as_str() {
+            "succeeded" => p { a.button href=(text(&job["file"])) download { "Download the " (text(&job["format"])) " file" } },
+            "failed" => p.error role="alert" { "The export failed: " (text(&job["error"])) },
+            _ => p.muted { "This page refreshes until the file is ready; you may leave and come back." },
+        }
+        p { a href="/ui/audit/search" { "Back to the search" } }
+    };
+    Page {
+        title: "Export",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/queries`: runs a search as a background query.
+pub(crate) async fn start_query(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/search");
+    let search = form.get("search").cloned().unwrap_or_default();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(search.as_bytes())
+        .into_owned()
+        .collect();
+    let values = |key: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let first = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let mut body = json!({
+        "displayName": format!("Search {}", search),
+        "operationFilters": values("operation"),
+        "userPrincipalNameFilters": values("user"),
+        "ipAddressFilters": values("ip"),
+        "objectIdFilters": values("recordId"),
+        "recordTypeFilters": values("recordType"),
+        "serviceFilters": values("workload"),
+    });
+    if let Some(q) = first("q") {
+        body["keywordFilter"] = json!(q);
+    }
+    if let Some(start) = first("start") {
+        body["filterStartDateTime"] = json!(start);
+    }
+    if let Some(end) = first("end") {
+        body["filterEndDateTime"] = json!(end);
+    }
+    call!(
+        console,
+        "Background query",
+        Method::POST,
+        "/api/audit/queries",
+        Some(body)
+    );
+    see_other("/ui/audit/queries")
+}
+
+/// `GET /ui/audit/queries`: the background queries and their status.
+pub(crate) async fn queries(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/queries");
+    let list = call!(
+        console,
+        "Background queries",
+        Method::GET,
+        "/api/audit/queries",
+        None
+    );
+    let running = list.json["value"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|q| matches!(q["status"].as_str(), Some("notStarted" | "running")));
+    let body = html! {
+        @if running {
+            meta http-equiv="refresh" content="2";
+        }
+        p { "Searches run in the background, with no limit on how many events they find; each is kept 30 days. Start one from the audit search." }
+        table {
+            thead { tr { th scope="col" { "Query" } th scope="col" { "Started" } th scope="col" { "By" } th scope="col" { "Status" } th scope="col" class="num" { "Events" } } }
+            tbody {
+                @for query in list.json["value"].as_array().into_iter().flatten() {
+                    tr {
+                        td {
+                            @if query["status"] == "succeeded" {
+                                a href={ "/ui/audit/queries/" (text(&query["id"])) } { (text(&query["displayName"])) }
+                            } @else { (text(&query["displayName"])) }
+                        }
+                        td.time { (text(&query["createdDateTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                        td { (text(&query["createdBy"])) }
+                        td { (text(&query["status"])) }
+                        td.num { (text(&query["approximateReturnedRecordCount"])) }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Background queries",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/queries/{id}?skiptoken=`: a page of a query's events.
+pub(crate) async fn query_records(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/audit/queries/{id}");
+    let console = console!(state, headers, context, here);
+    let skip = params
+        .get("skiptoken")
+        .cloned()
+        .unwrap_or_else(|| "0".into());
+    let page = call!(
+        console,
+        "Background query",
+        Method::GET,
+        format!(
+            "/api/audit/queries/{}/records?$top={SEARCH_PAGE}&$skiptoken={}",
+            encode(&id),
+            encode(&skip)
+        ),
+        None
+    );
+    let next = page.json["@odata.nextLink"].as_str().and_then(|link| {
+        form_urlencoded::parse(link.split_once('?')?.1.as_bytes())
+            .find(|(k, _)| k == "$skiptoken")
+            .map(|(_, v)| v.into_owned())
+    });
+    let body = html! {
+        table {
+            thead { tr { th scope="col" { "Time (UTC)" } th scope="col" { "User" } th scope="col" { "Activity" } th scope="col" { "Entity" } th scope="col" class="num" { "Records" } th scope="col" { "Origin" } } }
+            tbody {
+                @for record in page.json["value"].as_array().into_iter().flatten() {
+                    @let data = &record["auditData"];
+                    tr {
+                        td.time { (text(&data["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                        td { (text(&data["UserUpn"])) }
+                        td { (text(&data["Operation"])) }
+                        td { (text(&data["EntityName"])) }
+                        td.num { (data["RecordIds"].as_array().map_or(0, Vec::len)) }
+                        td { (text(&data["Origin"])) }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            @if let Some(next) = next {
+                a.button rel="next" href={ (here) "?skiptoken=" (next) } { "Next page" }
+            }
+            a.button.secondary href="/ui/audit/queries" { "All queries" }
+        }
+    };
+    Page {
+        title: "Background query",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `GET /ui/audit/subjects/{recordId}`: every event that touched a record.
+pub(crate) async fn subject(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(record): Path<String>,
+) -> Response {
+    let here = format!("/ui/audit/subjects/{record}");
+    let console = console!(state, headers, context, here);
+    let report = call!(
+        console,
+        "Data subject",
+        Method::GET,
+        format!("/api/audit/subjects/{}", encode(&record)),
+        None
+    );
+    let report = report.json;
+    let bars: Vec<(String, u64)> = report["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| (text(&b["start"]), b["count"].as_u64().unwrap_or(0)))
+        .collect();
+    let search = query_string([
+        ("recordId", record.as_str()),
+        ("start", text(&report["start"]).as_str()),
+        ("run", "1"),
+    ]);
+    let body = html! {
+        p { "Every event that created, read, listed, exported, changed or deleted record " code { (record) } " from " (text(&report["start"])) " to " (text(&report["end"])) ": the access report a data subject may ask for." }
+        p.total { (text(&report["total"])) " events" }
+        figure {
+            (chart::bars(&format!("Events that touched record {record}, per day"), &bars))
+            figcaption { a href={ "/ui/audit/search?" (search) } { "See every event" } }
+        }
+        div.tops {
+            (top_table("By activity", "operation", "Activity", &report["groups"]))
+            (top_table("By user", "user", "User", &report["users"]))
+        }
+    };
+    Page {
+        title: "Who touched this record",
+        section: "search",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/reports`: saves a custom report.
+pub(crate) async fn save_report(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/reports");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let Ok(range_days) = field("rangeDays").trim().parse::<i64>() else {
+        return error_page(
+            &console,
+            "Reports",
+            "the days a run covers must be a whole number",
+        );
+    };
+    let body = json!({
+        "name": field("name"),
+        "search": field("search"),
+        "groupBy": field("groupBy"),
+        "schedule": field("schedule"),
+        "rangeDays": range_days,
+    });
+    let saved = call!(
+        console,
+        "Reports",
+        Method::POST,
+        "/api/audit/reports",
+        Some(body)
+    );
+    see_other(&format!("/ui/audit/reports/{}", text(&saved.json["id"])))
+}
+
+/// `POST /ui/audit/reports/{id}/delete`.
+pub(crate) async fn delete_report(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/reports");
+    call!(
+        console,
+        "Reports",
+        Method::DELETE,
+        format!("/api/audit/reports/{}", encode(&id)),
+        None
+    );
+    see_other("/ui/audit/reports")
+}
+
+/// `GET /ui/audit/alerts`: the alert rules, a form for a new one, and the latest alerts.
+pub(crate) async fn alerts(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/alerts");
+    let rules = call!(console, "Alerts", Method::GET, "/api/audit/alerts", None);
+    let raised = call!(
+        console,
+        "Alerts",
+        Method::GET,
+        "/api/audit/records?operation=AlertTriggered&top=20",
+        None
+    );
+    let manager = console.caller.can_manage_audit(&state);
+    let list = |value: &Json| {
+        value
+            .as_array()
+            .map(|items| items.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let body = html! {
+        p { "An alert is a record in the audit log (activity AlertTriggered) and a notification to the rule's webhook." }
+        table {
+            caption { "Rules" }
+            thead { tr { th scope="col" { "Rule" } th scope="col" { "When" } th scope="col" { "Webhook" } th scope="col" { "" } } }
+            tbody {
+                @for rule in rules.json["value"].as_array().into_iter().flatten() {
+                    tr {
+                        td { (text(&rule["name"])) }
+                        td {
+                            @if rule["kind"] == "volume" {
+                                "More than " (text(&rule["threshold"])) " records of " (list(&rule["operations"]))
+                                @if !text(&rule["entity"]).is_empty() { " on " (text(&rule["entity"])) }
+                                " by one user in " (text(&rule["windowMinutes"])) " minutes"
+                            } @else {
+                                "Any " (list(&rule["operations"]))
+                                @if !list(&rule["userTypes"]).is_empty() { " by " (list(&rule["userTypes"])) }
+                            }
+                        }
+                        td { code { (text(&rule["webhook"])) } }
+                        td {
+                            @if manager {
+                                form method="post" action={ "/ui/audit/alerts/" (text(&rule["id"])) "/delete" } {
+                                    (console.form_field())
+                                    button.secondary type="submit" aria-label={ "Delete rule " (text(&rule["name"])) } { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if manager {
+            form method="post" action="/ui/audit/alerts" {
+                (console.form_field())
+                fieldset {
+                    legend { "New rule" }
+                    p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }
+                    p {
+                        label for="kind" { "Kind" }
+                        select id="kind" name="kind" {
+                            option value="volume" { "A user reads or exports more than N records in M minutes" }
+                            option value="operation" { "Any event of these activities" }
+                        }
+                    }
+                    p { label for="operations" { "Activities (comma-separated; volume rules default to reads and exports)" } input id="operations" name="operations" type="text" placeholder="BulkDelete"; }
+                    p { label for="entity" { "Entity (volume rules; empty for any)" } input id="entity" name="entity" type="text"; }
+                    p { label for="threshold" { "Records (volume rules)" } input id="threshold" name="threshold" type="number" min="1" value="1000"; }
+                    p { label for="windowMinutes" { "Minutes (volume rules)" } input id="windowMinutes" name="windowMinutes" type="number" min="1" max="1440" value="10"; }
+                    p { label for="userTypes" { "User types (operation rules; comma-separated, e.g. Admin)" } input id="userTypes" name="userTypes" type="text"; }
+                    p { label for="webhook" { "Webhook URL" } input id="webhook" name="webhook" type="text" placeholder="https://example.com/hook"; }
+                    div.actions { button type="submit" { "Save rule" } }
+                }
+            }
+        }
+        table {
+            caption { "Latest alerts" }
+            thead { tr { th scope="col" { "Time (UTC)" } th scope="col" { "Rule" } th scope="col" { "User" } th scope="col" class="num" { "Records" } } }
+            tbody {
+                @for alert in raised.json["value"].as_array().into_iter().flatten() {
+                    tr {
+                        td.time { a href={ "/ui/audit/search?" (query_string([("operation", "AlertTriggered"), ("run", "1"), ("selected", text(&alert["Id"]).as_str())])) } { (text(&alert["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) } }
+                        td { (text(&alert["Details"]["Rule"])) }
+                        td { (text(&alert["Details"]["User"])) }
+                        td.num { (text(&alert["ResultCount"])) }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Alerts",
+        section: "alerts",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/audit/alerts`: saves a rule.
+pub(crate) async fn save_alert(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/alerts");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let number = |k: &str| field(k).trim().parse::<u64>().ok();
+    let mut body = json!({
+        "name": field("name"),
+        "kind": field("kind"),
+        "operations": split_list(form.get("operations")),
+        "webhook": field("webhook"),
+    });
+    if field("kind") == "volume" {
+        body["entity"] = json!(field("entity").trim());
+        body["threshold"] = json!(number("threshold"));
+        body["windowMinutes"] = json!(number("windowMinutes"));
+    } else {
+        body["userTypes"] = json!(split_list(form.get("userTypes")));
+    }
+    call!(
+        console,
+        "Alerts",
+        Method::POST,
+        "/api/audit/alerts",
+        Some(body)
+    );
+    see_other("/ui/audit/alerts")
+}
+
+/// `POST /ui/audit/alerts/{id}/delete`.
+pub(crate) async fn delete_alert(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/alerts");
+    call!(
+        console,
+        "Alerts",
+        Method::DELETE,
+        format!("/api/audit/alerts/{}", encode(&id)),
+        None
+    );
+    see_other("/ui/audit/alerts")
+}
+
+/// `POST /ui/audit/settings`: turns audit log search on or off.
+pub(crate) async fn save_search_switch(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/retention");
+    let enabled = form.get("searchEnabled").is_some_and(|v| v == "true");
+    call!(
+        console,
+        "Audit settings",
+        Method::PUT,
+        "/api/audit/settings",
+        Some(json!({"searchEnabled": enabled}))
+    );
+    see_other("/ui/audit/retention?saved=1")
+}
+
+/// `POST /ui/audit/integrity/verify`.
+pub(crate) async fn verify(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let console = console!(state, headers, context, "/ui/audit/integrity");
+    call!(
+        console,
+        "Integrity",
+        Method::POST,
+        "/api/audit/verify",
+        None
+    );
+    see_other("/ui/audit/integrity")
+}

@@ -1,0 +1,369 @@
+//! The console (SPEC §10): server-rendered pages under `/ui`, plain HTML and CSS, no
+//! front-end build step. Sign-in opens a session (an HttpOnly, SameSite=Strict cookie holding a
+//! token like a bearer token); every page reads and writes through the same JSON API as any
+//! client — an internal call carrying the browser's session and origin facts — so the console
+//! is audited exactly like the API, with origin `WebUI`.
+//!
+//! The top of the house: it calls the other areas only through the JSON API it is given (and
+//! reads compliance's list of preconfigured reports).
+#![warn(missing_docs)]
+
+/// Opens the console for a page, or answers with the sign-in redirect.
+macro_rules! console {
+    ($state:expr, $headers:expr, $context:expr, $here:expr) => {
+        match Console::open(&$state, &$headers, $context, &$here) {
+            Ok(console) => console,
+            Err(redirect) => return axum::response::IntoResponse::into_response(redirect),
+        }
+    };
+}
+
+/// Calls the API; on refusal answers with an error page titled `$title`.
+macro_rules! call {
+    ($console:expr, $title:expr, $method:expr, $path:expr, $body:expr) => {
+        match $console.call($method, &$path, $body, &[]).await {
+            Ok(answer) => match answer.error() {
+                None => answer,
+                Some(message) => return error_page(&$console, $title, &message),
+            },
+            Err(error) => return error_page(&$console, $title, &error.message),
+        }
+    };
+}
+
+mod admin;
+mod audit;
+mod chart;
+mod guard;
+mod page;
+mod records;
+mod session;
+mod settings;
+mod siem;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use custos_http::AppState;
+use serde_json::Value as Json;
+use tower::ServiceExt;
+
+use custos_http::auth::{Caller, SESSION_COOKIE, authenticate, cookie};
+use custos_http::context::RequestContext;
+use custos_http::error::AppError;
+
+pub(crate) use page::{Page, error_page};
+
+/// Most bytes of an API answer the console reads (a page of records or of audit events).
+const ANSWER_BYTES_MAX: usize = 64 << 20;
+
+/// The console's state: the shared application state, and the JSON API its pages call.
+#[derive(Clone)]
+pub struct ConsoleState {
+    app: AppState,
+    /// The routes of the JSON API, without the connection middleware (the console gives each
+    /// call its own request context).
+    api: Router,
+}
+
+impl std::ops::Deref for ConsoleState {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.app
+    }
+}
+
+impl ConsoleState {
+    /// The console over `app`, calling the JSON API `api`.
+    pub fn new(app: &AppState, api: Router) -> ConsoleState {
+        ConsoleState {
+            app: app.clone(),
+            api,
+        }
+    }
+}
+
+/// The console's routes; every form post passes the guard of `guard::forms`.
+pub fn routes(state: &ConsoleState) -> Router {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/home") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/home") }))
+        .route("/ui/style.css", get(page::stylesheet))
+        .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/logout", post(session::logout))
+        .route(
+            "/ui/account/password",
+            get(session::password_form).post(session::change_password),
+        )
+        .route("/ui/home", get(page::home))
+        .route("/ui/{instance}/records", get(records::entities))
+        .route("/ui/{instance}/records/{set}", get(records::grid))
+        .route("/ui/{instance}/records/{set}/export", post(records::export))
+        .route(
+            "/ui/{instance}/records/{set}/views",
+            post(records::save_view),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/import",
+            get(records::import_form).post(records::import),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/bulk-delete",
+            get(records::bulk_delete_form).post(records::bulk_delete),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/{id}",
+            get(records::form).post(records::save),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/{id}/delete",
+            post(records::delete),
+        )
+        .route(
+            "/ui/{instance}/settings/auditing",
+            get(settings::auditing).post(settings::save_auditing),
+        )
+        .route(
+            "/ui/{instance}/customizations",
+            get(settings::customizations).post(settings::create_entity),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}/attributes",
+            post(settings::create_attribute),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}/attributes/{attribute}/delete",
+            post(settings::delete_attribute),
+        )
+        .route(
+            "/ui/{instance}/customizations/publish",
+            post(settings::publish),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}",
+            get(settings::entity).post(settings::save_entity),
+        )
+        .route("/ui/admin", get(admin::instances))
+        .route("/ui/admin/instances", post(admin::create))
+        .route("/ui/admin/instances/{name}", get(admin::instance))
+        .route(
+            "/ui/admin/instances/{name}/solutions",
+            post(admin::import_solution),
+        )
+        .route(
+            "/ui/admin/instances/{name}/solutions/{id}/remove",
+            post(admin::remove_solution),
+        )
+        .route("/ui/admin/instances/{name}/{action}", post(admin::act))
+        .route("/ui/audit/search", get(audit::search))
+        .route("/ui/audit/exports", post(audit::start_export))
+        .route("/ui/audit/exports/{id}", get(audit::export_progress))
+        .route(
+            "/ui/audit/queries",
+            get(audit::queries).post(audit::start_query),
+        )
+        .route("/ui/audit/queries/{id}", get(audit::query_records))
+        .route("/ui/audit/subjects/{record}", get(audit::subject))
+        .route(
+            "/ui/audit/reports",
+            get(audit::reports).post(audit::save_report),
+        )
+        .route("/ui/audit/reports/{id}", get(audit::report))
+        .route("/ui/audit/reports/{id}/delete", post(audit::delete_report))
+        .route(
+            "/ui/audit/alerts",
+            get(audit::alerts).post(audit::save_alert),
+        )
+        .route("/ui/audit/alerts/{id}/delete", post(audit::delete_alert))
+        .route("/ui/audit/settings", post(audit::save_search_switch))
+        .route(
+            "/ui/audit/retention",
+            get(audit::retention).post(audit::save_retention),
+        )
+        .route("/ui/audit/feeds", get(siem::feeds))
+        .route("/ui/audit/feeds/subscription", post(siem::subscription))
+        .route("/ui/audit/feeds/streams", post(siem::create_stream))
+        .route(
+            "/ui/audit/feeds/streams/{id}/delete",
+            post(siem::delete_stream),
+        )
+        .route("/ui/audit/integrity", get(audit::integrity))
+        .route("/ui/audit/integrity/verify", post(audit::verify))
+        .route("/ui/audit/integrity/rotate", post(audit::rotate_key))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::forms,
+        ))
+        .layer(DefaultBodyLimit::max(custos_http::listener::BODY_BYTES_MAX))
+        .with_state(state.clone())
+}
+
+pub use guard::headers as security_headers;
+
+/// A console request: who is signed in, and the facts of the browser's request (recorded in
+/// every event the pages cause).
+pub(crate) struct Console {
+    pub(crate) state: ConsoleState,
+    pub(crate) caller: Caller,
+    pub(crate) context: RequestContext,
+    token: String,
+}
+
+/// What the API answered.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) json: Json,
+}
+
+impl Answer {
+    /// Reads an API response's JSON.
+    pub(crate) async fn read(response: Response) -> Result<Answer, AppError> {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_BYTES_MAX)
+            .await
+            .map_err(|e| AppError::bad_request(format!("console answer: {e}")))?;
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Answer { status, json })
+    }
+
+    /// The API's error message, when it refused.
+    pub(crate) fn error(&self) -> Option<String> {
+        (!self.status.is_success()).then(|| {
+            self.json["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the request failed ({})", self.status))
+        })
+    }
+}
+
+impl Console {
+    /// The signed-in console user, or a redirect to the sign-in page.
+    pub(crate) fn open(
+        state: &ConsoleState,
+        headers: &HeaderMap,
+        context: RequestContext,
+        here: &str,
+    ) -> Result<Console, Redirect> {
+        let to_login = || {
+            let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+            Redirect::to(&format!("/ui/login?next={next}"))
+        };
+        let Some(token) = cookie(headers, SESSION_COOKIE) else {
+            return Err(to_login());
+        };
+        let mut only_cookie = HeaderMap::new();
+        only_cookie.insert(
+            header::COOKIE,
+            format!("{SESSION_COOKIE}={token}")
+                .parse()
+                .map_err(|_| to_login())?,
+        );
+        let caller = authenticate(state, &only_cookie).map_err(|_| to_login())?;
+        Ok(Console {
+            state: state.clone(),
+            caller,
+            context,
+            token: token.to_string(),
+        })
+    }
+
+    /// Calls the API as this session: `path` with its query, an optional JSON body; the
+    /// answer as it came (a file download passes through).
+    pub(crate) async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+        extra: &[(&str, &str)],
+    ) -> Result<Response, AppError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", self.token));
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut request = request
+            .body(body)
+            .map_err(|e| AppError::bad_request(format!("console request: {e}")))?;
+        request.extensions_mut().insert(self.context.clone());
+        Ok(self
+            .state
+            .api
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("routing is infallible"))
+    }
+
+    /// Calls the JSON API as this session and reads its JSON answer.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Json>,
+        extra: &[(&str, &str)],
+    ) -> Result<Answer, AppError> {
+        Answer::read(self.call_raw(method, path, body, extra).await?).await
+    }
+
+    /// The hidden field with this session's form token, which every state-changing form
+    /// carries.
+    pub(crate) fn form_field(&self) -> maud::Markup {
+        guard::field(&guard::token(&self.state.token_key, self.caller.session_id))
+    }
+
+    /// The instance the console works in when a page names none.
+    pub(crate) fn default_instance(&self) -> String {
+        self.state
+            .directory
+            .instances()
+            .ok()
+            .and_then(|list| list.into_iter().next())
+            .map_or_else(|| "main".to_string(), |i| i.name)
+    }
+}
+
+/// A JSON value as text for a page: strings as they are, null as nothing.
+pub(crate) fn text(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Encodes a value for a URL query.
+pub(crate) fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// The query string of `pairs`.
+pub(crate) fn query_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+/// A redirect after a form post (303, so the browser follows with GET).
+pub(crate) fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}

@@ -1,0 +1,853 @@
+//! The records app: the entities of an instance, a grid view of one with paging (each page a
+//! retrieve multiple, audited as the instance's settings say), and a record form to read,
+//! change or delete a record.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Extension, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use custos_records::{AttributeDef, AttributeType, EntityDef};
+use maud::{Markup, html};
+use serde_json::{Map, Value as Json};
+use uuid::Uuid;
+
+use super::page::notice;
+use super::{Answer, Console, Page, encode, error_page, query_string, see_other};
+use crate::ConsoleState;
+use custos_http::context::RequestContext;
+
+/// Page sizes the grid offers.
+const PAGE_SIZES: [u32; 4] = [10, 25, 50, 100];
+const PAGE_SIZE_DEFAULT: u32 = 50;
+/// Columns a grid shows besides the primary name.
+const GRID_COLUMNS_MAX: usize = 5;
+
+fn entity(console: &Console, instance: &str, set: &str) -> Option<EntityDef> {
+    let instance = console.state.instance(instance)?;
+    instance.store.catalog().by_set_name(set).cloned()
+}
+
+/// The entity of a page's entity set, or the error page titled `title` saying it is missing.
+fn entity_or_page(
+    console: &Console,
+    instance: &str,
+    set: &str,
+    title: &str,
+) -> Result<EntityDef, Box<Response>> {
+    entity(console, instance, set).ok_or_else(|| {
+        Box::new(error_page(
+            console,
+            title,
+            &format!("entity set '{set}' does not exist in '{instance}'"),
+        ))
+    })
+}
+
+/// The `filter` parameter of a page, trimmed; empty when absent.
+fn filter_param(params: &HashMap<String, String>) -> String {
+    params
+        .get("filter")
+        .map(|f| f.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The attributes a person edits (not kept by the platform, not the key).
+fn editable(entity: &EntityDef) -> impl Iterator<Item = &AttributeDef> {
+    let key = entity.primary_id();
+    entity
+        .attributes
+        .iter()
+        .filter(move |a| !a.read_only && a.logical_name != key)
+}
+
+/// The grid's columns: the primary name, then the first other editable attributes.
+fn grid_columns(entity: &EntityDef) -> Vec<&AttributeDef> {
+    let mut columns: Vec<&AttributeDef> = Vec::new();
+    if let Some(name) = entity
+        .primary_name
+        .as_deref()
+        .and_then(|n| entity.attribute(n))
+    {
+        columns.push(name);
+    }
+    for attribute in editable(entity) {
+        if columns.len() > GRID_COLUMNS_MAX {
+            break;
+        }
+        let shown = !matches!(attribute.attribute_type, AttributeType::Memo)
+            && !columns
+                .iter()
+                .any(|c| c.logical_name == attribute.logical_name);
+        if shown {
+            columns.push(attribute);
+        }
+    }
+    columns
+}
+
+/// A value as a person reads it.
+fn shown(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `GET /ui/{instance}/records`.
+pub(crate) async fn entities(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path(instance): Path<String>,
+) -> Response {
+    let here = format!("/ui/{instance}/records");
+    let console = console!(state, headers, context, here);
+    let Some(found) = state.instance(&instance) else {
+        return error_page(
+            &console,
+            "Records",
+            &format!("instance '{instance}' does not exist"),
+        );
+    };
+    let catalog = found.store.catalog();
+    let mut entities: Vec<&EntityDef> = catalog.entities().collect();
+    entities.sort_by(|a, b| {
+        (a.category.as_str(), &a.logical_name).cmp(&(b.category.as_str(), &b.logical_name))
+    });
+    let body = html! {
+        table {
+            caption.muted { "Entities of instance " code { (instance) } }
+            thead { tr { th scope="col" { "Entity" } th scope="col" { "Category" } th scope="col" { "Entity set" } } }
+            tbody {
+                @for entity in &entities {
+                    tr {
+                        td { a href={ "/ui/" (instance) "/records/" (entity.set_name) } { (entity.logical_name) } }
+                        td { (entity.category.as_str()) }
+                        td { code { (entity.set_name) } }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: "Records",
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// A view the grid offers.
+struct ViewChoice {
+    /// `saved:<id>` or `user:<id>`, the grid's `view` parameter.
+    param: String,
+    /// `savedQuery` or `userQuery`, the API's parameter.
+    kind: &'static str,
+    id: String,
+    label: String,
+    columns: Option<String>,
+}
+
+/// The system views of an entity and the signed-in user's personal views of it.
+async fn views(
+    console: &Console,
+    instance: &str,
+    entity: &EntityDef,
+) -> Result<Vec<ViewChoice>, String> {
+    let mut out = Vec::new();
+    let me = console.caller.principal.id.to_string();
+    let entity_filter = format!("returnedtypecode eq '{}'", entity.logical_name);
+    let mine = format!("{entity_filter} and ownerid eq {me}");
+    for (set, kind, prefix, filter) in [
+        (
+            "savedqueries",
+            "savedQuery",
+            "saved",
+            entity_filter.as_str(),
+        ),
+        ("userqueries", "userQuery", "user", mine.as_str()),
+    ] {
+        let key = if kind == "savedQuery" {
+            "savedqueryid"
+        } else {
+            "userqueryid"
+        };
+        let path = format!(
+            "/{instance}/api/data/v9.2/{set}?{}",
+            query_string([
+                ("$select", format!("{key},name,columns").as_str()),
+                ("$filter", filter),
+                ("$orderby", "name"),
+            ])
+        );
+        let answer = console
+            .call(Method::GET, &path, None, &[])
+            .await
+            .map_err(|e| e.message)?;
+        if answer.status == axum::http::StatusCode::FORBIDDEN {
+            continue;
+        }
+        if let Some(message) = answer.error() {
+            return Err(message);
+        }
+        for view in answer.json["value"].as_array().into_iter().flatten() {
+            let id = view[key].as_str().unwrap_or_default().to_string();
+            let name = view["name"].as_str().unwrap_or_default();
+            out.push(ViewChoice {
+                param: format!("{prefix}:{id}"),
+                kind,
+                label: if prefix == "user" {
+                    format!("{name} (mine)")
+                } else {
+                    name.to_string()
+                },
+                columns: view["columns"].as_str().map(str::to_string),
+                id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /ui/{instance}/records/{set}/views` with `name` and `filter`: saves the grid's filter
+/// as a personal view and opens it.
+pub(crate) async fn save_view(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let entity = match entity_or_page(&console, &instance, &set, "Save view") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let body = serde_json::json!({
+        "name": form.get("name").map(|n| n.trim()).unwrap_or_default(),
+        "returnedtypecode": entity.logical_name,
+        "filter": form.get("filter").map(|f| f.trim()).unwrap_or_default(),
+    });
+    let path = format!("/{instance}/api/data/v9.2/userqueries");
+    let response = match console.call_raw(Method::POST, &path, Some(body), &[]).await {
+        Ok(response) => response,
+        Err(error) => return error_page(&console, "Save view", &error.message),
+    };
+    let id = response
+        .headers()
+        .get("odata-entityid")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit_once('('))
+        .map(|(_, id)| id.trim_end_matches(')').to_string());
+    match id {
+        Some(id) => see_other(&format!("{list}?view=user:{id}")),
+        None => {
+            let message = match Answer::read(response).await {
+                Ok(answer) => answer.error().unwrap_or_default(),
+                Err(error) => error.message,
+            };
+            error_page(&console, "Save view", &message)
+        }
+    }
+}
+
+/// `GET /ui/{instance}/records/{set}?view=&filter=&size=&skiptoken=`.
+pub(crate) async fn grid(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "Records") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let size = params
+        .get("size")
+        .and_then(|s| s.parse().ok())
+        .filter(|s| PAGE_SIZES.contains(s))
+        .unwrap_or(PAGE_SIZE_DEFAULT);
+    let page: u64 = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let views = match views(&console, &instance, &entity).await {
+        Ok(views) => views,
+        Err(message) => return error_page(&console, &entity.logical_name, &message),
+    };
+    let view_param = params.get("view").cloned().unwrap_or_default();
+    let view = views.iter().find(|v| v.param == view_param);
+    let key = entity.primary_id();
+    let columns: Vec<&AttributeDef> = match view.and_then(|v| v.columns.as_deref()) {
+        Some(names) => names
+            .split(',')
+            .filter_map(|n| entity.attribute_by_web_name(n.trim()))
+            .filter(|a| a.logical_name != key)
+            .collect(),
+        None => grid_columns(&entity),
+    };
+    let select: Vec<String> = std::iter::once(key.clone())
+        .chain(columns.iter().map(|c| c.web_name()))
+        .collect();
+    let select = select.join(",");
+    let filter = filter_param(&params);
+    let mut pairs = vec![("$count", "true")];
+    match view {
+        Some(view) => pairs.push((view.kind, view.id.as_str())),
+        None => {
+            pairs.push(("$select", select.as_str()));
+            if let Some(order) = entity.primary_name.as_deref() {
+                pairs.push(("$orderby", order));
+            }
+            if !filter.is_empty() {
+                pairs.push(("$filter", &filter));
+            }
+        }
+    }
+    let skip = params.get("skiptoken").cloned();
+    if let Some(skip) = &skip {
+        pairs.push(("$skiptoken", skip));
+    }
+    let path = format!("/{instance}/api/data/v9.2/{set}?{}", query_string(pairs));
+    let prefer = format!("odata.maxpagesize={size}");
+    let answer = match console
+        .call(Method::GET, &path, None, &[("prefer", &prefer)])
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => return error_page(&console, &entity.logical_name, &error.message),
+    };
+    if let Some(message) = answer.error() {
+        return error_page(&console, &entity.logical_name, &message);
+    }
+    let rows = answer.json["value"].as_array().cloned().unwrap_or_default();
+    let total = answer.json["@odata.count"].as_u64();
+    let next = answer.json["@odata.nextLink"].as_str().and_then(|link| {
+        link.split_once('?').and_then(|(_, q)| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "$skiptoken")
+                .map(|(_, v)| v.into_owned())
+        })
+    });
+    let first_row = (page - 1) * u64::from(size) + 1;
+    let size_text = size.to_string();
+    let outcome = match (params.get("imported"), params.get("deleted")) {
+        (Some(n), _) => Some(format!("Imported {n} records.")),
+        (None, Some(n)) => Some(format!("Deleted {n} records.")),
+        _ => None,
+    };
+    let body = html! {
+        (notice(outcome.as_deref()))
+        form.search method="get" action=(here) {
+            p {
+                label for="view" { "View" }
+                select id="view" name="view" {
+                    option value="" selected[view.is_none()] { "(no view: the filter below)" }
+                    @for option in &views {
+                        option value=(option.param) selected[option.param == view_param] { (option.label) }
+                    }
+                }
+            }
+            p {
+                label for="filter" { "Filter " span.muted { "(an OData $filter, e.g. " code { "startswith(" (entity.primary_name.as_deref().unwrap_or("name")) ",'A')" } ")" } }
+                input id="filter" name="filter" type="text" value=(filter);
+            }
+            div.actions {
+                label.check for="size" { "Rows per page" }
+                select id="size" name="size" {
+                    @for option in PAGE_SIZES {
+                        option value=(option) selected[option == size] { (option) }
+                    }
+                }
+                button type="submit" { "Show" }
+                a.button.secondary href={ "/ui/" (instance) "/records" } { "All entities" }
+            }
+        }
+        div.actions {
+            form method="post" action={ (here) "/export" } {
+                (console.form_field())
+                input type="hidden" name="filter" value=(filter);
+                input type="hidden" name="view" value=(view_param);
+                label.check for="format" { "Export" }
+                select id="format" name="format" {
+                    option value="xlsx" { "Excel workbook (.xlsx)" }
+                    option value="csv" { "CSV" }
+                }
+                button.secondary type="submit" { "Export to Excel" }
+            }
+            a.button.secondary href={ (here) "/import" } { "Import from CSV" }
+            @if view.is_none() && !filter.is_empty() {
+                form method="post" action={ (here) "/views" } {
+                    (console.form_field())
+                    input type="hidden" name="filter" value=(filter);
+                    label.check for="view-name" { "Save as personal view" }
+                    input id="view-name" name="name" type="text" required;
+                    button.secondary type="submit" { "Save view" }
+                }
+            }
+            a.button.secondary href={ (here) "/bulk-delete?" (query_string([("filter", filter.as_str())])) } { "Bulk delete" }
+        }
+        table {
+            caption.muted {
+                @if rows.is_empty() { "No records." }
+                @else {
+                    "Rows " (first_row) "–" (first_row + rows.len() as u64 - 1)
+                    @if let Some(total) = total { " of " (total) }
+                }
+            }
+            thead {
+                tr {
+                    @for column in &columns { th scope="col" { (column.logical_name) } }
+                }
+            }
+            tbody {
+                @for row in &rows {
+                    @let id = row[key.as_str()].as_str().unwrap_or_default();
+                    tr data-id=(id) {
+                        @for (i, column) in columns.iter().enumerate() {
+                            @let value = shown(&row[column.web_name().as_str()]);
+                            td {
+                                @if i == 0 {
+                                    a href={ "/ui/" (instance) "/records/" (set) "/" (id) } {
+                                        @if value.is_empty() { "(no name)" } @else { (value) }
+                                    }
+                                } @else { (value) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            span { "Page " (page) }
+            @if let Some(next) = &next {
+                a.button rel="next" href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("view", view_param.as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
+            }
+            @if page > 1 {
+                a.button.secondary href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("view", view_param.as_str())])) } { "First page" }
+            }
+        }
+    };
+    Page {
+        title: &entity.logical_name,
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// An input for one attribute, filled with its value.
+fn field(attribute: &AttributeDef, value: &Json) -> Markup {
+    let id = format!("f-{}", attribute.logical_name);
+    let name = attribute.logical_name.as_str();
+    html! {
+        p {
+            label for=(id) { (name) " " span.muted { "(" (attribute.attribute_type.name()) ")" } }
+            @match attribute.attribute_type {
+                AttributeType::Memo => textarea id=(id) name=(name) rows="4" { (shown(value)) },
+                AttributeType::Boolean => select id=(id) name=(name) {
+                    option value="" selected[value.is_null()] { "" }
+                    option value="true" selected[value == &Json::Bool(true)] { "Yes" }
+                    option value="false" selected[value == &Json::Bool(false)] { "No" }
+                },
+                AttributeType::Lookup { .. } => input id=(id) name=(name) type="text" value=(shown(value)) readonly aria-readonly="true";,
+                _ => input id=(id) name=(name) type="text" value=(shown(value));,
+            }
+        }
+    }
+}
+
+/// `GET /ui/{instance}/records/{set}/{id}`.
+pub(crate) async fn form(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/{id}");
+    let console = console!(state, headers, context, here);
+    let Some(entity) = entity(&console, &instance, &set) else {
+        return error_page(
+            &console,
+            "Record",
+            &format!("entity set '{set}' does not exist"),
+        );
+    };
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(&console, "Record", &format!("'{id}' is not a record id"));
+    };
+    let path = format!("/{instance}/api/data/v9.2/{set}({id})");
+    let answer = match console.call(Method::GET, &path, None, &[]).await {
+        Ok(answer) => answer,
+        Err(error) => return error_page(&console, &entity.logical_name, &error.message),
+    };
+    if let Some(message) = answer.error() {
+        return error_page(&console, &entity.logical_name, &message);
+    }
+    let record = &answer.json;
+    let title = entity
+        .primary_name
+        .as_deref()
+        .map(|n| shown(&record[n]))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| id.to_string());
+    let read_only: Vec<&AttributeDef> = entity.attributes.iter().filter(|a| a.read_only).collect();
+    let body = html! {
+        (notice(params.get("saved").map(|_| "Saved.")))
+        p.muted { (entity.logical_name) " " code { (id) } }
+        form method="post" action=(here) {
+            (console.form_field())
+            @for attribute in editable(&entity) {
+                (field(attribute, &record[attribute.web_name().as_str()]))
+            }
+            div.actions {
+                button type="submit" { "Save" }
+                a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
+            }
+        }
+        form method="post" action={ (here) "/delete" } {
+            (console.form_field())
+            button.danger type="submit" { "Delete this record" }
+        }
+        @if console.caller.can_read_audit(&console.state) {
+            p { a href={ "/ui/audit/subjects/" (id) } { "Who touched this record?" } " Every event that created, read, listed, exported, changed or deleted it." }
+        }
+        h2 { "Kept by the platform" }
+        table {
+            tbody {
+                @for attribute in &read_only {
+                    tr { th scope="row" { (attribute.logical_name) } td { (shown(&record[attribute.web_name().as_str()])) } }
+                }
+            }
+        }
+    };
+    Page {
+        title: &title,
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// The JSON body of an update from the form: every editable attribute, typed; an empty field
+/// clears the value.
+fn update_body(
+    entity: &EntityDef,
+    form: &HashMap<String, String>,
+) -> Result<Map<String, Json>, String> {
+    let mut body = Map::new();
+    for attribute in editable(entity) {
+        let Some(text) = form.get(&attribute.logical_name) else {
+            continue;
+        };
+        let text = text.trim();
+        let value = if text.is_empty() {
+            Json::Null
+        } else {
+            match attribute.attribute_type {
+                AttributeType::Lookup { .. } => continue,
+                AttributeType::Integer | AttributeType::Choice => text
+                    .parse::<i64>()
+                    .map(Json::from)
+                    .map_err(|_| format!("{} must be a whole number", attribute.logical_name))?,
+                AttributeType::Decimal | AttributeType::Money => text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Json::Number)
+                    .ok_or_else(|| format!("{} must be a number", attribute.logical_name))?,
+                AttributeType::Boolean => Json::Bool(text == "true"),
+                _ => Json::String(text.to_string()),
+            }
+        };
+        body.insert(attribute.logical_name.clone(), value);
+    }
+    Ok(body)
+}
+
+/// `POST /ui/{instance}/records/{set}/{id}`: saves the form (an update).
+pub(crate) async fn save(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/{id}");
+    let console = console!(state, headers, context, here);
+    let Some(entity) = entity(&console, &instance, &set) else {
+        return error_page(
+            &console,
+            "Record",
+            &format!("entity set '{set}' does not exist"),
+        );
+    };
+    let body = match update_body(&entity, &form) {
+        Ok(body) => body,
+        Err(message) => return error_page(&console, &entity.logical_name, &message),
+    };
+    let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
+    match console
+        .call(Method::PATCH, &path, Some(Json::Object(body)), &[])
+        .await
+    {
+        Ok(answer) => match answer.error() {
+            None => see_other(&format!("{here}?saved=1")),
+            Some(message) => error_page(&console, &entity.logical_name, &message),
+        },
+        Err(error) => error_page(&console, &entity.logical_name, &error.message),
+    }
+}
+
+/// `POST /ui/{instance}/records/{set}/{id}/delete`.
+pub(crate) async fn delete(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
+    match console.call(Method::DELETE, &path, None, &[]).await {
+        Ok(answer) => match answer.error() {
+            None => see_other(&list),
+            Some(message) => error_page(&console, "Delete", &message),
+        },
+        Err(error) => error_page(&console, "Delete", &error.message),
+    }
+}
+
+/// `POST /ui/{instance}/records/{set}/export` with `format` and the grid's `view` or `filter`:
+/// the file, as the API's `ExportToExcel` made it.
+pub(crate) async fn export(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, here);
+    let mut body = Map::new();
+    body.insert("EntitySetName".into(), Json::from(set.as_str()));
+    body.insert(
+        "Format".into(),
+        Json::from(form.get("format").map_or("xlsx", String::as_str)),
+    );
+    let filter = form
+        .get("filter")
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty());
+    match (form.get("view").and_then(|v| v.split_once(':')), filter) {
+        (Some(("saved", id)), _) => {
+            body.insert("SavedQuery".into(), Json::from(id));
+        }
+        (Some((_, id)), _) => {
+            body.insert("UserQuery".into(), Json::from(id));
+        }
+        (None, Some(filter)) => {
+            body.insert("Filter".into(), Json::from(filter));
+        }
+        (None, None) => {}
+    }
+    let path = format!("/{instance}/api/data/v9.2/ExportToExcel");
+    let response = match console
+        .call_raw(Method::POST, &path, Some(Json::Object(body)), &[])
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => return error_page(&console, "Export", &error.message),
+    };
+    if response.status().is_success() {
+        return response;
+    }
+    let message = match Answer::read(response).await {
+        Ok(answer) => answer.error().unwrap_or_default(),
+        Err(error) => error.message,
+    };
+    error_page(&console, "Export", &message)
+}
+
+/// `GET /ui/{instance}/records/{set}/import`: a CSV file to import.
+pub(crate) async fn import_form(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/import");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "Import") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let example: Vec<String> = grid_columns(&entity)
+        .iter()
+        .map(|a| a.logical_name.clone())
+        .collect();
+    let body = html! {
+        p { "A CSV file: a header row naming attributes of " code { (entity.logical_name) } ", then one record per row. Every row is created, or none is: a bad value names its row and column. A column " code { (entity.primary_id()) } " keeps the ids the file gives." }
+        p.muted { "For example: " code { (example.join(",")) } }
+        form method="post" action=(here) enctype="multipart/form-data" {
+            (console.form_field())
+            p {
+                label for="file" { "CSV file" }
+                input id="file" name="file" type="file" accept=".csv,text/csv" required;
+            }
+            div.actions {
+                button type="submit" { "Import" }
+                a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
+            }
+        }
+    };
+    Page {
+        title: &format!("Import {}", entity.set_name),
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/{instance}/records/{set}/import` (multipart, field `file`).
+pub(crate) async fn import(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    mut multipart: Multipart,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let mut file = None;
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => {
+                let name = field.file_name().unwrap_or("import.csv").to_string();
+                match field.bytes().await {
+                    Ok(bytes) => file = Some((name, bytes)),
+                    Err(e) => return error_page(&console, "Import", &e.body_text()),
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return error_page(&console, "Import", &e.body_text()),
+        }
+    }
+    let Some((name, bytes)) = file else {
+        return error_page(&console, "Import", "choose a CSV file to import");
+    };
+    let Ok(content) = String::from_utf8(bytes.to_vec()) else {
+        return error_page(&console, "Import", "the file is not UTF-8 text");
+    };
+    let body = serde_json::json!({"EntitySetName": set, "Content": content, "FileName": name});
+    let path = format!("/{instance}/api/data/v9.2/ImportRecords");
+    let answer = call!(console, "Import", Method::POST, path, Some(body));
+    let created = answer.json["CreatedCount"].as_u64().unwrap_or(0);
+    see_other(&format!("{list}?imported={created}"))
+}
+
+/// `GET /ui/{instance}/records/{set}/bulk-delete?filter=`: the filter, and how many records
+/// it matches now.
+pub(crate) async fn bulk_delete_form(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/bulk-delete");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "Bulk delete") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let filter = filter_param(&params);
+    let matching = if filter.is_empty() {
+        None
+    } else {
+        let path = format!(
+            "/{instance}/api/data/v9.2/{set}?{}",
+            query_string([
+                ("$filter", filter.as_str()),
+                ("$count", "true"),
+                ("$top", "0")
+            ])
+        );
+        let answer = call!(console, "Bulk delete", Method::GET, path, None);
+        answer.json["@odata.count"].as_u64()
+    };
+    let body = html! {
+        p { "Deletes every " code { (entity.logical_name) } " record an OData " code { "$filter" } " matches, in one step. Each deleted record's values are kept in the audit log." }
+        form method="get" action=(here) {
+            p {
+                label for="filter" { "Filter" }
+                input id="filter" name="filter" type="text" value=(filter) required;
+            }
+            div.actions { button.secondary type="submit" { "Count matching records" } }
+        }
+        @if let Some(matching) = matching {
+            p role="status" { strong { (matching) } " records match " code { (filter) } " now." }
+            @if matching > 0 {
+                form method="post" action=(here) {
+                    (console.form_field())
+                    input type="hidden" name="filter" value=(filter);
+                    p {
+                        label for="job" { "Job name" }
+                        input id="job" name="job" type="text" value={ "Bulk delete of " (set) };
+                    }
+                    div.actions {
+                        button.danger type="submit" { "Delete matching records" }
+                        a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
+                    }
+                }
+            }
+        }
+    };
+    Page {
+        title: &format!("Bulk delete {}", entity.set_name),
+        section: "records",
+        body,
+    }
+    .render(&console)
+}
+
+/// `POST /ui/{instance}/records/{set}/bulk-delete` with `filter` and `job`.
+pub(crate) async fn bulk_delete(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let list = format!("/ui/{instance}/records/{set}");
+    let console = console!(state, headers, context, list);
+    let mut body = Map::new();
+    body.insert("EntitySetName".into(), Json::from(set.as_str()));
+    body.insert(
+        "Filter".into(),
+        Json::from(form.get("filter").map_or("", String::as_str)),
+    );
+    if let Some(job) = form.get("job").map(|j| j.trim()).filter(|j| !j.is_empty()) {
+        body.insert("JobName".into(), Json::from(job));
+    }
+    let path = format!("/{instance}/api/data/v9.2/BulkDelete");
+    let answer = call!(
+        console,
+        "Bulk delete",
+        Method::POST,
+        path,
+        Some(Json::Object(body))
+    );
+    let deleted = answer.json["DeletedCount"].as_u64().unwrap_or(0);
+    see_other(&format!("{list}?deleted={deleted}"))
+}

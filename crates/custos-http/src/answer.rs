@@ -1,0 +1,123 @@
+//! The one answer path of every audited handler: its response, or its refusal recorded
+//! (always, SPEC §4) and answered in the OData error format; and the middleware that records
+//! the refusals no handler recorded itself.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use custos_audit::{Operation, ResultStatus};
+
+use crate::auth::authenticate;
+use crate::context::RequestContext;
+use crate::draft::EventDraft;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+
+/// The answer of an audited handler: its response, or its error refused (and recorded) by
+/// [`refuse`] with the handler's draft.
+pub async fn answer(
+    state: &AppState,
+    draft: EventDraft,
+    result: Result<Response, AppError>,
+) -> Response {
+    match result {
+        Ok(response) => response,
+        Err(error) => refuse(state, draft, error).await,
+    }
+}
+
+/// Records a refused or failed request (always, SPEC §4) and answers with the error; a 503
+/// (the log cannot be written) is answered as it is.
+pub async fn refuse(state: &AppState, mut draft: EventDraft, error: AppError) -> Response {
+    if error.code == ErrorCode::Unavailable {
+        return error.into_response();
+    }
+    draft.status = if error.is_denial() {
+        ResultStatus::Denied
+    } else {
+        ResultStatus::Failed
+    };
+    draft.error_code = error.code.as_str().into();
+    draft.changes.clear();
+    match crate::throttle::record_refusal(state, draft).await {
+        Ok(()) => recorded(error.into_response()),
+        Err(unavailable) => unavailable.into_response(),
+    }
+}
+
+/// Marks `response` as a refusal already in the log.
+pub fn recorded(mut response: Response) -> Response {
+    response.extensions_mut().insert(crate::draft::Recorded);
+    response
+}
+
+/// The error code of a refusal that only its status names.
+fn status_code(status: axum::http::StatusCode) -> ErrorCode {
+    use axum::http::StatusCode as S;
+    match status {
+        S::UNAUTHORIZED => ErrorCode::Unauthenticated,
+        S::FORBIDDEN => ErrorCode::Forbidden,
+        S::NOT_FOUND => ErrorCode::NotFound,
+        S::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        S::CONFLICT => ErrorCode::Conflict,
+        S::PRECONDITION_FAILED => ErrorCode::PreconditionFailed,
+        S::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        S::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        S::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        S::TOO_MANY_REQUESTS => ErrorCode::TooManyRequests,
+        _ => ErrorCode::BadRequest,
+    }
+}
+
+/// Middleware on every API route (issue 10 §11): a refusal (4xx) that its handler did not
+/// record itself — reads of the audit log's configuration, `/metrics`, the token endpoint's
+/// malformed requests, an extractor's rejection — is recorded here (`Request`, the method and
+/// route in `Query`, the caller when the request names one), within the address's recording
+/// budget. When even that cannot be recorded the answer is 503.
+pub async fn record_refusals(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let context = request.extensions().get::<RequestContext>().cloned();
+    // Only what names the caller is kept (cheap: header values are shared buffers).
+    let mut credentials = HeaderMap::new();
+    for name in [
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::COOKIE,
+    ] {
+        if let Some(value) = request.headers().get(&name) {
+            credentials.insert(name, value.clone());
+        }
+    }
+    let route = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error()
+        || response
+            .extensions()
+            .get::<crate::draft::Recorded>()
+            .is_some()
+    {
+        return response;
+    }
+    let Some(context) = context else {
+        return response;
+    };
+    let mut draft = EventDraft::new(Operation::Request, &context);
+    draft.query = route;
+    if let Ok(caller) = authenticate(&state, &credentials) {
+        draft.set_caller(&caller);
+    }
+    let code = status_code(status);
+    draft.status = if matches!(code, ErrorCode::Unauthenticated | ErrorCode::Forbidden) {
+        ResultStatus::Denied
+    } else {
+        ResultStatus::Failed
+    };
+    draft.error_code = code.as_str().into();
+    match crate::throttle::record_refusal(&state, draft).await {
+        Ok(()) => response,
+        Err(unavailable) => unavailable.into_response(),
+    }
+}

@@ -1,0 +1,139 @@
+//! The data directory's keys (`keys/`): the 32-byte secrets that sign bearer tokens and the
+//! audit log's checkpoints, created 0600 on first use, and the file steps of a rotation of the
+//! checkpoint key, whose routes are compliance's (SPEC §8).
+//!
+//! A rotation is recorded first (`RotateCheckpointKey`, always), then: the new seed is written
+//! to `keys/checkpoint.key.next` (0600, fsynced); the log writes the handover checkpoint, signed
+//! by the old and the new key and naming the new one; `checkpoint.key.next` replaces
+//! `checkpoint.key`. A crash at any point is finished on the next start
+//! ([`finish_rotation`]): if the handover was written the next seed is the key in force and
+//! takes its place, otherwise it is discarded and the old key stays.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use custos_audit::{AuditLog, LogConfig};
+use custos_records::Directory;
+
+use crate::error::{AppError, ErrorCode};
+use crate::state::{AppState, StartError};
+
+/// Reads a 32-byte secret key, creating it (mode 0600) on first use.
+pub fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
+    match fs::read(path) {
+        Ok(key) if key.len() == 32 => return Ok(key),
+        Ok(_) => {
+            return Err(StartError::FirstRun(format!(
+                "{} is not a 32-byte key",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(start_error(path)(e)),
+    }
+    let key: [u8; 32] = rand::random();
+    write_secret(path, &key).map_err(start_error(path))?;
+    Ok(key.to_vec())
+}
+
+/// Writes a new secret key file (mode 0600), durably; fails if the file exists.
+fn write_secret(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(key)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Where the audit log of `data_dir` lives and how its checkpoints are signed (every
+/// `checkpoint_interval_ms` while events arrive).
+pub fn audit_log_config(
+    data_dir: &Path,
+    directory: &Directory,
+    checkpoint_interval_ms: u64,
+) -> Result<LogConfig, StartError> {
+    let seed: [u8; 32] = secret_key(&data_dir.join("keys").join("checkpoint.key"))?
+        .try_into()
+        .expect("32-byte key");
+    let origin = format!("localhost/custos/{}", directory.tenant_id());
+    let next = next_seed(data_dir)?;
+    Ok(LogConfig {
+        next_signing_seed: next,
+        checkpoint_interval_ms,
+        ..LogConfig::new(data_dir.join("audit"), seed, &origin)
+    })
+}
+
+fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("checkpoint.key")
+}
+
+fn next_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("checkpoint.key.next")
+}
+
+fn start_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The seed of a rotation that may have been interrupted, if its file is there.
+pub fn next_seed(data_dir: &Path) -> Result<Option<[u8; 32]>, StartError> {
+    let path = next_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes.try_into().map_err(|_| {
+            StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(start_error(&path)(e)),
+    }
+}
+
+/// Finishes or discards an interrupted rotation once the log is open: the next seed becomes
+/// the signing key when the log shows its key in force, and is deleted otherwise.
+pub fn finish_rotation(data_dir: &Path, log: &AuditLog) -> Result<(), StartError> {
+    let Some(seed) = next_seed(data_dir)? else {
+        return Ok(());
+    };
+    let next = next_path(data_dir);
+    if log.verifier_key_for(seed) == log.verifier_key() {
+        let current = key_path(data_dir);
+        std::fs::rename(&next, &current).map_err(start_error(&current))?;
+    } else {
+        std::fs::remove_file(&next).map_err(start_error(&next))?;
+    }
+    let keys = data_dir.join("keys");
+    std::fs::File::open(&keys)
+        .and_then(|d| d.sync_all())
+        .map_err(start_error(&keys))
+}
+
+/// The file steps of a rotation to `seed`, once it is recorded: the next seed written, the
+/// handover checkpoint signed, the next seed made the key in force. Returns the handover's tree
+/// size. Call from blocking code.
+pub fn rotate(state: &AppState, seed: [u8; 32]) -> Result<u64, AppError> {
+    let data_dir = &state.config.data_dir;
+    let next = next_path(data_dir);
+    let internal =
+        |e: std::io::Error| AppError::new(ErrorCode::Internal, format!("{}: {e}", next.display()));
+    if next.exists() {
+        fs::remove_file(&next).map_err(internal)?;
+    }
+    write_secret(&next, &seed).map_err(internal)?;
+    let size = state.log.rotate_key(seed)?;
+    fs::rename(&next, key_path(data_dir)).map_err(internal)?;
+    fs::File::open(data_dir.join("keys"))
+        .and_then(|d| d.sync_all())
+        .map_err(internal)?;
+    Ok(size)
+}

@@ -1,0 +1,72 @@
+//! Backend commands an operator runs on a stopped server's data directory; each is recorded in
+//! the audit log as a `BackendCommand` by the system, origin `Backend`.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use custos_audit::{AuditLog, Operation, Origin, UserType};
+use custos_records::Directory;
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::draft::EventDraft;
+use crate::keys::audit_log_config;
+use crate::state::{Clock, StartError, SystemClock, stamp};
+
+/// What `custos audit reindex` did.
+#[derive(Debug, Clone)]
+pub struct ReindexSummary {
+    /// Events in the log (purged ones included).
+    pub events: u64,
+    /// Partitions whose index file was written.
+    pub partitions: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Rebuilds the audit log's derived files (partition indexes, leaves, record-id numbers) from
+/// its segments, then records the command. Refused while a server has the log open.
+pub fn reindex_audit_log(data_dir: &Path) -> Result<ReindexSummary, StartError> {
+    let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
+    let config = audit_log_config(data_dir, &directory, 1000)?;
+    let started = Instant::now();
+    let log = AuditLog::reindex(config)?;
+    crate::keys::finish_rotation(data_dir, &log)?;
+    let summary = ReindexSummary {
+        events: log.len(),
+        partitions: log.stats().partitions_sealed.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    };
+    let mut draft = backend_draft(Operation::BackendCommand);
+    draft.details = serde_json::json!({
+        "Command": "audit reindex",
+        "Events": summary.events,
+        "Partitions": summary.partitions,
+    })
+    .to_string();
+    let event = stamp(
+        draft,
+        directory.tenant_id(),
+        SystemClock.now_us(),
+        String::new(),
+    );
+    log.append(event)?;
+    Ok(summary)
+}
+
+/// A draft of an event by the system through the backend.
+pub fn backend_draft(operation: Operation) -> EventDraft {
+    let context = RequestContext {
+        client_ip: String::new(),
+        user_agent: "custos".into(),
+        correlation_id: Uuid::new_v4().to_string(),
+        client_request_id: String::new(),
+        origin: Origin::Backend,
+    };
+    let mut draft = EventDraft::new(operation, &context);
+    draft.user_upn = "system".into();
+    draft.user_type = UserType::System;
+    draft.origin = Origin::Backend;
+    draft
+}

@@ -1,0 +1,770 @@
+//! The application state: configuration, the tenant directory, the instances with their record
+//! stores and audit policies, the audit log, the token key and the clock. Also the first run
+//! (SPEC §13), which seeds the tenant, the instance `main` and the global admin.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use custos_audit::{
+    AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, Operation, UserType,
+};
+use custos_records::{
+    Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore,
+    SqliteStore, Value, WriteContext, seed_entities, seed_views,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::draft::EventDraft;
+use crate::error::{AppError, ErrorCode};
+use crate::keys::{audit_log_config, finish_rotation, secret_key};
+use crate::metrics::Metrics;
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder of every file Custos keeps.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The first run's admin password; generated and printed once when `None`.
+    pub admin_password: Option<String>,
+    /// How long a bearer token is valid, seconds.
+    pub token_lifetime_secs: u64,
+    /// How often the activity feed cuts new content blobs.
+    pub feed_interval: std::time::Duration,
+    /// The base of every absolute URL Custos writes (`--public-url`); `None`: `http://` and the
+    /// listening address.
+    pub public_url: Option<String>,
+    /// Whether streams and webhooks may reach loopback, link-local and private addresses
+    /// (`--allow-private-targets`).
+    pub allow_private_targets: bool,
+    /// The only folder file streams may write in (`--stream-dir`); `None`: no file streams.
+    pub stream_dir: Option<PathBuf>,
+    /// Connections and timeouts.
+    pub limits: crate::listener::Limits,
+    /// Most time between two signed checkpoints while events arrive, milliseconds.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Config {
+    /// The defaults of `custos serve` for a data directory and a listening address.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
+        Config {
+            data_dir,
+            listen,
+            admin_password: None,
+            token_lifetime_secs: 3600,
+            feed_interval: std::time::Duration::from_secs(10),
+            public_url: None,
+            allow_private_targets: false,
+            stream_dir: None,
+            limits: crate::listener::Limits::default(),
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
+/// Checks a `--public-url`: an absolute http or https URL without query or fragment; returns it
+/// without a trailing slash.
+fn public_base(url: &str) -> Result<String, StartError> {
+    let bad = |why: &str| StartError::Config(format!("--public-url '{url}' {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("must be http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        return Err(bad("must not have a query, fragment or user"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A records database could not be opened or seeded.
+    #[error(transparent)]
+    Records(#[from] custos_records::Error),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] custos_audit::Error),
+    /// A file in the data directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Seeding the first run failed.
+    #[error("first run: {0}")]
+    FirstRun(String),
+    /// A start-up flag is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Time source; injected so the core never reads the clock itself.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> OffsetDateTime;
+    /// Microseconds since the epoch.
+    fn now_us(&self) -> i64 {
+        (self.now().unix_timestamp_nanos() / 1000) as i64
+    }
+    /// Seconds since the epoch.
+    fn now_secs(&self) -> i64 {
+        self.now().unix_timestamp()
+    }
+}
+
+/// The operating system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// One instance: its record store and the audit policy in force.
+pub struct Instance {
+    /// Unique name.
+    pub name: String,
+    /// Id of its organization record.
+    pub organization_id: Uuid,
+    /// Its records.
+    pub store: Arc<dyn RecordStore>,
+    /// What it audits; swapped whole on settings change or publish.
+    pub policy: ArcSwap<AuditPolicy>,
+    /// Its custom security roles' grants by role id; swapped whole when a role changes.
+    pub custom_roles: ArcSwap<HashMap<Uuid, Grants>>,
+    /// How often a user's access is recorded (`useraccessauditinginterval`), seconds.
+    access_interval_secs: std::sync::atomic::AtomicI64,
+    /// When each user's access was last recorded: (user, through the web) → seconds.
+    last_access: std::sync::Mutex<HashMap<(Uuid, bool), i64>>,
+}
+
+/// Hours between two recorded accesses of one user, as Dataverse's default.
+const ACCESS_INTERVAL_HOURS_DEFAULT: i64 = 4;
+
+impl Instance {
+    /// Whether `user`'s access now (through the web or the API) is to be recorded: the first in
+    /// the interval is; the moment is then taken. A restart forgets the moments, so the first
+    /// access after it is recorded again.
+    pub fn access_due(&self, user: Uuid, web: bool, now_secs: i64) -> bool {
+        let interval = self
+            .access_interval_secs
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut last = self.last_access.lock().expect("last access lock");
+        match last.get(&(user, web)) {
+            Some(at) if now_secs - at < interval => false,
+            _ => {
+                last.insert((user, web), now_secs);
+                true
+            }
+        }
+    }
+
+    /// Forgets that `user`'s access was recorded (its event could not be made durable).
+    pub fn forget_access(&self, user: Uuid, web: bool) {
+        self.last_access
+            .lock()
+            .expect("last access lock")
+            .remove(&(user, web));
+    }
+
+    /// Reloads the grants of the custom roles from the `role` records.
+    pub fn refresh_roles(&self) -> Result<(), custos_records::Error> {
+        let options = custos_records::QueryOptions::default();
+        let page = self.store.retrieve_multiple(&custos_records::RecordQuery {
+            entity: "role",
+            options: &options,
+            page_size: u64::MAX,
+        })?;
+        let mut roles = HashMap::new();
+        for record in page.records {
+            if let Some(Value::String(text)) = record.values.get("privileges") {
+                let json = serde_json::from_str(text)
+                    .map_err(|e| custos_records::Error::Corrupted(e.to_string()))?;
+                roles.insert(record.id, Grants::from_json(&json)?);
+            }
+        }
+        self.custom_roles.store(Arc::new(roles));
+        Ok(())
+    }
+
+    /// Rebuilds the policy from the organization record and the published catalog.
+    pub fn refresh_policy(&self) -> Result<(), custos_records::Error> {
+        let org = self
+            .store
+            .retrieve(ORGANIZATION_ENTITY, self.organization_id)?;
+        let flag = |name: &str| matches!(org.values.get(name), Some(Value::Boolean(true)));
+        let hours = match org.values.get("useraccessauditinginterval") {
+            Some(Value::Integer(hours)) if *hours >= 0 => *hours,
+            _ => ACCESS_INTERVAL_HOURS_DEFAULT,
+        };
+        self.access_interval_secs.store(
+            hours.saturating_mul(3600),
+            std::sync::atomic::Ordering::Release,
+        );
+        let settings = InstanceAuditSettings {
+            audit: flag("isauditenabled"),
+            read: flag("isreadauditenabled"),
+            user_access: flag("isuseraccessauditenabled"),
+        };
+        let entities = self
+            .store
+            .catalog()
+            .entities()
+            .map(|e| {
+                let flags = EntityAuditFlags {
+                    audit: e.audit,
+                    retrieve: e.retrieve_audit,
+                    retrieve_multiple: e.retrieve_multiple_audit,
+                    unaudited_attributes: e
+                        .attributes
+                        .iter()
+                        .filter(|a| !a.audit)
+                        .map(|a| a.logical_name.clone())
+                        .collect(),
+                };
+                (e.logical_name.clone(), flags)
+            })
+            .collect();
+        self.policy
+            .store(Arc::new(AuditPolicy { settings, entities }));
+        Ok(())
+    }
+}
+
+/// Shared state of the server; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// Configuration.
+    pub config: Config,
+    /// Principals, instances, role assignments.
+    pub directory: Directory,
+    /// Instances by name.
+    pub instances: RwLock<HashMap<String, Arc<Instance>>>,
+    /// The audit log.
+    pub log: Arc<AuditLog>,
+    /// Key that signs bearer tokens.
+    pub token_key: Vec<u8>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Request counters.
+    pub metrics: Arc<Metrics>,
+    /// The base of every absolute URL (no trailing slash).
+    public_url: String,
+    /// Signed-out sessions, by id, with the time (seconds) after which their tokens have
+    /// expired anyway; kept in the directory's settings so a restart still refuses them.
+    revoked: RwLock<HashMap<Uuid, i64>>,
+    /// Lock-outs of sign-in names and client addresses.
+    pub sign_ins: crate::throttle::SignInThrottle,
+    /// How many refusals of each client address are recorded one by one.
+    pub refusals: crate::throttle::RecordingBudget,
+}
+
+/// The directory setting that keeps the revoked sessions.
+const REVOKED_SETTING: &str = "sessions.revoked";
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Makes every file and folder this process creates from now on private to its user (mode
+/// 0600 for files, 0700 for folders): the data directory holds password hashes, stream
+/// credentials, every record and the whole audit trail. The binary calls it before anything
+/// else; it is process-wide.
+pub fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Takes every permission of the group and of others from the data directory and everything in
+/// it (a folder made by an older version, or by hand); symbolic links are left alone.
+fn make_private(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
+            .map_err(io_error(dir))?;
+    }
+    if !metadata.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        let kind = fs::symlink_metadata(&path)
+            .map_err(io_error(&path))?
+            .file_type();
+        if kind.is_dir() || kind.is_file() {
+            make_private(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn generated_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..20)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl AppState {
+    /// Opens the data directory, running the first run when it is empty.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+        let data_dir = config.data_dir.clone();
+        let public_url = match &config.public_url {
+            Some(url) => public_base(url)?,
+            None => format!("http://{}", config.listen),
+        };
+        for dir in [
+            data_dir.clone(),
+            data_dir.join("keys"),
+            data_dir.join("instances"),
+        ] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_error(&dir))?;
+        }
+        make_private(&data_dir)?;
+        let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
+        let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
+        let log = Arc::new(AuditLog::open(audit_log_config(
+            &data_dir,
+            &directory,
+            config.checkpoint_interval_ms,
+        )?)?);
+        finish_rotation(&data_dir, &log)?;
+        let revoked = directory
+            .setting(REVOKED_SETTING)?
+            .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
+            .unwrap_or_default();
+        let state = AppState(Arc::new(Inner {
+            config,
+            directory,
+            instances: RwLock::new(HashMap::new()),
+            log,
+            token_key,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            public_url,
+            revoked: RwLock::new(revoked),
+            sign_ins: crate::throttle::SignInThrottle::default(),
+            refusals: crate::throttle::RecordingBudget::default(),
+        }));
+        state.first_run()?;
+        for info in state.directory.instances()? {
+            state.open_instance(&info)?;
+        }
+        // Whatever the log holds when it starts serving is signed at once.
+        state.log.sign_checkpoint()?;
+        Ok(state)
+    }
+
+    /// Idempotent first run: tenant admin, then instance `main`; each step is skipped when done.
+    fn first_run(&self) -> Result<(), StartError> {
+        if self.directory.by_upn("admin").is_none() {
+            let (password, generated) = match &self.config.admin_password {
+                Some(password) => (password.clone(), false),
+                None => (generated_password(), true),
+            };
+            self.directory.add_principal(NewPrincipal {
+                id: Uuid::new_v4(),
+                upn: "admin".into(),
+                display_name: "Global administrator".into(),
+                user_type: UserType::Admin.code(),
+                password_hash: Some(crate::auth::hash_secret(&password)),
+                client_id: None,
+                secret_hash: None,
+                global_admin: true,
+                created_by: None,
+            })?;
+            if generated {
+                println!(
+                    "custos: first run: global admin 'admin' created with password {password} (shown once)"
+                );
+            }
+        }
+        if self.directory.instances()?.is_empty() {
+            let info = InstanceInfo {
+                name: "main".into(),
+                state: "trial".into(),
+                organization_id: Uuid::new_v4(),
+            };
+            self.directory.add_instance(&info)?;
+            let mut draft = self.system_draft(Operation::CreateInstance, &info.name);
+            draft.details =
+                serde_json::json!({"instance": info.name, "state": info.state}).to_string();
+            self.append_blocking(draft)
+                .map_err(|e| StartError::FirstRun(e.message))?;
+        }
+        Ok(())
+    }
+
+    /// An event by the system itself (first run, backend work).
+    pub fn system_draft(&self, operation: Operation, instance: &str) -> EventDraft {
+        let mut draft = crate::maintenance::backend_draft(operation);
+        draft.instance = instance.to_string();
+        draft
+    }
+
+    /// The folder of an instance's records.
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.config.data_dir.join("instances").join(name)
+    }
+
+    /// The folder of an instance's backups.
+    pub fn backups_dir(&self, name: &str) -> PathBuf {
+        self.config.data_dir.join("backups").join(name)
+    }
+
+    /// Creates a new instance: recorded in the directory, its store seeded and opened.
+    pub fn create_instance(&self, info: &InstanceInfo) -> Result<(), AppError> {
+        self.directory.add_instance(info)?;
+        self.open_instance(info).map_err(|e| {
+            AppError::new(
+                ErrorCode::Internal,
+                format!("instance '{}': {e}", info.name),
+            )
+        })
+    }
+
+    /// Deletes an instance: forgotten by the directory, closed, its records and backups
+    /// removed from disk. Its audit events stay in the log.
+    pub fn delete_instance(&self, name: &str) -> Result<(), AppError> {
+        self.directory.remove_instance(name)?;
+        self.instances.write().expect("instances lock").remove(name);
+        for dir in [self.instance_dir(name), self.backups_dir(name)] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(AppError::new(
+                        ErrorCode::Internal,
+                        format!("{}: {e}", dir.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens an instance's store, seeding it when new (entities, settings, roles, admin user).
+    fn open_instance(&self, info: &InstanceInfo) -> Result<(), StartError> {
+        let dir = self.instance_dir(&info.name);
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let store = SqliteStore::open(&dir.join("records.db"))?;
+        // A new instance gets every seeded entity; an older one those added since it was made.
+        let known = store.drafts()?;
+        let missing: Vec<_> = seed_entities()
+            .into_iter()
+            .filter(|e| !known.iter().any(|k| k.logical_name == e.logical_name))
+            .collect();
+        if !missing.is_empty() {
+            store.install(&missing)?;
+        }
+        let admin = self
+            .directory
+            .by_upn("admin")
+            .ok_or_else(|| StartError::FirstRun("no admin".into()))?;
+        let context = WriteContext {
+            actor: admin.id,
+            now: self.clock.now(),
+            platform: false,
+        };
+        let seed = |entity: &str, id: Uuid, values: Vec<(&str, Value)>| -> Result<(), StartError> {
+            match store.retrieve(entity, id) {
+                Ok(_) => return Ok(()),
+                Err(custos_records::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let values = values
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            store.create(entity, Some(id), values, context, &mut |_| Ok(()))?;
+            Ok(())
+        };
+        seed(
+            ORGANIZATION_ENTITY,
+            info.organization_id,
+            vec![
+                ("name", Value::String(info.name.clone())),
+                ("isauditenabled", Value::Boolean(true)),
+                ("isreadauditenabled", Value::Boolean(false)),
+                ("isuseraccessauditenabled", Value::Boolean(false)),
+                ("auditretentionperiodv2", Value::Integer(90)),
+                ("useraccessauditinginterval", Value::Integer(4)),
+            ],
+        )?;
+        for (role, id) in ROLE_IDS {
+            seed(
+                "role",
+                id,
+                vec![("name", Value::String(role.name().into()))],
+            )?;
+        }
+        for (id, entity, name, columns) in seed_views() {
+            seed(
+                "savedquery",
+                id,
+                vec![
+                    ("name", Value::String(name.into())),
+                    ("returnedtypecode", Value::String(entity.into())),
+                    ("columns", Value::String(columns.into())),
+                    (
+                        "orderby",
+                        Value::String(columns.split(',').next().unwrap_or_default().into()),
+                    ),
+                    ("isdefault", Value::Boolean(true)),
+                ],
+            )?;
+        }
+        seed(
+            "systemuser",
+            admin.id,
+            vec![
+                ("fullname", Value::String(admin.display_name.clone())),
+                ("domainname", Value::String(admin.upn.clone())),
+            ],
+        )?;
+        let instance = Instance {
+            name: info.name.clone(),
+            organization_id: info.organization_id,
+            store: Arc::new(store),
+            policy: ArcSwap::from_pointee(AuditPolicy::default()),
+            custom_roles: ArcSwap::from_pointee(HashMap::new()),
+            access_interval_secs: std::sync::atomic::AtomicI64::new(
+                ACCESS_INTERVAL_HOURS_DEFAULT * 3600,
+            ),
+            last_access: std::sync::Mutex::new(HashMap::new()),
+        };
+        instance.refresh_policy()?;
+        instance.refresh_roles()?;
+        self.instances
+            .write()
+            .expect("instances lock")
+            .insert(info.name.clone(), Arc::new(instance));
+        Ok(())
+    }
+
+    /// An instance by name.
+    pub fn instance(&self, name: &str) -> Option<Arc<Instance>> {
+        self.instances
+            .read()
+            .expect("instances lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// Whether any instance audits user access (sign-in is tenant-wide).
+    pub fn any_user_access_auditing(&self) -> bool {
+        self.instances
+            .read()
+            .expect("instances lock")
+            .values()
+            .any(|i| i.policy.load().audits_user_access())
+    }
+
+    /// The base of every absolute URL Custos writes (`@odata.nextLink`, content URIs,
+    /// instance URLs): `--public-url`, or `http://` and the listening address. Never the
+    /// request's `Host` header, which the client chooses.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Where the server may send things (`--allow-private-targets`).
+    pub fn outbound(&self) -> crate::outbound::Rule {
+        crate::outbound::Rule {
+            allow_private: self.config.allow_private_targets,
+        }
+    }
+
+    /// The service root URL of an instance.
+    pub fn instance_url(&self, instance: &str) -> String {
+        if instance.is_empty() {
+            return String::new();
+        }
+        format!("{}/{instance}", self.public_url)
+    }
+
+    /// Whether session `id` was signed out.
+    pub fn is_revoked(&self, id: Uuid) -> bool {
+        self.revoked.read().expect("revoked lock").contains_key(&id)
+    }
+
+    /// Signs session `id` out for good (its tokens expire at `expires_secs`); forgets sessions
+    /// whose tokens have expired anyway. Call from blocking code.
+    pub fn revoke(&self, id: Uuid, expires_secs: i64) -> Result<(), AppError> {
+        let now = self.clock.now_secs();
+        let mut revoked = self.revoked.write().expect("revoked lock");
+        revoked.retain(|_, expires| *expires > now);
+        revoked.insert(id, expires_secs);
+        let text = serde_json::to_string(&*revoked).expect("a map serialises");
+        self.directory.set_setting(REVOKED_SETTING, &text)?;
+        Ok(())
+    }
+
+    /// Stamps a draft into a full event.
+    pub fn finish(&self, draft: EventDraft) -> AuditEvent {
+        let instance_url = self.instance_url(&draft.instance);
+        stamp(
+            draft,
+            self.directory.tenant_id(),
+            self.clock.now_us(),
+            instance_url,
+        )
+    }
+    /// Appends an event and waits until it is durable; call from blocking code only.
+    pub fn append_blocking(&self, draft: EventDraft) -> Result<(), AppError> {
+        let event = self.finish(draft);
+        self.log.append(event).map(|_| ()).map_err(AppError::from)
+    }
+
+    /// Appends events together (one group commit when they fit) and waits until all are
+    /// durable; call from blocking code only.
+    pub fn append_all_blocking(&self, drafts: Vec<EventDraft>) -> Result<(), AppError> {
+        let events = drafts.into_iter().map(|d| self.finish(d)).collect();
+        self.log
+            .append_all(events)
+            .map(|_| ())
+            .map_err(AppError::from)
+    }
+
+    /// Saves a directory setting from async code (on a blocking thread).
+    pub async fn save_setting(&self, key: String, value: String) -> Result<(), AppError> {
+        let worker = self.clone();
+        blocking(move || {
+            worker
+                .directory
+                .set_setting(&key, &value)
+                .map_err(AppError::from)
+        })
+        .await
+    }
+
+    /// Appends an event from async code and waits until it is durable, without holding a
+    /// thread: the writer wakes this task. Only when the writer's queue is full does it wait on
+    /// a blocking thread (back-pressure).
+    pub async fn record(&self, draft: EventDraft) -> Result<(), AppError> {
+        let event = self.finish(draft);
+        let (answered, answer) = tokio::sync::oneshot::channel();
+        let done: custos_audit::Done = Box::new(move |outcome| {
+            let _ = answered.send(outcome);
+        });
+        match self.log.try_append(event, done) {
+            Ok(()) => answer
+                .await
+                .map_err(|_| {
+                    AppError::from(custos_audit::Error::Unavailable(
+                        "the audit writer stopped before answering".into(),
+                    ))
+                })?
+                .map(|_| ())
+                .map_err(AppError::from),
+            Err((event, _)) => {
+                let log = self.log.clone();
+                blocking(move || log.append(*event)).await.map(|_| ())
+            }
+        }
+    }
+}
+
+/// Free bytes below which the data directory's file system counts as full: audited work
+/// (records and their events) is being refused, or soon will be.
+const DISK_FREE_BYTES_MIN: u64 = 1 << 20;
+
+impl AppState {
+    /// Whether Custos takes and serves audited work: `Err` with the reason while the audit log
+    /// refuses events (the writer stopped, a failed write) or found a record altered on disk,
+    /// or the data directory's file system is full.
+    pub fn health(&self) -> Result<(), String> {
+        self.log.health()?;
+        if let Ok(stat) = rustix::fs::statvfs(&self.config.data_dir) {
+            let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if free < DISK_FREE_BYTES_MIN {
+                return Err(format!(
+                    "the data directory's file system is full ({free} bytes free): audited requests are refused"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stamps a draft into a full event of tenant `tenant_id` at `now_us`.
+pub fn stamp(draft: EventDraft, tenant_id: Uuid, now_us: i64, instance_url: String) -> AuditEvent {
+    let category = draft.operation.category(draft.entity_category);
+    AuditEvent {
+        id: Uuid::now_v7(),
+        creation_time_us: now_us,
+        tenant_id,
+        instance_url,
+        instance: draft.instance,
+        workload: "Custos".into(),
+        record_type: draft.operation.record_type().as_str().into(),
+        operation: draft.operation.as_str().into(),
+        category: category.as_str().into(),
+        user_id: draft.user_id,
+        user_upn: draft.user_upn,
+        user_type: draft.user_type,
+        caller_id: draft.caller_id,
+        client_ip: draft.client_ip,
+        user_agent: draft.user_agent,
+        origin: draft.origin,
+        correlation_id: draft.correlation_id,
+        session_id: draft.session_id,
+        client_request_id: draft.client_request_id,
+        result_status: draft.status,
+        error_code: draft.error_code,
+        entity_name: draft.entity_name,
+        entity_category: draft.entity_category,
+        record_ids: draft.record_ids,
+        query: draft.query,
+        result_count: draft.result_count,
+        changes: draft.changes,
+        details: draft.details,
+    }
+}
+
+/// Runs blocking work (storage, the audit append) off the async threads.
+pub async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    E: Into<AppError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, format!("blocking task: {e}")))?
+        .map_err(Into::into)
+}

@@ -1,0 +1,519 @@
+//! The OData Web API of one instance (SPEC §3.1): `/{instance}/api/data/v9.2/…`.
+//!
+//! One handler parses the OData path itself (entity sets, keys, `EntityDefinitions`, actions)
+//! and dispatches. Every outcome other than a plain metadata read goes through the audit
+//! pipeline: successes as the policy says, refusals and failures always.
+
+mod bulk;
+mod metadata;
+mod records;
+mod security;
+mod sharing;
+mod solutions;
+mod users;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use custos_audit::{AuditPolicy, Operation, UserType};
+use custos_records::{EntityDef, Privilege, allows};
+use uuid::Uuid;
+
+use crate::PlatformState;
+use custos_http::auth::{Caller, authenticate};
+use custos_http::context::RequestContext;
+use custos_http::draft::EventDraft;
+use custos_http::error::{AppError, ErrorCode};
+use custos_http::state::Instance;
+
+/// What the path names.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    ServiceDocument,
+    Metadata,
+    WhoAmI,
+    PublishAllXml,
+    ExportToExcel,
+    BulkDelete,
+    ImportRecords,
+    ImportSolution,
+    GrantAccess,
+    RevokeAccess,
+    EntityDefinitions,
+    EntityDefinition(String),
+    Attributes(String),
+    Attribute(String, String),
+    EntitySet(String),
+    Record(String, Uuid),
+    /// `set(id)/relation[(other)][/$ref]`: a many-to-many association of a record.
+    Association {
+        set: String,
+        id: Uuid,
+        relation: String,
+        other: Option<Uuid>,
+        reference: bool,
+    },
+    /// `set(id)/[Microsoft.Dynamics.CRM.]Action`: an action bound to a record.
+    BoundAction {
+        set: String,
+        id: Uuid,
+        action: String,
+    },
+}
+
+fn parse_key<'a>(segment: &'a str, name: &str) -> Option<&'a str> {
+    segment
+        .strip_prefix(name)?
+        .strip_prefix('(')?
+        .strip_suffix(')')
+}
+
+fn logical_name_key(key: &str) -> Result<String, AppError> {
+    key.strip_prefix("LogicalName='")
+        .and_then(|k| k.strip_suffix('\''))
+        .map(str::to_string)
+        .ok_or_else(|| AppError::bad_request(format!("expected (LogicalName='name'), got ({key})")))
+}
+
+fn parse_target(rest: &str) -> Result<Target, AppError> {
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let first = segments[0];
+    let unknown = || AppError::not_found(format!("no resource at '{rest}'"));
+    let record_key = |key: &str| {
+        Uuid::parse_str(key.trim_matches('\''))
+            .map_err(|_| AppError::bad_request(format!("'{key}' is not a record id (a GUID)")))
+    };
+    match segments.as_slice() {
+        [""] => Ok(Target::ServiceDocument),
+        ["$metadata"] => Ok(Target::Metadata),
+        ["WhoAmI" | "WhoAmI()"] => Ok(Target::WhoAmI),
+        ["PublishAllXml"] => Ok(Target::PublishAllXml),
+        ["ExportToExcel"] => Ok(Target::ExportToExcel),
+        ["BulkDelete"] => Ok(Target::BulkDelete),
+        ["ImportRecords"] => Ok(Target::ImportRecords),
+        ["ImportSolution"] => Ok(Target::ImportSolution),
+        ["GrantAccess"] => Ok(Target::GrantAccess),
+        ["RevokeAccess"] => Ok(Target::RevokeAccess),
+        ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
+        [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
+            Ok(Target::EntityDefinition(logical_name_key(
+                parse_key(entity, "EntityDefinitions").expect("checked"),
+            )?))
+        }
+        [entity, "Attributes"] if parse_key(entity, "EntityDefinitions").is_some() => {
+            Ok(Target::Attributes(logical_name_key(
+                parse_key(entity, "EntityDefinitions").expect("checked"),
+            )?))
+        }
+        [entity, attribute] if parse_key(entity, "EntityDefinitions").is_some() => {
+            let entity =
+                logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?;
+            let key = parse_key(attribute, "Attributes").ok_or_else(unknown)?;
+            Ok(Target::Attribute(entity, logical_name_key(key)?))
+        }
+        [record, second] | [record, second, "$ref"] if record.contains('(') => {
+            let (set, key) = record.split_once('(').expect("checked");
+            let id = record_key(key.strip_suffix(')').ok_or_else(unknown)?)?;
+            let reference = segments.len() == 3;
+            let name = second
+                .strip_prefix("Microsoft.Dynamics.CRM.")
+                .unwrap_or(second)
+                .trim_end_matches("()");
+            if !reference
+                && (security::BOUND_ACTIONS.contains(&name) || users::USER_ACTIONS.contains(&name))
+            {
+                return Ok(Target::BoundAction {
+                    set: set.to_string(),
+                    id,
+                    action: name.to_string(),
+                });
+            }
+            let (relation, other) = match second.split_once('(') {
+                None => (second.to_string(), None),
+                Some((relation, key)) => (
+                    relation.to_string(),
+                    Some(record_key(key.strip_suffix(')').ok_or_else(unknown)?)?),
+                ),
+            };
+            if !security::RELATIONS
+                .iter()
+                .any(|(s, r, _)| *s == set && *r == relation)
+            {
+                return Err(unknown());
+            }
+            Ok(Target::Association {
+                set: set.to_string(),
+                id,
+                relation,
+                other,
+                reference,
+            })
+        }
+        [_] => match first.split_once('(') {
+            None => Ok(Target::EntitySet(first.to_string())),
+            Some((set, key)) => {
+                let key = key
+                    .strip_suffix(')')
+                    .ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
+                Ok(Target::Record(set.to_string(), record_key(key)?))
+            }
+        },
+        _ => Err(unknown()),
+    }
+}
+
+/// Everything a Web API handler needs about the request.
+pub(crate) struct WebRequest {
+    pub(crate) state: PlatformState,
+    pub(crate) instance: Arc<Instance>,
+    pub(crate) caller: Caller,
+    pub(crate) method: Method,
+    pub(crate) headers: HeaderMap,
+    /// Decoded query pairs, in order.
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) body: Bytes,
+    /// `{public URL}/{instance}/api/data/v9.2`.
+    pub(crate) service_root: String,
+}
+
+impl WebRequest {
+    /// Refuses unless the caller's roles grant `privilege` on `entity`.
+    pub(crate) fn require(&self, privilege: Privilege, entity: &EntityDef) -> Result<(), AppError> {
+        if privilege != Privilege::Read && entity.logical_name == "role" {
+            security::refuse_support_engineer(self)?;
+        }
+        let roles = self.caller.security_roles(&self.state, &self.instance);
+        if allows(&roles, privilege, entity) {
+            return Ok(());
+        }
+        Err(AppError::forbidden(format!(
+            "user '{}' lacks the {privilege:?} privilege on entity '{}'",
+            self.caller.principal.upn, entity.logical_name
+        )))
+    }
+
+    /// What this request records: the instance's policy, or — for a support engineer, whose
+    /// every action is recorded whatever the instance's switches say — every switch on.
+    pub(crate) fn policy(&self) -> Arc<AuditPolicy> {
+        let policy = self.instance.policy.load_full();
+        if self.caller.user_type() == UserType::DcAdmin {
+            return Arc::new(policy.everything());
+        }
+        policy
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Parses the body as a JSON object.
+    pub(crate) fn json_object(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
+        if let Some(content_type) = self.header("content-type")
+            && !content_type
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        {
+            return Err(AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("content type must be application/json, got '{content_type}'"),
+            ));
+        }
+        match serde_json::from_slice(&self.body) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
+            Err(e) => Err(AppError::bad_request(format!(
+                "the body is not valid JSON: {e}"
+            ))),
+        }
+    }
+
+    /// `odata.metadata=none` asked for in `Accept`.
+    pub(crate) fn metadata_none(&self) -> bool {
+        self.header("accept")
+            .is_some_and(|a| a.contains("odata.metadata=none"))
+    }
+}
+
+/// `/{instance}/api/data/v9.2/{*rest}`.
+pub(crate) async fn handle(
+    State(state): State<PlatformState>,
+    Extension(context): Extension<RequestContext>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let instance_name = params.get("instance").cloned().unwrap_or_default();
+    let rest = params.get("rest").cloned().unwrap_or_default();
+    let mut draft = EventDraft::new(Operation::Request, &context);
+    draft.instance = instance_name.clone();
+    let version = headers
+        .get("odata-version")
+        .map(|v| v.to_str().unwrap_or("").trim().to_string());
+    let result = match version.as_deref() {
+        None | Some("4.0" | "4.01") => {
+            dispatch(
+                &state,
+                &mut draft,
+                &instance_name,
+                &rest,
+                method,
+                headers,
+                raw_query,
+                body,
+            )
+            .await
+        }
+        Some(other) => Err(AppError::bad_request(format!(
+            "OData-Version '{other}' is not supported; use 4.0 or 4.01"
+        ))),
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => custos_http::refuse(&state, draft, error).await,
+    };
+    response
+        .headers_mut()
+        .insert("odata-version", axum::http::HeaderValue::from_static("4.0"));
+    response
+}
+
+/// Records a user's access to an instance — through the console (`UserAccessViaWeb`) or the
+/// Web API (`UserAccessViaSdk`) — once per `useraccessauditinginterval`, when the instance
+/// audits user access (SPEC §4). Support engineers' access is the tool's, recorded otherwise.
+async fn record_access(
+    state: &PlatformState,
+    instance: &Instance,
+    caller: &Caller,
+    draft: &EventDraft,
+) -> Result<(), AppError> {
+    let web = draft.origin == custos_audit::Origin::WebUI;
+    let counted = matches!(
+        draft.origin,
+        custos_audit::Origin::WebUI | custos_audit::Origin::Api
+    );
+    if !counted
+        || !instance.policy.load().audits_user_access()
+        || !instance.access_due(caller.principal.id, web, state.clock.now_secs())
+    {
+        return Ok(());
+    }
+    let mut access = draft.clone();
+    access.operation = if web {
+        Operation::UserAccessViaWeb
+    } else {
+        Operation::UserAccessViaSdk
+    };
+    access.entity_name = String::new();
+    access.entity_category = custos_audit::EntityCategory::None;
+    access.record_ids = Vec::new();
+    access.query = String::new();
+    access.details = String::new();
+    let recorded = state.record(access).await;
+    if recorded.is_err() {
+        instance.forget_access(caller.principal.id, web);
+    }
+    recorded
+}
+
+/// Names the operation and entity a request attempts, before anything is checked, so that even
+/// a refused request's event says what was tried.
+fn classify(
+    state: &PlatformState,
+    instance_name: &str,
+    target: &Target,
+    method: &Method,
+    draft: &mut EventDraft,
+) {
+    let set = match target {
+        Target::EntitySet(set)
+        | Target::Record(set, _)
+        | Target::Association { set, .. }
+        | Target::BoundAction { set, .. } => Some(set.as_str()),
+        _ => None,
+    };
+    draft.operation = match (target, method) {
+        (Target::EntitySet(_), &Method::GET) => Operation::RetrieveMultiple,
+        (Target::EntitySet(_), &Method::POST) => Operation::Create,
+        (Target::Record(..), &Method::GET) => Operation::Retrieve,
+        (Target::Record(..), &Method::PATCH) => Operation::Update,
+        (Target::Record(..), &Method::DELETE) => Operation::Delete,
+        (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
+            Operation::UpdateAuditSettings
+        }
+        (Target::EntityDefinitions, &Method::POST) => Operation::CreateEntity,
+        (Target::Attributes(_), &Method::POST) => Operation::CreateAttribute,
+        (Target::Attribute(..), &Method::DELETE) => Operation::DeleteAttribute,
+        (Target::EntityDefinition(_), &Method::DELETE) => Operation::DeleteEntity,
+        (Target::PublishAllXml, _) => Operation::PublishAllCustomizations,
+        (Target::ExportToExcel, _) => Operation::ExportToExcel,
+        (Target::BulkDelete, _) => Operation::BulkDelete,
+        (Target::ImportRecords, _) => Operation::ImportRecords,
+        (Target::ImportSolution, _) => Operation::ImportSolution,
+        (Target::GrantAccess, _) => Operation::Share,
+        (Target::RevokeAccess, _) => Operation::Unshare,
+        (Target::Association { relation, .. }, &Method::POST) => {
+            security::association_operation(relation, true)
+        }
+        (Target::Association { relation, .. }, &Method::DELETE) => {
+            security::association_operation(relation, false)
+        }
+        (Target::BoundAction { action, .. }, _) => {
+            Operation::parse(action).unwrap_or(Operation::Request)
+        }
+        _ => Operation::Request,
+    };
+    if let Target::Record(_, id) | Target::Association { id, .. } | Target::BoundAction { id, .. } =
+        target
+    {
+        draft.record_ids = vec![*id];
+    }
+    if *target == Target::ExportToExcel {
+        draft.origin = custos_audit::Origin::Export;
+    }
+    let entity = state
+        .instance(instance_name)
+        .and_then(|instance| match (set, target) {
+            (Some(set), _) => instance.store.catalog().by_set_name(set).cloned(),
+            (
+                None,
+                Target::EntityDefinition(name)
+                | Target::Attribute(name, _)
+                | Target::Attributes(name),
+            ) => instance.store.catalog().entity(name).cloned(),
+            _ => None,
+        });
+    if let Some(entity) = entity {
+        draft.set_entity(&entity);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    state: &PlatformState,
+    draft: &mut EventDraft,
+    instance_name: &str,
+    rest: &str,
+    method: Method,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let target = parse_target(rest);
+    if let Ok(target) = &target {
+        classify(state, instance_name, target, &method, draft);
+    }
+    let caller = authenticate(state, &headers)?;
+    draft.set_caller(&caller);
+    let instance = state
+        .instance(instance_name)
+        .ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
+    let target = target?;
+    if caller.user_type() == UserType::DcAdmin {
+        crate::support::require_grant(state, &caller, Some(instance_name), None)?;
+    } else if !caller.uses_instance(state, &instance) {
+        return Err(AppError::forbidden(format!(
+            "user '{}' holds no security role in instance '{instance_name}'",
+            caller.principal.upn
+        )));
+    }
+    record_access(state, &instance, &caller, draft).await?;
+    let body = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the body is larger than {} bytes",
+                    custos_http::listener::BODY_BYTES_MAX
+                ),
+            )
+        } else {
+            AppError::bad_request(format!("the body could not be read: {e}"))
+        }
+    })?;
+    let query = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let request = WebRequest {
+        state: state.clone(),
+        service_root: format!("{}/{instance_name}/api/data/v9.2", state.public_url()),
+        instance,
+        caller,
+        method,
+        headers,
+        query,
+        body,
+    };
+    let not_allowed = || {
+        AppError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not supported on '{rest}'", request.method),
+        )
+    };
+    match (&target, request.method.clone()) {
+        (Target::ServiceDocument, Method::GET) => Ok(metadata::service_document(&request)),
+        (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
+        (Target::WhoAmI, Method::GET) => Ok(metadata::who_am_i(&request)),
+        (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
+        (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,
+        (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,
+        (Target::ImportRecords, Method::POST) => bulk::import_records(request, draft).await,
+        (Target::ImportSolution, Method::POST) => solutions::import(request, draft).await,
+        (Target::GrantAccess, Method::POST) => sharing::share(request, draft, true).await,
+        (Target::RevokeAccess, Method::POST) => sharing::share(request, draft, false).await,
+        (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
+        (Target::EntityDefinitions, Method::POST) => metadata::create_entity(&request, draft).await,
+        (Target::Attributes(entity), Method::POST) => {
+            metadata::create_attribute(&request, draft, entity).await
+        }
+        (Target::EntityDefinition(entity), Method::DELETE) => {
+            metadata::delete_entity(&request, draft, entity).await
+        }
+        (Target::Attribute(entity, attribute), Method::DELETE) => {
+            metadata::delete_attribute(&request, draft, entity, attribute).await
+        }
+        (Target::EntityDefinition(entity), Method::GET) => metadata::get_entity(&request, entity),
+        (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => {
+            metadata::update_entity(&request, draft, entity).await
+        }
+        (Target::Attributes(entity), Method::GET) => metadata::list_attributes(&request, entity),
+        (Target::Attribute(entity, attribute), Method::GET) => {
+            metadata::get_attribute(&request, entity, attribute)
+        }
+        (Target::Attribute(entity, attribute), Method::PATCH | Method::PUT) => {
+            metadata::update_attribute(&request, draft, entity, attribute).await
+        }
+        (Target::EntitySet(set), Method::GET) => {
+            records::retrieve_multiple(request, draft, set).await
+        }
+        (Target::EntitySet(set), Method::POST) => records::create(request, draft, set).await,
+        (Target::Record(set, id), Method::GET) => records::retrieve(request, draft, set, *id).await,
+        (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
+        (Target::Record(set, id), Method::DELETE) => {
+            records::delete(request, draft, set, *id).await
+        }
+        (Target::Association { .. }, Method::GET | Method::POST | Method::DELETE) => {
+            security::association(request, draft, &target).await
+        }
+        (Target::BoundAction { set, id, action }, Method::POST)
+            if users::USER_ACTIONS.contains(&action.as_str()) =>
+        {
+            users::bound_action(request, draft, set, *id).await
+        }
+        (Target::BoundAction { .. }, Method::GET | Method::POST) => {
+            security::bound_action(request, draft, &target).await
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,932 @@
+//! Metadata of the Web API: the service document, `$metadata` (CSDL XML), `WhoAmI`,
+//! `EntityDefinitions` with their audit flags (saved as drafts, always audited), and
+//! `PublishAllXml`, which makes drafts current and swaps the audit policy.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use custos_audit::{Change, Operation};
+use custos_records::{AttributeDef, AttributeType, Catalog, EntityDef, Privilege};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use super::WebRequest;
+use custos_http::draft::EventDraft;
+use custos_http::error::AppError;
+use custos_http::state::blocking;
+
+pub(crate) fn service_document(request: &WebRequest) -> Response {
+    let sets: Vec<Json> = request
+        .instance
+        .store
+        .catalog()
+        .entities()
+        .map(|e| json!({"name": e.set_name, "kind": "EntitySet", "url": e.set_name}))
+        .collect();
+    axum::Json(
+        json!({"@odata.context": format!("{}/$metadata", request.service_root), "value": sets}),
+    )
+    .into_response()
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+pub(crate) fn csdl(request: &WebRequest) -> Response {
+    let catalog = request.instance.store.catalog();
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<edmx:Edmx Version=\"4.0\" xmlns:edmx=\"http://docs.oasis-open.org/odata/ns/edmx\">\n<edmx:DataServices>\n<Schema Namespace=\"Microsoft.Dynamics.CRM\" Alias=\"mscrm\" xmlns=\"http://docs.oasis-open.org/odata/ns/edm\">\n",
+    );
+    for entity in catalog.entities() {
+        xml.push_str(&format!(
+            "<EntityType Name=\"{}\"><Key><PropertyRef Name=\"{}\"/></Key>",
+            xml_escape(&entity.logical_name),
+            xml_escape(&entity.primary_id())
+        ));
+        for attribute in &entity.attributes {
+            xml.push_str(&format!(
+                "<Property Name=\"{}\" Type=\"{}\"/>",
+                xml_escape(&attribute.web_name()),
+                attribute.attribute_type.edm_type()
+            ));
+        }
+        xml.push_str("</EntityType>\n");
+    }
+    xml.push_str("<EntityContainer Name=\"System\">\n");
+    for entity in catalog.entities() {
+        xml.push_str(&format!(
+            "<EntitySet Name=\"{}\" EntityType=\"Microsoft.Dynamics.CRM.{}\"/>\n",
+            xml_escape(&entity.set_name),
+            xml_escape(&entity.logical_name)
+        ));
+    }
+    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
+    xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
+    ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
+}
+
+pub(crate) fn who_am_i(request: &WebRequest) -> Response {
+    axum::Json(json!({
+        "@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", request.service_root),
+        "UserId": request.caller.principal.id,
+        "BusinessUnitId": request.instance.organization_id,
+        "OrganizationId": request.instance.organization_id,
+        "UserPrincipalName": request.caller.principal.upn,
+        "UserType": request.caller.principal.user_type,
+    }))
+    .into_response()
+}
+
+fn managed(value: bool) -> Json {
+    json!({"Value": value, "CanBeChanged": true, "ManagedPropertyLogicalName": "canmodifyauditsettings"})
+}
+
+fn entity_json(entity: &EntityDef) -> Map<String, Json> {
+    let mut out = Map::new();
+    out.insert("LogicalName".into(), json!(entity.logical_name));
+    out.insert("EntitySetName".into(), json!(entity.set_name));
+    out.insert("PrimaryIdAttribute".into(), json!(entity.primary_id()));
+    out.insert("PrimaryNameAttribute".into(), json!(entity.primary_name));
+    out.insert(
+        "IsCustomEntity".into(),
+        json!(entity.category == custos_records::EntityCategory::Custom),
+    );
+    out.insert("EntityCategory".into(), json!(entity.category.as_str()));
+    out.insert("IsAuditEnabled".into(), managed(entity.audit));
+    out.insert(
+        "IsRetrieveAuditEnabled".into(),
+        json!({"Value": entity.retrieve_audit}),
+    );
+    out.insert(
+        "IsRetrieveMultipleAuditEnabled".into(),
+        json!({"Value": entity.retrieve_multiple_audit}),
+    );
+    out
+}
+
+fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Map<String, Json> {
+    let mut out = Map::new();
+    out.insert("LogicalName".into(), json!(attribute.logical_name));
+    out.insert("EntityLogicalName".into(), json!(entity.logical_name));
+    out.insert(
+        "AttributeType".into(),
+        json!(attribute.attribute_type.name()),
+    );
+    out.insert("IsValidForCreate".into(), json!(!attribute.read_only));
+    out.insert(
+        "IsValidForUpdate".into(),
+        json!(!attribute.read_only && attribute.logical_name != entity.primary_id()),
+    );
+    out.insert("IsAuditEnabled".into(), managed(attribute.audit));
+    out.insert("IsCustomAttribute".into(), json!(attribute.custom));
+    if let custos_records::AttributeType::String { max_length } = attribute.attribute_type {
+        out.insert("MaxLength".into(), json!(max_length));
+    }
+    if let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type {
+        out.insert("Targets".into(), json!([target]));
+    }
+    out
+}
+
+/// Whether the request asks for drafts (`?RetrieveAsIfPublished=true`).
+fn as_if_published(request: &WebRequest) -> bool {
+    request
+        .query
+        .iter()
+        .any(|(k, v)| k == "RetrieveAsIfPublished" && v == "true")
+}
+
+/// The definition to show: published, or the draft with `?RetrieveAsIfPublished=true`.
+fn shown_definition(request: &WebRequest, entity: &str) -> Result<EntityDef, AppError> {
+    if as_if_published(request) {
+        return Ok(request.instance.store.draft(entity)?);
+    }
+    request
+        .instance
+        .store
+        .catalog()
+        .entity(entity)
+        .cloned()
+        .ok_or_else(|| AppError::not_found(format!("entity '{entity}' does not exist")))
+}
+
+/// `GET EntityDefinitions`: the published entities, or every draft (new entities included)
+/// with `?RetrieveAsIfPublished=true`.
+pub(crate) fn list_entities(request: &WebRequest) -> Result<Response, AppError> {
+    let value: Vec<Json> = if as_if_published(request) {
+        request
+            .instance
+            .store
+            .drafts()?
+            .iter()
+            .map(|e| Json::Object(entity_json(e)))
+            .collect()
+    } else {
+        request
+            .instance
+            .store
+            .catalog()
+            .entities()
+            .map(|e| Json::Object(entity_json(e)))
+            .collect()
+    };
+    Ok(axum::Json(json!({"@odata.context": format!("{}/$metadata#EntityDefinitions", request.service_root), "value": value})).into_response())
+}
+
+pub(crate) fn get_entity(request: &WebRequest, entity: &str) -> Result<Response, AppError> {
+    let definition = shown_definition(request, entity)?;
+    let mut body = entity_json(&definition);
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{}/$metadata#EntityDefinitions/$entity",
+            request.service_root
+        )),
+    );
+    Ok(axum::Json(Json::Object(body)).into_response())
+}
+
+pub(crate) fn list_attributes(request: &WebRequest, entity: &str) -> Result<Response, AppError> {
+    let definition = shown_definition(request, entity)?;
+    let value: Vec<Json> = definition
+        .attributes
+        .iter()
+        .map(|a| Json::Object(attribute_json(&definition, a)))
+        .collect();
+    Ok(axum::Json(json!({"@odata.context": format!("{}/$metadata#EntityDefinitions('{entity}')/Attributes", request.service_root), "value": value})).into_response())
+}
+
+pub(crate) fn get_attribute(
+    request: &WebRequest,
+    entity: &str,
+    attribute: &str,
+) -> Result<Response, AppError> {
+    let definition = shown_definition(request, entity)?;
+    let found = definition.attribute(attribute).ok_or_else(|| {
+        AppError::not_found(format!(
+            "attribute '{attribute}' does not exist on entity '{entity}'"
+        ))
+    })?;
+    let mut body = attribute_json(&definition, found);
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{}/$metadata#EntityDefinitions('{entity}')/Attributes/$entity",
+            request.service_root
+        )),
+    );
+    Ok(axum::Json(Json::Object(body)).into_response())
+}
+
+/// Reads a flag given as `true` or as `{"Value": true, …}`.
+fn flag(key: &str, value: &Json) -> Result<bool, AppError> {
+    match value {
+        Json::Bool(b) => Ok(*b),
+        Json::Object(object) => object
+            .get("Value")
+            .and_then(Json::as_bool)
+            .ok_or_else(|| AppError::bad_request(format!("{key} needs a boolean 'Value'"))),
+        _ => Err(AppError::bad_request(format!(
+            "{key} must be a boolean or {{\"Value\": boolean}}"
+        ))),
+    }
+}
+
+/// Applies the settable flags of `body` to `flags` (name → slot); other keys of `shown` are
+/// accepted unchanged (a PUT sends the whole definition back), anything else is refused.
+fn apply_flags(
+    body: &Map<String, Json>,
+    shown: &Map<String, Json>,
+    flags: &mut [(&str, &mut bool)],
+    changes: &mut Vec<Change>,
+) -> Result<(), AppError> {
+    for (key, value) in body {
+        if key.starts_with('@') {
+            continue;
+        }
+        if let Some((name, slot)) = flags.iter_mut().find(|(name, _)| name == key) {
+            let new = flag(key, value)?;
+            if **slot != new {
+                changes.push(Change {
+                    attribute: name.to_string(),
+                    old: Some(slot.to_string()),
+                    new: Some(new.to_string()),
+                });
+                **slot = new;
+            }
+            continue;
+        }
+        match shown.get(key) {
+            Some(current) if current == value => {}
+            Some(_) => {
+                return Err(AppError::bad_request(format!(
+                    "'{key}' cannot be changed here"
+                )));
+            }
+            None => return Err(AppError::bad_request(format!("unknown property '{key}'"))),
+        }
+    }
+    Ok(())
+}
+
+fn require_customizer(request: &WebRequest, entity: &EntityDef) -> Result<(), AppError> {
+    request.require(Privilege::Customize, entity).map_err(|_| {
+        AppError::forbidden(format!(
+            "user '{}' may not change customizations",
+            request.caller.principal.upn
+        ))
+    })
+}
+
+/// The draft definition of an entity to customize (a new entity exists only as a draft), named
+/// in the event; refused unless the caller may customize.
+fn customizable(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<EntityDef, AppError> {
+    let definition = request.instance.store.draft(entity)?;
+    draft.set_entity(&definition);
+    require_customizer(request, &definition)?;
+    Ok(definition)
+}
+
+/// Saves a changed draft after its `UpdateAuditSettings` event is durable (always recorded).
+async fn save_draft(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    definition: EntityDef,
+    changes: Vec<Change>,
+    details: Json,
+) -> Result<Response, AppError> {
+    draft.changes = changes;
+    draft.details = details.to_string();
+    request.state.record(draft.clone()).await?;
+    let store = request.instance.store.clone();
+    blocking(move || store.save_draft(&definition)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn update_entity(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::UpdateAuditSettings;
+    let mut definition = customizable(request, draft, entity)?;
+    super::security::refuse_support_engineer(request)?;
+    let body = request.json_object()?;
+    let shown = entity_json(&definition);
+    let mut changes = Vec::new();
+    let (mut audit, mut retrieve, mut multiple) = (
+        definition.audit,
+        definition.retrieve_audit,
+        definition.retrieve_multiple_audit,
+    );
+    apply_flags(
+        &body,
+        &shown,
+        &mut [
+            ("IsAuditEnabled", &mut audit),
+            ("IsRetrieveAuditEnabled", &mut retrieve),
+            ("IsRetrieveMultipleAuditEnabled", &mut multiple),
+        ],
+        &mut changes,
+    )?;
+    (
+        definition.audit,
+        definition.retrieve_audit,
+        definition.retrieve_multiple_audit,
+    ) = (audit, retrieve, multiple);
+    let details = json!({"Level": "Entity", "Entity": entity, "Draft": true});
+    save_draft(request, draft, definition, changes, details).await
+}
+
+pub(crate) async fn update_attribute(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+    attribute: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::UpdateAuditSettings;
+    let mut definition = customizable(request, draft, entity)?;
+    super::security::refuse_support_engineer(request)?;
+    let body = request.json_object()?;
+    let index = definition
+        .attributes
+        .iter()
+        .position(|a| a.logical_name == attribute)
+        .ok_or_else(|| {
+            AppError::not_found(format!(
+                "attribute '{attribute}' does not exist on entity '{entity}'"
+            ))
+        })?;
+    let shown = attribute_json(&definition, &definition.attributes[index]);
+    let mut changes = Vec::new();
+    let mut audit = definition.attributes[index].audit;
+    apply_flags(
+        &body,
+        &shown,
+        &mut [("IsAuditEnabled", &mut audit)],
+        &mut changes,
+    )?;
+    definition.attributes[index].audit = audit;
+    let details =
+        json!({"Level": "Attribute", "Entity": entity, "Attribute": attribute, "Draft": true});
+    save_draft(request, draft, definition, changes, details).await
+}
+
+pub(crate) async fn publish_all(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::PublishAllCustomizations;
+    let organization = request
+        .instance
+        .store
+        .catalog()
+        .entity(custos_records::ORGANIZATION_ENTITY)
+        .cloned();
+    if let Some(organization) = &organization {
+        // Publishing configures the instance: an event about its organization.
+        draft.set_entity(organization);
+        require_customizer(request, organization)?;
+    }
+    if request.caller.user_type() == custos_audit::UserType::DcAdmin
+        && audit_flags_drafted(request)?
+    {
+        // Publishing would put audit flag changes into force: an audit setting change.
+        super::security::refuse_support_engineer(request)?;
+    }
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    blocking(move || {
+        store.publish_all(&mut |changed| {
+            let mut event = event.clone();
+            event.details = json!({"PublishedEntities": changed}).to_string();
+            event.result_count = changed.len() as u64;
+            state.append_blocking(event).map_err(|e| e.message)
+        })
+    })
+    .await?;
+    request.instance.refresh_policy()?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// Whether a draft changes an audit flag (of an entity or an attribute) from what is published.
+fn audit_flags_drafted(request: &WebRequest) -> Result<bool, AppError> {
+    let published = request.instance.store.catalog();
+    let flags = |e: &EntityDef| {
+        let attributes: Vec<(String, bool)> = e
+            .attributes
+            .iter()
+            .map(|a| (a.logical_name.clone(), a.audit))
+            .collect();
+        (
+            e.audit,
+            e.retrieve_audit,
+            e.retrieve_multiple_audit,
+            attributes,
+        )
+    };
+    Ok(request.instance.store.drafts()?.iter().any(|draft| {
+        published
+            .entity(&draft.logical_name)
+            .is_some_and(|p| flags(p) != flags(draft))
+    }))
+}
+
+/// Properties of Dataverse's metadata bodies that Custos accepts and does not keep.
+const IGNORED_PROPERTIES: [&str; 8] = [
+    "DisplayName",
+    "DisplayCollectionName",
+    "Description",
+    "OwnershipType",
+    "HasActivities",
+    "HasNotes",
+    "IsActivity",
+    "RequiredLevel",
+];
+/// Destroyed values (or records) one event keeps; more go to further events of the same
+/// deletion.
+const DESTROYED_PER_EVENT: usize = 10_000;
+
+/// Refuses properties that are neither `known` nor Dataverse's display-only ones.
+fn check_properties(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppError> {
+    for key in body.keys() {
+        if !key.starts_with('@')
+            && !known.contains(&key.as_str())
+            && !IGNORED_PROPERTIES.contains(&key.as_str())
+        {
+            return Err(AppError::bad_request(format!("unknown property '{key}'")));
+        }
+    }
+    Ok(())
+}
+
+/// The logical name of a new entity or attribute: `LogicalName`, or `SchemaName` lowercased;
+/// it must carry a publisher prefix (`new_`).
+fn custom_name(body: &Map<String, Json>, what: &str) -> Result<String, AppError> {
+    let name = body
+        .get("LogicalName")
+        .or_else(|| body.get("SchemaName"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| AppError::bad_request(format!("a new {what} needs 'SchemaName'")))?
+        .to_ascii_lowercase();
+    if !custos_records::is_custom_name(&name) {
+        return Err(AppError::bad_request(format!(
+            "'{name}' needs a publisher prefix: 2 to 8 letters and '_' (e.g. new_{}), then letters, digits and '_', at most 50 characters",
+            name.trim_start_matches('_')
+        )));
+    }
+    Ok(name)
+}
+
+/// The type of a new attribute from `AttributeType` or Dataverse's `@odata.type`.
+fn attribute_type(catalog: &Catalog, body: &Map<String, Json>) -> Result<AttributeType, AppError> {
+    let name = match (
+        body.get("AttributeType").and_then(Json::as_str),
+        body.get("@odata.type").and_then(Json::as_str),
+    ) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(odata)) => odata
+            .trim_start_matches('#')
+            .trim_start_matches("Microsoft.Dynamics.CRM.")
+            .trim_end_matches("AttributeMetadata")
+            .to_string(),
+        (None, None) => {
+            return Err(AppError::bad_request(
+                "a new attribute needs 'AttributeType' (or '@odata.type')",
+            ));
+        }
+    };
+    let max_length = |default: u64| -> Result<u32, AppError> {
+        match body.get("MaxLength") {
+            None | Some(Json::Null) => Ok(default as u32),
+            Some(value) => value
+                .as_u64()
+                .filter(|n| (1..=4000).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| AppError::bad_request("'MaxLength' must be 1 to 4000")),
+        }
+    };
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "string" => AttributeType::String {
+            max_length: max_length(100)?,
+        },
+        "memo" => AttributeType::Memo,
+        "integer" => AttributeType::Integer,
+        "decimal" => AttributeType::Decimal,
+        "money" => AttributeType::Money,
+        "boolean" => AttributeType::Boolean,
+        "datetime" => AttributeType::DateTime,
+        "picklist" | "choice" => AttributeType::Choice,
+        "uniqueidentifier" => AttributeType::UniqueIdentifier,
+        "lookup" => {
+            let target = body
+                .get("Targets")
+                .and_then(Json::as_array)
+                .and_then(|t| match t.as_slice() {
+                    [one] => one.as_str(),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    AppError::bad_request(
+                        "a lookup needs 'Targets': one entity's logical name, e.g. [\"account\"]",
+                    )
+                })?;
+            if catalog.entity(target).is_none() {
+                return Err(AppError::bad_request(format!(
+                    "lookup target '{target}' is not a published entity"
+                )));
+            }
+            AttributeType::Lookup {
+                target: target.to_string(),
+            }
+        }
+        other => {
+            return Err(AppError::bad_request(format!(
+                "attribute type '{other}' is not one of String, Memo, Integer, Decimal, Money, Boolean, DateTime, Picklist, Lookup, Uniqueidentifier"
+            )));
+        }
+    })
+}
+
+/// An attribute of a creation body, with its audit flag; lookups may target the entities of
+/// `catalog`.
+pub(crate) fn new_attribute(
+    catalog: &Catalog,
+    body: &Map<String, Json>,
+) -> Result<AttributeDef, AppError> {
+    check_properties(
+        body,
+        &[
+            "SchemaName",
+            "LogicalName",
+            "AttributeType",
+            "MaxLength",
+            "Targets",
+            "IsAuditEnabled",
+            "IsPrimaryName",
+        ],
+    )?;
+    let name = custom_name(body, "attribute")?;
+    let mut attribute = AttributeDef::new(&name, attribute_type(catalog, body)?);
+    attribute.custom = true;
+    if let Some(value) = body.get("IsAuditEnabled") {
+        attribute.audit = flag("IsAuditEnabled", value)?;
+    }
+    Ok(attribute)
+}
+
+fn definition_json(attribute: &AttributeDef) -> Json {
+    let mut out = json!({
+        "AttributeType": attribute.attribute_type.name(),
+        "IsAuditEnabled": attribute.audit,
+    });
+    match &attribute.attribute_type {
+        AttributeType::String { max_length } => out["MaxLength"] = json!(max_length),
+        AttributeType::Lookup { target } => out["Targets"] = json!([target]),
+        _ => {}
+    }
+    out
+}
+
+/// A new custom entity from a creation body (`EntityDefinitions` POST or a solution's
+/// `Entities`); lookups may target the entities of `catalog`.
+pub(crate) fn entity_from_body(
+    catalog: &Catalog,
+    body: &Map<String, Json>,
+) -> Result<EntityDef, AppError> {
+    check_properties(
+        body,
+        &[
+            "SchemaName",
+            "LogicalName",
+            "EntitySetName",
+            "Attributes",
+            "IsAuditEnabled",
+            "IsRetrieveAuditEnabled",
+            "IsRetrieveMultipleAuditEnabled",
+        ],
+    )?;
+    let name = custom_name(body, "entity")?;
+    let set_name = match body.get("EntitySetName") {
+        None | Some(Json::Null) => format!("{name}s"),
+        Some(Json::String(set)) if custos_records::is_custom_name(set) => set.clone(),
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "'EntitySetName' must carry the publisher prefix too, e.g. new_projects",
+            ));
+        }
+    };
+    let attributes: Vec<Map<String, Json>> = match body.get("Attributes") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(list)) => list
+            .iter()
+            .map(|a| {
+                a.as_object()
+                    .cloned()
+                    .ok_or_else(|| AppError::bad_request("each of 'Attributes' is an object"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(AppError::bad_request("'Attributes' must be an array")),
+    };
+    let primary = attributes
+        .iter()
+        .find(|a| a.get("IsPrimaryName").and_then(Json::as_bool) == Some(true));
+    let name_length = match primary.map(|p| attribute_type(catalog, p)).transpose()? {
+        None => 100,
+        Some(AttributeType::String { max_length }) => max_length,
+        Some(_) => {
+            return Err(AppError::bad_request(
+                "the primary name attribute must be a String",
+            ));
+        }
+    };
+    let mut definition = custos_records::custom_entity(&name, &set_name, name_length);
+    if let Some(primary) = primary {
+        let primary_name = custom_name(primary, "attribute")?;
+        let current = definition.primary_name.clone().unwrap_or_default();
+        for attribute in definition
+            .attributes
+            .iter_mut()
+            .filter(|a| a.logical_name == current)
+        {
+            attribute.logical_name = primary_name.clone();
+        }
+        definition.primary_name = Some(primary_name);
+    }
+    // Custom attributes follow the key and the primary name.
+    for (position, body) in attributes
+        .iter()
+        .filter(|a| a.get("IsPrimaryName").and_then(Json::as_bool) != Some(true))
+        .enumerate()
+    {
+        let attribute = new_attribute(catalog, body)?;
+        if definition.attribute(&attribute.logical_name).is_some() {
+            return Err(AppError::bad_request(format!(
+                "attribute '{}' is given twice",
+                attribute.logical_name
+            )));
+        }
+        definition.attributes.insert(2 + position, attribute);
+    }
+    for (key, slot) in [
+        ("IsAuditEnabled", &mut definition.audit),
+        ("IsRetrieveAuditEnabled", &mut definition.retrieve_audit),
+        (
+            "IsRetrieveMultipleAuditEnabled",
+            &mut definition.retrieve_multiple_audit,
+        ),
+    ] {
+        if let Some(value) = body.get(key) {
+            *slot = flag(key, value)?;
+        }
+    }
+    Ok(definition)
+}
+
+/// `POST EntityDefinitions`: a new custom entity, a draft until published.
+pub(crate) async fn create_entity(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::CreateEntity;
+    let organization = request
+        .instance
+        .store
+        .catalog()
+        .entity(custos_records::ORGANIZATION_ENTITY)
+        .cloned()
+        .ok_or_else(|| AppError::not_found("the instance has no organization entity"))?;
+    require_customizer(request, &organization)?;
+    let body = request.json_object()?;
+    let definition = entity_from_body(&request.instance.store.catalog(), &body)?;
+    let name = definition.logical_name.clone();
+    let set_name = definition.set_name.clone();
+    draft.set_entity(&definition);
+    let attribute_list: Map<String, Json> = definition
+        .attributes
+        .iter()
+        .filter(|a| a.custom)
+        .map(|a| (a.logical_name.clone(), definition_json(a)))
+        .collect();
+    draft.details = json!({
+        "Entity": name,
+        "EntitySetName": set_name,
+        "Attributes": attribute_list,
+        "Draft": true,
+    })
+    .to_string();
+    let store = request.instance.store.clone();
+    let checked = definition.clone();
+    // Refuse a taken name before recording anything.
+    if store.draft(&name).is_ok() {
+        return Err(AppError::new(
+            custos_http::error::ErrorCode::Conflict,
+            format!("entity '{name}' already exists"),
+        ));
+    }
+    request.state.record(draft.clone()).await?;
+    blocking(move || store.create_draft(&checked)).await?;
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
+        "{}/EntityDefinitions(LogicalName='{name}')",
+        request.service_root
+    )) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    Ok(response)
+}
+
+/// `POST EntityDefinitions(LogicalName='x')/Attributes`: a new custom attribute, a draft
+/// until published.
+pub(crate) async fn create_attribute(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::CreateAttribute;
+    let mut definition = customizable(request, draft, entity)?;
+    let body = request.json_object()?;
+    let attribute = new_attribute(&request.instance.store.catalog(), &body)?;
+    if definition.attribute(&attribute.logical_name).is_some() {
+        return Err(AppError::new(
+            custos_http::error::ErrorCode::Conflict,
+            format!(
+                "attribute '{}' already exists on entity '{entity}'",
+                attribute.logical_name
+            ),
+        ));
+    }
+    let name = attribute.logical_name.clone();
+    draft.details = json!({
+        "Entity": entity,
+        "Attribute": name,
+        "Definition": definition_json(&attribute),
+        "Draft": true,
+    })
+    .to_string();
+    definition.attributes.push(attribute);
+    request.state.record(draft.clone()).await?;
+    let store = request.instance.store.clone();
+    blocking(move || store.save_draft(&definition)).await?;
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
+        "{}/EntityDefinitions(LogicalName='{entity}')/Attributes(LogicalName='{name}')",
+        request.service_root
+    )) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    Ok(response)
+}
+
+/// The events that keep what a deletion destroyed: `items` (record id and what it lost) in
+/// parts of 10,000, each listing its record ids, with `fields` plus the part's items under
+/// `key` in its details. Nothing destroyed still makes one event.
+pub(crate) fn destroyed_events(
+    template: &EventDraft,
+    items: &[(Uuid, Json)],
+    key: &str,
+    fields: &Json,
+) -> Vec<EventDraft> {
+    let mut chunks: Vec<&[(Uuid, Json)]> = items.chunks(DESTROYED_PER_EVENT).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let parts = chunks.len();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut event = template.clone();
+            let kept: Map<String, Json> = chunk
+                .iter()
+                .map(|(id, value)| (id.to_string(), value.clone()))
+                .collect();
+            event.record_ids = chunk.iter().map(|(id, _)| *id).collect();
+            event.result_count = chunk.len() as u64;
+            let mut details = fields.clone();
+            details[key] = Json::Object(kept);
+            details["Part"] = json!(i + 1);
+            details["Parts"] = json!(parts);
+            event.details = details.to_string();
+            event
+        })
+        .collect()
+}
+
+/// Deletes a custom attribute and its data, its `DeleteAttribute` events (from `template`)
+/// durable before the deletion commits. Call from blocking code.
+pub(crate) fn remove_attribute(
+    state: &crate::PlatformState,
+    store: &dyn custos_records::RecordStore,
+    template: &EventDraft,
+    entity: &str,
+    attribute: &str,
+) -> Result<(), AppError> {
+    let mut template = template.clone();
+    template.operation = Operation::DeleteAttribute;
+    Ok(
+        store.delete_attribute(entity, attribute, &mut |definition, values| {
+            let items: Vec<(Uuid, Json)> =
+                values.iter().map(|(id, v)| (*id, v.to_json())).collect();
+            let fields = json!({
+                "Entity": entity,
+                "Attribute": attribute,
+                "Definition": definition_json(definition),
+                "ValuesDeleted": values.len(),
+            });
+            let events = destroyed_events(&template, &items, "Values", &fields);
+            state.append_all_blocking(events).map_err(|e| e.message)
+        })?,
+    )
+}
+
+/// Deletes a custom entity with its records, its `DeleteEntity` events (from `template`) —
+/// the definition and every record's values — durable before the deletion commits. Call from
+/// blocking code.
+pub(crate) fn remove_entity(
+    state: &crate::PlatformState,
+    store: &dyn custos_records::RecordStore,
+    template: &EventDraft,
+    entity: &str,
+) -> Result<(), AppError> {
+    let mut template = template.clone();
+    template.operation = Operation::DeleteEntity;
+    Ok(store.delete_entity(entity, &mut |definition, records| {
+        template.set_entity(definition);
+        let items: Vec<(Uuid, Json)> = records
+            .iter()
+            .map(|r| {
+                let values: Map<String, Json> = r
+                    .values
+                    .iter()
+                    .filter(|(_, v)| **v != custos_records::Value::Null)
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect();
+                (r.id, Json::Object(values))
+            })
+            .collect();
+        let fields = json!({
+            "Entity": entity,
+            "Definition": definition.to_json(),
+            "RecordsDeleted": records.len(),
+        });
+        let events = destroyed_events(&template, &items, "Records", &fields);
+        state.append_all_blocking(events).map_err(|e| e.message)
+    })?)
+}
+
+/// `DELETE EntityDefinitions(LogicalName='x')`: deletes a custom entity with its records now;
+/// its `DeleteEntity` events keep the definition and every record's values.
+pub(crate) async fn delete_entity(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::DeleteEntity;
+    customizable(request, draft, entity)?;
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let name = entity.to_string();
+    blocking(move || remove_entity(&state, &*store, &event, &name)).await?;
+    request.instance.refresh_policy()?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE EntityDefinitions(LogicalName='x')/Attributes(LogicalName='y')`: deletes a custom
+/// attribute and its data now. The `DeleteAttribute` events keep the definition and every
+/// destroyed value (in parts of 10,000), enough to put them back; they are durable before the
+/// deletion commits.
+pub(crate) async fn delete_attribute(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &str,
+    attribute: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::DeleteAttribute;
+    customizable(request, draft, entity)?;
+    if let Some(process) =
+        crate::automation::setter_of(&request.state, &request.instance, entity, attribute)
+    {
+        return Err(custos_http::error::AppError::new(
+            custos_http::error::ErrorCode::Conflict,
+            format!("the active process '{process}' sets '{attribute}'; deactivate it first"),
+        ));
+    }
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let (entity_name, attribute_name) = (entity.to_string(), attribute.to_string());
+    blocking(move || remove_attribute(&state, &*store, &event, &entity_name, &attribute_name))
+        .await?;
+    request.instance.refresh_policy()?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,1024 @@
+//! Record operations of the Web API: create, retrieve, retrieve multiple, update (and upsert),
+//! delete, and role assignment; each audited as the instance's policy says.
+//!
+//! Reads append their event after the query and before answering. Writes append theirs inside
+//! the record store's transaction (the `before_commit` hook), so a change is never committed
+//! without a durable event; a refused append rolls the change back and answers 503.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use custos_audit::Operation;
+use custos_records::{
+    Catalog, EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS,
+    Record, RecordQuery, Value, WriteContext, WriteMode, WriteOutcome, page_size,
+    parse_query_options,
+};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use super::WebRequest;
+use super::sharing::require_on_record;
+use crate::automation::{self, Message, activation_operation, is_automation};
+use custos_http::auth::hash_secret;
+use custos_http::draft::{EventDraft, changes};
+use custos_http::error::{AppError, ErrorCode};
+use custos_http::names;
+use custos_http::state::blocking;
+
+/// Entities whose every change is an admin event, recorded whatever the audit settings say
+/// (SPEC §4: user, team and role changes).
+const ALWAYS_AUDITED: [&str; 5] = [
+    "systemuser",
+    "team",
+    "role",
+    "workflow",
+    "sdkmessageprocessingstep",
+];
+
+/// Whether a change to a record of `entity` is recorded.
+fn audits_change(policy: &custos_audit::AuditPolicy, entity: &EntityDef) -> bool {
+    ALWAYS_AUDITED.contains(&entity.logical_name.as_str())
+        || policy.audits_change(&entity.logical_name)
+}
+
+/// After a write: the instance's role grants or automations are reloaded when one of them
+/// changed, and the active processes and plug-in steps that react to the write run.
+async fn after_write(
+    request: &WebRequest,
+    entity: &EntityDef,
+    message: Message,
+    outcome: &WriteOutcome,
+    trigger: &EventDraft,
+) -> Result<(), AppError> {
+    if entity.logical_name == "role" {
+        request.instance.refresh_roles()?;
+    }
+    if is_automation(&entity.logical_name) {
+        request.state.own.automations.refresh(&request.instance)?;
+    }
+    automation::run(
+        &request.state,
+        &request.instance,
+        entity,
+        message,
+        outcome,
+        trigger,
+    )
+    .await
+}
+
+/// Organization attributes that are audit settings: changing one is `UpdateAuditSettings`.
+const AUDIT_SETTINGS: [&str; 5] = [
+    "isauditenabled",
+    "isreadauditenabled",
+    "isuseraccessauditenabled",
+    "auditretentionperiodv2",
+    "useraccessauditinginterval",
+];
+
+pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef, AppError> {
+    request
+        .instance
+        .store
+        .catalog()
+        .by_set_name(set)
+        .cloned()
+        .ok_or_else(|| AppError::not_found(format!("entity set '{set}' does not exist")))
+}
+
+/// The Web API JSON of a record, limited to `select` when given.
+fn record_json(
+    request: &WebRequest,
+    entity: &EntityDef,
+    record: &Record,
+    select: Option<&[String]>,
+) -> Map<String, Json> {
+    let mut out = Map::new();
+    if !request.metadata_none()
+        && let Some(Value::Integer(version)) = record.values.get("versionnumber")
+    {
+        out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
+    }
+    for attribute in &entity.attributes {
+        let web_name = attribute.web_name();
+        let selected = select.is_none_or(|names| {
+            names
+                .iter()
+                .any(|n| *n == web_name || *n == attribute.logical_name)
+        });
+        if selected || attribute.logical_name == entity.primary_id() {
+            let value = record
+                .values
+                .get(&attribute.logical_name)
+                .map_or(Json::Null, Value::to_json);
+            out.insert(web_name, value);
+        }
+    }
+    out
+}
+
+fn check_select(entity: &EntityDef, select: &Option<Vec<String>>) -> Result<(), AppError> {
+    for name in select.iter().flatten() {
+        if entity.attribute_by_web_name(name).is_none() {
+            return Err(AppError::bad_request(format!(
+                "attribute '{name}' in $select does not exist on entity '{}'",
+                entity.logical_name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The decoded query string, as recorded in `Query`.
+fn query_text(set: &str, request: &WebRequest) -> String {
+    let pairs: Vec<String> = request
+        .query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if pairs.is_empty() {
+        set.to_string()
+    } else {
+        format!("{set}?{}", pairs.join("&"))
+    }
+}
+
+/// A view a retrieve multiple runs (`?savedQuery=<id>` or `?userQuery=<id>`): its query
+/// options, and what the event records of it.
+pub(super) struct View {
+    /// `$filter`, `$select` and `$orderby` of the view.
+    pub(super) options: Vec<(String, String)>,
+    /// What the event records of the view.
+    pub(super) details: Json,
+}
+
+/// The view a request names (see [`load_view`]); the request may add no query option the view
+/// brings itself.
+fn view_query(request: &WebRequest, entity: &EntityDef) -> Result<Option<View>, AppError> {
+    let named: Vec<&(String, String)> = request
+        .query
+        .iter()
+        .filter(|(k, _)| k == "savedQuery" || k == "userQuery")
+        .collect();
+    let (kind, id) = match named.as_slice() {
+        [] => return Ok(None),
+        [(kind, id)] => (kind.as_str(), id.as_str()),
+        _ => {
+            return Err(AppError::bad_request(
+                "name one view: savedQuery or userQuery, once",
+            ));
+        }
+    };
+    if let Some((option, _)) = request
+        .query
+        .iter()
+        .find(|(k, _)| matches!(k.as_str(), "$filter" | "$select" | "$orderby"))
+    {
+        return Err(AppError::bad_request(format!(
+            "{option} cannot be combined with {kind}: the view brings its own"
+        )));
+    }
+    load_view(request, entity, kind, id).map(Some)
+}
+
+/// The view `kind` (`savedQuery` or `userQuery`) `id` of `entity`, checked: it exists, it is a
+/// view of `entity`, and a personal view is the caller's own (or the caller is a System
+/// Administrator).
+pub(super) fn load_view(
+    request: &WebRequest,
+    entity: &EntityDef,
+    kind: &str,
+    id: &str,
+) -> Result<View, AppError> {
+    let id = Uuid::parse_str(id).map_err(|_| {
+        AppError::bad_request(format!("{kind} must be a view id (a GUID), got '{id}'"))
+    })?;
+    let view_entity = if kind == "savedQuery" {
+        "savedquery"
+    } else {
+        "userquery"
+    };
+    let record = match request.instance.store.retrieve(view_entity, id) {
+        Ok(record) => record,
+        Err(custos_records::Error::NotFound(_)) => {
+            return Err(AppError::not_found(format!("{kind} {id} does not exist")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let text = |name: &str| match record.values.get(name) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.clone()),
+        _ => None,
+    };
+    if text("returnedtypecode").as_deref() != Some(entity.logical_name.as_str()) {
+        return Err(AppError::bad_request(format!(
+            "{kind} {id} is a view of '{}', not of '{}'",
+            text("returnedtypecode").unwrap_or_default(),
+            entity.logical_name
+        )));
+    }
+    if view_entity == "userquery" {
+        let owner = record.values.get("ownerid");
+        let own = owner == Some(&Value::Guid(request.caller.principal.id));
+        let admin = request
+            .caller
+            .security_roles(&request.state, &request.instance)
+            .contains(&custos_records::SecurityRole::BuiltIn(
+                custos_records::BuiltInRole::SystemAdministrator,
+            ));
+        if !own && !admin {
+            return Err(AppError::forbidden(format!(
+                "user '{}' may not run another user's personal view",
+                request.caller.principal.upn
+            )));
+        }
+    }
+    let mut options = Vec::new();
+    for (field, option) in [
+        ("filter", "$filter"),
+        ("columns", "$select"),
+        ("orderby", "$orderby"),
+    ] {
+        if let Some(value) = text(field) {
+            options.push((option.to_string(), value));
+        }
+    }
+    Ok(View {
+        options,
+        details: json!({
+            "ViewType": view_entity,
+            "ViewId": id,
+            "ViewName": text("name").unwrap_or_default(),
+            "Filter": text("filter"),
+            "Columns": text("columns"),
+            "OrderBy": text("orderby"),
+        }),
+    })
+}
+
+/// Checks a view record about to be written (its values after the write): it names an entity
+/// and its filter, columns and order are valid for that entity — a dry run of its query.
+fn check_view(
+    request: &WebRequest,
+    entity: &EntityDef,
+    id: Option<Uuid>,
+    values: &[(String, Value)],
+) -> Result<(), AppError> {
+    if !matches!(entity.logical_name.as_str(), "savedquery" | "userquery") {
+        return Ok(());
+    }
+    let mut merged = match id.map(|id| request.instance.store.retrieve(&entity.logical_name, id)) {
+        Some(Ok(record)) => record.values,
+        Some(Err(custos_records::Error::NotFound(_))) | None => Default::default(),
+        Some(Err(e)) => return Err(e.into()),
+    };
+    merged.extend(values.iter().cloned());
+    check_view_values(&request.instance.store.catalog(), &merged)
+}
+
+/// Checks a view's values against the entities of `catalog`: it names one of them, and its
+/// filter, columns and order are valid for it.
+pub(crate) fn check_view_values(
+    catalog: &Catalog,
+    values: &std::collections::BTreeMap<String, Value>,
+) -> Result<(), AppError> {
+    let text = |name: &str| match values.get(name) {
+        Some(Value::String(text)) if !text.trim().is_empty() => Some(text.as_str()),
+        _ => None,
+    };
+    let target = text("returnedtypecode").ok_or_else(|| {
+        AppError::bad_request(
+            "a view needs 'returnedtypecode', the logical name of the entity it lists",
+        )
+    })?;
+    let viewed = catalog.entity(target).ok_or_else(|| {
+        AppError::bad_request(format!("returnedtypecode '{target}' is not an entity"))
+    })?;
+    let mut pairs = Vec::new();
+    for (field, option) in [
+        ("filter", "$filter"),
+        ("columns", "$select"),
+        ("orderby", "$orderby"),
+    ] {
+        if let Some(value) = text(field) {
+            pairs.push((option, value));
+        }
+    }
+    let options = parse_query_options(pairs)?;
+    check_select(viewed, &options.select)?;
+    Ok(custos_records::check_query(viewed, &options)?)
+}
+
+pub(crate) async fn retrieve_multiple(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::RetrieveMultiple;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.query = query_text(set, &request);
+    request.require(Privilege::Read, &entity)?;
+    let view = view_query(&request, &entity)?;
+    let pairs: Vec<(String, String)> = match &view {
+        Some(view) => {
+            draft.details = view.details.to_string();
+            request
+                .query
+                .iter()
+                .filter(|(k, _)| k.starts_with('$'))
+                .cloned()
+                .chain(view.options.iter().cloned())
+                .collect()
+        }
+        None => request.query.clone(),
+    };
+    let options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    check_select(&entity, &options.select)?;
+    let page_size = page_size(request.header("prefer"))?;
+    let audited = request
+        .policy()
+        .audits_retrieve_multiple(&entity.logical_name);
+
+    let store = request.instance.store.clone();
+    let logical_name = entity.logical_name.clone();
+    let (page, options) = blocking(move || -> Result<_, AppError> {
+        let page = store.retrieve_multiple(&RecordQuery {
+            entity: &logical_name,
+            options: &options,
+            page_size,
+        })?;
+        Ok((page, options))
+    })
+    .await?;
+    if audited {
+        let mut event = draft.clone();
+        event.record_ids = page.records.iter().map(|r| r.id).collect();
+        event.result_count = page.records.len() as u64;
+        request.state.record(event).await?;
+    }
+
+    let mut body = Map::new();
+    if !request.metadata_none() {
+        let context = match &options.select {
+            Some(names) => format!(
+                "{}/$metadata#{set}({})",
+                request.service_root,
+                names.join(",")
+            ),
+            None => format!("{}/$metadata#{set}", request.service_root),
+        };
+        body.insert("@odata.context".into(), json!(context));
+    }
+    if let Some(total) = page.total {
+        body.insert("@odata.count".into(), json!(total));
+    }
+    let values: Vec<Json> = page
+        .records
+        .iter()
+        .map(|r| Json::Object(record_json(&request, &entity, r, options.select.as_deref())))
+        .collect();
+    body.insert("value".into(), Json::Array(values));
+    if let Some(skip) = page.next_skip {
+        let mut pairs = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in request.query.iter().filter(|(k, _)| k != "$skiptoken") {
+            pairs.append_pair(k, v);
+        }
+        pairs.append_pair("$skiptoken", &skip.to_string());
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!("{}/{set}?{}", request.service_root, pairs.finish())),
+        );
+    }
+    let mut response = axum::Json(Json::Object(body)).into_response();
+    if page_size < PAGE_SIZE_MAX
+        || request
+            .header("prefer")
+            .is_some_and(|p| p.contains("odata.maxpagesize"))
+    {
+        let applied =
+            HeaderValue::from_str(&format!("odata.maxpagesize={page_size}")).expect("ascii");
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn retrieve(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::Retrieve;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    draft.query = query_text(&format!("{set}({id})"), &request);
+    require_on_record(&request, Privilege::Read, &entity, id)?;
+    let mut select = None;
+    for (name, value) in &request.query {
+        match name.as_str() {
+            "$select" => {
+                select = Some(
+                    value
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect::<Vec<_>>(),
+                )
+            }
+            "$format" => {}
+            other if other.starts_with('$') => {
+                return Err(AppError::bad_request(format!(
+                    "query option {other} is not supported on a single record"
+                )));
+            }
+            _ => {}
+        }
+    }
+    check_select(&entity, &select)?;
+    let audited = request.policy().audits_retrieve(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let logical_name = entity.logical_name.clone();
+    let record =
+        blocking(move || -> Result<Record, AppError> { Ok(store.retrieve(&logical_name, id)?) })
+            .await?;
+    if audited {
+        let mut event = draft.clone();
+        event.result_count = 1;
+        request.state.record(event).await?;
+    }
+    let mut body = record_json(&request, &entity, &record, select.as_deref());
+    if !request.metadata_none() {
+        body.insert(
+            "@odata.context".into(),
+            json!(format!("{}/$metadata#{set}/$entity", request.service_root)),
+        );
+    }
+    Ok(axum::Json(Json::Object(body)).into_response())
+}
+
+/// The typed values of a body, and the primary id when the body names one.
+type BodyValues = (Vec<(String, Value)>, Option<Uuid>);
+
+/// Reads a create or update body into typed values; returns the primary id when the body
+/// names one.
+fn body_values(
+    request: &WebRequest,
+    entity: &EntityDef,
+    body: &Map<String, Json>,
+) -> Result<BodyValues, AppError> {
+    let catalog = request.instance.store.catalog();
+    let mut values = Vec::new();
+    let mut id = None;
+    for (key, json) in body {
+        if key.starts_with('@') {
+            continue;
+        }
+        if let Some(name) = key.strip_suffix("@odata.bind") {
+            let attribute = entity
+                .attribute(name)
+                .filter(|a| {
+                    matches!(
+                        a.attribute_type,
+                        custos_records::AttributeType::Lookup { .. }
+                    )
+                })
+                .ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "'{name}' is not a lookup attribute of entity '{}'",
+                        entity.logical_name
+                    ))
+                })?;
+            let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type else {
+                unreachable!("filtered above")
+            };
+            let target_set = catalog
+                .entity(target)
+                .map(|e| e.set_name.clone())
+                .unwrap_or_default();
+            let text = json.as_str().ok_or_else(|| {
+                AppError::bad_request(format!("{key} must be a string like '/{target_set}(<id>)'"))
+            })?;
+            let inner = text
+                .trim_start_matches('/')
+                .strip_prefix(target_set.as_str())
+                .and_then(|t| t.strip_prefix('('))
+                .and_then(|t| t.strip_suffix(')'))
+                .and_then(|t| Uuid::parse_str(t).ok())
+                .ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "{key} must reference '/{target_set}(<id>)', got '{text}'"
+                    ))
+                })?;
+            values.push((name.to_string(), Value::Guid(inner)));
+            continue;
+        }
+        let attribute = entity.attribute_by_web_name(key).ok_or_else(|| {
+            AppError::bad_request(format!(
+                "attribute '{key}' does not exist on entity '{}'",
+                entity.logical_name
+            ))
+        })?;
+        let value = Value::from_json(attribute, json)?;
+        if attribute.logical_name == entity.primary_id() {
+            match value {
+                Value::Guid(given) => id = Some(given),
+                _ => return Err(AppError::bad_request(format!("'{key}' must be a GUID"))),
+            }
+            continue;
+        }
+        values.push((attribute.logical_name.clone(), value));
+    }
+    Ok((values, id))
+}
+
+pub(super) fn context(request: &WebRequest) -> WriteContext {
+    WriteContext {
+        actor: request.caller.principal.id,
+        now: request.state.clock.now(),
+        platform: false,
+    }
+}
+
+/// Fills the event of a write from its outcome.
+pub(super) fn describe_write(
+    event: &mut EventDraft,
+    entity: &EntityDef,
+    policy: &custos_audit::AuditPolicy,
+    outcome: &WriteOutcome,
+) {
+    event.record_ids = vec![outcome.id];
+    event.result_count = 1;
+    event.changes = changes(
+        entity,
+        outcome.before.as_ref(),
+        outcome.after.as_ref(),
+        |name| policy.audits_attribute(&entity.logical_name, name),
+    );
+}
+
+fn representation(request: &WebRequest) -> bool {
+    request
+        .header("prefer")
+        .is_some_and(|p| p.contains("return=representation"))
+}
+
+fn write_response(
+    request: &WebRequest,
+    entity: &EntityDef,
+    outcome: &WriteOutcome,
+    created: bool,
+) -> Response {
+    let entity_id = format!(
+        "{}/{}({})",
+        request.service_root, entity.set_name, outcome.id
+    );
+    let mut response = match (&outcome.after, representation(request)) {
+        (Some(after), true) => {
+            let mut body = record_json(request, entity, after, None);
+            body.insert(
+                "@odata.context".into(),
+                json!(format!(
+                    "{}/$metadata#{}/$entity",
+                    request.service_root, entity.set_name
+                )),
+            );
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(Json::Object(body))).into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&entity_id) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    response
+}
+
+pub(crate) async fn create(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::Create;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    request.require(Privilege::Create, &entity)?;
+    if entity.logical_name == "solution" {
+        return Err(AppError::bad_request(
+            "solutions are installed with ImportSolution, not created",
+        ));
+    }
+    let mut body = request.json_object()?;
+    let new_principal = if entity.logical_name == "systemuser" {
+        draft.operation = Operation::CreateUser;
+        request.require(Privilege::ManageUsers, &entity)?;
+        Some(principal_from_body(&request, &mut body)?)
+    } else {
+        None
+    };
+    let (values, given_id) = body_values(&request, &entity, &body)?;
+    check_view(&request, &entity, None, &values)?;
+    automation::check(
+        &request.state,
+        &*request.instance.store,
+        &entity,
+        None,
+        &values,
+    )?;
+    let id = new_principal.as_ref().map(|p| p.id).or(given_id);
+    let policy = request.policy();
+    let audited = audits_change(&policy, &entity);
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let context = context(&request);
+    let entity_for_task = entity.clone();
+    let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            if audited {
+                let mut event = event.clone();
+                describe_write(&mut event, &entity_for_task, &policy, outcome);
+                state.append_blocking(event).map_err(|e| e.message)?;
+            }
+            if let Some(principal) = &new_principal {
+                state
+                    .directory
+                    .add_principal(principal.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        Ok(store.create(
+            &entity_for_task.logical_name,
+            id,
+            values,
+            context,
+            &mut before_commit,
+        )?)
+    })
+    .await?;
+    after_write(&request, &entity, Message::Create, &outcome, draft).await?;
+    Ok(write_response(&request, &entity, &outcome, true))
+}
+
+/// Takes the credentials out of a `systemusers` create body into a new principal.
+fn principal_from_body(
+    request: &WebRequest,
+    body: &mut Map<String, Json>,
+) -> Result<NewPrincipal, AppError> {
+    let text = |body: &mut Map<String, Json>, key: &str| -> Result<Option<String>, AppError> {
+        match body.remove(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s)),
+            Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
+        }
+    };
+    let password = text(body, "password")?;
+    let secret = text(body, "clientsecret")?;
+    let upn = body
+        .get("domainname")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let application_id = body
+        .get("applicationid")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let display_name = body
+        .get("fullname")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let (upn, user_type, password_hash, client_id, secret_hash) = match (
+        password,
+        secret,
+        application_id,
+    ) {
+        (Some(password), None, None) => {
+            let upn = upn.ok_or_else(|| {
+                AppError::bad_request("a user needs 'domainname' (the sign-in name)")
+            })?;
+            names::check_password(&password, "password")?;
+            (
+                upn,
+                custos_audit::UserType::Regular,
+                Some(hash_secret(&password)),
+                None,
+                None,
+            )
+        }
+        (None, Some(secret), Some(application_id)) => {
+            Uuid::parse_str(&application_id)
+                .map_err(|_| AppError::bad_request("'applicationid' must be a GUID"))?;
+            if secret.len() < 16 || secret.len() > names::PASSWORD_BYTES_MAX {
+                return Err(AppError::bad_request(format!(
+                    "'clientsecret' must be 16 to {} bytes",
+                    names::PASSWORD_BYTES_MAX
+                )));
+            }
+            let upn = upn.unwrap_or_else(|| format!("app-{application_id}"));
+            (
+                upn,
+                custos_audit::UserType::Application,
+                None,
+                Some(application_id),
+                Some(hash_secret(&secret)),
+            )
+        }
+        _ => {
+            return Err(AppError::bad_request(
+                "a systemuser needs either 'password' (a user) or 'applicationid' with 'clientsecret' (an application user)",
+            ));
+        }
+    };
+    let upn = names::new_sign_in_name(&upn)?;
+    let directory = &request.state.directory;
+    names::check_distinct(&upn, directory.principals().iter().map(|p| p.upn.as_str()))?;
+    if client_id
+        .as_deref()
+        .is_some_and(|c| directory.by_client_id(c).is_some())
+    {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            "an application user with that application id already exists",
+        ));
+    }
+    body.insert("domainname".into(), json!(upn));
+    Ok(NewPrincipal {
+        id: Uuid::new_v4(),
+        display_name: display_name.unwrap_or_else(|| upn.clone()),
+        upn,
+        user_type: user_type.code(),
+        password_hash,
+        client_id,
+        secret_hash,
+        global_admin: false,
+        created_by: (request.caller.user_type() == custos_audit::UserType::DcAdmin)
+            .then_some(request.caller.principal.id),
+    })
+}
+
+fn write_mode(request: &WebRequest) -> Result<WriteMode, AppError> {
+    match (request.header("if-match"), request.header("if-none-match")) {
+        (None, None) => Ok(WriteMode::Upsert),
+        (Some("*"), None) => Ok(WriteMode::UpdateOnly),
+        (None, Some("*")) => Ok(WriteMode::CreateOnly),
+        (Some(etag), None) => Err(AppError::bad_request(format!(
+            "If-Match supports only '*' in this version, got '{etag}'"
+        ))),
+        (None, Some(other)) => Err(AppError::bad_request(format!(
+            "If-None-Match supports only '*', got '{other}'"
+        ))),
+        (Some(_), Some(_)) => Err(AppError::bad_request(
+            "If-Match and If-None-Match cannot be combined",
+        )),
+    }
+}
+
+pub(crate) async fn update(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::Update;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    let is_organization = entity.logical_name == ORGANIZATION_ENTITY;
+    if is_organization {
+        draft.operation = Operation::UpdateAuditSettings;
+    }
+    require_on_record(&request, Privilege::Write, &entity, id)?;
+    let mode = write_mode(&request)?;
+    // An upsert that would create needs the create privilege too.
+    if mode != WriteMode::UpdateOnly {
+        let exists = match request.instance.store.retrieve(&entity.logical_name, id) {
+            Ok(_) => true,
+            Err(custos_records::Error::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !exists || mode == WriteMode::CreateOnly {
+            request.require(Privilege::Create, &entity)?;
+        }
+    }
+    let body = request.json_object()?;
+    let (values, given_id) = body_values(&request, &entity, &body)?;
+    if given_id.is_some_and(|given| given != id) {
+        return Err(AppError::bad_request(format!(
+            "the body's '{}' differs from the id in the URL",
+            entity.primary_id()
+        )));
+    }
+    check_view(&request, &entity, Some(id), &values)?;
+    if values.len() == 1 && values[0].0 == "ownerid" && draft.operation == Operation::Update {
+        draft.operation = Operation::Assign;
+    }
+    let activation = automation::check(
+        &request.state,
+        &*request.instance.store,
+        &entity,
+        Some(id),
+        &values,
+    )?;
+    if let Some(operation) = activation_operation(&entity.logical_name, activation) {
+        draft.operation = operation;
+    }
+    if is_organization
+        && values
+            .iter()
+            .any(|(name, _)| AUDIT_SETTINGS.contains(&name.as_str()))
+    {
+        super::security::refuse_support_engineer(&request)?;
+    }
+    let disabling = user_disabling(&request, &entity, id, &values, draft)?;
+    if is_organization && id != request.instance.organization_id {
+        return Err(AppError::not_found(format!(
+            "organization with id {id} does not exist"
+        )));
+    }
+    let policy = request.policy();
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let context = context(&request);
+    let entity_for_task = entity.clone();
+    let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
+        if is_organization {
+            let mut merged = store.retrieve(ORGANIZATION_ENTITY, id)?;
+            merged.values.extend(values.iter().cloned());
+            check_settings(&merged)?;
+        }
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            let mut event = event.clone();
+            describe_write(&mut event, &entity_for_task, &policy, outcome);
+            if outcome.before.is_none() && event.operation == Operation::Update {
+                event.operation = Operation::Upsert;
+            }
+            let settings_changed = is_organization
+                && event
+                    .changes
+                    .iter()
+                    .any(|c| AUDIT_SETTINGS.contains(&c.attribute.as_str()));
+            if is_organization && !settings_changed {
+                event.operation = Operation::Update;
+            }
+            if settings_changed || audits_change(&policy, &entity_for_task) {
+                state.append_blocking(event).map_err(|e| e.message)?;
+            }
+            if let Some(disabled) = disabling {
+                state
+                    .directory
+                    .set_disabled(id, disabled)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        Ok(store.update(
+            &entity_for_task.logical_name,
+            id,
+            values,
+            mode,
+            context,
+            &mut before_commit,
+        )?)
+    })
+    .await?;
+    if is_organization {
+        request.instance.refresh_policy()?;
+    }
+    let message = if outcome.before.is_none() {
+        Message::Create
+    } else {
+        Message::Update
+    };
+    after_write(&request, &entity, message, &outcome, draft).await?;
+    Ok(write_response(
+        &request,
+        &entity,
+        &outcome,
+        outcome.before.is_none(),
+    ))
+}
+
+/// A `systemusers` update: the sign-in name never changes, and a change of `isdisabled` (by
+/// someone who may manage the user) disables or enables the principal too; returns the new
+/// state to give the principal when it changes.
+fn user_disabling(
+    request: &WebRequest,
+    entity: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    draft: &mut EventDraft,
+) -> Result<Option<bool>, AppError> {
+    if entity.logical_name != "systemuser" {
+        return Ok(None);
+    }
+    if values.iter().any(|(name, _)| name == "domainname") {
+        return Err(AppError::bad_request(
+            "a user's sign-in name (domainname) cannot change; create a new user",
+        ));
+    }
+    let Some((_, value)) = values.iter().find(|(name, _)| name == "isdisabled") else {
+        return Ok(None);
+    };
+    let disabled = matches!(value, Value::Boolean(true));
+    request.require(Privilege::ManageUsers, entity)?;
+    let principal = super::users::manageable(request, id)?;
+    if principal.disabled == disabled {
+        return Ok(None);
+    }
+    draft.operation = super::users::disabling_operation(disabled);
+    Ok(Some(disabled))
+}
+
+/// Rules on the instance settings: Start Read Auditing only while Start Auditing is on, and a
+/// retention of -1 (forever) or 1 to 365,000 days, as Dataverse allows.
+fn check_settings(after: &Record) -> Result<(), AppError> {
+    let on = |name: &str| matches!(after.values.get(name), Some(Value::Boolean(true)));
+    if on("isreadauditenabled") && !on("isauditenabled") {
+        return Err(AppError::bad_request(
+            "isreadauditenabled can only be turned on while isauditenabled is on",
+        ));
+    }
+    if let Some(Value::Integer(days)) = after.values.get("auditretentionperiodv2")
+        && *days != -1
+        && !(1..=365_000).contains(days)
+    {
+        return Err(AppError::bad_request(
+            "auditretentionperiodv2 must be -1 (forever) or 1 to 365000 days",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::Delete;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    if entity.logical_name == "solution" {
+        return super::solutions::remove(request, draft, id).await;
+    }
+    request.require(Privilege::Delete, &entity)?;
+    undeletable(&entity, Some(id))?;
+    let user = entity.logical_name == "systemuser";
+    if user {
+        request.require(Privilege::ManageUsers, &entity)?;
+        super::users::manageable(&request, id)?;
+        draft.operation = Operation::DeleteUser;
+    }
+    let policy = request.policy();
+    let audited = audits_change(&policy, &entity);
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let entity_for_task = entity.clone();
+    let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            if audited {
+                let mut event = event.clone();
+                describe_write(&mut event, &entity_for_task, &policy, outcome);
+                state.append_blocking(event).map_err(|e| e.message)?;
+            }
+            if user {
+                state
+                    .directory
+                    .remove_principal(id)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
+    })
+    .await?;
+    after_write(&request, &entity, Message::Delete, &outcome, draft).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Refuses to delete records the platform itself needs: the settings and the built-in roles
+/// (record `id` when one is named); users only one by one (`id` named).
+pub(super) fn undeletable(entity: &EntityDef, id: Option<Uuid>) -> Result<(), AppError> {
+    let built_in_role = entity.logical_name == "role"
+        && id.is_none_or(|id| ROLE_IDS.iter().any(|(_, role)| *role == id));
+    if entity.logical_name == ORGANIZATION_ENTITY
+        || (entity.logical_name == "systemuser" && id.is_none())
+        || built_in_role
+    {
+        return Err(AppError::bad_request(format!(
+            "{} records cannot be deleted through the Web API",
+            if built_in_role {
+                "built-in role"
+            } else {
+                &entity.logical_name
+            }
+        )));
+    }
+    Ok(())
+}

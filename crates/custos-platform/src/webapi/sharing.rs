@@ -1,0 +1,217 @@
+//! Sharing a record with a user (SPEC §4 "share"), as Dataverse's `GrantAccess` and
+//! `RevokeAccess` actions:
+//!
+//! - `POST GrantAccess` `{"Target": {"@odata.id": "accounts(<id>)"}, "PrincipalAccess":
+//!   {"Principal": {"@odata.id": "systemusers(<id>)"}, "AccessMask": "ReadAccess, WriteAccess"}}`
+//! - `POST RevokeAccess` `{"Target": {…}, "Revokee": {"@odata.id": "systemusers(<id>)"}}`
+//!
+//! A share lets its user read (and with `WriteAccess` change) that one record although their
+//! roles do not grant it on the entity. Shares are `principalobjectaccess` records; sharing is
+//! recorded as `Share` / `Unshare` when the entity's changes are audited, durable before the
+//! share commits.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use custos_audit::Operation;
+use custos_records::{
+    EntityDef, Privilege, RecordQuery, Value, WriteMode, WriteOutcome, parse_query_options,
+};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use super::WebRequest;
+use super::records::{context, entity_by_set};
+use custos_http::draft::EventDraft;
+use custos_http::error::AppError;
+use custos_http::state::{Instance, blocking};
+
+const READ: i64 = 1;
+const WRITE: i64 = 2;
+
+/// The entity and id an `{"@odata.id": ".../set(<id>)"}` reference names.
+fn reference(
+    request: &WebRequest,
+    body: &Map<String, Json>,
+    key: &str,
+) -> Result<(EntityDef, Uuid), AppError> {
+    let text = body
+        .get(key)
+        .and_then(|r| r["@odata.id"].as_str())
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "'{key}' needs '@odata.id', e.g. {{\"@odata.id\": \"accounts(<id>)\"}}"
+            ))
+        })?;
+    let tail = text.rsplit('/').next().unwrap_or(text);
+    let (set, id) = tail
+        .split_once('(')
+        .and_then(|(set, rest)| Some((set, Uuid::parse_str(rest.strip_suffix(')')?).ok()?)))
+        .ok_or_else(|| {
+            AppError::bad_request(format!("'{text}' does not name a record as set(<id>)"))
+        })?;
+    Ok((entity_by_set(request, set)?, id))
+}
+
+/// The share of record `id` with `principal`: its row id and access mask, when there is one.
+fn share_of(
+    instance: &Instance,
+    id: Uuid,
+    principal: Uuid,
+) -> Result<Option<(Uuid, i64)>, AppError> {
+    let filter = format!("objectid eq {id} and principalid eq {principal}");
+    let options = parse_query_options([("$filter", filter.as_str())])?;
+    let page = instance.store.retrieve_multiple(&RecordQuery {
+        entity: "principalobjectaccess",
+        options: &options,
+        page_size: 1,
+    })?;
+    Ok(page.records.first().map(|r| {
+        let mask = match r.values.get("accessrightsmask") {
+            Some(Value::Integer(mask)) => *mask,
+            _ => 0,
+        };
+        (r.id, mask)
+    }))
+}
+
+/// Refuses unless the caller's roles grant `privilege` on `entity`, or record `id` is shared
+/// with them for it (read or write).
+pub(super) fn require_on_record(
+    request: &WebRequest,
+    privilege: Privilege,
+    entity: &EntityDef,
+    id: Uuid,
+) -> Result<(), AppError> {
+    let refused = match request.require(privilege, entity) {
+        Ok(()) => return Ok(()),
+        Err(refused) => refused,
+    };
+    let needed = match privilege {
+        Privilege::Read => READ,
+        Privilege::Write => WRITE,
+        _ => return Err(refused),
+    };
+    match share_of(&request.instance, id, request.caller.principal.id)? {
+        Some((_, mask)) if mask & needed != 0 => Ok(()),
+        _ => Err(refused),
+    }
+}
+
+/// `POST GrantAccess` and `POST RevokeAccess`.
+pub(super) async fn share(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    grant: bool,
+) -> Result<Response, AppError> {
+    draft.operation = if grant {
+        Operation::Share
+    } else {
+        Operation::Unshare
+    };
+    let body = request.json_object()?;
+    let (entity, id) = reference(&request, &body, "Target")?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    request.require(Privilege::Write, &entity)?;
+    let (principal_entity, principal) = if grant {
+        let access = body
+            .get("PrincipalAccess")
+            .and_then(Json::as_object)
+            .ok_or_else(|| AppError::bad_request("'PrincipalAccess' is required"))?;
+        reference(&request, access, "Principal")?
+    } else {
+        reference(&request, &body, "Revokee")?
+    };
+    if principal_entity.logical_name != "systemuser" {
+        return Err(AppError::bad_request(
+            "records are shared with users (systemusers(<id>))",
+        ));
+    }
+    let user = request
+        .state
+        .directory
+        .principal(principal)
+        .ok_or_else(|| {
+            AppError::not_found(format!("systemuser with id {principal} does not exist"))
+        })?;
+    request.instance.store.retrieve(&entity.logical_name, id)?;
+    let mask = if grant {
+        let text = body["PrincipalAccess"]["AccessMask"]
+            .as_str()
+            .unwrap_or("ReadAccess");
+        let mut mask = 0;
+        for right in text.split(',').map(str::trim) {
+            mask |= match right {
+                "ReadAccess" => READ,
+                "WriteAccess" => WRITE,
+                other => {
+                    return Err(AppError::bad_request(format!(
+                        "AccessMask '{other}' is not ReadAccess or WriteAccess"
+                    )));
+                }
+            };
+        }
+        mask
+    } else {
+        0
+    };
+    let existing = share_of(&request.instance, id, principal)?;
+    if !grant && existing.is_none() {
+        return Err(AppError::not_found(format!(
+            "{}({id}) is not shared with {}",
+            entity.set_name, user.upn
+        )));
+    }
+    let rights: Vec<&str> = [(READ, "ReadAccess"), (WRITE, "WriteAccess")]
+        .into_iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+    draft.details = json!({"PrincipalId": principal, "PrincipalUpn": user.upn, "AccessMask": rights.join(", ")}).to_string();
+    draft.result_count = 1;
+    let audited = request.policy().audits_change(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let state = request.state.clone();
+    let event = draft.clone();
+    let mut write_context = context(&request);
+    write_context.platform = true;
+    let object_type = entity.logical_name.clone();
+    blocking(move || -> Result<WriteOutcome, AppError> {
+        let mut before_commit = |_: &WriteOutcome| -> Result<(), String> {
+            if audited {
+                state
+                    .append_blocking(event.clone())
+                    .map_err(|e| e.message)?;
+            }
+            Ok(())
+        };
+        Ok(match (grant, existing) {
+            (true, Some((row, _))) => store.update(
+                "principalobjectaccess",
+                row,
+                vec![("accessrightsmask".into(), Value::Integer(mask))],
+                WriteMode::UpdateOnly,
+                write_context,
+                &mut before_commit,
+            )?,
+            (true, None) => store.create(
+                "principalobjectaccess",
+                None,
+                vec![
+                    ("objectid".into(), Value::Guid(id)),
+                    ("objecttypecode".into(), Value::String(object_type)),
+                    ("principalid".into(), Value::Guid(principal)),
+                    ("accessrightsmask".into(), Value::Integer(mask)),
+                ],
+                write_context,
+                &mut before_commit,
+            )?,
+            (false, Some((row, _))) => {
+                store.delete("principalobjectaccess", row, &mut before_commit)?
+            }
+            (false, None) => unreachable!("refused above"),
+        })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
