@@ -463,12 +463,14 @@ pub async fn sign_in(
             .map_err(SignInError::Unavailable)?;
         return Err(SignInError::Throttled(wait));
     }
+    let metrics = state.metrics.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let (hash, principal) = match found {
             Some((Some(hash), principal)) => (hash, Some(principal)),
             _ => (decoy_hash().to_string(), None),
         };
         let matches = verify_secret(&secret, &hash);
+        metrics.count_password_check();
         principal.filter(|p| matches && !p.disabled)
     })
     .await

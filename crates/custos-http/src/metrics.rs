@@ -9,6 +9,7 @@ use custos_audit::{FSYNC_BUCKETS_US, LogStats};
 #[derive(Debug, Default)]
 pub struct Metrics {
     responses_by_class: [AtomicU64; 6],
+    password_checks: AtomicU64,
 }
 
 impl Metrics {
@@ -16,6 +17,12 @@ impl Metrics {
     pub fn count_response(&self, status: u16) {
         let class = (status / 100).min(5) as usize;
         self.responses_by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one password checked against a hash at sign-in (a decoy hash for an unknown
+    /// name, so that it costs the same).
+    pub fn count_password_check(&self) {
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders every metric in the Prometheus text exposition format.
@@ -36,6 +43,12 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         };
+        counter(
+            &mut out,
+            "custos_sign_in_password_checks_total",
+            "Passwords checked against a hash at sign-in, unknown names (against a decoy) included.",
+            self.password_checks.load(Ordering::Relaxed),
+        );
         counter(
             &mut out,
             "custos_audit_events_appended_total",
