@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// opens it), and the console and the server sit on top of them all.
 const LAYERS: &[&[&str]] = &[
     &["custos-audit", "custos-records"],
+    &["custos-cluster"],
     &["custos-http"],
     &["custos-platform", "custos-compliance", "custos-siem"],
     &["custos-console"],

@@ -7,6 +7,7 @@
 //! a blocking API driven by one writer thread, so the server calls it from blocking tasks.
 #![warn(missing_docs)]
 
+mod batch;
 mod canonical;
 mod checkpoint;
 mod codec;
@@ -29,6 +30,7 @@ mod table;
 mod verify;
 mod writer;
 
+pub use batch::{batch_len_max, decode_batch, encode_batch};
 pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
 pub use checkpoint::{
     Checkpoint, CheckpointSigner, IdsDigest, checkpoint_body, handover_key, verify_note,

@@ -466,6 +466,11 @@ impl AuditLog {
         self.shared.integrity.consistency(from, to)
     }
 
+    /// Whether the log holds event `id` (retention may have purged it since).
+    pub fn contains(&self, id: Uuid) -> Result<bool> {
+        Ok(self.find(id)?.is_some())
+    }
+
     /// One event by id.
     pub fn get(&self, id: Uuid) -> Result<Option<(Seq, AuditEvent)>> {
         let Some((seq, location)) = self.find(id)? else {

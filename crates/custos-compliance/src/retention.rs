@@ -173,6 +173,14 @@ pub(crate) fn policy(state: &AppState) -> Result<RetentionPolicy, AppError> {
 /// Deletes expired partitions now; each deletion is recorded and signed first (the log states
 /// the range, the policy and the ranges purged before in the event's `Details`).
 pub fn purge(state: &AppState) -> Result<Vec<PurgedPartition>, AppError> {
+    if state.in_cluster() {
+        // A purge's own event would be this node's alone, and every audit node's log must hold
+        // the same events: retention in a cluster is the stream's to decide (docs/scale-out.md).
+        return Err(AppError::new(
+            custos_http::ErrorCode::Conflict,
+            "retention does not run on a cluster node yet: the audit stream keeps every event (docs/scale-out.md)",
+        ));
+    }
     let policy = policy(state)?;
     let describe = |partition: &PurgedPartition| {
         let mut draft = state.system_draft(Operation::PurgeAuditLog, "");
@@ -186,6 +194,9 @@ pub fn purge(state: &AppState) -> Result<Vec<PurgedPartition>, AppError> {
 
 /// Runs the purge every hour for as long as the server runs.
 pub(crate) async fn purge_periodically(state: ComplianceState) {
+    if state.in_cluster() {
+        return;
+    }
     loop {
         let worker = state.clone();
         if let Err(error) = blocking(move || purge(&worker)).await {

@@ -29,4 +29,4 @@ pub use answer::{answer, refuse};
 pub use context::RequestContext;
 pub use draft::EventDraft;
 pub use error::{AppError, ErrorCode};
-pub use state::{AppState, Clock, Config, Instance, StartError, SystemClock, blocking};
+pub use state::{AppState, Clock, Config, Instance, Journal, StartError, SystemClock, blocking};

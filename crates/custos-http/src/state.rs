@@ -51,6 +51,8 @@ pub struct Config {
     pub limits: crate::listener::Limits,
     /// Most time between two signed checkpoints while events arrive, milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// The cluster this node is part of (`--nats`, `--node-id`); `None`: the embedded product.
+    pub cluster: Option<custos_cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             stream_dir: None,
             limits: crate::listener::Limits::default(),
             checkpoint_interval_ms: 1000,
+            cluster: None,
         }
     }
 }
@@ -259,8 +262,11 @@ pub struct Inner {
     pub directory: Directory,
     /// Instances by name.
     pub instances: RwLock<HashMap<String, Arc<Instance>>>,
-    /// The audit log.
+    /// The audit log: in a cluster, this node's replica of the audit stream.
     pub log: Arc<AuditLog>,
+    /// Where audited work's events are made durable: the log itself (embedded), or the
+    /// cluster's audit stream, from which the log is built.
+    pub journal: Journal,
     /// Key that signs bearer tokens.
     pub token_key: Vec<u8>,
     /// Time source.
@@ -276,6 +282,14 @@ pub struct Inner {
     pub sign_ins: crate::throttle::SignInThrottle,
     /// How many refusals of each client address are recorded one by one.
     pub refusals: crate::throttle::RecordingBudget,
+}
+
+/// Where audited work's events are made durable before its answer.
+pub enum Journal {
+    /// This node's own log (the embedded product).
+    Local,
+    /// The cluster's audit stream (a quorum of NATS servers), which the log follows.
+    Cluster(Box<custos_cluster::Cluster>),
 }
 
 /// The directory setting that keeps the revoked sessions.
@@ -363,6 +377,29 @@ impl AppState {
             config.checkpoint_interval_ms,
         )?)?);
         finish_rotation(&data_dir, &log)?;
+        let journal = match &config.cluster {
+            None => Journal::Local,
+            Some(cluster) => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    StartError::Config("a cluster node runs inside `custos serve`".into())
+                })?;
+                let joined = runtime
+                    .block_on(custos_cluster::Cluster::join(
+                        cluster.clone(),
+                        directory.tenant_id(),
+                    ))
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+                // This node is an audit node too: its log is built from the stream.
+                let dir = data_dir.join("cluster");
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(io_error(&dir))?;
+                joined.replicate_into(log.clone(), dir.join("applied"));
+                Journal::Cluster(Box::new(joined))
+            }
+        };
         let revoked = directory
             .setting(REVOKED_SETTING)?
             .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
@@ -372,6 +409,7 @@ impl AppState {
             directory,
             instances: RwLock::new(HashMap::new()),
             log,
+            journal,
             token_key,
             clock,
             metrics: Arc::new(Metrics::default()),
@@ -646,17 +684,29 @@ impl AppState {
     /// Appends an event and waits until it is durable; call from blocking code only.
     pub fn append_blocking(&self, draft: EventDraft) -> Result<(), AppError> {
         let event = self.finish(draft);
-        self.log.append(event).map(|_| ()).map_err(AppError::from)
+        self.append_events_blocking(vec![event])
     }
 
     /// Appends events together (one group commit when they fit) and waits until all are
     /// durable; call from blocking code only.
     pub fn append_all_blocking(&self, drafts: Vec<EventDraft>) -> Result<(), AppError> {
         let events = drafts.into_iter().map(|d| self.finish(d)).collect();
-        self.log
-            .append_all(events)
-            .map(|_| ())
-            .map_err(AppError::from)
+        self.append_events_blocking(events)
+    }
+
+    /// Appends finished events together and waits until all are durable (in the log, or in
+    /// the cluster's audit stream); call from blocking code only.
+    pub fn append_events_blocking(&self, events: Vec<AuditEvent>) -> Result<(), AppError> {
+        match &self.journal {
+            Journal::Local => self.log.append_all(events).map(|_| ()),
+            Journal::Cluster(cluster) => cluster.publisher().submit_all_blocking(events),
+        }
+        .map_err(AppError::from)
+    }
+
+    /// Whether this node is part of a cluster (its events go through the audit stream).
+    pub fn in_cluster(&self) -> bool {
+        matches!(self.journal, Journal::Cluster(_))
     }
 
     /// Saves a directory setting from async code (on a blocking thread).
@@ -680,7 +730,11 @@ impl AppState {
         let done: custos_audit::Done = Box::new(move |outcome| {
             let _ = answered.send(outcome);
         });
-        match self.log.try_append(event, done) {
+        let queued = match &self.journal {
+            Journal::Local => self.log.try_append(event, done),
+            Journal::Cluster(cluster) => cluster.publisher().try_submit(event, done),
+        };
+        match queued {
             Ok(()) => answer
                 .await
                 .map_err(|_| {
@@ -691,8 +745,8 @@ impl AppState {
                 .map(|_| ())
                 .map_err(AppError::from),
             Err((event, _)) => {
-                let log = self.log.clone();
-                blocking(move || log.append(*event)).await.map(|_| ())
+                let worker = self.clone();
+                blocking(move || worker.append_events_blocking(vec![*event])).await
             }
         }
     }
@@ -708,6 +762,9 @@ impl AppState {
     /// or the data directory's file system is full.
     pub fn health(&self) -> Result<(), String> {
         self.log.health()?;
+        if let Journal::Cluster(cluster) = &self.journal {
+            cluster.health()?;
+        }
         if let Ok(stat) = rustix::fs::statvfs(&self.config.data_dir) {
             let free = stat.f_bavail.saturating_mul(stat.f_frsize);
             if free < DISK_FREE_BYTES_MIN {

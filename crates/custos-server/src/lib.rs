@@ -17,6 +17,7 @@ use custos_http::{AppError, ErrorCode, listener};
 use custos_platform::PlatformState;
 use custos_siem::SiemState;
 
+pub use custos_cluster::ClusterConfig;
 pub use custos_http::listener::Limits;
 pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
 pub use custos_http::state::{AppState, Clock, Config, StartError, SystemClock, private_files};

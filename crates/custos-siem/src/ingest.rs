@@ -347,8 +347,8 @@ pub(crate) async fn ingest(
             .iter()
             .map(|e| format_creation_time(e.creation_time_us))
             .collect();
-        let log = state.log.clone();
-        blocking(move || log.append_all(events)).await?;
+        let worker = state.clone();
+        blocking(move || worker.append_events_blocking(events)).await?;
         let accepted: Vec<Json> = ids
             .iter()
             .zip(&times)

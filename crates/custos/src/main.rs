@@ -101,7 +101,7 @@ enum Command {
     },
     #[command(flatten)]
     Admin(Box<admin::Admin>),
-    /// Run the server: Web API, token endpoint, audit API, on embedded storage.
+    /// Run the server: Web API, token endpoint, audit API, on embedded storage (or, with --nats, the audit log through a NATS JetStream cluster).
     Serve {
         /// Folder of every file Custos keeps; created on first run.
         #[arg(long, default_value = "./custos-data")]
@@ -135,6 +135,17 @@ enum Command {
         /// Most connections served at once; further clients wait until one closes.
         #[arg(long, default_value_t = custos_server::Limits::default().connections_max)]
         max_connections: usize,
+        /// Join a cluster: the NATS servers (comma-separated URLs) whose JetStream stream holds
+        /// the audit log; every audited request is answered once a quorum of them holds its
+        /// event (docs/scale-out.md). Without it Custos runs on its embedded log.
+        #[arg(long, value_delimiter = ',', requires = "node_id")]
+        nats: Vec<String>,
+        /// This node's name in the cluster (letters, digits, '-', '_'); names its NATS consumer.
+        #[arg(long, requires = "nats")]
+        node_id: Option<String>,
+        /// Replicas of the audit stream when this node creates it (3 on a 3-node NATS cluster).
+        #[arg(long, default_value_t = 3)]
+        nats_replicas: usize,
         /// Longest wait, in seconds, for a request's headers (also between the requests of a
         /// kept-alive connection), for the next piece of a request body, and for a client to
         /// take the next bytes of a response.
@@ -333,7 +344,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checkpoint_interval_ms,
             max_connections,
             idle_timeout_secs,
+            nats,
+            node_id,
+            nats_replicas,
         } => {
+            let cluster = node_id.map(|node_id| custos_server::ClusterConfig {
+                nats_urls: nats,
+                node_id,
+                replicas: nats_replicas,
+            });
             let config = custos_server::Config {
                 admin_password: admin_password(),
                 token_lifetime_secs,
@@ -346,6 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     connections_max: max_connections,
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
                 },
+                cluster,
                 ..custos_server::Config::new(data_dir, listen)
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

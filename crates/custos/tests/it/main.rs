@@ -10,6 +10,7 @@ mod automation;
 mod bulk;
 mod cli_admin;
 mod cli_audit;
+mod cluster;
 mod common;
 mod console;
 mod console_pages;

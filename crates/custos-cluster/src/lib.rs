@@ -1,0 +1,181 @@
+//! Custos beyond one machine (SPEC §1, ARCHITECTURE.md "Scale-out"): the audit log through a
+//! NATS JetStream cluster. A node publishes each group commit of audit events to the stream
+//! `CUSTOS_AUDIT` and answers its requests only once JetStream holds it on a quorum of disks
+//! (`publisher.rs`); audit nodes follow the stream with a durable consumer and build their
+//! searchable log from it, the same on every node (`replica.rs`). Messages carry the events
+//! exactly in the log's own record encoding (`custos_audit::encode_batch`).
+//!
+//! Replication and consensus are JetStream's; nothing here is home-made beyond the order of
+//! operations.
+#![warn(missing_docs)]
+
+mod publisher;
+mod replica;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use custos_audit::AuditLog;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub use publisher::Publisher;
+
+/// The stream every node publishes audit events to.
+pub const STREAM: &str = "CUSTOS_AUDIT";
+/// How long the stream remembers message ids to drop a message published twice.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a starting node keeps trying to reach the cluster and its stream.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Where the cluster is and who this node is (`custos serve --nats … --node-id …`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The NATS servers' URLs; the client tries them all and follows the cluster.
+    pub nats_urls: Vec<String>,
+    /// This node's name: its NATS connection and its durable consumer are named after it.
+    pub node_id: String,
+    /// Replicas of the audit stream (3 on a 3-node cluster).
+    pub replicas: usize,
+}
+
+/// Why the cluster could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// NATS or JetStream did not answer as it should.
+    #[error("{0}")]
+    Nats(String),
+}
+
+/// This node's link to the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    /// This tenant's subject of the audit stream.
+    subject: String,
+    stream: stream::Stream,
+    publisher: Publisher,
+    replica: Arc<Mutex<replica::ReplicaStatus>>,
+}
+
+impl ClusterConfig {
+    /// Checks the node id: letters, digits, `-` and `_` (it names a NATS consumer).
+    pub fn check(&self) -> Result<(), ClusterError> {
+        let id = &self.node_id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ClusterError::Config(format!(
+                "--node-id '{id}' must be 1 to 64 letters, digits, '-' or '_'"
+            )));
+        }
+        if self.nats_urls.is_empty() {
+            return Err(ClusterError::Config("--nats needs at least one URL".into()));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(ClusterError::Config(
+                "--nats-replicas must be between 1 and 5 (JetStream's limit)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// Joins the cluster: connects to NATS, makes sure the audit stream exists (file storage,
+    /// the configured replicas, a duplicate window) and starts this node's publisher for
+    /// tenant `tenant_id`. Keeps trying for a minute while the servers start or elect their
+    /// leaders.
+    pub async fn join(config: ClusterConfig, tenant_id: Uuid) -> Result<Cluster, ClusterError> {
+        config.check()?;
+        let deadline = Instant::now() + START_DEADLINE;
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("custos-{}", config.node_id))
+            .retry_on_initial_connect();
+        let client = tokio::time::timeout_at(
+            deadline,
+            async_nats::connect_with_options(config.nats_urls.clone(), options),
+        )
+        .await
+        .map_err(|_| {
+            ClusterError::Nats(format!(
+                "no NATS server of {:?} answered within a minute",
+                config.nats_urls
+            ))
+        })?
+        .map_err(|e| ClusterError::Nats(format!("connecting to NATS: {e}")))?;
+        let jetstream = jetstream::new(client);
+        let wanted = stream::Config {
+            name: STREAM.to_string(),
+            subjects: vec!["custos.audit.>".to_string()],
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        let stream = loop {
+            match jetstream.get_or_create_stream(wanted.clone()).await {
+                Ok(stream) => break stream,
+                Err(error) if Instant::now() < deadline => {
+                    tracing::info!(%error, "waiting for JetStream to take the audit stream");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => {
+                    return Err(ClusterError::Nats(format!(
+                        "the audit stream {STREAM}: {error}"
+                    )));
+                }
+            }
+        };
+        let subject = format!("custos.audit.{tenant_id}");
+        let publisher = Publisher::start(jetstream, subject.clone());
+        Ok(Cluster {
+            config,
+            subject,
+            stream,
+            publisher,
+            replica: Arc::new(Mutex::new(replica::ReplicaStatus::default())),
+        })
+    }
+
+    /// Where this node publishes its audit events.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Makes this node an audit node: follows the stream into `log`, from the sequence the
+    /// file `applied` says the log holds (the start of the stream when there is none).
+    pub fn replicate_into(&self, log: Arc<AuditLog>, applied: std::path::PathBuf) {
+        tokio::spawn(replica::follow(
+            self.stream.clone(),
+            format!("audit-{}", self.config.node_id),
+            self.subject.clone(),
+            log,
+            applied,
+            self.replica.clone(),
+        ));
+    }
+
+    /// `Err` with the reason while this node refuses audited work (its group commits are not
+    /// acknowledged) or its log has stopped following the stream.
+    pub fn health(&self) -> Result<(), String> {
+        self.publisher.health()?;
+        match &self.replica.lock().expect("replica lock").failure {
+            Some(why) => Err(format!(
+                "the audit replica is not following the stream: {why}"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The stream sequence of the last message this node's log holds.
+    pub fn applied(&self) -> u64 {
+        self.replica.lock().expect("replica lock").applied
+    }
+}

@@ -1,0 +1,159 @@
+//! The audit node's side: a durable pull consumer of the audit stream that appends every
+//! message's events, in stream order, to this node's own log — segments, index, `ids.dat`,
+//! leaves and Merkle tree, built the same way on every audit node, so every audit node holds
+//! the same tree. Search, reports, proofs and exports then answer from that log.
+//!
+//! Where to start is the log's to say, not the consumer's: after each append the node writes the
+//! stream sequence its log now holds to `cluster/applied` in its data directory (after the
+//! append, so it is never ahead of the log), and each time it (re)starts following it makes its
+//! consumer anew from the next sequence. A node whose data directory is new starts from the
+//! beginning of the stream, whatever a consumer of the same name remembered.
+//!
+//! Exactly once: a message delivered again (a crash between an append and its record) has its
+//! events recognised by their ids and skipped. A message that cannot be read stops the replica
+//! there, reported by `health`, rather than being skipped: a gap in the log is never silent.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
+use async_nats::jetstream::stream::Stream;
+use custos_audit::AuditLog;
+use futures_util::StreamExt;
+
+/// Messages fetched at a time.
+const FETCH_MESSAGES: usize = 256;
+/// How long one fetch waits for messages when the stream is quiet.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Pause before trying again after a failure.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How the replica is doing.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaStatus {
+    /// Why it is not appending, while it is not.
+    pub(crate) failure: Option<String>,
+    /// The stream sequence of the last message whose events are in the log.
+    pub(crate) applied: u64,
+}
+
+/// The stream sequence the log holds, as `applied` last recorded it (0: nothing yet).
+fn read_applied(applied: &Path) -> Result<u64, String> {
+    match std::fs::read_to_string(applied) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} does not hold a stream sequence", applied.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("{}: {e}", applied.display())),
+    }
+}
+
+/// Records that the log holds the stream up to `sequence` (a new file renamed over the old).
+fn write_applied(applied: &Path, sequence: u64) -> Result<(), String> {
+    let fresh = applied.with_extension("new");
+    std::fs::write(&fresh, format!("{sequence}\n"))
+        .and_then(|()| std::fs::rename(&fresh, applied))
+        .map_err(|e| format!("{}: {e}", applied.display()))
+}
+
+/// Follows the stream into `log` for as long as the process runs; `applied` is the file that
+/// says how far the log holds it.
+pub(crate) async fn follow(
+    stream: Stream,
+    consumer_name: String,
+    subject: String,
+    log: Arc<AuditLog>,
+    applied: PathBuf,
+    status: Arc<Mutex<ReplicaStatus>>,
+) {
+    loop {
+        if let Err(why) =
+            follow_once(&stream, &consumer_name, &subject, &log, &applied, &status).await
+        {
+            tracing::error!(error = %why, "the audit replica stopped; trying again");
+            status.lock().expect("replica lock").failure = Some(why);
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+async fn follow_once(
+    stream: &Stream,
+    consumer_name: &str,
+    subject: &str,
+    log: &Arc<AuditLog>,
+    applied: &Path,
+    status: &Arc<Mutex<ReplicaStatus>>,
+) -> Result<(), String> {
+    let start = read_applied(applied)? + 1;
+    // The consumer is made anew from where the log stops; a stale one of the same name goes.
+    if let Err(error) = stream.delete_consumer(consumer_name).await {
+        tracing::debug!(%error, "no audit consumer to replace");
+    }
+    let consumer: Consumer<pull::Config> = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(consumer_name.to_string()),
+            // This tenant's events only: another tenant's log is another log.
+            filter_subject: subject.to_string(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: AckPolicy::All,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("the audit consumer {consumer_name}: {e}"))?;
+    loop {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(FETCH_MESSAGES)
+            .expires(FETCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| format!("fetching audit messages: {e}"))?;
+        let mut events = Vec::new();
+        let mut last = None;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| format!("reading audit messages: {e}"))?;
+            let sequence = message
+                .info()
+                .map_err(|e| format!("an audit message without its stream sequence: {e}"))?
+                .stream_sequence;
+            events.extend(
+                custos_audit::decode_batch(&message.payload)
+                    .map_err(|e| format!("stream sequence {sequence}: {e}"))?,
+            );
+            last = Some((message, sequence));
+        }
+        let Some((message, sequence)) = last else {
+            continue;
+        };
+        let appender = log.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut fresh = Vec::with_capacity(events.len());
+            for event in events {
+                if !appender.contains(event.id)? {
+                    fresh.push(event);
+                }
+            }
+            appender.append_all(fresh)
+        })
+        .await
+        .map_err(|e| format!("appending audit events: {e}"))?
+        .map_err(|e| format!("appending audit events up to stream sequence {sequence}: {e}"))?;
+        message
+            .ack()
+            .await
+            .map_err(|e| format!("acknowledging stream sequence {sequence}: {e}"))?;
+        let record = applied.to_path_buf();
+        tokio::task::spawn_blocking(move || write_applied(&record, sequence))
+            .await
+            .map_err(|e| format!("recording stream sequence {sequence}: {e}"))??;
+        let mut status = status.lock().expect("replica lock");
+        status.applied = sequence;
+        status.failure = None;
+    }
+}

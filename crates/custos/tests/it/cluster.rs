@@ -1,0 +1,375 @@
+//! Scale-out (issue 13): a `custos serve` node whose audit log goes through a real 3-node NATS
+//! JetStream cluster (Debian's `nats-server`, started here on loopback). Every acknowledged
+//! request's event is in the log exactly once through a NATS node's SIGKILL and the custos
+//! node's own; without a quorum nothing is answered (503), nothing is changed, and `/healthz`
+//! says why until the quorum is back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three `nats-server` processes with JetStream, clustered on loopback; killed on drop.
+struct NatsCluster {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    name: String,
+    ports: Vec<(u16, u16)>,
+    servers: Vec<Option<Child>>,
+}
+
+impl NatsCluster {
+    fn start() -> NatsCluster {
+        assert!(
+            Path::new("/usr/bin/nats-server").exists() || which("nats-server"),
+            "these tests need Debian's nats-server (scripts/test installs it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_path_buf();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let mut cluster = NatsCluster {
+            _dir: dir,
+            store,
+            name: format!("custos-test-{}", ports[0].0),
+            ports,
+            servers: vec![None, None, None],
+        };
+        for i in 0..3 {
+            cluster.run(i);
+        }
+        cluster
+    }
+
+    fn run(&mut self, i: usize) {
+        let routes: Vec<String> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| format!("nats://127.0.0.1:{}", self.ports[j].1))
+            .collect();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.ports[i].0.to_string())
+            .arg("-sd")
+            .arg(self.store.join(format!("n{i}")))
+            // A cluster name of its own, so that no route to a port another test's cluster
+            // reused can join the two.
+            .args(["-n", &format!("n{i}"), "--cluster_name", &self.name])
+            .arg("--cluster")
+            .arg(format!("nats://127.0.0.1:{}", self.ports[i].1))
+            .arg("--routes")
+            .arg(routes.join(","))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.servers[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+}
+
+fn which(program: &str) -> bool {
+    Command::new("which")
+        .arg(program)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn node(dir: &Path, nats: &NatsCluster, id: &str) -> Server {
+    Server::start_in(
+        dir,
+        &[
+            "--nats",
+            &nats.urls(),
+            "--node-id",
+            id,
+            "--nats-replicas",
+            "3",
+        ],
+    )
+}
+
+fn wait_for(what: &str, most: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + most;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {most:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The Create events of the log, by record id.
+fn creates(server: &Server, token: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for event in server.audit(token, "operation=Create&entity=account") {
+        *out.entry(event["RecordIds"][0].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn every_acknowledged_event_is_in_the_log_once_through_nats_and_node_crashes() {
+    let mut nats = NatsCluster::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("node-a");
+    let mut server = node(&dir, &nats, "a");
+    let base = Arc::new(Mutex::new(server.base.clone()));
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (base, acknowledged, stop) = (base.clone(), acknowledged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let mut token: Option<String> = None;
+                let mut n = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let at = base.lock().unwrap().clone();
+                    let Some(bearer) = token.clone().or_else(|| {
+                        client
+                            .post(format!("{at}/oauth2/token"))
+                            .form(&[
+                                ("grant_type", "password"),
+                                ("username", "admin"),
+                                ("password", ADMIN_PASSWORD),
+                            ])
+                            .send()
+                            .ok()
+                            .filter(|r| r.status() == 200)
+                            .and_then(|r| r.json::<serde_json::Value>().ok())
+                            .and_then(|j| j["access_token"].as_str().map(str::to_string))
+                    }) else {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    token = Some(bearer.clone());
+                    n += 1;
+                    let sent = client
+                        .post(format!("{at}/main/api/data/v9.2/accounts"))
+                        .bearer_auth(&bearer)
+                        .json(&json!({"name": format!("writer {w} #{n}")}))
+                        .send();
+                    match sent {
+                        Ok(response) if response.status() == 204 => {
+                            acknowledged.lock().unwrap().push(entity_id(&response));
+                        }
+                        // Refused (503 while the stream has no quorum) or the node is down:
+                        // not acknowledged, so nothing is owed.
+                        Ok(response) if response.status() == 401 => token = None,
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = || acknowledged.lock().unwrap().len();
+    wait_for("40 acknowledged creates", Duration::from_secs(60), || {
+        count() >= 40
+    });
+    // A NATS node dies mid-load; the stream keeps a quorum on the other two.
+    nats.kill(0);
+    let before = count();
+    wait_for(
+        "40 more acknowledged creates with a NATS node down",
+        Duration::from_secs(60),
+        || count() >= before + 40,
+    );
+    // The custos node itself dies (SIGKILL) and comes back on the same data directory.
+    server.kill();
+    nats.run(0);
+    server = node(&dir, &nats, "a");
+    *base.lock().unwrap() = server.base.clone();
+    let before = count();
+    wait_for(
+        "40 more acknowledged creates after the restarts",
+        Duration::from_secs(60),
+        || count() >= before + 40,
+    );
+    stop.store(true, Ordering::Release);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+
+    let admin = server.admin();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let mut seen = HashMap::new();
+    wait_for(
+        "the log to hold every acknowledged create",
+        Duration::from_secs(30),
+        || {
+            seen = creates(&server, &admin);
+            acknowledged.iter().all(|id| seen.contains_key(id))
+        },
+    );
+    for id in &acknowledged {
+        assert_eq!(
+            seen[id], 1,
+            "record {id}: its Create event is in the log once"
+        );
+        let record = send(
+            client().get(server.api(&format!("accounts({id})"))),
+            &admin,
+            None,
+        );
+        assert_eq!(record.status(), 200, "record {id} was written");
+    }
+    let ids: Vec<String> = server
+        .audit(&admin, "")
+        .iter()
+        .map(|e| e["Id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event is in the log twice");
+    assert!(server.stop().success());
+    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
+
+#[test]
+fn without_a_quorum_nothing_is_answered_or_changed() {
+    let mut nats = NatsCluster::start();
+    let data = tempfile::tempdir().unwrap();
+    let server = node(&data.path().join("node-b"), &nats, "b");
+    let admin = server.admin();
+    create_account(&server, &admin, "with a quorum");
+    let accounts = || count(&server, &admin, "accounts");
+    let before = accounts();
+
+    nats.kill(0);
+    nats.kill(1);
+    let response = send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "without a quorum"})),
+    );
+    let (status, code, _) = odata_error(response);
+    assert_eq!((status, code.as_str()), (503, "ServiceUnavailable"));
+    assert_eq!(accounts(), before, "the refused create changed nothing");
+    let health = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().unwrap().contains("audit stream"));
+
+    nats.run(0);
+    nats.run(1);
+    wait_for(
+        "/healthz to recover with the quorum",
+        Duration::from_secs(60),
+        || {
+            client()
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        },
+    );
+    create_account(&server, &admin, "with the quorum back");
+    assert_eq!(accounts(), before + 1);
+}
+
+#[test]
+fn a_lost_audit_folder_is_rebuilt_from_the_stream_to_the_same_tree() {
+    let nats = NatsCluster::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("node-c");
+    let mut server = node(&dir, &nats, "c");
+    let admin = server.admin();
+    let made: Vec<String> = (0..30)
+        .map(|i| create_account(&server, &admin, &format!("before the loss {i}")))
+        .collect();
+    // The log follows the stream: wait until it holds every create, then for a checkpoint.
+    wait_for(
+        "the log to hold the creates",
+        Duration::from_secs(30),
+        || {
+            let seen = creates(&server, &admin);
+            made.iter().all(|id| seen.contains_key(id))
+        },
+    );
+    let events = server.audit(&admin, "").len() as u64;
+    assert!(events > made.len() as u64);
+    let signed = wait_signed(&server, &admin, events);
+    let kept = data.path().join("kept-checkpoint.txt");
+    std::fs::write(&kept, &signed).unwrap();
+    server.kill();
+
+    // The node's log is lost (its directory and records stay: they are not the log).
+    std::fs::remove_dir_all(dir.join("audit")).unwrap();
+    std::fs::remove_dir_all(dir.join("cluster")).unwrap();
+    let server = node(&dir, &nats, "c");
+    let admin = server.admin();
+    wait_for(
+        "the log to be rebuilt from the stream",
+        Duration::from_secs(30),
+        || {
+            let seen = creates(&server, &admin);
+            made.iter().all(|id| seen.get(id) == Some(&1))
+        },
+    );
+    let mut server = server;
+    assert!(server.stop().success());
+    // The rebuilt log has, at the size signed before the loss, the very root signed then.
+    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&dir)
+        .arg("--checkpoint")
+        .arg(&kept)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{said}\nkept:\n{signed}\nverifier.key: {}",
+        std::fs::read_to_string(dir.join("audit/verifier.key")).unwrap_or_default()
+    );
+    assert!(
+        said.contains("the log extends the checkpoint kept outside"),
+        "{said}"
+    );
+}
