@@ -19,9 +19,13 @@ const CLIENTS: usize = 32;
 const ACCOUNTS: usize = 5000;
 const PASSWORD: &str = "bench-password-1";
 
-/// A server on a runtime of its own, on a free loopback port; its state too, for scenarios
-/// that fill its log directly. It may send to loopback (the `siem` scenario's receiver).
-pub(crate) fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, AppState)> {
+/// A server on a runtime of its own, on a free loopback port, its records in SQLite or in the
+/// PostgreSQL database `records`; its state too, for scenarios that fill its log directly. It
+/// may send to loopback (the `siem` scenario's receiver).
+pub(crate) fn start(
+    dir: &Path,
+    records: Option<&str>,
+) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, AppState)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -30,6 +34,7 @@ pub(crate) fn start(dir: &Path) -> anyhow::Result<(tokio::runtime::Runtime, Sock
     let config = Config {
         admin_password: Some(PASSWORD.into()),
         allow_private_targets: true,
+        postgres: records.map(str::to_string),
         ..Config::new(dir.to_path_buf(), address)
     };
     let state = AppState::open(config, Arc::new(SystemClock))?;
@@ -135,7 +140,12 @@ fn load(
 }
 
 pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
-    let (runtime, address, _) = start(&dir.join("api-server"))?;
+    let records = match (options.records_on_postgres, &options.postgres) {
+        (false, _) => None,
+        (true, Some(url)) => Some(url.as_str()),
+        (true, None) => anyhow::bail!("records on PostgreSQL need a server (--postgres)"),
+    };
+    let (runtime, address, _) = start(&dir.join("api-server"), records)?;
     let base = format!("http://{address}");
     let client = Client::new();
     let token = token(&client, &base)?;
@@ -194,6 +204,11 @@ pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         measured.push((off, on));
     }
     drop(runtime);
+    if let Some(url) = records {
+        let schema = custos_server::pg_schema(org.parse().context("an organization id")?);
+        postgres::Client::connect(url, postgres::NoTls)?
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))?;
+    }
     let [(off_50, on_50), (off_5000, on_5000)]: [(Phase, Phase); 2] =
         measured.try_into().expect("two page sizes");
     let duration = options.api_phase;
@@ -251,6 +266,14 @@ pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
                 slice.as_millis(),
             ),
             format!("{} s per side in all", duration.as_secs()),
+            format!(
+                "records in {}",
+                if records.is_some() {
+                    "PostgreSQL (a schema on the --postgres server)"
+                } else {
+                    "SQLite"
+                }
+            ),
         ],
     })
 }

@@ -38,6 +38,9 @@ pub struct Options {
     pub api_rounds: usize,
     /// A PostgreSQL server for the PostgreSQL baseline (`postgres://…`); skipped when `None`.
     pub postgres: Option<String>,
+    /// The `api` scenario's server keeps its records in `postgres` (a schema of its own,
+    /// dropped at the end) rather than in SQLite, as a cluster node does.
+    pub records_on_postgres: bool,
 }
 
 impl Options {
@@ -52,6 +55,7 @@ impl Options {
             api_phase: Duration::from_secs(if quick { 2 } else { 20 }),
             api_rounds: if quick { 2 } else { 10 },
             postgres: None,
+            records_on_postgres: false,
         }
     }
 }

@@ -30,9 +30,12 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The body is not JSON (or form data where that is expected).
     UnsupportedMediaType,
-    /// The audit log (or the record store) cannot be written: refused rather than served
-    /// unaudited.
+    /// The audit log cannot be written: refused rather than served unaudited (and not
+    /// recorded, since it cannot be).
     Unavailable,
+    /// The record store cannot be reached or written (a PostgreSQL server down, a full disk);
+    /// the refusal is recorded like any failure.
+    StoreUnavailable,
     /// An audit record failed its integrity check: the log on disk was altered or damaged.
     Corrupted,
     /// A bug or a storage failure.
@@ -54,7 +57,7 @@ impl ErrorCode {
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Corrupted => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,7 +77,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "RequestTimeout",
             ErrorCode::TooManyRequests => "TooManyRequests",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
-            ErrorCode::Unavailable => "ServiceUnavailable",
+            ErrorCode::Unavailable | ErrorCode::StoreUnavailable => "ServiceUnavailable",
             ErrorCode::Corrupted => "IntegrityError",
             ErrorCode::Internal => "InternalError",
         }
@@ -129,8 +132,8 @@ impl From<custos_records::Error> for AppError {
             E::Conflict(_) => ErrorCode::Conflict,
             E::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             E::CommitRefused(_) => ErrorCode::Unavailable,
-            _ if error.is_unavailable() => ErrorCode::Unavailable,
-            E::Storage(_) | E::Corrupted(_) | E::Io(_) => ErrorCode::Internal,
+            _ if error.is_unavailable() => ErrorCode::StoreUnavailable,
+            E::Storage(_) | E::Postgres(_) | E::Corrupted(_) | E::Io(_) => ErrorCode::Internal,
         };
         AppError::new(code, error.to_string())
     }
@@ -154,6 +157,11 @@ impl IntoResponse for AppError {
             ErrorCode::Unavailable => {
                 tracing::error!(error = %self.message, "refusing request: audit log unavailable");
                 "the audit log cannot be written; the request was refused and nothing was changed"
+                    .to_string()
+            }
+            ErrorCode::StoreUnavailable => {
+                tracing::error!(error = %self.message, "refusing request: record store unavailable");
+                "the record store cannot be reached or written; the request was refused and nothing was changed"
                     .to_string()
             }
             ErrorCode::Internal => {

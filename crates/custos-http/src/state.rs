@@ -15,8 +15,8 @@ use custos_audit::{
     AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, Operation, UserType,
 };
 use custos_records::{
-    Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, ROLE_IDS, RecordStore,
-    SqliteStore, Value, WriteContext, seed_entities, seed_views,
+    Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, PgStore, ROLE_IDS,
+    RecordStore, SqliteStore, Value, WriteContext, seed_entities, seed_views,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -53,6 +53,9 @@ pub struct Config {
     pub checkpoint_interval_ms: u64,
     /// The cluster this node is part of (`--nats`, `--node-id`); `None`: the embedded product.
     pub cluster: Option<custos_cluster::ClusterConfig>,
+    /// The PostgreSQL database of every instance's records (`--postgres`), a schema per
+    /// instance; `None`: an SQLite database per instance in the data directory.
+    pub postgres: Option<String>,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             limits: crate::listener::Limits::default(),
             checkpoint_interval_ms: 1000,
             cluster: None,
+            postgres: None,
         }
     }
 }
@@ -496,10 +500,13 @@ impl AppState {
     }
 
     /// Deletes an instance: forgotten by the directory, closed, its records and backups
-    /// removed from disk. Its audit events stay in the log.
+    /// removed (its PostgreSQL schema dropped on a cluster node). Its audit events stay in the log.
     pub fn delete_instance(&self, name: &str) -> Result<(), AppError> {
         self.directory.remove_instance(name)?;
-        self.instances.write().expect("instances lock").remove(name);
+        let removed = self.instances.write().expect("instances lock").remove(name);
+        if let (Some(url), Some(instance)) = (&self.config.postgres, removed) {
+            PgStore::drop_schema(url, &pg_schema(instance.organization_id))?;
+        }
         for dir in [self.instance_dir(name), self.backups_dir(name)] {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => {}
@@ -519,7 +526,10 @@ impl AppState {
     fn open_instance(&self, info: &InstanceInfo) -> Result<(), StartError> {
         let dir = self.instance_dir(&info.name);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let store = SqliteStore::open(&dir.join("records.db"))?;
+        let store: Arc<dyn RecordStore> = match &self.config.postgres {
+            None => Arc::new(SqliteStore::open(&dir.join("records.db"))?),
+            Some(url) => Arc::new(PgStore::open(url, &pg_schema(info.organization_id))?),
+        };
         // A new instance gets every seeded entity; an older one those added since it was made.
         let known = store.drafts()?;
         let missing: Vec<_> = seed_entities()
@@ -597,7 +607,7 @@ impl AppState {
         let instance = Instance {
             name: info.name.clone(),
             organization_id: info.organization_id,
-            store: Arc::new(store),
+            store,
             policy: ArcSwap::from_pointee(AuditPolicy::default()),
             custom_roles: ArcSwap::from_pointee(HashMap::new()),
             access_interval_secs: std::sync::atomic::AtomicI64::new(
@@ -824,4 +834,10 @@ where
         .await
         .map_err(|e| AppError::new(ErrorCode::Internal, format!("blocking task: {e}")))?
         .map_err(Into::into)
+}
+
+/// The PostgreSQL schema of an instance's records: named by its organization id, which never
+/// changes.
+pub fn pg_schema(organization_id: Uuid) -> String {
+    format!("instance_{}", organization_id.simple())
 }

@@ -16,6 +16,12 @@ impl Error {
                     | rusqlite::ErrorCode::CannotOpen
                     | rusqlite::ErrorCode::ReadOnly
             ),
+            // No server answer at all (a lost connection), or the server out of resources
+            // (53: disk full, too many connections) or going down (57P).
+            Error::Postgres(e) => e.code().is_none_or(|code| {
+                let code = code.code();
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+            }),
             _ => false,
         }
     }
@@ -43,6 +49,9 @@ pub enum Error {
     /// The storage engine failed.
     #[error("record storage: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// The PostgreSQL server failed or could not be reached.
+    #[error("record storage (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
     /// A file outside the database could not be written or synced.
     #[error("record storage file: {0}")]
     Io(String),

@@ -8,29 +8,36 @@
 //! durable before the change is committed.
 #![warn(missing_docs)]
 
+#[cfg(test)]
+mod contract;
 mod directory;
+mod engine;
 mod error;
 mod filter;
 mod metadata;
 mod options;
+mod pg;
 mod security;
 mod seed;
 mod sql;
 mod sqlite;
 mod store;
 mod value;
+mod write;
 
 pub use directory::{Directory, InstanceInfo, NewPrincipal, Principal};
+pub use engine::Store;
 pub use error::{Error, Result};
 pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
 pub use metadata::{
     AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_custom_name,
 };
 pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_options};
+pub use pg::{PgStore, Postgres};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows, uncovered};
 pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, custom_entity, seed_entities, seed_views};
 pub use sql::check_query;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Sqlite, SqliteStore};
 pub use store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
     RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,

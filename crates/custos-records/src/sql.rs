@@ -166,3 +166,81 @@ fn bind(attr: &AttributeDef, written: &str, literal: &Literal) -> Result<Value> 
         _ => return Err(wrong()),
     })
 }
+
+/// The SQL engine a statement is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// The embedded store: `?` parameters, nulls sort first ascending.
+    Sqlite,
+    /// A cluster's store: `$n` parameters; nulls are placed as SQLite places them, so a page
+    /// reads the same on either.
+    Postgres,
+}
+
+/// Every attribute of `definition` as a quoted column list, in definition order.
+pub(crate) fn column_list(definition: &EntityDef) -> String {
+    definition
+        .attributes
+        .iter()
+        .map(|a| format!("\"{}\"", a.logical_name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `sql` with its `?` parameters numbered `$1`, `$2`, … (PostgreSQL's form). Statements here
+/// never hold a `?` inside a quoted literal or name: values are parameters, names are
+/// `[a-z0-9_]`.
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `SELECT` of the records `options` match, in their order, `limit` of them after `offset`;
+/// also the `WHERE` clause alone and its parameters (for a count).
+pub(crate) fn select_sql(
+    dialect: Dialect,
+    definition: &EntityDef,
+    options: &crate::options::QueryOptions,
+    limit: u64,
+    offset: u64,
+) -> Result<(String, String, Vec<Value>)> {
+    let mut condition = String::new();
+    let mut params = Vec::new();
+    if let Some(filter) = &options.filter {
+        condition.push_str(" WHERE ");
+        compile_filter(definition, filter, &mut condition, &mut params)?;
+    }
+    let mut order = Vec::new();
+    for term in &options.order_by {
+        let attribute = resolve(definition, &term.attribute)?;
+        let direction = match (dialect, term.descending) {
+            (Dialect::Sqlite, false) => "ASC",
+            (Dialect::Sqlite, true) => "DESC",
+            (Dialect::Postgres, false) => "ASC NULLS FIRST",
+            (Dialect::Postgres, true) => "DESC NULLS LAST",
+        };
+        order.push(format!("\"{}\" {direction}", attribute.logical_name));
+    }
+    order.push(format!("\"{}\"", definition.primary_id()));
+    let sql = format!(
+        "SELECT {} FROM \"{}\"{condition} ORDER BY {} LIMIT {} OFFSET {}",
+        column_list(definition),
+        definition.table(),
+        order.join(", "),
+        limit.min(i64::MAX as u64),
+        offset.min(i64::MAX as u64),
+    );
+    Ok(match dialect {
+        Dialect::Sqlite => (sql, condition, params),
+        Dialect::Postgres => (numbered(&sql), numbered(&condition), params),
+    })
+}

@@ -1,5 +1,5 @@
 //! The record store trait and the types it speaks in. SQLite implements it for the embedded
-//! default; a PostgreSQL implementation follows for several nodes.
+//! default (`sqlite.rs`), PostgreSQL for a cluster node (`pg.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,6 +102,8 @@ pub type ImportRow = (Option<Uuid>, Vec<(String, Value)>);
 
 /// Storage of one instance's metadata and records.
 pub trait RecordStore: Send + Sync {
+    /// Adds published entities directly (used to seed a new instance).
+    fn install(&self, definitions: &[EntityDef]) -> Result<()>;
     /// The published metadata snapshot.
     fn catalog(&self) -> Arc<Catalog>;
     /// The draft definition of an entity (what publishing would make current).

@@ -48,6 +48,10 @@ enum Command {
         /// `custos_bench`).
         #[arg(long, env = "CUSTOS_BENCH_POSTGRES")]
         postgres: Option<String>,
+        /// In the `api` scenario, keep the server's records in the `--postgres` server (a
+        /// schema dropped at the end), as a cluster node does, rather than in SQLite.
+        #[arg(long, requires = "postgres")]
+        records_on_postgres: bool,
     },
     /// Work with the audit log.
     Audit {
@@ -146,6 +150,11 @@ enum Command {
         /// Replicas of the audit stream when this node creates it (3 on a 3-node NATS cluster).
         #[arg(long, default_value_t = 3)]
         nats_replicas: usize,
+        /// Keep every instance's records in this PostgreSQL database (a URL or connection
+        /// string), a schema per instance, instead of an SQLite file per instance in the data
+        /// directory (docs/scale-out.md).
+        #[arg(long, env = "CUSTOS_POSTGRES")]
+        postgres: Option<String>,
         /// Longest wait, in seconds, for a request's headers (also between the requests of a
         /// kept-alive connection), for the next piece of a request body, and for a client to
         /// take the next bytes of a response.
@@ -234,8 +243,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             dir,
             postgres,
+            records_on_postgres,
         } => {
             let mut options = custos_bench::Options::sized(quick);
+            options.records_on_postgres = records_on_postgres;
             options.seed = seed;
             options.dir = dir;
             options.postgres = postgres;
@@ -347,6 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nats,
             node_id,
             nats_replicas,
+            postgres,
         } => {
             let cluster = node_id.map(|node_id| custos_server::ClusterConfig {
                 nats_urls: nats,
@@ -366,6 +378,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
                 },
                 cluster,
+                postgres,
                 ..custos_server::Config::new(data_dir, listen)
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -373,3 +373,134 @@ fn a_lost_audit_folder_is_rebuilt_from_the_stream_to_the_same_tree() {
         "{said}"
     );
 }
+
+/// A throwaway PostgreSQL server (`scripts/throwaway-postgres`); stopped on drop.
+struct Postgres {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+fn throwaway_postgres(action: &str, dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/throwaway-postgres");
+    let out = Command::new(script).arg(action).arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "these tests need Debian's postgresql (scripts/test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let url = throwaway_postgres("start", dir.path());
+        Postgres { dir, url }
+    }
+
+    fn stop(&self) {
+        throwaway_postgres("stop", self.dir.path());
+    }
+
+    fn run(&self) {
+        assert_eq!(throwaway_postgres("start", self.dir.path()), self.url);
+    }
+
+    /// The instance schemas in the database.
+    fn instance_schemas(&self) -> usize {
+        let out = Command::new("psql")
+            .arg(&self.url)
+            .args([
+                "-tAc",
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'instance\\_%'",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn records_live_in_postgresql_and_a_lost_server_is_a_recorded_503() {
+    let postgres = Postgres::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("node-p");
+    let flags = ["--postgres", postgres.url.as_str()];
+    let mut server = Server::start_in(&dir, &flags);
+    let admin = server.admin();
+    let id = create_account(&server, &admin, "Kept in PostgreSQL");
+    assert!(
+        !dir.join("instances/main/records.db").exists(),
+        "no SQLite database beside PostgreSQL"
+    );
+    assert!(server.stop().success());
+
+    let mut server = Server::start_in(&dir, &flags);
+    let admin = server.admin();
+    let found = get_json(
+        &server.api("accounts?$filter=contains(name,'postgresql')&$select=name"),
+        &admin,
+    );
+    assert_eq!(found["value"][0]["accountid"], id.as_str(), "{found}");
+
+    // Without its record store the node refuses, says why, and records the refusal.
+    postgres.stop();
+    let response = send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "while PostgreSQL is down"})),
+    );
+    let (status, code, message) = odata_error(response);
+    assert_eq!((status, code.as_str()), (503, "ServiceUnavailable"));
+    assert!(message.contains("record store"), "{message}");
+    let refused = server.audit(&admin, "operation=Create&entity=account");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["ResultStatus"] == "Failed" && e["ErrorCode"] == "ServiceUnavailable"),
+        "{refused:?}"
+    );
+    postgres.run();
+    wait_for(
+        "writes to resume with PostgreSQL back",
+        Duration::from_secs(30),
+        || {
+            send(
+                client().post(server.api("accounts")),
+                &admin,
+                Some(json!({"name": "PostgreSQL is back"})),
+            )
+            .status()
+                == 204
+        },
+    );
+
+    // An instance is a schema; deleting the instance drops it.
+    assert_eq!(postgres.instance_schemas(), 1);
+    let created = send(
+        client().post(format!("{}/api/admin/instances", server.base)),
+        &admin,
+        Some(json!({"name": "sales"})),
+    );
+    assert!(created.status().is_success(), "{}", created.status());
+    assert_eq!(postgres.instance_schemas(), 2);
+    let deleted = send(
+        client().delete(format!("{}/api/admin/instances/sales", server.base)),
+        &admin,
+        None,
+    );
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(postgres.instance_schemas(), 1);
+    assert!(server.stop().success());
+}

@@ -1,0 +1,547 @@
+//! The contract of a record store, run against both engines: the embedded SQLite store
+//! (`sqlite/tests.rs`) and PostgreSQL (`pg/tests.rs`). Each case gets a new store holding the
+//! seeded entities.
+
+use time::OffsetDateTime;
+
+use uuid::Uuid;
+
+use crate::Error;
+use crate::metadata::{AttributeDef, AttributeType};
+use crate::options::{QueryOptions, parse_query_options};
+use crate::store::ImportRow;
+use crate::store::{RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
+use crate::value::Value;
+
+fn context() -> WriteContext {
+    WriteContext {
+        actor: Uuid::from_u128(1),
+        now: OffsetDateTime::UNIX_EPOCH,
+        platform: false,
+    }
+}
+
+fn ok(_: &WriteOutcome) -> std::result::Result<(), String> {
+    Ok(())
+}
+
+fn names(store: &dyn RecordStore, query: &[(&str, &str)]) -> Vec<String> {
+    let options = parse_query_options(query.iter().copied()).unwrap();
+    let page = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 5000,
+        })
+        .unwrap();
+    page.records
+        .iter()
+        .map(|r| match &r.values["name"] {
+            Value::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn filters_run_as_parameterised_sql(store: &dyn RecordStore) {
+    for (name, revenue) in [
+        ("Alpha", 10.0),
+        ("beta", 20.0),
+        ("Gamma'; DROP TABLE rec_account; --", 30.0),
+    ] {
+        store
+            .create(
+                "account",
+                None,
+                vec![
+                    ("name".into(), Value::String(name.into())),
+                    ("revenue".into(), Value::Decimal(revenue)),
+                ],
+                context(),
+                &mut ok,
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        names(
+            store,
+            &[("$filter", "revenue ge 20"), ("$orderby", "revenue desc")]
+        )
+        .len(),
+        2
+    );
+    assert_eq!(
+        names(store, &[("$filter", "name eq 'ALPHA'")]),
+        vec!["Alpha"]
+    );
+    assert_eq!(
+        names(store, &[("$filter", "contains(name,'DROP')")]).len(),
+        1
+    );
+    assert_eq!(
+        names(store, &[("$filter", "startswith(name,'%')")]).len(),
+        0
+    );
+    assert_eq!(
+        names(
+            store,
+            &[
+                ("$filter", "not (revenue lt 30) or name eq 'beta'"),
+                ("$orderby", "name")
+            ]
+        ),
+        vec!["beta", "Gamma'; DROP TABLE rec_account; --"]
+    );
+    assert_eq!(names(store, &[("$filter", "telephone1 eq null")]).len(), 3);
+    assert_eq!(
+        names(store, &[("$filter", "telephone1 ne 'x'")]).len(),
+        3,
+        "ne matches nulls, as in OData"
+    );
+}
+
+fn type_errors_are_bad_requests(store: &dyn RecordStore) {
+    for filter in [
+        "revenue eq 'x'",
+        "nosuch eq 1",
+        "creditonhold gt true",
+        "contains(revenue,'1')",
+    ] {
+        let options = parse_query_options([("$filter", filter)]).unwrap();
+        let error = store
+            .retrieve_multiple(&RecordQuery {
+                entity: "account",
+                options: &options,
+                page_size: 10,
+            })
+            .unwrap_err();
+        assert!(matches!(error, Error::BadRequest(_)), "{filter}: {error}");
+    }
+}
+
+fn paging_and_top(store: &dyn RecordStore) {
+    for i in 0..7 {
+        store
+            .create(
+                "account",
+                None,
+                vec![("name".into(), Value::String(format!("a{i}")))],
+                context(),
+                &mut ok,
+            )
+            .unwrap();
+    }
+    let options = parse_query_options([("$top", "5"), ("$count", "true")]).unwrap();
+    let first = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 3,
+        })
+        .unwrap();
+    assert_eq!(
+        (first.records.len(), first.total, first.next_skip),
+        (3, Some(7), Some(3))
+    );
+    let options = QueryOptions { skip: 3, ..options };
+    let second = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 3,
+        })
+        .unwrap();
+    assert_eq!((second.records.len(), second.next_skip), (2, None));
+}
+
+fn a_refused_commit_rolls_the_change_back(store: &dyn RecordStore) {
+    let error = store
+        .create(
+            "account",
+            None,
+            vec![("name".into(), Value::String("x".into()))],
+            context(),
+            &mut |_| Err("audit log down".into()),
+        )
+        .unwrap_err();
+    assert!(matches!(error, Error::CommitRefused(_)));
+    assert!(names(store, &[]).is_empty());
+}
+
+fn update_keeps_old_values_and_delete_keeps_the_record(store: &dyn RecordStore) {
+    let created = store
+        .create(
+            "account",
+            None,
+            vec![("name".into(), Value::String("old".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    let updated = store
+        .update(
+            "account",
+            created.id,
+            vec![("name".into(), Value::String("new".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    assert_eq!(
+        updated.before.unwrap().values["name"],
+        Value::String("old".into())
+    );
+    assert_eq!(
+        updated.after.unwrap().values["versionnumber"],
+        Value::Integer(2)
+    );
+    let deleted = store.delete("account", created.id, &mut ok).unwrap();
+    assert_eq!(
+        deleted.before.unwrap().values["name"],
+        Value::String("new".into())
+    );
+    assert!(matches!(
+        store.retrieve("account", created.id),
+        Err(Error::NotFound(_))
+    ));
+}
+
+fn drafts_take_effect_on_publish(store: &dyn RecordStore) {
+    let mut draft = store.draft("account").unwrap();
+    draft.retrieve_multiple_audit = true;
+    store.save_draft(&draft).unwrap();
+    assert!(
+        !store
+            .catalog()
+            .entity("account")
+            .unwrap()
+            .retrieve_multiple_audit
+    );
+    let changed = store.publish_all(&mut |_| Ok(())).unwrap();
+    assert_eq!(changed, vec!["account".to_string()]);
+    assert!(
+        store
+            .catalog()
+            .entity("account")
+            .unwrap()
+            .retrieve_multiple_audit
+    );
+}
+
+fn account_row(name: &str) -> ImportRow {
+    (None, vec![("name".into(), Value::String(name.into()))])
+}
+
+fn an_import_creates_every_row_or_none(store: &dyn RecordStore) {
+    let given = Uuid::from_u128(42);
+    let mut seen = 0;
+    let outcomes = store
+        .import(
+            "account",
+            vec![
+                (
+                    Some(given),
+                    vec![("name".into(), Value::String("A".into()))],
+                ),
+                account_row("B"),
+            ],
+            context(),
+            &mut |outcomes| {
+                seen = outcomes.len();
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!((outcomes.len(), seen), (2, 2));
+    assert_eq!(outcomes[0].id, given);
+    assert_eq!(names(store, &[("$orderby", "name")]), ["A", "B"]);
+
+    // A duplicate id in the middle of a file undoes its earlier rows too.
+    let error = store
+        .import(
+            "account",
+            vec![account_row("C"), (Some(given), vec![])],
+            context(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+    assert!(matches!(error, Error::Conflict(_)));
+    // So does a refused commit.
+    let error = store
+        .import("account", vec![account_row("D")], context(), &mut |_| {
+            Err("audit log down".into())
+        })
+        .unwrap_err();
+    assert!(matches!(error, Error::CommitRefused(_)));
+    assert_eq!(names(store, &[("$orderby", "name")]), ["A", "B"]);
+}
+
+fn a_bulk_delete_removes_exactly_what_matched_up_to_its_limit(store: &dyn RecordStore) {
+    let rows = ["Keep", "Drop 1", "Drop 2", "Drop 3"]
+        .into_iter()
+        .map(account_row)
+        .collect();
+    store
+        .import("account", rows, context(), &mut |_| Ok(()))
+        .unwrap();
+    let options = parse_query_options([("$filter", "startswith(name,'Drop')")]).unwrap();
+    let error = store
+        .bulk_delete("account", &options, 2, &mut |_| Ok(()))
+        .unwrap_err();
+    assert!(matches!(error, Error::BadRequest(_)), "over the limit");
+    let error = store
+        .bulk_delete("account", &options, 3, &mut |_| Err("down".into()))
+        .unwrap_err();
+    assert!(matches!(error, Error::CommitRefused(_)));
+    assert_eq!(names(store, &[]).len(), 4, "nothing deleted yet");
+    let deleted = store
+        .bulk_delete("account", &options, 3, &mut |_| Ok(()))
+        .unwrap();
+    assert_eq!(deleted.len(), 3);
+    assert!(deleted.iter().all(|d| d.after.is_none()
+        && matches!(&d.before.as_ref().unwrap().values["name"], Value::String(n) if n.starts_with("Drop"))));
+    assert_eq!(names(store, &[]), ["Keep"]);
+}
+
+fn a_contacts_full_name_is_composed_on_every_write(store: &dyn RecordStore) {
+    let created = store
+        .create(
+            "contact",
+            None,
+            vec![("firstname".into(), Value::String("Ada".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    assert_eq!(
+        created.after.unwrap().values["fullname"],
+        Value::String("Ada".into())
+    );
+    let updated = store
+        .update(
+            "contact",
+            created.id,
+            vec![("lastname".into(), Value::String("Lovelace".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    assert_eq!(
+        updated.after.unwrap().values["fullname"],
+        Value::String("Ada Lovelace".into())
+    );
+    let error = store
+        .update(
+            "contact",
+            created.id,
+            vec![("fullname".into(), Value::String("X".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::BadRequest(_)),
+        "fullname is read-only"
+    );
+}
+
+fn a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted(
+    store: &dyn RecordStore,
+) {
+    let mut project = crate::seed::custom_entity("new_project", "new_projects", 100);
+    store.create_draft(&project).unwrap();
+    assert!(store.catalog().entity("new_project").is_none(), "a draft");
+    assert!(matches!(
+        store.create_draft(&project),
+        Err(Error::Conflict(_))
+    ));
+    let mut budget = AttributeDef::new("new_budget", AttributeType::Money);
+    budget.custom = true;
+    project.attributes.push(budget);
+    store.save_draft(&project).unwrap();
+    assert_eq!(store.publish_all(&mut |_| Ok(())).unwrap(), ["new_project"]);
+    let id = store
+        .create(
+            "new_project",
+            None,
+            vec![
+                ("new_name".into(), Value::String("Apollo".into())),
+                ("new_budget".into(), Value::Decimal(25.5)),
+            ],
+            context(),
+            &mut ok,
+        )
+        .unwrap()
+        .id;
+    store
+        .create(
+            "new_project",
+            None,
+            vec![("new_name".into(), Value::String("Gemini".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+
+    assert!(
+        matches!(
+            store.delete_attribute("new_project", "new_name", &mut |_, _| Ok(())),
+            Err(Error::BadRequest(_))
+        ),
+        "the primary name stays"
+    );
+    assert!(
+        matches!(
+            store.delete_attribute("account", "name", &mut |_, _| Ok(())),
+            Err(Error::BadRequest(_))
+        ),
+        "out-of-box attributes stay"
+    );
+    let refused =
+        store.delete_attribute("new_project", "new_budget", &mut |_, _| Err("down".into()));
+    assert!(matches!(refused, Err(Error::CommitRefused(_))));
+    assert!(
+        store
+            .catalog()
+            .entity("new_project")
+            .unwrap()
+            .attribute("new_budget")
+            .is_some()
+    );
+
+    let mut seen = Vec::new();
+    store
+        .delete_attribute("new_project", "new_budget", &mut |attribute, values| {
+            assert_eq!(attribute.attribute_type, AttributeType::Money);
+            seen = values.to_vec();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [(id, Value::Decimal(25.5))], "only non-empty values");
+    assert!(
+        store
+            .catalog()
+            .entity("new_project")
+            .unwrap()
+            .attribute("new_budget")
+            .is_none()
+    );
+    assert!(
+        store
+            .draft("new_project")
+            .unwrap()
+            .attribute("new_budget")
+            .is_none()
+    );
+    let record = store.retrieve("new_project", id).unwrap();
+    assert!(!record.values.contains_key("new_budget"));
+    assert_eq!(record.values["new_name"], Value::String("Apollo".into()));
+}
+
+fn a_custom_entity_is_deleted_with_its_records_and_nothing_else_is(store: &dyn RecordStore) {
+    let project = crate::seed::custom_entity("new_project", "new_projects", 100);
+    store.create_draft(&project).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    let id = store
+        .create(
+            "new_project",
+            None,
+            vec![("new_name".into(), Value::String("Apollo".into()))],
+            context(),
+            &mut ok,
+        )
+        .unwrap()
+        .id;
+    assert!(matches!(
+        store.delete_entity("account", &mut |_, _| Ok(())),
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        store.delete_entity("new_project", &mut |_, _| Err("down".into())),
+        Err(Error::CommitRefused(_))
+    ));
+    assert!(store.retrieve("new_project", id).is_ok(), "rolled back");
+    let mut kept = Vec::new();
+    store
+        .delete_entity("new_project", &mut |definition, records| {
+            assert_eq!(definition.logical_name, "new_project");
+            kept = records.iter().map(|r| r.id).collect();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(kept, [id]);
+    assert!(store.catalog().entity("new_project").is_none());
+    assert!(matches!(
+        store.draft("new_project"),
+        Err(Error::NotFound(_))
+    ));
+    store.create_draft(&project).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    assert!(
+        ids_of(store, "new_project").is_empty(),
+        "a new table, empty"
+    );
+}
+
+fn ids_of(store: &dyn RecordStore, entity: &str) -> Vec<Uuid> {
+    let options = parse_query_options([]).unwrap();
+    store
+        .retrieve_multiple(&RecordQuery {
+            entity,
+            options: &options,
+            page_size: 100,
+        })
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+/// One case of the contract, run on a new store.
+pub(crate) type Case = fn(&dyn RecordStore);
+
+/// Every case, by name.
+pub(crate) const CASES: &[(&str, Case)] = &[
+    (
+        "filters_run_as_parameterised_sql",
+        filters_run_as_parameterised_sql,
+    ),
+    ("type_errors_are_bad_requests", type_errors_are_bad_requests),
+    ("paging_and_top", paging_and_top),
+    (
+        "a_refused_commit_rolls_the_change_back",
+        a_refused_commit_rolls_the_change_back,
+    ),
+    (
+        "update_keeps_old_values_and_delete_keeps_the_record",
+        update_keeps_old_values_and_delete_keeps_the_record,
+    ),
+    (
+        "drafts_take_effect_on_publish",
+        drafts_take_effect_on_publish,
+    ),
+    (
+        "an_import_creates_every_row_or_none",
+        an_import_creates_every_row_or_none,
+    ),
+    (
+        "a_bulk_delete_removes_exactly_what_matched_up_to_its_limit",
+        a_bulk_delete_removes_exactly_what_matched_up_to_its_limit,
+    ),
+    (
+        "a_contacts_full_name_is_composed_on_every_write",
+        a_contacts_full_name_is_composed_on_every_write,
+    ),
+    (
+        "a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted",
+        a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted,
+    ),
+    (
+        "a_custom_entity_is_deleted_with_its_records_and_nothing_else_is",
+        a_custom_entity_is_deleted_with_its_records_and_nothing_else_is,
+    ),
+];

@@ -1,0 +1,771 @@
+//! The record store, written once over the SQL engines that hold it: [`Store`] implements
+//! [`RecordStore`] — definitions, drafts and publishing, reads and paging, writes with their
+//! audit hook — in statements with `?` parameters, and an [`Engine`] runs them: SQLite for the
+//! embedded product (`sqlite.rs`), PostgreSQL for a cluster node (`pg.rs`). What differs
+//! between engines is only how a transaction is held, how values travel, the column types and
+//! the few places `sql::Dialect` names; so a behaviour is written, and tested
+//! (`contract.rs`), once for both.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use uuid::Uuid;
+
+use crate::metadata::{AttributeDef, Catalog, EntityCategory, EntityDef, is_logical_name};
+use crate::options::QueryOptions;
+use crate::sql::{Dialect, column_list, select_sql};
+use crate::store::{
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
+    RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
+};
+use crate::value::Value;
+use crate::write::{
+    check_writable, compose_sql, delete_sql, fetch_sql, insert_sql, not_found, parse_definition,
+    update_sql,
+};
+use crate::{Error, Result};
+
+/// A connection or transaction of an engine: runs statements written with `?` parameters.
+pub(crate) trait Sql {
+    /// The engine's dialect.
+    fn dialect(&self) -> Dialect;
+    /// Runs a statement; the rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
+    /// Runs statements without parameters (schema changes).
+    fn batch(&mut self, sql: &str) -> Result<()>;
+    /// Runs an `INSERT`; `false` when its primary key is taken (nothing was written, and the
+    /// transaction can go on).
+    fn insert(&mut self, sql: &str, params: &[Value]) -> Result<bool>;
+    /// Rows of text (or null) columns.
+    fn texts(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Option<String>>>>;
+    /// Rows of `definition`'s records, their columns in `attributes` order (by default every
+    /// attribute of the definition).
+    fn records(
+        &mut self,
+        definition: &EntityDef,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Record>>;
+    /// Rows of (record id, value of `attribute`).
+    fn values(
+        &mut self,
+        attribute: &AttributeDef,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<(Uuid, Value)>>;
+    /// A count.
+    fn count(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
+    /// The column type of `attribute`.
+    fn column_type(&self, attribute: &AttributeDef) -> &'static str;
+}
+
+/// How an engine holds its connections and transactions, backs up and restores.
+pub(crate) trait Engine: Send + Sync {
+    /// Runs `f` on a connection that reads beside the writer.
+    fn read<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> Result<T>;
+    /// Runs `work` in the instance's one write transaction, then `before_commit` on the
+    /// caller's thread with what it made; commits only when both succeed.
+    fn write<T: Send>(
+        &self,
+        work: impl FnOnce(&mut dyn Sql) -> Result<T> + Send,
+        before_commit: impl FnOnce(&T) -> std::result::Result<(), String>,
+    ) -> Result<T>;
+    /// Writes a consistent snapshot to a new file at `to` (durable when this returns).
+    fn backup(&self, to: &std::path::Path) -> Result<()>;
+    /// Replaces everything with the snapshot at `from`, atomically.
+    fn restore(&self, from: &std::path::Path) -> Result<()>;
+}
+
+/// One instance's record store on engine `E`.
+pub struct Store<E> {
+    pub(crate) engine: E,
+    catalog: ArcSwap<Catalog>,
+}
+
+/// The row of `custos_entity` naming `entity`: its published definition (none before its
+/// first publish) and its draft.
+fn definitions(sql: &mut dyn Sql, entity: &str) -> Result<(Option<EntityDef>, EntityDef)> {
+    let mut rows = sql.texts(
+        "SELECT published, draft FROM custos_entity WHERE logical_name = ?",
+        &[Value::String(entity.into())],
+    )?;
+    let row = rows
+        .pop()
+        .ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))?;
+    let [published, draft] = <[Option<String>; 2]>::try_from(row)
+        .map_err(|_| Error::Corrupted("custos_entity row".into()))?;
+    Ok((
+        published.as_deref().map(parse_definition).transpose()?,
+        parse_definition(draft.as_deref().unwrap_or_default())?,
+    ))
+}
+
+/// The first column of every row, which must not be null.
+fn first_texts(rows: Vec<Vec<Option<String>>>) -> Result<Vec<String>> {
+    rows.into_iter()
+        .map(|row| {
+            row.into_iter()
+                .next()
+                .flatten()
+                .ok_or_else(|| Error::Corrupted("custos_entity holds a null definition".into()))
+        })
+        .collect()
+}
+
+/// Every published definition.
+pub(crate) fn load_catalog(sql: &mut dyn Sql) -> Result<Catalog> {
+    let rows = sql.texts(
+        "SELECT published FROM custos_entity WHERE published IS NOT NULL",
+        &[],
+    )?;
+    let definitions: Vec<EntityDef> = first_texts(rows)?
+        .iter()
+        .map(|text| parse_definition(text))
+        .collect::<Result<_>>()?;
+    Ok(Catalog::new(definitions))
+}
+
+/// Creates `definition`'s table.
+pub(crate) fn create_table(sql: &mut dyn Sql, definition: &EntityDef) -> Result<()> {
+    let primary_id = definition.primary_id();
+    let mut columns = Vec::new();
+    for attribute in &definition.attributes {
+        if !is_logical_name(&attribute.logical_name) {
+            return Err(Error::BadRequest(format!(
+                "invalid attribute name '{}'",
+                attribute.logical_name
+            )));
+        }
+        let mut column = format!(
+            "\"{}\" {}",
+            attribute.logical_name,
+            sql.column_type(attribute)
+        );
+        if attribute.logical_name == primary_id {
+            column.push_str(" PRIMARY KEY NOT NULL");
+        }
+        columns.push(column);
+    }
+    sql.batch(&format!(
+        "CREATE TABLE IF NOT EXISTS \"{}\" ({})",
+        definition.table(),
+        columns.join(", ")
+    ))
+}
+
+/// The `INSERT` of one row of `definition`'s table with every column, in definition order.
+pub(crate) fn insert_all_sql(definition: &EntityDef) -> String {
+    format!(
+        "INSERT INTO \"{}\" ({}) VALUES ({})",
+        definition.table(),
+        column_list(definition),
+        vec!["?"; definition.attributes.len()].join(", ")
+    )
+}
+
+/// `record`'s values in definition order (null where it has none).
+pub(crate) fn row_values(definition: &EntityDef, record: &Record) -> Vec<Value> {
+    definition
+        .attributes
+        .iter()
+        .map(|a| {
+            record
+                .values
+                .get(&a.logical_name)
+                .cloned()
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+/// One entity of a backup: its logical name, published definition (none before its first
+/// publish) and draft, as stored JSON text; and the records of its table.
+pub(crate) struct SnapshotEntity {
+    pub(crate) name: String,
+    pub(crate) published: Option<String>,
+    pub(crate) draft: String,
+    pub(crate) records: Vec<Record>,
+}
+
+/// Every entity and record `sql` sees.
+pub(crate) fn read_snapshot(sql: &mut dyn Sql) -> Result<Vec<SnapshotEntity>> {
+    let rows = sql.texts(
+        "SELECT logical_name, published, draft FROM custos_entity ORDER BY logical_name",
+        &[],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let [name, published, draft] = <[Option<String>; 3]>::try_from(row)
+            .map_err(|_| Error::Corrupted("custos_entity row".into()))?;
+        let mut records = Vec::new();
+        if let Some(definition) = published.as_deref().map(parse_definition).transpose()? {
+            let select = format!(
+                "SELECT {} FROM \"{}\"",
+                column_list(&definition),
+                definition.table()
+            );
+            records = sql.records(&definition, &select, &[])?;
+        }
+        out.push(SnapshotEntity {
+            name: name.unwrap_or_default(),
+            published,
+            draft: draft.unwrap_or_default(),
+            records,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `snapshot` into an empty `custos_entity` (and creates its tables).
+pub(crate) fn write_snapshot(sql: &mut dyn Sql, snapshot: &[SnapshotEntity]) -> Result<()> {
+    for entity in snapshot {
+        sql.execute(
+            "INSERT INTO custos_entity (logical_name, published, draft) VALUES (?, ?, ?)",
+            &[
+                Value::String(entity.name.clone()),
+                entity.published.clone().map_or(Value::Null, Value::String),
+                Value::String(entity.draft.clone()),
+            ],
+        )?;
+        let Some(published) = entity.published.as_deref() else {
+            continue;
+        };
+        let definition = parse_definition(published)?;
+        create_table(sql, &definition)?;
+        let insert = insert_all_sql(&definition);
+        for record in &entity.records {
+            sql.execute(&insert, &row_values(&definition, record))?;
+        }
+    }
+    Ok(())
+}
+
+fn fetch(sql: &mut dyn Sql, definition: &EntityDef, id: Uuid) -> Result<Option<Record>> {
+    Ok(sql
+        .records(definition, &fetch_sql(definition), &[Value::Guid(id)])?
+        .pop())
+}
+
+fn insert(
+    sql: &mut dyn Sql,
+    definition: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    context: WriteContext,
+) -> Result<()> {
+    let (statement, bound) = insert_sql(definition, id, values, context);
+    if sql.insert(&statement, &bound)? {
+        Ok(())
+    } else {
+        Err(crate::write::taken(definition, id))
+    }
+}
+
+/// Recomputes the composed attributes of the record just written and reads it back.
+fn written(
+    sql: &mut dyn Sql,
+    definition: &EntityDef,
+    id: Uuid,
+    before: Option<Record>,
+) -> Result<WriteOutcome> {
+    for statement in compose_sql(definition) {
+        sql.execute(&statement, &[Value::Guid(id)])?;
+    }
+    let after = fetch(sql, definition, id)?.ok_or_else(|| not_found(definition, id))?;
+    Ok(WriteOutcome {
+        entity: definition.logical_name.clone(),
+        id,
+        before,
+        after: Some(after),
+    })
+}
+
+fn publish_pending(sql: &mut dyn Sql) -> Result<Vec<String>> {
+    let differs = match sql.dialect() {
+        Dialect::Sqlite => "published IS NOT draft",
+        Dialect::Postgres => "published IS DISTINCT FROM draft",
+    };
+    let pending = sql.texts(
+        &format!("SELECT logical_name, published, draft FROM custos_entity WHERE {differs}"),
+        &[],
+    )?;
+    let mut changed = Vec::new();
+    for row in pending {
+        let [name, published, draft] = <[Option<String>; 3]>::try_from(row)
+            .map_err(|_| Error::Corrupted("custos_entity row".into()))?;
+        let name = name.unwrap_or_default();
+        let draft_def = parse_definition(draft.as_deref().unwrap_or_default())?;
+        match published.as_deref().map(parse_definition).transpose()? {
+            None => create_table(sql, &draft_def)?,
+            Some(old) => {
+                for attribute in &draft_def.attributes {
+                    if old.attribute(&attribute.logical_name).is_none() {
+                        let column_type = sql.column_type(attribute);
+                        sql.batch(&format!(
+                            "ALTER TABLE \"{}\" ADD COLUMN \"{}\" {column_type}",
+                            draft_def.table(),
+                            attribute.logical_name,
+                        ))?;
+                    }
+                }
+            }
+        }
+        sql.execute(
+            "UPDATE custos_entity SET published = draft WHERE logical_name = ?",
+            &[Value::String(name.clone())],
+        )?;
+        changed.push(name);
+    }
+    Ok(changed)
+}
+
+fn remove_attribute(
+    sql: &mut dyn Sql,
+    entity: &str,
+    attribute: &str,
+) -> Result<(AttributeDef, Vec<(Uuid, Value)>)> {
+    let (mut published, mut draft) = definitions(sql, entity)?;
+    let found = published
+        .as_ref()
+        .and_then(|p| p.attribute(attribute))
+        .or_else(|| draft.attribute(attribute))
+        .cloned()
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "attribute '{attribute}' does not exist on entity '{entity}'"
+            ))
+        })?;
+    if !found.custom || draft.primary_name.as_deref() == Some(attribute) {
+        return Err(Error::BadRequest(format!(
+            "attribute '{attribute}' is not a custom attribute other than the primary name; it cannot be deleted"
+        )));
+    }
+    let mut destroyed = Vec::new();
+    if let Some(definition) = published
+        .as_mut()
+        .filter(|p| p.attribute(attribute).is_some())
+    {
+        destroyed = sql.values(
+            &found,
+            &format!(
+                "SELECT \"{}\", \"{attribute}\" FROM \"{}\" WHERE \"{attribute}\" IS NOT NULL ORDER BY 1",
+                definition.primary_id(),
+                definition.table()
+            ),
+            &[],
+        )?;
+        sql.batch(&format!(
+            "ALTER TABLE \"{}\" DROP COLUMN \"{attribute}\"",
+            definition.table()
+        ))?;
+        definition
+            .attributes
+            .retain(|a| a.logical_name != attribute);
+    }
+    draft.attributes.retain(|a| a.logical_name != attribute);
+    sql.execute(
+        "UPDATE custos_entity SET published = ?, draft = ? WHERE logical_name = ?",
+        &[
+            published.map_or(Value::Null, |p| Value::String(p.to_json().to_string())),
+            Value::String(draft.to_json().to_string()),
+            Value::String(entity.into()),
+        ],
+    )?;
+    Ok((found, destroyed))
+}
+
+fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Record>)> {
+    let (published, draft) = definitions(sql, entity)?;
+    if draft.category != EntityCategory::Custom {
+        return Err(Error::BadRequest(format!(
+            "entity '{entity}' is not a custom entity; it cannot be deleted"
+        )));
+    }
+    let mut records = Vec::new();
+    if let Some(published) = published {
+        records = sql.records(
+            &published,
+            &format!(
+                "SELECT {} FROM \"{}\" ORDER BY \"{}\"",
+                column_list(&published),
+                published.table(),
+                published.primary_id()
+            ),
+            &[],
+        )?;
+        sql.batch(&format!("DROP TABLE \"{}\"", published.table()))?;
+    }
+    sql.execute(
+        "DELETE FROM custos_entity WHERE logical_name = ?",
+        &[Value::String(entity.into())],
+    )?;
+    Ok((draft, records))
+}
+
+// `Engine` is this crate's own seam (no engine is written outside it), so a bound the public
+// `Store` cannot name outside the crate is what is meant.
+#[allow(private_bounds)]
+impl<E: Engine> Store<E> {
+    /// A store over `engine`, with its published definitions loaded.
+    pub(crate) fn over(engine: E) -> Result<Store<E>> {
+        let catalog = engine.read(|sql| load_catalog(sql))?;
+        Ok(Store {
+            engine,
+            catalog: ArcSwap::from_pointee(catalog),
+        })
+    }
+
+    fn reload(&self) -> Result<()> {
+        let catalog = self.engine.read(|sql| load_catalog(sql))?;
+        self.catalog.store(Arc::new(catalog));
+        Ok(())
+    }
+
+    fn definition(&self, entity: &str) -> Result<EntityDef> {
+        self.catalog
+            .load()
+            .entity(entity)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))
+    }
+}
+
+impl<E: Engine> RecordStore for Store<E> {
+    fn install(&self, definitions: &[EntityDef]) -> Result<()> {
+        self.engine.write(
+            |sql| {
+                for definition in definitions {
+                    let json = Value::String(definition.to_json().to_string());
+                    sql.execute(
+                        "INSERT INTO custos_entity (logical_name, published, draft) VALUES (?, ?, ?)",
+                        &[Value::String(definition.logical_name.clone()), json.clone(), json],
+                    )?;
+                    create_table(sql, definition)?;
+                }
+                Ok(())
+            },
+            |_| Ok(()),
+        )?;
+        self.reload()
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    fn draft(&self, entity: &str) -> Result<EntityDef> {
+        self.engine.read(|sql| Ok(definitions(sql, entity)?.1))
+    }
+
+    fn drafts(&self) -> Result<Vec<EntityDef>> {
+        self.engine.read(|sql| {
+            let rows = sql.texts("SELECT draft FROM custos_entity ORDER BY logical_name", &[])?;
+            first_texts(rows)?
+                .iter()
+                .map(|text| parse_definition(text))
+                .collect()
+        })
+    }
+
+    fn save_draft(&self, definition: &EntityDef) -> Result<()> {
+        let changed = self.engine.write(
+            |sql| {
+                sql.execute(
+                    "UPDATE custos_entity SET draft = ? WHERE logical_name = ?",
+                    &[
+                        Value::String(definition.to_json().to_string()),
+                        Value::String(definition.logical_name.clone()),
+                    ],
+                )
+            },
+            |_| Ok(()),
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound(format!(
+                "entity '{}' does not exist",
+                definition.logical_name
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_draft(&self, definition: &EntityDef) -> Result<()> {
+        if !is_logical_name(&definition.logical_name) {
+            return Err(Error::BadRequest(format!(
+                "invalid entity name '{}'",
+                definition.logical_name
+            )));
+        }
+        self.engine.write(
+            |sql| {
+                let drafts = first_texts(sql.texts("SELECT draft FROM custos_entity", &[])?)?;
+                for text in drafts {
+                    let existing = parse_definition(&text)?;
+                    if existing.logical_name == definition.logical_name
+                        || existing.set_name == definition.set_name
+                    {
+                        return Err(Error::Conflict(format!(
+                            "an entity named '{}' or with entity set '{}' already exists",
+                            definition.logical_name, definition.set_name
+                        )));
+                    }
+                }
+                sql.execute(
+                    "INSERT INTO custos_entity (logical_name, published, draft) VALUES (?, NULL, ?)",
+                    &[
+                        Value::String(definition.logical_name.clone()),
+                        Value::String(definition.to_json().to_string()),
+                    ],
+                )?;
+                Ok(())
+            },
+            |_| Ok(()),
+        )
+    }
+
+    fn delete_attribute(
+        &self,
+        entity: &str,
+        attribute: &str,
+        before_commit: BeforeAttributeDelete<'_>,
+    ) -> Result<()> {
+        self.engine.write(
+            |sql| remove_attribute(sql, entity, attribute),
+            |(found, destroyed)| before_commit(found, destroyed),
+        )?;
+        self.reload()
+    }
+
+    fn publish_all(
+        &self,
+        before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>,
+    ) -> Result<Vec<String>> {
+        let changed = self
+            .engine
+            .write(publish_pending, |changed| before_commit(changed))?;
+        self.reload()?;
+        Ok(changed)
+    }
+
+    fn retrieve(&self, entity: &str, id: Uuid) -> Result<Record> {
+        let definition = self.definition(entity)?;
+        self.engine
+            .read(|sql| fetch(sql, &definition, id)?.ok_or_else(|| not_found(&definition, id)))
+    }
+
+    fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {
+        let definition = self.definition(query.entity)?;
+        let options = query.options;
+        let remaining = options
+            .top
+            .map_or(u64::MAX, |top| top.saturating_sub(options.skip));
+        let n = query.page_size.min(remaining);
+        self.engine.read(|sql| {
+            let (select, condition, params) = select_sql(
+                sql.dialect(),
+                &definition,
+                options,
+                n.saturating_add(1),
+                options.skip,
+            )?;
+            let mut records = if n > 0 {
+                sql.records(&definition, &select, &params)?
+            } else {
+                Vec::new()
+            };
+            let more = records.len() as u64 > n && n < remaining;
+            records.truncate(n as usize);
+            let total = if options.count {
+                let count = format!("SELECT COUNT(*) FROM \"{}\"{condition}", definition.table());
+                Some(sql.count(&count, &params)?)
+            } else {
+                None
+            };
+            let next_skip = more.then(|| options.skip + records.len() as u64);
+            Ok(RecordPage {
+                records,
+                total,
+                next_skip,
+            })
+        })
+    }
+
+    fn create(
+        &self,
+        entity: &str,
+        id: Option<Uuid>,
+        values: Vec<(String, Value)>,
+        context: WriteContext,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome> {
+        let definition = self.definition(entity)?;
+        check_writable(&definition, &values, context)?;
+        let id = id.unwrap_or_else(Uuid::new_v4);
+        self.engine.write(
+            |sql| {
+                insert(sql, &definition, id, &values, context)?;
+                written(sql, &definition, id, None)
+            },
+            |outcome| before_commit(outcome),
+        )
+    }
+
+    fn update(
+        &self,
+        entity: &str,
+        id: Uuid,
+        values: Vec<(String, Value)>,
+        mode: WriteMode,
+        context: WriteContext,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome> {
+        let definition = self.definition(entity)?;
+        check_writable(&definition, &values, context)?;
+        self.engine.write(
+            |sql| {
+                let before = fetch(sql, &definition, id)?;
+                match (&before, mode) {
+                    (None, WriteMode::UpdateOnly) => return Err(not_found(&definition, id)),
+                    (Some(_), WriteMode::CreateOnly) => {
+                        return Err(Error::PreconditionFailed(format!(
+                            "{} with id {id} already exists",
+                            definition.logical_name
+                        )));
+                    }
+                    (None, _) => insert(sql, &definition, id, &values, context)?,
+                    (Some(_), _) => {
+                        let (statement, bound) = update_sql(&definition, id, &values, context);
+                        sql.execute(&statement, &bound)?;
+                    }
+                }
+                written(sql, &definition, id, before)
+            },
+            |outcome| before_commit(outcome),
+        )
+    }
+
+    fn delete(
+        &self,
+        entity: &str,
+        id: Uuid,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<WriteOutcome> {
+        let definition = self.definition(entity)?;
+        self.engine.write(
+            |sql| {
+                let before =
+                    fetch(sql, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
+                sql.execute(&delete_sql(&definition), &[Value::Guid(id)])?;
+                Ok(WriteOutcome {
+                    entity: entity.to_string(),
+                    id,
+                    before: Some(before),
+                    after: None,
+                })
+            },
+            |outcome| before_commit(outcome),
+        )
+    }
+
+    fn import(
+        &self,
+        entity: &str,
+        rows: Vec<ImportRow>,
+        context: WriteContext,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> Result<Vec<WriteOutcome>> {
+        let definition = self.definition(entity)?;
+        for (_, values) in &rows {
+            check_writable(&definition, values, context)?;
+        }
+        self.engine.write(
+            |sql| {
+                let mut outcomes = Vec::with_capacity(rows.len());
+                for (id, values) in rows {
+                    let id = id.unwrap_or_else(Uuid::new_v4);
+                    insert(sql, &definition, id, &values, context)?;
+                    outcomes.push(written(sql, &definition, id, None)?);
+                }
+                Ok(outcomes)
+            },
+            |outcomes| before_commit(outcomes),
+        )
+    }
+
+    fn bulk_delete(
+        &self,
+        entity: &str,
+        options: &QueryOptions,
+        limit: u64,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> Result<Vec<WriteOutcome>> {
+        let definition = self.definition(entity)?;
+        self.engine.write(
+            |sql| {
+                let (select, _, params) =
+                    select_sql(sql.dialect(), &definition, options, limit.saturating_add(1), 0)?;
+                let matched = sql.records(&definition, &select, &params)?;
+                if matched.len() as u64 > limit {
+                    return Err(Error::BadRequest(format!(
+                        "the query matches more than {limit} {} records; narrow it and run it again",
+                        definition.logical_name
+                    )));
+                }
+                let delete = delete_sql(&definition);
+                let mut outcomes = Vec::with_capacity(matched.len());
+                for record in matched {
+                    sql.execute(&delete, &[Value::Guid(record.id)])?;
+                    outcomes.push(WriteOutcome {
+                        entity: entity.to_string(),
+                        id: record.id,
+                        before: Some(record),
+                        after: None,
+                    });
+                }
+                Ok(outcomes)
+            },
+            |outcomes| before_commit(outcomes),
+        )
+    }
+
+    fn delete_entity(&self, entity: &str, before_commit: BeforeEntityDelete<'_>) -> Result<()> {
+        self.engine.write(
+            |sql| remove_entity(sql, entity),
+            |(draft, records)| before_commit(draft, records),
+        )?;
+        self.reload()
+    }
+
+    fn backup(&self, to: &std::path::Path) -> Result<()> {
+        self.engine.backup(to)
+    }
+
+    fn restore(&self, from: &std::path::Path) -> Result<()> {
+        self.engine.restore(from)?;
+        self.reload()
+    }
+}
+
+/// Values by logical name, read from a row's columns in definition order.
+pub(crate) fn record_of(
+    definition: &EntityDef,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<Record> {
+    let values: BTreeMap<String, Value> = definition
+        .attributes
+        .iter()
+        .map(|a| a.logical_name.clone())
+        .zip(values)
+        .collect();
+    let id = match values.get(&definition.primary_id()) {
+        Some(Value::Guid(id)) => *id,
+        _ => {
+            return Err(Error::Corrupted(format!(
+                "a {} record has no id",
+                definition.logical_name
+            )));
+        }
+    };
+    Ok(Record { id, values })
+}

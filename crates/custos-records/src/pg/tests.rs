@@ -1,0 +1,113 @@
+//! The store contract on a real PostgreSQL (Debian's `postgresql`; `scripts/test` installs it),
+//! started on loopback in a folder of its own (`scripts/throwaway-postgres`) and stopped at the
+//! end; each case runs in a schema of its own, as each instance does.
+
+use std::process::Command;
+
+use super::*;
+use crate::contract::CASES;
+use crate::seed::seed_entities;
+use crate::store::{RecordStore, WriteContext};
+
+/// A throwaway PostgreSQL server (`scripts/throwaway-postgres`); stopped on drop.
+struct Server {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/throwaway-postgres")
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Command::new(script())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "these tests need Debian's postgresql (scripts/test installs it): {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let url = String::from_utf8(started.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        Server { dir, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn the_store_contract_holds_on_postgresql() {
+    let server = Server::start();
+    for (n, (name, case)) in CASES.iter().enumerate() {
+        let store = PgStore::open(&server.url, &format!("case_{n}")).unwrap();
+        store.install(&seed_entities()).unwrap();
+        eprintln!("case {name}");
+        case(&store);
+    }
+    // A schema is one instance: another store of the same database sees none of it.
+    let other = PgStore::open(&server.url, "case_0").unwrap();
+    assert!(other.catalog().entities().next().is_some());
+    let fresh = PgStore::open(&server.url, "untouched").unwrap();
+    assert!(fresh.catalog().entities().next().is_none());
+    assert!(PgStore::open(&server.url, "Bad\"Name").is_err());
+}
+
+#[test]
+fn a_backup_restores_on_either_engine() {
+    let server = Server::start();
+    let context = WriteContext {
+        actor: Uuid::from_u128(1),
+        now: time::OffsetDateTime::UNIX_EPOCH,
+        platform: false,
+    };
+    let pg = PgStore::open(&server.url, "source").unwrap();
+    pg.install(&seed_entities()).unwrap();
+    let made = pg
+        .create(
+            "account",
+            None,
+            vec![
+                ("name".into(), Value::String("Zoë's \"firm\"".into())),
+                ("revenue".into(), Value::Decimal(12.5)),
+                ("numberofemployees".into(), Value::Integer(-3)),
+            ],
+            context,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("backup.db");
+    pg.backup(&file).unwrap();
+
+    // The file is the embedded format: SQLite restores it.
+    let sqlite = crate::SqliteStore::open(&files.path().join("records.db")).unwrap();
+    sqlite.install(&seed_entities()).unwrap();
+    sqlite.restore(&file).unwrap();
+    assert_eq!(
+        sqlite.retrieve("account", made.id).unwrap(),
+        made.after.clone().unwrap()
+    );
+
+    // And PostgreSQL restores it over changes made since, whole.
+    pg.delete("account", made.id, &mut |_| Ok(())).unwrap();
+    pg.restore(&file).unwrap();
+    assert_eq!(
+        pg.retrieve("account", made.id).unwrap(),
+        made.after.unwrap()
+    );
+    assert!(pg.restore(&files.path().join("records.db-wal")).is_err());
+}

@@ -1,0 +1,166 @@
+//! What a write does, whichever engine stores it: the checks before it, the columns an insert
+//! fills, the assignments of an update, the composed attributes after it — as SQL with `?`
+//! parameters (PostgreSQL's store numbers them, `sql::numbered`).
+
+use uuid::Uuid;
+
+use crate::metadata::EntityDef;
+use crate::seed::COMPOSED;
+use crate::store::WriteContext;
+use crate::value::{Value, datetime_now};
+use crate::{Error, Result};
+
+/// Refuses values for attributes that do not exist or that the caller may not write.
+pub(crate) fn check_writable(
+    definition: &EntityDef,
+    values: &[(String, Value)],
+    context: WriteContext,
+) -> Result<()> {
+    for (name, _) in values {
+        let attribute = definition.attribute(name).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "attribute '{name}' does not exist on entity '{}'",
+                definition.logical_name
+            ))
+        })?;
+        if (attribute.read_only && !context.platform) || *name == definition.primary_id() {
+            return Err(Error::BadRequest(format!(
+                "attribute '{name}' is read-only"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error of a record that is not there.
+pub(crate) fn not_found(definition: &EntityDef, id: Uuid) -> Error {
+    Error::NotFound(format!(
+        "{} with id {id} does not exist",
+        definition.logical_name
+    ))
+}
+
+/// The error of a record id that is taken.
+pub(crate) fn taken(definition: &EntityDef, id: Uuid) -> Error {
+    Error::Conflict(format!(
+        "{} with id {id} already exists",
+        definition.logical_name
+    ))
+}
+
+/// A stored definition's JSON text.
+pub(crate) fn parse_definition(text: &str) -> Result<EntityDef> {
+    EntityDef::from_json(&serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?)
+}
+
+/// The `INSERT` of a new record and its parameters: the given values, then the system
+/// attributes the caller did not give (created and modified on and by, owner, version 1).
+pub(crate) fn insert_sql(
+    definition: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    context: WriteContext,
+) -> (String, Vec<Value>) {
+    let now = Value::DateTime(datetime_now(context.now));
+    let actor = Value::Guid(context.actor);
+    let mut columns = vec![definition.primary_id()];
+    let mut bound = vec![Value::Guid(id)];
+    for (name, value) in values {
+        columns.push(name.clone());
+        bound.push(value.clone());
+    }
+    for (name, value) in [
+        ("createdon", now.clone()),
+        ("modifiedon", now),
+        ("createdby", actor.clone()),
+        ("modifiedby", actor.clone()),
+        ("ownerid", actor),
+        ("versionnumber", Value::Integer(1)),
+    ] {
+        if !columns.iter().any(|c| c == name) {
+            columns.push(name.to_string());
+            bound.push(value);
+        }
+    }
+    let sql = format!(
+        "INSERT INTO \"{}\" ({}) VALUES ({})",
+        definition.table(),
+        columns
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        vec!["?"; columns.len()].join(", ")
+    );
+    (sql, bound)
+}
+
+/// The `UPDATE` of an existing record and its parameters: the given values, modified on and
+/// by, the version incremented.
+pub(crate) fn update_sql(
+    definition: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    context: WriteContext,
+) -> (String, Vec<Value>) {
+    let mut sets: Vec<String> = values
+        .iter()
+        .map(|(name, _)| format!("\"{name}\" = ?"))
+        .collect();
+    sets.push("\"modifiedon\" = ?".into());
+    sets.push("\"modifiedby\" = ?".into());
+    sets.push("\"versionnumber\" = \"versionnumber\" + 1".into());
+    let mut bound: Vec<Value> = values.iter().map(|(_, v)| v.clone()).collect();
+    bound.push(Value::DateTime(datetime_now(context.now)));
+    bound.push(Value::Guid(context.actor));
+    bound.push(Value::Guid(id));
+    let sql = format!(
+        "UPDATE \"{}\" SET {} WHERE \"{}\" = ?",
+        definition.table(),
+        sets.join(", "),
+        definition.primary_id()
+    );
+    (sql, bound)
+}
+
+/// The statements that recompute a record's composed attributes (see [`COMPOSED`]), each with
+/// the record's id as its one parameter.
+pub(crate) fn compose_sql(definition: &EntityDef) -> Vec<String> {
+    let mut out = Vec::new();
+    for (entity, attribute, parts) in COMPOSED {
+        if entity != definition.logical_name || definition.attribute(attribute).is_none() {
+            continue;
+        }
+        let joined = parts
+            .iter()
+            .filter(|p| definition.attribute(p).is_some())
+            .map(|p| format!("coalesce(\"{p}\", '')"))
+            .collect::<Vec<_>>()
+            .join(" || ' ' || ");
+        out.push(format!(
+            "UPDATE \"{}\" SET \"{attribute}\" = nullif(trim({joined}), '') WHERE \"{}\" = ?",
+            definition.table(),
+            definition.primary_id()
+        ));
+    }
+    out
+}
+
+/// The statement that reads one record by id.
+pub(crate) fn fetch_sql(definition: &EntityDef) -> String {
+    format!(
+        "SELECT {} FROM \"{}\" WHERE \"{}\" = ?",
+        crate::sql::column_list(definition),
+        definition.table(),
+        definition.primary_id()
+    )
+}
+
+/// The statement that deletes one record by id.
+pub(crate) fn delete_sql(definition: &EntityDef) -> String {
+    format!(
+        "DELETE FROM \"{}\" WHERE \"{}\" = ?",
+        definition.table(),
+        definition.primary_id()
+    )
+}
