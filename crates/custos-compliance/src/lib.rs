@@ -54,11 +54,19 @@ impl Deref for ComplianceState {
 impl ComplianceState {
     /// The compliance area over `app`, with the search switch as the directory keeps it.
     pub fn open(app: &AppState) -> Result<ComplianceState, StartError> {
+        let own = Arc::new(Own {
+            search_enabled: AtomicBool::new(switch::stored(app)?),
+            export_jobs: Mutex::new(HashMap::new()),
+        });
+        // Search turned off or on by another node holds here too.
+        let following = Arc::downgrade(&own);
+        app.on_change(move |app, change| {
+            if let Some(own) = following.upgrade() {
+                switch::follow(app, &own.search_enabled, change);
+            }
+        });
         Ok(ComplianceState {
-            own: Arc::new(Own {
-                search_enabled: AtomicBool::new(switch::stored(app)?),
-                export_jobs: Mutex::new(HashMap::new()),
-            }),
+            own,
             app: app.clone(),
         })
     }

@@ -30,6 +30,23 @@ pub(crate) fn stored(app: &AppState) -> Result<bool, custos_records::Error> {
     Ok(app.directory.setting(SEARCH_SETTING)?.as_deref() != Some("off"))
 }
 
+/// Reads the switch again when another node turned search off or on.
+pub(crate) fn follow(
+    app: &AppState,
+    search_enabled: &std::sync::atomic::AtomicBool,
+    change: custos_records::Change<'_>,
+) {
+    use custos_records::Change;
+    if matches!(change, Change::Setting(SEARCH_SETTING) | Change::Anything) {
+        match stored(app) {
+            Ok(enabled) => search_enabled.store(enabled, Ordering::Release),
+            Err(error) => {
+                tracing::warn!(%error, "the search switch another node changed could not be read")
+            }
+        }
+    }
+}
+
 impl ComplianceState {
     /// Whether audit log search is on.
     pub fn search_enabled(&self) -> bool {

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use custos_audit::{AuditLog, Operation, Origin, UserType};
-use custos_records::Directory;
 use uuid::Uuid;
 
 use crate::context::RequestContext;
@@ -26,9 +25,13 @@ pub struct ReindexSummary {
 }
 
 /// Rebuilds the audit log's derived files (partition indexes, leaves, record-id numbers) from
-/// its segments, then records the command. Refused while a server has the log open.
-pub fn reindex_audit_log(data_dir: &Path) -> Result<ReindexSummary, StartError> {
-    let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
+/// its segments, then records the command. Refused while a server has the log open. A node
+/// served with `--postgres` has its directory in `postgres`.
+pub fn reindex_audit_log(
+    data_dir: &Path,
+    postgres: Option<&str>,
+) -> Result<ReindexSummary, StartError> {
+    let (directory, _) = crate::state::open_directory(data_dir, postgres)?;
     let config = audit_log_config(data_dir, &directory, 1000)?;
     let started = Instant::now();
     let log = AuditLog::reindex(config)?;

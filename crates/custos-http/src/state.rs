@@ -15,7 +15,7 @@ use custos_audit::{
     AuditEvent, AuditLog, AuditPolicy, EntityAuditFlags, InstanceAuditSettings, Operation, UserType,
 };
 use custos_records::{
-    Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, PgStore, ROLE_IDS,
+    Change, Directory, Grants, InstanceInfo, NewPrincipal, ORGANIZATION_ENTITY, PgStore, ROLE_IDS,
     RecordStore, SqliteStore, Value, WriteContext, seed_entities, seed_views,
 };
 use time::OffsetDateTime;
@@ -374,7 +374,7 @@ impl AppState {
         }
         make_private(&data_dir)?;
         let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
-        let (directory, _) = Directory::open(&data_dir.join("control.db"), "default")?;
+        let (directory, _) = open_directory(&data_dir, config.postgres.as_deref())?;
         let log = Arc::new(AuditLog::open(audit_log_config(
             &data_dir,
             &directory,
@@ -404,10 +404,7 @@ impl AppState {
                 Journal::Cluster(Box::new(joined))
             }
         };
-        let revoked = directory
-            .setting(REVOKED_SETTING)?
-            .and_then(|text| serde_json::from_str::<HashMap<Uuid, i64>>(&text).ok())
-            .unwrap_or_default();
+        let revoked = stored_revocations(&directory)?;
         let state = AppState(Arc::new(Inner {
             config,
             directory,
@@ -426,9 +423,91 @@ impl AppState {
         for info in state.directory.instances()? {
             state.open_instance(&info)?;
         }
+        state.on_change(AppState::follow);
         // Whatever the log holds when it starts serving is signed at once.
         state.log.sign_checkpoint()?;
         Ok(state)
+    }
+
+    /// Calls `follow` with this state whenever another node changes something (a cluster node
+    /// on PostgreSQL; never in the embedded product): how an area keeps what it holds in
+    /// memory in step with the other nodes. Runs on the directory's listening thread.
+    pub fn on_change(&self, follow: impl Fn(&AppState, Change<'_>) + Send + Sync + 'static) {
+        let weak = Arc::downgrade(&self.0);
+        self.directory.subscribe(move |change| {
+            if let Some(inner) = weak.upgrade() {
+                follow(&AppState(inner), change);
+            }
+        });
+    }
+
+    /// Catches up with what another node changed (a cluster node on PostgreSQL): instances
+    /// created or deleted, and an instance's published metadata, audit settings and roles.
+    /// Runs on the directory's listening thread.
+    fn follow(&self, change: Change<'_>) {
+        let mut stale: Vec<Arc<Instance>> = Vec::new();
+        if matches!(change, Change::Directory | Change::Anything) {
+            let listed = match self.directory.instances() {
+                Ok(listed) => listed,
+                Err(error) => {
+                    tracing::warn!(%error, "the instances could not be read again");
+                    return;
+                }
+            };
+            let open: Vec<String> = self
+                .instances
+                .read()
+                .expect("instances lock")
+                .keys()
+                .cloned()
+                .collect();
+            for name in &open {
+                if !listed.iter().any(|info| &info.name == name) {
+                    self.instances.write().expect("instances lock").remove(name);
+                }
+            }
+            for info in listed.iter().filter(|info| !open.contains(&info.name)) {
+                if let Err(error) = self.open_instance(info) {
+                    tracing::warn!(instance = %info.name, %error, "an instance another node created could not be opened");
+                }
+            }
+        }
+        if matches!(change, Change::Setting(REVOKED_SETTING) | Change::Anything) {
+            match stored_revocations(&self.directory) {
+                Ok(stored) => self.revoked.write().expect("revoked lock").extend(stored),
+                Err(error) => {
+                    tracing::warn!(%error, "the sessions another node signed out could not be read")
+                }
+            }
+        }
+        match change {
+            Change::Store(schema) => stale.extend(
+                self.instances
+                    .read()
+                    .expect("instances lock")
+                    .values()
+                    .filter(|instance| pg_schema(instance.organization_id) == schema)
+                    .cloned(),
+            ),
+            Change::Anything => stale.extend(
+                self.instances
+                    .read()
+                    .expect("instances lock")
+                    .values()
+                    .cloned(),
+            ),
+            Change::Directory | Change::Setting(_) => {}
+        }
+        for instance in stale {
+            let reloaded = instance
+                .store
+                .reload()
+                .and_then(|()| instance.refresh_policy())
+                .and_then(|()| instance.refresh_roles());
+            if let Err(error) = reloaded {
+                tracing::warn!(instance = %instance.name, %error, "an instance another node changed could not be read again");
+            }
+        }
     }
 
     /// Idempotent first run: tenant admin, then instance `main`; each step is skipped when done.
@@ -530,6 +609,7 @@ impl AppState {
             None => Arc::new(SqliteStore::open(&dir.join("records.db"))?),
             Some(url) => Arc::new(PgStore::open(url, &pg_schema(info.organization_id))?),
         };
+        store.watch_entities(&CACHED_ENTITIES);
         // A new instance gets every seeded entity; an older one those added since it was made.
         let known = store.drafts()?;
         let missing: Vec<_> = seed_entities()
@@ -558,8 +638,11 @@ impl AppState {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-            store.create(entity, Some(id), values, context, &mut |_| Ok(()))?;
-            Ok(())
+            match store.create(entity, Some(id), values, context, &mut |_| Ok(())) {
+                // Another node seeding the same instance wrote it first.
+                Ok(_) | Err(custos_records::Error::Conflict(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         };
         seed(
             ORGANIZATION_ENTITY,
@@ -673,7 +756,10 @@ impl AppState {
     /// whose tokens have expired anyway. Call from blocking code.
     pub fn revoke(&self, id: Uuid, expires_secs: i64) -> Result<(), AppError> {
         let now = self.clock.now_secs();
+        // Other nodes' sign-outs are kept too (a cluster node on PostgreSQL).
+        let stored = stored_revocations(&self.directory)?;
         let mut revoked = self.revoked.write().expect("revoked lock");
+        revoked.extend(stored);
         revoked.retain(|_, expires| *expires > now);
         revoked.insert(id, expires_secs);
         let text = serde_json::to_string(&*revoked).expect("a map serialises");
@@ -836,8 +922,38 @@ where
         .map_err(Into::into)
 }
 
+/// The entities whose records some part of a node keeps in memory, so that a write to one is
+/// announced to the other nodes: the organization's audit settings and the custom roles here,
+/// the processes and plug-in steps in the platform's automation cache.
+const CACHED_ENTITIES: [&str; 4] = [
+    ORGANIZATION_ENTITY,
+    "role",
+    "workflow",
+    "sdkmessageprocessingstep",
+];
+
 /// The PostgreSQL schema of an instance's records: named by its organization id, which never
 /// changes.
 pub fn pg_schema(organization_id: Uuid) -> String {
     format!("instance_{}", organization_id.simple())
+}
+
+/// The tenant directory of a node: `control.db` in its data directory, or the one in its
+/// PostgreSQL database (`--postgres`), shared by every node of the cluster.
+pub fn open_directory(
+    data_dir: &Path,
+    postgres: Option<&str>,
+) -> Result<(Directory, bool), StartError> {
+    Ok(match postgres {
+        None => Directory::open(&data_dir.join("control.db"), "default")?,
+        Some(url) => Directory::open_postgres(url, "default")?,
+    })
+}
+
+/// The signed-out sessions kept in the directory.
+fn stored_revocations(directory: &Directory) -> Result<HashMap<Uuid, i64>, custos_records::Error> {
+    Ok(directory
+        .setting(REVOKED_SETTING)?
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default())
 }

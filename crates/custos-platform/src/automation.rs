@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::PlatformState;
 use custos_http::draft::{EventDraft, changes};
 use custos_http::error::AppError;
-use custos_http::state::{Instance, blocking};
+use custos_http::state::{AppState, Instance, blocking};
 use custos_http::webhook::Outbox;
 
 /// The directory setting of the outbox's cursor.
@@ -80,6 +80,22 @@ impl Automations {
     /// Forgets a deleted instance's automations (a new instance may take its name).
     pub(crate) fn forget(&self, instance: &str) {
         self.0.write().expect("automations lock").remove(instance);
+    }
+
+    /// Forgets what another node changed: an instance's automations when its store announced
+    /// a change, every instance's when the instances or anything else may have changed; they
+    /// are read again on next use.
+    pub(crate) fn follow(&self, app: &AppState, change: custos_records::Change<'_>) {
+        use custos_records::Change;
+        let mut all = self.0.write().expect("automations lock");
+        match change {
+            Change::Store(schema) => all.retain(|name, _| {
+                app.instance(name)
+                    .is_some_and(|i| custos_http::state::pg_schema(i.organization_id) != schema)
+            }),
+            Change::Directory | Change::Anything => all.clear(),
+            Change::Setting(_) => {}
+        }
     }
 }
 

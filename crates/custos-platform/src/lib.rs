@@ -50,12 +50,25 @@ impl PlatformState {
     /// The platform over `app`: its support grants read from the directory; `run_retention` is
     /// what the support tool's `run-retention` command runs.
     pub fn open(app: &AppState, run_retention: RunRetention) -> Result<PlatformState, StartError> {
+        let own = Arc::new(Own {
+            grants: support::Grants::load(&app.directory)?,
+            automations: automation::Automations::default(),
+            run_retention,
+        });
+        // Another node's changes: support grants given or ended, processes and plug-ins
+        // written (they are read again on next use).
+        let following = Arc::downgrade(&own);
+        app.on_change(move |app, change| {
+            let Some(own) = following.upgrade() else {
+                return;
+            };
+            if let Err(error) = own.grants.follow(&app.directory, change) {
+                tracing::warn!(%error, "the support grants another node changed could not be read");
+            }
+            own.automations.follow(app, change);
+        });
         Ok(PlatformState {
-            own: Arc::new(Own {
-                grants: support::Grants::load(&app.directory)?,
-                automations: automation::Automations::default(),
-                run_retention,
-            }),
+            own,
             app: app.clone(),
         })
     }

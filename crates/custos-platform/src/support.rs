@@ -177,6 +177,20 @@ impl Grants {
         })
     }
 
+    /// Reads the grants again when another node changed them.
+    pub(crate) fn follow(
+        &self,
+        directory: &custos_records::Directory,
+        change: custos_records::Change<'_>,
+    ) -> Result<(), custos_records::Error> {
+        use custos_records::Change;
+        if matches!(change, Change::Setting(GRANTS_SETTING) | Change::Anything) {
+            let stored = Grants::load(directory)?;
+            *self.all.write().expect("grants lock") = stored.all.into_inner().expect("grants lock");
+        }
+        Ok(())
+    }
+
     /// Every grant, newest first.
     pub(crate) fn list(&self) -> Vec<Grant> {
         let mut all = self.all.read().expect("grants lock").clone();

@@ -1,17 +1,26 @@
 //! The tenant directory: tenants, instances, principals (users and application users, with
-//! their credential hashes) and role assignments, in the control database `control.db`.
+//! their credential hashes), role assignments, team members and settings — in the control
+//! database `control.db` (SQLite), or for a cluster node in the schema `custos_directory` of
+//! its PostgreSQL database, through the same engines as the record store (`engine.rs`).
 //!
 //! Principals are tenant-wide identities, like Entra ID accounts; each instance projects them as
 //! `systemuser` records with the same id. Lookups on the request path come from an in-memory
-//! copy that writes go through.
+//! copy that writes go through. On PostgreSQL every write also notifies the channel
+//! `custos_directory` in its transaction, and every node reloads its copy when one commits, so a
+//! change made on one node (a user disabled, a role taken away) holds on all of them.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use rusqlite::{Connection, OptionalExtension};
 use uuid::Uuid;
 
+use crate::engine::{Engine, Sql};
+use crate::metadata::{AttributeDef, AttributeType};
+use crate::pg::Postgres;
+use crate::sql::Dialect;
+use crate::sqlite::Sqlite;
+use crate::value::Value;
 use crate::{Error, Result};
 
 /// An identity that can sign in.
@@ -86,14 +95,108 @@ struct Cache {
     teams: HashMap<(Uuid, String), Vec<Uuid>>,
 }
 
-/// The control database of one tenant.
-pub struct Directory {
-    conn: Mutex<Connection>,
-    tenant_id: Uuid,
-    cache: RwLock<Cache>,
+/// Where a directory is kept.
+enum Db {
+    Sqlite(Sqlite),
+    Postgres(Postgres),
 }
 
-const SCHEMA: &str = "
+impl Db {
+    fn read<T: Send>(&self, f: impl Fn(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+        match self {
+            Db::Sqlite(engine) => engine.read(f),
+            Db::Postgres(engine) => engine.read(f),
+        }
+    }
+
+    /// Runs `f` in a write transaction which, on PostgreSQL, tells every node what changed
+    /// when it commits: `payload` is empty for what the copy in memory holds (it is reloaded),
+    /// `setting:<key>` for a setting.
+    fn write<T: Send>(
+        &self,
+        payload: &str,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send,
+    ) -> Result<T> {
+        let notified = |sql: &mut dyn Sql| {
+            let value = f(sql)?;
+            if sql.dialect() == Dialect::Postgres {
+                sql.execute("SELECT pg_notify(?, ?)", &[text(CHANNEL), text(payload)])?;
+            }
+            Ok(value)
+        };
+        match self {
+            Db::Sqlite(engine) => engine.write(notified, |_| Ok(())),
+            Db::Postgres(engine) => engine.write(notified, |_| Ok(())),
+        }
+    }
+}
+
+/// The PostgreSQL channel a directory write notifies.
+const CHANNEL: &str = "custos_directory";
+
+/// The payload prefix of a notification that a setting changed.
+const SETTING: &str = "setting:";
+
+/// The PostgreSQL schema of the directory.
+const PG_SCHEMA: &str = "custos_directory";
+
+/// What another node changed, as a [`Directory::subscribe`]r hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The directory (already reloaded when this is heard): instances, principals, roles,
+    /// settings.
+    Directory,
+    /// What the record store in this PostgreSQL schema keeps in memory: its published
+    /// metadata, or records of an entity it watches.
+    Store(&'a str),
+    /// The tenant setting of this key.
+    Setting(&'a str),
+    /// Anything: the node was not listening for a while.
+    Anything,
+}
+
+/// A subscriber to other nodes' changes.
+type Subscriber = Box<dyn Fn(Change<'_>) + Send + Sync>;
+
+struct Shared {
+    db: Db,
+    cache: RwLock<Cache>,
+    tenant_id: Uuid,
+    subscribers: RwLock<Vec<Subscriber>>,
+}
+
+impl Shared {
+    /// Reloads the copy in memory, then tells the subscribers.
+    fn heard(&self, notice: Option<crate::pg::Notice<'_>>) {
+        let change = match notice {
+            Some(notice) if notice.channel == crate::pg::STORE_CHANNEL => {
+                Change::Store(notice.payload)
+            }
+            Some(notice) => match notice.payload.strip_prefix(SETTING) {
+                Some(key) => Change::Setting(key),
+                None => Change::Directory,
+            },
+            None => Change::Anything,
+        };
+        if matches!(change, Change::Directory | Change::Anything) {
+            match self.db.read(|sql| load_cache(sql, self.tenant_id)) {
+                Ok(cache) => *self.cache.write().expect("directory cache") = cache,
+                Err(error) => {
+                    tracing::warn!(%error, "the directory could not be reloaded; it is reloaded again when the next change or connection comes");
+                    return;
+                }
+            }
+        }
+        for subscriber in self.subscribers.read().expect("subscribers").iter() {
+            subscriber(change);
+        }
+    }
+}
+
+/// The directory of one tenant.
+pub struct Directory(Arc<Shared>);
+
+const SQLITE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS tenant (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS instance (
     name TEXT PRIMARY KEY, state TEXT NOT NULL, organization_id TEXT NOT NULL);
@@ -110,6 +213,25 @@ CREATE TABLE IF NOT EXISTS team_member (
     PRIMARY KEY (instance, team_id, principal_id));
 ";
 
+/// The same tables on PostgreSQL (made whole at once: no older versions to upgrade).
+const PG_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS tenant (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE IF NOT EXISTS instance (
+    name text PRIMARY KEY, state text NOT NULL, organization_id text NOT NULL);
+CREATE TABLE IF NOT EXISTS principal (
+    id text PRIMARY KEY, upn citext NOT NULL UNIQUE, display_name text NOT NULL,
+    user_type bigint NOT NULL, password_hash text, client_id text UNIQUE, secret_hash text,
+    global_admin bigint NOT NULL, disabled bigint NOT NULL DEFAULT 0, created_by text,
+    token_generation bigint NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS setting (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS role_assignment (
+    principal_id text NOT NULL, instance text NOT NULL, role_id text NOT NULL,
+    PRIMARY KEY (principal_id, instance, role_id));
+CREATE TABLE IF NOT EXISTS team_member (
+    instance text NOT NULL, team_id text NOT NULL, principal_id text NOT NULL,
+    PRIMARY KEY (instance, team_id, principal_id));
+";
+
 /// Columns added to `principal` after its first version, added to an older control database
 /// when it opens.
 const PRINCIPAL_COLUMNS: [(&str, &str); 2] = [
@@ -117,98 +239,160 @@ const PRINCIPAL_COLUMNS: [(&str, &str); 2] = [
     ("token_generation", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
-fn add_missing_columns(conn: &Connection) -> Result<()> {
-    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('principal')")?;
-    let present: Vec<String> = statement
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+fn add_missing_columns(sql: &mut dyn Sql) -> Result<()> {
+    let present = sql.texts("SELECT name FROM pragma_table_info('principal')", &[], 1)?;
     for (name, kind) in PRINCIPAL_COLUMNS {
-        if !present.iter().any(|p| p == name) {
-            conn.execute_batch(&format!("ALTER TABLE principal ADD COLUMN {name} {kind}"))?;
+        if !present.iter().any(|row| row[0].as_deref() == Some(name)) {
+            sql.batch(&format!("ALTER TABLE principal ADD COLUMN {name} {kind}"))?;
         }
     }
     Ok(())
 }
 
-fn parse_uuid(text: String) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+fn text(value: impl ToString) -> Value {
+    Value::String(value.to_string())
+}
+
+fn optional_text(value: Option<impl ToString>) -> Value {
+    value.map_or(Value::Null, text)
+}
+
+fn flag(value: bool) -> Value {
+    Value::Integer(i64::from(value))
+}
+
+fn parse_uuid(value: Option<String>) -> Result<Uuid> {
+    value
+        .as_deref()
+        .and_then(|text| Uuid::parse_str(text).ok())
+        .ok_or_else(|| Error::Corrupted("the directory holds an id that is not a GUID".into()))
+}
+
+/// Runs an `INSERT`, a taken key being the conflict `message`.
+fn insert(sql: &mut dyn Sql, statement: &str, params: &[Value], message: String) -> Result<()> {
+    if sql.insert(statement, params)? {
+        Ok(())
+    } else {
+        Err(Error::Conflict(message))
+    }
 }
 
 impl Directory {
-    /// Opens the control database, creating tenant `tenant_name` when it is new; returns it
-    /// and whether it was created now (the first run).
+    /// Opens the control database at `path`, creating tenant `tenant_name` when it is new;
+    /// returns it and whether it was created now (the first run).
     pub fn open(path: &Path, tenant_name: &str) -> Result<(Directory, bool)> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        add_missing_columns(&conn)?;
-        let existing: Option<String> = conn
-            .query_row("SELECT id FROM tenant", [], |row| row.get(0))
-            .optional()?;
-        let (tenant_id, created) = match existing {
-            Some(id) => (parse_uuid(id)?, false),
-            None => {
-                let id = Uuid::new_v4();
-                conn.execute(
-                    "INSERT INTO tenant (id, name) VALUES (?1, ?2)",
-                    [id.to_string(), tenant_name.to_string()],
-                )?;
-                (id, true)
+        let engine = Sqlite::open(path, SQLITE_TABLES)?;
+        engine.write(|sql| add_missing_columns(sql), |_| Ok(()))?;
+        Directory::over(Db::Sqlite(engine), tenant_name)
+    }
+
+    /// Opens the directory in the PostgreSQL database at `url` (schema `custos_directory`),
+    /// creating tenant `tenant_name` when it is new — one tenant per database; returns it and
+    /// whether it was created now. Its copy in memory follows every node's writes.
+    pub fn open_postgres(url: &str, tenant_name: &str) -> Result<(Directory, bool)> {
+        let engine = Postgres::open(url, PG_SCHEMA, PG_TABLES)?;
+        let (directory, created) = Directory::over(Db::Postgres(engine), tenant_name)?;
+        if let Db::Postgres(engine) = &directory.0.db {
+            engine.follow(
+                &[CHANNEL, crate::pg::STORE_CHANNEL],
+                Arc::downgrade(&directory.0),
+                |shared: &Shared, notice| shared.heard(notice),
+            );
+        }
+        Ok((directory, created))
+    }
+
+    fn over(db: Db, tenant_name: &str) -> Result<(Directory, bool)> {
+        // One transaction (on PostgreSQL under the schema's lock): of two nodes starting at
+        // once, one creates the tenant and the other finds it.
+        let (tenant_id, created) = db.write("", |sql| {
+            let existing = sql.texts("SELECT id FROM tenant", &[], 1)?.pop();
+            match existing {
+                Some(row) => Ok((parse_uuid(row.into_iter().next().flatten())?, false)),
+                None => {
+                    let id = Uuid::new_v4();
+                    sql.execute(
+                        "INSERT INTO tenant (id, name) VALUES (?, ?)",
+                        &[text(id), text(tenant_name)],
+                    )?;
+                    Ok((id, true))
+                }
             }
-        };
-        let cache = load_cache(&conn, tenant_id)?;
+        })?;
+        let cache = db.read(|sql| load_cache(sql, tenant_id))?;
         Ok((
-            Directory {
-                conn: Mutex::new(conn),
-                tenant_id,
+            Directory(Arc::new(Shared {
+                db,
                 cache: RwLock::new(cache),
-            },
+                tenant_id,
+                subscribers: RwLock::new(Vec::new()),
+            })),
             created,
         ))
     }
 
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.0.cache.read().expect("directory cache")
+    }
+
+    fn cache_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.0.cache.write().expect("directory cache")
+    }
+
+    /// Calls `subscriber` whenever another node changes something this node keeps in memory
+    /// (on its own thread; never on SQLite, which has one node).
+    pub fn subscribe(&self, subscriber: impl Fn(Change<'_>) + Send + Sync + 'static) {
+        self.0
+            .subscribers
+            .write()
+            .expect("subscribers")
+            .push(Box::new(subscriber));
+    }
+
     /// The tenant's id.
     pub fn tenant_id(&self) -> Uuid {
-        self.tenant_id
+        self.0.tenant_id
     }
 
     /// Records a new instance.
     pub fn add_instance(&self, instance: &InstanceInfo) -> Result<()> {
-        let conn = self.conn.lock().expect("directory lock");
-        conn.execute(
-            "INSERT INTO instance (name, state, organization_id) VALUES (?1, ?2, ?3)",
-            [
-                &instance.name,
-                &instance.state,
-                &instance.organization_id.to_string(),
-            ],
-        )
-        .map_err(|e| conflict(e, format!("instance '{}' already exists", instance.name)))?;
-        Ok(())
+        self.0.db.write("", |sql| {
+            insert(
+                sql,
+                "INSERT INTO instance (name, state, organization_id) VALUES (?, ?, ?)",
+                &[
+                    text(&instance.name),
+                    text(&instance.state),
+                    text(instance.organization_id),
+                ],
+                format!("instance '{}' already exists", instance.name),
+            )
+        })
     }
 
     /// Changes an instance's state (`trial` → `paid`); false when there is no such instance.
     pub fn set_instance_state(&self, name: &str, state: &str) -> Result<bool> {
-        let conn = self.conn.lock().expect("directory lock");
-        let changed = conn.execute(
-            "UPDATE instance SET state = ?1 WHERE name = ?2",
-            [state, name],
-        )?;
+        let changed = self.0.db.write("", |sql| {
+            sql.execute(
+                "UPDATE instance SET state = ? WHERE name = ?",
+                &[text(state), text(name)],
+            )
+        })?;
         Ok(changed == 1)
     }
 
     /// Forgets an instance and every role held in it; false when there is no such instance.
     pub fn remove_instance(&self, name: &str) -> Result<bool> {
-        let mut conn = self.conn.lock().expect("directory lock");
-        let tx = conn.transaction()?;
-        let removed = tx.execute("DELETE FROM instance WHERE name = ?1", [name])?;
-        tx.execute("DELETE FROM role_assignment WHERE instance = ?1", [name])?;
-        tx.execute("DELETE FROM team_member WHERE instance = ?1", [name])?;
-        tx.commit()?;
-        let mut cache = self.cache.write().expect("directory cache lock");
+        let removed = self.0.db.write("", |sql| {
+            let removed = sql.execute("DELETE FROM instance WHERE name = ?", &[text(name)])?;
+            sql.execute(
+                "DELETE FROM role_assignment WHERE instance = ?",
+                &[text(name)],
+            )?;
+            sql.execute("DELETE FROM team_member WHERE instance = ?", &[text(name)])?;
+            Ok(removed)
+        })?;
+        let mut cache = self.cache_mut();
         cache.roles.retain(|(_, instance), _| instance != name);
         cache.teams.retain(|(_, instance), _| instance != name);
         Ok(removed == 1)
@@ -216,24 +400,31 @@ impl Directory {
 
     /// Every instance, by name.
     pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
-        let conn = self.conn.lock().expect("directory lock");
-        let mut statement =
-            conn.prepare("SELECT name, state, organization_id FROM instance ORDER BY name")?;
-        let rows = statement.query_map([], |row| {
-            Ok(InstanceInfo {
-                name: row.get(0)?,
-                state: row.get(1)?,
-                organization_id: parse_uuid(row.get(2)?)?,
-            })
+        let rows = self.0.db.read(|sql| {
+            sql.texts(
+                "SELECT name, state, organization_id FROM instance ORDER BY name",
+                &[],
+                3,
+            )
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.into_iter()
+            .map(|row| {
+                let [name, state, organization_id] = <[Option<String>; 3]>::try_from(row)
+                    .map_err(|_| Error::Corrupted("instance row".into()))?;
+                Ok(InstanceInfo {
+                    name: name.unwrap_or_default(),
+                    state: state.unwrap_or_default(),
+                    organization_id: parse_uuid(organization_id)?,
+                })
+            })
+            .collect()
     }
 
     /// Adds a principal; a taken UPN or client id is a conflict.
     pub fn add_principal(&self, new: NewPrincipal) -> Result<Principal> {
         let principal = Principal {
             id: new.id,
-            tenant_id: self.tenant_id,
+            tenant_id: self.0.tenant_id,
             upn: new.upn,
             display_name: new.display_name,
             user_type: new.user_type,
@@ -245,26 +436,29 @@ impl Directory {
             created_by: new.created_by,
             token_generation: 0,
         };
-        let conn = self.conn.lock().expect("directory lock");
-        conn.execute(
-            "INSERT INTO principal (id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            rusqlite::params![
-                principal.id.to_string(),
-                principal.upn,
-                principal.display_name,
-                principal.user_type,
-                principal.password_hash,
-                principal.client_id,
-                principal.secret_hash,
-                principal.global_admin,
-                principal.created_by.map(|id| id.to_string()),
-            ],
-        )
-        .map_err(|e| conflict(e, format!("a user named '{}' (or with that id or client id) already exists", principal.upn)))?;
-        self.cache
-            .write()
-            .expect("directory cache")
+        self.0.db.write("", |sql| {
+            insert(
+                sql,
+                "INSERT INTO principal (id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, created_by)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                &[
+                    text(principal.id),
+                    text(&principal.upn),
+                    text(&principal.display_name),
+                    Value::Integer(i64::from(principal.user_type)),
+                    optional_text(principal.password_hash.as_ref()),
+                    optional_text(principal.client_id.as_ref()),
+                    optional_text(principal.secret_hash.as_ref()),
+                    flag(principal.global_admin),
+                    optional_text(principal.created_by),
+                ],
+                format!(
+                    "a user named '{}' (or with that id or client id) already exists",
+                    principal.upn
+                ),
+            )
+        })?;
+        self.cache_mut()
             .principals
             .insert(principal.id, principal.clone());
         Ok(principal)
@@ -272,12 +466,7 @@ impl Directory {
 
     /// A principal by id.
     pub fn principal(&self, id: Uuid) -> Option<Principal> {
-        self.cache
-            .read()
-            .expect("directory cache")
-            .principals
-            .get(&id)
-            .cloned()
+        self.cache().principals.get(&id).cloned()
     }
 
     /// Disables or enables a principal's sign-in; disabling also ends every session. False
@@ -285,8 +474,8 @@ impl Directory {
     pub fn set_disabled(&self, id: Uuid, disabled: bool) -> Result<bool> {
         self.change_principal(
             id,
-            "disabled = ?1, token_generation = token_generation + ?2",
-            rusqlite::params![disabled, u32::from(disabled), id.to_string()],
+            "disabled = ?, token_generation = token_generation + ?",
+            vec![flag(disabled), flag(disabled)],
             |principal| {
                 principal.disabled = disabled;
                 if disabled {
@@ -301,8 +490,8 @@ impl Directory {
     pub fn set_password(&self, id: Uuid, password_hash: &str) -> Result<bool> {
         self.change_principal(
             id,
-            "password_hash = ?1, token_generation = token_generation + ?2",
-            rusqlite::params![password_hash, 1, id.to_string()],
+            "password_hash = ?, token_generation = token_generation + 1",
+            vec![text(password_hash)],
             |principal| {
                 principal.password_hash = Some(password_hash.to_string());
                 principal.token_generation += 1;
@@ -310,25 +499,26 @@ impl Directory {
         )
     }
 
-    /// Updates one principal row (`assignments` use `?1`, `?2`; the id is `?3`) and then its
+    /// Updates one principal row (`assignments` take `params`, then the id) and then its
     /// cached copy the same way.
     fn change_principal(
         &self,
         id: Uuid,
         assignments: &str,
-        params: impl rusqlite::Params,
+        mut params: Vec<Value>,
         apply: impl FnOnce(&mut Principal),
     ) -> Result<bool> {
-        let conn = self.conn.lock().expect("directory lock");
-        let changed = conn.execute(
-            &format!("UPDATE principal SET {assignments} WHERE id = ?3"),
-            params,
-        )?;
-        if changed == 1 {
-            let mut cache = self.cache.write().expect("directory cache");
-            if let Some(principal) = cache.principals.get_mut(&id) {
-                apply(principal);
-            }
+        params.push(text(id));
+        let changed = self.0.db.write("", |sql| {
+            sql.execute(
+                &format!("UPDATE principal SET {assignments} WHERE id = ?"),
+                &params,
+            )
+        })?;
+        if changed == 1
+            && let Some(principal) = self.cache_mut().principals.get_mut(&id)
+        {
+            apply(principal);
         }
         Ok(changed == 1)
     }
@@ -336,17 +526,19 @@ impl Directory {
     /// Deletes a principal with every role and team membership it holds; its tokens are
     /// refused from now on. False when there is no such principal.
     pub fn remove_principal(&self, id: Uuid) -> Result<bool> {
-        let mut conn = self.conn.lock().expect("directory lock");
-        let tx = conn.transaction()?;
-        let key = id.to_string();
-        let removed = tx.execute("DELETE FROM principal WHERE id = ?1", [&key])?;
-        tx.execute(
-            "DELETE FROM role_assignment WHERE principal_id = ?1",
-            [&key],
-        )?;
-        tx.execute("DELETE FROM team_member WHERE principal_id = ?1", [&key])?;
-        tx.commit()?;
-        let mut cache = self.cache.write().expect("directory cache");
+        let removed = self.0.db.write("", |sql| {
+            let removed = sql.execute("DELETE FROM principal WHERE id = ?", &[text(id)])?;
+            sql.execute(
+                "DELETE FROM role_assignment WHERE principal_id = ?",
+                &[text(id)],
+            )?;
+            sql.execute(
+                "DELETE FROM team_member WHERE principal_id = ?",
+                &[text(id)],
+            )?;
+            Ok(removed)
+        })?;
+        let mut cache = self.cache_mut();
         cache.principals.remove(&id);
         cache.roles.retain(|(holder, _), _| *holder != id);
         cache.teams.retain(|(member, _), _| *member != id);
@@ -355,8 +547,8 @@ impl Directory {
 
     /// The principals a support engineer created.
     pub fn created_by(&self, engineer: Uuid) -> Vec<Principal> {
-        let cache = self.cache.read().expect("directory cache");
-        let mut out: Vec<Principal> = cache
+        let mut out: Vec<Principal> = self
+            .cache()
             .principals
             .values()
             .filter(|p| p.created_by == Some(engineer))
@@ -368,7 +560,7 @@ impl Directory {
 
     /// Every instance in which `principal` holds a role directly or through a team.
     pub fn instances_with_roles(&self, principal: Uuid) -> Vec<String> {
-        let cache = self.cache.read().expect("directory cache");
+        let cache = self.cache();
         let mut out: Vec<String> = cache
             .roles
             .iter()
@@ -389,16 +581,14 @@ impl Directory {
 
     /// Every principal, by sign-in name.
     pub fn principals(&self) -> Vec<Principal> {
-        let cache = self.cache.read().expect("directory cache");
-        let mut out: Vec<Principal> = cache.principals.values().cloned().collect();
+        let mut out: Vec<Principal> = self.cache().principals.values().cloned().collect();
         out.sort_by(|a, b| a.upn.cmp(&b.upn));
         out
     }
 
     /// A principal by user principal name, ignoring case.
     pub fn by_upn(&self, upn: &str) -> Option<Principal> {
-        let cache = self.cache.read().expect("directory cache");
-        cache
+        self.cache()
             .principals
             .values()
             .find(|p| p.upn.eq_ignore_ascii_case(upn))
@@ -407,8 +597,7 @@ impl Directory {
 
     /// An application user by client id.
     pub fn by_client_id(&self, client_id: &str) -> Option<Principal> {
-        let cache = self.cache.read().expect("directory cache");
-        cache
+        self.cache()
             .principals
             .values()
             .find(|p| p.client_id.as_deref() == Some(client_id))
@@ -417,14 +606,14 @@ impl Directory {
 
     /// Gives `principal` the role `role_id` in `instance`; returns false when it already had it.
     pub fn assign_role(&self, principal: Uuid, instance: &str, role_id: Uuid) -> Result<bool> {
-        let conn = self.conn.lock().expect("directory lock");
-        let added = conn.execute(
-            "INSERT OR IGNORE INTO role_assignment (principal_id, instance, role_id) VALUES (?1, ?2, ?3)",
-            [principal.to_string(), instance.to_string(), role_id.to_string()],
-        )?;
+        let added = self.0.db.write("", |sql| {
+            sql.execute(
+                "INSERT INTO role_assignment (principal_id, instance, role_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                &[text(principal), text(instance), text(role_id)],
+            )
+        })?;
         if added > 0 {
-            let mut cache = self.cache.write().expect("directory cache");
-            cache
+            self.cache_mut()
                 .roles
                 .entry((principal, instance.to_string()))
                 .or_default()
@@ -436,24 +625,26 @@ impl Directory {
     /// Takes role `role_id` in `instance` from `principal` (a user or a team); returns false
     /// when it did not hold it.
     pub fn unassign_role(&self, principal: Uuid, instance: &str, role_id: Uuid) -> Result<bool> {
-        let conn = self.conn.lock().expect("directory lock");
-        let removed = conn.execute(
-            "DELETE FROM role_assignment WHERE principal_id = ?1 AND instance = ?2 AND role_id = ?3",
-            [principal.to_string(), instance.to_string(), role_id.to_string()],
-        )?;
-        if removed > 0 {
-            let mut cache = self.cache.write().expect("directory cache");
-            if let Some(held) = cache.roles.get_mut(&(principal, instance.to_string())) {
-                held.retain(|r| *r != role_id);
-            }
+        let removed = self.0.db.write("", |sql| {
+            sql.execute(
+                "DELETE FROM role_assignment WHERE principal_id = ? AND instance = ? AND role_id = ?",
+                &[text(principal), text(instance), text(role_id)],
+            )
+        })?;
+        if removed > 0
+            && let Some(held) = self
+                .cache_mut()
+                .roles
+                .get_mut(&(principal, instance.to_string()))
+        {
+            held.retain(|r| *r != role_id);
         }
         Ok(removed > 0)
     }
 
     /// The roles `principal` (a user or a team) holds in `instance` directly.
     pub fn roles(&self, principal: Uuid, instance: &str) -> Vec<Uuid> {
-        let cache = self.cache.read().expect("directory cache");
-        cache
+        self.cache()
             .roles
             .get(&(principal, instance.to_string()))
             .cloned()
@@ -462,7 +653,7 @@ impl Directory {
 
     /// The roles a user holds in `instance`: their own and those of every team they are in.
     pub fn effective_roles(&self, principal: Uuid, instance: &str) -> Vec<Uuid> {
-        let cache = self.cache.read().expect("directory cache");
+        let cache = self.cache();
         let key = (principal, instance.to_string());
         let mut out: Vec<Uuid> = cache.roles.get(&key).cloned().unwrap_or_default();
         for team in cache.teams.get(&key).into_iter().flatten() {
@@ -482,14 +673,14 @@ impl Directory {
 
     /// Adds `principal` to team `team` of `instance`; returns false when already a member.
     pub fn add_team_member(&self, instance: &str, team: Uuid, principal: Uuid) -> Result<bool> {
-        let conn = self.conn.lock().expect("directory lock");
-        let added = conn.execute(
-            "INSERT OR IGNORE INTO team_member (instance, team_id, principal_id) VALUES (?1, ?2, ?3)",
-            [instance.to_string(), team.to_string(), principal.to_string()],
-        )?;
+        let added = self.0.db.write("", |sql| {
+            sql.execute(
+                "INSERT INTO team_member (instance, team_id, principal_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                &[text(instance), text(team), text(principal)],
+            )
+        })?;
         if added > 0 {
-            let mut cache = self.cache.write().expect("directory cache");
-            cache
+            self.cache_mut()
                 .teams
                 .entry((principal, instance.to_string()))
                 .or_default()
@@ -500,28 +691,27 @@ impl Directory {
 
     /// Removes `principal` from team `team`; returns false when not a member.
     pub fn remove_team_member(&self, instance: &str, team: Uuid, principal: Uuid) -> Result<bool> {
-        let conn = self.conn.lock().expect("directory lock");
-        let removed = conn.execute(
-            "DELETE FROM team_member WHERE instance = ?1 AND team_id = ?2 AND principal_id = ?3",
-            [
-                instance.to_string(),
-                team.to_string(),
-                principal.to_string(),
-            ],
-        )?;
-        if removed > 0 {
-            let mut cache = self.cache.write().expect("directory cache");
-            if let Some(teams) = cache.teams.get_mut(&(principal, instance.to_string())) {
-                teams.retain(|t| *t != team);
-            }
+        let removed = self.0.db.write("", |sql| {
+            sql.execute(
+                "DELETE FROM team_member WHERE instance = ? AND team_id = ? AND principal_id = ?",
+                &[text(instance), text(team), text(principal)],
+            )
+        })?;
+        if removed > 0
+            && let Some(teams) = self
+                .cache_mut()
+                .teams
+                .get_mut(&(principal, instance.to_string()))
+        {
+            teams.retain(|t| *t != team);
         }
         Ok(removed > 0)
     }
 
     /// The members of team `team` of `instance`.
     pub fn team_members(&self, instance: &str, team: Uuid) -> Vec<Uuid> {
-        let cache = self.cache.read().expect("directory cache");
-        let mut out: Vec<Uuid> = cache
+        let mut out: Vec<Uuid> = self
+            .cache()
             .teams
             .iter()
             .filter(|((_, i), teams)| i == instance && teams.contains(&team))
@@ -533,106 +723,130 @@ impl Directory {
 
     /// A tenant setting's stored text.
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
-        let conn = self.conn.lock().expect("directory lock");
-        Ok(conn
-            .query_row("SELECT value FROM setting WHERE key = ?1", [key], |row| {
-                row.get(0)
-            })
-            .optional()?)
+        let mut rows = self
+            .0
+            .db
+            .read(|sql| sql.texts("SELECT value FROM setting WHERE key = ?", &[text(key)], 1))?;
+        Ok(rows.pop().and_then(|row| row.into_iter().next().flatten()))
     }
 
-    /// Stores a tenant setting (durably: `synchronous=FULL`).
+    /// Stores a tenant setting (durably: `synchronous=FULL`, or PostgreSQL's commit).
     pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        let conn = self.conn.lock().expect("directory lock");
-        conn.execute(
-            "INSERT INTO setting (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )?;
+        self.0.db.write(&format!("{SETTING}{key}"), |sql| {
+            sql.execute(
+                "INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[text(key), text(value)],
+            )
+        })?;
         Ok(())
     }
 
     /// Removes a tenant setting (nothing when there is none).
     pub fn remove_setting(&self, key: &str) -> Result<()> {
-        let conn = self.conn.lock().expect("directory lock");
-        conn.execute("DELETE FROM setting WHERE key = ?1", [key])?;
+        self.0.db.write(&format!("{SETTING}{key}"), |sql| {
+            sql.execute("DELETE FROM setting WHERE key = ?", &[text(key)])
+        })?;
         Ok(())
     }
 
     /// Whether `principal` holds `role_id` in any instance.
     pub fn has_role_anywhere(&self, principal: Uuid, role_id: Uuid) -> bool {
-        let cache = self.cache.read().expect("directory cache");
-        cache
+        self.cache()
             .roles
             .iter()
             .any(|((p, _), roles)| *p == principal && roles.contains(&role_id))
     }
 }
 
-fn conflict(error: rusqlite::Error, message: String) -> Error {
-    match error {
-        rusqlite::Error::SqliteFailure(e, _)
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            Error::Conflict(message)
-        }
-        other => other.into(),
-    }
-}
-
-fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
-    let mut principals = HashMap::new();
-    let mut statement = conn.prepare(
+fn load_cache(sql: &mut dyn Sql, tenant_id: Uuid) -> Result<Cache> {
+    let column = |name: &str, attribute_type| AttributeDef::new(name, attribute_type);
+    let string = || AttributeType::Memo;
+    let columns = [
+        column("id", string()),
+        column("upn", string()),
+        column("display_name", string()),
+        column("user_type", AttributeType::Integer),
+        column("password_hash", string()),
+        column("client_id", string()),
+        column("secret_hash", string()),
+        column("global_admin", AttributeType::Integer),
+        column("disabled", AttributeType::Integer),
+        column("created_by", string()),
+        column("token_generation", AttributeType::Integer),
+    ];
+    let rows = sql.rows(
         "SELECT id, upn, display_name, user_type, password_hash, client_id, secret_hash, global_admin, disabled, created_by, token_generation FROM principal",
+        &[],
+        &columns,
     )?;
-    let rows = statement.query_map([], |row| {
-        Ok(Principal {
-            id: parse_uuid(row.get(0)?)?,
+    let text_of = |value: Value| match value {
+        Value::String(text) => Some(text),
+        _ => None,
+    };
+    let number_of = |value: &Value| match value {
+        Value::Integer(n) => *n,
+        _ => 0,
+    };
+    let mut principals = HashMap::new();
+    for row in rows {
+        let [
+            id,
+            upn,
+            display_name,
+            user_type,
+            password_hash,
+            client_id,
+            secret_hash,
+            global_admin,
+            disabled,
+            created_by,
+            token_generation,
+        ] = <[Value; 11]>::try_from(row).map_err(|_| Error::Corrupted("principal row".into()))?;
+        let principal = Principal {
+            id: parse_uuid(text_of(id))?,
             tenant_id,
-            upn: row.get(1)?,
-            display_name: row.get(2)?,
-            user_type: row.get(3)?,
-            password_hash: row.get(4)?,
-            client_id: row.get(5)?,
-            secret_hash: row.get(6)?,
-            global_admin: row.get(7)?,
-            disabled: row.get(8)?,
-            created_by: row
-                .get::<_, Option<String>>(9)?
-                .map(parse_uuid)
+            upn: text_of(upn).unwrap_or_default(),
+            display_name: text_of(display_name).unwrap_or_default(),
+            user_type: u8::try_from(number_of(&user_type))
+                .map_err(|_| Error::Corrupted("a user type out of range".into()))?,
+            password_hash: text_of(password_hash),
+            client_id: text_of(client_id),
+            secret_hash: text_of(secret_hash),
+            global_admin: number_of(&global_admin) != 0,
+            disabled: number_of(&disabled) != 0,
+            created_by: text_of(created_by)
+                .map(|t| parse_uuid(Some(t)))
                 .transpose()?,
-            token_generation: row.get(10)?,
-        })
-    })?;
-    for principal in rows {
-        let principal = principal?;
+            token_generation: u32::try_from(number_of(&token_generation))
+                .map_err(|_| Error::Corrupted("a token generation out of range".into()))?,
+        };
         principals.insert(principal.id, principal);
     }
     let mut roles: HashMap<(Uuid, String), Vec<Uuid>> = HashMap::new();
-    let mut statement =
-        conn.prepare("SELECT principal_id, instance, role_id FROM role_assignment")?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            parse_uuid(row.get(0)?)?,
-            row.get::<_, String>(1)?,
-            parse_uuid(row.get(2)?)?,
-        ))
-    })?;
-    for row in rows {
-        let (principal, instance, role) = row?;
-        roles.entry((principal, instance)).or_default().push(role);
+    for row in sql.texts(
+        "SELECT principal_id, instance, role_id FROM role_assignment",
+        &[],
+        3,
+    )? {
+        let [principal, instance, role] = <[Option<String>; 3]>::try_from(row)
+            .map_err(|_| Error::Corrupted("role assignment row".into()))?;
+        roles
+            .entry((parse_uuid(principal)?, instance.unwrap_or_default()))
+            .or_default()
+            .push(parse_uuid(role)?);
     }
     let mut teams: HashMap<(Uuid, String), Vec<Uuid>> = HashMap::new();
-    let mut statement = conn.prepare("SELECT instance, team_id, principal_id FROM team_member")?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            parse_uuid(row.get(1)?)?,
-            parse_uuid(row.get(2)?)?,
-        ))
-    })?;
-    for row in rows {
-        let (instance, team, principal) = row?;
-        teams.entry((principal, instance)).or_default().push(team);
+    for row in sql.texts(
+        "SELECT instance, team_id, principal_id FROM team_member",
+        &[],
+        3,
+    )? {
+        let [instance, team, principal] = <[Option<String>; 3]>::try_from(row)
+            .map_err(|_| Error::Corrupted("team member row".into()))?;
+        teams
+            .entry((parse_uuid(principal)?, instance.unwrap_or_default()))
+            .or_default()
+            .push(parse_uuid(team)?);
     }
     Ok(Cache {
         principals,
@@ -642,23 +856,4 @@ fn load_cache(conn: &Connection, tenant_id: Uuid) -> Result<Cache> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_are_kept_replaced_and_removed_across_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("control.db");
-        {
-            let (directory, _) = Directory::open(&path, "default").unwrap();
-            directory.set_setting("a", "1").unwrap();
-            directory.set_setting("a", "2").unwrap();
-            directory.set_setting("b", "3").unwrap();
-            directory.remove_setting("b").unwrap();
-            directory.remove_setting("never-set").unwrap();
-        }
-        let (directory, _) = Directory::open(&path, "default").unwrap();
-        assert_eq!(directory.setting("a").unwrap().as_deref(), Some("2"));
-        assert_eq!(directory.setting("b").unwrap(), None);
-    }
-}
+mod tests;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use uuid::Uuid;
 
-use crate::metadata::{AttributeDef, Catalog, EntityCategory, EntityDef, is_logical_name};
+use crate::metadata::{
+    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_logical_name,
+};
 use crate::options::QueryOptions;
 use crate::sql::{Dialect, column_list, select_sql};
 use crate::store::{
@@ -34,36 +36,92 @@ pub(crate) trait Sql {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
     /// Runs statements without parameters (schema changes).
     fn batch(&mut self, sql: &str) -> Result<()>;
-    /// Runs an `INSERT`; `false` when its primary key is taken (nothing was written, and the
+    /// Runs an `INSERT`; `false` when a unique key is taken (nothing was written, and the
     /// transaction can go on).
     fn insert(&mut self, sql: &str, params: &[Value]) -> Result<bool>;
-    /// Rows of text (or null) columns.
-    fn texts(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Option<String>>>>;
-    /// Rows of `definition`'s records, their columns in `attributes` order (by default every
-    /// attribute of the definition).
+    /// Rows of a query, each column read as the attribute of the same place in `columns`
+    /// says.
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        columns: &[AttributeDef],
+    ) -> Result<Vec<Vec<Value>>>;
+    /// The column type of `attribute`.
+    fn column_type(&self, attribute: &AttributeDef) -> &'static str;
+    /// Tells every other node, once this transaction commits, that something they keep in
+    /// memory of this store changed (its published metadata, or a watched entity's records).
+    fn announce(&mut self) -> Result<()>;
+
+    /// Rows of `width` text (or null) columns.
+    fn texts(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        width: usize,
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let columns = vec![AttributeDef::new("text", AttributeType::Memo); width];
+        Ok(self
+            .rows(sql, params, &columns)?
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|value| match value {
+                        Value::String(text) => Some(text),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// `definition`'s records, selected with every column in definition order.
     fn records(
         &mut self,
         definition: &EntityDef,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<Record>>;
+    ) -> Result<Vec<Record>> {
+        self.rows(sql, params, &definition.attributes)?
+            .into_iter()
+            .map(|row| record_of(definition, row))
+            .collect()
+    }
+
     /// Rows of (record id, value of `attribute`).
     fn values(
         &mut self,
         attribute: &AttributeDef,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<(Uuid, Value)>>;
+    ) -> Result<Vec<(Uuid, Value)>> {
+        let columns = [
+            AttributeDef::new("id", AttributeType::UniqueIdentifier),
+            attribute.clone(),
+        ];
+        self.rows(sql, params, &columns)?
+            .into_iter()
+            .map(|row| match <[Value; 2]>::try_from(row) {
+                Ok([Value::Guid(id), value]) => Ok((id, value)),
+                _ => Err(Error::Corrupted("a record has no id".into())),
+            })
+            .collect()
+    }
+
     /// A count.
-    fn count(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
-    /// The column type of `attribute`.
-    fn column_type(&self, attribute: &AttributeDef) -> &'static str;
+    fn count(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let columns = [AttributeDef::new("count", AttributeType::Integer)];
+        match self.rows(sql, params, &columns)?.pop().as_deref() {
+            Some([Value::Integer(n)]) => Ok(*n as u64),
+            _ => Err(Error::Corrupted("a count without its number".into())),
+        }
+    }
 }
 
 /// How an engine holds its connections and transactions, backs up and restores.
 pub(crate) trait Engine: Send + Sync {
     /// Runs `f` on a connection that reads beside the writer.
-    fn read<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> Result<T>;
+    fn read<T: Send>(&self, f: impl Fn(&mut dyn Sql) -> Result<T> + Send) -> Result<T>;
     /// Runs `work` in the instance's one write transaction, then `before_commit` on the
     /// caller's thread with what it made; commits only when both succeed.
     fn write<T: Send>(
@@ -81,6 +139,8 @@ pub(crate) trait Engine: Send + Sync {
 pub struct Store<E> {
     pub(crate) engine: E,
     catalog: ArcSwap<Catalog>,
+    /// Entities whose writes are announced to other nodes.
+    watched: std::sync::RwLock<Vec<String>>,
 }
 
 /// The row of `custos_entity` naming `entity`: its published definition (none before its
@@ -89,6 +149,7 @@ fn definitions(sql: &mut dyn Sql, entity: &str) -> Result<(Option<EntityDef>, En
     let mut rows = sql.texts(
         "SELECT published, draft FROM custos_entity WHERE logical_name = ?",
         &[Value::String(entity.into())],
+        2,
     )?;
     let row = rows
         .pop()
@@ -118,6 +179,7 @@ pub(crate) fn load_catalog(sql: &mut dyn Sql) -> Result<Catalog> {
     let rows = sql.texts(
         "SELECT published FROM custos_entity WHERE published IS NOT NULL",
         &[],
+        1,
     )?;
     let definitions: Vec<EntityDef> = first_texts(rows)?
         .iter()
@@ -193,6 +255,7 @@ pub(crate) fn read_snapshot(sql: &mut dyn Sql) -> Result<Vec<SnapshotEntity>> {
     let rows = sql.texts(
         "SELECT logical_name, published, draft FROM custos_entity ORDER BY logical_name",
         &[],
+        3,
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
@@ -289,6 +352,7 @@ fn publish_pending(sql: &mut dyn Sql) -> Result<Vec<String>> {
     let pending = sql.texts(
         &format!("SELECT logical_name, published, draft FROM custos_entity WHERE {differs}"),
         &[],
+        3,
     )?;
     let mut changed = Vec::new();
     for row in pending {
@@ -413,13 +477,17 @@ impl<E: Engine> Store<E> {
         Ok(Store {
             engine,
             catalog: ArcSwap::from_pointee(catalog),
+            watched: std::sync::RwLock::new(Vec::new()),
         })
     }
 
-    fn reload(&self) -> Result<()> {
-        let catalog = self.engine.read(|sql| load_catalog(sql))?;
-        self.catalog.store(Arc::new(catalog));
-        Ok(())
+    /// Whether writes to `entity` are announced.
+    fn watched(&self, entity: &str) -> bool {
+        self.watched
+            .read()
+            .expect("watched lock")
+            .iter()
+            .any(|w| w == entity)
     }
 
     fn definition(&self, entity: &str) -> Result<EntityDef> {
@@ -432,18 +500,32 @@ impl<E: Engine> Store<E> {
 }
 
 impl<E: Engine> RecordStore for Store<E> {
+    fn watch_entities(&self, entities: &[&str]) {
+        *self.watched.write().expect("watched lock") =
+            entities.iter().map(|e| e.to_string()).collect();
+    }
+
+    fn reload(&self) -> Result<()> {
+        let catalog = self.engine.read(|sql| load_catalog(sql))?;
+        self.catalog.store(Arc::new(catalog));
+        Ok(())
+    }
+
     fn install(&self, definitions: &[EntityDef]) -> Result<()> {
         self.engine.write(
             |sql| {
                 for definition in definitions {
                     let json = Value::String(definition.to_json().to_string());
-                    sql.execute(
-                        "INSERT INTO custos_entity (logical_name, published, draft) VALUES (?, ?, ?)",
+                    // Another node may have installed it first: its definition stands.
+                    let added = sql.execute(
+                        "INSERT INTO custos_entity (logical_name, published, draft) VALUES (?, ?, ?) ON CONFLICT (logical_name) DO NOTHING",
                         &[Value::String(definition.logical_name.clone()), json.clone(), json],
                     )?;
-                    create_table(sql, definition)?;
+                    if added == 1 {
+                        create_table(sql, definition)?;
+                    }
                 }
-                Ok(())
+                sql.announce()
             },
             |_| Ok(()),
         )?;
@@ -460,7 +542,11 @@ impl<E: Engine> RecordStore for Store<E> {
 
     fn drafts(&self) -> Result<Vec<EntityDef>> {
         self.engine.read(|sql| {
-            let rows = sql.texts("SELECT draft FROM custos_entity ORDER BY logical_name", &[])?;
+            let rows = sql.texts(
+                "SELECT draft FROM custos_entity ORDER BY logical_name",
+                &[],
+                1,
+            )?;
             first_texts(rows)?
                 .iter()
                 .map(|text| parse_definition(text))
@@ -499,7 +585,7 @@ impl<E: Engine> RecordStore for Store<E> {
         }
         self.engine.write(
             |sql| {
-                let drafts = first_texts(sql.texts("SELECT draft FROM custos_entity", &[])?)?;
+                let drafts = first_texts(sql.texts("SELECT draft FROM custos_entity", &[], 1)?)?;
                 for text in drafts {
                     let existing = parse_definition(&text)?;
                     if existing.logical_name == definition.logical_name
@@ -531,7 +617,11 @@ impl<E: Engine> RecordStore for Store<E> {
         before_commit: BeforeAttributeDelete<'_>,
     ) -> Result<()> {
         self.engine.write(
-            |sql| remove_attribute(sql, entity, attribute),
+            |sql| {
+                let removed = remove_attribute(sql, entity, attribute)?;
+                sql.announce()?;
+                Ok(removed)
+            },
             |(found, destroyed)| before_commit(found, destroyed),
         )?;
         self.reload()
@@ -541,9 +631,14 @@ impl<E: Engine> RecordStore for Store<E> {
         &self,
         before_commit: &mut dyn FnMut(&[String]) -> std::result::Result<(), String>,
     ) -> Result<Vec<String>> {
-        let changed = self
-            .engine
-            .write(publish_pending, |changed| before_commit(changed))?;
+        let changed = self.engine.write(
+            |sql| {
+                let changed = publish_pending(sql)?;
+                sql.announce()?;
+                Ok(changed)
+            },
+            |changed| before_commit(changed),
+        )?;
         self.reload()?;
         Ok(changed)
     }
@@ -602,10 +697,15 @@ impl<E: Engine> RecordStore for Store<E> {
         let definition = self.definition(entity)?;
         check_writable(&definition, &values, context)?;
         let id = id.unwrap_or_else(Uuid::new_v4);
+        let announce = self.watched(entity);
         self.engine.write(
             |sql| {
                 insert(sql, &definition, id, &values, context)?;
-                written(sql, &definition, id, None)
+                let outcome = written(sql, &definition, id, None)?;
+                if announce {
+                    sql.announce()?;
+                }
+                Ok(outcome)
             },
             |outcome| before_commit(outcome),
         )
@@ -622,6 +722,7 @@ impl<E: Engine> RecordStore for Store<E> {
     ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
         check_writable(&definition, &values, context)?;
+        let announce = self.watched(entity);
         self.engine.write(
             |sql| {
                 let before = fetch(sql, &definition, id)?;
@@ -639,7 +740,11 @@ impl<E: Engine> RecordStore for Store<E> {
                         sql.execute(&statement, &bound)?;
                     }
                 }
-                written(sql, &definition, id, before)
+                let outcome = written(sql, &definition, id, before)?;
+                if announce {
+                    sql.announce()?;
+                }
+                Ok(outcome)
             },
             |outcome| before_commit(outcome),
         )
@@ -679,6 +784,7 @@ impl<E: Engine> RecordStore for Store<E> {
         for (_, values) in &rows {
             check_writable(&definition, values, context)?;
         }
+        let announce = self.watched(entity);
         self.engine.write(
             |sql| {
                 let mut outcomes = Vec::with_capacity(rows.len());
@@ -686,6 +792,9 @@ impl<E: Engine> RecordStore for Store<E> {
                     let id = id.unwrap_or_else(Uuid::new_v4);
                     insert(sql, &definition, id, &values, context)?;
                     outcomes.push(written(sql, &definition, id, None)?);
+                }
+                if announce {
+                    sql.announce()?;
                 }
                 Ok(outcomes)
             },
@@ -701,6 +810,7 @@ impl<E: Engine> RecordStore for Store<E> {
         before_commit: BeforeCommitAll<'_>,
     ) -> Result<Vec<WriteOutcome>> {
         let definition = self.definition(entity)?;
+        let announce = self.watched(entity);
         self.engine.write(
             |sql| {
                 let (select, _, params) =
@@ -711,6 +821,9 @@ impl<E: Engine> RecordStore for Store<E> {
                         "the query matches more than {limit} {} records; narrow it and run it again",
                         definition.logical_name
                     )));
+                }
+                if announce && !matched.is_empty() {
+                    sql.announce()?;
                 }
                 let delete = delete_sql(&definition);
                 let mut outcomes = Vec::with_capacity(matched.len());
@@ -731,7 +844,11 @@ impl<E: Engine> RecordStore for Store<E> {
 
     fn delete_entity(&self, entity: &str, before_commit: BeforeEntityDelete<'_>) -> Result<()> {
         self.engine.write(
-            |sql| remove_entity(sql, entity),
+            |sql| {
+                let removed = remove_entity(sql, entity)?;
+                sql.announce()?;
+                Ok(removed)
+            },
             |(draft, records)| before_commit(draft, records),
         )?;
         self.reload()

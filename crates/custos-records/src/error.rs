@@ -50,7 +50,7 @@ pub enum Error {
     #[error("record storage: {0}")]
     Storage(#[from] rusqlite::Error),
     /// The PostgreSQL server failed or could not be reached.
-    #[error("record storage (PostgreSQL): {0}")]
+    #[error("record storage (PostgreSQL): {}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     /// A file outside the database could not be written or synced.
     #[error("record storage file: {0}")]
@@ -58,4 +58,16 @@ pub enum Error {
     /// Stored metadata does not decode.
     #[error("record metadata corrupted: {0}")]
     Corrupted(String),
+}
+
+/// What PostgreSQL said: the server's own message and code when it answered, else the client's
+/// error with its cause.
+fn postgres_message(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
+    }
 }

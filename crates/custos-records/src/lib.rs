@@ -25,7 +25,7 @@ mod store;
 mod value;
 mod write;
 
-pub use directory::{Directory, InstanceInfo, NewPrincipal, Principal};
+pub use directory::{Change, Directory, InstanceInfo, NewPrincipal, Principal};
 pub use engine::Store;
 pub use error::{Error, Result};
 pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};

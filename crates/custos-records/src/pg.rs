@@ -14,28 +14,47 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, GenericClient, NoTls, Row};
 use uuid::Uuid;
 
-use crate::engine::{Engine, Sql, Store, load_catalog, read_snapshot, record_of, write_snapshot};
-use crate::metadata::{AttributeDef, AttributeType, EntityDef, is_logical_name};
+use crate::engine::{Engine, Sql, Store, load_catalog, read_snapshot, write_snapshot};
+use crate::metadata::{AttributeDef, AttributeType, is_logical_name};
 use crate::sql::{Dialect, numbered};
 use crate::sqlite::{read_backup_file, write_backup_file};
-use crate::store::Record;
 use crate::value::Value;
 use crate::{Error, Result};
 
 /// Connections kept open for reuse.
 const CLIENTS_KEPT_MAX: usize = 16;
+/// How long a connection may sit idle before it is asked whether it still answers.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// How long that question may take.
+const IDLE_CHECK_WAIT: Duration = Duration::from_secs(2);
+
+/// The channel a store notifies when something other nodes keep in memory changed: its
+/// published metadata, or a record of an entity it was told others cache
+/// (`RecordStore::watch_entities`); the payload is its schema.
+pub(crate) const STORE_CHANNEL: &str = "custos_store";
+
+/// A notification one node's transaction sent to every node.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Notice<'a> {
+    /// The channel it was sent on.
+    pub(crate) channel: &'a str,
+    /// What it says.
+    pub(crate) payload: &'a str,
+}
 
 /// The PostgreSQL engine of one instance's store: its schema in a database.
 pub struct Postgres {
     url: String,
     schema: String,
-    clients: Mutex<Vec<Client>>,
+    /// Idle connections, each with when it was last given back.
+    clients: Mutex<Vec<(Client, Instant)>>,
 }
 
 /// A cluster node's record store: an instance's schema in PostgreSQL.
@@ -125,13 +144,9 @@ fn from_pg(attribute: &AttributeDef, row: &Row, i: usize) -> Result<Value> {
 }
 
 /// A connection or transaction of the engine, speaking [`Sql`].
-struct Pg<'a, C>(&'a mut C);
-
-impl<C: GenericClient> Pg<'_, C> {
-    fn rows(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
-        let bound = params(values);
-        Ok(self.0.query(numbered(sql).as_str(), &refs(&bound))?)
-    }
+struct Pg<'a, C> {
+    db: &'a mut C,
+    schema: &'a str,
 }
 
 impl<C: GenericClient> Sql for Pg<'_, C> {
@@ -141,16 +156,16 @@ impl<C: GenericClient> Sql for Pg<'_, C> {
 
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
         let bound = params(values);
-        Ok(self.0.execute(numbered(sql).as_str(), &refs(&bound))?)
+        Ok(self.db.execute(numbered(sql).as_str(), &refs(&bound))?)
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        Ok(self.0.batch_execute(sql)?)
+        Ok(self.db.batch_execute(sql)?)
     }
 
     fn insert(&mut self, sql: &str, values: &[Value]) -> Result<bool> {
         // A savepoint, so that a taken key leaves the transaction usable.
-        let mut savepoint = self.0.transaction()?;
+        let mut savepoint = self.db.transaction()?;
         let bound = params(values);
         match savepoint.execute(numbered(sql).as_str(), &refs(&bound)) {
             Ok(_) => {
@@ -162,60 +177,34 @@ impl<C: GenericClient> Sql for Pg<'_, C> {
         }
     }
 
-    fn texts(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Option<String>>>> {
-        self.rows(sql, values)?
+    fn rows(
+        &mut self,
+        sql: &str,
+        values: &[Value],
+        columns: &[AttributeDef],
+    ) -> Result<Vec<Vec<Value>>> {
+        let bound = params(values);
+        self.db
+            .query(numbered(sql).as_str(), &refs(&bound))?
             .iter()
             .map(|row| {
-                (0..row.len())
-                    .map(|i| Ok(row.try_get::<_, Option<String>>(i)?))
+                columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, column)| from_pg(column, row, i))
                     .collect()
             })
             .collect()
     }
 
-    fn records(
-        &mut self,
-        definition: &EntityDef,
-        sql: &str,
-        values: &[Value],
-    ) -> Result<Vec<Record>> {
-        self.rows(sql, values)?
-            .iter()
-            .map(|row| {
-                let values = definition
-                    .attributes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, attribute)| from_pg(attribute, row, i))
-                    .collect::<Result<Vec<_>>>()?;
-                record_of(definition, values)
-            })
-            .collect()
-    }
-
-    fn values(
-        &mut self,
-        attribute: &AttributeDef,
-        sql: &str,
-        values: &[Value],
-    ) -> Result<Vec<(Uuid, Value)>> {
-        self.rows(sql, values)?
-            .iter()
-            .map(|row| Ok((row.try_get::<_, Uuid>(0)?, from_pg(attribute, row, 1)?)))
-            .collect()
-    }
-
-    fn count(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
-        let bound = params(values);
-        let total: i64 = self
-            .0
-            .query_one(numbered(sql).as_str(), &refs(&bound))?
-            .try_get(0)?;
-        Ok(total as u64)
-    }
-
     fn column_type(&self, attribute: &AttributeDef) -> &'static str {
         column_type(attribute)
+    }
+
+    fn announce(&mut self) -> Result<()> {
+        self.db
+            .execute("SELECT pg_notify($1, $2)", &[&STORE_CHANNEL, &self.schema])?;
+        Ok(())
     }
 }
 
@@ -224,32 +213,15 @@ impl Store<Postgres> {
     /// connection string or URL; the database must exist — as an instance's store. `schema` is
     /// `[a-z_][a-z0-9_]*`.
     pub fn open(url: &str, schema: &str) -> Result<PgStore> {
-        if !is_logical_name(schema) || schema.len() > 63 {
-            return Err(Error::BadRequest(format!("invalid schema name '{schema}'")));
-        }
-        let engine = Postgres {
-            url: url.to_string(),
-            schema: schema.to_string(),
-            clients: Mutex::new(Vec::new()),
-        };
-        engine.with_client(|client| {
-            // The extension lives in the public schema, once per database; each instance's
-            // schema is its own. Two nodes creating them at once may race: the loser's
-            // statement fails and the next attempt finds them.
-            let create = format!(
-                "CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;
-                 CREATE SCHEMA IF NOT EXISTS \"{schema}\";
-                 CREATE TABLE IF NOT EXISTS \"{schema}\".custos_entity (
-                     logical_name text PRIMARY KEY,
-                     published text,
-                     draft text NOT NULL
-                 )"
-            );
-            if client.batch_execute(&create).is_err() {
-                client.batch_execute(&create)?;
-            }
-            Ok(())
-        })?;
+        let engine = Postgres::open(
+            url,
+            schema,
+            "CREATE TABLE IF NOT EXISTS custos_entity (
+                 logical_name text PRIMARY KEY,
+                 published text,
+                 draft text NOT NULL
+             )",
+        )?;
         Store::over(engine)
     }
 
@@ -273,6 +245,96 @@ impl Store<Postgres> {
 }
 
 impl Postgres {
+    /// Opens (creating when missing) the schema `schema` of the database at `url` with the
+    /// tables `tables` (`CREATE TABLE IF NOT EXISTS` statements, run in the schema).
+    pub(crate) fn open(url: &str, schema: &str, tables: &str) -> Result<Postgres> {
+        if !is_logical_name(schema) || schema.len() > 63 {
+            return Err(Error::BadRequest(format!("invalid schema name '{schema}'")));
+        }
+        let engine = Postgres {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            clients: Mutex::new(Vec::new()),
+        };
+        engine.with_client(|client| {
+            // The extension lives in the public schema, once per database; each store's schema
+            // is its own. `IF NOT EXISTS` does not make two sessions creating the same thing at
+            // once safe, so creation holds one lock for the whole database.
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('custos: creating schemas', 0))",
+                &[],
+            )?;
+            tx.batch_execute(&format!(
+                "CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;
+                 CREATE SCHEMA IF NOT EXISTS \"{schema}\";"
+            ))?;
+            // The connection's search path is the schema, so unqualified names land there.
+            tx.batch_execute(tables)?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(engine)
+    }
+
+    /// Calls `changed` with what `alive` points to and the notification whenever a transaction
+    /// that notified one of `channels` commits, on any node — and with `None` each time it
+    /// (re)connects, since anything may have changed while it was not listening; on a thread
+    /// of its own, which ends soon after `alive` is gone.
+    pub(crate) fn follow<T: Send + Sync + 'static>(
+        &self,
+        channels: &'static [&'static str],
+        alive: std::sync::Weak<T>,
+        changed: impl Fn(&T, Option<Notice<'_>>) + Send + 'static,
+    ) {
+        use postgres::fallible_iterator::FallibleIterator;
+        let url = self.url.clone();
+        std::thread::spawn(move || {
+            loop {
+                let listening = Client::connect(&url, NoTls).and_then(|mut client| {
+                    for channel in channels {
+                        client.batch_execute(&format!("LISTEN {channel}"))?;
+                    }
+                    Ok(client)
+                });
+                let Ok(mut client) = listening else {
+                    if alive.strong_count() == 0 {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                };
+                let Some(target) = alive.upgrade() else {
+                    return;
+                };
+                changed(&target, None);
+                drop(target);
+                loop {
+                    let mut notifications = client.notifications();
+                    let next = notifications
+                        .timeout_iter(std::time::Duration::from_secs(1))
+                        .next();
+                    match next {
+                        Ok(Some(notification)) => match alive.upgrade() {
+                            Some(target) => changed(
+                                &target,
+                                Some(Notice {
+                                    channel: notification.channel(),
+                                    payload: notification.payload(),
+                                }),
+                            ),
+                            None => return,
+                        },
+                        Ok(None) if alive.strong_count() == 0 => return,
+                        Ok(None) => {}
+                        // The connection broke: listen again on a new one.
+                        Err(_) => break,
+                    }
+                }
+            }
+        });
+    }
+
     fn connect(&self) -> Result<Client> {
         let mut client = Client::connect(&self.url, NoTls)?;
         client.batch_execute(&format!(
@@ -282,20 +344,38 @@ impl Postgres {
         Ok(client)
     }
 
-    /// A connection of the pool, or a new one.
-    fn client(&self) -> Result<Client> {
-        let pooled = self.clients.lock().expect("client pool lock").pop();
-        match pooled {
-            Some(client) if !client.is_closed() => Ok(client),
-            _ => self.connect(),
+    /// A connection of the pool that still answers, or a new one. One idle for a while — or
+    /// any, for a write (`for_write`) — is asked first (an empty query): the server may have
+    /// restarted since, and a request should not fail for a connection that was gone before
+    /// it came (a read that meets one fails once; a write never starts on one).
+    fn client(&self, for_write: bool) -> Result<Client> {
+        loop {
+            let pooled = self.clients.lock().expect("client pool lock").pop();
+            let Some((mut client, idle_since)) = pooled else {
+                return self.connect();
+            };
+            if client.is_closed() {
+                continue;
+            }
+            let trusted = !for_write && idle_since.elapsed() < IDLE_CHECK_AFTER;
+            if trusted || client.is_valid(IDLE_CHECK_WAIT).is_ok() {
+                return Ok(client);
+            }
         }
+    }
+
+    /// Closes every idle connection: one was found gone. Call off the async runtime's threads
+    /// (see `Drop`).
+    fn forget_pool(&self) {
+        let clients = std::mem::take(&mut *self.clients.lock().expect("client pool lock"));
+        drop(clients);
     }
 
     /// Gives a connection back to the pool, unless it failed.
     fn put_back(&self, client: Client) {
         let mut pool = self.clients.lock().expect("client pool lock");
         if pool.len() < CLIENTS_KEPT_MAX && !client.is_closed() {
-            pool.push(client);
+            pool.push((client, Instant::now()));
         }
     }
 
@@ -304,12 +384,21 @@ impl Postgres {
     /// The PostgreSQL client blocks on a runtime of its own, which panics on a thread that
     /// drives async tasks; callers of a store may be on one (SQLite has no such rule), so the
     /// work runs on a scoped thread of its own, which its caller waits for as for SQLite.
-    fn with_client<T: Send>(&self, f: impl FnOnce(&mut Client) -> Result<T> + Send) -> Result<T> {
+    ///
+    /// A connection that turns out to be gone (the server restarted, its other connections
+    /// with it) empties the pool, and `f` runs once more on a new one: it only reads, or
+    /// creates what is missing.
+    fn with_client<T: Send>(&self, f: impl Fn(&mut Client) -> Result<T> + Send) -> Result<T> {
         std::thread::scope(|scope| {
             scope
-                .spawn(|| {
-                    let mut client = self.client()?;
-                    let result = f(&mut client);
+                .spawn(move || {
+                    let mut client = self.client(false)?;
+                    let mut result = f(&mut client);
+                    if result.is_err() && client.is_closed() {
+                        self.forget_pool();
+                        client = self.connect()?;
+                        result = f(&mut client);
+                    }
                     self.put_back(client);
                     result
                 })
@@ -332,8 +421,13 @@ impl Drop for Postgres {
 }
 
 impl Engine for Postgres {
-    fn read<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
-        self.with_client(|client| f(&mut Pg(client)))
+    fn read<T: Send>(&self, f: impl Fn(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+        self.with_client(move |client| {
+            f(&mut Pg {
+                db: client,
+                schema: &self.schema,
+            })
+        })
     }
 
     /// The transaction runs on a thread of its own (see `with_client`) and holds a
@@ -349,7 +443,7 @@ impl Engine for Postgres {
         let (verdict_tx, verdict_rx) = std::sync::mpsc::channel::<bool>();
         std::thread::scope(|scope| {
             let worker = scope.spawn(move || -> Result<()> {
-                let mut client = match self.client() {
+                let mut client = match self.client(true) {
                     Ok(client) => client,
                     Err(e) => {
                         let _ = made_tx.send(Err(e));
@@ -362,7 +456,10 @@ impl Engine for Postgres {
                         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                         &[&self.schema],
                     )?;
-                    let made = work(&mut Pg(&mut tx));
+                    let made = work(&mut Pg {
+                        db: &mut tx,
+                        schema: &self.schema,
+                    });
                     let go_on = made.is_ok();
                     let _ = made_tx.send(made);
                     // Dropping the transaction without a commit rolls it back.
@@ -400,7 +497,10 @@ impl Engine for Postgres {
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()?;
-            let snapshot = read_snapshot(&mut Pg(&mut tx))?;
+            let snapshot = read_snapshot(&mut Pg {
+                db: &mut tx,
+                schema: &self.schema,
+            })?;
             tx.commit()?;
             Ok(snapshot)
         })?;
@@ -417,7 +517,8 @@ impl Engine for Postgres {
                     sql.batch(&format!("DROP TABLE IF EXISTS \"{}\"", definition.table()))?;
                 }
                 sql.execute("DELETE FROM custos_entity", &[])?;
-                write_snapshot(sql, &snapshot)
+                write_snapshot(sql, &snapshot)?;
+                sql.announce()
             },
             |_| Ok(()),
         )
@@ -425,4 +526,4 @@ impl Engine for Postgres {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,11 +14,10 @@ use rusqlite::{Connection, TransactionBehavior, params_from_iter};
 use uuid::Uuid;
 
 use crate::engine::{
-    Engine, SnapshotEntity, Sql, Store, load_catalog, read_snapshot, record_of, write_snapshot,
+    Engine, SnapshotEntity, Sql, Store, load_catalog, read_snapshot, write_snapshot,
 };
-use crate::metadata::{AttributeDef, AttributeType, EntityDef};
+use crate::metadata::{AttributeDef, AttributeType};
 use crate::sql::Dialect;
-use crate::store::Record;
 use crate::value::Value;
 use crate::{Error, Result};
 
@@ -37,18 +36,18 @@ pub struct Sqlite {
 /// The embedded record store: an instance's SQLite database.
 pub type SqliteStore = Store<Sqlite>;
 
+/// The table of entity definitions of a record store.
+const ENTITY_TABLE: &str = "CREATE TABLE IF NOT EXISTS custos_entity (
+    logical_name TEXT PRIMARY KEY,
+    published TEXT,
+    draft TEXT NOT NULL
+)";
+
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS custos_entity (
-            logical_name TEXT PRIMARY KEY,
-            published TEXT,
-            draft TEXT NOT NULL
-        )",
-    )?;
     Ok(conn)
 }
 
@@ -108,14 +107,6 @@ fn from_sql(attribute: &AttributeDef, raw: ValueRef<'_>) -> Result<Value> {
     })
 }
 
-fn read_row(definition: &EntityDef, row: &rusqlite::Row<'_>) -> Result<Record> {
-    let mut values = Vec::with_capacity(definition.attributes.len());
-    for (i, attribute) in definition.attributes.iter().enumerate() {
-        values.push(from_sql(attribute, row.get_ref(i)?)?);
-    }
-    record_of(definition, values)
-}
-
 /// A connection or transaction of the engine, speaking [`Sql`].
 struct Lite<'a>(&'a Connection);
 
@@ -145,84 +136,58 @@ impl Sql for Lite<'_> {
         }
     }
 
-    fn texts(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Option<String>>>> {
-        let mut statement = self.0.prepare_cached(sql)?;
-        let columns = statement.column_count();
-        let mut rows = statement.query(params_from_iter(params.iter().map(to_sql)))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(
-                (0..columns)
-                    .map(|i| row.get::<_, Option<String>>(i))
-                    .collect::<rusqlite::Result<_>>()?,
-            );
-        }
-        Ok(out)
-    }
-
-    fn records(
+    fn rows(
         &mut self,
-        definition: &EntityDef,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<Record>> {
+        columns: &[AttributeDef],
+    ) -> Result<Vec<Vec<Value>>> {
         let mut statement = self.0.prepare_cached(sql)?;
         let mut rows = statement.query(params_from_iter(params.iter().map(to_sql)))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            out.push(read_row(definition, row)?);
+            let mut values = Vec::with_capacity(columns.len());
+            for (i, column) in columns.iter().enumerate() {
+                values.push(from_sql(column, row.get_ref(i)?)?);
+            }
+            out.push(values);
         }
         Ok(out)
-    }
-
-    fn values(
-        &mut self,
-        attribute: &AttributeDef,
-        sql: &str,
-        params: &[Value],
-    ) -> Result<Vec<(Uuid, Value)>> {
-        let mut statement = self.0.prepare(sql)?;
-        let mut rows = statement.query(params_from_iter(params.iter().map(to_sql)))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let id = row
-                .get_ref(0)?
-                .as_str()
-                .ok()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| Error::Corrupted("a record has no id".into()))?;
-            out.push((id, from_sql(attribute, row.get_ref(1)?)?));
-        }
-        Ok(out)
-    }
-
-    fn count(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let total: i64 =
-            self.0
-                .query_row(sql, params_from_iter(params.iter().map(to_sql)), |row| {
-                    row.get(0)
-                })?;
-        Ok(total as u64)
     }
 
     fn column_type(&self, attribute: &AttributeDef) -> &'static str {
         column_type(attribute)
+    }
+
+    /// One process holds an SQLite database: there is no other node to tell.
+    fn announce(&mut self) -> Result<()> {
+        Ok(())
     }
 }
 
 impl Store<Sqlite> {
     /// Opens the database of an existing instance, or an empty one.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        Store::over(Sqlite {
+        Store::over(Sqlite::open(path, ENTITY_TABLE)?)
+    }
+}
+
+impl Sqlite {
+    /// Opens (creating when missing) the database at `path` with the tables `tables`
+    /// (`CREATE TABLE IF NOT EXISTS` statements).
+    pub(crate) fn open(path: &Path, tables: &str) -> Result<Sqlite> {
+        let writer = connect(path)?;
+        writer.execute_batch(tables)?;
+        Ok(Sqlite {
             path: path.to_path_buf(),
-            writer: Mutex::new(connect(path)?),
+            writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
     }
 }
 
 impl Engine for Sqlite {
-    fn read<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+    fn read<T: Send>(&self, f: impl Fn(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
         let pooled = self.readers.lock().expect("reader pool lock").pop();
         let conn = match pooled {
             Some(conn) => conn,
@@ -307,6 +272,7 @@ fn open_backup(from: &Path) -> Result<Connection> {
 /// and makes it durable.
 pub(crate) fn write_backup_file(to: &Path, snapshot: &[SnapshotEntity]) -> Result<()> {
     let mut conn = connect(to)?;
+    conn.execute_batch(ENTITY_TABLE)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     write_snapshot(&mut Lite(&tx), snapshot)?;
     tx.commit()?;

@@ -102,7 +102,14 @@ pub type ImportRow = (Option<Uuid>, Vec<(String, Value)>);
 
 /// Storage of one instance's metadata and records.
 pub trait RecordStore: Send + Sync {
-    /// Adds published entities directly (used to seed a new instance).
+    /// Has every other node told, when a write to one of `entities` commits, that this store
+    /// changed: they keep what they derive from those records in memory (settings, roles,
+    /// automations). Metadata changes are always told. Replaces the entities watched before.
+    fn watch_entities(&self, entities: &[&str]);
+    /// Reads the published metadata again (another node changed it).
+    fn reload(&self) -> Result<()>;
+    /// Adds published entities directly (used to seed a new instance); one already there
+    /// (another node seeding the same instance) is left as it is.
     fn install(&self, definitions: &[EntityDef]) -> Result<()>;
     /// The published metadata snapshot.
     fn catalog(&self) -> Arc<Catalog>;

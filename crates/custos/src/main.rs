@@ -173,6 +173,10 @@ enum AuditCommand {
         /// Folder of every file Custos keeps.
         #[arg(long, default_value = "./custos-data")]
         data_dir: PathBuf,
+        /// The PostgreSQL database the node's tenant directory is in, when it was served with
+        /// `--postgres`.
+        #[arg(long, env = "CUSTOS_POSTGRES")]
+        postgres: Option<String>,
     },
     /// Recompute every checksum, record hash and tree root, and check them against every
     /// signed checkpoint. Exits 0 when the log verifies, 2 when it shows damage or tampering.
@@ -277,12 +281,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit_remote::Outcome::CheckFailed => ExitCode::from(EXIT_TAMPERED),
         }),
         Command::Audit {
-            command: AuditCommand::Reindex { data_dir },
+            command: AuditCommand::Reindex { data_dir, postgres },
         } => {
             let spinner = indicatif::ProgressBar::new_spinner();
             spinner.set_message(format!("reindexing {}", data_dir.join("audit").display()));
             spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-            let summary = custos_server::reindex_audit_log(&data_dir)
+            let summary = custos_server::reindex_audit_log(&data_dir, postgres.as_deref())
                 .with_context(|| format!("reindexing {}", data_dir.display()))?;
             spinner.finish_and_clear();
             println!(

@@ -10,9 +10,9 @@ use crate::seed::seed_entities;
 use crate::store::{RecordStore, WriteContext};
 
 /// A throwaway PostgreSQL server (`scripts/throwaway-postgres`); stopped on drop.
-struct Server {
+pub(crate) struct Server {
     dir: tempfile::TempDir,
-    url: String,
+    pub(crate) url: String,
 }
 
 fn script() -> std::path::PathBuf {
@@ -20,7 +20,7 @@ fn script() -> std::path::PathBuf {
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let started = Command::new(script())
             .arg("start")

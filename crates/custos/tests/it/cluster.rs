@@ -432,7 +432,7 @@ impl Drop for Postgres {
 }
 
 #[test]
-fn records_live_in_postgresql_and_a_lost_server_is_a_recorded_503() {
+fn a_node_on_postgresql_shares_its_tenant_and_a_lost_server_is_a_recorded_503() {
     let postgres = Postgres::start();
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("node-p");
@@ -453,6 +453,52 @@ fn records_live_in_postgresql_and_a_lost_server_is_a_recorded_503() {
         &admin,
     );
     assert_eq!(found["value"][0]["accountid"], id.as_str(), "{found}");
+
+    // A second node on the same database is the same tenant: the same users, the same records,
+    // and a change made on one holds on the other.
+    let other_dir = data.path().join("node-q");
+    let mut other = Server::start_in(&other_dir, &flags);
+    for dir in [&dir, &other_dir] {
+        assert!(
+            !dir.join("control.db").exists(),
+            "no directory beside PostgreSQL"
+        );
+    }
+    let admin_q = other.admin();
+    let seen = get_json(
+        &other.api(&format!("accounts({id})?$select=name")),
+        &admin_q,
+    );
+    assert_eq!(seen["name"], "Kept in PostgreSQL");
+    let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo_on_p = server.token("bo@contoso.test", "bo-password-1");
+    wait_for(
+        "node q to know the new user",
+        Duration::from_secs(10),
+        || {
+            client()
+                .post(format!("{}/oauth2/token", other.base))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", "bo@contoso.test"),
+                    ("password", "bo-password-1"),
+                ])
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        },
+    );
+    let disabled = send(
+        client().patch(other.api(&format!("systemusers({bo})"))),
+        &admin_q,
+        Some(json!({"isdisabled": true})),
+    );
+    assert_eq!(disabled.status(), 204);
+    wait_for(
+        "node p to refuse the user disabled on node q",
+        Duration::from_secs(10),
+        || send(client().get(server.api("accounts")), &bo_on_p, None).status() == 401,
+    );
+    assert!(other.stop().success());
 
     // Without its record store the node refuses, says why, and records the refusal.
     postgres.stop();
@@ -503,4 +549,89 @@ fn records_live_in_postgresql_and_a_lost_server_is_a_recorded_503() {
     assert!(deleted.status().is_success(), "{}", deleted.status());
     assert_eq!(postgres.instance_schemas(), 1);
     assert!(server.stop().success());
+}
+
+#[test]
+fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
+    let postgres = Postgres::start();
+    let data = tempfile::tempdir().unwrap();
+    let flags = ["--postgres", postgres.url.as_str()];
+    let mut p = Server::start_in(&data.path().join("node-p"), &flags);
+    let mut q = Server::start_in(&data.path().join("node-q"), &flags);
+    let (admin_p, admin_q) = (p.admin(), q.admin());
+    let within = Duration::from_secs(10);
+
+    // Metadata published on one node is served by the other.
+    let added = send(
+        client().post(p.api("EntityDefinitions(LogicalName='account')/Attributes")),
+        &admin_p,
+        Some(json!({"AttributeType": "String", "SchemaName": "new_region"})),
+    );
+    assert_eq!(added.status(), 204);
+    let published = send(client().post(p.api("PublishAllXml")), &admin_p, None);
+    assert_eq!(published.status(), 204);
+    wait_for("node q to serve the published attribute", within, || {
+        send(
+            client().post(q.api("accounts")),
+            &admin_q,
+            Some(json!({"name": "Fabrikam", "new_region": "EMEA"})),
+        )
+        .status()
+            == 204
+    });
+
+    // Read auditing turned on through one node is in force on the other.
+    p.set_org(&admin_p, json!({"isreadauditenabled": true}));
+    p.set_entity_flags(
+        &admin_p,
+        "account",
+        json!({"IsRetrieveAuditEnabled": {"Value": true}}),
+    );
+    p.publish(&admin_p);
+    let id = create_account(&p, &admin_p, "Read on the other node");
+    wait_for("node q to record a read", within, || {
+        let read = send(
+            client().get(q.api(&format!("accounts({id})"))),
+            &admin_q,
+            None,
+        );
+        assert_eq!(read.status(), 200);
+        !q.audit(&admin_q, &format!("operation=Retrieve&recordId={id}"))
+            .is_empty()
+    });
+
+    // An instance created through one node is served by the other.
+    let created = send(
+        client().post(format!("{}/api/admin/instances", p.base)),
+        &admin_p,
+        Some(json!({"name": "sales"})),
+    );
+    assert!(created.status().is_success(), "{}", created.status());
+    wait_for("node q to serve the new instance", within, || {
+        send(
+            client().get(format!("{}/sales/api/data/v9.2/accounts", q.base)),
+            &admin_q,
+            None,
+        )
+        .status()
+            == 200
+    });
+
+    // Search turned off through one node is off on the other.
+    let off = send(
+        client().put(format!("{}/api/audit/settings", p.base)),
+        &admin_p,
+        Some(json!({"searchEnabled": false})),
+    );
+    assert!(off.status().is_success(), "search off: {}", off.status());
+    wait_for("node q to refuse searches", within, || {
+        send(
+            client().get(format!("{}/api/audit/records", q.base)),
+            &admin_q,
+            None,
+        )
+        .status()
+            == 409
+    });
+    assert!(p.stop().success() && q.stop().success());
 }
