@@ -360,6 +360,13 @@ pub(crate) async fn start(state: &ComplianceState) {
 pub(crate) async fn detect(state: ComplianceState) {
     let mut windows = Windows::default();
     loop {
+        // One node of a cluster detects (`Directory::leads`); a node that takes over starts
+        // its windows empty, as after a restart.
+        if !state.directory.leads() {
+            windows = Windows::default();
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         match detect_once(&state, &mut windows).await {
             Ok(0) => tokio::time::sleep(POLL).await,
             Ok(_) => {}

@@ -697,7 +697,10 @@ pub(crate) async fn run_due(state: &ComplianceState) -> Result<usize, AppError> 
 /// Runs due reports every minute for as long as the server runs.
 pub(crate) async fn schedule(state: ComplianceState) {
     loop {
-        if let Err(error) = run_due(&state).await {
+        // One node of a cluster runs them (`Directory::leads`).
+        if state.directory.leads()
+            && let Err(error) = run_due(&state).await
+        {
             tracing::error!(error = %error.message, "scheduled reports failed; trying again in a minute");
         }
         tokio::time::sleep(SCHEDULER_TICK).await;

@@ -199,7 +199,10 @@ pub(crate) async fn purge_periodically(state: ComplianceState) {
     }
     loop {
         let worker = state.clone();
-        if let Err(error) = blocking(move || purge(&worker)).await {
+        // One node of a cluster purges (`Directory::leads`).
+        if state.directory.leads()
+            && let Err(error) = blocking(move || purge(&worker)).await
+        {
             tracing::error!(error = %error.message, "retention purge failed; it runs again in an hour");
         }
         tokio::time::sleep(PURGE_INTERVAL).await;

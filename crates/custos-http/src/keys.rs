@@ -38,6 +38,35 @@ pub fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
     Ok(key.to_vec())
 }
 
+/// The key that signs bearer tokens: `keys/token.key` in the data directory, or on a cluster
+/// node on PostgreSQL the one every node shares, kept in the directory (made by the first node
+/// that asks), so that a token issued by one node is accepted by all.
+pub fn token_key(
+    data_dir: &Path,
+    directory: &Directory,
+    shared: bool,
+) -> Result<Vec<u8>, StartError> {
+    if !shared {
+        return secret_key(&data_dir.join("keys").join("token.key"));
+    }
+    use base64::Engine as _;
+    let encoded = directory.setting_or_init(TOKEN_KEY_SETTING, || {
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    })?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|key| key.len() == 32)
+        .ok_or_else(|| {
+            StartError::FirstRun(format!(
+                "the directory's {TOKEN_KEY_SETTING} is not a 32-byte key"
+            ))
+        })
+}
+
+/// The directory setting that keeps the shared token key of a cluster on PostgreSQL.
+const TOKEN_KEY_SETTING: &str = "keys.token";
+
 /// Writes a new secret key file (mode 0600), durably; fails if the file exists.
 fn write_secret(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     let mut file = fs::OpenOptions::new()

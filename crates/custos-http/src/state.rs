@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::draft::EventDraft;
 use crate::error::{AppError, ErrorCode};
-use crate::keys::{audit_log_config, finish_rotation, secret_key};
+use crate::keys::{audit_log_config, finish_rotation};
 use crate::metrics::Metrics;
 
 /// Server configuration.
@@ -373,8 +373,8 @@ impl AppState {
                 .map_err(io_error(&dir))?;
         }
         make_private(&data_dir)?;
-        let token_key = secret_key(&data_dir.join("keys").join("token.key"))?;
         let (directory, _) = open_directory(&data_dir, config.postgres.as_deref())?;
+        let token_key = crate::keys::token_key(&data_dir, &directory, config.postgres.is_some())?;
         let log = Arc::new(AuditLog::open(audit_log_config(
             &data_dir,
             &directory,

@@ -160,6 +160,11 @@ impl Sender {
 pub async fn follow(state: AppState, outbox: Outbox) {
     let client = Sender::new(&state, outbox.user_agent);
     loop {
+        // One node of a cluster delivers (`Directory::leads`).
+        if !state.directory.leads() {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         match follow_once(&state, &outbox, &client).await {
             Ok(0) => tokio::time::sleep(POLL).await,
             Ok(_) => {}

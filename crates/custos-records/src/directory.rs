@@ -131,6 +131,15 @@ impl Db {
     }
 }
 
+/// Which engine a directory is on.
+enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL session lock the node that runs the log's followers holds.
+const FOLLOWERS_LOCK: &str = "custos: the node that runs the followers of the log";
+
 /// The PostgreSQL channel a directory write notifies.
 const CHANNEL: &str = "custos_directory";
 
@@ -163,6 +172,8 @@ struct Shared {
     cache: RwLock<Cache>,
     tenant_id: Uuid,
     subscribers: RwLock<Vec<Subscriber>>,
+    /// Whether this node runs the log's followers (see [`Directory::leads`]).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -298,11 +309,30 @@ impl Directory {
                 Arc::downgrade(&directory.0),
                 |shared: &Shared, notice| shared.heard(notice),
             );
+            engine.lead(
+                FOLLOWERS_LOCK,
+                Arc::downgrade(&directory.0),
+                |shared: &Shared, held| {
+                    let was = shared
+                        .leading
+                        .swap(held, std::sync::atomic::Ordering::AcqRel);
+                    if was != held {
+                        tracing::info!(
+                            leading = held,
+                            "this node runs the followers of the log: {held}"
+                        );
+                    }
+                },
+            );
         }
         Ok((directory, created))
     }
 
     fn over(db: Db, tenant_name: &str) -> Result<(Directory, bool)> {
+        let db_kind = match db {
+            Db::Sqlite(_) => DbKind::Sqlite,
+            Db::Postgres(_) => DbKind::Postgres,
+        };
         // One transaction (on PostgreSQL under the schema's lock): of two nodes starting at
         // once, one creates the tenant and the other finds it.
         let (tenant_id, created) = db.write("", |sql| {
@@ -326,6 +356,8 @@ impl Directory {
                 cache: RwLock::new(cache),
                 tenant_id,
                 subscribers: RwLock::new(Vec::new()),
+                // One node on SQLite; on PostgreSQL the lock decides.
+                leading: std::sync::atomic::AtomicBool::new(matches!(db_kind, DbKind::Sqlite)),
             })),
             created,
         ))
@@ -347,6 +379,14 @@ impl Directory {
             .write()
             .expect("subscribers")
             .push(Box::new(subscriber));
+    }
+
+    /// Whether this node runs the followers of the log — alerts, streams to SIEMs, the activity
+    /// feed, webhooks, scheduled reports, retention — so that they run once however many nodes
+    /// serve: always on SQLite (one node); on PostgreSQL while this node holds the database's
+    /// followers lock, which another node takes within about a second of this one's loss.
+    pub fn leads(&self) -> bool {
+        self.0.leading.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The tenant's id.
@@ -739,6 +779,30 @@ impl Directory {
             )
         })?;
         Ok(())
+    }
+
+    /// A setting made once, by whichever node asks first (`init` gives its value): one
+    /// transaction reads it and, when it is missing, stores it.
+    pub fn setting_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> String + Send,
+    ) -> Result<String> {
+        self.0.db.write(&format!("{SETTING}{key}"), |sql| {
+            let stored = sql
+                .texts("SELECT value FROM setting WHERE key = ?", &[text(key)], 1)?
+                .pop()
+                .and_then(|row| row.into_iter().next().flatten());
+            if let Some(value) = stored {
+                return Ok(value);
+            }
+            let value = init();
+            sql.execute(
+                "INSERT INTO setting (key, value) VALUES (?, ?)",
+                &[text(key), text(&value)],
+            )?;
+            Ok(value)
+        })
     }
 
     /// Removes a tenant setting (nothing when there is none).

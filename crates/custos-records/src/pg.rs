@@ -335,6 +335,56 @@ impl Postgres {
         });
     }
 
+    /// Holds the session lock `lock` of the database whenever it can, on a connection and a
+    /// thread of its own: `leading` hears `true` once it is held and `false` when the
+    /// connection holding it is lost (the server then frees it for another node; the loss of
+    /// this process frees it too). Asks again every second; ends soon after `alive` is gone.
+    pub(crate) fn lead<T: Send + Sync + 'static>(
+        &self,
+        lock: &'static str,
+        alive: std::sync::Weak<T>,
+        leading: impl Fn(&T, bool) + Send + 'static,
+    ) {
+        let url = self.url.clone();
+        let tell = move |held: bool| match alive.upgrade() {
+            Some(target) => {
+                leading(&target, held);
+                true
+            }
+            None => false,
+        };
+        std::thread::spawn(move || {
+            let mut client: Option<Client> = None;
+            loop {
+                let held = match client.as_mut() {
+                    None => false,
+                    Some(held_by) => held_by.is_valid(IDLE_CHECK_WAIT).is_ok(),
+                };
+                if !held {
+                    if !tell(false) {
+                        return;
+                    }
+                    client = Client::connect(&url, NoTls).ok().and_then(|mut candidate| {
+                        let row = candidate
+                            .query_one(
+                                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                                &[&lock],
+                            )
+                            .ok()?;
+                        row.get::<_, bool>(0).then_some(candidate)
+                    });
+                    if client.is_some() && !tell(true) {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                if !tell(client.is_some()) {
+                    return;
+                }
+            }
+        });
+    }
+
     fn connect(&self) -> Result<Client> {
         let mut client = Client::connect(&self.url, NoTls)?;
         client.batch_execute(&format!(

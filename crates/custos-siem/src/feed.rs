@@ -477,6 +477,10 @@ pub(crate) async fn publish_periodically(state: SiemState) {
     let client = webhook::Sender::new(&state, FEED_AGENT);
     loop {
         tokio::time::sleep(state.own.feed.interval).await;
+        // One node of a cluster publishes (`Directory::leads`).
+        if !state.directory.leads() {
+            continue;
+        }
         let worker = state.clone();
         if let Err(error) = blocking(move || publish_pass(&worker)).await {
             tracing::error!(error = %error.message, "the activity feed could not publish");

@@ -103,5 +103,20 @@ impl SiemState {
     pub fn start(&self) {
         tokio::spawn(feed::publish_periodically(self.clone()));
         streams::resume(self);
+        // Streams created or deleted through another node start or stop here too.
+        let own = Arc::downgrade(&self.own);
+        let runtime = tokio::runtime::Handle::current();
+        self.app.on_change(move |app, change| {
+            if let Some(own) = own.upgrade() {
+                let _inside = runtime.enter();
+                streams::follow_change(
+                    &SiemState {
+                        app: app.clone(),
+                        own,
+                    },
+                    change,
+                );
+            }
+        });
     }
 }

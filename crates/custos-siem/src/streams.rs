@@ -287,7 +287,9 @@ fn running(definition: Json) -> Result<Running, AppError> {
     })
 }
 
-/// Starts a follower for every saved stream; called once when the server starts.
+/// Runs every saved stream that does not run yet, and stops those no longer saved: when the
+/// server starts, and when another node (a cluster node on PostgreSQL) created or deleted one.
+/// Call inside the runtime.
 pub(crate) fn resume(state: &SiemState) {
     let saved = match definitions(state) {
         Ok(saved) => saved,
@@ -296,28 +298,55 @@ pub(crate) fn resume(state: &SiemState) {
             return;
         }
     };
+    let saved_ids: Vec<Uuid> = saved.iter().filter_map(id_of).collect();
+    let mut running = state.own.streams.running.lock().expect("streams lock");
+    running.retain(|id, stream| {
+        let kept = saved_ids.contains(id);
+        if !kept {
+            stream.stop.store(true, Ordering::Release);
+        }
+        kept
+    });
     for definition in saved {
-        match running(definition) {
-            Ok(stream) => spawn(state, stream),
+        let Some(id) = id_of(&definition).filter(|id| !running.contains_key(id)) else {
+            continue;
+        };
+        match self::running(definition) {
+            Ok(stream) => {
+                let stream = Arc::new(stream);
+                running.insert(id, stream.clone());
+                tokio::spawn(follow(state.clone(), id, stream));
+            }
             Err(error) => tracing::error!(error = %error.message, "an audit stream is invalid"),
         }
     }
 }
 
-fn spawn(state: &SiemState, stream: Running) {
-    let id = stream.definition["id"]
+/// Follows another node's change to the saved streams. Call inside the runtime.
+pub(crate) fn follow_change(state: &SiemState, change: custos_records::Change<'_>) {
+    use custos_records::Change;
+    if matches!(change, Change::Setting(STREAMS_SETTING) | Change::Anything) {
+        resume(state);
+    }
+}
+
+/// A saved stream's id.
+fn id_of(definition: &Json) -> Option<Uuid> {
+    definition["id"]
         .as_str()
         .and_then(|t| Uuid::parse_str(t).ok())
-        .expect("a saved stream has an id");
-    let stream = Arc::new(stream);
-    state
-        .own
-        .streams
-        .running
-        .lock()
-        .expect("streams lock")
-        .insert(id, stream.clone());
-    tokio::spawn(follow(state.clone(), id, stream));
+}
+
+/// Runs a stream just saved, unless it runs already (this node's own notification of the save
+/// may have started it first).
+fn spawn(state: &SiemState, stream: Running) {
+    let id = id_of(&stream.definition).expect("a saved stream has an id");
+    let mut running = state.own.streams.running.lock().expect("streams lock");
+    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(id) {
+        let stream = Arc::new(stream);
+        slot.insert(stream.clone());
+        tokio::spawn(follow(state.clone(), id, stream));
+    }
 }
 
 /// A connection to the receiver (or the file).
@@ -541,6 +570,11 @@ async fn follow(state: SiemState, id: Uuid, stream: Arc<Running>) {
     let mut backoff = FIRST_BACKOFF;
     let mut witnessed = 0u64;
     while !stream.stop.load(Ordering::Acquire) {
+        // One node of a cluster streams (`Directory::leads`).
+        if !state.directory.leads() {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
         let worker = state.clone();
         let read_key = key.clone();
         let batch = blocking(move || {

@@ -561,6 +561,23 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
     let (admin_p, admin_q) = (p.admin(), q.admin());
     let within = Duration::from_secs(10);
 
+    // The nodes share the key that signs bearer tokens: a token of one works on the other, and
+    // a session signed out on one is over on both.
+    let session = p.admin();
+    assert_eq!(
+        send(client().get(q.api("accounts")), &session, None).status(),
+        200
+    );
+    let signed_out = send(
+        client().post(format!("{}/oauth2/logout", p.base)),
+        &session,
+        None,
+    );
+    assert!(signed_out.status().is_success(), "{}", signed_out.status());
+    wait_for("node q to refuse the signed-out session", within, || {
+        send(client().get(q.api("accounts")), &session, None).status() == 401
+    });
+
     // Metadata published on one node is served by the other.
     let added = send(
         client().post(p.api("EntityDefinitions(LogicalName='account')/Attributes")),
@@ -634,4 +651,154 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
             == 409
     });
     assert!(p.stop().success() && q.stop().success());
+}
+
+/// A receiver on loopback that keeps every byte any connection sends.
+struct Collector {
+    port: u16,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let into = received.clone();
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                let Ok(mut connection) = connection else {
+                    return;
+                };
+                let into = into.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 65536];
+                    while let Ok(n) = std::io::Read::read(&mut connection, &mut buffer) {
+                        if n == 0 {
+                            return;
+                        }
+                        into.lock().unwrap().extend_from_slice(&buffer[..n]);
+                    }
+                });
+            }
+        });
+        Collector { port, received }
+    }
+
+    /// How many times `text` was received.
+    fn count(&self, text: &str) -> usize {
+        String::from_utf8_lossy(&self.received.lock().unwrap())
+            .matches(text)
+            .count()
+    }
+}
+
+#[test]
+fn the_followers_run_on_one_node_of_a_cluster_and_another_takes_over() {
+    let nats = NatsCluster::start();
+    let postgres = Postgres::start();
+    let data = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let urls = nats.urls();
+    let node = |id: &str| {
+        Server::start_in(
+            &data.path().join(format!("node-{id}")),
+            &[
+                "--nats",
+                &urls,
+                "--node-id",
+                id,
+                "--nats-replicas",
+                "3",
+                "--postgres",
+                &postgres.url,
+                "--allow-private-targets",
+            ],
+        )
+    };
+    let mut a = node("a");
+    let b = node("b");
+    let admin_a = a.admin();
+    let admin_b = b.admin();
+    let created = send(
+        client().post(format!("{}/api/audit/streams", b.base)),
+        &admin_b,
+        Some(
+            json!({"name": "soc", "format": "json", "target": format!("tcp://127.0.0.1:{}", collector.port)}),
+        ),
+    );
+    assert!(created.status().is_success(), "{}", created.status());
+    let stream: serde_json::Value = created.json().unwrap();
+    let stream = stream["id"].as_str().unwrap().to_string();
+    let mut made = Vec::new();
+    for i in 0..10 {
+        let (server, token) = if i % 2 == 0 {
+            (&a, &admin_a)
+        } else {
+            (&b, &admin_b)
+        };
+        made.push(create_account(server, token, &format!("streamed {i}")));
+    }
+    // Every create reaches the receiver once: one node streams, though both hold the log.
+    let event_ids = |server: &Server, token: &str, records: &[String]| -> Vec<String> {
+        let by_record = creates_with_ids(server, token);
+        records
+            .iter()
+            .filter_map(|record| by_record.get(record).cloned())
+            .collect()
+    };
+    wait_for(
+        "every create in the log and at the receiver",
+        Duration::from_secs(30),
+        || {
+            let ids = event_ids(&b, &admin_b, &made);
+            ids.len() == made.len() && ids.iter().all(|id| collector.count(id) >= 1)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for id in event_ids(&b, &admin_b, &made) {
+        assert_eq!(collector.count(&id), 1, "event {id} streamed once");
+    }
+    // Both nodes run the stream (node a heard of it from node b), and one delivers.
+    let delivered = |server: &Server, token: &str| {
+        get_json(
+            &format!("{}/api/audit/streams/{stream}", server.base),
+            token,
+        )["status"]["delivered"]
+            .as_u64()
+            .unwrap()
+    };
+    let (by_a, by_b) = (delivered(&a, &admin_a), delivered(&b, &admin_b));
+    assert!(
+        (by_a == 0) != (by_b == 0),
+        "exactly one node delivers: a {by_a}, b {by_b}"
+    );
+
+    // The node that streamed or not, the other goes on when one is lost.
+    a.kill();
+    let later: Vec<String> = (0..5)
+        .map(|i| create_account(&b, &admin_b, &format!("after the loss {i}")))
+        .collect();
+    wait_for(
+        "the surviving node to stream what came after",
+        Duration::from_secs(30),
+        || {
+            let ids = event_ids(&b, &admin_b, &later);
+            ids.len() == later.len() && ids.iter().all(|id| collector.count(id) >= 1)
+        },
+    );
+}
+
+/// The id of each account's Create event, by record id.
+fn creates_with_ids(server: &Server, token: &str) -> HashMap<String, String> {
+    server
+        .audit(token, "operation=Create&entity=account")
+        .iter()
+        .map(|event| {
+            (
+                event["RecordIds"][0].as_str().unwrap().to_string(),
+                event["Id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
