@@ -35,7 +35,7 @@ pub(crate) struct Ingested {
 
 /// Events of producer `p`: times `start_us + (i·P + p)·step_us`, so all producers together
 /// cover the span in order.
-fn stream(options: &Options, producer: u64, start_us: i64, step_us: i64) -> Workload {
+pub(crate) fn stream(options: &Options, producer: u64, start_us: i64, step_us: i64) -> Workload {
     let producers = options.producers as i64;
     Workload::new(
         options.seed,
@@ -45,7 +45,7 @@ fn stream(options: &Options, producer: u64, start_us: i64, step_us: i64) -> Work
     )
 }
 
-fn share(options: &Options, producer: u64) -> u64 {
+pub(crate) fn share(options: &Options, producer: u64) -> u64 {
     options.events / options.producers + u64::from(producer < options.events % options.producers)
 }
 

@@ -6,6 +6,7 @@
 
 mod api;
 mod baseline;
+mod cluster;
 mod ingest;
 mod postgres;
 mod query;
@@ -164,7 +165,7 @@ impl Report {
     }
 }
 
-/// Runs `scenario` (`ingest`, `freshness`, `query`, `verify` or `api`).
+/// Runs `scenario` (`ingest`, `freshness`, `query`, `verify`, `api`, `siem` or `cluster`).
 pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
     let temporary = tempfile::tempdir()?;
     let dir = options
@@ -179,9 +180,10 @@ pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
         "query" => query::query(&dir, options),
         "api" => api::api(&dir, options),
         "siem" => siem::siem(&dir, options),
-        other => {
-            bail!("unknown scenario '{other}': use ingest, freshness, query, verify, api or siem")
-        }
+        "cluster" => cluster::cluster(&dir, options),
+        other => bail!(
+            "unknown scenario '{other}': use ingest, freshness, query, verify, api, siem or cluster"
+        ),
     }
 }
 

@@ -317,10 +317,11 @@ impl Directory {
                         .leading
                         .swap(held, std::sync::atomic::Ordering::AcqRel);
                     if was != held {
-                        tracing::info!(
-                            leading = held,
-                            "this node runs the followers of the log: {held}"
-                        );
+                        if held {
+                            tracing::info!("this node now runs the followers of the log");
+                        } else {
+                            tracing::warn!("this node no longer runs the followers of the log");
+                        }
                     }
                 },
             );

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Measure Custos against its baselines (BENCHMARKS.md): ingest, freshness, query, verify,
-    /// api.
+    /// api, siem, cluster.
     Bench {
         /// The scenario.
         scenario: String,

@@ -1,0 +1,219 @@
+//! The `cluster` scenario (B7): the audit path of a cluster node, end to end. Three NATS
+//! servers with JetStream run on loopback (Debian's `nats-server`, started here and stopped at
+//! the end); `--producers` threads submit the workload's events through a node's publisher,
+//! each waiting for JetStream's acknowledgement (a quorum of the stream's 3 replicas) as a
+//! request does; the node's replica follows the stream into its log. One NATS server is killed
+//! a third of the way through. The figure is events per second from the first submission to
+//! the last event searchable in the log; then every acknowledged event is looked up in the log.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use custos_audit::AuditLog;
+use custos_cluster::{Cluster, ClusterConfig};
+use uuid::Uuid;
+
+use crate::ingest::{log_config, now_us, share, stream};
+use crate::{Figure, Options, Report, percentile_ms};
+
+/// How long the log may take to hold every acknowledged event after the last acknowledgement.
+const CATCH_UP_MAX: Duration = Duration::from_secs(120);
+
+/// Three `nats-server` processes with JetStream, clustered on loopback; killed on drop.
+struct Nats {
+    servers: Vec<Child>,
+    urls: Vec<String>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Nats {
+    fn start(dir: &Path) -> anyhow::Result<Nats> {
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let mut servers = Vec::new();
+        for (i, (client, cluster)) in ports.iter().enumerate() {
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, route))| format!("nats://127.0.0.1:{route}"))
+                .collect();
+            let child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &client.to_string()])
+                .arg("-sd")
+                .arg(dir.join(format!("nats{i}")))
+                .args(["-n", &format!("n{i}"), "--cluster_name", "custos-bench"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
+                .args(["--routes", &routes.join(",")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting nats-server (Debian's nats-server; scripts/test installs it)")?;
+            servers.push(child);
+        }
+        Ok(Nats {
+            servers,
+            urls: ports
+                .iter()
+                .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+                .collect(),
+        })
+    }
+
+    fn kill(&mut self, i: usize) {
+        let _ = self.servers[i].kill();
+        let _ = self.servers[i].wait();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
+    let mut nats = Nats::start(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let config = ClusterConfig {
+        nats_urls: nats.urls.clone(),
+        node_id: "bench".into(),
+        replicas: 3,
+    };
+    let cluster = Arc::new(runtime.block_on(Cluster::join(config, Uuid::new_v4()))?);
+    let log = Arc::new(AuditLog::open(log_config(dir))?);
+    {
+        let _inside = runtime.enter();
+        cluster.replicate_into(log.clone(), dir.join("applied"));
+    }
+    let acknowledged: Arc<Mutex<Vec<Uuid>>> = Arc::new(Mutex::new(Vec::new()));
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let submitted = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let start_us = now_us();
+    let producers: Vec<_> = (0..options.producers)
+        .map(|p| {
+            let (cluster, acknowledged, latencies, refused, submitted) = (
+                cluster.clone(),
+                acknowledged.clone(),
+                latencies.clone(),
+                refused.clone(),
+                submitted.clone(),
+            );
+            let mut workload = stream(options, p, start_us, 1);
+            let n = share(options, p);
+            std::thread::spawn(move || {
+                let (mut ids, mut waits) = (Vec::new(), Vec::new());
+                for _ in 0..n {
+                    let event = workload.next_event();
+                    let id = event.id;
+                    let asked = Instant::now();
+                    submitted.fetch_add(1, Ordering::Relaxed);
+                    match cluster.publisher().submit_blocking(event) {
+                        Ok(()) => {
+                            waits.push(asked.elapsed());
+                            ids.push(id);
+                        }
+                        // Refused while the stream elects a new leader: not acknowledged, so
+                        // nothing is owed; a request would have got 503.
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                acknowledged.lock().expect("acknowledged lock").extend(ids);
+                latencies.lock().expect("latencies lock").extend(waits);
+            })
+        })
+        .collect();
+    // One NATS server of three is killed a third of the way through.
+    let third = options.events / 3;
+    while submitted.load(Ordering::Relaxed) < third && !producers.iter().all(|p| p.is_finished()) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nats.kill(0);
+    for producer in producers {
+        if producer.join().is_err() {
+            bail!("a producer panicked");
+        }
+    }
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().expect("acknowledged lock"));
+    let acknowledging = started.elapsed();
+    let caught_up = Instant::now();
+    while (log.len() as usize) < acknowledged.len() {
+        ensure!(
+            caught_up.elapsed() < CATCH_UP_MAX,
+            "the log holds {} of {} acknowledged events after {} s",
+            log.len(),
+            acknowledged.len(),
+            CATCH_UP_MAX.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = started.elapsed();
+    let mut lost = 0u64;
+    for id in &acknowledged {
+        if !log.contains(*id)? {
+            lost += 1;
+        }
+    }
+    drop(runtime);
+    let mut latencies = std::mem::take(&mut *latencies.lock().expect("latencies lock"));
+    let events = acknowledged.len() as f64;
+    Ok(Report {
+        scenario: "cluster".into(),
+        events: acknowledged.len() as u64,
+        figures: vec![
+            Figure::custos(
+                "events_per_s",
+                "1/s",
+                "higher",
+                events / elapsed.as_secs_f64(),
+            ),
+            Figure::custos(
+                "acknowledged_per_s",
+                "1/s",
+                "higher",
+                events / acknowledging.as_secs_f64(),
+            ),
+            Figure::custos(
+                "log_behind_at_last_ack_s",
+                "s",
+                "lower",
+                (elapsed - acknowledging).as_secs_f64(),
+            ),
+            Figure::custos("acknowledged_lost", "events", "lower", lost as f64),
+            Figure::custos("nats_nodes_killed", "servers", "lower", 1.0),
+            Figure::custos(
+                "refused_while_electing",
+                "events",
+                "lower",
+                refused.load(Ordering::Relaxed) as f64,
+            ),
+            Figure::custos("ack_p50_ms", "ms", "lower", percentile_ms(&mut latencies, 50.0)),
+            Figure::custos("ack_p99_ms", "ms", "lower", percentile_ms(&mut latencies, 99.0)),
+        ],
+        notes: vec![
+            format!(
+                "{} producers each waiting for its event's JetStream acknowledgement (3 NATS servers on loopback, replicas 3, file storage), one server killed after {third} submissions; the log follows the stream (durable consumer) on the same machine",
+                options.producers
+            ),
+            "events_per_s: acknowledged events over the time from the first submission to the last one searchable in the log".into(),
+        ],
+    })
+}
