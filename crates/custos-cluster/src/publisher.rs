@@ -29,6 +29,11 @@ const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Pause between two attempts at one message.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Group commits published and not yet acknowledged at once: while one waits for its
+/// acknowledgement (a JetStream round trip to a quorum) the next is already on its way, so
+/// throughput is not one commit per round trip (BENCHMARKS.md B7). JetStream gives them their
+/// order in the stream, which is the log's order; each request still waits for its own.
+const COMMITS_IN_FLIGHT: usize = 4;
 
 struct Job {
     event: AuditEvent,
@@ -106,41 +111,35 @@ impl Publisher {
     }
 }
 
-/// The writer task: one message per group commit, one at a time, in the order the events came.
+/// The writer task: one message per group commit, up to `COMMITS_IN_FLIGHT` awaiting their
+/// acknowledgement at once.
 async fn run(
     jetstream: Context,
     subject: String,
     mut jobs: mpsc::Receiver<Job>,
     failure: Arc<Mutex<Option<String>>>,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(COMMITS_IN_FLIGHT));
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
             Some(job) => job,
-            None => {
-                let failing = failure.lock().expect("failure lock").is_some();
-                if failing {
-                    // No request may come to prove the stream is back: ask it, so that
-                    // /healthz recovers with the quorum.
-                    tokio::select! {
-                        job = jobs.recv() => match job {
-                            Some(job) => job,
-                            None => return,
-                        },
-                        () = tokio::time::sleep(PROBE_INTERVAL) => {
-                            if jetstream.get_stream(crate::STREAM).await.is_ok() {
-                                *failure.lock().expect("failure lock") = None;
-                            }
-                            continue;
-                        }
+            // While commits are refused no request may come to prove the stream is back: ask
+            // it every few seconds, so that /healthz recovers with the quorum. (A commit in
+            // flight may fail while this waits, so the question is asked whenever it times out.)
+            None => tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                () = tokio::time::sleep(PROBE_INTERVAL) => {
+                    let failing = failure.lock().expect("failure lock").is_some();
+                    if failing && has_quorum(&jetstream).await {
+                        *failure.lock().expect("failure lock") = None;
                     }
-                } else {
-                    match jobs.recv().await {
-                        Some(job) => job,
-                        None => return,
-                    }
+                    continue;
                 }
-            }
+            },
         };
         let mut bytes = custos_audit::batch_len_max(&first.event);
         let mut batch = vec![first];
@@ -159,13 +158,42 @@ async fn run(
         let payload = bytes::Bytes::from(custos_audit::encode_batch(
             batch.iter().map(|job| &job.event),
         ));
-        let outcome = publish(&jetstream, &subject, payload).await;
-        *failure.lock().expect("failure lock") = outcome.as_ref().err().cloned();
-        if let Err(why) = &outcome {
-            tracing::error!(error = %why, events = batch.len(), "audit events refused: JetStream did not take them");
-        }
-        for job in batch {
-            (job.done)(outcome.clone().map_err(unavailable));
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (jetstream, subject, failure) = (jetstream.clone(), subject.clone(), failure.clone());
+        tokio::spawn(async move {
+            let outcome = publish(&jetstream, &subject, payload).await;
+            drop(permit);
+            *failure.lock().expect("failure lock") = outcome.as_ref().err().cloned();
+            if let Err(why) = &outcome {
+                tracing::error!(error = %why, events = batch.len(), "audit events refused: JetStream did not take them");
+            }
+            for job in batch {
+                (job.done)(outcome.clone().map_err(unavailable));
+            }
+        });
+    }
+}
+
+/// Whether the audit stream has a leader and a majority of its replicas up to date: a server
+/// can describe the stream from what it last knew even when no quorum remains, so being
+/// answered is not enough.
+async fn has_quorum(jetstream: &Context) -> bool {
+    let Ok(stream) = jetstream.get_stream(crate::STREAM).await else {
+        return false;
+    };
+    match &stream.cached_info().cluster {
+        // One server, no replicas: it answered.
+        None => true,
+        Some(cluster) => {
+            let members = 1 + cluster.replicas.len();
+            let current = 1 + cluster
+                .replicas
+                .iter()
+                .filter(|peer| peer.current && !peer.offline)
+                .count();
+            cluster.leader.is_some() && current * 2 > members
         }
     }
 }

@@ -9,8 +9,13 @@
 //! consumer anew from the next sequence. A node whose data directory is new starts from the
 //! beginning of the stream, whatever a consumer of the same name remembered.
 //!
-//! Exactly once: a message delivered again (a crash between an append and its record) has its
-//! events recognised by their ids and skipped. A message that cannot be read stops the replica
+//! Exactly once: a message delivered again is skipped. Within one run of the consumer that is a
+//! message at or below the last sequence it appended (an acknowledgement that was lost). After a
+//! (re)start, the log may hold more than `applied` says — a crash between an append and its
+//! record — but at most the one fetch that was appended then; the events of the first
+//! `FETCH_MESSAGES` messages are therefore looked up by id in the log and skipped when found,
+//! and the rest are appended without the lookup. (Messages, not sequence numbers: the stream's
+//! sequences are shared with other tenants' subjects.) A message that cannot be read stops the replica
 //! there, reported by `health`, rather than being skipped: a gap in the log is never silent.
 
 use std::path::{Path, PathBuf};
@@ -106,6 +111,10 @@ async fn follow_once(
         })
         .await
         .map_err(|e| format!("the audit consumer {consumer_name}: {e}"))?;
+    // The first messages of a run may already be in the log (see the top of this file); the
+    // stream's sequences are shared with other tenants' subjects, so they are counted here.
+    let mut to_look_up = FETCH_MESSAGES;
+    let mut appended_through = start - 1;
     loop {
         let mut messages = consumer
             .fetch()
@@ -122,10 +131,13 @@ async fn follow_once(
                 .info()
                 .map_err(|e| format!("an audit message without its stream sequence: {e}"))?
                 .stream_sequence;
-            events.extend(
-                custos_audit::decode_batch(&message.payload)
-                    .map_err(|e| format!("stream sequence {sequence}: {e}"))?,
-            );
+            if sequence > appended_through {
+                let decoded = custos_audit::decode_batch(&message.payload)
+                    .map_err(|e| format!("stream sequence {sequence}: {e}"))?;
+                let maybe_held = to_look_up > 0;
+                to_look_up = to_look_up.saturating_sub(1);
+                events.extend(decoded.into_iter().map(|event| (event, maybe_held)));
+            }
             last = Some((message, sequence));
         }
         let Some((message, sequence)) = last else {
@@ -134,8 +146,8 @@ async fn follow_once(
         let appender = log.clone();
         tokio::task::spawn_blocking(move || {
             let mut fresh = Vec::with_capacity(events.len());
-            for event in events {
-                if !appender.contains(event.id)? {
+            for (event, maybe_held) in events {
+                if !(maybe_held && appender.contains(event.id)?) {
                     fresh.push(event);
                 }
             }
@@ -144,6 +156,7 @@ async fn follow_once(
         .await
         .map_err(|e| format!("appending audit events: {e}"))?
         .map_err(|e| format!("appending audit events up to stream sequence {sequence}: {e}"))?;
+        appended_through = sequence;
         message
             .ack()
             .await

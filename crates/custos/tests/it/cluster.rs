@@ -295,7 +295,8 @@ fn without_a_quorum_nothing_is_answered_or_changed() {
         .send()
         .unwrap();
     assert_eq!(health.status(), 503);
-    assert!(health.text().unwrap().contains("audit stream"));
+    let why = health.text().unwrap();
+    assert!(why.contains("audit stream"), "{why}");
 
     nats.run(0);
     nats.run(1);
