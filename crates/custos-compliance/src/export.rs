@@ -566,6 +566,31 @@ pub(crate) fn tidy_jobs(state: &ComplianceState) {
     }
 }
 
+/// An export job's `search`: the audit search's query string, or an object of its filters
+/// (`{"operation": "Export"}`), each a string; none is the default search. Anything else is
+/// refused rather than read as no filter at all, which would export the whole log.
+fn search_text(search: &Json) -> Result<String, AppError> {
+    match search {
+        Json::Null => Ok(String::new()),
+        Json::String(text) => Ok(text.clone()),
+        Json::Object(filters) => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in filters {
+                let value = value.as_str().ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "the search filter '{name}' must be a string, as in the search API's query"
+                    ))
+                })?;
+                query.append_pair(name, value);
+            }
+            Ok(query.finish())
+        }
+        _ => Err(AppError::bad_request(
+            "'search' must be the audit search's query string or an object of its filters",
+        )),
+    }
+}
+
 /// `POST /api/audit/exports` (`{"format", "search"}`): starts an export in the background; its
 /// progress is at `GET /api/audit/exports/{id}` and its file, once done, at `…/file`.
 pub(crate) async fn start_job(
@@ -580,7 +605,8 @@ pub(crate) async fn start_job(
         audit_reader(&state, &mut draft, &headers).await?;
         let body: Json = serde_json::from_slice(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        let search = body["search"].as_str().unwrap_or("");
+        let search = search_text(&body["search"])?;
+        let search = search.as_str();
         let pairs: Vec<(String, String)> = form_urlencoded::parse(search.as_bytes())
             .into_owned()
             .collect();

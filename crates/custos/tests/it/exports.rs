@@ -143,6 +143,27 @@ fn an_export_file_is_its_creators_or_a_managers_and_each_download_is_recorded() 
         .unwrap()
         .to_string();
     finished(&server, &r1, &id);
+    // The search may be an object of filters; what is neither is refused, never read as "no
+    // filter", which would export the whole log.
+    let by_object = send(
+        client().post(format!("{}/api/audit/exports", server.base)),
+        &r1,
+        Some(json!({"format": "csv", "search": {"operation": "NoSuchOp"}})),
+    );
+    assert_eq!(by_object.status(), 202);
+    assert_eq!(by_object.json::<Value>().unwrap()["total"], 0);
+    for bad in [
+        json!(5),
+        json!(["operation=Create"]),
+        json!({"operation": 1}),
+    ] {
+        let refused = send(
+            client().post(format!("{}/api/audit/exports", server.base)),
+            &r1,
+            Some(json!({"format": "csv", "search": bad})),
+        );
+        assert_eq!(odata_error(refused).0, 400, "{bad}");
+    }
     let file = format!("{}/api/audit/exports/{id}/file", server.base);
     let other = send(client().get(&file), &r2, None);
     assert_eq!(odata_error(other).0, 403);
