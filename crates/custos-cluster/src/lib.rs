@@ -63,7 +63,7 @@ pub struct Cluster {
 
 impl ClusterConfig {
     /// Checks the node id: letters, digits, `-` and `_` (it names a NATS consumer).
-    pub fn check(&self) -> Result<(), ClusterError> {
+    fn check(&self) -> Result<(), ClusterError> {
         let id = &self.node_id;
         if id.is_empty()
             || id.len() > 64
@@ -172,10 +172,5 @@ impl Cluster {
             )),
             None => Ok(()),
         }
-    }
-
-    /// The stream sequence of the last message this node's log holds.
-    pub fn applied(&self) -> u64 {
-        self.replica.lock().expect("replica lock").applied
     }
 }
