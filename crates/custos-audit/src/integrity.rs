@@ -105,11 +105,25 @@ fn note_size(note: &str) -> Option<u64> {
 }
 
 /// The running digest of the record ids numbered so far, for the checkpoints' `custos-ids`
-/// line.
+/// line, with the digest's state after each of the latest batches, so that a checkpoint signed
+/// by another node at a count this log has passed is checked without hashing every id again.
 #[derive(Default)]
 struct RunningIds {
     count: u64,
     hasher: Sha256,
+    marks: std::collections::VecDeque<(u64, Sha256)>,
+}
+
+/// Batches whose digest state [`RunningIds`] keeps.
+const ID_MARKS: usize = 1024;
+
+/// What [`Integrity::adopt`] did with a checkpoint signed elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// It is the log's latest checkpoint now.
+    Appended(u64),
+    /// It matches the log, and the log holds a checkpoint as large already.
+    Covered(u64),
 }
 
 pub(crate) struct Integrity {
@@ -432,6 +446,9 @@ impl Integrity {
             running.count += 1;
         }
         check_ids_digest(&running, signed_ids)?;
+        running
+            .marks
+            .push_back((running.count, running.hasher.clone()));
         *self.ids.lock().expect("ids digest lock") = running;
         if let Some((size, checkpoint)) = latest
             && tree.root(size, &self.leaves)? != checkpoint.root
@@ -448,6 +465,91 @@ impl Integrity {
             running.hasher.update(id.as_bytes());
         }
         running.count += ids.len() as u64;
+        if !ids.is_empty() {
+            let mark = (running.count, running.hasher.clone());
+            if running.marks.len() == ID_MARKS {
+                running.marks.pop_front();
+            }
+            running.marks.push_back(mark);
+        }
+    }
+
+    /// The digest of the first `count` record ids, from the nearest mark at or below it and the
+    /// ids after it (`numbered(from, to)`: the ids numbered `from..to`); `None` when the log
+    /// has not numbered that many durably.
+    fn ids_digest_at(
+        &self,
+        count: u64,
+        numbered: &dyn Fn(u64, u64) -> Option<Vec<uuid::Uuid>>,
+    ) -> Option<Hash> {
+        let (from, mut hasher) = {
+            let running = self.ids.lock().expect("ids digest lock");
+            if count > running.count {
+                return None;
+            }
+            running
+                .marks
+                .iter()
+                .rev()
+                .find(|(at, _)| *at <= count)
+                .map_or((0, Sha256::new()), |(at, state)| (*at, state.clone()))
+        };
+        for id in numbered(from, count)? {
+            hasher.update(id.as_bytes());
+        }
+        Some(hasher.finalize().into())
+    }
+
+    /// Adopts `note`, a checkpoint the cluster's signer signed over the same stream of events:
+    /// it must be signed by the key in force, and this log's tree of that size must have its
+    /// root, and its first record ids the digest it states — otherwise the logs have diverged,
+    /// which is damage, never skipped. A note larger than what the log holds is refused too
+    /// (the stream delivers a checkpoint after the events it covers). Appended to
+    /// `checkpoints.log` when it is larger than the latest. Takes no lock while holding another.
+    pub(crate) fn adopt(
+        &self,
+        note: &str,
+        numbered: &dyn Fn(u64, u64) -> Option<Vec<uuid::Uuid>>,
+    ) -> Result<Adopted> {
+        let key = self.verifier_key();
+        let checkpoint = verify_note(note, &key)
+            .map_err(|e| Error::Corrupted(format!("a checkpoint from the cluster: {e}")))?;
+        if checkpoint.next_key.is_some() {
+            return Err(Error::Corrupted(
+                "a key handover came through the cluster, which does not rotate keys".into(),
+            ));
+        }
+        let size = checkpoint.size;
+        let root = {
+            let tree = self.tree.read().expect("tree lock");
+            if size > tree.len() {
+                return Err(Error::Corrupted(format!(
+                    "the cluster signed a checkpoint of {size} events and this log holds {}: it is missing events",
+                    tree.len()
+                )));
+            }
+            tree.root(size, &self.leaves)?
+        };
+        if root != checkpoint.root {
+            return Err(Error::Corrupted(format!(
+                "this log's tree of {size} events does not have the root the cluster signed: the logs have diverged"
+            )));
+        }
+        if let Some(ids) = checkpoint.ids
+            && self.ids_digest_at(ids.count, numbered) != Some(ids.sha256)
+        {
+            return Err(Error::Corrupted(format!(
+                "this log's first {} record ids are not those the cluster signed: the logs have diverged",
+                ids.count
+            )));
+        }
+        let mut checkpoints = self.checkpoints.lock().expect("checkpoint lock");
+        if checkpoints.notes.last().is_some_and(|n| n.size >= size) {
+            return Ok(Adopted::Covered(size));
+        }
+        checkpoints.append(size, note)?;
+        self.signed.notify_all();
+        Ok(Adopted::Appended(size))
     }
 
     /// The digest of the record ids numbered so far.

@@ -42,7 +42,7 @@ pub use event::{
     UserType,
 };
 pub use index::{SearchPage, SearchQuery};
-pub use integrity::InclusionProof;
+pub use integrity::{Adopted, InclusionProof};
 pub use log::{LogConfig, Seq};
 pub use merkle::{
     Hash, InMemory, LeafSource, MerkleTree, TILE_HEIGHT, TILE_LEAVES, empty_root, leaf_hash,

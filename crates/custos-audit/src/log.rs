@@ -47,6 +47,11 @@ pub struct LogConfig {
     pub origin: String,
     /// Most time between two checkpoints while events flow, milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// Whether the log signs its own checkpoints (on opening, then on its interval). An audit
+    /// node of a cluster does not: the cluster's one signer tells its log when to sign
+    /// ([`crate::AuditLog::sign_for_cluster`]) and every other node adopts the notes it signed
+    /// ([`crate::AuditLog::adopt_checkpoint`]).
+    pub signs_own_checkpoints: bool,
 }
 
 impl LogConfig {
@@ -61,6 +66,7 @@ impl LogConfig {
             next_signing_seed: None,
             origin: origin.to_string(),
             checkpoint_interval_ms: 1000,
+            signs_own_checkpoints: true,
         }
     }
 }

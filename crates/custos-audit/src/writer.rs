@@ -26,7 +26,7 @@ use crate::index::{
     Compiled, Location, PartState, Partition, ReportTotals, SearchPage, SearchQuery,
     collect_newest, count_into, report_into,
 };
-use crate::integrity::{InclusionProof, Integrity};
+use crate::integrity::{Adopted, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, LogConfig, Seq};
 use crate::merkle::{Hash, leaf_hash};
 use crate::partition::{MemIndex, PartitionIndex};
@@ -110,6 +110,8 @@ pub struct AuditLog {
     pruned: Mutex<PrunedFile>,
     /// Most time between two checkpoints while events flow, milliseconds.
     checkpoint_interval_ms: u64,
+    /// Whether the log signs its own checkpoints ([`LogConfig::signs_own_checkpoints`]).
+    signs_own_checkpoints: bool,
     dir: PathBuf,
     /// Held (locked) while the log is open, so no second process writes it.
     _lock: File,
@@ -185,7 +187,9 @@ impl AuditLog {
         let opened = crate::open::open(&config, lock)?;
         // What the log holds when it opens is signed at once: only what a crash interrupts is
         // ever left unsigned.
-        opened.integrity.checkpoint()?;
+        if config.signs_own_checkpoints {
+            opened.integrity.checkpoint()?;
+        }
         let shared = Arc::new(Shared {
             partitions: RwLock::new(opened.partitions),
             ids: RwLock::new(opened.ids),
@@ -232,18 +236,21 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io(&config.dir, e))?;
-        let weak = Arc::downgrade(&shared);
-        let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
-        thread::Builder::new()
-            .name("audit-checkpointer".into())
-            .spawn(move || checkpointer(weak, interval))
-            .map_err(|e| Error::io(&config.dir, e))?;
+        if config.signs_own_checkpoints {
+            let weak = Arc::downgrade(&shared);
+            let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
+            thread::Builder::new()
+                .name("audit-checkpointer".into())
+                .spawn(move || checkpointer(weak, interval))
+                .map_err(|e| Error::io(&config.dir, e))?;
+        }
         Ok(AuditLog {
             queue,
             shared,
             stopped,
             pruned: Mutex::new(opened.pruned),
             checkpoint_interval_ms: config.checkpoint_interval_ms,
+            signs_own_checkpoints: config.signs_own_checkpoints,
             dir: config.dir.clone(),
             _lock: opened.lock,
         })
@@ -413,9 +420,41 @@ impl AuditLog {
 
     /// Signs a checkpoint now when events arrived since the last, and returns the latest: for
     /// what needs a signature at once (before a shutdown or a verification, in tests), never
-    /// for a reader.
+    /// for a reader. A log that does not sign its own checkpoints (a cluster's audit node)
+    /// only returns the latest.
     pub fn sign_checkpoint(&self) -> Result<Option<(u64, String)>> {
-        self.shared.integrity.checkpoint()
+        if self.signs_own_checkpoints {
+            self.shared.integrity.checkpoint()
+        } else {
+            self.shared.integrity.latest()
+        }
+    }
+
+    /// Signs a checkpoint now when events arrived since the last, and returns the latest,
+    /// whether or not the log signs its own: for the cluster's one signer, which publishes it
+    /// for the other audit nodes to adopt.
+    pub fn sign_for_cluster(&self) -> Result<Option<(u64, String)>> {
+        let signed = self.shared.integrity.checkpoint();
+        if let Ok(Some(_)) = &signed {
+            self.shared
+                .stats
+                .checkpoints_signed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        signed
+    }
+
+    /// Adopts a checkpoint the cluster's signer signed over the same events (see
+    /// [`Adopted`]): checked against this log's own tree and record ids, refused as damage when
+    /// they differ.
+    pub fn adopt_checkpoint(&self, note: &str) -> Result<Adopted> {
+        let numbered = |from: u64, to: u64| {
+            let ids = self.shared.ids.read().expect("ids lock");
+            (from..to)
+                .map(|number| ids.table.get(usize::try_from(number).ok()?))
+                .collect()
+        };
+        self.shared.integrity.adopt(note, &numbered)
     }
 
     /// The checkpoint signed earlier for exactly `size` events.

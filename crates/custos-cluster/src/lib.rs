@@ -2,8 +2,10 @@
 //! NATS JetStream cluster. A node publishes each group commit of audit events to the stream
 //! `CUSTOS_AUDIT` and answers its requests only once JetStream holds it on a quorum of disks
 //! (`publisher.rs`); audit nodes follow the stream with a durable consumer and build their
-//! searchable log from it, the same on every node (`replica.rs`). Messages carry the events
-//! exactly in the log's own record encoding (`custos_audit::encode_batch`).
+//! searchable log from it, the same on every node (`replica.rs`); one node at a time signs
+//! its checkpoints and every audit node adopts them after checking its own root
+//! (`signer.rs`). Messages carry the events exactly in the log's own record encoding
+//! (`custos_audit::encode_batch`).
 //!
 //! Replication and consensus are JetStream's; nothing here is home-made beyond the order of
 //! operations.
@@ -11,6 +13,7 @@
 
 mod publisher;
 mod replica;
+mod signer;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +24,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 pub use publisher::Publisher;
+pub use signer::SignerStatus;
 
 /// The stream every node publishes audit events to.
 pub const STREAM: &str = "CUSTOS_AUDIT";
@@ -57,8 +61,11 @@ pub struct Cluster {
     /// This tenant's subject of the audit stream.
     subject: String,
     stream: stream::Stream,
+    jetstream: jetstream::Context,
+    tenant_id: Uuid,
     publisher: Publisher,
     replica: Arc<Mutex<replica::ReplicaStatus>>,
+    signer: Arc<Mutex<SignerStatus>>,
 }
 
 impl ClusterConfig {
@@ -134,13 +141,16 @@ impl Cluster {
             }
         };
         let subject = format!("custos.audit.{tenant_id}");
-        let publisher = Publisher::start(jetstream, subject.clone());
+        let publisher = Publisher::start(jetstream.clone(), subject.clone());
         Ok(Cluster {
             config,
             subject,
             stream,
+            jetstream,
+            tenant_id,
             publisher,
             replica: Arc::new(Mutex::new(replica::ReplicaStatus::default())),
+            signer: Arc::new(Mutex::new(SignerStatus::default())),
         })
     }
 
@@ -160,6 +170,34 @@ impl Cluster {
             applied,
             self.replica.clone(),
         ));
+    }
+
+    /// Makes this node a candidate to sign the cluster's checkpoints: while it holds the
+    /// signer's lease it signs `log` every `interval` and publishes each note into the stream,
+    /// for every audit node to adopt (`signer.rs`). `log` must not sign its own
+    /// (`LogConfig::signs_own_checkpoints`) and must be the one [`Cluster::replicate_into`]
+    /// builds.
+    pub fn sign_checkpoints(&self, log: Arc<AuditLog>, interval: Duration) {
+        tokio::spawn(signer::run(signer::SignerTask {
+            jetstream: self.jetstream.clone(),
+            replicas: self.config.replicas,
+            subject: self.subject.clone(),
+            tenant_id: self.tenant_id,
+            node_id: self.config.node_id.clone(),
+            log,
+            interval,
+            status: self.signer.clone(),
+        }));
+    }
+
+    /// Who signs the cluster's checkpoints, as this node last saw it.
+    pub fn signer(&self) -> SignerStatus {
+        self.signer.lock().expect("signer status lock").clone()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
     }
 
     /// `Err` with the reason while this node refuses audited work (its group commits are not

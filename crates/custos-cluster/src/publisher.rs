@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::message::PublishMessage;
 use custos_audit::{AuditEvent, Done, Error};
@@ -163,7 +164,8 @@ async fn run(
         };
         let (jetstream, subject, failure) = (jetstream.clone(), subject.clone(), failure.clone());
         tokio::spawn(async move {
-            let outcome = publish(&jetstream, &subject, payload).await;
+            let id = uuid::Uuid::new_v4().to_string();
+            let outcome = publish(&jetstream, &subject, payload, &id, &HeaderMap::new()).await;
             drop(permit);
             *failure.lock().expect("failure lock") = outcome.as_ref().err().cloned();
             if let Err(why) = &outcome {
@@ -198,17 +200,23 @@ async fn has_quorum(jetstream: &Context) -> bool {
     }
 }
 
-/// Publishes one message under a fresh `Nats-Msg-Id`, retrying until the deadline; its stream
-/// sequence, or why it was not stored.
-async fn publish(jetstream: &Context, subject: &str, payload: bytes::Bytes) -> Result<u64, String> {
-    let id = uuid::Uuid::new_v4().to_string();
+/// Publishes one message under `id` (its `Nats-Msg-Id`) with `headers`, retrying until the
+/// deadline; its stream sequence, or why it was not stored.
+pub(crate) async fn publish(
+    jetstream: &Context,
+    subject: &str,
+    payload: bytes::Bytes,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<u64, String> {
     let deadline = Instant::now() + PUBLISH_DEADLINE;
     let mut last = String::from("no attempt finished");
     loop {
         let attempt = async {
             let message = PublishMessage::build()
+                .headers(headers.clone())
                 .payload(payload.clone())
-                .message_id(&id);
+                .message_id(id);
             let ack = jetstream
                 .send_publish(subject.to_string(), message)
                 .await

@@ -1,7 +1,10 @@
 //! The audit node's side: a durable pull consumer of the audit stream that appends every
 //! message's events, in stream order, to this node's own log — segments, index, `ids.dat`,
 //! leaves and Merkle tree, built the same way on every audit node, so every audit node holds
-//! the same tree. Search, reports, proofs and exports then answer from that log.
+//! the same tree. Search, reports, proofs and exports then answer from that log. A message
+//! marked as a signed checkpoint (`signer.rs`) is adopted by the log once everything before it
+//! in the stream is appended; a checkpoint the log's own tree does not match stops the replica
+//! there, as damage.
 //!
 //! Where to start is the log's to say, not the consumer's: after each append the node writes the
 //! stream sequence its log now holds to `cluster/applied` in its data directory (after the
@@ -22,9 +25,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
-use custos_audit::AuditLog;
+use custos_audit::{AuditEvent, AuditLog};
+
+use crate::signer::CHECKPOINT_HEADER;
 use futures_util::StreamExt;
 
 /// Messages fetched at a time.
@@ -121,7 +127,7 @@ async fn follow_once(
             .messages()
             .await
             .map_err(|e| format!("fetching audit messages: {e}"))?;
-        let mut events = Vec::new();
+        let mut steps = Vec::new();
         let mut last = None;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| format!("reading audit messages: {e}"))?;
@@ -130,11 +136,9 @@ async fn follow_once(
                 .map_err(|e| format!("an audit message without its stream sequence: {e}"))?
                 .stream_sequence;
             if sequence > appended_through {
-                let decoded = custos_audit::decode_batch(&message.payload)
-                    .map_err(|e| format!("stream sequence {sequence}: {e}"))?;
                 let maybe_held = to_look_up > 0;
                 to_look_up = to_look_up.saturating_sub(1);
-                events.extend(decoded.into_iter().map(|event| (event, maybe_held)));
+                steps.push(Step::read(&message, sequence, maybe_held)?);
             }
             last = Some((message, sequence));
         }
@@ -142,18 +146,10 @@ async fn follow_once(
             continue;
         };
         let appender = log.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut fresh = Vec::with_capacity(events.len());
-            for (event, maybe_held) in events {
-                if !(maybe_held && appender.contains(event.id)?) {
-                    fresh.push(event);
-                }
-            }
-            appender.append_all(fresh)
-        })
-        .await
-        .map_err(|e| format!("appending audit events: {e}"))?
-        .map_err(|e| format!("appending audit events up to stream sequence {sequence}: {e}"))?;
+        tokio::task::spawn_blocking(move || apply(&appender, steps))
+            .await
+            .map_err(|e| format!("appending audit events: {e}"))?
+            .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
         appended_through = sequence;
         message
             .ack()
@@ -165,4 +161,57 @@ async fn follow_once(
             .map_err(|e| format!("recording stream sequence {sequence}: {e}"))??;
         status.lock().expect("replica lock").failure = None;
     }
+}
+
+/// One message of the stream, read.
+enum Step {
+    /// A group commit's events, each with whether the log may hold it already.
+    Events(Vec<(AuditEvent, bool)>),
+    /// A checkpoint the cluster's signer signed (`signer.rs`), in stream order after the
+    /// events it covers.
+    Checkpoint(String),
+}
+
+impl Step {
+    fn read(message: &Message, sequence: u64, maybe_held: bool) -> Result<Step, String> {
+        let is_checkpoint = message
+            .headers
+            .as_ref()
+            .is_some_and(|headers| headers.get(CHECKPOINT_HEADER).is_some());
+        if is_checkpoint {
+            return String::from_utf8(message.payload.to_vec())
+                .map(Step::Checkpoint)
+                .map_err(|_| format!("stream sequence {sequence}: a checkpoint that is not text"));
+        }
+        let decoded = custos_audit::decode_batch(&message.payload)
+            .map_err(|e| format!("stream sequence {sequence}: {e}"))?;
+        Ok(Step::Events(
+            decoded
+                .into_iter()
+                .map(|event| (event, maybe_held))
+                .collect(),
+        ))
+    }
+}
+
+/// Applies the steps of one fetch in order: consecutive events are appended together, and a
+/// checkpoint is adopted once everything before it is in the log. Call from blocking code.
+fn apply(log: &AuditLog, steps: Vec<Step>) -> custos_audit::Result<()> {
+    let mut fresh = Vec::new();
+    for step in steps {
+        match step {
+            Step::Events(events) => {
+                for (event, maybe_held) in events {
+                    if !(maybe_held && log.contains(event.id)?) {
+                        fresh.push(event);
+                    }
+                }
+            }
+            Step::Checkpoint(note) => {
+                log.append_all(std::mem::take(&mut fresh))?;
+                log.adopt_checkpoint(&note)?;
+            }
+        }
+    }
+    log.append_all(fresh).map(|_| ())
 }

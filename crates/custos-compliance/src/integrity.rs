@@ -58,6 +58,14 @@ pub(crate) async fn rotate(
             |caller| caller.principal.global_admin,
             "must be a tenant global admin to rotate the log's signing key",
         )?;
+        if state.in_cluster() {
+            // Every audit node holds the cluster's key and adopts the signer's checkpoints; a
+            // handover must reach them all through the stream (docs/scale-out.md).
+            return Err(AppError::new(
+                custos_http::ErrorCode::Conflict,
+                "the signing key of a cluster cannot be rotated yet: every audit node holds it (docs/scale-out.md)",
+            ));
+        }
         let seed: [u8; 32] = rand::random();
         let new_key = state.log.verifier_key_for(seed);
         draft.details = json!({"OldKey": state.log.verifier_key(), "NewKey": new_key}).to_string();

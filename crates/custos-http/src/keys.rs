@@ -82,23 +82,90 @@ fn write_secret(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How a node's audit log is written and signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogMode {
+    /// The embedded log: it takes the node's events and signs its own checkpoints with the
+    /// data directory's key.
+    Embedded,
+    /// A cluster's audit node: its log is built from the audit stream and signs nothing of its
+    /// own; the cluster's signer signs (`custos_cluster`). With `shared_directory` (the
+    /// directory on PostgreSQL, so the nodes are one tenant) every node holds the cluster's one
+    /// checkpoint key, kept in the directory like the token key.
+    ClusterNode {
+        /// Whether the tenant directory is shared with other nodes.
+        shared_directory: bool,
+    },
+}
+
 /// Where the audit log of `data_dir` lives and how its checkpoints are signed (every
 /// `checkpoint_interval_ms` while events arrive).
 pub fn audit_log_config(
     data_dir: &Path,
     directory: &Directory,
     checkpoint_interval_ms: u64,
+    mode: LogMode,
 ) -> Result<LogConfig, StartError> {
-    let seed: [u8; 32] = secret_key(&data_dir.join("keys").join("checkpoint.key"))?
-        .try_into()
-        .expect("32-byte key");
+    let seed: [u8; 32] = match mode {
+        LogMode::ClusterNode {
+            shared_directory: true,
+        } => cluster_checkpoint_key(data_dir, directory)?,
+        _ => secret_key(&key_path(data_dir))?
+            .try_into()
+            .expect("32-byte key"),
+    };
     let origin = format!("localhost/custos/{}", directory.tenant_id());
     let next = next_seed(data_dir)?;
     Ok(LogConfig {
         next_signing_seed: next,
         checkpoint_interval_ms,
+        signs_own_checkpoints: mode == LogMode::Embedded,
         ..LogConfig::new(data_dir.join("audit"), seed, &origin)
     })
+}
+
+/// The directory setting that keeps the checkpoint key of a cluster on PostgreSQL.
+const CHECKPOINT_KEY_SETTING: &str = "keys.checkpoint";
+
+/// The cluster's checkpoint key: made by the first node that asks (from its own key file when
+/// it has one) and kept in the directory; written to this node's `keys/checkpoint.key` when it
+/// has none. A node whose key file holds another key is refused: its log was signed by that
+/// key, and the cluster's checkpoints would not verify against it.
+fn cluster_checkpoint_key(data_dir: &Path, directory: &Directory) -> Result<[u8; 32], StartError> {
+    use base64::Engine as _;
+    let path = key_path(data_dir);
+    let own = match fs::read(&path) {
+        Ok(key) => Some(key),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(start_error(&path)(e)),
+    };
+    let encoded = directory.setting_or_init(CHECKPOINT_KEY_SETTING, || {
+        let key = own
+            .clone()
+            .filter(|key| key.len() == 32)
+            .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        base64::engine::general_purpose::STANDARD.encode(key)
+    })?;
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|key| key.try_into().ok())
+        .ok_or_else(|| {
+            StartError::FirstRun(format!(
+                "the directory's {CHECKPOINT_KEY_SETTING} is not a 32-byte key"
+            ))
+        })?;
+    match own {
+        None => write_secret(&path, &key).map_err(start_error(&path))?,
+        Some(own) if own != key => {
+            return Err(StartError::Config(format!(
+                "{} is not the cluster's checkpoint key (the directory's {CHECKPOINT_KEY_SETTING}): this node's log was signed by another key. Remove its audit folder and cluster/applied to rebuild the log from the stream, and the key file to take the cluster's",
+                path.display()
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(key)
 }
 
 fn key_path(data_dir: &Path) -> PathBuf {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::context::RequestContext;
 use crate::draft::EventDraft;
-use crate::keys::audit_log_config;
+use crate::keys::{LogMode, audit_log_config};
 use crate::state::{Clock, StartError, SystemClock, stamp};
 
 /// What `custos audit reindex` did.
@@ -31,8 +31,14 @@ pub fn reindex_audit_log(
     data_dir: &Path,
     postgres: Option<&str>,
 ) -> Result<ReindexSummary, StartError> {
+    if data_dir.join("cluster").join("applied").exists() {
+        return Err(StartError::Config(format!(
+            "{} is a cluster node's: its audit log is built from the audit stream, and an event of its own would set it apart from the other nodes' logs. Rebuild it from the stream instead: stop the node, remove its audit folder and cluster/applied, and start it (docs/scale-out.md)",
+            data_dir.display()
+        )));
+    }
     let (directory, _) = crate::state::open_directory(data_dir, postgres)?;
-    let config = audit_log_config(data_dir, &directory, 1000)?;
+    let config = audit_log_config(data_dir, &directory, 1000, LogMode::Embedded)?;
     let started = Instant::now();
     let log = AuditLog::reindex(config)?;
     crate::keys::finish_rotation(data_dir, &log)?;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::draft::EventDraft;
 use crate::error::{AppError, ErrorCode};
-use crate::keys::{audit_log_config, finish_rotation};
+use crate::keys::{LogMode, audit_log_config, finish_rotation};
 use crate::metrics::Metrics;
 
 /// Server configuration.
@@ -375,10 +375,17 @@ impl AppState {
         make_private(&data_dir)?;
         let (directory, _) = open_directory(&data_dir, config.postgres.as_deref())?;
         let token_key = crate::keys::token_key(&data_dir, &directory, config.postgres.is_some())?;
+        let mode = match &config.cluster {
+            None => LogMode::Embedded,
+            Some(_) => LogMode::ClusterNode {
+                shared_directory: config.postgres.is_some(),
+            },
+        };
         let log = Arc::new(AuditLog::open(audit_log_config(
             &data_dir,
             &directory,
             config.checkpoint_interval_ms,
+            mode,
         )?)?);
         finish_rotation(&data_dir, &log)?;
         let journal = match &config.cluster {
@@ -401,6 +408,10 @@ impl AppState {
                     .create(&dir)
                     .map_err(io_error(&dir))?;
                 joined.replicate_into(log.clone(), dir.join("applied"));
+                joined.sign_checkpoints(
+                    log.clone(),
+                    std::time::Duration::from_millis(config.checkpoint_interval_ms),
+                );
                 Journal::Cluster(Box::new(joined))
             }
         };
@@ -424,7 +435,8 @@ impl AppState {
             state.open_instance(&info)?;
         }
         state.on_change(AppState::follow);
-        // Whatever the log holds when it starts serving is signed at once.
+        // Whatever the log holds when it starts serving is signed at once (by the cluster's
+        // signer on a cluster node).
         state.log.sign_checkpoint()?;
         Ok(state)
     }
@@ -803,6 +815,20 @@ impl AppState {
     /// Whether this node is part of a cluster (its events go through the audit stream).
     pub fn in_cluster(&self) -> bool {
         matches!(self.journal, Journal::Cluster(_))
+    }
+
+    /// This node's place in its cluster, for `/healthz`: its id, and which node signs the
+    /// cluster's checkpoints (none on an embedded node).
+    pub fn cluster_status(&self) -> Option<serde_json::Value> {
+        let Journal::Cluster(cluster) = &self.journal else {
+            return None;
+        };
+        let signer = cluster.signer();
+        Some(serde_json::json!({
+            "node": cluster.node_id(),
+            "checkpointSigner": signer.signer,
+            "signsCheckpoints": signer.signing,
+        }))
     }
 
     /// Saves a directory setting from async code (on a blocking thread).

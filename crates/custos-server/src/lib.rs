@@ -37,14 +37,20 @@ async fn openapi() -> Response {
 /// `GET /healthz`: 200 while Custos takes and serves audited work; 503 with the reason while
 /// it refuses it (see [`health`]).
 async fn healthz(State(state): State<AppState>) -> Response {
-    match state.health() {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+    let (status, mut body) = match state.health() {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            serde_json::json!({"status": "ok"}),
+        ),
         Err(reason) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable", "reason": reason})),
-        )
-            .into_response(),
+            serde_json::json!({"status": "unavailable", "reason": reason}),
+        ),
+    };
+    if let Some(cluster) = state.cluster_status() {
+        body["cluster"] = cluster;
     }
+    (status, axum::Json(body)).into_response()
 }
 
 /// Prometheus metrics; like every route but `/healthz` and the token endpoint it needs a valid
@@ -155,6 +161,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError::Start(StartError::FirstRun(e.to_string())))??;
     println!("custos: listening on http://{local}");
     let log = state.log.clone();
+    // A cluster node's checkpoints are the cluster signer's, which signs on its interval.
+    let signs_own = !state.in_cluster();
     tokio::select! {
         served = serve_on(listener, state) => served.map_err(ServeError::Bind),
         () = stop_signal() => {
@@ -165,8 +173,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 .map_err(|e| e.to_string())
                 .and_then(|signed| signed.map_err(|e| e.to_string()));
             match signed {
-                Ok(Some((size, _))) => println!("custos: stopped; a checkpoint covers all {size} events"),
-                Ok(None) => println!("custos: stopped"),
+                Ok(Some((size, _))) if signs_own => println!("custos: stopped; a checkpoint covers all {size} events"),
+                Ok(_) => println!("custos: stopped"),
                 Err(error) => tracing::error!(%error, "the last checkpoint could not be signed"),
             }
             Ok(())

@@ -741,3 +741,82 @@ fn followers_read_the_log_in_order_from_a_cursor() {
         "nothing past the end"
     );
 }
+
+fn cluster_log(dir: &std::path::Path) -> AuditLog {
+    AuditLog::open(LogConfig {
+        signs_own_checkpoints: false,
+        ..LogConfig::new(dir, [3; 32], "test.example/log")
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_audit_node_adopts_the_signers_checkpoints_only_over_the_same_events() {
+    let (a_dir, b_dir, c_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (signer, follower) = (cluster_log(a_dir.path()), cluster_log(b_dir.path()));
+    let events: Vec<AuditEvent> = (0..40).map(|i| sample_event(1 + i % 5)).collect();
+    // The same events in the same order, in other group commits.
+    signer.append_all(events[..25].to_vec()).unwrap();
+    for event in &events[..30] {
+        follower.append(event.clone()).unwrap();
+    }
+    assert_eq!(
+        follower.sign_checkpoint().unwrap(),
+        None,
+        "an audit node of a cluster signs nothing of its own"
+    );
+    let (size, note) = signer.sign_for_cluster().unwrap().unwrap();
+    assert_eq!(size, 25);
+    assert_eq!(
+        follower.adopt_checkpoint(&note).unwrap(),
+        Adopted::Appended(25)
+    );
+    assert_eq!(
+        follower.adopt_checkpoint(&note).unwrap(),
+        Adopted::Covered(25)
+    );
+    assert_eq!(follower.checkpoint_at(25).unwrap().as_deref(), Some(&*note));
+    // Adopted, it proves inclusion as one of its own.
+    let proof = follower.inclusion_proof(events[3].id).unwrap().unwrap();
+    assert_eq!(proof.tree_size, 25);
+
+    // A checkpoint past what the log holds, one by another key, and one over other events
+    // are all refused as damage.
+    signer.append_all(events[25..].to_vec()).unwrap();
+    let (_, ahead) = signer.sign_for_cluster().unwrap().unwrap();
+    let refused = follower.adopt_checkpoint(&ahead).unwrap_err().to_string();
+    assert!(refused.contains("missing events"), "{refused}");
+    let stranger =
+        AuditLog::open(LogConfig::new(c_dir.path(), [4; 32], "test.example/log")).unwrap();
+    stranger.append_all(events[..25].to_vec()).unwrap();
+    let (_, foreign) = stranger.sign_checkpoint().unwrap().unwrap();
+    assert!(follower.adopt_checkpoint(&foreign).is_err());
+    let other_dir = tempfile::tempdir().unwrap();
+    let diverged = cluster_log(other_dir.path());
+    let mut changed = events[..30].to_vec();
+    changed[7].operation = "Delete".into();
+    diverged.append_all(changed).unwrap();
+    let refused = diverged.adopt_checkpoint(&note).unwrap_err().to_string();
+    assert!(refused.contains("diverged"), "{refused}");
+
+    // The adopted checkpoints survive a restart and the log verifies against the shared key.
+    for event in &events[30..] {
+        follower.append(event.clone()).unwrap();
+    }
+    assert_eq!(
+        follower.adopt_checkpoint(&ahead).unwrap(),
+        Adopted::Appended(40)
+    );
+    let key = follower.verifier_key();
+    assert_eq!(key, signer.verifier_key());
+    drop(follower);
+    let follower = cluster_log(b_dir.path());
+    assert_eq!(follower.latest_checkpoint().unwrap(), Some((40, ahead)));
+    let report = crate::verify_log(b_dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.checkpoints, 2);
+}

@@ -141,6 +141,97 @@ fn creates(server: &Server, token: &str) -> HashMap<String, usize> {
     out
 }
 
+/// Writers creating accounts, each through the node whose base URL its slot holds (a slot is
+/// changed when its node restarts on another port); they keep every acknowledged record id.
+struct Load {
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(bases: Vec<Arc<Mutex<String>>>) -> Load {
+        let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = bases
+            .into_iter()
+            .enumerate()
+            .map(|(w, base)| {
+                let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+                std::thread::spawn(move || write_accounts(w, &base, &acknowledged, &stop))
+            })
+            .collect();
+        Load {
+            acknowledged,
+            stop,
+            writers,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    /// Stops the writers; the acknowledged record ids.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Release);
+        for writer in self.writers {
+            writer.join().unwrap();
+        }
+        self.acknowledged.lock().unwrap().clone()
+    }
+}
+
+fn write_accounts(
+    w: usize,
+    base: &Mutex<String>,
+    acknowledged: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut token: Option<String> = None;
+    let mut n = 0;
+    while !stop.load(Ordering::Acquire) {
+        let at = base.lock().unwrap().clone();
+        let Some(bearer) = token.clone().or_else(|| {
+            client
+                .post(format!("{at}/oauth2/token"))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("username", "admin"),
+                    ("password", ADMIN_PASSWORD),
+                ])
+                .send()
+                .ok()
+                .filter(|r| r.status() == 200)
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .and_then(|j| j["access_token"].as_str().map(str::to_string))
+        }) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        token = Some(bearer.clone());
+        n += 1;
+        let sent = client
+            .post(format!("{at}/main/api/data/v9.2/accounts"))
+            .bearer_auth(&bearer)
+            .json(&json!({"name": format!("writer {w} #{n}")}))
+            .send();
+        match sent {
+            Ok(response) if response.status() == 204 => {
+                acknowledged.lock().unwrap().push(entity_id(&response));
+            }
+            // Refused (503 while the stream has no quorum) or the node is down: not
+            // acknowledged, so nothing is owed.
+            Ok(response) if response.status() == 401 => token = None,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 #[test]
 fn every_acknowledged_event_is_in_the_log_once_through_nats_and_node_crashes() {
     let mut nats = NatsCluster::start();
@@ -148,58 +239,8 @@ fn every_acknowledged_event_is_in_the_log_once_through_nats_and_node_crashes() {
     let dir = data.path().join("node-a");
     let mut server = node(&dir, &nats, "a");
     let base = Arc::new(Mutex::new(server.base.clone()));
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (base, acknowledged, stop) = (base.clone(), acknowledged.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap();
-                let mut token: Option<String> = None;
-                let mut n = 0;
-                while !stop.load(Ordering::Acquire) {
-                    let at = base.lock().unwrap().clone();
-                    let Some(bearer) = token.clone().or_else(|| {
-                        client
-                            .post(format!("{at}/oauth2/token"))
-                            .form(&[
-                                ("grant_type", "password"),
-                                ("username", "admin"),
-                                ("password", ADMIN_PASSWORD),
-                            ])
-                            .send()
-                            .ok()
-                            .filter(|r| r.status() == 200)
-                            .and_then(|r| r.json::<serde_json::Value>().ok())
-                            .and_then(|j| j["access_token"].as_str().map(str::to_string))
-                    }) else {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    };
-                    token = Some(bearer.clone());
-                    n += 1;
-                    let sent = client
-                        .post(format!("{at}/main/api/data/v9.2/accounts"))
-                        .bearer_auth(&bearer)
-                        .json(&json!({"name": format!("writer {w} #{n}")}))
-                        .send();
-                    match sent {
-                        Ok(response) if response.status() == 204 => {
-                            acknowledged.lock().unwrap().push(entity_id(&response));
-                        }
-                        // Refused (503 while the stream has no quorum) or the node is down:
-                        // not acknowledged, so nothing is owed.
-                        Ok(response) if response.status() == 401 => token = None,
-                        _ => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            })
-        })
-        .collect();
-    let count = || acknowledged.lock().unwrap().len();
+    let load = Load::start(vec![base.clone(); 4]);
+    let count = || load.count();
     wait_for("40 acknowledged creates", Duration::from_secs(60), || {
         count() >= 40
     });
@@ -222,13 +263,8 @@ fn every_acknowledged_event_is_in_the_log_once_through_nats_and_node_crashes() {
         Duration::from_secs(60),
         || count() >= before + 40,
     );
-    stop.store(true, Ordering::Release);
-    for writer in writers {
-        writer.join().unwrap();
-    }
-
+    let acknowledged = load.stop();
     let admin = server.admin();
-    let acknowledged = acknowledged.lock().unwrap().clone();
     let mut seen = HashMap::new();
     wait_for(
         "the log to hold every acknowledged create",
@@ -257,17 +293,24 @@ fn every_acknowledged_event_is_in_the_log_once_through_nats_and_node_crashes() {
         .collect();
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "no event is in the log twice");
+    // The cluster's signer signs on its interval, not on a stop.
+    wait_signed(&server, &admin, ids.len() as u64);
     assert!(server.stop().success());
+    verify_offline(&dir, &[]);
+}
+
+/// `custos audit verify` on a stopped node's data directory, with `flags`; asserts it passes
+/// and returns what it said.
+fn verify_offline(dir: &Path, flags: &[&str]) -> String {
     let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(["audit", "verify", "--data-dir"])
-        .arg(&dir)
+        .arg(dir)
+        .args(flags)
         .output()
         .unwrap();
-    assert!(
-        verified.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verified.stdout)
-    );
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(verified.status.success(), "{}: {said}", dir.display());
+    said
 }
 
 #[test]
@@ -702,19 +745,12 @@ fn the_followers_run_on_one_node_of_a_cluster_and_another_takes_over() {
     let collector = Collector::start();
     let urls = nats.urls();
     let node = |id: &str| {
-        Server::start_in(
+        pg_node(
             &data.path().join(format!("node-{id}")),
-            &[
-                "--nats",
-                &urls,
-                "--node-id",
-                id,
-                "--nats-replicas",
-                "3",
-                "--postgres",
-                &postgres.url,
-                "--allow-private-targets",
-            ],
+            &urls,
+            &postgres.url,
+            id,
+            &["--allow-private-targets"],
         )
     };
     let mut a = node("a");
@@ -802,4 +838,164 @@ fn creates_with_ids(server: &Server, token: &str) -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+/// A cluster node on PostgreSQL and the NATS cluster at `urls`, with `more` flags.
+fn pg_node(dir: &Path, urls: &str, postgres: &str, id: &str, more: &[&str]) -> Server {
+    let mut flags = vec![
+        "--nats",
+        urls,
+        "--node-id",
+        id,
+        "--nats-replicas",
+        "3",
+        "--postgres",
+        postgres,
+    ];
+    flags.extend_from_slice(more);
+    Server::start_in(dir, &flags)
+}
+
+/// The latest signed checkpoint a node serves.
+fn latest_note(server: &Server, token: &str) -> String {
+    send(
+        client().get(format!("{}/api/audit/checkpoint", server.base)),
+        token,
+        None,
+    )
+    .text()
+    .unwrap()
+}
+
+#[test]
+fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
+    let mut nats = NatsCluster::start();
+    let postgres = Postgres::start();
+    let data = tempfile::tempdir().unwrap();
+    let urls = nats.urls();
+    let (dir_a, dir_b) = (data.path().join("node-a"), data.path().join("node-b"));
+    let a = pg_node(&dir_a, &urls, &postgres.url, "a", &[]);
+    let mut b = pg_node(&dir_b, &urls, &postgres.url, "b", &[]);
+    let (base_a, base_b) = (
+        Arc::new(Mutex::new(a.base.clone())),
+        Arc::new(Mutex::new(b.base.clone())),
+    );
+    let load = Load::start(vec![
+        base_a.clone(),
+        base_b.clone(),
+        base_a.clone(),
+        base_b.clone(),
+    ]);
+    let more = |n: usize, what: &str| {
+        let before = load.count();
+        wait_for(what, Duration::from_secs(60), || load.count() >= before + n);
+    };
+    more(30, "30 acknowledged creates through the two nodes");
+    // A NATS server dies mid-load, then a custos node (SIGKILL); both come back.
+    nats.kill(0);
+    more(30, "30 more acknowledged creates with a NATS server down");
+    b.kill();
+    more(10, "10 more acknowledged creates with node b down");
+    nats.run(0);
+    b = pg_node(&dir_b, &urls, &postgres.url, "b", &[]);
+    *base_b.lock().unwrap() = b.base.clone();
+    more(30, "30 more acknowledged creates after the restarts");
+    let acknowledged = load.stop();
+
+    let (admin_a, admin_b) = (a.admin(), b.admin());
+    for (server, admin) in [(&a, &admin_a), (&b, &admin_b)] {
+        let mut seen = HashMap::new();
+        wait_for(
+            "each node's log to hold every acknowledged create",
+            Duration::from_secs(30),
+            || {
+                seen = creates(server, admin);
+                acknowledged.iter().all(|id| seen.contains_key(id))
+            },
+        );
+        for id in &acknowledged {
+            assert_eq!(
+                seen[id], 1,
+                "record {id}: its Create event is in the log once"
+            );
+        }
+    }
+    // No record write is lost: every acknowledged create is in PostgreSQL, read through a.
+    for id in &acknowledged {
+        let record = send(
+            client().get(a.api(&format!("accounts({id})"))),
+            &admin_a,
+            None,
+        );
+        assert_eq!(record.status(), 200, "record {id} was written");
+    }
+    // One signer, one key: both nodes name the same signer, serve the same verifier key, and
+    // come to hold the very same latest checkpoint (the same size, root and signature).
+    let health = |server: &Server| -> serde_json::Value {
+        client()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    wait_for(
+        "both nodes to name the same checkpoint signer",
+        Duration::from_secs(30),
+        || {
+            let signer = health(&a)["cluster"]["checkpointSigner"].clone();
+            signer.is_string() && health(&b)["cluster"]["checkpointSigner"] == signer
+        },
+    );
+    let key = |server: &Server, token: &str| {
+        get_json(&format!("{}/api/audit/keys", server.base), token)["value"][0]["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let root_key = key(&a, &admin_a);
+    assert_eq!(key(&b, &admin_b), root_key);
+    let total = a.audit(&admin_a, "").len() as u64;
+    let mut notes = (String::new(), String::new());
+    wait_for(
+        "both nodes to hold the same latest checkpoint over every event",
+        Duration::from_secs(30),
+        || {
+            notes = (latest_note(&a, &admin_a), latest_note(&b, &admin_b));
+            let size: u64 = notes
+                .0
+                .lines()
+                .nth(1)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            notes.0 == notes.1 && size >= total
+        },
+    );
+    // The cluster's key is every node's: it is not rotated through one of them.
+    let rotated = send(
+        client().post(format!("{}/api/audit/key/rotate", a.base)),
+        &admin_a,
+        None,
+    );
+    assert_eq!(rotated.status(), 409);
+    let mut a = a;
+    assert!(a.stop().success() && b.stop().success());
+    for dir in [&dir_a, &dir_b] {
+        verify_offline(dir, &["--key", &root_key]);
+    }
+    // A node's log is the stream's: reindexing it in place (which records an event of its
+    // own) is refused, with the way to rebuild it instead.
+    let reindexed = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "reindex", "--data-dir"])
+        .arg(&dir_a)
+        .args(["--postgres", &postgres.url])
+        .output()
+        .unwrap();
+    assert!(!reindexed.status.success());
+    assert!(
+        String::from_utf8_lossy(&reindexed.stderr).contains("Rebuild it from the stream"),
+        "{}",
+        String::from_utf8_lossy(&reindexed.stderr)
+    );
+    verify_offline(&dir_a, &["--key", &root_key]);
 }
