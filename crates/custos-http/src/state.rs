@@ -551,6 +551,7 @@ impl AppState {
                 name: "main".into(),
                 state: "trial".into(),
                 organization_id: Uuid::new_v4(),
+                database: None,
             };
             self.directory.add_instance(&info)?;
             let mut draft = self.system_draft(Operation::CreateInstance, &info.name);
@@ -593,10 +594,17 @@ impl AppState {
     /// Deletes an instance: forgotten by the directory, closed, its records and backups
     /// removed (its PostgreSQL schema dropped on a cluster node). Its audit events stay in the log.
     pub fn delete_instance(&self, name: &str) -> Result<(), AppError> {
+        let info = self
+            .directory
+            .instances()?
+            .into_iter()
+            .find(|info| info.name == name);
         self.directory.remove_instance(name)?;
-        let removed = self.instances.write().expect("instances lock").remove(name);
-        if let (Some(url), Some(instance)) = (&self.config.postgres, removed) {
-            PgStore::drop_schema(url, &pg_schema(instance.organization_id))?;
+        self.instances.write().expect("instances lock").remove(name);
+        if let Some(info) = info
+            && let Some(url) = self.database_of(&info)
+        {
+            PgStore::drop_schema(url, &pg_schema(info.organization_id))?;
         }
         for dir in [self.instance_dir(name), self.backups_dir(name)] {
             match fs::remove_dir_all(&dir) {
@@ -613,13 +621,25 @@ impl AppState {
         Ok(())
     }
 
+    /// The PostgreSQL database an instance's records are in: its own when it was placed on
+    /// another server, else the node's (`--postgres`); none on SQLite.
+    pub fn database_of<'a>(&'a self, info: &'a InstanceInfo) -> Option<&'a str> {
+        info.database.as_deref().or(self.config.postgres.as_deref())
+    }
+
     /// Opens an instance's store, seeding it when new (entities, settings, roles, admin user).
     fn open_instance(&self, info: &InstanceInfo) -> Result<(), StartError> {
         let dir = self.instance_dir(&info.name);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let store: Arc<dyn RecordStore> = match &self.config.postgres {
+        let store: Arc<dyn RecordStore> = match self.database_of(info) {
             None => Arc::new(SqliteStore::open(&dir.join("records.db"))?),
-            Some(url) => Arc::new(PgStore::open(url, &pg_schema(info.organization_id))?),
+            Some(url) => {
+                if info.database.is_some() {
+                    // Its changes are announced on its own server.
+                    self.directory.follow_database(url);
+                }
+                Arc::new(PgStore::open(url, &pg_schema(info.organization_id))?)
+            }
         };
         store.watch_entities(&CACHED_ENTITIES);
         // A new instance gets every seeded entity; an older one those added since it was made.

@@ -20,7 +20,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::{Operation, Origin};
-use custos_records::InstanceInfo;
+use custos_records::{InstanceInfo, PgStore, database_address};
 use serde_json::{Map, Value as Json, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -84,7 +84,38 @@ fn instance_json(state: &PlatformState, info: &InstanceInfo) -> Json {
         "organizationId": info.organization_id,
         "url": state.instance_url(&info.name),
         "webApi": format!("/{}/api/data/v9.2/", info.name),
+        "database": info.database.as_deref().and_then(database_address),
     })
+}
+
+/// Refuses (400) an instance's own database that this node cannot use: one given to a node
+/// whose records are not on PostgreSQL, or one it cannot reach and make the instance's schema
+/// in (which the check leaves made, empty, for the creation to fill).
+async fn check_database(
+    state: &PlatformState,
+    url: &str,
+    info: &InstanceInfo,
+) -> Result<(), AppError> {
+    if state.config.postgres.is_none() {
+        return Err(AppError::bad_request(
+            "an instance is placed on a PostgreSQL server of its own only by a node whose records are on PostgreSQL (--postgres)",
+        ));
+    }
+    let Some(address) = database_address(url) else {
+        return Err(AppError::bad_request(
+            "'database' is not a PostgreSQL connection string or URL",
+        ));
+    };
+    let (url, schema) = (
+        url.to_string(),
+        custos_http::state::pg_schema(info.organization_id),
+    );
+    blocking(move || {
+        PgStore::open(&url, &schema).map(drop).map_err(|e| {
+            AppError::bad_request(format!("the database {address} cannot be used: {e}"))
+        })
+    })
+    .await
 }
 
 fn body_object(body: &[u8]) -> Result<Map<String, Json>, AppError> {
@@ -167,6 +198,15 @@ pub(crate) async fn create(
                 )));
             }
         };
+        let database = match body.get("database") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(url)) => Some(url.clone()),
+            Some(_) => {
+                return Err(AppError::bad_request(
+                    "'database' must be a PostgreSQL connection string or URL",
+                ));
+            }
+        };
         let existing = state.directory.instances()?;
         if existing.iter().any(|i| i.name == name) {
             return Err(AppError::new(
@@ -184,8 +224,17 @@ pub(crate) async fn create(
             name: name.clone(),
             state: instance_state.into(),
             organization_id: Uuid::new_v4(),
+            database,
         };
-        draft.details = json!({"Instance": name, "State": instance_state}).to_string();
+        if let Some(url) = &info.database {
+            check_database(&state, url, &info).await?;
+        }
+        draft.details = json!({
+            "Instance": name,
+            "State": instance_state,
+            "Database": info.database.as_deref().and_then(database_address),
+        })
+        .to_string();
         state.record(draft.clone()).await?;
         let worker = state.clone();
         let created = info.clone();

@@ -85,6 +85,9 @@ pub struct InstanceInfo {
     pub state: String,
     /// Id of its `organization` record.
     pub organization_id: Uuid,
+    /// The PostgreSQL database holding its records when it is not the node's own
+    /// (`--postgres`): an instance is the unit of sharding, as a Dataverse environment is.
+    pub database: Option<String>,
 }
 
 struct Cache {
@@ -174,6 +177,8 @@ struct Shared {
     subscribers: RwLock<Vec<Subscriber>>,
     /// Whether this node runs the log's followers (see [`Directory::leads`]).
     leading: std::sync::atomic::AtomicBool,
+    /// The other PostgreSQL databases whose instances' changes this node follows.
+    followed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -210,7 +215,7 @@ pub struct Directory(Arc<Shared>);
 const SQLITE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS tenant (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS instance (
-    name TEXT PRIMARY KEY, state TEXT NOT NULL, organization_id TEXT NOT NULL);
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, organization_id TEXT NOT NULL, database TEXT);
 CREATE TABLE IF NOT EXISTS principal (
     id TEXT PRIMARY KEY, upn TEXT NOT NULL UNIQUE COLLATE NOCASE, display_name TEXT NOT NULL,
     user_type INTEGER NOT NULL, password_hash TEXT, client_id TEXT UNIQUE, secret_hash TEXT,
@@ -228,7 +233,7 @@ CREATE TABLE IF NOT EXISTS team_member (
 const PG_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS tenant (id text PRIMARY KEY, name text NOT NULL);
 CREATE TABLE IF NOT EXISTS instance (
-    name text PRIMARY KEY, state text NOT NULL, organization_id text NOT NULL);
+    name text PRIMARY KEY, state text NOT NULL, organization_id text NOT NULL, database text);
 CREATE TABLE IF NOT EXISTS principal (
     id text PRIMARY KEY, upn citext NOT NULL UNIQUE, display_name text NOT NULL,
     user_type bigint NOT NULL, password_hash text, client_id text UNIQUE, secret_hash text,
@@ -243,18 +248,27 @@ CREATE TABLE IF NOT EXISTS team_member (
     PRIMARY KEY (instance, team_id, principal_id));
 ";
 
-/// Columns added to `principal` after its first version, added to an older control database
-/// when it opens.
-const PRINCIPAL_COLUMNS: [(&str, &str); 2] = [
-    ("created_by", "TEXT"),
-    ("token_generation", "INTEGER NOT NULL DEFAULT 0"),
+/// Columns added to tables after their first version, added to an older control database
+/// when it opens: (table, column, type).
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("principal", "created_by", "TEXT"),
+    (
+        "principal",
+        "token_generation",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
+    ("instance", "database", "TEXT"),
 ];
 
 fn add_missing_columns(sql: &mut dyn Sql) -> Result<()> {
-    let present = sql.texts("SELECT name FROM pragma_table_info('principal')", &[], 1)?;
-    for (name, kind) in PRINCIPAL_COLUMNS {
+    for (table, name, kind) in ADDED_COLUMNS {
+        let present = sql.texts(
+            &format!("SELECT name FROM pragma_table_info('{table}')"),
+            &[],
+            1,
+        )?;
         if !present.iter().any(|row| row[0].as_deref() == Some(name)) {
-            sql.batch(&format!("ALTER TABLE principal ADD COLUMN {name} {kind}"))?;
+            sql.batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {kind}"))?;
         }
     }
     Ok(())
@@ -359,6 +373,7 @@ impl Directory {
                 subscribers: RwLock::new(Vec::new()),
                 // One node on SQLite; on PostgreSQL the lock decides.
                 leading: std::sync::atomic::AtomicBool::new(matches!(db_kind, DbKind::Sqlite)),
+                followed: std::sync::Mutex::default(),
             })),
             created,
         ))
@@ -382,6 +397,31 @@ impl Directory {
             .push(Box::new(subscriber));
     }
 
+    /// Follows the instances' changes announced in the PostgreSQL database at `url`, one that
+    /// holds instances placed on another server ([`InstanceInfo::database`]): the subscribers
+    /// hear them as they hear those of the directory's own database. Once per database; nothing
+    /// on SQLite.
+    pub fn follow_database(&self, url: &str) {
+        if !matches!(self.0.db, Db::Postgres(_)) {
+            return;
+        }
+        if !self
+            .0
+            .followed
+            .lock()
+            .expect("followed databases")
+            .insert(url.to_string())
+        {
+            return;
+        }
+        crate::pg::follow_url(
+            url.to_string(),
+            &[crate::pg::STORE_CHANNEL],
+            Arc::downgrade(&self.0),
+            |shared: &Shared, notice| shared.heard(notice),
+        );
+    }
+
     /// Whether this node runs the followers of the log — alerts, streams to SIEMs, the activity
     /// feed, webhooks, scheduled reports, retention — so that they run once however many nodes
     /// serve: always on SQLite (one node); on PostgreSQL while this node holds the database's
@@ -400,11 +440,12 @@ impl Directory {
         self.0.db.write("", |sql| {
             insert(
                 sql,
-                "INSERT INTO instance (name, state, organization_id) VALUES (?, ?, ?)",
+                "INSERT INTO instance (name, state, organization_id, database) VALUES (?, ?, ?, ?)",
                 &[
                     text(&instance.name),
                     text(&instance.state),
                     text(instance.organization_id),
+                    optional_text(instance.database.as_ref()),
                 ],
                 format!("instance '{}' already exists", instance.name),
             )
@@ -443,19 +484,20 @@ impl Directory {
     pub fn instances(&self) -> Result<Vec<InstanceInfo>> {
         let rows = self.0.db.read(|sql| {
             sql.texts(
-                "SELECT name, state, organization_id FROM instance ORDER BY name",
+                "SELECT name, state, organization_id, database FROM instance ORDER BY name",
                 &[],
-                3,
+                4,
             )
         })?;
         rows.into_iter()
             .map(|row| {
-                let [name, state, organization_id] = <[Option<String>; 3]>::try_from(row)
+                let [name, state, organization_id, database] = <[Option<String>; 4]>::try_from(row)
                     .map_err(|_| Error::Corrupted("instance row".into()))?;
                 Ok(InstanceInfo {
                     name: name.unwrap_or_default(),
                     state: state.unwrap_or_default(),
                     organization_id: parse_uuid(organization_id)?,
+                    database,
                 })
             })
             .collect()

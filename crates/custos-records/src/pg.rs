@@ -287,54 +287,8 @@ impl Postgres {
         alive: std::sync::Weak<T>,
         changed: impl Fn(&T, Option<Notice<'_>>) + Send + 'static,
     ) {
-        use postgres::fallible_iterator::FallibleIterator;
-        let url = self.url.clone();
-        std::thread::spawn(move || {
-            loop {
-                let listening = Client::connect(&url, NoTls).and_then(|mut client| {
-                    for channel in channels {
-                        client.batch_execute(&format!("LISTEN {channel}"))?;
-                    }
-                    Ok(client)
-                });
-                let Ok(mut client) = listening else {
-                    if alive.strong_count() == 0 {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                    continue;
-                };
-                let Some(target) = alive.upgrade() else {
-                    return;
-                };
-                changed(&target, None);
-                drop(target);
-                loop {
-                    let mut notifications = client.notifications();
-                    let next = notifications
-                        .timeout_iter(std::time::Duration::from_secs(1))
-                        .next();
-                    match next {
-                        Ok(Some(notification)) => match alive.upgrade() {
-                            Some(target) => changed(
-                                &target,
-                                Some(Notice {
-                                    channel: notification.channel(),
-                                    payload: notification.payload(),
-                                }),
-                            ),
-                            None => return,
-                        },
-                        Ok(None) if alive.strong_count() == 0 => return,
-                        Ok(None) => {}
-                        // The connection broke: listen again on a new one.
-                        Err(_) => break,
-                    }
-                }
-            }
-        });
+        follow_url(self.url.clone(), channels, alive, changed);
     }
-
     /// Holds the session lock `lock` of the database whenever it can, on a connection and a
     /// thread of its own: `leading` hears `true` once it is held and `false` when the
     /// connection holding it is lost (the server then frees it for another node; the loss of
@@ -573,6 +527,78 @@ impl Engine for Postgres {
             |_| Ok(()),
         )
     }
+}
+
+/// [`Postgres::follow`] on the database at `url` (one that holds no schema of this node's
+/// directory: an instance placed on another server).
+pub(crate) fn follow_url<T: Send + Sync + 'static>(
+    url: String,
+    channels: &'static [&'static str],
+    alive: std::sync::Weak<T>,
+    changed: impl Fn(&T, Option<Notice<'_>>) + Send + 'static,
+) {
+    use postgres::fallible_iterator::FallibleIterator;
+    std::thread::spawn(move || {
+        loop {
+            let listening = Client::connect(&url, NoTls).and_then(|mut client| {
+                for channel in channels {
+                    client.batch_execute(&format!("LISTEN {channel}"))?;
+                }
+                Ok(client)
+            });
+            let Ok(mut client) = listening else {
+                if alive.strong_count() == 0 {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            };
+            let Some(target) = alive.upgrade() else {
+                return;
+            };
+            changed(&target, None);
+            drop(target);
+            loop {
+                let mut notifications = client.notifications();
+                let next = notifications
+                    .timeout_iter(std::time::Duration::from_secs(1))
+                    .next();
+                match next {
+                    Ok(Some(notification)) => match alive.upgrade() {
+                        Some(target) => changed(
+                            &target,
+                            Some(Notice {
+                                channel: notification.channel(),
+                                payload: notification.payload(),
+                            }),
+                        ),
+                        None => return,
+                    },
+                    Ok(None) if alive.strong_count() == 0 => return,
+                    Ok(None) => {}
+                    // The connection broke: listen again on a new one.
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+}
+
+/// Where the database at `url` is, without its password: `postgres://user@host:port/dbname`
+/// (what an answer or a log may show of an instance's database); `None` when `url` is not a
+/// connection string or URL.
+pub fn database_address(url: &str) -> Option<String> {
+    let config: postgres::Config = url.parse().ok()?;
+    let host = match config.get_hosts().first()? {
+        postgres::config::Host::Tcp(host) => host.clone(),
+        postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    Some(format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or_default(),
+        config.get_dbname().unwrap_or_default()
+    ))
 }
 
 #[cfg(test)]

@@ -98,6 +98,10 @@ pub(crate) enum InstanceCommand {
         /// Create it paid rather than as a trial.
         #[arg(long)]
         paid: bool,
+        /// Keep its records in this PostgreSQL database (a URL or connection string) rather
+        /// than the server's own: the unit of sharding (servers on `--postgres` only).
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Convert a trial instance to paid.
     Convert { name: String },
@@ -491,11 +495,19 @@ fn solution(api: &Api<'_>, command: &SolutionCommand) -> anyhow::Result<Json> {
 fn instance(client: &Client, command: &InstanceCommand) -> anyhow::Result<Json> {
     Ok(match command {
         InstanceCommand::List => client.get("/api/admin/instances")?,
-        InstanceCommand::Create { name, paid } => {
+        InstanceCommand::Create {
+            name,
+            paid,
+            database,
+        } => {
             client
                 .post(
                     "/api/admin/instances",
-                    &json!({"name": name, "state": if *paid { "paid" } else { "trial" }}),
+                    &json!({
+                        "name": name,
+                        "state": if *paid { "paid" } else { "trial" },
+                        "database": database,
+                    }),
                 )?
                 .json
         }

@@ -85,9 +85,14 @@ fn two_nodes_on_one_postgresql_are_one_tenant_and_see_each_others_changes() {
         name: "main".into(),
         state: "trial".into(),
         organization_id: Uuid::new_v4(),
+        database: Some("postgres://custos@db-2.internal/sales".into()),
     })
     .unwrap();
-    assert_eq!(b.instances().unwrap().len(), 1);
+    assert_eq!(
+        b.instances().unwrap()[0].database.as_deref(),
+        Some("postgres://custos@db-2.internal/sales"),
+        "an instance's own database is part of the directory"
+    );
 
     assert!(b.remove_principal(zoe.id).unwrap());
     eventually("node a to forget the deleted user", || {

@@ -111,3 +111,15 @@ fn a_backup_restores_on_either_engine() {
     );
     assert!(pg.restore(&files.path().join("records.db-wal")).is_err());
 }
+
+#[test]
+fn a_database_is_shown_without_its_password() {
+    assert_eq!(
+        crate::database_address("postgres://custos:s3cret@db-2.internal:5433/records").as_deref(),
+        Some("postgres://custos@db-2.internal:5433/records")
+    );
+    let shown =
+        crate::database_address("host=db-3 user=custos password=s3cret dbname=sales").unwrap();
+    assert_eq!(shown, "postgres://custos@db-3:5432/sales");
+    assert_eq!(crate::database_address("not a connection string"), None);
+}

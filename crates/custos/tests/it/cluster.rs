@@ -999,3 +999,108 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
     );
     verify_offline(&dir_a, &["--key", &root_key]);
 }
+
+#[test]
+fn an_instance_placed_on_another_postgresql_server_is_served_by_every_node() {
+    let (home, shard) = (Postgres::start(), Postgres::start());
+    let data = tempfile::tempdir().unwrap();
+    let flags = ["--postgres", home.url.as_str()];
+    let mut p = Server::start_in(&data.path().join("node-p"), &flags);
+    let mut q = Server::start_in(&data.path().join("node-q"), &flags);
+    let (admin_p, admin_q) = (p.admin(), q.admin());
+    let instances = |server: &Server, token: &str| -> Vec<String> {
+        get_json(&format!("{}/api/admin/instances", server.base), token)["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // A database that cannot be reached is refused, and nothing is made.
+    let refused = send(
+        client().post(format!("{}/api/admin/instances", p.base)),
+        &admin_p,
+        Some(json!({"name": "nowhere", "database": "postgres://postgres@127.0.0.1:1/postgres"})),
+    );
+    assert_eq!(refused.status(), 400);
+    assert!(!instances(&p, &admin_p).contains(&"nowhere".to_string()));
+
+    // The password given is used, never shown (trust authentication ignores it here).
+    let with_password = shard.url.replacen("postgres@", "postgres:s3cret@", 1);
+    let created = send(
+        client().post(format!("{}/api/admin/instances", p.base)),
+        &admin_p,
+        Some(json!({"name": "sales", "database": with_password})),
+    );
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().unwrap();
+    let shown = created["database"].as_str().unwrap();
+    assert!(
+        shown.starts_with("postgres://postgres@127.0.0.1:") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    let recorded = p.audit(&admin_p, "operation=CreateInstance");
+    assert!(!recorded.is_empty());
+    assert!(!serde_json::to_string(&recorded).unwrap().contains("s3cret"));
+    assert_eq!((home.instance_schemas(), shard.instance_schemas()), (1, 1));
+
+    // The other node serves it, writes land on its server, and a change published through one
+    // node — announced on that server — is in force on the other.
+    let sales = |server: &Server, path: &str| format!("{}/sales/api/data/v9.2/{path}", server.base);
+    wait_for(
+        "node q to serve the new instance",
+        Duration::from_secs(10),
+        || send(client().get(sales(&q, "accounts")), &admin_q, None).status() == 200,
+    );
+    let made = send(
+        client().post(sales(&q, "accounts")),
+        &admin_q,
+        Some(json!({"name": "Sharded Ltd"})),
+    );
+    assert_eq!(made.status(), 204);
+    let id = entity_id(&made);
+    assert_eq!(
+        send(
+            client().get(sales(&p, &format!("accounts({id})"))),
+            &admin_p,
+            None
+        )
+        .status(),
+        200
+    );
+    let added = send(
+        client().post(sales(
+            &p,
+            "EntityDefinitions(LogicalName='account')/Attributes",
+        )),
+        &admin_p,
+        Some(json!({"AttributeType": "String", "SchemaName": "new_shard"})),
+    );
+    assert_eq!(added.status(), 204);
+    let published = send(client().post(sales(&p, "PublishAllXml")), &admin_p, None);
+    assert_eq!(published.status(), 204);
+    wait_for(
+        "node q to serve the attribute published on p",
+        Duration::from_secs(10),
+        || {
+            send(
+                client().post(sales(&q, "accounts")),
+                &admin_q,
+                Some(json!({"name": "Shard two", "new_shard": "eu-2"})),
+            )
+            .status()
+                == 204
+        },
+    );
+
+    // Deleting the instance drops its schema on its own server.
+    let deleted = send(
+        client().delete(format!("{}/api/admin/instances/sales", q.base)),
+        &admin_q,
+        None,
+    );
+    assert_eq!(deleted.status(), 204);
+    assert_eq!((home.instance_schemas(), shard.instance_schemas()), (1, 0));
+    assert!(p.stop().success() && q.stop().success());
+}
