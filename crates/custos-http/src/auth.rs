@@ -453,7 +453,11 @@ pub async fn sign_in(
     let mut draft = EventDraft::new(Operation::SignIn, context);
     draft.session_id = session.to_string();
     let now = state.clock.now_secs();
-    if let Some(wait) = state.sign_ins.locked(&tried, &context.client_ip, now) {
+    if let Some(wait) = state
+        .sign_ins
+        .locked(&tried, &context.client_ip, now)
+        .await
+    {
         draft.user_upn = tried;
         draft.status = ResultStatus::Denied;
         draft.error_code = "Throttled".into();
@@ -480,7 +484,8 @@ pub async fn sign_in(
         // A failed sign-in is always recorded, with (at most 256 bytes of) the name tried.
         state
             .sign_ins
-            .failed(&tried, &context.client_ip, state.clock.now_secs());
+            .failed(&tried, &context.client_ip, state.clock.now_secs())
+            .await;
         draft.user_upn = tried;
         draft.status = ResultStatus::Failed;
         draft.error_code = "invalid_grant".into();
@@ -489,7 +494,7 @@ pub async fn sign_in(
             .map_err(SignInError::Unavailable)?;
         return Err(SignInError::Refused);
     };
-    state.sign_ins.succeeded(&tried);
+    state.sign_ins.succeeded(&tried).await;
     let caller = Caller {
         principal,
         session_id: session,
@@ -579,6 +584,7 @@ pub async fn change_password(
         if let Some(wait) = state
             .sign_ins
             .locked(&upn, &context.client_ip, state.clock.now_secs())
+            .await
         {
             return Err(AppError::new(
                 ErrorCode::TooManyRequests,
@@ -592,7 +598,8 @@ pub async fn change_password(
         if !matches {
             state
                 .sign_ins
-                .failed(&upn, &context.client_ip, state.clock.now_secs());
+                .failed(&upn, &context.client_ip, state.clock.now_secs())
+                .await;
             return Err(AppError::forbidden("the current password is wrong"));
         }
         draft.details = json!({"SessionsEnded": true}).to_string();

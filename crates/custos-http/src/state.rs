@@ -416,6 +416,7 @@ impl AppState {
             }
         };
         let revoked = stored_revocations(&directory)?;
+        let sign_ins = crate::throttle::SignInThrottle::over(&directory);
         let state = AppState(Arc::new(Inner {
             config,
             directory,
@@ -427,7 +428,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             public_url,
             revoked: RwLock::new(revoked),
-            sign_ins: crate::throttle::SignInThrottle::default(),
+            sign_ins,
             refusals: crate::throttle::RecordingBudget::default(),
         }));
         state.first_run()?;

@@ -14,6 +14,13 @@
 //! Everything is in memory and bounded ([`KEYS_MAX`] names and addresses): a restart forgets
 //! lock-outs, and a crash loses at most the last minute's count of refusals that were not
 //! recorded one by one (each of which changed nothing).
+//!
+//! In a cluster (the directory on PostgreSQL) the lock-outs are the cluster's: every failed
+//! sign-in is also counted in the directory's shared counters (`user:<name>`, `source:<address>`)
+//! and every node reads them before it checks a password, so a client spreading its attempts
+//! over n nodes gets no more than over one. Should the database not answer, each node goes on
+//! with its own count (never fewer lock-outs than one node alone). The recording budget stays
+//! per node: it bounds how much of a flood is written one event each, not who may try.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -79,11 +86,48 @@ impl Failures {
     }
 }
 
+impl Failures {
+    /// From a shared counter: (count, window start, lock-outs, locked until).
+    fn from_counter(counter: Option<[i64; 4]>) -> Failures {
+        let [count, since, lockouts, locked_until] = counter.unwrap_or_default();
+        Failures {
+            count: u32::try_from(count).unwrap_or(0),
+            since,
+            lockouts: u32::try_from(lockouts).unwrap_or(0),
+            locked_until,
+        }
+    }
+
+    fn to_counter(&self) -> [i64; 4] {
+        [
+            i64::from(self.count),
+            self.since,
+            i64::from(self.lockouts),
+            self.locked_until,
+        ]
+    }
+}
+
 /// Lock-outs of sign-in names and client addresses.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SignInThrottle {
     users: Mutex<HashMap<String, Failures>>,
     sources: Mutex<HashMap<String, Failures>>,
+    /// The directory whose counters every node shares, on a cluster.
+    shared: Option<custos_records::Directory>,
+    /// Failures counted since stale shared counters were last removed.
+    since_pruned: std::sync::atomic::AtomicU32,
+}
+
+/// Failed sign-ins between two removals of stale shared counters.
+const PRUNE_EVERY: u32 = 256;
+
+fn user_key(user: &str) -> String {
+    format!("user:{user}")
+}
+
+fn source_key(source: &str) -> String {
+    format!("source:{source}")
 }
 
 /// Drops what no longer matters when a map is full; if every entry still matters, the oldest
@@ -102,45 +146,112 @@ fn make_room(map: &mut HashMap<String, Failures>, now: i64) {
 }
 
 impl SignInThrottle {
+    /// Lock-outs shared through `directory` when it is shared with other nodes (PostgreSQL),
+    /// this node's own otherwise.
+    pub fn over(directory: &custos_records::Directory) -> SignInThrottle {
+        SignInThrottle {
+            shared: directory.is_shared().then(|| directory.clone()),
+            ..SignInThrottle::default()
+        }
+    }
+
     /// How many seconds the sign-in of `user` from `source` must wait; `None` when it may try.
-    pub fn locked(&self, user: &str, source: &str, now: i64) -> Option<i64> {
+    pub async fn locked(&self, user: &str, source: &str, now: i64) -> Option<i64> {
         let user = user.to_lowercase();
         let wait = |map: &Mutex<HashMap<String, Failures>>, key: &str| {
             map.lock()
                 .expect("throttle lock")
                 .get(key)
-                .map(|f| f.locked_until - now)
-                .filter(|secs| *secs > 0)
+                .map(|f| f.locked_until)
         };
-        match (wait(&self.users, &user), wait(&self.sources, source)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        let mut until = [wait(&self.users, &user), wait(&self.sources, source)];
+        if let Some(directory) = self.shared.clone() {
+            let keys = [user_key(&user), source_key(source)];
+            let read = crate::state::blocking(move || {
+                directory.counters(&[&keys[0], &keys[1]])
+            })
+            .await;
+            match read {
+                Ok(counters) => {
+                    for (mine, shared) in until.iter_mut().zip(counters) {
+                        let shared = shared.map(|[_, _, _, locked_until]| locked_until);
+                        *mine = (*mine).max(shared);
+                    }
+                }
+                Err(error) => tracing::warn!(error = %error.message, "the shared sign-in lock-outs cannot be read; this node's own count holds"),
+            }
         }
+        until
+            .into_iter()
+            .flatten()
+            .map(|locked_until| locked_until - now)
+            .filter(|secs| *secs > 0)
+            .max()
     }
 
     /// Counts a failed sign-in of `user` from `source`.
-    pub fn failed(&self, user: &str, source: &str, now: i64) {
-        let mut users = self.users.lock().expect("throttle lock");
-        make_room(&mut users, now);
-        users
-            .entry(user.to_lowercase())
-            .or_default()
-            .fail(now, USER_FAILURES_MAX);
-        drop(users);
-        let mut sources = self.sources.lock().expect("throttle lock");
-        make_room(&mut sources, now);
-        sources
-            .entry(source.to_string())
-            .or_default()
-            .fail(now, SOURCE_FAILURES_MAX);
+    pub async fn failed(&self, user: &str, source: &str, now: i64) {
+        let user = user.to_lowercase();
+        {
+            let mut users = self.users.lock().expect("throttle lock");
+            make_room(&mut users, now);
+            users
+                .entry(user.clone())
+                .or_default()
+                .fail(now, USER_FAILURES_MAX);
+        }
+        {
+            let mut sources = self.sources.lock().expect("throttle lock");
+            make_room(&mut sources, now);
+            sources
+                .entry(source.to_string())
+                .or_default()
+                .fail(now, SOURCE_FAILURES_MAX);
+        }
+        let Some(directory) = self.shared.clone() else {
+            return;
+        };
+        let prune = self
+            .since_pruned
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % PRUNE_EVERY
+            == PRUNE_EVERY - 1;
+        let source = source.to_string();
+        let counted = crate::state::blocking(move || {
+            for (key, max) in [
+                (user_key(&user), USER_FAILURES_MAX),
+                (source_key(&source), SOURCE_FAILURES_MAX),
+            ] {
+                directory.update_counter(&key, |held| {
+                    let mut failures = Failures::from_counter(held);
+                    failures.fail(now, max);
+                    Some(failures.to_counter())
+                })?;
+            }
+            if prune {
+                directory.prune_counters(now - WINDOW_SECS, now)?;
+            }
+            Ok::<_, custos_records::Error>(())
+        })
+        .await;
+        if let Err(error) = counted {
+            tracing::warn!(error = %error.message, "a failed sign-in was not counted in the shared lock-outs; this node's own count holds");
+        }
     }
 
     /// Clears the failures of `user` after a successful sign-in.
-    pub fn succeeded(&self, user: &str) {
-        self.users
-            .lock()
-            .expect("throttle lock")
-            .remove(&user.to_lowercase());
+    pub async fn succeeded(&self, user: &str) {
+        let user = user.to_lowercase();
+        self.users.lock().expect("throttle lock").remove(&user);
+        if let Some(directory) = self.shared.clone() {
+            let cleared = crate::state::blocking(move || {
+                directory.update_counter(&user_key(&user), |_| None)
+            })
+            .await;
+            if let Err(error) = cleared {
+                tracing::warn!(error = %error.message, "a sign-in's shared failures were not cleared");
+            }
+        }
     }
 }
 
@@ -268,32 +379,32 @@ pub async fn flush_periodically(state: AppState) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_name_is_locked_after_its_failures_and_the_lock_doubles() {
+    #[tokio::test]
+    async fn a_name_is_locked_after_its_failures_and_the_lock_doubles() {
         let throttle = SignInThrottle::default();
         for n in 0..USER_FAILURES_MAX {
-            assert_eq!(throttle.locked("Ann", "10.0.0.1", 100), None, "{n}");
-            throttle.failed("Ann", &format!("10.0.1.{n}"), 100);
+            assert_eq!(throttle.locked("Ann", "10.0.0.1", 100).await, None, "{n}");
+            throttle.failed("Ann", &format!("10.0.1.{n}"), 100).await;
         }
-        assert_eq!(throttle.locked("ann", "10.0.0.9", 100), Some(60));
-        assert_eq!(throttle.locked("ann", "10.0.0.9", 160), None);
-        assert_eq!(throttle.locked("bob", "10.0.0.9", 100), None);
+        assert_eq!(throttle.locked("ann", "10.0.0.9", 100).await, Some(60));
+        assert_eq!(throttle.locked("ann", "10.0.0.9", 160).await, None);
+        assert_eq!(throttle.locked("bob", "10.0.0.9", 100).await, None);
         for _ in 0..USER_FAILURES_MAX {
-            throttle.failed("ann", "10.0.0.1", 200);
+            throttle.failed("ann", "10.0.0.1", 200).await;
         }
-        assert_eq!(throttle.locked("ann", "10.0.0.2", 200), Some(120));
-        throttle.succeeded("ANN");
-        assert_eq!(throttle.locked("ann", "10.0.0.2", 200), None);
+        assert_eq!(throttle.locked("ann", "10.0.0.2", 200).await, Some(120));
+        throttle.succeeded("ANN").await;
+        assert_eq!(throttle.locked("ann", "10.0.0.2", 200).await, None);
     }
 
-    #[test]
-    fn a_source_is_locked_after_its_failures_over_many_names() {
+    #[tokio::test]
+    async fn a_source_is_locked_after_its_failures_over_many_names() {
         let throttle = SignInThrottle::default();
         for n in 0..SOURCE_FAILURES_MAX {
-            throttle.failed(&format!("user{n}"), "10.0.0.1", 100);
+            throttle.failed(&format!("user{n}"), "10.0.0.1", 100).await;
         }
-        assert_eq!(throttle.locked("someone", "10.0.0.1", 100), Some(60));
-        assert_eq!(throttle.locked("someone", "10.0.0.2", 100), None);
+        assert_eq!(throttle.locked("someone", "10.0.0.1", 100).await, Some(60));
+        assert_eq!(throttle.locked("someone", "10.0.0.2", 100).await, None);
     }
 
     #[test]

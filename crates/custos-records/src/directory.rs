@@ -112,6 +112,15 @@ impl Db {
         }
     }
 
+    /// Runs `f` in a write transaction that tells no other node: for what no node keeps in
+    /// memory (the shared counters), read where it is needed.
+    fn write_quiet<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
+        match self {
+            Db::Sqlite(engine) => engine.write(f, |_| Ok(())),
+            Db::Postgres(engine) => engine.write(f, |_| Ok(())),
+        }
+    }
+
     /// Runs `f` in a write transaction which, on PostgreSQL, tells every node what changed
     /// when it commits: `payload` is empty for what the copy in memory holds (it is reloaded),
     /// `setting:<key>` for a setting.
@@ -210,6 +219,7 @@ impl Shared {
 }
 
 /// The directory of one tenant.
+#[derive(Clone)]
 pub struct Directory(Arc<Shared>);
 
 const SQLITE_TABLES: &str = "
@@ -227,6 +237,9 @@ CREATE TABLE IF NOT EXISTS role_assignment (
 CREATE TABLE IF NOT EXISTS team_member (
     instance TEXT NOT NULL, team_id TEXT NOT NULL, principal_id TEXT NOT NULL,
     PRIMARY KEY (instance, team_id, principal_id));
+CREATE TABLE IF NOT EXISTS counter (
+    key TEXT PRIMARY KEY, a INTEGER NOT NULL, b INTEGER NOT NULL, c INTEGER NOT NULL,
+    d INTEGER NOT NULL);
 ";
 
 /// The same tables on PostgreSQL (made whole at once: no older versions to upgrade).
@@ -246,6 +259,9 @@ CREATE TABLE IF NOT EXISTS role_assignment (
 CREATE TABLE IF NOT EXISTS team_member (
     instance text NOT NULL, team_id text NOT NULL, principal_id text NOT NULL,
     PRIMARY KEY (instance, team_id, principal_id));
+CREATE TABLE IF NOT EXISTS counter (
+    key text PRIMARY KEY, a bigint NOT NULL, b bigint NOT NULL, c bigint NOT NULL,
+    d bigint NOT NULL);
 ";
 
 /// Columns added to tables after their first version, added to an older control database
@@ -284,6 +300,25 @@ fn optional_text(value: Option<impl ToString>) -> Value {
 
 fn flag(value: bool) -> Value {
     Value::Integer(i64::from(value))
+}
+
+/// The shared counter `key`, if set.
+fn read_counter(sql: &mut dyn Sql, key: &str) -> Result<Option<[i64; 4]>> {
+    let columns = ["a", "b", "c", "d"].map(|name| AttributeDef::new(name, AttributeType::Integer));
+    let rows = sql.rows(
+        "SELECT a, b, c, d FROM counter WHERE key = ?",
+        &[text(key)],
+        &columns,
+    )?;
+    Ok(rows.into_iter().next().map(|row| {
+        let mut values = [0; 4];
+        for (value, cell) in values.iter_mut().zip(row) {
+            if let Value::Integer(n) = cell {
+                *value = n;
+            }
+        }
+        values
+    }))
 }
 
 fn parse_uuid(value: Option<String>) -> Result<Uuid> {
@@ -395,6 +430,59 @@ impl Directory {
             .write()
             .expect("subscribers")
             .push(Box::new(subscriber));
+    }
+
+    /// Whether the directory is shared with other nodes (on PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0.db, Db::Postgres(_))
+    }
+
+    /// The shared counters `keys` (four numbers each, their meaning the caller's: the sign-in
+    /// lock-outs of every node), `None` for one never set; in the order asked.
+    pub fn counters(&self, keys: &[&str]) -> Result<Vec<Option<[i64; 4]>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.0.db.read(|sql| read_counter(sql, key))?);
+        }
+        Ok(found)
+    }
+
+    /// Changes the shared counter `key` in one transaction (`change` gets what it holds, and
+    /// returns what it is to hold, or `None` to remove it); tells no other node.
+    pub fn update_counter(
+        &self,
+        key: &str,
+        change: impl FnOnce(Option<[i64; 4]>) -> Option<[i64; 4]> + Send,
+    ) -> Result<()> {
+        self.0.db.write_quiet(|sql| {
+            let held = read_counter(sql, key)?;
+            sql.execute("DELETE FROM counter WHERE key = ?", &[text(key)])?;
+            if let Some([a, b, c, d]) = change(held) {
+                sql.execute(
+                    "INSERT INTO counter (key, a, b, c, d) VALUES (?, ?, ?, ?, ?)",
+                    &[
+                        text(key),
+                        Value::Integer(a),
+                        Value::Integer(b),
+                        Value::Integer(c),
+                        Value::Integer(d),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the shared counters whose second number is below `b` and fourth below `d`
+    /// (for the sign-in lock-outs: the window began before `b` and the lock-out ended before
+    /// `d`, so the counter no longer matters).
+    pub fn prune_counters(&self, b: i64, d: i64) -> Result<u64> {
+        self.0.db.write_quiet(|sql| {
+            sql.execute(
+                "DELETE FROM counter WHERE b < ? AND d < ?",
+                &[Value::Integer(b), Value::Integer(d)],
+            )
+        })
     }
 
     /// Follows the instances' changes announced in the PostgreSQL database at `url`, one that

@@ -694,6 +694,28 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
         .status()
             == 409
     });
+
+    // Sign-in lock-outs are the cluster's: failures spread over the two nodes lock the name on
+    // both, as many failures on one node would.
+    let sign_in = |server: &Server, password: &str| {
+        client()
+            .post(format!("{}/oauth2/token", server.base))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "zoe@contoso.example"),
+                ("password", password),
+            ])
+            .send()
+            .unwrap()
+            .status()
+    };
+    // Ten failures lock a name (throttle::USER_FAILURES_MAX).
+    for n in 0..10 {
+        let server = if n % 2 == 0 { &p } else { &q };
+        assert_eq!(sign_in(server, "wrong").as_u16(), 400, "attempt {n}");
+    }
+    assert_eq!(sign_in(&p, "wrong").as_u16(), 429);
+    assert_eq!(sign_in(&q, "wrong").as_u16(), 429);
     assert!(p.stop().success() && q.stop().success());
 }
 
