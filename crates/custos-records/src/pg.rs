@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, GenericClient, NoTls, Row};
+use postgres::{Client, GenericClient, Row};
 use uuid::Uuid;
 
 use crate::engine::{Engine, Sql, Store, load_catalog, read_snapshot, write_snapshot};
@@ -38,6 +38,9 @@ const IDLE_CHECK_WAIT: Duration = Duration::from_secs(2);
 /// The channel a store notifies when something other nodes keep in memory changed: its
 /// published metadata, or a record of an entity it was told others cache
 /// (`RecordStore::watch_entities`); the payload is its schema.
+mod tls;
+pub use tls::trust_postgres_ca;
+
 pub(crate) const STORE_CHANNEL: &str = "custos_store";
 
 /// A notification one node's transaction sent to every node.
@@ -234,7 +237,7 @@ impl Store<Postgres> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| -> Result<()> {
-                    let mut client = Client::connect(url, NoTls)?;
+                    let mut client = tls::connect(url)?;
                     client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))?;
                     Ok(())
                 })
@@ -318,7 +321,7 @@ impl Postgres {
                     if !tell(false) {
                         return;
                     }
-                    client = Client::connect(&url, NoTls).ok().and_then(|mut candidate| {
+                    client = tls::connect(&url).ok().and_then(|mut candidate| {
                         let row = candidate
                             .query_one(
                                 "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
@@ -340,7 +343,7 @@ impl Postgres {
     }
 
     fn connect(&self) -> Result<Client> {
-        let mut client = Client::connect(&self.url, NoTls)?;
+        let mut client = tls::connect(&self.url)?;
         client.batch_execute(&format!(
             "SET search_path TO \"{}\", public; SET TIME ZONE 'UTC'",
             self.schema
@@ -540,7 +543,7 @@ pub(crate) fn follow_url<T: Send + Sync + 'static>(
     use postgres::fallible_iterator::FallibleIterator;
     std::thread::spawn(move || {
         loop {
-            let listening = Client::connect(&url, NoTls).and_then(|mut client| {
+            let listening = tls::connect(&url).and_then(|mut client| {
                 for channel in channels {
                     client.batch_execute(&format!("LISTEN {channel}"))?;
                 }

@@ -18,6 +18,7 @@ use custos_platform::PlatformState;
 use custos_siem::SiemState;
 
 pub use custos_cluster::ClusterConfig;
+pub use custos_records::trust_postgres_ca;
 pub use custos_http::listener::Limits;
 pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
 pub use custos_http::state::{

@@ -20,6 +20,11 @@ mod support;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The CA certificates (PEM) that a PostgreSQL server reached with `sslmode=require` must
+    /// be signed by, in place of the Mozilla roots; the server's name is checked too
+    /// (docs/scale-out.md).
+    #[arg(long, global = true, env = "CUSTOS_POSTGRES_CA")]
+    postgres_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +243,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(ca) = &cli.postgres_ca {
+        custos_server::trust_postgres_ca(ca).with_context(|| format!("--postgres-ca {}", ca.display()))?;
+    }
     match cli.command {
         Command::Bench {
             scenario,

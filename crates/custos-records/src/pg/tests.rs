@@ -21,10 +21,16 @@ fn script() -> std::path::PathBuf {
 
 impl Server {
     pub(crate) fn start() -> Server {
+        Server::start_with(false)
+    }
+
+    /// A server that takes TLS too (its CA in `ca.pem` of its folder).
+    fn start_with(tls: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let started = Command::new(script())
             .arg("start")
             .arg(dir.path())
+            .env("THROWAWAY_PG_TLS", if tls { "1" } else { "" })
             .output()
             .unwrap();
         assert!(
@@ -122,4 +128,37 @@ fn a_database_is_shown_without_its_password() {
         crate::database_address("host=db-3 user=custos password=s3cret dbname=sales").unwrap();
     assert_eq!(shown, "postgres://custos@db-3:5432/sales");
     assert_eq!(crate::database_address("not a connection string"), None);
+}
+
+#[test]
+fn sslmode_require_is_verified_tls_or_no_connection() {
+    let server = Server::start_with(true);
+    assert!(server.url.ends_with("?sslmode=require"), "{}", server.url);
+    // Not signed by a trusted root (the Mozilla roots): no connection at all.
+    let refused = PgStore::open(&server.url, "tls_case").err().map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("certificate")),
+        "{refused:?}"
+    );
+    assert!(crate::trust_postgres_ca(&server.dir.path().join("server.key")).is_err());
+    assert_eq!(
+        crate::trust_postgres_ca(&server.dir.path().join("ca.pem")).unwrap(),
+        1
+    );
+    let store = PgStore::open(&server.url, "tls_case").unwrap();
+    store.install(&seed_entities()).unwrap();
+    let mut client = tls::connect(&server.url).unwrap();
+    let encrypted: bool = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the connection is TLS");
+    // The name is checked too: the certificate is for 127.0.0.1, not for localhost, though
+    // both reach the same server.
+    let renamed = server.url.replace("127.0.0.1", "localhost");
+    let refused = tls::connect(&renamed).err().map(|e| format!("{e:?}"));
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("NotValidForName")),
+        "{refused:?}"
+    );
 }

@@ -426,7 +426,13 @@ struct Postgres {
 
 fn throwaway_postgres(action: &str, dir: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/throwaway-postgres");
-    let out = Command::new(script).arg(action).arg(dir).output().unwrap();
+    let tls = dir.join("tls").exists() || dir.join("want-tls").exists();
+    let out = Command::new(script)
+        .arg(action)
+        .arg(dir)
+        .env("THROWAWAY_PG_TLS", if tls { "1" } else { "" })
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "these tests need Debian's postgresql (scripts/test installs it): {}",
@@ -438,6 +444,14 @@ fn throwaway_postgres(action: &str, dir: &Path) -> String {
 impl Postgres {
     fn start() -> Postgres {
         let dir = tempfile::tempdir().unwrap();
+        let url = throwaway_postgres("start", dir.path());
+        Postgres { dir, url }
+    }
+
+    /// A server that takes TLS, with a certificate signed by the CA in `ca.pem` of its folder.
+    fn start_tls() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("want-tls"), "").unwrap();
         let url = throwaway_postgres("start", dir.path());
         Postgres { dir, url }
     }
@@ -1125,4 +1139,46 @@ fn an_instance_placed_on_another_postgresql_server_is_served_by_every_node() {
     assert_eq!(deleted.status(), 204);
     assert_eq!((home.instance_schemas(), shard.instance_schemas()), (1, 0));
     assert!(p.stop().success() && q.stop().success());
+}
+
+#[test]
+fn a_node_reaches_postgresql_over_verified_tls_or_not_at_all() {
+    let postgres = Postgres::start_tls();
+    assert!(postgres.url.ends_with("sslmode=require"), "{}", postgres.url);
+    let data = tempfile::tempdir().unwrap();
+    // The server's certificate is signed by a CA nobody gave the node: it does not start.
+    let refused = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path().join("untrusting"))
+        .args(["--postgres", &postgres.url])
+        .env("CUSTOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("certificate"), "{said}");
+
+    let ca = postgres.dir.path().join("ca.pem");
+    let server = Server::start_in(
+        &data.path().join("trusting"),
+        &["--postgres", &postgres.url, "--postgres-ca", ca.to_str().unwrap()],
+    );
+    let admin = server.admin();
+    let id = create_account(&server, &admin, "Over TLS");
+    let read = send(client().get(server.api(&format!("accounts({id})"))), &admin, None);
+    assert_eq!(read.status(), 200);
+    let out = Command::new("psql")
+        .arg(&postgres.url)
+        .args([
+            "-tAc",
+            "SELECT count(*) FILTER (WHERE NOT ssl) || ' ' || count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        ])
+        .output()
+        .unwrap();
+    let counts = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (plain, all) = counts.split_once(' ').unwrap();
+    assert_eq!(plain, "0", "every connection of the node is TLS");
+    assert!(all.parse::<u32>().unwrap() > 0, "the node holds connections: {counts}");
+    let mut server = server;
+    assert!(server.stop().success());
 }
