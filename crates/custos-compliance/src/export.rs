@@ -448,18 +448,21 @@ fn tokio_stream(
 /// Days an export job's file is kept.
 const JOB_KEPT_DAYS: i64 = 7;
 
-/// The folder of export jobs' files.
-fn jobs_folder(state: &ComplianceState) -> std::path::PathBuf {
-    state.config.data_dir.join("audit-exports")
+/// The area of the shared files (`custos_http::files`) that holds export jobs' files and
+/// statuses: every node of a cluster serves every job, whichever node ran it.
+const JOBS_AREA: &str = "audit-exports";
+
+/// An unfinished file left behind longer than this is a job whose node stopped.
+const UNFINISHED_KEPT_SECS: u64 = 86_400;
+
+fn job_file(id: Uuid, format: ExportFormat) -> String {
+    format!("{id}.{}", format.extension())
 }
 
-fn job_file(folder: &std::path::Path, id: Uuid, format: ExportFormat) -> std::path::PathBuf {
-    folder.join(format!("{id}.{}", format.extension()))
+fn status_file(id: Uuid) -> String {
+    format!("{id}.json")
 }
 
-fn internal(error: impl std::fmt::Display) -> AppError {
-    AppError::new(ErrorCode::Internal, error.to_string())
-}
 
 /// A job's status, kept in memory while it runs and in `<id>.json` once it ends.
 fn set_job(state: &ComplianceState, id: Uuid, status: Json) {
@@ -481,15 +484,24 @@ fn job_status(state: &ComplianceState, id: Uuid) -> Result<Option<Json>, AppErro
     {
         return Ok(Some(status.clone()));
     }
-    let path = jobs_folder(state).join(format!("{id}.json"));
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(internal(e)),
+    Ok(state
+        .shared_files()
+        .get(JOBS_AREA, &status_file(id))?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Saves a job's status where every node reads it.
+fn save_job(state: &ComplianceState, id: Uuid, status: &Json) {
+    let saved = state
+        .shared_files()
+        .put(JOBS_AREA, &status_file(id), status.to_string().as_bytes());
+    if let Err(error) = saved {
+        tracing::error!(export = %id, error = %error.message, "export status not saved");
     }
 }
 
-/// Runs an export job: the file written beside its status, progress counted as it goes.
+/// Runs an export job: the file written beside its status, progress counted as it goes (and
+/// saved for the other nodes at every tenth of the total).
 fn run_job(
     state: &ComplianceState,
     id: Uuid,
@@ -497,36 +509,36 @@ fn run_job(
     query: SearchQuery,
     mut status: Json,
 ) {
-    use std::io::Write;
-    let folder = jobs_folder(state);
+    let total = status["total"].as_u64().unwrap_or(0);
     let outcome = (|| -> Result<(), AppError> {
-        std::fs::create_dir_all(&folder).map_err(internal)?;
-        let path = job_file(&folder, id, format);
-        let temporary = path.with_extension("part");
-        let mut file = std::fs::File::create(&temporary).map_err(internal)?;
+        let mut file = state.shared_files().create(JOBS_AREA, &job_file(id, format))?;
         let mut failure = None;
+        let mut saved_at = 0;
         write_export(
             &state.log,
             query,
             format,
-            &mut |chunk| match file.write_all(&chunk) {
+            &mut |chunk| match file.write(&chunk) {
                 Ok(()) => true,
                 Err(error) => {
-                    failure = Some(internal(error));
+                    failure = Some(error);
                     false
                 }
             },
             &mut |done| {
                 let mut running = status.clone();
                 running["done"] = json!(done);
+                if done >= saved_at + total.div_ceil(10).max(1) {
+                    saved_at = done;
+                    save_job(state, id, &running);
+                }
                 set_job(state, id, running);
             },
         )?;
         if let Some(error) = failure {
             return Err(error);
         }
-        file.sync_all().map_err(internal)?;
-        std::fs::rename(&temporary, &path).map_err(internal)
+        file.finish()
     })();
     match outcome {
         Ok(()) => {
@@ -538,31 +550,20 @@ fn run_job(
             status["error"] = json!(error.message);
         }
     }
-    let saved = std::fs::write(folder.join(format!("{id}.json")), status.to_string());
-    if let Err(error) = saved {
-        tracing::error!(export = %id, %error, "export status not saved");
-    }
+    save_job(state, id, &status);
     set_job(state, id, status);
 }
 
-/// On start: deletes export files past their days, and the half-written files of jobs a stop
-/// interrupted (such a job is gone: its status was only in memory).
+/// On start: deletes export files past their days, and the half-written files of jobs whose
+/// node stopped (such a job is gone: it ran in that node).
 pub(crate) fn tidy_jobs(state: &ComplianceState) {
-    let folder = jobs_folder(state);
-    let Ok(entries) = std::fs::read_dir(&folder) else {
-        return;
-    };
-    let oldest = std::time::SystemTime::now()
-        - std::time::Duration::from_secs(JOB_KEPT_DAYS as u64 * 86_400);
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified < oldest);
-        if old || path.extension().is_some_and(|e| e == "part") {
-            let _ = std::fs::remove_file(&path);
-        }
+    let tidied = state.shared_files().tidy(
+        JOBS_AREA,
+        std::time::Duration::from_secs(JOB_KEPT_DAYS as u64 * 86_400),
+        std::time::Duration::from_secs(UNFINISHED_KEPT_SECS),
+    );
+    if let Err(error) = tidied {
+        tracing::warn!(error = %error.message, "old export files not removed");
     }
 }
 
@@ -642,6 +643,7 @@ pub(crate) async fn start_job(
             "file": format!("/api/audit/exports/{id}/file"),
         });
         set_job(&state, id, status.clone());
+        save_job(&state, id, &status);
         let worker = state.clone();
         let running = status.clone();
         tokio::task::spawn_blocking(move || run_job(&worker, id, format, query, running));
@@ -729,7 +731,11 @@ pub(crate) async fn job_file_download(
         let format = ExportFormat::parse(status["format"].as_str().unwrap_or(""))?;
         draft.result_count = status["total"].as_u64().unwrap_or(0);
         state.record(draft.clone()).await?;
-        let body = file_stream(job_file(&jobs_folder(&state), id, format));
+        let file = state
+            .shared_files()
+            .open(JOBS_AREA, &job_file(id, format))?
+            .ok_or_else(|| AppError::not_found(format!("export {id} has no file any more")))?;
+        let body = file_stream(file);
         let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
         response.headers_mut().insert(
             header::CONTENT_DISPOSITION,
@@ -745,32 +751,24 @@ pub(crate) async fn job_file_download(
     answer(&state, draft, result).await
 }
 
-/// A file's bytes as a stream of body chunks, read on a blocking thread.
-fn file_stream(path: std::path::PathBuf) -> Body {
-    use std::io::Read;
+/// A shared file's bytes as a stream of body chunks, read on a blocking thread.
+fn file_stream(mut file: custos_http::files::FileReader) -> Body {
     let (sender, receiver) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(error) => {
-                let _ = sender.blocking_send(Err(error));
-                return;
-            }
-        };
         loop {
-            let mut buffer = vec![0u8; 64 << 10];
-            match file.read(&mut buffer) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buffer.truncate(n);
-                    if sender.blocking_send(Ok(buffer)).is_err() {
-                        return;
-                    }
-                }
+            let next = file
+                .next_part()
+                .map_err(|error| std::io::Error::other(error.message));
+            let more = match next {
+                Ok(Some(part)) => sender.blocking_send(Ok(part)).is_ok(),
+                Ok(None) => false,
                 Err(error) => {
                     let _ = sender.blocking_send(Err(error));
-                    return;
+                    false
                 }
+            };
+            if !more {
+                return;
             }
         }
     });

@@ -453,11 +453,7 @@ pub async fn sign_in(
     let mut draft = EventDraft::new(Operation::SignIn, context);
     draft.session_id = session.to_string();
     let now = state.clock.now_secs();
-    if let Some(wait) = state
-        .sign_ins
-        .locked(&tried, &context.client_ip, now)
-        .await
-    {
+    if let Some(wait) = state.sign_ins.locked(&tried, &context.client_ip, now).await {
         draft.user_upn = tried;
         draft.status = ResultStatus::Denied;
         draft.error_code = "Throttled".into();

@@ -14,6 +14,7 @@ pub mod cells;
 pub mod context;
 pub mod draft;
 pub mod error;
+pub mod files;
 pub mod keys;
 pub mod listener;
 pub mod maintenance;

@@ -838,6 +838,12 @@ impl AppState {
         matches!(self.journal, Journal::Cluster(_))
     }
 
+    /// The files every node reads whichever wrote them (`files.rs`): the data directory's on
+    /// an embedded node, the shared database's on a cluster node on PostgreSQL.
+    pub fn shared_files(&self) -> crate::files::SharedFiles {
+        crate::files::SharedFiles::over(self.config.data_dir.clone(), &self.directory)
+    }
+
     /// This node's place in its cluster, for `/healthz`: its id, and which node signs the
     /// cluster's checkpoints (none on an embedded node).
     pub fn cluster_status(&self) -> Option<serde_json::Value> {

@@ -167,10 +167,8 @@ impl SignInThrottle {
         let mut until = [wait(&self.users, &user), wait(&self.sources, source)];
         if let Some(directory) = self.shared.clone() {
             let keys = [user_key(&user), source_key(source)];
-            let read = crate::state::blocking(move || {
-                directory.counters(&[&keys[0], &keys[1]])
-            })
-            .await;
+            let read =
+                crate::state::blocking(move || directory.counters(&[&keys[0], &keys[1]])).await;
             match read {
                 Ok(counters) => {
                     for (mine, shared) in until.iter_mut().zip(counters) {
@@ -178,7 +176,9 @@ impl SignInThrottle {
                         *mine = (*mine).max(shared);
                     }
                 }
-                Err(error) => tracing::warn!(error = %error.message, "the shared sign-in lock-outs cannot be read; this node's own count holds"),
+                Err(error) => {
+                    tracing::warn!(error = %error.message, "the shared sign-in lock-outs cannot be read; this node's own count holds")
+                }
             }
         }
         until

@@ -240,6 +240,9 @@ CREATE TABLE IF NOT EXISTS team_member (
 CREATE TABLE IF NOT EXISTS counter (
     key TEXT PRIMARY KEY, a INTEGER NOT NULL, b INTEGER NOT NULL, c INTEGER NOT NULL,
     d INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS file (
+    area TEXT NOT NULL, name TEXT NOT NULL, part INTEGER NOT NULL, body TEXT NOT NULL,
+    modified INTEGER NOT NULL, PRIMARY KEY (area, name, part));
 ";
 
 /// The same tables on PostgreSQL (made whole at once: no older versions to upgrade).
@@ -262,6 +265,9 @@ CREATE TABLE IF NOT EXISTS team_member (
 CREATE TABLE IF NOT EXISTS counter (
     key text PRIMARY KEY, a bigint NOT NULL, b bigint NOT NULL, c bigint NOT NULL,
     d bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS file (
+    area text NOT NULL, name text NOT NULL, part bigint NOT NULL, body text NOT NULL,
+    modified bigint NOT NULL, PRIMARY KEY (area, name, part));
 ";
 
 /// Columns added to tables after their first version, added to an older control database
@@ -481,6 +487,81 @@ impl Directory {
             sql.execute(
                 "DELETE FROM counter WHERE b < ? AND d < ?",
                 &[Value::Integer(b), Value::Integer(d)],
+            )
+        })
+    }
+
+    /// Writes part `part` of the shared file `name` of `area` (text: the caller encodes), at
+    /// `modified` (seconds); tells no other node.
+    pub fn put_file_part(
+        &self,
+        area: &str,
+        name: &str,
+        part: i64,
+        body: &str,
+        modified: i64,
+    ) -> Result<()> {
+        self.0.db.write_quiet(|sql| {
+            sql.execute(
+                "DELETE FROM file WHERE area = ? AND name = ? AND part = ?",
+                &[text(area), text(name), Value::Integer(part)],
+            )?;
+            sql.execute(
+                "INSERT INTO file (area, name, part, body, modified) VALUES (?, ?, ?, ?, ?)",
+                &[
+                    text(area),
+                    text(name),
+                    Value::Integer(part),
+                    text(body),
+                    Value::Integer(modified),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Part `part` of the shared file `name` of `area`, if there is one.
+    pub fn file_part(&self, area: &str, name: &str, part: i64) -> Result<Option<String>> {
+        let rows = self.0.db.read(|sql| {
+            sql.texts(
+                "SELECT body FROM file WHERE area = ? AND name = ? AND part = ?",
+                &[text(area), text(name), Value::Integer(part)],
+                1,
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten()))
+    }
+
+    /// Renames the shared file `from` of `area` to `to` in one transaction, replacing any file
+    /// of that name: a file written part by part appears whole or not at all.
+    pub fn rename_file(&self, area: &str, from: &str, to: &str) -> Result<()> {
+        self.0.db.write_quiet(|sql| {
+            sql.execute(
+                "DELETE FROM file WHERE area = ? AND name = ?",
+                &[text(area), text(to)],
+            )?;
+            sql.execute(
+                "UPDATE file SET name = ? WHERE area = ? AND name = ?",
+                &[text(to), text(area), text(from)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Removes the shared files of `area` last written before `before` (seconds) whose name
+    /// ends with `suffix` (every one for an empty suffix); how many parts went.
+    pub fn remove_files_before(&self, area: &str, suffix: &str, before: i64) -> Result<u64> {
+        self.0.db.write_quiet(|sql| {
+            sql.execute(
+                "DELETE FROM file WHERE area = ? AND name LIKE ? AND modified < ?",
+                &[
+                    text(area),
+                    text(format!("%{suffix}")),
+                    Value::Integer(before),
+                ],
             )
         })
     }

@@ -18,12 +18,12 @@ use custos_platform::PlatformState;
 use custos_siem::SiemState;
 
 pub use custos_cluster::ClusterConfig;
-pub use custos_records::trust_postgres_ca;
 pub use custos_http::listener::Limits;
 pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
 pub use custos_http::state::{
     AppState, Clock, Config, StartError, SystemClock, pg_schema, private_files,
 };
+pub use custos_records::trust_postgres_ca;
 
 /// `GET /openapi.json`: an OpenAPI 3 description of the fixed routes (for API fuzzers and client
 /// generators; the Web API's full description is its CSDL `$metadata`).

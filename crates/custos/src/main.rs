@@ -244,7 +244,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(ca) = &cli.postgres_ca {
-        custos_server::trust_postgres_ca(ca).with_context(|| format!("--postgres-ca {}", ca.display()))?;
+        custos_server::trust_postgres_ca(ca)
+            .with_context(|| format!("--postgres-ca {}", ca.display()))?;
     }
     match cli.command {
         Command::Bench {

@@ -135,9 +135,13 @@ fn sslmode_require_is_verified_tls_or_no_connection() {
     let server = Server::start_with(true);
     assert!(server.url.ends_with("?sslmode=require"), "{}", server.url);
     // Not signed by a trusted root (the Mozilla roots): no connection at all.
-    let refused = PgStore::open(&server.url, "tls_case").err().map(|e| e.to_string());
+    let refused = PgStore::open(&server.url, "tls_case")
+        .err()
+        .map(|e| e.to_string());
     assert!(
-        refused.as_deref().is_some_and(|e| e.contains("certificate")),
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("certificate")),
         "{refused:?}"
     );
     assert!(crate::trust_postgres_ca(&server.dir.path().join("server.key")).is_err());
@@ -149,7 +153,10 @@ fn sslmode_require_is_verified_tls_or_no_connection() {
     store.install(&seed_entities()).unwrap();
     let mut client = tls::connect(&server.url).unwrap();
     let encrypted: bool = client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!(encrypted, "the connection is TLS");
@@ -158,7 +165,9 @@ fn sslmode_require_is_verified_tls_or_no_connection() {
     let renamed = server.url.replace("127.0.0.1", "localhost");
     let refused = tls::connect(&renamed).err().map(|e| format!("{e:?}"));
     assert!(
-        refused.as_deref().is_some_and(|e| e.contains("NotValidForName")),
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("NotValidForName")),
         "{refused:?}"
     );
 }

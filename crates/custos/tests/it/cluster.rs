@@ -692,6 +692,29 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
             == 200
     });
 
+    // An export job run by one node is followed and downloaded through the other.
+    let started = send(
+        client().post(format!("{}/api/audit/exports", p.base)),
+        &admin_p,
+        Some(json!({"format": "csv", "search": "operation=Create"})),
+    );
+    assert_eq!(started.status(), 202);
+    let job: serde_json::Value = started.json().unwrap();
+    let job = job["id"].as_str().unwrap().to_string();
+    wait_for("node q to see the export finished", within, || {
+        get_json(&format!("{}/api/audit/exports/{job}", q.base), &admin_q)["status"]
+            == "succeeded"
+    });
+    let file = send(
+        client().get(format!("{}/api/audit/exports/{job}/file", q.base)),
+        &admin_q,
+        None,
+    );
+    assert_eq!(file.status(), 200);
+    let csv = file.text().unwrap();
+    assert!(csv.contains("Create"), "{csv}");
+    assert!(csv.lines().count() > 1, "{csv}");
+
     // Search turned off through one node is off on the other.
     let off = send(
         client().put(format!("{}/api/audit/settings", p.base)),
@@ -1144,7 +1167,11 @@ fn an_instance_placed_on_another_postgresql_server_is_served_by_every_node() {
 #[test]
 fn a_node_reaches_postgresql_over_verified_tls_or_not_at_all() {
     let postgres = Postgres::start_tls();
-    assert!(postgres.url.ends_with("sslmode=require"), "{}", postgres.url);
+    assert!(
+        postgres.url.ends_with("sslmode=require"),
+        "{}",
+        postgres.url
+    );
     let data = tempfile::tempdir().unwrap();
     // The server's certificate is signed by a CA nobody gave the node: it does not start.
     let refused = Command::new(env!("CARGO_BIN_EXE_custos"))
@@ -1161,11 +1188,20 @@ fn a_node_reaches_postgresql_over_verified_tls_or_not_at_all() {
     let ca = postgres.dir.path().join("ca.pem");
     let server = Server::start_in(
         &data.path().join("trusting"),
-        &["--postgres", &postgres.url, "--postgres-ca", ca.to_str().unwrap()],
+        &[
+            "--postgres",
+            &postgres.url,
+            "--postgres-ca",
+            ca.to_str().unwrap(),
+        ],
     );
     let admin = server.admin();
     let id = create_account(&server, &admin, "Over TLS");
-    let read = send(client().get(server.api(&format!("accounts({id})"))), &admin, None);
+    let read = send(
+        client().get(server.api(&format!("accounts({id})"))),
+        &admin,
+        None,
+    );
     assert_eq!(read.status(), 200);
     let out = Command::new("psql")
         .arg(&postgres.url)
@@ -1178,7 +1214,10 @@ fn a_node_reaches_postgresql_over_verified_tls_or_not_at_all() {
     let counts = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let (plain, all) = counts.split_once(' ').unwrap();
     assert_eq!(plain, "0", "every connection of the node is TLS");
-    assert!(all.parse::<u32>().unwrap() > 0, "the node holds connections: {counts}");
+    assert!(
+        all.parse::<u32>().unwrap() > 0,
+        "the node holds connections: {counts}"
+    );
     let mut server = server;
     assert!(server.stop().success());
 }

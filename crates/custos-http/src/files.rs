@@ -1,0 +1,335 @@
+//! Files that every node of a cluster must read, whichever node wrote them (export jobs' files
+//! and their statuses): in the data directory (`<area>/<name>`, written to a temporary file,
+//! fsynced and renamed) on an embedded node, and in the shared directory's database on a cluster
+//! node on PostgreSQL (table `file`, in parts of [`PART_BYTES`], each part base64 text — the
+//! engine seam carries text, not bytes — written under a temporary name and renamed in one
+//! transaction). Either way a file appears whole or not at all, and a reader holds one part in
+//! memory at a time.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use custos_records::Directory;
+
+use crate::error::{AppError, ErrorCode};
+
+/// Bytes in one part of a file kept in the database (the unit a reader holds in memory).
+pub const PART_BYTES: usize = 1 << 20;
+
+/// Where the shared files are.
+#[derive(Clone)]
+pub enum SharedFiles {
+    /// Folders of the data directory.
+    Folder(PathBuf),
+    /// The directory's database, shared by every node.
+    Database(Directory),
+}
+
+fn internal(error: impl std::fmt::Display) -> AppError {
+    AppError::new(ErrorCode::Internal, error.to_string())
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The name a file is written under until it is whole.
+fn unfinished(name: &str) -> String {
+    format!("{name}.part")
+}
+
+impl SharedFiles {
+    /// The database when `directory` is shared with other nodes, else the data directory.
+    pub fn over(data_dir: PathBuf, directory: &Directory) -> SharedFiles {
+        if directory.is_shared() {
+            SharedFiles::Database(directory.clone())
+        } else {
+            SharedFiles::Folder(data_dir)
+        }
+    }
+
+    /// Writes the whole of a small file (a status), replacing the one there.
+    pub fn put(&self, area: &str, name: &str, bytes: &[u8]) -> Result<(), AppError> {
+        let mut writer = self.create(area, name)?;
+        writer.write(bytes)?;
+        writer.finish()
+    }
+
+    /// A file's bytes, whole; `None` when there is no such file.
+    pub fn get(&self, area: &str, name: &str) -> Result<Option<Vec<u8>>, AppError> {
+        let Some(mut reader) = self.open(area, name)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        while let Some(part) = reader.next_part()? {
+            bytes.extend_from_slice(&part);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Starts writing a file; it is seen under `name` only once [`FileWriter::finish`]ed.
+    pub fn create(&self, area: &str, name: &str) -> Result<FileWriter, AppError> {
+        match self {
+            SharedFiles::Folder(root) => {
+                let folder = root.join(area);
+                std::fs::create_dir_all(&folder).map_err(internal)?;
+                let path = folder.join(name);
+                let temporary = folder.join(unfinished(name));
+                let file = std::fs::File::create(&temporary).map_err(internal)?;
+                Ok(FileWriter(Writer::Folder {
+                    file,
+                    temporary,
+                    path,
+                }))
+            }
+            SharedFiles::Database(directory) => Ok(FileWriter(Writer::Database(PartWriter {
+                directory: directory.clone(),
+                area: area.to_string(),
+                name: name.to_string(),
+                buffer: Vec::with_capacity(PART_BYTES),
+                parts: 0,
+            }))),
+        }
+    }
+
+    /// Opens a file for reading part by part; `None` when there is no such file.
+    pub fn open(&self, area: &str, name: &str) -> Result<Option<FileReader>, AppError> {
+        match self {
+            SharedFiles::Folder(root) => match std::fs::File::open(root.join(area).join(name)) {
+                Ok(file) => Ok(Some(FileReader(Reader::Folder(file)))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(internal(e)),
+            },
+            SharedFiles::Database(directory) => {
+                if directory.file_part(area, name, 0)?.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(FileReader(Reader::Database {
+                    directory: directory.clone(),
+                    area: area.to_string(),
+                    name: name.to_string(),
+                    next: 0,
+                })))
+            }
+        }
+    }
+
+    /// Removes the files of `area` older than `age`, and the unfinished ones older than
+    /// `unfinished_age` (a writer that stopped; on a cluster, one still running on another
+    /// node is younger than that).
+    pub fn tidy(
+        &self,
+        area: &str,
+        age: std::time::Duration,
+        unfinished_age: std::time::Duration,
+    ) -> Result<(), AppError> {
+        match self {
+            SharedFiles::Folder(root) => {
+                let Ok(entries) = std::fs::read_dir(root.join(area)) else {
+                    return Ok(());
+                };
+                let now = std::time::SystemTime::now();
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let limit = if path.extension().is_some_and(|e| e == "part") {
+                        unfinished_age
+                    } else {
+                        age
+                    };
+                    let old = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|modified| modified + limit < now);
+                    if old {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                Ok(())
+            }
+            SharedFiles::Database(directory) => {
+                let now = now_secs();
+                directory.remove_files_before(
+                    area,
+                    ".part",
+                    now - unfinished_age.as_secs() as i64,
+                )?;
+                directory.remove_files_before(area, "", now - age.as_secs() as i64)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A file being written.
+pub struct FileWriter(Writer);
+
+enum Writer {
+    /// Into a temporary file of the data directory.
+    Folder {
+        file: std::fs::File,
+        temporary: PathBuf,
+        path: PathBuf,
+    },
+    /// Into the database, a part at a time.
+    Database(PartWriter),
+}
+
+struct PartWriter {
+    directory: Directory,
+    area: String,
+    name: String,
+    buffer: Vec<u8>,
+    parts: i64,
+}
+
+impl PartWriter {
+    fn write(&mut self, mut bytes: &[u8]) -> Result<(), AppError> {
+        while !bytes.is_empty() {
+            let room = PART_BYTES - self.buffer.len();
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            self.buffer.extend_from_slice(now);
+            bytes = later;
+            if self.buffer.len() == PART_BYTES {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered part to the database.
+    fn flush(&mut self) -> Result<(), AppError> {
+        self.directory.put_file_part(
+            &self.area,
+            &unfinished(&self.name),
+            self.parts,
+            &STANDARD.encode(&self.buffer),
+            now_secs(),
+        )?;
+        self.parts += 1;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), AppError> {
+        if !self.buffer.is_empty() || self.parts == 0 {
+            self.flush()?;
+        }
+        Ok(self
+            .directory
+            .rename_file(&self.area, &unfinished(&self.name), &self.name)?)
+    }
+}
+
+impl FileWriter {
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), AppError> {
+        match &mut self.0 {
+            Writer::Folder { file, .. } => file.write_all(bytes).map_err(internal),
+            Writer::Database(parts) => parts.write(bytes),
+        }
+    }
+
+    /// Makes the file durable and visible under its name, whole.
+    pub fn finish(self) -> Result<(), AppError> {
+        match self.0 {
+            Writer::Folder {
+                file,
+                temporary,
+                path,
+            } => {
+                file.sync_all().map_err(internal)?;
+                std::fs::rename(&temporary, &path).map_err(internal)
+            }
+            Writer::Database(parts) => parts.finish(),
+        }
+    }
+}
+
+/// A file being read.
+pub struct FileReader(Reader);
+
+enum Reader {
+    /// From the data directory.
+    Folder(std::fs::File),
+    /// From the database, a part at a time.
+    Database {
+        directory: Directory,
+        area: String,
+        name: String,
+        next: i64,
+    },
+}
+
+impl FileReader {
+    /// The next bytes of the file (at most a part); `None` at its end.
+    pub fn next_part(&mut self) -> Result<Option<Vec<u8>>, AppError> {
+        match &mut self.0 {
+            Reader::Folder(file) => {
+                let mut buffer = vec![0u8; 64 << 10];
+                let n = file.read(&mut buffer).map_err(internal)?;
+                buffer.truncate(n);
+                Ok((n > 0).then_some(buffer))
+            }
+            Reader::Database {
+                directory,
+                area,
+                name,
+                next,
+            } => {
+                let Some(text) = directory.file_part(area, name, *next)? else {
+                    return Ok(None);
+                };
+                *next += 1;
+                STANDARD
+                    .decode(text)
+                    .map(Some)
+                    .map_err(|e| internal(format!("shared file {area}/{name}: {e}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(files: &SharedFiles) {
+        let bytes: Vec<u8> = (0..(PART_BYTES * 5 / 2) as u32)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut writer = files.create("area", "big.bin").unwrap();
+        for chunk in bytes.chunks(70_001) {
+            writer.write(chunk).unwrap();
+        }
+        assert!(
+            files.get("area", "big.bin").unwrap().is_none(),
+            "a file is not seen before it is whole"
+        );
+        writer.finish().unwrap();
+        assert_eq!(files.get("area", "big.bin").unwrap().as_deref(), Some(&bytes[..]));
+        files.put("area", "status.json", b"{\"a\":1}").unwrap();
+        files.put("area", "status.json", b"{}").unwrap();
+        assert_eq!(files.get("area", "status.json").unwrap().as_deref(), Some(&b"{}"[..]));
+        files.put("area", "empty", b"").unwrap();
+        assert_eq!(files.get("area", "empty").unwrap().as_deref(), Some(&b""[..]));
+        assert!(files.get("area", "none").unwrap().is_none());
+        let left = files.create("area", "left.bin").unwrap();
+        drop(left);
+        files
+            .tidy("area", std::time::Duration::from_secs(3600), std::time::Duration::ZERO)
+            .unwrap();
+        assert!(files.get("area", "big.bin").unwrap().is_some(), "young files stay");
+    }
+
+    #[test]
+    fn files_are_whole_or_absent_in_a_folder_and_in_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&SharedFiles::Folder(dir.path().to_path_buf()));
+        let (directory, _) = Directory::open(&dir.path().join("control.db"), "t").unwrap();
+        exercise(&SharedFiles::Database(directory));
+    }
+}
