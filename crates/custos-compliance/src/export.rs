@@ -463,7 +463,6 @@ fn status_file(id: Uuid) -> String {
     format!("{id}.json")
 }
 
-
 /// A job's status, kept in memory while it runs and in `<id>.json` once it ends.
 fn set_job(state: &ComplianceState, id: Uuid, status: Json) {
     state
@@ -492,9 +491,10 @@ fn job_status(state: &ComplianceState, id: Uuid) -> Result<Option<Json>, AppErro
 
 /// Saves a job's status where every node reads it.
 fn save_job(state: &ComplianceState, id: Uuid, status: &Json) {
-    let saved = state
-        .shared_files()
-        .put(JOBS_AREA, &status_file(id), status.to_string().as_bytes());
+    let saved =
+        state
+            .shared_files()
+            .put(JOBS_AREA, &status_file(id), status.to_string().as_bytes());
     if let Err(error) = saved {
         tracing::error!(export = %id, error = %error.message, "export status not saved");
     }
@@ -511,7 +511,9 @@ fn run_job(
 ) {
     let total = status["total"].as_u64().unwrap_or(0);
     let outcome = (|| -> Result<(), AppError> {
-        let mut file = state.shared_files().create(JOBS_AREA, &job_file(id, format))?;
+        let mut file = state
+            .shared_files()
+            .create(JOBS_AREA, &job_file(id, format))?;
         let mut failure = None;
         let mut saved_at = 0;
         write_export(

@@ -4,15 +4,13 @@
 //! status and count, and `GET /api/audit/queries/{id}/records` pages through what it found —
 //! with no ceiling on how many.
 //!
-//! A query keeps the seqs of its events (8 bytes each, in `audit-queries/<id>.seqs`) and its
-//! description (`<id>.json`) in the data directory, for 30 days. Starting a query and reading
-//! each page of its records are recorded (`SearchAuditLog`); a restart runs again the queries
-//! it interrupted.
-
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+//! A query keeps the seqs of its events (8 bytes each, `<id>.seqs`) and its description
+//! (`<id>.json`) in the shared files' area `audit-queries` (`custos_http::files`: the data
+//! directory, or on a cluster the shared database, so that every node answers for every query
+//! — the seqs are the same on every audit node, whose logs are the same), for 30 days. Starting
+//! a query and reading each page of its records are recorded (`SearchAuditLog`); a restart runs
+//! again the queries it interrupted (on a cluster, those of the restarted node: a query names
+//! the node running it).
 
 use axum::extract::{Extension, Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -40,10 +38,8 @@ const KEPT_DAYS: i64 = 30;
 /// A query without `filterStartDateTime` looks back this far.
 const DEFAULT_LOOKBACK_US: i64 = 90 * 24 * 3_600_000_000;
 
-/// The folder of the queries of `state`'s data directory.
-fn folder(state: &ComplianceState) -> PathBuf {
-    state.config.data_dir.join("audit-queries")
-}
+/// The area of the shared files that holds the queries.
+const AREA: &str = "audit-queries";
 
 /// The Graph filter properties a query takes: (name, what it filters).
 const LIST_FILTERS: [&str; 6] = [
@@ -170,55 +166,65 @@ fn search_of(description: &Map<String, Json>) -> Result<SearchQuery, AppError> {
         "isRecordCountLimitExceeded",
         "recordCountLimit",
         "error",
+        "runningOn",
     ] {
         body.remove(key);
     }
     Ok(parse_body(&Json::Object(body), 0)?.1)
 }
 
-fn description_path(folder: &Path, id: Uuid) -> PathBuf {
-    folder.join(format!("{id}.json"))
+fn description_name(id: Uuid) -> String {
+    format!("{id}.json")
 }
 
-fn seqs_path(folder: &Path, id: Uuid) -> PathBuf {
-    folder.join(format!("{id}.seqs"))
+fn seqs_name(id: Uuid) -> String {
+    format!("{id}.seqs")
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
-    move |e| AppError::new(ErrorCode::Internal, format!("{}: {e}", path.display()))
+/// Writes a query's description (whole, replacing the one there).
+fn save(state: &ComplianceState, id: Uuid, description: &Map<String, Json>) -> Result<(), AppError> {
+    state.shared_files().put(
+        AREA,
+        &description_name(id),
+        Json::Object(description.clone()).to_string().as_bytes(),
+    )
 }
 
-/// Writes a query's description (whole file, then renamed into place).
-fn save(folder: &Path, id: Uuid, description: &Map<String, Json>) -> Result<(), AppError> {
-    fs::create_dir_all(folder).map_err(io(folder))?;
-    let path = description_path(folder, id);
-    let temporary = path.with_extension("json.tmp");
-    fs::write(&temporary, Json::Object(description.clone()).to_string()).map_err(io(&temporary))?;
-    fs::rename(&temporary, &path).map_err(io(&path))
+fn load(state: &ComplianceState, id: Uuid) -> Result<Option<Map<String, Json>>, AppError> {
+    Ok(state
+        .shared_files()
+        .get(AREA, &description_name(id))?
+        .and_then(|bytes| serde_json::from_slice::<Json>(&bytes).ok())
+        .and_then(|j| j.as_object().cloned()))
 }
 
-fn load(folder: &Path, id: Uuid) -> Result<Option<Map<String, Json>>, AppError> {
-    let path = description_path(folder, id);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(serde_json::from_slice::<Json>(&bytes)
-            .ok()
-            .and_then(|j| j.as_object().cloned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
-    }
+/// Every query kept, by id.
+fn ids(state: &ComplianceState) -> Result<Vec<Uuid>, AppError> {
+    Ok(state
+        .shared_files()
+        .names(AREA)?
+        .iter()
+        .filter_map(|name| name.strip_suffix(".json"))
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect())
+}
+
+/// The node a query runs on, when this node is one of a cluster's.
+fn this_node(state: &ComplianceState) -> Option<String> {
+    state
+        .cluster_status()
+        .and_then(|cluster| cluster["node"].as_str().map(str::to_string))
 }
 
 /// Runs query `id` to the end: every matching event's seq into its results, newest first.
 fn run(state: &ComplianceState, id: Uuid) -> Result<(), AppError> {
-    let folder = folder(state);
     let mut description =
-        load(&folder, id)?.ok_or_else(|| AppError::not_found(format!("no query {id}")))?;
+        load(state, id)?.ok_or_else(|| AppError::not_found(format!("no query {id}")))?;
     description.insert("status".into(), json!("running"));
-    save(&folder, id, &description)?;
+    save(state, id, &description)?;
     let outcome = (|| -> Result<u64, AppError> {
         let mut query = search_of(&description)?;
-        let path = seqs_path(&folder, id);
-        let mut file = fs::File::create(&path).map_err(io(&path))?;
+        let mut file = state.shared_files().create(AREA, &seqs_name(id))?;
         let mut found = 0u64;
         loop {
             let page = state.log.search(&query)?;
@@ -227,14 +233,14 @@ fn run(state: &ComplianceState, id: Uuid) -> Result<(), AppError> {
                 .iter()
                 .flat_map(|(seq, _)| seq.to_le_bytes())
                 .collect();
-            file.write_all(&bytes).map_err(io(&path))?;
+            file.write(&bytes)?;
             found += page.events.len() as u64;
             match page.next_before_seq {
                 Some(next) => query.before_seq = Some(next),
                 None => break,
             }
         }
-        file.sync_all().map_err(io(&path))?;
+        file.finish()?;
         Ok(found)
     })();
     match outcome {
@@ -247,7 +253,7 @@ fn run(state: &ComplianceState, id: Uuid) -> Result<(), AppError> {
             description.insert("error".into(), json!(error.message));
         }
     }
-    save(&folder, id, &description)
+    save(state, id, &description)
 }
 
 /// Starts the background run of query `id`.
@@ -261,37 +267,34 @@ fn start(state: &ComplianceState, id: Uuid) {
     });
 }
 
-/// On start: deletes queries older than their 30 days and runs again those a stop
-/// interrupted.
+/// On start: deletes queries older than their 30 days and runs again those a stop of this
+/// node interrupted.
 pub(crate) fn resume(state: &ComplianceState) {
-    let folder = folder(state);
-    let Ok(entries) = fs::read_dir(&folder) else {
+    let Ok(ids) = ids(state) else {
         return;
     };
+    let node = this_node(state);
     let oldest = time::OffsetDateTime::now_utc() - time::Duration::days(KEPT_DAYS);
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(id) = name
-            .strip_suffix(".json")
-            .and_then(|n| Uuid::parse_str(n).ok())
-        else {
-            continue;
-        };
-        let Ok(Some(description)) = load(&folder, id) else {
+    let files = state.shared_files();
+    for id in ids {
+        let Ok(Some(description)) = load(state, id) else {
             continue;
         };
         let created = description["createdDateTime"].as_str().and_then(|t| {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         });
         if created.is_some_and(|c| c < oldest) {
-            let _ = fs::remove_file(description_path(&folder, id));
-            let _ = fs::remove_file(seqs_path(&folder, id));
+            let _ = files.remove(AREA, &description_name(id));
+            let _ = files.remove(AREA, &seqs_name(id));
             continue;
         }
-        if matches!(
-            description["status"].as_str(),
-            Some("notStarted" | "running")
-        ) {
+        let ours = description.get("runningOn").and_then(Json::as_str) == node.as_deref();
+        if ours
+            && matches!(
+                description["status"].as_str(),
+                Some("notStarted" | "running")
+            )
+        {
             start(state, id);
         }
     }
@@ -339,11 +342,14 @@ pub(crate) async fn create(
             json!(format_creation_time(state.clock.now_us())),
         );
         description.insert("createdBy".into(), json!(draft.user_upn));
+        if let Some(node) = this_node(&state) {
+            description.insert("runningOn".into(), json!(node));
+        }
         draft.query = format!("auditLogQuery {id} {}", Json::Object(description.clone()));
         state.record(draft.clone()).await?;
-        let folder = folder(&state);
         let saved = description.clone();
-        blocking(move || save(&folder, id, &saved)).await?;
+        let worker = state.clone();
+        blocking(move || save(&worker, id, &saved)).await?;
         start(&state, id);
         Ok::<_, AppError>(
             (StatusCode::CREATED, axum::Json(Json::Object(description))).into_response(),
@@ -363,16 +369,11 @@ pub(crate) async fn list(
     draft.query = "auditLogQueries".into();
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
-        let folder = folder(&state);
+        let worker = state.clone();
         let mut queries = blocking(move || -> Result<Vec<Json>, AppError> {
             let mut out = Vec::new();
-            for entry in fs::read_dir(&folder).into_iter().flatten().flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if let Some(id) = name
-                    .strip_suffix(".json")
-                    .and_then(|n| Uuid::parse_str(n).ok())
-                    && let Some(description) = load(&folder, id)?
-                {
+            for id in ids(&worker)? {
+                if let Some(description) = load(&worker, id)? {
                     out.push(Json::Object(description));
                 }
             }
@@ -406,8 +407,8 @@ pub(crate) async fn get(
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
         let id = query_id(&id)?;
-        let folder = folder(&state);
-        let description = blocking(move || load(&folder, id))
+        let worker = state.clone();
+        let description = blocking(move || load(&worker, id))
             .await?
             .ok_or_else(|| AppError::not_found(format!("no audit query {id}")))?;
         Ok::<_, AppError>(axum::Json(Json::Object(description)).into_response())
@@ -448,10 +449,9 @@ pub(crate) async fn records(
             )));
         }
         let skip = number("skiptoken", 0)?;
-        let folder = folder(&state);
-        let log = state.log.clone();
+        let worker = state.clone();
         let (events, total) = blocking(move || -> Result<(Vec<AuditEvent>, u64), AppError> {
-            let description = load(&folder, id)?
+            let description = load(&worker, id)?
                 .ok_or_else(|| AppError::not_found(format!("no audit query {id}")))?;
             if description["status"].as_str() != Some("succeeded") {
                 return Err(AppError::new(
@@ -462,19 +462,22 @@ pub(crate) async fn records(
                     ),
                 ));
             }
-            let path = seqs_path(&folder, id);
-            let file = fs::File::open(&path).map_err(io(&path))?;
-            let total = file.metadata().map_err(io(&path))?.len() / 8;
+            let total = description["approximateReturnedRecordCount"]
+                .as_u64()
+                .unwrap_or(0);
             let end = (skip + top).min(total);
             let mut events = Vec::new();
             if skip < end {
-                let mut bytes = vec![0u8; ((end - skip) * 8) as usize];
-                file.read_exact_at(&mut bytes, skip * 8)
-                    .map_err(io(&path))?;
+                let bytes = worker.shared_files().read_at(
+                    AREA,
+                    &seqs_name(id),
+                    skip * 8,
+                    ((end - skip) * 8) as usize,
+                )?;
                 for chunk in bytes.chunks_exact(8) {
                     let seq = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
                     // An event retention purged since the query ran is gone.
-                    if let Some(event) = log.get_seq(seq)? {
+                    if let Some(event) = worker.log.get_seq(seq)? {
                         events.push(event);
                     }
                 }

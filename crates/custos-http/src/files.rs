@@ -118,6 +118,88 @@ impl SharedFiles {
         }
     }
 
+    /// The names of the whole files of `area`.
+    pub fn names(&self, area: &str) -> Result<Vec<String>, AppError> {
+        match self {
+            SharedFiles::Folder(root) => {
+                let Ok(entries) = std::fs::read_dir(root.join(area)) else {
+                    return Ok(Vec::new());
+                };
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.ends_with(".part"))
+                    .collect();
+                names.sort();
+                Ok(names)
+            }
+            SharedFiles::Database(directory) => Ok(directory.file_names(area)?),
+        }
+    }
+
+    /// Up to `len` bytes of a file from byte `offset` (fewer at its end).
+    pub fn read_at(
+        &self,
+        area: &str,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, AppError> {
+        match self {
+            SharedFiles::Folder(root) => {
+                use std::os::unix::fs::FileExt;
+                let file = std::fs::File::open(root.join(area).join(name)).map_err(internal)?;
+                let mut bytes = vec![0u8; len];
+                let mut filled = 0;
+                while filled < len {
+                    let n = file
+                        .read_at(&mut bytes[filled..], offset + filled as u64)
+                        .map_err(internal)?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                bytes.truncate(filled);
+                Ok(bytes)
+            }
+            SharedFiles::Database(directory) => {
+                let part_bytes = PART_BYTES as u64;
+                let mut bytes = Vec::with_capacity(len);
+                let mut at = offset;
+                while bytes.len() < len {
+                    let part = (at / part_bytes) as i64;
+                    let Some(text) = directory.file_part(area, name, part)? else {
+                        break;
+                    };
+                    let decoded = STANDARD
+                        .decode(text)
+                        .map_err(|e| internal(format!("shared file {area}/{name}: {e}")))?;
+                    let start = (at % part_bytes) as usize;
+                    if start >= decoded.len() {
+                        break;
+                    }
+                    let end = decoded.len().min(start + len - bytes.len());
+                    bytes.extend_from_slice(&decoded[start..end]);
+                    at += (end - start) as u64;
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Removes a file (nothing when there is none).
+    pub fn remove(&self, area: &str, name: &str) -> Result<(), AppError> {
+        match self {
+            SharedFiles::Folder(root) => match std::fs::remove_file(root.join(area).join(name)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(internal(e)),
+            },
+            SharedFiles::Database(directory) => Ok(directory.remove_file(area, name)?),
+        }
+    }
+
     /// Removes the files of `area` older than `age`, and the unfinished ones older than
     /// `unfinished_age` (a writer that stopped; on a cluster, one still running on another
     /// node is younger than that).
@@ -310,19 +392,54 @@ mod tests {
             "a file is not seen before it is whole"
         );
         writer.finish().unwrap();
-        assert_eq!(files.get("area", "big.bin").unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(
+            files.get("area", "big.bin").unwrap().as_deref(),
+            Some(&bytes[..])
+        );
         files.put("area", "status.json", b"{\"a\":1}").unwrap();
         files.put("area", "status.json", b"{}").unwrap();
-        assert_eq!(files.get("area", "status.json").unwrap().as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            files.get("area", "status.json").unwrap().as_deref(),
+            Some(&b"{}"[..])
+        );
         files.put("area", "empty", b"").unwrap();
-        assert_eq!(files.get("area", "empty").unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(
+            files.get("area", "empty").unwrap().as_deref(),
+            Some(&b""[..])
+        );
         assert!(files.get("area", "none").unwrap().is_none());
         let left = files.create("area", "left.bin").unwrap();
         drop(left);
         files
-            .tidy("area", std::time::Duration::from_secs(3600), std::time::Duration::ZERO)
+            .tidy(
+                "area",
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::ZERO,
+            )
             .unwrap();
-        assert!(files.get("area", "big.bin").unwrap().is_some(), "young files stay");
+        assert!(
+            files.get("area", "big.bin").unwrap().is_some(),
+            "young files stay"
+        );
+        let across = PART_BYTES as u64 - 3;
+        assert_eq!(
+            files.read_at("area", "big.bin", across, 10).unwrap(),
+            bytes[across as usize..across as usize + 10].to_vec(),
+            "a read across two parts"
+        );
+        let tail = bytes.len() as u64 - 4;
+        assert_eq!(
+            files.read_at("area", "big.bin", tail, 10).unwrap(),
+            bytes[tail as usize..].to_vec()
+        );
+        assert_eq!(
+            files.names("area").unwrap(),
+            ["big.bin", "empty", "status.json"],
+            "whole files only, by name"
+        );
+        files.remove("area", "empty").unwrap();
+        files.remove("area", "empty").unwrap();
+        assert!(files.get("area", "empty").unwrap().is_none());
     }
 
     #[test]

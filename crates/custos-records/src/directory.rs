@@ -551,6 +551,32 @@ impl Directory {
         })
     }
 
+    /// The names of the whole shared files of `area` (not those still being written).
+    pub fn file_names(&self, area: &str) -> Result<Vec<String>> {
+        let rows = self.0.db.read(|sql| {
+            sql.texts(
+                "SELECT DISTINCT name FROM file WHERE area = ? AND name NOT LIKE '%.part' ORDER BY name",
+                &[text(area)],
+                1,
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .collect())
+    }
+
+    /// Removes the shared file `name` of `area`.
+    pub fn remove_file(&self, area: &str, name: &str) -> Result<()> {
+        self.0.db.write_quiet(|sql| {
+            sql.execute(
+                "DELETE FROM file WHERE area = ? AND name = ?",
+                &[text(area), text(name)],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Removes the shared files of `area` last written before `before` (seconds) whose name
     /// ends with `suffix` (every one for an empty suffix); how many parts went.
     pub fn remove_files_before(&self, area: &str, suffix: &str, before: i64) -> Result<u64> {
