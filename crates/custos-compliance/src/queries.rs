@@ -182,7 +182,11 @@ fn seqs_name(id: Uuid) -> String {
 }
 
 /// Writes a query's description (whole, replacing the one there).
-fn save(state: &ComplianceState, id: Uuid, description: &Map<String, Json>) -> Result<(), AppError> {
+fn save(
+    state: &ComplianceState,
+    id: Uuid,
+    description: &Map<String, Json>,
+) -> Result<(), AppError> {
     state.shared_files().put(
         AREA,
         &description_name(id),

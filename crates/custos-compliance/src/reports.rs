@@ -8,8 +8,6 @@
 //! events. Running a report reads the audit trail, so it is recorded (`SearchAuditLog`) like a
 //! search; saving and deleting a custom report are recorded too.
 
-use std::fs;
-use std::io::Write;
 use std::time::Duration;
 
 use axum::extract::{Extension, Path, RawQuery, State};
@@ -579,9 +577,8 @@ pub(crate) async fn delete(
         draft.details = removed.to_string();
         state.record(draft.clone()).await?;
         let worker = state.clone();
-        let runs = runs_path(&state, &id);
         blocking(move || {
-            let _ = fs::remove_file(runs);
+            worker.shared_files().remove(RUNS_AREA, &runs_name(&id))?;
             store_saved(&worker, &reports)
         })
         .await?;
@@ -591,12 +588,27 @@ pub(crate) async fn delete(
     answer(&state, draft, result).await
 }
 
-fn runs_path(state: &ComplianceState, id: &str) -> std::path::PathBuf {
-    state
-        .config
-        .data_dir
-        .join("audit-reports")
-        .join(format!("{}.runs", id.replace(['/', '.'], "_")))
+/// The area of the shared files (`custos_http::files`) that keeps scheduled reports' runs:
+/// every node of a cluster shows the runs, whichever node ran them.
+const RUNS_AREA: &str = "audit-reports";
+
+/// The shared file of a report's runs (JSON lines, oldest first).
+fn runs_name(id: &str) -> String {
+    format!("{}.runs", id.replace(['/', '.'], "_"))
+}
+
+/// The runs kept of report `id`, oldest first.
+fn kept_runs(state: &ComplianceState, id: &str) -> Result<Vec<String>, AppError> {
+    Ok(state
+        .shared_files()
+        .get(RUNS_AREA, &runs_name(id))?
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// `GET /api/audit/reports/{id}/runs`: the scheduled runs kept, newest first.
@@ -611,14 +623,12 @@ pub(crate) async fn runs(
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
         spec_of(&state, &id)?.ok_or_else(|| AppError::not_found(format!("no report '{id}'")))?;
-        let path = runs_path(&state, &id);
-        let mut runs: Vec<Json> = match fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let worker = state.clone();
+        let kept = blocking(move || kept_runs(&worker, &id)).await?;
+        let mut runs: Vec<Json> = kept
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
         runs.reverse();
         Ok::<_, AppError>(axum::Json(json!({"value": runs})).into_response())
     }
@@ -665,23 +675,16 @@ pub(crate) async fn run_due(state: &ComplianceState) -> Result<usize, AppError> 
         state.record(draft).await?;
         let mut line = report_json(&spec, &range, &summary);
         line["ranAt"] = json!(format_creation_time(now));
-        let path = runs_path(state, &spec.id);
+        let worker = state.clone();
+        let id = spec.id.clone();
         blocking(move || -> Result<(), AppError> {
-            let folder = path.parent().expect("a runs file is in a folder");
-            fs::create_dir_all(folder)
-                .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))?;
-            let mut kept: Vec<String> = fs::read_to_string(&path)
-                .map(|t| t.lines().map(str::to_string).collect())
-                .unwrap_or_default();
+            let mut kept = kept_runs(&worker, &id)?;
             kept.push(line.to_string());
             let start = kept.len().saturating_sub(RUNS_KEPT);
-            let mut file = fs::File::create(&path)
-                .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))?;
-            for l in &kept[start..] {
-                writeln!(file, "{l}")
-                    .map_err(|e| AppError::new(ErrorCode::Internal, e.to_string()))?;
-            }
-            Ok(())
+            let text: String = kept[start..].iter().map(|l| format!("{l}\n")).collect();
+            worker
+                .shared_files()
+                .put(RUNS_AREA, &runs_name(&id), text.as_bytes())
         })
         .await?;
         report["lastRun"] = json!(now);

@@ -1039,13 +1039,20 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
     assert_eq!(started.status(), 201);
     let query: serde_json::Value = started.json().unwrap();
     let query = query["id"].as_str().unwrap().to_string();
-    wait_for("node b to see the query succeeded", Duration::from_secs(30), || {
-        get_json(&format!("{}/api/audit/queries/{query}", b.base), &admin_b)["status"]
-            == "succeeded"
-    });
+    wait_for(
+        "node b to see the query succeeded",
+        Duration::from_secs(30),
+        || {
+            get_json(&format!("{}/api/audit/queries/{query}", b.base), &admin_b)["status"]
+                == "succeeded"
+        },
+    );
     let records = |server: &Server, token: &str| -> Vec<String> {
         get_json(
-            &format!("{}/api/audit/queries/{query}/records?$top=1000", server.base),
+            &format!(
+                "{}/api/audit/queries/{query}/records?$top=1000",
+                server.base
+            ),
             token,
         )["value"]
             .as_array()
@@ -1055,8 +1062,37 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
             .collect()
     };
     let through_b = records(&b, &admin_b);
-    assert!(through_b.len() >= acknowledged.len(), "{} records", through_b.len());
+    assert!(
+        through_b.len() >= acknowledged.len(),
+        "{} records",
+        through_b.len()
+    );
     assert_eq!(through_b, records(&a, &admin_a));
+
+    // A scheduled report runs on the node that runs the followers; both nodes show its runs.
+    let saved = send(
+        client().post(format!("{}/api/audit/reports", a.base)),
+        &admin_a,
+        Some(
+            json!({"name": "Creates", "search": "operation=Create", "schedule": "hourly", "rangeDays": 1}),
+        ),
+    );
+    assert_eq!(saved.status(), 201);
+    let saved: serde_json::Value = saved.json().unwrap();
+    let report = saved["id"].as_str().unwrap().to_string();
+    for (server, token) in [(&a, &admin_a), (&b, &admin_b)] {
+        wait_for(
+            "each node to show the scheduled run",
+            Duration::from_secs(30),
+            || {
+                let runs = get_json(
+                    &format!("{}/api/audit/reports/{report}/runs", server.base),
+                    token,
+                );
+                runs["value"].as_array().is_some_and(|runs| runs.len() == 1)
+            },
+        );
+    }
 
     // The cluster's key is every node's: it is not rotated through one of them.
     let rotated = send(
