@@ -23,8 +23,36 @@ pub const PART_BYTES: usize = 1 << 20;
 pub enum SharedFiles {
     /// Folders of the data directory.
     Folder(PathBuf),
-    /// The directory's database, shared by every node.
-    Database(Directory),
+    /// The shared directory's database, shared by every node; `scratch` is a folder of this
+    /// node's data directory for local copies.
+    Database {
+        /// The directory whose database keeps the files.
+        directory: Directory,
+        /// Where local copies are made.
+        scratch: PathBuf,
+    },
+}
+
+/// A file of the shared files as a local file, for what needs a path (restoring a backup):
+/// the file itself in a folder, a temporary copy (removed when dropped) from the database.
+pub struct LocalFile {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl LocalFile {
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn internal(error: impl std::fmt::Display) -> AppError {
@@ -46,7 +74,10 @@ impl SharedFiles {
     /// The database when `directory` is shared with other nodes, else the data directory.
     pub fn over(data_dir: PathBuf, directory: &Directory) -> SharedFiles {
         if directory.is_shared() {
-            SharedFiles::Database(directory.clone())
+            SharedFiles::Database {
+                directory: directory.clone(),
+                scratch: data_dir.join("scratch"),
+            }
         } else {
             SharedFiles::Folder(data_dir)
         }
@@ -86,13 +117,15 @@ impl SharedFiles {
                     path,
                 }))
             }
-            SharedFiles::Database(directory) => Ok(FileWriter(Writer::Database(PartWriter {
-                directory: directory.clone(),
-                area: area.to_string(),
-                name: name.to_string(),
-                buffer: Vec::with_capacity(PART_BYTES),
-                parts: 0,
-            }))),
+            SharedFiles::Database { directory, .. } => {
+                Ok(FileWriter(Writer::Database(PartWriter {
+                    directory: directory.clone(),
+                    area: area.to_string(),
+                    name: name.to_string(),
+                    buffer: Vec::with_capacity(PART_BYTES),
+                    parts: 0,
+                })))
+            }
         }
     }
 
@@ -104,7 +137,7 @@ impl SharedFiles {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(internal(e)),
             },
-            SharedFiles::Database(directory) => {
+            SharedFiles::Database { directory, .. } => {
                 if directory.file_part(area, name, 0)?.is_none() {
                     return Ok(None);
                 }
@@ -133,7 +166,7 @@ impl SharedFiles {
                 names.sort();
                 Ok(names)
             }
-            SharedFiles::Database(directory) => Ok(directory.file_names(area)?),
+            SharedFiles::Database { directory, .. } => Ok(directory.file_names(area)?),
         }
     }
 
@@ -163,7 +196,7 @@ impl SharedFiles {
                 bytes.truncate(filled);
                 Ok(bytes)
             }
-            SharedFiles::Database(directory) => {
+            SharedFiles::Database { directory, .. } => {
                 let part_bytes = PART_BYTES as u64;
                 let mut bytes = Vec::with_capacity(len);
                 let mut at = offset;
@@ -196,7 +229,81 @@ impl SharedFiles {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(internal(e)),
             },
-            SharedFiles::Database(directory) => Ok(directory.remove_file(area, name)?),
+            SharedFiles::Database { directory, .. } => Ok(directory.remove_file(area, name)?),
+        }
+    }
+
+    /// Moves the local file at `from` (in this node's data directory) into the shared files
+    /// as `name` of `area`, durably; `from` is gone afterwards.
+    pub fn put_file(&self, area: &str, name: &str, from: &std::path::Path) -> Result<(), AppError> {
+        match self {
+            SharedFiles::Folder(root) => {
+                let folder = root.join(area);
+                std::fs::create_dir_all(&folder).map_err(internal)?;
+                std::fs::File::open(from)
+                    .and_then(|file| file.sync_all())
+                    .and_then(|()| std::fs::rename(from, folder.join(name)))
+                    .and_then(|()| std::fs::File::open(&folder)?.sync_all())
+                    .map_err(internal)
+            }
+            SharedFiles::Database { .. } => {
+                let mut file = std::fs::File::open(from).map_err(internal)?;
+                let mut writer = self.create(area, name)?;
+                let mut buffer = vec![0u8; 64 << 10];
+                loop {
+                    let n = file.read(&mut buffer).map_err(internal)?;
+                    if n == 0 {
+                        break;
+                    }
+                    writer.write(&buffer[..n])?;
+                }
+                writer.finish()?;
+                std::fs::remove_file(from).map_err(internal)
+            }
+        }
+    }
+
+    /// The file `name` of `area` as a local file; `None` when there is no such file.
+    pub fn local_copy(&self, area: &str, name: &str) -> Result<Option<LocalFile>, AppError> {
+        match self {
+            SharedFiles::Folder(root) => {
+                let path = root.join(area).join(name);
+                Ok(path.exists().then_some(LocalFile {
+                    path,
+                    temporary: false,
+                }))
+            }
+            SharedFiles::Database { scratch, .. } => {
+                let Some(mut reader) = self.open(area, name)? else {
+                    return Ok(None);
+                };
+                std::fs::create_dir_all(scratch).map_err(internal)?;
+                let local = LocalFile {
+                    path: scratch.join(uuid::Uuid::new_v4().to_string()),
+                    temporary: true,
+                };
+                let mut file = std::fs::File::create(&local.path).map_err(internal)?;
+                while let Some(part) = reader.next_part()? {
+                    file.write_all(&part).map_err(internal)?;
+                }
+                file.sync_all().map_err(internal)?;
+                Ok(Some(local))
+            }
+        }
+    }
+
+    /// Removes every file of `area`.
+    pub fn remove_area(&self, area: &str) -> Result<(), AppError> {
+        match self {
+            SharedFiles::Folder(root) => match std::fs::remove_dir_all(root.join(area)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(internal(e)),
+            },
+            SharedFiles::Database { directory, .. } => {
+                directory.remove_files_before(area, "", i64::MAX)?;
+                Ok(())
+            }
         }
     }
 
@@ -232,7 +339,7 @@ impl SharedFiles {
                 }
                 Ok(())
             }
-            SharedFiles::Database(directory) => {
+            SharedFiles::Database { directory, .. } => {
                 let now = now_secs();
                 directory.remove_files_before(
                     area,
@@ -440,6 +547,21 @@ mod tests {
         files.remove("area", "empty").unwrap();
         files.remove("area", "empty").unwrap();
         assert!(files.get("area", "empty").unwrap().is_none());
+
+        let scratch = tempfile::tempdir().unwrap();
+        let local = scratch.path().join("snapshot");
+        std::fs::write(&local, &bytes).unwrap();
+        files.put_file("copies/main", "b.db", &local).unwrap();
+        assert!(
+            !local.exists(),
+            "the local file moved into the shared files"
+        );
+        let copy = files.local_copy("copies/main", "b.db").unwrap().unwrap();
+        assert_eq!(std::fs::read(copy.path()).unwrap(), bytes);
+        drop(copy);
+        assert!(files.local_copy("copies/main", "none").unwrap().is_none());
+        files.remove_area("copies/main").unwrap();
+        assert!(files.names("copies/main").unwrap().is_empty());
     }
 
     #[test]
@@ -447,6 +569,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         exercise(&SharedFiles::Folder(dir.path().to_path_buf()));
         let (directory, _) = Directory::open(&dir.path().join("control.db"), "t").unwrap();
-        exercise(&SharedFiles::Database(directory));
+        exercise(&SharedFiles::Database {
+            directory,
+            scratch: dir.path().join("scratch"),
+        });
     }
 }

@@ -373,6 +373,12 @@ impl AppState {
                 .map_err(io_error(&dir))?;
         }
         make_private(&data_dir)?;
+        // Local copies and snapshots a stop interrupted (`files.rs`, backups) are of no use.
+        match fs::remove_dir_all(data_dir.join("scratch")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&data_dir.join("scratch"))(e)),
+        }
         let (directory, _) = open_directory(&data_dir, config.postgres.as_deref())?;
         let token_key = crate::keys::token_key(&data_dir, &directory, config.postgres.is_some())?;
         let mode = match &config.cluster {
@@ -576,9 +582,9 @@ impl AppState {
         self.config.data_dir.join("instances").join(name)
     }
 
-    /// The folder of an instance's backups.
-    pub fn backups_dir(&self, name: &str) -> PathBuf {
-        self.config.data_dir.join("backups").join(name)
+    /// The area of the shared files (`files.rs`) that holds an instance's backups.
+    pub fn backups_area(name: &str) -> String {
+        format!("backups/{name}")
     }
 
     /// Creates a new instance: recorded in the directory, its store seeded and opened.
@@ -607,7 +613,9 @@ impl AppState {
         {
             PgStore::drop_schema(url, &pg_schema(info.organization_id))?;
         }
-        for dir in [self.instance_dir(name), self.backups_dir(name)] {
+        self.shared_files()
+            .remove_area(&AppState::backups_area(name))?;
+        for dir in [self.instance_dir(name)] {
             match fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

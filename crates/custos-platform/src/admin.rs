@@ -14,8 +14,6 @@
 //! be recorded). A restore replaces the instance's records and settings with the snapshot's;
 //! the audit log lives apart and never goes back: the restore is one more event in it.
 
-use std::path::PathBuf;
-
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,17 +30,12 @@ use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::names;
-use custos_http::state::blocking;
+use custos_http::state::{AppState, blocking};
 
 /// Names an instance may not take: they are the first segment of other routes.
 const RESERVED_NAMES: [&str; 6] = ["api", "ui", "oauth2", "healthz", "metrics", "admin"];
 /// Most instances one tenant holds.
 const INSTANCES_MAX: usize = 100;
-
-/// The folder of an instance's backups.
-pub(crate) fn backups_dir(state: &PlatformState, instance: &str) -> PathBuf {
-    state.config.data_dir.join("backups").join(instance)
-}
 
 /// A draft of an admin-center event about `instance`.
 fn admin_draft(operation: Operation, context: &RequestContext, instance: &str) -> EventDraft {
@@ -346,22 +339,20 @@ fn io(error: std::io::Error) -> AppError {
 
 /// Every backup of an instance, newest first.
 fn list_backups(state: &PlatformState, instance: &str) -> Result<Vec<Json>, AppError> {
-    let dir = backups_dir(state, instance);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(e)),
-    };
+    let files = state.shared_files();
+    let area = AppState::backups_area(instance);
     let mut backups = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(io)?.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(&path).map_err(io)?;
-            let backup: Json = serde_json::from_str(&text).map_err(|e| {
-                AppError::new(ErrorCode::Internal, format!("{}: {e}", path.display()))
-            })?;
-            backups.push(backup);
+    for name in files.names(&area)? {
+        if !name.ends_with(".json") {
+            continue;
         }
+        let Some(bytes) = files.get(&area, &name)? else {
+            continue;
+        };
+        let backup: Json = serde_json::from_slice(&bytes).map_err(|e| {
+            AppError::new(ErrorCode::Internal, format!("backup {area}/{name}: {e}"))
+        })?;
+        backups.push(backup);
     }
     backups.sort_by(|a, b| b["createdOn"].as_str().cmp(&a["createdOn"].as_str()));
     Ok(backups)
@@ -376,21 +367,6 @@ fn file_sha256(path: &std::path::Path) -> Result<String, AppError> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
-}
-
-/// Writes a file and its folder durably.
-fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), AppError> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).map_err(io)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
 }
 
 /// `GET /api/admin/instances/{name}/backups`.
@@ -440,13 +416,15 @@ pub(crate) async fn backup(
             .instance(&name)
             .ok_or_else(|| AppError::not_found(format!("instance '{name}' does not exist")))?;
         let id = Uuid::now_v7();
-        let dir = backups_dir(&state, &name);
-        let file = dir.join(format!("{id}.db"));
+        // The snapshot is taken into this node's data directory, then moved into the shared
+        // files once it is recorded.
+        let scratch = state.config.data_dir.join("scratch");
+        let file = scratch.join(format!("{id}.db"));
         let created_on = custos_audit::format_creation_time(state.clock.now_us());
         let snapshot = file.clone();
         let worker = instance.clone();
         let meta = blocking(move || -> Result<Json, AppError> {
-            std::fs::create_dir_all(&dir).map_err(io)?;
+            std::fs::create_dir_all(&scratch).map_err(io)?;
             worker.store.backup(&snapshot)?;
             let bytes = std::fs::metadata(&snapshot).map_err(io)?.len();
             Ok(json!({
@@ -465,9 +443,14 @@ pub(crate) async fn backup(
             let _ = std::fs::remove_file(&file);
             return Err(error);
         }
-        let meta_path = file.with_extension("json");
         let text = meta.to_string();
-        blocking(move || write_durably(&meta_path, text.as_bytes())).await?;
+        let files = state.shared_files();
+        let area = AppState::backups_area(&name);
+        blocking(move || -> Result<(), AppError> {
+            files.put_file(&area, &format!("{id}.db"), &file)?;
+            files.put(&area, &format!("{id}.json"), text.as_bytes())
+        })
+        .await?;
         Ok((StatusCode::CREATED, axum::Json(meta)).into_response())
     }
     .await;
@@ -498,8 +481,17 @@ pub(crate) async fn restore(
             .into_iter()
             .find(|b| b["id"].as_str() == Some(id.to_string().as_str()))
             .ok_or_else(|| AppError::not_found(format!("instance '{name}' has no backup {id}")))?;
-        let file = backups_dir(&state, &name).join(format!("{id}.db"));
-        let checked = file.clone();
+        let files = state.shared_files();
+        let area = AppState::backups_area(&name);
+        let file = blocking(move || files.local_copy(&area, &format!("{id}.db")))
+            .await?
+            .ok_or_else(|| {
+                AppError::new(
+                    ErrorCode::Conflict,
+                    format!("backup {id} is damaged: its file is missing"),
+                )
+            })?;
+        let checked = file.path().to_path_buf();
         let sha256 = blocking(move || file_sha256(&checked)).await?;
         if meta["sha256"].as_str() != Some(sha256.as_str()) {
             return Err(AppError::new(
@@ -516,7 +508,7 @@ pub(crate) async fn restore(
         state.record(draft.clone()).await?;
         let (platform, worker) = (state.clone(), instance.clone());
         blocking(move || -> Result<(), AppError> {
-            worker.store.restore(&file)?;
+            worker.store.restore(file.path())?;
             worker.refresh_policy()?;
             worker.refresh_roles()?;
             platform.own.automations.refresh(&worker)?;

@@ -692,6 +692,38 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
             == 200
     });
 
+    // A backup taken through one node is listed and restored through the other.
+    let before = create_account(&p, &admin_p, "Before the backup");
+    let backed = send(
+        client().post(format!("{}/api/admin/instances/main/backups", p.base)),
+        &admin_p,
+        Some(json!({"label": "shared"})),
+    );
+    assert_eq!(backed.status(), 201);
+    let backup: serde_json::Value = backed.json().unwrap();
+    let listed = get_json(
+        &format!("{}/api/admin/instances/main/backups", q.base),
+        &admin_q,
+    );
+    assert_eq!(listed["value"][0]["id"], backup["id"]);
+    let after = create_account(&q, &admin_q, "After the backup");
+    let restored = send(
+        client().post(format!("{}/api/admin/instances/main/restore", q.base)),
+        &admin_q,
+        Some(json!({"backupId": backup["id"]})),
+    );
+    assert_eq!(restored.status(), 200);
+    let status = |id: &str| {
+        send(
+            client().get(p.api(&format!("accounts({id})"))),
+            &admin_p,
+            None,
+        )
+        .status()
+        .as_u16()
+    };
+    assert_eq!((status(&before), status(&after)), (200, 404));
+
     // An export job run by one node is followed and downloaded through the other.
     let started = send(
         client().post(format!("{}/api/audit/exports", p.base)),
