@@ -39,6 +39,7 @@ use custos_http::auth::{Caller, authorize};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
+use custos_http::files::SharedFiles;
 use custos_http::query::{parse_time, query_pairs, recorded_query};
 use custos_http::state::blocking;
 use custos_http::webhook;
@@ -125,6 +126,9 @@ struct Notification {
 /// The published blobs (oldest first; by `first`, which is also by creation) and their file.
 pub(crate) struct Feed {
     path: PathBuf,
+    /// On a cluster, the shared files where the list is kept instead of `path`: the node that
+    /// runs the followers publishes, and every node reads the list again before it answers.
+    shared: Option<SharedFiles>,
     blobs: Mutex<Blobs>,
     notifications: Mutex<VecDeque<Notification>>,
     /// How often the publisher cuts new blobs.
@@ -132,78 +136,158 @@ pub(crate) struct Feed {
 }
 
 struct Blobs {
-    file: File,
+    /// The local file, open to append (none when the list is shared).
+    file: Option<File>,
     list: Vec<Blob>,
 }
 
+/// The area and name of the shared file that keeps the list on a cluster.
+const SHARED_AREA: &str = "feed";
+const SHARED_NAME: &str = "blobs.dat";
+
+/// The blobs of `bytes` (records of `BLOB_BYTES`), up to the first that does not check.
+fn decode_list(bytes: &[u8]) -> Vec<Blob> {
+    let mut list = Vec::new();
+    for record in bytes.chunks_exact(BLOB_BYTES) {
+        match Blob::decode(record) {
+            Some(blob) => list.push(blob),
+            None => break,
+        }
+    }
+    list
+}
+
 impl Feed {
-    /// Opens `dir/blobs.dat`: a torn last record is cut off, expired blobs dropped.
-    pub(crate) fn open(dir: &Path, interval: Duration, now_us: i64) -> std::io::Result<Feed> {
-        fs::create_dir_all(dir)?;
+    /// Opens `dir/blobs.dat` — or, given `shared`, the list in the shared files: a torn last
+    /// record is cut off, expired blobs dropped.
+    pub(crate) fn open(
+        dir: &Path,
+        shared: Option<SharedFiles>,
+        interval: Duration,
+        now_us: i64,
+    ) -> std::io::Result<Feed> {
         let path = dir.join("blobs.dat");
+        let feed = Feed {
+            path,
+            shared,
+            blobs: Mutex::new(Blobs {
+                file: None,
+                list: Vec::new(),
+            }),
+            notifications: Mutex::new(VecDeque::new()),
+            interval,
+        };
+        if feed.shared.is_some() {
+            feed.refresh()?;
+            return Ok(feed);
+        }
+        fs::create_dir_all(dir)?;
         let mut bytes = Vec::new();
-        if let Ok(mut file) = File::open(&path) {
+        if let Ok(mut file) = File::open(&feed.path) {
             file.read_to_end(&mut bytes)?;
         }
-        let mut list = Vec::new();
-        for record in bytes.chunks_exact(BLOB_BYTES) {
-            match Blob::decode(record) {
-                Some(blob) => list.push(blob),
-                None => break,
-            }
-        }
+        let mut list = decode_list(&bytes);
         let valid = list.len() * BLOB_BYTES;
         list.drain(..expired(&list, now_us));
         let file = if valid != bytes.len() || list.len() * BLOB_BYTES != valid {
-            rewrite(&path, &list)?
+            rewrite(&feed.path, &list)?
         } else {
-            OpenOptions::new().create(true).append(true).open(&path)?
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&feed.path)?
         };
-        Ok(Feed {
-            path,
-            blobs: Mutex::new(Blobs { file, list }),
-            notifications: Mutex::new(VecDeque::new()),
-            interval,
-        })
+        *feed.blobs.lock().expect("feed lock") = Blobs {
+            file: Some(file),
+            list,
+        };
+        Ok(feed)
+    }
+
+    /// On a cluster, reads the shared list again (another node may have published).
+    fn refresh(&self) -> std::io::Result<()> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let bytes = shared
+            .get(SHARED_AREA, SHARED_NAME)
+            .map_err(|e| std::io::Error::other(e.message))?
+            .unwrap_or_default();
+        self.blobs.lock().expect("feed lock").list = decode_list(&bytes);
+        Ok(())
+    }
+
+    /// The blobs, as the shared list has them now on a cluster (as this node last saw them if
+    /// it cannot be read).
+    fn current(&self) -> std::sync::MutexGuard<'_, Blobs> {
+        if let Err(error) = self.refresh() {
+            tracing::warn!(%error, "the feed's shared list of blobs cannot be read");
+        }
+        self.blobs.lock().expect("feed lock")
+    }
+
+    /// Writes the whole list to the shared files, replacing it.
+    fn store_shared(shared: &SharedFiles, list: &[Blob]) -> std::io::Result<()> {
+        let bytes: Vec<u8> = list.iter().flat_map(Blob::encode).collect();
+        shared
+            .put(SHARED_AREA, SHARED_NAME, &bytes)
+            .map_err(|e| std::io::Error::other(e.message))
     }
 
     /// Where the next blob starts: the end of the last one.
     fn end(&self) -> u64 {
-        let blobs = self.blobs.lock().expect("feed lock");
-        blobs.list.last().map_or(0, |b| b.end)
+        self.current().list.last().map_or(0, |b| b.end)
     }
 
     /// Makes `new` durable, then listable.
     fn publish(&self, new: &[Blob]) -> std::io::Result<()> {
+        self.refresh()?;
         let mut blobs = self.blobs.lock().expect("feed lock");
-        let bytes: Vec<u8> = new.iter().flat_map(Blob::encode).collect();
-        blobs.file.write_all(&bytes)?;
-        blobs.file.sync_data()?;
+        match &self.shared {
+            Some(shared) => {
+                let mut list = blobs.list.clone();
+                list.extend_from_slice(new);
+                Feed::store_shared(shared, &list)?;
+            }
+            None => {
+                let file = blobs
+                    .file
+                    .as_mut()
+                    .ok_or_else(|| std::io::Error::other("the feed's file is not open"))?;
+                let bytes: Vec<u8> = new.iter().flat_map(Blob::encode).collect();
+                file.write_all(&bytes)?;
+                file.sync_data()?;
+            }
+        }
         blobs.list.extend_from_slice(new);
         Ok(())
     }
 
     /// Drops expired blobs once enough have piled up (rewriting the file).
     fn compact(&self, now_us: i64) -> std::io::Result<()> {
+        self.refresh()?;
         let mut blobs = self.blobs.lock().expect("feed lock");
         let expired = expired(&blobs.list, now_us);
         if expired >= COMPACT_AFTER {
             blobs.list.drain(..expired);
-            blobs.file = rewrite(&self.path, &blobs.list)?;
+            match &self.shared {
+                Some(shared) => Feed::store_shared(shared, &blobs.list)?,
+                None => blobs.file = Some(rewrite(&self.path, &blobs.list)?),
+            }
         }
         Ok(())
     }
 
     /// The published blob `first .. end`, if there is one.
     fn find(&self, first: u64, end: u64) -> Option<Blob> {
-        let blobs = self.blobs.lock().expect("feed lock");
+        let blobs = self.current();
         let at = blobs.list.partition_point(|b| b.first < first);
         blobs.list.get(at).copied().filter(|b| b.end == end)
     }
 
     /// The blobs created in `start_us .. end_us` from the one starting at `from` on.
     fn created_in(&self, start_us: i64, end_us: i64, from: u64) -> Vec<Blob> {
-        let blobs = self.blobs.lock().expect("feed lock");
+        let blobs = self.current();
         blobs
             .list
             .iter()
@@ -214,7 +298,7 @@ impl Feed {
 
     /// The blobs from the one starting at `from` on, at most `max`.
     fn since(&self, from: u64, max: usize) -> Vec<Blob> {
-        let blobs = self.blobs.lock().expect("feed lock");
+        let blobs = self.current();
         let at = blobs.list.partition_point(|b| b.first < from);
         blobs.list[at..].iter().take(max).copied().collect()
     }
@@ -824,7 +908,11 @@ pub(crate) async fn content(
                 ),
             ));
         }
-        let blobs = state.own.feed.created_in(start_us, end_us, from);
+        let worker = state.clone();
+        let blobs = blocking(move || {
+            Ok::<_, AppError>(worker.own.feed.created_in(start_us, end_us, from))
+        })
+        .await?;
         let (shown, next) = page(&blobs);
         let base = state.public_url().to_string();
         let tenant_id = state.directory.tenant_id();
@@ -915,7 +1003,10 @@ pub(crate) async fn blob(
         feed_reader(&state, &mut draft, &headers, &tenant)?;
         let missing = || AppError::not_found(format!("no content '{id}'"));
         let (first, end) = Blob::parse_id(&id).ok_or_else(missing)?;
-        let blob = state.own.feed.find(first, end).ok_or_else(missing)?;
+        let worker = state.clone();
+        let blob = blocking(move || Ok::<_, AppError>(worker.own.feed.find(first, end)))
+            .await?
+            .ok_or_else(missing)?;
         if blob.expires_us() <= state.clock.now_us() {
             return Err(AppError::not_found(format!(
                 "content '{id}' expired on {}: content is kept 7 days",
@@ -965,20 +1056,20 @@ mod tests {
     fn blobs_survive_a_restart_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_700_000_000_000_000;
-        let feed = Feed::open(dir.path(), Duration::from_secs(1), now).unwrap();
+        let feed = Feed::open(dir.path(), None, Duration::from_secs(1), now).unwrap();
         feed.publish(&[blob(0, 5), blob(5, 9)]).unwrap();
         feed.publish(&[blob(9, 12)]).unwrap();
         drop(feed);
         let path = dir.path().join("blobs.dat");
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&blob(12, 20).encode()[..10]).unwrap();
-        let feed = Feed::open(dir.path(), Duration::from_secs(1), now).unwrap();
+        let feed = Feed::open(dir.path(), None, Duration::from_secs(1), now).unwrap();
         assert_eq!(feed.end(), 12);
         assert_eq!(feed.find(5, 9), Some(blob(5, 9)));
         assert_eq!(feed.find(5, 10), None);
         assert_eq!(fs::metadata(&path).unwrap().len(), 3 * BLOB_BYTES as u64);
         feed.publish(&[blob(12, 13)]).unwrap();
-        let feed = Feed::open(dir.path(), Duration::from_secs(1), now).unwrap();
+        let feed = Feed::open(dir.path(), None, Duration::from_secs(1), now).unwrap();
         assert_eq!(feed.since(9, 10), vec![blob(9, 12), blob(12, 13)]);
     }
 
@@ -986,14 +1077,14 @@ mod tests {
     fn expired_blobs_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let now = 1_700_000_000_000_000;
-        let feed = Feed::open(dir.path(), Duration::from_secs(1), now).unwrap();
+        let feed = Feed::open(dir.path(), None, Duration::from_secs(1), now).unwrap();
         feed.publish(&[blob(0, 5), blob(5, 9)]).unwrap();
         feed.publish(&[blob(9, 12)]).unwrap();
         let later = blob(5, 9).expires_us();
-        let feed = Feed::open(dir.path(), Duration::from_secs(1), later).unwrap();
+        let feed = Feed::open(dir.path(), None, Duration::from_secs(1), later).unwrap();
         assert_eq!(feed.since(0, 10), vec![blob(9, 12)]);
         let much_later = blob(9, 12).expires_us() + 1;
-        let feed = Feed::open(dir.path(), Duration::from_secs(1), much_later).unwrap();
+        let feed = Feed::open(dir.path(), None, Duration::from_secs(1), much_later).unwrap();
         assert_eq!(
             feed.end(),
             12,
@@ -1023,5 +1114,42 @@ mod tests {
         assert_eq!(Blob::parse_id(&b.content_id()), Some((40, 77)));
         assert_eq!(Blob::parse_id("40"), None);
         assert_eq!(Blob::parse_id("a-b"), None);
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn nodes_sharing_the_list_see_each_others_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = SharedFiles::Folder(dir.path().to_path_buf());
+        let now = 1_700_000_000_000_000;
+        let open = |node: &str| {
+            Feed::open(
+                &dir.path().join(node),
+                Some(shared.clone()),
+                Duration::from_secs(1),
+                now,
+            )
+            .unwrap()
+        };
+        let (publisher, reader) = (open("a"), open("b"));
+        let blob = |first, end| Blob {
+            created_us: now,
+            first,
+            end,
+        };
+        publisher.publish(&[blob(0, 5)]).unwrap();
+        assert_eq!(reader.end(), 5);
+        assert_eq!(reader.find(0, 5), Some(blob(0, 5)));
+        // Another node takes over publishing and goes on where the list ends.
+        reader.publish(&[blob(5, 7)]).unwrap();
+        assert_eq!(publisher.since(0, 10), vec![blob(0, 5), blob(5, 7)]);
+        assert!(
+            !dir.path().join("a").join("blobs.dat").exists(),
+            "no list of its own"
+        );
     }
 }

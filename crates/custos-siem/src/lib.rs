@@ -46,12 +46,13 @@ impl SiemState {
     /// directory.
     pub fn open(app: &AppState) -> Result<SiemState, StartError> {
         let dir = app.config.data_dir.join("feed");
-        let feed = feed::Feed::open(&dir, app.config.feed_interval, app.clock.now_us()).map_err(
-            |source| StartError::Io {
+        // On a cluster the list of blobs is a shared file: every node answers for the feed.
+        let shared = app.directory.is_shared().then(|| app.shared_files());
+        let feed = feed::Feed::open(&dir, shared, app.config.feed_interval, app.clock.now_us())
+            .map_err(|source| StartError::Io {
                 path: dir.clone(),
                 source,
-            },
-        )?;
+            })?;
         Ok(SiemState {
             own: Arc::new(Own {
                 feed,

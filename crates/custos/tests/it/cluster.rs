@@ -964,8 +964,9 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
     let data = tempfile::tempdir().unwrap();
     let urls = nats.urls();
     let (dir_a, dir_b) = (data.path().join("node-a"), data.path().join("node-b"));
-    let a = pg_node(&dir_a, &urls, &postgres.url, "a", &[]);
-    let mut b = pg_node(&dir_b, &urls, &postgres.url, "b", &[]);
+    let fast_feed = ["--feed-interval-ms", "200"];
+    let a = pg_node(&dir_a, &urls, &postgres.url, "a", &fast_feed);
+    let mut b = pg_node(&dir_b, &urls, &postgres.url, "b", &fast_feed);
     let (base_a, base_b) = (
         Arc::new(Mutex::new(a.base.clone())),
         Arc::new(Mutex::new(b.base.clone())),
@@ -987,7 +988,7 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
     b.kill();
     more(10, "10 more acknowledged creates with node b down");
     nats.run(0);
-    b = pg_node(&dir_b, &urls, &postgres.url, "b", &[]);
+    b = pg_node(&dir_b, &urls, &postgres.url, "b", &fast_feed);
     *base_b.lock().unwrap() = b.base.clone();
     more(30, "30 more acknowledged creates after the restarts");
     let acknowledged = load.stop();
@@ -1122,6 +1123,53 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
                     token,
                 );
                 runs["value"].as_array().is_some_and(|runs| runs.len() == 1)
+            },
+        );
+    }
+
+    // The activity feed is the cluster's: one node publishes the blobs, and both list and
+    // serve every one of them.
+    let started = send(
+        client().post(format!(
+            "{}/api/v1.0/default/activity/feed/subscriptions/start?contentType=Audit.General",
+            a.base
+        )),
+        &admin_a,
+        None,
+    );
+    assert!(started.status().is_success(), "{}", started.status());
+    let marker = create_account(&b, &admin_b, "In the feed");
+    let mut event = String::new();
+    wait_for(
+        "the marker's Create in the log",
+        Duration::from_secs(10),
+        || {
+            event = creates_with_ids(&a, &admin_a)
+                .get(&marker)
+                .cloned()
+                .unwrap_or_default();
+            !event.is_empty()
+        },
+    );
+    for (server, token) in [(&a, &admin_a), (&b, &admin_b)] {
+        wait_for(
+            "each node to serve the blob with the marker",
+            Duration::from_secs(30),
+            || {
+                let listing = get_json(
+                    &format!(
+                        "{}/api/v1.0/default/activity/feed/subscriptions/content?contentType=Audit.General",
+                        server.base
+                    ),
+                    token,
+                );
+                listing.as_array().unwrap().iter().any(|content| {
+                    get_json(content["contentUri"].as_str().unwrap(), token)
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|record| record["Id"] == event.as_str())
+                })
             },
         );
     }
