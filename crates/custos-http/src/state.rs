@@ -380,6 +380,11 @@ impl AppState {
             Err(e) => return Err(io_error(&data_dir.join("scratch"))(e)),
         }
         let (directory, _) = open_directory(&data_dir, config.postgres.as_deref())?;
+        if config.postgres.is_some() {
+            directory
+                .claim_database(config.cluster.is_none())
+                .map_err(|e| StartError::Config(e.to_string()))?;
+        }
         let token_key = crate::keys::token_key(&data_dir, &directory, config.postgres.is_some())?;
         let mode = match &config.cluster {
             None => LogMode::Embedded,

@@ -149,6 +149,10 @@ enum DbKind {
     Postgres,
 }
 
+/// The PostgreSQL session lock every node serving the database holds: shared by cluster nodes,
+/// alone by a node that is not one.
+const NODES_LOCK: &str = "custos: the nodes that serve this database";
+
 /// The PostgreSQL session lock the node that runs the log's followers holds.
 const FOLLOWERS_LOCK: &str = "custos: the node that runs the followers of the log";
 
@@ -188,6 +192,9 @@ struct Shared {
     leading: std::sync::atomic::AtomicBool,
     /// The other PostgreSQL databases whose instances' changes this node follows.
     followed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This node's claim on the database (see [`Directory::claim_database`]), held while it
+    /// is kept.
+    claim: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 impl Shared {
@@ -415,6 +422,7 @@ impl Directory {
                 // One node on SQLite; on PostgreSQL the lock decides.
                 leading: std::sync::atomic::AtomicBool::new(matches!(db_kind, DbKind::Sqlite)),
                 followed: std::sync::Mutex::default(),
+                claim: std::sync::Mutex::default(),
             })),
             created,
         ))
@@ -436,6 +444,29 @@ impl Directory {
             .write()
             .expect("subscribers")
             .push(Box::new(subscriber));
+    }
+
+    /// Claims the PostgreSQL database for this node for as long as the directory is open:
+    /// `alone` for a node that keeps an audit log of its own (no cluster), refused while any
+    /// other node serves the database; shared for a cluster node, refused while a node serves
+    /// it alone. So several nodes on one database are all cluster nodes, which share one log.
+    /// Nothing on SQLite.
+    pub fn claim_database(&self, alone: bool) -> Result<()> {
+        let Db::Postgres(engine) = &self.0.db else {
+            return Ok(());
+        };
+        match engine.claim(NODES_LOCK, alone)? {
+            Some(held) => {
+                *self.0.claim.lock().expect("claim lock") = Some(held);
+                Ok(())
+            }
+            None if alone => Err(Error::Conflict(
+                "another node serves this PostgreSQL database: several nodes on one database must all be cluster nodes (--nats … --node-id), which share one audit log (docs/scale-out.md)".into(),
+            )),
+            None => Err(Error::Conflict(
+                "a node that is not a cluster node (no --nats) serves this PostgreSQL database with an audit log of its own: stop it, or restart it as a cluster node (docs/scale-out.md)".into(),
+            )),
+        }
     }
 
     /// Whether the directory is shared with other nodes (on PostgreSQL).

@@ -292,6 +292,56 @@ impl Postgres {
     ) {
         follow_url(self.url.clone(), channels, alive, changed);
     }
+    /// Takes the session advisory lock `lock` of the database — `alone`, or shared with others
+    /// that take it shared — on a connection of its own, held until the returned sender is
+    /// dropped; `None` when another session holds it in the other way (or alone).
+    pub(crate) fn claim(
+        &self,
+        lock: &'static str,
+        alone: bool,
+    ) -> Result<Option<std::sync::mpsc::Sender<()>>> {
+        let url = self.url.clone();
+        let (granted_tx, granted_rx) = std::sync::mpsc::channel::<Result<bool>>();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        // The connection lives and closes on this thread (closing one blocks on the client's
+        // own runtime, which must not happen on an async worker).
+        std::thread::spawn(move || {
+            let claimed = tls::connect(&url)
+                .map_err(Error::from)
+                .and_then(|mut client| {
+                    let function = if alone {
+                        "pg_try_advisory_lock"
+                    } else {
+                        "pg_try_advisory_lock_shared"
+                    };
+                    let granted: bool = client
+                        .query_one(
+                            &format!("SELECT {function}(hashtextextended($1, 0))"),
+                            &[&lock],
+                        )?
+                        .get(0);
+                    Ok((client, granted))
+                });
+            match claimed {
+                Ok((client, granted)) => {
+                    let _ = granted_tx.send(Ok(granted));
+                    if granted {
+                        // Held until the claim's sender is dropped.
+                        let _ = hold_rx.recv();
+                    }
+                    drop(client);
+                }
+                Err(error) => {
+                    let _ = granted_tx.send(Err(error));
+                }
+            }
+        });
+        let granted = granted_rx
+            .recv()
+            .map_err(|_| Error::Io("the claim's thread ended without an answer".into()))??;
+        Ok(granted.then_some(hold_tx))
+    }
+
     /// Holds the session lock `lock` of the database whenever it can, on a connection and a
     /// thread of its own: `leading` hears `true` once it is held and `false` when the
     /// connection holding it is lost (the server then frees it for another node; the loss of

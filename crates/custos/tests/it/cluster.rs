@@ -512,51 +512,27 @@ fn a_node_on_postgresql_shares_its_tenant_and_a_lost_server_is_a_recorded_503() 
     );
     assert_eq!(found["value"][0]["accountid"], id.as_str(), "{found}");
 
-    // A second node on the same database is the same tenant: the same users, the same records,
-    // and a change made on one holds on the other.
-    let other_dir = data.path().join("node-q");
-    let mut other = Server::start_in(&other_dir, &flags);
-    for dir in [&dir, &other_dir] {
-        assert!(
-            !dir.join("control.db").exists(),
-            "no directory beside PostgreSQL"
-        );
+    // A second node on the same database that is not a cluster node would keep an audit log
+    // of its own: it is refused and told why; so is a cluster node while this one serves.
+    for (flags, said) in [
+        (vec![], "must all be cluster nodes"),
+        (
+            vec!["--nats", "nats://127.0.0.1:9", "--node-id", "q"],
+            "is not a cluster node",
+        ),
+    ] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_custos"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path().join("node-q"))
+            .args(["--postgres", postgres.url.as_str()])
+            .args(flags)
+            .env("CUSTOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(said), "{stderr}");
     }
-    let admin_q = other.admin();
-    let seen = get_json(
-        &other.api(&format!("accounts({id})?$select=name")),
-        &admin_q,
-    );
-    assert_eq!(seen["name"], "Kept in PostgreSQL");
-    let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
-    let bo_on_p = server.token("bo@contoso.test", "bo-password-1");
-    wait_for(
-        "node q to know the new user",
-        Duration::from_secs(10),
-        || {
-            client()
-                .post(format!("{}/oauth2/token", other.base))
-                .form(&[
-                    ("grant_type", "password"),
-                    ("username", "bo@contoso.test"),
-                    ("password", "bo-password-1"),
-                ])
-                .send()
-                .is_ok_and(|r| r.status() == 200)
-        },
-    );
-    let disabled = send(
-        client().patch(other.api(&format!("systemusers({bo})"))),
-        &admin_q,
-        Some(json!({"isdisabled": true})),
-    );
-    assert_eq!(disabled.status(), 204);
-    wait_for(
-        "node p to refuse the user disabled on node q",
-        Duration::from_secs(10),
-        || send(client().get(server.api("accounts")), &bo_on_p, None).status() == 401,
-    );
-    assert!(other.stop().success());
 
     // Without its record store the node refuses, says why, and records the refusal.
     postgres.stop();
@@ -611,13 +587,48 @@ fn a_node_on_postgresql_shares_its_tenant_and_a_lost_server_is_a_recorded_503() 
 
 #[test]
 fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
+    let nats = NatsCluster::start();
     let postgres = Postgres::start();
     let data = tempfile::tempdir().unwrap();
-    let flags = ["--postgres", postgres.url.as_str()];
-    let mut p = Server::start_in(&data.path().join("node-p"), &flags);
-    let mut q = Server::start_in(&data.path().join("node-q"), &flags);
+    let urls = nats.urls();
+    let (dir_p, dir_q) = (data.path().join("node-p"), data.path().join("node-q"));
+    let mut p = pg_node(&dir_p, &urls, &postgres.url, "p", &[]);
+    let mut q = pg_node(&dir_q, &urls, &postgres.url, "q", &[]);
     let (admin_p, admin_q) = (p.admin(), q.admin());
     let within = Duration::from_secs(10);
+    for dir in [&dir_p, &dir_q] {
+        assert!(
+            !dir.join("control.db").exists(),
+            "no directory beside PostgreSQL"
+        );
+    }
+
+    // A user created on one node signs in on the other; disabled on the other, it is refused
+    // on the first within moments.
+    let bo = p.add_user(&admin_p, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo_on_p = p.token("bo@contoso.test", "bo-password-1");
+    wait_for("node q to know the new user", within, || {
+        client()
+            .post(format!("{}/oauth2/token", q.base))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "bo@contoso.test"),
+                ("password", "bo-password-1"),
+            ])
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    let disabled = send(
+        client().patch(q.api(&format!("systemusers({bo})"))),
+        &admin_q,
+        Some(json!({"isdisabled": true})),
+    );
+    assert_eq!(disabled.status(), 204);
+    wait_for(
+        "node p to refuse the user disabled on node q",
+        within,
+        || send(client().get(p.api("accounts")), &bo_on_p, None).status() == 401,
+    );
 
     // The nodes share the key that signs bearer tokens: a token of one works on the other, and
     // a session signed out on one is over on both.
@@ -1205,11 +1216,12 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
 
 #[test]
 fn an_instance_placed_on_another_postgresql_server_is_served_by_every_node() {
+    let nats = NatsCluster::start();
     let (home, shard) = (Postgres::start(), Postgres::start());
     let data = tempfile::tempdir().unwrap();
-    let flags = ["--postgres", home.url.as_str()];
-    let mut p = Server::start_in(&data.path().join("node-p"), &flags);
-    let mut q = Server::start_in(&data.path().join("node-q"), &flags);
+    let urls = nats.urls();
+    let mut p = pg_node(&data.path().join("node-p"), &urls, &home.url, "p", &[]);
+    let mut q = pg_node(&data.path().join("node-q"), &urls, &home.url, "q", &[]);
     let (admin_p, admin_q) = (p.admin(), q.admin());
     let instances = |server: &Server, token: &str| -> Vec<String> {
         get_json(&format!("{}/api/admin/instances", server.base), token)["value"]
@@ -1243,8 +1255,17 @@ fn an_instance_placed_on_another_postgresql_server_is_served_by_every_node() {
         shown.starts_with("postgres://postgres@127.0.0.1:") && !shown.contains("s3cret"),
         "{shown}"
     );
-    let recorded = p.audit(&admin_p, "operation=CreateInstance");
-    assert!(!recorded.is_empty());
+    let mut recorded = Vec::new();
+    wait_for(
+        "the CreateInstance event in the log",
+        Duration::from_secs(10),
+        || {
+            recorded = p.audit(&admin_p, "operation=CreateInstance");
+            recorded
+                .iter()
+                .any(|event| event.to_string().contains("sales"))
+        },
+    );
     assert!(!serde_json::to_string(&recorded).unwrap().contains("s3cret"));
     assert_eq!((home.instance_schemas(), shard.instance_schemas()), (1, 1));
 
