@@ -7,90 +7,29 @@
 //! the last event searchable in the log; then every acknowledged event is looked up in the log.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{bail, ensure};
 use custos_audit::AuditLog;
 use custos_cluster::{Cluster, ClusterConfig};
 use uuid::Uuid;
 
 use crate::ingest::{log_config, now_us, share, stream};
+use crate::nats::NatsCluster;
 use crate::{Figure, Options, Report, percentile_ms};
 
 /// How long the log may take to hold every acknowledged event after the last acknowledgement.
 const CATCH_UP_MAX: Duration = Duration::from_secs(120);
 
-/// Three `nats-server` processes with JetStream, clustered on loopback; killed on drop.
-struct Nats {
-    servers: Vec<Child>,
-    urls: Vec<String>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-impl Nats {
-    fn start(dir: &Path) -> anyhow::Result<Nats> {
-        let ports: Vec<(u16, u16)> = (0..3)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<anyhow::Result<_>>()?;
-        let mut servers = Vec::new();
-        for (i, (client, cluster)) in ports.iter().enumerate() {
-            let routes: Vec<String> = ports
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, (_, route))| format!("nats://127.0.0.1:{route}"))
-                .collect();
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &client.to_string()])
-                .arg("-sd")
-                .arg(dir.join(format!("nats{i}")))
-                .args(["-n", &format!("n{i}"), "--cluster_name", "custos-bench"])
-                .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
-                .args(["--routes", &routes.join(",")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting nats-server (Debian's nats-server; scripts/test installs it)")?;
-            servers.push(child);
-        }
-        Ok(Nats {
-            servers,
-            urls: ports
-                .iter()
-                .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
-                .collect(),
-        })
-    }
-
-    fn kill(&mut self, i: usize) {
-        let _ = self.servers[i].kill();
-        let _ = self.servers[i].wait();
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        for i in 0..self.servers.len() {
-            self.kill(i);
-        }
-    }
-}
-
 pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
-    let mut nats = Nats::start(dir)?;
+    let mut nats = NatsCluster::start(dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let config = ClusterConfig {
-        nats_urls: nats.urls.clone(),
+        nats_urls: nats.urls(),
         node_id: "bench".into(),
         replicas: 3,
     };

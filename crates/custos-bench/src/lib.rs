@@ -8,11 +8,14 @@ mod api;
 mod baseline;
 mod cluster;
 mod ingest;
+mod nats;
 mod postgres;
 mod query;
 mod siem;
 mod sqlite;
 mod workload;
+
+pub use nats::NatsCluster;
 
 use std::fmt::Write;
 use std::path::PathBuf;

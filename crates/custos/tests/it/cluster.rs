@@ -5,8 +5,8 @@
 //! says why until the quorum is back.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,98 +15,34 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Three `nats-server` processes with JetStream, clustered on loopback; killed on drop.
+/// A 3-server NATS cluster (`custos_bench::NatsCluster`) in a folder of its own.
 struct NatsCluster {
+    servers: custos_bench::NatsCluster,
     _dir: tempfile::TempDir,
-    store: PathBuf,
-    name: String,
-    ports: Vec<(u16, u16)>,
-    servers: Vec<Option<Child>>,
 }
 
 impl NatsCluster {
     fn start() -> NatsCluster {
-        assert!(
-            Path::new("/usr/bin/nats-server").exists() || which("nats-server"),
-            "these tests need Debian's nats-server (scripts/test installs it)"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().to_path_buf();
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let mut cluster = NatsCluster {
+        let servers = custos_bench::NatsCluster::start(dir.path())
+            .expect("these tests need Debian's nats-server (scripts/test installs it)");
+        NatsCluster {
+            servers,
             _dir: dir,
-            store,
-            name: format!("custos-test-{}", ports[0].0),
-            ports,
-            servers: vec![None, None, None],
-        };
-        for i in 0..3 {
-            cluster.run(i);
         }
-        cluster
     }
 
     fn run(&mut self, i: usize) {
-        let routes: Vec<String> = (0..3)
-            .filter(|j| *j != i)
-            .map(|j| format!("nats://127.0.0.1:{}", self.ports[j].1))
-            .collect();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.ports[i].0.to_string())
-            .arg("-sd")
-            .arg(self.store.join(format!("n{i}")))
-            // A cluster name of its own, so that no route to a port another test's cluster
-            // reused can join the two.
-            .args(["-n", &format!("n{i}"), "--cluster_name", &self.name])
-            .arg("--cluster")
-            .arg(format!("nats://127.0.0.1:{}", self.ports[i].1))
-            .arg("--routes")
-            .arg(routes.join(","))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.servers[i] = Some(child);
+        self.servers.run(i).expect("nats-server starts");
     }
 
     fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.servers[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.servers.kill(i);
     }
 
     fn urls(&self) -> String {
-        self.ports
-            .iter()
-            .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.servers.urls().join(",")
     }
-}
-
-impl Drop for NatsCluster {
-    fn drop(&mut self) {
-        for i in 0..3 {
-            self.kill(i);
-        }
-    }
-}
-
-fn which(program: &str) -> bool {
-    Command::new("which")
-        .arg(program)
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 fn node(dir: &Path, nats: &NatsCluster, id: &str) -> Server {
