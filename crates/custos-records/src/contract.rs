@@ -2,6 +2,8 @@
 //! (`sqlite/tests.rs`) and PostgreSQL (`pg/tests.rs`). Each case gets a new store holding the
 //! seeded entities.
 
+mod differential;
+
 use time::OffsetDateTime;
 
 use uuid::Uuid;
@@ -509,6 +511,14 @@ pub(crate) const CASES: &[(&str, Case)] = &[
     (
         "filters_run_as_parameterised_sql",
         filters_run_as_parameterised_sql,
+    ),
+    (
+        "random_filters_select_what_odata_selects",
+        differential::random_filters_select_what_odata_selects,
+    ),
+    (
+        "a_thousand_or_terms_select_what_they_name",
+        differential::a_thousand_or_terms_select_what_they_name,
     ),
     ("type_errors_are_bad_requests", type_errors_are_bad_requests),
     ("paging_and_top", paging_and_top),

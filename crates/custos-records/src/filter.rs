@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::value::normalize_datetime;
 use crate::{Error, Result};
 
-/// Longest `$filter` accepted, in bytes.
-pub(crate) const FILTER_BYTES_MAX: usize = 16 * 1024;
+/// Longest `$filter` accepted, in bytes: Dataverse's own limit on a request URL (32 KiB).
+pub(crate) const FILTER_BYTES_MAX: usize = 32 * 1024;
 /// Deepest nesting of parentheses and `not` accepted.
 pub(crate) const FILTER_DEPTH_MAX: usize = 64;
 

@@ -31,16 +31,11 @@ pub(crate) fn compile_filter(
     params: &mut Vec<Value>,
 ) -> Result<()> {
     match filter {
-        Filter::And(l, r) | Filter::Or(l, r) => {
-            sql.push('(');
-            compile_filter(entity, l, sql, params)?;
-            sql.push_str(if matches!(filter, Filter::And(..)) {
-                ") AND ("
-            } else {
-                ") OR ("
-            });
-            compile_filter(entity, r, sql, params)?;
-            sql.push(')');
+        Filter::And(..) | Filter::Or(..) => {
+            let and = matches!(filter, Filter::And(..));
+            let mut terms = Vec::new();
+            chain(filter, and, &mut terms);
+            compile_balanced(entity, &terms, and, sql, params)?;
         }
         Filter::Not(inner) => {
             sql.push_str("NOT (");
@@ -115,15 +110,56 @@ pub(crate) fn compile_filter(
                 CompareOp::Lt => "<",
                 CompareOp::Le => "<=",
             };
-            // OData's ne is true for null values too, unlike SQL's <>.
+            // OData's comparisons are never unknown: one with a null value is false — but ne,
+            // which is true — where SQL's is null, and a `not` over it would then drop the row
+            // instead of keeping it. So each comparison is written to be true or false.
             if *op == CompareOp::Ne {
                 sql.push_str(&format!("({column} IS NULL OR {column} <> ?)"));
             } else {
-                sql.push_str(&format!("{column} {sql_op} ?"));
+                sql.push_str(&format!("({column} {sql_op} ? AND {column} IS NOT NULL)"));
             }
             params.push(bound);
         }
     }
+    Ok(())
+}
+
+/// The terms of a chain of one operator (`a or b or c …`, as the parser nests it), in order.
+fn chain<'f>(filter: &'f Filter, and: bool, terms: &mut Vec<&'f Filter>) {
+    match filter {
+        Filter::And(l, r) if and => {
+            chain(l, and, terms);
+            chain(r, and, terms);
+        }
+        Filter::Or(l, r) if !and => {
+            chain(l, and, terms);
+            chain(r, and, terms);
+        }
+        other => terms.push(other),
+    }
+}
+
+/// A chain's terms as a balanced tree of `AND`s or `OR`s: a thousand terms nest ten deep, not a
+/// thousand (SQLite refuses expressions deeper than 1,000; the parser nests a chain one level a
+/// term).
+fn compile_balanced(
+    entity: &EntityDef,
+    terms: &[&Filter],
+    and: bool,
+    sql: &mut String,
+    params: &mut Vec<Value>,
+) -> Result<()> {
+    sql.push('(');
+    match terms {
+        [one] => compile_filter(entity, one, sql, params)?,
+        _ => {
+            let (left, right) = terms.split_at(terms.len() / 2);
+            compile_balanced(entity, left, and, sql, params)?;
+            sql.push_str(if and { " AND " } else { " OR " });
+            compile_balanced(entity, right, and, sql, params)?;
+        }
+    }
+    sql.push(')');
     Ok(())
 }
 
