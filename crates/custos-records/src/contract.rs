@@ -198,7 +198,38 @@ fn update_keeps_old_values_and_delete_keeps_the_record(store: &dyn RecordStore) 
         updated.after.unwrap().values["versionnumber"],
         Value::Integer(2)
     );
-    let deleted = store.delete("account", created.id, &mut ok).unwrap();
+    // Conditional on a version (If-Match): a stale one changes nothing, the current one wins.
+    for stale in [
+        store.update(
+            "account",
+            created.id,
+            vec![("name".into(), Value::String("lost".into()))],
+            WriteMode::UpdateIfVersion(1),
+            context(),
+            &mut ok,
+        ),
+        store.delete("account", created.id, Some(1), &mut ok),
+    ] {
+        assert!(matches!(stale, Err(Error::PreconditionFailed(_))), "{stale:?}");
+    }
+    assert_eq!(
+        store.retrieve("account", created.id).unwrap().values["name"],
+        Value::String("new".into())
+    );
+    assert!(matches!(
+        store.update(
+            "account",
+            Uuid::new_v4(),
+            vec![],
+            WriteMode::UpdateIfVersion(1),
+            context(),
+            &mut ok
+        ),
+        Err(Error::NotFound(_))
+    ));
+    let deleted = store
+        .delete("account", created.id, Some(2), &mut ok)
+        .unwrap();
     assert_eq!(
         deleted.before.unwrap().values["name"],
         Value::String("new".into())

@@ -23,8 +23,8 @@ use crate::store::{
 };
 use crate::value::Value;
 use crate::write::{
-    check_writable, compose_sql, delete_sql, fetch_sql, insert_sql, not_found, parse_definition,
-    update_sql,
+    check_version, check_writable, compose_sql, delete_sql, fetch_sql, insert_sql, not_found,
+    parse_definition, update_sql,
 };
 use crate::{Error, Result};
 
@@ -726,8 +726,13 @@ impl<E: Engine> RecordStore for Store<E> {
         self.engine.write(
             |sql| {
                 let before = fetch(sql, &definition, id)?;
+                if let (Some(before), WriteMode::UpdateIfVersion(version)) = (&before, mode) {
+                    check_version(&definition, before, version)?;
+                }
                 match (&before, mode) {
-                    (None, WriteMode::UpdateOnly) => return Err(not_found(&definition, id)),
+                    (None, WriteMode::UpdateOnly | WriteMode::UpdateIfVersion(_)) => {
+                        return Err(not_found(&definition, id));
+                    }
                     (Some(_), WriteMode::CreateOnly) => {
                         return Err(Error::PreconditionFailed(format!(
                             "{} with id {id} already exists",
@@ -754,6 +759,7 @@ impl<E: Engine> RecordStore for Store<E> {
         &self,
         entity: &str,
         id: Uuid,
+        version: Option<i64>,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
@@ -761,6 +767,9 @@ impl<E: Engine> RecordStore for Store<E> {
             |sql| {
                 let before =
                     fetch(sql, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
+                if let Some(version) = version {
+                    check_version(&definition, &before, version)?;
+                }
                 sql.execute(&delete_sql(&definition), &[Value::Guid(id)])?;
                 Ok(WriteOutcome {
                     entity: entity.to_string(),

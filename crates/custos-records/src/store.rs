@@ -65,6 +65,9 @@ pub enum WriteMode {
     UpdateOnly,
     /// Create only (`If-None-Match: *`); an existing record fails the precondition.
     CreateOnly,
+    /// Update only the record at this version (`If-Match: W/"<versionnumber>"`): a missing
+    /// record is not found, one changed since fails the precondition.
+    UpdateIfVersion(i64),
 }
 
 /// Who writes and when.
@@ -159,11 +162,13 @@ pub trait RecordStore: Send + Sync {
         context: WriteContext,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome>;
-    /// Deletes a record.
+    /// Deletes a record — only at `version` when one is given (`If-Match`): a record changed
+    /// since fails the precondition and stays.
     fn delete(
         &self,
         entity: &str,
         id: Uuid,
+        version: Option<i64>,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome>;
     /// Creates every row in one transaction: all of them or none.

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::metadata::EntityDef;
 use crate::seed::COMPOSED;
-use crate::store::WriteContext;
+use crate::store::{Record, WriteContext};
 use crate::value::{Value, datetime_now};
 use crate::{Error, Result};
 
@@ -30,6 +30,23 @@ pub(crate) fn check_writable(
         }
     }
     Ok(())
+}
+
+/// Refuses (412) a conditional write to a record whose version is not `version`: it changed
+/// since the client read it. Checked inside the write's transaction, so no write slips between.
+pub(crate) fn check_version(definition: &EntityDef, record: &Record, version: i64) -> Result<()> {
+    match record.values.get("versionnumber") {
+        Some(Value::Integer(current)) if *current == version => Ok(()),
+        current => Err(Error::PreconditionFailed(format!(
+            "{} {} is at version {}, not {version}: it changed since it was read",
+            definition.logical_name,
+            record.id,
+            match current {
+                Some(Value::Integer(n)) => n.to_string(),
+                _ => "unknown".into(),
+            }
+        ))),
+    }
 }
 
 /// The error of a record that is not there.

@@ -446,6 +446,20 @@ pub(crate) async fn retrieve(
         event.result_count = 1;
         request.state.record(event).await?;
     }
+    // The client holds this version already: 304, no body (the read is recorded all the same:
+    // it learnt the record is unchanged).
+    let current = match record.values.get("versionnumber") {
+        Some(Value::Integer(n)) => Some(*n),
+        _ => None,
+    };
+    let unchanged = request.header("if-none-match").is_some_and(|etags| {
+        etags.split(',').any(|etag| {
+            etag.trim() == "*" || etag_version(etag).is_some_and(|v| Some(v) == current)
+        })
+    });
+    if unchanged {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
     let mut body = record_json(&request, &entity, &record, select.as_deref());
     if !request.metadata_none() {
         body.insert(
@@ -759,16 +773,38 @@ fn principal_from_body(
     })
 }
 
+/// The version an ETag of ours names: `W/"<versionnumber>"` (or the same unweakened); `None`
+/// for anything else, which then matches no record.
+fn etag_version(etag: &str) -> Option<i64> {
+    let etag = etag.trim();
+    let quoted = etag.strip_prefix("W/").unwrap_or(etag);
+    quoted.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// The record version an `If-Match` header requires: `None` without one or for `*`; an ETag
+/// that is not one of ours can match no version (412).
+fn if_match_version(request: &WebRequest) -> Result<Option<i64>, AppError> {
+    match request.header("if-match") {
+        None | Some("*") => Ok(None),
+        Some(etag) => etag_version(etag).map(Some).ok_or_else(|| {
+            AppError::new(
+                ErrorCode::PreconditionFailed,
+                format!("If-Match '{etag}' is not the ETag of any version of the record"),
+            )
+        }),
+    }
+}
+
 fn write_mode(request: &WebRequest) -> Result<WriteMode, AppError> {
     match (request.header("if-match"), request.header("if-none-match")) {
         (None, None) => Ok(WriteMode::Upsert),
-        (Some("*"), None) => Ok(WriteMode::UpdateOnly),
+        (Some(_), None) => Ok(match if_match_version(request)? {
+            Some(version) => WriteMode::UpdateIfVersion(version),
+            None => WriteMode::UpdateOnly,
+        }),
         (None, Some("*")) => Ok(WriteMode::CreateOnly),
-        (Some(etag), None) => Err(AppError::bad_request(format!(
-            "If-Match supports only '*' in this version, got '{etag}'"
-        ))),
         (None, Some(other)) => Err(AppError::bad_request(format!(
-            "If-None-Match supports only '*', got '{other}'"
+            "If-None-Match on a write takes only '*', got '{other}'"
         ))),
         (Some(_), Some(_)) => Err(AppError::bad_request(
             "If-Match and If-None-Match cannot be combined",
@@ -974,6 +1010,7 @@ pub(crate) async fn delete(
         super::users::manageable(&request, id)?;
         draft.operation = Operation::DeleteUser;
     }
+    let version = if_match_version(&request)?;
     let policy = request.policy();
     let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
@@ -995,7 +1032,12 @@ pub(crate) async fn delete(
             }
             Ok(())
         };
-        Ok(store.delete(&entity_for_task.logical_name, id, &mut before_commit)?)
+        Ok(store.delete(
+            &entity_for_task.logical_name,
+            id,
+            version,
+            &mut before_commit,
+        )?)
     })
     .await?;
     after_write(&request, &entity, Message::Delete, &outcome, draft).await?;

@@ -207,7 +207,7 @@ pub(super) async fn share(
                 &mut before_commit,
             )?,
             (false, Some((row, _))) => {
-                store.delete("principalobjectaccess", row, &mut before_commit)?
+                store.delete("principalobjectaccess", row, None, &mut before_commit)?
             }
             (false, None) => unreachable!("refused above"),
         })

@@ -510,7 +510,7 @@ pub(super) async fn remove(
                 let Some(row) = row.as_str().and_then(|r| Uuid::parse_str(r).ok()) else {
                     continue;
                 };
-                let deleted = store.delete(entity, row, &mut |outcome| {
+                let deleted = store.delete(entity, row, None, &mut |outcome| {
                     let mut event = template.clone();
                     event.operation = Operation::Delete;
                     event.set_entity(&definition);
@@ -544,7 +544,7 @@ pub(super) async fn remove(
             }
         }
         // The RemoveSolution event, durable already, records this.
-        store.delete("solution", id, &mut |_| Ok(()))?;
+        store.delete("solution", id, None, &mut |_| Ok(()))?;
         request.instance.refresh_policy()?;
         request.state.own.automations.refresh(&request.instance)?;
         Ok(())

@@ -26,10 +26,7 @@ impl NatsCluster {
         let dir = tempfile::tempdir().unwrap();
         let servers = custos_bench::NatsCluster::start(dir.path())
             .expect("these tests need Debian's nats-server (scripts/test installs it)");
-        NatsCluster {
-            servers,
-            _dir: dir,
-        }
+        NatsCluster { servers, _dir: dir }
     }
 
     fn run(&mut self, i: usize) {

@@ -12,6 +12,7 @@ mod cli_admin;
 mod cli_audit;
 mod cluster;
 mod common;
+mod concurrency;
 mod console;
 mod console_pages;
 mod crash;
