@@ -178,6 +178,14 @@ impl IntoResponse for AppError {
             _ => self.message,
         };
         let body = json!({"error": {"code": self.code.as_str(), "message": message}});
-        (self.code.status(), axum::Json(body)).into_response()
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        if self.code == ErrorCode::Unauthenticated {
+            // RFC 6750 §3: a 401 says which scheme it wants (Dataverse's says Bearer too).
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"custos\""),
+            );
+        }
+        response
     }
 }

@@ -210,7 +210,10 @@ fn update_keeps_old_values_and_delete_keeps_the_record(store: &dyn RecordStore) 
         ),
         store.delete("account", created.id, Some(1), &mut ok),
     ] {
-        assert!(matches!(stale, Err(Error::PreconditionFailed(_))), "{stale:?}");
+        assert!(
+            matches!(stale, Err(Error::PreconditionFailed(_))),
+            "{stale:?}"
+        );
     }
     assert_eq!(
         store.retrieve("account", created.id).unwrap().values["name"],

@@ -278,7 +278,7 @@ fn lex(input: &str) -> Result<Vec<(Token, usize)>> {
                         Uuid::parse_str(&input[start..pos]).expect("checked shape"),
                     ))
                 }
-                b'0'..=b'9' | b'-' => {
+                b'0'..=b'9' | b'-' | b'+' => {
                     pos = scan_word(bytes, pos + 1, |b| {
                         b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'+')
                     });
@@ -338,15 +338,11 @@ fn number_or_date(word: &str) -> Option<Literal> {
         }
         return normalize_datetime(word).map(Literal::DateTime);
     }
+    // OData's int64Value: a sign, then digits — leading zeros allowed (`05`, `+5`, `-007`).
     if let Ok(n) = word.parse::<i64>() {
-        if !word.starts_with('+')
-            && !(word.len() > 1 && (word.starts_with('0') || word.starts_with("-0")))
-        {
-            return Some(Literal::Integer(n));
-        }
-        return None;
+        return Some(Literal::Integer(n));
     }
-    let digits = word.strip_prefix('-').unwrap_or(word);
+    let digits = word.strip_prefix(['-', '+']).unwrap_or(word);
     let (mantissa, exponent) = match digits.find(['e', 'E']) {
         Some(i) => (&digits[..i], Some(&digits[i + 1..])),
         None => (digits, None),

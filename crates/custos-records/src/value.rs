@@ -116,8 +116,16 @@ impl Value {
 /// Normalises an ISO 8601 date-time (or a bare date, read as midnight UTC) to
 /// `YYYY-MM-DDTHH:MM:SSZ`, the stored form whose text order is time order.
 pub(crate) fn normalize_datetime(text: &str) -> Option<String> {
+    let b = text.as_bytes();
     let parsed = if text.len() == 10 {
         OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339).ok()?
+    } else if b.len() > 16
+        && b[10] == b'T'
+        && b[13] == b':'
+        && matches!(b[16], b'Z' | b'z' | b'+' | b'-')
+    {
+        // OData's time of day may leave the seconds out (`2024-01-01T09:30Z`).
+        OffsetDateTime::parse(&format!("{}:00{}", &text[..16], &text[16..]), &Rfc3339).ok()?
     } else {
         OffsetDateTime::parse(text, &Rfc3339).ok()?
     };

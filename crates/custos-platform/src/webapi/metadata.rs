@@ -179,7 +179,8 @@ pub(crate) fn list_entities(request: &WebRequest) -> Result<Response, AppError> 
 pub(crate) fn get_entity(request: &WebRequest, entity: &str) -> Result<Response, AppError> {
     let definition = shown_definition(request, entity)?;
     let mut body = entity_json(&definition);
-    body.insert(
+    body.shift_insert(
+        0,
         "@odata.context".into(),
         json!(format!(
             "{}/$metadata#EntityDefinitions/$entity",
@@ -211,7 +212,8 @@ pub(crate) fn get_attribute(
         ))
     })?;
     let mut body = attribute_json(&definition, found);
-    body.insert(
+    body.shift_insert(
+        0,
         "@odata.context".into(),
         json!(format!(
             "{}/$metadata#EntityDefinitions('{entity}')/Attributes/$entity",

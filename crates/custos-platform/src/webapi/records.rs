@@ -462,7 +462,8 @@ pub(crate) async fn retrieve(
     }
     let mut body = record_json(&request, &entity, &record, select.as_deref());
     if !request.metadata_none() {
-        body.insert(
+        body.shift_insert(
+            0,
             "@odata.context".into(),
             json!(format!("{}/$metadata#{set}/$entity", request.service_root)),
         );
@@ -589,7 +590,8 @@ fn write_response(
     let mut response = match (&outcome.after, representation(request)) {
         (Some(after), true) => {
             let mut body = record_json(request, entity, after, None);
-            body.insert(
+            body.shift_insert(
+                0,
                 "@odata.context".into(),
                 json!(format!(
                     "{}/$metadata#{}/$entity",

@@ -109,7 +109,8 @@ fn a_backup_restores_on_either_engine() {
     );
 
     // And PostgreSQL restores it over changes made since, whole.
-    pg.delete("account", made.id, None, &mut |_| Ok(())).unwrap();
+    pg.delete("account", made.id, None, &mut |_| Ok(()))
+        .unwrap();
     pg.restore(&file).unwrap();
     assert_eq!(
         pg.retrieve("account", made.id).unwrap(),

@@ -1,6 +1,7 @@
 //! Optimistic concurrency as in Dataverse (issue 14 item 1): `If-Match` with a stale ETag is
 //! 412 on PATCH and DELETE and changes nothing; the current ETag succeeds; `If-None-Match` with
-//! the current ETag is 304; every refusal is in the log.
+//! the current ETag is 304; every refusal is in the log. And the protocol details a client
+//! reads first: the scheme a 401 wants, the context first in a record.
 
 use serde_json::json;
 
@@ -56,7 +57,11 @@ fn a_stale_etag_changes_nothing_and_the_current_one_wins() {
     );
     let (status, code, _) = odata_error(lost);
     assert_eq!((status, code.as_str()), (412, "PreconditionFailed"));
-    let removed = send(client().delete(&url).header("If-Match", &first), &admin, None);
+    let removed = send(
+        client().delete(&url).header("If-Match", &first),
+        &admin,
+        None,
+    );
     assert_eq!(removed.status(), 412);
     let garbage = send(
         client().delete(&url).header("If-Match", "\"not-ours\""),
@@ -70,10 +75,39 @@ fn a_stale_etag_changes_nothing_and_the_current_one_wins() {
         .into_iter()
         .filter(|e| e["ResultStatus"] != "Succeeded")
         .collect();
-    assert_eq!(refused.len(), 2, "each refused delete is in the log: {refused:?}");
+    assert_eq!(
+        refused.len(),
+        2,
+        "each refused delete is in the log: {refused:?}"
+    );
 
     // The current ETag deletes.
-    let deleted = send(client().delete(&url).header("If-Match", &second), &admin, None);
+    let deleted = send(
+        client().delete(&url).header("If-Match", &second),
+        &admin,
+        None,
+    );
     assert_eq!(deleted.status(), 204);
     assert_eq!(send(client().get(&url), &admin, None).status(), 404);
+}
+
+#[test]
+fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
+    let server = Server::start(&[]);
+    let unauthenticated = client().get(server.api("accounts")).send().unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(
+        unauthenticated.headers()["www-authenticate"],
+        "Bearer realm=\"custos\""
+    );
+    let admin = server.admin();
+    let id = create_account(&server, &admin, "Fabrikam");
+    let text = send(
+        client().get(server.api(&format!("accounts({id})"))),
+        &admin,
+        None,
+    )
+    .text()
+    .unwrap();
+    assert!(text.starts_with("{\"@odata.context\":"), "{text}");
 }
