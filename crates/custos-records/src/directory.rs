@@ -153,6 +153,9 @@ enum DbKind {
 /// alone by a node that is not one.
 const NODES_LOCK: &str = "custos: the nodes that serve this database";
 
+/// How long a starting node waits for the database claim before it is refused.
+const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The PostgreSQL session lock the node that runs the log's followers holds.
 const FOLLOWERS_LOCK: &str = "custos: the node that runs the followers of the log";
 
@@ -450,12 +453,21 @@ impl Directory {
     /// `alone` for a node that keeps an audit log of its own (no cluster), refused while any
     /// other node serves the database; shared for a cluster node, refused while a node serves
     /// it alone. So several nodes on one database are all cluster nodes, which share one log.
-    /// Nothing on SQLite.
+    /// Waits up to `CLAIM_PATIENCE` for a claim held by a node that just died. Nothing on
+    /// SQLite.
     pub fn claim_database(&self, alone: bool) -> Result<()> {
         let Db::Postgres(engine) = &self.0.db else {
             return Ok(());
         };
-        match engine.claim(NODES_LOCK, alone)? {
+        // A node restarted right after it was killed may find its old session not yet gone:
+        // PostgreSQL frees the lock once it sees the connection closed, within moments.
+        let deadline = std::time::Instant::now() + CLAIM_PATIENCE;
+        let mut claimed = engine.claim(NODES_LOCK, alone)?;
+        while claimed.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            claimed = engine.claim(NODES_LOCK, alone)?;
+        }
+        match claimed {
             Some(held) => {
                 *self.0.claim.lock().expect("claim lock") = Some(held);
                 Ok(())

@@ -49,7 +49,10 @@ fn parses_the_grammar_of_the_spec() {
         "createdon ge 2024-01-31T10:00+02:00",
         "createdon ge 2024-01-31T08:00:00Z",
     );
-    check("createdon lt 2024-01-01T00:00Z", "createdon lt 2024-01-01T00:00:00Z");
+    check(
+        "createdon lt 2024-01-01T00:00Z",
+        "createdon lt 2024-01-01T00:00:00Z",
+    );
     check("numberofemployees eq 05", "numberofemployees eq 5");
     check("numberofemployees eq +5", "numberofemployees eq 5");
     check("numberofemployees gt -007", "numberofemployees gt -7");
