@@ -280,10 +280,38 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(error) => custos_http::refuse(&state, draft, error).await,
     };
+    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Ok(target) = parse_target(&rest)
+    {
+        response.headers_mut().insert(
+            axum::http::header::ALLOW,
+            axum::http::HeaderValue::from_static(allowed_methods(&target)),
+        );
+    }
     response
         .headers_mut()
         .insert("odata-version", axum::http::HeaderValue::from_static("4.0"));
     response
+}
+
+/// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
+/// 405 (RFC 9110 §15.5.6).
+fn allowed_methods(target: &Target) -> &'static str {
+    match target {
+        Target::ServiceDocument | Target::Metadata | Target::WhoAmI => "GET",
+        Target::PublishAllXml
+        | Target::ExportToExcel
+        | Target::BulkDelete
+        | Target::ImportRecords
+        | Target::ImportSolution
+        | Target::GrantAccess
+        | Target::RevokeAccess => "POST",
+        Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
+        Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
+        Target::Record(..) => "GET, PATCH, DELETE",
+        Target::Association { .. } => "GET, POST, DELETE",
+        Target::BoundAction { .. } => "GET, POST",
+    }
 }
 
 /// Records a user's access to an instance — through the console (`UserAccessViaWeb`) or the

@@ -1,7 +1,7 @@
 //! Optimistic concurrency as in Dataverse (issue 14 item 1): `If-Match` with a stale ETag is
 //! 412 on PATCH and DELETE and changes nothing; the current ETag succeeds; `If-None-Match` with
 //! the current ETag is 304; every refusal is in the log. And the protocol details a client
-//! reads first: the scheme a 401 wants, the context first in a record.
+//! reads first: the scheme a 401 wants, the context first in a record, the methods a 405 allows.
 
 use serde_json::json;
 
@@ -110,4 +110,13 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
     .text()
     .unwrap();
     assert!(text.starts_with("{\"@odata.context\":"), "{text}");
+    let wrong = send(client().delete(server.api("accounts")), &admin, None);
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(wrong.headers()["allow"], "GET, POST");
+    let wrong = send(
+        client().put(server.api(&format!("accounts({id})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(wrong.headers()["allow"], "GET, PATCH, DELETE");
 }
