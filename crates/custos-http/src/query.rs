@@ -35,6 +35,26 @@ pub fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The pairs of a query string, refused (400) when its percent-escapes are not UTF-8: decoding
+/// would put U+FFFD in their place, and the request would then ask for something its client
+/// never wrote.
+pub fn utf8_query_pairs(raw: Option<String>) -> Result<Vec<(String, String)>, AppError> {
+    let text = raw.as_deref().unwrap_or("");
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect();
+    let replaced = pairs
+        .iter()
+        .any(|(k, v)| k.contains('\u{FFFD}') || v.contains('\u{FFFD}'));
+    let written = text.contains('\u{FFFD}') || text.to_ascii_uppercase().contains("%EF%BF%BD");
+    if replaced && !written {
+        return Err(AppError::bad_request(
+            "the query string is not UTF-8 once its percent-escapes are decoded",
+        ));
+    }
+    Ok(pairs)
+}
+
 /// Parameter `name` as a whole number, when given.
 pub fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, AppError> {
     pairs
@@ -46,4 +66,19 @@ pub fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, App
             })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod utf8_tests {
+    use super::*;
+
+    #[test]
+    fn a_query_that_is_not_utf8_is_refused_and_a_written_replacement_character_is_not() {
+        assert!(utf8_query_pairs(Some("$filter=name%20eq%20%27%FF%27".into())).is_err());
+        let pairs = utf8_query_pairs(Some("$filter=name%20eq%20%27Zo%C3%AB%27".into())).unwrap();
+        assert_eq!(pairs[0].1, "name eq 'Zoë'");
+        let written = utf8_query_pairs(Some("q=%EF%BF%BD".into())).unwrap();
+        assert_eq!(written[0].1, "\u{FFFD}");
+        assert!(utf8_query_pairs(None).unwrap().is_empty());
+    }
 }

@@ -467,9 +467,7 @@ async fn dispatch(
             AppError::bad_request(format!("the body could not be read: {e}"))
         }
     })?;
-    let query = form_urlencoded::parse(raw_query.as_deref().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query = custos_http::query::utf8_query_pairs(raw_query)?;
     let request = WebRequest {
         state: state.clone(),
         service_root: format!("{}/{instance_name}/api/data/v9.2", state.public_url()),

@@ -1,7 +1,8 @@
 //! Optimistic concurrency as in Dataverse (issue 14 item 1): `If-Match` with a stale ETag is
 //! 412 on PATCH and DELETE and changes nothing; the current ETag succeeds; `If-None-Match` with
 //! the current ETag is 304; every refusal is in the log. And the protocol details a client
-//! reads first: the scheme a 401 wants, the context first in a record, the methods a 405 allows.
+//! reads first: the scheme a 401 wants, the context first in a record, the methods a 405
+//! allows, a query that is not UTF-8 refused.
 
 use serde_json::json;
 
@@ -119,4 +120,13 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
         None,
     );
     assert_eq!(wrong.headers()["allow"], "GET, PATCH, DELETE");
+    let garbled = send(
+        client().get(format!(
+            "{}?$filter=name%20eq%20%27%FF%27",
+            server.api("accounts")
+        )),
+        &admin,
+        None,
+    );
+    assert_eq!(garbled.status(), 400, "a query that is not UTF-8");
 }
