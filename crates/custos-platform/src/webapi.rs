@@ -49,6 +49,8 @@ enum Target {
     Attributes(String),
     Attribute(String, String),
     EntitySet(String),
+    /// `set/$count`: how many records of the set match `$filter`, as plain text.
+    Count(String),
     Record(String, Uuid),
     /// `set(id)/relation[(other)][/$ref]`: a many-to-many association of a record.
     Association {
@@ -116,6 +118,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
             let key = parse_key(attribute, "Attributes").ok_or_else(unknown)?;
             Ok(Target::Attribute(entity, logical_name_key(key)?))
         }
+        [set, "$count"] if !set.contains('(') => Ok(Target::Count(set.to_string())),
         [record, second] | [record, second, "$ref"] if record.contains('(') => {
             let (set, key) = record.split_once('(').expect("checked");
             let id = record_key(key.strip_suffix(')').ok_or_else(unknown)?)?;
@@ -298,7 +301,7 @@ pub(crate) async fn handle(
 /// 405 (RFC 9110 §15.5.6).
 fn allowed_methods(target: &Target) -> &'static str {
     match target {
-        Target::ServiceDocument | Target::Metadata | Target::WhoAmI => "GET",
+        Target::ServiceDocument | Target::Metadata | Target::WhoAmI | Target::Count(_) => "GET",
         Target::PublishAllXml
         | Target::ExportToExcel
         | Target::BulkDelete
@@ -363,13 +366,14 @@ fn classify(
 ) {
     let set = match target {
         Target::EntitySet(set)
+        | Target::Count(set)
         | Target::Record(set, _)
         | Target::Association { set, .. }
         | Target::BoundAction { set, .. } => Some(set.as_str()),
         _ => None,
     };
     draft.operation = match (target, method) {
-        (Target::EntitySet(_), &Method::GET) => Operation::RetrieveMultiple,
+        (Target::EntitySet(_) | Target::Count(_), &Method::GET) => Operation::RetrieveMultiple,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..), &Method::GET) => Operation::Retrieve,
         (Target::Record(..), &Method::PATCH) => Operation::Update,
@@ -521,6 +525,7 @@ async fn dispatch(
             records::retrieve_multiple(request, draft, set).await
         }
         (Target::EntitySet(set), Method::POST) => records::create(request, draft, set).await,
+        (Target::Count(set), Method::GET) => records::count(request, draft, set).await,
         (Target::Record(set, id), Method::GET) => records::retrieve(request, draft, set, *id).await,
         (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
         (Target::Record(set, id), Method::DELETE) => {

@@ -308,16 +308,28 @@ pub(crate) fn check_view_values(
     Ok(custos_records::check_query(viewed, &options)?)
 }
 
+/// The entity a list (or count) of `set` reads, the draft saying so with the request's query
+/// under `path`; refused (403) without the read privilege.
+fn list_of(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    path: &str,
+) -> Result<EntityDef, AppError> {
+    draft.operation = Operation::RetrieveMultiple;
+    let entity = entity_by_set(request, set)?;
+    draft.set_entity(&entity);
+    draft.query = query_text(path, request);
+    request.require(Privilege::Read, &entity)?;
+    Ok(entity)
+}
+
 pub(crate) async fn retrieve_multiple(
     request: WebRequest,
     draft: &mut EventDraft,
     set: &str,
 ) -> Result<Response, AppError> {
-    draft.operation = Operation::RetrieveMultiple;
-    let entity = entity_by_set(&request, set)?;
-    draft.set_entity(&entity);
-    draft.query = query_text(set, &request);
-    request.require(Privilege::Read, &entity)?;
+    let entity = list_of(&request, draft, set, set)?;
     let view = view_query(&request, &entity)?;
     let pairs: Vec<(String, String)> = match &view {
         Some(view) => {
@@ -469,6 +481,48 @@ pub(crate) async fn retrieve(
         );
     }
     Ok(axum::Json(Json::Object(body)).into_response())
+}
+
+/// `GET set/$count[?$filter]`: how many records match, as plain text (what OData clients'
+/// `count()` reads). No record is shown, so the event, when the entity's lists are audited,
+/// is a `RetrieveMultiple` with the count and no record ids.
+pub(crate) async fn count(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<Response, AppError> {
+    let entity = list_of(&request, draft, set, &format!("{set}/$count"))?;
+    let filter = request
+        .query
+        .iter()
+        .filter(|(k, _)| k == "$filter")
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut options = parse_query_options(filter.chain([("$count", "true"), ("$top", "1")]))?;
+    options.select = Some(vec![entity.primary_id()]);
+    let audited = request
+        .policy()
+        .audits_retrieve_multiple(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let logical_name = entity.logical_name.clone();
+    let total = blocking(move || -> Result<u64, AppError> {
+        let page = store.retrieve_multiple(&RecordQuery {
+            entity: &logical_name,
+            options: &options,
+            page_size: 1,
+        })?;
+        Ok(page.total.unwrap_or(0))
+    })
+    .await?;
+    if audited {
+        let mut event = draft.clone();
+        event.result_count = total;
+        request.state.record(event).await?;
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+        total.to_string(),
+    )
+        .into_response())
 }
 
 /// The typed values of a body, and the primary id when the body names one.

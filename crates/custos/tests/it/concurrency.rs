@@ -2,7 +2,7 @@
 //! 412 on PATCH and DELETE and changes nothing; the current ETag succeeds; `If-None-Match` with
 //! the current ETag is 304; every refusal is in the log. And the protocol details a client
 //! reads first: the scheme a 401 wants, the context first in a record, the methods a 405
-//! allows, a query that is not UTF-8 refused.
+//! allows, a query that is not UTF-8 refused, and `set/$count`.
 
 use serde_json::json;
 
@@ -129,4 +129,30 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
         None,
     );
     assert_eq!(garbled.status(), 400, "a query that is not UTF-8");
+
+    // `set/$count` is the number a client's count() reads, with or without a filter.
+    create_account(&server, &admin, "Northwind");
+    let counted = |query: &str| {
+        let response = send(
+            client().get(format!("{}/$count{query}", server.api("accounts"))),
+            &admin,
+            None,
+        );
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        response.text().unwrap()
+    };
+    assert_eq!(counted(""), count(&server, &admin, "accounts").to_string());
+    assert_eq!(counted("?$filter=name%20eq%20%27Northwind%27"), "1");
+    let wrong = send(
+        client().post(format!("{}/$count", server.api("accounts"))),
+        &admin,
+        None,
+    );
+    assert_eq!(wrong.headers()["allow"], "GET");
 }
