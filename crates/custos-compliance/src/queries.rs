@@ -213,13 +213,6 @@ fn ids(state: &ComplianceState) -> Result<Vec<Uuid>, AppError> {
         .collect())
 }
 
-/// The node a query runs on, when this node is one of a cluster's.
-fn this_node(state: &ComplianceState) -> Option<String> {
-    state
-        .cluster_status()
-        .and_then(|cluster| cluster["node"].as_str().map(str::to_string))
-}
-
 /// Runs query `id` to the end: every matching event's seq into its results, newest first.
 fn run(state: &ComplianceState, id: Uuid) -> Result<(), AppError> {
     let mut description =
@@ -277,7 +270,7 @@ pub(crate) fn resume(state: &ComplianceState) {
     let Ok(ids) = ids(state) else {
         return;
     };
-    let node = this_node(state);
+    let node = state.node_id();
     let oldest = time::OffsetDateTime::now_utc() - time::Duration::days(KEPT_DAYS);
     let files = state.shared_files();
     for id in ids {
@@ -292,7 +285,7 @@ pub(crate) fn resume(state: &ComplianceState) {
             let _ = files.remove(AREA, &seqs_name(id));
             continue;
         }
-        let ours = description.get("runningOn").and_then(Json::as_str) == node.as_deref();
+        let ours = description.get("runningOn").and_then(Json::as_str) == node;
         if ours
             && matches!(
                 description["status"].as_str(),
@@ -346,7 +339,7 @@ pub(crate) async fn create(
             json!(format_creation_time(state.clock.now_us())),
         );
         description.insert("createdBy".into(), json!(draft.user_upn));
-        if let Some(node) = this_node(&state) {
+        if let Some(node) = state.node_id() {
             description.insert("runningOn".into(), json!(node));
         }
         draft.query = format!("auditLogQuery {id} {}", Json::Object(description.clone()));

@@ -65,6 +65,19 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Creates (or empties) a file of this node's data directory for writing: mode 0600, and never
+/// through a symbolic link planted where the file goes.
+fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 /// The name a file is written under until it is whole.
 fn unfinished(name: &str) -> String {
     format!("{name}.part")
@@ -110,7 +123,7 @@ impl SharedFiles {
                 std::fs::create_dir_all(&folder).map_err(internal)?;
                 let path = folder.join(name);
                 let temporary = folder.join(unfinished(name));
-                let file = std::fs::File::create(&temporary).map_err(internal)?;
+                let file = create_private(&temporary).map_err(internal)?;
                 Ok(FileWriter(Writer::Folder {
                     file,
                     temporary,
@@ -282,7 +295,7 @@ impl SharedFiles {
                     path: scratch.join(uuid::Uuid::new_v4().to_string()),
                     temporary: true,
                 };
-                let mut file = std::fs::File::create(&local.path).map_err(internal)?;
+                let mut file = create_private(&local.path).map_err(internal)?;
                 while let Some(part) = reader.next_part()? {
                     file.write_all(&part).map_err(internal)?;
                 }
@@ -568,6 +581,22 @@ mod tests {
     fn files_are_whole_or_absent_in_a_folder_and_in_the_database() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&SharedFiles::Folder(dir.path().to_path_buf()));
+        // A link planted where a file is written is not followed.
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"kept").unwrap();
+        std::fs::create_dir_all(dir.path().join("linked")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("linked/f.part")).unwrap();
+        let files = SharedFiles::Folder(dir.path().to_path_buf());
+        assert!(files.create("linked", "f").is_err());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"kept");
+        files.put("private", "f", b"x").unwrap();
+        let mode = std::fs::metadata(dir.path().join("private/f"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         let (directory, _) = Directory::open(&dir.path().join("control.db"), "t").unwrap();
         exercise(&SharedFiles::Database {
             directory,

@@ -857,6 +857,14 @@ impl AppState {
         crate::files::SharedFiles::over(self.config.data_dir.clone(), &self.directory)
     }
 
+    /// This node's id in its cluster (`--node-id`); none on an embedded node.
+    pub fn node_id(&self) -> Option<&str> {
+        match &self.journal {
+            Journal::Cluster(cluster) => Some(cluster.node_id()),
+            Journal::Local => None,
+        }
+    }
+
     /// This node's place in its cluster, for `/healthz`: its id, and which node signs the
     /// cluster's checkpoints (none on an embedded node).
     pub fn cluster_status(&self) -> Option<serde_json::Value> {
