@@ -361,6 +361,17 @@ impl AuditLog {
         partitions.last().map_or(0, |p| p.first_seq + p.n_events)
     }
 
+    /// The seq after the last event of the sealed partitions before the first that is not
+    /// sealed: what the log will never write again (a cluster archives it, `custos-cluster`).
+    pub fn sealed_len(&self) -> u64 {
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        partitions
+            .iter()
+            .take_while(|p| matches!(p.state, PartState::Sealed(_) | PartState::Purged))
+            .last()
+            .map_or(0, |p| p.first_seq + p.n_events)
+    }
+
     /// Whether the log holds no event.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

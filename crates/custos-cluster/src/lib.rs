@@ -4,13 +4,15 @@
 //! (`publisher.rs`); audit nodes follow the stream with a durable consumer and build their
 //! searchable log from it, the same on every node (`replica.rs`); one node at a time signs
 //! its checkpoints and every audit node adopts them after checking its own root
-//! (`signer.rs`). Messages carry the events exactly in the log's own record encoding
-//! (`custos_audit::encode_batch`).
+//! (`signer.rs`), and archives what its log has sealed in JetStream's object store, trimming the
+//! stream behind it (`archive.rs`). Messages carry the events exactly in the log's own record
+//! encoding (`custos_audit::encode_batch`).
 //!
 //! Replication and consensus are JetStream's; nothing here is home-made beyond the order of
 //! operations.
 #![warn(missing_docs)]
 
+mod archive;
 mod publisher;
 mod replica;
 mod signer;
@@ -65,6 +67,8 @@ pub struct Cluster {
     tenant_id: Uuid,
     publisher: Publisher,
     replica: Arc<Mutex<replica::ReplicaStatus>>,
+    /// Where the replica's appends left the log against the stream, for the archive.
+    marks: Arc<Mutex<archive::Marks>>,
     signer: Arc<Mutex<SignerStatus>>,
 }
 
@@ -150,6 +154,7 @@ impl Cluster {
             tenant_id,
             publisher,
             replica: Arc::new(Mutex::new(replica::ReplicaStatus::default())),
+            marks: Arc::new(Mutex::new(archive::Marks::default())),
             signer: Arc::new(Mutex::new(SignerStatus::default())),
         })
     }
@@ -160,16 +165,39 @@ impl Cluster {
     }
 
     /// Makes this node an audit node: follows the stream into `log`, from the sequence the
-    /// file `applied` says the log holds (the start of the stream when there is none).
+    /// file `applied` says the log holds (the start of the stream when there is none), after
+    /// importing what the archive holds beyond the log.
     pub fn replicate_into(&self, log: Arc<AuditLog>, applied: std::path::PathBuf) {
-        tokio::spawn(replica::follow(
-            self.stream.clone(),
-            format!("audit-{}", self.config.node_id),
-            self.subject.clone(),
+        tokio::spawn(replica::follow(replica::Follow {
+            jetstream: self.jetstream.clone(),
+            stream: self.stream.clone(),
+            replicas: self.config.replicas,
+            consumer_name: format!("audit-{}", self.config.node_id),
+            subject: self.subject.clone(),
+            tenant_id: self.tenant_id,
             log,
             applied,
-            self.replica.clone(),
-        ));
+            status: self.replica.clone(),
+            marks: self.marks.clone(),
+        }));
+    }
+
+    /// While this node signs the cluster's checkpoints, it also puts what `log` has sealed into
+    /// JetStream's object store and trims the stream behind it (`archive.rs`); `dir` is a
+    /// folder of this node's own for the object being written. `log` must be the one
+    /// [`Cluster::replicate_into`] builds.
+    pub fn archive_sealed(&self, log: Arc<AuditLog>, dir: std::path::PathBuf) {
+        tokio::spawn(archive::run(archive::ArchiveTask {
+            jetstream: self.jetstream.clone(),
+            stream: self.stream.clone(),
+            replicas: self.config.replicas,
+            subject: self.subject.clone(),
+            tenant_id: self.tenant_id,
+            log,
+            marks: self.marks.clone(),
+            signer: self.signer.clone(),
+            dir,
+        }));
     }
 
     /// Makes this node a candidate to sign the cluster's checkpoints: while it holds the

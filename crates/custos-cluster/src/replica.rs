@@ -12,14 +12,18 @@
 //! consumer anew from the next sequence. A node whose data directory is new starts from the
 //! beginning of the stream, whatever a consumer of the same name remembered.
 //!
+//! A node behind the archive of sealed partitions (`archive.rs`: a new node, a rebuilt one, one
+//! away while the stream was trimmed) imports the archived events beyond its log once its
+//! consumer is made (which keeps the stream from trimming what it has not acknowledged).
+//!
 //! Exactly once: a message delivered again is skipped. Within one run of the consumer that is a
 //! message at or below the last sequence it appended (an acknowledgement that was lost). After a
 //! (re)start, the log may hold more than `applied` says — a crash between an append and its
-//! record — but at most the one fetch that was appended then; the events of the first
-//! `FETCH_MESSAGES` messages are therefore looked up by id in the log and skipped when found,
-//! and the rest are appended without the lookup. (Messages, not sequence numbers: the stream's
-//! sequences are shared with other tenants' subjects.) A message that cannot be read stops the replica
-//! there, reported by `health`, rather than being skipped: a gap in the log is never silent.
+//! record (at most one fetch), or events imported from the archive — and what it holds beyond
+//! is always a prefix of what follows in the stream; so each event is looked up by id in the log
+//! and skipped when found until the first that is not, and the rest are appended without the
+//! lookup. A message that cannot be read stops the replica there, reported by `health`, rather
+//! than being skipped: a gap in the log is never silent.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +34,7 @@ use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use custos_audit::{AuditEvent, AuditLog};
 
+use crate::archive::{self, Marks};
 use crate::signer::CHECKPOINT_HEADER;
 use futures_util::StreamExt;
 
@@ -67,20 +72,26 @@ fn write_applied(applied: &Path, sequence: u64) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", applied.display()))
 }
 
-/// Follows the stream into `log` for as long as the process runs; `applied` is the file that
-/// says how far the log holds it.
-pub(crate) async fn follow(
-    stream: Stream,
-    consumer_name: String,
-    subject: String,
-    log: Arc<AuditLog>,
-    applied: PathBuf,
-    status: Arc<Mutex<ReplicaStatus>>,
-) {
+/// What the replica needs.
+pub(crate) struct Follow {
+    pub(crate) jetstream: async_nats::jetstream::Context,
+    pub(crate) stream: Stream,
+    pub(crate) replicas: usize,
+    pub(crate) consumer_name: String,
+    pub(crate) subject: String,
+    pub(crate) tenant_id: uuid::Uuid,
+    pub(crate) log: Arc<AuditLog>,
+    /// The file that says how far the log holds the stream.
+    pub(crate) applied: PathBuf,
+    pub(crate) status: Arc<Mutex<ReplicaStatus>>,
+    pub(crate) marks: Arc<Mutex<Marks>>,
+}
+
+/// Follows the stream into the log for as long as the process runs.
+pub(crate) async fn follow(task: Follow) {
     loop {
-        if let Err(why) =
-            follow_once(&stream, &consumer_name, &subject, &log, &applied, &status).await
-        {
+        if let Err(why) = follow_once(&task).await {
+            let Follow { status, .. } = &task;
             tracing::error!(error = %why, "the audit replica stopped; trying again");
             status.lock().expect("replica lock").failure = Some(why);
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -88,14 +99,17 @@ pub(crate) async fn follow(
     }
 }
 
-async fn follow_once(
-    stream: &Stream,
-    consumer_name: &str,
-    subject: &str,
-    log: &Arc<AuditLog>,
-    applied: &Path,
-    status: &Arc<Mutex<ReplicaStatus>>,
-) -> Result<(), String> {
+async fn follow_once(task: &Follow) -> Result<(), String> {
+    let Follow {
+        stream,
+        consumer_name,
+        subject,
+        log,
+        applied,
+        status,
+        marks,
+        ..
+    } = task;
     let start = read_applied(applied)? + 1;
     // The consumer is made anew from where the log stops; a stale one of the same name goes.
     if let Err(error) = stream.delete_consumer(consumer_name).await {
@@ -106,6 +120,8 @@ async fn follow_once(
             durable_name: Some(consumer_name.to_string()),
             // This tenant's events only: another tenant's log is another log.
             filter_subject: subject.to_string(),
+            // A node away this long finds its consumer gone and starts from the archive.
+            inactive_threshold: archive::CONSUMER_IDLE,
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
@@ -115,9 +131,16 @@ async fn follow_once(
         })
         .await
         .map_err(|e| format!("the audit consumer {consumer_name}: {e}"))?;
-    // The first messages of a run may already be in the log (see the top of this file); the
-    // stream's sequences are shared with other tenants' subjects, so they are counted here.
-    let mut to_look_up = FETCH_MESSAGES;
+    // The consumer now holds the stream from `start` on; what was trimmed before it is in the
+    // archive.
+    let store = archive::bucket(&task.jetstream, task.replicas).await?;
+    let imported = archive::import(&store, task.tenant_id, log).await?;
+    if imported > 0 {
+        tracing::info!(imported, "imported audit events from the archive");
+    }
+    marks.lock().expect("marks lock").push(log.len(), start - 1);
+    // Until the first event the log does not hold, each is looked up (see the top of this file).
+    let mut looking = true;
     let mut appended_through = start - 1;
     loop {
         let mut messages = consumer
@@ -136,9 +159,7 @@ async fn follow_once(
                 .map_err(|e| format!("an audit message without its stream sequence: {e}"))?
                 .stream_sequence;
             if sequence > appended_through {
-                let maybe_held = to_look_up > 0;
-                to_look_up = to_look_up.saturating_sub(1);
-                steps.push(Step::read(&message, sequence, maybe_held)?);
+                steps.push(Step::read(&message, sequence)?);
             }
             last = Some((message, sequence));
         }
@@ -146,11 +167,12 @@ async fn follow_once(
             continue;
         };
         let appender = log.clone();
-        tokio::task::spawn_blocking(move || apply(&appender, steps))
+        looking = tokio::task::spawn_blocking(move || apply(&appender, steps, looking))
             .await
             .map_err(|e| format!("appending audit events: {e}"))?
             .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
         appended_through = sequence;
+        marks.lock().expect("marks lock").push(log.len(), sequence);
         message
             .ack()
             .await
@@ -165,15 +187,15 @@ async fn follow_once(
 
 /// One message of the stream, read.
 enum Step {
-    /// A group commit's events, each with whether the log may hold it already.
-    Events(Vec<(AuditEvent, bool)>),
+    /// A group commit's events.
+    Events(Vec<AuditEvent>),
     /// A checkpoint the cluster's signer signed (`signer.rs`), in stream order after the
     /// events it covers.
     Checkpoint(String),
 }
 
 impl Step {
-    fn read(message: &Message, sequence: u64, maybe_held: bool) -> Result<Step, String> {
+    fn read(message: &Message, sequence: u64) -> Result<Step, String> {
         let is_checkpoint = message
             .headers
             .as_ref()
@@ -183,26 +205,24 @@ impl Step {
                 .map(Step::Checkpoint)
                 .map_err(|_| format!("stream sequence {sequence}: a checkpoint that is not text"));
         }
-        let decoded = custos_audit::decode_batch(&message.payload)
-            .map_err(|e| format!("stream sequence {sequence}: {e}"))?;
-        Ok(Step::Events(
-            decoded
-                .into_iter()
-                .map(|event| (event, maybe_held))
-                .collect(),
-        ))
+        custos_audit::decode_batch(&message.payload)
+            .map(Step::Events)
+            .map_err(|e| format!("stream sequence {sequence}: {e}"))
     }
 }
 
 /// Applies the steps of one fetch in order: consecutive events are appended together, and a
-/// checkpoint is adopted once everything before it is in the log. Call from blocking code.
-fn apply(log: &AuditLog, steps: Vec<Step>) -> custos_audit::Result<()> {
+/// checkpoint is adopted once everything before it is in the log. While `looking`, an event is
+/// first looked up in the log and skipped when held; the first that is not ends the looking.
+/// Returns whether it is still looking. Call from blocking code.
+fn apply(log: &AuditLog, steps: Vec<Step>, mut looking: bool) -> custos_audit::Result<bool> {
     let mut fresh = Vec::new();
     for step in steps {
         match step {
             Step::Events(events) => {
-                for (event, maybe_held) in events {
-                    if !(maybe_held && log.contains(event.id)?) {
+                for event in events {
+                    looking = looking && log.contains(event.id)?;
+                    if !looking {
                         fresh.push(event);
                     }
                 }
@@ -213,5 +233,6 @@ fn apply(log: &AuditLog, steps: Vec<Step>) -> custos_audit::Result<()> {
             }
         }
     }
-    log.append_all(fresh).map(|_| ())
+    log.append_all(fresh)?;
+    Ok(looking)
 }

@@ -44,6 +44,10 @@ pub struct SignerStatus {
     pub signing: bool,
     /// The largest checkpoint this node published.
     pub published: u64,
+    /// Events in the archive of sealed partitions, as this node last saw it while signing.
+    pub archived: u64,
+    /// The stream sequence up to which this node last trimmed the stream behind the archive.
+    pub trimmed_through: u64,
 }
 
 /// This node's hold on the lease.

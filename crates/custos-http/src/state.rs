@@ -423,6 +423,7 @@ impl AppState {
                     log.clone(),
                     std::time::Duration::from_millis(config.checkpoint_interval_ms),
                 );
+                joined.archive_sealed(log.clone(), dir.clone());
                 Journal::Cluster(Box::new(joined))
             }
         };
@@ -865,8 +866,9 @@ impl AppState {
         }
     }
 
-    /// This node's place in its cluster, for `/healthz`: its id, and which node signs the
-    /// cluster's checkpoints (none on an embedded node).
+    /// This node's place in its cluster, for `/healthz`: its id, which node signs the
+    /// cluster's checkpoints, and (on the signer) how far the archive and the stream's trimming
+    /// have come (none on an embedded node).
     pub fn cluster_status(&self) -> Option<serde_json::Value> {
         let Journal::Cluster(cluster) = &self.journal else {
             return None;
@@ -876,6 +878,8 @@ impl AppState {
             "node": cluster.node_id(),
             "checkpointSigner": signer.signer,
             "signsCheckpoints": signer.signing,
+            "archivedEvents": signer.archived,
+            "streamTrimmedThrough": signer.trimmed_through,
         }))
     }
 

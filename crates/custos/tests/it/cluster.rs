@@ -317,38 +317,108 @@ fn a_lost_audit_folder_is_rebuilt_from_the_stream_to_the_same_tree() {
     server.kill();
 
     // The node's log is lost (its directory and records stay: they are not the log).
+    rebuild_and_hold_to(&dir, &nats, "c", &made, &kept);
+}
+
+/// Removes the log of the node `id` whose data directory is `dir` and starts it again: its log
+/// is rebuilt from the cluster and holds every create of `made` once, and `custos audit verify`
+/// holds it to the checkpoint in the file `kept`.
+fn rebuild_and_hold_to(dir: &Path, nats: &NatsCluster, id: &str, made: &[String], kept: &Path) {
     std::fs::remove_dir_all(dir.join("audit")).unwrap();
     std::fs::remove_dir_all(dir.join("cluster")).unwrap();
-    let server = node(&dir, &nats, "c");
+    let mut server = node(dir, nats, id);
     let admin = server.admin();
     wait_for(
-        "the log to be rebuilt from the stream",
-        Duration::from_secs(30),
+        "the log to be rebuilt from the cluster",
+        Duration::from_secs(60),
         || {
             let seen = creates(&server, &admin);
             made.iter().all(|id| seen.get(id) == Some(&1))
         },
     );
-    let mut server = server;
     assert!(server.stop().success());
     // The rebuilt log has, at the size signed before the loss, the very root signed then.
     let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(["audit", "verify", "--data-dir"])
-        .arg(&dir)
+        .arg(dir)
         .arg("--checkpoint")
-        .arg(&kept)
+        .arg(kept)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&verified.stdout);
     assert!(
         verified.status.success(),
-        "{said}\nkept:\n{signed}\nverifier.key: {}",
+        "{said}\nkept:\n{}\nverifier.key: {}",
+        std::fs::read_to_string(kept).unwrap_or_default(),
         std::fs::read_to_string(dir.join("audit/verifier.key")).unwrap_or_default()
     );
     assert!(
         said.contains("the log extends the checkpoint kept outside"),
         "{said}"
     );
+}
+
+/// A node's `/healthz` answer.
+fn health(server: &Server) -> serde_json::Value {
+    client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn sealed_partitions_go_to_the_object_store_and_a_node_starts_from_them_after_the_stream_is_trimmed()
+ {
+    let nats = NatsCluster::start();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("node-e");
+    let mut server = node(&dir, &nats, "e");
+    let admin = server.admin();
+    let early: Vec<String> = (0..20)
+        .map(|i| create_account(&server, &admin, &format!("archived {i}")))
+        .collect();
+    wait_for(
+        "the log to hold the creates",
+        Duration::from_secs(30),
+        || {
+            let seen = creates(&server, &admin);
+            early.iter().all(|id| seen.contains_key(id))
+        },
+    );
+    seal_partition(&server, &admin);
+    let sealed = server.audit(&admin, "").len() as u64;
+    // The signer archives the sealed events and trims the stream behind them.
+    wait_for(
+        "the sealed partition to be archived and the stream trimmed",
+        Duration::from_secs(60),
+        || {
+            let cluster = &health(&server)["cluster"];
+            cluster["archivedEvents"].as_u64() >= Some(sealed - 1)
+                && cluster["streamTrimmedThrough"].as_u64() > Some(0)
+        },
+    );
+    let late: Vec<String> = (0..10)
+        .map(|i| create_account(&server, &admin, &format!("streamed {i}")))
+        .collect();
+    wait_for(
+        "the log to hold the late creates",
+        Duration::from_secs(30),
+        || {
+            let seen = creates(&server, &admin);
+            late.iter().all(|id| seen.contains_key(id))
+        },
+    );
+    let events = server.audit(&admin, "").len() as u64;
+    let signed = wait_signed(&server, &admin, events);
+    let kept = data.path().join("kept-checkpoint.txt");
+    std::fs::write(&kept, &signed).unwrap();
+    server.kill();
+
+    // The log is lost; the stream no longer holds the early events: they come from the archive.
+    let made: Vec<String> = early.into_iter().chain(late).collect();
+    rebuild_and_hold_to(&dir, &nats, "e", &made, &kept);
 }
 
 /// A throwaway PostgreSQL server (`scripts/throwaway-postgres`); stopped on drop.
@@ -967,14 +1037,6 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
     }
     // One signer, one key: both nodes name the same signer, serve the same verifier key, and
     // come to hold the very same latest checkpoint (the same size, root and signature).
-    let health = |server: &Server| -> serde_json::Value {
-        client()
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
     wait_for(
         "both nodes to name the same checkpoint signer",
         Duration::from_secs(30),

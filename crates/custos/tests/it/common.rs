@@ -407,3 +407,28 @@ pub fn wait_signed(server: &Server, token: &str, events: u64) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Seals the log's active partition: a support engineer, let in for a ticket, runs the backend
+/// command `seal-partition`.
+pub fn seal_partition(server: &Server, admin: &str) {
+    let engineer: Value = send(
+        client().post(format!("{}/api/admin/support/engineers", server.base)),
+        admin,
+        Some(json!({"upn": "eng@support.test", "password": "engineer-password-1"})),
+    )
+    .json()
+    .unwrap();
+    let opened = send(
+        client().post(format!("{}/api/admin/support/grants", server.base)),
+        admin,
+        Some(json!({"engineerId": engineer["id"], "ticket": "T-1", "instance": "main"})),
+    );
+    assert_eq!(opened.status(), 201);
+    let eng = server.token("eng@support.test", "engineer-password-1");
+    let sealed = send(
+        client().post(format!("{}/api/support/backend", server.base)),
+        &eng,
+        Some(json!({"command": "seal-partition", "ticket": "T-1"})),
+    );
+    assert_eq!(sealed.status(), 200);
+}

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use crate::common::*;
 
 /// A stopped server's data directory whose log spans more than the unsigned margin (10 s):
@@ -41,27 +39,7 @@ fn signed_log() -> Signed {
     for i in 0..10 {
         create_account(&server, &admin, &format!("early {i}"));
     }
-    // A support engineer, let in for a ticket, seals the partition (a backend command).
-    let engineer: Value = send(
-        client().post(format!("{}/api/admin/support/engineers", server.base)),
-        &admin,
-        Some(json!({"upn": "eng@support.test", "password": "engineer-password-1"})),
-    )
-    .json()
-    .unwrap();
-    let opened = send(
-        client().post(format!("{}/api/admin/support/grants", server.base)),
-        &admin,
-        Some(json!({"engineerId": engineer["id"], "ticket": "T-1", "instance": "main"})),
-    );
-    assert_eq!(opened.status(), 201);
-    let eng = server.token("eng@support.test", "engineer-password-1");
-    let sealed = send(
-        client().post(format!("{}/api/support/backend", server.base)),
-        &eng,
-        Some(json!({"command": "seal-partition", "ticket": "T-1"})),
-    );
-    assert_eq!(sealed.status(), 200);
+    seal_partition(&server, &admin);
     std::thread::sleep(Duration::from_secs(11));
     for i in 0..12 {
         create_account(&server, &admin, &format!("late {i}"));
