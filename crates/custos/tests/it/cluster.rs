@@ -290,6 +290,22 @@ fn without_a_quorum_nothing_is_answered_or_changed() {
     assert_eq!(accounts(), before + 1);
 }
 
+/// Creates `n` accounts named after `label` and waits until the node's log holds their events.
+fn create_in_log(server: &Server, admin: &str, n: usize, label: &str) -> Vec<String> {
+    let made: Vec<String> = (0..n)
+        .map(|i| create_account(server, admin, &format!("{label} {i}")))
+        .collect();
+    wait_for(
+        "the log to hold the creates",
+        Duration::from_secs(30),
+        || {
+            let seen = creates(server, admin);
+            made.iter().all(|id| seen.contains_key(id))
+        },
+    );
+    made
+}
+
 #[test]
 fn a_lost_audit_folder_is_rebuilt_from_the_stream_to_the_same_tree() {
     let nats = NatsCluster::start();
@@ -297,18 +313,8 @@ fn a_lost_audit_folder_is_rebuilt_from_the_stream_to_the_same_tree() {
     let dir = data.path().join("node-c");
     let mut server = node(&dir, &nats, "c");
     let admin = server.admin();
-    let made: Vec<String> = (0..30)
-        .map(|i| create_account(&server, &admin, &format!("before the loss {i}")))
-        .collect();
     // The log follows the stream: wait until it holds every create, then for a checkpoint.
-    wait_for(
-        "the log to hold the creates",
-        Duration::from_secs(30),
-        || {
-            let seen = creates(&server, &admin);
-            made.iter().all(|id| seen.contains_key(id))
-        },
-    );
+    let made = create_in_log(&server, &admin, 30, "before the loss");
     let events = server.audit(&admin, "").len() as u64;
     assert!(events > made.len() as u64);
     let signed = wait_signed(&server, &admin, events);
@@ -376,17 +382,7 @@ fn sealed_partitions_go_to_the_object_store_and_a_node_starts_from_them_after_th
     let dir = data.path().join("node-e");
     let mut server = node(&dir, &nats, "e");
     let admin = server.admin();
-    let early: Vec<String> = (0..20)
-        .map(|i| create_account(&server, &admin, &format!("archived {i}")))
-        .collect();
-    wait_for(
-        "the log to hold the creates",
-        Duration::from_secs(30),
-        || {
-            let seen = creates(&server, &admin);
-            early.iter().all(|id| seen.contains_key(id))
-        },
-    );
+    let early = create_in_log(&server, &admin, 20, "archived");
     seal_partition(&server, &admin);
     let sealed = server.audit(&admin, "").len() as u64;
     // The signer archives the sealed events and trims the stream behind them.
@@ -399,17 +395,7 @@ fn sealed_partitions_go_to_the_object_store_and_a_node_starts_from_them_after_th
                 && cluster["streamTrimmedThrough"].as_u64() > Some(0)
         },
     );
-    let late: Vec<String> = (0..10)
-        .map(|i| create_account(&server, &admin, &format!("streamed {i}")))
-        .collect();
-    wait_for(
-        "the log to hold the late creates",
-        Duration::from_secs(30),
-        || {
-            let seen = creates(&server, &admin);
-            late.iter().all(|id| seen.contains_key(id))
-        },
-    );
+    let late = create_in_log(&server, &admin, 10, "streamed");
     let events = server.audit(&admin, "").len() as u64;
     let signed = wait_signed(&server, &admin, events);
     let kept = data.path().join("kept-checkpoint.txt");
