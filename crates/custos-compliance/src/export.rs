@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::ComplianceState;
 use crate::search::{audit_reader, parse_search};
 use custos_http::answer::{answer, refuse};
-use custos_http::cells::{csv_cell, xlsx_cell};
+use custos_http::cells::{csv_cell, csv_writer, xlsx_cell};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -148,9 +148,10 @@ fn for_each_event(
     }
 }
 
-/// CSV of the events (with the record ids space-separated and the record's JSON last).
+/// CSV of the events (with the record ids space-separated and the record's JSON last); the
+/// first chunk begins the file (`cells::csv_writer`).
 fn csv_chunk(events: &[AuditEvent], header: bool) -> Result<Vec<u8>, AppError> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut writer = csv_writer(header);
     let internal = |e: csv::Error| AppError::new(ErrorCode::Internal, format!("csv: {e}"));
     if header {
         let mut names: Vec<&str> = COLUMNS.to_vec();
@@ -510,6 +511,7 @@ fn run_job(
     mut status: Json,
 ) {
     let total = status["total"].as_u64().unwrap_or(0);
+    let mut written = 0;
     let outcome = (|| -> Result<(), AppError> {
         let mut file = state
             .shared_files()
@@ -528,6 +530,7 @@ fn run_job(
                 }
             },
             &mut |done| {
+                written = done;
                 let mut running = status.clone();
                 running["done"] = json!(done);
                 if done >= saved_at + total.div_ceil(10).max(1) {
@@ -545,7 +548,7 @@ fn run_job(
     match outcome {
         Ok(()) => {
             status["status"] = json!("succeeded");
-            status["done"] = status["total"].clone();
+            status["done"] = json!(written);
         }
         Err(error) => {
             status["status"] = json!("failed");
@@ -621,7 +624,10 @@ pub(crate) async fn start_job(
                 "'{name}' does not apply to an export: it holds every matching event"
             )));
         }
-        let query = parse_search(&pairs, state.clock.now_us())?;
+        let mut query = parse_search(&pairs, state.clock.now_us())?;
+        // The export holds the matching events the log held when it was asked — not its own
+        // event, nor any after — so its total is exactly what its file holds.
+        query.before_seq = Some(state.log.len());
         let log = state.log.clone();
         let counted = query.clone();
         let total: u64 = blocking(move || log.histogram(&counted, None))

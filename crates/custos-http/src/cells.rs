@@ -1,8 +1,25 @@
 //! Cells for spreadsheet programs, shared by the audit exports and the records' Export to Excel:
-//! the longest text an Excel cell keeps, and CSV cells that a spreadsheet cannot take for a
-//! formula (OWASP's CSV injection rule).
+//! the longest text an Excel cell keeps, CSV cells that a spreadsheet cannot take for a formula
+//! (OWASP's CSV injection rule), and CSV files as spreadsheet programs read them.
 
 use std::borrow::Cow;
+
+/// A CSV writer as spreadsheet programs expect: rows ended by CRLF (RFC 4180) and, when the
+/// text begins a file (`starts_file`), a UTF-8 byte order mark first, by which Excel knows the
+/// text is UTF-8.
+pub fn csv_writer(starts_file: bool) -> csv::Writer<Vec<u8>> {
+    let start = if starts_file {
+        UTF8_BOM.as_bytes().to_vec()
+    } else {
+        Vec::new()
+    };
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(start)
+}
+
+/// The byte order mark a CSV file begins with (read past on import).
+pub const UTF8_BOM: &str = "\u{feff}";
 
 /// Longest text an Excel cell keeps, in characters.
 const CELL_CHARS_MAX: usize = 32_767;

@@ -34,16 +34,41 @@ pub struct RequestContext {
     pub origin: Origin,
 }
 
+/// A request header's value as recorded: its text as sent when it is UTF-8 (`Zoë`), else each
+/// byte that is not part of valid UTF-8 as `\xNN` and each `\` as `\\`, so no byte sent is
+/// lost; cut at a character boundary past
+/// `HEADER_RECORDED_BYTES_MAX` bytes.
 fn header_text(headers: &HeaderMap, name: &str) -> String {
-    let text = headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let Some(bytes) = headers.get(name).map(HeaderValue::as_bytes) else {
+        return String::new();
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => std::borrow::Cow::Owned(escaped(bytes)),
+    };
     let mut end = text.len().min(HEADER_RECORDED_BYTES_MAX);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+/// `bytes` that are not UTF-8 as text: valid sequences as they are, `\` as `\\`, every other
+/// byte as `\xNN`.
+fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Middleware: assigns the correlation id, stores the context for handlers, sets the response
@@ -78,4 +103,22 @@ pub async fn correlate(
         .insert(CORRELATION_HEADER, correlation);
     metrics.count_response(response.status().as_u16());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_is_recorded_as_sent_or_with_every_byte_escaped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", HeaderValue::from_str("Zoë/1.0").unwrap());
+        assert_eq!(header_text(&headers, "user-agent"), "Zoë/1.0");
+        headers.insert(
+            "user-agent",
+            HeaderValue::from_bytes(b"Zo\xEB \\ \xC3\xA9").unwrap(),
+        );
+        assert_eq!(header_text(&headers, "user-agent"), "Zo\\xEB \\\\ é");
+        assert_eq!(header_text(&headers, "x-ms-client-request-id"), "");
+    }
 }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
-use custos_http::cells::{csv_cell, xlsx_cell};
+use custos_http::cells::{UTF8_BOM, csv_cell, csv_writer, xlsx_cell};
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::state::blocking;
@@ -148,7 +148,7 @@ fn export_columns<'a>(entity: &'a EntityDef, select: Option<&[String]>) -> Vec<&
 
 fn csv_file(columns: &[&AttributeDef], records: &[Record]) -> Result<Vec<u8>, AppError> {
     let failed = |e: csv::Error| AppError::new(ErrorCode::Internal, format!("csv: {e}"));
-    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut writer = csv_writer(true);
     writer
         .write_record(columns.iter().map(|c| c.logical_name.as_str()))
         .map_err(failed)?;
@@ -408,7 +408,7 @@ fn parse_csv(entity: &EntityDef, content: &str) -> Result<Vec<ImportRow>, AppErr
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(false)
-        .from_reader(content.as_bytes());
+        .from_reader(content.strip_prefix(UTF8_BOM).unwrap_or(content).as_bytes());
     let mut records = reader.records();
     let header = records
         .next()

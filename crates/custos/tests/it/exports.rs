@@ -16,7 +16,7 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
     let output = std::process::Command::new("python3")
         .args([
             "-c",
-            "import csv, json, sys; print(json.dumps(list(csv.reader(sys.stdin))))",
+            "import csv, io, json, sys; print(json.dumps(list(csv.reader(io.TextIOWrapper(sys.stdin.buffer, encoding='utf-8-sig', newline='')))))",
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -132,8 +132,11 @@ fn an_export_file_is_its_creators_or_a_managers_and_each_download_is_recorded() 
     let r1 = server.token("r1@contoso.test", "reader-password-1");
     let r2 = server.token("r2@contoso.test", "reader-password-2");
     let manager = server.token("m@contoso.test", "manager-password-1");
+    // A User-Agent is recorded as sent (UTF-8).
     let started = send(
-        client().post(format!("{}/api/audit/exports", server.base)),
+        client()
+            .post(format!("{}/api/audit/exports", server.base))
+            .header("user-agent", "Zoë/1.0"),
         &r1,
         Some(json!({"format": "csv", "search": "operation=CreateUser"})),
     );
@@ -143,6 +146,27 @@ fn an_export_file_is_its_creators_or_a_managers_and_each_download_is_recorded() 
         .unwrap()
         .to_string();
     finished(&server, &r1, &id);
+    let asked = server.audit(&admin, "operation=ExportAuditLog");
+    assert_eq!(asked[0]["UserAgent"], "Zoë/1.0", "{asked:#?}");
+    // Its total is exactly what its file holds: CRLF rows after a UTF-8 byte order mark.
+    let status = get_json(&format!("{}/api/audit/exports/{id}", server.base), &r1);
+    let text = send(
+        client().get(format!("{}/api/audit/exports/{id}/file", server.base)),
+        &r1,
+        None,
+    )
+    .text()
+    .unwrap();
+    assert!(text.starts_with('\u{feff}'), "{text}");
+    assert!(
+        !text.replace("\r\n", "").contains('\n'),
+        "every row ends with CRLF"
+    );
+    let rows = csv_rows(&text);
+    assert_eq!(rows[0][0], "Id");
+    assert_eq!(status["total"], 3);
+    assert_eq!(status["done"], 3);
+    assert_eq!(rows.len(), 4, "{rows:?}");
     // The search may be an object of filters; what is neither is refused, never read as "no
     // filter", which would export the whole log.
     let by_object = send(
@@ -173,7 +197,7 @@ fn an_export_file_is_its_creators_or_a_managers_and_each_download_is_recorded() 
         assert!(got.text().unwrap().contains("CreateUser"));
     }
     let downloads = server.audit(&admin, "operation=DownloadAuditExport");
-    assert_eq!(downloads.len(), 3, "{downloads:#?}");
+    assert_eq!(downloads.len(), 4, "{downloads:#?}");
     let by = |status: &str| -> Vec<String> {
         downloads
             .iter()
@@ -184,6 +208,9 @@ fn an_export_file_is_its_creators_or_a_managers_and_each_download_is_recorded() 
     assert_eq!(by("Denied"), ["r2@contoso.test"]);
     let mut succeeded = by("Succeeded");
     succeeded.sort();
-    assert_eq!(succeeded, ["m@contoso.test", "r1@contoso.test"]);
+    assert_eq!(
+        succeeded,
+        ["m@contoso.test", "r1@contoso.test", "r1@contoso.test"]
+    );
     assert!(downloads.iter().all(|d| d["Origin"] == "Export"));
 }
