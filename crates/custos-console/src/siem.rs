@@ -112,7 +112,7 @@ pub(crate) async fn feeds(
         }
         section aria-labelledby="streams" {
             h2 id="streams" { "Streams" }
-            p { "Every event of the log, at least once and in order, to a syslog (RFC 5424), CEF or OCSF receiver over TCP or TLS, to an HTTP collector, or as JSON lines to a file; a receiver that is down loses nothing." }
+            p { "Every event of the log, at least once and in order, to a syslog (RFC 5424), CEF or OCSF receiver over RELP, TCP or TLS, to an HTTP collector, or as JSON lines to a file; a receiver that is down loses nothing. Over plain TCP or TLS a receiver that stops reading and then dies can lose what it had not read, and nothing tells Custos: use RELP where the SIEM offers it." }
             table {
                 caption { "Streams and how they are doing" }
                 thead { tr {
@@ -130,7 +130,10 @@ pub(crate) async fn feeds(
                             td { (text(&stream["name"])) }
                             td { (text(&stream["format"])) }
                             td { code { (text(&stream["target"])) } }
-                            td { @if status["lastError"].is_null() { "delivering" } @else { "retrying" } }
+                            td {
+                                @if status["lastError"].is_null() { "delivering" } @else { "retrying" }
+                                @if status["deliveryConfirmed"] == false { br; small { "unconfirmed: plain TCP/TLS" } }
+                            }
                             td.num { (text(&status["delivered"])) }
                             td.num { (text(&status["behind"])) }
                             td { (text(&status["lastError"])) }
@@ -161,7 +164,7 @@ pub(crate) async fn feeds(
                                 option value="json" { "JSON lines" }
                             }
                         }
-                        p { label for="target" { "Target: tcp://host:port, tls://host:port, file:///path or an http(s) collector URL" } input id="target" name="target" type="text" required; }
+                        p { label for="target" { "Target: relp://host:port (acknowledged), tcp://host:port, tls://host:port, file:///path or an http(s) collector URL" } input id="target" name="target" type="text" required; }
                         p { label for="caCertificate" { "CA certificate of a TLS or HTTPS receiver (PEM; empty for the public roots)" } textarea id="caCertificate" name="caCertificate" rows="3" {} }
                         p { label for="authorization" { "Authorization header of an HTTP collector (e.g. Splunk <token>; kept secret)" } input id="authorization" name="authorization" type="password" autocomplete="off"; }
                         p { label for="operations" { "Only these activities (comma-separated; empty for every event)" } input id="operations" name="operations" type="text" placeholder="Delete, BulkDelete, ExportToExcel"; }

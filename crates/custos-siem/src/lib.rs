@@ -10,6 +10,7 @@ mod feed;
 mod formats;
 mod ingest;
 mod m365;
+mod relp;
 mod streams;
 mod witness;
 

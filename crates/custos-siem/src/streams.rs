@@ -1,16 +1,21 @@
 //! Streaming outputs to SIEMs (SPEC §9): an Audit Manager sets a stream — a format (`syslog`:
 //! RFC 5424, `cef`: ArcSight CEF carried in RFC 5424, `ocsf`, `json`: our canonical record) and
-//! a target (`tcp://host:port`, `tls://host:port`, `file:///path`, or `http(s)://…`, a collector
-//! that takes posted batches such as Splunk's HTTP event collector) — and a follower task sends
-//! every event of the log to it, oldest first, from a cursor kept in the directory's settings.
+//! a target (`relp://host:port`, `tcp://host:port`, `tls://host:port`, `file:///path`, or
+//! `http(s)://…`, a collector that takes posted batches such as Splunk's HTTP event collector)
+//! — and a follower task sends every event of the log to it, oldest first, from a cursor kept
+//! in the directory's settings.
 //!
 //! Every stream also carries copies of the log's latest signed checkpoint (`witness.rs`), so
 //! every SIEM holds witnesses of the log's history.
 //!
-//! Delivery is at least once: a batch is written (and, for a file, fsynced) before the cursor
-//! moves past it; a receiver that is down or refuses is retried with back-off from the cursor,
-//! so an outage of any length loses nothing and a restart of Custos resumes where it stopped.
-//! The follower never touches the request path: a stuck receiver delays only its own stream.
+//! Delivery is at least once: the cursor moves past an event only once the target confirmed it
+//! — a RELP receiver's `200` for each message (`relp.rs`), an HTTP collector's 2xx for each
+//! batch, a file's fsync — and a receiver that is down or refuses is retried with back-off from
+//! the cursor, so an outage of any length loses nothing and a restart of Custos resumes where it
+//! stopped. Plain TCP and TLS confirm nothing: a batch counts once the kernel took it, and a
+//! receiver that stops reading and then dies loses what its kernel held; their status says so
+//! (`deliveryConfirmed: false`). The follower never touches the request path: a stuck receiver
+//! delays only its own stream.
 //!
 //! Over TCP and TLS, syslog and CEF messages are framed by octet counting (RFC 6587 §3.4.1,
 //! as RFC 5425 requires for TLS), OCSF and JSON records are newline-delimited; in a file every
@@ -87,6 +92,7 @@ impl Format {
 /// Where a stream sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
+    Relp { host: String, port: u16 },
     Tcp { host: String, port: u16 },
     Tls { host: String, port: u16 },
     File(PathBuf),
@@ -100,7 +106,7 @@ impl Target {
     fn parse(text: &str) -> Result<Target, AppError> {
         let bad = |why: &str| {
             AppError::bad_request(format!(
-                "target '{text}' {why}: give tcp://host:port, tls://host:port, file:///absolute/path or an http(s) URL"
+                "target '{text}' {why}: give relp://host:port, tcp://host:port, tls://host:port, file:///absolute/path or an http(s) URL"
             ))
         };
         let url = reqwest::Url::parse(text).map_err(|_| bad("is not a URL"))?;
@@ -116,6 +122,7 @@ impl Target {
             Ok((host.trim_matches(['[', ']']).to_string(), port))
         };
         match url.scheme() {
+            "relp" => endpoint().map(|(host, port)| Target::Relp { host, port }),
             "tcp" => endpoint().map(|(host, port)| Target::Tcp { host, port }),
             "tls" => endpoint().map(|(host, port)| Target::Tls { host, port }),
             "file" => {
@@ -136,6 +143,11 @@ impl Target {
     /// Whether messages go over a byte stream (TCP or TLS), where syslog needs octet counting.
     fn is_socket(&self) -> bool {
         matches!(self, Target::Tcp { .. } | Target::Tls { .. })
+    }
+
+    /// Whether the target confirms what it took (see the top of this file).
+    fn confirms(&self) -> bool {
+        !self.is_socket()
     }
 }
 
@@ -351,6 +363,7 @@ fn spawn(state: &SiemState, stream: Running) {
 
 /// A connection to the receiver (or the file).
 enum Sink {
+    Relp(Box<crate::relp::Relp>),
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     File(Arc<std::fs::File>),
@@ -367,6 +380,14 @@ async fn connect(state: &SiemState, stream: &Running) -> std::io::Result<Sink> {
         |e: tokio::time::error::Elapsed| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
     let rule = state.outbound();
     match &stream.target {
+        Target::Relp { host, port } => {
+            let relp = tokio::time::timeout(IO_TIMEOUT, async {
+                crate::relp::Relp::open(rule.connect(host, *port).await?).await
+            })
+            .await
+            .map_err(timed)??;
+            Ok(Sink::Relp(Box::new(relp)))
+        }
         Target::Tcp { host, port } => {
             let tcp = tokio::time::timeout(IO_TIMEOUT, rule.connect(host, *port))
                 .await
@@ -448,9 +469,29 @@ impl Sink {
         let read = match self {
             Sink::Tcp(tcp) => tcp.read(&mut buffer).now_or_never(),
             Sink::Tls(tls) => tls.read(&mut buffer).now_or_never(),
+            // Between batches a RELP receiver owes nothing: anything it sent (a `serverclose`)
+            // ends the session.
+            Sink::Relp(relp) => return relp.closed(),
             Sink::File(_) | Sink::Http { .. } => return false,
         };
         matches!(read, Some(Ok(0) | Err(_)))
+    }
+
+    /// Sends `messages` (each rendered for `format`, `framed` for a byte stream); returns how
+    /// many of them, from the first, the target took, and the error that stopped the rest. Only
+    /// RELP can take part of a batch; the other targets take all or none of it.
+    async fn send(
+        &mut self,
+        messages: &[Vec<u8>],
+        framed: impl FnOnce(&[Vec<u8>]) -> Vec<u8>,
+    ) -> (usize, Option<std::io::Error>) {
+        if let Sink::Relp(relp) = self {
+            return relp.send(messages, IO_TIMEOUT).await;
+        }
+        match self.write(framed(messages)).await {
+            Ok(()) => (messages.len(), None),
+            Err(error) => (0, Some(error)),
+        }
     }
 
     /// Writes `bytes` whole; a file is fsynced.
@@ -496,6 +537,9 @@ impl Sink {
                     )))
                 }
             }
+            Sink::Relp(_) => Err(std::io::Error::other(
+                "a RELP session takes messages one by one (Sink::send)",
+            )),
             Sink::File(file) => {
                 let file = file.clone();
                 tokio::task::spawn_blocking(move || {
@@ -528,25 +572,35 @@ fn open_stream_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The bytes of `events` for `stream`: each record rendered and framed.
-fn render(stream: &Running, events: &[(u64, AuditEvent)], hostname: &str) -> Vec<u8> {
+/// The messages of `events` for `stream`, each with the index of its event, unframed.
+fn render(stream: &Running, events: &[(u64, AuditEvent)], hostname: &str) -> Vec<(usize, Vec<u8>)> {
     let procid = std::process::id();
-    let mut out = Vec::new();
-    for (_, event) in events {
-        let (message, counted) = match stream.format {
-            Format::Syslog => (crate::formats::rfc5424(event, hostname, procid), true),
-            Format::Cef => (
-                crate::formats::cef_over_syslog(event, hostname, procid),
-                true,
-            ),
-            Format::Ocsf => (crate::formats::ocsf(event), false),
-            Format::Json => (custos_audit::event_value(event).to_string(), false),
-        };
-        if counted && stream.target.is_socket() {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, (_, event))| {
+            let message = match stream.format {
+                Format::Syslog => crate::formats::rfc5424(event, hostname, procid),
+                Format::Cef => crate::formats::cef_over_syslog(event, hostname, procid),
+                Format::Ocsf => crate::formats::ocsf(event),
+                Format::Json => custos_audit::event_value(event).to_string(),
+            };
+            (index, message.into_bytes())
+        })
+        .collect()
+}
+
+/// `messages` as the bytes of one write to `target`: syslog and CEF over a byte stream octet
+/// counted (RFC 6587 §3.4.1), every other message a line.
+fn frame(target: &Target, format: Format, messages: &[Vec<u8>]) -> Vec<u8> {
+    let counted = target.is_socket() && matches!(format, Format::Syslog | Format::Cef);
+    let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
+    for message in messages {
+        if counted {
             out.extend_from_slice(format!("{} ", message.len()).as_bytes());
-            out.extend_from_slice(message.as_bytes());
+            out.extend_from_slice(message);
         } else {
-            out.extend_from_slice(message.as_bytes());
+            out.extend_from_slice(message);
             out.push(b'\n');
         }
     }
@@ -606,60 +660,93 @@ async fn follow(state: SiemState, id: Uuid, stream: Arc<Running>) {
         if let Some((size, record)) = copy {
             events.push((size, record));
         }
-        let bytes = render(&stream, &events, &host);
+        let messages = render(&stream, &events, &host);
         let sent = async {
-            if events.is_empty() {
+            if messages.is_empty() {
                 return Ok(());
             }
             if sink.as_mut().is_none_or(Sink::closed) {
                 sink = Some(connect(&state, &stream).await.map_err(|error| {
                     tracing::warn!(stream = %stream.definition["name"], %error, "audit stream cannot connect");
-                    UNREACHABLE.to_string()
+                    (0, UNREACHABLE.to_string())
                 })?);
             }
             if stream.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
-            sink.as_mut().expect("connected").write(bytes).await.map_err(|error| {
-                tracing::warn!(stream = %stream.definition["name"], %error, "audit stream cannot write");
-                match error.kind() {
-                    std::io::ErrorKind::Other if error.to_string().starts_with("the receiver answered") => {
-                        error.to_string()
-                    }
-                    _ => "the receiver did not take the batch".to_string(),
-                }
-            })
-        }
-        .await;
-        if let Err(error) = sent {
-            sink = None;
-            stream.failed(error);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
-        }
-        if let Some(size) = copy_size {
-            witnessed = size;
-        }
-        let moved = match next {
-            Some(next) => state.save_setting(key.clone(), next.to_string()).await,
-            None => Ok(()),
-        };
-        match moved {
-            Ok(()) => {
-                backoff = FIRST_BACKOFF;
-                let mut status = stream.status.lock().expect("stream status lock");
-                status.delivered += sent_events as u64;
-                status.last_delivered_us = Some(state.clock.now_us());
-                status.last_error = None;
-                status.connected = sink.is_some();
-                if let Some(size) = copy_size {
-                    status.witnessed = Some(size);
+            let payloads: Vec<Vec<u8>> = messages.iter().map(|(_, m)| m.clone()).collect();
+            let target = &stream.target;
+            let (taken, error) = sink
+                .as_mut()
+                .expect("connected")
+                .send(&payloads, |m| frame(target, stream.format, m))
+                .await;
+            match error {
+                None => Ok(()),
+                Some(error) => {
+                    tracing::warn!(stream = %stream.definition["name"], %error, "audit stream cannot write");
+                    let said = error.to_string();
+                    let shown = if said.starts_with("the receiver answered") || said.starts_with("the RELP receiver") {
+                        said
+                    } else {
+                        "the receiver did not take the batch".to_string()
+                    };
+                    Err((taken, shown))
                 }
             }
-            Err(error) => {
-                stream.failed(error.message);
+        }
+        .await;
+        // The events the target took whole, and where the cursor goes after them.
+        let (whole, moved_to, failure) = match sent {
+            Ok(()) => (sent_events, next, None),
+            Err((taken, error)) => {
+                sink = None;
+                let whole = messages
+                    .get(taken)
+                    .map_or(events.len(), |(index, _)| *index)
+                    .min(sent_events);
+                let moved_to = match events.get(whole) {
+                    _ if whole == 0 => None,
+                    Some((seq, _)) if whole < sent_events => Some(*seq),
+                    _ => next,
+                };
+                (whole, moved_to, Some(error))
+            }
+        };
+        let copied = failure.is_none().then_some(copy_size).flatten();
+        if let Some(size) = copied {
+            witnessed = size;
+        }
+        let moved = match moved_to {
+            Some(to) => state.save_setting(key.clone(), to.to_string()).await,
+            None => Ok(()),
+        };
+        if let Err(error) = moved {
+            stream.failed(error.message);
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        {
+            let mut status = stream.status.lock().expect("stream status lock");
+            status.delivered += whole as u64;
+            if whole > 0 || failure.is_none() {
+                status.last_delivered_us = Some(state.clock.now_us());
+            }
+            if let Some(size) = copied {
+                status.witnessed = Some(size);
+            }
+        }
+        match failure {
+            None => {
+                backoff = FIRST_BACKOFF;
+                let mut status = stream.status.lock().expect("stream status lock");
+                status.last_error = None;
+                status.connected = sink.is_some();
+            }
+            Some(error) => {
+                stream.failed(error);
                 tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -696,6 +783,8 @@ fn stream_json(state: &SiemState, id: Uuid, stream: &Running) -> Json {
         "lastError": status.last_error,
         "connected": status.connected,
         "checkpointSent": status.witnessed,
+        // Plain TCP and TLS count what the kernel took: a receiver that dies unread loses it.
+        "deliveryConfirmed": stream.target.confirms(),
     });
     out
 }
@@ -744,6 +833,11 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     let target_text =
         text("target").ok_or_else(|| AppError::bad_request("'target' is required"))?;
     let target = Target::parse(target_text)?;
+    if matches!(target, Target::Relp { .. }) && !matches!(format, "syslog" | "cef") {
+        return Err(AppError::bad_request(
+            "a relp:// target takes syslog messages: format syslog or cef",
+        ));
+    }
     let mut definition = Map::new();
     definition.insert("name".into(), json!(name));
     definition.insert("format".into(), json!(format));
@@ -838,7 +932,7 @@ pub(crate) async fn create(
         let (mut definition, from_start) = parse_stream(&body)?;
         match Target::parse(definition["target"].as_str().unwrap_or(""))? {
             Target::File(path) => check_file_target(&path, state.config.stream_dir.as_deref())?,
-            Target::Tcp { host, .. } | Target::Tls { host, .. } => {
+            Target::Relp { host, .. } | Target::Tcp { host, .. } | Target::Tls { host, .. } => {
                 state.outbound().check_host(&host)?;
             }
             Target::Http(url) => {

@@ -30,6 +30,7 @@ mod outbound;
 mod publish;
 mod queries;
 mod reindex;
+mod relp;
 mod reports;
 mod retention;
 mod retrieve_multiple;

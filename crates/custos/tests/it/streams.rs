@@ -67,7 +67,7 @@ impl Drop for Receiver {
     }
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
+pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -75,7 +75,7 @@ fn read_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -83,7 +83,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn create_stream(server: &Server, token: &str, body: Value) -> reqwest::blocking::Response {
+pub(crate) fn create_stream(
+    server: &Server,
+    token: &str,
+    body: Value,
+) -> reqwest::blocking::Response {
     send(
         client().post(format!("{}/api/audit/streams", server.base)),
         token,
@@ -91,12 +95,22 @@ fn create_stream(server: &Server, token: &str, body: Value) -> reqwest::blocking
     )
 }
 
-fn stream_status(server: &Server, token: &str, id: &str) -> Value {
+/// Creates a stream that must be accepted (201); returns its id.
+pub(crate) fn created_stream(server: &Server, token: &str, body: Value) -> String {
+    let response = create_stream(server, token, body);
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+pub(crate) fn stream_status(server: &Server, token: &str, id: &str) -> Value {
     get_json(&format!("{}/api/audit/streams/{id}", server.base), token)["status"].clone()
 }
 
 /// The ids of the log's events after the newest event of `operation`, oldest first.
-fn events_after(server: &Server, token: &str, operation: &str) -> Vec<String> {
+pub(crate) fn events_after(server: &Server, token: &str, operation: &str) -> Vec<String> {
     let trail = server.audit(token, "");
     let at = trail
         .iter()
@@ -111,7 +125,7 @@ fn events_after(server: &Server, token: &str, operation: &str) -> Vec<String> {
 
 /// Waits until `received` (re-read each time) holds every id of `ids`; asserts no message was
 /// malformed.
-fn wait_for_all(
+pub(crate) fn wait_for_all(
     ids: &[String],
     mut received: impl FnMut() -> Vec<Value>,
     id_of: fn(&Value) -> Option<String>,
@@ -136,7 +150,7 @@ fn wait_for_all(
     }
 }
 
-fn syslog_id(message: &Value) -> Option<String> {
+pub(crate) fn syslog_id(message: &Value) -> Option<String> {
     message["sd"]["custos@32473"]["id"]
         .as_str()
         .map(str::to_string)
@@ -153,16 +167,11 @@ fn syslog_over_tcp_loses_nothing_through_a_receiver_outage_and_a_restart() {
     let mut server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     let port = free_port();
-    let response = create_stream(
+    let id = created_stream(
         &server,
         &admin,
         json!({"name": "siem", "format": "syslog", "target": format!("tcp://127.0.0.1:{port}")}),
     );
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     for i in 0..5 {
         create_account(&server, &admin, &format!("Outage {i}"));
     }
@@ -268,16 +277,11 @@ fn cef_over_tls_reaches_a_receiver_trusted_by_its_certificate_only() {
     let target = format!("tls://127.0.0.1:{port}");
 
     // Without the certificate, the web's roots do not vouch for the receiver.
-    let response = create_stream(
+    let untrusted = created_stream(
         &server,
         &admin,
         json!({"name": "untrusted", "format": "cef", "target": target}),
     );
-    assert_eq!(response.status(), 201);
-    let untrusted = response.json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
 
     let response = create_stream(
         &server,
@@ -507,12 +511,7 @@ fn streams_are_an_audit_managers_and_refusals_are_clear() {
     );
     assert_eq!(odata_error(missing).0, 404);
 
-    let response = create_stream(&server, &admin, good);
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = created_stream(&server, &admin, good);
     let marker = create_account(&server, &admin, "Before the delete");
     wait_for_all(
         &[
