@@ -1,19 +1,24 @@
 //! An audit record in the formats SIEMs read (SPEC §9): RFC 5424 syslog, ArcSight CEF, OCSF
 //! and plain JSON. Pure functions of one event; the streams (`streams.rs`) frame and send them.
+//! Every format keeps each message within a limit (`*_messages(…, limit)`): an event too
+//! large for one message goes as numbered parts, each naming the event, its number, the count
+//! and the SHA-256 of the whole canonical record, so no value is silently cut.
 //!
 //! - **RFC 5424**: facility 13 (log audit); severity informational for a success, warning for
 //!   a failure, notice for a denial; the event's time with microseconds; APP-NAME `custos`;
 //!   MSGID the operation; one structured-data element `custos@32473` (32473 is the private
 //!   enterprise number RFC 5612 reserves for documentation: Custos has none of its own yet)
-//!   with the fields a receiver filters on; MSG the record's canonical JSON after a BOM.
+//!   with the fields a receiver filters on (each at most 128 bytes: a summary); MSG the
+//!   record's canonical JSON after a BOM. Parts split the MSG's text.
 //! - **CEF**: `CEF:0|Custos|Custos|<version>|<operation>|<name>|<severity>|<extension>`, with
 //!   `rt`, `act`, `suser`, `suid`, `src`, `requestClientApplication`, `outcome`,
-//!   `externalId`, `cnt` and six labelled strings; the record ids of a long list are cut to the
-//!   first 100 (`cn1` keeps the count) so a line stays within what receivers take; the full
-//!   list is in the other formats and in the log.
+//!   `externalId`, `cnt` and six labelled strings, each within ArcSight's field length; in
+//!   RFC 5424 with MSGID and structured data `-`, so the CEF header is the first `CEF:` of the
+//!   line. A line carries at most 100 record ids (`cn1` the count of all); parts share them out.
 //! - **OCSF 1.1**: sign-in and sign-out are Authentication (3002, Logon / Logoff), everything
 //!   else API Activity (6003: Create, Read, Update, Delete or Other), with every field OCSF has
-//!   no place for under `unmapped`.
+//!   no place for under `unmapped`; no empty strings. Parts share out the `resources`.
+//! - **JSON**: the canonical record; parts are fragments of its text in a small wrapper.
 
 use custos_audit::{AuditEvent, Operation, ResultStatus, UserType};
 use serde_json::{Map, Value as Json, json};
@@ -29,33 +34,68 @@ const CEF_RECORD_IDS: usize = 100;
 /// The OCSF schema version the records follow.
 const OCSF_VERSION: &str = "1.1.0";
 
-/// The RFC 5424 message of `event` (without framing), from `hostname` with process `procid`.
-pub(crate) fn rfc5424(event: &AuditEvent, hostname: &str, procid: u32) -> String {
-    rfc5424_with(
-        event,
-        hostname,
-        procid,
-        &format!("\u{feff}{}", canonical(event)),
-    )
-}
-
-/// The RFC 5424 message that carries `event` as a CEF line (CEF over syslog).
-pub(crate) fn cef_over_syslog(event: &AuditEvent, hostname: &str, procid: u32) -> String {
-    rfc5424_with(event, hostname, procid, &cef(event))
-}
-
 fn canonical(event: &AuditEvent) -> String {
     custos_audit::event_value(event).to_string()
 }
 
-fn rfc5424_with(event: &AuditEvent, hostname: &str, procid: u32, msg: &str) -> String {
+/// Which message a syslog header starts.
+enum Header<'a> {
+    /// The record itself as MSG, or one part of it.
+    Syslog(Option<&'a Part<'a>>),
+    /// A CEF line as MSG: no MSGID and no structured data, so nothing before the CEF line
+    /// can be taken for its header.
+    Cef,
+}
+
+/// One of several messages that together carry an event too large for one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Part<'a> {
+    /// From 1.
+    pub(crate) number: usize,
+    pub(crate) count: usize,
+    /// SHA-256 (hex) of the event's canonical JSON, the whole record the parts join into.
+    pub(crate) sha256: &'a str,
+}
+
+impl<'a> Part<'a> {
+    /// Parts 1 to `count` of the record whose SHA-256 is `sha256`.
+    fn all(count: usize, sha256: &'a str) -> impl Iterator<Item = Part<'a>> {
+        (1..=count).map(move |number| Part {
+            number,
+            count,
+            sha256,
+        })
+    }
+}
+
+/// Longest structured-data value, in bytes once escaped: the SD is a summary for filtering,
+/// the MSG holds every value whole.
+const SD_VALUE_BYTES_MAX: usize = 128;
+
+/// Everything of an RFC 5424 message before its MSG, with the space that separates them.
+fn syslog_header(event: &AuditEvent, hostname: &str, procid: u32, header: Header<'_>) -> String {
     let severity = match event.result_status {
         ResultStatus::Succeeded => 6,
         ResultStatus::Denied => 5,
         ResultStatus::Failed => 4,
     };
     let pri = FACILITY_LOG_AUDIT * 8 + severity;
-    let params = [
+    let (msgid, sd) = match header {
+        Header::Cef => ("-".to_string(), "-".to_string()),
+        Header::Syslog(part) => (
+            header_field(&event.operation, 32),
+            structured_data(event, part),
+        ),
+    };
+    format!(
+        "<{pri}>1 {} {} custos {procid} {msgid} {sd} ",
+        custos_audit::format_creation_time(event.creation_time_us),
+        header_field(hostname, 255),
+    )
+}
+
+fn structured_data(event: &AuditEvent, part: Option<&Part<'_>>) -> String {
+    let mut params = vec![
         ("id", event.id.to_string()),
         ("tenant", event.tenant_id.to_string()),
         ("instance", event.instance.clone()),
@@ -72,32 +112,35 @@ fn rfc5424_with(event: &AuditEvent, hostname: &str, procid: u32, msg: &str) -> S
         ("count", event.result_count.to_string()),
         ("correlationId", event.correlation_id.clone()),
     ];
+    if let Some(part) = part {
+        params.push(("part", part.number.to_string()));
+        params.push(("parts", part.count.to_string()));
+        params.push(("sha256", part.sha256.to_string()));
+    }
     let mut sd = format!("[{SD_ID}");
     for (name, value) in params.iter().filter(|(_, v)| !v.is_empty()) {
         sd.push_str(&format!(" {name}=\"{}\"", sd_value(value)));
     }
     sd.push(']');
-    format!(
-        "<{pri}>1 {} {} custos {procid} {} {sd} {msg}",
-        custos_audit::format_creation_time(event.creation_time_us),
-        header_field(hostname, 255),
-        header_field(&event.operation, 32),
-    )
+    sd
 }
 
-/// A PARAM-VALUE: `"`, `\` and `]` escaped; control characters (which would break a line of a
-/// file) become spaces.
+/// A PARAM-VALUE: `"`, `\` and `]` escaped; a control character (which would break a line of
+/// a file) as the text `\u00XX`; at most `SD_VALUE_BYTES_MAX` bytes, a longer value cut and
+/// ended by `…`.
 fn sd_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+    let mut out = String::with_capacity(value.len().min(SD_VALUE_BYTES_MAX));
     for c in value.chars() {
-        match c {
-            '"' | '\\' | ']' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
+        let escaped = match c {
+            '"' | '\\' | ']' => format!("\\{c}"),
+            c if c.is_control() => format!("\\\\u{:04X}", c as u32),
+            c => c.to_string(),
+        };
+        if out.len() + escaped.len() > SD_VALUE_BYTES_MAX - '…'.len_utf8() {
+            out.push('…');
+            break;
         }
+        out.push_str(&escaped);
     }
     out
 }
@@ -112,8 +155,134 @@ fn header_field(value: &str, max: usize) -> String {
     if field.is_empty() { "-".into() } else { field }
 }
 
-/// The CEF line of `event`.
-pub(crate) fn cef(event: &AuditEvent) -> String {
+/// The messages that carry `event` as syslog within `limit` bytes each: one message when it
+/// fits, else numbered parts whose MSGs (after each one's BOM) join into the canonical record,
+/// each part's structured data naming the event, its number, the count and the record's SHA-256.
+pub(crate) fn syslog_messages(
+    event: &AuditEvent,
+    hostname: &str,
+    procid: u32,
+    limit: usize,
+) -> Vec<String> {
+    let record = canonical(event);
+    let whole = syslog_header(event, hostname, procid, Header::Syslog(None)) + "\u{feff}" + &record;
+    if whole.len() <= limit {
+        return vec![whole];
+    }
+    let sha256 = record_sha256(&record);
+    let mut count = 2;
+    loop {
+        // The widest header of `count` parts leaves the room for each part's piece of MSG.
+        let widest = Part {
+            number: count,
+            count,
+            sha256: &sha256,
+        };
+        let header = syslog_header(event, hostname, procid, Header::Syslog(Some(&widest)));
+        let room = limit
+            .saturating_sub(header.len() + '\u{feff}'.len_utf8())
+            .max(4);
+        let pieces = utf8_pieces(&record, room);
+        if pieces.len() <= count {
+            let count = pieces.len();
+            return pieces
+                .iter()
+                .zip(Part::all(count, &sha256))
+                .map(|(piece, part)| {
+                    syslog_header(event, hostname, procid, Header::Syslog(Some(&part)))
+                        + "\u{feff}"
+                        + piece
+                })
+                .collect();
+        }
+        count = pieces.len();
+    }
+}
+
+/// The SHA-256 (hex) of a record's canonical JSON.
+fn record_sha256(record: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(record.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `text` in pieces of at most `room` bytes (at least 4), each cut at a character boundary.
+fn utf8_pieces(text: &str, room: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(room.max(4));
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        pieces.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    pieces
+}
+
+/// Longest values ArcSight keeps in the CEF fields used (characters), from its CEF
+/// implementation standard; a longer value is cut and ended by `…` — the whole record is in
+/// the log under the event's id (`externalId`), and in every other format.
+const CEF_NAME_MAX: usize = 512;
+const CEF_SIGNATURE_MAX: usize = 1023;
+const CEF_SHORT_MAX: usize = 63;
+const CEF_TEXT_MAX: usize = 1023;
+const CEF_CUSTOM_MAX: usize = 4000;
+/// The length every text value is cut to when even one record id per message does not fit the
+/// limit otherwise.
+const CEF_TIGHT_MAX: usize = 128;
+
+/// The messages that carry `event` as CEF lines in RFC 5424 within `limit` bytes each: one when
+/// it fits, else parts that share out the record ids (`cs5`; `cn1` the count of all), each
+/// numbered (`cn2` of `cn3`) with the record's SHA-256 (`flexString1`), so no record id is ever
+/// left out.
+pub(crate) fn cef_messages(
+    event: &AuditEvent,
+    hostname: &str,
+    procid: u32,
+    limit: usize,
+) -> Vec<String> {
+    let header = syslog_header(event, hostname, procid, Header::Cef);
+    let sha256 = record_sha256(&canonical(event));
+    let ids = &event.record_ids;
+    let mut per_message = CEF_RECORD_IDS;
+    let mut cap = None;
+    loop {
+        let count = ids.len().div_ceil(per_message).max(1);
+        let messages: Vec<String> = (0..count)
+            .map(|i| {
+                let slice =
+                    &ids[(i * per_message).min(ids.len())..((i + 1) * per_message).min(ids.len())];
+                let part = (count > 1).then_some(Part {
+                    number: i + 1,
+                    count,
+                    sha256: &sha256,
+                });
+                header.clone() + &cef_line(event, slice, part.as_ref(), cap)
+            })
+            .collect();
+        if messages.iter().all(|m| m.len() <= limit) {
+            return messages;
+        }
+        match (per_message, cap) {
+            (1, None) => cap = Some(CEF_TIGHT_MAX),
+            (1, Some(_)) => return messages,
+            _ => per_message = (per_message / 2).max(1),
+        }
+    }
+}
+
+/// The CEF line of `event` carrying `ids` of its record ids, as one message or one `part`;
+/// every text value within `cap` characters when given, else within ArcSight's lengths.
+fn cef_line(
+    event: &AuditEvent,
+    ids: &[uuid::Uuid],
+    part: Option<&Part<'_>>,
+    cap: Option<usize>,
+) -> String {
     let severity = match event.result_status {
         ResultStatus::Succeeded => 3,
         ResultStatus::Failed => 5,
@@ -124,67 +293,114 @@ pub(crate) fn cef(event: &AuditEvent) -> String {
     } else {
         format!("{} {}", event.operation, event.entity_name)
     };
-    let ids: Vec<String> = event
-        .record_ids
-        .iter()
-        .take(CEF_RECORD_IDS)
-        .map(ToString::to_string)
-        .collect();
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let within = |max: usize| cap.map_or(max, |cap| cap.min(max));
     let mut extension = vec![
-        ("rt", (event.creation_time_us / 1000).to_string()),
-        ("externalId", event.id.to_string()),
-        ("act", event.operation.clone()),
-        ("outcome", event.result_status.as_str().to_string()),
-        ("suser", event.user_upn.clone()),
-        ("suid", event.user_id.clone()),
-        ("requestClientApplication", event.user_agent.clone()),
-        ("cnt", event.result_count.to_string()),
-        ("cs1Label", "Instance".into()),
-        ("cs1", event.instance.clone()),
-        ("cs2Label", "Entity".into()),
-        ("cs2", event.entity_name.clone()),
-        ("cs3Label", "Origin".into()),
-        ("cs3", event.origin.as_str().to_string()),
-        ("cs4Label", "CorrelationId".into()),
-        ("cs4", event.correlation_id.clone()),
-        ("cs5Label", "RecordIds".into()),
-        ("cs5", ids.join(",")),
-        ("cs6Label", "Workload".into()),
-        ("cs6", event.workload.clone()),
-        ("cn1Label", "RecordIdCount".into()),
-        ("cn1", event.record_ids.len().to_string()),
+        (
+            "rt",
+            (event.creation_time_us / 1000).to_string(),
+            usize::MAX,
+        ),
+        ("externalId", event.id.to_string(), usize::MAX),
+        ("act", event.operation.clone(), within(CEF_SHORT_MAX)),
+        (
+            "outcome",
+            event.result_status.as_str().to_string(),
+            CEF_SHORT_MAX,
+        ),
+        ("suser", event.user_upn.clone(), within(CEF_TEXT_MAX)),
+        ("suid", event.user_id.clone(), within(CEF_TEXT_MAX)),
+        (
+            "requestClientApplication",
+            event.user_agent.clone(),
+            within(CEF_TEXT_MAX),
+        ),
+        ("cnt", event.result_count.to_string(), usize::MAX),
+        ("cs1Label", "Instance".into(), usize::MAX),
+        ("cs1", event.instance.clone(), within(CEF_CUSTOM_MAX)),
+        ("cs2Label", "Entity".into(), usize::MAX),
+        ("cs2", event.entity_name.clone(), within(CEF_CUSTOM_MAX)),
+        ("cs3Label", "Origin".into(), usize::MAX),
+        ("cs3", event.origin.as_str().to_string(), usize::MAX),
+        ("cs4Label", "CorrelationId".into(), usize::MAX),
+        ("cs4", event.correlation_id.clone(), within(CEF_CUSTOM_MAX)),
+        ("cs5Label", "RecordIds".into(), usize::MAX),
+        ("cs5", ids.join(","), usize::MAX),
+        ("cs6Label", "Workload".into(), usize::MAX),
+        ("cs6", event.workload.clone(), within(CEF_CUSTOM_MAX)),
+        ("cn1Label", "RecordIdCount".into(), usize::MAX),
+        ("cn1", event.record_ids.len().to_string(), usize::MAX),
     ];
+    if let Some(part) = part {
+        extension.extend([
+            ("cn2Label", "Part".into(), usize::MAX),
+            ("cn2", part.number.to_string(), usize::MAX),
+            ("cn3Label", "Parts".into(), usize::MAX),
+            ("cn3", part.count.to_string(), usize::MAX),
+            ("flexString1Label", "RecordSha256".into(), usize::MAX),
+            ("flexString1", part.sha256.to_string(), usize::MAX),
+        ]);
+    }
     if event.client_ip.parse::<std::net::IpAddr>().is_ok() {
-        extension.push(("src", event.client_ip.clone()));
+        extension.push(("src", event.client_ip.clone(), usize::MAX));
     }
     let extension: Vec<String> = extension
         .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", cef_value(&v)))
+        .filter(|(_, v, _)| !v.is_empty())
+        .map(|(k, v, max)| format!("{k}={}", cef_value(cut(&v, max))))
         .collect();
     format!(
         "CEF:0|Custos|Custos|{VERSION}|{}|{}|{severity}|{}",
-        cef_header(&event.operation),
-        cef_header(&name),
+        cef_header(cut(&event.operation, within(CEF_SIGNATURE_MAX))),
+        cef_header(cut(&name, within(CEF_NAME_MAX))),
         extension.join(" ")
     )
 }
 
-/// A header field: `\` and `|` escaped, no line breaks.
-fn cef_header(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace(['\r', '\n'], " ")
+/// `value` within `max` characters: cut, the last one `…`, when longer.
+fn cut(value: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(max) {
+        None => value.into(),
+        Some(_) => {
+            let end = value
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(value.len(), |(at, _)| at);
+            format!("{}…", &value[..end]).into()
+        }
+    }
 }
 
-/// An extension value: `\` and `=` escaped, line breaks as `\n` / `\r`.
-fn cef_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('=', "\\=")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
+/// A header field: `\` and `|` escaped, line breaks and other control characters as the
+/// text `\u00XX` (its backslash escaped, as CEF asks of every backslash).
+fn cef_header(value: impl AsRef<str>) -> String {
+    cef_escaped(value.as_ref(), '|', false)
+}
+
+/// An extension value: `\` and `=` escaped, line breaks as `\n` / `\r`, other control
+/// characters as the text `\u00XX`.
+fn cef_value(value: impl AsRef<str>) -> String {
+    cef_escaped(value.as_ref(), '=', true)
+}
+
+/// `value` with `\` and `special` escaped, line breaks as `\n` / `\r` when `line_breaks`, and
+/// every other control character as the text `\u00XX`: no raw control byte reaches a receiver.
+fn cef_escaped(value: &str, special: char, line_breaks: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c == special => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' if line_breaks => out.push_str("\\n"),
+            '\r' if line_breaks => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The OCSF record of `event`, as one line of JSON text. The `resources` of a list (one object
@@ -192,26 +408,134 @@ fn cef_value(value: &str) -> String {
 /// JSON values: measured with `custos bench siem`, that took OCSF streams from about 13,000 to
 /// the rate of the other formats.
 pub(crate) fn ocsf(event: &AuditEvent) -> String {
-    let mut text = ocsf_without_resources(event).to_string();
+    ocsf_with(event, &event.record_ids, None)
+}
+
+/// The OCSF record of `event` with `ids` as its resources, as one message or one `part` (named
+/// in `unmapped.custos_part`).
+fn ocsf_with(event: &AuditEvent, ids: &[uuid::Uuid], part: Option<&Part<'_>>) -> String {
+    let mut record = ocsf_without_resources(event);
+    if let Some(part) = part {
+        record["unmapped"]["custos_part"] = json!({
+            "part": part.number,
+            "parts": part.count,
+            "record_sha256": part.sha256,
+        });
+    }
+    let mut text = record.to_string();
     if ocsf_class(event).0 == 3002 {
         return text;
     }
-    let kind = Json::from(event.entity_name.as_str()).to_string();
+    let kind = if event.entity_name.is_empty() {
+        String::new()
+    } else {
+        format!(",\"type\":{}", Json::from(event.entity_name.as_str()))
+    };
     text.pop();
     text.push_str(",\"resources\":[");
     let mut buffer = uuid::Uuid::encode_buffer();
-    for (i, id) in event.record_ids.iter().enumerate() {
+    for (i, id) in ids.iter().enumerate() {
         if i > 0 {
             text.push(',');
         }
         text.push_str("{\"uid\":\"");
         text.push_str(id.hyphenated().encode_lower(&mut buffer));
-        text.push_str("\",\"type\":");
+        text.push('"');
         text.push_str(&kind);
         text.push('}');
     }
     text.push_str("]}");
     text
+}
+
+/// The OCSF lines that carry `event` within `limit` bytes each: one when it fits, else parts
+/// that share out its resources (each a whole OCSF record, numbered in `unmapped.custos_part`
+/// with the record's SHA-256); an event too large even without resources goes as fragments
+/// (`fragments`).
+pub(crate) fn ocsf_messages(event: &AuditEvent, limit: usize) -> Vec<String> {
+    let whole = ocsf(event);
+    if whole.len() <= limit {
+        return vec![whole];
+    }
+    let sha256 = record_sha256(&canonical(event));
+    let ids = &event.record_ids;
+    let widest = Part {
+        number: ids.len().max(1),
+        count: ids.len().max(1),
+        sha256: &sha256,
+    };
+    let bare = ocsf_with(event, &[], Some(&widest)).len();
+    let one = ocsf_with(event, &ids[..ids.len().min(1)], Some(&widest)).len() - bare + 1;
+    let per_message = limit.saturating_sub(bare) / one.max(1);
+    if ids.is_empty() || per_message == 0 {
+        return fragments(&whole, event.id, &sha256, limit);
+    }
+    let count = ids.len().div_ceil(per_message);
+    ids.chunks(per_message)
+        .zip(Part::all(count, &sha256))
+        .map(|(slice, part)| ocsf_with(event, slice, Some(&part)))
+        .collect()
+}
+
+/// The JSON lines that carry `event`'s canonical record within `limit` bytes each: the record
+/// when it fits, else fragments.
+pub(crate) fn json_messages(event: &AuditEvent, limit: usize) -> Vec<String> {
+    let record = canonical(event);
+    if record.len() <= limit {
+        return vec![record];
+    }
+    let sha256 = record_sha256(&record);
+    fragments(&record, event.id, &sha256, limit)
+}
+
+/// `text` as JSON lines of at most `limit` bytes: `{"CustosPart": {"Id", "Part", "Parts",
+/// "Sha256"}, "Fragment": "…"}`, whose fragments, in part order, join into `text`, whose
+/// SHA-256 is `Sha256`.
+fn fragments(text: &str, id: uuid::Uuid, sha256: &str, limit: usize) -> Vec<String> {
+    let line = |number: usize, count: usize, fragment: &str| {
+        json!({
+            "CustosPart": {"Id": id, "Part": number, "Parts": count, "Sha256": sha256},
+            "Fragment": fragment,
+        })
+        .to_string()
+    };
+    let mut count = 2;
+    loop {
+        let room = limit.saturating_sub(line(count, count, "").len()).max(8);
+        let pieces = escaped_pieces(text, room);
+        if pieces.len() <= count {
+            let count = pieces.len();
+            return pieces
+                .iter()
+                .enumerate()
+                .map(|(i, piece)| line(i + 1, count, piece))
+                .collect();
+        }
+        count = pieces.len();
+    }
+}
+
+/// `text` in pieces whose JSON string escapes take at most `room` bytes each (at least one
+/// character each).
+fn escaped_pieces(text: &str, room: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (at, c) in text.char_indices() {
+        let escaped = match c {
+            '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if size + escaped > room && at > start {
+            pieces.push(&text[start..at]);
+            (start, size) = (at, 0);
+        }
+        size += escaped;
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
 }
 
 /// The OCSF class, category and activity of `event`'s operation.
@@ -270,8 +594,14 @@ fn ocsf_without_resources(event: &AuditEvent) -> Json {
     put("type_uid", json!(class_uid * 100 + activity_id));
     put("type_name", json!(format!("{class_name}: {activity_name}")));
     put("time", json!(time_ms));
-    put("severity_id", json!(1));
-    put("severity", json!("Informational"));
+    // A refusal is a security-relevant signal, a failure less so, a success none.
+    let (severity_id, severity) = match event.result_status {
+        ResultStatus::Succeeded => (1, "Informational"),
+        ResultStatus::Failed => (2, "Low"),
+        ResultStatus::Denied => (3, "Medium"),
+    };
+    put("severity_id", json!(severity_id));
+    put("severity", json!(severity));
     put("status_id", json!(if succeeded { 1 } else { 2 }));
     put(
         "status",
@@ -292,10 +622,12 @@ fn ocsf_without_resources(event: &AuditEvent) -> Json {
             "product": {"name": "Custos", "vendor_name": "Custos", "version": VERSION},
         }),
     );
-    put(
-        "src_endpoint",
-        json!({"ip": event.client_ip, "svc_name": event.origin.as_str()}),
-    );
+    // An `ip` is an IP address or absent (an ingested event may carry any text).
+    let mut endpoint = json!({"svc_name": event.origin.as_str()});
+    if let Ok(ip) = event.client_ip.parse::<std::net::IpAddr>() {
+        endpoint["ip"] = json!(ip.to_string());
+    }
+    put("src_endpoint", endpoint);
     put("http_request", json!({"user_agent": event.user_agent}));
     if class_uid == 3002 {
         put("user", user);
@@ -338,7 +670,25 @@ fn ocsf_without_resources(event: &AuditEvent) -> Json {
             "Details": value["Details"],
         }),
     );
-    Json::Object(out)
+    without_empty(Json::Object(out))
+}
+
+/// `value` without empty strings, and without the objects that leaves empty: OCSF has no value
+/// for "absent" but absence.
+fn without_empty(value: Json) -> Json {
+    match value {
+        Json::Object(map) => Json::Object(
+            map.into_iter()
+                .map(|(key, value)| (key, without_empty(value)))
+                .filter(|(_, value)| match value {
+                    Json::String(text) => !text.is_empty(),
+                    Json::Object(inner) => !inner.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The API Activity activity of an operation: what it did to data.
@@ -402,9 +752,16 @@ mod tests {
         }
     }
 
+    /// The one message of `event` as syslog, however long.
+    fn rfc5424(event: &AuditEvent) -> String {
+        let mut messages = syslog_messages(event, "host-1", 42, usize::MAX);
+        assert_eq!(messages.len(), 1);
+        messages.remove(0)
+    }
+
     #[test]
     fn syslog_header_and_structured_data_follow_rfc_5424() {
-        let message = rfc5424(&event(), "host-1", 42);
+        let message = rfc5424(&event());
         assert!(
             message.starts_with("<110>1 2024-11-19T07:06:40.123456Z host-1 custos 42 RetrieveMultiple [custos@32473 id=\"01936a52-0000-7000-8000-000000000001\""),
             "{message}"
@@ -414,31 +771,121 @@ mod tests {
         let msg = message.split_once("] \u{feff}").unwrap().1;
         let parsed: Json = serde_json::from_str(msg).unwrap();
         assert_eq!(parsed["RecordIds"].as_array().unwrap().len(), 150);
-        assert_eq!(sd_value("a\"b]c\\d\ne"), "a\\\"b\\]c\\\\d e");
+        assert_eq!(
+            sd_value("a\"b]c\\d\ne\0"),
+            "a\\\"b\\]c\\\\d\\\\u000Ae\\\\u0000"
+        );
+        assert_eq!(sd_value(&"x".repeat(500)).len(), SD_VALUE_BYTES_MAX);
         assert_eq!(header_field("", 32), "-");
         assert_eq!(header_field("an operation with spaces", 5), "anope");
     }
 
     #[test]
-    fn cef_escapes_its_header_and_extension_and_cuts_long_lists() {
+    fn a_large_syslog_event_goes_as_parts_that_join_into_the_record() {
+        let mut large = event();
+        large.record_ids = (0..2_000).map(|i| Uuid::from_u128(i + 1)).collect();
+        let record = canonical(&large);
+        let parts = syslog_messages(&large, "host-1", 42, 8_192);
+        assert!(parts.len() > 9, "{}", parts.len());
+        let mut joined = String::new();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.len() <= 8_192, "part {i}: {}", part.len());
+            assert!(
+                part.contains(&format!(
+                    " part=\"{}\" parts=\"{}\" sha256=\"{}\"]",
+                    i + 1,
+                    parts.len(),
+                    record_sha256(&record)
+                )),
+                "{part}"
+            );
+            joined.push_str(part.split_once("] \u{feff}").unwrap().1);
+        }
+        assert_eq!(joined, record);
+    }
+
+    #[test]
+    fn cef_escapes_its_header_and_extension_and_shares_long_lists_out() {
         let mut denied = event();
         denied.result_status = ResultStatus::Denied;
-        denied.operation = "Odd|Op".into();
-        let line = cef(&denied);
-        assert!(line.starts_with("CEF:0|Custos|Custos|"), "{line}");
-        assert!(line.contains("|Odd\\|Op|Odd\\|Op account|7|"), "{line}");
+        denied.operation = "Odd|Op\0CEF:0|Evil|".into();
+        let messages = cef_messages(&denied, "host-1", 42, 8_192);
+        assert_eq!(messages.len(), 2, "150 ids, 100 a message");
+        // Nothing before the CEF line can be taken for a CEF header.
+        for message in &messages {
+            assert!(
+                message.starts_with(
+                    "<109>1 2024-11-19T07:06:40.123456Z host-1 custos 42 - - CEF:0|Custos|Custos|"
+                ),
+                "{message}"
+            );
+            assert!(!message.contains('\n') && !message.contains('\0'));
+        }
+        let line = messages[0].split_once(" - - ").unwrap().1;
+        assert!(
+            line.contains(
+                "|Odd\\|Op\\\\u0000CEF:0\\|Evil\\||Odd\\|Op\\\\u0000CEF:0\\|Evil\\| account|7|"
+            ),
+            "{line}"
+        );
         assert!(line.contains("requestClientApplication=agent \"x\" \\= y | z ] \\\\ end\\nline"));
-        assert!(line.contains(" cn1=150"));
-        let cs5 = line
-            .split(" cs5=")
+        assert!(line.contains(" cn1=150 cn2Label=Part cn2=1 cn3Label=Parts cn3=2 flexString1Label=RecordSha256 flexString1="), "{line}");
+        let ids = |line: &str| -> Vec<String> {
+            line.split(" cs5=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .split(',')
+                .map(str::to_string)
+                .collect()
+        };
+        let mut all = ids(line);
+        all.extend(ids(messages[1].split_once(" - - ").unwrap().1));
+        assert_eq!(all.len(), 150, "every record id, each once");
+        assert_eq!(all[149], Uuid::from_u128(150).to_string());
+        assert!(line.contains(" src=10.0.0.7"));
+        // ArcSight's lengths: a long user agent is cut, marked.
+        let mut long = event();
+        long.user_agent = "a".repeat(2_000);
+        let line = cef_line(&long, &[], None, None);
+        let agent = line
+            .split("requestClientApplication=")
             .nth(1)
             .unwrap()
             .split(' ')
             .next()
             .unwrap();
-        assert_eq!(cs5.split(',').count(), CEF_RECORD_IDS);
-        assert!(line.contains(" src=10.0.0.7"));
-        assert!(!line.contains('\n'));
+        assert_eq!(agent.chars().count(), CEF_TEXT_MAX);
+        assert!(agent.ends_with('…'));
+    }
+
+    #[test]
+    fn json_and_ocsf_lines_stay_within_their_limit() {
+        let mut large = event();
+        large.record_ids = (0..3_000).map(|i| Uuid::from_u128(i + 1)).collect();
+        let record = canonical(&large);
+        let fragments = json_messages(&large, 4_096);
+        let mut joined = String::new();
+        for (i, line) in fragments.iter().enumerate() {
+            assert!(line.len() <= 4_096, "{}", line.len());
+            let value: Json = serde_json::from_str(line).unwrap();
+            assert_eq!(value["CustosPart"]["Part"], i + 1);
+            assert_eq!(value["CustosPart"]["Parts"], fragments.len());
+            joined.push_str(value["Fragment"].as_str().unwrap());
+        }
+        assert_eq!(joined, record);
+        let parts = ocsf_messages(&large, 8_192);
+        let mut resources = 0;
+        for line in &parts {
+            assert!(line.len() <= 8_192);
+            let value: Json = serde_json::from_str(line).unwrap();
+            assert_eq!(value["class_uid"], 6003, "each part is an OCSF record");
+            assert_eq!(value["unmapped"]["custos_part"]["parts"], parts.len());
+            resources += value["resources"].as_array().unwrap().len();
+        }
+        assert_eq!(resources, 3_000);
     }
 
     #[test]
@@ -471,5 +918,34 @@ mod tests {
         assert_eq!(other["activity_id"], 99);
         assert_eq!(other["status_id"], 2);
         assert_eq!(other["status_code"], "BadRequest");
+        assert_eq!(
+            (other["severity_id"].clone(), other["severity"].clone()),
+            (json!(2), json!("Low"))
+        );
+        let mut denied = event();
+        denied.result_status = ResultStatus::Denied;
+        denied.client_ip = "somewhere".into();
+        denied.entity_name.clear();
+        let denied: Json = serde_json::from_str(&ocsf(&denied)).unwrap();
+        assert_eq!(denied["severity_id"], 3);
+        assert!(
+            denied["src_endpoint"].get("ip").is_none(),
+            "not an IP: absent"
+        );
+        assert_eq!(list["src_endpoint"]["ip"], "10.0.0.7");
+        // OCSF has no empty strings: an absent value is absent.
+        fn no_empty(value: &Json, at: &str) {
+            match value {
+                Json::String(text) => assert!(!text.is_empty(), "empty string at {at}"),
+                Json::Object(map) => map
+                    .iter()
+                    .for_each(|(k, v)| no_empty(v, &format!("{at}.{k}"))),
+                Json::Array(items) => items.iter().for_each(|v| no_empty(v, at)),
+                _ => {}
+            }
+        }
+        for record in [&list, &auth, &other, &denied] {
+            no_empty(record, "");
+        }
     }
 }

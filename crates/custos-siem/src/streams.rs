@@ -77,7 +77,21 @@ enum Format {
     Json,
 }
 
+/// Bounds of a stream's `maxMessageBytes`: the smallest leaves room for a message's header and
+/// summary; the largest is what RFC 6587 receivers are asked to take at most.
+const MESSAGE_BYTES_MIN: usize = 4_096;
+const MESSAGE_BYTES_MAX: usize = 65_536;
+
 impl Format {
+    /// The longest message by default: 8 KiB for syslog and CEF, what common syslog receivers
+    /// take (rsyslog's and syslog-ng's defaults); 64 KiB for OCSF and JSON lines.
+    fn default_message_bytes(self) -> usize {
+        match self {
+            Format::Syslog | Format::Cef => 8_192,
+            Format::Ocsf | Format::Json => MESSAGE_BYTES_MAX,
+        }
+    }
+
     fn parse(text: &str) -> Option<Format> {
         Some(match text {
             "syslog" => Format::Syslog,
@@ -234,6 +248,8 @@ struct Running {
     format: Format,
     target: Target,
     filter: Filter,
+    /// The longest message sent (`maxMessageBytes`).
+    max_message_bytes: usize,
     /// Certificates a TLS receiver's chain must end in; none: the web's public roots.
     roots: Vec<CertificateDer<'static>>,
     stop: AtomicBool,
@@ -288,11 +304,15 @@ fn running(definition: Json) -> Result<Running, AppError> {
         None => Vec::new(),
     };
     let filter = Filter::parse(&definition["filter"])?;
+    let max_message_bytes = definition["maxMessageBytes"]
+        .as_u64()
+        .map_or(format.default_message_bytes(), |n| n as usize);
     Ok(Running {
         definition,
         format,
         target,
         filter,
+        max_message_bytes,
         roots,
         stop: AtomicBool::new(false),
         status: Mutex::new(Status::default()),
@@ -572,22 +592,23 @@ fn open_stream_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The messages of `events` for `stream`, each with the index of its event, unframed.
+/// The messages of `events` for `stream`, each with the index of its event, unframed, each
+/// within the stream's `maxMessageBytes` (an event too large goes as numbered parts).
 fn render(stream: &Running, events: &[(u64, AuditEvent)], hostname: &str) -> Vec<(usize, Vec<u8>)> {
+    use crate::formats::{cef_messages, json_messages, ocsf_messages, syslog_messages};
     let procid = std::process::id();
-    events
-        .iter()
-        .enumerate()
-        .map(|(index, (_, event))| {
-            let message = match stream.format {
-                Format::Syslog => crate::formats::rfc5424(event, hostname, procid),
-                Format::Cef => crate::formats::cef_over_syslog(event, hostname, procid),
-                Format::Ocsf => crate::formats::ocsf(event),
-                Format::Json => custos_audit::event_value(event).to_string(),
-            };
-            (index, message.into_bytes())
-        })
-        .collect()
+    let limit = stream.max_message_bytes;
+    let mut out = Vec::with_capacity(events.len());
+    for (index, (_, event)) in events.iter().enumerate() {
+        let messages = match stream.format {
+            Format::Syslog => syslog_messages(event, hostname, procid, limit),
+            Format::Cef => cef_messages(event, hostname, procid, limit),
+            Format::Ocsf => ocsf_messages(event, limit),
+            Format::Json => json_messages(event, limit),
+        };
+        out.extend(messages.into_iter().map(|m| (index, m.into_bytes())));
+    }
+    out
 }
 
 /// `messages` as the bytes of one write to `target`: syslog and CEF over a byte stream octet
@@ -815,7 +836,14 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     if let Some(key) = object.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "name" | "format" | "target" | "caCertificate" | "authorization" | "from" | "filter"
+            "name"
+                | "format"
+                | "target"
+                | "caCertificate"
+                | "authorization"
+                | "from"
+                | "filter"
+                | "maxMessageBytes"
         )
     }) {
         return Err(AppError::bad_request(format!("unknown property '{key}'")));
@@ -867,6 +895,21 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
             return Err(AppError::bad_request(
                 "'authorization' is an Authorization header value, and only for an http(s) target",
             ));
+        }
+    }
+    let default_limit =
+        Format::parse(format).map_or(MESSAGE_BYTES_MAX, Format::default_message_bytes);
+    definition.insert("maxMessageBytes".into(), json!(default_limit));
+    if let Some(limit) = object.get("maxMessageBytes").filter(|l| !l.is_null()) {
+        match limit.as_u64() {
+            Some(n) if (MESSAGE_BYTES_MIN as u64..=MESSAGE_BYTES_MAX as u64).contains(&n) => {
+                definition.insert("maxMessageBytes".into(), json!(n));
+            }
+            _ => {
+                return Err(AppError::bad_request(format!(
+                    "'maxMessageBytes' must be a whole number from {MESSAGE_BYTES_MIN} to {MESSAGE_BYTES_MAX}"
+                )));
+            }
         }
     }
     if let Some(filter) = object.get("filter").filter(|f| !f.is_null()) {

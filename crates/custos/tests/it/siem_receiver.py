@@ -6,7 +6,12 @@ message that breaks the format, {"connected": true} for each connection made, af
 handshake).
 
     python3 siem_receiver.py --port N --out FILE [--framing octet|line] [--parse syslog|cef|json]
-                             [--tls CERT KEY]
+                             [--tls CERT KEY] [--max-frame BYTES]
+
+With --max-frame, a frame over that many bytes is refused as a default syslog daemon refuses
+it: {"overLimit": length} is written and the connection dropped. A syslog message that is one
+part of an event (structured data part/parts/sha256) keeps its MSG as "fragment" for the test
+to join, since a part alone is not JSON.
     python3 siem_receiver.py --make-cert DIR     (ca.pem, and cert.pem / key.pem for 127.0.0.1)
 """
 
@@ -152,7 +157,11 @@ def parse_cef(line):
     }
 
 
-def frames(conn, framing):
+class OverLimit(Exception):
+    pass
+
+
+def frames(conn, framing, max_frame):
     buffer = b""
     while True:
         chunk = conn.recv(65536)
@@ -171,6 +180,8 @@ def frames(conn, framing):
                 length, rest = buffer.split(b" ", 1)
                 if not length.isdigit():
                     raise ValueError("an octet count is digits: %r" % length[:20])
+                if max_frame and int(length) > max_frame:
+                    raise OverLimit(int(length))
                 if len(rest) < int(length):
                     break
                 yield rest[:int(length)]
@@ -199,7 +210,7 @@ def serve(args):
             if context:
                 conn = context.wrap_socket(conn, server_side=True)
             write({"connected": True})
-            for frame in frames(conn, args.framing):
+            for frame in frames(conn, args.framing, args.max_frame):
                 try:
                     text = frame.decode("utf-8")
                     if args.parse == "json":
@@ -208,11 +219,15 @@ def serve(args):
                     parsed = parse_syslog(text)
                     if args.parse == "cef":
                         parsed["cef"] = parse_cef(parsed["msg"])
+                    elif "part" in parsed["sd"].get("custos@32473", {}):
+                        parsed["fragment"] = parsed["msg"]
                     else:
                         parsed["json"] = json.loads(parsed["msg"])
                     write(parsed)
                 except Exception as error:  # a broken message is a finding, not a crash
                     write({"error": str(error)})
+        except OverLimit as error:
+            write({"overLimit": error.args[0]})
         except (ssl.SSLError, OSError) as error:
             write({"connectionError": str(error)})
         finally:
@@ -285,6 +300,7 @@ def main():
     parser.add_argument("--framing", choices=["octet", "line"], default="octet")
     parser.add_argument("--parse", choices=["syslog", "cef", "json"], default="syslog")
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--max-frame", type=int, default=0)
     parser.add_argument("--make-cert")
     args = parser.parse_args()
     if args.make_cert:

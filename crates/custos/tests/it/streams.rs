@@ -681,3 +681,107 @@ fn a_filtered_stream_sends_only_the_events_it_asks_for() {
     );
     assert_eq!(odata_error(bad).0, 400);
 }
+
+/// An import of 400 records is one event listing 400 record ids, over 8 KiB as syslog: a
+/// receiver that drops a connection on a frame over 8 KiB (as a default syslog daemon does)
+/// gets it as numbered parts within the limit, which join into the canonical record.
+#[test]
+fn an_event_too_large_for_a_frame_goes_as_parts_that_join_into_the_record() {
+    let server = Server::start(&["--allow-private-targets"]);
+    let admin = server.admin();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(
+        port,
+        &dir.path().join("syslog.jsonl"),
+        &["--max-frame", "8192"],
+    );
+    let id = created_stream(
+        &server,
+        &admin,
+        json!({"name": "bounded", "format": "syslog", "target": format!("tcp://127.0.0.1:{port}")}),
+    );
+    assert_eq!(
+        get_json(&format!("{}/api/audit/streams/{id}", server.base), &admin)["maxMessageBytes"],
+        8192,
+        "the default limit is stated"
+    );
+    let content: String = std::iter::once("firstname,lastname\n".to_string())
+        .chain((0..400).map(|i| format!("Person,{i}\n")))
+        .collect();
+    let imported = send(
+        client().post(server.api("ImportRecords")),
+        &admin,
+        Some(json!({"EntitySetName": "contacts", "Content": content})),
+    );
+    assert_eq!(imported.status(), 200);
+    let expected = events_after(&server, &admin, "SaveAuditStream");
+    let messages = wait_for_all(&expected, || receiver.messages(), syslog_id);
+    assert!(
+        messages.iter().all(|m| m.get("overLimit").is_none()),
+        "no frame over the limit"
+    );
+    let import = server.audit(&admin, "operation=ImportRecords");
+    let event_id = import[0]["Id"].as_str().unwrap();
+    let mut parts: Vec<&Value> = messages
+        .iter()
+        .filter(|m| syslog_id(m).as_deref() == Some(event_id))
+        .collect();
+    parts.sort_by_key(|m| {
+        m["sd"]["custos@32473"]["part"]
+            .as_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    });
+    assert!(parts.len() > 1, "{parts:?}");
+    let count = parts.len().to_string();
+    let mut joined = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        let sd = &part["sd"]["custos@32473"];
+        assert_eq!(sd["part"], (i + 1).to_string());
+        assert_eq!(sd["parts"], count.as_str());
+        assert_eq!(sd["sha256"], parts[0]["sd"]["custos@32473"]["sha256"]);
+        joined.push_str(part["fragment"].as_str().unwrap());
+    }
+    let record = get_json(
+        &format!("{}/api/audit/records/{event_id}", server.base),
+        &admin,
+    );
+    let joined_record: Value = serde_json::from_str(&joined).unwrap();
+    assert_eq!(
+        joined_record, record,
+        "the parts join into the canonical record"
+    );
+    assert_eq!(joined_record["RecordIds"].as_array().unwrap().len(), 400);
+    let digest = Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(joined.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&digest.stdout).trim(),
+        parts[0]["sd"]["custos@32473"]["sha256"].as_str().unwrap(),
+        "each part names the SHA-256 of the whole record"
+    );
+    let status = stream_status(&server, &admin, &id);
+    assert!(status["lastError"].is_null(), "{status}");
+    // A limit outside 4 KiB .. 64 KiB is refused.
+    for bad in [json!(100), json!(1_000_000), json!("8k")] {
+        let refused = create_stream(
+            &server,
+            &admin,
+            json!({"name": "x", "format": "syslog", "target": format!("tcp://127.0.0.1:{port}"), "maxMessageBytes": bad}),
+        );
+        assert_eq!(odata_error(refused).0, 400, "{bad}");
+    }
+}
