@@ -91,6 +91,10 @@ pub struct AppError {
     pub code: ErrorCode,
     /// What the client is told (5xx: a generic text; the detail is logged).
     pub message: String,
+    /// The code the body names instead of `code`'s, where an API has codes of its own (the
+    /// activity feed's `AF…`, as Microsoft's Management Activity API); the status and the
+    /// recorded error code stay `code`'s.
+    pub api_code: Option<&'static str>,
 }
 
 impl AppError {
@@ -99,7 +103,14 @@ impl AppError {
         AppError {
             code,
             message: message.into(),
+            api_code: None,
         }
+    }
+
+    /// This error, its body naming `api_code` (unless it names one already).
+    pub fn with_api_code(mut self, api_code: &'static str) -> AppError {
+        self.api_code.get_or_insert(api_code);
+        self
     }
 
     /// Malformed input.
@@ -177,7 +188,8 @@ impl IntoResponse for AppError {
             }
             _ => self.message,
         };
-        let body = json!({"error": {"code": self.code.as_str(), "message": message}});
+        let code = self.api_code.unwrap_or(self.code.as_str());
+        let body = json!({"error": {"code": code, "message": message}});
         let mut response = (self.code.status(), axum::Json(body)).into_response();
         if self.code == ErrorCode::Unauthenticated {
             // RFC 6750 §3: a 401 says which scheme it wants (Dataverse's says Bearer too).

@@ -6,14 +6,24 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::AppError;
 
-/// A time parameter `name` as microseconds since the epoch: an RFC 3339 date-time or a date
-/// (midnight UTC).
+/// A time parameter `name` as microseconds since the epoch: an RFC 3339 date-time, a date
+/// (midnight UTC), or `YYYY-MM-DDTHH:MM[:SS[.fff]]` without a zone (UTC), the forms Microsoft's
+/// Management Activity API documents.
 pub fn parse_time(name: &str, text: &str) -> Result<i64, AppError> {
-    let parsed = OffsetDateTime::parse(text, &Rfc3339)
-        .or_else(|_| OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339))
-        .map_err(|_| {
+    // RFC 3339 with a zone; or, as Microsoft's audit APIs take them, a date (midnight), or a
+    // date and time without a zone, with or without seconds: UTC.
+    let candidates = [
+        text.to_string(),
+        format!("{text}Z"),
+        format!("{text}:00Z"),
+        format!("{text}T00:00:00Z"),
+    ];
+    let parsed = candidates
+        .iter()
+        .find_map(|candidate| OffsetDateTime::parse(candidate, &Rfc3339).ok())
+        .ok_or_else(|| {
             AppError::bad_request(format!(
-                "'{name}' must be an ISO 8601 date or date-time, got '{text}'"
+                "'{name}' must be an ISO 8601 date or date-time (UTC unless it names a zone), got '{text}'"
             ))
         })?;
     Ok((parsed.unix_timestamp_nanos() / 1000) as i64)
@@ -80,5 +90,28 @@ mod utf8_tests {
         let written = utf8_query_pairs(Some("q=%EF%BF%BD".into())).unwrap();
         assert_eq!(written[0].1, "\u{FFFD}");
         assert!(utf8_query_pairs(None).unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_read_in_every_form_microsoft_documents() {
+        let at = |text: &str| parse_time("t", text).unwrap();
+        let second = 1_796_186_693_000_000; // 2026-12-02T04:44:53Z
+        assert_eq!(at("2026-12-02T04:44:53Z"), second);
+        assert_eq!(at("2026-12-02T04:44:53"), second, "no zone: UTC");
+        assert_eq!(at("2026-12-02T05:44:53+01:00"), second);
+        assert_eq!(at("2026-12-02T04:44:53.5"), second + 500_000);
+        assert_eq!(at("2026-12-02T04:44"), second - 53_000_000);
+        assert_eq!(
+            at("2026-12-02"),
+            second - (4 * 3600 + 44 * 60 + 53) * 1_000_000
+        );
+        for bad in ["2026-12-02T04", "yesterday", "2026-13-01", ""] {
+            assert!(parse_time("t", bad).is_err(), "{bad}");
+        }
     }
 }

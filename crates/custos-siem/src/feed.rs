@@ -615,11 +615,35 @@ fn feed_caller(
     };
     let id = state.directory.tenant_id();
     if tenant != id.to_string() && tenant != "default" {
-        return Err(AppError::not_found(format!(
-            "no tenant '{tenant}' here; this tenant is {id}"
-        )));
+        return Err(
+            AppError::not_found(format!("no tenant '{tenant}' here; this tenant is {id}"))
+                .with_api_code("AF20010"),
+        );
     }
     Ok(caller)
+}
+
+/// `error` with the code Microsoft's Management Activity API gives it (`AF…`), when the place
+/// that made it did not name one: by its kind.
+fn af(error: AppError) -> AppError {
+    let code = match error.code {
+        ErrorCode::BadRequest | ErrorCode::UnsupportedMediaType | ErrorCode::PayloadTooLarge => {
+            "AF20002"
+        }
+        ErrorCode::Forbidden => "AF10001",
+        ErrorCode::NotFound => "AF20050",
+        ErrorCode::TooManyRequests => "AF429",
+        ErrorCode::Unauthenticated
+        | ErrorCode::MethodNotAllowed
+        | ErrorCode::Conflict
+        | ErrorCode::PreconditionFailed
+        | ErrorCode::Timeout => return error,
+        ErrorCode::Unavailable
+        | ErrorCode::StoreUnavailable
+        | ErrorCode::Corrupted
+        | ErrorCode::Internal => "AF50000",
+    };
+    error.with_api_code(code)
 }
 
 /// The `contentType` parameter, which must name the one content type.
@@ -628,10 +652,12 @@ fn content_type(pairs: &[(String, String)]) -> Result<(), AppError> {
         Some((_, value)) if value == CONTENT_TYPE => Ok(()),
         Some((_, value)) => Err(AppError::bad_request(format!(
             "unknown content type '{value}'; Custos publishes every event as '{CONTENT_TYPE}'"
-        ))),
+        ))
+        .with_api_code("AF20020")),
         None => Err(AppError::bad_request(format!(
-            "'contentType' is required (Custos publishes '{CONTENT_TYPE}')"
-        ))),
+            "Missing parameter: contentType (Custos publishes '{CONTENT_TYPE}')"
+        ))
+        .with_api_code("AF20001")),
     }
 }
 
@@ -687,26 +713,28 @@ fn parse_webhook(
     Ok(Some((address.to_string(), auth_id, expiration)))
 }
 
-/// Asks the webhook to confirm it takes notifications: a post with `Webhook-ValidationCode`,
-/// answered with 200.
-async fn validate(state: &SiemState, address: &str) -> Result<(), AppError> {
+/// Asks the webhook to confirm it takes notifications: a post with `Webhook-ValidationCode`
+/// (and its `Webhook-AuthID`, as every notification carries it), answered with 200.
+async fn validate(state: &SiemState, address: &str, auth_id: &str) -> Result<(), AppError> {
     let code = Uuid::new_v4().to_string();
     let sender = webhook::Sender::new(state, FEED_AGENT);
+    let mut headers = vec![("Webhook-ValidationCode", code.as_str())];
+    if !auth_id.is_empty() {
+        headers.push(("Webhook-AuthID", auth_id));
+    }
     let answer = sender
-        .post(
-            address,
-            &json!({"validationCode": code}),
-            &[("Webhook-ValidationCode", code.as_str())],
-        )
+        .post(address, &json!({"validationCode": code}), &headers)
         .await;
     match answer {
         Ok(reqwest::StatusCode::OK) => Ok(()),
         Ok(status) => Err(AppError::bad_request(format!(
             "the webhook answered its validation with {status}, not 200"
-        ))),
-        Err(why) => Err(AppError::bad_request(format!(
-            "the webhook failed its validation: {why}"
-        ))),
+        ))
+        .with_api_code("AF20021")),
+        Err(why) => Err(
+            AppError::bad_request(format!("the webhook failed its validation: {why}"))
+                .with_api_code("AF20021"),
+        ),
     }
 }
 
@@ -740,8 +768,14 @@ pub(crate) async fn start(
         let caller = feed_caller(&state, &mut draft, &headers, &tenant, true)?;
         content_type(&pairs)?;
         let hook = parse_webhook(&state, &body)?;
-        if let Some((address, _, _)) = &hook {
-            validate(&state, address).await?;
+        if let Some((address, auth_id, expiration_us)) = &hook {
+            if expiration_us.is_some_and(|at| at <= state.clock.now_us()) {
+                return Err(AppError::bad_request(
+                    "Expiration provided is set to past date and time.",
+                )
+                .with_api_code("AF20003"));
+            }
+            validate(&state, address, auth_id).await?;
         }
         let worker = state.clone();
         let current = blocking(move || subscription(&worker)).await?;
@@ -769,7 +803,7 @@ pub(crate) async fn start(
         change(&state, &draft, subscription).await
     }
     .await;
-    answer(&state, draft, result).await
+    answer(&state, draft, result.map_err(af)).await
 }
 
 /// `POST …/subscriptions/stop?contentType=Audit.General`.
@@ -795,6 +829,7 @@ pub(crate) async fn stop(
                     ErrorCode::Conflict,
                     format!("there is no enabled subscription to '{CONTENT_TYPE}'"),
                 )
+                .with_api_code("AF20022")
             })?;
         draft.details = json!({"ContentType": CONTENT_TYPE}).to_string();
         let stopped = Subscription {
@@ -804,7 +839,7 @@ pub(crate) async fn stop(
         change(&state, &draft, stopped).await
     }
     .await;
-    answer(&state, draft, result).await
+    answer(&state, draft, result.map_err(af)).await
 }
 
 /// `GET …/subscriptions/list`.
@@ -827,36 +862,42 @@ pub(crate) async fn list(
         Ok(axum::Json(Json::Array(listed)).into_response())
     }
     .await;
-    answer(&state, draft, result).await
+    answer(&state, draft, result.map_err(af)).await
 }
 
 /// The listing window of `startTime` / `endTime` (both or neither; at most 24 hours, starting
 /// at most 7 days back; the last 24 hours by default).
 fn window(pairs: &[(String, String)], now_us: i64) -> Result<(i64, i64), AppError> {
     let find = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let time = |name: &str, text: &str| {
+        parse_time(name, text).map_err(|e| {
+            AppError::bad_request(format!(
+                "Invalid parameter type: {name}. Expected type: datetime (YYYY-MM-DD, YYYY-MM-DDTHH:MM or YYYY-MM-DDTHH:MM:SS, UTC unless a zone is given): {}",
+                e.message
+            ))
+            .with_api_code("AF20002")
+        })
+    };
+    // Microsoft's one message for every window it refuses.
+    let refused = |why: &str| {
+        AppError::bad_request(format!(
+            "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time no more than 7 days in the past ({why})"
+        ))
+        .with_api_code("AF20030")
+    };
     let (start, end) = match (find("startTime"), find("endTime")) {
-        (Some(start), Some(end)) => (parse_time("startTime", start)?, parse_time("endTime", end)?),
+        (Some(start), Some(end)) => (time("startTime", start)?, time("endTime", end)?),
         (None, None) => (now_us + 1 - WINDOW_US, now_us + 1),
-        _ => {
-            return Err(AppError::bad_request(
-                "'startTime' and 'endTime' go together: give both or neither",
-            ));
-        }
+        _ => return Err(refused("only one was given")),
     };
     if start >= end {
-        return Err(AppError::bad_request(
-            "'startTime' must be before 'endTime'",
-        ));
+        return Err(refused("'startTime' must be before 'endTime'"));
     }
     if end - start > WINDOW_US {
-        return Err(AppError::bad_request(
-            "'startTime' and 'endTime' must be at most 24 hours apart",
-        ));
+        return Err(refused("they are more than 24 hours apart"));
     }
     if start < now_us - AVAILABLE_US {
-        return Err(AppError::bad_request(
-            "'startTime' must be within the last 7 days: content is kept 7 days",
-        ));
+        return Err(refused("content is kept 7 days"));
     }
     Ok((start, end))
 }
@@ -893,20 +934,34 @@ pub(crate) async fn content(
         }
         let (start_us, end_us) = window(&pairs, state.clock.now_us())?;
         let from = match pairs.iter().find(|(k, _)| k == "nextPage") {
-            Some((_, token)) => token
-                .parse()
-                .map_err(|_| AppError::bad_request(format!("invalid nextPage '{token}'")))?,
+            Some((_, token)) => token.parse().map_err(|_| {
+                AppError::bad_request(format!("Invalid nextPage Input: {token}"))
+                    .with_api_code("AF20031")
+            })?,
             None => 0,
         };
         let worker = state.clone();
         let current = blocking(move || subscription(&worker)).await?;
-        if !current.is_some_and(|s| s.enabled) {
-            return Err(AppError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "there is no enabled subscription to '{CONTENT_TYPE}': start one with subscriptions/start"
-                ),
-            ));
+        match current {
+            Some(subscription) if subscription.enabled => {}
+            Some(_) => {
+                return Err(AppError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the subscription to '{CONTENT_TYPE}' was stopped by an Audit Manager: start it again with subscriptions/start"
+                    ),
+                )
+                .with_api_code("AF20023"));
+            }
+            None => {
+                return Err(AppError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "No subscription found for the specified content type '{CONTENT_TYPE}': start one with subscriptions/start"
+                    ),
+                )
+                .with_api_code("AF20022"));
+            }
         }
         let worker = state.clone();
         let blobs = blocking(move || {
@@ -945,7 +1000,7 @@ pub(crate) async fn content(
         Ok(response)
     }
     .await;
-    answer(&state, draft, result).await
+    answer(&state, draft, result.map_err(af)).await
 }
 
 /// `GET …/subscriptions/notifications?contentType[&startTime&endTime]`: the webhook
@@ -987,7 +1042,7 @@ pub(crate) async fn notifications(
         Ok(axum::Json(Json::Array(listed)).into_response())
     }
     .await;
-    answer(&state, draft, result).await
+    answer(&state, draft, result.map_err(af)).await
 }
 
 /// `GET …/audit/{contentId}`: the blob's records, oldest first.
@@ -1001,17 +1056,22 @@ pub(crate) async fn blob(
     draft.query = format!("audit/{id}");
     let result = async {
         feed_reader(&state, &mut draft, &headers, &tenant)?;
-        let missing = || AppError::not_found(format!("no content '{id}'"));
-        let (first, end) = Blob::parse_id(&id).ok_or_else(missing)?;
+        let missing =
+            || AppError::not_found(format!("The specified content ({id}) does not exist."));
+        let (first, end) = Blob::parse_id(&id).ok_or_else(|| {
+            AppError::bad_request(format!("Content ID {id} in the URL is invalid."))
+                .with_api_code("AF20052")
+        })?;
         let worker = state.clone();
         let blob = blocking(move || Ok::<_, AppError>(worker.own.feed.find(first, end)))
             .await?
             .ok_or_else(missing)?;
         if blob.expires_us() <= state.clock.now_us() {
             return Err(AppError::not_found(format!(
-                "content '{id}' expired on {}: content is kept 7 days",
+                "content '{id}' expired on {}: content older than 7 days cannot be retrieved",
                 format_time(blob.expires_us())
-            )));
+            ))
+            .with_api_code("AF20051"));
         }
         let worker = state.clone();
         let (events, copy) = blocking(move || {
@@ -1037,7 +1097,7 @@ pub(crate) async fn blob(
         Ok(axum::Json(Json::Array(records)).into_response())
     }
     .await;
-    answer(&state, draft, result).await
+    answer(&state, draft, result.map_err(af)).await
 }
 
 #[cfg(test)]

@@ -4,8 +4,14 @@
 //!
 //! The record keeps every field of our canonical record; where the Microsoft schema gives a
 //! name another meaning it wins, and our value moves to a `Custos`-prefixed name:
-//! - `RecordType` is the schema's integer: 21 (`CRM`, Dynamics 365) for Custos's own events, an
-//!   ingested event's own number when it sent one; `CustosRecordType` keeps our class.
+//! - `RecordType` is always the schema's integer: 21 (`CRM`, Dynamics 365) for Custos's own
+//!   events, an ingested event's own number when it sent one, else 148 (`ComplianceConnector`,
+//!   "non-Microsoft data imported by data connectors", which is what ingest is);
+//!   `CustosRecordType` keeps our class.
+//! - `Workload` is `CRM` for Custos's own events, as Dynamics 365's records have it;
+//!   `CustosWorkload` keeps ours. An ingested event keeps its own.
+//! - `Fields` values are strings (`NameValuePair`): a value that is not text is its JSON.
+//! - `Version` is 1, as in Microsoft's records.
 //! - `UserId` is the actor's UPN, as the schema has it; the actor's GUID is `UserKey` (and
 //!   `SystemUserId`, the Dynamics name).
 //! - `CreationTime` is UTC without a zone suffix, as in the schema's samples, keeping our
@@ -16,6 +22,9 @@ use serde_json::{Map, Value as Json, json};
 
 /// The schema's `RecordType` for Dynamics 365 (`CRM`).
 const RECORD_TYPE_CRM: i64 = 21;
+/// The schema's `RecordType` for non-Microsoft data imported by connectors
+/// (`ComplianceConnector`): an ingested event that names no number of its own.
+const RECORD_TYPE_CONNECTOR: i64 = 148;
 
 /// The Custos record types (SPEC §5); an event of another is an ingested application's.
 const CUSTOS_RECORD_TYPES: [&str; 5] = [
@@ -35,13 +44,14 @@ pub(crate) fn record(event: &AuditEvent) -> Json {
         [id] => Some(id.to_string()),
         _ => None,
     };
-    let record_type = if CUSTOS_RECORD_TYPES.contains(&event.record_type.as_str()) {
-        Json::from(RECORD_TYPE_CRM)
+    let own = CUSTOS_RECORD_TYPES.contains(&event.record_type.as_str());
+    let record_type = if own {
+        RECORD_TYPE_CRM
     } else {
         event
             .record_type
             .parse::<i64>()
-            .map_or_else(|_| Json::from(event.record_type.clone()), Json::from)
+            .unwrap_or(RECORD_TYPE_CONNECTOR)
     };
     let creation = custos_audit::format_creation_time(event.creation_time_us);
     let fields: Vec<Json> = out["Changes"]
@@ -49,13 +59,24 @@ pub(crate) fn record(event: &AuditEvent) -> Json {
         .into_iter()
         .flatten()
         .filter(|c| !c["New"].is_null())
-        .map(|c| json!({"Name": c["Attribute"], "Value": c["New"]}))
+        .map(|c| {
+            let value = match &c["New"] {
+                Json::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            json!({"Name": c["Attribute"], "Value": value})
+        })
         .collect();
     let mut put = |name: &str, value: Json| {
         out.insert(name.to_string(), value);
     };
     put("CustosRecordType", json!(event.record_type));
-    put("RecordType", record_type);
+    put("RecordType", json!(record_type));
+    put("Version", json!(1));
+    if own {
+        put("CustosWorkload", json!(event.workload));
+        put("Workload", json!("CRM"));
+    }
     put(
         "CreationTime",
         json!(creation.trim_end_matches('Z').to_string()),
@@ -141,6 +162,11 @@ mod tests {
                     old: Some("\"555\"".into()),
                     new: None,
                 },
+                Change {
+                    attribute: "numberofemployees".into(),
+                    old: None,
+                    new: Some("5".into()),
+                },
             ],
             details: String::new(),
         }
@@ -151,6 +177,9 @@ mod tests {
         let record = record(&event("CustosEntity", 1));
         assert_eq!(record["RecordType"], 21);
         assert_eq!(record["CustosRecordType"], "CustosEntity");
+        assert_eq!(record["Workload"], "CRM");
+        assert_eq!(record["CustosWorkload"], "Custos");
+        assert_eq!(record["Version"], 1);
         assert_eq!(record["CreationTime"], "2024-11-19T07:06:40.123456");
         assert_eq!(record["UserId"], "ann@contoso.test");
         assert_eq!(
@@ -162,8 +191,8 @@ mod tests {
         assert_eq!(record["ObjectId"], record["EntityId"]);
         assert_eq!(
             record["Fields"],
-            json!([{"Name": "name", "Value": "New"}]),
-            "only attributes with a new value"
+            json!([{"Name": "name", "Value": "New"}, {"Name": "numberofemployees", "Value": "5"}]),
+            "only attributes with a new value, each a string"
         );
         assert_eq!(record["Changes"][1]["Old"], "555", "our changes stay whole");
         let keys: Vec<&String> = record.as_object().unwrap().keys().collect();
@@ -183,6 +212,12 @@ mod tests {
             25,
             "a number stays a number"
         );
-        assert_eq!(record(&event("PayrollRun", 0))["RecordType"], "PayrollRun");
+        let ingested = record(&event("PayrollRun", 0));
+        assert_eq!(ingested["RecordType"], 148, "the schema's integer, always");
+        assert_eq!(ingested["CustosRecordType"], "PayrollRun");
+        assert_eq!(
+            ingested["Workload"], "Custos",
+            "an ingested event keeps its workload"
+        );
     }
 }

@@ -28,11 +28,33 @@ fn start(server: &Server, token: &str, body: Option<Value>) -> reqwest::blocking
     )
 }
 
+/// A time `seconds` from now as Microsoft's documentation writes it: `YYYY-MM-DDTHH:MM:SS`,
+/// UTC without a zone.
+fn microsoft_time(seconds: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
 /// Every published blob's records, by content id, as a consumer that lists and downloads
-/// everything of the last 24 hours sees them.
+/// everything of the last 12 hours sees them, its window written as Microsoft documents it.
 fn download(server: &Server, token: &str) -> BTreeMap<String, Vec<Value>> {
     let mut out = BTreeMap::new();
-    let mut url = feed(server, "subscriptions/content?contentType=Audit.General");
+    let mut url = feed(
+        server,
+        &format!(
+            "subscriptions/content?contentType=Audit.General&startTime={}&endTime={}",
+            microsoft_time(-12 * 3600),
+            microsoft_time(3600)
+        ),
+    );
     loop {
         let response = send(client().get(&url), token, None);
         assert_eq!(response.status(), 200);
@@ -196,7 +218,9 @@ fn every_event_is_published_once_in_the_microsoft_schema_and_the_webhook_is_told
     let ours = create_event(&server, &admin, &ids[0]);
     assert_eq!(create["RecordType"], 21, "CRM");
     assert_eq!(create["CustosRecordType"], "CustosEntity");
-    assert_eq!(create["Workload"], "Custos");
+    assert_eq!(create["Workload"], "CRM", "Dynamics 365's workload");
+    assert_eq!(create["CustosWorkload"], "Custos");
+    assert_eq!(create["Version"], 1);
     assert_eq!(create["UserId"], "admin", "the UPN, as Microsoft has it");
     assert_eq!(create["UserKey"], who["UserId"]);
     assert_eq!(create["SystemUserId"], who["UserId"]);
@@ -366,7 +390,8 @@ fn refusals_are_clear_and_recorded() {
 
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
     let bo = server.token("bo@contoso.test", "bo-password-1");
-    assert_eq!(error(get("subscriptions/list", &bo)).0, 403);
+    let (status, code, _) = error(get("subscriptions/list", &bo));
+    assert_eq!((status, code.as_str()), (403, "AF10001"));
     assert_eq!(error(start(&server, &bo, None)).0, 403);
     let denied = server.audit(&admin, "status=Denied&user=bo@contoso.test");
     let operations: HashSet<&str> = denied
@@ -382,26 +407,46 @@ fn refusals_are_clear_and_recorded() {
         "{}/api/v1.0/{}/activity/feed/subscriptions/list",
         server.base, "7d0e3d4c-0000-4000-8000-000000000001"
     );
-    assert_eq!(error(send(client().get(other), &admin, None)).0, 404);
-    for bad in [
-        "subscriptions/content",
-        "subscriptions/content?contentType=Audit.Exchange",
-        "subscriptions/content?contentType=Audit.General&startTime=2026-01-01T00:00:00Z",
-        "subscriptions/content?contentType=Audit.General&startTime=2026-01-01&endTime=2026-01-03",
-        "subscriptions/content?contentType=Audit.General&startTime=2020-01-01&endTime=2020-01-02",
-        "subscriptions/content?contentType=Audit.General&nextPage=x",
-        "subscriptions/content?contentType=Audit.General&top=5",
+    let (status, code, _) = error(send(client().get(other), &admin, None));
+    assert_eq!((status, code.as_str()), (404, "AF20010"));
+    // Each refusal names Microsoft's error code (the Management Activity API's table).
+    for (bad, expected) in [
+        ("subscriptions/content", "AF20001"),
+        (
+            "subscriptions/content?contentType=Audit.Exchange",
+            "AF20020",
+        ),
+        (
+            "subscriptions/content?contentType=Audit.General&startTime=2026-01-01T00:00:00Z",
+            "AF20030",
+        ),
+        (
+            "subscriptions/content?contentType=Audit.General&startTime=2026-01-01&endTime=2026-01-03",
+            "AF20030",
+        ),
+        (
+            "subscriptions/content?contentType=Audit.General&startTime=2020-01-01&endTime=2020-01-02",
+            "AF20030",
+        ),
+        (
+            "subscriptions/content?contentType=Audit.General&startTime=yesterday&endTime=today",
+            "AF20002",
+        ),
+        (
+            "subscriptions/content?contentType=Audit.General&nextPage=x",
+            "AF20031",
+        ),
+        (
+            "subscriptions/content?contentType=Audit.General&top=5",
+            "AF20002",
+        ),
+        ("audit/nonsense", "AF20052"),
     ] {
         let (status, code, message) = error(get(bad, &admin));
-        assert_eq!(
-            (status, code.as_str()),
-            (400, "BadRequest"),
-            "{bad}: {message}"
-        );
+        assert_eq!((status, code.as_str()), (400, expected), "{bad}: {message}");
     }
-    for missing in ["audit/nonsense", "audit/0-99999"] {
-        assert_eq!(error(get(missing, &admin)).0, 404, "{missing}");
-    }
+    let (status, code, _) = error(get("audit/0-99999", &admin));
+    assert_eq!((status, code.as_str()), (404, "AF20050"));
     let stop = send(
         client().post(feed(
             &server,
@@ -410,7 +455,8 @@ fn refusals_are_clear_and_recorded() {
         &admin,
         None,
     );
-    assert_eq!(error(stop).0, 409, "nothing to stop");
+    let (status, code, _) = error(stop);
+    assert_eq!((status, code.as_str()), (409, "AF20022"), "nothing to stop");
 
     // A webhook must pass its validation; a refused one leaves no subscription.
     let refusing = serve_posts(|_| 500, |_| {});
@@ -487,24 +533,43 @@ fn an_expired_webhook_is_not_notified_and_polling_goes_on() {
     let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
     let kept = posts.clone();
     let hook = serve_posts(|_| 200, move |post| kept.lock().unwrap().push(post));
-    let response = start(
+    // An expiration already past is refused, as Microsoft's API refuses it (AF20003).
+    let past = start(
         &server,
         &admin,
         Some(
             json!({"webhook": {"address": hook, "authId": "a", "expiration": "2020-01-01T00:00:00Z"}}),
         ),
     );
+    let (status, code, _) = odata_error(past);
+    assert_eq!((status, code.as_str()), (400, "AF20003"));
+    // One two seconds away, in Microsoft's form without a zone (UTC), soon expires.
+    let response = start(
+        &server,
+        &admin,
+        Some(json!({"webhook": {"address": hook, "authId": "a", "expiration": microsoft_time(2)}})),
+    );
     assert_eq!(response.status(), 200);
-    let answered: Value = response.json().unwrap();
-    assert_eq!(answered["webhook"]["status"], "expired");
+    std::thread::sleep(Duration::from_millis(2_500));
+    let listing = get_json(&feed(&server, "subscriptions/list"), &admin);
+    assert_eq!(listing[0]["webhook"]["status"], "expired");
+    let posted = posts.lock().unwrap().len();
+    let auth_id = posts.lock().unwrap()[0]
+        .header("webhook-authid")
+        .map(str::to_string);
+    assert_eq!(
+        auth_id.as_deref(),
+        Some("a"),
+        "the validation carries the auth id, as notifications do"
+    );
     let account = create_account(&server, &admin, "Unnotified");
     let event = create_event(&server, &admin, &account);
     download_until(&server, &admin, event["Id"].as_str().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         posts.lock().unwrap().len(),
-        1,
-        "only the validation was posted"
+        posted,
+        "nothing is posted once the webhook expired"
     );
     let listing = get_json(&feed(&server, "subscriptions/list"), &admin);
     assert_eq!(listing[0]["webhook"]["status"], "expired");
