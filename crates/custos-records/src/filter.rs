@@ -6,9 +6,13 @@
 //! and     := unary ("and" unary)*
 //! unary   := "not" unary | primary
 //! primary := "(" expr ")" | func "(" member "," string ")" | member op literal
+//!          | member "in" "(" literal ("," literal)* ")"
 //! op      := eq | ne | gt | ge | lt | le
 //! literal := string | integer | decimal | true | false | null | guid | datetime | date
 //! ```
+//!
+//! `member in (a, b, …)` is read as `member eq a or member eq b or …`, which is what OData's
+//! `in` means (the printer writes it that way).
 //!
 //! Written by hand (not a parser generator) because the grammar is small, the error messages
 //! are part of the product, and input length and nesting depth must be bounded.
@@ -467,6 +471,9 @@ impl Parser {
                         value,
                     });
                 }
+                if self.keyword("in") {
+                    return self.membership(name);
+                }
                 let at = self.at();
                 let op = match self.next() {
                     Some(Token::Ident(word)) => CompareOp::ALL.iter().find(|(_, w)| *w == word).map(|(op, _)| *op),
@@ -498,6 +505,39 @@ impl Parser {
                 "unexpected end of expression at position {at}"
             ))),
         }
+    }
+
+    /// The list of `attribute in (…)`, as the `or` of an `eq` for each value.
+    fn membership(&mut self, attribute: String) -> Result<Filter> {
+        self.expect(Token::Open)?;
+        let mut values = Vec::new();
+        loop {
+            let at = self.at();
+            match self.next() {
+                Some(Token::Literal(literal)) => values.push(literal),
+                other => {
+                    return Err(bad(format!(
+                        "'in' takes a list of values, got {} at position {at}",
+                        other.as_ref().map_or("the end".into(), describe)
+                    )));
+                }
+            }
+            if self.peek() == Some(&Token::Comma) {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        self.expect(Token::Close)?;
+        let mut terms = values.into_iter().map(|value| Filter::Compare {
+            attribute: attribute.clone(),
+            op: CompareOp::Eq,
+            value,
+        });
+        let first = terms.next().expect("a list holds a value");
+        Ok(terms.fold(first, |left, right| {
+            Filter::Or(Box::new(left), Box::new(right))
+        }))
     }
 
     fn member(&mut self) -> Result<String> {

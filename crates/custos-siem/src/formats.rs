@@ -246,12 +246,16 @@ pub(crate) fn cef_messages(
     limit: usize,
 ) -> Vec<String> {
     let header = syslog_header(event, hostname, procid, Header::Cef);
-    let sha256 = record_sha256(&canonical(event));
+    // The record's digest is worked out only for an event that needs parts.
+    let mut sha256 = String::new();
     let ids = &event.record_ids;
     let mut per_message = CEF_RECORD_IDS;
     let mut cap = None;
     loop {
         let count = ids.len().div_ceil(per_message).max(1);
+        if count > 1 && sha256.is_empty() {
+            sha256 = record_sha256(&canonical(event));
+        }
         let messages: Vec<String> = (0..count)
             .map(|i| {
                 let slice =
@@ -670,24 +674,23 @@ fn ocsf_without_resources(event: &AuditEvent) -> Json {
             "Details": value["Details"],
         }),
     );
-    without_empty(Json::Object(out))
+    let mut record = Json::Object(out);
+    strip_empty(&mut record);
+    record
 }
 
-/// `value` without empty strings, and without the objects that leaves empty: OCSF has no value
-/// for "absent" but absence.
-fn without_empty(value: Json) -> Json {
-    match value {
-        Json::Object(map) => Json::Object(
-            map.into_iter()
-                .map(|(key, value)| (key, without_empty(value)))
-                .filter(|(_, value)| match value {
-                    Json::String(text) => !text.is_empty(),
-                    Json::Object(inner) => !inner.is_empty(),
-                    _ => true,
-                })
-                .collect(),
-        ),
-        other => other,
+/// Removes from `value`, in place, its empty strings and the objects that leaves empty: OCSF
+/// has no value for "absent" but absence.
+fn strip_empty(value: &mut Json) {
+    if let Json::Object(map) = value {
+        map.retain(|_, inner| {
+            strip_empty(inner);
+            match inner {
+                Json::String(text) => !text.is_empty(),
+                Json::Object(fields) => !fields.is_empty(),
+                _ => true,
+            }
+        });
     }
 }
 

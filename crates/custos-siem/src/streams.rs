@@ -681,7 +681,8 @@ async fn follow(state: SiemState, id: Uuid, stream: Arc<Running>) {
         if let Some((size, record)) = copy {
             events.push((size, record));
         }
-        let messages = render(&stream, &events, &host);
+        let (owners, messages): (Vec<usize>, Vec<Vec<u8>>) =
+            render(&stream, &events, &host).into_iter().unzip();
         let sent = async {
             if messages.is_empty() {
                 return Ok(());
@@ -695,12 +696,11 @@ async fn follow(state: SiemState, id: Uuid, stream: Arc<Running>) {
             if stream.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let payloads: Vec<Vec<u8>> = messages.iter().map(|(_, m)| m.clone()).collect();
             let target = &stream.target;
             let (taken, error) = sink
                 .as_mut()
                 .expect("connected")
-                .send(&payloads, |m| frame(target, stream.format, m))
+                .send(&messages, |m| frame(target, stream.format, m))
                 .await;
             match error {
                 None => Ok(()),
@@ -722,9 +722,9 @@ async fn follow(state: SiemState, id: Uuid, stream: Arc<Running>) {
             Ok(()) => (sent_events, next, None),
             Err((taken, error)) => {
                 sink = None;
-                let whole = messages
+                let whole = owners
                     .get(taken)
-                    .map_or(events.len(), |(index, _)| *index)
+                    .map_or(events.len(), |index| *index)
                     .min(sent_events);
                 let moved_to = match events.get(whole) {
                     _ if whole == 0 => None,

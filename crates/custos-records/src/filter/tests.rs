@@ -60,6 +60,16 @@ fn parses_the_grammar_of_the_spec() {
         "creditonhold eq true and revenue ge -1.5e3",
         "(creditonhold eq true) and (revenue ge -1.5e3)",
     );
+    // `in` is the `or` of an `eq` per value.
+    check(
+        "name in ('A', 'B','C') and revenue gt 0",
+        "(((name eq 'A') or (name eq 'B')) or (name eq 'C')) and (revenue gt 0)",
+    );
+    check("statecode in (0)", "statecode eq 0");
+    assert_eq!(
+        parse_filter("name in ('A', null)").unwrap(),
+        parse_filter("name eq 'A' or name eq null").unwrap()
+    );
 }
 
 #[test]
@@ -103,6 +113,18 @@ fn malformed_filters_say_what_is_wrong() {
     check(
         &"(".repeat(100),
         "error: invalid $filter: nested deeper than 64 levels",
+    );
+    check(
+        "name in ()",
+        "error: invalid $filter: 'in' takes a list of values, got ')' at position 9",
+    );
+    check(
+        "name in ('a',)",
+        "error: invalid $filter: 'in' takes a list of values, got ')' at position 13",
+    );
+    check(
+        "name in 'a'",
+        "error: invalid $filter: expected '(' at position 8, got literal 'a'",
     );
 }
 

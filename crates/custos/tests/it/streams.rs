@@ -454,6 +454,45 @@ fn ocsf_and_json_lines_to_files() {
     assert_eq!(create["time"].as_i64().unwrap() as i128, ms);
     let list = by_operation("RetrieveMultiple");
     assert_eq!(list["activity_id"], 2, "Read");
+    // Every line is an OCSF 1.1.0 record by the schema's own models (ocsf_check.py, apart from
+    // Custos), a failed request's among them.
+    let failed = send(
+        client().get(server.api("accounts?$filter=nosuch eq 1")),
+        &ann,
+        None,
+    );
+    assert_eq!(failed.status(), 400);
+    let failures = server.audit(&admin, "status=Failed");
+    wait_for_all(
+        &[failures[0]["Id"].as_str().unwrap().to_string()],
+        || read_lines(&ocsf_file),
+        |l| l["metadata"]["uid"].as_str().map(str::to_string),
+    );
+    let checked = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/ocsf_check.py"
+        ))
+        .arg(&ocsf_file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "ocsf_check.py needs pydantic-ocsf (scripts/test installs it): {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let report: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert!(report["checked"].as_u64().unwrap() > 5, "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let failed = read_lines(&ocsf_file)
+        .into_iter()
+        .find(|l| l["metadata"]["uid"] == failures[0]["Id"])
+        .unwrap();
+    assert_eq!(
+        (failed["status_id"].clone(), failed["severity_id"].clone()),
+        (json!(2), json!(2)),
+        "a failure is status Failure, severity Low"
+    );
 }
 
 #[test]
