@@ -390,7 +390,10 @@ fn cef_value(value: impl AsRef<str>) -> String {
 /// `value` with `\` and `special` escaped, line breaks as `\n` / `\r` when `line_breaks`, and
 /// every other control character as the text `\u00XX`: no raw control byte reaches a receiver.
 fn cef_escaped(value: &str, special: char, line_breaks: bool) -> String {
-    let mut out = String::with_capacity(value.len());
+    if !value.contains(|c: char| c == '\\' || c == special || c.is_control()) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
