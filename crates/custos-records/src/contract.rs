@@ -94,6 +94,24 @@ fn filters_run_as_parameterised_sql(store: &dyn RecordStore) {
         ),
         vec!["beta", "Gamma'; DROP TABLE rec_account; --"]
     );
+    assert_eq!(
+        names(
+            store,
+            &[
+                ("$filter", "10 lt revenue and 1 eq 1"),
+                ("$orderby", "name")
+            ]
+        ),
+        vec!["beta", "Gamma'; DROP TABLE rec_account; --"],
+        "a literal on the left, a constant"
+    );
+    assert_eq!(names(store, &[("$filter", "revenue ge revenue")]).len(), 3);
+    assert_eq!(names(store, &[("$filter", "name eq telephone1")]).len(), 0);
+    assert_eq!(
+        names(store, &[("$filter", "telephone1 eq telephone1")]).len(),
+        3,
+        "two nulls are equal"
+    );
     assert_eq!(names(store, &[("$filter", "telephone1 eq null")]).len(), 3);
     assert_eq!(
         names(store, &[("$filter", "telephone1 ne 'x'")]).len(),
@@ -108,6 +126,10 @@ fn type_errors_are_bad_requests(store: &dyn RecordStore) {
         "nosuch eq 1",
         "creditonhold gt true",
         "contains(revenue,'1')",
+        "name eq revenue",
+        "creditonhold gt creditonhold",
+        "primarycontactid lt primarycontactid",
+        "nosuch eq name",
     ] {
         let options = parse_query_options([("$filter", filter)]).unwrap();
         let error = store

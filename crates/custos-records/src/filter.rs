@@ -5,14 +5,17 @@
 //! expr    := and ("or" and)*
 //! and     := unary ("and" unary)*
 //! unary   := "not" unary | primary
-//! primary := "(" expr ")" | func "(" member "," string ")" | member op literal
+//! primary := "(" expr ")" | func "(" member "," string ")" | operand op operand
 //!          | member "in" "(" literal ("," literal)* ")"
+//! operand := member | literal
 //! op      := eq | ne | gt | ge | lt | le
 //! literal := string | integer | decimal | true | false | null | guid | datetime | date
 //! ```
 //!
 //! `member in (a, b, …)` is read as `member eq a or member eq b or …`, which is what OData's
-//! `in` means (the printer writes it that way).
+//! `in` means (the printer writes it that way). A literal on the left is turned around
+//! (`5 lt x` is `x gt 5`); two literals are decided when parsed (`1 eq 1` holds, and prints so);
+//! two members compare the row's own values (`firstname eq lastname`).
 //!
 //! Written by hand (not a parser generator) because the grammar is small, the error messages
 //! are part of the product, and input length and nesting depth must be bounded.
@@ -47,6 +50,17 @@ pub enum Filter {
         /// Right-hand side.
         value: Literal,
     },
+    /// `left op right`: two attributes of the same record.
+    CompareAttributes {
+        /// Attribute name on the left, as written.
+        left: String,
+        /// Comparison.
+        op: CompareOp,
+        /// Attribute name on the right, as written.
+        right: String,
+    },
+    /// A comparison of two literals, decided when it was parsed: always true or always false.
+    Constant(bool),
     /// `contains(attribute, 'text')` and friends.
     Function {
         /// Which function.
@@ -84,6 +98,29 @@ impl CompareOp {
         (CompareOp::Lt, "lt"),
         (CompareOp::Le, "le"),
     ];
+
+    /// The operator that means the same with its operands swapped (`a lt b` is `b gt a`).
+    pub fn flipped(self) -> CompareOp {
+        match self {
+            CompareOp::Gt => CompareOp::Lt,
+            CompareOp::Ge => CompareOp::Le,
+            CompareOp::Lt => CompareOp::Gt,
+            CompareOp::Le => CompareOp::Ge,
+            same => same,
+        }
+    }
+
+    /// Whether `ordering` (left against right) satisfies this operator.
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        match self {
+            CompareOp::Eq => ordering.is_eq(),
+            CompareOp::Ne => ordering.is_ne(),
+            CompareOp::Gt => ordering.is_gt(),
+            CompareOp::Ge => ordering.is_ge(),
+            CompareOp::Lt => ordering.is_lt(),
+            CompareOp::Le => ordering.is_le(),
+        }
+    }
 
     /// The OData keyword.
     pub fn as_str(self) -> &'static str {
@@ -163,6 +200,11 @@ impl fmt::Display for Filter {
                 op,
                 value,
             } => write!(f, "{attribute} {} {value}", op.as_str()),
+            Filter::CompareAttributes { left, op, right } => {
+                write!(f, "{left} {} {right}", op.as_str())
+            }
+            Filter::Constant(true) => f.write_str("1 eq 1"),
+            Filter::Constant(false) => f.write_str("1 eq 0"),
             Filter::Function {
                 function,
                 attribute,
@@ -210,6 +252,41 @@ pub fn parse_filter(input: &str) -> Result<Filter> {
         )));
     }
     Ok(filter)
+}
+
+/// `left op right` for two literals, by OData's rules: `eq` holds for two nulls and `ne` for
+/// one, an ordering with a null is false; numbers compare as numbers, text ignoring case (as
+/// the stores compare it), booleans and GUIDs only for equality, dates with dates. Literals of
+/// different kinds cannot be compared.
+fn constant(left: &Literal, op: CompareOp, right: &Literal) -> Result<bool> {
+    use std::cmp::Ordering;
+    let equality = matches!(op, CompareOp::Eq | CompareOp::Ne);
+    let number = |literal: &Literal| match literal {
+        Literal::Integer(n) => Some(*n as f64),
+        Literal::Decimal(text) => text.parse::<f64>().ok(),
+        _ => None,
+    };
+    let ordering: Option<Ordering> = match (left, right) {
+        (Literal::Null, Literal::Null) => return Ok(op.holds(Ordering::Equal) && equality),
+        (Literal::Null, _) | (_, Literal::Null) => return Ok(op == CompareOp::Ne),
+        (Literal::Integer(a), Literal::Integer(b)) => Some(a.cmp(b)),
+        (Literal::String(a), Literal::String(b)) => Some(a.to_lowercase().cmp(&b.to_lowercase())),
+        (Literal::DateTime(a), Literal::DateTime(b)) | (Literal::Date(a), Literal::Date(b)) => {
+            Some(a.cmp(b))
+        }
+        (Literal::Boolean(a), Literal::Boolean(b)) if equality => Some(a.cmp(b)),
+        (Literal::Guid(a), Literal::Guid(b)) if equality => Some(a.cmp(b)),
+        (a, b) => match (number(a), number(b)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => None,
+        },
+    };
+    ordering.map(|o| op.holds(o)).ok_or_else(|| {
+        bad(format!(
+            "{left} {} {right} compares values that cannot be compared that way",
+            op.as_str()
+        ))
+    })
 }
 
 fn bad(message: String) -> Error {
@@ -474,28 +551,32 @@ impl Parser {
                 if self.keyword("in") {
                     return self.membership(name);
                 }
-                let at = self.at();
-                let op = match self.next() {
-                    Some(Token::Ident(word)) => CompareOp::ALL.iter().find(|(_, w)| *w == word).map(|(op, _)| *op),
-                    _ => None,
-                }
-                .ok_or_else(|| bad(format!("expected a comparison operator (eq, ne, gt, ge, lt, le) after '{name}' at position {at}")))?;
-                let at = self.at();
-                let value = match self.next() {
-                    Some(Token::Literal(literal)) => literal,
-                    other => {
-                        return Err(bad(format!(
-                            "expected a value after '{}' at position {at}, got {}",
-                            op.as_str(),
-                            other.as_ref().map_or("the end".into(), describe)
-                        )));
-                    }
-                };
-                Ok(Filter::Compare {
-                    attribute: name,
-                    op,
-                    value,
+                let op = self.operator(&name)?;
+                Ok(match self.operand(op)? {
+                    Token::Literal(value) => Filter::Compare {
+                        attribute: name,
+                        op,
+                        value,
+                    },
+                    Token::Ident(right) => Filter::CompareAttributes {
+                        left: name,
+                        op,
+                        right,
+                    },
+                    _ => unreachable!("an operand is a member or a literal"),
                 })
+            }
+            Some(Token::Literal(left)) => {
+                let op = self.operator(&left.to_string())?;
+                match self.operand(op)? {
+                    Token::Ident(attribute) => Ok(Filter::Compare {
+                        attribute,
+                        op: op.flipped(),
+                        value: left,
+                    }),
+                    Token::Literal(right) => constant(&left, op, &right).map(Filter::Constant),
+                    _ => unreachable!("an operand is a member or a literal"),
+                }
             }
             Some(token) => Err(bad(format!(
                 "expected an attribute name, got {} at position {at}",
@@ -503,6 +584,36 @@ impl Parser {
             ))),
             None => Err(bad(format!(
                 "unexpected end of expression at position {at}"
+            ))),
+        }
+    }
+
+    /// The comparison operator after the operand `after`.
+    fn operator(&mut self, after: &str) -> Result<CompareOp> {
+        let at = self.at();
+        match self.next() {
+            Some(Token::Ident(word)) => CompareOp::ALL
+                .iter()
+                .find(|(_, w)| *w == word)
+                .map(|(op, _)| *op),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            bad(format!(
+                "expected a comparison operator (eq, ne, gt, ge, lt, le) after '{after}' at position {at}"
+            ))
+        })
+    }
+
+    /// The right operand of `op`: a member or a literal.
+    fn operand(&mut self, op: CompareOp) -> Result<Token> {
+        let at = self.at();
+        match self.next() {
+            Some(token @ (Token::Literal(_) | Token::Ident(_))) => Ok(token),
+            other => Err(bad(format!(
+                "expected a value after '{}' at position {at}, got {}",
+                op.as_str(),
+                other.as_ref().map_or("the end".into(), describe)
             ))),
         }
     }

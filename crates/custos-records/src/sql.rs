@@ -70,6 +70,37 @@ pub(crate) fn compile_filter(
             sql.push_str(&format!("\"{}\" LIKE ? ESCAPE '\\'", attr.logical_name));
             params.push(Value::String(pattern));
         }
+        Filter::Constant(holds) => sql.push_str(if *holds { "1 = 1" } else { "1 = 0" }),
+        Filter::CompareAttributes { left, op, right } => {
+            let (a, b) = (resolve(entity, left)?, resolve(entity, right)?);
+            let family = comparable(&a.attribute_type);
+            if family != comparable(&b.attribute_type) {
+                return Err(Error::BadRequest(format!(
+                    "'{left}' ({}) and '{right}' ({}) cannot be compared",
+                    a.attribute_type.name(),
+                    b.attribute_type.name()
+                )));
+            }
+            let ordered = matches!(family, Family::Text | Family::Number | Family::Time);
+            if !ordered && !matches!(op, CompareOp::Eq | CompareOp::Ne) {
+                return Err(Error::BadRequest(format!(
+                    "'{left}' and '{right}' can only be compared with eq or ne"
+                )));
+            }
+            let (l, r) = (
+                format!("\"{}\"", a.logical_name),
+                format!("\"{}\"", b.logical_name),
+            );
+            // OData's lifted operators, written to be true or false: two nulls are equal, a null
+            // and a value unequal, and an ordering with a null is false.
+            let both = format!("{l} IS NOT NULL AND {r} IS NOT NULL");
+            let equal = format!("(({l} = {r} AND {both}) OR ({l} IS NULL AND {r} IS NULL))");
+            match op {
+                CompareOp::Eq => sql.push_str(&equal),
+                CompareOp::Ne => sql.push_str(&format!("NOT {equal}")),
+                _ => sql.push_str(&format!("({l} {} {r} AND {both})", sql_op(*op))),
+            }
+        }
         Filter::Compare {
             attribute,
             op,
@@ -102,14 +133,7 @@ pub(crate) fn compile_filter(
                     attr.attribute_type.name()
                 )));
             }
-            let sql_op = match op {
-                CompareOp::Eq => "=",
-                CompareOp::Ne => "<>",
-                CompareOp::Gt => ">",
-                CompareOp::Ge => ">=",
-                CompareOp::Lt => "<",
-                CompareOp::Le => "<=",
-            };
+            let sql_op = sql_op(*op);
             // OData's comparisons are never unknown: one with a null value is false — but ne,
             // which is true — where SQL's is null, and a `not` over it would then drop the row
             // instead of keeping it. So each comparison is written to be true or false.
@@ -122,6 +146,41 @@ pub(crate) fn compile_filter(
         }
     }
     Ok(())
+}
+
+/// The SQL of a comparison operator.
+fn sql_op(op: CompareOp) -> &'static str {
+    match op {
+        CompareOp::Eq => "=",
+        CompareOp::Ne => "<>",
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+    }
+}
+
+/// What two attributes must share to be compared with each other; only text, numbers and
+/// times are ordered, the rest compare for equality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Text,
+    Number,
+    Time,
+    Flag,
+    Choice,
+    Id,
+}
+
+fn comparable(attribute_type: &AttributeType) -> Family {
+    match attribute_type {
+        AttributeType::String { .. } | AttributeType::Memo => Family::Text,
+        AttributeType::Integer | AttributeType::Decimal | AttributeType::Money => Family::Number,
+        AttributeType::DateTime => Family::Time,
+        AttributeType::Boolean => Family::Flag,
+        AttributeType::Choice => Family::Choice,
+        AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => Family::Id,
+    }
 }
 
 /// The terms of a chain of one operator (`a or b or c …`, as the parser nests it), in order.

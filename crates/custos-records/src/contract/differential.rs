@@ -3,7 +3,8 @@
 //! records. The evaluator follows OData v4.01 (URL conventions §5.1.1): a comparison with a
 //! null operand is false — except `eq null`/`ne null`, and `ne`, which is true when exactly one
 //! side is null — a string function of null is null (unknown), `and`/`or` are Kleene's, and
-//! `not` of unknown is unknown; a record is selected when the filter is true.
+//! `not` of unknown is unknown; a record is selected when the filter is true. Comparisons of two
+//! attributes of the row and constant comparisons are among the filters.
 
 use std::collections::BTreeSet;
 
@@ -76,7 +77,13 @@ fn random_filter(dice: &mut Dice, depth: u32) -> Filter {
         };
     }
     let eq_ne = [CompareOp::Eq, CompareOp::Ne];
-    match dice.below(6) {
+    match dice.below(8) {
+        6 => Filter::CompareAttributes {
+            left: "name".into(),
+            op: *dice.pick(&OPS),
+            right: "description".into(),
+        },
+        7 => Filter::Constant(dice.below(2) == 0),
         0 => compare(
             "numberofemployees",
             *dice.pick(&OPS),
@@ -122,6 +129,12 @@ fn evaluate(filter: &Filter, row: &Row) -> Option<bool> {
             _ => None,
         },
         Filter::Not(inner) => evaluate(inner, row).map(|b| !b),
+        Filter::Constant(holds) => Some(*holds),
+        // The generator compares `name` (never null) with `description`.
+        Filter::CompareAttributes { op, .. } => Some(match &row.description {
+            None => *op == CompareOp::Ne,
+            Some(description) => op.holds(row.name.as_str().cmp(description.as_str())),
+        }),
         Filter::Function {
             function,
             attribute,
@@ -159,14 +172,7 @@ fn evaluate(filter: &Filter, row: &Row) -> Option<bool> {
             Some(match ordering {
                 // One side is null (the literal is not): only ne holds.
                 None => *op == CompareOp::Ne,
-                Some(ordering) => match op {
-                    CompareOp::Eq => ordering.is_eq(),
-                    CompareOp::Ne => ordering.is_ne(),
-                    CompareOp::Gt => ordering.is_gt(),
-                    CompareOp::Ge => ordering.is_ge(),
-                    CompareOp::Lt => ordering.is_lt(),
-                    CompareOp::Le => ordering.is_le(),
-                },
+                Some(ordering) => op.holds(ordering),
             })
         }
     }

@@ -66,6 +66,30 @@ fn parses_the_grammar_of_the_spec() {
         "(((name eq 'A') or (name eq 'B')) or (name eq 'C')) and (revenue gt 0)",
     );
     check("statecode in (0)", "statecode eq 0");
+    // Two members compare the row's values; a literal on the left is turned around; two
+    // literals are decided (and print as a comparison that parses back the same).
+    check("firstname eq lastname", "firstname eq lastname");
+    check("5 lt numberofemployees", "numberofemployees gt 5");
+    check("'A' ne name", "name ne 'A'");
+    check("1 eq 1", "1 eq 1");
+    check("1 eq 2", "1 eq 0");
+    check("'abc' eq 'ABC'", "1 eq 1");
+    check("null eq null", "1 eq 1");
+    check("1 ne null", "1 eq 1");
+    check("1 gt null", "1 eq 0");
+    check("2.5 gt 2", "1 eq 1");
+    check(
+        "2024-01-02T00:00:00Z gt 2024-01-01T23:59:59+00:00",
+        "1 eq 1",
+    );
+    check(
+        "1 eq 'a'",
+        "error: invalid $filter: 1 eq 'a' compares values that cannot be compared that way",
+    );
+    check(
+        "true gt false",
+        "error: invalid $filter: true gt false compares values that cannot be compared that way",
+    );
     assert_eq!(
         parse_filter("name in ('A', null)").unwrap(),
         parse_filter("name eq 'A' or name eq null").unwrap()
