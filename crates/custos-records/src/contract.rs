@@ -113,6 +113,38 @@ fn filters_run_as_parameterised_sql(store: &dyn RecordStore) {
         "two nulls are equal"
     );
     assert_eq!(names(store, &[("$filter", "telephone1 eq null")]).len(), 3);
+    // A date-time with a fraction of a second against values stored to the second: equal to
+    // none, after its own second, before the next.
+    let options = parse_query_options([("$filter", "name eq 'Alpha'")]).unwrap();
+    let page = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 1,
+        })
+        .unwrap();
+    let Value::DateTime(created) = &page.records[0].values["createdon"] else {
+        panic!("createdon is a date-time")
+    };
+    let at = |op: &str, fraction: &str| {
+        let filter = format!(
+            "name eq 'Alpha' and createdon {op} {}{fraction}Z",
+            created.trim_end_matches('Z')
+        );
+        names(store, &[("$filter", filter.as_str())]).len()
+    };
+    assert_eq!(
+        [
+            at("eq", ""),
+            at("eq", ".999"),
+            at("ne", ".999"),
+            at("gt", ".5"),
+            at("ge", ".5")
+        ],
+        [1, 0, 1, 0, 0],
+        "{created}"
+    );
+    assert_eq!([at("lt", ".5"), at("le", ".001"), at("lt", "")], [1, 1, 0]);
     assert_eq!(
         names(store, &[("$filter", "telephone1 ne 'x'")]).len(),
         3,

@@ -24,7 +24,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::value::normalize_datetime;
+use crate::value::{normalize_datetime, normalize_datetime_literal, split_fraction};
 use crate::{Error, Result};
 
 /// Longest `$filter` accepted, in bytes: Dataverse's own limit on a request URL (32 KiB).
@@ -169,7 +169,8 @@ pub enum Literal {
     String(String),
     /// A bare GUID.
     Guid(Uuid),
-    /// A date-time, normalised to `YYYY-MM-DDTHH:MM:SSZ`.
+    /// A date-time, normalised to `YYYY-MM-DDTHH:MM:SSZ`, or `YYYY-MM-DDTHH:MM:SS.fffZ` when it
+    /// has a fraction of a second (up to nanoseconds, trailing zeros dropped).
     DateTime(String),
     /// A date `YYYY-MM-DD`.
     Date(String),
@@ -271,9 +272,18 @@ fn constant(left: &Literal, op: CompareOp, right: &Literal) -> Result<bool> {
         (Literal::Null, _) | (_, Literal::Null) => return Ok(op == CompareOp::Ne),
         (Literal::Integer(a), Literal::Integer(b)) => Some(a.cmp(b)),
         (Literal::String(a), Literal::String(b)) => Some(a.to_lowercase().cmp(&b.to_lowercase())),
-        (Literal::DateTime(a), Literal::DateTime(b)) | (Literal::Date(a), Literal::Date(b)) => {
-            Some(a.cmp(b))
+        (Literal::DateTime(a), Literal::DateTime(b)) => {
+            // Whole seconds in text order, then the fraction's digits (dropped zeros pad right).
+            let key = |text: &str| {
+                let (seconds, _) = split_fraction(text);
+                let fraction = text
+                    .split_once('.')
+                    .map_or("", |(_, f)| f.trim_end_matches('Z'));
+                (seconds, format!("{fraction:0<9}"))
+            };
+            Some(key(a).cmp(&key(b)))
         }
+        (Literal::Date(a), Literal::Date(b)) => Some(a.cmp(b)),
         (Literal::Boolean(a), Literal::Boolean(b)) if equality => Some(a.cmp(b)),
         (Literal::Guid(a), Literal::Guid(b)) if equality => Some(a.cmp(b)),
         (a, b) => match (number(a), number(b)) {
@@ -417,7 +427,7 @@ fn number_or_date(word: &str) -> Option<Literal> {
         if b.len() == 10 {
             return normalize_datetime(word).map(|_| Literal::Date(word.to_string()));
         }
-        return normalize_datetime(word).map(Literal::DateTime);
+        return normalize_datetime_literal(word).map(Literal::DateTime);
     }
     // OData's int64Value: a sign, then digits — leading zeros allowed (`05`, `+5`, `-007`).
     if let Ok(n) = word.parse::<i64>() {

@@ -4,7 +4,7 @@
 
 use crate::filter::{CompareOp, Filter, Literal, StringFunction};
 use crate::metadata::{AttributeDef, AttributeType, EntityDef};
-use crate::value::{Value, normalize_datetime};
+use crate::value::{Value, normalize_datetime, split_fraction};
 use crate::{Error, Result};
 
 /// Checks query options against an entity's definition without running them: every attribute
@@ -117,6 +117,27 @@ pub(crate) fn compile_filter(
                             "null can only be compared with eq or ne ('{attribute}')"
                         )));
                     }
+                }
+                return Ok(());
+            }
+            // Values are stored to the second: a literal with a fraction lies between two of
+            // them, so it equals none, and an order against it is an order against its second.
+            if let (AttributeType::DateTime, Literal::DateTime(text)) =
+                (&attr.attribute_type, value)
+                && let (seconds, true) = split_fraction(text)
+            {
+                match op {
+                    CompareOp::Eq => sql.push_str("1 = 0"),
+                    CompareOp::Ne => sql.push_str("1 = 1"),
+                    CompareOp::Gt | CompareOp::Ge => {
+                        sql.push_str(&format!("({column} > ? AND {column} IS NOT NULL)"));
+                    }
+                    CompareOp::Lt | CompareOp::Le => {
+                        sql.push_str(&format!("({column} <= ? AND {column} IS NOT NULL)"));
+                    }
+                }
+                if !matches!(op, CompareOp::Eq | CompareOp::Ne) {
+                    params.push(Value::DateTime(seconds));
                 }
                 return Ok(());
             }

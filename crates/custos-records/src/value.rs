@@ -116,6 +116,50 @@ impl Value {
 /// Normalises an ISO 8601 date-time (or a bare date, read as midnight UTC) to
 /// `YYYY-MM-DDTHH:MM:SSZ`, the stored form whose text order is time order.
 pub(crate) fn normalize_datetime(text: &str) -> Option<String> {
+    parse_datetime(text).map(|utc| seconds_form(&utc))
+}
+
+/// A `$filter` date-time literal in the stored form, keeping a fraction of a second when it
+/// has one (`2019-01-05T20:30:49.999Z`): the comparison decides what it means against values
+/// stored to the second (`sql.rs`).
+pub(crate) fn normalize_datetime_literal(text: &str) -> Option<String> {
+    let utc = parse_datetime(text)?;
+    let seconds = seconds_form(&utc);
+    match utc.nanosecond() {
+        0 => Some(seconds),
+        nanos => {
+            let fraction = format!("{nanos:09}");
+            Some(format!(
+                "{}.{}Z",
+                &seconds[..19],
+                fraction.trim_end_matches('0')
+            ))
+        }
+    }
+}
+
+/// A date-time literal's whole seconds (the stored form) and whether it has a fraction.
+pub(crate) fn split_fraction(literal: &str) -> (String, bool) {
+    match literal.split_once('.') {
+        Some((seconds, _)) => (format!("{seconds}Z"), true),
+        None => (literal.to_string(), false),
+    }
+}
+
+fn seconds_form(utc: &OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        utc.year(),
+        utc.month() as u8,
+        utc.day(),
+        utc.hour(),
+        utc.minute(),
+        utc.second()
+    )
+}
+
+/// A date, or a date-time with a zone and optional seconds, in UTC, years 0 to 9999.
+fn parse_datetime(text: &str) -> Option<OffsetDateTime> {
     let b = text.as_bytes();
     let parsed = if text.len() == 10 {
         OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339).ok()?
@@ -130,18 +174,7 @@ pub(crate) fn normalize_datetime(text: &str) -> Option<String> {
         OffsetDateTime::parse(text, &Rfc3339).ok()?
     };
     let utc = parsed.to_offset(time::UtcOffset::UTC);
-    if !(0..=9999).contains(&utc.year()) {
-        return None;
-    }
-    Some(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        utc.year(),
-        utc.month() as u8,
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second()
-    ))
+    (0..=9999).contains(&utc.year()).then_some(utc)
 }
 
 /// Now, in the stored date-time form.

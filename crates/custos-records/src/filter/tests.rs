@@ -78,6 +78,20 @@ fn parses_the_grammar_of_the_spec() {
     check("1 ne null", "1 eq 1");
     check("1 gt null", "1 eq 0");
     check("2.5 gt 2", "1 eq 1");
+    // A fraction of a second is kept (to nanoseconds) and compares as time.
+    check(
+        "createdon eq 2019-01-05T20:30:49.999Z",
+        "createdon eq 2019-01-05T20:30:49.999Z",
+    );
+    check(
+        "createdon lt 2019-01-05T21:30:49.5000+01:00",
+        "createdon lt 2019-01-05T20:30:49.5Z",
+    );
+    check("2019-01-05T20:30:49.999Z gt 2019-01-05T20:30:49Z", "1 eq 1");
+    check(
+        "2019-01-05T20:30:49.5Z lt 2019-01-05T20:30:49.45Z",
+        "1 eq 0",
+    );
     check(
         "2024-01-02T00:00:00Z gt 2024-01-01T23:59:59+00:00",
         "1 eq 1",
