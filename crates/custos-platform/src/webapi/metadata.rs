@@ -46,15 +46,35 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
             xml_escape(&entity.logical_name),
             xml_escape(&entity.primary_id())
         ));
+        let key = entity.primary_id();
         for attribute in &entity.attributes {
+            // A decimal's scale is the value's own (OData's default, 0, would read as an
+            // integer); the key is never null.
+            let facets = match attribute.attribute_type {
+                AttributeType::Decimal | AttributeType::Money => " Scale=\"variable\"",
+                _ if attribute.logical_name == key => " Nullable=\"false\"",
+                _ => "",
+            };
             xml.push_str(&format!(
-                "<Property Name=\"{}\" Type=\"{}\"/>",
+                "<Property Name=\"{}\" Type=\"{}\"{facets}/>",
                 xml_escape(&attribute.web_name()),
                 attribute.attribute_type.edm_type()
             ));
         }
         xml.push_str("</EntityType>\n");
     }
+    // The operations the container imports, defined as Dataverse defines them.
+    xml.push_str(concat!(
+        "<ComplexType Name=\"WhoAmIResponse\">",
+        "<Property Name=\"BusinessUnitId\" Type=\"Edm.Guid\" Nullable=\"false\"/>",
+        "<Property Name=\"UserId\" Type=\"Edm.Guid\" Nullable=\"false\"/>",
+        "<Property Name=\"OrganizationId\" Type=\"Edm.Guid\" Nullable=\"false\"/>",
+        "<Property Name=\"UserPrincipalName\" Type=\"Edm.String\"/>",
+        "<Property Name=\"UserType\" Type=\"Edm.Int32\"/>",
+        "</ComplexType>\n",
+        "<Function Name=\"WhoAmI\"><ReturnType Type=\"mscrm.WhoAmIResponse\" Nullable=\"false\"/></Function>\n",
+        "<Action Name=\"PublishAllXml\"/>\n",
+    ));
     xml.push_str("<EntityContainer Name=\"System\">\n");
     for entity in catalog.entities() {
         xml.push_str(&format!(

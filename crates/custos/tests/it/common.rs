@@ -432,3 +432,22 @@ pub fn seal_partition(server: &Server, admin: &str) {
     );
     assert_eq!(sealed.status(), 200);
 }
+
+/// Runs `python3` with `args`, `input` on its standard input; its output.
+pub fn python(args: &[&str], input: &[u8]) -> std::process::Output {
+    Command::new("python3")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .expect("a piped stdin")
+                .write_all(input)?;
+            child.wait_with_output()
+        })
+        .expect("python3 runs")
+}

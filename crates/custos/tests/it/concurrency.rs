@@ -2,9 +2,10 @@
 //! 412 on PATCH and DELETE and changes nothing; the current ETag succeeds; `If-None-Match` with
 //! the current ETag is 304; every refusal is in the log. And the protocol details a client
 //! reads first: the scheme a 401 wants, the context first in a record, the methods a 405
-//! allows, a query that is not UTF-8 refused, and `set/$count`.
+//! allows, a query that is not UTF-8 refused, `set/$count`, and a `$metadata` that defines what
+//! it imports, with decimal scales and non-nullable keys.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 
@@ -155,4 +156,55 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
         None,
     );
     assert_eq!(wrong.headers()["allow"], "GET");
+}
+
+/// `$metadata` read by an XML parser apart from Custos (Python's ElementTree): every operation
+/// the container imports is defined, a decimal or money property has a scale (OData's default,
+/// 0, would make it an integer), and every key is non-nullable.
+#[test]
+fn the_metadata_defines_what_it_imports_and_states_scale_and_keys() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let csdl = send(client().get(server.api("$metadata")), &admin, None)
+        .text()
+        .unwrap();
+    let script = r#"
+import json, sys
+import xml.etree.ElementTree as ET
+ns = {"edm": "http://docs.oasis-open.org/odata/ns/edm"}
+root = ET.fromstring(sys.stdin.read())
+schema = root.find(".//edm:Schema", ns)
+defined = {e.get("Name") for e in schema if e.tag.endswith("}Function") or e.tag.endswith("}Action")}
+imports = [e.get("Function") or e.get("Action") for e in schema.iter() if e.tag.endswith("Import")]
+complex_types = {e.get("Name") for e in schema.findall("edm:ComplexType", ns)}
+problems = [f"import of undefined {name}" for name in imports if name.split(".")[-1] not in defined]
+for function in schema.findall("edm:Function", ns):
+    returned = function.find("edm:ReturnType", ns).get("Type").split(".")[-1]
+    if returned not in complex_types:
+        problems.append(f"{function.get('Name')} returns undefined {returned}")
+decimals = 0
+for entity in schema.findall("edm:EntityType", ns):
+    key = entity.find("edm:Key/edm:PropertyRef", ns).get("Name")
+    for prop in entity.findall("edm:Property", ns):
+        if prop.get("Name") == key and prop.get("Nullable") != "false":
+            problems.append(f"{entity.get('Name')}.{key}: a nullable key")
+        if prop.get("Type") == "Edm.Decimal":
+            decimals += 1
+            if prop.get("Scale") is None:
+                problems.append(f"{entity.get('Name')}.{prop.get('Name')}: a decimal without Scale")
+print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports}))
+"#;
+    let output = python(&["-c", script], csdl.as_bytes());
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!("{}", String::from_utf8_lossy(&output.stdout));
+    });
+    assert_eq!(report["problems"], json!([]), "{report}");
+    assert!(report["decimals"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(
+        report["imports"],
+        json!([
+            "Microsoft.Dynamics.CRM.WhoAmI",
+            "Microsoft.Dynamics.CRM.PublishAllXml"
+        ])
+    );
 }

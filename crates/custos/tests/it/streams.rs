@@ -793,20 +793,13 @@ fn an_event_too_large_for_a_frame_goes_as_parts_that_join_into_the_record() {
         "the parts join into the canonical record"
     );
     assert_eq!(joined_record["RecordIds"].as_array().unwrap().len(), 400);
-    let digest = Command::new("python3")
-        .args([
+    let digest = python(
+        &[
             "-c",
             "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(joined.as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap();
+        ],
+        joined.as_bytes(),
+    );
     assert_eq!(
         String::from_utf8_lossy(&digest.stdout).trim(),
         parts[0]["sd"]["custos@32473"]["sha256"].as_str().unwrap(),
