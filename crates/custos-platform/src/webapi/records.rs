@@ -564,10 +564,23 @@ fn body_values(
                 .entity(target)
                 .map(|e| e.set_name.clone())
                 .unwrap_or_default();
+            // `null` clears the lookup, as Dataverse's single-valued navigation properties.
+            if json.is_null() {
+                values.push((name.to_string(), Value::Null));
+                continue;
+            }
             let text = json.as_str().ok_or_else(|| {
-                AppError::bad_request(format!("{key} must be a string like '/{target_set}(<id>)'"))
+                AppError::bad_request(format!(
+                    "{key} must be null or a string like '/{target_set}(<id>)'"
+                ))
             })?;
-            let inner = text
+            // A reference may be relative (`/contacts(<id>)`) or absolute (the service root
+            // before it).
+            let reference = match text.rsplit_once('/') {
+                Some((base, last)) if base.contains("://") => last,
+                _ => text,
+            };
+            let inner = reference
                 .trim_start_matches('/')
                 .strip_prefix(target_set.as_str())
                 .and_then(|t| t.strip_prefix('('))

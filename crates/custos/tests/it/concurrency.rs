@@ -208,3 +208,56 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
         ])
     );
 }
+
+/// A lookup is bound by a relative or an absolute reference, and `null` clears it, as in
+/// Dataverse; the clearing is an audited change.
+#[test]
+fn a_lookup_binds_by_any_reference_and_null_clears_it() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_entity_flags(
+        &admin,
+        "account",
+        json!({"IsAuditEnabled": {"Value": true}}),
+    );
+    server.publish(&admin);
+    let contact = entity_id(&send(
+        client().post(server.api("contacts")),
+        &admin,
+        Some(json!({"firstname": "Ada", "lastname": "Lovelace"})),
+    ));
+    let absolute = format!(
+        "{}/contacts({contact})",
+        server.api("").trim_end_matches('/')
+    );
+    let account = entity_id(&send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "Analytical", "primarycontactid@odata.bind": absolute})),
+    ));
+    let read = |id: &str| get_json(&server.api(&format!("accounts({id})")), &admin);
+    assert_eq!(read(&account)["_primarycontactid_value"], contact.as_str());
+    let cleared = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"primarycontactid@odata.bind": null})),
+    );
+    assert_eq!(cleared.status(), 204);
+    assert!(read(&account)["_primarycontactid_value"].is_null());
+    let update = server.audit(&admin, &format!("operation=Update&recordId={account}"));
+    let change = update[0]["Changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Attribute"] == "_primarycontactid_value")
+        .cloned()
+        .unwrap_or_else(|| panic!("{update:#?}"));
+    assert_eq!(change["Old"], contact.as_str());
+    assert!(change["New"].is_null(), "{change}");
+    let refused = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"primarycontactid@odata.bind": 5})),
+    );
+    assert_eq!(odata_error(refused).0, 400);
+}
