@@ -52,6 +52,13 @@ enum Target {
     /// `set/$count`: how many records of the set match `$filter`, as plain text.
     Count(String),
     Record(String, Uuid),
+    /// `set(id)/property[/$value]`: one property of a record, as JSON or (`$value`) raw.
+    Property {
+        set: String,
+        id: Uuid,
+        property: String,
+        raw: bool,
+    },
     /// `set(id)/relation[(other)][/$ref]`: a many-to-many association of a record.
     Association {
         set: String,
@@ -119,6 +126,15 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
             Ok(Target::Attribute(entity, logical_name_key(key)?))
         }
         [set, "$count"] if !set.contains('(') => Ok(Target::Count(set.to_string())),
+        [record, property, "$value"] if record.contains('(') => {
+            let (set, key) = record.split_once('(').expect("checked");
+            Ok(Target::Property {
+                set: set.to_string(),
+                id: record_key(key.strip_suffix(')').ok_or_else(unknown)?)?,
+                property: property.to_string(),
+                raw: true,
+            })
+        }
         [record, second] | [record, second, "$ref"] if record.contains('(') => {
             let (set, key) = record.split_once('(').expect("checked");
             let id = record_key(key.strip_suffix(')').ok_or_else(unknown)?)?;
@@ -147,7 +163,16 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 .iter()
                 .any(|(s, r, _)| *s == set && *r == relation)
             {
-                return Err(unknown());
+                // Not a relation: a property of the record (the entity says whether it has one).
+                return match (reference, other) {
+                    (false, None) => Ok(Target::Property {
+                        set: set.to_string(),
+                        id,
+                        property: relation,
+                        raw: false,
+                    }),
+                    _ => Err(unknown()),
+                };
             }
             Ok(Target::Association {
                 set: set.to_string(),
@@ -301,7 +326,11 @@ pub(crate) async fn handle(
 /// 405 (RFC 9110 §15.5.6).
 fn allowed_methods(target: &Target) -> &'static str {
     match target {
-        Target::ServiceDocument | Target::Metadata | Target::WhoAmI | Target::Count(_) => "GET",
+        Target::ServiceDocument
+        | Target::Metadata
+        | Target::WhoAmI
+        | Target::Count(_)
+        | Target::Property { .. } => "GET",
         Target::PublishAllXml
         | Target::ExportToExcel
         | Target::BulkDelete
@@ -368,6 +397,7 @@ fn classify(
         Target::EntitySet(set)
         | Target::Count(set)
         | Target::Record(set, _)
+        | Target::Property { set, .. }
         | Target::Association { set, .. }
         | Target::BoundAction { set, .. } => Some(set.as_str()),
         _ => None,
@@ -375,7 +405,7 @@ fn classify(
     draft.operation = match (target, method) {
         (Target::EntitySet(_) | Target::Count(_), &Method::GET) => Operation::RetrieveMultiple,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
-        (Target::Record(..), &Method::GET) => Operation::Retrieve,
+        (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
         (Target::Record(..), &Method::PATCH) => Operation::Update,
         (Target::Record(..), &Method::DELETE) => Operation::Delete,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
@@ -403,8 +433,10 @@ fn classify(
         }
         _ => Operation::Request,
     };
-    if let Target::Record(_, id) | Target::Association { id, .. } | Target::BoundAction { id, .. } =
-        target
+    if let Target::Record(_, id)
+    | Target::Property { id, .. }
+    | Target::Association { id, .. }
+    | Target::BoundAction { id, .. } = target
     {
         draft.record_ids = vec![*id];
     }
@@ -527,6 +559,15 @@ async fn dispatch(
         (Target::EntitySet(set), Method::POST) => records::create(request, draft, set).await,
         (Target::Count(set), Method::GET) => records::count(request, draft, set).await,
         (Target::Record(set, id), Method::GET) => records::retrieve(request, draft, set, *id).await,
+        (
+            Target::Property {
+                set,
+                id,
+                property,
+                raw,
+            },
+            Method::GET,
+        ) => records::property(request, draft, set, *id, property, *raw).await,
         (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
         (Target::Record(set, id), Method::DELETE) => {
             records::delete(request, draft, set, *id).await

@@ -414,18 +414,92 @@ pub(crate) async fn retrieve_multiple(
     Ok(response)
 }
 
+/// The entity of a retrieve of record `id` of `set` (the request's `path` in the event's
+/// `Query`), once the caller may read it.
+fn retrieving(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    path: &str,
+) -> Result<EntityDef, AppError> {
+    draft.operation = Operation::Retrieve;
+    let entity = entity_by_set(request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    draft.query = query_text(path, request);
+    require_on_record(request, Privilege::Read, &entity, id)?;
+    Ok(entity)
+}
+
+/// Reads record `id`, recording the retrieve when the entity's reads are audited (before the
+/// answer).
+async fn read_audited(
+    request: &WebRequest,
+    draft: &EventDraft,
+    entity: &EntityDef,
+    id: Uuid,
+) -> Result<Record, AppError> {
+    let audited = request.policy().audits_retrieve(&entity.logical_name);
+    let store = request.instance.store.clone();
+    let logical_name = entity.logical_name.clone();
+    let record =
+        blocking(move || -> Result<Record, AppError> { Ok(store.retrieve(&logical_name, id)?) })
+            .await?;
+    if audited {
+        let mut event = draft.clone();
+        event.result_count = 1;
+        request.state.record(event).await?;
+    }
+    Ok(record)
+}
+
+/// `GET set(id)/property[/$value]`: one property of a record — `{"@odata.context", "value"}`,
+/// or the bare value as text for `$value`; 204 when it is null. A retrieve like any other.
+pub(crate) async fn property(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    property: &str,
+    raw: bool,
+) -> Result<Response, AppError> {
+    let path = format!("{set}({id})/{property}{}", if raw { "/$value" } else { "" });
+    let entity = retrieving(&request, draft, set, id, &path)?;
+    if entity.attribute_by_web_name(property).is_none() {
+        return Err(AppError::not_found(format!(
+            "'{property}' is not a property of '{}'",
+            entity.logical_name
+        )));
+    }
+    let record = read_audited(&request, draft, &entity, id).await?;
+    let select = [property.to_string()];
+    let body = record_json(&request, &entity, &record, Some(&select));
+    let value = body.get(property).cloned().unwrap_or(Json::Null);
+    if value.is_null() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if raw {
+        let text = match value {
+            Json::String(text) => text,
+            other => other.to_string(),
+        };
+        return Ok(([(axum::http::header::CONTENT_TYPE, "text/plain")], text).into_response());
+    }
+    Ok(axum::Json(json!({
+        "@odata.context": format!("{}/$metadata#{set}({id})/{property}", request.service_root),
+        "value": value,
+    }))
+    .into_response())
+}
+
 pub(crate) async fn retrieve(
     request: WebRequest,
     draft: &mut EventDraft,
     set: &str,
     id: Uuid,
 ) -> Result<Response, AppError> {
-    draft.operation = Operation::Retrieve;
-    let entity = entity_by_set(&request, set)?;
-    draft.set_entity(&entity);
-    draft.record_ids = vec![id];
-    draft.query = query_text(&format!("{set}({id})"), &request);
-    require_on_record(&request, Privilege::Read, &entity, id)?;
+    let entity = retrieving(&request, draft, set, id, &format!("{set}({id})"))?;
     let mut select = None;
     for (name, value) in &request.query {
         match name.as_str() {
@@ -447,17 +521,7 @@ pub(crate) async fn retrieve(
         }
     }
     check_select(&entity, &select)?;
-    let audited = request.policy().audits_retrieve(&entity.logical_name);
-    let store = request.instance.store.clone();
-    let logical_name = entity.logical_name.clone();
-    let record =
-        blocking(move || -> Result<Record, AppError> { Ok(store.retrieve(&logical_name, id)?) })
-            .await?;
-    if audited {
-        let mut event = draft.clone();
-        event.result_count = 1;
-        request.state.record(event).await?;
-    }
+    let record = read_audited(&request, draft, &entity, id).await?;
     // The client holds this version already: 304, no body (the read is recorded all the same:
     // it learnt the record is unchanged).
     let current = match record.values.get("versionnumber") {

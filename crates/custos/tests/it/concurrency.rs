@@ -261,3 +261,56 @@ fn a_lookup_binds_by_any_reference_and_null_clears_it() {
     );
     assert_eq!(odata_error(refused).0, 400);
 }
+
+/// `set(id)/property` answers the one value (and `/$value` it bare), 204 when null, 404 for a
+/// property the entity lacks; each is a retrieve of that record in the log.
+#[test]
+fn a_single_property_is_read_alone_and_recorded_as_a_retrieve() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isreadauditenabled": true}));
+    server.set_entity_flags(
+        &admin,
+        "account",
+        json!({"IsRetrieveAuditEnabled": {"Value": true}}),
+    );
+    server.publish(&admin);
+    let account = create_account(&server, &admin, "Contoso & Söhne");
+    let get = |path: &str| {
+        send(
+            client().get(server.api(&format!("accounts({account}){path}"))),
+            &admin,
+            None,
+        )
+    };
+    let name: Value = get("/name").json().unwrap();
+    assert_eq!(name["value"], "Contoso & Söhne");
+    assert!(
+        name["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("$metadata#accounts({account})/name")),
+        "{name}"
+    );
+    let raw = get("/name/$value");
+    assert!(
+        raw.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(raw.text().unwrap(), "Contoso & Söhne");
+    assert_eq!(
+        get("/telephone1").status(),
+        204,
+        "a null property has no content"
+    );
+    assert_eq!(odata_error(get("/nosuch")).0, 404);
+    let reads = server.audit(&admin, &format!("operation=Retrieve&recordId={account}"));
+    assert_eq!(reads.len(), 4, "{reads:#?}");
+    assert!(
+        reads
+            .iter()
+            .any(|r| r["Query"].as_str().unwrap().ends_with("/name/$value"))
+    );
+}
