@@ -52,12 +52,39 @@ fn filters(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
     out
 }
 
+/// The day after a "To" date (`YYYY-MM-DD`): the search ends at that midnight, so the day the
+/// user named is included, and From = To searches that one day. A date-time is kept as given.
+fn inclusive_end(end: &str) -> Option<String> {
+    let mut parts = end.splitn(3, '-').map(str::parse::<u32>);
+    let (Some(Ok(year)), Some(Ok(month)), Some(Ok(day))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    if end.len() != 10 {
+        return None;
+    }
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+            .ok()?;
+    let next = date.next_day()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}",
+        next.year(),
+        u8::from(next.month()),
+        next.day()
+    ))
+}
+
 fn search_form(params: &HashMap<String, String>) -> Markup {
     let value = |name: &str| params.get(name).cloned().unwrap_or_default();
     html! {
         form.filters method="get" action="/ui/audit/search" role="search" {
             div { label for="start" { "From (UTC date)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
-            div { label for="end" { "To (UTC date)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
+            div { label for="end" { "To (UTC date, included)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
             div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
             @for (name, label) in TEXT_FILTERS {
                 div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
@@ -136,8 +163,17 @@ pub(crate) async fn search(
     let mut rows = Vec::new();
     let mut next = None;
     let mut problem = None;
+    // What the API is asked: a "To" date includes its day.
+    let end = params.get("end").and_then(|end| inclusive_end(end.trim()));
+    let asked: Vec<(&str, &str)> = filters
+        .iter()
+        .map(|(name, value)| match (*name, &end) {
+            ("end", Some(end)) => (*name, end.as_str()),
+            _ => (*name, *value),
+        })
+        .collect();
     if searched {
-        let mut api_query = filters.clone();
+        let mut api_query = asked.clone();
         api_query.push(("top", SEARCH_PAGE));
         if let Some(skip) = params.get("skiptoken") {
             api_query.push(("skiptoken", skip));
@@ -170,7 +206,7 @@ pub(crate) async fn search(
         pairs.extend_from_slice(extra);
         query_string(pairs)
     };
-    let search_text = query_string(filters.clone());
+    let search_text = query_string(asked.clone());
     let body = html! {
         (search_form(&params))
         @if let Some(problem) = &problem {
@@ -1203,4 +1239,19 @@ pub(crate) async fn verify(
         None
     );
     see_other("/ui/audit/integrity")
+}
+
+#[cfg(test)]
+mod inclusive_tests {
+    use super::inclusive_end;
+
+    #[test]
+    fn a_to_date_includes_its_day() {
+        assert_eq!(inclusive_end("2026-11-30").as_deref(), Some("2026-12-01"));
+        assert_eq!(inclusive_end("2026-12-31").as_deref(), Some("2027-01-01"));
+        assert_eq!(inclusive_end("2024-02-28").as_deref(), Some("2024-02-29"));
+        for kept in ["2026-11-30T12:00:00Z", "2026-13-01", "yesterday", ""] {
+            assert_eq!(inclusive_end(kept), None, "{kept}");
+        }
+    }
 }

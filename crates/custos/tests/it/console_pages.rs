@@ -849,3 +849,29 @@ fn a_user_changes_their_password_in_the_console_and_their_sessions_end() {
     assert_eq!(events.len(), 2);
     assert!(events.iter().all(|e| e["Origin"] == "WebUI"));
 }
+
+/// A search "From" a day "To" the same day finds that day's events: the "To" date is included
+/// (it used to stop at its midnight, hiding the day, and From = To was an error).
+#[test]
+fn a_search_from_today_to_today_finds_todays_events() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let account = create_account(&server, &admin, "Found today");
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let now = time::OffsetDateTime::now_utc();
+    let today = format!(
+        "{:04}-{:02}-{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    );
+    let (status, html) = page(
+        &server,
+        &cookie,
+        &format!("/ui/audit/search?start={today}&end={today}&recordId={account}"),
+    );
+    assert_eq!(status, 200);
+    assert!(!html.contains("role=\"alert\""), "{html}");
+    assert!(html.contains("Create"), "today's create is listed: {html}");
+    assert!(html.contains("To (UTC date, included)"));
+}
