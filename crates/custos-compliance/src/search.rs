@@ -112,7 +112,7 @@ pub(crate) async fn audit_reader(
     if !state.search_enabled() {
         return Err(AppError::new(
             custos_http::error::ErrorCode::Conflict,
-            "audit log search is turned off; an Audit Manager can turn it on (PUT /api/audit/settings)",
+            "audit log search is turned off; an Audit Manager can turn it on in the console's Audit settings (or PUT /api/audit/settings)",
         ));
     }
     Ok(caller)

@@ -83,6 +83,8 @@ fn search_form(params: &HashMap<String, String>) -> Markup {
     let value = |name: &str| params.get(name).cloned().unwrap_or_default();
     html! {
         form.filters method="get" action="/ui/audit/search" role="search" {
+            // A search with every field empty still runs (the last seven days).
+            input type="hidden" name="run" value="1";
             div { label for="start" { "From (UTC date)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
             div { label for="end" { "To (UTC date, included)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
             div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
@@ -112,6 +114,18 @@ fn search_form(params: &HashMap<String, String>) -> Markup {
     }
 }
 
+/// A record's `UserType` by its name (`Regular`, `Admin`, …), with the number it is stored as.
+fn user_type(value: &Json) -> String {
+    match value
+        .as_u64()
+        .and_then(|code| u8::try_from(code).ok())
+        .and_then(custos_audit::UserType::from_code)
+    {
+        Some(kind) => format!("{} ({})", kind.as_str(), value),
+        None => text(value),
+    }
+}
+
 /// The detail panel of one audit record: every field, record ids and changes in full.
 fn detail(record: &Json) -> Markup {
     let object = record.as_object().cloned().unwrap_or_default();
@@ -120,7 +134,9 @@ fn detail(record: &Json) -> Markup {
             h2 id="detail-title" { (text(&record["Operation"])) " by " (text(&record["UserUpn"])) }
             dl {
                 @for (key, value) in &object {
-                    @if key != "RecordIds" && key != "Changes" && key != "Details" {
+                    @if key == "UserType" {
+                        dt { (key) } dd { (user_type(value)) }
+                    } @else if key != "RecordIds" && key != "Changes" && key != "Details" {
                         dt { (key) } dd { (text(value)) }
                     }
                 }

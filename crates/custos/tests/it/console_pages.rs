@@ -875,3 +875,30 @@ fn a_search_from_today_to_today_finds_todays_events() {
     assert!(html.contains("Create"), "today's create is listed: {html}");
     assert!(html.contains("To (UTC date, included)"));
 }
+
+/// An empty search runs (the last seven days), and the detail panel names a user type.
+#[test]
+fn an_empty_search_runs_and_a_user_type_is_named() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    create_account(&server, &admin, "Listed");
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, form) = page(&server, &cookie, "/ui/audit/search");
+    assert_eq!(status, 200);
+    assert!(form.contains("name=\"run\" value=\"1\""), "{form}");
+    // What the form submits with every field left empty.
+    let (status, html) = page(&server, &cookie, "/ui/audit/search?run=1&start=&end=&q=");
+    assert_eq!(status, 200);
+    assert!(html.contains("Create"), "{html}");
+    let create = server.audit(&admin, "operation=Create");
+    let id = create[0]["Id"].as_str().unwrap();
+    let (_, detail) = page(
+        &server,
+        &cookie,
+        &format!("/ui/audit/search?run=1&selected={id}"),
+    );
+    assert!(
+        detail.contains("Regular (0)") || detail.contains("Admin (2)"),
+        "{detail}"
+    );
+}
