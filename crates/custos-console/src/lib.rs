@@ -210,6 +210,8 @@ pub(crate) struct Console {
     pub(crate) caller: Caller,
     pub(crate) context: RequestContext,
     token: String,
+    /// The page's path, which names the instance a page of one instance is about.
+    here: String,
 }
 
 /// What the API answered.
@@ -273,6 +275,7 @@ impl Console {
             caller,
             context,
             token: token.to_string(),
+            here: here.to_string(),
         })
     }
 
@@ -331,12 +334,37 @@ impl Console {
 
     /// The instance the console works in when a page names none.
     pub(crate) fn default_instance(&self) -> String {
-        self.state
+        let names: Vec<String> = self
+            .state
             .directory
             .instances()
-            .ok()
-            .and_then(|list| list.into_iter().next())
-            .map_or_else(|| "main".to_string(), |i| i.name)
+            .map(|list| list.into_iter().map(|i| i.name).collect())
+            .unwrap_or_default();
+        // The first run's instance stays the default when others are made (by name, a new
+        // one could come first and move the whole console to it).
+        if names.iter().any(|n| n == "main") {
+            return "main".to_string();
+        }
+        names
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "main".to_string())
+    }
+
+    /// The instance this page is about: the one its path names (`/ui/<instance>/…`), else the
+    /// default.
+    pub(crate) fn current_instance(&self) -> String {
+        let named = self
+            .here
+            .strip_prefix("/ui/")
+            .and_then(|rest| rest.split(['/', '?']).next())
+            .filter(|name| {
+                self.state
+                    .directory
+                    .instances()
+                    .is_ok_and(|list| list.iter().any(|i| i.name == *name))
+            });
+        named.map_or_else(|| self.default_instance(), str::to_string)
     }
 }
 

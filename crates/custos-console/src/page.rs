@@ -34,7 +34,7 @@ pub(crate) struct Page<'a> {
 impl Page<'_> {
     /// The whole HTML document for `console`'s user.
     pub(crate) fn render(self, console: &Console) -> Response {
-        let instance = console.default_instance();
+        let instance = console.current_instance();
         let reader = console.caller.can_read_audit(&console.state);
         let links: Vec<(&str, String, &str)> = [
             ("records", format!("/ui/{instance}/records"), "Records"),
@@ -81,6 +81,7 @@ impl Page<'_> {
                     a.skip href="#main" { "Skip to content" }
                     header.top {
                         a.brand href="/ui/home" { "Custos" }
+                        span.instance { "Instance " strong { (instance) } }
                         nav aria-label="Main" {
                             ul {
                                 @for (key, href, label) in &links {

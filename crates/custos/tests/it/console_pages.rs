@@ -902,3 +902,28 @@ fn an_empty_search_runs_and_a_user_type_is_named() {
         "{detail}"
     );
 }
+
+/// The header names the instance a page is about; creating an instance whose name sorts first
+/// does not move the console to it.
+#[test]
+fn the_header_names_the_instance_and_a_new_one_does_not_take_over() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let made = send(
+        client().post(format!("{}/api/admin/instances", server.base)),
+        &admin,
+        Some(json!({"name": "alpha"})),
+    );
+    assert!(made.status().is_success(), "{}", made.status());
+    let (_, home) = page(&server, &cookie, "/ui/home");
+    assert!(home.contains("Instance <strong>main</strong>"), "{home}");
+    assert!(home.contains("href=\"/ui/main/records\""), "{home}");
+    let (status, alpha) = page(&server, &cookie, "/ui/alpha/records");
+    assert_eq!(status, 200);
+    assert!(alpha.contains("Instance <strong>alpha</strong>"), "{alpha}");
+    assert!(
+        alpha.contains("href=\"/ui/alpha/settings/auditing\""),
+        "{alpha}"
+    );
+}
