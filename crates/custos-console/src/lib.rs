@@ -351,6 +351,20 @@ impl Console {
             .unwrap_or_else(|| "main".to_string())
     }
 
+    /// Whether the user works in `instance`: their roles there (their own, their teams', or a
+    /// global admin's) let them read at least one entity. The instance's pages are offered only
+    /// then — an Audit Reader's role reads no records, and every page of them would be refused.
+    pub(crate) fn works_in(&self, instance: &str) -> bool {
+        let Some(open) = self.state.instance(instance) else {
+            return false;
+        };
+        let roles = self.caller.security_roles(&self.state, &open);
+        open.store
+            .catalog()
+            .entities()
+            .any(|entity| custos_records::allows(&roles, custos_records::Privilege::Read, entity))
+    }
+
     /// The instance this page is about: the one its path names (`/ui/<instance>/…`), else the
     /// default.
     pub(crate) fn current_instance(&self) -> String {

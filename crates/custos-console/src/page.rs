@@ -36,6 +36,9 @@ impl Page<'_> {
     pub(crate) fn render(self, console: &Console) -> Response {
         let instance = console.current_instance();
         let reader = console.caller.can_read_audit(&console.state);
+        // The instance's pages only for those who hold a role in it: anyone else would be
+        // refused there, and each refusal is a Denied event in the log.
+        let member = console.works_in(&instance);
         let links: Vec<(&str, String, &str)> = [
             ("records", format!("/ui/{instance}/records"), "Records"),
             (
@@ -50,6 +53,7 @@ impl Page<'_> {
             ),
         ]
         .into_iter()
+        .filter(|_| member)
         .chain(
             [("admin", "/ui/admin".to_string(), "Admin center")]
                 .into_iter()
@@ -152,9 +156,11 @@ pub(crate) async fn home(
     let console = console!(state, headers, context, "/ui/home");
     let instance = console.default_instance();
     let reader = console.caller.can_read_audit(&state);
+    let member = console.works_in(&instance);
     let body = html! {
         p { "Signed in as " strong { (console.caller.principal.upn) } ". Every action you take here is recorded in the audit log, with this browser as its origin." }
         div.cards {
+            @if member {
             section.card {
                 h2 { a href={ "/ui/" (instance) "/records" } { "Records" } }
                 p { "Accounts, contacts and every other entity of instance " code { (instance) } ": views with paging, record forms." }
@@ -166,6 +172,7 @@ pub(crate) async fn home(
             section.card {
                 h2 { a href={ "/ui/" (instance) "/customizations" } { "Customizations" } }
                 p { "Each entity's auditing, retrieve and retrieve multiple auditing; publish to apply." }
+            }
             }
             @if reader {
                 section.card {

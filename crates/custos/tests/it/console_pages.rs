@@ -927,3 +927,31 @@ fn the_header_names_the_instance_and_a_new_one_does_not_take_over() {
         "{alpha}"
     );
 }
+
+/// An Audit Reader who holds no role in the instance is not offered its pages (each visit
+/// would be refused, a Denied event in the log she reviews); the audit pages are hers.
+#[test]
+fn an_audit_reader_is_offered_the_audit_pages_not_the_instances() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.add_user(
+        &admin,
+        "rita@contoso.test",
+        "reader-password-1",
+        "Audit Reader",
+    );
+    let reader = sign_in(&server, "rita@contoso.test", "reader-password-1");
+    let (status, home) = page(&server, &reader, "/ui/home");
+    assert_eq!(status, 200);
+    assert!(!home.contains("/ui/main/records"), "{home}");
+    assert!(!home.contains("/ui/main/settings/auditing"), "{home}");
+    assert!(home.contains("href=\"/ui/audit/search\""), "{home}");
+    let denied = server.audit(&admin, "status=Denied&user=rita@contoso.test");
+    assert!(denied.is_empty(), "{denied:#?}");
+    let admin_cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (_, home) = page(&server, &admin_cookie, "/ui/home");
+    assert!(
+        home.contains("/ui/main/records"),
+        "the admin works in every instance"
+    );
+}
