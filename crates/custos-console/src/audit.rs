@@ -656,6 +656,7 @@ pub(crate) async fn integrity(
     let verification = verification.json;
     let running = verification["status"] == "running";
     let manager = console.caller.can_manage_audit(&console.state);
+    let logged = console.state.log.len();
     let body = html! {
         @if running {
             meta http-equiv="refresh" content="2";
@@ -670,6 +671,13 @@ pub(crate) async fn integrity(
                         "Verified " (text(&verification["finishedDateTime"])) ": " (text(&verification["events"])) " events in "
                         (text(&verification["segments"])) " segments, every checksum, record hash, index file and "
                         (text(&verification["checkpoints"])) " signed checkpoints intact."
+                    }
+                    // A verification speaks for the events it read, not for those since.
+                    @if let Some(verified) = verification["events"].as_u64().filter(|v| *v < logged) {
+                        p role="status" {
+                            "The log has grown since: it now holds " (logged) " events, "
+                            (logged - verified) " of them not covered by this verification."
+                        }
                     }
                 } @else {
                     p.error role="alert" { "The verification of " (text(&verification["finishedDateTime"])) " found problems:" }

@@ -451,3 +451,23 @@ pub fn python(args: &[&str], input: &[u8]) -> std::process::Output {
         })
         .expect("python3 runs")
 }
+
+/// Starts a verification of the live log (`POST /api/audit/verify`, as `token`) and waits for
+/// its outcome.
+pub fn verify_live(server: &Server, token: &str) -> Value {
+    let url = format!("{}/api/audit/verify", server.base);
+    let started = send(client().post(&url), token, None);
+    assert_eq!(started.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = get_json(&url, token);
+        if last["status"] != "running" {
+            return last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verification ran too long"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -955,3 +955,19 @@ fn an_audit_reader_is_offered_the_audit_pages_not_the_instances() {
         "the admin works in every instance"
     );
 }
+
+/// Integrity says how much of the log a past verification did not cover.
+#[test]
+fn integrity_says_what_a_past_verification_did_not_cover() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let done = verify_live(&server, &admin);
+    assert_eq!(done["ok"], true, "{done}");
+    for i in 0..3 {
+        create_account(&server, &admin, &format!("after the verification {i}"));
+    }
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, html) = page(&server, &cookie, "/ui/audit/integrity");
+    assert_eq!(status, 200);
+    assert!(html.contains("The log has grown since"), "{html}");
+}

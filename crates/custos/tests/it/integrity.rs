@@ -123,20 +123,7 @@ fn the_server_verifies_its_own_log_on_request() {
             Some(json!({"name": name})),
         );
     }
-    let started = send(client().post(&url), &admin, None);
-    assert_eq!(started.status(), 202);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let done = loop {
-        let last = get_json(&url, &auditor);
-        if last["status"] != "running" {
-            break last;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the verification ran too long"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let done = verify_live(&server, &admin);
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["ok"], true, "{done}");
     assert!(done["events"].as_u64().unwrap() >= 3, "{done}");
