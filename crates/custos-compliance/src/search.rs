@@ -130,13 +130,47 @@ pub(crate) async fn search(
     draft.query = recorded_query(&pairs);
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
-        let query = parse_search(&pairs, state.clock.now_us())?;
+        // `count=true` adds how many events match in all (`@odata.count`), from the indexes.
+        let counted = match pairs
+            .iter()
+            .find(|(k, _)| k == "count")
+            .map(|(_, v)| v.as_str())
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(AppError::bad_request(format!(
+                    "count must be true or false, got '{other}'"
+                )));
+            }
+        };
+        let searched: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "count")
+            .cloned()
+            .collect();
+        let query = parse_search(&searched, state.clock.now_us())?;
         let log = state.log.clone();
-        let page = blocking(move || log.search(&query)).await?;
+        let (page, total) = blocking(move || {
+            let total = counted
+                .then(|| {
+                    let whole = custos_audit::SearchQuery {
+                        before_seq: None,
+                        ..query.clone()
+                    };
+                    log.histogram(&whole, None).map(|h| h.values().sum::<u64>())
+                })
+                .transpose()?;
+            Ok::<_, AppError>((log.search(&query)?, total))
+        })
+        .await?;
         let mut recorded = draft.clone();
         recorded.result_count = page.events.len() as u64;
         state.record(recorded).await?;
         let mut body = Map::new();
+        if let Some(total) = total {
+            body.insert("@odata.count".into(), json!(total));
+        }
         body.insert(
             "value".into(),
             Json::Array(page.events.iter().map(|(_, e)| event_json(e)).collect()),

@@ -179,6 +179,7 @@ pub(crate) async fn search(
     let mut rows = Vec::new();
     let mut next = None;
     let mut problem = None;
+    let mut total = None;
     // What the API is asked: a "To" date includes its day.
     let end = params.get("end").and_then(|end| inclusive_end(end.trim()));
     let asked: Vec<(&str, &str)> = filters
@@ -191,6 +192,7 @@ pub(crate) async fn search(
     if searched {
         let mut api_query = asked.clone();
         api_query.push(("top", SEARCH_PAGE));
+        api_query.push(("count", "true"));
         if let Some(skip) = params.get("skiptoken") {
             api_query.push(("skiptoken", skip));
         }
@@ -200,6 +202,7 @@ pub(crate) async fn search(
                 Some(message) => problem = Some(message),
                 None => {
                     rows = answer.json["value"].as_array().cloned().unwrap_or_default();
+                    total = answer.json["@odata.count"].as_u64();
                     next = answer.json["@odata.nextLink"].as_str().and_then(|link| {
                         form_urlencoded::parse(link.split_once('?')?.1.as_bytes())
                             .find(|(k, _)| k == "skiptoken")
@@ -230,7 +233,10 @@ pub(crate) async fn search(
         }
         @if searched && problem.is_none() {
             div.actions {
-                span.muted { (rows.len()) " events on this page, newest first." }
+                span.muted {
+                    @if let Some(total) = total { strong { (total) } " events match; " }
+                    (rows.len()) " on this page, newest first."
+                }
                 @for (format, label) in [("xlsx", "Export to Excel (xlsx)"), ("csv", "Export CSV"), ("jsonl", "Export JSON lines")] {
                     form method="post" action="/ui/audit/exports" {
                         (console.form_field())

@@ -886,10 +886,26 @@ fn an_empty_search_runs_and_a_user_type_is_named() {
     let (status, form) = page(&server, &cookie, "/ui/audit/search");
     assert_eq!(status, 200);
     assert!(form.contains("name=\"run\" value=\"1\""), "{form}");
-    // What the form submits with every field left empty.
+    // What the form submits with every field left empty; the page says how many match.
     let (status, html) = page(&server, &cookie, "/ui/audit/search?run=1&start=&end=&q=");
     assert_eq!(status, 200);
     assert!(html.contains("Create"), "{html}");
+    assert!(html.contains("events match;"), "{html}");
+    // The search API counts the whole search on request, beside one page of it.
+    let url = format!(
+        "{}/api/audit/records?operation=Create&top=1&count=true",
+        server.base
+    );
+    let counted = get_json(&url, &admin);
+    assert_eq!(counted["value"].as_array().unwrap().len(), 1);
+    let creates = server.audit(&admin, "operation=Create").len() as u64;
+    assert_eq!(counted["@odata.count"].as_u64(), Some(creates), "{counted}");
+    let refused = send(
+        client().get(url.replace("count=true", "count=yes")),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(refused).0, 400);
     let create = server.audit(&admin, "operation=Create");
     let id = create[0]["Id"].as_str().unwrap();
     let (_, detail) = page(
