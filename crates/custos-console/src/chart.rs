@@ -27,7 +27,10 @@ pub(crate) fn bars(title: &str, bars: &[(String, u64)]) -> Markup {
         total,
         max
     );
-    let ticks = [0.0, 0.5, 1.0];
+    // The axis tops at an even count, so its three labels are distinct whole numbers (a top of
+    // 1 read "0, 1, 1").
+    let top = max.max(2).next_multiple_of(2);
+    let ticks = [0, top / 2, top];
     html! {
         svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg" {
             title id="chart-title" { (title) }
@@ -35,12 +38,11 @@ pub(crate) fn bars(title: &str, bars: &[(String, u64)]) -> Markup {
             line.axis x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(TOP + plot_height) {}
             line.axis x1=(LEFT) y1=(TOP + plot_height) x2=(WIDTH - 8.0) y2=(TOP + plot_height) {}
             @for tick in ticks {
-                @let y = TOP + plot_height * (1.0 - tick);
-                @let value = (max as f64 * tick).round() as u64;
-                text x=(LEFT - 6.0) y=(y + 4.0) text-anchor="end" { (value) }
+                @let y = TOP + plot_height * (1.0 - tick as f64 / top as f64);
+                text x=(LEFT - 6.0) y=(y + 4.0) text-anchor="end" { (tick) }
             }
             @for (i, (label, count)) in bars.iter().enumerate() {
-                @let height = plot_height * (*count as f64) / (max as f64);
+                @let height = plot_height * (*count as f64) / (top as f64);
                 @let x = LEFT + step * i as f64 + (step - bar_width) / 2.0;
                 rect.bar x=(format!("{x:.1}")) y=(format!("{:.1}", TOP + plot_height - height)) width=(format!("{bar_width:.1}")) height=(format!("{height:.1}")) {
                     title { (label) ": " (count) }
@@ -61,5 +63,32 @@ fn short(label: &str) -> String {
             format!("{date} {hour}h")
         }
         _ => date.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bars;
+
+    /// The axis labels of a chart, bottom to top.
+    fn axis(counts: &[u64]) -> Vec<String> {
+        let data: Vec<(String, u64)> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("2026-12-0{}T00:00:00Z", i + 1), *n))
+            .collect();
+        let svg = bars("t", &data).into_string();
+        svg.split("text-anchor=\"end\">")
+            .skip(1)
+            .map(|rest| rest.split('<').next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_axis_labels_are_distinct_whole_numbers() {
+        assert_eq!(axis(&[1, 0, 1]), ["0", "1", "2"]);
+        assert_eq!(axis(&[0, 0]), ["0", "1", "2"]);
+        assert_eq!(axis(&[7, 3]), ["0", "4", "8"]);
+        assert_eq!(axis(&[10]), ["0", "5", "10"]);
     }
 }
