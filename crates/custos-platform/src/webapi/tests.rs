@@ -50,9 +50,19 @@ fn odata_paths() {
         "roles(00000000-0000-0000-0000-00000000002a)/RetrieveRolePrivilegesRole()",
         "BoundAction { set: \"roles\", id: 00000000-0000-0000-0000-00000000002a, action: \"RetrieveRolePrivilegesRole\" }",
     );
+    // A segment after a record that is no relation or action names a property (the entity
+    // decides, when the request runs, whether it has one: 404 otherwise).
     check(
         "accounts(00000000-0000-0000-0000-00000000002a)/contact_customer_accounts",
-        "error: no resource at 'accounts(00000000-0000-0000-0000-00000000002a)/contact_customer_accounts'",
+        "Property { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, property: \"contact_customer_accounts\", raw: false }",
+    );
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)/name/$value",
+        "Property { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, property: \"name\", raw: true }",
+    );
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)/name/$ref",
+        "error: no resource at 'accounts(00000000-0000-0000-0000-00000000002a)/name/$ref'",
     );
     check("a/b/c/d", "error: no resource at 'a/b/c/d'");
 }
