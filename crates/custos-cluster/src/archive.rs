@@ -113,6 +113,11 @@ fn prefix(tenant: uuid::Uuid) -> String {
     format!("audit/{tenant}/")
 }
 
+/// The name of the tenant's object that begins at seq `first` (the listing's order).
+fn object_name(tenant: uuid::Uuid, first: u64) -> String {
+    format!("{}{first:020}", prefix(tenant))
+}
+
 /// Opens (or makes) the archive bucket. Its stream is made here in the object store's layout
 /// (`OBJ_<bucket>`), as the lease bucket's is, so nothing depends on a newer server's account
 /// answers.
@@ -259,7 +264,7 @@ async fn put(task: &ArchiveTask, store: &ObjectStore, object: Archived) -> Resul
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let name = format!("{}{:020}", prefix(task.tenant_id), object.first);
+    let name = object_name(task.tenant_id, object.first);
     let meta = ObjectMetadata {
         name: name.clone(),
         description: Some(format!("audit events {}..{}", object.first, object.end())),
@@ -362,7 +367,7 @@ pub(crate) async fn import(
         if object.end() <= log.len() {
             continue;
         }
-        let name = format!("{}{:020}", prefix(tenant), object.first);
+        let name = object_name(tenant, object.first);
         let mut reader = store
             .get(&name)
             .await
