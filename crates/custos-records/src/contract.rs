@@ -196,10 +196,17 @@ fn paging_and_top(store: &dyn RecordStore) {
         })
         .unwrap();
     assert_eq!(
-        (first.records.len(), first.total, first.next_skip),
+        (
+            first.records.len(),
+            first.total,
+            first.next.as_ref().map(|c| c.returned)
+        ),
         (3, Some(7), Some(3))
     );
-    let options = QueryOptions { skip: 3, ..options };
+    let options = QueryOptions {
+        after: first.next,
+        ..options
+    };
     let second = store
         .retrieve_multiple(&RecordQuery {
             entity: "account",
@@ -207,7 +214,190 @@ fn paging_and_top(store: &dyn RecordStore) {
             page_size: 3,
         })
         .unwrap();
-    assert_eq!((second.records.len(), second.next_skip), (2, None));
+    assert_eq!((second.records.len(), second.next), (2, None));
+}
+
+/// Every page of `query` read through its cursors, as account names.
+fn paged_names(store: &dyn RecordStore, query: &[(&str, &str)], page_size: u64) -> Vec<String> {
+    let mut options = parse_query_options(query.iter().copied()).unwrap();
+    let mut names = Vec::new();
+    loop {
+        let page = store
+            .retrieve_multiple(&RecordQuery {
+                entity: "account",
+                options: &options,
+                page_size,
+            })
+            .unwrap();
+        names.extend(page.records.iter().map(account_name));
+        match page.next {
+            Some(cursor) => options.after = Some(cursor),
+            None => return names,
+        }
+    }
+}
+
+fn account_name(record: &crate::store::Record) -> String {
+    match record.values.get("name") {
+        Some(Value::String(name)) => name.clone(),
+        other => panic!("name {other:?}"),
+    }
+}
+
+fn create_account(store: &dyn RecordStore, name: &str, employees: Option<i64>) {
+    let mut values = vec![("name".to_string(), Value::String(name.into()))];
+    if let Some(n) = employees {
+        values.push(("numberofemployees".into(), Value::Integer(n)));
+    }
+    store
+        .create("account", None, values, context(), &mut ok)
+        .unwrap();
+}
+
+/// The next page starts after the last row shown, not at an offset: a record inserted before
+/// the cursor is not repeated into the next page, one deleted after it makes nothing skip.
+fn paging_is_stable_under_inserts_and_deletes(store: &dyn RecordStore) {
+    for n in (0..24).step_by(2) {
+        create_account(store, &format!("n{n:02}"), (n % 3 != 0).then_some(n));
+    }
+    for (order, first_page, doomed, second_page) in [
+        (
+            "name",
+            ["n00", "n02", "n04", "n06"],
+            "n08",
+            ["n07", "n10", "n12", "n14"],
+        ),
+        (
+            "numberofemployees desc,name",
+            ["n22", "n20", "n16", "n14"],
+            "n10",
+            ["n07", "n08", "n04", "n02"],
+        ),
+    ] {
+        let options = parse_query_options([("$orderby", order)]).unwrap();
+        let query = |options: &QueryOptions| {
+            store
+                .retrieve_multiple(&RecordQuery {
+                    entity: "account",
+                    options,
+                    page_size: 4,
+                })
+                .unwrap()
+        };
+        let first = query(&options);
+        let shown: Vec<String> = first.records.iter().map(account_name).collect();
+        assert_eq!(shown, first_page, "{order}");
+        // Between the pages: n01 (21 employees) sorts before the cursor, n07 (11) after it, and
+        // one of the next page's records is deleted.
+        create_account(store, "n01", Some(21));
+        create_account(store, "n07", Some(11));
+        let id = id_named(store, doomed);
+        store.delete("account", id, None, &mut ok).unwrap();
+        let second = query(&QueryOptions {
+            after: first.next.clone(),
+            ..options.clone()
+        });
+        let shown: Vec<String> = second.records.iter().map(account_name).collect();
+        assert_eq!(shown, second_page, "{order}");
+        // The set as it was, for the next order.
+        for name in ["n01", "n07"] {
+            let id = id_named(store, name);
+            store.delete("account", id, None, &mut ok).unwrap();
+        }
+        let n: i64 = doomed[1..].parse().unwrap();
+        create_account(store, doomed, (n % 3 != 0).then_some(n));
+    }
+    // A cursor from another order, or text not made by the server, is a bad request.
+    let by_name = parse_query_options([("$orderby", "name")]).unwrap();
+    let cursor = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &by_name,
+            page_size: 2,
+        })
+        .unwrap()
+        .next
+        .unwrap();
+    let unordered = QueryOptions {
+        after: Some(cursor),
+        ..QueryOptions::default()
+    };
+    let error = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &unordered,
+            page_size: 2,
+        })
+        .unwrap_err();
+    assert!(matches!(error, Error::BadRequest(_)), "{error}");
+    for token in ["3", "WzMsW10sIngiXQ", "not base64!"] {
+        let error = parse_query_options([("$skiptoken", token)]).unwrap_err();
+        assert!(
+            error.to_string().contains("@odata.nextLink"),
+            "{token}: {error}"
+        );
+    }
+}
+
+fn id_named(store: &dyn RecordStore, name: &str) -> Uuid {
+    let filter = format!("name eq '{name}'");
+    let options = parse_query_options([("$filter", filter.as_str())]).unwrap();
+    let page = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 2,
+        })
+        .unwrap();
+    assert_eq!(page.records.len(), 1, "{name}");
+    page.records[0].id
+}
+
+/// Read page by page in any order (nulls and ties included), the pages join into exactly the
+/// one-page answer.
+fn pages_join_into_the_whole_answer_in_any_order(store: &dyn RecordStore) {
+    let mut dice = differential::Dice(7);
+    for n in 0..40 {
+        let employees = match dice.below(4) {
+            0 => None,
+            e => Some(e as i64),
+        };
+        let name = ["ab", "b", "ca"][dice.below(3) as usize];
+        create_account(store, &format!("{name}{n:02}"), employees);
+        if dice.below(3) == 0 {
+            create_account(store, name, employees);
+        }
+    }
+    let columns = ["name", "numberofemployees", "creditonhold", "accountid"];
+    for _ in 0..40 {
+        let terms: Vec<String> = (0..=dice.below(2))
+            .map(|_| {
+                let column = columns[dice.below(columns.len() as u64) as usize];
+                let direction = if dice.below(2) == 0 { "asc" } else { "desc" };
+                format!("{column} {direction}")
+            })
+            .collect();
+        let order = terms.join(",");
+        let whole = paged_names(store, &[("$orderby", &order)], 5000);
+        let page_size = 1 + dice.below(6);
+        assert_eq!(
+            paged_names(store, &[("$orderby", &order)], page_size),
+            whole,
+            "$orderby={order}, pages of {page_size}"
+        );
+        let top = dice.below(50).to_string();
+        let topped = paged_names(store, &[("$orderby", &order), ("$top", &top)], page_size);
+        assert_eq!(
+            topped.len(),
+            whole.len().min(top.parse().unwrap()),
+            "$top={top}"
+        );
+        assert_eq!(
+            topped[..],
+            whole[..topped.len()],
+            "$orderby={order} $top={top}"
+        );
+    }
 }
 
 fn a_refused_commit_rolls_the_change_back(store: &dyn RecordStore) {
@@ -610,6 +800,14 @@ pub(crate) const CASES: &[(&str, Case)] = &[
     ),
     ("type_errors_are_bad_requests", type_errors_are_bad_requests),
     ("paging_and_top", paging_and_top),
+    (
+        "paging_is_stable_under_inserts_and_deletes",
+        paging_is_stable_under_inserts_and_deletes,
+    ),
+    (
+        "pages_join_into_the_whole_answer_in_any_order",
+        pages_join_into_the_whole_answer_in_any_order,
+    ),
     (
         "a_refused_commit_rolls_the_change_back",
         a_refused_commit_rolls_the_change_back,

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::metadata::{
     AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_logical_name,
 };
-use crate::options::QueryOptions;
-use crate::sql::{Dialect, column_list, select_sql};
+use crate::options::{PageCursor, QueryOptions};
+use crate::sql::{Dialect, column_list, resolve, select_sql};
 use crate::store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
     RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
@@ -652,36 +652,43 @@ impl<E: Engine> RecordStore for Store<E> {
     fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {
         let definition = self.definition(query.entity)?;
         let options = query.options;
+        let returned = options.after.as_ref().map_or(0, |cursor| cursor.returned);
         let remaining = options
             .top
-            .map_or(u64::MAX, |top| top.saturating_sub(options.skip));
+            .map_or(u64::MAX, |top| top.saturating_sub(returned));
         let n = query.page_size.min(remaining);
         self.engine.read(|sql| {
-            let (select, condition, params) = select_sql(
-                sql.dialect(),
-                &definition,
-                options,
-                n.saturating_add(1),
-                options.skip,
-            )?;
+            let selection = select_sql(sql.dialect(), &definition, options, n.saturating_add(1))?;
             let mut records = if n > 0 {
-                sql.records(&definition, &select, &params)?
+                sql.records(&definition, &selection.select, &selection.params)?
             } else {
                 Vec::new()
             };
             let more = records.len() as u64 > n && n < remaining;
             records.truncate(n as usize);
             let total = if options.count {
-                let count = format!("SELECT COUNT(*) FROM \"{}\"{condition}", definition.table());
-                Some(sql.count(&count, &params)?)
+                let count = format!(
+                    "SELECT COUNT(*) FROM \"{}\"{}",
+                    definition.table(),
+                    selection.condition
+                );
+                Some(sql.count(&count, &selection.params[..selection.condition_params])?)
             } else {
                 None
             };
-            let next_skip = more.then(|| options.skip + records.len() as u64);
+            let next = match records.last() {
+                Some(last) if more => Some(page_cursor(
+                    &definition,
+                    options,
+                    last,
+                    returned + records.len() as u64,
+                )?),
+                _ => None,
+            };
             Ok(RecordPage {
                 records,
                 total,
-                next_skip,
+                next,
             })
         })
     }
@@ -822,9 +829,9 @@ impl<E: Engine> RecordStore for Store<E> {
         let announce = self.watched(entity);
         self.engine.write(
             |sql| {
-                let (select, _, params) =
-                    select_sql(sql.dialect(), &definition, options, limit.saturating_add(1), 0)?;
-                let matched = sql.records(&definition, &select, &params)?;
+                let selection =
+                    select_sql(sql.dialect(), &definition, options, limit.saturating_add(1))?;
+                let matched = sql.records(&definition, &selection.select, &selection.params)?;
                 if matched.len() as u64 > limit {
                     return Err(Error::BadRequest(format!(
                         "the query matches more than {limit} {} records; narrow it and run it again",
@@ -874,6 +881,31 @@ impl<E: Engine> RecordStore for Store<E> {
 }
 
 /// Values by logical name, read from a row's columns in definition order.
+/// The cursor after `last`, the last row of a page, in the order of `options`.
+fn page_cursor(
+    definition: &EntityDef,
+    options: &QueryOptions,
+    last: &Record,
+    returned: u64,
+) -> Result<PageCursor> {
+    let keys = options
+        .order_by
+        .iter()
+        .map(|term| {
+            let attribute = resolve(definition, &term.attribute)?;
+            Ok(last
+                .values
+                .get(&attribute.logical_name)
+                .map_or(serde_json::Value::Null, Value::to_json))
+        })
+        .collect::<Result<_>>()?;
+    Ok(PageCursor {
+        returned,
+        keys,
+        id: last.id,
+    })
+}
+
 pub(crate) fn record_of(
     definition: &EntityDef,
     values: impl IntoIterator<Item = Value>,

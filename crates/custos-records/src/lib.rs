@@ -32,7 +32,9 @@ pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
 pub use metadata::{
     AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_custom_name,
 };
-pub use options::{OrderBy, PAGE_SIZE_MAX, QueryOptions, page_size, parse_query_options};
+pub use options::{
+    OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, page_size, parse_query_options,
+};
 pub use pg::{PgStore, Postgres, database_address, trust_postgres_ca};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows, uncovered};
 pub use seed::{ORGANIZATION_ENTITY, ROLE_IDS, custom_entity, seed_entities, seed_views};

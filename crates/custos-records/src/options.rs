@@ -1,6 +1,11 @@
 //! OData system query options of a retrieve multiple: `$select`, `$filter`, `$orderby`, `$top`,
 //! `$count`, `$skiptoken`, and the page size from `Prefer: odata.maxpagesize`.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value as Json, json};
+use uuid::Uuid;
+
 use crate::filter::{Filter, parse_filter};
 use crate::{Error, Result};
 
@@ -31,8 +36,47 @@ pub struct QueryOptions {
     pub top: Option<u64>,
     /// `$count=true`.
     pub count: bool,
-    /// Records already returned by earlier pages (from `$skiptoken`).
-    pub skip: u64,
+    /// Where the previous page ended (from `$skiptoken`); `None` for the first page.
+    pub after: Option<PageCursor>,
+}
+
+/// The keyset of the last row a page returned: the next page starts after it in the query's
+/// order, so records inserted or deleted between pages never make a row repeat or go missing
+/// (an offset would). Clients see it only as the opaque `$skiptoken` of `@odata.nextLink`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageCursor {
+    /// Records returned by earlier pages (what is left of `$top`).
+    pub returned: u64,
+    /// The last row's `$orderby` values, one a term, as the Web API shows them.
+    pub keys: Vec<Json>,
+    /// The last row's id (the order's last, unique term).
+    pub id: Uuid,
+}
+
+impl PageCursor {
+    /// The `$skiptoken` text: base64url of `[returned, keys, id]`.
+    pub fn token(&self) -> String {
+        URL_SAFE_NO_PAD.encode(json!([self.returned, self.keys, self.id.to_string()]).to_string())
+    }
+
+    /// Reads a `$skiptoken`; anything not made by [`PageCursor::token`] is a bad request.
+    pub fn parse(token: &str) -> Result<PageCursor> {
+        let invalid = || {
+            Error::BadRequest(format!(
+                "invalid $skiptoken '{token}': take it from @odata.nextLink unchanged"
+            ))
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        let json: Json = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        match json.as_array().map(Vec::as_slice) {
+            Some([returned, Json::Array(keys), Json::String(id)]) => Ok(PageCursor {
+                returned: returned.as_u64().ok_or_else(invalid)?,
+                keys: keys.clone(),
+                id: Uuid::parse_str(id).map_err(|_| invalid())?,
+            }),
+            _ => Err(invalid()),
+        }
+    }
 }
 
 /// Parses the decoded query pairs of a request. Names may carry the `$` or not only where OData
@@ -113,9 +157,7 @@ pub fn parse_query_options<'a>(
                 };
             }
             "$skiptoken" => {
-                options.skip = value
-                    .parse()
-                    .map_err(|_| Error::BadRequest(format!("invalid $skiptoken '{value}'")))?;
+                options.after = Some(PageCursor::parse(value)?);
             }
             "$format" => {
                 if !value.eq_ignore_ascii_case("json") && !value.starts_with("application/json") {

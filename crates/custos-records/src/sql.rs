@@ -320,21 +320,34 @@ pub(crate) fn numbered(sql: &str) -> String {
     out
 }
 
-/// The `SELECT` of the records `options` match, in their order, `limit` of them after `offset`;
-/// also the `WHERE` clause alone and its parameters (for a count).
+/// A retrieve multiple as SQL.
+pub(crate) struct Selection {
+    /// The `SELECT` of the page's records, in order.
+    pub(crate) select: String,
+    /// Its parameters.
+    pub(crate) params: Vec<Value>,
+    /// The `WHERE` clause of the filter alone (every matching record, for a count).
+    pub(crate) condition: String,
+    /// How many of `params` (the first) the condition takes.
+    pub(crate) condition_params: usize,
+}
+
+/// The records `options` match, in their order, at most `limit`, starting after the page
+/// cursor of `options` when it has one.
 pub(crate) fn select_sql(
     dialect: Dialect,
     definition: &EntityDef,
     options: &crate::options::QueryOptions,
     limit: u64,
-    offset: u64,
-) -> Result<(String, String, Vec<Value>)> {
+) -> Result<Selection> {
     let mut condition = String::new();
     let mut params = Vec::new();
     if let Some(filter) = &options.filter {
         condition.push_str(" WHERE ");
         compile_filter(definition, filter, &mut condition, &mut params)?;
     }
+    let condition_params = params.len();
+    let mut terms = Vec::new();
     let mut order = Vec::new();
     for term in &options.order_by {
         let attribute = resolve(definition, &term.attribute)?;
@@ -345,18 +358,82 @@ pub(crate) fn select_sql(
             (Dialect::Postgres, true) => "DESC NULLS LAST",
         };
         order.push(format!("\"{}\" {direction}", attribute.logical_name));
+        terms.push((attribute, term.descending));
     }
     order.push(format!("\"{}\"", definition.primary_id()));
-    let sql = format!(
-        "SELECT {} FROM \"{}\"{condition} ORDER BY {} LIMIT {} OFFSET {}",
+    let mut predicate = condition.clone();
+    if let Some(cursor) = &options.after {
+        predicate.push_str(if predicate.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        });
+        keyset_after(definition, &terms, cursor, &mut predicate, &mut params)?;
+    }
+    let select = format!(
+        "SELECT {} FROM \"{}\"{predicate} ORDER BY {} LIMIT {}",
         column_list(definition),
         definition.table(),
         order.join(", "),
         limit.min(i64::MAX as u64),
-        offset.min(i64::MAX as u64),
     );
     Ok(match dialect {
-        Dialect::Sqlite => (sql, condition, params),
-        Dialect::Postgres => (numbered(&sql), numbered(&condition), params),
+        Dialect::Sqlite => Selection {
+            select,
+            params,
+            condition,
+            condition_params,
+        },
+        Dialect::Postgres => Selection {
+            select: numbered(&select),
+            params,
+            condition: numbered(&condition),
+            condition_params,
+        },
     })
+}
+
+/// The condition "after the cursor's row in the order of `terms`, then the id": each term
+/// either passes the cursor's value or equals it and leaves the decision to the next. Nulls
+/// sort first ascending and last descending on both engines (`ORDER BY` above).
+fn keyset_after(
+    definition: &EntityDef,
+    terms: &[(&AttributeDef, bool)],
+    cursor: &crate::options::PageCursor,
+    sql: &mut String,
+    params: &mut Vec<Value>,
+) -> Result<()> {
+    if cursor.keys.len() != terms.len() {
+        return Err(Error::BadRequest(
+            "this $skiptoken belongs to a query with another $orderby".into(),
+        ));
+    }
+    let mut closing = String::new();
+    for ((attribute, descending), key) in terms.iter().zip(&cursor.keys) {
+        let column = format!("\"{}\"", attribute.logical_name);
+        let value = Value::from_json(attribute, key).map_err(|_| {
+            Error::BadRequest("this $skiptoken does not fit the query's $orderby".into())
+        })?;
+        match (value, descending) {
+            (Value::Null, false) => {
+                sql.push_str(&format!("({column} IS NOT NULL OR ({column} IS NULL AND "))
+            }
+            (Value::Null, true) => sql.push_str(&format!("(({column} IS NULL AND ")),
+            (value, false) => {
+                sql.push_str(&format!("({column} > ? OR ({column} = ? AND "));
+                params.extend([value.clone(), value]);
+            }
+            (value, true) => {
+                sql.push_str(&format!(
+                    "({column} < ? OR {column} IS NULL OR ({column} = ? AND "
+                ));
+                params.extend([value.clone(), value]);
+            }
+        }
+        closing.push_str("))");
+    }
+    sql.push_str(&format!("\"{}\" > ?", definition.primary_id()));
+    params.push(Value::Guid(cursor.id));
+    sql.push_str(&closing);
+    Ok(())
 }

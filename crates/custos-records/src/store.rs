@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::metadata::{AttributeDef, Catalog, EntityDef};
-use crate::options::QueryOptions;
+use crate::options::{PageCursor, QueryOptions};
 use crate::value::Value;
 
 /// One record: its id and its attribute values by logical name.
@@ -39,8 +39,8 @@ pub struct RecordPage {
     pub records: Vec<Record>,
     /// Every matching record, when `$count` asked for it.
     pub total: Option<u64>,
-    /// Records returned so far, when another page follows.
-    pub next_skip: Option<u64>,
+    /// Where the next page starts, when another page follows.
+    pub next: Option<PageCursor>,
 }
 
 /// The result of a write, given to the `before_commit` hook and returned.

@@ -390,12 +390,12 @@ pub(crate) async fn retrieve_multiple(
         .map(|r| Json::Object(record_json(&request, &entity, r, options.select.as_deref())))
         .collect();
     body.insert("value".into(), Json::Array(values));
-    if let Some(skip) = page.next_skip {
+    if let Some(cursor) = &page.next {
         let mut pairs = form_urlencoded::Serializer::new(String::new());
         for (k, v) in request.query.iter().filter(|(k, _)| k != "$skiptoken") {
             pairs.append_pair(k, v);
         }
-        pairs.append_pair("$skiptoken", &skip.to_string());
+        pairs.append_pair("$skiptoken", &cursor.token());
         body.insert(
             "@odata.nextLink".into(),
             json!(format!("{}/{set}?{}", request.service_root, pairs.finish())),

@@ -27,10 +27,10 @@ struct Row {
 }
 
 /// A small deterministic generator (a 64-bit LCG): the same filters on every run and engine.
-struct Dice(u64);
+pub(super) struct Dice(pub(super) u64);
 
 impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
