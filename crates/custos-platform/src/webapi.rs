@@ -5,6 +5,7 @@
 //! pipeline: successes as the policy says, refusals and failures always.
 
 mod bulk;
+mod expand;
 mod metadata;
 mod records;
 mod security;
@@ -66,6 +67,13 @@ enum Target {
         relation: String,
         other: Option<Uuid>,
         reference: bool,
+    },
+    /// `set(id)/lookup/$ref`: the reference a record's lookup holds, set (`PUT`) or removed
+    /// (`DELETE`).
+    LookupRef {
+        set: String,
+        id: Uuid,
+        lookup: String,
     },
     /// `set(id)/[Microsoft.Dynamics.CRM.]Action`: an action bound to a record.
     BoundAction {
@@ -170,6 +178,11 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                         id,
                         property: relation,
                         raw: false,
+                    }),
+                    (true, None) => Ok(Target::LookupRef {
+                        set: set.to_string(),
+                        id,
+                        lookup: relation,
                     }),
                     _ => Err(unknown()),
                 };
@@ -342,6 +355,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
         Target::Record(..) => "GET, PATCH, DELETE",
         Target::Association { .. } => "GET, POST, DELETE",
+        Target::LookupRef { .. } => "PUT, DELETE",
         Target::BoundAction { .. } => "GET, POST",
     }
 }
@@ -399,6 +413,7 @@ fn classify(
         | Target::Record(set, _)
         | Target::Property { set, .. }
         | Target::Association { set, .. }
+        | Target::LookupRef { set, .. }
         | Target::BoundAction { set, .. } => Some(set.as_str()),
         _ => None,
     };
@@ -406,7 +421,7 @@ fn classify(
         (Target::EntitySet(_) | Target::Count(_), &Method::GET) => Operation::RetrieveMultiple,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
-        (Target::Record(..), &Method::PATCH) => Operation::Update,
+        (Target::Record(..), &Method::PATCH) | (Target::LookupRef { .. }, _) => Operation::Update,
         (Target::Record(..), &Method::DELETE) => Operation::Delete,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
             Operation::UpdateAuditSettings
@@ -436,6 +451,7 @@ fn classify(
     if let Target::Record(_, id)
     | Target::Property { id, .. }
     | Target::Association { id, .. }
+    | Target::LookupRef { id, .. }
     | Target::BoundAction { id, .. } = target
     {
         draft.record_ids = vec![*id];
@@ -571,6 +587,9 @@ async fn dispatch(
         (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
         (Target::Record(set, id), Method::DELETE) => {
             records::delete(request, draft, set, *id).await
+        }
+        (Target::LookupRef { set, id, lookup }, Method::PUT | Method::DELETE) => {
+            records::set_lookup_ref(request, draft, set, *id, lookup).await
         }
         (Target::Association { .. }, Method::GET | Method::POST | Method::DELETE) => {
             security::association(request, draft, &target).await

@@ -30,10 +30,10 @@ pub use engine::Store;
 pub use error::{Error, Result};
 pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
 pub use metadata::{
-    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_custom_name,
+    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, Navigation, is_custom_name,
 };
 pub use options::{
-    OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, page_size, parse_query_options,
+    Expand, OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, page_size, parse_query_options,
 };
 pub use pg::{PgStore, Postgres, database_address, trust_postgres_ca};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows, uncovered};

@@ -317,6 +317,90 @@ impl Catalog {
     pub fn entities(&self) -> impl Iterator<Item = &EntityDef> {
         self.entities.values()
     }
+
+    /// The navigation properties of `entity`: one single-valued property per lookup (named as
+    /// the lookup), one collection-valued property per lookup of any entity that targets it
+    /// (named `<referencing entity>_<lookup>`, e.g. `account_primarycontactid` on `contact`).
+    /// A lookup whose target is not published has none.
+    pub fn navigations<'c>(&'c self, entity: &'c EntityDef) -> Vec<Navigation<'c>> {
+        let single = entity
+            .attributes
+            .iter()
+            .filter_map(|lookup| match &lookup.attribute_type {
+                AttributeType::Lookup { target } => Some(Navigation {
+                    name: lookup.logical_name.clone(),
+                    referencing: entity,
+                    lookup,
+                    referenced: self.entity(target)?,
+                    collection: false,
+                }),
+                _ => None,
+            });
+        let reverse = self.entities().flat_map(|referencing| {
+            referencing
+                .attributes
+                .iter()
+                .filter_map(move |lookup| match &lookup.attribute_type {
+                    AttributeType::Lookup { target } if *target == entity.logical_name => {
+                        Some(Navigation {
+                            name: format!("{}_{}", referencing.logical_name, lookup.logical_name),
+                            referencing,
+                            lookup,
+                            referenced: entity,
+                            collection: true,
+                        })
+                    }
+                    _ => None,
+                })
+        });
+        single.chain(reverse).collect()
+    }
+
+    /// The navigation property `name` of `entity`.
+    pub fn navigation<'c>(&'c self, entity: &'c EntityDef, name: &str) -> Option<Navigation<'c>> {
+        self.navigations(entity)
+            .into_iter()
+            .find(|n| n.name == name)
+    }
+}
+
+/// A relationship seen from one side: a lookup of `referencing` pointing at a `referenced`
+/// record.
+#[derive(Debug, Clone)]
+pub struct Navigation<'c> {
+    /// The property's name.
+    pub name: String,
+    /// The entity holding the lookup.
+    pub referencing: &'c EntityDef,
+    /// The lookup attribute.
+    pub lookup: &'c AttributeDef,
+    /// The entity the lookup points at.
+    pub referenced: &'c EntityDef,
+    /// Seen from the referenced side: the records whose lookup points here.
+    pub collection: bool,
+}
+
+impl Navigation<'_> {
+    /// The entity whose records the property shows.
+    pub fn shows(&self) -> &EntityDef {
+        if self.collection {
+            self.referencing
+        } else {
+            self.referenced
+        }
+    }
+
+    /// The property's name seen from the other side (its OData `Partner`).
+    pub fn partner(&self) -> String {
+        if self.collection {
+            self.lookup.logical_name.clone()
+        } else {
+            format!(
+                "{}_{}",
+                self.referencing.logical_name, self.lookup.logical_name
+            )
+        }
+    }
 }
 
 /// Whether `name` is the logical name of a customization: a publisher prefix of 2 to 8

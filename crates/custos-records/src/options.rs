@@ -38,6 +38,95 @@ pub struct QueryOptions {
     pub count: bool,
     /// Where the previous page ended (from `$skiptoken`); `None` for the first page.
     pub after: Option<PageCursor>,
+    /// `$expand`: related records to show with each record.
+    pub expand: Vec<Expand>,
+}
+
+/// One `$expand` item: a navigation property and the options of what it shows (`$select`, and
+/// on collections `$filter`, `$orderby`, `$top`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expand {
+    /// The navigation property, as written.
+    pub property: String,
+    /// Its nested options.
+    pub options: QueryOptions,
+}
+
+/// The parts of `text` between top-level `separator`s: not inside parentheses or a quoted
+/// string (`'it''s'`).
+fn split_top(text: &str, separator: char) -> Result<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0usize, false, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| Error::BadRequest(format!("unbalanced ')' in '{text}'")))?;
+            }
+            c if c == separator && !quoted && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 || quoted {
+        return Err(Error::BadRequest(format!(
+            "unbalanced '(' or quote in '{text}'"
+        )));
+    }
+    parts.push(&text[start..]);
+    Ok(parts)
+}
+
+/// Reads `$expand=a,b($select=x;$top=5)`.
+fn parse_expand(text: &str) -> Result<Vec<Expand>> {
+    let mut items = Vec::new();
+    for item in split_top(text, ',')? {
+        let item = item.trim();
+        let (property, nested) = match item.split_once('(') {
+            None => (item, ""),
+            Some((property, rest)) => (
+                property.trim(),
+                rest.strip_suffix(')').ok_or_else(|| {
+                    Error::BadRequest(format!("$expand item '{item}' has text after ')'"))
+                })?,
+            ),
+        };
+        if property.is_empty()
+            || !property
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::BadRequest(format!(
+                "$expand names no navigation property in '{item}'"
+            )));
+        }
+        let mut pairs = Vec::new();
+        for option in split_top(nested, ';')?
+            .into_iter()
+            .filter(|o| !o.trim().is_empty())
+        {
+            let (name, value) = option.split_once('=').ok_or_else(|| {
+                Error::BadRequest(format!("'{option}' in $expand is not name=value"))
+            })?;
+            let name = name.trim();
+            if !matches!(name, "$select" | "$filter" | "$orderby" | "$top") {
+                return Err(Error::BadRequest(format!(
+                    "{name} is not supported inside $expand (only $select, $filter, $orderby and $top)"
+                )));
+            }
+            pairs.push((name, value));
+        }
+        items.push(Expand {
+            property: property.to_string(),
+            options: parse_query_options(pairs)?,
+        });
+    }
+    Ok(items)
 }
 
 /// The keyset of the last row a page returned: the next page starts after it in the query's
@@ -159,6 +248,7 @@ pub fn parse_query_options<'a>(
             "$skiptoken" => {
                 options.after = Some(PageCursor::parse(value)?);
             }
+            "$expand" => options.expand = parse_expand(value)?,
             "$format" => {
                 if !value.eq_ignore_ascii_case("json") && !value.starts_with("application/json") {
                     return Err(Error::BadRequest(format!(

@@ -61,6 +61,28 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
                 attribute.attribute_type.edm_type()
             ));
         }
+        // Relations: a lookup's record, and the records whose lookup points here.
+        for navigation in catalog.navigations(entity) {
+            let shows = &navigation.shows().logical_name;
+            let (kind, constraint) = if navigation.collection {
+                (format!("Collection(mscrm.{shows})"), String::new())
+            } else {
+                (
+                    format!("mscrm.{shows}"),
+                    format!(
+                        "<ReferentialConstraint Property=\"{}\" ReferencedProperty=\"{}\"/>",
+                        xml_escape(&navigation.lookup.web_name()),
+                        xml_escape(&navigation.referenced.primary_id())
+                    ),
+                )
+            };
+            xml.push_str(&format!(
+                "<NavigationProperty Name=\"{}\" Type=\"{}\" Partner=\"{}\">{constraint}</NavigationProperty>",
+                xml_escape(&navigation.name),
+                xml_escape(&kind),
+                xml_escape(&navigation.partner()),
+            ));
+        }
         xml.push_str("</EntityType>\n");
     }
     // The operations the container imports, defined as Dataverse defines them.
@@ -78,10 +100,18 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
     xml.push_str("<EntityContainer Name=\"System\">\n");
     for entity in catalog.entities() {
         xml.push_str(&format!(
-            "<EntitySet Name=\"{}\" EntityType=\"Microsoft.Dynamics.CRM.{}\"/>\n",
+            "<EntitySet Name=\"{}\" EntityType=\"Microsoft.Dynamics.CRM.{}\">",
             xml_escape(&entity.set_name),
             xml_escape(&entity.logical_name)
         ));
+        for navigation in catalog.navigations(entity) {
+            xml.push_str(&format!(
+                "<NavigationPropertyBinding Path=\"{}\" Target=\"{}\"/>",
+                xml_escape(&navigation.name),
+                xml_escape(&navigation.shows().set_name)
+            ));
+        }
+        xml.push_str("</EntitySet>\n");
     }
     xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");

@@ -17,6 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::expand;
 use super::sharing::require_on_record;
 use crate::automation::{self, Message, activation_operation, is_automation};
 use custos_http::auth::hash_secret;
@@ -87,7 +88,7 @@ pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef
 }
 
 /// The Web API JSON of a record, limited to `select` when given.
-fn record_json(
+pub(super) fn record_json(
     request: &WebRequest,
     entity: &EntityDef,
     record: &Record,
@@ -117,7 +118,10 @@ fn record_json(
     out
 }
 
-fn check_select(entity: &EntityDef, select: &Option<Vec<String>>) -> Result<(), AppError> {
+pub(super) fn check_select(
+    entity: &EntityDef,
+    select: &Option<Vec<String>>,
+) -> Result<(), AppError> {
     for name in select.iter().flatten() {
         if entity.attribute_by_web_name(name).is_none() {
             return Err(AppError::bad_request(format!(
@@ -362,12 +366,14 @@ pub(crate) async fn retrieve_multiple(
         Ok((page, options))
     })
     .await?;
+    let expanded = expand::fetch(&request, &entity, &options.expand, &page.records).await?;
     if audited {
         let mut event = draft.clone();
         event.record_ids = page.records.iter().map(|r| r.id).collect();
         event.result_count = page.records.len() as u64;
         request.state.record(event).await?;
     }
+    expand::record(&request, draft, &entity, &expanded).await?;
 
     let mut body = Map::new();
     if !request.metadata_none() {
@@ -387,7 +393,11 @@ pub(crate) async fn retrieve_multiple(
     let values: Vec<Json> = page
         .records
         .iter()
-        .map(|r| Json::Object(record_json(&request, &entity, r, options.select.as_deref())))
+        .map(|r| {
+            let mut body = record_json(&request, &entity, r, options.select.as_deref());
+            expand::attach(&request, &expanded, r.id, &mut body);
+            Json::Object(body)
+        })
         .collect();
     body.insert("value".into(), Json::Array(values));
     if let Some(cursor) = &page.next {
@@ -440,18 +450,33 @@ async fn read_audited(
     entity: &EntityDef,
     id: Uuid,
 ) -> Result<Record, AppError> {
-    let audited = request.policy().audits_retrieve(&entity.logical_name);
+    let record = read_record(request, entity, id).await?;
+    record_read(request, draft, entity).await?;
+    Ok(record)
+}
+
+async fn read_record(
+    request: &WebRequest,
+    entity: &EntityDef,
+    id: Uuid,
+) -> Result<Record, AppError> {
     let store = request.instance.store.clone();
     let logical_name = entity.logical_name.clone();
-    let record =
-        blocking(move || -> Result<Record, AppError> { Ok(store.retrieve(&logical_name, id)?) })
-            .await?;
-    if audited {
+    blocking(move || -> Result<Record, AppError> { Ok(store.retrieve(&logical_name, id)?) }).await
+}
+
+/// Appends the retrieve of `draft` when the entity's reads are audited.
+async fn record_read(
+    request: &WebRequest,
+    draft: &EventDraft,
+    entity: &EntityDef,
+) -> Result<(), AppError> {
+    if request.policy().audits_retrieve(&entity.logical_name) {
         let mut event = draft.clone();
         event.result_count = 1;
         request.state.record(event).await?;
     }
-    Ok(record)
+    Ok(())
 }
 
 /// `GET set(id)/property[/$value]`: one property of a record — `{"@odata.context", "value"}`,
@@ -500,18 +525,10 @@ pub(crate) async fn retrieve(
     id: Uuid,
 ) -> Result<Response, AppError> {
     let entity = retrieving(&request, draft, set, id, &format!("{set}({id})"))?;
-    let mut select = None;
+    let mut single = Vec::new();
     for (name, value) in &request.query {
         match name.as_str() {
-            "$select" => {
-                select = Some(
-                    value
-                        .split(',')
-                        .map(|s| s.trim().to_string())
-                        .collect::<Vec<_>>(),
-                )
-            }
-            "$format" => {}
+            "$select" | "$expand" | "$format" => single.push((name.as_str(), value.as_str())),
             other if other.starts_with('$') => {
                 return Err(AppError::bad_request(format!(
                     "query option {other} is not supported on a single record"
@@ -520,8 +537,18 @@ pub(crate) async fn retrieve(
             _ => {}
         }
     }
+    let options = parse_query_options(single)?;
+    let select = options.select;
     check_select(&entity, &select)?;
-    let record = read_audited(&request, draft, &entity, id).await?;
+    let record = read_record(&request, &entity, id).await?;
+    let expanded = expand::fetch(
+        &request,
+        &entity,
+        &options.expand,
+        std::slice::from_ref(&record),
+    )
+    .await?;
+    record_read(&request, draft, &entity).await?;
     // The client holds this version already: 304, no body (the read is recorded all the same:
     // it learnt the record is unchanged).
     let current = match record.values.get("versionnumber") {
@@ -536,7 +563,9 @@ pub(crate) async fn retrieve(
     if unchanged {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    expand::record(&request, draft, &entity, &expanded).await?;
     let mut body = record_json(&request, &entity, &record, select.as_deref());
+    expand::attach(&request, &expanded, record.id, &mut body);
     if !request.metadata_none() {
         body.shift_insert(
             0,
@@ -1069,6 +1098,52 @@ pub(crate) async fn update(
         &outcome,
         outcome.before.is_none(),
     ))
+}
+
+/// `PUT set(id)/lookup/$ref` with `{"@odata.id": "<reference>"}` sets a lookup, `DELETE`
+/// removes it: the update `{"lookup@odata.bind": reference or null}` (audited as one).
+pub(crate) async fn set_lookup_ref(
+    mut request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    lookup: &str,
+) -> Result<Response, AppError> {
+    let entity = entity_by_set(&request, set)?;
+    if !entity.attribute(lookup).is_some_and(|a| {
+        matches!(
+            a.attribute_type,
+            custos_records::AttributeType::Lookup { .. }
+        )
+    }) {
+        return Err(AppError::not_found(format!(
+            "'{lookup}' is not a lookup of '{}'",
+            entity.logical_name
+        )));
+    }
+    let reference = if request.method == axum::http::Method::DELETE {
+        Json::Null
+    } else {
+        let body = request.json_object()?;
+        match body.get("@odata.id") {
+            Some(Json::String(text)) => json!(text),
+            _ => {
+                return Err(AppError::bad_request(
+                    "the body of a $ref must be {\"@odata.id\": \"<entity set>(<id>)\"}",
+                ));
+            }
+        }
+    };
+    let mut bind = Map::new();
+    bind.insert(format!("{lookup}@odata.bind"), reference);
+    request.body = Json::Object(bind).to_string().into();
+    // A reference is set on a record that exists: never an upsert.
+    if !request.headers.contains_key("if-match") {
+        request
+            .headers
+            .insert("if-match", HeaderValue::from_static("*"));
+    }
+    update(request, draft, set, id).await
 }
 
 /// A `systemusers` update: the sign-in name never changes, and a change of `isdisabled` (by

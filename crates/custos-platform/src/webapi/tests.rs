@@ -60,9 +60,14 @@ fn odata_paths() {
         "accounts(00000000-0000-0000-0000-00000000002a)/name/$value",
         "Property { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, property: \"name\", raw: true }",
     );
+    // The reference of a lookup (whether `name` is one, the entity decides at run time: 404).
     check(
         "accounts(00000000-0000-0000-0000-00000000002a)/name/$ref",
-        "error: no resource at 'accounts(00000000-0000-0000-0000-00000000002a)/name/$ref'",
+        "LookupRef { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, lookup: \"name\" }",
+    );
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)/name(00000000-0000-0000-0000-000000000001)/$ref",
+        "error: no resource at 'accounts(00000000-0000-0000-0000-00000000002a)/name(00000000-0000-0000-0000-000000000001)/$ref'",
     );
     check("a/b/c/d", "error: no resource at 'a/b/c/d'");
 }

@@ -160,7 +160,8 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
 
 /// `$metadata` read by an XML parser apart from Custos (Python's ElementTree): every operation
 /// the container imports is defined, a decimal or money property has a scale (OData's default,
-/// 0, would make it an integer), and every key is non-nullable.
+/// 0, would make it an integer), every key is non-nullable, and every navigation property
+/// names a defined type and a partner that names it back.
 #[test]
 fn the_metadata_defines_what_it_imports_and_states_scale_and_keys() {
     let server = Server::start(&[]);
@@ -192,7 +193,23 @@ for entity in schema.findall("edm:EntityType", ns):
             decimals += 1
             if prop.get("Scale") is None:
                 problems.append(f"{entity.get('Name')}.{prop.get('Name')}: a decimal without Scale")
-print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports}))
+types = {e.get("Name"): e for e in schema.findall("edm:EntityType", ns)}
+navigations = 0
+for name, entity in types.items():
+    for nav in entity.findall("edm:NavigationProperty", ns):
+        navigations += 1
+        target = nav.get("Type").removeprefix("Collection(").removesuffix(")").split(".")[-1]
+        if target not in types:
+            problems.append(f"{name}.{nav.get('Name')}: undefined type {target}")
+            continue
+        partner = types[target].find(f"edm:NavigationProperty[@Name='{nav.get('Partner')}']", ns)
+        if partner is None or partner.get("Partner") != nav.get("Name"):
+            problems.append(f"{name}.{nav.get('Name')}: no partner {nav.get('Partner')} on {target}")
+sets = {e.get("Name") for e in schema.iter() if e.tag.endswith("}EntitySet")}
+for binding in schema.iter():
+    if binding.tag.endswith("}NavigationPropertyBinding") and binding.get("Target") not in sets:
+        problems.append(f"binding {binding.get('Path')} to undefined set {binding.get('Target')}")
+print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports, "navigations": navigations}))
 "#;
     let output = python(&["-c", script], csdl.as_bytes());
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
@@ -200,6 +217,7 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
     });
     assert_eq!(report["problems"], json!([]), "{report}");
     assert!(report["decimals"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["navigations"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(
         report["imports"],
         json!([

@@ -30,6 +30,7 @@ mod outbound;
 mod publish;
 mod queries;
 mod reindex;
+mod relations;
 mod relp;
 mod reports;
 mod retention;
