@@ -34,7 +34,7 @@ pub(super) struct Expanded {
 }
 
 /// `ids` as the filter `attribute in (ids…)`, a balanced tree of `eq`s.
-fn any_of(attribute: &str, ids: &[Uuid]) -> Filter {
+pub(super) fn any_of(attribute: &str, ids: &[Uuid]) -> Filter {
     match ids {
         [] => Filter::Constant(false),
         [one] => Filter::Compare {
@@ -167,33 +167,50 @@ pub(super) async fn fetch(
     Ok(out)
 }
 
-/// Appends, for each expansion that showed records of an entity whose lists are audited, a
+/// Records of another entity an answer shows besides its own: an expansion's, or those whose
+/// names a lookup's formatted value shows.
+pub(super) struct Seen {
+    /// Their entity.
+    pub(super) entity: EntityDef,
+    /// Their ids.
+    pub(super) ids: BTreeSet<Uuid>,
+    /// What showed them (the event's `Details`).
+    pub(super) details: Json,
+}
+
+/// What each expansion shows.
+pub(super) fn seen(from: &EntityDef, expanded: &[Expanded]) -> Vec<Seen> {
+    expanded
+        .iter()
+        .map(|expansion| Seen {
+            entity: expansion.shows.clone(),
+            ids: expansion.related.values().flatten().map(|r| r.id).collect(),
+            details: json!({
+                "ExpandedFrom": from.logical_name,
+                "NavigationProperty": expansion.property,
+            }),
+        })
+        .collect()
+}
+
+/// Appends, for each of `seen` whose entity's lists are audited and that showed records, a
 /// `RetrieveMultiple` of exactly those records under that entity.
-pub(super) async fn record(
+pub(super) async fn record_seen(
     request: &WebRequest,
     draft: &EventDraft,
-    from: &EntityDef,
-    expanded: &[Expanded],
+    seen: Vec<Seen>,
 ) -> Result<(), AppError> {
     let policy = request.policy();
-    for expansion in expanded {
-        if !policy.audits_retrieve_multiple(&expansion.shows.logical_name) {
-            continue;
-        }
-        let ids: BTreeSet<Uuid> = expansion.related.values().flatten().map(|r| r.id).collect();
-        if ids.is_empty() {
+    for shown in seen {
+        if shown.ids.is_empty() || !policy.audits_retrieve_multiple(&shown.entity.logical_name) {
             continue;
         }
         let mut event = draft.clone();
         event.operation = Operation::RetrieveMultiple;
-        event.set_entity(&expansion.shows);
-        event.result_count = ids.len() as u64;
-        event.record_ids = ids.into_iter().collect();
-        event.details = json!({
-            "ExpandedFrom": from.logical_name,
-            "NavigationProperty": expansion.property,
-        })
-        .to_string();
+        event.set_entity(&shown.entity);
+        event.result_count = shown.ids.len() as u64;
+        event.record_ids = shown.ids.into_iter().collect();
+        event.details = shown.details.to_string();
         request.state.record(event).await?;
     }
     Ok(())

@@ -17,6 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::annotations::Presentation;
 use super::expand;
 use super::sharing::require_on_record;
 use crate::automation::{self, Message, activation_operation, is_automation};
@@ -87,6 +88,18 @@ pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef
         .ok_or_else(|| AppError::not_found(format!("entity set '{set}' does not exist")))
 }
 
+/// Whether `$select` (all when `None`) names `attribute`, by web or logical name.
+pub(super) fn selected(
+    attribute: &custos_records::AttributeDef,
+    select: Option<&[String]>,
+) -> bool {
+    select.is_none_or(|names| {
+        names
+            .iter()
+            .any(|n| *n == attribute.web_name() || *n == attribute.logical_name)
+    })
+}
+
 /// The Web API JSON of a record, limited to `select` when given.
 pub(super) fn record_json(
     request: &WebRequest,
@@ -101,13 +114,8 @@ pub(super) fn record_json(
         out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
     }
     for attribute in &entity.attributes {
-        let web_name = attribute.web_name();
-        let selected = select.is_none_or(|names| {
-            names
-                .iter()
-                .any(|n| *n == web_name || *n == attribute.logical_name)
-        });
-        if selected || attribute.logical_name == entity.primary_id() {
+        if selected(attribute, select) || attribute.logical_name == entity.primary_id() {
+            let web_name = attribute.web_name();
             let value = record
                 .values
                 .get(&attribute.logical_name)
@@ -367,13 +375,18 @@ pub(crate) async fn retrieve_multiple(
     })
     .await?;
     let expanded = expand::fetch(&request, &entity, &options.expand, &page.records).await?;
+    let mut presentation = Presentation::of(&request);
+    let mut seen = presentation
+        .read_lookup_names(&request, &entity, &page.records, options.select.as_deref())
+        .await?;
     if audited {
         let mut event = draft.clone();
         event.record_ids = page.records.iter().map(|r| r.id).collect();
         event.result_count = page.records.len() as u64;
         request.state.record(event).await?;
     }
-    expand::record(&request, draft, &entity, &expanded).await?;
+    seen.extend(expand::seen(&entity, &expanded));
+    expand::record_seen(&request, draft, seen).await?;
 
     let mut body = Map::new();
     if !request.metadata_none() {
@@ -394,7 +407,8 @@ pub(crate) async fn retrieve_multiple(
         .records
         .iter()
         .map(|r| {
-            let mut body = record_json(&request, &entity, r, options.select.as_deref());
+            let body = record_json(&request, &entity, r, options.select.as_deref());
+            let mut body = presentation.present(&request, &entity, r, body);
             expand::attach(&request, &expanded, r.id, &mut body);
             Json::Object(body)
         })
@@ -411,17 +425,29 @@ pub(crate) async fn retrieve_multiple(
             json!(format!("{}/{set}?{}", request.service_root, pairs.finish())),
         );
     }
-    let mut response = axum::Json(Json::Object(body)).into_response();
+    let mut applied = Vec::new();
     if page_size < PAGE_SIZE_MAX
         || request
             .header("prefer")
             .is_some_and(|p| p.contains("odata.maxpagesize"))
     {
-        let applied =
-            HeaderValue::from_str(&format!("odata.maxpagesize={page_size}")).expect("ascii");
-        response.headers_mut().insert("preference-applied", applied);
+        applied.push(format!("odata.maxpagesize={page_size}"));
     }
-    Ok(response)
+    applied.extend(presentation.applied().map(str::to_string));
+    Ok(with_preferences_applied(
+        axum::Json(Json::Object(body)).into_response(),
+        &applied,
+    ))
+}
+
+/// `response` with `Preference-Applied` naming `applied`, when any preference was.
+fn with_preferences_applied(mut response: Response, applied: &[String]) -> Response {
+    if !applied.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&applied.join(","))
+    {
+        response.headers_mut().insert("preference-applied", value);
+    }
+    response
 }
 
 /// The entity of a retrieve of record `id` of `set` (the request's `path` in the event's
@@ -548,6 +574,7 @@ pub(crate) async fn retrieve(
         std::slice::from_ref(&record),
     )
     .await?;
+    let mut presentation = Presentation::of(&request);
     record_read(&request, draft, &entity).await?;
     // The client holds this version already: 304, no body (the read is recorded all the same:
     // it learnt the record is unchanged).
@@ -563,8 +590,18 @@ pub(crate) async fn retrieve(
     if unchanged {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    expand::record(&request, draft, &entity, &expanded).await?;
-    let mut body = record_json(&request, &entity, &record, select.as_deref());
+    let mut seen = presentation
+        .read_lookup_names(
+            &request,
+            &entity,
+            std::slice::from_ref(&record),
+            select.as_deref(),
+        )
+        .await?;
+    seen.extend(expand::seen(&entity, &expanded));
+    expand::record_seen(&request, draft, seen).await?;
+    let body = record_json(&request, &entity, &record, select.as_deref());
+    let mut body = presentation.present(&request, &entity, &record, body);
     expand::attach(&request, &expanded, record.id, &mut body);
     if !request.metadata_none() {
         body.shift_insert(
@@ -573,7 +610,15 @@ pub(crate) async fn retrieve(
             json!(format!("{}/$metadata#{set}/$entity", request.service_root)),
         );
     }
-    Ok(axum::Json(Json::Object(body)).into_response())
+    let applied: Vec<String> = presentation
+        .applied()
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    Ok(with_preferences_applied(
+        axum::Json(Json::Object(body)).into_response(),
+        &applied,
+    ))
 }
 
 /// `GET set/$count[?$filter]`: how many records match, as plain text (what OData clients'

@@ -166,3 +166,122 @@ fn expanded_records_are_shown_and_each_is_in_the_log_under_its_own_entity() {
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "PUT, DELETE");
 }
+
+/// `Prefer: odata.include-annotations` adds formatted values and a lookup's entity and
+/// navigation property, each just before its property; a lookup's formatted value is the name
+/// of another record, which is then in the log under its entity. `odata.metadata=full` adds
+/// each record's type, id, edit link, navigation links and the types JSON does not show.
+#[test]
+fn annotations_and_full_metadata_are_what_the_client_asks_for() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(
+        &admin,
+        json!({"isauditenabled": true, "isreadauditenabled": true}),
+    );
+    server.set_entity_flags(
+        &admin,
+        "contact",
+        json!({"IsAuditEnabled": {"Value": true}, "IsRetrieveMultipleAuditEnabled": {"Value": true}}),
+    );
+    server.publish(&admin);
+    let ada = entity_id(&send(
+        client().post(server.api("contacts")),
+        &admin,
+        Some(json!({"firstname": "Ada", "lastname": "Lovelace"})),
+    ));
+    let account = entity_id(&send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({
+            "name": "Formatted",
+            "revenue": 1_200_000.0,
+            "numberofemployees": 1000,
+            "creditonhold": false,
+            "primarycontactid@odata.bind": format!("/contacts({ada})"),
+        })),
+    ));
+    let url = server.api(
+        "accounts?$select=name,revenue,numberofemployees,creditonhold,_primarycontactid_value&$filter=name eq 'Formatted'",
+    );
+    let read = |prefer: &str, accept: &str| {
+        let response = send(
+            client()
+                .get(&url)
+                .header("Prefer", prefer)
+                .header("Accept", accept),
+            &admin,
+            None,
+        );
+        assert_eq!(response.status(), 200);
+        let applied = response
+            .headers()
+            .get("preference-applied")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = response.text().unwrap();
+        let page: Value = serde_json::from_str(&text).unwrap();
+        (text, page["value"][0].clone(), applied)
+    };
+    let formatted = "@OData.Community.Display.V1.FormattedValue";
+    let (text, row, applied) = read("odata.include-annotations=\"*\"", "application/json");
+    assert_eq!(row[format!("revenue{formatted}")], "1,200,000.00", "{row}");
+    assert_eq!(row[format!("numberofemployees{formatted}")], "1,000");
+    assert_eq!(row[format!("creditonhold{formatted}")], "No");
+    let lookup = "_primarycontactid_value";
+    assert_eq!(row[format!("{lookup}{formatted}")], "Ada Lovelace");
+    assert_eq!(
+        row[format!("{lookup}@Microsoft.Dynamics.CRM.lookuplogicalname")],
+        "contact"
+    );
+    assert_eq!(
+        row[format!("{lookup}@Microsoft.Dynamics.CRM.associatednavigationproperty")],
+        "primarycontactid"
+    );
+    assert!(row.get(format!("name{formatted}")).is_none(), "{row}");
+    // Each annotation just before its property.
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {text}"))
+    };
+    assert!(at(&format!("\"revenue{formatted}\"")) < at("\"revenue\":"));
+    assert!(at(&format!("\"{lookup}{formatted}\"")) < at(&format!("\"{lookup}\":")));
+    assert_eq!(applied.as_deref(), Some("odata.include-annotations=\"*\""));
+    // The name shown is a contact seen.
+    let seen = server.audit(&admin, "operation=RetrieveMultiple&entity=contact");
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(ids(&seen[0]), BTreeSet::from([ada.clone()]));
+    assert_eq!(seen[0]["Details"], json!({"FormattedValueOf": "account"}));
+
+    // Only what is asked for: a namespace's terms, no formatted value, no contact read.
+    let (_, row, _) = read(
+        "odata.include-annotations=\"Microsoft.Dynamics.CRM.*\"",
+        "application/json",
+    );
+    assert_eq!(
+        row[format!("{lookup}@Microsoft.Dynamics.CRM.lookuplogicalname")],
+        "contact"
+    );
+    assert!(row.get(format!("{lookup}{formatted}")).is_none(), "{row}");
+    assert_eq!(
+        server
+            .audit(&admin, "operation=RetrieveMultiple&entity=contact")
+            .len(),
+        1
+    );
+
+    // Full metadata: type, id, edit link, navigation links, and the types JSON leaves open.
+    let (_, row, _) = read("", "application/json;odata.metadata=full");
+    assert_eq!(row["@odata.type"], "#Microsoft.Dynamics.CRM.account");
+    assert_eq!(
+        row["@odata.id"],
+        server.api(&format!("accounts({account})")).as_str()
+    );
+    assert_eq!(row["@odata.editLink"], format!("accounts({account})"));
+    assert_eq!(row["revenue@odata.type"], "#Decimal");
+    assert_eq!(row[format!("{lookup}@odata.type")], "#Guid");
+    assert_eq!(
+        row["primarycontactid@odata.navigationLink"],
+        format!("accounts({account})/primarycontactid")
+    );
+    assert!(row["@odata.etag"].is_string(), "{row}");
+}
