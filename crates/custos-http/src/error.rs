@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Conflict,
     /// An `If-Match` / `If-None-Match` precondition failed.
     PreconditionFailed,
+    /// A request of a batch that depends on one that did not succeed (not run).
+    FailedDependency,
     /// The body is larger than allowed.
     PayloadTooLarge,
     /// The client stalled while sending its request.
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::FailedDependency => StatusCode::FAILED_DEPENDENCY,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ErrorCode::Conflict => "Conflict",
             ErrorCode::PreconditionFailed => "PreconditionFailed",
+            ErrorCode::FailedDependency => "FailedDependency",
             ErrorCode::PayloadTooLarge => "PayloadTooLarge",
             ErrorCode::Timeout => "RequestTimeout",
             ErrorCode::TooManyRequests => "TooManyRequests",

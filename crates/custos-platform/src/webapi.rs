@@ -5,6 +5,7 @@
 //! pipeline: successes as the policy says, refusals and failures always.
 
 mod annotations;
+mod batch;
 mod bulk;
 mod expand;
 mod metadata;
@@ -38,6 +39,8 @@ use custos_http::state::Instance;
 enum Target {
     ServiceDocument,
     Metadata,
+    /// `$batch`: several requests in one (multipart or JSON).
+    Batch,
     WhoAmI,
     PublishAllXml,
     ExportToExcel,
@@ -109,6 +112,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
     match segments.as_slice() {
         [""] => Ok(Target::ServiceDocument),
         ["$metadata"] => Ok(Target::Metadata),
+        ["$batch"] => Ok(Target::Batch),
         ["WhoAmI" | "WhoAmI()"] => Ok(Target::WhoAmI),
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
         ["ExportToExcel"] => Ok(Target::ExportToExcel),
@@ -295,18 +299,44 @@ pub(crate) async fn handle(
 ) -> Response {
     let instance_name = params.get("instance").cloned().unwrap_or_default();
     let rest = params.get("rest").cloned().unwrap_or_default();
-    let mut draft = EventDraft::new(Operation::Request, &context);
-    draft.instance = instance_name.clone();
+    serve(
+        &state,
+        &context,
+        &instance_name,
+        &rest,
+        method,
+        headers,
+        raw_query,
+        body,
+    )
+    .await
+}
+
+/// Answers one Web API request (a request of its own, or one of a `$batch`).
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &PlatformState,
+    context: &RequestContext,
+    instance_name: &str,
+    rest: &str,
+    method: Method,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::Request, context);
+    draft.instance = instance_name.to_string();
     let version = headers
         .get("odata-version")
         .map(|v| v.to_str().unwrap_or("").trim().to_string());
     let result = match version.as_deref() {
         None | Some("4.0" | "4.01") => {
             dispatch(
-                &state,
+                state,
+                context,
                 &mut draft,
-                &instance_name,
-                &rest,
+                instance_name,
+                rest,
                 method,
                 headers,
                 raw_query,
@@ -320,10 +350,10 @@ pub(crate) async fn handle(
     };
     let mut response = match result {
         Ok(response) => response,
-        Err(error) => custos_http::refuse(&state, draft, error).await,
+        Err(error) => custos_http::refuse(state, draft, error).await,
     };
     if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
-        && let Ok(target) = parse_target(&rest)
+        && let Ok(target) = parse_target(rest)
     {
         response.headers_mut().insert(
             axum::http::header::ALLOW,
@@ -346,6 +376,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::Count(_)
         | Target::Property { .. } => "GET",
         Target::PublishAllXml
+        | Target::Batch
         | Target::ExportToExcel
         | Target::BulkDelete
         | Target::ImportRecords
@@ -480,6 +511,7 @@ fn classify(
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     state: &PlatformState,
+    context: &RequestContext,
     draft: &mut EventDraft,
     instance_name: &str,
     rest: &str,
@@ -540,6 +572,7 @@ async fn dispatch(
     match (&target, request.method.clone()) {
         (Target::ServiceDocument, Method::GET) => Ok(metadata::service_document(&request)),
         (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
+        (Target::Batch, Method::POST) => batch::run(request, context, instance_name).await,
         (Target::WhoAmI, Method::GET) => Ok(metadata::who_am_i(&request)),
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
         (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,

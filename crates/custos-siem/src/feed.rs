@@ -637,6 +637,7 @@ fn af(error: AppError) -> AppError {
         | ErrorCode::MethodNotAllowed
         | ErrorCode::Conflict
         | ErrorCode::PreconditionFailed
+        | ErrorCode::FailedDependency
         | ErrorCode::Timeout => return error,
         ErrorCode::Unavailable
         | ErrorCode::StoreUnavailable

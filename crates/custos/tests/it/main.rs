@@ -7,6 +7,7 @@ mod api_fuzz;
 mod at_rest;
 mod authorization;
 mod automation;
+mod batch;
 mod bulk;
 mod cli_admin;
 mod cli_audit;
