@@ -29,19 +29,7 @@ fn events_of(server: &Server, token: &str, correlation: &str) -> Vec<Value> {
 fn each_request_of_a_batch_is_answered_and_audited_as_if_sent_alone() {
     let server = Server::start(&[]);
     let admin = server.admin();
-    server.set_org(
-        &admin,
-        json!({"isauditenabled": true, "isreadauditenabled": true}),
-    );
-    server.set_entity_flags(
-        &admin,
-        "account",
-        json!({
-            "IsAuditEnabled": {"Value": true},
-            "IsRetrieveMultipleAuditEnabled": {"Value": true},
-        }),
-    );
-    server.publish(&admin);
+    server.audit_reads_of(&admin, &["account"]);
     let missing = uuid::Uuid::new_v4();
     let batch = json!({"requests": [
         {"id": "1", "method": "POST", "url": "accounts", "body": {"name": "Batch One"}},

@@ -176,6 +176,27 @@ impl Server {
         self.publish(token);
     }
 
+    /// Turns on auditing of changes, reads and lists for the instance and each of `entities`,
+    /// and publishes.
+    pub fn audit_reads_of(&self, token: &str, entities: &[&str]) {
+        self.set_org(
+            token,
+            json!({"isauditenabled": true, "isreadauditenabled": true}),
+        );
+        for entity in entities {
+            self.set_entity_flags(
+                token,
+                entity,
+                json!({
+                    "IsAuditEnabled": {"Value": true},
+                    "IsRetrieveAuditEnabled": {"Value": true},
+                    "IsRetrieveMultipleAuditEnabled": {"Value": true},
+                }),
+            );
+        }
+        self.publish(token);
+    }
+
     pub fn publish(&self, token: &str) {
         let response = send(client().post(self.api("PublishAllXml")), token, None);
         assert_eq!(response.status(), 204, "publish");

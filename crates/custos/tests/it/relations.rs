@@ -21,22 +21,7 @@ fn ids(event: &Value) -> BTreeSet<String> {
 fn expanded_records_are_shown_and_each_is_in_the_log_under_its_own_entity() {
     let server = Server::start(&[]);
     let admin = server.admin();
-    server.set_org(
-        &admin,
-        json!({"isauditenabled": true, "isreadauditenabled": true}),
-    );
-    for entity in ["account", "contact"] {
-        server.set_entity_flags(
-            &admin,
-            entity,
-            json!({
-                "IsAuditEnabled": {"Value": true},
-                "IsRetrieveAuditEnabled": {"Value": true},
-                "IsRetrieveMultipleAuditEnabled": {"Value": true},
-            }),
-        );
-    }
-    server.publish(&admin);
+    server.audit_reads_of(&admin, &["account", "contact"]);
     let create = |set: &str, body: Value| {
         let response = send(client().post(server.api(set)), &admin, Some(body));
         assert_eq!(response.status(), 204, "{set}");
@@ -175,16 +160,7 @@ fn expanded_records_are_shown_and_each_is_in_the_log_under_its_own_entity() {
 fn annotations_and_full_metadata_are_what_the_client_asks_for() {
     let server = Server::start(&[]);
     let admin = server.admin();
-    server.set_org(
-        &admin,
-        json!({"isauditenabled": true, "isreadauditenabled": true}),
-    );
-    server.set_entity_flags(
-        &admin,
-        "contact",
-        json!({"IsAuditEnabled": {"Value": true}, "IsRetrieveMultipleAuditEnabled": {"Value": true}}),
-    );
-    server.publish(&admin);
+    server.audit_reads_of(&admin, &["contact"]);
     let ada = entity_id(&send(
         client().post(server.api("contacts")),
         &admin,

@@ -39,20 +39,7 @@ fn every_record_seen_on_every_page_is_audited() {
     let server = Server::start(&[]);
     let admin = server.admin();
     let user_id = server.add_user(&admin, "ana@contoso.test", "ana-password-1", "Basic User");
-    server.set_org(
-        &admin,
-        json!({"isauditenabled": true, "isreadauditenabled": true}),
-    );
-    server.set_entity_flags(
-        &admin,
-        "account",
-        json!({
-            "IsAuditEnabled": {"Value": true},
-            "IsRetrieveAuditEnabled": {"Value": true},
-            "IsRetrieveMultipleAuditEnabled": {"Value": true},
-        }),
-    );
-    server.publish(&admin);
+    server.audit_reads_of(&admin, &["account"]);
 
     let ana = server.token("ana@contoso.test", "ana-password-1");
     let mut created = BTreeSet::new();
