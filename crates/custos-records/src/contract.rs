@@ -113,8 +113,8 @@ fn filters_run_as_parameterised_sql(store: &dyn RecordStore) {
         "two nulls are equal"
     );
     assert_eq!(names(store, &[("$filter", "telephone1 eq null")]).len(), 3);
-    // A date-time with a fraction of a second against values stored to the second: equal to
-    // none, after its own second, before the next.
+    // Date-times are stored to the millisecond: a literal to the millisecond is exact, a finer
+    // one equals none and orders against its millisecond.
     let options = parse_query_options([("$filter", "name eq 'Alpha'")]).unwrap();
     let page = store
         .retrieve_multiple(&RecordQuery {
@@ -126,25 +126,76 @@ fn filters_run_as_parameterised_sql(store: &dyn RecordStore) {
     let Value::DateTime(created) = &page.records[0].values["createdon"] else {
         panic!("createdon is a date-time")
     };
-    let at = |op: &str, fraction: &str| {
-        let filter = format!(
-            "name eq 'Alpha' and createdon {op} {}{fraction}Z",
-            created.trim_end_matches('Z')
-        );
+    assert_eq!(created, "1970-01-01T00:00:00.000Z", "the stored form");
+    assert_eq!(
+        page.records[0].values["createdon"].to_json(),
+        "1970-01-01T00:00:00Z",
+        "whole seconds shown as Dataverse shows them"
+    );
+    let at = |op: &str, time: &str| {
+        let filter = format!("name eq 'Alpha' and createdon {op} 1970-01-01T00:00:{time}Z");
         names(store, &[("$filter", filter.as_str())]).len()
     };
     assert_eq!(
         [
-            at("eq", ""),
-            at("eq", ".999"),
-            at("ne", ".999"),
-            at("gt", ".5"),
-            at("ge", ".5")
+            at("eq", "00"),
+            at("eq", "00.000"),
+            at("eq", "00.001"),
+            at("eq", "00.0009"),
+            at("ne", "00.0009"),
+            at("gt", "00.0005"),
+            at("ge", "00.0005"),
         ],
-        [1, 0, 1, 0, 0],
+        [1, 1, 0, 0, 1, 0, 0],
         "{created}"
     );
-    assert_eq!([at("lt", ".5"), at("le", ".001"), at("lt", "")], [1, 1, 0]);
+    assert_eq!(
+        [
+            at("lt", "00.0005"),
+            at("le", "00.0001"),
+            at("lt", "00"),
+            at("lt", "00.001")
+        ],
+        [1, 1, 0, 1]
+    );
+    // A value with milliseconds is kept and found by them, not by its second.
+    let id = store
+        .create(
+            "opportunity",
+            None,
+            vec![(
+                "estimatedclosedate".into(),
+                Value::DateTime("2019-01-05T20:30:49.999Z".into()),
+            )],
+            context(),
+            &mut ok,
+        )
+        .unwrap()
+        .id;
+    let closing = |filter: &str| {
+        let options = parse_query_options([("$filter", filter)]).unwrap();
+        store
+            .retrieve_multiple(&RecordQuery {
+                entity: "opportunity",
+                options: &options,
+                page_size: 10,
+            })
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        closing("estimatedclosedate eq 2019-01-05T20:30:49.999Z"),
+        [id]
+    );
+    assert!(closing("estimatedclosedate eq 2019-01-05T20:30:49Z").is_empty());
+    assert_eq!(
+        closing("estimatedclosedate gt 2019-01-05T20:30:49.998Z"),
+        [id]
+    );
+    assert_eq!(closing("estimatedclosedate lt 2019-01-05T20:30:50Z"), [id]);
     assert_eq!(
         names(store, &[("$filter", "telephone1 ne 'x'")]).len(),
         3,

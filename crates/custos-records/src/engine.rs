@@ -188,6 +188,41 @@ pub(crate) fn load_catalog(sql: &mut dyn Sql) -> Result<Catalog> {
     Ok(Catalog::new(definitions))
 }
 
+/// The `custos_meta` mark of a store whose date-times are in the millisecond form.
+const MILLISECOND_DATETIMES: &str = "datetime-milliseconds";
+
+/// Rewrites date-times a store kept to the second (`…:SSZ`, before it kept milliseconds) in
+/// the millisecond form (`…:SS.000Z`), once: text order is time order only when every value
+/// has the one fixed width.
+fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
+    sql.batch(
+        "CREATE TABLE IF NOT EXISTS custos_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )?;
+    let mark = [Value::String(MILLISECOND_DATETIMES.into())];
+    if sql.count("SELECT COUNT(*) FROM custos_meta WHERE key = ?", &mark)? > 0 {
+        return Ok(());
+    }
+    for entity in load_catalog(sql)?.entities() {
+        for attribute in &entity.attributes {
+            if attribute.attribute_type == AttributeType::DateTime {
+                let column = format!("\"{}\"", attribute.logical_name);
+                sql.execute(
+                    &format!(
+                        "UPDATE \"{}\" SET {column} = substr({column}, 1, 19) || '.000Z' WHERE length({column}) = 20",
+                        entity.table()
+                    ),
+                    &[],
+                )?;
+            }
+        }
+    }
+    sql.execute(
+        "INSERT INTO custos_meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO NOTHING",
+        &mark,
+    )?;
+    Ok(())
+}
+
 /// Creates `definition`'s table.
 pub(crate) fn create_table(sql: &mut dyn Sql, definition: &EntityDef) -> Result<()> {
     let primary_id = definition.primary_id();
@@ -473,6 +508,7 @@ fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Reco
 impl<E: Engine> Store<E> {
     /// A store over `engine`, with its published definitions loaded.
     pub(crate) fn over(engine: E) -> Result<Store<E>> {
+        engine.write(millisecond_datetimes, |_| Ok(()))?;
         let catalog = engine.read(|sql| load_catalog(sql))?;
         Ok(Store {
             engine,
@@ -876,6 +912,8 @@ impl<E: Engine> RecordStore for Store<E> {
 
     fn restore(&self, from: &std::path::Path) -> Result<()> {
         self.engine.restore(from)?;
+        // A backup taken before date-times kept milliseconds.
+        self.engine.write(millisecond_datetimes, |_| Ok(()))?;
         self.reload()
     }
 }

@@ -24,7 +24,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::value::{normalize_datetime, normalize_datetime_literal, split_fraction};
+use crate::value::{normalize_datetime, normalize_datetime_literal};
 use crate::{Error, Result};
 
 /// Longest `$filter` accepted, in bytes: Dataverse's own limit on a request URL (32 KiB).
@@ -275,11 +275,9 @@ fn constant(left: &Literal, op: CompareOp, right: &Literal) -> Result<bool> {
         (Literal::DateTime(a), Literal::DateTime(b)) => {
             // Whole seconds in text order, then the fraction's digits (dropped zeros pad right).
             let key = |text: &str| {
-                let (seconds, _) = split_fraction(text);
-                let fraction = text
-                    .split_once('.')
-                    .map_or("", |(_, f)| f.trim_end_matches('Z'));
-                (seconds, format!("{fraction:0<9}"))
+                let (seconds, fraction) = text.split_once('.').unwrap_or((text, "Z"));
+                let fraction = fraction.trim_end_matches('Z');
+                (seconds.to_string(), format!("{fraction:0<9}"))
             };
             Some(key(a).cmp(&key(b)))
         }

@@ -44,4 +44,4 @@ pub use store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
     RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
 };
-pub use value::Value;
+pub use value::{Value, datetime_text};

@@ -120,8 +120,9 @@ pub(crate) fn compile_filter(
                 }
                 return Ok(());
             }
-            // Values are stored to the second: a literal with a fraction lies between two of
-            // them, so it equals none, and an order against it is an order against its second.
+            // Values are stored to the millisecond: a literal finer than that lies between two
+            // of them, so it equals none, and an order against it is an order against its
+            // millisecond.
             if let (AttributeType::DateTime, Literal::DateTime(text)) =
                 (&attr.attribute_type, value)
                 && let (seconds, true) = split_fraction(text)

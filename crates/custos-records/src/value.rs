@@ -21,7 +21,7 @@ pub enum Value {
     Decimal(f64),
     /// Boolean.
     Boolean(bool),
-    /// UTC date and time, normalised to `YYYY-MM-DDTHH:MM:SSZ`.
+    /// UTC date and time in the stored form, `YYYY-MM-DDTHH:MM:SS.fffZ`.
     DateTime(String),
     /// GUID (lookups and unique identifiers).
     Guid(Uuid),
@@ -104,7 +104,8 @@ impl Value {
     pub fn to_json(&self) -> Json {
         match self {
             Value::Null => Json::Null,
-            Value::String(s) | Value::DateTime(s) => json!(s),
+            Value::String(s) => json!(s),
+            Value::DateTime(s) => json!(datetime_text(s)),
             Value::Integer(n) => json!(n),
             Value::Decimal(n) => json!(n),
             Value::Boolean(b) => json!(b),
@@ -113,42 +114,51 @@ impl Value {
     }
 }
 
-/// Normalises an ISO 8601 date-time (or a bare date, read as midnight UTC) to
-/// `YYYY-MM-DDTHH:MM:SSZ`, the stored form whose text order is time order.
+/// Normalises an ISO 8601 date-time (or a bare date, read as midnight UTC) to the stored form
+/// `YYYY-MM-DDTHH:MM:SS.fffZ`: to the millisecond (finer digits are dropped), fixed width, so
+/// that text order is time order.
 pub(crate) fn normalize_datetime(text: &str) -> Option<String> {
-    parse_datetime(text).map(|utc| seconds_form(&utc))
+    parse_datetime(text).map(|utc| stored_form(&utc))
 }
 
-/// A `$filter` date-time literal in the stored form, keeping a fraction of a second when it
-/// has one (`2019-01-05T20:30:49.999Z`): the comparison decides what it means against values
-/// stored to the second (`sql.rs`).
+/// A `$filter` date-time literal: the stored form, or — when it is finer than a millisecond —
+/// its millisecond followed by the finer digits (`2019-01-05T20:30:49.999123Z`): the comparison
+/// decides what it means against values stored to the millisecond (`sql.rs`).
 pub(crate) fn normalize_datetime_literal(text: &str) -> Option<String> {
     let utc = parse_datetime(text)?;
-    let seconds = seconds_form(&utc);
-    match utc.nanosecond() {
-        0 => Some(seconds),
-        nanos => {
-            let fraction = format!("{nanos:09}");
-            Some(format!(
-                "{}.{}Z",
-                &seconds[..19],
-                fraction.trim_end_matches('0')
-            ))
-        }
+    let nanos = utc.nanosecond();
+    if nanos % 1_000_000 == 0 {
+        return Some(stored_form(&utc));
     }
+    let fraction = format!("{nanos:09}");
+    Some(format!(
+        "{}.{}Z",
+        seconds_form(&utc),
+        fraction.trim_end_matches('0')
+    ))
 }
 
-/// A date-time literal's whole seconds (the stored form) and whether it has a fraction.
+/// A date-time literal's millisecond (the stored form) and whether it is finer than that.
 pub(crate) fn split_fraction(literal: &str) -> (String, bool) {
-    match literal.split_once('.') {
-        Some((seconds, _)) => (format!("{seconds}Z"), true),
-        None => (literal.to_string(), false),
+    match literal.get(..23) {
+        Some(millisecond) if literal.len() > 24 => (format!("{millisecond}Z"), true),
+        _ => (literal.to_string(), false),
     }
 }
 
+/// A stored date-time as the Web API shows it: whole seconds as `…:SSZ` (Dataverse's form),
+/// else with its milliseconds.
+pub fn datetime_text(stored: &str) -> String {
+    match stored.strip_suffix(".000Z") {
+        Some(seconds) => format!("{seconds}Z"),
+        None => stored.to_string(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `utc`.
 fn seconds_form(utc: &OffsetDateTime) -> String {
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         utc.year(),
         utc.month() as u8,
         utc.day(),
@@ -156,6 +166,10 @@ fn seconds_form(utc: &OffsetDateTime) -> String {
         utc.minute(),
         utc.second()
     )
+}
+
+fn stored_form(utc: &OffsetDateTime) -> String {
+    format!("{}.{:03}Z", seconds_form(utc), utc.millisecond())
 }
 
 /// A date, or a date-time with a zone and optional seconds, in UTC, years 0 to 9999.

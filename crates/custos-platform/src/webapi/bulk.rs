@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use custos_audit::{AuditPolicy, Operation, Origin};
 use custos_records::{
     AttributeDef, EntityDef, ImportRow, Privilege, QueryOptions, Record, RecordQuery, Value,
-    WriteOutcome, parse_query_options,
+    WriteOutcome, datetime_text, parse_query_options,
 };
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
 use serde_json::{Map, Value as Json, json};
@@ -159,7 +159,8 @@ fn csv_file(columns: &[&AttributeDef], records: &[Record]) -> Result<Vec<u8>, Ap
                     .iter()
                     .map(|c| match record.values.get(&c.logical_name) {
                         None | Some(Value::Null) => String::new(),
-                        Some(Value::String(s) | Value::DateTime(s)) => csv_cell(s).into_owned(),
+                        Some(Value::String(s)) => csv_cell(s).into_owned(),
+                        Some(Value::DateTime(s)) => datetime_text(s),
                         Some(Value::Integer(n)) => n.to_string(),
                         Some(Value::Decimal(n)) => n.to_string(),
                         Some(Value::Boolean(b)) => b.to_string(),
@@ -194,8 +195,11 @@ fn xlsx_file(
                 let column = column as u16;
                 match record.values.get(&attribute.logical_name) {
                     None | Some(Value::Null) => {}
-                    Some(Value::String(s) | Value::DateTime(s)) => {
+                    Some(Value::String(s)) => {
                         sheet.write_string(row, column, xlsx_cell(s))?;
+                    }
+                    Some(Value::DateTime(s)) => {
+                        sheet.write_string(row, column, datetime_text(s))?;
                     }
                     Some(Value::Integer(n)) => {
                         sheet.write_number(row, column, *n as f64)?;

@@ -13,3 +13,47 @@ fn the_store_contract_holds_on_sqlite() {
         case(&store);
     }
 }
+
+/// A store written before date-times kept milliseconds (`…:SSZ`) is rewritten to the
+/// millisecond form once, when it is opened, so that its values order and compare with new
+/// ones.
+#[test]
+fn date_times_kept_to_the_second_are_rewritten_to_milliseconds_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.install(&seed_entities()).unwrap();
+    let context = crate::store::WriteContext {
+        actor: uuid::Uuid::from_u128(1),
+        now: time::OffsetDateTime::UNIX_EPOCH,
+        platform: false,
+    };
+    let id = store
+        .create("account", None, Vec::new(), context, &mut |_| Ok(()))
+        .unwrap()
+        .id;
+    drop(store);
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "UPDATE rec_account SET createdon = '2019-01-05T20:30:49Z'; DELETE FROM custos_meta;",
+    )
+    .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&path).unwrap();
+    let record = store.retrieve("account", id).unwrap();
+    assert_eq!(
+        record.values["createdon"],
+        Value::DateTime("2019-01-05T20:30:49.000Z".into())
+    );
+    // Once: a value written since in either form is left as it is.
+    drop(store);
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch("UPDATE rec_account SET createdon = '2019-01-05T20:30:50Z'")
+        .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.retrieve("account", id).unwrap().values["createdon"],
+        Value::DateTime("2019-01-05T20:30:50Z".into())
+    );
+}

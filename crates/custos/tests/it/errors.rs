@@ -48,10 +48,17 @@ fn bad_requests_get_odata_errors_and_change_nothing() {
         ),
         (
             "unknown option",
+            send(client().get(server.api("accounts?$apply=x")), &admin, None),
+            400,
+            "BadRequest",
+            "$apply is not supported",
+        ),
+        (
+            "no such navigation property",
             send(client().get(server.api("accounts?$expand=x")), &admin, None),
             400,
             "BadRequest",
-            "$expand is not supported",
+            "'x' is not a navigation property of 'account'",
         ),
         (
             "unknown attribute in body",
