@@ -49,11 +49,12 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         let key = entity.primary_id();
         for attribute in &entity.attributes {
             // A decimal's scale is the value's own (OData's default, 0, would read as an
-            // integer); the key is never null.
+            // integer); the key is never null; a string is as long as the attribute allows.
             let facets = match attribute.attribute_type {
-                AttributeType::Decimal | AttributeType::Money => " Scale=\"variable\"",
-                _ if attribute.logical_name == key => " Nullable=\"false\"",
-                _ => "",
+                AttributeType::Decimal | AttributeType::Money => " Scale=\"variable\"".into(),
+                _ if attribute.logical_name == key => " Nullable=\"false\"".into(),
+                AttributeType::String { max_length } => format!(" MaxLength=\"{max_length}\""),
+                _ => String::new(),
             };
             xml.push_str(&format!(
                 "<Property Name=\"{}\" Type=\"{}\"{facets}/>",

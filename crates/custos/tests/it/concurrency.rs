@@ -189,6 +189,9 @@ for entity in schema.findall("edm:EntityType", ns):
     for prop in entity.findall("edm:Property", ns):
         if prop.get("Name") == key and prop.get("Nullable") != "false":
             problems.append(f"{entity.get('Name')}.{key}: a nullable key")
+        if prop.get("Type") == "Edm.String" and entity.get("Name") == "account" and prop.get("Name") == "name":
+            if prop.get("MaxLength") != "200":
+                problems.append(f"account.name: MaxLength {prop.get('MaxLength')}, not 200")
         if prop.get("Type") == "Edm.Decimal":
             decimals += 1
             if prop.get("Scale") is None:
