@@ -729,17 +729,9 @@ impl AuditLog {
         };
         let mut purged = Vec::new();
         for (i, first_seq, n_events, path, index) in candidates {
-            let mut kept_until_us = i64::MIN;
-            let mut expired = true;
-            for (key, newest) in index.retention_groups()? {
-                let days = policy.days_for(&key[0], &key[1], &key[2], &key[3]);
-                let until = newest.saturating_add(days.saturating_mul(DAY_US));
-                kept_until_us = kept_until_us.max(until);
-                expired &= days >= 0 && until <= now_us;
-            }
-            if !expired {
+            let Some(kept_until_us) = expired_at(&index, policy, now_us)? else {
                 continue;
-            }
+            };
             let meta = index.meta();
             let mut partition = PurgedPartition {
                 segment: path
@@ -790,6 +782,29 @@ impl AuditLog {
             purged.push(partition);
         }
         Ok(purged)
+    }
+
+    /// What [`AuditLog::purge_expired`] would delete at `now_us` under `policy`, deleting
+    /// nothing: how many sealed partitions have expired whole, and how many events they hold.
+    pub fn expiring(&self, now_us: i64, policy: &RetentionPolicy) -> Result<(u64, u64)> {
+        let sealed: Vec<(u64, Arc<SealedIndex>)> = {
+            let partitions = self.shared.partitions.read().expect("partitions lock");
+            partitions
+                .iter()
+                .filter_map(|p| match &p.state {
+                    PartState::Sealed(index) => Some((p.n_events, index.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (mut partitions, mut events) = (0, 0);
+        for (n_events, index) in sealed {
+            if expired_at(&index, policy, now_us)?.is_some() {
+                partitions += 1;
+                events += n_events;
+            }
+        }
+        Ok((partitions, events))
     }
 
     /// How many events match `query` (its free text included), by `bucket_us`-wide time
@@ -1259,3 +1274,18 @@ impl Writer {
 
 #[cfg(test)]
 mod tests;
+
+/// When a sealed partition's last event may go under `policy` (the latest, over its groups of
+/// record type, operation, user and instance), if every event in it has expired by `now_us`.
+fn expired_at(index: &SealedIndex, policy: &RetentionPolicy, now_us: i64) -> Result<Option<i64>> {
+    let mut kept_until_us = i64::MIN;
+    for (key, newest) in index.retention_groups()? {
+        let days = policy.days_for(&key[0], &key[1], &key[2], &key[3]);
+        let until = newest.saturating_add(days.saturating_mul(DAY_US));
+        if days < 0 || until > now_us {
+            return Ok(None);
+        }
+        kept_until_us = kept_until_us.max(until);
+    }
+    Ok(Some(kept_until_us))
+}

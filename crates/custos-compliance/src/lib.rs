@@ -117,6 +117,7 @@ impl ComplianceState {
                 get(retention::get).put(retention::put),
             )
             .route("/api/audit/retention/run", post(retention::run))
+            .route("/api/audit/retention/preview", post(retention::preview))
             .route("/api/audit/settings", get(switch::get).put(switch::put))
             .route(
                 "/api/audit/verify",

@@ -147,6 +147,15 @@ fn stored(state: &AppState) -> Result<(i64, Vec<RetentionRule>), AppError> {
 /// The policy in force: the tenant's settings plus each instance's `auditretentionperiodv2`.
 pub(crate) fn policy(state: &AppState) -> Result<RetentionPolicy, AppError> {
     let (default_days, rules) = stored(state)?;
+    policy_of(state, default_days, rules)
+}
+
+/// The policy `default_days` and `rules` would make, with each instance's own default.
+fn policy_of(
+    state: &AppState,
+    default_days: i64,
+    rules: Vec<RetentionRule>,
+) -> Result<RetentionPolicy, AppError> {
     let mut instance_days = HashMap::new();
     let instances: Vec<_> = state
         .instances
@@ -252,6 +261,37 @@ pub(crate) async fn put(
     }
     .await;
     answer(&state, draft, result).await
+}
+
+/// `POST /api/audit/retention/preview` with settings as `PUT` takes them: what they would
+/// delete now — `{"partitions", "events"}` — deleting nothing (the console's confirmation
+/// step names it before a change that deletes).
+pub(crate) async fn preview(
+    State(state): State<ComplianceState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        audit_reader_caller(&state, &headers)?;
+        if state.in_cluster() {
+            return Err(AppError::new(
+                custos_http::ErrorCode::Conflict,
+                "retention does not run on a cluster node yet: nothing is deleted (docs/scale-out.md)",
+            ));
+        }
+        let body: Json = serde_json::from_slice(&body)
+            .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let (default_days, rules) = parse(&body)?;
+        let worker = state.clone();
+        let (partitions, events) = blocking(move || {
+            let policy = policy_of(&worker, default_days, rules)?;
+            Ok::<_, AppError>(worker.log.expiring(worker.clock.now_us(), &policy)?)
+        })
+        .await?;
+        Ok(axum::Json(json!({"partitions": partitions, "events": events})).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /api/audit/retention/run`: purge expired partitions now.

@@ -11,6 +11,7 @@ use axum::response::Response;
 use maud::html;
 use serde_json::json;
 
+use super::confirm::{Confirmation, confirmed, counted};
 use super::page::notice;
 use super::{Console, Page, encode, error_page, see_other, text};
 use crate::ConsoleState;
@@ -191,6 +192,8 @@ pub(crate) async fn instance(
                             form method="post" action={ (here) "/restore" } {
                                 (console.form_field())
                                 input type="hidden" name="backupId" value=(id);
+                                input type="hidden" name="made" value=(text(&backup["createdOn"]));
+                                input type="hidden" name="label" value=(text(&backup["label"]));
                                 button.danger type="submit" aria-label={ "Restore backup of " (text(&backup["createdOn"])) } { "Restore" }
                             }
                         }
@@ -283,6 +286,21 @@ pub(crate) async fn act(
         }
         "restore" => {
             let id = field("backupId");
+            if !confirmed(&form) {
+                return Confirmation {
+                    title: "Restore this backup?",
+                    section: "admin",
+                    consequence: html! {
+                        p { "Instance " strong { (name) } " goes back to the backup made " strong { (field("made")) } @if !field("label").is_empty() { " (“" (field("label")) "”)" } "." }
+                        p { "Every record created, changed or deleted since then, and every customization published since then, is replaced by what the backup holds. The audit log keeps every event of those changes and records the restore." }
+                    },
+                    action: &format!("{here}/restore"),
+                    form: &form,
+                    button: "Restore the backup",
+                    back: &here,
+                }
+                .render(&console);
+            }
             call!(
                 console,
                 "Restore",
@@ -356,19 +374,57 @@ pub(crate) async fn remove_solution(
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
     Path((name, id)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let here = format!("/ui/admin/instances/{name}");
     let console = console!(state, headers, context, here);
-    call!(
-        console,
-        "Remove solution",
-        Method::DELETE,
-        format!(
-            "/{}/api/data/v9.2/solutions({})",
-            encode(&name),
-            encode(&id)
-        ),
-        None
+    let path = format!(
+        "/{}/api/data/v9.2/solutions({})",
+        encode(&name),
+        encode(&id)
     );
+    if !confirmed(&form) {
+        let solution = call!(console, "Remove solution", Method::GET, path, None).json;
+        let components: serde_json::Value =
+            serde_json::from_str(&text(&solution["components"])).unwrap_or_default();
+        let count = |key: &str| components[key].as_array().map_or(0, Vec::len) as u64;
+        // The records the solution's entities hold go with them: count them first.
+        let mut records = 0;
+        let catalog = console.state.instance(&name).map(|i| i.store.catalog());
+        for entity in components["Entities"].as_array().into_iter().flatten() {
+            let set = catalog
+                .as_ref()
+                .and_then(|c| c.entity(&text(entity)).map(|e| e.set_name.clone()));
+            if let Some(set) = set {
+                let counted = call!(
+                    console,
+                    "Remove solution",
+                    Method::GET,
+                    format!("/{}/api/data/v9.2/{set}/$count", encode(&name)),
+                    None
+                );
+                records += counted.json.as_u64().unwrap_or(0);
+            }
+        }
+        return Confirmation {
+            title: "Remove this solution?",
+            section: "admin",
+            consequence: html! {
+                p { "Removing " strong { "“" (text(&solution["friendlyname"])) "”" } " from instance " strong { (name) } " deletes what it brought:" }
+                ul {
+                    li { (counted(count("Entities"), "entity", "entities")) ", with the " strong { (counted(records, "record", "records")) } " they hold" }
+                    li { (counted(count("Attributes"), "attribute", "attributes")) ", with their values" }
+                    li { (counted(count("Views"), "view", "views")) ", " (counted(count("Processes"), "process", "processes")) " and " (counted(count("PluginSteps"), "plug-in step", "plug-in steps")) }
+                }
+                p { "Each deletion is recorded with what it destroyed." }
+            },
+            action: &format!("{here}/solutions/{}/remove", encode(&id)),
+            form: &form,
+            button: "Remove the solution",
+            back: &here,
+        }
+        .render(&console);
+    }
+    call!(console, "Remove solution", Method::DELETE, path, None);
     see_other(&format!("{here}?removed=1"))
 }

@@ -13,6 +13,7 @@ use maud::{Markup, html};
 use serde_json::{Value as Json, json};
 
 use super::chart;
+use super::confirm::{Confirmation, confirmed, counted};
 use super::page::notice;
 use super::{Console, Page, encode, error_page, query_string, see_other, text};
 use crate::ConsoleState;
@@ -309,6 +310,7 @@ pub(crate) async fn reports(
     State(state): State<ConsoleState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/reports");
     let list = call!(console, "Reports", Method::GET, "/api/audit/reports", None);
@@ -321,6 +323,7 @@ pub(crate) async fn reports(
         .collect();
     let manager = console.caller.can_manage_audit(&state);
     let body = html! {
+        (notice(params.get("deleted").map(|name| format!("Deleted “{name}”.")).as_deref()))
         p { "The Dynamics 365 activity reports. Each counts the events of its kind over a time range, by hour or day, with the users, activities and entities behind them." }
         div.cards {
             @for report in &PRECONFIGURED {
@@ -463,6 +466,8 @@ pub(crate) async fn report(
         @if report["kind"] == "saved" && console.caller.can_manage_audit(&console.state) {
             form method="post" action={ "/ui/audit/reports/" (id) "/delete" } {
                 (console.form_field())
+                input type="hidden" name="name" value=(text(&report["name"]));
+                input type="hidden" name="schedule" value=(text(&report["schedule"]));
                 button.danger type="submit" { "Delete this report" }
             }
         }
@@ -523,6 +528,7 @@ pub(crate) async fn retention(
                             form method="post" action="/ui/audit/retention" {
                                 (console.form_field())
                                 input type="hidden" name="remove" value=(i);
+                                input type="hidden" name="policy" value=(text(&policy["name"]));
                                 button.secondary type="submit" aria-label={ "Remove policy " (text(&policy["name"])) } { "Remove" }
                             }
                         }
@@ -592,7 +598,7 @@ pub(crate) async fn save_retention(
         "/api/audit/retention",
         None
     );
-    let mut settings = current.json;
+    let mut settings = current.json.clone();
     let mut policies = settings["policies"].as_array().cloned().unwrap_or_default();
     if let Some(index) = form.get("remove").and_then(|i| i.parse::<usize>().ok()) {
         if index < policies.len() {
@@ -624,6 +630,21 @@ pub(crate) async fn save_retention(
         }
     }
     settings["policies"] = Json::Array(policies);
+    if !confirmed(&form)
+        && let Some(confirmation) =
+            retention_consequence(&console, &current.json, &settings, &form).await
+    {
+        return Confirmation {
+            title: "Save these retention settings?",
+            section: "retention",
+            consequence: confirmation,
+            action: "/ui/audit/retention",
+            form: &form,
+            button: "Save and delete what expires",
+            back: "/ui/audit/retention",
+        }
+        .render(&console);
+    }
     call!(
         console,
         "Retention",
@@ -634,11 +655,67 @@ pub(crate) async fn save_retention(
     see_other("/ui/audit/retention?saved=1")
 }
 
+/// What saving `new` over `old` retention settings would delete, when it removes a policy,
+/// shortens the default or would delete events now (`None`: nothing to confirm).
+async fn retention_consequence(
+    console: &Console,
+    old: &Json,
+    new: &Json,
+    form: &HashMap<String, String>,
+) -> Option<Markup> {
+    let removed = form.get("remove").and(form.get("policy"));
+    let days = |settings: &Json| settings["defaultDays"].as_i64().unwrap_or(-1);
+    let (before, after) = (days(old), days(new));
+    let shortened = after != -1 && (before == -1 || after < before);
+    let preview = console
+        .call(
+            Method::POST,
+            "/api/audit/retention/preview",
+            Some(new.clone()),
+            &[],
+        )
+        .await;
+    let deletes = match &preview {
+        Ok(answer) => match answer.error() {
+            None => Ok((
+                answer.json["partitions"].as_u64().unwrap_or(0),
+                answer.json["events"].as_u64().unwrap_or(0),
+            )),
+            Some(message) => Err(message),
+        },
+        Err(error) => Err(error.message.clone()),
+    };
+    if removed.is_none() && !shortened && !matches!(deletes, Ok((_, events)) if events > 0) {
+        return None;
+    }
+    let forever = |d: i64| {
+        if d == -1 {
+            "for ever".to_string()
+        } else {
+            format!("{d} days")
+        }
+    };
+    Some(html! {
+        @if let Some(policy) = removed {
+            p { "The policy " strong { "“" (policy) "”" } " is removed: the events it kept fall back to the default or to another policy." }
+        }
+        @if shortened {
+            p { "Events no policy names are kept " strong { (forever(after)) } " instead of " (forever(before)) "." }
+        }
+        @match deletes {
+            Ok((0, _)) | Ok((_, 0)) => p { "Nothing is old enough to be deleted now; events are deleted as they pass the new limits." },
+            Ok((partitions, events)) => p { "Within the hour, " strong { (counted(partitions, "partition", "partitions")) " holding " (counted(events, "event", "events")) } " are deleted for good. Each deletion is recorded and provable (the partition's range and the policy that expired it)." },
+            Err(message) => p { (message) },
+        }
+    })
+}
+
 /// `GET /ui/audit/integrity`: the latest signed checkpoint and the key to check it with.
 pub(crate) async fn integrity(
     State(state): State<ConsoleState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/integrity");
     let checkpoint = call!(
@@ -664,6 +741,7 @@ pub(crate) async fn integrity(
     let manager = console.caller.can_manage_audit(&console.state);
     let logged = console.state.log.len();
     let body = html! {
+        (notice(params.get("rotated").map(|_| "Rotated: checkpoints are signed with the new key from now on; the handover is listed below.".to_string()).as_deref()))
         @if running {
             meta http-equiv="refresh" content="2";
         }
@@ -743,8 +821,26 @@ pub(crate) async fn rotate_key(
     State(state): State<ConsoleState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/integrity");
+    if !confirmed(&form) {
+        let key = call!(console, "Integrity", Method::GET, "/api/audit/key", None);
+        return Confirmation {
+            title: "Rotate the signing key?",
+            section: "integrity",
+            consequence: html! {
+                p { "Checkpoints are signed from now on with a new Ed25519 key; the key in use now," }
+                pre.mono { (text(&key.json)) }
+                p { "signs one last checkpoint, the handover, together with the new key. Verifiers that pinned the current key must follow the handover (docs/verify.md §4) — or be given the new key; everything signed so far stays verifiable with the keys that signed it. The rotation is recorded." }
+            },
+            action: "/ui/audit/integrity/rotate",
+            form: &form,
+            button: "Rotate the key",
+            back: "/ui/audit/integrity",
+        }
+        .render(&console);
+    }
     call!(
         console,
         "Integrity",
@@ -752,7 +848,7 @@ pub(crate) async fn rotate_key(
         "/api/audit/key/rotate",
         None
     );
-    see_other("/ui/audit/integrity")
+    see_other("/ui/audit/integrity?rotated=1")
 }
 
 /// `POST /ui/audit/exports`: starts an export job of a search, then shows its progress.
@@ -1072,8 +1168,28 @@ pub(crate) async fn delete_report(
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/reports");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if !confirmed(&form) {
+        let here = format!("/ui/audit/reports/{}", encode(&id));
+        let scheduled = !matches!(field("schedule").as_str(), "" | "none");
+        return Confirmation {
+            title: "Delete this report?",
+            section: "reports",
+            consequence: html! {
+                p { "The saved report " strong { "“" (field("name")) "”" } " is deleted"
+                    @if scheduled { ", and its " (field("schedule")) " runs stop" } "." }
+                p { "The events it showed stay in the log; the deletion is recorded." }
+            },
+            action: &format!("{here}/delete"),
+            form: &form,
+            button: "Delete the report",
+            back: &here,
+        }
+        .render(&console);
+    }
     call!(
         console,
         "Reports",
@@ -1081,7 +1197,10 @@ pub(crate) async fn delete_report(
         format!("/api/audit/reports/{}", encode(&id)),
         None
     );
-    see_other("/ui/audit/reports")
+    see_other(&format!(
+        "/ui/audit/reports?deleted={}",
+        encode(&field("name"))
+    ))
 }
 
 /// `GET /ui/audit/alerts`: the alert rules, a form for a new one, and the latest alerts.
@@ -1089,6 +1208,7 @@ pub(crate) async fn alerts(
     State(state): State<ConsoleState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/alerts");
     let rules = call!(console, "Alerts", Method::GET, "/api/audit/alerts", None);
@@ -1107,6 +1227,7 @@ pub(crate) async fn alerts(
             .unwrap_or_default()
     };
     let body = html! {
+        (notice(params.get("deleted").map(|name| format!("Deleted “{name}”.")).as_deref()))
         p { "An alert is a record in the audit log (activity AlertTriggered) and a notification to the rule's webhook." }
         table {
             caption { "Rules" }
@@ -1130,6 +1251,8 @@ pub(crate) async fn alerts(
                             @if manager {
                                 form method="post" action={ "/ui/audit/alerts/" (text(&rule["id"])) "/delete" } {
                                     (console.form_field())
+                                    input type="hidden" name="name" value=(text(&rule["name"]));
+                                    input type="hidden" name="webhook" value=(text(&rule["webhook"]));
                                     button.secondary type="submit" aria-label={ "Delete rule " (text(&rule["name"])) } { "Delete" }
                                 }
                             }
@@ -1223,8 +1346,26 @@ pub(crate) async fn delete_alert(
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/alerts");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if !confirmed(&form) {
+        return Confirmation {
+            title: "Delete this alert rule?",
+            section: "alerts",
+            consequence: html! {
+                p { "The rule " strong { "“" (field("name")) "”" } " stops watching the log"
+                    @if !field("webhook").is_empty() { ": " code { (field("webhook")) } " is no longer called" } "." }
+                p { "Alerts it raised stay in the log; the deletion is recorded." }
+            },
+            action: &format!("/ui/audit/alerts/{}/delete", encode(&id)),
+            form: &form,
+            button: "Delete the rule",
+            back: "/ui/audit/alerts",
+        }
+        .render(&console);
+    }
     call!(
         console,
         "Alerts",
@@ -1232,7 +1373,10 @@ pub(crate) async fn delete_alert(
         format!("/api/audit/alerts/{}", encode(&id)),
         None
     );
-    see_other("/ui/audit/alerts")
+    see_other(&format!(
+        "/ui/audit/alerts?deleted={}",
+        encode(&field("name"))
+    ))
 }
 
 /// `POST /ui/audit/settings`: turns audit log search on or off.

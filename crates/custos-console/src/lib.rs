@@ -34,6 +34,7 @@ macro_rules! call {
 mod admin;
 mod audit;
 mod chart;
+mod confirm;
 mod guard;
 mod page;
 mod records;

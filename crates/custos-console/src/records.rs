@@ -13,6 +13,7 @@ use maud::{Markup, html};
 use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
+use super::confirm::{Confirmation, confirmed};
 use super::page::notice;
 use super::{Answer, Console, Page, encode, error_page, query_string, see_other};
 use crate::ConsoleState;
@@ -339,9 +340,14 @@ pub(crate) async fn grid(
     });
     let first_row = (page - 1) * u64::from(size) + 1;
     let size_text = size.to_string();
-    let outcome = match (params.get("imported"), params.get("deleted")) {
-        (Some(n), _) => Some(format!("Imported {n} records.")),
-        (None, Some(n)) => Some(format!("Deleted {n} records.")),
+    let outcome = match (
+        params.get("imported"),
+        params.get("deleted"),
+        params.get("removed"),
+    ) {
+        (Some(n), _, _) => Some(format!("Imported {n} records.")),
+        (None, Some(n), _) => Some(format!("Deleted {n} records.")),
+        (None, None, Some(name)) => Some(format!("Deleted “{name}”.")),
         _ => None,
     };
     let body = html! {
@@ -516,6 +522,7 @@ pub(crate) async fn form(
         }
         form method="post" action={ (here) "/delete" } {
             (console.form_field())
+            input type="hidden" name="name" value=(title);
             button.danger type="submit" { "Delete this record" }
         }
         @if console.caller.can_read_audit(&console.state) {
@@ -614,13 +621,34 @@ pub(crate) async fn delete(
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
     Path((instance, set, id)): Path<(String, String, String)>,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let list = format!("/ui/{instance}/records/{set}");
     let console = console!(state, headers, context, list);
+    if !confirmed(&form) {
+        let name = form.get("name").cloned().unwrap_or_else(|| id.clone());
+        let here = format!("{list}/{}", encode(&id));
+        return Confirmation {
+            title: "Delete this record?",
+            section: "records",
+            consequence: html! {
+                p { "The " (set) " record " strong { "“" (name) "”" } " is deleted from instance " strong { (instance) } " — it cannot be restored from here." }
+                p { "When the entity's changes are audited, the audit log's Delete event keeps every value it held, so what it was stays known." }
+            },
+            action: &format!("{here}/delete"),
+            form: &form,
+            button: "Delete the record",
+            back: &here,
+        }
+        .render(&console);
+    }
     let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
     match console.call(Method::DELETE, &path, None, &[]).await {
         Ok(answer) => match answer.error() {
-            None => see_other(&list),
+            None => see_other(&format!(
+                "{list}?removed={}",
+                encode(form.get("name").map_or(id.as_str(), String::as_str))
+            )),
             Some(message) => error_page(&console, "Delete", &message),
         },
         Err(error) => error_page(&console, "Delete", &error.message),

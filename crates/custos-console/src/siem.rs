@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use maud::html;
 use serde_json::{Value as Json, json};
 
+use super::confirm::{Confirmation, confirmed};
+use super::page::notice;
 use super::{Console, Page, encode, error_page, see_other, text};
 use crate::ConsoleState;
 use custos_http::context::RequestContext;
@@ -23,6 +25,7 @@ pub(crate) async fn feeds(
     State(state): State<ConsoleState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/feeds");
     let subscriptions = call!(
@@ -62,6 +65,7 @@ pub(crate) async fn feeds(
         .take(10)
         .collect();
     let body = html! {
+        (notice(params.get("deleted").map(|name| format!("Deleted “{name}”.")).as_deref()))
         section aria-labelledby="feed" {
             h2 id="feed" { "Activity feed" }
             p {
@@ -141,6 +145,9 @@ pub(crate) async fn feeds(
                                 @if manager {
                                     form method="post" action={ "/ui/audit/feeds/streams/" (encode(&text(&stream["id"]))) "/delete" } {
                                         (console.form_field())
+                                        input type="hidden" name="name" value=(text(&stream["name"]));
+                                        input type="hidden" name="target" value=(text(&stream["target"]));
+                                        input type="hidden" name="behind" value=(text(&status["behind"]));
                                         button.secondary type="submit" aria-label={ "Delete stream " (text(&stream["name"])) } { "Delete" }
                                     }
                                 }
@@ -198,6 +205,21 @@ pub(crate) async fn subscription(
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/feeds");
     let field = |k: &str| form.get(k).map(|v| v.trim()).unwrap_or_default();
+    if field("action") == "stop" && !confirmed(&form) {
+        return Confirmation {
+            title: "Stop the activity feed subscription?",
+            section: "feeds",
+            consequence: html! {
+                p { "No new content blobs are made for Audit.General while it is stopped, and its webhook is no longer notified: a SIEM reading the feed gets nothing new until the subscription is started again." }
+                p { "Blobs already made stay listable until they expire; the events stay in the log; stopping is recorded." }
+            },
+            action: "/ui/audit/feeds/subscription",
+            form: &form,
+            button: "Stop the subscription",
+            back: "/ui/audit/feeds",
+        }
+        .render(&console);
+    }
     let (action, body) = if field("action") == "stop" {
         ("stop", None)
     } else if field("webhook").is_empty() {
@@ -260,8 +282,26 @@ pub(crate) async fn delete_stream(
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/feeds");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if !confirmed(&form) {
+        return Confirmation {
+            title: "Delete this stream?",
+            section: "feeds",
+            consequence: html! {
+                p { "The stream " strong { "“" (field("name")) "”" } " stops: " code { (field("target")) } " receives no more events"
+                    @if field("behind").parse::<u64>().is_ok_and(|n| n > 0) { ", and the " strong { (field("behind")) " events" } " it has not received yet are never sent" } "." }
+                p { "The events stay in the log; the deletion is recorded." }
+            },
+            action: &format!("/ui/audit/feeds/streams/{}/delete", encode(&id)),
+            form: &form,
+            button: "Delete the stream",
+            back: "/ui/audit/feeds",
+        }
+        .render(&console);
+    }
     call!(
         console,
         "SIEM feeds",
@@ -269,5 +309,8 @@ pub(crate) async fn delete_stream(
         format!("/api/audit/streams/{}", encode(&id)),
         None
     );
-    see_other("/ui/audit/feeds")
+    see_other(&format!(
+        "/ui/audit/feeds?deleted={}",
+        encode(&field("name"))
+    ))
 }

@@ -389,12 +389,21 @@ fn retention_purges_whole_expired_partitions_and_verification_still_passes() {
         event.details = format!("{{\"Segment\":\"{}\",\"Events\":{}}}", p.segment, p.events);
         event
     };
+    // The preview names what the purge deletes, deleting nothing; under a shorter default it
+    // names more.
+    assert_eq!(log.expiring(now, &policy).unwrap(), (1, 5));
+    let shorter = crate::RetentionPolicy {
+        default_days: 40,
+        ..policy.clone()
+    };
+    assert_eq!(log.expiring(now, &shorter).unwrap(), (2, 8));
     let purged = log.purge_expired(now, &policy, &describe).unwrap();
     assert_eq!(
         purged.len(),
         1,
         "only the 100-day-old partition expired: {purged:?}"
     );
+    assert_eq!(log.expiring(now, &policy).unwrap(), (0, 0), "nothing more");
     assert_eq!((purged[0].first_seq, purged[0].events), (0, 5));
     assert_eq!(log.purged_events(), 5);
     assert!(

@@ -4,8 +4,9 @@
 // Prints one JSON line: the account ids the user saw, the ids the auditor found, the path of
 // the exported workbook, and the screenshots taken. Throws (exit 1) when a step fails.
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 
 const [base, out] = process.argv.slice(2);
@@ -38,10 +39,20 @@ function nav(page, name) {
   return page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true });
 }
 
+// axe-core's rules, run in every page screenshotted (evaluated over the DevTools protocol,
+// which the console's content security policy does not govern).
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const accessibility = [];
+
 async function shot(page, name) {
   const path = join(out, `${name}.png`);
   await page.screenshot({ path, fullPage: true });
   shots.push(path);
+  await page.evaluate(axeSource);
+  const { violations } = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  for (const v of violations.filter((v) => v.impact === "serious" || v.impact === "critical")) {
+    accessibility.push(`${name}: ${v.id} (${v.impact}) ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  }
 }
 
 async function signIn(upn, password) {
@@ -126,6 +137,13 @@ try {
   await page.waitForURL(/backup=/);
   check((await page.getByRole("row", { name: /before the day's work/ }).count()) === 1, "the backup is not listed");
   await shot(page, "admin-center");
+  // Restoring asks first, naming what it replaces; Cancel leaves everything as it was.
+  await page.getByRole("button", { name: /^Restore backup of / }).first().click();
+  await page.getByRole("heading", { name: "Restore this backup?" }).waitFor();
+  check((await page.getByRole("alert").textContent()).includes("is replaced by what the backup holds"), "the restore does not say what it replaces");
+  await shot(page, "confirm-restore");
+  await page.getByRole("link", { name: "Cancel" }).click();
+  await page.waitForURL(/\/ui\/admin\/instances\/main$/);
 
   // SIEM feeds: the activity feed's subscription starts, and a stream sends the log to a file.
   await nav(page, "SIEM feeds").click();
@@ -241,6 +259,7 @@ try {
   await shot(page, "integrity");
   await signOut(auditor);
 
+  check(accessibility.length === 0, `serious or critical accessibility violations (axe-core):\n${accessibility.join("\n")}`);
   console.log(JSON.stringify({ seen, found: [...found], workbook, contacts, bars, total, shots }));
 } finally {
   clearTimeout(timeout);

@@ -235,9 +235,28 @@ fn every_console_page_renders_and_its_forms_work() {
     );
     assert_eq!(query.status(), 303);
 
-    // The signing key is rotated from the Integrity page, which then lists the handover.
+    // The signing key is rotated from the Integrity page — after a confirmation naming the key
+    // in use — which then lists the handover.
+    let asked = post(&server, &cookie, "/ui/audit/integrity/rotate", &[]);
+    assert_eq!(asked.status(), 200);
+    let asked = asked.text().unwrap();
+    assert!(
+        asked.contains("Rotate the signing key?") && asked.contains("handover"),
+        "{asked}"
+    );
+    assert!(
+        !page(&server, &cookie, "/ui/audit/integrity")
+            .1
+            .contains("Key rotations")
+    );
     assert_eq!(
-        post(&server, &cookie, "/ui/audit/integrity/rotate", &[]).status(),
+        post(
+            &server,
+            &cookie,
+            "/ui/audit/integrity/rotate",
+            &[("confirmed", "yes")]
+        )
+        .status(),
         303
     );
     let (_, html) = page(&server, &cookie, "/ui/audit/integrity");
@@ -468,11 +487,23 @@ fn the_admin_center_creates_backs_up_restores_and_deletes_instances() {
         Some(json!({"name": "Later"})),
     );
     assert_eq!(response.status(), 204);
+    let asked = post(
+        &server,
+        &cookie,
+        &format!("{here}/restore"),
+        &[("backupId", &backup_id), ("made", "2026-12-02 10:00")],
+    );
+    assert_eq!(asked.status(), 200);
+    let asked = asked.text().unwrap();
+    assert!(
+        asked.contains("Restore this backup?") && asked.contains("2026-12-02 10:00"),
+        "{asked}"
+    );
     let restored = post(
         &server,
         &cookie,
         &format!("{here}/restore"),
-        &[("backupId", &backup_id)],
+        &[("backupId", &backup_id), ("confirmed", "yes")],
     );
     assert_eq!(restored.status(), 303);
     let accounts = get_json(
@@ -725,11 +756,24 @@ fn the_admin_center_imports_and_removes_solutions() {
         .next()
         .unwrap()
         .to_string();
-    let removed = post(
+    let asked = post(
         &server,
         &cookie,
         &format!("/ui/admin/instances/main/solutions/{id}/remove"),
         &[],
+    );
+    assert_eq!(asked.status(), 200);
+    let asked = asked.text().unwrap();
+    assert!(
+        asked.contains("Remove this solution?") && asked.contains("1 entity, with the"),
+        "{asked}"
+    );
+    assert_eq!(count(&server, &admin, "fabrikam_tickets"), 0, "still there");
+    let removed = post(
+        &server,
+        &cookie,
+        &format!("/ui/admin/instances/main/solutions/{id}/remove"),
+        &[("confirmed", "yes")],
     );
     assert_eq!(removed.status(), 303);
     let (_, html) = page(&server, &cookie, "/ui/admin/instances/main?removed=1");
@@ -986,4 +1030,218 @@ fn integrity_says_what_a_past_verification_did_not_cover() {
     let (status, html) = page(&server, &cookie, "/ui/audit/integrity");
     assert_eq!(status, 200);
     assert!(html.contains("The log has grown since"), "{html}");
+}
+
+/// Every destructive action of the console asks first, on a page that names what it destroys
+/// or stops; nothing changes until it is confirmed, and the page after says what was done.
+#[test]
+fn every_destructive_action_asks_first_and_says_what_it_did() {
+    let server = Server::start(&["--allow-private-targets"]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let asks = |path: &str, form: &[(&str, &str)], says: &[&str]| {
+        let asked = post(&server, &cookie, path, form);
+        assert_eq!(asked.status(), 200, "{path} asks first");
+        let html = asked.text().unwrap();
+        assert!(html.contains("name=\"confirmed\" value=\"yes\""), "{html}");
+        assert!(html.contains("Cancel"), "{html}");
+        for words in says {
+            assert!(html.contains(words), "{path}: '{words}' in {html}");
+        }
+    };
+    let confirm = |path: &str, form: &[(&str, &str)]| {
+        let mut form = form.to_vec();
+        form.push(("confirmed", "yes"));
+        let done = post(&server, &cookie, path, &form);
+        assert_eq!(done.status(), 303, "{path}");
+        done.headers()["location"].to_str().unwrap().to_string()
+    };
+
+    // A record: named in the question, still there until confirmed.
+    let account = entity_id(&send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "Doomed Ltd"})),
+    ));
+    let path = format!("/ui/main/records/accounts/{account}/delete");
+    asks(
+        &path,
+        &[("name", "Doomed Ltd")],
+        &["Delete this record?", "“Doomed Ltd”"],
+    );
+    let read = send(
+        client().get(server.api(&format!("accounts({account})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(read.status(), 200, "not deleted before it is confirmed");
+    let list = confirm(&path, &[("name", "Doomed Ltd")]);
+    assert!(
+        page(&server, &cookie, &list)
+            .1
+            .contains("Deleted “Doomed Ltd”.")
+    );
+    let gone = send(
+        client().get(server.api(&format!("accounts({account})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(gone.status(), 404);
+
+    // An alert rule and a saved report.
+    let rule = send(
+        client().post(format!("{}/api/audit/alerts", server.base)),
+        &admin,
+        Some(json!({"name": "Exports", "kind": "operation", "operations": ["ExportToExcel"]})),
+    );
+    assert_eq!(rule.status(), 201, "alert rule");
+    let rule = rule.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/ui/audit/alerts/{rule}/delete");
+    asks(
+        &path,
+        &[("name", "Exports")],
+        &["Delete this alert rule?", "“Exports”"],
+    );
+    assert!(
+        page(&server, &cookie, "/ui/audit/alerts")
+            .1
+            .contains("Exports")
+    );
+    let back = confirm(&path, &[("name", "Exports")]);
+    assert!(
+        page(&server, &cookie, &back)
+            .1
+            .contains("Deleted “Exports”.")
+    );
+    let report = post(
+        &server,
+        &cookie,
+        "/ui/audit/reports",
+        &[
+            ("name", "Weekly changes"),
+            ("search", "entity=account"),
+            ("groupBy", "operation"),
+            ("schedule", "weekly"),
+            ("rangeDays", "7"),
+        ],
+    );
+    let report = report.headers()["location"].to_str().unwrap().to_string();
+    let path = format!("{report}/delete");
+    asks(
+        &path,
+        &[("name", "Weekly changes"), ("schedule", "weekly")],
+        &[
+            "Delete this report?",
+            "“Weekly changes”",
+            "weekly runs stop",
+        ],
+    );
+    assert_eq!(page(&server, &cookie, &report).0, 200, "still there");
+    confirm(&path, &[("name", "Weekly changes")]);
+    assert_ne!(page(&server, &cookie, &report).0, 200, "deleted");
+
+    // A stream, with how far behind it is.
+    let stream = send(
+        client().post(format!("{}/api/audit/streams", server.base)),
+        &admin,
+        Some(json!({"name": "archive", "format": "syslog", "target": "tcp://127.0.0.1:9"})),
+    );
+    assert_eq!(stream.status(), 201, "stream: {}", stream.text().unwrap());
+    let stream = stream.json::<serde_json::Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/ui/audit/feeds/streams/{stream}/delete");
+    asks(
+        &path,
+        &[
+            ("name", "archive"),
+            ("target", "tcp://127.0.0.1:9"),
+            ("behind", "12"),
+        ],
+        &["Delete this stream?", "“archive”", "12 events"],
+    );
+    let back = confirm(&path, &[("name", "archive")]);
+    assert!(
+        page(&server, &cookie, &back)
+            .1
+            .contains("Deleted “archive”.")
+    );
+
+    // The feed subscription: stopping asks, starting does not.
+    assert_eq!(
+        post(
+            &server,
+            &cookie,
+            "/ui/audit/feeds/subscription",
+            &[("action", "start")]
+        )
+        .status(),
+        303
+    );
+    asks(
+        "/ui/audit/feeds/subscription",
+        &[("action", "stop")],
+        &["Stop the activity feed subscription?"],
+    );
+    assert!(
+        page(&server, &cookie, "/ui/audit/feeds")
+            .1
+            .contains("enabled")
+    );
+    confirm("/ui/audit/feeds/subscription", &[("action", "stop")]);
+    assert!(
+        page(&server, &cookie, "/ui/audit/feeds")
+            .1
+            .contains("stopped")
+    );
+
+    // Retention: lengthening saves at once; shortening the default or removing a policy asks,
+    // saying what would be deleted now.
+    assert_eq!(
+        post(
+            &server,
+            &cookie,
+            "/ui/audit/retention",
+            &[
+                ("defaultDays", "120"),
+                ("name", "exports"),
+                ("operations", "ExportToExcel"),
+                ("days", "400")
+            ]
+        )
+        .status(),
+        303,
+        "nothing shorter: no question"
+    );
+    asks(
+        "/ui/audit/retention",
+        &[("defaultDays", "3")],
+        &[
+            "Save these retention settings?",
+            "kept <strong>3 days</strong> instead of 120 days",
+            "Nothing is old enough",
+        ],
+    );
+    let url = format!("{}/api/audit/retention", server.base);
+    assert_eq!(
+        get_json(&url, &admin)["defaultDays"],
+        120,
+        "unchanged until confirmed"
+    );
+    confirm("/ui/audit/retention", &[("defaultDays", "3")]);
+    assert_eq!(get_json(&url, &admin)["defaultDays"], 3);
+    asks(
+        "/ui/audit/retention",
+        &[("remove", "0"), ("policy", "exports")],
+        &["The policy <strong>“exports”</strong> is removed"],
+    );
+    confirm(
+        "/ui/audit/retention",
+        &[("remove", "0"), ("policy", "exports")],
+    );
+    assert_eq!(get_json(&url, &admin)["policies"], json!([]));
 }
