@@ -66,7 +66,9 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         &api(&format!("organizations({org})")),
         Some(&json!({"isreadauditenabled": true, "isuseraccessauditenabled": true})),
     )?;
-    for entity in ["account", "contact"] {
+    // Reads of records, and of who may see them (the shares: an internal entity, so the
+    // "Accessed other entity type" report has its events too).
+    for entity in ["account", "contact", "principalobjectaccess"] {
         admin.call(
             Method::PATCH,
             &api(&format!("EntityDefinitions(LogicalName='{entity}')")),
@@ -224,6 +226,11 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         &json!({"Target": {"@odata.id": format!("accounts({})", accounts[0])},
                 "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({ben_id})")}, "AccessMask": "ReadAccess"}}),
     )?;
+    // Who may see the account now: the admin reads its shares.
+    admin.get(&api(&format!(
+        "principalobjectaccessset?$filter=objectid eq {}",
+        accounts[0]
+    )))?;
 
     step("Ann exports to Excel, imports a CSV file, deletes records one by one and in bulk");
     ann.post(

@@ -80,6 +80,23 @@ fn the_demo_day_leaves_every_operation_searchable() {
             "the summary misses {operation}"
         );
     }
+    // Every preconfigured report has something to show after the demo day.
+    let reports = get_json(&format!("{}/api/audit/reports", server.base), &admin);
+    let preconfigured: Vec<&str> = reports["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] != "saved")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(preconfigured.len(), 9, "{reports}");
+    for id in preconfigured {
+        let report = get_json(&format!("{}/api/audit/reports/{id}", server.base), &admin);
+        assert!(
+            report["total"].as_u64().unwrap() > 0,
+            "{id} is empty: {report}"
+        );
+    }
     let everything = server.audit(&admin, "");
     let origins: BTreeSet<&str> = everything
         .iter()
