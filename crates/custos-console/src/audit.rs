@@ -504,6 +504,9 @@ pub(crate) async fn retention(
         None
     );
     let search_on = switch.json["searchEnabled"].as_bool().unwrap_or(true);
+    // Only an Audit Manager (or global admin) changes retention or the search switch: nobody
+    // else is offered a form the API would refuse.
+    let manager = console.caller.can_manage_audit(&console.state);
     let list = |value: &Json| {
         value
             .as_array()
@@ -525,17 +528,23 @@ pub(crate) async fn retention(
                         td { (list(&policy["users"])) }
                         td.num { (text(&policy["days"])) }
                         td {
+                            @if manager {
                             form method="post" action="/ui/audit/retention" {
                                 (console.form_field())
                                 input type="hidden" name="remove" value=(i);
                                 input type="hidden" name="policy" value=(text(&policy["name"]));
                                 button.secondary type="submit" aria-label={ "Remove policy " (text(&policy["name"])) } { "Remove" }
                             }
+                            }
                         }
                     }
                 }
             }
         }
+        @if !manager {
+            p.muted { "Audit log search is " strong { @if search_on { "on" } @else { "off" } } ". Only an Audit Manager changes retention or turns search on and off." }
+        }
+        @if manager {
         form method="post" action="/ui/audit/settings" {
             (console.form_field())
             fieldset {
@@ -563,6 +572,7 @@ pub(crate) async fn retention(
                 p { label for="days" { "Days" } input id="days" name="days" type="number" min="-1"; }
             }
             div.actions { button type="submit" { "Save" } }
+        }
         }
     };
     Page {

@@ -80,6 +80,7 @@ pub(crate) async fn feeds(
                     " · webhook " code { (text(&hook["address"])) } " (" (text(&hook["status"])) ")"
                 }
             }
+            @if manager {
             form method="post" action="/ui/audit/feeds/subscription" {
                 (console.form_field())
                 @if enabled {
@@ -94,6 +95,7 @@ pub(crate) async fn feeds(
                         div.actions { button type="submit" { "Start" } }
                     }
                 }
+            }
             }
             @if enabled {
                 table {

@@ -1006,6 +1006,21 @@ fn an_audit_reader_is_offered_the_audit_pages_not_the_instances() {
     assert!(!home.contains("/ui/main/records"), "{home}");
     assert!(!home.contains("/ui/main/settings/auditing"), "{home}");
     assert!(home.contains("href=\"/ui/audit/search\""), "{home}");
+    // Nothing she would be refused: retention, alerts, streams and integrity are read-only.
+    for (path, refused) in [
+        ("/ui/audit/retention", "action=\"/ui/audit/retention\""),
+        ("/ui/audit/retention", "action=\"/ui/audit/settings\""),
+        ("/ui/audit/alerts", "action=\"/ui/audit/alerts\""),
+        ("/ui/audit/feeds", "action=\"/ui/audit/feeds/streams\""),
+        ("/ui/audit/feeds", "action=\"/ui/audit/feeds/subscription\""),
+        ("/ui/audit/integrity", "action=\"/ui/audit/integrity/"),
+    ] {
+        let (status, html) = page(&server, &reader, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(!html.contains(refused), "{path} offers {refused}");
+    }
+    let (_, retention) = page(&server, &reader, "/ui/audit/retention");
+    assert!(retention.contains("Only an Audit Manager changes retention"));
     let denied = server.audit(&admin, "status=Denied&user=rita@contoso.test");
     assert!(denied.is_empty(), "{denied:#?}");
     let admin_cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
