@@ -213,7 +213,12 @@ pub(crate) struct Console {
     token: String,
     /// The page's path, which names the instance a page of one instance is about.
     here: String,
+    /// The instance the user last worked in (its cookie), for pages that name none.
+    remembered: Option<String>,
 }
+
+/// The cookie remembering the instance the user last worked in.
+const INSTANCE_COOKIE: &str = "custos_instance";
 
 /// What the API answered.
 pub(crate) struct Answer {
@@ -277,6 +282,7 @@ impl Console {
             context,
             token: token.to_string(),
             here: here.to_string(),
+            remembered: cookie(headers, INSTANCE_COOKIE).map(str::to_string),
         })
     }
 
@@ -366,11 +372,9 @@ impl Console {
             .any(|entity| custos_records::allows(&roles, custos_records::Privilege::Read, entity))
     }
 
-    /// The instance this page is about: the one its path names (`/ui/<instance>/…`), else the
-    /// default.
-    pub(crate) fn current_instance(&self) -> String {
-        let named = self
-            .here
+    /// The instance the page's path names (`/ui/<instance>/…`), if it names one.
+    pub(crate) fn named_instance(&self) -> Option<&str> {
+        self.here
             .strip_prefix("/ui/")
             .and_then(|rest| rest.split(['/', '?']).next())
             .filter(|name| {
@@ -378,8 +382,49 @@ impl Console {
                     .directory
                     .instances()
                     .is_ok_and(|list| list.iter().any(|i| i.name == *name))
-            });
-        named.map_or_else(|| self.default_instance(), str::to_string)
+            })
+    }
+
+    /// The instance this page is about: the one its path names, else the one the user last
+    /// worked in, else the default.
+    pub(crate) fn current_instance(&self) -> String {
+        if let Some(named) = self.named_instance() {
+            return named.to_string();
+        }
+        self.remembered
+            .clone()
+            .filter(|name| self.works_in(name))
+            .unwrap_or_else(|| self.default_instance())
+    }
+
+    /// The instances the user works in, by name.
+    pub(crate) fn instances_worked_in(&self) -> Vec<String> {
+        self.state
+            .directory
+            .instances()
+            .map(|list| {
+                list.into_iter()
+                    .map(|i| i.name)
+                    .filter(|name| self.works_in(name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The `Set-Cookie` remembering the instance this page names, when it names one.
+    pub(crate) fn remember_instance(&self) -> Option<header::HeaderValue> {
+        let named = self.named_instance()?;
+        let secure = if self.state.public_url().starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        format!(
+            "{INSTANCE_COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=31536000{secure}",
+            encode(named)
+        )
+        .parse()
+        .ok()
     }
 }
 

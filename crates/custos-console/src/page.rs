@@ -39,6 +39,12 @@ impl Page<'_> {
         // The instance's pages only for those who hold a role in it: anyone else would be
         // refused there, and each refusal is a Denied event in the log.
         let member = console.works_in(&instance);
+        // The other instances the user works in: the header's switcher.
+        let others: Vec<String> = console
+            .instances_worked_in()
+            .into_iter()
+            .filter(|name| *name != instance)
+            .collect();
         let links: Vec<(&str, String, &str)> = [
             ("records", format!("/ui/{instance}/records"), "Records"),
             (
@@ -85,7 +91,18 @@ impl Page<'_> {
                     a.skip href="#main" { "Skip to content" }
                     header.top {
                         a.brand href="/ui/home" { "Custos" }
-                        span.instance { "Instance " strong { (instance) } }
+                        @if others.is_empty() {
+                            span.instance { "Instance " strong { (instance) } }
+                        } @else {
+                            details.instance {
+                                summary { "Instance " strong { (instance) } }
+                                ul aria-label="Switch instance" {
+                                    @for other in &others {
+                                        li { a href={ "/ui/" (other) "/records" } { (other) } }
+                                    }
+                                }
+                            }
+                        }
                         nav aria-label="Main" {
                             ul {
                                 @for (key, href, label) in &links {
@@ -112,7 +129,11 @@ impl Page<'_> {
                 }
             }
         };
-        html_response(StatusCode::OK, markup)
+        let mut response = html_response(StatusCode::OK, markup);
+        if let Some(cookie) = console.remember_instance() {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
     }
 }
 

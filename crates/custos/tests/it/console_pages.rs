@@ -986,6 +986,34 @@ fn the_header_names_the_instance_and_a_new_one_does_not_take_over() {
         alpha.contains("href=\"/ui/alpha/settings/auditing\""),
         "{alpha}"
     );
+    // The header switches to any other instance the user works in …
+    assert!(
+        home.contains("aria-label=\"Switch instance\"")
+            && home.contains("href=\"/ui/alpha/records\""),
+        "{home}"
+    );
+    // … and the console stays in the one last visited on pages that name none.
+    let visit = browser()
+        .get(format!("{}/ui/alpha/records", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    let remembered = visit.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(remembered.starts_with("custos_instance=alpha;") && remembered.contains("HttpOnly"));
+    let both = format!("{cookie}; {}", remembered.split(';').next().unwrap());
+    let (_, search) = page(&server, &both, "/ui/audit/search");
+    assert!(
+        search.contains("Instance <strong>alpha</strong>"),
+        "{search}"
+    );
+    assert!(search.contains("href=\"/ui/alpha/records\""), "{search}");
+    // A remembered instance the user does not work in (or that is gone) is not used.
+    let stale = format!("{cookie}; custos_instance=nosuch");
+    let (_, search) = page(&server, &stale, "/ui/audit/search");
+    assert!(
+        search.contains("Instance <strong>main</strong>"),
+        "{search}"
+    );
 }
 
 /// An Audit Reader who holds no role in the instance is not offered its pages (each visit
