@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use custos_audit::{Origin, ResultStatus};
+use custos_audit::{Operation, Origin, ResultStatus};
 use maud::{Markup, html};
 use serde_json::{Value as Json, json};
 
@@ -23,9 +23,9 @@ use custos_http::context::RequestContext;
 /// Events a search page shows.
 const SEARCH_PAGE: &str = "50";
 
-/// The search filters of the form, by query parameter, with their labels.
-const TEXT_FILTERS: [(&str, &str); 9] = [
-    ("operation", "Activity (operation)"),
+/// The search filters of the form, by query parameter, with their labels (activities are
+/// chosen from the catalogue: `ACTIVITY_GROUPS`).
+const TEXT_FILTERS: [(&str, &str); 8] = [
     ("user", "User (principal name or id)"),
     ("entity", "Entity"),
     ("recordId", "Record id"),
@@ -36,8 +36,144 @@ const TEXT_FILTERS: [(&str, &str); 9] = [
     ("category", "Report category"),
 ];
 
-/// The filters of `params` the API takes, without empty ones.
-fn filters(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
+/// The catalogue's activities as Purview groups them, for the search's picker. Every
+/// operation Custos records is in exactly one group (a test says so); other workloads' own
+/// activities are typed.
+const ACTIVITY_GROUPS: [(&str, &[Operation]); 10] = {
+    use Operation::*;
+    [
+        (
+            "Records",
+            &[
+                Create, Retrieve, Update, Delete, Upsert, Assign, Share, Unshare, RunProcess,
+                RunPlugin,
+            ],
+        ),
+        (
+            "Views, exports and imports",
+            &[RetrieveMultiple, ExportToExcel, BulkDelete, ImportRecords],
+        ),
+        (
+            "Customization",
+            &[
+                PublishAllCustomizations,
+                CreateEntity,
+                CreateAttribute,
+                DeleteAttribute,
+                DeleteEntity,
+                ImportSolution,
+                RemoveSolution,
+                ActivateProcess,
+                DeactivateProcess,
+                ActivatePlugin,
+                DeactivatePlugin,
+                UpdateAuditSettings,
+            ],
+        ),
+        (
+            "Security: users, teams and roles",
+            &[
+                CreateUser,
+                DisableUser,
+                EnableUser,
+                DeleteUser,
+                ResetPassword,
+                ChangePassword,
+                AddTeamMember,
+                RemoveTeamMember,
+                AssignRole,
+                RemoveRole,
+                AddPrivilegesRole,
+                ReplacePrivilegesRole,
+                RemovePrivilegeRole,
+            ],
+        ),
+        (
+            "Admin center",
+            &[
+                AccessAdminCenter,
+                CreateInstance,
+                DeleteInstance,
+                ConvertTrialToPaid,
+                BackupInstance,
+                RestoreInstance,
+                GrantSupportAccess,
+                RevokeSupportAccess,
+                ApproveSupportAccess,
+                EndSupportAccess,
+            ],
+        ),
+        ("Support", &[AccessInternalTool, BackendCommand]),
+        (
+            "Sign-in",
+            &[SignIn, SignOut, UserAccessViaWeb, UserAccessViaSdk],
+        ),
+        (
+            "Audit log",
+            &[
+                SearchAuditLog,
+                ExportAuditLog,
+                DownloadAuditExport,
+                PurgeAuditLog,
+                SetRetention,
+                SetAuditLogSearch,
+                SaveAuditReport,
+                DeleteAuditReport,
+                SaveAlertRule,
+                DeleteAlertRule,
+                AlertTriggered,
+                VerifyAuditLog,
+                RotateCheckpointKey,
+            ],
+        ),
+        (
+            "SIEM feeds",
+            &[
+                StartFeedSubscription,
+                StopFeedSubscription,
+                ReadActivityFeed,
+                SaveAuditStream,
+                DeleteAuditStream,
+                IngestAuditEvents,
+            ],
+        ),
+        ("Other", &[Request]),
+    ]
+};
+
+/// The activities asked for: every `operation` parameter (ticked or typed), split at commas,
+/// trimmed, each once.
+fn activities(pairs: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, value) in pairs.iter().filter(|(k, _)| k == "operation") {
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !out.iter().any(|o| o == name) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// For a typed activity the catalogue does not hold, the ones it might mean (`Export` →
+/// `ExportToExcel`, `ExportAuditLog`, …).
+fn near_misses(name: &str) -> Vec<&'static str> {
+    if Operation::parse(name).is_some() {
+        return Vec::new();
+    }
+    let lower = name.to_ascii_lowercase();
+    Operation::ALL
+        .iter()
+        .map(|o| o.as_str())
+        .filter(|o| o.to_ascii_lowercase().contains(&lower))
+        .collect()
+}
+
+/// The filters of `params` the API takes, without empty ones, and each activity.
+fn filters<'p>(
+    params: &'p HashMap<String, String>,
+    activities: &'p [String],
+) -> Vec<(&'p str, &'p str)> {
     let mut out: Vec<(&str, &str)> = ["start", "end", "q", "origin", "status"]
         .into_iter()
         .chain(TEXT_FILTERS.iter().map(|(name, _)| *name))
@@ -48,6 +184,7 @@ fn filters(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
                 .filter(|v| !v.is_empty())
                 .map(|v| (name, v))
         })
+        .chain(activities.iter().map(|a| ("operation", a.as_str())))
         .collect();
     out.sort();
     out
@@ -80,14 +217,54 @@ fn inclusive_end(end: &str) -> Option<String> {
     ))
 }
 
-fn search_form(params: &HashMap<String, String>) -> Markup {
+fn search_form(
+    params: &HashMap<String, String>,
+    chosen: &[String],
+    presets: &[(&str, String)],
+) -> Markup {
     let value = |name: &str| params.get(name).cloned().unwrap_or_default();
+    let typed: Vec<&str> = chosen
+        .iter()
+        .map(String::as_str)
+        .filter(|name| Operation::parse(name).is_none())
+        .collect();
     html! {
         form.filters method="get" action="/ui/audit/search" role="search" {
             // A search with every field empty still runs (the last seven days).
             input type="hidden" name="run" value="1";
-            div { label for="start" { "From (UTC date)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
+            div.presets {
+                span { "Time range:" }
+                @for (label, start) in presets {
+                    a href={ "/ui/audit/search?" (query_string([("run", "1"), ("start", start.as_str())])) } { (label) }
+                }
+            }
+            div { label for="start" { "From (UTC date or date-time)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
             div { label for="end" { "To (UTC date, included)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
+            fieldset.activities {
+                legend { "Activities " span.muted { "(" (chosen.len()) " chosen; none is every activity)" } }
+                @for (group, operations) in ACTIVITY_GROUPS {
+                    @let ticked = operations.iter().filter(|o| chosen.iter().any(|c| c == o.as_str())).count();
+                    details open[ticked > 0] {
+                        summary { (group) @if ticked > 0 { " (" (ticked) ")" } }
+                        ul {
+                            @for operation in operations {
+                                @let id = format!("op-{}", operation.as_str());
+                                li {
+                                    input id=(id) type="checkbox" name="operation" value=(operation.as_str()) checked[chosen.iter().any(|c| c == operation.as_str())];
+                                    label for=(id) { (operation.as_str()) }
+                                }
+                            }
+                        }
+                    }
+                }
+                div {
+                    label for="operation-typed" { "Other activities " span.muted { "(another workload's, comma-separated)" } }
+                    input id="operation-typed" name="operation" type="text" list="catalogue" value=(typed.join(", "));
+                    datalist id="catalogue" {
+                        @for operation in Operation::ALL { option value=(operation.as_str()) {} }
+                    }
+                }
+            }
             div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
             @for (name, label) in TEXT_FILTERS {
                 div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
@@ -167,16 +344,49 @@ fn detail(record: &Json) -> Markup {
     }
 }
 
-/// `GET /ui/audit/search?filters&skiptoken&selected`.
+/// `GET /ui/audit/search?filters&skiptoken&selected` (`operation` repeats).
 pub(crate) async fn search(
     State(state): State<ConsoleState>,
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let params: HashMap<String, String> = pairs
+        .iter()
+        .filter(|(k, _)| k != "operation")
+        .cloned()
+        .collect();
     let console = console!(state, headers, context, "/ui/audit/search");
-    let filters = filters(&params);
+    let picked = activities(&pairs);
+    let filters = filters(&params, &picked);
     let searched = !filters.is_empty() || params.contains_key("run");
+    // Presets of the time range, from now (UTC, to the minute).
+    let now = console.state.clock.now();
+    let presets: Vec<(&str, String)> = [
+        ("Last 24 hours", 1),
+        ("Last 7 days", 7),
+        ("Last 30 days", 30),
+    ]
+    .into_iter()
+    .map(|(label, days)| {
+        let start = now - time::Duration::days(days);
+        (
+            label,
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}Z",
+                start.year(),
+                u8::from(start.month()),
+                start.day(),
+                start.hour(),
+                start.minute()
+            ),
+        )
+    })
+    .collect();
     let mut rows = Vec::new();
     let mut next = None;
     let mut problem = None;
@@ -228,9 +438,17 @@ pub(crate) async fn search(
     };
     let search_text = query_string(asked.clone());
     let body = html! {
-        (search_form(&params))
+        (search_form(&params, &picked, &presets))
         @if let Some(problem) = &problem {
             p.error role="alert" { (problem) }
+        }
+        @if searched && problem.is_none() && rows.is_empty() {
+            @for name in &picked {
+                @let near = near_misses(name);
+                @if !near.is_empty() {
+                    p.notice role="status" { "No activity is called “" (name) "”. Did you mean " (near.join(", ")) "?" }
+                }
+            }
         }
         @if searched && problem.is_none() {
             div.actions {
@@ -1426,8 +1644,8 @@ pub(crate) async fn verify(
 }
 
 #[cfg(test)]
-mod inclusive_tests {
-    use super::inclusive_end;
+mod search_tests {
+    use super::{ACTIVITY_GROUPS, Operation, activities, inclusive_end, near_misses};
 
     #[test]
     fn a_to_date_includes_its_day() {
@@ -1437,5 +1655,39 @@ mod inclusive_tests {
         for kept in ["2026-11-30T12:00:00Z", "2026-13-01", "yesterday", ""] {
             assert_eq!(inclusive_end(kept), None, "{kept}");
         }
+    }
+
+    #[test]
+    fn every_recorded_activity_is_in_exactly_one_group() {
+        for operation in Operation::ALL {
+            let groups: Vec<&str> = ACTIVITY_GROUPS
+                .iter()
+                .filter(|(_, ops)| ops.contains(operation))
+                .map(|(group, _)| *group)
+                .collect();
+            assert_eq!(groups.len(), 1, "{} is in {groups:?}", operation.as_str());
+        }
+    }
+
+    #[test]
+    fn ticked_and_typed_activities_join_and_near_misses_are_named() {
+        let pairs: Vec<(String, String)> = [
+            ("operation", "Retrieve"),
+            ("operation", "Retrieve, RetrieveMultiple"),
+            ("user", "x"),
+            ("operation", " Mailbox.Send ,"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            activities(&pairs),
+            ["Retrieve", "RetrieveMultiple", "Mailbox.Send"]
+        );
+        assert_eq!(
+            near_misses("Export"),
+            ["ExportToExcel", "ExportAuditLog", "DownloadAuditExport"]
+        );
+        assert!(near_misses("Retrieve").is_empty(), "a real activity");
     }
 }

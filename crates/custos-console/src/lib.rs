@@ -116,6 +116,10 @@ pub fn routes(state: &ConsoleState) -> Router {
             get(records::bulk_delete_form).post(records::bulk_delete),
         )
         .route(
+            "/ui/{instance}/records/{set}/new",
+            get(records::new_form).post(records::create),
+        )
+        .route(
             "/ui/{instance}/records/{set}/{id}",
             get(records::form).post(records::save),
         )

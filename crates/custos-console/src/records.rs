@@ -22,6 +22,8 @@ use custos_http::context::RequestContext;
 /// Page sizes the grid offers.
 const PAGE_SIZES: [u32; 4] = [10, 25, 50, 100];
 const PAGE_SIZE_DEFAULT: u32 = 50;
+/// The annotation of a value as a person reads it.
+const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// Columns a grid shows besides the primary name.
 const GRID_COLUMNS_MAX: usize = 5;
 
@@ -275,11 +277,17 @@ pub(crate) async fn grid(
         .and_then(|s| s.parse().ok())
         .filter(|s| PAGE_SIZES.contains(s))
         .unwrap_or(PAGE_SIZE_DEFAULT);
-    let page: u64 = params
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    // The pages before this one, as the `$skiptoken`s that opened them (the first has none):
+    // "Previous page" goes back one without the server keeping anything.
+    let trail: Vec<&str> = params
+        .get("trail")
+        .map(|t| t.split('.').filter(|t| !t.is_empty()).collect())
+        .unwrap_or_default();
+    let skip = params.get("skiptoken").cloned();
+    let page = match &skip {
+        None => 1,
+        Some(_) => trail.len() as u64 + 2,
+    };
     let views = match views(&console, &instance, &entity).await {
         Ok(views) => views,
         Err(message) => return error_page(&console, &entity.logical_name, &message),
@@ -300,12 +308,25 @@ pub(crate) async fn grid(
         .collect();
     let select = select.join(",");
     let filter = filter_param(&params);
+    // A column header sorts by its column (no view: a view has its own order).
+    let sort = params
+        .get("sort")
+        .and_then(|name| columns.iter().find(|c| c.logical_name == *name))
+        .map(|c| c.logical_name.clone());
+    let descending = params.get("dir").is_some_and(|d| d == "desc");
+    let order = match (&sort, entity.primary_name.as_deref()) {
+        (Some(column), _) => Some(format!(
+            "{column} {}",
+            if descending { "desc" } else { "asc" }
+        )),
+        (None, name) => name.map(str::to_string),
+    };
     let mut pairs = vec![("$count", "true")];
     match view {
         Some(view) => pairs.push((view.kind, view.id.as_str())),
         None => {
             pairs.push(("$select", select.as_str()));
-            if let Some(order) = entity.primary_name.as_deref() {
+            if let Some(order) = &order {
                 pairs.push(("$orderby", order));
             }
             if !filter.is_empty() {
@@ -313,12 +334,13 @@ pub(crate) async fn grid(
             }
         }
     }
-    let skip = params.get("skiptoken").cloned();
     if let Some(skip) = &skip {
         pairs.push(("$skiptoken", skip));
     }
     let path = format!("/{instance}/api/data/v9.2/{set}?{}", query_string(pairs));
-    let prefer = format!("odata.maxpagesize={size}");
+    // Money, numbers, dates, yes/no and lookups as a person reads them (a lookup's name is a
+    // record seen: the API records it).
+    let prefer = format!("odata.maxpagesize={size},odata.include-annotations=\"{FORMATTED}\"");
     let answer = match console
         .call(Method::GET, &path, None, &[("prefer", &prefer)])
         .await
@@ -340,6 +362,36 @@ pub(crate) async fn grid(
     });
     let first_row = (page - 1) * u64::from(size) + 1;
     let size_text = size.to_string();
+    let sort_text = sort.clone().unwrap_or_default();
+    let dir_text = if descending { "desc" } else { "asc" };
+    // The grid's settings and where a pager link goes.
+    let paging = |at: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        let mut pairs: Vec<(&'static str, String)> = [
+            ("size", size_text.as_str()),
+            ("filter", filter.as_str()),
+            ("view", view_param.as_str()),
+            ("sort", sort_text.as_str()),
+            ("dir", dir_text),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+        pairs.extend(at.iter().map(|(k, v)| (*k, v.to_string())));
+        pairs
+    };
+    // Next: this page's token joins the trail; previous: the trail's last token opens it.
+    let forward = trail
+        .iter()
+        .copied()
+        .chain(skip.as_deref())
+        .collect::<Vec<_>>()
+        .join(".");
+    let back_trail = trail[..trail.len().saturating_sub(1)].join(".");
+    let previous: Vec<(&'static str, &str)> = match trail.last() {
+        Some(token) => vec![("skiptoken", token), ("trail", back_trail.as_str())],
+        None => Vec::new(),
+    };
     let outcome = match (
         params.get("imported"),
         params.get("deleted"),
@@ -389,6 +441,7 @@ pub(crate) async fn grid(
                 }
                 button.secondary type="submit" { "Export to Excel" }
             }
+            a.button href={ (here) "/new" } { "New" }
             a.button.secondary href={ (here) "/import" } { "Import from CSV" }
             @if view.is_none() && !filter.is_empty() {
                 form method="post" action={ (here) "/views" } {
@@ -411,7 +464,19 @@ pub(crate) async fn grid(
             }
             thead {
                 tr {
-                    @for column in &columns { th scope="col" { (column.logical_name) } }
+                    @for column in &columns {
+                        @let sorted = sort.as_deref() == Some(column.logical_name.as_str());
+                        th scope="col" aria-sort=(match (sorted, descending) { (true, false) => "ascending", (true, true) => "descending", _ => "none" }) {
+                            @if view.is_none() {
+                                a href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("sort", column.logical_name.as_str()), ("dir", if sorted && !descending { "desc" } else { "asc" })])) } {
+                                    (column.logical_name)
+                                    @if sorted { @if descending { " ▼" } @else { " ▲" } }
+                                }
+                            } @else {
+                                (column.logical_name)
+                            }
+                        }
+                    }
                 }
             }
             tbody {
@@ -419,7 +484,10 @@ pub(crate) async fn grid(
                     @let id = row[key.as_str()].as_str().unwrap_or_default();
                     tr data-id=(id) {
                         @for (i, column) in columns.iter().enumerate() {
-                            @let value = shown(&row[column.web_name().as_str()]);
+                            @let web = column.web_name();
+                            @let value = row[format!("{web}@{FORMATTED}").as_str()]
+                                .as_str()
+                                .map_or_else(|| shown(&row[web.as_str()]), str::to_string);
                             td {
                                 @if i == 0 {
                                     a href={ "/ui/" (instance) "/records/" (set) "/" (id) } {
@@ -433,12 +501,15 @@ pub(crate) async fn grid(
             }
         }
         nav.pager aria-label="Pages" {
+            @if page > 1 {
+                a.button.secondary rel="prev" href={ (here) "?" (link(paging(&previous))) } { "Previous page" }
+            }
             span { "Page " (page) }
             @if let Some(next) = &next {
-                a.button rel="next" href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("view", view_param.as_str()), ("skiptoken", next.as_str()), ("page", (page + 1).to_string().as_str())])) } { "Next page" }
+                a.button rel="next" href={ (here) "?" (link(paging(&[("skiptoken", next.as_str()), ("trail", forward.as_str())]))) } { "Next page" }
             }
-            @if page > 1 {
-                a.button.secondary href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("view", view_param.as_str())])) } { "First page" }
+            @if page > 2 {
+                a.button.secondary href={ (here) "?" (link(paging(&[]))) } { "First page" }
             }
         }
     };
@@ -450,22 +521,96 @@ pub(crate) async fn grid(
     .render(&console)
 }
 
-/// An input for one attribute, filled with its value.
-fn field(attribute: &AttributeDef, value: &Json) -> Markup {
+/// A query string of owned pairs.
+fn link(pairs: Vec<(&'static str, String)>) -> String {
+    query_string(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+}
+
+/// An input for one attribute, filled with its value (typed from the API, or text as the
+/// user left it), and the error that concerns it beside it.
+fn field(attribute: &AttributeDef, value: &Json, error: Option<&str>) -> Markup {
     let id = format!("f-{}", attribute.logical_name);
+    let error_id = format!("{id}-error");
     let name = attribute.logical_name.as_str();
+    let is = |flag: bool| {
+        value == &Json::Bool(flag) || value.as_str() == Some(if flag { "true" } else { "false" })
+    };
     html! {
         p {
             label for=(id) { (name) " " span.muted { "(" (attribute.attribute_type.name()) ")" } }
             @match attribute.attribute_type {
-                AttributeType::Memo => textarea id=(id) name=(name) rows="4" { (shown(value)) },
-                AttributeType::Boolean => select id=(id) name=(name) {
-                    option value="" selected[value.is_null()] { "" }
-                    option value="true" selected[value == &Json::Bool(true)] { "Yes" }
-                    option value="false" selected[value == &Json::Bool(false)] { "No" }
+                AttributeType::Memo => textarea id=(id) name=(name) rows="4" aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] { (shown(value)) },
+                AttributeType::Boolean => select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
+                    option value="" selected[!is(true) && !is(false)] { "" }
+                    option value="true" selected[is(true)] { "Yes" }
+                    option value="false" selected[is(false)] { "No" }
                 },
                 AttributeType::Lookup { .. } => input id=(id) name=(name) type="text" value=(shown(value)) readonly aria-readonly="true";,
-                _ => input id=(id) name=(name) type="text" value=(shown(value));,
+                _ => input id=(id) name=(name) type="text" value=(shown(value)) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())];,
+            }
+            @if let Some(error) = error {
+                span.field-error id=(error_id) { (error) }
+            }
+        }
+    }
+}
+
+/// The attribute an API or form message is about (`attribute 'name' …`, `name must be …`).
+fn field_of<'e>(entity: &'e EntityDef, message: &str) -> Option<&'e str> {
+    let quoted = message
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .find_map(|word| entity.attribute_by_web_name(word));
+    let leading = message
+        .split_whitespace()
+        .next()
+        .and_then(|word| entity.attribute_by_web_name(word));
+    quoted
+        .or(leading)
+        .filter(|a| !a.read_only)
+        .map(|a| a.logical_name.as_str())
+}
+
+/// The form as the user left it, as values for `field`.
+fn as_left(form: &HashMap<String, String>) -> Json {
+    Json::Object(
+        form.iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The editable fields of a record form posting to `action`, with `values` and the error of
+/// a refused save placed beside its field (or above the form when it names none).
+fn record_form(
+    console: &Console,
+    entity: &EntityDef,
+    action: &str,
+    values: &Json,
+    error: Option<&str>,
+    back: &str,
+) -> Markup {
+    let concerned = error.and_then(|message| field_of(entity, message));
+    html! {
+        @if let (Some(message), None) = (error, concerned) {
+            p.error role="alert" { (message) }
+        }
+        @if concerned.is_some() {
+            p.error role="alert" { "The record was not saved: see the field marked below." }
+        }
+        form method="post" action=(action) {
+            (console.form_field())
+            @for attribute in editable(entity) {
+                @let name = attribute.logical_name.as_str();
+                @let value = values.get(name).or_else(|| values.get(attribute.web_name().as_str())).unwrap_or(&Json::Null);
+                // A lookup shows its record's name (it is not edited here).
+                @let named = values.get(format!("{}@{FORMATTED}", attribute.web_name()).as_str()).filter(|_| matches!(attribute.attribute_type, AttributeType::Lookup { .. }));
+                (field(attribute, named.unwrap_or(value), error.filter(|_| concerned == Some(name))))
+            }
+            div.actions {
+                button type="submit" { "Save" }
+                a.button.secondary href=(back) { "Back to the list" }
             }
         }
     }
@@ -492,7 +637,11 @@ pub(crate) async fn form(
         return error_page(&console, "Record", &format!("'{id}' is not a record id"));
     };
     let path = format!("/{instance}/api/data/v9.2/{set}({id})");
-    let answer = match console.call(Method::GET, &path, None, &[]).await {
+    let prefer = format!("odata.include-annotations=\"{FORMATTED}\"");
+    let answer = match console
+        .call(Method::GET, &path, None, &[("prefer", &prefer)])
+        .await
+    {
         Ok(answer) => answer,
         Err(error) => return error_page(&console, &entity.logical_name, &error.message),
     };
@@ -509,17 +658,9 @@ pub(crate) async fn form(
     let read_only: Vec<&AttributeDef> = entity.attributes.iter().filter(|a| a.read_only).collect();
     let body = html! {
         (notice(params.get("saved").map(|_| "Saved.")))
+        (notice(params.get("created").map(|_| "Created.")))
         p.muted { (entity.logical_name) " " code { (id) } }
-        form method="post" action=(here) {
-            (console.form_field())
-            @for attribute in editable(&entity) {
-                (field(attribute, &record[attribute.web_name().as_str()]))
-            }
-            div.actions {
-                button type="submit" { "Save" }
-                a.button.secondary href={ "/ui/" (instance) "/records/" (set) } { "Back to the list" }
-            }
-        }
+        (record_form(&console, &entity, &here, record, None, &format!("/ui/{instance}/records/{set}")))
         form method="post" action={ (here) "/delete" } {
             (console.form_field())
             input type="hidden" name="name" value=(title);
@@ -598,9 +739,12 @@ pub(crate) async fn save(
             &format!("entity set '{set}' does not exist"),
         );
     };
+    let list = format!("/ui/{instance}/records/{set}");
+    let refused =
+        |message: &str| kept_form(&console, &entity, "Record", &here, &form, message, &list);
     let body = match update_body(&entity, &form) {
         Ok(body) => body,
-        Err(message) => return error_page(&console, &entity.logical_name, &message),
+        Err(message) => return refused(&message),
     };
     let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
     match console
@@ -609,9 +753,106 @@ pub(crate) async fn save(
     {
         Ok(answer) => match answer.error() {
             None => see_other(&format!("{here}?saved=1")),
-            Some(message) => error_page(&console, &entity.logical_name, &message),
+            Some(message) => refused(&message),
         },
-        Err(error) => error_page(&console, &entity.logical_name, &error.message),
+        Err(error) => refused(&error.message),
+    }
+}
+
+/// A refused save: the form again, as the user left it, with the reason beside its field
+/// (400).
+fn kept_form(
+    console: &Console,
+    entity: &EntityDef,
+    title: &str,
+    action: &str,
+    form: &HashMap<String, String>,
+    message: &str,
+    back: &str,
+) -> Response {
+    let body = record_form(console, entity, action, &as_left(form), Some(message), back);
+    let mut response = Page {
+        title,
+        section: "records",
+        body,
+    }
+    .render(console);
+    *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+    response
+}
+
+/// `GET /ui/{instance}/records/{set}/new`: an empty record form.
+pub(crate) async fn new_form(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/new");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "New record") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let list = format!("/ui/{instance}/records/{set}");
+    Page {
+        title: &format!("New {}", entity.logical_name),
+        section: "records",
+        body: record_form(&console, &entity, &here, &Json::Null, None, &list),
+    }
+    .render(&console)
+}
+
+/// `POST /ui/{instance}/records/{set}/new`: creates the record, then shows it.
+pub(crate) async fn create(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/new");
+    let console = console!(state, headers, context, here);
+    let entity = match entity_or_page(&console, &instance, &set, "New record") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let list = format!("/ui/{instance}/records/{set}");
+    let title = format!("New {}", entity.logical_name);
+    let refused =
+        |message: &str| kept_form(&console, &entity, &title, &here, &form, message, &list);
+    let mut body = match update_body(&entity, &form) {
+        Ok(body) => body,
+        Err(message) => return refused(&message),
+    };
+    // A new record has no value to clear.
+    body.retain(|_, value| !value.is_null());
+    let path = format!("/{instance}/api/data/v9.2/{set}");
+    let answer = match console
+        .call_raw(Method::POST, &path, Some(Json::Object(body)), &[])
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => return refused(&error.message),
+    };
+    let created = answer
+        .headers()
+        .get("odata-entityid")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit_once('('))
+        .map(|(_, id)| id.trim_end_matches(')').to_string());
+    match created {
+        Some(id) if answer.status().is_success() => {
+            see_other(&format!("{list}/{}?created=1", encode(&id)))
+        }
+        _ => match Answer::read(answer).await {
+            Ok(read) => refused(
+                &read
+                    .error()
+                    .unwrap_or_else(|| "the record was not created".into()),
+            ),
+            Err(error) => refused(&error.message),
+        },
     }
 }
 

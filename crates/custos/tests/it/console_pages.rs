@@ -1288,3 +1288,182 @@ fn every_destructive_action_asks_first_and_says_what_it_did() {
     );
     assert_eq!(get_json(&url, &admin)["policies"], json!([]));
 }
+
+/// The records app: New creates a record; a refused save keeps the form as the user left it
+/// with the reason beside its field; column headers sort; values show formatted (money, and a
+/// lookup by its record's name); pages go forward and back.
+#[test]
+fn the_records_app_creates_sorts_formats_pages_back_and_keeps_a_refused_form() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, blank) = page(&server, &cookie, "/ui/main/records/accounts/new");
+    assert_eq!(status, 200);
+    assert!(
+        blank.contains("action=\"/ui/main/records/accounts/new\""),
+        "{blank}"
+    );
+    let created = post(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts/new",
+        &[
+            ("name", "Zeta Corp"),
+            ("revenue", "1200000"),
+            ("description", ""),
+        ],
+    );
+    assert_eq!(created.status(), 303);
+    let shown = created.headers()["location"].to_str().unwrap().to_string();
+    assert!(shown.ends_with("?created=1"), "{shown}");
+    let (_, record) = page(&server, &cookie, &shown);
+    assert!(
+        record.contains("Created.") && record.contains("Zeta Corp"),
+        "{record}"
+    );
+
+    let refused = post(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts/new",
+        &[("name", "Kept Name"), ("revenue", "lots")],
+    );
+    assert_eq!(refused.status(), 400);
+    let html = refused.text().unwrap();
+    assert!(
+        html.contains("value=\"Kept Name\""),
+        "the form as left: {html}"
+    );
+    assert!(html.contains("value=\"lots\""), "{html}");
+    assert!(
+        html.contains("aria-invalid=\"true\"") && html.contains("class=\"field-error\""),
+        "{html}"
+    );
+    assert!(html.contains("revenue must be a number"), "{html}");
+    let count_kept = count(&server, &admin, "accounts");
+
+    // A lookup shows its record's name; money shows grouped with two places.
+    let contact = entity_id(&send(
+        client().post(server.api("contacts")),
+        &admin,
+        Some(json!({"firstname": "Ada", "lastname": "Lovelace"})),
+    ));
+    let mut linked = String::new();
+    for n in 0..12 {
+        let mut body = json!({"name": format!("Row {n:02}"), "revenue": 1000 + n});
+        if n == 0 {
+            body["primarycontactid@odata.bind"] = json!(format!("/contacts({contact})"));
+        }
+        let response = send(client().post(server.api("accounts")), &admin, Some(body));
+        assert_eq!(response.status(), 204);
+        if n == 0 {
+            linked = entity_id(&response);
+        }
+    }
+    let (_, form) = page(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/accounts/{linked}"),
+    );
+    assert!(
+        form.contains("value=\"Ada Lovelace\" readonly"),
+        "a lookup by its record's name: {form}"
+    );
+    assert_eq!(count(&server, &admin, "accounts"), count_kept + 12);
+    let (_, grid) = page(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts?size=10&filter=startswith(name,'Zeta')",
+    );
+    assert!(grid.contains("1,200,000.00"), "formatted money: {grid}");
+
+    // Sorted by name, descending, from its header; then forward and back.
+    let (_, grid) = page(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts?size=10&filter=startswith(name,'Row')&sort=name&dir=desc",
+    );
+    assert!(grid.contains("aria-sort=\"descending\""), "{grid}");
+    let first = grid.find("Row 11").expect("the highest first");
+    assert!(first < grid.find("Row 02").unwrap(), "{grid}");
+    assert!(!grid.contains("Row 01"), "ten a page");
+    let next = grid
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page")
+        .replace("&amp;", "&");
+    let (_, second) = page(&server, &cookie, &next);
+    assert!(
+        second.contains("Row 01") && second.contains("Row 00"),
+        "{second}"
+    );
+    let previous = second
+        .split("rel=\"prev\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a previous page")
+        .replace("&amp;", "&");
+    let (_, back) = page(&server, &cookie, &previous);
+    assert!(
+        back.contains("Row 11") && !back.contains("Row 01"),
+        "{back}"
+    );
+    assert!(back.contains("Page 1"), "{back}");
+}
+
+/// Audit search picks activities from the catalogue's groups (several at once), offers time
+/// presets, and a typed activity the catalogue does not hold is answered with the ones it
+/// might mean instead of a silent "0 events".
+#[test]
+fn audit_search_picks_several_activities_and_names_near_misses() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let account = entity_id(&send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "Picked"})),
+    ));
+    let renamed = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"name": "Picked again"})),
+    );
+    assert_eq!(renamed.status(), 204);
+    let (status, html) = page(&server, &cookie, "/ui/audit/search");
+    assert_eq!(status, 200);
+    for words in [
+        "<summary>Records</summary>",
+        "<summary>Security: users, teams and roles</summary>",
+        "Last 7 days",
+        "name=\"operation\" value=\"ExportToExcel\"",
+    ] {
+        assert!(html.contains(words), "{words} in {html}");
+    }
+    // Two activities ticked: events of either, and both stay ticked in an opened group.
+    let (_, found) = page(
+        &server,
+        &cookie,
+        &format!("/ui/audit/search?run=1&recordId={account}&operation=Create&operation=Update"),
+    );
+    assert!(found.contains("<strong>2</strong> events match"), "{found}");
+    assert!(
+        found.contains("value=\"Create\" checked") && found.contains("value=\"Update\" checked"),
+        "{found}"
+    );
+    assert!(
+        found.contains("<details open><summary>Records (2)</summary>"),
+        "{found}"
+    );
+    // A near miss says what it might mean.
+    let (_, missed) = page(&server, &cookie, "/ui/audit/search?run=1&operation=Export");
+    assert!(
+        missed.contains("No activity is called “Export”. Did you mean ExportToExcel, ExportAuditLog, DownloadAuditExport?"),
+        "{missed}"
+    );
+    assert!(
+        missed.contains("value=\"Export\""),
+        "the typed activity stays: {missed}"
+    );
+}

@@ -28,7 +28,7 @@ fn csv_rows_become_typed_values_and_empty_cells_stay_default() {
             ("lastname".to_string(), Value::String("Lovelace".into())),
             (
                 "birthdate".to_string(),
-                Value::DateTime("1815-12-10T00:00:00Z".into())
+                Value::DateTime("1815-12-10T00:00:00.000Z".into())
             ),
         ]
     );
