@@ -131,6 +131,9 @@ pub struct ReportSummary {
     /// Entities with the most matching events, most first (an event without one counts under
     /// the empty name).
     pub top_entities: Vec<(String, u64)>,
+    /// How many different users, operations and entities matched: the lists above hold at
+    /// most `top` of each, and a reader must know how many more there are.
+    pub distinct: [u64; 3],
 }
 
 /// A partition deleted by retention.
@@ -787,6 +790,8 @@ impl AuditLog {
     /// What [`AuditLog::purge_expired`] would delete at `now_us` under `policy`, deleting
     /// nothing: how many sealed partitions have expired whole, and how many events they hold.
     pub fn expiring(&self, now_us: i64, policy: &RetentionPolicy) -> Result<(u64, u64)> {
+        // As the purge: partitions still being sealed count once they are.
+        self.wait_sealed()?;
         let sealed: Vec<(u64, Arc<SealedIndex>)> = {
             let partitions = self.shared.partitions.read().expect("partitions lock");
             partitions
@@ -847,6 +852,7 @@ impl AuditLog {
                 report_into(index.as_ref(), first_seq, &compiled, bucket_us, &mut totals)?;
             }
         }
+        let distinct = totals.groups.each_ref().map(|group| group.len() as u64);
         let [users, operations, entities] = totals.groups.map(|group| {
             let mut ranked: Vec<(String, u64)> = group.into_values().collect();
             ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -859,6 +865,7 @@ impl AuditLog {
             top_users: users,
             top_operations: operations,
             top_entities: entities,
+            distinct,
         })
     }
 

@@ -259,6 +259,9 @@ fn report_json(spec: &Spec, range: &Range, summary: &ReportSummary) -> Json {
         "topOperations": top_json("operation", &summary.top_operations[..summary.top_operations.len().min(TOP)]),
         "topEntities": top_json("entity", &summary.top_entities[..summary.top_entities.len().min(TOP)]),
         "searchLink": format!("/api/audit/records?{}", link.finish()),
+        "distinctUsers": summary.distinct[0],
+        "distinctOperations": summary.distinct[1],
+        "distinctEntities": summary.distinct[2],
     });
     if let Some(group_by) = &spec.group_by {
         let groups = match group_by.as_str() {

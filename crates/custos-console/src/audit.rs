@@ -304,12 +304,28 @@ fn user_type(value: &Json) -> String {
     }
 }
 
-/// The detail panel of one audit record: every field, record ids and changes in full.
-fn detail(record: &Json) -> Markup {
+/// Record ids an event's details show in place; the event's own view shows them all.
+const IDS_IN_PLACE: usize = 100;
+
+/// The details of one audit record: every field, its record ids (each with "who touched it",
+/// and a link to the record when `record_base` says where the records of its entity are) and
+/// its changes. `full` links to the view of all its ids when `limit` cuts them.
+fn detail(
+    record: &Json,
+    limit: Option<usize>,
+    full: Option<&str>,
+    record_base: Option<&str>,
+) -> Markup {
     let object = record.as_object().cloned().unwrap_or_default();
+    let heading = format!("detail-{}", text(&record["Id"]));
+    let ids: &[Json] = object
+        .get("RecordIds")
+        .and_then(Json::as_array)
+        .map_or(&[], Vec::as_slice);
+    let shown = limit.map_or(ids.len(), |limit| limit.min(ids.len()));
     html! {
-        section.detail aria-labelledby="detail-title" {
-            h2 id="detail-title" { (text(&record["Operation"])) " by " (text(&record["UserUpn"])) }
+        section.detail aria-labelledby=(heading) {
+            h2 id=(heading) { (text(&record["Operation"])) " by " (text(&record["UserUpn"])) }
             dl {
                 @for (key, value) in &object {
                     @if key == "UserType" {
@@ -319,11 +335,18 @@ fn detail(record: &Json) -> Markup {
                     }
                 }
             }
-            h3 { "Record ids (" (object.get("RecordIds").and_then(Json::as_array).map_or(0, Vec::len)) ")" }
+            h3 { "Record ids (" (ids.len()) ")" }
             ul.mono {
-                @for id in object.get("RecordIds").and_then(Json::as_array).into_iter().flatten() {
-                    li { a href={ "/ui/audit/subjects/" (text(id)) } title="Every event that touched this record" { (text(id)) } }
+                @for id in &ids[..shown] {
+                    @let id = text(id);
+                    li {
+                        a.id href={ "/ui/audit/subjects/" (id) } title="Every event that touched this record" { (id) }
+                        @if let Some(base) = record_base { " · " a href={ (base) (id) } { "open the record" } }
+                    }
                 }
+            }
+            @if shown < ids.len() {
+                p { (ids.len() - shown) " more. " @if let Some(full) = full { a href=(full) { "Show all " (ids.len()) " record ids" } } }
             }
             @if let Some(changes) = object.get("Changes").and_then(Json::as_array).filter(|c| !c.is_empty()) {
                 h3 { "Changes" }
@@ -437,6 +460,22 @@ pub(crate) async fn search(
         query_string(pairs)
     };
     let search_text = query_string(asked.clone());
+    // Where an event's records open: its instance's records app, for a user who works there.
+    let record_base = |event: &Json| -> Option<String> {
+        let instance = event["Instance"].as_str()?;
+        let entity = event["EntityName"].as_str()?;
+        let set = console
+            .state
+            .instance(instance)?
+            .store
+            .catalog()
+            .entity(entity)?
+            .set_name
+            .clone();
+        console
+            .works_in(instance)
+            .then(|| format!("/ui/{instance}/records/{set}/"))
+    };
     let body = html! {
         (search_form(&params, &picked, &presets))
         @if let Some(problem) = &problem {
@@ -470,7 +509,11 @@ pub(crate) async fn search(
                     button.secondary type="submit" { "Run as a background query" }
                 }
             }
-            div.split {
+            // One event asked for in full (all its record ids) comes first.
+            @if let Some(record) = chosen {
+                (detail(record, None, None, record_base(record).as_deref()))
+            }
+            div.results {
                 div {
                     table {
                         thead { tr {
@@ -481,9 +524,9 @@ pub(crate) async fn search(
                         tbody {
                             @for row in &rows {
                                 @let id = text(&row["Id"]);
+                                @let time = text(&row["CreationTime"]);
                                 tr aria-selected=(if selected == Some(&id) { "true" } else { "false" }) {
-                                    @let time = text(&row["CreationTime"]);
-                                    td.time { a href={ "/ui/audit/search?" (here_query(&[("selected", id.as_str())])) } title=(time) { (time.get(..19).unwrap_or(&time).replace('T', " ")) } }
+                                    td.time title=(time) { (time.get(..19).unwrap_or(&time).replace('T', " ")) }
                                     td { (text(&row["UserUpn"])) }
                                     td { (text(&row["Operation"])) }
                                     td { (text(&row["EntityName"])) }
@@ -491,6 +534,16 @@ pub(crate) async fn search(
                                     td { (text(&row["Origin"])) }
                                     td { (text(&row["ClientIP"])) }
                                     td { (text(&row["ResultStatus"])) }
+                                }
+                                // The event in full, opened in place: the list, the page and
+                                // the focus stay, and nothing is searched (or recorded) again.
+                                tr.detail-row {
+                                    td colspan="8" {
+                                        details {
+                                            summary { "Details of " (text(&row["Operation"])) " at " (time.get(11..19).unwrap_or_default()) }
+                                            (detail(row, Some(IDS_IN_PLACE), Some(&format!("/ui/audit/search?{}", here_query(&[("selected", id.as_str())]))), record_base(row).as_deref()))
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -504,12 +557,6 @@ pub(crate) async fn search(
                             @let mut pairs = filters.clone();
                             a.button.secondary href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs })) } { "Newest events" }
                         }
-                    }
-                }
-                div {
-                    @match chosen {
-                        Some(record) => (detail(record)),
-                        None => p.muted { "Choose an event's time to see it in full." },
                     }
                 }
             }
@@ -595,18 +642,66 @@ pub(crate) async fn reports(
     .render(&console)
 }
 
-fn top_table(caption: &str, key: &str, heading: &str, list: &Json) -> Markup {
+/// A search link with some filters replaced or added.
+type SearchLink<'a> = &'a dyn Fn(&[(&str, &str)]) -> String;
+
+/// A report's top list: each name leads to its events (`search` with the name as its filter),
+/// and the caption says how many there are beyond those listed.
+fn top_table(
+    caption: &str,
+    key: &str,
+    heading: &str,
+    list: &Json,
+    distinct: u64,
+    search: SearchLink<'_>,
+) -> Markup {
+    let entries = list.as_array().map_or(&[][..], Vec::as_slice);
+    let filter = match key {
+        "user" => "user",
+        "operation" => "operation",
+        _ => "entity",
+    };
     html! {
         table {
-            caption { (caption) }
+            caption {
+                (caption)
+                @if distinct > entries.len() as u64 { " (" (entries.len()) " of " (distinct) ")" }
+            }
             thead { tr { th scope="col" { (heading) } th scope="col" class="num" { "Events" } } }
             tbody {
-                @for entry in list.as_array().into_iter().flatten() {
-                    tr { td { (text(&entry[key])) } td.num { (text(&entry["count"])) } }
+                @for entry in entries {
+                    @let name = text(&entry[key]);
+                    tr {
+                        td {
+                            @if name.is_empty() { span.muted { "(none)" } }
+                            @else { a href=(search(&[(filter, name.as_str())])) { (name) } }
+                        }
+                        td.num { (text(&entry["count"])) }
+                    }
                 }
             }
         }
     }
+}
+
+/// The console search of a report's `searchLink` (its filters and range), with `overrides`
+/// replacing or adding filters.
+fn report_search(search_link: &str, overrides: &[(&str, &str)]) -> String {
+    let query = search_link.split_once('?').map_or("", |(_, q)| q);
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .collect();
+    pairs.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    pairs.push(("run".into(), "1".into()));
+    format!(
+        "/ui/audit/search?{}",
+        query_string(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    )
 }
 
 /// `GET /ui/audit/reports/{id}?start&end&bucket`.
@@ -644,12 +739,22 @@ pub(crate) async fn report(
         .map(|b| (text(&b["start"]), b["count"].as_u64().unwrap_or(0)))
         .collect();
     let bucket = text(&report["bucket"]);
-    let search = query_string([
-        ("category", id.as_str()),
-        ("start", text(&report["start"]).as_str()),
-        ("end", text(&report["end"]).as_str()),
-        ("run", "1"),
-    ]);
+    // Every count leads to its events: the report's own search (a category, or a saved
+    // report's filters) over the bar's bucket or with the name chosen.
+    let search_link = text(&report["searchLink"]);
+    let search = |overrides: &[(&str, &str)]| report_search(&search_link, overrides);
+    let report_end = text(&report["end"]);
+    let links: Vec<String> = bars
+        .iter()
+        .enumerate()
+        .map(|(i, (start, _))| {
+            let end = bars
+                .get(i + 1)
+                .map_or(report_end.as_str(), |b| b.0.as_str());
+            search(&[("start", start.as_str()), ("end", end)])
+        })
+        .collect();
+    let distinct = |key: &str| report[key].as_u64().unwrap_or(0);
     let value = |k: &str| params.get(k).cloned().unwrap_or_default();
     let body = html! {
         p { (text(&report["description"])) }
@@ -669,17 +774,17 @@ pub(crate) async fn report(
         p.total { (text(&report["total"])) " events" }
         p.muted { "From " (text(&report["start"])) " to " (text(&report["end"])) ", per " (bucket) "." }
         figure {
-            (chart::bars(&format!("{name}: events per {bucket}"), &bars))
-            figcaption { "Events per " (bucket) ". " a href={ "/ui/audit/search?" (search) } { "See the events" } }
+            (chart::bars(&format!("{name}: events per {bucket}"), &bars, &links))
+            figcaption { "Events per " (bucket) "; each bar leads to its events. " a href=(search(&[])) { "See all the events" } }
         }
         @if let Some(group_by) = report["groupBy"].as_str() {
-            @let heading = match group_by { "user" => "User", "operation" => "Activity", _ => "Entity" };
-            (top_table(&format!("Events by {heading}"), group_by, heading, &report["groups"]))
+            @let (heading, key) = match group_by { "user" => ("User", "distinctUsers"), "operation" => ("Activity", "distinctOperations"), _ => ("Entity", "distinctEntities") };
+            (top_table(&format!("Events by {heading}"), group_by, heading, &report["groups"], distinct(key), &search))
         }
         div.tops {
-            (top_table("Top users", "user", "User", &report["topUsers"]))
-            (top_table("Top activities", "operation", "Activity", &report["topOperations"]))
-            (top_table("Top entities", "entity", "Entity", &report["topEntities"]))
+            (top_table("Top users", "user", "User", &report["topUsers"], distinct("distinctUsers"), &search))
+            (top_table("Top activities", "operation", "Activity", &report["topOperations"], distinct("distinctOperations"), &search))
+            (top_table("Top entities", "entity", "Entity", &report["topEntities"], distinct("distinctEntities"), &search))
         }
         @if report["kind"] == "saved" && console.caller.can_manage_audit(&console.state) {
             form method="post" action={ "/ui/audit/reports/" (id) "/delete" } {
@@ -1332,21 +1437,24 @@ pub(crate) async fn subject(
         .flatten()
         .map(|b| (text(&b["start"]), b["count"].as_u64().unwrap_or(0)))
         .collect();
-    let search = query_string([
-        ("recordId", record.as_str()),
-        ("start", text(&report["start"]).as_str()),
-        ("run", "1"),
-    ]);
+    let search_link = format!(
+        "?{}",
+        query_string([
+            ("recordId", record.as_str()),
+            ("start", text(&report["start"]).as_str()),
+        ])
+    );
+    let search = |overrides: &[(&str, &str)]| report_search(&search_link, overrides);
     let body = html! {
         p { "Every event that created, read, listed, exported, changed or deleted record " code { (record) } " from " (text(&report["start"])) " to " (text(&report["end"])) ": the access report a data subject may ask for." }
         p.total { (text(&report["total"])) " events" }
         figure {
-            (chart::bars(&format!("Events that touched record {record}, per day"), &bars))
-            figcaption { a href={ "/ui/audit/search?" (search) } { "See every event" } }
+            (chart::bars(&format!("Events that touched record {record}, per day"), &bars, &[]))
+            figcaption { a href=(search(&[])) { "See every event" } }
         }
         div.tops {
-            (top_table("By activity", "operation", "Activity", &report["groups"]))
-            (top_table("By user", "user", "User", &report["users"]))
+            (top_table("By activity", "operation", "Activity", &report["groups"], 0, &search))
+            (top_table("By user", "user", "User", &report["users"], 0, &search))
         }
     };
     Page {

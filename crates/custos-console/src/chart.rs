@@ -9,8 +9,9 @@ const LEFT: f64 = 48.0;
 const BOTTOM: f64 = 36.0;
 const TOP: f64 = 12.0;
 
-/// A bar per `(label, count)`, with a labelled vertical axis; `title` names the chart.
-pub(crate) fn bars(title: &str, bars: &[(String, u64)]) -> Markup {
+/// A bar per `(label, count)`, with a labelled vertical axis; `title` names the chart. A bar
+/// with a link in `links` (by position) leads to its events.
+pub(crate) fn bars(title: &str, bars: &[(String, u64)], links: &[String]) -> Markup {
     let max = bars.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
     let plot_width = WIDTH - LEFT - 8.0;
     let plot_height = HEIGHT - TOP - BOTTOM;
@@ -32,7 +33,9 @@ pub(crate) fn bars(title: &str, bars: &[(String, u64)]) -> Markup {
     let top = max.max(2).next_multiple_of(2);
     let ticks = [0, top / 2, top];
     html! {
-        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg" {
+        // A chart of links is a group of them (an image's content would be hidden from
+        // assistive technology); without links it is one image.
+        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role=(if links.is_empty() { "img" } else { "group" }) aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg" {
             title id="chart-title" { (title) }
             desc id="chart-desc" { (description) }
             line.axis x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(TOP + plot_height) {}
@@ -44,8 +47,14 @@ pub(crate) fn bars(title: &str, bars: &[(String, u64)]) -> Markup {
             @for (i, (label, count)) in bars.iter().enumerate() {
                 @let height = plot_height * (*count as f64) / (top as f64);
                 @let x = LEFT + step * i as f64 + (step - bar_width) / 2.0;
-                rect.bar x=(format!("{x:.1}")) y=(format!("{:.1}", TOP + plot_height - height)) width=(format!("{bar_width:.1}")) height=(format!("{height:.1}")) {
-                    title { (label) ": " (count) }
+                @let rect = html! {
+                    rect.bar x=(format!("{x:.1}")) y=(format!("{:.1}", TOP + plot_height - height)) width=(format!("{bar_width:.1}")) height=(format!("{height:.1}")) {
+                        title { (label) ": " (count) }
+                    }
+                };
+                @match links.get(i).filter(|_| *count > 0) {
+                    Some(link) => a href=(link) aria-label={ (label) ": " (count) " events" } { (rect) },
+                    None => (rect),
                 }
                 @if i % label_every == 0 {
                     text x=(format!("{:.1}", x + bar_width / 2.0)) y=(HEIGHT - BOTTOM + 16.0) text-anchor="middle" { (short(label)) }
@@ -77,7 +86,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| (format!("2026-12-0{}T00:00:00Z", i + 1), *n))
             .collect();
-        let svg = bars("t", &data).into_string();
+        let svg = bars("t", &data, &[]).into_string();
         svg.split("text-anchor=\"end\">")
             .skip(1)
             .map(|rest| rest.split('<').next().unwrap().to_string())

@@ -271,6 +271,11 @@ proptest! {
         prop_assert_eq!(lower(&report.top_entities), lower(&entities));
         let truncated = fixture.log.report(&q, bucket, 2).unwrap();
         prop_assert!(truncated.top_users.len() <= 2);
+        prop_assert_eq!(
+            truncated.distinct,
+            [users.len() as u64, operations.len() as u64, entities.len() as u64],
+            "how many there are beyond the top"
+        );
         prop_assert_eq!(truncated.top_users.iter().map(|(_, n)| *n).collect::<Vec<_>>(), users.iter().take(2).map(|(_, n)| *n).collect::<Vec<_>>());
     }
 }

@@ -222,17 +222,19 @@ try {
   await page.getByLabel("RetrieveMultiple", { exact: true }).check();
   await page.getByRole("button", { name: "Search" }).click();
   await page.waitForURL(/user=/);
+  // Each event opens in place: the page is not loaded again, nothing is searched again.
   const found = new Set();
-  const times = page.locator("tbody tr td:first-child a");
-  const events = await times.count();
+  const opened = page.locator("tr.detail-row summary");
+  const events = await opened.count();
   check(events >= 2, `expected a RetrieveMultiple event per page, found ${events}`);
+  const before = page.url();
   for (let i = 0; i < events; i++) {
-    await page.locator("tbody tr td:first-child a").nth(i).click();
-    await page.waitForSelector(".detail");
-    const ids = await page.locator(".detail ul.mono li").allTextContents();
+    await opened.nth(i).click();
+    const ids = await page.locator("tr.detail-row details").nth(i).locator("ul.mono li a.id").allTextContents();
     ids.forEach((id) => found.add(id.trim()));
     if (i === 0) await shot(page, "audit-search");
   }
+  check(page.url() === before, "opening an event left the page");
   const missing = seen.filter((id) => !found.has(id));
   check(missing.length === 0, `accounts seen but not in the audit log: ${missing.join(", ")}`);
 

@@ -1467,3 +1467,121 @@ fn audit_search_picks_several_activities_and_names_near_misses() {
         "the typed activity stays: {missed}"
     );
 }
+
+/// A report's every count leads to exactly its events — each bar to its bucket, each user,
+/// activity and entity to its own — and a top list says how many there are beyond it.
+#[test]
+fn every_count_of_a_report_leads_to_its_events() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    // Sign-ins are recorded while user access is audited.
+    server.set_org(
+        &admin,
+        json!({"isauditenabled": true, "isuseraccessauditenabled": true}),
+    );
+    for n in 0..11 {
+        let upn = format!("user{n:02}@contoso.test");
+        server.add_user(&admin, &upn, "user-password-1", "Basic User");
+        server.token(&upn, "user-password-1");
+    }
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, html) = page(&server, &cookie, "/ui/audit/reports/signed-in-or-out");
+    assert_eq!(status, 200);
+    let html = html.replace("&amp;", "&");
+    assert!(html.contains("Top users (10 of 12)"), "{html}");
+    let bar = html
+        .split("<a href=\"/ui/audit/search?")
+        .find(|part| part.starts_with("category=signed-in-or-out") && part.contains("<rect"))
+        .and_then(|part| part.split('"').next())
+        .expect("a bar that links to its events")
+        .to_string();
+    assert!(bar.contains("start=") && bar.contains("end="), "{bar}");
+    let (_, events) = page(&server, &cookie, &format!("/ui/audit/search?{bar}"));
+    assert!(events.contains("events match"), "{events}");
+    assert!(
+        !events.contains("<strong>0</strong> events match"),
+        "{events}"
+    );
+    let user = "/ui/audit/search?category=signed-in-or-out";
+    let link = html
+        .split(&format!("<a href=\"{user}"))
+        .find(|part| part.contains("user=user03%40contoso.test"))
+        .and_then(|part| part.split('"').next())
+        .map(|rest| format!("{user}{rest}"))
+        .expect("a user links to their events");
+    let (_, theirs) = page(&server, &cookie, &link);
+    assert!(
+        theirs.contains("<strong>1</strong> events match"),
+        "{theirs}"
+    );
+    assert!(theirs.contains("user03@contoso.test"), "{theirs}");
+}
+
+/// Each found event opens in place, under its row — no page load, no second search — with its
+/// record ids leading to the record and to who touched it; an event of many records shows the
+/// first hundred and leads to all of them.
+#[test]
+fn an_event_opens_in_place_with_its_records_reachable() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_reads_of(&admin, &["account"]);
+    for n in 0..120 {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": format!("Many {n:03}")})),
+        );
+        assert_eq!(response.status(), 204);
+    }
+    let listed = send(
+        client().get(server.api("accounts?$select=name")),
+        &admin,
+        None,
+    );
+    assert_eq!(listed.status(), 200);
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let console_searches = |server: &Server| {
+        server
+            .audit(&admin, "operation=SearchAuditLog&origin=WebUI")
+            .len()
+    };
+    let searches = console_searches(&server);
+    let (_, html) = page(
+        &server,
+        &cookie,
+        "/ui/audit/search?run=1&operation=RetrieveMultiple&entity=account",
+    );
+    let html = html.replace("&amp;", "&");
+    assert!(html.contains("<tr class=\"detail-row\"><td colspan=\"8\"><details><summary>Details of RetrieveMultiple"), "{html}");
+    assert!(
+        html.contains("Record ids (120)") && html.contains("20 more."),
+        "{html}"
+    );
+    assert!(html.contains("Show all 120 record ids"), "{html}");
+    let first = html
+        .split("<a class=\"id\" href=\"/ui/audit/subjects/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a record id")
+        .to_string();
+    assert!(
+        html.contains(&format!(
+            "href=\"/ui/main/records/accounts/{first}\">open the record</a>"
+        )),
+        "{html}"
+    );
+    assert_eq!(
+        console_searches(&server),
+        searches + 1,
+        "one search recorded for the page, none for the details in it"
+    );
+    let all = html
+        .split("<a href=\"/ui/audit/search?")
+        .find(|part| part.contains("selected=") && part.contains(">Show all"))
+        .and_then(|part| part.split('"').next())
+        .expect("a link to all the ids")
+        .to_string();
+    let (_, full) = page(&server, &cookie, &format!("/ui/audit/search?{all}"));
+    // The event in full first (all 120), then the list with its first hundred.
+    assert_eq!(full.matches("class=\"id\"").count(), 220, "{full}");
+}
