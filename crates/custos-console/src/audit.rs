@@ -24,7 +24,8 @@ use custos_http::context::RequestContext;
 const SEARCH_PAGE: &str = "50";
 
 /// The search filters of the form, by query parameter, with their labels (activities are
-/// chosen from the catalogue: `ACTIVITY_GROUPS`).
+/// chosen from the catalogue: `ACTIVITY_GROUPS`); the first two always show, the others fold
+/// under "More filters".
 const TEXT_FILTERS: [(&str, &str); 8] = [
     ("user", "User (principal name or id)"),
     ("entity", "Entity"),
@@ -266,7 +267,15 @@ fn search_form(
                 }
             }
             div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
-            @for (name, label) in TEXT_FILTERS {
+            @for (name, label) in &TEXT_FILTERS[..2] {
+                div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
+            }
+            // The rarer filters fold away (open when one is set), so the form stays short.
+            @let more = TEXT_FILTERS[2..].iter().map(|(name, _)| *name).chain(["origin", "status"]).filter(|name| !value(name).is_empty()).count();
+            details.more open[more > 0] {
+                summary { "More filters" @if more > 0 { " (" (more) " set)" } }
+                div.more-filters {
+            @for (name, label) in &TEXT_FILTERS[2..] {
                 div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
             }
             div {
@@ -285,6 +294,8 @@ fn search_form(
                     @for status in ResultStatus::ALL {
                         option value=(status.as_str()) selected[value("status") == status.as_str()] { (status.as_str()) }
                     }
+                }
+            }
                 }
             }
             div { button type="submit" { "Search" } " " a.button.secondary href="/ui/audit/search" { "Clear" } }

@@ -137,14 +137,16 @@ impl Page<'_> {
     }
 }
 
-/// An HTML response that is never cached (pages show audit data and session state).
+/// An HTML response that is never cached (pages show audit data and session state). Every
+/// table sits in a box of its own that scrolls sideways when the table is wider than the
+/// screen, so a page never does (on a phone). The text is maud's, where anything a user wrote
+/// is escaped (`&lt;`), so `<table` is only ever one of the console's own tables.
 pub(crate) fn html_response(status: StatusCode, markup: Markup) -> Response {
-    (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(markup.into_string()),
-    )
-        .into_response()
+    let html = markup
+        .into_string()
+        .replace("<table", "<div class=\"table-scroll\"><table")
+        .replace("</table>", "</table></div>");
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
 /// A page saying what went wrong, with the API's message.
