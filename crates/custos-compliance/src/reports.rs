@@ -205,6 +205,8 @@ pub(crate) struct Spec {
     pub(crate) search: Vec<(String, String)>,
     /// `user`, `operation` or `entity` for a custom report's grouping.
     pub(crate) group_by: Option<String>,
+    /// A custom report's schedule (`none`, `hourly`, `daily`, `weekly`).
+    pub(crate) schedule: Option<String>,
 }
 
 impl Spec {
@@ -216,6 +218,7 @@ impl Spec {
             kind: "preconfigured",
             search: vec![("category".into(), report.id.into())],
             group_by: None,
+            schedule: None,
         }
     }
 
@@ -230,6 +233,7 @@ impl Spec {
                 .into_owned()
                 .collect(),
             group_by: saved["groupBy"].as_str().map(str::to_string),
+            schedule: saved["schedule"].as_str().map(str::to_string),
         }
     }
 }
@@ -263,6 +267,9 @@ fn report_json(spec: &Spec, range: &Range, summary: &ReportSummary) -> Json {
         "distinctOperations": summary.distinct[1],
         "distinctEntities": summary.distinct[2],
     });
+    if let Some(schedule) = &spec.schedule {
+        out["schedule"] = json!(schedule);
+    }
     if let Some(group_by) = &spec.group_by {
         let groups = match group_by.as_str() {
             "user" => &summary.top_users,
@@ -753,6 +760,7 @@ pub(crate) async fn subject(
             kind: "subject",
             search: vec![("recordId".into(), id.to_string())],
             group_by: Some("operation".into()),
+            schedule: None,
         };
         let summary = run_spec(&state, &spec, &range).await?;
         let mut recorded = draft.clone();

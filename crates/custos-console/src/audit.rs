@@ -766,6 +766,24 @@ pub(crate) async fn report(
         })
         .collect();
     let distinct = |key: &str| report[key].as_u64().unwrap_or(0);
+    // A scheduled report's runs, newest first, each leading to the events it counted.
+    let scheduled =
+        report["kind"] == "saved" && !matches!(report["schedule"].as_str(), None | Some("none"));
+    let runs = if scheduled {
+        call!(
+            console,
+            "Report",
+            Method::GET,
+            format!("/api/audit/reports/{}/runs", encode(&id)),
+            None
+        )
+        .json["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let value = |k: &str| params.get(k).cloned().unwrap_or_default();
     let body = html! {
         p { (text(&report["description"])) }
@@ -796,6 +814,22 @@ pub(crate) async fn report(
             (top_table("Top users", "user", "User", &report["topUsers"], distinct("distinctUsers"), &search))
             (top_table("Top activities", "operation", "Activity", &report["topOperations"], distinct("distinctOperations"), &search))
             (top_table("Top entities", "entity", "Entity", &report["topEntities"], distinct("distinctEntities"), &search))
+        }
+        @if scheduled {
+            table {
+                caption { "Scheduled runs (" (text(&report["schedule"])) "), newest first" }
+                thead { tr { th scope="col" { "Ran at (UTC)" } th scope="col" { "Covering" } th scope="col" class="num" { "Events" } } }
+                tbody {
+                    @if runs.is_empty() { tr { td colspan="3" { "No run yet: the first comes within a minute of saving." } } }
+                    @for run in &runs {
+                        tr {
+                            td.time { (text(&run["ranAt"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                            td { (text(&run["start"]).get(..16).unwrap_or_default().replace('T', " ")) " – " (text(&run["end"]).get(..16).unwrap_or_default().replace('T', " ")) }
+                            td.num { a href=(report_search(&text(&run["searchLink"]), &[])) { (text(&run["total"])) } }
+                        }
+                    }
+                }
+            }
         }
         @if report["kind"] == "saved" && console.caller.can_manage_audit(&console.state) {
             form method="post" action={ "/ui/audit/reports/" (id) "/delete" } {

@@ -1515,6 +1515,46 @@ fn every_count_of_a_report_leads_to_its_events() {
         "{theirs}"
     );
     assert!(theirs.contains("user03@contoso.test"), "{theirs}");
+
+    // A scheduled report lists its runs, each leading to the events it counted.
+    let saved = post(
+        &server,
+        &cookie,
+        "/ui/audit/reports",
+        &[
+            ("name", "Daily sign-ins"),
+            ("search", "category=signed-in-or-out"),
+            ("groupBy", "user"),
+            ("schedule", "daily"),
+            ("rangeDays", "7"),
+        ],
+    );
+    let report = saved.headers()["location"].to_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let run = loop {
+        let (_, html) = page(&server, &cookie, &report);
+        assert!(html.contains("Scheduled runs (daily)"), "{html}");
+        if let Some(run) = html
+            .replace("&amp;", "&")
+            .split("<td class=\"num\"><a href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+        {
+            break run;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no run listed: {html}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        run.starts_with("/ui/audit/search?") && run.contains("category=signed-in-or-out"),
+        "{run}"
+    );
+    let (_, events) = page(&server, &cookie, &run);
+    assert!(!events.contains("<strong>0</strong> events match"), "{events}");
 }
 
 /// Each found event opens in place, under its row — no page load, no second search — with its
