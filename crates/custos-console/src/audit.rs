@@ -471,6 +471,17 @@ pub(crate) async fn search(
         query_string(pairs)
     };
     let search_text = query_string(asked.clone());
+    let trail: Vec<&str> = params
+        .get("trail")
+        .map(|t| t.split('.').filter(|t| !t.is_empty()).collect())
+        .unwrap_or_default();
+    let forward = trail
+        .iter()
+        .copied()
+        .chain(params.get("skiptoken").map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(".");
+    let back_trail = trail[..trail.len().saturating_sub(1)].join(".");
     // Where an event's records open: its instance's records app, for a user who works there.
     let record_base = |event: &Json| -> Option<String> {
         let instance = event["Instance"].as_str()?;
@@ -559,12 +570,18 @@ pub(crate) async fn search(
                             }
                         }
                     }
+                    // The pages before this one travel in the link as their tokens (`trail`),
+                    // so "Newer events" goes back one page without the server keeping any.
                     nav.pager aria-label="Pages" {
+                        @if params.contains_key("skiptoken") {
+                            @let mut pairs = filters.clone();
+                            a.button.secondary rel="prev" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); if let Some(token) = trail.last() { pairs.push(("skiptoken", token)); pairs.push(("trail", back_trail.as_str())); } pairs })) } { "Newer events" }
+                        }
                         @if let Some(next) = &next {
                             @let mut pairs = filters.clone();
-                            a.button rel="next" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs.push(("skiptoken", next.as_str())); pairs })) } { "Older events" }
+                            a.button rel="next" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs.push(("skiptoken", next.as_str())); pairs.push(("trail", forward.as_str())); pairs })) } { "Older events" }
                         }
-                        @if params.contains_key("skiptoken") {
+                        @if trail.len() > 0 {
                             @let mut pairs = filters.clone();
                             a.button.secondary href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs })) } { "Newest events" }
                         }

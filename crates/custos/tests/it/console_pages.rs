@@ -1554,7 +1554,10 @@ fn every_count_of_a_report_leads_to_its_events() {
         "{run}"
     );
     let (_, events) = page(&server, &cookie, &run);
-    assert!(!events.contains("<strong>0</strong> events match"), "{events}");
+    assert!(
+        !events.contains("<strong>0</strong> events match"),
+        "{events}"
+    );
 }
 
 /// Each found event opens in place, under its row — no page load, no second search — with its
@@ -1624,4 +1627,43 @@ fn an_event_opens_in_place_with_its_records_reachable() {
     let (_, full) = page(&server, &cookie, &format!("/ui/audit/search?{all}"));
     // The event in full first (all 120), then the list with its first hundred.
     assert_eq!(full.matches("class=\"id\"").count(), 220, "{full}");
+
+    // Pages go older and newer again: 120 creates are three pages of 50.
+    let link = |html: &str, rel: &str| {
+        html.replace("&amp;", "&")
+            .split(&format!("rel=\"{rel}\" href=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+    };
+    let first_event = |html: &str| {
+        html.split("id=\"detail-")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+    };
+    let (_, one) = page(&server, &cookie, "/ui/audit/search?run=1&operation=Create");
+    let (_, two) = page(
+        &server,
+        &cookie,
+        &link(&one, "next").expect("a second page"),
+    );
+    let (_, three) = page(&server, &cookie, &link(&two, "next").expect("a third page"));
+    let (_, back) = page(
+        &server,
+        &cookie,
+        &link(&three, "prev").expect("back one page"),
+    );
+    assert_eq!(
+        first_event(&back),
+        first_event(&two),
+        "newer from the third is the second"
+    );
+    assert_ne!(first_event(&two), first_event(&one));
+    let (_, first) = page(
+        &server,
+        &cookie,
+        &link(&two, "prev").expect("back to the first"),
+    );
+    assert_eq!(first_event(&first), first_event(&one));
 }
