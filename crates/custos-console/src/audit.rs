@@ -581,7 +581,7 @@ pub(crate) async fn search(
                             @let mut pairs = filters.clone();
                             a.button rel="next" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs.push(("skiptoken", next.as_str())); pairs.push(("trail", forward.as_str())); pairs })) } { "Older events" }
                         }
-                        @if trail.len() > 0 {
+                        @if !trail.is_empty() {
                             @let mut pairs = filters.clone();
                             a.button.secondary href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs })) } { "Newest events" }
                         }
