@@ -41,6 +41,7 @@ mod records;
 mod session;
 mod settings;
 mod siem;
+mod users;
 
 use axum::Router;
 use axum::body::Body;
@@ -127,6 +128,11 @@ pub fn routes(state: &ConsoleState) -> Router {
             "/ui/{instance}/records/{set}/{id}/delete",
             post(records::delete),
         )
+        .route(
+            "/ui/{instance}/users",
+            get(users::users).post(users::create),
+        )
+        .route("/ui/{instance}/users/{id}/{action}", post(users::act))
         .route(
             "/ui/{instance}/settings/auditing",
             get(settings::auditing).post(settings::save_auditing),

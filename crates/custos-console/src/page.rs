@@ -47,6 +47,7 @@ impl Page<'_> {
             .collect();
         let links: Vec<(&str, String, &str)> = [
             ("records", format!("/ui/{instance}/records"), "Records"),
+            ("users", format!("/ui/{instance}/users"), "Users"),
             (
                 "settings",
                 format!("/ui/{instance}/settings/auditing"),
@@ -60,6 +61,8 @@ impl Page<'_> {
         ]
         .into_iter()
         .filter(|_| member)
+        // Users and roles only for those who manage users there (the API refuses others).
+        .filter(|(key, _, _)| *key != "users" || console.manages_users(&instance))
         .chain(
             [("admin", "/ui/admin".to_string(), "Admin center")]
                 .into_iter()

@@ -269,7 +269,7 @@ try {
   const phone = await signIn("admin", env.ADMIN_PASSWORD, { width: 390, height: 844 });
   const wide = [];
   for (const path of [
-    "/ui/home", "/ui/main/records", "/ui/main/records/accounts", "/ui/main/records/accounts/new",
+    "/ui/home", "/ui/main/records", "/ui/main/records/accounts", "/ui/main/records/accounts/new", "/ui/main/users",
     "/ui/main/records/contacts/import", "/ui/main/settings/auditing", "/ui/main/customizations",
     "/ui/main/customizations/account", "/ui/admin", "/ui/admin/instances/main", "/ui/audit/search?run=1",
     "/ui/audit/reports", "/ui/audit/reports/accessed-out-of-box-entity", "/ui/audit/alerts",

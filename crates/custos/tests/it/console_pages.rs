@@ -1667,3 +1667,178 @@ fn an_event_opens_in_place_with_its_records_reachable() {
     );
     assert_eq!(first_event(&first), first_event(&one));
 }
+
+/// Users and their roles from the console: create with a role, disable and enable, reset the
+/// password, give another role, delete (asked first); a refused create keeps the form; only
+/// those who manage users are offered the page.
+#[test]
+fn users_are_managed_from_the_console() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let role = |name: &str| {
+        get_json(
+            &server.api(&format!("roles?$filter=name eq '{name}'")),
+            &admin,
+        )["value"][0]["roleid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (status, html) = page(&server, &cookie, "/ui/main/users");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/ui/main/users\"") && html.contains("New user"),
+        "{html}"
+    );
+    let basic = role("Basic User");
+    let created = post(
+        &server,
+        &cookie,
+        "/ui/main/users",
+        &[
+            ("upn", "nina@contoso.test"),
+            ("fullname", "Nina"),
+            ("password", "nina-password-1"),
+            ("role", &basic),
+        ],
+    );
+    assert_eq!(created.status(), 303);
+    let (_, list) = page(
+        &server,
+        &cookie,
+        created.headers()["location"].to_str().unwrap(),
+    );
+    assert!(list.contains("Created nina@contoso.test."), "{list}");
+    server.token("nina@contoso.test", "nina-password-1");
+    let users = get_json(
+        &server.api("systemusers?$filter=domainname eq 'nina@contoso.test'"),
+        &admin,
+    );
+    let id = users["value"][0]["systemuserid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let here = format!("/ui/main/users/{id}");
+
+    // Disabled: the user's record says so; enabled again.
+    let state = |disabled: &str| {
+        post(
+            &server,
+            &cookie,
+            &format!("{here}/state"),
+            &[("upn", "nina@contoso.test"), ("disabled", disabled)],
+        )
+    };
+    assert_eq!(state("true").status(), 303);
+    let user = get_json(&server.api(&format!("systemusers({id})")), &admin);
+    assert_eq!(user["isdisabled"], true);
+    assert_eq!(state("false").status(), 303);
+    // A new password works at once.
+    let reset = post(
+        &server,
+        &cookie,
+        &format!("{here}/password"),
+        &[
+            ("upn", "nina@contoso.test"),
+            ("password", "nina-password-2"),
+        ],
+    );
+    assert_eq!(reset.status(), 303);
+    server.token("nina@contoso.test", "nina-password-2");
+    // Another role.
+    let given = post(
+        &server,
+        &cookie,
+        &format!("{here}/roles"),
+        &[
+            ("upn", "nina@contoso.test"),
+            ("role", &role("Audit Reader")),
+        ],
+    );
+    assert_eq!(given.status(), 303);
+    let held = get_json(
+        &server.api(&format!("systemusers({id})/systemuserroles_association")),
+        &admin,
+    );
+    assert_eq!(held["value"].as_array().unwrap().len(), 2, "{held}");
+
+    // A refused create keeps what was typed (not the password).
+    let refused = post(
+        &server,
+        &cookie,
+        "/ui/main/users",
+        &[
+            ("upn", "nina@contoso.test"),
+            ("fullname", "Nina Again"),
+            ("password", "secret-password-3"),
+            ("role", &basic),
+        ],
+    );
+    assert_eq!(refused.status(), 400);
+    let html = refused.text().unwrap();
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("value=\"Nina Again\""),
+        "{html}"
+    );
+    assert!(!html.contains("secret-password-3"), "{html}");
+
+    // Deleting asks first.
+    let asked = post(
+        &server,
+        &cookie,
+        &format!("{here}/delete"),
+        &[("upn", "nina@contoso.test")],
+    );
+    assert_eq!(asked.status(), 200);
+    assert!(asked.text().unwrap().contains("Delete this user?"));
+    assert_eq!(
+        send(
+            client().get(server.api(&format!("systemusers({id})"))),
+            &admin,
+            None
+        )
+        .status(),
+        200
+    );
+    let deleted = post(
+        &server,
+        &cookie,
+        &format!("{here}/delete"),
+        &[("upn", "nina@contoso.test"), ("confirmed", "yes")],
+    );
+    assert_eq!(deleted.status(), 303);
+    assert_eq!(
+        send(
+            client().get(server.api(&format!("systemusers({id})"))),
+            &admin,
+            None
+        )
+        .status(),
+        404
+    );
+    let operations: Vec<String> = server
+        .audit(&admin, "origin=WebUI")
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap().to_string())
+        .collect();
+    for operation in [
+        "CreateUser",
+        "AssignRole",
+        "DisableUser",
+        "EnableUser",
+        "ResetPassword",
+        "DeleteUser",
+    ] {
+        assert!(
+            operations.iter().any(|o| o == operation),
+            "{operation} in {operations:?}"
+        );
+    }
+
+    // A Basic User manages nobody: no Users page offered.
+    server.add_user(&admin, "bob@contoso.test", "bob-password-1", "Basic User");
+    let bob = sign_in(&server, "bob@contoso.test", "bob-password-1");
+    let (_, home) = page(&server, &bob, "/ui/main/records");
+    assert!(!home.contains("/ui/main/users"), "{home}");
+}
