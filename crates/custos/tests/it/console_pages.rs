@@ -79,6 +79,21 @@ fn post(server: &Server, cookie: &str, path: &str, form: &[(&str, &str)]) -> Res
 }
 
 /// Every visible form control names a label that exists.
+/// Every one of `operations` is in the log with `origin`.
+fn assert_recorded(server: &Server, admin: &str, origin: &str, operations: &[&str]) {
+    let recorded: Vec<String> = server
+        .audit(admin, &format!("origin={origin}"))
+        .iter()
+        .map(|e| e["Operation"].as_str().unwrap().to_string())
+        .collect();
+    for operation in operations {
+        assert!(
+            recorded.iter().any(|o| o == operation),
+            "{operation} in {recorded:?}"
+        );
+    }
+}
+
 fn assert_labelled(path: &str, html: &str) {
     for control in ["<input", "<select", "<textarea"] {
         for (at, _) in html.match_indices(control) {
@@ -533,24 +548,19 @@ fn the_admin_center_creates_backs_up_restores_and_deletes_instances() {
     let (_, html) = page(&server, &cookie, "/ui/admin?deleted=sales");
     assert!(!html.contains("/ui/admin/instances/sales"));
 
-    let operations: Vec<String> = server
-        .audit(&admin, "origin=AdminCenter")
-        .iter()
-        .map(|e| e["Operation"].as_str().unwrap().to_string())
-        .collect();
-    for operation in [
-        "AccessAdminCenter",
-        "CreateInstance",
-        "ConvertTrialToPaid",
-        "BackupInstance",
-        "RestoreInstance",
-        "DeleteInstance",
-    ] {
-        assert!(
-            operations.iter().any(|o| o == operation),
-            "{operation} in {operations:?}"
-        );
-    }
+    assert_recorded(
+        &server,
+        &admin,
+        "AdminCenter",
+        &[
+            "AccessAdminCenter",
+            "CreateInstance",
+            "ConvertTrialToPaid",
+            "BackupInstance",
+            "RestoreInstance",
+            "DeleteInstance",
+        ],
+    );
 
     // Someone who is not a global admin has no admin center link, and the page refuses.
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
@@ -780,17 +790,12 @@ fn the_admin_center_imports_and_removes_solutions() {
     assert!(html.contains("No solutions installed."));
     let gone = send(client().get(server.api("fabrikam_tickets")), &admin, None);
     assert_eq!(gone.status(), 404);
-    let operations: Vec<String> = server
-        .audit(&admin, "origin=WebUI")
-        .iter()
-        .map(|e| e["Operation"].as_str().unwrap().to_string())
-        .collect();
-    for operation in ["ImportSolution", "RemoveSolution", "DeleteEntity"] {
-        assert!(
-            operations.iter().any(|o| o == operation),
-            "{operation} in {operations:?}"
-        );
-    }
+    assert_recorded(
+        &server,
+        &admin,
+        "WebUI",
+        &["ImportSolution", "RemoveSolution", "DeleteEntity"],
+    );
 }
 
 #[test]
@@ -1817,24 +1822,19 @@ fn users_are_managed_from_the_console() {
         .status(),
         404
     );
-    let operations: Vec<String> = server
-        .audit(&admin, "origin=WebUI")
-        .iter()
-        .map(|e| e["Operation"].as_str().unwrap().to_string())
-        .collect();
-    for operation in [
-        "CreateUser",
-        "AssignRole",
-        "DisableUser",
-        "EnableUser",
-        "ResetPassword",
-        "DeleteUser",
-    ] {
-        assert!(
-            operations.iter().any(|o| o == operation),
-            "{operation} in {operations:?}"
-        );
-    }
+    assert_recorded(
+        &server,
+        &admin,
+        "WebUI",
+        &[
+            "CreateUser",
+            "AssignRole",
+            "DisableUser",
+            "EnableUser",
+            "ResetPassword",
+            "DeleteUser",
+        ],
+    );
 
     // A Basic User manages nobody: no Users page offered.
     server.add_user(&admin, "bob@contoso.test", "bob-password-1", "Basic User");
