@@ -111,6 +111,7 @@ impl ComplianceState {
                     .delete(reports::delete),
             )
             .route("/api/audit/reports/{id}/runs", get(reports::runs))
+            .route("/api/audit/terms", get(reports::terms))
             .route("/api/audit/subjects/{record}", get(reports::subject))
             .route(
                 "/api/audit/retention",

@@ -640,7 +640,63 @@ pub(crate) async fn runs(
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         runs.reverse();
+        // Reading a report's runs is reading the log.
+        draft.result_count = runs.len() as u64;
+        state.record(draft.clone()).await?;
         Ok::<_, AppError>(axum::Json(json!({"value": runs})).into_response())
+    }
+    .await;
+    answer(&state, draft, result).await
+}
+
+/// Names a search's fields offer, most frequent first.
+const TERMS_MAX: usize = 200;
+
+/// `GET /api/audit/terms`: the users, activities and entities of the last 30 days' events, most
+/// frequent first (at most 200 of each, from the indexes), and the instances — what the
+/// search form offers as the user types. Reading them is reading the log: recorded as a
+/// search.
+pub(crate) async fn terms(
+    State(state): State<ComplianceState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
+    let mut draft = EventDraft::new(Operation::SearchAuditLog, &context);
+    draft.query = "terms of the last 30 days".into();
+    let result = async {
+        audit_reader(&state, &mut draft, &headers).await?;
+        let now = state.clock.now_us();
+        let query = custos_audit::SearchQuery {
+            start_us: now - 30 * DAY_US,
+            end_us: now,
+            ..Default::default()
+        };
+        let log = state.log.clone();
+        let summary =
+            blocking(move || Ok::<_, AppError>(log.report(&query, DAY_US, TERMS_MAX)?)).await?;
+        let names = |list: &[(String, u64)]| -> Vec<String> {
+            list.iter()
+                .map(|(name, _)| name.clone())
+                .filter(|name| !name.is_empty())
+                .collect()
+        };
+        let instances: Vec<String> = state
+            .directory
+            .instances()?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        draft.result_count = summary.total;
+        state.record(draft.clone()).await?;
+        Ok::<_, AppError>(
+            axum::Json(json!({
+                "users": names(&summary.top_users),
+                "operations": names(&summary.top_operations),
+                "entities": names(&summary.top_entities),
+                "instances": instances,
+            }))
+            .into_response(),
+        )
     }
     .await;
     answer(&state, draft, result).await

@@ -222,7 +222,32 @@ fn search_form(
     params: &HashMap<String, String>,
     chosen: &[String],
     presets: &[(&str, String)],
+    terms: &Json,
 ) -> Markup {
+    // What the log holds, offered as the user types (`GET /api/audit/terms`).
+    let offered = |key: &str| -> Vec<String> {
+        terms[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect()
+    };
+    let lists = [
+        ("user", "users"),
+        ("entity", "entities"),
+        ("instance", "instances"),
+    ];
+    let list_of = |name: &str| {
+        lists
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, key)| format!("{key}-list"))
+    };
+    let other_workloads: Vec<String> = offered("operations")
+        .into_iter()
+        .filter(|o| Operation::parse(o).is_none())
+        .collect();
     let value = |name: &str| params.get(name).cloned().unwrap_or_default();
     let typed: Vec<&str> = chosen
         .iter()
@@ -262,13 +287,19 @@ fn search_form(
                     label for="operation-typed" { "Other activities " span.muted { "(another workload's, comma-separated)" } }
                     input id="operation-typed" name="operation" type="text" list="catalogue" value=(typed.join(", "));
                     datalist id="catalogue" {
+                        @for operation in &other_workloads { option value=(operation) {} }
                         @for operation in Operation::ALL { option value=(operation.as_str()) {} }
                     }
                 }
             }
             div { label for="q" { "Free text" } input id="q" name="q" type="search" value=(value("q")); }
             @for (name, label) in &TEXT_FILTERS[..2] {
-                div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
+                div { label for=(name) { (label) } input id=(name) name=(name) type="text" list=[list_of(name)] value=(value(name)); }
+            }
+            @for (_, key) in lists {
+                datalist id={ (key) "-list" } {
+                    @for term in offered(key) { option value=(term) {} }
+                }
             }
             // The rarer filters fold away (open when one is set), so the form stays short.
             @let more = TEXT_FILTERS[2..].iter().map(|(name, _)| *name).chain(["origin", "status"]).filter(|name| !value(name).is_empty()).count();
@@ -276,7 +307,7 @@ fn search_form(
                 summary { "More filters" @if more > 0 { " (" (more) " set)" } }
                 div.more-filters {
             @for (name, label) in &TEXT_FILTERS[2..] {
-                div { label for=(name) { (label) } input id=(name) name=(name) type="text" value=(value(name)); }
+                div { label for=(name) { (label) } input id=(name) name=(name) type="text" list=[list_of(name)] value=(value(name)); }
             }
             div {
                 label for="origin" { "Origin" }
@@ -471,6 +502,14 @@ pub(crate) async fn search(
         query_string(pairs)
     };
     let search_text = query_string(asked.clone());
+    // Offered as the user types; without them (search off, say) the form works as it is.
+    let terms = match console
+        .call(Method::GET, "/api/audit/terms", None, &[])
+        .await
+    {
+        Ok(answer) if answer.error().is_none() => answer.json,
+        _ => Json::Null,
+    };
     let trail: Vec<&str> = params
         .get("trail")
         .map(|t| t.split('.').filter(|t| !t.is_empty()).collect())
@@ -499,7 +538,7 @@ pub(crate) async fn search(
             .then(|| format!("/ui/{instance}/records/{set}/"))
     };
     let body = html! {
-        (search_form(&params, &picked, &presets))
+        (search_form(&params, &picked, &presets, &terms))
         @if let Some(problem) = &problem {
             p.error role="alert" { (problem) }
         }

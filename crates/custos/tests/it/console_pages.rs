@@ -1438,6 +1438,14 @@ fn audit_search_picks_several_activities_and_names_near_misses() {
     assert_eq!(renamed.status(), 204);
     let (status, html) = page(&server, &cookie, "/ui/audit/search");
     assert_eq!(status, 200);
+    // The form offers what the log holds as the user types: its users, entities, instances.
+    assert!(
+        html.contains("<datalist id=\"users-list\"><option value=\"admin\">")
+            && html.contains("list=\"users-list\"")
+            && html.contains("<option value=\"account\">")
+            && html.contains("<datalist id=\"instances-list\"><option value=\"main\">"),
+        "{html}"
+    );
     for words in [
         "<summary>Records</summary>",
         "<summary>Security: users, teams and roles</summary>",
@@ -1620,8 +1628,8 @@ fn an_event_opens_in_place_with_its_records_reachable() {
     );
     assert_eq!(
         console_searches(&server),
-        searches + 1,
-        "one search recorded for the page, none for the details in it"
+        searches + 2,
+        "the page's search and the terms its form offers are recorded; opening details adds none"
     );
     let all = html
         .split("<a href=\"/ui/audit/search?")
