@@ -469,11 +469,11 @@ pub(crate) async fn grid(
                         th scope="col" aria-sort=(match (sorted, descending) { (true, false) => "ascending", (true, true) => "descending", _ => "none" }) {
                             @if view.is_none() {
                                 a href={ (here) "?" (query_string([("size", size_text.as_str()), ("filter", filter.as_str()), ("sort", column.logical_name.as_str()), ("dir", if sorted && !descending { "desc" } else { "asc" })])) } {
-                                    (column.logical_name)
+                                    (label(column))
                                     @if sorted { @if descending { " ▼" } @else { " ▲" } }
                                 }
                             } @else {
-                                (column.logical_name)
+                                (label(column))
                             }
                         }
                     }
@@ -521,6 +521,12 @@ pub(crate) async fn grid(
     .render(&console)
 }
 
+/// What a person reads for an attribute: Dataverse's label for an out-of-box one, else its
+/// logical name.
+fn label(attribute: &AttributeDef) -> &str {
+    custos_records::display_name(&attribute.logical_name).unwrap_or(&attribute.logical_name)
+}
+
 /// A query string of owned pairs.
 fn link(pairs: Vec<(&'static str, String)>) -> String {
     query_string(pairs.iter().map(|(k, v)| (*k, v.as_str())))
@@ -537,7 +543,7 @@ fn field(attribute: &AttributeDef, value: &Json, error: Option<&str>) -> Markup 
     };
     html! {
         p {
-            label for=(id) { (name) " " span.muted { "(" (attribute.attribute_type.name()) ")" } }
+            label for=(id) { (label(attribute)) " " span.muted { "(" (name) ", " (attribute.attribute_type.name()) ")" } }
             @match attribute.attribute_type {
                 AttributeType::Memo => textarea id=(id) name=(name) rows="4" aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] { (shown(value)) },
                 AttributeType::Boolean => select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
@@ -673,7 +679,7 @@ pub(crate) async fn form(
         table {
             tbody {
                 @for attribute in &read_only {
-                    tr { th scope="row" { (attribute.logical_name) } td { (shown(&record[attribute.web_name().as_str()])) } }
+                    tr { th scope="row" { (label(attribute)) } td { (shown(&record[attribute.web_name().as_str()])) } }
                 }
             }
         }

@@ -33,6 +33,56 @@ pub const ROLE_IDS: [(BuiltInRole, Uuid); 4] = [
 pub(crate) const COMPOSED: [(&str, &str, &[&str]); 1] =
     [("contact", "fullname", &["firstname", "lastname"])];
 
+/// The label a person reads for an out-of-box attribute, as Dataverse names it (`revenue` →
+/// "Annual Revenue"); `None` for names it does not know (a custom attribute shows its logical
+/// name).
+pub fn display_name(logical_name: &str) -> Option<&'static str> {
+    Some(match logical_name {
+        "name" => "Name",
+        "accountnumber" => "Account Number",
+        "revenue" => "Annual Revenue",
+        "numberofemployees" => "Number of Employees",
+        "telephone1" => "Main Phone",
+        "emailaddress1" => "Email",
+        "internalemailaddress" => "Primary Email",
+        "websiteurl" => "Website",
+        "address1_city" => "City",
+        "industrycode" => "Industry",
+        "primarycontactid" => "Primary Contact",
+        "parentaccountid" => "Parent Account",
+        "parentcustomerid" => "Company Name",
+        "customerid" => "Customer",
+        "creditonhold" => "Credit Hold",
+        "description" => "Description",
+        "firstname" => "First Name",
+        "lastname" => "Last Name",
+        "fullname" => "Full Name",
+        "jobtitle" => "Job Title",
+        "birthdate" => "Birthday",
+        "companyname" => "Company Name",
+        "subject" => "Topic",
+        "title" => "Title",
+        "ticketnumber" => "Case Number",
+        "prioritycode" => "Priority",
+        "leadqualitycode" => "Rating",
+        "estimatedvalue" => "Est. Revenue",
+        "estimatedclosedate" => "Est. Close Date",
+        "closeprobability" => "Probability",
+        "scheduledend" => "Due",
+        "regardingobjectid" => "Regarding",
+        "statecode" => "Status",
+        "domainname" => "User Name",
+        "isdisabled" => "Disabled",
+        "createdon" => "Created On",
+        "modifiedon" => "Modified On",
+        "createdby" => "Created By",
+        "modifiedby" => "Modified By",
+        "ownerid" => "Owner",
+        "versionnumber" => "Version Number",
+        _ => return None,
+    })
+}
+
 fn string(name: &str) -> AttributeDef {
     AttributeDef::new(name, AttributeType::String { max_length: 200 })
 }

@@ -1374,6 +1374,10 @@ fn the_records_app_creates_sorts_formats_pages_back_and_keeps_a_refused_form() {
         form.contains("value=\"Ada Lovelace\" readonly"),
         "a lookup by its record's name: {form}"
     );
+    assert!(
+        form.contains("Primary Contact <span class=\"muted\">(primarycontactid, Lookup)</span>"),
+        "{form}"
+    );
     assert_eq!(count(&server, &admin, "accounts"), count_kept + 12);
     let (_, grid) = page(
         &server,
@@ -1389,6 +1393,10 @@ fn the_records_app_creates_sorts_formats_pages_back_and_keeps_a_refused_form() {
         "/ui/main/records/accounts?size=10&filter=startswith(name,'Row')&sort=name&dir=desc",
     );
     assert!(grid.contains("aria-sort=\"descending\""), "{grid}");
+    assert!(
+        grid.contains(">Annual Revenue</a>") && grid.contains(">Main Phone</a>"),
+        "columns by the names a person reads: {grid}"
+    );
     let first = grid.find("Row 11").expect("the highest first");
     assert!(first < grid.find("Row 02").unwrap(), "{grid}");
     assert!(!grid.contains("Row 01"), "ten a page");
