@@ -334,6 +334,32 @@ fn search_form(
     }
 }
 
+/// A coded field of a record in words, with its code beside (`out_of_box` → "Out-of-box
+/// entity (out_of_box)"); `None` for fields that are words already.
+fn in_words(key: &str, value: &Json) -> Option<String> {
+    let code = value.as_str()?;
+    let words = match (key, code) {
+        ("EntityCategory", "out_of_box") => "Out-of-box entity",
+        ("EntityCategory", "custom") => "Custom entity",
+        ("EntityCategory", "admin") => "Administration entity",
+        ("EntityCategory", "other") => "Other entity",
+        ("Origin", "WebUI") => "The console",
+        ("Origin", "Api") => "The Web API or an API client",
+        ("Origin", "Export") => "An export",
+        ("Origin", "SupportTool") => "The internal management tool",
+        ("Origin", "Backend") => "A backend command or the system",
+        ("Origin", "AdminCenter") => "The admin center",
+        ("Origin", "Ingest") => "Another application (ingested)",
+        ("RecordType", "CustosEntity") => "Work on records",
+        ("RecordType", "CustosAdmin") => "Configuration and administration",
+        ("RecordType", "CustosAccess") => "Sign-in and access",
+        ("RecordType", "CustosSupport") => "Support and backend",
+        ("Category", category) => PRECONFIGURED.iter().find(|r| r.id == category)?.name,
+        _ => return None,
+    };
+    Some(format!("{words} ({code})"))
+}
+
 /// A record's `UserType` by its name (`Regular`, `Admin`, …), with the number it is stored as.
 fn user_type(value: &Json) -> String {
     match value
@@ -372,6 +398,8 @@ fn detail(
                 @for (key, value) in &object {
                     @if key == "UserType" {
                         dt { (key) } dd { (user_type(value)) }
+                    } @else if let Some(words) = in_words(key, value) {
+                        dt { (key) } dd { (words) }
                     } @else if key != "RecordIds" && key != "Changes" && key != "Details" {
                         dt { (key) } dd { (text(value)) }
                     }
@@ -1854,7 +1882,29 @@ pub(crate) async fn verify(
 
 #[cfg(test)]
 mod search_tests {
-    use super::{ACTIVITY_GROUPS, Operation, activities, inclusive_end, near_misses};
+    use super::{ACTIVITY_GROUPS, Operation, activities, in_words, inclusive_end, near_misses};
+    use custos_audit::{EntityCategory, Origin, RecordType};
+    use serde_json::json;
+
+    #[test]
+    fn every_coded_field_reads_in_words() {
+        let codes = Origin::ALL
+            .iter()
+            .map(|o| ("Origin", o.as_str()))
+            .chain(RecordType::ALL.iter().map(|r| ("RecordType", r.as_str())))
+            .chain(
+                EntityCategory::ALL
+                    .iter()
+                    .filter(|c| **c != EntityCategory::None)
+                    .map(|c| ("EntityCategory", c.as_str())),
+            )
+            .chain(super::PRECONFIGURED.iter().map(|r| ("Category", r.id)));
+        for (key, code) in codes {
+            let words = in_words(key, &json!(code)).unwrap_or_else(|| panic!("{key} {code}"));
+            assert!(words.ends_with(&format!("({code})")), "{words}");
+        }
+        assert_eq!(in_words("UserUpn", &json!("a@b")), None);
+    }
 
     #[test]
     fn a_to_date_includes_its_day() {
