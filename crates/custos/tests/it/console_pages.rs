@@ -1621,6 +1621,12 @@ fn an_event_opens_in_place_with_its_records_reachable() {
         html.contains("Record ids (120)") && html.contains("20 more."),
         "{html}"
     );
+    // Codes read as words, the code beside.
+    assert!(
+        html.contains("<dd>Out-of-box entity (out_of_box)</dd>")
+            && html.contains("<dd>Accessed out-of-box entity (accessed-out-of-box-entity)</dd>"),
+        "{html}"
+    );
     assert!(html.contains("Show all 120 record ids"), "{html}");
     let first = html
         .split("<a class=\"id\" href=\"/ui/audit/subjects/")
