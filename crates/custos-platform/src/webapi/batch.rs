@@ -311,11 +311,15 @@ fn parse_json(body: &[u8]) -> Result<Vec<Inner>, AppError> {
 fn parts<'b>(body: &'b [u8], boundary: &str) -> Result<Vec<&'b [u8]>, AppError> {
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
+    // A delimiter starts a line (RFC 2046 §5.1.1): the same text inside a part's body is not one.
     let mut found = Vec::new();
     let mut at = 0;
     while let Some(offset) = find(&body[at..], delimiter) {
-        found.push(at + offset);
-        at += offset + delimiter.len();
+        let start = at + offset;
+        if start == 0 || body[start - 1] == b'\n' {
+            found.push(start);
+        }
+        at = start + delimiter.len();
     }
     let mut out = Vec::new();
     for pair in found.windows(2) {
@@ -522,6 +526,10 @@ mod tests {
             ("GET", "accounts?$top=1")
         );
         assert_eq!(&inner[1].body[..], b"{\"name\":\"x\"}");
+        // The boundary's text inside a body, not at a line's start, is the body's.
+        let quoted = body.replace("{\"name\":\"x\"}", "{\"name\":\"--b1 x\"}");
+        let inner = parse_multipart("multipart/mixed; boundary=b1", quoted.as_bytes()).unwrap();
+        assert_eq!(&inner[1].body[..], b"{\"name\":\"--b1 x\"}");
         let unclosed = body.trim_end().trim_end_matches("--b1--");
         assert!(parse_multipart("multipart/mixed; boundary=b1", unclosed.as_bytes()).is_err());
         let changeset =

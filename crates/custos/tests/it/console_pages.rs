@@ -1487,6 +1487,26 @@ fn audit_search_picks_several_activities_and_names_near_misses() {
         missed.contains("value=\"Export\""),
         "the typed activity stays: {missed}"
     );
+    // With search off, the form offers nothing and nothing is read: no refusal in the log.
+    let failed_before = server.audit(&admin, "status=Failed").len();
+    let settings = format!("{}/api/audit/settings", server.base);
+    let off = send(
+        client().put(&settings),
+        &admin,
+        Some(json!({"searchEnabled": false})),
+    );
+    assert_eq!(off.status(), 200);
+    let terms = get_json(&format!("{}/api/audit/terms", server.base), &admin);
+    assert_eq!(terms["users"], json!([]), "{terms}");
+    let (status, _) = page(&server, &cookie, "/ui/audit/search");
+    assert_eq!(status, 200);
+    let on = send(
+        client().put(&settings),
+        &admin,
+        Some(json!({"searchEnabled": true})),
+    );
+    assert_eq!(on.status(), 200);
+    assert_eq!(server.audit(&admin, "status=Failed").len(), failed_before);
 }
 
 /// A report's every count leads to exactly its events — each bar to its bucket, each user,
