@@ -534,7 +534,12 @@ fn link(pairs: Vec<(&'static str, String)>) -> String {
 
 /// An input for one attribute, filled with its value (typed from the API, or text as the
 /// user left it), and the error that concerns it beside it.
-fn field(attribute: &AttributeDef, value: &Json, error: Option<&str>) -> Markup {
+fn field(
+    attribute: &AttributeDef,
+    value: &Json,
+    error: Option<&str>,
+    lookup: Option<(&[(String, String)], Option<&str>)>,
+) -> Markup {
     let id = format!("f-{}", attribute.logical_name);
     let error_id = format!("{id}-error");
     let name = attribute.logical_name.as_str();
@@ -551,7 +556,23 @@ fn field(attribute: &AttributeDef, value: &Json, error: Option<&str>) -> Markup 
                     option value="true" selected[is(true)] { "Yes" }
                     option value="false" selected[is(false)] { "No" }
                 },
-                AttributeType::Lookup { .. } => input id=(id) name=(name) type="text" value=(shown(value)) readonly aria-readonly="true";,
+                AttributeType::Lookup { .. } => @match lookup {
+                    // A picker of the records it may point at, by name.
+                    Some((choices, current_name)) => {
+                        @let current = shown(value);
+                        select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
+                            option value="" selected[current.is_empty()] { "(none)" }
+                            @if !current.is_empty() && !choices.iter().any(|(c, _)| *c == current) {
+                                option value=(current) selected { (current_name.unwrap_or(&current)) }
+                            }
+                            @for (choice, choice_name) in choices {
+                                option value=(choice) selected[*choice == current] { (choice_name) }
+                            }
+                        }
+                    },
+                    // Not offered (the user may not list its entity): shown, never posted back.
+                    None => input id=(id) type="text" value=(shown(value)) readonly aria-readonly="true";,
+                },
                 _ => input id=(id) name=(name) type="text" value=(shown(value)) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())];,
             }
             @if let Some(error) = error {
@@ -559,6 +580,54 @@ fn field(attribute: &AttributeDef, value: &Json, error: Option<&str>) -> Markup 
             }
         }
     }
+}
+
+/// The records each lookup of a form may point at, by attribute: (id, name), the first hundred
+/// by name. Listing them is reading them (recorded as the lists of their entity are); a lookup
+/// whose entity the user may not list keeps its read-only text.
+type Choices = HashMap<String, Vec<(String, String)>>;
+
+/// How many records a lookup's picker offers.
+const LOOKUP_CHOICES: u32 = 100;
+
+async fn lookup_choices(console: &Console, instance: &str, entity: &EntityDef) -> Choices {
+    let mut out = Choices::new();
+    let Some(catalog) = console.state.instance(instance).map(|i| i.store.catalog()) else {
+        return out;
+    };
+    for attribute in editable(entity) {
+        let AttributeType::Lookup { target } = &attribute.attribute_type else {
+            continue;
+        };
+        let Some(target) = catalog.entity(target) else {
+            continue;
+        };
+        let Some(name) = target.primary_name.as_deref() else {
+            continue;
+        };
+        let key = target.primary_id();
+        let path = format!(
+            "/{instance}/api/data/v9.2/{}?{}",
+            target.set_name,
+            query_string([
+                ("$select", name),
+                ("$orderby", name),
+                ("$top", LOOKUP_CHOICES.to_string().as_str()),
+            ])
+        );
+        if let Ok(answer) = console.call(Method::GET, &path, None, &[]).await
+            && answer.error().is_none()
+        {
+            let rows = answer.json["value"].as_array().cloned().unwrap_or_default();
+            out.insert(
+                attribute.logical_name.clone(),
+                rows.iter()
+                    .map(|row| (shown(&row[key.as_str()]), shown(&row[name])))
+                    .collect(),
+            );
+        }
+    }
+    out
 }
 
 /// The attribute an API or form message is about (`attribute 'name' …`, `name must be …`).
@@ -596,6 +665,7 @@ fn record_form(
     values: &Json,
     error: Option<&str>,
     back: &str,
+    choices: &Choices,
 ) -> Markup {
     let concerned = error.and_then(|message| field_of(entity, message));
     html! {
@@ -610,9 +680,14 @@ fn record_form(
             @for attribute in editable(entity) {
                 @let name = attribute.logical_name.as_str();
                 @let value = values.get(name).or_else(|| values.get(attribute.web_name().as_str())).unwrap_or(&Json::Null);
-                // A lookup shows its record's name (it is not edited here).
-                @let named = values.get(format!("{}@{FORMATTED}", attribute.web_name()).as_str()).filter(|_| matches!(attribute.attribute_type, AttributeType::Lookup { .. }));
-                (field(attribute, named.unwrap_or(value), error.filter(|_| concerned == Some(name))))
+                // A lookup: the name of the record it points at, and what it may point at.
+                @let named = values.get(format!("{}@{FORMATTED}", attribute.web_name()).as_str()).and_then(Json::as_str);
+                @let lookup = choices.get(name).map(|c| (c.as_slice(), named));
+                @let shown_value = match (&attribute.attribute_type, lookup, named) {
+                    (AttributeType::Lookup { .. }, None, Some(named)) => Json::String(named.to_string()),
+                    _ => value.clone(),
+                };
+                (field(attribute, &shown_value, error.filter(|_| concerned == Some(name)), lookup))
             }
             div.actions {
                 button type="submit" { "Save" }
@@ -655,6 +730,7 @@ pub(crate) async fn form(
         return error_page(&console, &entity.logical_name, &message);
     }
     let record = &answer.json;
+    let choices = lookup_choices(&console, &instance, &entity).await;
     let title = entity
         .primary_name
         .as_deref()
@@ -666,7 +742,7 @@ pub(crate) async fn form(
         (notice(params.get("saved").map(|_| "Saved.")))
         (notice(params.get("created").map(|_| "Created.")))
         p.muted { (entity.logical_name) " " code { (id) } }
-        (record_form(&console, &entity, &here, record, None, &format!("/ui/{instance}/records/{set}")))
+        (record_form(&console, &entity, &here, record, None, &format!("/ui/{instance}/records/{set}"), &choices))
         form method="post" action={ (here) "/delete" } {
             (console.form_field())
             input type="hidden" name="name" value=(title);
@@ -695,20 +771,39 @@ pub(crate) async fn form(
 /// The JSON body of an update from the form: every editable attribute, typed; an empty field
 /// clears the value.
 fn update_body(
+    console: &Console,
+    instance: &str,
     entity: &EntityDef,
     form: &HashMap<String, String>,
 ) -> Result<Map<String, Json>, String> {
+    let catalog = console.state.instance(instance).map(|i| i.store.catalog());
     let mut body = Map::new();
     for attribute in editable(entity) {
         let Some(text) = form.get(&attribute.logical_name) else {
             continue;
         };
         let text = text.trim();
+        // A lookup is bound to the chosen record (`x@odata.bind`), or cleared.
+        if let AttributeType::Lookup { target } = &attribute.attribute_type {
+            let Some(set) = catalog
+                .as_ref()
+                .and_then(|c| c.entity(target))
+                .map(|t| t.set_name.clone())
+            else {
+                continue;
+            };
+            let bound = if text.is_empty() {
+                Json::Null
+            } else {
+                Json::String(format!("/{set}({text})"))
+            };
+            body.insert(format!("{}@odata.bind", attribute.logical_name), bound);
+            continue;
+        }
         let value = if text.is_empty() {
             Json::Null
         } else {
             match attribute.attribute_type {
-                AttributeType::Lookup { .. } => continue,
                 AttributeType::Integer | AttributeType::Choice => text
                     .parse::<i64>()
                     .map(Json::from)
@@ -746,45 +841,68 @@ pub(crate) async fn save(
         );
     };
     let list = format!("/ui/{instance}/records/{set}");
-    let refused =
-        |message: &str| kept_form(&console, &entity, "Record", &here, &form, message, &list);
-    let body = match update_body(&entity, &form) {
+    let kept = |message: String| KeptForm {
+        console: &console,
+        instance: &instance,
+        entity: &entity,
+        title: "Record",
+        action: &here,
+        form: &form,
+        message,
+        back: &list,
+    };
+    let body = match update_body(&console, &instance, &entity, &form) {
         Ok(body) => body,
-        Err(message) => return refused(&message),
+        Err(message) => return kept(message).render().await,
     };
     let path = format!("/{instance}/api/data/v9.2/{set}({})", encode(&id));
-    match console
+    let message = match console
         .call(Method::PATCH, &path, Some(Json::Object(body)), &[])
         .await
     {
         Ok(answer) => match answer.error() {
-            None => see_other(&format!("{here}?saved=1")),
-            Some(message) => refused(&message),
+            None => return see_other(&format!("{here}?saved=1")),
+            Some(message) => message,
         },
-        Err(error) => refused(&error.message),
-    }
+        Err(error) => error.message,
+    };
+    kept(message).render().await
 }
 
 /// A refused save: the form again, as the user left it, with the reason beside its field
 /// (400).
-fn kept_form(
-    console: &Console,
-    entity: &EntityDef,
-    title: &str,
-    action: &str,
-    form: &HashMap<String, String>,
-    message: &str,
-    back: &str,
-) -> Response {
-    let body = record_form(console, entity, action, &as_left(form), Some(message), back);
-    let mut response = Page {
-        title,
-        section: "records",
-        body,
+struct KeptForm<'a> {
+    console: &'a Console,
+    instance: &'a str,
+    entity: &'a EntityDef,
+    title: &'a str,
+    action: &'a str,
+    form: &'a HashMap<String, String>,
+    message: String,
+    back: &'a str,
+}
+
+impl KeptForm<'_> {
+    async fn render(self) -> Response {
+        let choices = lookup_choices(self.console, self.instance, self.entity).await;
+        let body = record_form(
+            self.console,
+            self.entity,
+            self.action,
+            &as_left(self.form),
+            Some(&self.message),
+            self.back,
+            &choices,
+        );
+        let mut response = Page {
+            title: self.title,
+            section: "records",
+            body,
+        }
+        .render(self.console);
+        *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+        response
     }
-    .render(console);
-    *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-    response
 }
 
 /// `GET /ui/{instance}/records/{set}/new`: an empty record form.
@@ -801,10 +919,11 @@ pub(crate) async fn new_form(
         Err(page) => return *page,
     };
     let list = format!("/ui/{instance}/records/{set}");
+    let choices = lookup_choices(&console, &instance, &entity).await;
     Page {
         title: &format!("New {}", entity.logical_name),
         section: "records",
-        body: record_form(&console, &entity, &here, &Json::Null, None, &list),
+        body: record_form(&console, &entity, &here, &Json::Null, None, &list, &choices),
     }
     .render(&console)
 }
@@ -825,40 +944,48 @@ pub(crate) async fn create(
     };
     let list = format!("/ui/{instance}/records/{set}");
     let title = format!("New {}", entity.logical_name);
-    let refused =
-        |message: &str| kept_form(&console, &entity, &title, &here, &form, message, &list);
-    let mut body = match update_body(&entity, &form) {
-        Ok(body) => body,
-        Err(message) => return refused(&message),
-    };
-    // A new record has no value to clear.
-    body.retain(|_, value| !value.is_null());
-    let path = format!("/{instance}/api/data/v9.2/{set}");
-    let answer = match console
-        .call_raw(Method::POST, &path, Some(Json::Object(body)), &[])
-        .await
-    {
-        Ok(answer) => answer,
-        Err(error) => return refused(&error.message),
-    };
-    let created = answer
-        .headers()
-        .get("odata-entityid")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit_once('('))
-        .map(|(_, id)| id.trim_end_matches(')').to_string());
-    match created {
-        Some(id) if answer.status().is_success() => {
-            see_other(&format!("{list}/{}?created=1", encode(&id)))
-        }
-        _ => match Answer::read(answer).await {
-            Ok(read) => refused(
-                &read
+    let made = async {
+        let mut body = update_body(&console, &instance, &entity, &form)?;
+        // A new record has no value to clear.
+        body.retain(|_, value| !value.is_null());
+        let path = format!("/{instance}/api/data/v9.2/{set}");
+        let answer = console
+            .call_raw(Method::POST, &path, Some(Json::Object(body)), &[])
+            .await
+            .map_err(|error| error.message)?;
+        let created = answer
+            .headers()
+            .get("odata-entityid")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('('))
+            .map(|(_, id)| id.trim_end_matches(')').to_string());
+        match created {
+            Some(id) if answer.status().is_success() => Ok(id),
+            _ => Err(match Answer::read(answer).await {
+                Ok(read) => read
                     .error()
                     .unwrap_or_else(|| "the record was not created".into()),
-            ),
-            Err(error) => refused(&error.message),
-        },
+                Err(error) => error.message,
+            }),
+        }
+    }
+    .await;
+    match made {
+        Ok(id) => see_other(&format!("{list}/{}?created=1", encode(&id))),
+        Err(message) => {
+            KeptForm {
+                console: &console,
+                instance: &instance,
+                entity: &entity,
+                title: &title,
+                action: &here,
+                form: &form,
+                message,
+                back: &list,
+            }
+            .render()
+            .await
+        }
     }
 }
 

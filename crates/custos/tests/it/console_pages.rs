@@ -1371,9 +1371,31 @@ fn the_records_app_creates_sorts_formats_pages_back_and_keeps_a_refused_form() {
         &format!("/ui/main/records/accounts/{linked}"),
     );
     assert!(
-        form.contains("value=\"Ada Lovelace\" readonly"),
-        "a lookup by its record's name: {form}"
+        form.contains(&format!(
+            "<option value=\"{contact}\" selected>Ada Lovelace</option>"
+        )),
+        "a lookup picked by its record's name: {form}"
     );
+    // Another contact picked, then none: the lookup follows.
+    let grace = entity_id(&send(
+        client().post(server.api("contacts")),
+        &admin,
+        Some(json!({"firstname": "Grace", "lastname": "Hopper"})),
+    ));
+    let record = format!("/ui/main/records/accounts/{linked}");
+    let lookup = |value: &str| {
+        let saved = post(
+            &server,
+            &cookie,
+            &record,
+            &[("name", "Row 00"), ("primarycontactid", value)],
+        );
+        assert_eq!(saved.status(), 303, "{value}");
+        get_json(&server.api(&format!("accounts({linked})")), &admin)["_primarycontactid_value"]
+            .clone()
+    };
+    assert_eq!(lookup(&grace), json!(grace));
+    assert!(lookup("").is_null());
     assert!(
         form.contains("Primary Contact <span class=\"muted\">(primarycontactid, Lookup)</span>"),
         "{form}"
