@@ -538,7 +538,7 @@ fn field(
     attribute: &AttributeDef,
     value: &Json,
     error: Option<&str>,
-    lookup: Option<(&[(String, String)], Option<&str>)>,
+    lookup: Option<Picker<'_>>,
 ) -> Markup {
     let id = format!("f-{}", attribute.logical_name);
     let error_id = format!("{id}-error");
@@ -586,6 +586,9 @@ fn field(
 /// by name. Listing them is reading them (recorded as the lists of their entity are); a lookup
 /// whose entity the user may not list keeps its read-only text.
 type Choices = HashMap<String, Vec<(String, String)>>;
+
+/// A lookup's picker: the records offered, and the name of the one it holds.
+type Picker<'a> = (&'a [(String, String)], Option<&'a str>);
 
 /// How many records a lookup's picker offers.
 const LOOKUP_CHOICES: u32 = 100;
