@@ -372,6 +372,51 @@ fn user_type(value: &Json) -> String {
     }
 }
 
+/// The current names of the first hundred records of `event` (those that still exist and that
+/// the user may read), by id.
+async fn record_names(console: &Console, event: &Json) -> HashMap<String, String> {
+    let (Some(instance), Some(entity)) = (event["Instance"].as_str(), event["EntityName"].as_str())
+    else {
+        return HashMap::new();
+    };
+    let Some(definition) = console
+        .state
+        .instance(instance)
+        .and_then(|open| open.store.catalog().entity(entity).cloned())
+    else {
+        return HashMap::new();
+    };
+    let Some(name) = definition.primary_name.clone() else {
+        return HashMap::new();
+    };
+    let ids: Vec<String> = event["RecordIds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(IDS_IN_PLACE)
+        .map(text)
+        .collect();
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    let key = definition.primary_id();
+    let filter = format!("{key} in ({})", ids.join(","));
+    let path = format!(
+        "/{instance}/api/data/v9.2/{}?{}",
+        definition.set_name,
+        query_string([("$select", name.as_str()), ("$filter", filter.as_str()),])
+    );
+    match console.call(Method::GET, &path, None, &[]).await {
+        Ok(answer) if answer.error().is_none() => answer.json["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| (text(&row[key.as_str()]), text(&row[name.as_str()])))
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
 /// Record ids an event's details show in place; the event's own view shows them all.
 const IDS_IN_PLACE: usize = 100;
 
@@ -383,6 +428,7 @@ fn detail(
     limit: Option<usize>,
     full: Option<&str>,
     record_base: Option<&str>,
+    names: &HashMap<String, String>,
 ) -> Markup {
     let object = record.as_object().cloned().unwrap_or_default();
     let heading = format!("detail-{}", text(&record["Id"]));
@@ -411,6 +457,7 @@ fn detail(
                     @let id = text(id);
                     li {
                         a.id href={ "/ui/audit/subjects/" (id) } title="Every event that touched this record" { (id) }
+                        @if let Some(name) = names.get(&id) { " — " span.name { (name) } }
                         @if let Some(base) = record_base { " · " a href={ (base) (id) } { "open the record" } }
                     }
                 }
@@ -565,6 +612,12 @@ pub(crate) async fn search(
             .works_in(instance)
             .then(|| format!("/ui/{instance}/records/{set}/"))
     };
+    // The event asked for in full shows its first records' current names, where the user works
+    // (reading them is a recorded list of that entity: the reviewer saw them).
+    let names = match chosen.and_then(|event| record_base(event).map(|_| event)) {
+        Some(event) => record_names(&console, event).await,
+        None => HashMap::new(),
+    };
     let body = html! {
         (search_form(&params, &picked, &presets, &terms))
         @if let Some(problem) = &problem {
@@ -600,7 +653,7 @@ pub(crate) async fn search(
             }
             // One event asked for in full (all its record ids) comes first.
             @if let Some(record) = chosen {
-                (detail(record, None, None, record_base(record).as_deref()))
+                (detail(record, None, None, record_base(record).as_deref(), &names))
             }
             div.results {
                 div {
@@ -630,7 +683,7 @@ pub(crate) async fn search(
                                     td colspan="8" {
                                         details {
                                             summary { "Details of " (text(&row["Operation"])) " at " (time.get(11..19).unwrap_or_default()) }
-                                            (detail(row, Some(IDS_IN_PLACE), Some(&format!("/ui/audit/search?{}", here_query(&[("selected", id.as_str())]))), record_base(row).as_deref()))
+                                            (detail(row, Some(IDS_IN_PLACE), Some(&format!("/ui/audit/search?{}", here_query(&[("selected", id.as_str())]))), record_base(row).as_deref(), &HashMap::new()))
                                         }
                                     }
                                 }

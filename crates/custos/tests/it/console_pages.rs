@@ -1696,6 +1696,12 @@ fn an_event_opens_in_place_with_its_records_reachable() {
     let (_, full) = page(&server, &cookie, &format!("/ui/audit/search?{all}"));
     // The event in full first (all 120), then the list with its first hundred.
     assert_eq!(full.matches("class=\"id\"").count(), 220, "{full}");
+    // … its first hundred records by their current names (a recorded read of them).
+    assert_eq!(
+        full.matches("<span class=\"name\">Many ").count(),
+        100,
+        "{full}"
+    );
 
     // Pages go older and newer again: 120 creates are three pages of 50.
     let link = |html: &str, rel: &str| {
