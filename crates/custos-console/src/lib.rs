@@ -134,6 +134,10 @@ pub fn routes(state: &ConsoleState) -> Router {
         )
         .route("/ui/{instance}/users/{id}/{action}", post(users::act))
         .route(
+            "/ui/{instance}/users/teams/{id}/{action}",
+            post(users::team),
+        )
+        .route(
             "/ui/{instance}/settings/auditing",
             get(settings::auditing).post(settings::save_auditing),
         )

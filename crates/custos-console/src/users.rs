@@ -1,6 +1,7 @@
-//! Users and their security roles in an instance (issue 16): the users with their state, a form
-//! to create one with a role, and for each: disable or enable, reset the password, give a role,
-//! delete (asked first). Every action is the Web API's own call, refused there when the
+//! Users, teams and their security roles in an instance (issue 16): the users with their
+//! state, a form to create one with a role, and for each: disable or enable, reset the
+//! password, give a role, delete (asked first); the teams, a form to create one, and for each:
+//! add a member, give a role. Every action is the Web API's own call, refused there when the
 //! caller's roles do not cover the user's (the grant ceiling), and recorded as it records them.
 
 use std::collections::HashMap;
@@ -76,6 +77,14 @@ async fn page(
         format!("{api}/roles?$select=name&$orderby=name"),
         None
     );
+    let teams = call!(
+        console,
+        "Users",
+        Method::GET,
+        format!("{api}/teams?$select=name,description&$orderby=name"),
+        None
+    );
+    let teams = teams.json["value"].as_array().cloned().unwrap_or_default();
     let users = listed.json["value"].as_array().cloned().unwrap_or_default();
     let roles = roles.json["value"].as_array().cloned().unwrap_or_default();
     let value = |k: &str| left.get(k).cloned().unwrap_or_default();
@@ -86,6 +95,9 @@ async fn page(
         ("reset", "Password reset for"),
         ("assigned", "Role given to"),
         ("removed", "Deleted"),
+        ("team", "Created the team"),
+        ("member", "Added to the team:"),
+        ("teamrole", "Role given to the team"),
     ]
     .iter()
     .find_map(|(key, done)| params.get(*key).map(|upn| format!("{done} {upn}.")));
@@ -147,6 +159,50 @@ async fn page(
                         }
                     }
                 }
+            }
+        }
+        h2 { "Teams" }
+        table {
+            caption { (teams.len()) " teams: a member holds the team's roles too" }
+            thead { tr { th scope="col" { "Team" } th scope="col" { "Description" } th scope="col" { "Actions" } } }
+            tbody {
+                @for team in &teams {
+                    @let id = text(&team["teamid"]);
+                    @let name = text(&team["name"]);
+                    @let base = format!("{here}/teams/{}", encode(&id));
+                    tr {
+                        td { (name) }
+                        td { (text(&team["description"])) }
+                        td {
+                            div.actions {
+                                form method="post" action={ (base) "/members" } {
+                                    (console.form_field())
+                                    input type="hidden" name="upn" value=(name);
+                                    label.check for={ "member-" (id) } { "Member" }
+                                    select id={ "member-" (id) } name="user" {
+                                        @for user in &users { option value=(text(&user["systemuserid"])) { (text(&user["domainname"])) } }
+                                    }
+                                    button.secondary type="submit" aria-label={ "Add the user to " (name) } { "Add" }
+                                }
+                                form method="post" action={ (base) "/roles" } {
+                                    (console.form_field())
+                                    input type="hidden" name="upn" value=(name);
+                                    label.check for={ "team-role-" (id) } { "Role" }
+                                    (role_select(&format!("team-role-{id}"), ""))
+                                    button.secondary type="submit" aria-label={ "Give " (name) " the role" } { "Give" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form method="post" action={ (here) "/teams/new/create" } {
+            (console.form_field())
+            div.actions {
+                label.check for="team-name" { "New team" }
+                input id="team-name" name="upn" type="text" required maxlength="200";
+                button.secondary type="submit" { "Create team" }
             }
         }
         h2 { "New user" }
@@ -230,18 +286,86 @@ pub(crate) async fn create(
 
 /// Gives user `id` role `role`; the API's refusal, if any.
 async fn give_role(console: &Console, api: &str, id: &str, role: &str) -> Option<String> {
-    let reference = json!({"@odata.id": format!("{api}/roles({role})")});
+    associate(
+        console,
+        &format!("{api}/systemusers({id})/systemuserroles_association"),
+        &format!("{api}/roles({role})"),
+    )
+    .await
+}
+
+/// Adds `reference` to the many-to-many relation at `relation`; the API's refusal, if any.
+async fn associate(console: &Console, relation: &str, reference: &str) -> Option<String> {
+    let body = json!({"@odata.id": reference});
     match console
-        .call(
-            Method::POST,
-            &format!("{api}/systemusers({id})/systemuserroles_association/$ref"),
-            Some(reference),
-            &[],
-        )
+        .call(Method::POST, &format!("{relation}/$ref"), Some(body), &[])
         .await
     {
         Ok(answer) => answer.error(),
         Err(error) => Some(error.message),
+    }
+}
+
+/// `POST /ui/{instance}/users/teams/{id}/{action}`: `create` (`id` is `new`; the name in
+/// `upn`), `members` (add `user`), `roles` (give `role`).
+pub(crate) async fn team(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, id, action)): Path<(String, String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let list = format!("/ui/{instance}/users");
+    let console = console!(state, headers, context, list);
+    let field = |k: &str| {
+        form.get(k)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let name = field("upn");
+    let api = format!("/{instance}/api/data/v9.2");
+    let team = format!("{api}/teams({})", encode(&id));
+    let refused = match action.as_str() {
+        "create" => match console
+            .call(
+                Method::POST,
+                &format!("{api}/teams"),
+                Some(json!({"name": name})),
+                &[],
+            )
+            .await
+        {
+            Ok(answer) => answer.error(),
+            Err(error) => Some(error.message),
+        },
+        "members" => {
+            associate(
+                &console,
+                &format!("{team}/teammembership_association"),
+                &format!("{api}/systemusers({})", field("user")),
+            )
+            .await
+        }
+        "roles" => {
+            associate(
+                &console,
+                &format!("{team}/teamroles_association"),
+                &format!("{api}/roles({})", field("role")),
+            )
+            .await
+        }
+        other => Some(format!("no action '{other}'")),
+    };
+    match refused {
+        Some(message) => error_page(&console, "Teams", &message),
+        None => {
+            let key = match action.as_str() {
+                "create" => "team",
+                "members" => "member",
+                _ => "teamrole",
+            };
+            see_other(&format!("{list}?{key}={}", encode(&name)))
+        }
     }
 }
 

@@ -1838,6 +1838,50 @@ fn users_are_managed_from_the_console() {
     );
     assert_eq!(held["value"].as_array().unwrap().len(), 2, "{held}");
 
+    // A team: created, the user added, a role given to it.
+    let made = post(
+        &server,
+        &cookie,
+        "/ui/main/users/teams/new/create",
+        &[("upn", "Sales")],
+    );
+    assert_eq!(made.status(), 303);
+    let teams = get_json(&server.api("teams?$filter=name eq 'Sales'"), &admin);
+    let team = teams["value"][0]["teamid"].as_str().unwrap().to_string();
+    let (_, list) = page(&server, &cookie, "/ui/main/users?team=Sales");
+    assert!(
+        list.contains("Created the team Sales.") && list.contains("<td>Sales</td>"),
+        "{list}"
+    );
+    let joined = post(
+        &server,
+        &cookie,
+        &format!("/ui/main/users/teams/{team}/members"),
+        &[("upn", "Sales"), ("user", &id)],
+    );
+    assert_eq!(joined.status(), 303);
+    let members = get_json(
+        &server.api(&format!("teams({team})/teammembership_association")),
+        &admin,
+    );
+    assert!(members.to_string().contains(&id), "{members}");
+    let roled = post(
+        &server,
+        &cookie,
+        &format!("/ui/main/users/teams/{team}/roles"),
+        &[("upn", "Sales"), ("role", &basic)],
+    );
+    assert_eq!(roled.status(), 303);
+    let team_roles = get_json(
+        &server.api(&format!("teams({team})/teamroles_association")),
+        &admin,
+    );
+    assert_eq!(
+        team_roles["value"].as_array().unwrap().len(),
+        1,
+        "{team_roles}"
+    );
+
     // A refused create keeps what was typed (not the password).
     let refused = post(
         &server,
@@ -1903,6 +1947,7 @@ fn users_are_managed_from_the_console() {
             "EnableUser",
             "ResetPassword",
             "DeleteUser",
+            "AddTeamMember",
         ],
     );
 
