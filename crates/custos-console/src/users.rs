@@ -111,6 +111,18 @@ async fn page(
             }
         }
     };
+    // Giving a user or a team (`whose`, posting under `base`) a role.
+    let role_form = |base: &str, whose: &str, select_id: &str| {
+        html! {
+            form method="post" action={ (base) "/roles" } {
+                (console.form_field())
+                input type="hidden" name="upn" value=(whose);
+                label.check for=(select_id) { "Role" }
+                (role_select(select_id, ""))
+                button.secondary type="submit" aria-label={ "Give " (whose) " the role" } { "Give" }
+            }
+        }
+    };
     let body = html! {
         (notice(outcome.as_deref()))
         @if let Some(problem) = problem { p.error role="alert" { (problem) } }
@@ -143,13 +155,7 @@ async fn page(
                                     input id={ "pw-" (id) } name="password" type="password" autocomplete="new-password" minlength="8" required;
                                     button.secondary type="submit" aria-label={ "Reset the password of " (upn) } { "Reset" }
                                 }
-                                form method="post" action={ (base) "/roles" } {
-                                    (console.form_field())
-                                    input type="hidden" name="upn" value=(upn);
-                                    label.check for={ "role-" (id) } { "Role" }
-                                    (role_select(&format!("role-{id}"), ""))
-                                    button.secondary type="submit" aria-label={ "Give " (upn) " the role" } { "Give" }
-                                }
+                                (role_form(&base, &upn, &format!("role-{id}")))
                                 form method="post" action={ (base) "/delete" } {
                                     (console.form_field())
                                     input type="hidden" name="upn" value=(upn);
@@ -184,13 +190,7 @@ async fn page(
                                     }
                                     button.secondary type="submit" aria-label={ "Add the user to " (name) } { "Add" }
                                 }
-                                form method="post" action={ (base) "/roles" } {
-                                    (console.form_field())
-                                    input type="hidden" name="upn" value=(name);
-                                    label.check for={ "team-role-" (id) } { "Role" }
-                                    (role_select(&format!("team-role-{id}"), ""))
-                                    button.secondary type="submit" aria-label={ "Give " (name) " the role" } { "Give" }
-                                }
+                                (role_form(&base, &name, &format!("team-role-{id}")))
                             }
                         }
                     }
