@@ -183,7 +183,40 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
     let audit_reader = role_id(&server, &admin, "Audit Reader");
     let api = "/main/api/data/v9.2";
     let feed = "/api/v1.0/default/activity/feed/subscriptions";
+    let account = entity_id(&send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "matrix lookups"})),
+    ));
     let cases: Vec<(&str, Method, String, Option<Value>, &str)> = vec![
+        (
+            "remove a lookup's reference",
+            Method::DELETE,
+            format!("{api}/accounts({account})/primarycontactid/$ref"),
+            None,
+            "BSEG",
+        ),
+        (
+            "a batch",
+            Method::POST,
+            format!("{api}/$batch"),
+            Some(json!({"requests": [{"id": "1", "method": "GET", "url": "WhoAmI"}]})),
+            "BUSEG",
+        ),
+        (
+            "retention preview",
+            Method::POST,
+            "/api/audit/retention/preview".into(),
+            Some(json!({"defaultDays": 90, "policies": []})),
+            "RMG",
+        ),
+        (
+            "search terms",
+            Method::GET,
+            "/api/audit/terms".into(),
+            None,
+            "RMG",
+        ),
         (
             "list records",
             Method::GET,

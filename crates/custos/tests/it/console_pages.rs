@@ -1956,4 +1956,41 @@ fn users_are_managed_from_the_console() {
     let bob = sign_in(&server, "bob@contoso.test", "bob-password-1");
     let (_, home) = page(&server, &bob, "/ui/main/records");
     assert!(!home.contains("/ui/main/users"), "{home}");
+    // And whatever he posts to the Users page is refused by the API, each refusal recorded.
+    let admin_id = get_json(&server.api("WhoAmI"), &admin)["UserId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let denied = || {
+        server
+            .audit(&admin, "status=Denied&user=bob@contoso.test")
+            .len()
+    };
+    for (path, form) in [
+        (
+            "/ui/main/users".to_string(),
+            vec![
+                ("upn", "eve@contoso.test"),
+                ("password", "eve-password-1"),
+                ("role", basic.as_str()),
+            ],
+        ),
+        (
+            format!("/ui/main/users/{admin_id}/state"),
+            vec![("upn", "admin"), ("disabled", "true")],
+        ),
+        (
+            format!("/ui/main/users/{admin_id}/delete"),
+            vec![("upn", "admin"), ("confirmed", "yes")],
+        ),
+        (
+            "/ui/main/users/teams/new/create".to_string(),
+            vec![("upn", "Bob's team")],
+        ),
+    ] {
+        let before = denied();
+        let refused = post(&server, &bob, &path, &form);
+        assert_eq!(refused.status(), 400, "{path}");
+        assert_eq!(denied(), before + 1, "{path}: one Denied event");
+    }
 }
