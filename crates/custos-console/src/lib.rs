@@ -336,6 +336,30 @@ impl Console {
             .expect("routing is infallible"))
     }
 
+    /// Creates a record through the Web API (`POST path` with `body`): its id, from the answer's
+    /// `OData-EntityId`, or the API's reason for refusing.
+    pub(crate) async fn create(&self, path: &str, body: Json) -> Result<String, String> {
+        let response = self
+            .call_raw(Method::POST, path, Some(body), &[])
+            .await
+            .map_err(|error| error.message)?;
+        let id = response
+            .headers()
+            .get("odata-entityid")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('('))
+            .map(|(_, id)| id.trim_end_matches(')').to_string());
+        match id {
+            Some(id) if response.status().is_success() => Ok(id),
+            _ => Err(match Answer::read(response).await {
+                Ok(answer) => answer
+                    .error()
+                    .unwrap_or_else(|| "the record was not created".into()),
+                Err(error) => error.message,
+            }),
+        }
+    }
+
     /// Calls the JSON API as this session and reads its JSON answer.
     pub(crate) async fn call(
         &self,

@@ -236,25 +236,9 @@ pub(crate) async fn save_view(
         "filter": form.get("filter").map(|f| f.trim()).unwrap_or_default(),
     });
     let path = format!("/{instance}/api/data/v9.2/userqueries");
-    let response = match console.call_raw(Method::POST, &path, Some(body), &[]).await {
-        Ok(response) => response,
-        Err(error) => return error_page(&console, "Save view", &error.message),
-    };
-    let id = response
-        .headers()
-        .get("odata-entityid")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit_once('('))
-        .map(|(_, id)| id.trim_end_matches(')').to_string());
-    match id {
-        Some(id) => see_other(&format!("{list}?view=user:{id}")),
-        None => {
-            let message = match Answer::read(response).await {
-                Ok(answer) => answer.error().unwrap_or_default(),
-                Err(error) => error.message,
-            };
-            error_page(&console, "Save view", &message)
-        }
+    match console.create(&path, body).await {
+        Ok(id) => see_other(&format!("{list}?view=user:{id}")),
+        Err(message) => error_page(&console, "Save view", &message),
     }
 }
 
@@ -952,25 +936,7 @@ pub(crate) async fn create(
         // A new record has no value to clear.
         body.retain(|_, value| !value.is_null());
         let path = format!("/{instance}/api/data/v9.2/{set}");
-        let answer = console
-            .call_raw(Method::POST, &path, Some(Json::Object(body)), &[])
-            .await
-            .map_err(|error| error.message)?;
-        let created = answer
-            .headers()
-            .get("odata-entityid")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit_once('('))
-            .map(|(_, id)| id.trim_end_matches(')').to_string());
-        match created {
-            Some(id) if answer.status().is_success() => Ok(id),
-            _ => Err(match Answer::read(answer).await {
-                Ok(read) => read
-                    .error()
-                    .unwrap_or_else(|| "the record was not created".into()),
-                Err(error) => error.message,
-            }),
-        }
+        console.create(&path, Json::Object(body)).await
     }
     .await;
     match made {

@@ -249,22 +249,7 @@ pub(crate) async fn create(
         .unwrap_or_else(|| upn.clone());
     let body = json!({"domainname": upn, "fullname": fullname, "password": form.get("password").cloned().unwrap_or_default()});
     let made = async {
-        let created = console
-            .call_raw(Method::POST, &format!("{api}/systemusers"), Some(body), &[])
-            .await
-            .map_err(|error| error.message)?;
-        let id = created
-            .headers()
-            .get("odata-entityid")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit_once('('))
-            .map(|(_, id)| id.trim_end_matches(')').to_string());
-        let Some(id) = id.filter(|_| created.status().is_success()) else {
-            return Err(match super::Answer::read(created).await {
-                Ok(answer) => answer.error().unwrap_or_default(),
-                Err(error) => error.message,
-            });
-        };
+        let id = console.create(&format!("{api}/systemusers"), body).await?;
         match give_role(&console, &api, &id, &field("role")).await {
             None => Ok(()),
             Some(message) => Err(format!(

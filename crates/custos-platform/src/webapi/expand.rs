@@ -66,6 +66,10 @@ pub(super) async fn fetch(
     items: &[Expand],
     records: &[Record],
 ) -> Result<Vec<Expanded>, AppError> {
+    if items.is_empty() {
+        // The audited list's own path: nothing to look up.
+        return Ok(Vec::new());
+    }
     let catalog = request.instance.store.catalog();
     let mut out = Vec::with_capacity(items.len());
     for item in items {
