@@ -326,27 +326,22 @@ async fn serve(
 ) -> Response {
     let mut draft = EventDraft::new(Operation::Request, context);
     draft.instance = instance_name.to_string();
-    let version = headers
-        .get("odata-version")
-        .map(|v| v.to_str().unwrap_or("").trim().to_string());
-    let result = match version.as_deref() {
-        None | Some("4.0" | "4.01") => {
-            dispatch(
-                state,
-                context,
-                &mut draft,
-                instance_name,
-                rest,
-                method,
-                headers,
-                raw_query,
-                body,
-            )
-            .await
+    let result = match prelude(
+        state,
+        &mut draft,
+        instance_name,
+        rest,
+        method,
+        headers,
+        raw_query,
+        body,
+    )
+    .await
+    {
+        Ok((target, request)) => {
+            dispatch(context, &mut draft, instance_name, rest, target, request).await
         }
-        Some(other) => Err(AppError::bad_request(format!(
-            "OData-Version '{other}' is not supported; use 4.0 or 4.01"
-        ))),
+        Err(error) => Err(error),
     };
     let mut response = match result {
         Ok(response) => response,
@@ -360,10 +355,64 @@ async fn serve(
             axum::http::HeaderValue::from_static(allowed_methods(&target)),
         );
     }
+    with_odata_version(response)
+}
+
+fn with_odata_version(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert("odata-version", axum::http::HeaderValue::from_static("4.0"));
     response
+}
+
+/// Checks one write of a changeset exactly as `serve` would before making it, and makes
+/// nothing: a refusal is recorded and answered as `serve` answers it.
+#[allow(clippy::too_many_arguments)]
+async fn stage(
+    state: &PlatformState,
+    context: &RequestContext,
+    instance_name: &str,
+    rest: &str,
+    method: Method,
+    headers: HeaderMap,
+    raw_query: Option<String>,
+    body: Bytes,
+) -> Result<records::StagedWrite, Response> {
+    let mut draft = EventDraft::new(Operation::Request, context);
+    draft.instance = instance_name.to_string();
+    let prepared = prelude(
+        state,
+        &mut draft,
+        instance_name,
+        rest,
+        method,
+        headers,
+        raw_query,
+        Ok(body),
+    )
+    .await;
+    let staged = prepared.and_then(|(target, request)| match (&target, request.method.clone()) {
+        (Target::EntitySet(set), Method::POST) => records::stage_create(request, &mut draft, set),
+        (Target::Record(set, id), Method::PATCH) => {
+            records::stage_update(request, &mut draft, set, *id)
+        }
+        (Target::Record(set, id), Method::DELETE) => {
+            records::stage_delete(request, &mut draft, set, *id)
+        }
+        (Target::LookupRef { set, id, lookup }, Method::PUT | Method::DELETE) => {
+            records::stage_lookup_ref(request, &mut draft, set, *id, lookup)
+        }
+        _ => Err(AppError::bad_request(format!(
+            "a changeset holds creates (POST), updates (PATCH) and deletes (DELETE) of records and changes of a lookup's $ref; {} '{rest}' is not one — send it outside the changeset",
+            request.method
+        ))),
+    });
+    match staged {
+        Ok(staged) => Ok(staged),
+        Err(error) => Err(with_odata_version(
+            custos_http::refuse(state, draft, error).await,
+        )),
+    }
 }
 
 /// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
@@ -508,10 +557,12 @@ fn classify(
     }
 }
 
+/// What every Web API request goes through before its handler: the protocol version, the
+/// path, the caller and their right to the instance (user access recorded), the body and the
+/// query.
 #[allow(clippy::too_many_arguments)]
-async fn dispatch(
+async fn prelude(
     state: &PlatformState,
-    context: &RequestContext,
     draft: &mut EventDraft,
     instance_name: &str,
     rest: &str,
@@ -519,7 +570,17 @@ async fn dispatch(
     headers: HeaderMap,
     raw_query: Option<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, AppError> {
+) -> Result<(Target, WebRequest), AppError> {
+    let version = headers
+        .get("odata-version")
+        .map(|v| v.to_str().unwrap_or("").trim().to_string());
+    if let Some(other) = version.as_deref()
+        && !matches!(other, "4.0" | "4.01")
+    {
+        return Err(AppError::bad_request(format!(
+            "OData-Version '{other}' is not supported; use 4.0 or 4.01"
+        )));
+    }
     let target = parse_target(rest);
     if let Ok(target) = &target {
         classify(state, instance_name, target, &method, draft);
@@ -563,6 +624,18 @@ async fn dispatch(
         query,
         body,
     };
+    Ok((target, request))
+}
+
+/// Runs the handler of `target`.
+async fn dispatch(
+    context: &RequestContext,
+    draft: &mut EventDraft,
+    instance_name: &str,
+    rest: &str,
+    target: Target,
+    request: WebRequest,
+) -> Result<Response, AppError> {
     let not_allowed = || {
         AppError::new(
             ErrorCode::MethodNotAllowed,

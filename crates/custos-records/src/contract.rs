@@ -12,7 +12,7 @@ use crate::Error;
 use crate::metadata::{AttributeDef, AttributeType};
 use crate::options::{QueryOptions, parse_query_options};
 use crate::store::ImportRow;
-use crate::store::{RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
+use crate::store::{RecordChange, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
 use crate::value::Value;
 
 fn context() -> WriteContext {
@@ -609,6 +609,124 @@ fn an_import_creates_every_row_or_none(store: &dyn RecordStore) {
     assert_eq!(names(store, &[("$orderby", "name")]), ["A", "B"]);
 }
 
+/// A changeset: every change in order in one transaction — a later change sees an earlier one
+/// (a contact bound to the account created before it) — and a failure anywhere, named by its
+/// position, or a refused commit undoes all of them.
+fn a_changeset_applies_every_change_or_none(store: &dyn RecordStore) {
+    let text = |s: &str| Value::String(s.into());
+    create_account(store, "Old", Some(5));
+    let old = id_named(store, "Old");
+    let version = |store: &dyn RecordStore| {
+        store.retrieve("account", old).unwrap().values["versionnumber"].clone()
+    };
+    let before = version(store);
+    let new_account = Uuid::from_u128(7);
+    let contact = Uuid::from_u128(8);
+    let changes = |last: RecordChange| {
+        vec![
+            RecordChange::Create {
+                entity: "account".into(),
+                id: new_account,
+                values: vec![("name".into(), text("New"))],
+            },
+            RecordChange::Create {
+                entity: "contact".into(),
+                id: contact,
+                values: vec![
+                    ("lastname".into(), text("Bound")),
+                    ("parentcustomerid".into(), Value::Guid(new_account)),
+                ],
+            },
+            RecordChange::Update {
+                entity: "account".into(),
+                id: old,
+                values: vec![("numberofemployees".into(), Value::Integer(6))],
+                mode: WriteMode::UpdateOnly,
+            },
+            last,
+        ]
+    };
+    let missing = RecordChange::Delete {
+        entity: "account".into(),
+        id: Uuid::from_u128(99),
+        version: None,
+    };
+    let failed = store
+        .apply(changes(missing), context(), &mut |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(failed.index, Some(3));
+    assert!(
+        matches!(failed.error, Error::NotFound(_)),
+        "{:?}",
+        failed.error
+    );
+    let stale = RecordChange::Delete {
+        entity: "account".into(),
+        id: old,
+        version: Some(-1),
+    };
+    let failed = store
+        .apply(changes(stale), context(), &mut |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(failed.index, Some(3));
+    assert!(matches!(failed.error, Error::PreconditionFailed(_)));
+    let refused = store
+        .apply(
+            changes(RecordChange::Delete {
+                entity: "account".into(),
+                id: new_account,
+                version: None,
+            }),
+            context(),
+            &mut |_| Err("audit log down".into()),
+        )
+        .unwrap_err();
+    assert_eq!(refused.index, None);
+    assert!(matches!(refused.error, Error::CommitRefused(_)));
+    let unknown = store
+        .apply(
+            vec![RecordChange::Delete {
+                entity: "nosuchentity".into(),
+                id: old,
+                version: None,
+            }],
+            context(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+    assert_eq!(unknown.index, Some(0));
+    // Nothing of the three attempts stayed.
+    assert_eq!(names(store, &[]), ["Old"]);
+    assert_eq!(version(store), before);
+    assert!(ids_of(store, "contact").is_empty());
+
+    // The whole changeset: the outcomes in order, all of them seen before the commit.
+    let mut seen = Vec::new();
+    let outcomes = store
+        .apply(
+            changes(RecordChange::Update {
+                entity: "account".into(),
+                id: new_account,
+                values: vec![("name".into(), text("Renamed"))],
+                mode: WriteMode::UpdateOnly,
+            }),
+            context(),
+            &mut |outcomes| {
+                seen = outcomes.iter().map(|o| o.id).collect();
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(seen, [new_account, contact, old, new_account]);
+    assert!(outcomes[0].before.is_none() && outcomes[3].before.is_some());
+    assert_eq!(
+        store.retrieve("contact", contact).unwrap().values["parentcustomerid"],
+        Value::Guid(new_account)
+    );
+    assert_eq!(names(store, &[("$orderby", "name")]), ["Old", "Renamed"]);
+    assert_ne!(version(store), before);
+}
+
 fn a_bulk_delete_removes_exactly_what_matched_up_to_its_limit(store: &dyn RecordStore) {
     let rows = ["Keep", "Drop 1", "Drop 2", "Drop 3"]
         .into_iter()
@@ -875,6 +993,10 @@ pub(crate) const CASES: &[(&str, Case)] = &[
     (
         "an_import_creates_every_row_or_none",
         an_import_creates_every_row_or_none,
+    ),
+    (
+        "a_changeset_applies_every_change_or_none",
+        a_changeset_applies_every_change_or_none,
     ),
     (
         "a_bulk_delete_removes_exactly_what_matched_up_to_its_limit",

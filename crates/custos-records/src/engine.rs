@@ -18,8 +18,9 @@ use crate::metadata::{
 use crate::options::{PageCursor, QueryOptions};
 use crate::sql::{Dialect, column_list, resolve, select_sql};
 use crate::store::{
-    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
-    RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ChangeFailed,
+    ImportRow, Record, RecordChange, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
+    WriteOutcome,
 };
 use crate::value::Value;
 use crate::write::{
@@ -358,6 +359,70 @@ fn insert(
     } else {
         Err(crate::write::taken(definition, id))
     }
+}
+
+/// Creates a record inside the write transaction.
+fn create_in(
+    sql: &mut dyn Sql,
+    definition: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    context: WriteContext,
+) -> Result<WriteOutcome> {
+    insert(sql, definition, id, values, context)?;
+    written(sql, definition, id, None)
+}
+
+/// Updates (or upserts) a record inside the write transaction, as `mode` says.
+fn update_in(
+    sql: &mut dyn Sql,
+    definition: &EntityDef,
+    id: Uuid,
+    values: &[(String, Value)],
+    mode: WriteMode,
+    context: WriteContext,
+) -> Result<WriteOutcome> {
+    let before = fetch(sql, definition, id)?;
+    if let (Some(before), WriteMode::UpdateIfVersion(version)) = (&before, mode) {
+        check_version(definition, before, version)?;
+    }
+    match (&before, mode) {
+        (None, WriteMode::UpdateOnly | WriteMode::UpdateIfVersion(_)) => {
+            return Err(not_found(definition, id));
+        }
+        (Some(_), WriteMode::CreateOnly) => {
+            return Err(Error::PreconditionFailed(format!(
+                "{} with id {id} already exists",
+                definition.logical_name
+            )));
+        }
+        (None, _) => insert(sql, definition, id, values, context)?,
+        (Some(_), _) => {
+            let (statement, bound) = update_sql(definition, id, values, context);
+            sql.execute(&statement, &bound)?;
+        }
+    }
+    written(sql, definition, id, before)
+}
+
+/// Deletes a record inside the write transaction — only at `version` when one is given.
+fn delete_in(
+    sql: &mut dyn Sql,
+    definition: &EntityDef,
+    id: Uuid,
+    version: Option<i64>,
+) -> Result<WriteOutcome> {
+    let before = fetch(sql, definition, id)?.ok_or_else(|| not_found(definition, id))?;
+    if let Some(version) = version {
+        check_version(definition, &before, version)?;
+    }
+    sql.execute(&delete_sql(definition), &[Value::Guid(id)])?;
+    Ok(WriteOutcome {
+        entity: definition.logical_name.clone(),
+        id,
+        before: Some(before),
+        after: None,
+    })
 }
 
 /// Recomputes the composed attributes of the record just written and reads it back.
@@ -743,8 +808,7 @@ impl<E: Engine> RecordStore for Store<E> {
         let announce = self.watched(entity);
         self.engine.write(
             |sql| {
-                insert(sql, &definition, id, &values, context)?;
-                let outcome = written(sql, &definition, id, None)?;
+                let outcome = create_in(sql, &definition, id, &values, context)?;
                 if announce {
                     sql.announce()?;
                 }
@@ -768,27 +832,7 @@ impl<E: Engine> RecordStore for Store<E> {
         let announce = self.watched(entity);
         self.engine.write(
             |sql| {
-                let before = fetch(sql, &definition, id)?;
-                if let (Some(before), WriteMode::UpdateIfVersion(version)) = (&before, mode) {
-                    check_version(&definition, before, version)?;
-                }
-                match (&before, mode) {
-                    (None, WriteMode::UpdateOnly | WriteMode::UpdateIfVersion(_)) => {
-                        return Err(not_found(&definition, id));
-                    }
-                    (Some(_), WriteMode::CreateOnly) => {
-                        return Err(Error::PreconditionFailed(format!(
-                            "{} with id {id} already exists",
-                            definition.logical_name
-                        )));
-                    }
-                    (None, _) => insert(sql, &definition, id, &values, context)?,
-                    (Some(_), _) => {
-                        let (statement, bound) = update_sql(&definition, id, &values, context);
-                        sql.execute(&statement, &bound)?;
-                    }
-                }
-                let outcome = written(sql, &definition, id, before)?;
+                let outcome = update_in(sql, &definition, id, &values, mode, context)?;
                 if announce {
                     sql.announce()?;
                 }
@@ -807,22 +851,70 @@ impl<E: Engine> RecordStore for Store<E> {
     ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
         self.engine.write(
-            |sql| {
-                let before =
-                    fetch(sql, &definition, id)?.ok_or_else(|| not_found(&definition, id))?;
-                if let Some(version) = version {
-                    check_version(&definition, &before, version)?;
-                }
-                sql.execute(&delete_sql(&definition), &[Value::Guid(id)])?;
-                Ok(WriteOutcome {
-                    entity: entity.to_string(),
-                    id,
-                    before: Some(before),
-                    after: None,
-                })
-            },
+            |sql| delete_in(sql, &definition, id, version),
             |outcome| before_commit(outcome),
         )
+    }
+
+    fn apply(
+        &self,
+        changes: Vec<RecordChange>,
+        context: WriteContext,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> std::result::Result<Vec<WriteOutcome>, ChangeFailed> {
+        let at = |index: usize| {
+            move |error: Error| ChangeFailed {
+                index: Some(index),
+                error,
+            }
+        };
+        let mut definitions = Vec::with_capacity(changes.len());
+        let mut announce = false;
+        for (index, change) in changes.iter().enumerate() {
+            let definition = self.definition(change.entity()).map_err(at(index))?;
+            if let RecordChange::Create { values, .. } | RecordChange::Update { values, .. } =
+                change
+            {
+                check_writable(&definition, values, context).map_err(at(index))?;
+            }
+            announce |= self.watched(change.entity());
+            definitions.push(definition);
+        }
+        // The change being made, so that a failure names it.
+        let current = std::sync::atomic::AtomicUsize::new(0);
+        self.engine
+            .write(
+                |sql| {
+                    let mut outcomes = Vec::with_capacity(changes.len());
+                    for (index, (change, definition)) in
+                        changes.iter().zip(&definitions).enumerate()
+                    {
+                        current.store(index, std::sync::atomic::Ordering::Relaxed);
+                        outcomes.push(match change {
+                            RecordChange::Create { id, values, .. } => {
+                                create_in(sql, definition, *id, values, context)?
+                            }
+                            RecordChange::Update {
+                                id, values, mode, ..
+                            } => update_in(sql, definition, *id, values, *mode, context)?,
+                            RecordChange::Delete { id, version, .. } => {
+                                delete_in(sql, definition, *id, *version)?
+                            }
+                        });
+                    }
+                    current.store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
+                    if announce {
+                        sql.announce()?;
+                    }
+                    Ok(outcomes)
+                },
+                |outcomes| before_commit(outcomes),
+            )
+            .map_err(|error| ChangeFailed {
+                index: Some(current.load(std::sync::atomic::Ordering::Relaxed))
+                    .filter(|i| *i != usize::MAX && !matches!(error, Error::CommitRefused(_))),
+                error,
+            })
     }
 
     fn import(

@@ -43,7 +43,8 @@ pub use seed::{
 pub use sql::check_query;
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::{
-    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ImportRow, Record,
-    RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome,
+    BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ChangeFailed,
+    ImportRow, Record, RecordChange, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
+    WriteOutcome,
 };
 pub use value::{Value, datetime_text};

@@ -70,6 +70,62 @@ pub enum WriteMode {
     UpdateIfVersion(i64),
 }
 
+/// One write of a changeset ([`RecordStore::apply`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordChange {
+    /// Creates a record with this id.
+    Create {
+        /// Entity logical name.
+        entity: String,
+        /// The new record's id (chosen before the changeset runs, so that later writes of the
+        /// same changeset can refer to it).
+        id: Uuid,
+        /// Its values.
+        values: Vec<(String, Value)>,
+    },
+    /// Updates (or upserts) a record, as `mode` says.
+    Update {
+        /// Entity logical name.
+        entity: String,
+        /// The record.
+        id: Uuid,
+        /// The values to set.
+        values: Vec<(String, Value)>,
+        /// Upsert, update only, create only or update at a version.
+        mode: WriteMode,
+    },
+    /// Deletes a record (only at `version` when one is given).
+    Delete {
+        /// Entity logical name.
+        entity: String,
+        /// The record.
+        id: Uuid,
+        /// The version `If-Match` named.
+        version: Option<i64>,
+    },
+}
+
+impl RecordChange {
+    /// The entity the change writes to.
+    pub fn entity(&self) -> &str {
+        match self {
+            RecordChange::Create { entity, .. }
+            | RecordChange::Update { entity, .. }
+            | RecordChange::Delete { entity, .. } => entity,
+        }
+    }
+}
+
+/// Why a changeset was rolled back: the error, and which change met it (none when the commit
+/// itself was refused, or the failure belongs to no one change).
+#[derive(Debug)]
+pub struct ChangeFailed {
+    /// The position of the change that failed.
+    pub index: Option<usize>,
+    /// What went wrong.
+    pub error: crate::Error,
+}
+
 /// Who writes and when.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteContext {
@@ -171,6 +227,14 @@ pub trait RecordStore: Send + Sync {
         version: Option<i64>,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome>;
+    /// Makes every change in order in one transaction — all of them or none — then runs
+    /// `before_commit` with every outcome before anything commits (a changeset of `$batch`).
+    fn apply(
+        &self,
+        changes: Vec<RecordChange>,
+        context: WriteContext,
+        before_commit: BeforeCommitAll<'_>,
+    ) -> std::result::Result<Vec<WriteOutcome>, ChangeFailed>;
     /// Creates every row in one transaction: all of them or none.
     fn import(
         &self,

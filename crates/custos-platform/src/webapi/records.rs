@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    Catalog, EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS,
-    Record, RecordQuery, Value, WriteContext, WriteMode, WriteOutcome, page_size,
-    parse_query_options,
+    Catalog, ChangeFailed, EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege,
+    ROLE_IDS, Record, RecordChange, RecordQuery, Value, WriteContext, WriteMode, WriteOutcome,
+    page_size, parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -768,6 +768,10 @@ pub(super) fn describe_write(
 ) {
     event.record_ids = vec![outcome.id];
     event.result_count = 1;
+    // An update that found no record created it.
+    if outcome.before.is_none() && event.operation == Operation::Update {
+        event.operation = Operation::Upsert;
+    }
     event.changes = changes(
         entity,
         outcome.before.as_ref(),
@@ -818,13 +822,24 @@ fn write_response(
     response
 }
 
-pub(crate) async fn create(
-    request: WebRequest,
+/// A create checked and ready to write.
+struct CreateChecked {
+    entity: EntityDef,
+    values: Vec<(String, Value)>,
+    /// The id the body gives (or the new principal's).
+    id: Option<Uuid>,
+    new_principal: Option<NewPrincipal>,
+}
+
+/// Everything a create checks before it writes: privileges, the body, the view's and the
+/// automations' rules.
+fn check_create(
+    request: &WebRequest,
     draft: &mut EventDraft,
     set: &str,
-) -> Result<Response, AppError> {
+) -> Result<CreateChecked, AppError> {
     draft.operation = Operation::Create;
-    let entity = entity_by_set(&request, set)?;
+    let entity = entity_by_set(request, set)?;
     draft.set_entity(&entity);
     request.require(Privilege::Create, &entity)?;
     if entity.logical_name == "solution" {
@@ -836,12 +851,12 @@ pub(crate) async fn create(
     let new_principal = if entity.logical_name == "systemuser" {
         draft.operation = Operation::CreateUser;
         request.require(Privilege::ManageUsers, &entity)?;
-        Some(principal_from_body(&request, &mut body)?)
+        Some(principal_from_body(request, &mut body)?)
     } else {
         None
     };
-    let (values, given_id) = body_values(&request, &entity, &body)?;
-    check_view(&request, &entity, None, &values)?;
+    let (values, given_id) = body_values(request, &entity, &body)?;
+    check_view(request, &entity, None, &values)?;
     automation::check(
         &request.state,
         &*request.instance.store,
@@ -850,6 +865,25 @@ pub(crate) async fn create(
         &values,
     )?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
+    Ok(CreateChecked {
+        entity,
+        values,
+        id,
+        new_principal,
+    })
+}
+
+pub(crate) async fn create(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<Response, AppError> {
+    let CreateChecked {
+        entity,
+        values,
+        id,
+        new_principal,
+    } = check_create(&request, draft, set)?;
     let policy = request.policy();
     let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
@@ -1019,22 +1053,34 @@ fn write_mode(request: &WebRequest) -> Result<WriteMode, AppError> {
     }
 }
 
-pub(crate) async fn update(
-    request: WebRequest,
+/// An update checked and ready to write.
+struct UpdateChecked {
+    entity: EntityDef,
+    values: Vec<(String, Value)>,
+    mode: WriteMode,
+    /// The instance's settings record is written.
+    is_organization: bool,
+    /// A user is disabled (`true`) or enabled.
+    disabling: Option<bool>,
+}
+
+/// Everything an update (or upsert) checks before it writes.
+fn check_update(
+    request: &WebRequest,
     draft: &mut EventDraft,
     set: &str,
     id: Uuid,
-) -> Result<Response, AppError> {
+) -> Result<UpdateChecked, AppError> {
     draft.operation = Operation::Update;
-    let entity = entity_by_set(&request, set)?;
+    let entity = entity_by_set(request, set)?;
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
     let is_organization = entity.logical_name == ORGANIZATION_ENTITY;
     if is_organization {
         draft.operation = Operation::UpdateAuditSettings;
     }
-    require_on_record(&request, Privilege::Write, &entity, id)?;
-    let mode = write_mode(&request)?;
+    require_on_record(request, Privilege::Write, &entity, id)?;
+    let mode = write_mode(request)?;
     // An upsert that would create needs the create privilege too.
     if mode != WriteMode::UpdateOnly {
         let exists = match request.instance.store.retrieve(&entity.logical_name, id) {
@@ -1047,14 +1093,14 @@ pub(crate) async fn update(
         }
     }
     let body = request.json_object()?;
-    let (values, given_id) = body_values(&request, &entity, &body)?;
+    let (values, given_id) = body_values(request, &entity, &body)?;
     if given_id.is_some_and(|given| given != id) {
         return Err(AppError::bad_request(format!(
             "the body's '{}' differs from the id in the URL",
             entity.primary_id()
         )));
     }
-    check_view(&request, &entity, Some(id), &values)?;
+    check_view(request, &entity, Some(id), &values)?;
     if values.len() == 1 && values[0].0 == "ownerid" && draft.operation == Operation::Update {
         draft.operation = Operation::Assign;
     }
@@ -1073,14 +1119,36 @@ pub(crate) async fn update(
             .iter()
             .any(|(name, _)| AUDIT_SETTINGS.contains(&name.as_str()))
     {
-        super::security::refuse_support_engineer(&request)?;
+        super::security::refuse_support_engineer(request)?;
     }
-    let disabling = user_disabling(&request, &entity, id, &values, draft)?;
+    let disabling = user_disabling(request, &entity, id, &values, draft)?;
     if is_organization && id != request.instance.organization_id {
         return Err(AppError::not_found(format!(
             "organization with id {id} does not exist"
         )));
     }
+    Ok(UpdateChecked {
+        entity,
+        values,
+        mode,
+        is_organization,
+        disabling,
+    })
+}
+
+pub(crate) async fn update(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    let UpdateChecked {
+        entity,
+        values,
+        mode,
+        is_organization,
+        disabling,
+    } = check_update(&request, draft, set, id)?;
     let policy = request.policy();
     let store = request.instance.store.clone();
     let state = request.state.clone();
@@ -1096,9 +1164,6 @@ pub(crate) async fn update(
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
             let mut event = event.clone();
             describe_write(&mut event, &entity_for_task, &policy, outcome);
-            if outcome.before.is_none() && event.operation == Operation::Update {
-                event.operation = Operation::Upsert;
-            }
             let settings_changed = is_organization
                 && event
                     .changes
@@ -1145,15 +1210,13 @@ pub(crate) async fn update(
     ))
 }
 
-/// `PUT set(id)/lookup/$ref` with `{"@odata.id": "<reference>"}` sets a lookup, `DELETE`
-/// removes it: the update `{"lookup@odata.bind": reference or null}` (audited as one).
-pub(crate) async fn set_lookup_ref(
+/// A `$ref` request as the update it is: its body `{"lookup@odata.bind": reference or null}`,
+/// and `If-Match: *` unless it names a version.
+fn lookup_ref_as_update(
     mut request: WebRequest,
-    draft: &mut EventDraft,
     set: &str,
-    id: Uuid,
     lookup: &str,
-) -> Result<Response, AppError> {
+) -> Result<WebRequest, AppError> {
     let entity = entity_by_set(&request, set)?;
     if !entity.attribute(lookup).is_some_and(|a| {
         matches!(
@@ -1188,6 +1251,19 @@ pub(crate) async fn set_lookup_ref(
             .headers
             .insert("if-match", HeaderValue::from_static("*"));
     }
+    Ok(request)
+}
+
+/// `PUT set(id)/lookup/$ref` with `{"@odata.id": "<reference>"}` sets a lookup, `DELETE`
+/// removes it: the update `{"lookup@odata.bind": reference or null}` (audited as one).
+pub(crate) async fn set_lookup_ref(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    lookup: &str,
+) -> Result<Response, AppError> {
+    let request = lookup_ref_as_update(request, set, lookup)?;
     update(request, draft, set, id).await
 }
 
@@ -1255,15 +1331,8 @@ pub(crate) async fn delete(
     if entity.logical_name == "solution" {
         return super::solutions::remove(request, draft, id).await;
     }
-    request.require(Privilege::Delete, &entity)?;
-    undeletable(&entity, Some(id))?;
+    let version = check_delete(&request, draft, &entity, id)?;
     let user = entity.logical_name == "systemuser";
-    if user {
-        request.require(Privilege::ManageUsers, &entity)?;
-        super::users::manageable(&request, id)?;
-        draft.operation = Operation::DeleteUser;
-    }
-    let version = if_match_version(&request)?;
     let policy = request.policy();
     let audited = audits_change(&policy, &entity);
     let store = request.instance.store.clone();
@@ -1297,6 +1366,23 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Everything a delete checks before it deletes; the record version `If-Match` names.
+fn check_delete(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    entity: &EntityDef,
+    id: Uuid,
+) -> Result<Option<i64>, AppError> {
+    request.require(Privilege::Delete, entity)?;
+    undeletable(entity, Some(id))?;
+    if entity.logical_name == "systemuser" {
+        request.require(Privilege::ManageUsers, entity)?;
+        super::users::manageable(request, id)?;
+        draft.operation = Operation::DeleteUser;
+    }
+    if_match_version(request)
+}
+
 /// Refuses to delete records the platform itself needs: the settings and the built-in roles
 /// (record `id` when one is named); users only one by one (`id` named).
 pub(super) fn undeletable(entity: &EntityDef, id: Option<Uuid>) -> Result<(), AppError> {
@@ -1316,4 +1402,205 @@ pub(super) fn undeletable(entity: &EntityDef, id: Option<Uuid>) -> Result<(), Ap
         )));
     }
     Ok(())
+}
+
+/// Entities a changeset may write: those whose writes change nothing but their records.
+/// Users, teams, roles, automations, the settings and solutions act beyond their record when
+/// they change (the directory, grants, running processes), outside the store's transaction.
+fn changeable_in_changeset(entity: &EntityDef) -> Result<(), AppError> {
+    let name = entity.logical_name.as_str();
+    if ALWAYS_AUDITED.contains(&name)
+        || is_automation(name)
+        || name == ORGANIZATION_ENTITY
+        || name == "solution"
+    {
+        return Err(AppError::bad_request(format!(
+            "{name} records cannot be written in a changeset: send the request outside one"
+        )));
+    }
+    Ok(())
+}
+
+/// One write of a changeset, checked as the request alone would be and not yet made.
+pub(crate) struct StagedWrite {
+    request: WebRequest,
+    draft: EventDraft,
+    entity: EntityDef,
+    change: RecordChange,
+}
+
+impl StagedWrite {
+    /// The record a create will make (`set(id)`), which later requests may refer to.
+    pub(crate) fn created(&self) -> Option<String> {
+        match &self.change {
+            RecordChange::Create { id, .. } => Some(format!("{}({id})", self.entity.set_name)),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a create for a changeset; its id is chosen now.
+pub(crate) fn stage_create(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+) -> Result<StagedWrite, AppError> {
+    changeable_in_changeset(&entity_by_set(&request, set)?)?;
+    let checked = check_create(&request, draft, set)?;
+    let id = checked.id.unwrap_or_else(Uuid::new_v4);
+    draft.record_ids = vec![id];
+    Ok(StagedWrite {
+        change: RecordChange::Create {
+            entity: checked.entity.logical_name.clone(),
+            id,
+            values: checked.values,
+        },
+        entity: checked.entity,
+        draft: draft.clone(),
+        request,
+    })
+}
+
+/// Checks an update (or upsert) for a changeset.
+pub(crate) fn stage_update(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<StagedWrite, AppError> {
+    changeable_in_changeset(&entity_by_set(&request, set)?)?;
+    let checked = check_update(&request, draft, set, id)?;
+    Ok(StagedWrite {
+        change: RecordChange::Update {
+            entity: checked.entity.logical_name.clone(),
+            id,
+            values: checked.values,
+            mode: checked.mode,
+        },
+        entity: checked.entity,
+        draft: draft.clone(),
+        request,
+    })
+}
+
+/// Checks a `$ref` change of a lookup for a changeset (an update).
+pub(crate) fn stage_lookup_ref(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    lookup: &str,
+) -> Result<StagedWrite, AppError> {
+    let request = lookup_ref_as_update(request, set, lookup)?;
+    stage_update(request, draft, set, id)
+}
+
+/// Checks a delete for a changeset.
+pub(crate) fn stage_delete(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+) -> Result<StagedWrite, AppError> {
+    draft.operation = Operation::Delete;
+    let entity = entity_by_set(&request, set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    changeable_in_changeset(&entity)?;
+    let version = check_delete(&request, draft, &entity, id)?;
+    Ok(StagedWrite {
+        change: RecordChange::Delete {
+            entity: entity.logical_name.clone(),
+            id,
+            version,
+        },
+        entity,
+        draft: draft.clone(),
+        request,
+    })
+}
+
+/// Makes a changeset's writes in one transaction, in order, with every audit event appended
+/// together before it commits — all of them or none — then runs what follows each write and
+/// answers each as it would be answered alone. A failure rolls everything back and is
+/// answered (and recorded) as the refusal of the request that met it.
+/// A failure names the position of the write that met it (none when the commit was refused).
+pub(crate) async fn commit_changeset(
+    staged: Vec<StagedWrite>,
+) -> Result<Vec<Response>, (Option<usize>, Response)> {
+    let Some(first) = staged.first() else {
+        return Ok(Vec::new());
+    };
+    let state = first.request.state.clone();
+    let store = first.request.instance.store.clone();
+    let context = context(&first.request);
+    let changes: Vec<RecordChange> = staged.iter().map(|s| s.change.clone()).collect();
+    let events: Vec<(
+        EventDraft,
+        EntityDef,
+        std::sync::Arc<custos_audit::AuditPolicy>,
+    )> = staged
+        .iter()
+        .map(|s| (s.draft.clone(), s.entity.clone(), s.request.policy()))
+        .collect();
+    let appender = state.clone();
+    let applied = blocking(
+        move || -> Result<Result<Vec<WriteOutcome>, ChangeFailed>, AppError> {
+            let mut before_commit = |outcomes: &[WriteOutcome]| -> Result<(), String> {
+                let drafts: Vec<EventDraft> = events
+                    .iter()
+                    .zip(outcomes)
+                    .filter(|((_, entity, policy), _)| audits_change(policy, entity))
+                    .map(|((draft, entity, policy), outcome)| {
+                        let mut event = draft.clone();
+                        describe_write(&mut event, entity, policy, outcome);
+                        event
+                    })
+                    .collect();
+                if drafts.is_empty() {
+                    return Ok(());
+                }
+                appender.append_all_blocking(drafts).map_err(|e| e.message)
+            };
+            Ok(store.apply(changes, context, &mut before_commit))
+        },
+    )
+    .await;
+    let failure = match applied {
+        Ok(Ok(outcomes)) => {
+            let mut responses = Vec::with_capacity(staged.len());
+            for (write, outcome) in staged.into_iter().zip(outcomes) {
+                let message = match (&outcome.before, &outcome.after) {
+                    (None, _) => Message::Create,
+                    (Some(_), None) => Message::Delete,
+                    (Some(_), Some(_)) => Message::Update,
+                };
+                let followed = after_write(
+                    &write.request,
+                    &write.entity,
+                    message,
+                    &outcome,
+                    &write.draft,
+                )
+                .await;
+                responses.push(match followed {
+                    Err(error) => custos_http::refuse(&state, write.draft, error).await,
+                    Ok(()) if message == Message::Delete => StatusCode::NO_CONTENT.into_response(),
+                    Ok(()) => write_response(
+                        &write.request,
+                        &write.entity,
+                        &outcome,
+                        message == Message::Create,
+                    ),
+                });
+            }
+            return Ok(responses);
+        }
+        Ok(Err(ChangeFailed { index, error })) => (index, AppError::from(error)),
+        Err(error) => (None, error),
+    };
+    // A refused commit belongs to no one write: the changeset's first request speaks for it.
+    let (index, error) = failure;
+    let draft = staged[index.unwrap_or(0)].draft.clone();
+    Err((index, custos_http::refuse(&state, draft, error).await))
 }

@@ -1,7 +1,7 @@
 //! `$batch` (issue 14): JSON and multipart batches run each request as if sent alone — its own
 //! answer and audit event — under the batch's caller and one correlation id; refusals the batch
-//! makes itself (a failed dependency, a URL of another instance) are recorded too, and
-//! changesets, which could not be atomic here, are refused.
+//! makes itself (a failed dependency, a URL of another instance) are recorded too. Changesets
+//! and atomicity groups are all or nothing: every write with its event, or none of them.
 
 use serde_json::{Value, json};
 
@@ -14,6 +14,14 @@ fn send_raw(
     body: &'static str,
 ) -> reqwest::blocking::Response {
     builder.bearer_auth(token).body(body).send().unwrap()
+}
+
+/// The correlation id of a request, which its events carry.
+fn correlation_of(response: &reqwest::blocking::Response) -> String {
+    response.headers()["x-ms-service-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The events of one request, found by its correlation id.
@@ -41,10 +49,7 @@ fn each_request_of_a_batch_is_answered_and_audited_as_if_sent_alone() {
     ]});
     let response = send(client().post(server.api("$batch")), &admin, Some(batch));
     assert_eq!(response.status(), 200);
-    let correlation = response.headers()["x-ms-service-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let correlation = correlation_of(&response);
     let answer: Value = response.json().unwrap();
     let responses = answer["responses"].as_array().unwrap();
     let statuses: Vec<(&str, u64)> = responses
@@ -97,7 +102,7 @@ fn each_request_of_a_batch_is_answered_and_audited_as_if_sent_alone() {
 }
 
 #[test]
-fn a_multipart_batch_answers_in_parts_and_changesets_are_refused() {
+fn a_multipart_batch_answers_in_parts() {
     let server = Server::start(&[]);
     let admin = server.admin();
     let body = concat!(
@@ -134,32 +139,6 @@ fn a_multipart_batch_answers_in_parts_and_changesets_are_refused() {
     assert_eq!(page["value"][0]["name"], "Multipart", "{text}");
     assert!(text.trim_end().ends_with(&format!("--{boundary}--")));
 
-    let changeset = concat!(
-        "--batch_2\r\nContent-Type: multipart/mixed; boundary=changeset_1\r\n\r\n",
-        "--changeset_1\r\nContent-Type: application/http\r\n\r\nPOST accounts HTTP/1.1\r\n\r\n{}\r\n--changeset_1--\r\n",
-        "--batch_2--\r\n",
-    );
-    let response = send_raw(
-        client()
-            .post(server.api("$batch"))
-            .header("Content-Type", "multipart/mixed; boundary=batch_2"),
-        &admin,
-        changeset,
-    );
-    assert_eq!(response.status(), 400);
-    let error: Value = response.json().unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("changesets"),
-        "{error}"
-    );
-    let grouped = json!({"requests": [
-        {"id": "1", "method": "POST", "url": "accounts", "atomicityGroup": "g", "body": {}},
-    ]});
-    let response = send(client().post(server.api("$batch")), &admin, Some(grouped));
-    assert_eq!(response.status(), 400);
     let response = client()
         .post(server.api("$batch"))
         .header("Content-Type", "application/json")
@@ -167,4 +146,290 @@ fn a_multipart_batch_answers_in_parts_and_changesets_are_refused() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 401, "a batch needs the caller's token");
+}
+
+/// The parts of a multipart answer's body at the top level, and the boundary of each nested
+/// changeset's parts.
+fn multipart(response: reqwest::blocking::Response) -> (Vec<String>, String) {
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let boundary = content_type.split("boundary=").nth(1).unwrap().to_string();
+    let text = response.text().unwrap();
+    assert!(
+        text.trim_end().ends_with(&format!("--{boundary}--")),
+        "{text}"
+    );
+    let parts = text
+        .split(&format!("--{boundary}"))
+        .map(str::to_string)
+        .filter(|p| p.contains("HTTP/1.1"))
+        .collect();
+    (parts, text)
+}
+
+fn name_of(server: &Server, token: &str, set: &str, id: &str) -> Option<Value> {
+    let response = send(
+        client().get(server.api(&format!("{set}({id})"))),
+        token,
+        None,
+    );
+    (response.status() == 200).then(|| response.json().unwrap())
+}
+
+fn accounts_named(server: &Server, token: &str, name: &str) -> Vec<Value> {
+    let page = get_json(
+        &server.api(&format!("accounts?$select=name&$filter=name eq '{name}'")),
+        token,
+    );
+    page["value"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_changeset_commits_every_write_with_its_event_or_none() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let existing = create_account(&server, &admin, "Existing");
+    let version = get_json(&server.api(&format!("accounts({existing})")), &admin)["@odata.etag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let changeset = |last: &str| {
+        format!(
+            concat!(
+                "--batch_1\r\nContent-Type: multipart/mixed; boundary=changeset_1\r\n\r\n",
+                "--changeset_1\r\nContent-Type: application/http\r\nContent-ID: 1\r\n\r\n",
+                "POST accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n",
+                "{{\"name\": \"Changeset Account\"}}\r\n",
+                "--changeset_1\r\nContent-Type: application/http\r\nContent-ID: 2\r\n\r\n",
+                "POST contacts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n",
+                "{{\"lastname\": \"Bound\", \"parentcustomerid@odata.bind\": \"$1\"}}\r\n",
+                "--changeset_1\r\nContent-Type: application/http\r\nContent-ID: 3\r\n\r\n",
+                "{}",
+                "--changeset_1--\r\n",
+                "--batch_1\r\nContent-Type: application/http\r\n\r\n",
+                "GET accounts?$select=name&$filter=name%20eq%20'Changeset%20Account' HTTP/1.1\r\n\r\n\r\n",
+                "--batch_1--\r\n",
+            ),
+            last
+        )
+    };
+    let post = |body: String, prefer: Option<&str>| {
+        let mut builder = client()
+            .post(server.api("$batch"))
+            .header("Content-Type", "multipart/mixed; boundary=batch_1")
+            .bearer_auth(&admin)
+            .body(body);
+        if let Some(prefer) = prefer {
+            builder = builder.header("Prefer", prefer);
+        }
+        builder.send().unwrap()
+    };
+
+    // An ETag of another version on the third write fails inside the transaction: the two
+    // creates before it are undone, the failure is the changeset's one answer, and the batch
+    // stops there.
+    assert_ne!(version, "W/\"999\"");
+    let patch = |etag: &str| {
+        format!(
+            "PATCH accounts({existing}) HTTP/1.1\r\nContent-Type: application/json\r\nIf-Match: {etag}\r\n\r\n{{\"numberofemployees\": 9}}\r\n"
+        )
+    };
+    let stale = patch("W/\"999\"");
+    let response = post(changeset(&stale), None);
+    let correlation = correlation_of(&response);
+    let (parts, text) = multipart(response);
+    assert_eq!(parts.len(), 1, "{text}");
+    assert!(parts[0].contains("HTTP/1.1 412"), "{text}");
+    assert!(!parts[0].contains("multipart/mixed"), "{text}");
+    assert!(accounts_named(&server, &admin, "Changeset Account").is_empty());
+    assert_eq!(count(&server, &admin, "contacts"), 0);
+    let unchanged = name_of(&server, &admin, "accounts", &existing).unwrap();
+    assert!(unchanged["numberofemployees"].is_null());
+    let events = events_of(&server, &admin, &correlation);
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["Operation"].as_str().unwrap(),
+                e["ResultStatus"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("Update", "Failed")], "{events:#?}");
+    assert_eq!(events[0]["RecordIds"], json!([existing]));
+
+    // With continue-on-error the batch goes on after a failed changeset.
+    let (parts, text) = multipart(post(changeset(&stale), Some("odata.continue-on-error")));
+    assert_eq!(parts.len(), 2, "{text}");
+    assert!(
+        parts[1].contains("HTTP/1.1 200 OK") && parts[1].contains("\"value\":[]"),
+        "{text}"
+    );
+
+    // The current ETag: all three writes commit, each with its event, answered in a nested
+    // changeset with their Content-IDs; the GET after it sees the new account.
+    let current = patch(&version);
+    let response = post(changeset(&current), None);
+    let correlation = correlation_of(&response);
+    let (parts, text) = multipart(response);
+    assert!(
+        text.contains("Content-Type: multipart/mixed; boundary=changesetresponse_"),
+        "{text}"
+    );
+    for id in 1..=3 {
+        assert!(text.contains(&format!("Content-ID: {id}\r\n")), "{text}");
+    }
+    assert_eq!(text.matches("HTTP/1.1 204").count(), 3, "{text}");
+    assert_eq!(text.matches("odata-version: 4.0").count(), 4, "{text}");
+    assert!(
+        parts.last().unwrap().contains("Changeset Account"),
+        "{text}"
+    );
+    let account = accounts_named(&server, &admin, "Changeset Account");
+    assert_eq!(account.len(), 1);
+    let account_id = account[0]["accountid"].as_str().unwrap();
+    let contacts = get_json(
+        &server.api("contacts?$select=lastname,_parentcustomerid_value"),
+        &admin,
+    );
+    assert_eq!(
+        contacts["value"][0]["_parentcustomerid_value"], account_id,
+        "{contacts:#}"
+    );
+    let changed = name_of(&server, &admin, "accounts", &existing).unwrap();
+    assert_eq!(changed["numberofemployees"], 9);
+    let events = events_of(&server, &admin, &correlation);
+    let mut writes: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["Operation"] != "RetrieveMultiple")
+        .map(|e| {
+            (
+                e["Operation"].as_str().unwrap(),
+                e["EntityName"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            ("Create", "account"),
+            ("Create", "contact"),
+            ("Update", "account")
+        ],
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().all(|e| e["ResultStatus"] == "Succeeded"),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn an_atomicity_group_fails_whole_and_refuses_what_it_cannot_hold() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let missing = uuid::Uuid::new_v4();
+    let batch = json!({"requests": [
+        {"id": "a", "atomicityGroup": "g", "method": "POST", "url": "accounts",
+         "body": {"name": "Grouped"}},
+        {"id": "b", "atomicityGroup": "g", "method": "POST", "url": "contacts", "dependsOn": ["a"],
+         "body": {"lastname": "Grouped", "parentcustomerid@odata.bind": "$a"}},
+        {"id": "c", "atomicityGroup": "g", "method": "DELETE", "url": format!("accounts({missing})")},
+        {"id": "d", "method": "GET", "url": "accounts", "dependsOn": ["g"]},
+    ]});
+    let response = send(client().post(server.api("$batch")), &admin, Some(batch));
+    let answer: Value = response.json().unwrap();
+    let statuses: Vec<(&str, u64, &str)> = answer["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["status"].as_u64().unwrap(),
+                r["atomicityGroup"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("c", 404, "g"),
+            ("a", 424, "g"),
+            ("b", 424, "g"),
+            ("d", 424, "")
+        ],
+        "{answer:#}"
+    );
+    assert!(accounts_named(&server, &admin, "Grouped").is_empty());
+    assert_eq!(count(&server, &admin, "contacts"), 0);
+
+    // The same group without the failing delete commits; `$a` names the new account.
+    let batch = json!({"requests": [
+        {"id": "a", "atomicityGroup": "g", "method": "POST", "url": "accounts",
+         "body": {"name": "Grouped"}},
+        {"id": "b", "atomicityGroup": "g", "method": "POST", "url": "contacts", "dependsOn": ["a"],
+         "body": {"lastname": "Grouped", "parentcustomerid@odata.bind": "$a"}},
+        {"id": "d", "method": "GET", "url": "$a?$select=name", "dependsOn": ["g"]},
+    ]});
+    let answer: Value = send(client().post(server.api("$batch")), &admin, Some(batch))
+        .json()
+        .unwrap();
+    let responses = answer["responses"].as_array().unwrap();
+    assert_eq!(
+        responses
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [204, 204, 200],
+        "{answer:#}"
+    );
+    assert_eq!(responses[2]["body"]["name"], "Grouped");
+
+    // What a group cannot hold is refused, recorded, and nothing of the group is made: a read,
+    // a user (its directory change is outside the store's transaction), a change to a record
+    // the group itself creates.
+    for (refused, expected) in [
+        (
+            json!({"method": "GET", "url": "accounts"}),
+            "changeset holds",
+        ),
+        (
+            json!({"method": "POST", "url": "systemusers",
+                   "body": {"domainname": "grouped@example.com", "password": "Passw0rd!Passw0rd"}}),
+            "systemuser records cannot be written in a changeset",
+        ),
+        (
+            json!({"method": "PATCH", "url": "$a", "body": {"name": "Renamed"}}),
+            "changes a record its own changeset creates",
+        ),
+    ] {
+        let mut second = refused.clone();
+        second["id"] = json!("x");
+        second["atomicityGroup"] = json!("h");
+        let batch = json!({"requests": [
+            {"id": "a", "atomicityGroup": "h", "method": "POST", "url": "accounts",
+             "body": {"name": "Never"}},
+            second,
+        ]});
+        let response = send(client().post(server.api("$batch")), &admin, Some(batch));
+        let correlation = correlation_of(&response);
+        let answer: Value = response.json().unwrap();
+        let first = &answer["responses"][0];
+        assert_eq!(
+            (first["id"].as_str(), first["status"].as_u64()),
+            (Some("x"), Some(400)),
+            "{answer:#}"
+        );
+        let message = first["body"]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+        assert!(accounts_named(&server, &admin, "Never").is_empty());
+        let events = events_of(&server, &admin, &correlation);
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!(events[0]["ResultStatus"], "Failed");
+    }
 }
