@@ -64,6 +64,176 @@ pub struct SearchPage {
     pub next_before_seq: Option<Seq>,
 }
 
+/// A column search results can be ordered by, other than their arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// `CreationTime`: when the event happened, whenever it arrived.
+    CreationTime,
+    /// The principal name (the user id when there is none), ignoring case.
+    User,
+    /// The operation, ignoring case.
+    Operation,
+    /// The entity, ignoring case.
+    Entity,
+}
+
+impl SortKey {
+    /// Every key, by the name of the event's field it orders by.
+    pub const ALL: [(SortKey, &'static str); 4] = [
+        (SortKey::CreationTime, "CreationTime"),
+        (SortKey::User, "UserUpn"),
+        (SortKey::Operation, "Operation"),
+        (SortKey::Entity, "EntityName"),
+    ];
+
+    fn group(self) -> Option<GroupField> {
+        match self {
+            SortKey::CreationTime => None,
+            SortKey::User => Some(GroupField::User),
+            SortKey::Operation => Some(GroupField::Operation),
+            SortKey::Entity => Some(GroupField::Entity),
+        }
+    }
+}
+
+/// An order of search results: by `key`, ties by arrival in the same direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchSort {
+    /// What to order by.
+    pub key: SortKey,
+    /// Largest (newest) first.
+    pub descending: bool,
+}
+
+/// The value an event is ordered by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortValue {
+    /// Microseconds since the epoch.
+    Time(i64),
+    /// Lowercase text.
+    Text(String),
+}
+
+/// Where a sorted page ended: its last event's value and seq; the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortCursor {
+    /// The last event's value.
+    pub value: SortValue,
+    /// The last event's seq.
+    pub seq: Seq,
+}
+
+/// One page of sorted results.
+#[derive(Debug, Clone)]
+pub struct SortedPage {
+    /// The events with their log positions, in order.
+    pub events: Vec<(Seq, AuditEvent)>,
+    /// Where the next page continues, when there is one.
+    pub next: Option<SortCursor>,
+}
+
+impl SearchSort {
+    /// The order of two events, given by value and seq.
+    pub(crate) fn compare(self, a: (&SortValue, Seq), b: (&SortValue, Seq)) -> std::cmp::Ordering {
+        let ascending = a.0.cmp(b.0).then(a.1.cmp(&b.1));
+        if self.descending {
+            ascending.reverse()
+        } else {
+            ascending
+        }
+    }
+}
+
+/// Candidates of a sorted page: every match after the cursor, cut back to the first `limit`
+/// in order whenever it holds four times that (so memory stays bounded by the page, not by the
+/// matches).
+pub(crate) struct SortedCandidates<'c> {
+    pub(crate) sort: SearchSort,
+    pub(crate) after: Option<&'c SortCursor>,
+    pub(crate) limit: usize,
+    pub(crate) found: Vec<(SortValue, Seq, Location)>,
+    /// `found` is in order and cut to `limit` since the last push.
+    pub(crate) sorted: bool,
+}
+
+impl SortedCandidates<'_> {
+    /// Sorts and keeps the first `limit`.
+    pub(crate) fn cut(&mut self) {
+        let sort = self.sort;
+        self.found
+            .sort_unstable_by(|a, b| sort.compare((&a.0, a.1), (&b.0, b.1)));
+        self.found.truncate(self.limit);
+        self.sorted = true;
+    }
+
+    /// Adds the matches of `part` that come after the cursor. A partition none of whose times
+    /// can come before the current last candidate is skipped when ordering by time.
+    pub(crate) fn collect(
+        &mut self,
+        part: &dyn PartitionIndex,
+        partition: usize,
+        first_seq: Seq,
+        query: &Compiled,
+    ) -> Result<()> {
+        if self.sort.key == SortKey::CreationTime && self.found.len() >= self.limit {
+            self.cut();
+            if let (Some((oldest, newest)), Some(last)) = (part.time_range(), self.found.last()) {
+                let best = SortValue::Time(if self.sort.descending { newest } else { oldest });
+                let best_seq = if self.sort.descending { Seq::MAX } else { 0 };
+                if self
+                    .sort
+                    .compare((&best, best_seq), (&last.0, last.1))
+                    .is_gt()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let selection = query.select(part, first_seq)?;
+        if selection.len() == 0 {
+            return Ok(());
+        }
+        let value_of: Box<dyn Fn(u32) -> SortValue> = match self.sort.key.group() {
+            None => {
+                let times = part.times()?;
+                Box::new(move |o| SortValue::Time(times[o as usize]))
+            }
+            Some(field) => {
+                let (values, column) = part.group(field)?;
+                let lower: Vec<String> = values.iter().map(|v| v.to_lowercase()).collect();
+                Box::new(move |o| SortValue::Text(lower[column[o as usize] as usize].clone()))
+            }
+        };
+        for ordinal in selection.iter() {
+            let seq = first_seq + u64::from(ordinal);
+            let value = value_of(ordinal);
+            if let Some(after) = self.after
+                && self
+                    .sort
+                    .compare((&value, seq), (&after.value, after.seq))
+                    .is_le()
+            {
+                continue;
+            }
+            // Once a page is held in order, what comes after its last candidate cannot be on it.
+            if self.sorted
+                && self.found.len() >= self.limit
+                && let Some(last) = self.found.last()
+                && self.sort.compare((&value, seq), (&last.0, last.1)).is_gt()
+            {
+                continue;
+            }
+            let place = part.place(ordinal)?;
+            self.found.push((value, seq, Location { partition, place }));
+            self.sorted = false;
+            if self.found.len() >= 4 * self.limit {
+                self.cut();
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The state of one partition's index.
 pub(crate) enum PartState {
     /// The segment being written; the writer adds to it.

@@ -41,7 +41,7 @@ pub use event::{
     AuditEvent, Category, Change, EntityCategory, Operation, Origin, RecordType, ResultStatus,
     UserType,
 };
-pub use index::{SearchPage, SearchQuery};
+pub use index::{SearchPage, SearchQuery, SearchSort, SortCursor, SortKey, SortValue, SortedPage};
 pub use integrity::{Adopted, InclusionProof};
 pub use log::{LogConfig, Seq};
 pub use merkle::{

@@ -23,8 +23,8 @@ use crate::codec::{Encoder, decode_event};
 use crate::event::AuditEvent;
 use crate::ids::{IdDict, IdFile};
 use crate::index::{
-    Compiled, Location, PartState, Partition, ReportTotals, SearchPage, SearchQuery,
-    collect_newest, count_into, report_into,
+    Compiled, Location, PartState, Partition, ReportTotals, SearchPage, SearchQuery, SearchSort,
+    SortCursor, SortedCandidates, SortedPage, collect_newest, count_into, report_into,
 };
 use crate::integrity::{Adopted, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, LogConfig, Seq};
@@ -907,6 +907,54 @@ impl AuditLog {
         Ok(SearchPage {
             events,
             next_before_seq,
+        })
+    }
+}
+
+impl AuditLog {
+    /// One page of events matching `query` in `sort`'s order, after `after` (the end of the
+    /// previous page). Every partition is asked, since an event that arrived late (an ingested
+    /// one with its own time) may belong anywhere in time; only the page is read from the log.
+    pub fn search_sorted(
+        &self,
+        query: &SearchQuery,
+        sort: SearchSort,
+        after: Option<&SortCursor>,
+    ) -> Result<SortedPage> {
+        if query.top == 0 {
+            return Err(Error::InvalidQuery("top must be at least 1".into()));
+        }
+        let Some(compiled) = Compiled::new(query, &self.shared.ids.read().expect("ids lock"))
+        else {
+            return Ok(SortedPage {
+                events: Vec::new(),
+                next: None,
+            });
+        };
+        let mut candidates = SortedCandidates {
+            sort,
+            after,
+            limit: query.top + 1,
+            found: Vec::new(),
+            sorted: true,
+        };
+        let others = self.partitions_newest_first(&mut |index, i, first_seq| {
+            candidates.collect(index, i, first_seq, &compiled)
+        })?;
+        for (i, first_seq, index) in others {
+            candidates.collect(index.as_ref(), i, first_seq, &compiled)?;
+        }
+        candidates.cut();
+        let more = candidates.found.len() > query.top;
+        let mut events = Vec::with_capacity(query.top);
+        let mut next = None;
+        for (value, seq, location) in candidates.found.into_iter().take(query.top) {
+            events.push((seq, self.read_event(seq, location)?));
+            next = Some(SortCursor { value, seq });
+        }
+        Ok(SortedPage {
+            events,
+            next: next.filter(|_| more),
         })
     }
 }

@@ -5,7 +5,12 @@
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use custos_audit::{AuditEvent, Operation, Origin, ResultStatus, SearchQuery};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use custos_audit::{
+    AuditEvent, Operation, Origin, ResultStatus, SearchQuery, SearchSort, SortCursor, SortKey,
+    SortValue,
+};
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
@@ -97,6 +102,68 @@ pub(crate) fn parse_search(
     Ok(query)
 }
 
+/// `orderby=<field> [asc|desc]` (`CreationTime`, `UserUpn`, `Operation`, `EntityName`;
+/// ascending unless `desc`).
+fn parse_sort(text: &str) -> Result<SearchSort, AppError> {
+    let mut words = text.split_whitespace();
+    let field = words.next().unwrap_or("");
+    let key = SortKey::ALL
+        .iter()
+        .find(|(_, name)| name.eq_ignore_ascii_case(field))
+        .map(|(key, _)| *key)
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "orderby takes CreationTime, UserUpn, Operation or EntityName, then asc or desc; got '{text}'"
+            ))
+        })?;
+    let descending = match (
+        words.next().map(str::to_ascii_lowercase).as_deref(),
+        words.next(),
+    ) {
+        (None | Some("asc"), None) => false,
+        (Some("desc"), None) => true,
+        _ => {
+            return Err(AppError::bad_request(format!(
+                "orderby is a field and asc or desc; got '{text}'"
+            )));
+        }
+    };
+    Ok(SearchSort { key, descending })
+}
+
+/// The `skiptoken` of a sorted page: base64url of `[orderby, value, seq]` — opaque, and bound
+/// to its order.
+fn sorted_token(order: &str, cursor: &SortCursor) -> String {
+    let value = match &cursor.value {
+        SortValue::Time(us) => json!(us),
+        SortValue::Text(text) => json!(text),
+    };
+    URL_SAFE_NO_PAD.encode(json!([order, value, cursor.seq]).to_string())
+}
+
+/// The cursor a sorted page's `skiptoken` names; a token of another order, or not made here,
+/// is refused.
+fn sorted_cursor(order: &str, token: &str) -> Result<SortCursor, AppError> {
+    let invalid =
+        || AppError::bad_request(format!("invalid skiptoken '{token}' for orderby '{order}'"));
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let parsed: Json = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    match parsed.as_array().map(Vec::as_slice) {
+        Some([Json::String(made_for), value, Json::Number(seq)]) if made_for == order => {
+            let value = match value {
+                Json::Number(us) => SortValue::Time(us.as_i64().ok_or_else(invalid)?),
+                Json::String(text) => SortValue::Text(text.clone()),
+                _ => return Err(invalid()),
+            };
+            Ok(SortCursor {
+                value,
+                seq: seq.as_u64().ok_or_else(invalid)?,
+            })
+        }
+        _ => Err(invalid()),
+    }
+}
+
 pub(crate) async fn audit_reader(
     state: &ComplianceState,
     draft: &mut EventDraft,
@@ -144,14 +211,27 @@ pub(crate) async fn search(
                 )));
             }
         };
+        // `orderby` sorts the whole result (its own `skiptoken`); without it, newest arrival
+        // first.
+        let order = pairs
+            .iter()
+            .find(|(k, _)| k == "orderby")
+            .map(|(_, v)| v.trim().to_string());
+        let sort = order.as_deref().map(parse_sort).transpose()?;
+        let cursor = match (&order, pairs.iter().find(|(k, _)| k == "skiptoken")) {
+            (Some(order), Some((_, token))) => Some(sorted_cursor(order, token)?),
+            _ => None,
+        };
         let searched: Vec<(String, String)> = pairs
             .iter()
-            .filter(|(k, _)| k != "count")
+            .filter(|(k, _)| {
+                k != "count" && k != "orderby" && !(sort.is_some() && k == "skiptoken")
+            })
             .cloned()
             .collect();
         let query = parse_search(&searched, state.clock.now_us())?;
         let log = state.log.clone();
-        let (page, total) = blocking(move || {
+        let (events, next, total) = blocking(move || {
             let total = counted
                 .then(|| {
                     let whole = custos_audit::SearchQuery {
@@ -161,11 +241,22 @@ pub(crate) async fn search(
                     log.histogram(&whole, None).map(|h| h.values().sum::<u64>())
                 })
                 .transpose()?;
-            Ok::<_, AppError>((log.search(&query)?, total))
+            let (events, next) = match sort {
+                Some(sort) => {
+                    let page = log.search_sorted(&query, sort, cursor.as_ref())?;
+                    let order = order.unwrap_or_default();
+                    (page.events, page.next.map(|c| sorted_token(&order, &c)))
+                }
+                None => {
+                    let page = log.search(&query)?;
+                    (page.events, page.next_before_seq.map(|s| s.to_string()))
+                }
+            };
+            Ok::<_, AppError>((events, next, total))
         })
         .await?;
         let mut recorded = draft.clone();
-        recorded.result_count = page.events.len() as u64;
+        recorded.result_count = events.len() as u64;
         state.record(recorded).await?;
         let mut body = Map::new();
         if let Some(total) = total {
@@ -173,14 +264,14 @@ pub(crate) async fn search(
         }
         body.insert(
             "value".into(),
-            Json::Array(page.events.iter().map(|(_, e)| event_json(e)).collect()),
+            Json::Array(events.iter().map(|(_, e)| event_json(e)).collect()),
         );
-        if let Some(next) = page.next_before_seq {
+        if let Some(next) = next {
             let mut link = form_urlencoded::Serializer::new(String::new());
             for (k, v) in pairs.iter().filter(|(k, _)| k != "skiptoken") {
                 link.append_pair(k, v);
             }
-            link.append_pair("skiptoken", &next.to_string());
+            link.append_pair("skiptoken", &next);
             body.insert(
                 "@odata.nextLink".into(),
                 json!(format!(

@@ -540,8 +540,16 @@ pub(crate) async fn search(
             _ => (*name, *value),
         })
         .collect();
+    // Results in event-time order (newest first) whatever order they arrived in, unless a
+    // column header asked for another.
+    let order = params.get("orderby").map_or(DEFAULT_ORDER, String::as_str);
+    let mut carried = filters.clone();
+    if order != DEFAULT_ORDER {
+        carried.push(("orderby", order));
+    }
     if searched {
         let mut api_query = asked.clone();
+        api_query.push(("orderby", order));
         api_query.push(("top", SEARCH_PAGE));
         api_query.push(("count", "true"));
         if let Some(skip) = params.get("skiptoken") {
@@ -568,7 +576,7 @@ pub(crate) async fn search(
     let chosen =
         selected.and_then(|id| rows.iter().find(|r| r["Id"].as_str() == Some(id.as_str())));
     let here_query = |extra: &[(&str, &str)]| {
-        let mut pairs = filters.clone();
+        let mut pairs = carried.clone();
         pairs.push(("run", "1"));
         if let Some(skip) = params.get("skiptoken") {
             pairs.push(("skiptoken", skip));
@@ -635,7 +643,7 @@ pub(crate) async fn search(
             div.actions {
                 span.muted {
                     @if let Some(total) = total { strong { (total) } " events match; " }
-                    (rows.len()) " on this page, newest first."
+                    (rows.len()) " on this page, " (order_in_words(order)) "."
                 }
                 @for (format, label) in [("xlsx", "Export to Excel (xlsx)"), ("csv", "Export CSV"), ("jsonl", "Export JSON lines")] {
                     form method="post" action="/ui/audit/exports" {
@@ -659,8 +667,10 @@ pub(crate) async fn search(
                 div {
                     table {
                         thead { tr {
-                            th scope="col" { "Time (UTC)" } th scope="col" { "User" } th scope="col" { "Activity" }
-                            th scope="col" { "Entity" } th scope="col" class="num" { "Records" } th scope="col" { "Origin" }
+                            @for (field, label) in SORTABLE {
+                                (sortable_header(field, label, order, &filters))
+                            }
+                            th scope="col" class="num" { "Records" } th scope="col" { "Origin" }
                             th scope="col" { "IP" } th scope="col" { "Result" }
                         } }
                         tbody {
@@ -694,15 +704,15 @@ pub(crate) async fn search(
                     // so "Newer events" goes back one page without the server keeping any.
                     nav.pager aria-label="Pages" {
                         @if params.contains_key("skiptoken") {
-                            @let mut pairs = filters.clone();
+                            @let mut pairs = carried.clone();
                             a.button.secondary rel="prev" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); if let Some(token) = trail.last() { pairs.push(("skiptoken", token)); pairs.push(("trail", back_trail.as_str())); } pairs })) } { "Newer events" }
                         }
                         @if let Some(next) = &next {
-                            @let mut pairs = filters.clone();
+                            @let mut pairs = carried.clone();
                             a.button rel="next" href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs.push(("skiptoken", next.as_str())); pairs.push(("trail", forward.as_str())); pairs })) } { "Older events" }
                         }
                         @if !trail.is_empty() {
-                            @let mut pairs = filters.clone();
+                            @let mut pairs = carried.clone();
                             a.button.secondary href={ "/ui/audit/search?" (query_string({ pairs.push(("run", "1")); pairs })) } { "Newest events" }
                         }
                     }
@@ -716,6 +726,62 @@ pub(crate) async fn search(
         body,
     }
     .render(&console)
+}
+
+/// The order search results come in unless a column header asks for another.
+const DEFAULT_ORDER: &str = "CreationTime desc";
+
+/// The columns results can be sorted by: the API's `orderby` field and the header's label.
+const SORTABLE: [(&str, &str); 4] = [
+    ("CreationTime", "Time (UTC)"),
+    ("UserUpn", "User"),
+    ("Operation", "Activity"),
+    ("EntityName", "Entity"),
+];
+
+/// An `orderby` in words ("by time, newest first").
+fn order_in_words(order: &str) -> String {
+    let (field, direction) = order.split_once(' ').unwrap_or((order, "asc"));
+    let label = SORTABLE
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, label)| label);
+    match (field, direction) {
+        ("CreationTime", "desc") => "by time, newest first".into(),
+        ("CreationTime", _) => "by time, oldest first".into(),
+        (_, "desc") => format!("by {}, Z to A", label.to_lowercase()),
+        _ => format!("by {}, A to Z", label.to_lowercase()),
+    }
+}
+
+/// A column header that sorts by its column (again in the other direction when it already
+/// does), saying how it sorts now (`aria-sort`).
+fn sortable_header(field: &str, label: &str, order: &str, filters: &[(&str, &str)]) -> Markup {
+    let (current, direction) = order.split_once(' ').unwrap_or((order, "asc"));
+    let sorted = current == field;
+    let next = match (sorted, direction, field) {
+        (true, "desc", _) => "asc",
+        (true, _, _) => "desc",
+        (false, _, "CreationTime") => "desc",
+        (false, _, _) => "asc",
+    };
+    let next_order = format!("{field} {next}");
+    let mut pairs = filters.to_vec();
+    pairs.push(("run", "1"));
+    pairs.push(("orderby", next_order.as_str()));
+    let aria = match (sorted, direction) {
+        (false, _) => "none",
+        (true, "desc") => "descending",
+        (true, _) => "ascending",
+    };
+    html! {
+        th scope="col" aria-sort=(aria) {
+            a href={ "/ui/audit/search?" (query_string(pairs)) } {
+                (label)
+                @if sorted { " " (if direction == "desc" { "▼" } else { "▲" }) }
+            }
+        }
+    }
 }
 
 /// `GET /ui/audit/reports`.

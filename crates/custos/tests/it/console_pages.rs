@@ -17,7 +17,7 @@ fn browser() -> reqwest::blocking::Client {
 }
 
 /// Signs in through the console's form; returns the session cookie.
-fn sign_in(server: &Server, user: &str, password: &str) -> String {
+pub(crate) fn sign_in(server: &Server, user: &str, password: &str) -> String {
     let response = browser()
         .post(format!("{}/ui/login", server.base))
         .form(&[
@@ -36,7 +36,8 @@ fn sign_in(server: &Server, user: &str, password: &str) -> String {
     cookie.split(';').next().unwrap().to_string()
 }
 
-fn page(server: &Server, cookie: &str, path: &str) -> (u16, String) {
+/// A console page as a signed-in browser gets it: its status and HTML.
+pub(crate) fn page(server: &Server, cookie: &str, path: &str) -> (u16, String) {
     let response = browser()
         .get(format!("{}{path}", server.base))
         .header("cookie", cookie)

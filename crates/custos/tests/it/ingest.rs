@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::console_pages::{page, sign_in};
 
 const APP_ID: &str = "3e1f6c1a-0000-4000-8000-0000000000aa";
 const APP_SECRET: &str = "payroll-secret-0123456789";
@@ -280,4 +281,116 @@ fn numbers_are_kept_exactly_or_refused() {
     assert_eq!(server.audit(&admin, "operation=Numbers").len(), 1);
     let refused = server.audit(&admin, "operation=IngestAuditEvents&status=Failed");
     assert_eq!(refused.len(), 1);
+}
+
+#[test]
+fn events_that_arrive_late_are_searched_in_the_order_they_happened() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    register_app(&server, &admin);
+    let app = app_token(&server);
+    let day = |days_ago: i64| {
+        let at = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+        format!(
+            "{:04}-{:02}-{:02}T12:00:00Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day()
+        )
+    };
+    // Arriving in this order: two days ago (by bo), five days ago (by al), one day ago (by cy).
+    let sent = [
+        (2, "bo@payroll.test"),
+        (5, "al@payroll.test"),
+        (1, "cy@payroll.test"),
+    ];
+    for (days_ago, user) in sent {
+        let response = ingest(
+            &server,
+            &app,
+            json!([{"Operation": "ViewPayslip", "CreationTime": day(days_ago), "UserId": user}]),
+        );
+        assert_eq!(response.status(), 200);
+    }
+    let base = format!("{}/api/audit/records?workload=Payroll", server.base);
+    let users_of = |page: &Value| -> Vec<String> {
+        page["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["UserId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Without an order: newest arrival first.
+    let arrival = get_json(&base, &admin);
+    assert_eq!(
+        users_of(&arrival),
+        ["cy@payroll.test", "al@payroll.test", "bo@payroll.test"]
+    );
+    // By time, a page at a time through the opaque token.
+    let pages = |order: &str| -> Vec<String> {
+        let mut url = format!("{base}&top=1&orderby={order}");
+        let mut users = Vec::new();
+        loop {
+            let page = get_json(&url, &admin);
+            users.extend(users_of(&page));
+            match page["@odata.nextLink"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => return users,
+            }
+        }
+    };
+    assert_eq!(
+        pages("CreationTime%20desc"),
+        ["cy@payroll.test", "bo@payroll.test", "al@payroll.test"]
+    );
+    assert_eq!(
+        pages("CreationTime"),
+        ["al@payroll.test", "bo@payroll.test", "cy@payroll.test"]
+    );
+    assert_eq!(
+        pages("UserUpn%20desc"),
+        ["cy@payroll.test", "bo@payroll.test", "al@payroll.test"]
+    );
+    // A token is bound to its order; an unknown order is refused.
+    let first = get_json(&format!("{base}&top=1&orderby=CreationTime"), &admin);
+    let next = first["@odata.nextLink"].as_str().unwrap();
+    let token = next.split("skiptoken=").nth(1).unwrap();
+    for url in [
+        format!("{base}&orderby=Operation&skiptoken={token}"),
+        format!("{base}&orderby=ClientIP"),
+        format!("{base}&orderby=CreationTime%20sideways"),
+    ] {
+        let response = send(client().get(&url), &admin, None);
+        assert_eq!(response.status(), 400, "{url}");
+    }
+
+    // The console lists them by time, newest first, and each sortable header says how.
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (_, page) = page(&server, &cookie, "/ui/audit/search?run=1&workload=Payroll");
+    // Where each user first appears in the results (the form offers them all before it).
+    let rows = |page: &str| page[page.find("<tbody").unwrap()..].to_string();
+    let listed = rows(&page);
+    let at = |user: &str| {
+        listed
+            .find(user)
+            .unwrap_or_else(|| panic!("{user} in {page}"))
+    };
+    assert!(
+        at("cy@payroll.test") < at("bo@payroll.test")
+            && at("bo@payroll.test") < at("al@payroll.test")
+    );
+    assert!(page.contains("aria-sort=\"descending\""), "{page}");
+    assert!(page.contains("by time, newest first"), "{page}");
+    let (_, by_user) = crate::console_pages::page(
+        &server,
+        &cookie,
+        "/ui/audit/search?run=1&workload=Payroll&orderby=UserUpn%20asc",
+    );
+    let listed = rows(&by_user);
+    let at = |user: &str| listed.find(user).unwrap();
+    assert!(
+        at("al@payroll.test") < at("bo@payroll.test")
+            && at("bo@payroll.test") < at("cy@payroll.test")
+    );
 }
