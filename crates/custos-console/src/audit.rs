@@ -15,9 +15,11 @@ use serde_json::{Value as Json, json};
 use super::chart;
 use super::confirm::{Confirmation, confirmed, counted};
 use super::page::notice;
+use super::zone::{self, ZONE_COOKIE, Zone};
 use super::{Console, Page, encode, error_page, query_string, see_other, text};
 use crate::ConsoleState;
 use custos_compliance::PRECONFIGURED;
+use custos_http::auth::cookie;
 use custos_http::context::RequestContext;
 
 /// Events a search page shows.
@@ -191,31 +193,74 @@ fn filters<'p>(
     out
 }
 
-/// The day after a "To" date (`YYYY-MM-DD`): the search ends at that midnight, so the day the
-/// user named is included, and From = To searches that one day. A date-time is kept as given.
-fn inclusive_end(end: &str) -> Option<String> {
-    let mut parts = end.splitn(3, '-').map(str::parse::<u32>);
-    let (Some(Ok(year)), Some(Ok(month)), Some(Ok(day))) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    if end.len() != 10 {
-        return None;
+/// The time range as the viewer typed it: each end in the viewer's zone, as the API's UTC
+/// instant, or why it is not a time.
+struct Range {
+    zone: Zone,
+    /// A zone the viewer asked for that is not one.
+    zone_problem: Option<String>,
+    start: Option<Result<jiff::Timestamp, String>>,
+    end: Option<Result<jiff::Timestamp, String>>,
+}
+
+impl Range {
+    fn new(params: &HashMap<String, String>, remembered: Option<&str>) -> Range {
+        let (zone, zone_problem) = match params.get("tz").map(String::as_str).or(remembered) {
+            Some(name) => match Zone::named(name) {
+                Ok(zone) => (zone, None),
+                Err(problem) => (Zone::utc(), Some(problem)),
+            },
+            None => (Zone::utc(), None),
+        };
+        let typed = |name: &str, to: bool| {
+            params
+                .get(name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| zone.instant(v, to))
+        };
+        Range {
+            start: typed("start", false),
+            end: typed("end", true),
+            zone,
+            zone_problem,
+        }
     }
-    let month = u8::try_from(month)
-        .ok()
-        .and_then(|m| time::Month::try_from(m).ok())?;
-    let date =
-        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
-            .ok()?;
-    let next = date.next_day()?;
-    Some(format!(
-        "{:04}-{:02}-{:02}",
-        next.year(),
-        u8::from(next.month()),
-        next.day()
-    ))
+
+    /// The first thing wrong with the range, if anything is.
+    fn problem(&self) -> Option<&str> {
+        self.zone_problem.as_deref().or_else(|| {
+            [&self.start, &self.end]
+                .into_iter()
+                .find_map(|end| end.as_ref().and_then(|e| e.as_ref().err()))
+                .map(String::as_str)
+        })
+    }
+
+    /// One end's field: the label, the viewer's text, and the instant in UTC beside it.
+    fn field(&self, params: &HashMap<String, String>, name: &str, label: &str) -> Markup {
+        let end = if name == "start" {
+            &self.start
+        } else {
+            &self.end
+        };
+        let problem = end.as_ref().and_then(|e| e.as_ref().err());
+        let note = format!("{name}-utc");
+        html! {
+            div {
+                label for=(name) { (label) " " span.muted { "(" (self.zone.name()) ")" } }
+                @let beside = match (end, self.zone.is_utc()) {
+                    (Some(Err(problem)), _) => Some(html! { small.field-error id=(note) { (problem) } }),
+                    (Some(Ok(at)), false) => Some(html! { small.muted id=(note) { "= " (Zone::utc().show(*at)) " UTC" } }),
+                    _ => None,
+                };
+                input id=(name) name=(name) type="text" placeholder=(if name == "start" { "2026-11-01" } else { "2026-11-30" })
+                    value=(params.get(name).cloned().unwrap_or_default())
+                    aria-invalid=[problem.map(|_| "true")] aria-describedby=[beside.as_ref().map(|_| note.as_str())];
+                @if let Some(beside) = beside { (beside) }
+            }
+        }
+    }
 }
 
 fn search_form(
@@ -223,6 +268,7 @@ fn search_form(
     chosen: &[String],
     presets: &[(&str, String)],
     terms: &Json,
+    range: &Range,
 ) -> Markup {
     // What the log holds, offered as the user types (`GET /api/audit/terms`).
     let offered = |key: &str| -> Vec<String> {
@@ -261,11 +307,24 @@ fn search_form(
             div.presets {
                 span { "Time range:" }
                 @for (label, start) in presets {
-                    a href={ "/ui/audit/search?" (query_string([("run", "1"), ("start", start.as_str())])) } { (label) }
+                    a href={ "/ui/audit/search?" (query_string([("run", "1"), ("start", start.as_str()), ("tz", range.zone.name())])) } { (label) }
                 }
             }
-            div { label for="start" { "From (UTC date or date-time)" } input id="start" name="start" type="text" placeholder="2026-11-01" value=(value("start")); }
-            div { label for="end" { "To (UTC date, included)" } input id="end" name="end" type="text" placeholder="2026-11-30" value=(value("end")); }
+            (range.field(params, "start", "From (date or date-time)"))
+            (range.field(params, "end", "To (date included, or date-time)"))
+            div {
+                label for="tz" { "Time zone" }
+                input id="tz" name="tz" type="text" list="zones" value=(range.zone.name())
+                    aria-invalid=[range.zone_problem.as_ref().map(|_| "true")] aria-describedby="tz-note";
+                @if let Some(problem) = &range.zone_problem {
+                    small.field-error id="tz-note" { (problem) }
+                } @else {
+                    small.muted id="tz-note" { "Times are typed and shown in it; UTC beside" }
+                }
+                datalist id="zones" {
+                    @for name in zone::names() { option value=(name) {} }
+                }
+            }
             fieldset.activities {
                 legend { "Activities " span.muted { "(" (chosen.len()) " chosen; none is every activity)" } }
                 @for (group, operations) in ACTIVITY_GROUPS {
@@ -504,8 +563,10 @@ pub(crate) async fn search(
     let picked = activities(&pairs);
     let filters = filters(&params, &picked);
     let searched = !filters.is_empty() || params.contains_key("run");
-    // Presets of the time range, from now (UTC, to the minute).
-    let now = console.state.clock.now();
+    let range = Range::new(&params, cookie(&headers, ZONE_COOKIE));
+    // Presets of the time range, from now, in the viewer's zone (to the minute).
+    let now = jiff::Timestamp::from_microsecond(console.state.clock.now_us())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let presets: Vec<(&str, String)> = [
         ("Last 24 hours", 1),
         ("Last 7 days", 7),
@@ -513,41 +574,46 @@ pub(crate) async fn search(
     ]
     .into_iter()
     .map(|(label, days)| {
-        let start = now - time::Duration::days(days);
-        (
-            label,
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}Z",
-                start.year(),
-                u8::from(start.month()),
-                start.day(),
-                start.hour(),
-                start.minute()
-            ),
-        )
+        let start = now - jiff::SignedDuration::from_hours(24 * days);
+        (label, range.zone.typed(start))
     })
     .collect();
     let mut rows = Vec::new();
     let mut next = None;
-    let mut problem = None;
+    let mut problem_before: Option<String> = None;
     let mut total = None;
-    // What the API is asked: a "To" date includes its day.
-    let end = params.get("end").and_then(|end| inclusive_end(end.trim()));
+    // What the API is asked: the range's ends as UTC instants (a "To" date includes its day).
+    let instant = |end: &Option<Result<jiff::Timestamp, String>>| {
+        end.as_ref()
+            .and_then(|e| e.as_ref().ok())
+            .map(|at| at.to_string())
+            .unwrap_or_default()
+    };
+    let (start_utc, end_utc) = (instant(&range.start), instant(&range.end));
     let asked: Vec<(&str, &str)> = filters
         .iter()
-        .map(|(name, value)| match (*name, &end) {
-            ("end", Some(end)) => (*name, end.as_str()),
+        .map(|(name, value)| match *name {
+            "start" => (*name, start_utc.as_str()),
+            "end" => (*name, end_utc.as_str()),
             _ => (*name, *value),
         })
         .collect();
+    if let Some(problem) = range.problem() {
+        problem_before = Some(problem.to_string());
+    }
     // Results in event-time order (newest first) whatever order they arrived in, unless a
     // column header asked for another.
     let order = params.get("orderby").map_or(DEFAULT_ORDER, String::as_str);
     let mut carried = filters.clone();
+    if !range.zone.is_utc() {
+        carried.push(("tz", range.zone.name()));
+    }
+    let carried_without_order = carried.clone();
     if order != DEFAULT_ORDER {
         carried.push(("orderby", order));
     }
-    if searched {
+    let mut problem = problem_before;
+    if searched && problem.is_none() {
         let mut api_query = asked.clone();
         api_query.push(("orderby", order));
         api_query.push(("top", SEARCH_PAGE));
@@ -627,7 +693,7 @@ pub(crate) async fn search(
         None => HashMap::new(),
     };
     let body = html! {
-        (search_form(&params, &picked, &presets, &terms))
+        (search_form(&params, &picked, &presets, &terms, &range))
         @if let Some(problem) = &problem {
             p.error role="alert" { (problem) }
         }
@@ -668,7 +734,8 @@ pub(crate) async fn search(
                     table {
                         thead { tr {
                             @for (field, label) in SORTABLE {
-                                (sortable_header(field, label, order, &filters))
+                                @let label = if field == "CreationTime" { format!("Time ({})", range.zone.name()) } else { label.to_string() };
+                                (sortable_header(field, &label, order, &carried_without_order))
                             }
                             th scope="col" class="num" { "Records" } th scope="col" { "Origin" }
                             th scope="col" { "IP" } th scope="col" { "Result" }
@@ -678,7 +745,7 @@ pub(crate) async fn search(
                                 @let id = text(&row["Id"]);
                                 @let time = text(&row["CreationTime"]);
                                 tr aria-selected=(if selected == Some(&id) { "true" } else { "false" }) {
-                                    td.time title=(time) { (time.get(..19).unwrap_or(&time).replace('T', " ")) }
+                                    td.time title={ (time) " (UTC)" } { (range.zone.show_text(&time)) }
                                     td { (text(&row["UserUpn"])) }
                                     td { (text(&row["Operation"])) }
                                     td { (text(&row["EntityName"])) }
@@ -720,12 +787,23 @@ pub(crate) async fn search(
             }
         }
     };
-    Page {
+    let mut response = Page {
         title: "Audit log search",
         section: "search",
         body,
     }
-    .render(&console)
+    .render(&console);
+    // A zone the viewer chose is remembered for their next search.
+    if params.contains_key("tz")
+        && range.zone_problem.is_none()
+        && cookie(&headers, ZONE_COOKIE) != Some(range.zone.name())
+        && let Ok(value) = zone::cookie_value(range.zone.name(), console.state.public_url())
+    {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, value);
+    }
+    response
 }
 
 /// The order search results come in unless a column header asks for another.
@@ -733,7 +811,7 @@ const DEFAULT_ORDER: &str = "CreationTime desc";
 
 /// The columns results can be sorted by: the API's `orderby` field and the header's label.
 const SORTABLE: [(&str, &str); 4] = [
-    ("CreationTime", "Time (UTC)"),
+    ("CreationTime", "Time"),
     ("UserUpn", "User"),
     ("Operation", "Activity"),
     ("EntityName", "Entity"),
@@ -2001,7 +2079,7 @@ pub(crate) async fn verify(
 
 #[cfg(test)]
 mod search_tests {
-    use super::{ACTIVITY_GROUPS, Operation, activities, in_words, inclusive_end, near_misses};
+    use super::{ACTIVITY_GROUPS, Operation, activities, in_words, near_misses};
     use custos_audit::{EntityCategory, Origin, RecordType};
     use serde_json::json;
 
@@ -2023,16 +2101,6 @@ mod search_tests {
             assert!(words.ends_with(&format!("({code})")), "{words}");
         }
         assert_eq!(in_words("UserUpn", &json!("a@b")), None);
-    }
-
-    #[test]
-    fn a_to_date_includes_its_day() {
-        assert_eq!(inclusive_end("2026-11-30").as_deref(), Some("2026-12-01"));
-        assert_eq!(inclusive_end("2026-12-31").as_deref(), Some("2027-01-01"));
-        assert_eq!(inclusive_end("2024-02-28").as_deref(), Some("2024-02-29"));
-        for kept in ["2026-11-30T12:00:00Z", "2026-13-01", "yesterday", ""] {
-            assert_eq!(inclusive_end(kept), None, "{kept}");
-        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod session;
 mod settings;
 mod siem;
 mod users;
+mod zone;
 
 use axum::Router;
 use axum::body::Body;

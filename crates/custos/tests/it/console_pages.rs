@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn browser() -> reqwest::blocking::Client {
+/// A client that keeps redirects for the test to see, as the console's forms expect.
+pub(crate) fn browser() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(Policy::none())
         .user_agent("custos-it console")
@@ -923,7 +924,11 @@ fn a_search_from_today_to_today_finds_todays_events() {
     assert_eq!(status, 200);
     assert!(!html.contains("role=\"alert\""), "{html}");
     assert!(html.contains("Create"), "today's create is listed: {html}");
-    assert!(html.contains("To (UTC date, included)"));
+    assert!(html.contains("To (date included, or date-time)"), "{html}");
+    assert!(
+        html.contains("(UTC)</span>"),
+        "the zone is named beside: {html}"
+    );
 }
 
 /// An empty search runs (the last seven days), and the detail panel names a user type.

@@ -393,4 +393,48 @@ fn events_that_arrive_late_are_searched_in_the_order_they_happened() {
         at("al@payroll.test") < at("bo@payroll.test")
             && at("bo@payroll.test") < at("cy@payroll.test")
     );
+
+    // In the viewer's time zone (Tokyo is UTC+9 all year): what they type is Tokyo's time, UTC
+    // is shown beside it, the results' times are Tokyo's, and the zone is remembered.
+    let yesterday = &day(1)[..10];
+    let from = format!("{yesterday}T20:59");
+    let response = crate::console_pages::browser()
+        .get(format!(
+            "{}/ui/audit/search?run=1&workload=Payroll&tz=Asia/Tokyo&start={from}",
+            server.base
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    let remembered = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("custos_tz=Asia/Tokyo;"));
+    assert!(remembered, "{:?}", response.headers());
+    let tokyo = response.text().unwrap();
+    let listed = rows(&tokyo);
+    assert!(
+        listed.contains("cy@payroll.test") && !listed.contains("bo@payroll.test"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{yesterday} 21:00:00")),
+        "{listed}"
+    );
+    assert!(
+        tokyo.contains(&format!("= {yesterday} 11:59:00 UTC")),
+        "{tokyo}"
+    );
+    assert!(tokyo.contains("Time (Asia/Tokyo)"), "{tokyo}");
+    let (_, wrong) = crate::console_pages::page(
+        &server,
+        &cookie,
+        "/ui/audit/search?run=1&workload=Payroll&tz=Mars/Olympus&start=yesterday",
+    );
+    assert!(wrong.contains("is not a time zone"), "{wrong}");
+    assert!(
+        !wrong.contains("<tbody"),
+        "nothing is searched with a wrong range"
+    );
 }
