@@ -540,6 +540,20 @@ fn field(
                     option value="true" selected[is(true)] { "Yes" }
                     option value="false" selected[is(false)] { "No" }
                 },
+                // A choice with options is picked by label (the number stays the value).
+                AttributeType::Choice if !attribute.options.is_empty() => {
+                    @let current = shown(value);
+                    select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
+                        option value="" selected[current.is_empty()] { "(none)" }
+                        @if !current.is_empty() && !attribute.options.iter().any(|o| o.value.to_string() == current) {
+                            option value=(current) selected { (current) }
+                        }
+                        @for option in &attribute.options {
+                            @let code = option.value.to_string();
+                            option value=(code) selected[code == current] { (option.label) }
+                        }
+                    }
+                },
                 AttributeType::Lookup { .. } => @match lookup {
                     // A picker of the records it may point at, by name.
                     Some((choices, current_name)) => {

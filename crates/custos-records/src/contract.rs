@@ -224,6 +224,35 @@ fn type_errors_are_bad_requests(store: &dyn RecordStore) {
             .unwrap_err();
         assert!(matches!(error, Error::BadRequest(_)), "{filter}: {error}");
     }
+    // A choice takes only its options.
+    let industry = |code: i64| {
+        store.create(
+            "account",
+            None,
+            vec![
+                ("name".into(), Value::String("Chosen".into())),
+                ("industrycode".into(), Value::Integer(code)),
+            ],
+            context(),
+            &mut ok,
+        )
+    };
+    let error = industry(999).unwrap_err();
+    assert!(
+        matches!(&error, Error::BadRequest(m) if m.contains("7 (Consulting)")),
+        "{error}"
+    );
+    let chosen = industry(7).unwrap();
+    let attribute = store
+        .catalog()
+        .entity("account")
+        .and_then(|a| a.attribute("industrycode").cloned())
+        .unwrap();
+    assert_eq!(attribute.label(7), Some("Consulting"));
+    assert_eq!(
+        chosen.after.unwrap().values["industrycode"],
+        Value::Integer(7)
+    );
 }
 
 fn paging_and_top(store: &dyn RecordStore) {

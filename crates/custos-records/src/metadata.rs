@@ -120,6 +120,18 @@ pub struct AttributeDef {
     pub audit: bool,
     /// Added by customization (`IsCustomAttribute`): only these can be deleted.
     pub custom: bool,
+    /// A choice's options (its option set), in order; empty for other types, and for a custom
+    /// choice made without any (then any number is taken and shown as it is).
+    pub options: Vec<ChoiceOption>,
+}
+
+/// One option of a choice: the number stored and the label shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChoiceOption {
+    /// The number stored.
+    pub value: i64,
+    /// The label shown (Dataverse's `Label.UserLocalizedLabel.Label`).
+    pub label: String,
 }
 
 impl AttributeDef {
@@ -131,7 +143,16 @@ impl AttributeDef {
             read_only: false,
             audit: true,
             custom: false,
+            options: Vec::new(),
         }
+    }
+
+    /// The label of option `value` of a choice.
+    pub fn label(&self, value: i64) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|o| o.value == value)
+            .map(|o| o.label.as_str())
     }
 
     /// The name the Web API shows: `_x_value` for lookups, the logical name otherwise.
@@ -209,6 +230,14 @@ impl EntityDef {
                 if a.custom {
                     obj["custom"] = json!(true);
                 }
+                if !a.options.is_empty() {
+                    obj["options"] = json!(
+                        a.options
+                            .iter()
+                            .map(|o| json!([o.value, o.label]))
+                            .collect::<Vec<_>>()
+                    );
+                }
                 match &a.attribute_type {
                     AttributeType::String { max_length } => obj["max_length"] = json!(max_length),
                     AttributeType::Lookup { target } => obj["target"] = json!(target),
@@ -265,12 +294,34 @@ impl EntityDef {
                 "Uniqueidentifier" => AttributeType::UniqueIdentifier,
                 other => return Err(bad(&format!("attribute type {other}"))),
             };
+            let custom = a["custom"].as_bool().unwrap_or(false);
+            let options = match a["options"].as_array() {
+                Some(options) => options
+                    .iter()
+                    .map(|o| match (o[0].as_i64(), o[1].as_str()) {
+                        (Some(value), Some(label)) => Ok(ChoiceOption {
+                            value,
+                            label: label.to_string(),
+                        }),
+                        _ => Err(bad("choice option")),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                // A definition stored before choices had options takes the out-of-box ones.
+                None if !custom && attribute_type == AttributeType::Choice => {
+                    crate::seed::out_of_box_options(
+                        json["logical_name"].as_str().unwrap_or(""),
+                        name,
+                    )
+                }
+                None => Vec::new(),
+            };
             attributes.push(AttributeDef {
                 logical_name: name.to_string(),
                 attribute_type,
                 read_only: a["read_only"].as_bool().ok_or_else(|| bad("read_only"))?,
                 audit: a["audit"].as_bool().ok_or_else(|| bad("audit"))?,
-                custom: a["custom"].as_bool().unwrap_or(false),
+                custom,
+                options,
             });
         }
         Ok(EntityDef {
@@ -424,4 +475,40 @@ pub(crate) fn is_logical_name(name: &str) -> bool {
     matches!(chars.next(), Some('a'..='z' | '_'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
         && name.len() <= 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choices_options_are_kept_and_an_old_definition_gets_the_out_of_box_ones() {
+        let account = crate::seed::seed_entities()
+            .into_iter()
+            .find(|e| e.logical_name == "account")
+            .unwrap();
+        let stored = account.to_json();
+        assert_eq!(EntityDef::from_json(&stored).unwrap(), account);
+        // As stored before choices had options.
+        let mut old = stored.clone();
+        for attribute in old["attributes"].as_array_mut().unwrap() {
+            attribute.as_object_mut().unwrap().remove("options");
+        }
+        let read = EntityDef::from_json(&old).unwrap();
+        assert_eq!(
+            read.attribute("industrycode").unwrap().label(33),
+            Some("Wholesale")
+        );
+        // A custom choice made without options keeps none.
+        let mut custom = old.clone();
+        let industry = custom["attributes"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|a| a["name"] == "industrycode")
+            .unwrap();
+        industry["custom"] = json!(true);
+        let read = EntityDef::from_json(&custom).unwrap();
+        assert!(read.attribute("industrycode").unwrap().options.is_empty());
+    }
 }

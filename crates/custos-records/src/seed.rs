@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::metadata::{AttributeDef, AttributeType, EntityCategory, EntityDef};
+use crate::metadata::{AttributeDef, AttributeType, ChoiceOption, EntityCategory, EntityDef};
 use crate::security::BuiltInRole;
 
 /// Logical name of the instance settings entity.
@@ -90,6 +90,65 @@ fn string(name: &str) -> AttributeDef {
 fn attr(name: &str, attribute_type: AttributeType) -> AttributeDef {
     AttributeDef::new(name, attribute_type)
 }
+
+/// A choice with Dataverse's options for it.
+fn choice(name: &str, options: &[(i64, &str)]) -> AttributeDef {
+    let mut attribute = AttributeDef::new(name, AttributeType::Choice);
+    attribute.options = options
+        .iter()
+        .map(|(value, label)| ChoiceOption {
+            value: *value,
+            label: (*label).to_string(),
+        })
+        .collect();
+    attribute
+}
+
+/// The options of an out-of-box choice (none for any other attribute).
+pub(crate) fn out_of_box_options(entity: &str, attribute: &str) -> Vec<ChoiceOption> {
+    seed_entities()
+        .into_iter()
+        .find(|e| e.logical_name == entity)
+        .and_then(|e| e.attribute(attribute).map(|a| a.options.clone()))
+        .unwrap_or_default()
+}
+
+/// `account.industrycode`, as Dataverse ships it.
+const INDUSTRIES: [(i64, &str); 33] = [
+    (1, "Accounting"),
+    (2, "Agriculture and Non-petrol Natural Resource Extraction"),
+    (3, "Broadcasting Printing and Publishing"),
+    (4, "Brokers"),
+    (5, "Building Supply Retail"),
+    (6, "Business Services"),
+    (7, "Consulting"),
+    (8, "Consumer Services"),
+    (9, "Design, Direction and Creative Management"),
+    (10, "Distributors, Dispatchers and Processors"),
+    (11, "Doctor's Offices and Clinics"),
+    (12, "Durable Manufacturing"),
+    (13, "Eating and Drinking Places"),
+    (14, "Entertainment Retail"),
+    (15, "Equipment Rental and Leasing"),
+    (16, "Financial"),
+    (17, "Food and Tobacco Processing"),
+    (18, "Inbound Capital Intensive Processing"),
+    (19, "Inbound Repair and Services"),
+    (20, "Insurance"),
+    (21, "Legal Services"),
+    (22, "Non-Durable Merchandise Retail"),
+    (23, "Outbound Consumer Service"),
+    (24, "Petrochemical Extraction and Distribution"),
+    (25, "Service Retail"),
+    (26, "SIG Affiliations"),
+    (27, "Social Services"),
+    (28, "Special Outbound Trade Contractors"),
+    (29, "Specialty Realty"),
+    (30, "Transportation"),
+    (31, "Utility Creation and Distribution"),
+    (32, "Vehicle Retail"),
+    (33, "Wholesale"),
+];
 
 fn lookup(name: &str, target: &str) -> AttributeDef {
     AttributeDef::new(
@@ -235,7 +294,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
                 string("websiteurl"),
                 lookup("primarycontactid", "contact"),
                 attr("numberofemployees", Integer),
-                attr("industrycode", Choice),
+                choice("industrycode", &INDUSTRIES),
                 attr("creditonhold", Boolean),
                 attr("description", Memo),
                 string("address1_city"),
@@ -270,7 +329,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
                 string("companyname"),
                 string("emailaddress1"),
                 attr("estimatedvalue", Money),
-                attr("leadqualitycode", Choice),
+                choice("leadqualitycode", &[(1, "Hot"), (2, "Warm"), (3, "Cold")]),
             ],
         ),
         entity(
@@ -296,7 +355,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
                 string("title"),
                 string("ticketnumber"),
                 lookup("customerid", "account"),
-                attr("prioritycode", Choice),
+                choice("prioritycode", &[(1, "High"), (2, "Normal"), (3, "Low")]),
                 attr("description", Memo),
             ],
         ),
@@ -310,7 +369,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
                 attr("description", Memo),
                 attr("scheduledend", DateTime),
                 attr("regardingobjectid", UniqueIdentifier),
-                attr("prioritycode", Choice),
+                choice("prioritycode", &[(0, "Low"), (1, "Normal"), (2, "High")]),
             ],
         ),
         entity(
@@ -335,7 +394,15 @@ pub fn seed_entities() -> Vec<EntityDef> {
             vec![
                 string("name"),
                 attr("description", Memo),
-                attr("teamtype", Choice),
+                choice(
+                    "teamtype",
+                    &[
+                        (0, "Owner"),
+                        (1, "Access"),
+                        (2, "Security Group"),
+                        (3, "Office Group"),
+                    ],
+                ),
             ],
         ),
         entity(

@@ -16,7 +16,7 @@ pub(crate) fn check_writable(
     values: &[(String, Value)],
     context: WriteContext,
 ) -> Result<()> {
-    for (name, _) in values {
+    for (name, value) in values {
         let attribute = definition.attribute(name).ok_or_else(|| {
             Error::BadRequest(format!(
                 "attribute '{name}' does not exist on entity '{}'",
@@ -26,6 +26,21 @@ pub(crate) fn check_writable(
         if (attribute.read_only && !context.platform) || *name == definition.primary_id() {
             return Err(Error::BadRequest(format!(
                 "attribute '{name}' is read-only"
+            )));
+        }
+        if let Value::Integer(chosen) = value
+            && !attribute.options.is_empty()
+            && attribute.label(*chosen).is_none()
+        {
+            let offered: Vec<String> = attribute
+                .options
+                .iter()
+                .map(|o| format!("{} ({})", o.value, o.label))
+                .collect();
+            return Err(Error::BadRequest(format!(
+                "{chosen} is not an option of '{name}' of entity '{}'; its options are {}",
+                definition.logical_name,
+                offered.join(", ")
             )));
         }
     }

@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use custos_records::{
-    AttributeType, EntityDef, PAGE_SIZE_MAX, Privilege, QueryOptions, Record, RecordQuery, Value,
+    AttributeDef, AttributeType, EntityDef, PAGE_SIZE_MAX, Privilege, QueryOptions, Record,
+    RecordQuery, Value,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -235,8 +236,7 @@ impl Presentation {
                 }
             }
             if self.wants(FORMATTED)
-                && let Some(text) =
-                    stored.and_then(|v| self.formatted(&attribute.attribute_type, v))
+                && let Some(text) = stored.and_then(|v| self.formatted(attribute, v))
             {
                 out.insert(format!("{key}@{FORMATTED}"), json!(text));
             }
@@ -257,12 +257,14 @@ impl Presentation {
     }
 
     /// A value as a person reads it (Dataverse's en-US forms, times in UTC).
-    fn formatted(&self, attribute_type: &AttributeType, value: &Value) -> Option<String> {
-        Some(match (attribute_type, value) {
+    fn formatted(&self, attribute: &AttributeDef, value: &Value) -> Option<String> {
+        Some(match (&attribute.attribute_type, value) {
             (_, Value::Null) => return None,
             (AttributeType::Lookup { .. }, Value::Guid(id)) => self.names.get(id)?.clone(),
             (AttributeType::Integer, Value::Integer(n)) => grouped(&n.to_string()),
-            (AttributeType::Choice, Value::Integer(n)) => n.to_string(),
+            (AttributeType::Choice, Value::Integer(n)) => attribute
+                .label(*n)
+                .map_or_else(|| n.to_string(), str::to_string),
             (AttributeType::Decimal | AttributeType::Money, Value::Decimal(n)) => {
                 grouped(&format!("{n:.2}"))
             }

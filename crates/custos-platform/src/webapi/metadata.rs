@@ -5,7 +5,7 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use custos_audit::{Change, Operation};
-use custos_records::{AttributeDef, AttributeType, Catalog, EntityDef, Privilege};
+use custos_records::{AttributeDef, AttributeType, Catalog, ChoiceOption, EntityDef, Privilege};
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
@@ -179,7 +179,64 @@ fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Map<String, J
     if let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type {
         out.insert("Targets".into(), json!([target]));
     }
+    if attribute.attribute_type == AttributeType::Choice {
+        out.insert("OptionSet".into(), option_set_json(&attribute.options));
+    }
     out
+}
+
+/// A choice's options as Dataverse's `OptionSet` shows them (labels in en-US, 1033).
+fn option_set_json(options: &[ChoiceOption]) -> Json {
+    let options: Vec<Json> = options
+        .iter()
+        .map(|o| {
+            let label = json!({"Label": o.label, "LanguageCode": 1033});
+            json!({
+                "Value": o.value,
+                "Label": {"LocalizedLabels": [label], "UserLocalizedLabel": label},
+            })
+        })
+        .collect();
+    json!({ "Options": options })
+}
+
+/// The options of a new choice from `OptionSet.Options`: each a `Value` and a `Label` (text,
+/// or Dataverse's `{"UserLocalizedLabel": {"Label": …}}` / `{"LocalizedLabels": [{…}]}`).
+fn parse_options(body: &Map<String, Json>) -> Result<Vec<ChoiceOption>, AppError> {
+    let Some(set) = body.get("OptionSet").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let listed = set["Options"].as_array().ok_or_else(|| {
+        AppError::bad_request(
+            "'OptionSet' must be {\"Options\": [{\"Value\": 1, \"Label\": \"…\"}]}",
+        )
+    })?;
+    let mut options: Vec<ChoiceOption> = Vec::with_capacity(listed.len());
+    for option in listed {
+        let label = match &option["Label"] {
+            Json::String(text) => Some(text.as_str()),
+            label => label["UserLocalizedLabel"]["Label"]
+                .as_str()
+                .or_else(|| label["LocalizedLabels"][0]["Label"].as_str()),
+        }
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.len() <= 250);
+        let (Some(value), Some(label)) = (option["Value"].as_i64(), label) else {
+            return Err(AppError::bad_request(
+                "each option needs a whole-number 'Value' and a 'Label' of 1 to 250 bytes",
+            ));
+        };
+        if options.iter().any(|o| o.value == value) {
+            return Err(AppError::bad_request(format!(
+                "option value {value} is given twice"
+            )));
+        }
+        options.push(ChoiceOption {
+            value,
+            label: label.to_string(),
+        });
+    }
+    Ok(options)
 }
 
 /// Whether the request asks for drafts (`?RetrieveAsIfPublished=true`).
@@ -625,11 +682,18 @@ pub(crate) fn new_attribute(
             "Targets",
             "IsAuditEnabled",
             "IsPrimaryName",
+            "OptionSet",
         ],
     )?;
     let name = custom_name(body, "attribute")?;
     let mut attribute = AttributeDef::new(&name, attribute_type(catalog, body)?);
     attribute.custom = true;
+    attribute.options = parse_options(body)?;
+    if !attribute.options.is_empty() && attribute.attribute_type != AttributeType::Choice {
+        return Err(AppError::bad_request(
+            "'OptionSet' belongs to a choice (Picklist) attribute only",
+        ));
+    }
     if let Some(value) = body.get("IsAuditEnabled") {
         attribute.audit = flag("IsAuditEnabled", value)?;
     }
@@ -644,6 +708,9 @@ fn definition_json(attribute: &AttributeDef) -> Json {
     match &attribute.attribute_type {
         AttributeType::String { max_length } => out["MaxLength"] = json!(max_length),
         AttributeType::Lookup { target } => out["Targets"] = json!([target]),
+        AttributeType::Choice if !attribute.options.is_empty() => {
+            out["OptionSet"] = option_set_json(&attribute.options);
+        }
         _ => {}
     }
     out

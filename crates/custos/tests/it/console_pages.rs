@@ -2000,3 +2000,33 @@ fn users_are_managed_from_the_console() {
         assert_eq!(denied(), before + 1, "{path}: one Denied event");
     }
 }
+
+/// A choice is picked by its label in the records app's form.
+#[test]
+fn the_records_app_shows_and_picks_choices_by_label() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let account = create_account(&server, &admin, "Consultancy");
+    let response = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"industrycode": 7})),
+    );
+    assert_eq!(response.status(), 204);
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, form) = page(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/accounts/{account}"),
+    );
+    assert_eq!(status, 200);
+    assert!(form.contains("<select id=\"f-industrycode\""), "{form}");
+    assert!(
+        form.contains("<option value=\"7\" selected>Consulting</option>"),
+        "{form}"
+    );
+    assert!(
+        form.contains("<option value=\"33\">Wholesale</option>"),
+        "{form}"
+    );
+}

@@ -297,3 +297,80 @@ fn customization_refuses_bad_names_and_non_customizers() {
         "only new_a was created"
     );
 }
+
+/// A choice takes only its options and reads by its labels: the out-of-box ones Dataverse ships
+/// (`industrycode`), and a custom choice's own `OptionSet`.
+#[test]
+fn choices_take_only_their_options_and_read_by_label() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let attribute = get_json(
+        &server
+            .api("EntityDefinitions(LogicalName='account')/Attributes(LogicalName='industrycode')"),
+        &admin,
+    );
+    let options = attribute["OptionSet"]["Options"].as_array().unwrap();
+    assert_eq!(options.len(), 33, "{attribute}");
+    assert_eq!(options[6]["Value"], 7);
+    assert_eq!(
+        options[6]["Label"]["UserLocalizedLabel"]["Label"],
+        "Consulting"
+    );
+
+    let response = post(
+        &server,
+        &admin,
+        "EntityDefinitions(LogicalName='account')/Attributes",
+        json!({"AttributeType": "Picklist", "SchemaName": "new_Tier", "OptionSet": {"Options": [
+            {"Value": 100, "Label": {"UserLocalizedLabel": {"Label": "Gold"}}},
+            {"Value": 200, "Label": "Silver"},
+        ]}}),
+    );
+    assert_eq!(response.status(), 204);
+    let twice = post(
+        &server,
+        &admin,
+        "EntityDefinitions(LogicalName='account')/Attributes",
+        json!({"AttributeType": "Picklist", "SchemaName": "new_Twice", "OptionSet": {"Options": [
+            {"Value": 1, "Label": "A"}, {"Value": 1, "Label": "B"},
+        ]}}),
+    );
+    assert_eq!(odata_error(twice).0, 400, "an option value once");
+    server.publish(&admin);
+
+    let account = create_account(&server, &admin, "Chosen");
+    let patch = |body: Value| {
+        send(
+            client().patch(server.api(&format!("accounts({account})"))),
+            &admin,
+            Some(body),
+        )
+    };
+    let (status, _, message) = odata_error(patch(json!({"industrycode": 999})));
+    assert_eq!(status, 400);
+    assert!(message.contains("7 (Consulting)"), "{message}");
+    assert_eq!(odata_error(patch(json!({"new_tier": 300}))).0, 400);
+    assert_eq!(
+        patch(json!({"industrycode": 7, "new_tier": 200})).status(),
+        204
+    );
+    let read = send(
+        client()
+            .get(server.api(&format!(
+                "accounts({account})?$select=industrycode,new_tier"
+            )))
+            .header("Prefer", "odata.include-annotations=\"*\""),
+        &admin,
+        None,
+    )
+    .json::<Value>()
+    .unwrap();
+    let formatted = "@OData.Community.Display.V1.FormattedValue";
+    assert_eq!(
+        read[format!("industrycode{formatted}")],
+        "Consulting",
+        "{read}"
+    );
+    assert_eq!(read[format!("new_tier{formatted}")], "Silver", "{read}");
+    assert_eq!(read["industrycode"], 7);
+}
