@@ -431,50 +431,68 @@ fn user_type(value: &Json) -> String {
     }
 }
 
-/// The current names of the first hundred records of `event` (those that still exist and that
-/// the user may read), by id.
-async fn record_names(console: &Console, event: &Json) -> HashMap<String, String> {
-    let (Some(instance), Some(entity)) = (event["Instance"].as_str(), event["EntityName"].as_str())
-    else {
-        return HashMap::new();
-    };
-    let Some(definition) = console
-        .state
-        .instance(instance)
-        .and_then(|open| open.store.catalog().entity(entity).cloned())
-    else {
-        return HashMap::new();
-    };
-    let Some(name) = definition.primary_name.clone() else {
-        return HashMap::new();
-    };
-    let ids: Vec<String> = event["RecordIds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(IDS_IN_PLACE)
-        .map(text)
-        .collect();
-    if ids.is_empty() {
-        return HashMap::new();
-    }
-    let key = definition.primary_id();
-    let filter = format!("{key} in ({})", ids.join(","));
-    let path = format!(
-        "/{instance}/api/data/v9.2/{}?{}",
-        definition.set_name,
-        query_string([("$select", name.as_str()), ("$filter", filter.as_str()),])
-    );
-    match console.call(Method::GET, &path, None, &[]).await {
-        Ok(answer) if answer.error().is_none() => answer.json["value"]
+/// The current names of the first hundred records of each of `events` (those that still exist
+/// and that the user may read), by id: one list per entity of an instance (in chunks of
+/// `NAMES_PER_LIST`), each recorded as the user's read of exactly those records.
+async fn record_names(console: &Console, events: &[&Json]) -> HashMap<String, String> {
+    let mut wanted: std::collections::BTreeMap<(&str, &str), Vec<String>> = Default::default();
+    for event in events {
+        let (Some(instance), Some(entity)) =
+            (event["Instance"].as_str(), event["EntityName"].as_str())
+        else {
+            continue;
+        };
+        let ids = wanted.entry((instance, entity)).or_default();
+        for id in event["RecordIds"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|row| (text(&row[key.as_str()]), text(&row[name.as_str()])))
-            .collect(),
-        _ => HashMap::new(),
+            .take(IDS_IN_PLACE)
+        {
+            let id = text(id);
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
     }
+    let mut names = HashMap::new();
+    for ((instance, entity), ids) in wanted {
+        let Some(definition) = console
+            .state
+            .instance(instance)
+            .and_then(|open| open.store.catalog().entity(entity).cloned())
+        else {
+            continue;
+        };
+        let Some(name) = definition.primary_name.clone() else {
+            continue;
+        };
+        let key = definition.primary_id();
+        for chunk in ids.chunks(NAMES_PER_LIST) {
+            let filter = format!("{key} in ({})", chunk.join(","));
+            let path = format!(
+                "/{instance}/api/data/v9.2/{}?{}",
+                definition.set_name,
+                query_string([("$select", name.as_str()), ("$filter", filter.as_str())])
+            );
+            if let Ok(answer) = console.call(Method::GET, &path, None, &[]).await
+                && answer.error().is_none()
+            {
+                names.extend(
+                    answer.json["value"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|row| (text(&row[key.as_str()]), text(&row[name.as_str()]))),
+                );
+            }
+        }
+    }
+    names
 }
+
+/// Record ids named in one list (a `$filter` of this many GUIDs stays well inside its 32 KiB).
+const NAMES_PER_LIST: usize = 500;
 
 /// Record ids an event's details show in place; the event's own view shows them all.
 const IDS_IN_PLACE: usize = 100;
@@ -686,12 +704,14 @@ pub(crate) async fn search(
             .works_in(instance)
             .then(|| format!("/ui/{instance}/records/{set}/"))
     };
-    // The event asked for in full shows its first records' current names, where the user works
-    // (reading them is a recorded list of that entity: the reviewer saw them).
-    let names = match chosen.and_then(|event| record_base(event).map(|_| event)) {
-        Some(event) => record_names(&console, event).await,
-        None => HashMap::new(),
-    };
+    // Every event's first records show their current names, where the user works (reading
+    // them is a recorded list of each entity: the reviewer saw them).
+    let named: Vec<&Json> = rows
+        .iter()
+        .chain(chosen)
+        .filter(|event| record_base(event).is_some())
+        .collect();
+    let names = record_names(&console, &named).await;
     let body = html! {
         (search_form(&params, &picked, &presets, &terms, &range))
         @if let Some(problem) = &problem {
@@ -760,7 +780,7 @@ pub(crate) async fn search(
                                     td colspan="8" {
                                         details {
                                             summary { "Details of " (text(&row["Operation"])) " at " (time.get(11..19).unwrap_or_default()) }
-                                            (detail(row, Some(IDS_IN_PLACE), Some(&format!("/ui/audit/search?{}", here_query(&[("selected", id.as_str())]))), record_base(row).as_deref(), &HashMap::new()))
+                                            (detail(row, Some(IDS_IN_PLACE), Some(&format!("/ui/audit/search?{}", here_query(&[("selected", id.as_str())]))), record_base(row).as_deref(), &names))
                                         }
                                     }
                                 }

@@ -1661,9 +1661,22 @@ fn an_event_opens_in_place_with_its_records_reachable() {
     let (_, html) = page(
         &server,
         &cookie,
-        "/ui/audit/search?run=1&operation=RetrieveMultiple&entity=account",
+        "/ui/audit/search?run=1&operation=RetrieveMultiple&entity=account&origin=Api",
     );
     let html = html.replace("&amp;", "&");
+    // Its first hundred records by their current names, read as the reviewer's own list of
+    // exactly those records.
+    assert_eq!(
+        html.matches("<span class=\"name\">Many ").count(),
+        100,
+        "{html}"
+    );
+    let named = server.audit(
+        &admin,
+        "operation=RetrieveMultiple&origin=WebUI&entity=account",
+    );
+    assert_eq!(named.len(), 1, "{named:#?}");
+    assert_eq!(named[0]["RecordIds"].as_array().unwrap().len(), 100);
     assert!(html.contains("<tr class=\"detail-row\"><td colspan=\"8\"><details><summary>Details of RetrieveMultiple"), "{html}");
     assert!(
         html.contains("Record ids (120)") && html.contains("20 more."),
@@ -1702,10 +1715,11 @@ fn an_event_opens_in_place_with_its_records_reachable() {
     let (_, full) = page(&server, &cookie, &format!("/ui/audit/search?{all}"));
     // The event in full first (all 120), then the list with its first hundred.
     assert_eq!(full.matches("class=\"id\"").count(), 220, "{full}");
-    // … its first hundred records by their current names (a recorded read of them).
+    // … its first hundred records by their current names (a recorded read of them), in full
+    // and in place.
     assert_eq!(
         full.matches("<span class=\"name\">Many ").count(),
-        100,
+        200,
         "{full}"
     );
 
