@@ -38,6 +38,7 @@ mod confirm;
 mod guard;
 mod page;
 mod records;
+mod roles;
 mod session;
 mod settings;
 mod siem;
@@ -134,6 +135,10 @@ pub fn routes(state: &ConsoleState) -> Router {
             get(users::users).post(users::create),
         )
         .route("/ui/{instance}/users/{id}/{action}", post(users::act))
+        .route(
+            "/ui/{instance}/users/roles/{id}",
+            get(roles::role).post(roles::save),
+        )
         .route(
             "/ui/{instance}/users/teams/{id}/{action}",
             post(users::team),

@@ -32,6 +32,16 @@ pub(crate) struct Page<'a> {
 }
 
 impl Page<'_> {
+    /// The page answered 400 when `refused` (it shows why a form was refused, the form kept as
+    /// the user left it), 200 otherwise.
+    pub(crate) fn render_refused(self, console: &Console, refused: bool) -> Response {
+        let mut response = self.render(console);
+        if refused {
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+        }
+        response
+    }
+
     /// The whole HTML document for `console`'s user.
     pub(crate) fn render(self, console: &Console) -> Response {
         let instance = console.current_instance();
@@ -154,14 +164,12 @@ pub(crate) fn html_response(status: StatusCode, markup: Markup) -> Response {
 
 /// A page saying what went wrong, with the API's message.
 pub(crate) fn error_page(console: &Console, title: &str, message: &str) -> Response {
-    let mut response = Page {
+    Page {
         title,
         section: "",
         body: html! { p.error role="alert" { (message) } },
     }
-    .render(console);
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    response
+    .render_refused(console, true)
 }
 
 /// A banner for the outcome of a form the page was redirected from.

@@ -895,14 +895,12 @@ impl KeptForm<'_> {
             self.back,
             &choices,
         );
-        let mut response = Page {
+        Page {
             title: self.title,
             section: "records",
             body,
         }
-        .render(self.console);
-        *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-        response
+        .render_refused(self.console, true)
     }
 }
 

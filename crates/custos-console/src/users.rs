@@ -1,8 +1,9 @@
 //! Users, teams and their security roles in an instance (issue 16): the users with their
 //! state, a form to create one with a role, and for each: disable or enable, reset the
 //! password, give a role, delete (asked first); the teams, a form to create one, and for each:
-//! add a member, give a role. Every action is the Web API's own call, refused there when the
-//! caller's roles do not cover the user's (the grant ceiling), and recorded as it records them.
+//! add a member, give a role; the security roles (`roles.rs`). Every action is the Web API's own
+//! call, refused there when the caller's roles do not cover the user's (the grant ceiling), and
+//! recorded as it records them.
 
 use std::collections::HashMap;
 
@@ -205,6 +206,7 @@ async fn page(
                 button.secondary type="submit" { "Create team" }
             }
         }
+        (super::roles::section(&here, console, &roles))
         h2 { "New user" }
         form method="post" action=(here) {
             (console.form_field())
@@ -215,16 +217,12 @@ async fn page(
             div.actions { button type="submit" { "Create user" } }
         }
     };
-    let mut response = Page {
+    Page {
         title: "Users and roles",
         section: "users",
         body,
     }
-    .render(console);
-    if problem.is_some() {
-        *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-    }
-    response
+    .render_refused(console, problem.is_some())
 }
 
 /// `POST /ui/{instance}/users`: creates a user and gives them a role.

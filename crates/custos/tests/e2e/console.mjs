@@ -279,6 +279,14 @@ try {
     const width = await phone.page.evaluate(() => document.documentElement.scrollWidth);
     if (width > 390) wide.push(`${path} (${width} px)`);
   }
+  // A custom role made from the Users page: its grid of privileges fits (scrolls in its box).
+  await phone.page.goto(`${base}/ui/main/users`);
+  await phone.page.getByLabel("New custom role").fill("Phone readers");
+  await phone.page.getByRole("button", { name: "Create role" }).click();
+  await phone.page.waitForURL(/\/ui\/main\/users\/roles\//);
+  const roleWidth = await phone.page.evaluate(() => document.documentElement.scrollWidth);
+  if (roleWidth > 390) wide.push(`a role's privileges (${roleWidth} px)`);
+  await shot(phone.page, "phone-role-privileges");
   check(wide.length === 0, `pages wider than a phone: ${wide.join(", ")}`);
   await phone.page.goto(`${base}/ui/audit/search?run=1`);
   await shot(phone.page, "phone-audit-search");

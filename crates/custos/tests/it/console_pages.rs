@@ -2007,6 +2007,14 @@ fn users_are_managed_from_the_console() {
             "/ui/main/users/teams/new/create".to_string(),
             vec![("upn", "Bob's team")],
         ),
+        (
+            "/ui/main/users/roles/new".to_string(),
+            vec![("name", "Bob's role")],
+        ),
+        (
+            format!("/ui/main/users/roles/{basic}"),
+            vec![("privilege", "prvReadaccount")],
+        ),
     ] {
         let before = denied();
         let refused = post(&server, &bob, &path, &form);
@@ -2043,4 +2051,120 @@ fn the_records_app_shows_and_picks_choices_by_label() {
         form.contains("<option value=\"33\">Wholesale</option>"),
         "{form}"
     );
+}
+
+/// Security roles from the console: a custom role is made, its privileges ticked in a grid of
+/// entities and saved at once (`ReplacePrivilegesRole`, recorded); a built-in role says what it
+/// allows; a privilege beyond the user's own is refused with the grid kept as ticked.
+#[test]
+fn security_roles_are_made_and_given_privileges_in_the_console() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, users) = page(&server, &cookie, "/ui/main/users");
+    assert_eq!(status, 200);
+    assert!(
+        users.contains("Security roles") && users.contains("built-in"),
+        "{users}"
+    );
+    let made = post(
+        &server,
+        &cookie,
+        "/ui/main/users/roles/new",
+        &[("name", "Account readers")],
+    );
+    assert_eq!(made.status(), 303);
+    let role_page = made.headers()["location"].to_str().unwrap().to_string();
+    let role_id = role_page.rsplit('/').next().unwrap().to_string();
+    let (status, grid) = page(&server, &cookie, &role_page);
+    assert_eq!(status, 200);
+    assert_labelled(&role_page, &grid);
+    assert!(grid.contains("value=\"prvReadaccount\""), "{grid}");
+    let saved = post(
+        &server,
+        &cookie,
+        &format!("/ui/main/users/roles/{role_id}"),
+        &[
+            ("privilege", "prvReadaccount"),
+            ("privilege", "prvWriteaccount"),
+        ],
+    );
+    assert_eq!(saved.status(), 303);
+    let held = get_json(
+        &server.api(&format!(
+            "roles({role_id})/Microsoft.Dynamics.CRM.RetrieveRolePrivilegesRole()"
+        )),
+        &admin,
+    );
+    let mut names: Vec<&str> = held["RolePrivileges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["PrivilegeName"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["prvReadaccount", "prvWriteaccount"]);
+    let (_, grid) = page(&server, &cookie, &format!("{role_page}?saved=1"));
+    assert!(grid.contains("value=\"prvReadaccount\" checked"), "{grid}");
+    assert!(grid.contains("Privileges saved."), "{grid}");
+    assert_recorded(
+        &server,
+        &admin,
+        "WebUI",
+        &["Create", "ReplacePrivilegesRole"],
+    );
+
+    let basic =
+        get_json(&server.api("roles?$filter=name eq 'Basic User'"), &admin)["value"][0]["roleid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let (_, built_in) = page(&server, &cookie, &format!("/ui/main/users/roles/{basic}"));
+    assert!(built_in.contains("is a built-in role"), "{built_in}");
+    assert!(!built_in.contains("Save privileges"), "{built_in}");
+
+    // A user manager whose roles give less than the role would hold is refused, and the grid
+    // comes back as they ticked it.
+    let manager_role = entity_id(&send(
+        client().post(server.api("roles")),
+        &admin,
+        Some(json!({"name": "Managers"})),
+    ));
+    let granted = send(
+        client().post(server.api(&format!(
+            "roles({manager_role})/Microsoft.Dynamics.CRM.ReplacePrivilegesRole"
+        ))),
+        &admin,
+        Some(json!({"Privileges": [
+            {"PrivilegeName": "prvManageUsers"}, {"PrivilegeName": "prvReadrole"},
+            {"PrivilegeName": "prvReadaccount"}, {"PrivilegeName": "prvWriteaccount"},
+            {"PrivilegeName": "prvReadsystemuser"}, {"PrivilegeName": "prvReadteam"},
+        ]})),
+    );
+    assert_eq!(granted.status(), 200);
+    server.add_user(&admin, "mia@contoso.test", "mia-password-1", "Managers");
+    let mia = sign_in(&server, "mia@contoso.test", "mia-password-1");
+    let refused = post(
+        &server,
+        &mia,
+        &format!("/ui/main/users/roles/{role_id}"),
+        &[
+            ("privilege", "prvReadaccount"),
+            ("privilege", "prvDeleteaccount"),
+        ],
+    );
+    assert_eq!(refused.status(), 400);
+    let kept = refused.text().unwrap();
+    assert!(kept.contains("role=\"alert\""), "{kept}");
+    assert!(
+        kept.contains("value=\"prvDeleteaccount\" checked"),
+        "{kept}"
+    );
+    let still = get_json(
+        &server.api(&format!(
+            "roles({role_id})/Microsoft.Dynamics.CRM.RetrieveRolePrivilegesRole()"
+        )),
+        &admin,
+    );
+    assert_eq!(still["RolePrivileges"].as_array().unwrap().len(), 2);
 }
