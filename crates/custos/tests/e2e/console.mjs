@@ -290,6 +290,13 @@ try {
   check(wide.length === 0, `pages wider than a phone: ${wide.join(", ")}`);
   await phone.page.goto(`${base}/ui/audit/search?run=1`);
   await shot(phone.page, "phone-audit-search");
+  // A report's chart on a phone: its axis text is at least 10 px on screen.
+  await phone.page.goto(`${base}/ui/audit/reports/accessed-out-of-box-entity`);
+  const smallest = await phone.page.evaluate(() => Math.min(...[...document.querySelectorAll("svg.chart text")]
+    .filter((t) => getComputedStyle(t).display !== "none")
+    .map((t) => t.getBoundingClientRect().height)));
+  check(smallest >= 10, `a chart's text is ${smallest} px high on a phone`);
+  await shot(phone.page, "phone-report");
   await signOut(phone);
 
   check(accessibility.length === 0, `serious or critical accessibility violations (axe-core):\n${accessibility.join("\n")}`);
