@@ -133,6 +133,8 @@ pub(crate) trait PartitionIndex: Send + Sync {
     fn record(&self, number: u32) -> Result<Vec<u32>>;
     /// Ordinals of the events with a word starting with `prefix`.
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>>;
+    /// Every value of `field` some event holds, lowercase.
+    fn term_values(&self, field: Field) -> Result<Vec<String>>;
     /// `CreationTime` of every event, by ordinal.
     fn times(&self) -> Result<Vec<i64>>;
     /// Where event `ordinal` is in the segment.
@@ -303,6 +305,10 @@ impl PartitionIndex for MemIndex {
 
     fn record(&self, number: u32) -> Result<Vec<u32>> {
         Ok(self.records.get(&number).cloned().unwrap_or_default())
+    }
+
+    fn term_values(&self, field: Field) -> Result<Vec<String>> {
+        Ok(self.terms[field as usize].keys().cloned().collect())
     }
 
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {

@@ -433,6 +433,14 @@ impl PartitionIndex for SealedIndex {
         }
     }
 
+    fn term_values(&self, field: Field) -> Result<Vec<String>> {
+        let mut values = Vec::new();
+        self.terms.prefix(&[field as u8], &mut |key, _, _| {
+            values.push(String::from_utf8_lossy(&key[1..]).into_owned());
+        })?;
+        Ok(values)
+    }
+
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {
         let mut found = Vec::new();
         self.words

@@ -29,7 +29,7 @@ use crate::index::{
 use crate::integrity::{Adopted, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, LogConfig, Seq};
 use crate::merkle::{Hash, leaf_hash};
-use crate::partition::{MemIndex, PartitionIndex};
+use crate::partition::{Field, MemIndex, PartitionIndex};
 use crate::retention::{PrunedFile, PurgeClaim, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
 use crate::{Error, Result};
@@ -912,6 +912,28 @@ impl AuditLog {
 }
 
 impl AuditLog {
+    /// The workloads of the events since `since_us` (lowercase, sorted), from the indexes alone.
+    pub fn workloads(&self, since_us: i64) -> Result<Vec<String>> {
+        let mut found = std::collections::BTreeSet::new();
+        let recent = |index: &dyn PartitionIndex| {
+            index
+                .time_range()
+                .is_some_and(|(_, newest)| newest >= since_us)
+        };
+        let mut visit = |index: &dyn PartitionIndex| -> Result<()> {
+            if recent(index) {
+                found.extend(index.term_values(Field::Workload)?);
+            }
+            Ok(())
+        };
+        let others = self.partitions_newest_first(&mut |index, _, _| visit(index))?;
+        for (_, _, index) in others {
+            visit(index.as_ref())?;
+        }
+        found.remove("");
+        Ok(found.into_iter().collect())
+    }
+
     /// One page of events matching `query` in `sort`'s order, after `after` (the end of the
     /// previous page). Every partition is asked, since an event that arrived late (an ingested
     /// one with its own time) may belong anywhere in time; only the page is read from the log.

@@ -653,7 +653,8 @@ pub(crate) async fn runs(
 const TERMS_MAX: usize = 200;
 
 /// `GET /api/audit/terms`: the users, activities and entities of the last 30 days' events, most
-/// frequent first (at most 200 of each, from the indexes), and the instances — what the
+/// frequent first (at most 200 of each, from the indexes), their workloads, and the instances —
+/// what the
 /// search form offers as the user types. Reading them is reading the log: recorded as a
 /// search.
 pub(crate) async fn terms(
@@ -668,7 +669,7 @@ pub(crate) async fn terms(
             // Search is off: nothing is offered, and nothing was read.
             Err(off) if off.code == ErrorCode::Conflict => {
                 let empty: [&str; 0] = [];
-                return Ok(axum::Json(json!({"users": empty, "operations": empty, "entities": empty, "instances": empty})).into_response());
+                return Ok(axum::Json(json!({"users": empty, "operations": empty, "entities": empty, "instances": empty, "workloads": empty})).into_response());
             }
             other => other?,
         };
@@ -679,8 +680,13 @@ pub(crate) async fn terms(
             ..Default::default()
         };
         let log = state.log.clone();
-        let summary =
-            blocking(move || Ok::<_, AppError>(log.report(&query, DAY_US, TERMS_MAX)?)).await?;
+        let (summary, workloads) = blocking(move || {
+            Ok::<_, AppError>((
+                log.report(&query, DAY_US, TERMS_MAX)?,
+                log.workloads(query.start_us)?,
+            ))
+        })
+        .await?;
         let names = |list: &[(String, u64)]| -> Vec<String> {
             list.iter()
                 .map(|(name, _)| name.clone())
@@ -701,6 +707,7 @@ pub(crate) async fn terms(
                 "operations": names(&summary.top_operations),
                 "entities": names(&summary.top_entities),
                 "instances": instances,
+                "workloads": workloads,
             }))
             .into_response(),
         )

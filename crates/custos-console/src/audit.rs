@@ -283,6 +283,7 @@ fn search_form(
         ("user", "users"),
         ("entity", "entities"),
         ("instance", "instances"),
+        ("workload", "workloads"),
     ];
     let list_of = |name: &str| {
         lists

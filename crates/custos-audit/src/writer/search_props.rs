@@ -330,3 +330,23 @@ proptest! {
         prop_assert_eq!(got, expect);
     }
 }
+
+/// The workloads the log holds, from every partition's index (sealed and live alike).
+#[test]
+fn the_indexes_list_the_workloads_they_hold() {
+    let fixture = fixture();
+    let held: std::collections::BTreeSet<String> = fixture
+        .events
+        .iter()
+        .map(|e| e.workload.to_lowercase())
+        .collect();
+    assert!(!held.is_empty());
+    assert_eq!(
+        fixture.log.workloads(0).unwrap(),
+        held.into_iter().collect::<Vec<_>>()
+    );
+    assert!(
+        fixture.log.workloads(1_000_000_000).unwrap().is_empty(),
+        "nothing that recent"
+    );
+}

@@ -381,6 +381,10 @@ fn events_that_arrive_late_are_searched_in_the_order_they_happened() {
             && at("bo@payroll.test") < at("al@payroll.test")
     );
     assert!(page.contains("aria-sort=\"descending\""), "{page}");
+    // The workloads the log holds are offered as the user types.
+    let terms = get_json(&format!("{}/api/audit/terms", server.base), &admin);
+    assert_eq!(terms["workloads"], json!(["custos", "payroll"]), "{terms}");
+    assert!(page.contains("<datalist id=\"workloads-list\"><option value=\"custos\"></option><option value=\"payroll\">"), "{page}");
     assert!(page.contains("by time, newest first"), "{page}");
     let (_, by_user) = crate::console_pages::page(
         &server,
