@@ -59,7 +59,7 @@ pub(crate) fn bars(title: &str, bars: &[(String, u64)], links: &[String]) -> Mar
                 // On a phone the labels grow and two in three step aside (style.css), so the
                 // rest stay apart.
                 @if i % label_every == 0 {
-                    text class=[(i / label_every % 3 != 0).then_some("minor")] x=(format!("{:.1}", x + bar_width / 2.0)) y=(HEIGHT - BOTTOM + 16.0) text-anchor="middle" { (short(label)) }
+                    text class=[(!(i / label_every).is_multiple_of(3)).then_some("minor")] x=(format!("{:.1}", x + bar_width / 2.0)) y=(HEIGHT - BOTTOM + 16.0) text-anchor="middle" { (short(label)) }
                 }
             }
         }
