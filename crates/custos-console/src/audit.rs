@@ -1158,6 +1158,17 @@ pub(crate) async fn retention(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/retention");
+    retention_page(&console, &params, None, &HashMap::new()).await
+}
+
+/// The retention page; after a refused save, why, with the form as the user left it.
+async fn retention_page(
+    console: &Console,
+    params: &HashMap<String, String>,
+    problem: Option<&str>,
+    left: &HashMap<String, String>,
+) -> Response {
+    let kept = |name: &str| left.get(name).cloned().unwrap_or_default();
     let settings = call!(
         console,
         "Retention",
@@ -1229,17 +1240,18 @@ pub(crate) async fn retention(
         }
         form method="post" action="/ui/audit/retention" {
             (console.form_field())
+            @if let Some(problem) = problem { p.error role="alert" { "Nothing was saved: " (problem) } }
             fieldset {
                 legend { "Default" }
-                p { label for="defaultDays" { "Days to keep events no policy names (-1 for ever)" } input id="defaultDays" name="defaultDays" type="number" min="-1" value=(text(&settings["defaultDays"])); }
+                p { label for="defaultDays" { "Days to keep events no policy names (-1 for ever)" } input id="defaultDays" name="defaultDays" type="number" min="-1" value=(left.get("defaultDays").cloned().unwrap_or_else(|| text(&settings["defaultDays"]))); }
             }
             fieldset {
                 legend { "Add a policy" }
-                p { label for="name" { "Name" } input id="name" name="name" type="text" maxlength="64"; }
-                p { label for="recordTypes" { "Record types (comma-separated)" } input id="recordTypes" name="recordTypes" type="text" placeholder="CustosAdmin"; }
-                p { label for="operations" { "Operations (comma-separated)" } input id="operations" name="operations" type="text" placeholder="ExportToExcel"; }
-                p { label for="users" { "Users (comma-separated)" } input id="users" name="users" type="text"; }
-                p { label for="days" { "Days" } input id="days" name="days" type="number" min="-1"; }
+                p { label for="name" { "Name" } input id="name" name="name" type="text" maxlength="64" value=(kept("name")); }
+                p { label for="recordTypes" { "Record types (comma-separated)" } input id="recordTypes" name="recordTypes" type="text" placeholder="CustosAdmin" value=(kept("recordTypes")); }
+                p { label for="operations" { "Operations (comma-separated)" } input id="operations" name="operations" type="text" placeholder="ExportToExcel" value=(kept("operations")); }
+                p { label for="users" { "Users (comma-separated)" } input id="users" name="users" type="text" value=(kept("users")); }
+                p { label for="days" { "Days" } input id="days" name="days" type="number" min="-1" value=(kept("days")); }
             }
             div.actions { button type="submit" { "Save" } }
         }
@@ -1250,7 +1262,7 @@ pub(crate) async fn retention(
         section: "retention",
         body,
     }
-    .render(&console)
+    .render_refused(console, problem.is_some())
 }
 
 fn split_list(text: Option<&String>) -> Vec<String> {
@@ -1294,11 +1306,13 @@ pub(crate) async fn save_retention(
         let name = form.get("name").map(|n| n.trim()).unwrap_or_default();
         if !name.is_empty() {
             let Some(days) = form.get("days").and_then(|d| d.trim().parse::<i64>().ok()) else {
-                return error_page(
+                return retention_page(
                     &console,
-                    "Retention",
-                    "a policy needs a whole number of days",
-                );
+                    &HashMap::new(),
+                    Some("a policy needs a whole number of days"),
+                    &form,
+                )
+                .await;
             };
             policies.push(json!({
                 "name": name,
@@ -1325,14 +1339,17 @@ pub(crate) async fn save_retention(
         }
         .render(&console);
     }
-    call!(
-        console,
-        "Retention",
-        Method::PUT,
-        "/api/audit/retention",
-        Some(settings)
-    );
-    see_other("/ui/audit/retention?saved=1")
+    let refused = match console
+        .call(Method::PUT, "/api/audit/retention", Some(settings), &[])
+        .await
+    {
+        Ok(answer) => answer.error(),
+        Err(error) => Some(error.message),
+    };
+    match refused {
+        None => see_other("/ui/audit/retention?saved=1"),
+        Some(problem) => retention_page(&console, &HashMap::new(), Some(&problem), &form).await,
+    }
 }
 
 /// What saving `new` over `old` retention settings would delete, when it removes a policy,
@@ -1894,6 +1911,21 @@ pub(crate) async fn alerts(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let console = console!(state, headers, context, "/ui/audit/alerts");
+    alerts_page(&console, &params, None, &HashMap::new()).await
+}
+
+/// The alerts page; after a refused rule, why, with the new rule's form as the user left it.
+async fn alerts_page(
+    console: &Console,
+    params: &HashMap<String, String>,
+    problem: Option<&str>,
+    left: &HashMap<String, String>,
+) -> Response {
+    let kept = |name: &str, default: &str| {
+        left.get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
     let rules = call!(console, "Alerts", Method::GET, "/api/audit/alerts", None);
     let raised = call!(
         console,
@@ -1902,7 +1934,7 @@ pub(crate) async fn alerts(
         "/api/audit/records?operation=AlertTriggered&top=20",
         None
     );
-    let manager = console.caller.can_manage_audit(&state);
+    let manager = console.caller.can_manage_audit(&console.state);
     let list = |value: &Json| {
         value
             .as_array()
@@ -1949,20 +1981,21 @@ pub(crate) async fn alerts(
                 (console.form_field())
                 fieldset {
                     legend { "New rule" }
-                    p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100"; }
+                    @if let Some(problem) = problem { p.error role="alert" id="rule-error" { "The rule was not saved: " (problem) } }
+                    p { label for="name" { "Name" } input id="name" name="name" type="text" required maxlength="100" value=(kept("name", "")); }
                     p {
                         label for="kind" { "Kind" }
                         select id="kind" name="kind" {
-                            option value="volume" { "A user reads or exports more than N records in M minutes" }
-                            option value="operation" { "Any event of these activities" }
+                            option value="volume" selected[kept("kind", "volume") == "volume"] { "A user reads or exports more than N records in M minutes" }
+                            option value="operation" selected[kept("kind", "volume") == "operation"] { "Any event of these activities" }
                         }
                     }
-                    p { label for="operations" { "Activities (comma-separated; volume rules default to reads and exports)" } input id="operations" name="operations" type="text" placeholder="BulkDelete"; }
-                    p { label for="entity" { "Entity (volume rules; empty for any)" } input id="entity" name="entity" type="text"; }
-                    p { label for="threshold" { "Records (volume rules)" } input id="threshold" name="threshold" type="number" min="1" value="1000"; }
-                    p { label for="windowMinutes" { "Minutes (volume rules)" } input id="windowMinutes" name="windowMinutes" type="number" min="1" max="1440" value="10"; }
-                    p { label for="userTypes" { "User types (operation rules; comma-separated, e.g. Admin)" } input id="userTypes" name="userTypes" type="text"; }
-                    p { label for="webhook" { "Webhook URL" } input id="webhook" name="webhook" type="text" placeholder="https://example.com/hook"; }
+                    p { label for="operations" { "Activities (comma-separated; volume rules default to reads and exports)" } input id="operations" name="operations" type="text" placeholder="BulkDelete" value=(kept("operations", "")); }
+                    p { label for="entity" { "Entity (volume rules; empty for any)" } input id="entity" name="entity" type="text" value=(kept("entity", "")); }
+                    p { label for="threshold" { "Records (volume rules)" } input id="threshold" name="threshold" type="number" min="1" value=(kept("threshold", "1000")); }
+                    p { label for="windowMinutes" { "Minutes (volume rules)" } input id="windowMinutes" name="windowMinutes" type="number" min="1" max="1440" value=(kept("windowMinutes", "10")); }
+                    p { label for="userTypes" { "User types (operation rules; comma-separated, e.g. Admin)" } input id="userTypes" name="userTypes" type="text" value=(kept("userTypes", "")); }
+                    p { label for="webhook" { "Webhook URL" } input id="webhook" name="webhook" type="text" placeholder="https://example.com/hook" value=(kept("webhook", "")); }
                     div.actions { button type="submit" { "Save rule" } }
                 }
             }
@@ -1987,7 +2020,7 @@ pub(crate) async fn alerts(
         section: "alerts",
         body,
     }
-    .render(&console)
+    .render_refused(console, problem.is_some())
 }
 
 /// `POST /ui/audit/alerts`: saves a rule.
@@ -2013,14 +2046,17 @@ pub(crate) async fn save_alert(
     } else {
         body["userTypes"] = json!(split_list(form.get("userTypes")));
     }
-    call!(
-        console,
-        "Alerts",
-        Method::POST,
-        "/api/audit/alerts",
-        Some(body)
-    );
-    see_other("/ui/audit/alerts")
+    let refused = match console
+        .call(Method::POST, "/api/audit/alerts", Some(body), &[])
+        .await
+    {
+        Ok(answer) => answer.error(),
+        Err(error) => Some(error.message),
+    };
+    match refused {
+        None => see_other("/ui/audit/alerts"),
+        Some(problem) => alerts_page(&console, &HashMap::new(), Some(&problem), &form).await,
+    }
 }
 
 /// `POST /ui/audit/alerts/{id}/delete`.

@@ -332,8 +332,10 @@ pub(crate) async fn grid(
         Ok(answer) => answer,
         Err(error) => return error_page(&console, &entity.logical_name, &error.message),
     };
-    if let Some(message) = answer.error() {
-        return error_page(&console, &entity.logical_name, &message);
+    // A refused filter is shown beside the filter as typed, with no rows: the page stays.
+    let problem = answer.error();
+    if let (Some(problem), true) = (&problem, filter.is_empty()) {
+        return error_page(&console, &entity.logical_name, problem);
     }
     let rows = answer.json["value"].as_array().cloned().unwrap_or_default();
     let total = answer.json["@odata.count"].as_u64();
@@ -400,7 +402,11 @@ pub(crate) async fn grid(
             }
             p {
                 label for="filter" { "Filter " span.muted { "(an OData $filter, e.g. " code { "startswith(" (entity.primary_name.as_deref().unwrap_or("name")) ",'A')" } ")" } }
-                input id="filter" name="filter" type="text" value=(filter);
+                input id="filter" name="filter" type="text" value=(filter)
+                    aria-invalid=[problem.as_ref().map(|_| "true")] aria-describedby=[problem.as_ref().map(|_| "filter-error")];
+                @if let Some(problem) = &problem {
+                    span.field-error id="filter-error" { (problem) }
+                }
             }
             div.actions {
                 label.check for="size" { "Rows per page" }
@@ -502,7 +508,7 @@ pub(crate) async fn grid(
         section: "records",
         body,
     }
-    .render(&console)
+    .render_refused(&console, problem.is_some())
 }
 
 /// What a person reads for an attribute: Dataverse's label for an out-of-box one, else its
@@ -1074,7 +1080,20 @@ pub(crate) async fn import_form(
         Ok(entity) => entity,
         Err(page) => return *page,
     };
-    let example: Vec<String> = grid_columns(&entity)
+    import_page(&console, &instance, &entity, None)
+}
+
+/// The import form; after a refused import, why, beside the file field (a browser never
+/// fills a file field again, so the file is chosen anew).
+fn import_page(
+    console: &Console,
+    instance: &str,
+    entity: &EntityDef,
+    problem: Option<&str>,
+) -> Response {
+    let set = &entity.set_name;
+    let here = format!("/ui/{instance}/records/{set}/import");
+    let example: Vec<String> = grid_columns(entity)
         .iter()
         .map(|a| a.logical_name.clone())
         .collect();
@@ -1085,7 +1104,11 @@ pub(crate) async fn import_form(
             (console.form_field())
             p {
                 label for="file" { "CSV file" }
-                input id="file" name="file" type="file" accept=".csv,text/csv" required;
+                input id="file" name="file" type="file" accept=".csv,text/csv" required
+                    aria-invalid=[problem.map(|_| "true")] aria-describedby=[problem.map(|_| "file-error")];
+                @if let Some(problem) = problem {
+                    span.field-error id="file-error" { "Nothing was imported: " (problem) }
+                }
             }
             div.actions {
                 button type="submit" { "Import" }
@@ -1098,7 +1121,7 @@ pub(crate) async fn import_form(
         section: "records",
         body,
     }
-    .render(&console)
+    .render_refused(console, problem.is_some())
 }
 
 /// `POST /ui/{instance}/records/{set}/import` (multipart, field `file`).
@@ -1111,6 +1134,11 @@ pub(crate) async fn import(
 ) -> Response {
     let list = format!("/ui/{instance}/records/{set}");
     let console = console!(state, headers, context, list);
+    let entity = match entity_or_page(&console, &instance, &set, "Import") {
+        Ok(entity) => entity,
+        Err(page) => return *page,
+    };
+    let refused = |problem: &str| import_page(&console, &instance, &entity, Some(problem));
     let mut file = None;
     loop {
         match multipart.next_field().await {
@@ -1118,23 +1146,29 @@ pub(crate) async fn import(
                 let name = field.file_name().unwrap_or("import.csv").to_string();
                 match field.bytes().await {
                     Ok(bytes) => file = Some((name, bytes)),
-                    Err(e) => return error_page(&console, "Import", &e.body_text()),
+                    Err(e) => return refused(&e.body_text()),
                 }
             }
             Ok(Some(_)) => {}
             Ok(None) => break,
-            Err(e) => return error_page(&console, "Import", &e.body_text()),
+            Err(e) => return refused(&e.body_text()),
         }
     }
     let Some((name, bytes)) = file else {
-        return error_page(&console, "Import", "choose a CSV file to import");
+        return refused("choose a CSV file to import");
     };
     let Ok(content) = String::from_utf8(bytes.to_vec()) else {
-        return error_page(&console, "Import", "the file is not UTF-8 text");
+        return refused("the file is not UTF-8 text");
     };
     let body = serde_json::json!({"EntitySetName": set, "Content": content, "FileName": name});
     let path = format!("/{instance}/api/data/v9.2/ImportRecords");
-    let answer = call!(console, "Import", Method::POST, path, Some(body));
+    let answer = match console.call(Method::POST, &path, Some(body), &[]).await {
+        Ok(answer) => answer,
+        Err(error) => return refused(&error.message),
+    };
+    if let Some(message) = answer.error() {
+        return refused(&message);
+    }
     let created = answer.json["CreatedCount"].as_u64().unwrap_or(0);
     see_other(&format!("{list}?imported={created}"))
 }

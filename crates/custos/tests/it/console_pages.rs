@@ -396,7 +396,27 @@ fn the_records_app_imports_exports_and_bulk_deletes() {
         .send()
         .unwrap();
     assert_eq!(bad.status(), 400);
-    assert!(bad.text().unwrap().contains("shoesize"));
+    // The import form again, the reason beside the file field.
+    let refused = bad.text().unwrap();
+    assert!(refused.contains("shoesize"), "{refused}");
+    assert!(
+        refused.contains("id=\"file-error\">Nothing was imported:")
+            && refused.contains("name=\"file\" type=\"file\""),
+        "{refused}"
+    );
+    // A filter the API refuses is shown beside the filter as typed; the grid stays.
+    let (status, html) = page(
+        &server,
+        &cookie,
+        "/ui/main/records/contacts?filter=shoesize%20eq%209",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        html.contains("value=\"shoesize eq 9\" aria-invalid=\"true\"")
+            && html.contains("id=\"filter-error\""),
+        "{html}"
+    );
+    assert!(html.contains("No records."), "{html}");
 
     let exported = post(
         &server,
@@ -2167,4 +2187,65 @@ fn security_roles_are_made_and_given_privileges_in_the_console() {
         &admin,
     );
     assert_eq!(still["RolePrivileges"].as_array().unwrap().len(), 2);
+}
+
+/// A refused alert rule or retention policy keeps its form as the user left it, the reason
+/// above it, and saves nothing.
+#[test]
+fn refused_rules_and_policies_keep_the_form() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let refused = post(
+        &server,
+        &cookie,
+        "/ui/audit/alerts",
+        &[
+            ("name", "Night exports"),
+            ("kind", "volume"),
+            ("operations", "ExportToExcel"),
+            ("threshold", "0"),
+            ("windowMinutes", "10"),
+        ],
+    );
+    assert_eq!(refused.status(), 400);
+    let html = refused.text().unwrap();
+    assert!(
+        html.contains("The rule was not saved:") && html.contains("threshold"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"Night exports\"") && html.contains("value=\"0\""),
+        "{html}"
+    );
+    let rules = get_json(&format!("{}/api/audit/alerts", server.base), &admin);
+    assert!(rules["value"].as_array().unwrap().is_empty(), "{rules}");
+
+    let refused = post(
+        &server,
+        &cookie,
+        "/ui/audit/retention",
+        &[
+            ("defaultDays", "90"),
+            ("name", "Keep exports"),
+            ("operations", "ExportToExcel"),
+            ("days", "-5"),
+            ("confirmed", "yes"),
+        ],
+    );
+    assert_eq!(refused.status(), 400);
+    let html = refused.text().unwrap();
+    assert!(
+        html.contains("Nothing was saved:") && html.contains("365000"),
+        "{html}"
+    );
+    assert!(
+        html.contains("value=\"Keep exports\"") && html.contains("value=\"-5\""),
+        "{html}"
+    );
+    let retention = get_json(&format!("{}/api/audit/retention", server.base), &admin);
+    assert!(
+        retention["policies"].as_array().unwrap().is_empty(),
+        "{retention}"
+    );
 }
