@@ -238,6 +238,19 @@ try {
   const missing = seen.filter((id) => !found.has(id));
   check(missing.length === 0, `accounts seen but not in the audit log: ${missing.join(", ")}`);
 
+  // Sorted from a header; in the viewer's time zone, UTC beside the range.
+  await page.getByRole("link", { name: "Activity" }).click();
+  await page.waitForURL(/orderby=Operation/);
+  check((await page.locator("th[aria-sort=ascending]", { hasText: "Activity" }).count()) === 1, "the Activity header does not say it sorts");
+  await page.getByLabel("Time zone").fill("Asia/Tokyo");
+  await page.getByLabel("From (date or date-time)").fill("2020-01-01");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/tz=Asia/);
+  check((await page.getByText("Time (Asia/Tokyo)").count()) === 1, "the results' times are not in the chosen zone");
+  check((await page.getByText("= 2019-12-31 15:00:00 UTC").count()) === 1, "the range's UTC is not shown beside it");
+  await page.goBack();
+  await page.goBack();
+
   // The export runs as a job: its page shows progress, then the file to download.
   await page.getByRole("button", { name: "Export to Excel (xlsx)" }).click();
   await page.waitForURL(/\/ui\/audit\/exports\//);
