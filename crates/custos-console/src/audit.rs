@@ -1348,7 +1348,10 @@ pub(crate) async fn save_retention(
     };
     match refused {
         None => see_other("/ui/audit/retention?saved=1"),
-        Some(problem) => retention_page(&console, &HashMap::new(), Some(&problem), &form).await,
+        Some(problem) => {
+            let problem = in_form_words(&problem, &RETENTION_LABELS);
+            retention_page(&console, &HashMap::new(), Some(&problem), &form).await
+        }
     }
 }
 
@@ -1914,6 +1917,32 @@ pub(crate) async fn alerts(
     alerts_page(&console, &params, None, &HashMap::new()).await
 }
 
+/// An API refusal in the console's words: each `'key'` of the API's body named by the label of
+/// the form field that holds it.
+fn in_form_words(message: &str, labels: &[(&str, &str)]) -> String {
+    labels
+        .iter()
+        .fold(message.to_string(), |text, (key, label)| {
+            text.replace(&format!("'{key}'"), &format!("“{label}”"))
+        })
+}
+
+/// The labels of the new rule's fields, by the API's names for them.
+const RULE_LABELS: [(&str, &str); 6] = [
+    ("name", "Name"),
+    ("operations", "Activities"),
+    ("entity", "Entity"),
+    ("threshold", "Records"),
+    ("windowMinutes", "Minutes"),
+    ("webhook", "Webhook URL"),
+];
+
+/// The labels of the retention form's fields, by the API's names for them.
+const RETENTION_LABELS: [(&str, &str); 2] = [
+    ("defaultDays", "Days to keep events no policy names"),
+    ("days", "Days"),
+];
+
 /// The alerts page; after a refused rule, why, with the new rule's form as the user left it.
 async fn alerts_page(
     console: &Console,
@@ -2055,7 +2084,10 @@ pub(crate) async fn save_alert(
     };
     match refused {
         None => see_other("/ui/audit/alerts"),
-        Some(problem) => alerts_page(&console, &HashMap::new(), Some(&problem), &form).await,
+        Some(problem) => {
+            let problem = in_form_words(&problem, &RULE_LABELS);
+            alerts_page(&console, &HashMap::new(), Some(&problem), &form).await
+        }
     }
 }
 

@@ -2211,7 +2211,7 @@ fn refused_rules_and_policies_keep_the_form() {
     assert_eq!(refused.status(), 400);
     let html = refused.text().unwrap();
     assert!(
-        html.contains("The rule was not saved:") && html.contains("threshold"),
+        html.contains("The rule was not saved: “Records” must be"),
         "{html}"
     );
     assert!(
@@ -2236,7 +2236,7 @@ fn refused_rules_and_policies_keep_the_form() {
     assert_eq!(refused.status(), 400);
     let html = refused.text().unwrap();
     assert!(
-        html.contains("Nothing was saved:") && html.contains("365000"),
+        html.contains("Nothing was saved: “Days” must be -1 (forever) or 1 to 365000 days"),
         "{html}"
     );
     assert!(
