@@ -227,6 +227,157 @@ impl LeafCursor {
     }
 }
 
+/// Where leaves go, in log order: the tree being rebuilt, and `leaves.dat` compared with them.
+struct LeafSink {
+    rebuild: Rebuild,
+    leaves: Option<LeafFile>,
+    leaves_held: u64,
+    /// The first record whose leaf `leaves.dat` holds otherwise.
+    leaves_differ: Option<u64>,
+    cursor: LeafCursor,
+}
+
+impl LeafSink {
+    /// A decoded record's leaf at `seq`: compared with `leaves.dat`, then added to the tree.
+    fn record(&mut self, seq: u64, leaf: Hash, report: &mut VerifyReport) -> Result<()> {
+        if self.leaves_differ.is_none()
+            && seq < self.leaves_held
+            && let Some(kept) = &self.leaves
+            && self.cursor.get(kept, seq, self.leaves_held)? != leaf
+        {
+            self.leaves_differ = Some(seq);
+        }
+        self.rebuild.push(leaf, report);
+        Ok(())
+    }
+}
+
+/// What the tree takes next, in log order.
+enum Queued {
+    /// A decoded record at this seq: its leaf comes from the hashing thread.
+    Record(u64),
+    /// A leaf known already (a record that does not decode is hashed as its bytes).
+    Leaf(Hash),
+    /// A bad frame was reported here: the next checkpoint failing follows from it.
+    Explained,
+}
+
+/// Records on their way to the tree. Hashing a record's canonical JSON is most of
+/// verification's work, and it needs nothing but the record: each chunk of decoded records is
+/// hashed on a second thread while this one decodes the next chunk, and the leaves are applied
+/// in log order.
+struct LeafQueue<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    records: Vec<AuditEvent>,
+    queued: Vec<Queued>,
+    /// The chunk being hashed, with what to apply along with its leaves.
+    hashing: Option<(
+        Vec<Queued>,
+        std::thread::ScopedJoinHandle<'scope, Vec<Hash>>,
+    )>,
+    /// The seq of the next record queued.
+    next_seq: u64,
+}
+
+impl<'scope, 'env> LeafQueue<'scope, 'env> {
+    /// Records hashed in one go on the other thread.
+    const CHUNK: usize = 2048;
+
+    fn new(scope: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+        LeafQueue {
+            scope,
+            records: Vec::new(),
+            queued: Vec::new(),
+            hashing: None,
+            next_seq: 0,
+        }
+    }
+
+    fn push_event(
+        &mut self,
+        event: AuditEvent,
+        sink: &mut LeafSink,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        self.queued.push(Queued::Record(self.next_seq));
+        self.records.push(event);
+        self.next_seq += 1;
+        if self.records.len() >= Self::CHUNK {
+            self.dispatch(sink, report)?;
+        }
+        Ok(())
+    }
+
+    fn push_leaf(&mut self, leaf: Hash) {
+        self.queued.push(Queued::Leaf(leaf));
+        self.next_seq += 1;
+    }
+
+    fn explain(&mut self) {
+        self.queued.push(Queued::Explained);
+    }
+
+    /// Applies the chunk being hashed, then hands the queued records to the other thread.
+    fn dispatch(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
+        self.join(sink, report)?;
+        let records = std::mem::take(&mut self.records);
+        let queued = std::mem::take(&mut self.queued);
+        let handle = self.scope.spawn(move || {
+            records
+                .iter()
+                .map(|record| leaf_hash(canonical_json(record).as_bytes()))
+                .collect()
+        });
+        self.hashing = Some((queued, handle));
+        Ok(())
+    }
+
+    /// Applies the chunk being hashed, if any, in order.
+    fn join(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
+        let Some((queued, handle)) = self.hashing.take() else {
+            return Ok(());
+        };
+        let leaves = handle
+            .join()
+            .map_err(|_| Error::Corrupted("the hashing thread failed".into()))?;
+        apply(queued, leaves, sink, report)
+    }
+
+    /// Everything queued is in the tree.
+    fn finish(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
+        self.join(sink, report)?;
+        let leaves = self
+            .records
+            .drain(..)
+            .map(|record| leaf_hash(canonical_json(&record).as_bytes()))
+            .collect();
+        apply(std::mem::take(&mut self.queued), leaves, sink, report)
+    }
+}
+
+/// Applies `queued` in order, decoded records taking `leaves` in turn.
+fn apply(
+    queued: Vec<Queued>,
+    leaves: Vec<Hash>,
+    sink: &mut LeafSink,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let mut leaves = leaves.into_iter();
+    for entry in queued {
+        match entry {
+            Queued::Record(seq) => {
+                let leaf = leaves
+                    .next()
+                    .ok_or_else(|| Error::Corrupted("a record without its leaf".into()))?;
+                sink.record(seq, leaf, report)?;
+            }
+            Queued::Leaf(leaf) => sink.rebuild.push(leaf, report),
+            Queued::Explained => sink.rebuild.explained = true,
+        }
+    }
+    Ok(())
+}
+
 /// The first `count` ids of `table` hashed as a checkpoint's `custos-ids` line states them.
 fn ids_digest(table: &IdTable, count: u64) -> Option<Hash> {
     if count > table.len() as u64 {
@@ -316,224 +467,229 @@ pub fn verify_log_against(
         Some(leaves) => leaves.len()?,
         None => 0,
     };
-    let mut leaves_differ: Option<u64> = None;
-    let mut leaf_cursor = LeafCursor::default();
     let id_file = IdFile::open_existing(dir)?;
     let ids_held = match &id_file {
         Some(file) => file.len()?,
         None => 0,
     };
     let mut ids: Option<IdTable> = None;
-    let mut rebuild = Rebuild {
+    let rebuild = Rebuild {
         tree: MerkleTree::new(),
         roots: signed.roots.clone(),
         last_good: 0,
         altered: false,
         explained: false,
     };
+    let mut sink = LeafSink {
+        rebuild,
+        leaves,
+        leaves_held,
+        leaves_differ: None,
+        cursor: LeafCursor::default(),
+    };
     let mut bad_frames = 0u64;
     // Purge events, by seq, and the times events were made, for the unsigned tail.
     let mut purges: BTreeMap<u64, AuditEvent> = BTreeMap::new();
     let mut first_unsigned_made: Option<(u64, i64)> = None;
     let mut last_made: Option<i64> = None;
-    for (segment_idx, (first, path, name)) in segments.iter().enumerate() {
-        let is_last = segment_idx + 1 == segments.len();
-        if pruned.contains_key(first) {
-            // A purge that crashed before deleting its file; the server finishes it on start
-            // once the range is found accounted for (checked below like every range).
-            continue;
-        }
-        while rebuild.tree.len() < *first {
-            let start = rebuild.tree.len();
-            let Some(count) = pruned.get(&start) else {
-                break;
-            };
-            let kept = match &leaves {
-                Some(leaves) if leaves_held >= start + count => {
-                    leaves.read_leaves(start, start + count)?
-                }
-                _ => {
-                    report.problems.push(format!(
-                        "leaves.dat lacks the leaves of the purged records {start}..{}",
-                        start + count
-                    ));
-                    vec![[0u8; 32]; *count as usize]
-                }
-            };
-            for leaf in kept {
-                rebuild.push(leaf, &mut report);
-            }
-            report.purged_events += count;
-        }
-        if *first != rebuild.tree.len() {
-            report.problems.push(format!(
-                "{name}: starts at record seq {first}, but the records before it end at seq {}{}",
-                rebuild.tree.len(),
-                if *first > rebuild.tree.len() {
-                    " and no purge accounts for the gap"
-                } else {
-                    ""
-                }
-            ));
-        }
-        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        let ids_before = match read_header(path, &bytes) {
-            Ok(ids_before) => ids_before,
-            Err(error) => {
-                report.problems.push(format!("{name}: {error}"));
+    // Leaves are hashed on a second thread while this one decodes (`LeafQueue`).
+    std::thread::scope(|scope| -> Result<()> {
+        let mut queue = LeafQueue::new(scope);
+        for (segment_idx, (first, path, name)) in segments.iter().enumerate() {
+            let is_last = segment_idx + 1 == segments.len();
+            if pruned.contains_key(first) {
+                // A purge that crashed before deleting its file; the server finishes it on start
+                // once the range is found accounted for (checked below like every range).
                 continue;
             }
-        };
-        // The record ids before the first segment come from ids.dat (their segments were
-        // purged); after that the log defines them itself.
-        let ids = ids.get_or_insert_with(IdTable::default);
-        if ids.len() == 0 && ids_before > 0 {
-            match &id_file {
-                Some(file) if ids_held >= u64::from(ids_before) => {
-                    *ids = file.read(u64::from(ids_before))?;
+            while sink.rebuild.tree.len() < *first {
+                let start = sink.rebuild.tree.len();
+                let Some(count) = pruned.get(&start) else {
+                    break;
+                };
+                let kept = match &sink.leaves {
+                    Some(leaves) if sink.leaves_held >= start + count => {
+                        leaves.read_leaves(start, start + count)?
+                    }
+                    _ => {
+                        report.problems.push(format!(
+                            "leaves.dat lacks the leaves of the purged records {start}..{}",
+                            start + count
+                        ));
+                        vec![[0u8; 32]; *count as usize]
+                    }
+                };
+                for leaf in kept {
+                    sink.rebuild.push(leaf, &mut report);
                 }
-                _ => report.problems.push(format!(
-                    "{name}: needs {ids_before} record ids from ids.dat, which holds {ids_held}"
-                )),
+                report.purged_events += count;
             }
-        }
-        if ids.len() != ids_before as usize {
-            report.problems.push(format!(
-                "{name}: says {ids_before} record ids came before it, but the log numbered {}",
-                ids.len()
-            ));
-        }
-        let mut strings = Vec::new();
-        // The index is rebuilt only to compare it with the segment's index file.
-        let index_file = index_path(path);
-        let has_index = !is_last
-            && index_file
-                .try_exists()
-                .map_err(|e| Error::io(&index_file, e))?;
-        let mut index = MemIndex::default();
-        let mut decoded_all = true;
-        let mut bad_in_segment = false;
-        let mut pos = HEADER_BYTES as usize;
-        while pos < bytes.len() {
-            let seq = rebuild.tree.len();
-            let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
-            let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));
-            let payload_at = pos + FRAME_HEADER_BYTES as usize;
-            let payload = len
-                .filter(|l| *l <= RECORD_BYTES_MAX)
-                .and_then(|l| bytes.get(payload_at..payload_at + l as usize));
-            let crc_ok = payload.is_some_and(|payload| {
-                let crc = u32::from_le_bytes(
-                    header.expect("read above")[4..]
-                        .try_into()
-                        .expect("4 bytes"),
-                );
-                frame_crc(seq, payload) == crc
-            });
-            if !crc_ok
-                && bad_frames == 0
-                && is_last
-                && seq >= protected
-                && !intact_after(&bytes, pos, seq)
-            {
-                report.torn_tail = Some(format!(
-                    "{name}: {} bytes from byte {pos} (record seq {seq} on) are a write a crash tore, after the last checkpoint",
-                    bytes.len() - pos
-                ));
-                break;
-            }
-            let Some(payload) = payload else {
+            if *first != sink.rebuild.tree.len() {
                 report.problems.push(format!(
-                    "{name}: record seq {seq} at byte {pos} is cut short ({} bytes left){}",
-                    bytes.len() - pos,
-                    if seq < protected {
-                        ", inside a signed checkpoint"
+                    "{name}: starts at record seq {first}, but the records before it end at seq {}{}",
+                    sink.rebuild.tree.len(),
+                    if *first > sink.rebuild.tree.len() {
+                        " and no purge accounts for the gap"
                     } else {
                         ""
                     }
                 ));
-                rebuild.explained = true;
-                break;
+            }
+            let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+            let ids_before = match read_header(path, &bytes) {
+                Ok(ids_before) => ids_before,
+                Err(error) => {
+                    report.problems.push(format!("{name}: {error}"));
+                    continue;
+                }
             };
-            let decoded = decode_next(payload, ids, &mut strings);
-            if !crc_ok {
-                bad_frames += 1;
-                rebuild.explained = true;
-                if !bad_in_segment {
-                    bad_in_segment = true;
-                    let id = decoded
-                        .as_ref()
-                        .map(|(e, _)| format!(" (event {})", e.id))
-                        .unwrap_or_default();
-                    report.problems.push(format!(
-                        "{name}: record seq {seq}{id} at byte {pos} fails its checksum: an event was changed, removed, inserted or moved here"
-                    ));
+            // The record ids before the first segment come from ids.dat (their segments were
+            // purged); after that the log defines them itself.
+            let ids = ids.get_or_insert_with(IdTable::default);
+            if ids.len() == 0 && ids_before > 0 {
+                match &id_file {
+                    Some(file) if ids_held >= u64::from(ids_before) => {
+                        *ids = file.read(u64::from(ids_before))?;
+                    }
+                    _ => report.problems.push(format!(
+                        "{name}: needs {ids_before} record ids from ids.dat, which holds {ids_held}"
+                    )),
                 }
             }
-            match decoded {
-                Ok((event, numbers)) => {
-                    let leaf = leaf_hash(canonical_json(&event).as_bytes());
-                    if leaves_differ.is_none()
-                        && seq < leaves_held
-                        && let Some(kept) = &leaves
-                        && leaf_cursor.get(kept, seq, leaves_held)? != leaf
-                    {
-                        leaves_differ = Some(seq);
-                    }
-                    if let Some(made) = made_us(&event) {
-                        last_made = Some(last_made.map_or(made, |l| l.max(made)));
-                        if seq >= protected && first_unsigned_made.is_none() {
-                            first_unsigned_made = Some((seq, made));
-                        }
-                    }
-                    if event.operation == "PurgeAuditLog" && event.workload == "Custos" {
-                        purges.insert(seq, event.clone());
-                    }
-                    rebuild.push(leaf, &mut report);
-                    if has_index {
-                        let place = crate::partition::Place {
-                            offset: payload_at as u32,
-                            len: payload.len() as u32,
-                        };
-                        index.insert(place, &event, &numbers);
-                    }
+            if ids.len() != ids_before as usize {
+                report.problems.push(format!(
+                    "{name}: says {ids_before} record ids came before it, but the log numbered {}",
+                    ids.len()
+                ));
+            }
+            let mut strings = Vec::new();
+            // The index is rebuilt only to compare it with the segment's index file.
+            let index_file = index_path(path);
+            let has_index = !is_last
+                && index_file
+                    .try_exists()
+                    .map_err(|e| Error::io(&index_file, e))?;
+            let mut index = MemIndex::default();
+            let mut decoded_all = true;
+            let mut bad_in_segment = false;
+            let mut pos = HEADER_BYTES as usize;
+            queue.next_seq = sink.rebuild.tree.len();
+            while pos < bytes.len() {
+                let seq = queue.next_seq;
+                let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
+                let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));
+                let payload_at = pos + FRAME_HEADER_BYTES as usize;
+                let payload = len
+                    .filter(|l| *l <= RECORD_BYTES_MAX)
+                    .and_then(|l| bytes.get(payload_at..payload_at + l as usize));
+                let crc_ok = payload.is_some_and(|payload| {
+                    let crc = u32::from_le_bytes(
+                        header.expect("read above")[4..]
+                            .try_into()
+                            .expect("4 bytes"),
+                    );
+                    frame_crc(seq, payload) == crc
+                });
+                if !crc_ok
+                    && bad_frames == 0
+                    && is_last
+                    && seq >= protected
+                    && !intact_after(&bytes, pos, seq)
+                {
+                    report.torn_tail = Some(format!(
+                        "{name}: {} bytes from byte {pos} (record seq {seq} on) are a write a crash tore, after the last checkpoint",
+                        bytes.len() - pos
+                    ));
+                    break;
                 }
-                Err(error) => {
+                let Some(payload) = payload else {
+                    report.problems.push(format!(
+                        "{name}: record seq {seq} at byte {pos} is cut short ({} bytes left){}",
+                        bytes.len() - pos,
+                        if seq < protected {
+                            ", inside a signed checkpoint"
+                        } else {
+                            ""
+                        }
+                    ));
+                    queue.explain();
+                    break;
+                };
+                let decoded = decode_next(payload, ids, &mut strings);
+                if !crc_ok {
+                    bad_frames += 1;
+                    queue.explain();
                     if !bad_in_segment {
+                        bad_in_segment = true;
+                        let id = decoded
+                            .as_ref()
+                            .map(|(e, _)| format!(" (event {})", e.id))
+                            .unwrap_or_default();
                         report.problems.push(format!(
-                            "{name}: record seq {seq} at byte {pos} does not decode: {error}"
+                            "{name}: record seq {seq}{id} at byte {pos} fails its checksum: an event was changed, removed, inserted or moved here"
                         ));
                     }
-                    bad_in_segment = true;
-                    rebuild.explained = true;
-                    rebuild.push(leaf_hash(payload), &mut report);
-                    decoded_all = false;
                 }
+                match decoded {
+                    Ok((event, numbers)) => {
+                        if let Some(made) = made_us(&event) {
+                            last_made = Some(last_made.map_or(made, |l| l.max(made)));
+                            if seq >= protected && first_unsigned_made.is_none() {
+                                first_unsigned_made = Some((seq, made));
+                            }
+                        }
+                        if event.operation == "PurgeAuditLog" && event.workload == "Custos" {
+                            purges.insert(seq, event.clone());
+                        }
+                        if has_index {
+                            let place = crate::partition::Place {
+                                offset: payload_at as u32,
+                                len: payload.len() as u32,
+                            };
+                            index.insert(place, &event, &numbers);
+                        }
+                        queue.push_event(event, &mut sink, &mut report)?;
+                    }
+                    Err(error) => {
+                        if !bad_in_segment {
+                            report.problems.push(format!(
+                                "{name}: record seq {seq} at byte {pos} does not decode: {error}"
+                            ));
+                        }
+                        bad_in_segment = true;
+                        queue.explain();
+                        queue.push_leaf(leaf_hash(payload));
+                        decoded_all = false;
+                    }
+                }
+                pos = payload_at + payload.len();
             }
-            pos = payload_at + payload.len();
+            // The segment's leaves are all in the tree before anything looks at its size.
+            queue.finish(&mut sink, &mut report)?;
+            check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
+            if has_index && decoded_all {
+                let expected = sealed::encode(
+                    &index,
+                    &strings,
+                    bytes.len() as u64,
+                    *first,
+                    ids.len() as u32,
+                );
+                check_index(path, &expected, name, &mut report)?;
+            }
+            done += bytes.len() as u64;
+            progress(done, total);
         }
-        check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
-        if has_index && decoded_all {
-            let expected = sealed::encode(
-                &index,
-                &strings,
-                bytes.len() as u64,
-                *first,
-                ids.len() as u32,
-            );
-            check_index(path, &expected, name, &mut report)?;
-        }
-        done += bytes.len() as u64;
-        progress(done, total);
-    }
+        Ok(())
+    })?;
     if bad_frames > 1 {
         report.problems.push(format!(
             "{} more records after the first fail their checksum",
             bad_frames - 1
         ));
     }
-    report.events = rebuild.tree.len();
-    if let Some(seq) = leaves_differ {
+    report.events = sink.rebuild.tree.len();
+    if let Some(seq) = sink.leaves_differ {
         report.problems.push(format!(
             "leaves.dat: the leaf of record seq {seq} is not the hash of that record (leaves.dat was altered or damaged)"
         ));
@@ -559,14 +715,14 @@ pub fn verify_log_against(
             }
         }
     }
-    if let Some(size) = rebuild.roots.keys().next_back()
-        && *size > rebuild.tree.len()
-        && !rebuild.altered
+    if let Some(size) = sink.rebuild.roots.keys().next_back()
+        && *size > sink.rebuild.tree.len()
+        && !sink.rebuild.altered
     {
         report.problems.push(format!(
             "the log holds {} records but a checkpoint was signed for {size}: records {}..{} were removed (truncation)",
-            rebuild.tree.len(),
-            rebuild.tree.len(),
+            sink.rebuild.tree.len(),
+            sink.rebuild.tree.len(),
             size - 1
         ));
     }

@@ -829,3 +829,102 @@ fn an_audit_node_adopts_the_signers_checkpoints_only_over_the_same_events() {
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.checkpoints, 2);
 }
+
+/// Verification hashes chunks of records on a second thread while it decodes the next: across
+/// many chunks and segments, every leaf lands at its own seq — a clean log verifies whole, a
+/// frame broken deep inside is named at its seq, and a leaf of `leaves.dat` changed deep inside
+/// is named at its seq.
+#[test]
+fn verification_across_many_chunks_names_exact_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::new(dir.path(), [3; 32], "test.example/log");
+    config.segment_bytes_max = 250_000;
+    let key = {
+        let log = AuditLog::open(config).unwrap();
+        let events: Vec<AuditEvent> = (0..7_000u128)
+            .map(|i| event_at(1_800_000_000_000_000 + i as i64, "Retrieve", i % 300))
+            .collect();
+        for chunk in events.chunks(500) {
+            log.append_all(chunk.to_vec()).unwrap();
+        }
+        log.wait_sealed().unwrap();
+        log.sign_checkpoint().unwrap();
+        log.verifier_key()
+    };
+    let segments: Vec<std::path::PathBuf> = {
+        let mut found: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "log")
+                    && p.file_name().unwrap().to_string_lossy().starts_with("seg-")
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    assert!(segments.len() >= 2, "{segments:?}");
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.events, 7_000);
+    // Segments of more records than one chunk, so chunks are hashed while others decode.
+    assert!(
+        (2..=3).contains(&report.segments),
+        "{} segments",
+        report.segments
+    );
+
+    // leaves.dat: the leaf of seq 4,500 changed.
+    let leaves_path = dir.path().join("leaves.dat");
+    let original = std::fs::read(&leaves_path).unwrap();
+    let mut changed = original.clone();
+    let at = changed.len() - (7_000 - 4_500) * 32;
+    changed[at] ^= 1;
+    std::fs::write(&leaves_path, &changed).unwrap();
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("the leaf of record seq 4500 ")),
+        "{:?}",
+        report.problems
+    );
+    std::fs::write(&leaves_path, &original).unwrap();
+
+    // A byte of the last segment's records, deep inside it, flipped.
+    let last = segments.last().unwrap();
+    let first_seq: u64 = last
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("seg-")
+        .trim_end_matches(".log")
+        .parse()
+        .unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    // Walk the frames to the 2,500th of the segment (or its last).
+    let mut pos = crate::log::HEADER_BYTES as usize;
+    let mut n = 0u64;
+    while n < 2_500 && pos < bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let next = pos + crate::log::FRAME_HEADER_BYTES as usize + len;
+        if next >= bytes.len() {
+            break;
+        }
+        pos = next;
+        n += 1;
+    }
+    bytes[pos + crate::log::FRAME_HEADER_BYTES as usize + 3] ^= 0x20;
+    std::fs::write(last, &bytes).unwrap();
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    let named = format!("record seq {} ", first_seq + n);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&named) && p.contains("fails its checksum")),
+        "{named}: {:?}",
+        report.problems
+    );
+}
