@@ -31,7 +31,7 @@ use crate::log::{
     FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX, frame_crc, intact_after, read_header,
 };
 use crate::merkle::{Hash, InMemory, LeafSource, MerkleTree, leaf_hash};
-use crate::partition::MemIndex;
+use crate::partition::{MemIndex, Place};
 use crate::retention::{PrunedRange, PurgeClaim, read_pruned};
 use crate::sealed::{self, index_path};
 use crate::{Error, Result};
@@ -262,45 +262,90 @@ enum Queued {
     Explained,
 }
 
-/// Records on their way to the tree. Hashing a record's canonical JSON is most of
-/// verification's work, and it needs nothing but the record: each chunk of decoded records is
-/// hashed on a second thread while this one decodes the next chunk, and the leaves are applied
-/// in log order.
-struct LeafQueue<'scope, 'env> {
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    records: Vec<AuditEvent>,
+/// Records on their way to the tree and the segment's index. A record's leaf (its canonical
+/// JSON's SHA-256) and its entry in the index rebuilt to check the index file need nothing but
+/// the record and the ones before it in the index, so each chunk of decoded records is hashed
+/// and indexed on a second thread while this one decodes the next chunk; the leaves are applied
+/// to the tree in log order.
+struct LeafQueue {
+    records: Chunk,
     queued: Vec<Queued>,
-    /// The chunk being hashed, with what to apply along with its leaves.
-    hashing: Option<(
-        Vec<Queued>,
-        std::thread::ScopedJoinHandle<'scope, Vec<Hash>>,
-    )>,
+    /// The segment's index so far (away while a chunk is in flight), and whether it is built.
+    index: Option<MemIndex>,
+    indexing: bool,
+    /// To and from the hashing thread; what to apply with the chunk in flight, if one is.
+    to_worker: std::sync::mpsc::SyncSender<(Chunk, MemIndex, bool)>,
+    from_worker: std::sync::mpsc::Receiver<(Vec<Hash>, MemIndex, Chunk)>,
+    in_flight: Option<Vec<Queued>>,
     /// The seq of the next record queued.
     next_seq: u64,
 }
 
-impl<'scope, 'env> LeafQueue<'scope, 'env> {
+/// A chunk of decoded records: each with its record-id numbers and its place in the segment.
+type Chunk = Vec<(AuditEvent, Vec<u32>, Place)>;
+
+/// Hashes `records` and, when `indexing`, adds them to `index`; hands the records back, so that
+/// they are freed by the thread that allocated them (a free from another thread takes the
+/// allocator's slow path).
+fn hash_and_index(
+    records: Chunk,
+    mut index: MemIndex,
+    indexing: bool,
+) -> (Vec<Hash>, MemIndex, Chunk) {
+    let mut leaves = Vec::with_capacity(records.len());
+    for (record, numbers, place) in &records {
+        leaves.push(leaf_hash(canonical_json(record).as_bytes()));
+        if indexing {
+            index.insert(*place, record, numbers);
+        }
+    }
+    (leaves, index, records)
+}
+
+impl LeafQueue {
     /// Records hashed in one go on the other thread.
     const CHUNK: usize = 2048;
 
-    fn new(scope: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+    /// A queue whose hashing thread runs in `scope` until the queue is dropped.
+    fn new<'scope>(scope: &'scope std::thread::Scope<'scope, '_>) -> Self {
+        let (to_worker, chunks) = std::sync::mpsc::sync_channel::<(Chunk, MemIndex, bool)>(1);
+        let (done, from_worker) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for (records, index, indexing) in chunks {
+                if done.send(hash_and_index(records, index, indexing)).is_err() {
+                    return;
+                }
+            }
+        });
         LeafQueue {
-            scope,
             records: Vec::new(),
             queued: Vec::new(),
-            hashing: None,
+            index: Some(MemIndex::default()),
+            indexing: false,
+            to_worker,
+            from_worker,
+            in_flight: None,
             next_seq: 0,
         }
+    }
+
+    /// A segment begins at `seq`, its index rebuilt when `indexing`.
+    fn start_segment(&mut self, seq: u64, indexing: bool) {
+        self.next_seq = seq;
+        self.indexing = indexing;
+        self.index = Some(MemIndex::default());
     }
 
     fn push_event(
         &mut self,
         event: AuditEvent,
+        numbers: Vec<u32>,
+        place: Place,
         sink: &mut LeafSink,
         report: &mut VerifyReport,
     ) -> Result<()> {
         self.queued.push(Queued::Record(self.next_seq));
-        self.records.push(event);
+        self.records.push((event, numbers, place));
         self.next_seq += 1;
         if self.records.len() >= Self::CHUNK {
             self.dispatch(sink, report)?;
@@ -317,41 +362,45 @@ impl<'scope, 'env> LeafQueue<'scope, 'env> {
         self.queued.push(Queued::Explained);
     }
 
-    /// Applies the chunk being hashed, then hands the queued records to the other thread.
+    /// Applies the chunk in flight, then hands the queued records to the other thread.
     fn dispatch(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
         self.join(sink, report)?;
         let records = std::mem::take(&mut self.records);
-        let queued = std::mem::take(&mut self.queued);
-        let handle = self.scope.spawn(move || {
-            records
-                .iter()
-                .map(|record| leaf_hash(canonical_json(record).as_bytes()))
-                .collect()
-        });
-        self.hashing = Some((queued, handle));
+        let index = self.index.take().unwrap_or_default();
+        self.to_worker
+            .send((records, index, self.indexing))
+            .map_err(|_| Error::Corrupted("the hashing thread is gone".into()))?;
+        self.in_flight = Some(std::mem::take(&mut self.queued));
         Ok(())
     }
 
-    /// Applies the chunk being hashed, if any, in order.
+    /// Applies the chunk in flight, if any, in order.
     fn join(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
-        let Some((queued, handle)) = self.hashing.take() else {
+        let Some(queued) = self.in_flight.take() else {
             return Ok(());
         };
-        let leaves = handle
-            .join()
+        let (leaves, index, records) = self
+            .from_worker
+            .recv()
             .map_err(|_| Error::Corrupted("the hashing thread failed".into()))?;
+        self.index = Some(index);
+        drop(records);
         apply(queued, leaves, sink, report)
     }
 
-    /// Everything queued is in the tree.
+    /// Everything queued is in the tree and the index.
     fn finish(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
         self.join(sink, report)?;
-        let leaves = self
-            .records
-            .drain(..)
-            .map(|record| leaf_hash(canonical_json(&record).as_bytes()))
-            .collect();
+        let records = std::mem::take(&mut self.records);
+        let index = self.index.take().unwrap_or_default();
+        let (leaves, index, _) = hash_and_index(records, index, self.indexing);
+        self.index = Some(index);
         apply(std::mem::take(&mut self.queued), leaves, sink, report)
+    }
+
+    /// The segment's rebuilt index (after `finish`).
+    fn take_index(&mut self) -> MemIndex {
+        self.index.take().unwrap_or_default()
     }
 }
 
@@ -569,11 +618,10 @@ pub fn verify_log_against(
                 && index_file
                     .try_exists()
                     .map_err(|e| Error::io(&index_file, e))?;
-            let mut index = MemIndex::default();
             let mut decoded_all = true;
             let mut bad_in_segment = false;
             let mut pos = HEADER_BYTES as usize;
-            queue.next_seq = sink.rebuild.tree.len();
+            queue.start_segment(sink.rebuild.tree.len(), has_index);
             while pos < bytes.len() {
                 let seq = queue.next_seq;
                 let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
@@ -641,14 +689,11 @@ pub fn verify_log_against(
                         if event.operation == "PurgeAuditLog" && event.workload == "Custos" {
                             purges.insert(seq, event.clone());
                         }
-                        if has_index {
-                            let place = crate::partition::Place {
-                                offset: payload_at as u32,
-                                len: payload.len() as u32,
-                            };
-                            index.insert(place, &event, &numbers);
-                        }
-                        queue.push_event(event, &mut sink, &mut report)?;
+                        let place = crate::partition::Place {
+                            offset: payload_at as u32,
+                            len: payload.len() as u32,
+                        };
+                        queue.push_event(event, numbers, place, &mut sink, &mut report)?;
                     }
                     Err(error) => {
                         if !bad_in_segment {
@@ -666,6 +711,7 @@ pub fn verify_log_against(
             }
             // The segment's leaves are all in the tree before anything looks at its size.
             queue.finish(&mut sink, &mut report)?;
+            let index = queue.take_index();
             check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
             if has_index && decoded_all {
                 let expected = sealed::encode(
