@@ -23,7 +23,10 @@
 //! is always a prefix of what follows in the stream; so each event is looked up by id in the log
 //! and skipped when found until the first that is not, and the rest are appended without the
 //! lookup. A message that cannot be read stops the replica there, reported by `health`, rather
-//! than being skipped: a gap in the log is never silent.
+//! than being skipped: a gap in the log is never silent. Nor is a gap in the deliveries: a pull
+//! that expires with messages in flight leaves them delivered but never received, so each
+//! message's delivery sequence must follow the last one's, or the replica follows again from
+//! the log's end.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -142,6 +145,12 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
     // Until the first event the log does not hold, each is looked up (see the top of this file).
     let mut looking = true;
     let mut appended_through = start - 1;
+    // The consumer's delivery sequence of the last message received: a pull that expires with
+    // messages in flight leaves them delivered but never received, and the next pull goes on
+    // after them (they come again only when their acknowledgement is overdue). A jump in the
+    // delivery sequence is such a gap: the replica follows again from the log's end rather
+    // than appending past it.
+    let mut received_through = 0u64;
     loop {
         let mut messages = consumer
             .fetch()
@@ -154,10 +163,11 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
         let mut last = None;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| format!("reading audit messages: {e}"))?;
-            let sequence = message
+            let info = message
                 .info()
-                .map_err(|e| format!("an audit message without its stream sequence: {e}"))?
-                .stream_sequence;
+                .map_err(|e| format!("an audit message without its stream sequence: {e}"))?;
+            let sequence = info.stream_sequence;
+            received_through = next_delivery(received_through, info.consumer_sequence)?;
             if sequence > appended_through {
                 steps.push(Step::read(&message, sequence)?);
             }
@@ -182,6 +192,19 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             .await
             .map_err(|e| format!("recording stream sequence {sequence}: {e}"))??;
         status.lock().expect("replica lock").failure = None;
+    }
+}
+
+/// The delivery sequence after `received_through` when `delivered` is the very next one; a
+/// jump means deliveries were lost in flight (a pull that expired with messages on their way),
+/// and appending past them would leave a gap the log never fills.
+fn next_delivery(received_through: u64, delivered: u64) -> Result<u64, String> {
+    if delivered == received_through + 1 {
+        Ok(delivered)
+    } else {
+        Err(format!(
+            "the audit consumer delivered {delivered} after {received_through}: deliveries in between were lost in flight; following again from the log's end"
+        ))
     }
 }
 
@@ -235,4 +258,19 @@ fn apply(log: &AuditLog, steps: Vec<Step>, mut looking: bool) -> custos_audit::R
     }
     log.append_all(fresh)?;
     Ok(looking)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_delivery;
+
+    #[test]
+    fn a_delivery_lost_in_flight_stops_the_replica_before_it_appends_past_it() {
+        assert_eq!(next_delivery(0, 1), Ok(1));
+        assert_eq!(next_delivery(41, 42), Ok(42));
+        // Deliveries 43..=52 went to a pull that expired: nothing after them is appended.
+        assert!(next_delivery(42, 53).is_err_and(|e| e.contains("lost in flight")));
+        // A delivery seen again is no progress either.
+        assert!(next_delivery(42, 42).is_err());
+    }
 }
