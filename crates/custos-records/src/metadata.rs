@@ -306,13 +306,6 @@ impl EntityDef {
                         _ => Err(bad("choice option")),
                     })
                     .collect::<Result<Vec<_>>>()?,
-                // A definition stored before choices had options takes the out-of-box ones.
-                None if !custom && attribute_type == AttributeType::Choice => {
-                    crate::seed::out_of_box_options(
-                        json["logical_name"].as_str().unwrap_or(""),
-                        name,
-                    )
-                }
                 None => Vec::new(),
             };
             attributes.push(AttributeDef {
@@ -475,40 +468,4 @@ pub(crate) fn is_logical_name(name: &str) -> bool {
     matches!(chars.next(), Some('a'..='z' | '_'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
         && name.len() <= 64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_choices_options_are_kept_and_an_old_definition_gets_the_out_of_box_ones() {
-        let account = crate::seed::seed_entities()
-            .into_iter()
-            .find(|e| e.logical_name == "account")
-            .unwrap();
-        let stored = account.to_json();
-        assert_eq!(EntityDef::from_json(&stored).unwrap(), account);
-        // As stored before choices had options.
-        let mut old = stored.clone();
-        for attribute in old["attributes"].as_array_mut().unwrap() {
-            attribute.as_object_mut().unwrap().remove("options");
-        }
-        let read = EntityDef::from_json(&old).unwrap();
-        assert_eq!(
-            read.attribute("industrycode").unwrap().label(33),
-            Some("Wholesale")
-        );
-        // A custom choice made without options keeps none.
-        let mut custom = old.clone();
-        let industry = custom["attributes"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|a| a["name"] == "industrycode")
-            .unwrap();
-        industry["custom"] = json!(true);
-        let read = EntityDef::from_json(&custom).unwrap();
-        assert!(read.attribute("industrycode").unwrap().options.is_empty());
-    }
 }

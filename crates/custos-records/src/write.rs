@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use crate::metadata::EntityDef;
+use crate::metadata::{AttributeType, EntityDef};
 use crate::seed::COMPOSED;
 use crate::store::{Record, WriteContext};
 use crate::value::{Value, datetime_now};
@@ -80,9 +80,22 @@ pub(crate) fn taken(definition: &EntityDef, id: Uuid) -> Error {
     ))
 }
 
-/// A stored definition's JSON text.
+/// A stored definition's JSON text. A definition stored before choices had options gives its
+/// out-of-box choices Dataverse's options (a custom choice made without any keeps none).
 pub(crate) fn parse_definition(text: &str) -> Result<EntityDef> {
-    EntityDef::from_json(&serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?)
+    let mut definition = EntityDef::from_json(
+        &serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?,
+    )?;
+    for attribute in &mut definition.attributes {
+        if !attribute.custom
+            && attribute.options.is_empty()
+            && attribute.attribute_type == AttributeType::Choice
+        {
+            attribute.options =
+                crate::seed::out_of_box_options(&definition.logical_name, &attribute.logical_name);
+        }
+    }
+    Ok(definition)
 }
 
 /// The `INSERT` of a new record and its parameters: the given values, then the system
@@ -195,4 +208,40 @@ pub(crate) fn delete_sql(definition: &EntityDef) -> String {
         definition.table(),
         definition.primary_id()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_definition;
+
+    #[test]
+    fn a_choices_options_are_kept_and_an_old_definition_gets_the_out_of_box_ones() {
+        let account = crate::seed::seed_entities()
+            .into_iter()
+            .find(|e| e.logical_name == "account")
+            .unwrap();
+        let stored = account.to_json();
+        assert_eq!(parse_definition(&stored.to_string()).unwrap(), account);
+        // As stored before choices had options.
+        let mut old = stored.clone();
+        for attribute in old["attributes"].as_array_mut().unwrap() {
+            attribute.as_object_mut().unwrap().remove("options");
+        }
+        let read = parse_definition(&old.to_string()).unwrap();
+        assert_eq!(
+            read.attribute("industrycode").unwrap().label(33),
+            Some("Wholesale")
+        );
+        // A custom choice made without options keeps none.
+        let mut custom = old.clone();
+        let industry = custom["attributes"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|a| a["name"] == "industrycode")
+            .unwrap();
+        industry["custom"] = serde_json::json!(true);
+        let read = parse_definition(&custom.to_string()).unwrap();
+        assert!(read.attribute("industrycode").unwrap().options.is_empty());
+    }
 }
