@@ -15,7 +15,7 @@ mod siem;
 mod sqlite;
 mod workload;
 
-pub use nats::NatsCluster;
+pub use nats::{NatsCluster, reserve_port};
 
 use std::fmt::Write;
 use std::path::PathBuf;

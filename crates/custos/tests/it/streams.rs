@@ -3,7 +3,6 @@
 //! back from files: every event arrives, through a receiver outage and a Custos restart.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,12 +74,10 @@ pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A port for a receiver the test starts later (`custos_bench::reserve_port`: one no other
+/// listener or connection takes meanwhile).
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    custos_bench::reserve_port().unwrap()
 }
 
 pub(crate) fn create_stream(
