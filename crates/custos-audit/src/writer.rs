@@ -27,7 +27,7 @@ use crate::index::{
     SortCursor, SortedCandidates, SortedPage, collect_newest, count_into, report_into,
 };
 use crate::integrity::{Adopted, InclusionProof, Integrity};
-use crate::log::{ActiveSegment, LogConfig, Seq};
+use crate::log::{ActiveSegment, FRAME_HEADER_BYTES, LogConfig, Seq};
 use crate::merkle::{Hash, leaf_hash};
 use crate::partition::{Field, MemIndex, PartitionIndex};
 use crate::retention::{PrunedFile, PurgeClaim, RetentionPolicy, pruned_digest};
@@ -373,6 +373,18 @@ impl AuditLog {
             .take_while(|p| matches!(p.state, PartState::Sealed(_) | PartState::Purged))
             .last()
             .map_or(0, |p| p.first_seq + p.n_events)
+    }
+
+    /// Where each partition before the active one ends (the seq after its last event), in
+    /// order: the same on every log the same events were appended to (a cluster archives its
+    /// objects within them, `custos-cluster`).
+    pub fn partition_ends(&self) -> Vec<Seq> {
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let before_active = partitions.len().saturating_sub(1);
+        partitions[..before_active]
+            .iter()
+            .map(|p| p.first_seq + p.n_events)
+            .collect()
     }
 
     /// Whether the log holds no event.
@@ -1163,32 +1175,36 @@ impl Writer {
         }
     }
 
+    /// Writes `batch` in runs, each into the segment it belongs to (see [`Writer::write`]), and
+    /// answers each run's appends; after a run that fails, the rest are refused with it.
     fn commit(&mut self, batch: Vec<Append>) {
-        let day = batch[0].event.creation_time_us.div_euclid(DAY_US);
-        let started = Instant::now();
-        let result = self.write(&batch, day);
-        let elapsed_us = started.elapsed().as_micros() as u64;
-        match result {
-            Ok(first_seq) => {
-                self.record_batch(batch.len(), elapsed_us);
-                *self.shared.refusing.lock().expect("refusing lock") = None;
-                for (i, job) in batch.into_iter().enumerate() {
-                    (job.done)(Ok(first_seq + i as u64));
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let started = Instant::now();
+            let result = self.write(&rest);
+            let elapsed_us = started.elapsed().as_micros() as u64;
+            match result {
+                Ok((first_seq, written)) => {
+                    self.record_batch(written, elapsed_us);
+                    *self.shared.refusing.lock().expect("refusing lock") = None;
+                    for (i, job) in rest.drain(..written).enumerate() {
+                        (job.done)(Ok(first_seq + i as u64));
+                    }
                 }
-            }
-            Err(error) => {
-                self.shared
-                    .stats
-                    .batches_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                if matches!(error, Error::Unavailable(_)) {
-                    self.stopped.store(true, Ordering::Release);
-                }
-                let message = error.to_string();
-                *self.shared.refusing.lock().expect("refusing lock") =
-                    Some(format!("the audit log refuses new events: {message}"));
-                for job in batch {
-                    (job.done)(Err(Error::Unavailable(message.clone())));
+                Err(error) => {
+                    self.shared
+                        .stats
+                        .batches_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    if matches!(error, Error::Unavailable(_)) {
+                        self.stopped.store(true, Ordering::Release);
+                    }
+                    let message = error.to_string();
+                    *self.shared.refusing.lock().expect("refusing lock") =
+                        Some(format!("the audit log refuses new events: {message}"));
+                    for job in rest.drain(..) {
+                        (job.done)(Err(Error::Unavailable(message.clone())));
+                    }
                 }
             }
         }
@@ -1220,30 +1236,48 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a batch durably and makes it searchable; returns its first seq.
-    fn write(&mut self, batch: &[Append], day: i64) -> Result<Seq> {
+    /// Whether an event of UTC day `day` goes into a segment of `bytes` whose first event is
+    /// of day `segment_day`, rather than starting the next one: a segment is cut before the
+    /// first event that finds it full or of a later day. Segments only move forward in time:
+    /// an event of an earlier day (stamped just before midnight, reaching the writer just
+    /// after it) joins the current segment. Decided event by event, never by how events fell
+    /// into batches, so the same events make the same segments wherever they are written (the
+    /// audit nodes of a cluster, a node rebuilt from the archive).
+    fn belongs(&self, bytes: u64, segment_day: Option<i64>, day: i64) -> bool {
+        bytes < self.config.segment_bytes_max && segment_day.is_none_or(|d| d >= day)
+    }
+
+    /// Writes durably, and makes searchable, the longest start of `batch` that belongs in one
+    /// segment (rolling to the next first when its first event does not belong in the active
+    /// one); returns its first seq and how many events it wrote (at least one).
+    fn write(&mut self, batch: &[Append]) -> Result<(Seq, usize)> {
         self.catch_up()?;
-        // Segments only move forward in time: a batch of an earlier day (events stamped just
-        // before midnight that reach the writer just after it) joins the current segment.
-        let later_day = self.active_day.is_some_and(|d| d < day);
+        let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
         if self.active.n_records > 0
-            && (self.active.len() >= self.config.segment_bytes_max || later_day)
+            && !self.belongs(self.active.len(), self.active_day, day_of(&batch[0]))
         {
             self.roll()?;
         }
+        let segment_day = self.active_day.unwrap_or_else(|| day_of(&batch[0]));
+        let mut bytes = self.active.len();
         let mut payloads = Vec::with_capacity(batch.len());
         let mut numbers = Vec::with_capacity(batch.len());
         {
             let mut ids = self.shared.ids.write().expect("ids lock");
             for job in batch {
+                if !payloads.is_empty() && !self.belongs(bytes, Some(segment_day), day_of(job)) {
+                    break;
+                }
                 let mut payload = Vec::with_capacity(128 + job.event.record_ids.len() * 4);
                 let mut record_numbers = Vec::new();
                 self.encoder
                     .encode(&job.event, &mut ids, &mut payload, &mut record_numbers);
+                bytes += FRAME_HEADER_BYTES + payload.len() as u64;
                 payloads.push(payload);
                 numbers.push(record_numbers);
             }
         }
+        let batch = &batch[..payloads.len()];
         let first_seq = self.active.first_seq + self.active.n_records;
         let places = match self.active.append(&payloads) {
             Ok(places) => places,
@@ -1253,7 +1287,7 @@ impl Writer {
                 return Err(error);
             }
         };
-        self.active_day.get_or_insert(day);
+        self.active_day.get_or_insert(segment_day);
         // Durable from here on. What follows is derived state; if it cannot be written the
         // writer stops (a restart rebuilds it from the log) but this batch stands.
         let numbered = self.encoder.take_numbered();
@@ -1294,7 +1328,7 @@ impl Writer {
                 None => (u64::from(numbered.first_id), first_seq),
             });
         }
-        Ok(first_seq)
+        Ok((first_seq, batch.len()))
     }
 
     /// Closes the active segment (its index is written by the sealer) and starts the next.

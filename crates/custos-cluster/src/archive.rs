@@ -5,10 +5,12 @@
 //! objects `audit/<tenant>/<first seq>` of at most `OBJECT_EVENTS` events, each a run of
 //! frames `u32 length | message` in the stream's own message encoding
 //! (`custos_audit::encode_batch`). Not the segment files: a segment refers to record ids
-//! numbered in earlier partitions and its boundaries depend on how a node's fetches fell, where
-//! a message decodes alone and a node importing it appends exactly what the stream would have
-//! delivered — so it builds the same segments, index, `ids.dat`, leaves and tree as from the
-//! stream, and the signed checkpoints that follow in the stream check it. An object's metadata
+//! numbered in earlier partitions, where a message decodes alone and a node importing it
+//! appends exactly what the stream would have delivered — so it builds the same segments,
+//! index, `ids.dat`, leaves and tree as from the stream, and the signed checkpoints that follow
+//! in the stream check it. An object never spans two partitions, and says when it ends one:
+//! partitions are cut at the same events on every node (by size and day, event by event, or at
+//! a seal marker), and a marker trimmed from the stream lives on as that mark. An object's metadata
 //! says its first seq, its events, and `stream`: a stream sequence whose messages, and all
 //! before it, hold only events below the object's end (from the replica's marks, `Marks`).
 //!
@@ -63,6 +65,11 @@ impl Marks {
         self.0.push_back((log_len, stream_sequence));
     }
 
+    /// The last stream sequence the replica has applied (0 before its first append).
+    pub(crate) fn through(&self) -> u64 {
+        self.0.back().map_or(0, |(_, sequence)| *sequence)
+    }
+
     /// The largest stream sequence all of whose messages' events are below `end`.
     fn stream_below(&self, end: u64) -> Option<u64> {
         self.0
@@ -79,6 +86,9 @@ struct Archived {
     first: u64,
     events: u64,
     stream: u64,
+    /// Whether a partition of the log ends with the object's last event (an object never
+    /// spans two): a node importing it seals there, as the node that archived it did.
+    ends_partition: bool,
 }
 
 impl Archived {
@@ -91,6 +101,7 @@ impl Archived {
             ("first".to_string(), self.first.to_string()),
             ("events".to_string(), self.events.to_string()),
             ("stream".to_string(), self.stream.to_string()),
+            ("partition_end".to_string(), self.ends_partition.to_string()),
         ])
     }
 
@@ -105,6 +116,11 @@ impl Archived {
             first: number("first")?,
             events: number("events")?,
             stream: number("stream")?,
+            // Objects archived before partitions were cut alike everywhere do not say.
+            ends_partition: info
+                .metadata
+                .get("partition_end")
+                .is_some_and(|value| value == "true"),
         })
     }
 }
@@ -220,9 +236,15 @@ pub(crate) async fn run(task: ArchiveTask) {
 async fn archive_step(task: &ArchiveTask, store: &ObjectStore) -> Result<(), String> {
     let mut archived = objects(store, task.tenant_id).await?;
     let sealed = task.log.sealed_len();
+    let partition_ends = task.log.partition_ends();
     let mut next = archived.last().map_or(0, Archived::end);
     while next < sealed {
-        let end = sealed.min(next + OBJECT_EVENTS);
+        let partition_end = partition_ends
+            .iter()
+            .copied()
+            .find(|end| *end > next)
+            .unwrap_or(sealed);
+        let end = partition_end.min(next + OBJECT_EVENTS);
         let previous = archived.last().map_or(0, |object| object.stream);
         // Marks are kept for the last few thousand appends: an object sealed before this node
         // restarted takes the stream sequence of the one before it, which is also true.
@@ -231,6 +253,7 @@ async fn archive_step(task: &ArchiveTask, store: &ObjectStore) -> Result<(), Str
             first: next,
             events: end - next,
             stream: below.unwrap_or(previous).max(previous),
+            ends_partition: end == partition_end,
         };
         put(task, store, object).await?;
         tracing::info!(
@@ -406,6 +429,18 @@ pub(crate) async fn import(
                 .map_err(|e| format!("importing {name}: {e}"))??;
             seq += count;
         }
+        if object.ends_partition {
+            let sealer = log.clone();
+            tokio::task::spawn_blocking(move || {
+                if sealer.len() == object.end() {
+                    sealer.seal_active()?;
+                }
+                Ok::<_, custos_audit::Error>(())
+            })
+            .await
+            .map_err(|e| format!("importing {name}: {e}"))?
+            .map_err(|e| format!("sealing the partition {name} ends: {e}"))?;
+        }
     }
     Ok(imported)
 }
@@ -446,6 +481,7 @@ mod tests {
             first,
             events,
             stream: 0,
+            ends_partition: false,
         }
     }
 
@@ -480,6 +516,7 @@ mod tests {
             first: 7,
             events: 3,
             stream: 42,
+            ends_partition: true,
         };
         let info: ObjectInfo = serde_json::from_value(serde_json::json!({
             "name": "audit/x/00000000000000000007",

@@ -32,6 +32,8 @@ pub use signer::SignerStatus;
 pub const STREAM: &str = "CUSTOS_AUDIT";
 /// How long the stream remembers message ids to drop a message published twice.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long [`Cluster::seal`] waits for this node's replica to meet its marker.
+pub const SEAL_WAIT: Duration = Duration::from_secs(60);
 /// How long a starting node keeps trying to reach the cluster and its stream.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -216,6 +218,37 @@ impl Cluster {
             interval,
             status: self.signer.clone(),
         }));
+    }
+
+    /// Ends the active partition of every audit node after the same event (a support engineer's
+    /// `seal-partition`): publishes a seal marker into the stream, which every replica meets
+    /// after the same events and seals there (`replica.rs`), and waits until this node's
+    /// replica has (at most [`SEAL_WAIT`]). A node never seals alone: its partitions would no
+    /// longer be the others', and a retention purge names one partition for every node.
+    pub async fn seal(&self) -> Result<(), ClusterError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(replica::SEAL_HEADER, "1");
+        let id = format!("seal-{}-{}", self.tenant_id, Uuid::new_v4());
+        let sequence = publisher::publish(
+            &self.jetstream,
+            &self.subject,
+            Default::default(),
+            &id,
+            &headers,
+        )
+        .await
+        .map_err(ClusterError::Nats)?;
+        let deadline = Instant::now() + SEAL_WAIT;
+        while self.marks.lock().expect("marks lock").through() < sequence {
+            if Instant::now() > deadline {
+                return Err(ClusterError::Nats(format!(
+                    "this node's audit replica did not reach the seal marker (stream sequence {sequence}) within {} s",
+                    SEAL_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Who signs the cluster's checkpoints, as this node last saw it.

@@ -7,9 +7,10 @@
 //! there, as damage.
 //!
 //! Where to start is the log's to say, not the consumer's: after each append the node writes the
-//! stream sequence its log now holds to `cluster/applied` in its data directory (after the
-//! append, so it is never ahead of the log), and each time it (re)starts following it makes its
-//! consumer anew from the next sequence. A node whose data directory is new starts from the
+//! stream sequence its log now holds, and how many events the stream holds up to it, to
+//! `cluster/applied` in its data directory (after the append, so it is never ahead of the
+//! log), and each time it (re)starts following it makes its consumer anew from the next
+//! sequence. A node whose data directory is new starts from the
 //! beginning of the stream, whatever a consumer of the same name remembered.
 //!
 //! A node behind the archive of sealed partitions (`archive.rs`: a new node, a rebuilt one, one
@@ -41,6 +42,10 @@ use crate::archive::{self, Marks};
 use crate::signer::CHECKPOINT_HEADER;
 use futures_util::StreamExt;
 
+/// The header that marks a message of the audit stream as a seal marker ([`crate::Cluster::seal`]):
+/// every replica ends its active partition there, after the same events.
+pub(crate) const SEAL_HEADER: &str = "Custos-Seal";
+
 /// Messages fetched at a time.
 const FETCH_MESSAGES: usize = 256;
 /// How long one fetch waits for messages when the stream is quiet.
@@ -55,22 +60,40 @@ pub(crate) struct ReplicaStatus {
     pub(crate) failure: Option<String>,
 }
 
-/// The stream sequence the log holds, as `applied` last recorded it (0: nothing yet).
-fn read_applied(applied: &Path) -> Result<u64, String> {
-    match std::fs::read_to_string(applied) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{} does not hold a stream sequence", applied.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(format!("{}: {e}", applied.display())),
-    }
+/// How far the log holds the stream, as `applied` last recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Applied {
+    /// The last stream sequence appended (0: nothing yet).
+    sequence: u64,
+    /// How many events the stream's messages up to `sequence` hold: where the next message's
+    /// first event goes in every audit node's log (`None` in a file of the first format).
+    position: Option<u64>,
 }
 
-/// Records that the log holds the stream up to `sequence` (a new file renamed over the old).
-fn write_applied(applied: &Path, sequence: u64) -> Result<(), String> {
+/// Reads `applied`: `<sequence> <position>` (or `<sequence>` in the first format); nothing yet
+/// when there is no file.
+fn read_applied(applied: &Path) -> Result<Applied, String> {
+    let text = match std::fs::read_to_string(applied) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Applied {
+                sequence: 0,
+                position: Some(0),
+            });
+        }
+        Err(e) => return Err(format!("{}: {e}", applied.display())),
+    };
+    let wrong = || format!("{} does not hold a stream sequence", applied.display());
+    let mut numbers = text.split_whitespace().map(str::parse::<u64>);
+    let sequence = numbers.next().ok_or_else(wrong)?.map_err(|_| wrong())?;
+    let position = numbers.next().transpose().map_err(|_| wrong())?;
+    Ok(Applied { sequence, position })
+}
+
+/// Records how far the log holds the stream (a new file renamed over the old).
+fn write_applied(applied: &Path, sequence: u64, position: u64) -> Result<(), String> {
     let fresh = applied.with_extension("new");
-    std::fs::write(&fresh, format!("{sequence}\n"))
+    std::fs::write(&fresh, format!("{sequence} {position}\n"))
         .and_then(|()| std::fs::rename(&fresh, applied))
         .map_err(|e| format!("{}: {e}", applied.display()))
 }
@@ -113,7 +136,8 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
         marks,
         ..
     } = task;
-    let start = read_applied(applied)? + 1;
+    let recorded = read_applied(applied)?;
+    let start = recorded.sequence + 1;
     // The consumer is made anew from where the log stops; a stale one of the same name goes.
     if let Err(error) = stream.delete_consumer(consumer_name).await {
         tracing::debug!(%error, "no audit consumer to replace");
@@ -141,6 +165,9 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
     if imported > 0 {
         tracing::info!(imported, "imported audit events from the archive");
     }
+    // A file of the first format did not say where the stream had reached in the log: the
+    // log's length is the best guess.
+    let mut position = recorded.position.unwrap_or_else(|| log.len());
     marks.lock().expect("marks lock").push(log.len(), start - 1);
     // Until the first event the log does not hold, each is looked up (see the top of this file).
     let mut looking = true;
@@ -177,10 +204,11 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             continue;
         };
         let appender = log.clone();
-        looking = tokio::task::spawn_blocking(move || apply(&appender, steps, looking))
-            .await
-            .map_err(|e| format!("appending audit events: {e}"))?
-            .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
+        (looking, position) =
+            tokio::task::spawn_blocking(move || apply(&appender, steps, looking, position))
+                .await
+                .map_err(|e| format!("appending audit events: {e}"))?
+                .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
         appended_through = sequence;
         marks.lock().expect("marks lock").push(log.len(), sequence);
         message
@@ -188,7 +216,7 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             .await
             .map_err(|e| format!("acknowledging stream sequence {sequence}: {e}"))?;
         let record = applied.to_path_buf();
-        tokio::task::spawn_blocking(move || write_applied(&record, sequence))
+        tokio::task::spawn_blocking(move || write_applied(&record, sequence, position))
             .await
             .map_err(|e| format!("recording stream sequence {sequence}: {e}"))??;
         status.lock().expect("replica lock").failure = None;
@@ -215,15 +243,22 @@ enum Step {
     /// A checkpoint the cluster's signer signed (`signer.rs`), in stream order after the
     /// events it covers.
     Checkpoint(String),
+    /// A seal marker: the active partition ends here.
+    Seal,
 }
 
 impl Step {
     fn read(message: &Message, sequence: u64) -> Result<Step, String> {
-        let is_checkpoint = message
-            .headers
-            .as_ref()
-            .is_some_and(|headers| headers.get(CHECKPOINT_HEADER).is_some());
-        if is_checkpoint {
+        let marked = |header: &str| {
+            message
+                .headers
+                .as_ref()
+                .is_some_and(|headers| headers.get(header).is_some())
+        };
+        if marked(SEAL_HEADER) {
+            return Ok(Step::Seal);
+        }
+        if marked(CHECKPOINT_HEADER) {
             return String::from_utf8(message.payload.to_vec())
                 .map(Step::Checkpoint)
                 .map_err(|_| format!("stream sequence {sequence}: a checkpoint that is not text"));
@@ -234,16 +269,25 @@ impl Step {
     }
 }
 
-/// Applies the steps of one fetch in order: consecutive events are appended together, and a
-/// checkpoint is adopted once everything before it is in the log. While `looking`, an event is
-/// first looked up in the log and skipped when held; the first that is not ends the looking.
-/// Returns whether it is still looking. Call from blocking code.
-fn apply(log: &AuditLog, steps: Vec<Step>, mut looking: bool) -> custos_audit::Result<bool> {
+/// Applies the steps of one fetch in order: consecutive events are appended together, a
+/// checkpoint is adopted once everything before it is in the log, and a seal marker ends the
+/// active partition there. While `looking`, an event is first looked up in the log and skipped
+/// when held; the first that is not ends the looking. `position` counts the stream's events:
+/// a seal marker met where the log already holds events beyond it (it was applied before a
+/// crash, or the archive's import cut there) seals nothing. Returns whether it is still
+/// looking, and the position after the steps. Call from blocking code.
+fn apply(
+    log: &AuditLog,
+    steps: Vec<Step>,
+    mut looking: bool,
+    mut position: u64,
+) -> custos_audit::Result<(bool, u64)> {
     let mut fresh = Vec::new();
     for step in steps {
         match step {
             Step::Events(events) => {
                 for event in events {
+                    position += 1;
                     looking = looking && log.contains(event.id)?;
                     if !looking {
                         fresh.push(event);
@@ -254,15 +298,105 @@ fn apply(log: &AuditLog, steps: Vec<Step>, mut looking: bool) -> custos_audit::R
                 log.append_all(std::mem::take(&mut fresh))?;
                 log.adopt_checkpoint(&note)?;
             }
+            Step::Seal => {
+                log.append_all(std::mem::take(&mut fresh))?;
+                if log.len() == position {
+                    log.seal_active()?;
+                }
+            }
         }
     }
     log.append_all(fresh)?;
-    Ok(looking)
+    Ok((looking, position))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::next_delivery;
+    use super::{Applied, Step, apply, next_delivery, read_applied, write_applied};
+    use custos_audit::{
+        AuditEvent, AuditLog, EntityCategory, LogConfig, Origin, ResultStatus, UserType,
+    };
+    use uuid::Uuid;
+
+    fn event(n: u128) -> AuditEvent {
+        AuditEvent {
+            id: Uuid::now_v7(),
+            creation_time_us: 1_800_000_000_000_000,
+            tenant_id: Uuid::from_u128(1),
+            instance: "main".into(),
+            instance_url: String::new(),
+            workload: "Custos".into(),
+            record_type: "CRM".into(),
+            operation: "Retrieve".into(),
+            category: String::new(),
+            user_id: String::new(),
+            user_upn: "a@example.test".into(),
+            user_type: UserType::Regular,
+            caller_id: String::new(),
+            client_ip: String::new(),
+            user_agent: String::new(),
+            origin: Origin::Api,
+            correlation_id: String::new(),
+            session_id: String::new(),
+            client_request_id: String::new(),
+            result_status: ResultStatus::Succeeded,
+            error_code: String::new(),
+            entity_name: "account".into(),
+            entity_category: EntityCategory::OutOfBox,
+            record_ids: vec![Uuid::from_u128(n)],
+            query: String::new(),
+            result_count: 1,
+            changes: Vec::new(),
+            details: String::new(),
+        }
+    }
+
+    #[test]
+    fn applied_says_the_sequence_and_the_streams_events_up_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("applied");
+        let read = || read_applied(&path);
+        let at = |sequence, position| Applied { sequence, position };
+        assert_eq!(read(), Ok(at(0, Some(0))), "nothing yet");
+        write_applied(&path, 42, 1_000).unwrap();
+        assert_eq!(read(), Ok(at(42, Some(1_000))));
+        std::fs::write(&path, "42\n").unwrap();
+        assert_eq!(read(), Ok(at(42, None)), "the first format");
+        std::fs::write(&path, "42 x\n").unwrap();
+        assert!(read().is_err());
+    }
+
+    /// A fetch of three events, a seal marker and two more, as the stream delivers it.
+    fn fetch(events: &[AuditEvent]) -> Vec<Step> {
+        vec![
+            Step::Events(events[..3].to_vec()),
+            Step::Seal,
+            Step::Events(events[3..].to_vec()),
+        ]
+    }
+
+    /// A seal marker cuts where it stands in the stream, once: delivered again after a crash
+    /// (whether the crash came before or after the seal), it cuts nowhere else.
+    #[test]
+    fn a_seal_marker_cuts_at_its_place_in_the_stream_once() {
+        let events: Vec<AuditEvent> = (0..5).map(event).collect();
+        let open = |dir: &std::path::Path| {
+            AuditLog::open(LogConfig::new(dir, [3; 32], "test.example/log")).unwrap()
+        };
+        // Applied whole, then delivered again from the start (a crash before `applied`).
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        assert_eq!(apply(&log, fetch(&events), false, 0).unwrap(), (false, 5));
+        assert_eq!(log.partition_ends(), vec![3]);
+        assert_eq!(apply(&log, fetch(&events), true, 0).unwrap(), (true, 5));
+        assert_eq!((log.partition_ends(), log.len()), (vec![3], 5));
+        // A crash after the first three events, before the seal: the seal is made on delivery.
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.append_all(events[..3].to_vec()).unwrap();
+        assert_eq!(apply(&log, fetch(&events), true, 0).unwrap(), (false, 5));
+        assert_eq!((log.partition_ends(), log.len()), (vec![3], 5));
+    }
 
     #[test]
     fn a_delivery_lost_in_flight_stops_the_replica_before_it_appends_past_it() {

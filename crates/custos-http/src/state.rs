@@ -847,6 +847,18 @@ impl AppState {
         .map_err(AppError::from)
     }
 
+    /// Ends the active partition of the audit log: at once on an embedded node; on a cluster
+    /// node through a seal marker in the stream, so that every audit node ends it after the
+    /// same event (`custos_cluster::Cluster::seal`). Call from blocking code only.
+    pub fn seal_partition_blocking(&self) -> Result<(), AppError> {
+        match &self.journal {
+            Journal::Local => self.log.seal_active().map_err(AppError::from),
+            Journal::Cluster(cluster) => tokio::runtime::Handle::current()
+                .block_on(cluster.seal())
+                .map_err(|e| AppError::from(custos_audit::Error::Unavailable(e.to_string()))),
+        }
+    }
+
     /// Whether this node is part of a cluster (its events go through the audit stream).
     pub fn in_cluster(&self) -> bool {
         matches!(self.journal, Journal::Cluster(_))

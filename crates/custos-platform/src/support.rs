@@ -394,7 +394,7 @@ pub(crate) async fn backend(
         let result = blocking(move || -> Result<Json, AppError> {
             Ok(match command.as_str() {
                 "seal-partition" => {
-                    worker.log.seal_active()?;
+                    worker.seal_partition_blocking()?;
                     json!({"sealed": true, "events": worker.log.len()})
                 }
                 "run-retention" => {

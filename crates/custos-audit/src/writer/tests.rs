@@ -548,6 +548,76 @@ fn batches_straddling_midnight_do_not_cut_a_segment_each() {
     assert_eq!(log.len(), 20);
 }
 
+/// The log's segment files, by name, with their bytes.
+fn segment_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("seg-") && name.ends_with(".log")
+        })
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().to_string(), bytes)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The audit nodes of a cluster append the same events in batches that fall differently (how
+/// their fetches came, a restart between two): the segments must be cut at the same events and
+/// hold the same bytes, since a retention purge names one partition for every node.
+#[test]
+fn the_same_events_make_the_same_segments_however_they_are_batched() {
+    let midnight = 20_000 * DAY_US;
+    let events: Vec<AuditEvent> = (0..600u128)
+        .map(|i| {
+            // Three days, some late arrivals of the day before, sizes that vary.
+            let day = (i / 200) as i64;
+            let late = i % 37 == 5 && day > 0;
+            let time = midnight + (day - i64::from(late)) * DAY_US + i as i64;
+            let mut event = event_at(time, "Retrieve", i % 50);
+            event.record_ids = (0..(i % 7 + 1))
+                .map(|n| Uuid::from_u128(i * 10 + n))
+                .collect();
+            event
+        })
+        .collect();
+    let write = |dir: &std::path::Path, sizes: &[usize]| {
+        let config = || {
+            let mut config = LogConfig::new(dir, [3; 32], "test.example/log");
+            config.segment_bytes_max = 9_000;
+            config
+        };
+        let mut log = AuditLog::open(config()).unwrap();
+        let mut at = 0;
+        for (n, size) in sizes.iter().cycle().enumerate() {
+            if at == events.len() {
+                break;
+            }
+            let end = (at + size).min(events.len());
+            log.append_all(events[at..end].to_vec()).unwrap();
+            at = end;
+            if n == 7 {
+                // A restart between two batches.
+                drop(log);
+                log = AuditLog::open(config()).unwrap();
+            }
+        }
+        log.wait_sealed().unwrap();
+        segment_files(dir)
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let by_ones = write(one.path(), &[1]);
+    let by_chunks = write(two.path(), &[250, 3, 97, 1, 64]);
+    assert!(by_ones.len() > 6, "several segments: {}", by_ones.len());
+    let names = |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&by_ones), names(&by_chunks), "cut at the same events");
+    assert!(by_ones == by_chunks, "the same bytes in every segment");
+}
+
 /// Ids of the events every query of a small battery finds, in order.
 fn answers(log: &AuditLog) -> Vec<Vec<Uuid>> {
     let queries = [

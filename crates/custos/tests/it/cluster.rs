@@ -330,6 +330,7 @@ fn a_lost_audit_folder_is_rebuilt_from_the_stream_to_the_same_tree() {
 /// is rebuilt from the cluster and holds every create of `made` once, and `custos audit verify`
 /// holds it to the checkpoint in the file `kept`.
 fn rebuild_and_hold_to(dir: &Path, nats: &NatsCluster, id: &str, made: &[String], kept: &Path) {
+    let sealed_before = sealed_segments(dir);
     std::fs::remove_dir_all(dir.join("audit")).unwrap();
     std::fs::remove_dir_all(dir.join("cluster")).unwrap();
     let mut server = node(dir, nats, id);
@@ -362,6 +363,42 @@ fn rebuild_and_hold_to(dir: &Path, nats: &NatsCluster, id: &str, made: &[String]
         said.contains("the log extends the checkpoint kept outside"),
         "{said}"
     );
+    // Cut at the same events, byte for byte: a partition the lost log had sealed is the
+    // rebuilt log's too.
+    let rebuilt = sealed_segments(dir);
+    assert!(
+        rebuilt.len() >= sealed_before.len(),
+        "{} sealed segments before, {} rebuilt",
+        sealed_before.len(),
+        rebuilt.len()
+    );
+    for (name, bytes) in &sealed_before {
+        let again = rebuilt.iter().find(|(n, _)| n == name);
+        assert!(
+            again.is_some_and(|(_, b)| b == bytes),
+            "segment {name} is rebuilt with the same events"
+        );
+    }
+}
+
+/// The segment files of the log in the data directory `dir` but its active one (the last), by
+/// name, with their bytes.
+fn sealed_segments(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join("audit"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.starts_with("seg-") && name.ends_with(".log")
+        })
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    found.sort();
+    found.pop();
+    found
 }
 
 /// A node's `/healthz` answer.
@@ -992,9 +1029,13 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
     b = pg_node(&dir_b, &urls, &postgres.url, "b", &fast_feed);
     *base_b.lock().unwrap() = b.base.clone();
     more(30, "30 more acknowledged creates after the restarts");
+    // A partition sealed under load ends after the same event on both nodes.
+    let admin_a = a.admin();
+    seal_partition(&a, &admin_a);
+    more(20, "20 more acknowledged creates after the seal");
     let acknowledged = load.stop();
 
-    let (admin_a, admin_b) = (a.admin(), b.admin());
+    let admin_b = b.admin();
     for (server, admin) in [(&a, &admin_a), (&b, &admin_b)] {
         let mut seen = HashMap::new();
         wait_for(
@@ -1054,6 +1095,18 @@ fn two_nodes_through_crashes_hold_one_log_that_one_signer_signs() {
                 .unwrap_or(0);
             notes.0 == notes.1 && size >= total
         },
+    );
+    // The same segments, byte for byte: sealed by the marker, and by size and day, at the same
+    // events whichever way each node's fetches fell and through node b's crash.
+    let (sealed_a, sealed_b) = (sealed_segments(&dir_a), sealed_segments(&dir_b));
+    assert!(!sealed_a.is_empty(), "node a sealed a partition");
+    assert_eq!(
+        sealed_a.iter().map(|s| &s.0).collect::<Vec<_>>(),
+        sealed_b.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    assert!(
+        sealed_a == sealed_b,
+        "the sealed segments hold the same bytes"
     );
     // An audit query run by one node is answered by the other, record for record (their logs
     // are the same, seq for seq).
