@@ -51,4 +51,6 @@ pub use merkle::{
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use retention::{KEEP_FOREVER, RetentionPolicy, RetentionRule};
 pub use verify::{UNSIGNED_MARGIN_US, VerifyReport, verify_log, verify_log_against};
-pub use writer::{AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedPartition, ReportSummary};
+pub use writer::{
+    AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedPartition, PurgedRange, ReportSummary,
+};

@@ -551,11 +551,13 @@ pub fn verify_log_against(
                 // once the range is found accounted for (checked below like every range).
                 continue;
             }
+            let mut after_purge = false;
             while sink.rebuild.tree.len() < *first {
                 let start = sink.rebuild.tree.len();
                 let Some(count) = pruned.get(&start) else {
                     break;
                 };
+                after_purge = true;
                 let kept = match &sink.leaves {
                     Some(leaves) if sink.leaves_held >= start + count => {
                         leaves.read_leaves(start, start + count)?
@@ -592,13 +594,16 @@ pub fn verify_log_against(
                     continue;
                 }
             };
-            // The record ids before the first segment come from ids.dat (their segments were
-            // purged); after that the log defines them itself.
+            // The record ids numbered by purged records come from ids.dat (their segments are
+            // gone), before the first segment or between two; the segments define the rest.
             let ids = ids.get_or_insert_with(IdTable::default);
-            if ids.len() == 0 && ids_before > 0 {
+            let held = ids.len() as u64;
+            if (after_purge || held == 0) && u64::from(ids_before) > held {
                 match &id_file {
                     Some(file) if ids_held >= u64::from(ids_before) => {
-                        *ids = file.read(u64::from(ids_before))?;
+                        for id in file.read_range(held, u64::from(ids_before))? {
+                            ids.push(id);
+                        }
                     }
                     _ => report.problems.push(format!(
                         "{name}: needs {ids_before} record ids from ids.dat, which holds {ids_held}"

@@ -77,6 +77,12 @@ enum Job {
     },
     /// Close the active segment now, so it is sealed (answered once it is closed).
     Roll { done: SyncSender<Result<()>> },
+    /// Take a range another audit node purged, as its leaves and record ids
+    /// ([`AuditLog::import_purged`]).
+    ImportPurged {
+        range: Box<PurgedRange>,
+        done: SyncSender<Result<()>>,
+    },
 }
 
 /// State shared by the writer, the sealer and readers. Locks are never nested.
@@ -153,6 +159,57 @@ pub struct PurgedPartition {
     pub kept_until_us: i64,
     /// The seq of the `PurgeAuditLog` event that records the deletion.
     pub event_seq: Seq,
+}
+
+impl PurgedPartition {
+    /// The sealed partition of `first_seq`, `n_events`, segment `path` and `index`, to be purged
+    /// as kept until `kept_until_us` (its purge event's seq not known yet).
+    fn of(
+        first_seq: Seq,
+        n_events: u64,
+        path: &std::path::Path,
+        index: &SealedIndex,
+        kept_until_us: i64,
+    ) -> PurgedPartition {
+        let meta = index.meta();
+        PurgedPartition {
+            segment: path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            first_seq,
+            events: n_events,
+            oldest_us: meta.oldest_us,
+            newest_us: meta.newest_us,
+            kept_until_us,
+            event_seq: 0,
+        }
+    }
+}
+
+/// The `PurgeAuditLog` event that purges `partition` after the ranges `before` under `policy`:
+/// `describe` gives who and when; the claim (the range, the policy, when its last event could
+/// go, the digest of the ranges before) is the log's to state.
+fn purge_event(
+    partition: &PurgedPartition,
+    before: &[crate::retention::PrunedRange],
+    policy: &RetentionPolicy,
+    describe: &dyn Fn(&PurgedPartition) -> AuditEvent,
+) -> AuditEvent {
+    let claim = PurgeClaim {
+        first: partition.first_seq,
+        count: partition.events,
+        newest_us: partition.newest_us,
+        kept_until_us: partition.kept_until_us,
+        ranges_before: before.len(),
+        digest_before: pruned_digest(before),
+    };
+    let mut event = describe(partition);
+    event.workload = "Custos".into();
+    event.operation = crate::Operation::PurgeAuditLog.as_str().into();
+    event.result_status = crate::ResultStatus::Succeeded;
+    event.details = claim.details(partition, policy);
+    event
 }
 
 /// A partition's number, first seq and index, to search without the partitions lock.
@@ -729,50 +786,14 @@ impl AuditLog {
         // Only sealed partitions are purged: their record ids and leaves are durable beside.
         self.wait_sealed()?;
         let mut pruned = self.pruned.lock().expect("pruned lock");
-        let candidates: Vec<(usize, Seq, u64, PathBuf, Arc<SealedIndex>)> = {
-            let partitions = self.shared.partitions.read().expect("partitions lock");
-            partitions
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| match &p.state {
-                    PartState::Sealed(index) => {
-                        Some((i, p.first_seq, p.n_events, p.path.clone(), index.clone()))
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
         let mut purged = Vec::new();
-        for (i, first_seq, n_events, path, index) in candidates {
+        for (i, first_seq, n_events, path, index) in self.sealed_partitions() {
             let Some(kept_until_us) = expired_at(&index, policy, now_us)? else {
                 continue;
             };
-            let meta = index.meta();
-            let mut partition = PurgedPartition {
-                segment: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default(),
-                first_seq,
-                events: n_events,
-                oldest_us: meta.oldest_us,
-                newest_us: meta.newest_us,
-                kept_until_us,
-                event_seq: 0,
-            };
-            let claim = PurgeClaim {
-                first: first_seq,
-                count: n_events,
-                newest_us: meta.newest_us,
-                kept_until_us,
-                ranges_before: pruned.ranges.len(),
-                digest_before: pruned_digest(&pruned.ranges),
-            };
-            let mut event = describe(&partition);
-            event.workload = "Custos".into();
-            event.operation = crate::Operation::PurgeAuditLog.as_str().into();
-            event.result_status = crate::ResultStatus::Succeeded;
-            event.details = claim.details(&partition, policy);
+            let mut partition =
+                PurgedPartition::of(first_seq, n_events, &path, &index, kept_until_us);
+            let event = purge_event(&partition, &pruned.ranges, policy, describe);
             let event_seq = self.append(event)?;
             partition.event_seq = event_seq;
             // The deletion's record is signed before anything goes.
@@ -786,17 +807,48 @@ impl AuditLog {
                     "the purge event at seq {event_seq} is not covered by a signed checkpoint"
                 )));
             }
-            pruned.record(first_seq, n_events, event_seq)?;
-            {
-                let mut partitions = self.shared.partitions.write().expect("partitions lock");
-                partitions[i].state = PartState::Purged;
-                partitions[i].file = None;
-            }
             drop(index);
-            crate::open::delete_partition_files(&path, &self.dir)?;
+            self.delete_purged(&mut pruned, i, event_seq, &path)?;
             purged.push(partition);
         }
         Ok(purged)
+    }
+
+    /// Records partition `i` (segment `path`) as purged by the event at `event_seq` in
+    /// `pruned.log`, then forgets and deletes its files.
+    fn delete_purged(
+        &self,
+        pruned: &mut PrunedFile,
+        i: usize,
+        event_seq: Seq,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        {
+            let partitions = self.shared.partitions.read().expect("partitions lock");
+            let partition = &partitions[i];
+            pruned.record(partition.first_seq, partition.n_events, event_seq)?;
+        }
+        {
+            let mut partitions = self.shared.partitions.write().expect("partitions lock");
+            partitions[i].state = PartState::Purged;
+            partitions[i].file = None;
+        }
+        crate::open::delete_partition_files(path, &self.dir)
+    }
+
+    /// The sealed partitions: their number, first seq, events, segment and index.
+    fn sealed_partitions(&self) -> Vec<(usize, Seq, u64, PathBuf, Arc<SealedIndex>)> {
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.state {
+                PartState::Sealed(index) => {
+                    Some((i, p.first_seq, p.n_events, p.path.clone(), index.clone()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// What [`AuditLog::purge_expired`] would delete at `now_us` under `policy`, deleting
@@ -1153,8 +1205,8 @@ impl Writer {
             while let Some(job) = next.take() {
                 match job {
                     Job::Append { event, leaf, done } => batch.push(Append { event, leaf, done }),
-                    roll @ Job::Roll { .. } => {
-                        held = Some(roll);
+                    other => {
+                        held = Some(other);
                         break;
                     }
                 }
@@ -1164,13 +1216,21 @@ impl Writer {
             }
             if !batch.is_empty() {
                 self.commit(batch);
-            } else if let Some(Job::Roll { done }) = held.take() {
-                let rolled = if self.active.n_records > 0 {
-                    self.roll()
-                } else {
-                    Ok(())
-                };
-                let _ = done.send(rolled);
+                continue;
+            }
+            match held.take() {
+                Some(Job::Roll { done }) => {
+                    let rolled = if self.active.n_records > 0 {
+                        self.roll()
+                    } else {
+                        Ok(())
+                    };
+                    let _ = done.send(rolled);
+                }
+                Some(Job::ImportPurged { range, done }) => {
+                    let _ = done.send(self.import_purged(*range));
+                }
+                _ => {}
             }
         }
     }
@@ -1382,6 +1442,9 @@ impl Writer {
         stats.fsync_us_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+mod cluster_purge;
+pub use cluster_purge::PurgedRange;
 
 #[cfg(test)]
 mod tests;

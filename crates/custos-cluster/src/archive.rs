@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::object_store::{ObjectInfo, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::{self, stream};
-use custos_audit::AuditLog;
+use custos_audit::{AuditLog, PurgedRange};
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
@@ -89,6 +89,9 @@ struct Archived {
     /// Whether a partition of the log ends with the object's last event (an object never
     /// spans two): a node importing it seals there, as the node that archived it did.
     ends_partition: bool,
+    /// Whether retention purged its events: it holds their leaves and record ids alone
+    /// (`encode_purged`), and stands for the whole partition.
+    purged: bool,
 }
 
 impl Archived {
@@ -102,10 +105,14 @@ impl Archived {
             ("events".to_string(), self.events.to_string()),
             ("stream".to_string(), self.stream.to_string()),
             ("partition_end".to_string(), self.ends_partition.to_string()),
+            ("purged".to_string(), self.purged.to_string()),
         ])
     }
 
     fn read(info: &ObjectInfo) -> Result<Archived, String> {
+        // Objects archived before partitions were cut alike everywhere, or before retention ran
+        // in a cluster, do not say.
+        let flag = |key: &str| info.metadata.get(key).is_some_and(|value| value == "true");
         let number = |key: &str| {
             info.metadata
                 .get(key)
@@ -116,11 +123,8 @@ impl Archived {
             first: number("first")?,
             events: number("events")?,
             stream: number("stream")?,
-            // Objects archived before partitions were cut alike everywhere do not say.
-            ends_partition: info
-                .metadata
-                .get("partition_end")
-                .is_some_and(|value| value == "true"),
+            ends_partition: flag("partition_end"),
+            purged: flag("purged"),
         })
     }
 }
@@ -163,8 +167,13 @@ pub(crate) async fn bucket(
         .map_err(|e| format!("the archive bucket {BUCKET}: {e}"))
 }
 
-/// The tenant's objects in order; they must follow each other without a gap or an overlap.
-async fn objects(store: &ObjectStore, tenant: uuid::Uuid) -> Result<Vec<Archived>, String> {
+/// The tenant's objects in order, and the leftovers of a replacement cut short (event objects
+/// inside a purged object's range, to delete); the rest must follow each other without a gap
+/// or an overlap.
+async fn objects(
+    store: &ObjectStore,
+    tenant: uuid::Uuid,
+) -> Result<(Vec<Archived>, Vec<Archived>), String> {
     let prefix = prefix(tenant);
     let mut listed = store
         .list()
@@ -180,11 +189,18 @@ async fn objects(store: &ObjectStore, tenant: uuid::Uuid) -> Result<Vec<Archived
     in_order(found)
 }
 
-/// `objects` sorted by their first seq, if each begins where the one before ends.
-fn in_order(mut objects: Vec<Archived>) -> Result<Vec<Archived>, String> {
+/// `objects` sorted by their first seq, if each begins where the one before ends — but for
+/// event objects inside a purged object's range, handed back apart.
+fn in_order(mut objects: Vec<Archived>) -> Result<(Vec<Archived>, Vec<Archived>), String> {
     objects.sort_by_key(|object| object.first);
     let mut end = objects.first().map_or(0, |object| object.first);
-    for object in &objects {
+    let (mut kept, mut leftovers) = (Vec::new(), Vec::new());
+    for object in objects {
+        if !object.purged && object.first < end && kept.last().is_some_and(|o: &Archived| o.purged)
+        {
+            leftovers.push(object);
+            continue;
+        }
         if object.first != end {
             return Err(format!(
                 "the archive has no events {end}..{} (objects must follow each other)",
@@ -192,8 +208,119 @@ fn in_order(mut objects: Vec<Archived>) -> Result<Vec<Archived>, String> {
             ));
         }
         end = object.end();
+        kept.push(object);
     }
-    Ok(objects)
+    Ok((kept, leftovers))
+}
+
+/// The folder of `cluster_dir` where a node keeps the ranges its log purged (their leaves and
+/// record ids) until the archive holds them.
+pub(crate) fn purged_dir(cluster_dir: &Path) -> PathBuf {
+    cluster_dir.join("purged")
+}
+
+/// A purged range as bytes: `first`, `count`, the purge event's seq and the number of record
+/// ids (`u64` little endian each), then the leaves (32 bytes each), then the record ids (16
+/// bytes each).
+fn encode_purged(range: &PurgedRange) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32 + range.leaves.len() * 32 + range.ids.len() * 16);
+    for number in [
+        range.first,
+        range.count,
+        range.event_seq,
+        range.ids.len() as u64,
+    ] {
+        bytes.extend_from_slice(&number.to_le_bytes());
+    }
+    for leaf in &range.leaves {
+        bytes.extend_from_slice(leaf);
+    }
+    for id in &range.ids {
+        bytes.extend_from_slice(id.as_bytes());
+    }
+    bytes
+}
+
+/// The range `encode_purged` wrote, if `bytes` are exactly one.
+fn decode_purged(bytes: &[u8]) -> Result<PurgedRange, String> {
+    let number = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or("a purged range cut short")
+    };
+    let (first, count, event_seq, n_ids) = (number(0)?, number(8)?, number(16)?, number(24)?);
+    let expected = count
+        .checked_mul(32)
+        .and_then(|leaves| n_ids.checked_mul(16)?.checked_add(leaves)?.checked_add(32));
+    if expected != Some(bytes.len() as u64) {
+        return Err(format!(
+            "a purged range of {count} records and {n_ids} record ids is not {} bytes long",
+            bytes.len()
+        ));
+    }
+    let leaves_end = 32 + count as usize * 32;
+    Ok(PurgedRange {
+        first,
+        count,
+        event_seq,
+        leaves: bytes[32..leaves_end]
+            .chunks_exact(32)
+            .map(|leaf| leaf.try_into().expect("32 bytes"))
+            .collect(),
+        ids: bytes[leaves_end..]
+            .chunks_exact(16)
+            .map(|id| uuid::Uuid::from_bytes(id.try_into().expect("16 bytes")))
+            .collect(),
+    })
+}
+
+/// Keeps `range`, which this node's log is about to delete, in `dir` until the archive holds
+/// it (a new file, made durable, then renamed into place). Call from blocking code.
+pub(crate) fn keep_purged(dir: &Path, range: &PurgedRange) -> custos_audit::Result<()> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| {
+            custos_audit::Error::Unavailable(format!(
+                "keeping a purged range: {}: {e}",
+                path.display()
+            ))
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    let path = dir.join(format!("{:020}", range.first));
+    let fresh = path.with_extension("new");
+    let mut file = std::fs::File::create(&fresh).map_err(failed(&fresh))?;
+    file.write_all(&encode_purged(range))
+        .and_then(|()| file.sync_all())
+        .map_err(failed(&fresh))?;
+    std::fs::rename(&fresh, &path).map_err(failed(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|folder| folder.sync_all())
+        .map_err(failed(dir))
+}
+
+/// The ranges kept in `dir`, by first seq.
+fn kept_purged(dir: &Path) -> Result<Vec<(PurgedRange, PathBuf)>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut kept = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        if path.extension().is_some() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        kept.push((
+            decode_purged(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            path,
+        ));
+    }
+    kept.sort_by_key(|(range, _)| range.first);
+    Ok(kept)
 }
 
 /// What the archiving task needs.
@@ -211,12 +338,16 @@ pub(crate) struct ArchiveTask {
 }
 
 /// Runs for as long as the process: while this node signs, archives what its log has sealed
-/// and trims the stream behind the archive.
+/// and trims the stream behind the archive; on every node, forgets the purged ranges it kept
+/// once the archive holds them.
 pub(crate) async fn run(task: ArchiveTask) {
     let mut store = None;
     loop {
         tokio::time::sleep(ARCHIVE_EVERY).await;
-        if !task.signer.lock().expect("signer status lock").signing {
+        let signing = task.signer.lock().expect("signer status lock").signing;
+        let keeping = std::fs::read_dir(purged_dir(&task.dir))
+            .is_ok_and(|mut entries| entries.next().is_some());
+        if !signing && !keeping {
             continue;
         }
         if store.is_none() {
@@ -226,25 +357,97 @@ pub(crate) async fn run(task: ArchiveTask) {
                 .ok();
         }
         let Some(store) = &store else { continue };
-        if let Err(error) = archive_step(&task, store).await {
+        let step = if signing {
+            archive_step(&task, store).await
+        } else {
+            forget_archived_purges(&task, store).await
+        };
+        if let Err(error) = step {
             tracing::warn!(%error, "archiving sealed partitions");
         }
     }
 }
 
-/// Archives the sealed events beyond the archive's end, one object at a time, then trims.
+/// Removes the purged ranges this node kept that the archive holds as purged objects.
+async fn forget_archived_purges(task: &ArchiveTask, store: &ObjectStore) -> Result<(), String> {
+    let (archived, _) = objects(store, task.tenant_id).await?;
+    for (range, path) in kept_purged(&purged_dir(&task.dir))? {
+        if archived
+            .iter()
+            .any(|object| object.purged && object.first == range.first)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// Archives the sealed events beyond the archive's end, one object at a time (a range the log
+/// purged as its purged object), replaces the archived events of the ranges the log purged
+/// since by their purged objects, then trims.
 async fn archive_step(task: &ArchiveTask, store: &ObjectStore) -> Result<(), String> {
-    let mut archived = objects(store, task.tenant_id).await?;
+    let (mut archived, leftovers) = objects(store, task.tenant_id).await?;
+    for object in leftovers {
+        delete(task, store, object.first).await?;
+    }
+    let mut kept = kept_purged(&purged_dir(&task.dir))?;
+    let archived_end = archived.last().map_or(0, Archived::end);
+    for (range, path) in &kept {
+        let end = range.first + range.count;
+        // A range the archive holds (or began to hold) as events.
+        if range.first >= archived_end {
+            continue;
+        }
+        let replaced: Vec<Archived> = archived
+            .iter()
+            .filter(|object| range.first <= object.first && object.first < end)
+            .copied()
+            .collect();
+        if !replaced.is_empty() && replaced.iter().all(|object| !object.purged) {
+            let below = task.marks.lock().expect("marks lock").stream_below(end);
+            let object = Archived {
+                first: range.first,
+                events: range.count,
+                stream: replaced
+                    .iter()
+                    .map(|o| o.stream)
+                    .chain(below)
+                    .max()
+                    .unwrap_or(0),
+                ends_partition: true,
+                purged: true,
+            };
+            put_purged(task, store, object, range).await?;
+            for inside in replaced.iter().filter(|o| o.first > range.first) {
+                delete(task, store, inside.first).await?;
+            }
+            archived.retain(|o| !(range.first <= o.first && o.first < end));
+            archived.push(object);
+            archived.sort_by_key(|o| o.first);
+            tracing::info!(
+                first = range.first,
+                events = range.count,
+                "replaced purged audit events in the archive by their leaves"
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let archive_end = archived.last().map_or(0, Archived::end);
+    kept.retain(|(range, _)| range.first >= archive_end);
     let sealed = task.log.sealed_len();
     let partition_ends = task.log.partition_ends();
-    let mut next = archived.last().map_or(0, Archived::end);
+    let mut next = archive_end;
     while next < sealed {
         let partition_end = partition_ends
             .iter()
             .copied()
             .find(|end| *end > next)
             .unwrap_or(sealed);
-        let end = partition_end.min(next + OBJECT_EVENTS);
+        let purged = kept.iter().find(|(range, _)| range.first == next);
+        let end = match purged {
+            Some((range, _)) => range.first + range.count,
+            None => partition_end.min(next + OBJECT_EVENTS),
+        };
         let previous = archived.last().map_or(0, |object| object.stream);
         // Marks are kept for the last few thousand appends: an object sealed before this node
         // restarted takes the stream sequence of the one before it, which is also true.
@@ -254,11 +457,19 @@ async fn archive_step(task: &ArchiveTask, store: &ObjectStore) -> Result<(), Str
             events: end - next,
             stream: below.unwrap_or(previous).max(previous),
             ends_partition: end == partition_end,
+            purged: purged.is_some(),
         };
-        put(task, store, object).await?;
+        match purged {
+            Some((range, path)) => {
+                put_purged(task, store, object, range).await?;
+                let _ = std::fs::remove_file(path);
+            }
+            None => put(task, store, object).await?,
+        }
         tracing::info!(
             first = object.first,
             events = object.events,
+            purged = object.purged,
             "archived audit events"
         );
         archived.push(object);
@@ -275,6 +486,43 @@ async fn archive_step(task: &ArchiveTask, store: &ObjectStore) -> Result<(), Str
             .trimmed_through = trimmed;
     }
     Ok(())
+}
+
+/// Deletes the object of the archive that begins at `first`.
+async fn delete(task: &ArchiveTask, store: &ObjectStore, first: u64) -> Result<(), String> {
+    let name = object_name(task.tenant_id, first);
+    store
+        .delete(&name)
+        .await
+        .map_err(|e| format!("deleting {name} from the archive: {e}"))
+}
+
+/// Puts the purged range `range` in the bucket as `object` (over the events object of the same
+/// first seq, when there is one).
+async fn put_purged(
+    task: &ArchiveTask,
+    store: &ObjectStore,
+    object: Archived,
+    range: &PurgedRange,
+) -> Result<(), String> {
+    let bytes = encode_purged(range);
+    let name = object_name(task.tenant_id, object.first);
+    let meta = ObjectMetadata {
+        name: name.clone(),
+        description: Some(format!(
+            "audit events {}..{} purged by retention (the event at seq {}): their leaves and record ids",
+            object.first,
+            object.end(),
+            range.event_seq
+        )),
+        metadata: object.metadata(),
+        ..Default::default()
+    };
+    store
+        .put(meta, &mut bytes.as_slice())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("putting {name} in the archive: {e}"))
 }
 
 /// Writes the events of `object` to a file of this node's, then puts the file in the bucket.
@@ -386,7 +634,8 @@ pub(crate) async fn import(
     log: &Arc<AuditLog>,
 ) -> Result<u64, String> {
     let mut imported = 0;
-    for object in objects(store, tenant).await? {
+    let (objects, _) = objects(store, tenant).await?;
+    for object in objects {
         if object.end() <= log.len() {
             continue;
         }
@@ -395,6 +644,23 @@ pub(crate) async fn import(
             .get(&name)
             .await
             .map_err(|e| format!("reading {name} from the archive: {e}"))?;
+        if object.purged {
+            let mut bytes = Vec::new();
+            reader
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| format!("reading {name} from the archive: {e}"))?;
+            let range = decode_purged(&bytes).map_err(|e| format!("{name}: {e}"))?;
+            if (range.first, range.count) != (object.first, object.events) {
+                return Err(format!("{name}: it holds another range than it says"));
+            }
+            let taker = log.clone();
+            tokio::task::spawn_blocking(move || taker.import_purged(range))
+                .await
+                .map_err(|e| format!("importing {name}: {e}"))?
+                .map_err(|e| format!("importing {name}, purged by retention: {e}"))?;
+            continue;
+        }
         let mut seq = object.first;
         while seq < object.end() {
             let mut length = [0u8; 4];
@@ -482,16 +748,55 @@ mod tests {
             events,
             stream: 0,
             ends_partition: false,
+            purged: false,
         }
     }
 
     #[test]
     fn objects_must_follow_each_other() {
-        let sorted = in_order(vec![object(10, 5), object(0, 10)]).unwrap();
+        let (sorted, leftovers) = in_order(vec![object(10, 5), object(0, 10)]).unwrap();
         assert_eq!(sorted, vec![object(0, 10), object(10, 5)]);
+        assert!(leftovers.is_empty());
         let gap = in_order(vec![object(0, 10), object(11, 5)]).unwrap_err();
         assert!(gap.contains("no events 10..11"), "{gap}");
         assert!(in_order(vec![object(0, 10), object(5, 10)]).is_err());
+    }
+
+    /// A purged object put over the first events object of its range, the others inside it not
+    /// deleted yet (a replacement cut short): they are handed back to delete, not a gap.
+    #[test]
+    fn events_objects_inside_a_purged_one_are_leftovers() {
+        let purged = Archived {
+            purged: true,
+            ends_partition: true,
+            ..object(10, 20)
+        };
+        let (sorted, leftovers) =
+            in_order(vec![object(0, 10), purged, object(20, 10), object(30, 5)]).unwrap();
+        assert_eq!(sorted, vec![object(0, 10), purged, object(30, 5)]);
+        assert_eq!(leftovers, vec![object(20, 10)]);
+    }
+
+    #[test]
+    fn a_purged_range_reads_back_and_nothing_else_does() {
+        let range = PurgedRange {
+            first: 10,
+            count: 2,
+            event_seq: 40,
+            leaves: vec![[1; 32], [2; 32]],
+            ids: vec![uuid::Uuid::from_u128(5)],
+        };
+        let bytes = encode_purged(&range);
+        assert_eq!(bytes.len(), 32 + 64 + 16);
+        assert_eq!(decode_purged(&bytes), Ok(range));
+        assert!(decode_purged(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_purged(&[bytes.as_slice(), &[0]].concat()).is_err());
+        let mut huge = bytes.clone();
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(
+            decode_purged(&huge).is_err(),
+            "a count that overflows is refused"
+        );
     }
 
     #[test]
@@ -517,6 +822,7 @@ mod tests {
             events: 3,
             stream: 42,
             ends_partition: true,
+            purged: true,
         };
         let info: ObjectInfo = serde_json::from_value(serde_json::json!({
             "name": "audit/x/00000000000000000007",

@@ -256,6 +256,12 @@ impl Cluster {
         self.signer.lock().expect("signer status lock").clone()
     }
 
+    /// Why the last retention purge claimed in the stream was not carried out on this node,
+    /// when it was not (its log then keeps more than the others).
+    pub fn retention_refused(&self) -> Option<String> {
+        self.replica.lock().expect("replica lock").retention.clone()
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.config.node_id

@@ -58,6 +58,9 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub(crate) struct ReplicaStatus {
     /// Why it is not appending, while it is not.
     pub(crate) failure: Option<String>,
+    /// Why the last retention purge the stream claimed was not carried out here, when it was
+    /// not.
+    pub(crate) retention: Option<String>,
 }
 
 /// How far the log holds the stream, as `applied` last recorded it.
@@ -203,6 +206,7 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
         let Some((message, sequence)) = last else {
             continue;
         };
+        let checkpointed = steps.iter().any(|step| matches!(step, Step::Checkpoint(_)));
         let appender = log.clone();
         (looking, position) =
             tokio::task::spawn_blocking(move || apply(&appender, steps, looking, position))
@@ -211,6 +215,9 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
                 .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
         appended_through = sequence;
         marks.lock().expect("marks lock").push(log.len(), sequence);
+        if checkpointed {
+            carry_out_purges(log, applied, status).await;
+        }
         message
             .ack()
             .await
@@ -221,6 +228,35 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             .map_err(|e| format!("recording stream sequence {sequence}: {e}"))??;
         status.lock().expect("replica lock").failure = None;
     }
+}
+
+/// Carries out the retention purges that the checkpoints adopted now cover
+/// (`AuditLog::carry_out_purges`), keeping each range's leaves and record ids beside
+/// `applied` until the archive holds them. A claim this log cannot carry out is reported, and
+/// the log goes on following the stream: it keeps more than the others, never less.
+async fn carry_out_purges(log: &Arc<AuditLog>, applied: &Path, status: &Mutex<ReplicaStatus>) {
+    let (purger, kept) = (
+        log.clone(),
+        archive::purged_dir(applied.parent().unwrap_or(Path::new("."))),
+    );
+    let outcome = tokio::task::spawn_blocking(move || {
+        purger.carry_out_purges(&mut |range| archive::keep_purged(&kept, range))
+    })
+    .await;
+    let refused = match outcome {
+        Ok(Ok(done)) => {
+            for (first, count) in done {
+                tracing::info!(first, count, "purged audit events by retention");
+            }
+            None
+        }
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(error) => Some(error.to_string()),
+    };
+    if let Some(why) = &refused {
+        tracing::error!(error = %why, "a retention purge was not carried out");
+    }
+    status.lock().expect("replica lock").retention = refused;
 }
 
 /// The delivery sequence after `received_through` when `delivered` is the very next one; a
@@ -271,11 +307,12 @@ impl Step {
 
 /// Applies the steps of one fetch in order: consecutive events are appended together, a
 /// checkpoint is adopted once everything before it is in the log, and a seal marker ends the
-/// active partition there. While `looking`, an event is first looked up in the log and skipped
-/// when held; the first that is not ends the looking. `position` counts the stream's events:
-/// a seal marker met where the log already holds events beyond it (it was applied before a
-/// crash, or the archive's import cut there) seals nothing. Returns whether it is still
-/// looking, and the position after the steps. Call from blocking code.
+/// active partition there. While `looking`, an event is first looked up in the log (or its
+/// place found purged) and skipped when held; the first that is not ends the looking.
+/// `position` counts the stream's events: a seal marker met where the log already holds
+/// events beyond it (it was applied before a crash, or the archive's import cut there) seals
+/// nothing. Returns whether it is still looking, and the position after the steps. Call from
+/// blocking code.
 fn apply(
     log: &AuditLog,
     steps: Vec<Step>,
@@ -287,8 +324,9 @@ fn apply(
         match step {
             Step::Events(events) => {
                 for event in events {
+                    // A range the log took as purged from the archive is held too.
+                    looking = looking && (log.contains(event.id)? || log.is_purged(position));
                     position += 1;
-                    looking = looking && log.contains(event.id)?;
                     if !looking {
                         fresh.push(event);
                     }
@@ -373,6 +411,29 @@ mod tests {
             Step::Seal,
             Step::Events(events[3..].to_vec()),
         ]
+    }
+
+    /// A node rebuilt from the archive took a purged range as leaves and record ids; the stream,
+    /// not trimmed yet, delivers that range's events again: they are held, not appended.
+    #[test]
+    fn events_of_a_range_taken_as_purged_are_held() {
+        let events: Vec<AuditEvent> = (0..6).map(event).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log")).unwrap();
+        log.append_all(events[..3].to_vec()).unwrap();
+        log.seal_active().unwrap();
+        log.import_purged(custos_audit::PurgedRange {
+            first: 3,
+            count: 2,
+            event_seq: 9,
+            leaves: vec![[7; 32], [8; 32]],
+            ids: vec![Uuid::from_u128(3), Uuid::from_u128(4)],
+        })
+        .unwrap();
+        let steps = vec![Step::Events(events.clone())];
+        assert_eq!(apply(&log, steps, true, 0).unwrap(), (false, 6));
+        assert_eq!(log.len(), 6, "only the event after the range is appended");
+        assert_eq!(log.get_seq(5).unwrap().unwrap().id, events[5].id);
     }
 
     /// A seal marker cuts where it stands in the stream, once: delivered again after a crash

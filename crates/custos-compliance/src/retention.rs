@@ -180,32 +180,32 @@ fn policy_of(
 }
 
 /// Deletes expired partitions now; each deletion is recorded and signed first (the log states
-/// the range, the policy and the ranges purged before in the event's `Details`).
+/// the range, the policy and the ranges purged before in the event's `Details`). On a cluster
+/// node the purge events are what this does: they go through the audit stream, and every
+/// audit node deletes the partitions they claim once a signed checkpoint covers them
+/// (`AuditLog::carry_out_purges`, docs/scale-out.md); the partitions claimed are returned.
 pub fn purge(state: &AppState) -> Result<Vec<PurgedPartition>, AppError> {
-    if state.in_cluster() {
-        // A purge's own event would be this node's alone, and every audit node's log must hold
-        // the same events: retention in a cluster is the stream's to decide (docs/scale-out.md).
-        return Err(AppError::new(
-            custos_http::ErrorCode::Conflict,
-            "retention does not run on a cluster node yet: the audit stream keeps every event (docs/scale-out.md)",
-        ));
-    }
     let policy = policy(state)?;
     let describe = |partition: &PurgedPartition| {
         let mut draft = state.system_draft(Operation::PurgeAuditLog, "");
         draft.result_count = partition.events;
         state.finish(draft)
     };
-    Ok(state
-        .log
-        .purge_expired(state.clock.now_us(), &policy, &describe)?)
+    let now_us = state.clock.now_us();
+    if state.in_cluster() {
+        let (claimed, events): (Vec<PurgedPartition>, Vec<_>) = state
+            .log
+            .purge_claims(now_us, &policy, &describe)?
+            .into_iter()
+            .unzip();
+        state.append_events_blocking(events)?;
+        return Ok(claimed);
+    }
+    Ok(state.log.purge_expired(now_us, &policy, &describe)?)
 }
 
 /// Runs the purge every hour for as long as the server runs.
 pub(crate) async fn purge_periodically(state: ComplianceState) {
-    if state.in_cluster() {
-        return;
-    }
     loop {
         let worker = state.clone();
         // One node of a cluster purges (`Directory::leads`).
@@ -273,12 +273,6 @@ pub(crate) async fn preview(
 ) -> Response {
     let result = async {
         audit_reader_caller(&state, &headers)?;
-        if state.in_cluster() {
-            return Err(AppError::new(
-                custos_http::ErrorCode::Conflict,
-                "retention does not run on a cluster node yet: nothing is deleted (docs/scale-out.md)",
-            ));
-        }
         let body: Json = serde_json::from_slice(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let (default_days, rules) = parse(&body)?;
@@ -288,7 +282,9 @@ pub(crate) async fn preview(
             Ok::<_, AppError>(worker.log.expiring(worker.clock.now_us(), &policy)?)
         })
         .await?;
-        Ok(axum::Json(json!({"partitions": partitions, "events": events})).into_response())
+        Ok::<_, AppError>(
+            axum::Json(json!({"partitions": partitions, "events": events})).into_response(),
+        )
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

@@ -892,6 +892,7 @@ impl AppState {
             "signsCheckpoints": signer.signing,
             "archivedEvents": signer.archived,
             "streamTrimmedThrough": signer.trimmed_through,
+            "retentionRefused": cluster.retention_refused(),
         }))
     }
 

@@ -475,6 +475,12 @@ fn verify(
                 .latest_checkpoint
                 .map_or("nothing".into(), |n| format!("{n} events"))
         );
+        if report.purged_events > 0 {
+            println!(
+                "{} of them purged by retention, every purged range accounted for by its signed purge event",
+                report.purged_events
+            );
+        }
         if let Some(torn) = &report.torn_tail {
             println!("note: torn tail, not tampering: {torn}");
         }

@@ -1421,3 +1421,149 @@ fn a_node_reaches_postgresql_over_verified_tls_or_not_at_all() {
     let mut server = server;
     assert!(server.stop().success());
 }
+
+/// Retention in a cluster: the purge decided on one node is carried out on every node, at the
+/// same partition, once a signed checkpoint covers its event; the archive keeps the purged
+/// events' leaves and record ids alone, and a node rebuilt from it holds the range purged, the
+/// same segments and a log that verifies.
+#[test]
+fn a_retention_purge_deletes_the_same_partition_on_every_node_and_a_rebuilt_node_keeps_it_deleted()
+{
+    let nats = NatsCluster::start();
+    let postgres = Postgres::start();
+    let data = tempfile::tempdir().unwrap();
+    let urls = nats.urls();
+    let (dir_a, dir_b) = (data.path().join("node-a"), data.path().join("node-b"));
+    let mut a = pg_node(&dir_a, &urls, &postgres.url, "a", &[]);
+    let mut b = pg_node(&dir_b, &urls, &postgres.url, "b", &[]);
+    let (admin_a, admin_b) = (a.admin(), b.admin());
+    crate::ingest::register_app(&a, &admin_a);
+    let app = crate::ingest::app_token(&a);
+    // A partition of an application's events six days old: sealed before them, and cut after
+    // them by the first event of today.
+    seal_partition(&a, &admin_a);
+    let six_days_ago = (time::OffsetDateTime::now_utc() - time::Duration::days(6))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let old: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            json!({"Operation": "PayrollRun", "Workload": "Payroll", "CreationTime": six_days_ago,
+                   "ObjectIds": [format!("00000000-0000-4000-8000-{i:012}")]})
+        })
+        .collect();
+    let ingested = send(
+        client().post(format!("{}/api/audit/ingest", a.base)),
+        &app,
+        Some(json!(old)),
+    );
+    assert_eq!(ingested.status(), 200);
+    let today = create_in_log(&a, &admin_a, 3, "today");
+    let policy = json!({"defaultDays": 90, "policies": [
+        {"name": "payroll runs", "recordTypes": [], "operations": ["PayrollRun"], "users": [], "days": 1}
+    ]});
+    let set = send(
+        client().put(format!("{}/api/audit/retention", a.base)),
+        &admin_a,
+        Some(policy.clone()),
+    );
+    assert_eq!(set.status(), 200);
+    let payroll = |server: &Server, token: &str| server.audit(token, "operation=PayrollRun").len();
+    wait_for(
+        "both nodes to hold the old events, and node a the partition expired",
+        Duration::from_secs(30),
+        || {
+            let preview = send(
+                client().post(format!("{}/api/audit/retention/preview", a.base)),
+                &admin_a,
+                Some(policy.clone()),
+            )
+            .json::<serde_json::Value>()
+            .unwrap();
+            payroll(&a, &admin_a) == 20
+                && payroll(&b, &admin_b) == 20
+                && preview == json!({"partitions": 1, "events": 20})
+        },
+    );
+
+    let ran = send(
+        client().post(format!("{}/api/audit/retention/run", a.base)),
+        &admin_a,
+        None,
+    );
+    assert_eq!(ran.status(), 200);
+    let ran: serde_json::Value = ran.json().unwrap();
+    assert_eq!(ran["purged"].as_array().unwrap().len(), 1, "{ran}");
+    assert_eq!(ran["purged"][0]["events"], 20, "{ran}");
+    // Every node deletes it once a checkpoint covers the purge event; the purge event is in
+    // every log.
+    for (server, admin) in [(&a, &admin_a), (&b, &admin_b)] {
+        wait_for(
+            "the partition to be purged on every node",
+            Duration::from_secs(30),
+            || payroll(server, admin) == 0,
+        );
+        let purges = server.audit(admin, "operation=PurgeAuditLog&workload=Custos");
+        assert!(
+            purges
+                .iter()
+                .any(|e| e["Details"]["Events"] == 20 && e["Details"]["Partition"].is_string()),
+            "{purges:?}"
+        );
+    }
+    assert_eq!(
+        sealed_segments(&dir_a),
+        sealed_segments(&dir_b),
+        "the same segments are left, byte for byte"
+    );
+    // Once the archive holds the range as leaves and record ids, no node keeps it aside.
+    wait_for(
+        "the archive to hold the purged range",
+        Duration::from_secs(30),
+        || {
+            [&dir_a, &dir_b].iter().all(|dir| {
+                std::fs::read_dir(dir.join("cluster/purged"))
+                    .map(|mut entries| entries.next().is_none())
+                    .unwrap_or(false)
+            })
+        },
+    );
+    let last = a.audit(&admin_a, "").len() as u64;
+    let signed = wait_signed(&a, &admin_a, last);
+    let kept = data.path().join("kept-checkpoint.txt");
+    std::fs::write(&kept, &signed).unwrap();
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    for dir in [&dir_a, &dir_b] {
+        verify_offline(dir, &[]);
+    }
+
+    // Node a's log is lost: rebuilt from the archive and the stream, the range stays purged.
+    let before = sealed_segments(&dir_a);
+    std::fs::remove_dir_all(dir_a.join("audit")).unwrap();
+    std::fs::remove_dir_all(dir_a.join("cluster")).unwrap();
+    a = pg_node(&dir_a, &urls, &postgres.url, "a", &[]);
+    let admin_a = a.admin();
+    wait_for(
+        "the log to be rebuilt from the cluster",
+        Duration::from_secs(60),
+        || {
+            let seen = creates(&a, &admin_a);
+            today.iter().all(|id| seen.get(id) == Some(&1))
+        },
+    );
+    assert_eq!(
+        payroll(&a, &admin_a),
+        0,
+        "the purged events are not brought back"
+    );
+    assert!(a.stop().success());
+    let said = verify_offline(&dir_a, &["--checkpoint", kept.to_str().unwrap()]);
+    assert!(said.contains("20 of them purged by retention"), "{said}");
+    let rebuilt = sealed_segments(&dir_a);
+    for (name, bytes) in &before {
+        assert!(
+            rebuilt.iter().any(|(n, b)| n == name && b == bytes),
+            "segment {name} is rebuilt the same"
+        );
+    }
+}

@@ -10,7 +10,7 @@ const APP_ID: &str = "3e1f6c1a-0000-4000-8000-0000000000aa";
 const APP_SECRET: &str = "payroll-secret-0123456789";
 
 /// Creates the payroll application user; returns its id.
-fn register_app(server: &Server, admin: &str) -> String {
+pub(crate) fn register_app(server: &Server, admin: &str) -> String {
     let response = send(
         client().post(server.api("systemusers")),
         admin,
@@ -20,7 +20,7 @@ fn register_app(server: &Server, admin: &str) -> String {
     entity_id(&response)
 }
 
-fn app_token(server: &Server) -> String {
+pub(crate) fn app_token(server: &Server) -> String {
     let response = client()
         .post(format!("{}/oauth2/token", server.base))
         .form(&[
