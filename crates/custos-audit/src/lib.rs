@@ -43,7 +43,7 @@ pub use event::{
 };
 pub use index::{SearchPage, SearchQuery, SearchSort, SortCursor, SortKey, SortValue, SortedPage};
 pub use integrity::{Adopted, InclusionProof};
-pub use log::{LogConfig, Seq};
+pub use log::{INDEX_BYTES_DEFAULT, LogConfig, Seq};
 pub use merkle::{
     Hash, InMemory, LeafSource, MerkleTree, TILE_HEIGHT, TILE_LEAVES, empty_root, leaf_hash,
     node_hash, verify_consistency, verify_inclusion,

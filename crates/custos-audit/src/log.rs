@@ -27,6 +27,9 @@ pub(crate) const FRAME_HEADER_BYTES: u64 = 8;
 /// A frame larger than this is corruption, not a record (a record is at most a few MiB).
 pub(crate) const RECORD_BYTES_MAX: u32 = 64 << 20;
 
+/// The default memory budget of the partition being written ([`LogConfig::index_bytes_max`]).
+pub const INDEX_BYTES_DEFAULT: u64 = 128 << 20;
+
 /// Where the log lives and how it is cut.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -34,6 +37,10 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// A segment that reached this size is closed and a new one started.
     pub segment_bytes_max: u64,
+    /// The memory budget of the partition being written: its in-memory index is sealed to a
+    /// file once it holds about this many bytes (`custos serve --audit-memory`), so resident
+    /// memory stays flat under any steady load.
+    pub index_bytes_max: u64,
     /// Most events written in one group commit.
     pub batch_events_max: usize,
     /// How many appends may wait for the writer before callers block (back-pressure).
@@ -60,6 +67,7 @@ impl LogConfig {
         LogConfig {
             dir: dir.into(),
             segment_bytes_max: 256 << 20,
+            index_bytes_max: INDEX_BYTES_DEFAULT,
             batch_events_max: 4096,
             queue_events_max: 16_384,
             signing_seed,

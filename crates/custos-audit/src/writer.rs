@@ -1296,15 +1296,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Whether an event of UTC day `day` goes into a segment of `bytes` whose first event is
-    /// of day `segment_day`, rather than starting the next one: a segment is cut before the
-    /// first event that finds it full or of a later day. Segments only move forward in time:
+    /// Whether an event of UTC day `day` goes into a segment of `bytes`, whose index holds
+    /// about `cost` bytes of memory (`partition::index_cost`) and whose first event is of day
+    /// `segment_day`, rather than starting the next one: a segment is cut before the first
+    /// event that finds it full, its index at the memory budget, or of a later day. Segments only move forward in time:
     /// an event of an earlier day (stamped just before midnight, reaching the writer just
     /// after it) joins the current segment. Decided event by event, never by how events fell
     /// into batches, so the same events make the same segments wherever they are written (the
     /// audit nodes of a cluster, a node rebuilt from the archive).
-    fn belongs(&self, bytes: u64, segment_day: Option<i64>, day: i64) -> bool {
-        bytes < self.config.segment_bytes_max && segment_day.is_none_or(|d| d >= day)
+    fn belongs(&self, bytes: u64, cost: u64, segment_day: Option<i64>, day: i64) -> bool {
+        bytes < self.config.segment_bytes_max
+            && cost < self.config.index_bytes_max
+            && segment_day.is_none_or(|d| d >= day)
+    }
+
+    /// What the index of the partition being written holds in memory, as `index_cost` counts.
+    fn live_cost(&self) -> u64 {
+        let partitions = self.shared.partitions.read().expect("partitions lock");
+        match &partitions.last().expect("a live partition").state {
+            PartState::Live(index) => index.cost,
+            _ => 0,
+        }
     }
 
     /// Writes durably, and makes searchable, the longest start of `batch` that belongs in one
@@ -1314,20 +1326,29 @@ impl Writer {
         self.catch_up()?;
         let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
         if self.active.n_records > 0
-            && !self.belongs(self.active.len(), self.active_day, day_of(&batch[0]))
+            && !self.belongs(
+                self.active.len(),
+                self.live_cost(),
+                self.active_day,
+                day_of(&batch[0]),
+            )
         {
             self.roll()?;
         }
         let segment_day = self.active_day.unwrap_or_else(|| day_of(&batch[0]));
         let mut bytes = self.active.len();
+        let mut cost = self.live_cost();
         let mut payloads = Vec::with_capacity(batch.len());
         let mut numbers = Vec::with_capacity(batch.len());
         {
             let mut ids = self.shared.ids.write().expect("ids lock");
             for job in batch {
-                if !payloads.is_empty() && !self.belongs(bytes, Some(segment_day), day_of(job)) {
+                if !payloads.is_empty()
+                    && !self.belongs(bytes, cost, Some(segment_day), day_of(job))
+                {
                     break;
                 }
+                cost += crate::partition::index_cost(&job.event);
                 let mut payload = Vec::with_capacity(128 + job.event.record_ids.len() * 4);
                 let mut record_numbers = Vec::new();
                 self.encoder

@@ -98,12 +98,14 @@ pub enum LogMode {
     },
 }
 
-/// Where the audit log of `data_dir` lives and how its checkpoints are signed (every
-/// `checkpoint_interval_ms` while events arrive).
+/// Where the audit log of `data_dir` lives, how its checkpoints are signed (every
+/// `checkpoint_interval_ms` while events arrive) and its memory budget (`memory`, or the
+/// default; on a cluster node sharing a directory, the cluster's).
 pub fn audit_log_config(
     data_dir: &Path,
     directory: &Directory,
     checkpoint_interval_ms: u64,
+    memory: Option<u64>,
     mode: LogMode,
 ) -> Result<LogConfig, StartError> {
     let seed: [u8; 32] = match mode {
@@ -116,12 +118,46 @@ pub fn audit_log_config(
     };
     let origin = format!("localhost/custos/{}", directory.tenant_id());
     let next = next_seed(data_dir)?;
+    let index_bytes_max = match mode {
+        LogMode::ClusterNode {
+            shared_directory: true,
+        } => cluster_memory(directory, memory)?,
+        _ => memory.unwrap_or(custos_audit::INDEX_BYTES_DEFAULT),
+    };
     Ok(LogConfig {
         next_signing_seed: next,
+        index_bytes_max,
         checkpoint_interval_ms,
         signs_own_checkpoints: mode == LogMode::Embedded,
         ..LogConfig::new(data_dir.join("audit"), seed, &origin)
     })
+}
+
+/// The directory setting that keeps the audit log's memory budget of a cluster on PostgreSQL.
+const MEMORY_SETTING: &str = "audit.memory";
+
+/// The cluster's memory budget of the partition being written: the first node's (its
+/// `--audit-memory`, or the default), kept in the directory. Every audit node must cut its
+/// partitions at the same events, so a node asked for another budget is refused.
+fn cluster_memory(directory: &Directory, memory: Option<u64>) -> Result<u64, StartError> {
+    let stored = directory.setting_or_init(MEMORY_SETTING, || {
+        memory
+            .unwrap_or(custos_audit::INDEX_BYTES_DEFAULT)
+            .to_string()
+    })?;
+    let budget: u64 = stored.parse().map_err(|_| {
+        StartError::FirstRun(format!(
+            "the directory's {MEMORY_SETTING} is not a number of bytes"
+        ))
+    })?;
+    match memory {
+        Some(asked) if asked != budget => Err(StartError::Config(format!(
+            "--audit-memory {} is not the cluster's budget of {} MiB (the directory's {MEMORY_SETTING}): every node cuts its partitions at the same events; leave the flag out or give the same",
+            asked >> 20,
+            budget >> 20
+        ))),
+        _ => Ok(budget),
+    }
 }
 
 /// The directory setting that keeps the checkpoint key of a cluster on PostgreSQL.

@@ -38,7 +38,7 @@ pub fn reindex_audit_log(
         )));
     }
     let (directory, _) = crate::state::open_directory(data_dir, postgres)?;
-    let config = audit_log_config(data_dir, &directory, 1000, LogMode::Embedded)?;
+    let config = audit_log_config(data_dir, &directory, 1000, None, LogMode::Embedded)?;
     let started = Instant::now();
     let log = AuditLog::reindex(config)?;
     crate::keys::finish_rotation(data_dir, &log)?;

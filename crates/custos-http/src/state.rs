@@ -51,6 +51,9 @@ pub struct Config {
     pub limits: crate::listener::Limits,
     /// Most time between two signed checkpoints while events arrive, milliseconds.
     pub checkpoint_interval_ms: u64,
+    /// The memory budget of the audit log's partition being written (`--audit-memory`);
+    /// `None`: the cluster's, or `custos_audit::INDEX_BYTES_DEFAULT`.
+    pub audit_memory_bytes: Option<u64>,
     /// The cluster this node is part of (`--nats`, `--node-id`); `None`: the embedded product.
     pub cluster: Option<custos_cluster::ClusterConfig>,
     /// The PostgreSQL database of every instance's records (`--postgres`), a schema per
@@ -72,6 +75,7 @@ impl Config {
             stream_dir: None,
             limits: crate::listener::Limits::default(),
             checkpoint_interval_ms: 1000,
+            audit_memory_bytes: None,
             cluster: None,
             postgres: None,
         }
@@ -396,6 +400,7 @@ impl AppState {
             &data_dir,
             &directory,
             config.checkpoint_interval_ms,
+            config.audit_memory_bytes,
             mode,
         )?)?);
         finish_rotation(&data_dir, &log)?;

@@ -141,6 +141,13 @@ enum Command {
         /// proof for an event waits for the next one).
         #[arg(long, default_value_t = 1000)]
         checkpoint_interval_ms: u64,
+        /// The memory budget of the audit log's partition being written, in MiB: its in-memory
+        /// index is sealed to a file when it reaches about this size, so resident memory stays
+        /// flat under a steady load [default: 128]. Every node of a cluster uses the same
+        /// budget (the first node's, kept in the shared directory), since partitions must be cut
+        /// at the same events everywhere.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        audit_memory: Option<u64>,
         /// Most connections served at once; further clients wait until one closes.
         #[arg(long, default_value_t = custos_server::Limits::default().connections_max)]
         max_connections: usize,
@@ -366,6 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_private_targets,
             stream_dir,
             checkpoint_interval_ms,
+            audit_memory,
             max_connections,
             idle_timeout_secs,
             nats,
@@ -386,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 allow_private_targets,
                 stream_dir,
                 checkpoint_interval_ms: checkpoint_interval_ms.max(10),
+                audit_memory_bytes: audit_memory.map(|mib| mib << 20),
                 limits: custos_server::Limits {
                     connections_max: max_connections,
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),

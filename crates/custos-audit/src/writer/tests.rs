@@ -589,6 +589,7 @@ fn the_same_events_make_the_same_segments_however_they_are_batched() {
         let config = || {
             let mut config = LogConfig::new(dir, [3; 32], "test.example/log");
             config.segment_bytes_max = 9_000;
+            config.index_bytes_max = 40_000;
             config
         };
         let mut log = AuditLog::open(config()).unwrap();
@@ -616,6 +617,42 @@ fn the_same_events_make_the_same_segments_however_they_are_batched() {
     let names = |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
     assert_eq!(names(&by_ones), names(&by_chunks), "cut at the same events");
     assert!(by_ones == by_chunks, "the same bytes in every segment");
+}
+
+/// The partition being written is sealed once its index reaches the memory budget, before the
+/// event that would take it past: resident memory stays flat under a steady load.
+#[test]
+fn the_partition_being_written_is_sealed_at_its_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::new(dir.path(), [3; 32], "test.example/log");
+    config.index_bytes_max = 50_000;
+    let log = AuditLog::open(config).unwrap();
+    let events: Vec<AuditEvent> = (0..1_000u128)
+        .map(|i| {
+            let mut event = event_at(1_800_000_000_000_000 + i as i64, "RetrieveMultiple", i);
+            event.record_ids = (0..(i % 40))
+                .map(|n| Uuid::from_u128(i * 100 + n))
+                .collect();
+            event
+        })
+        .collect();
+    for chunk in events.chunks(64) {
+        log.append_all(chunk.to_vec()).unwrap();
+    }
+    log.wait_sealed().unwrap();
+    let ends = log.partition_ends();
+    let costs: Vec<u64> = events.iter().map(crate::partition::index_cost).collect();
+    let most = *costs.iter().max().unwrap();
+    assert!(ends.len() >= 10, "{} partitions", ends.len());
+    let mut start = 0;
+    for end in ends {
+        let held: u64 = costs[start as usize..end as usize].iter().sum();
+        assert!(
+            (50_000..50_000 + most).contains(&held),
+            "partition {start}..{end} holds {held}"
+        );
+        start = end;
+    }
 }
 
 /// Ids of the events every query of a small battery finds, in order.

@@ -1434,9 +1434,25 @@ fn a_retention_purge_deletes_the_same_partition_on_every_node_and_a_rebuilt_node
     let data = tempfile::tempdir().unwrap();
     let urls = nats.urls();
     let (dir_a, dir_b) = (data.path().join("node-a"), data.path().join("node-b"));
-    let mut a = pg_node(&dir_a, &urls, &postgres.url, "a", &[]);
+    // The first node sets the cluster's memory budget; the next takes it without the flag.
+    let mut a = pg_node(&dir_a, &urls, &postgres.url, "a", &["--audit-memory", "64"]);
     let mut b = pg_node(&dir_b, &urls, &postgres.url, "b", &[]);
     let (admin_a, admin_b) = (a.admin(), b.admin());
+    // Partitions must be cut at the same events everywhere: another budget is refused.
+    let refused = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path().join("node-q"))
+        .args(["--postgres", postgres.url.as_str(), "--nats", urls.as_str()])
+        .args(["--node-id", "q", "--audit-memory", "32"])
+        .env("CUSTOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is not the cluster's budget of 64 MiB"),
+        "{stderr}"
+    );
     crate::ingest::register_app(&a, &admin_a);
     let app = crate::ingest::app_token(&a);
     // A partition of an application's events six days old: sealed before them, and cut after

@@ -66,9 +66,12 @@ impl Drop for Receiver {
     }
 }
 
+/// The whole lines the receiver has written to `path`, as JSON: a line it is still writing
+/// (no newline yet) is read on the next poll.
 pub(crate) fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
