@@ -124,6 +124,18 @@ pub enum Adopted {
     Appended(u64),
     /// It matches the log, and the log holds a checkpoint as large already.
     Covered(u64),
+    /// It was signed by a key the cluster retired before this log's chain began.
+    Stale(u64),
+}
+
+/// What an audit node knows of its cluster's checkpoint keys beyond its own log (the shared
+/// directory keeps them).
+pub trait ClusterKeys {
+    /// The seed of `verifier_key`, when it is the cluster's key in force or the one it is being
+    /// handed over to.
+    fn seed_of(&self, verifier_key: &str) -> Option<[u8; 32]>;
+    /// The verifier keys the cluster signed with before its key in force.
+    fn retired(&self) -> Vec<String>;
 }
 
 pub(crate) struct Integrity {
@@ -505,19 +517,44 @@ impl Integrity {
     /// root, and its first record ids the digest it states — otherwise the logs have diverged,
     /// which is damage, never skipped. A note larger than what the log holds is refused too
     /// (the stream delivers a checkpoint after the events it covers). Appended to
-    /// `checkpoints.log` when it is larger than the latest. Takes no lock while holding another.
+    /// `checkpoints.log` when it is larger than the latest. A handover (the cluster rotated its
+    /// key) must also be signed by the key it names, whose seed `keys` gives: the log then
+    /// signs and checks with that key, as [`Integrity::rotate`] leaves it. A note of a key the
+    /// cluster retired before this log's chain began (a node started after a rotation meets
+    /// notes the stream still holds) is `Stale`: nothing to adopt. Takes no lock while holding
+    /// another.
     pub(crate) fn adopt(
         &self,
         note: &str,
         numbered: &dyn Fn(u64, u64) -> Option<Vec<uuid::Uuid>>,
+        keys: &dyn ClusterKeys,
     ) -> Result<Adopted> {
         let key = self.verifier_key();
-        let checkpoint = verify_note(note, &key)
-            .map_err(|e| Error::Corrupted(format!("a checkpoint from the cluster: {e}")))?;
-        if checkpoint.next_key.is_some() {
-            return Err(Error::Corrupted(
-                "a key handover came through the cluster, which does not rotate keys".into(),
-            ));
+        let checkpoint = match verify_note(note, &key) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                // Retired: before this log's key in force in its own chain, or in the cluster's.
+                let own: Vec<String> = {
+                    let chain = self.chain.read().expect("chain lock");
+                    chain.iter().map(|(_, key)| key.clone()).collect()
+                };
+                if let Some(stale) = own
+                    .into_iter()
+                    .filter(|retired| *retired != key)
+                    .chain(keys.retired())
+                    .find_map(|retired| verify_note(note, &retired).ok())
+                {
+                    return Ok(Adopted::Stale(stale.size));
+                }
+                return Err(Error::Corrupted(format!(
+                    "a checkpoint from the cluster: {error}"
+                )));
+            }
+        };
+        let handover = checkpoint.next_key.as_ref().filter(|next| **next != key);
+        if let Some(next) = handover {
+            verify_note(note, next)
+                .map_err(|e| Error::Corrupted(format!("a key handover from the cluster: {e}")))?;
         }
         let size = checkpoint.size;
         let root = {
@@ -543,12 +580,43 @@ impl Integrity {
                 ids.count
             )));
         }
+        if let Some(next) = handover {
+            let seed = keys.seed_of(next).ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "the cluster handed its checkpoint key over to {next}, whose seed this node cannot read"
+                ))
+            })?;
+            return self.hand_over(size, note, seed, next);
+        }
         let mut checkpoints = self.checkpoints.lock().expect("checkpoint lock");
         if checkpoints.notes.last().is_some_and(|n| n.size >= size) {
             return Ok(Adopted::Covered(size));
         }
         checkpoints.append(size, note)?;
         self.signed.notify_all();
+        Ok(Adopted::Appended(size))
+    }
+
+    /// Takes the handover `note` of size `size` to the key `next` (seed `seed`), as
+    /// [`Integrity::rotate`] makes one: the chain extended, the note appended, the signer
+    /// switched.
+    fn hand_over(&self, size: u64, note: &str, seed: [u8; 32], next: &str) -> Result<Adopted> {
+        let mut checkpoints = self.checkpoints.lock().expect("checkpoint lock");
+        let mut signer = self.signer.write().expect("signer lock");
+        let incoming = CheckpointSigner::new(seed, signer.origin());
+        if incoming.verifier_key() != next {
+            return Err(Error::Corrupted(format!(
+                "the seed given for {next} is another key's"
+            )));
+        }
+        let mut chain = self.chain.write().expect("chain lock");
+        let mut extended = chain.clone();
+        extended.push((size, incoming.verifier_key()));
+        write_chain(&self.chain_path, &extended)?;
+        checkpoints.append(size, note)?;
+        self.signed.notify_all();
+        *chain = extended;
+        *signer = incoming;
         Ok(Adopted::Appended(size))
     }
 

@@ -42,7 +42,7 @@ pub use event::{
     UserType,
 };
 pub use index::{SearchPage, SearchQuery, SearchSort, SortCursor, SortKey, SortValue, SortedPage};
-pub use integrity::{Adopted, InclusionProof};
+pub use integrity::{Adopted, ClusterKeys, InclusionProof};
 pub use log::{INDEX_BYTES_DEFAULT, LogConfig, Seq};
 pub use merkle::{
     Hash, InMemory, LeafSource, MerkleTree, TILE_HEIGHT, TILE_LEAVES, empty_root, leaf_hash,

@@ -26,7 +26,7 @@ use crate::index::{
     Compiled, Location, PartState, Partition, ReportTotals, SearchPage, SearchQuery, SearchSort,
     SortCursor, SortedCandidates, SortedPage, collect_newest, count_into, report_into,
 };
-use crate::integrity::{Adopted, InclusionProof, Integrity};
+use crate::integrity::{Adopted, ClusterKeys, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, FRAME_HEADER_BYTES, LogConfig, Seq};
 use crate::merkle::{Hash, leaf_hash};
 use crate::partition::{Field, MemIndex, PartitionIndex};
@@ -529,15 +529,15 @@ impl AuditLog {
 
     /// Adopts a checkpoint the cluster's signer signed over the same events (see
     /// [`Adopted`]): checked against this log's own tree and record ids, refused as damage when
-    /// they differ.
-    pub fn adopt_checkpoint(&self, note: &str) -> Result<Adopted> {
+    /// they differ; a handover switches the log to the key it names, whose seed `keys` gives.
+    pub fn adopt_checkpoint(&self, note: &str, keys: &dyn ClusterKeys) -> Result<Adopted> {
         let numbered = |from: u64, to: u64| {
             let ids = self.shared.ids.read().expect("ids lock");
             (from..to)
                 .map(|number| ids.table.get(usize::try_from(number).ok()?))
                 .collect()
         };
-        self.shared.integrity.adopt(note, &numbered)
+        self.shared.integrity.adopt(note, &numbered, keys)
     }
 
     /// The checkpoint signed earlier for exactly `size` events.

@@ -33,7 +33,11 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         node_id: "bench".into(),
         replicas: 3,
     };
-    let cluster = Arc::new(runtime.block_on(Cluster::join(config, Uuid::new_v4()))?);
+    let cluster = Arc::new(runtime.block_on(Cluster::join(
+        config,
+        Uuid::new_v4(),
+        Arc::new(custos_cluster::FixedKey),
+    ))?);
     let log = Arc::new(AuditLog::open(log_config(dir))?);
     {
         let _inside = runtime.enter();

@@ -37,6 +37,47 @@ pub const SEAL_WAIT: Duration = Duration::from_secs(60);
 /// How long a starting node keeps trying to reach the cluster and its stream.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Where the cluster keeps its checkpoint keys (the shared directory) and this node its own
+/// copy (its key file): what a rotation of the cluster's key goes through (`signer.rs` hands
+/// over, `replica.rs` takes the handover).
+pub trait KeyStore: custos_audit::ClusterKeys + Send + Sync {
+    /// The seed of a rotation an admin asked for that no node has handed over to yet.
+    fn incoming(&self) -> Option<[u8; 32]>;
+    /// Keeps `seed` where this node's restart finds it, before its log switches to it.
+    fn switching(&self, seed: [u8; 32]) -> Result<(), String>;
+    /// This node's log switched to `seed`: it becomes the node's key. `retired` is the key it
+    /// replaced when this node made the handover (the signer): the cluster's key in force is
+    /// then `seed`, and `retired` joins the keys it signed with before.
+    fn switched(&self, seed: [u8; 32], retired: Option<&str>) -> Result<(), String>;
+}
+
+/// A cluster whose key is never rotated (the benchmark's).
+pub struct FixedKey;
+
+impl custos_audit::ClusterKeys for FixedKey {
+    fn seed_of(&self, _: &str) -> Option<[u8; 32]> {
+        None
+    }
+
+    fn retired(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl KeyStore for FixedKey {
+    fn incoming(&self) -> Option<[u8; 32]> {
+        None
+    }
+
+    fn switching(&self, _: [u8; 32]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn switched(&self, _: [u8; 32], _: Option<&str>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Where the cluster is and who this node is (`custos serve --nats … --node-id …`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -62,6 +103,7 @@ pub enum ClusterError {
 /// This node's link to the cluster.
 pub struct Cluster {
     config: ClusterConfig,
+    keys: Arc<dyn KeyStore>,
     /// This tenant's subject of the audit stream.
     subject: String,
     stream: stream::Stream,
@@ -105,7 +147,11 @@ impl Cluster {
     /// the configured replicas, a duplicate window) and starts this node's publisher for
     /// tenant `tenant_id`. Keeps trying for a minute while the servers start or elect their
     /// leaders.
-    pub async fn join(config: ClusterConfig, tenant_id: Uuid) -> Result<Cluster, ClusterError> {
+    pub async fn join(
+        config: ClusterConfig,
+        tenant_id: Uuid,
+        keys: Arc<dyn KeyStore>,
+    ) -> Result<Cluster, ClusterError> {
         config.check()?;
         let deadline = Instant::now() + START_DEADLINE;
         let options = async_nats::ConnectOptions::new()
@@ -150,6 +196,7 @@ impl Cluster {
         let publisher = Publisher::start(jetstream.clone(), subject.clone());
         Ok(Cluster {
             config,
+            keys,
             subject,
             stream,
             jetstream,
@@ -181,6 +228,7 @@ impl Cluster {
             applied,
             status: self.replica.clone(),
             marks: self.marks.clone(),
+            keys: self.keys.clone(),
         }));
     }
 
@@ -215,6 +263,7 @@ impl Cluster {
             tenant_id: self.tenant_id,
             node_id: self.config.node_id.clone(),
             log,
+            keys: self.keys.clone(),
             interval,
             status: self.signer.clone(),
         }));

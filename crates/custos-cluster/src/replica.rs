@@ -114,6 +114,7 @@ pub(crate) struct Follow {
     pub(crate) applied: PathBuf,
     pub(crate) status: Arc<Mutex<ReplicaStatus>>,
     pub(crate) marks: Arc<Mutex<Marks>>,
+    pub(crate) keys: Arc<dyn crate::KeyStore>,
 }
 
 /// Follows the stream into the log for as long as the process runs.
@@ -207,9 +208,9 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             continue;
         };
         let checkpointed = steps.iter().any(|step| matches!(step, Step::Checkpoint(_)));
-        let appender = log.clone();
+        let (appender, keys) = (log.clone(), task.keys.clone());
         (looking, position) =
-            tokio::task::spawn_blocking(move || apply(&appender, steps, looking, position))
+            tokio::task::spawn_blocking(move || apply(&appender, &*keys, steps, looking, position))
                 .await
                 .map_err(|e| format!("appending audit events: {e}"))?
                 .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
@@ -228,6 +229,27 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             .map_err(|e| format!("recording stream sequence {sequence}: {e}"))??;
         status.lock().expect("replica lock").failure = None;
     }
+}
+
+/// Adopts `note`; a handover to a key this node's log does not sign with yet (the cluster's key
+/// rotated) switches the node's key too: kept where a restart finds it first, made the node's
+/// key once the log has taken it.
+fn adopt(log: &AuditLog, keys: &dyn crate::KeyStore, note: &str) -> custos_audit::Result<()> {
+    let incoming = custos_audit::handover_key(note)
+        .filter(|next| *next != log.verifier_key())
+        .and_then(|next| keys.seed_of(&next));
+    if let Some(seed) = incoming {
+        keys.switching(seed)
+            .map_err(custos_audit::Error::Unavailable)?;
+    }
+    log.adopt_checkpoint(note, keys)?;
+    if let Some(seed) = incoming
+        && log.verifier_key() == log.verifier_key_for(seed)
+    {
+        keys.switched(seed, None)
+            .map_err(custos_audit::Error::Unavailable)?;
+    }
+    Ok(())
 }
 
 /// Carries out the retention purges that the checkpoints adopted now cover
@@ -315,6 +337,7 @@ impl Step {
 /// blocking code.
 fn apply(
     log: &AuditLog,
+    keys: &dyn crate::KeyStore,
     steps: Vec<Step>,
     mut looking: bool,
     mut position: u64,
@@ -334,7 +357,7 @@ fn apply(
             }
             Step::Checkpoint(note) => {
                 log.append_all(std::mem::take(&mut fresh))?;
-                log.adopt_checkpoint(&note)?;
+                adopt(log, keys, &note)?;
             }
             Step::Seal => {
                 log.append_all(std::mem::take(&mut fresh))?;
@@ -431,7 +454,10 @@ mod tests {
         })
         .unwrap();
         let steps = vec![Step::Events(events.clone())];
-        assert_eq!(apply(&log, steps, true, 0).unwrap(), (false, 6));
+        assert_eq!(
+            apply(&log, &crate::FixedKey, steps, true, 0).unwrap(),
+            (false, 6)
+        );
         assert_eq!(log.len(), 6, "only the event after the range is appended");
         assert_eq!(log.get_seq(5).unwrap().unwrap().id, events[5].id);
     }
@@ -447,15 +473,24 @@ mod tests {
         // Applied whole, then delivered again from the start (a crash before `applied`).
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
-        assert_eq!(apply(&log, fetch(&events), false, 0).unwrap(), (false, 5));
+        assert_eq!(
+            apply(&log, &crate::FixedKey, fetch(&events), false, 0).unwrap(),
+            (false, 5)
+        );
         assert_eq!(log.partition_ends(), vec![3]);
-        assert_eq!(apply(&log, fetch(&events), true, 0).unwrap(), (true, 5));
+        assert_eq!(
+            apply(&log, &crate::FixedKey, fetch(&events), true, 0).unwrap(),
+            (true, 5)
+        );
         assert_eq!((log.partition_ends(), log.len()), (vec![3], 5));
         // A crash after the first three events, before the seal: the seal is made on delivery.
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
         log.append_all(events[..3].to_vec()).unwrap();
-        assert_eq!(apply(&log, fetch(&events), true, 0).unwrap(), (false, 5));
+        assert_eq!(
+            apply(&log, &crate::FixedKey, fetch(&events), true, 0).unwrap(),
+            (false, 5)
+        );
         assert_eq!((log.partition_ends(), log.len()), (vec![3], 5));
     }
 

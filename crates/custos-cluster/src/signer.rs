@@ -154,8 +154,43 @@ pub(crate) struct SignerTask {
     pub(crate) tenant_id: uuid::Uuid,
     pub(crate) node_id: String,
     pub(crate) log: Arc<AuditLog>,
+    pub(crate) keys: Arc<dyn crate::KeyStore>,
     pub(crate) interval: Duration,
     pub(crate) status: Arc<Mutex<SignerStatus>>,
+}
+
+/// When an admin asked for a rotation (the key store's incoming seed), hands the cluster's key
+/// over: this node's log signs the handover (both keys, over its tree) and takes the new key,
+/// then the node and the key store keep it; returns the handover note, to be published before
+/// anything the new key signs. A handover this log made (or took from the stream) before the
+/// key store heard of it — a restart in between — is found again in the log. Call from
+/// blocking code.
+fn hand_over(log: &AuditLog, keys: &dyn crate::KeyStore) -> Result<Option<(u64, String)>, String> {
+    let Some(seed) = keys.incoming() else {
+        return Ok(None);
+    };
+    let size = if log.verifier_key() == log.verifier_key_for(seed) {
+        log.verifier_keys()
+            .last()
+            .map(|(size, _)| *size)
+            .ok_or("the log has no key chain")?
+    } else {
+        keys.switching(seed)?;
+        log.rotate_key(seed).map_err(|e| e.to_string())?
+    };
+    let chain = log.verifier_keys();
+    let retired = chain
+        .iter()
+        .rev()
+        .nth(1)
+        .map(|(_, key)| key.clone())
+        .ok_or("the log has no key before the incoming one")?;
+    keys.switched(seed, Some(&retired))?;
+    let note = log
+        .checkpoint_at(size)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the log has no handover of size {size}"))?;
+    Ok(Some((size, note)))
 }
 
 /// Runs for as long as the process: takes the lease when it is free, and while holding it signs
@@ -177,6 +212,8 @@ pub(crate) async fn run(task: SignerTask) {
         held: None,
     };
     let mut published = 0;
+    // A key handover signed and not yet in the stream: nothing the new key signs goes before it.
+    let mut handover: Option<(u64, String)> = None;
     tracing::debug!("the checkpoint signer runs");
     loop {
         tokio::time::sleep(task.interval.min(LEASE_RENEW)).await;
@@ -189,6 +226,24 @@ pub(crate) async fn run(task: SignerTask) {
         }
         if !signing {
             continue;
+        }
+        if handover.is_none() {
+            let (log, keys) = (task.log.clone(), task.keys.clone());
+            match tokio::task::spawn_blocking(move || hand_over(&log, &*keys)).await {
+                Ok(Ok(made)) => handover = made,
+                Ok(Err(error)) => tracing::error!(%error, "the cluster's key was not handed over"),
+                Err(error) => tracing::error!(%error, "the key handover's thread failed"),
+            }
+        }
+        if let Some((size, note)) = handover.take() {
+            let id = format!("handover-{}-{size}", task.tenant_id);
+            if let Err(error) = publish_note(&task, size, &note, &id).await {
+                tracing::warn!(%error, size, "the key handover was not published");
+                handover = Some((size, note));
+                continue;
+            }
+            tracing::info!(size, "handed the cluster's checkpoint key over");
+            published = published.max(size);
         }
         let log = task.log.clone();
         let signed = match tokio::task::spawn_blocking(move || log.sign_for_cluster()).await {
@@ -207,18 +262,8 @@ pub(crate) async fn run(task: SignerTask) {
             continue;
         };
         tracing::debug!(size, "publishing a signed checkpoint");
-        let mut headers = HeaderMap::new();
-        headers.insert(CHECKPOINT_HEADER, size.to_string().as_str());
         let id = format!("checkpoint-{}-{size}", task.tenant_id);
-        match crate::publisher::publish(
-            &task.jetstream,
-            &task.subject,
-            note.into_bytes().into(),
-            &id,
-            &headers,
-        )
-        .await
-        {
+        match publish_note(&task, size, &note, &id).await {
             Ok(_) => {
                 published = size;
                 task.status.lock().expect("signer status lock").published = size;
@@ -226,4 +271,18 @@ pub(crate) async fn run(task: SignerTask) {
             Err(error) => tracing::warn!(%error, size, "a signed checkpoint was not published"),
         }
     }
+}
+
+/// Publishes the signed `note` of tree size `size` into the audit stream under message id `id`.
+async fn publish_note(task: &SignerTask, size: u64, note: &str, id: &str) -> Result<u64, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CHECKPOINT_HEADER, size.to_string().as_str());
+    crate::publisher::publish(
+        &task.jetstream,
+        &task.subject,
+        note.to_string().into_bytes().into(),
+        id,
+        &headers,
+    )
+    .await
 }

@@ -58,20 +58,16 @@ pub(crate) async fn rotate(
             |caller| caller.principal.global_admin,
             "must be a tenant global admin to rotate the log's signing key",
         )?;
-        if state.in_cluster() {
-            // Every audit node holds the cluster's key and adopts the signer's checkpoints; a
-            // handover must reach them all through the stream (docs/scale-out.md).
-            return Err(AppError::new(
-                custos_http::ErrorCode::Conflict,
-                "the signing key of a cluster cannot be rotated yet: every audit node holds it (docs/scale-out.md)",
-            ));
-        }
         let seed: [u8; 32] = rand::random();
         let new_key = state.log.verifier_key_for(seed);
         draft.details = json!({"OldKey": state.log.verifier_key(), "NewKey": new_key}).to_string();
-        state.record(draft.clone()).await?;
-        let worker = state.clone();
-        let size = blocking(move || custos_http::keys::rotate(&worker, seed)).await?;
+        let size = if state.in_cluster() {
+            rotate_in_cluster(&state, &draft, seed, &new_key).await?
+        } else {
+            state.record(draft.clone()).await?;
+            let worker = state.clone();
+            blocking(move || custos_http::keys::rotate(&worker, seed)).await?
+        };
         let mut answer = chain_json(&state.log);
         answer["key"] = json!(new_key);
         answer["handoverTreeSize"] = json!(size);
@@ -79,6 +75,58 @@ pub(crate) async fn rotate(
     }
     .await;
     answer(&state, draft, result).await
+}
+
+/// How long a rotation asked for on a cluster node waits for this node to take the handover.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A rotation of a cluster's key (docs/scale-out.md): recorded, the incoming seed left in the
+/// shared directory for the node that signs the cluster's checkpoints to hand over to, then
+/// answered once this node's log has taken the handover from the stream; returns its tree
+/// size.
+async fn rotate_in_cluster(
+    state: &ComplianceState,
+    draft: &EventDraft,
+    seed: [u8; 32],
+    new_key: &str,
+) -> Result<u64, AppError> {
+    use base64::Engine as _;
+    let conflict = |message: &str| AppError::new(custos_http::ErrorCode::Conflict, message);
+    if state.config.postgres.is_none() {
+        return Err(conflict(
+            "a cluster's signing key rotates through its shared directory, and this cluster has none (--postgres)",
+        ));
+    }
+    let pending = state
+        .directory
+        .setting(custos_http::keys::NEXT_KEY_SETTING)?
+        .is_some_and(|next| !next.is_empty());
+    if pending {
+        return Err(conflict(
+            "a rotation of the cluster's signing key is under way: try again once it is done",
+        ));
+    }
+    state.record(draft.clone()).await?;
+    state
+        .save_setting(
+            custos_http::keys::NEXT_KEY_SETTING.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(seed),
+        )
+        .await?;
+    let deadline = std::time::Instant::now() + HANDOVER_WAIT;
+    while state.log.verifier_key() != new_key {
+        if std::time::Instant::now() > deadline {
+            return Err(AppError::from(custos_audit::Error::Unavailable(
+                "the rotation is under way, but the node that signs the cluster's checkpoints has not handed over within 30 s".into(),
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(state
+        .log
+        .verifier_keys()
+        .last()
+        .map_or(0, |(size, _)| *size))
 }
 
 fn note_response(note: String) -> Response {

@@ -8,6 +8,14 @@
 //! `checkpoint.key`. A crash at any point is finished on the next start
 //! ([`finish_rotation`]): if the handover was written the next seed is the key in force and
 //! takes its place, otherwise it is discarded and the old key stays.
+//!
+//! A cluster on PostgreSQL keeps its key in the shared directory and rotates it through the
+//! audit stream ([`DirectoryKeys`], docs/scale-out.md "Rotating the cluster's key"): the admin's
+//! request leaves the incoming seed in the directory (`keys.checkpoint.next`); the node that
+//! signs the cluster's checkpoints signs the handover with its log, makes the seed the
+//! directory's key in force (the old verifier key joining `keys.checkpoint.retired`) and
+//! publishes the handover into the stream; every node takes it in stream order, with the same
+//! file steps as above around its log's switch.
 
 use std::fs;
 use std::io::Write;
@@ -116,7 +124,7 @@ pub fn audit_log_config(
             .try_into()
             .expect("32-byte key"),
     };
-    let origin = format!("localhost/custos/{}", directory.tenant_id());
+    let origin = checkpoint_origin(directory);
     let next = next_seed(data_dir)?;
     let index_bytes_max = match mode {
         LogMode::ClusterNode {
@@ -131,6 +139,121 @@ pub fn audit_log_config(
         signs_own_checkpoints: mode == LogMode::Embedded,
         ..LogConfig::new(data_dir.join("audit"), seed, &origin)
     })
+}
+
+/// The directory setting of the seed a rotation of the cluster's key hands over to, while one
+/// is under way (empty otherwise).
+pub const NEXT_KEY_SETTING: &str = "keys.checkpoint.next";
+/// The directory setting of the verifier keys the cluster signed with before its key in force
+/// (a JSON array, oldest first).
+const RETIRED_SETTING: &str = "keys.checkpoint.retired";
+
+/// The checkpoint keys of a cluster on PostgreSQL: the shared directory's, and this node's key
+/// file (`custos_cluster::KeyStore`).
+pub struct DirectoryKeys {
+    directory: Directory,
+    data_dir: PathBuf,
+    origin: String,
+}
+
+impl DirectoryKeys {
+    /// The keys of the cluster whose directory is `directory`, this node's in `data_dir`.
+    pub fn new(directory: Directory, data_dir: &Path) -> DirectoryKeys {
+        let origin = checkpoint_origin(&directory);
+        DirectoryKeys {
+            directory,
+            data_dir: data_dir.to_path_buf(),
+            origin,
+        }
+    }
+
+    fn seed(&self, setting: &str) -> Option<[u8; 32]> {
+        use base64::Engine as _;
+        let encoded = self.directory.setting(setting).ok().flatten()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?
+            .try_into()
+            .ok()
+    }
+
+    fn verifier(&self, seed: [u8; 32]) -> String {
+        custos_audit::CheckpointSigner::new(seed, &self.origin).verifier_key()
+    }
+}
+
+impl custos_audit::ClusterKeys for DirectoryKeys {
+    fn seed_of(&self, verifier_key: &str) -> Option<[u8; 32]> {
+        [NEXT_KEY_SETTING, CHECKPOINT_KEY_SETTING]
+            .into_iter()
+            .filter_map(|setting| self.seed(setting))
+            .find(|seed| self.verifier(*seed) == verifier_key)
+    }
+
+    fn retired(&self) -> Vec<String> {
+        retired_keys(&self.directory)
+    }
+}
+
+impl custos_cluster::KeyStore for DirectoryKeys {
+    fn incoming(&self) -> Option<[u8; 32]> {
+        self.seed(NEXT_KEY_SETTING)
+            .filter(|next| Some(*next) != self.seed(CHECKPOINT_KEY_SETTING))
+    }
+
+    fn switching(&self, seed: [u8; 32]) -> Result<(), String> {
+        let next = next_path(&self.data_dir);
+        let _ = fs::remove_file(&next);
+        write_secret(&next, &seed).map_err(|e| format!("{}: {e}", next.display()))
+    }
+
+    fn switched(&self, seed: [u8; 32], retired: Option<&str>) -> Result<(), String> {
+        use base64::Engine as _;
+        let (next, current) = (next_path(&self.data_dir), key_path(&self.data_dir));
+        match fs::rename(&next, &current) {
+            Ok(()) => {}
+            // Kept there before a restart that finished the switch ([`finish_rotation`]).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", current.display())),
+        }
+        let keys = self.data_dir.join("keys");
+        fs::File::open(&keys)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", keys.display()))?;
+        let Some(retired) = retired else {
+            return Ok(());
+        };
+        let mut chain = retired_keys(&self.directory);
+        if !chain.iter().any(|key| key == retired) {
+            chain.push(retired.to_string());
+        }
+        let stored = |key: &str, value: &str| {
+            self.directory
+                .set_setting(key, value)
+                .map_err(|e| format!("the directory's {key}: {e}"))
+        };
+        stored(RETIRED_SETTING, &serde_json::json!(chain).to_string())?;
+        stored(
+            CHECKPOINT_KEY_SETTING,
+            &base64::engine::general_purpose::STANDARD.encode(seed),
+        )?;
+        stored(NEXT_KEY_SETTING, "")
+    }
+}
+
+/// The verifier keys the cluster of `directory` signed with before its key in force.
+fn retired_keys(directory: &Directory) -> Vec<String> {
+    directory
+        .setting(RETIRED_SETTING)
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// The origin line of the checkpoints of `directory`'s tenant (also the key name).
+fn checkpoint_origin(directory: &Directory) -> String {
+    format!("localhost/custos/{}", directory.tenant_id())
 }
 
 /// The directory setting that keeps the audit log's memory budget of a cluster on PostgreSQL.
@@ -191,8 +314,25 @@ fn cluster_checkpoint_key(data_dir: &Path, directory: &Directory) -> Result<[u8;
                 "the directory's {CHECKPOINT_KEY_SETTING} is not a 32-byte key"
             ))
         })?;
+    // A node away while the cluster's key rotated still holds a key the cluster signed with
+    // before, and meets the handover in the stream; one whose switch a crash cut short has the
+    // new key beside its own ([`finish_rotation`] finishes it once the log is open).
+    let earlier = |own: &[u8]| {
+        let Ok(seed) = <[u8; 32]>::try_from(own) else {
+            return false;
+        };
+        let verifier =
+            custos_audit::CheckpointSigner::new(seed, &checkpoint_origin(directory)).verifier_key();
+        retired_keys(directory).contains(&verifier)
+            || next_seed(data_dir).ok().flatten() == Some(key)
+    };
     match own {
         None => write_secret(&path, &key).map_err(start_error(&path))?,
+        Some(own) if own != key && earlier(&own) => {
+            return own.try_into().map_err(|_| {
+                StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))
+            });
+        }
         Some(own) if own != key => {
             return Err(StartError::Config(format!(
                 "{} is not the cluster's checkpoint key (the directory's {CHECKPOINT_KEY_SETTING}): this node's log was signed by another key. Remove its audit folder and cluster/applied to rebuild the log from the stream, and the key file to take the cluster's",

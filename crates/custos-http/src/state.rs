@@ -414,6 +414,7 @@ impl AppState {
                     .block_on(custos_cluster::Cluster::join(
                         cluster.clone(),
                         directory.tenant_id(),
+                        cluster_keys(&directory, &data_dir, config.postgres.is_some()),
                     ))
                     .map_err(|e| StartError::Config(e.to_string()))?;
                 // This node is an audit node too: its log is built from the stream.
@@ -941,6 +942,20 @@ impl AppState {
                 blocking(move || worker.append_events_blocking(vec![*event])).await
             }
         }
+    }
+}
+
+/// Where a cluster node keeps the cluster's checkpoint keys: in the shared directory on
+/// PostgreSQL (where the key can be rotated), else its own key stays.
+fn cluster_keys(
+    directory: &Directory,
+    data_dir: &std::path::Path,
+    shared: bool,
+) -> Arc<dyn custos_cluster::KeyStore> {
+    if shared {
+        Arc::new(crate::keys::DirectoryKeys::new(directory.clone(), data_dir))
+    } else {
+        Arc::new(custos_cluster::FixedKey)
     }
 }
 

@@ -858,6 +858,132 @@ fn followers_read_the_log_in_order_from_a_cursor() {
     );
 }
 
+/// A cluster that never rotated its key.
+struct NoKeys;
+
+impl crate::ClusterKeys for NoKeys {
+    fn seed_of(&self, _: &str) -> Option<[u8; 32]> {
+        None
+    }
+    fn retired(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A cluster whose key is being handed over to the seed `next`, after `retired`.
+struct Rotating {
+    next: [u8; 32],
+    next_key: String,
+    retired: Vec<String>,
+}
+
+impl crate::ClusterKeys for Rotating {
+    fn seed_of(&self, key: &str) -> Option<[u8; 32]> {
+        (key == self.next_key).then_some(self.next)
+    }
+    fn retired(&self) -> Vec<String> {
+        self.retired.clone()
+    }
+}
+
+/// The cluster's signer rotates its key; every audit node meets the handover in the stream and
+/// switches to the key it names (its seed from the directory), then checks the new key's
+/// notes; a node started after the rotation skips the old key's notes the stream still holds.
+#[test]
+fn an_audit_node_takes_the_clusters_key_handover() {
+    let (a_dir, b_dir, c_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (signer, follower) = (cluster_log(a_dir.path()), cluster_log(b_dir.path()));
+    let events: Vec<AuditEvent> = (0..30).map(|i| sample_event(1 + i % 3)).collect();
+    for log in [&signer, &follower] {
+        log.append_all(events[..20].to_vec()).unwrap();
+    }
+    let (_, before) = signer.sign_for_cluster().unwrap().unwrap();
+    let root_key = signer.verifier_key();
+    let next = [9; 32];
+    let keys = Rotating {
+        next,
+        next_key: signer.verifier_key_for(next),
+        retired: vec![root_key.clone()],
+    };
+    assert_eq!(signer.rotate_key(next).unwrap(), 20);
+    let handover = signer.latest_checkpoint().unwrap().unwrap().1;
+    assert_eq!(
+        follower.adopt_checkpoint(&before, &NoKeys).unwrap(),
+        Adopted::Appended(20)
+    );
+    // Without the seed of the key it names, a handover is not taken.
+    assert!(follower.adopt_checkpoint(&handover, &NoKeys).is_err());
+    assert_eq!(follower.verifier_key(), root_key);
+    assert_eq!(
+        follower.adopt_checkpoint(&handover, &keys).unwrap(),
+        Adopted::Appended(20)
+    );
+    assert_eq!(follower.verifier_key(), keys.next_key);
+    assert_eq!(follower.verifier_keys(), signer.verifier_keys());
+    // The signer meets its own handover in the stream: nothing changes.
+    assert_eq!(
+        signer.adopt_checkpoint(&handover, &keys).unwrap(),
+        Adopted::Covered(20)
+    );
+    for log in [&signer, &follower] {
+        log.append_all(events[20..].to_vec()).unwrap();
+    }
+    let (_, after) = signer.sign_for_cluster().unwrap().unwrap();
+    assert_eq!(
+        follower.adopt_checkpoint(&after, &keys).unwrap(),
+        Adopted::Appended(30)
+    );
+    // A note of the retired key (in the log's own chain) is stale, never adopted; one of a
+    // key neither the log nor the cluster ever had is damage.
+    assert_eq!(
+        follower.adopt_checkpoint(&before, &NoKeys).unwrap(),
+        Adopted::Stale(20)
+    );
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = AuditLog::open(LogConfig::new(
+        stranger_dir.path(),
+        [4; 32],
+        "test.example/log",
+    ))
+    .unwrap();
+    stranger.append_all(events[..20].to_vec()).unwrap();
+    let (_, foreign) = stranger.sign_checkpoint().unwrap().unwrap();
+    assert!(follower.adopt_checkpoint(&foreign, &keys).is_err());
+    // A node started after the rotation, with the new key: the old key's notes are stale.
+    let late = AuditLog::open(LogConfig {
+        signs_own_checkpoints: false,
+        ..LogConfig::new(c_dir.path(), next, "test.example/log")
+    })
+    .unwrap();
+    late.append_all(events.clone()).unwrap();
+    assert_eq!(
+        late.adopt_checkpoint(&before, &keys).unwrap(),
+        Adopted::Stale(20)
+    );
+    assert_eq!(
+        late.adopt_checkpoint(&after, &keys).unwrap(),
+        Adopted::Appended(30)
+    );
+    drop((signer, follower, late));
+    let report = crate::verify_log(b_dir.path(), &root_key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(
+        report.checkpoints, 2,
+        "sizes 20 (before and the handover) and 30"
+    );
+    // It opens again with the key it was handed (its key file, switched by the node).
+    let reopened = AuditLog::open(LogConfig {
+        signs_own_checkpoints: false,
+        ..LogConfig::new(b_dir.path(), next, "test.example/log")
+    })
+    .unwrap();
+    assert_eq!(reopened.latest_checkpoint().unwrap().unwrap().0, 30);
+}
+
 fn cluster_log(dir: &std::path::Path) -> AuditLog {
     AuditLog::open(LogConfig {
         signs_own_checkpoints: false,
@@ -888,11 +1014,11 @@ fn an_audit_node_adopts_the_signers_checkpoints_only_over_the_same_events() {
     let (size, note) = signer.sign_for_cluster().unwrap().unwrap();
     assert_eq!(size, 25);
     assert_eq!(
-        follower.adopt_checkpoint(&note).unwrap(),
+        follower.adopt_checkpoint(&note, &NoKeys).unwrap(),
         Adopted::Appended(25)
     );
     assert_eq!(
-        follower.adopt_checkpoint(&note).unwrap(),
+        follower.adopt_checkpoint(&note, &NoKeys).unwrap(),
         Adopted::Covered(25)
     );
     assert_eq!(follower.checkpoint_at(25).unwrap().as_deref(), Some(&*note));
@@ -904,19 +1030,25 @@ fn an_audit_node_adopts_the_signers_checkpoints_only_over_the_same_events() {
     // are all refused as damage.
     signer.append_all(events[25..].to_vec()).unwrap();
     let (_, ahead) = signer.sign_for_cluster().unwrap().unwrap();
-    let refused = follower.adopt_checkpoint(&ahead).unwrap_err().to_string();
+    let refused = follower
+        .adopt_checkpoint(&ahead, &NoKeys)
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("missing events"), "{refused}");
     let stranger =
         AuditLog::open(LogConfig::new(c_dir.path(), [4; 32], "test.example/log")).unwrap();
     stranger.append_all(events[..25].to_vec()).unwrap();
     let (_, foreign) = stranger.sign_checkpoint().unwrap().unwrap();
-    assert!(follower.adopt_checkpoint(&foreign).is_err());
+    assert!(follower.adopt_checkpoint(&foreign, &NoKeys).is_err());
     let other_dir = tempfile::tempdir().unwrap();
     let diverged = cluster_log(other_dir.path());
     let mut changed = events[..30].to_vec();
     changed[7].operation = "Delete".into();
     diverged.append_all(changed).unwrap();
-    let refused = diverged.adopt_checkpoint(&note).unwrap_err().to_string();
+    let refused = diverged
+        .adopt_checkpoint(&note, &NoKeys)
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("diverged"), "{refused}");
 
     // The adopted checkpoints survive a restart and the log verifies against the shared key.
@@ -924,7 +1056,7 @@ fn an_audit_node_adopts_the_signers_checkpoints_only_over_the_same_events() {
         follower.append(event.clone()).unwrap();
     }
     assert_eq!(
-        follower.adopt_checkpoint(&ahead).unwrap(),
+        follower.adopt_checkpoint(&ahead, &NoKeys).unwrap(),
         Adopted::Appended(40)
     );
     let key = follower.verifier_key();
