@@ -25,6 +25,7 @@ const PASSWORD: &str = "bench-password-1";
 pub(crate) fn start(
     dir: &Path,
     records: Option<&str>,
+    audit_memory_bytes: Option<u64>,
 ) -> anyhow::Result<(tokio::runtime::Runtime, SocketAddr, AppState)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -35,6 +36,7 @@ pub(crate) fn start(
         admin_password: Some(PASSWORD.into()),
         allow_private_targets: true,
         postgres: records.map(str::to_string),
+        audit_memory_bytes,
         ..Config::new(dir.to_path_buf(), address)
     };
     let state = AppState::open(config, Arc::new(SystemClock))?;
@@ -72,6 +74,51 @@ pub(crate) fn send(
     let status = request.send()?.status();
     ensure!(status.is_success(), "{url}: {status}");
     Ok(())
+}
+
+/// Turns read auditing on for the organization behind the Web API at `api`; its id.
+pub(crate) fn audit_reads(client: &Client, api: &str, token: &str) -> anyhow::Result<String> {
+    let who: Value = client
+        .get(format!("{api}/WhoAmI"))
+        .bearer_auth(token)
+        .send()?
+        .json()?;
+    let org = who["OrganizationId"]
+        .as_str()
+        .context("no organization")?
+        .to_string();
+    send(
+        client,
+        reqwest::Method::PATCH,
+        &format!("{api}/organizations({org})"),
+        token,
+        Some(json!({"isreadauditenabled": true})),
+    )?;
+    Ok(org)
+}
+
+/// Turns retrieve multiple auditing of accounts on or off (and publishes it) through the Web
+/// API at `api`.
+pub(crate) fn retrieve_multiple_auditing(
+    client: &Client,
+    api: &str,
+    token: &str,
+    on: bool,
+) -> anyhow::Result<()> {
+    send(
+        client,
+        reqwest::Method::PATCH,
+        &format!("{api}/EntityDefinitions(LogicalName='account')"),
+        token,
+        Some(json!({"IsRetrieveMultipleAuditEnabled": {"Value": on}})),
+    )?;
+    send(
+        client,
+        reqwest::Method::POST,
+        &format!("{api}/PublishAllXml"),
+        token,
+        None,
+    )
 }
 
 /// Requests answered and their latencies, over the slices of one side of a comparison.
@@ -145,7 +192,7 @@ pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         (true, Some(url)) => Some(url.as_str()),
         (true, None) => anyhow::bail!("records on PostgreSQL need a server (--postgres)"),
     };
-    let (runtime, address, _) = start(&dir.join("api-server"), records)?;
+    let (runtime, address, _) = start(&dir.join("api-server"), records, None)?;
     let base = format!("http://{address}");
     let client = Client::new();
     let token = token(&client, &base)?;
@@ -159,37 +206,11 @@ pub(crate) fn api(dir: &Path, options: &Options) -> anyhow::Result<Report> {
             Some(json!({"name": format!("Account {i:05}"), "revenue": i})),
         )?;
     }
-    let who: Value = client
-        .get(format!("{api}/WhoAmI"))
-        .bearer_auth(&token)
-        .send()?
-        .json()?;
-    let org = who["OrganizationId"].as_str().context("no organization")?;
-    send(
-        &client,
-        reqwest::Method::PATCH,
-        &format!("{api}/organizations({org})"),
-        &token,
-        Some(json!({"isreadauditenabled": true})),
-    )?;
+    let org = audit_reads(&client, &api, &token)?;
+    let org = org.as_str();
     // Retrieve multiple auditing of account goes off and on between slices of load, so a drift
     // of the shared machine's speed falls on both sides alike.
-    let set_auditing = |on: bool| -> anyhow::Result<()> {
-        send(
-            &client,
-            reqwest::Method::PATCH,
-            &format!("{api}/EntityDefinitions(LogicalName='account')"),
-            &token,
-            Some(json!({"IsRetrieveMultipleAuditEnabled": {"Value": on}})),
-        )?;
-        send(
-            &client,
-            reqwest::Method::POST,
-            &format!("{api}/PublishAllXml"),
-            &token,
-            None,
-        )
-    };
+    let set_auditing = |on: bool| retrieve_multiple_auditing(&client, &api, &token, on);
     let rounds = options.api_rounds.max(1);
     let slice = options.api_phase / rounds as u32;
     let mut measured = Vec::new();

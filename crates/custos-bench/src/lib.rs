@@ -12,6 +12,7 @@ mod nats;
 mod postgres;
 mod query;
 mod siem;
+mod soak;
 mod sqlite;
 mod workload;
 
@@ -45,6 +46,11 @@ pub struct Options {
     /// The `api` scenario's server keeps its records in `postgres` (a schema of its own,
     /// dropped at the end) rather than in SQLite, as a cluster node does.
     pub records_on_postgres: bool,
+    /// How long the `soak` scenario's load runs.
+    pub soak: Duration,
+    /// The `soak` scenario's server's audit memory budget (`--audit-memory`), bytes; its
+    /// default when `None`.
+    pub audit_memory_bytes: Option<u64>,
 }
 
 impl Options {
@@ -60,6 +66,8 @@ impl Options {
             api_rounds: if quick { 2 } else { 10 },
             postgres: None,
             records_on_postgres: false,
+            soak: Duration::from_secs(if quick { 60 } else { 600 }),
+            audit_memory_bytes: None,
         }
     }
 }
@@ -168,7 +176,8 @@ impl Report {
     }
 }
 
-/// Runs `scenario` (`ingest`, `freshness`, `query`, `verify`, `api`, `siem` or `cluster`).
+/// Runs `scenario` (`ingest`, `freshness`, `query`, `verify`, `api`, `siem`, `cluster` or
+/// `soak`).
 pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
     let temporary = tempfile::tempdir()?;
     let dir = options
@@ -184,8 +193,9 @@ pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
         "api" => api::api(&dir, options),
         "siem" => siem::siem(&dir, options),
         "cluster" => cluster::cluster(&dir, options),
+        "soak" => soak::soak(&dir, options),
         other => bail!(
-            "unknown scenario '{other}': use ingest, freshness, query, verify, api, siem or cluster"
+            "unknown scenario '{other}': use ingest, freshness, query, verify, api, siem, cluster or soak"
         ),
     }
 }

@@ -83,7 +83,7 @@ fn receiver(octet_counted: bool) -> anyhow::Result<(u16, Arc<AtomicU64>, Arc<Ato
 }
 
 pub(crate) fn siem(dir: &Path, options: &Options) -> anyhow::Result<Report> {
-    let (runtime, address, state) = start(&dir.join("siem-server"), None)?;
+    let (runtime, address, state) = start(&dir.join("siem-server"), None, None)?;
     let base = format!("http://{address}");
     let client = Client::new();
     let token = token(&client, &base)?;

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Measure Custos against its baselines (BENCHMARKS.md): ingest, freshness, query, verify,
-    /// api, siem, cluster.
+    /// api, siem, cluster, soak.
     Bench {
         /// The scenario.
         scenario: String,
@@ -57,6 +57,13 @@ enum Command {
         /// schema dropped at the end), as a cluster node does, rather than in SQLite.
         #[arg(long, requires = "postgres")]
         records_on_postgres: bool,
+        /// How long the `soak` scenario's load runs, in minutes (default 10; 1 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_440))]
+        minutes: Option<u64>,
+        /// The `soak` scenario's server's audit memory budget in MiB (as `serve
+        /// --audit-memory`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        audit_memory: Option<u64>,
     },
     /// Work with the audit log.
     Audit {
@@ -264,9 +271,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             postgres,
             records_on_postgres,
+            minutes,
+            audit_memory,
         } => {
             let mut options = custos_bench::Options::sized(quick);
             options.records_on_postgres = records_on_postgres;
+            if let Some(minutes) = minutes {
+                options.soak = std::time::Duration::from_secs(minutes * 60);
+            }
+            options.audit_memory_bytes = audit_memory.map(|mib| mib << 20);
             options.seed = seed;
             options.dir = dir;
             options.postgres = postgres;
