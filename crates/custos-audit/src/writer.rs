@@ -1325,19 +1325,15 @@ impl Writer {
     fn write(&mut self, batch: &[Append]) -> Result<(Seq, usize)> {
         self.catch_up()?;
         let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
+        let mut cost = self.live_cost();
         if self.active.n_records > 0
-            && !self.belongs(
-                self.active.len(),
-                self.live_cost(),
-                self.active_day,
-                day_of(&batch[0]),
-            )
+            && !self.belongs(self.active.len(), cost, self.active_day, day_of(&batch[0]))
         {
             self.roll()?;
+            cost = 0;
         }
         let segment_day = self.active_day.unwrap_or_else(|| day_of(&batch[0]));
         let mut bytes = self.active.len();
-        let mut cost = self.live_cost();
         let mut payloads = Vec::with_capacity(batch.len());
         let mut numbers = Vec::with_capacity(batch.len());
         {

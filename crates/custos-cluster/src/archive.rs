@@ -275,8 +275,9 @@ fn decode_purged(bytes: &[u8]) -> Result<PurgedRange, String> {
     })
 }
 
-/// Keeps `range`, which this node's log is about to delete, in `dir` until the archive holds
-/// it (a new file, made durable, then renamed into place). Call from blocking code.
+/// Keeps `range`, which this node's log is about to delete, in `dir` (0700) until the archive
+/// holds it (a new private file, made durable, then renamed into place). Call from blocking
+/// code.
 pub(crate) fn keep_purged(dir: &Path, range: &PurgedRange) -> custos_audit::Result<()> {
     let failed = |path: &Path| {
         let path = path.to_path_buf();
@@ -287,10 +288,17 @@ pub(crate) fn keep_purged(dir: &Path, range: &PurgedRange) -> custos_audit::Resu
             ))
         }
     };
-    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed(dir))?;
+    }
     let path = dir.join(format!("{:020}", range.first));
     let fresh = path.with_extension("new");
-    let mut file = std::fs::File::create(&fresh).map_err(failed(&fresh))?;
+    let mut file = crate::create_private(&fresh).map_err(failed(&fresh))?;
     file.write_all(&encode_purged(range))
         .and_then(|()| file.sync_all())
         .map_err(failed(&fresh))?;
@@ -551,16 +559,8 @@ async fn put(task: &ArchiveTask, store: &ObjectStore, object: Archived) -> Resul
 /// The events of `object` from `log`, as frames of messages, in a new file at `path` (0600,
 /// never through a link planted there).
 fn write_object(log: &AuditLog, object: Archived, path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let failed = |e: std::io::Error| format!("{}: {e}", path.display());
-    let _ = std::fs::remove_file(path);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(failed)?;
+    let file = crate::create_private(path).map_err(failed)?;
     let mut out = std::io::BufWriter::new(file);
     let mut next = object.first;
     while next < object.end() {
@@ -775,6 +775,34 @@ mod tests {
             in_order(vec![object(0, 10), purged, object(20, 10), object(30, 5)]).unwrap();
         assert_eq!(sorted, vec![object(0, 10), purged, object(30, 5)]);
         assert_eq!(leftovers, vec![object(20, 10)]);
+    }
+
+    /// A kept range is private (folder 0700, file 0600) and written through no link planted
+    /// where it goes.
+    #[test]
+    fn a_kept_range_is_private_and_follows_no_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        std::fs::write(&outside, "untouched").unwrap();
+        let range = PurgedRange {
+            first: 10,
+            count: 1,
+            event_seq: 20,
+            leaves: vec![[1; 32]],
+            ids: Vec::new(),
+        };
+        let made = purged_dir(root.path());
+        keep_purged(&made, &range).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&made), 0o700);
+        let kept = made.join(format!("{:020}", 10));
+        assert_eq!(mode(&kept), 0o600);
+        // A link where the new file goes is replaced, not written through.
+        std::os::unix::fs::symlink(&outside, made.join(format!("{:020}.new", 10))).unwrap();
+        keep_purged(&made, &range).unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(kept_purged(&made).unwrap()[0].0, range);
     }
 
     #[test]

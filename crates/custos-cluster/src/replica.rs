@@ -95,8 +95,10 @@ fn read_applied(applied: &Path) -> Result<Applied, String> {
 
 /// Records how far the log holds the stream (a new file renamed over the old).
 fn write_applied(applied: &Path, sequence: u64, position: u64) -> Result<(), String> {
+    use std::io::Write;
     let fresh = applied.with_extension("new");
-    std::fs::write(&fresh, format!("{sequence} {position}\n"))
+    crate::create_private(&fresh)
+        .and_then(|mut file| file.write_all(format!("{sequence} {position}\n").as_bytes()))
         .and_then(|()| std::fs::rename(&fresh, applied))
         .map_err(|e| format!("{}: {e}", applied.display()))
 }
