@@ -224,7 +224,65 @@ fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
     Ok(())
 }
 
-/// Creates `definition`'s table.
+/// Brings a store written by an older build up to this one's form, in the transaction of its
+/// opening (or restore): date-times kept to the millisecond, and every published entity's list
+/// indexes (`CREATE INDEX IF NOT EXISTS`: built once, then a lookup in the schema).
+fn upgrade(sql: &mut dyn Sql) -> Result<()> {
+    millisecond_datetimes(sql)?;
+    for entity in load_catalog(sql)?.entities() {
+        for attribute in listed(entity) {
+            create_list_index(sql, entity, &attribute.logical_name)?;
+        }
+    }
+    Ok(())
+}
+
+/// The attributes of `definition` whose filtered and sorted lists a Dataverse user runs most —
+/// every lookup (the owner, created and modified by among them), the primary name, the state,
+/// created and modified on — each served by an index, as Dataverse indexes them.
+fn listed(definition: &EntityDef) -> impl Iterator<Item = &AttributeDef> {
+    definition.attributes.iter().filter(|attribute| {
+        matches!(attribute.attribute_type, AttributeType::Lookup { .. })
+            || definition.primary_name.as_deref() == Some(attribute.logical_name.as_str())
+            || matches!(
+                attribute.logical_name.as_str(),
+                "statecode" | "createdon" | "modifiedon"
+            )
+    })
+}
+
+/// The name of the list index of `attribute` on `definition`'s table: `rec_<entity>.<attribute>`
+/// (a dot is in no logical name, so no two read alike), or `ix.` and a hash of it where that is
+/// longer than PostgreSQL's 63 bytes (which would cut it, and two cut names could meet).
+fn index_name(definition: &EntityDef, attribute: &str) -> String {
+    use sha2::Digest;
+    let name = format!("{}.{attribute}", definition.table());
+    if name.len() <= 63 {
+        return name;
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ix.{hex}")
+}
+
+/// Creates the index on (`attribute`, primary id) of `definition`'s table when it has none: a
+/// page of a list filtered on the attribute, or sorted by it, reads its rows in the index's
+/// order — the primary id last, as every page's order ends — instead of scanning and sorting
+/// the table. Nulls come first in it on both engines, as pages order them (`sql::select_sql`).
+fn create_list_index(sql: &mut dyn Sql, definition: &EntityDef, attribute: &str) -> Result<()> {
+    let nulls = match sql.dialect() {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " NULLS FIRST",
+    };
+    sql.batch(&format!(
+        "CREATE INDEX IF NOT EXISTS \"{}\" ON \"{}\" (\"{attribute}\"{nulls}, \"{}\")",
+        index_name(definition, attribute),
+        definition.table(),
+        definition.primary_id()
+    ))
+}
+
+/// Creates `definition`'s table and its list indexes.
 pub(crate) fn create_table(sql: &mut dyn Sql, definition: &EntityDef) -> Result<()> {
     let primary_id = definition.primary_id();
     let mut columns = Vec::new();
@@ -249,7 +307,11 @@ pub(crate) fn create_table(sql: &mut dyn Sql, definition: &EntityDef) -> Result<
         "CREATE TABLE IF NOT EXISTS \"{}\" ({})",
         definition.table(),
         columns.join(", ")
-    ))
+    ))?;
+    for attribute in listed(definition) {
+        create_list_index(sql, definition, &attribute.logical_name)?;
+    }
+    Ok(())
 }
 
 /// The `INSERT` of one row of `definition`'s table with every column, in definition order.
@@ -473,6 +535,9 @@ fn publish_pending(sql: &mut dyn Sql) -> Result<Vec<String>> {
                         ))?;
                     }
                 }
+                for attribute in listed(&draft_def) {
+                    create_list_index(sql, &draft_def, &attribute.logical_name)?;
+                }
             }
         }
         sql.execute(
@@ -519,6 +584,11 @@ fn remove_attribute(
             ),
             &[],
         )?;
+        // SQLite refuses to drop a column an index names.
+        sql.batch(&format!(
+            "DROP INDEX IF EXISTS \"{}\"",
+            index_name(definition, attribute)
+        ))?;
         sql.batch(&format!(
             "ALTER TABLE \"{}\" DROP COLUMN \"{attribute}\"",
             definition.table()
@@ -573,7 +643,7 @@ fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Reco
 impl<E: Engine> Store<E> {
     /// A store over `engine`, with its published definitions loaded.
     pub(crate) fn over(engine: E) -> Result<Store<E>> {
-        engine.write(millisecond_datetimes, |_| Ok(()))?;
+        engine.write(upgrade, |_| Ok(()))?;
         let catalog = engine.read(|sql| load_catalog(sql))?;
         Ok(Store {
             engine,
@@ -597,6 +667,57 @@ impl<E: Engine> Store<E> {
             .entity(entity)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("entity '{entity}' does not exist")))
+    }
+}
+
+#[cfg(test)]
+#[allow(private_bounds)]
+impl<E: Engine> Store<E> {
+    /// How the engine would read the first page of 50 of `entity` under `query`: its plan as
+    /// text (PostgreSQL's with sequential scans and sorts priced out, as on a table large
+    /// enough for them not to pay: a sort left in the plan is one no index can spare).
+    pub(crate) fn plan(&self, entity: &str, query: &[(&str, &str)]) -> String {
+        let definition = self.definition(entity).unwrap();
+        let options = crate::options::parse_query_options(query.iter().copied()).unwrap();
+        self.engine
+            .write(
+                |sql| {
+                    let selection = select_sql(sql.dialect(), &definition, &options, 50)?;
+                    let lines = match sql.dialect() {
+                        Dialect::Sqlite => {
+                            let number = AttributeDef::new("n", AttributeType::Integer);
+                            let detail = AttributeDef::new(
+                                "detail",
+                                AttributeType::String { max_length: 4000 },
+                            );
+                            sql.rows(
+                                &format!("EXPLAIN QUERY PLAN {}", selection.select),
+                                &selection.params,
+                                &[number.clone(), number.clone(), number, detail],
+                            )?
+                            .into_iter()
+                            .filter_map(|row| match row.into_iter().nth(3) {
+                                Some(Value::String(text)) => Some(text),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>()
+                        }
+                        Dialect::Postgres => {
+                            sql.batch(
+                                "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off",
+                            )?;
+                            first_texts(sql.texts(
+                                &format!("EXPLAIN {}", selection.select),
+                                &selection.params,
+                                1,
+                            )?)?
+                        }
+                    };
+                    Ok(lines.join("\n"))
+                },
+                |_| Ok(()),
+            )
+            .unwrap()
     }
 }
 
@@ -1005,7 +1126,7 @@ impl<E: Engine> RecordStore for Store<E> {
     fn restore(&self, from: &std::path::Path) -> Result<()> {
         self.engine.restore(from)?;
         // A backup taken before date-times kept milliseconds.
-        self.engine.write(millisecond_datetimes, |_| Ok(()))?;
+        self.engine.write(upgrade, |_| Ok(()))?;
         self.reload()
     }
 }

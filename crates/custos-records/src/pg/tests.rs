@@ -70,6 +70,16 @@ fn the_store_contract_holds_on_postgresql() {
     let fresh = PgStore::open(&server.url, "untouched").unwrap();
     assert!(fresh.catalog().entities().next().is_none());
     assert!(PgStore::open(&server.url, "Bad\"Name").is_err());
+
+    let lists = PgStore::open(&server.url, "lists").unwrap();
+    lists.install(&seed_entities()).unwrap();
+    crate::contract::the_lists_users_run_most_are_served_by_indexes(
+        &|entity, query| lists.plan(entity, query),
+        &|plan| {
+            plan.lines()
+                .any(|line| line.trim_start().starts_with("Sort"))
+        },
+    );
 }
 
 #[test]
