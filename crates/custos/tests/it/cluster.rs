@@ -1573,6 +1573,13 @@ fn a_retention_purge_deletes_the_same_partition_on_every_node_and_a_rebuilt_node
         0,
         "the purged events are not brought back"
     );
+    // The range imported as purged is recorded once the node meets its claim under a signed
+    // checkpoint (a node stopped before that does not open, and is rebuilt again).
+    wait_for(
+        "the rebuilt node to record the purge",
+        Duration::from_secs(30),
+        || std::fs::metadata(dir_a.join("audit/pruned.log")).is_ok_and(|meta| meta.len() > 0),
+    );
     assert!(a.stop().success());
     let said = verify_offline(&dir_a, &["--checkpoint", kept.to_str().unwrap()]);
     assert!(said.contains("20 of them purged by retention"), "{said}");
