@@ -22,8 +22,30 @@ use crate::{Figure, Options, Report};
 const CLIENTS: usize = 16;
 /// Accounts before the load starts.
 const ACCOUNTS: usize = 2_000;
+/// Accounts a client creates before it deletes one of them instead.
+const CREATED_HELD: usize = 8;
 /// Records in a list page.
 const PAGE: usize = 50;
+
+/// The kinds of request, by the first roll (of 100) of each.
+const KINDS: [(u32, &str); 8] = [
+    (0, "list by name"),
+    (15, "list the owner's"),
+    (30, "list recently modified"),
+    (45, "read"),
+    (65, "update"),
+    (80, "create"),
+    (85, "delete"),
+    (90, "audit search"),
+];
+
+/// The kind of a roll, an index into `KINDS`.
+fn kind(roll: u32) -> usize {
+    KINDS
+        .iter()
+        .rposition(|(from, _)| *from <= roll)
+        .unwrap_or(0)
+}
 
 /// The process's resident memory, KiB.
 fn rss_kib() -> anyhow::Result<u64> {
@@ -58,11 +80,13 @@ fn slope_mib_per_min(samples: &[(f64, u64)]) -> f64 {
 /// What the clients did.
 #[derive(Default)]
 struct Tally {
-    /// Requests answered, by the second of the run they were answered in.
-    by_second: Mutex<Vec<u64>>,
+    /// Requests answered and their total time (µs), by the second of the run they were
+    /// answered in and by kind (`KINDS`).
+    by_second: Mutex<Vec<[(u64, u64); KINDS.len()]>>,
     errors: AtomicU64,
     pages: AtomicU64,
     creates: AtomicU64,
+    deletes: AtomicU64,
 }
 
 /// The id in a create's `OData-EntityId` header.
@@ -72,13 +96,15 @@ fn created_id(response: &reqwest::blocking::Response) -> Option<String> {
     Some(inside.to_string())
 }
 
-/// One client's loop until `stop`: half list pages of 50 accounts (each an audited
-/// `RetrieveMultiple` listing every record id), a fifth single reads, updates, creates and
-/// audit searches.
+/// One client's loop until `stop`: 45 % list pages of 50 accounts (each an audited
+/// `RetrieveMultiple` listing every record id) — the lists a Dataverse user runs most: by name
+/// from a point, the owner's, the recently modified — 20 % single reads, 15 % updates, 10 %
+/// creates and deletes of what this client created (in turn, so the table stops growing),
+/// 10 % audit searches.
 fn client_loop(
     base: &str,
     token: &str,
-    ids: &[String],
+    fixture: &Fixture,
     seed: u64,
     started: Instant,
     stop: &AtomicBool,
@@ -87,44 +113,75 @@ fn client_loop(
     let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
     let api = format!("{base}/main/api/data/v9.2");
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut created: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let roll = rng.random_range(0..100);
-        let id = &ids[rng.random_range(0..ids.len())];
+        let mut roll = rng.random_range(0..100);
+        // A tenth of the requests write accounts into being or out of it: a create while the
+        // client holds fewer than `CREATED_HELD` of its own, else a delete of one, so the
+        // table stays within CLIENTS × CREATED_HELD rows of its start.
+        if (80..90).contains(&roll) {
+            roll = if created.len() < CREATED_HELD { 80 } else { 85 };
+        }
+        let id = &fixture.ids[rng.random_range(0..fixture.ids.len())];
+        let list = |query: String| {
+            client
+                .get(format!("{api}/accounts?$select=name,revenue&{query}"))
+                .header("Prefer", format!("odata.maxpagesize={PAGE}"))
+        };
         let request = match roll {
-            0..50 => client
-                .get(format!(
-                    "{api}/accounts?$select=name,revenue&$filter=revenue ge {}",
-                    rng.random_range(0..ACCOUNTS)
-                ))
-                .header("Prefer", format!("odata.maxpagesize={PAGE}")),
-            50..70 => client.get(format!("{api}/accounts({id})?$select=name,revenue")),
-            70..85 => client
+            0..15 => list(format!(
+                "$filter=name ge 'Account {:05}'&$orderby=name",
+                rng.random_range(0..ACCOUNTS)
+            )),
+            15..30 => list(format!(
+                "$filter=_ownerid_value eq {}&$orderby=name",
+                fixture.owner
+            )),
+            30..45 => list("$orderby=modifiedon desc".into()),
+            45..65 => client.get(format!("{api}/accounts({id})?$select=name,revenue")),
+            65..80 => client
                 .patch(format!("{api}/accounts({id})"))
                 .json(&json!({"revenue": rng.random_range(0..ACCOUNTS)})),
-            85..90 => client
+            80..85 => client
                 .post(format!("{api}/accounts"))
                 .json(&json!({"name": "soak", "revenue": rng.random_range(0..ACCOUNTS)})),
+            85..90 => {
+                let victim = created.swap_remove(rng.random_range(0..created.len()));
+                client.delete(format!("{api}/accounts({victim})"))
+            }
             _ => client.get(format!(
                 "{base}/api/audit/records?top=50&operation=Update&start=2000-01-01"
             )),
         };
+        let sent = Instant::now();
         let answered = request.bearer_auth(token).send().and_then(|response| {
             let ok = response.status().is_success();
-            response.bytes().map(|_| ok)
+            let made = created_id(&response);
+            response.bytes().map(|_| (ok, made))
         });
         match answered {
-            Ok(true) => {
-                if roll < 50 {
-                    tally.pages.fetch_add(1, Ordering::Relaxed);
-                } else if (85..90).contains(&roll) {
-                    tally.creates.fetch_add(1, Ordering::Relaxed);
+            Ok((true, made)) => {
+                match roll {
+                    0..45 => {
+                        tally.pages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    80..85 => {
+                        tally.creates.fetch_add(1, Ordering::Relaxed);
+                        created.extend(made);
+                    }
+                    85..90 => {
+                        tally.deletes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
                 let second = started.elapsed().as_secs() as usize;
                 let mut by_second = tally.by_second.lock().expect("tally lock");
                 if by_second.len() <= second {
-                    by_second.resize(second + 1, 0);
+                    by_second.resize(second + 1, Default::default());
                 }
-                by_second[second] += 1;
+                let (count, micros) = &mut by_second[second][kind(roll)];
+                *count += 1;
+                *micros += sent.elapsed().as_micros() as u64;
             }
             _ => {
                 tally.errors.fetch_add(1, Ordering::Relaxed);
@@ -132,6 +189,12 @@ fn client_loop(
         }
     }
     Ok(())
+}
+
+/// The accounts made before the load, and their owner.
+struct Fixture {
+    ids: Vec<String>,
+    owner: String,
 }
 
 pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
@@ -150,12 +213,21 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
             .send()?;
         ids.push(created_id(&response).context("a create without its id")?);
     }
+    let owner: serde_json::Value = client
+        .get(format!("{api}/accounts({})?$select=_ownerid_value", ids[0]))
+        .bearer_auth(&token)
+        .send()?
+        .json()?;
+    let owner = owner["_ownerid_value"]
+        .as_str()
+        .context("an account without an owner")?
+        .to_string();
     audit_reads(&client, &api, &token)?;
     retrieve_multiple_auditing(&client, &api, &token, true)?;
 
     let duration = options.soak;
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
-    let ids = Arc::new(ids);
+    let fixture = Arc::new(Fixture { ids, owner });
     let started = Instant::now();
     let sampler = {
         let stop = stop.clone();
@@ -170,11 +242,11 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     };
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let (stop, tally, ids) = (stop.clone(), tally.clone(), ids.clone());
+            let (stop, tally, fixture) = (stop.clone(), tally.clone(), fixture.clone());
             let (base, token) = (base.clone(), token.clone());
             let seed = options.seed.wrapping_add(i as u64);
             std::thread::spawn(move || {
-                client_loop(&base, &token, &ids, seed, started, &stop, &tally)
+                client_loop(&base, &token, &fixture, seed, started, &stop, &tally)
             })
         })
         .collect();
@@ -207,17 +279,36 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     let by_second = tally.by_second.lock().expect("tally lock").clone();
     let seconds = duration.as_secs().max(1) as usize;
     let window = (seconds / 5).clamp(1, 60);
-    let sum =
-        |range: std::ops::Range<usize>| -> u64 { range.filter_map(|s| by_second.get(s)).sum() };
-    let first = sum(0..window);
-    let last = sum(seconds.saturating_sub(window)..seconds);
+    // Per kind, the requests and their total time over `range` of seconds.
+    let sum = |range: std::ops::Range<usize>| -> [(u64, u64); KINDS.len()] {
+        let mut total = <[(u64, u64); KINDS.len()]>::default();
+        for second in range.filter_map(|s| by_second.get(s)) {
+            for (total, (count, micros)) in total.iter_mut().zip(second) {
+                total.0 += count;
+                total.1 += micros;
+            }
+        }
+        total
+    };
+    let (first_kinds, last_kinds) = (sum(0..window), sum(seconds.saturating_sub(window)..seconds));
+    let count = |kinds: &[(u64, u64)]| kinds.iter().map(|(n, _)| n).sum::<u64>();
+    let (first, last) = (count(&first_kinds), count(&last_kinds));
+    let mean_ms = |(n, micros): (u64, u64)| micros as f64 / n.max(1) as f64 / 1000.0;
+    let latencies: Vec<String> = KINDS
+        .iter()
+        .zip(first_kinds.iter().zip(&last_kinds))
+        .map(|((_, name), (first, last))| {
+            format!("{name} {:.1} → {:.1}", mean_ms(*first), mean_ms(*last))
+        })
+        .collect();
     let tail: Vec<(f64, u64)> = samples
         .iter()
         .copied()
         .filter(|(t, _)| *t >= duration.as_secs_f64() * 0.2)
         .collect();
-    let requests: u64 = by_second.iter().sum();
+    let requests: u64 = by_second.iter().map(|second| count(second)).sum();
     let creates = tally.creates.load(Ordering::Relaxed);
+    let deletes = tally.deletes.load(Ordering::Relaxed);
     let figure = Figure::custos;
     Ok(Report {
         scenario: "soak".into(),
@@ -266,12 +357,16 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         ],
         notes: vec![
             format!(
-                "{CLIENTS} clients on loopback for {} s: 50 % list pages of {PAGE} accounts (audited), 20 % reads, 15 % updates, 5 % creates, 10 % audit searches",
+                "{CLIENTS} clients on loopback for {} s: 45 % list pages of {PAGE} accounts (audited; by name from a point, the owner's by name, the recently modified), 20 % reads, 15 % updates, 10 % creates and deletes (each client holds at most {CREATED_HELD} it created), 10 % audit searches",
                 duration.as_secs()
             ),
             format!(
-                "accounts grew from {ACCOUNTS} to {} ({creates} created); {pages} audited pages answered, {logged} in the log",
-                ACCOUNTS as u64 + creates
+                "accounts from {ACCOUNTS} to {} ({creates} created, {deletes} deleted); {pages} audited pages answered, {logged} in the log",
+                (ACCOUNTS as u64 + creates).saturating_sub(deletes)
+            ),
+            format!(
+                "mean ms in the first {window} s → the last: {}",
+                latencies.join(", ")
             ),
             format!(
                 "rss_slope over the last 80 % of the run; throughput_end_to_start: the last {window} s over the first; audit memory budget {}",

@@ -8,6 +8,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// The allocator of the Rust side of the process (SQLite keeps the C library's). glibc's
+/// malloc spent a growing share of the server's CPU in `malloc_consolidate` and `unlink_chunk`
+/// under a steady load (7 % in the first minutes of a soak, 16 % two minutes later); jemalloc
+/// (TiKV's crate, as TiKV and Vector run it) served the same soak faster and with the lowest
+/// resident memory of the three allocators tried (BENCHMARKS.md, B8).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod admin;
 mod audit_remote;
 mod client;
