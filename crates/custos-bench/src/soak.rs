@@ -306,6 +306,22 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         .copied()
         .filter(|(t, _)| *t >= duration.as_secs_f64() * 0.2)
         .collect();
+    // The lowest and highest resident memory of each window: a partition's in-memory index
+    // grows to the budget and is let go when sealed, a sawtooth a slope alone cannot show.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (t, kib) in &samples {
+        let at = (*t as usize) / window;
+        if ranges.len() <= at {
+            ranges.resize(at + 1, (u64::MAX, 0));
+        }
+        let (low, high) = &mut ranges[at];
+        (*low, *high) = ((*low).min(*kib), (*high).max(*kib));
+    }
+    let ranges: Vec<String> = ranges
+        .iter()
+        .filter(|(low, _)| *low != u64::MAX)
+        .map(|(low, high)| format!("{}–{}", low >> 10, high >> 10))
+        .collect();
     let requests: u64 = by_second.iter().map(|second| count(second)).sum();
     let creates = tally.creates.load(Ordering::Relaxed);
     let deletes = tally.deletes.load(Ordering::Relaxed);
@@ -367,6 +383,10 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
             format!(
                 "mean ms in the first {window} s → the last: {}",
                 latencies.join(", ")
+            ),
+            format!(
+                "resident memory in each {window} s, lowest–highest MiB: {}",
+                ranges.join(", ")
             ),
             format!(
                 "rss_slope over the last 80 % of the run; throughput_end_to_start: the last {window} s over the first; audit memory budget {}",
