@@ -25,6 +25,7 @@ mod partition;
 mod policy;
 mod postings;
 mod retention;
+mod runs;
 mod sealed;
 mod table;
 mod verify;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::event::AuditEvent;
+use crate::runs::RecordPostings;
 
 /// A field a search filters on by exact (case-insensitive) value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -161,7 +162,7 @@ pub(crate) struct MemIndex {
     /// By field (`Field as usize`): lowercase value → ordinals.
     pub(crate) terms: [FastMap<String, Vec<u32>>; Field::ALL.len()],
     /// Record id number → ordinals.
-    pub(crate) records: FastMap<u32, Vec<u32>>,
+    pub(crate) records: RecordPostings,
     /// Free-text words → ordinals (a prefix search scans the keys; the index file sorts them).
     pub(crate) words: FastMap<String, Vec<u32>>,
     pub(crate) event_ids: FastMap<Uuid, u32>,
@@ -251,9 +252,7 @@ impl MemIndex {
         for field in GroupField::ALL {
             self.groups[field as usize].push(field.value(event));
         }
-        for number in record_numbers {
-            post(self.records.entry(*number).or_default(), ordinal);
-        }
+        self.records.add(ordinal, record_numbers);
         for_each_word(event, &mut |word| {
             post_lowercase(&mut self.words, word, &mut scratch, ordinal)
         });
@@ -332,7 +331,7 @@ impl PartitionIndex for MemIndex {
     }
 
     fn record(&self, number: u32) -> Result<Vec<u32>> {
-        Ok(self.records.get(&number).cloned().unwrap_or_default())
+        Ok(self.records.get(number))
     }
 
     fn term_values(&self, field: Field) -> Result<Vec<String>> {

@@ -89,15 +89,21 @@ fn posting_table<'a>(
 ) -> Vec<u8> {
     let mut table = TableWriter::default();
     for (key, list) in entries {
-        if let [only] = list.as_slice() {
-            table.add(&key, u64::from(*only), 0);
-        } else {
-            let at = postings.len();
-            postings::encode(list, postings);
-            table.add(&key, at as u64, (postings.len() - at) as u64);
-        }
+        add_posting(&mut table, &key, list, postings);
     }
     table.finish()
+}
+
+/// Adds `key` to `table` with its postings: a single ordinal inline, a longer list in
+/// `postings`.
+fn add_posting(table: &mut TableWriter, key: &[u8], list: &[u32], postings: &mut Vec<u8>) {
+    if let [only] = list {
+        table.add(key, u64::from(*only), 0);
+    } else {
+        let at = postings.len();
+        postings::encode(list, postings);
+        table.add(key, at as u64, (postings.len() - at) as u64);
+    }
 }
 
 /// Writes the index file of a complete segment, durably: a temporary file, fsynced, renamed
@@ -173,14 +179,11 @@ pub(crate) fn encode(
             (key, list)
         });
     sections[Section::Terms as usize] = posting_table(terms, &mut postings);
-    let mut records: Vec<(&u32, &Vec<u32>)> = index.records.iter().collect();
-    records.sort_unstable_by_key(|(number, _)| **number);
-    sections[Section::Records as usize] = posting_table(
-        records
-            .into_iter()
-            .map(|(number, list)| (number.to_be_bytes().to_vec(), list)),
-        &mut postings,
-    );
+    let mut records = TableWriter::default();
+    index.records.for_each(|number, list| {
+        add_posting(&mut records, &number.to_be_bytes(), list, &mut postings);
+    });
+    sections[Section::Records as usize] = records.finish();
     sections[Section::Words as usize] = posting_table(
         index
             .sorted_words()

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -264,19 +265,20 @@ enum Queued {
 
 /// Records on their way to the tree and the segment's index. A record's leaf (its canonical
 /// JSON's SHA-256) and its entry in the index rebuilt to check the index file need nothing but
-/// the record and the ones before it in the index, so each chunk of decoded records is hashed
-/// and indexed on a second thread while this one decodes the next chunk; the leaves are applied
-/// to the tree in log order.
+/// the record and the ones before it in the index, so each chunk of decoded records is hashed on
+/// a second thread and indexed on a third while this one decodes the next chunk; the leaves are
+/// applied to the tree in log order.
 struct LeafQueue {
     records: Chunk,
     queued: Vec<Queued>,
-    /// The segment's index so far (away while a chunk is in flight), and whether it is built.
-    index: Option<MemIndex>,
+    /// Whether the segment's index is rebuilt.
     indexing: bool,
-    /// To and from the hashing thread; what to apply with the chunk in flight, if one is.
-    to_worker: std::sync::mpsc::SyncSender<(Chunk, MemIndex, bool)>,
-    from_worker: std::sync::mpsc::Receiver<(Vec<Hash>, MemIndex, Chunk)>,
-    in_flight: Option<Vec<Queued>>,
+    to_hasher: std::sync::mpsc::SyncSender<Arc<Chunk>>,
+    from_hasher: std::sync::mpsc::Receiver<(Vec<Hash>, Arc<Chunk>)>,
+    to_indexer: std::sync::mpsc::SyncSender<ToIndexer>,
+    from_indexer: std::sync::mpsc::Receiver<FromIndexer>,
+    /// What to apply with the chunk in flight, and whether the indexer has it too.
+    in_flight: Option<(Vec<Queued>, bool)>,
     /// The seq of the next record queued.
     next_seq: u64,
 }
@@ -284,35 +286,53 @@ struct LeafQueue {
 /// A chunk of decoded records: each with its record-id numbers and its place in the segment.
 type Chunk = Vec<(AuditEvent, Vec<u32>, Place)>;
 
-/// Hashes `records` and, when `indexing`, adds them to `index`; hands the records back, so that
-/// they are freed by the thread that allocated them (a free from another thread takes the
-/// allocator's slow path).
-fn hash_and_index(
-    records: Chunk,
-    mut index: MemIndex,
-    indexing: bool,
-) -> (Vec<Hash>, MemIndex, Chunk) {
-    let mut leaves = Vec::with_capacity(records.len());
-    for (record, numbers, place) in &records {
-        leaves.push(leaf_hash(canonical_json(record).as_bytes()));
-        if indexing {
-            index.insert(*place, record, numbers);
-        }
-    }
-    (leaves, index, records)
+enum ToIndexer {
+    /// Add these records to the segment's index.
+    Add(Arc<Chunk>),
+    /// Hand over the segment's index and start the next one empty.
+    Take,
+}
+
+enum FromIndexer {
+    Added(Arc<Chunk>),
+    Index(Box<MemIndex>),
 }
 
 impl LeafQueue {
-    /// Records hashed in one go on the other thread.
+    /// Records hashed and indexed in one go on the other threads.
     const CHUNK: usize = 2048;
 
-    /// A queue whose hashing thread runs in `scope` until the queue is dropped.
+    /// A queue whose hashing and indexing threads run in `scope` until the queue is dropped.
+    /// Each chunk comes back to this thread, to be freed by the thread that allocated it.
     fn new<'scope>(scope: &'scope std::thread::Scope<'scope, '_>) -> Self {
-        let (to_worker, chunks) = std::sync::mpsc::sync_channel::<(Chunk, MemIndex, bool)>(1);
-        let (done, from_worker) = std::sync::mpsc::sync_channel(1);
+        let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Arc<Chunk>>(1);
+        let (hashed, from_hasher) = std::sync::mpsc::sync_channel(1);
         scope.spawn(move || {
-            for (records, index, indexing) in chunks {
-                if done.send(hash_and_index(records, index, indexing)).is_err() {
+            for records in chunks {
+                let leaves = records
+                    .iter()
+                    .map(|(record, _, _)| leaf_hash(canonical_json(record).as_bytes()))
+                    .collect();
+                if hashed.send((leaves, records)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (to_indexer, jobs) = std::sync::mpsc::sync_channel::<ToIndexer>(1);
+        let (indexed, from_indexer) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            let mut index = MemIndex::default();
+            for job in jobs {
+                let answer = match job {
+                    ToIndexer::Add(records) => {
+                        for (record, numbers, place) in records.iter() {
+                            index.insert(*place, record, numbers);
+                        }
+                        FromIndexer::Added(records)
+                    }
+                    ToIndexer::Take => FromIndexer::Index(Box::new(std::mem::take(&mut index))),
+                };
+                if indexed.send(answer).is_err() {
                     return;
                 }
             }
@@ -320,20 +340,21 @@ impl LeafQueue {
         LeafQueue {
             records: Vec::new(),
             queued: Vec::new(),
-            index: Some(MemIndex::default()),
             indexing: false,
-            to_worker,
-            from_worker,
+            to_hasher,
+            from_hasher,
+            to_indexer,
+            from_indexer,
             in_flight: None,
             next_seq: 0,
         }
     }
 
-    /// A segment begins at `seq`, its index rebuilt when `indexing`.
+    /// A segment begins at `seq`, its index rebuilt when `indexing` (and taken with
+    /// [`LeafQueue::take_index`] before the next segment begins).
     fn start_segment(&mut self, seq: u64, indexing: bool) {
         self.next_seq = seq;
         self.indexing = indexing;
-        self.index = Some(MemIndex::default());
     }
 
     fn push_event(
@@ -362,45 +383,57 @@ impl LeafQueue {
         self.queued.push(Queued::Explained);
     }
 
-    /// Applies the chunk in flight, then hands the queued records to the other thread.
+    /// Applies the chunk in flight, then hands the queued records to the other threads.
     fn dispatch(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
         self.join(sink, report)?;
-        let records = std::mem::take(&mut self.records);
-        let index = self.index.take().unwrap_or_default();
-        self.to_worker
-            .send((records, index, self.indexing))
-            .map_err(|_| Error::Corrupted("the hashing thread is gone".into()))?;
-        self.in_flight = Some(std::mem::take(&mut self.queued));
+        let records = Arc::new(std::mem::take(&mut self.records));
+        let gone = || Error::Corrupted("the hashing or indexing thread is gone".into());
+        if self.indexing {
+            self.to_indexer
+                .send(ToIndexer::Add(records.clone()))
+                .map_err(|_| gone())?;
+        }
+        self.to_hasher.send(records).map_err(|_| gone())?;
+        self.in_flight = Some((std::mem::take(&mut self.queued), self.indexing));
         Ok(())
     }
 
     /// Applies the chunk in flight, if any, in order.
     fn join(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
-        let Some(queued) = self.in_flight.take() else {
+        let Some((queued, indexed)) = self.in_flight.take() else {
             return Ok(());
         };
-        let (leaves, index, records) = self
-            .from_worker
-            .recv()
-            .map_err(|_| Error::Corrupted("the hashing thread failed".into()))?;
-        self.index = Some(index);
+        let failed = || Error::Corrupted("the hashing or indexing thread failed".into());
+        let (leaves, records) = self.from_hasher.recv().map_err(|_| failed())?;
+        if indexed {
+            match self.from_indexer.recv().map_err(|_| failed())? {
+                FromIndexer::Added(other) => drop(other),
+                FromIndexer::Index(_) => return Err(failed()),
+            }
+        }
         drop(records);
         apply(queued, leaves, sink, report)
     }
 
     /// Everything queued is in the tree and the index.
     fn finish(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
+        if !self.records.is_empty() {
+            self.dispatch(sink, report)?;
+        }
         self.join(sink, report)?;
-        let records = std::mem::take(&mut self.records);
-        let index = self.index.take().unwrap_or_default();
-        let (leaves, index, _) = hash_and_index(records, index, self.indexing);
-        self.index = Some(index);
-        apply(std::mem::take(&mut self.queued), leaves, sink, report)
+        apply(std::mem::take(&mut self.queued), Vec::new(), sink, report)
     }
 
-    /// The segment's rebuilt index (after `finish`).
-    fn take_index(&mut self) -> MemIndex {
-        self.index.take().unwrap_or_default()
+    /// The segment's rebuilt index (after `finish`); the next segment's starts empty.
+    fn take_index(&mut self) -> Result<MemIndex> {
+        let failed = || Error::Corrupted("the indexing thread failed".into());
+        self.to_indexer
+            .send(ToIndexer::Take)
+            .map_err(|_| failed())?;
+        match self.from_indexer.recv().map_err(|_| failed())? {
+            FromIndexer::Index(index) => Ok(*index),
+            FromIndexer::Added(_) => Err(failed()),
+        }
     }
 }
 
@@ -716,7 +749,7 @@ pub fn verify_log_against(
             }
             // The segment's leaves are all in the tree before anything looks at its size.
             queue.finish(&mut sink, &mut report)?;
-            let index = queue.take_index();
+            let index = queue.take_index()?;
             check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
             if has_index && decoded_all {
                 let expected = sealed::encode(
