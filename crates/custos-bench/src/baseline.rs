@@ -8,10 +8,25 @@ use uuid::Uuid;
 
 pub(crate) use crate::workload::DAY_US;
 
+/// How a baseline is loaded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Loading {
+    /// As B1 measures ingest: each batch of `batch` events one durable transaction, the
+    /// indexes kept up as rows arrive.
+    Durable { batch: usize },
+    /// As B3 wants its data loaded, quickly: no sync per batch and the indexes built after the
+    /// load ([`Baseline::finish_load`]), then statistics gathered. Durability per batch is B1's
+    /// question, not B3's.
+    Bulk,
+}
+
 /// A SQL audit store under test beside Custos.
 pub(crate) trait Baseline {
-    /// Stores one batch durably (one transaction).
+    /// Stores one batch (one transaction; durable when loading [`Loading::Durable`]).
     fn insert_batch(&mut self, events: &[AuditEvent]) -> anyhow::Result<()>;
+    /// After a [`Loading::Bulk`] load: builds the indexes, gathers statistics and makes
+    /// commits durable again.
+    fn finish_load(&mut self) -> anyhow::Result<()>;
     /// Bytes it takes on disk, indexes included.
     fn bytes(&mut self) -> anyhow::Result<u64>;
     /// q1: events that touched `record` since `since`: count and first 100 newest, or every one.

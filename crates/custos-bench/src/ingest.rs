@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use custos_audit::{AuditEvent, AuditLog, LogConfig, canonical_json, verify_log};
 
-use crate::baseline::{Baseline, DAY_US, load};
+use crate::baseline::{Baseline, DAY_US, Loading, load};
 use crate::postgres::Postgres;
 use crate::sqlite::Sqlite;
 use crate::workload::Workload;
@@ -127,43 +128,49 @@ pub(crate) struct Loaded {
     pub(crate) elapsed: Duration,
 }
 
-/// The baselines of this run (SQLite always; PostgreSQL when a server is given), each loaded
-/// with the workload in batches of `batch` events; `None` for PostgreSQL when not run.
+/// Events per transaction when a baseline is loaded in bulk.
+const BULK_BATCH: usize = 10_000;
+
+/// The baselines of this run (SQLite unless left out; PostgreSQL when a server is given), each
+/// loaded with the workload as `loading` says, and the time that took; `None` for one not run.
 pub(crate) fn load_baselines(
     dir: &Path,
     options: &Options,
     start_us: i64,
     step_us: i64,
-    batch: usize,
-) -> anyhow::Result<(Loaded, Option<Loaded>)> {
-    let mut sqlite: Box<dyn Baseline> = Box::new(Sqlite::create(&dir.join("baseline.db"))?);
-    let elapsed = load(
-        sqlite.as_mut(),
-        all_events(options, start_us, step_us),
-        batch,
-    )?;
-    let sqlite = Loaded {
-        baseline: sqlite,
-        elapsed,
+    loading: Loading,
+) -> anyhow::Result<(Option<Loaded>, Option<Loaded>)> {
+    let fill = |mut baseline: Box<dyn Baseline>| -> anyhow::Result<Loaded> {
+        let events = all_events(options, start_us, step_us);
+        let elapsed = match loading {
+            Loading::Durable { batch } => load(baseline.as_mut(), events, batch)?,
+            Loading::Bulk => {
+                let loaded = load(baseline.as_mut(), events, BULK_BATCH)?;
+                let started = Instant::now();
+                baseline.finish_load()?;
+                loaded + started.elapsed()
+            }
+        };
+        Ok(Loaded { baseline, elapsed })
+    };
+    let sqlite = if options.sqlite {
+        Some(fill(Box::new(Sqlite::create(
+            &dir.join("baseline.db"),
+            loading,
+        )?))?)
+    } else {
+        None
     };
     let postgres = match &options.postgres {
         None => None,
         Some(url) => {
             let span = step_us * options.events as i64;
-            let mut postgres: Box<dyn Baseline> = Box::new(Postgres::create(
+            Some(fill(Box::new(Postgres::create(
                 url,
                 start_us.div_euclid(DAY_US),
                 (start_us + span).div_euclid(DAY_US),
-            )?);
-            let elapsed = load(
-                postgres.as_mut(),
-                all_events(options, start_us, step_us),
-                batch,
-            )?;
-            Some(Loaded {
-                baseline: postgres,
-                elapsed,
-            })
+                loading,
+            )?))?)
         }
     };
     Ok((sqlite, postgres))
@@ -181,7 +188,9 @@ pub(crate) fn ingest(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     let custos_bytes = disk_bytes(&log_dir);
     let parts = log_parts(&log_dir);
     drop(custos.log);
-    let (mut sqlite, mut postgres) = load_baselines(dir, options, start, 1, batch)?;
+    let (sqlite, mut postgres) =
+        load_baselines(dir, options, start, 1, Loading::Durable { batch })?;
+    let mut sqlite = sqlite.context("the ingest scenario always runs the SQLite baseline")?;
     let sqlite_bytes = sqlite.baseline.bytes()? as f64;
     let postgres_bytes = match postgres.as_mut() {
         Some(p) => Some(p.baseline.bytes()? as f64),

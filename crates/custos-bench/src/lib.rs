@@ -41,6 +41,8 @@ pub struct Options {
     pub api_phase: Duration,
     /// Rounds the `api` scenario splits each side into, alternating off and on.
     pub api_rounds: usize,
+    /// Whether the query scenario runs the SQLite baseline (every other scenario does).
+    pub sqlite: bool,
     /// A PostgreSQL server for the PostgreSQL baseline (`postgres://…`); skipped when `None`.
     pub postgres: Option<String>,
     /// The `api` scenario's server keeps its records in `postgres` (a schema of its own,
@@ -64,6 +66,7 @@ impl Options {
             query_runs: if quick { 5 } else { 30 },
             api_phase: Duration::from_secs(if quick { 2 } else { 20 }),
             api_rounds: if quick { 2 } else { 10 },
+            sqlite: true,
             postgres: None,
             records_on_postgres: false,
             soak: Duration::from_secs(if quick { 60 } else { 600 }),
@@ -179,6 +182,9 @@ impl Report {
 /// Runs `scenario` (`ingest`, `freshness`, `query`, `verify`, `api`, `siem`, `cluster` or
 /// `soak`).
 pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
+    if !options.sqlite && scenario != "query" {
+        bail!("only the query scenario can leave out the SQLite baseline");
+    }
     let temporary = tempfile::tempdir()?;
     let dir = options
         .dir
@@ -224,4 +230,16 @@ pub(crate) fn disk_bytes(path: &std::path::Path) -> u64 {
             .map(|e| disk_bytes(&e.path()))
             .sum()
     })
+}
+
+/// The process's resident memory, KiB.
+pub(crate) fn rss_kib() -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .context("no VmRSS in /proc/self/status")
 }

@@ -1,7 +1,8 @@
 //! The PostgreSQL baseline (run when `--postgres URL` names a reachable server): the same
 //! schema as the SQLite one, each table partitioned by day, each batch loaded with `COPY` in
 //! one transaction with `synchronous_commit=on` — the Teleport / Dataverse-style SQL audit
-//! table. It works in a schema of its own, dropped first.
+//! table; for the query scenario loaded in bulk (`synchronous_commit=off`, indexes built
+//! afterwards, `ANALYZE`). It works in a schema of its own, dropped first.
 
 use std::fmt::Write;
 
@@ -10,9 +11,14 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use uuid::Uuid;
 
-use crate::baseline::{Baseline, DAY_US};
+use crate::baseline::{Baseline, DAY_US, Loading};
 
 const SCHEMA: &str = "custos_bench";
+
+/// On the partitioned tables, so every day's partition gets them.
+const INDEXES: &str = "CREATE INDEX access_by_record ON audit_record_access (record_id, time);
+     CREATE INDEX event_by_user ON audit_event (usr, time);
+     CREATE INDEX event_by_operation ON audit_event (operation, time);";
 
 pub(crate) struct Postgres {
     client: Client,
@@ -34,10 +40,19 @@ fn copy_text(out: &mut String, text: &str) {
 impl Postgres {
     /// Connects and creates the tables, with a partition for each day of `first_day ..=
     /// last_day` (days since the epoch).
-    pub(crate) fn create(url: &str, first_day: i64, last_day: i64) -> anyhow::Result<Postgres> {
+    pub(crate) fn create(
+        url: &str,
+        first_day: i64,
+        last_day: i64,
+        loading: Loading,
+    ) -> anyhow::Result<Postgres> {
         let mut client = Client::connect(url, NoTls)?;
+        let synchronous = match loading {
+            Loading::Durable { .. } => "on",
+            Loading::Bulk => "off",
+        };
         client.batch_execute(&format!(
-            "SET synchronous_commit = on;
+            "SET synchronous_commit = {synchronous};
              DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
              CREATE SCHEMA {SCHEMA};
              SET search_path = {SCHEMA};
@@ -47,11 +62,11 @@ impl Postgres {
                 status text NOT NULL, record_type text NOT NULL, category text NOT NULL, data text NOT NULL,
                 PRIMARY KEY (id, time)) PARTITION BY RANGE (time);
              CREATE TABLE audit_record_access (record_id uuid NOT NULL, event_id uuid NOT NULL, time bigint NOT NULL)
-                PARTITION BY RANGE (time);
-             CREATE INDEX access_by_record ON audit_record_access (record_id, time);
-             CREATE INDEX event_by_user ON audit_event (usr, time);
-             CREATE INDEX event_by_operation ON audit_event (operation, time);"
+                PARTITION BY RANGE (time);"
         ))?;
+        if matches!(loading, Loading::Durable { .. }) {
+            client.batch_execute(INDEXES)?;
+        }
         for day in first_day..=last_day {
             let (from, to) = (day * DAY_US, (day + 1) * DAY_US);
             client.batch_execute(&format!(
@@ -118,6 +133,14 @@ impl Baseline for Postgres {
             writer.finish()?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn finish_load(&mut self) -> anyhow::Result<()> {
+        self.client.batch_execute(INDEXES)?;
+        self.client.batch_execute(
+            "ANALYZE audit_event; ANALYZE audit_record_access; SET synchronous_commit = on",
+        )?;
         Ok(())
     }
 

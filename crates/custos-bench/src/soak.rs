@@ -16,6 +16,7 @@ use reqwest::blocking::Client;
 use serde_json::json;
 
 use crate::api::{audit_reads, retrieve_multiple_auditing, start, token};
+use crate::rss_kib;
 use crate::{Figure, Options, Report};
 
 /// Concurrent clients.
@@ -45,17 +46,6 @@ fn kind(roll: u32) -> usize {
         .iter()
         .rposition(|(from, _)| *from <= roll)
         .unwrap_or(0)
-}
-
-/// The process's resident memory, KiB.
-fn rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .context("no VmRSS in /proc/self/status")
 }
 
 /// The least-squares slope of `samples` (seconds, KiB), in MiB a minute.

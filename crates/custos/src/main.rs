@@ -57,6 +57,10 @@ enum Command {
         /// Keep the logs and databases in this folder instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Leave out the SQLite baseline of the `query` scenario (at 10 million events its
+        /// tables take about 140 GB).
+        #[arg(long)]
+        no_sqlite: bool,
         /// Also run the PostgreSQL baseline on this server (it creates and drops the schema
         /// `custos_bench`).
         #[arg(long, env = "CUSTOS_BENCH_POSTGRES")]
@@ -277,12 +281,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quick,
             json,
             dir,
+            no_sqlite,
             postgres,
             records_on_postgres,
             minutes,
             audit_memory,
         } => {
             let mut options = custos_bench::Options::sized(quick);
+            options.sqlite = !no_sqlite;
             options.records_on_postgres = records_on_postgres;
             if let Some(minutes) = minutes {
                 options.soak = std::time::Duration::from_secs(minutes * 60);
