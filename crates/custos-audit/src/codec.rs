@@ -286,14 +286,7 @@ fn decode(bytes: &[u8], ids: &IdTable, strings: &[String], learn: bool) -> Resul
     let error_code = r.dstr()?;
     let entity_name = r.dstr()?;
     let entity_category = r.code(EntityCategory::from_code, "entity category")?;
-    let n_record_ids = r.len(1)?;
-    let mut record_ids = Vec::with_capacity(n_record_ids);
-    let mut record_numbers = Vec::with_capacity(n_record_ids);
-    for _ in 0..n_record_ids {
-        let (id, number) = r.id()?;
-        record_ids.push(id);
-        record_numbers.push(number);
-    }
+    let (record_ids, record_numbers) = r.record_ids()?;
     let query = r.str()?;
     let result_count = r.varint()?;
     let n_changes = r.len(3)?;
@@ -536,6 +529,52 @@ impl<'a> Reader<'a> {
         let number = u32::try_from(number)
             .map_err(|_| Error::Corrupted(format!("id number {number} out of range")))?;
         Ok((id, number))
+    }
+
+    /// A record's list of record ids and their numbers. The numbers are read first and the ids
+    /// looked up after, in a loop of independent reads: the id table is far larger than the
+    /// caches and a record lists up to 5,000 ids, so the reads' cache misses overlap rather than
+    /// wait on one another (a lookup per reference was 13 % of verification's samples, nearly
+    /// all of it the stall on the id's load).
+    fn record_ids(&mut self) -> Result<(Vec<Uuid>, Vec<u32>)> {
+        let n = self.len(1)?;
+        let mut numbers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let number = match self.varint()? {
+                0 => {
+                    let id = self.uuid()?;
+                    self.ids_seen.push(id);
+                    self.ids.len() + self.ids_seen.len() - 1
+                }
+                k => {
+                    let k = usize::try_from(k - 1).unwrap_or(usize::MAX);
+                    let defined = self.ids.len() + if self.learn { self.ids_seen.len() } else { 0 };
+                    if k >= defined {
+                        return Err(Error::Corrupted(format!(
+                            "id reference {k} before it was defined, at byte {}",
+                            self.pos
+                        )));
+                    }
+                    k
+                }
+            };
+            numbers.push(
+                u32::try_from(number)
+                    .map_err(|_| Error::Corrupted(format!("id number {number} out of range")))?,
+            );
+        }
+        let known = self.ids.len();
+        let ids = numbers
+            .iter()
+            .map(|&number| {
+                let number = number as usize;
+                match self.ids.get(number) {
+                    Some(id) => id,
+                    None => self.ids_seen[number - known],
+                }
+            })
+            .collect();
+        Ok((ids, numbers))
     }
 
     fn dstr(&mut self) -> Result<String> {

@@ -192,6 +192,32 @@ fn bad_bytes_are_corruption() {
     ));
 }
 
+#[test]
+fn a_record_id_referenced_before_it_is_defined_is_corruption() {
+    let repeated = Uuid::from_u128(100);
+    let mut event = sample_event(0);
+    event.record_ids = vec![repeated, repeated];
+    let bytes = encode(&mut Encoder::default(), &mut IdDict::default(), &event);
+    let decoded = decode_next(&bytes, &mut IdDict::default(), &mut Vec::new());
+    assert_eq!(decoded.expect("decodes").0.record_ids, event.record_ids);
+    // The list is [defined inline (0, the id), reference to it (2: the tenant id is number 0)];
+    // put the reference first.
+    let at = bytes
+        .windows(16)
+        .position(|w| w == repeated.as_bytes())
+        .expect("the id inline");
+    assert_eq!((bytes[at - 1], bytes[at + 16]), (0, 2));
+    let mut swapped = bytes.clone();
+    swapped[at - 1] = 2;
+    swapped[at] = 0;
+    swapped[at + 1..at + 17].copy_from_slice(repeated.as_bytes());
+    let decoded = decode_next(&swapped, &mut IdDict::default(), &mut Vec::new());
+    assert!(
+        matches!(&decoded, Err(Error::Corrupted(m)) if m.contains("before it was defined")),
+        "{decoded:?}"
+    );
+}
+
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
