@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::files::ItemFile;
+use crate::numbers::Numbers;
 
 const ID_BYTES: u64 = 16;
 const CHUNK_BITS: u32 = 16;
@@ -76,38 +77,34 @@ impl IdTable {
 #[derive(Debug, Default)]
 pub(crate) struct IdDict {
     pub(crate) table: IdTable,
-    numbers: crate::partition::FastMap<Uuid, u32>,
+    numbers: Numbers,
 }
 
 impl IdDict {
     /// The dictionary of `table`'s ids.
     pub(crate) fn from_table(table: IdTable) -> IdDict {
-        let numbers = (0..table.len())
-            .map(|n| (table.get(n).expect("in range"), n as u32))
-            .collect();
+        let numbers = Numbers::build(&table);
         IdDict { table, numbers }
     }
 
     /// The number of `id`, if it has one.
     pub(crate) fn number(&self, id: &Uuid) -> Option<u32> {
-        self.numbers.get(id).copied()
+        self.numbers.get(id, &self.table)
     }
 
     /// Numbers `id` (the next number).
     pub(crate) fn push(&mut self, id: Uuid) -> u32 {
         let number = u32::try_from(self.table.len()).expect("record id numbers exhausted");
         self.table.push(id);
-        self.numbers.insert(id, number);
+        self.numbers.insert(&id, number, &self.table);
         number
     }
 
     /// Forgets every id numbered `len` or later.
     pub(crate) fn truncate(&mut self, len: usize) {
-        for n in len..self.table.len() {
+        for n in (len..self.table.len()).rev() {
             let id = self.table.get(n).expect("in range");
-            if self.numbers.get(&id) == Some(&(n as u32)) {
-                self.numbers.remove(&id);
-            }
+            self.numbers.remove(&id, n as u32, &self.table);
         }
         self.table.truncate(len);
     }

@@ -20,6 +20,7 @@ mod integrity;
 mod leaves;
 mod log;
 mod merkle;
+mod numbers;
 mod open;
 mod partition;
 mod policy;

@@ -1,0 +1,211 @@
+//! The way back from a record id to its number: an open-addressing table (linear probing) of
+//! numbers, whose keys are the id table itself, so no id is held twice.
+//!
+//! The log numbers every record id it sees, millions of them, and opening the log rebuilt a
+//! hash map of them from `ids.dat` one random insert at a time: half of an open at 1,000,000
+//! events, each insert a cache miss into a table of hundreds of megabytes. Here a slot is 8
+//! bytes (the number, and 31 bits of the id's hash so that a probe rarely reads an id to
+//! compare), and a table is built from the id table in the order of the slots it fills — ids
+//! grouped by the region of the table their hash points into — so that its writes stay within
+//! a cache-sized window instead of landing all over the table.
+//!
+//! The hash is seeded at random per process (record ids can come from outside: an ingesting
+//! application chooses its own), and the table is never stored.
+
+use std::hash::BuildHasher;
+
+use uuid::Uuid;
+
+use crate::ids::IdTable;
+
+/// An empty slot. An occupied one has its top bit set (see [`slot`]).
+const EMPTY: u64 = 0;
+/// The fewest slots a table has.
+const MIN_SLOTS: usize = 16;
+/// Slots of the region that a build fills at a time (8 bytes each: 64 KiB).
+const REGION_SLOTS: usize = 1 << 13;
+
+/// The slot value of `number` for an id of hash `hash`: the number in the low half, the
+/// hash's high bits (with the top bit set, so it is never [`EMPTY`]) in the high half.
+fn slot(hash: u64, number: u32) -> u64 {
+    (hash | (1 << 63)) & !u64::from(u32::MAX) | u64::from(number)
+}
+
+fn number_of(slot: u64) -> u32 {
+    slot as u32
+}
+
+/// Whether `slot` may hold an id of hash `hash` (its high half matches).
+fn tag_matches(slot: u64, hash: u64) -> bool {
+    (slot ^ (hash | (1 << 63))) >> 32 == 0
+}
+
+/// Record id → number, for the ids of an [`IdTable`].
+#[derive(Debug, Default)]
+pub(crate) struct Numbers {
+    /// A power of two of slots (or none yet), at most three quarters full.
+    slots: Vec<u64>,
+    len: usize,
+    state: foldhash::fast::RandomState,
+}
+
+impl Numbers {
+    /// The table of every id of `table`, each to its number (its position).
+    pub(crate) fn build(table: &IdTable) -> Numbers {
+        let mut numbers = Numbers::default();
+        numbers.rebuild(table, table.len());
+        numbers
+    }
+
+    fn hash(&self, id: &Uuid) -> u64 {
+        self.state.hash_one(id)
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The number of `id`, whose key is found in `table`.
+    pub(crate) fn get(&self, id: &Uuid, table: &IdTable) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let hash = self.hash(id);
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        loop {
+            let slot = self.slots[at];
+            if slot == EMPTY {
+                return None;
+            }
+            if tag_matches(slot, hash) && table.get(number_of(slot) as usize) == Some(*id) {
+                return Some(number_of(slot));
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Gives `id` the number `number`, which `table` has just given it (an id defined twice
+    /// keeps its later number, as a front-to-back read of the log meets them).
+    pub(crate) fn insert(&mut self, id: &Uuid, number: u32, table: &IdTable) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            // `table` already holds the new id: the rebuild takes it in.
+            self.rebuild(table, (self.len + 1) * 2);
+            return;
+        }
+        let hash = self.hash(id);
+        if self.place(slot(hash, number), hash, table) {
+            self.len += 1;
+        }
+    }
+
+    /// Puts `value` in the slot of its id, or else in the first free slot from its hash's;
+    /// says whether it took a free one.
+    fn place(&mut self, value: u64, hash: u64, table: &IdTable) -> bool {
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        loop {
+            let held = self.slots[at];
+            if held == EMPTY {
+                self.slots[at] = value;
+                return true;
+            }
+            if tag_matches(held, hash)
+                && table.get(number_of(held) as usize) == table.get(number_of(value) as usize)
+            {
+                self.slots[at] = value;
+                return false;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Removes the number of `id` (numbered `number` in `table`, which still holds it), moving
+    /// back the slots after it that probed past it, so that no later id is cut off from its
+    /// home slot by the gap.
+    pub(crate) fn remove(&mut self, id: &Uuid, number: u32, table: &IdTable) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let hash = self.hash(id);
+        let mask = self.mask();
+        let mut hole = hash as usize & mask;
+        loop {
+            let slot = self.slots[hole];
+            if slot == EMPTY {
+                return;
+            }
+            if number_of(slot) == number && tag_matches(slot, hash) {
+                break;
+            }
+            hole = (hole + 1) & mask;
+        }
+        let mut at = hole;
+        loop {
+            at = (at + 1) & mask;
+            let slot = self.slots[at];
+            if slot == EMPTY {
+                break;
+            }
+            let moved = table
+                .get(number_of(slot) as usize)
+                .expect("a numbered id is in the table");
+            let home = self.hash(&moved) as usize & mask;
+            // The slot may fill the hole when the hole lies on its probe from its home.
+            if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
+                self.slots[hole] = slot;
+                hole = at;
+            }
+        }
+        self.slots[hole] = EMPTY;
+        self.len -= 1;
+    }
+
+    /// Builds the table again of every id of `table`, with room for `room` ids.
+    ///
+    /// The ids are first grouped by the region of slots their hash points into (one counting
+    /// pass and one scatter over the ids, in number order), then placed region by region.
+    fn rebuild(&mut self, table: &IdTable, room: usize) {
+        let len = table.len();
+        let n_slots = (room.max(len) * 4)
+            .div_ceil(3)
+            .next_power_of_two()
+            .max(MIN_SLOTS);
+        self.slots = vec![EMPTY; n_slots];
+        self.len = 0;
+        let regions = (n_slots / REGION_SLOTS).max(1);
+        let shift = n_slots.trailing_zeros() - regions.trailing_zeros();
+        let region_of = |hash: u64| (hash as usize & (n_slots - 1)) >> shift;
+        // The hashes are taken twice rather than kept: hashing an id costs less than writing
+        // and reading back 8 bytes of it.
+        let hash_of = |n: usize| self.hash(&table.get(n).expect("in range"));
+        let mut next = vec![0usize; regions + 1];
+        for n in 0..len {
+            next[region_of(hash_of(n)) + 1] += 1;
+        }
+        for r in 0..regions {
+            next[r + 1] += next[r];
+        }
+        let mut grouped = vec![(0u64, 0u32); len];
+        for n in 0..len {
+            let hash = hash_of(n);
+            let at = &mut next[region_of(hash)];
+            grouped[*at] = (hash, n as u32);
+            *at += 1;
+        }
+        for (hash, number) in grouped {
+            if self.place(slot(hash, number), hash, table) {
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Ids it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests;
