@@ -1,7 +1,8 @@
-//! Small file helpers shared by the log's files: opening one to read and append, and files of
-//! fixed-size items addressed by number (`ids.dat`, `leaves.dat`).
+//! Small file helpers shared by the log's files: opening one to read and append, replacing one
+//! whole, and files of fixed-size items addressed by number (`ids.dat`, `leaves.dat`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,26 @@ pub(crate) fn open_read_write(path: &Path) -> Result<File> {
         .truncate(false)
         .open(path)
         .map_err(|e| Error::io(path, e))
+}
+
+/// Replaces `path` with `bytes`, durably: a temporary file (`tmp_extension`) written and
+/// fsynced, renamed over it, the folder fsynced; a crash leaves the old file or the new one.
+pub(crate) fn replace_file(path: &Path, tmp_extension: &str, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension(tmp_extension);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)
+        .map_err(|e| Error::io(&temporary, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&temporary, e))?;
+    fs::rename(&temporary, path).map_err(|e| Error::io(path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// A file of `item_bytes`-byte items, item `n` at `n × item_bytes`.

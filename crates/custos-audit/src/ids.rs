@@ -129,16 +129,17 @@ impl IdFile {
         self.0.len()
     }
 
-    /// Reads the first `n` ids.
+    /// Reads the first `n` ids, a chunk of the table at a time.
     pub(crate) fn read(&self, n: u64) -> Result<IdTable> {
         let mut table = IdTable::default();
-        let step = 1 << 20;
         let mut at = 0;
         while at < n {
-            let end = (at + step).min(n);
-            for id in self.read_range(at, end)? {
-                table.push(id);
-            }
+            let end = (at + CHUNK_IDS as u64).min(n);
+            let mut chunk = self.read_range(at, end)?;
+            // The last chunk grows in place as ids are numbered.
+            chunk.reserve_exact(CHUNK_IDS - chunk.len());
+            table.chunks.push(chunk);
+            table.len = end as usize;
             at = end;
         }
         Ok(table)

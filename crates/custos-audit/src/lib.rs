@@ -29,6 +29,7 @@ mod retention;
 mod runs;
 mod sealed;
 mod table;
+mod treefile;
 mod verify;
 mod writer;
 

@@ -7,6 +7,8 @@
 //! proof is computed from O(log n) stored hashes; below the tile level, hashes of old leaves
 //! may be dropped from memory and recomputed from their tile's leaves on disk.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 hash.
@@ -61,12 +63,60 @@ impl LeafSource for InMemory {
     }
 }
 
+/// Which cold tiles were read back from their [`LeafSource`] and found to fold to the tile's
+/// hash the tree keeps, one bit a tile.
+#[derive(Debug, Default)]
+struct TileChecks(Vec<AtomicU64>);
+
+impl Clone for TileChecks {
+    fn clone(&self) -> TileChecks {
+        TileChecks(
+            self.0
+                .iter()
+                .map(|word| AtomicU64::new(word.load(Ordering::Relaxed)))
+                .collect(),
+        )
+    }
+}
+
+impl TileChecks {
+    /// Makes room for the bits of `tiles` tiles.
+    fn cover(&mut self, tiles: u64) {
+        let words = tiles.div_ceil(64) as usize;
+        if words > self.0.len() {
+            self.0.resize_with(words, || AtomicU64::new(0));
+        }
+    }
+
+    fn is_checked(&self, tile: u64) -> bool {
+        self.0[(tile / 64) as usize].load(Ordering::Relaxed) & (1 << (tile % 64)) != 0
+    }
+
+    fn mark(&self, tile: u64) {
+        self.0[(tile / 64) as usize].fetch_or(1 << (tile % 64), Ordering::Relaxed);
+    }
+}
+
+/// The hash of the complete tree over `hashes` (a power of two of them).
+fn fold(hashes: &[Hash]) -> Hash {
+    let mut level = hashes.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks_exact(2)
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .collect();
+    }
+    level[0]
+}
+
 /// A Merkle tree that grows by appending leaf hashes.
 ///
 /// It keeps every complete subtree's hash of level [`TILE_HEIGHT`] and up; below that level it
 /// keeps only the hashes above `cold` (a multiple of [`TILE_LEAVES`]): whoever calls
 /// [`MerkleTree::forget_below`] promises that a [`LeafSource`] holds the leaves before it. Memory is
-/// then 64 bytes per leaf of the hot tail and a quarter of a byte per cold leaf.
+/// then 64 bytes per leaf of the hot tail and a quarter of a byte per cold leaf. A cold leaf is
+/// read back with its whole tile, which must fold to the tile's hash the tree keeps (checked
+/// once a tile): the source can hand back nothing the tree does not vouch for.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
     /// `levels[k][i - (cold >> k)]` (for `k < TILE_HEIGHT`; `levels[k][i]` above) is the hash of
@@ -74,12 +124,69 @@ pub struct MerkleTree {
     levels: Vec<Vec<Hash>>,
     /// Leaves before this have no hashes below [`TILE_HEIGHT`] in memory.
     cold: u64,
+    checks: TileChecks,
 }
 
 impl MerkleTree {
     /// An empty tree.
     pub fn new() -> MerkleTree {
         MerkleTree::default()
+    }
+
+    /// The tree of the first `cold` leaves (a multiple of [`TILE_LEAVES`]) from the hashes of
+    /// its levels [`TILE_HEIGHT`] and up (`upper[0]` the tiles' hashes, `upper[k]` level
+    /// `TILE_HEIGHT + k`'s, each complete subtree's), its leaves left to a [`LeafSource`];
+    /// `None` unless every level has its count of hashes and every hash is the node hash of
+    /// the two below it.
+    pub fn from_upper_levels(cold: u64, upper: Vec<Vec<Hash>>) -> Option<MerkleTree> {
+        if !cold.is_multiple_of(TILE_LEAVES) {
+            return None;
+        }
+        let levels_above = if cold == 0 {
+            0
+        } else {
+            64 - cold.leading_zeros() as usize - TILE_HEIGHT
+        };
+        if upper.len() != levels_above {
+            return None;
+        }
+        for (k, level) in upper.iter().enumerate() {
+            if level.len() as u64 != cold >> (TILE_HEIGHT + k) {
+                return None;
+            }
+            if let Some(below) = k.checked_sub(1).map(|b| &upper[b])
+                && level
+                    .iter()
+                    .enumerate()
+                    .any(|(i, hash)| *hash != node_hash(&below[2 * i], &below[2 * i + 1]))
+            {
+                return None;
+            }
+        }
+        let mut levels = vec![Vec::new(); TILE_HEIGHT];
+        levels.extend(upper);
+        let mut checks = TileChecks::default();
+        checks.cover(cold / TILE_LEAVES);
+        Some(MerkleTree {
+            levels,
+            cold,
+            checks,
+        })
+    }
+
+    /// The hashes of levels [`TILE_HEIGHT`] and up of the tree of the first `n` leaves (`n` a
+    /// multiple of [`TILE_LEAVES`], at most the cold leaves), as
+    /// [`MerkleTree::from_upper_levels`] takes them.
+    pub fn upper_levels(&self, n: u64) -> Vec<Vec<Hash>> {
+        assert!(
+            n.is_multiple_of(TILE_LEAVES) && n <= self.cold,
+            "upper levels of {n} leaves of a tree cold below {}",
+            self.cold
+        );
+        (TILE_HEIGHT..self.levels.len())
+            .map(|k| self.levels[k][..(n >> k) as usize].to_vec())
+            .take_while(|level| !level.is_empty())
+            .collect()
     }
 
     /// Number of leaves.
@@ -132,6 +239,40 @@ impl MerkleTree {
             stored.drain(..drop.min(stored.len()));
         }
         self.cold = cold;
+        self.checks.cover(cold / TILE_LEAVES);
+    }
+
+    /// Tiles whose leaves are left to the [`LeafSource`].
+    pub fn cold_tiles(&self) -> u64 {
+        self.cold / TILE_LEAVES
+    }
+
+    /// Checks, unless it was already, that cold tile `tile`'s leaves in `source` fold to the
+    /// tile's hash.
+    pub fn check_tile(&self, tile: u64, source: &dyn LeafSource) -> crate::Result<()> {
+        if !self.checks.is_checked(tile) {
+            self.cold_tile(tile, source)?;
+        }
+        Ok(())
+    }
+
+    /// The leaves of cold tile `tile`, read from `source` and, the first time, checked to fold
+    /// to the tile's hash.
+    fn cold_tile(&self, tile: u64, source: &dyn LeafSource) -> crate::Result<Vec<Hash>> {
+        let start = tile * TILE_LEAVES;
+        let leaves = source.read_leaves(start, start + TILE_LEAVES)?;
+        if !self.checks.is_checked(tile) {
+            if leaves.len() as u64 != TILE_LEAVES
+                || fold(&leaves) != self.levels[TILE_HEIGHT][tile as usize]
+            {
+                return Err(crate::Error::Corrupted(format!(
+                    "leaves.dat: leaves {start}..{} do not hash to the Merkle tree's tile of them: the file was altered or damaged",
+                    start + TILE_LEAVES
+                )));
+            }
+            self.checks.mark(tile);
+        }
+        Ok(leaves)
     }
 
     /// The hash of leaf `index`.
@@ -140,7 +281,11 @@ impl MerkleTree {
         if index >= self.cold {
             return Ok(self.levels[0][(index - self.cold) as usize]);
         }
-        Ok(source.read_leaves(index, index + 1)?[0])
+        let tile = index / TILE_LEAVES;
+        if self.checks.is_checked(tile) {
+            return Ok(source.read_leaves(index, index + 1)?[0]);
+        }
+        Ok(self.cold_tile(tile, source)?[(index % TILE_LEAVES) as usize])
     }
 
     /// The root of the first `size` leaves (`size` ≤ `len`).
@@ -167,14 +312,9 @@ impl MerkleTree {
                 return Ok(self.levels[level][(start / n - first) as usize]);
             }
             // A forgotten subtree lies within one tile: fold its leaves.
-            let mut hashes = source.read_leaves(start, end)?;
-            while hashes.len() > 1 {
-                hashes = hashes
-                    .chunks_exact(2)
-                    .map(|pair| node_hash(&pair[0], &pair[1]))
-                    .collect();
-            }
-            return Ok(hashes[0]);
+            let tile = self.cold_tile(start / TILE_LEAVES, source)?;
+            let within = (start % TILE_LEAVES) as usize;
+            return Ok(fold(&tile[within..within + n as usize]));
         }
         let k = split(n);
         Ok(node_hash(

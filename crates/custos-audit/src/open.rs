@@ -23,7 +23,7 @@ use crate::log::{
     ActiveSegment, LogConfig, Seq, cut_segment, is_unfinished_segment, list_segments,
     read_header_of, scan_segment,
 };
-use crate::merkle::{LeafSource, MerkleTree, leaf_hash};
+use crate::merkle::{LeafSource, MerkleTree, TILE_LEAVES, leaf_hash};
 use crate::partition::MemIndex;
 use crate::retention::{PrunedFile, PurgeClaim};
 use crate::sealed::{SealedIndex, index_path};
@@ -83,6 +83,7 @@ fn segment_bytes(path: &Path) -> Result<u64> {
 /// Deletes every partition index file in `dir` (and any half-written one), so the next open
 /// rebuilds them all from the segments.
 pub(crate) fn remove_indexes(dir: &Path) -> Result<usize> {
+    crate::treefile::remove(dir)?;
     let mut removed = 0;
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -223,7 +224,10 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
         )));
     }
     repairs.leaves_from = unsealed_first;
-    let mut tree = rebuild_tree(&integrity.leaves, unsealed_first)?;
+    let kept = crate::treefile::read(dir, unsealed_first)?;
+    let tree_was_kept = kept.is_some();
+    let mut kept_leaves = kept.as_ref().map_or(0, MerkleTree::len);
+    let mut tree = extend_tree(kept.unwrap_or_default(), &integrity.leaves, unsealed_first)?;
 
     let mut partitions = Vec::new();
     let mut next_seq: Seq = 0;
@@ -329,7 +333,18 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     repairs.ids = ids.table.since(ids_before as usize);
     *integrity.tree.write().expect("tree lock") = tree;
-    if let Some(size) = integrity.check_signed(&ids.table)? {
+    let mut mismatch = integrity.check_signed(&ids.table)?;
+    if mismatch.is_some() && tree_was_kept {
+        // `tree.dat` may be what differs: the tree again from `leaves.dat` alone.
+        let mut tree = extend_tree(MerkleTree::new(), &integrity.leaves, unsealed_first)?;
+        for leaf in repairs.leaves.iter().flat_map(|(_, leaves)| leaves) {
+            tree.push(*leaf);
+        }
+        *integrity.tree.write().expect("tree lock") = tree;
+        mismatch = integrity.check_signed(&ids.table)?;
+        kept_leaves = 0;
+    }
+    if let Some(size) = mismatch {
         return Err(Error::Corrupted(locate_mismatch(
             &partitions,
             &ids,
@@ -348,6 +363,15 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     for path in &repairs.delete {
         delete_partition_files(path, dir)?;
+    }
+    {
+        // `tree.dat` catches up with the sealed prefix (a log it never covered, or a crash
+        // between a seal and its write).
+        let tree = integrity.tree.read().expect("tree lock");
+        let cold = tree.cold_tiles() * TILE_LEAVES;
+        if cold > kept_leaves {
+            crate::treefile::write(dir, cold, &tree.upper_levels(cold))?;
+        }
     }
     id_file.truncate(repairs.ids_from)?;
     id_file.write(repairs.ids_from, &repairs.ids)?;
@@ -544,11 +568,10 @@ fn check_purges(
     Ok(())
 }
 
-/// The tree of the first `n` leaves of `leaves.dat`, keeping only what the tail needs in
-/// memory.
-fn rebuild_tree(leaves: &LeafFile, n: u64) -> Result<MerkleTree> {
-    let mut tree = MerkleTree::new();
-    let mut at = 0;
+/// `tree` (of the leaves `tree.dat` kept, or none) grown to the first `n` leaves of
+/// `leaves.dat`, keeping only what the tail needs in memory.
+fn extend_tree(mut tree: MerkleTree, leaves: &LeafFile, n: u64) -> Result<MerkleTree> {
+    let mut at = tree.len();
     while at < n {
         let end = (at + LEAF_CHUNK).min(n);
         for leaf in leaves.read_leaves(at, end)? {

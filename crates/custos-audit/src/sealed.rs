@@ -28,8 +28,7 @@
 //! A file of another version is not read: the partition is indexed again from its segment
 //! (an index is derived, so its format changes without a migration).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -109,22 +108,7 @@ fn add_posting(table: &mut TableWriter, key: &[u8], list: &[u32], postings: &mut
 /// Writes the index file of a complete segment, durably: a temporary file, fsynced, renamed
 /// into place, and the folder fsynced.
 pub(crate) fn write(segment_path: &Path, file_bytes: &[u8]) -> Result<()> {
-    let path = index_path(segment_path);
-    let temporary = path.with_extension("idx.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)
-        .map_err(|e| Error::io(&temporary, e))?;
-    file.write_all(file_bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(&temporary, e))?;
-    fs::rename(&temporary, &path).map_err(|e| Error::io(&path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    crate::files::replace_file(&index_path(segment_path), "idx.tmp", file_bytes)
 }
 
 /// The bytes of the index file of a complete segment, from its in-memory index. The same

@@ -28,7 +28,7 @@ use crate::index::{
 };
 use crate::integrity::{Adopted, ClusterKeys, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, FRAME_HEADER_BYTES, LogConfig, Seq};
-use crate::merkle::{Hash, leaf_hash};
+use crate::merkle::{Hash, TILE_LEAVES, leaf_hash};
 use crate::partition::{Field, MemIndex, PartitionIndex};
 use crate::retention::{PrunedFile, PurgeClaim, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
@@ -99,6 +99,16 @@ pub(crate) struct Shared {
     pub(crate) damage: Mutex<Option<String>>,
     /// Why the last batch was refused (the disk is full, a write failed), until one succeeds.
     pub(crate) refusing: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Keeps `damage` as the log's, unless damage was found before.
+    pub(crate) fn note_damage(&self, damage: String) {
+        self.damage
+            .lock()
+            .expect("damage lock")
+            .get_or_insert(damage);
+    }
 }
 
 #[derive(Default)]
@@ -296,6 +306,13 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io(&config.dir, e))?;
+        {
+            let weak = Arc::downgrade(&shared);
+            thread::Builder::new()
+                .name("audit-tile-check".into())
+                .spawn(move || check_tiles(weak))
+                .map_err(|e| Error::io(&config.dir, e))?;
+        }
         if config.signs_own_checkpoints {
             let weak = Arc::downgrade(&shared);
             let interval = std::time::Duration::from_millis(config.checkpoint_interval_ms);
@@ -702,21 +719,19 @@ impl AuditLog {
         let leaf = leaf_hash(canonical_json(&event).as_bytes());
         let signed = {
             let tree = self.shared.integrity.tree.read().expect("tree lock");
-            tree.leaf(seq, &self.shared.integrity.leaves)?
+            tree.leaf(seq, &self.shared.integrity.leaves)
         };
-        if leaf != signed {
-            let damage = format!(
+        let damage = match signed {
+            Ok(signed) if signed == leaf => return Ok(event),
+            Ok(_) => format!(
                 "record seq {seq} (event {}) does not match its leaf in the log's Merkle tree: it was altered or damaged on disk",
                 event.id
-            );
-            self.shared
-                .damage
-                .lock()
-                .expect("damage lock")
-                .get_or_insert_with(|| damage.clone());
-            return Err(Error::Corrupted(damage));
-        }
-        Ok(event)
+            ),
+            Err(Error::Corrupted(damage)) => damage,
+            Err(other) => return Err(other),
+        };
+        self.shared.note_damage(damage.clone());
+        Err(Error::Corrupted(damage))
     }
 
     /// Reads and decodes the record at `location`.
@@ -1065,6 +1080,31 @@ fn locate(
 /// Signs a checkpoint when events arrived since the last one, at most once per `interval`,
 /// looking every tenth of it (so a log that just opened, or just started taking events, is
 /// covered promptly); ends with the log.
+/// Checks every cold tile of the tree once after the log opens, in the background: the tree's
+/// levels above the tiles may come from `tree.dat` rather than from hashing `leaves.dat` again,
+/// so an altered leaf there is found now rather than when its record is first read (each read
+/// checks its tile too). The first damage found is the log's ([`AuditLog::health`]).
+fn check_tiles(shared: std::sync::Weak<Shared>) {
+    let mut tile = 0;
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let checked = {
+            let tree = shared.integrity.tree.read().expect("tree lock");
+            if tile >= tree.cold_tiles() {
+                return;
+            }
+            tree.check_tile(tile, &shared.integrity.leaves)
+        };
+        if let Err(damage) = checked {
+            shared.note_damage(damage.to_string());
+            return;
+        }
+        tile += 1;
+    }
+}
+
 fn checkpointer(shared: std::sync::Weak<Shared>, interval: std::time::Duration) {
     let tick = (interval / 10).max(std::time::Duration::from_millis(10));
     // The size the log opened with is signed already (the open signs): only growth counts.
@@ -1157,13 +1197,14 @@ fn seal(shared: &Shared, partition: usize) -> Result<()> {
         p.state = PartState::Sealed(Arc::new(opened));
         p.strings = Arc::new(RwLock::new(Vec::new()));
     }
-    shared
-        .integrity
-        .tree
-        .write()
-        .expect("tree lock")
-        .forget_below(end);
-    Ok(())
+    let (cold, upper) = {
+        let mut tree = shared.integrity.tree.write().expect("tree lock");
+        tree.forget_below(end);
+        let cold = end.min(tree.len()) / TILE_LEAVES * TILE_LEAVES;
+        (cold, tree.upper_levels(cold))
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    crate::treefile::write(dir, cold, &upper)
 }
 
 /// An append waiting in a batch.

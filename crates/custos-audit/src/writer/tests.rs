@@ -1167,3 +1167,97 @@ fn verification_across_many_chunks_names_exact_seqs() {
         report.problems
     );
 }
+
+/// Waits (up to ten seconds) for the log to report damage, and returns it.
+fn damage_reported(log: &AuditLog) -> Option<String> {
+    for _ in 0..200 {
+        if let Err(damage) = log.health() {
+            return Some(damage);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+/// A restart takes the tree's levels above the tiles over sealed partitions from `tree.dat`
+/// instead of hashing `leaves.dat` again, and trusts neither file beyond what the tree checks.
+#[test]
+fn a_restart_takes_the_tree_from_tree_dat_and_trusts_neither_it_nor_leaves_dat_blindly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig {
+        segment_bytes_max: 40_000,
+        checkpoint_interval_ms: 3_600_000,
+        ..LogConfig::new(dir.path(), [3; 32], "test.example/log")
+    };
+    let events: Vec<AuditEvent> = (0..2_000u128)
+        .map(|i| event_at(1_800_000_000_000_000 + i as i64, "Retrieve", i % 50))
+        .collect();
+    let (expect, key) = {
+        let log = AuditLog::open(config()).unwrap();
+        for chunk in events.chunks(100) {
+            log.append_all(chunk.to_vec()).unwrap();
+        }
+        log.wait_sealed().unwrap();
+        log.sign_checkpoint().unwrap();
+        (answers(&log), log.verifier_key())
+    };
+    let kept = crate::treefile::read(dir.path(), u64::MAX)
+        .unwrap()
+        .expect("the sealer wrote tree.dat");
+    assert!(kept.len() >= 1_024, "{} leaves kept", kept.len());
+    let tree_dat = std::fs::read(dir.path().join("tree.dat")).unwrap();
+    let proves = |log: &AuditLog| {
+        let proof = log.inclusion_proof(events[300].id).unwrap().unwrap();
+        let signed = crate::verify_note(&proof.checkpoint, &key).unwrap();
+        crate::verify_inclusion(
+            300,
+            proof.tree_size,
+            &proof.leaf_hash,
+            &proof.hashes,
+            &signed.root,
+        )
+    };
+    {
+        let log = AuditLog::open(config()).unwrap();
+        assert_eq!(answers(&log), expect);
+        assert!(proves(&log));
+        assert!(log.health().is_ok());
+    }
+
+    // A tree.dat whose levels chain but are another tree's: the open finds its root is not the
+    // signed one, and takes the tree from leaves.dat instead.
+    let mut other = crate::merkle::MerkleTree::new();
+    for i in 0..kept.len() {
+        other.push(crate::leaf_hash(&i.to_le_bytes()));
+    }
+    other.forget_below(kept.len());
+    crate::treefile::write(dir.path(), kept.len(), &other.upper_levels(kept.len())).unwrap();
+    {
+        let log = AuditLog::open(config()).unwrap();
+        assert_eq!(answers(&log), expect);
+        assert!(proves(&log));
+        assert!(log.health().is_ok());
+    }
+
+    // leaves.dat altered under the tiles tree.dat covers, tree.dat sound: the open does not read
+    // those leaves, but the background check of every tile finds it, and a read of a record of
+    // that tile refuses to vouch for it.
+    std::fs::write(dir.path().join("tree.dat"), &tree_dat).unwrap();
+    let leaves_path = dir.path().join("leaves.dat");
+    let original = std::fs::read(&leaves_path).unwrap();
+    let mut altered = original.clone();
+    altered[300 * 32] ^= 1;
+    std::fs::write(&leaves_path, &altered).unwrap();
+    {
+        let log = AuditLog::open(config()).unwrap();
+        let damage = damage_reported(&log).expect("the altered tile is found");
+        assert!(damage.contains("leaves.dat: leaves 256..512"), "{damage}");
+        assert!(log.get(events[300].id).is_err());
+        assert!(log.inclusion_proof(events[300].id).is_err());
+    }
+    std::fs::write(&leaves_path, &original).unwrap();
+    let log = AuditLog::open(config()).unwrap();
+    assert!(proves(&log));
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
