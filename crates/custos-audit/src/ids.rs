@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::files::ItemFile;
-use crate::numbers::Numbers;
+
+mod numbers;
+use numbers::Numbers;
 
 const ID_BYTES: u64 = 16;
 const CHUNK_BITS: u32 = 16;

@@ -20,7 +20,6 @@ mod integrity;
 mod leaves;
 mod log;
 mod merkle;
-mod numbers;
 mod open;
 mod partition;
 mod policy;
@@ -52,8 +51,6 @@ pub use merkle::{
     node_hash, verify_consistency, verify_inclusion,
 };
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
-pub use retention::{KEEP_FOREVER, RetentionPolicy, RetentionRule};
+pub use retention::{KEEP_FOREVER, PurgedPartition, RetentionPolicy, RetentionRule};
 pub use verify::{UNSIGNED_MARGIN_US, VerifyReport, verify_log, verify_log_against};
-pub use writer::{
-    AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedPartition, PurgedRange, ReportSummary,
-};
+pub use writer::{AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedRange, ReportSummary};

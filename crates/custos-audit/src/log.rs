@@ -20,6 +20,9 @@ use crate::{Error, Result};
 /// Position of an event in the log: dense, strictly increasing, from 0.
 pub type Seq = u64;
 
+/// Microseconds in a day: a partition holds events of one UTC day at most.
+pub(crate) const DAY_US: i64 = 86_400_000_000;
+
 pub(crate) const MAGIC: &[u8; 8] = b"CUSTOSAL";
 pub(crate) const FORMAT_VERSION: u8 = 2;
 pub(crate) const HEADER_BYTES: u64 = 16;

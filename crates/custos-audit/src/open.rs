@@ -20,14 +20,13 @@ use crate::index::{PartState, Partition};
 use crate::integrity::Integrity;
 use crate::leaves::LeafFile;
 use crate::log::{
-    ActiveSegment, LogConfig, Seq, cut_segment, is_unfinished_segment, list_segments,
+    ActiveSegment, DAY_US, LogConfig, Seq, cut_segment, is_unfinished_segment, list_segments,
     read_header_of, scan_segment,
 };
 use crate::merkle::{LeafSource, MerkleTree, TILE_LEAVES, leaf_hash};
 use crate::partition::MemIndex;
 use crate::retention::{PrunedFile, PurgeClaim};
 use crate::sealed::{SealedIndex, index_path};
-use crate::writer::DAY_US;
 use crate::{Error, Result};
 
 /// Leaves read from `leaves.dat` at a time while rebuilding the tree.

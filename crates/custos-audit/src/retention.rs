@@ -194,6 +194,51 @@ pub(crate) fn pruned_digest(ranges: &[PrunedRange]) -> String {
         .collect()
 }
 
+/// A partition deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedPartition {
+    /// Its segment file.
+    pub segment: String,
+    /// Its first record's seq.
+    pub first_seq: Seq,
+    /// Records it held.
+    pub events: u64,
+    /// Oldest and newest `CreationTime` in it, microseconds.
+    pub oldest_us: i64,
+    /// See `oldest_us`.
+    pub newest_us: i64,
+    /// When the last of its events could go under the policy that purged it, microseconds.
+    pub kept_until_us: i64,
+    /// The seq of the `PurgeAuditLog` event that records the deletion.
+    pub event_seq: Seq,
+}
+
+impl PurgedPartition {
+    /// The sealed partition of `first_seq`, `n_events`, segment `path` and `index`, to be purged
+    /// as kept until `kept_until_us` (its purge event's seq not known yet).
+    pub(crate) fn of(
+        first_seq: Seq,
+        n_events: u64,
+        path: &Path,
+        index: &crate::sealed::SealedIndex,
+        kept_until_us: i64,
+    ) -> PurgedPartition {
+        let meta = index.meta();
+        PurgedPartition {
+            segment: path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            first_seq,
+            events: n_events,
+            oldest_us: meta.oldest_us,
+            newest_us: meta.newest_us,
+            kept_until_us,
+            event_seq: 0,
+        }
+    }
+}
+
 /// What a `PurgeAuditLog` event claims: the range it deleted, when the last of its events
 /// could go under the policy in force, and the digest of the ranges purged before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,11 +254,7 @@ pub(crate) struct PurgeClaim {
 
 impl PurgeClaim {
     /// The `Details` of the event.
-    pub(crate) fn details(
-        &self,
-        partition: &crate::writer::PurgedPartition,
-        policy: &RetentionPolicy,
-    ) -> String {
+    pub(crate) fn details(&self, partition: &PurgedPartition, policy: &RetentionPolicy) -> String {
         serde_json::json!({
             "Partition": partition.segment,
             "FirstSeq": self.first,
@@ -292,7 +333,7 @@ impl PurgeClaim {
             })?;
         let earliest = claim
             .newest_us
-            .saturating_add(shortest.max(0).saturating_mul(crate::writer::DAY_US));
+            .saturating_add(shortest.max(0).saturating_mul(crate::log::DAY_US));
         if claim.kept_until_us < earliest {
             return Err(format!(
                 "record seq {seq} purged an event of {} that its policy kept at least {shortest} days",

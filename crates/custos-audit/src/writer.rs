@@ -27,15 +27,12 @@ use crate::index::{
     SortCursor, SortedCandidates, SortedPage, collect_newest, count_into, report_into,
 };
 use crate::integrity::{Adopted, ClusterKeys, InclusionProof, Integrity};
-use crate::log::{ActiveSegment, FRAME_HEADER_BYTES, LogConfig, Seq};
+use crate::log::{ActiveSegment, DAY_US, FRAME_HEADER_BYTES, LogConfig, Seq};
 use crate::merkle::{Hash, TILE_LEAVES, leaf_hash};
 use crate::partition::{Field, MemIndex, PartitionIndex};
-use crate::retention::{PrunedFile, PurgeClaim, RetentionPolicy, pruned_digest};
+use crate::retention::{PrunedFile, PurgeClaim, PurgedPartition, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
 use crate::{Error, Result};
-
-/// Microseconds in a day: partitions are at most a UTC day.
-pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// Upper bounds (microseconds) of the fsync latency histogram buckets.
 pub const FSYNC_BUCKETS_US: [u64; 10] = [
@@ -150,51 +147,6 @@ pub struct ReportSummary {
     /// How many different users, operations and entities matched: the lists above hold at
     /// most `top` of each, and a reader must know how many more there are.
     pub distinct: [u64; 3],
-}
-
-/// A partition deleted by retention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgedPartition {
-    /// Its segment file.
-    pub segment: String,
-    /// Its first record's seq.
-    pub first_seq: Seq,
-    /// Records it held.
-    pub events: u64,
-    /// Oldest and newest `CreationTime` in it, microseconds.
-    pub oldest_us: i64,
-    /// See `oldest_us`.
-    pub newest_us: i64,
-    /// When the last of its events could go under the policy that purged it, microseconds.
-    pub kept_until_us: i64,
-    /// The seq of the `PurgeAuditLog` event that records the deletion.
-    pub event_seq: Seq,
-}
-
-impl PurgedPartition {
-    /// The sealed partition of `first_seq`, `n_events`, segment `path` and `index`, to be purged
-    /// as kept until `kept_until_us` (its purge event's seq not known yet).
-    fn of(
-        first_seq: Seq,
-        n_events: u64,
-        path: &std::path::Path,
-        index: &SealedIndex,
-        kept_until_us: i64,
-    ) -> PurgedPartition {
-        let meta = index.meta();
-        PurgedPartition {
-            segment: path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default(),
-            first_seq,
-            events: n_events,
-            oldest_us: meta.oldest_us,
-            newest_us: meta.newest_us,
-            kept_until_us,
-            event_seq: 0,
-        }
-    }
 }
 
 /// The `PurgeAuditLog` event that purges `partition` after the ranges `before` under `policy`:

@@ -50,7 +50,7 @@ fn the_longest_matching_policy_wins() {
     check("CustosAccess", "SignIn", "a@x", "main", 7);
 }
 
-const DAY: i64 = crate::writer::DAY_US;
+const DAY: i64 = crate::log::DAY_US;
 
 /// A purge event, at seq 100, of records 10..20 whose newest event is from day 0, made on
 /// day `made_on`, under a policy of `days` by default, stating `kept_until_day`.

@@ -2,7 +2,7 @@ use uuid::Uuid;
 
 use super::PurgedRange;
 use crate::codec::tests::sample_event;
-use crate::writer::DAY_US;
+use crate::log::DAY_US;
 use crate::{AuditEvent, AuditLog, LogConfig, Origin, PurgedPartition, RetentionPolicy, Seq};
 
 const NOW: i64 = 1_800_000_000_000_000;
