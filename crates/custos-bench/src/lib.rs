@@ -180,7 +180,7 @@ impl Report {
 }
 
 /// Runs `scenario` (`ingest`, `freshness`, `query`, `verify`, `api`, `siem`, `cluster` or
-/// `soak`).
+/// `soak`; or `open`, which opens the log that `--dir` holds).
 pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
     if !options.sqlite && scenario != "query" {
         bail!("only the query scenario can leave out the SQLite baseline");
@@ -196,12 +196,13 @@ pub fn run(scenario: &str, options: &Options) -> anyhow::Result<Report> {
         "freshness" => ingest::freshness(&dir, options),
         "verify" => ingest::verify(&dir, options),
         "query" => query::query(&dir, options),
+        "open" => query::open(&dir),
         "api" => api::api(&dir, options),
         "siem" => siem::siem(&dir, options),
         "cluster" => cluster::cluster(&dir, options),
         "soak" => soak::soak(&dir, options),
         other => bail!(
-            "unknown scenario '{other}': use ingest, freshness, query, verify, api, siem, cluster or soak"
+            "unknown scenario '{other}': use ingest, freshness, query, verify, api, siem, cluster, soak or open"
         ),
     }
 }

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use custos_audit::{AuditLog, SearchQuery};
 
 use crate::baseline::Baseline;
@@ -97,12 +98,10 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     custos.log.wait_sealed()?;
     drop(custos);
     let (mut sqlite, mut postgres) = load_baselines(dir, options, start, step, Loading::Bulk)?;
-    // The queries run on the log as a restarted server finds it: opened from its files.
-    let rss_before_open = rss_kib()?;
-    let opening = Instant::now();
+    // The queries run on the log as a restarted server finds it: opened from its files, first
+    // by a process of its own (what a restart costs, unclouded by this one's past), then here.
+    let opened = open_in_fresh_process(dir)?;
     let log = AuditLog::open(log_config(dir))?;
-    let open_s = opening.elapsed().as_secs_f64();
-    let rss_after_open = rss_kib()?;
     let end = end + 1;
     let since = end - span;
 
@@ -208,22 +207,13 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     )?;
 
     let rss_after_queries = rss_kib()?;
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    out.extend([
-        Figure::custos("open_s", "s", "lower", open_s),
-        Figure::custos(
-            "rss_open_mib",
-            "MiB",
-            "lower",
-            mib(rss_after_open.saturating_sub(rss_before_open)),
-        ),
-        Figure::custos(
-            "rss_after_queries_mib",
-            "MiB",
-            "lower",
-            mib(rss_after_queries),
-        ),
-    ]);
+    out.extend(opened.figures);
+    out.push(Figure::custos(
+        "rss_after_queries_mib",
+        "MiB",
+        "lower",
+        rss_after_queries as f64 / 1024.0,
+    ));
     Ok(Report {
         scenario: "query".into(),
         events: options.events,
@@ -231,10 +221,81 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         notes: vec![
             format!("{runs} runs per query; events spread over 90 days; targets drawn from the Zipf distributions"),
             "the baselines are loaded in bulk (transactions of 10,000 events without sync, indexes built after the load, then ANALYZE); Custos's log is ingested durably, closed and opened again before the queries".into(),
-            format!("open_s: opening the log of {} events; rss_open_mib: resident memory the open added; rss_after_queries_mib: the bench process's resident memory after every query (baselines' clients included)", options.events),
+            format!("open_s: opening the log of {} events in a process of its own (`custos bench open`); rss_open_mib: resident memory the open added there; rss_after_queries_mib: this process's resident memory after every query (baselines' clients included)", options.events),
             "q1 is the interactive answer (count + newest 100); q1_all reads every event that touched the record".into(),
             format!("results found by Custos over all runs: q1 {} (count + page), q1_all {}, q2 {}, q3 {} (count + page), q4 {} days, q5 {}", found[0], found[1], found[2], found[3] / runs.max(1), found[4] / runs.max(1), found[5]),
             "q5 in Custos looks up word prefixes in its text index (so 'user12@' also finds user120); the baselines use LIKE over the JSON column".into(),
+        ],
+    })
+}
+
+/// Runs `custos bench open` on `dir` in a process of its own (this program, which must be
+/// `custos`) and returns its report.
+fn open_in_fresh_process(dir: &Path) -> anyhow::Result<Report> {
+    let json = dir.join("open.json");
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "open", "--dir"])
+        .arg(dir)
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "`custos bench open` failed: {status}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    let figures = report["figures"]
+        .as_array()
+        .context("`custos bench open` wrote no figures")?
+        .iter()
+        .map(|f| {
+            let name = f["name"].as_str().context("a figure without a name")?;
+            let value = f["custos"].as_f64().context("a figure without a value")?;
+            let (name, unit): (&'static str, &'static str) = match name {
+                "open_s" => ("open_s", "s"),
+                "rss_open_mib" => ("rss_open_mib", "MiB"),
+                "rss_mib" => ("rss_open_total_mib", "MiB"),
+                other => anyhow::bail!("`custos bench open` reported an unknown figure {other}"),
+            };
+            Ok(Figure::custos(name, unit, "lower", value))
+        })
+        .collect::<anyhow::Result<Vec<Figure>>>()?;
+    Ok(Report {
+        scenario: "open".into(),
+        events: report["events"].as_u64().unwrap_or(0),
+        figures,
+        notes: Vec::new(),
+    })
+}
+
+/// `custos bench open`: opens the log that `dir` holds (as `bench query --dir` leaves it) in
+/// this process, as a restarting server does, and reports the time and the resident memory.
+pub(crate) fn open(dir: &Path) -> anyhow::Result<Report> {
+    let config = log_config(dir);
+    anyhow::ensure!(
+        config.dir.join("checkpoints.log").is_file(),
+        "the open scenario opens the log a `--dir` holds (as `custos bench query --dir DIR` leaves it), and {} has none",
+        config.dir.display()
+    );
+    let rss_before = rss_kib()?;
+    let opening = Instant::now();
+    let log = AuditLog::open(config)?;
+    let open_s = opening.elapsed().as_secs_f64();
+    let rss_after = rss_kib()?;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Ok(Report {
+        scenario: "open".into(),
+        events: log.len(),
+        figures: vec![
+            Figure::custos("open_s", "s", "lower", open_s),
+            Figure::custos(
+                "rss_open_mib",
+                "MiB",
+                "lower",
+                mib(rss_after.saturating_sub(rss_before)),
+            ),
+            Figure::custos("rss_mib", "MiB", "lower", mib(rss_after)),
+        ],
+        notes: vec![
+            "open_s: opening the log in this process, fresh; rss_open_mib: the resident memory it added; rss_mib: the process's resident memory after it".into(),
         ],
     })
 }

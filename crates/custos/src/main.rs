@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Measure Custos against its baselines (BENCHMARKS.md): ingest, freshness, query, verify,
-    /// api, siem, cluster, soak.
+    /// api, siem, cluster, soak; `open --dir DIR` times opening the log a `query --dir DIR` left.
     Bench {
         /// The scenario.
         scenario: String,
