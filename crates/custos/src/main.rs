@@ -199,7 +199,8 @@ enum AuditCommand {
     #[command(flatten)]
     Remote(Box<audit_remote::RemoteCommand>),
     /// Rebuild the audit log's derived files (partition indexes, leaf hashes, record-id
-    /// numbers) from its segments. The server must be stopped; the command is itself audited.
+    /// numbers, the tree's upper levels) from its segments. The server must be stopped; the
+    /// command is itself audited.
     Reindex {
         /// Folder of every file Custos keeps.
         #[arg(long, default_value = "./custos-data")]
