@@ -21,12 +21,21 @@ pub(crate) fn open_read_write(path: &Path) -> Result<File> {
 
 /// Replaces `path` with `bytes`, durably: a temporary file (`tmp_extension`) written and
 /// fsynced, renamed over it, the folder fsynced; a crash leaves the old file or the new one.
+/// The temporary file is made new (owner-only, 0600): whatever stands at its name — a crash's
+/// leftover, or a symbolic link planted there — is unlinked first, never followed, and the
+/// rename replaces a link at `path` itself, not what it points to.
 pub(crate) fn replace_file(path: &Path, tmp_extension: &str, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension(tmp_extension);
+    match fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&temporary, e)),
+    }
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .mode(0o600)
         .open(&temporary)
         .map_err(|e| Error::io(&temporary, e))?;
     file.write_all(bytes)

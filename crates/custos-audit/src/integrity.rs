@@ -181,15 +181,7 @@ fn chain_text(chain: &[(u64, String)]) -> String {
 /// Writes the chain of verifier keys, root first, one per line (temporary file, fsync,
 /// rename).
 fn write_chain(path: &Path, chain: &[(u64, String)]) -> Result<()> {
-    let text = chain_text(chain);
-    let temporary = path.with_extension("tmp");
-    let written = File::create(&temporary).and_then(|mut file| {
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-        file.sync_all()
-    });
-    written
-        .and_then(|()| fs::rename(&temporary, path))
-        .map_err(|e| Error::io(path, e))
+    crate::files::replace_file(path, "tmp", chain_text(chain).as_bytes())
 }
 
 /// Longest checkpoint note, bytes: a frame claiming more is damage, not a torn write.

@@ -224,7 +224,6 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     repairs.leaves_from = unsealed_first;
     let kept = crate::treefile::read(dir, unsealed_first)?;
-    let tree_was_kept = kept.is_some();
     let mut kept_leaves = kept.as_ref().map_or(0, MerkleTree::len);
     let mut tree = extend_tree(kept.unwrap_or_default(), &integrity.leaves, unsealed_first)?;
 
@@ -333,7 +332,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     repairs.ids = ids.table.since(ids_before as usize);
     *integrity.tree.write().expect("tree lock") = tree;
     let mut mismatch = integrity.check_signed(&ids.table)?;
-    if mismatch.is_some() && tree_was_kept {
+    if mismatch.is_some() && kept_leaves > 0 {
         // `tree.dat` may be what differs: the tree again from `leaves.dat` alone.
         let mut tree = extend_tree(MerkleTree::new(), &integrity.leaves, unsealed_first)?;
         for leaf in repairs.leaves.iter().flat_map(|(_, leaves)| leaves) {

@@ -40,7 +40,8 @@ pub(crate) fn write(dir: &Path, n: u64, upper: &[Vec<Hash>]) -> Result<()> {
 }
 
 /// The tree of the first leaves `tree.dat` covers, cut to at most `max` leaves; `None` when
-/// there is no file, or it is not one this version wrote, or its levels do not chain.
+/// there is no file, or it is not one this version wrote, or its levels do not chain, or it
+/// keeps no whole tile below `max`.
 pub(crate) fn read(dir: &Path, max: u64) -> Result<Option<MerkleTree>> {
     let path = path(dir);
     let bytes = match std::fs::read(&path) {
@@ -77,7 +78,7 @@ pub(crate) fn read(dir: &Path, max: u64) -> Result<Option<MerkleTree>> {
         rest = after;
         level += 1;
     }
-    if !rest.is_empty() {
+    if !rest.is_empty() || n == 0 {
         return Ok(None);
     }
     Ok(MerkleTree::from_upper_levels(n, upper))

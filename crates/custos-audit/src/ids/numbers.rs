@@ -65,24 +65,34 @@ impl Numbers {
         self.slots.len() - 1
     }
 
-    /// The number of `id`, whose key is found in `table`.
-    pub(crate) fn get(&self, id: &Uuid, table: &IdTable) -> Option<u32> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let hash = self.hash(id);
+    /// Probes from `hash`'s home slot: `Ok` with the first slot of a matching tag that `matches`,
+    /// else `Err` with the free slot that ends the probe (the table is never full).
+    fn probe(&self, hash: u64, matches: impl Fn(u64) -> bool) -> Result<usize, usize> {
         let mask = self.mask();
         let mut at = hash as usize & mask;
         loop {
             let slot = self.slots[at];
             if slot == EMPTY {
-                return None;
+                return Err(at);
             }
-            if tag_matches(slot, hash) && table.get(number_of(slot) as usize) == Some(*id) {
-                return Some(number_of(slot));
+            if tag_matches(slot, hash) && matches(slot) {
+                return Ok(at);
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// The number of `id`, whose key is found in `table`.
+    pub(crate) fn get(&self, id: &Uuid, table: &IdTable) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let at = self
+            .probe(self.hash(id), |slot| {
+                table.get(number_of(slot) as usize) == Some(*id)
+            })
+            .ok()?;
+        Some(number_of(self.slots[at]))
     }
 
     /// Gives `id` the number `number`, which `table` has just given it (an id defined twice
@@ -102,22 +112,14 @@ impl Numbers {
     /// Puts `value` in the slot of its id, or else in the first free slot from its hash's;
     /// says whether it took a free one.
     fn place(&mut self, value: u64, hash: u64, table: &IdTable) -> bool {
-        let mask = self.mask();
-        let mut at = hash as usize & mask;
-        loop {
-            let held = self.slots[at];
-            if held == EMPTY {
-                self.slots[at] = value;
-                return true;
-            }
-            if tag_matches(held, hash)
-                && table.get(number_of(held) as usize) == table.get(number_of(value) as usize)
-            {
-                self.slots[at] = value;
-                return false;
-            }
-            at = (at + 1) & mask;
-        }
+        // The ids are loaded only for a slot whose tag matches: a build places ids out of
+        // number order, and loading each one's id would be a cache miss the build avoids.
+        let found = self.probe(hash, |held| {
+            table.get(number_of(held) as usize) == table.get(number_of(value) as usize)
+        });
+        let (Ok(at) | Err(at)) = found;
+        self.slots[at] = value;
+        found.is_err()
     }
 
     /// Removes the number of `id` (numbered `number` in `table`, which still holds it), moving
@@ -127,19 +129,10 @@ impl Numbers {
         if self.slots.is_empty() {
             return;
         }
-        let hash = self.hash(id);
+        let Ok(mut hole) = self.probe(self.hash(id), |slot| number_of(slot) == number) else {
+            return;
+        };
         let mask = self.mask();
-        let mut hole = hash as usize & mask;
-        loop {
-            let slot = self.slots[hole];
-            if slot == EMPTY {
-                return;
-            }
-            if number_of(slot) == number && tag_matches(slot, hash) {
-                break;
-            }
-            hole = (hole + 1) & mask;
-        }
         let mut at = hole;
         loop {
             at = (at + 1) & mask;

@@ -27,7 +27,11 @@ fn a_kept_tree_gives_the_same_roots_and_proofs_as_one_built_from_every_leaf() {
     let source = LeafFile::open(dir.path()).expect("leaves.dat");
     // Read back whole, and cut to fewer leaves than it holds (a partition whose index file
     // was deleted is scanned again).
-    for (max, expect_cold) in [(u64::MAX, 4_096), (4_095, 3_840), (255, 0)] {
+    assert!(
+        read(dir.path(), 255).expect("read").is_none(),
+        "no whole tile below 255 leaves: nothing to keep"
+    );
+    for (max, expect_cold) in [(u64::MAX, 4_096), (4_095, 3_840)] {
         let mut kept = read(dir.path(), max).expect("read").expect("a tree");
         assert_eq!(kept.len(), expect_cold);
         for leaf in &all[expect_cold as usize..] {
@@ -125,4 +129,22 @@ fn a_cold_leaf_altered_in_leaves_dat_is_refused_by_its_tile_s_hash() {
     );
     // The sound file reads as before: a refused tile was not taken as checked.
     assert_eq!(tree.leaf(300, &file).expect("tile 1"), all[300]);
+}
+
+#[test]
+fn tree_dat_is_owner_only_and_a_link_at_its_temporary_name_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"keep me").expect("written");
+    std::os::unix::fs::symlink(&victim, dir.path().join("tree.dat.tmp")).expect("link");
+    let all = leaves(512);
+    let tree = tree_of(dir.path(), &all, 512);
+    write(dir.path(), 512, &tree.upper_levels(512)).expect("written");
+    assert_eq!(std::fs::read(&victim).expect("victim"), b"keep me");
+    let meta = std::fs::symlink_metadata(dir.path().join("tree.dat")).expect("tree.dat");
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(read(dir.path(), u64::MAX).expect("read").is_some());
 }
