@@ -425,3 +425,36 @@ fn the_code_map_names_every_crate_and_no_other() {
         "the code map lacks {missing:?} and names {stale:?}, which are not crates"
     );
 }
+
+#[test]
+fn the_audit_log_opens_its_files_only_through_its_one_guarded_way() {
+    // `custos-audit/src/files.rs` opens a file of the log's folder never through a symbolic
+    // link and only if it is a regular file; a call around it would bring the hole back.
+    const AROUND: &[&str] = &[
+        "File::open(",
+        "File::create(",
+        "OpenOptions::new(",
+        "fs::read(",
+        "fs::read_to_string(",
+        "fs::write(",
+    ];
+    let audit = root().join("crates/custos-audit/src");
+    let wrong: Vec<String> = rust_sources()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(&audit) && !is_test_file(path))
+        .filter(|(path, _)| !path.ends_with("files.rs"))
+        .flat_map(|(path, text)| {
+            AROUND
+                .iter()
+                .filter(|call| {
+                    text.match_indices(*call).any(|(at, _)| {
+                        // `IdFile::open(` is the crate's own, not `File::open(`.
+                        !text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                    })
+                })
+                .map(|call| format!("{} calls {call}; use crate::files", shown(&path)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(wrong.is_empty(), "\n{}\n", wrong.join("\n"));
+}

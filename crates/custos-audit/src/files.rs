@@ -1,22 +1,91 @@
-//! Small file helpers shared by the log's files: opening one to read and append, replacing one
-//! whole, and files of fixed-size items addressed by number (`ids.dat`, `leaves.dat`).
+//! Small file helpers shared by the log's files: opening one (never through a link, only a
+//! regular file), replacing one whole, and files of fixed-size items addressed by number
+//! (`ids.dat`, `leaves.dat`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// Opens a file of the log's folder the one way the log opens any: never through a symbolic
+/// link standing at the file's own name (`O_NOFOLLOW`; a link planted there could point the
+/// log's writes at any file this user may write), and only a regular file (a FIFO or device at
+/// its name is refused, without blocking on it). A file it creates is owner-only (0600)
+/// whatever the process's umask. Folders above the file are followed as given: the data
+/// directory may be a link to another disk.
+fn open_own(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    let file = options
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            let linked = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if e.raw_os_error() == Some(libc::ELOOP) && linked {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a symbolic link stands where the log keeps a file; the log does not follow it",
+                )
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file, where the log keeps one",
+        ));
+    }
+    Ok(file)
+}
+
+/// Opens `path` to read.
+pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+    open_own(OpenOptions::new().read(true), path)
+}
+
+/// Opens `path`, which must exist, to write.
+pub(crate) fn open_write(path: &Path) -> io::Result<File> {
+    open_own(OpenOptions::new().write(true), path)
+}
+
+/// Creates `path` to write; an error if anything stands at its name.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    open_own(OpenOptions::new().write(true).create_new(true), path)
+}
+
+/// The whole of the file at `path`.
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = open_read(path)?;
+    let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The whole of the file at `path`, as text.
+pub(crate) fn read_to_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Opens `path` to read and write, creating it empty when missing.
 pub(crate) fn open_read_write(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
+    open_own(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        path,
+    )
+    .map_err(|e| Error::io(path, e))
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Replaces `path` with `bytes`, durably: a temporary file (`tmp_extension`) written and
@@ -25,27 +94,18 @@ pub(crate) fn open_read_write(path: &Path) -> Result<File> {
 /// leftover, or a symbolic link planted there — is unlinked first, never followed, and the
 /// rename replaces a link at `path` itself, not what it points to.
 pub(crate) fn replace_file(path: &Path, tmp_extension: &str, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension(tmp_extension);
     match fs::remove_file(&temporary) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&temporary, e)),
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|e| Error::io(&temporary, e))?;
+    let mut file = create_new(&temporary).map_err(|e| Error::io(&temporary, e))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(&temporary, e))?;
     fs::rename(&temporary, path).map_err(|e| Error::io(path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// A file of `item_bytes`-byte items, item `n` at `n × item_bytes`.
@@ -70,7 +130,7 @@ impl ItemFile {
     /// Opens `name` in `dir` to read, if there is one.
     pub(crate) fn open_existing(dir: &Path, name: &str, item_bytes: u64) -> Result<Option<Self>> {
         let path = dir.join(name);
-        match File::open(&path) {
+        match open_read(&path) {
             Ok(file) => Ok(Some(ItemFile {
                 file,
                 path,

@@ -9,7 +9,7 @@
 //! keys, naming the incoming one), then signs with the incoming key only. On open the key in
 //! force is the one the last handover names (or the root when there was none).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -299,7 +299,7 @@ impl Integrity {
             .map(|seed| CheckpointSigner::new(*seed, origin))
             .collect();
         let chain_path = dir.join("verifier.key");
-        let kept = match fs::read_to_string(&chain_path) {
+        let kept = match crate::files::read_to_string(&chain_path) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&chain_path, e)),

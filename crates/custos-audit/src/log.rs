@@ -9,7 +9,7 @@
 //! the payload, so a frame is only valid in its own place: a removed, inserted or swapped event
 //! breaks the checksum of the first frame out of place.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -139,7 +139,7 @@ pub(crate) fn read_header(path: &Path, bytes: &[u8]) -> Result<u32> {
 
 /// Reads a segment's header from its file.
 pub(crate) fn read_header_of(path: &Path) -> Result<u32> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::files::open_read(path).map_err(|e| Error::io(path, e))?;
     let mut bytes = [0u8; HEADER_BYTES as usize];
     let n = file
         .read_at(&mut bytes, 0)
@@ -150,23 +150,17 @@ pub(crate) fn read_header_of(path: &Path) -> Result<u32> {
 /// Whether the segment at `path` is the stub of a crash during [`create_segment`]: shorter
 /// than a header, and what there is of it is the start of one.
 pub(crate) fn is_unfinished_segment(path: &Path) -> Result<bool> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read(path).map_err(|e| Error::io(path, e))?;
     Ok(bytes.len() < HEADER_BYTES as usize && MAGIC.starts_with(&bytes[..bytes.len().min(8)]))
 }
 
 /// Creates a segment file with its header, durably (file and folder).
 pub(crate) fn create_segment(path: &Path, dir: &Path, ids_before: u32) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let mut file = crate::files::create_new(path).map_err(|e| Error::io(path, e))?;
     file.write_all(&header(ids_before))
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    crate::files::sync_dir(dir)
 }
 
 /// The writable end of the active segment, owned by the writer thread.
@@ -183,10 +177,7 @@ pub(crate) struct ActiveSegment {
 impl ActiveSegment {
     /// Continues the segment at `path`, whose first `len` bytes hold `n_records` intact records.
     pub(crate) fn resume(path: PathBuf, first_seq: Seq, len: u64, n_records: u64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = crate::files::open_write(&path).map_err(|e| Error::io(&path, e))?;
         Ok(ActiveSegment {
             file,
             path,
@@ -308,7 +299,7 @@ pub(crate) fn scan_segment(
     protected: Seq,
     on_record: &mut OnRecord<'_>,
 ) -> Result<Scanned> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read(path).map_err(|e| Error::io(path, e))?;
     let ids_before = read_header(path, &bytes)?;
     let mut pos = HEADER_BYTES as usize;
     let mut n_records = 0u64;
@@ -361,10 +352,7 @@ pub(crate) fn scan_segment(
 
 /// Cuts a segment's torn tail off at `len`, durably.
 pub(crate) fn cut_segment(path: &Path, len: u64) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file = crate::files::open_write(path).map_err(|e| Error::io(path, e))?;
     file.set_len(len)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(path, e))

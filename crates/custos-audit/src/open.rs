@@ -50,7 +50,7 @@ pub(crate) struct Opened {
 /// Takes the folder's lock file, so a second process cannot open the same log.
 pub(crate) fn lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+    let file = crate::files::open_read_write(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
@@ -70,9 +70,7 @@ pub(crate) fn delete_partition_files(segment: &Path, dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(&path, e)),
         }
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    crate::files::sync_dir(dir)
 }
 
 fn segment_bytes(path: &Path) -> Result<u64> {
@@ -94,9 +92,7 @@ pub(crate) fn remove_indexes(dir: &Path) -> Result<usize> {
             removed += 1;
         }
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))?;
+    crate::files::sync_dir(dir)?;
     Ok(removed)
 }
 
@@ -260,7 +256,9 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
             first_seq: *first,
             n_events,
             path: path.clone(),
-            file: Some(Arc::new(File::open(path).map_err(|e| Error::io(path, e))?)),
+            file: Some(Arc::new(
+                crate::files::open_read(path).map_err(|e| Error::io(path, e))?,
+            )),
             strings: Arc::new(RwLock::new(Vec::new())),
             state: PartState::Sealed(Arc::new(index)),
         });
@@ -303,7 +301,9 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
             repairs.cut_tail = Some((path.clone(), scanned.intact_len));
         }
         repairs.leaves.push((*first, leaves));
-        let file = Some(Arc::new(File::open(path).map_err(|e| Error::io(path, e))?));
+        let file = Some(Arc::new(
+            crate::files::open_read(path).map_err(|e| Error::io(path, e))?,
+        ));
         let state = if is_last {
             active_day = index.times.first().map(|t| t.div_euclid(DAY_US));
             active = Some((path.clone(), *first, scanned.intact_len, scanned.n_records));
@@ -391,7 +391,8 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
                 n_events: 0,
                 path: active.path().to_path_buf(),
                 file: Some(Arc::new(
-                    File::open(active.path()).map_err(|e| Error::io(active.path(), e))?,
+                    crate::files::open_read(active.path())
+                        .map_err(|e| Error::io(active.path(), e))?,
                 )),
                 strings: Arc::new(RwLock::new(Vec::new())),
                 state: PartState::Live(Box::default()),

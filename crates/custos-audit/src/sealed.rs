@@ -250,7 +250,7 @@ impl SealedIndex {
         segment_bytes: u64,
     ) -> Result<Option<SealedIndex>> {
         let path = index_path(segment_path);
-        let file = match File::open(&path) {
+        let file = match crate::files::open_read(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),

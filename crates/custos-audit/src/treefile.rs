@@ -44,7 +44,7 @@ pub(crate) fn write(dir: &Path, n: u64, upper: &[Vec<Hash>]) -> Result<()> {
 /// keeps no whole tile below `max`.
 pub(crate) fn read(dir: &Path, max: u64) -> Result<Option<MerkleTree>> {
     let path = path(dir);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match crate::files::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path, e)),

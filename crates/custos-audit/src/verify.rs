@@ -83,7 +83,7 @@ struct Signed {
 
 fn read_checkpoints(dir: &Path, verifier_key: &str, report: &mut VerifyReport) -> Result<Signed> {
     let path = dir.join("checkpoints.log");
-    let bytes = match fs::read(&path) {
+    let bytes = match crate::files::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(&path, e)),
@@ -532,7 +532,7 @@ pub fn verify_log_against(
     let mut done = 0u64;
 
     let pruned_path = dir.join("pruned.log");
-    let ranges: Vec<PrunedRange> = match fs::read(&pruned_path) {
+    let ranges: Vec<PrunedRange> = match crate::files::read(&pruned_path) {
         Ok(bytes) => {
             let read = read_pruned(&bytes);
             if let Some(damage) = read.damage {
@@ -619,7 +619,7 @@ pub fn verify_log_against(
                     }
                 ));
             }
-            let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = crate::files::read(path).map_err(|e| Error::io(path, e))?;
             let ids_before = match read_header(path, &bytes) {
                 Ok(ids_before) => ids_before,
                 Err(error) => {
@@ -920,7 +920,7 @@ fn check_index(
     report: &mut VerifyReport,
 ) -> Result<()> {
     let path = index_path(segment);
-    match fs::read(&path) {
+    match crate::files::read(&path) {
         Ok(bytes) => {
             report.indexes_checked += 1;
             if bytes != expected {

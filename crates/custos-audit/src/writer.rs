@@ -1406,7 +1406,7 @@ impl Writer {
         let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;
         let next_seq = self.active.first_seq + self.active.n_records;
         let next = ActiveSegment::create(&self.config.dir, next_seq, ids_before)?;
-        let read = File::open(next.path()).map_err(|e| Error::io(next.path(), e))?;
+        let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
         let frozen = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");
             let live = partitions.last_mut().expect("a live partition");

@@ -18,7 +18,6 @@
 //! claim.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
@@ -328,7 +327,7 @@ impl Writer {
         self.shared.integrity.leaves.sync()?;
         let ids_len = first_id + ids.len();
         let next = ActiveSegment::create(&self.config.dir, first + count, ids_len as u32)?;
-        let read = File::open(next.path()).map_err(|e| Error::io(next.path(), e))?;
+        let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
         let empty = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");
             let live = partitions.last_mut().expect("a live partition");

@@ -329,6 +329,83 @@ fn a_log_cut_behind_a_signed_checkpoint_refuses_to_open() {
     );
 }
 
+/// Every regular file in `dir`, by name.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_type().unwrap().is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_link_or_a_fifo_where_the_log_keeps_a_file_is_refused_and_nothing_goes_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let verifier = {
+        let log = open(dir.path());
+        for _ in 0..3 {
+            log.append(sample_event(1)).unwrap();
+        }
+        log.sign_checkpoint().unwrap();
+        log.verifier_key()
+    };
+    let names = file_names(dir.path());
+    for kept in ["LOCK", "checkpoints.log", "ids.dat", "leaves.dat"] {
+        assert!(names.iter().any(|n| n == kept), "{kept} in {names:?}");
+    }
+    for name in &names {
+        // The file moved out of the folder, a link to it left at its name: the log neither
+        // opens through the link nor writes to the file it points at.
+        let at = dir.path().join(name);
+        let moved = outside.path().join(name);
+        std::fs::rename(&at, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &at).unwrap();
+        let before = std::fs::read(&moved).unwrap();
+        let error = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
+            .err()
+            .unwrap_or_else(|| panic!("a link at {name} was followed"));
+        assert!(
+            error.to_string().contains("symbolic link"),
+            "{name}: {error}"
+        );
+        assert_eq!(std::fs::read(&moved).unwrap(), before, "{name} untouched");
+        // Verification reads what the log holds; the lock and the kept verifier key are the
+        // running log's own.
+        if !["LOCK", "verifier.key"].contains(&name.as_str()) {
+            let error = crate::verify_log(dir.path(), &verifier, &mut |_, _| {})
+                .err()
+                .unwrap_or_else(|| panic!("verify followed a link at {name}"));
+            assert!(
+                error.to_string().contains("symbolic link"),
+                "{name}: {error}"
+            );
+        }
+        std::fs::remove_file(&at).unwrap();
+        std::fs::rename(&moved, &at).unwrap();
+    }
+    // A FIFO at a file's name would block a reader forever: it is refused at once.
+    let checkpoints = dir.path().join("checkpoints.log");
+    let kept = outside.path().join("checkpoints.log");
+    std::fs::rename(&checkpoints, &kept).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&checkpoints)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let error = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
+        .err()
+        .expect("a FIFO refused");
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+    std::fs::remove_file(&checkpoints).unwrap();
+    std::fs::rename(&kept, &checkpoints).unwrap();
+    let log = open(dir.path());
+    assert_eq!(log.len(), 3, "the log itself was never touched");
+}
+
 const DAY: i64 = 86_400_000_000;
 
 fn event_at(time_us: i64, operation: &str, record: u128) -> AuditEvent {
