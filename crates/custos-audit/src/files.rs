@@ -1,6 +1,8 @@
-//! Small file helpers shared by the log's files: opening one (never through a link, only a
-//! regular file), replacing one whole, and files of fixed-size items addressed by number
-//! (`ids.dat`, `leaves.dat`).
+//! How Custos opens the files of its data directory — the log's own, and those of the crates
+//! above (keys, the activity feed, file streams, the cluster's archive): never through a
+//! symbolic link standing at the file's name, only a regular file, created owner-only. Also
+//! the log's helpers to replace a file whole and to keep files of fixed-size items addressed
+//! by number (`ids.dat`, `leaves.dat`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -9,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// Opens a file of the log's folder the one way the log opens any: never through a symbolic
+/// Opens a file the one way a data directory's files are opened: never through a symbolic
 /// link standing at the file's own name (`O_NOFOLLOW`; a link planted there could point the
-/// log's writes at any file this user may write), and only a regular file (a FIFO or device at
-/// its name is refused, without blocking on it). A file it creates is owner-only (0600)
-/// whatever the process's umask. Folders above the file are followed as given: the data
-/// directory may be a link to another disk.
+/// server's writes at any file this user may write, or its reads at any it may read), and only
+/// a regular file (a FIFO or device at its name is refused, without blocking on it). A file it
+/// creates is owner-only (0600) whatever the process's umask. Folders above the file are
+/// followed as given: the data directory may be a link to another disk.
 fn open_own(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
     let file = options
         .mode(0o600)
@@ -25,7 +27,7 @@ fn open_own(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
             if e.raw_os_error() == Some(libc::ELOOP) && linked {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "a symbolic link stands where the log keeps a file; the log does not follow it",
+                    "a symbolic link stands where Custos keeps a file; it is not followed",
                 )
             } else {
                 e
@@ -34,29 +36,45 @@ fn open_own(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
     if !file.metadata()?.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "not a regular file, where the log keeps one",
+            "not a regular file, where Custos keeps one",
         ));
     }
     Ok(file)
 }
 
 /// Opens `path` to read.
-pub(crate) fn open_read(path: &Path) -> io::Result<File> {
+pub fn open_read(path: &Path) -> io::Result<File> {
     open_own(OpenOptions::new().read(true), path)
 }
 
 /// Opens `path`, which must exist, to write.
-pub(crate) fn open_write(path: &Path) -> io::Result<File> {
+pub fn open_write(path: &Path) -> io::Result<File> {
     open_own(OpenOptions::new().write(true), path)
 }
 
+/// Opens `path` to append, creating it empty when missing.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    open_own(OpenOptions::new().append(true).create(true), path)
+}
+
 /// Creates `path` to write; an error if anything stands at its name.
-pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+pub fn create_new(path: &Path) -> io::Result<File> {
     open_own(OpenOptions::new().write(true).create_new(true), path)
 }
 
+/// Creates `path` anew to write: whatever stands at its name (an earlier attempt's file, or a
+/// link planted there) is unlinked first, never written through.
+pub fn create_replacing(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    create_new(path)
+}
+
 /// The whole of the file at `path`.
-pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     let mut file = open_read(path)?;
     let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
     file.read_to_end(&mut bytes)?;
@@ -64,8 +82,13 @@ pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// The whole of the file at `path`, as text.
-pub(crate) fn read_to_string(path: &Path) -> io::Result<String> {
+pub fn read_to_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Opens `path` to read and write, creating it empty when missing.
@@ -81,13 +104,6 @@ pub(crate) fn open_read_write(path: &Path) -> Result<File> {
     .map_err(|e| Error::io(path, e))
 }
 
-/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
 /// Replaces `path` with `bytes`, durably: a temporary file (`tmp_extension`) written and
 /// fsynced, renamed over it, the folder fsynced; a crash leaves the old file or the new one.
 /// The temporary file is made new (owner-only, 0600): whatever stands at its name — a crash's
@@ -95,17 +111,13 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// rename replaces a link at `path` itself, not what it points to.
 pub(crate) fn replace_file(path: &Path, tmp_extension: &str, bytes: &[u8]) -> Result<()> {
     let temporary = path.with_extension(tmp_extension);
-    match fs::remove_file(&temporary) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&temporary, e)),
-    }
-    let mut file = create_new(&temporary).map_err(|e| Error::io(&temporary, e))?;
+    let mut file = create_replacing(&temporary).map_err(|e| Error::io(&temporary, e))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(&temporary, e))?;
     fs::rename(&temporary, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// A file of `item_bytes`-byte items, item `n` at `n × item_bytes`.
@@ -184,3 +196,6 @@ impl ItemFile {
             .map_err(|e| Error::io(&self.path, e))
     }
 }
+
+#[cfg(test)]
+mod tests;

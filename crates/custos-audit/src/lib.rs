@@ -13,7 +13,7 @@ mod checkpoint;
 mod codec;
 mod error;
 mod event;
-mod files;
+pub mod files;
 mod ids;
 mod index;
 mod integrity;

@@ -160,7 +160,7 @@ pub(crate) fn create_segment(path: &Path, dir: &Path, ids_before: u32) -> Result
     file.write_all(&header(ids_before))
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(path, e))?;
-    crate::files::sync_dir(dir)
+    crate::files::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// The writable end of the active segment, owned by the writer thread.

@@ -70,7 +70,7 @@ pub(crate) fn delete_partition_files(segment: &Path, dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(&path, e)),
         }
     }
-    crate::files::sync_dir(dir)
+    crate::files::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 fn segment_bytes(path: &Path) -> Result<u64> {
@@ -92,7 +92,7 @@ pub(crate) fn remove_indexes(dir: &Path) -> Result<usize> {
             removed += 1;
         }
     }
-    crate::files::sync_dir(dir)?;
+    crate::files::sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(removed)
 }
 

@@ -298,14 +298,12 @@ pub(crate) fn keep_purged(dir: &Path, range: &PurgedRange) -> custos_audit::Resu
     }
     let path = dir.join(format!("{:020}", range.first));
     let fresh = path.with_extension("new");
-    let mut file = crate::create_private(&fresh).map_err(failed(&fresh))?;
+    let mut file = custos_audit::files::create_replacing(&fresh).map_err(failed(&fresh))?;
     file.write_all(&encode_purged(range))
         .and_then(|()| file.sync_all())
         .map_err(failed(&fresh))?;
     std::fs::rename(&fresh, &path).map_err(failed(&path))?;
-    std::fs::File::open(dir)
-        .and_then(|folder| folder.sync_all())
-        .map_err(failed(dir))
+    custos_audit::files::sync_dir(dir).map_err(failed(dir))
 }
 
 /// The ranges kept in `dir`, by first seq.
@@ -321,7 +319,8 @@ fn kept_purged(dir: &Path) -> Result<Vec<(PurgedRange, PathBuf)>, String> {
         if path.extension().is_some() {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes =
+            custos_audit::files::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         kept.push((
             decode_purged(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
             path,
@@ -540,8 +539,8 @@ async fn put(task: &ArchiveTask, store: &ObjectStore, object: Archived) -> Resul
     tokio::task::spawn_blocking(move || write_object(&log, object, &written))
         .await
         .map_err(|e| format!("writing an archive object: {e}"))??;
-    let mut file = tokio::fs::File::open(&path)
-        .await
+    let mut file = custos_audit::files::open_read(&path)
+        .map(tokio::fs::File::from_std)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let name = object_name(task.tenant_id, object.first);
     let meta = ObjectMetadata {
@@ -560,7 +559,7 @@ async fn put(task: &ArchiveTask, store: &ObjectStore, object: Archived) -> Resul
 /// never through a link planted there).
 fn write_object(log: &AuditLog, object: Archived, path: &Path) -> Result<(), String> {
     let failed = |e: std::io::Error| format!("{}: {e}", path.display());
-    let file = crate::create_private(path).map_err(failed)?;
+    let file = custos_audit::files::create_replacing(path).map_err(failed)?;
     let mut out = std::io::BufWriter::new(file);
     let mut next = object.first;
     while next < object.end() {

@@ -28,19 +28,6 @@ use uuid::Uuid;
 pub use publisher::Publisher;
 pub use signer::SignerStatus;
 
-/// Creates the file at `path` anew, readable by this user only (0600), never through a link
-/// planted there (a file left at `path` by an earlier attempt is removed first).
-pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
 /// The stream every node publishes audit events to.
 pub const STREAM: &str = "CUSTOS_AUDIT";
 /// How long the stream remembers message ids to drop a message published twice.

@@ -76,7 +76,7 @@ struct Applied {
 /// Reads `applied`: `<sequence> <position>` (or `<sequence>` in the first format); nothing yet
 /// when there is no file.
 fn read_applied(applied: &Path) -> Result<Applied, String> {
-    let text = match std::fs::read_to_string(applied) {
+    let text = match custos_audit::files::read_to_string(applied) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Applied {
@@ -97,7 +97,7 @@ fn read_applied(applied: &Path) -> Result<Applied, String> {
 fn write_applied(applied: &Path, sequence: u64, position: u64) -> Result<(), String> {
     use std::io::Write;
     let fresh = applied.with_extension("new");
-    crate::create_private(&fresh)
+    custos_audit::files::create_replacing(&fresh)
         .and_then(|mut file| file.write_all(format!("{sequence} {position}\n").as_bytes()))
         .and_then(|()| std::fs::rename(&fresh, applied))
         .map_err(|e| format!("{}: {e}", applied.display()))

@@ -65,19 +65,6 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Creates (or empties) a file of this node's data directory for writing: mode 0600, and never
-/// through a symbolic link planted where the file goes.
-fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
 /// The name a file is written under until it is whole.
 fn unfinished(name: &str) -> String {
     format!("{name}.part")
@@ -123,7 +110,7 @@ impl SharedFiles {
                 std::fs::create_dir_all(&folder).map_err(internal)?;
                 let path = folder.join(name);
                 let temporary = folder.join(unfinished(name));
-                let file = create_private(&temporary).map_err(internal)?;
+                let file = custos_audit::files::create_replacing(&temporary).map_err(internal)?;
                 Ok(FileWriter(Writer::Folder {
                     file,
                     temporary,
@@ -145,11 +132,13 @@ impl SharedFiles {
     /// Opens a file for reading part by part; `None` when there is no such file.
     pub fn open(&self, area: &str, name: &str) -> Result<Option<FileReader>, AppError> {
         match self {
-            SharedFiles::Folder(root) => match std::fs::File::open(root.join(area).join(name)) {
-                Ok(file) => Ok(Some(FileReader(Reader::Folder(file)))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(internal(e)),
-            },
+            SharedFiles::Folder(root) => {
+                match custos_audit::files::open_read(&root.join(area).join(name)) {
+                    Ok(file) => Ok(Some(FileReader(Reader::Folder(file)))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(internal(e)),
+                }
+            }
             SharedFiles::Database { directory, .. } => {
                 if directory.file_part(area, name, 0)?.is_none() {
                     return Ok(None);
@@ -194,7 +183,8 @@ impl SharedFiles {
         match self {
             SharedFiles::Folder(root) => {
                 use std::os::unix::fs::FileExt;
-                let file = std::fs::File::open(root.join(area).join(name)).map_err(internal)?;
+                let file = custos_audit::files::open_read(&root.join(area).join(name))
+                    .map_err(internal)?;
                 let mut bytes = vec![0u8; len];
                 let mut filled = 0;
                 while filled < len {
@@ -253,14 +243,14 @@ impl SharedFiles {
             SharedFiles::Folder(root) => {
                 let folder = root.join(area);
                 std::fs::create_dir_all(&folder).map_err(internal)?;
-                std::fs::File::open(from)
+                custos_audit::files::open_read(from)
                     .and_then(|file| file.sync_all())
                     .and_then(|()| std::fs::rename(from, folder.join(name)))
-                    .and_then(|()| std::fs::File::open(&folder)?.sync_all())
+                    .and_then(|()| custos_audit::files::sync_dir(&folder))
                     .map_err(internal)
             }
             SharedFiles::Database { .. } => {
-                let mut file = std::fs::File::open(from).map_err(internal)?;
+                let mut file = custos_audit::files::open_read(from).map_err(internal)?;
                 let mut writer = self.create(area, name)?;
                 let mut buffer = vec![0u8; 64 << 10];
                 loop {
@@ -295,7 +285,8 @@ impl SharedFiles {
                     path: scratch.join(uuid::Uuid::new_v4().to_string()),
                     temporary: true,
                 };
-                let mut file = create_private(&local.path).map_err(internal)?;
+                let mut file =
+                    custos_audit::files::create_replacing(&local.path).map_err(internal)?;
                 while let Some(part) = reader.next_part()? {
                     file.write_all(&part).map_err(internal)?;
                 }
@@ -581,14 +572,21 @@ mod tests {
     fn files_are_whole_or_absent_in_a_folder_and_in_the_database() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&SharedFiles::Folder(dir.path().to_path_buf()));
-        // A link planted where a file is written is not followed.
+        // A link planted where a file is written is not followed: it is replaced by the file.
         let outside = dir.path().join("outside");
         std::fs::write(&outside, b"kept").unwrap();
         std::fs::create_dir_all(dir.path().join("linked")).unwrap();
-        std::os::unix::fs::symlink(&outside, dir.path().join("linked/f.part")).unwrap();
+        let planted = dir.path().join("linked/f.part");
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
         let files = SharedFiles::Folder(dir.path().to_path_buf());
-        assert!(files.create("linked", "f").is_err());
+        let writer = files.create("linked", "f").unwrap();
         assert_eq!(std::fs::read(&outside).unwrap(), b"kept");
+        assert!(std::fs::symlink_metadata(&planted).unwrap().is_file());
+        drop(writer);
+        // Nor is one planted at a whole file's name read (and served) through.
+        std::os::unix::fs::symlink(&outside, dir.path().join("linked/g")).unwrap();
+        assert!(files.open("linked", "g").is_err());
+        assert!(files.read_at("linked", "g", 0, 4).is_err());
         files.put("private", "f", b"x").unwrap();
         let mode = std::fs::metadata(dir.path().join("private/f"))
             .unwrap()

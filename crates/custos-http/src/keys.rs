@@ -19,10 +19,9 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use custos_audit::{AuditLog, LogConfig};
+use custos_audit::{AuditLog, LogConfig, files};
 use custos_records::Directory;
 
 use crate::error::{AppError, ErrorCode};
@@ -30,7 +29,7 @@ use crate::state::{AppState, StartError};
 
 /// Reads a 32-byte secret key, creating it (mode 0600) on first use.
 pub fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
-    match fs::read(path) {
+    match files::read(path) {
         Ok(key) if key.len() == 32 => return Ok(key),
         Ok(_) => {
             return Err(StartError::FirstRun(format!(
@@ -77,15 +76,11 @@ const TOKEN_KEY_SETTING: &str = "keys.token";
 
 /// Writes a new secret key file (mode 0600), durably; fails if the file exists.
 fn write_secret(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = files::create_new(path)?;
     file.write_all(key)?;
     file.sync_all()?;
     if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
+        files::sync_dir(dir)?;
     }
     Ok(())
 }
@@ -217,9 +212,7 @@ impl custos_cluster::KeyStore for DirectoryKeys {
             Err(e) => return Err(format!("{}: {e}", current.display())),
         }
         let keys = self.data_dir.join("keys");
-        fs::File::open(&keys)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("{}: {e}", keys.display()))?;
+        files::sync_dir(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
         let Some(retired) = retired else {
             return Ok(());
         };
@@ -293,7 +286,7 @@ const CHECKPOINT_KEY_SETTING: &str = "keys.checkpoint";
 fn cluster_checkpoint_key(data_dir: &Path, directory: &Directory) -> Result<[u8; 32], StartError> {
     use base64::Engine as _;
     let path = key_path(data_dir);
-    let own = match fs::read(&path) {
+    let own = match files::read(&path) {
         Ok(key) => Some(key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(start_error(&path)(e)),
@@ -362,7 +355,7 @@ fn start_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 /// The seed of a rotation that may have been interrupted, if its file is there.
 pub fn next_seed(data_dir: &Path) -> Result<Option<[u8; 32]>, StartError> {
     let path = next_path(data_dir);
-    match std::fs::read(&path) {
+    match files::read(&path) {
         Ok(bytes) => Ok(Some(bytes.try_into().map_err(|_| {
             StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))
         })?)),
@@ -385,9 +378,7 @@ pub fn finish_rotation(data_dir: &Path, log: &AuditLog) -> Result<(), StartError
         std::fs::remove_file(&next).map_err(start_error(&next))?;
     }
     let keys = data_dir.join("keys");
-    std::fs::File::open(&keys)
-        .and_then(|d| d.sync_all())
-        .map_err(start_error(&keys))
+    files::sync_dir(&keys).map_err(start_error(&keys))
 }
 
 /// The file steps of a rotation to `seed`, once it is recorded: the next seed written, the
@@ -404,8 +395,6 @@ pub fn rotate(state: &AppState, seed: [u8; 32]) -> Result<u64, AppError> {
     write_secret(&next, &seed).map_err(internal)?;
     let size = state.log.rotate_key(seed)?;
     fs::rename(&next, key_path(data_dir)).map_err(internal)?;
-    fs::File::open(data_dir.join("keys"))
-        .and_then(|d| d.sync_all())
-        .map_err(internal)?;
+    files::sync_dir(&data_dir.join("keys")).map_err(internal)?;
     Ok(size)
 }

@@ -20,8 +20,8 @@
 //! where the log goes. Turning audit log search off does not stop the feed.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use std::time::Duration;
 use axum::extract::{Extension, Path as UrlPath, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use custos_audit::Operation;
+use custos_audit::{Operation, files};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
@@ -183,8 +183,10 @@ impl Feed {
         }
         fs::create_dir_all(dir)?;
         let mut bytes = Vec::new();
-        if let Ok(mut file) = File::open(&feed.path) {
-            file.read_to_end(&mut bytes)?;
+        match files::read(&feed.path) {
+            Ok(read) => bytes = read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let mut list = decode_list(&bytes);
         let valid = list.len() * BLOB_BYTES;
@@ -192,10 +194,7 @@ impl Feed {
         let file = if valid != bytes.len() || list.len() * BLOB_BYTES != valid {
             rewrite(&feed.path, &list)?
         } else {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&feed.path)?
+            files::open_append(&feed.path)?
         };
         *feed.blobs.lock().expect("feed lock") = Blobs {
             file: Some(file),
@@ -328,15 +327,15 @@ fn expired(list: &[Blob], now_us: i64) -> usize {
 /// Writes `list` to a new file that replaces `path` (fsynced, then renamed), open to append.
 fn rewrite(path: &Path, list: &[Blob]) -> std::io::Result<File> {
     let temporary = path.with_extension("tmp");
-    let mut file = File::create(&temporary)?;
+    let mut file = files::create_replacing(&temporary)?;
     let bytes: Vec<u8> = list.iter().flat_map(Blob::encode).collect();
     file.write_all(&bytes)?;
     file.sync_all()?;
     fs::rename(&temporary, path)?;
     if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+        files::sync_dir(dir)?;
     }
-    OpenOptions::new().append(true).open(path)
+    files::open_append(path)
 }
 
 /// The subscription to `Audit.General`, kept in the directory's settings.
@@ -1122,7 +1121,10 @@ mod tests {
         feed.publish(&[blob(9, 12)]).unwrap();
         drop(feed);
         let path = dir.path().join("blobs.dat");
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(&blob(12, 20).encode()[..10]).unwrap();
         let feed = Feed::open(dir.path(), None, Duration::from_secs(1), now).unwrap();
         assert_eq!(feed.end(), 12);

@@ -441,7 +441,7 @@ async fn connect(state: &SiemState, stream: &Running) -> std::io::Result<Sink> {
         }
         Target::File(path) => {
             let path = path.clone();
-            let file = tokio::task::spawn_blocking(move || open_stream_file(&path))
+            let file = tokio::task::spawn_blocking(move || custos_audit::files::open_append(&path))
                 .await
                 .map_err(std::io::Error::other)??;
             Ok(Sink::File(Arc::new(file)))
@@ -571,25 +571,6 @@ impl Sink {
             }
         }
     }
-}
-
-/// Opens a stream's file for appending: never through a symbolic link, created private (0600),
-/// and only a regular file (a FIFO or device is refused without blocking).
-fn open_stream_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.file_type().is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        ));
-    }
-    Ok(file)
 }
 
 /// The messages of `events` for `stream`, each with the index of its event, unframed, each
