@@ -24,10 +24,10 @@ use crate::ComplianceState;
 use custos_http::answer::answer;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
-use custos_http::state::blocking;
 use custos_http::webhook::{Outbox, cursor, init_cursor};
 
 const RULES_SETTING: &str = "audit.alerts";

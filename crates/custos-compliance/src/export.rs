@@ -28,12 +28,12 @@ use uuid::Uuid;
 use crate::ComplianceState;
 use crate::search::{audit_reader, parse_search};
 use custos_http::answer::{answer, refuse};
+use custos_http::blocking;
 use custos_http::cells::{csv_cell, csv_writer, xlsx_cell};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::query::{query_pairs, recorded_query};
-use custos_http::state::blocking;
 
 /// Events read from the log at a time.
 const BATCH: usize = 1000;

@@ -13,11 +13,11 @@ use base64::engine::general_purpose::STANDARD;
 use custos_audit::{AuditLog, Operation};
 use custos_http::answer::answer;
 use custos_http::auth::{audit_reader_caller, authorize};
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
 use custos_http::query::{number, query_pairs};
-use custos_http::state::blocking;
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
@@ -66,7 +66,8 @@ pub(crate) async fn rotate(
         } else {
             state.record(draft.clone()).await?;
             let worker = state.clone();
-            blocking(move || custos_http::keys::rotate(&worker, seed)).await?
+            blocking(move || custos_http::keys::rotate(&worker.config.data_dir, &worker.log, seed))
+                .await?
         };
         let mut answer = chain_json(&state.log);
         answer["key"] = json!(new_key);

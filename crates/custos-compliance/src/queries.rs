@@ -22,11 +22,11 @@ use uuid::Uuid;
 use crate::ComplianceState;
 use crate::search::{audit_reader, event_json};
 use custos_http::answer::answer;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::query::{parse_time, query_pairs};
-use custos_http::state::blocking;
 
 /// Events a query reads from the log at a time.
 const BATCH: usize = 1000;

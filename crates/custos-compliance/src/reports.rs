@@ -21,11 +21,11 @@ use crate::ComplianceState;
 use crate::search::{audit_reader, parse_search};
 use custos_http::answer::{answer, refuse};
 use custos_http::auth::audit_manager;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::query::{parse_time, query_pairs, recorded_query};
-use custos_http::state::blocking;
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;

@@ -20,10 +20,10 @@ use serde_json::{Value as Json, json};
 use custos_http::AppState;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
-use custos_http::state::blocking;
 
 use crate::ComplianceState;
 use custos_http::answer::answer;

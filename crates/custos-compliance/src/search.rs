@@ -17,11 +17,11 @@ use uuid::Uuid;
 use crate::ComplianceState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
 use custos_http::query::{parse_time, query_pairs, recorded_query};
-use custos_http::state::blocking;
 
 /// Default and largest page of a synchronous search.
 const TOP_DEFAULT: usize = 100;
@@ -168,7 +168,7 @@ pub(crate) async fn audit_reader(
     state: &ComplianceState,
     draft: &mut EventDraft,
     headers: &HeaderMap,
-) -> Result<custos_http::auth::Caller, AppError> {
+) -> Result<custos_http::credentials::Caller, AppError> {
     let caller = authorize(
         state,
         draft,

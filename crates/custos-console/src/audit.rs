@@ -19,8 +19,8 @@ use super::zone::{self, ZONE_COOKIE, Zone};
 use super::{Console, Page, encode, error_page, query_string, see_other, text};
 use crate::ConsoleState;
 use custos_compliance::PRECONFIGURED;
-use custos_http::auth::cookie;
 use custos_http::context::RequestContext;
+use custos_http::credentials::cookie;
 
 /// Events a search page shows.
 const SEARCH_PAGE: &str = "50";

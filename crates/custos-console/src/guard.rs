@@ -19,8 +19,9 @@ use uuid::Uuid;
 use super::page::html_response;
 use crate::ConsoleState;
 use custos_audit::Operation;
-use custos_http::auth::{SESSION_COOKIE, authenticate, cookie};
+use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
+use custos_http::credentials::{SESSION_COOKIE, cookie};
 use custos_http::draft::EventDraft;
 
 /// The form field that carries the token.
@@ -138,7 +139,7 @@ pub(crate) async fn forms(
         }
         draft.status = custos_audit::ResultStatus::Denied;
         draft.error_code = "Forbidden".into();
-        if let Err(error) = custos_http::throttle::record_refusal(&state, draft).await {
+        if let Err(error) = custos_http::answer::record_refusal(&state, draft).await {
             return axum::response::IntoResponse::into_response(error);
         }
     }

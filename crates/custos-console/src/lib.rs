@@ -55,8 +55,9 @@ use custos_http::AppState;
 use serde_json::Value as Json;
 use tower::ServiceExt;
 
-use custos_http::auth::{Caller, SESSION_COOKIE, authenticate, cookie};
+use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
+use custos_http::credentials::{Caller, SESSION_COOKIE, cookie};
 use custos_http::error::AppError;
 
 pub(crate) use page::{Page, error_page};

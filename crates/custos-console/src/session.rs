@@ -15,10 +15,10 @@ use serde_json::json;
 use super::page::html_response;
 use super::{Console, Page};
 use crate::ConsoleState;
-use custos_http::auth::{
-    SESSION_COOKIE, SignInError, authenticate, cookie, password_principal, sign_in, sign_out,
-};
+use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
+use custos_http::credentials::{SESSION_COOKIE, cookie};
+use custos_http::sign_in::{SignInError, password_principal, sign_in, sign_out};
 
 /// Where to go after signing in: only a console path of this server.
 fn safe_next(next: Option<&str>) -> &str {

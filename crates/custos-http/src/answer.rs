@@ -1,6 +1,7 @@
 //! The one answer path of every audited handler: its response, or its refusal recorded
 //! (always, SPEC §4) and answered in the OData error format; and the middleware that records
-//! the refusals no handler recorded itself.
+//! the refusals no handler recorded itself. Refusals are recorded within their client address's
+//! budget (`throttle`), and the counted ones summarized every minute.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -12,6 +13,7 @@ use crate::context::RequestContext;
 use crate::draft::EventDraft;
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
+use crate::throttle::{BUDGET_SECS, Verdict, summary};
 
 /// The answer of an audited handler: its response, or its error refused (and recorded) by
 /// [`refuse`] with the handler's draft.
@@ -39,7 +41,7 @@ pub async fn refuse(state: &AppState, mut draft: EventDraft, error: AppError) ->
     };
     draft.error_code = error.code.as_str().into();
     draft.changes.clear();
-    match crate::throttle::record_refusal(state, draft).await {
+    match record_refusal(state, draft).await {
         Ok(()) => recorded(error.into_response()),
         Err(unavailable) => unavailable.into_response(),
     }
@@ -116,8 +118,33 @@ pub async fn record_refusals(
         ResultStatus::Failed
     };
     draft.error_code = code.as_str().into();
-    match crate::throttle::record_refusal(&state, draft).await {
+    match record_refusal(&state, draft).await {
         Ok(()) => response,
         Err(unavailable) => unavailable.into_response(),
+    }
+}
+
+/// Records a refusal (a denied or failed request, a failed or throttled sign-in) within its
+/// client address's budget: as its own event, as part of a summary, or only counted.
+pub async fn record_refusal(state: &AppState, draft: EventDraft) -> Result<(), AppError> {
+    let now = state.clock.now_secs();
+    let source = draft.client_ip.clone();
+    match state.refusals.admit(&source, &draft.error_code, now) {
+        Verdict::Record => state.record(draft).await,
+        Verdict::Summarize(counted) => state.record(summary(&source, counted)).await,
+        Verdict::Count => Ok(()),
+    }
+}
+
+/// Writes the summaries of counted refusals every minute, for as long as the server runs.
+pub async fn flush_periodically(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(BUDGET_SECS as u64));
+    loop {
+        tick.tick().await;
+        for (source, counted) in state.refusals.take_counted(state.clock.now_secs()) {
+            if let Err(error) = state.record(summary(&source, counted)).await {
+                tracing::error!(error = %error.message, "a summary of refusals could not be recorded");
+            }
+        }
     }
 }

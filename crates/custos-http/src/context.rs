@@ -86,7 +86,7 @@ pub async fn correlate(
     let headers = request.headers();
     let console = request.uri().path().starts_with("/ui")
         || (headers.get("authorization").is_none()
-            && crate::auth::cookie(headers, crate::auth::SESSION_COOKIE).is_some());
+            && crate::credentials::cookie(headers, crate::credentials::SESSION_COOKIE).is_some());
     let context = RequestContext {
         client_ip: peer,
         user_agent: header_text(headers, "user-agent"),

@@ -1,12 +1,13 @@
 //! Building audit events on the request path: the draft a handler fills in, and the field
-//! changes of a write (only audited attributes, old and new values).
+//! changes of a write (only audited attributes, old and new values); and the draft of an event
+//! by the system through the backend.
 
 use custos_audit::{Change, EntityCategory, Operation, Origin, ResultStatus, UserType};
 use custos_records::{EntityDef, Record, Value};
 use uuid::Uuid;
 
-use crate::auth::Caller;
 use crate::context::RequestContext;
+use crate::credentials::Caller;
 
 /// Attributes the platform maintains on every write; their churn is not a field change.
 const SYSTEM_MAINTAINED: [&str; 3] = ["modifiedon", "modifiedby", "versionnumber"];
@@ -157,4 +158,20 @@ pub fn changes(
         });
     }
     out
+}
+
+/// A draft of an event by the system through the backend.
+pub fn backend_draft(operation: Operation) -> EventDraft {
+    let context = RequestContext {
+        client_ip: String::new(),
+        user_agent: "custos".into(),
+        correlation_id: Uuid::new_v4().to_string(),
+        client_request_id: String::new(),
+        origin: Origin::Backend,
+    };
+    let mut draft = EventDraft::new(operation, &context);
+    draft.user_upn = "system".into();
+    draft.user_type = UserType::System;
+    draft.origin = Origin::Backend;
+    draft
 }

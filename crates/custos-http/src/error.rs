@@ -1,5 +1,8 @@
 //! The one place where errors become HTTP: a closed set of codes, each with one status, and the
-//! OData error body `{"error": {"code", "message"}}` on every route.
+//! OData error body `{"error": {"code", "message"}}` on every route. Also why a server could not
+//! start, and the one way blocking work reports a task that died.
+
+use std::path::PathBuf;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -204,4 +207,43 @@ impl IntoResponse for AppError {
         }
         response
     }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A records database could not be opened or seeded.
+    #[error(transparent)]
+    Records(#[from] custos_records::Error),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] custos_audit::Error),
+    /// A file in the data directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Seeding the first run failed.
+    #[error("first run: {0}")]
+    FirstRun(String),
+    /// A start-up flag is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Runs blocking work (storage, the audit append) off the async threads.
+pub async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    E: Into<AppError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, format!("blocking task: {e}")))?
+        .map_err(Into::into)
 }

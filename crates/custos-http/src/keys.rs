@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 use custos_audit::{AuditLog, LogConfig, files};
 use custos_records::Directory;
 
-use crate::error::{AppError, ErrorCode};
-use crate::state::{AppState, StartError};
+use crate::error::{AppError, ErrorCode, StartError};
 
 /// Reads a 32-byte secret key, creating it (mode 0600) on first use.
 pub fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
@@ -384,8 +383,7 @@ pub fn finish_rotation(data_dir: &Path, log: &AuditLog) -> Result<(), StartError
 /// The file steps of a rotation to `seed`, once it is recorded: the next seed written, the
 /// handover checkpoint signed, the next seed made the key in force. Returns the handover's tree
 /// size. Call from blocking code.
-pub fn rotate(state: &AppState, seed: [u8; 32]) -> Result<u64, AppError> {
-    let data_dir = &state.config.data_dir;
+pub fn rotate(data_dir: &Path, log: &AuditLog, seed: [u8; 32]) -> Result<u64, AppError> {
     let next = next_path(data_dir);
     let internal =
         |e: std::io::Error| AppError::new(ErrorCode::Internal, format!("{}: {e}", next.display()));
@@ -393,7 +391,7 @@ pub fn rotate(state: &AppState, seed: [u8; 32]) -> Result<u64, AppError> {
         fs::remove_file(&next).map_err(internal)?;
     }
     write_secret(&next, &seed).map_err(internal)?;
-    let size = state.log.rotate_key(seed)?;
+    let size = log.rotate_key(seed)?;
     fs::rename(&next, key_path(data_dir)).map_err(internal)?;
     files::sync_dir(&data_dir.join("keys")).map_err(internal)?;
     Ok(size)

@@ -31,33 +31,13 @@ use tower::ServiceExt;
 use crate::context::RequestContext;
 use crate::draft::EventDraft;
 use crate::error::{AppError, ErrorCode};
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 use custos_audit::Operation;
 
 /// Largest request body accepted on any route, in bytes.
 pub const BODY_BYTES_MAX: usize = 8 << 20;
 /// Largest body of a sign-in (`/oauth2/…`, the console's sign-in form), in bytes.
 pub const SIGN_IN_BODY_BYTES_MAX: usize = 16 << 10;
-
-/// How long the server waits on one client, and how many it serves at once.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Most connections open at once.
-    pub connections_max: usize,
-    /// Longest wait for a request's headers (also between requests of a kept-alive
-    /// connection), for the next piece of a request body, and for a client to take the next
-    /// bytes of a response.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            connections_max: 512,
-            idle_timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Serves `app` on `listener` within `limits` until the runtime ends.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::io::Result<()> {

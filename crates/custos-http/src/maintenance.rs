@@ -5,13 +5,12 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use custos_audit::{AuditLog, Operation, Origin, UserType};
-use uuid::Uuid;
+use custos_audit::{AuditLog, Operation};
 
-use crate::context::RequestContext;
-use crate::draft::EventDraft;
+use crate::draft::backend_draft;
+use crate::error::StartError;
 use crate::keys::{LogMode, audit_log_config};
-use crate::state::{Clock, StartError, SystemClock, stamp};
+use crate::state::{Clock, SystemClock, stamp};
 
 /// What `custos audit reindex` did.
 #[derive(Debug, Clone)]
@@ -62,20 +61,4 @@ pub fn reindex_audit_log(
     );
     log.append(event)?;
     Ok(summary)
-}
-
-/// A draft of an event by the system through the backend.
-pub fn backend_draft(operation: Operation) -> EventDraft {
-    let context = RequestContext {
-        client_ip: String::new(),
-        user_agent: "custos".into(),
-        correlation_id: Uuid::new_v4().to_string(),
-        client_request_id: String::new(),
-        origin: Origin::Backend,
-    };
-    let mut draft = EventDraft::new(operation, &context);
-    draft.user_upn = "system".into();
-    draft.user_type = UserType::System;
-    draft.origin = Origin::Backend;
-    draft
 }

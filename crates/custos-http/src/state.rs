@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::draft::EventDraft;
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorCode, StartError, blocking};
 use crate::keys::{LogMode, audit_log_config, finish_rotation};
 use crate::metrics::Metrics;
 
@@ -48,7 +48,7 @@ pub struct Config {
     /// The only folder file streams may write in (`--stream-dir`); `None`: no file streams.
     pub stream_dir: Option<PathBuf>,
     /// Connections and timeouts.
-    pub limits: crate::listener::Limits,
+    pub limits: Limits,
     /// Most time between two signed checkpoints while events arrive, milliseconds.
     pub checkpoint_interval_ms: u64,
     /// The memory budget of the audit log's partition being written (`--audit-memory`);
@@ -73,7 +73,7 @@ impl Config {
             public_url: None,
             allow_private_targets: false,
             stream_dir: None,
-            limits: crate::listener::Limits::default(),
+            limits: Limits::default(),
             checkpoint_interval_ms: 1000,
             audit_memory_bytes: None,
             cluster: None,
@@ -99,29 +99,24 @@ fn public_base(url: &str) -> Result<String, StartError> {
     Ok(parsed.as_str().trim_end_matches('/').to_string())
 }
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A records database could not be opened or seeded.
-    #[error(transparent)]
-    Records(#[from] custos_records::Error),
-    /// The audit log could not be opened.
-    #[error(transparent)]
-    Audit(#[from] custos_audit::Error),
-    /// A file in the data directory could not be used.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Seeding the first run failed.
-    #[error("first run: {0}")]
-    FirstRun(String),
-    /// A start-up flag is invalid.
-    #[error("{0}")]
-    Config(String),
+/// How long the server waits on one client, and how many it serves at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections open at once.
+    pub connections_max: usize,
+    /// Longest wait for a request's headers (also between requests of a kept-alive
+    /// connection), for the next piece of a request body, and for a client to take the next
+    /// bytes of a response.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections_max: 512,
+            idle_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// Time source; injected so the core never reads the clock itself.
@@ -553,7 +548,7 @@ impl AppState {
                 upn: "admin".into(),
                 display_name: "Global administrator".into(),
                 user_type: UserType::Admin.code(),
-                password_hash: Some(crate::auth::hash_secret(&password)),
+                password_hash: Some(crate::credentials::hash_secret(&password)),
                 client_id: None,
                 secret_hash: None,
                 global_admin: true,
@@ -584,7 +579,7 @@ impl AppState {
 
     /// An event by the system itself (first run, backend work).
     pub fn system_draft(&self, operation: Operation, instance: &str) -> EventDraft {
-        let mut draft = crate::maintenance::backend_draft(operation);
+        let mut draft = crate::draft::backend_draft(operation);
         draft.instance = instance.to_string();
         draft
     }
@@ -1017,20 +1012,6 @@ pub fn stamp(draft: EventDraft, tenant_id: Uuid, now_us: i64, instance_url: Stri
         changes: draft.changes,
         details: draft.details,
     }
-}
-
-/// Runs blocking work (storage, the audit append) off the async threads.
-pub async fn blocking<T, E>(
-    work: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, AppError>
-where
-    T: Send + 'static,
-    E: Into<AppError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| AppError::new(ErrorCode::Internal, format!("blocking task: {e}")))?
-        .map_err(Into::into)
 }
 
 /// The entities whose records some part of a node keeps in memory, so that a write to one is

@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use custos_audit::{Operation, ResultStatus};
 use serde_json::json;
@@ -32,8 +31,6 @@ use uuid::Uuid;
 
 use crate::context::RequestContext;
 use crate::draft::EventDraft;
-use crate::error::AppError;
-use crate::state::AppState;
 
 /// Failed sign-ins of one name that lock it.
 pub const USER_FAILURES_MAX: u32 = 10;
@@ -48,7 +45,7 @@ pub const LOCKOUT_SECS_MAX: i64 = 900;
 /// Refusals from one address recorded one by one per minute.
 pub const RECORDED_PER_WINDOW: u32 = 120;
 /// The recording budget's window, seconds.
-const BUDGET_SECS: i64 = 60;
+pub(crate) const BUDGET_SECS: i64 = 60;
 /// Most names and addresses tracked at once.
 pub const KEYS_MAX: usize = 100_000;
 
@@ -168,7 +165,7 @@ impl SignInThrottle {
         if let Some(directory) = self.shared.clone() {
             let keys = [user_key(&user), source_key(source)];
             let read =
-                crate::state::blocking(move || directory.counters(&[&keys[0], &keys[1]])).await;
+                crate::error::blocking(move || directory.counters(&[&keys[0], &keys[1]])).await;
             match read {
                 Ok(counters) => {
                     for (mine, shared) in until.iter_mut().zip(counters) {
@@ -217,7 +214,7 @@ impl SignInThrottle {
             % PRUNE_EVERY
             == PRUNE_EVERY - 1;
         let source = source.to_string();
-        let counted = crate::state::blocking(move || {
+        let counted = crate::error::blocking(move || {
             for (key, max) in [
                 (user_key(&user), USER_FAILURES_MAX),
                 (source_key(&source), SOURCE_FAILURES_MAX),
@@ -244,7 +241,7 @@ impl SignInThrottle {
         let user = user.to_lowercase();
         self.users.lock().expect("throttle lock").remove(&user);
         if let Some(directory) = self.shared.clone() {
-            let cleared = crate::state::blocking(move || {
+            let cleared = crate::error::blocking(move || {
                 directory.update_counter(&user_key(&user), |_| None)
             })
             .await;
@@ -326,7 +323,7 @@ impl RecordingBudget {
 const DENIALS: [&str; 3] = ["Unauthenticated", "Forbidden", "Throttled"];
 
 /// The summary event of the refusals `counted` (by error code) from `source`.
-fn summary(source: &str, counted: BTreeMap<String, u64>) -> EventDraft {
+pub(crate) fn summary(source: &str, counted: BTreeMap<String, u64>) -> EventDraft {
     let context = RequestContext {
         client_ip: source.to_string(),
         user_agent: String::new(),
@@ -348,31 +345,6 @@ fn summary(source: &str, counted: BTreeMap<String, u64>) -> EventDraft {
     })
     .to_string();
     draft
-}
-
-/// Records a refusal (a denied or failed request, a failed or throttled sign-in) within its
-/// client address's budget: as its own event, as part of a summary, or only counted.
-pub async fn record_refusal(state: &AppState, draft: EventDraft) -> Result<(), AppError> {
-    let now = state.clock.now_secs();
-    let source = draft.client_ip.clone();
-    match state.refusals.admit(&source, &draft.error_code, now) {
-        Verdict::Record => state.record(draft).await,
-        Verdict::Summarize(counted) => state.record(summary(&source, counted)).await,
-        Verdict::Count => Ok(()),
-    }
-}
-
-/// Writes the summaries of counted refusals every minute, for as long as the server runs.
-pub async fn flush_periodically(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(BUDGET_SECS as u64));
-    loop {
-        tick.tick().await;
-        for (source, counted) in state.refusals.take_counted(state.clock.now_secs()) {
-            if let Err(error) = state.record(summary(&source, counted)).await {
-                tracing::error!(error = %error.message, "a summary of refusals could not be recorded");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

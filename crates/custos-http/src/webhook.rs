@@ -9,9 +9,10 @@ use std::time::Duration;
 use custos_audit::{AuditEvent, Operation, Origin, SearchQuery};
 use serde_json::Value as Json;
 
+use crate::error::blocking;
 use crate::error::{AppError, ErrorCode};
 use crate::outbound::{Rule, UNREACHABLE, shown_url};
-use crate::state::{AppState, blocking};
+use crate::state::AppState;
 
 /// The workload of Custos's own events.
 const CUSTOS: &str = "Custos";

@@ -26,11 +26,12 @@ use uuid::Uuid;
 use crate::PlatformState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::names;
-use custos_http::state::{AppState, blocking};
+use custos_http::state::AppState;
 
 /// Names an instance may not take: they are the first segment of other routes.
 const RESERVED_NAMES: [&str; 6] = ["api", "ui", "oauth2", "healthz", "metrics", "admin"];
@@ -593,7 +594,7 @@ pub(crate) async fn grant_support(
             display_name: field("displayName").unwrap_or(&upn).to_string(),
             upn: upn.clone(),
             user_type: custos_audit::UserType::DcAdmin.code(),
-            password_hash: Some(custos_http::auth::hash_secret(&password)),
+            password_hash: Some(custos_http::credentials::hash_secret(&password)),
             client_id: None,
             secret_hash: None,
             global_admin: false,

@@ -26,9 +26,10 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use crate::PlatformState;
+use custos_http::blocking;
 use custos_http::draft::{EventDraft, changes};
 use custos_http::error::AppError;
-use custos_http::state::{AppState, Instance, blocking};
+use custos_http::state::{AppState, Instance};
 use custos_http::webhook::Outbox;
 
 /// The directory setting of the outbox's cursor.

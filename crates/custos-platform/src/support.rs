@@ -26,11 +26,12 @@ use uuid::Uuid;
 
 use crate::PlatformState;
 use custos_http::answer::answer;
-use custos_http::auth::{Caller, authorize};
+use custos_http::auth::authorize;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
+use custos_http::credentials::Caller;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
-use custos_http::state::blocking;
 
 /// The backend commands a support engineer may run.
 const COMMANDS: [&str; 4] = [

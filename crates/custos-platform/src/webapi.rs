@@ -28,8 +28,9 @@ use custos_records::{EntityDef, Privilege, allows};
 use uuid::Uuid;
 
 use crate::PlatformState;
-use custos_http::auth::{Caller, authenticate};
+use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
+use custos_http::credentials::Caller;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::state::Instance;

@@ -18,11 +18,10 @@ use custos_platform::PlatformState;
 use custos_siem::SiemState;
 
 pub use custos_cluster::ClusterConfig;
-pub use custos_http::listener::Limits;
+pub use custos_http::error::StartError;
 pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
-pub use custos_http::state::{
-    AppState, Clock, Config, StartError, SystemClock, pg_schema, private_files,
-};
+pub use custos_http::state::Limits;
+pub use custos_http::state::{AppState, Clock, Config, SystemClock, pg_schema, private_files};
 pub use custos_records::trust_postgres_ca;
 
 /// `GET /openapi.json`: an OpenAPI 3 description of the fixed routes (for API fuzzers and client
@@ -113,7 +112,7 @@ impl Areas {
 /// context.
 fn api_routes(state: &AppState, areas: &Areas) -> Router {
     Router::new()
-        .merge(custos_http::auth::routes(state))
+        .merge(custos_http::sign_in::routes(state))
         .merge(areas.platform.routes())
         .merge(areas.compliance.routes())
         .merge(areas.siem.routes())
@@ -210,7 +209,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
         .expect("opening the areas does not panic")
         .map_err(std::io::Error::other)?;
     areas.start().await;
-    tokio::spawn(custos_http::throttle::flush_periodically(state.clone()));
+    tokio::spawn(custos_http::answer::flush_periodically(state.clone()));
     let limits = state.config.limits;
     listener::serve(listener, router(state, &areas), limits).await
 }

@@ -35,13 +35,14 @@ use uuid::Uuid;
 
 use crate::SiemState;
 use custos_http::answer::answer;
-use custos_http::auth::{Caller, authorize};
+use custos_http::auth::authorize;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
+use custos_http::credentials::Caller;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::files::SharedFiles;
 use custos_http::query::{parse_time, query_pairs, recorded_query};
-use custos_http::state::blocking;
 use custos_http::webhook;
 
 /// The one content type: every event of the tenant (Dynamics 365 events are `Audit.General`

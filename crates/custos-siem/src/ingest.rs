@@ -28,11 +28,11 @@ use uuid::Uuid;
 use crate::SiemState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
 use custos_http::query::parse_time;
-use custos_http::state::blocking;
 
 /// Most events in one post.
 const BATCH_MAX: usize = 1000;
@@ -144,7 +144,7 @@ fn event(
     state: &SiemState,
     json: &Json,
     at: usize,
-    app: &custos_http::auth::Caller,
+    app: &custos_http::credentials::Caller,
     context: &RequestContext,
     now_us: i64,
 ) -> Result<AuditEvent, AppError> {

@@ -44,11 +44,11 @@ use crate::SiemState;
 use custos_http::answer::answer;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
+use custos_http::blocking;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::outbound::UNREACHABLE;
-use custos_http::state::blocking;
 use custos_http::webhook::{cursor, init_cursor};
 
 const STREAMS_SETTING: &str = "audit.streams";

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::expand::{Seen, any_of};
+use custos_http::blocking;
 use custos_http::error::AppError;
-use custos_http::state::blocking;
 
 /// A value as a person reads it.
 const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";

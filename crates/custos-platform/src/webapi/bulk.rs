@@ -28,10 +28,10 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
+use custos_http::blocking;
 use custos_http::cells::{UTF8_BOM, csv_cell, csv_writer, xlsx_cell};
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
-use custos_http::state::blocking;
 
 /// Most rows one export holds (Dataverse's limit for export to Excel).
 pub(crate) const EXPORT_ROWS_MAX: u64 = 100_000;

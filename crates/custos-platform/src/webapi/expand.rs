@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::records::{check_select, record_json};
+use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
-use custos_http::state::blocking;
 
 /// One expanded navigation property over a set of records.
 pub(super) struct Expanded {

@@ -10,9 +10,9 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
-use custos_http::state::blocking;
 
 pub(crate) fn service_document(request: &WebRequest) -> Response {
     let sets: Vec<Json> = request

@@ -21,11 +21,11 @@ use super::annotations::Presentation;
 use super::expand;
 use super::sharing::require_on_record;
 use crate::automation::{self, Message, activation_operation, is_automation};
-use custos_http::auth::hash_secret;
+use custos_http::blocking;
+use custos_http::credentials::hash_secret;
 use custos_http::draft::{EventDraft, changes};
 use custos_http::error::{AppError, ErrorCode};
 use custos_http::names;
-use custos_http::state::blocking;
 
 /// Entities whose every change is an admin event, recorded whatever the audit settings say
 /// (SPEC §4: user, team and role changes).

@@ -25,9 +25,9 @@ use uuid::Uuid;
 
 use super::records::{context, entity_by_set as entity};
 use super::{Target, WebRequest};
+use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
-use custos_http::state::blocking;
 
 /// The associations Custos knows: (entity set, relationship, entity set of the other side).
 pub(super) const RELATIONS: [(&str, &str, &str); 3] = [

@@ -21,9 +21,10 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::records::{context, entity_by_set};
+use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
-use custos_http::state::{Instance, blocking};
+use custos_http::state::Instance;
 
 const READ: i64 = 1;
 const WRITE: i64 = 2;

@@ -36,9 +36,9 @@ use super::metadata::{entity_from_body, new_attribute, remove_attribute, remove_
 use super::records::{check_view_values, context, describe_write, entity_by_set};
 use crate::PlatformState;
 use crate::automation;
+use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
-use custos_http::state::blocking;
 
 /// Most components of each kind one solution brings.
 const COMPONENTS_MAX: usize = 200;

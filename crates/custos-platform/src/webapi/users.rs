@@ -20,11 +20,11 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::records::entity_by_set;
-use custos_http::auth::hash_secret;
+use custos_http::blocking;
+use custos_http::credentials::hash_secret;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
 use custos_http::names;
-use custos_http::state::blocking;
 
 /// The actions bound to a user.
 pub(super) const USER_ACTIONS: [&str; 1] = ["ResetPassword"];
