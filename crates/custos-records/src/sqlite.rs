@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, TransactionBehavior, params_from_iter};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
 use uuid::Uuid;
 
 use crate::engine::{
@@ -43,8 +43,37 @@ const ENTITY_TABLE: &str = "CREATE TABLE IF NOT EXISTS custos_entity (
     draft TEXT NOT NULL
 )";
 
+/// Opens the database at `path` as the data directory's other files are opened: never through
+/// a symbolic link standing at the file's own name (`SQLITE_OPEN_NOFOLLOW`). SQLite refuses a
+/// link anywhere in the path with that flag, so the folders above are resolved first: a data
+/// directory reached through a link (another disk) still opens.
+fn open_own(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    let shown = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Io(format!(
+            "{}: a symbolic link stands where Custos keeps a file; it is not followed",
+            path.display()
+        )));
+    }
+    let resolved = match (path.parent(), path.file_name()) {
+        (Some(folder), Some(name)) => {
+            let folder = if folder.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                folder
+            };
+            folder.canonicalize().map_err(shown)?.join(name)
+        }
+        _ => path.to_path_buf(),
+    };
+    Ok(Connection::open_with_flags(
+        resolved,
+        flags | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+    )?)
+}
+
 fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn = open_own(path, OpenFlags::default())?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -252,7 +281,7 @@ fn sync_file(path: &Path) -> Result<()> {
 
 /// Opens a backup file read-only, refusing one that is not a backup of an instance.
 fn open_backup(from: &Path) -> Result<Connection> {
-    let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let source = open_own(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let snapshot = load_catalog(&mut Lite(&source)).map_err(|e| {
         Error::BadRequest(format!(
             "{} is not a backup of an instance: {e}",

@@ -92,3 +92,28 @@ fn the_lists_users_run_most_are_served_by_indexes_on_sqlite() {
         &sorts,
     );
 }
+
+/// A link planted at a database's name is refused, not followed; a folder reached through a
+/// link (a data directory on another disk) opens as before.
+#[test]
+fn a_database_opens_through_a_linked_folder_but_never_through_a_link_at_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let real = outside.path().join("records.db");
+    drop(SqliteStore::open(&real).unwrap());
+    let before = std::fs::read(&real).unwrap();
+    let linked = dir.path().join("records.db");
+    std::os::unix::fs::symlink(&real, &linked).unwrap();
+    let error = SqliteStore::open(&linked).err().expect("refused");
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+    assert_eq!(std::fs::read(&real).unwrap(), before, "untouched");
+    // The check before the open is a clear message; the flag is what holds if a link appears
+    // between the check and the open.
+    let flags = OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    assert!(Connection::open_with_flags(&linked, flags).is_err());
+
+    let folder = dir.path().join("data");
+    std::os::unix::fs::symlink(outside.path(), &folder).unwrap();
+    let store = SqliteStore::open(&folder.join("records.db")).unwrap();
+    store.install(&seed_entities()).unwrap();
+}
