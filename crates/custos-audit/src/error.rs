@@ -9,12 +9,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The log could not be written or read: the request that needed it must be refused.
-    #[error("audit log i/o on {path}: {source}")]
+    #[error("audit log i/o on {path}: {error}")]
     Io {
         /// The file concerned.
         path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (shown in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// Bytes on disk do not decode: corruption or a format this build does not know.
     #[error("audit log corrupted: {0}")]
@@ -31,7 +31,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

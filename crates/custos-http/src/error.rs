@@ -2,7 +2,7 @@
 //! OData error body `{"error": {"code", "message"}}` on every route. Also why a server could not
 //! start, and the one way blocking work reports a task that died.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -219,12 +219,12 @@ pub enum StartError {
     #[error(transparent)]
     Audit(#[from] custos_audit::Error),
     /// A file in the data directory could not be used.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (shown in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// Seeding the first run failed.
     #[error("first run: {0}")]
@@ -232,6 +232,16 @@ pub enum StartError {
     /// A start-up flag is invalid.
     #[error("{0}")]
     Config(String),
+}
+
+impl StartError {
+    /// How an I/O error on `path` stops the start.
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+        move |error| StartError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
 }
 
 /// Runs blocking work (storage, the audit append) off the async threads.

@@ -37,10 +37,10 @@ pub fn secret_key(path: &Path) -> Result<Vec<u8>, StartError> {
             )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(start_error(path)(e)),
+        Err(e) => return Err(StartError::io(path)(e)),
     }
     let key: [u8; 32] = rand::random();
-    write_secret(path, &key).map_err(start_error(path))?;
+    write_secret(path, &key).map_err(StartError::io(path))?;
     Ok(key.to_vec())
 }
 
@@ -288,7 +288,7 @@ fn cluster_checkpoint_key(data_dir: &Path, directory: &Directory) -> Result<[u8;
     let own = match files::read(&path) {
         Ok(key) => Some(key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(start_error(&path)(e)),
+        Err(e) => return Err(StartError::io(&path)(e)),
     };
     let encoded = directory.setting_or_init(CHECKPOINT_KEY_SETTING, || {
         let key = own
@@ -319,7 +319,7 @@ fn cluster_checkpoint_key(data_dir: &Path, directory: &Directory) -> Result<[u8;
             || next_seed(data_dir).ok().flatten() == Some(key)
     };
     match own {
-        None => write_secret(&path, &key).map_err(start_error(&path))?,
+        None => write_secret(&path, &key).map_err(StartError::io(&path))?,
         Some(own) if own != key && earlier(&own) => {
             return own.try_into().map_err(|_| {
                 StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))
@@ -344,13 +344,6 @@ fn next_path(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("checkpoint.key.next")
 }
 
-fn start_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The seed of a rotation that may have been interrupted, if its file is there.
 pub fn next_seed(data_dir: &Path) -> Result<Option<[u8; 32]>, StartError> {
     let path = next_path(data_dir);
@@ -359,7 +352,7 @@ pub fn next_seed(data_dir: &Path) -> Result<Option<[u8; 32]>, StartError> {
             StartError::FirstRun(format!("{} is not a 32-byte key", path.display()))
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(start_error(&path)(e)),
+        Err(e) => Err(StartError::io(&path)(e)),
     }
 }
 
@@ -372,12 +365,12 @@ pub fn finish_rotation(data_dir: &Path, log: &AuditLog) -> Result<(), StartError
     let next = next_path(data_dir);
     if log.verifier_key_for(seed) == log.verifier_key() {
         let current = key_path(data_dir);
-        std::fs::rename(&next, &current).map_err(start_error(&current))?;
+        std::fs::rename(&next, &current).map_err(StartError::io(&current))?;
     } else {
-        std::fs::remove_file(&next).map_err(start_error(&next))?;
+        std::fs::remove_file(&next).map_err(StartError::io(&next))?;
     }
     let keys = data_dir.join("keys");
-    files::sync_dir(&keys).map_err(start_error(&keys))
+    files::sync_dir(&keys).map_err(StartError::io(&keys))
 }
 
 /// The file steps of a rotation to `seed`, once it is recorded: the next seed written, the

@@ -305,13 +305,6 @@ impl Deref for AppState {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Makes every file and folder this process creates from now on private to its user (mode
 /// 0600 for files, 0700 for folders): the data directory holds password hashes, stream
 /// credentials, every record and the whole audit trail. The binary calls it before anything
@@ -324,19 +317,19 @@ pub fn private_files() {
 /// it (a folder made by an older version, or by hand); symbolic links are left alone.
 fn make_private(dir: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::PermissionsExt;
-    let metadata = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+    let metadata = fs::symlink_metadata(dir).map_err(StartError::io(dir))?;
     let mode = metadata.permissions().mode();
     if mode & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
-            .map_err(io_error(dir))?;
+            .map_err(StartError::io(dir))?;
     }
     if !metadata.is_dir() {
         return Ok(());
     }
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
+    for entry in fs::read_dir(dir).map_err(StartError::io(dir))? {
+        let path = entry.map_err(StartError::io(dir))?.path();
         let kind = fs::symlink_metadata(&path)
-            .map_err(io_error(&path))?
+            .map_err(StartError::io(&path))?
             .file_type();
         if kind.is_dir() || kind.is_file() {
             make_private(&path)?;
@@ -369,14 +362,14 @@ impl AppState {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .map_err(io_error(&dir))?;
+                .map_err(StartError::io(&dir))?;
         }
         make_private(&data_dir)?;
         // Local copies and snapshots a stop interrupted (`files.rs`, backups) are of no use.
         match fs::remove_dir_all(data_dir.join("scratch")) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&data_dir.join("scratch"))(e)),
+            Err(e) => return Err(StartError::io(&data_dir.join("scratch"))(e)),
         }
         let (directory, _) = open_directory(&data_dir, config.postgres.as_deref())?;
         if config.postgres.is_some() {
@@ -418,7 +411,7 @@ impl AppState {
                     .recursive(true)
                     .mode(0o700)
                     .create(&dir)
-                    .map_err(io_error(&dir))?;
+                    .map_err(StartError::io(&dir))?;
                 joined.replicate_into(log.clone(), dir.join("applied"));
                 joined.sign_checkpoints(
                     log.clone(),
@@ -646,7 +639,7 @@ impl AppState {
     /// Opens an instance's store, seeding it when new (entities, settings, roles, admin user).
     fn open_instance(&self, info: &InstanceInfo) -> Result<(), StartError> {
         let dir = self.instance_dir(&info.name);
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        fs::create_dir_all(&dir).map_err(StartError::io(&dir))?;
         let store: Arc<dyn RecordStore> = match self.database_of(info) {
             None => Arc::new(SqliteStore::open(&dir.join("records.db"))?),
             Some(url) => {

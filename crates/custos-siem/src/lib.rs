@@ -50,10 +50,7 @@ impl SiemState {
         // On a cluster the list of blobs is a shared file: every node answers for the feed.
         let shared = app.directory.is_shared().then(|| app.shared_files());
         let feed = feed::Feed::open(&dir, shared, app.config.feed_interval, app.clock.now_us())
-            .map_err(|source| StartError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            .map_err(StartError::io(&dir))?;
         Ok(SiemState {
             own: Arc::new(Own {
                 feed,
