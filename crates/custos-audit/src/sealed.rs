@@ -225,20 +225,28 @@ pub(crate) fn encode(
     file_bytes
 }
 
-/// An open index file; its tables' block indexes are in memory, everything else is read when
-/// asked.
+/// An open index file; each table's block index is read into memory the first time a search
+/// needs that table (a record's search never reads the words' or the events' — on a large
+/// partition a third of what the four weigh, and most of a partition's resident memory),
+/// everything else when asked.
 pub(crate) struct SealedIndex {
     file: Arc<File>,
     path: PathBuf,
     meta: SealedMeta,
     /// (offset, length, crc32) of each section.
     sections: [(u64, u64, u32); N_SECTIONS],
-    terms: Table,
-    records: Table,
-    words: Table,
-    events: Table,
+    /// The tables of [`TABLES`], once opened.
+    tables: [OnceLock<Table>; TABLES.len()],
     strings: OnceLock<Arc<Vec<String>>>,
 }
+
+/// The sections that are tables, in the order of [`SealedIndex::tables`].
+const TABLES: [Section; 4] = [
+    Section::Terms,
+    Section::Records,
+    Section::Words,
+    Section::Events,
+];
 
 impl SealedIndex {
     /// Opens the index file of the segment at `segment_path`; `Ok(None)` when there is none or
@@ -315,15 +323,8 @@ impl SealedIndex {
             segment_bytes: u64::from_le_bytes(bytes[28..36].try_into().expect("8")),
             ids_end: u32::from_le_bytes(bytes[36..40].try_into().expect("4")),
         };
-        let table = |section: Section| {
-            let (at, len, _) = sections[section as usize];
-            Table::open(file.clone(), path.clone(), at, len)
-        };
         Ok(Some(SealedIndex {
-            terms: table(Section::Terms)?,
-            records: table(Section::Records)?,
-            words: table(Section::Words)?,
-            events: table(Section::Events)?,
+            tables: Default::default(),
             file,
             path,
             meta,
@@ -334,6 +335,20 @@ impl SealedIndex {
 
     pub(crate) fn meta(&self) -> SealedMeta {
         self.meta
+    }
+
+    /// Table `section`, its block index read on first use.
+    fn table(&self, section: Section) -> Result<&Table> {
+        let slot = &self.tables[TABLES
+            .iter()
+            .position(|t| *t as usize == section as usize)
+            .expect("a table section")];
+        if let Some(table) = slot.get() {
+            return Ok(table);
+        }
+        let (at, len, _) = self.sections[section as usize];
+        let table = Table::open(self.file.clone(), self.path.clone(), at, len)?;
+        Ok(slot.get_or_init(|| table))
     }
 
     fn read_section(&self, section: Section) -> Result<Vec<u8>> {
@@ -407,14 +422,14 @@ impl PartitionIndex for SealedIndex {
     fn term(&self, field: Field, value: &str) -> Result<Vec<u32>> {
         let mut key = vec![field as u8];
         key.extend_from_slice(value.as_bytes());
-        match self.terms.get(&key)? {
+        match self.table(Section::Terms)?.get(&key)? {
             Some((a, b)) => self.postings(a, b),
             None => Ok(Vec::new()),
         }
     }
 
     fn record(&self, number: u32) -> Result<Vec<u32>> {
-        match self.records.get(&number.to_be_bytes())? {
+        match self.table(Section::Records)?.get(&number.to_be_bytes())? {
             Some((a, b)) => self.postings(a, b),
             None => Ok(Vec::new()),
         }
@@ -422,15 +437,16 @@ impl PartitionIndex for SealedIndex {
 
     fn term_values(&self, field: Field) -> Result<Vec<String>> {
         let mut values = Vec::new();
-        self.terms.prefix(&[field as u8], &mut |key, _, _| {
-            values.push(String::from_utf8_lossy(&key[1..]).into_owned());
-        })?;
+        self.table(Section::Terms)?
+            .prefix(&[field as u8], &mut |key, _, _| {
+                values.push(String::from_utf8_lossy(&key[1..]).into_owned());
+            })?;
         Ok(values)
     }
 
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {
         let mut found = Vec::new();
-        self.words
+        self.table(Section::Words)?
             .prefix(prefix.as_bytes(), &mut |_, a, b| found.push((a, b)))?;
         let lists = found
             .into_iter()
@@ -466,7 +482,10 @@ impl PartitionIndex for SealedIndex {
     }
 
     fn ordinal_of(&self, id: &Uuid) -> Result<Option<u32>> {
-        Ok(self.events.get(id.as_bytes())?.map(|(a, _)| a as u32))
+        Ok(self
+            .table(Section::Events)?
+            .get(id.as_bytes())?
+            .map(|(a, _)| a as u32))
     }
 
     fn retention_groups(&self) -> Result<RetentionGroups> {
