@@ -375,6 +375,31 @@ impl Compiled {
             && range.is_some_and(|(oldest, newest)| oldest < self.end_us && newest >= self.start_us)
     }
 
+    /// How many events of `part` match, counted without listing them, when the query is one
+    /// record id alone and `part` lies wholly within its time range and before its
+    /// `before_seq`; `None` when the matches must be listed to be counted.
+    fn count_alone(&self, part: &dyn PartitionIndex, first_seq: Seq) -> Result<Option<u64>> {
+        let (Some([number]), true, true) = (
+            self.records.as_deref(),
+            self.terms.is_empty(),
+            self.words.is_empty(),
+        ) else {
+            return Ok(None);
+        };
+        let range = part.time_range();
+        if !self.may_match(first_seq, range) {
+            return Ok(Some(0));
+        }
+        let (oldest, newest) = range.expect("may_match checked a range");
+        let whole = oldest >= self.start_us
+            && newest < self.end_us
+            && self.before_seq >= first_seq + u64::from(part.n_events());
+        if !whole {
+            return Ok(None);
+        }
+        part.record_count(*number).map(Some)
+    }
+
     /// The ordinals of `part` that match, in increasing order.
     pub(crate) fn select(&self, part: &dyn PartitionIndex, first_seq: Seq) -> Result<Selection> {
         let range = part.time_range();
@@ -487,11 +512,20 @@ pub(crate) fn count_into(
     bucket_us: Option<i64>,
     counts: &mut BTreeMap<i64, u64>,
 ) -> Result<()> {
+    let bucket = |t: i64| bucket_us.map_or(0, |b| t.div_euclid(b) * b);
+    if let Some((oldest, newest)) = part.time_range()
+        && bucket(oldest) == bucket(newest)
+        && let Some(count) = query.count_alone(part, first_seq)?
+    {
+        if count > 0 {
+            *counts.entry(bucket(oldest)).or_insert(0) += count;
+        }
+        return Ok(());
+    }
     let selection = query.select(part, first_seq)?;
     if selection.len() == 0 {
         return Ok(());
     }
-    let bucket = |t: i64| bucket_us.map_or(0, |b| t.div_euclid(b) * b);
     let (oldest, newest) = part.time_range().expect("a selection needs events");
     if bucket(oldest) == bucket(newest) {
         *counts.entry(bucket(oldest)).or_insert(0) += selection.len() as u64;

@@ -132,6 +132,10 @@ pub(crate) trait PartitionIndex: Send + Sync {
     fn term(&self, field: Field, value: &str) -> Result<Vec<u32>>;
     /// Ordinals of the events that list the record id numbered `number`.
     fn record(&self, number: u32) -> Result<Vec<u32>>;
+    /// How many events list the record id numbered `number`.
+    fn record_count(&self, number: u32) -> Result<u64> {
+        Ok(self.record(number)?.len() as u64)
+    }
     /// Ordinals of the events with a word starting with `prefix`.
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>>;
     /// Every value of `field` some event holds, lowercase.

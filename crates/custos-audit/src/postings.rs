@@ -67,6 +67,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<u32>> {
     Ok(out)
 }
 
+/// How many values an encoded list holds — one varint each, so the bytes that end one (high
+/// bit clear) — without decoding it; `None` when its last varint is cut short.
+pub(crate) fn count(bytes: &[u8]) -> Option<u64> {
+    if bytes.last().is_some_and(|b| b & 0x80 != 0) {
+        return None;
+    }
+    Some(bytes.iter().filter(|b| **b & 0x80 == 0).count() as u64)
+}
+
 /// The sorted union of sorted lists, without repeats.
 pub(crate) fn union(lists: Vec<Vec<u32>>) -> Vec<u32> {
     match lists.len() {

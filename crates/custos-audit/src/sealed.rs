@@ -398,6 +398,11 @@ impl SealedIndex {
                 u32::try_from(a).map_err(|_| self.corrupt("ordinal out of range"))?,
             ]);
         }
+        postings::decode(&self.postings_bytes(a, b)?)
+    }
+
+    /// The encoded posting list at (`a`, `b`), a list of more than one event.
+    fn postings_bytes(&self, a: u64, b: u64) -> Result<Vec<u8>> {
         let (at, len, _) = self.sections[Section::Postings as usize];
         if a.checked_add(b).is_none_or(|end| end > len) {
             return Err(self.corrupt("posting list out of bounds"));
@@ -406,7 +411,7 @@ impl SealedIndex {
         self.file
             .read_exact_at(&mut bytes, at + a)
             .map_err(|e| Error::io(&self.path, e))?;
-        postings::decode(&bytes)
+        Ok(bytes)
     }
 }
 
@@ -432,6 +437,20 @@ impl PartitionIndex for SealedIndex {
         match self.table(Section::Records)?.get(&number.to_be_bytes())? {
             Some((a, b)) => self.postings(a, b),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// Counted from the encoded list's length, not decoded.
+    fn record_count(&self, number: u32) -> Result<u64> {
+        match self.table(Section::Records)?.get(&number.to_be_bytes())? {
+            Some((_, 0)) => Ok(1),
+            Some((a, b)) => {
+                let count = postings::count(&self.postings_bytes(a, b)?)
+                    .filter(|n| *n <= u64::from(self.meta.n_events))
+                    .ok_or_else(|| self.corrupt("posting list malformed"))?;
+                Ok(count)
+            }
+            None => Ok(0),
         }
     }
 

@@ -13,6 +13,19 @@ proptest! {
     }
 
     #[test]
+    fn a_list_is_counted_without_decoding(mut list in proptest::collection::vec(any::<u32>(), 0..200)) {
+        list.sort_unstable();
+        list.dedup();
+        let mut bytes = Vec::new();
+        encode(&list, &mut bytes);
+        prop_assert_eq!(count(&bytes), Some(list.len() as u64));
+        if let Some(last) = bytes.last_mut() {
+            *last |= 0x80;
+            prop_assert_eq!(count(&bytes), None, "a varint cut short");
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
         let _ = decode(&bytes);
     }
