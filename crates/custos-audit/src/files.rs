@@ -198,4 +198,4 @@ impl ItemFile {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

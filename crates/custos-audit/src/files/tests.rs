@@ -2,6 +2,18 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
+/// Makes a FIFO at `path` without starting a process: a child forked while another test holds
+/// a log's lock would hold the lock's file description until it runs its program, and that
+/// test's next open of its log would find the lock taken.
+pub(crate) fn make_fifo(path: &Path) {
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .expect("mkfifo");
+}
+
 /// A folder, a file outside it, and a link to that file at `name` in the folder.
 fn planted(name: &str) -> (tempfile::TempDir, tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -58,11 +70,7 @@ fn create_replacing_unlinks_a_planted_link_and_makes_a_private_file() {
 fn a_fifo_or_a_folder_at_the_files_name_is_refused_without_blocking() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("pipe");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(made.success());
+    make_fifo(&fifo);
     for path in [fifo.as_path(), dir.path()] {
         let error = open_read(path).expect_err("refused");
         assert!(

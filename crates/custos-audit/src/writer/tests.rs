@@ -391,11 +391,7 @@ fn a_link_or_a_fifo_where_the_log_keeps_a_file_is_refused_and_nothing_goes_throu
     let checkpoints = dir.path().join("checkpoints.log");
     let kept = outside.path().join("checkpoints.log");
     std::fs::rename(&checkpoints, &kept).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(&checkpoints)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    crate::files::tests::make_fifo(&checkpoints);
     let error = AuditLog::open(LogConfig::new(dir.path(), [3; 32], "test.example/log"))
         .err()
         .expect("a FIFO refused");
