@@ -12,6 +12,7 @@
 //! changes the decoded records and so their leaf hashes, which the signed checkpoints catch.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -25,10 +26,12 @@ const ID_BYTES: u64 = 16;
 const CHUNK_BITS: u32 = 16;
 const CHUNK_IDS: usize = 1 << CHUNK_BITS;
 
-/// Numbered ids in memory, in chunks so growing never moves what is there.
-#[derive(Debug, Default, Clone)]
+/// Numbered ids in memory, in chunks so growing never moves what is there. Chunks are shared
+/// between a table and its [`IdTable::prefix`]es; only the last is copied, when a prefix
+/// numbers ids of its own.
+#[derive(Debug, Default)]
 pub(crate) struct IdTable {
-    chunks: Vec<Vec<Uuid>>,
+    chunks: Vec<Arc<Vec<Uuid>>>,
     len: usize,
 }
 
@@ -47,10 +50,33 @@ impl IdTable {
 
     pub(crate) fn push(&mut self, id: Uuid) {
         if self.len.is_multiple_of(CHUNK_IDS) {
-            self.chunks.push(Vec::with_capacity(CHUNK_IDS));
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK_IDS)));
         }
-        self.chunks.last_mut().expect("a chunk").push(id);
+        let last = self.chunks.last_mut().expect("a chunk");
+        if Arc::get_mut(last).is_none() {
+            // Shared with another table: this one takes its own copy, room to grow included.
+            let mut own = Vec::with_capacity(CHUNK_IDS);
+            own.extend_from_slice(last);
+            *last = Arc::new(own);
+        }
+        Arc::get_mut(last).expect("owned").push(id);
         self.len += 1;
+    }
+
+    /// A table of the first `len` ids (all of them if there are fewer), sharing their chunks.
+    pub(crate) fn prefix(&self, len: usize) -> IdTable {
+        let len = len.min(self.len);
+        let n_chunks = len.div_ceil(CHUNK_IDS);
+        let mut chunks = self.chunks[..n_chunks].to_vec();
+        let in_last = len - n_chunks.saturating_sub(1) * CHUNK_IDS;
+        if let Some(last) = chunks.last_mut()
+            && in_last < last.len()
+        {
+            let mut own = Vec::with_capacity(CHUNK_IDS);
+            own.extend_from_slice(&last[..in_last]);
+            *last = Arc::new(own);
+        }
+        IdTable { chunks, len }
     }
 
     /// Forgets every id numbered `len` or later.
@@ -61,7 +87,7 @@ impl IdTable {
         let n_chunks = len.div_ceil(CHUNK_IDS);
         self.chunks.truncate(n_chunks);
         if let Some(last) = self.chunks.last_mut() {
-            last.truncate(len - (n_chunks - 1) * CHUNK_IDS);
+            Arc::make_mut(last).truncate(len - (n_chunks - 1) * CHUNK_IDS);
         }
         self.len = len;
     }
@@ -140,7 +166,7 @@ impl IdFile {
             let mut chunk = self.read_range(at, end)?;
             // The last chunk grows in place as ids are numbered.
             chunk.reserve_exact(CHUNK_IDS - chunk.len());
-            table.chunks.push(chunk);
+            table.chunks.push(Arc::new(chunk));
             table.len = end as usize;
             at = end;
         }
@@ -173,3 +199,6 @@ impl IdFile {
         self.0.truncate(len)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -261,24 +261,28 @@ enum Queued {
     Leaf(Hash),
     /// A bad frame was reported here: the next checkpoint failing follows from it.
     Explained,
+    /// Damage found here, reported in log order with the checkpoints' findings.
+    Problem(String),
 }
 
 /// Records on their way to the tree and the segment's index. A record's leaf (its canonical
 /// JSON's SHA-256) and its entry in the index rebuilt to check the index file need nothing but
 /// the record and the ones before it in the index, so each chunk of decoded records is hashed on
-/// a second thread and indexed on a third while this one decodes the next chunk; the leaves are
-/// applied to the tree in log order.
+/// a second thread and indexed on a third while this one decodes the next chunk; the leaves come
+/// back in log order.
 struct LeafQueue {
     records: Chunk,
     queued: Vec<Queued>,
+    /// The leaves of the decoded records queued, in order, as far as they are hashed.
+    leaves: Vec<Hash>,
     /// Whether the segment's index is rebuilt.
     indexing: bool,
     to_hasher: std::sync::mpsc::SyncSender<Arc<Chunk>>,
     from_hasher: std::sync::mpsc::Receiver<(Vec<Hash>, Arc<Chunk>)>,
     to_indexer: std::sync::mpsc::SyncSender<ToIndexer>,
     from_indexer: std::sync::mpsc::Receiver<FromIndexer>,
-    /// What to apply with the chunk in flight, and whether the indexer has it too.
-    in_flight: Option<(Vec<Queued>, bool)>,
+    /// A chunk is in flight, and whether the indexer has it too.
+    in_flight: Option<bool>,
     /// The seq of the next record queued.
     next_seq: u64,
 }
@@ -302,9 +306,14 @@ impl LeafQueue {
     /// Records hashed and indexed in one go on the other threads.
     const CHUNK: usize = 2048;
 
-    /// A queue whose hashing and indexing threads run in `scope` until the queue is dropped.
-    /// Each chunk comes back to this thread, to be freed by the thread that allocated it.
-    fn new<'scope>(scope: &'scope std::thread::Scope<'scope, '_>) -> Self {
+    /// A queue for the segment beginning at `seq`, its index rebuilt when `indexing`, whose
+    /// hashing and indexing threads run in `scope` until the queue is dropped. Each chunk comes
+    /// back to this thread, to be freed by the thread that allocated it.
+    fn new<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        seq: u64,
+        indexing: bool,
+    ) -> Self {
         let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Arc<Chunk>>(1);
         let (hashed, from_hasher) = std::sync::mpsc::sync_channel(1);
         scope.spawn(move || {
@@ -340,36 +349,23 @@ impl LeafQueue {
         LeafQueue {
             records: Vec::new(),
             queued: Vec::new(),
-            indexing: false,
+            leaves: Vec::new(),
+            indexing,
             to_hasher,
             from_hasher,
             to_indexer,
             from_indexer,
             in_flight: None,
-            next_seq: 0,
+            next_seq: seq,
         }
     }
 
-    /// A segment begins at `seq`, its index rebuilt when `indexing` (and taken with
-    /// [`LeafQueue::take_index`] before the next segment begins).
-    fn start_segment(&mut self, seq: u64, indexing: bool) {
-        self.next_seq = seq;
-        self.indexing = indexing;
-    }
-
-    fn push_event(
-        &mut self,
-        event: AuditEvent,
-        numbers: Vec<u32>,
-        place: Place,
-        sink: &mut LeafSink,
-        report: &mut VerifyReport,
-    ) -> Result<()> {
+    fn push_event(&mut self, event: AuditEvent, numbers: Vec<u32>, place: Place) -> Result<()> {
         self.queued.push(Queued::Record(self.next_seq));
         self.records.push((event, numbers, place));
         self.next_seq += 1;
         if self.records.len() >= Self::CHUNK {
-            self.dispatch(sink, report)?;
+            self.dispatch()?;
         }
         Ok(())
     }
@@ -383,9 +379,14 @@ impl LeafQueue {
         self.queued.push(Queued::Explained);
     }
 
-    /// Applies the chunk in flight, then hands the queued records to the other threads.
-    fn dispatch(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
-        self.join(sink, report)?;
+    fn problem(&mut self, problem: String) {
+        self.queued.push(Queued::Problem(problem));
+    }
+
+    /// Takes the leaves of the chunk in flight, then hands the records decoded since to the
+    /// other threads.
+    fn dispatch(&mut self) -> Result<()> {
+        self.join()?;
         let records = Arc::new(std::mem::take(&mut self.records));
         let gone = || Error::Corrupted("the hashing or indexing thread is gone".into());
         if self.indexing {
@@ -394,13 +395,13 @@ impl LeafQueue {
                 .map_err(|_| gone())?;
         }
         self.to_hasher.send(records).map_err(|_| gone())?;
-        self.in_flight = Some((std::mem::take(&mut self.queued), self.indexing));
+        self.in_flight = Some(self.indexing);
         Ok(())
     }
 
-    /// Applies the chunk in flight, if any, in order.
-    fn join(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
-        let Some((queued, indexed)) = self.in_flight.take() else {
+    /// Takes the leaves of the chunk in flight, if any.
+    fn join(&mut self) -> Result<()> {
+        let Some(indexed) = self.in_flight.take() else {
             return Ok(());
         };
         let failed = || Error::Corrupted("the hashing or indexing thread failed".into());
@@ -412,28 +413,26 @@ impl LeafQueue {
             }
         }
         drop(records);
-        apply(queued, leaves, sink, report)
+        self.leaves.extend(leaves);
+        Ok(())
     }
 
-    /// Everything queued is in the tree and the index.
-    fn finish(&mut self, sink: &mut LeafSink, report: &mut VerifyReport) -> Result<()> {
+    /// Every record queued is hashed and indexed: the segment's rebuilt index, and what goes
+    /// to the tree.
+    fn finish(mut self) -> Result<(MemIndex, Vec<Queued>, Vec<Hash>)> {
         if !self.records.is_empty() {
-            self.dispatch(sink, report)?;
+            self.dispatch()?;
         }
-        self.join(sink, report)?;
-        apply(std::mem::take(&mut self.queued), Vec::new(), sink, report)
-    }
-
-    /// The segment's rebuilt index (after `finish`); the next segment's starts empty.
-    fn take_index(&mut self) -> Result<MemIndex> {
+        self.join()?;
         let failed = || Error::Corrupted("the indexing thread failed".into());
         self.to_indexer
             .send(ToIndexer::Take)
             .map_err(|_| failed())?;
-        match self.from_indexer.recv().map_err(|_| failed())? {
-            FromIndexer::Index(index) => Ok(*index),
-            FromIndexer::Added(_) => Err(failed()),
-        }
+        let index = match self.from_indexer.recv().map_err(|_| failed())? {
+            FromIndexer::Index(index) => *index,
+            FromIndexer::Added(_) => return Err(failed()),
+        };
+        Ok((index, self.queued, self.leaves))
     }
 }
 
@@ -455,21 +454,282 @@ fn apply(
             }
             Queued::Leaf(leaf) => sink.rebuild.push(leaf, report),
             Queued::Explained => sink.rebuild.explained = true,
+            Queued::Problem(problem) => report.problems.push(problem),
         }
     }
     Ok(())
 }
 
-/// The first `count` ids of `table` hashed as a checkpoint's `custos-ids` line states them.
-fn ids_digest(table: &IdTable, count: u64) -> Option<Hash> {
-    if count > table.len() as u64 {
-        return None;
+/// A segment file of the folder.
+struct Segment {
+    /// The seq of its first record, as its name says.
+    first: u64,
+    path: std::path::PathBuf,
+    name: String,
+}
+
+/// What every segment's scan is checked against.
+struct Context<'a> {
+    /// The size of the largest signed checkpoint.
+    protected: u64,
+    id_file: &'a Option<IdFile>,
+    ids_held: u64,
+}
+
+/// One segment read through ([`scan`]): what it adds to the tree, in order, with the damage
+/// found on the way, and what the checks after the last segment need of it.
+struct Scan {
+    /// Record ids its header says were numbered before it.
+    ids_before: u32,
+    queued: Vec<Queued>,
+    leaves: Vec<Hash>,
+    /// The log's record ids after the segment.
+    ids: IdTable,
+    /// Whether every record id the segment numbered is in `ids.dat` at that number.
+    ids_agree: bool,
+    bad_frames: u64,
+    torn_tail: Option<String>,
+    /// Purge events, by seq.
+    purges: Vec<(u64, AuditEvent)>,
+    /// The first record not covered by a signed checkpoint, and when it was made.
+    first_unsigned_made: Option<(u64, i64)>,
+    /// When the newest of its records was made.
+    last_made: Option<i64>,
+    indexes_checked: usize,
+    bytes: u64,
+}
+
+/// What the log holds before a segment, as its scan takes it.
+struct Before {
+    /// The seq its first record takes.
+    seq: u64,
+    /// The log's record ids before it.
+    ids: IdTable,
+    /// Frames that failed their checksums before it.
+    bad_frames: u64,
+}
+
+/// Reads the segment `bytes` (its header said `ids_before`) as the records after `before`,
+/// numbering the record ids it defines after those: checks each frame, decodes and hashes each
+/// record, and compares its index file (unless it is the last segment, still being written)
+/// with what its records imply.
+fn scan(
+    segment: &Segment,
+    bytes: &[u8],
+    ids_before: u32,
+    before: Before,
+    is_last: bool,
+    context: &Context,
+) -> Result<Scan> {
+    let Segment { first, path, name } = segment;
+    let Before {
+        seq: start,
+        mut ids,
+        bad_frames: bad_before,
+    } = before;
+    let protected = context.protected;
+    let mut strings = Vec::new();
+    // The index is rebuilt only to compare it with the segment's index file.
+    let index_file = index_path(path);
+    let has_index = !is_last
+        && index_file
+            .try_exists()
+            .map_err(|e| Error::io(&index_file, e))?;
+    let mut decoded_all = true;
+    let mut bad_in_segment = false;
+    let mut bad_frames = 0u64;
+    let mut torn_tail = None;
+    let mut purges = Vec::new();
+    let mut first_unsigned_made = None;
+    let mut last_made: Option<i64> = None;
+    let mut pos = HEADER_BYTES as usize;
+    std::thread::scope(|threads| -> Result<Scan> {
+        let mut queue = LeafQueue::new(threads, start, has_index);
+        while pos < bytes.len() {
+            let seq = queue.next_seq;
+            let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
+            let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));
+            let payload_at = pos + FRAME_HEADER_BYTES as usize;
+            let payload = len
+                .filter(|l| *l <= RECORD_BYTES_MAX)
+                .and_then(|l| bytes.get(payload_at..payload_at + l as usize));
+            let crc_ok = payload.is_some_and(|payload| {
+                let crc = u32::from_le_bytes(
+                    header.expect("read above")[4..]
+                        .try_into()
+                        .expect("4 bytes"),
+                );
+                frame_crc(seq, payload) == crc
+            });
+            if !crc_ok
+                && bad_before + bad_frames == 0
+                && is_last
+                && seq >= protected
+                && !intact_after(bytes, pos, seq)
+            {
+                torn_tail = Some(format!(
+                    "{name}: {} bytes from byte {pos} (record seq {seq} on) are a write a crash tore, after the last checkpoint",
+                    bytes.len() - pos
+                ));
+                break;
+            }
+            let Some(payload) = payload else {
+                queue.problem(format!(
+                    "{name}: record seq {seq} at byte {pos} is cut short ({} bytes left){}",
+                    bytes.len() - pos,
+                    if seq < protected {
+                        ", inside a signed checkpoint"
+                    } else {
+                        ""
+                    }
+                ));
+                queue.explain();
+                break;
+            };
+            let decoded = decode_next(payload, &mut ids, &mut strings);
+            if !crc_ok {
+                bad_frames += 1;
+                queue.explain();
+                if !bad_in_segment {
+                    bad_in_segment = true;
+                    let id = decoded
+                        .as_ref()
+                        .map(|(e, _)| format!(" (event {})", e.id))
+                        .unwrap_or_default();
+                    queue.problem(format!(
+                        "{name}: record seq {seq}{id} at byte {pos} fails its checksum: an event was changed, removed, inserted or moved here"
+                    ));
+                }
+            }
+            match decoded {
+                Ok((event, numbers)) => {
+                    if let Some(made) = made_us(&event) {
+                        last_made = Some(last_made.map_or(made, |l| l.max(made)));
+                        if seq >= protected && first_unsigned_made.is_none() {
+                            first_unsigned_made = Some((seq, made));
+                        }
+                    }
+                    if event.operation == "PurgeAuditLog" && event.workload == "Custos" {
+                        purges.push((seq, event.clone()));
+                    }
+                    let place = Place {
+                        offset: payload_at as u32,
+                        len: payload.len() as u32,
+                    };
+                    queue.push_event(event, numbers, place)?;
+                }
+                Err(error) => {
+                    if !bad_in_segment {
+                        queue.problem(format!(
+                            "{name}: record seq {seq} at byte {pos} does not decode: {error}"
+                        ));
+                    }
+                    bad_in_segment = true;
+                    queue.explain();
+                    queue.push_leaf(leaf_hash(payload));
+                    decoded_all = false;
+                }
+            }
+            pos = payload_at + payload.len();
+        }
+        let (index, mut queued, leaves) = queue.finish()?;
+        let ids_differ = check_ids(context, &ids, ids_before, name)?;
+        let ids_agree = ids_differ.is_none() && ids.len() as u64 <= context.ids_held;
+        queued.extend(ids_differ.map(Queued::Problem));
+        let mut indexes_checked = 0;
+        if has_index && decoded_all {
+            let expected = sealed::encode(
+                &index,
+                &strings,
+                bytes.len() as u64,
+                *first,
+                ids.len() as u32,
+            );
+            let (checked, differs) = check_index(path, &expected, name)?;
+            indexes_checked += usize::from(checked);
+            queued.extend(differs.map(Queued::Problem));
+        }
+        Ok(Scan {
+            ids_before,
+            queued,
+            leaves,
+            ids,
+            ids_agree,
+            bad_frames,
+            torn_tail,
+            purges,
+            first_unsigned_made,
+            last_made,
+            indexes_checked,
+            bytes: bytes.len() as u64,
+        })
+    })
+}
+
+/// A segment's bytes and what its header says (the record ids numbered before it), or why it
+/// has no readable header.
+fn read_segment(segment: &Segment) -> Result<(Vec<u8>, std::result::Result<u32, String>)> {
+    let bytes = crate::files::read(&segment.path).map_err(|e| Error::io(&segment.path, e))?;
+    let header =
+        read_header(&segment.path, &bytes).map_err(|error| format!("{}: {error}", segment.name));
+    Ok((bytes, header))
+}
+
+/// A sealed segment read ahead of its turn, on the assumption that the log before it is sound:
+/// its records start at the seq its name says, and the record ids before it are `ids.dat`'s
+/// (`all_ids`). `None` when its header cannot be read or `ids.dat` lacks ids it needs; the
+/// segment is then read in its turn.
+fn scan_ahead(segment: &Segment, all_ids: &IdTable, context: &Context) -> Result<Option<Scan>> {
+    let (bytes, header) = read_segment(segment)?;
+    let Ok(ids_before) = header else {
+        return Ok(None);
+    };
+    if ids_before as usize > all_ids.len() {
+        return Ok(None);
     }
-    let mut hasher = Sha256::new();
-    for number in 0..count as usize {
-        hasher.update(table.get(number).expect("below the length").as_bytes());
+    let before = Before {
+        seq: segment.first,
+        ids: all_ids.prefix(ids_before as usize),
+        bad_frames: 0,
+    };
+    scan(segment, &bytes, ids_before, before, false, context).map(Some)
+}
+
+/// The first ids of a table hashed as a checkpoint's `custos-ids` line states them, for one
+/// count after another: one pass over the ids while the counts grow (every checkpoint signs
+/// one, so hashing each from the first id was quadratic in the log).
+struct IdsDigests<'a> {
+    table: &'a IdTable,
+    hasher: Sha256,
+    /// Ids hashed so far.
+    at: u64,
+}
+
+impl<'a> IdsDigests<'a> {
+    fn new(table: &'a IdTable) -> Self {
+        IdsDigests {
+            table,
+            hasher: Sha256::new(),
+            at: 0,
+        }
     }
-    Some(hasher.finalize().into())
+
+    /// The digest of the first `count` ids, if the table holds that many.
+    fn digest(&mut self, count: u64) -> Option<Hash> {
+        if count > self.table.len() as u64 {
+            return None;
+        }
+        if count < self.at {
+            self.hasher = Sha256::new();
+            self.at = 0;
+        }
+        for number in self.at..count {
+            let id = self.table.get(number as usize).expect("below the length");
+            self.hasher.update(id.as_bytes());
+        }
+        self.at = count;
+        Some(self.hasher.clone().finalize().into())
+    }
 }
 
 /// The microseconds of a UUIDv7 event id (when the event was made), if it is one.
@@ -501,6 +761,19 @@ pub fn verify_log_against(
     witness: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    verify_with(dir, verifier_key, witness, cores, progress)
+}
+
+/// [`verify_log_against`], reading up to `read_ahead` sealed segments ahead of their turn at
+/// once (none: every segment in its turn).
+pub(crate) fn verify_with(
+    dir: &Path,
+    verifier_key: &str,
+    witness: Option<&str>,
+    read_ahead: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut signed = read_checkpoints(dir, verifier_key, &mut report)?;
     if let Some(note) = witness {
@@ -508,7 +781,7 @@ pub fn verify_log_against(
     }
     let protected = report.latest_checkpoint.unwrap_or(0);
 
-    let mut segments: Vec<(u64, std::path::PathBuf, String)> = Vec::new();
+    let mut segments: Vec<Segment> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
@@ -517,16 +790,20 @@ pub fn verify_log_against(
             .and_then(|n| n.strip_suffix(".log"))
         {
             match first.parse() {
-                Ok(first) => segments.push((first, entry.path(), name)),
+                Ok(first) => segments.push(Segment {
+                    first,
+                    path: entry.path(),
+                    name,
+                }),
                 Err(_) => report.problems.push(format!("{name}: not a segment name")),
             }
         }
     }
-    segments.sort();
+    segments.sort_by(|a, b| (a.first, &a.name).cmp(&(b.first, &b.name)));
     report.segments = segments.len();
     let total: u64 = segments
         .iter()
-        .filter_map(|(_, p, _)| fs::metadata(p).ok())
+        .filter_map(|s| fs::metadata(&s.path).ok())
         .map(|m| m.len())
         .sum();
     let mut done = 0u64;
@@ -554,7 +831,25 @@ pub fn verify_log_against(
         Some(file) => file.len()?,
         None => 0,
     };
-    let mut ids: Option<IdTable> = None;
+    let context = Context {
+        protected,
+        id_file: &id_file,
+        ids_held,
+    };
+    // The record ids the segments define, in the order they define them (those of purged
+    // records from ids.dat, their segments being gone).
+    let mut ids = IdTable::default();
+    // Whether `ids` is a prefix of ids.dat, so that a segment read ahead of its turn with
+    // ids.dat's ids decoded as it does in its turn.
+    let mut ids_agree = true;
+    // Whether ids.dat was found to lack ids a sealed segment numbers (reported once).
+    let mut ids_short = false;
+    // Sealed segments are read ahead on every core, each assuming the log before it sound
+    // (`scan_ahead`), and taken in log order; one whose assumption fails is read again in turn.
+    let all_ids = match &id_file {
+        Some(file) if segments.len() > 1 && read_ahead > 0 => Some(file.read(ids_held)?),
+        _ => None,
+    };
     let rebuild = Rebuild {
         tree: MerkleTree::new(),
         roots: signed.roots.clone(),
@@ -574,10 +869,30 @@ pub fn verify_log_against(
     let mut purges: BTreeMap<u64, AuditEvent> = BTreeMap::new();
     let mut first_unsigned_made: Option<(u64, i64)> = None;
     let mut last_made: Option<i64> = None;
-    // Leaves are hashed on a second thread while this one decodes (`LeafQueue`).
-    std::thread::scope(|scope| -> Result<()> {
-        let mut queue = LeafQueue::new(scope);
-        for (segment_idx, (first, path, name)) in segments.iter().enumerate() {
+    std::thread::scope(|threads| -> Result<()> {
+        let mut ahead = std::collections::VecDeque::new();
+        let mut next_ahead = 0;
+        for (segment_idx, segment) in segments.iter().enumerate() {
+            while next_ahead + 1 < segments.len() && ahead.len() < read_ahead {
+                let later = &segments[next_ahead];
+                if let Some(all_ids) = &all_ids
+                    && !pruned.contains_key(&later.first)
+                {
+                    let context = &context;
+                    let scan = threads.spawn(move || scan_ahead(later, all_ids, context));
+                    ahead.push_back((next_ahead, scan));
+                }
+                next_ahead += 1;
+            }
+            let scanned_ahead = match ahead.front() {
+                Some((idx, _)) if *idx == segment_idx => {
+                    let (_, scan) = ahead.pop_front().expect("looked at");
+                    scan.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?
+                }
+                _ => None,
+            };
+            let Segment { first, name, .. } = segment;
             let is_last = segment_idx + 1 == segments.len();
             if pruned.contains_key(first) {
                 // A purge that crashed before deleting its file; the server finishes it on start
@@ -608,28 +923,30 @@ pub fn verify_log_against(
                 }
                 report.purged_events += count;
             }
-            if *first != sink.rebuild.tree.len() {
+            let start = sink.rebuild.tree.len();
+            if *first != start {
                 report.problems.push(format!(
-                    "{name}: starts at record seq {first}, but the records before it end at seq {}{}",
-                    sink.rebuild.tree.len(),
-                    if *first > sink.rebuild.tree.len() {
+                    "{name}: starts at record seq {first}, but the records before it end at seq {start}{}",
+                    if *first > start {
                         " and no purge accounts for the gap"
                     } else {
                         ""
                     }
                 ));
             }
-            let bytes = crate::files::read(path).map_err(|e| Error::io(path, e))?;
-            let ids_before = match read_header(path, &bytes) {
+            let (bytes, header) = match &scanned_ahead {
+                Some(scan) => (Vec::new(), Ok(scan.ids_before)),
+                None => read_segment(segment)?,
+            };
+            let ids_before = match header {
                 Ok(ids_before) => ids_before,
-                Err(error) => {
-                    report.problems.push(format!("{name}: {error}"));
+                Err(problem) => {
+                    report.problems.push(problem);
                     continue;
                 }
             };
             // The record ids numbered by purged records come from ids.dat (their segments are
             // gone), before the first segment or between two; the segments define the rest.
-            let ids = ids.get_or_insert_with(IdTable::default);
             let held = ids.len() as u64;
             if (after_purge || held == 0) && u64::from(ids_before) > held {
                 match &id_file {
@@ -643,125 +960,51 @@ pub fn verify_log_against(
                     )),
                 }
             }
-            if ids.len() != ids_before as usize {
+            let numbered_as_said = ids.len() == ids_before as usize;
+            if !numbered_as_said {
                 report.problems.push(format!(
                     "{name}: says {ids_before} record ids came before it, but the log numbered {}",
                     ids.len()
                 ));
             }
-            let mut strings = Vec::new();
-            // The index is rebuilt only to compare it with the segment's index file.
-            let index_file = index_path(path);
-            let has_index = !is_last
-                && index_file
-                    .try_exists()
-                    .map_err(|e| Error::io(&index_file, e))?;
-            let mut decoded_all = true;
-            let mut bad_in_segment = false;
-            let mut pos = HEADER_BYTES as usize;
-            queue.start_segment(sink.rebuild.tree.len(), has_index);
-            while pos < bytes.len() {
-                let seq = queue.next_seq;
-                let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
-                let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));
-                let payload_at = pos + FRAME_HEADER_BYTES as usize;
-                let payload = len
-                    .filter(|l| *l <= RECORD_BYTES_MAX)
-                    .and_then(|l| bytes.get(payload_at..payload_at + l as usize));
-                let crc_ok = payload.is_some_and(|payload| {
-                    let crc = u32::from_le_bytes(
-                        header.expect("read above")[4..]
-                            .try_into()
-                            .expect("4 bytes"),
-                    );
-                    frame_crc(seq, payload) == crc
-                });
-                if !crc_ok
-                    && bad_frames == 0
-                    && is_last
-                    && seq >= protected
-                    && !intact_after(&bytes, pos, seq)
-                {
-                    report.torn_tail = Some(format!(
-                        "{name}: {} bytes from byte {pos} (record seq {seq} on) are a write a crash tore, after the last checkpoint",
-                        bytes.len() - pos
-                    ));
-                    break;
+            let scan = match scanned_ahead {
+                Some(scan) if *first == start && ids_agree && numbered_as_said => scan,
+                _ => {
+                    let bytes = if bytes.is_empty() {
+                        read_segment(segment)?.0
+                    } else {
+                        bytes
+                    };
+                    let before = Before {
+                        seq: start,
+                        ids: std::mem::take(&mut ids),
+                        bad_frames,
+                    };
+                    scan(segment, &bytes, ids_before, before, is_last, &context)?
                 }
-                let Some(payload) = payload else {
-                    report.problems.push(format!(
-                        "{name}: record seq {seq} at byte {pos} is cut short ({} bytes left){}",
-                        bytes.len() - pos,
-                        if seq < protected {
-                            ", inside a signed checkpoint"
-                        } else {
-                            ""
-                        }
-                    ));
-                    queue.explain();
-                    break;
-                };
-                let decoded = decode_next(payload, ids, &mut strings);
-                if !crc_ok {
-                    bad_frames += 1;
-                    queue.explain();
-                    if !bad_in_segment {
-                        bad_in_segment = true;
-                        let id = decoded
-                            .as_ref()
-                            .map(|(e, _)| format!(" (event {})", e.id))
-                            .unwrap_or_default();
-                        report.problems.push(format!(
-                            "{name}: record seq {seq}{id} at byte {pos} fails its checksum: an event was changed, removed, inserted or moved here"
-                        ));
-                    }
-                }
-                match decoded {
-                    Ok((event, numbers)) => {
-                        if let Some(made) = made_us(&event) {
-                            last_made = Some(last_made.map_or(made, |l| l.max(made)));
-                            if seq >= protected && first_unsigned_made.is_none() {
-                                first_unsigned_made = Some((seq, made));
-                            }
-                        }
-                        if event.operation == "PurgeAuditLog" && event.workload == "Custos" {
-                            purges.insert(seq, event.clone());
-                        }
-                        let place = crate::partition::Place {
-                            offset: payload_at as u32,
-                            len: payload.len() as u32,
-                        };
-                        queue.push_event(event, numbers, place, &mut sink, &mut report)?;
-                    }
-                    Err(error) => {
-                        if !bad_in_segment {
-                            report.problems.push(format!(
-                                "{name}: record seq {seq} at byte {pos} does not decode: {error}"
-                            ));
-                        }
-                        bad_in_segment = true;
-                        queue.explain();
-                        queue.push_leaf(leaf_hash(payload));
-                        decoded_all = false;
-                    }
-                }
-                pos = payload_at + payload.len();
+            };
+            ids_agree = ids_agree && numbered_as_said && scan.ids_agree;
+            ids = scan.ids;
+            if !is_last && ids.len() as u64 > ids_held && !ids_short {
+                // The server numbers a sealed partition's ids from ids.dat alone.
+                ids_short = true;
+                report.problems.push(format!(
+                    "ids.dat holds {ids_held} record ids, but the sealed {name} numbers {} (ids.dat was cut short or removed: the server refuses to open the log)",
+                    ids.len()
+                ));
             }
-            // The segment's leaves are all in the tree before anything looks at its size.
-            queue.finish(&mut sink, &mut report)?;
-            let index = queue.take_index()?;
-            check_ids(&id_file, ids, ids_before, ids_held, name, &mut report)?;
-            if has_index && decoded_all {
-                let expected = sealed::encode(
-                    &index,
-                    &strings,
-                    bytes.len() as u64,
-                    *first,
-                    ids.len() as u32,
-                );
-                check_index(path, &expected, name, &mut report)?;
+            bad_frames += scan.bad_frames;
+            if scan.torn_tail.is_some() {
+                report.torn_tail = scan.torn_tail;
             }
-            done += bytes.len() as u64;
+            purges.extend(scan.purges);
+            if first_unsigned_made.is_none() {
+                first_unsigned_made = scan.first_unsigned_made;
+            }
+            last_made = last_made.max(scan.last_made);
+            report.indexes_checked += scan.indexes_checked;
+            apply(scan.queued, scan.leaves, &mut sink, &mut report)?;
+            done += scan.bytes;
             progress(done, total);
         }
         Ok(())
@@ -778,9 +1021,9 @@ pub fn verify_log_against(
             "leaves.dat: the leaf of record seq {seq} is not the hash of that record (leaves.dat was altered or damaged)"
         ));
     }
-    let ids = ids.unwrap_or_default();
+    let mut digests = IdsDigests::new(&ids);
     for (size, digest) in &signed.ids {
-        match ids_digest(&ids, digest.count) {
+        match digests.digest(digest.count) {
             Some(found) if found == digest.sha256 => {}
             Some(_) => {
                 report.problems.push(format!(
@@ -882,56 +1125,45 @@ fn check_ranges(
 }
 
 /// The record ids a segment defined must be in `ids.dat` at the same numbers (the server
-/// decodes sealed partitions, and purged ones' successors, with them).
+/// decodes sealed partitions, and purged ones' successors, with them): the first difference.
 fn check_ids(
-    id_file: &Option<IdFile>,
+    context: &Context,
     ids: &IdTable,
     ids_before: u32,
-    ids_held: u64,
     name: &str,
-    report: &mut VerifyReport,
-) -> Result<()> {
-    let Some(file) = id_file else {
-        return Ok(());
+) -> Result<Option<String>> {
+    let Some(file) = context.id_file else {
+        return Ok(None);
     };
-    let end = (ids.len() as u64).min(ids_held);
+    let end = (ids.len() as u64).min(context.ids_held);
     if end <= u64::from(ids_before) {
-        return Ok(());
+        return Ok(None);
     }
     let held = file.read_range(u64::from(ids_before), end)?;
-    for (k, id) in held.iter().enumerate() {
+    Ok(held.iter().enumerate().find_map(|(k, id)| {
         let number = ids_before as usize + k;
-        if ids.get(number) != Some(*id) {
-            report.problems.push(format!(
-                "ids.dat: record id number {number} differs from the one {name} defines"
-            ));
-            break;
-        }
-    }
-    Ok(())
+        (ids.get(number) != Some(*id)).then(|| {
+            format!("ids.dat: record id number {number} differs from the one {name} defines")
+        })
+    }))
 }
 
 /// A sealed partition's index file must be exactly what its segment implies, or a search could
-/// be made to miss events.
-fn check_index(
-    segment: &Path,
-    expected: &[u8],
-    name: &str,
-    report: &mut VerifyReport,
-) -> Result<()> {
+/// be made to miss events: whether there was one to compare, and how it differs.
+fn check_index(segment: &Path, expected: &[u8], name: &str) -> Result<(bool, Option<String>)> {
     let path = index_path(segment);
     match crate::files::read(&path) {
-        Ok(bytes) => {
-            report.indexes_checked += 1;
-            if bytes != expected {
-                report.problems.push(format!(
-                    "{name}: its index file does not match its records (altered or damaged; `custos audit reindex` rebuilds it)"
-                ));
-            }
-            Ok(())
-        }
+        Ok(bytes) => Ok((
+            true,
+            (bytes != expected).then(|| format!(
+                "{name}: its index file does not match its records (altered or damaged; `custos audit reindex` rebuilds it)"
+            )),
+        )),
         // Not sealed yet: the server indexes it again on start.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((false, None)),
         Err(e) => Err(Error::io(&path, e)),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

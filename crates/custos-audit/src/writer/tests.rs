@@ -1163,18 +1163,7 @@ fn verification_across_many_chunks_names_exact_seqs() {
         log.sign_checkpoint().unwrap();
         log.verifier_key()
     };
-    let segments: Vec<std::path::PathBuf> = {
-        let mut found: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "log")
-                    && p.file_name().unwrap().to_string_lossy().starts_with("seg-")
-            })
-            .collect();
-        found.sort();
-        found
-    };
+    let segments = crate::verify::tests::segments(dir.path());
     assert!(segments.len() >= 2, "{segments:?}");
     let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
@@ -1206,14 +1195,7 @@ fn verification_across_many_chunks_names_exact_seqs() {
 
     // A byte of the last segment's records, deep inside it, flipped.
     let last = segments.last().unwrap();
-    let first_seq: u64 = last
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .trim_start_matches("seg-")
-        .trim_end_matches(".log")
-        .parse()
-        .unwrap();
+    let first_seq = crate::verify::tests::first_seq(last);
     let mut bytes = std::fs::read(last).unwrap();
     // Walk the frames to the 2,500th of the segment (or its last).
     let mut pos = crate::log::HEADER_BYTES as usize;
