@@ -360,7 +360,7 @@ fn list_backups(state: &PlatformState, instance: &str) -> Result<Vec<Json>, AppE
 }
 
 fn file_sha256(path: &std::path::Path) -> Result<String, AppError> {
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut file = custos_audit::files::open_read(path).map_err(io)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(io)?;
     Ok(hasher

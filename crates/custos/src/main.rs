@@ -463,7 +463,7 @@ fn verify(
             let path = log_dir.join("verifier.key");
             // The chain of keys, root first: verification starts from the root and follows
             // the handovers.
-            std::fs::read_to_string(&path)
+            custos_audit::files::read_to_string(&path)
                 .with_context(|| format!("reading {} (or give --key)", path.display()))?
                 .lines()
                 .next()
