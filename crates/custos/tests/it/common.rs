@@ -204,17 +204,42 @@ impl Server {
 
     /// Every audit record matching `filters`, following every page.
     pub fn audit(&self, token: &str, filters: &str) -> Vec<Value> {
+        self.audit_pages(filters, &mut |url| Some(get_json(url, token)))
+            .expect("every page answered")
+    }
+
+    /// [`Server::audit`], or `None` when a page was refused with 503 because the node could not
+    /// make its audit event durable (in a cluster, the stream without a quorum for a moment):
+    /// for polls that wait for a state, where such a moment means "not yet".
+    pub fn audit_if_answered(&self, token: &str, filters: &str) -> Option<Vec<Value>> {
+        self.audit_pages(filters, &mut |url| {
+            let response = send(client().get(url), token, None);
+            let status = response.status();
+            let body: Value = response.json().unwrap();
+            if status == 503 {
+                return None;
+            }
+            assert_eq!(status, 200, "GET {url}: {body}");
+            Some(body)
+        })
+    }
+
+    fn audit_pages(
+        &self,
+        filters: &str,
+        get: &mut dyn FnMut(&str) -> Option<Value>,
+    ) -> Option<Vec<Value>> {
         let mut url = format!(
             "{}/api/audit/records?top=1000&start=2000-01-01&{filters}",
             self.base
         );
         let mut out = Vec::new();
         loop {
-            let page = get_json(&url, token);
+            let page = get(&url)?;
             out.extend(page["value"].as_array().unwrap().iter().cloned());
             match page["@odata.nextLink"].as_str() {
                 Some(next) => url = next.to_string(),
-                None => return out,
+                None => return Some(out),
             }
         }
     }
