@@ -934,9 +934,13 @@ pub(crate) fn verify_with(
                     }
                 ));
             }
+            // The segment's bytes, when read here (a segment read ahead left them behind).
             let (bytes, header) = match &scanned_ahead {
-                Some(scan) => (Vec::new(), Ok(scan.ids_before)),
-                None => read_segment(segment)?,
+                Some(scan) => (None, Ok(scan.ids_before)),
+                None => {
+                    let (bytes, header) = read_segment(segment)?;
+                    (Some(bytes), header)
+                }
             };
             let ids_before = match header {
                 Ok(ids_before) => ids_before,
@@ -970,10 +974,9 @@ pub(crate) fn verify_with(
             let scan = match scanned_ahead {
                 Some(scan) if *first == start && ids_agree && numbered_as_said => scan,
                 _ => {
-                    let bytes = if bytes.is_empty() {
-                        read_segment(segment)?.0
-                    } else {
-                        bytes
+                    let bytes = match bytes {
+                        Some(bytes) => bytes,
+                        None => read_segment(segment)?.0,
                     };
                     let before = Before {
                         seq: start,
