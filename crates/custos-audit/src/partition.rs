@@ -96,14 +96,14 @@ pub(crate) struct GroupColumn {
 }
 
 impl GroupColumn {
-    fn push(&mut self, value: &str) {
-        let key = value.to_lowercase();
-        let number = match self.numbers.get(&key) {
+    fn push(&mut self, value: &str, scratch: &mut String) {
+        let key = to_lowercase_into(value, scratch);
+        let number = match self.numbers.get(key) {
             Some(number) => *number,
             None => {
                 let number = self.values.len() as u32;
                 self.values.push(value.to_string());
-                self.numbers.insert(key, number);
+                self.numbers.insert(key.to_string(), number);
                 number
             }
         };
@@ -157,6 +157,15 @@ pub(crate) trait PartitionIndex: Send + Sync {
 /// SipHash costs more than the rest of an insert.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The ordinals of the events that hold a term or word, as the index being written keeps them:
+/// most words are in one or a few events (a correlation id's are in one), so up to four are
+/// kept in place rather than in an allocation of their own.
+pub(crate) type Ordinals = smallvec::SmallVec<[u32; 4]>;
+
+/// Lowercase value → ordinals. hashbrown's map, for a lookup by `&str` that makes the key's
+/// `String` only when the value is new (one probe, where `get_mut` and then `insert` took two).
+pub(crate) type PostingMap = hashbrown::HashMap<String, Ordinals, foldhash::fast::RandomState>;
+
 /// The index of the partition being written, in memory. Built on the writer thread for every
 /// event, so it avoids allocating for values it has seen.
 #[derive(Debug, Default)]
@@ -164,14 +173,16 @@ pub(crate) struct MemIndex {
     pub(crate) times: Vec<i64>,
     pub(crate) places: Vec<Place>,
     /// By field (`Field as usize`): lowercase value → ordinals.
-    pub(crate) terms: [FastMap<String, Vec<u32>>; Field::ALL.len()],
+    pub(crate) terms: [PostingMap; Field::ALL.len()],
     /// Record id number → ordinals.
     pub(crate) records: RecordPostings,
     /// Free-text words → ordinals (a prefix search scans the keys; the index file sorts them).
-    pub(crate) words: FastMap<String, Vec<u32>>,
+    pub(crate) words: PostingMap,
     pub(crate) event_ids: FastMap<Uuid, u32>,
     /// Retention groups by the hash of their key.
     retention: FastMap<u64, Vec<([String; 4], i64)>>,
+    /// The retention key of the event being inserted (kept to reuse its buffers).
+    lowered: [String; 4],
     /// By group field (`GroupField as usize`).
     pub(crate) groups: [GroupColumn; GroupField::ALL.len()],
     pub(crate) time_range: Option<(i64, i64)>,
@@ -204,36 +215,64 @@ pub(crate) fn index_cost(event: &AuditEvent) -> u64 {
     256 + 8 * event.record_ids.len() as u64 + 2 * text as u64
 }
 
-/// Adds `ordinal` to a list once (an event may carry a value twice).
-fn post(list: &mut Vec<u32>, ordinal: u32) {
+/// `text` lowercase exactly as `str::to_lowercase` makes it (a final sigma too), as the index
+/// files written so far hold group values and retention groups; in `out`, without an
+/// allocation when it is ASCII (the usual case).
+fn to_lowercase_into<'a>(text: &str, out: &'a mut String) -> &'a str {
+    out.clear();
+    if text.is_ascii() {
+        out.push_str(text);
+        out.make_ascii_lowercase();
+    } else {
+        out.push_str(&text.to_lowercase());
+    }
+    out.as_str()
+}
+
+/// `text` lowercase char by char (as the index files written so far hold it): itself when no
+/// char is uppercase, else lowercased into `scratch`.
+fn lowercase<'a>(text: &'a str, scratch: &'a mut String) -> &'a str {
+    if text.is_ascii() {
+        if !text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return text;
+        }
+        scratch.clear();
+        scratch.push_str(text);
+        scratch.make_ascii_lowercase();
+    } else {
+        if !text.chars().any(char::is_uppercase) {
+            return text;
+        }
+        scratch.clear();
+        scratch.extend(text.chars().flat_map(char::to_lowercase));
+    }
+    scratch.as_str()
+}
+
+/// Posts `ordinal` under `key` (lowercased into `scratch`) once (an event may carry a value
+/// twice), allocating only for a new key.
+fn post_lowercase(map: &mut PostingMap, key: &str, scratch: &mut String, ordinal: u32) {
+    let list = map.entry_ref(lowercase(key, scratch)).or_default();
     if list.last() != Some(&ordinal) {
         list.push(ordinal);
     }
 }
 
-/// Posts `ordinal` under `key` (lowercased into `scratch`), allocating only for a new key.
-fn post_lowercase(
-    map: &mut FastMap<String, Vec<u32>>,
-    key: &str,
-    scratch: &mut String,
-    ordinal: u32,
-) {
-    let key = if key.chars().any(char::is_uppercase) {
-        scratch.clear();
-        scratch.extend(key.chars().flat_map(char::to_lowercase));
-        scratch.as_str()
-    } else {
-        key
-    };
-    match map.get_mut(key) {
-        Some(list) => post(list, ordinal),
-        None => {
-            map.insert(key.to_string(), vec![ordinal]);
+impl MemIndex {
+    /// An index rebuilt only to be compared with an index file: nothing is looked up in it
+    /// while it grows.
+    pub(crate) fn for_comparison() -> Self {
+        Self {
+            records: RecordPostings::walk_only(),
+            ..Self::default()
         }
     }
-}
 
-impl MemIndex {
+    /// Readies a complete index to be walked: its record postings sorted in one run.
+    pub(crate) fn settle(&mut self) {
+        self.records.settle();
+    }
+
     /// Indexes the next event; `record_numbers` are its record ids' numbers.
     pub(crate) fn insert(&mut self, place: Place, event: &AuditEvent, record_numbers: &[u32]) {
         let ordinal = self.times.len() as u32;
@@ -254,7 +293,7 @@ impl MemIndex {
             }
         }
         for field in GroupField::ALL {
-            self.groups[field as usize].push(field.value(event));
+            self.groups[field as usize].push(field.value(event), &mut scratch);
         }
         self.records.add(ordinal, record_numbers);
         for_each_word(event, &mut |word| {
@@ -265,44 +304,39 @@ impl MemIndex {
         self.cost += index_cost(event);
     }
 
-    /// Keeps the newest time of the event's retention group.
+    /// Keeps the newest time of the event's retention group. The group's key is compared as it
+    /// is stored, lowercased by `str::to_lowercase` (comparing char by char once let a value
+    /// ending in a capital sigma match no stored group: a new entry for every such event, each
+    /// found by a scan of the ones before).
     fn note_retention(&mut self, event: &AuditEvent) {
-        use std::hash::{BuildHasher, Hasher};
+        use std::hash::BuildHasher;
         let parts = [
             &event.record_type,
             &event.operation,
             &event.user_upn,
             &event.instance,
         ];
-        let mut hasher = self.retention.hasher().build_hasher();
-        for part in parts {
-            for c in part.chars().flat_map(char::to_lowercase) {
-                hasher.write_u32(c as u32);
-            }
-            hasher.write_u8(0xff);
+        for (lowered, part) in self.lowered.iter_mut().zip(parts) {
+            to_lowercase_into(part, lowered);
         }
+        let key = &self.lowered;
         let time = event.creation_time_us;
-        let same = |stored: &[String; 4]| {
-            stored
-                .iter()
-                .zip(parts)
-                .all(|(s, p)| p.chars().flat_map(char::to_lowercase).eq(s.chars()))
-        };
-        let groups = self.retention.entry(hasher.finish()).or_default();
-        match groups.iter_mut().find(|(key, _)| same(key)) {
+        let hash = self.retention.hasher().hash_one(key);
+        let groups = self.retention.entry(hash).or_default();
+        match groups.iter_mut().find(|(stored, _)| stored == key) {
             Some((_, newest)) => *newest = (*newest).max(time),
-            None => groups.push((parts.map(|s| s.to_lowercase()), time)),
+            None => groups.push((key.clone(), time)),
         }
     }
 
     /// Every field term with its postings, sorted by (field, value).
-    pub(crate) fn sorted_terms(&self) -> Vec<(Field, &str, &Vec<u32>)> {
-        let mut terms: Vec<(Field, &str, &Vec<u32>)> = Field::ALL
+    pub(crate) fn sorted_terms(&self) -> Vec<(Field, &str, &[u32])> {
+        let mut terms: Vec<(Field, &str, &[u32])> = Field::ALL
             .iter()
             .flat_map(|field| {
                 self.terms[*field as usize]
                     .iter()
-                    .map(move |(value, list)| (*field, value.as_str(), list))
+                    .map(move |(value, list)| (*field, value.as_str(), list.as_slice()))
             })
             .collect();
         terms.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -310,9 +344,12 @@ impl MemIndex {
     }
 
     /// Every word with its postings, sorted.
-    pub(crate) fn sorted_words(&self) -> Vec<(&str, &Vec<u32>)> {
-        let mut words: Vec<(&str, &Vec<u32>)> =
-            self.words.iter().map(|(w, l)| (w.as_str(), l)).collect();
+    pub(crate) fn sorted_words(&self) -> Vec<(&str, &[u32])> {
+        let mut words: Vec<(&str, &[u32])> = self
+            .words
+            .iter()
+            .map(|(w, l)| (w.as_str(), l.as_slice()))
+            .collect();
         words.sort_unstable_by(|a, b| a.0.cmp(b.0));
         words
     }
@@ -330,7 +367,7 @@ impl PartitionIndex for MemIndex {
     fn term(&self, field: Field, value: &str) -> Result<Vec<u32>> {
         Ok(self.terms[field as usize]
             .get(value)
-            .cloned()
+            .map(|list| list.to_vec())
             .unwrap_or_default())
     }
 
@@ -347,7 +384,7 @@ impl PartitionIndex for MemIndex {
             self.words
                 .iter()
                 .filter(|(word, _)| word.starts_with(prefix))
-                .map(|(_, list)| list.clone())
+                .map(|(_, list)| list.to_vec())
                 .collect(),
         ))
     }
@@ -420,3 +457,6 @@ pub(crate) fn query_words(text: &str) -> Vec<String> {
         .map(str::to_lowercase)
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,11 @@
 //! carries, so a lookup searches a handful of sorted runs and one short tail. Runs hold
 //! ascending ordinals (the later run the later events), so a record's postings come out sorted
 //! by concatenating what each run holds of it.
+//!
+//! Postings rebuilt only to be written out or compared with an index file (`verify`, a
+//! partition indexed again) are never looked up while they grow: they cut no runs, and the one
+//! sort of the walk does all the ordering (merging runs as they grow cost more than half of
+//! building them).
 
 /// Pairs in the tail before it is sorted into a run: a lookup scans at most this many.
 const TAIL_MAX: usize = 1 << 14;
@@ -44,14 +49,25 @@ pub(crate) struct RecordPostings {
     runs: Vec<Vec<u64>>,
     /// Pairs since the last run was cut, in ordinal order.
     tail: Vec<u64>,
+    /// Only walked once complete: the tail is never cut into runs.
+    walk_only: bool,
 }
 
 impl RecordPostings {
+    /// Postings that will be walked (`for_each`) once complete but not looked up while they
+    /// grow. A lookup still answers rightly, scanning every pair.
+    pub(crate) fn walk_only() -> Self {
+        Self {
+            walk_only: true,
+            ..Self::default()
+        }
+    }
+
     /// Posts event `ordinal` (later than any posted before) under each of `numbers`.
     pub(crate) fn add(&mut self, ordinal: u32, numbers: &[u32]) {
         self.tail
             .extend(numbers.iter().map(|number| pack(*number, ordinal)));
-        if self.tail.len() >= TAIL_MAX {
+        if self.tail.len() >= TAIL_MAX && !self.walk_only {
             self.cut();
         }
     }
@@ -93,16 +109,54 @@ impl RecordPostings {
         out
     }
 
-    /// Visits every record number posted, ascending, with its ordinals, ascending.
-    pub(crate) fn for_each(&self, mut visit: impl FnMut(u32, &[u32])) {
+    /// Every pair, sorted, without repeats.
+    fn all_pairs(&self) -> Vec<u64> {
         let mut all: Vec<u64> = self.runs.iter().flatten().copied().collect();
         all.extend_from_slice(&self.tail);
-        // The runs are sorted stretches of it: a stable sort merges them rather than starting
-        // over.
-        all.sort();
+        if self.runs.is_empty() {
+            all.sort_unstable();
+        } else {
+            // The runs are sorted stretches of it: a stable sort merges them rather than
+            // starting over.
+            all.sort();
+        }
         all.dedup();
+        all
+    }
+
+    /// Sorts every pair into one run, so that a walk neither copies nor sorts (on the thread
+    /// that built the postings rather than the one that walks them).
+    pub(crate) fn settle(&mut self) {
+        if self.tail.is_empty() && self.runs.len() <= 1 {
+            return;
+        }
+        let mut all = if self.runs.is_empty() {
+            let mut tail = std::mem::take(&mut self.tail);
+            tail.sort_unstable();
+            tail.dedup();
+            tail
+        } else {
+            let all = self.all_pairs();
+            self.tail = Vec::new();
+            all
+        };
+        all.shrink_to_fit();
+        self.runs = vec![all];
+    }
+
+    /// Visits every record number posted, ascending, with its ordinals, ascending.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(u32, &[u32])) {
+        let sorted;
+        let all = match self.runs.as_slice() {
+            // A run is sorted and has no repeats.
+            [run] if self.tail.is_empty() => run.as_slice(),
+            _ => {
+                sorted = self.all_pairs();
+                sorted.as_slice()
+            }
+        };
         let mut ordinals = Vec::new();
-        let mut rest = all.as_slice();
+        let mut rest = all;
         while let Some(first) = rest.first() {
             let number = number_of(*first);
             let end = rest.partition_point(|pair| number_of(*pair) == number);
@@ -158,24 +212,40 @@ mod tests {
                 numbers
             })
             .collect();
-        let mut postings = RecordPostings::default();
-        for (ordinal, numbers) in events.iter().enumerate() {
-            postings.add(ordinal as u32, numbers);
-        }
-        assert!(postings.runs.len() >= 2 && !postings.tail.is_empty());
         let model = model(&events);
-        for number in (0..5_000).chain([u32::MAX, 5_001]) {
-            assert_eq!(
-                postings.get(number),
-                model.get(&number).cloned().unwrap_or_default(),
-                "record {number}"
-            );
+        for walk_only in [false, true] {
+            let mut postings = if walk_only {
+                RecordPostings::walk_only()
+            } else {
+                RecordPostings::default()
+            };
+            for (ordinal, numbers) in events.iter().enumerate() {
+                postings.add(ordinal as u32, numbers);
+            }
+            if walk_only {
+                assert!(postings.runs.is_empty());
+            } else {
+                assert!(postings.runs.len() >= 2 && !postings.tail.is_empty());
+            }
+            for settled in [false, true] {
+                if settled {
+                    postings.settle();
+                    assert!(postings.runs.len() == 1 && postings.tail.is_empty());
+                }
+                for number in (0..5_000).chain([u32::MAX, 5_001]) {
+                    assert_eq!(
+                        postings.get(number),
+                        model.get(&number).cloned().unwrap_or_default(),
+                        "record {number}, walk only {walk_only}, settled {settled}"
+                    );
+                }
+                let mut walked = BTreeMap::new();
+                postings.for_each(|number, ordinals| {
+                    assert!(walked.insert(number, ordinals.to_vec()).is_none());
+                });
+                assert_eq!(walked, model, "walk only {walk_only}, settled {settled}");
+            }
         }
-        let mut walked = BTreeMap::new();
-        postings.for_each(|number, ordinals| {
-            assert!(walked.insert(number, ordinals.to_vec()).is_none());
-        });
-        assert_eq!(walked, model);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
 
 /// Builds a table of posting lists, putting the lists of more than one event in `postings`.
 fn posting_table<'a>(
-    entries: impl Iterator<Item = (Vec<u8>, &'a Vec<u32>)>,
+    entries: impl Iterator<Item = (Vec<u8>, &'a [u32])>,
     postings: &mut Vec<u8>,
 ) -> Vec<u8> {
     let mut table = TableWriter::default();

@@ -330,7 +330,7 @@ impl LeafQueue {
         let (to_indexer, jobs) = std::sync::mpsc::sync_channel::<ToIndexer>(1);
         let (indexed, from_indexer) = std::sync::mpsc::sync_channel(1);
         scope.spawn(move || {
-            let mut index = MemIndex::default();
+            let mut index = MemIndex::for_comparison();
             for job in jobs {
                 let answer = match job {
                     ToIndexer::Add(records) => {
@@ -339,7 +339,13 @@ impl LeafQueue {
                         }
                         FromIndexer::Added(records)
                     }
-                    ToIndexer::Take => FromIndexer::Index(Box::new(std::mem::take(&mut index))),
+                    ToIndexer::Take => {
+                        index.settle();
+                        FromIndexer::Index(Box::new(std::mem::replace(
+                            &mut index,
+                            MemIndex::for_comparison(),
+                        )))
+                    }
                 };
                 if indexed.send(answer).is_err() {
                     return;
