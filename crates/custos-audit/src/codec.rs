@@ -49,6 +49,8 @@ pub(crate) struct Encoder {
     first_new_id: u32,
     /// Strings numbered since the last [`Encoder::take_numbered`].
     new_strings: Vec<String>,
+    /// The numbers an event's record ids had before it (reused between events).
+    found: Vec<Option<u32>>,
 }
 
 /// What one batch numbered: record ids from `first_id` on, and the segment's new strings.
@@ -73,6 +75,7 @@ impl Encoder {
             new_ids: Vec::new(),
             first_new_id: ids_len as u32,
             new_strings: Vec::new(),
+            found: Vec::new(),
         }
     }
 
@@ -176,9 +179,19 @@ impl Encoder {
         out.push(event.entity_category.code());
         put_varint(out, event.record_ids.len() as u64);
         record_numbers.clear();
-        for record_id in &event.record_ids {
-            record_numbers.push(self.id(*record_id, ids, out));
+        let mut found = std::mem::take(&mut self.found);
+        ids.numbers_of(&event.record_ids, &mut found);
+        for (record_id, number) in event.record_ids.iter().zip(&found) {
+            record_numbers.push(match number {
+                Some(n) => {
+                    put_varint(out, u64::from(*n) + 1);
+                    *n
+                }
+                // New before this event, or numbered by an earlier id of it: `id` looks again.
+                None => self.id(*record_id, ids, out),
+            });
         }
+        self.found = found;
         put_str(out, &event.query);
         put_varint(out, event.result_count);
         put_varint(out, event.changes.len() as u64);

@@ -120,6 +120,12 @@ impl IdDict {
         self.numbers.get(id, &self.table)
     }
 
+    /// The numbers of `ids` into `out`, as [`IdDict::number`] gives each (see
+    /// [`Numbers::get_many`]).
+    pub(crate) fn numbers_of(&self, ids: &[Uuid], out: &mut Vec<Option<u32>>) {
+        self.numbers.get_many(ids, &self.table, out);
+    }
+
     /// Numbers `id` (the next number).
     pub(crate) fn push(&mut self, id: Uuid) -> u32 {
         let number = u32::try_from(self.table.len()).expect("record id numbers exhausted");

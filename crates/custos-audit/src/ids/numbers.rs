@@ -95,6 +95,54 @@ impl Numbers {
         Some(number_of(self.slots[at]))
     }
 
+    /// The numbers of `ids`, in order, into `out` (`None` for an id without one): as [`get`]
+    /// for each, but a group of ids at a time, loading their home slots and then the ids those
+    /// slots name one after the other, so that the cache misses of a group overlap instead of
+    /// following each other. An event's record ids are looked up this way on the writer, where
+    /// a lookup at a time was a fifth of its time: two dependent misses an id, on tables of
+    /// hundreds of megabytes.
+    ///
+    /// [`get`]: Numbers::get
+    pub(crate) fn get_many(&self, ids: &[Uuid], table: &IdTable, out: &mut Vec<Option<u32>>) {
+        const GROUP: usize = 8;
+        out.clear();
+        if self.slots.is_empty() {
+            out.resize(ids.len(), None);
+            return;
+        }
+        let mask = self.mask();
+        for group in ids.chunks(GROUP) {
+            let mut hashes = [0u64; GROUP];
+            for (hash, id) in hashes.iter_mut().zip(group) {
+                *hash = self.hash(id);
+            }
+            let mut homes = [EMPTY; GROUP];
+            for (home, hash) in homes.iter_mut().zip(&hashes).take(group.len()) {
+                *home = self.slots[*hash as usize & mask];
+            }
+            let mut held = [None; GROUP];
+            for ((held, home), hash) in held.iter_mut().zip(&homes).zip(&hashes) {
+                if tag_matches(*home, *hash) {
+                    *held = table.get(number_of(*home) as usize);
+                }
+            }
+            for (k, id) in group.iter().enumerate() {
+                out.push(if homes[k] == EMPTY {
+                    None
+                } else if held[k] == Some(*id) {
+                    Some(number_of(homes[k]))
+                } else {
+                    // Not in its home slot: probe on, as `get` does.
+                    self.probe(hashes[k], |slot| {
+                        table.get(number_of(slot) as usize) == Some(*id)
+                    })
+                    .ok()
+                    .map(|at| number_of(self.slots[at]))
+                });
+            }
+        }
+    }
+
     /// Gives `id` the number `number`, which `table` has just given it (an id defined twice
     /// keeps its later number, as a front-to-back read of the log meets them).
     pub(crate) fn insert(&mut self, id: &Uuid, number: u32, table: &IdTable) {

@@ -72,6 +72,18 @@ proptest! {
         for id in &model {
             prop_assert_eq!(built.number(id), latest(&model, id));
         }
+        // Looked up a group at a time, as the writer looks up an event's ids, in an order
+        // with repeats: the same answers.
+        let every: Vec<Uuid> = (0..=counter)
+            .chain((0..=counter).rev().step_by(3))
+            .map(|c| new_id(&mut c.clone()))
+            .collect();
+        for dict in [&dict, &built] {
+            let mut batch = vec![Some(7)];
+            dict.numbers_of(&every, &mut batch);
+            let one_by_one: Vec<Option<u32>> = every.iter().map(|id| dict.number(id)).collect();
+            prop_assert_eq!(batch, one_by_one);
+        }
     }
 }
 
