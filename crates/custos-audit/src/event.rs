@@ -465,3 +465,42 @@ impl Operation {
         }
     }
 }
+
+/// An event for tests: one user's `RetrieveMultiple` of `n_ids` accounts, with one change.
+#[cfg(test)]
+pub(crate) fn sample_event(n_ids: usize) -> AuditEvent {
+    AuditEvent {
+        id: Uuid::now_v7(),
+        creation_time_us: 1_700_000_000_123_456,
+        tenant_id: Uuid::from_u128(7),
+        instance: "main".into(),
+        instance_url: "http://127.0.0.1:8080/main".into(),
+        workload: "Custos".into(),
+        record_type: "CustosEntity".into(),
+        operation: "RetrieveMultiple".into(),
+        category: "accessed-out-of-box-entity".into(),
+        user_id: Uuid::from_u128(9).to_string(),
+        user_upn: "ana@example.com".into(),
+        user_type: UserType::Regular,
+        caller_id: String::new(),
+        client_ip: "127.0.0.1".into(),
+        user_agent: "curl/8".into(),
+        origin: Origin::Api,
+        correlation_id: "c".into(),
+        session_id: "s".into(),
+        client_request_id: String::new(),
+        result_status: ResultStatus::Succeeded,
+        error_code: String::new(),
+        entity_name: "account".into(),
+        entity_category: EntityCategory::OutOfBox,
+        record_ids: (0..n_ids as u128).map(Uuid::from_u128).collect(),
+        query: "$filter=name eq 'x'".into(),
+        result_count: n_ids as u64,
+        changes: vec![Change {
+            attribute: "name".into(),
+            old: None,
+            new: Some("\"x\"".into()),
+        }],
+        details: String::new(),
+    }
+}

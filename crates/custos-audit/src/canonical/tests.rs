@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::codec::tests::sample_event;
+use crate::event::sample_event;
 
 fn check(value: serde_json::Value, expect: &str) {
     let mut out = String::new();

@@ -77,7 +77,7 @@ fn a_retention_group_ending_in_a_capital_sigma_is_one_group_with_its_newest_time
         ])
         .enumerate()
     {
-        let mut event = crate::codec::tests::sample_event(0);
+        let mut event = crate::event::sample_event(0);
         event.id = Uuid::from_u128(i as u128 + 1);
         event.creation_time_us = time;
         event.user_upn = upn.into();

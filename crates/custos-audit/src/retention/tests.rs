@@ -55,7 +55,7 @@ const DAY: i64 = crate::log::DAY_US;
 /// A purge event, at seq 100, of records 10..20 whose newest event is from day 0, made on
 /// day `made_on`, under a policy of `days` by default, stating `kept_until_day`.
 fn purge(made_on: i64, days: i64, kept_until_day: i64) -> crate::AuditEvent {
-    let mut event = crate::codec::tests::sample_event(0);
+    let mut event = crate::event::sample_event(0);
     event.operation = "PurgeAuditLog".into();
     event.record_type = "CustosAdmin".into();
     event.creation_time_us = made_on * DAY;

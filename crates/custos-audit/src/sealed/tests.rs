@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::tests::sample_event;
+use crate::event::sample_event;
 
 /// A partition's in-memory index over `n` varied events, and its strings.
 fn mem_index(n: u32, seed: u32) -> (MemIndex, Vec<String>) {

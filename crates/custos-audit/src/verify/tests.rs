@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use super::verify_with;
-use crate::codec::tests::sample_event;
+use crate::event::sample_event;
 use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, frame_crc, read_header};
 use crate::{AuditEvent, AuditLog, LogConfig};
 

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
-use crate::codec::tests::sample_event;
+use crate::event::sample_event;
 use crate::event::{Origin, ResultStatus};
 use crate::index::{SortKey, SortValue};
 

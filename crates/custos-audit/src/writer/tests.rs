@@ -4,8 +4,8 @@ use std::io::Write;
 use uuid::Uuid;
 
 use super::*;
-use crate::codec::tests::sample_event;
 use crate::event::Origin;
+use crate::event::sample_event;
 
 fn open(dir: &std::path::Path) -> AuditLog {
     AuditLog::open(LogConfig::new(dir, [3; 32], "test.example/log")).unwrap()

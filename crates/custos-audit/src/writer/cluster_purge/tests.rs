@@ -1,7 +1,7 @@
 use uuid::Uuid;
 
 use super::PurgedRange;
-use crate::codec::tests::sample_event;
+use crate::event::sample_event;
 use crate::log::DAY_US;
 use crate::{AuditEvent, AuditLog, LogConfig, Origin, PurgedPartition, RetentionPolicy, Seq};
 
