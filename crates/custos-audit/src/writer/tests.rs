@@ -1316,3 +1316,112 @@ fn a_restart_takes_the_tree_from_tree_dat_and_trusts_neither_it_nor_leaves_dat_b
     let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+#[test]
+fn runs_of_equal_bytes_cover_the_page_in_order_with_about_equal_shares() {
+    let places = |lens: &[u32]| -> Vec<(Seq, Location)> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let place = crate::partition::Place { offset: 0, len };
+                (
+                    i as Seq,
+                    Location {
+                        partition: 0,
+                        place,
+                    },
+                )
+            })
+            .collect()
+    };
+    let cases: [&[u32]; 5] = [
+        &[10; 100],
+        &[1, 1, 1, 1_000_000, 1, 1],
+        &[1_000, 1, 1, 1, 1, 1, 1],
+        &[7],
+        &[3, 900, 5, 80, 2_000, 1, 1, 60, 700],
+    ];
+    for lens in cases {
+        let page = places(lens);
+        for readers in 1..=4 {
+            let runs = runs_of_equal_bytes(&page, readers);
+            assert!(
+                !runs.is_empty() && runs.len() <= readers,
+                "{lens:?} / {readers}"
+            );
+            assert!(
+                runs.iter().all(|run| !run.is_empty()),
+                "{lens:?} / {readers}"
+            );
+            let joined: Vec<Seq> = runs
+                .iter()
+                .flat_map(|run| run.iter().map(|p| p.0))
+                .collect();
+            assert_eq!(joined, (0..lens.len() as Seq).collect::<Vec<_>>());
+            // A run passes its share by less than its last record.
+            let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
+            let largest = u64::from(*lens.iter().max().unwrap());
+            for run in &runs {
+                let bytes: u64 = run.iter().map(|p| u64::from(p.1.place.len)).sum();
+                assert!(
+                    bytes <= total.div_ceil(readers as u64) + largest,
+                    "{lens:?}"
+                );
+            }
+        }
+    }
+    let page = places(&[10; 100]);
+    let even = runs_of_equal_bytes(&page, 4);
+    assert_eq!(
+        even.iter().map(|run| run.len()).collect::<Vec<_>>(),
+        [25; 4]
+    );
+}
+
+/// A page of records too large for one core is read on every core: the same events in the same
+/// order, and an altered record among them refused as when read alone.
+#[test]
+fn a_page_of_large_records_is_read_in_order_and_refuses_an_altered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let shared = Uuid::from_u128(7);
+    let mut appended = Vec::new();
+    for i in 0..40u128 {
+        let mut event = sample_event(0);
+        event.record_ids = std::iter::once(shared)
+            .chain((0..2_000).map(|j| Uuid::from_u128((i + 1) << 64 | j)))
+            .collect();
+        appended.push(event.clone());
+        log.append(event).unwrap();
+    }
+    let query = all(SearchQuery {
+        record_ids: vec![shared],
+        top: 40,
+        ..Default::default()
+    });
+    let page = log.search(&query).unwrap();
+    let read: Vec<&AuditEvent> = page.events.iter().map(|(_, e)| e).collect();
+    let expected: Vec<&AuditEvent> = appended.iter().rev().collect();
+    assert_eq!(read, expected);
+    assert_eq!(log.read_from(0, 40).unwrap().len(), 40);
+
+    // The oldest event's last record id, stored in full where it first appears, altered.
+    let segment = dir.path().join(format!("seg-{:020}.log", 0));
+    let bytes = std::fs::read(&segment).unwrap();
+    let target = appended[0].record_ids.last().unwrap().as_bytes().to_vec();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == target.as_slice())
+        .expect("the id is in the segment");
+    let mut file = OpenOptions::new().write(true).open(&segment).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at as u64 + 15)).unwrap();
+    file.write_all(&[bytes[at + 15] ^ 1]).unwrap();
+    drop(file);
+    let error = log.search(&query).unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupted(m) if m.contains("record seq 0 ") && m.contains("does not match its leaf")),
+        "{error}"
+    );
+    assert!(log.health().is_err());
+    assert!(log.read_from(0, 40).is_err());
+}
