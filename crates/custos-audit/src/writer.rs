@@ -702,16 +702,27 @@ impl AuditLog {
         }
         let runs = runs_of_equal_bytes(&places, readers);
         thread::scope(|scope| {
+            // A run whose thread cannot be started (the process at its limit of threads) is
+            // read on this thread in its turn.
             let others: Vec<_> = runs[1..]
                 .iter()
-                .map(|run| scope.spawn(|| self.read_run(run)))
+                .map(|&run| {
+                    let reader = thread::Builder::new().name("audit-read".into());
+                    (
+                        run,
+                        reader.spawn_scoped(scope, move || self.read_run(run)).ok(),
+                    )
+                })
                 .collect();
             let mut events = self.read_run(runs[0])?;
-            for other in others {
-                let run = other
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-                events.extend(run);
+            for (run, reader) in others {
+                let read = match reader {
+                    Some(reader) => reader
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+                    None => self.read_run(run)?,
+                };
+                events.extend(read);
             }
             Ok(events)
         })
