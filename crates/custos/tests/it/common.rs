@@ -429,7 +429,12 @@ pub fn count(server: &Server, token: &str, set: &str) -> u64 {
 /// Waits until the log's latest signed checkpoint covers at least `events` events (the server
 /// signs on its interval, about once a second while events come); returns the checkpoint note.
 pub fn wait_signed(server: &Server, token: &str, events: u64) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    wait_signed_within(server, token, events, Duration::from_secs(10))
+}
+
+/// [`wait_signed`], waiting up to `limit`.
+pub fn wait_signed_within(server: &Server, token: &str, events: u64, limit: Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
     loop {
         let note = send(
             client().get(format!("{}/api/audit/checkpoint", server.base)),
@@ -448,7 +453,7 @@ pub fn wait_signed(server: &Server, token: &str, events: u64) -> String {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no checkpoint covered {events} events within 10 s: {note}"
+            "no checkpoint covered {events} events within {limit:?}: {note}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
