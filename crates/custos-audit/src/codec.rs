@@ -112,7 +112,19 @@ impl Encoder {
     }
 
     fn id(&mut self, id: Uuid, ids: &mut IdDict, out: &mut Vec<u8>) -> u32 {
-        match ids.number(&id) {
+        self.id_found(id, None, ids, out)
+    }
+
+    /// [`Encoder::id`] for an id whose number a batched lookup may have `found` already; one it
+    /// did not find is looked up again (an earlier id of the same event may have numbered it).
+    fn id_found(
+        &mut self,
+        id: Uuid,
+        found: Option<u32>,
+        ids: &mut IdDict,
+        out: &mut Vec<u8>,
+    ) -> u32 {
+        match found.or_else(|| ids.number(&id)) {
             Some(n) => {
                 put_varint(out, u64::from(n) + 1);
                 n
@@ -182,14 +194,7 @@ impl Encoder {
         let mut found = std::mem::take(&mut self.found);
         ids.numbers_of(&event.record_ids, &mut found);
         for (record_id, number) in event.record_ids.iter().zip(&found) {
-            record_numbers.push(match number {
-                Some(n) => {
-                    put_varint(out, u64::from(*n) + 1);
-                    *n
-                }
-                // New before this event, or numbered by an earlier id of it: `id` looks again.
-                None => self.id(*record_id, ids, out),
-            });
+            record_numbers.push(self.id_found(*record_id, *number, ids, out));
         }
         self.found = found;
         put_str(out, &event.query);
