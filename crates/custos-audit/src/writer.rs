@@ -700,7 +700,7 @@ impl AuditLog {
         if readers == 1 {
             return self.read_run(&places);
         }
-        let runs = runs_of_equal_bytes(&places, readers);
+        let runs = runs_of_equal_bytes(&places, bytes, readers);
         thread::scope(|scope| {
             // A run whose thread cannot be started (the process at its limit of threads) is
             // read on this thread in its turn.
@@ -1078,10 +1078,14 @@ fn locate(
     )))
 }
 
-/// `places` cut into at most `readers` contiguous, non-empty runs of about equal encoded bytes
-/// (each ends at the first record that takes it to its share).
-fn runs_of_equal_bytes(places: &[(Seq, Location)], readers: usize) -> Vec<&[(Seq, Location)]> {
-    let bytes: u64 = places.iter().map(|(_, l)| u64::from(l.place.len)).sum();
+/// `places`, whose records come to `bytes` encoded, cut into at most `readers` contiguous,
+/// non-empty runs of about equal bytes (each ends at the first record that takes it to its
+/// share).
+fn runs_of_equal_bytes(
+    places: &[(Seq, Location)],
+    bytes: u64,
+    readers: usize,
+) -> Vec<&[(Seq, Location)]> {
     let mut runs = Vec::with_capacity(readers);
     let (mut start, mut taken) = (0, 0u64);
     for (i, (_, location)) in places.iter().enumerate() {

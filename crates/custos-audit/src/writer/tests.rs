@@ -1343,8 +1343,9 @@ fn runs_of_equal_bytes_cover_the_page_in_order_with_about_equal_shares() {
     ];
     for lens in cases {
         let page = places(lens);
+        let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
         for readers in 1..=4 {
-            let runs = runs_of_equal_bytes(&page, readers);
+            let runs = runs_of_equal_bytes(&page, total, readers);
             assert!(
                 !runs.is_empty() && runs.len() <= readers,
                 "{lens:?} / {readers}"
@@ -1359,7 +1360,6 @@ fn runs_of_equal_bytes_cover_the_page_in_order_with_about_equal_shares() {
                 .collect();
             assert_eq!(joined, (0..lens.len() as Seq).collect::<Vec<_>>());
             // A run passes its share by less than its last record.
-            let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
             let largest = u64::from(*lens.iter().max().unwrap());
             for run in &runs {
                 let bytes: u64 = run.iter().map(|p| u64::from(p.1.place.len)).sum();
@@ -1371,7 +1371,7 @@ fn runs_of_equal_bytes_cover_the_page_in_order_with_about_equal_shares() {
         }
     }
     let page = places(&[10; 100]);
-    let even = runs_of_equal_bytes(&page, 4);
+    let even = runs_of_equal_bytes(&page, 1_000, 4);
     assert_eq!(
         even.iter().map(|run| run.len()).collect::<Vec<_>>(),
         [25; 4]
