@@ -217,7 +217,7 @@ pub(crate) fn decode_next(
     ids: &mut impl Numbering,
     strings: &mut Vec<String>,
 ) -> Result<(AuditEvent, Vec<u32>)> {
-    let decoded = decode(bytes, ids.table(), strings, true)?;
+    let decoded = decode(bytes, ids.table(), strings.as_slice(), true)?;
     for id in decoded.ids_seen {
         ids.learn(id);
     }
@@ -253,8 +253,30 @@ impl Numbering for IdDict {
     }
 }
 
+/// A segment's numbered strings, as a record's references look them up: the list a live
+/// partition grows, or a sealed partition's table read from its index file.
+pub(crate) trait Strings {
+    fn len(&self) -> usize;
+    /// String number `n`.
+    fn get(&self, n: usize) -> Option<&str>;
+}
+
+impl Strings for [String] {
+    fn len(&self) -> usize {
+        <[String]>::len(self)
+    }
+
+    fn get(&self, n: usize) -> Option<&str> {
+        <[String]>::get(self, n).map(String::as_str)
+    }
+}
+
 /// Decodes one record alone, given the log's ids and its segment's strings up to (at least) it.
-pub(crate) fn decode_event(bytes: &[u8], ids: &IdTable, strings: &[String]) -> Result<AuditEvent> {
+pub(crate) fn decode_event<S: Strings + ?Sized>(
+    bytes: &[u8],
+    ids: &IdTable,
+    strings: &S,
+) -> Result<AuditEvent> {
     Ok(decode(bytes, ids, strings, false)?.event)
 }
 
@@ -265,7 +287,12 @@ struct Decoded {
     strings_seen: Vec<String>,
 }
 
-fn decode(bytes: &[u8], ids: &IdTable, strings: &[String], learn: bool) -> Result<Decoded> {
+fn decode<S: Strings + ?Sized>(
+    bytes: &[u8],
+    ids: &IdTable,
+    strings: &S,
+    learn: bool,
+) -> Result<Decoded> {
     let mut r = Reader {
         bytes,
         pos: 0,
@@ -414,18 +441,18 @@ fn put_uuid_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-struct Reader<'a> {
+struct Reader<'a, S: ?Sized> {
     bytes: &'a [u8],
     pos: usize,
     ids: &'a IdTable,
-    strings: &'a [String],
+    strings: &'a S,
     learn: bool,
     /// Values this record numbers, in order (they follow the tables' numbers).
     ids_seen: Vec<Uuid>,
     strings_seen: Vec<String>,
 }
 
-impl<'a> Reader<'a> {
+impl<'a, S: Strings + ?Sized> Reader<'a, S> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .pos
@@ -606,7 +633,7 @@ impl<'a> Reader<'a> {
                 let known = usize::try_from(k - 1)
                     .ok()
                     .and_then(|n| self.strings.get(n))
-                    .cloned();
+                    .map(str::to_owned);
                 self.reference(
                     k - 1,
                     known,

@@ -284,11 +284,11 @@ impl Partition {
         file.read_exact_at(&mut payload, u64::from(place.offset))
             .map_err(|e| Error::io(&self.path, e))?;
         let event = match strings {
-            Some(strings) => crate::codec::decode_event(&payload, ids, &strings)?,
+            Some(strings) => crate::codec::decode_event(&payload, ids, &*strings)?,
             None => crate::codec::decode_event(
                 &payload,
                 ids,
-                &self.strings.read().expect("strings lock"),
+                self.strings.read().expect("strings lock").as_slice(),
             )?,
         };
         Ok(Some(event))

@@ -759,10 +759,12 @@ impl AuditLog {
             .map_err(|e| Error::io(format!("segment {}", location.partition), e))?;
         let ids = self.shared.ids.read().expect("ids lock");
         match strings {
-            StringSource::Sealed(index) => decode_event(&payload, &ids.table, &index.strings()?),
-            StringSource::Mem(strings) => {
-                decode_event(&payload, &ids.table, &strings.read().expect("strings lock"))
-            }
+            StringSource::Sealed(index) => decode_event(&payload, &ids.table, &*index.strings()?),
+            StringSource::Mem(strings) => decode_event(
+                &payload,
+                &ids.table,
+                strings.read().expect("strings lock").as_slice(),
+            ),
         }
     }
 

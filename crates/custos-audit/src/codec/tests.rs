@@ -5,6 +5,9 @@ use super::*;
 use crate::event::sample_event;
 use crate::ids::{IdDict, IdTable};
 
+/// The strings of a segment that numbered none.
+const NO_STRINGS: &[String] = &[];
+
 /// Encodes `event` with `encoder` into a fresh buffer.
 fn encode(encoder: &mut Encoder, ids: &mut IdDict, event: &AuditEvent) -> Vec<u8> {
     let mut out = Vec::new();
@@ -48,7 +51,10 @@ fn round_trip(events: &[AuditEvent]) -> Vec<Vec<u8>> {
         "reading numbers what the writer numbered"
     );
     for (payload, event) in payloads.iter().zip(events) {
-        assert_eq!(&decode_event(payload, &ids.table, &strings).unwrap(), event);
+        assert_eq!(
+            &decode_event(payload, &ids.table, strings.as_slice()).unwrap(),
+            event
+        );
     }
     payloads
 }
@@ -136,13 +142,13 @@ fn bad_bytes_are_corruption() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(matches!(
-        decode_event(&longer, &none, &[]),
+        decode_event(&longer, &none, NO_STRINGS),
         Err(Error::Corrupted(_))
     ));
     let mut wrong_version = bytes.clone();
     wrong_version[0] = 2;
     assert!(matches!(
-        decode_event(&wrong_version, &none, &[]),
+        decode_event(&wrong_version, &none, NO_STRINGS),
         Err(Error::Corrupted(_))
     ));
     // A reference to nothing: the second record alone, without the first.
@@ -150,7 +156,7 @@ fn bad_bytes_are_corruption() {
     encode(&mut encoder, &mut ids, &sample_event(1));
     let second = encode(&mut encoder, &mut ids, &sample_event(1));
     assert!(matches!(
-        decode_event(&second, &none, &[]),
+        decode_event(&second, &none, NO_STRINGS),
         Err(Error::Corrupted(_))
     ));
 }
@@ -184,7 +190,7 @@ fn a_record_id_referenced_before_it_is_defined_is_corruption() {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = decode_event(&bytes, &IdTable::default(), &[]);
+        let _ = decode_event(&bytes, &IdTable::default(), NO_STRINGS);
         let _ = decode_next(&bytes, &mut IdDict::default(), &mut Vec::new());
     }
 

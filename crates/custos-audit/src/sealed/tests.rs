@@ -38,6 +38,27 @@ fn sealed_of(index: &MemIndex, strings: &[String]) -> (tempfile::TempDir, Sealed
     (dir, sealed)
 }
 
+/// Every string of `table`, in number order.
+fn all(table: &StringTable) -> Vec<&str> {
+    (0..table.len())
+        .map(|n| table.get(n).expect("numbered"))
+        .collect()
+}
+
+/// A sealed index whose strings section was rewritten by `damage` after it was written.
+fn with_strings_damaged(damage: impl FnOnce(&mut [u8])) -> (tempfile::TempDir, SealedIndex) {
+    let (index, strings) = mem_index(20, 4);
+    let (dir, sealed) = sealed_of(&index, &strings);
+    let (at, len, _) = sealed.sections[Section::Strings as usize];
+    let path = index_path(&dir.path().join("seg-00000000000000000042.log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    damage(&mut bytes[at as usize..(at + len) as usize]);
+    std::fs::write(&path, &bytes).unwrap();
+    let segment = dir.path().join("seg-00000000000000000042.log");
+    let sealed = SealedIndex::open(&segment, 42, 12_345).unwrap().unwrap();
+    (dir, sealed)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
@@ -49,7 +70,8 @@ proptest! {
         prop_assert_eq!((meta.first_seq, meta.n_events, meta.segment_bytes, meta.ids_end), (42, n, 12_345, 77));
         prop_assert_eq!(sealed.time_range(), index.time_range());
         prop_assert_eq!(sealed.times().unwrap(), index.times().unwrap());
-        prop_assert_eq!(&*sealed.strings().unwrap(), &strings);
+        let table = sealed.strings().unwrap();
+        prop_assert_eq!(all(&table), strings.clone());
         prop_assert_eq!(sealed.retention_groups().unwrap(), index.retention_groups().unwrap());
         for ordinal in 0..n {
             prop_assert_eq!(sealed.place(ordinal).unwrap(), index.place(ordinal).unwrap());
@@ -107,4 +129,45 @@ fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
     );
     let missing = dir.path().join("seg-00000000000000000099.log");
     assert!(SealedIndex::open(&missing, 99, 1).unwrap().is_none());
+}
+
+#[test]
+fn strings_out_of_order_out_of_bounds_or_inside_a_character_are_corruption() {
+    // Four strings "string k ✓" (12 bytes each, the last three one character): the section is
+    // a count, five ends (0, 12, 24, 36, 48), then the text. Each case sets end `k` to `value`.
+    let cases = [
+        ("a first end other than 0", 0, 1u32),
+        ("an end before the one before", 2, 11),
+        ("an end past the text", 4, 49),
+        ("an end inside '✓'", 1, 11),
+    ];
+    for (what, k, value) in cases {
+        let damage = |b: &mut [u8]| b[4 + 4 * k..8 + 4 * k].copy_from_slice(&value.to_le_bytes());
+        let (_dir, sealed) = with_strings_damaged(damage);
+        assert!(
+            matches!(sealed.strings(), Err(Error::Corrupted(_))),
+            "{what}"
+        );
+    }
+    let (_dir, sealed) = with_strings_damaged(|_| {});
+    let table = sealed.strings().unwrap();
+    assert_eq!(all(&table)[1], "string 1 ✓");
+}
+
+proptest! {
+    #[test]
+    fn a_strings_section_of_any_bytes_reads_or_is_refused_without_panicking(
+        noise in proptest::collection::vec(any::<u8>(), 1..80),
+        from in 0usize..40,
+    ) {
+        let (_dir, sealed) = with_strings_damaged(|b| {
+            for (byte, new) in b.iter_mut().skip(from).zip(&noise) {
+                *byte = *new;
+            }
+        });
+        if let Ok(table) = sealed.strings() {
+            let _ = all(&table);
+            prop_assert!(table.get(table.len()).is_none());
+        }
+    }
 }
