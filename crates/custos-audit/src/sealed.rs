@@ -5,7 +5,7 @@
 //! Layout (integers little-endian):
 //!
 //! ```text
-//! "CUSTOSIX" | u8 version=2 | 7 zero bytes
+//! "CUSTOSIX" | u8 version=3 | 7 zero bytes
 //! sections, in this order:
 //!   META       u64 first seq | u32 events | i64 oldest | i64 newest | u64 segment bytes | u32 ids end
 //!   TIMES      i64 CreationTime per event
@@ -23,10 +23,12 @@
 //! ```
 //!
 //! A table's two values for a posting list are (offset in POSTINGS, byte length), or
-//! (ordinal, 0) for a list of one event, the common case for record ids.
-//!
-//! A file of another version is not read: the partition is indexed again from its segment
-//! (an index is derived, so its format changes without a migration).
+//! (ordinal, 0) for a list of one event, the common case for record ids. In version 3 each
+//! table's block index is a nested table ([`Layout::Nested`]); version 2, otherwise the same,
+//! had flat ones, and is still read (and compared by `verify` in its own version), so an
+//! upgrade indexes nothing again. A file of any other version is not read: the partition is
+//! indexed again from its segment (an index is derived, so its format changes without a
+//! migration).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -38,11 +40,13 @@ use uuid::Uuid;
 use crate::codec::Strings;
 use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, RetentionGroups};
 use crate::postings::{self, get_varint, put_varint};
-use crate::table::{Table, TableWriter};
+use crate::table::{Layout, Table, TableWriter};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CUSTOSIX";
-const VERSION: u8 = 2;
+/// The version this build writes. It reads 2 as well, whose tables' block indexes are flat
+/// ([`Layout`]); a file of any other version is indexed again from its segment.
+pub(crate) const VERSION: u8 = 3;
 const HEADER_BYTES: u64 = 16;
 const N_SECTIONS: usize = 11;
 const SECTION_ENTRY_BYTES: usize = 20;
@@ -86,12 +90,32 @@ pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
 fn posting_table<'a>(
     entries: impl Iterator<Item = (Vec<u8>, &'a [u32])>,
     postings: &mut Vec<u8>,
+    layout: Layout,
 ) -> Vec<u8> {
     let mut table = TableWriter::default();
     for (key, list) in entries {
         add_posting(&mut table, &key, list, postings);
     }
-    table.finish()
+    table.finish(layout)
+}
+
+/// How the tables of an index file of `version` find their blocks, if this build reads it.
+fn layout_of(version: u8) -> Option<Layout> {
+    match version {
+        2 => Some(Layout::Flat),
+        3 => Some(Layout::Nested),
+        _ => None,
+    }
+}
+
+/// The version of the index file `file_bytes` when this build reads it, else [`VERSION`]:
+/// the version a file must be compared in with what its segment implies.
+pub(crate) fn version_of(file_bytes: &[u8]) -> u8 {
+    file_bytes
+        .get(8)
+        .copied()
+        .filter(|v| layout_of(*v).is_some())
+        .unwrap_or(VERSION)
 }
 
 /// Adds `key` to `table` with its postings: a single ordinal inline, a longer list in
@@ -112,16 +136,18 @@ pub(crate) fn write(segment_path: &Path, file_bytes: &[u8]) -> Result<()> {
     crate::files::replace_file(&index_path(segment_path), "idx.tmp", file_bytes)
 }
 
-/// The bytes of the index file of a complete segment, from its in-memory index. The same
-/// segment always gives the same bytes, so `verify` can compare a file with what its segment
-/// implies.
+/// The bytes of the index file of a complete segment in `version` (one this build reads),
+/// from its in-memory index. The same segment always gives the same bytes, so `verify` can
+/// compare a file with what its segment implies.
 pub(crate) fn encode(
     index: &MemIndex,
     strings: &[String],
     segment_bytes: u64,
     first_seq: u64,
     ids_end: u32,
+    version: u8,
 ) -> Vec<u8> {
+    let layout = layout_of(version).expect("a version this build reads");
     let n_events = index.times.len() as u32;
     let (oldest, newest) = index.time_range.unwrap_or((0, 0));
     let mut sections: Vec<Vec<u8>> = vec![Vec::new(); N_SECTIONS];
@@ -163,18 +189,19 @@ pub(crate) fn encode(
             key.extend_from_slice(value.as_bytes());
             (key, list)
         });
-    sections[Section::Terms as usize] = posting_table(terms, &mut postings);
+    sections[Section::Terms as usize] = posting_table(terms, &mut postings, layout);
     let mut records = TableWriter::default();
     index.records.for_each(|number, list| {
         add_posting(&mut records, &number.to_be_bytes(), list, &mut postings);
     });
-    sections[Section::Records as usize] = records.finish();
+    sections[Section::Records as usize] = records.finish(layout);
     sections[Section::Words as usize] = posting_table(
         index
             .sorted_words()
             .into_iter()
             .map(|(word, list)| (word.as_bytes().to_vec(), list)),
         &mut postings,
+        layout,
     );
     let mut events: Vec<(&Uuid, &u32)> = index.event_ids.iter().collect();
     events.sort_unstable();
@@ -182,7 +209,7 @@ pub(crate) fn encode(
     for (id, ordinal) in events {
         table.add(id.as_bytes(), u64::from(*ordinal), 0);
     }
-    sections[Section::Events as usize] = table.finish();
+    sections[Section::Events as usize] = table.finish(layout);
 
     let retention = index.retention_groups().expect("in memory");
     let groups = &mut sections[Section::Retention as usize];
@@ -210,7 +237,7 @@ pub(crate) fn encode(
 
     let mut file_bytes = Vec::with_capacity(sections.iter().map(Vec::len).sum::<usize>() + 256);
     file_bytes.extend_from_slice(MAGIC);
-    file_bytes.push(VERSION);
+    file_bytes.push(version);
     file_bytes.extend_from_slice(&[0; 7]);
     let mut footer = Vec::with_capacity(FOOTER_BYTES);
     for section in &sections {
@@ -234,6 +261,8 @@ pub(crate) struct SealedIndex {
     file: Arc<File>,
     path: PathBuf,
     meta: SealedMeta,
+    /// How its tables find their blocks (by its version).
+    layout: Layout,
     /// (offset, length, crc32) of each section.
     sections: [(u64, u64, u32); N_SECTIONS],
     /// The tables of [`TABLES`], once opened.
@@ -308,9 +337,9 @@ impl SealedIndex {
         let mut header = [0u8; HEADER_BYTES as usize];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io(&path, e))?;
-        if &header[..8] != MAGIC || header[8] != VERSION {
+        let Some(layout) = layout_of(header[8]).filter(|_| &header[..8] == MAGIC) else {
             return Ok(None);
-        }
+        };
         let mut footer = vec![0u8; FOOTER_BYTES];
         file.read_exact_at(&mut footer, file_len - FOOTER_BYTES as u64)
             .map_err(|e| Error::io(&path, e))?;
@@ -354,6 +383,7 @@ impl SealedIndex {
             file,
             path,
             meta,
+            layout,
             sections,
             strings: OnceLock::new(),
         }))
@@ -373,7 +403,7 @@ impl SealedIndex {
             return Ok(table);
         }
         let (at, len, _) = self.sections[section as usize];
-        let table = Table::open(self.file.clone(), self.path.clone(), at, len)?;
+        let table = Table::open(self.file.clone(), self.path.clone(), at, len, self.layout)?;
         Ok(slot.get_or_init(|| table))
     }
 

@@ -644,14 +644,17 @@ fn scan(
         queued.extend(ids_differ.map(Queued::Problem));
         let mut indexes_checked = 0;
         if has_index && decoded_all {
-            let expected = sealed::encode(
-                &index,
-                &strings,
-                bytes.len() as u64,
-                *first,
-                ids.len() as u32,
-            );
-            let (checked, differs) = check_index(path, &expected, name)?;
+            let expected = |version| {
+                sealed::encode(
+                    &index,
+                    &strings,
+                    bytes.len() as u64,
+                    *first,
+                    ids.len() as u32,
+                    version,
+                )
+            };
+            let (checked, differs) = check_index(path, expected, name)?;
             indexes_checked += usize::from(checked);
             queued.extend(differs.map(Queued::Problem));
         }
@@ -1157,14 +1160,19 @@ fn check_ids(
     }))
 }
 
-/// A sealed partition's index file must be exactly what its segment implies, or a search could
-/// be made to miss events: whether there was one to compare, and how it differs.
-fn check_index(segment: &Path, expected: &[u8], name: &str) -> Result<(bool, Option<String>)> {
+/// A sealed partition's index file must be exactly what its segment implies (`expected`, in
+/// the file's version when this build reads it), or a search could be made to miss events:
+/// whether there was one to compare, and how it differs.
+fn check_index(
+    segment: &Path,
+    expected: impl FnOnce(u8) -> Vec<u8>,
+    name: &str,
+) -> Result<(bool, Option<String>)> {
     let path = index_path(segment);
     match crate::files::read(&path) {
         Ok(bytes) => Ok((
             true,
-            (bytes != expected).then(|| format!(
+            (bytes != expected(sealed::version_of(&bytes))).then(|| format!(
                 "{name}: its index file does not match its records (altered or damaged; `custos audit reindex` rebuilds it)"
             )),
         )),

@@ -1208,7 +1208,14 @@ fn seal(shared: &Shared, partition: usize) -> Result<()> {
     // The partition's record ids and leaves become durable before its index says it is sealed.
     shared.id_file.sync()?;
     shared.integrity.leaves.sync()?;
-    let bytes = sealed::encode(&index, &strings, segment_bytes, first_seq, ids_end);
+    let bytes = sealed::encode(
+        &index,
+        &strings,
+        segment_bytes,
+        first_seq,
+        ids_end,
+        sealed::VERSION,
+    );
     sealed::write(&path, &bytes)?;
     let opened = SealedIndex::open(&path, first_seq, segment_bytes)?.ok_or_else(|| {
         Error::Corrupted(format!(

@@ -29,10 +29,14 @@ fn mem_index(n: u32, seed: u32) -> (MemIndex, Vec<String>) {
     (index, strings)
 }
 
-fn sealed_of(index: &MemIndex, strings: &[String]) -> (tempfile::TempDir, SealedIndex) {
+fn sealed_of(
+    index: &MemIndex,
+    strings: &[String],
+    version: u8,
+) -> (tempfile::TempDir, SealedIndex) {
     let dir = tempfile::tempdir().unwrap();
     let segment = dir.path().join("seg-00000000000000000042.log");
-    let bytes = encode(index, strings, 12_345, 42, 77);
+    let bytes = encode(index, strings, 12_345, 42, 77, version);
     write(&segment, &bytes).unwrap();
     let sealed = SealedIndex::open(&segment, 42, 12_345).unwrap().unwrap();
     (dir, sealed)
@@ -48,7 +52,7 @@ fn all(table: &StringTable) -> Vec<&str> {
 /// A sealed index whose strings section was rewritten by `damage` after it was written.
 fn with_strings_damaged(damage: impl FnOnce(&mut [u8])) -> (tempfile::TempDir, SealedIndex) {
     let (index, strings) = mem_index(20, 4);
-    let (dir, sealed) = sealed_of(&index, &strings);
+    let (dir, sealed) = sealed_of(&index, &strings, VERSION);
     let (at, len, _) = sealed.sections[Section::Strings as usize];
     let path = index_path(&dir.path().join("seg-00000000000000000042.log"));
     let mut bytes = std::fs::read(&path).unwrap();
@@ -63,9 +67,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     #[test]
-    fn a_sealed_index_answers_as_the_memory_it_was_written_from(n in 0u32..300, seed in 1u32..50) {
+    fn a_sealed_index_answers_as_the_memory_it_was_written_from(
+        n in 0u32..300,
+        seed in 1u32..50,
+        version in 2u8..=3,
+    ) {
         let (index, strings) = mem_index(n, seed);
-        let (_dir, sealed) = sealed_of(&index, &strings);
+        let (_dir, sealed) = sealed_of(&index, &strings, version);
+        prop_assert_eq!(sealed.layout, layout_of(version).unwrap());
         let meta = sealed.meta();
         prop_assert_eq!((meta.first_seq, meta.n_events, meta.segment_bytes, meta.ids_end), (42, n, 12_345, 77));
         prop_assert_eq!(sealed.time_range(), index.time_range());
@@ -99,16 +108,31 @@ proptest! {
 fn the_same_index_always_encodes_to_the_same_bytes() {
     let (a, strings) = mem_index(200, 7);
     let (b, _) = mem_index(200, 7);
-    assert!(
-        encode(&a, &strings, 1, 2, 3) == encode(&b, &strings, 1, 2, 3),
-        "verify compares files with what their segment implies"
+    for version in [2, 3] {
+        let bytes = encode(&a, &strings, 1, 2, 3, version);
+        assert!(
+            bytes == encode(&b, &strings, 1, 2, 3, version),
+            "verify compares files with what their segment implies"
+        );
+        assert_eq!(version_of(&bytes), version);
+    }
+    assert_ne!(
+        encode(&a, &strings, 1, 2, 3, 2),
+        encode(&a, &strings, 1, 2, 3, 3)
+    );
+    let mut unknown = encode(&a, &strings, 1, 2, 3, 3);
+    unknown[8] = 9;
+    assert_eq!(
+        version_of(&unknown),
+        VERSION,
+        "compared as this build writes"
     );
 }
 
 #[test]
 fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
     let (index, strings) = mem_index(50, 3);
-    let (dir, _) = sealed_of(&index, &strings);
+    let (dir, _) = sealed_of(&index, &strings, VERSION);
     let segment = dir.path().join("seg-00000000000000000042.log");
     assert!(
         SealedIndex::open(&segment, 42, 999).unwrap().is_none(),
@@ -126,6 +150,16 @@ fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
     assert!(
         SealedIndex::open(&segment, 42, 12_345).unwrap().is_none(),
         "a damaged footer"
+    );
+    let (dir, _) = sealed_of(&index, &strings, VERSION);
+    let segment = dir.path().join("seg-00000000000000000042.log");
+    let path = index_path(&segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8] = 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(
+        SealedIndex::open(&segment, 42, 12_345).unwrap().is_none(),
+        "a version this build does not read"
     );
     let missing = dir.path().join("seg-00000000000000000099.log");
     assert!(SealedIndex::open(&missing, 99, 1).unwrap().is_none());

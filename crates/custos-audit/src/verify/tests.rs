@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::verify_with;
 use crate::event::sample_event;
 use crate::log::{FRAME_HEADER_BYTES, HEADER_BYTES, frame_crc, read_header};
+use crate::sealed::{self, index_path};
 use crate::{AuditEvent, AuditLog, LogConfig};
 
 /// A log of several sealed segments whose records name record ids that earlier segments
@@ -198,4 +199,41 @@ fn segments_read_ahead_report_exactly_what_segments_read_in_turn_do() {
             );
         }
     }
+}
+
+#[test]
+fn an_index_file_is_compared_with_its_segment_in_its_own_version() {
+    use crate::partition::{MemIndex, Place};
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join("seg-00000000000000000042.log");
+    let mut index = MemIndex::default();
+    for i in 0..300u32 {
+        let mut event = sample_event(0);
+        event.id = Uuid::from_u128(u128::from(i) + 1);
+        event.creation_time_us = 1_800_000_000_000_000 + i64::from(i);
+        let place = Place {
+            offset: 16 + i * 100,
+            len: 90,
+        };
+        index.insert(place, &event, &[i, i / 3]);
+    }
+    let strings = vec!["a".to_string(), "b ✓".to_string()];
+    let expected = |version| sealed::encode(&index, &strings, 30_016, 42, 300, version);
+    let check = |bytes: &[u8]| {
+        std::fs::write(index_path(&segment), bytes).unwrap();
+        super::check_index(&segment, expected, "seg").unwrap()
+    };
+    // A file sealed by an earlier build (version 2) or this one (3) matches its segment.
+    assert_eq!(check(&expected(2)), (true, None));
+    assert_eq!(check(&expected(3)), (true, None));
+    // Altered in either version, or of a version this build does not read, it does not.
+    for version in [2, 3] {
+        let mut altered = expected(version);
+        let at = altered.len() / 2;
+        altered[at] ^= 1;
+        assert!(check(&altered).1.is_some(), "version {version} altered");
+    }
+    let mut unknown = expected(3);
+    unknown[8] = 9;
+    assert!(check(&unknown).1.is_some(), "an unknown version");
 }
