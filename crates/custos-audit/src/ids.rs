@@ -138,7 +138,7 @@ impl IdDict {
     pub(crate) fn truncate(&mut self, len: usize) {
         for n in (len..self.table.len()).rev() {
             let id = self.table.get(n).expect("in range");
-            self.numbers.remove(&id, n as u32, &self.table);
+            self.numbers.remove(&id, n as u32);
         }
         self.table.truncate(len);
     }

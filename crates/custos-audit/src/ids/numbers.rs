@@ -7,7 +7,10 @@
 //! bytes (the number, and 31 bits of the id's hash so that a probe rarely reads an id to
 //! compare), and a table is built from the id table in the order of the slots it fills — ids
 //! grouped by the region of the table their hash points into — so that its writes stay within
-//! a cache-sized window instead of landing all over the table.
+//! a cache-sized window instead of landing all over the table. An id's home slot is taken from
+//! the same hash bits as its tag, so a slot's value alone says where its probe starts: a build
+//! groups slot values (8 bytes an id) rather than hashes and numbers (16), and a removal moves
+//! slots back without reading their ids.
 //!
 //! The hash is seeded at random per process (record ids can come from outside: an ingesting
 //! application chooses its own), and the table is never stored.
@@ -40,6 +43,12 @@ fn tag_matches(slot: u64, hash: u64) -> bool {
     (slot ^ (hash | (1 << 63))) >> 32 == 0
 }
 
+/// The home slot, in a table of `mask + 1` slots, of an id of hash `hash` or of a slot value
+/// (the same for both: it is taken from the tag's bits).
+fn home(hash_or_slot: u64, mask: usize) -> usize {
+    ((hash_or_slot | (1 << 63)) >> 32) as usize & mask
+}
+
 /// Record id → number, for the ids of an [`IdTable`].
 #[derive(Debug, Default)]
 pub(crate) struct Numbers {
@@ -69,7 +78,7 @@ impl Numbers {
     /// else `Err` with the free slot that ends the probe (the table is never full).
     fn probe(&self, hash: u64, matches: impl Fn(u64) -> bool) -> Result<usize, usize> {
         let mask = self.mask();
-        let mut at = hash as usize & mask;
+        let mut at = home(hash, mask);
         loop {
             let slot = self.slots[at];
             if slot == EMPTY {
@@ -118,7 +127,7 @@ impl Numbers {
             }
             let mut homes = [EMPTY; GROUP];
             for (home, hash) in homes.iter_mut().zip(&hashes).take(group.len()) {
-                *home = self.slots[*hash as usize & mask];
+                *home = self.slots[self::home(*hash, mask)];
             }
             let mut held = [None; GROUP];
             for ((held, home), hash) in held.iter_mut().zip(&homes).zip(&hashes) {
@@ -151,18 +160,18 @@ impl Numbers {
             self.rebuild(table, (self.len + 1) * 2);
             return;
         }
-        let hash = self.hash(id);
-        if self.place(slot(hash, number), hash, table) {
+        if self.place(slot(self.hash(id), number), table) {
             self.len += 1;
         }
     }
 
-    /// Puts `value` in the slot of its id, or else in the first free slot from its hash's;
-    /// says whether it took a free one.
-    fn place(&mut self, value: u64, hash: u64, table: &IdTable) -> bool {
+    /// Puts slot value `value` in the slot of its id, or else in the first free slot from its
+    /// home; says whether it took a free one.
+    fn place(&mut self, value: u64, table: &IdTable) -> bool {
         // The ids are loaded only for a slot whose tag matches: a build places ids out of
         // number order, and loading each one's id would be a cache miss the build avoids.
-        let found = self.probe(hash, |held| {
+        // (A slot value probes as its hash would: `home` and `tag_matches` read only its tag.)
+        let found = self.probe(value, |held| {
             table.get(number_of(held) as usize) == table.get(number_of(value) as usize)
         });
         let (Ok(at) | Err(at)) = found;
@@ -170,10 +179,9 @@ impl Numbers {
         found.is_err()
     }
 
-    /// Removes the number of `id` (numbered `number` in `table`, which still holds it), moving
-    /// back the slots after it that probed past it, so that no later id is cut off from its
-    /// home slot by the gap.
-    pub(crate) fn remove(&mut self, id: &Uuid, number: u32, table: &IdTable) {
+    /// Removes the number of `id` (numbered `number`), moving back the slots after it that
+    /// probed past it, so that no later id is cut off from its home slot by the gap.
+    pub(crate) fn remove(&mut self, id: &Uuid, number: u32) {
         if self.slots.is_empty() {
             return;
         }
@@ -188,10 +196,7 @@ impl Numbers {
             if slot == EMPTY {
                 break;
             }
-            let moved = table
-                .get(number_of(slot) as usize)
-                .expect("a numbered id is in the table");
-            let home = self.hash(&moved) as usize & mask;
+            let home = home(slot, mask);
             // The slot may fill the hole when the hole lies on its probe from its home.
             if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
                 self.slots[hole] = slot;
@@ -204,19 +209,23 @@ impl Numbers {
 
     /// Builds the table again of every id of `table`, with room for `room` ids.
     ///
-    /// The ids are first grouped by the region of slots their hash points into (one counting
-    /// pass and one scatter over the ids, in number order), then placed region by region.
+    /// The ids' slot values are first grouped by the region of slots their home is in (one
+    /// counting pass and one scatter over the ids, in number order), then placed region by
+    /// region. The slots are written before they are probed, so that each page of them is
+    /// faulted in once, by a write, rather than first mapped for reading and then copied.
     fn rebuild(&mut self, table: &IdTable, room: usize) {
         let len = table.len();
         let n_slots = (room.max(len) * 4)
             .div_ceil(3)
             .next_power_of_two()
             .max(MIN_SLOTS);
-        self.slots = vec![EMPTY; n_slots];
+        self.slots = Vec::new();
+        self.slots.resize(n_slots, EMPTY);
         self.len = 0;
+        let mask = n_slots - 1;
         let regions = (n_slots / REGION_SLOTS).max(1);
         let shift = n_slots.trailing_zeros() - regions.trailing_zeros();
-        let region_of = |hash: u64| (hash as usize & (n_slots - 1)) >> shift;
+        let region_of = |hash_or_slot: u64| home(hash_or_slot, mask) >> shift;
         // The hashes are taken twice rather than kept: hashing an id costs less than writing
         // and reading back 8 bytes of it.
         let hash_of = |n: usize| self.hash(&table.get(n).expect("in range"));
@@ -227,15 +236,15 @@ impl Numbers {
         for r in 0..regions {
             next[r + 1] += next[r];
         }
-        let mut grouped = vec![(0u64, 0u32); len];
+        let mut grouped = vec![EMPTY; len];
         for n in 0..len {
-            let hash = hash_of(n);
-            let at = &mut next[region_of(hash)];
-            grouped[*at] = (hash, n as u32);
+            let value = slot(hash_of(n), n as u32);
+            let at = &mut next[region_of(value)];
+            grouped[*at] = value;
             *at += 1;
         }
-        for (hash, number) in grouped {
-            if self.place(slot(hash, number), hash, table) {
+        for value in grouped {
+            if self.place(value, table) {
                 self.len += 1;
             }
         }

@@ -124,7 +124,7 @@ proptest! {
                 continue;
             }
             let id = table.get(number).expect("in range");
-            numbers.remove(&id, number as u32, &table);
+            numbers.remove(&id, number as u32);
             removed[number] = true;
             for (other, gone) in removed.iter().enumerate() {
                 let id = table.get(other).expect("in range");
