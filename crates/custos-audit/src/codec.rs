@@ -28,6 +28,8 @@
 //! Decoding treats the bytes as untrusted input: every length and reference is checked and an
 //! unknown version, enum code or trailing byte is reported as corruption, never a panic.
 
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
 use crate::event::{AuditEvent, Change, EntityCategory, Origin, ResultStatus, UserType};
@@ -257,8 +259,8 @@ impl Numbering for IdDict {
 /// partition grows, or a sealed partition's table read from its index file.
 pub(crate) trait Strings {
     fn len(&self) -> usize;
-    /// String number `n`.
-    fn get(&self, n: usize) -> Option<&str>;
+    /// String number `n` (`None` past the last), or why it cannot be read.
+    fn get(&self, n: usize) -> Result<Option<Cow<'_, str>>>;
 }
 
 impl Strings for [String] {
@@ -266,8 +268,8 @@ impl Strings for [String] {
         <[String]>::len(self)
     }
 
-    fn get(&self, n: usize) -> Option<&str> {
-        <[String]>::get(self, n).map(String::as_str)
+    fn get(&self, n: usize) -> Result<Option<Cow<'_, str>>> {
+        Ok(<[String]>::get(self, n).map(|s| Cow::Borrowed(s.as_str())))
     }
 }
 
@@ -630,10 +632,10 @@ impl<'a, S: Strings + ?Sized> Reader<'a, S> {
                 Ok(text)
             }
             k => {
-                let known = usize::try_from(k - 1)
-                    .ok()
-                    .and_then(|n| self.strings.get(n))
-                    .map(str::to_owned);
+                let known = match usize::try_from(k - 1) {
+                    Ok(n) => self.strings.get(n)?.map(Cow::into_owned),
+                    Err(_) => None,
+                };
                 self.reference(
                     k - 1,
                     known,

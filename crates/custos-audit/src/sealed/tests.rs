@@ -43,9 +43,9 @@ fn sealed_of(
 }
 
 /// Every string of `table`, in number order.
-fn all(table: &StringTable) -> Vec<&str> {
+fn all(table: &StringTable) -> Result<Vec<String>> {
     (0..table.len())
-        .map(|n| table.get(n).expect("numbered"))
+        .map(|n| Ok(table.get(n)?.expect("numbered").into_owned()))
         .collect()
 }
 
@@ -80,7 +80,7 @@ proptest! {
         prop_assert_eq!(sealed.time_range(), index.time_range());
         prop_assert_eq!(sealed.times().unwrap(), index.times().unwrap());
         let table = sealed.strings().unwrap();
-        prop_assert_eq!(all(&table), strings.clone());
+        prop_assert_eq!(all(&table).unwrap(), strings.clone());
         prop_assert_eq!(sealed.retention_groups().unwrap(), index.retention_groups().unwrap());
         for ordinal in 0..n {
             prop_assert_eq!(sealed.place(ordinal).unwrap(), index.place(ordinal).unwrap());
@@ -168,24 +168,54 @@ fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
 #[test]
 fn strings_out_of_order_out_of_bounds_or_inside_a_character_are_corruption() {
     // Four strings "string k ✓" (12 bytes each, the last three one character): the section is
-    // a count, five ends (0, 12, 24, 36, 48), then the text. Each case sets end `k` to `value`.
+    // a count, five ends (0, 12, 24, 36, 48), then the text. Each case sets word `k` to `value`
+    // and names the string whose read must be refused. (An end moved to another boundary
+    // inside the text makes other well-formed strings: the leaf check of every event read
+    // refuses those.)
     let cases = [
-        ("a first end other than 0", 0, 1u32),
-        ("an end before the one before", 2, 11),
-        ("an end past the text", 4, 49),
-        ("an end inside '✓'", 1, 11),
+        ("an end before the one before", 3, 11u32, 1),
+        ("an end past the text", 5, 49, 3),
+        ("an end inside '✓'", 2, 11, 0),
     ];
-    for (what, k, value) in cases {
-        let damage = |b: &mut [u8]| b[4 + 4 * k..8 + 4 * k].copy_from_slice(&value.to_le_bytes());
+    for (what, k, value, refused) in cases {
+        let damage = |b: &mut [u8]| b[4 * k..4 + 4 * k].copy_from_slice(&value.to_le_bytes());
         let (_dir, sealed) = with_strings_damaged(damage);
+        let table = sealed.strings().unwrap();
         assert!(
-            matches!(sealed.strings(), Err(Error::Corrupted(_))),
+            matches!(table.get(refused), Err(Error::Corrupted(_))),
             "{what}"
         );
     }
+    let (_dir, sealed) = with_strings_damaged(|b| b[..4].copy_from_slice(&1_000u32.to_le_bytes()));
+    assert!(
+        matches!(sealed.strings(), Err(Error::Corrupted(_))),
+        "a count whose ends overrun the section"
+    );
     let (_dir, sealed) = with_strings_damaged(|_| {});
     let table = sealed.strings().unwrap();
-    assert_eq!(all(&table)[1], "string 1 ✓");
+    assert_eq!(all(&table).unwrap()[1], "string 1 ✓");
+    assert!(table.get(4).unwrap().is_none());
+}
+
+#[test]
+fn strings_across_the_pages_of_the_section_read_whole() {
+    // Lengths around the page size, with multi-byte characters, so that strings start, end
+    // and split characters at page boundaries.
+    let strings: Vec<String> = (0..40)
+        .map(|k| {
+            let unit = ["a", "é", "✓", "𝄞"][k % 4];
+            unit.repeat(1 + (k * 397) % 1500)
+        })
+        .collect();
+    let (index, _) = mem_index(10, 3);
+    let (_dir, sealed) = sealed_of(&index, &strings, VERSION);
+    let table = sealed.strings().unwrap();
+    let (_, len, _) = sealed.sections[Section::Strings as usize];
+    assert!(len > 15 * STRINGS_PAGE, "{len} bytes");
+    // Read out of order, so that pages are first read for strings in their middle.
+    for n in (0..strings.len()).rev().step_by(3).chain(0..strings.len()) {
+        assert_eq!(table.get(n).unwrap().unwrap(), strings[n], "string {n}");
+    }
 }
 
 proptest! {
@@ -201,7 +231,7 @@ proptest! {
         });
         if let Ok(table) = sealed.strings() {
             let _ = all(&table);
-            prop_assert!(table.get(table.len()).is_none());
+            prop_assert!(table.get(table.len()).unwrap().is_none());
         }
     }
 }
