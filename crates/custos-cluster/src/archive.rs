@@ -65,11 +65,6 @@ impl Marks {
         self.0.push_back((log_len, stream_sequence));
     }
 
-    /// The last stream sequence the replica has applied (0 before its first append).
-    pub(crate) fn through(&self) -> u64 {
-        self.0.back().map_or(0, |(_, sequence)| *sequence)
-    }
-
     /// The largest stream sequence all of whose messages' events are below `end`.
     fn stream_below(&self, end: u64) -> Option<u64> {
         self.0

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use custos_audit::AuditLog;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -34,6 +35,9 @@ pub const STREAM: &str = "CUSTOS_AUDIT";
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long [`Cluster::seal`] waits for this node's replica to meet its marker.
 pub const SEAL_WAIT: Duration = Duration::from_secs(60);
+/// How long an audit read waits for this node's log to hold what the stream held when it was
+/// asked ([`Cluster::caught_up`]) before it is refused.
+pub const CAUGHT_UP_WAIT: Duration = Duration::from_secs(15);
 /// How long a starting node keeps trying to reach the cluster and its stream.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -113,6 +117,8 @@ pub struct Cluster {
     replica: Arc<Mutex<replica::ReplicaStatus>>,
     /// Where the replica's appends left the log against the stream, for the archive.
     marks: Arc<Mutex<archive::Marks>>,
+    /// The last stream sequence the replica has appended, for those waiting on it.
+    through: watch::Sender<u64>,
     signer: Arc<Mutex<SignerStatus>>,
 }
 
@@ -204,6 +210,7 @@ impl Cluster {
             publisher,
             replica: Arc::new(Mutex::new(replica::ReplicaStatus::default())),
             marks: Arc::new(Mutex::new(archive::Marks::default())),
+            through: watch::Sender::new(0),
             signer: Arc::new(Mutex::new(SignerStatus::default())),
         })
     }
@@ -228,6 +235,7 @@ impl Cluster {
             applied,
             status: self.replica.clone(),
             marks: self.marks.clone(),
+            through: self.through.clone(),
             keys: self.keys.clone(),
         }));
     }
@@ -287,17 +295,63 @@ impl Cluster {
         )
         .await
         .map_err(ClusterError::Nats)?;
-        let deadline = Instant::now() + SEAL_WAIT;
-        while self.marks.lock().expect("marks lock").through() < sequence {
-            if Instant::now() > deadline {
-                return Err(ClusterError::Nats(format!(
-                    "this node's audit replica did not reach the seal marker (stream sequence {sequence}) within {} s",
+        self.reached(sequence, Instant::now() + SEAL_WAIT)
+            .await
+            .map_err(|through| {
+                ClusterError::Nats(format!(
+                    "this node's audit replica did not reach the seal marker (stream sequence {sequence}) within {} s; it holds the stream through {through}",
                     SEAL_WAIT.as_secs()
+                ))
+            })
+    }
+
+    /// Waits until this node's log holds every message the audit stream held for this tenant
+    /// when asked (at most `within`): an audit read on any node then sees every event that any
+    /// node acknowledged before it began. `Err` when the stream cannot say where it ends or the
+    /// log does not get there in time — a read from a log that is behind would leave out events
+    /// without saying so.
+    pub async fn caught_up(&self, within: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + within;
+        let asked = tokio::time::timeout_at(
+            deadline,
+            self.stream.get_last_raw_message_by_subject(&self.subject),
+        )
+        .await
+        .map_err(|_| {
+            ClusterError::Nats(format!(
+                "the audit stream did not say where it ends within {} s",
+                within.as_secs()
+            ))
+        })?;
+        let last = match asked {
+            Ok(message) => message.sequence,
+            Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(error) => {
+                return Err(ClusterError::Nats(format!(
+                    "the audit stream did not say where it ends: {error}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.reached(last, deadline).await.map_err(|through| {
+            ClusterError::Nats(format!(
+                "this node's audit log holds the stream through sequence {through} of {last} and did not catch up within {} s; try again, or another node",
+                within.as_secs()
+            ))
+        })
+    }
+
+    /// Waits until the replica has appended the stream through `sequence`; `Err` with where it
+    /// is at `deadline`.
+    async fn reached(&self, sequence: u64, deadline: Instant) -> Result<(), u64> {
+        let mut through = self.through.subscribe();
+        let reached = tokio::time::timeout_at(deadline, through.wait_for(|at| *at >= sequence))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if reached {
+            Ok(())
+        } else {
+            Err(*self.through.borrow())
         }
-        Ok(())
     }
 
     /// Who signs the cluster's checkpoints, as this node last saw it.

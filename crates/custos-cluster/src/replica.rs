@@ -116,6 +116,8 @@ pub(crate) struct Follow {
     pub(crate) applied: PathBuf,
     pub(crate) status: Arc<Mutex<ReplicaStatus>>,
     pub(crate) marks: Arc<Mutex<Marks>>,
+    /// The last stream sequence the log holds, for those waiting on the replica.
+    pub(crate) through: tokio::sync::watch::Sender<u64>,
     pub(crate) keys: Arc<dyn crate::KeyStore>,
 }
 
@@ -140,6 +142,7 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
         applied,
         status,
         marks,
+        through,
         ..
     } = task;
     let recorded = read_applied(applied)?;
@@ -175,6 +178,7 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
     // log's length is the best guess.
     let mut position = recorded.position.unwrap_or_else(|| log.len());
     marks.lock().expect("marks lock").push(log.len(), start - 1);
+    through.send_replace(start - 1);
     // Until the first event the log does not hold, each is looked up (see the top of this file).
     let mut looking = true;
     let mut appended_through = start - 1;
@@ -218,6 +222,7 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
                 .map_err(|e| format!("applying the stream up to sequence {sequence}: {e}"))?;
         appended_through = sequence;
         marks.lock().expect("marks lock").push(log.len(), sequence);
+        through.send_replace(sequence);
         if checkpointed {
             carry_out_purges(log, applied, status).await;
         }

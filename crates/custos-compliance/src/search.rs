@@ -182,6 +182,8 @@ pub(crate) async fn audit_reader(
             "audit log search is turned off; an Audit Manager can turn it on in the console's Audit settings (or PUT /api/audit/settings)",
         ));
     }
+    // On a cluster node, only once this node's log holds what every node has acknowledged.
+    state.audit_caught_up().await?;
     Ok(caller)
 }
 

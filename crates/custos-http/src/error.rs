@@ -41,6 +41,10 @@ pub enum ErrorCode {
     /// The record store cannot be reached or written (a PostgreSQL server down, a full disk);
     /// the refusal is recorded like any failure.
     StoreUnavailable,
+    /// This node's audit log does not yet hold every event the cluster has acknowledged (its
+    /// replica is catching up with the stream, or cannot follow it): an audit read is refused
+    /// rather than answered from part of the log. The refusal is recorded like any failure.
+    LogBehind,
     /// An audit record failed its integrity check: the log on disk was altered or damaged.
     Corrupted,
     /// A bug or a storage failure.
@@ -63,7 +67,9 @@ impl ErrorCode {
             ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::Unavailable | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::StoreUnavailable | ErrorCode::LogBehind => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Corrupted => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,7 +90,9 @@ impl ErrorCode {
             ErrorCode::Timeout => "RequestTimeout",
             ErrorCode::TooManyRequests => "TooManyRequests",
             ErrorCode::UnsupportedMediaType => "UnsupportedMediaType",
-            ErrorCode::Unavailable | ErrorCode::StoreUnavailable => "ServiceUnavailable",
+            ErrorCode::Unavailable | ErrorCode::StoreUnavailable | ErrorCode::LogBehind => {
+                "ServiceUnavailable"
+            }
             ErrorCode::Corrupted => "IntegrityError",
             ErrorCode::Internal => "InternalError",
         }
@@ -203,6 +211,13 @@ impl IntoResponse for AppError {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer realm=\"custos\""),
+            );
+        }
+        if self.code == ErrorCode::LogBehind {
+            // A replica catches up in moments; one that cannot follow says why at /healthz.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
             );
         }
         response

@@ -853,6 +853,25 @@ impl AppState {
         }
     }
 
+    /// Waits until this node's log holds every audit event any node had acknowledged when this
+    /// was asked, so that a search, report or export answers from the whole log: at once on an
+    /// embedded node (its log is the one every answer waited on); on a cluster node until its
+    /// replica reaches the end of the stream ([`custos_cluster::Cluster::caught_up`]), or 503.
+    pub async fn audit_caught_up(&self) -> Result<(), AppError> {
+        match &self.journal {
+            Journal::Local => Ok(()),
+            Journal::Cluster(cluster) => cluster
+                .caught_up(custos_cluster::CAUGHT_UP_WAIT)
+                .await
+                .map_err(|e| {
+                    AppError::new(
+                        crate::error::ErrorCode::LogBehind,
+                        format!("this node cannot answer from the whole audit log yet: {e}"),
+                    )
+                }),
+        }
+    }
+
     /// Whether this node is part of a cluster (its events go through the audit stream).
     pub fn in_cluster(&self) -> bool {
         matches!(self.journal, Journal::Cluster(_))

@@ -641,6 +641,7 @@ fn af(error: AppError) -> AppError {
         | ErrorCode::Timeout => return error,
         ErrorCode::Unavailable
         | ErrorCode::StoreUnavailable
+        | ErrorCode::LogBehind
         | ErrorCode::Corrupted
         | ErrorCode::Internal => "AF50000",
     };

@@ -615,18 +615,46 @@ fn a_node_on_postgresql_shares_its_tenant_and_a_lost_server_is_a_recorded_503() 
     assert!(server.stop().success());
 }
 
+/// A NATS cluster and a PostgreSQL for nodes that share them, each node in a folder of its own.
+struct Shared {
+    nats: NatsCluster,
+    postgres: Postgres,
+    data: tempfile::TempDir,
+}
+
+impl Shared {
+    fn start() -> Shared {
+        Shared {
+            nats: NatsCluster::start(),
+            postgres: Postgres::start(),
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn dir(&self, id: &str) -> std::path::PathBuf {
+        self.data.path().join(format!("node-{id}"))
+    }
+
+    /// The node `id` on its folder, started (again).
+    fn node(&self, id: &str) -> Server {
+        pg_node(
+            &self.dir(id),
+            &self.nats.urls(),
+            &self.postgres.url,
+            id,
+            &[],
+        )
+    }
+}
+
 #[test]
 fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
-    let nats = NatsCluster::start();
-    let postgres = Postgres::start();
-    let data = tempfile::tempdir().unwrap();
-    let urls = nats.urls();
-    let (dir_p, dir_q) = (data.path().join("node-p"), data.path().join("node-q"));
-    let mut p = pg_node(&dir_p, &urls, &postgres.url, "p", &[]);
-    let mut q = pg_node(&dir_q, &urls, &postgres.url, "q", &[]);
+    let shared = Shared::start();
+    let mut p = shared.node("p");
+    let mut q = shared.node("q");
     let (admin_p, admin_q) = (p.admin(), q.admin());
     let within = Duration::from_secs(10);
-    for dir in [&dir_p, &dir_q] {
+    for dir in [shared.dir("p"), shared.dir("q")] {
         assert!(
             !dir.join("control.db").exists(),
             "no directory beside PostgreSQL"
@@ -826,6 +854,60 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
     assert_eq!(sign_in(&p, "wrong").as_u16(), 429);
     assert_eq!(sign_in(&q, "wrong").as_u16(), 429);
     assert!(p.stop().success() && q.stop().success());
+}
+
+#[test]
+fn an_audit_search_on_either_node_holds_what_both_acknowledged_or_is_refused() {
+    let shared = Shared::start();
+    let mut p = shared.node("p");
+    let q = shared.node("q");
+    let (admin_p, admin_q) = (p.admin(), q.admin());
+
+    // A create acknowledged through one node is in the very next search on the other: no
+    // waiting in the client.
+    for i in 0..20 {
+        let ((writer, written_as), (reader, read_as)) = if i % 2 == 0 {
+            ((&p, &admin_p), (&q, &admin_q))
+        } else {
+            ((&q, &admin_q), (&p, &admin_p))
+        };
+        let id = create_account(writer, written_as, &format!("Searched at once {i}"));
+        let found = reader.audit(read_as, &format!("operation=Create&recordId={id}"));
+        assert_eq!(found.len(), 1, "create {i}, searched on the other node");
+    }
+
+    // A node whose log cannot follow the stream refuses searches and exports, saying how far
+    // its log holds the stream, rather than answering from part of the log.
+    assert!(p.stop().success());
+    let applied = shared.dir("p").join("cluster").join("applied");
+    let kept = std::fs::read(&applied).unwrap();
+    std::fs::write(&applied, "not a stream sequence\n").unwrap();
+    p = shared.node("p");
+    let admin_p = p.admin();
+    let id = create_account(&q, &admin_q, "Acknowledged while p is behind");
+    let searched = format!("operation=Create&recordId={id}");
+    let refused = send(
+        client().get(format!("{}/api/audit/records?{searched}", p.base)),
+        &admin_p,
+        None,
+    );
+    assert_eq!(refused.status(), 503);
+    let said = refused.text().unwrap();
+    assert!(said.contains("holds the stream through sequence"), "{said}");
+    let export = send(
+        client().post(format!("{}/api/audit/exports", p.base)),
+        &admin_p,
+        Some(json!({"format": "csv", "search": searched})),
+    );
+    assert_eq!(export.status(), 503);
+    assert_eq!(health(&p)["status"], "unavailable", "{}", health(&p));
+
+    // Mended, it follows again and the search answers in full.
+    std::fs::write(&applied, kept).unwrap();
+    wait_for("node p to find the create", Duration::from_secs(30), || {
+        p.audit_if_answered(&admin_p, &searched)
+            .is_some_and(|found| found.len() == 1)
+    });
 }
 
 /// A receiver on loopback that keeps every byte any connection sends.
