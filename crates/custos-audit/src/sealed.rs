@@ -293,9 +293,14 @@ pub(crate) struct StringTable {
 /// Bytes of a strings section read at a time.
 const STRINGS_PAGE: u64 = 4096;
 
+/// Damage found in the index file at `path`.
+fn corrupt(path: &Path, what: &str) -> Error {
+    Error::Corrupted(format!("{}: {what}", path.display()))
+}
+
 impl StringTable {
     fn corrupt(&self, what: &str) -> Error {
-        Error::Corrupted(format!("{}: {what}", self.path.display()))
+        corrupt(&self.path, what)
     }
 
     /// Page `k` of the section.
@@ -339,6 +344,13 @@ impl StringTable {
         let bytes = self.bytes(at, 4)?;
         Ok(u32::from_le_bytes(bytes.as_ref().try_into().expect("4")))
     }
+
+    /// String `n`'s start and end in the text, read together.
+    fn ends(&self, n: usize) -> Result<(u32, u32)> {
+        let bytes = self.bytes(4 + n as u64 * 4, 8)?;
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        Ok((word(0), word(4)))
+    }
 }
 
 impl Strings for StringTable {
@@ -352,7 +364,7 @@ impl Strings for StringTable {
         }
         // The section: u32 count | (count + 1) × u32 ends | the text.
         let text_at = 4 + (self.count as u64 + 1) * 4;
-        let (start, end) = (self.word(4 + n as u64 * 4)?, self.word(8 + n as u64 * 4)?);
+        let (start, end) = self.ends(n)?;
         if start > end {
             return Err(self.corrupt("strings out of order"));
         }
@@ -487,7 +499,7 @@ impl SealedIndex {
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        Error::Corrupted(format!("{}: {what}", self.path.display()))
+        corrupt(&self.path, what)
     }
 
     /// The segment's numbered strings (the table is made once, then kept; its strings are

@@ -23,7 +23,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::postings::{get_varint, put_varint};
@@ -108,6 +108,11 @@ impl TableWriter {
     }
 }
 
+/// Damage found in a table of the index file at `path`.
+fn corrupt(path: &Path, what: &str) -> Error {
+    Error::Corrupted(format!("{}: table {what}", path.display()))
+}
+
 /// A table section of an index file.
 pub(crate) struct Table {
     file: Arc<File>,
@@ -142,7 +147,7 @@ impl Table {
         len: u64,
         layout: Layout,
     ) -> Result<Table> {
-        let corrupt = |what: &str| Error::Corrupted(format!("{}: table {what}", path.display()));
+        let corrupt = |what: &str| corrupt(&path, what);
         if len < TRAILER_BYTES as u64 {
             return Err(corrupt("too short"));
         }
@@ -204,7 +209,7 @@ impl Table {
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        Error::Corrupted(format!("{}: table {what}", self.path.display()))
+        corrupt(&self.path, what)
     }
 
     /// The block that would hold `key` (the last whose first key is ≤ it), if any, then, when

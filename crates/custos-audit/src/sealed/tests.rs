@@ -218,6 +218,20 @@ fn strings_across_the_pages_of_the_section_read_whole() {
     }
 }
 
+#[test]
+fn a_strings_ends_across_a_page_boundary_read_together() {
+    // 2,100 strings: their ends fill more than two pages, so the ends of strings 1,022 and
+    // 2,046 straddle a page boundary.
+    let strings: Vec<String> = (0..2_100).map(|k| format!("s{k}")).collect();
+    let (index, _) = mem_index(10, 3);
+    let (_dir, sealed) = sealed_of(&index, &strings, VERSION);
+    let table = sealed.strings().unwrap();
+    for n in [1_022, 2_046, 0, 1_021, 1_023, 2_099] {
+        assert_eq!(table.get(n).unwrap().unwrap(), strings[n], "string {n}");
+    }
+    assert_eq!(all(&table).unwrap(), strings);
+}
+
 proptest! {
     #[test]
     fn a_strings_section_of_any_bytes_reads_or_is_refused_without_panicking(
