@@ -34,7 +34,7 @@ fn fixture() -> &'static Fixture {
         // Small segments: the events spread over many partitions, all sealed to index files
         // but the live one, whose time ranges overlap the queries' edges.
         let mut config = LogConfig::new(dir.path(), [5; 32], "test.example/props");
-        config.segment_bytes_max = 1_000;
+        config.segment_bytes_max = 400;
         let log = AuditLog::open(config).unwrap();
         let mut events = Vec::new();
         for i in 0..N_EVENTS {
@@ -68,7 +68,11 @@ fn fixture() -> &'static Fixture {
             .stats()
             .partitions_sealed
             .load(std::sync::atomic::Ordering::Relaxed);
-        assert!(sealed > 5, "the fixture spans sealed partitions: {sealed}");
+        // Enough that counts are shared among threads (`COUNT_PARTITIONS_PER_READER`).
+        assert!(
+            sealed >= 2 * COUNT_PARTITIONS_PER_READER as u64,
+            "the fixture spans sealed partitions: {sealed}"
+        );
         Fixture {
             _dir: dir,
             log,
