@@ -42,6 +42,22 @@ fn open_own(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// [`open_own`] for writing into an existing file: also refused when the file has another name
+/// (a hard link), since writing through this name would change the file at the other — a file
+/// outside the data directory that someone linked here. Reading one is harmless (a backup made
+/// with hard links reads as the original), and a file Custos creates anew has one name.
+fn open_own_to_write(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = open_own(options, path)?;
+    if file.metadata()?.nlink() > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a file with another name (a hard link) stands where Custos keeps a file; it is not written through",
+        ));
+    }
+    Ok(file)
+}
+
 /// Opens `path` to read.
 pub fn open_read(path: &Path) -> io::Result<File> {
     open_own(OpenOptions::new().read(true), path)
@@ -49,12 +65,12 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 
 /// Opens `path`, which must exist, to write.
 pub fn open_write(path: &Path) -> io::Result<File> {
-    open_own(OpenOptions::new().write(true), path)
+    open_own_to_write(OpenOptions::new().write(true), path)
 }
 
 /// Opens `path` to append, creating it empty when missing.
 pub fn open_append(path: &Path) -> io::Result<File> {
-    open_own(OpenOptions::new().append(true).create(true), path)
+    open_own_to_write(OpenOptions::new().append(true).create(true), path)
 }
 
 /// Creates `path` to write; an error if anything stands at its name.

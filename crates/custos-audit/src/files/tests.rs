@@ -67,6 +67,31 @@ fn create_replacing_unlinks_a_planted_link_and_makes_a_private_file() {
 }
 
 #[test]
+fn a_file_with_another_name_is_read_but_never_written_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("victim");
+    fs::write(&victim, b"keep me").expect("written");
+    let at = dir.path().join("seg-00000000000000000000.log");
+    fs::hard_link(&victim, &at).expect("hard link");
+    for (name, open) in [
+        ("open_write", open_write as fn(&Path) -> io::Result<File>),
+        ("open_append", open_append),
+    ] {
+        let error = open(&at).expect_err(name);
+        assert!(error.to_string().contains("hard link"), "{name}: {error}");
+    }
+    assert_eq!(read(&at).expect("read"), b"keep me");
+    // Replacing the file makes a new one of a single name and leaves the other alone.
+    create_replacing(&at).expect("replaced");
+    open_append(&at)
+        .expect("ours now")
+        .write_all(b"x")
+        .expect("written");
+    assert_eq!(fs::read(&victim).expect("victim"), b"keep me");
+}
+
+#[test]
 fn a_fifo_or_a_folder_at_the_files_name_is_refused_without_blocking() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("pipe");
