@@ -382,10 +382,15 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     let active = match (active, repairs.create_active) {
         (Some((path, first, len, n_records)), _) => {
-            ActiveSegment::resume(path, first, len, n_records)?
+            ActiveSegment::resume(path, first, len, n_records, config.segment_bytes_max)?
         }
         (None, Some(first)) => {
-            let active = ActiveSegment::create(dir, first, ids.table.len() as u32)?;
+            let active = ActiveSegment::create(
+                dir,
+                first,
+                ids.table.len() as u32,
+                config.segment_bytes_max,
+            )?;
             partitions.push(Partition {
                 first_seq: first,
                 n_events: 0,

@@ -80,6 +80,8 @@ enum Job {
         range: Box<PurgedRange>,
         done: SyncSender<Result<()>>,
     },
+    /// Cut the active segment's reserve off and stop: the log is closing.
+    Close { done: SyncSender<Result<()>> },
 }
 
 /// State shared by the writer, the sealer and readers. Locks are never nested.
@@ -128,6 +130,14 @@ pub struct AuditLog {
     dir: PathBuf,
     /// Held (locked) while the log is open, so no second process writes it.
     _lock: File,
+}
+
+impl Drop for AuditLog {
+    /// Closes the log before its lock is let go, so no write of this handle's writer follows
+    /// another opening of the log (a writer that has stopped already has nothing to close).
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
 }
 
 /// What [`AuditLog::report`] found.
@@ -395,6 +405,19 @@ impl AuditLog {
             Error::Unavailable("the audit writer stopped before answering".into())
         })??;
         self.wait_sealed()
+    }
+
+    /// Stops the writer once the appends before this are written, and cuts the reserve of
+    /// zeros off the active segment, so the log's files end with its last record. Appends
+    /// after it are refused; dropping the log closes it.
+    pub fn close(&self) -> Result<()> {
+        let (done, answer) = mpsc::sync_channel(1);
+        self.queue
+            .send(Job::Close { done })
+            .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
     }
 
     /// Events in the log (purged ones included: this is the next seq).
@@ -1340,6 +1363,11 @@ impl Writer {
                 Some(Job::ImportPurged { range, done }) => {
                     let _ = done.send(self.import_purged(*range));
                 }
+                Some(Job::Close { done }) => {
+                    self.stopped.store(true, Ordering::Release);
+                    let _ = done.send(self.active.trim());
+                    return;
+                }
                 _ => {}
             }
         }
@@ -1522,7 +1550,13 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;
         let next_seq = self.active.first_seq + self.active.n_records;
-        let next = ActiveSegment::create(&self.config.dir, next_seq, ids_before)?;
+        self.active.trim()?;
+        let next = ActiveSegment::create(
+            &self.config.dir,
+            next_seq,
+            ids_before,
+            self.config.segment_bytes_max,
+        )?;
         let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
         let frozen = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");

@@ -168,7 +168,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         () = stop_signal() => {
             // Every answered request's event is durable already; sign over them, so a stopped
             // log has no unsigned tail.
-            let signed = tokio::task::spawn_blocking(move || log.sign_checkpoint())
+            // Closing the log cuts the unwritten reserve off its last segment.
+            let signed = tokio::task::spawn_blocking(move || {
+                let signed = log.sign_checkpoint();
+                if let Err(error) = log.close() {
+                    tracing::warn!(%error, "the audit log could not be closed");
+                }
+                signed
+            })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|signed| signed.map_err(|e| e.to_string()));
