@@ -46,7 +46,10 @@ const ENTITY_TABLE: &str = "CREATE TABLE IF NOT EXISTS custos_entity (
 /// Opens the database at `path` as the data directory's other files are opened: never through
 /// a symbolic link standing at the file's own name (`SQLITE_OPEN_NOFOLLOW`). SQLite refuses a
 /// link anywhere in the path with that flag, so the folders above are resolved first: a data
-/// directory reached through a link (another disk) still opens.
+/// directory reached through a link (another disk) still opens. Nor is a database written
+/// through a file that has another name (a hard link) — the database or the journal files
+/// SQLite keeps beside it — since that would change the file at the other name; read-only
+/// opens allow one, as the audit log's reads do.
 fn open_own(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let shown = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -54,6 +57,9 @@ fn open_own(path: &Path, flags: OpenFlags) -> Result<Connection> {
             "{}: a symbolic link stands where Custos keeps a file; it is not followed",
             path.display()
         )));
+    }
+    if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        refuse_hard_links(path)?;
     }
     let resolved = match (path.parent(), path.file_name()) {
         (Some(folder), Some(name)) => {
@@ -70,6 +76,26 @@ fn open_own(path: &Path, flags: OpenFlags) -> Result<Connection> {
         resolved,
         flags | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )?)
+}
+
+/// Refuses a database at `path`, or a journal file beside it, that has another name.
+fn refuse_hard_links(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(name.into());
+    }
+    for name in names {
+        if std::fs::symlink_metadata(&name).is_ok_and(|m| m.is_file() && m.nlink() > 1) {
+            return Err(Error::Io(format!(
+                "{}: a file with another name (a hard link) stands where Custos keeps a file; it is not written through",
+                name.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn connect(path: &Path) -> Result<Connection> {

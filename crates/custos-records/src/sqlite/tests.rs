@@ -117,3 +117,36 @@ fn a_database_opens_through_a_linked_folder_but_never_through_a_link_at_its_name
     let store = SqliteStore::open(&folder.join("records.db")).unwrap();
     store.install(&seed_entities()).unwrap();
 }
+
+/// A database, or a journal file beside it, with another name (a hard link) is not written
+/// through; read-only it opens, as a copy of a data directory made with hard links does.
+#[test]
+fn a_database_with_another_name_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.install(&seed_entities()).unwrap();
+    drop(store);
+    for name in ["records.db", "records.db-wal"] {
+        let at = dir.path().join(name);
+        if !at.exists() {
+            std::fs::write(&at, b"").unwrap();
+        }
+        let other = outside.path().join(name);
+        std::fs::hard_link(&at, &other).unwrap();
+        let before = std::fs::read(&other).unwrap();
+        let error = SqliteStore::open(&path).err().expect("refused");
+        assert!(error.to_string().contains("a hard link"), "{error}");
+        assert!(error.to_string().contains(name), "{error}");
+        assert_eq!(std::fs::read(&other).unwrap(), before, "untouched");
+        let read = open_own(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let tables: i64 = read
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .unwrap();
+        assert!(tables > 0);
+        drop(read);
+        std::fs::remove_file(&other).unwrap();
+    }
+    SqliteStore::open(&path).unwrap();
+}

@@ -4,8 +4,8 @@
 //! and `verifier.key`, truncation inside a signed prefix, damage followed by intact records in
 //! an unsigned tail — and for each, `custos audit verify` exits 2 naming it, and the server
 //! either refuses to start (leaving the audit folder byte for byte as it was) or refuses to
-//! serve the damaged record. A crash's torn tail is neither. A segment with another name (a hard
-//! link) is never written through.
+//! serve the damaged record. A crash's torn tail is neither. A segment or database with another
+//! name (a hard link) is never written through.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -492,22 +492,25 @@ fn damage_in_an_unsigned_tail_with_intact_records_after_it_is_not_a_crash() {
 }
 
 #[test]
-fn a_server_refuses_to_write_through_a_segment_that_has_another_name() {
+fn a_server_refuses_to_write_through_a_file_that_has_another_name() {
     let mut server = Server::start(&[]);
     let admin = server.admin();
     let id = create_account(&server, &admin, "Contoso");
     server.kill();
-    // The name outside the audit folder stands for a file an attacker wants Custos to write.
     let audit = server.data_dir.join("audit");
-    let active = segments(&audit).pop().unwrap();
-    let elsewhere = server.data_dir.join("elsewhere.log");
-    std::fs::hard_link(audit.join(&active), &elsewhere).unwrap();
-    let before = std::fs::read(&elsewhere).unwrap();
-    let said = refused_start(&server.data_dir);
-    assert!(said.contains("a hard link"), "{said}");
-    assert_eq!(std::fs::read(&elsewhere).unwrap(), before);
-    // Once the other name is gone, the same folder starts and holds the event.
-    std::fs::remove_file(&elsewhere).unwrap();
+    let active = audit.join(segments(&audit).pop().unwrap());
+    // The name outside the data directory stands for a file an attacker wants Custos to write.
+    let outside = tempfile::tempdir().unwrap();
+    for file in [active, server.data_dir.join("control.db")] {
+        let elsewhere = outside.path().join("elsewhere");
+        std::fs::hard_link(&file, &elsewhere).unwrap();
+        let before = std::fs::read(&elsewhere).unwrap();
+        let said = refused_start(&server.data_dir);
+        assert!(said.contains("a hard link"), "{said}");
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), before);
+        std::fs::remove_file(&elsewhere).unwrap();
+    }
+    // Once the other names are gone, the same folder starts and holds the event.
     let server = Server::start_in(&server.data_dir, &[]);
     let admin = server.admin();
     assert_eq!(
