@@ -128,15 +128,21 @@ pub struct AuditLog {
     /// Whether the log signs its own checkpoints ([`LogConfig::signs_own_checkpoints`]).
     signs_own_checkpoints: bool,
     dir: PathBuf,
+    /// The writer's thread, which must not wait for itself to close the log.
+    writer_thread: thread::ThreadId,
     /// Held (locked) while the log is open, so no second process writes it.
     _lock: File,
 }
 
 impl Drop for AuditLog {
     /// Closes the log before its lock is let go, so no write of this handle's writer follows
-    /// another opening of the log (a writer that has stopped already has nothing to close).
+    /// another opening of the log (a writer that has stopped already has nothing to close). A
+    /// log whose last handle goes with an append's answer, on the writer's own thread, is left
+    /// to stop when its queue closes.
     fn drop(&mut self) {
-        let _ = self.close();
+        if thread::current().id() != self.writer_thread {
+            let _ = self.close();
+        }
     }
 }
 
@@ -277,10 +283,12 @@ impl AuditLog {
             seal_queue,
             config: config.clone(),
         };
-        thread::Builder::new()
+        let writer_thread = thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| Error::io(&config.dir, e))?;
+            .map_err(|e| Error::io(&config.dir, e))?
+            .thread()
+            .id();
         {
             let weak = Arc::downgrade(&shared);
             thread::Builder::new()
@@ -304,6 +312,7 @@ impl AuditLog {
             checkpoint_interval_ms: config.checkpoint_interval_ms,
             signs_own_checkpoints: config.signs_own_checkpoints,
             dir: config.dir.clone(),
+            writer_thread,
             _lock: opened.lock,
         })
     }

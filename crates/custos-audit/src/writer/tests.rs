@@ -407,6 +407,32 @@ fn a_key_rotation_hands_trust_over_and_survives_restarts() {
 }
 
 #[test]
+fn a_log_whose_last_handle_goes_with_an_answer_does_not_wait_for_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(open(dir.path()));
+    let held = log.clone();
+    let (release, released) = mpsc::channel::<()>();
+    let (answered, answer) = mpsc::channel();
+    let queued = log.try_append(
+        sample_event(1),
+        Box::new(move |outcome| {
+            released.recv().unwrap();
+            // The last handle of the log goes here, on the writer's thread.
+            drop(held);
+            answered.send(outcome).unwrap();
+        }),
+    );
+    assert!(queued.is_ok());
+    drop(log);
+    release.send(()).unwrap();
+    let outcome = answer
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the writer waited for itself to close");
+    assert_eq!(outcome.unwrap(), 0);
+    assert_eq!(open(dir.path()).len(), 1);
+}
+
+#[test]
 fn a_log_cut_behind_a_signed_checkpoint_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     {
