@@ -1,15 +1,6 @@
 //! Segment files of the append-only audit log: framing, group append with one `fdatasync`,
 //! and recovery of a torn tail after a crash.
 //!
-//! The segment being written is kept ahead of its records by up to [`RESERVE_BYTES`] of zeros,
-//! written once and made durable with the small batch that first needed them. A batch that lands in
-//! that reserve overwrites bytes the file already has, so its `fdatasync` writes the data and
-//! nothing else; a batch that grows the file makes ext4 commit its journal as well (on this
-//! machine 8.6 against 5.1 context switches and 3.6 against 2.1 interrupts per sync). The
-//! reserve is not part of the log: a scan of the last segment ends where only zeros remain (a
-//! frame is never all zeros: its payload is never empty), and the reserve is cut off when the
-//! segment is closed — before the next segment is started, and when the log is closed.
-//!
 //! A segment is `seg-<first seq, 20 digits>.log`: a 16-byte header (`CUSTOSAL`, format version
 //! 2, three zero bytes, `u32` record ids the log had numbered before the segment) followed by
 //! frames `u32 payload length | u32 crc32 | payload`, each payload one record of `codec`.
@@ -38,13 +29,6 @@ pub(crate) const HEADER_BYTES: u64 = 16;
 pub(crate) const FRAME_HEADER_BYTES: u64 = 8;
 /// A frame larger than this is corruption, not a record (a record is at most a few MiB).
 pub(crate) const RECORD_BYTES_MAX: u32 = 64 << 20;
-/// Most zeros kept written ahead of the records of the segment being written.
-pub(crate) const RESERVE_BYTES: u64 = 1 << 20;
-/// Only a batch up to this size that does not fit in the reserve writes the next one: for a
-/// larger batch the journal commit is a small part of its sync, and writing every byte twice
-/// (zeros, then records) would cost more than it saves (B1's batches of ~80 KB: 17 % fewer
-/// events per second with a reserve).
-pub(crate) const RESERVE_BATCH_BYTES_MAX: u64 = 16 << 10;
 
 /// The default memory budget of the partition being written ([`LogConfig::index_bytes_max`]).
 pub const INDEX_BYTES_DEFAULT: u64 = 128 << 20;
@@ -185,48 +169,29 @@ pub(crate) struct ActiveSegment {
     path: PathBuf,
     /// Bytes durable in the file.
     len: u64,
-    /// The file's length: `len` and the zeros of the reserve after it.
-    allocated: u64,
-    /// The reserve stops here (the segment's size limit), so a small segment gets none.
-    reserve_end: u64,
     /// Records in it.
     pub(crate) n_records: u64,
     pub(crate) first_seq: Seq,
 }
 
 impl ActiveSegment {
-    /// Continues the segment at `path`, whose first `len` bytes hold `n_records` intact records
-    /// (what follows them is zeros: the reserve); `bytes_max` is the segment's size limit.
-    pub(crate) fn resume(
-        path: PathBuf,
-        first_seq: Seq,
-        len: u64,
-        n_records: u64,
-        bytes_max: u64,
-    ) -> Result<Self> {
+    /// Continues the segment at `path`, whose first `len` bytes hold `n_records` intact records.
+    pub(crate) fn resume(path: PathBuf, first_seq: Seq, len: u64, n_records: u64) -> Result<Self> {
         let file = crate::files::open_write(&path).map_err(|e| Error::io(&path, e))?;
-        let allocated = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         Ok(ActiveSegment {
             file,
             path,
             len,
-            allocated: allocated.max(len),
-            reserve_end: bytes_max,
             n_records,
             first_seq,
         })
     }
 
     /// Starts a new segment at `first_seq`.
-    pub(crate) fn create(
-        dir: &Path,
-        first_seq: Seq,
-        ids_before: u32,
-        bytes_max: u64,
-    ) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, first_seq: Seq, ids_before: u32) -> Result<Self> {
         let path = segment_path(dir, first_seq);
         create_segment(&path, dir, ids_before)?;
-        ActiveSegment::resume(path, first_seq, HEADER_BYTES, 0, bytes_max)
+        ActiveSegment::resume(path, first_seq, HEADER_BYTES, 0)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -238,22 +203,13 @@ impl ActiveSegment {
     }
 
     /// Writes every payload with one write and one `fdatasync`; on success every record is
-    /// durable and gets its place, on failure none of them is in the log. A small batch that
-    /// does not fit in the reserve writes the next reserve after it, in the same write.
+    /// durable and gets its place, on failure none of them is in the log.
     pub(crate) fn append(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<Place>> {
         let total: usize = payloads
             .iter()
             .map(|p| p.len() + FRAME_HEADER_BYTES as usize)
             .sum();
-        let end = self.len + total as u64;
-        let zeros = if end > self.allocated && total as u64 <= RESERVE_BATCH_BYTES_MAX {
-            (end + RESERVE_BYTES)
-                .min(self.reserve_end)
-                .saturating_sub(end) as usize
-        } else {
-            0
-        };
-        let mut buffer = Vec::with_capacity(total + zeros);
+        let mut buffer = Vec::with_capacity(total);
         let mut places = Vec::with_capacity(payloads.len());
         let mut offset = self.len;
         for (i, payload) in payloads.iter().enumerate() {
@@ -273,7 +229,6 @@ impl ActiveSegment {
             });
             offset += payload.len() as u64;
         }
-        buffer.resize(total + zeros, 0);
         let written = self
             .file
             .write_all_at(&buffer, self.len)
@@ -290,35 +245,12 @@ impl ActiveSegment {
                     "append failed ({error}) and could not be undone ({undo_error})"
                 )));
             }
-            self.allocated = self.len;
             return Err(Error::io(&self.path, error));
         }
-        self.allocated = self.allocated.max(end + zeros as u64);
         self.len = offset;
         self.n_records += payloads.len() as u64;
         Ok(places)
     }
-
-    /// Cuts the reserve off, durably, so the file ends with its last record: before the
-    /// segment is closed for the next, and when the log is closed.
-    pub(crate) fn trim(&mut self) -> Result<()> {
-        if self.allocated > self.len {
-            self.file
-                .set_len(self.len)
-                .and_then(|()| self.file.sync_all())
-                .map_err(|e| Error::io(&self.path, e))?;
-            self.allocated = self.len;
-        }
-        Ok(())
-    }
-}
-
-/// Whether everything from `pos` to the end of the last segment's `bytes` is zeros: the
-/// reserve written ahead of its records, where the log ends.
-pub(crate) fn unwritten_from(bytes: &[u8], pos: usize) -> bool {
-    bytes
-        .get(pos..)
-        .is_some_and(|rest| rest.iter().all(|b| *b == 0))
 }
 
 /// What scanning a segment found.
@@ -359,8 +291,7 @@ pub(crate) fn intact_after(bytes: &[u8], pos: usize, seq: Seq) -> bool {
 /// nothing. A bad frame in the last segment, after the first `protected` records of the log
 /// (those covered by a signed checkpoint) and with no intact record after it, is a crash's
 /// torn tail: the scan stops there and says so, for the caller to cut once the whole log is
-/// found sound. A bad frame anywhere else is damage. The last segment ends where only zeros
-/// remain (its reserve); zeros at the end of another segment are damage.
+/// found sound. A bad frame anywhere else is damage.
 pub(crate) fn scan_segment(
     path: &Path,
     first_seq: Seq,
@@ -374,9 +305,6 @@ pub(crate) fn scan_segment(
     let mut n_records = 0u64;
     let mut torn = false;
     while pos < bytes.len() {
-        if is_last && unwritten_from(&bytes, pos) {
-            break;
-        }
         let seq = first_seq + n_records;
         match frame_at(&bytes, pos, seq) {
             Some(payload_len) => {
@@ -439,13 +367,12 @@ pub(crate) fn frame_crc(seq: Seq, payload: &[u8]) -> u32 {
 }
 
 /// The payload length of an intact frame of record `seq` at `pos`, or `None` when the frame is
-/// torn, damaged or out of place. A payload is never empty (its first byte is the codec's
-/// version), so zeros are never a frame.
+/// torn, damaged or out of place.
 pub(crate) fn frame_at(bytes: &[u8], pos: usize, seq: Seq) -> Option<usize> {
     let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize)?;
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if len == 0 || len > RECORD_BYTES_MAX {
+    if len > RECORD_BYTES_MAX {
         return None;
     }
     let start = pos + FRAME_HEADER_BYTES as usize;

@@ -382,15 +382,10 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     }
     let active = match (active, repairs.create_active) {
         (Some((path, first, len, n_records)), _) => {
-            ActiveSegment::resume(path, first, len, n_records, config.segment_bytes_max)?
+            ActiveSegment::resume(path, first, len, n_records)?
         }
         (None, Some(first)) => {
-            let active = ActiveSegment::create(
-                dir,
-                first,
-                ids.table.len() as u32,
-                config.segment_bytes_max,
-            )?;
+            let active = ActiveSegment::create(dir, first, ids.table.len() as u32)?;
             partitions.push(Partition {
                 first_seq: first,
                 n_events: 0,

@@ -30,7 +30,6 @@ use crate::ids::{IdFile, IdTable};
 use crate::leaves::LeafFile;
 use crate::log::{
     FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX, frame_crc, intact_after, read_header,
-    unwritten_from,
 };
 use crate::merkle::{Hash, InMemory, LeafSource, MerkleTree, leaf_hash};
 use crate::partition::{MemIndex, Place};
@@ -553,9 +552,6 @@ fn scan(
     std::thread::scope(|threads| -> Result<Scan> {
         let mut queue = LeafQueue::new(threads, start, has_index);
         while pos < bytes.len() {
-            if is_last && unwritten_from(bytes, pos) {
-                break;
-            }
             let seq = queue.next_seq;
             let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
             let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));

@@ -80,8 +80,8 @@ enum Job {
         range: Box<PurgedRange>,
         done: SyncSender<Result<()>>,
     },
-    /// Cut the active segment's reserve off and stop: the log is closing.
-    Close { done: SyncSender<Result<()>> },
+    /// Stop once the appends before this are written: the log is closing.
+    Close { done: SyncSender<()> },
 }
 
 /// State shared by the writer, the sealer and readers. Locks are never nested.
@@ -416,9 +416,9 @@ impl AuditLog {
         self.wait_sealed()
     }
 
-    /// Stops the writer once the appends before this are written, and cuts the reserve of
-    /// zeros off the active segment, so the log's files end with its last record. Appends
-    /// after it are refused; dropping the log closes it.
+    /// Stops the writer once the appends queued before this are written; appends after it are
+    /// refused (503 for a request), so a checkpoint signed next covers every event the log
+    /// will hold. Dropping the log closes it.
     pub fn close(&self) -> Result<()> {
         let (done, answer) = mpsc::sync_channel(1);
         self.queue
@@ -426,7 +426,7 @@ impl AuditLog {
             .map_err(|_| Error::Unavailable("the audit writer has stopped".into()))?;
         answer
             .recv()
-            .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))?
+            .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))
     }
 
     /// Events in the log (purged ones included: this is the next seq).
@@ -1374,7 +1374,7 @@ impl Writer {
                 }
                 Some(Job::Close { done }) => {
                     self.stopped.store(true, Ordering::Release);
-                    let _ = done.send(self.active.trim());
+                    let _ = done.send(());
                     return;
                 }
                 _ => {}
@@ -1559,13 +1559,7 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;
         let next_seq = self.active.first_seq + self.active.n_records;
-        self.active.trim()?;
-        let next = ActiveSegment::create(
-            &self.config.dir,
-            next_seq,
-            ids_before,
-            self.config.segment_bytes_max,
-        )?;
+        let next = ActiveSegment::create(&self.config.dir, next_seq, ids_before)?;
         let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
         let frozen = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");

@@ -168,13 +168,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         () = stop_signal() => {
             // Every answered request's event is durable already; sign over them, so a stopped
             // log has no unsigned tail.
-            // Closing the log cuts the unwritten reserve off its last segment.
+            // Closing the log first writes what is queued and refuses what comes after, so the
+            // checkpoint covers every event the log will hold.
             let signed = tokio::task::spawn_blocking(move || {
-                let signed = log.sign_checkpoint();
                 if let Err(error) = log.close() {
                     tracing::warn!(%error, "the audit log could not be closed");
                 }
-                signed
+                log.sign_checkpoint()
             })
                 .await
                 .map_err(|e| e.to_string())

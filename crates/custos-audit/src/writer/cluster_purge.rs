@@ -326,12 +326,7 @@ impl Writer {
         self.shared.integrity.leaves.write(first, &leaves)?;
         self.shared.integrity.leaves.sync()?;
         let ids_len = first_id + ids.len();
-        let next = ActiveSegment::create(
-            &self.config.dir,
-            first + count,
-            ids_len as u32,
-            self.config.segment_bytes_max,
-        )?;
+        let next = ActiveSegment::create(&self.config.dir, first + count, ids_len as u32)?;
         let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
         let empty = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");

@@ -81,81 +81,28 @@ fn torn_tail_is_cut_and_appends_continue() {
     assert_eq!(open(dir.path()).len(), 4);
 }
 
-/// Copies the files of `from` into `to`: what a crash leaves of a log that is still open.
-fn copy_files(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
-/// The bytes of intact records (with the header) of the last segment at `path`, and how many.
-fn intact(path: &std::path::Path) -> (u64, u64) {
-    let scanned = crate::log::scan_segment(path, 0, true, 0, &mut |_, _, _| Ok(())).unwrap();
-    assert!(!scanned.torn);
-    (scanned.intact_len, scanned.n_records)
-}
-
 #[test]
-fn the_zeros_written_ahead_of_the_last_record_are_where_a_crashed_log_ends() {
+fn a_closed_log_has_written_what_was_queued_and_refuses_what_comes_after() {
     let dir = tempfile::tempdir().unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    let torn = tempfile::tempdir().unwrap();
-    let segment = |dir: &std::path::Path| dir.join(format!("seg-{:020}.log", 0));
     let log = open(dir.path());
-    for _ in 0..5 {
-        log.append(sample_event(2)).unwrap();
+    let (answered, answers) = mpsc::channel();
+    for _ in 0..3 {
+        let answered = answered.clone();
+        let queued = log.try_append(
+            sample_event(1),
+            Box::new(move |outcome| answered.send(outcome.is_ok()).unwrap()),
+        );
+        assert!(queued.is_ok());
     }
-    log.sign_checkpoint().unwrap();
-    let key = log.verifier_key();
-    copy_files(dir.path(), crashed.path());
-    copy_files(dir.path(), torn.path());
-
-    // The reserve is zeros after the records, durable with the first batch.
-    let bytes = std::fs::read(segment(crashed.path())).unwrap();
-    let (end, records) = intact(&segment(crashed.path()));
-    assert_eq!(records, 5);
-    assert!(bytes.len() as u64 > end && bytes.len() as u64 >= crate::log::RESERVE_BYTES);
-    assert!(bytes[end as usize..].iter().all(|b| *b == 0));
-    let report = crate::verify_log(crashed.path(), &key, &mut |_, _| {}).unwrap();
-    assert!(report.is_ok(), "{:?}", report.problems);
-    assert_eq!((report.events, report.torn_tail), (5, None));
-
-    // A log opened from it goes on after its last record, and closing it cuts the reserve.
-    let reopened = open(crashed.path());
-    assert_eq!(reopened.len(), 5);
-    assert_eq!(reopened.append(sample_event(2)).unwrap(), 5);
-    drop(reopened);
-    let (end, records) = intact(&segment(crashed.path()));
-    assert_eq!(records, 6);
-    assert_eq!(
-        std::fs::metadata(segment(crashed.path())).unwrap().len(),
-        end
-    );
-    let report = crate::verify_log(crashed.path(), &key, &mut |_, _| {}).unwrap();
-    assert!(report.is_ok(), "{:?}", report.problems);
-
-    // A write a crash tore inside the reserve is a torn tail: reported, then cut.
-    let file = OpenOptions::new()
-        .write(true)
-        .open(segment(torn.path()))
-        .unwrap();
-    let (end, _) = intact(&segment(torn.path()));
-    std::os::unix::fs::FileExt::write_all_at(&file, &[200, 1, 0, 0, 9, 9], end).unwrap();
-    drop(file);
-    let report = crate::verify_log(torn.path(), &key, &mut |_, _| {}).unwrap();
-    assert!(report.torn_tail.is_some(), "{report:?}");
-    let reopened = open(torn.path());
-    assert_eq!(reopened.len(), 5);
-    assert_eq!(reopened.append(sample_event(2)).unwrap(), 5);
-
-    // The log that never crashed is cut to its records when it is dropped.
+    log.close().unwrap();
+    assert_eq!(answers.try_iter().collect::<Vec<_>>(), vec![true; 3]);
+    let refused = log
+        .append(sample_event(1))
+        .expect_err("a closed log refuses");
+    assert!(matches!(refused, Error::Unavailable(_)), "{refused}");
+    assert!(log.close().is_err(), "its writer has stopped");
     drop(log);
-    let (end, records) = intact(&segment(dir.path()));
-    assert_eq!(records, 5);
-    assert_eq!(std::fs::metadata(segment(dir.path())).unwrap().len(), end);
+    assert_eq!(open(dir.path()).len(), 3);
 }
 
 #[test]
