@@ -3,13 +3,13 @@
 //! in memory for the partition being written, from its index file once sealed.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use uuid::Uuid;
 
 use crate::event::{AuditEvent, Origin, ResultStatus};
+use crate::handles::Handle;
 use crate::ids::IdDict;
 use crate::log::Seq;
 use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, query_words};
@@ -252,8 +252,8 @@ pub(crate) struct Partition {
     /// Events it holds (or held, once purged).
     pub(crate) n_events: u64,
     pub(crate) path: PathBuf,
-    /// `None` once purged.
-    pub(crate) file: Option<Arc<File>>,
+    /// Its segment to read; `None` once purged.
+    pub(crate) file: Option<Arc<Handle>>,
     /// The strings its records numbered (while live or frozen; a sealed one keeps them in its
     /// index file).
     pub(crate) strings: Arc<RwLock<Vec<String>>>,
@@ -281,7 +281,8 @@ impl Partition {
             PartState::Purged => return Ok(None),
         };
         let mut payload = vec![0u8; place.len as usize];
-        file.read_exact_at(&mut payload, u64::from(place.offset))
+        file.file()?
+            .read_exact_at(&mut payload, u64::from(place.offset))
             .map_err(|e| Error::io(&self.path, e))?;
         let event = match strings {
             Some(strings) => crate::codec::decode_event(&payload, ids, &*strings)?,

@@ -14,6 +14,7 @@ mod codec;
 mod error;
 mod event;
 pub mod files;
+mod handles;
 mod ids;
 mod index;
 mod integrity;
@@ -45,7 +46,7 @@ pub use event::{
 };
 pub use index::{SearchPage, SearchQuery, SearchSort, SortCursor, SortKey, SortValue, SortedPage};
 pub use integrity::{Adopted, ClusterKeys, InclusionProof};
-pub use log::{INDEX_BYTES_DEFAULT, LogConfig, Seq};
+pub use log::{INDEX_BYTES_DEFAULT, LogConfig, OPEN_FILES_DEFAULT, Seq};
 pub use merkle::{
     Hash, InMemory, LeafSource, MerkleTree, TILE_HEIGHT, TILE_LEAVES, empty_root, leaf_hash,
     node_hash, verify_consistency, verify_inclusion,

@@ -33,6 +33,9 @@ pub(crate) const RECORD_BYTES_MAX: u32 = 64 << 20;
 /// The default memory budget of the partition being written ([`LogConfig::index_bytes_max`]).
 pub const INDEX_BYTES_DEFAULT: u64 = 128 << 20;
 
+/// The default of [`LogConfig::open_files_max`]: 256 partitions' segment and index files.
+pub const OPEN_FILES_DEFAULT: usize = 512;
+
 /// Where the log lives and how it is cut.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -62,6 +65,10 @@ pub struct LogConfig {
     /// ([`crate::AuditLog::sign_for_cluster`]) and every other node adopts the notes it signed
     /// ([`crate::AuditLog::adopt_checkpoint`]).
     pub signs_own_checkpoints: bool,
+    /// Most of the log's segment and index files held open at once for reading (`handles.rs`):
+    /// beyond it the least recently read are closed, and opened again when read, so the log's
+    /// file descriptors do not grow with its partitions.
+    pub open_files_max: usize,
 }
 
 impl LogConfig {
@@ -78,6 +85,7 @@ impl LogConfig {
             origin: origin.to_string(),
             checkpoint_interval_ms: 1000,
             signs_own_checkpoints: true,
+            open_files_max: OPEN_FILES_DEFAULT,
         }
     }
 }
@@ -155,9 +163,28 @@ pub(crate) fn is_unfinished_segment(path: &Path) -> Result<bool> {
 }
 
 /// Creates a segment file with its header, durably (file and folder).
+///
+/// A file already at its name that holds the start of that very header, or all of it and
+/// nothing more, is the stub of an attempt that failed after creating it (a roll that ran out
+/// of file descriptors, or of space, before it finished): it is completed rather than refused,
+/// so the writer's next attempt succeeds once the cause has passed. Anything else at the name
+/// is refused.
 pub(crate) fn create_segment(path: &Path, dir: &Path, ids_before: u32) -> Result<()> {
-    let mut file = crate::files::create_new(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(&header(ids_before))
+    let header = header(ids_before);
+    let mut file = match crate::files::create_new(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let held = crate::files::read(path).map_err(|e| Error::io(path, e))?;
+            if held.len() > header.len() || !header.starts_with(&held) {
+                return Err(Error::io(path, e));
+            }
+            let file = crate::files::open_write(path).map_err(|e| Error::io(path, e))?;
+            file.set_len(0).map_err(|e| Error::io(path, e))?;
+            file
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    file.write_all(&header)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(path, e))?;
     crate::files::sync_dir(dir).map_err(|e| Error::io(dir, e))
@@ -379,3 +406,6 @@ pub(crate) fn frame_at(bytes: &[u8], pos: usize, seq: Seq) -> Option<usize> {
     let payload = bytes.get(start..start + len as usize)?;
     (frame_crc(seq, payload) == crc).then_some(len as usize)
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::canonical::canonical_json;
 use crate::codec::decode_next;
+use crate::handles::{Handle, Handles};
 use crate::ids::{IdDict, IdFile};
 use crate::index::{PartState, Partition};
 use crate::integrity::Integrity;
@@ -36,6 +37,8 @@ const LEAF_CHUNK: u64 = 1 << 20;
 pub(crate) struct Opened {
     pub(crate) lock: File,
     pub(crate) partitions: Vec<Partition>,
+    /// The budget of open files its partitions' handles share.
+    pub(crate) handles: Arc<Handles>,
     pub(crate) ids: IdDict,
     pub(crate) ids_len: usize,
     pub(crate) id_file: IdFile,
@@ -148,6 +151,7 @@ const LOG_FILES: [&str; 4] = ["checkpoints.log", "pruned.log", "ids.dat", "leave
 
 fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     let dir = &config.dir;
+    let handles = Handles::new(config.open_files_max);
     let seeds: Vec<[u8; 32]> = std::iter::once(config.signing_seed)
         .chain(config.next_signing_seed)
         .collect();
@@ -193,7 +197,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     // The sealed prefix: segments (but the last) with an index file that matches them.
     let mut sealed = Vec::new();
     for (first, path) in segments.iter().take(segments.len().saturating_sub(1)) {
-        match SealedIndex::open(path, *first, segment_bytes(path)?)? {
+        match SealedIndex::open(&handles, path, *first, segment_bytes(path)?)? {
             Some(index) => sealed.push(index),
             None => break,
         }
@@ -256,9 +260,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
             first_seq: *first,
             n_events,
             path: path.clone(),
-            file: Some(Arc::new(
-                crate::files::open_read(path).map_err(|e| Error::io(path, e))?,
-            )),
+            file: Some(Handle::open(&handles, path)?),
             strings: Arc::new(RwLock::new(Vec::new())),
             state: PartState::Sealed(Arc::new(index)),
         });
@@ -301,9 +303,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
             repairs.cut_tail = Some((path.clone(), scanned.intact_len));
         }
         repairs.leaves.push((*first, leaves));
-        let file = Some(Arc::new(
-            crate::files::open_read(path).map_err(|e| Error::io(path, e))?,
-        ));
+        let file = Some(Handle::open(&handles, path)?);
         let state = if is_last {
             active_day = index.times.first().map(|t| t.div_euclid(DAY_US));
             active = Some((path.clone(), *first, scanned.intact_len, scanned.n_records));
@@ -390,10 +390,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
                 first_seq: first,
                 n_events: 0,
                 path: active.path().to_path_buf(),
-                file: Some(Arc::new(
-                    crate::files::open_read(active.path())
-                        .map_err(|e| Error::io(active.path(), e))?,
-                )),
+                file: Some(Handle::open(&handles, active.path())?),
                 strings: Arc::new(RwLock::new(Vec::new())),
                 state: PartState::Live(Box::default()),
             });
@@ -409,6 +406,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
     Ok(Opened {
         lock,
         partitions,
+        handles,
         ids,
         ids_len,
         id_file,

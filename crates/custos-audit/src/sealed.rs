@@ -31,7 +31,6 @@
 //! migration).
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -39,6 +38,7 @@ use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 use crate::codec::Strings;
+use crate::handles::{Handle, Handles};
 use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, RetentionGroups};
 use crate::postings::{self, get_varint, put_varint};
 use crate::table::{Layout, Table, TableWriter};
@@ -259,7 +259,7 @@ pub(crate) fn encode(
 /// partition a third of what the four weigh, and most of a partition's resident memory),
 /// everything else when asked.
 pub(crate) struct SealedIndex {
-    file: Arc<File>,
+    file: Arc<Handle>,
     path: PathBuf,
     meta: SealedMeta,
     /// How its tables find their blocks (by its version).
@@ -280,7 +280,7 @@ pub(crate) struct SealedIndex {
 /// UTF-8); a wrong but well-formed string cannot be served either, since every event read is
 /// checked against its Merkle leaf.
 pub(crate) struct StringTable {
-    file: Arc<File>,
+    file: Arc<Handle>,
     path: PathBuf,
     /// Where the section starts in the file, and its length.
     at: u64,
@@ -311,6 +311,7 @@ impl StringTable {
         let start = k as u64 * STRINGS_PAGE;
         let mut bytes = vec![0u8; (self.len - start).min(STRINGS_PAGE) as usize];
         self.file
+            .file()?
             .read_exact_at(&mut bytes, self.at + start)
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(self.pages[k].get_or_init(|| bytes.into_boxed_slice()))
@@ -390,6 +391,7 @@ impl SealedIndex {
     /// it does not index exactly that segment (a different length or first seq), so the
     /// segment must be indexed again.
     pub(crate) fn open(
+        handles: &Arc<Handles>,
         segment_path: &Path,
         first_seq: u64,
         segment_bytes: u64,
@@ -400,7 +402,8 @@ impl SealedIndex {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let Some(index) = SealedIndex::read(file, path)? else {
+        let handle = Handle::adopt(handles, &path, file)?;
+        let Some(index) = SealedIndex::read(handle, path)? else {
             return Ok(None);
         };
         if index.meta.first_seq != first_seq || index.meta.segment_bytes != segment_bytes {
@@ -411,7 +414,8 @@ impl SealedIndex {
 
     /// Reads the footer, the meta section and the tables' block indexes; `Ok(None)` when the
     /// footer or meta is damaged.
-    fn read(file: File, path: PathBuf) -> Result<Option<SealedIndex>> {
+    fn read(handle: Arc<Handle>, path: PathBuf) -> Result<Option<SealedIndex>> {
+        let file = handle.file()?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         if file_len < HEADER_BYTES + FOOTER_BYTES as u64 {
             return Ok(None);
@@ -444,7 +448,6 @@ impl SealedIndex {
             }
             sections[i] = (offset, len, crc);
         }
-        let file = Arc::new(file);
         let (meta_at, meta_len, meta_crc) = sections[Section::Meta as usize];
         let mut bytes = vec![0u8; meta_len as usize];
         file.read_exact_at(&mut bytes, meta_at)
@@ -462,7 +465,7 @@ impl SealedIndex {
         };
         Ok(Some(SealedIndex {
             tables: Default::default(),
-            file,
+            file: handle,
             path,
             meta,
             layout,
@@ -493,6 +496,7 @@ impl SealedIndex {
         let (at, len, _) = self.sections[section as usize];
         let mut bytes = vec![0u8; len as usize];
         self.file
+            .file()?
             .read_exact_at(&mut bytes, at)
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(bytes)
@@ -544,6 +548,7 @@ impl SealedIndex {
         }
         let mut bytes = vec![0u8; b as usize];
         self.file
+            .file()?
             .read_exact_at(&mut bytes, at + a)
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(bytes)
@@ -627,6 +632,7 @@ impl PartitionIndex for SealedIndex {
         let (at, _, _) = self.sections[Section::Places as usize];
         let mut bytes = [0u8; 8];
         self.file
+            .file()?
             .read_exact_at(&mut bytes, at + u64::from(ordinal) * 8)
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(Place {

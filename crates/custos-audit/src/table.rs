@@ -21,11 +21,11 @@
 //! A nested one reads only its own block index when opened (a key for every 64 blocks), so a
 //! table opens in time independent of its size, for a second small read per lookup.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::handles::Handle;
 use crate::postings::{get_varint, put_varint};
 use crate::{Error, Result};
 
@@ -115,7 +115,7 @@ fn corrupt(path: &Path, what: &str) -> Error {
 
 /// A table section of an index file.
 pub(crate) struct Table {
-    file: Arc<File>,
+    file: Arc<Handle>,
     path: PathBuf,
     /// Where the section starts in the file.
     base: u64,
@@ -141,7 +141,7 @@ impl Table {
     /// Opens the table section at `base .. base + len` of `file`, whose block index is in
     /// `layout`: a flat one is read into memory, a nested one is opened as a table of its own.
     pub(crate) fn open(
-        file: Arc<File>,
+        file: Arc<Handle>,
         path: PathBuf,
         base: u64,
         len: u64,
@@ -152,7 +152,8 @@ impl Table {
             return Err(corrupt("too short"));
         }
         let mut trailer = [0u8; TRAILER_BYTES];
-        file.read_exact_at(&mut trailer, base + len - TRAILER_BYTES as u64)
+        file.file()?
+            .read_exact_at(&mut trailer, base + len - TRAILER_BYTES as u64)
             .map_err(|e| Error::io(&path, e))?;
         let n_blocks = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
         let index_at = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as u64;
@@ -170,7 +171,8 @@ impl Table {
             )?)),
             Layout::Flat => {
                 let mut index = vec![0u8; index_len as usize];
-                file.read_exact_at(&mut index, base + index_at)
+                file.file()?
+                    .read_exact_at(&mut index, base + index_at)
                     .map_err(|e| Error::io(&path, e))?;
                 let mut keys = Vec::new();
                 let mut key_ends = Vec::with_capacity(n_blocks);
@@ -279,6 +281,7 @@ impl Table {
         }
         let mut bytes = vec![0u8; (end - start) as usize];
         self.file
+            .file()?
             .read_exact_at(&mut bytes, self.base + start)
             .map_err(|e| Error::io(&self.path, e))?;
         let mut key = Vec::new();

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::canonical::canonical_json;
 use crate::codec::{Encoder, decode_event};
 use crate::event::AuditEvent;
+use crate::handles::{Handle, Handles};
 use crate::ids::{IdDict, IdFile};
 use crate::index::{
     Compiled, Location, PartState, Partition, ReportTotals, SearchPage, SearchQuery, SearchSort,
@@ -87,6 +88,8 @@ enum Job {
 /// State shared by the writer, the sealer and readers. Locks are never nested.
 pub(crate) struct Shared {
     pub(crate) partitions: RwLock<Vec<Partition>>,
+    /// The budget of open files the partitions' handles share.
+    pub(crate) handles: Arc<Handles>,
     pub(crate) ids: RwLock<IdDict>,
     pub(crate) id_file: IdFile,
     pub(crate) integrity: Integrity,
@@ -243,6 +246,7 @@ impl AuditLog {
         }
         let shared = Arc::new(Shared {
             partitions: RwLock::new(opened.partitions),
+            handles: opened.handles,
             ids: RwLock::new(opened.ids),
             id_file: opened.id_file,
             integrity: opened.integrity,
@@ -772,8 +776,9 @@ impl AuditLog {
             (file, strings)
         };
         let mut payload = vec![0u8; location.place.len as usize];
-        file.read_exact_at(&mut payload, u64::from(location.place.offset))
-            .map_err(|e| Error::io(format!("segment {}", location.partition), e))?;
+        file.file()?
+            .read_exact_at(&mut payload, u64::from(location.place.offset))
+            .map_err(|e| Error::io(file.path(), e))?;
         let ids = self.shared.ids.read().expect("ids lock");
         match strings {
             StringSource::Sealed(index) => decode_event(&payload, &ids.table, &*index.strings()?),
@@ -1285,12 +1290,13 @@ fn seal(shared: &Shared, partition: usize) -> Result<()> {
         sealed::VERSION,
     );
     sealed::write(&path, &bytes)?;
-    let opened = SealedIndex::open(&path, first_seq, segment_bytes)?.ok_or_else(|| {
-        Error::Corrupted(format!(
-            "{}: the index just written does not read back",
-            path.display()
-        ))
-    })?;
+    let opened =
+        SealedIndex::open(&shared.handles, &path, first_seq, segment_bytes)?.ok_or_else(|| {
+            Error::Corrupted(format!(
+                "{}: the index just written does not read back",
+                path.display()
+            ))
+        })?;
     let end = first_seq + u64::from(index.n_events());
     {
         let mut partitions = shared.partitions.write().expect("partitions lock");
@@ -1560,7 +1566,7 @@ impl Writer {
         let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;
         let next_seq = self.active.first_seq + self.active.n_records;
         let next = ActiveSegment::create(&self.config.dir, next_seq, ids_before)?;
-        let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
+        let read = Handle::open(&self.shared.handles, next.path())?;
         let frozen = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");
             let live = partitions.last_mut().expect("a live partition");
@@ -1576,7 +1582,7 @@ impl Writer {
                 first_seq: next_seq,
                 n_events: 0,
                 path: next.path().to_path_buf(),
-                file: Some(Arc::new(read)),
+                file: Some(read),
                 strings: Arc::new(RwLock::new(Vec::new())),
                 state: PartState::Live(Box::default()),
             });

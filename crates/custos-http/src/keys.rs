@@ -131,8 +131,18 @@ pub fn audit_log_config(
         index_bytes_max,
         checkpoint_interval_ms,
         signs_own_checkpoints: mode == LogMode::Embedded,
+        open_files_max: audit_open_files(),
         ..LogConfig::new(data_dir.join("audit"), seed, &origin)
     })
+}
+
+/// How many of its segment and index files the audit log may hold open: a quarter of the
+/// process's limit on open files (`custos serve` raises its soft limit to the hard one first),
+/// at least 16 and at most 1,024. The rest is for connections (`--max-connections`), the
+/// instances' databases and the followers' files.
+fn audit_open_files() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(1024, |limit| (limit / 4).clamp(16, 1024) as usize)
 }
 
 /// The directory setting of the seed a rotation of the cluster's key hands over to, while one

@@ -146,8 +146,38 @@ pub fn router(state: AppState, areas: &Areas) -> Router {
         .layer(axum::middleware::from_fn(custos_console::security_headers))
 }
 
+/// Raises the process's soft limit on open files to its hard limit, as long-running servers do
+/// (Go's runtime does it for every program): the soft limit is often 1,024, which a server of
+/// many connections and a log of many partitions outgrows, while the hard limit an operator
+/// set is what the process may really use. The audit log takes a quarter of it for its files
+/// (`custos_http::keys`).
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), Some(maximum)) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if current < maximum {
+        let raised = Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(
+                from = current,
+                to = maximum,
+                "raised the limit on open files"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, current, "the limit on open files could not be raised")
+            }
+        }
+    }
+}
+
 /// Opens the data directory and serves until the process ends; prints the bound address first.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    raise_open_files_limit();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(ServeError::Bind)?;

@@ -38,7 +38,9 @@ fn sealed_of(
     let segment = dir.path().join("seg-00000000000000000042.log");
     let bytes = encode(index, strings, 12_345, 42, 77, version);
     write(&segment, &bytes).unwrap();
-    let sealed = SealedIndex::open(&segment, 42, 12_345).unwrap().unwrap();
+    let sealed = SealedIndex::open(&crate::handles::Handles::new(4), &segment, 42, 12_345)
+        .unwrap()
+        .unwrap();
     (dir, sealed)
 }
 
@@ -59,7 +61,9 @@ fn with_strings_damaged(damage: impl FnOnce(&mut [u8])) -> (tempfile::TempDir, S
     damage(&mut bytes[at as usize..(at + len) as usize]);
     std::fs::write(&path, &bytes).unwrap();
     let segment = dir.path().join("seg-00000000000000000042.log");
-    let sealed = SealedIndex::open(&segment, 42, 12_345).unwrap().unwrap();
+    let sealed = SealedIndex::open(&crate::handles::Handles::new(4), &segment, 42, 12_345)
+        .unwrap()
+        .unwrap();
     (dir, sealed)
 }
 
@@ -135,11 +139,15 @@ fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
     let (dir, _) = sealed_of(&index, &strings, VERSION);
     let segment = dir.path().join("seg-00000000000000000042.log");
     assert!(
-        SealedIndex::open(&segment, 42, 999).unwrap().is_none(),
+        SealedIndex::open(&crate::handles::Handles::new(4), &segment, 42, 999)
+            .unwrap()
+            .is_none(),
         "another length"
     );
     assert!(
-        SealedIndex::open(&segment, 41, 12_345).unwrap().is_none(),
+        SealedIndex::open(&crate::handles::Handles::new(4), &segment, 41, 12_345)
+            .unwrap()
+            .is_none(),
         "another first seq"
     );
     let path = index_path(&segment);
@@ -148,7 +156,9 @@ fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
     bytes[at] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
     assert!(
-        SealedIndex::open(&segment, 42, 12_345).unwrap().is_none(),
+        SealedIndex::open(&crate::handles::Handles::new(4), &segment, 42, 12_345)
+            .unwrap()
+            .is_none(),
         "a damaged footer"
     );
     let (dir, _) = sealed_of(&index, &strings, VERSION);
@@ -158,11 +168,17 @@ fn a_file_for_another_segment_or_a_damaged_one_is_not_used() {
     bytes[8] = 1;
     std::fs::write(&path, &bytes).unwrap();
     assert!(
-        SealedIndex::open(&segment, 42, 12_345).unwrap().is_none(),
+        SealedIndex::open(&crate::handles::Handles::new(4), &segment, 42, 12_345)
+            .unwrap()
+            .is_none(),
         "a version this build does not read"
     );
     let missing = dir.path().join("seg-00000000000000000099.log");
-    assert!(SealedIndex::open(&missing, 99, 1).unwrap().is_none());
+    assert!(
+        SealedIndex::open(&crate::handles::Handles::new(4), &missing, 99, 1)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]

@@ -27,7 +27,12 @@ fn open_section(
     file.write_all(section).unwrap();
     file.flush().unwrap();
     let table = Table::open(
-        Arc::new(file.reopen().unwrap()),
+        crate::handles::Handle::adopt(
+            &crate::handles::Handles::new(4),
+            file.path(),
+            file.reopen().unwrap(),
+        )
+        .unwrap(),
         file.path().to_path_buf(),
         pad as u64,
         section.len() as u64,

@@ -327,7 +327,7 @@ impl Writer {
         self.shared.integrity.leaves.sync()?;
         let ids_len = first_id + ids.len();
         let next = ActiveSegment::create(&self.config.dir, first + count, ids_len as u32)?;
-        let read = crate::files::open_read(next.path()).map_err(|e| Error::io(next.path(), e))?;
+        let read = crate::handles::Handle::open(&self.shared.handles, next.path())?;
         let empty = {
             let mut partitions = self.shared.partitions.write().expect("partitions lock");
             let live = partitions.last_mut().expect("a live partition");
@@ -339,7 +339,7 @@ impl Writer {
                 first_seq: first + count,
                 n_events: 0,
                 path: next.path().to_path_buf(),
-                file: Some(Arc::new(read)),
+                file: Some(read),
                 strings: Arc::new(RwLock::new(Vec::new())),
                 state: PartState::Live(Box::default()),
             });

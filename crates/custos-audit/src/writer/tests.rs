@@ -1475,3 +1475,54 @@ fn a_page_of_large_records_is_read_in_order_and_refuses_an_altered_one() {
     assert!(log.health().is_err());
     assert!(log.read_from(0, 40).is_err());
 }
+
+/// A log of many partitions holds no more of their files open than its budget, searches and
+/// reads every one of them, and opens again as it was.
+#[test]
+fn a_log_of_many_partitions_keeps_open_no_more_files_than_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = LogConfig::new(dir.path(), [3; 32], "test.example/log");
+        config.segment_bytes_max = 1_000;
+        config.open_files_max = 3;
+        config
+    };
+    let check = |log: &AuditLog, ids: &[Uuid]| {
+        for (i, id) in ids.iter().enumerate() {
+            let page = log
+                .search(&all(SearchQuery {
+                    record_ids: vec![Uuid::from_u128(5_000 + i as u128)],
+                    ..Default::default()
+                }))
+                .unwrap();
+            assert_eq!(page.events.len(), 1, "event {i}");
+            assert_eq!(page.events[0].1.id, *id);
+            assert_eq!(log.get(*id).unwrap().unwrap().0, i as u64);
+            assert!(log.shared.handles.open_count() <= 3);
+        }
+        assert_eq!(
+            log.search(&all(SearchQuery::default()))
+                .unwrap()
+                .events
+                .len(),
+            ids.len()
+        );
+    };
+    let mut ids = Vec::new();
+    {
+        let log = AuditLog::open(config()).unwrap();
+        for i in 0..120u128 {
+            let mut event = sample_event(2);
+            event.record_ids = vec![Uuid::from_u128(5_000 + i)];
+            ids.push(event.id);
+            log.append(event).unwrap();
+        }
+        log.wait_sealed().unwrap();
+        let segments = segment_files(dir.path()).len();
+        assert!(segments > 10, "many partitions: {segments}");
+        check(&log, &ids);
+    }
+    let log = AuditLog::open(config()).unwrap();
+    assert!(log.shared.handles.open_count() <= 3);
+    check(&log, &ids);
+}

@@ -1,6 +1,7 @@
 //! Server limits (issue 10 §9): idle and slow connections are closed, a connection ceiling holds,
-//! every route refuses an oversize body with 413 in the API's error format, and absolute URLs
-//! come from `--public-url`, never from the request's `Host` header.
+//! every route refuses an oversize body with 413 in the API's error format, absolute URLs
+//! come from `--public-url`, never from the request's `Host` header, and the audit log's open
+//! files stay within a budget of the process's limit however many partitions it has.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -219,4 +220,86 @@ fn a_client_still_sending_a_refused_body_reads_the_refusal() {
     let (_, seen) = until_closed(&mut stream, Duration::from_secs(10));
     assert!(seen.starts_with("HTTP/1.1 413"), "{seen}");
     assert!(seen.contains("PayloadTooLarge"), "{seen}");
+}
+
+/// The audit log's files the server at `pid` holds open.
+fn open_segment_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+        .filter(|target| {
+            let name = target.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("seg-")
+        })
+        .count()
+}
+
+#[test]
+fn a_log_of_more_partitions_than_the_process_may_open_files_for_serves_and_starts_again() {
+    // A limit of 128 open files, which the server cannot raise: its log may hold 32 of its
+    // segment and index files open. A partition is sealed at each MiB of index here, about two
+    // posts of the application below; each has a segment and an index file.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let limited = || {
+        let mut command = std::process::Command::new("bash");
+        command
+            .args(["-c", "ulimit -n 128 && exec \"$@\"", "bash"])
+            .arg(env!("CARGO_BIN_EXE_custos"));
+        command
+    };
+    let args = ["--audit-memory", "1"];
+    let mut server = Server::start_with(&mut limited(), &dir, &args);
+    let admin = server.admin();
+    crate::ingest::register_app(&server, &admin);
+    let app = crate::ingest::app_token(&server);
+    let mut first_ids = Vec::new();
+    for post in 0..18 {
+        let events: Vec<Value> = (0..40)
+            .map(|n| {
+                let ids: Vec<String> = (0..5_000).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+                if post == 0 && n == 0 {
+                    first_ids = ids.clone();
+                }
+                serde_json::json!({"Operation": "ViewPayslip", "ObjectIds": ids, "Details": {"post": post}})
+            })
+            .collect();
+        let response = send(
+            client().post(format!("{}/api/audit/ingest", server.base)),
+            &app,
+            Some(Value::from(events)),
+        );
+        let status = response.status();
+        assert_eq!(status, 200, "post {post}: {}", response.text().unwrap());
+    }
+    let audit = dir.join("audit");
+    let segments = std::fs::read_dir(&audit)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    assert!(segments >= 25, "the log has {segments} partitions");
+    let check = |server: &Server| {
+        let open = open_segment_files(server.pid());
+        // The budget, and the writer's own handle on the segment it appends to.
+        assert!(open <= 33, "{open} of the log's files open");
+        let admin = server.admin();
+        for id in [&first_ids[0], &first_ids[4_999]] {
+            let found = server.audit(&admin, &format!("recordId={id}"));
+            assert_eq!(found.len(), 1, "the first event, by {id}");
+            assert_eq!(found[0]["Operation"], "ViewPayslip");
+            assert_eq!(found[0]["Details"]["post"], 0);
+            assert_eq!(found[0]["RecordIds"].as_array().unwrap().len(), 5_000);
+        }
+    };
+    check(&server);
+    assert!(server.stop().success());
+    // Opening the log does not hold every partition's files either.
+    let server = Server::start_with(&mut limited(), &dir, &args);
+    check(&server);
 }
