@@ -711,9 +711,17 @@ impl AuditLog {
 
     /// Reads and decodes record `seq` at `location`, and checks it against its leaf in the
     /// Merkle tree: a record altered on disk is never handed out; the first one found is kept
-    /// as the log's damage ([`AuditLog::health`]).
+    /// as the log's damage ([`AuditLog::health`]), as is a record that does not decode or a
+    /// file found replaced while the log was open.
     fn read_event(&self, seq: Seq, location: Location) -> Result<AuditEvent> {
-        let event = self.decode_at(location)?;
+        let event = match self.decode_at(location) {
+            Ok(event) => event,
+            Err(Error::Corrupted(damage)) => {
+                self.shared.note_damage(damage.clone());
+                return Err(Error::Corrupted(damage));
+            }
+            Err(other) => return Err(other),
+        };
         let leaf = leaf_hash(canonical_json(&event).as_bytes());
         let signed = {
             let tree = self.shared.integrity.tree.read().expect("tree lock");

@@ -1526,3 +1526,49 @@ fn a_log_of_many_partitions_keeps_open_no_more_files_than_its_budget() {
     assert!(log.shared.handles.open_count() <= 3);
     check(&log, &ids);
 }
+
+/// A partition's segment replaced by another file (renamed over it) while the log is open, its
+/// handle closed by the budget meanwhile, is not read: the read is refused as damage and the
+/// log says so.
+#[test]
+fn a_segment_put_in_the_place_of_one_the_budget_closed_is_refused_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::new(dir.path(), [3; 32], "test.example/log");
+    config.segment_bytes_max = 1_000;
+    config.open_files_max = 2;
+    let log = AuditLog::open(config).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        let event = sample_event(2);
+        ids.push(event.id);
+        log.append(event).unwrap();
+    }
+    log.wait_sealed().unwrap();
+    // Every event read, then the newest again: the first partition's files were opened, and
+    // closed since by the budget of two.
+    assert_eq!(
+        log.search(&all(SearchQuery::default()))
+            .unwrap()
+            .events
+            .len(),
+        60
+    );
+    assert_eq!(log.get(ids[59]).unwrap().unwrap().0, 59);
+    let first = dir.path().join("seg-00000000000000000000.log");
+    let copy = dir.path().join("copy");
+    std::fs::copy(&first, &copy).unwrap();
+    std::fs::rename(&copy, &first).unwrap();
+    let refused = log.get(ids[0]).unwrap_err();
+    assert!(matches!(refused, Error::Corrupted(_)), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("another file was put in its place"),
+        "{refused}"
+    );
+    let health = log.health().unwrap_err();
+    assert!(
+        health.contains("another file was put in its place"),
+        "{health}"
+    );
+}
