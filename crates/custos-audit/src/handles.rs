@@ -9,13 +9,17 @@
 //! ([`crate::LogConfig::open_files_max`]) the least recently used is closed (the CLOCK
 //! approximation of LRU: each handle has a "used" bit; the oldest handle whose bit is clear is
 //! closed, and a set bit is cleared and given a second chance). A read already holding a file
-//! finishes with it: a closed handle's descriptor goes with its last reader.
+//! finishes with it: a closed handle's descriptor goes with its last reader. What a reader
+//! derives from the file and keeps for the next ([`Handle::kept`]: an index file's block indexes
+//! and strings) is kept with the open file and goes with it, so that memory too is bounded by
+//! the budget rather than growing with the log.
 //!
 //! A file reopened must be the one first opened (same device and inode): a file replaced at
 //! the name while the log was open is refused as damage, as it would not be read while its
 //! descriptor stayed open. Reopening goes through [`crate::files::open_read`], so a symbolic
 //! link planted at the name is refused as everywhere else.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -40,12 +44,24 @@ struct Clock {
     open: usize,
 }
 
+/// A handle's open file, and what is kept with it.
+struct Open {
+    file: Arc<File>,
+    kept: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Open {
+    fn new(file: Arc<File>) -> Option<Open> {
+        Some(Open { file, kept: None })
+    }
+}
+
 /// One file of the log, read through a descriptor opened on demand.
 pub(crate) struct Handle {
     path: PathBuf,
     /// Device and inode of the file first opened.
     identity: (u64, u64),
-    file: Mutex<Option<Arc<File>>>,
+    file: Mutex<Option<Open>>,
     used: AtomicBool,
     handles: Arc<Handles>,
 }
@@ -105,7 +121,7 @@ impl Handle {
         let handle = Arc::new(Handle {
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
-            file: Mutex::new(Some(Arc::new(file))),
+            file: Mutex::new(Open::new(Arc::new(file))),
             used: AtomicBool::new(true),
             handles: handles.clone(),
         });
@@ -120,8 +136,8 @@ impl Handle {
     /// The open file, opened again if the budget closed it.
     pub(crate) fn file(self: &Arc<Self>) -> Result<Arc<File>> {
         self.used.store(true, Ordering::Relaxed);
-        if let Some(file) = &*self.file.lock().expect("handle lock") {
-            return Ok(file.clone());
+        if let Some(open) = &*self.file.lock().expect("handle lock") {
+            return Ok(open.file.clone());
         }
         let file = crate::files::open_read(&self.path).map_err(|e| Error::io(&self.path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(&self.path, e))?;
@@ -135,21 +151,49 @@ impl Handle {
         {
             let mut slot = self.file.lock().expect("handle lock");
             if let Some(raced) = &*slot {
-                return Ok(raced.clone());
+                return Ok(raced.file.clone());
             }
-            *slot = Some(file.clone());
+            *slot = Open::new(file.clone());
         }
         self.handles.opened(self);
         Ok(file)
+    }
+
+    /// The state kept with the open file (made empty when the file was opened, or opened
+    /// again): it lives as long as the file stays open, and a caller holding it as long as it
+    /// does. A handle keeps one type of state.
+    pub(crate) fn kept<T: Any + Send + Sync + Default>(self: &Arc<Self>) -> Result<Arc<T>> {
+        loop {
+            {
+                let mut slot = self.file.lock().expect("handle lock");
+                if let Some(open) = slot.as_mut() {
+                    self.used.store(true, Ordering::Relaxed);
+                    let kept = open
+                        .kept
+                        .get_or_insert_with(|| Arc::new(T::default()))
+                        .clone();
+                    return Ok(kept.downcast().expect("a handle keeps one type of state"));
+                }
+            }
+            self.file()?;
+        }
+    }
+}
+
+impl Handle {
+    /// Closes the file now, and drops what is kept with it (which may hold this handle: an
+    /// index file's tables read through it). Reading opens it again.
+    pub(crate) fn close(&self) {
+        let held = self.file.lock().expect("handle lock").take();
+        if held.is_some() {
+            self.handles.clock.lock().expect("clock lock").open -= 1;
+        }
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let held = self.file.get_mut().expect("handle lock").take().is_some();
-        if held {
-            self.handles.clock.lock().expect("clock lock").open -= 1;
-        }
+        self.close();
     }
 }
 

@@ -257,7 +257,8 @@ pub(crate) fn encode(
 /// An open index file; each table's block index is read into memory the first time a search
 /// needs that table (a record's search never reads the words' or the events' — on a large
 /// partition a third of what the four weigh, and most of a partition's resident memory),
-/// everything else when asked.
+/// everything else when asked. What is kept goes when the budget of open files closes the file
+/// (`handles.rs`), and is read again when next needed.
 pub(crate) struct SealedIndex {
     file: Arc<Handle>,
     path: PathBuf,
@@ -266,9 +267,39 @@ pub(crate) struct SealedIndex {
     layout: Layout,
     /// (offset, length, crc32) of each section.
     sections: [(u64, u64, u32); N_SECTIONS],
+}
+
+/// What a sealed index keeps of its file once read, for as long as the file stays open
+/// ([`Handle::kept`]): closed by the budget of open files, it goes, and is read again.
+#[derive(Default)]
+struct IndexState {
     /// The tables of [`TABLES`], once opened.
     tables: [OnceLock<Table>; TABLES.len()],
     strings: OnceLock<Arc<StringTable>>,
+}
+
+/// A table of a sealed index, with the state that holds it.
+struct TableRef {
+    state: Arc<IndexState>,
+    slot: usize,
+}
+
+impl std::ops::Deref for TableRef {
+    type Target = Table;
+
+    fn deref(&self) -> &Table {
+        self.state.tables[self.slot]
+            .get()
+            .expect("opened before it is lent")
+    }
+}
+
+impl Drop for SealedIndex {
+    /// The state kept with the file holds the file's handle (its tables and strings read
+    /// through it): closing the file lets both go.
+    fn drop(&mut self) {
+        self.file.close();
+    }
 }
 
 /// A sealed segment's numbered strings, read from its index file a page at a time as records
@@ -464,13 +495,11 @@ impl SealedIndex {
             ids_end: u32::from_le_bytes(bytes[36..40].try_into().expect("4")),
         };
         Ok(Some(SealedIndex {
-            tables: Default::default(),
             file: handle,
             path,
             meta,
             layout,
             sections,
-            strings: OnceLock::new(),
         }))
     }
 
@@ -478,18 +507,19 @@ impl SealedIndex {
         self.meta
     }
 
-    /// Table `section`, its block index read on first use.
-    fn table(&self, section: Section) -> Result<&Table> {
-        let slot = &self.tables[TABLES
+    /// Table `section`, its block index read on first use (since the file was last opened).
+    fn table(&self, section: Section) -> Result<TableRef> {
+        let state = self.file.kept::<IndexState>()?;
+        let slot = TABLES
             .iter()
             .position(|t| *t as usize == section as usize)
-            .expect("a table section")];
-        if let Some(table) = slot.get() {
-            return Ok(table);
+            .expect("a table section");
+        if state.tables[slot].get().is_none() {
+            let (at, len, _) = self.sections[section as usize];
+            let table = Table::open(self.file.clone(), self.path.clone(), at, len, self.layout)?;
+            let _ = state.tables[slot].set(table);
         }
-        let (at, len, _) = self.sections[section as usize];
-        let table = Table::open(self.file.clone(), self.path.clone(), at, len, self.layout)?;
-        Ok(slot.get_or_init(|| table))
+        Ok(TableRef { state, slot })
     }
 
     fn read_section(&self, section: Section) -> Result<Vec<u8>> {
@@ -506,10 +536,11 @@ impl SealedIndex {
         corrupt(&self.path, what)
     }
 
-    /// The segment's numbered strings (the table is made once, then kept; its strings are
-    /// read as they are asked for).
+    /// The segment's numbered strings (the table is made once, then kept while the file is
+    /// open; its strings are read as they are asked for).
     pub(crate) fn strings(&self) -> Result<Arc<StringTable>> {
-        if let Some(strings) = self.strings.get() {
+        let state = self.file.kept::<IndexState>()?;
+        if let Some(strings) = state.strings.get() {
             return Ok(strings.clone());
         }
         let (at, len, _) = self.sections[Section::Strings as usize];
@@ -528,7 +559,7 @@ impl SealedIndex {
             return Err(self.corrupt("strings cut short"));
         }
         table.count = count as usize;
-        Ok(self.strings.get_or_init(|| Arc::new(table)).clone())
+        Ok(state.strings.get_or_init(|| Arc::new(table)).clone())
     }
 
     fn postings(&self, a: u64, b: u64) -> Result<Vec<u32>> {
