@@ -74,8 +74,12 @@ impl Handles {
         })
     }
 
+    /// Most handles open at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
     /// Handles open now.
-    #[cfg(test)]
     pub(crate) fn open_count(&self) -> usize {
         self.clock.lock().expect("clock lock").open
     }

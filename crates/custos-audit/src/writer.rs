@@ -493,6 +493,13 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The log's segment and index files open now, and the most it keeps open
+    /// ([`LogConfig::open_files_max`]).
+    pub fn open_files(&self) -> (usize, usize) {
+        let handles = &self.shared.handles;
+        (handles.open_count(), handles.max())
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> &LogStats {
         &self.shared.stats

@@ -26,7 +26,14 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format.
-    pub fn render(&self, log: &LogStats, events_in_log: u64, healthy: bool) -> String {
+    /// `open_files` is the audit log's files open now and the most it keeps open.
+    pub fn render(
+        &self,
+        log: &LogStats,
+        events_in_log: u64,
+        healthy: bool,
+        open_files: (usize, usize),
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP custos_http_responses_total HTTP responses sent, by status class.\n");
         out.push_str("# TYPE custos_http_responses_total counter\n");
@@ -75,6 +82,11 @@ impl Metrics {
             out,
             "# HELP custos_audit_healthy 1 while the audit log takes and serves events, 0 while audited work is refused or a record failed its integrity check (see /healthz).\n# TYPE custos_audit_healthy gauge\ncustos_audit_healthy {}",
             u8::from(healthy)
+        );
+        let (open, open_max) = open_files;
+        let _ = writeln!(
+            out,
+            "# HELP custos_audit_open_files The audit log's segment and index files open now.\n# TYPE custos_audit_open_files gauge\ncustos_audit_open_files {open}\n# HELP custos_audit_open_files_max The most the audit log keeps open (a quarter of the process's limit on open files); the least recently read are closed beyond it.\n# TYPE custos_audit_open_files_max gauge\ncustos_audit_open_files_max {open_max}"
         );
         out.push_str(
             "# HELP custos_audit_fsync_seconds Time to write and fdatasync one group commit.\n",

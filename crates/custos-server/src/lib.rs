@@ -59,9 +59,12 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     if let Err(error) = custos_http::auth::authenticate(&state, &headers) {
         return error.into_response();
     }
-    let text = state
-        .metrics
-        .render(state.log.stats(), state.log.len(), state.health().is_ok());
+    let text = state.metrics.render(
+        state.log.stats(),
+        state.log.len(),
+        state.health().is_ok(),
+        state.log.open_files(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -88,6 +88,23 @@ impl Server {
         }
     }
 
+    /// `/metrics`, read with `token`.
+    pub fn metrics(&self, token: &str) -> String {
+        send(client().get(format!("{}/metrics", self.base)), token, None)
+            .text()
+            .unwrap()
+    }
+
+    /// The value of the metric `name` (without labels) in `/metrics`.
+    pub fn metric(&self, token: &str, name: &str) -> u64 {
+        let metrics = self.metrics(token);
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -293,18 +293,14 @@ fn health_and_metrics_answer() {
         (401, "Unauthenticated"),
         "metrics need a token"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", server.base))
-        .bearer_auth(&admin)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics(&admin);
     for name in [
         "custos_http_responses_total{class=\"2xx\"}",
         "custos_audit_events_appended_total",
         "custos_audit_fsync_batches_total",
         "custos_audit_fsync_seconds_bucket",
+        "custos_audit_open_files ",
+        "custos_audit_open_files_max ",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }

@@ -289,6 +289,9 @@ fn a_log_of_more_partitions_than_the_process_may_open_files_for_serves_and_start
         // The budget, and the writer's own handle on the segment it appends to.
         assert!(open <= 33, "{open} of the log's files open");
         let admin = server.admin();
+        assert_eq!(server.metric(&admin, "custos_audit_open_files_max"), 32);
+        let counted = server.metric(&admin, "custos_audit_open_files");
+        assert!(counted <= 32, "{counted}");
         for id in [&first_ids[0], &first_ids[4_999]] {
             let found = server.audit(&admin, &format!("recordId={id}"));
             assert_eq!(found.len(), 1, "the first event, by {id}");

@@ -83,19 +83,7 @@ fn an_unknown_name_costs_the_same_work_as_a_known_one() {
     let server = Server::start(&[]);
     let admin = server.admin();
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
-    let checks = || -> u64 {
-        let text = send(
-            client().get(format!("{}/metrics", server.base)),
-            &admin,
-            None,
-        )
-        .text()
-        .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("custos_sign_in_password_checks_total "))
-            .and_then(|n| n.parse().ok())
-            .expect("the metric is there")
-    };
+    let checks = || server.metric(&admin, "custos_sign_in_password_checks_total");
     let before = checks();
     for n in 0..3 {
         assert_eq!(
