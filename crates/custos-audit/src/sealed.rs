@@ -261,7 +261,6 @@ pub(crate) fn encode(
 /// (`handles.rs`), and is read again when next needed.
 pub(crate) struct SealedIndex {
     file: Arc<Handle>,
-    path: PathBuf,
     meta: SealedMeta,
     /// How its tables find their blocks (by its version).
     layout: Layout,
@@ -312,7 +311,6 @@ impl Drop for SealedIndex {
 /// checked against its Merkle leaf.
 pub(crate) struct StringTable {
     file: Arc<Handle>,
-    path: PathBuf,
     /// Where the section starts in the file, and its length.
     at: u64,
     len: u64,
@@ -331,7 +329,7 @@ fn corrupt(path: &Path, what: &str) -> Error {
 
 impl StringTable {
     fn corrupt(&self, what: &str) -> Error {
-        corrupt(&self.path, what)
+        corrupt(self.file.path(), what)
     }
 
     /// Page `k` of the section.
@@ -344,7 +342,7 @@ impl StringTable {
         self.file
             .file()?
             .read_exact_at(&mut bytes, self.at + start)
-            .map_err(|e| Error::io(&self.path, e))?;
+            .map_err(|e| Error::io(self.file.path(), e))?;
         Ok(self.pages[k].get_or_init(|| bytes.into_boxed_slice()))
     }
 
@@ -434,7 +432,7 @@ impl SealedIndex {
             Err(e) => return Err(Error::io(&path, e)),
         };
         let handle = Handle::adopt(handles, &path, file)?;
-        let Some(index) = SealedIndex::read(handle, path)? else {
+        let Some(index) = SealedIndex::read(handle)? else {
             return Ok(None);
         };
         if index.meta.first_seq != first_seq || index.meta.segment_bytes != segment_bytes {
@@ -445,21 +443,22 @@ impl SealedIndex {
 
     /// Reads the footer, the meta section and the tables' block indexes; `Ok(None)` when the
     /// footer or meta is damaged.
-    fn read(handle: Arc<Handle>, path: PathBuf) -> Result<Option<SealedIndex>> {
+    fn read(handle: Arc<Handle>) -> Result<Option<SealedIndex>> {
         let file = handle.file()?;
-        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let path = handle.path();
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if file_len < HEADER_BYTES + FOOTER_BYTES as u64 {
             return Ok(None);
         }
         let mut header = [0u8; HEADER_BYTES as usize];
         file.read_exact_at(&mut header, 0)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| Error::io(path, e))?;
         let Some(layout) = layout_of(header[8]).filter(|_| &header[..8] == MAGIC) else {
             return Ok(None);
         };
         let mut footer = vec![0u8; FOOTER_BYTES];
         file.read_exact_at(&mut footer, file_len - FOOTER_BYTES as u64)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| Error::io(path, e))?;
         let entries = &footer[..N_SECTIONS * SECTION_ENTRY_BYTES];
         let crc = u32::from_le_bytes(
             footer[entries.len()..entries.len() + 4]
@@ -482,7 +481,7 @@ impl SealedIndex {
         let (meta_at, meta_len, meta_crc) = sections[Section::Meta as usize];
         let mut bytes = vec![0u8; meta_len as usize];
         file.read_exact_at(&mut bytes, meta_at)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| Error::io(path, e))?;
         if bytes.len() != META_BYTES || crc32fast::hash(&bytes) != meta_crc {
             return Ok(None);
         }
@@ -496,7 +495,6 @@ impl SealedIndex {
         };
         Ok(Some(SealedIndex {
             file: handle,
-            path,
             meta,
             layout,
             sections,
@@ -516,7 +514,7 @@ impl SealedIndex {
             .expect("a table section");
         if state.tables[slot].get().is_none() {
             let (at, len, _) = self.sections[section as usize];
-            let table = Table::open(self.file.clone(), self.path.clone(), at, len, self.layout)?;
+            let table = Table::open(self.file.clone(), at, len, self.layout)?;
             let _ = state.tables[slot].set(table);
         }
         Ok(TableRef { state, slot })
@@ -528,12 +526,12 @@ impl SealedIndex {
         self.file
             .file()?
             .read_exact_at(&mut bytes, at)
-            .map_err(|e| Error::io(&self.path, e))?;
+            .map_err(|e| Error::io(self.file.path(), e))?;
         Ok(bytes)
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        corrupt(&self.path, what)
+        corrupt(self.file.path(), what)
     }
 
     /// The segment's numbered strings (the table is made once, then kept while the file is
@@ -546,7 +544,6 @@ impl SealedIndex {
         let (at, len, _) = self.sections[Section::Strings as usize];
         let mut table = StringTable {
             file: self.file.clone(),
-            path: self.path.clone(),
             at,
             len,
             count: 0,
@@ -581,7 +578,7 @@ impl SealedIndex {
         self.file
             .file()?
             .read_exact_at(&mut bytes, at + a)
-            .map_err(|e| Error::io(&self.path, e))?;
+            .map_err(|e| Error::io(self.file.path(), e))?;
         Ok(bytes)
     }
 }
@@ -665,7 +662,7 @@ impl PartitionIndex for SealedIndex {
         self.file
             .file()?
             .read_exact_at(&mut bytes, at + u64::from(ordinal) * 8)
-            .map_err(|e| Error::io(&self.path, e))?;
+            .map_err(|e| Error::io(self.file.path(), e))?;
         Ok(Place {
             offset: u32::from_le_bytes(bytes[..4].try_into().expect("4")),
             len: u32::from_le_bytes(bytes[4..].try_into().expect("4")),

@@ -22,7 +22,7 @@
 //! table opens in time independent of its size, for a second small read per lookup.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::handles::Handle;
@@ -116,7 +116,6 @@ fn corrupt(path: &Path, what: &str) -> Error {
 /// A table section of an index file.
 pub(crate) struct Table {
     file: Arc<Handle>,
-    path: PathBuf,
     /// Where the section starts in the file.
     base: u64,
     /// Where its blocks end (and its block index starts) in the section.
@@ -140,21 +139,16 @@ enum Blocks {
 impl Table {
     /// Opens the table section at `base .. base + len` of `file`, whose block index is in
     /// `layout`: a flat one is read into memory, a nested one is opened as a table of its own.
-    pub(crate) fn open(
-        file: Arc<Handle>,
-        path: PathBuf,
-        base: u64,
-        len: u64,
-        layout: Layout,
-    ) -> Result<Table> {
-        let corrupt = |what: &str| corrupt(&path, what);
+    pub(crate) fn open(file: Arc<Handle>, base: u64, len: u64, layout: Layout) -> Result<Table> {
+        let path = file.path();
+        let corrupt = |what: &str| corrupt(path, what);
         if len < TRAILER_BYTES as u64 {
             return Err(corrupt("too short"));
         }
         let mut trailer = [0u8; TRAILER_BYTES];
         file.file()?
             .read_exact_at(&mut trailer, base + len - TRAILER_BYTES as u64)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| Error::io(path, e))?;
         let n_blocks = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
         let index_at = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as u64;
         if index_at > len - TRAILER_BYTES as u64 {
@@ -164,7 +158,6 @@ impl Table {
         let blocks = match layout {
             Layout::Nested => Blocks::Indexed(Box::new(Table::open(
                 file.clone(),
-                path.clone(),
                 base + index_at,
                 index_len,
                 Layout::Flat,
@@ -173,7 +166,7 @@ impl Table {
                 let mut index = vec![0u8; index_len as usize];
                 file.file()?
                     .read_exact_at(&mut index, base + index_at)
-                    .map_err(|e| Error::io(&path, e))?;
+                    .map_err(|e| Error::io(path, e))?;
                 let mut keys = Vec::new();
                 let mut key_ends = Vec::with_capacity(n_blocks);
                 let mut offsets = Vec::with_capacity(n_blocks + 1);
@@ -203,7 +196,6 @@ impl Table {
         };
         Ok(Table {
             file,
-            path,
             base,
             blocks_end: index_at,
             blocks,
@@ -211,7 +203,7 @@ impl Table {
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        corrupt(&self.path, what)
+        corrupt(self.file.path(), what)
     }
 
     /// The block that would hold `key` (the last whose first key is ≤ it), if any, then, when
@@ -283,7 +275,7 @@ impl Table {
         self.file
             .file()?
             .read_exact_at(&mut bytes, self.base + start)
-            .map_err(|e| Error::io(&self.path, e))?;
+            .map_err(|e| Error::io(self.file.path(), e))?;
         let mut key = Vec::new();
         let mut pos = 0;
         while pos < bytes.len() {

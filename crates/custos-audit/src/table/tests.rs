@@ -33,7 +33,6 @@ fn open_section(
             file.reopen().unwrap(),
         )
         .unwrap(),
-        file.path().to_path_buf(),
         pad as u64,
         section.len() as u64,
         layout,
