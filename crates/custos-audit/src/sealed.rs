@@ -5,14 +5,14 @@
 //! Layout (integers little-endian):
 //!
 //! ```text
-//! "CUSTOSIX" | u8 version=3 | 7 zero bytes
+//! "CUSTOSIX" | u8 version=4 | 7 zero bytes
 //! sections, in this order:
 //!   META       u64 first seq | u32 events | i64 oldest | i64 newest | u64 segment bytes | u32 ids end
 //!   TIMES      i64 CreationTime per event
 //!   PLACES     (u32 offset, u32 length) of each event's record in the segment
 //!   STRINGS    u32 count | (count + 1) × u32 offsets | UTF-8 bytes: the segment's numbered strings
 //!   TERMS      table: u8 field ‖ lowercase value → postings
-//!   RECORDS    table: u32 big-endian record id number → postings
+//!   RECORDS    table: u32 big-endian record id number → postings (bit-packed: `table.rs`)
 //!   WORDS      table: free-text word → postings
 //!   EVENTS     table: 16-byte event id → (ordinal, 0)
 //!   RETENTION  u32 count | count × (4 × (varint length | bytes) | i64 newest)
@@ -23,12 +23,15 @@
 //! ```
 //!
 //! A table's two values for a posting list are (offset in POSTINGS, byte length), or
-//! (ordinal, 0) for a list of one event, the common case for record ids. In version 3 each
-//! table's block index is a nested table ([`Layout::Nested`]); version 2, otherwise the same,
-//! had flat ones, and is still read (and compared by `verify` in its own version), so an
-//! upgrade indexes nothing again. A file of any other version is not read: the partition is
-//! indexed again from its segment (an index is derived, so its format changes without a
-//! migration).
+//! (ordinal, 0) for a list of one event, the common case for record ids. In version 4 the
+//! record table's blocks are bit-packed ([`Entries::Numbers`]: about 3 bytes a record id
+//! where version 3's prefix-compressed keys and varints took about 7, and the record table
+//! was a third of the file); the other tables are as in version 3, whose block indexes are
+//! nested tables ([`Layout::Nested`]). Version 2, otherwise version 3, had flat block
+//! indexes. Files of versions 2 and 3 are still read (and compared by `verify` in their own
+//! version), so an upgrade indexes nothing again. A file of any other version is not read:
+//! the partition is indexed again from its segment (an index is derived, so its format
+//! changes without a migration).
 
 use std::borrow::Cow;
 use std::os::unix::fs::FileExt;
@@ -41,13 +44,13 @@ use crate::codec::Strings;
 use crate::handles::{Handle, Handles};
 use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, RetentionGroups};
 use crate::postings::{self, get_varint, put_varint};
-use crate::table::{Layout, Table, TableWriter};
+use crate::table::{Entries, Layout, Table, TableWriter};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CUSTOSIX";
-/// The version this build writes. It reads 2 as well, whose tables' block indexes are flat
-/// ([`Layout`]); a file of any other version is indexed again from its segment.
-pub(crate) const VERSION: u8 = 3;
+/// The version this build writes. It reads 2 and 3 as well ([`format_of`]); a file of any
+/// other version is indexed again from its segment.
+pub(crate) const VERSION: u8 = 4;
 const HEADER_BYTES: u64 = 16;
 const N_SECTIONS: usize = 11;
 const SECTION_ENTRY_BYTES: usize = 20;
@@ -100,13 +103,23 @@ fn posting_table<'a>(
     table.finish(layout)
 }
 
-/// How the tables of an index file of `version` find their blocks, if this build reads it.
-fn layout_of(version: u8) -> Option<Layout> {
-    match version {
-        2 => Some(Layout::Flat),
-        3 => Some(Layout::Nested),
-        _ => None,
-    }
+/// How an index file's tables are written: how they find their blocks, and how the record
+/// table's blocks hold their entries (every other table's are [`Entries::Prefixed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Format {
+    layout: Layout,
+    records: Entries,
+}
+
+/// The format of an index file of `version`, if this build reads it.
+fn format_of(version: u8) -> Option<Format> {
+    let (layout, records) = match version {
+        2 => (Layout::Flat, Entries::Prefixed),
+        3 => (Layout::Nested, Entries::Prefixed),
+        4 => (Layout::Nested, Entries::Numbers),
+        _ => return None,
+    };
+    Some(Format { layout, records })
 }
 
 /// The version of the index file `file_bytes` when this build reads it, else [`VERSION`]:
@@ -115,7 +128,7 @@ pub(crate) fn version_of(file_bytes: &[u8]) -> u8 {
     file_bytes
         .get(8)
         .copied()
-        .filter(|v| layout_of(*v).is_some())
+        .filter(|v| format_of(*v).is_some())
         .unwrap_or(VERSION)
 }
 
@@ -148,7 +161,7 @@ pub(crate) fn encode(
     ids_end: u32,
     version: u8,
 ) -> Vec<u8> {
-    let layout = layout_of(version).expect("a version this build reads");
+    let Format { layout, records } = format_of(version).expect("a version this build reads");
     let n_events = index.times.len() as u32;
     let (oldest, newest) = index.time_range.unwrap_or((0, 0));
     let mut sections: Vec<Vec<u8>> = vec![Vec::new(); N_SECTIONS];
@@ -191,11 +204,11 @@ pub(crate) fn encode(
             (key, list)
         });
     sections[Section::Terms as usize] = posting_table(terms, &mut postings, layout);
-    let mut records = TableWriter::default();
+    let mut table = TableWriter::new(records);
     index.records.for_each(|number, list| {
-        add_posting(&mut records, &number.to_be_bytes(), list, &mut postings);
+        add_posting(&mut table, &number.to_be_bytes(), list, &mut postings);
     });
-    sections[Section::Records as usize] = records.finish(layout);
+    sections[Section::Records as usize] = table.finish(layout);
     sections[Section::Words as usize] = posting_table(
         index
             .sorted_words()
@@ -262,8 +275,8 @@ pub(crate) fn encode(
 pub(crate) struct SealedIndex {
     file: Arc<Handle>,
     meta: SealedMeta,
-    /// How its tables find their blocks (by its version).
-    layout: Layout,
+    /// How its tables are written (by its version).
+    format: Format,
     /// (offset, length, crc32) of each section.
     sections: [(u64, u64, u32); N_SECTIONS],
 }
@@ -453,7 +466,7 @@ impl SealedIndex {
         let mut header = [0u8; HEADER_BYTES as usize];
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io(path, e))?;
-        let Some(layout) = layout_of(header[8]).filter(|_| &header[..8] == MAGIC) else {
+        let Some(format) = format_of(header[8]).filter(|_| &header[..8] == MAGIC) else {
             return Ok(None);
         };
         let mut footer = vec![0u8; FOOTER_BYTES];
@@ -496,7 +509,7 @@ impl SealedIndex {
         Ok(Some(SealedIndex {
             file: handle,
             meta,
-            layout,
+            format,
             sections,
         }))
     }
@@ -514,7 +527,11 @@ impl SealedIndex {
             .expect("a table section");
         if state.tables[slot].get().is_none() {
             let (at, len, _) = self.sections[section as usize];
-            let table = Table::open(self.file.clone(), at, len, self.layout)?;
+            let entries = match section {
+                Section::Records => self.format.records,
+                _ => Entries::Prefixed,
+            };
+            let table = Table::open(self.file.clone(), at, len, self.format.layout, entries)?;
             let _ = state.tables[slot].set(table);
         }
         Ok(TableRef { state, slot })

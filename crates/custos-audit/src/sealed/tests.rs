@@ -74,11 +74,11 @@ proptest! {
     fn a_sealed_index_answers_as_the_memory_it_was_written_from(
         n in 0u32..300,
         seed in 1u32..50,
-        version in 2u8..=3,
+        version in 2u8..=4,
     ) {
         let (index, strings) = mem_index(n, seed);
         let (_dir, sealed) = sealed_of(&index, &strings, version);
-        prop_assert_eq!(sealed.layout, layout_of(version).unwrap());
+        prop_assert_eq!(sealed.format, format_of(version).unwrap());
         let meta = sealed.meta();
         prop_assert_eq!((meta.first_seq, meta.n_events, meta.segment_bytes, meta.ids_end), (42, n, 12_345, 77));
         prop_assert_eq!(sealed.time_range(), index.time_range());
@@ -95,6 +95,10 @@ proptest! {
         prop_assert!(sealed.term(Field::Operation, "nothing").unwrap().is_empty());
         for number in 0..30 {
             prop_assert_eq!(sealed.record(number).unwrap(), index.record(number).unwrap());
+            prop_assert_eq!(
+                sealed.record_count(number).unwrap(),
+                index.record(number).unwrap().len() as u64
+            );
         }
         for word in index.words.keys().chain(["n", "user", "10", "x", "zzz"].map(String::from).iter()) {
             for prefix in [word.as_str(), &word[..word.len().min(2)]] {
@@ -112,7 +116,7 @@ proptest! {
 fn the_same_index_always_encodes_to_the_same_bytes() {
     let (a, strings) = mem_index(200, 7);
     let (b, _) = mem_index(200, 7);
-    for version in [2, 3] {
+    for version in [2, 3, 4] {
         let bytes = encode(&a, &strings, 1, 2, 3, version);
         assert!(
             bytes == encode(&b, &strings, 1, 2, 3, version),
@@ -123,6 +127,10 @@ fn the_same_index_always_encodes_to_the_same_bytes() {
     assert_ne!(
         encode(&a, &strings, 1, 2, 3, 2),
         encode(&a, &strings, 1, 2, 3, 3)
+    );
+    assert_ne!(
+        encode(&a, &strings, 1, 2, 3, 3),
+        encode(&a, &strings, 1, 2, 3, 4)
     );
     let mut unknown = encode(&a, &strings, 1, 2, 3, 3);
     unknown[8] = 9;

@@ -12,7 +12,18 @@ fn table_of(
     pad: usize,
     layout: Layout,
 ) -> (tempfile::NamedTempFile, Table) {
-    let (file, table) = open_section(&section_of(entries, layout), pad, layout);
+    table_with(entries, pad, layout, Entries::Prefixed)
+}
+
+/// [`table_of`] with blocks of `kind`.
+fn table_with(
+    entries: &BTreeMap<Vec<u8>, (u64, u64)>,
+    pad: usize,
+    layout: Layout,
+    kind: Entries,
+) -> (tempfile::NamedTempFile, Table) {
+    let section = section_with(entries, layout, kind);
+    let (file, table) = open_section_with(&section, pad, layout, kind);
     (file, table.unwrap())
 }
 
@@ -21,6 +32,16 @@ fn open_section(
     section: &[u8],
     pad: usize,
     layout: Layout,
+) -> (tempfile::NamedTempFile, Result<Table>) {
+    open_section_with(section, pad, layout, Entries::Prefixed)
+}
+
+/// [`open_section`] with blocks of `kind`.
+fn open_section_with(
+    section: &[u8],
+    pad: usize,
+    layout: Layout,
+    kind: Entries,
 ) -> (tempfile::NamedTempFile, Result<Table>) {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(&vec![0xee; pad]).unwrap();
@@ -36,12 +57,17 @@ fn open_section(
         pad as u64,
         section.len() as u64,
         layout,
+        kind,
     );
     (file, table)
 }
 
 fn section_of(entries: &BTreeMap<Vec<u8>, (u64, u64)>, layout: Layout) -> Vec<u8> {
-    let mut writer = TableWriter::default();
+    section_with(entries, layout, Entries::Prefixed)
+}
+
+fn section_with(entries: &BTreeMap<Vec<u8>, (u64, u64)>, layout: Layout, kind: Entries) -> Vec<u8> {
+    let mut writer = TableWriter::new(kind);
     for (key, (a, b)) in entries {
         writer.add(key, *a, *b);
     }
@@ -157,6 +183,93 @@ fn a_nested_block_index_pointing_outside_the_blocks_is_corruption() {
     ));
 }
 
+/// Entries as a record table holds them: each number in `numbers` (sorted, distinct) maps to
+/// an ordinal, or, where `list_len` says so, to a list of that many bytes starting where the
+/// one before ended (the first at `first_list`).
+fn number_entries(
+    numbers: &[u32],
+    list_len: impl Fn(usize) -> u64,
+    ordinal: impl Fn(usize) -> u64,
+    first_list: u64,
+) -> BTreeMap<Vec<u8>, (u64, u64)> {
+    let mut next = first_list;
+    numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let value = match list_len(i) {
+                0 => (ordinal(i), 0),
+                len => {
+                    next += len;
+                    (next - len, len)
+                }
+            };
+            (n.to_be_bytes().to_vec(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_number_table_takes_under_half_the_bytes_of_a_prefixed_one() {
+    // Record-id numbers as a partition holds them: a few apart, one in four of them with a
+    // list of a few bytes, the rest an ordinal of a partition of 100,000 events.
+    let numbers: Vec<u32> = (0..50_000u32).map(|i| i * 5 + i % 3).collect();
+    let entries = number_entries(
+        &numbers,
+        |i| if i % 4 == 0 { 2 + (i % 7) as u64 } else { 0 },
+        |i| (i as u64 * 7_919) % 100_000,
+        12_345,
+    );
+    let prefixed = section_with(&entries, Layout::Nested, Entries::Prefixed).len();
+    let packed = section_with(&entries, Layout::Nested, Entries::Numbers).len();
+    let per_entry = |bytes: usize| bytes as f64 / entries.len() as f64;
+    assert!(
+        packed * 2 < prefixed,
+        "{:.2} bytes an entry packed against {:.2} prefixed",
+        per_entry(packed),
+        per_entry(prefixed)
+    );
+    let (_file, table) = table_with(&entries, 3, Layout::Nested, Entries::Numbers);
+    check_against(&table, &entries, &[vec![], 7u32.to_be_bytes().to_vec()]).unwrap();
+}
+
+#[test]
+fn a_number_block_that_does_not_add_up_is_corruption() {
+    let entries = number_entries(&[3, 9, 10, 70_000], |i| (i % 2) as u64 * 3, |i| i as u64, 0);
+    let section = section_with(&entries, Layout::Flat, Entries::Numbers);
+    // The block: 4 entries, gap bits (17: 69,989), value bits (3: the lists' 3 << 1 | 1), first
+    // key 3, first list at 0, then 63 bits.
+    assert_eq!(&section[..5], &[4, 17, 3, 3, 0]);
+    // (what, the byte changed, its new value)
+    let damages = [
+        ("block header malformed", 0, 65),
+        ("block header malformed", 1, 33),
+        ("block header malformed", 2, 65),
+        ("block of the wrong length", 1, 9),
+    ];
+    for (what, at, value) in damages {
+        let mut damaged = section.clone();
+        damaged[at] = value;
+        let (_file, table) = open_section_with(&damaged, 0, Layout::Flat, Entries::Numbers);
+        let found = table.unwrap().get(&10u32.to_be_bytes());
+        assert!(
+            matches!(&found, Err(Error::Corrupted(m)) if m.contains(what)),
+            "{what}: {found:?}"
+        );
+    }
+    // The first value (bits 51–53 of the packed bits, after three 17-bit gaps): an ordinal, 0;
+    // made 1, it claims a list of no bytes.
+    let mut damaged = section.clone();
+    assert_eq!(damaged[5 + 6] >> 3 & 0b111, 0);
+    damaged[5 + 6] |= 1 << 3;
+    let (_file, table) = open_section_with(&damaged, 0, Layout::Flat, Entries::Numbers);
+    let found = table.unwrap().get(&3u32.to_be_bytes());
+    assert!(
+        matches!(&found, Err(Error::Corrupted(m)) if m.contains("list of no bytes")),
+        "{found:?}"
+    );
+}
+
 proptest! {
     #[test]
     fn lookups_and_prefix_scans_match_a_brute_force(
@@ -175,22 +288,49 @@ proptest! {
     }
 
     #[test]
+    fn number_tables_match_a_brute_force(
+        numbers in proptest::collection::btree_set(any::<u32>(), 0..400),
+        lists in proptest::collection::vec(0u64..40, 400),
+        ordinals in proptest::collection::vec(any::<u32>(), 400),
+        first_list in 0u64..1 << 40,
+        probes in proptest::collection::vec(any::<u32>(), 1..20),
+        pad in 0usize..50,
+    ) {
+        let numbers: Vec<u32> = numbers.into_iter().collect();
+        let entries = number_entries(
+            &numbers,
+            |i| if lists[i] % 3 == 0 { lists[i] + 1 } else { 0 },
+            |i| u64::from(ordinals[i]),
+            first_list,
+        );
+        let mut probes: Vec<Vec<u8>> = probes.iter().map(|p| p.to_be_bytes().to_vec()).collect();
+        probes.extend(numbers.iter().take(5).map(|n| n.to_be_bytes()[..2].to_vec()));
+        probes.push(vec![]);
+        for layout in [Layout::Flat, Layout::Nested] {
+            let (_file, table) = table_with(&entries, pad, layout, Entries::Numbers);
+            check_against(&table, &entries, &probes)?;
+        }
+    }
+
+    #[test]
     fn a_damaged_section_is_read_or_refused_without_panicking(
         n in 0u32..300,
         noise in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         nested in any::<bool>(),
+        packed in any::<bool>(),
     ) {
         let layout = if nested { Layout::Nested } else { Layout::Flat };
-        let entries: BTreeMap<Vec<u8>, (u64, u64)> =
-            (0..n).map(|k| (k.to_be_bytes().to_vec(), (u64::from(k), 0))).collect();
-        let mut section = section_of(&entries, layout);
+        let kind = if packed { Entries::Numbers } else { Entries::Prefixed };
+        let numbers: Vec<u32> = (0..n).map(|k| k * 3).collect();
+        let entries = number_entries(&numbers, |i| (i % 3 == 0) as u64 * 5, |i| i as u64, 9);
+        let mut section = section_with(&entries, layout, kind);
         for (at, byte) in &noise {
             let at = at.index(section.len());
             section[at] = *byte;
         }
-        let (_file, opened) = open_section(&section, 0, layout);
+        let (_file, opened) = open_section_with(&section, 0, layout, kind);
         if let Ok(table) = opened {
-            for k in (0..n + 2).step_by(7) {
+            for k in (0..3 * n + 2).step_by(7) {
                 let _ = table.get(&k.to_be_bytes());
             }
             let _ = table.prefix(&[0, 0], &mut |_, _, _| {});
