@@ -24,10 +24,12 @@
 //! lists written back to back in key order: each key is the gap from the one before less one,
 //! each value an ordinal `<< 1` or a list's length `<< 1 | 1` (its offset follows from the
 //! block's first and the lengths before it), every gap in as many bits as the block's largest
-//! needs and every value likewise, least significant bit first. About 3 bytes an entry where
-//! prefix-compressed keys and varints took about 7. A flat block index is read and parsed whole when the table is opened: at 1,000,000
-//! events a record table's is 5,200–5,700 blocks, 42–46 kB, and 0.1–0.25 ms to read and parse,
-//! paid by the first search of each of the 90 partitions (10 times that at 10,000,000 events).
+//! needs and every value likewise, least significant bit first: 2.3–2.6 bytes an entry in the
+//! bench's partitions, where prefix-compressed keys and varints took 7.3.
+//!
+//! A flat block index is read and parsed whole when the table is opened: at 1,000,000 events
+//! a record table's is 5,200–5,700 blocks, 42–46 kB, and 0.1–0.25 ms to read and parse, paid
+//! by the first search of each of the 90 partitions (10 times that at 10,000,000 events).
 //! A nested one reads only its own block index when opened (a key for every 64 blocks), so a
 //! table opens in time independent of its size, for a second small read per lookup.
 
@@ -73,9 +75,9 @@ pub(crate) struct TableWriter {
     previous: Vec<u8>,
     /// (first key, offset) of each block.
     blocks: Vec<(Vec<u8>, u32)>,
-    /// [`Entries::Numbers`]: the block being gathered, (key, packed value) of each entry, and
-    /// the offset of its first list.
+    /// [`Entries::Numbers`]: the block being gathered, (key, packed value) of each entry.
     numbers: Vec<(u32, u64)>,
+    /// Where the gathered block's first list starts.
     first_list: Option<u64>,
     /// Where the next list must start.
     next_list: Option<u64>,
@@ -156,11 +158,8 @@ impl TableWriter {
             .windows(2)
             .map(|pair| u64::from(pair[1].0 - pair[0].0 - 1))
             .collect();
-        let bits = |values: &mut dyn Iterator<Item = u64>| {
-            values.map(|v| 64 - v.leading_zeros()).max().unwrap_or(0) as u8
-        };
-        let gap_bits = bits(&mut gaps.iter().copied());
-        let value_bits = bits(&mut self.numbers.iter().map(|(_, v)| *v));
+        let gap_bits = width(gaps.iter().copied());
+        let value_bits = width(self.numbers.iter().map(|(_, v)| *v));
         put_varint(&mut self.out, self.numbers.len() as u64);
         self.out.push(gap_bits);
         self.out.push(value_bits);
@@ -202,6 +201,11 @@ impl TableWriter {
         self.out.extend_from_slice(&index_at.to_le_bytes());
         self.out
     }
+}
+
+/// The bits the largest of `values` needs.
+fn width(values: impl Iterator<Item = u64>) -> u8 {
+    values.map(|v| 64 - v.leading_zeros()).max().unwrap_or(0) as u8
 }
 
 /// Writes values of up to 64 bits each, least significant bit first.
