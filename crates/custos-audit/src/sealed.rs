@@ -132,6 +132,14 @@ pub(crate) fn version_of(file_bytes: &[u8]) -> u8 {
         .unwrap_or(VERSION)
 }
 
+/// The version of the index file `file_bytes` when it is one this build does not read (a later
+/// build's, or a damaged byte): such a file is never searched — the partition is indexed again
+/// when the log is opened.
+pub(crate) fn unread_version(file_bytes: &[u8]) -> Option<u8> {
+    let version = *file_bytes.get(8)?;
+    (file_bytes.starts_with(MAGIC) && format_of(version).is_none()).then_some(version)
+}
+
 /// Adds `key` to `table` with its postings: a single ordinal inline, a longer list in
 /// `postings`.
 fn add_posting(table: &mut TableWriter, key: &[u8], list: &[u32], postings: &mut Vec<u8>) {

@@ -1172,9 +1172,14 @@ fn check_index(
     match crate::files::read(&path) {
         Ok(bytes) => Ok((
             true,
-            (bytes != expected(sealed::version_of(&bytes))).then(|| format!(
-                "{name}: its index file does not match its records (altered or damaged; `custos audit reindex` rebuilds it)"
-            )),
+            match sealed::unread_version(&bytes) {
+                Some(version) => Some(format!(
+                    "{name}: its index file is of version {version}, which this build does not read (a later build's, or damaged): the server indexes the partition again when it opens the log, and `custos audit reindex` rewrites the file"
+                )),
+                None => (bytes != expected(sealed::version_of(&bytes))).then(|| format!(
+                    "{name}: its index file does not match its records (altered or damaged; `custos audit reindex` rebuilds it)"
+                )),
+            },
         )),
         // Not sealed yet: the server indexes it again on start.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((false, None)),

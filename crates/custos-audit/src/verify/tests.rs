@@ -236,5 +236,9 @@ fn an_index_file_is_compared_with_its_segment_in_its_own_version() {
     }
     let mut unknown = expected(4);
     unknown[8] = 9;
-    assert!(check(&unknown).1.is_some(), "an unknown version");
+    let found = check(&unknown).1.expect("an unknown version is reported");
+    assert!(
+        found.contains("of version 9, which this build does not read"),
+        "{found}"
+    );
 }
