@@ -752,26 +752,35 @@ fn made_us(event: &AuditEvent) -> Option<i64> {
 
 /// Verifies the log in `dir` against checkpoints signed by `verifier_key` (the root key) and by
 /// the keys it handed over to, each checked by the handover's two signatures; `progress` hears
-/// (bytes done, bytes in all) as segments are read.
+/// (bytes done, bytes in all) as segments are read. For a running server: as many sealed
+/// segments are read ahead at once as there are cores, which leaves the cores part of the
+/// time to the requests it serves meanwhile (and bounds its memory).
 pub fn verify_log(
     dir: &Path,
     verifier_key: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_log_against(dir, verifier_key, None, progress)
+    verify_with(dir, verifier_key, None, cores(), progress)
 }
 
-/// [`verify_log`], also checking the log against `witness`, a checkpoint note kept outside
-/// the folder (a SIEM's copy, one a verifier saved): it must be signed by a trusted key, the log
-/// must reach its size and its first records must have its root.
+/// [`verify_log`] for the offline verifier (`custos audit verify`, `custos bench verify`),
+/// which has the machine to itself: one sealed segment more is read ahead than there are
+/// cores, since each segment's own threads leave the cores idle part of the time (at
+/// 10,000,000 events on two cores: 184 → 128–136 s, 148 → 186–195 % CPU, peak memory
+/// 524 → 732–757 MB; BENCHMARKS.md, B6). Also checks the log against `witness`, a checkpoint
+/// note kept outside the folder (a SIEM's copy, one a verifier saved): it must be signed by a
+/// trusted key, the log must reach its size and its first records must have its root.
 pub fn verify_log_against(
     dir: &Path,
     verifier_key: &str,
     witness: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    verify_with(dir, verifier_key, witness, cores, progress)
+    verify_with(dir, verifier_key, witness, cores() + 1, progress)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// [`verify_log_against`], reading up to `read_ahead` sealed segments ahead of their turn at

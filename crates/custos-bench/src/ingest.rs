@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use custos_audit::{AuditEvent, AuditLog, LogConfig, canonical_json, verify_log};
+use custos_audit::{AuditEvent, AuditLog, LogConfig, canonical_json, verify_log_against};
 
 use crate::baseline::{Baseline, DAY_US, Loading, load};
 use crate::postgres::Postgres;
@@ -352,7 +352,7 @@ pub(crate) fn verify(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     let key = custos.log.verifier_key();
     drop(custos.log);
     let started = Instant::now();
-    let report = verify_log(&dir.join("custos-audit"), &key, &mut |_, _| {})?;
+    let report = verify_log_against(&dir.join("custos-audit"), &key, None, &mut |_, _| {})?;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         report.is_ok(),
