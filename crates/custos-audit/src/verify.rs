@@ -760,7 +760,7 @@ pub fn verify_log(
     verifier_key: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_with(dir, verifier_key, None, cores(), progress)
+    verify_with(dir, verifier_key, None, crate::writer::cores(), progress)
 }
 
 /// [`verify_log`] for the offline verifier (`custos audit verify`, `custos bench verify`),
@@ -776,11 +776,13 @@ pub fn verify_log_against(
     witness: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_with(dir, verifier_key, witness, cores() + 1, progress)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    verify_with(
+        dir,
+        verifier_key,
+        witness,
+        crate::writer::cores() + 1,
+        progress,
+    )
 }
 
 /// [`verify_log_against`], reading up to `read_ahead` sealed segments ahead of their turn at
