@@ -51,8 +51,9 @@ struct Open {
 }
 
 impl Open {
-    fn new(file: Arc<File>) -> Option<Open> {
-        Some(Open { file, kept: None })
+    /// `file` just opened, nothing kept with it yet.
+    fn new(file: Arc<File>) -> Open {
+        Open { file, kept: None }
     }
 }
 
@@ -125,7 +126,7 @@ impl Handle {
         let handle = Arc::new(Handle {
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
-            file: Mutex::new(Open::new(Arc::new(file))),
+            file: Mutex::new(Some(Open::new(Arc::new(file)))),
             used: AtomicBool::new(true),
             handles: handles.clone(),
         });
@@ -157,7 +158,7 @@ impl Handle {
             if let Some(raced) = &*slot {
                 return Ok(raced.file.clone());
             }
-            *slot = Open::new(file.clone());
+            *slot = Some(Open::new(file.clone()));
         }
         self.handles.opened(self);
         Ok(file)
@@ -182,9 +183,7 @@ impl Handle {
             self.file()?;
         }
     }
-}
 
-impl Handle {
     /// Closes the file now, and drops what is kept with it (which may hold this handle: an
     /// index file's tables read through it). Reading opens it again.
     pub(crate) fn close(&self) {
