@@ -162,9 +162,12 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// kept in place rather than in an allocation of their own.
 pub(crate) type Ordinals = smallvec::SmallVec<[u32; 4]>;
 
-/// Lowercase value → ordinals. hashbrown's map, for a lookup by `&str` that makes the key's
-/// `String` only when the value is new (one probe, where `get_mut` and then `insert` took two).
-pub(crate) type PostingMap = hashbrown::HashMap<String, Ordinals, foldhash::fast::RandomState>;
+/// Lowercase value → ordinals. hashbrown's map, for a lookup by `&str` that makes the key only
+/// when the value is new (one probe, where `get_mut` and then `insert` took two). Keys of up to
+/// 24 bytes (nearly every word and term) are held in the map's own slot rather than behind a
+/// pointer, so a probe compares them without another cache miss and a new one allocates nothing.
+pub(crate) type PostingMap =
+    hashbrown::HashMap<compact_str::CompactString, Ordinals, foldhash::fast::RandomState>;
 
 /// The index of the partition being written, in memory. Built on the writer thread for every
 /// event, so it avoids allocating for values it has seen.
@@ -247,6 +250,15 @@ fn lowercase<'a>(text: &'a str, scratch: &'a mut String) -> &'a str {
         scratch.extend(text.chars().flat_map(char::to_lowercase));
     }
     scratch.as_str()
+}
+
+/// The first eight bytes of `text` as a big-endian number, zeros after a shorter text. Ordered
+/// as the texts are where they differ: `a < b` implies `leading_bytes(a) <= leading_bytes(b)`.
+fn leading_bytes(text: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = text.len().min(8);
+    bytes[..n].copy_from_slice(&text.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 /// Posts `ordinal` under `key` (lowercased into `scratch`) once (an event may carry a value
@@ -343,15 +355,18 @@ impl MemIndex {
         terms
     }
 
-    /// Every word with its postings, sorted.
+    /// Every word with its postings, sorted. Sorted by each word's first eight bytes as a number
+    /// first and by the whole word only where those are equal: most comparisons of a sort of
+    /// hundreds of thousands of words are then one of integers, without a call to `memcmp` and
+    /// its loads of both words.
     pub(crate) fn sorted_words(&self) -> Vec<(&str, &[u32])> {
-        let mut words: Vec<(&str, &[u32])> = self
+        let mut words: Vec<(u64, &str, &[u32])> = self
             .words
             .iter()
-            .map(|(w, l)| (w.as_str(), l.as_slice()))
+            .map(|(w, l)| (leading_bytes(w), w.as_str(), l.as_slice()))
             .collect();
-        words.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        words
+        words.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        words.into_iter().map(|(_, w, l)| (w, l)).collect()
     }
 }
 
@@ -376,7 +391,10 @@ impl PartitionIndex for MemIndex {
     }
 
     fn term_values(&self, field: Field) -> Result<Vec<String>> {
-        Ok(self.terms[field as usize].keys().cloned().collect())
+        Ok(self.terms[field as usize]
+            .keys()
+            .map(|value| value.to_string())
+            .collect())
     }
 
     fn word_prefix(&self, prefix: &str) -> Result<Vec<u32>> {

@@ -98,3 +98,23 @@ fn a_retention_group_ending_in_a_capital_sigma_is_one_group_with_its_newest_time
     let entries: usize = index.retention.values().map(Vec::len).sum();
     assert_eq!(entries, 1, "one entry held, not one per event");
 }
+
+proptest::proptest! {
+    /// Words sorted by their leading bytes first come out in the order of `str`'s own, whatever
+    /// their lengths, shared prefixes and bytes (including the zeros a short word is padded
+    /// with, and words of more than the 24 bytes a map key holds in place).
+    #[test]
+    fn words_sort_as_strings_sort(
+        words in proptest::collection::vec("[a\\x00-\\x02é0-9]{0,30}", 0..60),
+    ) {
+        let mut index = MemIndex::default();
+        let mut scratch = String::new();
+        for (ordinal, word) in words.iter().enumerate() {
+            post_lowercase(&mut index.words, word, &mut scratch, ordinal as u32);
+        }
+        let sorted: Vec<&str> = index.sorted_words().into_iter().map(|(word, _)| word).collect();
+        let mut expected: Vec<&str> = index.words.keys().map(|word| word.as_str()).collect();
+        expected.sort_unstable();
+        proptest::prop_assert_eq!(sorted, expected);
+    }
+}

@@ -100,8 +100,8 @@ proptest! {
                 index.record(number).unwrap().len() as u64
             );
         }
-        for word in index.words.keys().chain(["n", "user", "10", "x", "zzz"].map(String::from).iter()) {
-            for prefix in [word.as_str(), &word[..word.len().min(2)]] {
+        for word in index.words.keys().map(|word| word.as_str()).chain(["n", "user", "10", "x", "zzz"]) {
+            for prefix in [word, &word[..word.len().min(2)]] {
                 prop_assert_eq!(sealed.word_prefix(prefix).unwrap(), index.word_prefix(prefix).unwrap());
             }
         }
