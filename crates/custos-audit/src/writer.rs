@@ -117,6 +117,9 @@ impl Shared {
 pub(crate) struct Sealing {
     pub(crate) pending: usize,
     pub(crate) failure: Option<String>,
+    /// Makes the next seal panic, as a broken invariant of the index encoder would.
+    #[cfg(test)]
+    pub(crate) panic_next: bool,
 }
 
 /// The durable audit log of one data directory.
@@ -1257,9 +1260,28 @@ fn checkpointer(shared: std::sync::Weak<Shared>, interval: std::time::Duration) 
 
 /// Writes the index file of each partition it is sent (in log order), then swaps the
 /// partition's in-memory index for the file and lets the tree forget the partition's leaves.
+///
+/// A panic while sealing (a broken invariant of the index encoder, such as keys out of order)
+/// is that partition's failure, as an error is, not the end of the thread: the partition stays
+/// searchable from memory, the next open indexes its segment again, later partitions are still
+/// sealed, and whoever waits for the seal hears why rather than waiting for ever.
 fn sealer(shared: Arc<Shared>, jobs: Receiver<usize>) {
     while let Ok(partition) = jobs.recv() {
-        let outcome = seal(&shared, partition);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if std::mem::take(&mut shared.sealing.lock().expect("sealing lock").panic_next) {
+                panic!("a seal made to panic by a test");
+            }
+            seal(&shared, partition)
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|why| why.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::Unavailable(format!("sealing panicked: {why}")))
+        });
         let mut sealing = shared.sealing.lock().expect("sealing lock");
         sealing.pending -= 1;
         match outcome {

@@ -778,6 +778,65 @@ fn the_partition_being_written_is_sealed_at_its_memory_budget() {
     }
 }
 
+#[test]
+fn a_seal_that_panics_is_reported_and_later_partitions_are_still_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = LogConfig::new(dir.path(), [3; 32], "test.example/log");
+        config.index_bytes_max = 50_000;
+        config
+    };
+    let events: Vec<AuditEvent> = (0..600u128)
+        .map(|i| event_at(1_800_000_000_000_000 + i as i64, "RetrieveMultiple", i))
+        .collect();
+    let log = AuditLog::open(config()).unwrap();
+    log.shared.sealing.lock().unwrap().panic_next = true;
+    log.append_all(events[..300].to_vec()).unwrap();
+    let failed = log.wait_sealed().unwrap_err().to_string();
+    assert!(failed.contains("sealing panicked"), "{failed}");
+    log.append_all(events[300..].to_vec()).unwrap();
+    assert!(log.wait_sealed().is_err(), "the failure is kept");
+    let ends = log.partition_ends();
+    assert!(ends.len() >= 3, "{ends:?}");
+    let on_disk = |dir: &std::path::Path| {
+        file_names(dir)
+            .iter()
+            .filter(|f| f.ends_with(".idx"))
+            .count()
+    };
+    assert_eq!(
+        on_disk(dir.path()),
+        ends.len() - 1,
+        "every complete partition but the first is sealed"
+    );
+    let found = log.search(&all(SearchQuery::default())).unwrap();
+    assert_eq!(
+        found.events.len(),
+        events.len(),
+        "the unsealed partition answers from memory"
+    );
+    drop(log);
+    let log = AuditLog::open(config()).unwrap();
+    log.wait_sealed().unwrap();
+    assert_eq!(
+        on_disk(dir.path()),
+        ends.len(),
+        "the next open seals the first partition"
+    );
+    assert_eq!(
+        log.search(&all(SearchQuery::default()))
+            .unwrap()
+            .events
+            .len(),
+        events.len()
+    );
+    log.sign_checkpoint().unwrap();
+    let key = log.verifier_key();
+    drop(log);
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
 /// Ids of the events every query of a small battery finds, in order.
 fn answers(log: &AuditLog) -> Vec<Vec<Uuid>> {
     let queries = [
