@@ -1,6 +1,6 @@
 use uuid::Uuid;
 
-use super::{CHUNK_IDS, IdTable};
+use super::{CHUNK_IDS, IdFile, IdTable};
 
 fn id(n: usize) -> Uuid {
     Uuid::from_u128(n as u128 + 1)
@@ -61,4 +61,27 @@ fn truncating_a_table_leaves_its_prefixes_whole() {
     whole.push(id(999));
     assert_eq!(ids_of(&whole), vec![id(0), id(1), id(2), id(999)]);
     assert_eq!(ids_of(&prefix), (0..len).map(id).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_table_read_from_its_file_of_several_chunks_holds_every_id_and_grows_and_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let len = 2 * CHUNK_IDS + 7;
+    let file = IdFile::open(dir.path()).unwrap();
+    file.write(0, &ids_of(&table(len))).unwrap();
+    let mut read = file.read(len as u64).unwrap();
+    assert_eq!(ids_of(&read), ids_of(&table(len)));
+    let prefix = read.prefix(CHUNK_IDS + 3);
+    read.push(id(len));
+    read.truncate(CHUNK_IDS + 1);
+    read.push(id(0));
+    let mut expected: Vec<Uuid> = (0..=CHUNK_IDS).map(id).collect();
+    expected.push(id(0));
+    assert_eq!(ids_of(&read), expected);
+    assert_eq!(
+        ids_of(&prefix),
+        (0..CHUNK_IDS + 3).map(id).collect::<Vec<_>>()
+    );
+    assert_eq!(read.get(CHUNK_IDS + 1), Some(id(0)));
+    assert_eq!(read.get(CHUNK_IDS + 2), None);
 }
