@@ -789,13 +789,28 @@ fn a_seal_that_panics_is_reported_and_later_partitions_are_still_sealed() {
     let events: Vec<AuditEvent> = (0..600u128)
         .map(|i| event_at(1_800_000_000_000_000 + i as i64, "RetrieveMultiple", i))
         .collect();
-    let log = AuditLog::open(config()).unwrap();
+    // Waited for on a thread of its own, so that a sealer that never answers fails the test
+    // rather than hanging it.
+    let wait_sealed = |log: &Arc<AuditLog>| {
+        let (answer, answered) = std::sync::mpsc::channel();
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let outcome = log.wait_sealed();
+            // Gone before the answer, so that the test's handle is the last.
+            drop(log);
+            answer.send(outcome)
+        });
+        answered
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("wait_sealed answers")
+    };
+    let log = Arc::new(AuditLog::open(config()).unwrap());
     log.shared.sealing.lock().unwrap().panic_next = true;
     log.append_all(events[..300].to_vec()).unwrap();
-    let failed = log.wait_sealed().unwrap_err().to_string();
+    let failed = wait_sealed(&log).unwrap_err().to_string();
     assert!(failed.contains("sealing panicked"), "{failed}");
     log.append_all(events[300..].to_vec()).unwrap();
-    assert!(log.wait_sealed().is_err(), "the failure is kept");
+    assert!(wait_sealed(&log).is_err(), "the failure is kept");
     let ends = log.partition_ends();
     assert!(ends.len() >= 3, "{ends:?}");
     let on_disk = |dir: &std::path::Path| {
