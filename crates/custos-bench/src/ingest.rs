@@ -367,6 +367,6 @@ pub(crate) fn verify(dir: &Path, options: &Options) -> anyhow::Result<Report> {
             Figure::custos("verify_events_per_s", "1/s", "higher", report.events as f64 / elapsed.as_secs_f64()),
             Figure::custos("verify_mb_per_s", "MB/s", "higher", bytes / 1e6 / elapsed.as_secs_f64()),
         ],
-        notes: vec!["every frame checksum, every record decoded and canonicalised, every leaf and root, every checkpoint signature, every sealed partition's index rebuilt and compared (decoding, hashing and indexing on three threads a segment; sealed segments read ahead, as many at once as there are cores)".into()],
+        notes: vec!["every frame checksum, every record decoded and canonicalised, every leaf and root, every checkpoint signature, every sealed partition's index rebuilt and compared (decoding, hashing and indexing on three threads a segment; sealed segments read ahead, one more at once than there are cores)".into()],
     })
 }
