@@ -760,7 +760,7 @@ pub fn verify_log(
     verifier_key: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_with(dir, verifier_key, None, crate::writer::cores(), progress)
+    verify_with(dir, verifier_key, None, crate::cores(), progress)
 }
 
 /// [`verify_log`] for the offline verifier (`custos audit verify`, `custos bench verify`),
@@ -776,13 +776,7 @@ pub fn verify_log_against(
     witness: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_with(
-        dir,
-        verifier_key,
-        witness,
-        crate::writer::cores() + 1,
-        progress,
-    )
+    verify_with(dir, verifier_key, witness, crate::cores() + 1, progress)
 }
 
 /// [`verify_log_against`], reading up to `read_ahead` sealed segments ahead of their turn at

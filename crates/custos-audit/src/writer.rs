@@ -757,7 +757,7 @@ impl AuditLog {
     /// small ones are read on this thread alone.
     fn read_events(&self, places: Vec<(Seq, Location)>) -> Result<Vec<(Seq, AuditEvent)>> {
         let bytes: u64 = places.iter().map(|(_, l)| u64::from(l.place.len)).sum();
-        let readers = (bytes / SHARED_READ_BYTES).clamp(1, cores() as u64) as usize;
+        let readers = (bytes / SHARED_READ_BYTES).clamp(1, crate::cores() as u64) as usize;
         if readers == 1 {
             return self.read_run(&places);
         }
@@ -1159,11 +1159,6 @@ fn runs_of_equal_bytes(
         runs.push(&places[start..]);
     }
     runs
-}
-
-/// The cores this process may run on (1 when that cannot be told).
-pub(crate) fn cores() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `work` done on each of `runs`, the first on this thread and the others on threads of their
