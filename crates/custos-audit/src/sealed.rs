@@ -5,7 +5,7 @@
 //! Layout (integers little-endian):
 //!
 //! ```text
-//! "CUSTOSIX" | u8 version=4 | 7 zero bytes
+//! "CUSTOSIX" | u8 version=5 | 7 zero bytes
 //! sections, in this order:
 //!   META       u64 first seq | u32 events | i64 oldest | i64 newest | u64 segment bytes | u32 ids end
 //!   TIMES      i64 CreationTime per event
@@ -16,20 +16,23 @@
 //!   WORDS      table: free-text word → postings
 //!   EVENTS     table: 16-byte event id → (ordinal, 0)
 //!   RETENTION  u32 count | count × (4 × (varint length | bytes) | i64 newest)
-//!   POSTINGS   posting lists (`postings::encode`), back to back
+//!   POSTINGS   posting lists (`postings::Lists`), back to back
 //!   GROUPS     for user, operation, entity: varint n | n × (varint length | bytes) | per event
 //!              varint value number (reports count by them)
 //! footer: per section (u64 offset | u64 length | u32 crc32) | u32 crc32 of those | "CUSTOSIX"
 //! ```
 //!
 //! A table's two values for a posting list are (offset in POSTINGS, byte length), or
-//! (ordinal, 0) for a list of one event, the common case for record ids. In version 4 the
-//! record table's blocks are bit-packed ([`Entries::Numbers`]: about 3 bytes a record id
-//! where version 3's prefix-compressed keys and varints took about 7, and the record table
-//! was a third of the file); the other tables are as in version 3, whose block indexes are
-//! nested tables ([`Layout::Nested`]). Version 2, otherwise version 3, had flat block
-//! indexes. Files of versions 2 and 3 are still read (and compared by `verify` in their own
-//! version), so an upgrade indexes nothing again. A file of any other version is not read:
+//! (ordinal, 0) for a list of one event, the common case for record ids. In version 5 a list
+//! whose varints take 8 bytes or more is written as Elias–Fano ([`Lists::Packed`]: the
+//! posting lists were the largest section, and a list of thousands of events takes about half
+//! its varints' bytes); version 4 wrote every list as varints. Since version 4 the record
+//! table's blocks are bit-packed ([`Entries::Numbers`]: about 3 bytes a record id where
+//! version 3's prefix-compressed keys and varints took about 7, and the record table was a
+//! third of the file); the other tables are as in version 3, whose block indexes are nested
+//! tables ([`Layout::Nested`]). Version 2, otherwise version 3, had flat block indexes. Files
+//! of versions 2 to 4 are still read (and compared by `verify` in their own version), so an
+//! upgrade indexes nothing again. A file of any other version is not read:
 //! the partition is indexed again from its segment (an index is derived, so its format
 //! changes without a migration).
 
@@ -43,14 +46,14 @@ use uuid::Uuid;
 use crate::codec::Strings;
 use crate::handles::{Handle, Handles};
 use crate::partition::{Field, GroupField, MemIndex, PartitionIndex, Place, RetentionGroups};
-use crate::postings::{self, get_varint, put_varint};
+use crate::postings::{self, Lists, get_varint, put_varint};
 use crate::table::{Entries, Layout, Table, TableWriter};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CUSTOSIX";
-/// The version this build writes. It reads 2 and 3 as well ([`format_of`]); a file of any
-/// other version is indexed again from its segment.
-pub(crate) const VERSION: u8 = 4;
+/// The version this build writes. It reads 2 to 4 as well ([`format_of`]); a file of any other
+/// version is indexed again from its segment.
+pub(crate) const VERSION: u8 = 5;
 const HEADER_BYTES: u64 = 16;
 const N_SECTIONS: usize = 11;
 const SECTION_ENTRY_BYTES: usize = 20;
@@ -93,33 +96,40 @@ pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
 /// Builds a table of posting lists, putting the lists of more than one event in `postings`.
 fn posting_table<'a>(
     entries: impl Iterator<Item = (Vec<u8>, &'a [u32])>,
-    postings: &mut Vec<u8>,
+    postings: &mut Postings,
     layout: Layout,
 ) -> Vec<u8> {
     let mut table = TableWriter::default();
     for (key, list) in entries {
-        add_posting(&mut table, &key, list, postings);
+        postings.add(&mut table, &key, list);
     }
     table.finish(layout)
 }
 
-/// How an index file's tables are written: how they find their blocks, and how the record
-/// table's blocks hold their entries (every other table's are [`Entries::Prefixed`]).
+/// How an index file's tables are written: how they find their blocks, how the record
+/// table's blocks hold their entries (every other table's are [`Entries::Prefixed`]), and how
+/// posting lists are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Format {
     layout: Layout,
     records: Entries,
+    lists: Lists,
 }
 
 /// The format of an index file of `version`, if this build reads it.
 fn format_of(version: u8) -> Option<Format> {
-    let (layout, records) = match version {
-        2 => (Layout::Flat, Entries::Prefixed),
-        3 => (Layout::Nested, Entries::Prefixed),
-        4 => (Layout::Nested, Entries::Numbers),
+    let (layout, records, lists) = match version {
+        2 => (Layout::Flat, Entries::Prefixed, Lists::Varints),
+        3 => (Layout::Nested, Entries::Prefixed, Lists::Varints),
+        4 => (Layout::Nested, Entries::Numbers, Lists::Varints),
+        5 => (Layout::Nested, Entries::Numbers, Lists::Packed),
         _ => return None,
     };
-    Some(Format { layout, records })
+    Some(Format {
+        layout,
+        records,
+        lists,
+    })
 }
 
 /// The version of the index file `file_bytes` when this build reads it, else [`VERSION`]:
@@ -140,15 +150,23 @@ pub(crate) fn unread_version(file_bytes: &[u8]) -> Option<u8> {
     (file_bytes.starts_with(MAGIC) && format_of(version).is_none()).then_some(version)
 }
 
-/// Adds `key` to `table` with its postings: a single ordinal inline, a longer list in
-/// `postings`.
-fn add_posting(table: &mut TableWriter, key: &[u8], list: &[u32], postings: &mut Vec<u8>) {
-    if let [only] = list {
-        table.add(key, u64::from(*only), 0);
-    } else {
-        let at = postings.len();
-        postings::encode(list, postings);
-        table.add(key, at as u64, (postings.len() - at) as u64);
+/// The POSTINGS section being written, for a partition of `events`.
+struct Postings {
+    bytes: Vec<u8>,
+    lists: Lists,
+    events: u32,
+}
+
+impl Postings {
+    /// Adds `key` to `table` with its postings: a single ordinal inline, a longer list here.
+    fn add(&mut self, table: &mut TableWriter, key: &[u8], list: &[u32]) {
+        if let [only] = list {
+            table.add(key, u64::from(*only), 0);
+        } else {
+            let at = self.bytes.len();
+            self.lists.encode(list, self.events, &mut self.bytes);
+            table.add(key, at as u64, (self.bytes.len() - at) as u64);
+        }
     }
 }
 
@@ -169,7 +187,11 @@ pub(crate) fn encode(
     ids_end: u32,
     version: u8,
 ) -> Vec<u8> {
-    let Format { layout, records } = format_of(version).expect("a version this build reads");
+    let Format {
+        layout,
+        records,
+        lists,
+    } = format_of(version).expect("a version this build reads");
     let n_events = index.times.len() as u32;
     let (oldest, newest) = index.time_range.unwrap_or((0, 0));
     let mut sections: Vec<Vec<u8>> = vec![Vec::new(); N_SECTIONS];
@@ -202,7 +224,11 @@ pub(crate) fn encode(
         text.extend_from_slice(string.as_bytes());
     }
 
-    let mut postings = Vec::new();
+    let mut postings = Postings {
+        bytes: Vec::new(),
+        lists,
+        events: n_events,
+    };
     let terms = index
         .sorted_terms()
         .into_iter()
@@ -214,7 +240,7 @@ pub(crate) fn encode(
     sections[Section::Terms as usize] = posting_table(terms, &mut postings, layout);
     let mut table = TableWriter::new(records);
     index.records.for_each(|number, list| {
-        add_posting(&mut table, &number.to_be_bytes(), list, &mut postings);
+        postings.add(&mut table, &number.to_be_bytes(), list);
     });
     sections[Section::Records as usize] = table.finish(layout);
     sections[Section::Words as usize] = posting_table(
@@ -243,7 +269,7 @@ pub(crate) fn encode(
         }
         groups.extend_from_slice(&newest.to_le_bytes());
     }
-    sections[Section::Postings as usize] = postings;
+    sections[Section::Postings as usize] = postings.bytes;
 
     let groups = &mut sections[Section::Groups as usize];
     for group in &index.groups {
@@ -590,16 +616,19 @@ impl SealedIndex {
                 u32::try_from(a).map_err(|_| self.corrupt("ordinal out of range"))?,
             ]);
         }
-        postings::decode(&self.postings_bytes(a, b)?)
+        self.format
+            .lists
+            .decode(&self.postings_bytes(a, b, b)?, self.meta.n_events)
     }
 
-    /// The encoded posting list at (`a`, `b`), a list of more than one event.
-    fn postings_bytes(&self, a: u64, b: u64) -> Result<Vec<u8>> {
+    /// The first `take` bytes of the encoded posting list at (`a`, `b`), a list of more than
+    /// one event.
+    fn postings_bytes(&self, a: u64, b: u64, take: u64) -> Result<Vec<u8>> {
         let (at, len, _) = self.sections[Section::Postings as usize];
         if a.checked_add(b).is_none_or(|end| end > len) {
             return Err(self.corrupt("posting list out of bounds"));
         }
-        let mut bytes = vec![0u8; b as usize];
+        let mut bytes = vec![0u8; take.min(b) as usize];
         self.file
             .file()?
             .read_exact_at(&mut bytes, at + a)
@@ -633,12 +662,17 @@ impl PartitionIndex for SealedIndex {
         }
     }
 
-    /// Counted from the encoded list's length, not decoded.
+    /// Counted from the encoded list, not decoded: a packed list's first bytes, or its varints'
+    /// last bytes.
     fn record_count(&self, number: u32) -> Result<u64> {
         match self.table(Section::Records)?.get(&number.to_be_bytes())? {
             Some((_, 0)) => Ok(1),
             Some((a, b)) => {
-                let count = postings::count(&self.postings_bytes(a, b)?)
+                let lists = self.format.lists;
+                let len = usize::try_from(b).map_err(|_| self.corrupt("posting list too long"))?;
+                let head = self.postings_bytes(a, b, lists.count_bytes(len) as u64)?;
+                let count = lists
+                    .count(&head, len, self.meta.n_events)
                     .filter(|n| *n <= u64::from(self.meta.n_events))
                     .ok_or_else(|| self.corrupt("posting list malformed"))?;
                 Ok(count)

@@ -74,7 +74,7 @@ proptest! {
     fn a_sealed_index_answers_as_the_memory_it_was_written_from(
         n in 0u32..300,
         seed in 1u32..50,
-        version in 2u8..=4,
+        version in 2u8..=5,
     ) {
         let (index, strings) = mem_index(n, seed);
         let (_dir, sealed) = sealed_of(&index, &strings, version);
@@ -116,7 +116,7 @@ proptest! {
 fn the_same_index_always_encodes_to_the_same_bytes() {
     let (a, strings) = mem_index(200, 7);
     let (b, _) = mem_index(200, 7);
-    for version in [2, 3, 4] {
+    for version in [2, 3, 4, 5] {
         let bytes = encode(&a, &strings, 1, 2, 3, version);
         assert!(
             bytes == encode(&b, &strings, 1, 2, 3, version),
@@ -131,6 +131,10 @@ fn the_same_index_always_encodes_to_the_same_bytes() {
     assert_ne!(
         encode(&a, &strings, 1, 2, 3, 3),
         encode(&a, &strings, 1, 2, 3, 4)
+    );
+    assert_ne!(
+        encode(&a, &strings, 1, 2, 3, 4),
+        encode(&a, &strings, 1, 2, 3, 5)
     );
     let mut unknown = encode(&a, &strings, 1, 2, 3, 3);
     unknown[8] = 9;

@@ -223,18 +223,18 @@ fn an_index_file_is_compared_with_its_segment_in_its_own_version() {
         std::fs::write(index_path(&segment), bytes).unwrap();
         super::check_index(&segment, expected, "seg").unwrap()
     };
-    // A file sealed by an earlier build (versions 2 and 3) or this one (4) matches its segment.
-    for version in [2, 3, 4] {
+    // A file sealed by an earlier build (versions 2 to 4) or this one (5) matches its segment.
+    for version in [2, 3, 4, 5] {
         assert_eq!(check(&expected(version)), (true, None), "version {version}");
     }
     // Altered in any version, or of a version this build does not read, it does not.
-    for version in [2, 3, 4] {
+    for version in [2, 3, 4, 5] {
         let mut altered = expected(version);
         let at = altered.len() / 2;
         altered[at] ^= 1;
         assert!(check(&altered).1.is_some(), "version {version} altered");
     }
-    let mut unknown = expected(4);
+    let mut unknown = expected(5);
     unknown[8] = 9;
     let found = check(&unknown).1.expect("an unknown version is reported");
     assert!(
