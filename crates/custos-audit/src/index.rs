@@ -377,16 +377,17 @@ impl Compiled {
     }
 
     /// How many events of `part` match, counted without listing them, when the query is one
-    /// record id alone and `part` lies wholly within its time range and before its
-    /// `before_seq`; `None` when the matches must be listed to be counted.
+    /// record id or one field's value alone and `part` lies wholly within its time range and
+    /// before its `before_seq`; `None` when the matches must be listed to be counted.
     fn count_alone(&self, part: &dyn PartitionIndex, first_seq: Seq) -> Result<Option<u64>> {
-        let (Some([number]), true, true) = (
-            self.records.as_deref(),
-            self.terms.is_empty(),
-            self.words.is_empty(),
-        ) else {
-            return Ok(None);
+        let alone = match (self.records.as_deref(), self.terms.as_slice()) {
+            (Some([number]), []) => Alone::Record(*number),
+            (None, [(field, values)]) if values.len() == 1 => Alone::Term(*field, &values[0]),
+            _ => return Ok(None),
         };
+        if !self.words.is_empty() {
+            return Ok(None);
+        }
         let range = part.time_range();
         if !self.may_match(first_seq, range) {
             return Ok(Some(0));
@@ -398,7 +399,10 @@ impl Compiled {
         if !whole {
             return Ok(None);
         }
-        part.record_count(*number).map(Some)
+        match alone {
+            Alone::Record(number) => part.record_count(number).map(Some),
+            Alone::Term(field, value) => part.term_count(field, value).map(Some),
+        }
     }
 
     /// The ordinals of `part` that match, in increasing order.
@@ -455,6 +459,12 @@ impl Compiled {
         }
         Ok(selection)
     }
+}
+
+/// The one filter of a query that a partition's index counts without listing.
+enum Alone<'a> {
+    Record(u32),
+    Term(Field, &'a str),
 }
 
 /// The matching ordinals of a partition.

@@ -130,6 +130,10 @@ pub(crate) trait PartitionIndex: Send + Sync {
     fn time_range(&self) -> Option<(i64, i64)>;
     /// Ordinals of the events whose `field` is `value`.
     fn term(&self, field: Field, value: &str) -> Result<Vec<u32>>;
+    /// How many events' `field` is `value`.
+    fn term_count(&self, field: Field, value: &str) -> Result<u64> {
+        Ok(self.term(field, value)?.len() as u64)
+    }
     /// Ordinals of the events that list the record id numbered `number`.
     fn record(&self, number: u32) -> Result<Vec<u32>>;
     /// How many events list the record id numbered `number`.
@@ -384,6 +388,12 @@ impl PartitionIndex for MemIndex {
             .get(value)
             .map(|list| list.to_vec())
             .unwrap_or_default())
+    }
+
+    fn term_count(&self, field: Field, value: &str) -> Result<u64> {
+        Ok(self.terms[field as usize]
+            .get(value)
+            .map_or(0, |list| list.len() as u64))
     }
 
     fn record(&self, number: u32) -> Result<Vec<u32>> {

@@ -93,6 +93,14 @@ pub(crate) fn index_path(segment_path: &Path) -> PathBuf {
     segment_path.with_extension("idx")
 }
 
+/// The terms table's key of `field`'s `value`.
+fn term_key(field: Field, value: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + value.len());
+    key.push(field as u8);
+    key.extend_from_slice(value.as_bytes());
+    key
+}
+
 /// Builds a table of posting lists, putting the lists of more than one event in `postings`.
 fn posting_table<'a>(
     entries: impl Iterator<Item = (Vec<u8>, &'a [u32])>,
@@ -232,11 +240,7 @@ pub(crate) fn encode(
     let terms = index
         .sorted_terms()
         .into_iter()
-        .map(|(field, value, list)| {
-            let mut key = vec![field as u8];
-            key.extend_from_slice(value.as_bytes());
-            (key, list)
-        });
+        .map(|(field, value, list)| (term_key(field, value), list));
     sections[Section::Terms as usize] = posting_table(terms, &mut postings, layout);
     let mut table = TableWriter::new(records);
     index.records.for_each(|number, list| {
@@ -621,6 +625,24 @@ impl SealedIndex {
             .decode(&self.postings_bytes(a, b, b)?, self.meta.n_events)
     }
 
+    /// How many events the posting list of a table's `entry` holds, counted from the encoded
+    /// list, not decoded: a packed list's first bytes, or its varints' last bytes.
+    fn list_count(&self, entry: Option<(u64, u64)>) -> Result<u64> {
+        match entry {
+            None => Ok(0),
+            Some((_, 0)) => Ok(1),
+            Some((a, b)) => {
+                let lists = self.format.lists;
+                let len = usize::try_from(b).map_err(|_| self.corrupt("posting list too long"))?;
+                let head = self.postings_bytes(a, b, lists.count_bytes(len) as u64)?;
+                lists
+                    .count(&head, len, self.meta.n_events)
+                    .filter(|n| *n <= u64::from(self.meta.n_events))
+                    .ok_or_else(|| self.corrupt("posting list malformed"))
+            }
+        }
+    }
+
     /// The first `take` bytes of the encoded posting list at (`a`, `b`), a list of more than
     /// one event.
     fn postings_bytes(&self, a: u64, b: u64, take: u64) -> Result<Vec<u8>> {
@@ -647,12 +669,15 @@ impl PartitionIndex for SealedIndex {
     }
 
     fn term(&self, field: Field, value: &str) -> Result<Vec<u32>> {
-        let mut key = vec![field as u8];
-        key.extend_from_slice(value.as_bytes());
-        match self.table(Section::Terms)?.get(&key)? {
+        match self.table(Section::Terms)?.get(&term_key(field, value))? {
             Some((a, b)) => self.postings(a, b),
             None => Ok(Vec::new()),
         }
+    }
+
+    fn term_count(&self, field: Field, value: &str) -> Result<u64> {
+        let entry = self.table(Section::Terms)?.get(&term_key(field, value))?;
+        self.list_count(entry)
     }
 
     fn record(&self, number: u32) -> Result<Vec<u32>> {
@@ -662,23 +687,9 @@ impl PartitionIndex for SealedIndex {
         }
     }
 
-    /// Counted from the encoded list, not decoded: a packed list's first bytes, or its varints'
-    /// last bytes.
     fn record_count(&self, number: u32) -> Result<u64> {
-        match self.table(Section::Records)?.get(&number.to_be_bytes())? {
-            Some((_, 0)) => Ok(1),
-            Some((a, b)) => {
-                let lists = self.format.lists;
-                let len = usize::try_from(b).map_err(|_| self.corrupt("posting list too long"))?;
-                let head = self.postings_bytes(a, b, lists.count_bytes(len) as u64)?;
-                let count = lists
-                    .count(&head, len, self.meta.n_events)
-                    .filter(|n| *n <= u64::from(self.meta.n_events))
-                    .ok_or_else(|| self.corrupt("posting list malformed"))?;
-                Ok(count)
-            }
-            None => Ok(0),
-        }
+        let entry = self.table(Section::Records)?.get(&number.to_be_bytes())?;
+        self.list_count(entry)
     }
 
     fn term_values(&self, field: Field) -> Result<Vec<String>> {

@@ -91,7 +91,9 @@ proptest! {
         }
         for (field, value, list) in index.sorted_terms() {
             prop_assert_eq!(&sealed.term(field, value).unwrap(), list);
+            prop_assert_eq!(sealed.term_count(field, value).unwrap(), list.len() as u64);
         }
+        prop_assert_eq!(sealed.term_count(Field::Operation, "nothing").unwrap(), 0);
         prop_assert!(sealed.term(Field::Operation, "nothing").unwrap().is_empty());
         for number in 0..30 {
             prop_assert_eq!(sealed.record(number).unwrap(), index.record(number).unwrap());
