@@ -543,11 +543,41 @@ pub(crate) fn count_into(
         return Ok(());
     }
     let times = part.times()?;
-    for ordinal in selection.iter() {
-        *counts.entry(bucket(times[ordinal as usize])).or_insert(0) += 1;
+    let spanned = bucket_us.and_then(|b| {
+        let first = bucket(oldest);
+        let n = (bucket(newest).checked_sub(first)? / b).checked_add(1)?;
+        (n <= SPANNED_BUCKETS as i64).then_some((first, b, n as usize))
+    });
+    let Some((first, width, n)) = spanned else {
+        for ordinal in selection.iter() {
+            *counts.entry(bucket(times[ordinal as usize])).or_insert(0) += 1;
+        }
+        return Ok(());
+    };
+    // A partition spans a few buckets (a day's partition straddles a midnight when events
+    // arrive out of order): each match is counted in the bucket whose edges hold its time, by
+    // comparisons rather than a division and a map's entry a match.
+    let edges: Vec<i64> = (1..n as i64).map(|k| first + k * width).collect();
+    let mut spans = vec![0u64; n];
+    let mut count = |ordinal: u32| {
+        let t = times[ordinal as usize];
+        spans[edges.partition_point(|edge| *edge <= t)] += 1;
+    };
+    match &selection {
+        Selection::All(n) => (0..*n).for_each(&mut count),
+        Selection::List(list) => list.iter().copied().for_each(&mut count),
+    }
+    for (k, count) in spans.into_iter().enumerate() {
+        if count > 0 {
+            *counts.entry(first + k as i64 * width).or_insert(0) += count;
+        }
     }
     Ok(())
 }
+
+/// The most buckets a partition's matches are counted into by [`count_into`]'s comparisons of
+/// times with the buckets' edges; a partition over more (short buckets) counts by the map.
+const SPANNED_BUCKETS: usize = 64;
 
 /// What a report counts, summed over partitions.
 #[derive(Default)]
