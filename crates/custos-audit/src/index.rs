@@ -482,12 +482,14 @@ impl Selection {
         }
     }
 
-    /// In increasing order.
-    pub(crate) fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = u32> + '_> {
-        match self {
-            Selection::All(n) => Box::new(0..*n),
-            Selection::List(list) => Box::new(list.iter().copied()),
-        }
+    /// In increasing order: one of the two parts is empty. Not boxed — counts and reports call
+    /// it once a match.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        let (all, list) = match self {
+            Selection::All(n) => (0..*n, &[][..]),
+            Selection::List(list) => (0..0, list.as_slice()),
+        };
+        all.chain(list.iter().copied())
     }
 }
 
@@ -559,13 +561,9 @@ pub(crate) fn count_into(
     // comparisons rather than a division and a map's entry a match.
     let edges: Vec<i64> = (1..n as i64).map(|k| first + k * width).collect();
     let mut spans = vec![0u64; n];
-    let mut count = |ordinal: u32| {
+    for ordinal in selection.iter() {
         let t = times[ordinal as usize];
         spans[edges.partition_point(|edge| *edge <= t)] += 1;
-    };
-    match &selection {
-        Selection::All(n) => (0..*n).for_each(&mut count),
-        Selection::List(list) => list.iter().copied().for_each(&mut count),
     }
     for (k, count) in spans.into_iter().enumerate() {
         if count > 0 {

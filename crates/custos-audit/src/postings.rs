@@ -44,10 +44,10 @@ pub(crate) fn get_varint(bytes: &[u8], pos: &mut usize) -> Result<u64> {
 }
 
 /// A list whose varints take at least this many bytes is written packed in [`Lists::Packed`].
-pub(crate) const PACKED_FROM: usize = 8;
+const PACKED_FROM: usize = 8;
 
 /// The most bytes [`Lists::count`] reads of a list: a packed list's count is its first varint.
-pub(crate) const COUNT_BYTES: usize = 5;
+const COUNT_BYTES: usize = 5;
 
 /// How an index file writes its posting lists of more than one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
