@@ -34,7 +34,9 @@ mod verify;
 mod writer;
 
 pub use batch::{batch_len_max, decode_batch, encode_batch};
-pub use canonical::{canonical_json, event_value, format_creation_time, write_canonical};
+pub use canonical::{
+    canonical_json, event_leaf_hash, event_value, format_creation_time, write_canonical,
+};
 pub use checkpoint::{
     Checkpoint, CheckpointSigner, IdsDigest, checkpoint_body, handover_key, verify_note,
     verify_note_chained,

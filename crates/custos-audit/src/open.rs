@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::canonical::canonical_json;
+use crate::canonical::event_leaf_hash;
 use crate::codec::decode_next;
 use crate::handles::{Handle, Handles};
 use crate::ids::{IdDict, IdFile};
@@ -24,7 +24,7 @@ use crate::log::{
     ActiveSegment, DAY_US, LogConfig, Seq, cut_segment, is_unfinished_segment, list_segments,
     read_header_of, scan_segment,
 };
-use crate::merkle::{LeafSource, MerkleTree, TILE_LEAVES, leaf_hash};
+use crate::merkle::{LeafSource, MerkleTree, TILE_LEAVES};
 use crate::partition::MemIndex;
 use crate::retention::{PrunedFile, PurgeClaim};
 use crate::sealed::{SealedIndex, index_path};
@@ -285,7 +285,7 @@ fn open_checked(config: &LogConfig, lock: File) -> Result<Opened> {
             protected,
             &mut |_, place, payload| {
                 let (event, numbers) = decode_next(payload, &mut ids, &mut strings)?;
-                let leaf = leaf_hash(canonical_json(&event).as_bytes());
+                let leaf = event_leaf_hash(&event);
                 tree.push(leaf);
                 leaves.push(leaf);
                 index.insert(place, &event, &numbers);
@@ -439,7 +439,7 @@ fn locate_mismatch(
             let Some(event) = partition.read_ordinal(ordinal, &ids.table)? else {
                 break;
             };
-            let computed = leaf_hash(canonical_json(&event).as_bytes());
+            let computed = event_leaf_hash(&event);
             let stored = integrity.leaves.read_leaves(seq, seq + 1)?[0];
             if computed == stored {
                 continue;
@@ -545,7 +545,7 @@ fn check_purges(
             )));
         }
         let tree = integrity.tree.read().expect("tree lock");
-        if leaf_hash(canonical_json(&event).as_bytes()) != tree.leaf(seq, &integrity.leaves)? {
+        if event_leaf_hash(&event) != tree.leaf(seq, &integrity.leaves)? {
             return Err(unaccounted(format!(
                 "its purge event, seq {seq}, does not match its leaf"
             )));

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::canonical::canonical_json;
+use crate::canonical::event_leaf_hash;
 use crate::checkpoint::{IdsDigest, verify_note, verify_note_chained};
 use crate::codec::decode_next;
 use crate::event::AuditEvent;
@@ -320,7 +320,7 @@ impl LeafQueue {
             for records in chunks {
                 let leaves = records
                     .iter()
-                    .map(|(record, _, _)| leaf_hash(canonical_json(record).as_bytes()))
+                    .map(|(record, _, _)| event_leaf_hash(record))
                     .collect();
                 if hashed.send((leaves, records)).is_err() {
                     return;

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::canonical::canonical_json;
+use crate::canonical::event_leaf_hash;
 use crate::codec::{Encoder, decode_event};
 use crate::event::AuditEvent;
 use crate::handles::{Handle, Handles};
@@ -29,7 +29,7 @@ use crate::index::{
 };
 use crate::integrity::{Adopted, ClusterKeys, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, DAY_US, FRAME_HEADER_BYTES, LogConfig, Seq};
-use crate::merkle::{Hash, TILE_LEAVES, leaf_hash};
+use crate::merkle::{Hash, TILE_LEAVES};
 use crate::partition::{Field, MemIndex, PartitionIndex};
 use crate::retention::{PrunedFile, PurgeClaim, PurgedPartition, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
@@ -401,7 +401,7 @@ impl AuditLog {
             return Err(error());
         }
         // The leaf is computed here, on the caller's thread; the writer only encodes and writes.
-        let leaf = leaf_hash(canonical_json(&event).as_bytes());
+        let leaf = event_leaf_hash(&event);
         Ok(Job::Append {
             event: Box::new(event),
             leaf,
@@ -732,7 +732,7 @@ impl AuditLog {
             }
             Err(other) => return Err(other),
         };
-        let leaf = leaf_hash(canonical_json(&event).as_bytes());
+        let leaf = event_leaf_hash(&event);
         let signed = {
             let tree = self.shared.integrity.tree.read().expect("tree lock");
             tree.leaf(seq, &self.shared.integrity.leaves)

@@ -83,11 +83,15 @@ proptest::proptest! {
     fn the_direct_writer_gives_the_bytes_of_the_generic_one(
         strings in proptest::collection::vec(text(), 12),
         changes in proptest::collection::vec((text(), proptest::option::of(text()), proptest::option::of(text())), 0..3),
-        n_ids in 0usize..4,
+        ids in proptest::collection::vec(proptest::num::u128::ANY, 0..4),
+        event_ids in (proptest::num::u128::ANY, proptest::num::u128::ANY),
         time in proptest::num::i64::ANY,
         count in proptest::num::u64::ANY,
     ) {
-        let mut event = sample_event(n_ids);
+        let mut event = sample_event(0);
+        event.record_ids = ids.into_iter().map(uuid::Uuid::from_u128).collect();
+        event.id = uuid::Uuid::from_u128(event_ids.0);
+        event.tenant_id = uuid::Uuid::from_u128(event_ids.1);
         let mut s = strings.into_iter();
         let mut next = || s.next().unwrap();
         event.instance = next();
@@ -108,6 +112,38 @@ proptest::proptest! {
             .into_iter()
             .map(|(attribute, old, new)| crate::event::Change { attribute, old, new })
             .collect();
-        proptest::prop_assert_eq!(canonical_json(&event), generic(&event));
+        let text = canonical_json(&event);
+        proptest::prop_assert_eq!(&text, &generic(&event));
+        proptest::prop_assert_eq!(
+            event_leaf_hash(&event),
+            crate::merkle::leaf_hash(text.as_bytes()),
+            "the leaf hashed as it is written is the hash of the text"
+        );
     }
+
+    /// JSON strings are escaped as RFC 8785 says, which is what `serde_json` writes too.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them(text in text()) {
+        let mut out = Vec::new();
+        write_string(&text, &mut out);
+        proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&text).unwrap());
+    }
+
+    #[test]
+    fn creation_times_are_written_as_the_formatter_writes_them(us in proptest::num::i64::ANY) {
+        let formatted = creation_time_formatted(&creation_time(us));
+        proptest::prop_assert_eq!(format_creation_time(us), formatted);
+    }
+}
+
+#[test]
+fn a_long_record_is_hashed_across_the_buffer() {
+    let mut event = sample_event(3000);
+    event.details = format!("\"{}\"", "x".repeat(3 * 4096));
+    let text = canonical_json(&event);
+    assert!(text.len() > 20 * 4096);
+    assert_eq!(
+        event_leaf_hash(&event),
+        crate::merkle::leaf_hash(text.as_bytes())
+    );
 }

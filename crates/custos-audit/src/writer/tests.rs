@@ -230,7 +230,7 @@ fn proofs_verify_against_signed_checkpoints_and_restarts_keep_them() {
     let signed = crate::verify_note(&proof.checkpoint, &key).unwrap();
     assert_eq!((proof.leaf_index, proof.tree_size, signed.size), (2, 9, 9));
     let (_, event) = log.get(ids[2]).unwrap().unwrap();
-    let leaf = crate::leaf_hash(crate::canonical_json(&event).as_bytes());
+    let leaf = crate::event_leaf_hash(&event);
     assert_eq!(leaf, proof.leaf_hash);
     assert!(crate::verify_inclusion(
         2,
