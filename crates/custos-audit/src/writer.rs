@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ use crate::index::{
 use crate::integrity::{Adopted, ClusterKeys, InclusionProof, Integrity};
 use crate::log::{ActiveSegment, DAY_US, FRAME_HEADER_BYTES, LogConfig, Seq};
 use crate::merkle::{Hash, TILE_LEAVES};
-use crate::partition::{Field, MemIndex, PartitionIndex};
+use crate::partition::{Field, MemIndex, PartitionIndex, Place};
 use crate::retention::{PrunedFile, PurgeClaim, PurgedPartition, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
 use crate::{Error, Result};
@@ -101,9 +101,29 @@ pub(crate) struct Shared {
     pub(crate) damage: Mutex<Option<String>>,
     /// Why the last batch was refused (the disk is full, a write failed), until one succeeds.
     pub(crate) refusing: Mutex<Option<String>>,
+    /// How far the indexer has come behind the writer ([`Shared::settle`]).
+    pub(crate) indexing: Mutex<Indexing>,
+    pub(crate) indexed: Condvar,
 }
 
 impl Shared {
+    /// Waits until every batch the writer has answered for is in the live partition's index
+    /// (see [`indexer`]): called before anything reads the partitions, so an event whose append
+    /// has returned is found by every search, count and read that starts after it. Fails when
+    /// the indexer has stopped (what it has not indexed stays unsearchable until a restart
+    /// rebuilds the index from the segment).
+    pub(crate) fn settle(&self) -> Result<()> {
+        let mut indexing = self.indexing.lock().expect("indexing lock");
+        let target = indexing.sent;
+        while indexing.done < target {
+            if let Some(why) = &indexing.stopped {
+                return Err(Error::Unavailable(why.clone()));
+            }
+            indexing = self.indexed.wait(indexing).expect("indexing lock");
+        }
+        Ok(())
+    }
+
     /// Keeps `damage` as the log's, unless damage was found before.
     pub(crate) fn note_damage(&self, damage: String) {
         self.damage
@@ -111,6 +131,18 @@ impl Shared {
             .expect("damage lock")
             .get_or_insert(damage);
     }
+}
+
+/// Batches handed to the indexer and indexed, counted since the log opened.
+#[derive(Default)]
+pub(crate) struct Indexing {
+    pub(crate) sent: u64,
+    pub(crate) done: u64,
+    /// Why the indexer stopped (it panicked), if it has.
+    pub(crate) stopped: Option<String>,
+    /// Makes the indexer wait this long before each batch, as a loaded machine might.
+    #[cfg(test)]
+    pub(crate) delay: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -210,6 +242,10 @@ enum StringSource {
 /// and 39 of JSON), some 1.3 ms of work, against tens of µs to start and join a thread.
 const SHARED_READ_BYTES: u64 = 64 * 1024;
 
+/// The most batches waiting for the indexer before the writer waits for it: its lag, and the
+/// events it holds in memory, stay bounded however the two threads are scheduled.
+const INDEX_QUEUE_BATCHES: usize = 16;
+
 /// The most threads that count matches over the sealed partitions, and the fewest partitions
 /// each takes. A count is mostly reading posting lists; on a cold page cache, a few threads keep
 /// several reads in flight (the first counts of twenty hot records of the 1,000,000-event log,
@@ -258,6 +294,8 @@ impl AuditLog {
             sealed: Condvar::new(),
             damage: Mutex::new(None),
             refusing: Mutex::new(None),
+            indexing: Mutex::new(Indexing::default()),
+            indexed: Condvar::new(),
         });
         let stopped = Arc::new(AtomicBool::new(false));
         let (seal_queue, seal_jobs) = mpsc::channel();
@@ -273,21 +311,35 @@ impl AuditLog {
             shared.sealing.lock().expect("sealing lock").pending += 1;
             let _ = seal_queue.send(partition);
         }
+        let (index_queue, index_jobs) = mpsc::sync_channel(INDEX_QUEUE_BATCHES);
+        {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("audit-indexer".into())
+                .spawn(move || indexer(&shared, index_jobs))
+                .map_err(|e| Error::io(&config.dir, e))?;
+        }
         let (queue, jobs) = mpsc::sync_channel(config.queue_events_max);
-        let strings = {
+        let (strings, active_cost) = {
             let partitions = shared.partitions.read().expect("partitions lock");
             let live = partitions.last().expect("a live partition");
-            live.strings.read().expect("strings lock").clone()
+            let cost = match &live.state {
+                PartState::Live(index) => index.cost,
+                _ => 0,
+            };
+            (live.strings.read().expect("strings lock").clone(), cost)
         };
         let writer = Writer {
             behind: None,
             encoder: Encoder::resume(opened.ids_len, &strings),
             active: opened.active,
             active_day: opened.active_day,
+            active_cost,
             jobs,
             shared: shared.clone(),
             stopped: stopped.clone(),
             seal_queue,
+            index_queue,
             config: config.clone(),
         };
         let writer_thread = thread::Builder::new()
@@ -436,16 +488,30 @@ impl AuditLog {
             .map_err(|_| Error::Unavailable("the audit writer stopped before answering".into()))
     }
 
+    /// The partitions to read, once every event answered for is indexed ([`Shared::settle`]).
+    /// Never called while a partitions lock is held: the indexer needs it to write.
+    fn partitions(&self) -> Result<RwLockReadGuard<'_, Vec<Partition>>> {
+        self.shared.settle()?;
+        Ok(self.shared.partitions.read().expect("partitions lock"))
+    }
+
+    /// [`AuditLog::partitions`] for the counts that cannot fail: as far as the index has come
+    /// when the indexer has stopped.
+    fn partitions_as_indexed(&self) -> RwLockReadGuard<'_, Vec<Partition>> {
+        let _ = self.shared.settle();
+        self.shared.partitions.read().expect("partitions lock")
+    }
+
     /// Events in the log (purged ones included: this is the next seq).
     pub fn len(&self) -> u64 {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions_as_indexed();
         partitions.last().map_or(0, |p| p.first_seq + p.n_events)
     }
 
     /// The seq after the last event of the sealed partitions before the first that is not
     /// sealed: what the log will never write again (a cluster archives it, `custos-cluster`).
     pub fn sealed_len(&self) -> u64 {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions_as_indexed();
         partitions
             .iter()
             .take_while(|p| matches!(p.state, PartState::Sealed(_) | PartState::Purged))
@@ -457,7 +523,7 @@ impl AuditLog {
     /// order: the same on every log the same events were appended to (a cluster archives its
     /// objects within them, `custos-cluster`).
     pub fn partition_ends(&self) -> Vec<Seq> {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions_as_indexed();
         let before_active = partitions.len().saturating_sub(1);
         partitions[..before_active]
             .iter()
@@ -492,6 +558,9 @@ impl AuditLog {
         }
         if let Some(why) = self.shared.refusing.lock().expect("refusing lock").clone() {
             return Err(why);
+        }
+        if let Some(why) = &self.shared.indexing.lock().expect("indexing lock").stopped {
+            return Err(why.clone());
         }
         Ok(())
     }
@@ -632,7 +701,7 @@ impl AuditLog {
     /// How many events retention has purged (their leaf hashes stay; the records and their
     /// ids are gone, so a purged record cannot be told from one that never existed).
     pub fn purged_events(&self) -> u64 {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions_as_indexed();
         partitions
             .iter()
             .filter(|p| matches!(p.state, PartState::Purged))
@@ -645,7 +714,7 @@ impl AuditLog {
     pub fn read_from(&self, from: Seq, max: usize) -> Result<Vec<(Seq, AuditEvent)>> {
         let mut places = Vec::new();
         {
-            let partitions = self.shared.partitions.read().expect("partitions lock");
+            let partitions = self.partitions()?;
             let start = partitions.partition_point(|p| p.first_seq + p.n_events <= from);
             'partitions: for (i, partition) in partitions.iter().enumerate().skip(start) {
                 let first_ordinal = from.saturating_sub(partition.first_seq);
@@ -686,7 +755,7 @@ impl AuditLog {
     fn find(&self, id: Uuid) -> Result<Option<(Seq, Location)>> {
         let mut others = Vec::new();
         {
-            let partitions = self.shared.partitions.read().expect("partitions lock");
+            let partitions = self.partitions()?;
             for (i, partition) in partitions.iter().enumerate().rev() {
                 match &partition.state {
                     PartState::Live(index) => {
@@ -813,7 +882,7 @@ impl AuditLog {
         &self,
         live: &mut dyn FnMut(&MemIndex, usize, Seq) -> Result<()>,
     ) -> Result<Vec<SharedPartition>> {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions()?;
         let mut others = Vec::new();
         for (i, partition) in partitions.iter().enumerate().rev() {
             match &partition.state {
@@ -896,7 +965,7 @@ impl AuditLog {
 
     /// The sealed partitions: their number, first seq, events, segment and index.
     fn sealed_partitions(&self) -> Vec<(usize, Seq, u64, PathBuf, Arc<SealedIndex>)> {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions_as_indexed();
         partitions
             .iter()
             .enumerate()
@@ -915,7 +984,7 @@ impl AuditLog {
         // As the purge: partitions still being sealed count once they are.
         self.wait_sealed()?;
         let sealed: Vec<(u64, Arc<SealedIndex>)> = {
-            let partitions = self.shared.partitions.read().expect("partitions lock");
+            let partitions = self.partitions()?;
             partitions
                 .iter()
                 .filter_map(|p| match &p.state {
@@ -1365,12 +1434,84 @@ struct Writer {
     behind: Option<(u64, Seq)>,
     /// UTC day of the active segment's events; `None` while it is empty.
     active_day: Option<i64>,
+    /// What the active segment's index will hold in memory once its events are indexed
+    /// (`partition::index_cost`): counted here, event by event, so where a segment is cut never
+    /// depends on how far the indexer has come.
+    active_cost: u64,
     encoder: Encoder,
     jobs: Receiver<Job>,
     shared: Arc<Shared>,
     stopped: Arc<AtomicBool>,
     seal_queue: Sender<usize>,
+    index_queue: SyncSender<Batch>,
     config: LogConfig,
+}
+
+/// A batch made durable, for the indexer to add to the live partition's index.
+struct Batch {
+    places: Vec<Place>,
+    events: Vec<AuditEvent>,
+    /// The number of each event's record ids.
+    numbers: Vec<Vec<u32>>,
+    /// The strings the batch numbered in its segment.
+    strings: Vec<String>,
+}
+
+/// A batch written by [`Writer::write`]: its first seq, and what the indexer needs of it
+/// (everything but the events, which the caller still holds).
+struct Written {
+    first_seq: Seq,
+    places: Vec<Place>,
+    numbers: Vec<Vec<u32>>,
+    strings: Vec<String>,
+}
+
+/// Adds each batch the writer made durable to the live partition's index, in order, on a
+/// thread of its own: indexing is about a third of the writer's work per event (the record
+/// ids' postings, the terms and free-text words), and here it overlaps the writer's encoding
+/// and `fdatasync` of the next batch rather than delaying its answers. Readers wait for it
+/// ([`Shared::settle`]); the writer waits for it before it rolls to a new segment.
+fn indexer(shared: &Shared, batches: Receiver<Batch>) {
+    /// Tells the waiting readers when the thread ends by a panic.
+    struct Stops<'a>(&'a Shared);
+    impl Drop for Stops<'_> {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                let mut indexing = self.0.indexing.lock().expect("indexing lock");
+                indexing.stopped =
+                    Some("the audit log's indexer stopped; a restart rebuilds the index".into());
+                self.0.indexed.notify_all();
+            }
+        }
+    }
+    let _stops = Stops(shared);
+    for batch in batches {
+        #[cfg(test)]
+        {
+            let delay = shared.indexing.lock().expect("indexing lock").delay;
+            thread::sleep(delay);
+        }
+        {
+            let mut partitions = shared.partitions.write().expect("partitions lock");
+            let live = partitions.last_mut().expect("a live partition");
+            live.strings
+                .write()
+                .expect("strings lock")
+                .extend(batch.strings);
+            let PartState::Live(index) = &mut live.state else {
+                unreachable!("the writer rolls only once every batch is indexed");
+            };
+            for ((event, place), numbers) in
+                batch.events.iter().zip(&batch.places).zip(&batch.numbers)
+            {
+                index.insert(*place, event, numbers);
+            }
+            live.n_events += batch.events.len() as u64;
+        }
+        let mut indexing = shared.indexing.lock().expect("indexing lock");
+        indexing.done += 1;
+        shared.indexed.notify_all();
+    }
 }
 
 impl Writer {
@@ -1416,6 +1557,7 @@ impl Writer {
                 }
                 Some(Job::Close { done }) => {
                     self.stopped.store(true, Ordering::Release);
+                    let _ = self.shared.settle();
                     let _ = done.send(());
                     return;
                 }
@@ -1433,11 +1575,15 @@ impl Writer {
             let result = self.write(&rest);
             let elapsed_us = started.elapsed().as_micros() as u64;
             match result {
-                Ok((first_seq, written)) => {
-                    self.record_batch(written, elapsed_us);
+                Ok(written) => {
+                    let n = written.places.len();
+                    self.record_batch(n, elapsed_us);
                     *self.shared.refusing.lock().expect("refusing lock") = None;
-                    for (i, job) in rest.drain(..written).enumerate() {
-                        (job.done)(Ok(first_seq + i as u64));
+                    let (events, answers): (Vec<_>, Vec<_>) =
+                        rest.drain(..n).map(|job| (*job.event, job.done)).unzip();
+                    self.index(written.places, events, written.numbers, written.strings);
+                    for (i, done) in answers.into_iter().enumerate() {
+                        done(Ok(written.first_seq + i as u64));
                     }
                 }
                 Err(error) => {
@@ -1456,6 +1602,37 @@ impl Writer {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands a durable batch to the indexer; counted as sent before its appends are answered,
+    /// so a reader that starts after an answer waits for it. An indexer that has stopped leaves
+    /// the batch durable but unsearchable, and the writer stops: appends are refused (503)
+    /// until a restart.
+    fn index(
+        &mut self,
+        places: Vec<Place>,
+        events: Vec<AuditEvent>,
+        numbers: Vec<Vec<u32>>,
+        strings: Vec<String>,
+    ) {
+        let batch = Batch {
+            places,
+            events,
+            numbers,
+            strings,
+        };
+        // Sent before it is counted, and never under the lock: a full queue waits for the
+        // indexer, which takes the lock to count what it has done.
+        let sent = self.index_queue.send(batch).is_ok();
+        let mut indexing = self.shared.indexing.lock().expect("indexing lock");
+        if sent {
+            indexing.sent += 1;
+        } else {
+            self.stopped.store(true, Ordering::Release);
+            indexing
+                .stopped
+                .get_or_insert_with(|| "the audit log's indexer stopped".into());
         }
     }
 
@@ -1499,28 +1676,23 @@ impl Writer {
             && segment_day.is_none_or(|d| d >= day)
     }
 
-    /// What the index of the partition being written holds in memory, as `index_cost` counts.
-    fn live_cost(&self) -> u64 {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
-        match &partitions.last().expect("a live partition").state {
-            PartState::Live(index) => index.cost,
-            _ => 0,
-        }
-    }
-
-    /// Writes durably, and makes searchable, the longest start of `batch` that belongs in one
-    /// segment (rolling to the next first when its first event does not belong in the active
-    /// one); returns its first seq and how many events it wrote (at least one).
-    fn write(&mut self, batch: &[Append]) -> Result<(Seq, usize)> {
+    /// Writes durably the longest start of `batch` that belongs in one segment (rolling to the
+    /// next first when its first event does not belong in the active one); returns its first
+    /// seq and what indexing it takes, one place per event written (at least one).
+    fn write(&mut self, batch: &[Append]) -> Result<Written> {
         self.catch_up()?;
         let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
-        let mut cost = self.live_cost();
         if self.active.n_records > 0
-            && !self.belongs(self.active.len(), cost, self.active_day, day_of(&batch[0]))
+            && !self.belongs(
+                self.active.len(),
+                self.active_cost,
+                self.active_day,
+                day_of(&batch[0]),
+            )
         {
             self.roll()?;
-            cost = 0;
         }
+        let mut cost = self.active_cost;
         let segment_day = self.active_day.unwrap_or_else(|| day_of(&batch[0]));
         let mut bytes = self.active.len();
         let mut payloads = Vec::with_capacity(batch.len());
@@ -1554,6 +1726,7 @@ impl Writer {
             }
         };
         self.active_day.get_or_insert(segment_day);
+        self.active_cost = cost;
         // Durable from here on. What follows is derived state; if it cannot be written the
         // writer stops (a restart rebuilds it from the log) but this batch stands.
         let numbered = self.encoder.take_numbered();
@@ -1571,21 +1744,6 @@ impl Writer {
                 tree.push(*leaf);
             }
         }
-        {
-            let mut partitions = self.shared.partitions.write().expect("partitions lock");
-            let live = partitions.last_mut().expect("a live partition");
-            live.strings
-                .write()
-                .expect("strings lock")
-                .extend(numbered.strings);
-            let PartState::Live(index) = &mut live.state else {
-                unreachable!("the last partition is the live one");
-            };
-            for ((job, place), record_numbers) in batch.iter().zip(&places).zip(&numbers) {
-                index.insert(*place, &job.event, record_numbers);
-            }
-            live.n_events += batch.len() as u64;
-        }
         let derived = derived.and_then(|()| self.shared.integrity.leaves.write(first_seq, &leaves));
         if derived.is_err() {
             // The batch stands; its record ids and leaves are written again before the next.
@@ -1594,11 +1752,18 @@ impl Writer {
                 None => (u64::from(numbered.first_id), first_seq),
             });
         }
-        Ok((first_seq, batch.len()))
+        Ok(Written {
+            first_seq,
+            places,
+            numbers,
+            strings: numbered.strings,
+        })
     }
 
     /// Closes the active segment (its index is written by the sealer) and starts the next.
     fn roll(&mut self) -> Result<()> {
+        // The live index is frozen whole: every batch of the segment in it first.
+        self.shared.settle()?;
         let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;
         let next_seq = self.active.first_seq + self.active.n_records;
         let next = ActiveSegment::create(&self.config.dir, next_seq, ids_before)?;
@@ -1627,6 +1792,7 @@ impl Writer {
         self.encoder.new_segment();
         self.active = next;
         self.active_day = None;
+        self.active_cost = 0;
         self.shared.sealing.lock().expect("sealing lock").pending += 1;
         let _ = self.seal_queue.send(frozen);
         Ok(())

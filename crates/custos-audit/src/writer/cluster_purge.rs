@@ -99,7 +99,7 @@ impl AuditLog {
     /// Whether the record at `seq` was purged by retention (or taken as purged,
     /// [`AuditLog::import_purged`]): a replica meeting it again in the stream holds it.
     pub fn is_purged(&self, seq: Seq) -> bool {
-        let partitions = self.shared.partitions.read().expect("partitions lock");
+        let partitions = self.partitions_as_indexed();
         partitions.iter().any(|p| {
             matches!(p.state, PartState::Purged)
                 && p.first_seq <= seq
@@ -179,7 +179,7 @@ impl AuditLog {
             PurgeClaim::accounts(&event, seq, &ranges, ranges.len() - 1)
                 .map_err(Error::Corrupted)?;
             let found = {
-                let partitions = self.shared.partitions.read().expect("partitions lock");
+                let partitions = self.partitions()?;
                 partitions
                     .iter()
                     .position(|p| p.first_seq == first && p.n_events == count)

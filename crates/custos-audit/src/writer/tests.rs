@@ -1646,3 +1646,58 @@ fn a_segment_put_in_the_place_of_one_the_budget_closed_is_refused_as_damage() {
         "{health}"
     );
 }
+
+/// Indexing runs on a thread of its own, behind the writer: an append that has returned is
+/// still found at once by every read, and a roll freezes every batch of its segment.
+#[test]
+fn an_answered_append_is_read_at_once_though_the_indexer_lags() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path()));
+    log.shared.indexing.lock().unwrap().delay = std::time::Duration::from_millis(10);
+    let record = |t: u128, i: u128| Uuid::from_u128(1_000 * t + i);
+    let producers: Vec<_> = (0..4u128)
+        .map(|t| {
+            let log = log.clone();
+            thread::spawn(move || {
+                for i in 0..8u128 {
+                    let mut event = sample_event(0);
+                    event.record_ids = vec![record(t, i)];
+                    let id = event.id;
+                    let seq = log.append(event).unwrap();
+                    assert_eq!(log.get(id).unwrap().map(|(s, _)| s), Some(seq));
+                    let by_record = all(SearchQuery {
+                        record_ids: vec![record(t, i)],
+                        ..Default::default()
+                    });
+                    assert_eq!(log.search(&by_record).unwrap().events.len(), 1);
+                    assert_eq!(log.histogram(&by_record, None).unwrap()[&0], 1);
+                    assert!(log.len() > seq);
+                    assert_eq!(log.get_seq(seq).unwrap().map(|e| e.id), Some(id));
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    // Appends still waiting for the indexer when the segment is closed go with it.
+    let queued: Vec<_> = (0..20)
+        .map(|_| {
+            let (answered, answer) = mpsc::sync_channel(1);
+            let done: Done = Box::new(move |outcome| {
+                let _ = answered.send(outcome);
+            });
+            assert!(log.try_append(sample_event(2), done).is_ok());
+            answer
+        })
+        .collect();
+    log.seal_active().unwrap();
+    for answer in queued {
+        answer.recv().unwrap().unwrap();
+    }
+    assert_eq!(log.len(), 52);
+    assert_eq!(log.sealed_len(), 52);
+    let every = all(SearchQuery::default());
+    assert_eq!(log.histogram(&every, None).unwrap()[&0], 52);
+    assert!(log.health().is_ok());
+}
