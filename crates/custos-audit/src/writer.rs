@@ -1447,22 +1447,14 @@ struct Writer {
     config: LogConfig,
 }
 
-/// A batch made durable, for the indexer to add to the live partition's index.
+/// A batch made durable, for the indexer to add to the live partition's index ([`Writer::write`]
+/// fills all but the events, which the caller still holds until it has written them).
 struct Batch {
     places: Vec<Place>,
     events: Vec<AuditEvent>,
     /// The number of each event's record ids.
     numbers: Vec<Vec<u32>>,
     /// The strings the batch numbered in its segment.
-    strings: Vec<String>,
-}
-
-/// A batch written by [`Writer::write`]: its first seq, and what the indexer needs of it
-/// (everything but the events, which the caller still holds).
-struct Written {
-    first_seq: Seq,
-    places: Vec<Place>,
-    numbers: Vec<Vec<u32>>,
     strings: Vec<String>,
 }
 
@@ -1575,15 +1567,16 @@ impl Writer {
             let result = self.write(&rest);
             let elapsed_us = started.elapsed().as_micros() as u64;
             match result {
-                Ok(written) => {
-                    let n = written.places.len();
+                Ok((first_seq, mut batch)) => {
+                    let n = batch.places.len();
                     self.record_batch(n, elapsed_us);
                     *self.shared.refusing.lock().expect("refusing lock") = None;
                     let (events, answers): (Vec<_>, Vec<_>) =
                         rest.drain(..n).map(|job| (*job.event, job.done)).unzip();
-                    self.index(written.places, events, written.numbers, written.strings);
+                    batch.events = events;
+                    self.index(batch);
                     for (i, done) in answers.into_iter().enumerate() {
-                        done(Ok(written.first_seq + i as u64));
+                        done(Ok(first_seq + i as u64));
                     }
                 }
                 Err(error) => {
@@ -1609,19 +1602,7 @@ impl Writer {
     /// so a reader that starts after an answer waits for it. An indexer that has stopped leaves
     /// the batch durable but unsearchable, and the writer stops: appends are refused (503)
     /// until a restart.
-    fn index(
-        &mut self,
-        places: Vec<Place>,
-        events: Vec<AuditEvent>,
-        numbers: Vec<Vec<u32>>,
-        strings: Vec<String>,
-    ) {
-        let batch = Batch {
-            places,
-            events,
-            numbers,
-            strings,
-        };
+    fn index(&mut self, batch: Batch) {
         // Sent before it is counted, and never under the lock: a full queue waits for the
         // indexer, which takes the lock to count what it has done.
         let sent = self.index_queue.send(batch).is_ok();
@@ -1679,7 +1660,7 @@ impl Writer {
     /// Writes durably the longest start of `batch` that belongs in one segment (rolling to the
     /// next first when its first event does not belong in the active one); returns its first
     /// seq and what indexing it takes, one place per event written (at least one).
-    fn write(&mut self, batch: &[Append]) -> Result<Written> {
+    fn write(&mut self, batch: &[Append]) -> Result<(Seq, Batch)> {
         self.catch_up()?;
         let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
         if self.active.n_records > 0
@@ -1752,12 +1733,15 @@ impl Writer {
                 None => (u64::from(numbered.first_id), first_seq),
             });
         }
-        Ok(Written {
+        Ok((
             first_seq,
-            places,
-            numbers,
-            strings: numbered.strings,
-        })
+            Batch {
+                places,
+                events: Vec::new(),
+                numbers,
+                strings: numbered.strings,
+            },
+        ))
     }
 
     /// Closes the active segment (its index is written by the sealer) and starts the next.
