@@ -102,14 +102,20 @@ impl Encoder {
         numbered
     }
 
-    /// Forgets what was numbered since the last [`Encoder::take_numbered`]: the batch that
-    /// numbered it was not written.
-    pub(crate) fn rewind(&mut self, ids: &mut IdDict) {
-        ids.truncate(self.first_new_id as usize);
+    /// Forgets what `batches` numbered (taken by [`Encoder::take_numbered`], oldest first) and
+    /// whatever was numbered after them: those batches were not made durable.
+    pub(crate) fn forget(&mut self, batches: &[Numbered], ids: &mut IdDict) {
+        let Some(first) = batches.first() else {
+            return;
+        };
+        ids.truncate(first.first_id as usize);
+        self.first_new_id = first.first_id;
         self.new_ids.clear();
-        for string in self.new_strings.drain(..) {
-            self.string_numbers.remove(&string);
+        let strings = batches.iter().flat_map(|batch| &batch.strings);
+        for string in strings.chain(&self.new_strings) {
+            self.string_numbers.remove(string);
         }
+        self.new_strings.clear();
         self.strings_len = self.string_numbers.len() as u32;
     }
 

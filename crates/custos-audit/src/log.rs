@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::partition::Place;
 use crate::{Error, Result};
@@ -192,9 +193,9 @@ pub(crate) fn create_segment(path: &Path, dir: &Path, ids_before: u32) -> Result
 
 /// The writable end of the active segment, owned by the writer thread.
 pub(crate) struct ActiveSegment {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
-    /// Bytes durable in the file.
+    /// Bytes written to the file (durable once the writer's sync of them succeeded).
     len: u64,
     /// Records in it.
     pub(crate) n_records: u64,
@@ -206,7 +207,7 @@ impl ActiveSegment {
     pub(crate) fn resume(path: PathBuf, first_seq: Seq, len: u64, n_records: u64) -> Result<Self> {
         let file = crate::files::open_write(&path).map_err(|e| Error::io(&path, e))?;
         Ok(ActiveSegment {
-            file,
+            file: Arc::new(file),
             path,
             len,
             n_records,
@@ -229,9 +230,16 @@ impl ActiveSegment {
         self.len
     }
 
-    /// Writes every payload with one write and one `fdatasync`; on success every record is
-    /// durable and gets its place, on failure none of them is in the log.
-    pub(crate) fn append(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<Place>> {
+    /// The file, for a sync on another thread while the writer writes the next batch.
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Writes every payload after the records before it with one write, not yet durable: they
+    /// are once a sync of [`ActiveSegment::file`] that began after this returned succeeds
+    /// (until then, [`ActiveSegment::cut`] takes them back). Returns each record's place; on
+    /// failure none of them is in the file.
+    pub(crate) fn write(&mut self, payloads: &[Vec<u8>]) -> Result<Vec<Place>> {
         let total: usize = payloads
             .iter()
             .map(|p| p.len() + FRAME_HEADER_BYTES as usize)
@@ -256,27 +264,36 @@ impl ActiveSegment {
             });
             offset += payload.len() as u64;
         }
-        let written = self
-            .file
-            .write_all_at(&buffer, self.len)
-            .and_then(|()| self.file.sync_data());
-        if let Err(error) = written {
-            // Take the partial batch back out so the next batch starts on a clean tail; if even
-            // that fails the file's state is unknown and the writer must stop.
-            let undone = self
-                .file
-                .set_len(self.len)
-                .and_then(|()| self.file.sync_data());
-            if let Err(undo_error) = undone {
-                return Err(Error::Unavailable(format!(
-                    "append failed ({error}) and could not be undone ({undo_error})"
-                )));
-            }
+        if let Err(error) = self.file.write_all_at(&buffer, self.len) {
+            self.cut(self.len, self.n_records, &error)?;
             return Err(Error::io(&self.path, error));
         }
         self.len = offset;
         self.n_records += payloads.len() as u64;
         Ok(places)
+    }
+
+    /// Takes back what was written after the first `len` bytes, which hold `n_records`
+    /// records (writes that failed, or whose sync did: `cause`), and syncs, so the next write
+    /// starts on a clean tail. If even that fails the file's state is unknown and the writer
+    /// must stop: [`Error::Unavailable`].
+    pub(crate) fn cut(
+        &mut self,
+        len: u64,
+        n_records: u64,
+        cause: &dyn std::fmt::Display,
+    ) -> Result<()> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|undo| {
+                Error::Unavailable(format!(
+                    "append failed ({cause}) and could not be undone ({undo})"
+                ))
+            })?;
+        self.len = len;
+        self.n_records = n_records;
+        Ok(())
     }
 }
 

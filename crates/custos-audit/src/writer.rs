@@ -3,9 +3,10 @@
 //!
 //! Callers put their event on a bounded queue (a full queue blocks the caller: back-pressure,
 //! never a drop) and wait for the writer's answer. The writer takes every event waiting,
-//! encodes them, writes them with one write and one `fdatasync`, adds them to the live
-//! partition's index and the Merkle tree, and only then answers each caller, so an
-//! acknowledged event is both durable and searchable.
+//! encodes them, writes them with one write and one `fdatasync` (on the syncer thread while it
+//! encodes the next batch, when one is at hand), adds them to the Merkle tree, hands them to
+//! the indexer thread, and only then answers each caller, so an acknowledged event is durable,
+//! and found by every read that starts after the answer.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -19,7 +20,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::canonical::event_leaf_hash;
-use crate::codec::{Encoder, decode_event};
+use crate::codec::{Encoder, Numbered, decode_event};
 use crate::event::AuditEvent;
 use crate::handles::{Handle, Handles};
 use crate::ids::{IdDict, IdFile};
@@ -104,6 +105,9 @@ pub(crate) struct Shared {
     /// How far the indexer has come behind the writer ([`Shared::settle`]).
     pub(crate) indexing: Mutex<Indexing>,
     pub(crate) indexed: Condvar,
+    /// Makes this many of the next syncs done on the syncer thread fail, as a failing disk would.
+    #[cfg(test)]
+    pub(crate) failing_syncs: AtomicU64,
 }
 
 impl Shared {
@@ -296,6 +300,8 @@ impl AuditLog {
             refusing: Mutex::new(None),
             indexing: Mutex::new(Indexing::default()),
             indexed: Condvar::new(),
+            #[cfg(test)]
+            failing_syncs: AtomicU64::new(0),
         });
         let stopped = Arc::new(AtomicBool::new(false));
         let (seal_queue, seal_jobs) = mpsc::channel();
@@ -330,6 +336,9 @@ impl AuditLog {
             (live.strings.read().expect("strings lock").clone(), cost)
         };
         let writer = Writer {
+            held: None,
+            in_flight: None,
+            syncer: Syncer::start(&config.dir)?,
             behind: None,
             encoder: Encoder::resume(opened.ids_len, &strings),
             active: opened.active,
@@ -1428,6 +1437,11 @@ struct Append {
 
 struct Writer {
     active: ActiveSegment,
+    /// A job taken from the queue but not yet done.
+    held: Option<Job>,
+    /// The batch written last, whose sync the syncer thread is doing ([`Writer::sync`]).
+    in_flight: Option<Written>,
+    syncer: Syncer,
     /// Where `ids.dat` and `leaves.dat` fell behind the log (a failed write of derived data,
     /// such as on a full disk): the first record id and leaf to write again before the next
     /// batch is taken.
@@ -1448,7 +1462,7 @@ struct Writer {
 }
 
 /// A batch made durable, for the indexer to add to the live partition's index ([`Writer::write`]
-/// fills all but the events, which the caller still holds until it has written them).
+/// fills its places and numbers, [`Writer::finish`] its events and strings once it is durable).
 struct Batch {
     places: Vec<Place>,
     events: Vec<AuditEvent>,
@@ -1456,6 +1470,54 @@ struct Batch {
     numbers: Vec<Vec<u32>>,
     /// The strings the batch numbered in its segment.
     strings: Vec<String>,
+}
+
+/// A batch written to the active segment, not yet durable ([`Writer::write`]).
+struct Written {
+    appends: Vec<Append>,
+    first_seq: Seq,
+    /// All but its events and strings, which [`Writer::finish`] adds.
+    batch: Batch,
+    /// The record ids and strings it numbered.
+    numbered: Numbered,
+    /// The active segment as it was before it: what a failed sync goes back to.
+    before: Before,
+    started: Instant,
+}
+
+#[derive(Clone, Copy)]
+struct Before {
+    len: u64,
+    n_records: u64,
+    cost: u64,
+    day: Option<i64>,
+}
+
+/// The syncer thread's two ends: a sync of the active segment's file asked for, and its
+/// outcome, in order. The writer syncs there when it has a next batch to encode and write
+/// meanwhile: on two cores the `fdatasync` of a group commit otherwise leaves the writer, and
+/// the producers waiting for it, idle (BENCHMARKS.md, B1).
+struct Syncer {
+    requests: Sender<Arc<File>>,
+    results: Receiver<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(dir: &std::path::Path) -> Result<Syncer> {
+        let (requests, asked) = mpsc::channel::<Arc<File>>();
+        let (answer, results) = mpsc::channel();
+        thread::Builder::new()
+            .name("audit-syncer".into())
+            .spawn(move || {
+                for file in asked {
+                    if answer.send(file.sync_data()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::io(dir, e))?;
+        Ok(Syncer { requests, results })
+    }
 }
 
 /// Adds each batch the writer made durable to the live partition's index, in order, on a
@@ -1508,13 +1570,20 @@ fn indexer(shared: &Shared, batches: Receiver<Batch>) {
 
 impl Writer {
     fn run(mut self) {
-        let mut held = None;
         loop {
-            let first = match held.take() {
+            let first = match self.held.take() {
                 Some(job) => job,
-                None => match self.jobs.recv() {
+                None => match self.jobs.try_recv() {
                     Ok(job) => job,
-                    Err(_) => return,
+                    Err(_) => {
+                        // Nothing waits: what is written is made durable and answered before
+                        // the writer sleeps.
+                        self.settle_written();
+                        match self.jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    }
                 },
             };
             let mut batch = Vec::new();
@@ -1523,7 +1592,7 @@ impl Writer {
                 match job {
                     Job::Append { event, leaf, done } => batch.push(Append { event, leaf, done }),
                     other => {
-                        held = Some(other);
+                        self.held = Some(other);
                         break;
                     }
                 }
@@ -1535,7 +1604,8 @@ impl Writer {
                 self.commit(batch);
                 continue;
             }
-            match held.take() {
+            self.settle_written();
+            match self.held.take() {
                 Some(Job::Roll { done }) => {
                     let rolled = if self.active.n_records > 0 {
                         self.roll()
@@ -1559,42 +1629,171 @@ impl Writer {
     }
 
     /// Writes `batch` in runs, each into the segment it belongs to (see [`Writer::write`]), and
-    /// answers each run's appends; after a run that fails, the rest are refused with it.
+    /// has each made durable ([`Writer::sync`]); after a run that fails, the rest are refused
+    /// with it.
     fn commit(&mut self, batch: Vec<Append>) {
         let mut rest = batch;
         while !rest.is_empty() {
-            let started = Instant::now();
-            let result = self.write(&rest);
-            let elapsed_us = started.elapsed().as_micros() as u64;
-            match result {
-                Ok((first_seq, mut batch)) => {
-                    let n = batch.places.len();
-                    self.record_batch(n, elapsed_us);
-                    *self.shared.refusing.lock().expect("refusing lock") = None;
-                    let (events, answers): (Vec<_>, Vec<_>) =
-                        rest.drain(..n).map(|job| (*job.event, job.done)).unzip();
-                    batch.events = events;
-                    self.index(batch);
-                    for (i, done) in answers.into_iter().enumerate() {
-                        done(Ok(first_seq + i as u64));
-                    }
+            let failure = match self.write(&mut rest) {
+                Ok(written) => {
+                    let more = !rest.is_empty();
+                    self.sync(written, more).err()
                 }
-                Err(error) => {
-                    self.shared
-                        .stats
-                        .batches_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    if matches!(error, Error::Unavailable(_)) {
-                        self.stopped.store(true, Ordering::Release);
-                    }
-                    let message = error.to_string();
-                    *self.shared.refusing.lock().expect("refusing lock") =
-                        Some(format!("the audit log refuses new events: {message}"));
-                    for job in rest.drain(..) {
-                        (job.done)(Err(Error::Unavailable(message.clone())));
-                    }
-                }
+                Err(error) => Some(error),
+            };
+            if let (Some(error), false) = (failure, rest.is_empty()) {
+                self.refuse(rest.drain(..), &error);
             }
+        }
+    }
+
+    /// Makes a written batch durable and answers it. When nothing else is at hand the writer
+    /// syncs it itself; otherwise the syncer thread does, while the writer encodes and writes
+    /// the next batch (`more`, or a job already queued), and the batch written before this one
+    /// is answered now that its sync is done. Returns the error of a sync that failed.
+    fn sync(&mut self, written: Written, more: bool) -> Result<()> {
+        if self.held.is_none() {
+            self.held = self.jobs.try_recv().ok();
+        }
+        if !more && self.held.is_none() && self.in_flight.is_none() {
+            let synced = self.active.file().sync_data();
+            return self.synced(written, synced);
+        }
+        let _ = self.syncer.requests.send(self.active.file().clone());
+        match self.in_flight.replace(written) {
+            Some(before) => {
+                let synced = self.sync_result();
+                self.synced(before, synced)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Answers the batch in flight, if any, once the syncer has synced it.
+    fn settle_written(&mut self) {
+        if let Some(written) = self.in_flight.take() {
+            let synced = self.sync_result();
+            // A failure was answered to its appends.
+            let _ = self.synced(written, synced);
+        }
+    }
+
+    fn sync_result(&self) -> std::io::Result<()> {
+        let result = self
+            .syncer
+            .results
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the audit syncer thread stopped")));
+        #[cfg(test)]
+        if self
+            .shared
+            .failing_syncs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::Error::other("a sync failed, as the test asked"));
+        }
+        result
+    }
+
+    /// Finishes `written` after its sync: answered if it succeeded; if not, it and the batch
+    /// written after it (in flight, its sync waited for) are taken back out of the segment and
+    /// refused, and the error returned.
+    fn synced(&mut self, written: Written, synced: std::io::Result<()>) -> Result<()> {
+        let Err(error) = synced else {
+            self.finish(written);
+            return Ok(());
+        };
+        let error = Error::io(self.active.path(), error);
+        let mut failed = vec![written];
+        if let Some(after) = self.in_flight.take() {
+            let _ = self.sync_result();
+            failed.push(after);
+        }
+        let before = failed[0].before;
+        let cut = self
+            .active
+            .cut(before.len, before.n_records, &error.to_string());
+        self.active_cost = before.cost;
+        self.active_day = before.day;
+        let numbered: Vec<Numbered> = failed
+            .iter_mut()
+            .map(|written| std::mem::take(&mut written.numbered))
+            .collect();
+        self.encoder
+            .forget(&numbered, &mut self.shared.ids.write().expect("ids lock"));
+        let error = cut.err().unwrap_or(error);
+        self.refuse(
+            failed.into_iter().flat_map(|written| written.appends),
+            &error,
+        );
+        Err(error)
+    }
+
+    /// The derived state of a durable batch (record ids, leaves, the tree, the index), then
+    /// its answers.
+    fn finish(&mut self, written: Written) {
+        let Written {
+            appends,
+            first_seq,
+            mut batch,
+            numbered,
+            started,
+            ..
+        } = written;
+        self.record_batch(appends.len(), started.elapsed().as_micros() as u64);
+        *self.shared.refusing.lock().expect("refusing lock") = None;
+        // What follows is derived state; if it cannot be written the writer stops (a restart
+        // rebuilds it from the log) but this batch stands.
+        self.shared.integrity.add_ids(&numbered.ids);
+        let derived = self
+            .shared
+            .id_file
+            .write(u64::from(numbered.first_id), &numbered.ids);
+        let leaves: Vec<Hash> = appends.iter().map(|job| job.leaf).collect();
+        // The leaves go into the tree before the events become visible in the index: a
+        // reader that finds an event can always check it against its leaf.
+        {
+            let mut tree = self.shared.integrity.tree.write().expect("tree lock");
+            for leaf in &leaves {
+                tree.push(*leaf);
+            }
+        }
+        let derived = derived.and_then(|()| self.shared.integrity.leaves.write(first_seq, &leaves));
+        if derived.is_err() {
+            // The batch stands; its record ids and leaves are written again before the next.
+            self.behind = Some(match self.behind {
+                Some(earlier) => earlier,
+                None => (u64::from(numbered.first_id), first_seq),
+            });
+        }
+        batch.strings = numbered.strings;
+        let (events, answers): (Vec<_>, Vec<_>) = appends
+            .into_iter()
+            .map(|job| (*job.event, job.done))
+            .unzip();
+        batch.events = events;
+        self.index(batch);
+        for (i, done) in answers.into_iter().enumerate() {
+            done(Ok(first_seq + i as u64));
+        }
+    }
+
+    /// Refuses `appends` with `error` (the disk is full, a write failed); an error that leaves
+    /// the segment in a state unknown stops the writer.
+    fn refuse(&mut self, appends: impl IntoIterator<Item = Append>, error: &Error) {
+        self.shared
+            .stats
+            .batches_failed
+            .fetch_add(1, Ordering::Relaxed);
+        if matches!(error, Error::Unavailable(_)) {
+            self.stopped.store(true, Ordering::Release);
+        }
+        let message = error.to_string();
+        *self.shared.refusing.lock().expect("refusing lock") =
+            Some(format!("the audit log refuses new events: {message}"));
+        for job in appends {
+            (job.done)(Err(Error::Unavailable(message.clone())));
         }
     }
 
@@ -1657,30 +1856,49 @@ impl Writer {
             && segment_day.is_none_or(|d| d >= day)
     }
 
-    /// Writes durably the longest start of `batch` that belongs in one segment (rolling to the
-    /// next first when its first event does not belong in the active one); returns its first
-    /// seq and what indexing it takes, one place per event written (at least one).
-    fn write(&mut self, batch: &[Append]) -> Result<(Seq, Batch)> {
-        self.catch_up()?;
-        let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
-        if self.active.n_records > 0
+    /// Whether the active segment is full for `job` (see [`Writer::belongs`]).
+    fn full_for(&self, job: &Append) -> bool {
+        self.active.n_records > 0
             && !self.belongs(
                 self.active.len(),
                 self.active_cost,
                 self.active_day,
-                day_of(&batch[0]),
+                job.event.creation_time_us.div_euclid(DAY_US),
             )
-        {
-            self.roll()?;
+    }
+
+    /// Writes the longest start of `rest` that belongs in one segment (rolling to the next
+    /// first when its first event does not belong in the active one), not yet durable, and
+    /// takes it out of `rest`; at least one event.
+    fn write(&mut self, rest: &mut Vec<Append>) -> Result<Written> {
+        if self.behind.is_some() {
+            // What falls behind is written again from the table, which must then hold only
+            // what is durable.
+            self.settle_written();
         }
+        self.catch_up()?;
+        if self.full_for(&rest[0]) {
+            self.settle_written();
+            if self.full_for(&rest[0]) {
+                self.roll()?;
+            }
+        }
+        let started = Instant::now();
+        let before = Before {
+            len: self.active.len(),
+            n_records: self.active.n_records,
+            cost: self.active_cost,
+            day: self.active_day,
+        };
+        let day_of = |job: &Append| job.event.creation_time_us.div_euclid(DAY_US);
         let mut cost = self.active_cost;
-        let segment_day = self.active_day.unwrap_or_else(|| day_of(&batch[0]));
+        let segment_day = self.active_day.unwrap_or_else(|| day_of(&rest[0]));
         let mut bytes = self.active.len();
-        let mut payloads = Vec::with_capacity(batch.len());
-        let mut numbers = Vec::with_capacity(batch.len());
-        {
+        let mut payloads = Vec::with_capacity(rest.len());
+        let mut numbers = Vec::with_capacity(rest.len());
+        let numbered = {
             let mut ids = self.shared.ids.write().expect("ids lock");
-            for job in batch {
+            for job in rest.iter() {
                 if !payloads.is_empty()
                     && !self.belongs(bytes, cost, Some(segment_day), day_of(job))
                 {
@@ -1695,57 +1913,42 @@ impl Writer {
                 payloads.push(payload);
                 numbers.push(record_numbers);
             }
-        }
-        let batch = &batch[..payloads.len()];
+            self.encoder.take_numbered()
+        };
         let first_seq = self.active.first_seq + self.active.n_records;
-        let places = match self.active.append(&payloads) {
+        let places = match self.active.write(&payloads) {
             Ok(places) => places,
             Err(error) => {
-                self.encoder
-                    .rewind(&mut self.shared.ids.write().expect("ids lock"));
+                self.encoder.forget(
+                    std::slice::from_ref(&numbered),
+                    &mut self.shared.ids.write().expect("ids lock"),
+                );
                 return Err(error);
             }
         };
         self.active_day.get_or_insert(segment_day);
         self.active_cost = cost;
-        // Durable from here on. What follows is derived state; if it cannot be written the
-        // writer stops (a restart rebuilds it from the log) but this batch stands.
-        let numbered = self.encoder.take_numbered();
-        self.shared.integrity.add_ids(&numbered.ids);
-        let derived = self
-            .shared
-            .id_file
-            .write(u64::from(numbered.first_id), &numbered.ids);
-        let leaves: Vec<Hash> = batch.iter().map(|job| job.leaf).collect();
-        // The leaves go into the tree before the events become visible in the index: a
-        // reader that finds an event can always check it against its leaf.
-        {
-            let mut tree = self.shared.integrity.tree.write().expect("tree lock");
-            for leaf in &leaves {
-                tree.push(*leaf);
-            }
-        }
-        let derived = derived.and_then(|()| self.shared.integrity.leaves.write(first_seq, &leaves));
-        if derived.is_err() {
-            // The batch stands; its record ids and leaves are written again before the next.
-            self.behind = Some(match self.behind {
-                Some(earlier) => earlier,
-                None => (u64::from(numbered.first_id), first_seq),
-            });
-        }
-        Ok((
+        Ok(Written {
+            appends: rest.drain(..payloads.len()).collect(),
             first_seq,
-            Batch {
+            batch: Batch {
                 places,
                 events: Vec::new(),
                 numbers,
-                strings: numbered.strings,
+                strings: Vec::new(),
             },
-        ))
+            numbered,
+            before,
+            started,
+        })
     }
 
     /// Closes the active segment (its index is written by the sealer) and starts the next.
     fn roll(&mut self) -> Result<()> {
+        debug_assert!(
+            self.in_flight.is_none(),
+            "a roll waits for the batch in flight"
+        );
         // The live index is frozen whole: every batch of the segment in it first.
         self.shared.settle()?;
         let ids_before = self.shared.ids.read().expect("ids lock").table.len() as u32;

@@ -109,13 +109,16 @@ fn record_ids_keep_their_numbers_across_segments_and_strings_do_not() {
 }
 
 #[test]
-fn rewind_forgets_a_batch_that_was_not_written() {
+fn forget_forgets_batches_that_were_not_made_durable() {
     let mut encoder = Encoder::default();
     let mut ids = IdDict::default();
     let first = encode(&mut encoder, &mut ids, &sample_event(2));
     encoder.take_numbered();
+    encode(&mut encoder, &mut ids, &sample_event(4));
+    let second = encoder.take_numbered();
     encode(&mut encoder, &mut ids, &sample_event(5));
-    encoder.rewind(&mut ids);
+    let third = encoder.take_numbered();
+    encoder.forget(&[second, third], &mut ids);
     assert_eq!(ids.table.len(), 3);
     assert_eq!(ids.number(&Uuid::from_u128(4)), None);
     let again = encode(&mut encoder, &mut ids, &sample_event(5));

@@ -1701,3 +1701,71 @@ fn an_answered_append_is_read_at_once_though_the_indexer_lags() {
     assert_eq!(log.histogram(&every, None).unwrap()[&0], 52);
     assert!(log.health().is_ok());
 }
+
+#[test]
+fn a_failed_sync_refuses_its_batch_and_the_one_written_after_it_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        batch_events_max: 4,
+        ..LogConfig::new(dir.path(), [3; 32], "test.example/log")
+    };
+    let log = AuditLog::open(config.clone()).unwrap();
+    let event = |i: u128| {
+        let mut event = sample_event(0);
+        event.id = Uuid::from_u128(0xe000 + i);
+        event.record_ids = vec![Uuid::from_u128(0xa000 + i), Uuid::from_u128(0xb000 + i % 7)];
+        event.correlation_id = format!("string numbered by event {i}");
+        event
+    };
+    for i in 0..3 {
+        log.append(event(i)).unwrap();
+    }
+    log.shared.failing_syncs.store(1, Ordering::Release);
+    // Queued at once, so the writer has the next batch at hand and syncs on the syncer thread.
+    let (answered, answers) = mpsc::channel();
+    for i in 3..203 {
+        let answered = answered.clone();
+        let done: Done = Box::new(move |outcome| answered.send((i, outcome)).unwrap());
+        assert!(log.try_append(event(i), done).is_ok());
+    }
+    drop(answered);
+    let mut outcomes: Vec<(u128, Result<Seq>)> = answers.iter().collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    assert_eq!(outcomes.len(), 200);
+    assert_eq!(log.shared.failing_syncs.load(Ordering::Acquire), 0);
+    let refused: Vec<u128> = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .map(|(i, _)| *i)
+        .collect();
+    // The failed batch and the one written while it was syncing: one run of events, at most
+    // two batches.
+    assert!((2..=8).contains(&refused.len()), "{refused:?}");
+    assert_eq!(
+        refused.last().unwrap() - refused[0] + 1,
+        refused.len() as u128
+    );
+    let seqs: Vec<Seq> = outcomes
+        .iter()
+        .filter_map(|(_, outcome)| outcome.as_ref().ok().copied())
+        .collect();
+    assert_eq!(seqs, (3..3 + seqs.len() as u64).collect::<Vec<_>>());
+    // The writer goes on, and the refused events' record ids and strings are numbered again.
+    for &i in &refused {
+        log.append(event(i)).unwrap();
+    }
+    assert!(log.health().is_ok());
+    assert_eq!(log.len(), 203);
+    let key = log.verifier_key();
+    log.close().unwrap();
+    drop(log);
+    let log = AuditLog::open(config).unwrap();
+    assert_eq!(log.len(), 203);
+    for i in 0..203 {
+        let (_, read) = log.get(Uuid::from_u128(0xe000 + i)).unwrap().unwrap();
+        assert_eq!(read, event(i));
+    }
+    drop(log);
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
