@@ -64,10 +64,15 @@ fn wait_for(what: &str, most: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The Create events of the log, by record id.
+/// The Create events of the log, by record id; none while the node cannot answer from the
+/// whole log (503: its log behind the stream, or no quorum for a moment), which for the polls
+/// that call this means "not yet".
 fn creates(server: &Server, token: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();
-    for event in server.audit(token, "operation=Create&entity=account") {
+    let events = server
+        .audit_if_answered(token, "operation=Create&entity=account")
+        .unwrap_or_default();
+    for event in events {
         *out.entry(event["RecordIds"][0].as_str().unwrap().to_string())
             .or_insert(0) += 1;
     }
@@ -199,9 +204,12 @@ fn every_acknowledged_event_is_in_the_log_once_through_nats_and_node_crashes() {
     let acknowledged = load.stop();
     let admin = server.admin();
     let mut seen = HashMap::new();
+    // The restarted node first makes its consumer and opens the archive, questions JetStream
+    // may leave unanswered for 5 s at a time while the restarted NATS server rejoins (seen in
+    // CI: the node's log still behind the stream 15 s after the load stopped).
     wait_for(
         "the log to hold every acknowledged create",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             seen = creates(&server, &admin);
             acknowledged.iter().all(|id| seen.contains_key(id))
