@@ -156,6 +156,10 @@ pub(crate) struct Sealing {
     /// Makes the next seal panic, as a broken invariant of the index encoder would.
     #[cfg(test)]
     pub(crate) panic_next: bool,
+    /// The index file versions the next partitions are sealed in, first first, as earlier
+    /// builds sealed them (then this build's).
+    #[cfg(test)]
+    pub(crate) versions: std::collections::VecDeque<u8>,
 }
 
 /// The durable audit log of one data directory.
@@ -1395,14 +1399,13 @@ fn seal(shared: &Shared, partition: usize) -> Result<()> {
     // The partition's record ids and leaves become durable before its index says it is sealed.
     shared.id_file.sync()?;
     shared.integrity.leaves.sync()?;
-    let bytes = sealed::encode(
-        &index,
-        &strings,
-        segment_bytes,
-        first_seq,
-        ids_end,
-        sealed::VERSION,
-    );
+    #[cfg(test)]
+    let version = (shared.sealing.lock().expect("sealing lock").versions)
+        .pop_front()
+        .unwrap_or(sealed::VERSION);
+    #[cfg(not(test))]
+    let version = sealed::VERSION;
+    let bytes = sealed::encode(&index, &strings, segment_bytes, first_seq, ids_end, version);
     sealed::write(&path, &bytes)?;
     let opened =
         SealedIndex::open(&shared.handles, &path, first_seq, segment_bytes)?.ok_or_else(|| {

@@ -892,25 +892,31 @@ fn index_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// Five events a day over four UTC days (one export a day), the first three days sealed, and
+/// a checkpoint over them.
+fn four_days_then_sealed(log: &AuditLog) {
+    let now = 1_800_000_000_000_000i64;
+    for day in 0..4 {
+        for i in 0..5 {
+            let operation = if i == 0 { "ExportToExcel" } else { "Retrieve" };
+            log.append(event_at(
+                now + day * DAY + i,
+                operation,
+                (day * 5 + i) as u128,
+            ))
+            .unwrap();
+        }
+    }
+    log.wait_sealed().unwrap();
+    log.sign_checkpoint().unwrap();
+}
+
 #[test]
 fn sealed_partitions_reopen_from_their_index_files_and_reindex_rebuilds_them() {
     let dir = tempfile::tempdir().unwrap();
-    let now = 1_800_000_000_000_000i64;
     let (expect, key) = {
         let log = open(dir.path());
-        for day in 0..4 {
-            for i in 0..5 {
-                let operation = if i == 0 { "ExportToExcel" } else { "Retrieve" };
-                log.append(event_at(
-                    now + day * DAY + i,
-                    operation,
-                    (day * 5 + i) as u128,
-                ))
-                .unwrap();
-            }
-        }
-        log.wait_sealed().unwrap();
-        log.sign_checkpoint().unwrap();
+        four_days_then_sealed(&log);
         (answers(&log), log.verifier_key())
     };
     assert_eq!(expect[0].len(), 20);
@@ -950,6 +956,51 @@ fn sealed_partitions_reopen_from_their_index_files_and_reindex_rebuilds_them() {
     assert_eq!(answers(&log), expect);
     assert_eq!(index_files(dir.path()), sealed);
     drop(log);
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.indexes_checked, 3);
+}
+
+#[test]
+fn index_files_of_earlier_versions_are_kept_read_and_verified_and_reindex_rewrites_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (expect, key) = {
+        let log = open(dir.path());
+        log.shared.sealing.lock().unwrap().versions = [2, 3, 4].into();
+        four_days_then_sealed(&log);
+        (answers(&log), log.verifier_key())
+    };
+    let sealed = index_files(dir.path());
+    let read_all = || -> Vec<Vec<u8>> {
+        sealed
+            .iter()
+            .map(|name| std::fs::read(dir.path().join(name)).unwrap())
+            .collect()
+    };
+    let versions = |files: &[Vec<u8>]| -> Vec<u8> {
+        files
+            .iter()
+            .map(|bytes| sealed::version_of(bytes))
+            .collect()
+    };
+    let written = read_all();
+    assert_eq!(versions(&written), [2, 3, 4], "{sealed:?}");
+
+    // An upgrade opens them as they are: nothing is indexed again, and they answer alike.
+    let log = open(dir.path());
+    assert_eq!(answers(&log), expect);
+    log.wait_sealed().unwrap();
+    drop(log);
+    assert!(read_all() == written, "no index file was rewritten");
+    let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.indexes_checked, 3);
+
+    // `reindex` rewrites them in this build's version.
+    let log = AuditLog::reindex(LogConfig::new(dir.path(), [3; 32], "test.example/log")).unwrap();
+    assert_eq!(answers(&log), expect);
+    drop(log);
+    assert_eq!(versions(&read_all()), [sealed::VERSION; 3]);
     let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.indexes_checked, 3);
