@@ -1464,8 +1464,7 @@ struct Writer {
     config: LogConfig,
 }
 
-/// A batch made durable, for the indexer to add to the live partition's index ([`Writer::write`]
-/// fills its places and numbers, [`Writer::finish`] its events and strings once it is durable).
+/// A batch made durable, for the indexer to add to the live partition's index.
 struct Batch {
     places: Vec<Place>,
     events: Vec<AuditEvent>,
@@ -1479,8 +1478,9 @@ struct Batch {
 struct Written {
     appends: Vec<Append>,
     first_seq: Seq,
-    /// All but its events and strings, which [`Writer::finish`] adds.
-    batch: Batch,
+    places: Vec<Place>,
+    /// The number of each event's record ids.
+    numbers: Vec<Vec<u32>>,
     /// The record ids and strings it numbered.
     numbered: Numbered,
     /// The active segment as it was before it: what a failed sync goes back to.
@@ -1739,7 +1739,8 @@ impl Writer {
         let Written {
             appends,
             first_seq,
-            mut batch,
+            places,
+            numbers,
             numbered,
             started,
             ..
@@ -1770,13 +1771,16 @@ impl Writer {
                 None => (u64::from(numbered.first_id), first_seq),
             });
         }
-        batch.strings = numbered.strings;
         let (events, answers): (Vec<_>, Vec<_>) = appends
             .into_iter()
             .map(|job| (*job.event, job.done))
             .unzip();
-        batch.events = events;
-        self.index(batch);
+        self.index(Batch {
+            places,
+            events,
+            numbers,
+            strings: numbered.strings,
+        });
         for (i, done) in answers.into_iter().enumerate() {
             done(Ok(first_seq + i as u64));
         }
@@ -1934,12 +1938,8 @@ impl Writer {
         Ok(Written {
             appends: rest.drain(..payloads.len()).collect(),
             first_seq,
-            batch: Batch {
-                places,
-                events: Vec::new(),
-                numbers,
-                strings: Vec::new(),
-            },
+            places,
+            numbers,
             numbered,
             before,
             started,
