@@ -25,6 +25,7 @@ mod open;
 mod partition;
 mod policy;
 mod postings;
+mod readers;
 mod retention;
 mod runs;
 mod sealed;

@@ -245,22 +245,14 @@ enum StringSource {
     Sealed(Arc<SealedIndex>),
 }
 
-/// The fewest encoded bytes of records each reader of a page takes when the page is shared
-/// among cores: at about 20 ns of decoding and hashing a byte (a record id is 3–4 bytes encoded
-/// and 39 of JSON), some 1.3 ms of work, against tens of µs to start and join a thread.
+/// The fewest encoded bytes of records a page must hold to be shared among the reader threads:
+/// at about 20 ns of decoding and hashing a byte (a record id is 3–4 bytes encoded and 39 of
+/// JSON), some 1.3 ms of work, against tens of µs to hand it to them.
 const SHARED_READ_BYTES: u64 = 64 * 1024;
 
 /// The most batches waiting for the indexer before the writer waits for it: its lag, and the
 /// events it holds in memory, stay bounded however the two threads are scheduled.
 const INDEX_QUEUE_BATCHES: usize = 16;
-
-/// The most threads that count matches over the sealed partitions, and the fewest partitions
-/// each takes. A count is mostly reading posting lists; on a cold page cache, a few threads keep
-/// several reads in flight (the first counts of twenty hot records of the 1,000,000-event log,
-/// 90 partitions, after dropping the page cache: 214-225 ms in all on one thread, 139-159 ms on
-/// four), while starting them costs a warm count about 0.2-0.5 ms.
-const COUNT_READERS: usize = 4;
-const COUNT_PARTITIONS_PER_READER: usize = 8;
 
 impl AuditLog {
     /// Opens (or creates) the log: recovers a torn tail, rebuilds the Merkle tree and the
@@ -835,25 +827,15 @@ impl AuditLog {
     /// The events at `places`, in their order, each read as [`Self::read_event`] reads one. When
     /// they are large enough to share — a hot record's newest views list thousands of record ids
     /// each, and decoding, writing the canonical JSON and hashing it cost about 70 ns an id —
-    /// they are read on every core, each taking a contiguous run of about equal bytes; a few
-    /// small ones are read on this thread alone.
+    /// they are shared among the reader threads (`readers`); a few small ones are read on this
+    /// thread alone.
     fn read_events(&self, places: Vec<(Seq, Location)>) -> Result<Vec<(Seq, AuditEvent)>> {
         let bytes: u64 = places.iter().map(|(_, l)| u64::from(l.place.len)).sum();
-        let readers = (bytes / SHARED_READ_BYTES).clamp(1, crate::cores() as u64) as usize;
-        if readers == 1 {
-            return self.read_run(&places);
+        let read = |&(seq, location): &(Seq, Location)| Ok((seq, self.read_event(seq, location)?));
+        if bytes < SHARED_READ_BYTES {
+            return places.iter().map(read).collect();
         }
-        let runs = runs_of_equal_bytes(&places, bytes, readers);
-        let read = on_threads(&runs, &|run| self.read_run(run))?;
-        Ok(read.into_iter().flatten().collect())
-    }
-
-    /// The events at `places`, read one after another.
-    fn read_run(&self, places: &[(Seq, Location)]) -> Result<Vec<(Seq, AuditEvent)>> {
-        places
-            .iter()
-            .map(|&(seq, location)| Ok((seq, self.read_event(seq, location)?)))
-            .collect()
+        crate::readers::map(&places, &read)
     }
 
     /// Reads and decodes the record at `location`.
@@ -1032,25 +1014,19 @@ impl AuditLog {
         let others = self.partitions_newest_first(&mut |index, _, first_seq| {
             count_into(index, first_seq, &compiled, bucket_us, &mut counts)
         })?;
-        let count_run = |run: &[SharedPartition]| {
+        let count_one = |(_, first_seq, index): &SharedPartition| {
             let mut counts = BTreeMap::new();
-            for (_, first_seq, index) in run {
-                count_into(
-                    index.as_ref(),
-                    *first_seq,
-                    &compiled,
-                    bucket_us,
-                    &mut counts,
-                )?;
-            }
+            count_into(
+                index.as_ref(),
+                *first_seq,
+                &compiled,
+                bucket_us,
+                &mut counts,
+            )?;
             Ok(counts)
         };
-        let readers = (others.len() / COUNT_PARTITIONS_PER_READER).clamp(1, COUNT_READERS);
-        let runs: Vec<&[SharedPartition]> = others
-            .chunks(others.len().div_ceil(readers).max(1))
-            .collect();
-        for run_counts in on_threads(&runs, &count_run)? {
-            for (bucket, n) in run_counts {
+        for partition_counts in crate::readers::map(&others, &count_one)? {
+            for (bucket, n) in partition_counts {
                 *counts.entry(bucket).or_insert(0) += n;
             }
         }
@@ -1220,69 +1196,17 @@ fn locate(
     )))
 }
 
-/// `places`, whose records come to `bytes` encoded, cut into at most `readers` contiguous,
-/// non-empty runs of about equal bytes (each ends at the first record that takes it to its
-/// share).
-fn runs_of_equal_bytes(
-    places: &[(Seq, Location)],
-    bytes: u64,
-    readers: usize,
-) -> Vec<&[(Seq, Location)]> {
-    let mut runs = Vec::with_capacity(readers);
-    let (mut start, mut taken) = (0, 0u64);
-    for (i, (_, location)) in places.iter().enumerate() {
-        taken += u64::from(location.place.len);
-        if taken * readers as u64 >= bytes * (runs.len() as u64 + 1) {
-            runs.push(&places[start..=i]);
-            start = i + 1;
-        }
-    }
-    if start < places.len() {
-        runs.push(&places[start..]);
-    }
-    runs
-}
-
-/// `work` done on each of `runs`, the first on this thread and the others on threads of their
-/// own, the results in the order of `runs`. A run whose thread cannot be started (the process
-/// at its limit of threads) is done on this thread in its turn; the first error in run order is
-/// returned.
-fn on_threads<T: Sync, R: Send>(
-    runs: &[&[T]],
-    work: &(dyn Fn(&[T]) -> Result<R> + Sync),
-) -> Result<Vec<R>> {
-    let Some((first, rest)) = runs.split_first() else {
-        return Ok(Vec::new());
-    };
-    thread::scope(|scope| {
-        let others: Vec<_> = rest
-            .iter()
-            .map(|&run| {
-                let reader = thread::Builder::new().name("audit-read".into());
-                (run, reader.spawn_scoped(scope, move || work(run)).ok())
-            })
-            .collect();
-        let mut done = vec![work(first)?];
-        for (run, reader) in others {
-            done.push(match reader {
-                Some(reader) => reader
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
-                None => work(run)?,
-            });
-        }
-        Ok(done)
-    })
-}
-
-/// Signs a checkpoint when events arrived since the last one, at most once per `interval`,
-/// looking every tenth of it (so a log that just opened, or just started taking events, is
-/// covered promptly); ends with the log.
 /// Checks every cold tile of the tree once after the log opens, in the background: the tree's
 /// levels above the tiles may come from `tree.dat` rather than from hashing `leaves.dat` again,
 /// so an altered leaf there is found now rather than when its record is first read (each read
 /// checks its tile too). The first damage found is the log's ([`AuditLog::health`]).
+///
+/// It runs at the lowest priority: at 10,000,000 events it hashes 320 MB of leaves, about 0.7 s
+/// of a core, and at the default priority it took that core from the searches of the first
+/// seconds after an open (BENCHMARKS.md, B3: a count of a hot record, under a millisecond,
+/// waited up to 12 ms for a core).
 fn check_tiles(shared: std::sync::Weak<Shared>) {
+    lowest_priority();
     let mut tile = 0;
     loop {
         let Some(shared) = shared.upgrade() else {
@@ -1303,6 +1227,17 @@ fn check_tiles(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// Lowers the calling thread to the lowest priority, nice 19 (on Linux a nice value is a
+/// thread's own, and `setpriority` of no pid sets the calling thread's): it then takes a core
+/// when nothing else wants it, and gives it up at once when something does. A failure leaves
+/// it where it was, which is only slower for the other threads.
+fn lowest_priority() {
+    let _ = rustix::process::setpriority_process(None, 19);
+}
+
+/// Signs a checkpoint when events arrived since the last one, at most once per `interval`,
+/// looking every tenth of it (so a log that just opened, or just started taking events, is
+/// covered promptly); ends with the log.
 fn checkpointer(shared: std::sync::Weak<Shared>, interval: std::time::Duration) {
     let tick = (interval / 10).max(std::time::Duration::from_millis(10));
     // The size the log opened with is signed already (the open signs): only growth counts.

@@ -68,9 +68,9 @@ fn fixture() -> &'static Fixture {
             .stats()
             .partitions_sealed
             .load(std::sync::atomic::Ordering::Relaxed);
-        // Enough that counts are shared among threads (`COUNT_PARTITIONS_PER_READER`).
+        // Enough that counts are shared among the reader threads (`readers`).
         assert!(
-            sealed >= 2 * COUNT_PARTITIONS_PER_READER as u64,
+            sealed >= 16,
             "the fixture spans sealed partitions: {sealed}"
         );
         Fixture {

@@ -1492,67 +1492,6 @@ fn a_restart_takes_the_tree_from_tree_dat_and_trusts_neither_it_nor_leaves_dat_b
     assert!(report.is_ok(), "{:?}", report.problems);
 }
 
-#[test]
-fn runs_of_equal_bytes_cover_the_page_in_order_with_about_equal_shares() {
-    let places = |lens: &[u32]| -> Vec<(Seq, Location)> {
-        lens.iter()
-            .enumerate()
-            .map(|(i, &len)| {
-                let place = crate::partition::Place { offset: 0, len };
-                (
-                    i as Seq,
-                    Location {
-                        partition: 0,
-                        place,
-                    },
-                )
-            })
-            .collect()
-    };
-    let cases: [&[u32]; 5] = [
-        &[10; 100],
-        &[1, 1, 1, 1_000_000, 1, 1],
-        &[1_000, 1, 1, 1, 1, 1, 1],
-        &[7],
-        &[3, 900, 5, 80, 2_000, 1, 1, 60, 700],
-    ];
-    for lens in cases {
-        let page = places(lens);
-        let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
-        for readers in 1..=4 {
-            let runs = runs_of_equal_bytes(&page, total, readers);
-            assert!(
-                !runs.is_empty() && runs.len() <= readers,
-                "{lens:?} / {readers}"
-            );
-            assert!(
-                runs.iter().all(|run| !run.is_empty()),
-                "{lens:?} / {readers}"
-            );
-            let joined: Vec<Seq> = runs
-                .iter()
-                .flat_map(|run| run.iter().map(|p| p.0))
-                .collect();
-            assert_eq!(joined, (0..lens.len() as Seq).collect::<Vec<_>>());
-            // A run passes its share by less than its last record.
-            let largest = u64::from(*lens.iter().max().unwrap());
-            for run in &runs {
-                let bytes: u64 = run.iter().map(|p| u64::from(p.1.place.len)).sum();
-                assert!(
-                    bytes <= total.div_ceil(readers as u64) + largest,
-                    "{lens:?}"
-                );
-            }
-        }
-    }
-    let page = places(&[10; 100]);
-    let even = runs_of_equal_bytes(&page, 1_000, 4);
-    assert_eq!(
-        even.iter().map(|run| run.len()).collect::<Vec<_>>(),
-        [25; 4]
-    );
-}
-
 /// A page of records too large for one core is read on every core: the same events in the same
 /// order, and an altered record among them refused as when read alone.
 #[test]
