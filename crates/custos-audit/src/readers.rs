@@ -19,7 +19,7 @@ use crate::Result;
 /// works, and four threads keep four reads in flight even on two cores (the first counts of
 /// twenty hot records of the 1,000,000-event log, 90 partitions, after dropping the page cache:
 /// 214-225 ms in all on one thread, 139-159 ms on four).
-const FEWEST_READERS: usize = 4;
+pub(crate) const FEWEST_READERS: usize = 4;
 
 /// The pool, or `None` when its threads could not be started (the process at its limit of
 /// threads): reads are then done on the caller's thread.

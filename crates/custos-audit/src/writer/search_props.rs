@@ -68,9 +68,9 @@ fn fixture() -> &'static Fixture {
             .stats()
             .partitions_sealed
             .load(std::sync::atomic::Ordering::Relaxed);
-        // Enough that counts are shared among the reader threads (`readers`).
+        // Enough that a count gives every reader thread partitions of its own, twice over.
         assert!(
-            sealed >= 16,
+            sealed >= 2 * crate::readers::FEWEST_READERS as u64,
             "the fixture spans sealed partitions: {sealed}"
         );
         Fixture {
