@@ -34,6 +34,7 @@ use crate::merkle::{Hash, TILE_LEAVES};
 use crate::partition::{Field, MemIndex, PartitionIndex, Place};
 use crate::retention::{PrunedFile, PurgeClaim, PurgedPartition, RetentionPolicy, pruned_digest};
 use crate::sealed::{self, SealedIndex};
+use crate::verify::VerifyReport;
 use crate::{Error, Result};
 
 /// Upper bounds (microseconds) of the fsync latency histogram buckets.
@@ -613,6 +614,25 @@ impl AuditLog {
         } else {
             self.shared.integrity.latest()
         }
+    }
+
+    /// Verifies the whole log as `custos audit verify` does (`verify::verify_log`), after
+    /// signing what it holds now so that the verification covers it. A log that does not verify
+    /// is damaged: [`Self::health`] says so, naming the first problem, until a restart — what
+    /// the log checks as it serves (each record against its leaf, each tile against the tree)
+    /// cannot see an index file rewritten to leave an event out of searches, which only this
+    /// comparison of each index file with its segment does.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+        self.sign_checkpoint()?;
+        let root_key = self.verifier_keys()[0].1.clone();
+        let report = crate::verify::verify_log(&self.dir, &root_key, progress)?;
+        if let Some(first) = report.problems.first() {
+            self.shared.note_damage(format!(
+                "a verification of the audit log found {} problem(s), the first: {first}",
+                report.problems.len()
+            ));
+        }
+        Ok(report)
     }
 
     /// Signs a checkpoint now when events arrived since the last, and returns the latest,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use custos_audit::{Operation, format_creation_time, verify_log};
+use custos_audit::{Operation, format_creation_time};
 use serde_json::{Value as Json, json};
 
 use crate::ComplianceState;
@@ -48,14 +48,8 @@ pub(crate) async fn get(State(state): State<ComplianceState>, headers: HeaderMap
 
 /// Verifies the log and keeps the outcome.
 fn run(state: &ComplianceState, started: String) {
-    let dir = state.config.data_dir.join("audit");
-    let key = state.log.verifier_keys()[0].1.clone();
-    // What the log holds now is signed first, so the verification covers it.
-    let outcome = match state
-        .log
-        .sign_checkpoint()
-        .and_then(|_| verify_log(&dir, &key, &mut |_, _| {}))
-    {
+    // A log that does not verify turns `/healthz` 503 with the first problem (`AuditLog::verify`).
+    let outcome = match state.log.verify(&mut |_, _| {}) {
         Ok(report) => json!({
             "status": "succeeded",
             "ok": report.is_ok(),

@@ -2,9 +2,10 @@
 //! frames flipped, removed, swapped and inserted in sealed and active segments, a forged purge
 //! range, a damaged, shortened or removed `checkpoints.log`, edits to `ids.dat`, `leaves.dat`
 //! and `verifier.key`, truncation inside a signed prefix, damage followed by intact records in
-//! an unsigned tail — and for each, `custos audit verify` exits 2 naming it, and the server
-//! either refuses to start (leaving the audit folder byte for byte as it was) or refuses to
-//! serve the damaged record. A crash's torn tail is neither. A segment or database with another
+//! an unsigned tail, an index file edited with its checksums made to match — and for each,
+//! `custos audit verify` exits 2 naming it, and the server either refuses to start (leaving the
+//! audit folder byte for byte as it was), refuses to serve the damaged record, or (the index
+//! file) answers `/healthz` 503 once a verification of the live log has compared it. A crash's torn tail is neither. A segment or database with another
 //! name (a hard link) is never written through.
 
 use std::collections::BTreeMap;
@@ -432,6 +433,55 @@ fn every_tamper_is_caught_by_verify_and_by_the_server() {
         })
     });
     refused(&dir, &["checkpoints.log: checkpoint #0"], "verifier.key");
+
+    // A sealed partition's index file rewritten with checksums that match, as whoever edits one
+    // to leave an event out of searches would: its records are intact, so the server opens it
+    // and serves them, but a verification of the live log compares the file with its segment
+    // and turns /healthz 503 naming it, as the offline verify names it.
+    let dir = tampered(&signed, "index-rewritten", |audit| {
+        edit(&audit.join(sealed.replace(".log", ".idx")), |bytes| {
+            // The footer: 11 sections' (offset, length, CRC-32), its own CRC-32, the magic.
+            let footer_at = bytes.len() - 8 - 4 - 11 * 20;
+            // The last section: the report columns.
+            let entry = footer_at + 10 * 20;
+            let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+            let (offset, len) = (field(entry) as usize, field(entry + 8) as usize);
+            assert!(len > 0);
+            bytes[offset + len / 2] ^= 0x01;
+            let crc = crc32fast::hash(&bytes[offset..offset + len]);
+            bytes[entry + 16..entry + 20].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32fast::hash(&bytes[footer_at..footer_at + 11 * 20]);
+            bytes[footer_at + 11 * 20..footer_at + 11 * 20 + 4].copy_from_slice(&crc.to_le_bytes());
+        })
+    });
+    let (code, out) = verify(&dir);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("its index file does not match its records"),
+        "{out}"
+    );
+    let server = Server::start_in(&dir, &[]);
+    let admin = server.admin();
+    let health = || {
+        let answer = client()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .unwrap();
+        (
+            answer.status().as_u16(),
+            answer.json::<serde_json::Value>().unwrap(),
+        )
+    };
+    assert_eq!(health().0, 200, "{:?}", health().1);
+    let done = verify_live(&server, &admin);
+    assert_eq!(done["ok"], false, "{done}");
+    let (status, body) = health();
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&sealed) && reason.contains("its index file does not match its records"),
+        "{reason}"
+    );
 
     // A crash's torn tail after the last checkpoint is reported, not called tampering, and the
     // server starts on it.
