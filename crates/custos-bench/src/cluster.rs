@@ -5,6 +5,8 @@
 //! request does; the node's replica follows the stream into its log. One NATS server is killed
 //! a third of the way through. The figure is events per second from the first submission to
 //! the last event searchable in the log; then every acknowledged event is looked up in the log.
+//! Beside it, the same events appended to a single node's log first (as `ingest` does). In both
+//! the events are generated before the clock starts, as the baselines of `ingest` are.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,18 +14,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use custos_audit::AuditLog;
+use custos_audit::{AuditEvent, AuditLog};
 use custos_cluster::{Cluster, ClusterConfig};
 use uuid::Uuid;
 
-use crate::ingest::{log_config, now_us, share, stream};
+use crate::ingest::{ingest_custos, log_config, now_us, share, stream};
 use crate::nats::NatsCluster;
 use crate::{Figure, Options, Report, percentile_ms};
 
 /// How long the log may take to hold every acknowledged event after the last acknowledgement.
 const CATCH_UP_MAX: Duration = Duration::from_secs(120);
 
+/// Events generated before the run, all in memory at once (about 2.5 kB each).
+const GENERATED_MAX: u64 = 2_000_000;
+
 pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
+    ensure!(
+        options.events <= GENERATED_MAX,
+        "the cluster scenario generates every event before it starts: at most {GENERATED_MAX} events"
+    );
+    let single = ingest_custos(&dir.join("single-node"), options, now_us(), 1)?;
+    let single_node_per_s = options.events as f64 / single.elapsed.as_secs_f64();
+    drop(single);
     let mut nats = NatsCluster::start(dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,10 +59,19 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
     let refused = Arc::new(AtomicU64::new(0));
     let submitted = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
     let start_us = now_us();
-    let producers: Vec<_> = (0..options.producers)
+    let generated: Vec<Vec<AuditEvent>> = (0..options.producers)
         .map(|p| {
+            let mut workload = stream(options, p, start_us, 1);
+            (0..share(options, p))
+                .map(|_| workload.next_event())
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let producers: Vec<_> = generated
+        .into_iter()
+        .map(|events| {
             let (cluster, acknowledged, latencies, refused, submitted) = (
                 cluster.clone(),
                 acknowledged.clone(),
@@ -58,12 +79,9 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
                 refused.clone(),
                 submitted.clone(),
             );
-            let mut workload = stream(options, p, start_us, 1);
-            let n = share(options, p);
             std::thread::spawn(move || {
                 let (mut ids, mut waits) = (Vec::new(), Vec::new());
-                for _ in 0..n {
-                    let event = workload.next_event();
+                for event in events {
                     let id = event.id;
                     let asked = Instant::now();
                     submitted.fetch_add(1, Ordering::Relaxed);
@@ -129,6 +147,12 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
                 events / elapsed.as_secs_f64(),
             ),
             Figure::custos(
+                "single_node_events_per_s",
+                "1/s",
+                "higher",
+                single_node_per_s,
+            ),
+            Figure::custos(
                 "acknowledged_per_s",
                 "1/s",
                 "higher",
@@ -157,6 +181,7 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
                 options.producers
             ),
             "events_per_s: acknowledged events over the time from the first submission to the last one searchable in the log".into(),
+            "single_node_events_per_s: the same events appended by as many producers to one node's log of its own, before the cluster starts (the ingest scenario's way); in both, the events are generated before the clock starts".into(),
         ],
     })
 }

@@ -94,7 +94,7 @@ pub(crate) fn query(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     let span = 90 * DAY_US;
     let step = (span / options.events.max(1) as i64).max(1);
     let start = end - span;
-    let custos = ingest_custos(dir, options, start, step, None)?;
+    let custos = ingest_custos(dir, options, start, step)?;
     custos.log.wait_sealed()?;
     drop(custos);
     let (mut sqlite, mut postgres) = load_baselines(dir, options, start, step, Loading::Bulk)?;
