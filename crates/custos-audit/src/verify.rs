@@ -81,7 +81,13 @@ struct Signed {
     keys: Vec<String>,
 }
 
-fn read_checkpoints(dir: &Path, verifier_key: &str, report: &mut VerifyReport) -> Result<Signed> {
+/// Every checkpoint of `checkpoints.log` up to the first signed for more than `until` records.
+fn read_checkpoints(
+    dir: &Path,
+    verifier_key: &str,
+    until: u64,
+    report: &mut VerifyReport,
+) -> Result<Signed> {
     let path = dir.join("checkpoints.log");
     let bytes = match crate::files::read(&path) {
         Ok(bytes) => bytes,
@@ -114,6 +120,7 @@ fn read_checkpoints(dir: &Path, verifier_key: &str, report: &mut VerifyReport) -
             ));
         } else {
             match verify_note_chained(&String::from_utf8_lossy(note), &mut key) {
+                Ok(checkpoint) if checkpoint.size > until => break,
                 Ok(checkpoint) => {
                     if signed.keys.last() != Some(&key) {
                         signed.keys.push(key.clone());
@@ -478,6 +485,8 @@ struct Segment {
 struct Context<'a> {
     /// The size of the largest signed checkpoint.
     protected: u64,
+    /// Records from this seq on are not read (a live log's, made after its verification began).
+    until: u64,
     id_file: &'a Option<IdFile>,
     ids_held: u64,
 }
@@ -551,7 +560,7 @@ fn scan(
     let mut pos = HEADER_BYTES as usize;
     std::thread::scope(|threads| -> Result<Scan> {
         let mut queue = LeafQueue::new(threads, start, has_index);
-        while pos < bytes.len() {
+        while pos < bytes.len() && queue.next_seq < context.until {
             let seq = queue.next_seq;
             let header = bytes.get(pos..pos + FRAME_HEADER_BYTES as usize);
             let len = header.map(|h| u32::from_le_bytes(h[..4].try_into().expect("4 bytes")));
@@ -760,7 +769,7 @@ pub fn verify_log(
     verifier_key: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_with(dir, verifier_key, None, crate::cores(), progress)
+    verify_with(dir, verifier_key, None, crate::cores(), u64::MAX, progress)
 }
 
 /// [`verify_log`] for the offline verifier (`custos audit verify`, `custos bench verify`),
@@ -776,20 +785,30 @@ pub fn verify_log_against(
     witness: Option<&str>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
-    verify_with(dir, verifier_key, witness, crate::cores() + 1, progress)
+    verify_with(
+        dir,
+        verifier_key,
+        witness,
+        crate::cores() + 1,
+        u64::MAX,
+        progress,
+    )
 }
 
 /// [`verify_log_against`], reading up to `read_ahead` sealed segments ahead of their turn at
-/// once (none: every segment in its turn).
+/// once (none: every segment in its turn), and only the first `until` records and the
+/// checkpoints signed for no more (a live log's checkpoint signed when its verification began:
+/// what comes after it is still being written and signed).
 pub(crate) fn verify_with(
     dir: &Path,
     verifier_key: &str,
     witness: Option<&str>,
     read_ahead: usize,
+    until: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let mut signed = read_checkpoints(dir, verifier_key, &mut report)?;
+    let mut signed = read_checkpoints(dir, verifier_key, until, &mut report)?;
     if let Some(note) = witness {
         add_witness(note, &mut signed, &mut report);
     }
@@ -814,6 +833,11 @@ pub(crate) fn verify_with(
         }
     }
     segments.sort_by(|a, b| (a.first, &a.name).cmp(&(b.first, &b.name)));
+    // A segment that begins at `until` or later (and has records) holds none of those read;
+    // when there is one, the last segment read is not the log's last.
+    let listed = segments.len();
+    segments.retain(|s| s.first < until || s.first == 0);
+    let cut = segments.len() < listed;
     report.segments = segments.len();
     let total: u64 = segments
         .iter()
@@ -847,6 +871,7 @@ pub(crate) fn verify_with(
     };
     let context = Context {
         protected,
+        until,
         id_file: &id_file,
         ids_held,
     };
@@ -907,7 +932,7 @@ pub(crate) fn verify_with(
                 _ => None,
             };
             let Segment { first, name, .. } = segment;
-            let is_last = segment_idx + 1 == segments.len();
+            let is_last = segment_idx + 1 == segments.len() && !cut;
             if pruned.contains_key(first) {
                 // A purge that crashed before deleting its file; the server finishes it on start
                 // once the range is found accounted for (checked below like every range).

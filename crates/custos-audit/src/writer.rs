@@ -616,16 +616,25 @@ impl AuditLog {
         }
     }
 
-    /// Verifies the whole log as `custos audit verify` does (`verify::verify_log`), after
-    /// signing what it holds now so that the verification covers it. A log that does not verify
-    /// is damaged: [`Self::health`] says so, naming the first problem, until a restart — what
+    /// Verifies the log as `custos audit verify` does, up to a checkpoint signed now (the
+    /// latest the cluster signed, on a node that does not sign its own): what arrives meanwhile
+    /// is left to the next verification, since its records are still being written and signed
+    /// (read to the end, they would look like records no checkpoint covers). A log that does not
+    /// verify is damaged: [`Self::health`] says so, naming the first problem, until a restart — what
     /// the log checks as it serves (each record against its leaf, each tile against the tree)
     /// cannot see an index file rewritten to leave an event out of searches, which only this
     /// comparison of each index file with its segment does.
     pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
-        self.sign_checkpoint()?;
+        let signed = self.sign_checkpoint()?.map_or(0, |(size, _)| size);
         let root_key = self.verifier_keys()[0].1.clone();
-        let report = crate::verify::verify_log(&self.dir, &root_key, progress)?;
+        let report = crate::verify::verify_with(
+            &self.dir,
+            &root_key,
+            None,
+            crate::cores(),
+            signed,
+            progress,
+        )?;
         if let Some(first) = report.problems.first() {
             self.shared.note_damage(format!(
                 "a verification of the audit log found {} problem(s), the first: {first}",

@@ -133,10 +133,14 @@ impl ComplianceState {
             .with_state(self.clone())
     }
 
-    /// Starts the area's background work: the hourly retention purge, interrupted queries and
-    /// export jobs, scheduled reports, and the alert detector and notifier.
+    /// Starts the area's background work: the hourly retention purge, the log's verification
+    /// on its interval, interrupted queries and export jobs, scheduled reports, and the alert
+    /// detector and notifier.
     pub async fn start(&self) {
         tokio::spawn(retention::purge_periodically(self.clone()));
+        if let Some(interval) = self.config.verify_interval {
+            tokio::spawn(verification::verify_periodically(self.clone(), interval));
+        }
         queries::resume(self);
         export::tidy_jobs(self);
         tokio::spawn(reports::schedule(self.clone()));

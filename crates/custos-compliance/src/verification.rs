@@ -76,6 +76,46 @@ fn run(state: &ComplianceState, started: String) {
     RUNNING.store(false, Ordering::Release);
 }
 
+/// Verifies the log every `interval` (`serve --verify-interval-secs`, a day by default), the
+/// first time one interval after the start, as `POST /api/audit/verify` does and recorded as
+/// the system's `VerifyAuditLog` first; skipped while a requested one runs. It runs on a thread
+/// of its own at the lowest priority (its segments' threads inherit it), so that it takes the
+/// cores the requests leave. Every node of a cluster verifies its own log.
+pub(crate) async fn verify_periodically(state: ComplianceState, interval: std::time::Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if RUNNING.swap(true, Ordering::AcqRel) {
+            continue;
+        }
+        let draft = state.system_draft(Operation::VerifyAuditLog, "");
+        if let Err(error) = state.record(draft).await {
+            RUNNING.store(false, Ordering::Release);
+            tracing::error!(error = %error.message, "the scheduled verification was not recorded, so it did not run");
+            continue;
+        }
+        let started = format_creation_time(state.clock.now_us());
+        let worker = state.clone();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("audit-verify".into())
+            .spawn(move || {
+                // A failure leaves the thread at the default priority: only less polite.
+                let _ = rustix::process::setpriority_process(None, 19);
+                run(&worker, started);
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = finished.await;
+            }
+            Err(error) => {
+                RUNNING.store(false, Ordering::Release);
+                tracing::error!(%error, "the scheduled verification could not start");
+            }
+        }
+    }
+}
+
 /// `POST /api/audit/verify`.
 pub(crate) async fn start(
     State(state): State<ComplianceState>,

@@ -59,7 +59,13 @@ pub struct Config {
     /// The PostgreSQL database of every instance's records (`--postgres`), a schema per
     /// instance; `None`: an SQLite database per instance in the data directory.
     pub postgres: Option<String>,
+    /// How often the server verifies its whole audit log by itself, as `POST /api/audit/verify`
+    /// does (`--verify-interval-secs`); `None`: only when asked.
+    pub verify_interval: Option<std::time::Duration>,
 }
+
+/// How often `custos serve` verifies its whole audit log by default: once a day.
+pub const VERIFY_INTERVAL_SECS: u64 = 86_400;
 
 impl Config {
     /// The defaults of `custos serve` for a data directory and a listening address.
@@ -78,6 +84,7 @@ impl Config {
             audit_memory_bytes: None,
             cluster: None,
             postgres: None,
+            verify_interval: Some(std::time::Duration::from_secs(VERIFY_INTERVAL_SECS)),
         }
     }
 }

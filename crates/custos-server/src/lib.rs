@@ -20,8 +20,8 @@ use custos_siem::SiemState;
 pub use custos_cluster::ClusterConfig;
 pub use custos_http::error::StartError;
 pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
-pub use custos_http::state::Limits;
 pub use custos_http::state::{AppState, Clock, Config, SystemClock, pg_schema, private_files};
+pub use custos_http::state::{Limits, VERIFY_INTERVAL_SECS};
 pub use custos_records::trust_postgres_ca;
 
 /// `GET /openapi.json`: an OpenAPI 3 description of the fixed routes (for API fuzzers and client

@@ -191,6 +191,11 @@ enum Command {
         /// take the next bytes of a response.
         #[arg(long, default_value_t = custos_server::Limits::default().idle_timeout.as_secs())]
         idle_timeout_secs: u64,
+        /// How often the server verifies its whole audit log by itself, in seconds, as `POST
+        /// /api/audit/verify` does (recorded as the system's `VerifyAuditLog`; a log that does
+        /// not verify turns /healthz 503); 0: only when asked.
+        #[arg(long, default_value_t = custos_server::VERIFY_INTERVAL_SECS)]
+        verify_interval_secs: u64,
     },
 }
 
@@ -404,6 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit_memory,
             max_connections,
             idle_timeout_secs,
+            verify_interval_secs,
             nats,
             node_id,
             nats_replicas,
@@ -429,6 +435,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 cluster,
                 postgres,
+                verify_interval: (verify_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(verify_interval_secs)),
                 ..custos_server::Config::new(data_dir, listen)
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

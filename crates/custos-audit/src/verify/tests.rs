@@ -172,9 +172,10 @@ fn segments_read_ahead_report_exactly_what_segments_read_in_turn_do() {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), dir.path());
         damage(dir.path());
-        let in_turn = verify_with(dir.path(), &key, None, 0, &mut |_, _| {}).unwrap();
+        let in_turn = verify_with(dir.path(), &key, None, 0, u64::MAX, &mut |_, _| {}).unwrap();
         for read_ahead in [1, 3] {
-            let ahead = verify_with(dir.path(), &key, None, read_ahead, &mut |_, _| {}).unwrap();
+            let ahead =
+                verify_with(dir.path(), &key, None, read_ahead, u64::MAX, &mut |_, _| {}).unwrap();
             assert_eq!(
                 format!("{ahead:?}"),
                 format!("{in_turn:?}"),

@@ -1759,3 +1759,93 @@ fn a_failed_sync_refuses_its_batch_and_the_one_written_after_it_and_appends_go_o
     let report = crate::verify_log(dir.path(), &key, &mut |_, _| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+#[test]
+fn a_live_verification_reads_only_what_was_signed_when_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        // Nothing signs but the test.
+        checkpoint_interval_ms: 3_600_000,
+        ..LogConfig::new(dir.path(), [3; 32], "test.example/log")
+    };
+    let log = AuditLog::open(config).unwrap();
+    let key = log.verifier_key();
+    let now = 1_800_000_000_000_000i64;
+    for i in 0..5u64 {
+        let mut event = event_at(now + i as i64, "Retrieve", u128::from(i));
+        event.id = Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            1_800_000_000 + i,
+            0,
+        ));
+        log.append(event).unwrap();
+    }
+    let (signed, _) = log.sign_checkpoint().unwrap().unwrap();
+    assert_eq!(signed, 5);
+    // Records written while a (long) verification runs, made over more than the unsigned
+    // margin (their ids say when).
+    let made = |seconds: u64| Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, 0));
+    for i in 0..5u64 {
+        let mut event = event_at(now + 20_000_000 + i as i64, "Retrieve", 10 + u128::from(i));
+        event.id = made(1_800_000_020 + 5 * i);
+        log.append(event).unwrap();
+    }
+    let whole =
+        crate::verify::verify_with(dir.path(), &key, None, 0, u64::MAX, &mut |_, _| {}).unwrap();
+    assert!(
+        whole
+            .problems
+            .iter()
+            .any(|p| p.contains("checkpoints are missing")),
+        "{:?}",
+        whole.problems
+    );
+    let signed_part =
+        crate::verify::verify_with(dir.path(), &key, None, 0, signed, &mut |_, _| {}).unwrap();
+    assert!(signed_part.is_ok(), "{:?}", signed_part.problems);
+    assert_eq!(signed_part.events, 5);
+}
+
+#[test]
+fn a_live_verification_checks_the_index_files_before_its_checkpoint_and_marks_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let key = log.verifier_key();
+    four_days_then_sealed(&log);
+    let sealed = index_files(dir.path());
+    assert_eq!(sealed.len(), 3, "{sealed:?}");
+    let last_first: u64 = sealed[2]
+        .trim_start_matches("seg-")
+        .trim_end_matches(".idx")
+        .parse()
+        .unwrap();
+    let live_first = last_first + 5;
+    // Stopping where the live segment begins, the last sealed one is still compared with its
+    // index file: it is not the log's last segment.
+    let damaged = dir.path().join(&sealed[2]);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let report =
+        crate::verify::verify_with(dir.path(), &key, None, 0, live_first, &mut |_, _| {}).unwrap();
+    assert_eq!(report.events, live_first);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&sealed[2].replace(".idx", ".log"))
+                && p.contains("index file does not match")),
+        "{:?}",
+        report.problems
+    );
+    assert!(log.health().is_ok());
+    let report = log.verify(&mut |_, _| {}).unwrap();
+    assert!(!report.is_ok());
+    let health = log.health().unwrap_err();
+    assert!(
+        health.contains("a verification of the audit log found")
+            && health.contains("index file does not match"),
+        "{health}"
+    );
+}

@@ -462,7 +462,7 @@ fn every_tamper_is_caught_by_verify_and_by_the_server() {
     );
     let server = Server::start_in(&dir, &[]);
     let admin = server.admin();
-    let health = || {
+    let health = |server: &Server| {
         let answer = client()
             .get(format!("{}/healthz", server.base))
             .send()
@@ -472,15 +472,40 @@ fn every_tamper_is_caught_by_verify_and_by_the_server() {
             answer.json::<serde_json::Value>().unwrap(),
         )
     };
-    assert_eq!(health().0, 200, "{:?}", health().1);
+    assert_eq!(health(&server).0, 200, "{:?}", health(&server).1);
     let done = verify_live(&server, &admin);
     assert_eq!(done["ok"], false, "{done}");
-    let (status, body) = health();
+    let (status, body) = health(&server);
     assert_eq!(status, 503, "{body}");
     let reason = body["reason"].as_str().unwrap();
     assert!(
         reason.contains(&sealed) && reason.contains("its index file does not match its records"),
         "{reason}"
+    );
+    drop(server);
+    // Restarted, the server is healthy again until its own verification, on its interval,
+    // finds the file: recorded as the system's, with no one asking.
+    let server = Server::start_in(&dir, &["--verify-interval-secs", "1"]);
+    let admin = server.admin();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (status, body) = health(&server);
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no verification on its interval: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body["reason"].as_str().unwrap().contains(&sealed), "{body}");
+    let verifications = server.audit(&admin, "operation=VerifyAuditLog");
+    assert!(
+        verifications
+            .iter()
+            .any(|e| e["UserUpn"] == "system" && e["UserType"] == 4 && e["Origin"] == "Backend"),
+        "{verifications:?}"
     );
 
     // A crash's torn tail after the last checkpoint is reported, not called tampering, and the
