@@ -24,6 +24,23 @@ const SETTING: &str = "audit.verification";
 /// Whether a verification is running now (in this process).
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
+/// The one verification allowed to run; dropped — also when a verification panics — it lets
+/// the next one run.
+struct Claim;
+
+impl Claim {
+    /// The claim, unless a verification is running.
+    fn take() -> Option<Claim> {
+        (!RUNNING.swap(true, Ordering::AcqRel)).then_some(Claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        RUNNING.store(false, Ordering::Release);
+    }
+}
+
 fn last(state: &ComplianceState) -> Result<Json, AppError> {
     // Running from the moment the start is answered, so a client polling right after its
     // POST never reads the previous outcome as this one's.
@@ -46,8 +63,8 @@ pub(crate) async fn get(State(state): State<ComplianceState>, headers: HeaderMap
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Verifies the log and keeps the outcome.
-fn run(state: &ComplianceState, started: String) {
+/// Verifies the log and keeps the outcome; `_claim` goes when it is kept.
+fn run(state: &ComplianceState, started: String, _claim: Claim) {
     // A log that does not verify turns `/healthz` 503 with the first problem (`AuditLog::verify`).
     let outcome = match state.log.verify(&mut |_, _| {}) {
         Ok(report) => json!({
@@ -73,7 +90,6 @@ fn run(state: &ComplianceState, started: String) {
     if outcome["ok"] != true {
         tracing::error!(outcome = %outcome, "the audit log did not verify");
     }
-    RUNNING.store(false, Ordering::Release);
 }
 
 /// Verifies the log every `interval` (`serve --verify-interval-secs`, a day by default), the
@@ -84,12 +100,11 @@ fn run(state: &ComplianceState, started: String) {
 pub(crate) async fn verify_periodically(state: ComplianceState, interval: std::time::Duration) {
     loop {
         tokio::time::sleep(interval).await;
-        if RUNNING.swap(true, Ordering::AcqRel) {
+        let Some(claim) = Claim::take() else {
             continue;
-        }
+        };
         let draft = state.system_draft(Operation::VerifyAuditLog, "");
         if let Err(error) = state.record(draft).await {
-            RUNNING.store(false, Ordering::Release);
             tracing::error!(error = %error.message, "the scheduled verification was not recorded, so it did not run");
             continue;
         }
@@ -101,17 +116,14 @@ pub(crate) async fn verify_periodically(state: ComplianceState, interval: std::t
             .spawn(move || {
                 // A failure leaves the thread at the default priority: only less polite.
                 let _ = rustix::process::setpriority_process(None, 19);
-                run(&worker, started);
+                run(&worker, started, claim);
                 let _ = done.send(());
             });
         match spawned {
             Ok(_) => {
                 let _ = finished.await;
             }
-            Err(error) => {
-                RUNNING.store(false, Ordering::Release);
-                tracing::error!(%error, "the scheduled verification could not start");
-            }
+            Err(error) => tracing::error!(%error, "the scheduled verification could not start"),
         }
     }
 }
@@ -125,20 +137,14 @@ pub(crate) async fn start(
     let mut draft = EventDraft::new(Operation::VerifyAuditLog, &context);
     let result = async {
         audit_manager(&state, &mut draft, &headers, "verify the audit log")?;
-        if RUNNING.swap(true, Ordering::AcqRel) {
-            return Err(AppError::new(
-                ErrorCode::Conflict,
-                "a verification is running already",
-            ));
-        }
-        if let Err(error) = state.record(draft.clone()).await {
-            RUNNING.store(false, Ordering::Release);
-            return Err(error);
-        }
+        let claim = Claim::take().ok_or_else(|| {
+            AppError::new(ErrorCode::Conflict, "a verification is running already")
+        })?;
+        state.record(draft.clone()).await?;
         let started = format_creation_time(state.clock.now_us());
         let running = json!({"status": "running", "startedDateTime": started});
         let worker = state.clone();
-        tokio::task::spawn_blocking(move || run(&worker, started));
+        tokio::task::spawn_blocking(move || run(&worker, started, claim));
         Ok::<_, AppError>((StatusCode::ACCEPTED, axum::Json(running)).into_response())
     }
     .await;
