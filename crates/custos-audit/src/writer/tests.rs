@@ -1849,3 +1849,40 @@ fn a_live_verification_checks_the_index_files_before_its_checkpoint_and_marks_a_
         "{health}"
     );
 }
+
+#[test]
+fn a_live_verification_leaves_an_index_file_covering_records_after_its_checkpoint_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let key = log.verifier_key();
+    let now = 1_800_000_000_000_000i64;
+    let append = |day: i64, i: i64| {
+        log.append(event_at(
+            now + day * DAY + i,
+            "Retrieve",
+            (day * 5 + i) as u128,
+        ))
+        .unwrap()
+    };
+    for day in 0..2 {
+        for i in 0..5 {
+            append(day, i);
+        }
+    }
+    append(2, 0);
+    append(2, 1);
+    // The checkpoint a verification begins with falls inside the third day's segment, which is
+    // written on and sealed before the verification reaches it.
+    let (signed, _) = log.sign_checkpoint().unwrap().unwrap();
+    assert_eq!(signed, 12);
+    for i in 2..5 {
+        append(2, i);
+    }
+    append(3, 0);
+    log.wait_sealed().unwrap();
+    assert_eq!(index_files(dir.path()).len(), 3);
+    let report =
+        crate::verify::verify_with(dir.path(), &key, None, 0, signed, &mut |_, _| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.events, report.indexes_checked), (12, 2));
+}
