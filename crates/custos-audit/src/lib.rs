@@ -57,7 +57,9 @@ pub use merkle::{
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use retention::{KEEP_FOREVER, PurgedPartition, RetentionPolicy, RetentionRule};
 pub use verify::{UNSIGNED_MARGIN_US, VerifyReport, verify_log, verify_log_against};
-pub use writer::{AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedRange, ReportSummary};
+pub use writer::{
+    AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedRange, ReportSummary, lowest_priority,
+};
 
 /// The cores this process may run on (1 when that cannot be told): how many threads a page's
 /// records are read on (`writer`) and how many segments `verify` reads at once. Here rather than

@@ -765,9 +765,10 @@ fn made_us(event: &AuditEvent) -> Option<i64> {
 
 /// Verifies the log in `dir` against checkpoints signed by `verifier_key` (the root key) and by
 /// the keys it handed over to, each checked by the handover's two signatures; `progress` hears
-/// (bytes done, bytes in all) as segments are read. For a running server: as many sealed
-/// segments are read ahead at once as there are cores, which leaves the cores part of the
-/// time to the requests it serves meanwhile (and bounds its memory).
+/// (bytes done, bytes in all) as segments are read. As many sealed segments are read ahead at
+/// once as there are cores, as a running server's verification does (`AuditLog::verify`, which
+/// also stops at the checkpoint it signs first): that leaves the cores part of the time to the
+/// requests it serves meanwhile (and bounds its memory).
 pub fn verify_log(
     dir: &Path,
     verifier_key: &str,

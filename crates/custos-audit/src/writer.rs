@@ -1259,8 +1259,9 @@ fn check_tiles(shared: std::sync::Weak<Shared>) {
 /// Lowers the calling thread to the lowest priority, nice 19 (on Linux a nice value is a
 /// thread's own, and `setpriority` of no pid sets the calling thread's): it then takes a core
 /// when nothing else wants it, and gives it up at once when something does. A failure leaves
-/// it where it was, which is only slower for the other threads.
-fn lowest_priority() {
+/// it where it was, which is only slower for the other threads. Threads it starts afterwards
+/// inherit it (a scheduled verification's segment threads).
+pub fn lowest_priority() {
     let _ = rustix::process::setpriority_process(None, 19);
 }
 

@@ -114,8 +114,7 @@ pub(crate) async fn verify_periodically(state: ComplianceState, interval: std::t
         let spawned = std::thread::Builder::new()
             .name("audit-verify".into())
             .spawn(move || {
-                // A failure leaves the thread at the default priority: only less polite.
-                let _ = rustix::process::setpriority_process(None, 19);
+                custos_audit::lowest_priority();
                 run(&worker, started, claim);
                 let _ = done.send(());
             });
