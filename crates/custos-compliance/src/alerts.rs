@@ -25,6 +25,7 @@ use custos_http::answer::answer;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -83,9 +84,7 @@ fn parse_rule(state: &ComplianceState, body: &Json) -> Result<Map<String, Json>,
         "webhook",
         "enabled",
     ];
-    if let Some(key) = object.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(AppError::bad_request(format!("unknown property '{key}'")));
-    }
+    known_properties(object, &known)?;
     let name = object
         .get("name")
         .and_then(Json::as_str)

@@ -29,6 +29,7 @@ use crate::ComplianceState;
 use crate::search::{audit_reader, parse_search};
 use custos_http::answer::{answer, refuse};
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::cells::{csv_cell, csv_writer, xlsx_cell};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
@@ -611,6 +612,10 @@ pub(crate) async fn start_job(
         audit_reader(&state, &mut draft, &headers).await?;
         let body: Json = serde_json::from_slice(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let object = body
+            .as_object()
+            .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
+        known_properties(object, &["format", "search"])?;
         let search = search_text(&body["search"])?;
         let search = search.as_str();
         let pairs: Vec<(String, String)> = form_urlencoded::parse(search.as_bytes())

@@ -462,7 +462,7 @@ pub(crate) async fn records(
             let total = description["approximateReturnedRecordCount"]
                 .as_u64()
                 .unwrap_or(0);
-            let end = (skip + top).min(total);
+            let end = skip.saturating_add(top).min(total);
             let mut events = Vec::new();
             if skip < end {
                 let bytes = worker.shared_files().read_at(
@@ -490,7 +490,7 @@ pub(crate) async fn records(
             "value".into(),
             Json::Array(events.iter().map(record_json).collect()),
         );
-        if skip + top < total {
+        if skip.saturating_add(top) < total {
             body.insert(
                 "@odata.nextLink".into(),
                 json!(format!(

@@ -22,6 +22,7 @@ use crate::search::{audit_reader, parse_search};
 use custos_http::answer::{answer, refuse};
 use custos_http::auth::audit_manager;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -405,24 +406,20 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
         "schedule",
         "rangeDays",
     ];
-    if let Some(key) = object.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(AppError::bad_request(format!("unknown property '{key}'")));
-    }
-    let text = |key: &str| {
-        object
-            .get(key)
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .trim()
-            .to_string()
+    known_properties(object, &known)?;
+    let text = |key: &str| match object.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(text)) => Ok(Some(text.as_str())),
+        Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
     };
-    let name = text("name");
+    let trimmed = |key: &str| Ok::<_, AppError>(text(key)?.unwrap_or("").trim().to_string());
+    let name = trimmed("name")?;
     if name.is_empty() || name.chars().count() > NAME_CHARS_MAX {
         return Err(AppError::bad_request(format!(
             "a report needs a 'name' of 1 to {NAME_CHARS_MAX} characters"
         )));
     }
-    let search = text("search");
+    let search = trimmed("search")?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(search.as_bytes())
         .into_owned()
         .collect();
@@ -435,7 +432,7 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
         )));
     }
     parse_search(&pairs, now_us)?;
-    let group_by = match object.get("groupBy").and_then(Json::as_str) {
+    let group_by = match text("groupBy")? {
         None => "user",
         Some(g @ ("user" | "operation" | "entity")) => g,
         Some(other) => {
@@ -444,7 +441,7 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
             )));
         }
     };
-    let schedule = match object.get("schedule").and_then(Json::as_str) {
+    let schedule = match text("schedule")? {
         None => "none",
         Some(s @ ("none" | "hourly" | "daily" | "weekly")) => s,
         Some(other) => {
@@ -464,7 +461,7 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
     };
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
-    out.insert("description".into(), json!(text("description")));
+    out.insert("description".into(), json!(trimmed("description")?));
     out.insert("search".into(), json!(search));
     out.insert("groupBy".into(), json!(group_by));
     out.insert("schedule".into(), json!(schedule));

@@ -21,6 +21,7 @@ use custos_http::AppState;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
@@ -37,6 +38,9 @@ const POLICIES_MAX: usize = 50;
 const POLICY_NAME_CHARS_MAX: usize = 64;
 /// How often the background purge runs.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What a retention policy may say.
+const POLICY_KEYS: [&str; 5] = ["name", "recordTypes", "operations", "users", "days"];
 
 fn strings(value: &Json, key: &str) -> Result<Vec<String>, AppError> {
     match value.get(key) {
@@ -73,12 +77,7 @@ fn parse(body: &Json) -> Result<(i64, Vec<RetentionRule>), AppError> {
     let object = body
         .as_object()
         .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
-    if let Some(key) = object
-        .keys()
-        .find(|k| !["defaultDays", "policies"].contains(&k.as_str()))
-    {
-        return Err(AppError::bad_request(format!("unknown property '{key}'")));
-    }
+    known_properties(object, &["defaultDays", "policies"])?;
     let default_days = days(body, "defaultDays")?;
     let policies = match body.get("policies") {
         None | Some(Json::Null) => Vec::new(),
@@ -92,6 +91,10 @@ fn parse(body: &Json) -> Result<(i64, Vec<RetentionRule>), AppError> {
     }
     let mut rules = Vec::new();
     for policy in &policies {
+        let object = policy
+            .as_object()
+            .ok_or_else(|| AppError::bad_request("every policy must be a JSON object"))?;
+        known_properties(object, &POLICY_KEYS)?;
         let name = policy
             .get("name")
             .and_then(Json::as_str)

@@ -15,6 +15,7 @@ use serde_json::{Value as Json, json};
 use custos_http::AppState;
 use custos_http::auth::{audit_manager, audit_reader_caller};
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
@@ -95,9 +96,7 @@ pub(crate) async fn put(
         let object = body
             .as_object()
             .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
-        if let Some(key) = object.keys().find(|k| *k != "searchEnabled") {
-            return Err(AppError::bad_request(format!("unknown property '{key}'")));
-        }
+        known_properties(object, &["searchEnabled"])?;
         let enabled = object
             .get("searchEnabled")
             .and_then(Json::as_bool)

@@ -10,6 +10,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod body;
 pub mod cells;
 pub mod context;
 pub mod credentials;

@@ -27,6 +27,7 @@ use crate::PlatformState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -176,6 +177,7 @@ pub(crate) async fn create(
     let work = async {
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
+        known_properties(&body, &["name", "state", "database"])?;
         let name = body
             .get("name")
             .and_then(Json::as_str)
@@ -183,12 +185,13 @@ pub(crate) async fn create(
             .to_string();
         draft.instance = name.clone();
         check_name(&name)?;
-        let instance_state = match body.get("state").and_then(Json::as_str) {
-            None | Some("trial") => "trial",
-            Some("paid") => "paid",
+        let instance_state = match body.get("state") {
+            None | Some(Json::Null) => "trial",
+            Some(Json::String(state)) if state == "trial" => "trial",
+            Some(Json::String(state)) if state == "paid" => "paid",
             Some(other) => {
                 return Err(AppError::bad_request(format!(
-                    "'state' must be trial or paid, got '{other}'"
+                    "'state' must be trial or paid, got {other}"
                 )));
             }
         };
@@ -403,6 +406,7 @@ pub(crate) async fn backup(
     let work = async {
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
+        known_properties(&body, &["label"])?;
         let label = match body.get("label") {
             None | Some(Json::Null) => String::new(),
             Some(Json::String(label)) if label.chars().count() <= 200 => label.clone(),
@@ -470,6 +474,7 @@ pub(crate) async fn restore(
     let work = async {
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
+        known_properties(&body, &["backupId"])?;
         let id = backup_id(
             body.get("backupId")
                 .and_then(Json::as_str)
@@ -575,12 +580,24 @@ pub(crate) async fn grant_support(
     let work = async {
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
-        let field = |key: &str| body.get(key).and_then(Json::as_str).map(str::trim);
-        let upn = field("upn").filter(|u| u.contains('@')).ok_or_else(|| {
-            AppError::bad_request("'upn' is required: the engineer's sign-in name (name@domain)")
-        })?;
+        known_properties(&body, &["upn", "password", "displayName"])?;
+        let field = |key: &str| match body.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(text)) => Ok(Some(text.trim())),
+            Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
+        };
+        let upn = field("upn")?
+            .filter(|u| {
+                u.split_once('@')
+                    .is_some_and(|(name, domain)| !name.is_empty() && !domain.is_empty())
+            })
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "'upn' is required: the engineer's sign-in name (name@domain)",
+                )
+            })?;
         let upn = names::new_sign_in_name(upn)?;
-        let password = field("password")
+        let password = field("password")?
             .filter(|p| p.chars().count() >= 12)
             .ok_or_else(|| AppError::bad_request("'password' is required, at least 12 characters"))?
             .to_string();
@@ -591,7 +608,7 @@ pub(crate) async fn grant_support(
         )?;
         let principal = custos_records::NewPrincipal {
             id: Uuid::new_v4(),
-            display_name: field("displayName").unwrap_or(&upn).to_string(),
+            display_name: field("displayName")?.unwrap_or(&upn).to_string(),
             upn: upn.clone(),
             user_type: custos_audit::UserType::DcAdmin.code(),
             password_hash: Some(custos_http::credentials::hash_secret(&password)),
@@ -699,6 +716,7 @@ pub(crate) async fn open_grant(
     let work = async {
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
+        known_properties(&body, &["engineerId", "ticket", "instance", "hours"])?;
         let text = |key: &str| {
             body.get(key)
                 .and_then(Json::as_str)

@@ -28,6 +28,7 @@ use crate::PlatformState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::credentials::Caller;
 use custos_http::draft::EventDraft;
@@ -334,6 +335,7 @@ pub(crate) async fn access(
     let work = async {
         let caller = engineer(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
+        known_properties(&body, &["ticket", "instance", "reason"])?;
         let ticket = text(&body, "ticket")?
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
@@ -368,6 +370,7 @@ pub(crate) async fn backend(
     let work = async {
         let caller = engineer(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
+        known_properties(&body, &["command", "instance", "ticket"])?;
         let command = text(&body, "command")?.unwrap_or_default();
         if !COMMANDS.contains(&command.as_str()) {
             return Err(AppError::bad_request(format!(

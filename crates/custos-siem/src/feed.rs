@@ -37,6 +37,7 @@ use crate::SiemState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::credentials::Caller;
 use custos_http::draft::EventDraft;
@@ -676,9 +677,7 @@ fn parse_webhook(
     let object = value
         .as_object()
         .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
-    if let Some(key) = object.keys().find(|k| *k != "webhook") {
-        return Err(AppError::bad_request(format!("unknown property '{key}'")));
-    }
+    known_properties(object, &["webhook"])?;
     let Some(hook) = object.get("webhook").filter(|w| !w.is_null()) else {
         return Ok(None);
     };

@@ -216,6 +216,97 @@ fn bad_requests_get_odata_errors_and_change_nothing() {
     assert!(failed.iter().all(|e| e["UserUpn"] == "admin"));
 }
 
+/// A JSON body's property that the route does not know, or of the wrong type, is refused with a
+/// 400 naming it — never ignored as if absent, which would carry out what the caller did not ask
+/// for (a trial instance when the state was misspelt, a report never scheduled) — and changes
+/// nothing. Found by schemathesis's negative checks against /openapi.json.
+#[test]
+fn a_body_property_unknown_or_of_the_wrong_type_is_refused_and_changes_nothing() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let get = |path: &str| {
+        let response = send(client().get(format!("{}{path}", server.base)), &admin, None);
+        assert_eq!(response.status(), 200, "{path}");
+        response.json::<serde_json::Value>().unwrap()
+    };
+    let state = || -> Vec<serde_json::Value> {
+        [
+            "/api/admin/instances",
+            "/api/audit/reports",
+            "/api/audit/retention",
+            "/api/admin/support/engineers",
+        ]
+        .iter()
+        .map(|path| get(path))
+        .collect()
+    };
+    let before = state();
+    let cases = [
+        (
+            "/api/admin/instances",
+            json!({"name": "paid1", "state": 1}),
+            "'state' must be trial or paid",
+        ),
+        (
+            "/api/admin/instances",
+            json!({"name": "paid2", "sate": "paid"}),
+            "unknown property 'sate'",
+        ),
+        (
+            "/api/audit/reports",
+            json!({"name": "r", "schedule": 7}),
+            "'schedule' must be a string",
+        ),
+        (
+            "/api/audit/reports",
+            json!({"name": "r", "description": ["x"]}),
+            "'description' must be a string",
+        ),
+        (
+            "/api/audit/exports",
+            json!({"format": "csv", "fromat": "xlsx"}),
+            "unknown property 'fromat'",
+        ),
+        (
+            "/api/admin/support/engineers",
+            json!({"upn": "@", "password": "a long enough one"}),
+            "name@domain",
+        ),
+        (
+            "/api/admin/support/engineers",
+            json!({"upn": "e@x.test", "password": "a long enough one", "displayName": 5}),
+            "'displayName' must be a string",
+        ),
+        (
+            "/api/admin/support/engineers",
+            json!({"upn": "e@x.test", "password": "a long enough one", "role": "admin"}),
+            "unknown property 'role'",
+        ),
+    ];
+    for (path, body, says) in cases {
+        let response = send(
+            client().post(format!("{}{path}", server.base)),
+            &admin,
+            Some(body.clone()),
+        );
+        assert_eq!(response.status(), 400, "{path} {body}");
+        let error = response.json::<serde_json::Value>().unwrap();
+        assert_eq!(error["error"]["code"], "BadRequest", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path} {body}: {message}");
+    }
+    let response = send(
+        client().put(format!("{}/api/audit/retention", server.base)),
+        &admin,
+        Some(
+            json!({"defaultDays": 30, "policies": [{"name": "p", "users": ["a"], "days": 1, "dyas": 2}]}),
+        ),
+    );
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("unknown property 'dyas'"));
+    assert_eq!(before, state(), "nothing changed");
+}
+
 #[test]
 fn an_expired_token_is_refused() {
     // Expiry has whole-second precision, so a token lives between 4 and 5 seconds.
