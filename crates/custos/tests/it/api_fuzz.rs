@@ -21,23 +21,15 @@ fn no_generated_request_gets_a_server_error_and_the_log_still_verifies() {
         .unwrap()
         .text()
         .unwrap();
-    let checked = Command::new("python3")
-        .args([
+    let checked = python(
+        &[
             "-c",
             "import json, sys\n\
              from openapi_spec_validator import validate\n\
              validate(json.load(sys.stdin))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(document.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("python3 runs");
+        ],
+        document.as_bytes(),
+    );
     assert!(
         checked.status.success(),
         "/openapi.json is not valid OpenAPI 3.0 (scripts/test installs openapi-spec-validator):\n{}",
