@@ -1,7 +1,15 @@
 //! Where a request came from (SPEC §5 origin fields), and the middleware that gives every
 //! request a correlation id, echoes it in a response header and counts the request.
+//!
+//! The client address is the connection's peer. Behind a reverse proxy or load balancer every
+//! peer is the proxy, so the log would name it for every user and the sign-in throttle would
+//! lock everyone out together; `--trusted-proxy` names the proxies whose `X-Forwarded-For` is
+//! believed. The header is read from the right — each trusted proxy appends the address it
+//! received from — past every trusted hop, to the first address that is not one: the nearest
+//! client no trusted proxy vouches against. A peer that is not a trusted proxy is the client
+//! whatever it sends, so a client cannot write another address into the log.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -9,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use custos_audit::Origin;
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -71,19 +80,61 @@ fn escaped(bytes: &[u8]) -> String {
     out
 }
 
+/// The header a proxy adds the address it received a request from to.
+const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The client of a request that came from `peer` (see the module's documentation): `peer`
+/// itself unless it is one of the `trusted` proxies; otherwise the rightmost address of
+/// `X-Forwarded-For` that is not a trusted proxy — or, when the header runs out or holds
+/// something that is not an address (`unknown`, a name, bytes that are not text), the last
+/// trusted hop read, never a guess past it.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer.to_canonical();
+    for line in headers.get_all(FORWARDED_FOR).iter().rev() {
+        let Ok(line) = line.to_str() else {
+            return client;
+        };
+        for hop in line.rsplit(',') {
+            if !is_trusted(&client) {
+                return client;
+            }
+            let hop = hop.trim();
+            let Some(address) = hop
+                .parse::<IpAddr>()
+                .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+                .ok()
+            else {
+                return client;
+            };
+            client = address.to_canonical();
+        }
+    }
+    client
+}
+
+/// What [`correlate`] works with.
+#[derive(Clone)]
+pub struct Correlation {
+    /// Where responses are counted.
+    pub metrics: Arc<Metrics>,
+    /// `--trusted-proxy`.
+    pub trusted_proxies: Arc<[IpNet]>,
+}
+
 /// Middleware: assigns the correlation id, stores the context for handlers, sets the response
 /// header, counts the response.
 pub async fn correlate(
-    State(metrics): State<Arc<Metrics>>,
+    State(state): State<Correlation>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let headers = request.headers();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| client_address(c.0.ip(), headers, &state.trusted_proxies).to_string())
         .unwrap_or_default();
-    let headers = request.headers();
     let console = request.uri().path().starts_with("/ui")
         || (headers.get("authorization").is_none()
             && crate::credentials::cookie(headers, crate::credentials::SESSION_COOKIE).is_some());
@@ -101,7 +152,7 @@ pub async fn correlate(
     response
         .headers_mut()
         .insert(CORRELATION_HEADER, correlation);
-    metrics.count_response(response.status().as_u16());
+    state.metrics.count_response(response.status().as_u16());
     response
 }
 
@@ -120,5 +171,75 @@ mod tests {
         );
         assert_eq!(header_text(&headers, "user-agent"), "Zo\\xEB \\\\ é");
         assert_eq!(header_text(&headers, "x-ms-client-request-id"), "");
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn forwarded(lines: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(FORWARDED_FOR, HeaderValue::from_bytes(line).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_client_is_the_first_untrusted_address_from_the_right() {
+        let trusted: Vec<IpNet> = [
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ]
+        .into();
+        let proxy = ip("10.1.2.3");
+        let client = |lines: &[&[u8]]| client_address(proxy, &forwarded(lines), &trusted);
+        // Past two trusted hops (a second proxy on loopback, the load balancer's own network).
+        assert_eq!(
+            client(&[b"198.51.100.7, 203.0.113.9, 127.0.0.1, 10.9.9.9"]),
+            ip("203.0.113.9")
+        );
+        // Several header lines are one list, the last line nearest.
+        assert_eq!(
+            client(&[b"198.51.100.7", b"203.0.113.9:5060, 10.9.9.9"]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client(&[b"[2001:db8::5]:443"]), ip("2001:db8::5"));
+        // What a client wrote to the left of its own address is not believed.
+        assert_eq!(client(&[b"127.0.0.1, 203.0.113.9"]), ip("203.0.113.9"));
+        // Garbage, `unknown`, or bytes that are not text: the last trusted hop read.
+        assert_eq!(client(&[b"203.0.113.9, unknown"]), proxy);
+        assert_eq!(client(&[b"203.0.113.9, garbage, 10.9.9.9"]), ip("10.9.9.9"));
+        assert_eq!(client(&[b"203.0.113.9", b"\xff"]), proxy);
+        // Only trusted hops: the leftmost.
+        assert_eq!(client(&[b"10.5.5.5, 127.0.0.1"]), ip("10.5.5.5"));
+        // No header: the proxy.
+        assert_eq!(client(&[]), proxy);
+        // An IPv4 peer seen through an IPv6 socket is the same address.
+        assert_eq!(
+            client_address(
+                ip("::ffff:10.1.2.3"),
+                &forwarded(&[b"203.0.113.9"]),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn a_peer_that_is_not_a_trusted_proxy_is_the_client_whatever_it_sends() {
+        let headers = forwarded(&[b"203.0.113.9"]);
+        assert_eq!(
+            client_address(
+                ip("198.51.100.1"),
+                &headers,
+                &["10.0.0.0/8".parse().unwrap()]
+            ),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &headers, &[]),
+            ip("127.0.0.1")
+        );
     }
 }

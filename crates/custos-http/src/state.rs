@@ -62,6 +62,9 @@ pub struct Config {
     /// How often the server verifies its whole audit log by itself, as `POST /api/audit/verify`
     /// does (`--verify-interval-secs`); `None`: only when asked.
     pub verify_interval: Option<std::time::Duration>,
+    /// The reverse proxies whose `X-Forwarded-For` names a request's client
+    /// (`--trusted-proxy`; `context::client_address`); empty: the peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How often `custos serve` verifies its whole audit log by default: once a day.
@@ -85,6 +88,7 @@ impl Config {
             cluster: None,
             postgres: None,
             verify_interval: Some(std::time::Duration::from_secs(VERIFY_INTERVAL_SECS)),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -143,7 +143,10 @@ pub fn router(state: AppState, areas: &Areas) -> Router {
             listener::read_body,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            custos_http::context::Correlation {
+                metrics: state.metrics.clone(),
+                trusted_proxies: state.config.trusted_proxies.clone().into(),
+            },
             custos_http::context::correlate,
         ))
         .layer(axum::middleware::from_fn(custos_console::security_headers))

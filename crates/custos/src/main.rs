@@ -156,6 +156,12 @@ enum Command {
         /// The only folder file streams may write in; without it file streams are refused.
         #[arg(long)]
         stream_dir: Option<PathBuf>,
+        /// A reverse proxy or load balancer in front of Custos (an address or a network,
+        /// 10.0.0.5 or 10.0.0.0/8; repeat it or separate with commas): a request from one takes
+        /// its client address, recorded in its audit events and throttled by, from
+        /// X-Forwarded-For, past every trusted hop. From any other peer the header is ignored
+        #[arg(long = "trusted-proxy", value_delimiter = ',', value_parser = proxy_network)]
+        trusted_proxies: Vec<ipnet::IpNet>,
         /// Most time between two signed checkpoints while events arrive, in milliseconds (a
         /// proof for an event waits for the next one).
         #[arg(long, default_value_t = 1000)]
@@ -405,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_url,
             allow_private_targets,
             stream_dir,
+            trusted_proxies,
             checkpoint_interval_ms,
             audit_memory,
             max_connections,
@@ -437,6 +444,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 postgres,
                 verify_interval: (verify_interval_secs > 0)
                     .then(|| std::time::Duration::from_secs(verify_interval_secs)),
+                trusted_proxies,
                 ..custos_server::Config::new(data_dir, listen)
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -546,4 +554,16 @@ fn verify(
     } else {
         ExitCode::from(EXIT_TAMPERED)
     })
+}
+
+/// A `--trusted-proxy`: a network (`10.0.0.0/8`, `fd00::/8`) or one address (`10.0.0.5`).
+fn proxy_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.trim()
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| {
+            text.trim()
+                .parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+        })
+        .map_err(|_| format!("'{text}' is neither an IP address nor a network (10.0.0.0/8)"))
 }

@@ -119,16 +119,17 @@ impl Server {
         format!("{}/main/api/data/v9.2/{path}", self.base)
     }
 
+    /// A password sign-in at the token endpoint, ready to send.
+    pub fn sign_in_request(&self, user: &str, password: &str) -> RequestBuilder {
+        client().post(format!("{}/oauth2/token", self.base)).form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ])
+    }
+
     pub fn token(&self, user: &str, password: &str) -> String {
-        let response = client()
-            .post(format!("{}/oauth2/token", self.base))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", user),
-                ("password", password),
-            ])
-            .send()
-            .unwrap();
+        let response = self.sign_in_request(user, password).send().unwrap();
         assert_eq!(response.status(), 200, "sign-in of {user}");
         response.json::<Value>().unwrap()["access_token"]
             .as_str()

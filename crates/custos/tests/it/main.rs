@@ -28,6 +28,7 @@ mod integrity;
 mod key_rotation;
 mod limits;
 mod outbound;
+mod proxies;
 mod publish;
 mod queries;
 mod reindex;

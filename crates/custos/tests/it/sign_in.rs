@@ -7,15 +7,7 @@ use serde_json::Value;
 use crate::common::*;
 
 fn sign_in(server: &Server, user: &str, password: &str) -> reqwest::blocking::Response {
-    client()
-        .post(format!("{}/oauth2/token", server.base))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", password),
-        ])
-        .send()
-        .unwrap()
+    server.sign_in_request(user, password).send().unwrap()
 }
 
 #[test]
