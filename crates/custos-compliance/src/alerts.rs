@@ -85,6 +85,27 @@ fn parse_rule(state: &ComplianceState, body: &Json) -> Result<Map<String, Json>,
         "enabled",
     ];
     known_properties(object, &known)?;
+    // Every property given is of its type, whether or not the rule's kind uses it: a value
+    // of the wrong type is a mistake to name, not something to store as a default.
+    for (key, value) in object {
+        let typed = match key.as_str() {
+            "operations" | "userTypes" => value.is_array(),
+            "threshold" | "windowMinutes" => value.is_u64(),
+            "enabled" => value.is_boolean(),
+            _ => value.is_string(),
+        };
+        if !typed && !value.is_null() {
+            return Err(AppError::bad_request(format!(
+                "'{key}' must be {}",
+                match key.as_str() {
+                    "operations" | "userTypes" => "a list of strings",
+                    "threshold" | "windowMinutes" => "a whole number",
+                    "enabled" => "true or false",
+                    _ => "a string",
+                }
+            )));
+        }
+    }
     let name = object
         .get("name")
         .and_then(Json::as_str)

@@ -231,6 +231,7 @@ fn a_body_property_unknown_or_of_the_wrong_type_is_refused_and_changes_nothing()
     };
     let state = || -> Vec<serde_json::Value> {
         [
+            "/api/audit/alerts",
             "/api/admin/instances",
             "/api/audit/reports",
             "/api/audit/retention",
@@ -261,6 +262,16 @@ fn a_body_property_unknown_or_of_the_wrong_type_is_refused_and_changes_nothing()
             "/api/audit/reports",
             json!({"name": "r", "description": ["x"]}),
             "'description' must be a string",
+        ),
+        (
+            "/api/audit/alerts",
+            json!({"name": "a", "kind": "operation", "operations": ["Delete"], "windowMinutes": ""}),
+            "'windowMinutes' must be a whole number",
+        ),
+        (
+            "/api/audit/alerts",
+            json!({"name": "a", "kind": "operation", "operations": ["Delete"], "enabled": "no"}),
+            "'enabled' must be true or false",
         ),
         (
             "/api/audit/exports",
