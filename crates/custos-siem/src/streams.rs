@@ -45,6 +45,7 @@ use custos_http::answer::answer;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
 use custos_http::blocking;
+use custos_http::body::known_properties;
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -814,20 +815,26 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
     let object = body
         .as_object()
         .ok_or_else(|| AppError::bad_request("the body must be a JSON object"))?;
-    if let Some(key) = object.keys().find(|k| {
-        !matches!(
-            k.as_str(),
-            "name"
-                | "format"
-                | "target"
-                | "caCertificate"
-                | "authorization"
-                | "from"
-                | "filter"
-                | "maxMessageBytes"
-        )
-    }) {
-        return Err(AppError::bad_request(format!("unknown property '{key}'")));
+    known_properties(
+        object,
+        &[
+            "name",
+            "format",
+            "target",
+            "caCertificate",
+            "authorization",
+            "from",
+            "filter",
+            "maxMessageBytes",
+        ],
+    )?;
+    for key in ["name", "format", "target", "from"] {
+        if object
+            .get(key)
+            .is_some_and(|v| !v.is_string() && !v.is_null())
+        {
+            return Err(AppError::bad_request(format!("'{key}' must be a string")));
+        }
     }
     let text = |key: &str| object.get(key).and_then(Json::as_str);
     let name = text("name")

@@ -232,6 +232,7 @@ fn a_body_property_unknown_or_of_the_wrong_type_is_refused_and_changes_nothing()
     let state = || -> Vec<serde_json::Value> {
         [
             "/api/audit/alerts",
+            "/api/audit/streams",
             "/api/admin/instances",
             "/api/audit/reports",
             "/api/audit/retention",
@@ -272,6 +273,11 @@ fn a_body_property_unknown_or_of_the_wrong_type_is_refused_and_changes_nothing()
             "/api/audit/alerts",
             json!({"name": "a", "kind": "operation", "operations": ["Delete"], "enabled": "no"}),
             "'enabled' must be true or false",
+        ),
+        (
+            "/api/audit/streams",
+            json!({"name": "s", "format": "json", "target": "https://siem.example/in", "from": 1}),
+            "'from' must be a string",
         ),
         (
             "/api/audit/exports",
