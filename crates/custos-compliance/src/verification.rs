@@ -92,14 +92,28 @@ fn run(state: &ComplianceState, started: String, _claim: Claim) {
     }
 }
 
-/// Verifies the log every `interval` (`serve --verify-interval-secs`, a day by default), the
-/// first time one interval after the start, as `POST /api/audit/verify` does and recorded as
-/// the system's `VerifyAuditLog` first; skipped while a requested one runs. It runs on a thread
-/// of its own at the lowest priority (its segments' threads inherit it), so that it takes the
-/// cores the requests leave. Every node of a cluster verifies its own log.
+/// How soon after a start the first scheduled verification runs (sooner if the interval is
+/// shorter). A file of the data directory changed while the server was stopped — an index file
+/// rewritten to leave an event out of searches, which opening the log cannot see — is found
+/// this long after the start rather than an interval (a day) later.
+const FIRST_VERIFICATION_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When the first scheduled verification runs after a start, for an `interval`.
+fn first_verification_after(interval: std::time::Duration) -> std::time::Duration {
+    interval.min(FIRST_VERIFICATION_AFTER)
+}
+
+/// Verifies the log a minute after the start ([`FIRST_VERIFICATION_AFTER`]), then every
+/// `interval` (`serve --verify-interval-secs`, a day by default), as `POST /api/audit/verify`
+/// does and recorded as the system's `VerifyAuditLog` first; skipped while a requested one
+/// runs. It runs on a thread of its own at the lowest priority (its segments' threads inherit
+/// it), so that it takes the cores the requests leave. Every node of a cluster verifies its own
+/// log.
 pub(crate) async fn verify_periodically(state: ComplianceState, interval: std::time::Duration) {
+    let mut wait = first_verification_after(interval);
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(wait).await;
+        wait = interval;
         let Some(claim) = Claim::take() else {
             continue;
         };
@@ -148,4 +162,17 @@ pub(crate) async fn start(
     }
     .await;
     answer(&state, draft, result).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_scheduled_verification_runs_a_minute_after_the_start_or_sooner() {
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(first_verification_after(day), FIRST_VERIFICATION_AFTER);
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(first_verification_after(second), second);
+    }
 }

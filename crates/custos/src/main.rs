@@ -199,7 +199,8 @@ enum Command {
         idle_timeout_secs: u64,
         /// How often the server verifies its whole audit log by itself, in seconds, as `POST
         /// /api/audit/verify` does (recorded as the system's `VerifyAuditLog`; a log that does
-        /// not verify turns /healthz 503); 0: only when asked.
+        /// not verify turns /healthz 503), the first time a minute after it starts (or after
+        /// this, if less); 0: only when asked.
         #[arg(long, default_value_t = custos_server::VERIFY_INTERVAL_SECS)]
         verify_interval_secs: u64,
     },

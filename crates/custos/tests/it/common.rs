@@ -37,11 +37,18 @@ impl Server {
     }
 
     /// A server started by `command` (the binary, or a wrapper that execs it with arguments).
+    /// Unless `args` set `--verify-interval-secs`, the server verifies its log only when asked:
+    /// its own verification a minute after the start would add a system `VerifyAuditLog` event
+    /// to the log of any test running longer (`tamper.rs` tests the schedule).
     pub fn start_with(command: &mut Command, dir: &Path, args: &[&str]) -> Server {
-        let mut child = command
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .args(args)
+            .args(args);
+        if !args.contains(&"--verify-interval-secs") {
+            command.args(["--verify-interval-secs", "0"]);
+        }
+        let mut child = command
             .env("CUSTOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
