@@ -23,6 +23,7 @@ use crate::ComplianceState;
 use crate::search::{audit_reader, event_json};
 use custos_http::answer::answer;
 use custos_http::blocking;
+use custos_http::body::{known_properties, text};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -63,19 +64,7 @@ fn parse_body(body: &Json, now_us: i64) -> Result<(Map<String, Json>, SearchQuer
         "keywordFilter",
         "administrativeUnitIdFilters",
     ];
-    if let Some(key) = object
-        .keys()
-        .find(|k| !known.contains(&k.as_str()) && !LIST_FILTERS.contains(&k.as_str()))
-    {
-        return Err(AppError::bad_request(format!("unknown property '{key}'")));
-    }
-    let text = |key: &str| -> Result<Option<String>, AppError> {
-        match object.get(key) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
-        }
-    };
+    known_properties(object, &[&known[..], &LIST_FILTERS[..]].concat())?;
     let list = |key: &str| -> Result<Vec<String>, AppError> {
         match object.get(key) {
             None | Some(Json::Null) => Ok(Vec::new()),
@@ -97,12 +86,12 @@ fn parse_body(body: &Json, now_us: i64) -> Result<(Map<String, Json>, SearchQuer
             "administrative units are not supported: Custos has none",
         ));
     }
-    let end_us = match text("filterEndDateTime")? {
-        Some(t) => parse_time("filterEndDateTime", &t)?,
+    let end_us = match text(object, "filterEndDateTime")? {
+        Some(t) => parse_time("filterEndDateTime", t)?,
         None => now_us,
     };
-    let start_us = match text("filterStartDateTime")? {
-        Some(t) => parse_time("filterStartDateTime", &t)?,
+    let start_us = match text(object, "filterStartDateTime")? {
+        Some(t) => parse_time("filterStartDateTime", t)?,
         None => end_us - DEFAULT_LOOKBACK_US,
     };
     if start_us >= end_us {
@@ -129,14 +118,16 @@ fn parse_body(body: &Json, now_us: i64) -> Result<(Map<String, Json>, SearchQuer
         record_ids,
         record_types: list("recordTypeFilters")?,
         workloads: list("serviceFilters")?,
-        text: text("keywordFilter")?.filter(|t| !t.is_empty()),
+        text: text(object, "keywordFilter")?
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
         top: BATCH,
         ..Default::default()
     };
     let mut description = Map::new();
     description.insert(
         "displayName".into(),
-        json!(text("displayName")?.unwrap_or_default()),
+        json!(text(object, "displayName")?.unwrap_or_default()),
     );
     description.insert(
         "filterStartDateTime".into(),
@@ -146,7 +137,10 @@ fn parse_body(body: &Json, now_us: i64) -> Result<(Map<String, Json>, SearchQuer
         "filterEndDateTime".into(),
         json!(format_creation_time(end_us)),
     );
-    description.insert("keywordFilter".into(), json!(text("keywordFilter")?));
+    description.insert(
+        "keywordFilter".into(),
+        json!(text(object, "keywordFilter")?),
+    );
     for key in LIST_FILTERS {
         description.insert(key.into(), json!(list(key)?));
     }

@@ -22,7 +22,7 @@ use crate::search::{audit_reader, parse_search};
 use custos_http::answer::{answer, refuse};
 use custos_http::auth::audit_manager;
 use custos_http::blocking;
-use custos_http::body::known_properties;
+use custos_http::body::{known_properties, text};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -407,12 +407,8 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
         "rangeDays",
     ];
     known_properties(object, &known)?;
-    let text = |key: &str| match object.get(key) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(text)) => Ok(Some(text.as_str())),
-        Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
-    };
-    let trimmed = |key: &str| Ok::<_, AppError>(text(key)?.unwrap_or("").trim().to_string());
+    let trimmed =
+        |key: &str| Ok::<_, AppError>(text(object, key)?.unwrap_or("").trim().to_string());
     let name = trimmed("name")?;
     if name.is_empty() || name.chars().count() > NAME_CHARS_MAX {
         return Err(AppError::bad_request(format!(
@@ -432,7 +428,7 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
         )));
     }
     parse_search(&pairs, now_us)?;
-    let group_by = match text("groupBy")? {
+    let group_by = match text(object, "groupBy")? {
         None => "user",
         Some(g @ ("user" | "operation" | "entity")) => g,
         Some(other) => {
@@ -441,7 +437,7 @@ fn parse_saved(body: &Json, now_us: i64) -> Result<Map<String, Json>, AppError> 
             )));
         }
     };
-    let schedule = match text("schedule")? {
+    let schedule = match text(object, "schedule")? {
         None => "none",
         Some(s @ ("none" | "hourly" | "daily" | "weekly")) => s,
         Some(other) => {

@@ -27,7 +27,7 @@ use crate::PlatformState;
 use custos_http::answer::answer;
 use custos_http::auth::authorize;
 use custos_http::blocking;
-use custos_http::body::known_properties;
+use custos_http::body::{known_properties, text};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -581,11 +581,7 @@ pub(crate) async fn grant_support(
         global_admin(&state, &mut draft, &headers)?;
         let body = body_object(&body)?;
         known_properties(&body, &["upn", "password", "displayName"])?;
-        let field = |key: &str| match body.get(key) {
-            None | Some(Json::Null) => Ok(None),
-            Some(Json::String(text)) => Ok(Some(text.trim())),
-            Some(_) => Err(AppError::bad_request(format!("'{key}' must be a string"))),
-        };
+        let field = |key: &str| text(&body, key).map(|t| t.map(str::trim));
         let upn = field("upn")?
             .filter(|u| {
                 u.split_once('@')

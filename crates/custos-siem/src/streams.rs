@@ -45,7 +45,7 @@ use custos_http::answer::answer;
 use custos_http::auth::audit_manager;
 use custos_http::auth::audit_reader_caller;
 use custos_http::blocking;
-use custos_http::body::known_properties;
+use custos_http::body::{known_properties, text};
 use custos_http::context::RequestContext;
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -828,26 +828,17 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
             "maxMessageBytes",
         ],
     )?;
-    for key in ["name", "format", "target", "from"] {
-        if object
-            .get(key)
-            .is_some_and(|v| !v.is_string() && !v.is_null())
-        {
-            return Err(AppError::bad_request(format!("'{key}' must be a string")));
-        }
-    }
-    let text = |key: &str| object.get(key).and_then(Json::as_str);
-    let name = text("name")
+    let name = text(object, "name")?
         .filter(|n| !n.trim().is_empty() && n.len() <= 100)
         .ok_or_else(|| AppError::bad_request("'name' is required (at most 100 characters)"))?;
-    let format = text("format").unwrap_or("");
+    let format = text(object, "format")?.unwrap_or("");
     if Format::parse(format).is_none() {
         return Err(AppError::bad_request(format!(
             "'format' must be syslog, cef, ocsf or json, not '{format}'"
         )));
     }
     let target_text =
-        text("target").ok_or_else(|| AppError::bad_request("'target' is required"))?;
+        text(object, "target")?.ok_or_else(|| AppError::bad_request("'target' is required"))?;
     let target = Target::parse(target_text)?;
     if matches!(target, Target::Relp { .. }) && !matches!(format, "syslog" | "cef") {
         return Err(AppError::bad_request(
@@ -904,7 +895,7 @@ fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
         Filter::parse(filter)?;
         definition.insert("filter".into(), filter.clone());
     }
-    let from_start = match text("from") {
+    let from_start = match text(object, "from")? {
         None | Some("now") => false,
         Some("start") => true,
         Some(other) => {

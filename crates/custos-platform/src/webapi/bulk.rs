@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::WebRequest;
 use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
 use custos_http::blocking;
+use custos_http::body::{known_properties, text};
 use custos_http::cells::{UTF8_BOM, csv_cell, csv_writer, xlsx_cell};
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
@@ -38,33 +39,13 @@ pub(crate) const EXPORT_ROWS_MAX: u64 = 100_000;
 /// Most records one bulk delete or import changes.
 pub(crate) const BULK_RECORDS_MAX: u64 = 50_000;
 
-/// A text field of an action's body; `None` when absent or null.
-fn text_field<'a>(body: &'a Map<String, Json>, name: &str) -> Result<Option<&'a str>, AppError> {
-    match body.get(name) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(text)) => Ok(Some(text)),
-        Some(_) => Err(AppError::bad_request(format!("'{name}' must be a string"))),
-    }
-}
-
-/// Rejects body fields the action does not know, so a misspelt one is not silently ignored.
-fn known_fields(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppError> {
-    match body.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(AppError::bad_request(format!(
-            "unknown parameter '{unknown}'; expected {}",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// The entity an action names in `EntitySetName`, recorded in the draft.
 fn target_entity(
     request: &WebRequest,
     draft: &mut EventDraft,
     body: &Map<String, Json>,
 ) -> Result<EntityDef, AppError> {
-    let set = text_field(body, "EntitySetName")?
+    let set = text(body, "EntitySetName")?
         .ok_or_else(|| AppError::bad_request("'EntitySetName' is required (e.g. \"accounts\")"))?;
     let entity = entity_by_set(request, set)?;
     draft.set_entity(&entity);
@@ -85,13 +66,13 @@ fn query_options(
         ("Select", "$select"),
         ("OrderBy", "$orderby"),
     ] {
-        if let Some(value) = text_field(body, field)? {
+        if let Some(value) = text(body, field)? {
             pairs.push((option.to_string(), value.to_string()));
         }
     }
     let mut view_details = None;
     for (field, kind) in [("SavedQuery", "savedQuery"), ("UserQuery", "userQuery")] {
-        if let Some(id) = text_field(body, field)? {
+        if let Some(id) = text(body, field)? {
             if !pairs.is_empty() {
                 return Err(AppError::bad_request(format!(
                     "{field} cannot be combined with Filter, Select, OrderBy or another view: the view brings its own"
@@ -233,7 +214,7 @@ pub(crate) async fn export_to_excel(
     let entity = target_entity(&request, draft, &body)?;
     request.require(Privilege::Read, &entity)?;
     request.require(Privilege::Export, &entity)?;
-    known_fields(
+    known_properties(
         &body,
         &[
             "EntitySetName",
@@ -245,7 +226,7 @@ pub(crate) async fn export_to_excel(
             "UserQuery",
         ],
     )?;
-    let format = match text_field(&body, "Format")?.unwrap_or("xlsx") {
+    let format = match text(&body, "Format")?.unwrap_or("xlsx") {
         "xlsx" => FileFormat::Xlsx,
         "csv" => FileFormat::Csv,
         other => {
@@ -357,16 +338,16 @@ pub(crate) async fn bulk_delete(
     let entity = target_entity(&request, draft, &body)?;
     request.require(Privilege::Delete, &entity)?;
     request.require(Privilege::BulkDelete, &entity)?;
-    known_fields(&body, &["EntitySetName", "Filter", "JobName"])?;
+    known_properties(&body, &["EntitySetName", "Filter", "JobName"])?;
     undeletable(&entity, None)?;
-    if text_field(&body, "Filter")?.is_none_or(|f| f.trim().is_empty()) {
+    if text(&body, "Filter")?.is_none_or(|f| f.trim().is_empty()) {
         return Err(AppError::bad_request(
             "'Filter' is required: a $filter expression naming the records to delete (to delete every record, say so, e.g. \"createdon ne null\")",
         ));
     }
     let (options, query, _) = query_options(&request, &entity, &body)?;
     let job_id = Uuid::new_v4();
-    let job_name = text_field(&body, "JobName")?
+    let job_name = text(&body, "JobName")?
         .map(str::to_string)
         .unwrap_or_else(|| format!("Bulk delete of {}", entity.set_name));
     draft.query = query;
@@ -487,12 +468,10 @@ pub(crate) async fn import_records(
     let entity = target_entity(&request, draft, &body)?;
     request.require(Privilege::Create, &entity)?;
     request.require(Privilege::Import, &entity)?;
-    known_fields(&body, &["EntitySetName", "Content", "FileName"])?;
-    let content = text_field(&body, "Content")?
+    known_properties(&body, &["EntitySetName", "Content", "FileName"])?;
+    let content = text(&body, "Content")?
         .ok_or_else(|| AppError::bad_request("'Content' is required: the CSV text"))?;
-    let file_name = text_field(&body, "FileName")?
-        .unwrap_or("import.csv")
-        .to_string();
+    let file_name = text(&body, "FileName")?.unwrap_or("import.csv").to_string();
     let rows = parse_csv(&entity, content)?;
     let import_id = Uuid::new_v4();
     draft.query = file_name.clone();
