@@ -57,6 +57,8 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     }
     let acknowledged: Arc<Mutex<Vec<Uuid>>> = Arc::new(Mutex::new(Vec::new()));
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    // When each acknowledgement came, after `started`: the longest gap is the failover's pause.
+    let answered_at: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
     let refused = Arc::new(AtomicU64::new(0));
     let submitted = Arc::new(AtomicU64::new(0));
     let start_us = now_us();
@@ -72,15 +74,16 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     let producers: Vec<_> = generated
         .into_iter()
         .map(|events| {
-            let (cluster, acknowledged, latencies, refused, submitted) = (
+            let (cluster, acknowledged, latencies, answered_at, refused, submitted) = (
                 cluster.clone(),
                 acknowledged.clone(),
                 latencies.clone(),
+                answered_at.clone(),
                 refused.clone(),
                 submitted.clone(),
             );
             std::thread::spawn(move || {
-                let (mut ids, mut waits) = (Vec::new(), Vec::new());
+                let (mut ids, mut waits, mut answers) = (Vec::new(), Vec::new(), Vec::new());
                 for event in events {
                     let id = event.id;
                     let asked = Instant::now();
@@ -88,6 +91,7 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
                     match cluster.publisher().submit_blocking(event) {
                         Ok(()) => {
                             waits.push(asked.elapsed());
+                            answers.push(started.elapsed());
                             ids.push(id);
                         }
                         // Refused while the stream elects a new leader: not acknowledged, so
@@ -99,6 +103,7 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
                 }
                 acknowledged.lock().expect("acknowledged lock").extend(ids);
                 latencies.lock().expect("latencies lock").extend(waits);
+                answered_at.lock().expect("answers lock").extend(answers);
             })
         })
         .collect();
@@ -135,6 +140,9 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
     }
     drop(runtime);
     let mut latencies = std::mem::take(&mut *latencies.lock().expect("latencies lock"));
+    let longest_pause = longest_gap(std::mem::take(
+        &mut *answered_at.lock().expect("answers lock"),
+    ));
     let events = acknowledged.len() as f64;
     Ok(Report {
         scenario: "cluster".into(),
@@ -174,14 +182,51 @@ pub(crate) fn cluster(dir: &Path, options: &Options) -> anyhow::Result<Report> {
             ),
             Figure::custos("ack_p50_ms", "ms", "lower", percentile_ms(&mut latencies, 50.0)),
             Figure::custos("ack_p99_ms", "ms", "lower", percentile_ms(&mut latencies, 99.0)),
+            Figure::custos("ack_max_ms", "ms", "lower", percentile_ms(&mut latencies, 100.0)),
+            Figure::custos(
+                "longest_pause_s",
+                "s",
+                "lower",
+                longest_pause.as_secs_f64(),
+            ),
         ],
         notes: vec![
             format!(
                 "{} producers each waiting for its event's JetStream acknowledgement (3 NATS servers on loopback, replicas 3, file storage), one server killed after {third} submissions; the log follows the stream (durable consumer) on the same machine",
                 options.producers
             ),
+            "longest_pause_s: the longest time in which no event was acknowledged (the failover after the kill, when the killed server led the stream or held the node's connection)".into(),
             "events_per_s: acknowledged events over the time from the first submission to the last one searchable in the log".into(),
             "single_node_events_per_s: the same events appended by as many producers to one node's log of its own, before the cluster starts (the ingest scenario's way); in both, the events are generated before the clock starts".into(),
         ],
     })
+}
+
+/// The longest time between two consecutive instants of `times` (and before the first).
+fn longest_gap(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    let mut before = Duration::ZERO;
+    let mut longest = Duration::ZERO;
+    for at in times {
+        longest = longest.max(at - before);
+        before = at;
+    }
+    longest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_pause_is_the_widest_gap_between_acknowledgements_in_any_order() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            longest_gap(vec![ms(40), ms(10), ms(5_010), ms(20)]),
+            ms(4_970)
+        );
+        // Nothing acknowledged for the first 3 s is a pause too.
+        assert_eq!(longest_gap(vec![ms(3_000), ms(3_001)]), ms(3_000));
+        assert_eq!(longest_gap(Vec::new()), Duration::ZERO);
+    }
 }

@@ -28,6 +28,9 @@ const QUEUE_EVENTS: usize = 16_384;
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a publisher whose last group commit was refused asks whether the stream is back.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest one attempt waits for its acknowledgement before the message is sent again (under
+/// its `Nats-Msg-Id`, so JetStream stores it once).
+const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
 /// Pause between two attempts at one message.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Group commits published and not yet acknowledged at once: while one waits for its
@@ -221,7 +224,13 @@ pub(crate) async fn publish(
                 .send_publish(subject.to_string(), message)
                 .await
                 .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())
+            match tokio::time::timeout(ATTEMPT_WAIT, ack).await {
+                Ok(ack) => ack.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no acknowledgement within {} ms",
+                    ATTEMPT_WAIT.as_millis()
+                )),
+            }
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(ack)) => return Ok(ack.sequence),

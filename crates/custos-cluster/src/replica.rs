@@ -50,6 +50,8 @@ pub(crate) const SEAL_HEADER: &str = "Custos-Seal";
 const FETCH_MESSAGES: usize = 256;
 /// How long one fetch waits for messages when the stream is quiet.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// How much longer than `FETCH_WAIT` a fetch may stay silent before it is given up.
+const FETCH_GRACE: Duration = Duration::from_secs(1);
 /// Pause before trying again after a failure.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -198,7 +200,15 @@ async fn follow_once(task: &Follow) -> Result<(), String> {
             .map_err(|e| format!("fetching audit messages: {e}"))?;
         let mut steps = Vec::new();
         let mut last = None;
-        while let Some(message) = messages.next().await {
+        // The server ends a fetch within `FETCH_WAIT`, with messages or a status saying there
+        // are none. A fetch that neither ends nor delivers for `FETCH_GRACE` longer lost its
+        // server (the connection's, or the consumer's leader): it is given up, and the next
+        // one goes where the client has reconnected or to the consumer's new leader. (The
+        // library's own limit is 5 s past the expiry; a delivery lost with it is the gap
+        // `next_delivery` finds.)
+        while let Ok(Some(message)) =
+            tokio::time::timeout(FETCH_WAIT + FETCH_GRACE, messages.next()).await
+        {
             let message = message.map_err(|e| format!("reading audit messages: {e}"))?;
             let info = message
                 .info()
