@@ -35,7 +35,7 @@ impl Value {
         }
         let wrong = || {
             Error::BadRequest(format!(
-                "attribute '{}' expects a {} value, got {}",
+                "attribute '{}' expects a value of type {}, got {}",
                 attribute.logical_name,
                 attribute.attribute_type.name(),
                 json

@@ -80,7 +80,7 @@ fn bad_requests_get_odata_errors_and_change_nothing() {
             ),
             400,
             "BadRequest",
-            "attribute 'revenue' expects a Money value",
+            "attribute 'revenue' expects a value of type Money",
         ),
         (
             "read-only attribute",
