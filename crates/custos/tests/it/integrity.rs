@@ -1,9 +1,12 @@
 //! The audit log's integrity checked from outside: `verify.py` verifies checkpoint signatures,
 //! inclusion proofs of records rebuilt from their API JSON, and the consistency of two
-//! checkpoints, with Python's hashlib and `cryptography` instead of the server's code.
+//! checkpoints, with Python's hashlib and `cryptography` instead of the server's code; and
+//! `verify_go` does the same with the Go checksum database's own `note` and `tlog` packages.
 
 use std::process::Command;
+use std::time::Duration;
 
+use base64::Engine;
 use serde_json::json;
 
 use crate::common::*;
@@ -55,6 +58,150 @@ fn an_independent_verifier_accepts_the_log() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.starts_with("verified "), "{stdout}");
+}
+
+/// The text of `GET /api/audit/{path}` as `token`.
+fn audit_text(server: &Server, token: &str, path: &str) -> String {
+    let response = client()
+        .get(format!("{}/api/audit/{path}", server.base))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().unwrap()
+}
+
+/// The Go module mirror's own transparency-log code (`golang.org/x/mod/sumdb`: `note` for C2SP
+/// signed notes, `tlog` for RFC 6962 proofs; Debian's golang-golang-x-mod-dev) checks the log
+/// through `verify_go/main.go`: it accepts two checkpoints, the proof that the later extends the
+/// earlier, and records as the API shows them — and refuses a record shown altered, a kept
+/// checkpoint whose root was changed, and a key that is not the log's.
+#[test]
+fn the_go_checksum_database_code_accepts_the_log_and_refuses_what_was_altered() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    for name in ["Northwind", "Contoso \"quoted\" \\ back\nslash"] {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": name, "numberofemployees": 9_007_199_254_740_993i64})),
+        );
+        assert_eq!(response.status(), 204);
+    }
+    let dir = server.data_dir.with_file_name("verify-go");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An earlier checkpoint of three events or more, and not a power of two, so that the
+    // consistency proof takes every branch of its check (checkpoints are signed every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let earlier = loop {
+        let note = audit_text(&server, &admin, "checkpoint");
+        let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+        if size >= 3 && !size.is_power_of_two() {
+            break note;
+        }
+        assert!(std::time::Instant::now() < deadline, "{note}");
+        if size >= 3 {
+            send(
+                client().post(server.api("accounts")),
+                &admin,
+                Some(json!({"name": "one more"})),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::fs::write(dir.join("earlier.txt"), &earlier).unwrap();
+    for name in ["after one", "after two"] {
+        send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": name})),
+        );
+    }
+    let size = |note: &str| -> u64 { note.lines().nth(1).unwrap().parse().unwrap() };
+    while size(&audit_text(&server, &admin, "checkpoint")) <= size(&earlier) {
+        assert!(std::time::Instant::now() < deadline, "no later checkpoint");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let created = server.audit(&admin, "operation=Create&entity=account");
+    assert!(created.len() >= 4);
+    let created = &created[..4];
+    let mut records = Vec::new();
+    for (i, record) in created.iter().enumerate() {
+        let file = dir.join(format!("record-{i}.json"));
+        std::fs::write(&file, record.to_string()).unwrap();
+        records.push(file);
+    }
+    let key = audit_text(&server, &admin, "key").trim().to_string();
+
+    let verifier = dir.join("verify_go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&verifier)
+        .arg(".")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/verify_go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("go runs (scripts/test installs Debian's golang-go)");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let verify = |key: &str, earlier: &std::path::Path, records: &[std::path::PathBuf]| {
+        let output = Command::new(&verifier)
+            .arg(&server.base)
+            .arg(&admin)
+            .arg(key)
+            .arg(earlier)
+            .args(records)
+            .output()
+            .expect("the verifier runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+
+    let (ok, said) = verify(&key, &dir.join("earlier.txt"), &records);
+    assert!(ok, "{said}");
+    // The poll above made the latest checkpoint, which the verifier fetched, the larger.
+    assert!(
+        said.starts_with(&format!(
+            "verified 4 records; checkpoints {} and ",
+            size(&earlier)
+        )),
+        "{said}"
+    );
+
+    let mut altered = created[0].clone();
+    altered["UserUpn"] = json!("someone-else");
+    std::fs::write(&records[0], altered.to_string()).unwrap();
+    let (ok, said) = verify(&key, &dir.join("earlier.txt"), &records[..1]);
+    assert!(!ok && said.contains("as shown hashes to"), "{said}");
+
+    let root = earlier.lines().nth(2).unwrap();
+    let forged = earlier.replacen(
+        root,
+        &base64::engine::general_purpose::STANDARD.encode([0u8; 32]),
+        1,
+    );
+    std::fs::write(dir.join("forged.txt"), forged).unwrap();
+    let (ok, said) = verify(&key, &dir.join("forged.txt"), &records[1..]);
+    assert!(
+        !ok && said.contains("the earlier checkpoint: invalid signature"),
+        "{said}"
+    );
+
+    let other = Server::start(&[]);
+    let other_key = audit_text(&other, &other.admin(), "key").trim().to_string();
+    assert_ne!(other_key, key);
+    let (ok, said) = verify(&other_key, &dir.join("earlier.txt"), &records[1..]);
+    assert!(
+        !ok && said.contains("the earlier checkpoint: note has no verifiable signatures"),
+        "{said}"
+    );
 }
 
 #[test]
