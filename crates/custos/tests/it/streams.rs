@@ -733,7 +733,7 @@ fn an_event_too_large_for_a_frame_goes_as_parts_that_join_into_the_record() {
     let receiver = Receiver::start(
         port,
         &dir.path().join("syslog.jsonl"),
-        &["--max-frame", "8192"],
+        &["--max-frame", "8096"],
     );
     let id = created_stream(
         &server,
@@ -742,7 +742,7 @@ fn an_event_too_large_for_a_frame_goes_as_parts_that_join_into_the_record() {
     );
     assert_eq!(
         get_json(&format!("{}/api/audit/streams/{id}", server.base), &admin)["maxMessageBytes"],
-        8192,
+        8096,
         "the default limit is stated"
     );
     let content: String = std::iter::once("firstname,lastname\n".to_string())

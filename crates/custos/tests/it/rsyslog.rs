@@ -1,0 +1,293 @@
+//! Streams to Debian's rsyslogd, the syslog daemon a SOC most often puts in front of its SIEM.
+//! Over RELP (issue 15 item 2) with `imrelp`, which writes each message it takes to a file
+//! before it acknowledges it (direct queues): a receiver that stalls and then dies loses
+//! nothing, because the stream resends from the first message the receiver did not acknowledge.
+//! Over plain TCP with `imtcp` (RFC 6587 octet counting) at its default message size: every
+//! message arrives whole and parses as RFC 5424, an event too large for one as parts that join
+//! into the canonical record.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::streams::{
+    create_stream, created_stream, events_after, free_port, stream_status, wait_for_all,
+};
+
+/// rsyslogd listening on `port` with `input` (`imrelp` or `imtcp`), writing every message it
+/// takes to `received.log` as received and to `fields.log` as the JSON of what it parsed.
+struct Rsyslog {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    input: &'static str,
+}
+
+impl Rsyslog {
+    fn start(dir: &Path, port: u16, input: &'static str) -> Rsyslog {
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{dir}")
+main_queue(queue.type="direct")
+module(load="{input}")
+input(type="{input}" port="{port}" address="127.0.0.1")
+template(name="raw" type="string" string="%rawmsg%\n")
+template(name="fields" type="list" option.jsonf="on") {{
+  property(outname="version" name="protocol-version" format="jsonf")
+  property(outname="appName" name="app-name" format="jsonf")
+  property(outname="msgId" name="msgid" format="jsonf")
+  property(outname="sd" name="structured-data" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf")
+}}
+action(type="omfile" file="{dir}/received.log" template="raw" queue.type="direct" asyncWriting="off" flushOnTXEnd="on")
+action(type="omfile" file="{dir}/fields.log" template="fields" queue.type="direct" asyncWriting="off" flushOnTXEnd="on")
+"#,
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .spawn()
+            .expect(
+                "these tests need Debian's rsyslog and rsyslog-relp (scripts/test installs them)",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rsyslogd listens on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Rsyslog {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+            input,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Kills it (SIGKILL) and starts another on the same port, appending to the same file.
+    fn restart(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("rsyslogd.pid"));
+        *self = Rsyslog::start(&self.dir.clone(), self.port, self.input);
+    }
+
+    /// The event id in each message received (the `id` parameter of our structured data).
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("received.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let id = line
+                    .split(" id=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.get(..36))
+                    .unwrap_or_default();
+                json!({"id": id, "line": line})
+            })
+            .collect()
+    }
+}
+
+impl Rsyslog {
+    /// What rsyslogd parsed of each whole line it wrote (the event id from our structured data).
+    fn parsed(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.join("fields.log")).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|line| line.ends_with('\n'))
+            .map(|line| {
+                let mut fields: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| json!({"error": format!("{e}: {line}")}));
+                let sd = fields["sd"].as_str().unwrap_or_default();
+                let id = sd.split(" id=\"").nth(1).and_then(|rest| rest.get(..36));
+                fields["id"] = json!(id);
+                fields
+            })
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn id_of(message: &Value) -> Option<String> {
+    message["id"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_relp_receiver_that_stalls_and_dies_loses_nothing() {
+    let server = Server::start(&["--allow-private-targets"]);
+    let admin = server.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut receiver = Rsyslog::start(dir.path(), port, "imrelp");
+    let id = created_stream(
+        &server,
+        &admin,
+        json!({"name": "relp", "format": "syslog", "target": format!("relp://127.0.0.1:{port}")}),
+    );
+    for i in 0..5 {
+        create_account(&server, &admin, &format!("Before the stall {i}"));
+    }
+    let before = events_after(&server, &admin, "SaveAuditStream");
+    wait_for_all(&before, || receiver.received(), id_of);
+    let status = stream_status(&server, &admin, &id);
+    assert_eq!(status["deliveryConfirmed"], true, "{status}");
+
+    // The receiver stops reading (SIGSTOP) while events flow, then dies (SIGKILL).
+    receiver.signal("-STOP");
+    for i in 0..300 {
+        create_account(&server, &admin, &format!("During the stall {i}"));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    receiver.restart();
+    let everything = events_after(&server, &admin, "SaveAuditStream");
+    assert!(everything.len() > 300);
+    wait_for_all(&everything, || receiver.received(), id_of);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = stream_status(&server, &admin, &id);
+        if status["lastError"].is_null() && status["behind"] == 0 {
+            assert!(status["delivered"].as_u64().unwrap() >= everything.len() as u64);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A RELP stream takes syslog messages only.
+    let refused = create_stream(
+        &server,
+        &admin,
+        json!({"name": "x", "format": "ocsf", "target": format!("relp://127.0.0.1:{port}")}),
+    );
+    assert_eq!(odata_error(refused).0, 400);
+}
+
+/// The SD-PARAM `name` of our structured-data element as rsyslogd passed it on.
+fn sd_param<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
+    let sd = message["sd"].as_str()?;
+    let start = sd.find(&format!(" {name}=\""))? + name.len() + 3;
+    sd[start..].split('"').next()
+}
+
+#[test]
+fn rsyslog_takes_every_message_over_tcp_whole_and_parses_it_as_rfc_5424() {
+    let server = Server::start(&["--allow-private-targets"]);
+    let admin = server.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let receiver = Rsyslog::start(dir.path(), port, "imtcp");
+    created_stream(
+        &server,
+        &admin,
+        json!({"name": "tcp", "format": "syslog", "target": format!("tcp://127.0.0.1:{port}")}),
+    );
+    // An import of 400 records is one event listing 400 ids: over rsyslogd's default message
+    // size of 8 KiB, so it goes as parts.
+    let content: String = std::iter::once("firstname,lastname\n".to_string())
+        .chain((0..400).map(|i| format!("Person,{i}\n")))
+        .collect();
+    let imported = send(
+        client().post(server.api("ImportRecords")),
+        &admin,
+        Some(json!({"EntitySetName": "contacts", "Content": content})),
+    );
+    assert_eq!(imported.status(), 200);
+    create_account(&server, &admin, "Zoë \"quoted\" \\ back\nslash");
+    let expected = events_after(&server, &admin, "SaveAuditStream");
+    let messages = wait_for_all(&expected, || receiver.parsed(), id_of);
+
+    let mut parts: std::collections::BTreeMap<String, Vec<(usize, String)>> = Default::default();
+    for message in &messages {
+        assert_eq!(message["version"], "1", "RFC 5424: {message}");
+        assert_eq!(message["appName"], "custos", "{message}");
+        let id = message["id"].as_str().unwrap();
+        let text = message["msg"].as_str().unwrap();
+        // The MSG is UTF-8 after a BOM (RFC 5424 §6.4), which rsyslogd passes on.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        match sd_param(message, "part") {
+            Some(number) => parts
+                .entry(id.to_string())
+                .or_default()
+                .push((number.parse().unwrap(), text.to_string())),
+            None => {
+                let record: Value = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("a whole record as MSG ({e}): {message}"));
+                assert_eq!(record["Id"], id);
+                assert_eq!(
+                    message["msgId"], record["Operation"],
+                    "MSGID is the operation"
+                );
+                if record["Operation"] == "SignedCheckpoint" {
+                    // A witness copy of a checkpoint (docs/verify.md §5), not a log record.
+                    continue;
+                }
+                let shown = get_json(&format!("{}/api/audit/records/{id}", server.base), &admin);
+                assert_eq!(
+                    record, shown,
+                    "rsyslogd holds the record as the API shows it"
+                );
+            }
+        }
+    }
+    let import = server.audit(&admin, "operation=ImportRecords");
+    let import_id = import[0]["Id"].as_str().unwrap();
+    assert_eq!(
+        parts.len(),
+        1,
+        "only the import needed parts: {:?}",
+        parts.keys()
+    );
+    let mut pieces = parts.remove(import_id).expect("the import's parts");
+    pieces.sort();
+    assert!(pieces.len() > 1);
+    assert!(
+        pieces
+            .iter()
+            .enumerate()
+            .all(|(i, (number, _))| *number == i + 1),
+        "every part once, none cut or lost"
+    );
+    let joined: String = pieces.into_iter().map(|(_, text)| text).collect();
+    let record: Value = serde_json::from_str(&joined).expect("the parts join into JSON");
+    assert_eq!(record["RecordIds"].as_array().unwrap().len(), 400);
+    let shown = get_json(
+        &format!("{}/api/audit/records/{import_id}", server.base),
+        &admin,
+    );
+    assert_eq!(record, shown, "the parts join into the canonical record");
+    let digest = python(
+        &[
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ],
+        joined.as_bytes(),
+    );
+    let named = messages
+        .iter()
+        .find(|m| m["id"] == import_id)
+        .and_then(|m| sd_param(m, "sha256"))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&digest.stdout).trim(), named);
+}
