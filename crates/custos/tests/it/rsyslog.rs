@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::streams::{
-    create_stream, created_stream, events_after, free_port, stream_status, wait_for_all,
+    create_stream, created_stream, events_after, free_port, import_contacts, sha256_hex,
+    stream_status, wait_for_all,
 };
 
 /// rsyslogd listening on `port` with `input` (`imrelp` or `imtcp`), writing every message it
@@ -205,15 +206,7 @@ fn rsyslog_takes_every_message_over_tcp_whole_and_parses_it_as_rfc_5424() {
     );
     // An import of 400 records is one event listing 400 ids: over rsyslogd's default message
     // size of 8 KiB, so it goes as parts.
-    let content: String = std::iter::once("firstname,lastname\n".to_string())
-        .chain((0..400).map(|i| format!("Person,{i}\n")))
-        .collect();
-    let imported = send(
-        client().post(server.api("ImportRecords")),
-        &admin,
-        Some(json!({"EntitySetName": "contacts", "Content": content})),
-    );
-    assert_eq!(imported.status(), 200);
+    import_contacts(&server, &admin, 400);
     create_account(&server, &admin, "Zoë \"quoted\" \\ back\nslash");
     let expected = events_after(&server, &admin, "SaveAuditStream");
     let messages = wait_for_all(&expected, || receiver.parsed(), id_of);
@@ -277,17 +270,10 @@ fn rsyslog_takes_every_message_over_tcp_whole_and_parses_it_as_rfc_5424() {
         &admin,
     );
     assert_eq!(record, shown, "the parts join into the canonical record");
-    let digest = python(
-        &[
-            "-c",
-            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
-        ],
-        joined.as_bytes(),
-    );
     let named = messages
         .iter()
         .find(|m| m["id"] == import_id)
         .and_then(|m| sd_param(m, "sha256"))
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&digest.stdout).trim(), named);
+    assert_eq!(sha256_hex(joined.as_bytes()), named);
 }

@@ -721,6 +721,31 @@ fn a_filtered_stream_sends_only_the_events_it_asks_for() {
     assert_eq!(odata_error(bad).0, 400);
 }
 
+/// Imports `count` contacts in one `ImportRecords`: one event listing `count` record ids.
+pub(crate) fn import_contacts(server: &Server, token: &str, count: usize) {
+    let content: String = std::iter::once("firstname,lastname\n".to_string())
+        .chain((0..count).map(|i| format!("Person,{i}\n")))
+        .collect();
+    let imported = send(
+        client().post(server.api("ImportRecords")),
+        token,
+        Some(json!({"EntitySetName": "contacts", "Content": content})),
+    );
+    assert_eq!(imported.status(), 200);
+}
+
+/// SHA-256 of `bytes` in lowercase hex, by Python's hashlib (not the server's code).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = python(
+        &[
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ],
+        bytes,
+    );
+    String::from_utf8_lossy(&digest.stdout).trim().to_string()
+}
+
 /// An import of 400 records is one event listing 400 record ids, over 8 KiB as syslog: a
 /// receiver that drops a connection on a frame over 8 KiB (as a default syslog daemon does)
 /// gets it as numbered parts within the limit, which join into the canonical record.
@@ -745,15 +770,7 @@ fn an_event_too_large_for_a_frame_goes_as_parts_that_join_into_the_record() {
         8096,
         "the default limit is stated"
     );
-    let content: String = std::iter::once("firstname,lastname\n".to_string())
-        .chain((0..400).map(|i| format!("Person,{i}\n")))
-        .collect();
-    let imported = send(
-        client().post(server.api("ImportRecords")),
-        &admin,
-        Some(json!({"EntitySetName": "contacts", "Content": content})),
-    );
-    assert_eq!(imported.status(), 200);
+    import_contacts(&server, &admin, 400);
     let expected = events_after(&server, &admin, "SaveAuditStream");
     let messages = wait_for_all(&expected, || receiver.messages(), syslog_id);
     assert!(
@@ -793,15 +810,8 @@ fn an_event_too_large_for_a_frame_goes_as_parts_that_join_into_the_record() {
         "the parts join into the canonical record"
     );
     assert_eq!(joined_record["RecordIds"].as_array().unwrap().len(), 400);
-    let digest = python(
-        &[
-            "-c",
-            "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
-        ],
-        joined.as_bytes(),
-    );
     assert_eq!(
-        String::from_utf8_lossy(&digest.stdout).trim(),
+        sha256_hex(joined.as_bytes()),
         parts[0]["sd"]["custos@32473"]["sha256"].as_str().unwrap(),
         "each part names the SHA-256 of the whole record"
     );
