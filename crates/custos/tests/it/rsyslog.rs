@@ -14,28 +14,55 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::streams::{
-    create_stream, created_stream, events_after, free_port, import_contacts, sha256_hex,
-    stream_status, wait_for_all,
+    create_stream, created_stream, events_after, free_port, import_contacts, make_certificate,
+    sha256_hex, stream_status, wait_for_all,
 };
 
-/// rsyslogd listening on `port` with `input` (`imrelp` or `imtcp`), writing every message it
-/// takes to `received.log` as received and to `fields.log` as the JSON of what it parsed.
+/// How rsyslogd listens.
+#[derive(Clone, Copy)]
+enum Listen {
+    /// RELP (`imrelp`).
+    Relp,
+    /// Syslog over TCP, RFC 6587 octet counting (`imtcp`).
+    Tcp,
+    /// The same over TLS (RFC 5425; GnuTLS, `rsyslog-gnutls`), with `ca.pem`, `cert.pem` and
+    /// `key.pem` in its folder.
+    Tls,
+}
+
+/// rsyslogd listening on `port`, writing every message it takes to `received.log` as received
+/// and to `fields.log` as the JSON of what it parsed.
 struct Rsyslog {
     child: Child,
     dir: PathBuf,
     port: u16,
-    input: &'static str,
+    listen: Listen,
 }
 
 impl Rsyslog {
-    fn start(dir: &Path, port: u16, input: &'static str) -> Rsyslog {
+    fn start(dir: &Path, port: u16, listen: Listen) -> Rsyslog {
+        let d = dir.display();
+        let (global, module) = match listen {
+            Listen::Relp => (String::new(), r#"module(load="imrelp")"#.to_string()),
+            Listen::Tcp => (String::new(), r#"module(load="imtcp")"#.to_string()),
+            Listen::Tls => (
+                format!(
+                    r#" defaultNetstreamDriver="gtls" defaultNetstreamDriverCAFile="{d}/ca.pem" defaultNetstreamDriverCertFile="{d}/cert.pem" defaultNetstreamDriverKeyFile="{d}/key.pem""#
+                ),
+                r#"module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")"#.to_string(),
+            ),
+        };
+        let input = match listen {
+            Listen::Relp => "imrelp",
+            Listen::Tcp | Listen::Tls => "imtcp",
+        };
         let conf = dir.join("rsyslog.conf");
         std::fs::write(
             &conf,
             format!(
-                r#"global(workDirectory="{dir}")
+                r#"global(workDirectory="{dir}"{global})
 main_queue(queue.type="direct")
-module(load="{input}")
+{module}
 input(type="{input}" port="{port}" address="127.0.0.1")
 template(name="raw" type="string" string="%rawmsg%\n")
 template(name="fields" type="list" option.jsonf="on") {{
@@ -59,7 +86,7 @@ action(type="omfile" file="{dir}/fields.log" template="fields" queue.type="direc
             .arg(dir.join("rsyslogd.pid"))
             .spawn()
             .expect(
-                "these tests need Debian's rsyslog and rsyslog-relp (scripts/test installs them)",
+                "these tests need Debian's rsyslog, rsyslog-relp and rsyslog-gnutls (scripts/test installs them)",
             );
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -70,7 +97,7 @@ action(type="omfile" file="{dir}/fields.log" template="fields" queue.type="direc
             child,
             dir: dir.to_path_buf(),
             port,
-            input,
+            listen,
         }
     }
 
@@ -87,7 +114,7 @@ action(type="omfile" file="{dir}/fields.log" template="fields" queue.type="direc
         self.signal("-KILL");
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.dir.join("rsyslogd.pid"));
-        *self = Rsyslog::start(&self.dir.clone(), self.port, self.input);
+        *self = Rsyslog::start(&self.dir.clone(), self.port, self.listen);
     }
 
     /// The event id in each message received (the `id` parameter of our structured data).
@@ -142,7 +169,7 @@ fn a_relp_receiver_that_stalls_and_dies_loses_nothing() {
     let admin = server.admin();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut receiver = Rsyslog::start(dir.path(), port, "imrelp");
+    let mut receiver = Rsyslog::start(dir.path(), port, Listen::Relp);
     let id = created_stream(
         &server,
         &admin,
@@ -194,16 +221,33 @@ fn sd_param<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
 
 #[test]
 fn rsyslog_takes_every_message_over_tcp_whole_and_parses_it_as_rfc_5424() {
+    through_rsyslog(Listen::Tcp);
+}
+
+#[test]
+fn rsyslog_takes_every_message_over_tls_whole_and_parses_it_as_rfc_5424() {
+    through_rsyslog(Listen::Tls);
+}
+
+/// A syslog stream to rsyslogd at its defaults: an import of 400 records (as parts) and an
+/// account with quotes, a backslash and a line break in its name, each checked from rsyslogd's
+/// own parse of the messages.
+fn through_rsyslog(listen: Listen) {
     let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let receiver = Rsyslog::start(dir.path(), port, "imtcp");
-    created_stream(
-        &server,
-        &admin,
-        json!({"name": "tcp", "format": "syslog", "target": format!("tcp://127.0.0.1:{port}")}),
-    );
+    let mut stream = json!({"name": "syslog", "format": "syslog"});
+    if let Listen::Tls = listen {
+        make_certificate(dir.path());
+        stream["target"] = json!(format!("tls://127.0.0.1:{port}"));
+        stream["caCertificate"] =
+            json!(std::fs::read_to_string(dir.path().join("ca.pem")).unwrap());
+    } else {
+        stream["target"] = json!(format!("tcp://127.0.0.1:{port}"));
+    }
+    let receiver = Rsyslog::start(dir.path(), port, listen);
+    created_stream(&server, &admin, stream);
     // An import of 400 records is one event listing 400 ids: over rsyslogd's default message
     // size of 8 KiB, so it goes as parts.
     import_contacts(&server, &admin, 400);

@@ -244,21 +244,26 @@ fn syslog_over_tcp_loses_nothing_through_a_receiver_outage_and_a_restart() {
     assert_eq!(creates.len(), 1);
 }
 
-#[test]
-fn cef_over_tls_reaches_a_receiver_trusted_by_its_certificate_only() {
-    let server = Server::start(&["--allow-private-targets"]);
-    let admin = server.admin();
-    let dir = tempfile::tempdir().unwrap();
+/// Writes `ca.pem`, and `cert.pem` and `key.pem` for 127.0.0.1 signed by it, into `dir`.
+pub(crate) fn make_certificate(dir: &std::path::Path) {
     let status = Command::new("python3")
         .arg(RECEIVER)
         .arg("--make-cert")
-        .arg(dir.path())
+        .arg(dir)
         .status()
         .unwrap();
     assert!(
         status.success(),
         "python3 with cryptography makes a certificate"
     );
+}
+
+#[test]
+fn cef_over_tls_reaches_a_receiver_trusted_by_its_certificate_only() {
+    let server = Server::start(&["--allow-private-targets"]);
+    let admin = server.admin();
+    let dir = tempfile::tempdir().unwrap();
+    make_certificate(dir.path());
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let port = free_port();
