@@ -2,9 +2,10 @@
 //! Over RELP (issue 15 item 2) with `imrelp`, which writes each message it takes to a file
 //! before it acknowledges it (direct queues): a receiver that stalls and then dies loses
 //! nothing, because the stream resends from the first message the receiver did not acknowledge.
-//! Over plain TCP with `imtcp` (RFC 6587 octet counting) at its default message size: every
-//! message arrives whole and parses as RFC 5424, an event too large for one as parts that join
-//! into the canonical record.
+//! Over plain TCP with `imtcp` (RFC 6587 octet counting) and over TLS (RFC 5425, GnuTLS), at
+//! its default message size: every message arrives whole and parses as RFC 5424 — an event too
+//! large for one as parts that join into the canonical record, and as CEF lines that share out
+//! its record ids.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -146,6 +147,8 @@ impl Rsyslog {
                 let sd = fields["sd"].as_str().unwrap_or_default();
                 let id = sd.split(" id=\"").nth(1).and_then(|rest| rest.get(..36));
                 fields["id"] = json!(id);
+                let msg = fields["msg"].as_str().unwrap_or_default();
+                fields["cefId"] = json!(cef_field(msg, "externalId"));
                 fields
             })
             .collect()
@@ -212,6 +215,12 @@ fn a_relp_receiver_that_stalls_and_dies_loses_nothing() {
     assert_eq!(odata_error(refused).0, 400);
 }
 
+/// The value of `key` in a CEF line's extension (up to the next space: ids, counts, lists).
+fn cef_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[start..].split(' ').next()
+}
+
 /// The SD-PARAM `name` of our structured-data element as rsyslogd passed it on.
 fn sd_param<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
     let sd = message["sd"].as_str()?;
@@ -229,9 +238,9 @@ fn rsyslog_takes_every_message_over_tls_whole_and_parses_it_as_rfc_5424() {
     through_rsyslog(Listen::Tls);
 }
 
-/// A syslog stream to rsyslogd at its defaults: an import of 400 records (as parts) and an
-/// account with quotes, a backslash and a line break in its name, each checked from rsyslogd's
-/// own parse of the messages.
+/// A syslog stream and a CEF stream to rsyslogd at its defaults: an import of 400 records (as
+/// parts) and an account with quotes, a backslash and a line break in its name, each checked
+/// from rsyslogd's own parse of the messages.
 fn through_rsyslog(listen: Listen) {
     let server = Server::start(&["--allow-private-targets"]);
     let admin = server.admin();
@@ -247,20 +256,40 @@ fn through_rsyslog(listen: Listen) {
         stream["target"] = json!(format!("tcp://127.0.0.1:{port}"));
     }
     let receiver = Rsyslog::start(dir.path(), port, listen);
+    let mut cef = stream.clone();
+    cef["name"] = json!("cef");
+    cef["format"] = json!("cef");
+    created_stream(&server, &admin, cef);
     created_stream(&server, &admin, stream);
     // An import of 400 records is one event listing 400 ids: over rsyslogd's default message
     // size of 8 KiB, so it goes as parts.
     import_contacts(&server, &admin, 400);
     create_account(&server, &admin, "Zoë \"quoted\" \\ back\nslash");
     let expected = events_after(&server, &admin, "SaveAuditStream");
+    wait_for_all(
+        &expected,
+        || receiver.parsed(),
+        |m| m["cefId"].as_str().map(str::to_string),
+    );
     let messages = wait_for_all(&expected, || receiver.parsed(), id_of);
 
     let mut parts: std::collections::BTreeMap<String, Vec<(usize, String)>> = Default::default();
+    let mut cef_lines: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for message in &messages {
         assert_eq!(message["version"], "1", "RFC 5424: {message}");
         assert_eq!(message["appName"], "custos", "{message}");
-        let id = message["id"].as_str().unwrap();
         let text = message["msg"].as_str().unwrap();
+        if text.starts_with("CEF:0|Custos|Custos|") {
+            assert_eq!(message["msgId"], "-", "a CEF line has no MSGID: {message}");
+            assert_eq!(message["sd"], "-", "nor structured data: {message}");
+            let id = message["cefId"].as_str().unwrap();
+            cef_lines
+                .entry(id.to_string())
+                .or_default()
+                .push(text.to_string());
+            continue;
+        }
+        let id = message["id"].as_str().unwrap();
         // The MSG is UTF-8 after a BOM (RFC 5424 §6.4), which rsyslogd passes on.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         match sd_param(message, "part") {
@@ -320,4 +349,29 @@ fn through_rsyslog(listen: Listen) {
         .and_then(|m| sd_param(m, "sha256"))
         .unwrap();
     assert_eq!(sha256_hex(joined.as_bytes()), named);
+
+    // The CEF stream: the import's ids shared out over lines that each fit, none lost.
+    let lines = &cef_lines[import_id];
+    assert!(lines.len() > 1, "{lines:?}");
+    let mut ids = std::collections::BTreeSet::new();
+    for line in lines {
+        assert_eq!(cef_field(line, "cn1"), Some("400"), "{line}");
+        assert_eq!(
+            cef_field(line, "cn3"),
+            Some(lines.len().to_string().as_str())
+        );
+        ids.extend(
+            cef_field(line, "cs5")
+                .unwrap()
+                .split(',')
+                .map(str::to_string),
+        );
+    }
+    let logged: std::collections::BTreeSet<String> = shown["RecordIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, logged, "every record id in one CEF line or another");
 }
