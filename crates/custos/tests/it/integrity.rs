@@ -4,7 +4,6 @@
 //! `verify_go` does the same with the Go checksum database's own `note` and `tlog` packages.
 
 use std::process::Command;
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::json;
@@ -92,36 +91,17 @@ fn the_go_checksum_database_code_accepts_the_log_and_refuses_what_was_altered() 
     std::fs::create_dir_all(&dir).unwrap();
     // An earlier checkpoint of three events or more, and not a power of two, so that the
     // consistency proof takes every branch of its check (checkpoints are signed every second).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let earlier = loop {
-        let note = audit_text(&server, &admin, "checkpoint");
-        let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
-        if size >= 3 && !size.is_power_of_two() {
-            break note;
-        }
-        assert!(std::time::Instant::now() < deadline, "{note}");
-        if size >= 3 {
-            send(
-                client().post(server.api("accounts")),
-                &admin,
-                Some(json!({"name": "one more"})),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let size = |note: &str| -> u64 { note.lines().nth(1).unwrap().parse().unwrap() };
+    let mut earlier = wait_signed(&server, &admin, 3);
+    while size(&earlier).is_power_of_two() {
+        create_account(&server, &admin, "one more");
+        earlier = wait_signed(&server, &admin, size(&earlier) + 1);
+    }
     std::fs::write(dir.join("earlier.txt"), &earlier).unwrap();
     for name in ["after one", "after two"] {
-        send(
-            client().post(server.api("accounts")),
-            &admin,
-            Some(json!({"name": name})),
-        );
+        create_account(&server, &admin, name);
     }
-    let size = |note: &str| -> u64 { note.lines().nth(1).unwrap().parse().unwrap() };
-    while size(&audit_text(&server, &admin, "checkpoint")) <= size(&earlier) {
-        assert!(std::time::Instant::now() < deadline, "no later checkpoint");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_signed(&server, &admin, size(&earlier) + 1);
     let created = server.audit(&admin, "operation=Create&entity=account");
     assert!(created.len() >= 4);
     let created = &created[..4];
@@ -166,7 +146,7 @@ fn the_go_checksum_database_code_accepts_the_log_and_refuses_what_was_altered() 
 
     let (ok, said) = verify(&key, &dir.join("earlier.txt"), &records);
     assert!(ok, "{said}");
-    // The poll above made the latest checkpoint, which the verifier fetched, the larger.
+    // The wait above made the latest checkpoint, which the verifier fetched, the larger.
     assert!(
         said.starts_with(&format!(
             "verified 4 records; checkpoints {} and ",

@@ -133,9 +133,7 @@ action(type="omfile" file="{dir}/fields.log" template="fields" queue.type="direc
             })
             .collect()
     }
-}
 
-impl Rsyslog {
     /// What rsyslogd parsed of each whole line it wrote (the event id from our structured data).
     fn parsed(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join("fields.log")).unwrap_or_default();
