@@ -56,8 +56,17 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
                 AttributeType::String { max_length } => format!(" MaxLength=\"{max_length}\""),
                 _ => String::new(),
             };
+            // What the server sets itself is `Core.Computed`, as Dataverse annotates it, and so
+            // is a lookup's value (set through its navigation property): a client that reads
+            // the annotation (python-odata) leaves them out of its writes, which refuse them.
+            let lookup = matches!(attribute.attribute_type, AttributeType::Lookup { .. });
+            let computed = if attribute.read_only || lookup {
+                "><Annotation Term=\"Org.OData.Core.V1.Computed\" Bool=\"true\"/></Property>"
+            } else {
+                "/>"
+            };
             xml.push_str(&format!(
-                "<Property Name=\"{}\" Type=\"{}\"{facets}/>",
+                "<Property Name=\"{}\" Type=\"{}\"{facets}{computed}",
                 xml_escape(&attribute.web_name()),
                 attribute.attribute_type.edm_type()
             ));

@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    Catalog, ChangeFailed, EntityDef, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege,
-    ROLE_IDS, Record, RecordChange, RecordQuery, Value, WriteContext, WriteMode, WriteOutcome,
-    page_size, parse_query_options,
+    Catalog, ChangeFailed, EntityDef, Filter, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX,
+    Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, Value, WriteContext, WriteMode,
+    WriteOutcome, page_size, parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -341,11 +341,41 @@ pub(crate) async fn retrieve_multiple(
     draft: &mut EventDraft,
     set: &str,
 ) -> Result<Response, AppError> {
-    let entity = list_of(&request, draft, set, set)?;
+    list(request, draft, set, None).await
+}
+
+/// The records of a collection-valued navigation property's path (`accounts(<id>)/contact_
+/// parentcustomerid`): those whose lookup points at one record.
+struct Related {
+    /// The request's path, which the event's `Query` and the next page's link name.
+    path: String,
+    /// Only the records whose lookup holds the record's id.
+    filter: Filter,
+    /// What the event's `Details` say showed them.
+    details: Map<String, Json>,
+}
+
+/// A retrieve multiple of `set`, or of the records `related` to one record.
+async fn list(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    related: Option<Related>,
+) -> Result<Response, AppError> {
+    let path = related
+        .as_ref()
+        .map_or(set, |r| r.path.as_str())
+        .to_string();
+    let entity = list_of(&request, draft, set, &path)?;
     let view = view_query(&request, &entity)?;
+    let mut details = related.as_ref().map(|r| r.details.clone());
     let pairs: Vec<(String, String)> = match &view {
         Some(view) => {
-            draft.details = view.details.to_string();
+            let mut shown = details.take().unwrap_or_default();
+            if let Json::Object(view) = &view.details {
+                shown.extend(view.clone());
+            }
+            details = Some(shown);
             request
                 .query
                 .iter()
@@ -356,8 +386,17 @@ pub(crate) async fn retrieve_multiple(
         }
         None => request.query.clone(),
     };
-    let options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    if let Some(details) = details {
+        draft.details = Json::Object(details).to_string();
+    }
+    let mut options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     check_select(&entity, &options.select)?;
+    if let Some(related) = related {
+        options.filter = Some(match options.filter.take() {
+            Some(filter) => Filter::And(Box::new(related.filter), Box::new(filter)),
+            None => related.filter,
+        });
+    }
     let page_size = page_size(request.header("prefer"))?;
     let audited = request
         .policy()
@@ -422,7 +461,11 @@ pub(crate) async fn retrieve_multiple(
         pairs.append_pair("$skiptoken", &cursor.token());
         body.insert(
             "@odata.nextLink".into(),
-            json!(format!("{}/{set}?{}", request.service_root, pairs.finish())),
+            json!(format!(
+                "{}/{path}?{}",
+                request.service_root,
+                pairs.finish()
+            )),
         );
     }
     let mut applied = Vec::new();
@@ -517,6 +560,53 @@ pub(crate) async fn property(
 ) -> Result<Response, AppError> {
     let path = format!("{set}({id})/{property}{}", if raw { "/$value" } else { "" });
     let entity = retrieving(&request, draft, set, id, &path)?;
+    let navigation = request
+        .instance
+        .store
+        .catalog()
+        .navigation(&entity, property)
+        .map(|n| {
+            (
+                n.collection,
+                n.lookup.logical_name.clone(),
+                n.shows().clone(),
+            )
+        });
+    if let Some((collection, lookup, shows)) = navigation {
+        if raw {
+            return Err(AppError::bad_request(format!(
+                "'{property}' is a navigation property: $value applies to a property's value"
+            )));
+        }
+        if collection {
+            // The records pointing here, as a list of their own entity; the record itself
+            // must exist, but none of its values is shown.
+            read_record(&request, &entity, id).await?;
+            let related = Related {
+                path,
+                filter: expand::any_of(&lookup, &[id]),
+                details: json!({
+                    "NavigatedFrom": entity.logical_name,
+                    "RecordId": id,
+                    "NavigationProperty": property,
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            };
+            return list(request, draft, &shows.set_name, Some(related)).await;
+        }
+        // The record its lookup points at: the lookup is a value of this record (its read
+        // is recorded as a property's), then the related record's retrieve.
+        let record = read_audited(&request, draft, &entity, id).await?;
+        return match record.values.get(&lookup) {
+            Some(Value::Guid(target)) => {
+                let target = *target;
+                retrieve_at(request, draft, &shows.set_name, target, &path).await
+            }
+            _ => Ok(StatusCode::NO_CONTENT.into_response()),
+        };
+    }
     if entity.attribute_by_web_name(property).is_none() {
         return Err(AppError::not_found(format!(
             "'{property}' is not a property of '{}'",
@@ -550,7 +640,18 @@ pub(crate) async fn retrieve(
     set: &str,
     id: Uuid,
 ) -> Result<Response, AppError> {
-    let entity = retrieving(&request, draft, set, id, &format!("{set}({id})"))?;
+    retrieve_at(request, draft, set, id, &format!("{set}({id})")).await
+}
+
+/// The retrieve of record `id` of `set`, asked for at `path`.
+async fn retrieve_at(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    path: &str,
+) -> Result<Response, AppError> {
+    let entity = retrieving(&request, draft, set, id, path)?;
     let mut single = Vec::new();
     for (name, value) in &request.query {
         match name.as_str() {
@@ -738,6 +839,18 @@ fn body_values(
                 entity.logical_name
             ))
         })?;
+        // A lookup is set through its navigation property, never by its value: as in
+        // Dataverse, `_x_value` is read-only (and one body could otherwise name it twice).
+        if let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type {
+            let target_set = catalog
+                .entity(target)
+                .map(|e| e.set_name.clone())
+                .unwrap_or_default();
+            return Err(AppError::bad_request(format!(
+                "'{key}' is read-only: set lookup '{0}' with \"{0}@odata.bind\": \"/{target_set}(<id>)\", or null to clear it",
+                attribute.logical_name
+            )));
+        }
         let value = Value::from_json(attribute, json)?;
         if attribute.logical_name == entity.primary_id() {
             match value {

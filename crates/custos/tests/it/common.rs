@@ -514,6 +514,15 @@ pub fn seal_partition(server: &Server, admin: &str) {
     assert_eq!(sealed.status(), 200);
 }
 
+/// Every record id the audit records `events` name.
+pub fn record_ids(events: &[Value]) -> std::collections::BTreeSet<String> {
+    events
+        .iter()
+        .flat_map(|e| e["RecordIds"].as_array().expect("RecordIds").iter())
+        .map(|id| id.as_str().expect("a record id").to_string())
+        .collect()
+}
+
 /// Runs `python3` with `args`, `input` on its standard input; its output.
 pub fn python(args: &[&str], input: &[u8]) -> std::process::Output {
     Command::new("python3")

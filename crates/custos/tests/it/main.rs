@@ -27,6 +27,7 @@ mod ingest;
 mod integrity;
 mod key_rotation;
 mod limits;
+mod odata_client;
 mod outbound;
 mod proxies;
 mod publish;

@@ -2,31 +2,35 @@
 //! `…/$ref` to set and remove a lookup. Every record an expansion shows is in the log, under its
 //! own entity, with the request's correlation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
 use crate::common::*;
 
 fn ids(event: &Value) -> BTreeSet<String> {
-    event["RecordIds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_str().unwrap().to_string())
-        .collect()
+    record_ids(std::slice::from_ref(event))
+}
+
+/// A server auditing changes, reads and lists of accounts and contacts, and its admin's token.
+fn audited() -> (Server, String) {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_reads_of(&admin, &["account", "contact"]);
+    (server, admin)
+}
+
+/// Creates a record of `set` from `body`; its id.
+fn create(server: &Server, token: &str, set: &str, body: Value) -> String {
+    let response = send(client().post(server.api(set)), token, Some(body));
+    assert_eq!(response.status(), 204, "{set}");
+    entity_id(&response)
 }
 
 #[test]
 fn expanded_records_are_shown_and_each_is_in_the_log_under_its_own_entity() {
-    let server = Server::start(&[]);
-    let admin = server.admin();
-    server.audit_reads_of(&admin, &["account", "contact"]);
-    let create = |set: &str, body: Value| {
-        let response = send(client().post(server.api(set)), &admin, Some(body));
-        assert_eq!(response.status(), 204, "{set}");
-        entity_id(&response)
-    };
+    let (server, admin) = audited();
+    let create = |set: &str, body: Value| create(&server, &admin, set, body);
     let ada = create(
         "contacts",
         json!({"firstname": "Ada", "lastname": "Lovelace"}),
@@ -260,4 +264,187 @@ fn annotations_and_full_metadata_are_what_the_client_asks_for() {
         format!("accounts({account})/primarycontactid")
     );
     assert!(row["@odata.etag"].is_string(), "{row}");
+}
+
+/// A navigation property's path: the records whose lookup points at a record, as a list of
+/// their own entity with its options and pages (each page in the log, saying where it was
+/// reached from); the record a lookup points at, as its retrieve; 204 when the lookup is empty.
+#[test]
+fn a_navigation_property_s_path_shows_the_related_records_and_the_log_has_each() {
+    let (server, admin) = audited();
+    let create = |set: &str, body: Value| create(&server, &admin, set, body);
+    let analytical = create("accounts", json!({"name": "Nav Analytical"}));
+    let other = create("accounts", json!({"name": "Nav Other"}));
+    let mut staff = BTreeMap::new();
+    for (first, employer) in [
+        ("Charles", &analytical),
+        ("Mary", &analytical),
+        ("Zed", &analytical),
+        ("Olive", &other),
+    ] {
+        staff.insert(
+            first,
+            create(
+                "contacts",
+                json!({
+                    "firstname": first,
+                    "lastname": "Nav",
+                    "parentcustomerid@odata.bind": format!("/accounts({employer})"),
+                }),
+            ),
+        );
+    }
+    let loner = create("contacts", json!({"firstname": "Lone", "lastname": "Nav"}));
+
+    let path = format!("accounts({analytical})/contact_parentcustomerid");
+    let first = send(
+        client()
+            .get(server.api(&format!(
+                "{path}?$select=firstname&$filter=firstname ne 'Zed'&$orderby=firstname&$count=true"
+            )))
+            .header("Prefer", "odata.maxpagesize=1"),
+        &admin,
+        None,
+    );
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().unwrap();
+    assert_eq!(first["value"][0]["firstname"], "Charles", "{first}");
+    assert_eq!(first["value"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["@odata.count"], 2, "{first}");
+    assert!(
+        first["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("$metadata#contacts(firstname)"),
+        "{first}"
+    );
+    let next = first["@odata.nextLink"].as_str().unwrap();
+    assert!(next.starts_with(&server.api(&format!("{path}?"))), "{next}");
+    let second = send(
+        client().get(next).header("Prefer", "odata.maxpagesize=1"),
+        &admin,
+        None,
+    );
+    let second: Value = second.json().unwrap();
+    let names: Vec<&str> = second["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["firstname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Mary"], "{second}");
+    assert!(second.get("@odata.nextLink").is_none(), "{second}");
+    let pages = server.audit(&admin, "operation=RetrieveMultiple&entity=contact");
+    assert_eq!(pages.len(), 2, "{pages:#?}");
+    for page in &pages {
+        assert_eq!(
+            page["Details"],
+            json!({
+                "NavigatedFrom": "account",
+                "RecordId": analytical,
+                "NavigationProperty": "contact_parentcustomerid",
+            })
+        );
+        assert!(page["Query"].as_str().unwrap().starts_with(&path), "{page}");
+    }
+    assert_eq!(
+        record_ids(&pages),
+        BTreeSet::from([staff["Charles"].clone(), staff["Mary"].clone()])
+    );
+
+    // Single-valued: the account, as a retrieve of it at this path; nothing behind an empty
+    // lookup.
+    let employer = get_json(
+        &server.api(&format!(
+            "contacts({})/parentcustomerid?$select=name",
+            staff["Olive"]
+        )),
+        &admin,
+    );
+    assert_eq!(employer["name"], "Nav Other", "{employer}");
+    assert_eq!(employer["accountid"], other.as_str(), "{employer}");
+    assert!(
+        employer["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("$metadata#accounts/$entity"),
+        "{employer}"
+    );
+    let read = server.audit(&admin, &format!("operation=Retrieve&recordId={other}"));
+    assert_eq!(read.len(), 1, "{read:#?}");
+    assert!(
+        read[0]["Query"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("contacts({})/parentcustomerid", staff["Olive"])),
+        "{read:#?}"
+    );
+    let none = send(
+        client().get(server.api(&format!("contacts({loner})/parentcustomerid"))),
+        &admin,
+        None,
+    );
+    assert_eq!(none.status(), 204);
+
+    // A lookup is written through its navigation property only: its value, by either name,
+    // is refused and nothing changes (one body could otherwise name the lookup twice).
+    let before = count(&server, &admin, "contacts");
+    for body in [
+        json!({"lastname": "Nav", "_parentcustomerid_value": other}),
+        json!({"lastname": "Nav", "parentcustomerid": other,
+               "parentcustomerid@odata.bind": format!("/accounts({analytical})")}),
+    ] {
+        let (code, _, message) = odata_error(send(
+            client().post(server.api("contacts")),
+            &admin,
+            Some(body),
+        ));
+        assert_eq!(code, 400, "{message}");
+        assert!(
+            message.contains("\"parentcustomerid@odata.bind\": \"/accounts(<id>)\""),
+            "{message}"
+        );
+    }
+    let (code, _, _) = odata_error(send(
+        client().patch(server.api(&format!("contacts({loner})"))),
+        &admin,
+        Some(json!({"_parentcustomerid_value": other})),
+    ));
+    assert_eq!(code, 400);
+    assert_eq!(count(&server, &admin, "contacts"), before);
+    let unchanged = get_json(&server.api(&format!("contacts({loner})")), &admin);
+    assert!(
+        unchanged["_parentcustomerid_value"].is_null(),
+        "{unchanged}"
+    );
+
+    // From a record that does not exist: 404; $value of a navigation property: 400; a
+    // method the path does not take: 405. Each in the API's error format.
+    let missing = uuid::Uuid::new_v4();
+    for (method, path, status) in [
+        (
+            reqwest::Method::GET,
+            format!("accounts({missing})/contact_parentcustomerid"),
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("contacts({missing})/parentcustomerid"),
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("contacts({loner})/parentcustomerid/$value"),
+            400,
+        ),
+        (reqwest::Method::POST, path.clone(), 405),
+    ] {
+        let response = send(
+            client().request(method.clone(), server.api(&path)),
+            &admin,
+            None,
+        );
+        let (code, _, message) = odata_error(response);
+        assert_eq!(code, status, "{method} {path}: {message}");
+    }
 }

@@ -7,19 +7,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn ids_of(events: &[Value]) -> BTreeSet<String> {
-    events
-        .iter()
-        .flat_map(|e| {
-            e["RecordIds"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|id| id.as_str().unwrap().to_string())
-        })
-        .collect()
-}
-
 fn assert_origin(event: &Value, upn: &str) {
     assert_eq!(event["UserUpn"], upn);
     assert_eq!(event["ClientIP"], "127.0.0.1");
@@ -83,7 +70,11 @@ fn every_record_seen_on_every_page_is_audited() {
     let auditor = server.admin();
     let listed = server.audit(&auditor, "operation=RetrieveMultiple&user=ana@contoso.test");
     assert_eq!(listed.len(), 3, "one event per page");
-    assert_eq!(ids_of(&listed), created, "every record shown is in the log");
+    assert_eq!(
+        record_ids(&listed),
+        created,
+        "every record shown is in the log"
+    );
     for event in &listed {
         assert_origin(event, "ana@contoso.test");
         assert_eq!(event["UserId"], user_id);
@@ -102,7 +93,7 @@ fn every_record_seen_on_every_page_is_audited() {
         &auditor,
         "operation=Create&user=ana@contoso.test&entity=account",
     );
-    assert_eq!(ids_of(&creates), created);
+    assert_eq!(record_ids(&creates), created);
 
     // Who saw this record: one id, found by recordId.
     let target = created.iter().next().unwrap().clone();
