@@ -351,9 +351,14 @@ async fn serve(
     if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
         && let Ok(target) = parse_target(rest)
     {
+        let allowed = if related_records(state, instance_name, &target) {
+            "GET, POST"
+        } else {
+            allowed_methods(&target)
+        };
         response.headers_mut().insert(
             axum::http::header::ALLOW,
-            axum::http::HeaderValue::from_static(allowed_methods(&target)),
+            axum::http::HeaderValue::from_static(allowed),
         );
     }
     with_odata_version(response)
@@ -418,6 +423,27 @@ async fn stage(
 
 /// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
 /// 405 (RFC 9110 §15.5.6).
+/// Whether `target` is a collection-valued navigation property's path, which takes a `POST`
+/// (a create of a related record) where a property's path does not.
+fn related_records(state: &PlatformState, instance_name: &str, target: &Target) -> bool {
+    let Target::Property {
+        set,
+        property,
+        raw: false,
+        ..
+    } = target
+    else {
+        return false;
+    };
+    state.instance(instance_name).is_some_and(|instance| {
+        let catalog = instance.store.catalog();
+        catalog
+            .by_set_name(set)
+            .and_then(|entity| catalog.navigation(entity, property))
+            .is_some_and(|n| n.collection)
+    })
+}
+
 fn allowed_methods(target: &Target) -> &'static str {
     match target {
         Target::ServiceDocument
@@ -692,6 +718,15 @@ async fn dispatch(
             },
             Method::GET,
         ) => records::property(request, draft, set, *id, property, *raw).await,
+        (
+            Target::Property {
+                set,
+                id,
+                property,
+                raw: false,
+            },
+            Method::POST,
+        ) => records::create_related(request, draft, set, *id, property).await,
         (Target::Record(set, id), Method::PATCH) => records::update(request, draft, set, *id).await,
         (Target::Record(set, id), Method::DELETE) => {
             records::delete(request, draft, set, *id).await

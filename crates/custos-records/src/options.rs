@@ -82,7 +82,7 @@ fn split_top(text: &str, separator: char) -> Result<Vec<&str>> {
     Ok(parts)
 }
 
-/// Reads `$expand=a,b($select=x;$top=5)`.
+/// Reads `$expand=a,b($select=x;$top=5)`; `*` stands for every navigation property not named.
 fn parse_expand(text: &str) -> Result<Vec<Expand>> {
     let mut items = Vec::new();
     for item in split_top(text, ',')? {
@@ -96,10 +96,16 @@ fn parse_expand(text: &str) -> Result<Vec<Expand>> {
                 })?,
             ),
         };
+        if property == "*" && !nested.trim().is_empty() {
+            return Err(Error::BadRequest(format!(
+                "'*' in $expand takes no options: name the property to give it options, in '{item}'"
+            )));
+        }
         if property.is_empty()
-            || !property
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || property != "*"
+                && !property
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(Error::BadRequest(format!(
                 "$expand names no navigation property in '{item}'"

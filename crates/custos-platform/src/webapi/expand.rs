@@ -71,8 +71,25 @@ pub(super) async fn fetch(
         return Ok(Vec::new());
     }
     let catalog = request.instance.store.catalog();
+    // `*`: every navigation property the request does not name, with no options (OData's
+    // star expansion).
+    let mut items = items.to_vec();
+    if let Some(star) = items.iter().position(|i| i.property == "*") {
+        items.remove(star);
+        let named: BTreeSet<String> = items.iter().map(|i| i.property.clone()).collect();
+        items.extend(
+            catalog
+                .navigations(entity)
+                .into_iter()
+                .filter(|n| !named.contains(&n.name))
+                .map(|n| Expand {
+                    property: n.name,
+                    options: QueryOptions::default(),
+                }),
+        );
+    }
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
+    for item in &items {
         let navigation = catalog.navigation(entity, &item.property).ok_or_else(|| {
             AppError::bad_request(format!(
                 "'{}' is not a navigation property of '{}'",

@@ -35,6 +35,13 @@ fn xml_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The Capabilities annotations of every entity set: lists refuse `$skip` and `$search`.
+const UNSUPPORTED_OPTIONS: &str = concat!(
+    "<Annotation Term=\"Org.OData.Capabilities.V1.SkipSupported\" Bool=\"false\"/>",
+    "<Annotation Term=\"Org.OData.Capabilities.V1.SearchRestrictions\"><Record>",
+    "<PropertyValue Property=\"Searchable\" Bool=\"false\"/></Record></Annotation>",
+);
+
 pub(crate) fn csdl(request: &WebRequest) -> Response {
     let catalog = request.instance.store.catalog();
     let mut xml = String::from(
@@ -121,6 +128,9 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
                 xml_escape(&navigation.shows().set_name)
             ));
         }
+        // What a list does not take, said where clients and generators look (the
+        // Capabilities vocabulary): $skip (pages follow next links) and $search.
+        xml.push_str(UNSUPPORTED_OPTIONS);
         xml.push_str("</EntitySet>\n");
     }
     xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");

@@ -1032,6 +1032,53 @@ pub(crate) async fn create(
     Ok(write_response(&request, &entity, &outcome, true))
 }
 
+/// `POST set(<id>)/collection`: creates a record of the related entity with its lookup bound
+/// to record `id` (OData's create through a collection-valued navigation property) — a create
+/// like any other, whose event's `Details` say which record it was made under.
+pub(crate) async fn create_related(
+    mut request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    property: &str,
+) -> Result<Response, AppError> {
+    let entity = entity_by_set(&request, set)?;
+    let navigation = request
+        .instance
+        .store
+        .catalog()
+        .navigation(&entity, property)
+        .filter(|n| n.collection)
+        .map(|n| (n.lookup.logical_name.clone(), n.shows().set_name.clone()));
+    let Some((lookup, related_set)) = navigation else {
+        return Err(AppError::new(
+            ErrorCode::MethodNotAllowed,
+            format!(
+                "POST is not supported on '{set}({id})/{property}': only a collection-valued navigation property takes one"
+            ),
+        ));
+    };
+    require_on_record(&request, Privilege::Read, &entity, id)?;
+    read_record(&request, &entity, id).await?;
+    let mut body = request.json_object()?;
+    let bind = format!("{lookup}@odata.bind");
+    if body.contains_key(&bind) {
+        return Err(AppError::bad_request(format!(
+            "the path binds '{lookup}' to {set}({id}); leave '{bind}' out of the body"
+        )));
+    }
+    body.insert(bind, json!(format!("/{set}({id})")));
+    request.body = Json::Object(body).to_string().into();
+    draft.record_ids.clear();
+    draft.details = json!({
+        "NavigatedFrom": entity.logical_name,
+        "RecordId": id,
+        "NavigationProperty": property,
+    })
+    .to_string();
+    create(request, draft, &related_set).await
+}
+
 /// Takes the credentials out of a `systemusers` create body into a new principal.
 fn principal_from_body(
     request: &WebRequest,

@@ -437,7 +437,7 @@ fn a_navigation_property_s_path_shows_the_related_records_and_the_log_has_each()
             format!("contacts({loner})/parentcustomerid/$value"),
             400,
         ),
-        (reqwest::Method::POST, path.clone(), 405),
+        (reqwest::Method::DELETE, path.clone(), 405),
     ] {
         let response = send(
             client().request(method.clone(), server.api(&path)),
@@ -447,4 +447,113 @@ fn a_navigation_property_s_path_shows_the_related_records_and_the_log_has_each()
         let (code, _, message) = odata_error(response);
         assert_eq!(code, status, "{method} {path}: {message}");
     }
+}
+
+/// `POST` to a collection-valued navigation property's path creates a record bound to the
+/// record it starts from (a create, recorded as one, saying where it was made); `$expand=*`
+/// expands every navigation property, each expansion in the log as a named one is.
+#[test]
+fn a_record_made_under_a_navigation_property_is_bound_to_it_and_star_expands_them_all() {
+    let (server, admin) = audited();
+    let account = create(&server, &admin, "accounts", json!({"name": "Made Under"}));
+    let path = format!("accounts({account})/contact_parentcustomerid");
+    let made = send(
+        client().post(server.api(&path)),
+        &admin,
+        Some(json!({"firstname": "Bound", "lastname": "Under"})),
+    );
+    assert_eq!(made.status(), 204);
+    let contact = entity_id(&made);
+    let record = get_json(&server.api(&format!("contacts({contact})")), &admin);
+    assert_eq!(
+        record["_parentcustomerid_value"],
+        account.as_str(),
+        "{record}"
+    );
+    let created = server.audit(&admin, &format!("operation=Create&recordId={contact}"));
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert_eq!(created[0]["EntityName"], "contact");
+    assert_eq!(
+        created[0]["Details"],
+        json!({
+            "NavigatedFrom": "account",
+            "RecordId": account,
+            "NavigationProperty": "contact_parentcustomerid",
+        })
+    );
+
+    // What the path cannot take: a body binding the same lookup, a record that does not
+    // exist, a property or a single-valued navigation property (405, each with its Allow).
+    let before = count(&server, &admin, "contacts");
+    let bound_twice = send(
+        client().post(server.api(&path)),
+        &admin,
+        Some(
+            json!({"lastname": "Twice", "parentcustomerid@odata.bind": format!("/accounts({account})")}),
+        ),
+    );
+    assert_eq!(odata_error(bound_twice).0, 400);
+    let nowhere = send(
+        client().post(server.api(&format!(
+            "accounts({})/contact_parentcustomerid",
+            uuid::Uuid::new_v4()
+        ))),
+        &admin,
+        Some(json!({"lastname": "Nowhere"})),
+    );
+    assert_eq!(odata_error(nowhere).0, 404);
+    for (method, path, allow) in [
+        (
+            reqwest::Method::POST,
+            format!("accounts({account})/name"),
+            "GET",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("contacts({contact})/parentcustomerid"),
+            "GET",
+        ),
+        (reqwest::Method::DELETE, path.clone(), "GET, POST"),
+    ] {
+        let response = send(
+            client().request(method.clone(), server.api(&path)),
+            &admin,
+            Some(json!({"lastname": "Never"})),
+        );
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+    }
+    assert_eq!(count(&server, &admin, "contacts"), before);
+
+    // Every navigation property, expanded: the account's contacts, its empty primary contact,
+    // the users it names; the contacts shown are in the log as an expansion's.
+    let all = get_json(
+        &server.api(&format!("accounts({account})?$select=name&$expand=*")),
+        &admin,
+    );
+    assert_eq!(
+        all["contact_parentcustomerid"][0]["contactid"],
+        contact.as_str(),
+        "{all}"
+    );
+    assert!(all["primarycontactid"].is_null(), "{all}");
+    assert!(all["createdby"]["systemuserid"].is_string(), "{all}");
+    assert!(all["opportunity_parentaccountid"].is_array(), "{all}");
+    let lists = server.audit(&admin, "operation=RetrieveMultiple&entity=contact");
+    let expanded: Vec<&Value> = lists
+        .iter()
+        .filter(|e| e["Details"]["ExpandedFrom"].is_string())
+        .collect();
+    assert_eq!(expanded.len(), 1, "{lists:#?}");
+    assert_eq!(ids(expanded[0]), BTreeSet::from([contact]));
+    assert_eq!(
+        expanded[0]["Details"],
+        json!({"ExpandedFrom": "account", "NavigationProperty": "contact_parentcustomerid"})
+    );
+    let response = send(
+        client().get(server.api(&format!("accounts({account})?$expand=*($select=name)"))),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(response).0, 400);
 }
