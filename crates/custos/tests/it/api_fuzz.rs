@@ -6,7 +6,7 @@
 //! refused, with the exceptions `tests/schemathesis.toml` lists and explains). Afterwards the
 //! audit log, which recorded every refusal, still verifies.
 
-use std::process::Command;
+use std::path::Path;
 
 use crate::common::*;
 
@@ -35,43 +35,16 @@ fn no_generated_request_gets_a_server_error_and_the_log_still_verifies() {
         "/openapi.json is not valid OpenAPI 3.0 (scripts/test installs openapi-spec-validator):\n{}",
         String::from_utf8_lossy(&checked.stderr)
     );
-    let output = Command::new("python3")
-        .args(["-m", "schemathesis.cli", "--config-file"])
-        .arg(concat!(
+    let generated = schemathesis(
+        Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/schemathesis.toml"
-        ))
-        .arg("run")
-        .arg(format!("{}/openapi.json", server.base))
-        .args(["-H", &format!("Authorization: Bearer {admin}")])
-        .args([
-            "--max-examples",
-            "25",
-            "--seed",
-            "42",
-            "--request-timeout",
-            "30",
-        ])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("python3 runs");
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        !said.contains("No module named"),
-        "schemathesis is not installed (scripts/test installs it)"
+        )),
+        &format!("{}/openapi.json", server.base),
+        &admin,
+        &["--max-examples", "25"],
     );
-    assert!(
-        output.status.success(),
-        "the fuzzer found failures:\n{said}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let generated: u64 = said
-        .lines()
-        .find(|l| l.contains(" generated, "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(generated > 1000, "too few requests were generated:\n{said}");
+    assert!(generated > 1000, "too few requests were generated: {generated}");
     // The fuzzer may have left audit log search off; an Audit Manager turns it back on.
     let response = send(
         client().put(format!("{}/api/audit/settings", server.base)),
@@ -98,12 +71,5 @@ fn no_generated_request_gets_a_server_error_and_the_log_still_verifies() {
         .sum();
     assert!(counted > 0);
 
-    let data = server.data_dir.clone();
-    server.kill();
-    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(["audit", "verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(verified.status.success(), "{verified:?}");
+    kill_and_verify(&mut server);
 }

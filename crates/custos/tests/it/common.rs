@@ -514,6 +514,51 @@ pub fn seal_partition(server: &Server, admin: &str) {
     assert_eq!(sealed.status(), 200);
 }
 
+/// Stops `server` with SIGKILL and checks with `custos audit verify` that the log it leaves
+/// verifies.
+pub fn kill_and_verify(server: &mut Server) {
+    let data = server.data_dir.clone();
+    server.kill();
+    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{verified:?}");
+}
+
+/// Runs schemathesis (`st run`) with the configuration `config` on the OpenAPI `document`, as
+/// `token`, with `args`; fails the test on any failure it reports, and gives how many requests
+/// it generated.
+pub fn schemathesis(config: &Path, document: &str, token: &str, args: &[&str]) -> u64 {
+    let output = Command::new("python3")
+        .args(["-m", "schemathesis.cli", "--config-file"])
+        .arg(config)
+        .arg("run")
+        .arg(document)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["--seed", "42", "--request-timeout", "30"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("python3 runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !said.contains("No module named"),
+        "schemathesis is not installed (scripts/test installs it)"
+    );
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    said.lines()
+        .find(|l| l.contains(" generated, "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Every record id the audit records `events` name.
 pub fn record_ids(events: &[Value]) -> std::collections::BTreeSet<String> {
     events

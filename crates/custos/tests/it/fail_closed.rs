@@ -201,12 +201,5 @@ fn a_full_disk_refuses_every_audited_request_with_503_and_recovers_when_space_re
     );
     let names = server.audit(&admin, "operation=Create&entity=account");
     assert!(names.len() >= 2);
-    let data = server.data_dir.clone();
-    server.kill();
-    let verified = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(["audit", "verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(verified.status.success(), "{verified:?}");
+    kill_and_verify(&mut server);
 }
