@@ -282,6 +282,16 @@ impl WebRequest {
     }
 
     /// `odata.metadata=none` asked for in `Accept`.
+    /// Whether the client asked for `Edm.Int64` and `Edm.Decimal` values as strings
+    /// (`IEEE754Compatible=true` in `Accept` or `$format`, OData JSON Format §3.2).
+    pub(crate) fn ieee754(&self) -> bool {
+        ieee754_compatible(self.header("accept"))
+            || self
+                .query
+                .iter()
+                .any(|(k, v)| k == "$format" && ieee754_compatible(Some(v)))
+    }
+
     pub(crate) fn metadata_none(&self) -> bool {
         self.header("accept")
             .is_some_and(|a| a.contains("odata.metadata=none"))
@@ -327,6 +337,11 @@ async fn serve(
 ) -> Response {
     let mut draft = EventDraft::new(Operation::Request, context);
     draft.instance = instance_name.to_string();
+    let strings = ieee754_compatible(headers.get("accept").and_then(|v| v.to_str().ok()))
+        || raw_query.as_deref().is_some_and(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .any(|(k, v)| k == "$format" && ieee754_compatible(Some(&v)))
+        });
     let result = match prelude(
         state,
         &mut draft,
@@ -361,7 +376,37 @@ async fn serve(
             axum::http::HeaderValue::from_static(allowed),
         );
     }
+    if strings {
+        response = with_ieee754_compatible(response);
+    }
     with_odata_version(response)
+}
+
+/// Whether the media type (or list of them) carries the format parameter
+/// `IEEE754Compatible=true`: `Edm.Int64` and `Edm.Decimal` values as JSON strings, which
+/// JavaScript reads without losing digits. Parameter names are case-insensitive.
+pub(crate) fn ieee754_compatible(media_type: Option<&str>) -> bool {
+    media_type.is_some_and(|m| {
+        m.split([';', ','])
+            .any(|p| p.trim().eq_ignore_ascii_case("ieee754compatible=true"))
+    })
+}
+
+/// The response's JSON media type says its numbers are strings, as OData JSON Format §3.2
+/// requires of a response written so.
+fn with_ieee754_compatible(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if let Some(json) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("application/json"))
+        .and_then(|v| {
+            axum::http::HeaderValue::from_str(&format!("{v};IEEE754Compatible=true")).ok()
+        })
+    {
+        headers.insert(axum::http::header::CONTENT_TYPE, json);
+    }
+    response
 }
 
 fn with_odata_version(mut response: Response) -> Response {

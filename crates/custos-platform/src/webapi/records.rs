@@ -9,9 +9,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    Catalog, ChangeFailed, EntityDef, Filter, NewPrincipal, ORGANIZATION_ENTITY, PAGE_SIZE_MAX,
-    Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, Value, WriteContext, WriteMode,
-    WriteOutcome, page_size, parse_query_options,
+    AttributeType, Catalog, ChangeFailed, EntityDef, Filter, NewPrincipal, ORGANIZATION_ENTITY,
+    PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, Value, WriteContext,
+    WriteMode, WriteOutcome, page_size, parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -113,17 +113,33 @@ pub(super) fn record_json(
     {
         out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
     }
+    let strings = request.ieee754();
     for attribute in &entity.attributes {
         if selected(attribute, select) || attribute.logical_name == entity.primary_id() {
             let web_name = attribute.web_name();
-            let value = record
+            let mut value = record
                 .values
                 .get(&attribute.logical_name)
                 .map_or(Json::Null, Value::to_json);
+            if strings && value.is_number() && wide_number(&attribute.attribute_type) {
+                value = Json::String(value.to_string());
+            }
             out.insert(web_name, value);
         }
     }
     out
+}
+
+/// Whether values of `attribute_type` are `Edm.Int64` or `Edm.Decimal`, the numbers OData's
+/// `IEEE754Compatible=true` writes and reads as strings.
+fn wide_number(attribute_type: &AttributeType) -> bool {
+    matches!(
+        attribute_type,
+        AttributeType::Integer
+            | AttributeType::Choice
+            | AttributeType::Decimal
+            | AttributeType::Money
+    )
 }
 
 pub(super) fn check_select(
@@ -440,7 +456,12 @@ async fn list(
         body.insert("@odata.context".into(), json!(context));
     }
     if let Some(total) = page.total {
-        body.insert("@odata.count".into(), json!(total));
+        let total = if request.ieee754() {
+            json!(total.to_string())
+        } else {
+            json!(total)
+        };
+        body.insert("@odata.count".into(), total);
     }
     let values: Vec<Json> = page
         .records
@@ -775,6 +796,7 @@ fn body_values(
     body: &Map<String, Json>,
 ) -> Result<BodyValues, AppError> {
     let catalog = request.instance.store.catalog();
+    let strings = super::ieee754_compatible(request.header("content-type"));
     let mut values = Vec::new();
     let mut id = None;
     for (key, json) in body {
@@ -784,19 +806,14 @@ fn body_values(
         if let Some(name) = key.strip_suffix("@odata.bind") {
             let attribute = entity
                 .attribute(name)
-                .filter(|a| {
-                    matches!(
-                        a.attribute_type,
-                        custos_records::AttributeType::Lookup { .. }
-                    )
-                })
+                .filter(|a| matches!(a.attribute_type, AttributeType::Lookup { .. }))
                 .ok_or_else(|| {
                     AppError::bad_request(format!(
                         "'{name}' is not a lookup attribute of entity '{}'",
                         entity.logical_name
                     ))
                 })?;
-            let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type else {
+            let AttributeType::Lookup { target } = &attribute.attribute_type else {
                 unreachable!("filtered above")
             };
             let target_set = catalog
@@ -841,7 +858,7 @@ fn body_values(
         })?;
         // A lookup is set through its navigation property, never by its value: as in
         // Dataverse, `_x_value` is read-only (and one body could otherwise name it twice).
-        if let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type {
+        if let AttributeType::Lookup { target } = &attribute.attribute_type {
             let target_set = catalog
                 .entity(target)
                 .map(|e| e.set_name.clone())
@@ -851,7 +868,18 @@ fn body_values(
                 attribute.logical_name
             )));
         }
-        let value = Value::from_json(attribute, json)?;
+        // Sent as strings under `IEEE754Compatible=true`, a wide number is read as the number.
+        let number = match json {
+            Json::String(text) if strings && wide_number(&attribute.attribute_type) => {
+                text.parse::<i64>().ok().map(Json::from).or_else(|| {
+                    text.parse::<f64>()
+                        .ok()
+                        .and_then(|n| serde_json::Number::from_f64(n).map(Json::Number))
+                })
+            }
+            _ => None,
+        };
+        let value = Value::from_json(attribute, number.as_ref().unwrap_or(json))?;
         if attribute.logical_name == entity.primary_id() {
             match value {
                 Value::Guid(given) => id = Some(given),
@@ -1378,12 +1406,10 @@ fn lookup_ref_as_update(
     lookup: &str,
 ) -> Result<WebRequest, AppError> {
     let entity = entity_by_set(&request, set)?;
-    if !entity.attribute(lookup).is_some_and(|a| {
-        matches!(
-            a.attribute_type,
-            custos_records::AttributeType::Lookup { .. }
-        )
-    }) {
+    if !entity
+        .attribute(lookup)
+        .is_some_and(|a| matches!(a.attribute_type, AttributeType::Lookup { .. }))
+    {
         return Err(AppError::not_found(format!(
             "'{lookup}' is not a lookup of '{}'",
             entity.logical_name

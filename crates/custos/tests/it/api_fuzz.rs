@@ -44,7 +44,10 @@ fn no_generated_request_gets_a_server_error_and_the_log_still_verifies() {
         &admin,
         &["--max-examples", "25"],
     );
-    assert!(generated > 1000, "too few requests were generated: {generated}");
+    assert!(
+        generated > 1000,
+        "too few requests were generated: {generated}"
+    );
     // The fuzzer may have left audit log search off; an Audit Manager turns it back on.
     let response = send(
         client().put(format!("{}/api/audit/settings", server.base)),

@@ -2,8 +2,9 @@
 //! 412 on PATCH and DELETE and changes nothing; the current ETag succeeds; `If-None-Match` with
 //! the current ETag is 304; every refusal is in the log. And the protocol details a client
 //! reads first: the scheme a 401 wants, the context first in a record, the methods a 405
-//! allows, a query that is not UTF-8 refused, `set/$count`, and a `$metadata` that defines what
-//! it imports, with decimal scales and non-nullable keys.
+//! allows, a query that is not UTF-8 refused, `set/$count`, a `$metadata` that defines what it
+//! imports, with decimal scales and non-nullable keys, and wide numbers as strings for a
+//! client that asks (`IEEE754Compatible=true`).
 
 use serde_json::{Value, json};
 
@@ -334,4 +335,76 @@ fn a_single_property_is_read_alone_and_recorded_as_a_retrieve() {
             .iter()
             .any(|r| r["Query"].as_str().unwrap().ends_with("/name/$value"))
     );
+}
+
+/// OData JSON Format §3.2: with `IEEE754Compatible=true` in `Accept` (or `$format`), `Edm.Int64`
+/// and `Edm.Decimal` values — and `@odata.count` — are strings, so a JavaScript client keeps
+/// every digit, and the response's media type says so; in a request's `Content-Type` it lets
+/// the body send them as strings. Without it, numbers are numbers and a string is refused.
+#[test]
+fn wide_numbers_are_strings_both_ways_for_a_client_that_asks() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let wide = "9007199254740993"; // 2^53 + 1: a JavaScript number would round it
+    let created = send(
+        client()
+            .post(server.api("accounts"))
+            .header("content-type", "application/json;IEEE754Compatible=true"),
+        &admin,
+        Some(json!({"name": "Wide", "revenue": "1234.5", "numberofemployees": wide})),
+    );
+    assert_eq!(created.status(), 204);
+    let id = entity_id(&created);
+    let query = "accounts?$filter=name eq 'Wide'&$count=true&$select=revenue,numberofemployees,versionnumber";
+    for (how, accept, url) in [
+        (
+            "Accept",
+            "application/json;odata.metadata=minimal;IEEE754Compatible=true",
+            server.api(query),
+        ),
+        (
+            "$format",
+            "application/json",
+            server.api(&format!(
+                "{query}&$format=application/json;IEEE754Compatible=true"
+            )),
+        ),
+    ] {
+        let response = send(client().get(url).header("accept", accept), &admin, None);
+        assert_eq!(response.status(), 200, "{how}");
+        let media = response.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(media.contains("IEEE754Compatible=true"), "{how}: {media}");
+        let page: Value = response.json().unwrap();
+        assert_eq!(page["@odata.count"], "1", "{how}: {page}");
+        let row = &page["value"][0];
+        assert_eq!(row["revenue"], "1234.5", "{how}: {row}");
+        assert_eq!(row["numberofemployees"], wide, "{how}: {row}");
+        assert_eq!(row["versionnumber"], "1", "{how}: {row}");
+        assert_eq!(row["accountid"], id.as_str(), "{how}: {row}");
+    }
+    let plain = get_json(
+        &server.api(&format!("accounts({id})?$select=revenue,numberofemployees")),
+        &admin,
+    );
+    assert_eq!(plain["revenue"], 1234.5, "{plain}");
+    assert_eq!(plain["numberofemployees"].to_string(), wide, "{plain}");
+
+    // A string where a number belongs: refused without the parameter, and with it when it is
+    // not a number; nothing is created either way.
+    for (content_type, revenue) in [
+        ("application/json", "1234.5"),
+        ("application/json; ieee754compatible=true", "many"),
+    ] {
+        let response = send(
+            client()
+                .post(server.api("accounts"))
+                .header("content-type", content_type),
+            &admin,
+            Some(json!({"name": "Wide", "revenue": revenue})),
+        );
+        let (code, _, message) = odata_error(response);
+        assert_eq!(code, 400, "{content_type}: {message}");
+    }
+    let all = get_json(&server.api("accounts?$filter=name eq 'Wide'&$count=true"), &admin);
+    assert_eq!(all["@odata.count"], 1, "{all}");
 }

@@ -261,7 +261,10 @@ fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
             "15",
         ],
     );
-    assert!(requests > 3000, "too few requests were generated: {requests}");
+    assert!(
+        requests > 3000,
+        "too few requests were generated: {requests}"
+    );
     // The checks saw records, not only refusals: the log has the answered reads of both, by key
     // and by the paths from one to the other.
     for filters in [
