@@ -72,7 +72,8 @@ pub(super) async fn fetch(
     }
     let catalog = request.instance.store.catalog();
     // `*`: every navigation property the request does not name, with no options (OData's
-    // star expansion).
+    // star expansion) — those whose records the caller may read: a role that cannot read
+    // users still expands an account's contacts, where naming `createdby` is refused.
     let mut items = items.to_vec();
     if let Some(star) = items.iter().position(|i| i.property == "*") {
         items.remove(star);
@@ -81,7 +82,9 @@ pub(super) async fn fetch(
             catalog
                 .navigations(entity)
                 .into_iter()
-                .filter(|n| !named.contains(&n.name))
+                .filter(|n| {
+                    !named.contains(&n.name) && request.require(Privilege::Read, n.shows()).is_ok()
+                })
                 .map(|n| Expand {
                     property: n.name,
                     options: QueryOptions::default(),

@@ -372,7 +372,10 @@ fn wide_numbers_are_strings_both_ways_for_a_client_that_asks() {
     ] {
         let response = send(client().get(url).header("accept", accept), &admin, None);
         assert_eq!(response.status(), 200, "{how}");
-        let media = response.headers()["content-type"].to_str().unwrap().to_string();
+        let media = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(media.contains("IEEE754Compatible=true"), "{how}: {media}");
         let page: Value = response.json().unwrap();
         assert_eq!(page["@odata.count"], "1", "{how}: {page}");
@@ -405,6 +408,9 @@ fn wide_numbers_are_strings_both_ways_for_a_client_that_asks() {
         let (code, _, message) = odata_error(response);
         assert_eq!(code, 400, "{content_type}: {message}");
     }
-    let all = get_json(&server.api("accounts?$filter=name eq 'Wide'&$count=true"), &admin);
+    let all = get_json(
+        &server.api("accounts?$filter=name eq 'Wide'&$count=true"),
+        &admin,
+    );
     assert_eq!(all["@odata.count"], 1, "{all}");
 }

@@ -545,7 +545,7 @@ fn a_record_made_under_a_navigation_property_is_bound_to_it_and_star_expands_the
         .filter(|e| e["Details"]["ExpandedFrom"].is_string())
         .collect();
     assert_eq!(expanded.len(), 1, "{lists:#?}");
-    assert_eq!(ids(expanded[0]), BTreeSet::from([contact]));
+    assert_eq!(ids(expanded[0]), BTreeSet::from([contact.clone()]));
     assert_eq!(
         expanded[0]["Details"],
         json!({"ExpandedFrom": "account", "NavigationProperty": "contact_parentcustomerid"})
@@ -556,4 +556,45 @@ fn a_record_made_under_a_navigation_property_is_bound_to_it_and_star_expands_the
         None,
     );
     assert_eq!(odata_error(response).0, 400);
+
+    // A role that reads accounts and contacts but not users: `*` expands what it may read,
+    // where naming a user's navigation property is refused.
+    let role = entity_id(&send(
+        client().post(server.api("roles")),
+        &admin,
+        Some(json!({"name": "Account reader"})),
+    ));
+    let granted = send(
+        client().post(server.api(&format!(
+            "roles({role})/Microsoft.Dynamics.CRM.AddPrivilegesRole"
+        ))),
+        &admin,
+        Some(
+            json!({"Privileges": [{"PrivilegeName": "prvReadaccount"}, {"PrivilegeName": "prvReadcontact"}]}),
+        ),
+    );
+    assert_eq!(granted.status(), 200);
+    server.add_user(
+        &admin,
+        "reader@contoso.test",
+        "reader-password-1",
+        "Account reader",
+    );
+    let reader = server.token("reader@contoso.test", "reader-password-1");
+    let seen = get_json(
+        &server.api(&format!("accounts({account})?$select=name&$expand=*")),
+        &reader,
+    );
+    assert_eq!(
+        seen["contact_parentcustomerid"][0]["contactid"],
+        contact.as_str(),
+        "{seen}"
+    );
+    assert!(seen.get("createdby").is_none(), "{seen}");
+    let named = send(
+        client().get(server.api(&format!("accounts({account})?$expand=createdby"))),
+        &reader,
+        None,
+    );
+    assert_eq!(odata_error(named).0, 403);
 }
