@@ -171,6 +171,29 @@ impl Server {
         id
     }
 
+    /// Makes a custom security role named `name` holding `privileges` (`prvReadaccount`…), as
+    /// `admin`; its id.
+    pub fn add_role(&self, admin: &str, name: &str, privileges: &[&str]) -> String {
+        let role = entity_id(&send(
+            client().post(self.api("roles")),
+            admin,
+            Some(json!({"name": name})),
+        ));
+        let privileges: Vec<Value> = privileges
+            .iter()
+            .map(|p| json!({"PrivilegeName": p}))
+            .collect();
+        let granted = send(
+            client().post(self.api(&format!(
+                "roles({role})/Microsoft.Dynamics.CRM.AddPrivilegesRole"
+            ))),
+            admin,
+            Some(json!({"Privileges": privileges})),
+        );
+        assert_eq!(granted.status(), 200, "privileges of {name}");
+        role
+    }
+
     pub fn organization_id(&self, token: &str) -> String {
         get_json(&self.api("WhoAmI"), token)["OrganizationId"]
             .as_str()

@@ -158,71 +158,122 @@ const ODATA_OPENAPI: &str = concat!(
     "/tests/e2e/node_modules/odata-openapi/lib/cli.js"
 );
 
+/// A server auditing changes, reads and lists of accounts and contacts, with an account and
+/// its contact holding a value in every attribute, and odata-openapi's description of its
+/// `$metadata` beside a schemathesis configuration that gives every path naming an account or
+/// a contact those two (other keys are generated, and mostly answered 404).
+struct Described {
+    server: Server,
+    admin: String,
+    account: String,
+    contact: String,
+    /// Holds the description and the configuration.
+    dir: tempfile::TempDir,
+}
+
+impl Described {
+    fn new() -> Described {
+        let server = Server::start(&[]);
+        let admin = server.admin();
+        server.audit_reads_of(&admin, &["account", "contact"]);
+        let created = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({
+                "name": "Described", "accountnumber": "D-1", "revenue": 1234.5,
+                "telephone1": "+1 555 0100", "emailaddress1": "d@example.com",
+                "websiteurl": "https://example.com", "numberofemployees": 12, "industrycode": 1,
+                "creditonhold": false, "description": "Seeded", "address1_city": "Lyon",
+            })),
+        );
+        assert_eq!(created.status(), 204);
+        let account = entity_id(&created);
+        let made = send(
+            client().post(server.api(&format!("accounts({account})/contact_parentcustomerid"))),
+            &admin,
+            Some(json!({
+                "firstname": "Described", "lastname": "Contact", "emailaddress1": "c@example.com",
+                "telephone1": "+1 555 0101", "jobtitle": "Clerk", "birthdate": "1990-01-02",
+                "description": "Seeded",
+            })),
+        );
+        assert_eq!(made.status(), 204);
+        let contact = entity_id(&made);
+        let bound = send(
+            client().patch(server.api(&format!("accounts({account})"))),
+            &admin,
+            Some(json!({"primarycontactid@odata.bind": format!("/contacts({contact})")})),
+        );
+        assert_eq!(bound.status(), 204);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("schemathesis.toml"),
+            format!(
+                "[parameters]\n\"path.accountid\" = \"{account}\"\n\"path.contactid\" = \"{contact}\"\n"
+            ),
+        )
+        .unwrap();
+        let metadata = dir.path().join("metadata.xml");
+        let csdl = send(client().get(server.api("$metadata")), &admin, None)
+            .text()
+            .unwrap();
+        std::fs::write(&metadata, csdl).unwrap();
+        let generated = Command::new("node")
+            .arg(ODATA_OPENAPI)
+            .args(["--skipBatchPath", "-t"])
+            .arg(dir.path().join("webapi.openapi.json"))
+            .arg(&metadata)
+            .output()
+            .expect("node runs (scripts/test installs odata-openapi)");
+        assert!(
+            generated.status.success(),
+            "odata-openapi could not read $metadata:\n{}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+        Described {
+            server,
+            admin,
+            account,
+            contact,
+            dir,
+        }
+    }
+
+    /// The OpenAPI document odata-openapi wrote.
+    fn document(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("webapi.openapi.json")).unwrap())
+            .unwrap()
+    }
+
+    /// Runs schemathesis from the description as `token` with `checks` (no deletes: they
+    /// answer no body to check, and would take the two records away); how many requests it
+    /// generated.
+    fn fuzz(&self, token: &str, checks: &str) -> u64 {
+        let document = self.dir.path().join("webapi.openapi.json");
+        schemathesis(
+            &self.dir.path().join("schemathesis.toml"),
+            &document.to_string_lossy(),
+            token,
+            &[
+                "--url",
+                &self.server.api(""),
+                "--checks",
+                checks,
+                "--exclude-method",
+                "DELETE",
+                "--phases",
+                "examples,fuzzing",
+                "--max-examples",
+                "15",
+            ],
+        )
+    }
+}
+
 #[test]
 fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
-    let mut server = Server::start(&[]);
-    let admin = server.admin();
-    server.audit_reads_of(&admin, &["account", "contact"]);
-    // Records for the requests to reach, a value in every attribute so that each answer shows
-    // each type: every path naming an account or a contact names these (other keys are
-    // generated, and mostly answered 404).
-    let created = send(
-        client().post(server.api("accounts")),
-        &admin,
-        Some(json!({
-            "name": "Described", "accountnumber": "D-1", "revenue": 1234.5,
-            "telephone1": "+1 555 0100", "emailaddress1": "d@example.com",
-            "websiteurl": "https://example.com", "numberofemployees": 12, "industrycode": 1,
-            "creditonhold": false, "description": "Seeded", "address1_city": "Lyon",
-        })),
-    );
-    assert_eq!(created.status(), 204);
-    let account = entity_id(&created);
-    let made = send(
-        client().post(server.api(&format!("accounts({account})/contact_parentcustomerid"))),
-        &admin,
-        Some(json!({
-            "firstname": "Described", "lastname": "Contact", "emailaddress1": "c@example.com",
-            "telephone1": "+1 555 0101", "jobtitle": "Clerk", "birthdate": "1990-01-02",
-            "description": "Seeded",
-        })),
-    );
-    assert_eq!(made.status(), 204);
-    let contact = entity_id(&made);
-    let bound = send(
-        client().patch(server.api(&format!("accounts({account})"))),
-        &admin,
-        Some(json!({"primarycontactid@odata.bind": format!("/contacts({contact})")})),
-    );
-    assert_eq!(bound.status(), 204);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("schemathesis.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[parameters]\n\"path.accountid\" = \"{account}\"\n\"path.contactid\" = \"{contact}\"\n"
-        ),
-    )
-    .unwrap();
-    let metadata = dir.path().join("metadata.xml");
-    let csdl = send(client().get(server.api("$metadata")), &admin, None)
-        .text()
-        .unwrap();
-    std::fs::write(&metadata, csdl).unwrap();
-    let described = dir.path().join("webapi.openapi.json");
-    let generated = Command::new("node")
-        .arg(ODATA_OPENAPI)
-        .args(["--skipBatchPath", "-t"])
-        .arg(&described)
-        .arg(&metadata)
-        .output()
-        .expect("node runs (scripts/test installs odata-openapi)");
-    assert!(
-        generated.status.success(),
-        "odata-openapi could not read $metadata:\n{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
-    let document: Value = serde_json::from_slice(&std::fs::read(&described).unwrap()).unwrap();
+    let mut described = Described::new();
+    let document = described.document();
     let paths = document["paths"].as_object().unwrap();
     for path in [
         "/accounts",
@@ -243,23 +294,9 @@ fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
     // OData gives a create without `Prefer: return=representation` and an empty single-valued
     // navigation, which the generator does not describe, and the strictness of a body's
     // properties, which it leaves open.)
-    let requests = schemathesis(
-        &config,
-        &described.to_string_lossy(),
-        &admin,
-        &[
-            "--url",
-            &server.api(""),
-            "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance,response_headers_conformance",
-            // A delete answers no body to check, and would take the records away.
-            "--exclude-method",
-            "DELETE",
-            "--phases",
-            "examples,fuzzing",
-            "--max-examples",
-            "15",
-        ],
+    let requests = described.fuzz(
+        &described.admin,
+        "not_a_server_error,response_schema_conformance,content_type_conformance,response_headers_conformance",
     );
     assert!(
         requests > 3000,
@@ -267,6 +304,8 @@ fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
     );
     // The checks saw records, not only refusals: the log has the answered reads of both, by key
     // and by the paths from one to the other.
+    let (server, admin) = (&described.server, &described.admin);
+    let (account, contact) = (&described.account, &described.contact);
     for filters in [
         format!("operation=Retrieve&recordId={account}&status=Succeeded"),
         format!("operation=Retrieve&recordId={contact}&status=Succeeded"),
@@ -274,11 +313,65 @@ fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
         format!("operation=Update&recordId={account}"),
     ] {
         assert!(
-            !server.audit(&admin, &filters).is_empty(),
+            !server.audit(admin, &filters).is_empty(),
             "none of {filters}"
         );
     }
 
     // Whatever those requests did, the log that recorded them verifies.
-    kill_and_verify(&mut server);
+    kill_and_verify(&mut described.server);
+}
+
+/// The attacker's view: a role that may only read accounts and contacts sends every request
+/// the description allows, by the thousand. Nothing it may not do is done — no record changes,
+/// no other entity is read — nothing is a server error, and every refusal is in the log.
+#[test]
+fn a_role_that_only_reads_accounts_and_contacts_does_nothing_more_whatever_it_sends() {
+    let mut described = Described::new();
+    let (server, admin) = (&described.server, described.admin.clone());
+    server.add_role(
+        &admin,
+        "Account reader",
+        &["prvReadaccount", "prvReadcontact"],
+    );
+    let upn = "reader@contoso.test";
+    server.add_user(&admin, upn, "reader-password-1", "Account reader");
+    let reader = server.token(upn, "reader-password-1");
+    let before = |set: &str| get_json(&server.api(&format!("{set}?$orderby=createdon")), &admin);
+    let (accounts, contacts, users) = (
+        before("accounts"),
+        before("contacts"),
+        before("systemusers"),
+    );
+
+    let requests = described.fuzz(&reader, "not_a_server_error,response_schema_conformance");
+    assert!(
+        requests > 3000,
+        "too few requests were generated: {requests}"
+    );
+
+    // Nothing changed: the records, their versions and the users are as they were.
+    assert_eq!(before("accounts"), accounts);
+    assert_eq!(before("contacts"), contacts);
+    assert_eq!(before("systemusers"), users);
+    // What succeeded was a read of an account or a contact; the rest was refused, and said so.
+    let succeeded = server.audit(&admin, &format!("user={upn}&status=Succeeded"));
+    assert!(!succeeded.is_empty());
+    for event in &succeeded {
+        let read = matches!(
+            event["Operation"].as_str(),
+            Some("Retrieve" | "RetrieveMultiple")
+        );
+        let entity = event["EntityName"].as_str().unwrap_or_default();
+        assert!(
+            read && matches!(entity, "account" | "contact"),
+            "the reader did more than read accounts and contacts: {event:#}"
+        );
+    }
+    let refused = server.audit(&admin, &format!("user={upn}&status=Denied"));
+    assert!(
+        refused.iter().any(|e| e["ErrorCode"] == "Forbidden"),
+        "no refusal of the reader is in the log"
+    );
+    kill_and_verify(&mut described.server);
 }
