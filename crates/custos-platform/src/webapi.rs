@@ -466,8 +466,6 @@ async fn stage(
     }
 }
 
-/// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
-/// 405 (RFC 9110 §15.5.6).
 /// Whether `target` is a collection-valued navigation property's path, which takes a `POST`
 /// (a create of a related record) where a property's path does not.
 fn related_records(state: &PlatformState, instance_name: &str, target: &Target) -> bool {
@@ -489,6 +487,8 @@ fn related_records(state: &PlatformState, instance_name: &str, target: &Target) 
     })
 }
 
+/// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
+/// 405 (RFC 9110 §15.5.6).
 fn allowed_methods(target: &Target) -> &'static str {
     match target {
         Target::ServiceDocument

@@ -932,9 +932,10 @@ fn a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted(
     project.attributes.push(sponsor);
     store.save_draft(&project).unwrap();
     assert_eq!(store.publish_all(&mut |_| Ok(())).unwrap(), ["new_project"]);
+    // A lookup names a record that exists: one that does not is refused, and nothing changes.
     let sponsor = Uuid::from_u128(7);
-    store
-        .update(
+    let bind = |store: &dyn RecordStore| {
+        store.update(
             "new_project",
             id,
             vec![("new_sponsorid".into(), Value::Guid(sponsor))],
@@ -942,7 +943,30 @@ fn a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted(
             context(),
             &mut ok,
         )
+    };
+    let refused = bind(store).unwrap_err();
+    assert!(
+        matches!(&refused, Error::BadRequest(m) if m.contains("does not exist")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store
+            .retrieve("new_project", id)
+            .unwrap()
+            .values
+            .get("new_sponsorid"),
+        Some(&Value::Null)
+    );
+    store
+        .create(
+            "account",
+            Some(sponsor),
+            vec![("name".into(), Value::String("Sponsor".into()))],
+            context(),
+            &mut ok,
+        )
         .unwrap();
+    bind(store).unwrap();
     let options =
         parse_query_options([("$filter", &*format!("_new_sponsorid_value eq {sponsor}"))]).unwrap();
     let page = store

@@ -408,13 +408,44 @@ fn fetch(sql: &mut dyn Sql, definition: &EntityDef, id: Uuid) -> Result<Option<R
         .pop())
 }
 
+/// Refuses a lookup set to a record that does not exist — checked inside the write's
+/// transaction, as Dataverse refuses a reference to a missing record: a lookup names a record
+/// that is there (or was, until it was deleted).
+fn check_references(
+    sql: &mut dyn Sql,
+    catalog: &Catalog,
+    definition: &EntityDef,
+    values: &[(String, Value)],
+) -> Result<()> {
+    for (name, value) in values {
+        let Value::Guid(id) = value else { continue };
+        let Some(AttributeType::Lookup { target }) =
+            definition.attribute(name).map(|a| &a.attribute_type)
+        else {
+            continue;
+        };
+        let Some(referenced) = catalog.entity(target) else {
+            continue;
+        };
+        if fetch(sql, referenced, *id)?.is_none() {
+            return Err(Error::BadRequest(format!(
+                "'{name}' of {} refers to {target} {id}, which does not exist",
+                definition.logical_name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn insert(
     sql: &mut dyn Sql,
+    catalog: &Catalog,
     definition: &EntityDef,
     id: Uuid,
     values: &[(String, Value)],
     context: WriteContext,
 ) -> Result<()> {
+    check_references(sql, catalog, definition, values)?;
     let (statement, bound) = insert_sql(definition, id, values, context);
     if sql.insert(&statement, &bound)? {
         Ok(())
@@ -426,18 +457,20 @@ fn insert(
 /// Creates a record inside the write transaction.
 fn create_in(
     sql: &mut dyn Sql,
+    catalog: &Catalog,
     definition: &EntityDef,
     id: Uuid,
     values: &[(String, Value)],
     context: WriteContext,
 ) -> Result<WriteOutcome> {
-    insert(sql, definition, id, values, context)?;
+    insert(sql, catalog, definition, id, values, context)?;
     written(sql, definition, id, None)
 }
 
 /// Updates (or upserts) a record inside the write transaction, as `mode` says.
 fn update_in(
     sql: &mut dyn Sql,
+    catalog: &Catalog,
     definition: &EntityDef,
     id: Uuid,
     values: &[(String, Value)],
@@ -458,8 +491,9 @@ fn update_in(
                 definition.logical_name
             )));
         }
-        (None, _) => insert(sql, definition, id, values, context)?,
+        (None, _) => insert(sql, catalog, definition, id, values, context)?,
         (Some(_), _) => {
+            check_references(sql, catalog, definition, values)?;
             let (statement, bound) = update_sql(definition, id, values, context);
             sql.execute(&statement, &bound)?;
         }
@@ -927,9 +961,10 @@ impl<E: Engine> RecordStore for Store<E> {
         check_writable(&definition, &values, context)?;
         let id = id.unwrap_or_else(Uuid::new_v4);
         let announce = self.watched(entity);
+        let catalog = self.catalog.load_full();
         self.engine.write(
             |sql| {
-                let outcome = create_in(sql, &definition, id, &values, context)?;
+                let outcome = create_in(sql, &catalog, &definition, id, &values, context)?;
                 if announce {
                     sql.announce()?;
                 }
@@ -951,9 +986,10 @@ impl<E: Engine> RecordStore for Store<E> {
         let definition = self.definition(entity)?;
         check_writable(&definition, &values, context)?;
         let announce = self.watched(entity);
+        let catalog = self.catalog.load_full();
         self.engine.write(
             |sql| {
-                let outcome = update_in(sql, &definition, id, &values, mode, context)?;
+                let outcome = update_in(sql, &catalog, &definition, id, &values, mode, context)?;
                 if announce {
                     sql.announce()?;
                 }
@@ -1003,6 +1039,7 @@ impl<E: Engine> RecordStore for Store<E> {
         }
         // The change being made, so that a failure names it.
         let current = std::sync::atomic::AtomicUsize::new(0);
+        let catalog = self.catalog.load_full();
         self.engine
             .write(
                 |sql| {
@@ -1013,11 +1050,11 @@ impl<E: Engine> RecordStore for Store<E> {
                         current.store(index, std::sync::atomic::Ordering::Relaxed);
                         outcomes.push(match change {
                             RecordChange::Create { id, values, .. } => {
-                                create_in(sql, definition, *id, values, context)?
+                                create_in(sql, &catalog, definition, *id, values, context)?
                             }
                             RecordChange::Update {
                                 id, values, mode, ..
-                            } => update_in(sql, definition, *id, values, *mode, context)?,
+                            } => update_in(sql, &catalog, definition, *id, values, *mode, context)?,
                             RecordChange::Delete { id, version, .. } => {
                                 delete_in(sql, definition, *id, *version)?
                             }
@@ -1050,12 +1087,13 @@ impl<E: Engine> RecordStore for Store<E> {
             check_writable(&definition, values, context)?;
         }
         let announce = self.watched(entity);
+        let catalog = self.catalog.load_full();
         self.engine.write(
             |sql| {
                 let mut outcomes = Vec::with_capacity(rows.len());
                 for (id, values) in rows {
                     let id = id.unwrap_or_else(Uuid::new_v4);
-                    insert(sql, &definition, id, &values, context)?;
+                    insert(sql, &catalog, &definition, id, &values, context)?;
                     outcomes.push(written(sql, &definition, id, None)?);
                 }
                 if announce {

@@ -411,6 +411,20 @@ fn a_navigation_property_s_path_shows_the_related_records_and_the_log_has_each()
         Some(json!({"_parentcustomerid_value": other})),
     ));
     assert_eq!(code, 400);
+    // A reference to a record that does not exist, on a create or an update: 400.
+    let nobody = format!("/accounts({})", uuid::Uuid::new_v4());
+    for request in [
+        client().post(server.api("contacts")),
+        client().patch(server.api(&format!("contacts({loner})"))),
+    ] {
+        let (code, _, message) = odata_error(send(
+            request,
+            &admin,
+            Some(json!({"lastname": "Nav", "parentcustomerid@odata.bind": nobody})),
+        ));
+        assert_eq!(code, 400, "{message}");
+        assert!(message.contains("does not exist"), "{message}");
+    }
     assert_eq!(count(&server, &admin, "contacts"), before);
     let unchanged = get_json(&server.api(&format!("contacts({loner})")), &admin);
     assert!(
