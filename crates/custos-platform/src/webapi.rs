@@ -226,6 +226,9 @@ pub(crate) struct WebRequest {
     pub(crate) body: Bytes,
     /// `{public URL}/{instance}/api/data/v9.2`.
     pub(crate) service_root: String,
+    /// Whether the client asked for `Edm.Int64` and `Edm.Decimal` values as strings
+    /// (`IEEE754Compatible=true` in `Accept` or `$format`, OData JSON Format §3.2).
+    pub(crate) ieee754: bool,
 }
 
 impl WebRequest {
@@ -282,16 +285,6 @@ impl WebRequest {
     }
 
     /// `odata.metadata=none` asked for in `Accept`.
-    /// Whether the client asked for `Edm.Int64` and `Edm.Decimal` values as strings
-    /// (`IEEE754Compatible=true` in `Accept` or `$format`, OData JSON Format §3.2).
-    pub(crate) fn ieee754(&self) -> bool {
-        ieee754_compatible(self.header("accept"))
-            || self
-                .query
-                .iter()
-                .any(|(k, v)| k == "$format" && ieee754_compatible(Some(v)))
-    }
-
     pub(crate) fn metadata_none(&self) -> bool {
         self.header("accept")
             .is_some_and(|a| a.contains("odata.metadata=none"))
@@ -337,11 +330,7 @@ async fn serve(
 ) -> Response {
     let mut draft = EventDraft::new(Operation::Request, context);
     draft.instance = instance_name.to_string();
-    let strings = ieee754_compatible(headers.get("accept").and_then(|v| v.to_str().ok()))
-        || raw_query.as_deref().is_some_and(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .any(|(k, v)| k == "$format" && ieee754_compatible(Some(&v)))
-        });
+    let strings = asks_ieee754(&headers, raw_query.as_deref());
     let result = match prelude(
         state,
         &mut draft,
@@ -390,6 +379,16 @@ pub(crate) fn ieee754_compatible(media_type: Option<&str>) -> bool {
         m.split([';', ','])
             .any(|p| p.trim().eq_ignore_ascii_case("ieee754compatible=true"))
     })
+}
+
+/// Whether a request asks for wide numbers as strings: `IEEE754Compatible=true` in `Accept` or
+/// in `$format`.
+fn asks_ieee754(headers: &HeaderMap, raw_query: Option<&str>) -> bool {
+    ieee754_compatible(headers.get("accept").and_then(|v| v.to_str().ok()))
+        || raw_query.is_some_and(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .any(|(k, v)| k == "$format" && ieee754_compatible(Some(&v)))
+        })
 }
 
 /// The response's JSON media type says its numbers are strings, as OData JSON Format §3.2
@@ -685,6 +684,7 @@ async fn prelude(
             AppError::bad_request(format!("the body could not be read: {e}"))
         }
     })?;
+    let ieee754 = asks_ieee754(&headers, raw_query.as_deref());
     let query = custos_http::query::utf8_query_pairs(raw_query)?;
     let request = WebRequest {
         state: state.clone(),
@@ -695,6 +695,7 @@ async fn prelude(
         headers,
         query,
         body,
+        ieee754,
     };
     Ok((target, request))
 }

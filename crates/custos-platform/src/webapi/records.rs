@@ -113,7 +113,7 @@ pub(super) fn record_json(
     {
         out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
     }
-    let strings = request.ieee754();
+    let strings = request.ieee754;
     for attribute in &entity.attributes {
         if selected(attribute, select) || attribute.logical_name == entity.primary_id() {
             let web_name = attribute.web_name();
@@ -456,7 +456,7 @@ async fn list(
         body.insert("@odata.context".into(), json!(context));
     }
     if let Some(total) = page.total {
-        let total = if request.ieee754() {
+        let total = if request.ieee754 {
             json!(total.to_string())
         } else {
             json!(total)
