@@ -443,6 +443,15 @@ async fn stage(
     .await;
     let staged = prepared.and_then(|(target, request)| match (&target, request.method.clone()) {
         (Target::EntitySet(set), Method::POST) => records::stage_create(request, &mut draft, set),
+        (
+            Target::Property {
+                set,
+                id,
+                property,
+                raw: false,
+            },
+            Method::POST,
+        ) => records::stage_create_related(request, &mut draft, set, *id, property),
         (Target::Record(set, id), Method::PATCH) => {
             records::stage_update(request, &mut draft, set, *id)
         }

@@ -1064,12 +1064,42 @@ pub(crate) async fn create(
 /// to record `id` (OData's create through a collection-valued navigation property) — a create
 /// like any other, whose event's `Details` say which record it was made under.
 pub(crate) async fn create_related(
-    mut request: WebRequest,
+    request: WebRequest,
     draft: &mut EventDraft,
     set: &str,
     id: Uuid,
     property: &str,
 ) -> Result<Response, AppError> {
+    let (request, related_set) = related_create(request, draft, set, id, property)?;
+    // The record it starts from must exist: 404, as on any path naming a record.
+    read_record(&request, &entity_by_set(&request, set)?, id).await?;
+    create(request, draft, &related_set).await
+}
+
+/// Checks a create through a collection-valued navigation property for a changeset: the
+/// record it starts from may be one an earlier write of the changeset creates (`$1/…`), so
+/// that it exists is checked by the store inside the changeset's transaction.
+pub(crate) fn stage_create_related(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    property: &str,
+) -> Result<StagedWrite, AppError> {
+    let (request, related_set) = related_create(request, draft, set, id, property)?;
+    stage_create(request, draft, &related_set)
+}
+
+/// The create `POST set(<id>)/property` makes: the request with its body binding the
+/// related entity's lookup to record `id`, and that entity's set; 405 when `property` is not
+/// a collection-valued navigation property.
+fn related_create(
+    mut request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    property: &str,
+) -> Result<(WebRequest, String), AppError> {
     let entity = entity_by_set(&request, set)?;
     let navigation = request
         .instance
@@ -1087,7 +1117,6 @@ pub(crate) async fn create_related(
         ));
     };
     require_on_record(&request, Privilege::Read, &entity, id)?;
-    read_record(&request, &entity, id).await?;
     let mut body = request.json_object()?;
     let bind = format!("{lookup}@odata.bind");
     if body.contains_key(&bind) {
@@ -1104,7 +1133,7 @@ pub(crate) async fn create_related(
         "NavigationProperty": property,
     })
     .to_string();
-    create(request, draft, &related_set).await
+    Ok((request, related_set))
 }
 
 /// Takes the credentials out of a `systemusers` create body into a new principal.

@@ -433,3 +433,79 @@ fn an_atomicity_group_fails_whole_and_refuses_what_it_cannot_hold() {
         assert_eq!(events[0]["ResultStatus"], "Failed");
     }
 }
+
+/// A create under a navigation property inside a changeset, from the record an earlier write
+/// of it creates (`$1/contact_parentcustomerid`): both commit, the contact bound to the
+/// account and its event saying where it was made. From a record that does not exist, the
+/// changeset fails whole.
+#[test]
+fn a_changeset_creates_under_a_navigation_property_of_a_record_it_creates() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let changeset = |parent: &str| {
+        format!(
+            concat!(
+                "--batch_1\r\nContent-Type: multipart/mixed; boundary=changeset_1\r\n\r\n",
+                "--changeset_1\r\nContent-Type: application/http\r\nContent-ID: 1\r\n\r\n",
+                "POST accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n",
+                "{{\"name\": \"Parent Account\"}}\r\n",
+                "--changeset_1\r\nContent-Type: application/http\r\nContent-ID: 2\r\n\r\n",
+                "POST {}/contact_parentcustomerid HTTP/1.1\r\nContent-Type: application/json\r\n\r\n",
+                "{{\"lastname\": \"Child\"}}\r\n",
+                "--changeset_1--\r\n",
+                "--batch_1--\r\n",
+            ),
+            parent
+        )
+    };
+    let post = |body: String| {
+        client()
+            .post(server.api("$batch"))
+            .header("Content-Type", "multipart/mixed; boundary=batch_1")
+            .bearer_auth(&admin)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+
+    let (parts, text) = multipart(post(changeset(&format!(
+        "accounts({})",
+        uuid::Uuid::new_v4()
+    ))));
+    assert_eq!(parts.len(), 1, "{text}");
+    assert!(
+        parts[0].contains("HTTP/1.1 400") && parts[0].contains("does not exist"),
+        "{text}"
+    );
+    assert!(accounts_named(&server, &admin, "Parent Account").is_empty());
+    assert_eq!(count(&server, &admin, "contacts"), 0);
+
+    let response = post(changeset("$1"));
+    let correlation = correlation_of(&response);
+    let (_, text) = multipart(response);
+    assert_eq!(text.matches("HTTP/1.1 204").count(), 2, "{text}");
+    let account = accounts_named(&server, &admin, "Parent Account");
+    let account = account[0]["accountid"].as_str().unwrap();
+    let contacts = get_json(
+        &server.api("contacts?$select=lastname,_parentcustomerid_value"),
+        &admin,
+    );
+    assert_eq!(
+        contacts["value"][0]["_parentcustomerid_value"], account,
+        "{contacts:#}"
+    );
+    let created = events_of(&server, &admin, &correlation);
+    let child = created
+        .iter()
+        .find(|e| e["EntityName"] == "contact")
+        .unwrap_or_else(|| panic!("{created:#?}"));
+    assert_eq!(child["Operation"], "Create");
+    assert_eq!(
+        child["Details"],
+        json!({
+            "NavigatedFrom": "account",
+            "RecordId": account,
+            "NavigationProperty": "contact_parentcustomerid",
+        })
+    );
+}
