@@ -330,7 +330,8 @@ async fn serve(
 ) -> Response {
     let mut draft = EventDraft::new(Operation::Request, context);
     draft.instance = instance_name.to_string();
-    let strings = asks_ieee754(&headers, raw_query.as_deref());
+    // Whether the answer's numbers are strings: read once, by `prelude`, into the request.
+    let mut strings = false;
     let result = match prelude(
         state,
         &mut draft,
@@ -344,6 +345,7 @@ async fn serve(
     .await
     {
         Ok((target, request)) => {
+            strings = request.ieee754;
             dispatch(context, &mut draft, instance_name, rest, target, request).await
         }
         Err(error) => Err(error),
@@ -490,8 +492,8 @@ fn related_records(state: &PlatformState, instance_name: &str, target: &Target) 
         let catalog = instance.store.catalog();
         catalog
             .by_set_name(set)
-            .and_then(|entity| catalog.navigation(entity, property))
-            .is_some_and(|n| n.collection)
+            .and_then(|entity| records::related_lookup(&catalog, entity, property))
+            .is_some()
     })
 }
 

@@ -427,7 +427,12 @@ fn check_references(
         let Some(referenced) = catalog.entity(target) else {
             continue;
         };
-        if fetch(sql, referenced, *id)?.is_none() {
+        let present = format!(
+            "SELECT COUNT(*) FROM \"{}\" WHERE \"{}\" = ?",
+            referenced.table(),
+            referenced.primary_id()
+        );
+        if sql.count(&present, &[Value::Guid(*id)])? == 0 {
             return Err(Error::BadRequest(format!(
                 "'{name}' of {} refers to {target} {id}, which does not exist",
                 definition.logical_name

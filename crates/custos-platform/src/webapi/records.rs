@@ -1070,9 +1070,9 @@ pub(crate) async fn create_related(
     id: Uuid,
     property: &str,
 ) -> Result<Response, AppError> {
-    let (request, related_set) = related_create(request, draft, set, id, property)?;
+    let (request, entity, related_set) = related_create(request, draft, set, id, property)?;
     // The record it starts from must exist: 404, as on any path naming a record.
-    read_record(&request, &entity_by_set(&request, set)?, id).await?;
+    read_record(&request, &entity, id).await?;
     create(request, draft, &related_set).await
 }
 
@@ -1086,28 +1086,35 @@ pub(crate) fn stage_create_related(
     id: Uuid,
     property: &str,
 ) -> Result<StagedWrite, AppError> {
-    let (request, related_set) = related_create(request, draft, set, id, property)?;
+    let (request, _, related_set) = related_create(request, draft, set, id, property)?;
     stage_create(request, draft, &related_set)
 }
 
+/// The lookup and the set of the records a collection-valued navigation property `property`
+/// of `entity` shows; `None` when it is not one.
+pub(crate) fn related_lookup(
+    catalog: &Catalog,
+    entity: &EntityDef,
+    property: &str,
+) -> Option<(String, String)> {
+    catalog
+        .navigation(entity, property)
+        .filter(|n| n.collection)
+        .map(|n| (n.lookup.logical_name.clone(), n.shows().set_name.clone()))
+}
+
 /// The create `POST set(<id>)/property` makes: the request with its body binding the
-/// related entity's lookup to record `id`, and that entity's set; 405 when `property` is not
-/// a collection-valued navigation property.
+/// related entity's lookup to record `id`, the entity of `set`, and the related entity's set;
+/// 405 when `property` is not a collection-valued navigation property.
 fn related_create(
     mut request: WebRequest,
     draft: &mut EventDraft,
     set: &str,
     id: Uuid,
     property: &str,
-) -> Result<(WebRequest, String), AppError> {
+) -> Result<(WebRequest, EntityDef, String), AppError> {
     let entity = entity_by_set(&request, set)?;
-    let navigation = request
-        .instance
-        .store
-        .catalog()
-        .navigation(&entity, property)
-        .filter(|n| n.collection)
-        .map(|n| (n.lookup.logical_name.clone(), n.shows().set_name.clone()));
+    let navigation = related_lookup(&request.instance.store.catalog(), &entity, property);
     let Some((lookup, related_set)) = navigation else {
         return Err(AppError::new(
             ErrorCode::MethodNotAllowed,
@@ -1133,7 +1140,7 @@ fn related_create(
         "NavigationProperty": property,
     })
     .to_string();
-    Ok((request, related_set))
+    Ok((request, entity, related_set))
 }
 
 /// Takes the credentials out of a `systemusers` create body into a new principal.
