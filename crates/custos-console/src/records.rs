@@ -603,7 +603,7 @@ async fn lookup_choices(console: &Console, instance: &str, entity: &EntityDef) -
         return out;
     };
     for attribute in editable(entity) {
-        let AttributeType::Lookup { target } = &attribute.attribute_type else {
+        let AttributeType::Lookup { target, .. } = &attribute.attribute_type else {
             continue;
         };
         let Some(target) = catalog.entity(target) else {
@@ -791,7 +791,7 @@ fn update_body(
         };
         let text = text.trim();
         // A lookup is bound to the chosen record (`x@odata.bind`), or cleared.
-        if let AttributeType::Lookup { target } = &attribute.attribute_type {
+        if let AttributeType::Lookup { target, .. } = &attribute.attribute_type {
             let Some(set) = catalog
                 .as_ref()
                 .and_then(|c| c.entity(target))

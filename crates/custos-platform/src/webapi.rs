@@ -7,6 +7,7 @@
 mod annotations;
 mod batch;
 mod bulk;
+mod cascade;
 mod expand;
 mod metadata;
 mod records;

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Error;
-use crate::metadata::{AttributeDef, AttributeType};
+use crate::metadata::{AttributeDef, AttributeType, OnDelete};
 use crate::options::{QueryOptions, parse_query_options};
 use crate::store::ImportRow;
 use crate::store::{RecordChange, RecordQuery, RecordStore, WriteContext, WriteMode, WriteOutcome};
@@ -372,7 +372,9 @@ fn paging_is_stable_under_inserts_and_deletes(store: &dyn RecordStore) {
         create_account(store, "n01", Some(21));
         create_account(store, "n07", Some(11));
         let id = id_named(store, doomed);
-        store.delete("account", id, None, &mut ok).unwrap();
+        store
+            .delete("account", id, None, context(), &mut ok)
+            .unwrap();
         let second = query(&QueryOptions {
             after: first.next.clone(),
             ..options.clone()
@@ -382,7 +384,9 @@ fn paging_is_stable_under_inserts_and_deletes(store: &dyn RecordStore) {
         // The set as it was, for the next order.
         for name in ["n01", "n07"] {
             let id = id_named(store, name);
-            store.delete("account", id, None, &mut ok).unwrap();
+            store
+                .delete("account", id, None, context(), &mut ok)
+                .unwrap();
         }
         let n: i64 = doomed[1..].parse().unwrap();
         create_account(store, doomed, (n % 3 != 0).then_some(n));
@@ -533,7 +537,7 @@ fn update_keeps_old_values_and_delete_keeps_the_record(store: &dyn RecordStore) 
             context(),
             &mut ok,
         ),
-        store.delete("account", created.id, Some(1), &mut ok),
+        store.delete("account", created.id, Some(1), context(), &mut ok),
     ] {
         assert!(
             matches!(stale, Err(Error::PreconditionFailed(_))),
@@ -556,7 +560,7 @@ fn update_keeps_old_values_and_delete_keeps_the_record(store: &dyn RecordStore) 
         Err(Error::NotFound(_))
     ));
     let deleted = store
-        .delete("account", created.id, Some(2), &mut ok)
+        .delete("account", created.id, Some(2), context(), &mut ok)
         .unwrap();
     assert_eq!(
         deleted.before.unwrap().values["name"],
@@ -766,16 +770,18 @@ fn a_bulk_delete_removes_exactly_what_matched_up_to_its_limit(store: &dyn Record
         .unwrap();
     let options = parse_query_options([("$filter", "startswith(name,'Drop')")]).unwrap();
     let error = store
-        .bulk_delete("account", &options, 2, &mut |_| Ok(()))
+        .bulk_delete("account", &options, 2, context(), &mut |_| Ok(()))
         .unwrap_err();
     assert!(matches!(error, Error::BadRequest(_)), "over the limit");
     let error = store
-        .bulk_delete("account", &options, 3, &mut |_| Err("down".into()))
+        .bulk_delete("account", &options, 3, context(), &mut |_| {
+            Err("down".into())
+        })
         .unwrap_err();
     assert!(matches!(error, Error::CommitRefused(_)));
     assert_eq!(names(store, &[]).len(), 4, "nothing deleted yet");
     let deleted = store
-        .bulk_delete("account", &options, 3, &mut |_| Ok(()))
+        .bulk_delete("account", &options, 3, context(), &mut |_| Ok(()))
         .unwrap();
     assert_eq!(deleted.len(), 3);
     assert!(deleted.iter().all(|d| d.after.is_none()
@@ -926,6 +932,7 @@ fn a_custom_entity_is_a_draft_until_published_and_its_attributes_can_be_deleted(
         "new_sponsorid",
         AttributeType::Lookup {
             target: "account".into(),
+            on_delete: OnDelete::RemoveLink,
         },
     );
     sponsor.custom = true;
@@ -1131,6 +1138,225 @@ pub(crate) fn the_lists_users_run_most_are_served_by_indexes(
 }
 
 /// Every case, by name.
+/// Creates a record of `entity` with `values`, returning its id.
+fn made(store: &dyn RecordStore, entity: &str, values: &[(&str, Value)]) -> Uuid {
+    let values = values
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect();
+    store
+        .create(entity, None, values, context(), &mut ok)
+        .unwrap()
+        .id
+}
+
+/// `(entity, id, deleted)` of each change a delete made to the records naming it, sorted.
+fn reached(outcome: &WriteOutcome) -> Vec<(String, Uuid, bool)> {
+    let mut reached: Vec<_> = outcome
+        .cascaded
+        .iter()
+        .map(|o| (o.entity.clone(), o.id, o.after.is_none()))
+        .collect();
+    reached.sort();
+    reached
+}
+
+fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn RecordStore) {
+    let name = |n: &str| ("name", Value::String(n.into()));
+    let account = made(store, "account", &[name("Parent")]);
+    let bound = |id: Uuid| Value::Guid(id);
+    let first = made(store, "contact", &[("parentcustomerid", bound(account))]);
+    let second = made(store, "contact", &[("parentcustomerid", bound(account))]);
+    let unrelated = made(
+        store,
+        "contact",
+        &[("lastname", Value::String("Other".into()))],
+    );
+    let case = made(store, "incident", &[("customerid", bound(account))]);
+    let deal = made(store, "opportunity", &[("parentaccountid", bound(account))]);
+    // Another account whose primary contact is one the delete takes with it.
+    let other = made(
+        store,
+        "account",
+        &[name("Other"), ("primarycontactid", bound(first))],
+    );
+    let alive = |entity: &str, id: Uuid| store.retrieve(entity, id).is_ok();
+
+    // A refused commit rolls the whole cascade back.
+    let refused = store.delete("account", account, None, context(), &mut |_| {
+        Err("down".into())
+    });
+    assert!(matches!(refused, Err(Error::CommitRefused(_))));
+    for (entity, id) in [
+        ("account", account),
+        ("contact", first),
+        ("contact", second),
+        ("incident", case),
+    ] {
+        assert!(alive(entity, id), "{entity} {id} rolled back");
+    }
+    assert_eq!(
+        store.retrieve("account", other).unwrap().values["primarycontactid"],
+        bound(first)
+    );
+
+    let mut seen = None;
+    let outcome = store
+        .delete("account", account, None, context(), &mut |outcome| {
+            seen = Some(reached(outcome));
+            Ok(())
+        })
+        .unwrap();
+    let mut expected = vec![
+        ("account".to_string(), other, false),
+        ("contact".to_string(), first, true),
+        ("contact".to_string(), second, true),
+        ("incident".to_string(), case, true),
+        ("opportunity".to_string(), deal, false),
+    ];
+    expected.sort();
+    assert_eq!(
+        reached(&outcome),
+        expected,
+        "contacts and cases go, links clear"
+    );
+    assert_eq!(
+        seen,
+        Some(expected),
+        "the hook saw all of it before the commit"
+    );
+    for (entity, id) in [
+        ("account", account),
+        ("contact", first),
+        ("contact", second),
+        ("incident", case),
+    ] {
+        assert!(!alive(entity, id), "{entity} {id} deleted");
+    }
+    assert!(alive("contact", unrelated));
+    for (entity, id, lookup) in [
+        ("opportunity", deal, "parentaccountid"),
+        ("account", other, "primarycontactid"),
+    ] {
+        let record = store.retrieve(entity, id).unwrap();
+        assert_eq!(
+            record.values[lookup],
+            Value::Null,
+            "{entity}.{lookup} cleared"
+        );
+        assert_eq!(
+            record.values["versionnumber"],
+            Value::Integer(2),
+            "a change"
+        );
+        assert_eq!(record.values["modifiedby"], Value::Guid(context().actor));
+        let change = outcome.cascaded.iter().find(|o| o.id == id).unwrap();
+        assert_eq!(change.before.as_ref().unwrap().values[lookup], {
+            if entity == "opportunity" {
+                bound(account)
+            } else {
+                bound(first)
+            }
+        });
+    }
+
+    // A custom lookup: `Restrict` refuses while a record names its target; `Cascade` on an
+    // entity's lookup to itself ends, even round a cycle.
+    let project = crate::seed::custom_entity("new_project", "new_projects", 100);
+    store.create_draft(&project).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    let mut project = store.draft("new_project").unwrap();
+    for (lookup, target, on_delete) in [
+        ("new_sponsorid", "account", OnDelete::Restrict),
+        ("new_parentid", "new_project", OnDelete::Cascade),
+    ] {
+        let mut attribute = AttributeDef::new(
+            lookup,
+            AttributeType::Lookup {
+                target: target.into(),
+                on_delete,
+            },
+        );
+        attribute.custom = true;
+        project.attributes.push(attribute);
+    }
+    store.save_draft(&project).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    let sponsor = made(store, "account", &[name("Sponsor")]);
+    let top = made(store, "new_project", &[("new_sponsorid", bound(sponsor))]);
+    let restricted = store
+        .delete("account", sponsor, None, context(), &mut ok)
+        .unwrap_err();
+    assert!(
+        matches!(&restricted, Error::Conflict(m) if m.contains("new_sponsorid")),
+        "{restricted:?}"
+    );
+    assert!(alive("account", sponsor) && alive("new_project", top));
+    let below = made(store, "new_project", &[("new_parentid", bound(top))]);
+    store
+        .update(
+            "new_project",
+            top,
+            vec![
+                ("new_parentid".into(), bound(below)),
+                ("new_sponsorid".into(), Value::Null),
+            ],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    let round = store
+        .delete("new_project", top, None, context(), &mut ok)
+        .unwrap();
+    assert_eq!(
+        reached(&round),
+        [("new_project".to_string(), below, true)],
+        "the cycle ends at the record already deleted"
+    );
+    store
+        .delete("account", sponsor, None, context(), &mut ok)
+        .unwrap();
+
+    // A bulk delete and a changeset's delete cascade the same way; a record a bulk delete
+    // matched that an earlier delete's cascade took is not deleted twice.
+    let parents: Vec<Uuid> = (0..2)
+        .map(|_| made(store, "account", &[name("Bulk")]))
+        .collect();
+    let children: Vec<Uuid> = parents
+        .iter()
+        .map(|p| made(store, "contact", &[("parentcustomerid", bound(*p))]))
+        .collect();
+    let options = parse_query_options([("$filter", "name eq 'Bulk'")]).unwrap();
+    let outcomes = store
+        .bulk_delete("account", &options, 10, context(), &mut |_| Ok(()))
+        .unwrap();
+    let mut taken: Vec<Uuid> = outcomes
+        .iter()
+        .flat_map(|o| o.cascaded.iter().map(|c| c.id))
+        .collect();
+    taken.sort();
+    let mut expected = children.clone();
+    expected.sort();
+    assert_eq!(taken, expected);
+    assert!(children.iter().all(|c| !alive("contact", *c)));
+    let parent = made(store, "account", &[name("Changeset")]);
+    let child = made(store, "contact", &[("parentcustomerid", bound(parent))]);
+    let applied = store
+        .apply(
+            vec![RecordChange::Delete {
+                entity: "account".into(),
+                id: parent,
+                version: None,
+            }],
+            context(),
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(reached(&applied[0]), [("contact".to_string(), child, true)]);
+    assert!(!alive("contact", child));
+}
+
 pub(crate) const CASES: &[(&str, Case)] = &[
     (
         "filters_run_as_parameterised_sql",
@@ -1177,6 +1403,10 @@ pub(crate) const CASES: &[(&str, Case)] = &[
     (
         "a_bulk_delete_removes_exactly_what_matched_up_to_its_limit",
         a_bulk_delete_removes_exactly_what_matched_up_to_its_limit,
+    ),
+    (
+        "a_delete_does_to_the_records_naming_it_what_their_lookups_say",
+        a_delete_does_to_the_records_naming_it_what_their_lookups_say,
     ),
     (
         "a_contacts_full_name_is_composed_on_every_write",

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use uuid::Uuid;
 
 use crate::metadata::{
-    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, is_logical_name,
+    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, OnDelete, is_logical_name,
 };
 use crate::options::{PageCursor, QueryOptions};
 use crate::sql::{Dialect, column_list, resolve, select_sql};
@@ -419,7 +419,7 @@ fn check_references(
 ) -> Result<()> {
     for (name, value) in values {
         let Value::Guid(id) = value else { continue };
-        let Some(AttributeType::Lookup { target }) =
+        let Some(AttributeType::Lookup { target, .. }) =
             definition.attribute(name).map(|a| &a.attribute_type)
         else {
             continue;
@@ -506,24 +506,119 @@ fn update_in(
     written(sql, definition, id, before)
 }
 
-/// Deletes a record inside the write transaction — only at `version` when one is given.
+/// Deletes a record inside the write transaction — only at `version` when one is given — and
+/// then does to the records that name it what their lookups' [`OnDelete`] says.
 fn delete_in(
     sql: &mut dyn Sql,
+    catalog: &Catalog,
     definition: &EntityDef,
     id: Uuid,
     version: Option<i64>,
+    context: WriteContext,
 ) -> Result<WriteOutcome> {
     let before = fetch(sql, definition, id)?.ok_or_else(|| not_found(definition, id))?;
     if let Some(version) = version {
         check_version(definition, &before, version)?;
     }
     sql.execute(&delete_sql(definition), &[Value::Guid(id)])?;
+    let cascaded = cascade_delete(sql, catalog, definition, id, context)?;
     Ok(WriteOutcome {
         entity: definition.logical_name.clone(),
         id,
         before: Some(before),
         after: None,
+        cascaded,
     })
+}
+
+/// The most records one delete may delete or change through the lookups that name it; more is
+/// refused, so that one request cannot become an unbounded transaction (delete the related
+/// records in batches first).
+const CASCADE_MAX: usize = 50_000;
+
+/// What deleting record `id` of `deleted` does to the records that name it, followed through
+/// the records it deletes in turn: `Restrict` refuses while any names it, `Cascade` deletes
+/// them, `RemoveLink` clears the lookup (a change by `context`), `NoCascade` leaves it. A
+/// record already deleted is not found again, so a cycle of lookups ends.
+fn cascade_delete(
+    sql: &mut dyn Sql,
+    catalog: &Catalog,
+    deleted: &EntityDef,
+    id: Uuid,
+    context: WriteContext,
+) -> Result<Vec<WriteOutcome>> {
+    let mut outcomes = Vec::new();
+    let mut pending = vec![(deleted.clone(), id)];
+    while let Some((target, id)) = pending.pop() {
+        for referencing in catalog.entities() {
+            for lookup in &referencing.attributes {
+                let AttributeType::Lookup {
+                    target: name,
+                    on_delete,
+                } = &lookup.attribute_type
+                else {
+                    continue;
+                };
+                if *name != target.logical_name || *on_delete == OnDelete::NoCascade {
+                    continue;
+                }
+                let naming = format!(
+                    "SELECT {} FROM \"{}\" WHERE \"{}\" = ? ORDER BY \"{}\"",
+                    crate::sql::column_list(referencing),
+                    referencing.table(),
+                    lookup.logical_name,
+                    referencing.primary_id()
+                );
+                let records = sql.records(referencing, &naming, &[Value::Guid(id)])?;
+                if records.is_empty() {
+                    continue;
+                }
+                if outcomes.len() + records.len() > CASCADE_MAX {
+                    return Err(Error::BadRequest(format!(
+                        "deleting {} {id} would delete or change more than {CASCADE_MAX} records that name it; delete or change them first",
+                        target.logical_name
+                    )));
+                }
+                match on_delete {
+                    OnDelete::Restrict => {
+                        return Err(Error::Conflict(format!(
+                            "{} {id} cannot be deleted: {} {} record(s) name it in '{}', which restricts its deletion; delete them or change their '{}' first",
+                            target.logical_name,
+                            records.len(),
+                            referencing.logical_name,
+                            lookup.logical_name,
+                            lookup.logical_name
+                        )));
+                    }
+                    OnDelete::Cascade => {
+                        let delete = delete_sql(referencing);
+                        for record in records {
+                            sql.execute(&delete, &[Value::Guid(record.id)])?;
+                            pending.push((referencing.clone(), record.id));
+                            outcomes.push(WriteOutcome {
+                                entity: referencing.logical_name.clone(),
+                                id: record.id,
+                                before: Some(record),
+                                after: None,
+                                cascaded: Vec::new(),
+                            });
+                        }
+                    }
+                    OnDelete::RemoveLink => {
+                        let cleared = [(lookup.logical_name.clone(), Value::Null)];
+                        for record in records {
+                            let (statement, bound) =
+                                update_sql(referencing, record.id, &cleared, context);
+                            sql.execute(&statement, &bound)?;
+                            outcomes.push(written(sql, referencing, record.id, Some(record))?);
+                        }
+                    }
+                    OnDelete::NoCascade => {}
+                }
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Recomputes the composed attributes of the record just written and reads it back.
@@ -542,6 +637,7 @@ fn written(
         id,
         before,
         after: Some(after),
+        cascaded: Vec::new(),
     })
 }
 
@@ -692,6 +788,14 @@ impl<E: Engine> Store<E> {
     }
 
     /// Whether writes to `entity` are announced.
+    /// Whether `outcomes` wrote a watched entity's records, the records their deletes reached
+    /// included.
+    fn touches_watched(&self, outcomes: &[WriteOutcome]) -> bool {
+        outcomes
+            .iter()
+            .any(|outcome| self.watched(&outcome.entity) || self.touches_watched(&outcome.cascaded))
+    }
+
     fn watched(&self, entity: &str) -> bool {
         self.watched
             .read()
@@ -1009,11 +1113,19 @@ impl<E: Engine> RecordStore for Store<E> {
         entity: &str,
         id: Uuid,
         version: Option<i64>,
+        context: WriteContext,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome> {
         let definition = self.definition(entity)?;
+        let catalog = self.catalog.load_full();
         self.engine.write(
-            |sql| delete_in(sql, &definition, id, version),
+            |sql| {
+                let outcome = delete_in(sql, &catalog, &definition, id, version, context)?;
+                if self.touches_watched(std::slice::from_ref(&outcome)) {
+                    sql.announce()?;
+                }
+                Ok(outcome)
+            },
             |outcome| before_commit(outcome),
         )
     }
@@ -1061,12 +1173,12 @@ impl<E: Engine> RecordStore for Store<E> {
                                 id, values, mode, ..
                             } => update_in(sql, &catalog, definition, *id, values, *mode, context)?,
                             RecordChange::Delete { id, version, .. } => {
-                                delete_in(sql, definition, *id, *version)?
+                                delete_in(sql, &catalog, definition, *id, *version, context)?
                             }
                         });
                     }
                     current.store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
-                    if announce {
+                    if announce || self.touches_watched(&outcomes) {
                         sql.announce()?;
                     }
                     Ok(outcomes)
@@ -1115,10 +1227,11 @@ impl<E: Engine> RecordStore for Store<E> {
         entity: &str,
         options: &QueryOptions,
         limit: u64,
+        context: WriteContext,
         before_commit: BeforeCommitAll<'_>,
     ) -> Result<Vec<WriteOutcome>> {
         let definition = self.definition(entity)?;
-        let announce = self.watched(entity);
+        let catalog = self.catalog.load_full();
         self.engine.write(
             |sql| {
                 let selection =
@@ -1130,19 +1243,34 @@ impl<E: Engine> RecordStore for Store<E> {
                         definition.logical_name
                     )));
                 }
-                if announce && !matched.is_empty() {
-                    sql.announce()?;
-                }
                 let delete = delete_sql(&definition);
-                let mut outcomes = Vec::with_capacity(matched.len());
-                for record in matched {
+                let mut outcomes: Vec<WriteOutcome> = Vec::with_capacity(matched.len());
+                // What an earlier delete's cascade did to the records matched: deleted (`None`)
+                // or changed (the record as it is now).
+                let mut reached = std::collections::HashMap::new();
+                for matched in matched {
+                    let record = match reached.remove(&matched.id) {
+                        Some(None) => continue,
+                        Some(Some(now)) => now,
+                        None => matched,
+                    };
                     sql.execute(&delete, &[Value::Guid(record.id)])?;
+                    let cascaded = cascade_delete(sql, &catalog, &definition, record.id, context)?;
+                    for outcome in &cascaded {
+                        if outcome.entity == definition.logical_name {
+                            reached.insert(outcome.id, outcome.after.clone());
+                        }
+                    }
                     outcomes.push(WriteOutcome {
                         entity: entity.to_string(),
                         id: record.id,
                         before: Some(record),
                         after: None,
+                        cascaded,
                     });
+                }
+                if self.touches_watched(&outcomes) {
+                    sql.announce()?;
                 }
                 Ok(outcomes)
             },

@@ -31,7 +31,7 @@ pub use error::{Error, Result};
 pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
 pub use metadata::{
     AttributeDef, AttributeType, Catalog, ChoiceOption, EntityCategory, EntityDef, Navigation,
-    is_custom_name,
+    OnDelete, is_custom_name,
 };
 pub use options::{
     Expand, OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, page_size, parse_query_options,

@@ -72,6 +72,8 @@ pub enum AttributeType {
     Lookup {
         /// Logical name of the referenced entity.
         target: String,
+        /// What deleting the referenced record does to the records that name it.
+        on_delete: OnDelete,
     },
     /// A GUID.
     UniqueIdentifier,
@@ -104,6 +106,48 @@ impl AttributeType {
             AttributeType::DateTime => "Edm.DateTimeOffset",
             AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => "Edm.Guid",
         }
+    }
+}
+
+/// What deleting a record does to the records whose lookup names it — Dataverse's
+/// `CascadeConfiguration.Delete` of the lookup's relationship. Every record changed or deleted
+/// this way is a change of its own, audited as one, in the same transaction as the delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    /// The records that name it are deleted too (a parental relationship: an account's
+    /// contacts and cases).
+    Cascade,
+    /// Their lookup is cleared (Dataverse's default for a new relationship).
+    RemoveLink,
+    /// The delete is refused while any record names it.
+    Restrict,
+    /// Nothing is done: the lookup keeps naming the deleted record. Only the out-of-box lookups
+    /// of users (`createdby`, `modifiedby`, `ownerid`), which record who did what and stay true
+    /// after the user is gone; not offered for new lookups, as Dataverse offers no such choice.
+    NoCascade,
+}
+
+impl OnDelete {
+    /// The name Dataverse's `CascadeType` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnDelete::Cascade => "Cascade",
+            OnDelete::RemoveLink => "RemoveLink",
+            OnDelete::Restrict => "Restrict",
+            OnDelete::NoCascade => "NoCascade",
+        }
+    }
+
+    /// Reads a name [`OnDelete::name`] writes.
+    pub fn parse(name: &str) -> Option<OnDelete> {
+        [
+            OnDelete::Cascade,
+            OnDelete::RemoveLink,
+            OnDelete::Restrict,
+            OnDelete::NoCascade,
+        ]
+        .into_iter()
+        .find(|o| o.name() == name)
     }
 }
 
@@ -240,7 +284,10 @@ impl EntityDef {
                 }
                 match &a.attribute_type {
                     AttributeType::String { max_length } => obj["max_length"] = json!(max_length),
-                    AttributeType::Lookup { target } => obj["target"] = json!(target),
+                    AttributeType::Lookup { target, on_delete } => {
+                        obj["target"] = json!(target);
+                        obj["on_delete"] = json!(on_delete.name());
+                    }
                     _ => {}
                 }
                 obj
@@ -290,6 +337,13 @@ impl EntityDef {
                         .as_str()
                         .ok_or_else(|| bad("target"))?
                         .to_string(),
+                    // None in a definition stored before lookups had a delete behaviour:
+                    // Dataverse's default (an out-of-box lookup gets the seed's when the store
+                    // reads it, `write::parse_definition`).
+                    on_delete: match a["on_delete"].as_str() {
+                        Some(name) => OnDelete::parse(name).ok_or_else(|| bad("on_delete"))?,
+                        None => OnDelete::RemoveLink,
+                    },
                 },
                 "Uniqueidentifier" => AttributeType::UniqueIdentifier,
                 other => return Err(bad(&format!("attribute type {other}"))),
@@ -371,7 +425,7 @@ impl Catalog {
             .attributes
             .iter()
             .filter_map(|lookup| match &lookup.attribute_type {
-                AttributeType::Lookup { target } => Some(Navigation {
+                AttributeType::Lookup { target, .. } => Some(Navigation {
                     name: lookup.logical_name.clone(),
                     referencing: entity,
                     lookup,
@@ -385,7 +439,7 @@ impl Catalog {
                 .attributes
                 .iter()
                 .filter_map(move |lookup| match &lookup.attribute_type {
-                    AttributeType::Lookup { target } if *target == entity.logical_name => {
+                    AttributeType::Lookup { target, .. } if *target == entity.logical_name => {
                         Some(Navigation {
                             name: format!("{}_{}", referencing.logical_name, lookup.logical_name),
                             referencing,

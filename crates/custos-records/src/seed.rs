@@ -2,7 +2,9 @@
 
 use uuid::Uuid;
 
-use crate::metadata::{AttributeDef, AttributeType, ChoiceOption, EntityCategory, EntityDef};
+use crate::metadata::{
+    AttributeDef, AttributeType, ChoiceOption, EntityCategory, EntityDef, OnDelete,
+};
 use crate::security::BuiltInRole;
 
 /// Logical name of the instance settings entity.
@@ -150,13 +152,31 @@ const INDUSTRIES: [(i64, &str); 33] = [
     (33, "Wholesale"),
 ];
 
+/// A lookup whose referenced record's delete clears it.
 fn lookup(name: &str, target: &str) -> AttributeDef {
+    lookup_deleted(name, target, OnDelete::RemoveLink)
+}
+
+/// A lookup with its delete behaviour.
+fn lookup_deleted(name: &str, target: &str, on_delete: OnDelete) -> AttributeDef {
     AttributeDef::new(
         name,
         AttributeType::Lookup {
             target: target.into(),
+            on_delete,
         },
     )
+}
+
+/// The delete behaviour of an out-of-box lookup (none for any other attribute).
+pub(crate) fn out_of_box_on_delete(entity: &str, attribute: &str) -> Option<OnDelete> {
+    seed_entities()
+        .into_iter()
+        .find(|e| e.logical_name == entity)
+        .and_then(|e| match e.attribute(attribute)?.attribute_type {
+            AttributeType::Lookup { on_delete, .. } => Some(on_delete),
+            _ => None,
+        })
 }
 
 fn read_only(mut attribute: AttributeDef) -> AttributeDef {
@@ -179,9 +199,17 @@ fn entity(
     attributes.extend([
         read_only(attr("createdon", AttributeType::DateTime)),
         read_only(attr("modifiedon", AttributeType::DateTime)),
-        read_only(lookup("createdby", "systemuser")),
-        read_only(lookup("modifiedby", "systemuser")),
-        lookup("ownerid", "systemuser"),
+        read_only(lookup_deleted(
+            "createdby",
+            "systemuser",
+            OnDelete::NoCascade,
+        )),
+        read_only(lookup_deleted(
+            "modifiedby",
+            "systemuser",
+            OnDelete::NoCascade,
+        )),
+        lookup_deleted("ownerid", "systemuser", OnDelete::NoCascade),
         read_only(attr("versionnumber", AttributeType::Integer)),
     ]);
     EntityDef {
@@ -312,7 +340,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
                 string("emailaddress1"),
                 string("telephone1"),
                 string("jobtitle"),
-                lookup("parentcustomerid", "account"),
+                lookup_deleted("parentcustomerid", "account", OnDelete::Cascade),
                 attr("birthdate", DateTime),
                 attr("description", Memo),
             ],
@@ -354,7 +382,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
             vec![
                 string("title"),
                 string("ticketnumber"),
-                lookup("customerid", "account"),
+                lookup_deleted("customerid", "account", OnDelete::Cascade),
                 choice("prioritycode", &[(1, "High"), (2, "Normal"), (3, "Low")]),
                 attr("description", Memo),
             ],

@@ -54,6 +54,11 @@ pub struct WriteOutcome {
     pub before: Option<Record>,
     /// The record after the write; `None` when it was deleted.
     pub after: Option<Record>,
+    /// What a delete did to the records that named the deleted one (their lookups'
+    /// [`OnDelete`](crate::OnDelete)): each deleted (`after` is `None`) or with its lookup
+    /// cleared, in the order made, what those deletes did in turn included; empty for any
+    /// other write.
+    pub cascaded: Vec<WriteOutcome>,
 }
 
 /// How a write treats an existing or missing record (PATCH with `If-Match` / `If-None-Match`).
@@ -219,12 +224,15 @@ pub trait RecordStore: Send + Sync {
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome>;
     /// Deletes a record — only at `version` when one is given (`If-Match`): a record changed
-    /// since fails the precondition and stays.
+    /// since fails the precondition and stays. The records that name it are then deleted,
+    /// cleared or the delete refused, as their lookups' [`OnDelete`](crate::OnDelete) says
+    /// (`WriteOutcome::cascaded`; a cleared lookup is a change by `context`).
     fn delete(
         &self,
         entity: &str,
         id: Uuid,
         version: Option<i64>,
+        context: WriteContext,
         before_commit: BeforeCommit<'_>,
     ) -> Result<WriteOutcome>;
     /// Makes every change in order in one transaction — all of them or none — then runs
@@ -244,12 +252,14 @@ pub trait RecordStore: Send + Sync {
         before_commit: BeforeCommitAll<'_>,
     ) -> Result<Vec<WriteOutcome>>;
     /// Deletes every record the query's filter matches (at most `limit`; more is refused) in
-    /// one transaction, so what is deleted is exactly what matched.
+    /// one transaction, so what is deleted is exactly what matched; each delete cascades as
+    /// [`RecordStore::delete`]'s does.
     fn bulk_delete(
         &self,
         entity: &str,
         options: &QueryOptions,
         limit: u64,
+        context: WriteContext,
         before_commit: BeforeCommitAll<'_>,
     ) -> Result<Vec<WriteOutcome>>;
     /// Deletes a custom entity now — its definition and its table with every record.

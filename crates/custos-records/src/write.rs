@@ -81,18 +81,36 @@ pub(crate) fn taken(definition: &EntityDef, id: Uuid) -> Error {
 }
 
 /// A stored definition's JSON text. A definition stored before choices had options gives its
-/// out-of-box choices Dataverse's options (a custom choice made without any keeps none).
+/// out-of-box choices Dataverse's options (a custom choice made without any keeps none); one
+/// stored before lookups had a delete behaviour gives its out-of-box lookups the seed's (a
+/// custom one keeps `RemoveLink`, what [`EntityDef::from_json`] reads for none).
 pub(crate) fn parse_definition(text: &str) -> Result<EntityDef> {
-    let mut definition = EntityDef::from_json(
-        &serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?,
-    )?;
-    for attribute in &mut definition.attributes {
-        if !attribute.custom
-            && attribute.options.is_empty()
-            && attribute.attribute_type == AttributeType::Choice
-        {
-            attribute.options =
-                crate::seed::out_of_box_options(&definition.logical_name, &attribute.logical_name);
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?;
+    let mut definition = EntityDef::from_json(&json)?;
+    let stored = json["attributes"].as_array();
+    for (index, attribute) in definition.attributes.iter_mut().enumerate() {
+        if attribute.custom {
+            continue;
+        }
+        match &mut attribute.attribute_type {
+            AttributeType::Choice if attribute.options.is_empty() => {
+                attribute.options = crate::seed::out_of_box_options(
+                    &definition.logical_name,
+                    &attribute.logical_name,
+                );
+            }
+            AttributeType::Lookup { on_delete, .. }
+                if stored.is_some_and(|s| s[index].get("on_delete").is_none()) =>
+            {
+                if let Some(seeded) = crate::seed::out_of_box_on_delete(
+                    &definition.logical_name,
+                    &attribute.logical_name,
+                ) {
+                    *on_delete = seeded;
+                }
+            }
+            _ => {}
         }
     }
     Ok(definition)
@@ -243,5 +261,61 @@ mod tests {
         industry["custom"] = serde_json::json!(true);
         let read = parse_definition(&custom.to_string()).unwrap();
         assert!(read.attribute("industrycode").unwrap().options.is_empty());
+    }
+
+    #[test]
+    fn a_lookups_delete_behaviour_is_kept_and_an_old_definition_gets_todays() {
+        use crate::metadata::{AttributeType, OnDelete};
+        let on_delete = |definition: &crate::EntityDef, name: &str| match definition
+            .attribute(name)
+            .unwrap()
+            .attribute_type
+        {
+            AttributeType::Lookup { on_delete, .. } => on_delete,
+            _ => panic!("{name} is a lookup"),
+        };
+        let mut contact = crate::seed::seed_entities()
+            .into_iter()
+            .find(|e| e.logical_name == "contact")
+            .unwrap();
+        assert_eq!(on_delete(&contact, "parentcustomerid"), OnDelete::Cascade);
+        assert_eq!(on_delete(&contact, "ownerid"), OnDelete::NoCascade);
+        if let AttributeType::Lookup { on_delete, .. } = &mut contact
+            .attributes
+            .iter_mut()
+            .find(|a| a.logical_name == "parentcustomerid")
+            .unwrap()
+            .attribute_type
+        {
+            *on_delete = OnDelete::Restrict;
+        }
+        let stored = contact.to_json();
+        let read = parse_definition(&stored.to_string()).unwrap();
+        assert_eq!(read, contact);
+        // As stored before lookups had a delete behaviour: the seed's, or the default for a
+        // lookup the seed does not have.
+        let mut old = stored.clone();
+        for attribute in old["attributes"].as_array_mut().unwrap() {
+            attribute.as_object_mut().unwrap().remove("on_delete");
+            if attribute["name"] == "jobtitle" {
+                *attribute = serde_json::json!({
+                    "name": "new_managerid", "type": "Lookup", "target": "contact",
+                    "read_only": false, "audit": true, "custom": true
+                });
+            }
+        }
+        let read = parse_definition(&old.to_string()).unwrap();
+        assert_eq!(on_delete(&read, "parentcustomerid"), OnDelete::Cascade);
+        assert_eq!(on_delete(&read, "createdby"), OnDelete::NoCascade);
+        assert_eq!(on_delete(&read, "new_managerid"), OnDelete::RemoveLink);
+        let mut wrong = stored;
+        let wrong_lookup = wrong["attributes"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|a| a["name"] == "parentcustomerid")
+            .unwrap();
+        wrong_lookup["on_delete"] = "Sometimes".into();
+        assert!(parse_definition(&wrong.to_string()).is_err());
     }
 }

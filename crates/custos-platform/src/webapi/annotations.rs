@@ -123,7 +123,7 @@ impl Presentation {
         let catalog = request.instance.store.catalog();
         let mut targets: BTreeMap<String, BTreeSet<Uuid>> = BTreeMap::new();
         for attribute in &entity.attributes {
-            let AttributeType::Lookup { target } = &attribute.attribute_type else {
+            let AttributeType::Lookup { target, .. } = &attribute.attribute_type else {
                 continue;
             };
             if !super::records::selected(attribute, select) {
@@ -225,7 +225,7 @@ impl Presentation {
             {
                 out.insert(format!("{key}@odata.type"), json!(kind));
             }
-            if let AttributeType::Lookup { target } = &attribute.attribute_type
+            if let AttributeType::Lookup { target, .. } = &attribute.attribute_type
                 && !value.is_null()
             {
                 if self.wants(NAVIGATION) {

@@ -27,6 +27,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::cascade::Cascade;
 use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
 use custos_http::blocking;
 use custos_http::body::{known_properties, text};
@@ -357,23 +358,31 @@ pub(crate) async fn bulk_delete(
     let state = request.state.clone();
     let summary = draft.clone();
     let entity_for_task = entity.clone();
+    let mut cascade = Cascade::new(&request);
+    let context = context(&request);
     let deleted = blocking(move || -> Result<u64, AppError> {
         let mut before_commit = |outcomes: &[WriteOutcome]| -> Result<(), String> {
-            let events = batch_events(
+            let mut events = batch_events(
                 &policy,
                 &summary,
                 &entity_for_task,
                 Operation::Delete,
                 outcomes,
             );
+            for outcome in outcomes {
+                events.extend(cascade.events(&*store, &summary, outcome)?);
+            }
             state.append_all_blocking(events).map_err(|e| e.message)
         };
-        let outcomes = store.bulk_delete(
-            &entity_for_task.logical_name,
-            &options,
-            BULK_RECORDS_MAX,
-            &mut before_commit,
-        )?;
+        let outcomes = store
+            .bulk_delete(
+                &entity_for_task.logical_name,
+                &options,
+                BULK_RECORDS_MAX,
+                context,
+                &mut before_commit,
+            )
+            .map_err(|e| cascade.answer(e.into()))?;
         Ok(outcomes.len() as u64)
     })
     .await?;

@@ -5,7 +5,9 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use custos_audit::{Change, Operation};
-use custos_records::{AttributeDef, AttributeType, Catalog, ChoiceOption, EntityDef, Privilege};
+use custos_records::{
+    AttributeDef, AttributeType, Catalog, ChoiceOption, EntityDef, OnDelete, Privilege,
+};
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
@@ -82,7 +84,20 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         for navigation in catalog.navigations(entity) {
             let shows = &navigation.shows().logical_name;
             let (kind, constraint) = if navigation.collection {
-                (format!("Collection(mscrm.{shows})"), String::new())
+                // What deleting this entity's record does to the records of the collection
+                // (CSDL's OnDelete; `Restrict` takes no action on them, it refuses the delete).
+                let action = match &navigation.lookup.attribute_type {
+                    AttributeType::Lookup { on_delete, .. } => match on_delete {
+                        OnDelete::Cascade => "Cascade",
+                        OnDelete::RemoveLink => "SetNull",
+                        OnDelete::Restrict | OnDelete::NoCascade => "None",
+                    },
+                    _ => "None",
+                };
+                (
+                    format!("Collection(mscrm.{shows})"),
+                    format!("<OnDelete Action=\"{action}\"/>"),
+                )
             } else {
                 (
                     format!("mscrm.{shows}"),
@@ -195,8 +210,12 @@ fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Map<String, J
     if let custos_records::AttributeType::String { max_length } = attribute.attribute_type {
         out.insert("MaxLength".into(), json!(max_length));
     }
-    if let custos_records::AttributeType::Lookup { target } = &attribute.attribute_type {
+    if let custos_records::AttributeType::Lookup { target, on_delete } = &attribute.attribute_type {
         out.insert("Targets".into(), json!([target]));
+        out.insert(
+            "CascadeConfiguration".into(),
+            json!({"Delete": on_delete.name()}),
+        );
     }
     if attribute.attribute_type == AttributeType::Choice {
         out.insert("OptionSet".into(), option_set_json(&attribute.options));
@@ -675,6 +694,7 @@ fn attribute_type(catalog: &Catalog, body: &Map<String, Json>) -> Result<Attribu
             }
             AttributeType::Lookup {
                 target: target.to_string(),
+                on_delete: on_delete(body)?,
             }
         }
         other => {
@@ -683,6 +703,30 @@ fn attribute_type(catalog: &Catalog, body: &Map<String, Json>) -> Result<Attribu
             )));
         }
     })
+}
+
+/// What deleting a lookup's target does to the records naming it, from the body's
+/// `CascadeConfiguration.Delete` (Dataverse's relationship property, taken here on the lookup):
+/// `Cascade`, `RemoveLink` (the default, as Dataverse's for a new relationship) or `Restrict`.
+fn on_delete(body: &Map<String, Json>) -> Result<OnDelete, AppError> {
+    let Some(cascade) = body.get("CascadeConfiguration") else {
+        return Ok(OnDelete::RemoveLink);
+    };
+    let wrong = || {
+        AppError::bad_request(
+            "'CascadeConfiguration' is {\"Delete\": \"Cascade\" | \"RemoveLink\" | \"Restrict\"}",
+        )
+    };
+    let cascade = cascade.as_object().ok_or_else(wrong)?;
+    check_properties(cascade, &["Delete"])?;
+    match cascade
+        .get("Delete")
+        .map(|d| d.as_str().and_then(OnDelete::parse))
+    {
+        None => Ok(OnDelete::RemoveLink),
+        Some(Some(on_delete)) if on_delete != OnDelete::NoCascade => Ok(on_delete),
+        Some(_) => Err(wrong()),
+    }
 }
 
 /// An attribute of a creation body, with its audit flag; lookups may target the entities of
@@ -699,6 +743,7 @@ pub(crate) fn new_attribute(
             "AttributeType",
             "MaxLength",
             "Targets",
+            "CascadeConfiguration",
             "IsAuditEnabled",
             "IsPrimaryName",
             "OptionSet",
@@ -711,6 +756,13 @@ pub(crate) fn new_attribute(
     if !attribute.options.is_empty() && attribute.attribute_type != AttributeType::Choice {
         return Err(AppError::bad_request(
             "'OptionSet' belongs to a choice (Picklist) attribute only",
+        ));
+    }
+    if body.contains_key("CascadeConfiguration")
+        && !matches!(attribute.attribute_type, AttributeType::Lookup { .. })
+    {
+        return Err(AppError::bad_request(
+            "'CascadeConfiguration' belongs to a lookup attribute only",
         ));
     }
     if let Some(value) = body.get("IsAuditEnabled") {
@@ -726,7 +778,10 @@ fn definition_json(attribute: &AttributeDef) -> Json {
     });
     match &attribute.attribute_type {
         AttributeType::String { max_length } => out["MaxLength"] = json!(max_length),
-        AttributeType::Lookup { target } => out["Targets"] = json!([target]),
+        AttributeType::Lookup { target, on_delete } => {
+            out["Targets"] = json!([target]);
+            out["CascadeConfiguration"] = json!({"Delete": on_delete.name()});
+        }
         AttributeType::Choice if !attribute.options.is_empty() => {
             out["OptionSet"] = option_set_json(&attribute.options);
         }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::annotations::Presentation;
+use super::cascade::Cascade;
 use super::expand;
 use super::sharing::require_on_record;
 use crate::automation::{self, Message, activation_operation, is_automation};
@@ -38,7 +39,7 @@ const ALWAYS_AUDITED: [&str; 5] = [
 ];
 
 /// Whether a change to a record of `entity` is recorded.
-fn audits_change(policy: &custos_audit::AuditPolicy, entity: &EntityDef) -> bool {
+pub(super) fn audits_change(policy: &custos_audit::AuditPolicy, entity: &EntityDef) -> bool {
     ALWAYS_AUDITED.contains(&entity.logical_name.as_str())
         || policy.audits_change(&entity.logical_name)
 }
@@ -813,7 +814,7 @@ fn body_values(
                         entity.logical_name
                     ))
                 })?;
-            let AttributeType::Lookup { target } = &attribute.attribute_type else {
+            let AttributeType::Lookup { target, .. } = &attribute.attribute_type else {
                 unreachable!("filtered above")
             };
             let target_set = catalog
@@ -858,7 +859,7 @@ fn body_values(
         })?;
         // A lookup is set through its navigation property, never by its value: as in
         // Dataverse, `_x_value` is read-only (and one body could otherwise name it twice).
-        if let AttributeType::Lookup { target } = &attribute.attribute_type {
+        if let AttributeType::Lookup { target, .. } = &attribute.attribute_type {
             let target_set = catalog
                 .entity(target)
                 .map(|e| e.set_name.clone())
@@ -1557,16 +1558,23 @@ pub(crate) async fn delete(
     let user = entity.logical_name == "systemuser";
     let policy = request.policy();
     let audited = audits_change(&policy, &entity);
+    let mut cascade = Cascade::new(&request);
+    let context = context(&request);
     let store = request.instance.store.clone();
     let state = request.state.clone();
     let event = draft.clone();
     let entity_for_task = entity.clone();
     let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            let mut events = Vec::new();
             if audited {
                 let mut event = event.clone();
                 describe_write(&mut event, &entity_for_task, &policy, outcome);
-                state.append_blocking(event).map_err(|e| e.message)?;
+                events.push(event);
+            }
+            events.extend(cascade.events(&*store, &event, outcome)?);
+            if !events.is_empty() {
+                state.append_all_blocking(events).map_err(|e| e.message)?;
             }
             if user {
                 state
@@ -1576,12 +1584,14 @@ pub(crate) async fn delete(
             }
             Ok(())
         };
-        Ok(store.delete(
+        let deleted = store.delete(
             &entity_for_task.logical_name,
             id,
             version,
+            context,
             &mut before_commit,
-        )?)
+        );
+        deleted.map_err(|e| cascade.answer(e.into()))
     })
     .await?;
     after_write(&request, &entity, Message::Delete, &outcome, draft).await?;
@@ -1629,7 +1639,7 @@ pub(super) fn undeletable(entity: &EntityDef, id: Option<Uuid>) -> Result<(), Ap
 /// Entities a changeset may write: those whose writes change nothing but their records.
 /// Users, teams, roles, automations, the settings and solutions act beyond their record when
 /// they change (the directory, grants, running processes), outside the store's transaction.
-fn changeable_in_changeset(entity: &EntityDef) -> Result<(), AppError> {
+pub(super) fn changeable_in_changeset(entity: &EntityDef) -> Result<(), AppError> {
     let name = entity.logical_name.as_str();
     if ALWAYS_AUDITED.contains(&name)
         || is_automation(name)
@@ -1766,25 +1776,31 @@ pub(crate) async fn commit_changeset(
         .map(|s| (s.draft.clone(), s.entity.clone(), s.request.policy()))
         .collect();
     let appender = state.clone();
+    let mut cascade = Cascade::new(&first.request);
     let applied = blocking(
         move || -> Result<Result<Vec<WriteOutcome>, ChangeFailed>, AppError> {
             let mut before_commit = |outcomes: &[WriteOutcome]| -> Result<(), String> {
-                let drafts: Vec<EventDraft> = events
-                    .iter()
-                    .zip(outcomes)
-                    .filter(|((_, entity, policy), _)| audits_change(policy, entity))
-                    .map(|((draft, entity, policy), outcome)| {
+                let mut drafts = Vec::new();
+                for ((draft, entity, policy), outcome) in events.iter().zip(outcomes) {
+                    if audits_change(policy, entity) {
                         let mut event = draft.clone();
                         describe_write(&mut event, entity, policy, outcome);
-                        event
-                    })
-                    .collect();
+                        drafts.push(event);
+                    }
+                    drafts.extend(cascade.events(&*store, draft, outcome)?);
+                }
                 if drafts.is_empty() {
                     return Ok(());
                 }
                 appender.append_all_blocking(drafts).map_err(|e| e.message)
             };
-            Ok(store.apply(changes, context, &mut before_commit))
+            match store.apply(changes, context, &mut before_commit) {
+                // A change the caller may not make, found in the transaction: the refusal.
+                Err(failed) if failed.index.is_none() => {
+                    Err(cascade.answer(AppError::from(failed.error)))
+                }
+                applied => Ok(applied),
+            }
         },
     )
     .await;

@@ -20,6 +20,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::cascade::Cascade;
 use super::records::{context, entity_by_set};
 use custos_http::blocking;
 use custos_http::draft::EventDraft;
@@ -177,12 +178,16 @@ pub(super) async fn share(
     let mut write_context = context(&request);
     write_context.platform = true;
     let object_type = entity.logical_name.clone();
+    let mut cascade = Cascade::new(&request);
     blocking(move || -> Result<WriteOutcome, AppError> {
-        let mut before_commit = |_: &WriteOutcome| -> Result<(), String> {
+        let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            let mut events = Vec::new();
             if audited {
-                state
-                    .append_blocking(event.clone())
-                    .map_err(|e| e.message)?;
+                events.push(event.clone());
+            }
+            events.extend(cascade.events(&*store, &event, outcome)?);
+            if !events.is_empty() {
+                state.append_all_blocking(events).map_err(|e| e.message)?;
             }
             Ok(())
         };
@@ -207,9 +212,15 @@ pub(super) async fn share(
                 write_context,
                 &mut before_commit,
             )?,
-            (false, Some((row, _))) => {
-                store.delete("principalobjectaccess", row, None, &mut before_commit)?
-            }
+            (false, Some((row, _))) => store
+                .delete(
+                    "principalobjectaccess",
+                    row,
+                    None,
+                    write_context,
+                    &mut before_commit,
+                )
+                .map_err(|e| cascade.answer(e.into()))?,
             (false, None) => unreachable!("refused above"),
         })
     })

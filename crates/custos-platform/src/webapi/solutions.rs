@@ -32,6 +32,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::cascade::Cascade;
 use super::metadata::{entity_from_body, new_attribute, remove_attribute, remove_entity};
 use super::records::{check_view_values, context, describe_write, entity_by_set};
 use crate::PlatformState;
@@ -495,6 +496,8 @@ pub(super) async fn remove(
     request.state.record(draft.clone()).await?;
     let state = request.state.clone();
     let template = draft.clone();
+    let mut cascade = Cascade::new(&request);
+    let context = context(&request);
     blocking(move || -> Result<(), AppError> {
         let store = &*request.instance.store;
         let policy = request.policy();
@@ -510,16 +513,18 @@ pub(super) async fn remove(
                 let Some(row) = row.as_str().and_then(|r| Uuid::parse_str(r).ok()) else {
                     continue;
                 };
-                let deleted = store.delete(entity, row, None, &mut |outcome| {
+                let deleted = store.delete(entity, row, None, context, &mut |outcome| {
                     let mut event = template.clone();
                     event.operation = Operation::Delete;
                     event.set_entity(&definition);
                     describe_write(&mut event, &definition, &policy, outcome);
-                    state.append_blocking(event).map_err(|e| e.message)
+                    let mut events = cascade.events(store, &event, outcome)?;
+                    events.insert(0, event);
+                    state.append_all_blocking(events).map_err(|e| e.message)
                 });
                 match deleted {
                     Ok(_) | Err(custos_records::Error::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(cascade.answer(e.into())),
                 }
             }
         }
@@ -544,7 +549,15 @@ pub(super) async fn remove(
             }
         }
         // The RemoveSolution event, durable already, records this.
-        store.delete("solution", id, None, &mut |_| Ok(()))?;
+        store
+            .delete("solution", id, None, context, &mut |outcome| {
+                let events = cascade.events(store, &template, outcome)?;
+                if events.is_empty() {
+                    return Ok(());
+                }
+                state.append_all_blocking(events).map_err(|e| e.message)
+            })
+            .map_err(|e| cascade.answer(e.into()))?;
         request.instance.refresh_policy()?;
         request.state.own.automations.refresh(&request.instance)?;
         Ok(())

@@ -119,7 +119,7 @@ fn a_backup_restores_on_either_engine() {
     );
 
     // And PostgreSQL restores it over changes made since, whole.
-    pg.delete("account", made.id, None, &mut |_| Ok(()))
+    pg.delete("account", made.id, None, context, &mut |_| Ok(()))
         .unwrap();
     pg.restore(&file).unwrap();
     assert_eq!(

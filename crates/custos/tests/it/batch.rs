@@ -437,7 +437,7 @@ fn an_atomicity_group_fails_whole_and_refuses_what_it_cannot_hold() {
 /// A create under a navigation property inside a changeset, from the record an earlier write
 /// of it creates (`$1/contact_parentcustomerid`): both commit, the contact bound to the
 /// account and its event saying where it was made. From a record that does not exist, the
-/// changeset fails whole.
+/// changeset fails whole. Deleting the account in a changeset takes the contact with it.
 #[test]
 fn a_changeset_creates_under_a_navigation_property_of_a_record_it_creates() {
     let server = Server::start(&[]);
@@ -507,5 +507,56 @@ fn a_changeset_creates_under_a_navigation_property_of_a_record_it_creates() {
             "RecordId": account,
             "NavigationProperty": "contact_parentcustomerid",
         })
+    );
+    let contact = child["RecordIds"][0].as_str().unwrap().to_string();
+
+    // A changeset's delete takes the account's contact with it, recorded in the changeset's
+    // events; for a caller who may not delete contacts it fails whole, as its refusal.
+    let delete = format!(
+        concat!(
+            "--batch_1\r\nContent-Type: multipart/mixed; boundary=changeset_1\r\n\r\n",
+            "--changeset_1\r\nContent-Type: application/http\r\nContent-ID: 1\r\n\r\n",
+            "DELETE accounts({}) HTTP/1.1\r\n\r\n\r\n",
+            "--changeset_1--\r\n",
+            "--batch_1--\r\n",
+        ),
+        account
+    );
+    let remover = server.user_holding(
+        &admin,
+        "remover@custos.test",
+        "Account remover",
+        &["prvReadaccount", "prvDeleteaccount", "prvReadcontact"],
+    );
+    let refused = client()
+        .post(server.api("$batch"))
+        .header("Content-Type", "multipart/mixed; boundary=batch_1")
+        .bearer_auth(&remover)
+        .body(delete.clone())
+        .send()
+        .unwrap();
+    let (parts, text) = multipart(refused);
+    assert_eq!(parts.len(), 1, "{text}");
+    assert!(
+        parts[0].contains("HTTP/1.1 403") && parts[0].contains("entity 'contact'"),
+        "{text}"
+    );
+    assert_eq!(accounts_named(&server, &admin, "Parent Account").len(), 1);
+    assert_eq!(count(&server, &admin, "contacts"), 1);
+    let response = post(delete);
+    let correlation = correlation_of(&response);
+    let (_, text) = multipart(response);
+    assert_eq!(text.matches("HTTP/1.1 204").count(), 1, "{text}");
+    assert_eq!(count(&server, &admin, "contacts"), 0);
+    let deleted = events_of(&server, &admin, &correlation);
+    let cascaded = deleted
+        .iter()
+        .find(|e| e["EntityName"] == "contact")
+        .unwrap_or_else(|| panic!("{deleted:#?}"));
+    assert_eq!(cascaded["Operation"], "Delete");
+    assert_eq!(cascaded["RecordIds"], json!([contact]));
+    assert_eq!(
+        cascaded["Details"],
+        json!({"CascadedFrom": {"Entity": "account", "RecordId": account}})
     );
 }

@@ -194,6 +194,15 @@ impl Server {
         role
     }
 
+    /// Makes a user `upn` holding only a custom role of `privileges` (named `role`), as
+    /// `admin`; the user's token.
+    pub fn user_holding(&self, admin: &str, upn: &str, role: &str, privileges: &[&str]) -> String {
+        const PASSWORD: &str = "Holder-Pass-1";
+        self.add_role(admin, role, privileges);
+        self.add_user(admin, upn, PASSWORD, role);
+        self.token(upn, PASSWORD)
+    }
+
     pub fn organization_id(&self, token: &str) -> String {
         get_json(&self.api("WhoAmI"), token)["OrganizationId"]
             .as_str()

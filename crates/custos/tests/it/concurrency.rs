@@ -161,8 +161,9 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
 
 /// `$metadata` read by an XML parser apart from Custos (Python's ElementTree): every operation
 /// the container imports is defined, a decimal or money property has a scale (OData's default,
-/// 0, would make it an integer), every key is non-nullable, and every navigation property
-/// names a defined type and a partner that names it back.
+/// 0, would make it an integer), every key is non-nullable, every navigation property names a
+/// defined type and a partner that names it back, and a collection's `OnDelete` says what a
+/// delete does to its records.
 #[test]
 fn the_metadata_defines_what_it_imports_and_states_scale_and_keys() {
     let server = Server::start(&[]);
@@ -199,6 +200,7 @@ for entity in schema.findall("edm:EntityType", ns):
                 problems.append(f"{entity.get('Name')}.{prop.get('Name')}: a decimal without Scale")
 types = {e.get("Name"): e for e in schema.findall("edm:EntityType", ns)}
 navigations = 0
+deletes = {}
 for name, entity in types.items():
     for nav in entity.findall("edm:NavigationProperty", ns):
         navigations += 1
@@ -209,11 +211,16 @@ for name, entity in types.items():
         partner = types[target].find(f"edm:NavigationProperty[@Name='{nav.get('Partner')}']", ns)
         if partner is None or partner.get("Partner") != nav.get("Name"):
             problems.append(f"{name}.{nav.get('Name')}: no partner {nav.get('Partner')} on {target}")
+        on_delete = nav.find("edm:OnDelete", ns)
+        if on_delete is not None:
+            if on_delete.get("Action") not in ("Cascade", "None", "SetNull", "SetDefault"):
+                problems.append(f"{name}.{nav.get('Name')}: OnDelete {on_delete.get('Action')}")
+            deletes[f"{name}.{nav.get('Name')}"] = on_delete.get("Action")
 sets = {e.get("Name") for e in schema.iter() if e.tag.endswith("}EntitySet")}
 for binding in schema.iter():
     if binding.tag.endswith("}NavigationPropertyBinding") and binding.get("Target") not in sets:
         problems.append(f"binding {binding.get('Path')} to undefined set {binding.get('Target')}")
-print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports, "navigations": navigations}))
+print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports, "navigations": navigations, "deletes": deletes}))
 "#;
     let output = python(&["-c", script], csdl.as_bytes());
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
@@ -222,6 +229,17 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
     assert_eq!(report["problems"], json!([]), "{report}");
     assert!(report["decimals"].as_u64().unwrap() > 0, "{report}");
     assert!(report["navigations"].as_u64().unwrap() > 0, "{report}");
+    // What deleting an account does to the records naming it, as CSDL says it.
+    let deletes = &report["deletes"];
+    assert_eq!(deletes["account.contact_parentcustomerid"], "Cascade");
+    assert_eq!(deletes["account.incident_customerid"], "Cascade");
+    assert_eq!(deletes["account.opportunity_parentaccountid"], "SetNull");
+    assert_eq!(deletes["contact.account_primarycontactid"], "SetNull");
+    assert_eq!(deletes["systemuser.account_createdby"], "None");
+    assert!(
+        deletes.get("contact.parentcustomerid").is_none(),
+        "{deletes}"
+    );
     assert_eq!(
         report["imports"],
         json!([

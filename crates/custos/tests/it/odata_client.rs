@@ -329,14 +329,13 @@ fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
 fn a_role_that_only_reads_accounts_and_contacts_does_nothing_more_whatever_it_sends() {
     let mut described = Described::new();
     let (server, admin) = (&described.server, described.admin.clone());
-    server.add_role(
+    let upn = "reader@contoso.test";
+    let reader = server.user_holding(
         &admin,
+        upn,
         "Account reader",
         &["prvReadaccount", "prvReadcontact"],
     );
-    let upn = "reader@contoso.test";
-    server.add_user(&admin, upn, "reader-password-1", "Account reader");
-    let reader = server.token(upn, "reader-password-1");
     let before = |set: &str| get_json(&server.api(&format!("{set}?$orderby=createdon")), &admin);
     let (accounts, contacts, users) = (
         before("accounts"),

@@ -573,18 +573,12 @@ fn a_record_made_under_a_navigation_property_is_bound_to_it_and_star_expands_the
 
     // A role that reads accounts and contacts but not users: `*` expands what it may read,
     // where naming a user's navigation property is refused.
-    server.add_role(
+    let reader = server.user_holding(
         &admin,
+        "reader@contoso.test",
         "Account reader",
         &["prvReadaccount", "prvReadcontact"],
     );
-    server.add_user(
-        &admin,
-        "reader@contoso.test",
-        "reader-password-1",
-        "Account reader",
-    );
-    let reader = server.token("reader@contoso.test", "reader-password-1");
     let seen = get_json(
         &server.api(&format!("accounts({account})?$select=name&$expand=*")),
         &reader,
@@ -601,4 +595,273 @@ fn a_record_made_under_a_navigation_property_is_bound_to_it_and_star_expands_the
         None,
     );
     assert_eq!(odata_error(named).0, 403);
+}
+
+/// Deleting a record does to the records that name it what their lookup's delete behaviour
+/// says, in the delete's transaction: an account's contacts and cases go with it, the lookups
+/// of an opportunity and of another account naming a contact that went are cleared, a custom
+/// lookup that restricts it refuses it (409). Each record deleted or changed is an event of its
+/// own under its entity, with the request's correlation and `Details` naming the delete; a role
+/// that may delete accounts but not contacts cannot take an account's contacts with it.
+#[test]
+fn a_delete_does_to_the_records_naming_it_what_their_lookup_says_and_records_each() {
+    let (server, admin) = audited();
+    let bind = |set: &str, id: &str| format!("/{set}({id})");
+    let account = create(&server, &admin, "accounts", json!({"name": "Parent"}));
+    let contacts: BTreeSet<String> = ["Ann", "Bob"]
+        .into_iter()
+        .map(|name| {
+            create(
+                &server,
+                &admin,
+                "contacts",
+                json!({"lastname": name,
+                       "parentcustomerid@odata.bind": bind("accounts", &account)}),
+            )
+        })
+        .collect();
+    let first = contacts.first().unwrap().clone();
+    let case = create(
+        &server,
+        &admin,
+        "incidents",
+        json!({"title": "Broken", "customerid@odata.bind": bind("accounts", &account)}),
+    );
+    let deal = create(
+        &server,
+        &admin,
+        "opportunities",
+        json!({"name": "Deal", "parentaccountid@odata.bind": bind("accounts", &account)}),
+    );
+    let other = create(
+        &server,
+        &admin,
+        "accounts",
+        json!({"name": "Other", "primarycontactid@odata.bind": bind("contacts", &first)}),
+    );
+    let status = |path: &str| {
+        send(client().get(server.api(path)), &admin, None)
+            .status()
+            .as_u16()
+    };
+
+    // A role that may delete accounts but not contacts: refused whole, as the caller's refusal.
+    let remover = server.user_holding(
+        &admin,
+        "remover@custos.test",
+        "Account remover",
+        &[
+            "prvReadaccount",
+            "prvDeleteaccount",
+            "prvReadcontact",
+            "prvReadincident",
+        ],
+    );
+    let (code, _, message) = odata_error(send(
+        client().delete(server.api(&format!("accounts({account})"))),
+        &remover,
+        None,
+    ));
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("Delete privilege on entity 'contact'"),
+        "{message}"
+    );
+    assert_eq!(status(&format!("accounts({account})")), 200);
+    assert_eq!(status(&format!("contacts({first})")), 200);
+    let denied = server.audit(&admin, &format!("operation=Delete&recordId={account}"));
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["ResultStatus"], "Denied");
+    assert!(
+        server
+            .audit(&admin, &format!("operation=Delete&recordId={first}"))
+            .is_empty()
+    );
+    // The same role deletes an account nothing names.
+    let alone = create(&server, &admin, "accounts", json!({"name": "Alone"}));
+    let response = send(
+        client().delete(server.api(&format!("accounts({alone})"))),
+        &remover,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+
+    let response = send(
+        client().delete(server.api(&format!("accounts({account})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+    for path in contacts
+        .iter()
+        .map(|c| format!("contacts({c})"))
+        .chain([format!("incidents({case})")])
+    {
+        assert_eq!(status(&path), 404, "{path} went with its account");
+    }
+    let cleared = get_json(&server.api(&format!("opportunities({deal})")), &admin);
+    assert!(cleared["_parentaccountid_value"].is_null(), "{cleared}");
+    let cleared = get_json(&server.api(&format!("accounts({other})")), &admin);
+    assert!(cleared["_primarycontactid_value"].is_null(), "{cleared}");
+
+    let root = server.audit(&admin, &format!("operation=Delete&recordId={account}"));
+    let root: Vec<&Value> = root
+        .iter()
+        .filter(|e| e["ResultStatus"] == "Succeeded")
+        .collect();
+    assert_eq!(root.len(), 1, "{root:#?}");
+    let correlation = &root[0]["CorrelationId"];
+    let cause = json!({"CascadedFrom": {"Entity": "account", "RecordId": account}});
+    let mut deleted = BTreeMap::new();
+    for (entity, id) in contacts
+        .iter()
+        .map(|c| ("contact", c.as_str()))
+        .chain([("incident", case.as_str())])
+    {
+        let events = server.audit(&admin, &format!("operation=Delete&recordId={id}"));
+        assert_eq!(events.len(), 1, "{entity} {id}: {events:#?}");
+        assert_eq!(events[0]["EntityName"], entity);
+        assert_eq!(&events[0]["CorrelationId"], correlation);
+        assert_eq!(events[0]["Details"], cause);
+        assert_eq!(events[0]["UserUpn"], root[0]["UserUpn"]);
+        deleted.insert(id.to_string(), events[0]["Changes"].clone());
+    }
+    assert!(
+        deleted[&first]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["Attribute"] == "lastname" && c["Old"].is_string()),
+        "a cascaded delete keeps the values it destroyed: {:#?}",
+        deleted[&first]
+    );
+    for (entity, id, lookup) in [
+        ("opportunity", &deal, "_parentaccountid_value"),
+        ("account", &other, "_primarycontactid_value"),
+    ] {
+        let events = server.audit(&admin, &format!("operation=Update&recordId={id}"));
+        assert_eq!(events.len(), 1, "{entity} {id}: {events:#?}");
+        assert_eq!(events[0]["EntityName"], entity);
+        assert_eq!(&events[0]["CorrelationId"], correlation);
+        assert_eq!(events[0]["Details"], cause);
+        let changes = events[0]["Changes"].as_array().unwrap();
+        let change = changes
+            .iter()
+            .find(|c| c["Attribute"] == lookup)
+            .unwrap_or_else(|| panic!("{lookup} in {changes:#?}"));
+        assert!(
+            change["Old"].is_string() && change["New"].is_null(),
+            "{change}"
+        );
+    }
+
+    // A custom lookup: its delete behaviour is set when it is made and shown in its
+    // definition; one that restricts refuses the delete while a record names the account.
+    let made = send(
+        client().post(server.api("EntityDefinitions")),
+        &admin,
+        Some(
+            json!({"SchemaName": "new_Project", "EntitySetName": "new_projects",
+                    "Attributes": [{"AttributeType": "String", "SchemaName": "new_name",
+                                    "IsPrimaryName": true}]}),
+        ),
+    );
+    assert_eq!(made.status(), 204);
+    for (body, status) in [
+        (
+            json!({"AttributeType": "Lookup", "SchemaName": "new_sponsorid",
+                   "Targets": ["account"], "CascadeConfiguration": {"Delete": "Restrict"}}),
+            204,
+        ),
+        (
+            json!({"AttributeType": "Lookup", "SchemaName": "new_x", "Targets": ["account"],
+                   "CascadeConfiguration": {"Delete": "NoCascade"}}),
+            400,
+        ),
+        (
+            json!({"AttributeType": "Lookup", "SchemaName": "new_x", "Targets": ["account"],
+                   "CascadeConfiguration": {"Delete": "Cascade", "Assign": "Cascade"}}),
+            400,
+        ),
+        (
+            json!({"AttributeType": "Integer", "SchemaName": "new_x",
+                   "CascadeConfiguration": {"Delete": "Cascade"}}),
+            400,
+        ),
+    ] {
+        let response = send(
+            client().post(server.api("EntityDefinitions(LogicalName='new_project')/Attributes")),
+            &admin,
+            Some(body.clone()),
+        );
+        assert_eq!(response.status().as_u16(), status, "{body}");
+    }
+    server.publish(&admin);
+    let definition = get_json(
+        &server.api(
+            "EntityDefinitions(LogicalName='new_project')/Attributes(LogicalName='new_sponsorid')",
+        ),
+        &admin,
+    );
+    assert_eq!(
+        definition["CascadeConfiguration"],
+        json!({"Delete": "Restrict"}),
+        "{definition}"
+    );
+    let shown = get_json(
+        &server.api(
+            "EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='parentcustomerid')",
+        ),
+        &admin,
+    );
+    assert_eq!(shown["CascadeConfiguration"], json!({"Delete": "Cascade"}));
+    let sponsor = create(&server, &admin, "accounts", json!({"name": "Sponsor"}));
+    let project = create(
+        &server,
+        &admin,
+        "new_projects",
+        json!({"new_name": "Apollo", "new_sponsorid@odata.bind": bind("accounts", &sponsor)}),
+    );
+    let (code, _, message) = odata_error(send(
+        client().delete(server.api(&format!("accounts({sponsor})"))),
+        &admin,
+        None,
+    ));
+    assert_eq!(code, 409, "{message}");
+    assert!(message.contains("new_sponsorid"), "{message}");
+    assert_eq!(status(&format!("accounts({sponsor})")), 200);
+    let response = send(
+        client().delete(server.api(&format!("new_projects({project})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+    let response = send(
+        client().delete(server.api(&format!("accounts({sponsor})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+
+    // A bulk delete cascades the same way, each record it reaches recorded.
+    let parent = create(&server, &admin, "accounts", json!({"name": "Bulk parent"}));
+    let child = create(
+        &server,
+        &admin,
+        "contacts",
+        json!({"lastname": "Child", "parentcustomerid@odata.bind": bind("accounts", &parent)}),
+    );
+    let response = send(
+        client().post(server.api("BulkDelete")),
+        &admin,
+        Some(json!({"EntitySetName": "accounts", "Filter": "name eq 'Bulk parent'"})),
+    );
+    assert_eq!(response.status(), 200);
+    assert_eq!(status(&format!("contacts({child})")), 404);
+    let events = server.audit(&admin, &format!("operation=Delete&recordId={child}"));
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        events[0]["Details"],
+        json!({"CascadedFrom": {"Entity": "account", "RecordId": parent}})
+    );
 }
