@@ -1117,6 +1117,15 @@ const LISTS: &[List] = &[
         "rec_workflow.statecode",
         true,
     ),
+    (
+        "principalobjectaccess",
+        &[(
+            "$filter",
+            "objectid eq 00000000-0000-0000-0000-000000000004",
+        )],
+        "rec_principalobjectaccess.objectid",
+        true,
+    ),
 ];
 
 /// Every list of [`LISTS`] is read through its index, `plan` saying how the engine reads the
@@ -1137,7 +1146,6 @@ pub(crate) fn the_lists_users_run_most_are_served_by_indexes(
     }
 }
 
-/// Every case, by name.
 /// Creates a record of `entity` with `values`, returning its id.
 fn made(store: &dyn RecordStore, entity: &str, values: &[(&str, Value)]) -> Uuid {
     let values = values
@@ -1181,6 +1189,22 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn Rec
         &[name("Other"), ("primarycontactid", bound(first))],
     );
     let alive = |entity: &str, id: Uuid| store.retrieve(entity, id).is_ok();
+    // Shares of the account and of a contact go with them; one naming the account's id as
+    // another entity's record stays.
+    let share = |object: Uuid, entity: &str| {
+        made(
+            store,
+            "principalobjectaccess",
+            &[
+                ("objectid", Value::Guid(object)),
+                ("objecttypecode", Value::String(entity.into())),
+                ("principalid", Value::Guid(Uuid::from_u128(5))),
+                ("accessrightsmask", Value::Integer(1)),
+            ],
+        )
+    };
+    let shares = [share(account, "account"), share(first, "contact")];
+    let unrelated_share = share(account, "lead");
 
     // A refused commit rolls the whole cascade back.
     let refused = store.delete("account", account, None, context(), &mut |_| {
@@ -1213,6 +1237,8 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn Rec
         ("contact".to_string(), second, true),
         ("incident".to_string(), case, true),
         ("opportunity".to_string(), deal, false),
+        ("principalobjectaccess".to_string(), shares[0], true),
+        ("principalobjectaccess".to_string(), shares[1], true),
     ];
     expected.sort();
     assert_eq!(
@@ -1234,6 +1260,8 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn Rec
         assert!(!alive(entity, id), "{entity} {id} deleted");
     }
     assert!(alive("contact", unrelated));
+    assert!(shares.iter().all(|s| !alive("principalobjectaccess", *s)));
+    assert!(alive("principalobjectaccess", unrelated_share));
     for (entity, id, lookup) in [
         ("opportunity", deal, "parentaccountid"),
         ("account", other, "primarycontactid"),
@@ -1357,6 +1385,7 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn Rec
     assert!(!alive("contact", child));
 }
 
+/// Every case, by name.
 pub(crate) const CASES: &[(&str, Case)] = &[
     (
         "filters_run_as_parameterised_sql",

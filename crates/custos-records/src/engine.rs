@@ -16,6 +16,7 @@ use crate::metadata::{
     AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, OnDelete, is_logical_name,
 };
 use crate::options::{PageCursor, QueryOptions};
+use crate::seed::SHARE_ENTITY;
 use crate::sql::{Dialect, column_list, resolve, select_sql};
 use crate::store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ChangeFailed,
@@ -239,15 +240,18 @@ fn upgrade(sql: &mut dyn Sql) -> Result<()> {
 
 /// The attributes of `definition` whose filtered and sorted lists a Dataverse user runs most —
 /// every lookup (the owner, created and modified by among them), the primary name, the state,
-/// created and modified on — each served by an index, as Dataverse indexes them.
+/// created and modified on — each served by an index, as Dataverse indexes them; and the
+/// record and the user of a share, which every check of a share and every delete looks up.
 fn listed(definition: &EntityDef) -> impl Iterator<Item = &AttributeDef> {
-    definition.attributes.iter().filter(|attribute| {
+    let shares = definition.logical_name == SHARE_ENTITY;
+    definition.attributes.iter().filter(move |attribute| {
         matches!(attribute.attribute_type, AttributeType::Lookup { .. })
             || definition.primary_name.as_deref() == Some(attribute.logical_name.as_str())
             || matches!(
                 attribute.logical_name.as_str(),
                 "statecode" | "createdon" | "modifiedon"
             )
+            || (shares && matches!(attribute.logical_name.as_str(), "objectid" | "principalid"))
     })
 }
 
@@ -531,6 +535,49 @@ fn delete_in(
     })
 }
 
+/// Deletes the shares of record `id` of `entity` — and, when it is a user, the shares with
+/// them — adding each to `outcomes`.
+fn delete_shares(
+    sql: &mut dyn Sql,
+    catalog: &Catalog,
+    entity: &EntityDef,
+    id: Uuid,
+    outcomes: &mut Vec<WriteOutcome>,
+) -> Result<()> {
+    let Some(shares) = catalog.entity(SHARE_ENTITY) else {
+        return Ok(());
+    };
+    if entity.logical_name == SHARE_ENTITY {
+        return Ok(());
+    }
+    let mut naming = vec![(
+        "\"objectid\" = ? AND \"objecttypecode\" = ?",
+        vec![Value::Guid(id), Value::String(entity.logical_name.clone())],
+    )];
+    if entity.logical_name == "systemuser" {
+        naming.push(("\"principalid\" = ?", vec![Value::Guid(id)]));
+    }
+    let delete = delete_sql(shares);
+    for (condition, params) in naming {
+        let select = format!(
+            "SELECT {} FROM \"{}\" WHERE {condition}",
+            crate::sql::column_list(shares),
+            shares.table()
+        );
+        for share in sql.records(shares, &select, &params)? {
+            sql.execute(&delete, &[Value::Guid(share.id)])?;
+            outcomes.push(WriteOutcome {
+                entity: SHARE_ENTITY.to_string(),
+                id: share.id,
+                before: Some(share),
+                after: None,
+                cascaded: Vec::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The most records one delete may delete or change through the lookups that name it; more is
 /// refused, so that one request cannot become an unbounded transaction (delete the related
 /// records in batches first).
@@ -539,7 +586,10 @@ const CASCADE_MAX: usize = 50_000;
 /// What deleting record `id` of `deleted` does to the records that name it, followed through
 /// the records it deletes in turn: `Restrict` refuses while any names it, `Cascade` deletes
 /// them, `RemoveLink` clears the lookup (a change by `context`), `NoCascade` leaves it. A
-/// record already deleted is not found again, so a cycle of lookups ends.
+/// record already deleted is not found again, so a cycle of lookups ends. The shares of each
+/// record deleted (and, for a user, the shares with them) are deleted too: they name it by id,
+/// and would otherwise open a record made again under that id (an import of an old export) to
+/// whoever the one deleted was shared with.
 fn cascade_delete(
     sql: &mut dyn Sql,
     catalog: &Catalog,
@@ -550,6 +600,7 @@ fn cascade_delete(
     let mut outcomes = Vec::new();
     let mut pending = vec![(deleted.clone(), id)];
     while let Some((target, id)) = pending.pop() {
+        delete_shares(sql, catalog, &target, id, &mut outcomes)?;
         for referencing in catalog.entities() {
             for lookup in &referencing.attributes {
                 let AttributeType::Lookup {

@@ -10,6 +10,10 @@ use crate::security::BuiltInRole;
 /// Logical name of the instance settings entity.
 pub const ORGANIZATION_ENTITY: &str = "organization";
 
+/// The entity of shares: a record (`objectid`, of entity `objecttypecode`) shared with a user
+/// (`principalid`) for reading or writing (`accessrightsmask`).
+pub const SHARE_ENTITY: &str = "principalobjectaccess";
+
 /// Fixed ids of the built-in roles, the same in every instance.
 pub const ROLE_IDS: [(BuiltInRole, Uuid); 4] = [
     (
@@ -451,7 +455,7 @@ pub fn seed_entities() -> Vec<EntityDef> {
         ),
         view_entity("userquery", "userqueries", Vec::new()),
         entity(
-            "principalobjectaccess",
+            SHARE_ENTITY,
             "principalobjectaccessset",
             Other,
             "objecttypecode",

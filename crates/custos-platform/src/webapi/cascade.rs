@@ -8,11 +8,15 @@
 use std::sync::Arc;
 
 use custos_audit::{AuditPolicy, Operation};
-use custos_records::{EntityDef, Privilege, RecordStore, SecurityRole, WriteOutcome, allows};
+use custos_records::{
+    Catalog, EntityDef, Privilege, RecordStore, SHARE_ENTITY, SecurityRole, Value, WriteOutcome,
+    allows,
+};
 use serde_json::json;
 
 use super::WebRequest;
 use super::records::{audits_change, changeable_in_changeset, describe_write};
+use super::sharing::access_names;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
 
@@ -53,6 +57,10 @@ impl Cascade {
         let catalog = store.catalog();
         let mut events = Vec::with_capacity(outcome.cascaded.len());
         for change in &outcome.cascaded {
+            if change.entity == SHARE_ENTITY {
+                events.extend(self.share_ended(&catalog, template, outcome, change));
+                continue;
+            }
             let Some(entity) = catalog.entity(&change.entity) else {
                 continue;
             };
@@ -80,6 +88,47 @@ impl Cascade {
             events.push(event);
         }
         Ok(events)
+    }
+
+    /// A share deleted with its record (or with the user it was for) is the platform's own
+    /// bookkeeping, needing no privilege: an `Unshare` of the shared record, as `RevokeAccess`
+    /// records one, when that record's entity's changes are audited.
+    fn share_ended(
+        &self,
+        catalog: &Catalog,
+        template: &EventDraft,
+        outcome: &WriteOutcome,
+        share: &WriteOutcome,
+    ) -> Option<EventDraft> {
+        let values = &share.before.as_ref()?.values;
+        let (Some(Value::String(entity)), Some(Value::Guid(object)), Some(Value::Guid(principal))) = (
+            values.get("objecttypecode"),
+            values.get("objectid"),
+            values.get("principalid"),
+        ) else {
+            return None;
+        };
+        let entity = catalog.entity(entity)?;
+        if !audits_change(&self.policy, entity) {
+            return None;
+        }
+        let mask = match values.get("accessrightsmask") {
+            Some(Value::Integer(mask)) => *mask,
+            _ => 0,
+        };
+        let mut event = template.clone();
+        event.operation = Operation::Unshare;
+        event.set_entity(entity);
+        event.record_ids = vec![*object];
+        event.result_count = 1;
+        event.changes = Vec::new();
+        event.details = json!({
+            "PrincipalId": principal,
+            "AccessMask": access_names(mask),
+            "CascadedFrom": {"Entity": outcome.entity, "RecordId": outcome.id},
+        })
+        .to_string();
+        Some(event)
     }
 
     fn check(&self, entity: &EntityDef, deleted: bool) -> Result<(), AppError> {

@@ -30,6 +30,16 @@ use custos_http::state::Instance;
 const READ: i64 = 1;
 const WRITE: i64 = 2;
 
+/// The rights of a share's access mask as `GrantAccess` names them (`ReadAccess, WriteAccess`).
+pub(super) fn access_names(mask: i64) -> String {
+    let rights: Vec<&str> = [(READ, "ReadAccess"), (WRITE, "WriteAccess")]
+        .into_iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+    rights.join(", ")
+}
+
 /// The entity and id an `{"@odata.id": ".../set(<id>)"}` reference names.
 fn reference(
     request: &WebRequest,
@@ -54,13 +64,18 @@ fn reference(
     Ok((entity_by_set(request, set)?, id))
 }
 
-/// The share of record `id` with `principal`: its row id and access mask, when there is one.
+/// The share of record `id` of `entity` with `principal`: its row id and access mask, when
+/// there is one. A share names its record's entity too: ids are unique within an entity only.
 fn share_of(
     instance: &Instance,
+    entity: &EntityDef,
     id: Uuid,
     principal: Uuid,
 ) -> Result<Option<(Uuid, i64)>, AppError> {
-    let filter = format!("objectid eq {id} and principalid eq {principal}");
+    let filter = format!(
+        "objectid eq {id} and principalid eq {principal} and objecttypecode eq '{}'",
+        entity.logical_name
+    );
     let options = parse_query_options([("$filter", filter.as_str())])?;
     let page = instance.store.retrieve_multiple(&RecordQuery {
         entity: "principalobjectaccess",
@@ -93,7 +108,7 @@ pub(super) fn require_on_record(
         Privilege::Write => WRITE,
         _ => return Err(refused),
     };
-    match share_of(&request.instance, id, request.caller.principal.id)? {
+    match share_of(&request.instance, entity, id, request.caller.principal.id)? {
         Some((_, mask)) if mask & needed != 0 => Ok(()),
         _ => Err(refused),
     }
@@ -157,19 +172,14 @@ pub(super) async fn share(
     } else {
         0
     };
-    let existing = share_of(&request.instance, id, principal)?;
+    let existing = share_of(&request.instance, &entity, id, principal)?;
     if !grant && existing.is_none() {
         return Err(AppError::not_found(format!(
             "{}({id}) is not shared with {}",
             entity.set_name, user.upn
         )));
     }
-    let rights: Vec<&str> = [(READ, "ReadAccess"), (WRITE, "WriteAccess")]
-        .into_iter()
-        .filter(|(bit, _)| mask & bit != 0)
-        .map(|(_, name)| name)
-        .collect();
-    draft.details = json!({"PrincipalId": principal, "PrincipalUpn": user.upn, "AccessMask": rights.join(", ")}).to_string();
+    draft.details = json!({"PrincipalId": principal, "PrincipalUpn": user.upn, "AccessMask": access_names(mask)}).to_string();
     draft.result_count = 1;
     let audited = request.policy().audits_change(&entity.logical_name);
     let store = request.instance.store.clone();

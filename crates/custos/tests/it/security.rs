@@ -396,4 +396,80 @@ fn a_shared_record_opens_to_its_user_and_only_that_record() {
         400,
         "only read and write are shared"
     );
+
+    // A share ends with its record: one made again under the same id (an import of an old
+    // export, an upsert) opens to nobody it was not shared with.
+    assert_eq!(status(grant("ReadAccess")), 204);
+    assert_eq!(read(&shared), 200);
+    let response = send(
+        client().delete(server.api(&format!("accounts({shared})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(status(response), 204);
+    let shares = get_json(
+        &server.api(&format!(
+            "principalobjectaccessset?$filter=objectid eq {shared}"
+        )),
+        &admin,
+    );
+    assert_eq!(shares["value"], json!([]), "{shares}");
+    let ended = server.audit(&admin, &format!("operation=Unshare&recordId={shared}"));
+    let ended: Vec<&Value> = ended
+        .iter()
+        .filter(|e| e["Details"]["CascadedFrom"].is_object())
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    assert_eq!(ended[0]["Details"]["PrincipalId"], dee_id.as_str());
+    let response = post(
+        &server,
+        &admin,
+        "accounts",
+        json!({"accountid": shared, "name": "Made again"}),
+    );
+    assert_eq!(status(response), 204);
+    assert_eq!(read(&shared), 403, "the old share is gone with its record");
+
+    // And the shares with a user go with the user.
+    let share_other = post(
+        &server,
+        &admin,
+        "GrantAccess",
+        json!({"Target": {"@odata.id": format!("accounts({other})")}, "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({dee_id})")}, "AccessMask": "ReadAccess"}}),
+    );
+    assert_eq!(status(share_other), 204);
+    assert_eq!(read(&other), 200);
+    // A share names its record's entity: another entity's record with the same id stays shut.
+    let namesake = post(
+        &server,
+        &admin,
+        "leads",
+        json!({"leadid": other, "subject": "Same id"}),
+    );
+    assert_eq!(status(namesake), 204);
+    let lead = send(
+        client().get(server.api(&format!("leads({other})"))),
+        &dee,
+        None,
+    );
+    assert_eq!(status(lead), 403);
+    let response = send(
+        client().delete(server.api(&format!("systemusers({dee_id})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(status(response), 204);
+    let left = get_json(
+        &server.api(&format!(
+            "principalobjectaccessset?$filter=principalid eq {dee_id}"
+        )),
+        &admin,
+    );
+    assert_eq!(left["value"], json!([]), "{left}");
+    let ended = server.audit(&admin, &format!("operation=Unshare&recordId={other}"));
+    assert_eq!(ended.len(), 1, "{ended:#?}");
+    assert_eq!(
+        ended[0]["Details"]["CascadedFrom"],
+        json!({"Entity": "systemuser", "RecordId": dee_id})
+    );
 }
