@@ -1019,6 +1019,32 @@ fn a_custom_entity_is_deleted_with_its_records_and_nothing_else_is(store: &dyn R
         Err(Error::CommitRefused(_))
     ));
     assert!(store.retrieve("new_project", id).is_ok(), "rolled back");
+    // While another entity's lookup names it, even in a draft, it stays.
+    let account = store.draft("account").unwrap();
+    let mut naming = account.clone();
+    let mut lookup = AttributeDef::new(
+        "new_projectid",
+        AttributeType::Lookup {
+            target: "new_project".into(),
+            on_delete: OnDelete::RemoveLink,
+        },
+    );
+    lookup.custom = true;
+    naming.attributes.push(lookup);
+    store.save_draft(&naming).unwrap();
+    let refused = store
+        .delete_entity("new_project", &mut |_, _| Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::Conflict(m) if m.contains("account.new_projectid")),
+        "{refused:?}"
+    );
+    store.save_draft(&account).unwrap();
+    // Its records' shares go with it; another entity's stay.
+    let (own, other) = (
+        shared(store, id, "new_project"),
+        shared(store, id, "account"),
+    );
     let mut kept = Vec::new();
     store
         .delete_entity("new_project", &mut |definition, records| {
@@ -1028,6 +1054,8 @@ fn a_custom_entity_is_deleted_with_its_records_and_nothing_else_is(store: &dyn R
         })
         .unwrap();
     assert_eq!(kept, [id]);
+    assert!(store.retrieve("principalobjectaccess", own).is_err());
+    assert!(store.retrieve("principalobjectaccess", other).is_ok());
     assert!(store.catalog().entity("new_project").is_none());
     assert!(matches!(
         store.draft("new_project"),
@@ -1158,6 +1186,20 @@ fn made(store: &dyn RecordStore, entity: &str, values: &[(&str, Value)]) -> Uuid
         .id
 }
 
+/// Shares record `object` of `entity` with a user for reading; the share's id.
+fn shared(store: &dyn RecordStore, object: Uuid, entity: &str) -> Uuid {
+    made(
+        store,
+        "principalobjectaccess",
+        &[
+            ("objectid", Value::Guid(object)),
+            ("objecttypecode", Value::String(entity.into())),
+            ("principalid", Value::Guid(Uuid::from_u128(5))),
+            ("accessrightsmask", Value::Integer(1)),
+        ],
+    )
+}
+
 /// `(entity, id, deleted)` of each change a delete made to the records naming it, sorted.
 fn reached(outcome: &WriteOutcome) -> Vec<(String, Uuid, bool)> {
     let mut reached: Vec<_> = outcome
@@ -1191,20 +1233,11 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn Rec
     let alive = |entity: &str, id: Uuid| store.retrieve(entity, id).is_ok();
     // Shares of the account and of a contact go with them; one naming the account's id as
     // another entity's record stays.
-    let share = |object: Uuid, entity: &str| {
-        made(
-            store,
-            "principalobjectaccess",
-            &[
-                ("objectid", Value::Guid(object)),
-                ("objecttypecode", Value::String(entity.into())),
-                ("principalid", Value::Guid(Uuid::from_u128(5))),
-                ("accessrightsmask", Value::Integer(1)),
-            ],
-        )
-    };
-    let shares = [share(account, "account"), share(first, "contact")];
-    let unrelated_share = share(account, "lead");
+    let shares = [
+        shared(store, account, "account"),
+        shared(store, first, "contact"),
+    ];
+    let unrelated_share = shared(store, account, "lead");
 
     // A refused commit rolls the whole cascade back.
     let refused = store.delete("account", account, None, context(), &mut |_| {

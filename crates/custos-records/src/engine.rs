@@ -802,6 +802,32 @@ fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Reco
             "entity '{entity}' is not a custom entity; it cannot be deleted"
         )));
     }
+    // A lookup of another entity naming it would name an entity that is gone (and, with no
+    // target to check, take any id): refused, as Dataverse refuses to delete a table another
+    // one relates to, until those lookups are deleted.
+    let mut naming = Vec::new();
+    for row in sql.texts("SELECT published, draft FROM custos_entity", &[], 2)? {
+        for text in row.into_iter().flatten() {
+            let other = parse_definition(&text)?;
+            if other.logical_name == entity {
+                continue;
+            }
+            for attribute in &other.attributes {
+                let name = format!("{}.{}", other.logical_name, attribute.logical_name);
+                if matches!(&attribute.attribute_type, AttributeType::Lookup { target, .. } if target == entity)
+                    && !naming.contains(&name)
+                {
+                    naming.push(name);
+                }
+            }
+        }
+    }
+    if !naming.is_empty() {
+        return Err(Error::Conflict(format!(
+            "entity '{entity}' cannot be deleted while lookups name it: {}; delete them first",
+            naming.join(", ")
+        )));
+    }
     let mut records = Vec::new();
     if let Some(published) = published {
         records = sql.records(
@@ -815,6 +841,18 @@ fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Reco
             &[],
         )?;
         sql.batch(&format!("DROP TABLE \"{}\"", published.table()))?;
+        // Their shares go with them (the `DeleteEntity` event, which holds every record,
+        // stands for them): an entity made again under the name, its records imported again
+        // under their ids, must not open to whoever the old ones were shared with.
+        if let Some(shares) = load_catalog(sql)?.entity(SHARE_ENTITY) {
+            sql.execute(
+                &format!(
+                    "DELETE FROM \"{}\" WHERE \"objecttypecode\" = ?",
+                    shares.table()
+                ),
+                &[Value::String(entity.into())],
+            )?;
+        }
     }
     sql.execute(
         "DELETE FROM custos_entity WHERE logical_name = ?",

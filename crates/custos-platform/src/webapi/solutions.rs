@@ -27,7 +27,10 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
-use custos_records::{AttributeDef, Catalog, EntityDef, Privilege, Value, WriteMode, WriteOutcome};
+use custos_records::{
+    AttributeDef, AttributeType, Catalog, EntityDef, Privilege, RecordStore, Value, WriteMode,
+    WriteOutcome,
+};
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
@@ -472,6 +475,50 @@ pub(super) async fn import(
     Ok(axum::Json(answer).into_response())
 }
 
+/// Refuses, before anything is removed, a solution one of whose entities a lookup outside it
+/// names (published or in a draft): the store refuses to delete such an entity, and would only
+/// do so after the solution's other parts were gone.
+fn check_removable(store: &dyn RecordStore, components: &Json) -> Result<(), AppError> {
+    let entities: Vec<&str> = components["Entities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+        .collect();
+    let attributes: Vec<(&str, &str)> = components["Attributes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| Some((pair[0].as_str()?, pair[1].as_str()?)))
+        .collect();
+    for published in store.catalog().entities() {
+        let draft = store.draft(&published.logical_name)?;
+        for definition in [published, &draft] {
+            let entity = definition.logical_name.as_str();
+            if entities.contains(&entity) {
+                continue;
+            }
+            for attribute in &definition.attributes {
+                let AttributeType::Lookup { target, .. } = &attribute.attribute_type else {
+                    continue;
+                };
+                if entities.contains(&target.as_str())
+                    && !attributes.contains(&(entity, attribute.logical_name.as_str()))
+                {
+                    return Err(AppError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the solution's entity '{target}' is named by lookup {entity}.{}, which is not part of it: delete that lookup first",
+                            attribute.logical_name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `DELETE solutions(<id>)`: removes the solution and everything it brought.
 pub(super) async fn remove(
     request: WebRequest,
@@ -493,6 +540,7 @@ pub(super) async fn remove(
     })
     .to_string();
     draft.result_count = 1;
+    check_removable(&*request.instance.store, &components)?;
     request.state.record(draft.clone()).await?;
     let state = request.state.clone();
     let template = draft.clone();

@@ -149,6 +149,41 @@ fn a_solution_configures_the_instance_and_its_removal_undoes_it() {
         "nothing of a refused solution was made"
     );
 
+    // A lookup outside the solution naming its entity holds the removal back, whole, until
+    // that lookup is deleted.
+    let lookup = post(
+        &server,
+        &admin,
+        "EntityDefinitions(LogicalName='account')/Attributes",
+        json!({"AttributeType": "Lookup", "SchemaName": "new_projectid", "Targets": ["contoso_project"]}),
+    );
+    assert_eq!(lookup.status(), 204);
+    server.publish(&admin);
+    let (status, _, message) = odata_error(send(
+        client().delete(server.api(&format!("solutions({solution_id})"))),
+        &admin,
+        None,
+    ));
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("account.new_projectid"), "{message}");
+    assert_eq!(
+        send(client().get(server.api("contoso_projects")), &admin, None).status(),
+        200
+    );
+    assert_eq!(
+        count(&server, &admin, "workflows"),
+        1,
+        "nothing was removed"
+    );
+    let response = send(
+        client().delete(server.api(
+            "EntityDefinitions(LogicalName='account')/Attributes(LogicalName='new_projectid')",
+        )),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+
     // Removal takes every part away, and the log keeps what was destroyed.
     let response = send(
         client().delete(server.api(&format!("solutions({solution_id})"))),
@@ -173,8 +208,14 @@ fn a_solution_configures_the_instance_and_its_removal_undoes_it() {
             .unwrap()
             .is_empty()
     );
-    let removed = server.audit(&admin, "operation=RemoveSolution");
+    let removed = server.audit(&admin, "operation=RemoveSolution&status=Succeeded");
     assert_eq!(removed.len(), 1);
+    let held = server.audit(&admin, "operation=RemoveSolution&status=Failed");
+    assert_eq!(
+        held.len(),
+        1,
+        "the removal held back is recorded as refused"
+    );
     let entity_gone = server.audit(&admin, "operation=DeleteEntity");
     assert_eq!(entity_gone.len(), 1);
     assert_eq!(
@@ -183,6 +224,10 @@ fn a_solution_configures_the_instance_and_its_removal_undoes_it() {
     );
     assert_eq!(entity_gone[0]["ResultCount"], 2);
     let tier_gone = server.audit(&admin, "operation=DeleteAttribute");
+    let tier_gone: Vec<&Value> = tier_gone
+        .iter()
+        .filter(|e| e["Details"]["Attribute"] == "contoso_tier")
+        .collect();
     assert_eq!(tier_gone[0]["Details"]["Values"][&account], 1);
     assert_eq!(
         server
