@@ -815,12 +815,17 @@ fn update_body(
                     .parse::<i64>()
                     .map(Json::from)
                     .map_err(|_| format!("{} must be a whole number", attribute.logical_name))?,
-                AttributeType::Decimal | AttributeType::Money => text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(Json::Number)
-                    .ok_or_else(|| format!("{} must be a number", attribute.logical_name))?,
+                AttributeType::Decimal | AttributeType::Money => {
+                    let number = text
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .ok_or_else(|| format!("{} must be a number", attribute.logical_name))?;
+                    // Checked from the text typed: once a JSON number, it is a float already.
+                    custos_records::Value::decimal_from_text(attribute, text)
+                        .map_err(|refused| refused.to_string())?;
+                    Json::Number(number)
+                }
                 AttributeType::Boolean => Json::Bool(text == "true"),
                 _ => Json::String(text.to_string()),
             }

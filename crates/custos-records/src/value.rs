@@ -85,11 +85,9 @@ impl Value {
                 .parse::<i64>()
                 .map(Json::from)
                 .unwrap_or_else(|_| json!(text)),
-            AttributeType::Decimal | AttributeType::Money => text
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map_or_else(|| json!(text), Json::Number),
+            AttributeType::Decimal | AttributeType::Money => {
+                return Value::decimal_from_text(attribute, text);
+            }
             AttributeType::Boolean => match text.to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" => Json::Bool(true),
                 "false" | "no" | "0" => Json::Bool(false),
@@ -98,6 +96,39 @@ impl Value {
             _ => json!(text),
         };
         Value::from_json(attribute, &json)
+    }
+
+    /// Reads a decimal or money value from the text the client sent (a JSON number's, a CSV
+    /// cell's, an `IEEE754Compatible` string's), refusing one that a 64-bit float would not keep
+    /// exactly — `922337203685477.5807` would be stored as `922337203685477.6`, a change no one
+    /// asked for — rather than storing another number without a word. What a float keeps is
+    /// taken (`0.30000000000000004` is one), however it is written (`12.50`, `1.25e1`).
+    pub fn decimal_from_text(attribute: &AttributeDef, text: &str) -> Result<Value> {
+        let wrong = || {
+            Error::BadRequest(format!(
+                "attribute '{}' expects a value of type {}, got {text}",
+                attribute.logical_name,
+                attribute.attribute_type.name(),
+            ))
+        };
+        let number = text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(wrong)?;
+        let kept = serde_json::Number::from_f64(number).ok_or_else(wrong)?;
+        let (sent, stored) = (
+            decimal_digits(text.trim()),
+            decimal_digits(&kept.to_string()),
+        );
+        if sent.is_none() || sent != stored {
+            return Err(Error::BadRequest(format!(
+                "attribute '{}' keeps decimals as 64-bit floating point (about 15 significant digits): {text} would be kept as {kept}; send a value with fewer digits",
+                attribute.logical_name
+            )));
+        }
+        Ok(Value::Decimal(number))
     }
 
     /// The Web API JSON of this value.
@@ -112,6 +143,40 @@ impl Value {
             Value::Guid(g) => json!(g.to_string()),
         }
     }
+}
+
+/// The exact value a decimal numeral writes, as its sign, significant digits and power of ten
+/// (`-12.50` and `-1.25e1` are both `(true, "125", -1)`; zero is `(false, "", 0)`); `None` when
+/// it is not a numeral.
+fn decimal_digits(text: &str) -> Option<(bool, String, i64)> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let all = format!("{whole}{fraction}");
+    let significant = all.trim_start_matches('0');
+    let digits = significant.trim_end_matches('0');
+    if digits.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    let trailing = (significant.len() - digits.len()) as i64;
+    let power = exponent
+        .checked_sub(fraction.len() as i64)?
+        .checked_add(trailing)?;
+    Some((negative, digits.to_string(), power))
 }
 
 /// Normalises an ISO 8601 date-time (or a bare date, read as midnight UTC) to the stored form
@@ -195,4 +260,62 @@ fn parse_datetime(text: &str) -> Option<OffsetDateTime> {
 pub(crate) fn datetime_now(now: OffsetDateTime) -> String {
     normalize_datetime(&now.format(&Rfc3339).expect("format now"))
         .expect("now is a valid date-time")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Value, decimal_digits};
+    use crate::metadata::{AttributeDef, AttributeType};
+
+    #[test]
+    fn a_numeral_is_its_sign_digits_and_power_of_ten() {
+        for (text, expected) in [
+            ("-12.50", Some((true, "125", -1))),
+            ("-1.25e1", Some((true, "125", -1))),
+            ("+125E-1", Some((false, "125", -1))),
+            ("0.000", Some((false, "", 0))),
+            ("-0", Some((false, "", 0))),
+            ("1200", Some((false, "12", 2))),
+            (".5", Some((false, "5", -1))),
+            ("5.", Some((false, "5", 0))),
+            ("", None),
+            (".", None),
+            ("1e", None),
+            ("0x10", None),
+            ("1.2.3", None),
+        ] {
+            let expected = expected.map(|(n, d, p)| (n, d.to_string(), p));
+            assert_eq!(decimal_digits(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_decimal_a_float_would_change_is_refused_and_any_it_keeps_is_taken() {
+        let money = AttributeDef::new("revenue", AttributeType::Money);
+        for kept in [
+            "12.50",
+            "1.25e1",
+            "0.30000000000000004",
+            "922337203685477",
+            "-0.0001",
+            "100000000000.1234",
+        ] {
+            let value = Value::decimal_from_text(&money, kept).unwrap();
+            assert_eq!(value, Value::Decimal(kept.parse().unwrap()), "{kept}");
+        }
+        for changed in [
+            "922337203685477.5807",
+            "0.1000000000000000000001",
+            "9007199254740993",
+        ] {
+            let refused = Value::decimal_from_text(&money, changed).unwrap_err();
+            assert!(
+                refused.to_string().contains("would be kept as"),
+                "{changed}: {refused}"
+            );
+        }
+        for wrong in ["abc", "1e999", "NaN", "inf", ""] {
+            assert!(Value::decimal_from_text(&money, wrong).is_err(), "{wrong}");
+        }
+    }
 }

@@ -131,6 +131,14 @@ pub(super) fn record_json(
     out
 }
 
+/// Whether values of `attribute_type` are decimals or money.
+fn is_decimal(attribute_type: &AttributeType) -> bool {
+    matches!(
+        attribute_type,
+        AttributeType::Decimal | AttributeType::Money
+    )
+}
+
 /// Whether values of `attribute_type` are `Edm.Int64` or `Edm.Decimal`, the numbers OData's
 /// `IEEE754Compatible=true` writes and reads as strings.
 fn wide_number(attribute_type: &AttributeType) -> bool {
@@ -798,6 +806,16 @@ fn body_values(
 ) -> Result<BodyValues, AppError> {
     let catalog = request.instance.store.catalog();
     let strings = super::ieee754_compatible(request.header("content-type"));
+    // The numerals as sent, for the decimals: parsed, a JSON number is already a float.
+    let sent: std::collections::HashMap<String, Box<serde_json::value::RawValue>> = if entity
+        .attributes
+        .iter()
+        .any(|a| is_decimal(&a.attribute_type))
+    {
+        serde_json::from_slice(&request.body).unwrap_or_default()
+    } else {
+        Default::default()
+    };
     let mut values = Vec::new();
     let mut id = None;
     for (key, json) in body {
@@ -869,18 +887,23 @@ fn body_values(
                 attribute.logical_name
             )));
         }
-        // Sent as strings under `IEEE754Compatible=true`, a wide number is read as the number.
-        let number = match json {
-            Json::String(text) if strings && wide_number(&attribute.attribute_type) => {
-                text.parse::<i64>().ok().map(Json::from).or_else(|| {
-                    text.parse::<f64>()
-                        .ok()
-                        .and_then(|n| serde_json::Number::from_f64(n).map(Json::Number))
-                })
+        let value = match json {
+            // A decimal from the numeral sent, refused when a float would change it.
+            Json::Number(_) if is_decimal(&attribute.attribute_type) => match sent.get(key) {
+                Some(numeral) => Value::decimal_from_text(attribute, numeral.get())?,
+                None => Value::from_json(attribute, json)?,
+            },
+            // Sent as strings under `IEEE754Compatible=true`, a wide number is read as the
+            // number.
+            Json::String(text) if strings && is_decimal(&attribute.attribute_type) => {
+                Value::decimal_from_text(attribute, text)?
             }
-            _ => None,
+            Json::String(text) if strings && wide_number(&attribute.attribute_type) => {
+                let number = text.parse::<i64>().map(Json::from);
+                Value::from_json(attribute, number.as_ref().unwrap_or(json))?
+            }
+            _ => Value::from_json(attribute, json)?,
         };
-        let value = Value::from_json(attribute, number.as_ref().unwrap_or(json))?;
         if attribute.logical_name == entity.primary_id() {
             match value {
                 Value::Guid(given) => id = Some(given),

@@ -432,3 +432,84 @@ fn wide_numbers_are_strings_both_ways_for_a_client_that_asks() {
     );
     assert_eq!(all["@odata.count"], 1, "{all}");
 }
+
+/// A decimal or money value is kept as a 64-bit float: one that a float would change is
+/// refused with 400 and nothing is written — as a JSON number, an `IEEE754Compatible` string
+/// and a CSV cell alike — rather than stored as another number; any value a float keeps is
+/// taken however it is written, and read back as sent.
+#[test]
+fn a_decimal_a_float_would_change_is_refused_not_rounded() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let post = |content_type: &str, body: &str| {
+        client()
+            .post(server.api("accounts"))
+            .header("content-type", content_type)
+            .bearer_auth(&admin)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let before = count(&server, &admin, "accounts");
+    for (content_type, body) in [
+        (
+            "application/json",
+            r#"{"name": "Too exact", "revenue": 922337203685477.5807}"#,
+        ),
+        (
+            "application/json;IEEE754Compatible=true",
+            r#"{"name": "Too exact", "revenue": "922337203685477.5807"}"#,
+        ),
+    ] {
+        let (code, _, message) = odata_error(post(content_type, body));
+        assert_eq!(code, 400, "{body}: {message}");
+        assert!(
+            message.contains("would be kept as 922337203685477.6"),
+            "{message}"
+        );
+    }
+    let imported = send(
+        client().post(server.api("ImportRecords")),
+        &admin,
+        Some(json!({"EntitySetName": "accounts",
+                    "Content": "name,revenue\nFine,12.5\nToo exact,922337203685477.5807\n"})),
+    );
+    let (code, _, message) = odata_error(imported);
+    assert_eq!(code, 400, "{message}");
+    assert!(message.contains("revenue"), "{message}");
+    assert_eq!(
+        count(&server, &admin, "accounts"),
+        before,
+        "nothing was written"
+    );
+    assert!(
+        server
+            .audit(&admin, "operation=Create&status=Succeeded")
+            .is_empty()
+    );
+
+    for (sent, shown) in [
+        ("0.30000000000000004", "0.30000000000000004"),
+        ("12.50", "12.5"),
+        ("1.25e3", "1250.0"),
+        ("922337203685477", "922337203685477.0"),
+    ] {
+        let created = post(
+            "application/json",
+            &format!(r#"{{"name": "Kept", "revenue": {sent}}}"#),
+        );
+        assert_eq!(created.status(), 204, "{sent}");
+        let id = entity_id(&created);
+        let text = send(
+            client().get(server.api(&format!("accounts({id})?$select=revenue"))),
+            &admin,
+            None,
+        )
+        .text()
+        .unwrap();
+        assert!(
+            text.contains(&format!("\"revenue\":{shown}")),
+            "{sent}: {text}"
+        );
+    }
+}

@@ -183,6 +183,20 @@ fn every_console_page_renders_and_its_forms_work() {
     );
     assert_eq!(bad.status(), 400);
     assert!(bad.text().unwrap().contains("must be a number"));
+    let too_exact = post(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/accounts/{account}"),
+        &[("revenue", "922337203685477.5807")],
+    );
+    assert_eq!(too_exact.status(), 400);
+    assert!(
+        too_exact
+            .text()
+            .unwrap()
+            .contains("would be kept as 922337203685477.6"),
+        "a value a float would change is refused, not rounded"
+    );
 
     // A custom report, an alert rule, search off and on, a background query, from their forms.
     let report = post(
