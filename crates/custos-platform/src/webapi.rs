@@ -66,6 +66,21 @@ enum Target {
         property: String,
         raw: bool,
     },
+    /// `set(id)/navigation/$count`: how many records a collection-valued navigation property
+    /// shows (that match `$filter`), as plain text.
+    RelatedCount {
+        set: String,
+        id: Uuid,
+        navigation: String,
+    },
+    /// `set(id)/navigation(other)`: one of the records a collection-valued navigation property
+    /// shows.
+    RelatedRecord {
+        set: String,
+        id: Uuid,
+        navigation: String,
+        other: Uuid,
+    },
     /// `set(id)/relation[(other)][/$ref]`: a many-to-many association of a record.
     Association {
         set: String,
@@ -75,11 +90,13 @@ enum Target {
         reference: bool,
     },
     /// `set(id)/lookup/$ref`: the reference a record's lookup holds, set (`PUT`) or removed
-    /// (`DELETE`).
+    /// (`DELETE`); `set(id)/navigation[(other)]/$ref` of a collection-valued navigation
+    /// property: a record related (`POST`) or unrelated (`DELETE`, `other` or `$id` naming it).
     LookupRef {
         set: String,
         id: Uuid,
         lookup: String,
+        other: Option<Uuid>,
     },
     /// `set(id)/[Microsoft.Dynamics.CRM.]Action`: an action bound to a record.
     BoundAction {
@@ -141,6 +158,14 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
             Ok(Target::Attribute(entity, logical_name_key(key)?))
         }
         [set, "$count"] if !set.contains('(') => Ok(Target::Count(set.to_string())),
+        [record, navigation, "$count"] if record.contains('(') => {
+            let (set, key) = record.split_once('(').expect("checked");
+            Ok(Target::RelatedCount {
+                set: set.to_string(),
+                id: record_key(key.strip_suffix(')').ok_or_else(unknown)?)?,
+                navigation: navigation.to_string(),
+            })
+        }
         [record, property, "$value"] if record.contains('(') => {
             let (set, key) = record.split_once('(').expect("checked");
             Ok(Target::Property {
@@ -186,12 +211,18 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                         property: relation,
                         raw: false,
                     }),
-                    (true, None) => Ok(Target::LookupRef {
+                    (true, other) => Ok(Target::LookupRef {
                         set: set.to_string(),
                         id,
                         lookup: relation,
+                        other,
                     }),
-                    _ => Err(unknown()),
+                    (false, Some(other)) => Ok(Target::RelatedRecord {
+                        set: set.to_string(),
+                        id,
+                        navigation: relation,
+                        other,
+                    }),
                 };
             }
             Ok(Target::Association {
@@ -358,11 +389,8 @@ async fn serve(
     if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
         && let Ok(target) = parse_target(rest)
     {
-        let allowed = if related_records(state, instance_name, &target) {
-            "GET, POST"
-        } else {
-            allowed_methods(&target)
-        };
+        let allowed = related_records(state, instance_name, &target)
+            .unwrap_or_else(|| allowed_methods(&target));
         response.headers_mut().insert(
             axum::http::header::ALLOW,
             axum::http::HeaderValue::from_static(allowed),
@@ -461,9 +489,22 @@ async fn stage(
         (Target::Record(set, id), Method::DELETE) => {
             records::stage_delete(request, &mut draft, set, *id)
         }
-        (Target::LookupRef { set, id, lookup }, Method::PUT | Method::DELETE) => {
-            records::stage_lookup_ref(request, &mut draft, set, *id, lookup)
+        (Target::LookupRef { set, lookup, .. }, _)
+            if records::related_lookup_of(&request, set, lookup).is_some() =>
+        {
+            Err(AppError::bad_request(format!(
+                "relating records through '{lookup}' is not made in a changeset: change the related record's lookup ($ref) instead, or send it outside the changeset"
+            )))
         }
+        (
+            Target::LookupRef {
+                set,
+                id,
+                lookup,
+                other: None,
+            },
+            Method::PUT | Method::DELETE,
+        ) => records::stage_lookup_ref(request, &mut draft, set, *id, lookup),
         _ => Err(AppError::bad_request(format!(
             "a changeset holds creates (POST), updates (PATCH) and deletes (DELETE) of records and changes of a lookup's $ref; {} '{rest}' is not one — send it outside the changeset",
             request.method
@@ -477,25 +518,28 @@ async fn stage(
     }
 }
 
-/// Whether `target` is a collection-valued navigation property's path, which takes a `POST`
-/// (a create of a related record) where a property's path does not.
-fn related_records(state: &PlatformState, instance_name: &str, target: &Target) -> bool {
-    let Target::Property {
-        set,
-        property,
-        raw: false,
-        ..
-    } = target
-    else {
-        return false;
+/// The methods a collection-valued navigation property's path takes, when `target` is one: its
+/// records take a `POST` (a create of a related record) where a property's path does not, its
+/// references a `POST` and a `DELETE` where a lookup's take a `PUT` and a `DELETE`.
+fn related_records(
+    state: &PlatformState,
+    instance_name: &str,
+    target: &Target,
+) -> Option<&'static str> {
+    let (set, navigation, allowed) = match target {
+        Target::Property {
+            set,
+            property,
+            raw: false,
+            ..
+        } => (set, property, "GET, POST"),
+        Target::LookupRef { set, lookup, .. } => (set, lookup, "POST, DELETE"),
+        _ => return None,
     };
-    state.instance(instance_name).is_some_and(|instance| {
-        let catalog = instance.store.catalog();
-        catalog
-            .by_set_name(set)
-            .and_then(|entity| records::related_lookup(&catalog, entity, property))
-            .is_some()
-    })
+    let instance = state.instance(instance_name)?;
+    let catalog = instance.store.catalog();
+    let entity = catalog.by_set_name(set)?;
+    records::related_lookup(&catalog, entity, navigation).map(|_| allowed)
 }
 
 /// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
@@ -506,6 +550,8 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::Metadata
         | Target::WhoAmI
         | Target::Count(_)
+        | Target::RelatedCount { .. }
+        | Target::RelatedRecord { .. }
         | Target::Property { .. } => "GET",
         Target::PublishAllXml
         | Target::Batch
@@ -576,13 +622,18 @@ fn classify(
         | Target::Count(set)
         | Target::Record(set, _)
         | Target::Property { set, .. }
+        | Target::RelatedCount { set, .. }
+        | Target::RelatedRecord { set, .. }
         | Target::Association { set, .. }
         | Target::LookupRef { set, .. }
         | Target::BoundAction { set, .. } => Some(set.as_str()),
         _ => None,
     };
     draft.operation = match (target, method) {
-        (Target::EntitySet(_) | Target::Count(_), &Method::GET) => Operation::RetrieveMultiple,
+        (Target::EntitySet(_) | Target::Count(_) | Target::RelatedCount { .. }, &Method::GET) => {
+            Operation::RetrieveMultiple
+        }
+        (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
         (Target::Record(..), &Method::PATCH) | (Target::LookupRef { .. }, _) => Operation::Update,
@@ -766,6 +817,23 @@ async fn dispatch(
         }
         (Target::EntitySet(set), Method::POST) => records::create(request, draft, set).await,
         (Target::Count(set), Method::GET) => records::count(request, draft, set).await,
+        (
+            Target::RelatedCount {
+                set,
+                id,
+                navigation,
+            },
+            Method::GET,
+        ) => records::related_count(request, draft, set, *id, navigation).await,
+        (
+            Target::RelatedRecord {
+                set,
+                id,
+                navigation,
+                other,
+            },
+            Method::GET,
+        ) => records::related_record(request, draft, set, *id, navigation, *other).await,
         (Target::Record(set, id), Method::GET) => records::retrieve(request, draft, set, *id).await,
         (
             Target::Property {
@@ -789,9 +857,31 @@ async fn dispatch(
         (Target::Record(set, id), Method::DELETE) => {
             records::delete(request, draft, set, *id).await
         }
-        (Target::LookupRef { set, id, lookup }, Method::PUT | Method::DELETE) => {
-            records::set_lookup_ref(request, draft, set, *id, lookup).await
+        (
+            Target::LookupRef {
+                set,
+                id,
+                lookup,
+                other,
+            },
+            Method::POST | Method::DELETE,
+        ) if records::related_lookup_of(&request, set, lookup).is_some() => {
+            records::set_related_ref(request, draft, set, *id, lookup, *other).await
         }
+        (Target::LookupRef { set, lookup, .. }, _)
+            if records::related_lookup_of(&request, set, lookup).is_some() =>
+        {
+            Err(not_allowed())
+        }
+        (
+            Target::LookupRef {
+                set,
+                id,
+                lookup,
+                other: None,
+            },
+            Method::PUT | Method::DELETE,
+        ) => records::set_lookup_ref(request, draft, set, *id, lookup).await,
         (Target::Association { .. }, Method::GET | Method::POST | Method::DELETE) => {
             security::association(request, draft, &target).await
         }

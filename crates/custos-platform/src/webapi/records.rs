@@ -378,6 +378,16 @@ struct Related {
     filter: Filter,
     /// What the event's `Details` say showed them.
     details: Map<String, Json>,
+    /// The lookup and the record's id `filter` asks for.
+    lookup: (String, Uuid),
+}
+
+impl Related {
+    /// Whether `record` is one of them.
+    fn filter_holds(&self, record: &Record) -> bool {
+        let (lookup, id) = &self.lookup;
+        record.values.get(lookup) == Some(&Value::Guid(*id))
+    }
 }
 
 /// A retrieve multiple of `set`, or of the records `related` to one record.
@@ -611,20 +621,8 @@ pub(crate) async fn property(
         if collection {
             // The records pointing here, as a list of their own entity; the record itself
             // must exist, but none of its values is shown.
-            read_record(&request, &entity, id).await?;
-            let related = Related {
-                path,
-                filter: expand::any_of(&lookup, &[id]),
-                details: json!({
-                    "NavigatedFrom": entity.logical_name,
-                    "RecordId": id,
-                    "NavigationProperty": property,
-                })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            };
-            return list(request, draft, &shows.set_name, Some(related)).await;
+            let (related, related_set) = related_of(&request, set, id, property, &path).await?;
+            return list(request, draft, &related_set, Some(related)).await;
         }
         // The record its lookup points at: the lookup is a value of this record (its read
         // is recorded as a property's), then the related record's retrieve.
@@ -760,7 +758,101 @@ pub(crate) async fn count(
     draft: &mut EventDraft,
     set: &str,
 ) -> Result<Response, AppError> {
-    let entity = list_of(&request, draft, set, &format!("{set}/$count"))?;
+    count_of(request, draft, set, None).await
+}
+
+/// `set(<id>)/navigation/$count`: how many records a collection-valued navigation property
+/// shows (that match `$filter`), recorded as `set/$count` is, with `Details` naming where they
+/// were counted from.
+pub(crate) async fn related_count(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    navigation: &str,
+) -> Result<Response, AppError> {
+    let (related, related_set) = related_of(
+        &request,
+        set,
+        id,
+        navigation,
+        &format!("{set}({id})/{navigation}/$count"),
+    )
+    .await?;
+    count_of(request, draft, &related_set, Some(related)).await
+}
+
+/// `set(<id>)/navigation(<other>)`: record `other` of the records a collection-valued
+/// navigation property shows — its retrieve, when it is one of them (else 404).
+pub(crate) async fn related_record(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    navigation: &str,
+    other: Uuid,
+) -> Result<Response, AppError> {
+    let path = format!("{set}({id})/{navigation}({other})");
+    let (related, related_set) = related_of(&request, set, id, navigation, &path).await?;
+    let entity = entity_by_set(&request, &related_set)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![other];
+    let record = read_record(&request, &entity, other).await;
+    if !record.is_ok_and(|record| related.filter_holds(&record)) {
+        return Err(AppError::not_found(format!(
+            "{related_set}({other}) is not one of {set}({id})/{navigation}"
+        )));
+    }
+    retrieve_at(request, draft, &related_set, other, &path).await
+}
+
+/// The records of `set(<id>)/navigation`, a collection-valued navigation property (404 when it
+/// is not one, or the record does not exist; 403 when the caller may not read it), and their
+/// set.
+async fn related_of(
+    request: &WebRequest,
+    set: &str,
+    id: Uuid,
+    navigation: &str,
+    path: &str,
+) -> Result<(Related, String), AppError> {
+    let entity = entity_by_set(request, set)?;
+    let (lookup, related_set) = related_lookup_of(request, set, navigation).ok_or_else(|| {
+        AppError::not_found(format!(
+            "'{navigation}' is not a collection-valued navigation property of '{}'",
+            entity.logical_name
+        ))
+    })?;
+    require_on_record(request, Privilege::Read, &entity, id)?;
+    read_record(request, &entity, id).await?;
+    let related = Related {
+        path: path.to_string(),
+        filter: expand::any_of(&lookup, &[id]),
+        details: json!({
+            "NavigatedFrom": entity.logical_name,
+            "RecordId": id,
+            "NavigationProperty": navigation,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+        lookup: (lookup, id),
+    };
+    Ok((related, related_set))
+}
+
+/// How many records of `set` — or of the records `related` to one record — match `$filter`.
+async fn count_of(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    related: Option<Related>,
+) -> Result<Response, AppError> {
+    let path = match &related {
+        Some(related) => related.path.clone(),
+        None => format!("{set}/$count"),
+    };
+    let entity = list_of(&request, draft, set, &path)?;
     let filter = request
         .query
         .iter()
@@ -768,6 +860,13 @@ pub(crate) async fn count(
         .map(|(k, v)| (k.as_str(), v.as_str()));
     let mut options = parse_query_options(filter.chain([("$count", "true"), ("$top", "1")]))?;
     options.select = Some(vec![entity.primary_id()]);
+    if let Some(related) = related {
+        draft.details = Json::Object(related.details).to_string();
+        options.filter = Some(match options.filter.take() {
+            Some(filter) => Filter::And(Box::new(related.filter), Box::new(filter)),
+            None => related.filter,
+        });
+    }
     let audited = request
         .policy()
         .audits_retrieve_multiple(&entity.logical_name);
@@ -807,15 +906,18 @@ fn body_values(
     let catalog = request.instance.store.catalog();
     let strings = super::ieee754_compatible(request.header("content-type"));
     // The numerals as sent, for the decimals: parsed, a JSON number is already a float.
-    let sent: std::collections::HashMap<String, Box<serde_json::value::RawValue>> = if entity
-        .attributes
-        .iter()
-        .any(|a| is_decimal(&a.attribute_type))
-    {
-        serde_json::from_slice(&request.body).unwrap_or_default()
-    } else {
-        Default::default()
+    let decimal_number = |(key, json): (&String, &Json)| {
+        json.is_number()
+            && entity
+                .attribute_by_web_name(key)
+                .is_some_and(|a| is_decimal(&a.attribute_type))
     };
+    let sent: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        if body.iter().any(decimal_number) {
+            serde_json::from_slice(&request.body).unwrap_or_default()
+        } else {
+            Default::default()
+        };
     let mut values = Vec::new();
     let mut id = None;
     for (key, json) in body {
@@ -1498,6 +1600,116 @@ fn lookup_ref_as_update(
             .insert("if-match", HeaderValue::from_static("*"));
     }
     Ok(request)
+}
+
+/// The lookup and set of the records `set`'s collection-valued navigation property
+/// `navigation` shows, when it is one.
+pub(crate) fn related_lookup_of(
+    request: &WebRequest,
+    set: &str,
+    navigation: &str,
+) -> Option<(String, String)> {
+    let catalog = request.instance.store.catalog();
+    let entity = catalog.by_set_name(set)?;
+    related_lookup(&catalog, entity, navigation)
+}
+
+/// `POST set(<id>)/navigation/$ref` with `{"@odata.id": "<related set>(<other>)"}` relates
+/// record `other` to this one, `DELETE set(<id>)/navigation(<other>)/$ref` (or `…/$ref?$id=`)
+/// unrelates it — Dataverse's associate and disassociate through a one-to-many relationship.
+/// Either is the update of `other`'s lookup (`{"lookup@odata.bind": "/set(<id>)" or null}`),
+/// recorded as `other`'s update, saying where it was reached from. Unrelating checks that
+/// `other` is related to this record, and updates it only at the version it was read at, so a
+/// record related elsewhere meanwhile is not unrelated from there.
+pub(crate) async fn set_related_ref(
+    mut request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    navigation: &str,
+    other: Option<Uuid>,
+) -> Result<Response, AppError> {
+    let entity = entity_by_set(&request, set)?;
+    let (lookup, related_set) = related_lookup_of(&request, set, navigation).ok_or_else(|| {
+        AppError::not_found(format!(
+            "'{navigation}' is not a navigation property of '{}'",
+            entity.logical_name
+        ))
+    })?;
+    let related = entity_by_set(&request, &related_set)?;
+    require_on_record(&request, Privilege::Read, &entity, id)?;
+    let named = |text: &str| {
+        let tail = text.rsplit('/').next().unwrap_or(text);
+        tail.strip_prefix(related_set.as_str())
+            .and_then(|t| t.strip_prefix('('))
+            .and_then(|t| t.strip_suffix(')'))
+            .and_then(|t| Uuid::parse_str(t.trim_matches('\'')).ok())
+            .ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "'{text}' does not name a record of '{related_set}' as {related_set}(<id>)"
+                ))
+            })
+    };
+    let (other, bind, version) = if request.method == axum::http::Method::POST {
+        if other.is_some() {
+            return Err(AppError::bad_request(format!(
+                "POST to '{set}({id})/{navigation}/$ref' names the record in its body, not its path"
+            )));
+        }
+        let body = request.json_object()?;
+        let reference = body
+            .get("@odata.id")
+            .and_then(Json::as_str)
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "the body of a $ref must be {\"@odata.id\": \"<entity set>(<id>)\"}",
+                )
+            })?;
+        (named(reference)?, json!(format!("/{set}({id})")), None)
+    } else {
+        let other = match (other, request.query.iter().find(|(k, _)| k == "$id")) {
+            (Some(other), None) => other,
+            (None, Some((_, reference))) => named(reference)?,
+            _ => {
+                return Err(AppError::bad_request(format!(
+                    "DELETE names the record to unrelate: '{set}({id})/{navigation}(<id>)/$ref' or '…/$ref?$id={related_set}(<id>)'"
+                )));
+            }
+        };
+        let store = request.instance.store.clone();
+        let logical_name = related.logical_name.clone();
+        let record = blocking(move || store.retrieve(&logical_name, other)).await?;
+        if record.values.get(&lookup) != Some(&Value::Guid(id)) {
+            return Err(AppError::not_found(format!(
+                "{related_set}({other}) is not related to {set}({id}) through '{navigation}'"
+            )));
+        }
+        let version = match record.values.get("versionnumber") {
+            Some(Value::Integer(version)) => Some(*version),
+            _ => None,
+        };
+        (other, Json::Null, version)
+    };
+    let mut body = Map::new();
+    body.insert(format!("{lookup}@odata.bind"), bind);
+    request.body = Json::Object(body).to_string().into();
+    request.method = axum::http::Method::PATCH;
+    let precondition = match version {
+        Some(version) => HeaderValue::from_str(&format!("W/\"{version}\"")).expect("digits"),
+        None => HeaderValue::from_static("*"),
+    };
+    request.headers.insert("if-match", precondition);
+    request
+        .headers
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    draft.operation = Operation::Update;
+    draft.details = json!({
+        "NavigatedFrom": entity.logical_name,
+        "RecordId": id,
+        "NavigationProperty": navigation,
+    })
+    .to_string();
+    update(request, draft, &related_set, other).await
 }
 
 /// `PUT set(id)/lookup/$ref` with `{"@odata.id": "<reference>"}` sets a lookup, `DELETE`

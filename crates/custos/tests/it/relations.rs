@@ -865,3 +865,184 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookup_says_and_records_eac
         json!({"CascadedFrom": {"Entity": "account", "RecordId": parent}})
     );
 }
+
+/// `POST set(<id>)/navigation/$ref` relates a record through a collection-valued navigation
+/// property and `DELETE …(<other>)/$ref` (or `…/$ref?$id=`) unrelates it, as Dataverse's
+/// associate and disassociate of a one-to-many relationship: each is the related record's
+/// update, recorded as one, saying where it was reached from; a record related elsewhere is
+/// not unrelated from here, and a caller who may not change it is refused.
+#[test]
+fn a_collection_navigation_property_s_references_relate_and_unrelate_records() {
+    let (server, admin) = audited();
+    let account = create(&server, &admin, "accounts", json!({"name": "A"}));
+    let elsewhere = create(&server, &admin, "accounts", json!({"name": "B"}));
+    let contact = create(&server, &admin, "contacts", json!({"lastname": "Roamer"}));
+    let refs = |id: &str| server.api(&format!("accounts({id})/contact_parentcustomerid/$ref"));
+    let parent = || {
+        get_json(&server.api(&format!("contacts({contact})")), &admin)["_parentcustomerid_value"]
+            .clone()
+    };
+    let target = json!({"@odata.id": server.api(&format!("contacts({contact})"))});
+
+    let response = send(client().post(refs(&account)), &admin, Some(target.clone()));
+    assert_eq!(response.status(), 204);
+    assert_eq!(parent(), account.as_str());
+    let updates = server.audit(&admin, &format!("operation=Update&recordId={contact}"));
+    assert_eq!(updates.len(), 1, "{updates:#?}");
+    assert_eq!(updates[0]["EntityName"], "contact");
+    assert_eq!(
+        updates[0]["Details"],
+        json!({"NavigatedFrom": "account", "RecordId": account,
+               "NavigationProperty": "contact_parentcustomerid"})
+    );
+    assert_eq!(
+        updates[0]["Changes"],
+        json!([{"Attribute": "_parentcustomerid_value", "Old": null, "New": account}])
+    );
+
+    // Not related to B: nothing to unrelate there, and it stays A's.
+    let response = send(
+        client().delete(server.api(&format!(
+            "accounts({elsewhere})/contact_parentcustomerid({contact})/$ref"
+        ))),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(response).0, 404);
+    assert_eq!(parent(), account.as_str());
+
+    // What the path cannot take: another set's record, one that does not exist, a PUT.
+    for (body, status) in [
+        (
+            json!({"@odata.id": server.api(&format!("accounts({elsewhere})"))}),
+            400,
+        ),
+        (
+            json!({"@odata.id": format!("contacts({})", uuid::Uuid::new_v4())}),
+            404,
+        ),
+        (json!({"id": contact}), 400),
+    ] {
+        let response = send(client().post(refs(&elsewhere)), &admin, Some(body.clone()));
+        assert_eq!(odata_error(response).0, status, "{body}");
+    }
+    let response = send(client().put(refs(&account)), &admin, Some(target.clone()));
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST, DELETE");
+    assert_eq!(parent(), account.as_str());
+
+    // A caller who may read both but not change contacts is refused, as itself.
+    let reader = server.user_holding(
+        &admin,
+        "reader@contoso.test",
+        "Account reader",
+        &["prvReadaccount", "prvReadcontact", "prvWriteaccount"],
+    );
+    let response = send(
+        client().post(refs(&elsewhere)),
+        &reader,
+        Some(target.clone()),
+    );
+    assert_eq!(odata_error(response).0, 403);
+    assert_eq!(parent(), account.as_str());
+
+    let response = send(
+        client().delete(format!(
+            "{}?$id={}",
+            refs(&account),
+            server.api(&format!("contacts({contact})"))
+        )),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 204);
+    assert!(parent().is_null());
+    let updates = server.audit(
+        &admin,
+        &format!("operation=Update&recordId={contact}&status=Succeeded"),
+    );
+    assert_eq!(updates.len(), 2, "{updates:#?}");
+    assert!(
+        updates.iter().any(|u| u["Changes"]
+            == json!([{"Attribute": "_parentcustomerid_value", "Old": account, "New": null}])),
+        "{updates:#?}"
+    );
+}
+
+/// A collection-valued navigation property counts its records (`…/$count`, with `$filter`) and
+/// opens one of them by key (`…(<id>)`), each recorded as the count or the retrieve it is; a
+/// record that is not one of them is 404, whatever it is elsewhere.
+#[test]
+fn a_collection_navigation_property_counts_its_records_and_opens_one_by_key() {
+    let (server, admin) = audited();
+    let account = create(&server, &admin, "accounts", json!({"name": "A"}));
+    let other = create(&server, &admin, "accounts", json!({"name": "B"}));
+    let bind = format!("/accounts({account})");
+    let staff: Vec<String> = ["Ada", "Bea"]
+        .into_iter()
+        .map(|name| {
+            create(
+                &server,
+                &admin,
+                "contacts",
+                json!({"lastname": name, "parentcustomerid@odata.bind": bind}),
+            )
+        })
+        .collect();
+    let text = |path: &str| {
+        let response = send(client().get(server.api(path)), &admin, None);
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let path = format!("accounts({account})/contact_parentcustomerid");
+    assert_eq!(text(&format!("{path}/$count")), (200, "2".to_string()));
+    assert_eq!(
+        text(&format!("{path}/$count?$filter=lastname eq 'Bea'")),
+        (200, "1".to_string())
+    );
+    assert_eq!(
+        text(&format!(
+            "accounts({other})/contact_parentcustomerid/$count"
+        )),
+        (200, "0".to_string())
+    );
+    let counts = server.audit(&admin, "operation=RetrieveMultiple&entity=contact");
+    let counted: Vec<&Value> = counts
+        .iter()
+        .filter(|e| e["Query"].as_str().unwrap_or("").contains("/$count"))
+        .collect();
+    assert_eq!(counted.len(), 3, "{counts:#?}");
+    assert!(
+        counted.iter().all(|e| e["RecordIds"] == json!([])),
+        "{counted:#?}"
+    );
+    assert!(counted.iter().any(|e| e["ResultCount"] == 2
+        && e["Details"]
+            == json!({"NavigatedFrom": "account", "RecordId": account,
+                      "NavigationProperty": "contact_parentcustomerid"})));
+
+    let one = get_json(&server.api(&format!("{path}({})", staff[1])), &admin);
+    assert_eq!(one["lastname"], "Bea", "{one}");
+    let read = server.audit(&admin, &format!("operation=Retrieve&recordId={}", staff[1]));
+    assert_eq!(read.len(), 1, "{read:#?}");
+    assert_eq!(read[0]["EntityName"], "contact");
+    for missing in [
+        format!("accounts({other})/contact_parentcustomerid({})", staff[0]),
+        format!("{path}({})", uuid::Uuid::new_v4()),
+        format!(
+            "accounts({})/contact_parentcustomerid/$count",
+            uuid::Uuid::new_v4()
+        ),
+        format!("accounts({account})/primarycontactid/$count"),
+    ] {
+        assert_eq!(text(&missing).0, 404, "{missing}");
+    }
+    assert!(
+        server
+            .audit(
+                &admin,
+                &format!("operation=Retrieve&recordId={}&status=Succeeded", staff[0])
+            )
+            .is_empty(),
+        "a record that is not one of them is not shown, nor recorded as seen"
+    );
+}
