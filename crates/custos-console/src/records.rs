@@ -811,7 +811,7 @@ fn update_body(
             Json::Null
         } else {
             match attribute.attribute_type {
-                AttributeType::Integer | AttributeType::Choice => text
+                AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice => text
                     .parse::<i64>()
                     .map(Json::from)
                     .map_err(|_| format!("{} must be a whole number", attribute.logical_name))?,

@@ -455,10 +455,11 @@ pub(crate) async fn save_entity(
 }
 
 /// The attribute types a new attribute can have: (`AttributeType`, label).
-const ATTRIBUTE_TYPES: [(&str, &str); 10] = [
+const ATTRIBUTE_TYPES: [(&str, &str); 11] = [
     ("String", "Text"),
     ("Memo", "Long text"),
     ("Integer", "Whole number"),
+    ("BigInt", "Big whole number"),
     ("Decimal", "Decimal number"),
     ("Money", "Currency"),
     ("Boolean", "Yes/No"),

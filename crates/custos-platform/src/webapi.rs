@@ -873,6 +873,9 @@ async fn dispatch(
         {
             Err(not_allowed())
         }
+        (Target::LookupRef { other: Some(_), .. }, _) => Err(AppError::not_found(format!(
+            "no resource at '{rest}': only a collection-valued navigation property names one of its records"
+        ))),
         (
             Target::LookupRef {
                 set,

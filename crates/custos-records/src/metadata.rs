@@ -56,8 +56,10 @@ pub enum AttributeType {
     },
     /// Long text.
     Memo,
-    /// 64-bit integer.
+    /// Whole number, 32-bit (Dataverse's `Integer`, `Edm.Int32`).
     Integer,
+    /// Whole number, 64-bit (Dataverse's `BigInt`, `Edm.Int64`): the version number.
+    BigInt,
     /// Decimal number.
     Decimal,
     /// Currency amount.
@@ -86,6 +88,7 @@ impl AttributeType {
             AttributeType::String { .. } => "String",
             AttributeType::Memo => "Memo",
             AttributeType::Integer => "Integer",
+            AttributeType::BigInt => "BigInt",
             AttributeType::Decimal => "Decimal",
             AttributeType::Money => "Money",
             AttributeType::Boolean => "Boolean",
@@ -100,7 +103,8 @@ impl AttributeType {
     pub fn edm_type(&self) -> &'static str {
         match self {
             AttributeType::String { .. } | AttributeType::Memo => "Edm.String",
-            AttributeType::Integer | AttributeType::Choice => "Edm.Int64",
+            AttributeType::Integer | AttributeType::Choice => "Edm.Int32",
+            AttributeType::BigInt => "Edm.Int64",
             AttributeType::Decimal | AttributeType::Money => "Edm.Decimal",
             AttributeType::Boolean => "Edm.Boolean",
             AttributeType::DateTime => "Edm.DateTimeOffset",
@@ -327,6 +331,7 @@ impl EntityDef {
                 },
                 "Memo" => AttributeType::Memo,
                 "Integer" => AttributeType::Integer,
+                "BigInt" => AttributeType::BigInt,
                 "Decimal" => AttributeType::Decimal,
                 "Money" => AttributeType::Money,
                 "Boolean" => AttributeType::Boolean,

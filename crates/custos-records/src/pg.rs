@@ -115,7 +115,7 @@ fn refs<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 fn column_type(attribute: &AttributeDef) -> &'static str {
     match attribute.attribute_type {
         AttributeType::String { .. } | AttributeType::Memo => "citext",
-        AttributeType::Integer | AttributeType::Choice => "bigint",
+        AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice => "bigint",
         AttributeType::Boolean => "boolean",
         AttributeType::Decimal | AttributeType::Money => "double precision",
         AttributeType::DateTime => "text",
@@ -131,7 +131,7 @@ fn from_pg(attribute: &AttributeDef, row: &Row, i: usize) -> Result<Value> {
         AttributeType::DateTime => row
             .try_get::<_, Option<String>>(i)?
             .map_or(Value::Null, Value::DateTime),
-        AttributeType::Integer | AttributeType::Choice => row
+        AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice => row
             .try_get::<_, Option<i64>>(i)?
             .map_or(Value::Null, Value::Integer),
         AttributeType::Boolean => row

@@ -214,7 +214,7 @@ fn entity(
             OnDelete::NoCascade,
         )),
         lookup_deleted("ownerid", "systemuser", OnDelete::NoCascade),
-        read_only(attr("versionnumber", AttributeType::Integer)),
+        read_only(attr("versionnumber", AttributeType::BigInt)),
     ]);
     EntityDef {
         logical_name: logical_name.into(),

@@ -197,7 +197,10 @@ enum Family {
 fn comparable(attribute_type: &AttributeType) -> Family {
     match attribute_type {
         AttributeType::String { .. } | AttributeType::Memo => Family::Text,
-        AttributeType::Integer | AttributeType::Decimal | AttributeType::Money => Family::Number,
+        AttributeType::Integer
+        | AttributeType::BigInt
+        | AttributeType::Decimal
+        | AttributeType::Money => Family::Number,
         AttributeType::DateTime => Family::Time,
         AttributeType::Boolean => Family::Flag,
         AttributeType::Choice => Family::Choice,
@@ -265,7 +268,10 @@ fn bind(attr: &AttributeDef, written: &str, literal: &Literal) -> Result<Value> 
         (AttributeType::String { .. } | AttributeType::Memo, Literal::String(s)) => {
             Value::String(s.clone())
         }
-        (AttributeType::Integer | AttributeType::Choice, Literal::Integer(n)) => Value::Integer(*n),
+        (
+            AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice,
+            Literal::Integer(n),
+        ) => Value::Integer(*n),
         (AttributeType::Decimal | AttributeType::Money, Literal::Integer(n)) => {
             Value::Decimal(*n as f64)
         }

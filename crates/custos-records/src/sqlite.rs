@@ -109,7 +109,10 @@ fn connect(path: &Path) -> Result<Connection> {
 fn column_type(attribute: &AttributeDef) -> &'static str {
     match attribute.attribute_type {
         AttributeType::String { .. } | AttributeType::Memo => "TEXT COLLATE NOCASE",
-        AttributeType::Integer | AttributeType::Choice | AttributeType::Boolean => "INTEGER",
+        AttributeType::Integer
+        | AttributeType::BigInt
+        | AttributeType::Choice
+        | AttributeType::Boolean => "INTEGER",
         AttributeType::Decimal | AttributeType::Money => "REAL",
         AttributeType::DateTime
         | AttributeType::Lookup { .. }
@@ -142,7 +145,7 @@ fn from_sql(attribute: &AttributeDef, raw: ValueRef<'_>) -> Result<Value> {
         AttributeType::String { .. } | AttributeType::Memo => {
             Value::String(raw.as_str().map_err(|_| corrupt())?.to_string())
         }
-        AttributeType::Integer | AttributeType::Choice => {
+        AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice => {
             Value::Integer(raw.as_i64().map_err(|_| corrupt())?)
         }
         AttributeType::Boolean => Value::Boolean(raw.as_i64().map_err(|_| corrupt())? != 0),

@@ -15,7 +15,7 @@ pub enum Value {
     Null,
     /// String or memo.
     String(String),
-    /// Integer or choice.
+    /// Whole number (32- or 64-bit) or choice.
     Integer(i64),
     /// Decimal or money.
     Decimal(f64),
@@ -53,9 +53,22 @@ impl Value {
                 Value::String(text.to_string())
             }
             AttributeType::Memo => Value::String(json.as_str().ok_or_else(wrong)?.to_string()),
-            AttributeType::Integer | AttributeType::Choice => {
-                Value::Integer(json.as_i64().ok_or_else(wrong)?)
-            }
+            // Dataverse's whole numbers and choices are 32-bit: a wider value is refused, not
+            // kept where `$metadata` says it cannot be.
+            AttributeType::Integer | AttributeType::Choice => Value::Integer(
+                json.as_i64()
+                    .filter(|n| i32::try_from(*n).is_ok())
+                    .ok_or_else(|| match json.as_i64() {
+                        Some(_) => Error::BadRequest(format!(
+                            "attribute '{}' holds a 32-bit whole number ({} to {}), got {json}",
+                            attribute.logical_name,
+                            i32::MIN,
+                            i32::MAX
+                        )),
+                        None => wrong(),
+                    })?,
+            ),
+            AttributeType::BigInt => Value::Integer(json.as_i64().ok_or_else(wrong)?),
             AttributeType::Decimal | AttributeType::Money => {
                 let number = json.as_f64().filter(|n| n.is_finite()).ok_or_else(wrong)?;
                 Value::Decimal(number)
@@ -81,7 +94,7 @@ impl Value {
             return Ok(Value::Null);
         }
         let json = match &attribute.attribute_type {
-            AttributeType::Integer | AttributeType::Choice => text
+            AttributeType::Integer | AttributeType::Choice | AttributeType::BigInt => text
                 .parse::<i64>()
                 .map(Json::from)
                 .unwrap_or_else(|_| json!(text)),

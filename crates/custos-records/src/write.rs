@@ -83,7 +83,8 @@ pub(crate) fn taken(definition: &EntityDef, id: Uuid) -> Error {
 /// A stored definition's JSON text. A definition stored before choices had options gives its
 /// out-of-box choices Dataverse's options (a custom choice made without any keeps none); one
 /// stored before lookups had a delete behaviour gives its out-of-box lookups the seed's (a
-/// custom one keeps `RemoveLink`, what [`EntityDef::from_json`] reads for none).
+/// custom one keeps `RemoveLink`, what [`EntityDef::from_json`] reads for none); one stored
+/// before whole numbers were 32-bit gives its version number the 64 bits it has.
 pub(crate) fn parse_definition(text: &str) -> Result<EntityDef> {
     let json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::Corrupted(e.to_string()))?;
@@ -99,6 +100,11 @@ pub(crate) fn parse_definition(text: &str) -> Result<EntityDef> {
                     &definition.logical_name,
                     &attribute.logical_name,
                 );
+            }
+            // The version number is 64-bit (Dataverse's BigInt); definitions stored before
+            // whole numbers were told apart call it Integer, now 32-bit.
+            AttributeType::Integer if attribute.logical_name == "versionnumber" => {
+                attribute.attribute_type = AttributeType::BigInt;
             }
             AttributeType::Lookup { on_delete, .. }
                 if stored.is_some_and(|s| s[index].get("on_delete").is_none()) =>
@@ -264,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lookups_delete_behaviour_is_kept_and_an_old_definition_gets_todays() {
+    fn a_lookups_delete_behaviour_and_a_wide_version_are_kept_and_an_old_definition_gets_them() {
         use crate::metadata::{AttributeType, OnDelete};
         let on_delete = |definition: &crate::EntityDef, name: &str| match definition
             .attribute(name)
@@ -297,6 +303,9 @@ mod tests {
         let mut old = stored.clone();
         for attribute in old["attributes"].as_array_mut().unwrap() {
             attribute.as_object_mut().unwrap().remove("on_delete");
+            if attribute["name"] == "versionnumber" {
+                attribute["type"] = "Integer".into();
+            }
             if attribute["name"] == "jobtitle" {
                 *attribute = serde_json::json!({
                     "name": "new_managerid", "type": "Lookup", "target": "contact",
@@ -308,6 +317,11 @@ mod tests {
         assert_eq!(on_delete(&read, "parentcustomerid"), OnDelete::Cascade);
         assert_eq!(on_delete(&read, "createdby"), OnDelete::NoCascade);
         assert_eq!(on_delete(&read, "new_managerid"), OnDelete::RemoveLink);
+        assert_eq!(
+            read.attribute("versionnumber").unwrap().attribute_type,
+            AttributeType::BigInt,
+            "the version number stays 64-bit"
+        );
         let mut wrong = stored;
         let wrong_lookup = wrong["attributes"]
             .as_array_mut()

@@ -261,7 +261,9 @@ impl Presentation {
         Some(match (&attribute.attribute_type, value) {
             (_, Value::Null) => return None,
             (AttributeType::Lookup { .. }, Value::Guid(id)) => self.names.get(id)?.clone(),
-            (AttributeType::Integer, Value::Integer(n)) => grouped(&n.to_string()),
+            (AttributeType::Integer | AttributeType::BigInt, Value::Integer(n)) => {
+                grouped(&n.to_string())
+            }
             (AttributeType::Choice, Value::Integer(n)) => attribute
                 .label(*n)
                 .map_or_else(|| n.to_string(), str::to_string),
@@ -292,7 +294,7 @@ fn json_type(attribute_type: &AttributeType) -> Option<&'static str> {
         AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => Some("#Guid"),
         AttributeType::DateTime => Some("#DateTimeOffset"),
         AttributeType::Decimal | AttributeType::Money => Some("#Decimal"),
-        AttributeType::Integer => Some("#Int64"),
+        AttributeType::BigInt => Some("#Int64"),
         _ => None,
     }
 }

@@ -668,6 +668,7 @@ fn attribute_type(catalog: &Catalog, body: &Map<String, Json>) -> Result<Attribu
         },
         "memo" => AttributeType::Memo,
         "integer" => AttributeType::Integer,
+        "bigint" => AttributeType::BigInt,
         "decimal" => AttributeType::Decimal,
         "money" => AttributeType::Money,
         "boolean" => AttributeType::Boolean,
@@ -699,7 +700,7 @@ fn attribute_type(catalog: &Catalog, body: &Map<String, Json>) -> Result<Attribu
         }
         other => {
             return Err(AppError::bad_request(format!(
-                "attribute type '{other}' is not one of String, Memo, Integer, Decimal, Money, Boolean, DateTime, Picklist, Lookup, Uniqueidentifier"
+                "attribute type '{other}' is not one of String, Memo, Integer, BigInt, Decimal, Money, Boolean, DateTime, Picklist, Lookup, Uniqueidentifier"
             )));
         }
     })

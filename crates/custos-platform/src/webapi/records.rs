@@ -144,10 +144,7 @@ fn is_decimal(attribute_type: &AttributeType) -> bool {
 fn wide_number(attribute_type: &AttributeType) -> bool {
     matches!(
         attribute_type,
-        AttributeType::Integer
-            | AttributeType::Choice
-            | AttributeType::Decimal
-            | AttributeType::Money
+        AttributeType::BigInt | AttributeType::Decimal | AttributeType::Money
     )
 }
 

@@ -60,14 +60,24 @@ fn odata_paths() {
         "accounts(00000000-0000-0000-0000-00000000002a)/name/$value",
         "Property { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, property: \"name\", raw: true }",
     );
-    // The reference of a lookup (whether `name` is one, the entity decides at run time: 404).
+    // The reference of a lookup, or of one record of a collection-valued navigation property
+    // (which `name` is, the entity decides at run time: 404 when neither).
     check(
         "accounts(00000000-0000-0000-0000-00000000002a)/name/$ref",
-        "LookupRef { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, lookup: \"name\" }",
+        "LookupRef { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, lookup: \"name\", other: None }",
     );
     check(
         "accounts(00000000-0000-0000-0000-00000000002a)/name(00000000-0000-0000-0000-000000000001)/$ref",
-        "error: no resource at 'accounts(00000000-0000-0000-0000-00000000002a)/name(00000000-0000-0000-0000-000000000001)/$ref'",
+        "LookupRef { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, lookup: \"name\", other: Some(00000000-0000-0000-0000-000000000001) }",
+    );
+    // One record of a collection-valued navigation property, and how many it shows.
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)/contact_parentcustomerid(00000000-0000-0000-0000-000000000001)",
+        "RelatedRecord { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, navigation: \"contact_parentcustomerid\", other: 00000000-0000-0000-0000-000000000001 }",
+    );
+    check(
+        "accounts(00000000-0000-0000-0000-00000000002a)/contact_parentcustomerid/$count",
+        "RelatedCount { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, navigation: \"contact_parentcustomerid\" }",
     );
     check("a/b/c/d", "error: no resource at 'a/b/c/d'");
 }

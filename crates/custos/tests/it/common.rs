@@ -203,6 +203,18 @@ impl Server {
         self.token(upn, PASSWORD)
     }
 
+    /// Adds the published 64-bit whole number `new_population` to accounts, as `admin`: whole
+    /// numbers out of the box are 32-bit, and some tests need one beyond 2^53.
+    pub fn add_population(&self, admin: &str) {
+        let made = send(
+            client().post(self.api("EntityDefinitions(LogicalName='account')/Attributes")),
+            admin,
+            Some(json!({"AttributeType": "BigInt", "SchemaName": "new_population"})),
+        );
+        assert_eq!(made.status(), 204, "new_population");
+        self.publish(admin);
+    }
+
     pub fn organization_id(&self, token: &str) -> String {
         get_json(&self.api("WhoAmI"), token)["OrganizationId"]
             .as_str()

@@ -359,21 +359,27 @@ fn a_single_property_is_read_alone_and_recorded_as_a_retrieve() {
 /// and `Edm.Decimal` values — and `@odata.count` — are strings, so a JavaScript client keeps
 /// every digit, and the response's media type says so; in a request's `Content-Type` it lets
 /// the body send them as strings. Without it, numbers are numbers and a string is refused.
+/// Whole numbers are `Edm.Int32`, as in Dataverse (numbers either way, and a wider one is
+/// refused); a `BigInt` attribute and the version number are `Edm.Int64`.
 #[test]
 fn wide_numbers_are_strings_both_ways_for_a_client_that_asks() {
     let server = Server::start(&[]);
     let admin = server.admin();
+    server.add_population(&admin);
     let wide = "9007199254740993"; // 2^53 + 1: a JavaScript number would round it
     let created = send(
         client()
             .post(server.api("accounts"))
             .header("content-type", "application/json;IEEE754Compatible=true"),
         &admin,
-        Some(json!({"name": "Wide", "revenue": "1234.5", "numberofemployees": wide})),
+        Some(
+            json!({"name": "Wide", "revenue": "1234.5", "new_population": wide,
+                    "numberofemployees": 250}),
+        ),
     );
     assert_eq!(created.status(), 204);
     let id = entity_id(&created);
-    let query = "accounts?$filter=name eq 'Wide'&$count=true&$select=revenue,numberofemployees,versionnumber";
+    let query = "accounts?$filter=name eq 'Wide'&$count=true&$select=revenue,new_population,numberofemployees,versionnumber";
     for (how, accept, url) in [
         (
             "Accept",
@@ -399,16 +405,46 @@ fn wide_numbers_are_strings_both_ways_for_a_client_that_asks() {
         assert_eq!(page["@odata.count"], "1", "{how}: {page}");
         let row = &page["value"][0];
         assert_eq!(row["revenue"], "1234.5", "{how}: {row}");
-        assert_eq!(row["numberofemployees"], wide, "{how}: {row}");
+        assert_eq!(row["new_population"], wide, "{how}: {row}");
+        assert_eq!(
+            row["numberofemployees"], 250,
+            "{how}: an Int32 stays a number: {row}"
+        );
         assert_eq!(row["versionnumber"], "1", "{how}: {row}");
         assert_eq!(row["accountid"], id.as_str(), "{how}: {row}");
     }
     let plain = get_json(
-        &server.api(&format!("accounts({id})?$select=revenue,numberofemployees")),
+        &server.api(&format!("accounts({id})?$select=revenue,new_population")),
         &admin,
     );
     assert_eq!(plain["revenue"], 1234.5, "{plain}");
-    assert_eq!(plain["numberofemployees"].to_string(), wide, "{plain}");
+    assert_eq!(plain["new_population"].to_string(), wide, "{plain}");
+    let csdl = send(client().get(server.api("$metadata")), &admin, None)
+        .text()
+        .unwrap();
+    for property in [
+        "<Property Name=\"numberofemployees\" Type=\"Edm.Int32\"",
+        "<Property Name=\"industrycode\" Type=\"Edm.Int32\"",
+        "<Property Name=\"new_population\" Type=\"Edm.Int64\"",
+        "<Property Name=\"versionnumber\" Type=\"Edm.Int64\"",
+    ] {
+        assert!(csdl.contains(property), "{property}");
+    }
+    // A whole number wider than 32 bits is refused, as a number or a string.
+    for (content_type, employees) in [
+        ("application/json", json!(2_147_483_648_i64)),
+        ("application/json;IEEE754Compatible=true", json!(wide)),
+    ] {
+        let response = send(
+            client()
+                .post(server.api("accounts"))
+                .header("content-type", content_type),
+            &admin,
+            Some(json!({"name": "Wide", "numberofemployees": employees})),
+        );
+        let (code, _, message) = odata_error(response);
+        assert_eq!(code, 400, "{content_type}: {message}");
+    }
 
     // A string where a number belongs: refused without the parameter, and with it when it is
     // not a number; nothing is created either way.

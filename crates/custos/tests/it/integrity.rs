@@ -14,10 +14,12 @@ use crate::common::*;
 fn an_independent_verifier_accepts_the_log() {
     let server = Server::start(&[]);
     let admin = server.admin();
+    server.add_population(&admin);
     let names = ["Zoë “quoted” \\ back\nslash", "Ålesund €", "plain"];
     for (i, name) in names.iter().enumerate() {
         let revenue = [1000.0, 1234.5, 0.000001][i];
-        let body = json!({"name": name, "revenue": revenue, "numberofemployees": 9_007_199_254_740_993i64});
+        let body =
+            json!({"name": name, "revenue": revenue, "new_population": 9_007_199_254_740_993i64});
         let response = send(client().post(server.api("accounts")), &admin, Some(body));
         assert_eq!(response.status(), 204);
     }
@@ -79,11 +81,12 @@ fn audit_text(server: &Server, token: &str, path: &str) -> String {
 fn the_go_checksum_database_code_accepts_the_log_and_refuses_what_was_altered() {
     let server = Server::start(&[]);
     let admin = server.admin();
+    server.add_population(&admin);
     for name in ["Northwind", "Contoso \"quoted\" \\ back\nslash"] {
         let response = send(
             client().post(server.api("accounts")),
             &admin,
-            Some(json!({"name": name, "numberofemployees": 9_007_199_254_740_993i64})),
+            Some(json!({"name": name, "new_population": 9_007_199_254_740_993i64})),
         );
         assert_eq!(response.status(), 204);
     }
