@@ -533,7 +533,7 @@ fn related_records(
             raw: false,
             ..
         } => (set, property, "GET, POST"),
-        Target::LookupRef { set, lookup, .. } => (set, lookup, "POST, DELETE"),
+        Target::LookupRef { set, lookup, .. } => (set, lookup, "GET, POST, DELETE"),
         _ => return None,
     };
     let instance = state.instance(instance_name)?;
@@ -636,6 +636,7 @@ fn classify(
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
+        (Target::LookupRef { .. }, &Method::GET) => Operation::RetrieveMultiple,
         (Target::Record(..), &Method::PATCH) | (Target::LookupRef { .. }, _) => Operation::Update,
         (Target::Record(..), &Method::DELETE) => Operation::Delete,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
@@ -867,6 +868,17 @@ async fn dispatch(
             Method::POST | Method::DELETE,
         ) if records::related_lookup_of(&request, set, lookup).is_some() => {
             records::set_related_ref(request, draft, set, *id, lookup, *other).await
+        }
+        (
+            Target::LookupRef {
+                set,
+                id,
+                lookup,
+                other: None,
+            },
+            Method::GET,
+        ) if records::related_lookup_of(&request, set, lookup).is_some() => {
+            records::related_refs(request, draft, set, *id, lookup).await
         }
         (Target::LookupRef { set, lookup, .. }, _)
             if records::related_lookup_of(&request, set, lookup).is_some() =>

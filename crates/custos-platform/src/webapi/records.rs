@@ -377,6 +377,8 @@ struct Related {
     details: Map<String, Json>,
     /// The lookup and the record's id `filter` asks for.
     lookup: (String, Uuid),
+    /// Only their references (`…/$ref`): `{"@odata.id"}` each, in a `Collection($ref)`.
+    references: bool,
 }
 
 impl Related {
@@ -423,6 +425,15 @@ async fn list(
     }
     let mut options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     check_select(&entity, &options.select)?;
+    let references = related.as_ref().is_some_and(|r| r.references);
+    if references {
+        if options.select.is_some() || !options.expand.is_empty() {
+            return Err(AppError::bad_request(
+                "$select and $expand do not apply to references ($ref)",
+            ));
+        }
+        options.select = Some(vec![entity.primary_id()]);
+    }
     if let Some(related) = related {
         options.filter = Some(match options.filter.take() {
             Some(filter) => Filter::And(Box::new(related.filter), Box::new(filter)),
@@ -462,6 +473,7 @@ async fn list(
     let mut body = Map::new();
     if !request.metadata_none() {
         let context = match &options.select {
+            _ if references => format!("{}/$metadata#Collection($ref)", request.service_root),
             Some(names) => format!(
                 "{}/$metadata#{set}({})",
                 request.service_root,
@@ -483,6 +495,10 @@ async fn list(
         .records
         .iter()
         .map(|r| {
+            if references {
+                let id = format!("{}/{set}({})", request.service_root, r.id);
+                return json!({"@odata.id": id});
+            }
             let body = record_json(&request, &entity, r, options.select.as_deref());
             let mut body = presentation.present(&request, &entity, r, body);
             expand::attach(&request, &expanded, r.id, &mut body);
@@ -779,6 +795,22 @@ pub(crate) async fn related_count(
     count_of(request, draft, &related_set, Some(related)).await
 }
 
+/// `set(<id>)/navigation/$ref`: the references of the records a collection-valued navigation
+/// property shows — a list of them as any other (options, pages), recorded as one, since the
+/// ids are what it shows.
+pub(crate) async fn related_refs(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    navigation: &str,
+) -> Result<Response, AppError> {
+    let path = format!("{set}({id})/{navigation}/$ref");
+    let (mut related, related_set) = related_of(&request, set, id, navigation, &path).await?;
+    related.references = true;
+    list(request, draft, &related_set, Some(related)).await
+}
+
 /// `set(<id>)/navigation(<other>)`: record `other` of the records a collection-valued
 /// navigation property shows — its retrieve, when it is one of them (else 404).
 pub(crate) async fn related_record(
@@ -834,6 +866,7 @@ async fn related_of(
         .cloned()
         .unwrap_or_default(),
         lookup: (lookup, id),
+        references: false,
     };
     Ok((related, related_set))
 }

@@ -867,7 +867,8 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookup_says_and_records_eac
 }
 
 /// `POST set(<id>)/navigation/$ref` relates a record through a collection-valued navigation
-/// property and `DELETE …(<other>)/$ref` (or `…/$ref?$id=`) unrelates it, as Dataverse's
+/// property, `GET` lists the references (recorded as the list it is) and `DELETE
+/// …(<other>)/$ref` (or `…/$ref?$id=`) unrelates it, as Dataverse's
 /// associate and disassociate of a one-to-many relationship: each is the related record's
 /// update, recorded as one, saying where it was reached from; a record related elsewhere is
 /// not unrelated from here, and a caller who may not change it is refused.
@@ -887,6 +888,34 @@ fn a_collection_navigation_property_s_references_relate_and_unrelate_records() {
     let response = send(client().post(refs(&account)), &admin, Some(target.clone()));
     assert_eq!(response.status(), 204);
     assert_eq!(parent(), account.as_str());
+    // Its references list it, recorded as the list of contacts they are.
+    let listed = get_json(&refs(&account), &admin);
+    assert_eq!(
+        listed["value"],
+        json!([{"@odata.id": server.api(&format!("contacts({contact})"))}]),
+        "{listed}"
+    );
+    assert!(
+        listed["@odata.context"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("$metadata#Collection($ref)")),
+        "{listed}"
+    );
+    let seen = server.audit(
+        &admin,
+        &format!("operation=RetrieveMultiple&recordId={contact}"),
+    );
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(
+        seen[0]["Details"]["NavigationProperty"],
+        "contact_parentcustomerid"
+    );
+    let response = send(
+        client().get(format!("{}?$select=lastname", refs(&account))),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(response).0, 400);
     let updates = server.audit(&admin, &format!("operation=Update&recordId={contact}"));
     assert_eq!(updates.len(), 1, "{updates:#?}");
     assert_eq!(updates[0]["EntityName"], "contact");
@@ -928,7 +957,7 @@ fn a_collection_navigation_property_s_references_relate_and_unrelate_records() {
     }
     let response = send(client().put(refs(&account)), &admin, Some(target.clone()));
     assert_eq!(response.status(), 405);
-    assert_eq!(response.headers()["allow"], "POST, DELETE");
+    assert_eq!(response.headers()["allow"], "GET, POST, DELETE");
     assert_eq!(parent(), account.as_str());
 
     // A caller who may read both but not change contacts is refused, as itself.
