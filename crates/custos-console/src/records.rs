@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use axum::Form;
 use axum::extract::{Extension, Multipart, Path, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use custos_records::{AttributeDef, AttributeType, EntityDef};
+use custos_records::{AttributeDef, AttributeType, EntityDef, OnDelete};
 use maud::{Markup, html};
 use serde_json::{Map, Value as Json};
 use uuid::Uuid;
@@ -981,6 +981,57 @@ pub(crate) async fn create(
     }
 }
 
+/// What deleting record `id` of `set` does to the records that name it directly, as the API
+/// counts them (`…/navigation/$count`): each collection-valued navigation property whose
+/// lookup deletes, clears or restricts, with the records it holds now (none left out but those
+/// with none, or that the caller may not read).
+async fn delete_reaches(
+    console: &Console,
+    instance: &str,
+    set: &str,
+    id: &str,
+) -> Vec<(OnDelete, u64, String, String)> {
+    let navigations: Vec<(String, OnDelete, String, String)> = {
+        let Some(found) = console.state.instance(instance) else {
+            return Vec::new();
+        };
+        let catalog = found.store.catalog();
+        let Some(entity) = catalog.by_set_name(set) else {
+            return Vec::new();
+        };
+        catalog
+            .navigations(entity)
+            .into_iter()
+            .filter(|n| n.collection)
+            .filter_map(|n| match n.lookup.attribute_type {
+                AttributeType::Lookup { on_delete, .. } if on_delete != OnDelete::NoCascade => {
+                    Some((
+                        n.name.clone(),
+                        on_delete,
+                        n.referencing.set_name.clone(),
+                        n.lookup.logical_name.clone(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut reached = Vec::new();
+    for (navigation, on_delete, related, lookup) in navigations {
+        let path = format!(
+            "/{instance}/api/data/v9.2/{set}({})/{navigation}/$count",
+            encode(id)
+        );
+        if let Ok(answer) = console.call(Method::GET, &path, None, &[]).await
+            && answer.status == StatusCode::OK
+            && let Some(count) = answer.json.as_u64().filter(|n| *n > 0)
+        {
+            reached.push((on_delete, count, related, lookup));
+        }
+    }
+    reached
+}
+
 /// `POST /ui/{instance}/records/{set}/{id}/delete`.
 pub(crate) async fn delete(
     State(state): State<ConsoleState>,
@@ -994,11 +1045,31 @@ pub(crate) async fn delete(
     if !confirmed(&form) {
         let name = form.get("name").cloned().unwrap_or_else(|| id.clone());
         let here = format!("{list}/{}", encode(&id));
+        let reached = delete_reaches(&console, &instance, &set, &id).await;
         return Confirmation {
             title: "Delete this record?",
             section: "records",
             consequence: html! {
                 p { "The " (set) " record " strong { "“" (name) "”" } " is deleted from instance " strong { (instance) } " — it cannot be restored from here." }
+                @if !reached.is_empty() {
+                    p { "Records that name it directly:" }
+                    ul {
+                        @for (on_delete, count, related, lookup) in &reached {
+                            li {
+                                strong { (related) " (" (count) ")" }
+                                @match on_delete {
+                                    OnDelete::Cascade => " belong to it and are deleted with it, each recorded as a Delete naming this one.",
+                                    OnDelete::Restrict => {
+                                        " name it in '" (lookup) "', which restricts its deletion: the delete is refused until they are deleted or changed."
+                                    }
+                                    _ => {
+                                        " keep no link to it: their '" (lookup) "' is cleared, each recorded as an Update."
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 p { "When the entity's changes are audited, the audit log's Delete event keeps every value it held, so what it was stays known." }
             },
             action: &format!("{here}/delete"),

@@ -1151,11 +1151,31 @@ fn every_destructive_action_asks_first_and_says_what_it_did() {
         &admin,
         Some(json!({"name": "Doomed Ltd"})),
     ));
+    // What the delete takes with it, counted: its contact goes, its opportunity is unlinked.
+    let bind = format!("/accounts({account})");
+    for (set, body) in [
+        (
+            "contacts",
+            json!({"lastname": "Staff", "parentcustomerid@odata.bind": bind}),
+        ),
+        (
+            "opportunities",
+            json!({"name": "Deal", "parentaccountid@odata.bind": bind}),
+        ),
+    ] {
+        let made = send(client().post(server.api(set)), &admin, Some(body));
+        assert_eq!(made.status(), 204, "{set}");
+    }
     let path = format!("/ui/main/records/accounts/{account}/delete");
     asks(
         &path,
         &[("name", "Doomed Ltd")],
-        &["Delete this record?", "“Doomed Ltd”"],
+        &[
+            "Delete this record?",
+            "“Doomed Ltd”",
+            "<strong>contacts (1)</strong> belong to it and are deleted with it",
+            "<strong>opportunities (1)</strong> keep no link to it: their 'parentaccountid' is cleared",
+        ],
     );
     let read = send(
         client().get(server.api(&format!("accounts({account})"))),
