@@ -826,6 +826,9 @@ pub(crate) async fn related_record(
     let entity = entity_by_set(&request, &related_set)?;
     draft.set_entity(&entity);
     draft.record_ids = vec![other];
+    // Before anything is read of it: a caller who may not read it learns nothing, not even
+    // whether it is one of them.
+    require_on_record(&request, Privilege::Read, &entity, other)?;
     let record = read_record(&request, &entity, other).await;
     if !record.is_ok_and(|record| related.filter_holds(&record)) {
         return Err(AppError::not_found(format!(
@@ -1706,6 +1709,9 @@ pub(crate) async fn set_related_ref(
                 )));
             }
         };
+        // Before it is read: a caller who may not change it learns nothing of it, not even
+        // whether it is related here.
+        require_on_record(&request, Privilege::Write, &related, other)?;
         let store = request.instance.store.clone();
         let logical_name = related.logical_name.clone();
         let record = blocking(move || store.retrieve(&logical_name, other)).await?;

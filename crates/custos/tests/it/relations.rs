@@ -974,6 +974,15 @@ fn a_collection_navigation_property_s_references_relate_and_unrelate_records() {
     );
     assert_eq!(odata_error(response).0, 403);
     assert_eq!(parent(), account.as_str());
+    // Nor does it learn, by a 404, that the contact is not related to B.
+    let response = send(
+        client().delete(server.api(&format!(
+            "accounts({elsewhere})/contact_parentcustomerid({contact})/$ref"
+        ))),
+        &reader,
+        None,
+    );
+    assert_eq!(odata_error(response).0, 403);
 
     let response = send(
         client().delete(format!(
@@ -1074,4 +1083,19 @@ fn a_collection_navigation_property_counts_its_records_and_opens_one_by_key() {
             .is_empty(),
         "a record that is not one of them is not shown, nor recorded as seen"
     );
+    // A caller who may read accounts but not contacts is refused alike, related or not: a 404
+    // would tell it which contacts belong to which account.
+    let reader = server.user_holding(
+        &admin,
+        "accounts@contoso.test",
+        "Accounts only",
+        &["prvReadaccount"],
+    );
+    for path in [
+        format!("{path}({})", staff[0]),
+        format!("accounts({other})/contact_parentcustomerid({})", staff[0]),
+    ] {
+        let response = send(client().get(server.api(&path)), &reader, None);
+        assert_eq!(odata_error(response).0, 403, "{path}");
+    }
 }
