@@ -313,6 +313,10 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
         .map(|(low, high)| format!("{}–{}", low >> 10, high >> 10))
         .collect();
     let requests: u64 = by_second.iter().map(|second| count(second)).sum();
+    // Requests in each window: a fall at the end only, or a steady decline, or noise.
+    let per_window: Vec<String> = (0..seconds.div_ceil(window))
+        .map(|w| count(&sum(w * window..((w + 1) * window).min(seconds))).to_string())
+        .collect();
     let creates = tally.creates.load(Ordering::Relaxed);
     let deletes = tally.deletes.load(Ordering::Relaxed);
     let figure = Figure::custos;
@@ -373,6 +377,10 @@ pub(crate) fn soak(dir: &Path, options: &Options) -> anyhow::Result<Report> {
             format!(
                 "mean ms in the first {window} s → the last: {}",
                 latencies.join(", ")
+            ),
+            format!(
+                "requests answered in each {window} s: {}",
+                per_window.join(", ")
             ),
             format!(
                 "resident memory in each {window} s, lowest–highest MiB: {}",
