@@ -6,7 +6,7 @@
 //! the few places `sql::Dialect` names; so a behaviour is written, and tested
 //! (`contract.rs`), once for both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -597,75 +597,79 @@ fn cascade_delete(
     id: Uuid,
     context: WriteContext,
 ) -> Result<Vec<WriteOutcome>> {
+    // The lookups that act on a delete, by the entity they name: gathered once, the records
+    // reached are looked up by them.
+    let mut acting: HashMap<&str, Vec<(&EntityDef, &AttributeDef, OnDelete)>> = HashMap::new();
+    for referencing in catalog.entities() {
+        for lookup in &referencing.attributes {
+            if let AttributeType::Lookup { target, on_delete } = &lookup.attribute_type
+                && *on_delete != OnDelete::NoCascade
+            {
+                acting
+                    .entry(target.as_str())
+                    .or_default()
+                    .push((referencing, lookup, *on_delete));
+            }
+        }
+    }
     let mut outcomes = Vec::new();
-    let mut pending = vec![(deleted.clone(), id)];
+    let mut pending = vec![(deleted, id)];
     while let Some((target, id)) = pending.pop() {
-        delete_shares(sql, catalog, &target, id, &mut outcomes)?;
-        for referencing in catalog.entities() {
-            for lookup in &referencing.attributes {
-                let AttributeType::Lookup {
-                    target: name,
-                    on_delete,
-                } = &lookup.attribute_type
-                else {
-                    continue;
-                };
-                if *name != target.logical_name || *on_delete == OnDelete::NoCascade {
-                    continue;
-                }
-                let naming = format!(
-                    "SELECT {} FROM \"{}\" WHERE \"{}\" = ? ORDER BY \"{}\"",
-                    crate::sql::column_list(referencing),
-                    referencing.table(),
-                    lookup.logical_name,
-                    referencing.primary_id()
-                );
-                let records = sql.records(referencing, &naming, &[Value::Guid(id)])?;
-                if records.is_empty() {
-                    continue;
-                }
-                if outcomes.len() + records.len() > CASCADE_MAX {
-                    return Err(Error::BadRequest(format!(
-                        "deleting {} {id} would delete or change more than {CASCADE_MAX} records that name it; delete or change them first",
-                        target.logical_name
+        delete_shares(sql, catalog, target, id, &mut outcomes)?;
+        let naming_target = acting.get(target.logical_name.as_str());
+        for &(referencing, lookup, on_delete) in naming_target.into_iter().flatten() {
+            let naming = format!(
+                "SELECT {} FROM \"{}\" WHERE \"{}\" = ? ORDER BY \"{}\"",
+                crate::sql::column_list(referencing),
+                referencing.table(),
+                lookup.logical_name,
+                referencing.primary_id()
+            );
+            let records = sql.records(referencing, &naming, &[Value::Guid(id)])?;
+            if records.is_empty() {
+                continue;
+            }
+            if outcomes.len() + records.len() > CASCADE_MAX {
+                return Err(Error::BadRequest(format!(
+                    "deleting {} {id} would delete or change more than {CASCADE_MAX} records that name it; delete or change them first",
+                    target.logical_name
+                )));
+            }
+            match on_delete {
+                OnDelete::Restrict => {
+                    return Err(Error::Conflict(format!(
+                        "{} {id} cannot be deleted: {} {} record(s) name it in '{}', which restricts its deletion; delete them or change their '{}' first",
+                        target.logical_name,
+                        records.len(),
+                        referencing.logical_name,
+                        lookup.logical_name,
+                        lookup.logical_name
                     )));
                 }
-                match on_delete {
-                    OnDelete::Restrict => {
-                        return Err(Error::Conflict(format!(
-                            "{} {id} cannot be deleted: {} {} record(s) name it in '{}', which restricts its deletion; delete them or change their '{}' first",
-                            target.logical_name,
-                            records.len(),
-                            referencing.logical_name,
-                            lookup.logical_name,
-                            lookup.logical_name
-                        )));
+                OnDelete::Cascade => {
+                    let delete = delete_sql(referencing);
+                    for record in records {
+                        sql.execute(&delete, &[Value::Guid(record.id)])?;
+                        pending.push((referencing, record.id));
+                        outcomes.push(WriteOutcome {
+                            entity: referencing.logical_name.clone(),
+                            id: record.id,
+                            before: Some(record),
+                            after: None,
+                            cascaded: Vec::new(),
+                        });
                     }
-                    OnDelete::Cascade => {
-                        let delete = delete_sql(referencing);
-                        for record in records {
-                            sql.execute(&delete, &[Value::Guid(record.id)])?;
-                            pending.push((referencing.clone(), record.id));
-                            outcomes.push(WriteOutcome {
-                                entity: referencing.logical_name.clone(),
-                                id: record.id,
-                                before: Some(record),
-                                after: None,
-                                cascaded: Vec::new(),
-                            });
-                        }
-                    }
-                    OnDelete::RemoveLink => {
-                        let cleared = [(lookup.logical_name.clone(), Value::Null)];
-                        for record in records {
-                            let (statement, bound) =
-                                update_sql(referencing, record.id, &cleared, context);
-                            sql.execute(&statement, &bound)?;
-                            outcomes.push(written(sql, referencing, record.id, Some(record))?);
-                        }
-                    }
-                    OnDelete::NoCascade => {}
                 }
+                OnDelete::RemoveLink => {
+                    let cleared = [(lookup.logical_name.clone(), Value::Null)];
+                    for record in records {
+                        let (statement, bound) =
+                            update_sql(referencing, record.id, &cleared, context);
+                        sql.execute(&statement, &bound)?;
+                        outcomes.push(written(sql, referencing, record.id, Some(record))?);
+                    }
+                }
+                OnDelete::NoCascade => {}
             }
         }
     }
