@@ -90,12 +90,22 @@ enum Target {
         reference: bool,
     },
     /// `set(id)/lookup/$ref`: the reference a record's lookup holds, set (`PUT`) or removed
-    /// (`DELETE`); `set(id)/navigation[(other)]/$ref` of a collection-valued navigation
-    /// property: a record related (`POST`) or unrelated (`DELETE`, `other` or `$id` naming it).
+    /// (`DELETE`). The path alone does not say whether `lookup` is a lookup or a
+    /// collection-valued navigation property: `prelude` asks the entity, and makes the second
+    /// a `RelatedRef`.
     LookupRef {
         set: String,
         id: Uuid,
         lookup: String,
+        other: Option<Uuid>,
+    },
+    /// `set(id)/navigation[(other)]/$ref` of a collection-valued navigation property: the
+    /// related records' references (`GET`), a record related (`POST`) or unrelated (`DELETE`,
+    /// `other` or `$id` naming it).
+    RelatedRef {
+        set: String,
+        id: Uuid,
+        navigation: String,
         other: Option<Uuid>,
     },
     /// `set(id)/[Microsoft.Dynamics.CRM.]Action`: an action bound to a record.
@@ -389,8 +399,7 @@ async fn serve(
     if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
         && let Ok(target) = parse_target(rest)
     {
-        let allowed = related_records(state, instance_name, &target)
-            .unwrap_or_else(|| allowed_methods(&target));
+        let allowed = methods_allowed(state, instance_name, target);
         response.headers_mut().insert(
             axum::http::header::ALLOW,
             axum::http::HeaderValue::from_static(allowed),
@@ -489,13 +498,9 @@ async fn stage(
         (Target::Record(set, id), Method::DELETE) => {
             records::stage_delete(request, &mut draft, set, *id)
         }
-        (Target::LookupRef { set, lookup, .. }, _)
-            if records::related_lookup_of(&request, set, lookup).is_some() =>
-        {
-            Err(AppError::bad_request(format!(
-                "relating records through '{lookup}' is not made in a changeset: change the related record's lookup ($ref) instead, or send it outside the changeset"
-            )))
-        }
+        (Target::RelatedRef { navigation, .. }, _) => Err(AppError::bad_request(format!(
+                "relating records through '{navigation}' is not made in a changeset: change the related record's lookup ($ref) instead, or send it outside the changeset"
+        ))),
         (
             Target::LookupRef {
                 set,
@@ -518,28 +523,30 @@ async fn stage(
     }
 }
 
-/// The methods a collection-valued navigation property's path takes, when `target` is one: its
-/// records take a `POST` (a create of a related record) where a property's path does not, its
-/// references a `POST` and a `DELETE` where a lookup's take a `PUT` and a `DELETE`.
-fn related_records(
-    state: &PlatformState,
-    instance_name: &str,
-    target: &Target,
-) -> Option<&'static str> {
-    let (set, navigation, allowed) = match target {
+/// The methods `target` takes, as its instance's entities say: a collection-valued navigation
+/// property's records take a `POST` (a create of a related record) where a property's path
+/// does not, its references a `POST` and a `DELETE` where a lookup's take a `PUT` and a
+/// `DELETE`.
+fn methods_allowed(state: &PlatformState, instance_name: &str, target: Target) -> &'static str {
+    let Some(instance) = state.instance(instance_name) else {
+        return allowed_methods(&target);
+    };
+    let catalog = instance.store.catalog();
+    let collection = |set: &str, property: &str| {
+        catalog
+            .by_set_name(set)
+            .and_then(|entity| records::related_lookup(&catalog, entity, property))
+            .is_some()
+    };
+    match collection_refs(target, &catalog) {
         Target::Property {
             set,
             property,
             raw: false,
             ..
-        } => (set, property, "GET, POST"),
-        Target::LookupRef { set, lookup, .. } => (set, lookup, "GET, POST, DELETE"),
-        _ => return None,
-    };
-    let instance = state.instance(instance_name)?;
-    let catalog = instance.store.catalog();
-    let entity = catalog.by_set_name(set)?;
-    records::related_lookup(&catalog, entity, navigation).map(|_| allowed)
+        } if collection(&set, &property) => "GET, POST",
+        target => allowed_methods(&target),
+    }
 }
 
 /// The methods a Web API resource takes (what `dispatch` serves), for the `Allow` header of a
@@ -564,7 +571,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
         Target::Record(..) => "GET, PATCH, DELETE",
-        Target::Association { .. } => "GET, POST, DELETE",
+        Target::Association { .. } | Target::RelatedRef { .. } => "GET, POST, DELETE",
         Target::LookupRef { .. } => "PUT, DELETE",
         Target::BoundAction { .. } => "GET, POST",
     }
@@ -725,7 +732,7 @@ async fn prelude(
     let instance = state
         .instance(instance_name)
         .ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
-    let target = target?;
+    let target = collection_refs(target?, &instance.store.catalog());
     if caller.user_type() == UserType::DcAdmin {
         crate::support::require_grant(state, &caller, Some(instance_name), None)?;
     } else if !caller.uses_instance(state, &instance) {
@@ -762,6 +769,31 @@ async fn prelude(
         ieee754,
     };
     Ok((target, request))
+}
+
+/// A `LookupRef` whose property is a collection-valued navigation property of its entity,
+/// as the `RelatedRef` it is.
+fn collection_refs(target: Target, catalog: &custos_records::Catalog) -> Target {
+    match target {
+        Target::LookupRef {
+            set,
+            id,
+            lookup,
+            other,
+        } if catalog
+            .by_set_name(&set)
+            .and_then(|entity| records::related_lookup(catalog, entity, &lookup))
+            .is_some() =>
+        {
+            Target::RelatedRef {
+                set,
+                id,
+                navigation: lookup,
+                other,
+            }
+        }
+        target => target,
+    }
 }
 
 /// Runs the handler of `target`.
@@ -859,32 +891,24 @@ async fn dispatch(
             records::delete(request, draft, set, *id).await
         }
         (
-            Target::LookupRef {
+            Target::RelatedRef {
                 set,
                 id,
-                lookup,
+                navigation,
                 other,
             },
             Method::POST | Method::DELETE,
-        ) if records::related_lookup_of(&request, set, lookup).is_some() => {
-            records::set_related_ref(request, draft, set, *id, lookup, *other).await
-        }
+        ) => records::set_related_ref(request, draft, set, *id, navigation, *other).await,
         (
-            Target::LookupRef {
+            Target::RelatedRef {
                 set,
                 id,
-                lookup,
+                navigation,
                 other: None,
             },
             Method::GET,
-        ) if records::related_lookup_of(&request, set, lookup).is_some() => {
-            records::related_refs(request, draft, set, *id, lookup).await
-        }
-        (Target::LookupRef { set, lookup, .. }, _)
-            if records::related_lookup_of(&request, set, lookup).is_some() =>
-        {
-            Err(not_allowed())
-        }
+        ) => records::related_refs(request, draft, set, *id, navigation).await,
+        (Target::RelatedRef { .. }, _) => Err(not_allowed()),
         (Target::LookupRef { other: Some(_), .. }, _) => Err(AppError::not_found(format!(
             "no resource at '{rest}': only a collection-valued navigation property names one of its records"
         ))),

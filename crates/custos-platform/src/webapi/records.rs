@@ -1637,7 +1637,7 @@ fn lookup_ref_as_update(
 
 /// The lookup and set of the records `set`'s collection-valued navigation property
 /// `navigation` shows, when it is one.
-pub(crate) fn related_lookup_of(
+fn related_lookup_of(
     request: &WebRequest,
     set: &str,
     navigation: &str,

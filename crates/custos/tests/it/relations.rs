@@ -959,6 +959,19 @@ fn a_collection_navigation_property_s_references_relate_and_unrelate_records() {
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET, POST, DELETE");
     assert_eq!(parent(), account.as_str());
+    // Nor is it made in a changeset (the related record's lookup is, by its own `$ref`).
+    let batch = json!({"requests": [
+        {"id": "r", "atomicityGroup": "g", "method": "POST",
+         "url": format!("accounts({elsewhere})/contact_parentcustomerid/$ref"), "body": target.clone()},
+    ]});
+    let answer: Value = send(client().post(server.api("$batch")), &admin, Some(batch))
+        .json()
+        .unwrap();
+    let part = &answer["responses"][0];
+    assert_eq!(part["status"], 400, "{answer:#}");
+    let message = part["body"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not made in a changeset"), "{message}");
+    assert_eq!(parent(), account.as_str());
 
     // A caller who may read both but not change contacts is refused, as itself.
     let reader = server.user_holding(
