@@ -116,6 +116,31 @@ enum Target {
     },
 }
 
+impl Target {
+    /// The record `PUT` or `DELETE` of a single property or of a lookup's `$ref` updates, and
+    /// how the request says it.
+    fn as_update(&self, method: &Method) -> Option<(&str, Uuid, records::AsUpdate<'_>)> {
+        if !matches!(*method, Method::PUT | Method::DELETE) {
+            return None;
+        }
+        match self {
+            Target::Property {
+                set,
+                id,
+                property,
+                raw: false,
+            } => Some((set, *id, records::AsUpdate::Property(property))),
+            Target::LookupRef {
+                set,
+                id,
+                lookup,
+                other: None,
+            } => Some((set, *id, records::AsUpdate::LookupRef(lookup))),
+            _ => None,
+        }
+    }
+}
+
 fn parse_key<'a>(segment: &'a str, name: &str) -> Option<&'a str> {
     segment
         .strip_prefix(name)?
@@ -482,6 +507,9 @@ async fn stage(
     )
     .await;
     let staged = prepared.and_then(|(target, request)| match (&target, request.method.clone()) {
+        (target, method) if let Some((set, id, how)) = target.as_update(&method) => {
+            records::stage_update_as(request, &mut draft, set, id, how)
+        }
         (Target::EntitySet(set), Method::POST) => records::stage_create(request, &mut draft, set),
         (
             Target::Property {
@@ -501,17 +529,8 @@ async fn stage(
         (Target::RelatedRef { navigation, .. }, _) => Err(AppError::bad_request(format!(
                 "relating records through '{navigation}' is not made in a changeset: change the related record's lookup ($ref) instead, or send it outside the changeset"
         ))),
-        (
-            Target::LookupRef {
-                set,
-                id,
-                lookup,
-                other: None,
-            },
-            Method::PUT | Method::DELETE,
-        ) => records::stage_lookup_ref(request, &mut draft, set, *id, lookup),
         _ => Err(AppError::bad_request(format!(
-            "a changeset holds creates (POST), updates (PATCH) and deletes (DELETE) of records and changes of a lookup's $ref; {} '{rest}' is not one — send it outside the changeset",
+            "a changeset holds creates (POST), updates (PATCH) and deletes (DELETE) of records, changes of a single property (PUT, DELETE) and of a lookup's $ref; {} '{rest}' is not one — send it outside the changeset",
             request.method
         ))),
     });
@@ -524,19 +543,17 @@ async fn stage(
 }
 
 /// The methods `target` takes, as its instance's entities say: a collection-valued navigation
-/// property's records take a `POST` (a create of a related record) where a property's path
-/// does not, its references a `POST` and a `DELETE` where a lookup's take a `PUT` and a
-/// `DELETE`.
+/// property's records take a `POST` (a create of a related record) and a single-valued one's
+/// only a `GET`, where a property takes a `PUT` and a `DELETE`; a collection's references a
+/// `POST` and a `DELETE` where a lookup's take a `PUT` and a `DELETE`.
 fn methods_allowed(state: &PlatformState, instance_name: &str, target: Target) -> &'static str {
     let Some(instance) = state.instance(instance_name) else {
         return allowed_methods(&target);
     };
     let catalog = instance.store.catalog();
-    let collection = |set: &str, property: &str| {
-        catalog
-            .by_set_name(set)
-            .and_then(|entity| records::related_lookup(&catalog, entity, property))
-            .is_some()
+    let navigation = |set: &str, property: &str| {
+        let entity = catalog.by_set_name(set)?;
+        catalog.navigation(entity, property).map(|n| n.collection)
     };
     match collection_refs(target, &catalog) {
         Target::Property {
@@ -544,7 +561,13 @@ fn methods_allowed(state: &PlatformState, instance_name: &str, target: Target) -
             property,
             raw: false,
             ..
-        } if collection(&set, &property) => "GET, POST",
+        } if let Some(collection) = navigation(&set, &property) => {
+            if collection {
+                "GET, POST"
+            } else {
+                "GET"
+            }
+        }
         target => allowed_methods(&target),
     }
 }
@@ -559,7 +582,8 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::Count(_)
         | Target::RelatedCount { .. }
         | Target::RelatedRecord { .. }
-        | Target::Property { .. } => "GET",
+        | Target::Property { raw: true, .. } => "GET",
+        Target::Property { raw: false, .. } => "GET, PUT, DELETE",
         Target::PublishAllXml
         | Target::Batch
         | Target::ExportToExcel
@@ -644,7 +668,9 @@ fn classify(
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
         (Target::LookupRef { .. }, &Method::GET) => Operation::RetrieveMultiple,
-        (Target::Record(..), &Method::PATCH) | (Target::LookupRef { .. }, _) => Operation::Update,
+        (Target::Record(..), &Method::PATCH)
+        | (Target::Property { raw: false, .. }, &Method::PUT | &Method::DELETE)
+        | (Target::LookupRef { .. }, _) => Operation::Update,
         (Target::Record(..), &Method::DELETE) => Operation::Delete,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
             Operation::UpdateAuditSettings
@@ -812,6 +838,9 @@ async fn dispatch(
         )
     };
     match (&target, request.method.clone()) {
+        (target, method) if let Some((set, id, how)) = target.as_update(&method) => {
+            records::update_as(request, draft, set, id, how).await
+        }
         (Target::ServiceDocument, Method::GET) => Ok(metadata::service_document(&request)),
         (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
         (Target::Batch, Method::POST) => batch::run(request, context, instance_name).await,
@@ -912,15 +941,6 @@ async fn dispatch(
         (Target::LookupRef { other: Some(_), .. }, _) => Err(AppError::not_found(format!(
             "no resource at '{rest}': only a collection-valued navigation property names one of its records"
         ))),
-        (
-            Target::LookupRef {
-                set,
-                id,
-                lookup,
-                other: None,
-            },
-            Method::PUT | Method::DELETE,
-        ) => records::set_lookup_ref(request, draft, set, *id, lookup).await,
         (Target::Association { .. }, Method::GET | Method::POST | Method::DELETE) => {
             security::association(request, draft, &target).await
         }

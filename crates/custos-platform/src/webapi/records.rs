@@ -1080,10 +1080,62 @@ pub(super) fn describe_write(
     );
 }
 
-fn representation(request: &WebRequest) -> bool {
-    request
+/// What the answer to a create or an update shows of the record written, when `Prefer:
+/// return=representation` asks for it (Dataverse's "create/update with data returned"): the
+/// attributes `$select` names, or all.
+pub(super) struct Shown {
+    select: Option<Vec<String>>,
+}
+
+/// The representation a write's request asks for, checked before anything is written: showing
+/// the record is reading it, so the caller needs `Read` on it (the entity's, or a share of
+/// record `id`) — a caller who may write but not read a record must not read it through its
+/// update's answer — and `$select` must name its attributes.
+fn shown(
+    request: &WebRequest,
+    entity: &EntityDef,
+    id: Option<Uuid>,
+) -> Result<Option<Shown>, AppError> {
+    if !request
         .header("prefer")
         .is_some_and(|p| p.contains("return=representation"))
+    {
+        return Ok(None);
+    }
+    match id {
+        Some(id) => require_on_record(request, Privilege::Read, entity, id)?,
+        None => request.require(Privilege::Read, entity)?,
+    }
+    let select = request
+        .query
+        .iter()
+        .filter(|(name, _)| name == "$select")
+        .map(|(name, value)| (name.as_str(), value.as_str()));
+    let select = parse_query_options(select)?.select;
+    check_select(entity, &select)?;
+    Ok(Some(Shown { select }))
+}
+
+/// The read a write's answer makes when it shows the record: a `Retrieve` of it with the
+/// write's request, recorded with the write (in the same group commit) when the entity's
+/// retrieves are audited.
+fn shown_read(
+    policy: &custos_audit::AuditPolicy,
+    entity: &EntityDef,
+    draft: &EventDraft,
+    outcome: &WriteOutcome,
+) -> Option<EventDraft> {
+    if outcome.after.is_none() || !policy.audits_retrieve(&entity.logical_name) {
+        return None;
+    }
+    let mut event = draft.clone();
+    event.operation = Operation::Retrieve;
+    event.set_entity(entity);
+    event.record_ids = vec![outcome.id];
+    event.result_count = 1;
+    event.changes = Vec::new();
+    event.details = json!({"ReturnedBy": draft.operation.as_str()}).to_string();
+    Some(event)
 }
 
 fn write_response(
@@ -1091,14 +1143,15 @@ fn write_response(
     entity: &EntityDef,
     outcome: &WriteOutcome,
     created: bool,
+    shown: Option<&Shown>,
 ) -> Response {
     let entity_id = format!(
         "{}/{}({})",
         request.service_root, entity.set_name, outcome.id
     );
-    let mut response = match (&outcome.after, representation(request)) {
-        (Some(after), true) => {
-            let mut body = record_json(request, entity, after, None);
+    let mut response = match (&outcome.after, shown) {
+        (Some(after), Some(shown)) => {
+            let mut body = record_json(request, entity, after, shown.select.as_deref());
             body.shift_insert(
                 0,
                 "@odata.context".into(),
@@ -1129,6 +1182,7 @@ struct CreateChecked {
     /// The id the body gives (or the new principal's).
     id: Option<Uuid>,
     new_principal: Option<NewPrincipal>,
+    shown: Option<Shown>,
 }
 
 /// Everything a create checks before it writes: privileges, the body, the view's and the
@@ -1165,11 +1219,13 @@ fn check_create(
         &values,
     )?;
     let id = new_principal.as_ref().map(|p| p.id).or(given_id);
+    let shown = shown(request, &entity, id)?;
     Ok(CreateChecked {
         entity,
         values,
         id,
         new_principal,
+        shown,
     })
 }
 
@@ -1183,6 +1239,7 @@ pub(crate) async fn create(
         values,
         id,
         new_principal,
+        shown,
     } = check_create(&request, draft, set)?;
     let policy = request.policy();
     let audited = audits_change(&policy, &entity);
@@ -1191,12 +1248,20 @@ pub(crate) async fn create(
     let event = draft.clone();
     let context = context(&request);
     let entity_for_task = entity.clone();
+    let showing = shown.is_some();
     let outcome = blocking(move || -> Result<WriteOutcome, AppError> {
         let mut before_commit = |outcome: &WriteOutcome| -> Result<(), String> {
+            let mut events = Vec::new();
             if audited {
                 let mut event = event.clone();
                 describe_write(&mut event, &entity_for_task, &policy, outcome);
-                state.append_blocking(event).map_err(|e| e.message)?;
+                events.push(event);
+            }
+            if showing {
+                events.extend(shown_read(&policy, &entity_for_task, &event, outcome));
+            }
+            if !events.is_empty() {
+                state.append_all_blocking(events).map_err(|e| e.message)?;
             }
             if let Some(principal) = &new_principal {
                 state
@@ -1216,7 +1281,13 @@ pub(crate) async fn create(
     })
     .await?;
     after_write(&request, &entity, Message::Create, &outcome, draft).await?;
-    Ok(write_response(&request, &entity, &outcome, true))
+    Ok(write_response(
+        &request,
+        &entity,
+        &outcome,
+        true,
+        shown.as_ref(),
+    ))
 }
 
 /// `POST set(<id>)/collection`: creates a record of the related entity with its lookup bound
@@ -1445,6 +1516,7 @@ struct UpdateChecked {
     is_organization: bool,
     /// A user is disabled (`true`) or enabled.
     disabling: Option<bool>,
+    shown: Option<Shown>,
 }
 
 /// Everything an update (or upsert) checks before it writes.
@@ -1510,12 +1582,14 @@ fn check_update(
             "organization with id {id} does not exist"
         )));
     }
+    let shown = shown(request, &entity, Some(id))?;
     Ok(UpdateChecked {
         entity,
         values,
         mode,
         is_organization,
         disabling,
+        shown,
     })
 }
 
@@ -1531,7 +1605,9 @@ pub(crate) async fn update(
         mode,
         is_organization,
         disabling,
+        shown,
     } = check_update(&request, draft, set, id)?;
+    let showing = shown.is_some();
     let policy = request.policy();
     let store = request.instance.store.clone();
     let state = request.state.clone();
@@ -1555,8 +1631,15 @@ pub(crate) async fn update(
             if is_organization && !settings_changed {
                 event.operation = Operation::Update;
             }
+            let mut events = Vec::new();
+            if showing {
+                events.extend(shown_read(&policy, &entity_for_task, &event, outcome));
+            }
             if settings_changed || audits_change(&policy, &entity_for_task) {
-                state.append_blocking(event).map_err(|e| e.message)?;
+                events.insert(0, event);
+            }
+            if !events.is_empty() {
+                state.append_all_blocking(events).map_err(|e| e.message)?;
             }
             if let Some(disabled) = disabling {
                 state
@@ -1590,11 +1673,13 @@ pub(crate) async fn update(
         &entity,
         &outcome,
         outcome.before.is_none(),
+        shown.as_ref(),
     ))
 }
 
-/// A `$ref` request as the update it is: its body `{"lookup@odata.bind": reference or null}`,
-/// and `If-Match: *` unless it names a version.
+/// A `$ref` request as the update it is — `PUT set(id)/lookup/$ref` with `{"@odata.id":
+/// "<reference>"}` sets a lookup, `DELETE` removes it: its body `{"lookup@odata.bind":
+/// reference or null}`, and `If-Match: *` unless it names a version.
 fn lookup_ref_as_update(
     mut request: WebRequest,
     set: &str,
@@ -1633,6 +1718,104 @@ fn lookup_ref_as_update(
             .insert("if-match", HeaderValue::from_static("*"));
     }
     Ok(request)
+}
+
+/// `PUT set(<id>)/property` with `{"value": …}` sets one property of a record and `DELETE
+/// set(<id>)/property` clears it (Dataverse's "update / delete a single property value"): the
+/// update `{"property": …}` of a record that exists (`If-Match: *` unless the request names a
+/// version), checked, audited and answered as that update. The value is carried over as the
+/// client wrote it, so a decimal's numeral is checked as sent, not as a float read it.
+fn property_as_update(
+    mut request: WebRequest,
+    set: &str,
+    property: &str,
+) -> Result<WebRequest, AppError> {
+    let entity = entity_by_set(&request, set)?;
+    let navigation = request
+        .instance
+        .store
+        .catalog()
+        .navigation(&entity, property)
+        .map(|n| n.collection);
+    match navigation {
+        Some(true) => {
+            return Err(AppError::new(
+                ErrorCode::MethodNotAllowed,
+                format!(
+                    "{} is not supported on '{set}(<id>)/{property}': relate a record with POST …/{property}/$ref",
+                    request.method
+                ),
+            ));
+        }
+        Some(false) => {
+            return Err(AppError::bad_request(format!(
+                "'{property}' is a navigation property: set it with PUT {set}(<id>)/{property}/$ref and {{\"@odata.id\": \"<entity set>(<id>)\"}}, or clear it with DELETE {set}(<id>)/{property}/$ref"
+            )));
+        }
+        None => {}
+    }
+    if entity.attribute_by_web_name(property).is_none() {
+        return Err(AppError::not_found(format!(
+            "'{property}' is not a property of '{}'",
+            entity.logical_name
+        )));
+    }
+    let value = if request.method == axum::http::Method::DELETE {
+        request
+            .headers
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        "null".to_string()
+    } else {
+        request.json_object()?;
+        let body: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(&request.body)
+                .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        match body.get("value") {
+            Some(value) if body.len() == 1 => value.get().to_string(),
+            _ => {
+                return Err(AppError::bad_request(format!(
+                    "the body of PUT {set}(<id>)/{property} is {{\"value\": <the new value>}}"
+                )));
+            }
+        }
+    };
+    request.body = format!("{{{}:{value}}}", Json::String(property.to_string())).into();
+    // A property is set on a record that exists: never an upsert.
+    if !request.headers.contains_key("if-match") {
+        request
+            .headers
+            .insert("if-match", HeaderValue::from_static("*"));
+    }
+    Ok(request)
+}
+
+/// A request that is the update of one record written another way.
+pub(crate) enum AsUpdate<'a> {
+    /// `PUT` or `DELETE set(<id>)/property` ([`property_as_update`]).
+    Property(&'a str),
+    /// `PUT set(<id>)/lookup/$ref` with `{"@odata.id": "<reference>"}`, or `DELETE` ([`lookup_ref_as_update`]).
+    LookupRef(&'a str),
+}
+
+impl AsUpdate<'_> {
+    fn rewrite(&self, request: WebRequest, set: &str) -> Result<WebRequest, AppError> {
+        match self {
+            AsUpdate::Property(property) => property_as_update(request, set, property),
+            AsUpdate::LookupRef(lookup) => lookup_ref_as_update(request, set, lookup),
+        }
+    }
+}
+
+/// The update `request` is, made (and audited) as one.
+pub(crate) async fn update_as(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    id: Uuid,
+    how: AsUpdate<'_>,
+) -> Result<Response, AppError> {
+    let request = how.rewrite(request, set)?;
+    update(request, draft, set, id).await
 }
 
 /// The lookup and set of the records `set`'s collection-valued navigation property
@@ -1746,19 +1929,6 @@ pub(crate) async fn set_related_ref(
     })
     .to_string();
     update(request, draft, &related_set, other).await
-}
-
-/// `PUT set(id)/lookup/$ref` with `{"@odata.id": "<reference>"}` sets a lookup, `DELETE`
-/// removes it: the update `{"lookup@odata.bind": reference or null}` (audited as one).
-pub(crate) async fn set_lookup_ref(
-    request: WebRequest,
-    draft: &mut EventDraft,
-    set: &str,
-    id: Uuid,
-    lookup: &str,
-) -> Result<Response, AppError> {
-    let request = lookup_ref_as_update(request, set, lookup)?;
-    update(request, draft, set, id).await
 }
 
 /// A `systemusers` update: the sign-in name never changes, and a change of `isdisabled` (by
@@ -1930,6 +2100,7 @@ pub(crate) struct StagedWrite {
     draft: EventDraft,
     entity: EntityDef,
     change: RecordChange,
+    shown: Option<Shown>,
 }
 
 impl StagedWrite {
@@ -1961,6 +2132,7 @@ pub(crate) fn stage_create(
         entity: checked.entity,
         draft: draft.clone(),
         request,
+        shown: checked.shown,
     })
 }
 
@@ -1983,18 +2155,19 @@ pub(crate) fn stage_update(
         entity: checked.entity,
         draft: draft.clone(),
         request,
+        shown: checked.shown,
     })
 }
 
-/// Checks a `$ref` change of a lookup for a changeset (an update).
-pub(crate) fn stage_lookup_ref(
+/// Checks for a changeset the update `request` is.
+pub(crate) fn stage_update_as(
     request: WebRequest,
     draft: &mut EventDraft,
     set: &str,
     id: Uuid,
-    lookup: &str,
+    how: AsUpdate<'_>,
 ) -> Result<StagedWrite, AppError> {
-    let request = lookup_ref_as_update(request, set, lookup)?;
+    let request = how.rewrite(request, set)?;
     stage_update(request, draft, set, id)
 }
 
@@ -2020,6 +2193,7 @@ pub(crate) fn stage_delete(
         entity,
         draft: draft.clone(),
         request,
+        shown: None,
     })
 }
 
@@ -2042,9 +2216,18 @@ pub(crate) async fn commit_changeset(
         EventDraft,
         EntityDef,
         std::sync::Arc<custos_audit::AuditPolicy>,
+        bool,
     )> = staged
         .iter()
-        .map(|s| (s.draft.clone(), s.entity.clone(), s.request.policy()))
+        .map(|s| {
+            let showing = s.shown.is_some();
+            (
+                s.draft.clone(),
+                s.entity.clone(),
+                s.request.policy(),
+                showing,
+            )
+        })
         .collect();
     let appender = state.clone();
     let mut cascade = Cascade::new(&first.request);
@@ -2052,11 +2235,14 @@ pub(crate) async fn commit_changeset(
         move || -> Result<Result<Vec<WriteOutcome>, ChangeFailed>, AppError> {
             let mut before_commit = |outcomes: &[WriteOutcome]| -> Result<(), String> {
                 let mut drafts = Vec::new();
-                for ((draft, entity, policy), outcome) in events.iter().zip(outcomes) {
+                for ((draft, entity, policy, showing), outcome) in events.iter().zip(outcomes) {
                     if audits_change(policy, entity) {
                         let mut event = draft.clone();
                         describe_write(&mut event, entity, policy, outcome);
                         drafts.push(event);
+                    }
+                    if *showing {
+                        drafts.extend(shown_read(policy, entity, draft, outcome));
                     }
                     drafts.extend(cascade.events(&*store, draft, outcome)?);
                 }
@@ -2100,6 +2286,7 @@ pub(crate) async fn commit_changeset(
                         &write.entity,
                         &outcome,
                         message == Message::Create,
+                        write.shown.as_ref(),
                     ),
                 });
             }

@@ -355,6 +355,128 @@ fn a_single_property_is_read_alone_and_recorded_as_a_retrieve() {
     );
 }
 
+/// Dataverse's "update a single property value" and "delete a single property value": `PUT
+/// set(<id>)/property` with `{"value": …}` and `DELETE set(<id>)/property` are updates of that
+/// one property of a record that exists — checked, recorded and refused as any update (a
+/// decimal by the numeral sent), alone or in a changeset. A lookup is set through its `$ref`.
+#[test]
+fn a_single_property_is_set_and_cleared_alone_and_recorded_as_an_update() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let account = create_account(&server, &admin, "Before");
+    let url = |path: &str| server.api(&format!("accounts({account}){path}"));
+    let put = |path: &str, body: &'static str| {
+        client()
+            .put(url(path))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let value = |path: &str| get_json(&url(""), &admin)[path].clone();
+
+    assert_eq!(put("/name", r#"{"value": "After"}"#).status(), 204);
+    assert_eq!(value("name"), "After");
+    let (status, _, message) = odata_error(put("/revenue", r#"{"value": 922337203685477.5807}"#));
+    assert_eq!(status, 400);
+    assert!(message.contains("would be kept as"), "{message}");
+    assert_eq!(value("revenue"), Value::Null);
+    assert_eq!(put("/revenue", r#"{"value": 12.5}"#).status(), 204);
+    assert_eq!(value("revenue"), 12.5);
+    let cleared = send(client().delete(url("/revenue")), &admin, None);
+    assert_eq!(cleared.status(), 204);
+    assert_eq!(value("revenue"), Value::Null);
+
+    // What such a path does not take.
+    let (status, _, message) = odata_error(put("/name", r#"{"name": "Elsewhere"}"#));
+    assert_eq!(status, 400);
+    assert!(message.contains(r#"{"value""#), "{message}");
+    assert_eq!(odata_error(put("/nosuch", r#"{"value": 1}"#)).0, 404);
+    let (status, _, message) = odata_error(put(
+        "/_ownerid_value",
+        r#"{"value": "00000000-0000-0000-0000-000000000001"}"#,
+    ));
+    assert_eq!(status, 400);
+    assert!(message.contains("read-only"), "{message}");
+    let (status, _, message) = odata_error(put("/primarycontactid", r#"{"value": null}"#));
+    assert_eq!(status, 400);
+    assert!(message.contains("$ref"), "{message}");
+    let collection = put("/contact_parentcustomerid", r#"{"value": null}"#);
+    assert_eq!(collection.status(), 405);
+    assert_eq!(collection.headers()["allow"], "GET, POST");
+    let raw = put("/name/$value", r#"{"value": "Raw"}"#);
+    assert_eq!(raw.status(), 405);
+    assert_eq!(raw.headers()["allow"], "GET");
+    // A record that does not exist is not made by setting one of its properties.
+    let missing = client()
+        .put(server.api(&format!("accounts({})/name", uuid::Uuid::new_v4())))
+        .bearer_auth(&admin)
+        .json(&json!({"value": "Never"}))
+        .send()
+        .unwrap();
+    assert_eq!(odata_error(missing).0, 404);
+    assert_eq!(count(&server, &admin, "accounts"), 1);
+    // A version named is checked, as an update's.
+    let stale = client()
+        .put(url("/name"))
+        .bearer_auth(&admin)
+        .header("if-match", "W/\"1\"")
+        .json(&json!({"value": "Stale"}))
+        .send()
+        .unwrap();
+    assert_eq!(odata_error(stale).0, 412);
+    assert_eq!(value("name"), "After");
+    // A caller who may only read is refused.
+    let reader = server.user_holding(&admin, "reader@contoso.test", "Reader", &["prvReadaccount"]);
+    let refused = send(client().delete(url("/name")), &reader, None);
+    assert_eq!(odata_error(refused).0, 403);
+    assert_eq!(value("name"), "After");
+
+    // In a changeset, with the writes around it.
+    let batch = json!({"requests": [
+        {"id": "1", "atomicityGroup": "g", "method": "PUT", "url": format!("accounts({account})/name"),
+         "body": {"value": "In a changeset"}},
+        {"id": "2", "atomicityGroup": "g", "method": "DELETE", "url": format!("accounts({account})/name")},
+        {"id": "3", "atomicityGroup": "g", "method": "PUT", "url": format!("accounts({account})/name"),
+         "body": {"value": "Last"}},
+    ]});
+    let answer: Value = send(client().post(server.api("$batch")), &admin, Some(batch))
+        .json()
+        .unwrap();
+    let statuses: Vec<u64> = answer["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [204, 204, 204], "{answer:#}");
+    assert_eq!(value("name"), "Last");
+
+    // Each is an update of the record, its change as any update's.
+    let updates = server.audit(&admin, &format!("operation=Update&recordId={account}"));
+    let mut changes: Vec<(Value, Value, Value)> = updates
+        .iter()
+        .filter(|e| e["ResultStatus"] == "Succeeded")
+        .flat_map(|e| e["Changes"].as_array().unwrap().clone())
+        .filter(|c| c["Attribute"] != "modifiedon" && c["Attribute"] != "versionnumber")
+        .map(|c| (c["Attribute"].clone(), c["Old"].clone(), c["New"].clone()))
+        .collect();
+    changes.reverse();
+    assert_eq!(
+        changes,
+        [
+            (json!("name"), json!("Before"), json!("After")),
+            (json!("revenue"), Value::Null, json!(12.5)),
+            (json!("revenue"), json!(12.5), Value::Null),
+            (json!("name"), json!("After"), json!("In a changeset")),
+            (json!("name"), json!("In a changeset"), Value::Null),
+            (json!("name"), Value::Null, json!("Last")),
+        ],
+        "{updates:#?}"
+    );
+}
+
 /// OData JSON Format §3.2: with `IEEE754Compatible=true` in `Accept` (or `$format`), `Edm.Int64`
 /// and `Edm.Decimal` values — and `@odata.count` — are strings, so a JavaScript client keeps
 /// every digit, and the response's media type says so; in a request's `Content-Type` it lets

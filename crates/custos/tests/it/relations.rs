@@ -520,7 +520,7 @@ fn a_record_made_under_a_navigation_property_is_bound_to_it_and_star_expands_the
         (
             reqwest::Method::POST,
             format!("accounts({account})/name"),
-            "GET",
+            "GET, PUT, DELETE",
         ),
         (
             reqwest::Method::POST,

@@ -473,3 +473,126 @@ fn a_shared_record_opens_to_its_user_and_only_that_record() {
         json!({"Entity": "systemuser", "RecordId": dee_id})
     );
 }
+
+/// `Prefer: return=representation` on a create or an update answers with the record written
+/// (Dataverse's "create/update with data returned", `$select` choosing its attributes). Showing
+/// it is reading it: a caller who may write but not read a record is refused before anything is
+/// written — else `PATCH {}` would read any record `GET` refuses — and the read is recorded as
+/// a `Retrieve` with the write, under its correlation id.
+#[test]
+fn a_write_shows_the_record_written_only_to_who_may_read_it_and_records_the_read() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_reads_of(&admin, &["account"]);
+    let representation = |builder: reqwest::blocking::RequestBuilder| {
+        builder.header("Prefer", "return=representation")
+    };
+
+    let made = send(
+        representation(client().post(server.api("accounts?$select=name"))),
+        &admin,
+        Some(json!({"name": "Shown", "revenue": 5})),
+    );
+    assert_eq!(made.status(), 201);
+    let body: Value = made.json().unwrap();
+    assert_eq!(body["name"], "Shown");
+    assert!(body.get("revenue").is_none(), "{body}");
+    let account = body["accountid"].as_str().unwrap().to_string();
+    assert_eq!(body["@odata.etag"], "W/\"1\"");
+
+    // A $select naming no attribute is refused before the create.
+    let refused = send(
+        representation(client().post(server.api("accounts?$select=nosuch"))),
+        &admin,
+        Some(json!({"name": "Never made"})),
+    );
+    assert_eq!(odata_error(refused).0, 400);
+    assert_eq!(count(&server, &admin, "accounts"), 1);
+
+    // Write and create without read: refused whole when the answer would show the record.
+    let writer = server.user_holding(
+        &admin,
+        "writer@contoso.test",
+        "Account writer",
+        &["prvWriteaccount", "prvCreateaccount"],
+    );
+    let path = server.api(&format!("accounts({account})"));
+    assert_eq!(odata_error(send(client().get(&path), &writer, None)).0, 403);
+    let refused = send(
+        representation(client().patch(&path)),
+        &writer,
+        Some(json!({"name": "Changed by the writer"})),
+    );
+    let (status, _, message) = odata_error(refused);
+    assert_eq!(status, 403);
+    assert!(message.contains("Read"), "{message}");
+    let refused = send(
+        representation(client().post(server.api("accounts"))),
+        &writer,
+        Some(json!({"name": "Made by the writer"})),
+    );
+    assert_eq!(odata_error(refused).0, 403);
+    let record = get_json(&path, &admin);
+    assert_eq!(record["name"], "Shown");
+    assert_eq!(record["versionnumber"], 1);
+    assert_eq!(count(&server, &admin, "accounts"), 1);
+    // Without asking to see it, the writer writes.
+    let written = send(
+        client().patch(&path),
+        &writer,
+        Some(json!({"name": "Written"})),
+    );
+    assert_eq!(written.status(), 204);
+
+    // The admin's update with the record returned: the update and the read, one request.
+    let updated = send(
+        representation(client().patch(format!("{path}?$select=name,revenue"))),
+        &admin,
+        Some(json!({"revenue": 7})),
+    );
+    assert_eq!(updated.status(), 200);
+    let correlation = updated.headers()["x-ms-service-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = updated.json().unwrap();
+    assert_eq!(
+        (body["name"].clone(), body["revenue"].clone()),
+        (json!("Written"), json!(7.0))
+    );
+    assert!(body.get("accountnumber").is_none(), "{body}");
+    let events: Vec<Value> = server
+        .audit(&admin, "instance=main")
+        .into_iter()
+        .filter(|e| e["CorrelationId"] == correlation.as_str())
+        .collect();
+    let mut seen: Vec<(String, Value, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["Operation"].as_str().unwrap().to_string(),
+                e["RecordIds"].clone(),
+                e["Details"].clone(),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen.len(), 2, "{events:#?}");
+    assert_eq!(seen[0].0, "Retrieve");
+    assert_eq!(seen[0].1, json!([account]));
+    assert_eq!(seen[0].2["ReturnedBy"], "Update", "{events:#?}");
+    assert_eq!(seen[1].0, "Update");
+    assert_eq!(seen[1].1, json!([account]));
+
+    // The refusals are recorded as the writer's.
+    let denied = server.audit(&admin, "instance=main&status=Denied");
+    let writers: Vec<&str> = denied
+        .iter()
+        .filter(|e| e["UserUpn"] == "writer@contoso.test")
+        .map(|e| e["Operation"].as_str().unwrap())
+        .collect();
+    assert!(
+        writers.contains(&"Update") && writers.contains(&"Create"),
+        "{writers:?}"
+    );
+}
