@@ -332,22 +332,40 @@ impl WebRequest {
     pub(crate) fn json_object(
         &self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
-        if let Some(content_type) = self.header("content-type")
-            && !content_type
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        {
-            return Err(AppError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!("content type must be application/json, got '{content_type}'"),
-            ));
-        }
+        self.json_content_type()?;
         match serde_json::from_slice(&self.body) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
             Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
             Err(e) => Err(AppError::bad_request(format!(
                 "the body is not valid JSON: {e}"
             ))),
+        }
+    }
+
+    /// The body's members with each value's JSON text as the client wrote it: parsed, a number
+    /// is already a float, and a decimal is checked by its numeral (`Value::decimal_from_text`).
+    /// A body rewritten from these keeps the numerals as sent.
+    pub(crate) fn raw_members(
+        &self,
+    ) -> Result<HashMap<String, Box<serde_json::value::RawValue>>, AppError> {
+        self.json_content_type()?;
+        serde_json::from_slice(&self.body)
+            .map_err(|e| AppError::bad_request(format!("the body is not a valid JSON object: {e}")))
+    }
+
+    fn json_content_type(&self) -> Result<(), AppError> {
+        match self.header("content-type") {
+            Some(content_type)
+                if !content_type
+                    .to_ascii_lowercase()
+                    .starts_with("application/json") =>
+            {
+                Err(AppError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("content type must be application/json, got '{content_type}'"),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 

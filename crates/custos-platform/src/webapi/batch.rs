@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use custos_audit::Operation;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
@@ -418,20 +419,24 @@ fn referenced(one: &Inner, created: &HashMap<String, String>) -> Result<(String,
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
-    let body = match serde_json::from_slice::<Map<String, Json>>(&one.body) {
+    // Rewritten from the members' JSON texts, so every other value stays as sent (a decimal's
+    // numeral is checked as written, not as a float would print it).
+    let body = match serde_json::from_slice::<HashMap<String, Box<RawValue>>>(&one.body) {
         Ok(mut object) if json_body => {
             let mut changed = false;
             for (key, value) in object.iter_mut() {
+                let text = serde_json::from_str::<String>(value.get()).ok();
                 if let (true, Some(reference)) = (
                     key.ends_with("@odata.bind"),
-                    value.as_str().and_then(|v| v.strip_prefix('$')),
+                    text.as_deref().and_then(|v| v.strip_prefix('$')),
                 ) {
-                    *value = json!(format!("/{}", lookup(reference)?));
+                    *value = serde_json::value::to_raw_value(&format!("/{}", lookup(reference)?))
+                        .expect("a string is JSON");
                     changed = true;
                 }
             }
             if changed {
-                Bytes::from(Json::Object(object).to_string())
+                Bytes::from(serde_json::to_string(&object).expect("JSON texts are JSON"))
             } else {
                 one.body.clone()
             }
@@ -588,6 +593,11 @@ fn method(text: &str) -> Result<Method, AppError> {
 fn parse_json(body: &[u8]) -> Result<Vec<Item>, AppError> {
     let json: Json = serde_json::from_slice(body)
         .map_err(|e| AppError::bad_request(format!("the batch is not valid JSON: {e}")))?;
+    // Each request's JSON text, for its body as sent: parsed, a number is already a float.
+    let texts: Vec<&RawValue> = serde_json::from_slice::<HashMap<String, &RawValue>>(body)
+        .ok()
+        .and_then(|batch| serde_json::from_str(batch.get("requests")?.get()).ok())
+        .unwrap_or_default();
     let requests = json
         .get("requests")
         .and_then(Json::as_array)
@@ -619,14 +629,21 @@ fn parse_json(body: &[u8]) -> Result<Vec<Item>, AppError> {
         let body = match one.get("body") {
             None | Some(Json::Null) => Bytes::new(),
             Some(Json::String(text)) => Bytes::from(text.clone()),
-            Some(other) => {
+            Some(_) => {
                 if !headers.contains_key(header::CONTENT_TYPE) {
                     headers.insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
                     );
                 }
-                Bytes::from(other.to_string())
+                let text = texts
+                    .get(n)
+                    .and_then(|request| {
+                        serde_json::from_str::<HashMap<String, &RawValue>>(request.get()).ok()
+                    })
+                    .and_then(|request| Some(request.get("body")?.get().to_string()))
+                    .ok_or_else(|| missing("body as sent"))?;
+                Bytes::from(text)
             }
         };
         let depends_on = match one.get("dependsOn") {

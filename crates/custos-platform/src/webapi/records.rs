@@ -945,12 +945,11 @@ fn body_values(
                 .attribute_by_web_name(key)
                 .is_some_and(|a| is_decimal(&a.attribute_type))
     };
-    let sent: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
-        if body.iter().any(decimal_number) {
-            serde_json::from_slice(&request.body).unwrap_or_default()
-        } else {
-            Default::default()
-        };
+    let sent = if body.iter().any(decimal_number) {
+        request.raw_members()?
+    } else {
+        Default::default()
+    };
     let mut values = Vec::new();
     let mut id = None;
     for (key, json) in body {
@@ -1024,10 +1023,12 @@ fn body_values(
         }
         let value = match json {
             // A decimal from the numeral sent, refused when a float would change it.
-            Json::Number(_) if is_decimal(&attribute.attribute_type) => match sent.get(key) {
-                Some(numeral) => Value::decimal_from_text(attribute, numeral.get())?,
-                None => Value::from_json(attribute, json)?,
-            },
+            Json::Number(_) if is_decimal(&attribute.attribute_type) => {
+                let numeral = sent.get(key).ok_or_else(|| {
+                    AppError::bad_request(format!("'{key}' is not a number of the body as sent"))
+                })?;
+                Value::decimal_from_text(attribute, numeral.get())?
+            }
             // Sent as strings under `IEEE754Compatible=true`, a wide number is read as the
             // number.
             Json::String(text) if strings && is_decimal(&attribute.attribute_type) => {
@@ -1354,15 +1355,19 @@ fn related_create(
         ));
     };
     require_on_record(&request, Privilege::Read, &entity, id)?;
-    let mut body = request.json_object()?;
+    let mut body = request.raw_members()?;
     let bind = format!("{lookup}@odata.bind");
     if body.contains_key(&bind) {
         return Err(AppError::bad_request(format!(
             "the path binds '{lookup}' to {set}({id}); leave '{bind}' out of the body"
         )));
     }
-    body.insert(bind, json!(format!("/{set}({id})")));
-    request.body = Json::Object(body).to_string().into();
+    let reference =
+        serde_json::value::to_raw_value(&format!("/{set}({id})")).expect("a string is JSON");
+    body.insert(bind, reference);
+    request.body = serde_json::to_string(&body)
+        .expect("JSON texts are JSON")
+        .into();
     draft.record_ids.clear();
     draft.details = json!({
         "NavigatedFrom": entity.logical_name,
@@ -1766,10 +1771,7 @@ fn property_as_update(
             .insert("content-type", HeaderValue::from_static("application/json"));
         "null".to_string()
     } else {
-        request.json_object()?;
-        let body: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
-            serde_json::from_slice(&request.body)
-                .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let body = request.raw_members()?;
         match body.get("value") {
             Some(value) if body.len() == 1 => value.get().to_string(),
             _ => {

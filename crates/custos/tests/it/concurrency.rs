@@ -670,4 +670,44 @@ fn a_decimal_a_float_would_change_is_refused_not_rounded() {
             "{sent}: {text}"
         );
     }
+
+    // Every path that carries a body on rewrites it from the members as sent: a create through
+    // a navigation property, a JSON batch's request, one whose `$a` reference is replaced.
+    let account = entity_id(&post("application/json", r#"{"name": "Parent"}"#));
+    let nested = client()
+        .post(server.api(&format!("accounts({account})/opportunity_parentaccountid")))
+        .header("content-type", "application/json")
+        .bearer_auth(&admin)
+        .body(r#"{"name": "Too exact", "estimatedvalue": 922337203685477.5807}"#)
+        .send()
+        .unwrap();
+    let (code, _, message) = odata_error(nested);
+    assert_eq!(code, 400, "{message}");
+    assert!(message.contains("would be kept as"), "{message}");
+    let batch = r#"{"requests": [
+        {"id": "1", "method": "POST", "url": "opportunities",
+         "body": {"name": "Too exact", "estimatedvalue": 922337203685477.5807}},
+        {"id": "a", "atomicityGroup": "g", "method": "POST", "url": "accounts", "body": {"name": "Grouped"}},
+        {"id": "b", "atomicityGroup": "g", "method": "POST", "url": "opportunities", "dependsOn": ["a"],
+         "body": {"name": "Too exact", "parentaccountid@odata.bind": "$a",
+                  "estimatedvalue": 922337203685477.5807}}
+    ]}"#;
+    let answer: Value = client()
+        .post(server.api("$batch"))
+        .header("content-type", "application/json")
+        .bearer_auth(&admin)
+        .body(batch)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let refused: Vec<(&str, u64)> = answer["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["status"].as_u64().unwrap()))
+        .collect();
+    assert!(refused.contains(&("1", 400)), "{answer:#}");
+    assert!(refused.contains(&("b", 400)), "{answer:#}");
+    assert_eq!(count(&server, &admin, "opportunities"), 0);
 }
