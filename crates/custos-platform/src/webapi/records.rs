@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
     AttributeType, Catalog, ChangeFailed, EntityDef, Filter, NewPrincipal, ORGANIZATION_ENTITY,
-    PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, Value, WriteContext,
-    WriteMode, WriteOutcome, page_size, parse_query_options,
+    PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, SHARE_ENTITY, Value,
+    WriteContext, WriteMode, WriteOutcome, page_size, parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -67,7 +67,41 @@ async fn after_write(
         outcome,
         trigger,
     )
-    .await
+    .await?;
+    // The records a delete took with it or unlinked are deleted and updated as their own
+    // requests would be, so their processes and plug-in steps run too: a webhook told of every
+    // contact deleted must hear of those that went with their account. (A share that went with
+    // a record is no record's message.)
+    for reached in outcome
+        .cascaded
+        .iter()
+        .filter(|reached| reached.entity != SHARE_ENTITY)
+    {
+        let Some(reached_entity) = request
+            .instance
+            .store
+            .catalog()
+            .entity(&reached.entity)
+            .cloned()
+        else {
+            continue;
+        };
+        let message = if reached.after.is_some() {
+            Message::Update
+        } else {
+            Message::Delete
+        };
+        automation::run(
+            &request.state,
+            &request.instance,
+            &reached_entity,
+            message,
+            reached,
+            trigger,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Organization attributes that are audit settings: changing one is `UpdateAuditSettings`.

@@ -249,3 +249,105 @@ fn bad_definitions_and_non_admins_are_refused() {
     let denied = server.audit(&admin, "status=Denied&entity=workflow");
     assert_eq!(denied.len(), 1);
 }
+
+/// The records a delete takes with it (an account's contacts) or unlinks (its opportunities)
+/// are deleted and updated as their own requests would be: the processes and plug-in steps on
+/// those messages run for each, recorded under the delete's correlation id, their webhooks
+/// told — a system kept in step by "contact deleted" hears of every contact that went.
+#[test]
+fn the_records_a_delete_reaches_run_their_own_processes_and_steps() {
+    let server = Server::start(&["--allow-private-targets"]);
+    let admin = server.admin();
+    let (hook, received) = receiver();
+    let process = entity_id(&post(
+        &server,
+        &admin,
+        "workflows",
+        json!({"name": "Forget contacts", "primaryentity": "contact", "triggeron": "delete",
+               "actiontype": "webhook", "webhookurl": hook}),
+    ));
+    let step = entity_id(&post(
+        &server,
+        &admin,
+        "sdkmessageprocessingsteps",
+        json!({"name": "Sync opportunities", "sdkmessage": "Update",
+               "primaryentity": "opportunity", "webhookurl": hook}),
+    ));
+    for path in [
+        format!("workflows({process})"),
+        format!("sdkmessageprocessingsteps({step})"),
+    ] {
+        assert_eq!(
+            patch(&server, &admin, &path, json!({"statecode": 1})).status(),
+            204
+        );
+    }
+    let account = entity_id(&post(&server, &admin, "accounts", json!({"name": "Going"})));
+    let bind = format!("/accounts({account})");
+    let contacts: Vec<String> = ["Ada", "Grace"]
+        .iter()
+        .map(|name| {
+            entity_id(&post(
+                &server,
+                &admin,
+                "contacts",
+                json!({"lastname": name, "parentcustomerid@odata.bind": bind}),
+            ))
+        })
+        .collect();
+    let opportunity = entity_id(&post(
+        &server,
+        &admin,
+        "opportunities",
+        json!({"name": "Deal", "parentaccountid@odata.bind": bind}),
+    ));
+
+    let deleted = send(
+        client().delete(server.api(&format!("accounts({account})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(deleted.status(), 204);
+    let correlation = deleted.headers()["x-ms-service-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let mut processes: Vec<String> = server
+        .audit(&admin, "operation=RunProcess")
+        .iter()
+        .map(|run| {
+            assert_eq!(run["CorrelationId"], correlation.as_str());
+            assert_eq!(run["Details"]["Message"], "Delete");
+            run["RecordIds"][0].as_str().unwrap().to_string()
+        })
+        .collect();
+    processes.sort();
+    let mut expected = contacts.clone();
+    expected.sort();
+    assert_eq!(processes, expected);
+    let steps = server.audit(&admin, "operation=RunPlugin");
+    assert_eq!(steps.len(), 1, "{steps:#?}");
+    assert_eq!(steps[0]["RecordIds"], json!([opportunity]));
+    assert_eq!(steps[0]["CorrelationId"], correlation.as_str());
+
+    let bodies = wait_for(&received, 3);
+    assert_eq!(bodies.len(), 3, "{bodies:#?}");
+    let mut deletes: Vec<&str> = bodies
+        .iter()
+        .filter(|b| b["MessageName"] == "Delete")
+        .map(|b| {
+            assert_eq!(b["PrimaryEntityName"], "contact");
+            b["PrimaryEntityId"].as_str().unwrap()
+        })
+        .collect();
+    deletes.sort();
+    assert_eq!(deletes, expected);
+    let update = bodies
+        .iter()
+        .find(|b| b["MessageName"] == "Update")
+        .expect("the step's call");
+    assert_eq!(update["PrimaryEntityId"], opportunity);
+    assert_eq!(update["PreEntityImage"]["parentaccountid"], account);
+    assert_eq!(update["PostEntityImage"]["parentaccountid"], Value::Null);
+}
