@@ -379,14 +379,16 @@ fn image(record: Option<&Record>) -> Json {
     Json::Object(values)
 }
 
-/// Runs the active automations of `instance` that react to `message` on `outcome`'s record,
-/// after that write committed. `trigger` is the write's own event draft (who, from where).
+/// Runs the active automations of `instance` that react to `message` on each of `outcomes`'
+/// records of `entity`, after those writes committed. `trigger` is the writes' own event draft
+/// (who, from where). The webhook calls of all of them are recorded together (one group
+/// commit for a bulk delete's thousands); a field set is a write of its own, one by one.
 pub(crate) async fn run(
     state: &PlatformState,
     instance: &Arc<Instance>,
     entity: &EntityDef,
     message: Message,
-    outcome: &WriteOutcome,
+    outcomes: &[&WriteOutcome],
     trigger: &EventDraft,
 ) -> Result<(), AppError> {
     let active = match state.own.automations.cached(&instance.name) {
@@ -401,7 +403,16 @@ pub(crate) async fn run(
         .filter(|a| a.entity == entity.logical_name && a.message == message)
         .cloned()
         .collect();
-    for automation in matching {
+    let mut calls = Vec::new();
+    let runs: Vec<(&WriteOutcome, &Automation)> = outcomes
+        .iter()
+        .flat_map(|outcome| {
+            matching
+                .iter()
+                .map(move |automation| (*outcome, automation))
+        })
+        .collect();
+    for (outcome, automation) in runs {
         let operation = if automation.kind == "workflow" {
             Operation::RunProcess
         } else {
@@ -450,8 +461,7 @@ pub(crate) async fn run(
                     "Payload": payload,
                 })
                 .to_string();
-                // Recorded before it leaves; the outbox delivers it from the log.
-                state.record(draft).await?;
+                calls.push(draft);
             }
             Action::SetField { attribute, value } => {
                 draft.details = json!({
@@ -504,7 +514,15 @@ pub(crate) async fn run(
             }
         }
     }
-    Ok(())
+    // Recorded before they leave; the outbox delivers them from the log.
+    match calls.len() {
+        0 => Ok(()),
+        1 => state.record(calls.remove(0)).await,
+        _ => {
+            let worker = state.clone();
+            blocking(move || worker.append_all_blocking(calls)).await
+        }
+    }
 }
 
 /// A process or step event's webhook and the payload posted to it.

@@ -28,7 +28,10 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::cascade::Cascade;
-use super::records::{context, describe_write, entity_by_set, load_view, undeletable};
+use super::records::{
+    context, describe_write, entity_by_set, load_view, run_automations, undeletable,
+};
+use crate::automation::Message;
 use custos_http::blocking;
 use custos_http::body::{known_properties, text};
 use custos_http::cells::{UTF8_BOM, csv_cell, csv_writer, xlsx_cell};
@@ -360,7 +363,7 @@ pub(crate) async fn bulk_delete(
     let entity_for_task = entity.clone();
     let mut cascade = Cascade::new(&request);
     let context = context(&request);
-    let deleted = blocking(move || -> Result<u64, AppError> {
+    let deleted = blocking(move || -> Result<Vec<WriteOutcome>, AppError> {
         let mut before_commit = |outcomes: &[WriteOutcome]| -> Result<(), String> {
             let mut events = batch_events(
                 &policy,
@@ -374,7 +377,7 @@ pub(crate) async fn bulk_delete(
             }
             state.append_all_blocking(events).map_err(|e| e.message)
         };
-        let outcomes = store
+        store
             .bulk_delete(
                 &entity_for_task.logical_name,
                 &options,
@@ -382,15 +385,15 @@ pub(crate) async fn bulk_delete(
                 context,
                 &mut before_commit,
             )
-            .map_err(|e| cascade.answer(e.into()))?;
-        Ok(outcomes.len() as u64)
+            .map_err(|e| cascade.answer(e.into()))
     })
     .await?;
+    run_automations(&request, &entity, Message::Delete, &deleted, draft).await?;
     Ok(axum::Json(json!({
         "JobId": job_id,
         "JobName": job_name,
         "EntitySetName": entity.set_name,
-        "DeletedCount": deleted,
+        "DeletedCount": deleted.len(),
     }))
     .into_response())
 }
@@ -491,7 +494,7 @@ pub(crate) async fn import_records(
     let summary = draft.clone();
     let entity_for_task = entity.clone();
     let write_context = context(&request);
-    let created = blocking(move || -> Result<Vec<Uuid>, AppError> {
+    let created = blocking(move || -> Result<Vec<WriteOutcome>, AppError> {
         let mut before_commit = |outcomes: &[WriteOutcome]| -> Result<(), String> {
             let events = batch_events(
                 &policy,
@@ -502,15 +505,16 @@ pub(crate) async fn import_records(
             );
             state.append_all_blocking(events).map_err(|e| e.message)
         };
-        let outcomes = store.import(
+        Ok(store.import(
             &entity_for_task.logical_name,
             rows,
             write_context,
             &mut before_commit,
-        )?;
-        Ok(outcomes.iter().map(|o| o.id).collect())
+        )?)
     })
     .await?;
+    run_automations(&request, &entity, Message::Create, &created, draft).await?;
+    let created: Vec<Uuid> = created.iter().map(|o| o.id).collect();
     Ok(axum::Json(json!({
         "ImportJobId": import_id,
         "EntitySetName": entity.set_name,

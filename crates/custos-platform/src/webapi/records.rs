@@ -59,47 +59,56 @@ async fn after_write(
     if is_automation(&entity.logical_name) {
         request.state.own.automations.refresh(&request.instance)?;
     }
-    automation::run(
-        &request.state,
-        &request.instance,
+    run_automations(
+        request,
         entity,
         message,
-        outcome,
+        std::slice::from_ref(outcome),
         trigger,
     )
-    .await?;
-    // The records a delete took with it or unlinked are deleted and updated as their own
-    // requests would be, so their processes and plug-in steps run too: a webhook told of every
-    // contact deleted must hear of those that went with their account. (A share that went with
-    // a record is no record's message.)
-    for reached in outcome
-        .cascaded
+    .await
+}
+
+/// Runs the processes and plug-in steps that react to `outcomes` (writes of `entity` by
+/// `message`), then those of the records the writes reached: a delete's records taken with it
+/// or unlinked are deleted and updated as their own requests would be, so their automations
+/// run too — a webhook told of every contact deleted must hear of those that went with their
+/// account. (A share that went with a record is no record's message.)
+pub(super) async fn run_automations(
+    request: &WebRequest,
+    entity: &EntityDef,
+    message: Message,
+    outcomes: &[WriteOutcome],
+    trigger: &EventDraft,
+) -> Result<(), AppError> {
+    let (state, instance) = (&request.state, &request.instance);
+    let written: Vec<&WriteOutcome> = outcomes.iter().collect();
+    automation::run(state, instance, entity, message, &written, trigger).await?;
+    // The records reached, by entity and message, in the order first reached.
+    let mut reached: Vec<(&str, Message, Vec<&WriteOutcome>)> = Vec::new();
+    for one in outcomes
         .iter()
-        .filter(|reached| reached.entity != SHARE_ENTITY)
+        .flat_map(|outcome| &outcome.cascaded)
+        .filter(|one| one.entity != SHARE_ENTITY)
     {
-        let Some(reached_entity) = request
-            .instance
-            .store
-            .catalog()
-            .entity(&reached.entity)
-            .cloned()
-        else {
-            continue;
-        };
-        let message = if reached.after.is_some() {
+        let message = if one.after.is_some() {
             Message::Update
         } else {
             Message::Delete
         };
-        automation::run(
-            &request.state,
-            &request.instance,
-            &reached_entity,
-            message,
-            reached,
-            trigger,
-        )
-        .await?;
+        match reached
+            .iter_mut()
+            .find(|(name, m, _)| *name == one.entity && *m == message)
+        {
+            Some((_, _, group)) => group.push(one),
+            None => reached.push((&one.entity, message, vec![one])),
+        }
+    }
+    for (name, message, group) in reached {
+        let Some(entity) = instance.store.catalog().entity(name).cloned() else {
+            continue;
+        };
+        automation::run(state, instance, &entity, message, &group, trigger).await?;
     }
     Ok(())
 }

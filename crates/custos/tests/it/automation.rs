@@ -350,4 +350,64 @@ fn the_records_a_delete_reaches_run_their_own_processes_and_steps() {
     assert_eq!(update["PrimaryEntityId"], opportunity);
     assert_eq!(update["PreEntityImage"]["parentaccountid"], account);
     assert_eq!(update["PostEntityImage"]["parentaccountid"], Value::Null);
+
+    // A bulk delete's records, and an import's, run theirs as one by one.
+    let bulk: Vec<String> = (0..3)
+        .map(|_| {
+            entity_id(&post(
+                &server,
+                &admin,
+                "contacts",
+                json!({"lastname": "Bulk"}),
+            ))
+        })
+        .collect();
+    let response = post(
+        &server,
+        &admin,
+        "BulkDelete",
+        json!({"EntitySetName": "contacts", "Filter": "lastname eq 'Bulk'"}),
+    );
+    assert_eq!(response.status(), 200);
+    let bodies = wait_for(&received, 6);
+    let mut told: Vec<&str> = bodies[3..]
+        .iter()
+        .map(|b| {
+            assert_eq!(b["MessageName"], "Delete");
+            b["PrimaryEntityId"].as_str().unwrap()
+        })
+        .collect();
+    told.sort();
+    let mut bulk_sorted: Vec<&str> = bulk.iter().map(String::as_str).collect();
+    bulk_sorted.sort();
+    assert_eq!(told, bulk_sorted);
+    let hold = entity_id(&post(
+        &server,
+        &admin,
+        "workflows",
+        json!({"name": "Hold new accounts", "primaryentity": "account", "triggeron": "create",
+               "actiontype": "setfield", "fieldname": "creditonhold", "fieldvalue": "true"}),
+    ));
+    patch(
+        &server,
+        &admin,
+        &format!("workflows({hold})"),
+        json!({"statecode": 1}),
+    );
+    let imported: Value = post(
+        &server,
+        &admin,
+        "ImportRecords",
+        json!({"EntitySetName": "accounts", "Content": "name\nImported one\nImported two\n"}),
+    )
+    .json()
+    .unwrap();
+    for id in imported["RecordIds"].as_array().unwrap() {
+        let id = id.as_str().unwrap();
+        assert_eq!(
+            get_json(&server.api(&format!("accounts({id})")), &admin)["creditonhold"],
+            true,
+            "{id}"
+        );
+    }
 }
