@@ -462,6 +462,9 @@ pub(crate) async fn run(
                 })
                 .to_string();
                 calls.push(draft);
+                if calls.len() == CALLS_RECORDED_TOGETHER {
+                    record_calls(state, std::mem::take(&mut calls)).await?;
+                }
             }
             Action::SetField { attribute, value } => {
                 draft.details = json!({
@@ -514,7 +517,16 @@ pub(crate) async fn run(
             }
         }
     }
-    // Recorded before they leave; the outbox delivers them from the log.
+    record_calls(state, calls).await
+}
+
+/// Webhook calls recorded in one go at most: a bulk delete's thousands are group commits of
+/// this many, not all their payloads (each record's image) held at once.
+const CALLS_RECORDED_TOGETHER: usize = 1024;
+
+/// Records webhook calls before they leave (the outbox delivers them from the log): one call
+/// without holding a thread, more together.
+async fn record_calls(state: &PlatformState, mut calls: Vec<EventDraft>) -> Result<(), AppError> {
     match calls.len() {
         0 => Ok(()),
         1 => state.record(calls.remove(0)).await,

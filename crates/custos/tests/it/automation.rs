@@ -381,6 +381,31 @@ fn the_records_a_delete_reaches_run_their_own_processes_and_steps() {
     let mut bulk_sorted: Vec<&str> = bulk.iter().map(String::as_str).collect();
     bulk_sorted.sort();
     assert_eq!(told, bulk_sorted);
+    // More calls than are recorded in one go: every one of them is recorded.
+    let many = 1030;
+    let content: String = std::iter::once("lastname\n".to_string())
+        .chain((0..many).map(|n| format!("Many {n}\n")))
+        .collect();
+    let imported = post(
+        &server,
+        &admin,
+        "ImportRecords",
+        json!({"EntitySetName": "contacts", "Content": content}),
+    );
+    assert_eq!(imported.status(), 200);
+    let response = post(
+        &server,
+        &admin,
+        "BulkDelete",
+        json!({"EntitySetName": "contacts", "Filter": "startswith(lastname, 'Many ')"}),
+    );
+    assert_eq!(response.status(), 200);
+    let runs = server.audit(&admin, "operation=RunProcess");
+    assert_eq!(
+        runs.len(),
+        2 + 3 + many,
+        "every contact deleted ran the process"
+    );
     let hold = entity_id(&post(
         &server,
         &admin,
