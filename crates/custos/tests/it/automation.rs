@@ -308,10 +308,7 @@ fn the_records_a_delete_reaches_run_their_own_processes_and_steps() {
         None,
     );
     assert_eq!(deleted.status(), 204);
-    let correlation = deleted.headers()["x-ms-service-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let correlation = correlation_of(&deleted);
 
     let mut processes: Vec<String> = server
         .audit(&admin, "operation=RunProcess")

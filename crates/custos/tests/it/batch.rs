@@ -16,23 +16,6 @@ fn send_raw(
     builder.bearer_auth(token).body(body).send().unwrap()
 }
 
-/// The correlation id of a request, which its events carry.
-fn correlation_of(response: &reqwest::blocking::Response) -> String {
-    response.headers()["x-ms-service-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// The events of one request, found by its correlation id.
-fn events_of(server: &Server, token: &str, correlation: &str) -> Vec<Value> {
-    server
-        .audit(token, "instance=main")
-        .into_iter()
-        .filter(|e| e["CorrelationId"] == correlation)
-        .collect()
-}
-
 #[test]
 fn each_request_of_a_batch_is_answered_and_audited_as_if_sent_alone() {
     let server = Server::start(&[]);

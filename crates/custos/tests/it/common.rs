@@ -494,6 +494,23 @@ pub fn create_account(server: &Server, token: &str, name: &str) -> String {
     entity_id(&response)
 }
 
+/// The correlation id of a request, which its events carry.
+pub fn correlation_of(response: &Response) -> String {
+    response.headers()["x-ms-service-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The events of one request of instance `main`, found by its correlation id.
+pub fn events_of(server: &Server, token: &str, correlation: &str) -> Vec<Value> {
+    server
+        .audit(token, "instance=main")
+        .into_iter()
+        .filter(|e| e["CorrelationId"] == correlation)
+        .collect()
+}
+
 pub fn count(server: &Server, token: &str, set: &str) -> u64 {
     get_json(&server.api(&format!("{set}?$count=true&$top=1")), token)["@odata.count"]
         .as_u64()

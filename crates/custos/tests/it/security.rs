@@ -551,21 +551,14 @@ fn a_write_shows_the_record_written_only_to_who_may_read_it_and_records_the_read
         Some(json!({"revenue": 7})),
     );
     assert_eq!(updated.status(), 200);
-    let correlation = updated.headers()["x-ms-service-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let correlation = correlation_of(&updated);
     let body: Value = updated.json().unwrap();
     assert_eq!(
         (body["name"].clone(), body["revenue"].clone()),
         (json!("Written"), json!(7.0))
     );
     assert!(body.get("accountnumber").is_none(), "{body}");
-    let events: Vec<Value> = server
-        .audit(&admin, "instance=main")
-        .into_iter()
-        .filter(|e| e["CorrelationId"] == correlation.as_str())
-        .collect();
+    let events = events_of(&server, &admin, &correlation);
     let mut seen: Vec<(String, Value, Value)> = events
         .iter()
         .map(|e| {
