@@ -175,21 +175,34 @@ pub struct Instance {
 const ACCESS_INTERVAL_HOURS_DEFAULT: i64 = 4;
 
 impl Instance {
-    /// Whether `user`'s access now (through the web or the API) is to be recorded: the first in
-    /// the interval is; the moment is then taken. A restart forgets the moments, so the first
-    /// access after it is recorded again.
-    pub fn access_due(&self, user: Uuid, web: bool, now_secs: i64) -> bool {
-        let interval = self
-            .access_interval_secs
-            .load(std::sync::atomic::Ordering::Acquire);
+    fn access_interval(&self) -> i64 {
+        self.access_interval_secs
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether this node has not yet recorded, nor learnt of, `user`'s access (through the web
+    /// or the API) within the interval before `now_secs`; if so the moment is taken, so that
+    /// the node's concurrent requests ask once. [`AppState::access_due`] asks the directory
+    /// next.
+    fn access_unknown(&self, user: Uuid, web: bool, now_secs: i64) -> bool {
+        let interval = self.access_interval();
         let mut last = self.last_access.lock().expect("last access lock");
         match last.get(&(user, web)) {
-            Some(at) if now_secs - at < interval => false,
+            Some(at) if (0..interval).contains(&(now_secs - at)) => false,
             _ => {
                 last.insert((user, web), now_secs);
                 true
             }
         }
+    }
+
+    /// Takes `at` as the moment `user`'s access was last recorded (by another node, or before
+    /// a restart).
+    fn access_recorded_at(&self, user: Uuid, web: bool, at: i64) {
+        self.last_access
+            .lock()
+            .expect("last access lock")
+            .insert((user, web), at);
     }
 
     /// Forgets that `user`'s access was recorded (its event could not be made durable).
@@ -198,6 +211,13 @@ impl Instance {
             .lock()
             .expect("last access lock")
             .remove(&(user, web));
+    }
+
+    /// The directory's counter of `user`'s recorded access to this instance: `[at, until, 0,
+    /// until]`, `until` being the interval's end (what `Directory::prune_counters` reads).
+    fn access_key(&self, user: Uuid, web: bool) -> String {
+        let channel = if web { "web" } else { "sdk" };
+        format!("access:{}:{user}:{channel}", self.organization_id)
     }
 
     /// Reloads the grants of the custom roles from the `role` records.
@@ -766,6 +786,51 @@ impl AppState {
             .expect("instances lock")
             .get(name)
             .cloned()
+    }
+
+    /// Whether `user`'s access to `instance` now (through the web or the API) is to be
+    /// recorded: the first in the instance's interval is — on any node of a cluster, and
+    /// across restarts, for the directory keeps when it was last recorded
+    /// ([`AppState::access_recorded`] writes it once the event is durable). Should the directory
+    /// not answer, the access is recorded: more events, never fewer.
+    pub async fn access_due(&self, instance: &Instance, user: Uuid, web: bool) -> bool {
+        let now = self.clock.now_secs();
+        if !instance.access_unknown(user, web, now) {
+            return false;
+        }
+        let key = instance.access_key(user, web);
+        let directory = self.directory.clone();
+        let held = crate::error::blocking(move || directory.counters(&[&key])).await;
+        match held.map(|held| held.into_iter().next().flatten()) {
+            Ok(Some([at, ..])) if (0..instance.access_interval()).contains(&(now - at)) => {
+                instance.access_recorded_at(user, web, at);
+                false
+            }
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(error = %error.message, "when a user's access was last recorded cannot be read; it is recorded again");
+                true
+            }
+        }
+    }
+
+    /// Writes down in the directory that `user`'s access to `instance` was recorded at `at`
+    /// (its event is durable), so that no node records it again within the interval.
+    pub async fn access_recorded(&self, instance: &Instance, user: Uuid, web: bool, at: i64) {
+        let key = instance.access_key(user, web);
+        let interval = instance.access_interval();
+        let directory = self.directory.clone();
+        let written = crate::error::blocking(move || {
+            directory.update_counter(&key, |held| {
+                let at = held.map_or(at, |[held, ..]| held.max(at));
+                let until = at.saturating_add(interval);
+                Some([at, until, 0, until])
+            })
+        })
+        .await;
+        if let Err(error) = written {
+            tracing::warn!(error = %error.message, "that a user's access was recorded was not written down; another node may record it again");
+        }
     }
 
     /// Whether any instance audits user access (sign-in is tenant-wide).

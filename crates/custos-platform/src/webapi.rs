@@ -620,8 +620,9 @@ fn allowed_methods(target: &Target) -> &'static str {
 }
 
 /// Records a user's access to an instance — through the console (`UserAccessViaWeb`) or the
-/// Web API (`UserAccessViaSdk`) — once per `useraccessauditinginterval`, when the instance
-/// audits user access (SPEC §4). Support engineers' access is the tool's, recorded otherwise.
+/// Web API (`UserAccessViaSdk`) — once per `useraccessauditinginterval` on the whole cluster
+/// and across restarts, when the instance audits user access (SPEC §4). Support engineers'
+/// access is the tool's, recorded otherwise.
 async fn record_access(
     state: &PlatformState,
     instance: &Instance,
@@ -635,7 +636,7 @@ async fn record_access(
     );
     if !counted
         || !instance.policy.load().audits_user_access()
-        || !instance.access_due(caller.principal.id, web, state.clock.now_secs())
+        || !state.access_due(instance, caller.principal.id, web).await
     {
         return Ok(());
     }
@@ -650,11 +651,19 @@ async fn record_access(
     access.record_ids = Vec::new();
     access.query = String::new();
     access.details = String::new();
-    let recorded = state.record(access).await;
-    if recorded.is_err() {
-        instance.forget_access(caller.principal.id, web);
+    let at = state.clock.now_secs();
+    match state.record(access).await {
+        Ok(()) => {
+            state
+                .access_recorded(instance, caller.principal.id, web, at)
+                .await;
+            Ok(())
+        }
+        Err(unavailable) => {
+            instance.forget_access(caller.principal.id, web);
+            Err(unavailable)
+        }
     }
-    recorded
 }
 
 /// Names the operation and entity a request attempts, before anything is checked, so that even

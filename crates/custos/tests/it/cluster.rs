@@ -752,6 +752,42 @@ fn two_nodes_on_one_postgresql_keep_in_step_with_each_others_changes() {
             .is_empty()
     });
 
+    // A user's access is recorded once per interval on the cluster, not once per node. Read
+    // auditing goes off in the same change, so a read on q that records nothing shows q holds it.
+    p.set_org(
+        &admin_p,
+        json!({"isuseraccessauditenabled": true, "isreadauditenabled": false}),
+    );
+    wait_for("node q to take the new settings", within, || {
+        let read = send(
+            client().get(q.api(&format!("accounts({id})"))),
+            &admin_q,
+            None,
+        );
+        assert_eq!(read.status(), 200);
+        let correlation = correlation_of(&read);
+        !events_of(&q, &admin_q, &correlation)
+            .iter()
+            .any(|e| e["Operation"] == "Retrieve")
+    });
+    p.add_user(&admin_p, "cy@contoso.test", "cy-password-1", "Basic User");
+    let cy = p.token("cy@contoso.test", "cy-password-1");
+    let accesses = || {
+        p.audit(&admin_p, "operation=UserAccessViaSdk&user=cy@contoso.test")
+            .len()
+    };
+    let listed = send(client().get(p.api("accounts")), &cy, None);
+    assert_eq!(listed.status(), 200);
+    assert_eq!(accesses(), 1, "cy's access, recorded by node p");
+    wait_for("node q to know cy", within, || {
+        send(client().get(q.api("accounts")), &cy, None).status() == 200
+    });
+    for server in [&q, &p, &q] {
+        let listed = send(client().get(server.api("accounts")), &cy, None);
+        assert_eq!(listed.status(), 200);
+        assert_eq!(accesses(), 1, "cy's access, recorded once for both nodes");
+    }
+
     // An instance created through one node is served by the other.
     let created = send(
         client().post(format!("{}/api/admin/instances", p.base)),

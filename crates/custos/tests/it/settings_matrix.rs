@@ -596,3 +596,37 @@ fn admin_support_and_refused_actions_are_recorded_whatever_the_settings() {
         "failed requests too"
     );
 }
+
+#[test]
+fn a_users_access_is_recorded_once_an_interval_even_across_a_restart() {
+    let mut server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isuseraccessauditenabled": true}));
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let accesses = |server: &Server, admin: &str| {
+        server
+            .audit(admin, "operation=UserAccessViaSdk&user=bo@contoso.test")
+            .len()
+    };
+    let list = |server: &Server| {
+        let listed = send(client().get(server.api("accounts")), &bo, None);
+        assert_eq!(listed.status(), 200);
+    };
+    list(&server);
+    assert_eq!(accesses(&server, &admin), 1);
+    assert!(server.stop().success());
+    let data = server.data_dir.clone();
+    let restarted = Server::start_in(&data, &[]);
+    let admin = restarted.admin();
+    list(&restarted);
+    assert_eq!(
+        accesses(&restarted, &admin),
+        1,
+        "the restarted server knows bo's access was recorded in this interval"
+    );
+    // With no interval, every access is recorded.
+    restarted.set_org(&admin, json!({"useraccessauditinginterval": 0}));
+    list(&restarted);
+    assert_eq!(accesses(&restarted, &admin), 2);
+}
