@@ -20,8 +20,8 @@ use crate::seed::SHARE_ENTITY;
 use crate::sql::{Dialect, column_list, resolve, select_sql};
 use crate::store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ChangeFailed,
-    ImportRow, Record, RecordChange, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
-    WriteOutcome,
+    ImportRow, LookupNaming, Record, RecordChange, RecordPage, RecordQuery, RecordStore,
+    WriteContext, WriteMode, WriteOutcome,
 };
 use crate::value::Value;
 use crate::write::{
@@ -799,6 +799,35 @@ fn remove_attribute(
     Ok((found, destroyed))
 }
 
+/// Every lookup attribute, published or in a draft, whose target is one of `targets`; each once,
+/// by entity and attribute.
+fn lookups_naming(sql: &mut dyn Sql, targets: &[&str]) -> Result<Vec<LookupNaming>> {
+    let mut naming: Vec<LookupNaming> = Vec::new();
+    for row in sql.texts(
+        "SELECT published, draft FROM custos_entity ORDER BY logical_name",
+        &[],
+        2,
+    )? {
+        for text in row.into_iter().flatten() {
+            let definition = parse_definition(&text)?;
+            for attribute in &definition.attributes {
+                let AttributeType::Lookup { target, .. } = &attribute.attribute_type else {
+                    continue;
+                };
+                let found = LookupNaming {
+                    entity: definition.logical_name.clone(),
+                    attribute: attribute.logical_name.clone(),
+                    target: target.clone(),
+                };
+                if targets.contains(&target.as_str()) && !naming.contains(&found) {
+                    naming.push(found);
+                }
+            }
+        }
+    }
+    Ok(naming)
+}
+
 fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Record>)> {
     let (published, draft) = definitions(sql, entity)?;
     if draft.category != EntityCategory::Custom {
@@ -809,23 +838,11 @@ fn remove_entity(sql: &mut dyn Sql, entity: &str) -> Result<(EntityDef, Vec<Reco
     // A lookup of another entity naming it would name an entity that is gone (and, with no
     // target to check, take any id): refused, as Dataverse refuses to delete a table another
     // one relates to, until those lookups are deleted.
-    let mut naming = Vec::new();
-    for row in sql.texts("SELECT published, draft FROM custos_entity", &[], 2)? {
-        for text in row.into_iter().flatten() {
-            let other = parse_definition(&text)?;
-            if other.logical_name == entity {
-                continue;
-            }
-            for attribute in &other.attributes {
-                let name = format!("{}.{}", other.logical_name, attribute.logical_name);
-                if matches!(&attribute.attribute_type, AttributeType::Lookup { target, .. } if target == entity)
-                    && !naming.contains(&name)
-                {
-                    naming.push(name);
-                }
-            }
-        }
-    }
+    let naming: Vec<String> = lookups_naming(sql, &[entity])?
+        .into_iter()
+        .filter(|lookup| lookup.entity != entity)
+        .map(|lookup| format!("{}.{}", lookup.entity, lookup.attribute))
+        .collect();
     if !naming.is_empty() {
         return Err(Error::Conflict(format!(
             "entity '{entity}' cannot be deleted while lookups name it: {}; delete them first",
@@ -996,6 +1013,10 @@ impl<E: Engine> RecordStore for Store<E> {
 
     fn draft(&self, entity: &str) -> Result<EntityDef> {
         self.engine.read(|sql| Ok(definitions(sql, entity)?.1))
+    }
+
+    fn lookups_naming(&self, targets: &[&str]) -> Result<Vec<LookupNaming>> {
+        self.engine.read(|sql| lookups_naming(sql, targets))
     }
 
     fn drafts(&self) -> Result<Vec<EntityDef>> {

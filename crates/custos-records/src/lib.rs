@@ -46,7 +46,7 @@ pub use sql::check_query;
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::{
     BeforeAttributeDelete, BeforeCommit, BeforeCommitAll, BeforeEntityDelete, ChangeFailed,
-    ImportRow, Record, RecordChange, RecordPage, RecordQuery, RecordStore, WriteContext, WriteMode,
-    WriteOutcome,
+    ImportRow, LookupNaming, Record, RecordChange, RecordPage, RecordQuery, RecordStore,
+    WriteContext, WriteMode, WriteOutcome,
 };
 pub use value::{Value, datetime_text};

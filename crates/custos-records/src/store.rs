@@ -61,6 +61,17 @@ pub struct WriteOutcome {
     pub cascaded: Vec<WriteOutcome>,
 }
 
+/// A lookup attribute and the entity it names ([`RecordStore::lookups_naming`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupNaming {
+    /// The entity the lookup is an attribute of.
+    pub entity: String,
+    /// The lookup's logical name.
+    pub attribute: String,
+    /// The entity it names.
+    pub target: String,
+}
+
 /// How a write treats an existing or missing record (PATCH with `If-Match` / `If-None-Match`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -181,6 +192,9 @@ pub trait RecordStore: Send + Sync {
     fn draft(&self, entity: &str) -> Result<EntityDef>;
     /// Every entity's draft definition (what publishing would make current), by logical name.
     fn drafts(&self) -> Result<Vec<EntityDef>>;
+    /// Every lookup attribute, published or in a draft, that names one of `targets` (an entity
+    /// may be deleted only when no other entity's lookup names it).
+    fn lookups_naming(&self, targets: &[&str]) -> Result<Vec<LookupNaming>>;
     /// Saves a draft definition.
     fn save_draft(&self, definition: &EntityDef) -> Result<()>;
     /// Adds a new entity as a draft only (no table until it is published); a taken logical

@@ -28,8 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    AttributeDef, AttributeType, Catalog, EntityDef, Privilege, RecordStore, Value, WriteMode,
-    WriteOutcome,
+    AttributeDef, Catalog, EntityDef, Privilege, RecordStore, Value, WriteMode, WriteOutcome,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -491,32 +490,20 @@ fn check_removable(store: &dyn RecordStore, components: &Json) -> Result<(), App
         .flatten()
         .filter_map(|pair| Some((pair[0].as_str()?, pair[1].as_str()?)))
         .collect();
-    for published in store.catalog().entities() {
-        let draft = store.draft(&published.logical_name)?;
-        for definition in [published, &draft] {
-            let entity = definition.logical_name.as_str();
-            if entities.contains(&entity) {
-                continue;
-            }
-            for attribute in &definition.attributes {
-                let AttributeType::Lookup { target, .. } = &attribute.attribute_type else {
-                    continue;
-                };
-                if entities.contains(&target.as_str())
-                    && !attributes.contains(&(entity, attribute.logical_name.as_str()))
-                {
-                    return Err(AppError::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "the solution's entity '{target}' is named by lookup {entity}.{}, which is not part of it: delete that lookup first",
-                            attribute.logical_name
-                        ),
-                    ));
-                }
-            }
-        }
+    let outside = store.lookups_naming(&entities)?.into_iter().find(|lookup| {
+        !entities.contains(&lookup.entity.as_str())
+            && !attributes.contains(&(lookup.entity.as_str(), lookup.attribute.as_str()))
+    });
+    match outside {
+        Some(lookup) => Err(AppError::new(
+            ErrorCode::Conflict,
+            format!(
+                "the solution's entity '{}' is named by lookup {}.{}, which is not part of it: delete that lookup first",
+                lookup.target, lookup.entity, lookup.attribute
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `DELETE solutions(<id>)`: removes the solution and everything it brought.
