@@ -34,7 +34,8 @@ pub use metadata::{
     OnDelete, is_custom_name,
 };
 pub use options::{
-    Expand, OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, page_size, parse_query_options,
+    Expand, OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, check_custom_option, page_size,
+    parse_query_options,
 };
 pub use pg::{PgStore, Postgres, database_address, trust_postgres_ca};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows, uncovered};

@@ -174,17 +174,128 @@ impl PageCursor {
     }
 }
 
+/// System query options OData 4.0 knows; written without their `$` (as OData 4.01 allows) they
+/// are refused rather than taken for custom options and ignored.
+const SYSTEM_OPTIONS: [&str; 15] = [
+    "select",
+    "filter",
+    "orderby",
+    "top",
+    "skip",
+    "count",
+    "skiptoken",
+    "expand",
+    "format",
+    "search",
+    "apply",
+    "compute",
+    "levels",
+    "index",
+    "schemaversion",
+];
+
+/// Checks a query parameter that is neither a system query option (`$…`) nor a parameter alias
+/// (`@…`): one that would change what a request reads, were it understood, is refused rather
+/// than ignored — a silently ignored query returns every record. Dataverse's `fetchXml` and
+/// `queryExpression` queries are not offered; `savedQuery` and `userQuery` are spelt as
+/// Dataverse spells them; a system query option needs its `$` (OData 4.0). Anything else is a
+/// custom option, ignored as OData allows (a cache-buster, say).
+pub fn check_custom_option(name: &str) -> Result<()> {
+    if ["fetchXml", "queryExpression"]
+        .iter()
+        .any(|query| name.eq_ignore_ascii_case(query))
+    {
+        return Err(Error::BadRequest(format!(
+            "{name}: FetchXML and QueryExpression queries are not supported; use the OData query options ($select, $filter, $orderby, $top, $count) or a view (savedQuery, userQuery)"
+        )));
+    }
+    for view in ["savedQuery", "userQuery"] {
+        if name != view && name.eq_ignore_ascii_case(view) {
+            return Err(Error::BadRequest(format!(
+                "query parameter '{name}' is not known: a view is run with {view}"
+            )));
+        }
+    }
+    if let Some(option) = SYSTEM_OPTIONS
+        .iter()
+        .find(|option| name.eq_ignore_ascii_case(option))
+    {
+        return Err(Error::BadRequest(format!(
+            "query parameter '{name}' reads as the system query option ${option}, which OData 4.0 writes with its $: use ${option}"
+        )));
+    }
+    Ok(())
+}
+
+/// `text` (a `$filter` or `$orderby`) with each parameter alias outside its string literals
+/// replaced by the alias's value as given (`$filter=contains(@p1,'Contoso')&@p1=name`); an
+/// alias given no value is `null`, as OData's URL conventions say.
+fn with_aliases<'t>(text: &'t str, aliases: &[(&str, &str)]) -> std::borrow::Cow<'t, str> {
+    if !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        if c == '\'' {
+            in_string = !in_string;
+        }
+        if c == '@' && !in_string {
+            let len = rest
+                .find(|n: char| !(n.is_ascii_alphanumeric() || n == '_'))
+                .unwrap_or(rest.len());
+            if len > 0 {
+                let name = &rest[..len];
+                let value = aliases
+                    .iter()
+                    .find(|(alias, _)| alias.strip_prefix('@') == Some(name))
+                    .map_or("null", |(_, value)| *value);
+                out.push_str(value);
+                rest = &rest[len..];
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Parses the decoded query pairs of a request. Names may carry the `$` or not only where OData
-/// allows it; unknown `$` options are rejected, other parameters are left to the caller.
+/// allows it; unknown `$` options are rejected, as are custom parameters that would change what
+/// is read were they understood ([`check_custom_option`]); parameter aliases (`@name`) are
+/// read into `$filter` and `$orderby`; other parameters are left to the caller.
 pub fn parse_query_options<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<QueryOptions> {
+    let pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+    let mut aliases: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in &pairs {
+        if name.starts_with('@') {
+            if aliases.iter().any(|(alias, _)| alias == name) {
+                return Err(Error::BadRequest(format!(
+                    "parameter alias {name} is given more than once"
+                )));
+            }
+            aliases.push((name, value));
+        }
+    }
     let mut options = QueryOptions::default();
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in pairs {
-        if !name.starts_with('$') {
+        if name.starts_with('@') {
             continue;
         }
+        if !name.starts_with('$') {
+            check_custom_option(name)?;
+            continue;
+        }
+        let value = match name {
+            "$filter" | "$orderby" => with_aliases(value, &aliases),
+            _ => std::borrow::Cow::Borrowed(value),
+        };
+        let value = value.as_ref();
         if seen.contains(&name) {
             return Err(Error::BadRequest(format!(
                 "query option {name} is given more than once"
@@ -292,4 +403,57 @@ pub fn page_size(prefer: Option<&str>) -> Result<u64> {
         }
     }
     Ok(PAGE_SIZE_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter_of(pairs: &[(&str, &str)]) -> Result<Option<String>> {
+        parse_query_options(pairs.iter().copied()).map(|o| o.filter.map(|f| format!("{f:?}")))
+    }
+
+    #[test]
+    fn parameter_aliases_are_read_into_filter_and_orderby_outside_string_literals() {
+        let aliased = filter_of(&[
+            ("$filter", "contains(@p1,'@p1') and revenue gt @p2"),
+            ("@p1", "name"),
+            ("@p2", "5"),
+        ])
+        .unwrap();
+        let written = filter_of(&[("$filter", "contains(name,'@p1') and revenue gt 5")]).unwrap();
+        assert_eq!(aliased, written);
+        let unset = filter_of(&[("$filter", "name eq @missing")]).unwrap();
+        assert_eq!(unset, filter_of(&[("$filter", "name eq null")]).unwrap());
+        let ordered = parse_query_options([("$orderby", "@o desc"), ("@o", "revenue")]).unwrap();
+        assert_eq!(
+            ordered.order_by,
+            vec![OrderBy {
+                attribute: "revenue".into(),
+                descending: true
+            }]
+        );
+        let twice = parse_query_options([("$filter", "name eq @a"), ("@a", "'x'"), ("@a", "'y'")]);
+        assert!(matches!(twice, Err(Error::BadRequest(m)) if m.contains("more than once")));
+    }
+
+    #[test]
+    fn a_query_parameter_that_would_change_what_is_read_is_refused_not_ignored() {
+        for name in [
+            "fetchXml",
+            "FETCHXML",
+            "queryExpression",
+            "savedquery",
+            "UserQuery",
+            "filter",
+            "Top",
+            "select",
+        ] {
+            let refused = parse_query_options([(name, "x")]);
+            assert!(matches!(refused, Err(Error::BadRequest(_))), "{name}");
+        }
+        for name in ["savedQuery", "userQuery", "_", "api-version"] {
+            assert!(parse_query_options([(name, "x")]).is_ok(), "{name}");
+        }
+    }
 }

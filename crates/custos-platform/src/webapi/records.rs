@@ -11,7 +11,7 @@ use custos_audit::Operation;
 use custos_records::{
     AttributeType, Catalog, ChangeFailed, EntityDef, Filter, NewPrincipal, ORGANIZATION_ENTITY,
     PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, SHARE_ENTITY, Value,
-    WriteContext, WriteMode, WriteOutcome, page_size, parse_query_options,
+    WriteContext, WriteMode, WriteOutcome, check_custom_option, page_size, parse_query_options,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -456,7 +456,7 @@ async fn list(
             request
                 .query
                 .iter()
-                .filter(|(k, _)| k.starts_with('$'))
+                .filter(|(k, _)| k.starts_with('$') || k.starts_with('@'))
                 .cloned()
                 .chain(view.options.iter().cloned())
                 .collect()
@@ -745,7 +745,8 @@ async fn retrieve_at(
                     "query option {other} is not supported on a single record"
                 )));
             }
-            _ => {}
+            other if other.starts_with('@') => {}
+            other => check_custom_option(other)?,
         }
     }
     let options = parse_query_options(single)?;
@@ -932,7 +933,7 @@ async fn count_of(
     let filter = request
         .query
         .iter()
-        .filter(|(k, _)| k == "$filter")
+        .filter(|(k, _)| k == "$filter" || !k.starts_with('$'))
         .map(|(k, v)| (k.as_str(), v.as_str()));
     let mut options = parse_query_options(filter.chain([("$count", "true"), ("$top", "1")]))?;
     options.select = Some(vec![entity.primary_id()]);

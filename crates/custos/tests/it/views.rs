@@ -193,3 +193,94 @@ fn views_run_their_query_and_every_page_is_recorded_with_the_view() {
         "system views are an administrator's"
     );
 }
+
+#[test]
+fn a_query_is_read_as_written_with_its_aliases_or_refused_never_ignored() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    let mut made = std::collections::HashMap::new();
+    for (name, revenue) in [("Small", 100), ("Big", 900), ("Huge", 5000)] {
+        let created = post(
+            &server,
+            &admin,
+            "accounts",
+            json!({"name": name, "revenue": revenue}),
+        );
+        made.insert(name, entity_id(&created));
+    }
+
+    // Parameter aliases, as Dataverse takes them in $filter and $orderby.
+    let aliased = send(
+        client().get(server.api(
+            "accounts?$select=name&$filter=revenue gt @min and name ne '@min'&$orderby=@by desc&@min=500&@by=revenue",
+        )),
+        &admin,
+        None,
+    );
+    assert_eq!(aliased.status(), 200);
+    let correlation = correlation_of(&aliased);
+    let page: Value = aliased.json().unwrap();
+    let names: Vec<&str> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Huge", "Big"]);
+    let events = events_of(&server, &admin, &correlation);
+    let listed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["Operation"] == "RetrieveMultiple")
+        .collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        record_ids(&events),
+        BTreeSet::from([made["Huge"].clone(), made["Big"].clone()]),
+        "the records shown, and only those"
+    );
+    assert!(
+        listed[0]["Query"].as_str().unwrap().contains("@min=500"),
+        "{}",
+        listed[0]["Query"]
+    );
+    let counted = send(
+        client().get(server.api("accounts/$count?$filter=revenue gt @min&@min=500")),
+        &admin,
+        None,
+    );
+    assert_eq!(counted.text().unwrap(), "2");
+
+    // A query that would read something else, were it understood, is refused rather than
+    // ignored — ignored, it would list every account.
+    let fetch = "<fetch><entity name='account'><filter><condition attribute='name' operator='eq' value='Small'/></filter></entity></fetch>";
+    let small = &made["Small"];
+    for path in [
+        format!("accounts?fetchXml={fetch}"),
+        "accounts?queryExpression={}".to_string(),
+        "accounts?filter=name eq 'Small'".to_string(),
+        "accounts?savedquery=6f3b0002-0000-4000-8000-000000000001".to_string(),
+        format!("accounts/$count?fetchXml={fetch}"),
+        format!("accounts({small})?fetchXml={fetch}"),
+    ] {
+        let refused = send(client().get(server.api(&path)), &admin, None);
+        let correlation = correlation_of(&refused);
+        let (status, code, message) = odata_error(refused);
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "BadRequest"),
+            "{path}: {message}"
+        );
+        let events = events_of(&server, &admin, &correlation);
+        assert!(
+            !events.is_empty() && events.iter().all(|e| e["ResultStatus"] == "Failed"),
+            "{path}: nothing read, the refusal recorded: {events:?}"
+        );
+        assert!(
+            record_ids(&events)
+                .iter()
+                .all(|id| path.contains(id.as_str())),
+            "{path}: no record named but the one the path names"
+        );
+    }
+}
