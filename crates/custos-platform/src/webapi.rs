@@ -782,6 +782,17 @@ async fn prelude(
     }
     let caller = authenticate(state, &headers)?;
     draft.set_caller(&caller);
+    // Dataverse runs a request that carries one of these as another user. Not offered here,
+    // and never ignored: ignored, the request would run with the caller's own privileges,
+    // which the integration that sent it meant to narrow to that user's.
+    if let Some(header) = ["MSCRMCallerID", "CallerObjectId"]
+        .into_iter()
+        .find(|header| headers.contains_key(*header))
+    {
+        return Err(AppError::bad_request(format!(
+            "acting on behalf of another user ({header}) is not supported: sign in as that user"
+        )));
+    }
     let instance = state
         .instance(instance_name)
         .ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;

@@ -589,3 +589,44 @@ fn a_write_shows_the_record_written_only_to_who_may_read_it_and_records_the_read
         "{writers:?}"
     );
 }
+
+#[test]
+fn a_request_on_behalf_of_another_user_is_refused_not_run_as_its_caller() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    create_account(&server, &admin, "Only the admin's to see");
+    let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    // Dataverse's impersonation headers: the admin's service asks to act as bo. Run as the
+    // admin, the list would show what bo may not read.
+    for header in ["MSCRMCallerID", "CallerObjectId", "mscrmcallerid"] {
+        let refused = send(
+            client().get(server.api("accounts")).header(header, &bo),
+            &admin,
+            None,
+        );
+        let correlation = correlation_of(&refused);
+        let (status, code, message) = odata_error(refused);
+        assert_eq!((status, code.as_str()), (400, "BadRequest"), "{header}");
+        assert!(message.contains("on behalf of another user"), "{message}");
+        let events = events_of(&server, &admin, &correlation);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["ResultStatus"], "Failed");
+        assert_eq!(events[0]["RecordIds"], json!([]));
+    }
+    // Inside a batch too: the inner request is refused, its neighbour runs.
+    let batch = json!({"requests": [
+        {"id": "1", "method": "GET", "url": "accounts", "headers": {"MSCRMCallerID": bo}},
+        {"id": "2", "method": "GET", "url": "accounts?$select=name"},
+    ]});
+    let answered = send(client().post(server.api("$batch")), &admin, Some(batch));
+    assert_eq!(answered.status(), 200);
+    let answer: Value = answered.json().unwrap();
+    let statuses: Vec<u64> = answer["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 200], "{answer:#}");
+}
