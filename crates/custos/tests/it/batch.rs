@@ -363,14 +363,7 @@ fn an_atomicity_group_fails_whole_and_refuses_what_it_cannot_hold() {
         .json()
         .unwrap();
     let responses = answer["responses"].as_array().unwrap();
-    assert_eq!(
-        responses
-            .iter()
-            .map(|r| r["status"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [204, 204, 200],
-        "{answer:#}"
-    );
+    assert_eq!(batch_statuses(&answer), [204, 204, 200], "{answer:#}");
     assert_eq!(responses[2]["body"]["name"], "Grouped");
 
     // What a group cannot hold is refused, recorded, and nothing of the group is made: a read,

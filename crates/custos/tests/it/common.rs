@@ -667,3 +667,13 @@ pub fn verify_live(server: &Server, token: &str) -> Value {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The status of each answer of a JSON `$batch` answer, in order.
+pub fn batch_statuses(answer: &Value) -> Vec<u64> {
+    answer["responses"]
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|r| r["status"].as_u64().expect("a status"))
+        .collect()
+}

@@ -444,12 +444,7 @@ fn a_single_property_is_set_and_cleared_alone_and_recorded_as_an_update() {
     let answer: Value = send(client().post(server.api("$batch")), &admin, Some(batch))
         .json()
         .unwrap();
-    let statuses: Vec<u64> = answer["responses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
+    let statuses = batch_statuses(&answer);
     assert_eq!(statuses, [204, 204, 204], "{answer:#}");
     assert_eq!(value("name"), "Last");
 

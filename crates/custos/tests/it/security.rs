@@ -622,11 +622,6 @@ fn a_request_on_behalf_of_another_user_is_refused_not_run_as_its_caller() {
     let answered = send(client().post(server.api("$batch")), &admin, Some(batch));
     assert_eq!(answered.status(), 200);
     let answer: Value = answered.json().unwrap();
-    let statuses: Vec<u64> = answer["responses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_u64().unwrap())
-        .collect();
+    let statuses = batch_statuses(&answer);
     assert_eq!(statuses, [400, 200], "{answer:#}");
 }
