@@ -204,7 +204,7 @@ pub(crate) async fn create(
     let mut draft = EventDraft::new(Operation::SaveAlertRule, &context);
     let result = async {
         audit_manager(&state, &mut draft, &headers, "set alert rules")?;
-        let body: Json = serde_json::from_slice(&body)
+        let body: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let mut rule = parse_rule(&state, &body)?;
         let mut all = rules(&state)?;

@@ -610,7 +610,7 @@ pub(crate) async fn start_job(
     draft.origin = Origin::Export;
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
-        let body: Json = serde_json::from_slice(&body)
+        let body: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let object = body
             .as_object()

@@ -320,7 +320,7 @@ pub(crate) async fn create(
     let mut draft = EventDraft::new(Operation::SearchAuditLog, &context);
     let result = async {
         audit_reader(&state, &mut draft, &headers).await?;
-        let body: Json = serde_json::from_slice(&body)
+        let body: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let (mut description, _) = parse_body(&body, state.clock.now_us())?;
         let id = Uuid::new_v4();

@@ -476,7 +476,7 @@ async fn save(
     let mut draft = EventDraft::new(Operation::SaveAuditReport, context);
     let result = async {
         audit_manager(state, &mut draft, headers, "save reports")?;
-        let body: Json = serde_json::from_slice(body)
+        let body: Json = custos_http::body::parse_json(body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let mut report = parse_saved(&body, state.clock.now_us())?;
         let mut reports = saved_reports(state)?;

@@ -250,7 +250,7 @@ pub(crate) async fn put(
     let mut draft = EventDraft::new(Operation::SetRetention, &context);
     let result = async {
         audit_manager(&state, &mut draft, &headers, "change retention")?;
-        let body: Json = serde_json::from_slice(&body)
+        let body: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let (default_days, rules) = parse(&body)?;
         let (old_days, old_rules) = stored(&state)?;
@@ -276,7 +276,7 @@ pub(crate) async fn preview(
 ) -> Response {
     let result = async {
         audit_reader_caller(&state, &headers)?;
-        let body: Json = serde_json::from_slice(&body)
+        let body: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let (default_days, rules) = parse(&body)?;
         let worker = state.clone();

@@ -91,7 +91,7 @@ pub(crate) async fn put(
             &headers,
             "turn audit log search on or off",
         )?;
-        let body: Json = serde_json::from_slice(&body)
+        let body: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let object = body
             .as_object()

@@ -264,7 +264,7 @@ pub async fn change_password(
         let caller = authenticate(&state, &headers)?;
         draft.set_caller(&caller);
         draft.record_ids = vec![caller.principal.id];
-        let body: serde_json::Value = serde_json::from_slice(&body)
+        let body: serde_json::Value = crate::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         let field = |key: &str| {
             body[key]

@@ -117,13 +117,7 @@ fn body_object(body: &[u8]) -> Result<Map<String, Json>, AppError> {
     if body.is_empty() {
         return Ok(Map::new());
     }
-    match serde_json::from_slice(body) {
-        Ok(Json::Object(map)) => Ok(map),
-        Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(AppError::bad_request(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
+    custos_http::body::json_object(body)
 }
 
 /// Checks a new instance's name: 2 to 32 of `a-z`, `0-9` and `-`, starting with a letter.

@@ -42,16 +42,6 @@ const COMMANDS: [&str; 4] = [
     "log-status",
 ];
 
-fn body_object(body: &[u8]) -> Result<Map<String, Json>, AppError> {
-    match serde_json::from_slice(body) {
-        Ok(Json::Object(map)) => Ok(map),
-        Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(AppError::bad_request(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
-}
-
 /// A text field of at most 500 characters; `None` when absent.
 fn text(body: &Map<String, Json>, key: &str) -> Result<Option<String>, AppError> {
     match body.get(key) {
@@ -334,7 +324,7 @@ pub(crate) async fn access(
     draft.origin = Origin::SupportTool;
     let work = async {
         let caller = engineer(&state, &mut draft, &headers)?;
-        let body = body_object(&body)?;
+        let body = custos_http::body::json_object(&body)?;
         known_properties(&body, &["ticket", "instance", "reason"])?;
         let ticket = text(&body, "ticket")?
             .filter(|t| !t.is_empty())
@@ -369,7 +359,7 @@ pub(crate) async fn backend(
     draft.origin = Origin::Backend;
     let work = async {
         let caller = engineer(&state, &mut draft, &headers)?;
-        let body = body_object(&body)?;
+        let body = custos_http::body::json_object(&body)?;
         known_properties(&body, &["command", "instance", "ticket"])?;
         let command = text(&body, "command")?.unwrap_or_default();
         if !COMMANDS.contains(&command.as_str()) {

@@ -333,13 +333,7 @@ impl WebRequest {
         &self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
         self.json_content_type()?;
-        match serde_json::from_slice(&self.body) {
-            Ok(serde_json::Value::Object(map)) => Ok(map),
-            Ok(_) => Err(AppError::bad_request("the body must be a JSON object")),
-            Err(e) => Err(AppError::bad_request(format!(
-                "the body is not valid JSON: {e}"
-            ))),
-        }
+        custos_http::body::json_object(&self.body)
     }
 
     /// The body's members with each value's JSON text as the client wrote it: parsed, a number
@@ -349,7 +343,7 @@ impl WebRequest {
         &self,
     ) -> Result<HashMap<String, Box<serde_json::value::RawValue>>, AppError> {
         self.json_content_type()?;
-        serde_json::from_slice(&self.body)
+        custos_http::body::raw_members(&self.body)
             .map_err(|e| AppError::bad_request(format!("the body is not a valid JSON object: {e}")))
     }
 

@@ -672,7 +672,7 @@ fn parse_webhook(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Json = serde_json::from_slice(body)
+    let value: Json = custos_http::body::parse_json(body)
         .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let object = value
         .as_object()

@@ -320,7 +320,7 @@ pub(crate) async fn ingest(
             },
             "is not an application; events are ingested with an application's client credentials",
         )?;
-        let posted: Json = serde_json::from_slice(&body)
+        let posted: Json = custos_http::body::parse_json(&body)
             .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
         if let Some(number) = wide_integer(&body) {
             return Err(AppError::bad_request(format!(

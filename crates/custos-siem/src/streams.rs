@@ -812,7 +812,7 @@ fn shown(definition: &Json) -> Json {
 
 /// Checks a new stream's body; returns its definition.
 fn parse_stream(body: &[u8]) -> Result<(Map<String, Json>, bool), AppError> {
-    let body: Json = serde_json::from_slice(body)
+    let body: Json = custos_http::body::parse_json(body)
         .map_err(|e| AppError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let object = body
         .as_object()

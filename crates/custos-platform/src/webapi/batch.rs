@@ -421,7 +421,7 @@ fn referenced(one: &Inner, created: &HashMap<String, String>) -> Result<(String,
         .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
     // Rewritten from the members' JSON texts, so every other value stays as sent (a decimal's
     // numeral is checked as written, not as a float would print it).
-    let body = match serde_json::from_slice::<HashMap<String, Box<RawValue>>>(&one.body) {
+    let body = match custos_http::body::raw_members(&one.body) {
         Ok(mut object) if json_body => {
             let mut changed = false;
             for (key, value) in object.iter_mut() {
@@ -591,7 +591,7 @@ fn method(text: &str) -> Result<Method, AppError> {
 /// `{"requests": [{"id", "method", "url", "headers", "body", "dependsOn", "atomicityGroup"}]}`;
 /// the requests of one atomicity group are adjacent.
 fn parse_json(body: &[u8]) -> Result<Vec<Item>, AppError> {
-    let json: Json = serde_json::from_slice(body)
+    let json: Json = custos_http::body::parse_json(body)
         .map_err(|e| AppError::bad_request(format!("the batch is not valid JSON: {e}")))?;
     // Each request's JSON text, for its body as sent: parsed, a number is already a float.
     let texts: Vec<&RawValue> = serde_json::from_slice::<HashMap<String, &RawValue>>(body)

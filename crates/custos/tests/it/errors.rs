@@ -417,3 +417,71 @@ fn health_and_metrics_answer() {
         "the first run recorded CreateInstance"
     );
 }
+
+#[test]
+fn a_body_naming_a_member_twice_is_refused_and_changes_nothing() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let account = create_account(&server, &admin, "Kept");
+    let raw = |builder: reqwest::blocking::RequestBuilder, body: &str| {
+        builder
+            .bearer_auth(&admin)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let cases = [
+        (
+            client().post(server.api("accounts")),
+            r#"{"name": "a", "name": "b"}"#,
+        ),
+        (
+            client().patch(server.api(&format!("accounts({account})"))),
+            r#"{"name": "x", "telephone1": "1", "name": "y"}"#,
+        ),
+        (
+            client().post(server.api("$batch")),
+            r#"{"requests": [{"id": "1", "method": "POST", "url": "accounts", "body": {"name": "c", "name": "d"}}]}"#,
+        ),
+        (
+            client().post(server.api("$batch")),
+            r#"{"requests": [{"id": "1", "method": "POST", "url": "accounts", "url": "contacts", "body": {"lastname": "e"}}]}"#,
+        ),
+        (
+            client().post(format!("{}/api/admin/instances", server.base)),
+            r#"{"name": "one", "name": "two"}"#,
+        ),
+        (
+            client().put(format!("{}/api/audit/settings", server.base)),
+            r#"{"searchEnabled": true, "searchEnabled": false}"#,
+        ),
+    ];
+    for (builder, body) in cases {
+        let refused = raw(builder, body);
+        let correlation = correlation_of(&refused);
+        assert_eq!(refused.status(), 400, "{body}");
+        let error: serde_json::Value = refused.json().unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("more than once"), "{body}: {message}");
+        let events: Vec<serde_json::Value> = server
+            .audit(&admin, "")
+            .into_iter()
+            .filter(|e| e["CorrelationId"] == correlation)
+            .collect();
+        assert!(
+            !events.is_empty() && events.iter().all(|e| e["ResultStatus"] == "Failed"),
+            "{body}: the refusal recorded, nothing done: {events:?}"
+        );
+    }
+    let names = get_json(&server.api("accounts?$select=name"), &admin);
+    assert_eq!(names["value"].as_array().unwrap().len(), 1, "{names}");
+    assert_eq!(names["value"][0]["name"], "Kept");
+    assert_eq!(count(&server, &admin, "contacts"), 0);
+    let instances = get_json(&format!("{}/api/admin/instances", server.base), &admin);
+    assert_eq!(
+        instances["value"].as_array().unwrap().len(),
+        1,
+        "{instances}"
+    );
+}
