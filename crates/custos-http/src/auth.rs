@@ -81,6 +81,14 @@ impl Caller {
 
 /// The token a request carries: the `Authorization: Bearer` header, else the session cookie.
 fn presented_token(headers: &HeaderMap) -> Result<&str, AppError> {
+    // One credential per request: with two, a proxy that checks one of them and this service,
+    // which would read the other, would not agree on who is asking.
+    if headers.get_all("authorization").iter().nth(1).is_some() {
+        return Err(AppError::new(
+            ErrorCode::Unauthenticated,
+            "the request has more than one Authorization header",
+        ));
+    }
     if let Some(header) = headers.get("authorization") {
         return header
             .to_str()

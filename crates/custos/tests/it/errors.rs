@@ -485,3 +485,37 @@ fn a_body_naming_a_member_twice_is_refused_and_changes_nothing() {
         "{instances}"
     );
 }
+
+#[test]
+fn a_request_with_two_authorization_headers_is_refused_whichever_comes_first() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let bo = server.user_holding(&admin, "bo@contoso.test", "Reader", &["prvReadaccount"]);
+    for (first, second) in [(&admin, &bo), (&bo, &admin)] {
+        for url in [
+            server.api("accounts"),
+            format!("{}/api/audit/records", server.base),
+        ] {
+            let refused = client()
+                .get(&url)
+                .header("Authorization", format!("Bearer {first}"))
+                .header("Authorization", format!("Bearer {second}"))
+                .send()
+                .unwrap();
+            assert_eq!(refused.status(), 401, "{url}");
+            let error: serde_json::Value = refused.json().unwrap();
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("more than one Authorization header"),
+                "{error}"
+            );
+        }
+    }
+    assert_eq!(
+        send(client().get(server.api("accounts")), &bo, None).status(),
+        200,
+        "one header is read as before"
+    );
+}
