@@ -210,6 +210,9 @@ mod tests {
             parse_json(br#"{"a": 1} {"b": 2}"#).is_err(),
             "trailing JSON"
         );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let refused = parse_json(deep.as_bytes()).unwrap_err();
+        assert!(refused.to_string().contains("recursion"), "{refused}");
         let raw = raw_members(br#"{"revenue": 12.50, "name": "x"}"#).unwrap();
         assert_eq!(raw["revenue"].get(), "12.50");
         let refused = raw_members(br#"{"revenue": 1, "revenue": 2}"#).unwrap_err();
