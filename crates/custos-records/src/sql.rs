@@ -272,11 +272,14 @@ fn bind(attr: &AttributeDef, written: &str, literal: &Literal) -> Result<Value> 
             AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice,
             Literal::Integer(n),
         ) => Value::Integer(*n),
+        // Compared as the float the column keeps, so a literal that float would change is
+        // refused as a written value would be: `revenue eq 922337203685477.5807` must not match
+        // (or, in a bulk delete, delete) the record holding 922337203685477.6.
         (AttributeType::Decimal | AttributeType::Money, Literal::Integer(n)) => {
-            Value::Decimal(*n as f64)
+            Value::decimal_from_text(attr, &n.to_string())?
         }
         (AttributeType::Decimal | AttributeType::Money, Literal::Decimal(text)) => {
-            Value::Decimal(text.parse().map_err(|_| wrong())?)
+            Value::decimal_from_text(attr, text)?
         }
         (AttributeType::Boolean, Literal::Boolean(b)) => Value::Boolean(*b),
         (AttributeType::DateTime, Literal::DateTime(text)) => Value::DateTime(text.clone()),

@@ -705,4 +705,44 @@ fn a_decimal_a_float_would_change_is_refused_not_rounded() {
     assert!(refused.contains(&("1", 400)), "{answer:#}");
     assert!(refused.contains(&("b", 400)), "{answer:#}");
     assert_eq!(count(&server, &admin, "opportunities"), 0);
+
+    // A filter's literal is compared as the float the column keeps: one that float would
+    // change is refused, or a bulk delete of "revenue eq …5807" would delete the record of …6.
+    let kept = entity_id(&post(
+        "application/json",
+        r#"{"name": "Largest kept", "revenue": 922337203685477.6}"#,
+    ));
+    let accounts = count(&server, &admin, "accounts");
+    for filter in [
+        "revenue eq 922337203685477.5807",
+        "revenue ge 9007199254740993",
+    ] {
+        let listed = send(
+            client().get(server.api(&format!("accounts?$filter={filter}"))),
+            &admin,
+            None,
+        );
+        let (code, _, message) = odata_error(listed);
+        assert_eq!(code, 400, "{filter}: {message}");
+        assert!(message.contains("would be kept as"), "{filter}: {message}");
+    }
+    let bulk = send(
+        client().post(server.api("BulkDelete")),
+        &admin,
+        Some(
+            json!({"EntitySetName": "accounts", "Filter": "revenue eq 922337203685477.5807", "JobName": "exact"}),
+        ),
+    );
+    let (code, _, message) = odata_error(bulk);
+    assert_eq!(code, 400, "{message}");
+    assert_eq!(
+        count(&server, &admin, "accounts"),
+        accounts,
+        "nothing deleted"
+    );
+    let found = get_json(
+        &server.api("accounts?$select=name&$filter=revenue eq 922337203685477.6"),
+        &admin,
+    );
+    assert_eq!(found["value"][0]["accountid"], kept.as_str());
 }
