@@ -328,6 +328,19 @@ impl WebRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The request's preferences: every `Prefer` header as one comma-separated list, as RFC 7240
+    /// reads several (`Prefer: return=representation` and `Prefer: odata.maxpagesize=10` ask
+    /// for both); `None` without one.
+    pub(crate) fn prefer(&self) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
+
     /// Parses the body as a JSON object.
     pub(crate) fn json_object(
         &self,

@@ -78,11 +78,8 @@ impl Presentation {
                 .is_some_and(|a| a.contains("odata.metadata=full")),
             ..Presentation::default()
         };
-        for preference in request
-            .header("prefer")
-            .map(preferences)
-            .unwrap_or_default()
-        {
+        let prefer = request.prefer();
+        for preference in prefer.as_deref().map(preferences).unwrap_or_default() {
             let Some(value) = preference.strip_prefix("odata.include-annotations=") else {
                 continue;
             };

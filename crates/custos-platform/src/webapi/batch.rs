@@ -121,7 +121,7 @@ impl Progress {
 /// `Prefer: odata.continue-on-error` (or `continue-on-error`, `=true`/`=false`); without it a
 /// multipart batch stops at its first failure and a JSON batch goes on (OData 4.01 §11.7).
 fn continue_on_error(request: &WebRequest, multipart: bool) -> bool {
-    let prefer = request.header("prefer").unwrap_or("").to_ascii_lowercase();
+    let prefer = request.prefer().unwrap_or_default().to_ascii_lowercase();
     prefer
         .split(',')
         .map(str::trim)

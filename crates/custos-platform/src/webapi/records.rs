@@ -483,7 +483,7 @@ async fn list(
             None => related.filter,
         });
     }
-    let page_size = page_size(request.header("prefer"))?;
+    let page_size = page_size(request.prefer().as_deref())?;
     let audited = request
         .policy()
         .audits_retrieve_multiple(&entity.logical_name);
@@ -567,7 +567,7 @@ async fn list(
     let mut applied = Vec::new();
     if page_size < PAGE_SIZE_MAX
         || request
-            .header("prefer")
+            .prefer()
             .is_some_and(|p| p.contains("odata.maxpagesize"))
     {
         applied.push(format!("odata.maxpagesize={page_size}"));
@@ -1142,7 +1142,7 @@ fn shown(
     id: Option<Uuid>,
 ) -> Result<Option<Shown>, AppError> {
     if !request
-        .header("prefer")
+        .prefer()
         .is_some_and(|p| p.contains("return=representation"))
     {
         return Ok(None);

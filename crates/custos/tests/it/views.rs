@@ -251,6 +251,25 @@ fn a_query_is_read_as_written_with_its_aliases_or_refused_never_ignored() {
     );
     assert_eq!(counted.text().unwrap(), "2");
 
+    // Preferences sent as two headers are both taken (RFC 7240), not only the first.
+    let paged = client()
+        .get(server.api("accounts?$select=name"))
+        .bearer_auth(&admin)
+        .header("Prefer", "odata.include-annotations=\"*\"")
+        .header("Prefer", "odata.maxpagesize=1")
+        .send()
+        .unwrap();
+    assert_eq!(paged.status(), 200);
+    let applied = paged.headers()["preference-applied"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(applied.contains("odata.maxpagesize=1"), "{applied}");
+    assert!(applied.contains("odata.include-annotations"), "{applied}");
+    let page: Value = paged.json().unwrap();
+    assert_eq!(page["value"].as_array().unwrap().len(), 1, "{page}");
+    assert!(page["@odata.nextLink"].is_string(), "{page}");
+
     // A query that would read something else, were it understood, is refused rather than
     // ignored — ignored, it would list every account.
     let fetch = "<fetch><entity name='account'><filter><condition attribute='name' operator='eq' value='Small'/></filter></entity></fetch>";
