@@ -30,12 +30,16 @@ const ENTITY_PRIVILEGES: [&str; 7] = [
 ];
 
 /// The privileges a custom role holds on the instance, with what they let a user do.
-const INSTANCE_PRIVILEGES: [(&str, &str); 2] = [
+const INSTANCE_PRIVILEGES: [(&str, &str); 3] = [
     (
         "prvCustomizeSystem",
         "Customize the instance (entities, attributes, publishing)",
     ),
     ("prvManageUsers", "Manage users, teams and their roles"),
+    (
+        "prvActOnBehalfOfAnotherUser",
+        "Act on behalf of another user through the Web API (MSCRMCallerID), with only what both may do",
+    ),
 ];
 
 /// What a built-in role lets its holders do (its privileges are fixed).

@@ -286,6 +286,9 @@ pub(crate) struct WebRequest {
     pub(crate) state: PlatformState,
     pub(crate) instance: Arc<Instance>,
     pub(crate) caller: Caller,
+    /// Who sent the request, when it acts on behalf of `caller` (`MSCRMCallerID`): every
+    /// privilege it uses must be both's.
+    pub(crate) delegate: Option<Caller>,
     pub(crate) method: Method,
     pub(crate) headers: HeaderMap,
     /// Decoded query pairs, in order.
@@ -299,11 +302,13 @@ pub(crate) struct WebRequest {
 }
 
 impl WebRequest {
-    /// Refuses unless the caller's roles grant `privilege` on `entity`.
+    /// Refuses unless the caller's roles grant `privilege` on `entity` — and, for a request on
+    /// behalf of the caller, the sender's too ([`WebRequest::require_delegate`]).
     pub(crate) fn require(&self, privilege: Privilege, entity: &EntityDef) -> Result<(), AppError> {
         if privilege != Privilege::Read && entity.logical_name == "role" {
             security::refuse_support_engineer(self)?;
         }
+        self.require_delegate(privilege, entity)?;
         let roles = self.caller.security_roles(&self.state, &self.instance);
         if allows(&roles, privilege, entity) {
             return Ok(());
@@ -311,6 +316,37 @@ impl WebRequest {
         Err(AppError::forbidden(format!(
             "user '{}' lacks the {privilege:?} privilege on entity '{}'",
             self.caller.principal.upn, entity.logical_name
+        )))
+    }
+
+    /// For a request on behalf of another user, refuses unless its sender's roles grant
+    /// `privilege` on `entity` too (what both may do, as Dataverse's impersonation), and any
+    /// change to users, teams, roles, processes, plug-in steps, settings or solutions: those
+    /// act beyond the records, on who may do what, and are made in one's own name.
+    pub(crate) fn require_delegate(
+        &self,
+        privilege: Privilege,
+        entity: &EntityDef,
+    ) -> Result<(), AppError> {
+        let Some(sender) = &self.delegate else {
+            return Ok(());
+        };
+        if privilege != Privilege::Read && records::changeable_in_changeset(entity).is_err() {
+            return Err(AppError::forbidden(format!(
+                "{} records are not changed on behalf of another user: '{}' must make the change in their own name",
+                entity.logical_name, sender.principal.upn
+            )));
+        }
+        if allows(
+            &sender.security_roles(&self.state, &self.instance),
+            privilege,
+            entity,
+        ) {
+            return Ok(());
+        }
+        Err(AppError::forbidden(format!(
+            "user '{}', acting on behalf of '{}', lacks the {privilege:?} privilege on entity '{}'",
+            sender.principal.upn, self.caller.principal.upn, entity.logical_name
         )))
     }
 
@@ -789,17 +825,6 @@ async fn prelude(
     }
     let caller = authenticate(state, &headers)?;
     draft.set_caller(&caller);
-    // Dataverse runs a request that carries one of these as another user. Not offered here,
-    // and never ignored: ignored, the request would run with the caller's own privileges,
-    // which the integration that sent it meant to narrow to that user's.
-    if let Some(header) = ["MSCRMCallerID", "CallerObjectId"]
-        .into_iter()
-        .find(|header| headers.contains_key(*header))
-    {
-        return Err(AppError::bad_request(format!(
-            "acting on behalf of another user ({header}) is not supported: sign in as that user"
-        )));
-    }
     let instance = state
         .instance(instance_name)
         .ok_or_else(|| AppError::not_found(format!("instance '{instance_name}' does not exist")))?;
@@ -813,6 +838,14 @@ async fn prelude(
         )));
     }
     record_access(state, &instance, &caller, draft).await?;
+    let (caller, delegate) = match acting_for(state, &instance, &headers, &caller)? {
+        Some(user) => {
+            draft.set_caller(&user);
+            draft.caller_id = caller.principal.id.to_string();
+            (user, Some(caller))
+        }
+        None => (caller, None),
+    };
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             AppError::new(
@@ -833,6 +866,7 @@ async fn prelude(
         service_root: format!("{}/{instance_name}/api/data/v9.2", state.public_url()),
         instance,
         caller,
+        delegate,
         method,
         headers,
         query,
@@ -840,6 +874,65 @@ async fn prelude(
         ieee754,
     };
     Ok((target, request))
+}
+
+/// The user a request acts on behalf of (`MSCRMCallerID: <systemuserid>`, Dataverse's
+/// impersonation), checked: `caller` holds `prvActOnBehalfOfAnotherUser` in the instance, and
+/// the user is an enabled user of it who is not a support engineer. `None` without the header.
+/// The request then runs as that user with only what both may do ([`WebRequest::require`]).
+fn acting_for(
+    state: &PlatformState,
+    instance: &Instance,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<Option<Caller>, AppError> {
+    if headers.contains_key("CallerObjectId") {
+        return Err(AppError::bad_request(
+            "CallerObjectId (a Microsoft Entra ID object id) is not supported: name the user with MSCRMCallerID and their systemuserid",
+        ));
+    }
+    let Some(value) = headers.get("MSCRMCallerID") else {
+        return Ok(None);
+    };
+    let id = value
+        .to_str()
+        .ok()
+        .and_then(|text| Uuid::parse_str(text.trim()).ok())
+        .ok_or_else(|| AppError::bad_request("MSCRMCallerID must be a systemuserid (a GUID)"))?;
+    let organization = instance
+        .store
+        .catalog()
+        .entity(custos_records::ORGANIZATION_ENTITY)
+        .cloned()
+        .ok_or_else(|| AppError::new(ErrorCode::Internal, "no organization entity"))?;
+    if caller.user_type() == UserType::DcAdmin
+        || !allows(
+            &caller.security_roles(state, instance),
+            Privilege::ActOnBehalf,
+            &organization,
+        )
+    {
+        return Err(AppError::forbidden(format!(
+            "user '{}' lacks the prvActOnBehalfOfAnotherUser privilege: they may not act on behalf of another user",
+            caller.principal.upn
+        )));
+    }
+    let user = state
+        .directory
+        .principal(id)
+        .filter(|p| !p.disabled)
+        .map(|principal| Caller {
+            principal,
+            session_id: caller.session_id,
+        })
+        .filter(|user| user.user_type() != UserType::DcAdmin && user.uses_instance(state, instance))
+        .ok_or_else(|| {
+            AppError::forbidden(format!(
+                "MSCRMCallerID {id} names no enabled user of instance '{}' that may be acted for",
+                instance.name
+            ))
+        })?;
+    Ok(Some(user))
 }
 
 /// A `LookupRef` whose property is a collection-valued navigation property of its entity,

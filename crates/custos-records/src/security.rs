@@ -54,6 +54,8 @@ pub enum Privilege {
     Customize,
     /// Create users and teams, assign roles.
     ManageUsers,
+    /// Act on behalf of another user (`MSCRMCallerID`), with only what both of them may do.
+    ActOnBehalf,
 }
 
 impl Privilege {
@@ -80,34 +82,42 @@ impl Privilege {
             Privilege::Import => "Import",
             Privilege::Customize => "Customize",
             Privilege::ManageUsers => "ManageUsers",
+            Privilege::ActOnBehalf => "ActOnBehalfOfAnotherUser",
         }
     }
+
+    /// The privileges a role grants on the whole instance.
+    pub const INSTANCE: [Privilege; 3] = [
+        Privilege::Customize,
+        Privilege::ManageUsers,
+        Privilege::ActOnBehalf,
+    ];
 
     fn parse(text: &str) -> Option<Privilege> {
         Privilege::PER_ENTITY
             .into_iter()
-            .chain([Privilege::Customize, Privilege::ManageUsers])
+            .chain(Privilege::INSTANCE)
             .find(|p| p.name().eq_ignore_ascii_case(text))
     }
 }
 
-/// What a custom role grants: privileges per entity, and the two instance-wide ones.
+/// What a custom role grants: privileges per entity, and the instance-wide ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Per entity logical name, the privileges held on it.
     pub entities: BTreeMap<String, BTreeSet<Privilege>>,
-    /// Instance-wide privileges (`Customize`, `ManageUsers`).
+    /// Instance-wide privileges (`Customize`, `ManageUsers`, `ActOnBehalf`).
     pub instance: BTreeSet<Privilege>,
 }
 
 impl Grants {
     /// Adds a privilege by its Dataverse-style name: `prv<Privilege><entity>` for a
     /// per-entity one (`prvReadaccount`, `prvCreatenew_project`; case ignored), or
-    /// `prvCustomizeSystem` / `prvManageUsers`.
+    /// `prvCustomizeSystem` / `prvManageUsers` / `prvActOnBehalfOfAnotherUser`.
     pub fn add_named(&mut self, name: &str) -> Result<()> {
         let bad = || {
             Error::BadRequest(format!(
-                "'{name}' is not a privilege: use prv<Create|Read|Write|Delete|Export|BulkDelete|Import><entity>, prvCustomizeSystem or prvManageUsers"
+                "'{name}' is not a privilege: use prv<Create|Read|Write|Delete|Export|BulkDelete|Import><entity>, prvCustomizeSystem, prvManageUsers or prvActOnBehalfOfAnotherUser"
             ))
         };
         let rest = name
@@ -121,6 +131,10 @@ impl Grants {
             }
             "manageusers" => {
                 self.instance.insert(Privilege::ManageUsers);
+                return Ok(());
+            }
+            "actonbehalfofanotheruser" => {
+                self.instance.insert(Privilege::ActOnBehalf);
                 return Ok(());
             }
             _ => {}
@@ -157,7 +171,7 @@ impl Grants {
         for privilege in &self.instance {
             out.push(match privilege {
                 Privilege::Customize => "prvCustomizeSystem".to_string(),
-                _ => "prvManageUsers".to_string(),
+                other => format!("prv{}", other.name()),
             });
         }
         out.sort();
@@ -260,9 +274,7 @@ pub fn uncovered<'a>(
     granted: &SecurityRole,
     entities: impl IntoIterator<Item = &'a EntityDef>,
 ) -> Option<(Privilege, String)> {
-    let all = Privilege::PER_ENTITY
-        .into_iter()
-        .chain([Privilege::Customize, Privilege::ManageUsers]);
+    let all = Privilege::PER_ENTITY.into_iter().chain(Privilege::INSTANCE);
     let granted = std::slice::from_ref(granted);
     for entity in entities {
         for privilege in all.clone() {
@@ -295,12 +307,14 @@ mod tests {
             "prvBulkDeletecontact",
             "prvDeletecontact",
             "prvCustomizeSystem",
+            "prvActOnBehalfOfAnotherUser",
         ] {
             grants.add_named(name).unwrap();
         }
         assert_eq!(
             grants.names(),
             [
+                "prvActOnBehalfOfAnotherUser",
                 "prvBulkDeletecontact",
                 "prvCreateaccount",
                 "prvCustomizeSystem",

@@ -471,13 +471,14 @@ async fn refused(
     custos_http::refuse(&request.state, draft, error).await
 }
 
-/// An inner request's headers, with the batch's `Authorization` and `OData-Version` where it
-/// gives none.
+/// An inner request's headers, with the batch's `Authorization`, `OData-Version` and
+/// `MSCRMCallerID` (the user it acts on behalf of) where it gives none.
 fn inner_headers(request: &WebRequest, one: &Inner) -> HeaderMap {
     let mut headers = one.headers.clone();
     for name in [
         header::AUTHORIZATION,
         HeaderName::from_static("odata-version"),
+        HeaderName::from_static("mscrmcallerid"),
     ] {
         if let Some(value) = request.headers.get(&name)
             && !headers.contains_key(&name)

@@ -23,6 +23,8 @@ use custos_http::error::AppError;
 /// The caller's rights and the instance's policy, carried into a delete's transaction.
 pub(crate) struct Cascade {
     roles: Vec<SecurityRole>,
+    /// The sender's, when the request acts on behalf of the caller: both must allow a change.
+    sender_roles: Option<Vec<SecurityRole>>,
     upn: String,
     policy: Arc<AuditPolicy>,
     /// Why the last commit was refused, when the caller may not make a change the delete made.
@@ -35,6 +37,10 @@ impl Cascade {
             roles: request
                 .caller
                 .security_roles(&request.state, &request.instance),
+            sender_roles: request
+                .delegate
+                .as_ref()
+                .map(|sender| sender.security_roles(&request.state, &request.instance)),
             upn: request.caller.principal.upn.clone(),
             policy: request.policy(),
             refused: None,
@@ -144,7 +150,11 @@ impl Cascade {
         } else {
             Privilege::Write
         };
-        if allows(&self.roles, privilege, entity) {
+        let sender_allows = self
+            .sender_roles
+            .as_ref()
+            .is_none_or(|roles| allows(roles, privilege, entity));
+        if sender_allows && allows(&self.roles, privilege, entity) {
             return Ok(());
         }
         Err(AppError::forbidden(format!(

@@ -99,6 +99,8 @@ pub(super) fn require_on_record(
     entity: &EntityDef,
     id: Uuid,
 ) -> Result<(), AppError> {
+    // A share opens a record to the user it names, never to whoever acts on their behalf.
+    request.require_delegate(privilege, entity)?;
     let refused = match request.require(privilege, entity) {
         Ok(()) => return Ok(()),
         Err(refused) => refused,

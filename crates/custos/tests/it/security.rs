@@ -591,37 +591,217 @@ fn a_write_shows_the_record_written_only_to_who_may_read_it_and_records_the_read
 }
 
 #[test]
-fn a_request_on_behalf_of_another_user_is_refused_not_run_as_its_caller() {
+fn a_request_on_behalf_of_another_user_runs_with_what_both_may_do_and_names_both() {
     let server = Server::start(&[]);
     let admin = server.admin();
     server.audit_lists_of(&admin, "account");
-    create_account(&server, &admin, "Only the admin's to see");
-    let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
-    // Dataverse's impersonation headers: the admin's service asks to act as bo. Run as the
-    // admin, the list would show what bo may not read.
-    for header in ["MSCRMCallerID", "CallerObjectId", "mscrmcallerid"] {
-        let refused = send(
-            client().get(server.api("accounts")).header(header, &bo),
-            &admin,
-            None,
-        );
-        let correlation = correlation_of(&refused);
-        let (status, code, message) = odata_error(refused);
-        assert_eq!((status, code.as_str()), (400, "BadRequest"), "{header}");
-        assert!(message.contains("on behalf of another user"), "{message}");
-        let events = events_of(&server, &admin, &correlation);
+    let whoami = |token: &str| {
+        get_json(&server.api("WhoAmI"), token)["UserId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The service holds the delegate privilege and reads accounts and contacts; bo only reads
+    // accounts; cy is a Basic User.
+    let svc = server.user_holding(
+        &admin,
+        "svc@contoso.test",
+        "Integration",
+        &[
+            "prvActOnBehalfOfAnotherUser",
+            "prvReadaccount",
+            "prvCreateaccount",
+            "prvReadcontact",
+        ],
+    );
+    let bo = server.user_holding(
+        &admin,
+        "bo@contoso.test",
+        "Account reader",
+        &["prvReadaccount"],
+    );
+    let cy = server.add_user(&admin, "cy@contoso.test", "cy-password-1", "Basic User");
+    let (svc_id, bo_id) = (whoami(&svc), whoami(&bo));
+    let acting =
+        |method: reqwest::Method, path: &str, token: &str, user: &str, body: Option<Value>| {
+            send(
+                client()
+                    .request(method, server.api(path))
+                    .header("MSCRMCallerID", user),
+                token,
+                body,
+            )
+        };
+    let only = |correlation: &str| {
+        let events = events_of(&server, &admin, correlation);
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(events[0]["ResultStatus"], "Failed");
-        assert_eq!(events[0]["RecordIds"], json!([]));
+        events[0].clone()
+    };
+
+    // What both may do runs as the user, and its event names the sender as CallerId.
+    let listed = acting(reqwest::Method::GET, "accounts", &svc, &bo_id, None);
+    assert_eq!(listed.status(), 200);
+    let event = only(&correlation_of(&listed));
+    assert_eq!(
+        (&event["Operation"], &event["UserUpn"], &event["CallerId"]),
+        (
+            &json!("RetrieveMultiple"),
+            &json!("bo@contoso.test"),
+            &json!(svc_id)
+        )
+    );
+    assert_eq!(
+        get_json(&server.api("WhoAmI"), &svc)["UserId"],
+        svc_id.as_str(),
+        "without the header, the sender is themself"
+    );
+
+    // What only one of them may do is refused, and recorded under both.
+    for (token, user, path, body) in [
+        (
+            &svc,
+            &bo_id,
+            "accounts",
+            json!({"name": "bo may not create"}),
+        ),
+        (
+            &admin,
+            &bo_id,
+            "accounts",
+            json!({"name": "nor for the admin"}),
+        ),
+        (
+            &svc,
+            &cy,
+            "tasks",
+            json!({"subject": "svc may not create tasks"}),
+        ),
+    ] {
+        let refused = acting(reqwest::Method::POST, path, token, user, Some(body));
+        let correlation = correlation_of(&refused);
+        assert_eq!(refused.status(), 403, "{path}");
+        let event = only(&correlation);
+        assert_eq!(event["ResultStatus"], "Denied");
+        assert_eq!(event["UserId"], user.as_str());
     }
-    // Inside a batch too: the inner request is refused, its neighbour runs.
+    let unread = acting(reqwest::Method::GET, "incidents", &svc, &cy, None);
+    let (status, _, message) = odata_error(unread);
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("acting on behalf of 'cy@contoso.test'"),
+        "{message}"
+    );
+
+    // A record made on behalf of cy is cy's: created by and owned by cy, the sender named.
+    let made = acting(
+        reqwest::Method::POST,
+        "accounts",
+        &admin,
+        &cy,
+        Some(json!({"name": "Made for cy"})),
+    );
+    assert_eq!(made.status(), 204);
+    let created = only(&correlation_of(&made));
+    let account = entity_id(&made);
+    let record = get_json(&server.api(&format!("accounts({account})")), &admin);
+    assert_eq!(record["_createdby_value"], cy.as_str());
+    assert_eq!(record["_ownerid_value"], cy.as_str());
+    assert_eq!(created["UserUpn"], "cy@contoso.test");
+    assert_eq!(created["CallerId"], whoami(&admin).as_str());
+
+    // Who may act for whom: the delegate privilege, an enabled user of the instance, and
+    // never a change to who may do what.
+    let plain = server.user_holding(
+        &admin,
+        "dee@contoso.test",
+        "Reader only",
+        &["prvReadaccount"],
+    );
+    for (token, user, status) in [
+        (&plain, bo_id.as_str(), 403),
+        (&svc, "7d2f0a6e-1b3c-4d5e-8f90-a1b2c3d4e5f6", 403),
+        (&svc, "not-a-guid", 400),
+    ] {
+        let refused = acting(reqwest::Method::GET, "accounts", token, user, None);
+        assert_eq!(refused.status().as_u16(), status, "{user}");
+    }
+    let by_object = send(
+        client()
+            .get(server.api("accounts"))
+            .header("CallerObjectId", &bo_id),
+        &svc,
+        None,
+    );
+    assert_eq!(by_object.status(), 400);
+    let disabled = acting(
+        reqwest::Method::PATCH,
+        &format!("systemusers({cy})"),
+        &admin,
+        &cy,
+        Some(json!({"isdisabled": true})),
+    );
+    let (status, _, message) = odata_error(disabled);
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("not changed on behalf of another user"),
+        "{message}"
+    );
+
+    // A share opens a record to the user it names, not to whoever acts for them: the sender
+    // must hold the privilege the share stands in for.
+    let eve_token =
+        server.user_holding(&admin, "eve@contoso.test", "Contacts", &["prvReadcontact"]);
+    let eve = whoami(&eve_token);
+    let granted = send(
+        client().post(server.api("GrantAccess")),
+        &admin,
+        Some(
+            json!({"Target": {"@odata.id": format!("accounts({account})")}, "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({eve})")}, "AccessMask": "ReadAccess"}}),
+        ),
+    );
+    assert_eq!(granted.status(), 204);
+    let sender = server.user_holding(
+        &admin,
+        "sender@contoso.test",
+        "Contacts delegate",
+        &["prvActOnBehalfOfAnotherUser", "prvReadcontact"],
+    );
+    let record = format!("accounts({account})");
+    assert_eq!(
+        send(client().get(server.api(&record)), &eve_token, None).status(),
+        200
+    );
+    let shut = acting(reqwest::Method::GET, &record, &sender, &eve, None);
+    assert_eq!(shut.status(), 403);
+    let opened = acting(reqwest::Method::GET, &record, &svc, &eve, None);
+    assert_eq!(
+        opened.status(),
+        200,
+        "the sender reads accounts; the share opens it to eve"
+    );
+
+    // A batch sent on behalf of a user runs each of its requests on their behalf.
     let batch = json!({"requests": [
-        {"id": "1", "method": "GET", "url": "accounts", "headers": {"MSCRMCallerID": bo}},
-        {"id": "2", "method": "GET", "url": "accounts?$select=name"},
+        {"id": "1", "method": "GET", "url": "accounts?$select=name"},
+        {"id": "2", "method": "POST", "url": "accounts", "body": {"name": "bo may not create"}},
     ]});
-    let answered = send(client().post(server.api("$batch")), &admin, Some(batch));
+    let answered = send(
+        client()
+            .post(server.api("$batch"))
+            .header("MSCRMCallerID", &bo_id),
+        &svc,
+        Some(batch),
+    );
     assert_eq!(answered.status(), 200);
+    let correlation = correlation_of(&answered);
     let answer: Value = answered.json().unwrap();
-    let statuses = batch_statuses(&answer);
-    assert_eq!(statuses, [400, 200], "{answer:#}");
+    assert_eq!(batch_statuses(&answer), [200, 403], "{answer:#}");
+    let events = events_of(&server, &admin, &correlation);
+    assert!(
+        events.len() >= 2
+            && events
+                .iter()
+                .all(|e| e["UserUpn"] == "bo@contoso.test" && e["CallerId"] == svc_id.as_str()),
+        "{events:?}"
+    );
 }
