@@ -894,6 +894,11 @@ fn acting_for(
     let Some(value) = headers.get("MSCRMCallerID") else {
         return Ok(None);
     };
+    if headers.get_all("MSCRMCallerID").iter().nth(1).is_some() {
+        return Err(AppError::bad_request(
+            "the request names more than one user to act on behalf of (MSCRMCallerID)",
+        ));
+    }
     let id = value
         .to_str()
         .ok()

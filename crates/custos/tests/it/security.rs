@@ -725,6 +725,15 @@ fn a_request_on_behalf_of_another_user_runs_with_what_both_may_do_and_names_both
         let refused = acting(reqwest::Method::GET, "accounts", token, user, None);
         assert_eq!(refused.status().as_u16(), status, "{user}");
     }
+    let twice = send(
+        client()
+            .get(server.api("accounts"))
+            .header("MSCRMCallerID", &bo_id)
+            .header("MSCRMCallerID", &cy),
+        &svc,
+        None,
+    );
+    assert_eq!(twice.status(), 400, "one user acted for, or none");
     let by_object = send(
         client()
             .get(server.api("accounts"))
