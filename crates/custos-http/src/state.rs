@@ -798,6 +798,10 @@ impl AppState {
         if !instance.access_unknown(user, web, now) {
             return false;
         }
+        if instance.access_interval() <= 0 {
+            // Every access is recorded: there is no moment to share.
+            return true;
+        }
         let key = instance.access_key(user, web);
         let directory = self.directory.clone();
         let held = crate::error::blocking(move || directory.counters(&[&key])).await;
@@ -817,8 +821,11 @@ impl AppState {
     /// Writes down in the directory that `user`'s access to `instance` was recorded at `at`
     /// (its event is durable), so that no node records it again within the interval.
     pub async fn access_recorded(&self, instance: &Instance, user: Uuid, web: bool, at: i64) {
-        let key = instance.access_key(user, web);
         let interval = instance.access_interval();
+        if interval <= 0 {
+            return;
+        }
+        let key = instance.access_key(user, web);
         let directory = self.directory.clone();
         let written = crate::error::blocking(move || {
             directory.update_counter(&key, |held| {
