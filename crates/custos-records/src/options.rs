@@ -229,10 +229,12 @@ pub fn check_custom_option(name: &str) -> Result<()> {
 
 /// `text` (a `$filter` or `$orderby`) with each parameter alias outside its string literals
 /// replaced by the alias's value as given (`$filter=contains(@p1,'Contoso')&@p1=name`); an
-/// alias given no value is `null`, as OData's URL conventions say.
-fn with_aliases<'t>(text: &'t str, aliases: &[(&str, &str)]) -> std::borrow::Cow<'t, str> {
+/// alias given no value is `null`, as OData's URL conventions say. Refused when the text grows
+/// past a `$filter`'s limit: an alias named a thousand times must not make a request's few
+/// kilobytes into megabytes.
+fn with_aliases<'t>(text: &'t str, aliases: &[(&str, &str)]) -> Result<std::borrow::Cow<'t, str>> {
     if !text.contains('@') {
-        return std::borrow::Cow::Borrowed(text);
+        return Ok(std::borrow::Cow::Borrowed(text));
     }
     let mut out = String::with_capacity(text.len());
     let mut in_string = false;
@@ -252,6 +254,12 @@ fn with_aliases<'t>(text: &'t str, aliases: &[(&str, &str)]) -> std::borrow::Cow
                     .iter()
                     .find(|(alias, _)| alias.strip_prefix('@') == Some(name))
                     .map_or("null", |(_, value)| *value);
+                if out.len() + value.len() > crate::filter::FILTER_BYTES_MAX {
+                    return Err(Error::BadRequest(format!(
+                        "with its parameter aliases read in, the query option is longer than {} bytes",
+                        crate::filter::FILTER_BYTES_MAX
+                    )));
+                }
                 out.push_str(value);
                 rest = &rest[len..];
                 continue;
@@ -259,7 +267,7 @@ fn with_aliases<'t>(text: &'t str, aliases: &[(&str, &str)]) -> std::borrow::Cow
         }
         out.push(c);
     }
-    std::borrow::Cow::Owned(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// Parses the decoded query pairs of a request. Names may carry the `$` or not only where OData
@@ -292,7 +300,7 @@ pub fn parse_query_options<'a>(
             continue;
         }
         let value = match name {
-            "$filter" | "$orderby" => with_aliases(value, &aliases),
+            "$filter" | "$orderby" => with_aliases(value, &aliases)?,
             _ => std::borrow::Cow::Borrowed(value),
         };
         let value = value.as_ref();
@@ -433,6 +441,10 @@ mod tests {
                 descending: true
             }]
         );
+        let many = vec!["name eq @a"; 2_000].join(" or ");
+        let value = format!("'{}'", "x".repeat(1_000));
+        let grown = parse_query_options([("$filter", many.as_str()), ("@a", value.as_str())]);
+        assert!(matches!(grown, Err(Error::BadRequest(m)) if m.contains("longer than")));
         let twice = parse_query_options([("$filter", "name eq @a"), ("@a", "'x'"), ("@a", "'y'")]);
         assert!(matches!(twice, Err(Error::BadRequest(m)) if m.contains("more than once")));
     }
