@@ -930,6 +930,16 @@ async fn count_of(
         None => format!("{set}/$count"),
     };
     let entity = list_of(&request, draft, set, &path)?;
+    // Counted without its view, the count would be the whole set's.
+    if let Some((view, _)) = request
+        .query
+        .iter()
+        .find(|(k, _)| k == "savedQuery" || k == "userQuery")
+    {
+        return Err(AppError::bad_request(format!(
+            "$count does not run a view ({view}): list the view with $count=true, or count with $filter"
+        )));
+    }
     let filter = request
         .query
         .iter()

@@ -280,6 +280,7 @@ fn a_query_is_read_as_written_with_its_aliases_or_refused_never_ignored() {
         "accounts?filter=name eq 'Small'".to_string(),
         "accounts?savedquery=6f3b0002-0000-4000-8000-000000000001".to_string(),
         format!("accounts/$count?fetchXml={fetch}"),
+        "accounts/$count?savedQuery=6f3b0002-0000-4000-8000-000000000001".to_string(),
         format!("accounts({small})?fetchXml={fetch}"),
     ] {
         let refused = send(client().get(server.api(&path)), &admin, None);
