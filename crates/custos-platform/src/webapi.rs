@@ -397,6 +397,11 @@ impl WebRequest {
     }
 
     fn json_content_type(&self) -> Result<(), AppError> {
+        if self.headers.get_all("content-type").iter().nth(1).is_some() {
+            return Err(AppError::bad_request(
+                "the request has more than one Content-Type header",
+            ));
+        }
         match self.header("content-type") {
             Some(content_type)
                 if !content_type
@@ -809,6 +814,11 @@ async fn prelude(
     raw_query: Option<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Target, WebRequest), AppError> {
+    if headers.get_all("odata-version").iter().nth(1).is_some() {
+        return Err(AppError::bad_request(
+            "the request has more than one OData-Version header",
+        ));
+    }
     let version = headers
         .get("odata-version")
         .map(|v| v.to_str().unwrap_or("").trim().to_string());

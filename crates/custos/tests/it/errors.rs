@@ -518,4 +518,24 @@ fn a_request_with_two_authorization_headers_is_refused_whichever_comes_first() {
         200,
         "one header is read as before"
     );
+    // So are a body's type and the protocol's version: one of each, or the request is refused.
+    let typed_twice = client()
+        .post(server.api("accounts"))
+        .bearer_auth(&admin)
+        .header("Content-Type", "application/json")
+        .header("Content-Type", "text/plain")
+        .body(r#"{"name": "typed twice"}"#)
+        .send()
+        .unwrap();
+    let (status, _, message) = odata_error(typed_twice);
+    assert_eq!(status, 400, "{message}");
+    let versioned_twice = client()
+        .get(server.api("accounts"))
+        .bearer_auth(&admin)
+        .header("OData-Version", "4.0")
+        .header("OData-Version", "4.01")
+        .send()
+        .unwrap();
+    assert_eq!(versioned_twice.status(), 400);
+    assert_eq!(count(&server, &admin, "accounts"), 0, "nothing created");
 }
