@@ -366,15 +366,26 @@ impl WebRequest {
 
     /// The request's preferences: every `Prefer` header as one comma-separated list, as RFC 7240
     /// reads several (`Prefer: return=representation` and `Prefer: odata.maxpagesize=10` ask
-    /// for both); `None` without one.
-    pub(crate) fn prefer(&self) -> Option<String> {
-        let values: Vec<&str> = self
+    /// for both); `None` without one. The usual single header is borrowed, not copied: a list
+    /// page asks for its preferences more than once.
+    pub(crate) fn prefer(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let mut values = self
             .headers
             .get_all("prefer")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.join(","))
+            .filter_map(|v| v.to_str().ok());
+        let first = values.next()?;
+        match values.next() {
+            None => Some(std::borrow::Cow::Borrowed(first)),
+            Some(second) => {
+                let mut all = format!("{first},{second}");
+                for more in values {
+                    all.push(',');
+                    all.push_str(more);
+                }
+                Some(std::borrow::Cow::Owned(all))
+            }
+        }
     }
 
     /// Parses the body as a JSON object.
