@@ -24,9 +24,11 @@ struct Cast {
 const PASSWORD: &str = "demo-password-2026";
 const SECRET: &str = "demo-application-secret-0123";
 const SDK: &str = "Contoso.Crm.Sdk/9.2 (custos demo)";
-/// A webhook nobody listens on: the plug-in step's calls are recorded, then retried and given
-/// up on.
-const WEBHOOK: &str = "http://127.0.0.1:9/webhook";
+/// A webhook that never answers: `.invalid` is reserved never to resolve (RFC 6761), so the
+/// plug-in step's calls are recorded, then retried and given up on. A public name, not a
+/// loopback address, so that a server started as the README starts it (without
+/// `--allow-private-targets`) takes the step.
+const WEBHOOK: &str = "https://erp.contoso.invalid/webhook";
 
 fn api(path: &str) -> String {
     format!("/main/api/data/v9.2/{path}")

@@ -63,7 +63,7 @@ fn demo(server: &Server) -> std::process::Output {
 
 #[test]
 fn the_demo_day_leaves_every_operation_searchable() {
-    let server = Server::start(&["--allow-private-targets"]);
+    let server = Server::start(&[]);
     let output = demo(&server);
     assert!(
         output.status.success(),
@@ -384,7 +384,7 @@ fn spec_5(users: &Value) -> Vec<(&'static str, String, &'static str, u64, &'stat
 
 #[test]
 fn every_spec_5_operation_carries_its_category_user_type_and_origin() {
-    let server = Server::start(&["--allow-private-targets"]);
+    let server = Server::start(&[]);
     let output = demo(&server);
     assert!(
         output.status.success(),
