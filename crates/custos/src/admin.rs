@@ -133,9 +133,9 @@ pub(crate) enum Admin {
         #[command(flatten)]
         remote: Remote,
         /// The instance.
-        #[arg(long, default_value = "main")]
+        #[arg(long, global = true, default_value = "main")]
         instance: String,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: UserCommand,
@@ -144,9 +144,9 @@ pub(crate) enum Admin {
     Team {
         #[command(flatten)]
         remote: Remote,
-        #[arg(long, default_value = "main")]
+        #[arg(long, global = true, default_value = "main")]
         instance: String,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: TeamCommand,
@@ -155,9 +155,9 @@ pub(crate) enum Admin {
     Role {
         #[command(flatten)]
         remote: Remote,
-        #[arg(long, default_value = "main")]
+        #[arg(long, global = true, default_value = "main")]
         instance: String,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: RoleCommand,
@@ -166,7 +166,7 @@ pub(crate) enum Admin {
     Instance {
         #[command(flatten)]
         remote: Remote,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: InstanceCommand,
@@ -175,9 +175,9 @@ pub(crate) enum Admin {
     Solution {
         #[command(flatten)]
         remote: Remote,
-        #[arg(long, default_value = "main")]
+        #[arg(long, global = true, default_value = "main")]
         instance: String,
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: SolutionCommand,

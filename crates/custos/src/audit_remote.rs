@@ -16,26 +16,32 @@ use serde_json::{Value as Json, json};
 
 use crate::client::{Client, print_table};
 
-/// How a command reaches the server and signs in.
+/// How a command reaches the server and signs in. The options are global, so that they may
+/// come before or after an administration command's own subcommand (`custos user --url U list`
+/// and `custos user list --url U` alike); a global option cannot be required, hence the password
+/// checked when signing in.
 #[derive(Debug, Args)]
 pub(crate) struct Remote {
     /// The server, e.g. http://127.0.0.1:8080.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     pub(crate) url: String,
     /// Who signs in (an Audit Reader, Audit Manager or global admin).
-    #[arg(long, default_value = "admin")]
+    #[arg(long, global = true, default_value = "admin")]
     pub(crate) username: String,
-    /// Their password.
-    #[arg(long, env = "CUSTOS_PASSWORD", hide_env_values = true)]
-    pub(crate) password: String,
+    /// Their password (required).
+    #[arg(long, global = true, env = "CUSTOS_PASSWORD", hide_env_values = true)]
+    pub(crate) password: Option<String>,
 }
 
 impl Remote {
     pub(crate) fn sign_in(&self) -> anyhow::Result<Client> {
+        let Some(password) = &self.password else {
+            bail!("a password is needed to sign in: --password or CUSTOS_PASSWORD");
+        };
         Client::sign_in(
             &self.url,
             &self.username,
-            &self.password,
+            password,
             concat!("custos-cli/", env!("CARGO_PKG_VERSION")),
         )
     }

@@ -8,12 +8,11 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
+/// Runs `custos ARGS --url … --json`, the options last as README.md writes them.
 fn custos(server: &Server, args: &[&str]) -> Output {
-    let (command, rest) = args.split_first().unwrap();
     Command::new(env!("CARGO_BIN_EXE_custos"))
-        .arg(command)
+        .args(args)
         .args(["--url", &server.base, "--json"])
-        .args(rest)
         .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
         .env("CUSTOS_NEW_USER_PASSWORD", "ann-password-1")
         .output()
@@ -101,6 +100,25 @@ fn users_teams_and_roles_from_the_command_line() {
     assert_eq!(refused.status(), 403);
     let users = ok(&server, &["user", "list"]);
     assert_eq!(users["value"].as_array().unwrap().len(), 2);
+    // The connection's options may come before the subcommand as well as after it; without a
+    // password the command says which option it needs and does not run.
+    let before = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["user", "--url", &server.base, "--json", "list"])
+        .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(before.status.success(), "{before:?}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&before.stdout).unwrap(),
+        users
+    );
+    let unsigned = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["user", "list", "--url", &server.base])
+        .env_remove("CUSTOS_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(unsigned.status.code(), Some(1), "{unsigned:?}");
+    assert!(String::from_utf8_lossy(&unsigned.stderr).contains("--password or CUSTOS_PASSWORD"));
 
     let missing = custos(
         &server,
