@@ -184,29 +184,57 @@ pub fn verify_note_chained(note: &str, key: &mut String) -> Result<Checkpoint> {
     Ok(checkpoint)
 }
 
+/// A verifier key (`<name>+<hex key id>+<base64(0x01 ‖ public key)>`), read and checked.
+struct VerifierKey<'a> {
+    name: &'a str,
+    id: [u8; 4],
+    public: VerifyingKey,
+}
+
+impl<'a> VerifierKey<'a> {
+    fn parse(text: &'a str) -> std::result::Result<Self, &'static str> {
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err("it is not three parts joined by '+' (name, key id, key)");
+        };
+        let key_bytes = STANDARD
+            .decode(key_b64)
+            .map_err(|_| "its key is not base64")?;
+        let (&[ALGORITHM_ED25519], public) = key_bytes.split_at_checked(1).unwrap_or_default()
+        else {
+            return Err("its key is not an Ed25519 key");
+        };
+        let public: [u8; 32] = public.try_into().map_err(|_| "its key is not 32 bytes")?;
+        let public =
+            VerifyingKey::from_bytes(&public).map_err(|_| "its key is not a valid point")?;
+        let id = key_id(name, &public);
+        let id_text: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        if id_text != id_hex {
+            return Err("its key id does not match its key");
+        }
+        Ok(Self { name, id, public })
+    }
+}
+
+/// Checks that `text` is a verifier key (what `GET /api/audit/key` hands out): a key a person
+/// typed or copied wrongly is a mistake to report as such, not a log that fails to verify.
+pub fn check_verifier_key(text: &str) -> std::result::Result<(), String> {
+    VerifierKey::parse(text)
+        .map(drop)
+        .map_err(|what| format!("'{text}' is not a verifier key: {what}"))
+}
+
 /// Parses a signed note and checks its signature by `verifier_key`; a note without a valid
 /// signature of that key is rejected.
 pub fn verify_note(note: &str, verifier_key: &str) -> Result<Checkpoint> {
     let bad = |what: &str| Error::Corrupted(format!("checkpoint note: {what}"));
-    let mut parts = verifier_key.splitn(3, '+');
-    let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("malformed verifier key"));
-    };
-    let key_bytes = STANDARD
-        .decode(key_b64)
-        .map_err(|_| bad("verifier key is not base64"))?;
-    let (&[ALGORITHM_ED25519], public) = key_bytes.split_at(1) else {
-        return Err(bad("verifier key is not Ed25519"));
-    };
-    let public: [u8; 32] = public.try_into().map_err(|_| bad("verifier key length"))?;
-    let public =
-        VerifyingKey::from_bytes(&public).map_err(|_| bad("verifier key is not a valid point"))?;
-    let expected_id = key_id(name, &public);
-    let id_text: String = expected_id.iter().map(|b| format!("{b:02x}")).collect();
-    if id_text != id_hex {
-        return Err(bad("verifier key id does not match its key"));
-    }
+    let VerifierKey {
+        name,
+        id: expected_id,
+        public,
+    } = VerifierKey::parse(verifier_key)
+        .map_err(|what| bad(&format!("the verifier key is malformed: {what}")))?;
 
     if note.chars().any(|c| c < ' ' && c != '\n') {
         return Err(bad("a control character other than newline"));

@@ -39,8 +39,8 @@ pub use canonical::{
     canonical_json, event_leaf_hash, event_value, format_creation_time, write_canonical,
 };
 pub use checkpoint::{
-    Checkpoint, CheckpointSigner, IdsDigest, checkpoint_body, handover_key, verify_note,
-    verify_note_chained,
+    Checkpoint, CheckpointSigner, IdsDigest, check_verifier_key, checkpoint_body, handover_key,
+    verify_note, verify_note_chained,
 };
 pub use error::{Error, Result};
 pub use event::{

@@ -79,6 +79,8 @@ struct Signed {
     ids: BTreeMap<u64, IdsDigest>,
     /// The verifier keys trusted, root first (each passed on by a handover both signed).
     keys: Vec<String>,
+    /// The notes `checkpoints.log` holds, whether or not they verified.
+    notes: usize,
 }
 
 /// Every checkpoint of `checkpoints.log` up to the first signed for more than `until` records.
@@ -138,6 +140,7 @@ fn read_checkpoints(
         index += 1;
         pos += 8 + len;
     }
+    signed.notes = index;
     report.checkpoints = signed.roots.len();
     report.latest_checkpoint = signed.roots.keys().next_back().copied();
     Ok(signed)
@@ -1100,7 +1103,12 @@ pub(crate) fn verify_with(
             size - 1
         ));
     }
-    if report.events > 0 && signed.roots.is_empty() {
+    if report.events > 0 && signed.roots.is_empty() && signed.notes > 0 {
+        report.problems.push(format!(
+            "the log holds {} records and none of the {} checkpoints of checkpoints.log verifies with the key trusted ({}): the log is not the one that key signs, or its checkpoints were replaced",
+            report.events, signed.notes, signed.keys[0]
+        ));
+    } else if report.events > 0 && signed.roots.is_empty() {
         report.problems.push(format!(
             "the log holds {} records and no signed checkpoint: checkpoints.log was removed or emptied",
             report.events

@@ -351,7 +351,11 @@ fn proof(
     keep: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
     let key = match key {
-        Some(key) => key.trim().to_string(),
+        // A key mistyped is the command's mistake (exit 1), not a proof that failed.
+        Some(key) => {
+            custos_audit::check_verifier_key(key.trim()).map_err(anyhow::Error::msg)?;
+            key.trim().to_string()
+        }
         None => {
             let key = client.get_text("/api/audit/key")?.trim().to_string();
             eprintln!("note: trusting the server's key {key}; pin it with --key");

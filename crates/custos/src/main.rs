@@ -475,7 +475,11 @@ fn verify(
 ) -> anyhow::Result<ExitCode> {
     let log_dir = data_dir.join("audit");
     let key = match key {
-        Some(key) => key,
+        // A key mistyped is the command's mistake (exit 1), not evidence against the log.
+        Some(key) => {
+            custos_audit::check_verifier_key(key.trim()).map_err(anyhow::Error::msg)?;
+            key.trim().to_string()
+        }
         None => {
             let path = log_dir.join("verifier.key");
             // The chain of keys, root first: verification starts from the root and follows

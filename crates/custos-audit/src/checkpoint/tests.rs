@@ -27,6 +27,27 @@ fn a_signed_note_verifies_and_any_change_breaks_it() {
     );
     assert!(verify_note("garbage", &key).is_err());
     assert!(verify_note(&note, "not+a+key").is_err());
+    // A key typed or copied wrongly is named as such, whatever part of it is wrong — the
+    // empty key part used to panic — and the right key passes the same check.
+    assert_eq!(check_verifier_key(&key), Ok(()));
+    let (name_and_id, encoded) = key.rsplit_once('+').unwrap();
+    for (wrong, what) in [
+        ("garbage".to_string(), "three parts"),
+        (format!("{name_and_id}+"), "not an Ed25519 key"),
+        (format!("{name_and_id}+!!"), "not base64"),
+        (format!("{name_and_id}+AQID"), "not 32 bytes"),
+        (
+            key.replacen("example.com", "example.org", 1),
+            "key id does not match",
+        ),
+        (format!("{key}x"), "not base64"),
+        (format!("{name_and_id}+{}", &encoded[..8]), "not 32 bytes"),
+    ] {
+        let refused = check_verifier_key(&wrong).unwrap_err();
+        assert!(refused.contains(what), "{wrong}: {refused}");
+        let error = verify_note(&note, &wrong).unwrap_err().to_string();
+        assert!(error.contains("the verifier key is malformed"), "{error}");
+    }
     let control = note.replacen("\n42\n", "\n42\r\n", 1);
     assert!(
         verify_note(&control, &key)

@@ -136,11 +136,16 @@ fn proof_trusts_only_the_key_and_keeps_the_log_honest() {
         "the newer checkpoint is kept"
     );
 
-    // Another key, or a kept checkpoint that was tampered with, fails with exit code 2.
+    // Another key, or a kept checkpoint that was tampered with, fails with exit code 2; a key
+    // that is not a key at all (its id does not match it) is the command's mistake, exit 1.
     let (name, rest) = key.split_once('+').unwrap();
-    let other = format!("{name}+00000000+{}", rest.split_once('+').unwrap().1);
+    let other = custos_audit::CheckpointSigner::new([8; 32], name).verifier_key();
     let output = audit(&server, &["proof", "--id", id, "--key", &other]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let mistyped = format!("{name}+00000000+{}", rest.split_once('+').unwrap().1);
+    let output = audit(&server, &["proof", "--id", id, "--key", &mistyped]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("key id does not match"));
     let forged = first.replacen(
         first.lines().nth(1).unwrap(),
         &(first.lines().nth(1).unwrap().parse::<u64>().unwrap() + 1).to_string(),
