@@ -119,23 +119,18 @@ fn a_pinned_first_key_verifies_across_rotations_restarts_and_an_interrupted_rota
     let data = server.data_dir.clone();
     server.kill();
     let data_text = data.to_str().unwrap();
+    let verify_with =
+        |key: &str| custos(&["audit", "verify", "--data-dir", data_text, "--key", key]);
     let output = custos(&["audit", "verify", "--data-dir", data_text]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let output = custos(&["audit", "verify", "--data-dir", data_text, "--key", &second]);
+    let output = verify_with(&second);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     // The key of another log under the same name: no checkpoint verifies, and verify says so
     // rather than that checkpoints.log was emptied. A key mistyped is the command's mistake
     // (exit 1), not evidence against the log.
     let name = root.split('+').next().unwrap();
     let stranger = custos_audit::CheckpointSigner::new([8; 32], name).verifier_key();
-    let output = custos(&[
-        "audit",
-        "verify",
-        "--data-dir",
-        data_text,
-        "--key",
-        &stranger,
-    ]);
+    let output = verify_with(&stranger);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -143,14 +138,7 @@ fn a_pinned_first_key_verifies_across_rotations_restarts_and_an_interrupted_rota
         "{said}"
     );
     let mistyped = format!("{}x", root.trim());
-    let output = custos(&[
-        "audit",
-        "verify",
-        "--data-dir",
-        data_text,
-        "--key",
-        &mistyped,
-    ]);
+    let output = verify_with(&mistyped);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a verifier key"));
 
