@@ -11,6 +11,7 @@ use serde_json::{Value as Json, json};
 
 use crate::audit_remote::Remote;
 use crate::client::{Client, encode, print_table};
+use crate::out::outln;
 
 /// `custos user …` (System Administrator of the instance).
 #[derive(Debug, Subcommand)]
@@ -537,11 +538,11 @@ fn instance(client: &Client, command: &InstanceCommand) -> anyhow::Result<Json> 
 /// Prints an answer: JSON, or a table of its rows (or of it).
 pub(crate) fn print(output: &Json, json: bool) {
     if json {
-        println!("{output:#}");
+        outln!("{output:#}");
         return;
     }
     if let Some(done) = output["done"].as_str() {
-        println!("{done}");
+        outln!("{done}");
         return;
     }
     let rows: Vec<Json> = match output["value"].as_array() {

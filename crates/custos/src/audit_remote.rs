@@ -15,6 +15,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value as Json, json};
 
 use crate::client::{Client, print_table};
+use crate::out::outln;
 
 /// How a command reaches the server and signs in. The options are global, so that they may
 /// come before or after an administration command's own subcommand (`custos user --url U list`
@@ -215,7 +216,7 @@ const COLUMNS: [&str; 7] = [
 fn print(records: &[Json], json: bool) {
     if json {
         for record in records {
-            println!("{record}");
+            outln!("{record}");
         }
     } else {
         let columns: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
@@ -326,7 +327,7 @@ fn export(client: &Client, filters: &Filters, format: &str, out: &Path) -> anyho
     bar.finish_and_clear();
     let bytes = client.download(&format!("/api/audit/exports/{id}/file"))?;
     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-    println!(
+    outln!(
         "{} events exported to {} ({} bytes)",
         status["done"],
         out.display(),
@@ -363,7 +364,7 @@ fn proof(
         }
     };
     let fail = |what: String| {
-        println!("FAILED: {what}");
+        outln!("FAILED: {what}");
         Ok(Outcome::CheckFailed)
     };
     // Follow the key rotations since the pinned key: each handover checkpoint must be signed by
@@ -400,7 +401,7 @@ fn proof(
             }
         }
         if trusted.len() > 1 {
-            println!(
+            outln!(
                 "the pinned key handed over to {} (key rotations verified by both signatures)",
                 in_force
             );
@@ -437,7 +438,7 @@ fn proof(
     if !custos_audit::verify_inclusion(index, size, &leaf, &hashes, &checkpoint.root) {
         return fail("the inclusion proof does not lead to the checkpoint's root".into());
     }
-    println!(
+    outln!(
         "record {id} ({} {}) is leaf {index} of the {size} events of a checkpoint signed by {}",
         record["Operation"].as_str().unwrap_or(""),
         record["CreationTime"].as_str().unwrap_or(""),
@@ -492,7 +493,7 @@ fn proof(
         } else if old.size == size && old.root != checkpoint.root {
             return fail("two checkpoints of the same size with different roots: a fork".into());
         }
-        println!(
+        outln!(
             "the log extends the kept checkpoint of {} events (consistency proven)",
             old.size
         );
@@ -567,10 +568,10 @@ fn tail(
         printed += fresh.len();
         for record in &fresh {
             if json {
-                println!("{record}");
+                outln!("{record}");
             } else {
                 let field = |name: &str| record[name].as_str().unwrap_or("").to_string();
-                println!(
+                outln!(
                     "{}  {}  {}  {}  {}  {}",
                     field("CreationTime"),
                     field("Operation"),

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::out::outln;
 use anyhow::Context;
 use reqwest::Method;
 use reqwest::blocking::{Client as Http, Response};
@@ -246,7 +247,7 @@ pub(crate) fn print_table(rows: &[Json], columns: Option<&[String]>) {
                 format!("{v:<w$}")
             })
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(columns.clone());
     for row in rows {

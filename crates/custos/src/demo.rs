@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value as Json, json};
 
 use crate::client::{Client, Refused};
+use crate::out::outln;
 use crate::support;
 
 /// The people and applications of the demo day.
@@ -47,7 +48,7 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
     };
     let step = |text: &str| {
         if !json_out {
-            println!("• {text}");
+            outln!("• {text}");
         }
     };
     let admin =
@@ -451,9 +452,9 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         "engineer": cast.engineer,
     });
     if json_out {
-        println!("{summary:#}");
+        outln!("{summary:#}");
     } else {
-        println!("\nthe log now holds, by operation:");
+        outln!("\nthe log now holds, by operation:");
         let mut operations: Vec<(&String, &Json)> = summary["operations"]
             .as_object()
             .into_iter()
@@ -461,9 +462,9 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
             .collect();
         operations.sort_by(|a, b| a.0.cmp(b.0));
         for (operation, count) in operations {
-            println!("  {operation:<28} {count}");
+            outln!("  {operation:<28} {count}");
         }
-        println!("\nopen {url}/ui and sign in as admin to look around.");
+        outln!("\nopen {url}/ui and sign in as admin to look around.");
     }
     reader.post("/oauth2/logout", &json!({}))?;
     Ok(())

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use out::{out, outln};
 
 /// The allocator of the Rust side of the process (SQLite keeps the C library's). glibc's
 /// malloc spent a growing share of the server's CPU in `malloc_consolidate` and `unlink_chunk`
@@ -20,6 +21,7 @@ mod admin;
 mod audit_remote;
 mod client;
 mod demo;
+mod out;
 mod support;
 
 /// Custos: an audited business-records platform.
@@ -314,7 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 options.events = events;
             }
             let report = custos_bench::run(&scenario, &options)?;
-            print!("{}", report.table());
+            out!("{}", report.table());
             if let Some(path) = json {
                 std::fs::write(&path, format!("{:#}\n", report.json()))
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -345,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = custos_server::reindex_audit_log(&data_dir, postgres.as_deref())
                 .with_context(|| format!("reindexing {}", data_dir.display()))?;
             spinner.finish_and_clear();
-            println!(
+            outln!(
                 "reindexed {} events: {} partition indexes written in {:.1} s",
                 summary.events,
                 summary.partitions,
@@ -393,7 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             custos_server::AppState::open(config, std::sync::Arc::new(custos_server::SystemClock))
                 .with_context(|| format!("initialising {}", data_dir.display()))?;
-            println!(
+            outln!(
                 "{} {}: tenant 'default', instance 'main', global admin 'admin'",
                 if existed {
                     "already initialised:"
@@ -522,9 +524,9 @@ fn verify(
             "purgedEvents": report.purged_events,
             "keptCheckpoint": report.witness,
         });
-        println!("{body:#}");
+        outln!("{body:#}");
     } else {
-        println!(
+        outln!(
             "{} events in {} segments, {} signed checkpoints (latest covers {})",
             report.events,
             report.segments,
@@ -534,24 +536,24 @@ fn verify(
                 .map_or("nothing".into(), |n| format!("{n} events"))
         );
         if report.purged_events > 0 {
-            println!(
+            outln!(
                 "{} of them purged by retention, every purged range accounted for by its signed purge event",
                 report.purged_events
             );
         }
         if let Some(torn) = &report.torn_tail {
-            println!("note: torn tail, not tampering: {torn}");
+            outln!("note: torn tail, not tampering: {torn}");
         }
         if let Some(size) = report.witness
             && report.is_ok()
         {
-            println!("the log extends the checkpoint kept outside ({size} events)");
+            outln!("the log extends the checkpoint kept outside ({size} events)");
         }
         for problem in &report.problems {
-            println!("FAILED: {problem}");
+            outln!("FAILED: {problem}");
         }
         if report.is_ok() {
-            println!("verified: every record, checksum and signed checkpoint is intact");
+            outln!("verified: every record, checksum and signed checkpoint is intact");
         }
     }
     Ok(if report.is_ok() {

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value as Json, json};
 
 use crate::client::{Client, encode, print_table};
+use crate::out::outln;
 
 /// What the engineer does.
 #[derive(Debug, Subcommand)]
@@ -117,7 +118,7 @@ pub(crate) fn run(session: &Session<'_>, action: &Action) -> anyhow::Result<Json
 /// Prints what a use of the tool answered: JSON, or a table for people.
 pub(crate) fn print(output: &Json, json: bool) {
     if json {
-        println!("{output:#}");
+        outln!("{output:#}");
     } else {
         match output["value"].as_array() {
             Some(rows) => print_table(rows, None),

@@ -56,6 +56,21 @@ fn search_and_export_from_the_command_line() {
     expected.sort();
     assert_eq!(record_ids, expected);
 
+    // A reader that goes away (`| head -1`) ends the command quietly and not as a success:
+    // no panic's backtrace, exit code 1 (here the pipe is closed before the first line).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "search", "--operation", "Create", "--json"])
+        .args(["--url", &server.base])
+        .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert_eq!(closed.status.code(), Some(1), "{closed:?}");
+    assert!(closed.stderr.is_empty(), "{closed:?}");
+
     let output = audit(&server, &["search", "--record-id", &ids[1], "--max", "1"]);
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.starts_with("CreationTime"), "{table}");
