@@ -299,6 +299,31 @@ fn search(client: &Client, filters: &Filters, max: usize) -> anyhow::Result<Vec<
 }
 
 fn export(client: &Client, filters: &Filters, format: &str, out: &Path) -> anyhow::Result<()> {
+    // The file is opened first: a path that cannot be written is found before the server runs
+    // (and records) an export whose file nobody would get. A file made here for an export that
+    // then fails is removed again; one that was there already is left as it was.
+    let existed = out.exists();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    let exported = export_into(client, filters, format, out, file);
+    if exported.is_err() && !existed {
+        let _ = std::fs::remove_file(out);
+    }
+    exported
+}
+
+fn export_into(
+    client: &Client,
+    filters: &Filters,
+    format: &str,
+    out: &Path,
+    mut file: std::fs::File,
+) -> anyhow::Result<()> {
+    use std::io::Write;
     let job = client
         .post(
             "/api/audit/exports",
@@ -326,7 +351,10 @@ fn export(client: &Client, filters: &Filters, format: &str, out: &Path) -> anyho
     };
     bar.finish_and_clear();
     let bytes = client.download(&format!("/api/audit/exports/{id}/file"))?;
-    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    file.set_len(0)
+        .and_then(|()| file.write_all(&bytes))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
     outln!(
         "{} events exported to {} ({} bytes)",
         status["done"],

@@ -102,6 +102,24 @@ fn search_and_export_from_the_command_line() {
     assert!(output.status.success(), "{output:?}");
     let rows = xlsx_rows(&file, "Events");
     assert_eq!(rows.len(), 4, "a header and three events");
+    // A file that cannot be written is found before the server is asked: no export job, so
+    // nothing recorded for a file nobody got.
+    let jobs = |server: &Server| server.audit(&admin, "operation=ExportAuditLog").len();
+    let before = jobs(&server);
+    let nowhere = dir.path().join("missing").join("creates.csv");
+    let output = audit(
+        &server,
+        &[
+            "export",
+            "--format",
+            "csv",
+            "--out",
+            nowhere.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(jobs(&server), before, "no export was started");
+    assert!(before >= 1, "the export above was recorded");
 
     let output = Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(["audit", "search", "--url", &server.base])
