@@ -7,6 +7,8 @@
 //! unary   := "not" unary | primary
 //! primary := "(" expr ")" | func "(" member "," string ")" | operand op operand
 //!          | member "in" "(" literal ("," literal)* ")"
+//!          | "Microsoft.Dynamics.CRM." name "(" param ("," param)* ")"
+//! param   := name "=" (literal | "[" literal ("," literal)* "]")
 //! operand := member | literal
 //! op      := eq | ne | gt | ge | lt | le
 //! literal := string | integer | decimal | true | false | null | guid | datetime | date
@@ -15,7 +17,10 @@
 //! `member in (a, b, …)` is read as `member eq a or member eq b or …`, which is what OData's
 //! `in` means (the printer writes it that way). A literal on the left is turned around
 //! (`5 lt x` is `x gt 5`); two literals are decided when parsed (`1 eq 1` holds, and prints so);
-//! two members compare the row's own values (`firstname eq lastname`).
+//! two members compare the row's own values (`firstname eq lastname`). Dataverse's query
+//! functions (`Microsoft.Dynamics.CRM.LastXDays(PropertyName='createdon',PropertyValue=7)`) are
+//! read into those same comparisons as they are parsed (`functions.rs`), relative to the
+//! request's time and user ([`FilterContext`]).
 //!
 //! Written by hand (not a parser generator) because the grammar is small, the error messages
 //! are part of the product, and input length and nesting depth must be bounded.
@@ -24,8 +29,13 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use crate::metadata::AttributeType;
 use crate::value::{normalize_datetime, normalize_datetime_literal};
 use crate::{Error, Result};
+
+mod functions;
+
+pub use functions::FilterContext;
 
 /// Longest `$filter` accepted, in bytes: Dataverse's own limit on a request URL (32 KiB).
 pub(crate) const FILTER_BYTES_MAX: usize = 32 * 1024;
@@ -174,6 +184,38 @@ pub enum Literal {
     DateTime(String),
     /// A date `YYYY-MM-DD`.
     Date(String),
+    /// A query function's value written in quotes (`In`'s and `Between`'s `PropertyValues`,
+    /// which Dataverse takes as strings whatever the attribute), read as the type of the
+    /// attribute it is compared with: `'5'` is 5 to a number, a GUID to a lookup.
+    Text(String),
+}
+
+impl Literal {
+    /// This literal as one for an attribute of type `kind`: a [`Literal::Text`] is read as that
+    /// type (`None` when it is not one of its values); any other literal is itself.
+    pub(crate) fn typed(&self, kind: &AttributeType) -> Option<Literal> {
+        let Literal::Text(text) = self else {
+            return Some(self.clone());
+        };
+        let trimmed = text.trim();
+        match kind {
+            AttributeType::String { .. } | AttributeType::Memo => {
+                Some(Literal::String(text.clone()))
+            }
+            AttributeType::Boolean => match trimmed {
+                "true" => Some(Literal::Boolean(true)),
+                "false" => Some(Literal::Boolean(false)),
+                _ => None,
+            },
+            AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => {
+                Uuid::parse_str(trimmed).ok().map(Literal::Guid)
+            }
+            AttributeType::DateTime => number_or_date(trimmed)
+                .filter(|literal| matches!(literal, Literal::Date(_) | Literal::DateTime(_))),
+            _ => number_or_date(trimmed)
+                .filter(|literal| matches!(literal, Literal::Integer(_) | Literal::Decimal(_))),
+        }
+    }
 }
 
 impl fmt::Display for Literal {
@@ -183,7 +225,7 @@ impl fmt::Display for Literal {
             Literal::Boolean(b) => write!(f, "{b}"),
             Literal::Integer(n) => write!(f, "{n}"),
             Literal::Decimal(text) => f.write_str(text),
-            Literal::String(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            Literal::String(s) | Literal::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
             Literal::Guid(g) => write!(f, "{g}"),
             Literal::DateTime(text) | Literal::Date(text) => f.write_str(text),
         }
@@ -229,10 +271,21 @@ enum Token {
     Open,
     Close,
     Comma,
+    /// `=` between a query function's parameter and its value.
+    Equals,
+    /// `[` and `]` around a query function's list of values.
+    OpenList,
+    CloseList,
 }
 
-/// Parses a `$filter` expression.
+/// Parses a `$filter` expression. Query functions relative to the request's time or user are
+/// refused here ([`parse_filter_in`] with a context reads them).
 pub fn parse_filter(input: &str) -> Result<Filter> {
+    parse_filter_in(input, None)
+}
+
+/// Parses a `$filter` expression whose query functions are relative to `context`, when given.
+pub(crate) fn parse_filter_in(input: &str, context: Option<&FilterContext>) -> Result<Filter> {
     if input.len() > FILTER_BYTES_MAX {
         return Err(bad(format!(
             "$filter is longer than {FILTER_BYTES_MAX} bytes"
@@ -244,6 +297,7 @@ pub fn parse_filter(input: &str) -> Result<Filter> {
         pos: 0,
         depth: 0,
         end: input.len(),
+        context,
     };
     let filter = parser.expr()?;
     if let Some((token, at)) = parser.tokens.get(parser.pos) {
@@ -308,6 +362,9 @@ fn describe(token: &Token) -> String {
         Token::Open => "'('".into(),
         Token::Close => "')'".into(),
         Token::Comma => "','".into(),
+        Token::Equals => "'='".into(),
+        Token::OpenList => "'['".into(),
+        Token::CloseList => "']'".into(),
     }
 }
 
@@ -322,20 +379,22 @@ fn lex(input: &str) -> Result<Vec<(Token, usize)>> {
             pos += 1;
             continue;
         }
+        let punctuation = match c {
+            b'(' => Some(Token::Open),
+            b')' => Some(Token::Close),
+            b',' => Some(Token::Comma),
+            b'=' => Some(Token::Equals),
+            b'[' => Some(Token::OpenList),
+            b']' => Some(Token::CloseList),
+            _ => None,
+        };
+        if let Some(token) = punctuation {
+            tokens.push((token, start));
+            pos += 1;
+            continue;
+        }
         let token =
             match c {
-                b'(' => {
-                    pos += 1;
-                    Token::Open
-                }
-                b')' => {
-                    pos += 1;
-                    Token::Close
-                }
-                b',' => {
-                    pos += 1;
-                    Token::Comma
-                }
                 b'\'' => {
                     let mut text = String::new();
                     pos += 1;
@@ -378,6 +437,13 @@ fn lex(input: &str) -> Result<Vec<(Token, usize)>> {
                 }
                 b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                     pos = scan_word(bytes, pos, |b| b.is_ascii_alphanumeric() || b == b'_');
+                    let namespace = functions::NAMESPACE;
+                    if input[start..].starts_with(namespace) {
+                        // A query function: its namespace and name as one word.
+                        pos = scan_word(bytes, start + namespace.len(), |b| {
+                            b.is_ascii_alphanumeric() || b == b'_'
+                        });
+                    }
                     let word = &input[start..pos];
                     match word {
                         "true" => Token::Literal(Literal::Boolean(true)),
@@ -450,15 +516,17 @@ fn number_or_date(word: &str) -> Option<Literal> {
     (mantissa_ok && exponent_ok && finite).then(|| Literal::Decimal(word.to_string()))
 }
 
-struct Parser {
+struct Parser<'c> {
     tokens: Vec<(Token, usize)>,
     pos: usize,
     depth: usize,
     /// Input length: the position reported for "the end".
     end: usize,
+    /// What query functions are relative to, when the filter is run for a request.
+    context: Option<&'c FilterContext>,
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos).map(|(t, _)| t)
     }
@@ -526,6 +594,9 @@ impl Parser {
                 self.depth -= 1;
                 self.expect(Token::Close)?;
                 Ok(inner)
+            }
+            Some(Token::Ident(name)) if name.starts_with(functions::NAMESPACE) => {
+                self.query_function(&name[functions::NAMESPACE.len()..])
             }
             Some(Token::Ident(name)) => {
                 let function = match name.as_str() {
@@ -657,6 +728,55 @@ impl Parser {
         Ok(terms.fold(first, |left, right| {
             Filter::Or(Box::new(left), Box::new(right))
         }))
+    }
+
+    /// A query function's parameters, `(Name=value, …)`, and the filter it stands for.
+    fn query_function(&mut self, name: &str) -> Result<Filter> {
+        self.expect(Token::Open)?;
+        let mut arguments: Vec<(String, functions::Argument)> = Vec::new();
+        loop {
+            let at = self.at();
+            let parameter = self.member()?;
+            if arguments.iter().any(|(seen, _)| *seen == parameter) {
+                return Err(bad(format!(
+                    "the parameter {parameter} is given twice at position {at}"
+                )));
+            }
+            self.expect(Token::Equals)?;
+            let value = if self.peek() == Some(&Token::OpenList) {
+                self.pos += 1;
+                let mut values = Vec::new();
+                while self.peek() != Some(&Token::CloseList) {
+                    if !values.is_empty() {
+                        self.expect(Token::Comma)?;
+                    }
+                    values.push(self.literal()?);
+                }
+                self.pos += 1;
+                functions::Argument::List(values)
+            } else {
+                functions::Argument::One(self.literal()?)
+            };
+            arguments.push((parameter, value));
+            if self.peek() == Some(&Token::Comma) {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        self.expect(Token::Close)?;
+        functions::call(name, arguments, self.context)
+    }
+
+    fn literal(&mut self) -> Result<Literal> {
+        let at = self.at();
+        match self.next() {
+            Some(Token::Literal(literal)) => Ok(literal),
+            other => Err(bad(format!(
+                "expected a value at position {at}, got {}",
+                other.as_ref().map_or("the end".into(), describe)
+            ))),
+        }
     }
 
     fn member(&mut self) -> Result<String> {

@@ -28,14 +28,14 @@ mod write;
 pub use directory::{Change, Directory, InstanceInfo, NewPrincipal, Principal};
 pub use engine::Store;
 pub use error::{Error, Result};
-pub use filter::{CompareOp, Filter, Literal, StringFunction, parse_filter};
+pub use filter::{CompareOp, Filter, FilterContext, Literal, StringFunction, parse_filter};
 pub use metadata::{
     AttributeDef, AttributeType, Catalog, ChoiceOption, EntityCategory, EntityDef, Navigation,
     OnDelete, is_custom_name,
 };
 pub use options::{
     Expand, OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, check_custom_option, page_size,
-    parse_query_options,
+    parse_query_options, parse_query_options_at,
 };
 pub use pg::{PgStore, Postgres, database_address, trust_postgres_ca};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows, uncovered};

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
-use crate::filter::{Filter, parse_filter};
+use crate::filter::{Filter, FilterContext, parse_filter_in};
 use crate::{Error, Result};
 
 /// Largest page a retrieve multiple returns, and the default page size.
@@ -83,7 +83,7 @@ fn split_top(text: &str, separator: char) -> Result<Vec<&str>> {
 }
 
 /// Reads `$expand=a,b($select=x;$top=5)`; `*` stands for every navigation property not named.
-fn parse_expand(text: &str) -> Result<Vec<Expand>> {
+fn parse_expand(text: &str, context: Option<&FilterContext>) -> Result<Vec<Expand>> {
     let mut items = Vec::new();
     for item in split_top(text, ',')? {
         let item = item.trim();
@@ -129,7 +129,7 @@ fn parse_expand(text: &str) -> Result<Vec<Expand>> {
         }
         items.push(Expand {
             property: property.to_string(),
-            options: parse_query_options(pairs)?,
+            options: parse_query_options_in(pairs, context)?,
         });
     }
     Ok(items)
@@ -273,9 +273,27 @@ fn with_aliases<'t>(text: &'t str, aliases: &[(&str, &str)]) -> Result<std::borr
 /// Parses the decoded query pairs of a request. Names may carry the `$` or not only where OData
 /// allows it; unknown `$` options are rejected, as are custom parameters that would change what
 /// is read were they understood ([`check_custom_option`]); parameter aliases (`@name`) are
-/// read into `$filter` and `$orderby`; other parameters are left to the caller.
+/// read into `$filter` and `$orderby`; other parameters are left to the caller. A query
+/// function relative to the request's time or user is refused here; [`parse_query_options_at`]
+/// reads it.
 pub fn parse_query_options<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<QueryOptions> {
+    parse_query_options_in(pairs, None)
+}
+
+/// [`parse_query_options`] for a query run for a request: its filters' query functions
+/// (`Microsoft.Dynamics.CRM.LastXDays(…)`, `EqualUserId(…)`) are relative to `context`.
+pub fn parse_query_options_at<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    context: &FilterContext,
+) -> Result<QueryOptions> {
+    parse_query_options_in(pairs, Some(context))
+}
+
+fn parse_query_options_in<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    context: Option<&FilterContext>,
 ) -> Result<QueryOptions> {
     let pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
     let mut aliases: Vec<(&str, &str)> = Vec::new();
@@ -321,7 +339,7 @@ pub fn parse_query_options<'a>(
                 options.select = Some(names);
             }
             "$filter" => {
-                options.filter = Some(parse_filter(value)?);
+                options.filter = Some(parse_filter_in(value, context)?);
                 options.filter_text = Some(value.to_string());
             }
             "$orderby" => {
@@ -373,7 +391,7 @@ pub fn parse_query_options<'a>(
             "$skiptoken" => {
                 options.after = Some(PageCursor::parse(value)?);
             }
-            "$expand" => options.expand = parse_expand(value)?,
+            "$expand" => options.expand = parse_expand(value, context)?,
             "$format" => {
                 if !value.eq_ignore_ascii_case("json") && !value.starts_with("application/json") {
                     return Err(Error::BadRequest(format!(

@@ -108,6 +108,12 @@ pub(crate) fn compile_filter(
         } => {
             let attr = resolve(entity, attribute)?;
             let column = format!("\"{}\"", attr.logical_name);
+            let value = &value.typed(&attr.attribute_type).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "'{attribute}' is {} and cannot be compared with {value}",
+                    attr.attribute_type.name()
+                ))
+            })?;
             if *value == Literal::Null {
                 match op {
                     CompareOp::Eq => sql.push_str(&format!("{column} IS NULL")),

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use custos_audit::{AuditPolicy, Operation, Origin};
 use custos_records::{
     AttributeDef, EntityDef, ImportRow, Privilege, QueryOptions, Record, RecordQuery, Value,
-    WriteOutcome, datetime_text, parse_query_options,
+    WriteOutcome, datetime_text, parse_query_options_at,
 };
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
 use serde_json::{Map, Value as Json, json};
@@ -87,7 +87,10 @@ fn query_options(
             pairs = view.options;
         }
     }
-    let options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let options = parse_query_options_at(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &super::records::filter_context(request),
+    )?;
     for name in options.select.iter().flatten() {
         if entity.attribute_by_web_name(name).is_none() {
             return Err(AppError::bad_request(format!(

@@ -9,9 +9,10 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use custos_audit::Operation;
 use custos_records::{
-    AttributeType, Catalog, ChangeFailed, EntityDef, Filter, NewPrincipal, ORGANIZATION_ENTITY,
-    PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordChange, RecordQuery, SHARE_ENTITY, Value,
-    WriteContext, WriteMode, WriteOutcome, check_custom_option, page_size, parse_query_options,
+    AttributeType, Catalog, ChangeFailed, EntityDef, Filter, FilterContext, NewPrincipal,
+    ORGANIZATION_ENTITY, PAGE_SIZE_MAX, Privilege, ROLE_IDS, Record, RecordChange, RecordQuery,
+    SHARE_ENTITY, Value, WriteContext, WriteMode, WriteOutcome, check_custom_option, page_size,
+    parse_query_options, parse_query_options_at,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -380,7 +381,9 @@ pub(crate) fn check_view_values(
             pairs.push((option, value));
         }
     }
-    let options = parse_query_options(pairs)?;
+    // A view is checked for its shape, not run: each run reads its query functions
+    // (`LastXDays`, `EqualUserId`) against its own request.
+    let options = parse_query_options_at(pairs, &FilterContext::checking())?;
     check_select(viewed, &options.select)?;
     Ok(custos_records::check_query(viewed, &options)?)
 }
@@ -466,7 +469,10 @@ async fn list(
     if let Some(details) = details {
         draft.details = Json::Object(details).to_string();
     }
-    let mut options = parse_query_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let mut options = parse_query_options_at(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &filter_context(&request),
+    )?;
     check_select(&entity, &options.select)?;
     let references = related.as_ref().is_some_and(|r| r.references);
     if references {
@@ -749,7 +755,7 @@ async fn retrieve_at(
             other => check_custom_option(other)?,
         }
     }
-    let options = parse_query_options(single)?;
+    let options = parse_query_options_at(single, &filter_context(&request))?;
     let select = options.select;
     check_select(&entity, &select)?;
     let record = read_record(&request, &entity, id).await?;
@@ -945,7 +951,10 @@ async fn count_of(
         .iter()
         .filter(|(k, _)| k == "$filter" || !k.starts_with('$'))
         .map(|(k, v)| (k.as_str(), v.as_str()));
-    let mut options = parse_query_options(filter.chain([("$count", "true"), ("$top", "1")]))?;
+    let mut options = parse_query_options_at(
+        filter.chain([("$count", "true"), ("$top", "1")]),
+        &filter_context(&request),
+    )?;
     options.select = Some(vec![entity.primary_id()]);
     if let Some(related) = related {
         draft.details = Json::Object(related.details).to_string();
@@ -1104,6 +1113,14 @@ fn body_values(
         values.push((attribute.logical_name.clone(), value));
     }
     Ok((values, id))
+}
+
+/// What the request's query functions are relative to: when it arrived, and who it acts as.
+pub(super) fn filter_context(request: &WebRequest) -> FilterContext {
+    FilterContext {
+        now: request.state.clock.now(),
+        user: request.caller.principal.id,
+    }
 }
 
 pub(super) fn context(request: &WebRequest) -> WriteContext {

@@ -248,3 +248,276 @@ proptest! {
         let _ = parse_filter(&input);
     }
 }
+
+/// Parses `input` as a request at 2026-03-31T15:30:45.5Z by user `…0007` would, printed.
+fn at_request(input: &str) -> String {
+    let context = FilterContext {
+        now: time::macros::datetime!(2026-03-31 15:30:45.5 UTC),
+        user: Uuid::from_u128(7),
+    };
+    match parse_filter_in(input, Some(&context)) {
+        Ok(filter) => filter.to_string(),
+        Err(error) => format!("error: {error}"),
+    }
+}
+
+#[test]
+fn query_functions_are_read_into_comparisons_relative_to_the_request() {
+    let ns = "Microsoft.Dynamics.CRM.";
+    let call = |name: &str, args: &str| at_request(&format!("{ns}{name}({args})"));
+    let on = |name: &str| call(name, "PropertyName='createdon'");
+    let counted =
+        |name: &str, x: i64| call(name, &format!("PropertyName='createdon',PropertyValue={x}"));
+    let range = |start: &str, end: &str| format!("(createdon ge {start}) and (createdon lt {end})");
+    let now = "2026-03-31T15:30:45.5Z";
+    assert_eq!(
+        on("Today"),
+        range("2026-03-31T00:00:00Z", "2026-04-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("Yesterday"),
+        range("2026-03-30T00:00:00Z", "2026-03-31T00:00:00Z")
+    );
+    assert_eq!(
+        on("Tomorrow"),
+        range("2026-04-01T00:00:00Z", "2026-04-02T00:00:00Z")
+    );
+    assert_eq!(
+        on("Last7Days"),
+        range("2026-03-25T00:00:00Z", "2026-04-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("Next7Days"),
+        range("2026-03-31T00:00:00Z", "2026-04-07T00:00:00Z")
+    );
+    assert_eq!(
+        on("ThisMonth"),
+        range("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("LastMonth"),
+        range("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("NextMonth"),
+        range("2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("ThisYear"),
+        range("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("LastYear"),
+        range("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        on("NextYear"),
+        range("2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z")
+    );
+    let since = |start: &str| format!("(createdon ge {start}) and (createdon le {now})");
+    assert_eq!(counted("LastXHours", 16), since("2026-03-30T23:30:45.5Z"));
+    assert_eq!(counted("LastXDays", 2), since("2026-03-29T00:00:00Z"));
+    assert_eq!(counted("LastXDays", 0), since("2026-03-31T00:00:00Z"));
+    assert_eq!(counted("LastXWeeks", 1), since("2026-03-24T00:00:00Z"));
+    // A month back from the 31st is February's last day.
+    assert_eq!(counted("LastXMonths", 1), since("2026-02-28T00:00:00Z"));
+    assert_eq!(counted("LastXYears", 2), since("2024-03-31T00:00:00Z"));
+    assert_eq!(
+        counted("NextXHours", 1),
+        format!("(createdon ge {now}) and (createdon le 2026-03-31T16:30:45.5Z)")
+    );
+    assert_eq!(
+        counted("NextXDays", 2),
+        format!("(createdon ge {now}) and (createdon lt 2026-04-03T00:00:00Z)")
+    );
+    assert_eq!(
+        counted("NextXMonths", 11),
+        format!("(createdon ge {now}) and (createdon lt 2027-03-01T00:00:00Z)")
+    );
+    assert_eq!(
+        counted("OlderThanXMinutes", 30),
+        "createdon lt 2026-03-31T15:00:45.5Z"
+    );
+    assert_eq!(
+        counted("OlderThanXYears", 1),
+        "createdon lt 2025-03-31T15:30:45.5Z"
+    );
+    // A count may come in quotes, as Dataverse's examples write it through an alias.
+    assert_eq!(
+        call(
+            "OlderThanXDays",
+            "PropertyName='createdon',PropertyValue='1'"
+        ),
+        "createdon lt 2026-03-30T15:30:45.5Z"
+    );
+    let day = |name: &str, value: &str| {
+        call(
+            name,
+            &format!("PropertyName='createdon',PropertyValue={value}"),
+        )
+    };
+    assert_eq!(
+        day("On", "'2026-02-14'"),
+        range("2026-02-14T00:00:00Z", "2026-02-15T00:00:00Z")
+    );
+    assert_eq!(
+        day("OnOrAfter", "2026-02-14"),
+        "createdon ge 2026-02-14T00:00:00Z"
+    );
+    assert_eq!(
+        day("OnOrBefore", "2026-02-14"),
+        "createdon lt 2026-02-15T00:00:00Z"
+    );
+
+    assert_eq!(
+        call("In", "PropertyName='name',PropertyValues=['A','B','C']"),
+        "((name eq 'A') or (name eq 'B')) or (name eq 'C')"
+    );
+    assert_eq!(
+        call("NotIn", "PropertyName='name',PropertyValues=['A']"),
+        "not (name eq 'A')"
+    );
+    assert_eq!(
+        call("Between", "PropertyName='revenue',PropertyValues=['10',20]"),
+        "(revenue ge '10') and (revenue le 20)"
+    );
+    assert_eq!(
+        call("NotBetween", "PropertyName='revenue',PropertyValues=[1,2]"),
+        "not ((revenue ge 1) and (revenue le 2))"
+    );
+    let user = Uuid::from_u128(7);
+    assert_eq!(
+        on("EqualUserId").replace("createdon", "ownerid"),
+        format!("ownerid eq {user}")
+    );
+    assert_eq!(
+        call("NotEqualUserId", "PropertyName='ownerid'"),
+        format!("not (ownerid eq {user})")
+    );
+    // Inside a larger filter, beside other terms.
+    assert_eq!(
+        at_request(&format!(
+            "statecode eq 0 and {ns}EqualUserId(PropertyName='ownerid')"
+        )),
+        format!("(statecode eq 0) and (ownerid eq {user})")
+    );
+}
+
+#[test]
+fn query_functions_refuse_what_they_cannot_read() {
+    let ns = "Microsoft.Dynamics.CRM.";
+    let refused = |input: &str, says: &str| {
+        let got = at_request(&format!("{ns}{input}"));
+        assert!(
+            got.starts_with("error: ") && got.contains(says),
+            "{input}: {got}"
+        );
+    };
+    refused(
+        "LastXFiscalPeriods(PropertyName='createdon',PropertyValue=1)",
+        "is not supported",
+    );
+    refused(
+        "Today(PropertyName='createdon',PropertyValue=1)",
+        "takes no parameter 'PropertyValue'",
+    );
+    refused(
+        "Today(Property='createdon')",
+        "needs the parameter PropertyName",
+    );
+    refused("Today(PropertyName=createdon)", "expected a value");
+    refused(
+        "Today(PropertyName=1)",
+        "PropertyName is an attribute's name in quotes",
+    );
+    refused(
+        "LastXDays(PropertyName='createdon')",
+        "needs the parameter PropertyValue",
+    );
+    refused(
+        "LastXDays(PropertyName='createdon',PropertyValue=-1)",
+        "from 0 to 10000",
+    );
+    refused(
+        "LastXDays(PropertyName='createdon',PropertyValue=10001)",
+        "from 0 to 10000",
+    );
+    refused(
+        "LastXDays(PropertyName='createdon',PropertyValue='x')",
+        "whole number",
+    );
+    refused(
+        "LastXMinutes(PropertyName='createdon',PropertyValue=1)",
+        "is not supported",
+    );
+    refused(
+        "On(PropertyName='createdon',PropertyValue='tomorrow')",
+        "is a date",
+    );
+    refused("In(PropertyName='name',PropertyValues='A')", "is a list");
+    refused(
+        "In(PropertyName='name',PropertyValues=[])",
+        "at least one value",
+    );
+    refused(
+        "Between(PropertyName='revenue',PropertyValues=[1])",
+        "exactly two",
+    );
+    refused("Today(PropertyName='a',PropertyName='b')", "given twice");
+    refused("Today(PropertyName='createdon'", "expected ')'");
+    refused(
+        "In(PropertyName='name',PropertyValues=['A' 'B'])",
+        "expected ','",
+    );
+    // Without a request there is no "now" and no user: those functions are refused, the
+    // others are read.
+    let alone = |input: &str| match parse_filter(&format!("{ns}{input}")) {
+        Ok(filter) => filter.to_string(),
+        Err(error) => format!("error: {error}"),
+    };
+    assert!(alone("Today(PropertyName='createdon')").contains("needs the time of the request"));
+    assert!(alone("EqualUserId(PropertyName='ownerid')").contains("needs the caller"));
+    assert_eq!(
+        alone("In(PropertyName='name',PropertyValues=['A'])"),
+        "name eq 'A'"
+    );
+}
+
+#[test]
+fn a_query_functions_text_value_is_read_as_its_attributes_type() {
+    use crate::metadata::AttributeType;
+    let text = |t: &str| Literal::Text(t.into());
+    assert_eq!(
+        text("5").typed(&AttributeType::Integer),
+        Some(Literal::Integer(5))
+    );
+    assert_eq!(
+        text("5").typed(&AttributeType::String { max_length: 10 }),
+        Some(Literal::String("5".into()))
+    );
+    assert_eq!(
+        text("2.5").typed(&AttributeType::Money),
+        Some(Literal::Decimal("2.5".into()))
+    );
+    assert_eq!(text("five").typed(&AttributeType::Integer), None);
+    assert_eq!(
+        text("true").typed(&AttributeType::Boolean),
+        Some(Literal::Boolean(true))
+    );
+    assert_eq!(
+        text("2026-01-02").typed(&AttributeType::DateTime),
+        Some(Literal::Date("2026-01-02".into()))
+    );
+    assert_eq!(text("7").typed(&AttributeType::DateTime), None);
+    let id = Uuid::from_u128(9);
+    assert_eq!(
+        text(&id.to_string()).typed(&AttributeType::UniqueIdentifier),
+        Some(Literal::Guid(id))
+    );
+    assert_eq!(text("x").typed(&AttributeType::UniqueIdentifier), None);
+    assert_eq!(
+        Literal::Integer(3).typed(&AttributeType::String { max_length: 1 }),
+        Some(Literal::Integer(3)),
+        "a literal written as a number stays one"
+    );
+}

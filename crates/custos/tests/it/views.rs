@@ -12,6 +12,18 @@ fn post(server: &Server, token: &str, path: &str, body: Value) -> reqwest::block
     send(client().post(server.api(path)), token, Some(body))
 }
 
+/// The names of a page's records, sorted.
+fn sorted_names(page: &Value) -> Vec<String> {
+    let mut names: Vec<String> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 fn ids(page: &Value, key: &str) -> BTreeSet<String> {
     page["value"]
         .as_array()
@@ -303,4 +315,179 @@ fn a_query_is_read_as_written_with_its_aliases_or_refused_never_ignored() {
             "{path}: no record named but the one the path names"
         );
     }
+}
+
+#[test]
+fn dataverse_query_functions_are_read_for_the_request_and_its_user() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let mut made = std::collections::HashMap::new();
+    for (token, name, employees) in [(&admin, "Qf A", 5), (&admin, "Qf B", 15), (&bo, "Qf C", 25)] {
+        let created = post(
+            &server,
+            token,
+            "accounts",
+            json!({"name": name, "numberofemployees": employees}),
+        );
+        assert_eq!(created.status(), 204);
+        made.insert(name, entity_id(&created));
+    }
+    let ns = "Microsoft.Dynamics.CRM.";
+    // The names a list shows for `condition` (beside the accounts of this test only), and the
+    // request's correlation id.
+    let list = |token: &str, condition: &str| {
+        let response = send(
+            client().get(server.api(&format!(
+                "accounts?$select=name&$filter=startswith(name,'Qf') and {ns}{condition}"
+            ))),
+            token,
+            None,
+        );
+        assert_eq!(response.status(), 200, "{condition}");
+        let correlation = correlation_of(&response);
+        (sorted_names(&response.json().unwrap()), correlation)
+    };
+    let names = |token: &str, condition: &str| list(token, condition).0;
+
+    let (shown, correlation) = list(
+        &admin,
+        "In(PropertyName='name',PropertyValues=['Qf A','Qf C'])",
+    );
+    assert_eq!(shown, ["Qf A", "Qf C"]);
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(
+        record_ids(&events),
+        BTreeSet::from([made["Qf A"].clone(), made["Qf C"].clone()]),
+        "the records shown, and only those"
+    );
+    let listed = events
+        .iter()
+        .find(|e| e["Operation"] == "RetrieveMultiple")
+        .unwrap();
+    assert!(
+        listed["Query"]
+            .as_str()
+            .unwrap()
+            .contains("In(PropertyName='name'"),
+        "the query as written: {}",
+        listed["Query"]
+    );
+    assert_eq!(
+        names(&admin, "NotIn(PropertyName='name',PropertyValues=['Qf A'])"),
+        ["Qf B", "Qf C"]
+    );
+    // Dataverse's lists are strings, read as the attribute's type.
+    assert_eq!(
+        names(
+            &admin,
+            "Between(PropertyName='numberofemployees',PropertyValues=['10','30'])"
+        ),
+        ["Qf B", "Qf C"]
+    );
+    assert_eq!(
+        names(
+            &admin,
+            "NotBetween(PropertyName='numberofemployees',PropertyValues=[10,30])"
+        ),
+        ["Qf A"]
+    );
+    // Relative dates, from the request's time.
+    assert_eq!(
+        names(&admin, "Last7Days(PropertyName='createdon')"),
+        ["Qf A", "Qf B", "Qf C"]
+    );
+    assert_eq!(
+        names(
+            &admin,
+            "LastXHours(PropertyName='createdon',PropertyValue=1)"
+        ),
+        ["Qf A", "Qf B", "Qf C"]
+    );
+    assert!(names(&admin, "Tomorrow(PropertyName='createdon')").is_empty());
+    assert!(
+        names(
+            &admin,
+            "OlderThanXDays(PropertyName='createdon',PropertyValue=1)"
+        )
+        .is_empty()
+    );
+    // The caller's own id: each user sees their own records.
+    let mine = "EqualUserId(PropertyName='ownerid')";
+    assert_eq!(names(&bo, mine), ["Qf C"]);
+    assert_eq!(names(&admin, mine), ["Qf A", "Qf B"]);
+    assert_eq!(
+        names(&bo, "NotEqualUserId(PropertyName='ownerid')"),
+        ["Qf A", "Qf B"]
+    );
+    let counted = send(
+        client().get(server.api(&format!(
+            "accounts/$count?$filter={ns}In(PropertyName='name',PropertyValues=['Qf A','Qf B'])"
+        ))),
+        &admin,
+        None,
+    );
+    assert_eq!(counted.text().unwrap(), "2");
+
+    // A system view "My Accounts", as Dataverse ships one: each user who opens it sees theirs.
+    let view = post(
+        &server,
+        &admin,
+        "savedqueries",
+        json!({"name": "My Qf Accounts", "returnedtypecode": "account",
+               "filter": format!("startswith(name,'Qf') and {ns}{mine}"), "columns": "name"}),
+    );
+    assert_eq!(view.status(), 204);
+    let view = entity_id(&view);
+    let run = |token: &str| {
+        let page: Value = send(
+            client().get(server.api(&format!("accounts?savedQuery={view}"))),
+            token,
+            None,
+        )
+        .json()
+        .unwrap();
+        sorted_names(&page)
+    };
+    assert_eq!(run(&bo), ["Qf C"]);
+    assert_eq!(run(&admin), ["Qf A", "Qf B"]);
+
+    // What cannot be read is refused with its reason, never ignored; a view too.
+    for (condition, says) in [
+        (
+            "LastXFiscalYears(PropertyName='createdon',PropertyValue=1)",
+            "not supported",
+        ),
+        (
+            "LastXDays(PropertyName='createdon',PropertyValue=100000)",
+            "from 0 to 10000",
+        ),
+        (
+            "Between(PropertyName='numberofemployees',PropertyValues=['ten','30'])",
+            "cannot be compared",
+        ),
+        (
+            "EqualUserId(PropertyName='nosuchattribute')",
+            "nosuchattribute",
+        ),
+    ] {
+        let refused = send(
+            client().get(server.api(&format!("accounts?$filter={ns}{condition}"))),
+            &admin,
+            None,
+        );
+        let (status, _, message) = odata_error(refused);
+        assert_eq!(status, 400, "{condition}");
+        assert!(message.contains(says), "{condition}: {message}");
+    }
+    let refused = post(
+        &server,
+        &admin,
+        "savedqueries",
+        json!({"name": "Fiscal", "returnedtypecode": "account",
+               "filter": format!("{ns}ThisFiscalYear(PropertyName='createdon')")}),
+    );
+    assert_eq!(odata_error(refused).0, 400);
 }
