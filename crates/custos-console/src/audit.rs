@@ -16,7 +16,7 @@ use super::chart;
 use super::confirm::{Confirmation, confirmed, counted};
 use super::page::notice;
 use super::zone::{self, ZONE_COOKIE, Zone};
-use super::{Console, Page, encode, error_page, query_string, see_other, text};
+use super::{Console, Page, encode, error_page, query_string, readable, see_other, text, visible};
 use crate::ConsoleState;
 use custos_compliance::PRECONFIGURED;
 use custos_http::context::RequestContext;
@@ -517,7 +517,7 @@ fn detail(
     let shown = limit.map_or(ids.len(), |limit| limit.min(ids.len()));
     html! {
         section.detail aria-labelledby=(heading) {
-            h2 id=(heading) { (text(&record["Operation"])) " by " (text(&record["UserUpn"])) }
+            h2 id=(heading) { (readable(&record["Operation"])) " by " (readable(&record["UserUpn"])) }
             dl {
                 @for (key, value) in &object {
                     @if key == "UserType" {
@@ -525,7 +525,7 @@ fn detail(
                     } @else if let Some(words) = in_words(key, value) {
                         dt { (key) } dd { (words) }
                     } @else if key != "RecordIds" && key != "Changes" && key != "Details" {
-                        dt { (key) } dd { (text(value)) }
+                        dt { (key) } dd { (readable(value)) }
                     }
                 }
             }
@@ -535,7 +535,7 @@ fn detail(
                     @let id = text(id);
                     li {
                         a.id href={ "/ui/audit/subjects/" (id) } title="Every event that touched this record" { (id) }
-                        @if let Some(name) = names.get(&id) { " — " span.name { (name) } }
+                        @if let Some(name) = names.get(&id) { " — " span.name { (visible(name)) } }
                         @if let Some(base) = record_base { " · " a href={ (base) (id) } { "open the record" } }
                     }
                 }
@@ -549,14 +549,14 @@ fn detail(
                     thead { tr { th scope="col" { "Attribute" } th scope="col" { "Old" } th scope="col" { "New" } } }
                     tbody {
                         @for change in changes {
-                            tr { td { (text(&change["Attribute"])) } td { (text(&change["Old"])) } td { (text(&change["New"])) } }
+                            tr { td { (readable(&change["Attribute"])) } td { (readable(&change["Old"])) } td { (readable(&change["New"])) } }
                         }
                     }
                 }
             }
             @if let Some(details) = object.get("Details").filter(|d| !d.is_null()) {
                 h3 { "Details" }
-                pre.mono { (serde_json::to_string_pretty(details).unwrap_or_default()) }
+                pre.mono { (visible(&serde_json::to_string_pretty(details).unwrap_or_default())) }
             }
         }
     }
@@ -767,20 +767,20 @@ pub(crate) async fn search(
                                 @let time = text(&row["CreationTime"]);
                                 tr aria-selected=(if selected == Some(&id) { "true" } else { "false" }) {
                                     td.time title={ (time) " (UTC)" } { (range.zone.show_text(&time)) }
-                                    td { (text(&row["UserUpn"])) }
-                                    td { (text(&row["Operation"])) }
-                                    td { (text(&row["EntityName"])) }
+                                    td { (readable(&row["UserUpn"])) }
+                                    td { (readable(&row["Operation"])) }
+                                    td { (readable(&row["EntityName"])) }
                                     td.num { (row["RecordIds"].as_array().map_or(0, Vec::len)) }
-                                    td { (text(&row["Origin"])) }
-                                    td { (text(&row["ClientIP"])) }
-                                    td { (text(&row["ResultStatus"])) }
+                                    td { (readable(&row["Origin"])) }
+                                    td { (readable(&row["ClientIP"])) }
+                                    td { (readable(&row["ResultStatus"])) }
                                 }
                                 // The event in full, opened in place: the list, the page and
                                 // the focus stay, and nothing is searched (or recorded) again.
                                 tr.detail-row {
                                     td colspan="8" {
                                         details {
-                                            summary { "Details of " (text(&row["Operation"])) " at " (time.get(11..19).unwrap_or_default()) }
+                                            summary { "Details of " (readable(&row["Operation"])) " at " (time.get(11..19).unwrap_or_default()) }
                                             (detail(row, Some(IDS_IN_PLACE), Some(&format!("/ui/audit/search?{}", here_query(&[("selected", id.as_str())]))), record_base(row).as_deref(), &names))
                                         }
                                     }
@@ -917,11 +917,11 @@ pub(crate) async fn reports(
             tbody {
                 @for report in &saved {
                     tr {
-                        td { a href={ "/ui/audit/reports/" (text(&report["id"])) } { (text(&report["name"])) } }
-                        td { code { (text(&report["search"])) } }
-                        td { (text(&report["groupBy"])) }
-                        td { (text(&report["schedule"])) }
-                        td { (text(&report["createdBy"])) }
+                        td { a href={ "/ui/audit/reports/" (readable(&report["id"])) } { (readable(&report["name"])) } }
+                        td { code { (readable(&report["search"])) } }
+                        td { (readable(&report["groupBy"])) }
+                        td { (readable(&report["schedule"])) }
+                        td { (readable(&report["createdBy"])) }
                     }
                 }
             }
@@ -989,7 +989,7 @@ fn top_table(
                             @if name.is_empty() { span.muted { "(none)" } }
                             @else { a href=(search(&[(filter, name.as_str())])) { (name) } }
                         }
-                        td.num { (text(&entry["count"])) }
+                        td.num { (readable(&entry["count"])) }
                     }
                 }
             }
@@ -1088,7 +1088,7 @@ pub(crate) async fn report(
     };
     let value = |k: &str| params.get(k).cloned().unwrap_or_default();
     let body = html! {
-        p { (text(&report["description"])) }
+        p { (readable(&report["description"])) }
         form.filters method="get" action=(format!("/ui/audit/reports/{id}")) {
             div { label for="start" { "From (UTC)" } input id="start" name="start" type="text" placeholder=(text(&report["start"])) value=(value("start")); }
             div { label for="end" { "To (UTC)" } input id="end" name="end" type="text" placeholder=(text(&report["end"])) value=(value("end")); }
@@ -1102,8 +1102,8 @@ pub(crate) async fn report(
             }
             div { button type="submit" { "Run report" } }
         }
-        p.total { (text(&report["total"])) " events" }
-        p.muted { "From " (text(&report["start"])) " to " (text(&report["end"])) ", per " (bucket) "." }
+        p.total { (readable(&report["total"])) " events" }
+        p.muted { "From " (readable(&report["start"])) " to " (readable(&report["end"])) ", per " (bucket) "." }
         figure {
             (chart::bars(&format!("{name}: events per {bucket}"), &bars, &links))
             figcaption { "Events per " (bucket) "; each bar leads to its events. " a href=(search(&[])) { "See all the events" } }
@@ -1119,14 +1119,14 @@ pub(crate) async fn report(
         }
         @if scheduled {
             table {
-                caption { "Scheduled runs (" (text(&report["schedule"])) "), newest first" }
+                caption { "Scheduled runs (" (readable(&report["schedule"])) "), newest first" }
                 thead { tr { th scope="col" { "Ran at (UTC)" } th scope="col" { "Covering" } th scope="col" class="num" { "Events" } } }
                 tbody {
                     @if runs.is_empty() { tr { td colspan="3" { "No run yet: the first comes within a minute of saving." } } }
                     @for run in &runs {
                         tr {
-                            td.time { (text(&run["ranAt"]).get(..19).unwrap_or_default().replace('T', " ")) }
-                            td { (text(&run["start"]).get(..16).unwrap_or_default().replace('T', " ")) " – " (text(&run["end"]).get(..16).unwrap_or_default().replace('T', " ")) }
+                            td.time { (readable(&run["ranAt"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                            td { (readable(&run["start"]).get(..16).unwrap_or_default().replace('T', " ")) " – " (readable(&run["end"]).get(..16).unwrap_or_default().replace('T', " ")) }
                             td.num { a href=(report_search(&text(&run["searchLink"]), &[])) { (text(&run["total"])) } }
                         }
                     }
@@ -1196,25 +1196,25 @@ async fn retention_page(
     };
     let body = html! {
         (notice(params.get("saved").map(|_| "Saved. Expired partitions are deleted within the hour; each deletion is recorded.")))
-        p { "Events are kept " strong { (text(&settings["defaultDays"])) " days" } " unless a policy below keeps them longer (the longest matching policy wins). Each instance's own retention (in its auditing settings) is its default. Expired events are deleted in whole partitions, and every deletion is itself recorded and verifiable." }
+        p { "Events are kept " strong { (readable(&settings["defaultDays"])) " days" } " unless a policy below keeps them longer (the longest matching policy wins). Each instance's own retention (in its auditing settings) is its default. Expired events are deleted in whole partitions, and every deletion is itself recorded and verifiable." }
         table {
             caption { "Policies" }
             thead { tr { th scope="col" { "Name" } th scope="col" { "Record types" } th scope="col" { "Operations" } th scope="col" { "Users" } th scope="col" class="num" { "Days" } th scope="col" { "" } } }
             tbody {
                 @for (i, policy) in settings["policies"].as_array().into_iter().flatten().enumerate() {
                     tr {
-                        td { (text(&policy["name"])) }
+                        td { (readable(&policy["name"])) }
                         td { (list(&policy["recordTypes"])) }
                         td { (list(&policy["operations"])) }
                         td { (list(&policy["users"])) }
-                        td.num { (text(&policy["days"])) }
+                        td.num { (readable(&policy["days"])) }
                         td {
                             @if manager {
                             form method="post" action="/ui/audit/retention" {
                                 (console.form_field())
                                 input type="hidden" name="remove" value=(i);
                                 input type="hidden" name="policy" value=(text(&policy["name"]));
-                                button.secondary type="submit" aria-label={ "Remove policy " (text(&policy["name"])) } { "Remove" }
+                                button.secondary type="submit" aria-label={ "Remove policy " (readable(&policy["name"])) } { "Remove" }
                             }
                             }
                         }
@@ -1448,13 +1448,13 @@ pub(crate) async fn integrity(
         h2 { "Last verification" }
         @match verification["status"].as_str() {
             Some("never") => p { "The whole log has not been verified from here yet." },
-            Some("running") => p role="status" { "A verification started at " (text(&verification["startedDateTime"])) " is running…" },
+            Some("running") => p role="status" { "A verification started at " (readable(&verification["startedDateTime"])) " is running…" },
             _ => {
                 @if verification["ok"] == true {
                     p.notice role="status" {
-                        "Verified " (text(&verification["finishedDateTime"])) ": " (text(&verification["events"])) " events in "
-                        (text(&verification["segments"])) " segments, every checksum, record hash, index file and "
-                        (text(&verification["checkpoints"])) " signed checkpoints intact."
+                        "Verified " (readable(&verification["finishedDateTime"])) ": " (readable(&verification["events"])) " events in "
+                        (readable(&verification["segments"])) " segments, every checksum, record hash, index file and "
+                        (readable(&verification["checkpoints"])) " signed checkpoints intact."
                     }
                     // A verification speaks for the events it read, not for those since.
                     @if let Some(verified) = verification["events"].as_u64().filter(|v| *v < logged) {
@@ -1464,10 +1464,10 @@ pub(crate) async fn integrity(
                         }
                     }
                 } @else {
-                    p.error role="alert" { "The verification of " (text(&verification["finishedDateTime"])) " found problems:" }
+                    p.error role="alert" { "The verification of " (readable(&verification["finishedDateTime"])) " found problems:" }
                     ul {
-                        @for problem in verification["problems"].as_array().into_iter().flatten() { li { (text(problem)) } }
-                        @if verification["error"].is_string() { li { (text(&verification["error"])) } }
+                        @for problem in verification["problems"].as_array().into_iter().flatten() { li { (readable(problem)) } }
+                        @if verification["error"].is_string() { li { (readable(&verification["error"])) } }
                     }
                 }
             }
@@ -1487,15 +1487,15 @@ pub(crate) async fn integrity(
         h2 { "Latest signed checkpoint" }
         pre.mono { (note) }
         h2 { "Verifier key" }
-        pre.mono { (text(&key.json)) }
+        pre.mono { (readable(&key.json)) }
         @if !rotations.is_empty() {
             table {
                 caption { "Key rotations (each handed over by a checkpoint both keys signed)" }
                 thead { tr { th scope="col" { "From tree size" } th scope="col" { "Key" } } }
                 tbody {
-                    tr { td.num { "0" } td { code { (text(&chain.json["value"][0]["key"])) } " (first key)" } }
+                    tr { td.num { "0" } td { code { (readable(&chain.json["value"][0]["key"])) } " (first key)" } }
                     @for rotation in &rotations {
-                        tr { td.num { (text(&rotation["sinceTreeSize"])) } td { code { (text(&rotation["key"])) } } }
+                        tr { td.num { (readable(&rotation["sinceTreeSize"])) } td { code { (readable(&rotation["key"])) } } }
                     }
                 }
             }
@@ -1531,7 +1531,7 @@ pub(crate) async fn rotate_key(
             section: "integrity",
             consequence: html! {
                 p { "Checkpoints are signed from now on with a new Ed25519 key; the key in use now," }
-                pre.mono { (text(&key.json)) }
+                pre.mono { (readable(&key.json)) }
                 p { "signs one last checkpoint, the handover, together with the new key. Verifiers that pinned the current key must follow the handover (docs/verify.md §4) — or be given the new key; everything signed so far stays verifiable with the keys that signed it. The rotation is recorded." }
             },
             action: "/ui/audit/integrity/rotate",
@@ -1599,7 +1599,7 @@ pub(crate) async fn export_progress(
         @if status == "running" {
             meta http-equiv="refresh" content="1";
         }
-        p { "Export of " (total) " events as " code { (text(&job["format"])) } "." }
+        p { "Export of " (total) " events as " code { (readable(&job["format"])) } "." }
         p {
             label for="progress" { "Progress" }
             progress id="progress" max="100" value=(percent) { (percent) "%" }
@@ -1607,7 +1607,7 @@ pub(crate) async fn export_progress(
         }
         @match status.as_str() {
             "succeeded" => p { a.button href=(text(&job["file"])) download { "Download the " (text(&job["format"])) " file" } },
-            "failed" => p.error role="alert" { "The export failed: " (text(&job["error"])) },
+            "failed" => p.error role="alert" { "The export failed: " (readable(&job["error"])) },
             _ => p.muted { "This page refreshes until the file is ready; you may leave and come back." },
         }
         p { a href="/ui/audit/search" { "Back to the search" } }
@@ -1699,13 +1699,13 @@ pub(crate) async fn queries(
                     tr {
                         td {
                             @if query["status"] == "succeeded" {
-                                a href={ "/ui/audit/queries/" (text(&query["id"])) } { (text(&query["displayName"])) }
-                            } @else { (text(&query["displayName"])) }
+                                a href={ "/ui/audit/queries/" (readable(&query["id"])) } { (readable(&query["displayName"])) }
+                            } @else { (readable(&query["displayName"])) }
                         }
-                        td.time { (text(&query["createdDateTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
-                        td { (text(&query["createdBy"])) }
-                        td { (text(&query["status"])) }
-                        td.num { (text(&query["approximateReturnedRecordCount"])) }
+                        td.time { (readable(&query["createdDateTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                        td { (readable(&query["createdBy"])) }
+                        td { (readable(&query["status"])) }
+                        td.num { (readable(&query["approximateReturnedRecordCount"])) }
                     }
                 }
             }
@@ -1756,12 +1756,12 @@ pub(crate) async fn query_records(
                 @for record in page.json["value"].as_array().into_iter().flatten() {
                     @let data = &record["auditData"];
                     tr {
-                        td.time { (text(&data["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
-                        td { (text(&data["UserUpn"])) }
-                        td { (text(&data["Operation"])) }
-                        td { (text(&data["EntityName"])) }
+                        td.time { (readable(&data["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) }
+                        td { (readable(&data["UserUpn"])) }
+                        td { (readable(&data["Operation"])) }
+                        td { (readable(&data["EntityName"])) }
                         td.num { (data["RecordIds"].as_array().map_or(0, Vec::len)) }
-                        td { (text(&data["Origin"])) }
+                        td { (readable(&data["Origin"])) }
                     }
                 }
             }
@@ -1813,8 +1813,8 @@ pub(crate) async fn subject(
     );
     let search = |overrides: &[(&str, &str)]| report_search(&search_link, overrides);
     let body = html! {
-        p { "Every event that created, read, listed, exported, changed or deleted record " code { (record) } " from " (text(&report["start"])) " to " (text(&report["end"])) ": the access report a data subject may ask for." }
-        p.total { (text(&report["total"])) " events" }
+        p { "Every event that created, read, listed, exported, changed or deleted record " code { (record) } " from " (readable(&report["start"])) " to " (readable(&report["end"])) ": the access report a data subject may ask for." }
+        p.total { (readable(&report["total"])) " events" }
         figure {
             (chart::bars(&format!("Events that touched record {record}, per day"), &bars, &[]))
             figcaption { a href=(search(&[])) { "See every event" } }
@@ -1979,25 +1979,25 @@ async fn alerts_page(
             tbody {
                 @for rule in rules.json["value"].as_array().into_iter().flatten() {
                     tr {
-                        td { (text(&rule["name"])) }
+                        td { (readable(&rule["name"])) }
                         td {
                             @if rule["kind"] == "volume" {
-                                "More than " (text(&rule["threshold"])) " records of " (list(&rule["operations"]))
-                                @if !text(&rule["entity"]).is_empty() { " on " (text(&rule["entity"])) }
-                                " by one user in " (text(&rule["windowMinutes"])) " minutes"
+                                "More than " (readable(&rule["threshold"])) " records of " (list(&rule["operations"]))
+                                @if !text(&rule["entity"]).is_empty() { " on " (readable(&rule["entity"])) }
+                                " by one user in " (readable(&rule["windowMinutes"])) " minutes"
                             } @else {
                                 "Any " (list(&rule["operations"]))
                                 @if !list(&rule["userTypes"]).is_empty() { " by " (list(&rule["userTypes"])) }
                             }
                         }
-                        td { code { (text(&rule["webhook"])) } }
+                        td { code { (readable(&rule["webhook"])) } }
                         td {
                             @if manager {
-                                form method="post" action={ "/ui/audit/alerts/" (text(&rule["id"])) "/delete" } {
+                                form method="post" action={ "/ui/audit/alerts/" (readable(&rule["id"])) "/delete" } {
                                     (console.form_field())
                                     input type="hidden" name="name" value=(text(&rule["name"]));
                                     input type="hidden" name="webhook" value=(text(&rule["webhook"]));
-                                    button.secondary type="submit" aria-label={ "Delete rule " (text(&rule["name"])) } { "Delete" }
+                                    button.secondary type="submit" aria-label={ "Delete rule " (readable(&rule["name"])) } { "Delete" }
                                 }
                             }
                         }
@@ -2035,10 +2035,10 @@ async fn alerts_page(
             tbody {
                 @for alert in raised.json["value"].as_array().into_iter().flatten() {
                     tr {
-                        td.time { a href={ "/ui/audit/search?" (query_string([("operation", "AlertTriggered"), ("run", "1"), ("selected", text(&alert["Id"]).as_str())])) } { (text(&alert["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) } }
-                        td { (text(&alert["Details"]["Rule"])) }
-                        td { (text(&alert["Details"]["User"])) }
-                        td.num { (text(&alert["ResultCount"])) }
+                        td.time { a href={ "/ui/audit/search?" (query_string([("operation", "AlertTriggered"), ("run", "1"), ("selected", text(&alert["Id"]).as_str())])) } { (readable(&alert["CreationTime"]).get(..19).unwrap_or_default().replace('T', " ")) } }
+                        td { (readable(&alert["Details"]["Rule"])) }
+                        td { (readable(&alert["Details"]["User"])) }
+                        td.num { (readable(&alert["ResultCount"])) }
                     }
                 }
             }

@@ -2283,3 +2283,58 @@ fn refused_rules_and_policies_keep_the_form() {
         "{retention}"
     );
 }
+
+#[test]
+fn an_audit_page_shows_what_was_recorded_not_how_its_sender_wanted_it_to_look() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_reads_of(&admin, &["account"]);
+    // A name that a browser would draw reversed (`exe.txt`), a user agent with a zero-width
+    // space, and a value holding a bell and the isolate controls.
+    let reversed = "\u{202E}txt.exe";
+    let created = client()
+        .post(server.api("accounts"))
+        .bearer_auth(&admin)
+        .header("User-Agent", "Mozilla/5.0 ad\u{200B}min")
+        .json(&json!({"name": reversed, "description": "a\u{7}b\u{2066}c\u{2069}"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 204);
+    let id = entity_id(&created);
+    let listed = send(
+        client().get(server.api("accounts?$select=name")),
+        &admin,
+        None,
+    );
+    assert_eq!(listed.status(), 200);
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, html) = page(
+        &server,
+        &cookie,
+        &format!("/ui/audit/search?run=1&recordId={id}"),
+    );
+    assert_eq!(status, 200);
+    for hidden in ['\u{202E}', '\u{200B}', '\u{7}', '\u{2066}', '\u{2069}'] {
+        assert!(
+            !html.contains(hidden),
+            "{:?} is drawn as it was sent",
+            hidden
+        );
+    }
+    // The changes of the create and the list's record names, with every such character named.
+    assert!(html.contains("\u{27E8}U+202E\u{27E9}txt.exe"), "{html}");
+    assert!(
+        html.contains("a\u{27E8}U+0007\u{27E9}b\u{27E8}U+2066\u{27E9}c"),
+        "{html}"
+    );
+    assert!(html.contains("ad\u{27E8}U+200B\u{27E9}min"), "{html}");
+    // The record itself is as it was sent: only the page names what it holds.
+    let record: serde_json::Value = send(
+        client().get(server.api(&format!("accounts({id})?$select=name"))),
+        &admin,
+        None,
+    )
+    .json()
+    .unwrap();
+    assert_eq!(record["name"], reversed);
+}
