@@ -29,6 +29,7 @@ mod readers;
 mod retention;
 mod runs;
 mod sealed;
+mod shown;
 mod table;
 mod treefile;
 mod verify;
@@ -56,6 +57,7 @@ pub use merkle::{
 };
 pub use policy::{AuditPolicy, EntityAuditFlags, InstanceAuditSettings};
 pub use retention::{KEEP_FOREVER, PurgedPartition, RetentionPolicy, RetentionRule};
+pub use shown::visible;
 pub use verify::{UNSIGNED_MARGIN_US, VerifyReport, verify_log, verify_log_against};
 pub use writer::{
     AuditLog, Done, FSYNC_BUCKETS_US, LogStats, PurgedRange, ReportSummary, lowest_priority,

@@ -487,31 +487,7 @@ pub(crate) fn readable(value: &Json) -> String {
     visible(&text(value))
 }
 
-/// `text` with every character that changes how the text around it is shown, or is not shown
-/// at all, written as its code point (`⟨U+202E⟩`): the bidirectional controls, which reorder
-/// what a browser draws (a record named `\u{202E}txt.exe` reads as `exe.txt`), zero-width
-/// characters (`ad\u{200B}min` looks like `admin`) and control characters. An audit page shows
-/// what was recorded, not what its sender wanted it to look like. Tabs and line breaks stay.
-pub(crate) fn visible(text: &str) -> String {
-    let hidden = |c: char| {
-        matches!(c,
-            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
-            | '\u{FEFF}' | '\u{0080}'..='\u{009F}')
-            || (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    };
-    if !text.chars().any(hidden) {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if hidden(c) {
-            out.push_str(&format!("\u{27E8}U+{:04X}\u{27E9}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub(crate) use custos_audit::visible;
 
 /// Encodes a value for a URL query.
 pub(crate) fn encode(value: &str) -> String {

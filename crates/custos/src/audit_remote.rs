@@ -598,7 +598,7 @@ fn tail(
             if json {
                 outln!("{record}");
             } else {
-                let field = |name: &str| record[name].as_str().unwrap_or("").to_string();
+                let field = |name: &str| custos_audit::visible(record[name].as_str().unwrap_or(""));
                 outln!(
                     "{}  {}  {}  {}  {}  {}",
                     field("CreationTime"),

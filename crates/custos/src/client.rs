@@ -220,10 +220,12 @@ pub(crate) fn print_table(rows: &[Json], columns: Option<&[String]>) {
             })
             .unwrap_or_default(),
     };
+    // Cells as a person should see them: a recorded value cannot move the cursor or erase
+    // the row above it (custos_audit::visible).
     let cell = |row: &Json, column: &str| -> String {
         match &row[column] {
             Json::Null => String::new(),
-            Json::String(s) => s.clone(),
+            Json::String(s) => custos_audit::visible(s),
             other => other.to_string(),
         }
     };

@@ -442,3 +442,37 @@ fn events_that_arrive_late_are_searched_in_the_order_they_happened() {
         "nothing is searched with a wrong range"
     );
 }
+
+#[test]
+fn an_ingested_events_text_cannot_steer_the_terminal_that_lists_it() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    register_app(&server, &admin);
+    let app = app_token(&server);
+    // An application's user who, listed in a terminal, would move the cursor up one line and
+    // erase it: the row above, another event, would vanish from the auditor's screen.
+    let erasing = "mallory\u{1b}[1A\u{1b}[2K";
+    let response = ingest(
+        &server,
+        &app,
+        json!([{"Operation": "ViewPayslip", "UserId": erasing}]),
+    );
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        server.audit(&admin, "workload=Payroll")[0]["UserId"],
+        erasing,
+        "the log keeps it as it was sent"
+    );
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["audit", "search", "--workload", "Payroll", "--url", &server.base])
+        .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let table = String::from_utf8(listed.stdout).unwrap();
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    assert!(
+        table.contains("mallory\u{27E8}U+001B\u{27E9}[1A\u{27E8}U+001B\u{27E9}[2K"),
+        "{table}"
+    );
+}
