@@ -203,8 +203,13 @@ pub(crate) fn encode(value: &str) -> String {
         .collect()
 }
 
-/// Prints records as a table: the given columns, or the first few fields of the first record.
+/// Prints records as a table: the given columns, or the first few fields of the first record;
+/// "(none)" for an empty list whose columns are not known.
 pub(crate) fn print_table(rows: &[Json], columns: Option<&[String]>) {
+    if rows.is_empty() && columns.is_none() {
+        outln!("(none)");
+        return;
+    }
     let columns: Vec<String> = match columns {
         Some(columns) => columns.to_vec(),
         None => rows

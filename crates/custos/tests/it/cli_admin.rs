@@ -52,6 +52,18 @@ fn init_prepares_a_data_directory_once() {
 }
 
 #[test]
+fn an_empty_list_says_so() {
+    let server = Server::start(&[]);
+    let listed = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["solution", "list", "--url", &server.base])
+        .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "(none)\n");
+}
+
+#[test]
 fn users_teams_and_roles_from_the_command_line() {
     let server = Server::start(&[]);
     let created = ok(

@@ -464,7 +464,14 @@ fn an_ingested_events_text_cannot_steer_the_terminal_that_lists_it() {
         "the log keeps it as it was sent"
     );
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(["audit", "search", "--workload", "Payroll", "--url", &server.base])
+        .args([
+            "audit",
+            "search",
+            "--workload",
+            "Payroll",
+            "--url",
+            &server.base,
+        ])
         .env("CUSTOS_PASSWORD", ADMIN_PASSWORD)
         .output()
         .unwrap();
