@@ -21,7 +21,7 @@ use crate::ConsoleState;
 use custos_audit::Operation;
 use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
-use custos_http::credentials::{SESSION_COOKIE, cookie};
+use custos_http::credentials::cookie;
 use custos_http::draft::EventDraft;
 
 /// The form field that carries the token.
@@ -116,7 +116,7 @@ pub(crate) async fn forms(
     } else if sign_in {
         None
     } else {
-        let expected = cookie(&parts.headers, SESSION_COOKIE)
+        let expected = cookie(&parts.headers, state.session_cookie())
             .and(caller.as_ref())
             .map(|caller| token(&state.token_key, caller.session_id));
         let posted = posted_token(&parts.headers, &body).await;

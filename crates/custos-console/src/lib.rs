@@ -57,7 +57,7 @@ use tower::ServiceExt;
 
 use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
-use custos_http::credentials::{Caller, SESSION_COOKIE, cookie};
+use custos_http::credentials::{Caller, cookie};
 use custos_http::error::AppError;
 
 pub(crate) use page::{Page, error_page};
@@ -286,15 +286,14 @@ impl Console {
             let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
             Redirect::to(&format!("/ui/login?next={next}"))
         };
-        let Some(token) = cookie(headers, SESSION_COOKIE) else {
+        let name = state.session_cookie();
+        let Some(token) = cookie(headers, name) else {
             return Err(to_login());
         };
         let mut only_cookie = HeaderMap::new();
         only_cookie.insert(
             header::COOKIE,
-            format!("{SESSION_COOKIE}={token}")
-                .parse()
-                .map_err(|_| to_login())?,
+            format!("{name}={token}").parse().map_err(|_| to_login())?,
         );
         let caller = authenticate(state, &only_cookie).map_err(|_| to_login())?;
         Ok(Console {
@@ -316,10 +315,10 @@ impl Console {
         body: Option<Json>,
         extra: &[(&str, &str)],
     ) -> Result<Response, AppError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", self.token));
+        let mut request = Request::builder().method(method).uri(path).header(
+            header::COOKIE,
+            format!("{}={}", self.state.session_cookie(), self.token),
+        );
         for (name, value) in extra {
             request = request.header(*name, *value);
         }

@@ -17,7 +17,7 @@ use super::{Console, Page};
 use crate::ConsoleState;
 use custos_http::auth::authenticate;
 use custos_http::context::RequestContext;
-use custos_http::credentials::{SESSION_COOKIE, cookie};
+use custos_http::credentials::cookie;
 use custos_http::sign_in::{SignInError, password_principal, sign_in, sign_out};
 
 /// Where to go after signing in: only a console path of this server.
@@ -94,7 +94,8 @@ fn session_cookie(state: &ConsoleState, token: &str, max_age_secs: i64) -> Heade
         ""
     };
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}",
+        state.session_cookie()
     )
     .parse()
     .expect("a token is a valid cookie value")
@@ -158,7 +159,7 @@ pub(crate) async fn logout(
     Extension(context): Extension<RequestContext>,
     headers: HeaderMap,
 ) -> Response {
-    if cookie(&headers, SESSION_COOKIE).is_some()
+    if cookie(&headers, state.session_cookie()).is_some()
         && let Ok(caller) = authenticate(&state, &headers)
         && let Err(error) = sign_out(&state, &context, &caller).await
     {

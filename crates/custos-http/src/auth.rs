@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use custos_audit::UserType;
 use custos_records::{BuiltInRole, ROLE_IDS, SecurityRole};
 
-use crate::credentials::{Caller, SESSION_COOKIE, cookie, verify_token};
+use crate::credentials::{Caller, cookie, verify_token};
 use crate::draft::EventDraft;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, Instance};
@@ -80,7 +80,7 @@ impl Caller {
 }
 
 /// The token a request carries: the `Authorization: Bearer` header, else the session cookie.
-fn presented_token(headers: &HeaderMap) -> Result<&str, AppError> {
+fn presented_token<'a>(headers: &'a HeaderMap, session_cookie: &str) -> Result<&'a str, AppError> {
     // One credential per request: with two, a proxy that checks one of them and this service,
     // which would read the other, would not agree on who is asking.
     if headers.get_all("authorization").iter().nth(1).is_some() {
@@ -105,7 +105,7 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, AppError> {
                 )
             });
     }
-    cookie(headers, SESSION_COOKIE).ok_or_else(|| {
+    cookie(headers, session_cookie).ok_or_else(|| {
         AppError::new(
             ErrorCode::Unauthenticated,
             "an Authorization: Bearer token is required (or a console session cookie)",
@@ -164,7 +164,7 @@ pub fn audit_reader_caller(state: &AppState, headers: &HeaderMap) -> Result<Call
 
 /// The caller named by the request's token (bearer header or session cookie).
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, AppError> {
-    let token = presented_token(headers)?;
+    let token = presented_token(headers, state.session_cookie())?;
     let claims = verify_token(&state.token_key, token, state.clock.now_secs())?;
     if state.is_revoked(claims.session) {
         return Err(AppError::new(

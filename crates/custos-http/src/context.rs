@@ -120,6 +120,8 @@ pub struct Correlation {
     pub metrics: Arc<Metrics>,
     /// `--trusted-proxy`.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// The name of the console's session cookie (`AppState::session_cookie`).
+    pub session_cookie: &'static str,
 }
 
 /// Middleware: assigns the correlation id, stores the context for handlers, sets the response
@@ -137,7 +139,7 @@ pub async fn correlate(
         .unwrap_or_default();
     let console = request.uri().path().starts_with("/ui")
         || (headers.get("authorization").is_none()
-            && crate::credentials::cookie(headers, crate::credentials::SESSION_COOKIE).is_some());
+            && crate::credentials::cookie(headers, state.session_cookie).is_some());
     let context = RequestContext {
         client_ip: peer,
         user_agent: header_text(headers, "user-agent"),

@@ -121,8 +121,24 @@ pub fn verify_token(key: &[u8], token: &str, now_secs: i64) -> Result<Claims, Ap
     })
 }
 
-/// The name of the console's session cookie; it holds a token like a bearer token.
-pub const SESSION_COOKIE: &str = "custos_session";
+/// The console's session cookie over plain http; it holds a token like a bearer token.
+const SESSION_COOKIE: &str = "custos_session";
+/// The console's session cookie over https. A browser keeps a `__Host-` cookie only when it is
+/// Secure, host-only and for path `/`, so a page on a sibling subdomain (or a plain-http page of
+/// the same host) cannot set one in its place: no "cookie tossing" that signs a victim's browser
+/// into the attacker's session, whose every action would then be recorded as the attacker's.
+const HOST_SESSION_COOKIE: &str = "__Host-custos_session";
+
+/// The name of the console's session cookie for a server whose public URL is `public_url`:
+/// prefixed `__Host-` over https; the prefix needs the Secure flag, which plain http (a server
+/// on loopback) cannot give.
+pub fn session_cookie_name(public_url: &str) -> &'static str {
+    if public_url.starts_with("https://") {
+        HOST_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// The value of cookie `name` in the request, if sent.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -856,6 +856,11 @@ impl AppState {
         &self.public_url
     }
 
+    /// The name of the console's session cookie ([`crate::credentials::session_cookie_name`]).
+    pub fn session_cookie(&self) -> &'static str {
+        crate::credentials::session_cookie_name(&self.public_url)
+    }
+
     /// Where the server may send things (`--allow-private-targets`).
     pub fn outbound(&self) -> crate::outbound::Rule {
         crate::outbound::Rule {

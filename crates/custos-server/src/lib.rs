@@ -146,6 +146,7 @@ pub fn router(state: AppState, areas: &Areas) -> Router {
             custos_http::context::Correlation {
                 metrics: state.metrics.clone(),
                 trusted_proxies: state.config.trusted_proxies.clone().into(),
+                session_cookie: state.session_cookie(),
             },
             custos_http::context::correlate,
         ))

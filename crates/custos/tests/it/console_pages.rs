@@ -2338,3 +2338,59 @@ fn an_audit_page_shows_what_was_recorded_not_how_its_sender_wanted_it_to_look() 
     .unwrap();
     assert_eq!(record["name"], reversed);
 }
+
+#[test]
+fn behind_https_the_session_cookie_is_one_no_other_page_can_set() {
+    let server = Server::start(&["--public-url", "https://custos.example.com/"]);
+    let response = browser()
+        .post(format!("{}/ui/login", server.base))
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/ui/home"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // `__Host-`: a browser keeps it only Secure, host-only and for path /, so a sibling
+    // subdomain cannot plant one of its own in its place.
+    assert!(set.starts_with("__Host-custos_session="), "{set}");
+    for part in ["; Secure", "; Path=/;", "; HttpOnly", "; SameSite=Strict"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let (status, html) = page(&server, &cookie, "/ui/home");
+    assert_eq!(status, 200, "{html}");
+    // The same session under the unprefixed name — what a tossed cookie would be — is no
+    // session at all, neither to a page nor to the API.
+    let token = cookie.split_once('=').unwrap().1;
+    let tossed = format!("custos_session={token}");
+    assert_eq!(page(&server, &tossed, "/ui/home").0, 303);
+    let api = |cookie: &str| {
+        browser()
+            .get(format!("{}/api/audit/records?top=1", server.base))
+            .header("cookie", cookie)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(api(&tossed), 401);
+    assert_eq!(api(&cookie), 200);
+    // Signing out clears the cookie by its own name.
+    let token = csrf(&server, &cookie);
+    let out = browser()
+        .post(format!("{}/ui/logout", server.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let cleared = out.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("__Host-custos_session=;"), "{cleared}");
+    assert_eq!(page(&server, &cookie, "/ui/home").0, 303, "signed out");
+}
