@@ -10,7 +10,12 @@ use crate::context::RequestContext;
 use crate::credentials::Caller;
 
 /// Attributes the platform maintains on every write; their churn is not a field change.
-const SYSTEM_MAINTAINED: [&str; 3] = ["modifiedon", "modifiedby", "versionnumber"];
+const SYSTEM_MAINTAINED: [&str; 4] = [
+    "modifiedon",
+    "modifiedby",
+    "modifiedonbehalfby",
+    "versionnumber",
+];
 
 /// Marks a response whose refusal is already in the log, so that the catch-all of
 /// `answer::record_refusals` does not record it twice.

@@ -699,6 +699,7 @@ impl AppState {
             actor: admin.id,
             now: self.clock.now(),
             platform: false,
+            delegate: None,
         };
         let seed = |entity: &str, id: Uuid, values: Vec<(&str, Value)>| -> Result<(), StartError> {
             match store.retrieve(entity, id) {

@@ -482,6 +482,7 @@ pub(crate) async fn run(
                     actor: Uuid::parse_str(&trigger.user_id).unwrap_or_default(),
                     now: state.clock.now(),
                     platform: false,
+                    delegate: None,
                 };
                 let (id, values) = (outcome.id, vec![(attribute.clone(), value.clone())]);
                 let event = draft.clone();

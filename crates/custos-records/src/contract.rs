@@ -20,6 +20,7 @@ fn context() -> WriteContext {
         actor: Uuid::from_u128(1),
         now: OffsetDateTime::UNIX_EPOCH,
         platform: false,
+        delegate: None,
     }
 }
 

@@ -190,6 +190,80 @@ pub(crate) fn load_catalog(sql: &mut dyn Sql) -> Result<Catalog> {
     Ok(Catalog::new(definitions))
 }
 
+/// The `custos_meta` mark of a store whose entities have `createdonbehalfby` and
+/// `modifiedonbehalfby`.
+const DELEGATE_ATTRIBUTES: &str = "delegate-attributes";
+
+/// Gives every entity of a store written before them `createdonbehalfby` and
+/// `modifiedonbehalfby` (empty on its records: nothing was done on anyone's behalf before),
+/// once: in its published and draft definitions, after `modifiedby`, and as columns of its
+/// table. An entity without `modifiedby` has no system attributes and is left as it is.
+fn delegate_attributes(sql: &mut dyn Sql) -> Result<()> {
+    let mark = [Value::String(DELEGATE_ATTRIBUTES.into())];
+    if sql.count("SELECT COUNT(*) FROM custos_meta WHERE key = ?", &mark)? > 0 {
+        return Ok(());
+    }
+    let rows = sql.texts(
+        "SELECT logical_name, published, draft FROM custos_entity ORDER BY logical_name",
+        &[],
+        3,
+    )?;
+    for row in rows {
+        let [name, published, draft] = <[Option<String>; 3]>::try_from(row)
+            .map_err(|_| Error::Corrupted("custos_entity row".into()))?;
+        let mut published = published.as_deref().map(parse_definition).transpose()?;
+        let mut draft = draft.as_deref().map(parse_definition).transpose()?;
+        let mut added = Vec::new();
+        for (definition, is_published) in [(&mut published, true), (&mut draft, false)] {
+            let Some(definition) = definition else {
+                continue;
+            };
+            let Some(after) = definition
+                .attributes
+                .iter()
+                .position(|a| a.logical_name == "modifiedby")
+            else {
+                continue;
+            };
+            for (offset, name) in ["createdonbehalfby", "modifiedonbehalfby"]
+                .iter()
+                .enumerate()
+            {
+                if definition.attribute(name).is_none() {
+                    let attribute = crate::seed::delegate(name);
+                    if is_published {
+                        added.push(attribute.clone());
+                    }
+                    definition.attributes.insert(after + 1 + offset, attribute);
+                }
+            }
+        }
+        if let Some(definition) = &published {
+            for attribute in &added {
+                sql.batch(&format!(
+                    "ALTER TABLE \"{}\" ADD COLUMN \"{}\" {}",
+                    definition.table(),
+                    attribute.logical_name,
+                    sql.column_type(attribute)
+                ))?;
+            }
+        }
+        sql.execute(
+            "UPDATE custos_entity SET published = ?, draft = ? WHERE logical_name = ?",
+            &[
+                published.map_or(Value::Null, |p| Value::String(p.to_json().to_string())),
+                draft.map_or(Value::Null, |d| Value::String(d.to_json().to_string())),
+                Value::String(name.unwrap_or_default()),
+            ],
+        )?;
+    }
+    sql.execute(
+        "INSERT INTO custos_meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO NOTHING",
+        &mark,
+    )?;
+    Ok(())
+}
+
 /// The `custos_meta` mark of a store whose date-times are in the millisecond form.
 const MILLISECOND_DATETIMES: &str = "datetime-milliseconds";
 
@@ -230,6 +304,7 @@ fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
 /// indexes (`CREATE INDEX IF NOT EXISTS`: built once, then a lookup in the schema).
 fn upgrade(sql: &mut dyn Sql) -> Result<()> {
     millisecond_datetimes(sql)?;
+    delegate_attributes(sql)?;
     for entity in load_catalog(sql)?.entities() {
         for attribute in listed(entity) {
             create_list_index(sql, entity, &attribute.logical_name)?;

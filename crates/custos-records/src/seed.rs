@@ -83,6 +83,8 @@ pub fn display_name(logical_name: &str) -> Option<&'static str> {
         "modifiedon" => "Modified On",
         "createdby" => "Created By",
         "modifiedby" => "Modified By",
+        "createdonbehalfby" => "Created By (Delegate)",
+        "modifiedonbehalfby" => "Modified By (Delegate)",
         "ownerid" => "Owner",
         "versionnumber" => "Version Number",
         _ => return None,
@@ -183,6 +185,12 @@ pub(crate) fn out_of_box_on_delete(entity: &str, attribute: &str) -> Option<OnDe
         })
 }
 
+/// `createdonbehalfby` or `modifiedonbehalfby`: the user who sent a create or change made on
+/// behalf of another (`MSCRMCallerID`), as Dataverse keeps them on every table.
+pub(crate) fn delegate(name: &str) -> AttributeDef {
+    read_only(lookup_deleted(name, "systemuser", OnDelete::NoCascade))
+}
+
 fn read_only(mut attribute: AttributeDef) -> AttributeDef {
     attribute.read_only = true;
     attribute
@@ -213,6 +221,8 @@ fn entity(
             "systemuser",
             OnDelete::NoCascade,
         )),
+        delegate("createdonbehalfby"),
+        delegate("modifiedonbehalfby"),
         lookup_deleted("ownerid", "systemuser", OnDelete::NoCascade),
         read_only(attr("versionnumber", AttributeType::BigInt)),
     ]);

@@ -147,6 +147,10 @@ pub struct ChangeFailed {
 pub struct WriteContext {
     /// The acting user (becomes `createdby`, `modifiedby`, default `ownerid`).
     pub actor: Uuid,
+    /// Who sent the request, when it acts on behalf of `actor` (`MSCRMCallerID`): becomes
+    /// `createdonbehalfby` of a record it creates, `modifiedonbehalfby` of one it changes
+    /// (cleared by a change made in one's own name), as Dataverse records its delegates.
+    pub delegate: Option<Uuid>,
     /// The time of the write.
     pub now: OffsetDateTime,
     /// The platform itself writes (a role's privileges): read-only attributes are writable.

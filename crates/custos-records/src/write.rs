@@ -138,15 +138,18 @@ pub(crate) fn insert_sql(
         columns.push(name.clone());
         bound.push(value.clone());
     }
+    let delegate = context.delegate.map_or(Value::Null, Value::Guid);
     for (name, value) in [
         ("createdon", now.clone()),
         ("modifiedon", now),
         ("createdby", actor.clone()),
         ("modifiedby", actor.clone()),
+        ("createdonbehalfby", delegate.clone()),
+        ("modifiedonbehalfby", delegate),
         ("ownerid", actor),
         ("versionnumber", Value::Integer(1)),
     ] {
-        if !columns.iter().any(|c| c == name) {
+        if !columns.iter().any(|c| c == name) && definition.attribute(name).is_some() {
             columns.push(name.to_string());
             bound.push(value);
         }
@@ -182,6 +185,10 @@ pub(crate) fn update_sql(
     let mut bound: Vec<Value> = values.iter().map(|(_, v)| v.clone()).collect();
     bound.push(Value::DateTime(datetime_now(context.now)));
     bound.push(Value::Guid(context.actor));
+    if definition.attribute("modifiedonbehalfby").is_some() {
+        sets.push("\"modifiedonbehalfby\" = ?".into());
+        bound.push(context.delegate.map_or(Value::Null, Value::Guid));
+    }
     bound.push(Value::Guid(id));
     let sql = format!(
         "UPDATE \"{}\" SET {} WHERE \"{}\" = ?",

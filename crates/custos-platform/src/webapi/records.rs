@@ -1128,6 +1128,7 @@ pub(super) fn context(request: &WebRequest) -> WriteContext {
         actor: request.caller.principal.id,
         now: request.state.clock.now(),
         platform: false,
+        delegate: request.delegate.as_ref().map(|sender| sender.principal.id),
     }
 }
 

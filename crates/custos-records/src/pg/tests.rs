@@ -89,6 +89,7 @@ fn a_backup_restores_on_either_engine() {
         actor: Uuid::from_u128(1),
         now: time::OffsetDateTime::UNIX_EPOCH,
         platform: false,
+        delegate: None,
     };
     let pg = PgStore::open(&server.url, "source").unwrap();
     pg.install(&seed_entities()).unwrap();

@@ -27,6 +27,7 @@ fn date_times_kept_to_the_second_are_rewritten_to_milliseconds_on_open() {
         actor: uuid::Uuid::from_u128(1),
         now: time::OffsetDateTime::UNIX_EPOCH,
         platform: false,
+        delegate: None,
     };
     let id = store
         .create("account", None, Vec::new(), context, &mut |_| Ok(()))
@@ -149,4 +150,92 @@ fn a_database_with_another_name_is_not_written_through() {
         std::fs::remove_file(&other).unwrap();
     }
     SqliteStore::open(&path).unwrap();
+}
+
+/// A store written before `createdonbehalfby` and `modifiedonbehalfby` gets both when it is
+/// opened — in its definitions, after `modifiedby`, and as columns, empty on the records it had —
+/// and a write on someone's behalf then fills them in.
+#[test]
+fn a_store_from_before_the_delegate_attributes_gets_them_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.install(&seed_entities()).unwrap();
+    let context = |delegate| crate::store::WriteContext {
+        actor: uuid::Uuid::from_u128(1),
+        now: time::OffsetDateTime::UNIX_EPOCH,
+        platform: false,
+        delegate,
+    };
+    let old_id = store
+        .create("account", None, Vec::new(), context(None), &mut |_| Ok(()))
+        .unwrap()
+        .id;
+    drop(store);
+    // The account as an earlier build left it.
+    let old = Connection::open(&path).unwrap();
+    let strip = |text: String| {
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["attributes"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|a| !a["name"].as_str().unwrap().ends_with("onbehalfby"));
+        json.to_string()
+    };
+    let (published, draft): (String, String) = old
+        .query_row(
+            "SELECT published, draft FROM custos_entity WHERE logical_name = 'account'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    old.execute(
+        "UPDATE custos_entity SET published = ?1, draft = ?2 WHERE logical_name = 'account'",
+        [strip(published), strip(draft)],
+    )
+    .unwrap();
+    for column in ["createdonbehalfby", "modifiedonbehalfby"] {
+        old.execute_batch(&format!(
+            "DROP INDEX \"rec_account.{column}\"; ALTER TABLE rec_account DROP COLUMN {column};"
+        ))
+        .unwrap();
+    }
+    old.execute_batch("DELETE FROM custos_meta").unwrap();
+    drop(old);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let account = store.catalog().entity("account").unwrap().clone();
+    let names: Vec<&str> = account
+        .attributes
+        .iter()
+        .map(|a| a.logical_name.as_str())
+        .collect();
+    let at = names.iter().position(|n| *n == "modifiedby").unwrap();
+    assert_eq!(
+        names[at + 1..at + 3],
+        ["createdonbehalfby", "modifiedonbehalfby"]
+    );
+    assert!(account.attribute("createdonbehalfby").unwrap().read_only);
+    assert_eq!(
+        store.retrieve("account", old_id).unwrap().values["createdonbehalfby"],
+        Value::Null
+    );
+    let sender = uuid::Uuid::from_u128(2);
+    let new_id = store
+        .create(
+            "account",
+            None,
+            Vec::new(),
+            context(Some(sender)),
+            &mut |_| Ok(()),
+        )
+        .unwrap()
+        .id;
+    let values = store.retrieve("account", new_id).unwrap().values;
+    assert_eq!(values["createdonbehalfby"], Value::Guid(sender));
+    assert_eq!(values["modifiedonbehalfby"], Value::Guid(sender));
+    // Once: opening again changes nothing.
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.catalog().entity("account").unwrap(), &account);
 }

@@ -611,6 +611,7 @@ fn a_request_on_behalf_of_another_user_runs_with_what_both_may_do_and_names_both
             "prvActOnBehalfOfAnotherUser",
             "prvReadaccount",
             "prvCreateaccount",
+            "prvWriteaccount",
             "prvReadcontact",
         ],
     );
@@ -704,10 +705,54 @@ fn a_request_on_behalf_of_another_user_runs_with_what_both_may_do_and_names_both
     let created = only(&correlation_of(&made));
     let account = entity_id(&made);
     let record = get_json(&server.api(&format!("accounts({account})")), &admin);
+    let admin_id = whoami(&admin);
     assert_eq!(record["_createdby_value"], cy.as_str());
     assert_eq!(record["_ownerid_value"], cy.as_str());
+    // The record keeps its delegate, as Dataverse's do: created by cy, on cy's behalf by the
+    // admin; changed on cy's behalf, then by cy alone, which clears the delegate of the change.
+    assert_eq!(record["_createdonbehalfby_value"], admin_id.as_str());
+    assert_eq!(record["_modifiedonbehalfby_value"], admin_id.as_str());
     assert_eq!(created["UserUpn"], "cy@contoso.test");
-    assert_eq!(created["CallerId"], whoami(&admin).as_str());
+    assert_eq!(created["CallerId"], admin_id.as_str());
+    let path = format!("accounts({account})");
+    let changed = acting(
+        reqwest::Method::PATCH,
+        &path,
+        &svc,
+        &cy,
+        Some(json!({"name": "Changed for cy"})),
+    );
+    assert_eq!(changed.status(), 204);
+    let record = get_json(&server.api(&path), &admin);
+    assert_eq!(record["_modifiedby_value"], cy.as_str());
+    assert_eq!(record["_modifiedonbehalfby_value"], svc_id.as_str());
+    assert_eq!(record["_createdonbehalfby_value"], admin_id.as_str());
+    let update = only(&correlation_of(&changed));
+    let changes = update["Changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["Attribute"] != "_modifiedonbehalfby_value"
+                && c["Attribute"] != "modifiedonbehalfby"),
+        "kept by the platform, not a field change: {changes:?}"
+    );
+    let cy_token = server.token("cy@contoso.test", "cy-password-1");
+    let own = send(
+        client().patch(server.api(&path)),
+        &cy_token,
+        Some(json!({"name": "Changed by cy"})),
+    );
+    assert_eq!(own.status(), 204);
+    let record = get_json(&server.api(&path), &admin);
+    assert_eq!(record["_modifiedonbehalfby_value"], Value::Null);
+    assert_eq!(record["_createdonbehalfby_value"], admin_id.as_str());
+    // Written by the platform alone.
+    let refused = send(
+        client().patch(server.api(&path)),
+        &admin,
+        Some(json!({"createdonbehalfby@odata.bind": format!("/systemusers({cy})")})),
+    );
+    assert_eq!(odata_error(refused).0, 400);
 
     // Who may act for whom: the delegate privilege, an enabled user of the instance, and
     // never a change to who may do what.
