@@ -196,13 +196,9 @@ const DELEGATE_ATTRIBUTES: &str = "delegate-attributes";
 
 /// Gives every entity of a store written before them `createdonbehalfby` and
 /// `modifiedonbehalfby` (empty on its records: nothing was done on anyone's behalf before),
-/// once: in its published and draft definitions, after `modifiedby`, and as columns of its
+/// run [`once`]: in its published and draft definitions, after `modifiedby`, and as columns of its
 /// table. An entity without `modifiedby` has no system attributes and is left as it is.
 fn delegate_attributes(sql: &mut dyn Sql) -> Result<()> {
-    let mark = [Value::String(DELEGATE_ATTRIBUTES.into())];
-    if sql.count("SELECT COUNT(*) FROM custos_meta WHERE key = ?", &mark)? > 0 {
-        return Ok(());
-    }
     let rows = sql.texts(
         "SELECT logical_name, published, draft FROM custos_entity ORDER BY logical_name",
         &[],
@@ -257,10 +253,6 @@ fn delegate_attributes(sql: &mut dyn Sql) -> Result<()> {
             ],
         )?;
     }
-    sql.execute(
-        "INSERT INTO custos_meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO NOTHING",
-        &mark,
-    )?;
     Ok(())
 }
 
@@ -268,16 +260,9 @@ fn delegate_attributes(sql: &mut dyn Sql) -> Result<()> {
 const MILLISECOND_DATETIMES: &str = "datetime-milliseconds";
 
 /// Rewrites date-times a store kept to the second (`…:SSZ`, before it kept milliseconds) in
-/// the millisecond form (`…:SS.000Z`), once: text order is time order only when every value
+/// the millisecond form (`…:SS.000Z`) (run [`once`]): text order is time order only when every value
 /// has the one fixed width.
 fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
-    sql.batch(
-        "CREATE TABLE IF NOT EXISTS custos_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    )?;
-    let mark = [Value::String(MILLISECOND_DATETIMES.into())];
-    if sql.count("SELECT COUNT(*) FROM custos_meta WHERE key = ?", &mark)? > 0 {
-        return Ok(());
-    }
     for entity in load_catalog(sql)?.entities() {
         for attribute in &entity.attributes {
             if attribute.attribute_type == AttributeType::DateTime {
@@ -292,6 +277,20 @@ fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Runs `step` unless the store's `custos_meta` holds `mark`, then marks it: each step of an
+/// upgrade is made once per store, in the transaction of its opening.
+fn once(sql: &mut dyn Sql, mark: &str, step: fn(&mut dyn Sql) -> Result<()>) -> Result<()> {
+    sql.batch(
+        "CREATE TABLE IF NOT EXISTS custos_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )?;
+    let mark = [Value::String(mark.into())];
+    if sql.count("SELECT COUNT(*) FROM custos_meta WHERE key = ?", &mark)? > 0 {
+        return Ok(());
+    }
+    step(sql)?;
     sql.execute(
         "INSERT INTO custos_meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO NOTHING",
         &mark,
@@ -303,8 +302,8 @@ fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
 /// opening (or restore): date-times kept to the millisecond, and every published entity's list
 /// indexes (`CREATE INDEX IF NOT EXISTS`: built once, then a lookup in the schema).
 fn upgrade(sql: &mut dyn Sql) -> Result<()> {
-    millisecond_datetimes(sql)?;
-    delegate_attributes(sql)?;
+    once(sql, MILLISECOND_DATETIMES, millisecond_datetimes)?;
+    once(sql, DELEGATE_ATTRIBUTES, delegate_attributes)?;
     for entity in load_catalog(sql)?.entities() {
         for attribute in listed(entity) {
             create_list_index(sql, entity, &attribute.logical_name)?;
