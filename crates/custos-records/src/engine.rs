@@ -196,8 +196,8 @@ const DELEGATE_ATTRIBUTES: &str = "delegate-attributes";
 
 /// Gives every entity of a store written before them `createdonbehalfby` and
 /// `modifiedonbehalfby` (empty on its records: nothing was done on anyone's behalf before),
-/// run [`once`]: in its published and draft definitions, after `modifiedby`, and as columns of its
-/// table. An entity without `modifiedby` has no system attributes and is left as it is.
+/// run [`once`]: in its published and draft definitions, after `modifiedby`, and as columns
+/// of its table. An entity without `modifiedby` has no system attributes and is left as it is.
 fn delegate_attributes(sql: &mut dyn Sql) -> Result<()> {
     let rows = sql.texts(
         "SELECT logical_name, published, draft FROM custos_entity ORDER BY logical_name",
@@ -260,8 +260,8 @@ fn delegate_attributes(sql: &mut dyn Sql) -> Result<()> {
 const MILLISECOND_DATETIMES: &str = "datetime-milliseconds";
 
 /// Rewrites date-times a store kept to the second (`…:SSZ`, before it kept milliseconds) in
-/// the millisecond form (`…:SS.000Z`) (run [`once`]): text order is time order only when every value
-/// has the one fixed width.
+/// the millisecond form (`…:SS.000Z`), run [`once`]: text order is time order only when
+/// every value has the one fixed width.
 fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
     for entity in load_catalog(sql)?.entities() {
         for attribute in &entity.attributes {
