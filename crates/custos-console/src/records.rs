@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use super::confirm::{Confirmation, confirmed};
 use super::page::notice;
-use super::{Answer, Console, Page, encode, error_page, query_string, see_other};
+use super::{
+    Answer, Console, Page, encode, error_page, query_string, readable, see_other, text, visible,
+};
 use crate::ConsoleState;
 use custos_http::context::RequestContext;
 
@@ -88,15 +90,6 @@ fn grid_columns(entity: &EntityDef) -> Vec<&AttributeDef> {
         }
     }
     columns
-}
-
-/// A value as a person reads it.
-fn shown(value: &Json) -> String {
-    match value {
-        Json::Null => String::new(),
-        Json::String(text) => text.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// `GET /ui/{instance}/records`.
@@ -475,9 +468,11 @@ pub(crate) async fn grid(
                     tr data-id=(id) {
                         @for (i, column) in columns.iter().enumerate() {
                             @let web = column.web_name();
-                            @let value = row[format!("{web}@{FORMATTED}").as_str()]
-                                .as_str()
-                                .map_or_else(|| shown(&row[web.as_str()]), str::to_string);
+                            @let value = visible(
+                                &row[format!("{web}@{FORMATTED}").as_str()]
+                                    .as_str()
+                                    .map_or_else(|| text(&row[web.as_str()]), str::to_string),
+                            );
                             td {
                                 @if i == 0 {
                                     a href={ "/ui/" (instance) "/records/" (set) "/" (id) } {
@@ -540,7 +535,7 @@ fn field(
         p {
             label for=(id) { (label(attribute)) " " span.muted { "(" (name) ", " (attribute.attribute_type.name()) ")" } }
             @match attribute.attribute_type {
-                AttributeType::Memo => textarea id=(id) name=(name) rows="4" aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] { (shown(value)) },
+                AttributeType::Memo => textarea id=(id) name=(name) rows="4" aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] { (text(value)) },
                 AttributeType::Boolean => select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
                     option value="" selected[!is(true) && !is(false)] { "" }
                     option value="true" selected[is(true)] { "Yes" }
@@ -548,7 +543,7 @@ fn field(
                 },
                 // A choice with options is picked by label (the number stays the value).
                 AttributeType::Choice if !attribute.options.is_empty() => {
-                    @let current = shown(value);
+                    @let current = text(value);
                     select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
                         option value="" selected[current.is_empty()] { "(none)" }
                         @if !current.is_empty() && !attribute.options.iter().any(|o| o.value.to_string() == current) {
@@ -563,7 +558,7 @@ fn field(
                 AttributeType::Lookup { .. } => @match lookup {
                     // A picker of the records it may point at, by name.
                     Some((choices, current_name)) => {
-                        @let current = shown(value);
+                        @let current = text(value);
                         select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())] {
                             option value="" selected[current.is_empty()] { "(none)" }
                             @if !current.is_empty() && !choices.iter().any(|(c, _)| *c == current) {
@@ -575,9 +570,9 @@ fn field(
                         }
                     },
                     // Not offered (the user may not list its entity): shown, never posted back.
-                    None => input id=(id) type="text" value=(shown(value)) readonly aria-readonly="true";,
+                    None => input id=(id) type="text" value=(text(value)) readonly aria-readonly="true";,
                 },
-                _ => input id=(id) name=(name) type="text" value=(shown(value)) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())];,
+                _ => input id=(id) name=(name) type="text" value=(text(value)) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| error_id.as_str())];,
             }
             @if let Some(error) = error {
                 span.field-error id=(error_id) { (error) }
@@ -629,7 +624,7 @@ async fn lookup_choices(console: &Console, instance: &str, entity: &EntityDef) -
             out.insert(
                 attribute.logical_name.clone(),
                 rows.iter()
-                    .map(|row| (shown(&row[key.as_str()]), shown(&row[name])))
+                    .map(|row| (text(&row[key.as_str()]), text(&row[name])))
                     .collect(),
             );
         }
@@ -741,7 +736,7 @@ pub(crate) async fn form(
     let title = entity
         .primary_name
         .as_deref()
-        .map(|n| shown(&record[n]))
+        .map(|n| text(&record[n]))
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| id.to_string());
     let read_only: Vec<&AttributeDef> = entity.attributes.iter().filter(|a| a.read_only).collect();
@@ -762,7 +757,7 @@ pub(crate) async fn form(
         table {
             tbody {
                 @for attribute in &read_only {
-                    tr { th scope="row" { (label(attribute)) } td { (shown(&record[attribute.web_name().as_str()])) } }
+                    tr { th scope="row" { (label(attribute)) } td { (readable(&record[attribute.web_name().as_str()])) } }
                 }
             }
         }

@@ -2328,6 +2328,14 @@ fn an_audit_page_shows_what_was_recorded_not_how_its_sender_wanted_it_to_look() 
         "{html}"
     );
     assert!(html.contains("ad\u{27E8}U+200B\u{27E9}min"), "{html}");
+    // The records app's grid names them too; its form keeps the value as it is, so saving
+    // the form does not change it.
+    let (status, grid) = page(&server, &cookie, "/ui/main/records/accounts");
+    assert_eq!(status, 200);
+    assert!(grid.contains("\u{27E8}U+202E\u{27E9}txt.exe"), "{grid}");
+    assert!(!grid.contains('\u{202E}'), "{grid}");
+    let (_, form) = page(&server, &cookie, &format!("/ui/main/records/accounts/{id}"));
+    assert!(form.contains(&format!("value=\"{reversed}\"")), "{form}");
     // The record itself is as it was sent: only the page names what it holds.
     let record: serde_json::Value = send(
         client().get(server.api(&format!("accounts({id})?$select=name"))),
