@@ -219,6 +219,15 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
     if let Some(view) = views["value"][0]["savedqueryid"].as_str() {
         ann.get(&api(&format!("contacts?savedQuery={view}")))?;
     }
+    // A personal view like Dataverse's "My Accounts": whoever runs it sees their own.
+    let mine = ann
+        .post(
+            &api("userqueries"),
+            &json!({"name": "My accounts", "returnedtypecode": "account", "columns": "name,revenue",
+                    "filter": "Microsoft.Dynamics.CRM.EqualUserId(PropertyName='ownerid')"}),
+        )?
+        .entity_id()?;
+    ann.get(&api(&format!("accounts?userQuery={mine}")))?;
     ann.call(
         Method::PATCH,
         &api(&format!("accounts({})", accounts[1])),

@@ -80,6 +80,15 @@ fn the_demo_day_leaves_every_operation_searchable() {
             "the summary misses {operation}"
         );
     }
+    // Ann's "My accounts" view ran with Dataverse's EqualUserId: her four accounts, no others.
+    let mine: Vec<Value> = server
+        .audit(&admin, "operation=RetrieveMultiple&entity=account")
+        .into_iter()
+        .filter(|e| e["Details"]["ViewName"] == "My accounts")
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert!(mine[0]["UserUpn"].as_str().unwrap().starts_with("ann-"));
+    assert_eq!(mine[0]["ResultCount"], 4, "{:#?}", mine[0]);
     // Every preconfigured report has something to show after the demo day.
     let reports = get_json(&format!("{}/api/audit/reports", server.base), &admin);
     let preconfigured: Vec<&str> = reports["value"]
