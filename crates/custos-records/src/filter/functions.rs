@@ -21,6 +21,9 @@
 //! - `In`, `NotIn` (`PropertyValues`, a list): equal to one of them, or not;
 //!   `Between`, `NotBetween` (two values): from the first to the second, both included, or not.
 //! - `EqualUserId`, `NotEqualUserId`: the caller's `systemuserid`, or not.
+//! - `EqualUserOrUserTeams`: owned by the caller or a team of theirs — the caller, since
+//!   records here are owned by users only (`ownerid` names a `systemuser`); `EqualUserTeams`:
+//!   owned by a team of theirs — no record.
 //!
 //! A `Not…` function is the `not` of its positive one, by OData's rules (a row whose value is
 //! null is kept). Any other function of the namespace is refused by name.
@@ -207,7 +210,7 @@ impl Call<'_> {
                 );
                 return Ok(negated(name == "NotBetween", between));
             }
-            "EqualUserId" | "NotEqualUserId" => {
+            "EqualUserId" | "NotEqualUserId" | "EqualUserOrUserTeams" => {
                 let attribute = self.property()?;
                 let user = self.context("the caller")?.user;
                 let equal = Filter::Compare {
@@ -216,6 +219,11 @@ impl Call<'_> {
                     value: Literal::Guid(user),
                 };
                 return Ok(negated(name == "NotEqualUserId", equal));
+            }
+            "EqualUserTeams" => {
+                self.property()?;
+                self.context("the caller")?;
+                return Ok(Filter::Constant(false));
             }
             _ => {
                 return Err(bad(format!(

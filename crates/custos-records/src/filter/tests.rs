@@ -394,6 +394,12 @@ fn query_functions_are_read_into_comparisons_relative_to_the_request() {
         call("NotEqualUserId", "PropertyName='ownerid'"),
         format!("not (ownerid eq {user})")
     );
+    // Records are owned by users only here: the caller's teams own none.
+    assert_eq!(
+        call("EqualUserOrUserTeams", "PropertyName='ownerid'"),
+        format!("ownerid eq {user}")
+    );
+    assert_eq!(call("EqualUserTeams", "PropertyName='ownerid'"), "1 eq 0");
     // Inside a larger filter, beside other terms.
     assert_eq!(
         at_request(&format!(
