@@ -710,11 +710,12 @@ fn cascade_delete(
                 )));
             }
             match on_delete {
+                // How many name it is not said: the caller may not read them (the console's
+                // confirmation counts them through the API, which checks that it may).
                 OnDelete::Restrict => {
                     return Err(Error::Conflict(format!(
-                        "{} {id} cannot be deleted: {} {} record(s) name it in '{}', which restricts its deletion; delete them or change their '{}' first",
+                        "{} {id} cannot be deleted: {} records name it in '{}', which restricts its deletion; delete them or change their '{}' first",
                         target.logical_name,
-                        records.len(),
                         referencing.logical_name,
                         lookup.logical_name,
                         lookup.logical_name

@@ -829,6 +829,10 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookup_says_and_records_eac
     ));
     assert_eq!(code, 409, "{message}");
     assert!(message.contains("new_sponsorid"), "{message}");
+    assert!(
+        message.contains("cannot be deleted: new_project records name it"),
+        "how many name it is the business of those who may read them: {message}"
+    );
     assert_eq!(status(&format!("accounts({sponsor})")), 200);
     let response = send(
         client().delete(server.api(&format!("new_projects({project})"))),
