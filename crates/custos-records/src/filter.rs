@@ -35,7 +35,7 @@ use crate::{Error, Result};
 
 mod functions;
 
-pub use functions::FilterContext;
+pub use functions::{FilterContext, QUERY_FUNCTIONS, QueryFunctionValue};
 
 /// Longest `$filter` accepted, in bytes: Dataverse's own limit on a request URL (32 KiB).
 pub(crate) const FILTER_BYTES_MAX: usize = 32 * 1024;

@@ -28,7 +28,10 @@ mod write;
 pub use directory::{Change, Directory, InstanceInfo, NewPrincipal, Principal};
 pub use engine::Store;
 pub use error::{Error, Result};
-pub use filter::{CompareOp, Filter, FilterContext, Literal, StringFunction, parse_filter};
+pub use filter::{
+    CompareOp, Filter, FilterContext, Literal, QUERY_FUNCTIONS, QueryFunctionValue, StringFunction,
+    parse_filter,
+};
 pub use metadata::{
     AttributeDef, AttributeType, Catalog, ChoiceOption, EntityCategory, EntityDef, Navigation,
     OnDelete, is_custom_name,

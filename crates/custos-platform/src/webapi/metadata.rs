@@ -129,6 +129,22 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<Function Name=\"WhoAmI\"><ReturnType Type=\"mscrm.WhoAmIResponse\" Nullable=\"false\"/></Function>\n",
         "<Action Name=\"PublishAllXml\"/>\n",
     ));
+    // Dataverse's query functions, declared as its `$metadata` declares them: used inside a
+    // `$filter` only (`custos_records::QUERY_FUNCTIONS`), so the container imports none.
+    for (name, takes) in custos_records::QUERY_FUNCTIONS {
+        use custos_records::QueryFunctionValue::*;
+        let value = match takes {
+            Nothing => "",
+            Count => "<Parameter Name=\"PropertyValue\" Type=\"Edm.Int64\" Nullable=\"false\"/>",
+            Date => "<Parameter Name=\"PropertyValue\" Type=\"Edm.String\" Nullable=\"false\"/>",
+            List => {
+                "<Parameter Name=\"PropertyValues\" Type=\"Collection(Edm.String)\" Nullable=\"false\"/>"
+            }
+        };
+        xml.push_str(&format!(
+            "<Function Name=\"{name}\"><Parameter Name=\"PropertyName\" Type=\"Edm.String\" Nullable=\"false\"/>{value}<ReturnType Type=\"Edm.Boolean\" Nullable=\"false\"/></Function>\n"
+        ));
+    }
     xml.push_str("<EntityContainer Name=\"System\">\n");
     for entity in catalog.entities() {
         xml.push_str(&format!(

@@ -61,6 +61,65 @@ impl FilterContext {
     }
 }
 
+/// What a query function takes besides `PropertyName` (`$metadata` declares it so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryFunctionValue {
+    /// Nothing more (`Today`).
+    Nothing,
+    /// `PropertyValue`, a count of units (`LastXDays`).
+    Count,
+    /// `PropertyValue`, a date (`On`).
+    Date,
+    /// `PropertyValues`, a list of values (`In`).
+    List,
+}
+
+/// Every query function read here, by name without its namespace, with what it takes; any
+/// other is refused by name. `$metadata` declares these.
+pub const QUERY_FUNCTIONS: &[(&str, QueryFunctionValue)] = {
+    use QueryFunctionValue::*;
+    &[
+        ("Today", Nothing),
+        ("Yesterday", Nothing),
+        ("Tomorrow", Nothing),
+        ("Last7Days", Nothing),
+        ("Next7Days", Nothing),
+        ("ThisMonth", Nothing),
+        ("LastMonth", Nothing),
+        ("NextMonth", Nothing),
+        ("ThisYear", Nothing),
+        ("LastYear", Nothing),
+        ("NextYear", Nothing),
+        ("LastXHours", Count),
+        ("LastXDays", Count),
+        ("LastXWeeks", Count),
+        ("LastXMonths", Count),
+        ("LastXYears", Count),
+        ("NextXHours", Count),
+        ("NextXDays", Count),
+        ("NextXWeeks", Count),
+        ("NextXMonths", Count),
+        ("NextXYears", Count),
+        ("OlderThanXMinutes", Count),
+        ("OlderThanXHours", Count),
+        ("OlderThanXDays", Count),
+        ("OlderThanXWeeks", Count),
+        ("OlderThanXMonths", Count),
+        ("OlderThanXYears", Count),
+        ("On", Date),
+        ("OnOrAfter", Date),
+        ("OnOrBefore", Date),
+        ("In", List),
+        ("NotIn", List),
+        ("Between", List),
+        ("NotBetween", List),
+        ("EqualUserId", Nothing),
+        ("NotEqualUserId", Nothing),
+        ("EqualUserOrUserTeams", Nothing),
+        ("EqualUserTeams", Nothing),
+    ]
+};
+
 /// A parameter's value as written: one literal or a list (`['a','b']`).
 #[derive(Debug, Clone)]
 pub(super) enum Argument {
@@ -107,6 +166,9 @@ enum Unit {
 impl Call<'_> {
     fn read(&mut self) -> Result<Filter> {
         let name = self.name;
+        if !QUERY_FUNCTIONS.iter().any(|(known, _)| *known == name) {
+            return Err(unsupported(name));
+        }
         if let Some(unit) = name
             .strip_prefix("OlderThanX")
             .and_then(|rest| unit(rest, true))
@@ -225,11 +287,7 @@ impl Call<'_> {
                 self.context("the caller")?;
                 return Ok(Filter::Constant(false));
             }
-            _ => {
-                return Err(bad(format!(
-                    "the query function {NAMESPACE}{name} is not supported (ARCHITECTURE.md lists those that are)"
-                )));
-            }
+            _ => return Err(unsupported(name)),
         };
         Ok(range(self.property()?, start, end))
     }
@@ -418,6 +476,12 @@ impl Call<'_> {
                 ))
             })
     }
+}
+
+fn unsupported(name: &str) -> crate::Error {
+    bad(format!(
+        "the query function {NAMESPACE}{name} is not supported (README.md and $metadata list those that are)"
+    ))
 }
 
 /// The unit a function's name ends with (`Days` of `LastXDays`); minutes only for

@@ -527,3 +527,33 @@ fn a_query_functions_text_value_is_read_as_its_attributes_type() {
         "a literal written as a number stays one"
     );
 }
+
+#[test]
+fn every_query_function_declared_is_read_and_no_other() {
+    for (name, takes) in QUERY_FUNCTIONS {
+        let value = match takes {
+            QueryFunctionValue::Nothing => String::new(),
+            QueryFunctionValue::Count => ",PropertyValue=2".into(),
+            QueryFunctionValue::Date => ",PropertyValue='2026-02-14'".into(),
+            QueryFunctionValue::List => ",PropertyValues=['1','2']".into(),
+        };
+        let got = at_request(&format!(
+            "Microsoft.Dynamics.CRM.{name}(PropertyName='createdon'{value})"
+        ));
+        assert!(!got.starts_with("error"), "{name}: {got}");
+    }
+    // Names near the declared ones are not guessed at.
+    for name in [
+        "ThisWeek",
+        "LastXMinutes",
+        "NextXMinutes",
+        "lastxdays",
+        "Above",
+        "Contains",
+    ] {
+        let got = at_request(&format!(
+            "Microsoft.Dynamics.CRM.{name}(PropertyName='createdon',PropertyValue=1)"
+        ));
+        assert!(got.contains("is not supported"), "{name}: {got}");
+    }
+}

@@ -182,8 +182,10 @@ imports = [e.get("Function") or e.get("Action") for e in schema.iter() if e.tag.
 complex_types = {e.get("Name") for e in schema.findall("edm:ComplexType", ns)}
 problems = [f"import of undefined {name}" for name in imports if name.split(".")[-1] not in defined]
 for function in schema.findall("edm:Function", ns):
-    returned = function.find("edm:ReturnType", ns).get("Type").split(".")[-1]
-    if returned not in complex_types:
+    returned = function.find("edm:ReturnType", ns).get("Type")
+    # A primitive type is the standard's (`Edm.Boolean` of the query functions); any other
+    # must be defined here.
+    if returned not in ("Edm.Boolean", "Edm.String", "Edm.Int64") and returned.split(".")[-1] not in complex_types:
         problems.append(f"{function.get('Name')} returns undefined {returned}")
 decimals = 0
 for entity in schema.findall("edm:EntityType", ns):

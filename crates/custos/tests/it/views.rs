@@ -454,6 +454,18 @@ fn dataverse_query_functions_are_read_for_the_request_and_its_user() {
     assert_eq!(run(&bo), ["Qf C"]);
     assert_eq!(run(&admin), ["Qf A", "Qf B"]);
 
+    // `$metadata` declares them as Dataverse's does, and only those read.
+    let metadata = send(client().get(server.api("$metadata")), &admin, None)
+        .text()
+        .unwrap();
+    for declared in [
+        "<Function Name=\"LastXDays\"><Parameter Name=\"PropertyName\" Type=\"Edm.String\" Nullable=\"false\"/><Parameter Name=\"PropertyValue\" Type=\"Edm.Int64\" Nullable=\"false\"/><ReturnType Type=\"Edm.Boolean\" Nullable=\"false\"/></Function>",
+        "<Function Name=\"In\"><Parameter Name=\"PropertyName\" Type=\"Edm.String\" Nullable=\"false\"/><Parameter Name=\"PropertyValues\" Type=\"Collection(Edm.String)\" Nullable=\"false\"/>",
+        "<Function Name=\"EqualUserId\"><Parameter Name=\"PropertyName\" Type=\"Edm.String\" Nullable=\"false\"/><ReturnType",
+    ] {
+        assert!(metadata.contains(declared), "{declared}");
+    }
+    assert!(!metadata.contains("<Function Name=\"LastXFiscalYears\""));
     // What cannot be read is refused with its reason, never ignored; a view too.
     for (condition, says) in [
         (
