@@ -192,13 +192,14 @@ pub enum Literal {
 
 impl Literal {
     /// This literal as one for an attribute of type `kind`: a [`Literal::Text`] is read as that
-    /// type (`None` when it is not one of its values); any other literal is itself.
-    pub(crate) fn typed(&self, kind: &AttributeType) -> Option<Literal> {
+    /// type (`None` when it is not one of its values); any other literal is itself, borrowed
+    /// (every comparison of every `$filter` passes here).
+    pub(crate) fn typed(&self, kind: &AttributeType) -> Option<std::borrow::Cow<'_, Literal>> {
         let Literal::Text(text) = self else {
-            return Some(self.clone());
+            return Some(std::borrow::Cow::Borrowed(self));
         };
         let trimmed = text.trim();
-        match kind {
+        let read = match kind {
             AttributeType::String { .. } | AttributeType::Memo => {
                 Some(Literal::String(text.clone()))
             }
@@ -214,7 +215,8 @@ impl Literal {
                 .filter(|literal| matches!(literal, Literal::Date(_) | Literal::DateTime(_))),
             _ => number_or_date(trimmed)
                 .filter(|literal| matches!(literal, Literal::Integer(_) | Literal::Decimal(_))),
-        }
+        };
+        read.map(std::borrow::Cow::Owned)
     }
 }
 

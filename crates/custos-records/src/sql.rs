@@ -108,12 +108,13 @@ pub(crate) fn compile_filter(
         } => {
             let attr = resolve(entity, attribute)?;
             let column = format!("\"{}\"", attr.logical_name);
-            let value = &value.typed(&attr.attribute_type).ok_or_else(|| {
+            let typed = value.typed(&attr.attribute_type).ok_or_else(|| {
                 Error::BadRequest(format!(
                     "'{attribute}' is {} and cannot be compared with {value}",
                     attr.attribute_type.name()
                 ))
             })?;
+            let value: &Literal = &typed;
             if *value == Literal::Null {
                 match op {
                     CompareOp::Eq => sql.push_str(&format!("{column} IS NULL")),

@@ -493,36 +493,38 @@ fn query_functions_refuse_what_they_cannot_read() {
 fn a_query_functions_text_value_is_read_as_its_attributes_type() {
     use crate::metadata::AttributeType;
     let text = |t: &str| Literal::Text(t.into());
+    let typed =
+        |literal: Literal, kind: AttributeType| literal.typed(&kind).map(|t| t.into_owned());
     assert_eq!(
-        text("5").typed(&AttributeType::Integer),
+        typed(text("5"), AttributeType::Integer),
         Some(Literal::Integer(5))
     );
     assert_eq!(
-        text("5").typed(&AttributeType::String { max_length: 10 }),
+        typed(text("5"), AttributeType::String { max_length: 10 }),
         Some(Literal::String("5".into()))
     );
     assert_eq!(
-        text("2.5").typed(&AttributeType::Money),
+        typed(text("2.5"), AttributeType::Money),
         Some(Literal::Decimal("2.5".into()))
     );
-    assert_eq!(text("five").typed(&AttributeType::Integer), None);
+    assert_eq!(typed(text("five"), AttributeType::Integer), None);
     assert_eq!(
-        text("true").typed(&AttributeType::Boolean),
+        typed(text("true"), AttributeType::Boolean),
         Some(Literal::Boolean(true))
     );
     assert_eq!(
-        text("2026-01-02").typed(&AttributeType::DateTime),
+        typed(text("2026-01-02"), AttributeType::DateTime),
         Some(Literal::Date("2026-01-02".into()))
     );
-    assert_eq!(text("7").typed(&AttributeType::DateTime), None);
+    assert_eq!(typed(text("7"), AttributeType::DateTime), None);
     let id = Uuid::from_u128(9);
     assert_eq!(
-        text(&id.to_string()).typed(&AttributeType::UniqueIdentifier),
+        typed(text(&id.to_string()), AttributeType::UniqueIdentifier),
         Some(Literal::Guid(id))
     );
-    assert_eq!(text("x").typed(&AttributeType::UniqueIdentifier), None);
+    assert_eq!(typed(text("x"), AttributeType::UniqueIdentifier), None);
     assert_eq!(
-        Literal::Integer(3).typed(&AttributeType::String { max_length: 1 }),
+        typed(Literal::Integer(3), AttributeType::String { max_length: 1 }),
         Some(Literal::Integer(3)),
         "a literal written as a number stays one"
     );
