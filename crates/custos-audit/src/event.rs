@@ -372,6 +372,10 @@ string_enum! {
         EndSupportAccess = (73, "EndSupportAccess"),
         /// The file of an audit export job was downloaded.
         DownloadAuditExport = (74, "DownloadAuditExport"),
+        /// An alternate key was added to an entity (a draft until published).
+        CreateEntityKey = (75, "CreateEntityKey"),
+        /// An alternate key was taken from an entity (a draft until published).
+        DeleteEntityKey = (76, "DeleteEntityKey"),
     }
 }
 
@@ -418,6 +422,8 @@ impl Operation {
             | VerifyAuditLog
             | CreateEntity
             | CreateAttribute
+            | CreateEntityKey
+            | DeleteEntityKey
             | RemoveRole
             | RemoveTeamMember
             | AddPrivilegesRole

@@ -63,6 +63,8 @@ const ACTIVITY_GROUPS: [(&str, &[Operation]); 10] = {
                 CreateEntity,
                 CreateAttribute,
                 DeleteAttribute,
+                CreateEntityKey,
+                DeleteEntityKey,
                 DeleteEntity,
                 ImportSolution,
                 RemoveSolution,

@@ -9,6 +9,7 @@ mod batch;
 mod bulk;
 mod cascade;
 mod expand;
+mod keys;
 mod metadata;
 mod records;
 mod security;
@@ -59,6 +60,14 @@ enum Target {
     /// `set/$count`: how many records of the set match `$filter`, as plain text.
     Count(String),
     Record(String, Uuid),
+    /// `set(key)` where the key is not a bare GUID: a named primary key (`accountid=…`) or an
+    /// alternate key (`accountnumber='A-1'`), as written; `prelude` finds the record it names
+    /// and makes it a [`Target::Record`].
+    RecordByKey(String, String),
+    /// `EntityDefinitions(LogicalName='x')/Keys`: an entity's alternate keys.
+    Keys(String),
+    /// `EntityDefinitions(LogicalName='x')/Keys(LogicalName='y')`: one of them.
+    Key(String, String),
     /// `set(id)/property[/$value]`: one property of a record, as JSON or (`$value`) raw.
     Property {
         set: String,
@@ -186,6 +195,18 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 parse_key(entity, "EntityDefinitions").expect("checked"),
             )?))
         }
+        [entity, "Keys"] if parse_key(entity, "EntityDefinitions").is_some() => Ok(Target::Keys(
+            logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?,
+        )),
+        [entity, key]
+            if parse_key(entity, "EntityDefinitions").is_some()
+                && parse_key(key, "Keys").is_some() =>
+        {
+            Ok(Target::Key(
+                logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?,
+                logical_name_key(parse_key(key, "Keys").expect("checked"))?,
+            ))
+        }
         [entity, attribute] if parse_key(entity, "EntityDefinitions").is_some() => {
             let entity =
                 logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?;
@@ -274,7 +295,15 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 let key = key
                     .strip_suffix(')')
                     .ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
-                Ok(Target::Record(set.to_string(), record_key(key)?))
+                match Uuid::parse_str(key.trim_matches('\'')) {
+                    Ok(id) => Ok(Target::Record(set.to_string(), id)),
+                    Err(_) if key.contains('=') => {
+                        Ok(Target::RecordByKey(set.to_string(), key.to_string()))
+                    }
+                    Err(_) => Err(AppError::bad_request(format!(
+                        "'{key}' is not a record id (a GUID), nor the name=value pairs of an alternate key"
+                    ))),
+                }
             }
         },
         _ => Err(unknown()),
@@ -299,6 +328,9 @@ pub(crate) struct WebRequest {
     /// Whether the client asked for `Edm.Int64` and `Edm.Decimal` values as strings
     /// (`IEEE754Compatible=true` in `Accept` or `$format`, OData JSON Format §3.2).
     pub(crate) ieee754: bool,
+    /// An upsert (`PATCH`) of a record named by an alternate key that no record has: the key's
+    /// values, which the record it creates takes.
+    pub(crate) upsert_key: Option<Vec<(String, custos_records::Value)>>,
 }
 
 impl WebRequest {
@@ -671,7 +703,9 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::RevokeAccess => "POST",
         Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
-        Target::Record(..) => "GET, PATCH, DELETE",
+        Target::Record(..) | Target::RecordByKey(..) => "GET, PATCH, DELETE",
+        Target::Keys(_) => "GET, POST",
+        Target::Key(..) => "GET, DELETE",
         Target::Association { .. } | Target::RelatedRef { .. } => "GET, POST, DELETE",
         Target::LookupRef { .. } => "PUT, DELETE",
         Target::BoundAction { .. } => "GET, POST",
@@ -738,6 +772,7 @@ fn classify(
         Target::EntitySet(set)
         | Target::Count(set)
         | Target::Record(set, _)
+        | Target::RecordByKey(set, _)
         | Target::Property { set, .. }
         | Target::RelatedCount { set, .. }
         | Target::RelatedRecord { set, .. }
@@ -752,12 +787,16 @@ fn classify(
         }
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
-        (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
+        (Target::Record(..) | Target::RecordByKey(..) | Target::Property { .. }, &Method::GET) => {
+            Operation::Retrieve
+        }
         (Target::LookupRef { .. }, &Method::GET) => Operation::RetrieveMultiple,
-        (Target::Record(..), &Method::PATCH)
+        (Target::Record(..) | Target::RecordByKey(..), &Method::PATCH)
         | (Target::Property { raw: false, .. }, &Method::PUT | &Method::DELETE)
         | (Target::LookupRef { .. }, _) => Operation::Update,
-        (Target::Record(..), &Method::DELETE) => Operation::Delete,
+        (Target::Record(..) | Target::RecordByKey(..), &Method::DELETE) => Operation::Delete,
+        (Target::Keys(_), &Method::POST) => Operation::CreateEntityKey,
+        (Target::Key(..), &Method::DELETE) => Operation::DeleteEntityKey,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
             Operation::UpdateAuditSettings
         }
@@ -802,7 +841,9 @@ fn classify(
                 None,
                 Target::EntityDefinition(name)
                 | Target::Attribute(name, _)
-                | Target::Attributes(name),
+                | Target::Attributes(name)
+                | Target::Keys(name)
+                | Target::Key(name, _),
             ) => instance.store.catalog().entity(name).cloned(),
             _ => None,
         });
@@ -882,7 +923,7 @@ async fn prelude(
     })?;
     let ieee754 = asks_ieee754(&headers, raw_query.as_deref());
     let query = custos_http::query::utf8_query_pairs(raw_query)?;
-    let request = WebRequest {
+    let mut request = WebRequest {
         state: state.clone(),
         service_root: format!("{}/{instance_name}/api/data/v9.2", state.public_url()),
         instance,
@@ -893,6 +934,14 @@ async fn prelude(
         query,
         body,
         ieee754,
+        upsert_key: None,
+    };
+    let target = match target {
+        Target::RecordByKey(set, key) => {
+            let id = records::find_by_key(&mut request, draft, &set, &key).await?;
+            Target::Record(set, id)
+        }
+        other => other,
     };
     Ok((target, request))
 }
@@ -1032,6 +1081,12 @@ async fn dispatch(
             metadata::update_entity(&request, draft, entity).await
         }
         (Target::Attributes(entity), Method::GET) => metadata::list_attributes(&request, entity),
+        (Target::Keys(entity), Method::GET) => keys::list_keys(&request, entity),
+        (Target::Keys(entity), Method::POST) => keys::create_key(&request, draft, entity).await,
+        (Target::Key(entity, key), Method::GET) => keys::get_key(&request, entity, key),
+        (Target::Key(entity, key), Method::DELETE) => {
+            keys::delete_key(&request, draft, entity, key).await
+        }
         (Target::Attribute(entity, attribute), Method::GET) => {
             metadata::get_attribute(&request, entity, attribute)
         }

@@ -595,6 +595,143 @@ fn drafts_take_effect_on_publish(store: &dyn RecordStore) {
     );
 }
 
+fn account_number_key() -> crate::metadata::EntityKey {
+    crate::metadata::EntityKey {
+        logical_name: "new_number".into(),
+        schema_name: "new_Number".into(),
+        display_name: "Account number".into(),
+        attributes: vec!["accountnumber".into()],
+    }
+}
+
+fn conflict<T: std::fmt::Debug>(result: crate::Result<T>) -> String {
+    match result {
+        Err(Error::Conflict(message)) => message,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn alternate_keys_let_no_two_records_share_their_values(store: &dyn RecordStore) {
+    let number = |n: &str| ("accountnumber", Value::String(n.into()));
+    let first = made(
+        store,
+        "account",
+        &[("name", Value::String("First".into())), number("A-1")],
+    );
+    let second = made(
+        store,
+        "account",
+        &[("name", Value::String("Second".into())), number("a-1")],
+    );
+    let mut draft = store.draft("account").unwrap();
+    draft.keys.push(account_number_key());
+    store.save_draft(&draft).unwrap();
+    // Text is compared without case, as every comparison: "A-1" and "a-1" are the same value.
+    let refused = conflict(store.publish_all(&mut |_| Ok(())));
+    assert!(
+        refused.contains("new_number") && refused.contains("accountnumber"),
+        "{refused}"
+    );
+    assert!(store.catalog().entity("account").unwrap().keys.is_empty());
+    let set_number = |id: Uuid, n: &str| {
+        store.update(
+            "account",
+            id,
+            vec![("accountnumber".into(), Value::String(n.into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+    };
+    set_number(second, "B-2").unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    assert_eq!(
+        store.catalog().entity("account").unwrap().keys,
+        [account_number_key()]
+    );
+    let find = |n: &str| {
+        store
+            .find_by_key(
+                "account",
+                &[("accountnumber".into(), Value::String(n.into()))],
+            )
+            .unwrap()
+    };
+    assert_eq!(find("a-1"), Some(first));
+    assert_eq!(find("B-2"), Some(second));
+    assert_eq!(find("C-3"), None);
+
+    let message = conflict(store.create(
+        "account",
+        None,
+        vec![("accountnumber".into(), Value::String("a-1".into()))],
+        context(),
+        &mut ok,
+    ));
+    assert!(
+        message.contains("accountnumber") && message.contains("new_number"),
+        "{message}"
+    );
+    conflict(set_number(second, "A-1"));
+    conflict(store.update(
+        "account",
+        Uuid::new_v4(),
+        vec![("accountnumber".into(), Value::String("A-1".into()))],
+        WriteMode::Upsert,
+        context(),
+        &mut ok,
+    ));
+    let failed = store
+        .apply(
+            vec![
+                RecordChange::Create {
+                    entity: "account".into(),
+                    id: Uuid::new_v4(),
+                    values: vec![("name".into(), Value::String("Third".into()))],
+                },
+                RecordChange::Create {
+                    entity: "account".into(),
+                    id: Uuid::new_v4(),
+                    values: vec![("accountnumber".into(), Value::String("B-2".into()))],
+                },
+            ],
+            context(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+    assert_eq!(failed.index, Some(1));
+    assert!(matches!(failed.error, Error::Conflict(_)), "{failed:?}");
+    assert!(!names(store, &[]).contains(&"Third".to_string()));
+    // A record keeps its own values (an update of another attribute is no conflict), and
+    // records without a value are not named by the key, however many.
+    store
+        .update(
+            "account",
+            first,
+            vec![("name".into(), Value::String("First, renamed".into()))],
+            WriteMode::UpdateOnly,
+            context(),
+            &mut ok,
+        )
+        .unwrap();
+    made(
+        store,
+        "account",
+        &[("name", Value::String("No number".into()))],
+    );
+    made(
+        store,
+        "account",
+        &[("name", Value::String("No number".into()))],
+    );
+
+    let mut draft = store.draft("account").unwrap();
+    draft.keys.clear();
+    store.save_draft(&draft).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    set_number(second, "A-1").unwrap();
+}
+
 fn account_row(name: &str) -> ImportRow {
     (None, vec![("name".into(), Value::String(name.into()))])
 }
@@ -1454,6 +1591,10 @@ pub(crate) const CASES: &[(&str, Case)] = &[
     (
         "drafts_take_effect_on_publish",
         drafts_take_effect_on_publish,
+    ),
+    (
+        "alternate_keys_let_no_two_records_share_their_values",
+        alternate_keys_let_no_two_records_share_their_values,
     ),
     (
         "an_import_creates_every_row_or_none",

@@ -13,7 +13,8 @@ use arc_swap::ArcSwap;
 use uuid::Uuid;
 
 use crate::metadata::{
-    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, OnDelete, is_logical_name,
+    AttributeDef, AttributeType, Catalog, EntityCategory, EntityDef, EntityKey, OnDelete,
+    is_logical_name,
 };
 use crate::options::{PageCursor, QueryOptions};
 use crate::seed::SHARE_ENTITY;
@@ -333,8 +334,18 @@ fn listed(definition: &EntityDef) -> impl Iterator<Item = &AttributeDef> {
 /// (a dot is in no logical name, so no two read alike), or `ix.` and a hash of it where that is
 /// longer than PostgreSQL's 63 bytes (which would cut it, and two cut names could meet).
 fn index_name(definition: &EntityDef, attribute: &str) -> String {
+    short_index_name(format!("{}.{attribute}", definition.table()))
+}
+
+/// The name of the unique index of alternate key `key` on `definition`'s table:
+/// `rec_<entity>#<key>` (no logical name holds a `#`, nor a list index's name), shortened as
+/// [`index_name`]'s.
+fn key_index_name(definition: &EntityDef, key: &str) -> String {
+    short_index_name(format!("{}#{key}", definition.table()))
+}
+
+fn short_index_name(name: String) -> String {
     use sha2::Digest;
-    let name = format!("{}.{attribute}", definition.table());
     if name.len() <= 63 {
         return name;
     }
@@ -388,6 +399,83 @@ pub(crate) fn create_table(sql: &mut dyn Sql, definition: &EntityDef) -> Result<
     ))?;
     for attribute in listed(definition) {
         create_list_index(sql, definition, &attribute.logical_name)?;
+    }
+    for key in &definition.keys {
+        create_key_index(sql, definition, key)?;
+    }
+    Ok(())
+}
+
+/// Creates the unique index that holds alternate key `key`: no two records with the same
+/// values of its attributes (text compared without case, as every comparison of text here; a
+/// record with any of them empty is not named by the key and is not held to it, as nulls are
+/// distinct to a unique index on both engines). Records that already share values refuse it:
+/// a conflict naming the key, and nothing is changed.
+fn create_key_index(sql: &mut dyn Sql, definition: &EntityDef, key: &EntityKey) -> Result<()> {
+    let columns: Vec<String> = key.attributes.iter().map(|a| format!("\"{a}\"")).collect();
+    let statement = format!(
+        "CREATE UNIQUE INDEX IF NOT EXISTS \"{}\" ON \"{}\" ({})",
+        key_index_name(definition, &key.logical_name),
+        definition.table(),
+        columns.join(", ")
+    );
+    match sql.batch(&statement) {
+        Err(error) if error.is_unique_violation() => Err(Error::Conflict(format!(
+            "the alternate key '{}' of {} cannot be published: records of it hold the same values of {}; change them so that no two share them, then publish again",
+            key.logical_name,
+            definition.logical_name,
+            key.attributes.join(", ")
+        ))),
+        other => other,
+    }
+}
+
+/// Refuses a write that would give record `id` the values of an alternate key that another
+/// record holds: `row` is what the record's key attributes will be (absent: empty). Checked in
+/// the write's transaction before the write, so that the refusal names the key; the unique
+/// index stays the guarantee.
+fn check_keys(
+    sql: &mut dyn Sql,
+    definition: &EntityDef,
+    id: Uuid,
+    row: &dyn Fn(&str) -> Option<Value>,
+) -> Result<()> {
+    for key in &definition.keys {
+        let Some(values) = key
+            .attributes
+            .iter()
+            .map(|a| row(a).filter(|v| *v != Value::Null))
+            .collect::<Option<Vec<Value>>>()
+        else {
+            continue;
+        };
+        let mut condition: Vec<String> = key
+            .attributes
+            .iter()
+            .map(|a| format!("\"{a}\" = ?"))
+            .collect();
+        condition.push(format!("\"{}\" <> ?", definition.primary_id()));
+        let mut params = values.clone();
+        params.push(Value::Guid(id));
+        let statement = format!(
+            "SELECT COUNT(*) FROM \"{}\" WHERE {}",
+            definition.table(),
+            condition.join(" AND ")
+        );
+        if sql.count(&statement, &params)? > 0 {
+            let shown: Vec<String> = key
+                .attributes
+                .iter()
+                .zip(&values)
+                .map(|(a, v)| format!("{a} {}", v.to_json()))
+                .collect();
+            return Err(Error::Conflict(format!(
+                "a {} record with {} exists already: the alternate key '{}' lets no two records share those values",
+                definition.logical_name,
+                shown.join(" and "),
+                key.logical_name
+            )));
+        }
     }
     Ok(())
 }
@@ -529,12 +617,21 @@ fn insert(
     context: WriteContext,
 ) -> Result<()> {
     check_references(sql, catalog, definition, values)?;
+    check_keys(sql, definition, id, &|name| given(values, name))?;
     let (statement, bound) = insert_sql(definition, id, values, context);
     if sql.insert(&statement, &bound)? {
         Ok(())
     } else {
         Err(crate::write::taken(definition, id))
     }
+}
+
+/// The value `values` give attribute `name`, if they give one.
+fn given(values: &[(String, Value)], name: &str) -> Option<Value> {
+    values
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
 }
 
 /// Creates a record inside the write transaction.
@@ -575,10 +672,23 @@ fn update_in(
             )));
         }
         (None, _) => insert(sql, catalog, definition, id, values, context)?,
-        (Some(_), _) => {
+        (Some(current), _) => {
             check_references(sql, catalog, definition, values)?;
+            check_keys(sql, definition, id, &|name| {
+                given(values, name).or_else(|| current.values.get(name).cloned())
+            })?;
             let (statement, bound) = update_sql(definition, id, values, context);
-            sql.execute(&statement, &bound)?;
+            // Another node's write that committed after `check_keys` looked (PostgreSQL).
+            sql.execute(&statement, &bound).map_err(|error| {
+                if error.is_unique_violation() {
+                    Error::Conflict(format!(
+                        "another {} record holds the values of an alternate key this update gives it",
+                        definition.logical_name
+                    ))
+                } else {
+                    error
+                }
+            })?;
         }
     }
     written(sql, definition, id, before)
@@ -803,6 +913,15 @@ fn publish_pending(sql: &mut dyn Sql) -> Result<Vec<String>> {
                 for attribute in listed(&draft_def) {
                     create_list_index(sql, &draft_def, &attribute.logical_name)?;
                 }
+                for key in old.keys.iter().filter(|k| !draft_def.keys.contains(k)) {
+                    sql.batch(&format!(
+                        "DROP INDEX IF EXISTS \"{}\"",
+                        key_index_name(&draft_def, &key.logical_name)
+                    ))?;
+                }
+                for key in draft_def.keys.iter().filter(|k| !old.keys.contains(k)) {
+                    create_key_index(sql, &draft_def, key)?;
+                }
             }
         }
         sql.execute(
@@ -833,6 +952,17 @@ fn remove_attribute(
     if !found.custom || draft.primary_name.as_deref() == Some(attribute) {
         return Err(Error::BadRequest(format!(
             "attribute '{attribute}' is not a custom attribute other than the primary name; it cannot be deleted"
+        )));
+    }
+    if let Some(key) = published
+        .iter()
+        .chain(std::iter::once(&draft))
+        .flat_map(|d| &d.keys)
+        .find(|k| k.attributes.iter().any(|a| a == attribute))
+    {
+        return Err(Error::Conflict(format!(
+            "attribute '{attribute}' is part of the alternate key '{}' of {entity}; delete the key first",
+            key.logical_name
         )));
     }
     let mut destroyed = Vec::new();
@@ -1201,6 +1331,35 @@ impl<E: Engine> RecordStore for Store<E> {
         let definition = self.definition(entity)?;
         self.engine
             .read(|sql| fetch(sql, &definition, id)?.ok_or_else(|| not_found(&definition, id)))
+    }
+
+    fn find_by_key(&self, entity: &str, values: &[(String, Value)]) -> Result<Option<Uuid>> {
+        let definition = self.definition(entity)?;
+        let mut condition = Vec::with_capacity(values.len());
+        for (name, _) in values {
+            resolve(&definition, name)?;
+            condition.push(format!("\"{name}\" = ?"));
+        }
+        let statement = format!(
+            "SELECT \"{}\" FROM \"{}\" WHERE {} LIMIT 1",
+            definition.primary_id(),
+            definition.table(),
+            condition.join(" AND ")
+        );
+        let params: Vec<Value> = values.iter().map(|(_, v)| v.clone()).collect();
+        let id = AttributeDef::new("id", AttributeType::UniqueIdentifier);
+        self.engine.read(|sql| {
+            Ok(
+                match sql
+                    .rows(&statement, &params, std::slice::from_ref(&id))?
+                    .pop()
+                    .as_deref()
+                {
+                    Some([Value::Guid(id)]) => Some(*id),
+                    _ => None,
+                },
+            )
+        })
     }
 
     fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage> {

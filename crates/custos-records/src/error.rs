@@ -27,6 +27,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether a statement broke a unique index (an alternate key's, when not the primary
+    /// key's): SQLite's `SQLITE_CONSTRAINT_UNIQUE`, PostgreSQL's 23505.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Storage(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            }
+            Error::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
+}
+
 /// What went wrong with a records operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

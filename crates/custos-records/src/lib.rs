@@ -14,6 +14,7 @@ mod directory;
 mod engine;
 mod error;
 mod filter;
+mod keys;
 mod metadata;
 mod options;
 mod pg;
@@ -32,9 +33,10 @@ pub use filter::{
     CompareOp, Filter, FilterContext, Literal, QUERY_FUNCTIONS, QueryFunctionValue, StringFunction,
     parse_filter,
 };
+pub use keys::{RecordKey, record_key};
 pub use metadata::{
-    AttributeDef, AttributeType, Catalog, ChoiceOption, EntityCategory, EntityDef, Navigation,
-    OnDelete, is_custom_name,
+    AttributeDef, AttributeType, Catalog, ChoiceOption, EntityCategory, EntityDef, EntityKey,
+    KEY_ATTRIBUTES_MAX, KEYS_MAX, Navigation, OnDelete, is_custom_name,
 };
 pub use options::{
     Expand, OrderBy, PAGE_SIZE_MAX, PageCursor, QueryOptions, check_custom_option, page_size,

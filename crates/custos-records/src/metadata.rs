@@ -231,6 +231,45 @@ pub struct EntityDef {
     pub retrieve_audit: bool,
     /// Entity `IsRetrieveMultipleAuditEnabled`.
     pub retrieve_multiple_audit: bool,
+    /// Alternate keys (Dataverse's `EntityKeyMetadata`), published with the rest of the
+    /// definition; each published one is a unique index of the entity's table.
+    pub keys: Vec<EntityKey>,
+}
+
+/// An alternate key: attributes whose values together name at most one record, so that a
+/// client that does not know a record's id can name it by them (`accounts(accountnumber='A-1')`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityKey {
+    /// Lowercase logical name with a publisher prefix (`new_accountnumber`).
+    pub logical_name: String,
+    /// The name as its maker wrote it (`new_AccountNumber`).
+    pub schema_name: String,
+    /// Its display name (may be empty).
+    pub display_name: String,
+    /// The attributes' logical names, in the key's order.
+    pub attributes: Vec<String>,
+}
+
+/// How many alternate keys an entity may have, and attributes a key (Dataverse's limits).
+pub const KEYS_MAX: usize = 10;
+/// How many attributes one alternate key may name.
+pub const KEY_ATTRIBUTES_MAX: usize = 16;
+
+impl EntityKey {
+    /// Whether an attribute of this type may be part of an alternate key: the types Dataverse
+    /// takes (text, whole and decimal numbers, date-times, choices, lookups); not long text,
+    /// money, yes/no or the rest.
+    pub fn takes(attribute_type: &AttributeType) -> bool {
+        matches!(
+            attribute_type,
+            AttributeType::String { .. }
+                | AttributeType::Integer
+                | AttributeType::Decimal
+                | AttributeType::DateTime
+                | AttributeType::Choice
+                | AttributeType::Lookup { .. }
+        )
+    }
 }
 
 impl EntityDef {
@@ -297,7 +336,7 @@ impl EntityDef {
                 obj
             })
             .collect();
-        json!({
+        let mut out = json!({
             "logical_name": self.logical_name,
             "set_name": self.set_name,
             "category": self.category.as_str(),
@@ -306,7 +345,25 @@ impl EntityDef {
             "retrieve_audit": self.retrieve_audit,
             "retrieve_multiple_audit": self.retrieve_multiple_audit,
             "attributes": attributes,
-        })
+        });
+        // Only when there are keys: a definition without keys is stored as it always was, so
+        // publishing (which compares the stored texts) sees nothing new in it.
+        if !self.keys.is_empty() {
+            out["keys"] = Json::Array(
+                self.keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "name": k.logical_name,
+                            "schema_name": k.schema_name,
+                            "display_name": k.display_name,
+                            "attributes": k.attributes,
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        out
     }
 
     /// Reads the stored JSON form.
@@ -376,6 +433,30 @@ impl EntityDef {
                 options,
             });
         }
+        let mut keys = Vec::new();
+        for k in json["keys"].as_array().map_or(&[][..], Vec::as_slice) {
+            let field = |key: &str| {
+                k[key]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(&format!("key {key}")))
+            };
+            keys.push(EntityKey {
+                logical_name: field("name")?,
+                schema_name: field("schema_name")?,
+                display_name: field("display_name")?,
+                attributes: k["attributes"]
+                    .as_array()
+                    .ok_or_else(|| bad("key attributes"))?
+                    .iter()
+                    .map(|a| {
+                        a.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad("key attribute"))
+                    })
+                    .collect::<Result<_>>()?,
+            });
+        }
         Ok(EntityDef {
             logical_name: text("logical_name")?,
             set_name: text("set_name")?,
@@ -385,6 +466,7 @@ impl EntityDef {
             audit: flag("audit")?,
             retrieve_audit: flag("retrieve_audit")?,
             retrieve_multiple_audit: flag("retrieve_multiple_audit")?,
+            keys,
         })
     }
 }

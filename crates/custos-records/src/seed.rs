@@ -235,6 +235,7 @@ fn entity(
         audit: true,
         retrieve_audit: false,
         retrieve_multiple_audit: false,
+        keys: Vec::new(),
     }
 }
 

@@ -264,7 +264,7 @@ pub(crate) fn resolve<'e>(entity: &'e EntityDef, name: &str) -> Result<&'e Attri
     })
 }
 
-fn bind(attr: &AttributeDef, written: &str, literal: &Literal) -> Result<Value> {
+pub(crate) fn bind(attr: &AttributeDef, written: &str, literal: &Literal) -> Result<Value> {
     let wrong = || {
         Error::BadRequest(format!(
             "'{written}' is {} and cannot be compared with {literal}",

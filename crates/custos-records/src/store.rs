@@ -220,6 +220,9 @@ pub trait RecordStore: Send + Sync {
     ) -> Result<Vec<String>>;
     /// One record.
     fn retrieve(&self, entity: &str, id: Uuid) -> Result<Record>;
+    /// The id of the record whose alternate key has `values` (each key attribute's logical
+    /// name and value), if one has.
+    fn find_by_key(&self, entity: &str, values: &[(String, Value)]) -> Result<Option<Uuid>>;
     /// One page of records.
     fn retrieve_multiple(&self, query: &RecordQuery<'_>) -> Result<RecordPage>;
     /// Creates a record (with `id` when given).

@@ -702,7 +702,8 @@ fn api_activity(operation: Option<Operation>) -> (u32, &'static str) {
     use Operation::*;
     match operation {
         Some(
-            Create | ImportRecords | CreateUser | CreateEntity | CreateAttribute | CreateInstance,
+            Create | ImportRecords | CreateUser | CreateEntity | CreateAttribute | CreateEntityKey
+            | CreateInstance,
         ) => (1, "Create"),
         Some(
             Retrieve | RetrieveMultiple | ExportToExcel | SearchAuditLog | ExportAuditLog
@@ -712,7 +713,8 @@ fn api_activity(operation: Option<Operation>) -> (u32, &'static str) {
             Update | Upsert | Assign | Share | Unshare | RestoreInstance | UpdateAuditSettings,
         ) => (3, "Update"),
         Some(
-            Delete | BulkDelete | DeleteAttribute | DeleteEntity | DeleteInstance | PurgeAuditLog,
+            Delete | BulkDelete | DeleteAttribute | DeleteEntity | DeleteEntityKey | DeleteInstance
+            | PurgeAuditLog,
         ) => (4, "Delete"),
         _ => (99, "Other"),
     }

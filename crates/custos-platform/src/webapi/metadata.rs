@@ -115,6 +115,25 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
                 xml_escape(&navigation.partner()),
             ));
         }
+        // Alternate keys, as Dataverse declares them (the OData community's Keys vocabulary):
+        // what a client may write between a set's parentheses besides the id.
+        if !entity.keys.is_empty() {
+            xml.push_str("<Annotation Term=\"OData.Community.Keys.V1.AlternateKeys\"><Collection>");
+            for key in &entity.keys {
+                xml.push_str("<Record Type=\"OData.Community.Keys.V1.AlternateKey\"><PropertyValue Property=\"Key\"><Collection>");
+                for name in &key.attributes {
+                    let web_name = entity
+                        .attribute(name)
+                        .map_or_else(|| name.clone(), AttributeDef::web_name);
+                    let web_name = xml_escape(&web_name);
+                    xml.push_str(&format!(
+                        "<Record Type=\"OData.Community.Keys.V1.PropertyRef\"><PropertyValue Property=\"Alias\" String=\"{web_name}\"/><PropertyValue Property=\"Name\" PropertyPath=\"{web_name}\"/></Record>"
+                    ));
+                }
+                xml.push_str("</Collection></PropertyValue></Record>");
+            }
+            xml.push_str("</Collection></Annotation>");
+        }
         xml.push_str("</EntityType>\n");
     }
     // The operations the container imports, defined as Dataverse defines them.
@@ -254,6 +273,18 @@ fn option_set_json(options: &[ChoiceOption]) -> Json {
     json!({ "Options": options })
 }
 
+/// A label's text, written as text or as Dataverse's `{"UserLocalizedLabel": {"Label": …}}` /
+/// `{"LocalizedLabels": [{…}]}`, trimmed.
+pub(super) fn label_text(label: &Json) -> Option<&str> {
+    match label {
+        Json::String(text) => Some(text.as_str()),
+        label => label["UserLocalizedLabel"]["Label"]
+            .as_str()
+            .or_else(|| label["LocalizedLabels"][0]["Label"].as_str()),
+    }
+    .map(str::trim)
+}
+
 /// The options of a new choice from `OptionSet.Options`: each a `Value` and a `Label` (text,
 /// or Dataverse's `{"UserLocalizedLabel": {"Label": …}}` / `{"LocalizedLabels": [{…}]}`).
 fn parse_options(body: &Map<String, Json>) -> Result<Vec<ChoiceOption>, AppError> {
@@ -267,14 +298,7 @@ fn parse_options(body: &Map<String, Json>) -> Result<Vec<ChoiceOption>, AppError
     })?;
     let mut options: Vec<ChoiceOption> = Vec::with_capacity(listed.len());
     for option in listed {
-        let label = match &option["Label"] {
-            Json::String(text) => Some(text.as_str()),
-            label => label["UserLocalizedLabel"]["Label"]
-                .as_str()
-                .or_else(|| label["LocalizedLabels"][0]["Label"].as_str()),
-        }
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && l.len() <= 250);
+        let label = label_text(&option["Label"]).filter(|l| !l.is_empty() && l.len() <= 250);
         let (Some(value), Some(label)) = (option["Value"].as_i64(), label) else {
             return Err(AppError::bad_request(
                 "each option needs a whole-number 'Value' and a 'Label' of 1 to 250 bytes",
@@ -294,7 +318,7 @@ fn parse_options(body: &Map<String, Json>) -> Result<Vec<ChoiceOption>, AppError
 }
 
 /// Whether the request asks for drafts (`?RetrieveAsIfPublished=true`).
-fn as_if_published(request: &WebRequest) -> bool {
+pub(super) fn as_if_published(request: &WebRequest) -> bool {
     request
         .query
         .iter()
@@ -302,7 +326,7 @@ fn as_if_published(request: &WebRequest) -> bool {
 }
 
 /// The definition to show: published, or the draft with `?RetrieveAsIfPublished=true`.
-fn shown_definition(request: &WebRequest, entity: &str) -> Result<EntityDef, AppError> {
+pub(super) fn shown_definition(request: &WebRequest, entity: &str) -> Result<EntityDef, AppError> {
     if as_if_published(request) {
         return Ok(request.instance.store.draft(entity)?);
     }
@@ -447,7 +471,7 @@ fn require_customizer(request: &WebRequest, entity: &EntityDef) -> Result<(), Ap
 
 /// The draft definition of an entity to customize (a new entity exists only as a draft), named
 /// in the event; refused unless the caller may customize.
-fn customizable(
+pub(super) fn customizable(
     request: &WebRequest,
     draft: &mut EventDraft,
     entity: &str,
@@ -468,10 +492,27 @@ async fn save_draft(
 ) -> Result<Response, AppError> {
     draft.changes = changes;
     draft.details = details.to_string();
+    record_and_save_draft(request, draft, definition, None).await
+}
+
+/// Saves a changed draft after its event (`draft`, always recorded) is durable: 204, with
+/// `OData-EntityId` naming what was made when `made` (a path below the service root) is given.
+pub(super) async fn record_and_save_draft(
+    request: &WebRequest,
+    draft: &EventDraft,
+    definition: EntityDef,
+    made: Option<String>,
+) -> Result<Response, AppError> {
     request.state.record(draft.clone()).await?;
     let store = request.instance.store.clone();
     blocking(move || store.save_draft(&definition)).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Some(value) = made.and_then(|path| {
+        axum::http::HeaderValue::from_str(&format!("{}/{path}", request.service_root)).ok()
+    }) {
+        response.headers_mut().insert("odata-entityid", value);
+    }
+    Ok(response)
 }
 
 pub(crate) async fn update_entity(
@@ -620,7 +661,7 @@ const IGNORED_PROPERTIES: [&str; 8] = [
 const DESTROYED_PER_EVENT: usize = 10_000;
 
 /// Refuses properties that are neither `known` nor Dataverse's display-only ones.
-fn check_properties(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppError> {
+pub(super) fn check_properties(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppError> {
     for key in body.keys() {
         if !key.starts_with('@')
             && !known.contains(&key.as_str())
@@ -634,7 +675,7 @@ fn check_properties(body: &Map<String, Json>, known: &[&str]) -> Result<(), AppE
 
 /// The logical name of a new entity or attribute: `LogicalName`, or `SchemaName` lowercased;
 /// it must carry a publisher prefix (`new_`).
-fn custom_name(body: &Map<String, Json>, what: &str) -> Result<String, AppError> {
+pub(super) fn custom_name(body: &Map<String, Json>, what: &str) -> Result<String, AppError> {
     let name = body
         .get("LogicalName")
         .or_else(|| body.get("SchemaName"))
@@ -984,17 +1025,9 @@ pub(crate) async fn create_attribute(
     })
     .to_string();
     definition.attributes.push(attribute);
-    request.state.record(draft.clone()).await?;
-    let store = request.instance.store.clone();
-    blocking(move || store.save_draft(&definition)).await?;
-    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
-    if let Ok(value) = axum::http::HeaderValue::from_str(&format!(
-        "{}/EntityDefinitions(LogicalName='{entity}')/Attributes(LogicalName='{name}')",
-        request.service_root
-    )) {
-        response.headers_mut().insert("odata-entityid", value);
-    }
-    Ok(response)
+    let made =
+        format!("EntityDefinitions(LogicalName='{entity}')/Attributes(LogicalName='{name}')");
+    record_and_save_draft(request, draft, definition, Some(made)).await
 }
 
 /// The events that keep what a deletion destroyed: `items` (record id and what it lost) in

@@ -133,6 +133,47 @@ pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef
         .ok_or_else(|| AppError::not_found(format!("entity set '{set}' does not exist")))
 }
 
+/// The id of the record `set(key)` names, where `key` is not a bare GUID: a named primary key
+/// (`accountid=…`) or the values of one of the entity's alternate keys. Finding a record by
+/// its values searches the entity's records, so it takes the Read privilege on the entity — a
+/// caller who may not read them learns nothing of which values are taken. A `PATCH` naming no
+/// record is an upsert that creates one (a new id; the key's values are given to it through
+/// [`WebRequest::upsert_key`]) unless `If-Match` asks for an existing one; anything else is 404.
+pub(super) async fn find_by_key(
+    request: &mut WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    key: &str,
+) -> Result<Uuid, AppError> {
+    // Until the record is found, the event names what was asked for.
+    draft.query = query_text(&format!("{set}({key})"), request);
+    let entity = entity_by_set(request, set)?;
+    let values = match custos_records::record_key(&entity, key)? {
+        custos_records::RecordKey::Id(id) => return Ok(id),
+        custos_records::RecordKey::Alternate { values, .. } => values,
+    };
+    request.require(Privilege::Read, &entity).map_err(|_| {
+        AppError::forbidden(format!(
+            "user '{}' lacks the Read privilege on entity '{}', which finding a record by an alternate key takes",
+            request.caller.principal.upn, entity.logical_name
+        ))
+    })?;
+    let store = request.instance.store.clone();
+    let (logical_name, wanted) = (entity.logical_name.clone(), values.clone());
+    let found =
+        blocking(move || -> Result<_, AppError> { Ok(store.find_by_key(&logical_name, &wanted)?) })
+            .await?;
+    if let Some(id) = found {
+        draft.record_ids = vec![id];
+        return Ok(id);
+    }
+    if request.method == axum::http::Method::PATCH && request.header("if-match").is_none() {
+        request.upsert_key = Some(values);
+        return Ok(Uuid::new_v4());
+    }
+    Err(AppError::not_found(no_record_with(&entity, &values)))
+}
+
 /// Whether `$select` (all when `None`) names `attribute`, by web or logical name.
 pub(super) fn selected(
     attribute: &custos_records::AttributeDef,
@@ -992,6 +1033,49 @@ async fn count_of(
 /// The typed values of a body, and the primary id when the body names one.
 type BodyValues = (Vec<(String, Value)>, Option<Uuid>);
 
+/// The record a lookup's `@odata.bind` names with `key_text` — its id, or an alternate key's
+/// values, which must name a record (found as [`find_by_key`] finds one).
+fn bound_record(
+    request: &WebRequest,
+    target: &EntityDef,
+    bind: &str,
+    key_text: &str,
+) -> Result<Uuid, AppError> {
+    let values = match custos_records::record_key(target, key_text)? {
+        custos_records::RecordKey::Id(id) => return Ok(id),
+        custos_records::RecordKey::Alternate { values, .. } => values,
+    };
+    request.require(Privilege::Read, target).map_err(|_| {
+        AppError::forbidden(format!(
+            "user '{}' lacks the Read privilege on entity '{}', which finding a record by an alternate key takes",
+            request.caller.principal.upn, target.logical_name
+        ))
+    })?;
+    request
+        .instance
+        .store
+        .find_by_key(&target.logical_name, &values)?
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "{bind} names no record: {}",
+                no_record_with(target, &values)
+            ))
+        })
+}
+
+/// "no account record has accountnumber "A-1"": what a key naming no record says.
+fn no_record_with(entity: &EntityDef, values: &[(String, Value)]) -> String {
+    let shown: Vec<String> = values
+        .iter()
+        .map(|(name, value)| format!("{name} {}", value.to_json()))
+        .collect();
+    format!(
+        "no {} record has {}",
+        entity.logical_name,
+        shown.join(" and ")
+    )
+}
+
 /// Reads a create or update body into typed values; returns the primary id when the body
 /// names one.
 fn body_values(
@@ -1047,23 +1131,32 @@ fn body_values(
                 ))
             })?;
             // A reference may be relative (`/contacts(<id>)`) or absolute (the service root
-            // before it).
-            let reference = match text.rsplit_once('/') {
-                Some((base, last)) if base.contains("://") => last,
-                _ => text,
+            // before it); the key in it an id or an alternate key's values.
+            let reference = match text.split_once("://") {
+                Some((_, rest)) => rest
+                    .find(&format!("/{target_set}("))
+                    .map_or(text, |at| &rest[at..]),
+                None => text,
             };
-            let inner = reference
+            let key_text = reference
                 .trim_start_matches('/')
                 .strip_prefix(target_set.as_str())
                 .and_then(|t| t.strip_prefix('('))
                 .and_then(|t| t.strip_suffix(')'))
-                .and_then(|t| Uuid::parse_str(t).ok())
                 .ok_or_else(|| {
                     AppError::bad_request(format!(
                         "{key} must reference '/{target_set}(<id>)', got '{text}'"
                     ))
                 })?;
-            values.push((name.to_string(), Value::Guid(inner)));
+            let referenced = match catalog.entity(target) {
+                Some(target_entity) => bound_record(request, target_entity, key, key_text)?,
+                None => Uuid::parse_str(key_text).map_err(|_| {
+                    AppError::bad_request(format!(
+                        "{key} must reference '/{target_set}(<id>)', got '{text}'"
+                    ))
+                })?,
+            };
+            values.push((name.to_string(), Value::Guid(referenced)));
             continue;
         }
         let attribute = entity.attribute_by_web_name(key).ok_or_else(|| {
@@ -1625,12 +1718,25 @@ fn check_update(
         }
     }
     let body = request.json_object()?;
-    let (values, given_id) = body_values(request, &entity, &body)?;
+    let (mut values, given_id) = body_values(request, &entity, &body)?;
     if given_id.is_some_and(|given| given != id) {
         return Err(AppError::bad_request(format!(
             "the body's '{}' differs from the id in the URL",
             entity.primary_id()
         )));
+    }
+    // A record created through its alternate key has the key's values, or it would not be the
+    // record the URL names.
+    for (name, value) in request.upsert_key.iter().flatten() {
+        match values.iter().find(|(n, _)| n == name) {
+            Some((_, given)) if given != value => {
+                return Err(AppError::bad_request(format!(
+                    "the body's '{name}' differs from the alternate key in the URL, which the record it creates takes"
+                )));
+            }
+            Some(_) => {}
+            None => values.push((name.clone(), value.clone())),
+        }
     }
     check_view(request, &entity, Some(id), &values)?;
     if values.len() == 1 && values[0].0 == "ownerid" && draft.operation == Operation::Update {

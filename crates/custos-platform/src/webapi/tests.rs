@@ -20,7 +20,20 @@ fn odata_paths() {
     );
     check(
         "accounts(nope)",
-        "error: 'nope' is not a record id (a GUID)",
+        "error: 'nope' is not a record id (a GUID), nor the name=value pairs of an alternate key",
+    );
+    // A key other than a bare GUID is read against the entity when the request runs.
+    check(
+        "accounts(accountnumber='A-1')",
+        "RecordByKey(\"accounts\", \"accountnumber='A-1'\")",
+    );
+    check(
+        "EntityDefinitions(LogicalName='account')/Keys",
+        "Keys(\"account\")",
+    );
+    check(
+        "EntityDefinitions(LogicalName='account')/Keys(LogicalName='new_number')",
+        "Key(\"account\", \"new_number\")",
     );
     check(
         "EntityDefinitions(LogicalName='account')",

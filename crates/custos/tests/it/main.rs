@@ -3,6 +3,7 @@
 
 mod admin;
 mod alerts;
+mod alternate_keys;
 mod api_fuzz;
 mod at_rest;
 mod authorization;
