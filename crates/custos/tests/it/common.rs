@@ -215,6 +215,17 @@ impl Server {
         self.publish(admin);
     }
 
+    /// Adds the alternate key `new_accountnumber` (accounts by `accountnumber`) to the draft, as
+    /// `admin`; the next publish puts it into force.
+    pub fn add_account_number_key(&self, admin: &str) {
+        let made = send(
+            client().post(self.api("EntityDefinitions(LogicalName='account')/Keys")),
+            admin,
+            Some(json!({"SchemaName": "new_AccountNumber", "KeyAttributes": ["accountnumber"]})),
+        );
+        assert_eq!(made.status(), 204, "new_accountnumber");
+    }
+
     pub fn organization_id(&self, token: &str) -> String {
         get_json(&self.api("WhoAmI"), token)["OrganizationId"]
             .as_str()
