@@ -13,6 +13,7 @@ mod contract;
 mod directory;
 mod engine;
 mod error;
+mod fetchxml;
 mod filter;
 mod keys;
 mod metadata;
@@ -29,6 +30,7 @@ mod write;
 pub use directory::{Change, Directory, InstanceInfo, NewPrincipal, Principal};
 pub use engine::Store;
 pub use error::{Error, Result};
+pub use fetchxml::{FetchQuery, SIMPLE_PAGING_MAX, paging_cookie, read_fetch};
 pub use filter::{
     CompareOp, Filter, FilterContext, Literal, QUERY_FUNCTIONS, QueryFunctionValue, StringFunction,
     parse_filter,

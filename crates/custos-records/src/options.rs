@@ -196,8 +196,9 @@ const SYSTEM_OPTIONS: [&str; 15] = [
 
 /// Checks a query parameter that is neither a system query option (`$…`) nor a parameter alias
 /// (`@…`): one that would change what a request reads, were it understood, is refused rather
-/// than ignored — a silently ignored query returns every record. Dataverse's `fetchXml` and
-/// `queryExpression` queries are not offered; `savedQuery` and `userQuery` are spelt as
+/// than ignored — a silently ignored query returns every record. Dataverse's `fetchXml` queries
+/// a list only (the Web API reads it there, `read_fetch`), `queryExpression` not at all;
+/// `savedQuery` and `userQuery` are spelt as
 /// Dataverse spells them; a system query option needs its `$` (OData 4.0). Anything else is a
 /// custom option, ignored as OData allows (a cache-buster, say).
 pub fn check_custom_option(name: &str) -> Result<()> {
@@ -206,7 +207,7 @@ pub fn check_custom_option(name: &str) -> Result<()> {
         .any(|query| name.eq_ignore_ascii_case(query))
     {
         return Err(Error::BadRequest(format!(
-            "{name}: FetchXML and QueryExpression queries are not supported; use the OData query options ($select, $filter, $orderby, $top, $count) or a view (savedQuery, userQuery)"
+            "{name}: a FetchXML query reads a list of records (GET set?fetchXml=<fetch>…</fetch>), not a count or one record, and QueryExpression is not supported; use the OData query options ($select, $filter, $orderby, $top, $count) or a view (savedQuery, userQuery)"
         )));
     }
     for view in ["savedQuery", "userQuery"] {

@@ -476,6 +476,43 @@ impl Related {
     }
 }
 
+/// The FetchXML query of a list (`?fetchXml=<fetch>…</fetch>`), which is the whole query: no
+/// system query option or view beside it.
+fn fetch_query(
+    request: &WebRequest,
+    entity: &EntityDef,
+    view: bool,
+) -> Result<Option<custos_records::FetchQuery>, AppError> {
+    let Some((_, xml)) = request.query.iter().find(|(k, _)| k == "fetchXml") else {
+        return Ok(None);
+    };
+    if view
+        || request
+            .query
+            .iter()
+            .any(|(k, _)| k.starts_with('$') && k != "$format")
+    {
+        return Err(AppError::bad_request(
+            "fetchXml is the whole query: it takes no view and no system query option beside it ($select, $filter, $orderby, $top, $count, $expand, $skiptoken)",
+        ));
+    }
+    Ok(Some(custos_records::read_fetch(entity, xml)?))
+}
+
+/// The `@Microsoft.Dynamics.CRM.fetchxmlpagingcookie` of page `page`, in Dataverse's form: the
+/// next page's number and the paging cookie, URL-encoded twice, which a client decodes and
+/// sends back as the `paging-cookie` of the next page's `<fetch>`.
+fn fetch_paging_cookie(page: u64, skiptoken: &str) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let cookie = custos_records::paging_cookie(page, skiptoken);
+    let once = utf8_percent_encode(&cookie, NON_ALPHANUMERIC).to_string();
+    let twice = utf8_percent_encode(&once, NON_ALPHANUMERIC);
+    format!(
+        "<cookie pagenumber=\"{}\" pagingcookie=\"{twice}\" istracking=\"False\" />",
+        page + 1
+    )
+}
+
 /// A retrieve multiple of `set`, or of the records `related` to one record.
 async fn list(
     request: WebRequest,
@@ -489,8 +526,10 @@ async fn list(
         .to_string();
     let entity = list_of(&request, draft, set, &path)?;
     let view = view_query(&request, &entity)?;
+    let fetch = fetch_query(&request, &entity, view.is_some())?;
     let mut details = related.as_ref().map(|r| r.details.clone());
     let pairs: Vec<(String, String)> = match &view {
+        _ if let Some(fetch) = &fetch => fetch.options.clone(),
         Some(view) => {
             let mut shown = details.take().unwrap_or_default();
             if let Json::Object(view) = &view.details {
@@ -530,7 +569,13 @@ async fn list(
             None => related.filter,
         });
     }
-    let page_size = page_size(request.prefer().as_deref())?;
+    let page_size = match &fetch {
+        Some(fetch) => fetch.count.unwrap_or(PAGE_SIZE_MAX),
+        None => page_size(request.prefer().as_deref())?,
+    };
+    let passed_over = fetch
+        .as_ref()
+        .map_or(0, custos_records::FetchQuery::passed_over);
     let audited = request
         .policy()
         .audits_retrieve_multiple(&entity.logical_name);
@@ -538,6 +583,34 @@ async fn list(
     let store = request.instance.store.clone();
     let logical_name = entity.logical_name.clone();
     let (page, options) = blocking(move || -> Result<_, AppError> {
+        // A FetchXML page asked for by number alone: the records before it are read and
+        // passed over (bounded by `SIMPLE_PAGING_MAX`), never shown nor recorded as seen.
+        let mut options = options;
+        let mut left = passed_over;
+        while left > 0 {
+            let count = std::mem::take(&mut options.count);
+            let before = store.retrieve_multiple(&RecordQuery {
+                entity: &logical_name,
+                options: &options,
+                page_size: left.min(PAGE_SIZE_MAX),
+            })?;
+            options.count = count;
+            left = left.saturating_sub(before.records.len() as u64);
+            match before.next {
+                Some(next) => options.after = Some(next),
+                // The query ends before the page asked for: it is empty.
+                None => {
+                    return Ok((
+                        custos_records::RecordPage {
+                            records: Vec::new(),
+                            total: None,
+                            next: None,
+                        },
+                        options,
+                    ));
+                }
+            }
+        }
         let page = store.retrieve_multiple(&RecordQuery {
             entity: &logical_name,
             options: &options,
@@ -579,7 +652,15 @@ async fn list(
         } else {
             json!(total)
         };
-        body.insert("@odata.count".into(), total);
+        if fetch.is_some() {
+            body.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), total);
+            body.insert(
+                "@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded".into(),
+                json!(false),
+            );
+        } else {
+            body.insert("@odata.count".into(), total);
+        }
     }
     let values: Vec<Json> = page
         .records
@@ -589,14 +670,30 @@ async fn list(
                 let id = format!("{}/{set}({})", request.service_root, r.id);
                 return json!({"@odata.id": id});
             }
-            let body = record_json(&request, &entity, r, options.select.as_deref());
+            let mut body = record_json(&request, &entity, r, options.select.as_deref());
+            if fetch.is_some() {
+                // FetchXML's answers leave out what is empty, as Dataverse's do.
+                body.retain(|_, value| !value.is_null());
+            }
             let mut body = presentation.present(&request, &entity, r, body);
             expand::attach(&request, &expanded, r.id, &mut body);
             Json::Object(body)
         })
         .collect();
     body.insert("value".into(), Json::Array(values));
-    if let Some(cursor) = &page.next {
+    if let Some(fetch) = &fetch {
+        // FetchXML pages by its `page` and paging cookie, not by next links.
+        body.insert(
+            "@Microsoft.Dynamics.CRM.morerecords".into(),
+            json!(page.next.is_some()),
+        );
+        if let Some(cursor) = &page.next {
+            body.insert(
+                "@Microsoft.Dynamics.CRM.fetchxmlpagingcookie".into(),
+                json!(fetch_paging_cookie(fetch.page, &cursor.token())),
+            );
+        }
+    } else if let Some(cursor) = &page.next {
         let mut pairs = form_urlencoded::Serializer::new(String::new());
         for (k, v) in request.query.iter().filter(|(k, _)| k != "$skiptoken") {
             pairs.append_pair(k, v);

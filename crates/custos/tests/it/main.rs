@@ -24,6 +24,7 @@ mod errors;
 mod exports;
 mod fail_closed;
 mod feed;
+mod fetchxml;
 mod ingest;
 mod integrity;
 mod key_rotation;

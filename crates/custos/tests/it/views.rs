@@ -286,8 +286,11 @@ fn a_query_is_read_as_written_with_its_aliases_or_refused_never_ignored() {
     // ignored — ignored, it would list every account.
     let fetch = "<fetch><entity name='account'><filter><condition attribute='name' operator='eq' value='Small'/></filter></entity></fetch>";
     let small = &made["Small"];
+    let linked = "<fetch><entity name='account'><link-entity name='contact' from='contactid' to='primarycontactid'/></entity></fetch>";
     for path in [
-        format!("accounts?fetchXml={fetch}"),
+        format!("accounts?fetchXml={linked}"),
+        format!("accounts?fetchXml={fetch}&$top=1"),
+        format!("accounts?fetchXml={fetch}&savedQuery=6f3b0002-0000-4000-8000-000000000001"),
         "accounts?queryExpression={}".to_string(),
         "accounts?filter=name eq 'Small'".to_string(),
         "accounts?savedquery=6f3b0002-0000-4000-8000-000000000001".to_string(),
