@@ -8,7 +8,7 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::client::{Client, Refused};
+use crate::client::{Client, Refused, encode};
 use crate::out::outln;
 use crate::support;
 
@@ -144,11 +144,22 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         &json!({"@odata.id": format!("{url}{}", api(&format!("roles({viewer})")))}),
     )?;
 
-    step("the admin customizes: a project entity, an attribute added and deleted again");
+    step(
+        "the admin customizes: a project entity keyed by its code, an attribute added and deleted again",
+    );
     let project = format!("new_project{}", cast.suffix);
+    let code = format!("new_code{}", cast.suffix);
     admin.post(
         &api("EntityDefinitions"),
-        &json!({"SchemaName": project, "Attributes": [{"AttributeType": "Money", "SchemaName": format!("new_budget{}", cast.suffix)}]}),
+        &json!({"SchemaName": project, "IsAuditEnabled": {"Value": true},
+                "IsRetrieveMultipleAuditEnabled": {"Value": true},
+                "Attributes": [{"AttributeType": "Money", "SchemaName": format!("new_budget{}", cast.suffix)},
+                               {"AttributeType": "String", "SchemaName": code, "MaxLength": 20}]}),
+    )?;
+    // An alternate key, so that an integration names projects by the code it knows them by.
+    admin.post(
+        &api(&format!("EntityDefinitions(LogicalName='{project}')/Keys")),
+        &json!({"SchemaName": format!("new_projectcode{}", cast.suffix), "KeyAttributes": [code]}),
     )?;
     let scratch = format!("new_scratch{}", cast.suffix);
     admin.post(
@@ -181,6 +192,24 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         &api(&format!("sdkmessageprocessingsteps({plugin})")),
         Some(&json!({"statecode": 1})),
     )?;
+
+    step("an integration upserts projects by their code and lists them with FetchXML");
+    let projects = format!("{project}s");
+    for (key, name) in [
+        ("P-100", "Website relaunch"),
+        ("P-200", "Warehouse move"),
+        ("P-100", "Website relaunch, phase 2"),
+    ] {
+        admin.call(
+            Method::PATCH,
+            &api(&format!("{projects}({code}='{key}')")),
+            Some(&json!({"new_name": name})),
+        )?;
+    }
+    let fetch = format!(
+        "<fetch count='50'><entity name='{project}'><attribute name='new_name'/><attribute name='{code}'/><filter><condition attribute='{code}' operator='like' value='P-%'/></filter><order attribute='{code}'/></entity></fetch>"
+    );
+    admin.get(&api(&format!("{projects}?fetchXml={}", encode(&fetch))))?;
 
     step("Ann works through the API: accounts and contacts created, read, changed, shared");
     let ann = Client::sign_in(url, &cast.ann, PASSWORD, SDK)?;

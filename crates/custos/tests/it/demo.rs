@@ -80,6 +80,29 @@ fn the_demo_day_leaves_every_operation_searchable() {
             "the summary misses {operation}"
         );
     }
+    // The integration's upserts by the project's alternate key made two projects, changed one,
+    // and its FetchXML list named both.
+    assert_eq!(server.audit(&admin, "operation=CreateEntityKey").len(), 1);
+    let fetched: Vec<Value> = server
+        .audit(&admin, "operation=RetrieveMultiple")
+        .into_iter()
+        .filter(|e| {
+            e["Query"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("fetchXml=")
+        })
+        .collect();
+    assert_eq!(fetched.len(), 1, "{fetched:#?}");
+    assert_eq!(fetched[0]["ResultCount"], 2, "{:#?}", fetched[0]);
+    let project = fetched[0]["EntityName"].as_str().unwrap();
+    // An upsert that finds no record is recorded as the `Upsert` that created it.
+    let created = record_ids(&server.audit(&admin, &format!("operation=Upsert&entity={project}")));
+    let changed = server.audit(&admin, &format!("operation=Update&entity={project}"));
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(record_ids(&fetched), created);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    assert!(created.is_superset(&record_ids(&changed)));
     // Ann's "My accounts" view ran with Dataverse's EqualUserId: her four accounts, no others.
     let mine: Vec<Value> = server
         .audit(&admin, "operation=RetrieveMultiple&entity=account")
