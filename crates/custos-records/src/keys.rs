@@ -106,7 +106,9 @@ fn key_value(entity: &EntityDef, written: &str, literal: &str) -> Result<Value> 
     };
     match bind(attribute, written, &value)? {
         Value::Null => Err(malformed()),
-        value => Ok(value),
+        // Checked as a written value too (a text's length, a whole number's 32 bits): a key's
+        // values may become a new record's (an upsert), and no record holds one a write refuses.
+        value => Value::from_json(attribute, &value.to_json()),
     }
 }
 
@@ -174,6 +176,12 @@ mod tests {
                 attributes: vec!["accountnumber".into()],
             },
             EntityKey {
+                logical_name: "new_employees".into(),
+                schema_name: "new_Employees".into(),
+                display_name: String::new(),
+                attributes: vec!["numberofemployees".into()],
+            },
+            EntityKey {
                 logical_name: "new_nameandcontact".into(),
                 schema_name: "new_NameAndContact".into(),
                 display_name: String::new(),
@@ -212,6 +220,13 @@ mod tests {
                 values: vec![("accountnumber".into(), Value::String("A-1, 'B'".into()))],
             }
         );
+        assert_eq!(
+            record_key(&account(), "numberofemployees=12").unwrap(),
+            RecordKey::Alternate {
+                key: "new_employees".into(),
+                values: vec![("numberofemployees".into(), Value::Integer(12))],
+            }
+        );
         let contact = Uuid::now_v7();
         assert_eq!(
             record_key(
@@ -231,6 +246,8 @@ mod tests {
 
     #[test]
     fn what_is_not_a_key_is_refused_by_name() {
+        // Longer than the attribute holds: no record has it, and no upsert may give it one.
+        let long = format!("accountnumber='{}'", "x".repeat(300));
         for text in [
             "name='Contoso'",
             "accountnumber='A',name='B'",
@@ -238,6 +255,8 @@ mod tests {
             "accountnumber='A' or name eq 'B'",
             "accountnumber=null",
             "accountnumber=5",
+            long.as_str(),
+            "numberofemployees=4294967296",
             "accountnumber='A",
             "nosuch='A'",
             "account number='A'",
@@ -254,7 +273,9 @@ mod tests {
             panic!("refused");
         };
         assert!(
-            message.contains("(accountid) or (accountnumber) or (name,primarycontactid)"),
+            message.contains(
+                "(accountid) or (accountnumber) or (numberofemployees) or (name,primarycontactid)"
+            ),
             "{message}"
         );
     }

@@ -163,6 +163,14 @@ fn a_record_is_read_upserted_bound_and_deleted_by_its_alternate_key() {
         Some(json!({"accountnumber": "ACC-4"})),
     ));
     assert_eq!(status, 400);
+    // Nor may the URL give a value no write would take (longer than the attribute holds).
+    let (status, _, message) = odata_error(send(
+        client().patch(server.api(&format!("accounts(accountnumber='{}')", "x".repeat(300)))),
+        &admin,
+        Some(json!({"name": "Long"})),
+    ));
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("limited to"), "{message}");
     assert_eq!(count(&server, &admin, "accounts"), 2);
 
     // No two records share a key's values: a create and an update that would are refused.
