@@ -239,6 +239,29 @@ fn a_record_is_read_upserted_bound_and_deleted_by_its_alternate_key() {
         assert_eq!(status, 403, "{number}");
     }
 
+    // In a changeset, upserts by key are all made or none: a conflict undoes the group.
+    let before = count(&server, &admin, "accounts");
+    let batch = |requests: Value| {
+        let response = send(
+            client().post(server.api("$batch")),
+            &admin,
+            Some(json!({ "requests": requests })),
+        );
+        batch_statuses(&response.json::<Value>().unwrap())
+    };
+    let made = batch(json!([
+        {"id": "1", "atomicityGroup": "g", "method": "PATCH", "url": "accounts(accountnumber='ACC-5')", "body": {"name": "Five"}},
+        {"id": "2", "atomicityGroup": "g", "method": "PATCH", "url": "accounts(accountnumber='ACC-6')", "body": {"name": "Six"}},
+    ]));
+    assert_eq!(made, [204, 204]);
+    assert_eq!(count(&server, &admin, "accounts"), before + 2);
+    let undone = batch(json!([
+        {"id": "1", "atomicityGroup": "g", "method": "PATCH", "url": "accounts(accountnumber='ACC-7')", "body": {"name": "Seven"}},
+        {"id": "2", "atomicityGroup": "g", "method": "POST", "url": "accounts", "body": {"name": "Copy", "accountnumber": "ACC-5"}},
+    ]));
+    assert!(undone.contains(&409), "{undone:?}");
+    assert_eq!(count(&server, &admin, "accounts"), before + 2);
+
     // A record is deleted by its key.
     let deleted = send(
         client().delete(server.api("accounts(accountnumber='ACC-2')")),
@@ -253,7 +276,7 @@ fn a_record_is_read_upserted_bound_and_deleted_by_its_alternate_key() {
             .any(|e| e["Operation"] == "Delete" && e["RecordIds"] == json!([second])),
         "{delete:?}"
     );
-    assert_eq!(count(&server, &admin, "accounts"), 1);
+    assert_eq!(count(&server, &admin, "accounts"), 3);
 }
 
 #[test]
