@@ -60,10 +60,15 @@ enum Target {
     /// `set/$count`: how many records of the set match `$filter`, as plain text.
     Count(String),
     Record(String, Uuid),
-    /// `set(key)` where the key is not a bare GUID: a named primary key (`accountid=…`) or an
-    /// alternate key (`accountnumber='A-1'`), as written; `prelude` finds the record it names
-    /// and makes it a [`Target::Record`].
-    RecordByKey(String, String),
+    /// `set(key)[/…]` where the key is not a bare GUID: a named primary key (`accountid=…`) or
+    /// an alternate key (`accountnumber='A-1'`), as written, and the rest of the path (`""` or
+    /// `/contact_customer_accounts`…); `prelude` finds the record it names and reads the path
+    /// again with its id, so every handler sees the id.
+    RecordByKey {
+        set: String,
+        key: String,
+        tail: String,
+    },
     /// `EntityDefinitions(LogicalName='x')/Keys`: an entity's alternate keys.
     Keys(String),
     /// `EntityDefinitions(LogicalName='x')/Keys(LogicalName='y')`: one of them.
@@ -164,7 +169,30 @@ fn logical_name_key(key: &str) -> Result<String, AppError> {
         .ok_or_else(|| AppError::bad_request(format!("expected (LogicalName='name'), got ({key})")))
 }
 
+/// `set(key)` and the rest of the path, when the key is neither a GUID nor the logical name
+/// of metadata (`EntityDefinitions(LogicalName='x')`) but `name=value` pairs. A key's text
+/// value cannot hold a `/`, which ends the segment.
+fn keyed(rest: &str) -> Option<Target> {
+    let (first, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (set, key) = first.split_once('(')?;
+    let key = key.strip_suffix(')')?;
+    if set == "EntityDefinitions"
+        || !key.contains('=')
+        || Uuid::parse_str(key.trim_matches('\'')).is_ok()
+    {
+        return None;
+    }
+    Some(Target::RecordByKey {
+        set: set.to_string(),
+        key: key.to_string(),
+        tail: tail.to_string(),
+    })
+}
+
 fn parse_target(rest: &str) -> Result<Target, AppError> {
+    if let Some(target) = keyed(rest.trim_end_matches('/')) {
+        return Ok(target);
+    }
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let first = segments[0];
     let unknown = || AppError::not_found(format!("no resource at '{rest}'"));
@@ -297,9 +325,6 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                     .ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
                 match Uuid::parse_str(key.trim_matches('\'')) {
                     Ok(id) => Ok(Target::Record(set.to_string(), id)),
-                    Err(_) if key.contains('=') => {
-                        Ok(Target::RecordByKey(set.to_string(), key.to_string()))
-                    }
                     Err(_) => Err(AppError::bad_request(format!(
                         "'{key}' is not a record id (a GUID), nor the name=value pairs of an alternate key"
                     ))),
@@ -703,7 +728,14 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::RevokeAccess => "POST",
         Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
-        Target::Record(..) | Target::RecordByKey(..) => "GET, PATCH, DELETE",
+        Target::Record(..) => "GET, PATCH, DELETE",
+        // What the path names once the key is read (the id does not change which methods).
+        Target::RecordByKey { set, tail, .. } => {
+            match parse_target(&format!("{set}({}){tail}", Uuid::nil())) {
+                Ok(Target::RecordByKey { .. }) | Err(_) => "GET",
+                Ok(target) => allowed_methods(&target),
+            }
+        }
         Target::Keys(_) => "GET, POST",
         Target::Key(..) => "GET, DELETE",
         Target::Association { .. } | Target::RelatedRef { .. } => "GET, POST, DELETE",
@@ -772,7 +804,7 @@ fn classify(
         Target::EntitySet(set)
         | Target::Count(set)
         | Target::Record(set, _)
-        | Target::RecordByKey(set, _)
+        | Target::RecordByKey { set, .. }
         | Target::Property { set, .. }
         | Target::RelatedCount { set, .. }
         | Target::RelatedRecord { set, .. }
@@ -787,14 +819,15 @@ fn classify(
         }
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
-        (Target::Record(..) | Target::RecordByKey(..) | Target::Property { .. }, &Method::GET) => {
-            Operation::Retrieve
-        }
+        (
+            Target::Record(..) | Target::RecordByKey { .. } | Target::Property { .. },
+            &Method::GET,
+        ) => Operation::Retrieve,
         (Target::LookupRef { .. }, &Method::GET) => Operation::RetrieveMultiple,
-        (Target::Record(..) | Target::RecordByKey(..), &Method::PATCH)
+        (Target::Record(..) | Target::RecordByKey { .. }, &Method::PATCH)
         | (Target::Property { raw: false, .. }, &Method::PUT | &Method::DELETE)
         | (Target::LookupRef { .. }, _) => Operation::Update,
-        (Target::Record(..) | Target::RecordByKey(..), &Method::DELETE) => Operation::Delete,
+        (Target::Record(..) | Target::RecordByKey { .. }, &Method::DELETE) => Operation::Delete,
         (Target::Keys(_), &Method::POST) => Operation::CreateEntityKey,
         (Target::Key(..), &Method::DELETE) => Operation::DeleteEntityKey,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
@@ -937,9 +970,14 @@ async fn prelude(
         upsert_key: None,
     };
     let target = match target {
-        Target::RecordByKey(set, key) => {
-            let id = records::find_by_key(&mut request, draft, &set, &key).await?;
-            Target::Record(set, id)
+        Target::RecordByKey { set, key, tail } => {
+            let id = records::find_by_key(&mut request, draft, &set, &key, tail.is_empty()).await?;
+            let target = collection_refs(
+                parse_target(&format!("{set}({id}){tail}"))?,
+                &request.instance.store.catalog(),
+            );
+            classify(state, instance_name, &target, &request.method, draft);
+            target
         }
         other => other,
     };

@@ -138,12 +138,14 @@ pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef
 /// its values searches the entity's records, so it takes the Read privilege on the entity — a
 /// caller who may not read them learns nothing of which values are taken. A `PATCH` naming no
 /// record is an upsert that creates one (a new id; the key's values are given to it through
-/// [`WebRequest::upsert_key`]) unless `If-Match` asks for an existing one; anything else is 404.
+/// [`WebRequest::upsert_key`]) unless `If-Match` asks for an existing one, or the key names the
+/// record a longer path starts from (`upsert` false); anything else is 404.
 pub(super) async fn find_by_key(
     request: &mut WebRequest,
     draft: &mut EventDraft,
     set: &str,
     key: &str,
+    upsert: bool,
 ) -> Result<Uuid, AppError> {
     // Until the record is found, the event names what was asked for.
     draft.query = query_text(&format!("{set}({key})"), request);
@@ -167,7 +169,8 @@ pub(super) async fn find_by_key(
         draft.record_ids = vec![id];
         return Ok(id);
     }
-    if request.method == axum::http::Method::PATCH && request.header("if-match").is_none() {
+    if upsert && request.method == axum::http::Method::PATCH && request.header("if-match").is_none()
+    {
         request.upsert_key = Some(values);
         return Ok(Uuid::new_v4());
     }

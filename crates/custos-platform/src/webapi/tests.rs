@@ -25,7 +25,15 @@ fn odata_paths() {
     // A key other than a bare GUID is read against the entity when the request runs.
     check(
         "accounts(accountnumber='A-1')",
-        "RecordByKey(\"accounts\", \"accountnumber='A-1'\")",
+        "RecordByKey { set: \"accounts\", key: \"accountnumber='A-1'\", tail: \"\" }",
+    );
+    check(
+        "accounts(accountnumber='A-1')/contact_customer_accounts/$count",
+        "RecordByKey { set: \"accounts\", key: \"accountnumber='A-1'\", tail: \"/contact_customer_accounts/$count\" }",
+    );
+    check(
+        "accounts(accountid=00000000-0000-0000-0000-00000000002a)/name",
+        "RecordByKey { set: \"accounts\", key: \"accountid=00000000-0000-0000-0000-00000000002a\", tail: \"/name\" }",
     );
     check(
         "EntityDefinitions(LogicalName='account')/Keys",

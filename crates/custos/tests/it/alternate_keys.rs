@@ -216,6 +216,42 @@ fn a_record_is_read_upserted_bound_and_deleted_by_its_alternate_key() {
         "{message}"
     );
 
+    // A key names the record a longer path starts from: its related records, a property.
+    let related = send(
+        client().get(server.api("accounts(accountnumber='ACC-2')/contact_parentcustomerid/$count")),
+        &admin,
+        None,
+    );
+    assert_eq!(related.status(), 200);
+    assert_eq!(related.text().unwrap(), "1");
+    let renamed = send(
+        client().put(server.api("accounts(accountnumber='ACC-2')/name")),
+        &admin,
+        Some(json!({"value": "Fabrikam (renamed)"})),
+    );
+    assert_eq!(renamed.status(), 204);
+    let update = events_of(&server, &admin, &correlation_of(&renamed));
+    assert!(
+        update
+            .iter()
+            .any(|e| e["Operation"] == "Update" && e["RecordIds"] == json!([second])),
+        "{update:?}"
+    );
+    assert_eq!(
+        get_json(
+            &server.api(&format!("accounts(accountid={second})/name")),
+            &admin
+        )["value"],
+        "Fabrikam (renamed)"
+    );
+    // Such a path never creates what its key names: 404.
+    let (status, _, _) = odata_error(send(
+        client().put(server.api("accounts(accountnumber='NONE')/name")),
+        &admin,
+        Some(json!({"value": "Nobody"})),
+    ));
+    assert_eq!(status, 404);
+
     // A key naming no record is 404 to a read and a delete, and recorded as a failure.
     let missing = send(
         client().get(server.api("accounts(accountnumber='NONE')")),
