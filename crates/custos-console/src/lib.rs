@@ -161,6 +161,14 @@ pub fn routes(state: &ConsoleState) -> Router {
             post(settings::delete_attribute),
         )
         .route(
+            "/ui/{instance}/customizations/{entity}/keys",
+            post(settings::create_key),
+        )
+        .route(
+            "/ui/{instance}/customizations/{entity}/keys/{key}/delete",
+            post(settings::delete_key),
+        )
+        .route(
             "/ui/{instance}/customizations/publish",
             post(settings::publish),
         )

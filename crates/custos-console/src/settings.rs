@@ -286,6 +286,28 @@ pub(crate) async fn entity(
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let keys = call!(
+        console,
+        "Customizations",
+        Method::GET,
+        format!("{root}/Keys?RetrieveAsIfPublished=true"),
+        None
+    );
+    let keys = keys.json["value"].as_array().cloned().unwrap_or_default();
+    // What a key may hold: attributes a client writes, of the types a key takes (the API says
+    // why it refuses anything else).
+    let keyable: Vec<&str> = attributes
+        .iter()
+        .filter(|a| a["IsValidForCreate"] == true)
+        .filter(|a| {
+            matches!(
+                a["AttributeType"].as_str(),
+                Some("String" | "Integer" | "Decimal" | "DateTime" | "Picklist" | "Lookup")
+            )
+        })
+        .filter_map(|a| a["LogicalName"].as_str())
+        .filter(|name| *name != "ownerid")
+        .collect();
     let flags = [
         ("IsAuditEnabled", "Auditing"),
         ("IsRetrieveAuditEnabled", "Retrieve record auditing"),
@@ -325,6 +347,14 @@ pub(crate) async fn entity(
     } else if let Some(name) = params.get("added") {
         Some(format!(
             "Attribute {name} added as a draft. Publish to apply it."
+        ))
+    } else if let Some(name) = params.get("keyadded") {
+        Some(format!(
+            "Alternate key {name} added as a draft. Publishing builds it, or says which records share its values."
+        ))
+    } else if let Some(name) = params.get("keydeleted") {
+        Some(format!(
+            "Alternate key {name} taken away as a draft. Publish to apply it."
         ))
     } else {
         params.get("deleted").map(|name| {
@@ -389,6 +419,53 @@ pub(crate) async fn entity(
                 }
             }
             div.actions { button.secondary type="submit" { "Add attribute" } }
+        }
+        h2 { "Alternate keys" }
+        p.muted { "A key's attributes name one record each: integrations read, upsert and bind records by them (accounts(accountnumber='A-1')), and no two records may share them." }
+        @if keys.is_empty() {
+            p { "None." }
+        } @else {
+            table {
+                thead { tr { th scope="col" { "Key" } th scope="col" { "Attributes" } th scope="col" { "Status" } th scope="col" { "Delete" } } }
+                tbody {
+                    @for key in &keys {
+                        @let name = key["LogicalName"].as_str().unwrap_or_default();
+                        tr {
+                            td { code { (name) } }
+                            td {
+                                @for (i, attribute) in key["KeyAttributes"].as_array().into_iter().flatten().filter_map(Json::as_str).enumerate() {
+                                    @if i > 0 { ", " }
+                                    code { (attribute) }
+                                }
+                            }
+                            td { (key["EntityKeyIndexStatus"].as_str().unwrap_or_default()) }
+                            td {
+                                form.inline method="post" action={ (here) "/keys/" (name) "/delete" } {
+                                    (console.form_field())
+                                    button.secondary type="submit" { "Delete " (name) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form method="post" action={ (here) "/keys" } {
+            (console.form_field())
+            p {
+                label for="key-name" { "New key's name " span.muted { "(with your publisher prefix, e.g. new_accountnumber)" } }
+                input id="key-name" name="name" type="text" required pattern="[a-z]{2,8}_[a-z0-9_]+";
+            }
+            fieldset.columns {
+                legend { "Its attributes" }
+                @for name in &keyable {
+                    div.check {
+                        input id={ "key-attr-" (name) } name={ "key-attr-" (name) } type="checkbox" value="true";
+                        label for={ "key-attr-" (name) } { (name) }
+                    }
+                }
+            }
+            div.actions { button.secondary type="submit" { "Add key" } }
         }
         @if !custom.is_empty() {
             h2 { "Delete a custom attribute" }
@@ -561,6 +638,60 @@ pub(crate) async fn delete_attribute(
         None
     );
     see_other(&format!("{here}?deleted={}", encode(&attribute)))
+}
+
+/// `POST /ui/{instance}/customizations/{entity}/keys` with `name` and a `key-attr-<attribute>`
+/// for each attribute of the key: a new alternate key (a draft).
+pub(crate) async fn create_key(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, entity)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/customizations/{entity}");
+    let console = console!(state, headers, context, here);
+    let name = form
+        .get("name")
+        .map(|v| v.trim())
+        .unwrap_or_default()
+        .to_string();
+    let mut attributes: Vec<&str> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("key-attr-"))
+        .collect();
+    attributes.sort_unstable();
+    call!(
+        console,
+        "New alternate key",
+        Method::POST,
+        format!("{}/Keys", definition_root(&instance, &entity)),
+        Some(json!({"SchemaName": name, "KeyAttributes": attributes}))
+    );
+    see_other(&format!("{here}?keyadded={}", encode(&name)))
+}
+
+/// `POST /ui/{instance}/customizations/{entity}/keys/{key}/delete`.
+pub(crate) async fn delete_key(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, entity, key)): Path<(String, String, String)>,
+) -> Response {
+    let here = format!("/ui/{instance}/customizations/{entity}");
+    let console = console!(state, headers, context, here);
+    call!(
+        console,
+        "Delete alternate key",
+        Method::DELETE,
+        format!(
+            "{}/Keys(LogicalName='{}')",
+            definition_root(&instance, &entity),
+            encode(&key)
+        ),
+        None
+    );
+    see_other(&format!("{here}?keydeleted={}", encode(&key)))
 }
 
 /// `POST /ui/{instance}/customizations/publish`.

@@ -961,7 +961,7 @@ fn remove_attribute(
         .find(|k| k.attributes.iter().any(|a| a == attribute))
     {
         return Err(Error::Conflict(format!(
-            "attribute '{attribute}' is part of the alternate key '{}' of {entity}; delete the key first",
+            "attribute '{attribute}' is part of the alternate key '{}' of {entity}; delete the key and publish first",
             key.logical_name
         )));
     }

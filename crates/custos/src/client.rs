@@ -190,17 +190,16 @@ impl Client {
     }
 }
 
+/// Every byte but RFC 3986's unreserved characters.
+const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes a path segment or query value.
 pub(crate) fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
 }
 
 /// Prints records as a table: the given columns, or the first few fields of the first record;
@@ -259,5 +258,16 @@ pub(crate) fn print_table(rows: &[Json], columns: Option<&[String]>) {
     line(columns.clone());
     for row in rows {
         line(columns.iter().map(|c| cell(row, c)).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_unreserved_characters_are_left_as_they_are() {
+        assert_eq!(
+            super::encode("a b/é~-_.'(x)&="),
+            "a%20b%2F%C3%A9~-_.%27%28x%29%26%3D"
+        );
     }
 }

@@ -677,6 +677,53 @@ fn customizations_create_entities_and_attributes_and_delete_attributes() {
     );
     assert_eq!(attributes["MaxLength"], 12);
 
+    // An alternate key on the code: a draft, then in force once published.
+    let keyed = post(
+        &server,
+        &cookie,
+        &format!("{here}/keys"),
+        &[("name", "new_projectcode"), ("key-attr-new_code", "true")],
+    );
+    assert_eq!(keyed.status(), 303);
+    let (_, html) = page(
+        &server,
+        &cookie,
+        &format!("{here}?keyadded=new_projectcode"),
+    );
+    assert!(
+        html.contains("Alternate key new_projectcode added")
+            && html.contains("<code>new_code</code>")
+            && html.contains("Pending"),
+        "{html}"
+    );
+    assert_labelled(here, &html);
+    assert_eq!(
+        post(&server, &cookie, "/ui/main/customizations/publish", &[]).status(),
+        303
+    );
+    let (_, html) = page(&server, &cookie, here);
+    assert!(html.contains("Active"), "{html}");
+    let (status, _, _) = odata_error(send(
+        client().post(server.api("new_projects")),
+        &admin,
+        Some(json!({"new_name": "Apollo again", "new_code": "ap-1"})),
+    ));
+    assert_eq!(status, 409, "the key holds: AP-1 is taken");
+    let unkeyed = post(
+        &server,
+        &cookie,
+        &format!("{here}/keys/new_projectcode/delete"),
+        &[],
+    );
+    assert_eq!(unkeyed.status(), 303);
+    let events = server.audit(&admin, "operation=CreateEntityKey");
+    assert_eq!(events[0]["Origin"], "WebUI");
+    assert_eq!(server.audit(&admin, "operation=DeleteEntityKey").len(), 1);
+    assert_eq!(
+        post(&server, &cookie, "/ui/main/customizations/publish", &[]).status(),
+        303
+    );
+
     let unconfirmed = post(
         &server,
         &cookie,
