@@ -813,21 +813,23 @@ fn classify(
         | Target::BoundAction { set, .. } => Some(set.as_str()),
         _ => None,
     };
+    // A path that goes on from a keyed record is classified once the key is read.
+    let keyed_record = matches!(target, Target::RecordByKey { tail, .. } if tail.is_empty());
     draft.operation = match (target, method) {
         (Target::EntitySet(_) | Target::Count(_) | Target::RelatedCount { .. }, &Method::GET) => {
             Operation::RetrieveMultiple
         }
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
-        (
-            Target::Record(..) | Target::RecordByKey { .. } | Target::Property { .. },
-            &Method::GET,
-        ) => Operation::Retrieve,
+        (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
+        (Target::RecordByKey { .. }, &Method::GET) if keyed_record => Operation::Retrieve,
         (Target::LookupRef { .. }, &Method::GET) => Operation::RetrieveMultiple,
-        (Target::Record(..) | Target::RecordByKey { .. }, &Method::PATCH)
+        (Target::Record(..), &Method::PATCH)
         | (Target::Property { raw: false, .. }, &Method::PUT | &Method::DELETE)
         | (Target::LookupRef { .. }, _) => Operation::Update,
-        (Target::Record(..) | Target::RecordByKey { .. }, &Method::DELETE) => Operation::Delete,
+        (Target::RecordByKey { .. }, &Method::PATCH) if keyed_record => Operation::Update,
+        (Target::Record(..), &Method::DELETE) => Operation::Delete,
+        (Target::RecordByKey { .. }, &Method::DELETE) if keyed_record => Operation::Delete,
         (Target::Keys(_), &Method::POST) => Operation::CreateEntityKey,
         (Target::Key(..), &Method::DELETE) => Operation::DeleteEntityKey,
         (Target::EntityDefinition(_) | Target::Attribute(..), &Method::PATCH | &Method::PUT) => {
