@@ -2134,17 +2134,19 @@ pub(crate) async fn set_related_ref(
     })?;
     let related = entity_by_set(&request, &related_set)?;
     require_on_record(&request, Privilege::Read, &entity, id)?;
+    // The record a reference names, by id or by an alternate key's values.
     let named = |text: &str| {
         let tail = text.rsplit('/').next().unwrap_or(text);
-        tail.strip_prefix(related_set.as_str())
+        let key = tail
+            .strip_prefix(related_set.as_str())
             .and_then(|t| t.strip_prefix('('))
             .and_then(|t| t.strip_suffix(')'))
-            .and_then(|t| Uuid::parse_str(t.trim_matches('\'')).ok())
             .ok_or_else(|| {
                 AppError::bad_request(format!(
                     "'{text}' does not name a record of '{related_set}' as {related_set}(<id>)"
                 ))
-            })
+            })?;
+        bound_record(&request, &related, "the reference", key)
     };
     let (other, bind, version) = if request.method == axum::http::Method::POST {
         if other.is_some() {

@@ -199,10 +199,9 @@ fn a_record_is_read_upserted_bound_and_deleted_by_its_alternate_key() {
         ),
     );
     assert_eq!(contact.status(), 201, "{:?}", contact.text());
-    assert_eq!(
-        contact.json::<Value>().unwrap()["_parentcustomerid_value"],
-        second
-    );
+    let contact: Value = contact.json().unwrap();
+    assert_eq!(contact["_parentcustomerid_value"], second);
+    let contact_id = contact["contactid"].as_str().unwrap().to_string();
     let (status, _, message) = odata_error(send(
         client().post(server.api("contacts")),
         &admin,
@@ -297,6 +296,23 @@ fn a_record_is_read_upserted_bound_and_deleted_by_its_alternate_key() {
     ]));
     assert!(undone.contains(&409), "{undone:?}");
     assert_eq!(count(&server, &admin, "accounts"), before + 2);
+
+    // A collection's reference names a record by its key too.
+    let related = send(
+        client().post(server.api(&format!(
+            "contacts({contact_id})/account_primarycontactid/$ref"
+        ))),
+        &admin,
+        Some(json!({"@odata.id": format!("{}/accounts(accountnumber='ACC-5')", server.base)})),
+    );
+    assert_eq!(related.status(), 204, "{:?}", related.text());
+    assert_eq!(
+        get_json(
+            &server.api("accounts(accountnumber='ACC-5')?$select=_primarycontactid_value"),
+            &admin
+        )["_primarycontactid_value"],
+        contact_id
+    );
 
     // A record is deleted by its key.
     let deleted = send(
