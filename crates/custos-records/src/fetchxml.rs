@@ -545,6 +545,33 @@ mod tests {
     }
 
     #[test]
+    fn advanced_finds_own_fetch_is_read() {
+        // As Dataverse's Advanced Find writes a query: its header and the display attributes of
+        // a lookup's condition, which say nothing about what is read.
+        let contact = "6f3b0002-0000-4000-8000-000000000001";
+        assert_eq!(
+            options(&format!(
+                "<fetch version=\"1.0\" output-format=\"xml-platform\" mapping=\"logical\" distinct=\"false\" no-lock=\"true\">
+                  <entity name=\"account\">
+                    <attribute name=\"name\" /><attribute name=\"accountid\" />
+                    <order attribute=\"name\" descending=\"false\" />
+                    <filter type=\"and\">
+                      <condition attribute=\"primarycontactid\" operator=\"eq\" uiname=\"Ada\" uitype=\"contact\" value=\"{{{}}}\" />
+                    </filter>
+                  </entity>
+                </fetch>",
+                contact.to_uppercase()
+            )),
+            [
+                ("$select", "name,accountid".to_string()),
+                ("$filter", format!("(_primarycontactid_value eq {contact})")),
+                ("$orderby", "name".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+        );
+    }
+
+    #[test]
     fn pages_are_counted_and_cookies_read_back() {
         let query = read_fetch(
             &account(),
