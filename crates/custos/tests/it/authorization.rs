@@ -186,8 +186,12 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
     let account = entity_id(&send(
         client().post(server.api("accounts")),
         &admin,
-        Some(json!({"name": "matrix lookups"})),
+        Some(json!({"name": "matrix lookups", "accountnumber": "MATRIX-1"})),
     ));
+    // An alternate key in force, so that a record can be named by it.
+    server.add_account_number_key(&admin);
+    server.publish(&admin);
+    let keys = format!("{api}/EntityDefinitions(LogicalName='account')/Keys");
     let cases: Vec<(&str, Method, String, Option<Value>, &str)> = vec![
         (
             "remove a lookup's reference",
@@ -223,6 +227,36 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             format!("{api}/accounts?$top=1"),
             None,
             "BSEG",
+        ),
+        (
+            "list records in FetchXML",
+            Method::GET,
+            format!("{api}/accounts?fetchXml=<fetch top='1'><entity name='account'/></fetch>"),
+            None,
+            "BSEG",
+        ),
+        (
+            "read a record by its alternate key",
+            Method::GET,
+            format!("{api}/accounts(accountnumber='MATRIX-1')"),
+            None,
+            "BSEG",
+        ),
+        ("alternate keys", Method::GET, keys.clone(), None, "BUSEG"),
+        // Added, then taken away again, by each caller allowed to: the next finds it gone.
+        (
+            "add an alternate key",
+            Method::POST,
+            keys.clone(),
+            Some(json!({"SchemaName": "new_Matrix", "KeyAttributes": ["telephone1"]})),
+            "SEG",
+        ),
+        (
+            "take an alternate key away",
+            Method::DELETE,
+            format!("{keys}(LogicalName='new_matrix')"),
+            None,
+            "SEG",
         ),
         (
             "create a record",

@@ -709,6 +709,45 @@ fn customizations_create_entities_and_attributes_and_delete_attributes() {
         Some(json!({"new_name": "Apollo again", "new_code": "ap-1"})),
     ));
     assert_eq!(status, 409, "the key holds: AP-1 is taken");
+    // Who may not customize is refused through the same API, each refusal recorded.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    for (path, form) in [
+        (
+            format!("{here}/keys"),
+            vec![("name", "new_bokey"), ("key-attr-new_name", "true")],
+        ),
+        (format!("{here}/keys/new_projectcode/delete"), vec![]),
+    ] {
+        let refused = post(&server, &bo, &path, &form);
+        assert_eq!(refused.status(), 400, "{path}");
+        assert!(
+            refused
+                .text()
+                .unwrap()
+                .contains("may not change customizations")
+        );
+    }
+    for operation in ["CreateEntityKey", "DeleteEntityKey"] {
+        let denied = server.audit(
+            &admin,
+            &format!("operation={operation}&status=Denied&user=bo@contoso.test"),
+        );
+        assert_eq!(denied.len(), 1, "{operation}: {denied:?}");
+        assert_eq!(denied[0]["Origin"], "WebUI");
+    }
+    assert_eq!(
+        get_json(
+            &server.api(
+                "EntityDefinitions(LogicalName='new_project')/Keys?RetrieveAsIfPublished=true"
+            ),
+            &admin
+        )["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let unkeyed = post(
         &server,
         &cookie,
@@ -716,9 +755,15 @@ fn customizations_create_entities_and_attributes_and_delete_attributes() {
         &[],
     );
     assert_eq!(unkeyed.status(), 303);
-    let events = server.audit(&admin, "operation=CreateEntityKey");
+    let events = server.audit(&admin, "operation=CreateEntityKey&status=Succeeded");
+    assert_eq!(events.len(), 1);
     assert_eq!(events[0]["Origin"], "WebUI");
-    assert_eq!(server.audit(&admin, "operation=DeleteEntityKey").len(), 1);
+    assert_eq!(
+        server
+            .audit(&admin, "operation=DeleteEntityKey&status=Succeeded")
+            .len(),
+        1
+    );
     assert_eq!(
         post(&server, &cookie, "/ui/main/customizations/publish", &[]).status(),
         303
