@@ -13,9 +13,10 @@
 
 use roxmltree::{Document, Node};
 
+use crate::filter::Literal;
 use crate::metadata::{AttributeDef, AttributeType, EntityDef};
 use crate::sql::resolve;
-use crate::{Error, Result};
+use crate::{Error, Result, Value};
 
 /// The most records simple paging (`page` without a paging cookie) reads, as Dataverse's.
 pub const SIMPLE_PAGING_MAX: u64 = 50_000;
@@ -30,15 +31,19 @@ pub struct FetchQuery {
     pub count: Option<u64>,
     /// `page`: which page, from 1.
     pub page: u64,
-    /// Whether a paging cookie of the page before was given (the `$skiptoken` of `options`).
-    pub cookie: bool,
 }
 
 impl FetchQuery {
+    /// Whether a paging cookie of the page before was given (it is the `$skiptoken` of
+    /// `options`).
+    pub fn cookie(&self) -> bool {
+        self.options.iter().any(|(name, _)| name == "$skiptoken")
+    }
+
     /// How many records of the query come before the page asked for when it is paged without
     /// a cookie (simple paging): read and passed over, never shown.
     pub fn passed_over(&self) -> u64 {
-        if self.cookie {
+        if self.cookie() {
             0
         } else {
             (self.page - 1).saturating_mul(self.count.unwrap_or(crate::PAGE_SIZE_MAX))
@@ -179,18 +184,16 @@ pub fn read_fetch(entity: &EntityDef, xml: &str) -> Result<FetchQuery> {
         options.push(("$count".to_string(), "true".to_string()));
     }
     let page = page.unwrap_or(1);
-    let cookie = match fetch.attribute("paging-cookie").filter(|c| !c.is_empty()) {
-        Some(text) if page > 1 => skiptoken_of(text, page - 1)?,
-        _ => None,
-    };
-    if let Some(token) = &cookie {
-        options.push(("$skiptoken".to_string(), token.clone()));
+    if let Some(text) = fetch.attribute("paging-cookie").filter(|c| !c.is_empty())
+        && page > 1
+        && let Some(token) = skiptoken_of(text, page - 1)?
+    {
+        options.push(("$skiptoken".to_string(), token));
     }
     let query = FetchQuery {
         options,
         count,
         page,
-        cookie: cookie.is_some(),
     };
     if query.passed_over() > SIMPLE_PAGING_MAX {
         return Err(bad(format!(
@@ -391,56 +394,37 @@ fn condition_text(entity: &EntityDef, condition: Node) -> Result<String> {
 
 /// Text as an OData string literal.
 fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    Literal::String(text.to_string()).to_string()
 }
 
-/// `value` as an OData literal of `attribute`'s type, checked so that it is one literal and
-/// nothing more.
+/// `value` as an OData literal of `attribute`'s type: text as it is, anything else read as the
+/// records' own reader reads a value written as text (`Value::from_text`: a whole number in 32
+/// bits, a decimal a float keeps, `1`/`0`/`true`/`false`, an ISO 8601 date-time, a GUID with
+/// or without Dataverse's braces) and written back by `Literal`'s own form — so it is one
+/// literal and nothing more.
 fn literal(attribute: &AttributeDef, value: &str) -> Result<String> {
-    let wrong = || {
-        bad(format!(
-            "'{value}' is not a value of '{}' ({})",
-            attribute.logical_name,
-            attribute.attribute_type.name()
-        ))
+    let literal = match Value::from_text(attribute, value)? {
+        _ if matches!(
+            attribute.attribute_type,
+            AttributeType::String { .. } | AttributeType::Memo
+        ) =>
+        {
+            Literal::String(value.to_string())
+        }
+        Value::Integer(n) => Literal::Integer(n),
+        Value::Decimal(n) => Literal::Decimal(n.to_string()),
+        Value::Boolean(b) => Literal::Boolean(b),
+        Value::DateTime(text) => Literal::DateTime(text),
+        Value::Guid(id) => Literal::Guid(id),
+        Value::String(_) | Value::Null => {
+            return Err(bad(format!(
+                "'{value}' is not a value of '{}' ({})",
+                attribute.logical_name,
+                attribute.attribute_type.name()
+            )));
+        }
     };
-    let trimmed = value.trim();
-    Ok(match &attribute.attribute_type {
-        AttributeType::String { .. } | AttributeType::Memo => quoted(value),
-        AttributeType::Integer | AttributeType::BigInt | AttributeType::Choice => {
-            trimmed.parse::<i64>().map_err(|_| wrong())?.to_string()
-        }
-        AttributeType::Decimal | AttributeType::Money => {
-            trimmed.parse::<f64>().map_err(|_| wrong())?;
-            if !trimmed
-                .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+'))
-            {
-                return Err(wrong());
-            }
-            trimmed.to_string()
-        }
-        AttributeType::Boolean => match trimmed {
-            "1" | "true" => "true".to_string(),
-            "0" | "false" => "false".to_string(),
-            _ => return Err(wrong()),
-        },
-        AttributeType::DateTime => {
-            if trimmed.is_empty()
-                || !trimmed
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, '-' | ':' | 'T' | 'Z' | '.' | '+'))
-            {
-                return Err(wrong());
-            }
-            trimmed.to_string()
-        }
-        AttributeType::Lookup { .. } | AttributeType::UniqueIdentifier => {
-            uuid::Uuid::parse_str(trimmed.trim_start_matches('{').trim_end_matches('}'))
-                .map_err(|_| wrong())?
-                .to_string()
-        }
-    })
+    Ok(literal.to_string())
 }
 
 /// A `like` pattern as the string function that says exactly the same: `%text%`, `text%`,
@@ -572,6 +556,27 @@ mod tests {
     }
 
     #[test]
+    fn values_are_read_as_their_attributes_own_and_the_query_parses() {
+        let query = options(
+            "<fetch><entity name='account'><filter>
+               <condition attribute='createdon' operator='ge' value='2020-01-02'/>
+               <condition attribute='creditonhold' operator='eq' value='1'/>
+               <condition attribute='revenue' operator='lt' value='1.25e3'/>
+               <condition attribute='name' operator='eq' value=\" it's \"/>
+             </filter></entity></fetch>",
+        );
+        let filter = &query[0].1;
+        assert!(
+            filter.contains("creditonhold eq true")
+                && filter.contains("revenue lt 1250")
+                && filter.contains("name eq ' it''s '"),
+            "{filter}"
+        );
+        crate::options::parse_query_options(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap();
+    }
+
+    #[test]
     fn pages_are_counted_and_cookies_read_back() {
         let query = read_fetch(
             &account(),
@@ -596,7 +601,7 @@ mod tests {
             &format!("<fetch count='10' page='3' paging-cookie='{cookie}'><entity name='account'/></fetch>"),
         )
         .unwrap();
-        assert!(query.cookie);
+        assert!(query.cookie());
         assert_eq!(query.passed_over(), 0);
         assert_eq!(query.options, [("$skiptoken".to_string(), token.clone())]);
         // A cookie of another page is passed over, as Dataverse passes it over.
@@ -605,7 +610,7 @@ mod tests {
             &format!("<fetch count='10' page='4' paging-cookie='{cookie}'><entity name='account'/></fetch>"),
         )
         .unwrap();
-        assert!(!query.cookie);
+        assert!(!query.cookie());
         assert!(
             read_fetch(
                 &account(),
@@ -633,7 +638,8 @@ mod tests {
             "<fetch><entity name='account'><filter><condition attribute='name' operator='like' value='a_c'/></filter></entity></fetch>",
             "<fetch><entity name='account'><filter><condition attribute='name' operator='like' value='a%c'/></filter></entity></fetch>",
             "<fetch><entity name='account'><filter><condition attribute='numberofemployees' operator='eq' value='1 or name eq 1'/></filter></entity></fetch>",
-            "<fetch><entity name='account'><filter><condition attribute='revenue' operator='eq' value='1e5'/></filter></entity></fetch>",
+            "<fetch><entity name='account'><filter><condition attribute='revenue' operator='eq' value='1 or true'/></filter></entity></fetch>",
+            "<fetch><entity name='account'><filter><condition attribute='numberofemployees' operator='eq' value='4294967296'/></filter></entity></fetch>",
             "<fetch><entity name='account'><filter><condition attribute='primarycontactid' operator='eq' value='nope'/></filter></entity></fetch>",
             "<fetch><entity name='account'><filter><condition attribute='createdon' operator='last-fiscal-year'/></filter></entity></fetch>",
             "<fetch><entity name='account'><filter><condition attribute='createdon' operator='eq' value='2020-01-01 or true'/></filter></entity></fetch>",

@@ -134,9 +134,8 @@ pub(super) fn entity_by_set(request: &WebRequest, set: &str) -> Result<EntityDef
 }
 
 /// The id of the record `set(key)` names, where `key` is not a bare GUID: a named primary key
-/// (`accountid=…`) or the values of one of the entity's alternate keys. Finding a record by
-/// its values searches the entity's records, so it takes the Read privilege on the entity — a
-/// caller who may not read them learns nothing of which values are taken. A `PATCH` naming no
+/// (`accountid=…`) or the values of one of the entity's alternate keys (found as
+/// [`key_values`] says, with the Read privilege on the entity). A `PATCH` naming no
 /// record is an upsert that creates one (a new id; the key's values are given to it through
 /// [`WebRequest::upsert_key`]) unless `If-Match` asks for an existing one, or the key names the
 /// record a longer path starts from (`upsert` false); anything else is 404.
@@ -150,16 +149,10 @@ pub(super) async fn find_by_key(
     // Until the record is found, the event names what was asked for.
     draft.query = query_text(&format!("{set}({key})"), request);
     let entity = entity_by_set(request, set)?;
-    let values = match custos_records::record_key(&entity, key)? {
-        custos_records::RecordKey::Id(id) => return Ok(id),
-        custos_records::RecordKey::Alternate { values, .. } => values,
+    let values = match key_values(request, &entity, key)? {
+        Ok(id) => return Ok(id),
+        Err(values) => values,
     };
-    request.require(Privilege::Read, &entity).map_err(|_| {
-        AppError::forbidden(format!(
-            "user '{}' lacks the Read privilege on entity '{}', which finding a record by an alternate key takes",
-            request.caller.principal.upn, entity.logical_name
-        ))
-    })?;
     let store = request.instance.store.clone();
     let (logical_name, wanted) = (entity.logical_name.clone(), values.clone());
     let found =
@@ -1133,6 +1126,28 @@ async fn count_of(
 /// The typed values of a body, and the primary id when the body names one.
 type BodyValues = (Vec<(String, Value)>, Option<Uuid>);
 
+/// What the text between a URL's parentheses names on `entity`: a record's id (`Ok`), or the
+/// values of one of its alternate keys (`Err`), to be looked up — which searches the entity's
+/// records, so it takes the Read privilege on the entity: a caller who may not read them learns
+/// nothing of which values are taken.
+fn key_values(
+    request: &WebRequest,
+    entity: &EntityDef,
+    key: &str,
+) -> Result<Result<Uuid, Vec<(String, Value)>>, AppError> {
+    let values = match custos_records::record_key(entity, key)? {
+        custos_records::RecordKey::Id(id) => return Ok(Ok(id)),
+        custos_records::RecordKey::Alternate { values, .. } => values,
+    };
+    request.require(Privilege::Read, entity).map_err(|_| {
+        AppError::forbidden(format!(
+            "user '{}' lacks the Read privilege on entity '{}', which finding a record by an alternate key takes",
+            request.caller.principal.upn, entity.logical_name
+        ))
+    })?;
+    Ok(Err(values))
+}
+
 /// The record a lookup's `@odata.bind` names with `key_text` — its id, or an alternate key's
 /// values, which must name a record (found as [`find_by_key`] finds one).
 fn bound_record(
@@ -1141,16 +1156,10 @@ fn bound_record(
     bind: &str,
     key_text: &str,
 ) -> Result<Uuid, AppError> {
-    let values = match custos_records::record_key(target, key_text)? {
-        custos_records::RecordKey::Id(id) => return Ok(id),
-        custos_records::RecordKey::Alternate { values, .. } => values,
+    let values = match key_values(request, target, key_text)? {
+        Ok(id) => return Ok(id),
+        Err(values) => values,
     };
-    request.require(Privilege::Read, target).map_err(|_| {
-        AppError::forbidden(format!(
-            "user '{}' lacks the Read privilege on entity '{}', which finding a record by an alternate key takes",
-            request.caller.principal.upn, target.logical_name
-        ))
-    })?;
     request
         .instance
         .store
