@@ -4,6 +4,7 @@
 //! and dispatches. Every outcome other than a plain metadata read goes through the audit
 //! pipeline: successes as the policy says, refusals and failures always.
 
+mod aggregate;
 mod annotations;
 mod batch;
 mod bulk;

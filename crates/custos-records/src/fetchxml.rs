@@ -465,14 +465,7 @@ fn like(attribute: &AttributeDef, pattern: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seed::seed_entities;
-
-    fn account() -> EntityDef {
-        seed_entities()
-            .into_iter()
-            .find(|e| e.logical_name == "account")
-            .unwrap()
-    }
+    use crate::seed::seeded_account as account;
 
     fn options(xml: &str) -> Vec<(String, String)> {
         read_fetch(&account(), xml).unwrap().options

@@ -161,13 +161,10 @@ fn split_top_level(text: &str) -> Result<Vec<(&str, &str)>> {
 mod tests {
     use super::*;
     use crate::metadata::EntityKey;
-    use crate::seed::seed_entities;
+    use crate::seed::seeded_account;
 
     fn account() -> EntityDef {
-        let mut account = seed_entities()
-            .into_iter()
-            .find(|e| e.logical_name == "account")
-            .unwrap();
+        let mut account = seeded_account();
         account.keys = vec![
             EntityKey {
                 logical_name: "new_number".into(),

@@ -8,6 +8,7 @@
 //! durable before the change is committed.
 #![warn(missing_docs)]
 
+mod apply;
 #[cfg(test)]
 mod contract;
 mod directory;
@@ -27,6 +28,7 @@ mod store;
 mod value;
 mod write;
 
+pub use apply::{AGGREGATE_RECORDS_MAX, Aggregate, Apply, Method, Row, aggregate, read_apply};
 pub use directory::{Change, Directory, InstanceInfo, NewPrincipal, Principal};
 pub use engine::Store;
 pub use error::{Error, Result};

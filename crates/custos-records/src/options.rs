@@ -54,7 +54,7 @@ pub struct Expand {
 
 /// The parts of `text` between top-level `separator`s: not inside parentheses or a quoted
 /// string (`'it''s'`).
-fn split_top(text: &str, separator: char) -> Result<Vec<&str>> {
+pub(crate) fn split_top(text: &str, separator: char) -> Result<Vec<&str>> {
     let mut parts = Vec::new();
     let (mut depth, mut quoted, mut start) = (0usize, false, 0);
     for (i, c) in text.char_indices() {

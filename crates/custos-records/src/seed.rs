@@ -317,6 +317,15 @@ pub fn custom_entity(logical_name: &str, set_name: &str, name_length: u32) -> En
     )
 }
 
+/// The seeded account entity, for unit tests that read queries against it.
+#[cfg(test)]
+pub(crate) fn seeded_account() -> EntityDef {
+    seed_entities()
+        .into_iter()
+        .find(|e| e.logical_name == "account")
+        .expect("account is seeded")
+}
+
 /// The out-of-box and admin entities of a new instance, with their default audit flags:
 /// change auditing on, read auditing off (as Dataverse ships them).
 pub fn seed_entities() -> Vec<EntityDef> {

@@ -21,7 +21,7 @@ use custos_http::blocking;
 use custos_http::error::AppError;
 
 /// A value as a person reads it.
-const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
+pub(super) const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// The entity a lookup points at.
 const LOOKUP_ENTITY: &str = "Microsoft.Dynamics.CRM.lookuplogicalname";
 /// The navigation property of a lookup.
@@ -206,6 +206,30 @@ impl Presentation {
             }
             out.insert("@odata.editLink".into(), json!(id));
         }
+        self.annotate(entity, &record.values, body, &mut out);
+        if self.full {
+            for navigation in catalog.navigations(entity) {
+                out.insert(
+                    format!("{}@odata.navigationLink", navigation.name),
+                    json!(format!(
+                        "{}({})/{}",
+                        entity.set_name, record.id, navigation.name
+                    )),
+                );
+            }
+        }
+        out
+    }
+
+    /// `body`'s properties into `out`, each attribute's annotations asked for just before it
+    /// (`values` are the stored values the properties show).
+    pub(super) fn annotate(
+        &self,
+        entity: &EntityDef,
+        values: &BTreeMap<String, Value>,
+        body: Map<String, Json>,
+        out: &mut Map<String, Json>,
+    ) {
         for (key, value) in body {
             if key.starts_with('@') {
                 out.entry(key).or_insert(value);
@@ -215,7 +239,7 @@ impl Presentation {
                 out.insert(key, value);
                 continue;
             };
-            let stored = record.values.get(&attribute.logical_name);
+            let stored = values.get(&attribute.logical_name);
             if self.full
                 && let Some(kind) = json_type(&attribute.attribute_type)
                 && !value.is_null()
@@ -239,18 +263,23 @@ impl Presentation {
             }
             out.insert(key, value);
         }
-        if self.full {
-            for navigation in catalog.navigations(entity) {
-                out.insert(
-                    format!("{}@odata.navigationLink", navigation.name),
-                    json!(format!(
-                        "{}({})/{}",
-                        entity.set_name, record.id, navigation.name
-                    )),
-                );
-            }
+    }
+
+    /// An aggregate's value as a person reads it, when formatted values are wanted: numbers
+    /// grouped in thousands (two decimals for a decimal), a date and time as `source`'s.
+    pub(super) fn formatted_aggregate(
+        &self,
+        source: Option<&AttributeDef>,
+        value: &Value,
+    ) -> Option<String> {
+        if !self.wants(FORMATTED) {
+            return None;
         }
-        out
+        match value {
+            Value::Integer(n) => Some(grouped(&n.to_string())),
+            Value::Decimal(n) => Some(grouped(&format!("{n:.2}"))),
+            _ => self.formatted(source?, value),
+        }
     }
 
     /// A value as a person reads it (Dataverse's en-US forms, times in UTC).

@@ -44,6 +44,16 @@ const UNSUPPORTED_OPTIONS: &str = concat!(
     "<PropertyValue Property=\"Searchable\" Bool=\"false\"/></Record></Annotation>",
 );
 
+/// The container's Aggregation annotation: every entity set's `$apply` takes `filter`,
+/// `groupby` and `aggregate`, without rollup (`webapi::aggregate`).
+const APPLY_SUPPORTED: &str = concat!(
+    "<Annotation Term=\"Org.OData.Aggregation.V1.ApplySupported\"><Record>",
+    "<PropertyValue Property=\"Transformations\"><Collection><String>filter</String>",
+    "<String>groupby</String><String>aggregate</String></Collection></PropertyValue>",
+    "<PropertyValue Property=\"Rollup\" EnumMember=\"Org.OData.Aggregation.V1.RollupType/None\"/>",
+    "</Record></Annotation>\n",
+);
+
 pub(crate) fn csdl(request: &WebRequest) -> Response {
     let catalog = request.instance.store.catalog();
     let mut xml = String::from(
@@ -183,6 +193,7 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         xml.push_str(UNSUPPORTED_OPTIONS);
         xml.push_str("</EntitySet>\n");
     }
+    xml.push_str(APPLY_SUPPORTED);
     xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
     ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()

@@ -222,7 +222,7 @@ fn is_decimal(attribute_type: &AttributeType) -> bool {
 
 /// Whether values of `attribute_type` are `Edm.Int64` or `Edm.Decimal`, the numbers OData's
 /// `IEEE754Compatible=true` writes and reads as strings.
-fn wide_number(attribute_type: &AttributeType) -> bool {
+pub(super) fn wide_number(attribute_type: &AttributeType) -> bool {
     matches!(
         attribute_type,
         AttributeType::BigInt | AttributeType::Decimal | AttributeType::Money
@@ -521,6 +521,14 @@ async fn list(
         .map_or(set, |r| r.path.as_str())
         .to_string();
     let entity = list_of(&request, draft, set, &path)?;
+    if request.query.iter().any(|(name, _)| name == "$apply") {
+        if related.is_some() {
+            return Err(AppError::bad_request(
+                "$apply aggregates an entity set's records (GET accounts?$apply=…), not a record's related ones; filter by the lookup in $apply=filter(…)",
+            ));
+        }
+        return super::aggregate::aggregated(request, draft, set, entity).await;
+    }
     let view = view_query(&request, &entity)?;
     let fetch = fetch_query(&request, &entity, view.is_some())?;
     let mut details = related.as_ref().map(|r| r.details.clone());
@@ -936,15 +944,18 @@ async fn retrieve_at(
             json!(format!("{}/$metadata#{set}/$entity", request.service_root)),
         );
     }
+    Ok(presented(&presentation, body))
+}
+
+/// `body` as the JSON answer, with `Preference-Applied` naming the annotations preference
+/// `presentation` applied, when one was given.
+pub(super) fn presented(presentation: &Presentation, body: Map<String, Json>) -> Response {
     let applied: Vec<String> = presentation
         .applied()
         .map(str::to_string)
         .into_iter()
         .collect();
-    Ok(with_preferences_applied(
-        axum::Json(Json::Object(body)).into_response(),
-        &applied,
-    ))
+    with_preferences_applied(axum::Json(Json::Object(body)).into_response(), &applied)
 }
 
 /// `GET set/$count[?$filter]`: how many records match, as plain text (what OData clients'
@@ -1078,6 +1089,17 @@ async fn count_of(
     {
         return Err(AppError::bad_request(format!(
             "$count does not run a view ({view}): list the view with $count=true, or count with $filter"
+        )));
+    }
+    // Options that would narrow what is counted, were they read, are refused rather than
+    // ignored (the others — $top, $orderby, $select — do not change a count).
+    if let Some((name, _)) = request
+        .query
+        .iter()
+        .find(|(k, _)| k == "$apply" || k == "$search")
+    {
+        return Err(AppError::bad_request(format!(
+            "{name} does not apply to $count: count with $filter, or with $apply=filter(…)/aggregate($count as n) on the entity set"
         )));
     }
     let filter = request

@@ -236,6 +236,13 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             "BSEG",
         ),
         (
+            "aggregate records ($apply)",
+            Method::GET,
+            format!("{api}/accounts?$apply=groupby((name),aggregate($count as n))"),
+            None,
+            "BSEG",
+        ),
+        (
             "read a record by its alternate key",
             Method::GET,
             format!("{api}/accounts(accountnumber='MATRIX-1')"),

@@ -505,6 +505,16 @@ pub fn create_account(server: &Server, token: &str, name: &str) -> String {
     entity_id(&response)
 }
 
+/// The `name` of each record (or row) of a list's page, in order.
+pub fn names(page: &Value) -> Vec<&str> {
+    page["value"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r["name"].as_str().expect("a name"))
+        .collect()
+}
+
 /// The correlation id of a request, which its events carry.
 pub fn correlation_of(response: &Response) -> String {
     response.headers()["x-ms-service-request-id"]

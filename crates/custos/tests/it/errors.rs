@@ -48,10 +48,21 @@ fn bad_requests_get_odata_errors_and_change_nothing() {
         ),
         (
             "unknown option",
+            send(
+                client().get(server.api("accounts?$compute=x")),
+                &admin,
+                None,
+            ),
+            400,
+            "BadRequest",
+            "$compute is not supported",
+        ),
+        (
+            "an aggregation that is not one",
             send(client().get(server.api("accounts?$apply=x")), &admin, None),
             400,
             "BadRequest",
-            "$apply is not supported",
+            "$apply: 'x' is not a transformation",
         ),
         (
             "no such navigation property",

@@ -20,15 +20,6 @@ fn fetch_page(server: &Server, token: &str, xml: &str) -> (Value, Vec<Value>) {
     (page, events_of(server, token, &correlation))
 }
 
-fn names(page: &Value) -> Vec<&str> {
-    page["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect()
-}
-
 fn page_ids(page: &Value) -> std::collections::BTreeSet<String> {
     page["value"]
         .as_array()

@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)]
 
 mod admin;
+mod aggregate;
 mod alerts;
 mod alternate_keys;
 mod api_fuzz;

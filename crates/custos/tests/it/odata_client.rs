@@ -292,6 +292,13 @@ fn every_answer_is_what_odata_openapi_reads_in_the_metadata() {
     // What lists refuse, the document does not offer (the Capabilities annotations).
     let list = document["paths"]["/accounts"]["get"]["parameters"].to_string();
     assert!(!list.contains("skip") && !list.contains("search"), "{list}");
+    // What they take beyond OData's core: aggregation (the Aggregation annotation), so the
+    // fuzzing below sends `$apply`s too.
+    assert!(list.contains("#/components/parameters/apply"), "{list}");
+    assert_eq!(
+        document["components"]["parameters"]["apply"]["name"],
+        "$apply"
+    );
 
     // Every answer's status is one the description allows or an OData error, its content type
     // and headers as described, and its body of the schema odata-openapi derived from the

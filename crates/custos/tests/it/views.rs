@@ -233,12 +233,7 @@ fn a_query_is_read_as_written_with_its_aliases_or_refused_never_ignored() {
     assert_eq!(aliased.status(), 200);
     let correlation = correlation_of(&aliased);
     let page: Value = aliased.json().unwrap();
-    let names: Vec<&str> = page["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names = names(&page);
     assert_eq!(names, ["Huge", "Big"]);
     let events = events_of(&server, &admin, &correlation);
     let listed: Vec<&Value> = events
