@@ -16,6 +16,7 @@ use crate::metadata::{AttributeDef, AttributeType, EntityDef};
 use crate::options::split_top;
 use crate::store::Record;
 use crate::{Error, Result, Value};
+use uuid::Uuid;
 
 /// The most records an aggregation reads, as Dataverse's (its `AggregateQueryRecordLimit`).
 pub const AGGREGATE_RECORDS_MAX: usize = 50_000;
@@ -34,6 +35,8 @@ pub enum Method {
     /// `countdistinct`: how many different values (text compared without case, as every
     /// comparison).
     CountDistinct,
+    /// FetchXML's `countcolumn`: how many records hold a value.
+    CountColumn,
     /// `$count`: how many records.
     Count,
 }
@@ -49,17 +52,32 @@ pub struct Aggregate {
     pub alias: String,
 }
 
-/// A `$apply`, read and checked against its entity.
+/// What an aggregation's rows are ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderKey {
+    /// A grouped attribute (an index into `group_by`).
+    Group(usize),
+    /// An aggregate's value (an index into `aggregates`; FetchXML only).
+    Aggregate(usize),
+}
+
+/// An aggregation (a `$apply`, or a FetchXML query with `aggregate='true'`), read and checked
+/// against its entity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Apply {
     /// The records aggregated: the `filter(…)` transformations, together.
     pub filter: Option<Filter>,
     /// The grouped attributes' logical names, in the order written.
     pub group_by: Vec<String>,
+    /// The property each group's value is answered as: the attribute's Web API name in
+    /// `$apply`, its alias in FetchXML.
+    pub group_names: Vec<String>,
     /// The aggregates, in the order written.
     pub aggregates: Vec<Aggregate>,
-    /// `$orderby`: which grouped attribute (an index into `group_by`), descending or not.
-    pub order: Vec<(usize, bool)>,
+    /// `$orderby` (FetchXML's `<order alias>`), descending or not; then the groups' values.
+    pub order: Vec<(OrderKey, bool)>,
+    /// FetchXML's `top`: at most this many rows.
+    pub top: Option<usize>,
 }
 
 impl Apply {
@@ -83,6 +101,8 @@ pub struct Row {
     pub group: Vec<Value>,
     /// The aggregates' values.
     pub values: Vec<Value>,
+    /// The records whose values went into the row.
+    pub members: Vec<Uuid>,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -152,21 +172,7 @@ fn read_aggregates(entity: &EntityDef, arguments: &str) -> Result<Vec<Aggregate>
                         )));
                     }
                 };
-                let kind = &attribute.attribute_type;
-                let fits = match method {
-                    Method::Sum | Method::Average => is_number(kind),
-                    Method::Min | Method::Max => {
-                        is_number(kind) || matches!(kind, AttributeType::DateTime)
-                    }
-                    Method::CountDistinct | Method::Count => true,
-                };
-                if !fits {
-                    return Err(bad(format!(
-                        "$apply: {method} of '{name}' is not possible: it is {}",
-                        kind.name(),
-                        method = method_name(method)
-                    )));
-                }
+                check_method(attribute, method).map_err(|e| bad(format!("$apply: {e}")))?;
                 (Some(attribute.logical_name.clone()), method, *alias)
             }
             _ => {
@@ -185,14 +191,42 @@ fn read_aggregates(entity: &EntityDef, arguments: &str) -> Result<Vec<Aggregate>
     Ok(aggregates)
 }
 
-fn method_name(method: Method) -> &'static str {
-    match method {
-        Method::Sum => "sum",
-        Method::Average => "average",
-        Method::Min => "min",
-        Method::Max => "max",
-        Method::CountDistinct => "countdistinct",
-        Method::Count => "$count",
+/// Whether `method` can be computed over `attribute`'s values: sums and averages of numbers,
+/// the least and greatest of numbers and dates; the message says why not.
+pub(crate) fn check_method(
+    attribute: &AttributeDef,
+    method: Method,
+) -> std::result::Result<(), String> {
+    let kind = &attribute.attribute_type;
+    let fits = match method {
+        Method::Sum | Method::Average => is_number(kind),
+        Method::Min | Method::Max => is_number(kind) || matches!(kind, AttributeType::DateTime),
+        Method::CountDistinct | Method::CountColumn | Method::Count => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of '{}' is not possible: it is {}",
+            method.name(),
+            attribute.logical_name,
+            kind.name()
+        ))
+    }
+}
+
+impl Method {
+    /// The method as `$apply` and FetchXML write it.
+    fn name(self) -> &'static str {
+        match self {
+            Method::Sum => "sum",
+            Method::Average => "average",
+            Method::Min => "min",
+            Method::Max => "max",
+            Method::CountDistinct => "countdistinct",
+            Method::CountColumn => "countcolumn",
+            Method::Count => "count",
+        }
     }
 }
 
@@ -289,27 +323,19 @@ pub fn read_apply(
         .filter_map(|g| entity.attribute(g))
         .map(AttributeDef::web_name)
         .collect();
+    let group_by_len = names.len();
     for aggregate in &aggregates {
         let alias = &aggregate.alias;
-        let mut chars = alias.chars();
-        if !chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        if entity
+            .attribute_by_web_name(&alias.to_lowercase())
+            .is_some()
         {
             return Err(bad(format!(
-                "$apply: the alias '{alias}' is not a name (letters, digits and _, not first a digit)"
+                "$apply: the alias '{alias}' names an attribute of {}",
+                entity.logical_name
             )));
         }
-        if names.iter().any(|n| n.eq_ignore_ascii_case(alias))
-            || entity
-                .attribute_by_web_name(&alias.to_lowercase())
-                .is_some()
-        {
-            return Err(bad(format!(
-                "$apply: the alias '{alias}' names an attribute or another property of the answer"
-            )));
-        }
+        check_alias(alias, &names).map_err(|e| bad(format!("$apply: {e}")))?;
         names.push(alias.clone());
     }
     let mut order = Vec::new();
@@ -339,14 +365,37 @@ pub fn read_apply(
                     "$orderby with $apply orders by the grouped attributes; '{name}' is not one"
                 ))
             })?;
-        order.push((index, descending));
+        order.push((OrderKey::Group(index), descending));
     }
     Ok(Apply {
         filter,
         group_by,
+        group_names: names.drain(..group_by_len).collect(),
         aggregates,
         order,
+        top: None,
     })
+}
+
+/// Whether `alias` can name a property of an aggregation's answer beside `taken`: a name
+/// (letters, digits and `_`, not first a digit) that no other property has, whatever the case.
+pub(crate) fn check_alias(alias: &str, taken: &[String]) -> std::result::Result<(), String> {
+    let mut chars = alias.chars();
+    if !chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "the alias '{alias}' is not a name (letters, digits and _, not first a digit)"
+        ));
+    }
+    if taken.iter().any(|n| n.eq_ignore_ascii_case(alias)) {
+        return Err(format!(
+            "the alias '{alias}' names another property of the answer"
+        ));
+    }
+    Ok(())
 }
 
 /// A value as grouping and counting tell values apart: text without case, as every
@@ -399,8 +448,9 @@ fn significant(x: f64) -> f64 {
 
 /// Computes aggregate `aggregate` of `records` (of `entity`).
 fn compute(entity: &EntityDef, aggregate: &Aggregate, records: &[&Record]) -> Result<Value> {
-    let Some(name) = &aggregate.attribute else {
-        return Ok(Value::Integer(records.len() as i64));
+    let name = match (&aggregate.attribute, aggregate.method) {
+        (Some(name), method) if method != Method::Count => name,
+        _ => return Ok(Value::Integer(records.len() as i64)),
     };
     let values = records
         .iter()
@@ -414,6 +464,7 @@ fn compute(entity: &EntityDef, aggregate: &Aggregate, records: &[&Record]) -> Re
     });
     Ok(match aggregate.method {
         Method::Count => unreachable!("$count names no attribute"),
+        Method::CountColumn => Value::Integer(values.count() as i64),
         Method::CountDistinct => {
             let distinct: std::collections::HashSet<String> = values.map(key_text).collect();
             Value::Integer(distinct.len() as i64)
@@ -483,11 +534,19 @@ pub fn aggregate(entity: &EntityDef, apply: &Apply, records: &[Record]) -> Resul
             .iter()
             .map(|a| compute(entity, a, &members))
             .collect::<Result<Vec<Value>>>()?;
-        rows.push(Row { group, values });
+        let members = members.iter().map(|r| r.id).collect();
+        rows.push(Row {
+            group,
+            values,
+            members,
+        });
     }
     rows.sort_by(|a, b| {
-        let ordered = apply.order.iter().map(|&(i, descending)| {
-            let order = compare(&a.group[i], &b.group[i]);
+        let ordered = apply.order.iter().map(|&(key, descending)| {
+            let order = match key {
+                OrderKey::Group(i) => compare(&a.group[i], &b.group[i]),
+                OrderKey::Aggregate(i) => compare(&a.values[i], &b.values[i]),
+            };
             if descending { order.reverse() } else { order }
         });
         let rest = (0..a.group.len()).map(|i| compare(&a.group[i], &b.group[i]));
@@ -496,6 +555,9 @@ pub fn aggregate(entity: &EntityDef, apply: &Apply, records: &[Record]) -> Resul
             .find(|o| o.is_ne())
             .unwrap_or(Ordering::Equal)
     });
+    if let Some(top) = apply.top {
+        rows.truncate(top);
+    }
     Ok(rows)
 }
 
@@ -573,6 +635,7 @@ mod tests {
                 Value::Integer(2)
             ]
         );
+        assert_eq!(rows[1].members, vec![records[0].id, records[1].id]);
         assert_eq!(rows[2].group, vec![text("Fabrikam")]);
         assert_eq!(rows[2].values[0], Value::Null, "a sum of nothing is empty");
         assert_eq!(rows[2].values[1], Value::Null);
@@ -596,7 +659,8 @@ mod tests {
             rows,
             vec![Row {
                 group: Vec::new(),
-                values: vec![Value::Integer(0), Value::Null, Value::Null]
+                values: vec![Value::Integer(0), Value::Null, Value::Null],
+                members: Vec::new(),
             }]
         );
         let when = |t: &str| Value::DateTime(t.into());
@@ -648,6 +712,41 @@ mod tests {
     }
 
     #[test]
+    fn rows_ordered_by_an_aggregate_and_cut_by_top_keep_only_their_members() {
+        let entity = account();
+        let records: Vec<Record> = [("A", 5), ("B", 1), ("B", 1), ("C", 3)]
+            .iter()
+            .map(|(name, employees)| {
+                record(&[
+                    ("name", text(name)),
+                    ("numberofemployees", Value::Integer(*employees)),
+                ])
+            })
+            .collect();
+        let mut apply = read_apply(
+            &entity,
+            "groupby((name),aggregate(numberofemployees with sum as staff))",
+            None,
+            None,
+        )
+        .unwrap();
+        apply.order = vec![(OrderKey::Aggregate(0), true)];
+        apply.top = Some(2);
+        let rows = aggregate(&entity, &apply, &records).unwrap();
+        let shown: Vec<(&Value, &Value)> =
+            rows.iter().map(|r| (&r.group[0], &r.values[0])).collect();
+        assert_eq!(
+            shown,
+            [
+                (&text("A"), &Value::Integer(5)),
+                (&text("C"), &Value::Integer(3))
+            ]
+        );
+        assert_eq!(rows[0].members, [records[0].id]);
+        assert_eq!(rows[1].members, [records[3].id]);
+    }
+
+    #[test]
     fn a_sum_beyond_64_bits_is_refused() {
         let entity = account();
         let apply = read_apply(
@@ -690,10 +789,10 @@ mod tests {
             (
                 "aggregate(revenue with sum as name)",
                 None,
-                "another property",
+                "names an attribute",
             ),
             (
-                "groupby((name),aggregate($count as name))",
+                "aggregate(revenue with sum as s,$count as S)",
                 None,
                 "another property",
             ),

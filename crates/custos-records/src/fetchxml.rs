@@ -4,8 +4,10 @@
 //! functions and query functions), `<order>` into `$orderby`, `top` into `$top`,
 //! `returntotalrecordcount` into `$count` and a paging cookie into `$skiptoken`. So a FetchXML
 //! query is typed, checked, compiled and paged exactly as the same OData query, and what it
-//! cannot say in OData — links to other entities, aggregates, `like` patterns other than a
-//! prefix, suffix or infix — is refused by name rather than half-read.
+//! cannot say in OData — links to other entities, `like` patterns other than a prefix, suffix
+//! or infix — is refused by name rather than half-read. An aggregate query
+//! (`aggregate='true'`) is read into the aggregation `$apply` reads into (`apply::Apply`), its
+//! filter the same `$filter`.
 //!
 //! Every value is written into the OData text as a literal of its attribute's type, checked
 //! first (a number parses as one, a GUID as a GUID, text is quoted with its quotes doubled), so
@@ -13,6 +15,7 @@
 
 use roxmltree::{Document, Node};
 
+use crate::apply::{Aggregate, Apply, Method, OrderKey, check_alias, check_method};
 use crate::filter::Literal;
 use crate::metadata::{AttributeDef, AttributeType, EntityDef};
 use crate::sql::resolve;
@@ -31,6 +34,9 @@ pub struct FetchQuery {
     pub count: Option<u64>,
     /// `page`: which page, from 1.
     pub page: u64,
+    /// An aggregate query's groups, aggregates, order and `top` (`aggregate='true'`); its
+    /// filter is the `$filter` of `options`, read for the request as every filter is.
+    pub aggregate: Option<Apply>,
 }
 
 impl FetchQuery {
@@ -92,11 +98,6 @@ pub fn read_fetch(entity: &EntityDef, xml: &str) -> Result<FetchQuery> {
             )));
         }
     }
-    if flag(fetch, "aggregate")? {
-        return Err(bad(
-            "aggregate queries are not supported: read the records, or count them with $count",
-        ));
-    }
     let number = |name: &str| -> Result<Option<u64>> {
         fetch
             .attribute(name)
@@ -132,6 +133,18 @@ pub fn read_fetch(entity: &EntityDef, xml: &str) -> Result<FetchQuery> {
                 entity.logical_name
             )));
         }
+    }
+    if flag(fetch, "aggregate")? {
+        if count.is_some()
+            || page.is_some()
+            || fetch.attribute("paging-cookie").is_some()
+            || flag(fetch, "returntotalrecordcount")?
+        {
+            return Err(bad(
+                "an aggregate query is answered whole, not in pages: leave out 'count', 'page', 'paging-cookie' and 'returntotalrecordcount' (keep the first rows with 'top')",
+            ));
+        }
+        return read_aggregate(entity, node, top);
     }
     let mut select = Vec::new();
     let mut all = false;
@@ -194,6 +207,7 @@ pub fn read_fetch(entity: &EntityDef, xml: &str) -> Result<FetchQuery> {
         options,
         count,
         page,
+        aggregate: None,
     };
     if query.passed_over() > SIMPLE_PAGING_MAX {
         return Err(bad(format!(
@@ -201,6 +215,145 @@ pub fn read_fetch(entity: &EntityDef, xml: &str) -> Result<FetchQuery> {
         )));
     }
     Ok(query)
+}
+
+/// An aggregate query's `<entity>` (`<fetch aggregate='true'>`): each `<attribute>` is grouped
+/// by (`groupby='true'`) or aggregated (`aggregate='sum|avg|min|max|count|countcolumn'`,
+/// `distinct='true'` on `countcolumn`), each answered as its alias; `<order alias>` orders the
+/// rows by a group or an aggregate, `top` keeps the first rows.
+fn read_aggregate(entity: &EntityDef, node: Node, top: Option<u64>) -> Result<FetchQuery> {
+    let (mut group_by, mut group_names, mut aggregates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut filters = Vec::new();
+    let mut orders = Vec::new();
+    for child in node.children().filter(Node::is_element) {
+        match child.tag_name().name() {
+            "attribute" => {
+                let attribute = attribute_of(entity, child)?;
+                let name = &attribute.logical_name;
+                let alias = child.attribute("alias").ok_or_else(|| {
+                    bad(format!(
+                        "in an aggregate query each <attribute> has an alias ('{name}' has none)"
+                    ))
+                })?;
+                let taken: Vec<String> = group_names
+                    .iter()
+                    .cloned()
+                    .chain(aggregates.iter().map(|a: &Aggregate| a.alias.clone()))
+                    .collect();
+                check_alias(alias, &taken).map_err(bad)?;
+                let distinct = flag(child, "distinct")?;
+                match (flag(child, "groupby")?, child.attribute("aggregate")) {
+                    (true, None) => {
+                        if child.attribute("dategrouping").is_some()
+                            || matches!(attribute.attribute_type, AttributeType::DateTime)
+                        {
+                            return Err(bad(format!(
+                                "grouping by a date and time ('{name}', 'dategrouping') is not supported"
+                            )));
+                        }
+                        if group_by.contains(name) {
+                            return Err(bad(format!("'{name}' is grouped by twice")));
+                        }
+                        group_by.push(name.clone());
+                        group_names.push(alias.to_string());
+                    }
+                    (false, Some(method)) => {
+                        let method = match method {
+                            "sum" => Method::Sum,
+                            "avg" => Method::Average,
+                            "min" => Method::Min,
+                            "max" => Method::Max,
+                            "count" => Method::Count,
+                            "countcolumn" if distinct => Method::CountDistinct,
+                            "countcolumn" => Method::CountColumn,
+                            other => {
+                                return Err(bad(format!(
+                                    "'{other}' is not an aggregate: sum, avg, min, max, count or countcolumn"
+                                )));
+                            }
+                        };
+                        if distinct && method != Method::CountDistinct {
+                            return Err(bad(
+                                "distinct='true' counts different values: it goes with aggregate='countcolumn'",
+                            ));
+                        }
+                        check_method(attribute, method).map_err(bad)?;
+                        aggregates.push(Aggregate {
+                            attribute: Some(name.clone()),
+                            method,
+                            alias: alias.to_string(),
+                        });
+                    }
+                    (true, Some(_)) => {
+                        return Err(bad(format!(
+                            "'{name}' is either grouped by or aggregated, not both"
+                        )));
+                    }
+                    (false, None) => {
+                        return Err(bad(format!(
+                            "in an aggregate query each <attribute> is grouped by (groupby='true') or aggregated (aggregate='…'); '{name}' is neither"
+                        )));
+                    }
+                }
+            }
+            "filter" => filters.extend(filter_text(entity, child, 1)?),
+            "order" => {
+                let alias = child.attribute("alias").ok_or_else(|| {
+                    bad("an aggregate query orders by an alias: <order alias='…'/>")
+                })?;
+                orders.push((alias, flag(child, "descending")?));
+            }
+            "link-entity" => {
+                return Err(bad(
+                    "<link-entity> is not supported: query the related entity's set, or use $expand",
+                ));
+            }
+            other => {
+                return Err(bad(format!(
+                    "<{other}> is not read inside an aggregate query's <entity>"
+                )));
+            }
+        }
+    }
+    if group_by.is_empty() && aggregates.is_empty() {
+        return Err(bad(
+            "an aggregate query groups by or aggregates at least one <attribute>",
+        ));
+    }
+    let mut order = Vec::new();
+    for (alias, descending) in orders {
+        let key = match group_names.iter().position(|g| g == alias) {
+            Some(i) => OrderKey::Group(i),
+            None => OrderKey::Aggregate(
+                aggregates
+                    .iter()
+                    .position(|a| a.alias == alias)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "<order alias='{alias}'> names no alias of the query"
+                        ))
+                    })?,
+            ),
+        };
+        order.push((key, descending));
+    }
+    let mut options = Vec::new();
+    if !filters.is_empty() {
+        options.push(("$filter".to_string(), filters.join(" and ")));
+    }
+    Ok(FetchQuery {
+        options,
+        count: None,
+        page: 1,
+        aggregate: Some(Apply {
+            filter: None,
+            group_by,
+            group_names,
+            aggregates,
+            order,
+            top: top.map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
+        }),
+    })
 }
 
 /// The `$skiptoken` in a paging cookie of page `previous`; a cookie of another page is passed
@@ -611,6 +764,113 @@ mod tests {
             )
             .is_err(),
             "past 50,000 records without a cookie"
+        );
+    }
+
+    #[test]
+    fn an_aggregate_query_is_read_into_an_aggregation() {
+        let query = read_fetch(
+            &account(),
+            "<fetch aggregate='true' top='3'><entity name='account'>
+               <attribute name='industrycode' alias='industry' groupby='true'/>
+               <attribute name='revenue' alias='total' aggregate='sum'/>
+               <attribute name='revenue' alias='mean' aggregate='avg'/>
+               <attribute name='accountid' alias='accounts' aggregate='count'/>
+               <attribute name='telephone1' alias='phones' aggregate='countcolumn'/>
+               <attribute name='name' alias='names' aggregate='countcolumn' distinct='true'/>
+               <filter><condition attribute='revenue' operator='gt' value='10'/></filter>
+               <order alias='total' descending='true'/>
+               <order alias='industry'/>
+             </entity></fetch>",
+        )
+        .unwrap();
+        assert_eq!(
+            query.options,
+            [("$filter".to_string(), "(revenue gt 10)".to_string())]
+        );
+        let apply = query.aggregate.unwrap();
+        assert_eq!(apply.group_by, ["industrycode"]);
+        assert_eq!(apply.group_names, ["industry"]);
+        let methods: Vec<(&str, Method)> = apply
+            .aggregates
+            .iter()
+            .map(|a| (a.alias.as_str(), a.method))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                ("total", Method::Sum),
+                ("mean", Method::Average),
+                ("accounts", Method::Count),
+                ("phones", Method::CountColumn),
+                ("names", Method::CountDistinct)
+            ]
+        );
+        assert_eq!(
+            apply.order,
+            [(OrderKey::Aggregate(0), true), (OrderKey::Group(0), false)]
+        );
+        assert_eq!(apply.top, Some(3));
+
+        for (xml, says) in [
+            (
+                "<attribute name='revenue' aggregate='sum'/>",
+                "has an alias",
+            ),
+            ("<attribute name='revenue' alias='r'/>", "is neither"),
+            (
+                "<attribute name='revenue' alias='r' groupby='true' aggregate='sum'/>",
+                "not both",
+            ),
+            (
+                "<attribute name='name' alias='s' aggregate='sum'/>",
+                "it is String",
+            ),
+            (
+                "<attribute name='revenue' alias='r' aggregate='median'/>",
+                "not an aggregate",
+            ),
+            (
+                "<attribute name='revenue' alias='r' aggregate='sum' distinct='true'/>",
+                "countcolumn",
+            ),
+            (
+                "<attribute name='createdon' alias='c' groupby='true'/>",
+                "date and time",
+            ),
+            (
+                "<attribute name='name' alias='n' groupby='true' dategrouping='month'/>",
+                "dategrouping",
+            ),
+            (
+                "<attribute name='name' alias='n' groupby='true'/><attribute name='revenue' alias='N' aggregate='sum'/>",
+                "another property",
+            ),
+            (
+                "<attribute name='name' alias='n' groupby='true'/><order attribute='name'/>",
+                "orders by an alias",
+            ),
+            (
+                "<attribute name='name' alias='n' groupby='true'/><order alias='x'/>",
+                "names no alias",
+            ),
+            ("<all-attributes/>", "not read inside an aggregate"),
+        ] {
+            let xml =
+                format!("<fetch aggregate='true'><entity name='account'>{xml}</entity></fetch>");
+            let refused = read_fetch(&account(), &xml);
+            assert!(
+                matches!(&refused, Err(Error::BadRequest(m)) if m.contains(says)),
+                "{xml}: {refused:?}"
+            );
+        }
+        let paged = read_fetch(
+            &account(),
+            "<fetch aggregate='true' count='5'><entity name='account'><attribute name='revenue' alias='r' aggregate='sum'/></entity></fetch>",
+        );
+        assert!(
+            matches!(&paged, Err(Error::BadRequest(m)) if m.contains("not in pages")),
+            "{paged:?}"
         );
     }
 

@@ -8,7 +8,8 @@
 
 use axum::response::Response;
 use custos_records::{
-    AGGREGATE_RECORDS_MAX, EntityDef, PAGE_SIZE_MAX, QueryOptions, Record, RecordQuery, Value,
+    AGGREGATE_RECORDS_MAX, Apply, EntityDef, PAGE_SIZE_MAX, QueryOptions, Record, RecordQuery,
+    Value,
 };
 use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
@@ -95,6 +96,19 @@ pub(super) async fn aggregated(
     let (text, order_by) = apply_options(&request)?;
     let apply =
         custos_records::read_apply(&entity, text, order_by, Some(&filter_context(&request)))?;
+    answer(request, draft, set, entity, apply, false).await
+}
+
+/// Answers aggregation `apply` of `entity`'s records (a `$apply`, or a FetchXML aggregate
+/// query, whose answers leave out empty values: `leave_out_empty`).
+pub(super) async fn answer(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    set: &str,
+    entity: EntityDef,
+    apply: Apply,
+    leave_out_empty: bool,
+) -> Result<Response, AppError> {
     let mut select = apply.attributes();
     if select.is_empty() {
         select.push(entity.primary_id());
@@ -132,9 +146,13 @@ pub(super) async fn aggregated(
         .policy()
         .audits_retrieve_multiple(&entity.logical_name)
     {
+        // The records of the rows answered (FetchXML's `top` may leave some out).
         let mut event = draft.clone();
-        event.record_ids = records.iter().map(|r| r.id).collect();
-        event.result_count = records.len() as u64;
+        event.record_ids = rows
+            .iter()
+            .flat_map(|r| r.members.iter().copied())
+            .collect();
+        event.result_count = event.record_ids.len() as u64;
         request.state.record(event).await?;
     }
     expand::record_seen(&request, draft, seen).await?;
@@ -151,17 +169,37 @@ pub(super) async fn aggregated(
         .iter()
         .zip(&groups)
         .map(|(row, group)| {
-            let mut body = Map::new();
-            for (name, value) in apply.group_by.iter().zip(&row.group) {
-                if let Some(attribute) = entity.attribute(name) {
-                    body.insert(
-                        attribute.web_name(),
-                        number(value, wide_number(&attribute.attribute_type)),
-                    );
+            let mut out = Map::new();
+            for ((name, shown), value) in apply
+                .group_by
+                .iter()
+                .zip(&apply.group_names)
+                .zip(&row.group)
+            {
+                let Some(attribute) = entity.attribute(name) else {
+                    continue;
+                };
+                // The group's value and its annotations, under the name it is answered as
+                // (the attribute's own, or a FetchXML alias).
+                let web_name = attribute.web_name();
+                let mut annotated = Map::new();
+                let value = number(value, wide_number(&attribute.attribute_type));
+                presentation.annotate(
+                    &entity,
+                    &group.values,
+                    Map::from_iter([(web_name.clone(), value)]),
+                    &mut annotated,
+                );
+                for (key, value) in annotated {
+                    let key = match key.strip_prefix(web_name.as_str()) {
+                        Some(rest) if rest.is_empty() || rest.starts_with('@') => {
+                            format!("{shown}{rest}")
+                        }
+                        _ => key,
+                    };
+                    out.insert(key, value);
                 }
             }
-            let mut out = Map::new();
-            presentation.annotate(&entity, &group.values, body, &mut out);
             for (aggregate, value) in apply.aggregates.iter().zip(&row.values) {
                 let source = aggregate
                     .attribute
@@ -171,6 +209,9 @@ pub(super) async fn aggregated(
                     out.insert(format!("{}@{FORMATTED}", aggregate.alias), json!(text));
                 }
                 out.insert(aggregate.alias.clone(), number(value, true));
+            }
+            if leave_out_empty {
+                out.retain(|_, value| !value.is_null());
             }
             Json::Object(out)
         })

@@ -531,6 +531,24 @@ async fn list(
     }
     let view = view_query(&request, &entity)?;
     let fetch = fetch_query(&request, &entity, view.is_some())?;
+    if let Some(fetch) = &fetch
+        && let Some(apply) = &fetch.aggregate
+    {
+        if related.is_some() {
+            return Err(AppError::bad_request(
+                "an aggregate FetchXML query reads an entity set's records, not a record's related ones",
+            ));
+        }
+        let options = parse_query_options_at(
+            fetch.options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &filter_context(&request),
+        )?;
+        let apply = custos_records::Apply {
+            filter: options.filter,
+            ..apply.clone()
+        };
+        return super::aggregate::answer(request, draft, set, entity, apply, true).await;
+    }
     let mut details = related.as_ref().map(|r| r.details.clone());
     let pairs: Vec<(String, String)> = match &view {
         _ if let Some(fetch) = &fetch => fetch.options.clone(),

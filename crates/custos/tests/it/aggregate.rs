@@ -335,3 +335,88 @@ fn what_an_aggregation_cannot_answer_is_refused_and_changes_nothing() {
     assert_eq!(page["value"][0]["n"], 10);
     assert_eq!(page["value"][0]["s"], 45.0);
 }
+
+#[test]
+fn a_fetchxml_aggregate_is_the_same_aggregation_and_lists_the_records_of_the_rows_shown() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    let mut by_industry: std::collections::BTreeMap<i64, BTreeSet<String>> = Default::default();
+    for (name, revenue, industry) in [
+        ("A", 10, 1),
+        ("B", 20, 1),
+        ("C", 1_000, 2),
+        ("D", 1, 3),
+        ("E", 2, 3),
+        ("F", 3, 3),
+    ] {
+        let made = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": name, "revenue": revenue, "industrycode": industry})),
+        );
+        by_industry
+            .entry(industry)
+            .or_default()
+            .insert(entity_id(&made));
+    }
+    let fetch = "<fetch aggregate='true' top='2'><entity name='account'>
+           <attribute name='industrycode' alias='industry' groupby='true'/>
+           <attribute name='revenue' alias='total' aggregate='sum'/>
+           <attribute name='accountid' alias='accounts' aggregate='count'/>
+           <attribute name='telephone1' alias='phones' aggregate='countcolumn'/>
+           <attribute name='numberofemployees' alias='most' aggregate='max'/>
+           <filter><condition attribute='name' operator='ne' value='F'/></filter>
+           <order alias='total' descending='true'/>
+         </entity></fetch>";
+    let response = send(
+        client()
+            .get(server.api("accounts"))
+            .query(&[("fetchXml", fetch)])
+            .header("Prefer", "odata.include-annotations=\"*\""),
+        &admin,
+        None,
+    );
+    assert_eq!(response.status(), 200);
+    let correlation = correlation_of(&response);
+    let page: Value = response.json().unwrap();
+    // By the sum, greatest first, the first two rows; empty values left out, as FetchXML's.
+    assert_eq!(
+        page["value"],
+        json!([
+            {"industry": 2, format!("industry{FORMATTED}"): "Agriculture and Non-petrol Natural Resource Extraction",
+             "total": 1000.0, format!("total{FORMATTED}"): "1,000.00",
+             "accounts": 1, format!("accounts{FORMATTED}"): "1",
+             "phones": 0, format!("phones{FORMATTED}"): "0"},
+            {"industry": 1, format!("industry{FORMATTED}"): "Accounting",
+             "total": 30.0, format!("total{FORMATTED}"): "30.00",
+             "accounts": 2, format!("accounts{FORMATTED}"): "2",
+             "phones": 0, format!("phones{FORMATTED}"): "0"},
+        ]),
+        "{page}"
+    );
+    // The event lists the records of the two rows answered, not those of the row `top` left
+    // out (industry 3), nor the one the filter left out.
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Operation"], "RetrieveMultiple");
+    assert_eq!(events[0]["Details"], json!({"Aggregate": {"Rows": 2}}));
+    let shown: BTreeSet<String> = by_industry[&1].union(&by_industry[&2]).cloned().collect();
+    assert_eq!(record_ids(&events), shown);
+    assert_eq!(events[0]["ResultCount"], 3);
+
+    // Paging an aggregate is refused, as is an attribute neither grouped nor aggregated.
+    for xml in [
+        "<fetch aggregate='true' count='1'><entity name='account'><attribute name='revenue' alias='t' aggregate='sum'/></entity></fetch>",
+        "<fetch aggregate='true'><entity name='account'><attribute name='revenue' alias='t'/></entity></fetch>",
+    ] {
+        let refused = send(
+            client()
+                .get(server.api("accounts"))
+                .query(&[("fetchXml", xml)]),
+            &admin,
+            None,
+        );
+        assert_eq!(odata_error(refused).0, 400, "{xml}");
+    }
+}
