@@ -201,7 +201,10 @@ pub(crate) fn check_method(
     let fits = match method {
         Method::Sum | Method::Average => is_number(kind),
         Method::Min | Method::Max => is_number(kind) || matches!(kind, AttributeType::DateTime),
-        Method::CountDistinct | Method::CountColumn | Method::Count => true,
+        // A memo's values are long text, and are neither grouped nor compared, as in
+        // Dataverse; counting records reads no value.
+        Method::CountDistinct | Method::CountColumn => !matches!(kind, AttributeType::Memo),
+        Method::Count => true,
     };
     if fits {
         Ok(())
@@ -212,6 +215,19 @@ pub(crate) fn check_method(
             attribute.logical_name,
             kind.name()
         ))
+    }
+}
+
+/// Whether the records can be grouped by `attribute`'s values: not a date and time (Dataverse
+/// groups those by a period, which is not supported) nor a memo (long text).
+pub(crate) fn check_group(attribute: &AttributeDef) -> std::result::Result<(), String> {
+    match attribute.attribute_type {
+        AttributeType::DateTime | AttributeType::Memo => Err(format!(
+            "grouping by '{}' is not supported: it is {} (as in Dataverse, records are grouped by other values)",
+            attribute.logical_name,
+            attribute.attribute_type.name()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -246,11 +262,7 @@ fn read_group_by(entity: &EntityDef, arguments: &str) -> Result<(Vec<String>, Ve
     let mut group_by = Vec::new();
     for name in properties.split(',').map(str::trim) {
         let attribute = attribute(entity, name)?;
-        if matches!(attribute.attribute_type, AttributeType::DateTime) {
-            return Err(bad(format!(
-                "$apply: grouping by a date and time ('{name}') is not supported, as in Dataverse"
-            )));
-        }
+        check_group(attribute).map_err(|e| bad(format!("$apply: {e}")))?;
         if group_by.contains(&attribute.logical_name) {
             return Err(bad(format!("$apply: '{name}' is grouped by twice")));
         }
@@ -774,7 +786,13 @@ mod tests {
                 None,
                 "related record",
             ),
-            ("groupby((createdon))", None, "date and time"),
+            ("groupby((createdon))", None, "it is DateTime"),
+            ("groupby((description))", None, "it is Memo"),
+            (
+                "aggregate(description with countdistinct as d)",
+                None,
+                "it is Memo",
+            ),
             ("groupby((name,name))", None, "twice"),
             ("groupby(name)", None, "in parentheses"),
             ("groupby((name),filter(name eq 'x'))", None, "not filter"),

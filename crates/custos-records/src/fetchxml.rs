@@ -15,7 +15,7 @@
 
 use roxmltree::{Document, Node};
 
-use crate::apply::{Aggregate, Apply, Method, OrderKey, check_alias, check_method};
+use crate::apply::{Aggregate, Apply, Method, OrderKey, check_alias, check_group, check_method};
 use crate::filter::Literal;
 use crate::metadata::{AttributeDef, AttributeType, EntityDef};
 use crate::sql::resolve;
@@ -244,13 +244,12 @@ fn read_aggregate(entity: &EntityDef, node: Node, top: Option<u64>) -> Result<Fe
                 let distinct = flag(child, "distinct")?;
                 match (flag(child, "groupby")?, child.attribute("aggregate")) {
                     (true, None) => {
-                        if child.attribute("dategrouping").is_some()
-                            || matches!(attribute.attribute_type, AttributeType::DateTime)
-                        {
+                        if child.attribute("dategrouping").is_some() {
                             return Err(bad(format!(
-                                "grouping by a date and time ('{name}', 'dategrouping') is not supported"
+                                "grouping by a period of a date ('{name}', 'dategrouping') is not supported"
                             )));
                         }
+                        check_group(attribute).map_err(bad)?;
                         if group_by.contains(name) {
                             return Err(bad(format!("'{name}' is grouped by twice")));
                         }
@@ -836,7 +835,11 @@ mod tests {
             ),
             (
                 "<attribute name='createdon' alias='c' groupby='true'/>",
-                "date and time",
+                "it is DateTime",
+            ),
+            (
+                "<attribute name='description' alias='d' aggregate='countcolumn'/>",
+                "it is Memo",
             ),
             (
                 "<attribute name='name' alias='n' groupby='true' dategrouping='month'/>",

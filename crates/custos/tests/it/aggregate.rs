@@ -195,7 +195,7 @@ fn what_an_aggregation_cannot_answer_is_refused_and_changes_nothing() {
     let account = create_account(&server, &admin, "Contoso");
     for (apply, extra, says) in [
         ("groupby((nosuch))", vec![], "does not exist"),
-        ("groupby((createdon))", vec![], "date and time"),
+        ("groupby((createdon))", vec![], "it is DateTime"),
         ("aggregate(name with sum as s)", vec![], "it is String"),
         (
             "groupby((primarycontactid/fullname))",
