@@ -851,6 +851,16 @@ fn http_request(
             "request {number} is in a changeset without a Content-ID"
         )));
     }
+    // A request without a body whose part ends right after its last header line: the blank
+    // line that ends its headers is the CRLF the boundary's delimiter begins with, which many
+    // clients send only once. Its headers are whole, so it is read with no body.
+    let completed;
+    let http = if http.ends_with(b"\r\n") && !http.windows(4).any(|w| w == b"\r\n\r\n") {
+        completed = [http, b"\r\n"].concat();
+        completed.as_slice()
+    } else {
+        http
+    };
     let mut header_slots = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut header_slots);
     let status = parsed.parse(http).map_err(|e| {
