@@ -46,6 +46,7 @@ enum Target {
     /// `$batch`: several requests in one (multipart or JSON).
     Batch,
     WhoAmI,
+    RetrieveVersion,
     PublishAllXml,
     ExportToExcel,
     BulkDelete,
@@ -206,6 +207,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["$metadata"] => Ok(Target::Metadata),
         ["$batch"] => Ok(Target::Batch),
         ["WhoAmI" | "WhoAmI()"] => Ok(Target::WhoAmI),
+        ["RetrieveVersion" | "RetrieveVersion()"] => Ok(Target::RetrieveVersion),
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
         ["ExportToExcel"] => Ok(Target::ExportToExcel),
         ["BulkDelete"] => Ok(Target::BulkDelete),
@@ -714,6 +716,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         Target::ServiceDocument
         | Target::Metadata
         | Target::WhoAmI
+        | Target::RetrieveVersion
         | Target::Count(_)
         | Target::RelatedCount { .. }
         | Target::RelatedRecord { .. }
@@ -1099,6 +1102,7 @@ async fn dispatch(
         (Target::Metadata, Method::GET) => Ok(metadata::csdl(&request)),
         (Target::Batch, Method::POST) => batch::run(request, context, instance_name).await,
         (Target::WhoAmI, Method::GET) => Ok(metadata::who_am_i(&request)),
+        (Target::RetrieveVersion, Method::GET) => Ok(metadata::retrieve_version(&request)),
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
         (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,

@@ -156,6 +156,10 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<Property Name=\"UserType\" Type=\"Edm.Int32\"/>",
         "</ComplexType>\n",
         "<Function Name=\"WhoAmI\"><ReturnType Type=\"mscrm.WhoAmIResponse\" Nullable=\"false\"/></Function>\n",
+        "<ComplexType Name=\"RetrieveVersionResponse\">",
+        "<Property Name=\"Version\" Type=\"Edm.String\"/>",
+        "</ComplexType>\n",
+        "<Function Name=\"RetrieveVersion\"><ReturnType Type=\"mscrm.RetrieveVersionResponse\" Nullable=\"false\"/></Function>\n",
         "<Action Name=\"PublishAllXml\"/>\n",
     ));
     // Dataverse's query functions, declared as its `$metadata` declares them: used inside a
@@ -194,7 +198,7 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         xml.push_str("</EntitySet>\n");
     }
     xml.push_str(APPLY_SUPPORTED);
-    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
+    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
     ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
 }
@@ -207,6 +211,18 @@ pub(crate) fn who_am_i(request: &WebRequest) -> Response {
         "OrganizationId": request.instance.organization_id,
         "UserPrincipalName": request.caller.principal.upn,
         "UserType": request.caller.principal.user_type,
+    }))
+    .into_response()
+}
+
+/// The version of the Web API this service answers as (`RetrieveVersion`), which SDK clients
+/// ask for when they connect: Dataverse's 9.2, whose URLs and answers it keeps.
+pub(crate) const WEB_API_VERSION: &str = "9.2.0.0";
+
+pub(crate) fn retrieve_version(request: &WebRequest) -> Response {
+    axum::Json(json!({
+        "@odata.context": format!("{}/$metadata#Microsoft.Dynamics.CRM.RetrieveVersionResponse", request.service_root),
+        "Version": WEB_API_VERSION,
     }))
     .into_response()
 }

@@ -294,6 +294,13 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             "BUSEG",
         ),
         (
+            "the Web API's version",
+            Method::GET,
+            format!("{api}/RetrieveVersion()"),
+            None,
+            "BUSEG",
+        ),
+        (
             "instance audit settings",
             Method::PATCH,
             format!("{api}/organizations({org})"),

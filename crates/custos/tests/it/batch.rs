@@ -152,7 +152,10 @@ fn a_multipart_batch_answers_in_parts() {
     );
     let (status, _, message) = odata_error(cut);
     assert_eq!(status, 400);
-    assert!(message.contains("ends inside its request's headers"), "{message}");
+    assert!(
+        message.contains("ends inside its request's headers"),
+        "{message}"
+    );
 
     let response = client()
         .post(server.api("$batch"))

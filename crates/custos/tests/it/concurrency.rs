@@ -160,7 +160,7 @@ fn a_401_names_its_scheme_and_a_record_starts_with_its_context() {
 }
 
 /// `$metadata` read by an XML parser apart from Custos (Python's ElementTree): every operation
-/// the container imports is defined, a decimal or money property has a scale (OData's default,
+/// the container imports is defined (and `RetrieveVersion` answers), a decimal or money property has a scale (OData's default,
 /// 0, would make it an integer), every key is non-nullable, every navigation property names a
 /// defined type and a partner that names it back, and a collection's `OnDelete` says what a
 /// delete does to its records.
@@ -246,9 +246,21 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
         report["imports"],
         json!([
             "Microsoft.Dynamics.CRM.WhoAmI",
+            "Microsoft.Dynamics.CRM.RetrieveVersion",
             "Microsoft.Dynamics.CRM.PublishAllXml"
         ])
     );
+    // What an SDK client asks for when it connects: the version of the Web API it talks to.
+    for path in ["RetrieveVersion", "RetrieveVersion()"] {
+        let version = get_json(&server.api(path), &admin);
+        assert_eq!(version["Version"], "9.2.0.0", "{version}");
+        assert!(
+            version["@odata.context"]
+                .as_str()
+                .unwrap()
+                .ends_with("$metadata#Microsoft.Dynamics.CRM.RetrieveVersionResponse")
+        );
+    }
 }
 
 /// A lookup is bound by a relative or an absolute reference, and `null` clears it, as in
