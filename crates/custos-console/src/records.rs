@@ -92,6 +92,96 @@ fn grid_columns(entity: &EntityDef) -> Vec<&AttributeDef> {
     columns
 }
 
+/// The attributes the grid counts records by: choices, yes/no, lookups and short text — the
+/// categories a person reads, which an aggregation groups by.
+fn countable(entity: &EntityDef) -> Vec<&AttributeDef> {
+    entity
+        .attributes
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.attribute_type,
+                AttributeType::Choice
+                    | AttributeType::Boolean
+                    | AttributeType::Lookup { .. }
+                    | AttributeType::String { .. }
+            ) && a.logical_name != entity.primary_id()
+        })
+        .collect()
+}
+
+/// One value an attribute holds among the filter's records: as a person reads it, how many
+/// records hold it, and the filter that lists them.
+struct Count {
+    shown: String,
+    records: u64,
+    filter: String,
+}
+
+/// The filter's records counted by `attribute`'s values, most first: an aggregation through
+/// the Web API (`$apply=filter(…)/groupby((…),aggregate($count as count))`), so it is
+/// checked and recorded as the records it counted.
+async fn count_by(
+    console: &Console,
+    instance: &str,
+    set: &str,
+    attribute: &AttributeDef,
+    filter: &str,
+) -> Result<Vec<Count>, String> {
+    let web = attribute.web_name();
+    let group = format!("groupby(({web}),aggregate($count as count))");
+    let apply = if filter.is_empty() {
+        group
+    } else {
+        format!("filter({filter})/{group}")
+    };
+    let path = format!(
+        "/{instance}/api/data/v9.2/{set}?{}",
+        query_string([("$apply", apply.as_str())])
+    );
+    let prefer = format!("odata.include-annotations=\"{FORMATTED}\"");
+    let answer = console
+        .call(Method::GET, &path, None, &[("prefer", &prefer)])
+        .await
+        .map_err(|e| e.message)?;
+    if let Some(problem) = answer.error() {
+        return Err(problem);
+    }
+    let mut counts: Vec<Count> = answer.json["value"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            let value = &row[web.as_str()];
+            // A number, yes/no or a lookup's id is its own literal; text is quoted.
+            let literal = match value {
+                Json::Null => "null".to_string(),
+                Json::String(text)
+                    if matches!(attribute.attribute_type, AttributeType::String { .. }) =>
+                {
+                    format!("'{}'", text.replace('\'', "''"))
+                }
+                other => text(other),
+            };
+            let only = format!("{web} eq {literal}");
+            Count {
+                shown: row[format!("{web}@{FORMATTED}").as_str()]
+                    .as_str()
+                    .map_or_else(|| text(value), str::to_string),
+                records: row["count"].as_u64().unwrap_or(0),
+                filter: if filter.is_empty() {
+                    only
+                } else {
+                    format!("({filter}) and {only}")
+                },
+            }
+        })
+        .collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.records));
+    Ok(counts)
+}
+
 /// `GET /ui/{instance}/records`.
 pub(crate) async fn entities(
     State(state): State<ConsoleState>,
@@ -371,6 +461,21 @@ pub(crate) async fn grid(
         Some(token) => vec![("skiptoken", token), ("trail", back_trail.as_str())],
         None => Vec::new(),
     };
+    // The filter's records counted by one attribute's values, when asked (not a view's: a
+    // count follows the filter).
+    let counted = match params.get("countby") {
+        Some(name) if view.is_none() => match countable(&entity)
+            .into_iter()
+            .find(|a| a.logical_name == *name)
+        {
+            Some(attribute) => Some((
+                attribute,
+                count_by(&console, &instance, &set, attribute, &filter).await,
+            )),
+            None => None,
+        },
+        _ => None,
+    };
     let outcome = match (
         params.get("imported"),
         params.get("deleted"),
@@ -436,6 +541,59 @@ pub(crate) async fn grid(
                 }
             }
             a.button.secondary href={ (here) "/bulk-delete?" (query_string([("filter", filter.as_str())])) } { "Bulk delete" }
+        }
+        @if view.is_none() {
+            form.search method="get" action=(here) {
+                input type="hidden" name="filter" value=(filter);
+                input type="hidden" name="size" value=(size_text);
+                div.actions {
+                    label.check for="countby" { "Count the records by" }
+                    select id="countby" name="countby" {
+                        option value="" { "(an attribute)" }
+                        @for attribute in countable(&entity) {
+                            option value=(attribute.logical_name) selected[counted.as_ref().is_some_and(|(a, _)| a.logical_name == attribute.logical_name)] { (label(attribute)) }
+                        }
+                    }
+                    button.secondary type="submit" { "Count" }
+                }
+            }
+        }
+        @if let Some((attribute, counts)) = &counted {
+            section aria-labelledby="count-title" {
+                h2 id="count-title" { "Records by " (label(attribute)) }
+                @match counts {
+                    Err(problem) => p.field-error role="alert" { (problem) },
+                    Ok(counts) => {
+                        @let total: u64 = counts.iter().map(|c| c.records).sum();
+                        table {
+                            caption.muted { (total) " records, " (counts.len()) " values" }
+                            thead {
+                                tr {
+                                    th scope="col" { (label(attribute)) }
+                                    th scope="col" { "Records" }
+                                    th scope="col" { "Share" }
+                                }
+                            }
+                            tbody {
+                                @for count in counts {
+                                    tr {
+                                        td {
+                                            a href={ (here) "?" (query_string([("filter", count.filter.as_str()), ("size", size_text.as_str())])) } {
+                                                @if count.shown.is_empty() { "(empty)" } @else { (visible(&count.shown)) }
+                                            }
+                                        }
+                                        td { (count.records) }
+                                        td {
+                                            meter min="0" max=(total) value=(count.records) { (count.records) " of " (total) }
+                                            " " ((count.records * 100 + total / 2) / total.max(1)) " %"
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         table {
             caption.muted {

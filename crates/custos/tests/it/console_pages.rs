@@ -846,6 +846,81 @@ fn the_grid_runs_views_and_saves_personal_ones() {
     assert!(!html.contains("Big ones"));
 }
 
+/// The grid counts the filter's records by a choice, a yes/no or a lookup (an aggregation
+/// through the Web API, recorded as a list of every record counted); each value leads to the
+/// grid of its records.
+#[test]
+fn the_grid_counts_its_records_by_a_value_and_each_count_leads_to_them() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    for (name, industry) in [
+        ("Alpha", json!(1)),
+        ("Beta", json!(1)),
+        ("Gamma", json!(2)),
+        ("Delta", json!(null)),
+        ("Zeta", json!(2)),
+    ] {
+        let response = send(
+            client().post(server.api("accounts")),
+            &admin,
+            Some(json!({"name": name, "industrycode": industry})),
+        );
+        assert_eq!(response.status(), 204);
+    }
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let path = "/ui/main/records/accounts?filter=name%20ne%20%27Zeta%27&countby=industrycode";
+    let (status, html) = page(&server, &cookie, path);
+    assert_eq!(status, 200, "{html}");
+    assert_labelled(path, &html);
+    let section = html.split("id=\"count-title\"").nth(1).expect("a count");
+    let section = section.split("</section>").next().unwrap();
+    assert!(section.contains("4 records, 3 values"), "{section}");
+    // Most first, each value as a person reads it, with its share.
+    let accounting = section.find("Accounting").expect("the choice's label");
+    let agriculture = section.find("Agriculture").expect("the other label");
+    assert!(accounting < agriculture, "{section}");
+    assert!(section.contains("(empty)"), "{section}");
+    assert!(
+        section.contains("<meter min=\"0\" max=\"4\" value=\"2\">"),
+        "{section}"
+    );
+    assert!(section.contains(" 50 %"), "{section}");
+    // A value leads to its records, within the filter.
+    let link = section
+        .split("href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    let (status, listed) = page(&server, &cookie, &link);
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed.contains("Alpha") && listed.contains("Beta"),
+        "{link}"
+    );
+    assert!(
+        !listed.contains(">Gamma<") && !listed.contains(">Delta<"),
+        "{link}"
+    );
+    // Counted through the Web API: a list of every record counted, from the console.
+    let counted = server.audit(&admin, "operation=RetrieveMultiple&entity=account");
+    let aggregate = counted
+        .iter()
+        .find(|e| e["Details"]["Aggregate"].is_object())
+        .expect("the count's event");
+    assert_eq!(aggregate["Origin"], "WebUI");
+    assert_eq!(aggregate["ResultCount"], 4);
+    // A filter the API refuses is said where the count would be.
+    let (status, html) = page(
+        &server,
+        &cookie,
+        "/ui/main/records/accounts?filter=nosuch%20eq%201&countby=industrycode",
+    );
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("nosuch"), "{html}");
+}
+
 #[test]
 fn the_admin_center_imports_and_removes_solutions() {
     let server = Server::start(&[]);
