@@ -326,6 +326,12 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 let key = key
                     .strip_suffix(')')
                     .ok_or_else(|| AppError::bad_request(format!("unbalanced key in '{first}'")))?;
+                // No record's key is empty: `Name()` calls a function, and this is none.
+                if key.is_empty() {
+                    return Err(AppError::not_found(format!(
+                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI() and RetrieveVersion())"
+                    )));
+                }
                 match Uuid::parse_str(key.trim_matches('\'')) {
                     Ok(id) => Ok(Target::Record(set.to_string(), id)),
                     Err(_) => Err(AppError::bad_request(format!(

@@ -19,6 +19,11 @@ fn odata_paths() {
         "Record(\"accounts\", 00000000-0000-0000-0000-00000000002a)",
     );
     check(
+        "RetrieveTotalRecordCount()",
+        "error: 'RetrieveTotalRecordCount()' is not a function of this service (its unbound functions are WhoAmI() and RetrieveVersion())",
+    );
+    check("RetrieveVersion()", "RetrieveVersion");
+    check(
         "accounts(nope)",
         "error: 'nope' is not a record id (a GUID), nor the name=value pairs of an alternate key",
     );
