@@ -16,6 +16,7 @@ mod records;
 mod security;
 mod sharing;
 mod solutions;
+mod totals;
 mod users;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ enum Target {
     Batch,
     WhoAmI,
     RetrieveVersion,
+    /// `RetrieveTotalRecordCount(EntityNames=…)`: the parameter's text.
+    RetrieveTotalRecordCount(String),
     PublishAllXml,
     ExportToExcel,
     BulkDelete,
@@ -179,6 +182,7 @@ fn keyed(rest: &str) -> Option<Target> {
     let (set, key) = first.split_once('(')?;
     let key = key.strip_suffix(')')?;
     if set == "EntityDefinitions"
+        || set == "RetrieveTotalRecordCount"
         || !key.contains('=')
         || Uuid::parse_str(key.trim_matches('\'')).is_ok()
     {
@@ -208,6 +212,15 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["$batch"] => Ok(Target::Batch),
         ["WhoAmI" | "WhoAmI()"] => Ok(Target::WhoAmI),
         ["RetrieveVersion" | "RetrieveVersion()"] => Ok(Target::RetrieveVersion),
+        [call] if call.starts_with("RetrieveTotalRecordCount(") => call
+            .strip_prefix("RetrieveTotalRecordCount(EntityNames=")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .map(|names| Target::RetrieveTotalRecordCount(names.to_string()))
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "RetrieveTotalRecordCount takes one parameter: (EntityNames=[\"account\",…]) or (EntityNames=@p1) with @p1=[…]",
+                )
+            }),
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
         ["ExportToExcel"] => Ok(Target::ExportToExcel),
         ["BulkDelete"] => Ok(Target::BulkDelete),
@@ -329,7 +342,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 // No record's key is empty: `Name()` calls a function, and this is none.
                 if key.is_empty() {
                     return Err(AppError::not_found(format!(
-                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI() and RetrieveVersion())"
+                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion() and RetrieveTotalRecordCount(EntityNames=…))"
                     )));
                 }
                 match Uuid::parse_str(key.trim_matches('\'')) {
@@ -723,6 +736,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::Metadata
         | Target::WhoAmI
         | Target::RetrieveVersion
+        | Target::RetrieveTotalRecordCount(_)
         | Target::Count(_)
         | Target::RelatedCount { .. }
         | Target::RelatedRecord { .. }
@@ -830,6 +844,7 @@ fn classify(
             Operation::RetrieveMultiple
         }
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
+        (Target::RetrieveTotalRecordCount(_), &Method::GET) => Operation::RetrieveMultiple,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
         (Target::RecordByKey { .. }, &Method::GET) if keyed_record => Operation::Retrieve,
@@ -1109,6 +1124,9 @@ async fn dispatch(
         (Target::Batch, Method::POST) => batch::run(request, context, instance_name).await,
         (Target::WhoAmI, Method::GET) => Ok(metadata::who_am_i(&request)),
         (Target::RetrieveVersion, Method::GET) => Ok(metadata::retrieve_version(&request)),
+        (Target::RetrieveTotalRecordCount(names), Method::GET) => {
+            totals::total_record_count(request, draft, names).await
+        }
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
         (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,

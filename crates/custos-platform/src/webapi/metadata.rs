@@ -160,6 +160,16 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<Property Name=\"Version\" Type=\"Edm.String\"/>",
         "</ComplexType>\n",
         "<Function Name=\"RetrieveVersion\"><ReturnType Type=\"mscrm.RetrieveVersionResponse\" Nullable=\"false\"/></Function>\n",
+        "<ComplexType Name=\"EntityRecordCountCollection\">",
+        "<Property Name=\"Count\" Type=\"Edm.Int32\" Nullable=\"false\"/>",
+        "<Property Name=\"IsReadOnly\" Type=\"Edm.Boolean\" Nullable=\"false\"/>",
+        "<Property Name=\"Keys\" Type=\"Collection(Edm.String)\"/>",
+        "<Property Name=\"Values\" Type=\"Collection(Edm.Int64)\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"RetrieveTotalRecordCountResponse\">",
+        "<Property Name=\"EntityRecordCountCollection\" Type=\"mscrm.EntityRecordCountCollection\"/>",
+        "</ComplexType>\n",
+        "<Function Name=\"RetrieveTotalRecordCount\"><Parameter Name=\"EntityNames\" Type=\"Collection(Edm.String)\" Nullable=\"false\"/><ReturnType Type=\"mscrm.RetrieveTotalRecordCountResponse\" Nullable=\"false\"/></Function>\n",
         "<Action Name=\"PublishAllXml\"/>\n",
     ));
     // Dataverse's query functions, declared as its `$metadata` declares them: used inside a
@@ -198,7 +208,7 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         xml.push_str("</EntitySet>\n");
     }
     xml.push_str(APPLY_SUPPORTED);
-    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
+    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<FunctionImport Name=\"RetrieveTotalRecordCount\" Function=\"Microsoft.Dynamics.CRM.RetrieveTotalRecordCount\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
     ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
 }

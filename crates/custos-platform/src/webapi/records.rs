@@ -1140,17 +1140,7 @@ async fn count_of(
     let audited = request
         .policy()
         .audits_retrieve_multiple(&entity.logical_name);
-    let store = request.instance.store.clone();
-    let logical_name = entity.logical_name.clone();
-    let total = blocking(move || -> Result<u64, AppError> {
-        let page = store.retrieve_multiple(&RecordQuery {
-            entity: &logical_name,
-            options: &options,
-            page_size: 1,
-        })?;
-        Ok(page.total.unwrap_or(0))
-    })
-    .await?;
+    let total = total_of(&request, &entity, options).await?;
     if audited {
         let mut event = draft.clone();
         event.result_count = total;
@@ -1161,6 +1151,25 @@ async fn count_of(
         total.to_string(),
     )
         .into_response())
+}
+
+/// How many records of `entity` `options` select (`$count` set in them, one row read).
+pub(super) async fn total_of(
+    request: &WebRequest,
+    entity: &EntityDef,
+    options: custos_records::QueryOptions,
+) -> Result<u64, AppError> {
+    let store = request.instance.store.clone();
+    let logical_name = entity.logical_name.clone();
+    blocking(move || -> Result<u64, AppError> {
+        let page = store.retrieve_multiple(&RecordQuery {
+            entity: &logical_name,
+            options: &options,
+            page_size: 1,
+        })?;
+        Ok(page.total.unwrap_or(0))
+    })
+    .await
 }
 
 /// The typed values of a body, and the primary id when the body names one.

@@ -19,10 +19,22 @@ fn odata_paths() {
         "Record(\"accounts\", 00000000-0000-0000-0000-00000000002a)",
     );
     check(
-        "RetrieveTotalRecordCount()",
-        "error: 'RetrieveTotalRecordCount()' is not a function of this service (its unbound functions are WhoAmI() and RetrieveVersion())",
+        "RetrieveCurrentOrganization()",
+        "error: 'RetrieveCurrentOrganization()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion() and RetrieveTotalRecordCount(EntityNames=…))",
     );
     check("RetrieveVersion()", "RetrieveVersion");
+    check(
+        "RetrieveTotalRecordCount(EntityNames=['account','contact'])",
+        "RetrieveTotalRecordCount(\"['account','contact']\")",
+    );
+    check(
+        "RetrieveTotalRecordCount(EntityNames=@p1)",
+        "RetrieveTotalRecordCount(\"@p1\")",
+    );
+    check(
+        "RetrieveTotalRecordCount()",
+        "error: RetrieveTotalRecordCount takes one parameter: (EntityNames=[\"account\",…]) or (EntityNames=@p1) with @p1=[…]",
+    );
     check(
         "accounts(nope)",
         "error: 'nope' is not a record id (a GUID), nor the name=value pairs of an alternate key",

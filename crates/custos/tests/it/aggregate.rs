@@ -1,6 +1,7 @@
-//! Aggregates (`GET accounts?$apply=…`, OData's data aggregation as Dataverse answers it):
-//! computed from the records the query reads, and recorded as the list of those records — an
-//! aggregate shows what they hold.
+//! Aggregates (`GET accounts?$apply=…`, OData's data aggregation as Dataverse answers it, and
+//! FetchXML's `aggregate='true'`): computed from the records the query reads, and recorded as
+//! the list of those records — an aggregate shows what they hold. And entities' record counts
+//! (`RetrieveTotalRecordCount`), recorded as counts are.
 
 use std::collections::BTreeSet;
 
@@ -418,5 +419,83 @@ fn a_fetchxml_aggregate_is_the_same_aggregation_and_lists_the_records_of_the_row
             None,
         );
         assert_eq!(odata_error(refused).0, 400, "{xml}");
+    }
+}
+
+/// `RetrieveTotalRecordCount` (Dataverse's function): each entity's count read and recorded as
+/// `set/$count` is, after the caller is found to read every entity named.
+#[test]
+fn total_record_counts_are_read_and_recorded_as_a_count_is() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_lists_of(&admin, "account");
+    create_account(&server, &admin, "One");
+    create_account(&server, &admin, "Two");
+    let made = send(
+        client().post(server.api("contacts")),
+        &admin,
+        Some(json!({"lastname": "Lovelace"})),
+    );
+    assert_eq!(made.status(), 204);
+
+    let counted = send(
+        client().get(server.api("RetrieveTotalRecordCount(EntityNames=['account','contact'])")),
+        &admin,
+        None,
+    );
+    assert_eq!(counted.status(), 200);
+    let correlation = correlation_of(&counted);
+    let answer: Value = counted.json().unwrap();
+    assert_eq!(
+        answer["EntityRecordCountCollection"],
+        json!({"Count": 2, "IsReadOnly": false, "Keys": ["account", "contact"], "Values": [2, 1]})
+    );
+    // Accounts' lists are audited, contacts' are not: one event, the count and no record.
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Operation"], "RetrieveMultiple");
+    assert_eq!(events[0]["EntityName"], "account");
+    assert_eq!(events[0]["ResultCount"], 2);
+    assert_eq!(events[0]["RecordIds"], json!([]));
+
+    // The names through a parameter alias, written as JSON.
+    let aliased = send(
+        client()
+            .get(server.api("RetrieveTotalRecordCount(EntityNames=@p1)"))
+            .query(&[("@p1", "[\"contact\"]")]),
+        &admin,
+        None,
+    );
+    assert_eq!(aliased.status(), 200);
+    let answer: Value = aliased.json().unwrap();
+    assert_eq!(answer["EntityRecordCountCollection"]["Values"], json!([1]));
+
+    // One entity the caller may not read refuses the whole call, recorded on that entity,
+    // and nothing is counted.
+    let reader = server.user_holding(
+        &admin,
+        "reader@contoso.test",
+        "Readers",
+        &["prvReadAccount"],
+    );
+    let refused = send(
+        client().get(server.api("RetrieveTotalRecordCount(EntityNames=['account','contact'])")),
+        &reader,
+        None,
+    );
+    let correlation = correlation_of(&refused);
+    assert_eq!(odata_error(refused).0, 403);
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["ResultStatus"], "Denied");
+    assert_eq!(events[0]["EntityName"], "contact");
+
+    for names in ["['nosuch']", "[]", "['account','account']", "account"] {
+        let bad = send(
+            client().get(server.api(&format!("RetrieveTotalRecordCount(EntityNames={names})"))),
+            &admin,
+            None,
+        );
+        assert_eq!(odata_error(bad).0, 400, "{names}");
     }
 }

@@ -294,6 +294,13 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             "BUSEG",
         ),
         (
+            "count the records of entities",
+            Method::GET,
+            format!("{api}/RetrieveTotalRecordCount(EntityNames=['account'])"),
+            None,
+            "BSEG",
+        ),
+        (
             "the Web API's version",
             Method::GET,
             format!("{api}/RetrieveVersion()"),

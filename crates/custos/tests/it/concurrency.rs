@@ -247,6 +247,7 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
         json!([
             "Microsoft.Dynamics.CRM.WhoAmI",
             "Microsoft.Dynamics.CRM.RetrieveVersion",
+            "Microsoft.Dynamics.CRM.RetrieveTotalRecordCount",
             "Microsoft.Dynamics.CRM.PublishAllXml"
         ])
     );
