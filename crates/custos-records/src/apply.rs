@@ -221,14 +221,16 @@ pub(crate) fn check_method(
 /// Whether the records can be grouped by `attribute`'s values: not a date and time (Dataverse
 /// groups those by a period, which is not supported) nor a memo (long text).
 pub(crate) fn check_group(attribute: &AttributeDef) -> std::result::Result<(), String> {
-    match attribute.attribute_type {
-        AttributeType::DateTime | AttributeType::Memo => Err(format!(
-            "grouping by '{}' is not supported: it is {} (as in Dataverse, records are grouped by other values)",
-            attribute.logical_name,
-            attribute.attribute_type.name()
-        )),
-        _ => Ok(()),
-    }
+    let why = match attribute.attribute_type {
+        AttributeType::DateTime => "Dataverse groups a date and time by a period, not by its value",
+        AttributeType::Memo => "long text is neither grouped nor compared",
+        _ => return Ok(()),
+    };
+    Err(format!(
+        "grouping by '{}' is not supported: it is {} ({why})",
+        attribute.logical_name,
+        attribute.attribute_type.name()
+    ))
 }
 
 impl Method {
