@@ -381,6 +381,16 @@ pub(crate) struct WebRequest {
 }
 
 impl WebRequest {
+    /// A wide number (`Edm.Int64`, `Edm.Decimal`) as the client asked for it: a string under
+    /// `IEEE754Compatible=true`, else the number; anything else as it is.
+    pub(crate) fn wide(&self, value: serde_json::Value) -> serde_json::Value {
+        if self.ieee754 && value.is_number() {
+            serde_json::Value::String(value.to_string())
+        } else {
+            value
+        }
+    }
+
     /// Refuses unless the caller's roles grant `privilege` on `entity` — and, for a request on
     /// behalf of the caller, the sender's too ([`WebRequest::require_delegate`]).
     pub(crate) fn require(&self, privilege: Privilege, entity: &EntityDef) -> Result<(), AppError> {

@@ -158,11 +158,10 @@ pub(super) async fn answer(
     expand::record_seen(&request, draft, seen).await?;
 
     let number = |value: &Value, wide: bool| {
-        let json = value.to_json();
-        if request.ieee754 && wide && json.is_number() {
-            Json::String(json.to_string())
+        if wide {
+            request.wide(value.to_json())
         } else {
-            json
+            value.to_json()
         }
     };
     let values: Vec<Json> = rows

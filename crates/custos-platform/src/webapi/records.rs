@@ -195,17 +195,18 @@ pub(super) fn record_json(
     {
         out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
     }
-    let strings = request.ieee754;
     for attribute in &entity.attributes {
         if selected(attribute, select) || attribute.logical_name == entity.primary_id() {
             let web_name = attribute.web_name();
-            let mut value = record
+            let value = record
                 .values
                 .get(&attribute.logical_name)
                 .map_or(Json::Null, Value::to_json);
-            if strings && value.is_number() && wide_number(&attribute.attribute_type) {
-                value = Json::String(value.to_string());
-            }
+            let value = if wide_number(&attribute.attribute_type) {
+                request.wide(value)
+            } else {
+                value
+            };
             out.insert(web_name, value);
         }
     }
@@ -669,11 +670,7 @@ async fn list(
         body.insert("@odata.context".into(), json!(context));
     }
     if let Some(total) = page.total {
-        let total = if request.ieee754 {
-            json!(total.to_string())
-        } else {
-            json!(total)
-        };
+        let total = request.wide(json!(total));
         if fetch.is_some() {
             body.insert("@Microsoft.Dynamics.CRM.totalrecordcount".into(), total);
             body.insert(

@@ -98,11 +98,7 @@ pub(super) async fn total_record_count(
             event.result_count = total;
             request.state.record(event).await?;
         }
-        values.push(if request.ieee754 {
-            json!(total.to_string())
-        } else {
-            json!(total)
-        });
+        values.push(request.wide(json!(total)));
     }
     Ok(axum::Json(json!({
         "@odata.context": format!(
