@@ -480,6 +480,14 @@ impl Console {
     }
 }
 
+/// Field `name` of a form or query, trimmed; empty when absent.
+pub(crate) fn trimmed(fields: &std::collections::HashMap<String, String>, name: &str) -> String {
+    fields
+        .get(name)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// A JSON value as text for a page: strings as they are, null as nothing.
 pub(crate) fn text(value: &Json) -> String {
     match value {

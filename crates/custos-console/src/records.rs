@@ -16,7 +16,8 @@ use uuid::Uuid;
 use super::confirm::{Confirmation, confirmed};
 use super::page::notice;
 use super::{
-    Answer, Console, Page, encode, error_page, query_string, readable, see_other, text, visible,
+    Answer, Console, Page, encode, error_page, query_string, readable, see_other, text, trimmed,
+    visible,
 };
 use crate::ConsoleState;
 use custos_http::context::RequestContext;
@@ -48,14 +49,6 @@ fn entity_or_page(
             &format!("entity set '{set}' does not exist in '{instance}'"),
         ))
     })
-}
-
-/// The `filter` parameter of a page, trimmed; empty when absent.
-fn filter_param(params: &HashMap<String, String>) -> String {
-    params
-        .get("filter")
-        .map(|f| f.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// The attributes a person edits (not kept by the platform, not the key).
@@ -374,7 +367,7 @@ pub(crate) async fn grid(
         .chain(columns.iter().map(|c| c.web_name()))
         .collect();
     let select = select.join(",");
-    let filter = filter_param(&params);
+    let filter = trimmed(&params, "filter");
     // A column header sorts by its column (no view: a view has its own order).
     let sort = params
         .get("sort")
@@ -1417,7 +1410,7 @@ pub(crate) async fn bulk_delete_form(
         Ok(entity) => entity,
         Err(page) => return *page,
     };
-    let filter = filter_param(&params);
+    let filter = trimmed(&params, "filter");
     let matching = if filter.is_empty() {
         None
     } else {

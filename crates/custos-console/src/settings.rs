@@ -11,7 +11,7 @@ use maud::html;
 use serde_json::{Value as Json, json};
 
 use super::page::notice;
-use super::{Console, Page, encode, error_page, see_other};
+use super::{Console, Page, encode, error_page, see_other, trimmed};
 use crate::ConsoleState;
 use custos_http::context::RequestContext;
 
@@ -556,11 +556,7 @@ pub(crate) async fn create_entity(
 ) -> Response {
     let here = format!("/ui/{instance}/customizations");
     let console = console!(state, headers, context, here);
-    let name = form
-        .get("name")
-        .map(|n| n.trim())
-        .unwrap_or_default()
-        .to_string();
+    let name = trimmed(&form, "name");
     call!(
         console,
         "New entity",
@@ -651,11 +647,7 @@ pub(crate) async fn create_key(
 ) -> Response {
     let here = format!("/ui/{instance}/customizations/{entity}");
     let console = console!(state, headers, context, here);
-    let name = form
-        .get("name")
-        .map(|v| v.trim())
-        .unwrap_or_default()
-        .to_string();
+    let name = trimmed(&form, "name");
     let mut attributes: Vec<&str> = form
         .keys()
         .filter_map(|k| k.strip_prefix("key-attr-"))
