@@ -376,6 +376,9 @@ string_enum! {
         CreateEntityKey = (75, "CreateEntityKey"),
         /// An alternate key was taken from an entity (a draft until published).
         DeleteEntityKey = (76, "DeleteEntityKey"),
+        /// A record's change history was read (Dataverse's `RetrieveRecordChangeHistory`,
+        /// the record form's Audit History).
+        RetrieveRecordChangeHistory = (77, "RetrieveRecordChangeHistory"),
     }
 }
 
@@ -384,9 +387,22 @@ impl Operation {
     pub fn record_type(self) -> RecordType {
         use Operation::*;
         match self {
-            Create | Retrieve | RetrieveMultiple | Update | Delete | Upsert | ExportToExcel
-            | BulkDelete | ImportRecords | Request | RunProcess | RunPlugin | Assign | Share
-            | Unshare => RecordType::Entity,
+            Create
+            | Retrieve
+            | RetrieveMultiple
+            | Update
+            | Delete
+            | Upsert
+            | ExportToExcel
+            | BulkDelete
+            | ImportRecords
+            | Request
+            | RunProcess
+            | RunPlugin
+            | Assign
+            | Share
+            | Unshare
+            | RetrieveRecordChangeHistory => RecordType::Entity,
             SignIn | SignOut | UserAccessViaWeb | UserAccessViaSdk => RecordType::Access,
             AccessInternalTool | BackendCommand => RecordType::Support,
             PublishAllCustomizations

@@ -55,7 +55,7 @@ impl ComplianceState {
     /// The compliance area over `app`, with the search switch as the directory keeps it.
     pub fn open(app: &AppState) -> Result<ComplianceState, StartError> {
         let own = Arc::new(Own {
-            search_enabled: AtomicBool::new(switch::stored(app)?),
+            search_enabled: AtomicBool::new(app.audit_search_stored()?),
             export_jobs: Mutex::new(HashMap::new()),
         });
         // Search turned off or on by another node holds here too.

@@ -23,13 +23,7 @@ use custos_http::error::AppError;
 use crate::ComplianceState;
 use custos_http::answer::answer;
 
-/// The directory setting that keeps whether search is on.
-const SEARCH_SETTING: &str = "audit.search";
-
-/// Whether search is on, as the directory keeps it (on unless turned off).
-pub(crate) fn stored(app: &AppState) -> Result<bool, custos_records::Error> {
-    Ok(app.directory.setting(SEARCH_SETTING)?.as_deref() != Some("off"))
-}
+use custos_http::state::AUDIT_SEARCH_SETTING as SEARCH_SETTING;
 
 /// Reads the switch again when another node turned search off or on.
 pub(crate) fn follow(
@@ -39,7 +33,7 @@ pub(crate) fn follow(
 ) {
     use custos_records::Change;
     if matches!(change, Change::Setting(SEARCH_SETTING) | Change::Anything) {
-        match stored(app) {
+        match app.audit_search_stored() {
             Ok(enabled) => search_enabled.store(enabled, Ordering::Release),
             Err(error) => {
                 tracing::warn!(%error, "the search switch another node changed could not be read")

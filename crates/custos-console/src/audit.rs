@@ -117,6 +117,7 @@ const ACTIVITY_GROUPS: [(&str, &[Operation]); 10] = {
             "Audit log",
             &[
                 SearchAuditLog,
+                RetrieveRecordChangeHistory,
                 ExportAuditLog,
                 DownloadAuditExport,
                 PurgeAuditLog,

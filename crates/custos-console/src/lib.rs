@@ -36,6 +36,7 @@ mod audit;
 mod chart;
 mod confirm;
 mod guard;
+mod history;
 mod page;
 mod records;
 mod roles;
@@ -130,6 +131,10 @@ pub fn routes(state: &ConsoleState) -> Router {
         .route(
             "/ui/{instance}/records/{set}/{id}/delete",
             post(records::delete),
+        )
+        .route(
+            "/ui/{instance}/records/{set}/{id}/history",
+            get(history::history),
         )
         .route(
             "/ui/{instance}/users",

@@ -30,6 +30,27 @@ const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// Columns a grid shows besides the primary name.
 const GRID_COLUMNS_MAX: usize = 5;
 
+/// The entity of a record page's set and the record's id, or the error page titled `title`
+/// saying which of them is wrong.
+pub(crate) fn record_of(
+    console: &Console,
+    instance: &str,
+    set: &str,
+    id: &str,
+    title: &str,
+) -> Result<(EntityDef, Uuid), Box<Response>> {
+    let entity = entity_or_page(console, instance, set, title)?;
+    let id = Uuid::parse_str(id).map_err(|_| {
+        Box::new(error_page(
+            console,
+            title,
+            &format!("'{id}' is not a record id"),
+        ))
+    })?;
+    Ok((entity, id))
+}
+
+/// The entity whose set is `set` in `instance`, when both exist.
 fn entity(console: &Console, instance: &str, set: &str) -> Option<EntityDef> {
     let instance = console.state.instance(instance)?;
     instance.store.catalog().by_set_name(set).cloned()
@@ -659,7 +680,7 @@ pub(crate) async fn grid(
 
 /// What a person reads for an attribute: Dataverse's label for an out-of-box one, else its
 /// logical name.
-fn label(attribute: &AttributeDef) -> &str {
+pub(crate) fn label(attribute: &AttributeDef) -> &str {
     custos_records::display_name(&attribute.logical_name).unwrap_or(&attribute.logical_name)
 }
 
@@ -860,15 +881,9 @@ pub(crate) async fn form(
 ) -> Response {
     let here = format!("/ui/{instance}/records/{set}/{id}");
     let console = console!(state, headers, context, here);
-    let Some(entity) = entity(&console, &instance, &set) else {
-        return error_page(
-            &console,
-            "Record",
-            &format!("entity set '{set}' does not exist"),
-        );
-    };
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return error_page(&console, "Record", &format!("'{id}' is not a record id"));
+    let (entity, id) = match record_of(&console, &instance, &set, &id, "Record") {
+        Ok(found) => found,
+        Err(page) => return *page,
     };
     let path = format!("/{instance}/api/data/v9.2/{set}({id})");
     let prefer = format!("odata.include-annotations=\"{FORMATTED}\"");
@@ -900,6 +915,9 @@ pub(crate) async fn form(
             (console.form_field())
             input type="hidden" name="name" value=(title);
             button.danger type="submit" { "Delete this record" }
+        }
+        @if super::history::offered(&console, &instance, &entity) {
+            p { a href={ (here) "/history" } { "Audit history" } " Every change of this record: who, when, each field before and after." }
         }
         @if console.caller.can_read_audit(&console.state) {
             p { a href={ "/ui/audit/subjects/" (id) } { "Who touched this record?" } " Every event that created, read, listed, exported, changed or deleted it." }

@@ -30,7 +30,7 @@ const ENTITY_PRIVILEGES: [&str; 7] = [
 ];
 
 /// The privileges a custom role holds on the instance, with what they let a user do.
-const INSTANCE_PRIVILEGES: [(&str, &str); 3] = [
+const INSTANCE_PRIVILEGES: [(&str, &str); 4] = [
     (
         "prvCustomizeSystem",
         "Customize the instance (entities, attributes, publishing)",
@@ -39,6 +39,10 @@ const INSTANCE_PRIVILEGES: [(&str, &str); 3] = [
     (
         "prvActOnBehalfOfAnotherUser",
         "Act on behalf of another user through the Web API (MSCRMCallerID), with only what both may do",
+    ),
+    (
+        "prvReadRecordAuditHistory",
+        "View audit history: the changes of the records one may read",
     ),
 ];
 

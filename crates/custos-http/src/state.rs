@@ -1055,6 +1055,18 @@ fn cluster_keys(
     }
 }
 
+/// The directory setting that keeps whether audit log search is on (SPEC §8): `off`, or on.
+pub const AUDIT_SEARCH_SETTING: &str = "audit.search";
+
+impl AppState {
+    /// Whether audit log search is on, as the directory keeps it (on unless turned off). Every
+    /// way of reading the trail asks — compliance's search, reports and exports, and a
+    /// record's change history in the Web API. Reads the directory: call from blocking code.
+    pub fn audit_search_stored(&self) -> Result<bool, custos_records::Error> {
+        Ok(self.directory.setting(AUDIT_SEARCH_SETTING)?.as_deref() != Some("off"))
+    }
+}
+
 /// Free bytes below which the data directory's file system counts as full: audited work
 /// (records and their events) is being refused, or soon will be.
 const DISK_FREE_BYTES_MIN: u64 = 1 << 20;

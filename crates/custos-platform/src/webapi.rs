@@ -10,6 +10,7 @@ mod batch;
 mod bulk;
 mod cascade;
 mod expand;
+mod history;
 mod keys;
 mod metadata;
 mod records;
@@ -50,6 +51,8 @@ enum Target {
     RetrieveVersion,
     /// `RetrieveTotalRecordCount(EntityNames=…)`: the parameter's text.
     RetrieveTotalRecordCount(String),
+    /// `RetrieveRecordChangeHistory(Target=…[,PagingInfo=…])`: the parameters' text.
+    RetrieveRecordChangeHistory(String),
     PublishAllXml,
     ExportToExcel,
     BulkDelete,
@@ -183,6 +186,7 @@ fn keyed(rest: &str) -> Option<Target> {
     let key = key.strip_suffix(')')?;
     if set == "EntityDefinitions"
         || set == "RetrieveTotalRecordCount"
+        || set == history::FUNCTION
         || !key.contains('=')
         || Uuid::parse_str(key.trim_matches('\'')).is_ok()
     {
@@ -221,6 +225,14 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                     "RetrieveTotalRecordCount takes one parameter: (EntityNames=[\"account\",…]) or (EntityNames=@p1) with @p1=[…]",
                 )
             }),
+        [call]
+            if let Some(parameters) = call
+                .strip_prefix(history::FUNCTION)
+                .and_then(|rest| rest.strip_prefix('('))
+                .and_then(|rest| rest.strip_suffix(')')) =>
+        {
+            Ok(Target::RetrieveRecordChangeHistory(parameters.to_string()))
+        }
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
         ["ExportToExcel"] => Ok(Target::ExportToExcel),
         ["BulkDelete"] => Ok(Target::BulkDelete),
@@ -342,7 +354,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 // No record's key is empty: `Name()` calls a function, and this is none.
                 if key.is_empty() {
                     return Err(AppError::not_found(format!(
-                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion() and RetrieveTotalRecordCount(EntityNames=…))"
+                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…) and RetrieveRecordChangeHistory(Target=…))"
                     )));
                 }
                 match Uuid::parse_str(key.trim_matches('\'')) {
@@ -380,7 +392,34 @@ pub(crate) struct WebRequest {
     pub(crate) upsert_key: Option<Vec<(String, custos_records::Value)>>,
 }
 
+/// A function parameter's value read as JSON: written with JSON's double quotes, or, when it
+/// holds none, with OData's single ones (`['account','contact']`, `{'@odata.id':'…'}`).
+fn parameter_json(text: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(text).ok().or_else(|| {
+        (!text.contains('"'))
+            .then(|| serde_json::from_str(&text.replace('\'', "\"")).ok())
+            .flatten()
+    })
+}
+
 impl WebRequest {
+    /// A function parameter's text as written in the path, or — when it names a parameter
+    /// alias (`EntityNames=@p1`) — the alias's value in the query; trimmed.
+    pub(crate) fn parameter<'a>(&'a self, text: &'a str) -> Result<&'a str, AppError> {
+        let text = match text.strip_prefix('@') {
+            Some(_) => self
+                .query
+                .iter()
+                .find(|(alias, _)| alias == text)
+                .map(|(_, value)| value.as_str())
+                .ok_or_else(|| {
+                    AppError::bad_request(format!("the parameter alias {text} is given no value"))
+                })?,
+            None => text,
+        };
+        Ok(text.trim())
+    }
+
     /// A wide number (`Edm.Int64`, `Edm.Decimal`) as the client asked for it: a string under
     /// `IEEE754Compatible=true`, else the number; anything else as it is.
     pub(crate) fn wide(&self, value: serde_json::Value) -> serde_json::Value {
@@ -747,6 +786,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::WhoAmI
         | Target::RetrieveVersion
         | Target::RetrieveTotalRecordCount(_)
+        | Target::RetrieveRecordChangeHistory(_)
         | Target::Count(_)
         | Target::RelatedCount { .. }
         | Target::RelatedRecord { .. }
@@ -855,6 +895,7 @@ fn classify(
         }
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::RetrieveTotalRecordCount(_), &Method::GET) => Operation::RetrieveMultiple,
+        (Target::RetrieveRecordChangeHistory(_), _) => Operation::RetrieveRecordChangeHistory,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
         (Target::RecordByKey { .. }, &Method::GET) if keyed_record => Operation::Retrieve,
@@ -1136,6 +1177,9 @@ async fn dispatch(
         (Target::RetrieveVersion, Method::GET) => Ok(metadata::retrieve_version(&request)),
         (Target::RetrieveTotalRecordCount(names), Method::GET) => {
             totals::total_record_count(request, draft, names).await
+        }
+        (Target::RetrieveRecordChangeHistory(parameters), Method::GET) => {
+            history::change_history(request, draft, parameters).await
         }
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
         (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,

@@ -56,6 +56,9 @@ pub enum Privilege {
     ManageUsers,
     /// Act on behalf of another user (`MSCRMCallerID`), with only what both of them may do.
     ActOnBehalf,
+    /// Read the change history of the records one may read (Dataverse's "View Audit History",
+    /// `prvReadRecordAuditHistory`).
+    ReadRecordAuditHistory,
 }
 
 impl Privilege {
@@ -83,14 +86,16 @@ impl Privilege {
             Privilege::Customize => "Customize",
             Privilege::ManageUsers => "ManageUsers",
             Privilege::ActOnBehalf => "ActOnBehalfOfAnotherUser",
+            Privilege::ReadRecordAuditHistory => "ReadRecordAuditHistory",
         }
     }
 
     /// The privileges a role grants on the whole instance.
-    pub const INSTANCE: [Privilege; 3] = [
+    pub const INSTANCE: [Privilege; 4] = [
         Privilege::Customize,
         Privilege::ManageUsers,
         Privilege::ActOnBehalf,
+        Privilege::ReadRecordAuditHistory,
     ];
 
     fn parse(text: &str) -> Option<Privilege> {
@@ -106,18 +111,20 @@ impl Privilege {
 pub struct Grants {
     /// Per entity logical name, the privileges held on it.
     pub entities: BTreeMap<String, BTreeSet<Privilege>>,
-    /// Instance-wide privileges (`Customize`, `ManageUsers`, `ActOnBehalf`).
+    /// Instance-wide privileges (`Customize`, `ManageUsers`, `ActOnBehalf`,
+    /// `ReadRecordAuditHistory`).
     pub instance: BTreeSet<Privilege>,
 }
 
 impl Grants {
     /// Adds a privilege by its Dataverse-style name: `prv<Privilege><entity>` for a
     /// per-entity one (`prvReadaccount`, `prvCreatenew_project`; case ignored), or
-    /// `prvCustomizeSystem` / `prvManageUsers` / `prvActOnBehalfOfAnotherUser`.
+    /// `prvCustomizeSystem` / `prvManageUsers` / `prvActOnBehalfOfAnotherUser` /
+    /// `prvReadRecordAuditHistory`.
     pub fn add_named(&mut self, name: &str) -> Result<()> {
         let bad = || {
             Error::BadRequest(format!(
-                "'{name}' is not a privilege: use prv<Create|Read|Write|Delete|Export|BulkDelete|Import><entity>, prvCustomizeSystem, prvManageUsers or prvActOnBehalfOfAnotherUser"
+                "'{name}' is not a privilege: use prv<Create|Read|Write|Delete|Export|BulkDelete|Import><entity>, prvCustomizeSystem, prvManageUsers, prvActOnBehalfOfAnotherUser or prvReadRecordAuditHistory"
             ))
         };
         let rest = name
@@ -135,6 +142,10 @@ impl Grants {
             }
             "actonbehalfofanotheruser" => {
                 self.instance.insert(Privilege::ActOnBehalf);
+                return Ok(());
+            }
+            "readrecordaudithistory" => {
+                self.instance.insert(Privilege::ReadRecordAuditHistory);
                 return Ok(());
             }
             _ => {}
@@ -308,9 +319,12 @@ mod tests {
             "prvDeletecontact",
             "prvCustomizeSystem",
             "prvActOnBehalfOfAnotherUser",
+            "prvReadRecordAuditHistory",
         ] {
             grants.add_named(name).unwrap();
         }
+        // An instance privilege's name is not read as Read on an entity "recordaudithistory".
+        assert!(!grants.entities.contains_key("recordaudithistory"));
         assert_eq!(
             grants.names(),
             [
@@ -319,6 +333,7 @@ mod tests {
                 "prvCreateaccount",
                 "prvCustomizeSystem",
                 "prvDeletecontact",
+                "prvReadRecordAuditHistory",
                 "prvReadaccount"
             ]
         );

@@ -706,8 +706,16 @@ fn api_activity(operation: Option<Operation>) -> (u32, &'static str) {
             | CreateInstance,
         ) => (1, "Create"),
         Some(
-            Retrieve | RetrieveMultiple | ExportToExcel | SearchAuditLog | ExportAuditLog
-            | ReadActivityFeed | UserAccessViaWeb | UserAccessViaSdk | BackupInstance,
+            Retrieve
+            | RetrieveMultiple
+            | ExportToExcel
+            | SearchAuditLog
+            | ExportAuditLog
+            | ReadActivityFeed
+            | UserAccessViaWeb
+            | UserAccessViaSdk
+            | BackupInstance
+            | RetrieveRecordChangeHistory,
         ) => (2, "Read"),
         Some(
             Update | Upsert | Assign | Share | Unshare | RestoreInstance | UpdateAuditSettings,

@@ -95,7 +95,8 @@ impl Presentation {
         presentation
     }
 
-    fn wants(&self, term: &str) -> bool {
+    /// Whether the client asked for annotations of `term`.
+    pub(super) fn wants(&self, term: &str) -> bool {
         self.include.iter().any(|p| matches(p, term))
             && !self.exclude.iter().any(|p| matches(p, term))
     }

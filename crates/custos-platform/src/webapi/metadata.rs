@@ -170,6 +170,53 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<Property Name=\"EntityRecordCountCollection\" Type=\"mscrm.EntityRecordCountCollection\"/>",
         "</ComplexType>\n",
         "<Function Name=\"RetrieveTotalRecordCount\"><Parameter Name=\"EntityNames\" Type=\"Collection(Edm.String)\" Nullable=\"false\"/><ReturnType Type=\"mscrm.RetrieveTotalRecordCountResponse\" Nullable=\"false\"/></Function>\n",
+        // A record's change history (`history.rs`): Dataverse's types, its `Target` any record.
+        "<EntityType Name=\"crmbaseentity\" Abstract=\"true\"/>\n",
+        "<EntityType Name=\"audit\"><Key><PropertyRef Name=\"auditid\"/></Key>",
+        "<Property Name=\"auditid\" Type=\"Edm.Guid\" Nullable=\"false\"/>",
+        "<Property Name=\"createdon\" Type=\"Edm.DateTimeOffset\"/>",
+        "<Property Name=\"operation\" Type=\"Edm.Int32\"/>",
+        "<Property Name=\"action\" Type=\"Edm.Int32\"/>",
+        "<Property Name=\"objecttypecode\" Type=\"Edm.String\"/>",
+        "<Property Name=\"_objectid_value\" Type=\"Edm.Guid\"/>",
+        "<Property Name=\"_userid_value\" Type=\"Edm.Guid\"/>",
+        "<Property Name=\"_callinguserid_value\" Type=\"Edm.Guid\"/>",
+        "</EntityType>\n",
+        "<ComplexType Name=\"Collection_Int32_String\">",
+        "<Property Name=\"Count\" Type=\"Edm.Int32\" Nullable=\"false\"/>",
+        "<Property Name=\"Keys\" Type=\"Collection(Edm.Int32)\"/>",
+        "<Property Name=\"Values\" Type=\"Collection(Edm.String)\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"AuditDetail\" Abstract=\"true\">",
+        "<NavigationProperty Name=\"AuditRecord\" Type=\"mscrm.audit\" Nullable=\"false\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"AttributeAuditDetail\" BaseType=\"mscrm.AuditDetail\">",
+        "<Property Name=\"DeletedAttributes\" Type=\"mscrm.Collection_Int32_String\"/>",
+        "<Property Name=\"InvalidNewValueAttributes\" Type=\"Collection(Edm.String)\"/>",
+        "<Property Name=\"LocLabelLanguageCode\" Type=\"Edm.Int32\"/>",
+        "<NavigationProperty Name=\"OldValue\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/>",
+        "<NavigationProperty Name=\"NewValue\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"ShareAuditDetail\" BaseType=\"mscrm.AuditDetail\">",
+        "<Property Name=\"NewPrivileges\" Type=\"Edm.String\"/>",
+        "<NavigationProperty Name=\"Principal\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"AuditDetailCollection\">",
+        "<Property Name=\"MoreRecords\" Type=\"Edm.Boolean\" Nullable=\"false\"/>",
+        "<Property Name=\"PagingCookie\" Type=\"Edm.String\"/>",
+        "<Property Name=\"TotalRecordCount\" Type=\"Edm.Int32\" Nullable=\"false\"/>",
+        "<Property Name=\"AuditDetails\" Type=\"Collection(mscrm.AuditDetail)\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"RetrieveRecordChangeHistoryResponse\">",
+        "<Property Name=\"AuditDetailCollection\" Type=\"mscrm.AuditDetailCollection\"/>",
+        "</ComplexType>\n",
+        "<ComplexType Name=\"PagingInfo\">",
+        "<Property Name=\"PageNumber\" Type=\"Edm.Int32\" Nullable=\"false\"/>",
+        "<Property Name=\"Count\" Type=\"Edm.Int32\" Nullable=\"false\"/>",
+        "<Property Name=\"ReturnTotalRecordCount\" Type=\"Edm.Boolean\" Nullable=\"false\"/>",
+        "<Property Name=\"PagingCookie\" Type=\"Edm.String\"/>",
+        "</ComplexType>\n",
+        "<Function Name=\"RetrieveRecordChangeHistory\"><Parameter Name=\"Target\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/><Parameter Name=\"PagingInfo\" Type=\"mscrm.PagingInfo\"/><ReturnType Type=\"mscrm.RetrieveRecordChangeHistoryResponse\" Nullable=\"false\"/></Function>\n",
         "<Action Name=\"PublishAllXml\"/>\n",
     ));
     // Dataverse's query functions, declared as its `$metadata` declares them: used inside a
@@ -208,7 +255,7 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         xml.push_str("</EntitySet>\n");
     }
     xml.push_str(APPLY_SUPPORTED);
-    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<FunctionImport Name=\"RetrieveTotalRecordCount\" Function=\"Microsoft.Dynamics.CRM.RetrieveTotalRecordCount\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
+    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<FunctionImport Name=\"RetrieveTotalRecordCount\" Function=\"Microsoft.Dynamics.CRM.RetrieveTotalRecordCount\"/>\n<FunctionImport Name=\"RetrieveRecordChangeHistory\" Function=\"Microsoft.Dynamics.CRM.RetrieveRecordChangeHistory\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
     ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
 }

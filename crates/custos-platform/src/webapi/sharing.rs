@@ -54,6 +54,14 @@ fn reference(
                 "'{key}' needs '@odata.id', e.g. {{\"@odata.id\": \"accounts(<id>)\"}}"
             ))
         })?;
+    named_record(request, text)
+}
+
+/// The entity and id a record's `@odata.id` names: `set(<id>)`, relative or absolute.
+pub(super) fn named_record(
+    request: &WebRequest,
+    text: &str,
+) -> Result<(EntityDef, Uuid), AppError> {
     let tail = text.rsplit('/').next().unwrap_or(text);
     let (set, id) = tail
         .split_once('(')

@@ -20,7 +20,20 @@ fn odata_paths() {
     );
     check(
         "RetrieveCurrentOrganization()",
-        "error: 'RetrieveCurrentOrganization()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion() and RetrieveTotalRecordCount(EntityNames=…))",
+        "error: 'RetrieveCurrentOrganization()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…) and RetrieveRecordChangeHistory(Target=…))",
+    );
+    check(
+        "RetrieveRecordChangeHistory(Target=@target,PagingInfo=@paging)",
+        "RetrieveRecordChangeHistory(\"Target=@target,PagingInfo=@paging\")",
+    );
+    check(
+        "RetrieveRecordChangeHistory()",
+        "RetrieveRecordChangeHistory(\"\")",
+    );
+    // Another name that begins the same is no call of it (nor a key of a record).
+    check(
+        "RetrieveRecordChangeHistoryX()",
+        "error: 'RetrieveRecordChangeHistoryX()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…) and RetrieveRecordChangeHistory(Target=…))",
     );
     check("RetrieveVersion()", "RetrieveVersion");
     check(

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use custos_records::{EntityDef, Privilege, QueryOptions};
 use serde_json::{Value as Json, json};
 
-use super::WebRequest;
 use super::records::total_of;
+use super::{WebRequest, parameter_json};
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
 
@@ -21,26 +21,10 @@ const ENTITY_NAMES_MAX: usize = 100;
 /// parameter alias it names, `EntityNames=@p1` with `@p1=[…]`), a collection written as JSON
 /// (`["account","contact"]`) or with OData's single quotes (`['account','contact']`).
 fn entity_names(request: &WebRequest, parameter: &str) -> Result<Vec<String>, AppError> {
-    let text = match parameter.strip_prefix('@') {
-        Some(_) => request
-            .query
-            .iter()
-            .find(|(name, _)| name == parameter)
-            .map(|(_, value)| value.as_str())
-            .ok_or_else(|| {
-                AppError::bad_request(format!("the parameter alias {parameter} is given no value"))
-            })?,
-        None => parameter,
-    };
-    let text = text.trim();
-    let parsed = serde_json::from_str::<Vec<String>>(text).or_else(|_| {
-        // OData's own literal: single-quoted strings, none holding a quote.
-        if text.contains('"') {
-            return Err(());
-        }
-        serde_json::from_str::<Vec<String>>(&text.replace('\'', "\"")).map_err(|_| ())
-    });
-    let names = parsed.map_err(|()| {
+    let text = request.parameter(parameter)?;
+    let names: Vec<String> = parameter_json(text)
+        .and_then(|json| serde_json::from_value(json).ok())
+        .ok_or_else(|| {
         AppError::bad_request(format!(
             "EntityNames is a collection of entity logical names, [\"account\",\"contact\"]; got {text}"
         ))

@@ -301,6 +301,15 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             "BSEG",
         ),
         (
+            "a record's change history",
+            Method::GET,
+            format!(
+                "{api}/RetrieveRecordChangeHistory(Target=@t)?@t=%7B%22@odata.id%22:%22accounts({account})%22%7D"
+            ),
+            None,
+            "SG",
+        ),
+        (
             "the Web API's version",
             Method::GET,
             format!("{api}/RetrieveVersion()"),

@@ -187,8 +187,19 @@ for function in schema.findall("edm:Function", ns):
     # must be defined here.
     if returned not in ("Edm.Boolean", "Edm.String", "Edm.Int64") and returned.split(".")[-1] not in complex_types:
         problems.append(f"{function.get('Name')} returns undefined {returned}")
+entity_types = {e.get("Name") for e in schema.findall("edm:EntityType", ns)}
+for function in schema.findall("edm:Function", ns):
+    for parameter in function.findall("edm:Parameter", ns):
+        given = parameter.get("Type").removeprefix("Collection(").removesuffix(")")
+        if not given.startswith("Edm.") and given.split(".")[-1] not in complex_types | entity_types:
+            problems.append(f"{function.get('Name')}.{parameter.get('Name')}: undefined type {given}")
 decimals = 0
 for entity in schema.findall("edm:EntityType", ns):
+    if entity.get("Abstract") == "true":
+        # Dataverse's crmbaseentity: any record, a function's parameter; it has no key.
+        if len(entity):
+            problems.append(f"{entity.get('Name')}: an abstract type with members")
+        continue
     key = entity.find("edm:Key/edm:PropertyRef", ns).get("Name")
     for prop in entity.findall("edm:Property", ns):
         if prop.get("Name") == key and prop.get("Nullable") != "false":
@@ -248,6 +259,7 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
             "Microsoft.Dynamics.CRM.WhoAmI",
             "Microsoft.Dynamics.CRM.RetrieveVersion",
             "Microsoft.Dynamics.CRM.RetrieveTotalRecordCount",
+            "Microsoft.Dynamics.CRM.RetrieveRecordChangeHistory",
             "Microsoft.Dynamics.CRM.PublishAllXml"
         ])
     );

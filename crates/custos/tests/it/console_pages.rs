@@ -921,6 +921,81 @@ fn the_grid_counts_its_records_by_a_value_and_each_count_leads_to_them() {
     assert!(html.contains("nosuch"), "{html}");
 }
 
+/// A record's form leads whoever may view audit history to it: the record's changes, a row per
+/// field, read through the Web API's `RetrieveRecordChangeHistory` and recorded from the console.
+#[test]
+fn a_record_form_leads_to_its_audit_history_for_those_who_may_view_it() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isauditenabled": true}));
+    let id = create_account(&server, &admin, "Contoso");
+    let rename = |name: &str| {
+        let changed = send(
+            client().patch(server.api(&format!("accounts({id})"))),
+            &admin,
+            Some(json!({"name": name})),
+        );
+        assert_eq!(changed.status(), 204);
+    };
+    rename("Contoso Ltd");
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let form = format!("/ui/main/records/accounts/{id}");
+    let (status, html) = page(&server, &cookie, &form);
+    assert_eq!(status, 200, "{html}");
+    let path = format!("{form}/history");
+    assert!(html.contains(&format!("href=\"{path}\"")), "{html}");
+    let (status, html) = page(&server, &cookie, &path);
+    assert_eq!(status, 200, "{html}");
+    assert_labelled(&path, &html);
+    assert!(html.contains("2 changes recorded."), "{html}");
+    let update = html.find("<td>Update</td>").expect("the update");
+    let create = html.find("<td>Create</td>").expect("the create");
+    assert!(update < create, "newest first");
+    assert!(
+        html.contains("<td>Name</td><td>Contoso</td><td>Contoso Ltd</td>"),
+        "{html}"
+    );
+    // A user a lookup names, by their sign-in name.
+    assert!(
+        html.contains("<td>Owner</td><td></td><td>admin</td>"),
+        "{html}"
+    );
+    let events = server.audit(&admin, "operation=RetrieveRecordChangeHistory");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Origin"], "WebUI");
+    assert_eq!(events[0]["RecordIds"], json!([id]));
+
+    // Pages of 50 changes, older ones a link away.
+    for n in 0..49 {
+        rename(&format!("Contoso {n}"));
+    }
+    let (_, html) = page(&server, &cookie, &path);
+    assert!(html.contains("51 changes recorded."), "{html}");
+    assert_eq!(html.matches("<td>Update</td>").count(), 50);
+    assert!(!html.contains("<td>Create</td>"));
+    assert!(html.contains(&format!("href=\"{path}?page=2\"")), "{html}");
+    let (status, html) = page(&server, &cookie, &format!("{path}?page=2"));
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<td>Create</td>"), "{html}");
+    assert!(html.contains(&format!("href=\"{path}?page=1\"")), "{html}");
+    assert!(!html.contains("page=3"), "{html}");
+
+    // A Basic User's form offers none, and the page itself is the API's refusal, recorded.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    let (status, html) = page(&server, &bo, &form);
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains("/history"), "{html}");
+    let (status, html) = page(&server, &bo, &path);
+    assert_eq!(status, 400, "the console's page of a refusal: {html}");
+    assert!(html.contains("ReadRecordAuditHistory"), "{html}");
+    let denied = server.audit(
+        &admin,
+        "operation=RetrieveRecordChangeHistory&status=Denied&user=bo@contoso.test",
+    );
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+}
+
 #[test]
 fn the_admin_center_imports_and_removes_solutions() {
     let server = Server::start(&[]);

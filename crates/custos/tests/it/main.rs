@@ -26,6 +26,7 @@ mod exports;
 mod fail_closed;
 mod feed;
 mod fetchxml;
+mod history;
 mod ingest;
 mod integrity;
 mod key_rotation;

@@ -1,0 +1,239 @@
+//! A record's Audit History, as Dataverse's record form shows it: the record's changes, newest
+//! first, a row per changed field with its old and new value, who changed it and when (in the
+//! viewer's time zone). Read through the Web API's `RetrieveRecordChangeHistory`, so it is
+//! offered, checked and recorded exactly as that function is; the form links here only for a
+//! viewer whose roles grant "View Audit History" (`prvReadRecordAuditHistory`), so that opening
+//! a form is never a refused read of the trail.
+
+use std::collections::HashMap;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use custos_audit::UserType;
+use custos_http::credentials::cookie;
+use custos_records::{EntityDef, Privilege, allows};
+use maud::{Markup, html};
+use serde_json::{Value as Json, json};
+use uuid::Uuid;
+
+use super::records::{label, record_of};
+use super::zone::{ZONE_COOKIE, Zone};
+use super::{Console, Page, error_page, query_string, readable, text, visible};
+use crate::ConsoleState;
+use custos_http::context::RequestContext;
+
+/// Changes a page shows.
+const PAGE: u64 = 50;
+/// The annotation of a value as a person reads it.
+const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
+
+/// Whether the viewer's roles in `instance` grant viewing the audit history of `entity`'s
+/// records (the Web API decides each reading; this spares a link that would be refused).
+pub(crate) fn offered(console: &Console, instance: &str, entity: &EntityDef) -> bool {
+    console.caller.user_type() != UserType::DcAdmin
+        && console.state.instance(instance).is_some_and(|instance| {
+            allows(
+                &console.caller.security_roles(&console.state, &instance),
+                Privilege::ReadRecordAuditHistory,
+                entity,
+            )
+        })
+}
+
+/// One row of the table: a field's change in one event.
+struct Row<'a> {
+    when: String,
+    by: String,
+    event: String,
+    field: String,
+    old: &'a Json,
+    new: &'a Json,
+}
+
+/// The rows of one `AuditDetail`: a share's principal and rights, else each attribute whose
+/// value either side names (an event that changed no audited value: one row without a field).
+fn rows<'a>(console: &Console, entity: &EntityDef, zone: &Zone, detail: &'a Json) -> Vec<Row<'a>> {
+    static NOTHING: Json = Json::Null;
+    let record = &detail["AuditRecord"];
+    let row = |field: String, old: &'a Json, new: &'a Json| Row {
+        when: zone.show_text(&text(&record["createdon"])),
+        by: text(&record[format!("_userid_value@{FORMATTED}").as_str()]),
+        event: text(&record[format!("action@{FORMATTED}").as_str()]),
+        field,
+        old,
+        new,
+    };
+    if detail["@odata.type"] == "#Microsoft.Dynamics.CRM.ShareAuditDetail" {
+        let principal = &detail["Principal"]["systemuserid"];
+        let who = principal
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| console.state.directory.principal(id))
+            .map_or_else(|| text(principal), |p| p.upn);
+        return vec![row(
+            format!("Access of {who}"),
+            &NOTHING,
+            &detail["NewPrivileges"],
+        )];
+    }
+    let (old, new) = (&detail["OldValue"], &detail["NewValue"]);
+    let named = |name: &str| old.get(name).is_some() || new.get(name).is_some();
+    // The entity's attributes in its own order, as its form lists them; a value of an
+    // attribute deleted since, after them under its recorded name.
+    let mut shown: Vec<Row<'a>> = entity
+        .attributes
+        .iter()
+        .filter(|a| named(&a.web_name()))
+        .map(|a| {
+            let name = a.web_name();
+            row(
+                label(a).to_string(),
+                old.get(&name).unwrap_or(&NOTHING),
+                new.get(&name).unwrap_or(&NOTHING),
+            )
+        })
+        .collect();
+    let gone = old
+        .as_object()
+        .into_iter()
+        .chain(new.as_object())
+        .flat_map(|values| values.keys())
+        .filter(|name| {
+            !name.starts_with('@') && !entity.attributes.iter().any(|a| a.web_name() == **name)
+        });
+    for name in gone {
+        if !shown.iter().any(|row| row.field == *name) {
+            shown.push(row(
+                name.clone(),
+                old.get(name).unwrap_or(&NOTHING),
+                new.get(name).unwrap_or(&NOTHING),
+            ));
+        }
+    }
+    if shown.is_empty() {
+        shown.push(row(String::new(), &NOTHING, &NOTHING));
+    }
+    shown
+}
+
+/// A value as the table shows it: a user a lookup names by their sign-in name, else the value.
+fn shown(console: &Console, value: &Json) -> String {
+    value
+        .as_str()
+        .and_then(|text| Uuid::parse_str(text).ok())
+        .and_then(|id| console.state.directory.principal(id))
+        .map_or_else(|| readable(value), |user| visible(&user.upn))
+}
+
+fn table(console: &Console, rows: &[Row<'_>], zone: &Zone) -> Markup {
+    html! {
+        table {
+            thead {
+                tr {
+                    th scope="col" { "Changed date" @if !zone.is_utc() { " (" (zone.name()) ")" } @else { " (UTC)" } }
+                    th scope="col" { "Changed by" }
+                    th scope="col" { "Event" }
+                    th scope="col" { "Changed field" }
+                    th scope="col" { "Old value" }
+                    th scope="col" { "New value" }
+                }
+            }
+            tbody {
+                @for row in rows {
+                    tr {
+                        td { (row.when) }
+                        td { (visible(&row.by)) }
+                        td { (row.event) }
+                        td { (row.field) }
+                        td { (shown(console, row.old)) }
+                        td { (shown(console, row.new)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ui/{instance}/records/{set}/{id}/history[?page=N]`.
+pub(crate) async fn history(
+    State(state): State<ConsoleState>,
+    Extension(context): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((instance, set, id)): Path<(String, String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let here = format!("/ui/{instance}/records/{set}/{id}/history");
+    let console = console!(state, headers, context, here);
+    let title = "Audit history";
+    let (entity, id) = match record_of(&console, &instance, &set, &id, title) {
+        Ok(found) => found,
+        Err(page) => return *page,
+    };
+    let page = params
+        .get("page")
+        .and_then(|p| p.parse::<u64>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let target = json!({"@odata.id": format!("{set}({id})")}).to_string();
+    let paging =
+        json!({"PageNumber": page, "Count": PAGE, "ReturnTotalRecordCount": page == 1}).to_string();
+    let path = format!(
+        "/{instance}/api/data/v9.2/RetrieveRecordChangeHistory(Target=@target,PagingInfo=@paging)?{}",
+        query_string([("@target", target.as_str()), ("@paging", paging.as_str())])
+    );
+    let prefer = format!("odata.include-annotations=\"{FORMATTED}\"");
+    let answer = match console
+        .call(Method::GET, &path, None, &[("prefer", &prefer)])
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => return error_page(&console, title, &error.message),
+    };
+    if let Some(message) = answer.error() {
+        return error_page(&console, title, &message);
+    }
+    let zone = cookie(&headers, ZONE_COOKIE)
+        .and_then(|name| Zone::named(name).ok())
+        .unwrap_or_else(Zone::utc);
+    let collection = &answer.json["AuditDetailCollection"];
+    let details = collection["AuditDetails"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let shown: Vec<Row<'_>> = details
+        .iter()
+        .flat_map(|detail| rows(&console, &entity, &zone, detail))
+        .collect();
+    let form = format!("/ui/{instance}/records/{set}/{id}");
+    let more = collection["MoreRecords"] == true;
+    let body = html! {
+        p.muted { (entity.logical_name) " " code { (id) } " — " a href=(form) { "Back to the record" } }
+        p {
+            "Every change recorded for this record, newest first: who made it, when, and each audited field's value before and after. "
+            "Reads and lists are not changes; who saw the record is the compliance console's to tell. Opening this page is recorded."
+        }
+        @if let Some(total) = collection["TotalRecordCount"].as_i64().filter(|t| *t >= 0) {
+            p { (total) " changes recorded." }
+        }
+        @if shown.is_empty() {
+            p { "No change of this record is recorded." }
+        } @else {
+            (table(&console, &shown, &zone))
+        }
+        nav aria-label="Pages" {
+            @if page > 1 {
+                a href={ (here) "?page=" (page - 1) } rel="prev" { "Newer changes" } " "
+            }
+            @if more {
+                a href={ (here) "?page=" (page + 1) } rel="next" { "Older changes" }
+            }
+        }
+    };
+    Page {
+        title,
+        section: "records",
+        body,
+    }
+    .render(&console)
+}

@@ -1,0 +1,496 @@
+//! A record's change history, Dataverse's Audit History:
+//! `GET RetrieveRecordChangeHistory(Target=@target[,PagingInfo=@paging])` with
+//! `@target={"@odata.id":"accounts(<id>)"}` and
+//! `@paging={"PageNumber":1,"Count":50,"ReturnTotalRecordCount":true,"PagingCookie":…}`.
+//!
+//! It is read from the audit log: the instance's events of that record whose operation changed
+//! it (created, updated, upserted, deleted, assigned, shared, unshared, or a process that set a
+//! field), newest first, each as Dataverse's `AttributeAuditDetail` (old and new values of the
+//! audited attributes that changed) or `ShareAuditDetail`, with its `AuditRecord` (who, when,
+//! which action). Reads, lists and exports are not changes and are not shown: who saw a record
+//! is the compliance console's to tell (the tenant's audit roles), as Dataverse keeps reads out
+//! of a record's audit history.
+//!
+//! The caller needs `prvReadRecordAuditHistory` ("View Audit History") and Read on the record
+//! itself (a role's or a share's), the record must exist, and audit log search must be on
+//! (turning it off stops every way of reading the trail). A support engineer, who acts as
+//! System Administrator in an instance the tenant let them into, is refused: the trail is the
+//! tenant's. Reading it is a read of the trail and
+//! of the record's past values, so it is always recorded (`RetrieveRecordChangeHistory`, the
+//! record's id in `RecordIds`) before the answer.
+
+use axum::response::Response;
+use custos_audit::{AuditEvent, Operation, SearchQuery};
+use custos_records::{EntityDef, Privilege};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use super::annotations::{FORMATTED, Presentation};
+use super::sharing::{named_record, require_on_record};
+use super::{WebRequest, parameter_json};
+use custos_http::blocking;
+use custos_http::draft::EventDraft;
+use custos_http::error::{AppError, ErrorCode};
+
+/// The function's name in a path.
+pub(super) const FUNCTION: &str = "RetrieveRecordChangeHistory";
+
+/// The operations whose events changed the record they name.
+const CHANGES: [Operation; 8] = [
+    Operation::Create,
+    Operation::Update,
+    Operation::Upsert,
+    Operation::Delete,
+    Operation::Assign,
+    Operation::Share,
+    Operation::Unshare,
+    Operation::RunProcess,
+];
+
+/// The largest page (`PagingInfo.Count`), and the page when none is asked for: Dataverse's.
+const COUNT_MAX: u64 = 5_000;
+/// The most events a request walks past to reach a page asked for by number without a cookie.
+const WALK_MAX: u64 = 50_000;
+
+/// What `PagingInfo` asks for.
+#[derive(Debug, PartialEq)]
+struct Paging {
+    page: u64,
+    count: u64,
+    total: bool,
+    /// Where the page asked for begins: a cookie this function answered before.
+    cookie: Option<u64>,
+}
+
+/// The `Name=value` parameters between a function's parentheses, split at commas outside
+/// quotes, braces and brackets.
+fn parameters(text: &str) -> Result<Vec<(String, String)>, AppError> {
+    let mut parts = Vec::new();
+    let (mut depth, mut quote, mut start) = (0i32, None, 0);
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in parts {
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            AppError::bad_request(format!(
+                "{FUNCTION} takes Name=value parameters, (Target=@target) with @target={{\"@odata.id\":\"accounts(<id>)\"}}; got '{part}'"
+            ))
+        })?;
+        let name = name.trim();
+        if !matches!(name, "Target" | "PagingInfo") {
+            return Err(AppError::bad_request(format!(
+                "{FUNCTION} has no parameter '{name}' (its parameters are Target and PagingInfo)"
+            )));
+        }
+        if out.iter().any(|(seen, _)| seen == name) {
+            return Err(AppError::bad_request(format!(
+                "{FUNCTION} is given {name} twice"
+            )));
+        }
+        out.push((name.to_string(), value.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// A parameter's value as JSON, written in the path or in the parameter alias it names.
+fn json_value(request: &WebRequest, name: &str, text: &str) -> Result<Json, AppError> {
+    let text = request.parameter(text)?;
+    parameter_json(text)
+        .ok_or_else(|| AppError::bad_request(format!("{name} is not a JSON object: {text}")))
+}
+
+/// The entity and id a `Target` names: `{"@odata.id": "accounts(<id>)"}`.
+fn target(request: &WebRequest, value: &Json) -> Result<(EntityDef, Uuid), AppError> {
+    let text = value
+        .as_object()
+        .filter(|object| object.len() == 1)
+        .and_then(|object| object.get("@odata.id"))
+        .and_then(Json::as_str)
+        .ok_or_else(|| {
+            AppError::bad_request(
+                "Target names the record by its '@odata.id' alone, {\"@odata.id\": \"accounts(<id>)\"}",
+            )
+        })?;
+    named_record(request, text)
+}
+
+/// Reads `PagingInfo`; without it, the first page of the most a page holds.
+fn paging(value: Option<&Json>) -> Result<Paging, AppError> {
+    let mut paging = Paging {
+        page: 1,
+        count: COUNT_MAX,
+        total: false,
+        cookie: None,
+    };
+    let Some(value) = value else {
+        return Ok(paging);
+    };
+    let object = value
+        .as_object()
+        .ok_or_else(|| AppError::bad_request("PagingInfo is a JSON object"))?;
+    let number = |name: &str, value: &Json| {
+        value.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+            AppError::bad_request(format!("PagingInfo.{name} is a whole number from 1"))
+        })
+    };
+    for (name, value) in object {
+        match name.as_str() {
+            "PageNumber" => paging.page = number(name, value)?,
+            "Count" => paging.count = number(name, value)?,
+            "ReturnTotalRecordCount" => {
+                paging.total = value.as_bool().ok_or_else(|| {
+                    AppError::bad_request("PagingInfo.ReturnTotalRecordCount is true or false")
+                })?
+            }
+            "PagingCookie" => {
+                paging.cookie = match value {
+                    Json::Null => None,
+                    Json::String(text) if text.is_empty() => None,
+                    Json::String(text) => Some(text.parse().map_err(|_| {
+                        AppError::bad_request(
+                            "PagingInfo.PagingCookie is one this function answered (or null)",
+                        )
+                    })?),
+                    _ => {
+                        return Err(AppError::bad_request(
+                            "PagingInfo.PagingCookie is a string or null",
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(AppError::bad_request(format!(
+                    "PagingInfo has no member '{other}' (PageNumber, Count, ReturnTotalRecordCount, PagingCookie)"
+                )));
+            }
+        }
+    }
+    if paging.count > COUNT_MAX {
+        return Err(AppError::bad_request(format!(
+            "PagingInfo.Count is at most {COUNT_MAX}"
+        )));
+    }
+    if paging.cookie.is_none() && (paging.page - 1).saturating_mul(paging.count) > WALK_MAX {
+        return Err(AppError::bad_request(format!(
+            "a page past the first {WALK_MAX} changes is reached with the PagingCookie of the page before it"
+        )));
+    }
+    Ok(paging)
+}
+
+/// Dataverse's `audit.operation` and `audit.action` of a change event, with their labels.
+fn codes(event: &AuditEvent) -> ((i64, &'static str), (i64, &'static str)) {
+    const CREATE: (i64, &str) = (1, "Create");
+    const UPDATE: (i64, &str) = (2, "Update");
+    const DELETE: (i64, &str) = (3, "Delete");
+    match Operation::parse(&event.operation) {
+        // An upsert is recorded as one when it made the record.
+        Some(Operation::Create | Operation::Upsert) => (CREATE, CREATE),
+        Some(Operation::Delete) => (DELETE, DELETE),
+        Some(Operation::Assign) => (UPDATE, (13, "Assign")),
+        Some(Operation::Share) => (UPDATE, (14, "Share")),
+        Some(Operation::Unshare) => (UPDATE, (49, "Unshare")),
+        _ => (UPDATE, UPDATE),
+    }
+}
+
+/// The `AuditRecord` of an event: Dataverse's `audit` row, formatted values when asked for.
+fn audit_record(event: &AuditEvent, id: Uuid, formatted: bool) -> Json {
+    let ((operation, operation_label), (action, action_label)) = codes(event);
+    let mut record = Map::new();
+    record.insert("@odata.type".into(), json!("#Microsoft.Dynamics.CRM.audit"));
+    record.insert("auditid".into(), json!(event.id));
+    record.insert(
+        "createdon".into(),
+        json!(custos_audit::format_creation_time(event.creation_time_us)),
+    );
+    record.insert("operation".into(), json!(operation));
+    record.insert("action".into(), json!(action));
+    record.insert("objecttypecode".into(), json!(event.entity_name));
+    record.insert("_objectid_value".into(), json!(id));
+    record.insert(
+        "_userid_value".into(),
+        Uuid::parse_str(&event.user_id).map_or(Json::Null, |id| json!(id)),
+    );
+    record.insert(
+        "_callinguserid_value".into(),
+        Uuid::parse_str(&event.caller_id).map_or(Json::Null, |id| json!(id)),
+    );
+    if formatted {
+        record.insert(format!("operation@{FORMATTED}"), json!(operation_label));
+        record.insert(format!("action@{FORMATTED}"), json!(action_label));
+        record.insert(format!("_userid_value@{FORMATTED}"), json!(event.user_upn));
+    }
+    Json::Object(record)
+}
+
+/// One event as Dataverse's `AuditDetail`: a share's principal and rights, or the changed
+/// attributes' values before (`OldValue`) and after (`NewValue`) — a created record has no
+/// values before, a deleted one none after; an attribute emptied is `null` after.
+fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted: bool) -> Json {
+    let record = audit_record(event, id, formatted);
+    let operation = Operation::parse(&event.operation);
+    if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
+        let details: Json = serde_json::from_str(&event.details).unwrap_or(Json::Null);
+        let rights = details["AccessMask"].as_str().unwrap_or("");
+        return json!({
+            "@odata.type": "#Microsoft.Dynamics.CRM.ShareAuditDetail",
+            "AuditRecord": record,
+            "Principal": {
+                "@odata.type": "#Microsoft.Dynamics.CRM.systemuser",
+                "systemuserid": details["PrincipalId"],
+            },
+            "NewPrivileges": if rights.is_empty() { "None" } else { rights },
+        });
+    }
+    let entity_type = json!(format!("#Microsoft.Dynamics.CRM.{}", entity.logical_name));
+    let (mut old, mut new) = (Map::new(), Map::new());
+    old.insert("@odata.type".into(), entity_type.clone());
+    new.insert("@odata.type".into(), entity_type);
+    let value = |text: &Option<String>| {
+        text.as_deref()
+            .map_or(Json::Null, |t| serde_json::from_str(t).unwrap_or(json!(t)))
+    };
+    let (before, after) = match codes(event).1.0 {
+        1 => (false, true),
+        3 => (true, false),
+        _ => (true, true),
+    };
+    for change in &event.changes {
+        if before {
+            old.insert(change.attribute.clone(), value(&change.old));
+        }
+        if after {
+            new.insert(change.attribute.clone(), value(&change.new));
+        }
+    }
+    json!({
+        "@odata.type": "#Microsoft.Dynamics.CRM.AttributeAuditDetail",
+        "AuditRecord": record,
+        "OldValue": old,
+        "NewValue": new,
+        "DeletedAttributes": {"Count": 0, "Keys": [], "Values": []},
+        "InvalidNewValueAttributes": [],
+        "LocLabelLanguageCode": 0,
+    })
+}
+
+/// What the log answered for one page.
+struct Found {
+    events: Vec<AuditEvent>,
+    next: Option<u64>,
+    total: Option<u64>,
+}
+
+/// Reads the page `paging` asks for of the changes of record `id` of `entity` in `instance`.
+fn read_page(
+    state: &custos_http::AppState,
+    instance: String,
+    entity: String,
+    id: Uuid,
+    paging: &Paging,
+) -> Result<Found, AppError> {
+    if !state.audit_search_stored()? {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            "audit log search is turned off, and with it every way of reading the trail, a record's change history too; an Audit Manager can turn it on",
+        ));
+    }
+    let mut query = SearchQuery {
+        start_us: 0,
+        end_us: i64::MAX,
+        operations: CHANGES.iter().map(|o| o.as_str().to_string()).collect(),
+        instances: vec![instance],
+        entities: vec![entity],
+        record_ids: vec![id],
+        statuses: vec![custos_audit::ResultStatus::Succeeded],
+        top: paging.count as usize,
+        ..SearchQuery::default()
+    };
+    let log = &state.log;
+    let total = paging
+        .total
+        .then(|| log.histogram(&query, None).map(|h| h.values().sum::<u64>()))
+        .transpose()?;
+    query.before_seq = paging.cookie;
+    // A page asked for by number alone: walk past the ones before it.
+    if paging.cookie.is_none() {
+        for _ in 1..paging.page {
+            match log.search(&query)?.next_before_seq {
+                Some(next) => query.before_seq = Some(next),
+                None => {
+                    return Ok(Found {
+                        events: Vec::new(),
+                        next: None,
+                        total,
+                    });
+                }
+            }
+        }
+    }
+    let page = log.search(&query)?;
+    Ok(Found {
+        events: page.events.into_iter().map(|(_, event)| event).collect(),
+        next: page.next_before_seq,
+        total,
+    })
+}
+
+/// Answers `GET RetrieveRecordChangeHistory(…)`; `draft` is its `RetrieveRecordChangeHistory`.
+pub(super) async fn change_history(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    text: &str,
+) -> Result<Response, AppError> {
+    draft.query = format!("{FUNCTION}({text})");
+    let mut given = parameters(text)?;
+    let target_text = given
+        .iter()
+        .position(|(name, _)| name == "Target")
+        .map(|i| given.remove(i).1)
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "{FUNCTION} needs Target: (Target=@target) with @target={{\"@odata.id\":\"accounts(<id>)\"}}"
+            ))
+        })?;
+    let (entity, id) = target(&request, &json_value(&request, "Target", &target_text)?)?;
+    draft.set_entity(&entity);
+    draft.record_ids = vec![id];
+    let paging_value = given
+        .first()
+        .map(|(name, text)| json_value(&request, name, text))
+        .transpose()?;
+    let paging = paging(paging_value.as_ref())?;
+    if let Some(paging_value) = &paging_value {
+        draft.query = format!(
+            "{FUNCTION}(Target={}({id}),PagingInfo={paging_value})",
+            entity.set_name
+        );
+    } else {
+        draft.query = format!("{FUNCTION}(Target={}({id}))", entity.set_name);
+    }
+    // The trail is the tenant's, read by its own people: a support engineer reaches the records
+    // they were let in for, acting as System Administrator, but not their history.
+    if request.caller.user_type() == custos_audit::UserType::DcAdmin {
+        return Err(AppError::forbidden(
+            "a support engineer does not read a record's audit history: the trail is the tenant's",
+        ));
+    }
+    request.require(Privilege::ReadRecordAuditHistory, &entity)?;
+    require_on_record(&request, Privilege::Read, &entity, id)?;
+    let store = request.instance.store.clone();
+    let logical_name = entity.logical_name.clone();
+    blocking(move || store.retrieve(&logical_name, id).map(drop)).await?;
+    request.state.audit_caught_up().await?;
+    let state = request.state.clone();
+    let (instance, logical_name) = (request.instance.name.clone(), entity.logical_name.clone());
+    let found = blocking(move || read_page(&state, instance, logical_name, id, &paging)).await?;
+    let presentation = Presentation::of(&request);
+    let formatted = presentation.wants(FORMATTED);
+    let details: Vec<Json> = found
+        .events
+        .iter()
+        .map(|event| detail(&entity, id, event, formatted))
+        .collect();
+    let mut recorded = draft.clone();
+    recorded.result_count = details.len() as u64;
+    request.state.record(recorded).await?;
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "{}/$metadata#Microsoft.Dynamics.CRM.RetrieveRecordChangeHistoryResponse",
+            request.service_root
+        )),
+    );
+    body.insert(
+        "AuditDetailCollection".into(),
+        json!({
+            "MoreRecords": found.next.is_some(),
+            "PagingCookie": found.next.map(|seq| seq.to_string()),
+            "TotalRecordCount": found.total.map_or(-1, |total| total as i64),
+            "AuditDetails": details,
+        }),
+    );
+    Ok(super::records::presented(&presentation, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_split_outside_quotes_and_braces() {
+        let given = parameters("Target=@t,PagingInfo={'PageNumber':1,'Count':2}").unwrap();
+        assert_eq!(
+            given,
+            [
+                ("Target".to_string(), "@t".to_string()),
+                (
+                    "PagingInfo".to_string(),
+                    "{'PageNumber':1,'Count':2}".to_string()
+                )
+            ]
+        );
+        for bad in [
+            "Target",
+            "Target=@a,Target=@b",
+            "Other=1",
+            "Target=@a,",
+            "=@a",
+        ] {
+            assert!(parameters(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paging_is_read_and_bounded() {
+        assert_eq!(
+            paging(None).unwrap(),
+            Paging {
+                page: 1,
+                count: COUNT_MAX,
+                total: false,
+                cookie: None
+            }
+        );
+        let asked = json!({"PageNumber": 3, "Count": 10, "ReturnTotalRecordCount": true, "PagingCookie": "42"});
+        assert_eq!(
+            paging(Some(&asked)).unwrap(),
+            Paging {
+                page: 3,
+                count: 10,
+                total: true,
+                cookie: Some(42)
+            }
+        );
+        for bad in [
+            json!([]),
+            json!({"PageNumber": 0}),
+            json!({"Count": 5001}),
+            json!({"Count": -1}),
+            json!({"Count": 1.5}),
+            json!({"PageNumber": "1"}),
+            json!({"ReturnTotalRecordCount": 1}),
+            json!({"PagingCookie": "x"}),
+            json!({"PagingCookie": 3}),
+            json!({"Other": 1}),
+            json!({"PageNumber": 12, "Count": 5000}),
+        ] {
+            assert!(paging(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! A record's change history (Dataverse's Audit History, `RetrieveRecordChangeHistory`): the
+//! changes the log holds for that record, newest first, with their old and new values — no
+//! reads or lists — for holders of `prvReadRecordAuditHistory` who may read the record; each
+//! reading recorded.
+
+use reqwest::blocking::Response;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
+
+/// `RetrieveRecordChangeHistory` of `accounts(id)`, with `paging` when given.
+fn history(server: &Server, token: &str, id: &str, paging: Option<Value>) -> Response {
+    let mut query = vec![(
+        "@target".to_string(),
+        json!({"@odata.id": format!("accounts({id})")}).to_string(),
+    )];
+    let call = match paging {
+        Some(paging) => {
+            query.push(("@paging".to_string(), paging.to_string()));
+            "RetrieveRecordChangeHistory(Target=@target,PagingInfo=@paging)"
+        }
+        None => "RetrieveRecordChangeHistory(Target=@target)",
+    };
+    send(
+        client()
+            .get(server.api(call))
+            .query(&query)
+            .header("Prefer", "odata.include-annotations=\"*\""),
+        token,
+        None,
+    )
+}
+
+fn collection(response: Response) -> Value {
+    assert_eq!(response.status(), 200);
+    let mut answer: Value = response.json().unwrap();
+    answer["AuditDetailCollection"].take()
+}
+
+fn actions(details: &Value) -> Vec<&str> {
+    details["AuditDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["AuditRecord"][format!("action{FORMATTED}")]
+                .as_str()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.audit_reads_of(&admin, &["account"]);
+    let admin_id = get_json(&server.api("WhoAmI"), &admin)["UserId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let made = send(
+        client().post(server.api("accounts")),
+        &admin,
+        Some(json!({"name": "Contoso", "revenue": 100, "telephone1": "555-0100"})),
+    );
+    assert_eq!(made.status(), 204);
+    let id = entity_id(&made);
+    let other = create_account(&server, &admin, "Fabrikam");
+    let changed = send(
+        client().patch(server.api(&format!("accounts({id})"))),
+        &admin,
+        Some(json!({"name": "Contoso Ltd", "telephone1": null})),
+    );
+    assert_eq!(changed.status(), 204);
+    // Reads and lists are in the log, but they are not changes.
+    assert_eq!(
+        send(
+            client().get(server.api(&format!("accounts({id})"))),
+            &admin,
+            None
+        )
+        .status(),
+        200
+    );
+    assert_eq!(
+        get_json(&server.api("accounts"), &admin)["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let shared = send(
+        client().post(server.api("GrantAccess")),
+        &admin,
+        Some(json!({
+            "Target": {"@odata.id": format!("accounts({id})")},
+            "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({bo})")}, "AccessMask": "ReadAccess"},
+        })),
+    );
+    assert_eq!(shared.status(), 204);
+
+    let response = history(&server, &admin, &id, None);
+    let correlation = correlation_of(&response);
+    let details = collection(response);
+    assert_eq!(
+        actions(&details),
+        ["Share", "Update", "Create"],
+        "{details:#}"
+    );
+    assert_eq!(details["MoreRecords"], false);
+    assert_eq!(details["TotalRecordCount"], -1, "not asked for");
+    let [share, update, create] = details["AuditDetails"].as_array().unwrap().as_slice() else {
+        panic!("{details:#}");
+    };
+    assert_eq!(
+        share["@odata.type"],
+        "#Microsoft.Dynamics.CRM.ShareAuditDetail"
+    );
+    assert_eq!(share["Principal"]["systemuserid"], bo.as_str());
+    assert_eq!(share["NewPrivileges"], "ReadAccess");
+    assert_eq!(
+        update["@odata.type"],
+        "#Microsoft.Dynamics.CRM.AttributeAuditDetail"
+    );
+    assert_eq!(update["OldValue"]["name"], "Contoso");
+    assert_eq!(update["NewValue"]["name"], "Contoso Ltd");
+    assert_eq!(update["OldValue"]["telephone1"], "555-0100");
+    assert_eq!(update["NewValue"]["telephone1"], Value::Null, "emptied");
+    assert!(
+        update["OldValue"].get("revenue").is_none(),
+        "unchanged: {update:#}"
+    );
+    assert_eq!(
+        create["OldValue"],
+        json!({"@odata.type": "#Microsoft.Dynamics.CRM.account"})
+    );
+    assert_eq!(create["NewValue"]["name"], "Contoso");
+    assert_eq!(create["NewValue"]["revenue"].as_f64(), Some(100.0));
+    let record = &update["AuditRecord"];
+    assert_eq!(record["operation"], 2);
+    assert_eq!(record["action"], 2);
+    assert_eq!(record["objecttypecode"], "account");
+    assert_eq!(record["_objectid_value"], id.as_str());
+    assert_eq!(record["_userid_value"], admin_id.as_str());
+    assert_eq!(record[format!("_userid_value{FORMATTED}")], "admin");
+    assert_eq!(create["AuditRecord"]["operation"], 1);
+    // Each detail is the log's event, which the audit search shows by the same id.
+    let event = get_json(
+        &format!(
+            "{}/api/audit/records/{}",
+            server.base,
+            record["auditid"].as_str().unwrap()
+        ),
+        &admin,
+    );
+    assert_eq!(event["Operation"], "Update");
+    assert_eq!(event["RecordIds"], json!([id]));
+
+    // Reading it is recorded: the record read, how many changes were shown.
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Operation"], "RetrieveRecordChangeHistory");
+    assert_eq!(events[0]["ResultStatus"], "Succeeded");
+    assert_eq!(events[0]["EntityName"], "account");
+    assert_eq!(events[0]["RecordIds"], json!([id]));
+    assert_eq!(events[0]["ResultCount"], 3);
+
+    // Another record's history is its own.
+    let theirs = collection(history(&server, &admin, &other, None));
+    assert_eq!(actions(&theirs), ["Create"]);
+
+    // Pages: by cookie, and by number (the pages before walked past).
+    let first = collection(history(
+        &server,
+        &admin,
+        &id,
+        Some(json!({"PageNumber": 1, "Count": 2, "ReturnTotalRecordCount": true})),
+    ));
+    assert_eq!(actions(&first), ["Share", "Update"]);
+    assert_eq!(first["MoreRecords"], true);
+    assert_eq!(first["TotalRecordCount"], 3);
+    let cookie = first["PagingCookie"].as_str().unwrap();
+    let second = collection(history(
+        &server,
+        &admin,
+        &id,
+        Some(json!({"PageNumber": 2, "Count": 2, "PagingCookie": cookie})),
+    ));
+    assert_eq!(actions(&second), ["Create"]);
+    assert_eq!(second["MoreRecords"], false);
+    assert_eq!(second["PagingCookie"], Value::Null);
+    let third = collection(history(
+        &server,
+        &admin,
+        &id,
+        Some(json!({"PageNumber": 3, "Count": 1})),
+    ));
+    assert_eq!(actions(&third), ["Create"]);
+
+    // Recorded even where nothing else about the record is: reading the trail is always.
+    server.set_org(
+        &admin,
+        json!({"isauditenabled": false, "isreadauditenabled": false}),
+    );
+    let response = history(&server, &admin, &id, None);
+    let correlation = correlation_of(&response);
+    assert_eq!(actions(&collection(response)).len(), 3);
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Operation"], "RetrieveRecordChangeHistory");
+
+    // A deleted record has no form to open: its history is the compliance console's (the
+    // data-subject report), and here 404.
+    let deleted = send(
+        client().delete(server.api(&format!("accounts({other})"))),
+        &admin,
+        None,
+    );
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(odata_error(history(&server, &admin, &other, None)).0, 404);
+}
+
+#[test]
+fn only_who_may_view_audit_history_and_read_the_record_sees_it() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isauditenabled": true}));
+    let id = create_account(&server, &admin, "Contoso");
+    let other = create_account(&server, &admin, "Fabrikam");
+
+    // A Basic User reads accounts but does not view audit history; nor does a role that only
+    // views it without reading accounts. Each refusal is recorded with the record it named.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let historian = server.user_holding(
+        &admin,
+        "historian@contoso.test",
+        "Historians",
+        &["prvReadRecordAuditHistory"],
+    );
+    for token in [&bo, &historian] {
+        let refused = history(&server, token, &id, None);
+        let correlation = correlation_of(&refused);
+        assert_eq!(odata_error(refused).0, 403);
+        let events = events_of(&server, &admin, &correlation);
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!(events[0]["Operation"], "RetrieveRecordChangeHistory");
+        assert_eq!(events[0]["ResultStatus"], "Denied");
+        assert_eq!(events[0]["RecordIds"], json!([id]));
+    }
+    let auditor = server.user_holding(
+        &admin,
+        "auditor@contoso.test",
+        "Record auditors",
+        &["prvReadRecordAuditHistory", "prvReadaccount"],
+    );
+    assert_eq!(
+        actions(&collection(history(&server, &auditor, &id, None))),
+        ["Create"]
+    );
+
+    // A share opens one record's history to a holder of the privilege, and no other's.
+    let historian_id = get_json(&server.api("WhoAmI"), &historian)["UserId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shared = send(
+        client().post(server.api("GrantAccess")),
+        &admin,
+        Some(json!({
+            "Target": {"@odata.id": format!("accounts({id})")},
+            "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({historian_id})")}, "AccessMask": "ReadAccess"},
+        })),
+    );
+    assert_eq!(shared.status(), 204);
+    assert_eq!(
+        actions(&collection(history(&server, &historian, &id, None))),
+        ["Share", "Create"]
+    );
+    assert_eq!(
+        odata_error(history(&server, &historian, &other, None)).0,
+        403
+    );
+
+    // Bad calls are 400s, an unknown record 404, and none of them shows anything.
+    let target = |text: &str| {
+        send(
+            client()
+                .get(server.api("RetrieveRecordChangeHistory(Target=@t)"))
+                .query(&[("@t", text)]),
+            &admin,
+            None,
+        )
+    };
+    for bad in [
+        "accounts(x)".to_string(),
+        "{}".to_string(),
+        json!({"@odata.id": "accounts(not-a-guid)"}).to_string(),
+        json!({"accountid": id}).to_string(),
+        json!({"@odata.id": format!("accounts({id})"), "x": 1}).to_string(),
+    ] {
+        assert_eq!(odata_error(target(&bad)).0, 400, "{bad}");
+    }
+    assert_eq!(
+        odata_error(target(
+            &json!({"@odata.id": "nosuchsets(00000000-0000-0000-0000-000000000001)"}).to_string()
+        ))
+        .0,
+        404
+    );
+    assert_eq!(
+        odata_error(target(
+            &json!({"@odata.id": "accounts(00000000-0000-0000-0000-000000000001)"}).to_string()
+        ))
+        .0,
+        404
+    );
+    for call in [
+        "RetrieveRecordChangeHistory()",
+        "RetrieveRecordChangeHistory(Target=@t,Target=@t)",
+        "RetrieveRecordChangeHistory(Record=@t)",
+        "RetrieveRecordChangeHistory(Target=@missing)",
+        "RetrieveRecordChangeHistory(Target=@t,PagingInfo=@p)",
+    ] {
+        let bad = send(
+            client().get(server.api(call)).query(&[
+                (
+                    "@t",
+                    json!({"@odata.id": format!("accounts({id})")}).to_string(),
+                ),
+                ("@p", json!({"Count": 0}).to_string()),
+            ]),
+            &admin,
+            None,
+        );
+        assert_eq!(odata_error(bad).0, 400, "{call}");
+    }
+    assert_eq!(
+        send(
+            client().post(server.api("RetrieveRecordChangeHistory(Target=@t)")),
+            &admin,
+            None
+        )
+        .status(),
+        405
+    );
+
+    // Audit log search off stops this way of reading the trail too.
+    let switch = |enabled: bool| {
+        send(
+            client().put(format!("{}/api/audit/settings", server.base)),
+            &admin,
+            Some(json!({"searchEnabled": enabled})),
+        )
+        .status()
+    };
+    assert_eq!(switch(false), 200);
+    assert_eq!(odata_error(history(&server, &auditor, &id, None)).0, 409);
+    assert_eq!(switch(true), 200);
+    assert_eq!(history(&server, &auditor, &id, None).status(), 200);
+}
