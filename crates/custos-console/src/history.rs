@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use custos_audit::UserType;
 use custos_http::credentials::cookie;
-use custos_records::{EntityDef, Privilege, allows};
+use custos_records::{AttributeDef, AttributeType, EntityDef, Privilege, allows};
 use maud::{Markup, html};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
@@ -42,21 +42,20 @@ pub(crate) fn offered(console: &Console, instance: &str, entity: &EntityDef) -> 
 }
 
 /// One row of the table: a field's change in one event.
-struct Row<'a> {
+struct Row {
     when: String,
     by: String,
     event: String,
     field: String,
-    old: &'a Json,
-    new: &'a Json,
+    old: String,
+    new: String,
 }
 
 /// The rows of one `AuditDetail`: a share's principal and rights, else each attribute whose
 /// value either side names (an event that changed no audited value: one row without a field).
-fn rows<'a>(console: &Console, entity: &EntityDef, zone: &Zone, detail: &'a Json) -> Vec<Row<'a>> {
-    static NOTHING: Json = Json::Null;
+fn rows(console: &Console, entity: &EntityDef, zone: &Zone, detail: &Json) -> Vec<Row> {
     let record = &detail["AuditRecord"];
-    let row = |field: String, old: &'a Json, new: &'a Json| Row {
+    let row = |field: String, old: String, new: String| Row {
         when: zone.show_text(&text(&record["createdon"])),
         by: text(&record[format!("_userid_value@{FORMATTED}").as_str()]),
         event: text(&record[format!("action@{FORMATTED}").as_str()]),
@@ -72,16 +71,17 @@ fn rows<'a>(console: &Console, entity: &EntityDef, zone: &Zone, detail: &'a Json
             .and_then(|id| console.state.directory.principal(id))
             .map_or_else(|| text(principal), |p| p.upn);
         return vec![row(
-            format!("Access of {who}"),
-            &NOTHING,
-            &detail["NewPrivileges"],
+            format!("Access of {}", visible(&who)),
+            String::new(),
+            readable(&detail["NewPrivileges"]),
         )];
     }
     let (old, new) = (&detail["OldValue"], &detail["NewValue"]);
     let named = |name: &str| old.get(name).is_some() || new.get(name).is_some();
     // The entity's attributes in its own order, as its form lists them; a value of an
     // attribute deleted since, after them under its recorded name.
-    let mut shown: Vec<Row<'a>> = entity
+    let lookup = |a: &AttributeDef| matches!(a.attribute_type, AttributeType::Lookup { .. });
+    let mut shown: Vec<Row> = entity
         .attributes
         .iter()
         .filter(|a| named(&a.web_name()))
@@ -89,8 +89,8 @@ fn rows<'a>(console: &Console, entity: &EntityDef, zone: &Zone, detail: &'a Json
             let name = a.web_name();
             row(
                 label(a).to_string(),
-                old.get(&name).unwrap_or(&NOTHING),
-                new.get(&name).unwrap_or(&NOTHING),
+                value(console, lookup(a), &old[name.as_str()]),
+                value(console, lookup(a), &new[name.as_str()]),
             )
         })
         .collect();
@@ -105,28 +105,29 @@ fn rows<'a>(console: &Console, entity: &EntityDef, zone: &Zone, detail: &'a Json
     for name in gone {
         if !shown.iter().any(|row| row.field == *name) {
             shown.push(row(
-                name.clone(),
-                old.get(name).unwrap_or(&NOTHING),
-                new.get(name).unwrap_or(&NOTHING),
+                visible(name),
+                value(console, false, &old[name.as_str()]),
+                value(console, false, &new[name.as_str()]),
             ));
         }
     }
     if shown.is_empty() {
-        shown.push(row(String::new(), &NOTHING, &NOTHING));
+        shown.push(row(String::new(), String::new(), String::new()));
     }
     shown
 }
 
 /// A value as the table shows it: a user a lookup names by their sign-in name, else the value.
-fn shown(console: &Console, value: &Json) -> String {
+fn value(console: &Console, lookup: bool, value: &Json) -> String {
     value
         .as_str()
+        .filter(|_| lookup)
         .and_then(|text| Uuid::parse_str(text).ok())
         .and_then(|id| console.state.directory.principal(id))
         .map_or_else(|| readable(value), |user| visible(&user.upn))
 }
 
-fn table(console: &Console, rows: &[Row<'_>], zone: &Zone) -> Markup {
+fn table(rows: &[Row], zone: &Zone) -> Markup {
     html! {
         table {
             thead {
@@ -146,8 +147,8 @@ fn table(console: &Console, rows: &[Row<'_>], zone: &Zone) -> Markup {
                         td { (visible(&row.by)) }
                         td { (row.event) }
                         td { (row.field) }
-                        td { (shown(console, row.old)) }
-                        td { (shown(console, row.new)) }
+                        td { (row.old) }
+                        td { (row.new) }
                     }
                 }
             }
@@ -201,7 +202,7 @@ pub(crate) async fn history(
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let shown: Vec<Row<'_>> = details
+    let shown: Vec<Row> = details
         .iter()
         .flat_map(|detail| rows(&console, &entity, &zone, detail))
         .collect();
@@ -219,7 +220,7 @@ pub(crate) async fn history(
         @if shown.is_empty() {
             p { "No change of this record is recorded." }
         } @else {
-            (table(&console, &shown, &zone))
+            (table(&shown, &zone))
         }
         nav aria-label="Pages" {
             @if page > 1 {
