@@ -272,6 +272,11 @@ pub(crate) fn run(url: &str, admin_password: &str, json_out: bool) -> anyhow::Re
         "principalobjectaccessset?$filter=objectid eq {}",
         accounts[0]
     )))?;
+    // Who changed it, and how: the admin opens the account's audit history.
+    admin.get(&api(&format!(
+        "RetrieveRecordChangeHistory(Target=@target)?@target=%7B%22@odata.id%22:%22accounts({})%22%7D",
+        accounts[0]
+    )))?;
 
     step("Ann exports to Excel, imports a CSV file, deletes records one by one and in bulk");
     ann.post(

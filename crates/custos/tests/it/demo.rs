@@ -83,6 +83,13 @@ fn the_demo_day_leaves_every_operation_searchable() {
     // The integration's upserts by the project's alternate key made two projects, changed one,
     // and its FetchXML list named both.
     assert_eq!(server.audit(&admin, "operation=CreateEntityKey").len(), 1);
+    // A record's audit history was opened, and shows what Ann did to the account.
+    let history = server.audit(&admin, "operation=RetrieveRecordChangeHistory");
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert!(
+        history[0]["ResultCount"].as_u64().unwrap() >= 2,
+        "{history:#?}"
+    );
     let fetched: Vec<Value> = server
         .audit(&admin, "operation=RetrieveMultiple")
         .into_iter()
