@@ -30,7 +30,7 @@ const ENTITY_PRIVILEGES: [&str; 7] = [
 ];
 
 /// The privileges a custom role holds on the instance, with what they let a user do.
-const INSTANCE_PRIVILEGES: [(&str, &str); 4] = [
+const INSTANCE_PRIVILEGES: [(&str, &str); 5] = [
     (
         "prvCustomizeSystem",
         "Customize the instance (entities, attributes, publishing)",
@@ -43,6 +43,10 @@ const INSTANCE_PRIVILEGES: [(&str, &str); 4] = [
     (
         "prvReadRecordAuditHistory",
         "View audit history: the changes of the records one may read",
+    ),
+    (
+        "prvReadAuditSummary",
+        "View audit summary: the changes of the entities one may read, through the Web API's audits",
     ),
 ];
 

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod annotations;
+mod audits;
 mod batch;
 mod bulk;
 mod cascade;
@@ -296,7 +297,9 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 .unwrap_or(second)
                 .trim_end_matches("()");
             if !reference
-                && (security::BOUND_ACTIONS.contains(&name) || users::USER_ACTIONS.contains(&name))
+                && (security::BOUND_ACTIONS.contains(&name)
+                    || users::USER_ACTIONS.contains(&name)
+                    || (set == audits::SET && name == audits::DETAILS))
             {
                 return Ok(Target::BoundAction {
                     set: set.to_string(),
@@ -403,6 +406,27 @@ fn parameter_json(text: &str) -> Option<serde_json::Value> {
 }
 
 impl WebRequest {
+    /// The instance's `organization` entity: what instance-wide privileges are checked on.
+    pub(crate) fn organization(&self) -> Result<EntityDef, AppError> {
+        self.instance
+            .store
+            .catalog()
+            .entity(custos_records::ORGANIZATION_ENTITY)
+            .cloned()
+            .ok_or_else(|| AppError::not_found("the instance has no organization entity"))
+    }
+
+    /// The absolute link to the page after this one of the list at `path`: this request's query
+    /// with `$skiptoken` set to `token`.
+    pub(crate) fn next_link(&self, path: &str, token: &str) -> String {
+        let mut pairs = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in self.query.iter().filter(|(k, _)| k != "$skiptoken") {
+            pairs.append_pair(k, v);
+        }
+        pairs.append_pair("$skiptoken", token);
+        format!("{}/{path}?{}", self.service_root, pairs.finish())
+    }
+
     /// A function parameter's text as written in the path, or — when it names a parameter
     /// alias (`EntityNames=@p1`) — the alias's value in the query; trimmed.
     pub(crate) fn parameter<'a>(&'a self, text: &'a str) -> Result<&'a str, AppError> {
@@ -944,6 +968,12 @@ fn classify(
     if *target == Target::ExportToExcel {
         draft.origin = custos_audit::Origin::Export;
     }
+    // Dataverse's `audit` rows are the log's events: reading them is a search of the trail, and
+    // an audit's id is no record's.
+    if set == Some(audits::SET) {
+        draft.operation = Operation::SearchAuditLog;
+        draft.record_ids.clear();
+    }
     let entity = state
         .instance(instance_name)
         .and_then(|instance| match (set, target) {
@@ -1215,6 +1245,20 @@ async fn dispatch(
         }
         (Target::Attribute(entity, attribute), Method::PATCH | Method::PUT) => {
             metadata::update_attribute(&request, draft, entity, attribute).await
+        }
+        (Target::EntitySet(set), Method::GET) if set == audits::SET => {
+            audits::list(request, draft).await
+        }
+        (Target::Record(set, id), Method::GET) if set == audits::SET => {
+            audits::one(request, draft, *id).await
+        }
+        (Target::BoundAction { set, id, .. }, Method::GET) if set == audits::SET => {
+            audits::details(request, draft, *id).await
+        }
+        (Target::EntitySet(set) | Target::Record(set, _) | Target::BoundAction { set, .. }, _)
+            if set == audits::SET =>
+        {
+            Err(not_allowed())
         }
         (Target::EntitySet(set), Method::GET) => {
             records::retrieve_multiple(request, draft, set).await

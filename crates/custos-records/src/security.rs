@@ -59,6 +59,9 @@ pub enum Privilege {
     /// Read the change history of the records one may read (Dataverse's "View Audit History",
     /// `prvReadRecordAuditHistory`).
     ReadRecordAuditHistory,
+    /// Read the instance's audit summary: the changes of every entity one may read, through the
+    /// Web API's `audits` (Dataverse's "View Audit Summary", `prvReadAuditSummary`).
+    ReadAuditSummary,
 }
 
 impl Privilege {
@@ -87,15 +90,17 @@ impl Privilege {
             Privilege::ManageUsers => "ManageUsers",
             Privilege::ActOnBehalf => "ActOnBehalfOfAnotherUser",
             Privilege::ReadRecordAuditHistory => "ReadRecordAuditHistory",
+            Privilege::ReadAuditSummary => "ReadAuditSummary",
         }
     }
 
     /// The privileges a role grants on the whole instance.
-    pub const INSTANCE: [Privilege; 4] = [
+    pub const INSTANCE: [Privilege; 5] = [
         Privilege::Customize,
         Privilege::ManageUsers,
         Privilege::ActOnBehalf,
         Privilege::ReadRecordAuditHistory,
+        Privilege::ReadAuditSummary,
     ];
 
     fn parse(text: &str) -> Option<Privilege> {
@@ -112,7 +117,7 @@ pub struct Grants {
     /// Per entity logical name, the privileges held on it.
     pub entities: BTreeMap<String, BTreeSet<Privilege>>,
     /// Instance-wide privileges (`Customize`, `ManageUsers`, `ActOnBehalf`,
-    /// `ReadRecordAuditHistory`).
+    /// `ReadRecordAuditHistory`, `ReadAuditSummary`).
     pub instance: BTreeSet<Privilege>,
 }
 
@@ -120,11 +125,11 @@ impl Grants {
     /// Adds a privilege by its Dataverse-style name: `prv<Privilege><entity>` for a
     /// per-entity one (`prvReadaccount`, `prvCreatenew_project`; case ignored), or
     /// `prvCustomizeSystem` / `prvManageUsers` / `prvActOnBehalfOfAnotherUser` /
-    /// `prvReadRecordAuditHistory`.
+    /// `prvReadRecordAuditHistory` / `prvReadAuditSummary`.
     pub fn add_named(&mut self, name: &str) -> Result<()> {
         let bad = || {
             Error::BadRequest(format!(
-                "'{name}' is not a privilege: use prv<Create|Read|Write|Delete|Export|BulkDelete|Import><entity>, prvCustomizeSystem, prvManageUsers, prvActOnBehalfOfAnotherUser or prvReadRecordAuditHistory"
+                "'{name}' is not a privilege: use prv<Create|Read|Write|Delete|Export|BulkDelete|Import><entity>, prvCustomizeSystem, prvManageUsers, prvActOnBehalfOfAnotherUser, prvReadRecordAuditHistory or prvReadAuditSummary"
             ))
         };
         let rest = name
@@ -146,6 +151,10 @@ impl Grants {
             }
             "readrecordaudithistory" => {
                 self.instance.insert(Privilege::ReadRecordAuditHistory);
+                return Ok(());
+            }
+            "readauditsummary" => {
+                self.instance.insert(Privilege::ReadAuditSummary);
                 return Ok(());
             }
             _ => {}
@@ -320,11 +329,13 @@ mod tests {
             "prvCustomizeSystem",
             "prvActOnBehalfOfAnotherUser",
             "prvReadRecordAuditHistory",
+            "prvReadAuditSummary",
         ] {
             grants.add_named(name).unwrap();
         }
         // An instance privilege's name is not read as Read on an entity "recordaudithistory".
         assert!(!grants.entities.contains_key("recordaudithistory"));
+        assert!(!grants.entities.contains_key("auditsummary"));
         assert_eq!(
             grants.names(),
             [
@@ -333,6 +344,7 @@ mod tests {
                 "prvCreateaccount",
                 "prvCustomizeSystem",
                 "prvDeletecontact",
+                "prvReadAuditSummary",
                 "prvReadRecordAuditHistory",
                 "prvReadaccount"
             ]

@@ -36,7 +36,7 @@ use custos_http::error::{AppError, ErrorCode};
 pub(super) const FUNCTION: &str = "RetrieveRecordChangeHistory";
 
 /// The operations whose events changed the record they name.
-const CHANGES: [Operation; 8] = [
+pub(super) const CHANGES: [Operation; 8] = [
     Operation::Create,
     Operation::Update,
     Operation::Upsert,
@@ -208,7 +208,7 @@ fn codes(event: &AuditEvent) -> ((i64, &'static str), (i64, &'static str)) {
 }
 
 /// The `AuditRecord` of an event: Dataverse's `audit` row, formatted values when asked for.
-fn audit_record(event: &AuditEvent, id: Uuid, formatted: bool) -> Json {
+pub(super) fn audit_record(event: &AuditEvent, id: Uuid, formatted: bool) -> Json {
     let ((operation, operation_label), (action, action_label)) = codes(event);
     let mut record = Map::new();
     record.insert("@odata.type".into(), json!("#Microsoft.Dynamics.CRM.audit"));
@@ -240,7 +240,7 @@ fn audit_record(event: &AuditEvent, id: Uuid, formatted: bool) -> Json {
 /// One event as Dataverse's `AuditDetail`: a share's principal and rights, or the changed
 /// attributes' values before (`OldValue`) and after (`NewValue`) — a created record has no
 /// values before, a deleted one none after; an attribute emptied is `null` after.
-fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted: bool) -> Json {
+pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted: bool) -> Json {
     let record = audit_record(event, id, formatted);
     let operation = Operation::parse(&event.operation);
     if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
@@ -295,6 +295,29 @@ struct Found {
     total: Option<u64>,
 }
 
+/// Refuses while audit log search is off: it stops every way of reading the trail, the Web
+/// API's too. Reads the directory: call from blocking code.
+pub(super) fn search_on(state: &custos_http::AppState) -> Result<(), AppError> {
+    if state.audit_search_stored()? {
+        return Ok(());
+    }
+    Err(AppError::new(
+        ErrorCode::Conflict,
+        "audit log search is turned off, and with it every way of reading the trail, the Web API's audit history and audits too; an Audit Manager can turn it on",
+    ))
+}
+
+/// Refuses a support engineer: the trail is the tenant's, read by its own people. They reach
+/// the records they were let in for, acting as System Administrator, but not their history.
+pub(super) fn refuse_support(request: &WebRequest) -> Result<(), AppError> {
+    if request.caller.user_type() == custos_audit::UserType::DcAdmin {
+        return Err(AppError::forbidden(
+            "a support engineer does not read the audit trail: it is the tenant's",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads the page `paging` asks for of the changes of record `id` of `entity` in `instance`.
 fn read_page(
     state: &custos_http::AppState,
@@ -303,12 +326,7 @@ fn read_page(
     id: Uuid,
     paging: &Paging,
 ) -> Result<Found, AppError> {
-    if !state.audit_search_stored()? {
-        return Err(AppError::new(
-            ErrorCode::Conflict,
-            "audit log search is turned off, and with it every way of reading the trail, a record's change history too; an Audit Manager can turn it on",
-        ));
-    }
+    search_on(state)?;
     let mut query = SearchQuery {
         start_us: 0,
         end_us: i64::MAX,
@@ -382,13 +400,7 @@ pub(super) async fn change_history(
     } else {
         draft.query = format!("{FUNCTION}(Target={}({id}))", entity.set_name);
     }
-    // The trail is the tenant's, read by its own people: a support engineer reaches the records
-    // they were let in for, acting as System Administrator, but not their history.
-    if request.caller.user_type() == custos_audit::UserType::DcAdmin {
-        return Err(AppError::forbidden(
-            "a support engineer does not read a record's audit history: the trail is the tenant's",
-        ));
-    }
+    refuse_support(&request)?;
     request.require(Privilege::ReadRecordAuditHistory, &entity)?;
     require_on_record(&request, Privilege::Read, &entity, id)?;
     let store = request.instance.store.clone();

@@ -23,6 +23,7 @@ pub(crate) fn service_document(request: &WebRequest) -> Response {
         .catalog()
         .entities()
         .map(|e| json!({"name": e.set_name, "kind": "EntitySet", "url": e.set_name}))
+        .chain([json!({"name": "audits", "kind": "EntitySet", "url": "audits"})])
         .collect();
     axum::Json(
         json!({"@odata.context": format!("{}/$metadata", request.service_root), "value": sets}),
@@ -217,6 +218,11 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<Property Name=\"PagingCookie\" Type=\"Edm.String\"/>",
         "</ComplexType>\n",
         "<Function Name=\"RetrieveRecordChangeHistory\"><Parameter Name=\"Target\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/><Parameter Name=\"PagingInfo\" Type=\"mscrm.PagingInfo\"/><ReturnType Type=\"mscrm.RetrieveRecordChangeHistoryResponse\" Nullable=\"false\"/></Function>\n",
+        // The audit summary (`audits.rs`): one change's details, bound to its row.
+        "<ComplexType Name=\"RetrieveAuditDetailsResponse\">",
+        "<Property Name=\"AuditDetail\" Type=\"mscrm.AuditDetail\"/>",
+        "</ComplexType>\n",
+        "<Function Name=\"RetrieveAuditDetails\" IsBound=\"true\"><Parameter Name=\"entity\" Type=\"mscrm.audit\" Nullable=\"false\"/><ReturnType Type=\"mscrm.RetrieveAuditDetailsResponse\" Nullable=\"false\"/></Function>\n",
         "<Action Name=\"PublishAllXml\"/>\n",
     ));
     // Dataverse's query functions, declared as its `$metadata` declares them: used inside a
@@ -254,6 +260,10 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         xml.push_str(UNSUPPORTED_OPTIONS);
         xml.push_str("</EntitySet>\n");
     }
+    // The audit summary's rows, the log's change events (`audits.rs`).
+    xml.push_str("<EntitySet Name=\"audits\" EntityType=\"Microsoft.Dynamics.CRM.audit\">");
+    xml.push_str(UNSUPPORTED_OPTIONS);
+    xml.push_str("</EntitySet>\n");
     xml.push_str(APPLY_SUPPORTED);
     xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<FunctionImport Name=\"RetrieveTotalRecordCount\" Function=\"Microsoft.Dynamics.CRM.RetrieveTotalRecordCount\"/>\n<FunctionImport Name=\"RetrieveRecordChangeHistory\" Function=\"Microsoft.Dynamics.CRM.RetrieveRecordChangeHistory\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
@@ -1033,14 +1043,7 @@ pub(crate) async fn create_entity(
     draft: &mut EventDraft,
 ) -> Result<Response, AppError> {
     draft.operation = Operation::CreateEntity;
-    let organization = request
-        .instance
-        .store
-        .catalog()
-        .entity(custos_records::ORGANIZATION_ENTITY)
-        .cloned()
-        .ok_or_else(|| AppError::not_found("the instance has no organization entity"))?;
-    require_customizer(request, &organization)?;
+    require_customizer(request, &request.organization()?)?;
     let body = request.json_object()?;
     let definition = entity_from_body(&request.instance.store.catalog(), &body)?;
     let name = definition.logical_name.clone();

@@ -713,18 +713,9 @@ async fn list(
             );
         }
     } else if let Some(cursor) = &page.next {
-        let mut pairs = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in request.query.iter().filter(|(k, _)| k != "$skiptoken") {
-            pairs.append_pair(k, v);
-        }
-        pairs.append_pair("$skiptoken", &cursor.token());
         body.insert(
             "@odata.nextLink".into(),
-            json!(format!(
-                "{}/{path}?{}",
-                request.service_root,
-                pairs.finish()
-            )),
+            json!(request.next_link(&path, &cursor.token())),
         );
     }
     let mut applied = Vec::new();

@@ -310,6 +310,13 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             "SG",
         ),
         (
+            "the instance's audit summary",
+            Method::GET,
+            format!("{api}/audits"),
+            None,
+            "SG",
+        ),
+        (
             "the Web API's version",
             Method::GET,
             format!("{api}/RetrieveVersion()"),

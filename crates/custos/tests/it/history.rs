@@ -363,3 +363,203 @@ fn only_who_may_view_audit_history_and_read_the_record_sees_it() {
     assert_eq!(switch(true), 200);
     assert_eq!(history(&server, &auditor, &id, None).status(), 200);
 }
+
+/// The instance's audit summary, Dataverse's `audits`: every change of the entities the caller
+/// may read, newest first, filtered by what the log's index answers, one change's values through
+/// `RetrieveAuditDetails`; each reading recorded as a search of the trail.
+#[test]
+fn the_audit_summary_lists_the_changes_of_what_its_reader_may_read() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isauditenabled": true}));
+    let account = create_account(&server, &admin, "Contoso");
+    let made = send(
+        client().post(server.api("contacts")),
+        &admin,
+        Some(json!({"lastname": "Lovelace"})),
+    );
+    assert_eq!(made.status(), 204);
+    let contact = entity_id(&made);
+    let changed = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"name": "Contoso Ltd"})),
+    );
+    assert_eq!(changed.status(), 204);
+    let both = "objecttypecode eq 'account' or objecttypecode eq 'contact'";
+    let audits = |token: &str, query: &[(&str, &str)]| {
+        send(
+            client()
+                .get(server.api("audits"))
+                .query(query)
+                .header("Prefer", "odata.include-annotations=\"*\""),
+            token,
+            None,
+        )
+    };
+    let answered = audits(&admin, &[("$filter", both), ("$count", "true")]);
+    assert_eq!(answered.status(), 200);
+    let correlation = correlation_of(&answered);
+    let listed: Value = answered.json().unwrap();
+    assert_eq!(listed["@odata.count"], 3, "{listed:#}");
+    let rows = listed["value"].as_array().unwrap();
+    let seen: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["_objectid_value"].as_str().unwrap(),
+                r["action"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (account.as_str(), 2),
+            (contact.as_str(), 1),
+            (account.as_str(), 1)
+        ]
+    );
+    assert_eq!(rows[0]["objecttypecode"], "account");
+    assert_eq!(rows[0][format!("_userid_value{FORMATTED}")], "admin");
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Operation"], "SearchAuditLog");
+    assert_eq!(events[0]["ResultCount"], 3);
+    assert!(
+        events[0]["Query"]
+            .as_str()
+            .unwrap()
+            .starts_with("audits?$filter=")
+    );
+
+    // Filters the index answers, pages and $select.
+    let count = |query: &[(&str, &str)]| -> usize {
+        let answer: Value = audits(&admin, query).json().unwrap();
+        answer["value"].as_array().unwrap().len()
+    };
+    let on_account = format!("_objectid_value eq {account}");
+    assert_eq!(count(&[("$filter", &on_account)]), 2);
+    assert_eq!(
+        count(&[("$filter", &format!("{on_account} and action eq 2"))]),
+        1
+    );
+    assert_eq!(
+        count(&[("$filter", &format!("({both}) and operation eq 1"))]),
+        2
+    );
+    assert_eq!(count(&[("$filter", "createdon gt 2100-01-01")]), 0);
+    let first: Value = send(
+        client()
+            .get(server.api("audits"))
+            .query(&[("$filter", both), ("$select", "auditid,action")])
+            .header("Prefer", "odata.maxpagesize=2"),
+        &admin,
+        None,
+    )
+    .json()
+    .unwrap();
+    assert_eq!(first["value"].as_array().unwrap().len(), 2);
+    let keys: Vec<&String> = first["value"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["auditid", "action"]);
+    let next = get_json(first["@odata.nextLink"].as_str().unwrap(), &admin);
+    assert_eq!(next["value"].as_array().unwrap().len(), 1);
+    assert!(next.get("@odata.nextLink").is_none());
+
+    // One change: its row, and its values before and after, recorded with its record.
+    let update = rows[0]["auditid"].as_str().unwrap();
+    let row = get_json(&server.api(&format!("audits({update})")), &admin);
+    assert_eq!(row["_objectid_value"], account.as_str());
+    let answered = send(
+        client().get(server.api(&format!(
+            "audits({update})/Microsoft.Dynamics.CRM.RetrieveAuditDetails()"
+        ))),
+        &admin,
+        None,
+    );
+    let correlation = correlation_of(&answered);
+    let details: Value = answered.json().unwrap();
+    assert_eq!(details["AuditDetail"]["OldValue"]["name"], "Contoso");
+    assert_eq!(details["AuditDetail"]["NewValue"]["name"], "Contoso Ltd");
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events[0]["Operation"], "SearchAuditLog");
+    assert_eq!(events[0]["EntityName"], "account");
+    assert_eq!(events[0]["RecordIds"], json!([account]));
+    // An event that is not a change of this instance's records is no audit row.
+    let search = events[0]["Id"].as_str().unwrap();
+    assert_eq!(
+        odata_error(send(
+            client().get(server.api(&format!("audits({search})"))),
+            &admin,
+            None
+        ))
+        .0,
+        404
+    );
+
+    // A role that views the summary and reads accounts sees accounts' changes only, and is
+    // refused contacts'; a Basic User views no summary.
+    let summary = server.user_holding(
+        &admin,
+        "summary@contoso.test",
+        "Summary readers",
+        &["prvReadAuditSummary", "prvReadaccount"],
+    );
+    let theirs: Value = audits(&summary, &[]).json().unwrap();
+    let entities: Vec<&str> = theirs["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["objecttypecode"].as_str().unwrap())
+        .collect();
+    assert_eq!(entities, ["account", "account"]);
+    assert_eq!(
+        odata_error(audits(
+            &summary,
+            &[("$filter", "objecttypecode eq 'contact'")]
+        ))
+        .0,
+        403
+    );
+    let contact_change = rows[1]["auditid"].as_str().unwrap();
+    assert_eq!(
+        odata_error(send(
+            client().get(server.api(&format!(
+                "audits({contact_change})/Microsoft.Dynamics.CRM.RetrieveAuditDetails()"
+            ))),
+            &summary,
+            None
+        ))
+        .0,
+        403
+    );
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let refused = audits(&bo, &[]);
+    let correlation = correlation_of(&refused);
+    assert_eq!(odata_error(refused).0, 403);
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events[0]["Operation"], "SearchAuditLog");
+    assert_eq!(events[0]["ResultStatus"], "Denied");
+
+    // What the index cannot answer is refused by name; the set is read-only.
+    for (name, value) in [
+        ("$filter", "contains(objecttypecode,'acc')"),
+        ("$filter", "operation eq 1 or action eq 2"),
+        ("$orderby", "createdon asc"),
+        ("$apply", "aggregate($count as n)"),
+        ("$select", "changedata"),
+        ("$top", "0"),
+        ("$skiptoken", "x"),
+    ] {
+        assert_eq!(
+            odata_error(audits(&admin, &[(name, value)])).0,
+            400,
+            "{name}={value}"
+        );
+    }
+    assert_eq!(
+        send(client().post(server.api("audits")), &admin, Some(json!({}))).status(),
+        405
+    );
+}

@@ -1,0 +1,523 @@
+//! Dataverse's `audit` table through the Web API — the instance's Audit Summary:
+//! `GET audits?$filter=_objectid_value eq <id> and createdon ge 2026-12-01&$top=50`, one row a
+//! change (who, when, which record, which action), newest first, and
+//! `GET audits(<id>)/Microsoft.Dynamics.CRM.RetrieveAuditDetails()` for one change's old and
+//! new values.
+//!
+//! Read from the audit log as a record's history is (`history.rs`): the instance's change events
+//! — changes only, as Dataverse's `audit` table holds no reads — of the entities the caller may
+//! read. It needs `prvReadAuditSummary` ("View Audit Summary"); a support engineer is refused
+//! and audit log search off refuses it, as for a record's history. `$filter` takes what the log's
+//! index answers: `eq` on `_objectid_value`, `objecttypecode`, `_userid_value`, `operation` and
+//! `action` (several joined by `or` on one of them), `createdon` compared with `gt`, `ge`, `lt`
+//! or `le`, all joined by `and`; anything else is refused by name. Each reading is a search of the
+//! trail, recorded as one (`SearchAuditLog`, the OData query in `Query`; for a change's details,
+//! the changed record in `RecordIds`).
+
+use axum::response::{IntoResponse, Response};
+use custos_audit::{AuditEvent, Operation, ResultStatus, SearchQuery};
+use custos_records::{
+    CompareOp, EntityDef, Filter, Literal, PAGE_SIZE_MAX, Privilege, page_size, parse_filter,
+};
+use serde_json::{Map, Value as Json, json};
+use uuid::Uuid;
+
+use super::WebRequest;
+use super::annotations::{FORMATTED, Presentation};
+use super::history::{CHANGES, audit_record, detail, refuse_support, search_on};
+use custos_http::blocking;
+use custos_http::draft::EventDraft;
+use custos_http::error::AppError;
+use custos_http::query::parse_time;
+
+/// The entity set's name.
+pub(super) const SET: &str = "audits";
+/// The function bound to one of its rows.
+pub(super) const DETAILS: &str = "RetrieveAuditDetails";
+
+/// The operations each Dataverse `audit.operation` (1 Create, 2 Update, 3 Delete) and
+/// `audit.action` code stands for among the changes recorded (`history::codes` the other way).
+fn operations_of(field: &str, code: i64) -> Vec<Operation> {
+    use Operation::*;
+    match (field, code) {
+        (_, 1) => vec![Create, Upsert],
+        ("operation", 2) => vec![Update, Assign, Share, Unshare, RunProcess],
+        ("action", 2) => vec![Update, RunProcess],
+        (_, 3) => vec![Delete],
+        ("action", 13) => vec![Assign],
+        ("action", 14) => vec![Share],
+        ("action", 49) => vec![Unshare],
+        _ => Vec::new(),
+    }
+}
+
+/// What `$filter` asks of the log.
+#[derive(Debug, Default, PartialEq)]
+struct Asked {
+    records: Option<Vec<Uuid>>,
+    entities: Option<Vec<String>>,
+    users: Option<Vec<String>>,
+    operations: Option<Vec<Operation>>,
+    start_us: i64,
+    end_us: i64,
+}
+
+/// Keeps what both lists hold: two conditions on one attribute joined by `and`.
+fn narrow<T: PartialEq>(slot: &mut Option<Vec<T>>, values: Vec<T>) {
+    *slot = Some(match slot.take() {
+        None => values,
+        Some(held) => held.into_iter().filter(|v| values.contains(v)).collect(),
+    });
+}
+
+fn unsupported(what: &str) -> AppError {
+    AppError::bad_request(format!(
+        "audits takes $filter conditions joined by 'and': eq on _objectid_value, objecttypecode, _userid_value, operation or action (several joined by 'or' on one of them), and createdon with gt, ge, lt or le; {what} is not one"
+    ))
+}
+
+/// The `eq` comparisons of `filter` on one attribute, joined by `or`: its name and values.
+fn alternatives(filter: &Filter) -> Result<(String, Vec<Literal>), AppError> {
+    match filter {
+        Filter::Compare {
+            attribute,
+            op: CompareOp::Eq,
+            value,
+        } => Ok((attribute.clone(), vec![value.clone()])),
+        Filter::Or(left, right) => {
+            let (name, mut values) = alternatives(left)?;
+            let (other, more) = alternatives(right)?;
+            if other != name {
+                return Err(unsupported(&format!("'or' between {name} and {other}")));
+            }
+            values.extend(more);
+            Ok((name, values))
+        }
+        _ => Err(unsupported("a condition other than eq")),
+    }
+}
+
+/// Reads one condition (a conjunct) of `$filter` into `asked`.
+fn read_condition(filter: &Filter, asked: &mut Asked) -> Result<(), AppError> {
+    if let Filter::And(left, right) = filter {
+        read_condition(left, asked)?;
+        return read_condition(right, asked);
+    }
+    if let Filter::Compare {
+        attribute,
+        op,
+        value,
+    } = filter
+        && attribute == "createdon"
+    {
+        let text = match value {
+            Literal::DateTime(text) | Literal::Date(text) => text,
+            _ => return Err(unsupported("createdon compared with something not a date")),
+        };
+        let at = parse_time("createdon", text)?;
+        match op {
+            CompareOp::Ge => asked.start_us = asked.start_us.max(at),
+            CompareOp::Gt => asked.start_us = asked.start_us.max(at.saturating_add(1)),
+            CompareOp::Lt => asked.end_us = asked.end_us.min(at),
+            CompareOp::Le => asked.end_us = asked.end_us.min(at.saturating_add(1)),
+            CompareOp::Eq | CompareOp::Ne => {
+                return Err(unsupported(&format!("createdon {}", op.as_str())));
+            }
+        }
+        return Ok(());
+    }
+    let (name, values) = alternatives(filter)?;
+    let guid = |value: &Literal| match value {
+        Literal::Guid(id) => Ok(*id),
+        _ => Err(unsupported(&format!("{name} with a value not a GUID"))),
+    };
+    let code = |value: &Literal| match value {
+        Literal::Integer(code) => Ok(*code),
+        _ => Err(unsupported(&format!("{name} with a value not a number"))),
+    };
+    match name.as_str() {
+        "_objectid_value" => {
+            let ids = values.iter().map(guid).collect::<Result<_, _>>()?;
+            narrow(&mut asked.records, ids);
+        }
+        "_userid_value" => {
+            let ids: Vec<Uuid> = values.iter().map(guid).collect::<Result<_, _>>()?;
+            narrow(
+                &mut asked.users,
+                ids.into_iter().map(|id| id.to_string()).collect(),
+            );
+        }
+        "objecttypecode" => {
+            let names = values
+                .iter()
+                .map(|value| match value {
+                    Literal::String(text) => Ok(text.to_ascii_lowercase()),
+                    _ => Err(unsupported(
+                        "objecttypecode with a value not a logical name",
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            narrow(&mut asked.entities, names);
+        }
+        "operation" | "action" => {
+            let mut operations = Vec::new();
+            for value in &values {
+                operations.extend(operations_of(&name, code(value)?));
+            }
+            narrow(&mut asked.operations, operations);
+        }
+        other => return Err(unsupported(&format!("a condition on '{other}'"))),
+    }
+    Ok(())
+}
+
+/// Reads `$filter` (none: every change).
+fn read_filter(text: Option<&str>) -> Result<Asked, AppError> {
+    let mut asked = Asked {
+        start_us: 0,
+        end_us: i64::MAX,
+        ..Asked::default()
+    };
+    if let Some(text) = text {
+        read_condition(&parse_filter(text)?, &mut asked)?;
+    }
+    Ok(asked)
+}
+
+/// The entities whose changes the caller sees: those they may read, narrowed to those `$filter`
+/// names — naming one they may not read is refused (403), not answered empty.
+fn readable(request: &WebRequest, named: Option<Vec<String>>) -> Result<Vec<String>, AppError> {
+    let catalog = request.instance.store.catalog();
+    match named {
+        Some(names) => {
+            for name in &names {
+                if let Some(entity) = catalog.entity(name) {
+                    request.require(Privilege::Read, entity)?;
+                }
+            }
+            Ok(names)
+        }
+        None => Ok(catalog
+            .entities()
+            .filter(|entity| request.require(Privilege::Read, entity).is_ok())
+            .map(|entity| entity.logical_name.clone())
+            .collect()),
+    }
+}
+
+/// Refuses a caller who may not read the audit summary.
+fn require_summary(request: &WebRequest) -> Result<(), AppError> {
+    refuse_support(request)?;
+    request.require(Privilege::ReadAuditSummary, &request.organization()?)
+}
+
+/// The row of `audits` an event is.
+fn row(event: &AuditEvent, formatted: bool, select: Option<&[String]>) -> Json {
+    let id = event.record_ids.first().copied().unwrap_or_default();
+    let mut row = audit_record(event, id, formatted);
+    if let Json::Object(values) = &mut row {
+        // A row of the set is of the set's own type.
+        values.shift_remove("@odata.type");
+        if let Some(select) = select {
+            values.retain(|name, _| {
+                let property = name.split('@').next().unwrap_or(name);
+                select.iter().any(|s| s == property)
+            });
+        }
+    }
+    row
+}
+
+/// The properties a row has, for `$select`.
+const PROPERTIES: [&str; 8] = [
+    "auditid",
+    "createdon",
+    "operation",
+    "action",
+    "objecttypecode",
+    "_objectid_value",
+    "_userid_value",
+    "_callinguserid_value",
+];
+
+/// Answers `GET audits`; `draft` becomes its `SearchAuditLog`.
+pub(super) async fn list(
+    request: WebRequest,
+    draft: &mut EventDraft,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::SearchAuditLog;
+    draft.query = format!("{SET}?{}", recorded_query(&request));
+    let mut filter = None;
+    let mut top = None;
+    let mut select = None;
+    let mut counted = false;
+    let mut before_seq = None;
+    for (name, value) in &request.query {
+        match name.as_str() {
+            "$filter" => filter = Some(value.as_str()),
+            "$top" => {
+                top = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|t| *t >= 1)
+                        .ok_or_else(|| AppError::bad_request("$top is a whole number from 1"))?,
+                )
+            }
+            "$select" => {
+                let names: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(unknown) = names.iter().find(|n| !PROPERTIES.contains(&n.as_str())) {
+                    return Err(AppError::bad_request(format!(
+                        "'{unknown}' is not a property of audit"
+                    )));
+                }
+                select = Some(names);
+            }
+            "$orderby" if !value.trim().eq_ignore_ascii_case("createdon desc") => {
+                return Err(AppError::bad_request(
+                    "audits are ordered newest first only: $orderby=createdon desc",
+                ));
+            }
+            "$orderby" => {}
+            "$count" => {
+                counted = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(AppError::bad_request("$count is true or false")),
+                }
+            }
+            "$skiptoken" => {
+                before_seq =
+                    Some(value.parse::<u64>().map_err(|_| {
+                        AppError::bad_request("$skiptoken is not one this set gave")
+                    })?)
+            }
+            "$format" => {}
+            other if other.starts_with('$') => {
+                return Err(AppError::bad_request(format!(
+                    "query option {other} is not supported on audits"
+                )));
+            }
+            _ => {}
+        }
+    }
+    require_summary(&request)?;
+    let asked = read_filter(filter)?;
+    let entities = readable(&request, asked.entities)?;
+    let page = page_size(request.prefer().as_deref())?
+        .min(top.unwrap_or(PAGE_SIZE_MAX))
+        .min(PAGE_SIZE_MAX);
+    let operations = asked.operations.unwrap_or_else(|| CHANGES.to_vec());
+    let query = SearchQuery {
+        start_us: asked.start_us,
+        end_us: asked.end_us,
+        operations: operations.iter().map(|o| o.as_str().to_string()).collect(),
+        users: asked.users.unwrap_or_default(),
+        instances: vec![request.instance.name.clone()],
+        entities,
+        record_ids: asked.records.unwrap_or_default(),
+        statuses: vec![ResultStatus::Succeeded],
+        before_seq,
+        top: page as usize,
+        ..SearchQuery::default()
+    };
+    request.state.audit_caught_up().await?;
+    let state = request.state.clone();
+    // Nothing can match (an entity, operation or record no condition admits): no search.
+    let empty = query.operations.is_empty() || query.entities.is_empty();
+    let (events, next, total) = blocking(move || -> Result<_, AppError> {
+        search_on(&state)?;
+        if empty {
+            return Ok((Vec::new(), None, counted.then_some(0)));
+        }
+        let total = counted
+            .then(|| {
+                let whole = SearchQuery {
+                    before_seq: None,
+                    ..query.clone()
+                };
+                state
+                    .log
+                    .histogram(&whole, None)
+                    .map(|h| h.values().sum::<u64>())
+            })
+            .transpose()?;
+        let page = state.log.search(&query)?;
+        Ok((page.events, page.next_before_seq, total))
+    })
+    .await?;
+    let mut recorded = draft.clone();
+    recorded.result_count = events.len() as u64;
+    request.state.record(recorded).await?;
+    let presentation = Presentation::of(&request);
+    let formatted = presentation.wants(FORMATTED);
+    let mut body = Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(format!("{}/$metadata#{SET}", request.service_root)),
+    );
+    if let Some(total) = total {
+        body.insert("@odata.count".into(), json!(total));
+    }
+    body.insert(
+        "value".into(),
+        Json::Array(
+            events
+                .iter()
+                .map(|(_, event)| row(event, formatted, select.as_deref()))
+                .collect(),
+        ),
+    );
+    if let Some(next) = next {
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(request.next_link(SET, &next.to_string())),
+        );
+    }
+    Ok(super::records::presented(&presentation, body))
+}
+
+/// The query as recorded: its pairs, decoded, in order.
+fn recorded_query(request: &WebRequest) -> String {
+    request
+        .query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The change event `id` of this instance whose entity the caller may read, or 404, asked for
+/// at `query` (`draft` becomes its `SearchAuditLog`).
+async fn change(
+    request: &WebRequest,
+    draft: &mut EventDraft,
+    id: Uuid,
+    query: String,
+) -> Result<(AuditEvent, EntityDef), AppError> {
+    draft.operation = Operation::SearchAuditLog;
+    draft.query = query;
+    draft.record_ids = Vec::new();
+    require_summary(request)?;
+    request.state.audit_caught_up().await?;
+    let state = request.state.clone();
+    let found = blocking(move || -> Result<_, AppError> {
+        search_on(&state)?;
+        Ok(state.log.get(id)?)
+    })
+    .await?;
+    let missing = || AppError::not_found(format!("audit with id {id} does not exist"));
+    let (_, event) = found.ok_or_else(missing)?;
+    let is_change = Operation::parse(&event.operation).is_some_and(|o| CHANGES.contains(&o))
+        && event.result_status == ResultStatus::Succeeded;
+    if event.instance != request.instance.name || !is_change {
+        return Err(missing());
+    }
+    let entity = request
+        .instance
+        .store
+        .catalog()
+        .entity(&event.entity_name)
+        .cloned()
+        .ok_or_else(missing)?;
+    request.require(Privilege::Read, &entity)?;
+    Ok((event, entity))
+}
+
+/// Answers `GET audits(<id>)`: one row.
+pub(super) async fn one(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    let (event, _) = change(&request, draft, id, format!("{SET}({id})")).await?;
+    let mut recorded = draft.clone();
+    recorded.result_count = 1;
+    request.state.record(recorded).await?;
+    let presentation = Presentation::of(&request);
+    let mut body = match row(&event, presentation.wants(FORMATTED), None) {
+        Json::Object(values) => values,
+        _ => Map::new(),
+    };
+    body.shift_insert(
+        0,
+        "@odata.context".into(),
+        json!(format!("{}/$metadata#{SET}/$entity", request.service_root)),
+    );
+    Ok(super::records::presented(&presentation, body))
+}
+
+/// Answers `GET audits(<id>)/Microsoft.Dynamics.CRM.RetrieveAuditDetails()`: the change's
+/// details — the record's values before and after — recorded with the record they are of.
+pub(super) async fn details(
+    request: WebRequest,
+    draft: &mut EventDraft,
+    id: Uuid,
+) -> Result<Response, AppError> {
+    let (event, entity) = change(&request, draft, id, format!("{SET}({id})/{DETAILS}")).await?;
+    let record = event.record_ids.first().copied().unwrap_or_default();
+    let mut recorded = draft.clone();
+    recorded.set_entity(&entity);
+    recorded.record_ids = vec![record];
+    recorded.result_count = 1;
+    request.state.record(recorded).await?;
+    let presentation = Presentation::of(&request);
+    Ok(axum::Json(json!({
+        "@odata.context": format!(
+            "{}/$metadata#Microsoft.Dynamics.CRM.RetrieveAuditDetailsResponse",
+            request.service_root
+        ),
+        "AuditDetail": detail(&entity, record, &event, presentation.wants(FORMATTED)),
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_read_into_the_logs_search() {
+        let id = Uuid::from_u128(42);
+        let asked = read_filter(Some(&format!(
+            "_objectid_value eq {id} and (objecttypecode eq 'account' or objecttypecode eq 'Contact') and createdon ge 2026-12-01T00:00:00Z and createdon lt 2026-12-02 and operation eq 2 and action eq 13"
+        )))
+        .unwrap();
+        assert_eq!(asked.records, Some(vec![id]));
+        assert_eq!(
+            asked.entities,
+            Some(vec!["account".to_string(), "contact".to_string()])
+        );
+        assert_eq!(asked.operations, Some(vec![Operation::Assign]));
+        assert_eq!(
+            asked.start_us,
+            parse_time("t", "2026-12-01T00:00:00Z").unwrap()
+        );
+        assert_eq!(asked.end_us, parse_time("t", "2026-12-02").unwrap());
+        // Two conditions on one attribute keep what both admit.
+        let both = read_filter(Some("action eq 1 and action eq 3")).unwrap();
+        assert_eq!(both.operations, Some(Vec::new()));
+        assert_eq!(
+            read_filter(None).unwrap(),
+            Asked {
+                start_us: 0,
+                end_us: i64::MAX,
+                ..Asked::default()
+            }
+        );
+        for bad in [
+            "_objectid_value ne 00000000-0000-0000-0000-00000000002a",
+            "name eq 'x'",
+            "operation eq 1 or action eq 2",
+            "not (operation eq 1)",
+            "createdon eq 2026-12-01",
+            "createdon ge 'yesterday'",
+            "operation eq 'two'",
+            "_userid_value eq 'admin'",
+            "contains(objecttypecode, 'acc')",
+            "objecttypecode eq 1",
+        ] {
+            assert!(read_filter(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
