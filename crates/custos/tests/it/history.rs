@@ -360,6 +360,11 @@ fn only_who_may_view_audit_history_and_read_the_record_sees_it() {
     };
     assert_eq!(switch(false), 200);
     assert_eq!(odata_error(history(&server, &auditor, &id, None)).0, 409);
+    assert_eq!(
+        odata_error(send(client().get(server.api("audits")), &admin, None)).0,
+        409,
+        "the audit summary too"
+    );
     assert_eq!(switch(true), 200);
     assert_eq!(history(&server, &auditor, &id, None).status(), 200);
 }
