@@ -8,18 +8,17 @@
 use std::collections::HashMap;
 
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use custos_audit::UserType;
-use custos_http::credentials::cookie;
 use custos_records::{AttributeDef, AttributeType, EntityDef, Privilege, allows};
 use maud::{Markup, html};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
 use super::records::{label, record_of};
-use super::zone::{ZONE_COOKIE, Zone};
-use super::{Console, Page, error_page, query_string, readable, text, visible};
+use super::zone::Zone;
+use super::{Console, Page, query_string, readable, text, visible};
 use crate::ConsoleState;
 use custos_http::context::RequestContext;
 
@@ -185,18 +184,13 @@ pub(crate) async fn history(
     );
     let prefer = format!("odata.include-annotations=\"{FORMATTED}\"");
     let answer = match console
-        .call(Method::GET, &path, None, &[("prefer", &prefer)])
+        .read_or_page(&path, &[("prefer", &prefer)], title)
         .await
     {
         Ok(answer) => answer,
-        Err(error) => return error_page(&console, title, &error.message),
+        Err(page) => return *page,
     };
-    if let Some(message) = answer.error() {
-        return error_page(&console, title, &message);
-    }
-    let zone = cookie(&headers, ZONE_COOKIE)
-        .and_then(|name| Zone::named(name).ok())
-        .unwrap_or_else(Zone::utc);
+    let zone = Zone::viewer(&headers);
     let collection = &answer.json["AuditDetailCollection"];
     let details = collection["AuditDetails"]
         .as_array()

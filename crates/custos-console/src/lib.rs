@@ -43,6 +43,7 @@ mod roles;
 mod session;
 mod settings;
 mod siem;
+mod summary;
 mod users;
 mod zone;
 
@@ -152,6 +153,10 @@ pub fn routes(state: &ConsoleState) -> Router {
         .route(
             "/ui/{instance}/settings/auditing",
             get(settings::auditing).post(settings::save_auditing),
+        )
+        .route(
+            "/ui/{instance}/settings/audit-summary",
+            get(summary::summary),
         )
         .route(
             "/ui/{instance}/customizations",
@@ -388,6 +393,24 @@ impl Console {
         extra: &[(&str, &str)],
     ) -> Result<Answer, AppError> {
         Answer::read(self.call_raw(method, path, body, extra).await?).await
+    }
+
+    /// The JSON API's answer to `GET path` (with `extra` headers) as this session, or — when the
+    /// call fails or is refused — the page titled `title` that says why.
+    pub(crate) async fn read_or_page(
+        &self,
+        path: &str,
+        extra: &[(&str, &str)],
+        title: &str,
+    ) -> Result<Answer, Box<Response>> {
+        let answer = self
+            .call(Method::GET, path, None, extra)
+            .await
+            .map_err(|error| Box::new(error_page(self, title, &error.message)))?;
+        match answer.error() {
+            Some(message) => Err(Box::new(error_page(self, title, &message))),
+            None => Ok(answer),
+        }
     }
 
     /// The hidden field with this session's form token, which every state-changing form

@@ -67,6 +67,9 @@ pub(crate) async fn auditing(
     let body = html! {
         (notice(params.get("saved").map(|_| "Saved: the settings apply to the next request.")))
         p { "Auditing of instance " code { (instance) } ". Entity and attribute auditing are set under " a href={ "/ui/" (instance) "/customizations" } { "Customizations" } "." }
+        @if super::summary::offered(&console, &instance) {
+            p { a href={ "/ui/" (instance) "/settings/audit-summary" } { "Audit summary" } ": every change recorded in this instance, who made it and when." }
+        }
         form method="post" action=(here) {
             (console.form_field())
             fieldset {

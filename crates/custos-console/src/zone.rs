@@ -17,6 +17,13 @@ pub(crate) struct Zone {
 }
 
 impl Zone {
+    /// The zone the viewer chose (its cookie), UTC when none or one that is not a zone.
+    pub(crate) fn viewer(headers: &axum::http::HeaderMap) -> Zone {
+        custos_http::credentials::cookie(headers, ZONE_COOKIE)
+            .and_then(|name| Zone::named(name).ok())
+            .unwrap_or_else(Zone::utc)
+    }
+
     /// UTC.
     pub(crate) fn utc() -> Zone {
         Zone {

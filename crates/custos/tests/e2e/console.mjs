@@ -187,6 +187,19 @@ try {
   attacker.close();
   await page.goto(`${base}/ui/admin`);
   check((await page.getByRole("link", { name: "evil", exact: true }).count()) === 0, "the cross-site form created an instance");
+
+  // The instance's audit summary, and from one of its changes the record's audit history.
+  await nav(page, "Auditing settings").click();
+  await page.getByRole("link", { name: "Audit summary" }).click();
+  await page.getByLabel("Entity").selectOption("account");
+  await page.getByRole("button", { name: "Show" }).click();
+  check((await page.locator("tbody tr").count()) > 0, "the audit summary shows no change of accounts");
+  await shot(page, "audit-summary");
+  await page.locator("tbody tr a").first().click();
+  await page.waitForURL(/\/history$/);
+  check((await page.locator("tbody tr").count()) > 0, "the record's audit history is empty");
+  check((await page.getByRole("cell", { name: "Create", exact: true }).count()) > 0, "the history does not show the record's creation");
+  await shot(page, "record-history");
   await signOut(admin);
 
   // A second user opens the accounts view over two pages.
@@ -283,7 +296,7 @@ try {
   const wide = [];
   for (const path of [
     "/ui/home", "/ui/main/records", "/ui/main/records/accounts", "/ui/main/records/accounts/new", "/ui/main/users",
-    "/ui/main/records/contacts/import", "/ui/main/settings/auditing", "/ui/main/customizations",
+    "/ui/main/records/contacts/import", "/ui/main/settings/auditing", "/ui/main/settings/audit-summary", "/ui/main/customizations",
     "/ui/main/customizations/account", "/ui/admin", "/ui/admin/instances/main", "/ui/audit/search?run=1",
     "/ui/audit/reports", "/ui/audit/reports/accessed-out-of-box-entity", "/ui/audit/alerts",
     "/ui/audit/retention", "/ui/audit/feeds", "/ui/audit/integrity", "/ui/audit/queries", "/ui/account/password",

@@ -996,6 +996,111 @@ fn a_record_form_leads_to_its_audit_history_for_those_who_may_view_it() {
     assert_eq!(denied.len(), 1, "{denied:#?}");
 }
 
+/// The Auditing settings lead whoever may view the audit summary to it: the instance's
+/// changes, filtered and paged through the Web API's `audits`, each page recorded.
+#[test]
+fn the_audit_summary_lists_the_instances_changes_for_those_who_may_view_it() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    server.set_org(&admin, json!({"isauditenabled": true}));
+    let rows: String = (0..55)
+        .map(|n| format!("Guest{n},guest{n}@example.test\n"))
+        .collect();
+    let imported = send(
+        client().post(server.api("ImportRecords")),
+        &admin,
+        Some(
+            json!({"EntitySetName": "contacts", "FileName": "guests.csv",
+                    "Content": format!("lastname,emailaddress1\n{rows}")}),
+        ),
+    );
+    assert!(
+        imported.status().is_success(),
+        "{}",
+        imported.text().unwrap()
+    );
+    let account = create_account(&server, &admin, "Contoso");
+    let renamed = send(
+        client().patch(server.api(&format!("accounts({account})"))),
+        &admin,
+        Some(json!({"name": "Contoso Ltd"})),
+    );
+    assert_eq!(renamed.status(), 204);
+    let cookie = sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (_, settings) = page(&server, &cookie, "/ui/main/settings/auditing");
+    assert!(
+        settings.contains("href=\"/ui/main/settings/audit-summary\""),
+        "{settings}"
+    );
+
+    let path = "/ui/main/settings/audit-summary?entity=account";
+    let (status, html) = page(&server, &cookie, path);
+    assert_eq!(status, 200, "{html}");
+    assert_labelled(path, &html);
+    assert!(html.contains("2 changes."), "{html}");
+    let update = html.find("<td>Update</td>").expect("the update");
+    let create = html.find("<td>Create</td>").expect("the create");
+    assert!(update < create, "newest first");
+    assert!(
+        html.contains(&format!("/ui/main/records/accounts/{account}/history")),
+        "each record leads to its history: {html}"
+    );
+    let (_, html) = page(&server, &cookie, &format!("{path}&event=2"));
+    assert!(html.contains("1 change."), "{html}");
+    let (_, html) = page(
+        &server,
+        &cookie,
+        &format!("{path}&user=admin&from=2100-01-01"),
+    );
+    assert!(html.contains("No change matches."), "{html}");
+
+    // Fifty to a page, the older ones a link away.
+    let (_, html) = page(
+        &server,
+        &cookie,
+        "/ui/main/settings/audit-summary?entity=contact",
+    );
+    assert!(html.contains("55 changes."), "{html}");
+    assert_eq!(html.matches("<td>Create</td>").count(), 50);
+    let older = html
+        .split("rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to older changes")
+        .replace("&amp;", "&");
+    let (status, html) = page(&server, &cookie, &older);
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(html.matches("<td>Create</td>").count(), 5);
+    assert!(html.contains("Newest changes"), "{html}");
+    assert!(!html.contains("rel=\"next\""), "{html}");
+
+    // A name nobody signs in with is said, not searched.
+    let (status, html) = page(
+        &server,
+        &cookie,
+        "/ui/main/settings/audit-summary?user=nobody",
+    );
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("no user signs in as"), "{html}");
+    // Each page opened is a search of the trail, from the console.
+    let searches = server.audit(&admin, "operation=SearchAuditLog&origin=WebUI");
+    assert!(
+        searches
+            .iter()
+            .filter(|e| e["Query"].as_str().unwrap_or("").starts_with("audits?"))
+            .count()
+            >= 5,
+        "{searches:#?}"
+    );
+
+    // A Basic User is offered no summary, and the page is the API's refusal.
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = sign_in(&server, "bo@contoso.test", "bo-password-1");
+    let (status, html) = page(&server, &bo, "/ui/main/settings/audit-summary");
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("ReadAuditSummary"), "{html}");
+}
+
 #[test]
 fn the_admin_center_imports_and_removes_solutions() {
     let server = Server::start(&[]);
