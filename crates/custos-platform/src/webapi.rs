@@ -52,8 +52,13 @@ enum Target {
     RetrieveVersion,
     /// `RetrieveTotalRecordCount(EntityNames=…)`: the parameter's text.
     RetrieveTotalRecordCount(String),
-    /// `RetrieveRecordChangeHistory(Target=…[,PagingInfo=…])`: the parameters' text.
-    RetrieveRecordChangeHistory(String),
+    /// `RetrieveRecordChangeHistory(Target=…[,PagingInfo=…])` or
+    /// `RetrieveAttributeChangeHistory(Target=…,AttributeLogicalName=…[,PagingInfo=…])`: which,
+    /// and the parameters' text.
+    ChangeHistory {
+        function: &'static str,
+        parameters: String,
+    },
     PublishAllXml,
     ExportToExcel,
     BulkDelete,
@@ -188,6 +193,7 @@ fn keyed(rest: &str) -> Option<Target> {
     if set == "EntityDefinitions"
         || set == "RetrieveTotalRecordCount"
         || set == history::FUNCTION
+        || set == history::ATTRIBUTE_FUNCTION
         || !key.contains('=')
         || Uuid::parse_str(key.trim_matches('\'')).is_ok()
     {
@@ -227,12 +233,20 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 )
             }),
         [call]
-            if let Some(parameters) = call
-                .strip_prefix(history::FUNCTION)
-                .and_then(|rest| rest.strip_prefix('('))
-                .and_then(|rest| rest.strip_suffix(')')) =>
+            if let Some((function, parameters)) = [history::FUNCTION, history::ATTRIBUTE_FUNCTION]
+                .into_iter()
+                .find_map(|function| {
+                    let parameters = call
+                        .strip_prefix(function)?
+                        .strip_prefix('(')?
+                        .strip_suffix(')')?;
+                    Some((function, parameters))
+                }) =>
         {
-            Ok(Target::RetrieveRecordChangeHistory(parameters.to_string()))
+            Ok(Target::ChangeHistory {
+                function,
+                parameters: parameters.to_string(),
+            })
         }
         ["PublishAllXml"] => Ok(Target::PublishAllXml),
         ["ExportToExcel"] => Ok(Target::ExportToExcel),
@@ -357,7 +371,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 // No record's key is empty: `Name()` calls a function, and this is none.
                 if key.is_empty() {
                     return Err(AppError::not_found(format!(
-                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…) and RetrieveRecordChangeHistory(Target=…))"
+                        "'{set}()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…), RetrieveRecordChangeHistory(Target=…) and RetrieveAttributeChangeHistory(Target=…,AttributeLogicalName=…))"
                     )));
                 }
                 match Uuid::parse_str(key.trim_matches('\'')) {
@@ -810,7 +824,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::WhoAmI
         | Target::RetrieveVersion
         | Target::RetrieveTotalRecordCount(_)
-        | Target::RetrieveRecordChangeHistory(_)
+        | Target::ChangeHistory { .. }
         | Target::Count(_)
         | Target::RelatedCount { .. }
         | Target::RelatedRecord { .. }
@@ -919,7 +933,7 @@ fn classify(
         }
         (Target::RelatedRecord { .. }, &Method::GET) => Operation::Retrieve,
         (Target::RetrieveTotalRecordCount(_), &Method::GET) => Operation::RetrieveMultiple,
-        (Target::RetrieveRecordChangeHistory(_), _) => Operation::RetrieveRecordChangeHistory,
+        (Target::ChangeHistory { .. }, _) => Operation::RetrieveRecordChangeHistory,
         (Target::EntitySet(_), &Method::POST) => Operation::Create,
         (Target::Record(..) | Target::Property { .. }, &Method::GET) => Operation::Retrieve,
         (Target::RecordByKey { .. }, &Method::GET) if keyed_record => Operation::Retrieve,
@@ -1208,9 +1222,13 @@ async fn dispatch(
         (Target::RetrieveTotalRecordCount(names), Method::GET) => {
             totals::total_record_count(request, draft, names).await
         }
-        (Target::RetrieveRecordChangeHistory(parameters), Method::GET) => {
-            history::change_history(request, draft, parameters).await
-        }
+        (
+            Target::ChangeHistory {
+                function,
+                parameters,
+            },
+            Method::GET,
+        ) => history::change_history(request, draft, function, parameters).await,
         (Target::PublishAllXml, Method::POST) => metadata::publish_all(&request, draft).await,
         (Target::ExportToExcel, Method::POST) => bulk::export_to_excel(request, draft).await,
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,

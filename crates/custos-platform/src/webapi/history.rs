@@ -34,6 +34,10 @@ use custos_http::error::{AppError, ErrorCode};
 
 /// The function's name in a path.
 pub(super) const FUNCTION: &str = "RetrieveRecordChangeHistory";
+/// One attribute's history: the record's changes that changed it.
+pub(super) const ATTRIBUTE_FUNCTION: &str = "RetrieveAttributeChangeHistory";
+/// Events read at a time while an attribute's history looks for its changes.
+const SCAN_CHUNK: usize = 500;
 
 /// The operations whose events changed the record they name.
 pub(super) const CHANGES: [Operation; 8] = [
@@ -64,7 +68,12 @@ struct Paging {
 
 /// The `Name=value` parameters between a function's parentheses, split at commas outside
 /// quotes, braces and brackets.
-fn parameters(text: &str) -> Result<Vec<(String, String)>, AppError> {
+fn parameters(function: &str, text: &str) -> Result<Vec<(String, String)>, AppError> {
+    let allowed: &[&str] = if function == ATTRIBUTE_FUNCTION {
+        &["Target", "AttributeLogicalName", "PagingInfo"]
+    } else {
+        &["Target", "PagingInfo"]
+    };
     let mut parts = Vec::new();
     let (mut depth, mut quote, mut start) = (0i32, None, 0);
     for (i, c) in text.char_indices() {
@@ -86,18 +95,19 @@ fn parameters(text: &str) -> Result<Vec<(String, String)>, AppError> {
     for part in parts {
         let (name, value) = part.split_once('=').ok_or_else(|| {
             AppError::bad_request(format!(
-                "{FUNCTION} takes Name=value parameters, (Target=@target) with @target={{\"@odata.id\":\"accounts(<id>)\"}}; got '{part}'"
+                "{function} takes Name=value parameters, (Target=@target) with @target={{\"@odata.id\":\"accounts(<id>)\"}}; got '{part}'"
             ))
         })?;
         let name = name.trim();
-        if !matches!(name, "Target" | "PagingInfo") {
+        if !allowed.contains(&name) {
             return Err(AppError::bad_request(format!(
-                "{FUNCTION} has no parameter '{name}' (its parameters are Target and PagingInfo)"
+                "{function} has no parameter '{name}' (its parameters are {})",
+                allowed.join(", ")
             )));
         }
         if out.iter().any(|(seen, _)| seen == name) {
             return Err(AppError::bad_request(format!(
-                "{FUNCTION} is given {name} twice"
+                "{function} is given {name} twice"
             )));
         }
         out.push((name.to_string(), value.trim().to_string()));
@@ -318,13 +328,15 @@ pub(super) fn refuse_support(request: &WebRequest) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Reads the page `paging` asks for of the changes of record `id` of `entity` in `instance`.
+/// Reads the page `paging` asks for of the changes of record `id` of `entity` in `instance` —
+/// of those that changed `attribute` (a web name), when one is named.
 fn read_page(
     state: &custos_http::AppState,
     instance: String,
     entity: String,
     id: Uuid,
     paging: &Paging,
+    attribute: Option<&str>,
 ) -> Result<Found, AppError> {
     search_on(state)?;
     let mut query = SearchQuery {
@@ -338,6 +350,9 @@ fn read_page(
         top: paging.count as usize,
         ..SearchQuery::default()
     };
+    if let Some(attribute) = attribute {
+        return read_attribute_page(state, query, attribute, paging);
+    }
     let log = &state.log;
     let total = paging
         .total
@@ -367,39 +382,152 @@ fn read_page(
     })
 }
 
-/// Answers `GET RetrieveRecordChangeHistory(…)`; `draft` is its `RetrieveRecordChangeHistory`.
+/// [`read_page`] of the changes that changed `attribute` (its web name): the record's changes
+/// are read newest first, `SCAN_CHUNK` at a time, and those that did not change it passed over
+/// — at most `WALK_MAX` events a request. A page cut short by that bound says there may be more
+/// and continues (its cookie) where the reading stopped; the total is given only when the
+/// whole history was read within it.
+fn read_attribute_page(
+    state: &custos_http::AppState,
+    query: SearchQuery,
+    attribute: &str,
+    paging: &Paging,
+) -> Result<Found, AppError> {
+    let log = &state.log;
+    let changed = |event: &AuditEvent| event.changes.iter().any(|c| c.attribute == attribute);
+    let total = if paging.total {
+        let mut all = SearchQuery {
+            top: SCAN_CHUNK,
+            ..query.clone()
+        };
+        let (mut read, mut matched) = (0u64, 0u64);
+        loop {
+            let chunk = log.search(&all)?;
+            read += chunk.events.len() as u64;
+            matched += chunk.events.iter().filter(|(_, e)| changed(e)).count() as u64;
+            match chunk.next_before_seq {
+                Some(next) if read < WALK_MAX => all.before_seq = Some(next),
+                Some(_) => break None,
+                None => break Some(matched),
+            }
+        }
+    } else {
+        None
+    };
+    let passed_over = match paging.cookie {
+        Some(_) => 0,
+        None => (paging.page - 1) * paging.count,
+    };
+    let mut reading = SearchQuery {
+        top: SCAN_CHUNK,
+        before_seq: paging.cookie,
+        ..query
+    };
+    let (mut read, mut skipped) = (0u64, 0u64);
+    let mut shown: Vec<(u64, AuditEvent)> = Vec::new();
+    loop {
+        let chunk = log.search(&reading)?;
+        read += chunk.events.len() as u64;
+        for (seq, event) in chunk.events {
+            if !changed(&event) {
+                continue;
+            }
+            if skipped < passed_over {
+                skipped += 1;
+                continue;
+            }
+            if shown.len() as u64 == paging.count {
+                // One more than the page: there are more, after the last one shown.
+                let next = shown.last().map(|(seq, _)| *seq);
+                return Ok(Found {
+                    events: shown.into_iter().map(|(_, e)| e).collect(),
+                    next,
+                    total,
+                });
+            }
+            shown.push((seq, event));
+        }
+        match chunk.next_before_seq {
+            Some(next) if read < WALK_MAX => reading.before_seq = Some(next),
+            // The bound: continue from where the reading stopped.
+            Some(next) => {
+                return Ok(Found {
+                    events: shown.into_iter().map(|(_, e)| e).collect(),
+                    next: Some(next),
+                    total,
+                });
+            }
+            None => {
+                return Ok(Found {
+                    events: shown.into_iter().map(|(_, e)| e).collect(),
+                    next: None,
+                    total,
+                });
+            }
+        }
+    }
+}
+
+/// Answers `GET RetrieveRecordChangeHistory(…)` and `GET RetrieveAttributeChangeHistory(…)`
+/// (`function`); `draft` is its `RetrieveRecordChangeHistory`.
 pub(super) async fn change_history(
     request: WebRequest,
     draft: &mut EventDraft,
+    function: &str,
     text: &str,
 ) -> Result<Response, AppError> {
-    draft.query = format!("{FUNCTION}({text})");
-    let mut given = parameters(text)?;
-    let target_text = given
-        .iter()
-        .position(|(name, _)| name == "Target")
-        .map(|i| given.remove(i).1)
-        .ok_or_else(|| {
-            AppError::bad_request(format!(
-                "{FUNCTION} needs Target: (Target=@target) with @target={{\"@odata.id\":\"accounts(<id>)\"}}"
-            ))
-        })?;
+    draft.query = format!("{function}({text})");
+    let mut given = parameters(function, text)?;
+    let mut take = |name: &str| {
+        given
+            .iter()
+            .position(|(given, _)| given == name)
+            .map(|i| given.remove(i).1)
+    };
+    let target_text = take("Target").ok_or_else(|| {
+        AppError::bad_request(format!(
+            "{function} needs Target: (Target=@target) with @target={{\"@odata.id\":\"accounts(<id>)\"}}"
+        ))
+    })?;
+    let attribute_text = take("AttributeLogicalName");
+    let paging_text = take("PagingInfo");
     let (entity, id) = target(&request, &json_value(&request, "Target", &target_text)?)?;
     draft.set_entity(&entity);
     draft.record_ids = vec![id];
-    let paging_value = given
-        .first()
-        .map(|(name, text)| json_value(&request, name, text))
+    let attribute = match (function, attribute_text) {
+        (ATTRIBUTE_FUNCTION, None) => {
+            return Err(AppError::bad_request(format!(
+                "{function} needs AttributeLogicalName: (Target=@target,AttributeLogicalName='name')"
+            )));
+        }
+        (_, None) => None,
+        (_, Some(text)) => {
+            let text = request.parameter(&text)?;
+            let name = text
+                .strip_prefix('\'')
+                .and_then(|t| t.strip_suffix('\''))
+                .unwrap_or(text);
+            let attribute = entity.attribute(name).ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "AttributeLogicalName '{name}' is not an attribute of '{}'",
+                    entity.logical_name
+                ))
+            })?;
+            Some(attribute.web_name())
+        }
+    };
+    let paging_value = paging_text
+        .map(|text| json_value(&request, "PagingInfo", &text))
         .transpose()?;
     let paging = paging(paging_value.as_ref())?;
-    if let Some(paging_value) = &paging_value {
-        draft.query = format!(
-            "{FUNCTION}(Target={}({id}),PagingInfo={paging_value})",
-            entity.set_name
-        );
-    } else {
-        draft.query = format!("{FUNCTION}(Target={}({id}))", entity.set_name);
+    let mut recorded_parameters = format!("Target={}({id})", entity.set_name);
+    if let Some(attribute) = &attribute {
+        recorded_parameters.push_str(&format!(",AttributeLogicalName={attribute}"));
     }
+    if let Some(paging_value) = &paging_value {
+        recorded_parameters.push_str(&format!(",PagingInfo={paging_value}"));
+    }
+    draft.query = format!("{function}({recorded_parameters})");
     refuse_support(&request)?;
     request.require(Privilege::ReadRecordAuditHistory, &entity)?;
     require_on_record(&request, Privilege::Read, &entity, id)?;
@@ -409,7 +537,17 @@ pub(super) async fn change_history(
     request.state.audit_caught_up().await?;
     let state = request.state.clone();
     let (instance, logical_name) = (request.instance.name.clone(), entity.logical_name.clone());
-    let found = blocking(move || read_page(&state, instance, logical_name, id, &paging)).await?;
+    let found = blocking(move || {
+        read_page(
+            &state,
+            instance,
+            logical_name,
+            id,
+            &paging,
+            attribute.as_deref(),
+        )
+    })
+    .await?;
     let presentation = Presentation::of(&request);
     let formatted = presentation.wants(FORMATTED);
     let details: Vec<Json> = found
@@ -424,7 +562,7 @@ pub(super) async fn change_history(
     body.insert(
         "@odata.context".into(),
         json!(format!(
-            "{}/$metadata#Microsoft.Dynamics.CRM.RetrieveRecordChangeHistoryResponse",
+            "{}/$metadata#Microsoft.Dynamics.CRM.{function}Response",
             request.service_root
         )),
     );
@@ -446,7 +584,8 @@ mod tests {
 
     #[test]
     fn parameters_split_outside_quotes_and_braces() {
-        let given = parameters("Target=@t,PagingInfo={'PageNumber':1,'Count':2}").unwrap();
+        let given =
+            parameters(FUNCTION, "Target=@t,PagingInfo={'PageNumber':1,'Count':2}").unwrap();
         assert_eq!(
             given,
             [
@@ -464,8 +603,12 @@ mod tests {
             "Target=@a,",
             "=@a",
         ] {
-            assert!(parameters(bad).is_err(), "{bad}");
+            assert!(parameters(FUNCTION, bad).is_err(), "{bad}");
         }
+        // An attribute's history takes the attribute too; a record's does not.
+        let both = "Target=@t,AttributeLogicalName='name'";
+        assert_eq!(parameters(ATTRIBUTE_FUNCTION, both).unwrap().len(), 2);
+        assert!(parameters(FUNCTION, both).is_err());
     }
 
     #[test]

@@ -218,6 +218,10 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<Property Name=\"PagingCookie\" Type=\"Edm.String\"/>",
         "</ComplexType>\n",
         "<Function Name=\"RetrieveRecordChangeHistory\"><Parameter Name=\"Target\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/><Parameter Name=\"PagingInfo\" Type=\"mscrm.PagingInfo\"/><ReturnType Type=\"mscrm.RetrieveRecordChangeHistoryResponse\" Nullable=\"false\"/></Function>\n",
+        "<ComplexType Name=\"RetrieveAttributeChangeHistoryResponse\">",
+        "<Property Name=\"AuditDetailCollection\" Type=\"mscrm.AuditDetailCollection\"/>",
+        "</ComplexType>\n",
+        "<Function Name=\"RetrieveAttributeChangeHistory\"><Parameter Name=\"Target\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/><Parameter Name=\"AttributeLogicalName\" Type=\"Edm.String\" Nullable=\"false\"/><Parameter Name=\"PagingInfo\" Type=\"mscrm.PagingInfo\"/><ReturnType Type=\"mscrm.RetrieveAttributeChangeHistoryResponse\" Nullable=\"false\"/></Function>\n",
         // The audit summary (`audits.rs`): one change's details, bound to its row.
         "<ComplexType Name=\"RetrieveAuditDetailsResponse\">",
         "<Property Name=\"AuditDetail\" Type=\"mscrm.AuditDetail\"/>",
@@ -265,7 +269,7 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
     xml.push_str(UNSUPPORTED_OPTIONS);
     xml.push_str("</EntitySet>\n");
     xml.push_str(APPLY_SUPPORTED);
-    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<FunctionImport Name=\"RetrieveTotalRecordCount\" Function=\"Microsoft.Dynamics.CRM.RetrieveTotalRecordCount\"/>\n<FunctionImport Name=\"RetrieveRecordChangeHistory\" Function=\"Microsoft.Dynamics.CRM.RetrieveRecordChangeHistory\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
+    xml.push_str("<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\n<FunctionImport Name=\"RetrieveVersion\" Function=\"Microsoft.Dynamics.CRM.RetrieveVersion\"/>\n<FunctionImport Name=\"RetrieveTotalRecordCount\" Function=\"Microsoft.Dynamics.CRM.RetrieveTotalRecordCount\"/>\n<FunctionImport Name=\"RetrieveRecordChangeHistory\" Function=\"Microsoft.Dynamics.CRM.RetrieveRecordChangeHistory\"/>\n<FunctionImport Name=\"RetrieveAttributeChangeHistory\" Function=\"Microsoft.Dynamics.CRM.RetrieveAttributeChangeHistory\"/>\n<ActionImport Name=\"PublishAllXml\" Action=\"Microsoft.Dynamics.CRM.PublishAllXml\"/>\n");
     xml.push_str("</EntityContainer>\n</Schema>\n</edmx:DataServices>\n</edmx:Edmx>\n");
     ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
 }

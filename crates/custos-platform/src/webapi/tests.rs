@@ -20,20 +20,24 @@ fn odata_paths() {
     );
     check(
         "RetrieveCurrentOrganization()",
-        "error: 'RetrieveCurrentOrganization()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…) and RetrieveRecordChangeHistory(Target=…))",
+        "error: 'RetrieveCurrentOrganization()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…), RetrieveRecordChangeHistory(Target=…) and RetrieveAttributeChangeHistory(Target=…,AttributeLogicalName=…))",
     );
     check(
         "RetrieveRecordChangeHistory(Target=@target,PagingInfo=@paging)",
-        "RetrieveRecordChangeHistory(\"Target=@target,PagingInfo=@paging\")",
+        "ChangeHistory { function: \"RetrieveRecordChangeHistory\", parameters: \"Target=@target,PagingInfo=@paging\" }",
     );
     check(
         "RetrieveRecordChangeHistory()",
-        "RetrieveRecordChangeHistory(\"\")",
+        "ChangeHistory { function: \"RetrieveRecordChangeHistory\", parameters: \"\" }",
+    );
+    check(
+        "RetrieveAttributeChangeHistory(Target=@target,AttributeLogicalName='name')",
+        "ChangeHistory { function: \"RetrieveAttributeChangeHistory\", parameters: \"Target=@target,AttributeLogicalName='name'\" }",
     );
     // Another name that begins the same is no call of it (nor a key of a record).
     check(
         "RetrieveRecordChangeHistoryX()",
-        "error: 'RetrieveRecordChangeHistoryX()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…) and RetrieveRecordChangeHistory(Target=…))",
+        "error: 'RetrieveRecordChangeHistoryX()' is not a function of this service (its unbound functions are WhoAmI(), RetrieveVersion(), RetrieveTotalRecordCount(EntityNames=…), RetrieveRecordChangeHistory(Target=…) and RetrieveAttributeChangeHistory(Target=…,AttributeLogicalName=…))",
     );
     check("RetrieveVersion()", "RetrieveVersion");
     check(

@@ -260,6 +260,7 @@ print(json.dumps({"problems": problems, "decimals": decimals, "imports": imports
             "Microsoft.Dynamics.CRM.RetrieveVersion",
             "Microsoft.Dynamics.CRM.RetrieveTotalRecordCount",
             "Microsoft.Dynamics.CRM.RetrieveRecordChangeHistory",
+            "Microsoft.Dynamics.CRM.RetrieveAttributeChangeHistory",
             "Microsoft.Dynamics.CRM.PublishAllXml"
         ])
     );

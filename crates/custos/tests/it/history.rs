@@ -201,6 +201,76 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
     ));
     assert_eq!(actions(&third), ["Create"]);
 
+    // One attribute's history: the changes that changed it, paged as a record's.
+    let attribute = |name: &str, paging: Option<Value>| {
+        let mut query = vec![
+            (
+                "@target".to_string(),
+                json!({"@odata.id": format!("accounts({id})")}).to_string(),
+            ),
+            ("@name".to_string(), format!("'{name}'")),
+        ];
+        let call = match paging {
+            Some(paging) => {
+                query.push(("@paging".to_string(), paging.to_string()));
+                "RetrieveAttributeChangeHistory(Target=@target,AttributeLogicalName=@name,PagingInfo=@paging)"
+            }
+            None => "RetrieveAttributeChangeHistory(Target=@target,AttributeLogicalName=@name)",
+        };
+        send(
+            client()
+                .get(server.api(call))
+                .query(&query)
+                .header("Prefer", "odata.include-annotations=\"*\""),
+            &admin,
+            None,
+        )
+    };
+    let named = attribute("name", None);
+    let correlation = correlation_of(&named);
+    let named = collection(named);
+    assert_eq!(actions(&named), ["Update", "Create"], "{named:#}");
+    assert_eq!(named["AuditDetails"][0]["NewValue"]["name"], "Contoso Ltd");
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events[0]["Operation"], "RetrieveRecordChangeHistory");
+    assert!(
+        events[0]["Query"]
+            .as_str()
+            .unwrap()
+            .starts_with("RetrieveAttributeChangeHistory(")
+    );
+    assert_eq!(actions(&collection(attribute("revenue", None))), ["Create"]);
+    let first = collection(attribute(
+        "name",
+        Some(json!({"PageNumber": 1, "Count": 1, "ReturnTotalRecordCount": true})),
+    ));
+    assert_eq!(actions(&first), ["Update"]);
+    assert_eq!(first["TotalRecordCount"], 2);
+    assert_eq!(first["MoreRecords"], true);
+    let rest = collection(attribute(
+        "name",
+        Some(json!({"PageNumber": 2, "Count": 1, "PagingCookie": first["PagingCookie"]})),
+    ));
+    assert_eq!(actions(&rest), ["Create"]);
+    assert_eq!(rest["MoreRecords"], false);
+    let second = collection(attribute(
+        "name",
+        Some(json!({"PageNumber": 2, "Count": 1})),
+    ));
+    assert_eq!(actions(&second), ["Create"]);
+    assert_eq!(odata_error(attribute("nosuch", None)).0, 400);
+    let unnamed = send(
+        client()
+            .get(server.api("RetrieveAttributeChangeHistory(Target=@target)"))
+            .query(&[(
+                "@target",
+                json!({"@odata.id": format!("accounts({id})")}).to_string(),
+            )]),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(unnamed).0, 400);
+
     // Recorded even where nothing else about the record is: reading the trail is always.
     server.set_org(
         &admin,
