@@ -11,13 +11,15 @@
 //! is the compliance console's to tell (the tenant's audit roles), as Dataverse keeps reads out
 //! of a record's audit history.
 //!
+//! `RetrieveAttributeChangeHistory(Target=…,AttributeLogicalName='name'[,PagingInfo=…])` is the
+//! same, narrowed to the changes that changed one attribute.
+//!
 //! The caller needs `prvReadRecordAuditHistory` ("View Audit History") and Read on the record
 //! itself (a role's or a share's), the record must exist, and audit log search must be on
 //! (turning it off stops every way of reading the trail). A support engineer, who acts as
 //! System Administrator in an instance the tenant let them into, is refused: the trail is the
-//! tenant's. Reading it is a read of the trail and
-//! of the record's past values, so it is always recorded (`RetrieveRecordChangeHistory`, the
-//! record's id in `RecordIds`) before the answer.
+//! tenant's. Reading it is a read of the trail and of the record's past values, so it is always
+//! recorded (`RetrieveRecordChangeHistory`, the record's id in `RecordIds`) before the answer.
 
 use axum::response::Response;
 use custos_audit::{AuditEvent, Operation, SearchQuery};
