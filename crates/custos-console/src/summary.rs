@@ -1,5 +1,5 @@
 //! An instance's Audit Summary, as Dataverse's Auditing settings offer it: every change of the
-//! entities the viewer may read, newest first, filtered by entity, event, who changed it and
+//! entities the viewer may read and users' access to the instance, newest first, filtered by entity, event, who changed it and
 //! when (in the viewer's time zone), fifty to a page. Read through the Web API's `audits`, so
 //! it is offered, checked and recorded exactly as that set is (each page a `SearchAuditLog`);
 //! the Auditing settings page links here only for a viewer whose roles grant "View Audit
@@ -24,13 +24,15 @@ const PAGE: &str = "50";
 /// The annotation of a value as a person reads it.
 const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// The events the filter offers: Dataverse's `audit.action` codes of the changes recorded.
-const EVENTS: [(&str, &str); 6] = [
+const EVENTS: [(&str, &str); 8] = [
     ("1", "Create"),
     ("2", "Update"),
     ("3", "Delete"),
     ("13", "Assign"),
     ("14", "Share"),
     ("49", "Unshare"),
+    ("64", "User Access via Web"),
+    ("65", "User Access via Web Services"),
 ];
 
 /// Whether the viewer's roles in `instance` grant viewing its audit summary (the Web API
@@ -157,7 +159,7 @@ pub(crate) async fn summary(
     };
     let body = html! {
         p {
-            "Every change recorded in instance " code { (instance) } " of the entities you may read, newest first. "
+            "Every change recorded in instance " code { (instance) } " of the entities you may read, and users' access to it when it audits user access, newest first. "
             "Reads and lists are not changes; who saw a record is the compliance console's to tell. Each page you open here is recorded."
         }
         form.filters method="get" action=(here) {

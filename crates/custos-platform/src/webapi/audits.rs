@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::annotations::{FORMATTED, Presentation};
-use super::history::{CHANGES, audit_record, detail, refuse_support, search_on};
+use super::history::{CHANGES, audit_record, detail, is_access, refuse_support, search_on};
 use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
@@ -35,11 +35,18 @@ pub(super) const SET: &str = "audits";
 /// The function bound to one of its rows.
 pub(super) const DETAILS: &str = "RetrieveAuditDetails";
 
-/// The operations each Dataverse `audit.operation` (1 Create, 2 Update, 3 Delete) and
-/// `audit.action` code stands for among the changes recorded (`history::codes` the other way).
+/// A user's access to the instance, recorded once an interval when the instance audits user
+/// access: Dataverse's `audit.operation` 4, a row of the user's own `systemuser` record.
+const ACCESS: [Operation; 2] = [Operation::UserAccessViaWeb, Operation::UserAccessViaSdk];
+
+/// The operations each Dataverse `audit.operation` (1 Create, 2 Update, 3 Delete, 4 Access) and
+/// `audit.action` code stands for among those recorded (`history::codes` the other way).
 fn operations_of(field: &str, code: i64) -> Vec<Operation> {
     use Operation::*;
     match (field, code) {
+        ("operation", 4) => vec![UserAccessViaWeb, UserAccessViaSdk],
+        ("action", 64) => vec![UserAccessViaWeb],
+        ("action", 65) => vec![UserAccessViaSdk],
         (_, 1) => vec![Create, Upsert],
         ("operation", 2) => vec![Update, Assign, Share, Unshare, RunProcess],
         ("action", 2) => vec![Update, RunProcess],
@@ -211,9 +218,18 @@ fn require_summary(request: &WebRequest) -> Result<(), AppError> {
     request.require(Privilege::ReadAuditSummary, &request.organization()?)
 }
 
+/// The record an event is a row of: the record changed, or the user who reached the instance.
+fn object_of(event: &AuditEvent) -> Uuid {
+    if is_access(event) {
+        Uuid::parse_str(&event.user_id).unwrap_or_default()
+    } else {
+        event.record_ids.first().copied().unwrap_or_default()
+    }
+}
+
 /// The row of `audits` an event is.
 fn row(event: &AuditEvent, formatted: bool, select: Option<&[String]>) -> Json {
-    let id = event.record_ids.first().copied().unwrap_or_default();
+    let id = object_of(event);
     let mut row = audit_record(event, id, formatted);
     if let Json::Object(values) = &mut row {
         // A row of the set is of the set's own type.
@@ -239,6 +255,86 @@ const PROPERTIES: [&str; 8] = [
     "_userid_value",
     "_callinguserid_value",
 ];
+
+/// The searches of the log that answer `asked`: the changes of `entities` (those the caller
+/// reads, as `$filter` narrowed them), and users' access to the instance when `systemuser` is
+/// among them — each a row of the user's record, so `_objectid_value` names the user there.
+/// None where no condition admits anything (two conditions on one attribute that no value
+/// meets both).
+fn searches(
+    request: &WebRequest,
+    asked: Asked,
+    entities: Vec<String>,
+    before_seq: Option<u64>,
+    top: usize,
+) -> Vec<SearchQuery> {
+    let operations = |admitted: &[Operation]| -> Vec<String> {
+        admitted
+            .iter()
+            .filter(|o| {
+                asked
+                    .operations
+                    .as_ref()
+                    .is_none_or(|asked| asked.contains(o))
+            })
+            .map(|o| o.as_str().to_string())
+            .collect()
+    };
+    let base = SearchQuery {
+        start_us: asked.start_us,
+        end_us: asked.end_us,
+        instances: vec![request.instance.name.clone()],
+        statuses: vec![ResultStatus::Succeeded],
+        before_seq,
+        top,
+        ..SearchQuery::default()
+    };
+    let mut out = Vec::new();
+    let changes = SearchQuery {
+        operations: operations(&CHANGES),
+        users: asked.users.clone().unwrap_or_default(),
+        record_ids: asked.records.clone().unwrap_or_default(),
+        entities: entities.clone(),
+        ..base.clone()
+    };
+    if !changes.operations.is_empty()
+        && !changes.entities.is_empty()
+        && !nothing(&asked.records)
+        && !nothing(&asked.users)
+    {
+        out.push(changes);
+    }
+    // An access's record is its user: `_objectid_value` and `_userid_value` both name them.
+    let records = asked
+        .records
+        .map(|ids| ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
+    let users = match (records, asked.users) {
+        (Some(records), Some(users)) => Some(
+            records
+                .into_iter()
+                .filter(|r| users.contains(r))
+                .collect::<Vec<_>>(),
+        ),
+        (records, users) => records.or(users),
+    };
+    let access = SearchQuery {
+        operations: operations(&ACCESS),
+        users: users.clone().unwrap_or_default(),
+        ..base
+    };
+    if !access.operations.is_empty()
+        && entities.iter().any(|e| e == "systemuser")
+        && !nothing(&users)
+    {
+        out.push(access);
+    }
+    out
+}
+
+/// Whether `$filter` asked for values of an attribute that no value meets: `Some` and empty.
+fn nothing<T>(list: &Option<Vec<T>>) -> bool {
+    list.as_ref().is_some_and(Vec::is_empty)
+}
 
 /// Answers `GET audits`; `draft` becomes its `SearchAuditLog`.
 pub(super) async fn list(
@@ -302,48 +398,37 @@ pub(super) async fn list(
         }
     }
     require_summary(&request)?;
-    let asked = read_filter(filter)?;
-    let entities = readable(&request, asked.entities)?;
+    let mut asked = read_filter(filter)?;
+    let entities = readable(&request, asked.entities.take())?;
     let page = page_size(request.prefer().as_deref())?
         .min(top.unwrap_or(PAGE_SIZE_MAX))
         .min(PAGE_SIZE_MAX);
-    let operations = asked.operations.unwrap_or_else(|| CHANGES.to_vec());
-    let query = SearchQuery {
-        start_us: asked.start_us,
-        end_us: asked.end_us,
-        operations: operations.iter().map(|o| o.as_str().to_string()).collect(),
-        users: asked.users.unwrap_or_default(),
-        instances: vec![request.instance.name.clone()],
-        entities,
-        record_ids: asked.records.unwrap_or_default(),
-        statuses: vec![ResultStatus::Succeeded],
-        before_seq,
-        top: page as usize,
-        ..SearchQuery::default()
-    };
+    let searches = searches(&request, asked, entities, before_seq, page as usize);
     request.state.audit_caught_up().await?;
     let state = request.state.clone();
-    // Nothing can match (an entity, operation or record no condition admits): no search.
-    let empty = query.operations.is_empty() || query.entities.is_empty();
     let (events, next, total) = blocking(move || -> Result<_, AppError> {
         search_on(&state)?;
-        if empty {
-            return Ok((Vec::new(), None, counted.then_some(0)));
-        }
-        let total = counted
-            .then(|| {
+        let mut total = counted.then_some(0);
+        let (mut events, mut more) = (Vec::new(), false);
+        for query in &searches {
+            if let Some(total) = &mut total {
                 let whole = SearchQuery {
                     before_seq: None,
                     ..query.clone()
                 };
-                state
-                    .log
-                    .histogram(&whole, None)
-                    .map(|h| h.values().sum::<u64>())
-            })
-            .transpose()?;
-        let page = state.log.search(&query)?;
-        Ok((page.events, page.next_before_seq, total))
+                *total += state.log.histogram(&whole, None)?.values().sum::<u64>();
+            }
+            let found = state.log.search(query)?;
+            more |= found.next_before_seq.is_some();
+            events.extend(found.events);
+        }
+        // Both searches' pages in the log's order, newest first: the page is the newest of
+        // them, and the next one goes on after its last (a position in the one log).
+        events.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        more |= events.len() > page as usize;
+        events.truncate(page as usize);
+        let next = events.last().map(|(seq, _)| *seq).filter(|_| more);
+        Ok((events, next, total))
     })
     .await?;
     let mut recorded = draft.clone();
@@ -408,16 +493,22 @@ async fn change(
     .await?;
     let missing = || AppError::not_found(format!("audit with id {id} does not exist"));
     let (_, event) = found.ok_or_else(missing)?;
-    let is_change = Operation::parse(&event.operation).is_some_and(|o| CHANGES.contains(&o))
+    let is_row = Operation::parse(&event.operation)
+        .is_some_and(|o| CHANGES.contains(&o) || ACCESS.contains(&o))
         && event.result_status == ResultStatus::Succeeded;
-    if event.instance != request.instance.name || !is_change {
+    if event.instance != request.instance.name || !is_row {
         return Err(missing());
     }
+    let entity_name = if is_access(&event) {
+        "systemuser"
+    } else {
+        event.entity_name.as_str()
+    };
     let entity = request
         .instance
         .store
         .catalog()
-        .entity(&event.entity_name)
+        .entity(entity_name)
         .cloned()
         .ok_or_else(missing)?;
     request.require(Privilege::Read, &entity)?;
@@ -455,7 +546,7 @@ pub(super) async fn details(
     id: Uuid,
 ) -> Result<Response, AppError> {
     let (event, entity) = change(&request, draft, id, format!("{SET}({id})/{DETAILS}")).await?;
-    let record = event.record_ids.first().copied().unwrap_or_default();
+    let record = object_of(&event);
     let mut recorded = draft.clone();
     recorded.set_entity(&entity);
     recorded.record_ids = vec![record];
@@ -489,6 +580,9 @@ mod tests {
             Some(vec!["account".to_string(), "contact".to_string()])
         );
         assert_eq!(asked.operations, Some(vec![Operation::Assign]));
+        // A user's access is operation 4, actions 64 (the console) and 65 (the Web API).
+        let access = read_filter(Some("operation eq 4 and (action eq 65 or action eq 1)")).unwrap();
+        assert_eq!(access.operations, Some(vec![Operation::UserAccessViaSdk]));
         assert_eq!(
             asked.start_us,
             parse_time("t", "2026-12-01T00:00:00Z").unwrap()

@@ -208,15 +208,27 @@ fn codes(event: &AuditEvent) -> ((i64, &'static str), (i64, &'static str)) {
     const CREATE: (i64, &str) = (1, "Create");
     const UPDATE: (i64, &str) = (2, "Update");
     const DELETE: (i64, &str) = (3, "Delete");
+    const ACCESS: (i64, &str) = (4, "Access");
     match Operation::parse(&event.operation) {
         // An upsert is recorded as one when it made the record.
         Some(Operation::Create | Operation::Upsert) => (CREATE, CREATE),
+        Some(Operation::UserAccessViaWeb) => (ACCESS, (64, "User Access via Web")),
+        Some(Operation::UserAccessViaSdk) => (ACCESS, (65, "User Access via Web Services")),
         Some(Operation::Delete) => (DELETE, DELETE),
         Some(Operation::Assign) => (UPDATE, (13, "Assign")),
         Some(Operation::Share) => (UPDATE, (14, "Share")),
         Some(Operation::Unshare) => (UPDATE, (49, "Unshare")),
         _ => (UPDATE, UPDATE),
     }
+}
+
+/// Whether `event` is a user's access to the instance (Dataverse's `audit.operation` 4): a row
+/// of the user's own `systemuser` record.
+pub(super) fn is_access(event: &AuditEvent) -> bool {
+    matches!(
+        Operation::parse(&event.operation),
+        Some(Operation::UserAccessViaWeb | Operation::UserAccessViaSdk)
+    )
 }
 
 /// The `AuditRecord` of an event: Dataverse's `audit` row, formatted values when asked for.
@@ -231,7 +243,12 @@ pub(super) fn audit_record(event: &AuditEvent, id: Uuid, formatted: bool) -> Jso
     );
     record.insert("operation".into(), json!(operation));
     record.insert("action".into(), json!(action));
-    record.insert("objecttypecode".into(), json!(event.entity_name));
+    let entity = if is_access(event) {
+        "systemuser"
+    } else {
+        event.entity_name.as_str()
+    };
+    record.insert("objecttypecode".into(), json!(entity));
     record.insert("_objectid_value".into(), json!(id));
     record.insert(
         "_userid_value".into(),
@@ -254,6 +271,13 @@ pub(super) fn audit_record(event: &AuditEvent, id: Uuid, formatted: bool) -> Jso
 /// values before, a deleted one none after; an attribute emptied is `null` after.
 pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted: bool) -> Json {
     let record = audit_record(event, id, formatted);
+    if is_access(event) {
+        return json!({
+            "@odata.type": "#Microsoft.Dynamics.CRM.UserAccessAuditDetail",
+            "AuditRecord": record,
+            "AccessTime": custos_audit::format_creation_time(event.creation_time_us),
+        });
+    }
     let operation = Operation::parse(&event.operation);
     if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
         let details: Json = serde_json::from_str(&event.details).unwrap_or(Json::Null);

@@ -446,7 +446,14 @@ fn only_who_may_view_audit_history_and_read_the_record_sees_it() {
 fn the_audit_summary_lists_the_changes_of_what_its_reader_may_read() {
     let server = Server::start(&[]);
     let admin = server.admin();
-    server.set_org(&admin, json!({"isauditenabled": true}));
+    server.set_org(
+        &admin,
+        json!({"isauditenabled": true, "isuseraccessauditenabled": true}),
+    );
+    let admin_id = get_json(&server.api("WhoAmI"), &admin)["UserId"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let account = create_account(&server, &admin, "Contoso");
     let made = send(
         client().post(server.api("contacts")),
@@ -524,6 +531,100 @@ fn the_audit_summary_lists_the_changes_of_what_its_reader_may_read() {
         2
     );
     assert_eq!(count(&[("$filter", "createdon gt 2100-01-01")]), 0);
+    // Two conditions no record meets both: nothing, not everything.
+    let other = "00000000-0000-0000-0000-00000000002a";
+    assert_eq!(
+        count(&[(
+            "$filter",
+            &format!("{on_account} and _objectid_value eq {other}")
+        )]),
+        0
+    );
+    // A user's access to the instance (audited here): a row of their own systemuser record,
+    // operation 4, action 65 through the Web API.
+    let access: Value = audits(&admin, &[("$filter", "action eq 65")])
+        .json()
+        .unwrap();
+    let access = access["value"].as_array().unwrap();
+    assert!(!access.is_empty());
+    assert!(
+        access
+            .iter()
+            .all(|row| row["objecttypecode"] == "systemuser"
+                && row["operation"] == 4
+                && row[format!("action{FORMATTED}")] == "User Access via Web Services")
+    );
+    assert_eq!(access[0]["_objectid_value"], admin_id.as_str());
+    let mine = format!("_objectid_value eq {admin_id} and operation eq 4");
+    assert_eq!(count(&[("$filter", &mine)]), access.len());
+    assert_eq!(
+        count(&[("$filter", &format!("{mine} and _userid_value eq {other}"))]),
+        0
+    );
+    let detail = get_json(
+        &server.api(&format!(
+            "audits({})/Microsoft.Dynamics.CRM.RetrieveAuditDetails()",
+            access[0]["auditid"].as_str().unwrap()
+        )),
+        &admin,
+    );
+    assert_eq!(
+        detail["AuditDetail"]["@odata.type"],
+        "#Microsoft.Dynamics.CRM.UserAccessAuditDetail"
+    );
+    // Unfiltered, the page holds both, newest first in the one log.
+    let all: Value = audits(&admin, &[("$count", "true")]).json().unwrap();
+    let kinds: std::collections::BTreeSet<&str> = all["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["objecttypecode"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains("systemuser") && kinds.contains("account"),
+        "{all:#}"
+    );
+    assert_eq!(
+        all["@odata.count"].as_u64().unwrap() as usize,
+        all["value"].as_array().unwrap().len()
+    );
+    let created: Vec<&str> = all["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["createdon"].as_str().unwrap())
+        .collect();
+    let mut newest_first = created.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(created, newest_first);
+    // Paged one row at a time, the two searches' rows come each once, in the same order.
+    let mut paged = Vec::new();
+    let mut link = Some(server.api("audits"));
+    while let Some(url) = link {
+        let page: Value = send(
+            client().get(&url).header("Prefer", "odata.maxpagesize=1"),
+            &admin,
+            None,
+        )
+        .json()
+        .unwrap();
+        paged.extend(
+            page["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["auditid"].clone()),
+        );
+        link = page["@odata.nextLink"].as_str().map(str::to_string);
+    }
+    let ids: Vec<Value> = all["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["auditid"].clone())
+        .collect();
+    // The pages' own readings add access rows only once an interval, so the first rows agree.
+    assert_eq!(paged[..ids.len()], ids[..], "{paged:#?}");
     let first: Value = send(
         client()
             .get(server.api("audits"))
