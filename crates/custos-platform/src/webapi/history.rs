@@ -124,19 +124,43 @@ fn json_value(request: &WebRequest, name: &str, text: &str) -> Result<Json, AppE
         .ok_or_else(|| AppError::bad_request(format!("{name} is not a JSON object: {text}")))
 }
 
-/// The entity and id a `Target` names: `{"@odata.id": "accounts(<id>)"}`.
+/// The entity and id a `Target` names: `{"@odata.id": "accounts(<id>)"}` — or, as an
+/// entity-typed parameter may be written, by its type and key:
+/// `{"@odata.type": "Microsoft.Dynamics.CRM.account", "accountid": "<id>"}`.
 fn target(request: &WebRequest, value: &Json) -> Result<(EntityDef, Uuid), AppError> {
-    let text = value
+    let refused = || {
+        AppError::bad_request(
+            "Target names one record: {\"@odata.id\": \"accounts(<id>)\"}, or {\"@odata.type\": \"Microsoft.Dynamics.CRM.account\", \"accountid\": \"<id>\"}",
+        )
+    };
+    let object = value
         .as_object()
-        .filter(|object| object.len() == 1)
-        .and_then(|object| object.get("@odata.id"))
+        .filter(|o| o.len() <= 2)
+        .ok_or_else(refused)?;
+    if let (1, Some(text)) = (object.len(), object.get("@odata.id").and_then(Json::as_str)) {
+        return named_record(request, text);
+    }
+    let type_name = object
+        .get("@odata.type")
         .and_then(Json::as_str)
-        .ok_or_else(|| {
-            AppError::bad_request(
-                "Target names the record by its '@odata.id' alone, {\"@odata.id\": \"accounts(<id>)\"}",
-            )
-        })?;
-    named_record(request, text)
+        .ok_or_else(refused)?;
+    let name = type_name
+        .trim_start_matches('#')
+        .strip_prefix("Microsoft.Dynamics.CRM.")
+        .ok_or_else(refused)?;
+    let entity = request
+        .instance
+        .store
+        .catalog()
+        .entity(name)
+        .cloned()
+        .ok_or_else(|| AppError::not_found(format!("entity '{name}' does not exist")))?;
+    let id = object
+        .get(&entity.primary_id())
+        .and_then(Json::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(refused)?;
+    Ok((entity, id))
 }
 
 /// Reads `PagingInfo`; without it, the first page of the most a page holds.

@@ -372,9 +372,16 @@ fn only_who_may_view_audit_history_and_read_the_record_sees_it() {
         json!({"@odata.id": "accounts(not-a-guid)"}).to_string(),
         json!({"accountid": id}).to_string(),
         json!({"@odata.id": format!("accounts({id})"), "x": 1}).to_string(),
+        json!({"@odata.type": "Microsoft.Dynamics.CRM.account", "contactid": id}).to_string(),
+        json!({"@odata.type": "account", "accountid": id}).to_string(),
     ] {
         assert_eq!(odata_error(target(&bad)).0, 400, "{bad}");
     }
+    // The record named by its type and key, as an entity-typed parameter may be written.
+    let typed = target(
+        &json!({"@odata.type": "Microsoft.Dynamics.CRM.account", "accountid": id}).to_string(),
+    );
+    assert_eq!(typed.status(), 200);
     assert_eq!(
         odata_error(target(
             &json!({"@odata.id": "nosuchsets(00000000-0000-0000-0000-000000000001)"}).to_string()
