@@ -54,9 +54,23 @@ struct Row {
 /// value either side names (an event that changed no audited value: one row without a field).
 fn rows(console: &Console, entity: &EntityDef, zone: &Zone, detail: &Json) -> Vec<Row> {
     let record = &detail["AuditRecord"];
+    // Who, and — for a change made on their behalf (or a process their change set off) — who
+    // really called.
+    let mut by = text(&record[format!("_userid_value@{FORMATTED}").as_str()]);
+    if let Some(caller) = record["_callinguserid_value"]
+        .as_str()
+        .and_then(|id| Uuid::parse_str(id).ok())
+    {
+        let name = console
+            .state
+            .directory
+            .principal(caller)
+            .map_or_else(|| caller.to_string(), |p| p.upn);
+        by = format!("{by} (through {name})");
+    }
     let row = |field: String, old: String, new: String| Row {
         when: zone.show_text(&text(&record["createdon"])),
-        by: text(&record[format!("_userid_value@{FORMATTED}").as_str()]),
+        by: by.clone(),
         event: text(&record[format!("action@{FORMATTED}").as_str()]),
         field,
         old,

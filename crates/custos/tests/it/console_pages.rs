@@ -979,6 +979,21 @@ fn a_record_form_leads_to_its_audit_history_for_those_who_may_view_it() {
     assert!(html.contains("<td>Create</td>"), "{html}");
     assert!(html.contains(&format!("href=\"{path}?page=1\"")), "{html}");
     assert!(!html.contains("page=3"), "{html}");
+    // A change made on someone's behalf names both: the user, and who really sent it.
+    let ann = server.add_user(&admin, "ann@contoso.test", "ann-password-1", "Basic User");
+    let acted = send(
+        client()
+            .patch(server.api(&format!("accounts({id})")))
+            .header("MSCRMCallerID", &ann),
+        &admin,
+        Some(json!({"name": "Contoso on behalf"})),
+    );
+    assert_eq!(acted.status(), 204);
+    let (_, html) = page(&server, &cookie, &path);
+    assert!(
+        html.contains("<td>ann@contoso.test (through admin)</td>"),
+        "{html}"
+    );
 
     // A Basic User's form offers none, and the page itself is the API's refusal, recorded.
     server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
