@@ -89,6 +89,23 @@ fn rows(console: &Console, entity: &EntityDef, zone: &Zone, detail: &Json) -> Ve
             readable(&detail["NewPrivileges"]),
         )];
     }
+    if detail["@odata.type"] == "#Microsoft.Dynamics.CRM.RelationshipAuditDetail" {
+        // A role given or taken, a member added or taken away: the other side, named.
+        let target = &detail["TargetRecords"][0];
+        let named = readable(target.get("name").unwrap_or(&target["domainname"]));
+        let field = if detail["RelationshipName"] == "teammembership_association" {
+            "Member"
+        } else {
+            "Security role"
+        };
+        let added = matches!(record["action"].as_i64(), Some(35 | 53 | 55));
+        let (old, new) = if added {
+            (String::new(), named)
+        } else {
+            (named, String::new())
+        };
+        return vec![row(field.to_string(), old, new)];
+    }
     let (old, new) = (&detail["OldValue"], &detail["NewValue"]);
     let named = |name: &str| old.get(name).is_some() || new.get(name).is_some();
     // The entity's attributes in its own order, as its form lists them; a value of an

@@ -47,13 +47,31 @@ fn operations_of(field: &str, code: i64) -> Vec<Operation> {
         ("operation", 4) => vec![UserAccessViaWeb, UserAccessViaSdk],
         ("action", 64) => vec![UserAccessViaWeb],
         ("action", 65) => vec![UserAccessViaSdk],
-        (_, 1) => vec![Create, Upsert],
-        ("operation", 2) => vec![Update, Assign, Share, Unshare, RunProcess],
+        (_, 1) => vec![Create, Upsert, CreateUser],
+        ("action", 4) => vec![EnableUser],
+        ("action", 5) => vec![DisableUser],
+        ("operation", 2) => vec![
+            Update,
+            Assign,
+            Share,
+            Unshare,
+            RunProcess,
+            AssignRole,
+            RemoveRole,
+            AddTeamMember,
+            RemoveTeamMember,
+            DisableUser,
+            EnableUser,
+        ],
         ("action", 2) => vec![Update, RunProcess],
-        (_, 3) => vec![Delete],
+        (_, 3) => vec![Delete, DeleteUser],
         ("action", 13) => vec![Assign],
         ("action", 14) => vec![Share],
         ("action", 49) => vec![Unshare],
+        ("action", 53 | 55) => vec![AssignRole],
+        ("action", 54 | 56) => vec![RemoveRole],
+        ("action", 35) => vec![AddTeamMember],
+        ("action", 36) => vec![RemoveTeamMember],
         _ => Vec::new(),
     }
 }
@@ -167,9 +185,23 @@ fn read_condition(filter: &Filter, asked: &mut Asked) -> Result<(), AppError> {
             narrow(&mut asked.entities, names);
         }
         "operation" | "action" => {
+            let codes = values.iter().map(code).collect::<Result<Vec<_>, _>>()?;
+            // A role given to or taken from a user (55, 56) or a team (53, 54) is one operation
+            // told apart by its entity: such a code stands alone, and narrows the entity too.
+            if name == "action"
+                && let Some(role) = codes.iter().find(|c| (53..=56).contains(*c))
+            {
+                if codes.len() > 1 {
+                    return Err(unsupported(&format!(
+                        "action {role} joined by 'or' with another action"
+                    )));
+                }
+                let holder = if *role >= 55 { "systemuser" } else { "team" };
+                narrow(&mut asked.entities, vec![holder.to_string()]);
+            }
             let mut operations = Vec::new();
-            for value in &values {
-                operations.extend(operations_of(&name, code(value)?));
+            for code in codes {
+                operations.extend(operations_of(&name, code));
             }
             narrow(&mut asked.operations, operations);
         }
@@ -589,6 +621,11 @@ mod tests {
         );
         assert_eq!(asked.end_us, parse_time("t", "2026-12-02").unwrap());
         // Two conditions on one attribute keep what both admit.
+        // A role's action names its holder's entity too.
+        let roles = read_filter(Some("action eq 55")).unwrap();
+        assert_eq!(roles.operations, Some(vec![Operation::AssignRole]));
+        assert_eq!(roles.entities, Some(vec!["systemuser".to_string()]));
+        assert!(read_filter(Some("action eq 55 or action eq 53")).is_err());
         let both = read_filter(Some("action eq 1 and action eq 3")).unwrap();
         assert_eq!(both.operations, Some(Vec::new()));
         assert_eq!(

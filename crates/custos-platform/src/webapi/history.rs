@@ -41,8 +41,10 @@ pub(super) const ATTRIBUTE_FUNCTION: &str = "RetrieveAttributeChangeHistory";
 /// Events read at a time while an attribute's history looks for its changes.
 const SCAN_CHUNK: usize = 500;
 
-/// The operations whose events changed the record they name.
-pub(super) const CHANGES: [Operation; 8] = [
+/// The operations whose events changed the record they name first: its values, its owner, its
+/// shares (a user's too: created, disabled, enabled, deleted) — and who holds which role and
+/// which team has which members (Dataverse's associations, in the user's or team's history).
+pub(super) const CHANGES: [Operation; 16] = [
     Operation::Create,
     Operation::Update,
     Operation::Upsert,
@@ -51,6 +53,14 @@ pub(super) const CHANGES: [Operation; 8] = [
     Operation::Share,
     Operation::Unshare,
     Operation::RunProcess,
+    Operation::AssignRole,
+    Operation::RemoveRole,
+    Operation::AddTeamMember,
+    Operation::RemoveTeamMember,
+    Operation::CreateUser,
+    Operation::DisableUser,
+    Operation::EnableUser,
+    Operation::DeleteUser,
 ];
 
 /// The largest page (`PagingInfo.Count`), and the page when none is asked for: Dataverse's.
@@ -235,13 +245,25 @@ fn codes(event: &AuditEvent) -> ((i64, &'static str), (i64, &'static str)) {
     const ACCESS: (i64, &str) = (4, "Access");
     match Operation::parse(&event.operation) {
         // An upsert is recorded as one when it made the record.
-        Some(Operation::Create | Operation::Upsert) => (CREATE, CREATE),
+        Some(Operation::Create | Operation::Upsert | Operation::CreateUser) => (CREATE, CREATE),
+        Some(Operation::DisableUser) => (UPDATE, (5, "Deactivate")),
+        Some(Operation::EnableUser) => (UPDATE, (4, "Activate")),
         Some(Operation::UserAccessViaWeb) => (ACCESS, (64, "User Access via Web")),
         Some(Operation::UserAccessViaSdk) => (ACCESS, (65, "User Access via Web Services")),
-        Some(Operation::Delete) => (DELETE, DELETE),
+        Some(Operation::Delete | Operation::DeleteUser) => (DELETE, DELETE),
         Some(Operation::Assign) => (UPDATE, (13, "Assign")),
         Some(Operation::Share) => (UPDATE, (14, "Share")),
         Some(Operation::Unshare) => (UPDATE, (49, "Unshare")),
+        Some(Operation::AssignRole) if event.entity_name == "team" => {
+            (UPDATE, (53, "Assign Role To Team"))
+        }
+        Some(Operation::RemoveRole) if event.entity_name == "team" => {
+            (UPDATE, (54, "Remove Role From Team"))
+        }
+        Some(Operation::AssignRole) => (UPDATE, (55, "Assign Role To User")),
+        Some(Operation::RemoveRole) => (UPDATE, (56, "Remove Role From User")),
+        Some(Operation::AddTeamMember) => (UPDATE, (35, "Add Members")),
+        Some(Operation::RemoveTeamMember) => (UPDATE, (36, "Remove Members")),
         _ => (UPDATE, UPDATE),
     }
 }
@@ -303,6 +325,9 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
         });
     }
     let operation = Operation::parse(&event.operation);
+    if let Some(relationship) = relationship(event) {
+        return relationship.with(record);
+    }
     if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
         let details: Json = serde_json::from_str(&event.details).unwrap_or(Json::Null);
         let rights = details["AccessMask"].as_str().unwrap_or("");
@@ -346,6 +371,61 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
         "InvalidNewValueAttributes": [],
         "LocLabelLanguageCode": 0,
     })
+}
+
+/// A role given or taken, a member added or taken away: the relationship and the record on its
+/// other side, as the event's details name them.
+struct Relationship {
+    name: &'static str,
+    entity: &'static str,
+    key: &'static str,
+    id: Json,
+    label: (&'static str, Json),
+}
+
+impl Relationship {
+    /// Dataverse's `RelationshipAuditDetail` of the change, around its `AuditRecord`.
+    fn with(self, record: Json) -> Json {
+        let mut target = Map::new();
+        target.insert(
+            "@odata.type".into(),
+            json!(format!("#Microsoft.Dynamics.CRM.{}", self.entity)),
+        );
+        target.insert(self.key.into(), self.id);
+        target.insert(self.label.0.into(), self.label.1);
+        json!({
+            "@odata.type": "#Microsoft.Dynamics.CRM.RelationshipAuditDetail",
+            "AuditRecord": record,
+            "RelationshipName": self.name,
+            "TargetRecords": [target],
+        })
+    }
+}
+
+/// The relationship a role or membership event changed, read from its details.
+fn relationship(event: &AuditEvent) -> Option<Relationship> {
+    let details: Json = serde_json::from_str(&event.details).ok()?;
+    let role = |name: &'static str| Relationship {
+        name,
+        entity: "role",
+        key: "roleid",
+        id: details["RoleId"].clone(),
+        label: ("name", details["RoleName"].clone()),
+    };
+    match Operation::parse(&event.operation)? {
+        Operation::AssignRole | Operation::RemoveRole if event.entity_name == "team" => {
+            Some(role("teamroles_association"))
+        }
+        Operation::AssignRole | Operation::RemoveRole => Some(role("systemuserroles_association")),
+        Operation::AddTeamMember | Operation::RemoveTeamMember => Some(Relationship {
+            name: "teammembership_association",
+            entity: "systemuser",
+            key: "systemuserid",
+            id: details["UserId"].clone(),
+            label: ("domainname", details["UserUpn"].clone()),
+        }),
+        _ => None,
+    }
 }
 
 /// What the log answered for one page.

@@ -746,3 +746,108 @@ fn the_audit_summary_lists_the_changes_of_what_its_reader_may_read() {
         405
     );
 }
+
+/// A user's history: created, their roles given and taken, disabled and enabled — Dataverse's
+/// associations as `RelationshipAuditDetail`s — in the Web API, the summary and the console.
+#[test]
+fn a_users_history_shows_their_roles_and_state() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let role =
+        get_json(&server.api("roles?$filter=name eq 'Basic User'"), &admin)["value"][0]["roleid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    for disabled in [true, false] {
+        let changed = send(
+            client().patch(server.api(&format!("systemusers({bo})"))),
+            &admin,
+            Some(json!({"isdisabled": disabled})),
+        );
+        assert_eq!(changed.status(), 204);
+    }
+    let removed = send(
+        client().delete(server.api(&format!(
+            "systemusers({bo})/systemuserroles_association({role})/$ref"
+        ))),
+        &admin,
+        None,
+    );
+    assert_eq!(removed.status(), 204);
+
+    let answered = send(
+        client()
+            .get(server.api("RetrieveRecordChangeHistory(Target=@t)"))
+            .query(&[(
+                "@t",
+                json!({"@odata.id": format!("systemusers({bo})")}).to_string(),
+            )])
+            .header("Prefer", "odata.include-annotations=\"*\""),
+        &admin,
+        None,
+    );
+    let details = collection(answered);
+    assert_eq!(
+        actions(&details),
+        [
+            "Remove Role From User",
+            "Activate",
+            "Deactivate",
+            "Assign Role To User",
+            "Create"
+        ],
+        "{details:#}"
+    );
+    let removal = &details["AuditDetails"][0];
+    assert_eq!(
+        removal["@odata.type"],
+        "#Microsoft.Dynamics.CRM.RelationshipAuditDetail"
+    );
+    assert_eq!(removal["RelationshipName"], "systemuserroles_association");
+    assert_eq!(removal["TargetRecords"][0]["roleid"], role.as_str());
+    assert_eq!(removal["TargetRecords"][0]["name"], "Basic User");
+    assert_eq!(details["AuditDetails"][2]["NewValue"]["isdisabled"], true);
+
+    // In the summary: a role given to a user is action 55, of the user's record.
+    let given: Value = send(
+        client()
+            .get(server.api("audits"))
+            .query(&[("$filter", "action eq 55")]),
+        &admin,
+        None,
+    )
+    .json()
+    .unwrap();
+    let rows = given["value"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["_objectid_value"] == bo.as_str()),
+        "{given:#}"
+    );
+    assert!(rows.iter().all(|r| r["objecttypecode"] == "systemuser"));
+    let mixed = send(
+        client()
+            .get(server.api("audits"))
+            .query(&[("$filter", "action eq 55 or action eq 1")]),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(mixed).0, 400);
+
+    // And in the console's history of the user.
+    let cookie = crate::console_pages::sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, html) = crate::console_pages::page(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/systemusers/{bo}/history"),
+    );
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("<td>Security role</td><td>Basic User</td><td></td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>Security role</td><td></td><td>Basic User</td>"),
+        "{html}"
+    );
+}
