@@ -11,7 +11,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use custos_audit::UserType;
-use custos_records::{AttributeDef, AttributeType, EntityDef, Privilege, allows};
+use custos_records::{AttributeDef, AttributeType, EntityDef, Privilege};
 use maud::{Markup, html};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
@@ -31,13 +31,11 @@ const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// records (the Web API decides each reading; this spares a link that would be refused).
 pub(crate) fn offered(console: &Console, instance: &str, entity: &EntityDef) -> bool {
     console.caller.user_type() != UserType::DcAdmin
-        && console.state.instance(instance).is_some_and(|instance| {
-            allows(
-                &console.caller.security_roles(&console.state, &instance),
-                Privilege::ReadRecordAuditHistory,
-                entity,
-            )
-        })
+        && console.holds(
+            instance,
+            Privilege::ReadRecordAuditHistory,
+            &entity.logical_name,
+        )
 }
 
 /// One row of the table: a field's change in one event.

@@ -438,6 +438,25 @@ impl Console {
             .unwrap_or_else(|| "main".to_string())
     }
 
+    /// Whether the user's roles in `instance` grant `privilege` on entity `entity` (a logical
+    /// name; an instance-wide privilege on `organization`). The API decides every call; this
+    /// only spares a page a link or control that would be refused.
+    pub(crate) fn holds(
+        &self,
+        instance: &str,
+        privilege: custos_records::Privilege,
+        entity: &str,
+    ) -> bool {
+        let Some(open) = self.state.instance(instance) else {
+            return false;
+        };
+        let roles = self.caller.security_roles(&self.state, &open);
+        open.store
+            .catalog()
+            .entity(entity)
+            .is_some_and(|entity| custos_records::allows(&roles, privilege, entity))
+    }
+
     /// Whether the user works in `instance`: their roles there (their own, their teams', or a
     /// global admin's) let them read at least one entity. The instance's pages are offered only
     /// then — an Audit Reader's role reads no records, and every page of them would be refused.

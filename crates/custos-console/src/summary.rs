@@ -11,7 +11,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use custos_audit::UserType;
-use custos_records::{Privilege, allows};
+use custos_records::Privilege;
 use maud::html;
 
 use super::zone::Zone;
@@ -39,19 +39,11 @@ const EVENTS: [(&str, &str); 8] = [
 /// decides each reading; this spares a link that would be refused).
 pub(crate) fn offered(console: &Console, instance: &str) -> bool {
     console.caller.user_type() != UserType::DcAdmin
-        && console.state.instance(instance).is_some_and(|instance| {
-            instance
-                .store
-                .catalog()
-                .entity(custos_records::ORGANIZATION_ENTITY)
-                .is_some_and(|organization| {
-                    allows(
-                        &console.caller.security_roles(&console.state, &instance),
-                        Privilege::ReadAuditSummary,
-                        organization,
-                    )
-                })
-        })
+        && console.holds(
+            instance,
+            Privilege::ReadAuditSummary,
+            custos_records::ORGANIZATION_ENTITY,
+        )
 }
 
 /// The `$filter` the form's fields ask for, or what is wrong with one of them.

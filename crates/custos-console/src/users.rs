@@ -27,14 +27,7 @@ const USERS_SHOWN: u32 = 500;
 impl Console {
     /// Whether the user manages users in `instance` (the ManageUsers privilege there).
     pub(crate) fn manages_users(&self, instance: &str) -> bool {
-        let Some(open) = self.state.instance(instance) else {
-            return false;
-        };
-        let roles = self.caller.security_roles(&self.state, &open);
-        open.store
-            .catalog()
-            .entity("systemuser")
-            .is_some_and(|users| custos_records::allows(&roles, Privilege::ManageUsers, users))
+        self.holds(instance, Privilege::ManageUsers, "systemuser")
     }
 }
 

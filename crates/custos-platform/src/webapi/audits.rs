@@ -24,7 +24,9 @@ use uuid::Uuid;
 
 use super::WebRequest;
 use super::annotations::{FORMATTED, Presentation};
-use super::history::{CHANGES, audit_record, detail, is_access, refuse_support, search_on};
+use super::history::{
+    CHANGES, audit_record, codes_of, detail, is_access, refuse_support, search_on,
+};
 use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
@@ -40,40 +42,24 @@ pub(super) const DETAILS: &str = "RetrieveAuditDetails";
 const ACCESS: [Operation; 2] = [Operation::UserAccessViaWeb, Operation::UserAccessViaSdk];
 
 /// The operations each Dataverse `audit.operation` (1 Create, 2 Update, 3 Delete, 4 Access) and
-/// `audit.action` code stands for among those recorded (`history::codes` the other way).
+/// `audit.action` code stands for among those recorded: `history::codes_of` read backwards, so
+/// a row's codes and the filter on them cannot disagree.
 fn operations_of(field: &str, code: i64) -> Vec<Operation> {
-    use Operation::*;
-    match (field, code) {
-        ("operation", 4) => vec![UserAccessViaWeb, UserAccessViaSdk],
-        ("action", 64) => vec![UserAccessViaWeb],
-        ("action", 65) => vec![UserAccessViaSdk],
-        (_, 1) => vec![Create, Upsert, CreateUser],
-        ("action", 4) => vec![EnableUser],
-        ("action", 5) => vec![DisableUser],
-        ("operation", 2) => vec![
-            Update,
-            Assign,
-            Share,
-            Unshare,
-            RunProcess,
-            AssignRole,
-            RemoveRole,
-            AddTeamMember,
-            RemoveTeamMember,
-            DisableUser,
-            EnableUser,
-        ],
-        ("action", 2) => vec![Update, RunProcess],
-        (_, 3) => vec![Delete, DeleteUser],
-        ("action", 13) => vec![Assign],
-        ("action", 14) => vec![Share],
-        ("action", 49) => vec![Unshare],
-        ("action", 53 | 55) => vec![AssignRole],
-        ("action", 54 | 56) => vec![RemoveRole],
-        ("action", 35) => vec![AddTeamMember],
-        ("action", 36) => vec![RemoveTeamMember],
-        _ => Vec::new(),
-    }
+    CHANGES
+        .into_iter()
+        .chain(ACCESS)
+        .filter(|operation| {
+            // A role's operation serves users and teams, its action told apart by the entity.
+            ["systemuser", "team"].into_iter().any(|entity| {
+                let (operation_code, action_code) = codes_of(*operation, entity);
+                code == if field == "operation" {
+                    operation_code.0
+                } else {
+                    action_code.0
+                }
+            })
+        })
+        .collect()
 }
 
 /// What `$filter` asks of the log.

@@ -239,31 +239,40 @@ fn paging(value: Option<&Json>) -> Result<Paging, AppError> {
 
 /// Dataverse's `audit.operation` and `audit.action` of a change event, with their labels.
 fn codes(event: &AuditEvent) -> ((i64, &'static str), (i64, &'static str)) {
+    codes_of(
+        Operation::parse(&event.operation).unwrap_or(Operation::Update),
+        &event.entity_name,
+    )
+}
+
+/// Dataverse's `audit.operation` and `audit.action` of `operation` on an `entity` record (a role
+/// given or taken is told apart by its holder's entity), with their labels; `audits` reads its
+/// `$filter`'s codes back through it.
+pub(super) fn codes_of(
+    operation: Operation,
+    entity: &str,
+) -> ((i64, &'static str), (i64, &'static str)) {
     const CREATE: (i64, &str) = (1, "Create");
     const UPDATE: (i64, &str) = (2, "Update");
     const DELETE: (i64, &str) = (3, "Delete");
     const ACCESS: (i64, &str) = (4, "Access");
-    match Operation::parse(&event.operation) {
+    match operation {
         // An upsert is recorded as one when it made the record.
-        Some(Operation::Create | Operation::Upsert | Operation::CreateUser) => (CREATE, CREATE),
-        Some(Operation::DisableUser) => (UPDATE, (5, "Deactivate")),
-        Some(Operation::EnableUser) => (UPDATE, (4, "Activate")),
-        Some(Operation::UserAccessViaWeb) => (ACCESS, (64, "User Access via Web")),
-        Some(Operation::UserAccessViaSdk) => (ACCESS, (65, "User Access via Web Services")),
-        Some(Operation::Delete | Operation::DeleteUser) => (DELETE, DELETE),
-        Some(Operation::Assign) => (UPDATE, (13, "Assign")),
-        Some(Operation::Share) => (UPDATE, (14, "Share")),
-        Some(Operation::Unshare) => (UPDATE, (49, "Unshare")),
-        Some(Operation::AssignRole) if event.entity_name == "team" => {
-            (UPDATE, (53, "Assign Role To Team"))
-        }
-        Some(Operation::RemoveRole) if event.entity_name == "team" => {
-            (UPDATE, (54, "Remove Role From Team"))
-        }
-        Some(Operation::AssignRole) => (UPDATE, (55, "Assign Role To User")),
-        Some(Operation::RemoveRole) => (UPDATE, (56, "Remove Role From User")),
-        Some(Operation::AddTeamMember) => (UPDATE, (35, "Add Members")),
-        Some(Operation::RemoveTeamMember) => (UPDATE, (36, "Remove Members")),
+        Operation::Create | Operation::Upsert | Operation::CreateUser => (CREATE, CREATE),
+        Operation::DisableUser => (UPDATE, (5, "Deactivate")),
+        Operation::EnableUser => (UPDATE, (4, "Activate")),
+        Operation::UserAccessViaWeb => (ACCESS, (64, "User Access via Web")),
+        Operation::UserAccessViaSdk => (ACCESS, (65, "User Access via Web Services")),
+        Operation::Delete | Operation::DeleteUser => (DELETE, DELETE),
+        Operation::Assign => (UPDATE, (13, "Assign")),
+        Operation::Share => (UPDATE, (14, "Share")),
+        Operation::Unshare => (UPDATE, (49, "Unshare")),
+        Operation::AssignRole if entity == "team" => (UPDATE, (53, "Assign Role To Team")),
+        Operation::RemoveRole if entity == "team" => (UPDATE, (54, "Remove Role From Team")),
+        Operation::AssignRole => (UPDATE, (55, "Assign Role To User")),
+        Operation::RemoveRole => (UPDATE, (56, "Remove Role From User")),
+        Operation::AddTeamMember => (UPDATE, (35, "Add Members")),
+        Operation::RemoveTeamMember => (UPDATE, (36, "Remove Members")),
         _ => (UPDATE, UPDATE),
     }
 }
