@@ -188,6 +188,9 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
         &admin,
         Some(json!({"name": "matrix lookups", "accountnumber": "MATRIX-1"})),
     ));
+    // The account's creation, a row of the audit summary.
+    let created = server.audit(&admin, &format!("operation=Create&recordId={account}"));
+    let creation = created[0]["Id"].as_str().unwrap().to_string();
     // An alternate key in force, so that a record can be named by it.
     server.add_account_number_key(&admin);
     server.publish(&admin);
@@ -306,6 +309,29 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             format!(
                 "{api}/RetrieveRecordChangeHistory(Target=@t)?@t=%7B%22@odata.id%22:%22accounts({account})%22%7D"
             ),
+            None,
+            "SG",
+        ),
+        (
+            "an attribute's change history",
+            Method::GET,
+            format!(
+                "{api}/RetrieveAttributeChangeHistory(Target=@t,AttributeLogicalName='name')?@t=%7B%22@odata.id%22:%22accounts({account})%22%7D"
+            ),
+            None,
+            "SG",
+        ),
+        (
+            "a row of the audit summary",
+            Method::GET,
+            format!("{api}/audits({creation})"),
+            None,
+            "SG",
+        ),
+        (
+            "a change's details",
+            Method::GET,
+            format!("{api}/audits({creation})/Microsoft.Dynamics.CRM.RetrieveAuditDetails()"),
             None,
             "SG",
         ),

@@ -1009,6 +1009,38 @@ fn a_record_form_leads_to_its_audit_history_for_those_who_may_view_it() {
         "operation=RetrieveRecordChangeHistory&status=Denied&user=bo@contoso.test",
     );
     assert_eq!(denied.len(), 1, "{denied:#?}");
+    refused_to_everyone_else(&server, &admin, &path, "RetrieveRecordChangeHistory");
+}
+
+/// A page of the audit trail that only its privilege's holders may read: an Audit Reader (who
+/// holds no role in the instance) is shown the API's refusal, recorded as a `Denied` `operation`
+/// of theirs, and a browser without a session is sent to sign in.
+fn refused_to_everyone_else(server: &Server, admin: &str, path: &str, operation: &str) {
+    server.add_user(
+        admin,
+        "reader@contoso.test",
+        "reader-password-1",
+        "Audit Reader",
+    );
+    let reader = sign_in(server, "reader@contoso.test", "reader-password-1");
+    let (status, html) = page(server, &reader, path);
+    assert_eq!(status, 400, "the console's page of a refusal: {html}");
+    let denied = server.audit(
+        admin,
+        &format!("operation={operation}&status=Denied&user=reader@contoso.test"),
+    );
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    let anonymous = browser()
+        .get(format!("{}{path}", server.base))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert!(
+        anonymous.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/ui/login")
+    );
 }
 
 /// The Auditing settings lead whoever may view the audit summary to it: the instance's
@@ -1114,6 +1146,17 @@ fn the_audit_summary_lists_the_instances_changes_for_those_who_may_view_it() {
     let (status, html) = page(&server, &bo, "/ui/main/settings/audit-summary");
     assert_eq!(status, 400, "{html}");
     assert!(html.contains("ReadAuditSummary"), "{html}");
+    let denied = server.audit(
+        &admin,
+        "operation=SearchAuditLog&status=Denied&user=bo@contoso.test",
+    );
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    refused_to_everyone_else(
+        &server,
+        &admin,
+        "/ui/main/settings/audit-summary",
+        "SearchAuditLog",
+    );
 }
 
 #[test]
