@@ -27,15 +27,12 @@ const PAGE: u64 = 50;
 /// The annotation of a value as a person reads it.
 const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 
-/// Whether the viewer's roles in `instance` grant viewing the audit history of `entity`'s
-/// records (the Web API decides each reading; this spares a link that would be refused).
-pub(crate) fn offered(console: &Console, instance: &str, entity: &EntityDef) -> bool {
+/// Whether the viewer's roles in `instance` grant viewing the audit history of the records of
+/// `entity` (a logical name; the Web API decides each reading, and whether the viewer reads the
+/// record; this spares a link that would be refused).
+pub(crate) fn offered(console: &Console, instance: &str, entity: &str) -> bool {
     console.caller.user_type() != UserType::DcAdmin
-        && console.holds(
-            instance,
-            Privilege::ReadRecordAuditHistory,
-            &entity.logical_name,
-        )
+        && console.holds(instance, Privilege::ReadRecordAuditHistory, entity)
 }
 
 /// One row of the table: a field's change in one event.
@@ -103,6 +100,28 @@ fn rows(console: &Console, entity: &EntityDef, zone: &Zone, detail: &Json) -> Ve
             (named, String::new())
         };
         return vec![row(field.to_string(), old, new)];
+    }
+    if detail["@odata.type"] == "#Microsoft.Dynamics.CRM.RolePrivilegeAuditDetail" {
+        // A role's privileges: a row for each one it gained or lost.
+        let names = |side: &str| -> Vec<String> {
+            detail[side]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["PrivilegeName"].as_str().map(str::to_string))
+                .collect()
+        };
+        let (before, after) = (names("OldRolePrivileges"), names("NewRolePrivileges"));
+        let lost = before.iter().filter(|p| !after.contains(p));
+        let gained = after.iter().filter(|p| !before.contains(p));
+        let mut shown: Vec<Row> = lost
+            .map(|p| row("Privilege".into(), visible(p), String::new()))
+            .chain(gained.map(|p| row("Privilege".into(), String::new(), visible(p))))
+            .collect();
+        if shown.is_empty() {
+            shown.push(row("Privilege".into(), String::new(), String::new()));
+        }
+        return shown;
     }
     let (old, new) = (&detail["OldValue"], &detail["NewValue"]);
     let named = |name: &str| old.get(name).is_some() || new.get(name).is_some();
@@ -238,7 +257,7 @@ pub(crate) async fn history(
             "Reads and lists are not changes; who saw the record is the compliance console's to tell. Opening this page is recorded."
         }
         @if let Some(total) = collection["TotalRecordCount"].as_i64().filter(|t| *t >= 0) {
-            p { (total) " changes recorded." }
+            p { (total) @if total == 1 { " change recorded." } @else { " changes recorded." } }
         }
         @if shown.is_empty() {
             p { "No change of this record is recorded." }

@@ -916,7 +916,7 @@ pub(crate) async fn form(
             input type="hidden" name="name" value=(title);
             button.danger type="submit" { "Delete this record" }
         }
-        @if super::history::offered(&console, &instance, &entity) {
+        @if super::history::offered(&console, &instance, &entity.logical_name) {
             p { a href={ (here) "/history" } { "Audit history" } " Every change of this record: who, when, each field before and after." }
         }
         @if console.caller.can_read_audit(&console.state) {

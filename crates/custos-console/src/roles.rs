@@ -160,6 +160,9 @@ async fn page(
         (notice(params.get("saved").map(|_| "Privileges saved.")))
         @if let Some(problem) = problem { p.error role="alert" { (problem) } }
         p { a href=(list) { "← Users and roles" } }
+        @if built_in.is_none() && super::history::offered(console, instance, "role") {
+            p { a href={ "/ui/" (instance) "/records/roles/" (encode(id)) "/history" } { "Audit history" } ": who gave or took this role's privileges, and when." }
+        }
         @match built_in {
             Some(role) => {
                 p { strong { (name) } " is a built-in role: " (built_in_scope(role)) }

@@ -57,7 +57,7 @@ pub(crate) async fn auditing(
 ) -> Response {
     let here = format!("/ui/{instance}/settings/auditing");
     let console = console!(state, headers, context, here);
-    let (_, org) = match organization(&console, &instance).await {
+    let (id, org) = match organization(&console, &instance).await {
         Ok(found) => found,
         Err(message) => return error_page(&console, "Auditing settings", &message),
     };
@@ -69,6 +69,9 @@ pub(crate) async fn auditing(
         p { "Auditing of instance " code { (instance) } ". Entity and attribute auditing are set under " a href={ "/ui/" (instance) "/customizations" } { "Customizations" } "." }
         @if super::summary::offered(&console, &instance) {
             p { a href={ "/ui/" (instance) "/settings/audit-summary" } { "Audit summary" } ": every change recorded in this instance, who made it and when." }
+        }
+        @if super::history::offered(&console, &instance, custos_records::ORGANIZATION_ENTITY) {
+            p { a href={ "/ui/" (instance) "/records/organizations/" (id) "/history" } { "History of these settings" } ": who changed them, when, and from what to what." }
         }
         form method="post" action=(here) {
             (console.form_field())

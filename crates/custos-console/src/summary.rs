@@ -24,15 +24,19 @@ const PAGE: &str = "50";
 /// The annotation of a value as a person reads it.
 const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// The events the filter offers: Dataverse's `audit.action` codes of the changes recorded.
-const EVENTS: [(&str, &str); 8] = [
+const EVENTS: [(&str, &str); 12] = [
     ("1", "Create"),
     ("2", "Update"),
     ("3", "Delete"),
     ("13", "Assign"),
     ("14", "Share"),
     ("49", "Unshare"),
+    ("57", "Add Privileges To Role"),
+    ("58", "Remove Privileges From Role"),
+    ("59", "Replace Privileges In Role"),
     ("64", "User Access via Web"),
     ("65", "User Access via Web Services"),
+    ("104", "Audit Change at Org Level"),
 ];
 
 /// Whether the viewer's roles in `instance` grant viewing its audit summary (the Web API
@@ -146,8 +150,8 @@ pub(crate) async fn summary(
     let history = |entity: &str| {
         catalog
             .as_ref()
-            .and_then(|catalog| catalog.entity(entity))
-            .is_some_and(|entity| super::history::offered(&console, &instance, entity))
+            .is_some_and(|catalog| catalog.entity(entity).is_some())
+            && super::history::offered(&console, &instance, entity)
     };
     let body = html! {
         p {

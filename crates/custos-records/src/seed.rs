@@ -87,6 +87,11 @@ pub fn display_name(logical_name: &str) -> Option<&'static str> {
         "modifiedonbehalfby" => "Modified By (Delegate)",
         "ownerid" => "Owner",
         "versionnumber" => "Version Number",
+        "isauditenabled" => "Start Auditing",
+        "isreadauditenabled" => "Start Read Auditing",
+        "isuseraccessauditenabled" => "Audit user access",
+        "auditretentionperiodv2" => "Audit Retention Period (days)",
+        "useraccessauditinginterval" => "User Access Auditing Interval (hours)",
         _ => return None,
     })
 }

@@ -25,7 +25,8 @@ use uuid::Uuid;
 use super::WebRequest;
 use super::annotations::{FORMATTED, Presentation};
 use super::history::{
-    CHANGES, audit_record, codes_of, detail, is_access, refuse_support, search_on,
+    ACCESS, CHANGES, SETTINGS, audit_record, codes_of, detail, is_access, is_row, merged_page,
+    merged_total, refuse_support, search_on,
 };
 use custos_http::blocking;
 use custos_http::draft::EventDraft;
@@ -37,10 +38,6 @@ pub(super) const SET: &str = "audits";
 /// The function bound to one of its rows.
 pub(super) const DETAILS: &str = "RetrieveAuditDetails";
 
-/// A user's access to the instance, recorded once an interval when the instance audits user
-/// access: Dataverse's `audit.operation` 4, a row of the user's own `systemuser` record.
-const ACCESS: [Operation; 2] = [Operation::UserAccessViaWeb, Operation::UserAccessViaSdk];
-
 /// The operations each Dataverse `audit.operation` (1 Create, 2 Update, 3 Delete, 4 Access) and
 /// `audit.action` code stands for among those recorded: `history::codes_of` read backwards, so
 /// a row's codes and the filter on them cannot disagree.
@@ -48,6 +45,7 @@ fn operations_of(field: &str, code: i64) -> Vec<Operation> {
     CHANGES
         .into_iter()
         .chain(ACCESS)
+        .chain([SETTINGS])
         .filter(|operation| {
             // A role's operation serves users and teams, its action told apart by the entity.
             ["systemuser", "team"].into_iter().any(|entity| {
@@ -275,17 +273,12 @@ const PROPERTIES: [&str; 8] = [
 ];
 
 /// The searches of the log that answer `asked`: the changes of `entities` (those the caller
-/// reads, as `$filter` narrowed them), and users' access to the instance when `systemuser` is
-/// among them — each a row of the user's record, so `_objectid_value` names the user there.
+/// reads, as `$filter` narrowed them), the changes of the instance's audit settings when
+/// `organization` is among them, and users' access to the instance when `systemuser` is — each
+/// a row of the user's record, so `_objectid_value` names the user there.
 /// None where no condition admits anything (two conditions on one attribute that no value
 /// meets both).
-fn searches(
-    request: &WebRequest,
-    asked: Asked,
-    entities: Vec<String>,
-    before_seq: Option<u64>,
-    top: usize,
-) -> Vec<SearchQuery> {
+fn searches(request: &WebRequest, asked: Asked, entities: Vec<String>) -> Vec<SearchQuery> {
     let operations = |admitted: &[Operation]| -> Vec<String> {
         admitted
             .iter()
@@ -303,8 +296,6 @@ fn searches(
         end_us: asked.end_us,
         instances: vec![request.instance.name.clone()],
         statuses: vec![ResultStatus::Succeeded],
-        before_seq,
-        top,
         ..SearchQuery::default()
     };
     let mut out = Vec::new();
@@ -321,6 +312,28 @@ fn searches(
         && !nothing(&asked.users)
     {
         out.push(changes);
+    }
+    // The instance's audit settings: changes of its one `organization` record (an entity's or
+    // attribute's flags name no record, and are not rows).
+    let organization = request.instance.organization_id;
+    let settings = SearchQuery {
+        operations: operations(&[SETTINGS]),
+        users: asked.users.clone().unwrap_or_default(),
+        record_ids: vec![organization],
+        entities: vec![custos_records::ORGANIZATION_ENTITY.to_string()],
+        ..base.clone()
+    };
+    if !settings.operations.is_empty()
+        && entities
+            .iter()
+            .any(|e| e == custos_records::ORGANIZATION_ENTITY)
+        && asked
+            .records
+            .as_ref()
+            .is_none_or(|records| records.contains(&organization))
+        && !nothing(&asked.users)
+    {
+        out.push(settings);
     }
     // An access's record is its user: `_objectid_value` and `_userid_value` both name them.
     let records = asked
@@ -421,32 +434,16 @@ pub(super) async fn list(
     let page = page_size(request.prefer().as_deref())?
         .min(top.unwrap_or(PAGE_SIZE_MAX))
         .min(PAGE_SIZE_MAX);
-    let searches = searches(&request, asked, entities, before_seq, page as usize);
+    let searches = searches(&request, asked, entities);
     request.state.audit_caught_up().await?;
     let state = request.state.clone();
     let (events, next, total) = blocking(move || -> Result<_, AppError> {
         search_on(&state)?;
-        let mut total = counted.then_some(0);
-        let (mut events, mut more) = (Vec::new(), false);
-        for query in &searches {
-            if let Some(total) = &mut total {
-                let whole = SearchQuery {
-                    before_seq: None,
-                    ..query.clone()
-                };
-                *total += state.log.histogram(&whole, None)?.values().sum::<u64>();
-            }
-            let found = state.log.search(query)?;
-            more |= found.next_before_seq.is_some();
-            events.extend(found.events);
-        }
-        // Both searches' pages in the log's order, newest first: the page is the newest of
-        // them, and the next one goes on after its last (a position in the one log).
-        events.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
-        more |= events.len() > page as usize;
-        events.truncate(page as usize);
-        let next = events.last().map(|(seq, _)| *seq).filter(|_| more);
-        Ok((events, next, total))
+        let total = counted
+            .then(|| merged_total(&state.log, &searches))
+            .transpose()?;
+        let merged = merged_page(&state.log, &searches, before_seq, page as usize)?;
+        Ok((merged.events, merged.next, total))
     })
     .await?;
     let mut recorded = draft.clone();
@@ -511,10 +508,7 @@ async fn change(
     .await?;
     let missing = || AppError::not_found(format!("audit with id {id} does not exist"));
     let (_, event) = found.ok_or_else(missing)?;
-    let is_row = Operation::parse(&event.operation)
-        .is_some_and(|o| CHANGES.contains(&o) || ACCESS.contains(&o))
-        && event.result_status == ResultStatus::Succeeded;
-    if event.instance != request.instance.name || !is_row {
+    if event.instance != request.instance.name || !is_row(&event) {
         return Err(missing());
     }
     let entity_name = if is_access(&event) {

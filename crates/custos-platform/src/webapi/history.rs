@@ -5,9 +5,11 @@
 //!
 //! It is read from the audit log: the instance's events of that record whose operation changed
 //! it (created, updated, upserted, deleted, assigned, shared, unshared, or a process that set a
-//! field), newest first, each as Dataverse's `AttributeAuditDetail` (old and new values of the
-//! audited attributes that changed) or `ShareAuditDetail`, with its `AuditRecord` (who, when,
-//! which action). Reads, lists and exports are not changes and are not shown: who saw a record
+//! field; a user's roles, a team's roles and members, a role's privileges, the organization's
+//! audit settings) and a user's access to the instance, newest first, each as Dataverse's
+//! `AttributeAuditDetail` (old and new values of the audited attributes that changed),
+//! `ShareAuditDetail`, `RelationshipAuditDetail`, `RolePrivilegeAuditDetail` or
+//! `UserAccessAuditDetail`, with its `AuditRecord` (who, when, which action). Reads, lists and exports are not changes and are not shown: who saw a record
 //! is the compliance console's to tell (the tenant's audit roles), as Dataverse keeps reads out
 //! of a record's audit history.
 //!
@@ -44,7 +46,7 @@ const SCAN_CHUNK: usize = 500;
 /// The operations whose events changed the record they name first: its values, its owner, its
 /// shares (a user's too: created, disabled, enabled, deleted) — and who holds which role and
 /// which team has which members (Dataverse's associations, in the user's or team's history).
-pub(super) const CHANGES: [Operation; 16] = [
+pub(super) const CHANGES: [Operation; 19] = [
     Operation::Create,
     Operation::Update,
     Operation::Upsert,
@@ -61,7 +63,20 @@ pub(super) const CHANGES: [Operation; 16] = [
     Operation::DisableUser,
     Operation::EnableUser,
     Operation::DeleteUser,
+    Operation::AddPrivilegesRole,
+    Operation::ReplacePrivilegesRole,
+    Operation::RemovePrivilegeRole,
 ];
+
+/// A user's access to the instance, recorded once an interval when the instance audits user
+/// access: Dataverse's `audit.operation` 4, a row of the user's own `systemuser` record.
+pub(super) const ACCESS: [Operation; 2] =
+    [Operation::UserAccessViaWeb, Operation::UserAccessViaSdk];
+
+/// A change of the instance's audit settings: a change of its `organization` record, in that
+/// record's history (Dataverse's action 104). A change of an entity's or attribute's audit
+/// flags names no record, and stays with the compliance console.
+pub(super) const SETTINGS: Operation = Operation::UpdateAuditSettings;
 
 /// The largest page (`PagingInfo.Count`), and the page when none is asked for: Dataverse's.
 const COUNT_MAX: u64 = 5_000;
@@ -273,6 +288,10 @@ pub(super) fn codes_of(
         Operation::RemoveRole => (UPDATE, (56, "Remove Role From User")),
         Operation::AddTeamMember => (UPDATE, (35, "Add Members")),
         Operation::RemoveTeamMember => (UPDATE, (36, "Remove Members")),
+        Operation::AddPrivilegesRole => (UPDATE, (57, "Add Privileges To Role")),
+        Operation::RemovePrivilegeRole => (UPDATE, (58, "Remove Privileges From Role")),
+        Operation::ReplacePrivilegesRole => (UPDATE, (59, "Replace Privileges In Role")),
+        Operation::UpdateAuditSettings => (UPDATE, (104, "Audit Change at Org Level")),
         _ => (UPDATE, UPDATE),
     }
 }
@@ -284,6 +303,19 @@ pub(super) fn is_access(event: &AuditEvent) -> bool {
         Operation::parse(&event.operation),
         Some(Operation::UserAccessViaWeb | Operation::UserAccessViaSdk)
     )
+}
+
+/// Whether `event` is a row of Dataverse's `audit` table here: a change of a record, a change of
+/// the instance's audit settings, or a user's access — and it succeeded.
+pub(super) fn is_row(event: &AuditEvent) -> bool {
+    let Some(operation) = Operation::parse(&event.operation) else {
+        return false;
+    };
+    let settings = operation == SETTINGS
+        && event.entity_name == custos_records::ORGANIZATION_ENTITY
+        && !event.record_ids.is_empty();
+    event.result_status == custos_audit::ResultStatus::Succeeded
+        && (CHANGES.contains(&operation) || ACCESS.contains(&operation) || settings)
 }
 
 /// The `AuditRecord` of an event: Dataverse's `audit` row, formatted values when asked for.
@@ -337,6 +369,16 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
     if let Some(relationship) = relationship(event) {
         return relationship.with(record);
     }
+    if matches!(
+        operation,
+        Some(
+            Operation::AddPrivilegesRole
+                | Operation::ReplacePrivilegesRole
+                | Operation::RemovePrivilegeRole
+        )
+    ) {
+        return role_privileges(event, record);
+    }
     if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
         let details: Json = serde_json::from_str(&event.details).unwrap_or(Json::Null);
         let rights = details["AccessMask"].as_str().unwrap_or("");
@@ -379,6 +421,29 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
         "DeletedAttributes": {"Count": 0, "Keys": [], "Values": []},
         "InvalidNewValueAttributes": [],
         "LocLabelLanguageCode": 0,
+    })
+}
+
+/// A role's privileges changed, as Dataverse's `RolePrivilegeAuditDetail`: the privileges it
+/// held before and after, from the event's change of `privileges`. A custom role here grants
+/// across the instance, so every privilege's `Depth` is `Global`.
+fn role_privileges(event: &AuditEvent, record: Json) -> Json {
+    let held = |side: Option<&String>| -> Vec<Json> {
+        let names: Vec<String> = side
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .map(|name| json!({"Depth": "Global", "PrivilegeName": name}))
+            .collect()
+    };
+    let change = event.changes.iter().find(|c| c.attribute == "privileges");
+    json!({
+        "@odata.type": "#Microsoft.Dynamics.CRM.RolePrivilegeAuditDetail",
+        "AuditRecord": record,
+        "OldRolePrivileges": held(change.and_then(|c| c.old.as_ref())),
+        "NewRolePrivileges": held(change.and_then(|c| c.new.as_ref())),
+        "InvalidNewPrivileges": [],
     })
 }
 
@@ -467,8 +532,87 @@ pub(super) fn refuse_support(request: &WebRequest) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Reads the page `paging` asks for of the changes of record `id` of `entity` in `instance` —
-/// of those that changed `attribute` (a web name), when one is named.
+/// The searches whose events are record `id`'s history in `instance`: its changes — for the
+/// instance's `organization` record, its audit settings' too — and, for a user, their access to
+/// the instance, which names the user rather than a record in the log.
+fn history_queries(instance: String, entity: String, id: Uuid, top: usize) -> Vec<SearchQuery> {
+    let mut operations: Vec<String> = CHANGES.iter().map(|o| o.as_str().to_string()).collect();
+    if entity == custos_records::ORGANIZATION_ENTITY {
+        operations.push(SETTINGS.as_str().to_string());
+    }
+    let base = SearchQuery {
+        start_us: 0,
+        end_us: i64::MAX,
+        instances: vec![instance],
+        statuses: vec![custos_audit::ResultStatus::Succeeded],
+        top,
+        ..SearchQuery::default()
+    };
+    let access = (entity == "systemuser").then(|| SearchQuery {
+        operations: ACCESS.iter().map(|o| o.as_str().to_string()).collect(),
+        users: vec![id.to_string()],
+        ..base.clone()
+    });
+    let changes = SearchQuery {
+        operations,
+        entities: vec![entity],
+        record_ids: vec![id],
+        ..base
+    };
+    std::iter::once(changes).chain(access).collect()
+}
+
+/// A page of several searches' events together, newest first, with their places in the log.
+pub(super) struct Merged {
+    pub(super) events: Vec<(u64, AuditEvent)>,
+    /// Where the next page begins (after the last event: a position in the one log every
+    /// search goes on from), when any of them has more.
+    pub(super) next: Option<u64>,
+}
+
+/// One page of what `queries` find together: each one's page from `before_seq` on, and the
+/// newest `top` of them.
+pub(super) fn merged_page(
+    log: &custos_audit::AuditLog,
+    queries: &[SearchQuery],
+    before_seq: Option<u64>,
+    top: usize,
+) -> Result<Merged, AppError> {
+    let (mut events, mut more) = (Vec::new(), false);
+    for query in queries {
+        let found = log.search(&SearchQuery {
+            before_seq,
+            top,
+            ..query.clone()
+        })?;
+        more |= found.next_before_seq.is_some();
+        events.extend(found.events);
+    }
+    events.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    more |= events.len() > top;
+    events.truncate(top);
+    let next = events.last().map(|(seq, _)| *seq).filter(|_| more);
+    Ok(Merged { events, next })
+}
+
+/// How many events `queries` find together (they never find the same one).
+pub(super) fn merged_total(
+    log: &custos_audit::AuditLog,
+    queries: &[SearchQuery],
+) -> Result<u64, AppError> {
+    let mut total = 0;
+    for query in queries {
+        let whole = SearchQuery {
+            before_seq: None,
+            ..query.clone()
+        };
+        total += log.histogram(&whole, None)?.values().sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// Reads the page `paging` asks for of the history of record `id` of `entity` in `instance` —
+/// of its changes that changed `attribute` (a web name), when one is named.
 fn read_page(
     state: &custos_http::AppState,
     instance: String,
@@ -478,31 +622,24 @@ fn read_page(
     attribute: Option<&str>,
 ) -> Result<Found, AppError> {
     search_on(state)?;
-    let mut query = SearchQuery {
-        start_us: 0,
-        end_us: i64::MAX,
-        operations: CHANGES.iter().map(|o| o.as_str().to_string()).collect(),
-        instances: vec![instance],
-        entities: vec![entity],
-        record_ids: vec![id],
-        statuses: vec![custos_audit::ResultStatus::Succeeded],
-        top: paging.count as usize,
-        ..SearchQuery::default()
-    };
+    let queries = history_queries(instance, entity, id, paging.count as usize);
     if let Some(attribute) = attribute {
-        return read_attribute_page(state, query, attribute, paging);
+        // Only changes name attributes: the record's own search.
+        let changes = queries.into_iter().next().expect("a record's changes");
+        return read_attribute_page(state, changes, attribute, paging);
     }
     let log = &state.log;
     let total = paging
         .total
-        .then(|| log.histogram(&query, None).map(|h| h.values().sum::<u64>()))
+        .then(|| merged_total(log, &queries))
         .transpose()?;
-    query.before_seq = paging.cookie;
+    let top = paging.count as usize;
+    let mut before_seq = paging.cookie;
     // A page asked for by number alone: walk past the ones before it.
     if paging.cookie.is_none() {
         for _ in 1..paging.page {
-            match log.search(&query)?.next_before_seq {
-                Some(next) => query.before_seq = Some(next),
+            match merged_page(log, &queries, before_seq, top)?.next {
+                Some(next) => before_seq = Some(next),
                 None => {
                     return Ok(Found {
                         events: Vec::new(),
@@ -513,10 +650,10 @@ fn read_page(
             }
         }
     }
-    let page = log.search(&query)?;
+    let page = merged_page(log, &queries, before_seq, top)?;
     Ok(Found {
         events: page.events.into_iter().map(|(_, event)| event).collect(),
-        next: page.next_before_seq,
+        next: page.next,
         total,
     })
 }

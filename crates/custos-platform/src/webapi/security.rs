@@ -362,12 +362,33 @@ fn privilege_names(body: &serde_json::Map<String, Json>) -> Result<Vec<String>, 
         })?
         .iter()
         .map(|p| {
-            p.get("PrivilegeName")
+            let name = p
+                .get("PrivilegeName")
                 .and_then(Json::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| AppError::bad_request("each privilege needs 'PrivilegeName'"))
+                .ok_or_else(|| AppError::bad_request("each privilege needs 'PrivilegeName'"))?;
+            check_depth(name, p.get("Depth"))?;
+            Ok(name.to_string())
         })
         .collect()
+}
+
+/// A role here grants a privilege across the instance — Dataverse's `Depth` `Global` (3). A
+/// narrower depth (`Basic`: the user's own records, `Local`, `Deep`: a business unit's) is
+/// refused rather than granted wider than asked; none given is `Global`.
+fn check_depth(name: &str, depth: Option<&Json>) -> Result<(), AppError> {
+    let global = match depth {
+        None => true,
+        Some(Json::String(text)) => text.eq_ignore_ascii_case("Global") || text == "3",
+        Some(Json::Number(number)) => number.as_u64() == Some(3),
+        Some(_) => false,
+    };
+    if global {
+        return Ok(());
+    }
+    Err(AppError::bad_request(format!(
+        "{name}: a role grants its privileges across the instance (Depth 'Global'); Depth {} is not offered",
+        depth.map_or_else(String::new, Json::to_string)
+    )))
 }
 
 /// Checks that every entity a grant names exists in the instance.

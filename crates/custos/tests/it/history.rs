@@ -12,9 +12,20 @@ const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
 
 /// `RetrieveRecordChangeHistory` of `accounts(id)`, with `paging` when given.
 fn history(server: &Server, token: &str, id: &str, paging: Option<Value>) -> Response {
+    history_in(server, token, "accounts", id, paging)
+}
+
+/// `RetrieveRecordChangeHistory` of `set(id)`, with `paging` when given.
+fn history_in(
+    server: &Server,
+    token: &str,
+    set: &str,
+    id: &str,
+    paging: Option<Value>,
+) -> Response {
     let mut query = vec![(
         "@target".to_string(),
-        json!({"@odata.id": format!("accounts({id})")}).to_string(),
+        json!({"@odata.id": format!("{set}({id})")}).to_string(),
     )];
     let call = match paging {
         Some(paging) => {
@@ -750,10 +761,17 @@ fn the_audit_summary_lists_the_changes_of_what_its_reader_may_read() {
 /// A user's history: created, their roles given and taken, disabled and enabled — Dataverse's
 /// associations as `RelationshipAuditDetail`s — in the Web API, the summary and the console.
 #[test]
-fn a_users_history_shows_their_roles_and_state() {
+fn a_users_history_shows_their_roles_state_and_access() {
     let server = Server::start(&[]);
     let admin = server.admin();
+    server.set_org(&admin, json!({"isuseraccessauditenabled": true}));
     let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    // Bo reaches the instance through the Web API: their access, in their own history.
+    let bo_token = server.token("bo@contoso.test", "bo-password-1");
+    assert_eq!(
+        send(client().get(server.api("WhoAmI")), &bo_token, None).status(),
+        200
+    );
     let role =
         get_json(&server.api("roles?$filter=name eq 'Basic User'"), &admin)["value"][0]["roleid"]
             .as_str()
@@ -776,29 +794,53 @@ fn a_users_history_shows_their_roles_and_state() {
     );
     assert_eq!(removed.status(), 204);
 
-    let answered = send(
-        client()
-            .get(server.api("RetrieveRecordChangeHistory(Target=@t)"))
-            .query(&[(
-                "@t",
-                json!({"@odata.id": format!("systemusers({bo})")}).to_string(),
-            )])
-            .header("Prefer", "odata.include-annotations=\"*\""),
-        &admin,
-        None,
-    );
-    let details = collection(answered);
+    let details = history_of(&server, &admin, "systemusers", &bo);
     assert_eq!(
         actions(&details),
         [
             "Remove Role From User",
             "Activate",
             "Deactivate",
+            "User Access via Web Services",
             "Assign Role To User",
             "Create"
         ],
         "{details:#}"
     );
+    let access = &details["AuditDetails"][3];
+    assert_eq!(
+        access["@odata.type"],
+        "#Microsoft.Dynamics.CRM.UserAccessAuditDetail"
+    );
+    assert_eq!(access["AuditRecord"]["_objectid_value"], bo.as_str());
+    assert_eq!(access["AuditRecord"]["operation"], 4);
+    // Paged one at a time, by cookie: the same six, each once — both searches go on from the
+    // one position in the log.
+    let mut paged = Vec::new();
+    let mut cookie = Value::Null;
+    loop {
+        let paging = json!({"Count": 1, "PagingCookie": cookie, "ReturnTotalRecordCount": true});
+        let page = collection(history_in(
+            &server,
+            &admin,
+            "systemusers",
+            &bo,
+            Some(paging),
+        ));
+        assert_eq!(page["TotalRecordCount"], 6);
+        paged.push(page["AuditDetails"][0]["AuditRecord"]["auditid"].clone());
+        if page["MoreRecords"] != true {
+            break;
+        }
+        cookie = page["PagingCookie"].clone();
+    }
+    let whole: Vec<Value> = details["AuditDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["AuditRecord"]["auditid"].clone())
+        .collect();
+    assert_eq!(paged, whole);
     let removal = &details["AuditDetails"][0];
     assert_eq!(
         removal["@odata.type"],
@@ -808,6 +850,10 @@ fn a_users_history_shows_their_roles_and_state() {
     assert_eq!(removal["TargetRecords"][0]["roleid"], role.as_str());
     assert_eq!(removal["TargetRecords"][0]["name"], "Basic User");
     assert_eq!(details["AuditDetails"][2]["NewValue"]["isdisabled"], true);
+    // Bo's own access is not theirs to read back: no privilege.
+    let bo_token = server.token("bo@contoso.test", "bo-password-1");
+    let refused = history_in(&server, &bo_token, "systemusers", &bo, None);
+    assert_eq!(odata_error(refused).0, 403);
 
     // In the summary: a role given to a user is action 55, of the user's record.
     let given: Value = send(
@@ -850,4 +896,266 @@ fn a_users_history_shows_their_roles_and_state() {
         html.contains("<td>Security role</td><td></td><td>Basic User</td>"),
         "{html}"
     );
+}
+
+/// The first page of `set(id)`'s history read by `token`.
+fn history_of(server: &Server, token: &str, set: &str, id: &str) -> Value {
+    collection(history_in(server, token, set, id, None))
+}
+
+#[test]
+fn a_roles_privileges_and_the_instances_audit_settings_are_in_their_histories() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let made = send(
+        client().post(server.api("roles")),
+        &admin,
+        Some(json!({"name": "Account Reader"})),
+    );
+    assert_eq!(made.status(), 204);
+    let role = entity_id(&made);
+    let act = |action: &str, body: Value| {
+        send(
+            client().post(server.api(&format!("roles({role})/Microsoft.Dynamics.CRM.{action}"))),
+            &admin,
+            Some(body),
+        )
+        .status()
+    };
+    let named = |names: &[&str]| -> Value {
+        names
+            .iter()
+            .map(|n| json!({"PrivilegeName": n}))
+            .collect::<Vec<_>>()
+            .into()
+    };
+    assert_eq!(
+        act(
+            "AddPrivilegesRole",
+            json!({"Privileges": [{"PrivilegeName": "prvReadaccount", "Depth": "Global"}]})
+        ),
+        200
+    );
+    assert_eq!(
+        act(
+            "ReplacePrivilegesRole",
+            json!({"Privileges": named(&["prvReadcontact", "prvCreatecontact"])})
+        ),
+        200
+    );
+    assert_eq!(
+        act(
+            "RemovePrivilegeRole",
+            json!({"PrivilegeName": "prvCreatecontact"})
+        ),
+        200
+    );
+    // A narrower depth than the instance is refused, never granted wider than asked.
+    for depth in [
+        json!("Basic"),
+        json!("Local"),
+        json!("Deep"),
+        json!(0),
+        json!(null),
+    ] {
+        let refused = send(
+            client().post(server.api(&format!(
+                "roles({role})/Microsoft.Dynamics.CRM.AddPrivilegesRole"
+            ))),
+            &admin,
+            Some(json!({"Privileges": [{"PrivilegeName": "prvWriteaccount", "Depth": depth}]})),
+        );
+        let (status, _, message) = odata_error(refused);
+        assert_eq!(status, 400, "{depth}");
+        assert!(message.contains("Global"), "{message}");
+    }
+    let held = get_json(
+        &server.api(&format!("roles({role})/RetrieveRolePrivilegesRole()")),
+        &admin,
+    );
+    assert_eq!(held["RolePrivileges"], named(&["prvReadcontact"]));
+
+    let details = history_of(&server, &admin, "roles", &role);
+    assert_eq!(
+        actions(&details),
+        [
+            "Remove Privileges From Role",
+            "Replace Privileges In Role",
+            "Add Privileges To Role",
+            "Create"
+        ],
+        "{details:#}"
+    );
+    let removal = &details["AuditDetails"][0];
+    assert_eq!(
+        removal["@odata.type"],
+        "#Microsoft.Dynamics.CRM.RolePrivilegeAuditDetail"
+    );
+    assert_eq!(removal["AuditRecord"]["action"], 58);
+    let privileges = |side: &Value| -> Vec<(String, String)> {
+        side.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["PrivilegeName"].as_str().unwrap().to_string(),
+                    p["Depth"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let global = |names: &[&str]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), "Global".to_string()))
+            .collect()
+    };
+    assert_eq!(
+        privileges(&removal["OldRolePrivileges"]),
+        global(&["prvCreatecontact", "prvReadcontact"])
+    );
+    assert_eq!(
+        privileges(&removal["NewRolePrivileges"]),
+        global(&["prvReadcontact"])
+    );
+    let replaced = &details["AuditDetails"][1];
+    assert_eq!(
+        privileges(&replaced["OldRolePrivileges"]),
+        global(&["prvReadaccount"])
+    );
+    assert_eq!(
+        privileges(&details["AuditDetails"][2]["OldRolePrivileges"]),
+        []
+    );
+
+    // The instance's audit settings: its organization record's history, action 104; a change
+    // of an entity's audit flags names no record and is not there.
+    let organization = get_json(&server.api("organizations"), &admin)["value"][0]["organizationid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.set_org(&admin, json!({"isauditenabled": false}));
+    server.set_entity_flags(
+        &admin,
+        "account",
+        json!({"IsAuditEnabled": {"Value": false}}),
+    );
+    server.set_org(&admin, json!({"isauditenabled": true}));
+    let details = history_of(&server, &admin, "organizations", &organization);
+    let settings: Vec<&Value> = details["AuditDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["AuditRecord"]["action"] == 104)
+        .collect();
+    assert_eq!(settings.len(), 2, "{details:#}");
+    assert_eq!(settings[0]["OldValue"]["isauditenabled"], false);
+    assert_eq!(settings[0]["NewValue"]["isauditenabled"], true);
+    assert_eq!(settings[1]["NewValue"]["isauditenabled"], false);
+    assert_eq!(
+        settings[0]["AuditRecord"][format!("action{FORMATTED}")],
+        "Audit Change at Org Level"
+    );
+    assert_eq!(settings[0]["AuditRecord"]["objecttypecode"], "organization");
+
+    // In the summary too, filtered by their actions.
+    let audits = |filter: &str| -> Vec<Value> {
+        let answered = send(
+            client()
+                .get(server.api("audits"))
+                .query(&[("$filter", filter)]),
+            &admin,
+            None,
+        );
+        assert_eq!(answered.status(), 200);
+        let answer: Value = answered.json().unwrap();
+        answer["value"].as_array().unwrap().clone()
+    };
+    let turned = audits("action eq 104");
+    assert_eq!(turned.len(), 2);
+    assert!(
+        turned
+            .iter()
+            .all(|r| r["_objectid_value"] == organization.as_str()
+                && r["objecttypecode"] == "organization")
+    );
+    assert_eq!(
+        audits(&format!("action eq 104 and _objectid_value eq {role}")).len(),
+        0
+    );
+    let detail = get_json(
+        &server.api(&format!(
+            "audits({})/Microsoft.Dynamics.CRM.RetrieveAuditDetails()",
+            turned[0]["auditid"].as_str().unwrap()
+        )),
+        &admin,
+    );
+    assert_eq!(detail["AuditDetail"]["NewValue"]["isauditenabled"], true);
+    let role_rows = audits("action eq 57 or action eq 58 or action eq 59");
+    assert_eq!(role_rows.len(), 3);
+    assert!(
+        role_rows
+            .iter()
+            .all(|r| r["_objectid_value"] == role.as_str())
+    );
+    // No row without a record: the entity flag's change is not one.
+    let every = audits("createdon ge 2000-01-01");
+    assert!(
+        every
+            .iter()
+            .all(|r| r["_objectid_value"] != "00000000-0000-0000-0000-000000000000"),
+        "{every:#?}"
+    );
+    let flag = server.audit(&admin, "operation=UpdateAuditSettings&entity=account");
+    assert_eq!(flag.len(), 1);
+    let flag_row = send(
+        client().get(server.api(&format!("audits({})", flag[0]["Id"].as_str().unwrap()))),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(flag_row).0, 404);
+
+    // The console shows what a role gained and lost, and the settings' history.
+    let cookie = crate::console_pages::sign_in(&server, "admin", ADMIN_PASSWORD);
+    let (status, html) = crate::console_pages::page(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/roles/{role}/history"),
+    );
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("<td>Privilege</td><td>prvCreatecontact</td><td></td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>Privilege</td><td>prvReadaccount</td><td></td>")
+            && html.contains("<td>Privilege</td><td></td><td>prvReadcontact</td>"),
+        "{html}"
+    );
+    let (status, html) = crate::console_pages::page(
+        &server,
+        &cookie,
+        &format!("/ui/main/records/organizations/{organization}/history"),
+    );
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Audit Change at Org Level"), "{html}");
+    // Reached from the Auditing settings and the role's page; the summary filters by them.
+    let (_, html) = crate::console_pages::page(&server, &cookie, "/ui/main/settings/auditing");
+    assert!(
+        html.contains(&format!(
+            "href=\"/ui/main/records/organizations/{organization}/history\""
+        )),
+        "{html}"
+    );
+    let (_, html) =
+        crate::console_pages::page(&server, &cookie, &format!("/ui/main/users/roles/{role}"));
+    assert!(
+        html.contains(&format!("href=\"/ui/main/records/roles/{role}/history\"")),
+        "{html}"
+    );
+    let (status, html) =
+        crate::console_pages::page(&server, &cookie, "/ui/main/settings/audit-summary?event=59");
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Replace Privileges In Role"), "{html}");
+    assert!(!html.contains("Add Privileges To Role</td>"), "{html}");
 }
