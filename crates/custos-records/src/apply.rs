@@ -416,7 +416,7 @@ pub(crate) fn check_alias(alias: &str, taken: &[String]) -> std::result::Result<
 /// comparison of the store (`NOCASE`, `citext`).
 fn key(value: &Value) -> Value {
     match value {
-        Value::String(text) => Value::String(text.to_lowercase()),
+        Value::String(text) => Value::String(crate::caseless::fold(text)),
         Value::Decimal(n) if *n == 0.0 => Value::Decimal(0.0),
         other => other.clone(),
     }
@@ -441,10 +441,9 @@ fn compare(a: &Value, b: &Value) -> Ordering {
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
-        (Value::String(a), Value::String(b)) => a
-            .to_lowercase()
-            .cmp(&b.to_lowercase())
-            .then_with(|| a.cmp(b)),
+        (Value::String(a), Value::String(b)) => {
+            crate::caseless::compare(a, b).then_with(|| a.cmp(b))
+        }
         (Value::Integer(a), Value::Integer(b)) => a.cmp(b),
         (Value::Decimal(a), Value::Decimal(b)) => a.total_cmp(b),
         (Value::Boolean(a), Value::Boolean(b)) => a.cmp(b),

@@ -358,7 +358,17 @@ impl Directory {
     /// returns it and whether it was created now (the first run).
     pub fn open(path: &Path, tenant_name: &str) -> Result<(Directory, bool)> {
         let engine = Sqlite::open(path, SQLITE_TABLES)?;
-        engine.write(|sql| add_missing_columns(sql), |_| Ok(()))?;
+        engine.write(
+            |sql| {
+                add_missing_columns(sql)?;
+                crate::engine::once(
+                    sql,
+                    crate::engine::CASELESS_INDEXES,
+                    crate::engine::caseless_indexes,
+                )
+            },
+            |_| Ok(()),
+        )?;
         Directory::over(Db::Sqlite(engine), tenant_name)
     }
 

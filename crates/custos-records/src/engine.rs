@@ -281,9 +281,31 @@ fn millisecond_datetimes(sql: &mut dyn Sql) -> Result<()> {
     Ok(())
 }
 
+/// The `custos_meta` mark of an SQLite store whose text indexes are in the order of
+/// [`crate::caseless`] (Unicode's lower case), not of SQLite's own `NOCASE` (ASCII's).
+pub(crate) const CASELESS_INDEXES: &str = "caseless-indexes";
+
+/// Rebuilds every index of text columns (`REINDEX NOCASE`) in the order of the `NOCASE`
+/// collation the engine now gives SQLite, run [`once`] in a record store and in the control
+/// database: an index in the old order would miss rows whose text is beyond ASCII. Two records whose key values differ only in the case of
+/// such letters are one key's value now, and are named rather than left to fail as a
+/// constraint.
+pub(crate) fn caseless_indexes(sql: &mut dyn Sql) -> Result<()> {
+    match sql.batch("REINDEX NOCASE") {
+        Err(error) if error.is_unique_violation() => Err(Error::Conflict(format!(
+            "rebuilding the text indexes, whose letters beyond ASCII now compare without case, found two records that a unique key (an alternate key, a user's sign-in name) now takes for the same values ({error}); change one of them with the earlier build, then open this store again"
+        ))),
+        other => other,
+    }
+}
+
 /// Runs `step` unless the store's `custos_meta` holds `mark`, then marks it: each step of an
 /// upgrade is made once per store, in the transaction of its opening.
-fn once(sql: &mut dyn Sql, mark: &str, step: fn(&mut dyn Sql) -> Result<()>) -> Result<()> {
+pub(crate) fn once(
+    sql: &mut dyn Sql,
+    mark: &str,
+    step: fn(&mut dyn Sql) -> Result<()>,
+) -> Result<()> {
     sql.batch(
         "CREATE TABLE IF NOT EXISTS custos_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     )?;
@@ -305,6 +327,9 @@ fn once(sql: &mut dyn Sql, mark: &str, step: fn(&mut dyn Sql) -> Result<()>) -> 
 fn upgrade(sql: &mut dyn Sql) -> Result<()> {
     once(sql, MILLISECOND_DATETIMES, millisecond_datetimes)?;
     once(sql, DELEGATE_ATTRIBUTES, delegate_attributes)?;
+    if sql.dialect() == Dialect::Sqlite {
+        once(sql, CASELESS_INDEXES, caseless_indexes)?;
+    }
     for entity in load_catalog(sql)?.entities() {
         for attribute in listed(entity) {
             create_list_index(sql, entity, &attribute.logical_name)?;

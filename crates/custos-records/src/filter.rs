@@ -327,7 +327,7 @@ fn constant(left: &Literal, op: CompareOp, right: &Literal) -> Result<bool> {
         (Literal::Null, Literal::Null) => return Ok(op.holds(Ordering::Equal) && equality),
         (Literal::Null, _) | (_, Literal::Null) => return Ok(op == CompareOp::Ne),
         (Literal::Integer(a), Literal::Integer(b)) => Some(a.cmp(b)),
-        (Literal::String(a), Literal::String(b)) => Some(a.to_lowercase().cmp(&b.to_lowercase())),
+        (Literal::String(a), Literal::String(b)) => Some(crate::caseless::compare(a, b)),
         (Literal::DateTime(a), Literal::DateTime(b)) => {
             // Whole seconds in text order, then the fraction's digits (dropped zeros pad right).
             let key = |text: &str| {

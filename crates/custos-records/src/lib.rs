@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod apply;
+mod caseless;
 #[cfg(test)]
 mod contract;
 mod directory;

@@ -275,6 +275,19 @@ impl Postgres {
             // The connection's search path is the schema, so unqualified names land there.
             tx.batch_execute(tables)?;
             tx.commit()?;
+            // `citext` folds case by the database's LC_CTYPE: under C only ASCII letters, so
+            // `MÜLLER` would differ from `müller` here and equal it in the embedded store.
+            let row = client.query_one(
+                "SELECT lower('ÄÉΣ') = 'äéσ', current_setting('lc_ctype')",
+                &[],
+            )?;
+            if !row.get::<_, bool>(0) {
+                let ctype: String = row.get(1);
+                tracing::warn!(
+                    lc_ctype = %ctype,
+                    "this PostgreSQL database folds only ASCII letters' case, so text beyond ASCII compares with case here and without it in the embedded store; create the database with a UTF-8 locale (e.g. C.UTF-8)"
+                );
+            }
             Ok(())
         })?;
         Ok(engine)

@@ -103,7 +103,60 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    caseless_text(&conn)?;
     Ok(conn)
+}
+
+/// Makes `conn` compare text without case beyond ASCII ([`crate::caseless`]): SQLite's own
+/// `NOCASE` collation — every text column's — and `LIKE` fold only ASCII letters, so `MÜLLER`
+/// would differ from `müller` here and equal it on PostgreSQL. Both are replaced on every
+/// connection before it runs a statement; indexes built under SQLite's own `NOCASE` are rebuilt
+/// once when the store is opened ([`crate::engine`]'s upgrade, `REINDEX NOCASE`).
+fn caseless_text(conn: &Connection) -> Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_collation("NOCASE", crate::caseless::compare)?;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    for arguments in [2, 3] {
+        conn.create_scalar_function("like", arguments, flags, |ctx| {
+            let text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                match ctx.get_raw(i) {
+                    ValueRef::Null => Ok(None),
+                    value => value.as_str().map(Some).map_err(Into::into),
+                }
+            };
+            let escape = match ctx.len() {
+                3 => match text(2)? {
+                    Some(escape) => {
+                        let mut chars = escape.chars();
+                        match (chars.next(), chars.next()) {
+                            (Some(c), None) => Some(c),
+                            _ => {
+                                return Err(rusqlite::Error::UserFunctionError(
+                                    "ESCAPE expression must be a single character".into(),
+                                ));
+                            }
+                        }
+                    }
+                    None => return Ok(None),
+                },
+                _ => None,
+            };
+            let (Some(given), Some(value)) = (text(0)?, text(1)?) else {
+                return Ok(None);
+            };
+            // The pattern is read once a statement (SQLite keeps it beside the argument while
+            // it stays the same), not once a row.
+            let pattern = ctx.get_or_create_aux(0, |_| -> rusqlite::Result<_> {
+                Ok((escape, crate::caseless::Pattern::new(given, escape)))
+            })?;
+            Ok(Some(if pattern.0 == escape {
+                pattern.1.matches(value)
+            } else {
+                crate::caseless::Pattern::new(given, escape).matches(value)
+            }))
+        })?;
+    }
+    Ok(())
 }
 
 fn column_type(attribute: &AttributeDef) -> &'static str {

@@ -3,6 +3,13 @@ use crate::contract::CASES;
 use crate::seed::seed_entities;
 use crate::store::RecordStore;
 
+/// A new store at `path` holding the seeded entities.
+fn seeded_store(path: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(path).unwrap();
+    store.install(&seed_entities()).unwrap();
+    store
+}
+
 #[test]
 fn the_store_contract_holds_on_sqlite() {
     for (name, case) in CASES {
@@ -21,14 +28,8 @@ fn the_store_contract_holds_on_sqlite() {
 fn date_times_kept_to_the_second_are_rewritten_to_milliseconds_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.db");
-    let store = SqliteStore::open(&path).unwrap();
-    store.install(&seed_entities()).unwrap();
-    let context = crate::store::WriteContext {
-        actor: uuid::Uuid::from_u128(1),
-        now: time::OffsetDateTime::UNIX_EPOCH,
-        platform: false,
-        delegate: None,
-    };
+    let store = seeded_store(&path);
+    let context = crate::contract::context();
     let id = store
         .create("account", None, Vec::new(), context, &mut |_| Ok(()))
         .unwrap()
@@ -57,6 +58,94 @@ fn date_times_kept_to_the_second_are_rewritten_to_milliseconds_on_open() {
         store.retrieve("account", id).unwrap().values["createdon"],
         Value::DateTime("2019-01-05T20:30:50Z".into())
     );
+}
+
+/// A store whose text indexes SQLite's own `NOCASE` ordered (ASCII letters only: a build before
+/// text compared without case beyond ASCII) has them rebuilt once when it is opened, so a lookup
+/// through the index finds every value the comparison now calls equal.
+#[test]
+fn text_indexes_in_asciis_order_are_rebuilt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = seeded_store(&path);
+    let context = crate::contract::context();
+    for n in 0..200 {
+        let name = match n % 4 {
+            0 => format!("Ärger {n:03}"),
+            1 => format!("ärger {n:03}"),
+            2 => format!("Zeta {n:03}"),
+            _ => format!("émile {n:03}"),
+        };
+        store
+            .create(
+                "account",
+                None,
+                vec![("name".into(), Value::String(name))],
+                context,
+                &mut |_| Ok(()),
+            )
+            .unwrap();
+    }
+    drop(store);
+    // As an earlier build left it: indexes in SQLite's own order, and no mark.
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch("REINDEX NOCASE; DELETE FROM custos_meta WHERE key = 'caseless-indexes';")
+        .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&path).unwrap();
+    let options =
+        crate::options::parse_query_options([("$filter", "name eq 'ÄRGER 001'")]).unwrap();
+    let page = store
+        .retrieve_multiple(&crate::store::RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 10,
+        })
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(
+        page.records[0].values["name"],
+        Value::String("ärger 001".into())
+    );
+    drop(store);
+    let check = connect(&path).unwrap();
+    let verdict: String = check
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(verdict, "ok");
+}
+
+/// Two records whose key values an earlier build kept apart (`ÄB-1`, `äb-1`) are one value now:
+/// the store says so when it is opened rather than keep a key that no longer holds.
+#[test]
+fn a_key_that_no_longer_holds_is_named_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = seeded_store(&path);
+    let mut draft = store.draft("account").unwrap();
+    draft.keys.push(crate::metadata::EntityKey {
+        logical_name: "new_number".into(),
+        schema_name: "new_Number".into(),
+        display_name: "Account number".into(),
+        attributes: vec!["accountnumber".into()],
+    });
+    store.save_draft(&draft).unwrap();
+    store.publish_all(&mut |_| Ok(())).unwrap();
+    drop(store);
+    // As an earlier build, comparing only ASCII without case, let them be.
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "DELETE FROM custos_meta WHERE key = 'caseless-indexes';
+         INSERT INTO rec_account (accountid, accountnumber) VALUES ('00000000-0000-0000-0000-000000000001', 'ÄB-1');
+         INSERT INTO rec_account (accountid, accountnumber) VALUES ('00000000-0000-0000-0000-000000000002', 'äb-1');",
+    )
+    .unwrap();
+    drop(old);
+    match SqliteStore::open(&path) {
+        Err(Error::Conflict(message)) => assert!(message.contains("alternate key"), "{message}"),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened a store whose key no longer holds"),
+    }
 }
 
 /// The lists a Dataverse user runs most are read through an index, on a new store and on one
