@@ -4,7 +4,8 @@
 //! null operand is false — except `eq null`/`ne null`, and `ne`, which is true when exactly one
 //! side is null — a string function of null is null (unknown), `and`/`or` are Kleene's, and
 //! `not` of unknown is unknown; a record is selected when the filter is true. Comparisons of two
-//! attributes of the row and constant comparisons are among the filters.
+//! attributes of the row and constant comparisons are among the filters. Text is compared and
+//! matched without case, letters beyond ASCII too, as Dataverse's collation compares it.
 
 use std::collections::BTreeSet;
 
@@ -43,7 +44,14 @@ impl Dice {
     }
 }
 
-const WORDS: [&str; 6] = ["ab", "ba", "abc", "cab", "b", "ca"];
+/// Words that differ in case, beyond ASCII too, so that every comparison is seen to ignore it.
+const WORDS: [&str; 10] = ["ab", "BA", "abc", "Cab", "b", "ca", "äb", "ÄB", "é", "Éa"];
+
+/// Text as OData's comparisons here see it: each character lower-cased (Unicode's mapping), so
+/// two texts compare by their lower-cased characters' code points.
+fn without_case(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
 const OPS: [CompareOp; 6] = [
     CompareOp::Eq,
     CompareOp::Ne,
@@ -110,7 +118,7 @@ fn random_filter(dice: &mut Dice, depth: u32) -> Filter {
                 StringFunction::EndsWith,
             ]),
             attribute: (*dice.pick(&["name", "description"])).into(),
-            value: (*dice.pick(&["a", "b", "c", "ab"])).into(),
+            value: (*dice.pick(&["a", "B", "c", "ab", "Ä", "é"])).into(),
         },
     }
 }
@@ -133,7 +141,7 @@ fn evaluate(filter: &Filter, row: &Row) -> Option<bool> {
         // The generator compares `name` (never null) with `description`.
         Filter::CompareAttributes { op, .. } => Some(match &row.description {
             None => *op == CompareOp::Ne,
-            Some(description) => op.holds(row.name.as_str().cmp(description.as_str())),
+            Some(description) => op.holds(without_case(&row.name).cmp(&without_case(description))),
         }),
         Filter::Function {
             function,
@@ -144,10 +152,11 @@ fn evaluate(filter: &Filter, row: &Row) -> Option<bool> {
                 "name" => Some(row.name.as_str()),
                 _ => row.description.as_deref(),
             }?;
+            let (text, value) = (without_case(text), without_case(value));
             Some(match function {
-                StringFunction::Contains => text.contains(value.as_str()),
-                StringFunction::StartsWith => text.starts_with(value.as_str()),
-                StringFunction::EndsWith => text.ends_with(value.as_str()),
+                StringFunction::Contains => text.contains(&value),
+                StringFunction::StartsWith => text.starts_with(&value),
+                StringFunction::EndsWith => text.ends_with(&value),
             })
         }
         Filter::Compare {
@@ -166,7 +175,7 @@ fn evaluate(filter: &Filter, row: &Row) -> Option<bool> {
                 }
                 ("numberofemployees", Literal::Integer(n)) => row.employees.map(|e| e.cmp(n)),
                 ("creditonhold", Literal::Boolean(b)) => row.on_hold.map(|h| h.cmp(b)),
-                ("name", Literal::String(s)) => Some(row.name.as_str().cmp(s.as_str())),
+                ("name", Literal::String(s)) => Some(without_case(&row.name).cmp(&without_case(s))),
                 other => unreachable!("the generator makes no {other:?}"),
             };
             Some(match ordering {
