@@ -78,9 +78,13 @@ fn rows(console: &Console, entity: &EntityDef, zone: &Zone, detail: &Json) -> Ve
             .and_then(|id| Uuid::parse_str(id).ok())
             .and_then(|id| console.state.directory.principal(id))
             .map_or_else(|| text(principal), |p| p.upn);
+        let old = match &detail["OldPrivileges"] {
+            Json::Null => String::new(),
+            old => readable(old),
+        };
         return vec![row(
             format!("Access of {}", visible(&who)),
-            String::new(),
+            old,
             readable(&detail["NewPrivileges"]),
         )];
     }

@@ -1273,11 +1273,16 @@ async fn dispatch(
         (Target::BoundAction { set, id, .. }, Method::GET) if set == audits::SET => {
             audits::details(request, draft, *id).await
         }
-        (Target::EntitySet(set) | Target::Record(set, _) | Target::BoundAction { set, .. }, _)
-            if set == audits::SET =>
-        {
-            Err(not_allowed())
+        (Target::Count(set), Method::GET) if set == audits::SET => {
+            audits::count(request, draft).await
         }
+        (
+            Target::EntitySet(set)
+            | Target::Record(set, _)
+            | Target::BoundAction { set, .. }
+            | Target::Count(set),
+            _,
+        ) if set == audits::SET => Err(not_allowed()),
         (Target::EntitySet(set), Method::GET) => {
             records::retrieve_multiple(request, draft, set).await
         }

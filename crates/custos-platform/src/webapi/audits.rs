@@ -2,7 +2,7 @@
 //! `GET audits?$filter=_objectid_value eq <id> and createdon ge 2026-12-01&$top=50`, one row a
 //! change (who, when, which record, which action), newest first, and
 //! `GET audits(<id>)/Microsoft.Dynamics.CRM.RetrieveAuditDetails()` for one change's old and
-//! new values.
+//! new values; `GET audits/$count[?$filter=…]` how many rows a filter selects.
 //!
 //! Read from the audit log as a record's history is (`history.rs`): the instance's change events
 //! — changes only, as Dataverse's `audit` table holds no reads — of the entities the caller may
@@ -362,6 +362,20 @@ fn searches(request: &WebRequest, asked: Asked, entities: Vec<String>) -> Vec<Se
     out
 }
 
+/// The searches that answer `$filter` (`filter`) for the caller — refused unless they may read
+/// the summary and every entity it names — once the log holds every acknowledged event.
+async fn searches_for(
+    request: &WebRequest,
+    filter: Option<&str>,
+) -> Result<Vec<SearchQuery>, AppError> {
+    require_summary(request)?;
+    let mut asked = read_filter(filter)?;
+    let entities = readable(request, asked.entities.take())?;
+    let searches = searches(request, asked, entities);
+    request.state.audit_caught_up().await?;
+    Ok(searches)
+}
+
 /// Whether `$filter` asked for values of an attribute that no value meets: `Some` and empty.
 fn nothing<T>(list: &Option<Vec<T>>) -> bool {
     list.as_ref().is_some_and(Vec::is_empty)
@@ -428,14 +442,10 @@ pub(super) async fn list(
             _ => {}
         }
     }
-    require_summary(&request)?;
-    let mut asked = read_filter(filter)?;
-    let entities = readable(&request, asked.entities.take())?;
     let page = page_size(request.prefer().as_deref())?
         .min(top.unwrap_or(PAGE_SIZE_MAX))
         .min(PAGE_SIZE_MAX);
-    let searches = searches(&request, asked, entities);
-    request.state.audit_caught_up().await?;
+    let searches = searches_for(&request, filter).await?;
     let state = request.state.clone();
     let (events, next, total) = blocking(move || -> Result<_, AppError> {
         search_on(&state)?;
@@ -475,6 +485,44 @@ pub(super) async fn list(
         );
     }
     Ok(super::records::presented(&presentation, body))
+}
+
+/// Answers `GET audits/$count[?$filter=…]`: how many rows the filter selects, as plain text,
+/// recorded as the search of the trail it is (`SearchAuditLog`, the count in `ResultCount`).
+pub(super) async fn count(
+    request: WebRequest,
+    draft: &mut EventDraft,
+) -> Result<Response, AppError> {
+    draft.operation = Operation::SearchAuditLog;
+    draft.query = format!("{SET}/$count?{}", recorded_query(&request));
+    let mut filter = None;
+    for (name, value) in &request.query {
+        match name.as_str() {
+            "$filter" => filter = Some(value.as_str()),
+            "$format" => {}
+            other if other.starts_with('$') => {
+                return Err(AppError::bad_request(format!(
+                    "query option {other} is not supported on audits/$count (only $filter)"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let searches = searches_for(&request, filter).await?;
+    let state = request.state.clone();
+    let total = blocking(move || -> Result<u64, AppError> {
+        search_on(&state)?;
+        merged_total(&state.log, &searches)
+    })
+    .await?;
+    let mut recorded = draft.clone();
+    recorded.result_count = total;
+    request.state.record(recorded).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+        total.to_string(),
+    )
+        .into_response())
 }
 
 /// The query as recorded: its pairs, decoded, in order.

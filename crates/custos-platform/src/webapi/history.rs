@@ -381,7 +381,13 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
     }
     if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
         let details: Json = serde_json::from_str(&event.details).unwrap_or(Json::Null);
-        let rights = details["AccessMask"].as_str().unwrap_or("");
+        // Rights as Dataverse's `AccessRights` flags read: "None" for none. An event recorded
+        // before shares kept what was held before has no old rights (null).
+        let rights = |name: &str| {
+            details[name]
+                .as_str()
+                .map(|text| if text.is_empty() { "None" } else { text })
+        };
         return json!({
             "@odata.type": "#Microsoft.Dynamics.CRM.ShareAuditDetail",
             "AuditRecord": record,
@@ -389,7 +395,8 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
                 "@odata.type": "#Microsoft.Dynamics.CRM.systemuser",
                 "systemuserid": details["PrincipalId"],
             },
-            "NewPrivileges": if rights.is_empty() { "None" } else { rights },
+            "OldPrivileges": rights("PreviousAccessMask"),
+            "NewPrivileges": rights("AccessMask").unwrap_or("None"),
         });
     }
     let entity_type = json!(format!("#Microsoft.Dynamics.CRM.{}", entity.logical_name));

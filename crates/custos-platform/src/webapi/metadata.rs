@@ -199,6 +199,7 @@ pub(crate) fn csdl(request: &WebRequest) -> Response {
         "<NavigationProperty Name=\"NewValue\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/>",
         "</ComplexType>\n",
         "<ComplexType Name=\"ShareAuditDetail\" BaseType=\"mscrm.AuditDetail\">",
+        "<Property Name=\"OldPrivileges\" Type=\"Edm.String\"/>",
         "<Property Name=\"NewPrivileges\" Type=\"Edm.String\"/>",
         "<NavigationProperty Name=\"Principal\" Type=\"mscrm.crmbaseentity\" Nullable=\"false\"/>",
         "</ComplexType>\n",

@@ -189,7 +189,15 @@ pub(super) async fn share(
             entity.set_name, user.upn
         )));
     }
-    draft.details = json!({"PrincipalId": principal, "PrincipalUpn": user.upn, "AccessMask": access_names(mask)}).to_string();
+    // What the user held before, so a record's history shows the rights before and after.
+    let before = existing.map_or(0, |(_, held)| held);
+    draft.details = json!({
+        "PrincipalId": principal,
+        "PrincipalUpn": user.upn,
+        "AccessMask": access_names(mask),
+        "PreviousAccessMask": access_names(before),
+    })
+    .to_string();
     draft.result_count = 1;
     let audited = request.policy().audits_change(&entity.logical_name);
     let store = request.instance.store.clone();

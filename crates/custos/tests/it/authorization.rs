@@ -343,6 +343,13 @@ fn every_route_family_allows_exactly_its_roles_and_records_every_refusal() {
             "SG",
         ),
         (
+            "how many rows the audit summary holds",
+            Method::GET,
+            format!("{api}/audits/$count"),
+            None,
+            "SG",
+        ),
+        (
             "the Web API's version",
             Method::GET,
             format!("{api}/RetrieveVersion()"),

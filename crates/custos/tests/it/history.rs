@@ -44,6 +44,19 @@ fn history_in(
     )
 }
 
+/// Shares `accounts(id)` with the user `user` (`mask`: `ReadAccess`, `WriteAccess` or both).
+fn share_with(server: &Server, token: &str, id: &str, user: &str, mask: &str) {
+    let shared = send(
+        client().post(server.api("GrantAccess")),
+        token,
+        Some(json!({
+            "Target": {"@odata.id": format!("accounts({id})")},
+            "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({user})")}, "AccessMask": mask},
+        })),
+    );
+    assert_eq!(shared.status(), 204);
+}
+
 fn collection(response: Response) -> Value {
     assert_eq!(response.status(), 200);
     let mut answer: Value = response.json().unwrap();
@@ -104,15 +117,7 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
         2
     );
     let bo = server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
-    let shared = send(
-        client().post(server.api("GrantAccess")),
-        &admin,
-        Some(json!({
-            "Target": {"@odata.id": format!("accounts({id})")},
-            "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({bo})")}, "AccessMask": "ReadAccess"},
-        })),
-    );
-    assert_eq!(shared.status(), 204);
+    share_with(&server, &admin, &id, &bo, "ReadAccess");
 
     let response = history(&server, &admin, &id, None);
     let correlation = correlation_of(&response);
@@ -132,6 +137,7 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
         "#Microsoft.Dynamics.CRM.ShareAuditDetail"
     );
     assert_eq!(share["Principal"]["systemuserid"], bo.as_str());
+    assert_eq!(share["OldPrivileges"], "None");
     assert_eq!(share["NewPrivileges"], "ReadAccess");
     assert_eq!(
         update["@odata.type"],
@@ -282,6 +288,33 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
     );
     assert_eq!(odata_error(unnamed).0, 400);
 
+    // A share widened, then taken back: each says what was held before and after.
+    share_with(&server, &admin, &id, &bo, "ReadAccess, WriteAccess");
+    let revoked = send(
+        client().post(server.api("RevokeAccess")),
+        &admin,
+        Some(json!({
+            "Target": {"@odata.id": format!("accounts({id})")},
+            "Revokee": {"@odata.id": format!("systemusers({bo})")},
+        })),
+    );
+    assert_eq!(revoked.status(), 204);
+    let shares = collection(history(&server, &admin, &id, Some(json!({"Count": 2}))));
+    assert_eq!(actions(&shares), ["Unshare", "Share"]);
+    let rights: Vec<(&Value, &Value)> = shares["AuditDetails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (&d["OldPrivileges"], &d["NewPrivileges"]))
+        .collect();
+    assert_eq!(
+        rights,
+        [
+            (&json!("ReadAccess, WriteAccess"), &json!("None")),
+            (&json!("ReadAccess"), &json!("ReadAccess, WriteAccess"))
+        ]
+    );
+
     // Recorded even where nothing else about the record is: reading the trail is always.
     server.set_org(
         &admin,
@@ -289,7 +322,7 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
     );
     let response = history(&server, &admin, &id, None);
     let correlation = correlation_of(&response);
-    assert_eq!(actions(&collection(response)).len(), 3);
+    assert_eq!(actions(&collection(response)).len(), 5);
     let events = events_of(&server, &admin, &correlation);
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["Operation"], "RetrieveRecordChangeHistory");
@@ -349,15 +382,7 @@ fn only_who_may_view_audit_history_and_read_the_record_sees_it() {
         .as_str()
         .unwrap()
         .to_string();
-    let shared = send(
-        client().post(server.api("GrantAccess")),
-        &admin,
-        Some(json!({
-            "Target": {"@odata.id": format!("accounts({id})")},
-            "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({historian_id})")}, "AccessMask": "ReadAccess"},
-        })),
-    );
-    assert_eq!(shared.status(), 204);
+    share_with(&server, &admin, &id, &historian_id, "ReadAccess");
     assert_eq!(
         actions(&collection(history(&server, &historian, &id, None))),
         ["Share", "Create"]
@@ -532,6 +557,35 @@ fn the_audit_summary_lists_the_changes_of_what_its_reader_may_read() {
             .unwrap()
             .starts_with("audits?$filter=")
     );
+
+    // How many, as plain text: the same count, recorded as the same search.
+    let counted = send(
+        client()
+            .get(server.api("audits/$count"))
+            .query(&[("$filter", both)]),
+        &admin,
+        None,
+    );
+    assert_eq!(counted.status(), 200);
+    let correlation = correlation_of(&counted);
+    assert_eq!(counted.text().unwrap(), "3");
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events[0]["Operation"], "SearchAuditLog");
+    assert_eq!(events[0]["ResultCount"], 3);
+    let topped = send(
+        client()
+            .get(server.api("audits/$count"))
+            .query(&[("$top", "1")]),
+        &admin,
+        None,
+    );
+    assert_eq!(odata_error(topped).0, 400);
+    let posted = send(
+        client().post(server.api("audits/$count")),
+        &admin,
+        Some(json!({})),
+    );
+    assert_eq!(posted.status(), 405);
 
     // Filters the index answers, pages and $select.
     let count = |query: &[(&str, &str)]| -> usize {
