@@ -47,6 +47,10 @@ enum Piece {
 #[derive(Debug)]
 pub(crate) struct Pattern {
     pieces: Vec<Piece>,
+    /// Without `_`, the pattern's text between its `%`s, lower-cased: matched by substring
+    /// search, in time linear in the text and the pattern (the `$filter` functions and
+    /// FetchXML's `like` make only such patterns).
+    runs: Option<Vec<String>>,
 }
 
 impl Pattern {
@@ -65,12 +69,41 @@ impl Pattern {
                 c => pieces.extend(c.to_lowercase().map(Piece::Char)),
             }
         }
-        Pattern { pieces }
+        let runs = (!pieces.contains(&Piece::One)).then(|| {
+            pieces
+                .split(|piece| *piece == Piece::Any)
+                .map(|run| {
+                    run.iter()
+                        .filter_map(|piece| match piece {
+                            Piece::Char(c) => Some(*c),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .collect()
+        });
+        Pattern { pieces, runs }
     }
 
     /// Whether `text` matches, without case. ASCII text is read in place; other text is
     /// lower-cased first.
     pub(crate) fn matches(&self, text: &str) -> bool {
+        if let Some(runs) = &self.runs {
+            thread_local! {
+                /// The text lower-cased, in a buffer each thread keeps: no allocation a row.
+                static FOLDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+            }
+            return FOLDED.with_borrow_mut(|folded_text| {
+                folded_text.clear();
+                if text.is_ascii() {
+                    folded_text.push_str(text);
+                    folded_text.make_ascii_lowercase();
+                } else {
+                    folded_text.extend(folded(text));
+                }
+                matches_runs(runs, folded_text)
+            });
+        }
         if text.is_ascii() {
             let bytes = text.as_bytes();
             return self.matches_chars(bytes.len(), |i| char::from(bytes[i].to_ascii_lowercase()));
@@ -79,7 +112,8 @@ impl Pattern {
         self.matches_chars(chars.len(), |i| chars[i])
     }
 
-    /// Wildcard matching with one remembered `%`: linear in practice, never exponential.
+    /// Wildcard matching with one remembered `%`: never exponential, though a `_` among `%`s
+    /// can take the text's length times the pattern's.
     fn matches_chars(&self, len: usize, at: impl Fn(usize) -> char) -> bool {
         let pieces = &self.pieces;
         let (mut p, mut t) = (0, 0);
@@ -110,6 +144,30 @@ impl Pattern {
         }
         pieces[p..].iter().all(|piece| *piece == Piece::Any)
     }
+}
+
+/// Whether `text` (lower-cased) is `runs` joined by any runs of characters: the first run at its
+/// start, the last at its end, each one between at its first place after the one before —
+/// which finds a match whenever there is one.
+fn matches_runs(runs: &[String], text: &str) -> bool {
+    let (first, last) = (&runs[0], &runs[runs.len() - 1]);
+    if runs.len() == 1 {
+        return text == first;
+    }
+    if first.len() + last.len() > text.len()
+        || !text.starts_with(first.as_str())
+        || !text.ends_with(last.as_str())
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for run in &runs[1..runs.len() - 1] {
+        match rest.find(run.as_str()) {
+            Some(at) => rest = &rest[at + run.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -152,8 +210,20 @@ mod tests {
         assert!(like("a\\\\b", "a\\B", e));
         // Without an escape, a backslash is a character.
         assert!(like("a\\b", "A\\b", None));
-        // Backtracking over many stars stays correct.
+        // Backtracking over many stars stays correct, with `_` among them too.
         assert!(like("%a%a%a%a%b", "aaaaaaaaaaaaaaaab", e));
         assert!(!like("%a%a%a%a%b", "aaaaaaaaaaaaaaaaa", e));
+        assert!(like("%a_a%b", "xxaYabzzb", e));
+        assert!(!like("%a_a%b", "xxaYbzz", e));
+        assert!(like("a%", "a", e));
+        assert!(like("%a", "a", e));
+        assert!(!like("ab%ba", "aba", e), "the two ends may not overlap");
+        assert!(like("ab%ba", "abba", e));
+        assert!(like("%%", "", e));
+        // A long text against a long pattern that almost matches everywhere (substring search
+        // answers it in linear time; a match retried from every place would take 4·10⁹ steps).
+        let text = "a".repeat(200_000);
+        assert!(!like(&format!("%{}b%", "a".repeat(20_000)), &text, e));
+        assert!(like(&format!("%{}%", "A".repeat(20_000)), &text, e));
     }
 }
