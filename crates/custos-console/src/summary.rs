@@ -77,7 +77,7 @@ fn filter_of(
             .directory
             .principals()
             .into_iter()
-            .find(|p| p.upn.eq_ignore_ascii_case(user))
+            .find(|p| custos_records::same_without_case(&p.upn, user))
             .ok_or_else(|| format!("no user signs in as '{user}'"))?;
         conditions.push(format!("_userid_value eq {}", found.id));
     }

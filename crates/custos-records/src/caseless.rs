@@ -41,6 +41,12 @@ enum Piece {
     Char(char),
 }
 
+/// Whether two texts are the same without case (sign-in names, a filter's user): [`compare`]'s
+/// equality.
+pub fn same_without_case(a: &str, b: &str) -> bool {
+    compare(a, b) == Ordering::Equal
+}
+
 /// An SQL `LIKE` pattern read once and matched against many texts without case: `%` any run of
 /// characters, `_` one character, and the escape character (when given) taking the next one as
 /// itself.

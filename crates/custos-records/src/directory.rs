@@ -917,12 +917,14 @@ impl Directory {
         out
     }
 
-    /// A principal by user principal name, ignoring case.
+    /// A principal by user principal name, ignoring case — of letters beyond ASCII too, as the
+    /// control database's unique index compares them (no two names share a lower-cased
+    /// skeleton, so at most one is found).
     pub fn by_upn(&self, upn: &str) -> Option<Principal> {
         self.cache()
             .principals
             .values()
-            .find(|p| p.upn.eq_ignore_ascii_case(upn))
+            .find(|p| crate::caseless::same_without_case(&p.upn, upn))
             .cloned()
     }
 

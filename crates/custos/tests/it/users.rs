@@ -318,4 +318,9 @@ fn sign_in_names_are_normalised_and_none_passes_for_another() {
     assert_eq!(create("ｃｙ@contoso.test").status(), 204);
     server.token("cy@contoso.test", "some-password-1");
     server.token("ｃｙ@contoso.test", "some-password-1");
+    // Case is no part of a name, for letters beyond ASCII too.
+    assert_eq!(create("jürgen@contoso.test").status(), 204);
+    server.token("JÜRGEN@contoso.test", "some-password-1");
+    let (got, _, message) = odata_error(create("JÜRGEN@CONTOSO.TEST"));
+    assert_eq!(got, 409, "{message}");
 }
