@@ -287,9 +287,9 @@ pub(crate) const CASELESS_INDEXES: &str = "caseless-indexes";
 
 /// Rebuilds every index of text columns (`REINDEX NOCASE`) in the order of the `NOCASE`
 /// collation the engine now gives SQLite, run [`once`] in a record store and in the control
-/// database: an index in the old order would miss rows whose text is beyond ASCII. Two records whose key values differ only in the case of
-/// such letters are one key's value now, and are named rather than left to fail as a
-/// constraint.
+/// database: an index in the old order would miss rows whose text is beyond ASCII. Two records
+/// whose key values differ only in the case of such letters are one key's value now, and are
+/// named rather than left to fail as a constraint.
 pub(crate) fn caseless_indexes(sql: &mut dyn Sql) -> Result<()> {
     match sql.batch("REINDEX NOCASE") {
         Err(error) if error.is_unique_violation() => Err(Error::Conflict(format!(

@@ -518,11 +518,7 @@ pub(super) async fn count(
     let mut recorded = draft.clone();
     recorded.result_count = total;
     request.state.record(recorded).await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain")],
-        total.to_string(),
-    )
-        .into_response())
+    Ok(super::records::plain_text(total.to_string()))
 }
 
 /// The query as recorded: its pairs, decoded, in order.

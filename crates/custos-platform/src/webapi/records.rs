@@ -863,7 +863,7 @@ pub(crate) async fn property(
             Json::String(text) => text,
             other => other.to_string(),
         };
-        return Ok(([(axum::http::header::CONTENT_TYPE, "text/plain")], text).into_response());
+        return Ok(plain_text(text));
     }
     Ok(axum::Json(json!({
         "@odata.context": format!("{}/$metadata#{set}({id})/{property}", request.service_root),
@@ -1134,11 +1134,12 @@ async fn count_of(
         event.result_count = total;
         request.state.record(event).await?;
     }
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "text/plain")],
-        total.to_string(),
-    )
-        .into_response())
+    Ok(plain_text(total.to_string()))
+}
+
+/// A bare value as `text/plain`: a count (`set/$count`, `audits/$count`) or a property's `$value`.
+pub(super) fn plain_text(text: String) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain")], text).into_response()
 }
 
 /// How many records of `entity` `options` select (`$count` set in them, one row read).

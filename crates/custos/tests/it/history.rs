@@ -57,6 +57,17 @@ fn share_with(server: &Server, token: &str, id: &str, user: &str, mask: &str) {
     assert_eq!(shared.status(), 204);
 }
 
+/// The console's history page of `set/id`, which must open.
+fn console_history(server: &Server, cookie: &str, set: &str, id: &str) -> String {
+    let (status, html) = crate::console_pages::page(
+        server,
+        cookie,
+        &format!("/ui/main/records/{set}/{id}/history"),
+    );
+    assert_eq!(status, 200, "{html}");
+    html
+}
+
 fn collection(response: Response) -> Value {
     assert_eq!(response.status(), 200);
     let mut answer: Value = response.json().unwrap();
@@ -936,12 +947,7 @@ fn a_users_history_shows_their_roles_state_and_access() {
 
     // And in the console's history of the user.
     let cookie = crate::console_pages::sign_in(&server, "admin", ADMIN_PASSWORD);
-    let (status, html) = crate::console_pages::page(
-        &server,
-        &cookie,
-        &format!("/ui/main/records/systemusers/{bo}/history"),
-    );
-    assert_eq!(status, 200, "{html}");
+    let html = console_history(&server, &cookie, "systemusers", &bo);
     assert!(
         html.contains("<td>Security role</td><td>Basic User</td><td></td>"),
         "{html}"
@@ -1171,12 +1177,7 @@ fn a_roles_privileges_and_the_instances_audit_settings_are_in_their_histories() 
 
     // The console shows what a role gained and lost, and the settings' history.
     let cookie = crate::console_pages::sign_in(&server, "admin", ADMIN_PASSWORD);
-    let (status, html) = crate::console_pages::page(
-        &server,
-        &cookie,
-        &format!("/ui/main/records/roles/{role}/history"),
-    );
-    assert_eq!(status, 200, "{html}");
+    let html = console_history(&server, &cookie, "roles", &role);
     assert!(
         html.contains("<td>Privilege</td><td>prvCreatecontact</td><td></td>"),
         "{html}"
@@ -1186,12 +1187,7 @@ fn a_roles_privileges_and_the_instances_audit_settings_are_in_their_histories() 
             && html.contains("<td>Privilege</td><td></td><td>prvReadcontact</td>"),
         "{html}"
     );
-    let (status, html) = crate::console_pages::page(
-        &server,
-        &cookie,
-        &format!("/ui/main/records/organizations/{organization}/history"),
-    );
-    assert_eq!(status, 200, "{html}");
+    let html = console_history(&server, &cookie, "organizations", &organization);
     assert!(html.contains("Audit Change at Org Level"), "{html}");
     // Reached from the Auditing settings and the role's page; the summary filters by them.
     let (_, html) = crate::console_pages::page(&server, &cookie, "/ui/main/settings/auditing");
