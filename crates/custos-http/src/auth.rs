@@ -193,3 +193,47 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, App
         session_id: claims.session,
     })
 }
+
+/// Middleware on every API route: applies the service protection limits (`protection.rs`) of
+/// the user whose valid token the request carries, before its handler runs. A request over a
+/// limit is answered 429 with `Retry-After` and Dataverse's code for the limit (the catch-all
+/// outside records the refusal); an admitted one counts as running until its answer is made,
+/// and its answer tells how many requests the window still allows
+/// (`x-ms-ratelimit-burst-remaining-xrm-requests`). A request without a valid token is left to
+/// its handler, which refuses it (within its address's recording budget).
+pub async fn protect(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let user = presented_token(request.headers(), state.session_cookie())
+        .ok()
+        .and_then(|token| verify_token(&state.token_key, token, state.clock.now_secs()).ok())
+        .map(|claims| claims.principal);
+    let Some(user) = user else {
+        return next.run(request).await;
+    };
+    match state.protection.admit(user) {
+        Ok(permit) => {
+            let mut response = next.run(request).await;
+            if let Some(remaining) = permit.requests_remaining {
+                response.headers_mut().insert(
+                    "x-ms-ratelimit-burst-remaining-xrm-requests",
+                    axum::http::HeaderValue::from(remaining),
+                );
+            }
+            response
+        }
+        Err(throttled) => {
+            let mut response = AppError::new(ErrorCode::TooManyRequests, throttled.message())
+                .with_api_code(throttled.code())
+                .into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(throttled.retry_after_secs),
+            );
+            response
+        }
+    }
+}

@@ -153,7 +153,8 @@ impl From<custos_records::Error> for AppError {
     fn from(error: custos_records::Error) -> AppError {
         use custos_records::Error as E;
         let code = match &error {
-            E::BadRequest(_) => ErrorCode::BadRequest,
+            // A query stopped for its time is the query's: it would be stopped again.
+            E::BadRequest(_) | E::TooLong(_) => ErrorCode::BadRequest,
             E::NotFound(_) => ErrorCode::NotFound,
             E::Conflict(_) => ErrorCode::Conflict,
             E::PreconditionFailed(_) => ErrorCode::PreconditionFailed,

@@ -2,7 +2,7 @@
 //! application state (configuration, the tenant directory, the instances, the audit log, the
 //! clock), each request's context, credentials, authentication, sign-in and the token endpoint,
 //! event drafts, the one answer and refusal path, errors in the OData format, the listener and
-//! its limits, throttling, outbound delivery, the data directory's keys and metrics.
+//! its limits, throttling and the service protection limits, outbound delivery, the data directory's keys and metrics.
 //!
 //! It knows no area: the records platform, compliance, the SIEM feeds and the console are
 //! crates above it (ARCHITECTURE.md, "Layers").
@@ -23,6 +23,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod names;
 pub mod outbound;
+pub mod protection;
 pub mod query;
 pub mod sign_in;
 pub mod state;

@@ -119,6 +119,11 @@ pub struct Limits {
     /// connection), for the next piece of a request body, and for a client to take the next
     /// bytes of a response.
     pub idle_timeout: std::time::Duration,
+    /// Each user's service protection limits on this node (`protection.rs`).
+    pub per_user: crate::protection::UserLimits,
+    /// Longest one read of an instance's records may run before it is stopped and refused
+    /// (`RecordStore::limit_reads`); zero: none is stopped.
+    pub query_time: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -126,6 +131,8 @@ impl Default for Limits {
         Limits {
             connections_max: 512,
             idle_timeout: std::time::Duration::from_secs(30),
+            per_user: crate::protection::UserLimits::default(),
+            query_time: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -316,6 +323,8 @@ pub struct Inner {
     pub sign_ins: crate::throttle::SignInThrottle,
     /// How many refusals of each client address are recorded one by one.
     pub refusals: crate::throttle::RecordingBudget,
+    /// Each user's demands on this node against their service protection limits.
+    pub protection: crate::protection::ServiceProtection,
 }
 
 /// Where audited work's events are made durable before its answer.
@@ -454,6 +463,7 @@ impl AppState {
         };
         let revoked = stored_revocations(&directory)?;
         let sign_ins = crate::throttle::SignInThrottle::over(&directory);
+        let protection = crate::protection::ServiceProtection::new(config.limits.per_user);
         let state = AppState(Arc::new(Inner {
             config,
             directory,
@@ -467,6 +477,7 @@ impl AppState {
             revoked: RwLock::new(revoked),
             sign_ins,
             refusals: crate::throttle::RecordingBudget::default(),
+            protection,
         }));
         state.first_run()?;
         for info in state.directory.instances()? {
@@ -681,6 +692,7 @@ impl AppState {
                 Arc::new(PgStore::open(url, &pg_schema(info.organization_id))?)
             }
         };
+        store.limit_reads(self.config.limits.query_time);
         store.watch_entities(&CACHED_ENTITIES);
         // A new instance gets every seeded entity; an older one those added since it was made.
         let known = store.drafts()?;

@@ -964,6 +964,43 @@ fn a_changeset_applies_every_change_or_none(store: &dyn RecordStore) {
     assert_ne!(version(store), before);
 }
 
+fn a_read_past_its_time_is_stopped_and_a_write_never_is(store: &dyn RecordStore) {
+    let limit = std::time::Duration::from_millis(1);
+    store.limit_reads(limit);
+    // One write of 20,000 records takes far longer than the reads' limit: it is not stopped.
+    let rows = (0..20_000)
+        .map(|i| account_row(&format!("account {i:05}")))
+        .collect();
+    store
+        .import("account", rows, context(), &mut |_| Ok(()))
+        .unwrap();
+    // Two hundred patterns that match nothing, each tried against every name.
+    let filter = (0..200)
+        .map(|i| format!("contains(name,'no such text {i}')"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let heavy = [("$filter", filter.as_str())];
+    let options = parse_query_options(heavy).unwrap();
+    let error = store
+        .retrieve_multiple(&RecordQuery {
+            entity: "account",
+            options: &options,
+            page_size: 50,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::TooLong(most) if most == limit),
+        "{error}"
+    );
+    // Without the limit the same read is answered, and so is every read after it.
+    store.limit_reads(std::time::Duration::ZERO);
+    assert!(names(store, &heavy).is_empty());
+    assert_eq!(
+        names(store, &[("$filter", "name eq 'account 00042'")]),
+        ["account 00042"]
+    );
+}
+
 fn a_bulk_delete_removes_exactly_what_matched_up_to_its_limit(store: &dyn RecordStore) {
     let rows = ["Keep", "Drop 1", "Drop 2", "Drop 3"]
         .into_iter()
@@ -1624,6 +1661,10 @@ fn a_delete_does_to_the_records_naming_it_what_their_lookups_say(store: &dyn Rec
 
 /// Every case, by name.
 pub(crate) const CASES: &[(&str, Case)] = &[
+    (
+        "a_read_past_its_time_is_stopped_and_a_write_never_is",
+        a_read_past_its_time_is_stopped_and_a_write_never_is,
+    ),
     (
         "filters_run_as_parameterised_sql",
         filters_run_as_parameterised_sql,

@@ -136,6 +136,9 @@ pub(crate) trait Engine: Send + Sync {
     fn backup(&self, to: &std::path::Path) -> Result<()>;
     /// Replaces everything with the snapshot at `from`, atomically.
     fn restore(&self, from: &std::path::Path) -> Result<()>;
+    /// Stops any read that runs longer than `most` with [`crate::Error::TooLong`]; zero: none
+    /// is.
+    fn limit_reads(&self, most: std::time::Duration);
 }
 
 /// One instance's record store on engine `E`.
@@ -1205,6 +1208,10 @@ impl<E: Engine> Store<E> {
 }
 
 impl<E: Engine> RecordStore for Store<E> {
+    fn limit_reads(&self, most: std::time::Duration) {
+        self.engine.limit_reads(most);
+    }
+
     fn watch_entities(&self, entities: &[&str]) {
         *self.watched.write().expect("watched lock") =
             entities.iter().map(|e| e.to_string()).collect();

@@ -72,6 +72,13 @@ pub enum Error {
     /// Stored metadata does not decode.
     #[error("record metadata corrupted: {0}")]
     Corrupted(String),
+    /// A read ran longer than the store allows one (`RecordStore::limit_reads`) and was
+    /// stopped.
+    #[error(
+        "the query ran longer than the {} ms a query may take and was stopped; narrow its $filter, or order it by an indexed attribute",
+        .0.as_millis()
+    )]
+    TooLong(std::time::Duration),
 }
 
 /// What PostgreSQL said: the server's own message and code when it answered, else the client's

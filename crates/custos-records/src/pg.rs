@@ -58,6 +58,9 @@ pub struct Postgres {
     schema: String,
     /// Idle connections, each with when it was last given back.
     clients: Mutex<Vec<(Client, Instant)>>,
+    /// Longest a read may run, milliseconds (every connection's `statement_timeout`, which a
+    /// write's transaction lifts); 0: no limit.
+    read_limit_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A cluster node's record store: an instance's schema in PostgreSQL.
@@ -258,6 +261,7 @@ impl Postgres {
             url: url.to_string(),
             schema: schema.to_string(),
             clients: Mutex::new(Vec::new()),
+            read_limit_ms: std::sync::atomic::AtomicU64::new(0),
         };
         engine.with_client(|client| {
             // The extension lives in the public schema, once per database; each store's schema
@@ -408,10 +412,16 @@ impl Postgres {
     fn connect(&self) -> Result<Client> {
         let mut client = tls::connect(&self.url)?;
         client.batch_execute(&format!(
-            "SET search_path TO \"{}\", public; SET TIME ZONE 'UTC'",
-            self.schema
+            "SET search_path TO \"{}\", public; SET TIME ZONE 'UTC'; SET statement_timeout = {}",
+            self.schema,
+            self.read_limit()
         ))?;
         Ok(client)
+    }
+
+    fn read_limit(&self) -> u64 {
+        self.read_limit_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A connection of the pool that still answers, or a new one. One idle for a while — or
@@ -498,6 +508,20 @@ impl Engine for Postgres {
                 schema: &self.schema,
             })
         })
+        .map_err(|error| match error {
+            Error::Postgres(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
+                Error::TooLong(Duration::from_millis(self.read_limit()))
+            }
+            other => other,
+        })
+    }
+
+    /// Connections made from now on carry the limit: the idle ones are closed.
+    fn limit_reads(&self, most: Duration) {
+        let ms = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
+        self.read_limit_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.forget_pool();
     }
 
     /// The transaction runs on a thread of its own (see `with_client`) and holds a
@@ -522,6 +546,10 @@ impl Engine for Postgres {
                 };
                 let finished = (|| {
                     let mut tx = client.transaction()?;
+                    if self.read_limit() > 0 {
+                        // A write is never stopped midway: its event may be on its way.
+                        tx.batch_execute("SET LOCAL statement_timeout = 0")?;
+                    }
                     tx.execute(
                         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                         &[&self.schema],

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
@@ -25,12 +27,17 @@ use crate::{Error, Result};
 const RESTORE_TRIES_MAX: u32 = 1000;
 /// Reader connections kept open for reuse.
 const READERS_KEPT_MAX: usize = 32;
+/// SQLite virtual machine steps between two looks at a read's deadline (well under a
+/// millisecond of work).
+const DEADLINE_STEPS: i32 = 10_000;
 
 /// The SQLite engine of one instance's store.
 pub struct Sqlite {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Longest a read may run, milliseconds; 0: no limit.
+    read_limit_ms: AtomicU64,
 }
 
 /// The embedded record store: an instance's SQLite database.
@@ -293,6 +300,7 @@ impl Sqlite {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            read_limit_ms: AtomicU64::new(0),
         })
     }
 }
@@ -304,7 +312,23 @@ impl Engine for Sqlite {
             Some(conn) => conn,
             None => connect(&self.path)?,
         };
-        let result = f(&mut Lite(&conn));
+        let most = Duration::from_millis(self.read_limit_ms.load(Ordering::Relaxed));
+        let result = if most.is_zero() {
+            f(&mut Lite(&conn))
+        } else {
+            let deadline = Instant::now() + most;
+            conn.progress_handler(DEADLINE_STEPS, Some(move || Instant::now() >= deadline));
+            let result = f(&mut Lite(&conn));
+            conn.progress_handler(0, None::<fn() -> bool>);
+            result.map_err(|error| match error {
+                Error::Storage(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::OperationInterrupted =>
+                {
+                    Error::TooLong(most)
+                }
+                other => other,
+            })
+        };
         let mut pool = self.readers.lock().expect("reader pool lock");
         if pool.len() < READERS_KEPT_MAX {
             pool.push(conn);
@@ -331,6 +355,11 @@ impl Engine for Sqlite {
         // snapshot beside the writer.
         connect(&self.path)?.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
         sync_file(to)
+    }
+
+    fn limit_reads(&self, most: Duration) {
+        let ms = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
+        self.read_limit_ms.store(ms, Ordering::Relaxed);
     }
 
     fn restore(&self, from: &Path) -> Result<()> {

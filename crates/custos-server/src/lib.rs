@@ -20,6 +20,7 @@ use custos_siem::SiemState;
 pub use custos_cluster::ClusterConfig;
 pub use custos_http::error::StartError;
 pub use custos_http::maintenance::{ReindexSummary, reindex_audit_log};
+pub use custos_http::protection::UserLimits;
 pub use custos_http::state::{AppState, Clock, Config, SystemClock, pg_schema, private_files};
 pub use custos_http::state::{Limits, VERIFY_INTERVAL_SECS};
 pub use custos_records::trust_postgres_ca;
@@ -110,8 +111,8 @@ impl Areas {
 }
 
 /// The routes of the JSON API (the token endpoint, the Web API, the admin center and support
-/// tool, the audit API, the feed, `/metrics`) with the catch-all that records their refusals,
-/// without the connection middleware: the console calls them in-process with its own request
+/// tool, the audit API, the feed, `/metrics`) with each user's service protection limits and
+/// the catch-all that records their refusals, without the connection middleware: the console calls them in-process with its own request
 /// context.
 fn api_routes(state: &AppState, areas: &Areas) -> Router {
     Router::new()
@@ -120,6 +121,10 @@ fn api_routes(state: &AppState, areas: &Areas) -> Router {
         .merge(areas.compliance.routes())
         .merge(areas.siem.routes())
         .route("/metrics", get(metrics).with_state(state.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            custos_http::auth::protect,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             custos_http::answer::record_refusals,

@@ -199,6 +199,25 @@ enum Command {
         /// take the next bytes of a response.
         #[arg(long, default_value_t = custos_server::Limits::default().idle_timeout.as_secs())]
         idle_timeout_secs: u64,
+        /// Service protection: most API requests one user may send this node in a sliding
+        /// window of five minutes, beyond which they are refused 429 with Retry-After
+        /// (Dataverse's limit, 0x80072322); 0: no limit.
+        #[arg(long, default_value_t = custos_server::Limits::default().per_user.requests)]
+        user_requests_max: u32,
+        /// Service protection: most seconds this node may spend on one user's API requests in a
+        /// sliding window of five minutes, from each request's start to its answer (Dataverse's
+        /// limit, 0x80072321); 0: no limit.
+        #[arg(long, default_value_t = custos_server::Limits::default().per_user.execution.as_secs())]
+        user_execution_secs_max: u64,
+        /// Service protection: most API requests of one user this node runs at once
+        /// (Dataverse's limit, 0x80072326); 0: no limit.
+        #[arg(long, default_value_t = custos_server::Limits::default().per_user.concurrent)]
+        user_concurrent_max: u32,
+        /// Longest one read of an instance's records may run, in milliseconds, before it is
+        /// stopped and refused 400 (a scan or sort of a large table no index serves); 0: none
+        /// is stopped.
+        #[arg(long, default_value_t = custos_server::Limits::default().query_time.as_millis() as u64)]
+        query_time_max_ms: u64,
         /// How often the server verifies its whole audit log by itself, in seconds, as `POST
         /// /api/audit/verify` does (recorded as the system's `VerifyAuditLog`; a log that does
         /// not verify turns /healthz 503), the first time a minute after it starts (or after
@@ -419,6 +438,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit_memory,
             max_connections,
             idle_timeout_secs,
+            user_requests_max,
+            user_execution_secs_max,
+            user_concurrent_max,
+            query_time_max_ms,
             verify_interval_secs,
             nats,
             node_id,
@@ -442,6 +465,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limits: custos_server::Limits {
                     connections_max: max_connections,
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
+                    per_user: custos_server::UserLimits {
+                        requests: user_requests_max,
+                        execution: std::time::Duration::from_secs(user_execution_secs_max),
+                        concurrent: user_concurrent_max,
+                    },
+                    query_time: std::time::Duration::from_millis(query_time_max_ms),
                 },
                 cluster,
                 postgres,

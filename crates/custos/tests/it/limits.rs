@@ -313,3 +313,169 @@ fn a_log_of_more_partitions_than_the_process_may_open_files_for_serves_and_start
     let server = Server::start_with(&mut limited(), &dir, &args);
     check(&server);
 }
+
+/// The value of the response header `name`, as a number.
+fn header_number(response: &reqwest::blocking::Response, name: &str) -> u64 {
+    response.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_user_beyond_the_request_limit_is_refused_429_and_other_users_are_served() {
+    let server = Server::start(&["--user-requests-max", "8"]);
+    let admin = server.admin();
+    server.add_user(&admin, "bo@contoso.test", "bo-password-1", "Basic User");
+    let bo = server.token("bo@contoso.test", "bo-password-1");
+    let list = || send(client().get(server.api("accounts?$top=1")), &bo, None);
+    for left in (0..8).rev() {
+        let response = list();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header_number(&response, "x-ms-ratelimit-burst-remaining-xrm-requests"),
+            left
+        );
+    }
+    let refused = list();
+    let retry_after = header_number(&refused, "retry-after");
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        odata_error(refused),
+        (
+            429,
+            "0x80072322".to_string(),
+            "Number of requests exceeded the limit of 8 over time window of 300 seconds."
+                .to_string()
+        )
+    );
+    // A refusal ran nothing and is not counted; the next is refused the same way.
+    assert_eq!(list().status(), 429);
+    // The limits are each user's: the administrator (four requests so far) is served.
+    let refusals = server.audit(&admin, "operation=Request");
+    let throttled: Vec<&Value> = refusals
+        .iter()
+        .filter(|e| e["ErrorCode"] == "TooManyRequests")
+        .collect();
+    assert_eq!(throttled.len(), 2, "{refusals:#?}");
+    assert!(
+        throttled
+            .iter()
+            .all(|e| e["UserUpn"] == "bo@contoso.test" && e["ResultStatus"] == "Failed"),
+        "{throttled:#?}"
+    );
+}
+
+/// An import's CSV of `n` accounts.
+fn accounts_csv(n: usize) -> String {
+    let mut csv = String::from("name\n");
+    for i in 0..n {
+        csv.push_str(&format!("imported-{i}\n"));
+    }
+    csv
+}
+
+#[test]
+fn a_user_s_requests_at_once_and_their_time_are_limited() {
+    let server = Server::start(&[
+        "--user-concurrent-max",
+        "1",
+        "--user-execution-secs-max",
+        "1",
+    ]);
+    let admin = server.admin();
+    server.add_user(
+        &admin,
+        "ar@contoso.test",
+        "ar-password-1",
+        "System Administrator",
+    );
+    let reader = server.token("ar@contoso.test", "ar-password-1");
+    let list = || send(client().get(server.api("accounts?$top=1")), &admin, None);
+    // An import of 20,000 accounts (each its own audited create) runs for seconds.
+    let csv = accounts_csv(20_000);
+    let importing = std::thread::spawn({
+        let (url, admin) = (server.api("ImportRecords"), admin.clone());
+        move || {
+            let started = Instant::now();
+            let response = send(
+                client().post(url),
+                &admin,
+                Some(serde_json::json!({"EntitySetName": "accounts", "Content": csv})),
+            );
+            (response.status(), started.elapsed())
+        }
+    });
+    // While it runs, another request of the same user is refused at once.
+    let refused = loop {
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !importing.is_finished(),
+            "the import ended before a request met it"
+        );
+        let response = list();
+        if response.status() == 429 {
+            break response;
+        }
+        // Served: the import's body was still on its way.
+        assert_eq!(response.status(), 200);
+    };
+    assert_eq!(header_number(&refused, "retry-after"), 1);
+    let (status, code, message) = odata_error(refused);
+    assert_eq!((status, code.as_str()), (429, "0x80072326"));
+    assert_eq!(
+        message,
+        "Number of concurrent requests exceeded the limit of 1."
+    );
+    let (status, took) = importing.join().unwrap();
+    assert_eq!(status, 200);
+    // The import took more than the user's second of execution time in the window.
+    assert!(took > Duration::from_secs(1), "{took:?}");
+    let refused = list();
+    let retry_after = header_number(&refused, "retry-after");
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    let (status, code, message) = odata_error(refused);
+    assert_eq!((status, code.as_str()), (429, "0x80072321"));
+    assert!(message.contains("limit of 1000 milliseconds"), "{message}");
+    // Another user is served, and sees what the one admitted import made.
+    assert_eq!(count(&server, &reader, "accounts"), 20_000);
+}
+
+#[test]
+fn a_query_past_its_time_is_stopped_refused_and_recorded() {
+    let server = Server::start(&["--query-time-max-ms", "200"]);
+    let admin = server.admin();
+    let imported = send(
+        client().post(server.api("ImportRecords")),
+        &admin,
+        Some(serde_json::json!({"EntitySetName": "accounts", "Content": accounts_csv(20_000)})),
+    );
+    assert_eq!(imported.status(), 200);
+    // Two hundred patterns that match nothing, each tried against 20,000 names.
+    let filter = (0..200)
+        .map(|i| format!("contains(name,'no such text {i}')"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let heavy = send(
+        client()
+            .get(server.api("accounts"))
+            .query(&[("$filter", filter.as_str())]),
+        &admin,
+        None,
+    );
+    let correlation = correlation_of(&heavy);
+    let (status, code, message) = odata_error(heavy);
+    assert_eq!((status, code.as_str()), (400, "BadRequest"));
+    assert!(
+        message.contains("longer than the 200 ms a query may take"),
+        "{message}"
+    );
+    let events = events_of(&server, &admin, &correlation);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["Operation"], "RetrieveMultiple");
+    assert_eq!(events[0]["ResultStatus"], "Failed");
+    assert_eq!(events[0]["RecordIds"], serde_json::json!([]));
+    // The server goes on serving reads.
+    let page = get_json(
+        &server.api("accounts?$filter=name eq 'imported-42'"),
+        &admin,
+    );
+    assert_eq!(names(&page), ["imported-42"]);
+}
