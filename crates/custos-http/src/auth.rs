@@ -195,7 +195,9 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, App
 }
 
 /// Middleware on every API route: applies the service protection limits (`protection.rs`) of
-/// the user whose valid token the request carries, before its handler runs. A request over a
+/// the user the request authenticates as, before its handler runs — as [`authenticate`] finds
+/// them, so a signed-out session's token, or one from before a password change, cannot spend
+/// its user's limits. A request over a
 /// limit is answered 429 with `Retry-After` and Dataverse's code for the limit (the catch-all
 /// outside records the refusal); an admitted one counts as running until its answer is made,
 /// and its answer tells how many requests the window still allows
@@ -207,14 +209,10 @@ pub async fn protect(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let user = presented_token(request.headers(), state.session_cookie())
-        .ok()
-        .and_then(|token| verify_token(&state.token_key, token, state.clock.now_secs()).ok())
-        .map(|claims| claims.principal);
-    let Some(user) = user else {
+    let Ok(caller) = authenticate(&state, request.headers()) else {
         return next.run(request).await;
     };
-    match state.protection.admit(user) {
+    match state.protection.admit(caller.principal.id) {
         Ok(permit) => {
             let mut response = next.run(request).await;
             if let Some(remaining) = permit.requests_remaining {

@@ -348,7 +348,21 @@ fn a_user_beyond_the_request_limit_is_refused_429_and_other_users_are_served() {
     );
     // A refusal ran nothing and is not counted; the next is refused the same way.
     assert_eq!(list().status(), 429);
-    // The limits are each user's: the administrator (four requests so far) is served.
+    // A signed-out session's token spends nothing of its user's limits: after a new sign-in
+    // signed out at once, a hundred requests with it are 401, and the administrator's new
+    // session still has all it had.
+    let session = server.admin();
+    let signed_out = send(
+        client().post(format!("{}/oauth2/logout", server.base)),
+        &session,
+        None,
+    );
+    assert!(signed_out.status().is_success(), "{}", signed_out.status());
+    for _ in 0..100 {
+        let response = send(client().get(server.api("accounts?$top=1")), &session, None);
+        assert_eq!(response.status(), 401);
+    }
+    // The limits are each user's: the administrator (five requests so far) is served.
     let refusals = server.audit(&admin, "operation=Request");
     let throttled: Vec<&Value> = refusals
         .iter()
