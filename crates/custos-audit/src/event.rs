@@ -379,6 +379,9 @@ string_enum! {
         /// A record's change history was read (Dataverse's `RetrieveRecordChangeHistory`,
         /// the record form's Audit History).
         RetrieveRecordChangeHistory = (77, "RetrieveRecordChangeHistory"),
+        /// The rights a record's share gives a user were replaced (Dataverse's `ModifyAccess`,
+        /// its audit action 48, "Modify Share").
+        ModifyShare = (78, "ModifyShare"),
     }
 }
 
@@ -401,6 +404,7 @@ impl Operation {
             | RunPlugin
             | Assign
             | Share
+            | ModifyShare
             | Unshare
             | RetrieveRecordChangeHistory => RecordType::Entity,
             SignIn | SignOut | UserAccessViaWeb | UserAccessViaSdk => RecordType::Access,

@@ -48,7 +48,16 @@ const ACTIVITY_GROUPS: [(&str, &[Operation]); 10] = {
         (
             "Records",
             &[
-                Create, Retrieve, Update, Delete, Upsert, Assign, Share, Unshare, RunProcess,
+                Create,
+                Retrieve,
+                Update,
+                Delete,
+                Upsert,
+                Assign,
+                Share,
+                ModifyShare,
+                Unshare,
+                RunProcess,
                 RunPlugin,
             ],
         ),

@@ -24,12 +24,13 @@ const PAGE: &str = "50";
 /// The annotation of a value as a person reads it.
 const FORMATTED: &str = "OData.Community.Display.V1.FormattedValue";
 /// The events the filter offers: Dataverse's `audit.action` codes of the changes recorded.
-const EVENTS: [(&str, &str); 12] = [
+const EVENTS: [(&str, &str); 13] = [
     ("1", "Create"),
     ("2", "Update"),
     ("3", "Delete"),
     ("13", "Assign"),
     ("14", "Share"),
+    ("48", "Modify Share"),
     ("49", "Unshare"),
     ("57", "Add Privileges To Role"),
     ("58", "Remove Privileges From Role"),

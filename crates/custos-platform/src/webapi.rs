@@ -65,6 +65,7 @@ enum Target {
     ImportRecords,
     ImportSolution,
     GrantAccess,
+    ModifyAccess,
     RevokeAccess,
     EntityDefinitions,
     EntityDefinition(String),
@@ -254,6 +255,7 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
         ["ImportRecords"] => Ok(Target::ImportRecords),
         ["ImportSolution"] => Ok(Target::ImportSolution),
         ["GrantAccess"] => Ok(Target::GrantAccess),
+        ["ModifyAccess"] => Ok(Target::ModifyAccess),
         ["RevokeAccess"] => Ok(Target::RevokeAccess),
         ["EntityDefinitions"] => Ok(Target::EntityDefinitions),
         [entity] if parse_key(entity, "EntityDefinitions").is_some() => {
@@ -837,6 +839,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::ImportRecords
         | Target::ImportSolution
         | Target::GrantAccess
+        | Target::ModifyAccess
         | Target::RevokeAccess => "POST",
         Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
@@ -959,6 +962,7 @@ fn classify(
         (Target::ImportRecords, _) => Operation::ImportRecords,
         (Target::ImportSolution, _) => Operation::ImportSolution,
         (Target::GrantAccess, _) => Operation::Share,
+        (Target::ModifyAccess, _) => Operation::ModifyShare,
         (Target::RevokeAccess, _) => Operation::Unshare,
         (Target::Association { relation, .. }, &Method::POST) => {
             security::association_operation(relation, true)
@@ -1234,8 +1238,15 @@ async fn dispatch(
         (Target::BulkDelete, Method::POST) => bulk::bulk_delete(request, draft).await,
         (Target::ImportRecords, Method::POST) => bulk::import_records(request, draft).await,
         (Target::ImportSolution, Method::POST) => solutions::import(request, draft).await,
-        (Target::GrantAccess, Method::POST) => sharing::share(request, draft, true).await,
-        (Target::RevokeAccess, Method::POST) => sharing::share(request, draft, false).await,
+        (Target::GrantAccess, Method::POST) => {
+            sharing::share(request, draft, sharing::Access::Grant).await
+        }
+        (Target::ModifyAccess, Method::POST) => {
+            sharing::share(request, draft, sharing::Access::Modify).await
+        }
+        (Target::RevokeAccess, Method::POST) => {
+            sharing::share(request, draft, sharing::Access::Revoke).await
+        }
         (Target::EntityDefinitions, Method::GET) => metadata::list_entities(&request),
         (Target::EntityDefinitions, Method::POST) => metadata::create_entity(&request, draft).await,
         (Target::Attributes(entity), Method::POST) => {

@@ -718,7 +718,8 @@ fn api_activity(operation: Option<Operation>) -> (u32, &'static str) {
             | RetrieveRecordChangeHistory,
         ) => (2, "Read"),
         Some(
-            Update | Upsert | Assign | Share | Unshare | RestoreInstance | UpdateAuditSettings,
+            Update | Upsert | Assign | Share | ModifyShare | Unshare | RestoreInstance
+            | UpdateAuditSettings,
         ) => (3, "Update"),
         Some(
             Delete | BulkDelete | DeleteAttribute | DeleteEntity | DeleteEntityKey | DeleteInstance

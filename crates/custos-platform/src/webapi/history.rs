@@ -46,13 +46,14 @@ const SCAN_CHUNK: usize = 500;
 /// The operations whose events changed the record they name first: its values, its owner, its
 /// shares (a user's too: created, disabled, enabled, deleted) — and who holds which role and
 /// which team has which members (Dataverse's associations, in the user's or team's history).
-pub(super) const CHANGES: [Operation; 19] = [
+pub(super) const CHANGES: [Operation; 20] = [
     Operation::Create,
     Operation::Update,
     Operation::Upsert,
     Operation::Delete,
     Operation::Assign,
     Operation::Share,
+    Operation::ModifyShare,
     Operation::Unshare,
     Operation::RunProcess,
     Operation::AssignRole,
@@ -281,6 +282,7 @@ pub(super) fn codes_of(
         Operation::Delete | Operation::DeleteUser => (DELETE, DELETE),
         Operation::Assign => (UPDATE, (13, "Assign")),
         Operation::Share => (UPDATE, (14, "Share")),
+        Operation::ModifyShare => (UPDATE, (48, "Modify Share")),
         Operation::Unshare => (UPDATE, (49, "Unshare")),
         Operation::AssignRole if entity == "team" => (UPDATE, (53, "Assign Role To Team")),
         Operation::RemoveRole if entity == "team" => (UPDATE, (54, "Remove Role From Team")),
@@ -379,7 +381,10 @@ pub(super) fn detail(entity: &EntityDef, id: Uuid, event: &AuditEvent, formatted
     ) {
         return role_privileges(event, record);
     }
-    if matches!(operation, Some(Operation::Share | Operation::Unshare)) {
+    if matches!(
+        operation,
+        Some(Operation::Share | Operation::ModifyShare | Operation::Unshare)
+    ) {
         let details: Json = serde_json::from_str(&event.details).unwrap_or(Json::Null);
         // Rights as Dataverse's `AccessRights` flags read: "None" for none. An event recorded
         // before shares kept what was held before has no old rights (null).

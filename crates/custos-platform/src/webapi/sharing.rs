@@ -1,13 +1,18 @@
-//! Sharing a record with a user (SPEC §4 "share"), as Dataverse's `GrantAccess` and
-//! `RevokeAccess` actions:
+//! Sharing a record with a user (SPEC §4 "share"), as Dataverse's `GrantAccess`,
+//! `ModifyAccess` and `RevokeAccess` actions:
 //!
 //! - `POST GrantAccess` `{"Target": {"@odata.id": "accounts(<id>)"}, "PrincipalAccess":
 //!   {"Principal": {"@odata.id": "systemusers(<id>)"}, "AccessMask": "ReadAccess, WriteAccess"}}`
+//!   adds those rights to what the user already holds of the record;
+//! - `POST ModifyAccess`, the same body, replaces what the user holds of a shared record with
+//!   exactly those rights (so it can narrow a share);
 //! - `POST RevokeAccess` `{"Target": {…}, "Revokee": {"@odata.id": "systemusers(<id>)"}}`
+//!   ends the share.
 //!
 //! A share lets its user read (and with `WriteAccess` change) that one record although their
 //! roles do not grant it on the entity. Shares are `principalobjectaccess` records; sharing is
-//! recorded as `Share` / `Unshare` when the entity's changes are audited, durable before the
+//! recorded as `Share` / `ModifyShare` / `Unshare` (Dataverse's audit actions 14, 48 and 49)
+//! when the entity's changes are audited, with the rights before and after, durable before the
 //! share commits.
 
 use axum::http::StatusCode;
@@ -124,17 +129,29 @@ pub(super) fn require_on_record(
     }
 }
 
-/// `POST GrantAccess` and `POST RevokeAccess`.
+/// Which of the sharing actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// `GrantAccess`: the rights asked for are added to those held.
+    Grant,
+    /// `ModifyAccess`: the rights asked for replace those held.
+    Modify,
+    /// `RevokeAccess`: the share ends.
+    Revoke,
+}
+
+/// `POST GrantAccess`, `POST ModifyAccess` and `POST RevokeAccess`.
 pub(super) async fn share(
     request: WebRequest,
     draft: &mut EventDraft,
-    grant: bool,
+    access: Access,
 ) -> Result<Response, AppError> {
-    draft.operation = if grant {
-        Operation::Share
-    } else {
-        Operation::Unshare
+    draft.operation = match access {
+        Access::Grant => Operation::Share,
+        Access::Modify => Operation::ModifyShare,
+        Access::Revoke => Operation::Unshare,
     };
+    let grant = access != Access::Revoke;
     let body = request.json_object()?;
     let (entity, id) = reference(&request, &body, "Target")?;
     draft.set_entity(&entity);
@@ -183,14 +200,19 @@ pub(super) async fn share(
         0
     };
     let existing = share_of(&request.instance, &entity, id, principal)?;
-    if !grant && existing.is_none() {
+    if access != Access::Grant && existing.is_none() {
         return Err(AppError::not_found(format!(
-            "{}({id}) is not shared with {}",
+            "{}({id}) is not shared with {}; GrantAccess shares it",
             entity.set_name, user.upn
         )));
     }
     // What the user held before, so a record's history shows the rights before and after.
     let before = existing.map_or(0, |(_, held)| held);
+    let mask = if access == Access::Grant {
+        mask | before
+    } else {
+        mask
+    };
     draft.details = json!({
         "PrincipalId": principal,
         "PrincipalUpn": user.upn,

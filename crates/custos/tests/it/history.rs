@@ -299,8 +299,17 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
     );
     assert_eq!(odata_error(unnamed).0, 400);
 
-    // A share widened, then taken back: each says what was held before and after.
-    share_with(&server, &admin, &id, &bo, "ReadAccess, WriteAccess");
+    // A share widened, narrowed, then taken back: each says what was held before and after.
+    share_with(&server, &admin, &id, &bo, "WriteAccess");
+    let narrowed = send(
+        client().post(server.api("ModifyAccess")),
+        &admin,
+        Some(json!({
+            "Target": {"@odata.id": format!("accounts({id})")},
+            "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({bo})")}, "AccessMask": "WriteAccess"},
+        })),
+    );
+    assert_eq!(narrowed.status(), 204);
     let revoked = send(
         client().post(server.api("RevokeAccess")),
         &admin,
@@ -310,8 +319,8 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
         })),
     );
     assert_eq!(revoked.status(), 204);
-    let shares = collection(history(&server, &admin, &id, Some(json!({"Count": 2}))));
-    assert_eq!(actions(&shares), ["Unshare", "Share"]);
+    let shares = collection(history(&server, &admin, &id, Some(json!({"Count": 3}))));
+    assert_eq!(actions(&shares), ["Unshare", "Modify Share", "Share"]);
     let rights: Vec<(&Value, &Value)> = shares["AuditDetails"]
         .as_array()
         .unwrap()
@@ -321,7 +330,8 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
     assert_eq!(
         rights,
         [
-            (&json!("ReadAccess, WriteAccess"), &json!("None")),
+            (&json!("WriteAccess"), &json!("None")),
+            (&json!("ReadAccess, WriteAccess"), &json!("WriteAccess")),
             (&json!("ReadAccess"), &json!("ReadAccess, WriteAccess"))
         ]
     );
@@ -333,7 +343,7 @@ fn a_records_history_is_its_changes_newest_first_and_every_reading_is_recorded()
     );
     let response = history(&server, &admin, &id, None);
     let correlation = correlation_of(&response);
-    assert_eq!(actions(&collection(response)).len(), 5);
+    assert_eq!(actions(&collection(response)).len(), 6);
     let events = events_of(&server, &admin, &correlation);
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["Operation"], "RetrieveRecordChangeHistory");

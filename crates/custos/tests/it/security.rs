@@ -376,10 +376,43 @@ fn a_shared_record_opens_to_its_user_and_only_that_record() {
     assert_eq!(read(&shared), 200, "shared for reading");
     assert_eq!(read(&other), 403, "only that record");
     assert_eq!(write(&shared), 403, "reading is not writing");
-    assert_eq!(status(grant("ReadAccess, WriteAccess")), 204);
+    assert_eq!(status(grant("WriteAccess")), 204);
+    assert_eq!(write(&shared), 204);
+    assert_eq!(read(&shared), 200, "a grant adds to what the share gave");
+    // ModifyAccess replaces what the share gives: narrowed back to reading.
+    let modify = |id: &str, mask: &str| {
+        post(
+            &server,
+            &admin,
+            "ModifyAccess",
+            json!({"Target": {"@odata.id": format!("accounts({id})")}, "PrincipalAccess": {"Principal": {"@odata.id": format!("systemusers({dee_id})")}, "AccessMask": mask}}),
+        )
+    };
+    assert_eq!(status(modify(&shared, "ReadAccess")), 204);
+    assert_eq!(write(&shared), 403, "narrowed to reading");
+    assert_eq!(read(&shared), 200);
+    let modified = server.audit(&admin, "operation=ModifyShare");
+    assert_eq!(modified.len(), 1);
+    assert_eq!(modified[0]["RecordIds"], json!([shared]));
+    assert_eq!(
+        modified[0]["Details"]["PreviousAccessMask"],
+        "ReadAccess, WriteAccess"
+    );
+    assert_eq!(modified[0]["Details"]["AccessMask"], "ReadAccess");
+    // A record not shared with the user is shared by GrantAccess, not ModifyAccess.
+    let (status_code, _, message) = odata_error(modify(&other, "ReadAccess"));
+    assert_eq!(status_code, 404);
+    assert!(message.contains("GrantAccess shares it"), "{message}");
+    assert_eq!(read(&other), 403);
+    assert_eq!(status(modify(&shared, "ReadAccess, WriteAccess")), 204);
     assert_eq!(write(&shared), 204);
     let shares = server.audit(&admin, "operation=Share");
     assert_eq!(shares.len(), 2);
+    assert_eq!(
+        shares[0]["Details"]["AccessMask"],
+        "ReadAccess, WriteAccess"
+    );
+    assert_eq!(shares[0]["Details"]["PreviousAccessMask"], "ReadAccess");
     assert_eq!(shares[0]["RecordIds"], json!([shared]));
     assert_eq!(shares[0]["Details"]["PrincipalUpn"], "dee@contoso.test");
     let response = post(
