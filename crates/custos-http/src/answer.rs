@@ -1,5 +1,6 @@
 //! The one answer path of every audited handler: its response, or its refusal recorded
-//! (always, SPEC §4) and answered in the OData error format; and the middleware that records
+//! (always, SPEC §4) and answered in the OData error format; the middleware that applies each
+//! user's service protection limits before a handler runs; and the middleware that records
 //! the refusals no handler recorded itself. Refusals are recorded within their client address's
 //! budget (`throttle`), and the counted ones summarized every minute.
 
@@ -146,5 +147,62 @@ pub async fn flush_periodically(state: AppState) {
                 tracing::error!(error = %error.message, "a summary of refusals could not be recorded");
             }
         }
+    }
+}
+
+/// Middleware on every API route: applies the service protection limits (`protection.rs`) of
+/// the user the request authenticates as, before its handler runs — as [`authenticate`] finds
+/// them, so a signed-out session's token, or one from before a password change, cannot spend
+/// its user's limits. A request over a limit is answered 429 with `Retry-After` and Dataverse's
+/// code for the limit, and recorded (a `Request` of the user, the route in `Query`, which limit
+/// and the wait in `Details`) within the address's recording budget; an admitted one counts as
+/// running until its answer is made, and its answer tells how many requests the window still
+/// allows (`x-ms-ratelimit-burst-remaining-xrm-requests`). A request that does not authenticate
+/// is left to its handler, which refuses it.
+pub async fn protect(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(caller) = authenticate(&state, request.headers()) else {
+        return next.run(request).await;
+    };
+    let throttled = match state.protection.admit(caller.principal.id) {
+        Ok(permit) => {
+            let mut response = next.run(request).await;
+            if let Some(remaining) = permit.requests_remaining {
+                response.headers_mut().insert(
+                    "x-ms-ratelimit-burst-remaining-xrm-requests",
+                    axum::http::HeaderValue::from(remaining),
+                );
+            }
+            return response;
+        }
+        Err(throttled) => throttled,
+    };
+    let mut response = AppError::new(ErrorCode::TooManyRequests, throttled.message())
+        .with_api_code(throttled.code())
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(throttled.retry_after_secs),
+    );
+    let Some(context) = request.extensions().get::<RequestContext>() else {
+        return response;
+    };
+    let mut draft = EventDraft::new(Operation::Request, context);
+    draft.query = format!("{} {}", request.method(), request.uri().path());
+    draft.set_caller(&caller);
+    draft.status = ResultStatus::Failed;
+    draft.error_code = ErrorCode::TooManyRequests.as_str().into();
+    draft.details = serde_json::json!({
+        "Limit": throttled.code(),
+        "Why": throttled.message(),
+        "RetryAfterSeconds": throttled.retry_after_secs,
+    })
+    .to_string();
+    match record_refusal(&state, draft).await {
+        Ok(()) => recorded(response),
+        Err(unavailable) => unavailable.into_response(),
     }
 }

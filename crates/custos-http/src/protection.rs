@@ -3,7 +3,7 @@
 //! spent on them — and how many of their requests run at once. A request beyond a limit is
 //! refused before anything of it runs (429, `Retry-After`, Dataverse's error code), so one user
 //! or one runaway integration cannot take the node's cores and the audit log's writer from
-//! everyone else. The middleware that applies them is `auth::protect`.
+//! everyone else. The middleware that applies them is `answer::protect`.
 //!
 //! Counted per node (as Dataverse counts per web server) and in memory: a user is kept while
 //! they have a request running or one in the window, a bucket per second of the window at

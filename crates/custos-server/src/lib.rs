@@ -123,7 +123,7 @@ fn api_routes(state: &AppState, areas: &Areas) -> Router {
         .route("/metrics", get(metrics).with_state(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            custos_http::auth::protect,
+            custos_http::answer::protect,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -375,6 +375,18 @@ fn a_user_beyond_the_request_limit_is_refused_429_and_other_users_are_served() {
             .all(|e| e["UserUpn"] == "bo@contoso.test" && e["ResultStatus"] == "Failed"),
         "{throttled:#?}"
     );
+    // Each says which limit, and for how long.
+    let details = &throttled[0]["Details"];
+    assert_eq!(details["Limit"], "0x80072322", "{details}");
+    assert!(
+        details["Why"]
+            .as_str()
+            .unwrap()
+            .starts_with("Number of requests exceeded the limit of 8"),
+        "{details}"
+    );
+    assert!((1..=300).contains(&details["RetryAfterSeconds"].as_u64().unwrap()));
+    assert_eq!(throttled[0]["Query"], "GET /main/api/data/v9.2/accounts");
 }
 
 /// An import's CSV of `n` accounts.
