@@ -1,7 +1,9 @@
 //! The HTTP listener and the limits that keep one client from holding the server: at most
 //! `connections_max` connections at once (further clients wait in the kernel's backlog until one
-//! closes), request headers within the idle timeout (which also closes a kept-alive connection
-//! that sends nothing), a request body that never stalls longer than it, at most
+//! closes) and at most `connections_per_address` of them from one client address (more are
+//! closed at once; a trusted proxy's are not counted), request headers within the idle timeout (which also closes a kept-alive connection
+//! that sends nothing), a request body that never stalls longer than it nor arrives slower than
+//! [`BODY_BYTES_PER_SEC_MIN`] on average past it, at most
 //! [`BODY_BYTES_MAX`] bytes of body ([`SIGN_IN_BODY_BYTES_MAX`] on the sign-in routes), and a
 //! response that the client keeps reading (a write that makes no progress for the idle timeout
 //! closes the connection). A connection closes lingering, so that a client still sending a
@@ -39,9 +41,55 @@ pub const BODY_BYTES_MAX: usize = 8 << 20;
 /// Largest body of a sign-in (`/oauth2/…`, the console's sign-in form), in bytes.
 pub const SIGN_IN_BODY_BYTES_MAX: usize = 16 << 10;
 
-/// Serves `app` on `listener` within `limits` until the runtime ends.
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::io::Result<()> {
+/// Connections open from each client address, against `Limits::connections_per_address`.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerAddress {
+    /// Counts one more connection from `address`, unless it has `most` open already.
+    fn open(self: &Arc<Self>, address: std::net::IpAddr, most: usize) -> Option<AddressSlot> {
+        let mut open = self.0.lock().expect("per-address lock");
+        let count = open.entry(address).or_default();
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+/// One connection's place in its address's count, given back when it closes.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.0.lock().expect("per-address lock");
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until the runtime ends; connections from the
+/// addresses of `exempt` (the trusted proxies, each carrying many clients) are not counted
+/// per address.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    exempt: Arc<[ipnet::IpNet]>,
+) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.connections_max.max(1)));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let permit = permits
             .clone()
@@ -56,6 +104,21 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::i
                 tracing::warn!(%error, "accepting a connection failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
+            }
+        };
+        let slot = if limits.connections_per_address == 0
+            || exempt.iter().any(|net| net.contains(&peer.ip()))
+        {
+            None
+        } else {
+            match per_address.open(peer.ip(), limits.connections_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Closed at once: one address cannot take every connection the server has.
+                    tracing::debug!(%peer, "connection refused: its address has as many open as it may");
+                    drop(stream);
+                    continue;
+                }
             }
         };
         let _ = stream.set_nodelay(true);
@@ -78,6 +141,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::i
                 Ok(parts) => linger(parts.io.into_inner().inner).await,
                 Err(error) => tracing::debug!(%error, %peer, "connection closed"),
             }
+            drop(slot);
             drop(permit);
         });
     }
@@ -201,8 +265,14 @@ fn too_large(limit: usize) -> AppError {
     )
 }
 
+/// The slowest a request body may arrive on average, bytes a second, beyond the idle timeout's
+/// first allowance (as Apache's `mod_reqtimeout` `MinRate`): 8 MiB, the largest body, may take
+/// about 4.7 hours at it — a slow link is served, a trickle is not.
+pub const BODY_BYTES_PER_SEC_MIN: u64 = 500;
+
 /// Middleware: reads the request body whole before any handler sees it, refusing one larger
-/// than the route's limit (413) or one that stalls for the idle timeout (408), in the API's
+/// than the route's limit (413) or one that stalls for the idle timeout or arrives slower than
+/// [`BODY_BYTES_PER_SEC_MIN`] after it (408), in the API's
 /// error format; the refusal is recorded (`Request`, `Failed`), naming the caller when the
 /// request carries a valid token. The Web API records its own refusals with the operation and
 /// entity it names, so a body too large for it is handed on (what was read, then the rest) for
@@ -221,17 +291,29 @@ pub async fn read_body(State(state): State<AppState>, request: Request, next: Ne
         return refuse(&state, &parts, too_large(limit)).await;
     }
     let mut bytes = Vec::new();
+    let started = std::time::Instant::now();
     loop {
-        let frame = match tokio::time::timeout(limits.idle_timeout, body.frame()).await {
+        // Never a stall longer than the idle timeout, and on average no slower than the
+        // minimum rate once the idle timeout's first allowance is spent: a body trickled a byte
+        // at a time just inside the idle timeout would otherwise hold its connection for days.
+        let allowed =
+            limits.idle_timeout + Duration::from_secs(bytes.len() as u64 / BODY_BYTES_PER_SEC_MIN);
+        let wait = allowed
+            .saturating_sub(started.elapsed())
+            .min(limits.idle_timeout);
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
             Err(_) => {
-                let stalled = AppError::new(
-                    ErrorCode::Timeout,
+                let message = if started.elapsed() >= allowed {
+                    format!(
+                        "the request body came slower than {BODY_BYTES_PER_SEC_MIN} bytes a second"
+                    )
+                } else {
                     format!(
                         "the request body stalled for {} seconds",
                         limits.idle_timeout.as_secs()
-                    ),
-                );
-                return refuse(&state, &parts, stalled).await;
+                    )
+                };
+                return refuse(&state, &parts, AppError::new(ErrorCode::Timeout, message)).await;
             }
             Ok(None) => break,
             Ok(Some(Err(error))) => {

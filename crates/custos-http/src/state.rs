@@ -115,6 +115,9 @@ fn public_base(url: &str) -> Result<String, StartError> {
 pub struct Limits {
     /// Most connections open at once.
     pub connections_max: usize,
+    /// Most connections open at once from one client address (a trusted proxy's are not
+    /// counted); 0: no limit.
+    pub connections_per_address: usize,
     /// Longest wait for a request's headers (also between requests of a kept-alive
     /// connection), for the next piece of a request body, and for a client to take the next
     /// bytes of a response.
@@ -130,6 +133,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             connections_max: 512,
+            connections_per_address: 128,
             idle_timeout: std::time::Duration::from_secs(30),
             per_user: crate::protection::UserLimits::default(),
             query_time: std::time::Duration::from_secs(30),

@@ -260,7 +260,8 @@ pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> std
     areas.start().await;
     tokio::spawn(custos_http::answer::flush_periodically(state.clone()));
     let limits = state.config.limits;
-    listener::serve(listener, router(state, &areas), limits).await
+    let exempt = state.config.trusted_proxies.clone().into();
+    listener::serve(listener, router(state, &areas), limits, exempt).await
 }
 
 /// Why serving stopped.

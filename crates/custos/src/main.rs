@@ -178,6 +178,11 @@ enum Command {
         /// Most connections served at once; further clients wait until one closes.
         #[arg(long, default_value_t = custos_server::Limits::default().connections_max)]
         max_connections: usize,
+        /// Most connections open at once from one client address, so that one host cannot
+        /// take every connection the server has (more are closed at once; a --trusted-proxy's
+        /// connections are not counted); 0: no limit.
+        #[arg(long, default_value_t = custos_server::Limits::default().connections_per_address)]
+        max_connections_per_address: usize,
         /// Join a cluster: the NATS servers (comma-separated URLs) whose JetStream stream holds
         /// the audit log; every audited request is answered once a quorum of them holds its
         /// event (docs/scale-out.md). Without it Custos runs on its embedded log.
@@ -437,6 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checkpoint_interval_ms,
             audit_memory,
             max_connections,
+            max_connections_per_address,
             idle_timeout_secs,
             user_requests_max,
             user_execution_secs_max,
@@ -464,6 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 audit_memory_bytes: audit_memory.map(|mib| mib << 20),
                 limits: custos_server::Limits {
                     connections_max: max_connections,
+                    connections_per_address: max_connections_per_address,
                     idle_timeout: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
                     per_user: custos_server::UserLimits {
                         requests: user_requests_max,

@@ -505,3 +505,76 @@ fn a_query_past_its_time_is_stopped_refused_and_recorded() {
     );
     assert_eq!(names(&page), ["imported-42"]);
 }
+
+#[test]
+fn a_body_trickled_just_inside_the_idle_timeout_is_refused_for_its_rate() {
+    let server = Server::start(&["--idle-timeout-secs", "2"]);
+    let mut trickle = TcpStream::connect(address(&server)).unwrap();
+    write!(
+        trickle,
+        "POST /oauth2/token HTTP/1.1\r\nHost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\n"
+    )
+    .unwrap();
+    // A byte every second never stalls for the idle timeout, but comes far slower than 500
+    // bytes a second: refused once the idle timeout's first allowance is spent.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(15) && trickle.write_all(b"g").is_ok() {
+        sent += 1;
+        std::thread::sleep(Duration::from_secs(1));
+        let mut peek = [0u8; 1];
+        trickle.set_nonblocking(true).unwrap();
+        let answered = trickle.peek(&mut peek).is_ok_and(|n| n > 0);
+        trickle.set_nonblocking(false).unwrap();
+        if answered {
+            break;
+        }
+    }
+    let (_, answer) = until_closed(&mut trickle, Duration::from_secs(20));
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {sent} bytes: {answer}"
+    );
+    assert!(
+        answer.contains("slower than 500 bytes a second"),
+        "{answer}"
+    );
+    assert!(sent <= 4, "answered only after {sent} bytes");
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let server = Server::start(&["--max-connections-per-address", "2"]);
+    // The start's own requests have closed their connections.
+    std::thread::sleep(Duration::from_millis(500));
+    let first = TcpStream::connect(address(&server)).unwrap();
+    let mut second = TcpStream::connect(address(&server)).unwrap();
+    second
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = [0u8; 12];
+    second.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "the second is served");
+    // A third from the same address is closed at once, without an answer (or reset).
+    let mut third = TcpStream::connect(address(&server)).unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut seen = Vec::new();
+    match third.read_to_end(&mut seen) {
+        Ok(_) => assert!(seen.is_empty(), "{}", String::from_utf8_lossy(&seen)),
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
+    }
+    // One closed, the next is served.
+    drop(first);
+    let served = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut stream = TcpStream::connect(address(&server)).unwrap();
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        until_closed(&mut stream, Duration::from_secs(20))
+            .1
+            .starts_with("HTTP/1.1 200")
+    });
+    assert!(served, "a connection closed gives its place back");
+}
