@@ -188,11 +188,6 @@ impl ServiceProtection {
         }
     }
 
-    /// The limits applied.
-    pub fn limits(&self) -> UserLimits {
-        self.limits
-    }
-
     fn second(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.start).as_secs()
     }
@@ -247,12 +242,6 @@ impl ServiceProtection {
             started,
             requests_remaining,
         })
-    }
-
-    /// Users counted now (those with a request running or in the window, and those not yet
-    /// swept).
-    pub fn users(&self) -> usize {
-        self.users.lock().expect("protection lock").by_id.len()
     }
 }
 
