@@ -93,7 +93,7 @@ pub async fn record_refusals(
             credentials.insert(name, value.clone());
         }
     }
-    let route = format!("{} {}", request.method(), request.uri().path());
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error()
@@ -107,8 +107,7 @@ pub async fn record_refusals(
     let Some(context) = context else {
         return response;
     };
-    let mut draft = EventDraft::new(Operation::Request, &context);
-    draft.query = route;
+    let mut draft = route_draft(&context, &method, &uri);
     if let Ok(caller) = authenticate(&state, &credentials) {
         draft.set_caller(&caller);
     }
@@ -180,29 +179,37 @@ pub async fn protect(
         }
         Err(throttled) => throttled,
     };
-    let mut response = AppError::new(ErrorCode::TooManyRequests, throttled.message())
-        .with_api_code(throttled.code())
-        .into_response();
-    response.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from(throttled.retry_after_secs),
-    );
+    let error = AppError::new(ErrorCode::TooManyRequests, throttled.message())
+        .with_api_code(throttled.code());
     let Some(context) = request.extensions().get::<RequestContext>() else {
-        return response;
+        return error.into_response();
     };
-    let mut draft = EventDraft::new(Operation::Request, context);
-    draft.query = format!("{} {}", request.method(), request.uri().path());
+    let mut draft = route_draft(context, request.method(), request.uri());
     draft.set_caller(&caller);
-    draft.status = ResultStatus::Failed;
-    draft.error_code = ErrorCode::TooManyRequests.as_str().into();
     draft.details = serde_json::json!({
         "Limit": throttled.code(),
         "Why": throttled.message(),
         "RetryAfterSeconds": throttled.retry_after_secs,
     })
     .to_string();
-    match record_refusal(&state, draft).await {
-        Ok(()) => recorded(response),
-        Err(unavailable) => unavailable.into_response(),
+    let mut response = refuse(&state, draft, error).await;
+    if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(throttled.retry_after_secs),
+        );
     }
+    response
+}
+
+/// The draft of a refused `Request` to a route (the method and path in `Query`), for the
+/// refusals made before a handler names an operation.
+pub(crate) fn route_draft(
+    context: &RequestContext,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+) -> EventDraft {
+    let mut draft = EventDraft::new(Operation::Request, context);
+    draft.query = format!("{method} {}", uri.path());
+    draft
 }

@@ -31,10 +31,8 @@ use tokio::time::Sleep;
 use tower::ServiceExt;
 
 use crate::context::RequestContext;
-use crate::draft::EventDraft;
 use crate::error::{AppError, ErrorCode};
 use crate::state::{AppState, Limits};
-use custos_audit::Operation;
 
 /// Largest request body accepted on any route, in bytes.
 pub const BODY_BYTES_MAX: usize = 8 << 20;
@@ -348,8 +346,7 @@ async fn refuse(state: &AppState, parts: &axum::http::request::Parts, error: App
     let Some(context) = parts.extensions.get::<RequestContext>() else {
         return error.into_response();
     };
-    let mut draft = EventDraft::new(Operation::Request, context);
-    draft.query = format!("{} {}", parts.method, parts.uri.path());
+    let mut draft = crate::answer::route_draft(context, &parts.method, &parts.uri);
     if let Ok(caller) = crate::auth::authenticate(state, &parts.headers) {
         draft.set_caller(&caller);
     }

@@ -141,6 +141,23 @@ pub(crate) trait Engine: Send + Sync {
     fn limit_reads(&self, most: std::time::Duration);
 }
 
+/// The longest a read of an engine may run ([`Engine::limit_reads`]), shared by its threads.
+#[derive(Debug, Default)]
+pub(crate) struct ReadLimit(std::sync::atomic::AtomicU64);
+
+impl ReadLimit {
+    /// Sets the limit; zero: none.
+    pub(crate) fn set(&self, most: std::time::Duration) {
+        let ms = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The limit; zero: none.
+    pub(crate) fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// One instance's record store on engine `E`.
 pub struct Store<E> {
     pub(crate) engine: E,

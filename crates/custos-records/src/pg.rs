@@ -21,7 +21,7 @@ use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, GenericClient, Row};
 use uuid::Uuid;
 
-use crate::engine::{Engine, Sql, Store, load_catalog, read_snapshot, write_snapshot};
+use crate::engine::{Engine, ReadLimit, Sql, Store, load_catalog, read_snapshot, write_snapshot};
 use crate::metadata::{AttributeDef, AttributeType, is_logical_name};
 use crate::sql::{Dialect, numbered};
 use crate::sqlite::{read_backup_file, write_backup_file};
@@ -58,9 +58,9 @@ pub struct Postgres {
     schema: String,
     /// Idle connections, each with when it was last given back.
     clients: Mutex<Vec<(Client, Instant)>>,
-    /// Longest a read may run, milliseconds (every connection's `statement_timeout`, which a
-    /// write's transaction lifts); 0: no limit.
-    read_limit_ms: std::sync::atomic::AtomicU64,
+    /// Longest a read may run: every connection's `statement_timeout`, which the transactions
+    /// of writes and backups lift (`unlimited`).
+    read_limit: ReadLimit,
 }
 
 /// A cluster node's record store: an instance's schema in PostgreSQL.
@@ -261,7 +261,7 @@ impl Postgres {
             url: url.to_string(),
             schema: schema.to_string(),
             clients: Mutex::new(Vec::new()),
-            read_limit_ms: std::sync::atomic::AtomicU64::new(0),
+            read_limit: ReadLimit::default(),
         };
         engine.with_client(|client| {
             // The extension lives in the public schema, once per database; each store's schema
@@ -414,14 +414,18 @@ impl Postgres {
         client.batch_execute(&format!(
             "SET search_path TO \"{}\", public; SET TIME ZONE 'UTC'; SET statement_timeout = {}",
             self.schema,
-            self.read_limit()
+            self.read_limit.get().as_millis()
         ))?;
         Ok(client)
     }
 
-    fn read_limit(&self) -> u64 {
-        self.read_limit_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
+    /// Lifts the read limit for the rest of `tx`: a write is never stopped midway (its event
+    /// may be on its way), nor a backup (SQLite's has no limit either).
+    fn unlimited(&self, tx: &mut postgres::Transaction<'_>) -> Result<()> {
+        if !self.read_limit.get().is_zero() {
+            tx.batch_execute("SET LOCAL statement_timeout = 0")?;
+        }
+        Ok(())
     }
 
     /// A connection of the pool that still answers, or a new one. One idle for a while — or
@@ -510,7 +514,7 @@ impl Engine for Postgres {
         })
         .map_err(|error| match error {
             Error::Postgres(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
-                Error::TooLong(Duration::from_millis(self.read_limit()))
+                Error::TooLong(self.read_limit.get())
             }
             other => other,
         })
@@ -518,9 +522,7 @@ impl Engine for Postgres {
 
     /// Connections made from now on carry the limit: the idle ones are closed.
     fn limit_reads(&self, most: Duration) {
-        let ms = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
-        self.read_limit_ms
-            .store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.read_limit.set(most);
         self.forget_pool();
     }
 
@@ -546,10 +548,7 @@ impl Engine for Postgres {
                 };
                 let finished = (|| {
                     let mut tx = client.transaction()?;
-                    if self.read_limit() > 0 {
-                        // A write is never stopped midway: its event may be on its way.
-                        tx.batch_execute("SET LOCAL statement_timeout = 0")?;
-                    }
+                    self.unlimited(&mut tx)?;
                     tx.execute(
                         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                         &[&self.schema],
@@ -595,6 +594,7 @@ impl Engine for Postgres {
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()?;
+            self.unlimited(&mut tx)?;
             let snapshot = read_snapshot(&mut Pg {
                 db: &mut tx,
                 schema: &self.schema,

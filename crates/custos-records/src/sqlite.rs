@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -16,7 +15,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params_from_iter};
 use uuid::Uuid;
 
 use crate::engine::{
-    Engine, SnapshotEntity, Sql, Store, load_catalog, read_snapshot, write_snapshot,
+    Engine, ReadLimit, SnapshotEntity, Sql, Store, load_catalog, read_snapshot, write_snapshot,
 };
 use crate::metadata::{AttributeDef, AttributeType};
 use crate::sql::Dialect;
@@ -36,8 +35,8 @@ pub struct Sqlite {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Longest a read may run, milliseconds; 0: no limit.
-    read_limit_ms: AtomicU64,
+    /// Longest a read may run.
+    read_limit: ReadLimit,
 }
 
 /// The embedded record store: an instance's SQLite database.
@@ -300,7 +299,7 @@ impl Sqlite {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            read_limit_ms: AtomicU64::new(0),
+            read_limit: ReadLimit::default(),
         })
     }
 }
@@ -312,7 +311,7 @@ impl Engine for Sqlite {
             Some(conn) => conn,
             None => connect(&self.path)?,
         };
-        let most = Duration::from_millis(self.read_limit_ms.load(Ordering::Relaxed));
+        let most = self.read_limit.get();
         let result = if most.is_zero() {
             f(&mut Lite(&conn))
         } else {
@@ -358,8 +357,7 @@ impl Engine for Sqlite {
     }
 
     fn limit_reads(&self, most: Duration) {
-        let ms = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
-        self.read_limit_ms.store(ms, Ordering::Relaxed);
+        self.read_limit.set(most);
     }
 
     fn restore(&self, from: &Path) -> Result<()> {

@@ -183,8 +183,8 @@ pub type ImportRow = (Option<Uuid>, Vec<(String, Value)>);
 pub trait RecordStore: Send + Sync {
     /// Stops any read of records that runs longer than `most` — a scan or sort of a large
     /// table that no index serves — with [`crate::Error::TooLong`], so that one query cannot
-    /// hold a core and a connection for as long as it likes; zero: none is stopped. Writes are
-    /// never stopped midway.
+    /// hold a core and a connection for as long as it likes; zero: none is stopped. Writes and
+    /// backups are never stopped.
     fn limit_reads(&self, most: std::time::Duration);
     /// Has every other node told, when a write to one of `entities` commits, that this store
     /// changed: they keep what they derive from those records in memory (settings, roles,
