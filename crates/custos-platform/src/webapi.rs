@@ -14,6 +14,7 @@ mod expand;
 mod history;
 mod keys;
 mod metadata;
+mod metaquery;
 mod records;
 mod security;
 mod sharing;
@@ -71,6 +72,11 @@ enum Target {
     EntityDefinition(String),
     Attributes(String),
     Attribute(String, String),
+    /// `EntityDefinitions(…)/Attributes/Microsoft.Dynamics.CRM.<Type>AttributeMetadata`: the
+    /// entity's attributes of one type.
+    AttributesOfType(String, String),
+    /// `EntityDefinitions(…)/Attributes(…)/Microsoft.Dynamics.CRM.<Type>AttributeMetadata`.
+    AttributeOfType(String, String, String),
     EntitySet(String),
     /// `set/$count`: how many records of the set match `$filter`, as plain text.
     Count(String),
@@ -177,11 +183,58 @@ fn parse_key<'a>(segment: &'a str, name: &str) -> Option<&'a str> {
         .strip_suffix(')')
 }
 
+/// The key of a definition: `LogicalName='name'`, or its `MetadataId` — a GUID, which no
+/// logical name can look like, read as the name it stands for by `by_metadata_id`.
 fn logical_name_key(key: &str) -> Result<String, AppError> {
+    if let Ok(id) = Uuid::parse_str(key) {
+        return Ok(id.to_string());
+    }
     key.strip_prefix("LogicalName='")
         .and_then(|k| k.strip_suffix('\''))
         .map(str::to_string)
-        .ok_or_else(|| AppError::bad_request(format!("expected (LogicalName='name'), got ({key})")))
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "expected (LogicalName='name') or (MetadataId), got ({key})"
+            ))
+        })
+}
+
+/// `target` with each definition it names by `MetadataId` named by logical name.
+fn by_metadata_id(target: Target, request: &WebRequest) -> Result<Target, AppError> {
+    let id = |name: &str| Uuid::parse_str(name).ok();
+    let entity = |name: String| match id(&name) {
+        Some(id) => metadata::entity_named_by(request, id),
+        None => Ok(name),
+    };
+    let attribute = |entity: &str, name: String| match id(&name) {
+        Some(id) => metadata::attribute_named_by(request, entity, id),
+        None => Ok(name),
+    };
+    Ok(match target {
+        Target::EntityDefinition(name) => Target::EntityDefinition(entity(name)?),
+        Target::Attributes(name) => Target::Attributes(entity(name)?),
+        Target::AttributesOfType(name, cast) => Target::AttributesOfType(entity(name)?, cast),
+        Target::Keys(name) => Target::Keys(entity(name)?),
+        Target::Attribute(name, field) => {
+            let name = entity(name)?;
+            let field = attribute(&name, field)?;
+            Target::Attribute(name, field)
+        }
+        Target::AttributeOfType(name, field, cast) => {
+            let name = entity(name)?;
+            let field = attribute(&name, field)?;
+            Target::AttributeOfType(name, field, cast)
+        }
+        Target::Key(name, key) => {
+            let name = entity(name)?;
+            let key = match id(&key) {
+                Some(id) => metadata::key_named_by(request, &name, id)?,
+                None => key,
+            };
+            Target::Key(name, key)
+        }
+        other => other,
+    })
 }
 
 /// `set(key)` and the rest of the path, when the key is neither a GUID nor the logical name
@@ -285,6 +338,22 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
                 logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?;
             let key = parse_key(attribute, "Attributes").ok_or_else(unknown)?;
             Ok(Target::Attribute(entity, logical_name_key(key)?))
+        }
+        [entity, "Attributes", cast] if parse_key(entity, "EntityDefinitions").is_some() => {
+            Ok(Target::AttributesOfType(
+                logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?,
+                cast.to_string(),
+            ))
+        }
+        [entity, attribute, cast]
+            if parse_key(entity, "EntityDefinitions").is_some()
+                && parse_key(attribute, "Attributes").is_some() =>
+        {
+            Ok(Target::AttributeOfType(
+                logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?,
+                logical_name_key(parse_key(attribute, "Attributes").expect("checked"))?,
+                cast.to_string(),
+            ))
         }
         [set, "$count"] if !set.contains('(') => Ok(Target::Count(set.to_string())),
         [record, navigation, "$count"] if record.contains('(') => {
@@ -843,6 +912,7 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::RevokeAccess => "POST",
         Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
+        Target::AttributesOfType(..) | Target::AttributeOfType(..) => "GET",
         Target::Record(..) => "GET, PATCH, DELETE",
         // What the path names once the key is read (the id does not change which methods).
         Target::RecordByKey { set, tail, .. } => {
@@ -1001,6 +1071,8 @@ fn classify(
                 Target::EntityDefinition(name)
                 | Target::Attribute(name, _)
                 | Target::Attributes(name)
+                | Target::AttributesOfType(name, _)
+                | Target::AttributeOfType(name, ..)
                 | Target::Keys(name)
                 | Target::Key(name, _),
             ) => instance.store.catalog().entity(name).cloned(),
@@ -1096,6 +1168,17 @@ async fn prelude(
         upsert_key: None,
     };
     let target = match target {
+        named @ (Target::EntityDefinition(_)
+        | Target::Attributes(_)
+        | Target::AttributesOfType(..)
+        | Target::Attribute(..)
+        | Target::AttributeOfType(..)
+        | Target::Keys(_)
+        | Target::Key(..)) => {
+            let target = by_metadata_id(named, &request)?;
+            classify(state, instance_name, &target, &request.method, draft);
+            target
+        }
         Target::RecordByKey { set, key, tail } => {
             let id = records::find_by_key(&mut request, draft, &set, &key, tail.is_empty()).await?;
             let target = collection_refs(
@@ -1262,7 +1345,15 @@ async fn dispatch(
         (Target::EntityDefinition(entity), Method::PATCH | Method::PUT) => {
             metadata::update_entity(&request, draft, entity).await
         }
-        (Target::Attributes(entity), Method::GET) => metadata::list_attributes(&request, entity),
+        (Target::Attributes(entity), Method::GET) => {
+            metadata::list_attributes(&request, entity, None)
+        }
+        (Target::AttributesOfType(entity, cast), Method::GET) => {
+            metadata::list_attributes(&request, entity, Some(cast))
+        }
+        (Target::AttributeOfType(entity, attribute, cast), Method::GET) => {
+            metadata::get_attribute(&request, entity, attribute, Some(cast))
+        }
         (Target::Keys(entity), Method::GET) => keys::list_keys(&request, entity),
         (Target::Keys(entity), Method::POST) => keys::create_key(&request, draft, entity).await,
         (Target::Key(entity, key), Method::GET) => keys::get_key(&request, entity, key),
@@ -1270,7 +1361,7 @@ async fn dispatch(
             keys::delete_key(&request, draft, entity, key).await
         }
         (Target::Attribute(entity, attribute), Method::GET) => {
-            metadata::get_attribute(&request, entity, attribute)
+            metadata::get_attribute(&request, entity, attribute, None)
         }
         (Target::Attribute(entity, attribute), Method::PATCH | Method::PUT) => {
             metadata::update_attribute(&request, draft, entity, attribute).await

@@ -14,13 +14,13 @@ fn folded(text: &str) -> impl Iterator<Item = char> + '_ {
 }
 
 /// `text` lower-cased as [`compare`] compares it.
-pub(crate) fn fold(text: &str) -> String {
+pub fn fold(text: &str) -> String {
     folded(text).collect()
 }
 
 /// The order of two texts without case: their lower-cased characters in code point order. A
 /// total order, so a collation and its index agree with it.
-pub(crate) fn compare(a: &str, b: &str) -> Ordering {
+pub fn compare(a: &str, b: &str) -> Ordering {
     if a.is_ascii() && b.is_ascii() {
         let (a, b) = (a.bytes(), b.bytes());
         return a

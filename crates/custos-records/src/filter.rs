@@ -188,6 +188,14 @@ pub enum Literal {
     /// which Dataverse takes as strings whatever the attribute), read as the type of the
     /// attribute it is compared with: `'5'` is 5 to a number, a GUID to a lookup.
     Text(String),
+    /// A member of an enumeration, `Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'`: only
+    /// table definitions' properties are enumerations (a record's attribute never is one).
+    Enum {
+        /// The enumeration's name, without the namespace.
+        type_name: String,
+        /// The member's name.
+        member: String,
+    },
 }
 
 impl Literal {
@@ -230,6 +238,12 @@ impl fmt::Display for Literal {
             Literal::String(s) | Literal::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
             Literal::Guid(g) => write!(f, "{g}"),
             Literal::DateTime(text) | Literal::Date(text) => f.write_str(text),
+            Literal::Enum { type_name, member } => write!(
+                f,
+                "{}{type_name}'{}'",
+                functions::NAMESPACE,
+                member.replace('\'', "''")
+            ),
         }
     }
 }
@@ -395,75 +409,89 @@ fn lex(input: &str) -> Result<Vec<(Token, usize)>> {
             pos += 1;
             continue;
         }
-        let token =
-            match c {
-                b'\'' => {
-                    let mut text = String::new();
-                    pos += 1;
-                    loop {
-                        let Some(rest) = input.get(pos..) else {
-                            return Err(bad(format!(
-                                "unterminated string starting at position {start}"
-                            )));
-                        };
-                        let Some(quote) = rest.find('\'') else {
-                            return Err(bad(format!(
-                                "unterminated string starting at position {start}"
-                            )));
-                        };
-                        text.push_str(&rest[..quote]);
-                        pos += quote + 1;
-                        if bytes.get(pos) == Some(&b'\'') {
-                            text.push('\'');
-                            pos += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                    Token::Literal(Literal::String(text))
-                }
-                _ if is_guid_at(bytes, pos) => {
-                    pos += 36;
-                    Token::Literal(Literal::Guid(
-                        Uuid::parse_str(&input[start..pos]).expect("checked shape"),
-                    ))
-                }
-                b'0'..=b'9' | b'-' | b'+' => {
-                    pos = scan_word(bytes, pos + 1, |b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'+')
-                    });
-                    let word = &input[start..pos];
-                    Token::Literal(number_or_date(word).ok_or_else(|| {
+        let token = match c {
+            b'\'' => {
+                let (text, end) = quoted(input, pos)?;
+                pos = end;
+                Token::Literal(Literal::String(text))
+            }
+            _ if is_guid_at(bytes, pos) => {
+                pos += 36;
+                Token::Literal(Literal::Guid(
+                    Uuid::parse_str(&input[start..pos]).expect("checked shape"),
+                ))
+            }
+            b'0'..=b'9' | b'-' | b'+' => {
+                pos = scan_word(bytes, pos + 1, |b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'+')
+                });
+                let word = &input[start..pos];
+                Token::Literal(
+                    number_or_date(word).ok_or_else(|| {
                         bad(format!("invalid literal '{word}' at position {start}"))
-                    })?)
-                }
-                b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
-                    pos = scan_word(bytes, pos, |b| b.is_ascii_alphanumeric() || b == b'_');
-                    let namespace = functions::NAMESPACE;
-                    if input[start..].starts_with(namespace) {
-                        // A query function: its namespace and name as one word.
-                        pos = scan_word(bytes, start + namespace.len(), |b| {
-                            b.is_ascii_alphanumeric() || b == b'_'
-                        });
+                    })?,
+                )
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                // A member may be a path into a complex value (`IsAuditEnabled/Value`,
+                // which table definitions have; no record's attribute does).
+                pos = scan_word(bytes, pos, |b| {
+                    b.is_ascii_alphanumeric() || b == b'_' || b == b'/'
+                });
+                let namespace = functions::NAMESPACE;
+                if input[start..].starts_with(namespace) {
+                    // A query function or an enumeration: its namespace and name as one word.
+                    pos = scan_word(bytes, start + namespace.len(), |b| {
+                        b.is_ascii_alphanumeric() || b == b'_'
+                    });
+                    if bytes.get(pos) == Some(&b'\'') {
+                        let type_name = input[start + namespace.len()..pos].to_string();
+                        let (member, end) = quoted(input, pos)?;
+                        pos = end;
+                        tokens.push((Token::Literal(Literal::Enum { type_name, member }), start));
+                        continue;
                     }
-                    let word = &input[start..pos];
-                    match word {
-                        "true" => Token::Literal(Literal::Boolean(true)),
-                        "false" => Token::Literal(Literal::Boolean(false)),
-                        "null" => Token::Literal(Literal::Null),
-                        _ => Token::Ident(word.to_string()),
-                    }
                 }
-                _ => {
-                    let ch = input[pos..].chars().next().expect("not at end");
-                    return Err(bad(format!(
-                        "unexpected character '{ch}' at position {pos}"
-                    )));
+                let word = &input[start..pos];
+                match word {
+                    "true" => Token::Literal(Literal::Boolean(true)),
+                    "false" => Token::Literal(Literal::Boolean(false)),
+                    "null" => Token::Literal(Literal::Null),
+                    _ => Token::Ident(word.to_string()),
                 }
-            };
+            }
+            _ => {
+                let ch = input[pos..].chars().next().expect("not at end");
+                return Err(bad(format!(
+                    "unexpected character '{ch}' at position {pos}"
+                )));
+            }
+        };
         tokens.push((token, start));
     }
     Ok(tokens)
+}
+
+/// The string whose opening quote is at `start` (a quote inside doubled), and where it ends.
+fn quoted(input: &str, start: usize) -> Result<(String, usize)> {
+    let bytes = input.as_bytes();
+    let mut text = String::new();
+    let mut pos = start + 1;
+    loop {
+        let Some(quote) = input.get(pos..).and_then(|rest| rest.find('\'')) else {
+            return Err(bad(format!(
+                "unterminated string starting at position {start}"
+            )));
+        };
+        text.push_str(&input[pos..pos + quote]);
+        pos += quote + 1;
+        if bytes.get(pos) == Some(&b'\'') {
+            text.push('\'');
+            pos += 1;
+        } else {
+            return Ok((text, pos));
+        }
+    }
 }
 
 fn scan_word(bytes: &[u8], mut pos: usize, accept: impl Fn(u8) -> bool) -> usize {

@@ -30,7 +30,7 @@ mod value;
 mod write;
 
 pub use apply::{AGGREGATE_RECORDS_MAX, Aggregate, Apply, Method, Row, aggregate, read_apply};
-pub use caseless::same_without_case;
+pub use caseless::{compare as compare_without_case, fold as fold_case, same_without_case};
 pub use directory::{Change, Directory, InstanceInfo, NewPrincipal, Principal};
 pub use engine::Store;
 pub use error::{Error, Result};

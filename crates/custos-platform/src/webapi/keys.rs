@@ -12,13 +12,18 @@ use serde_json::{Map, Value as Json, json};
 
 use super::WebRequest;
 use super::metadata::{
-    check_properties, custom_name, customizable, label_text, record_and_save_draft,
-    shown_definition,
+    check_properties, custom_name, customizable, key_metadata_id, label_text,
+    record_and_save_draft, shown_definition,
 };
+use super::metaquery::{Kind, MetaQuery};
 use custos_http::draft::EventDraft;
 use custos_http::error::{AppError, ErrorCode};
 
-fn key_json(request: &WebRequest, entity: &EntityDef, key: &EntityKey) -> Map<String, Json> {
+pub(super) fn key_json(
+    request: &WebRequest,
+    entity: &EntityDef,
+    key: &EntityKey,
+) -> Map<String, Json> {
     let active = request
         .instance
         .store
@@ -27,6 +32,10 @@ fn key_json(request: &WebRequest, entity: &EntityDef, key: &EntityKey) -> Map<St
         .is_some_and(|published| published.keys.contains(key));
     let label = json!({"Label": key.display_name, "LanguageCode": 1033});
     let mut out = Map::new();
+    out.insert(
+        "MetadataId".into(),
+        json!(key_metadata_id(&entity.logical_name, &key.logical_name)),
+    );
     out.insert("LogicalName".into(), json!(key.logical_name));
     out.insert("SchemaName".into(), json!(key.schema_name));
     out.insert("EntityLogicalName".into(), json!(entity.logical_name));
@@ -46,14 +55,16 @@ fn key_json(request: &WebRequest, entity: &EntityDef, key: &EntityKey) -> Map<St
 /// `GET EntityDefinitions(LogicalName='x')/Keys`: the published keys, or the draft's with
 /// `?RetrieveAsIfPublished=true` (those not yet published `Pending`).
 pub(crate) fn list_keys(request: &WebRequest, entity: &str) -> Result<Response, AppError> {
+    let query = MetaQuery::read(request, Kind::Key, false)?;
     let definition = shown_definition(request, entity)?;
-    let value: Vec<Json> = definition
-        .keys
-        .iter()
-        .map(|k| Json::Object(key_json(request, &definition, k)))
-        .collect();
+    let value = query.apply(
+        definition
+            .keys
+            .iter()
+            .map(|k| key_json(request, &definition, k)),
+    )?;
     Ok(axum::Json(json!({
-        "@odata.context": format!("{}/$metadata#EntityDefinitions('{entity}')/Keys", request.service_root),
+        "@odata.context": format!("{}/$metadata#EntityDefinitions('{entity}')/Keys{}", request.service_root, query.context_selection()),
         "value": value,
     }))
     .into_response())
@@ -61,15 +72,17 @@ pub(crate) fn list_keys(request: &WebRequest, entity: &str) -> Result<Response, 
 
 /// `GET EntityDefinitions(LogicalName='x')/Keys(LogicalName='y')`.
 pub(crate) fn get_key(request: &WebRequest, entity: &str, key: &str) -> Result<Response, AppError> {
+    let query = MetaQuery::read(request, Kind::Key, true)?;
     let definition = shown_definition(request, entity)?;
     let found = find(&definition, key)?;
-    let mut body = key_json(request, &definition, found);
+    let mut body = query.shape(key_json(request, &definition, found));
     body.shift_insert(
         0,
         "@odata.context".into(),
         json!(format!(
-            "{}/$metadata#EntityDefinitions('{entity}')/Keys/$entity",
-            request.service_root
+            "{}/$metadata#EntityDefinitions('{entity}')/Keys{}/$entity",
+            request.service_root,
+            query.context_selection()
         )),
     );
     Ok(axum::Json(Json::Object(body)).into_response())

@@ -12,6 +12,7 @@ use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use super::WebRequest;
+use super::metaquery::{Kind, MetaQuery};
 use custos_http::blocking;
 use custos_http::draft::EventDraft;
 use custos_http::error::AppError;
@@ -315,12 +316,209 @@ pub(crate) fn retrieve_version(request: &WebRequest) -> Response {
     .into_response()
 }
 
+/// The properties an entity's definition shows (`entity_json`), which `$select` and
+/// `$filter` may name.
+pub(super) const ENTITY_PROPERTIES: &[&str] = &[
+    "MetadataId",
+    "LogicalName",
+    "EntitySetName",
+    "PrimaryIdAttribute",
+    "PrimaryNameAttribute",
+    "IsCustomEntity",
+    "EntityCategory",
+    "IsAuditEnabled",
+    "IsRetrieveAuditEnabled",
+    "IsRetrieveMultipleAuditEnabled",
+];
+
+/// The properties an attribute's definition may show (`attribute_json`; `MaxLength` only on
+/// text, `Targets` and `CascadeConfiguration` only on lookups, `OptionSet` only on choices).
+pub(super) const ATTRIBUTE_PROPERTIES: &[&str] = &[
+    "MetadataId",
+    "LogicalName",
+    "EntityLogicalName",
+    "AttributeType",
+    "IsValidForCreate",
+    "IsValidForUpdate",
+    "IsAuditEnabled",
+    "IsCustomAttribute",
+    "MaxLength",
+    "Targets",
+    "CascadeConfiguration",
+    "OptionSet",
+];
+
+/// The properties an alternate key's definition shows (`keys::key_json`).
+pub(super) const KEY_PROPERTIES: &[&str] = &[
+    "MetadataId",
+    "LogicalName",
+    "SchemaName",
+    "EntityLogicalName",
+    "KeyAttributes",
+    "DisplayName",
+    "EntityKeyIndexStatus",
+    "IsManaged",
+];
+
+/// The `MetadataId` of a definition: a UUID (version 8) made from the SHA-256 of what it
+/// defines, so that it is the same on every node, in every instance and after every restart
+/// without being stored — as an out-of-box table's is the same in every Dataverse environment,
+/// and a custom one's travels with its solution.
+fn metadata_id(names: &[&str]) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"custos/metadata-id/1");
+    for name in names {
+        hash.update([0]);
+        hash.update(name.as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The `MetadataId` of entity `entity`.
+pub(super) fn entity_metadata_id(entity: &str) -> Uuid {
+    metadata_id(&["entity", entity])
+}
+
+/// The `MetadataId` of attribute `attribute` of entity `entity`.
+pub(super) fn attribute_metadata_id(entity: &str, attribute: &str) -> Uuid {
+    metadata_id(&["attribute", entity, attribute])
+}
+
+/// The `MetadataId` of alternate key `key` of entity `entity`.
+pub(super) fn key_metadata_id(entity: &str, key: &str) -> Uuid {
+    metadata_id(&["key", entity, key])
+}
+
+/// The entity whose `MetadataId` is `id`: published, or a draft not yet published.
+pub(super) fn entity_named_by(request: &WebRequest, id: Uuid) -> Result<String, AppError> {
+    let published = request
+        .instance
+        .store
+        .catalog()
+        .entities()
+        .find(|e| entity_metadata_id(&e.logical_name) == id)
+        .map(|e| e.logical_name.clone());
+    match published {
+        Some(name) => Ok(name),
+        None => request
+            .instance
+            .store
+            .drafts()?
+            .into_iter()
+            .find(|e| entity_metadata_id(&e.logical_name) == id)
+            .map(|e| e.logical_name)
+            .ok_or_else(|| AppError::not_found(format!("no table definition has MetadataId {id}"))),
+    }
+}
+
+/// The attribute of `entity` (published or draft) whose `MetadataId` is `id`.
+pub(super) fn attribute_named_by(
+    request: &WebRequest,
+    entity: &str,
+    id: Uuid,
+) -> Result<String, AppError> {
+    let named = |definition: &EntityDef| {
+        definition
+            .attributes
+            .iter()
+            .find(|a| attribute_metadata_id(entity, &a.logical_name) == id)
+            .map(|a| a.logical_name.clone())
+    };
+    let published = request
+        .instance
+        .store
+        .catalog()
+        .entity(entity)
+        .and_then(named);
+    match published {
+        Some(name) => Ok(name),
+        None => named(&request.instance.store.draft(entity)?).ok_or_else(|| {
+            AppError::not_found(format!(
+                "no attribute of entity '{entity}' has MetadataId {id}"
+            ))
+        }),
+    }
+}
+
+/// The alternate key of `entity` (published or draft) whose `MetadataId` is `id`.
+pub(super) fn key_named_by(
+    request: &WebRequest,
+    entity: &str,
+    id: Uuid,
+) -> Result<String, AppError> {
+    request
+        .instance
+        .store
+        .draft(entity)?
+        .keys
+        .iter()
+        .find(|k| key_metadata_id(entity, &k.logical_name) == id)
+        .map(|k| k.logical_name.clone())
+        .ok_or_else(|| {
+            AppError::not_found(format!(
+                "no alternate key of entity '{entity}' has MetadataId {id}"
+            ))
+        })
+}
+
+/// The name of the OData type of an attribute of type `kind` (`StringAttributeMetadata`…),
+/// which its `@odata.type` and a cast of `Attributes` name.
+pub(super) fn attribute_type_name(kind: &AttributeType) -> &'static str {
+    match kind {
+        AttributeType::String { .. } => "StringAttributeMetadata",
+        AttributeType::Memo => "MemoAttributeMetadata",
+        AttributeType::Integer => "IntegerAttributeMetadata",
+        AttributeType::BigInt => "BigIntAttributeMetadata",
+        AttributeType::Decimal => "DecimalAttributeMetadata",
+        AttributeType::Money => "MoneyAttributeMetadata",
+        AttributeType::Boolean => "BooleanAttributeMetadata",
+        AttributeType::DateTime => "DateTimeAttributeMetadata",
+        AttributeType::Choice => "PicklistAttributeMetadata",
+        AttributeType::Lookup { .. } => "LookupAttributeMetadata",
+        AttributeType::UniqueIdentifier => "UniqueIdentifierAttributeMetadata",
+    }
+}
+
+/// The attribute type a cast segment names (`Microsoft.Dynamics.CRM.PicklistAttributeMetadata`),
+/// as the type name [`attribute_type_name`] gives.
+fn cast_type(cast: &str) -> Result<&'static str, AppError> {
+    const TYPES: [&str; 11] = [
+        "StringAttributeMetadata",
+        "MemoAttributeMetadata",
+        "IntegerAttributeMetadata",
+        "BigIntAttributeMetadata",
+        "DecimalAttributeMetadata",
+        "MoneyAttributeMetadata",
+        "BooleanAttributeMetadata",
+        "DateTimeAttributeMetadata",
+        "PicklistAttributeMetadata",
+        "LookupAttributeMetadata",
+        "UniqueIdentifierAttributeMetadata",
+    ];
+    cast.strip_prefix("Microsoft.Dynamics.CRM.")
+        .and_then(|name| TYPES.into_iter().find(|t| *t == name))
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "'{cast}' is not a type of attribute to cast to; the types are Microsoft.Dynamics.CRM.{}",
+                TYPES.join(", Microsoft.Dynamics.CRM.")
+            ))
+        })
+}
+
 fn managed(value: bool) -> Json {
     json!({"Value": value, "CanBeChanged": true, "ManagedPropertyLogicalName": "canmodifyauditsettings"})
 }
 
-fn entity_json(entity: &EntityDef) -> Map<String, Json> {
+pub(super) fn entity_json(entity: &EntityDef) -> Map<String, Json> {
     let mut out = Map::new();
+    out.insert(
+        "MetadataId".into(),
+        json!(entity_metadata_id(&entity.logical_name)),
+    );
     out.insert("LogicalName".into(), json!(entity.logical_name));
     out.insert("EntitySetName".into(), json!(entity.set_name));
     out.insert("PrimaryIdAttribute".into(), json!(entity.primary_id()));
@@ -342,8 +540,22 @@ fn entity_json(entity: &EntityDef) -> Map<String, Json> {
     out
 }
 
-fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Map<String, Json> {
+pub(super) fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Map<String, Json> {
     let mut out = Map::new();
+    out.insert(
+        "@odata.type".into(),
+        json!(format!(
+            "#Microsoft.Dynamics.CRM.{}",
+            attribute_type_name(&attribute.attribute_type)
+        )),
+    );
+    out.insert(
+        "MetadataId".into(),
+        json!(attribute_metadata_id(
+            &entity.logical_name,
+            &attribute.logical_name
+        )),
+    );
     out.insert("LogicalName".into(), json!(attribute.logical_name));
     out.insert("EntityLogicalName".into(), json!(entity.logical_name));
     out.insert(
@@ -454,71 +666,135 @@ pub(super) fn shown_definition(request: &WebRequest, entity: &str) -> Result<Ent
         .ok_or_else(|| AppError::not_found(format!("entity '{entity}' does not exist")))
 }
 
+/// An entity's definition with what `query` expands (`Attributes`, `Keys`), each filtered and
+/// shaped by its own options.
+fn expanded(
+    request: &WebRequest,
+    query: &MetaQuery,
+    entity: &EntityDef,
+) -> Result<Map<String, Json>, AppError> {
+    let mut out = entity_json(entity);
+    if let Some(attributes) = &query.attributes {
+        let value =
+            attributes.apply(entity.attributes.iter().map(|a| attribute_json(entity, a)))?;
+        out.insert("Attributes".into(), Json::Array(value));
+    }
+    if let Some(keys) = &query.keys {
+        let value = keys.apply(
+            entity
+                .keys
+                .iter()
+                .map(|k| super::keys::key_json(request, entity, k)),
+        )?;
+        out.insert("Keys".into(), Json::Array(value));
+    }
+    Ok(out)
+}
+
 /// `GET EntityDefinitions`: the published entities, or every draft (new entities included)
-/// with `?RetrieveAsIfPublished=true`.
+/// with `?RetrieveAsIfPublished=true`, that pass `$filter`, shaped by `$select` and `$expand`.
 pub(crate) fn list_entities(request: &WebRequest) -> Result<Response, AppError> {
-    let value: Vec<Json> = if as_if_published(request) {
+    let query = MetaQuery::read(request, Kind::Entity, false)?;
+    let mut value = Vec::new();
+    let mut add = |entity: &EntityDef| -> Result<(), AppError> {
+        let definition = expanded(request, &query, entity)?;
+        if query.keeps(&definition)? {
+            value.push(Json::Object(query.shape(definition)));
+        }
+        Ok(())
+    };
+    if as_if_published(request) {
         request
             .instance
             .store
             .drafts()?
             .iter()
-            .map(|e| Json::Object(entity_json(e)))
-            .collect()
+            .try_for_each(&mut add)?;
     } else {
         request
             .instance
             .store
             .catalog()
             .entities()
-            .map(|e| Json::Object(entity_json(e)))
-            .collect()
-    };
-    Ok(axum::Json(json!({"@odata.context": format!("{}/$metadata#EntityDefinitions", request.service_root), "value": value})).into_response())
+            .try_for_each(&mut add)?;
+    }
+    Ok(axum::Json(json!({
+        "@odata.context": format!("{}/$metadata#EntityDefinitions{}", request.service_root, query.context_selection()),
+        "value": value,
+    }))
+    .into_response())
 }
 
 pub(crate) fn get_entity(request: &WebRequest, entity: &str) -> Result<Response, AppError> {
+    let query = MetaQuery::read(request, Kind::Entity, true)?;
     let definition = shown_definition(request, entity)?;
-    let mut body = entity_json(&definition);
+    let mut body = query.shape(expanded(request, &query, &definition)?);
     body.shift_insert(
         0,
         "@odata.context".into(),
         json!(format!(
-            "{}/$metadata#EntityDefinitions/$entity",
-            request.service_root
+            "{}/$metadata#EntityDefinitions{}/$entity",
+            request.service_root,
+            query.context_selection()
         )),
     );
     Ok(axum::Json(Json::Object(body)).into_response())
 }
 
-pub(crate) fn list_attributes(request: &WebRequest, entity: &str) -> Result<Response, AppError> {
+/// `GET EntityDefinitions(…)/Attributes[/Microsoft.Dynamics.CRM.<Type>AttributeMetadata]`:
+/// the entity's attributes (of that type) that pass `$filter`, shaped by `$select`.
+pub(crate) fn list_attributes(
+    request: &WebRequest,
+    entity: &str,
+    cast: Option<&str>,
+) -> Result<Response, AppError> {
+    let query = MetaQuery::read(request, Kind::Attribute, false)?;
+    let of_type = cast.map(cast_type).transpose()?;
     let definition = shown_definition(request, entity)?;
-    let value: Vec<Json> = definition
-        .attributes
-        .iter()
-        .map(|a| Json::Object(attribute_json(&definition, a)))
-        .collect();
-    Ok(axum::Json(json!({"@odata.context": format!("{}/$metadata#EntityDefinitions('{entity}')/Attributes", request.service_root), "value": value})).into_response())
+    let value = query.apply(
+        definition
+            .attributes
+            .iter()
+            .filter(|a| of_type.is_none_or(|t| attribute_type_name(&a.attribute_type) == t))
+            .map(|a| attribute_json(&definition, a)),
+    )?;
+    let cast = cast.map(|c| format!("/{c}")).unwrap_or_default();
+    Ok(axum::Json(json!({
+        "@odata.context": format!("{}/$metadata#EntityDefinitions('{entity}')/Attributes{cast}{}", request.service_root, query.context_selection()),
+        "value": value,
+    }))
+    .into_response())
 }
 
+/// `GET EntityDefinitions(…)/Attributes(…)[/Microsoft.Dynamics.CRM.<Type>AttributeMetadata]`:
+/// one attribute (404 when it is not of that type), shaped by `$select`.
 pub(crate) fn get_attribute(
     request: &WebRequest,
     entity: &str,
     attribute: &str,
+    cast: Option<&str>,
 ) -> Result<Response, AppError> {
+    let query = MetaQuery::read(request, Kind::Attribute, true)?;
+    let of_type = cast.map(cast_type).transpose()?;
     let definition = shown_definition(request, entity)?;
-    let found = definition.attribute(attribute).ok_or_else(|| {
-        AppError::not_found(format!(
-            "attribute '{attribute}' does not exist on entity '{entity}'"
-        ))
-    })?;
-    let mut body = attribute_json(&definition, found);
+    let found = definition
+        .attribute(attribute)
+        .filter(|a| of_type.is_none_or(|t| attribute_type_name(&a.attribute_type) == t))
+        .ok_or_else(|| {
+            AppError::not_found(format!(
+                "attribute '{attribute}' does not exist on entity '{entity}'{}",
+                cast.map(|c| format!(" as a {c}")).unwrap_or_default()
+            ))
+        })?;
+    let mut body = query.shape(attribute_json(&definition, found));
+    let cast = cast.map(|c| format!("/{c}")).unwrap_or_default();
     body.shift_insert(
         0,
         "@odata.context".into(),
         json!(format!(
-            "{}/$metadata#EntityDefinitions('{entity}')/Attributes/$entity",
-            request.service_root
+            "{}/$metadata#EntityDefinitions('{entity}')/Attributes{cast}{}/$entity",
+            request.service_root,
+            query.context_selection()
         )),
     );
     Ok(axum::Json(Json::Object(body)).into_response())

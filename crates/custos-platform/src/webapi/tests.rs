@@ -87,7 +87,19 @@ fn odata_paths() {
     );
     check(
         "EntityDefinitions(Name='x')",
-        "error: expected (LogicalName='name'), got (Name='x')",
+        "error: expected (LogicalName='name') or (MetadataId), got (Name='x')",
+    );
+    check(
+        "EntityDefinitions(95086E37-958D-8602-BDAE-37F3A1726517)/Attributes(LogicalName='name')",
+        "Attribute(\"95086e37-958d-8602-bdae-37f3a1726517\", \"name\")",
+    );
+    check(
+        "EntityDefinitions(LogicalName='account')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        "AttributesOfType(\"account\", \"Microsoft.Dynamics.CRM.PicklistAttributeMetadata\")",
+    );
+    check(
+        "EntityDefinitions(LogicalName='account')/Attributes(LogicalName='industrycode')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        "AttributeOfType(\"account\", \"industrycode\", \"Microsoft.Dynamics.CRM.PicklistAttributeMetadata\")",
     );
     check(
         "systemusers(00000000-0000-0000-0000-00000000002a)/systemuserroles_association/$ref",
@@ -135,4 +147,48 @@ fn odata_paths() {
         "RelatedCount { set: \"accounts\", id: 00000000-0000-0000-0000-00000000002a, navigation: \"contact_parentcustomerid\" }",
     );
     check("a/b/c/d", "error: no resource at 'a/b/c/d'");
+}
+
+#[test]
+fn definitions_show_only_the_properties_their_queries_may_name() {
+    let entities = custos_records::seed_entities();
+    for entity in &entities {
+        for key in metadata::entity_json(entity).keys() {
+            assert!(
+                metadata::ENTITY_PROPERTIES.contains(&key.as_str()),
+                "{key} of {}",
+                entity.logical_name
+            );
+        }
+        for attribute in &entity.attributes {
+            for key in metadata::attribute_json(entity, attribute).keys() {
+                assert!(
+                    key.starts_with('@') || metadata::ATTRIBUTE_PROPERTIES.contains(&key.as_str()),
+                    "{key} of {}.{}",
+                    entity.logical_name,
+                    attribute.logical_name
+                );
+            }
+        }
+    }
+    // Every kind of attribute the seed has is shown with its own type, and every id is its own.
+    let mut ids = std::collections::HashSet::new();
+    for entity in &entities {
+        assert!(ids.insert(metadata::entity_metadata_id(&entity.logical_name)));
+        for attribute in &entity.attributes {
+            assert!(ids.insert(metadata::attribute_metadata_id(
+                &entity.logical_name,
+                &attribute.logical_name
+            )));
+        }
+    }
+    assert_eq!(
+        metadata::entity_metadata_id("account"),
+        metadata::entity_metadata_id("account"),
+        "the same on every call, node and restart"
+    );
+    assert_ne!(
+        metadata::attribute_metadata_id("account", "name"),
+        metadata::key_metadata_id("account", "name")
+    );
 }

@@ -34,6 +34,19 @@ fn parses_the_grammar_of_the_spec() {
         "endswith(emailaddress1,'@example.com')",
     );
     check("name eq 'O''Brien'", "name eq 'O''Brien'");
+    // Table definitions' enumerations and complex values (`webapi::metaquery`).
+    check(
+        "AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'",
+        "AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'",
+    );
+    check(
+        "Microsoft.Dynamics.CRM.OwnershipTypes'It''s' ne OwnershipType",
+        "OwnershipType ne Microsoft.Dynamics.CRM.OwnershipTypes'It''s'",
+    );
+    check(
+        "IsAuditEnabled/Value eq true",
+        "IsAuditEnabled/Value eq true",
+    );
     check(
         "_primarycontactid_value eq 5f1b1a3e-0000-4000-8000-00000000002a",
         "_primarycontactid_value eq 5f1b1a3e-0000-4000-8000-00000000002a",
@@ -168,6 +181,32 @@ fn malformed_filters_say_what_is_wrong() {
         "name in 'a'",
         "error: invalid $filter: expected '(' at position 8, got literal 'a'",
     );
+    check(
+        "AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Pick",
+        "error: invalid $filter: unterminated string starting at position 57",
+    );
+}
+
+#[test]
+fn a_records_filter_names_no_enumeration_or_path() {
+    let account = crate::seed_entities()
+        .into_iter()
+        .find(|e| e.logical_name == "account")
+        .expect("seeded");
+    let refusal = |filter: &str| {
+        let options = crate::parse_query_options([("$filter", filter)]).expect("parses");
+        crate::check_query(&account, &options)
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(
+        refusal("name eq Microsoft.Dynamics.CRM.AttributeTypeCode'String'")
+            .contains("cannot be compared with Microsoft.Dynamics.CRM.AttributeTypeCode'String'"),
+    );
+    assert!(
+        refusal("primarycontactid/fullname eq 'x'")
+            .contains("'primarycontactid/fullname' does not exist on entity 'account'"),
+    );
 }
 
 fn literal() -> impl Strategy<Value = Literal> {
@@ -183,6 +222,8 @@ fn literal() -> impl Strategy<Value = Literal> {
         )),
         (1970i32..2100, 1u8..13, 1u8..29)
             .prop_map(|(y, m, d)| Literal::Date(format!("{y:04}-{m:02}-{d:02}"))),
+        ("[A-Z][A-Za-z]{0,12}", ".*")
+            .prop_map(|(type_name, member)| Literal::Enum { type_name, member }),
     ]
 }
 

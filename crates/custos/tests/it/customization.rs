@@ -374,3 +374,166 @@ fn choices_take_only_their_options_and_read_by_label() {
     assert_eq!(read[format!("new_tier{formatted}")], "Silver", "{read}");
     assert_eq!(read["industrycode"], 7);
 }
+
+/// Table definitions answer Dataverse's metadata queries ("Query table definitions using the
+/// Web API"): `$filter` and `$select` (before, both were ignored, so a script taking the first
+/// definition a filter matched took `account` whatever it asked for), `$expand` of attributes
+/// and keys, casts to an attribute type, and definitions named by `MetadataId`.
+#[test]
+fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let get = |path: &str| get_json(&server.api(path), &admin);
+
+    let found =
+        get("EntityDefinitions?$select=LogicalName,EntitySetName&$filter=LogicalName eq 'contact'");
+    let value = found["value"].as_array().unwrap();
+    assert_eq!(value.len(), 1, "{found}");
+    let contact = value[0].as_object().unwrap();
+    assert_eq!(
+        contact.keys().collect::<Vec<_>>(),
+        ["MetadataId", "LogicalName", "EntitySetName"]
+    );
+    assert_eq!(contact["EntitySetName"], "contacts");
+    assert!(
+        found["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("$metadata#EntityDefinitions(LogicalName,EntitySetName)")
+    );
+    let contact_id = contact["MetadataId"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(&format!(
+            "EntityDefinitions({contact_id})?$select=LogicalName"
+        ))["LogicalName"],
+        "contact"
+    );
+    // Filters on enumerations and complex values, and with the functions of text.
+    let audited = get(
+        "EntityDefinitions?$select=LogicalName&$filter=IsAuditEnabled/Value eq true and startswith(LogicalName,'CONT')",
+    );
+    assert_eq!(audited["value"].as_array().unwrap().len(), 1, "{audited}");
+
+    // The lookups of a contact, expanded with a filter on their type and read by a cast, agree.
+    let expanded = get(
+        "EntityDefinitions(LogicalName='contact')?$select=LogicalName&$expand=Attributes($select=LogicalName;$filter=AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Lookup')",
+    );
+    let lookups = expanded["Attributes"].as_array().unwrap();
+    assert!(!lookups.is_empty(), "{expanded}");
+    for lookup in lookups {
+        assert_eq!(
+            lookup["@odata.type"],
+            "#Microsoft.Dynamics.CRM.LookupAttributeMetadata"
+        );
+    }
+    let cast = get(
+        "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets",
+    );
+    let names = |list: &[Value]| {
+        list.iter()
+            .map(|a| a["LogicalName"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(cast["value"].as_array().unwrap()), names(lookups));
+    assert!(cast["value"][0]["Targets"].is_array());
+    let parent = lookups
+        .iter()
+        .find(|a| a["LogicalName"] == "parentcustomerid")
+        .expect("contact's parent customer");
+    let parent_id = parent["MetadataId"].as_str().unwrap();
+
+    // A change through ids is the same change, recorded under the entity and attribute.
+    let path = format!("EntityDefinitions({contact_id})/Attributes({parent_id})");
+    let response = send(
+        client().patch(server.api(&path)),
+        &admin,
+        Some(json!({"IsAuditEnabled": {"Value": false}})),
+    );
+    assert_eq!(response.status(), 204);
+    let events = server.audit(&admin, "operation=UpdateAuditSettings");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["EntityName"], "contact");
+    assert_eq!(events[0]["Details"]["Attribute"], "parentcustomerid");
+    assert_eq!(
+        get(&format!(
+            "{path}/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=IsAuditEnabled&RetrieveAsIfPublished=true"
+        ))["IsAuditEnabled"]["Value"],
+        false
+    );
+
+    // A key not yet published is named by its id too.
+    let response = post(
+        &server,
+        &admin,
+        "EntityDefinitions(LogicalName='contact')/Keys",
+        json!({"SchemaName": "new_Email", "KeyAttributes": ["emailaddress1"]}),
+    );
+    assert_eq!(response.status(), 204);
+    let keys = get(
+        "EntityDefinitions(LogicalName='contact')/Keys?RetrieveAsIfPublished=true&$select=LogicalName&$filter=EntityKeyIndexStatus eq Microsoft.Dynamics.CRM.EntityKeyIndexStatus'Pending'",
+    );
+    assert_eq!(keys["value"][0]["LogicalName"], "new_email", "{keys}");
+    let key_id = keys["value"][0]["MetadataId"].as_str().unwrap();
+    assert_eq!(
+        get(&format!(
+            "EntityDefinitions({contact_id})/Keys({key_id})?RetrieveAsIfPublished=true"
+        ))["KeyAttributes"],
+        json!(["emailaddress1"])
+    );
+
+    // What a metadata query cannot answer as asked is refused, and changes nothing.
+    for (path, status, says) in [
+        ("EntityDefinitions?$top=1", 400, "without paging"),
+        (
+            "EntityDefinitions?$orderby=LogicalName",
+            400,
+            "without paging",
+        ),
+        (
+            "EntityDefinitions?$filter=IsAuditEnabled eq true",
+            400,
+            "IsAuditEnabled/Value",
+        ),
+        (
+            "EntityDefinitions?$select=DisplayCollectionName",
+            400,
+            "not a property",
+        ),
+        (
+            "EntityDefinitions(LogicalName='contact')?$filter=LogicalName eq 'a'",
+            400,
+            "collection",
+        ),
+        (
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.EnumAttributeMetadata",
+            400,
+            "not a type of attribute",
+        ),
+        (
+            "EntityDefinitions(LogicalName='contact')/Attributes(LogicalName='parentcustomerid')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+            404,
+            "as a Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        ),
+        (
+            "EntityDefinitions(00000000-0000-0000-0000-00000000002a)",
+            404,
+            "MetadataId",
+        ),
+        (
+            &format!(
+                "EntityDefinitions({contact_id})/Attributes(00000000-0000-0000-0000-00000000002a)"
+            ),
+            404,
+            "MetadataId",
+        ),
+    ] {
+        let (got, _, message) = odata_error(send(client().get(server.api(path)), &admin, None));
+        assert_eq!(got, status, "{path}: {message}");
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    assert_eq!(
+        server.audit(&admin, "operation=UpdateAuditSettings").len(),
+        1,
+        "a refused query changed nothing"
+    );
+}

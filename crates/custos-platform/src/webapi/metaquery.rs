@@ -1,0 +1,319 @@
+//! Query options over table definitions — `EntityDefinitions`, an entity's `Attributes` and
+//! `Keys` — as Dataverse takes them ("Query table definitions using the Web API"): `$select`
+//! of any property (`MetadataId` always shown), `$filter` on properties of primitive or
+//! enumeration values and one level into a complex one (`IsAuditEnabled/Value eq true`,
+//! `AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'`), and on an entity
+//! `$expand` of `Attributes` and `Keys` with their own `$select` and `$filter`. There is no
+//! paging, so `$top`, `$skip`, `$orderby`, `$count` and `$skiptoken` are refused; so is every
+//! other option. The definitions are a few hundred objects already in memory, so a filter is
+//! evaluated over each one's JSON, with the records' `$filter` parser (one grammar, one set of
+//! limits) and its text comparison without case.
+
+use std::cmp::Ordering;
+
+use custos_records::{CompareOp, Filter, Literal, QueryOptions, StringFunction};
+use serde_json::{Map, Value as Json};
+use uuid::Uuid;
+
+use super::WebRequest;
+use super::metadata::{ATTRIBUTE_PROPERTIES, ENTITY_PROPERTIES, KEY_PROPERTIES};
+use custos_http::error::AppError;
+
+/// What kind of definition a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `EntityMetadata`.
+    Entity,
+    /// `AttributeMetadata`.
+    Attribute,
+    /// `EntityKeyMetadata`.
+    Key,
+}
+
+impl Kind {
+    fn type_name(self) -> &'static str {
+        match self {
+            Kind::Entity => "EntityMetadata",
+            Kind::Attribute => "AttributeMetadata",
+            Kind::Key => "EntityKeyMetadata",
+        }
+    }
+
+    fn properties(self) -> &'static [&'static str] {
+        match self {
+            Kind::Entity => ENTITY_PROPERTIES,
+            Kind::Attribute => ATTRIBUTE_PROPERTIES,
+            Kind::Key => KEY_PROPERTIES,
+        }
+    }
+
+    fn known(self, name: &str) -> Result<(), AppError> {
+        if self.properties().contains(&name) {
+            return Ok(());
+        }
+        Err(AppError::bad_request(format!(
+            "'{name}' is not a property of {}; its properties are {}",
+            self.type_name(),
+            self.properties().join(", ")
+        )))
+    }
+}
+
+/// The query options of a request for definitions, checked.
+#[derive(Debug, Default)]
+pub(super) struct MetaQuery {
+    select: Option<Vec<String>>,
+    filter: Option<Filter>,
+    /// `$expand=Attributes(…)`, on entities.
+    pub(super) attributes: Option<Box<MetaQuery>>,
+    /// `$expand=Keys(…)`, on entities.
+    pub(super) keys: Option<Box<MetaQuery>>,
+}
+
+impl MetaQuery {
+    /// The options of `request` for definitions of `kind`; `one` when the path names one
+    /// definition (which takes `$select` and `$expand` but not `$filter`).
+    pub(super) fn read(request: &WebRequest, kind: Kind, one: bool) -> Result<MetaQuery, AppError> {
+        let options = custos_records::parse_query_options(
+            request.query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
+        MetaQuery::checked(options, kind, one, "")
+    }
+
+    fn checked(
+        options: QueryOptions,
+        kind: Kind,
+        one: bool,
+        inside: &str,
+    ) -> Result<MetaQuery, AppError> {
+        let refused = [
+            ("$orderby", !options.order_by.is_empty()),
+            ("$top", options.top.is_some()),
+            ("$count", options.count),
+            ("$skiptoken", options.after.is_some()),
+        ];
+        if let Some((name, _)) = refused.iter().find(|(_, given)| *given) {
+            return Err(AppError::bad_request(format!(
+                "{name}{inside} is not supported on table definitions: every matching definition is returned at once, unordered and without paging"
+            )));
+        }
+        if one && options.filter.is_some() {
+            return Err(AppError::bad_request(
+                "$filter applies to a collection of definitions, not to one",
+            ));
+        }
+        if let Some(names) = &options.select {
+            for name in names {
+                kind.known(name)?;
+            }
+        }
+        if let Some(filter) = &options.filter {
+            check_members(filter, kind)?;
+        }
+        let mut query = MetaQuery {
+            select: options.select,
+            filter: options.filter,
+            attributes: None,
+            keys: None,
+        };
+        for expand in options.expand {
+            let (slot, expanded) = match (kind, expand.property.as_str()) {
+                (Kind::Entity, "Attributes") => (&mut query.attributes, Kind::Attribute),
+                (Kind::Entity, "Keys") => (&mut query.keys, Kind::Key),
+                (_, property) => {
+                    return Err(AppError::bad_request(format!(
+                        "$expand of '{property}' is not supported on {}{}",
+                        kind.type_name(),
+                        if kind == Kind::Entity {
+                            ": expand Attributes or Keys"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            };
+            if slot.is_some() {
+                return Err(AppError::bad_request(format!(
+                    "'{}' is expanded more than once",
+                    expand.property
+                )));
+            }
+            let nested = format!(" inside $expand={}", expand.property);
+            *slot = Some(Box::new(MetaQuery::checked(
+                expand.options,
+                expanded,
+                false,
+                &nested,
+            )?));
+        }
+        Ok(query)
+    }
+
+    /// Whether `definition` (its whole JSON) passes `$filter`.
+    pub(super) fn keeps(&self, definition: &Map<String, Json>) -> Result<bool, AppError> {
+        self.filter
+            .as_ref()
+            .map_or(Ok(true), |filter| holds(filter, definition))
+    }
+
+    /// `definition` with only the properties `$select` names (and `MetadataId`, which
+    /// Dataverse always returns, and annotations such as `@odata.type`), in its own order.
+    pub(super) fn shape(&self, definition: Map<String, Json>) -> Map<String, Json> {
+        let Some(names) = &self.select else {
+            return definition;
+        };
+        definition
+            .into_iter()
+            .filter(|(key, _)| {
+                key.starts_with('@')
+                    || key == "MetadataId"
+                    || names.iter().any(|name| name == key)
+                    || self.attributes.is_some() && key == "Attributes"
+                    || self.keys.is_some() && key == "Keys"
+            })
+            .collect()
+    }
+
+    /// The `(A,B)` an `@odata.context` carries after a selection's path, or nothing.
+    pub(super) fn context_selection(&self) -> String {
+        self.select
+            .as_ref()
+            .map(|names| format!("({})", names.join(",")))
+            .unwrap_or_default()
+    }
+
+    /// Each of `definitions` that passes `$filter`, shaped by `$select`.
+    pub(super) fn apply(
+        &self,
+        definitions: impl IntoIterator<Item = Map<String, Json>>,
+    ) -> Result<Vec<Json>, AppError> {
+        let mut out = Vec::new();
+        for definition in definitions {
+            if self.keeps(&definition)? {
+                out.push(Json::Object(self.shape(definition)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses a filter naming anything but properties of `kind` (a path only into a complex
+/// property), or comparing two properties.
+fn check_members(filter: &Filter, kind: Kind) -> Result<(), AppError> {
+    match filter {
+        Filter::And(left, right) | Filter::Or(left, right) => {
+            check_members(left, kind)?;
+            check_members(right, kind)
+        }
+        Filter::Not(inner) => check_members(inner, kind),
+        Filter::Constant(_) => Ok(()),
+        Filter::Compare { attribute, .. } | Filter::Function { attribute, .. } => {
+            let first = attribute.split('/').next().unwrap_or_default();
+            kind.known(first)?;
+            if attribute.split('/').count() > 2 {
+                return Err(AppError::bad_request(format!(
+                    "'{attribute}' goes deeper than one property of a complex value"
+                )));
+            }
+            Ok(())
+        }
+        Filter::CompareAttributes { left, right, .. } => Err(AppError::bad_request(format!(
+            "'{left}' and '{right}': a filter on table definitions compares a property with a value"
+        ))),
+    }
+}
+
+fn holds(filter: &Filter, definition: &Map<String, Json>) -> Result<bool, AppError> {
+    Ok(match filter {
+        Filter::And(left, right) => holds(left, definition)? && holds(right, definition)?,
+        Filter::Or(left, right) => holds(left, definition)? || holds(right, definition)?,
+        Filter::Not(inner) => !holds(inner, definition)?,
+        Filter::Constant(value) => *value,
+        Filter::Compare {
+            attribute,
+            op,
+            value,
+        } => compare(attribute, member(definition, attribute)?, *op, value)?,
+        Filter::Function {
+            function,
+            attribute,
+            value,
+        } => match member(definition, attribute)? {
+            Json::Null => false,
+            Json::String(text) => {
+                let (text, value) = (
+                    custos_records::fold_case(text),
+                    custos_records::fold_case(value),
+                );
+                match function {
+                    StringFunction::Contains => text.contains(&value),
+                    StringFunction::StartsWith => text.starts_with(&value),
+                    StringFunction::EndsWith => text.ends_with(&value),
+                }
+            }
+            _ => {
+                return Err(AppError::bad_request(format!(
+                    "{}() takes a text property; '{attribute}' is not one",
+                    function.as_str()
+                )));
+            }
+        },
+        Filter::CompareAttributes { .. } => unreachable!("refused by check_members"),
+    })
+}
+
+/// The value at `path` (a property, or `Property/Value`), `null` where the definition has
+/// none (a `MaxLength` of a number); a complex value or a collection is refused.
+fn member<'d>(definition: &'d Map<String, Json>, path: &str) -> Result<&'d Json, AppError> {
+    const NULL: &Json = &Json::Null;
+    let mut at: Option<&Json> = None;
+    for (depth, name) in path.split('/').enumerate() {
+        at = match (depth, at) {
+            (0, _) => definition.get(name),
+            (_, Some(Json::Object(inner))) => inner.get(name),
+            (_, _) => None,
+        };
+    }
+    match at {
+        None | Some(Json::Null) => Ok(NULL),
+        Some(Json::Object(_)) => Err(AppError::bad_request(format!(
+            "'{path}' is a complex value: compare one of its properties, e.g. {path}/Value"
+        ))),
+        Some(Json::Array(_)) => Err(AppError::bad_request(format!(
+            "'{path}' is a collection and cannot be compared"
+        ))),
+        Some(value) => Ok(value),
+    }
+}
+
+fn compare(path: &str, value: &Json, op: CompareOp, literal: &Literal) -> Result<bool, AppError> {
+    let equality = matches!(op, CompareOp::Eq | CompareOp::Ne);
+    let ordering = match (value, literal) {
+        (Json::Null, Literal::Null) => Some(Ordering::Equal),
+        (Json::Null, _) | (_, Literal::Null) => return Ok(op == CompareOp::Ne),
+        (Json::String(text), Literal::String(other) | Literal::Enum { member: other, .. }) => {
+            Some(custos_records::compare_without_case(text, other))
+        }
+        (Json::String(text), Literal::Guid(id)) if equality => {
+            Uuid::parse_str(text).ok().map(|own| own.cmp(id))
+        }
+        (Json::Bool(own), Literal::Boolean(other)) if equality => Some(own.cmp(other)),
+        (Json::Number(own), Literal::Integer(other)) => own
+            .as_f64()
+            .and_then(|own| own.partial_cmp(&(*other as f64))),
+        (Json::Number(own), Literal::Decimal(other)) => own
+            .as_f64()
+            .zip(other.parse::<f64>().ok())
+            .and_then(|(own, other)| own.partial_cmp(&other)),
+        _ => None,
+    };
+    ordering.map(|o| op.holds(o)).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "'{path}' ({value}) cannot be compared with {literal} by {}",
+            op.as_str()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests;
