@@ -149,6 +149,9 @@ pub async fn flush_periodically(state: AppState) {
     }
 }
 
+/// Where the routes of the Management-Activity-style feed begin (`/api/v1.0/{tenant}/…`).
+pub const FEED_PREFIX: &str = "/api/v1.0/";
+
 /// Middleware on every API route: applies the service protection limits (`protection.rs`) of
 /// the user the request authenticates as, before its handler runs — as [`authenticate`] finds
 /// them, so a signed-out session's token, or one from before a password change, cannot spend
@@ -157,7 +160,8 @@ pub async fn flush_periodically(state: AppState) {
 /// and the wait in `Details`) within the address's recording budget; an admitted one counts as
 /// running until its answer is made, and its answer tells how many requests the window still
 /// allows (`x-ms-ratelimit-burst-remaining-xrm-requests`). A request that does not authenticate
-/// is left to its handler, which refuses it.
+/// is left to its handler, which refuses it. The feed's routes refuse with the Management
+/// Activity API's code, `AF429`.
 pub async fn protect(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -179,8 +183,14 @@ pub async fn protect(
         }
         Err(throttled) => throttled,
     };
-    let error = AppError::new(ErrorCode::TooManyRequests, throttled.message())
-        .with_api_code(throttled.code());
+    // The activity feed answers in the Management Activity API's words, whose code for a
+    // throttled call is AF429; every other route in Dataverse's.
+    let code = if request.uri().path().starts_with(FEED_PREFIX) {
+        "AF429"
+    } else {
+        throttled.code()
+    };
+    let error = AppError::new(ErrorCode::TooManyRequests, throttled.message()).with_api_code(code);
     let Some(context) = request.extensions().get::<RequestContext>() else {
         return error.into_response();
     };

@@ -68,7 +68,10 @@ impl SiemState {
     /// The routes of the ingest API (`/api/audit/ingest`), the streams
     /// (`/api/audit/streams…`) and the activity feed (`/api/v1.0/{tenant}/activity/feed/…`).
     pub fn routes(&self) -> Router {
-        let feed_root = "/api/v1.0/{tenant}/activity/feed";
+        let feed_root = format!(
+            "{}{{tenant}}/activity/feed",
+            custos_http::answer::FEED_PREFIX
+        );
         Router::new()
             .route("/api/audit/ingest", post(ingest::ingest))
             .route(

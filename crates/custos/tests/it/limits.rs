@@ -346,8 +346,20 @@ fn a_user_beyond_the_request_limit_is_refused_429_and_other_users_are_served() {
                 .to_string()
         )
     );
-    // A refusal ran nothing and is not counted; the next is refused the same way.
+    // A refusal ran nothing and is not counted; the next is refused the same way, and the
+    // activity feed refuses in its own API's words (Management Activity API: AF429).
     assert_eq!(list().status(), 429);
+    let feed = send(
+        client().get(format!(
+            "{}/api/v1.0/default/activity/feed/subscriptions/list",
+            server.base
+        )),
+        &bo,
+        None,
+    );
+    assert!((1..=300).contains(&header_number(&feed, "retry-after")));
+    let (status, code, _) = odata_error(feed);
+    assert_eq!((status, code.as_str()), (429, "AF429"));
     // A signed-out session's token spends nothing of its user's limits: after a new sign-in
     // signed out at once, a hundred requests with it are 401, and the administrator's new
     // session still has all it had.
@@ -368,7 +380,7 @@ fn a_user_beyond_the_request_limit_is_refused_429_and_other_users_are_served() {
         .iter()
         .filter(|e| e["ErrorCode"] == "TooManyRequests")
         .collect();
-    assert_eq!(throttled.len(), 2, "{refusals:#?}");
+    assert_eq!(throttled.len(), 3, "{refusals:#?}");
     assert!(
         throttled
             .iter()
@@ -386,7 +398,11 @@ fn a_user_beyond_the_request_limit_is_refused_429_and_other_users_are_served() {
         "{details}"
     );
     assert!((1..=300).contains(&details["RetryAfterSeconds"].as_u64().unwrap()));
-    assert_eq!(throttled[0]["Query"], "GET /main/api/data/v9.2/accounts");
+    assert_eq!(
+        throttled[0]["Query"],
+        "GET /api/v1.0/default/activity/feed/subscriptions/list"
+    );
+    assert_eq!(throttled[2]["Query"], "GET /main/api/data/v9.2/accounts");
 }
 
 /// An import's CSV of `n` accounts.
