@@ -51,8 +51,8 @@ pub use options::{
 pub use pg::{PgStore, Postgres, database_address, trust_postgres_ca};
 pub use security::{BuiltInRole, Grants, Privilege, SecurityRole, allows, uncovered};
 pub use seed::{
-    ORGANIZATION_ENTITY, ROLE_IDS, SHARE_ENTITY, custom_entity, display_name, seed_entities,
-    seed_views,
+    EntityNames, ORGANIZATION_ENTITY, ROLE_IDS, SHARE_ENTITY, custom_entity, display_name,
+    entity_names, seed_entities, seed_views,
 };
 pub use sql::check_query;
 pub use sqlite::{Sqlite, SqliteStore};

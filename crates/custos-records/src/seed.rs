@@ -96,6 +96,60 @@ pub fn display_name(logical_name: &str) -> Option<&'static str> {
     })
 }
 
+/// How Dataverse names an out-of-box entity: its schema name, its display name and display
+/// collection name, and its object type code (`account` → `Account`, "Account", "Accounts", 1);
+/// `None` for a custom entity.
+pub fn entity_names(logical_name: &str) -> Option<EntityNames> {
+    let (schema, display, collection, type_code) = match logical_name {
+        "account" => ("Account", "Account", "Accounts", 1),
+        "contact" => ("Contact", "Contact", "Contacts", 2),
+        "opportunity" => ("Opportunity", "Opportunity", "Opportunities", 3),
+        "lead" => ("Lead", "Lead", "Leads", 4),
+        "systemuser" => ("SystemUser", "User", "Users", 8),
+        "team" => ("Team", "Team", "Teams", 9),
+        "principalobjectaccess" => (
+            "PrincipalObjectAccess",
+            "Principal Object Access",
+            "Principal Object Accesses",
+            42,
+        ),
+        "incident" => ("Incident", "Case", "Cases", 112),
+        "organization" => ("Organization", "Organization", "Organizations", 1019),
+        "role" => ("Role", "Security Role", "Security Roles", 1036),
+        "savedquery" => ("SavedQuery", "View", "Views", 1039),
+        "task" => ("Task", "Task", "Tasks", 4212),
+        "userquery" => ("UserQuery", "Saved View", "Saved Views", 4230),
+        "sdkmessageprocessingstep" => (
+            "SdkMessageProcessingStep",
+            "Sdk Message Processing Step",
+            "Sdk Message Processing Steps",
+            4608,
+        ),
+        "workflow" => ("Workflow", "Process", "Processes", 4703),
+        "solution" => ("Solution", "Solution", "Solutions", 7100),
+        _ => return None,
+    };
+    Some(EntityNames {
+        schema,
+        display,
+        collection,
+        type_code,
+    })
+}
+
+/// What [`entity_names`] knows of an out-of-box entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityNames {
+    /// `SchemaName` (`SystemUser`).
+    pub schema: &'static str,
+    /// `DisplayName` (`User`).
+    pub display: &'static str,
+    /// `DisplayCollectionName` (`Users`).
+    pub collection: &'static str,
+    /// `ObjectTypeCode` (8).
+    pub type_code: i32,
+}
+
 fn string(name: &str) -> AttributeDef {
     AttributeDef::new(name, AttributeType::String { max_length: 200 })
 }

@@ -321,6 +321,13 @@ pub(crate) fn retrieve_version(request: &WebRequest) -> Response {
 pub(super) const ENTITY_PROPERTIES: &[&str] = &[
     "MetadataId",
     "LogicalName",
+    "SchemaName",
+    "DisplayName",
+    "DisplayCollectionName",
+    "Description",
+    "ObjectTypeCode",
+    "IsManaged",
+    "IsActivity",
     "EntitySetName",
     "PrimaryIdAttribute",
     "PrimaryNameAttribute",
@@ -337,7 +344,13 @@ pub(super) const ATTRIBUTE_PROPERTIES: &[&str] = &[
     "MetadataId",
     "LogicalName",
     "EntityLogicalName",
+    "DisplayName",
+    "Description",
     "AttributeType",
+    "IsPrimaryId",
+    "IsPrimaryName",
+    "RequiredLevel",
+    "IsManaged",
     "IsValidForCreate",
     "IsValidForUpdate",
     "IsAuditEnabled",
@@ -347,6 +360,10 @@ pub(super) const ATTRIBUTE_PROPERTIES: &[&str] = &[
     "CascadeConfiguration",
     "OptionSet",
 ];
+
+/// The properties a choice's option set shows (`attribute_json`).
+pub(super) const OPTION_SET_PROPERTIES: &[&str] =
+    &["MetadataId", "Name", "IsGlobal", "OptionSetType", "Options"];
 
 /// The properties an alternate key's definition shows (`keys::key_json`).
 pub(super) const KEY_PROPERTIES: &[&str] = &[
@@ -509,6 +526,17 @@ fn cast_type(cast: &str) -> Result<&'static str, AppError> {
         })
 }
 
+/// A `Label` in en-US (1033), as Dataverse shows display names; an empty one for `None`.
+fn label(text: Option<&str>) -> Json {
+    match text {
+        Some(text) => {
+            let label = json!({"Label": text, "LanguageCode": 1033});
+            json!({"LocalizedLabels": [label], "UserLocalizedLabel": label})
+        }
+        None => json!({"LocalizedLabels": [], "UserLocalizedLabel": null}),
+    }
+}
+
 fn managed(value: bool) -> Json {
     json!({"Value": value, "CanBeChanged": true, "ManagedPropertyLogicalName": "canmodifyauditsettings"})
 }
@@ -520,6 +548,28 @@ pub(super) fn entity_json(entity: &EntityDef) -> Map<String, Json> {
         json!(entity_metadata_id(&entity.logical_name)),
     );
     out.insert("LogicalName".into(), json!(entity.logical_name));
+    // A custom entity's names as it was made are not kept: its logical name stands for them.
+    let names = custos_records::entity_names(&entity.logical_name);
+    out.insert(
+        "SchemaName".into(),
+        json!(names.map_or(entity.logical_name.as_str(), |n| n.schema)),
+    );
+    out.insert(
+        "DisplayName".into(),
+        label(Some(
+            names.map_or(entity.logical_name.as_str(), |n| n.display),
+        )),
+    );
+    out.insert(
+        "DisplayCollectionName".into(),
+        label(Some(
+            names.map_or(entity.set_name.as_str(), |n| n.collection),
+        )),
+    );
+    out.insert("Description".into(), label(None));
+    out.insert("ObjectTypeCode".into(), json!(names.map(|n| n.type_code)));
+    out.insert("IsManaged".into(), json!(names.is_some()));
+    out.insert("IsActivity".into(), json!(entity.logical_name == "task"));
     out.insert("EntitySetName".into(), json!(entity.set_name));
     out.insert("PrimaryIdAttribute".into(), json!(entity.primary_id()));
     out.insert("PrimaryNameAttribute".into(), json!(entity.primary_name));
@@ -559,9 +609,33 @@ pub(super) fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Ma
     out.insert("LogicalName".into(), json!(attribute.logical_name));
     out.insert("EntityLogicalName".into(), json!(entity.logical_name));
     out.insert(
+        "DisplayName".into(),
+        label(Some(
+            custos_records::display_name(&attribute.logical_name)
+                .unwrap_or(&attribute.logical_name),
+        )),
+    );
+    out.insert("Description".into(), label(None));
+    out.insert(
         "AttributeType".into(),
         json!(attribute.attribute_type.name()),
     );
+    let primary_id = attribute.logical_name == entity.primary_id();
+    out.insert("IsPrimaryId".into(), json!(primary_id));
+    out.insert(
+        "IsPrimaryName".into(),
+        json!(entity.primary_name.as_deref() == Some(attribute.logical_name.as_str())),
+    );
+    // Nothing but the id is required of a record here (a create may leave any value out).
+    out.insert(
+        "RequiredLevel".into(),
+        json!({
+            "Value": if primary_id { "SystemRequired" } else { "None" },
+            "CanBeChanged": false,
+            "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
+        }),
+    );
+    out.insert("IsManaged".into(), json!(!attribute.custom));
     out.insert("IsValidForCreate".into(), json!(!attribute.read_only));
     out.insert(
         "IsValidForUpdate".into(),
@@ -580,7 +654,19 @@ pub(super) fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Ma
         );
     }
     if attribute.attribute_type == AttributeType::Choice {
-        out.insert("OptionSet".into(), option_set_json(&attribute.options));
+        let mut set = option_set_json(&attribute.options);
+        set["MetadataId"] = json!(metadata_id(&[
+            "optionset",
+            &entity.logical_name,
+            &attribute.logical_name
+        ]));
+        set["Name"] = json!(format!(
+            "{}_{}",
+            entity.logical_name, attribute.logical_name
+        ));
+        set["IsGlobal"] = json!(false);
+        set["OptionSetType"] = json!("Picklist");
+        out.insert("OptionSet".into(), set);
     }
     out
 }

@@ -1,6 +1,7 @@
 //! Query options over table definitions — `EntityDefinitions`, an entity's `Attributes` and
 //! `Keys` — as Dataverse takes them ("Query table definitions using the Web API"): `$select`
-//! of any property (`MetadataId` always shown), `$filter` on properties of primitive or
+//! of any property (`MetadataId` always shown; one Custos does not keep is left out),
+//! `$filter` on properties of primitive or
 //! enumeration values and one level into a complex one (`IsAuditEnabled/Value eq true`,
 //! `AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist'`), and on an entity
 //! `$expand` of `Attributes` and `Keys` with their own `$select` and `$filter`. There is no
@@ -16,7 +17,9 @@ use serde_json::{Map, Value as Json};
 use uuid::Uuid;
 
 use super::WebRequest;
-use super::metadata::{ATTRIBUTE_PROPERTIES, ENTITY_PROPERTIES, KEY_PROPERTIES};
+use super::metadata::{
+    ATTRIBUTE_PROPERTIES, ENTITY_PROPERTIES, KEY_PROPERTIES, OPTION_SET_PROPERTIES,
+};
 use custos_http::error::AppError;
 
 /// What kind of definition a query reads.
@@ -28,6 +31,8 @@ pub(super) enum Kind {
     Attribute,
     /// `EntityKeyMetadata`.
     Key,
+    /// `OptionSetMetadata`, a choice's options.
+    OptionSet,
 }
 
 impl Kind {
@@ -36,6 +41,7 @@ impl Kind {
             Kind::Entity => "EntityMetadata",
             Kind::Attribute => "AttributeMetadata",
             Kind::Key => "EntityKeyMetadata",
+            Kind::OptionSet => "OptionSetMetadata",
         }
     }
 
@@ -44,6 +50,7 @@ impl Kind {
             Kind::Entity => ENTITY_PROPERTIES,
             Kind::Attribute => ATTRIBUTE_PROPERTIES,
             Kind::Key => KEY_PROPERTIES,
+            Kind::OptionSet => OPTION_SET_PROPERTIES,
         }
     }
 
@@ -68,6 +75,11 @@ pub(super) struct MetaQuery {
     pub(super) attributes: Option<Box<MetaQuery>>,
     /// `$expand=Keys(…)`, on entities.
     pub(super) keys: Option<Box<MetaQuery>>,
+    /// `$expand=OptionSet(…)`, on attributes: a choice's options, which its definition shows
+    /// in line, shaped by their own `$select`.
+    option_set: Option<Box<MetaQuery>>,
+    /// `$expand=GlobalOptionSet`, on attributes: `null` on a choice, whose options are its own.
+    global_option_set: bool,
 }
 
 impl MetaQuery {
@@ -102,9 +114,19 @@ impl MetaQuery {
                 "$filter applies to a collection of definitions, not to one",
             ));
         }
+        // Dataverse's definitions have about a hundred properties, and clients select many of
+        // them; one Custos does not keep is left out of the answer (a projection shows less,
+        // never something wrong) where a filter on it is refused.
         if let Some(names) = &options.select {
             for name in names {
-                kind.known(name)?;
+                if !name.starts_with(|c: char| c.is_ascii_uppercase())
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(AppError::bad_request(format!(
+                        "'{name}' in $select is not the name of a property of {}",
+                        kind.type_name()
+                    )));
+                }
             }
         }
         if let Some(filter) = &options.filter {
@@ -113,21 +135,23 @@ impl MetaQuery {
         let mut query = MetaQuery {
             select: options.select,
             filter: options.filter,
-            attributes: None,
-            keys: None,
+            ..MetaQuery::default()
         };
+        let mut global = None;
         for expand in options.expand {
-            let (slot, expanded) = match (kind, expand.property.as_str()) {
-                (Kind::Entity, "Attributes") => (&mut query.attributes, Kind::Attribute),
-                (Kind::Entity, "Keys") => (&mut query.keys, Kind::Key),
+            let (slot, expanded, one) = match (kind, expand.property.as_str()) {
+                (Kind::Entity, "Attributes") => (&mut query.attributes, Kind::Attribute, false),
+                (Kind::Entity, "Keys") => (&mut query.keys, Kind::Key, false),
+                (Kind::Attribute, "OptionSet") => (&mut query.option_set, Kind::OptionSet, true),
+                (Kind::Attribute, "GlobalOptionSet") => (&mut global, Kind::OptionSet, true),
                 (_, property) => {
                     return Err(AppError::bad_request(format!(
                         "$expand of '{property}' is not supported on {}{}",
                         kind.type_name(),
-                        if kind == Kind::Entity {
-                            ": expand Attributes or Keys"
-                        } else {
-                            ""
+                        match kind {
+                            Kind::Entity => ": expand Attributes or Keys",
+                            Kind::Attribute => ": expand OptionSet or GlobalOptionSet",
+                            Kind::Key | Kind::OptionSet => "",
                         }
                     )));
                 }
@@ -142,10 +166,11 @@ impl MetaQuery {
             *slot = Some(Box::new(MetaQuery::checked(
                 expand.options,
                 expanded,
-                false,
+                one,
                 &nested,
             )?));
         }
+        query.global_option_set = global.is_some();
         Ok(query)
     }
 
@@ -158,9 +183,24 @@ impl MetaQuery {
 
     /// `definition` with only the properties `$select` names (and `MetadataId`, which
     /// Dataverse always returns, and annotations such as `@odata.type`), in its own order.
-    pub(super) fn shape(&self, definition: Map<String, Json>) -> Map<String, Json> {
+    pub(super) fn shape(&self, mut definition: Map<String, Json>) -> Map<String, Json> {
+        if self.global_option_set && definition.contains_key("OptionSet") {
+            definition.insert("GlobalOptionSet".into(), Json::Null);
+        }
+        if let (Some(nested), Some(Json::Object(set))) =
+            (&self.option_set, definition.remove("OptionSet"))
+        {
+            definition.insert("OptionSet".into(), Json::Object(nested.shape(set)));
+        }
         let Some(names) = &self.select else {
             return definition;
+        };
+        let expanded = |key: &str| match key {
+            "Attributes" => self.attributes.is_some(),
+            "Keys" => self.keys.is_some(),
+            "OptionSet" => self.option_set.is_some(),
+            "GlobalOptionSet" => self.global_option_set,
+            _ => false,
         };
         definition
             .into_iter()
@@ -168,8 +208,7 @@ impl MetaQuery {
                 key.starts_with('@')
                     || key == "MetadataId"
                     || names.iter().any(|name| name == key)
-                    || self.attributes.is_some() && key == "Attributes"
-                    || self.keys.is_some() && key == "Keys"
+                    || expanded(key)
             })
             .collect()
     }

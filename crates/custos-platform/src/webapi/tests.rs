@@ -161,10 +161,25 @@ fn definitions_show_only_the_properties_their_queries_may_name() {
             );
         }
         for attribute in &entity.attributes {
-            for key in metadata::attribute_json(entity, attribute).keys() {
+            let shown = metadata::attribute_json(entity, attribute);
+            for key in shown.keys() {
                 assert!(
                     key.starts_with('@') || metadata::ATTRIBUTE_PROPERTIES.contains(&key.as_str()),
                     "{key} of {}.{}",
+                    entity.logical_name,
+                    attribute.logical_name
+                );
+            }
+            for key in shown
+                .get("OptionSet")
+                .and_then(|s| s.as_object())
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    metadata::OPTION_SET_PROPERTIES.contains(&key.0.as_str()),
+                    "{} of {}.{}'s option set",
+                    key.0,
                     entity.logical_name,
                     attribute.logical_name
                 );

@@ -385,22 +385,30 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
     let admin = server.admin();
     let get = |path: &str| get_json(&server.api(path), &admin);
 
-    let found =
-        get("EntityDefinitions?$select=LogicalName,EntitySetName&$filter=LogicalName eq 'contact'");
+    // What tools ask first: the tables' names, labels and sets (a property Custos does not
+    // keep, as `IsAvailableOffline`, is left out rather than refused).
+    let found = get(
+        "EntityDefinitions?$select=LogicalName,DisplayName,EntitySetName,IsAvailableOffline&$filter=LogicalName eq 'contact'",
+    );
     let value = found["value"].as_array().unwrap();
     assert_eq!(value.len(), 1, "{found}");
     let contact = value[0].as_object().unwrap();
     assert_eq!(
         contact.keys().collect::<Vec<_>>(),
-        ["MetadataId", "LogicalName", "EntitySetName"]
+        ["MetadataId", "LogicalName", "DisplayName", "EntitySetName"]
     );
     assert_eq!(contact["EntitySetName"], "contacts");
-    assert!(
-        found["@odata.context"]
-            .as_str()
-            .unwrap()
-            .ends_with("$metadata#EntityDefinitions(LogicalName,EntitySetName)")
+    assert_eq!(
+        contact["DisplayName"]["UserLocalizedLabel"]["Label"],
+        "Contact"
     );
+    assert!(found["@odata.context"].as_str().unwrap().ends_with(
+        "$metadata#EntityDefinitions(LogicalName,DisplayName,EntitySetName,IsAvailableOffline)"
+    ));
+    let users = get(
+        "EntityDefinitions?$select=ObjectTypeCode&$filter=SchemaName eq 'SystemUser' and IsManaged eq true",
+    );
+    assert_eq!(users["value"][0]["ObjectTypeCode"], 8, "{users}");
     let contact_id = contact["MetadataId"].as_str().unwrap().to_string();
     assert_eq!(
         get(&format!(
@@ -427,8 +435,14 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
         );
     }
     let cast = get(
-        "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets",
+        "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets,RequiredLevel",
     );
+    assert_eq!(cast["value"][0]["RequiredLevel"]["Value"], "None", "{cast}");
+    let primary = get(
+        "EntityDefinitions(LogicalName='contact')/Attributes?$select=LogicalName&$filter=IsPrimaryId eq true or RequiredLevel/Value eq Microsoft.Dynamics.CRM.AttributeRequiredLevel'SystemRequired'",
+    );
+    assert_eq!(primary["value"].as_array().unwrap().len(), 1, "{primary}");
+    assert_eq!(primary["value"][0]["LogicalName"], "contactid");
     let names = |list: &[Value]| {
         list.iter()
             .map(|a| a["LogicalName"].as_str().unwrap().to_string())
@@ -460,6 +474,17 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
         ))["IsAuditEnabled"]["Value"],
         false
     );
+
+    // Dataverse's own example: a choice's options through a cast and an expansion.
+    let industry = get(
+        "EntityDefinitions(LogicalName='account')/Attributes(LogicalName='industrycode')/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet($select=Options),GlobalOptionSet",
+    );
+    assert_eq!(industry["GlobalOptionSet"], Value::Null, "{industry}");
+    assert_eq!(
+        industry["OptionSet"]["Options"][0]["Label"]["UserLocalizedLabel"]["Label"],
+        "Accounting"
+    );
+    assert!(industry["OptionSet"].get("Name").is_none(), "{industry}");
 
     // A key not yet published is named by its id too.
     let response = post(
@@ -495,7 +520,12 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
             "IsAuditEnabled/Value",
         ),
         (
-            "EntityDefinitions?$select=DisplayCollectionName",
+            "EntityDefinitions?$select=displayname",
+            400,
+            "not the name of a property",
+        ),
+        (
+            "EntityDefinitions?$filter=IsValidForAdvancedFind eq true",
             400,
             "not a property",
         ),

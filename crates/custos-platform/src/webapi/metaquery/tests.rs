@@ -78,7 +78,8 @@ fn a_filter_that_cannot_compare_is_refused_not_false() {
 fn options_name_only_the_kinds_properties_and_no_paging() {
     let message =
         |pairs: &[(&str, &str)], kind, one| query(pairs, kind, one).expect_err("refused").message;
-    assert!(message(&[("$select", "Nope")], Kind::Entity, true).contains("EntityMetadata"));
+    assert!(message(&[("$select", "logicalname")], Kind::Entity, true).contains("EntityMetadata"));
+    assert!(message(&[("$select", "A/B")], Kind::Attribute, true).contains("AttributeMetadata"));
     assert!(message(&[("$filter", "Nope eq 1")], Kind::Attribute, false).contains("Nope"));
     assert!(
         message(
@@ -125,7 +126,7 @@ fn options_name_only_the_kinds_properties_and_no_paging() {
     );
     assert!(
         message(
-            &[("$expand", "Attributes($select=EntitySetName)")],
+            &[("$expand", "Attributes($filter=EntitySetName eq 'a')")],
             Kind::Entity,
             true
         )
@@ -135,9 +136,13 @@ fn options_name_only_the_kinds_properties_and_no_paging() {
 
 #[test]
 fn select_keeps_the_metadata_id_annotations_and_expansions() {
-    let shaped = query(&[("$select", "LogicalName")], Kind::Attribute, true)
-        .expect("valid")
-        .shape(attribute());
+    let shaped = query(
+        &[("$select", "LogicalName,IsKnowledgeManagementEnabled")],
+        Kind::Attribute,
+        true,
+    )
+    .expect("a property Custos does not keep may be selected")
+    .shape(attribute());
     assert_eq!(
         shaped.keys().collect::<Vec<_>>(),
         ["@odata.type", "MetadataId", "LogicalName"]
@@ -164,4 +169,46 @@ fn select_keeps_the_metadata_id_annotations_and_expansions() {
             .context_selection(),
         ""
     );
+}
+
+#[test]
+fn a_choices_option_set_is_expanded_and_shaped_by_its_own_select() {
+    let Json::Object(choice) = json!({
+        "@odata.type": "#Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+        "MetadataId": "m",
+        "LogicalName": "industrycode",
+        "OptionSet": {"Options": [{"Value": 1}], "Name": "account_industrycode", "MetadataId": "o"},
+    }) else {
+        unreachable!()
+    };
+    let query = query(
+        &[
+            ("$select", "LogicalName"),
+            ("$expand", "OptionSet($select=Options),GlobalOptionSet"),
+        ],
+        Kind::Attribute,
+        true,
+    )
+    .expect("Dataverse's own example");
+    assert_eq!(
+        Json::Object(query.shape(choice)),
+        json!({
+            "@odata.type": "#Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
+            "MetadataId": "m",
+            "LogicalName": "industrycode",
+            "OptionSet": {"Options": [{"Value": 1}], "MetadataId": "o"},
+            "GlobalOptionSet": null,
+        })
+    );
+    // A text attribute has no option set to show, expanded or not.
+    let plain = query.shape(attribute());
+    assert!(!plain.contains_key("OptionSet") && !plain.contains_key("GlobalOptionSet"));
+    let refused = |expand: &str| {
+        super::tests::query(&[("$expand", expand)], Kind::Attribute, false)
+            .expect_err("refused")
+            .message
+    };
+    assert!(refused("OptionSet($filter=Name eq 'x')").contains("not to one"));
+    assert!(refused("OptionSet($select=Nothing/Here)").contains("OptionSetMetadata"));
+    assert!(refused("Targets").contains("expand OptionSet or GlobalOptionSet"));
 }
