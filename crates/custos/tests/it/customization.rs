@@ -486,6 +486,32 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
     );
     assert!(industry["OptionSet"].get("Name").is_none(), "{industry}");
 
+    // A table not yet published is found, and named by its id, as if published.
+    let response = post(
+        &server,
+        &admin,
+        "EntityDefinitions",
+        json!({"SchemaName": "new_Project"}),
+    );
+    assert_eq!(response.status(), 204);
+    let drafts = get(
+        "EntityDefinitions?RetrieveAsIfPublished=true&$select=DisplayName,IsManaged&$filter=IsCustomEntity eq true",
+    );
+    assert_eq!(drafts["value"].as_array().unwrap().len(), 1, "{drafts}");
+    assert_eq!(drafts["value"][0]["IsManaged"], false);
+    let project_id = drafts["value"][0]["MetadataId"].as_str().unwrap();
+    assert_eq!(
+        get(&format!(
+            "EntityDefinitions({project_id})?RetrieveAsIfPublished=true&$select=LogicalName"
+        ))["LogicalName"],
+        "new_project"
+    );
+    assert_eq!(
+        get("EntityDefinitions?$filter=IsCustomEntity eq true")["value"],
+        json!([]),
+        "published, there is none yet"
+    );
+
     // A key not yet published is named by its id too.
     let response = post(
         &server,
