@@ -77,6 +77,9 @@ enum Target {
     AttributesOfType(String, String),
     /// `EntityDefinitions(…)/Attributes(…)/Microsoft.Dynamics.CRM.<Type>AttributeMetadata`.
     AttributeOfType(String, String, String),
+    /// `EntityDefinitions(…)/ManyToOneRelationships` (`true`: the entity's lookups) or
+    /// `…/OneToManyRelationships` (`false`: the lookups that point at it).
+    Relationships(String, bool),
     EntitySet(String),
     /// `set/$count`: how many records of the set match `$filter`, as plain text.
     Count(String),
@@ -214,6 +217,7 @@ fn by_metadata_id(target: Target, request: &WebRequest) -> Result<Target, AppErr
         Target::EntityDefinition(name) => Target::EntityDefinition(entity(name)?),
         Target::Attributes(name) => Target::Attributes(entity(name)?),
         Target::AttributesOfType(name, cast) => Target::AttributesOfType(entity(name)?, cast),
+        Target::Relationships(name, side) => Target::Relationships(entity(name)?, side),
         Target::Keys(name) => Target::Keys(entity(name)?),
         Target::Attribute(name, field) => {
             let name = entity(name)?;
@@ -320,6 +324,14 @@ fn parse_target(rest: &str) -> Result<Target, AppError> {
             Ok(Target::Attributes(logical_name_key(
                 parse_key(entity, "EntityDefinitions").expect("checked"),
             )?))
+        }
+        [entity, side @ ("ManyToOneRelationships" | "OneToManyRelationships")]
+            if parse_key(entity, "EntityDefinitions").is_some() =>
+        {
+            Ok(Target::Relationships(
+                logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?,
+                *side == "ManyToOneRelationships",
+            ))
         }
         [entity, "Keys"] if parse_key(entity, "EntityDefinitions").is_some() => Ok(Target::Keys(
             logical_name_key(parse_key(entity, "EntityDefinitions").expect("checked"))?,
@@ -912,7 +924,9 @@ fn allowed_methods(target: &Target) -> &'static str {
         | Target::RevokeAccess => "POST",
         Target::EntityDefinitions | Target::Attributes(_) | Target::EntitySet(_) => "GET, POST",
         Target::EntityDefinition(_) | Target::Attribute(..) => "GET, PATCH, PUT, DELETE",
-        Target::AttributesOfType(..) | Target::AttributeOfType(..) => "GET",
+        Target::AttributesOfType(..) | Target::AttributeOfType(..) | Target::Relationships(..) => {
+            "GET"
+        }
         Target::Record(..) => "GET, PATCH, DELETE",
         // What the path names once the key is read (the id does not change which methods).
         Target::RecordByKey { set, tail, .. } => {
@@ -1073,6 +1087,7 @@ fn classify(
                 | Target::Attributes(name)
                 | Target::AttributesOfType(name, _)
                 | Target::AttributeOfType(name, ..)
+                | Target::Relationships(name, _)
                 | Target::Keys(name)
                 | Target::Key(name, _),
             ) => instance.store.catalog().entity(name).cloned(),
@@ -1171,6 +1186,7 @@ async fn prelude(
         named @ (Target::EntityDefinition(_)
         | Target::Attributes(_)
         | Target::AttributesOfType(..)
+        | Target::Relationships(..)
         | Target::Attribute(..)
         | Target::AttributeOfType(..)
         | Target::Keys(_)
@@ -1347,6 +1363,9 @@ async fn dispatch(
         }
         (Target::Attributes(entity), Method::GET) => {
             metadata::list_attributes(&request, entity, None)
+        }
+        (Target::Relationships(entity, many_to_one), Method::GET) => {
+            metadata::list_relationships(&request, entity, *many_to_one)
         }
         (Target::AttributesOfType(entity, cast), Method::GET) => {
             metadata::list_attributes(&request, entity, Some(cast))

@@ -365,6 +365,22 @@ pub(super) const ATTRIBUTE_PROPERTIES: &[&str] = &[
 pub(super) const OPTION_SET_PROPERTIES: &[&str] =
     &["MetadataId", "Name", "IsGlobal", "OptionSetType", "Options"];
 
+/// The properties a relationship shows (`relationship_json`).
+pub(super) const RELATIONSHIP_PROPERTIES: &[&str] = &[
+    "MetadataId",
+    "SchemaName",
+    "RelationshipType",
+    "ReferencedEntity",
+    "ReferencedAttribute",
+    "ReferencingEntity",
+    "ReferencingAttribute",
+    "ReferencedEntityNavigationPropertyName",
+    "ReferencingEntityNavigationPropertyName",
+    "CascadeConfiguration",
+    "IsCustomRelationship",
+    "IsManaged",
+];
+
 /// The properties an alternate key's definition shows (`keys::key_json`).
 pub(super) const KEY_PROPERTIES: &[&str] = &[
     "MetadataId",
@@ -752,8 +768,71 @@ pub(super) fn shown_definition(request: &WebRequest, entity: &str) -> Result<Ent
         .ok_or_else(|| AppError::not_found(format!("entity '{entity}' does not exist")))
 }
 
-/// An entity's definition with what `query` expands (`Attributes`, `Keys`), each filtered and
-/// shaped by its own options.
+/// A lookup as the relationship it makes (Dataverse's `OneToManyRelationshipMetadata`): one
+/// record of the referenced entity to many of the referencing one. Relationships here are the
+/// lookups, so a relationship's `SchemaName` is its collection-valued navigation property's
+/// name (`contact_parentcustomerid`), unique by construction, and the navigation names are the
+/// ones `$expand` and `@odata.bind` take.
+pub(super) fn relationship_json(navigation: &custos_records::Navigation<'_>) -> Map<String, Json> {
+    let (referencing, lookup, referenced) = (
+        &navigation.referencing.logical_name,
+        &navigation.lookup.logical_name,
+        navigation.referenced,
+    );
+    let collection = format!("{referencing}_{lookup}");
+    let mut out = Map::new();
+    out.insert(
+        "MetadataId".into(),
+        json!(metadata_id(&["relationship", referencing, lookup])),
+    );
+    out.insert("SchemaName".into(), json!(collection));
+    out.insert("RelationshipType".into(), json!("OneToManyRelationship"));
+    out.insert("ReferencedEntity".into(), json!(referenced.logical_name));
+    out.insert("ReferencedAttribute".into(), json!(referenced.primary_id()));
+    out.insert("ReferencingEntity".into(), json!(referencing));
+    out.insert("ReferencingAttribute".into(), json!(lookup));
+    out.insert(
+        "ReferencedEntityNavigationPropertyName".into(),
+        json!(collection),
+    );
+    out.insert(
+        "ReferencingEntityNavigationPropertyName".into(),
+        json!(lookup),
+    );
+    if let AttributeType::Lookup { on_delete, .. } = &navigation.lookup.attribute_type {
+        out.insert(
+            "CascadeConfiguration".into(),
+            json!({"Delete": on_delete.name()}),
+        );
+    }
+    out.insert(
+        "IsCustomRelationship".into(),
+        json!(navigation.lookup.custom),
+    );
+    out.insert("IsManaged".into(), json!(!navigation.lookup.custom));
+    out
+}
+
+/// The relationships of `entity` on one side: the lookups it holds (`ManyToOneRelationships`),
+/// or the lookups of any entity that point at it (`OneToManyRelationships`).
+fn relationships(
+    request: &WebRequest,
+    entity: &EntityDef,
+    many_to_one: bool,
+) -> Vec<Map<String, Json>> {
+    request
+        .instance
+        .store
+        .catalog()
+        .navigations(entity)
+        .iter()
+        .filter(|n| n.collection != many_to_one)
+        .map(relationship_json)
+        .collect()
+}
+
+/// An entity's definition with what `query` expands (`Attributes`, `Keys`, its relationships),
+/// each filtered and shaped by its own options.
 fn expanded(
     request: &WebRequest,
     query: &MetaQuery,
@@ -774,7 +853,38 @@ fn expanded(
         )?;
         out.insert("Keys".into(), Json::Array(value));
     }
+    for (name, many_to_one, expand) in [
+        ("ManyToOneRelationships", true, &query.many_to_one),
+        ("OneToManyRelationships", false, &query.one_to_many),
+    ] {
+        if let Some(expand) = expand {
+            let value = expand.apply(relationships(request, entity, many_to_one))?;
+            out.insert(name.into(), Json::Array(value));
+        }
+    }
     Ok(out)
+}
+
+/// `GET EntityDefinitions(…)/ManyToOneRelationships` or `…/OneToManyRelationships`: the
+/// entity's relationships on that side that pass `$filter`, shaped by `$select`.
+pub(crate) fn list_relationships(
+    request: &WebRequest,
+    entity: &str,
+    many_to_one: bool,
+) -> Result<Response, AppError> {
+    let query = MetaQuery::read(request, Kind::Relationship, false)?;
+    let definition = shown_definition(request, entity)?;
+    let value = query.apply(relationships(request, &definition, many_to_one))?;
+    let side = if many_to_one {
+        "ManyToOneRelationships"
+    } else {
+        "OneToManyRelationships"
+    };
+    Ok(axum::Json(json!({
+        "@odata.context": format!("{}/$metadata#EntityDefinitions('{entity}')/{side}{}", request.service_root, query.context_selection()),
+        "value": value,
+    }))
+    .into_response())
 }
 
 /// `GET EntityDefinitions`: the published entities, or every draft (new entities included)

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::WebRequest;
 use super::metadata::{
     ATTRIBUTE_PROPERTIES, ENTITY_PROPERTIES, KEY_PROPERTIES, OPTION_SET_PROPERTIES,
+    RELATIONSHIP_PROPERTIES,
 };
 use custos_http::error::AppError;
 
@@ -33,6 +34,8 @@ pub(super) enum Kind {
     Key,
     /// `OptionSetMetadata`, a choice's options.
     OptionSet,
+    /// `OneToManyRelationshipMetadata`, a lookup seen as a relationship.
+    Relationship,
 }
 
 impl Kind {
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Attribute => "AttributeMetadata",
             Kind::Key => "EntityKeyMetadata",
             Kind::OptionSet => "OptionSetMetadata",
+            Kind::Relationship => "OneToManyRelationshipMetadata",
         }
     }
 
@@ -51,6 +55,7 @@ impl Kind {
             Kind::Attribute => ATTRIBUTE_PROPERTIES,
             Kind::Key => KEY_PROPERTIES,
             Kind::OptionSet => OPTION_SET_PROPERTIES,
+            Kind::Relationship => RELATIONSHIP_PROPERTIES,
         }
     }
 
@@ -75,6 +80,10 @@ pub(super) struct MetaQuery {
     pub(super) attributes: Option<Box<MetaQuery>>,
     /// `$expand=Keys(…)`, on entities.
     pub(super) keys: Option<Box<MetaQuery>>,
+    /// `$expand=ManyToOneRelationships(…)`, on entities.
+    pub(super) many_to_one: Option<Box<MetaQuery>>,
+    /// `$expand=OneToManyRelationships(…)`, on entities.
+    pub(super) one_to_many: Option<Box<MetaQuery>>,
     /// `$expand=OptionSet(…)`, on attributes: a choice's options, which its definition shows
     /// in line, shaped by their own `$select`.
     option_set: Option<Box<MetaQuery>>,
@@ -142,6 +151,12 @@ impl MetaQuery {
             let (slot, expanded, one) = match (kind, expand.property.as_str()) {
                 (Kind::Entity, "Attributes") => (&mut query.attributes, Kind::Attribute, false),
                 (Kind::Entity, "Keys") => (&mut query.keys, Kind::Key, false),
+                (Kind::Entity, "ManyToOneRelationships") => {
+                    (&mut query.many_to_one, Kind::Relationship, false)
+                }
+                (Kind::Entity, "OneToManyRelationships") => {
+                    (&mut query.one_to_many, Kind::Relationship, false)
+                }
                 (Kind::Attribute, "OptionSet") => (&mut query.option_set, Kind::OptionSet, true),
                 (Kind::Attribute, "GlobalOptionSet") => (&mut global, Kind::OptionSet, true),
                 (_, property) => {
@@ -149,9 +164,11 @@ impl MetaQuery {
                         "$expand of '{property}' is not supported on {}{}",
                         kind.type_name(),
                         match kind {
-                            Kind::Entity => ": expand Attributes or Keys",
+                            Kind::Entity => {
+                                ": expand Attributes, Keys, ManyToOneRelationships or OneToManyRelationships"
+                            }
                             Kind::Attribute => ": expand OptionSet or GlobalOptionSet",
-                            Kind::Key | Kind::OptionSet => "",
+                            Kind::Key | Kind::OptionSet | Kind::Relationship => "",
                         }
                     )));
                 }
@@ -198,6 +215,8 @@ impl MetaQuery {
         let expanded = |key: &str| match key {
             "Attributes" => self.attributes.is_some(),
             "Keys" => self.keys.is_some(),
+            "ManyToOneRelationships" => self.many_to_one.is_some(),
+            "OneToManyRelationships" => self.one_to_many.is_some(),
             "OptionSet" => self.option_set.is_some(),
             "GlobalOptionSet" => self.global_option_set,
             _ => false,

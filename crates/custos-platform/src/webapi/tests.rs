@@ -186,6 +186,21 @@ fn definitions_show_only_the_properties_their_queries_may_name() {
             }
         }
     }
+    let catalog = custos_records::Catalog::new(entities.clone());
+    let mut relationships = 0;
+    for entity in &entities {
+        for navigation in catalog.navigations(entity) {
+            relationships += 1;
+            for key in metadata::relationship_json(&navigation).keys() {
+                assert!(
+                    metadata::RELATIONSHIP_PROPERTIES.contains(&key.as_str()),
+                    "{key} of {}",
+                    navigation.name
+                );
+            }
+        }
+    }
+    assert!(relationships > 0);
     // Every kind of attribute the seed has is shown with its own type, and every id is its own.
     let mut ids = std::collections::HashSet::new();
     for entity in &entities {

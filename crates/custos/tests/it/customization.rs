@@ -486,6 +486,52 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
     );
     assert!(industry["OptionSet"].get("Name").is_none(), "{industry}");
 
+    // Relationships are the lookups, named as `@odata.bind` and `$expand` take them: a contact
+    // bound to an account by the names the metadata gives is found from the account by them.
+    let parent = get(
+        "EntityDefinitions(LogicalName='contact')/ManyToOneRelationships?$filter=ReferencedEntity eq 'account' and ReferencingAttribute eq 'parentcustomerid'",
+    );
+    let relationship = &parent["value"][0];
+    assert_eq!(relationship["ReferencedAttribute"], "accountid", "{parent}");
+    let (bind, collection) = (
+        relationship["ReferencingEntityNavigationPropertyName"]
+            .as_str()
+            .unwrap(),
+        relationship["ReferencedEntityNavigationPropertyName"]
+            .as_str()
+            .unwrap(),
+    );
+    let from_account = get(&format!(
+        "EntityDefinitions({})/OneToManyRelationships?$select=SchemaName&$filter=ReferencingEntity eq 'contact'",
+        get("EntityDefinitions(LogicalName='account')?$select=LogicalName")["MetadataId"]
+            .as_str()
+            .unwrap()
+    ));
+    assert_eq!(
+        from_account["value"][0]["MetadataId"], relationship["MetadataId"],
+        "one relationship, seen from both sides"
+    );
+    let account = post(&server, &admin, "accounts", json!({"name": "Bound"}));
+    let account_id = account.headers()["odata-entityid"]
+        .to_str()
+        .unwrap()
+        .rsplit_once('(')
+        .unwrap()
+        .1
+        .trim_end_matches(')')
+        .to_string();
+    let contact = post(
+        &server,
+        &admin,
+        "contacts",
+        json!({"lastname": "Bound", format!("{bind}@odata.bind"): format!("/accounts({account_id})")}),
+    );
+    assert_eq!(contact.status(), 204);
+    let expanded = get(&format!(
+        "accounts({account_id})?$select=name&$expand={collection}($select=lastname)"
+    ));
+    assert_eq!(expanded[collection][0]["lastname"], "Bound", "{expanded}");
+
     // A table not yet published is found, and named by its id, as if published.
     let response = post(
         &server,
