@@ -204,10 +204,10 @@ impl MetaQuery {
         if self.global_option_set && definition.contains_key("OptionSet") {
             definition.insert("GlobalOptionSet".into(), Json::Null);
         }
-        if let (Some(nested), Some(Json::Object(set))) =
-            (&self.option_set, definition.remove("OptionSet"))
+        if let Some(nested) = &self.option_set
+            && let Some(Json::Object(set)) = definition.get_mut("OptionSet")
         {
-            definition.insert("OptionSet".into(), Json::Object(nested.shape(set)));
+            *set = nested.shape(std::mem::take(set));
         }
         let Some(names) = &self.select else {
             return definition;

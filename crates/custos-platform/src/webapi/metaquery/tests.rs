@@ -191,7 +191,7 @@ fn a_choices_option_set_is_expanded_and_shaped_by_its_own_select() {
     )
     .expect("Dataverse's own example");
     assert_eq!(
-        Json::Object(query.shape(choice)),
+        Json::Object(query.shape(choice.clone())),
         json!({
             "@odata.type": "#Microsoft.Dynamics.CRM.PicklistAttributeMetadata",
             "MetadataId": "m",
@@ -200,7 +200,11 @@ fn a_choices_option_set_is_expanded_and_shaped_by_its_own_select() {
             "GlobalOptionSet": null,
         })
     );
-    // A text attribute has no option set to show, expanded or not.
+    // Not expanded, the options are shown whole, as before; a text attribute has none to show.
+    let whole = super::tests::query(&[], Kind::Attribute, true)
+        .expect("valid")
+        .shape(choice.clone());
+    assert_eq!(whole["OptionSet"]["Name"], "account_industrycode");
     let plain = query.shape(attribute());
     assert!(!plain.contains_key("OptionSet") && !plain.contains_key("GlobalOptionSet"));
     let refused = |expand: &str| {
