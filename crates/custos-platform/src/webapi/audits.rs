@@ -60,6 +60,26 @@ fn operations_of(field: &str, code: i64) -> Vec<Operation> {
         .collect()
 }
 
+/// Why an `audit.action` code Custos records is not a row of `audits`: an answer of no rows
+/// would say that no such change was made.
+fn not_a_row(code: i64) -> Option<&'static str> {
+    Some(match code {
+        100 | 101 => {
+            "a table or column deleted names no record: it is a DeleteEntity or DeleteAttribute event of the audit log (GET /api/audit/records?operation=DeleteEntity)"
+        }
+        102 | 103 | 105 | 106 | 108 | 109 => {
+            "a table's or column's audit settings changed name no record: each change is an UpdateAuditSettings event of the audit log (GET /api/audit/records?operation=UpdateAuditSettings&entity=<table>)"
+        }
+        107 | 110 | 112 | 113 => {
+            "the organization's auditing or user access auditing turned on or off is a row of action 104 (Audit Change at Org Level), not told apart from the instance's other audit settings: filter on action eq 104 and read each row's details"
+        }
+        111 => {
+            "expired events deleted by retention are a PurgeAuditLog event of the audit log (GET /api/audit/records?operation=PurgeAuditLog)"
+        }
+        _ => return None,
+    })
+}
+
 /// What `$filter` asks of the log.
 #[derive(Debug, Default, PartialEq)]
 struct Asked {
@@ -170,6 +190,13 @@ fn read_condition(filter: &Filter, asked: &mut Asked) -> Result<(), AppError> {
         }
         "operation" | "action" => {
             let codes = values.iter().map(code).collect::<Result<Vec<_>, _>>()?;
+            if name == "action"
+                && let Some((code, why)) = codes.iter().find_map(|c| Some((c, not_a_row(*c)?)))
+            {
+                return Err(AppError::bad_request(format!(
+                    "action {code} is recorded but is not a row of audits here: {why}"
+                )));
+            }
             // A role given to or taken from a user (55, 56) or a team (53, 54) is one operation
             // told apart by its entity: such a code stands alone, and narrows the entity too.
             if name == "action"
@@ -674,5 +701,22 @@ mod tests {
         ] {
             assert!(read_filter(Some(bad)).is_err(), "{bad}");
         }
+        // A change Custos records but does not show as a row is refused, not answered with
+        // none (which would say it was never made); an action it never records has no rows.
+        for code in [
+            100, 101, 102, 103, 105, 106, 107, 108, 109, 110, 111, 112, 113,
+        ] {
+            let refused = read_filter(Some(&format!("action eq 48 or action eq {code}")))
+                .expect_err("refused");
+            assert!(
+                refused.message.contains(&format!("action {code} ")),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            read_filter(Some("action eq 50")).unwrap().operations,
+            Some(Vec::new()),
+            "Book: nothing here makes one"
+        );
     }
 }

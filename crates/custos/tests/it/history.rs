@@ -1184,6 +1184,27 @@ fn a_roles_privileges_and_the_instances_audit_settings_are_in_their_histories() 
         None,
     );
     assert_eq!(odata_error(flag_row).0, 404);
+    // Asked for by its action, it is refused with where to find it, not answered with no rows
+    // (which would say no table's auditing was ever changed); so is the org level's finer
+    // action, which is a row of 104.
+    for (filter, says) in [
+        ("action eq 102", "operation=UpdateAuditSettings"),
+        (
+            "action eq 108 or action eq 105",
+            "operation=UpdateAuditSettings",
+        ),
+        ("action eq 107", "action eq 104"),
+    ] {
+        let (status, _, message) = odata_error(send(
+            client()
+                .get(server.api("audits"))
+                .query(&[("$filter", filter)]),
+            &admin,
+            None,
+        ));
+        assert_eq!(status, 400, "{filter}: {message}");
+        assert!(message.contains(says), "{filter}: {message}");
+    }
 
     // The console shows what a role gained and lost, and the settings' history.
     let cookie = crate::console_pages::sign_in(&server, "admin", ADMIN_PASSWORD);
