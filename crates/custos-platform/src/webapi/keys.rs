@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::WebRequest;
 use super::metadata::{
-    check_properties, custom_name, customizable, key_metadata_id, label_text,
+    check_properties, custom_name, customizable, key_metadata_id, label, label_text,
     record_and_save_draft, shown_definition,
 };
 use super::metaquery::{Kind, MetaQuery};
@@ -30,7 +30,6 @@ pub(super) fn key_json(
         .catalog()
         .entity(&entity.logical_name)
         .is_some_and(|published| published.keys.contains(key));
-    let label = json!({"Label": key.display_name, "LanguageCode": 1033});
     let mut out = Map::new();
     out.insert(
         "MetadataId".into(),
@@ -40,10 +39,7 @@ pub(super) fn key_json(
     out.insert("SchemaName".into(), json!(key.schema_name));
     out.insert("EntityLogicalName".into(), json!(entity.logical_name));
     out.insert("KeyAttributes".into(), json!(key.attributes));
-    out.insert(
-        "DisplayName".into(),
-        json!({"LocalizedLabels": [label], "UserLocalizedLabel": label}),
-    );
+    out.insert("DisplayName".into(), label(Some(&key.display_name)));
     out.insert(
         "EntityKeyIndexStatus".into(),
         json!(if active { "Active" } else { "Pending" }),

@@ -543,7 +543,7 @@ fn cast_type(cast: &str) -> Result<&'static str, AppError> {
 }
 
 /// A `Label` in en-US (1033), as Dataverse shows display names; an empty one for `None`.
-fn label(text: Option<&str>) -> Json {
+pub(super) fn label(text: Option<&str>) -> Json {
     match text {
         Some(text) => {
             let label = json!({"Label": text, "LanguageCode": 1033});
@@ -691,13 +691,7 @@ pub(super) fn attribute_json(entity: &EntityDef, attribute: &AttributeDef) -> Ma
 fn option_set_json(options: &[ChoiceOption]) -> Json {
     let options: Vec<Json> = options
         .iter()
-        .map(|o| {
-            let label = json!({"Label": o.label, "LanguageCode": 1033});
-            json!({
-                "Value": o.value,
-                "Label": {"LocalizedLabels": [label], "UserLocalizedLabel": label},
-            })
-        })
+        .map(|o| json!({"Value": o.value, "Label": label(Some(&o.label))}))
         .collect();
     json!({ "Options": options })
 }
@@ -779,7 +773,12 @@ pub(super) fn relationship_json(navigation: &custos_records::Navigation<'_>) -> 
         &navigation.lookup.logical_name,
         navigation.referenced,
     );
-    let collection = format!("{referencing}_{lookup}");
+    // The collection-valued side's name, as `Catalog::navigations` names it for `$expand`.
+    let collection = if navigation.collection {
+        navigation.name.clone()
+    } else {
+        navigation.partner()
+    };
     let mut out = Map::new();
     out.insert(
         "MetadataId".into(),

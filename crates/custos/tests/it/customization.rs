@@ -511,15 +511,7 @@ fn table_definitions_answer_filter_select_expand_casts_and_metadata_ids() {
         from_account["value"][0]["MetadataId"], relationship["MetadataId"],
         "one relationship, seen from both sides"
     );
-    let account = post(&server, &admin, "accounts", json!({"name": "Bound"}));
-    let account_id = account.headers()["odata-entityid"]
-        .to_str()
-        .unwrap()
-        .rsplit_once('(')
-        .unwrap()
-        .1
-        .trim_end_matches(')')
-        .to_string();
+    let account_id = create_account(&server, &admin, "Bound");
     let contact = post(
         &server,
         &admin,
